@@ -1,0 +1,187 @@
+package fileindex
+
+// Iterator yields entries in index order.
+type Iterator interface {
+	// Next returns the next entry; ok is false at the end or after an error,
+	// which Err then reports.
+	Next() (e Entry, ok bool)
+	Err() error
+}
+
+type sliceIterator struct {
+	entries []Entry
+	i       int
+}
+
+// SliceIterator iterates over entries that are already in index order.
+func SliceIterator(entries []Entry) Iterator { return &sliceIterator{entries: entries} }
+
+func (s *sliceIterator) Next() (Entry, bool) {
+	if s.i >= len(s.entries) {
+		return Entry{}, false
+	}
+	s.i++
+	return s.entries[s.i-1], true
+}
+
+func (s *sliceIterator) Err() error { return nil }
+
+// SegmentSource returns a backup's encoded segments one at a time, in order;
+// ok is false when there are no more.
+type SegmentSource func() (data []byte, ok bool, err error)
+
+type segmentIterator struct {
+	next func() ([]byte, bool, error)
+	cur  []Entry
+	i    int
+	err  error
+}
+
+// SegmentIterator decodes segments lazily, one in memory at a time.
+func SegmentIterator(src SegmentSource) Iterator { return &segmentIterator{next: src} }
+
+func (s *segmentIterator) Next() (Entry, bool) {
+	for s.i >= len(s.cur) {
+		if s.err != nil {
+			return Entry{}, false
+		}
+		data, ok, err := s.next()
+		if err != nil {
+			s.err = err
+			return Entry{}, false
+		}
+		if !ok {
+			return Entry{}, false
+		}
+		s.cur, s.err = DecodeSegment(data)
+		s.i = 0
+		if s.err != nil {
+			return Entry{}, false
+		}
+	}
+	s.i++
+	return s.cur[s.i-1], true
+}
+
+func (s *segmentIterator) Err() error { return s.err }
+
+type layer struct {
+	it   Iterator
+	head Entry
+	ok   bool
+}
+
+type mergeIterator struct {
+	layers []*layer
+	err    error
+	keep   bool // keep tombstones in the output
+}
+
+// Merge combines the indexes of a backup chain, oldest first, into the tree
+// at the newest: for each path the entry of the newest layer that has it
+// wins, and a path whose winner is a tombstone is left out.
+func Merge(layers ...Iterator) Iterator { return newMerge(layers, false) }
+
+// MergeKeepDeleted is Merge that passes winning tombstones through, for
+// callers that diff two trees.
+func MergeKeepDeleted(layers ...Iterator) Iterator { return newMerge(layers, true) }
+
+func newMerge(its []Iterator, keep bool) *mergeIterator {
+	m := &mergeIterator{keep: keep}
+	for _, it := range its {
+		l := &layer{it: it}
+		l.head, l.ok = it.Next()
+		if !l.ok && it.Err() != nil && m.err == nil {
+			m.err = it.Err()
+		}
+		m.layers = append(m.layers, l)
+	}
+	return m
+}
+
+func (m *mergeIterator) Next() (Entry, bool) {
+	for m.err == nil {
+		// Chains are short (a full and its incrementals), so a linear scan
+		// for the smallest head beats a heap.
+		var best *layer
+		for _, l := range m.layers {
+			if !l.ok {
+				continue
+			}
+			if best == nil || Compare(l.head.Path, best.head.Path) <= 0 {
+				best = l // on equal paths the later (newer) layer wins
+			}
+		}
+		if best == nil {
+			return Entry{}, false
+		}
+		win := best.head
+		for _, l := range m.layers {
+			for l.ok && l.head.Path == win.Path {
+				l.head, l.ok = l.it.Next()
+				if !l.ok && l.it.Err() != nil {
+					m.err = l.it.Err()
+					return Entry{}, false
+				}
+			}
+		}
+		if win.Type == TypeDeleted && !m.keep {
+			continue
+		}
+		return win, true
+	}
+	return Entry{}, false
+}
+
+func (m *mergeIterator) Err() error { return m.err }
+
+type filterIterator struct {
+	it   Iterator
+	keep func(*Entry) bool
+}
+
+// Filter yields the entries of it for which keep returns true.
+func Filter(it Iterator, keep func(*Entry) bool) Iterator {
+	return &filterIterator{it: it, keep: keep}
+}
+
+func (f *filterIterator) Next() (Entry, bool) {
+	for {
+		e, ok := f.it.Next()
+		if !ok {
+			return e, false
+		}
+		if f.keep(&e) {
+			return e, true
+		}
+	}
+}
+
+func (f *filterIterator) Err() error { return f.it.Err() }
+
+// WithinAny returns a Filter predicate that keeps entries at or below any of roots.
+func WithinAny(roots []string) func(*Entry) bool {
+	return func(e *Entry) bool {
+		if len(roots) == 0 {
+			return true
+		}
+		for _, r := range roots {
+			if Within(e.Path, r) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// Collect drains it into a slice.
+func Collect(it Iterator) ([]Entry, error) {
+	var out []Entry
+	for {
+		e, ok := it.Next()
+		if !ok {
+			return out, it.Err()
+		}
+		out = append(out, e)
+	}
+}

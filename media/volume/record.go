@@ -1,0 +1,128 @@
+package volume
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// RecordType tags a record of a session's data stream. The agent sends these
+// records over the data port and the storage node packs them, unchanged,
+// into blocks, so the stream and the volume share one encoding.
+type RecordType uint8
+
+const (
+	// RecFileHeader opens an entry: its body is a fileindex entry encoding
+	// without location and hash. Every entry, of every type, is a
+	// FileHeader, its Data records, and a FileEnd.
+	RecFileHeader RecordType = 1
+	// RecData carries a run of the file's content at an offset; holes of
+	// sparse files are simply not sent.
+	RecData RecordType = 2
+	// RecFileEnd closes the entry opened by the last FileHeader.
+	RecFileEnd RecordType = 3
+)
+
+func (t RecordType) String() string {
+	switch t {
+	case RecFileHeader:
+		return "FileHeader"
+	case RecData:
+		return "Data"
+	case RecFileEnd:
+		return "FileEnd"
+	}
+	return fmt.Sprintf("record(%d)", uint8(t))
+}
+
+const (
+	// MaxHeaderBody bounds a FileHeader record; a block always has room
+	// for a whole one, so headers never span blocks.
+	MaxHeaderBody = 256 << 10
+	// MaxDataBody bounds the content a single Data record carries.
+	MaxDataBody = 256 << 10
+	// maxRecordOverhead is the tag plus the longest length and offset varints.
+	maxRecordOverhead = 1 + 2*binary.MaxVarintLen64
+)
+
+// FileEnd status values.
+const (
+	// EndOK: every byte of the file was read; Hash is its SHA-256.
+	EndOK uint8 = 0
+	// EndReadError: the agent could not read the whole file (it changed
+	// size or an I/O error occurred); the content is incomplete.
+	EndReadError uint8 = 1
+)
+
+// ErrShortRecord means the buffer ends inside a record.
+var ErrShortRecord = errors.New("record continues past the end of the buffer")
+
+// ErrBadRecord is wrapped by every malformed-record error.
+var ErrBadRecord = errors.New("malformed record")
+
+// AppendRecord appends one record to dst.
+func AppendRecord(dst []byte, t RecordType, body []byte) []byte {
+	dst = append(dst, byte(t))
+	dst = binary.AppendUvarint(dst, uint64(len(body)))
+	return append(dst, body...)
+}
+
+// AppendDataRecord appends a Data record for data at offset in the file.
+func AppendDataRecord(dst []byte, offset int64, data []byte) []byte {
+	var hdr [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(hdr[:], uint64(offset))
+	dst = append(dst, byte(RecData))
+	dst = binary.AppendUvarint(dst, uint64(n+len(data)))
+	dst = append(dst, hdr[:n]...)
+	return append(dst, data...)
+}
+
+// AppendFileEnd appends a FileEnd record.
+func AppendFileEnd(dst []byte, status uint8, hash []byte) []byte {
+	dst = append(dst, byte(RecFileEnd))
+	dst = binary.AppendUvarint(dst, uint64(1+len(hash)))
+	dst = append(dst, status)
+	return append(dst, hash...)
+}
+
+// ParseRecord reads the record at the start of b and returns its type, body
+// (aliasing b) and encoded length. It returns ErrShortRecord when b ends
+// inside the record.
+func ParseRecord(b []byte) (t RecordType, body []byte, n int, err error) {
+	if len(b) == 0 {
+		return 0, nil, 0, ErrShortRecord
+	}
+	t = RecordType(b[0])
+	if t < RecFileHeader || t > RecFileEnd {
+		return 0, nil, 0, fmt.Errorf("%w: unknown record type %d", ErrBadRecord, b[0])
+	}
+	l, m := binary.Uvarint(b[1:])
+	if m == 0 {
+		return 0, nil, 0, ErrShortRecord
+	}
+	if m < 0 || l > MaxHeaderBody+binary.MaxVarintLen64 {
+		return 0, nil, 0, fmt.Errorf("%w: %s record length out of range", ErrBadRecord, t)
+	}
+	end := 1 + m + int(l)
+	if end > len(b) {
+		return 0, nil, 0, ErrShortRecord
+	}
+	return t, b[1+m : end], end, nil
+}
+
+// DecodeData splits a Data record body into its file offset and content.
+func DecodeData(body []byte) (offset int64, data []byte, err error) {
+	off, n := binary.Uvarint(body)
+	if n <= 0 || off > 1<<62 {
+		return 0, nil, fmt.Errorf("%w: bad data offset", ErrBadRecord)
+	}
+	return int64(off), body[n:], nil
+}
+
+// DecodeFileEnd splits a FileEnd record body into its status and hash.
+func DecodeFileEnd(body []byte) (status uint8, hash []byte, err error) {
+	if len(body) == 0 {
+		return 0, nil, fmt.Errorf("%w: empty FileEnd", ErrBadRecord)
+	}
+	return body[0], body[1:], nil
+}
