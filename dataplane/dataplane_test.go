@@ -1,0 +1,102 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/cairnbackup/cairn/wire"
+)
+
+func listen(t *testing.T, dir string) (net.Listener, string) {
+	t.Helper()
+	cert, fp, err := LoadOrCreateCert(dir, "sn1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", ServerConfig(cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, fp
+}
+
+func TestFramesOverPinnedTLS(t *testing.T) {
+	dir := t.TempDir()
+	ln, fp := listen(t, dir)
+	_, fp2, err := LoadOrCreateCert(dir, "sn1")
+	if err != nil || fp2 != fp {
+		t.Fatalf("certificate not reused: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		conn := NewConn(c)
+		defer conn.Close()
+		var h Hello
+		if err := conn.ReadJSON(FrameHello, &h); err != nil {
+			done <- err
+			return
+		}
+		typ, p, err := conn.ReadFrame()
+		if err != nil || typ != FrameRecords || !bytes.Equal(p, bytes.Repeat([]byte{7}, 1<<20)) {
+			done <- errors.New("records frame mangled")
+			return
+		}
+		done <- conn.WriteError(wire.Errorf(wire.CodePoolFull, "", "pool %s full", h.Client))
+	}()
+	conn, err := Dial(context.Background(), ln.Addr().String(), fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.WriteJSON(FrameHello, Hello{V: 1, Client: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.WriteFrame(FrameRecords, bytes.Repeat([]byte{7}, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Flush()
+	err = conn.ReadJSON(FrameResult, &Result{})
+	if wire.CodeOf(err) != wire.CodePoolFull || !strings.Contains(err.Error(), "web") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDialRefusesWrongCertificate(t *testing.T) {
+	ln, _ := listen(t, t.TempDir())
+	_, other, _ := LoadOrCreateCert(t.TempDir(), "impostor")
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	_, err := Dial(context.Background(), ln.Addr().String(), other)
+	if err == nil || !strings.Contains(err.Error(), "different node") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestReadFrameRejectsHugeLength(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	go b.Write([]byte{FrameRecords, 0xff, 0xff, 0xff, 0xff})
+	_, _, err := NewConn(a).ReadFrame()
+	if err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("err = %v", err)
+	}
+}

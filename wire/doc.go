@@ -1,0 +1,24 @@
+// Package wire is the control plane's language: the NATS subjects every role
+// uses, the versioned JSON envelope every request, reply and event travels
+// in, the catalog of error codes with their hints, and the message types.
+//
+// # Subjects
+//
+//	cairn.api.<op>                  admin requests, answered by the servers
+//	cairn.node.<node>.<op>          orders to one storage node
+//	cairn.agent.<client>.<op>       orders to one agent
+//	cairn.srv.node.<node>.<op>      a storage node's requests and reports to the servers
+//	cairn.srv.agent.<client>.<op>   an agent's requests and reports to the servers
+//	cairn.evt.job.<id>              a job's progress and state events
+//
+// Each role's credential can thus be confined to its own subjects: an agent
+// publishes only below cairn.srv.agent.<itself> and subscribes only below
+// cairn.agent.<itself>.
+//
+// # Envelope
+//
+// Every message is {"v":1,"body":{...}}; a reply is {"v":1,"body":{...}} or
+// {"v":1,"error":{"code":...,"message":...,"hint":...}}. A receiver answers a
+// message it cannot decode, of a version it does not speak, or for an
+// operation it does not know, with an error reply; it never crashes.
+package wire

@@ -1,0 +1,214 @@
+package wire
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Envelope wraps every message.
+type Envelope struct {
+	V     int             `json:"v"`
+	Body  json.RawMessage `json:"body,omitempty"`
+	Error *Error          `json:"error,omitempty"`
+}
+
+// Marshal wraps body in an envelope of the current version.
+func Marshal(body any) ([]byte, error) {
+	env := Envelope{V: Version}
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode message: %w", err)
+		}
+		env.Body = b
+	}
+	return json.Marshal(env)
+}
+
+// MarshalError wraps an error reply.
+func MarshalError(e *Error) []byte {
+	b, _ := json.Marshal(Envelope{V: Version, Error: e})
+	return b
+}
+
+// Unmarshal opens an envelope. It returns a wire Error for data that is not
+// an envelope or of another version; an error reply comes back as its Error.
+func Unmarshal(data []byte) (json.RawMessage, error) {
+	var env Envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, Errorf(CodeBadRequest, "", "message is not valid JSON: %v", err)
+	}
+	if env.V != Version {
+		return nil, Errorf(CodeUnsupportedVersion, "",
+			"message version %d is not supported (this program speaks version %d)", env.V, Version)
+	}
+	if env.Error != nil {
+		if env.Error.Hint == "" {
+			env.Error.Hint = defaultHints[env.Error.Code]
+		}
+		return nil, env.Error
+	}
+	return env.Body, nil
+}
+
+// Decode unmarshals a body into T. Unknown fields are allowed, so a newer
+// sender's additions do not break an older receiver.
+func Decode[T any](body json.RawMessage) (T, error) {
+	var v T
+	if len(body) == 0 || bytes.Equal(body, []byte("null")) {
+		return v, nil
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return v, Errorf(CodeBadRequest, "", "malformed %T: %v", v, err)
+	}
+	return v, nil
+}
+
+// Request sends req on subject and decodes the reply into resp (which may be
+// nil). A missing responder or a timeout becomes a wire Error with a hint.
+func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) error {
+	data, err := Marshal(req)
+	if err != nil {
+		return err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	msg, err := nc.RequestWithContext(ctx, subject, data)
+	if err != nil {
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			return Errorf(CodeUnavailable, "", "nothing answers %s", Describe(subject))
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+			return Errorf(CodeTimeout, "", "no answer on %s in time", Describe(subject))
+		}
+		return fmt.Errorf("request %s: %w", subject, err)
+	}
+	body, err := Unmarshal(msg.Data)
+	if err != nil {
+		return err
+	}
+	if resp == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, resp); err != nil {
+		return Errorf(CodeBadRequest, "", "malformed reply on %s: %v", subject, err)
+	}
+	return nil
+}
+
+// Publish sends a message that expects no reply.
+func Publish(nc *nats.Conn, subject string, body any) error {
+	data, err := Marshal(body)
+	if err != nil {
+		return err
+	}
+	return nc.Publish(subject, data)
+}
+
+// Handler answers one request. The body is the envelope's content; the
+// result is marshalled as the reply's body, an error as an error reply.
+type Handler func(ctx context.Context, subject string, body json.RawMessage) (any, error)
+
+// Serve subscribes h to subject (in queue group queue when not empty). Each
+// message runs in its own goroutine; a panic in h is recovered, logged and
+// answered as an internal error, so one bad message never takes a process down.
+func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, logger *slog.Logger, h Handler) (*nats.Subscription, error) {
+	cb := func(m *nats.Msg) {
+		go handle(ctx, m, logger, h)
+	}
+	var sub *nats.Subscription
+	var err error
+	if queue != "" {
+		sub, err = nc.QueueSubscribe(subject, queue, cb)
+	} else {
+		sub, err = nc.Subscribe(subject, cb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	return sub, nil
+}
+
+func handle(ctx context.Context, m *nats.Msg, logger *slog.Logger, h Handler) {
+	reply := func(data []byte) {
+		if m.Reply == "" {
+			return
+		}
+		if err := m.Respond(data); err != nil {
+			logger.Warn("reply failed", "subject", m.Subject, "err", err)
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			logger.Error("handler panicked", "subject", m.Subject, "panic", r, "stack", string(debug.Stack()))
+			reply(MarshalError(Errorf(CodeInternal, "", "internal error handling %s", m.Subject)))
+		}
+	}()
+	body, err := Unmarshal(m.Data)
+	if err != nil {
+		logger.Debug("rejected message", "subject", m.Subject, "err", err)
+		reply(MarshalError(AsError(err)))
+		return
+	}
+	res, err := h(ctx, m.Subject, body)
+	if err != nil {
+		we := AsError(err)
+		if we.Code == CodeInternal {
+			logger.Error("request failed", "subject", m.Subject, "err", err)
+		}
+		reply(MarshalError(we))
+		return
+	}
+	data, err := Marshal(res)
+	if err != nil {
+		reply(MarshalError(AsError(err)))
+		return
+	}
+	reply(data)
+}
+
+// Router dispatches operations to handlers by name, answering unknown ones
+// with an error that lists what it knows.
+type Router struct {
+	ops map[string]Handler
+}
+
+// NewRouter returns an empty router.
+func NewRouter() *Router { return &Router{ops: map[string]Handler{}} }
+
+// Handle registers h for op.
+func (r *Router) Handle(op string, h Handler) { r.ops[op] = h }
+
+// Dispatch returns a Handler that looks the operation up with opOf.
+func (r *Router) Dispatch(opOf func(subject string) (string, bool)) Handler {
+	return func(ctx context.Context, subject string, body json.RawMessage) (any, error) {
+		op, ok := opOf(subject)
+		h := r.ops[op]
+		if !ok || h == nil {
+			return nil, Errorf(CodeUnknownOperation, "", "unknown operation %q on %s", op, Describe(subject))
+		}
+		return h(ctx, subject, body)
+	}
+}
+
+// Typed adapts a function of a decoded request to a Handler.
+func Typed[Req any, Resp any](f func(ctx context.Context, subject string, req Req) (Resp, error)) Handler {
+	return func(ctx context.Context, subject string, body json.RawMessage) (any, error) {
+		req, err := Decode[Req](body)
+		if err != nil {
+			return nil, err
+		}
+		return f(ctx, subject, req)
+	}
+}

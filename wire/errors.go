@@ -1,0 +1,110 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error is what crosses the NATS boundary in place of a Go error: a stable
+// code that scripts can match, a message that names the thing, and a hint
+// that says what to do. The CLI prints the message and the hint and exits
+// non-zero.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Is lets errors.Is(err, &Error{Code: c}) match on the code alone.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	if errors.As(target, &t) {
+		return t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+	}
+	return false
+}
+
+// Stable error codes. Never change the meaning of one; add new ones.
+const (
+	CodeBadRequest         = "bad_request"
+	CodeUnsupportedVersion = "unsupported_version"
+	CodeUnknownOperation   = "unknown_operation"
+	CodeInvalidArgument    = "invalid_argument"
+	CodeNotFound           = "not_found"
+	CodeUnknownClient      = "unknown_client"
+	CodeAlreadyExists      = "already_exists"
+	CodeNotLeader          = "not_leader"
+	CodeUnavailable        = "unavailable"
+	CodeTimeout            = "timeout"
+	CodePoolFull           = "pool_full"
+	CodeTicketRejected     = "ticket_rejected"
+	CodeKey                = "key_error"
+	CodeCorrupt            = "corrupt_data"
+	CodeIO                 = "io_error"
+	CodeAborted            = "aborted"
+	CodeTargetNotEmpty     = "target_not_empty"
+	CodeInternal           = "internal"
+)
+
+// defaultHints are the catalog's help texts, used when an error carries none.
+var defaultHints = map[string]string{
+	CodeBadRequest:         "the message is not a valid Cairn request; check that client and server run compatible versions",
+	CodeUnsupportedVersion: "upgrade the older of the two programs so both speak the same message version",
+	CodeUnknownOperation:   "this server does not know that operation; check the command or upgrade the server",
+	CodeInvalidArgument:    "correct the argument named in the message",
+	CodeNotFound:           "list what exists with the matching 'list' command",
+	CodeUnknownClient:      "start 'cairn agent --name NAME' on that host first, then check 'cairn client list'",
+	CodeNotLeader:          "retry; the request goes to the current leader",
+	CodeUnavailable:        "check that the server, storage node and agent involved are running ('cairn client list', 'cairn pool list')",
+	CodeTimeout:            "check that a Cairn server is running and reachable on the NATS URL (--nats or CAIRN_NATS)",
+	CodePoolFull:           "free space in the pool's directory, move it to a larger filesystem, or lower the pool's maximum volume size",
+	CodeTicketRejected:     "the job ticket was not accepted; rerun the job so the server issues a new one",
+	CodeKey:                "import or pass the key named in the message ('cairn key export' writes the escrow file)",
+	CodeCorrupt:            "the files named were not restored; restore them from another backup or copy",
+	CodeIO:                 "check the device or filesystem named in the message",
+	CodeTargetNotEmpty:     "choose an empty directory, or pass --force to restore into it",
+	CodeInternal:           "this is a bug in Cairn; the server log has details",
+}
+
+// Errorf builds an Error with a code, a hint (the catalog's when empty) and a
+// formatted message.
+func Errorf(code, hint, format string, args ...any) *Error {
+	if hint == "" {
+		hint = defaultHints[code]
+	}
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Hint: hint}
+}
+
+// AsError turns any error into an Error for the wire, keeping an Error found
+// in its chain and classifying the rest as internal.
+func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var we *Error
+	if errors.As(err, &we) {
+		out := *we
+		if out.Hint == "" {
+			out.Hint = defaultHints[out.Code]
+		}
+		if msg := err.Error(); msg != we.Message {
+			out.Message = msg // keep the context the chain added
+		}
+		return &out
+	}
+	return Errorf(CodeInternal, "", "%s", err.Error())
+}
+
+// HintFor returns the catalog's hint for code.
+func HintFor(code string) string { return defaultHints[code] }
+
+// CodeOf returns the code of the Error in err's chain, or "".
+func CodeOf(err error) string {
+	var we *Error
+	if errors.As(err, &we) {
+		return we.Code
+	}
+	return ""
+}

@@ -1,0 +1,553 @@
+package wire
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+// Admin operations (cairn.api.<op>).
+const (
+	OpStatus       = "status"
+	OpClientList   = "client.list"
+	OpPoolList     = "pool.list"
+	OpVolumeList   = "volume.list"
+	OpJobList      = "job.list"
+	OpJobShow      = "job.show"
+	OpBackupStart  = "backup.start"
+	OpBackupList   = "backup.list"
+	OpTreeList     = "tree.list"
+	OpRestoreStart = "restore.start"
+	OpKeyExport    = "key.export"
+)
+
+// Operations a storage node sends the servers (cairn.srv.node.<id>.<op>).
+const (
+	OpNodeRegister    = "register"
+	OpNodeHeartbeat   = "heartbeat"
+	OpVolumeAcquire   = "volume.acquire"
+	OpVolumeLabeled   = "volume.labeled"
+	OpKeyGet          = "key.get"
+	OpSessionIndex    = "session.index"
+	OpSessionCommit   = "session.commit"
+	OpSessionAbort    = "session.abort"
+	OpSessionProgress = "session.progress"
+)
+
+// Operations an agent sends the servers (cairn.srv.agent.<client>.<op>).
+const (
+	OpAgentRegister  = "register"
+	OpAgentHeartbeat = "heartbeat"
+	OpBaseTree       = "base.tree"
+	OpRestorePlan    = "restore.plan"
+	OpJobProgress    = "job.progress"
+	OpJobDone        = "job.done"
+)
+
+// Orders the servers send an agent (cairn.agent.<client>.<op>) and a storage
+// node (cairn.node.<id>.<op>).
+const (
+	OpRunBackup  = "backup.run"
+	OpRunRestore = "restore.run"
+	OpCancel     = "job.cancel"
+	OpPing       = "ping"
+)
+
+// Empty is the body of requests and replies that carry nothing.
+type Empty struct{}
+
+// ---- admin API ----
+
+// StatusResp describes the server that answered and its Raft group.
+type StatusResp struct {
+	Server       string `json:"server"`
+	Version      string `json:"version"`
+	Leader       string `json:"leader"`
+	IsLeader     bool   `json:"is_leader"`
+	RaftState    string `json:"raft_state"`
+	Term         uint64 `json:"term"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+// ClientInfo is a client (a host running an agent) as the servers see it.
+type ClientInfo struct {
+	Name        string    `json:"name"`
+	Hostname    string    `json:"hostname"`
+	OS          string    `json:"os"`
+	Version     string    `json:"version"`
+	Online      bool      `json:"online"`
+	LastSeen    time.Time `json:"last_seen"`
+	Backups     int       `json:"backups"`
+	LastBackup  time.Time `json:"last_backup,omitzero"`
+	DefaultPool string    `json:"default_pool,omitempty"`
+}
+
+// ClientListResp answers client.list.
+type ClientListResp struct {
+	Clients []ClientInfo `json:"clients"`
+}
+
+// PoolInfo is a pool with its usage.
+type PoolInfo struct {
+	Name           string `json:"name"`
+	Type           string `json:"type"`
+	Node           string `json:"node"`
+	NodeOnline     bool   `json:"node_online"`
+	Dir            string `json:"dir,omitempty"`
+	Volumes        int    `json:"volumes"`
+	UsedBytes      int64  `json:"used_bytes"`
+	FreeBytes      int64  `json:"free_bytes"`
+	MaxVolumeBytes int64  `json:"max_volume_bytes"`
+	KeyID          string `json:"key_id"`
+}
+
+// PoolListResp answers pool.list.
+type PoolListResp struct {
+	Pools []PoolInfo `json:"pools"`
+}
+
+// VolumeListReq filters volume.list.
+type VolumeListReq struct {
+	Pool string `json:"pool,omitempty"`
+}
+
+// VolumeInfo is one volume.
+type VolumeInfo struct {
+	ID          uuid.UUID `json:"id"`
+	Name        string    `json:"name"`
+	Pool        string    `json:"pool"`
+	Node        string    `json:"node"`
+	MediaType   string    `json:"media_type"`
+	State       string    `json:"state"`
+	Bytes       int64     `json:"bytes"`
+	Sessions    int       `json:"sessions"`
+	Created     time.Time `json:"created"`
+	LastWritten time.Time `json:"last_written,omitzero"`
+	Path        string    `json:"path,omitempty"`
+	Error       string    `json:"error,omitempty"`
+}
+
+// VolumeListResp answers volume.list.
+type VolumeListResp struct {
+	Volumes []VolumeInfo `json:"volumes"`
+}
+
+// JobListReq filters job.list.
+type JobListReq struct {
+	Client string   `json:"client,omitempty"`
+	States []string `json:"states,omitempty"`
+	Limit  int      `json:"limit,omitempty"`
+}
+
+// JobLogLine is one line of a job's log.
+type JobLogLine struct {
+	Time  time.Time `json:"time"`
+	Level string    `json:"level"`
+	Msg   string    `json:"msg"`
+}
+
+// JobInfo is a job; Log is filled by job.show only.
+type JobInfo struct {
+	ID          uint64       `json:"id"`
+	Type        string       `json:"type"`
+	Client      string       `json:"client"`
+	Level       string       `json:"level,omitempty"`
+	State       string       `json:"state"`
+	Node        string       `json:"node,omitempty"`
+	Pool        string       `json:"pool,omitempty"`
+	Paths       []string     `json:"paths,omitempty"`
+	BackupID    uint64       `json:"backup_id,omitempty"`
+	Target      string       `json:"target,omitempty"`
+	Created     time.Time    `json:"created"`
+	Started     time.Time    `json:"started,omitzero"`
+	Ended       time.Time    `json:"ended,omitzero"`
+	Files       int64        `json:"files"`
+	Bytes       int64        `json:"bytes"`
+	StoredBytes int64        `json:"stored_bytes"`
+	Warnings    int          `json:"warnings"`
+	ErrorCode   string       `json:"error_code,omitempty"`
+	Error       string       `json:"error,omitempty"`
+	Hint        string       `json:"hint,omitempty"`
+	Volumes     []string     `json:"volumes,omitempty"`
+	Log         []JobLogLine `json:"log,omitempty"`
+	// Progress is the latest live progress of a running job.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// JobListResp answers job.list.
+type JobListResp struct {
+	Jobs []JobInfo `json:"jobs"`
+}
+
+// JobShowReq asks for one job.
+type JobShowReq struct {
+	ID uint64 `json:"id"`
+}
+
+// BackupStartReq starts a file backup of a client.
+type BackupStartReq struct {
+	Client   string   `json:"client"`
+	Paths    []string `json:"paths"`
+	Excludes []string `json:"excludes,omitempty"`
+	Level    string   `json:"level,omitempty"` // full, incremental (default), differential
+	Pool     string   `json:"pool,omitempty"`
+}
+
+// JobStarted answers backup.start and restore.start.
+type JobStarted struct {
+	JobID uint64 `json:"job_id"`
+	Level string `json:"level,omitempty"` // the level actually run (an incremental with no full becomes full)
+}
+
+// BackupListReq filters backup.list.
+type BackupListReq struct {
+	Client string `json:"client,omitempty"`
+}
+
+// BackupInfo is one backup (a point in time of a client's file set).
+type BackupInfo struct {
+	ID          uint64    `json:"id"`
+	Client      string    `json:"client"`
+	Level       string    `json:"level"`
+	Parent      uint64    `json:"parent,omitempty"`
+	Paths       []string  `json:"paths"`
+	State       string    `json:"state"`
+	StartTime   time.Time `json:"start_time"`
+	EndTime     time.Time `json:"end_time,omitzero"`
+	Files       int64     `json:"files"`
+	Bytes       int64     `json:"bytes"`
+	StoredBytes int64     `json:"stored_bytes"`
+	Pool        string    `json:"pool"`
+	Volumes     []string  `json:"volumes,omitempty"`
+}
+
+// BackupListResp answers backup.list.
+type BackupListResp struct {
+	Backups []BackupInfo `json:"backups"`
+}
+
+// PointInTime selects a backup of a client: by id, at a time, or the latest.
+type PointInTime struct {
+	Client   string    `json:"client"`
+	BackupID uint64    `json:"backup_id,omitempty"`
+	At       time.Time `json:"at,omitzero"`
+}
+
+// TreeListReq browses the tree of a backup: the entries directly inside
+// Path (or Path itself when it is not a directory).
+type TreeListReq struct {
+	PointInTime
+	Path      string `json:"path,omitempty"`
+	Recursive bool   `json:"recursive,omitempty"`
+	After     string `json:"after,omitempty"` // resume after this path
+	Limit     int    `json:"limit,omitempty"`
+}
+
+// EntryInfo is one entry of a tree listing.
+type EntryInfo struct {
+	Path   string    `json:"path"`
+	Type   string    `json:"type"`
+	Mode   uint32    `json:"mode"`
+	Size   int64     `json:"size"`
+	MTime  time.Time `json:"mtime"`
+	User   string    `json:"user,omitempty"`
+	Group  string    `json:"group,omitempty"`
+	UID    uint32    `json:"uid"`
+	GID    uint32    `json:"gid"`
+	Target string    `json:"target,omitempty"`
+	// Backup is the backup of the chain that holds this version.
+	Backup uint64 `json:"backup"`
+}
+
+// TreeListResp answers tree.list.
+type TreeListResp struct {
+	Backup  BackupInfo  `json:"backup"`
+	Entries []EntryInfo `json:"entries"`
+	More    bool        `json:"more,omitempty"` // more entries follow the last one
+}
+
+// RestoreStartReq restores a backup (or paths of it) into a directory of a
+// client, the source client by default.
+type RestoreStartReq struct {
+	PointInTime
+	Paths        []string `json:"paths,omitempty"`
+	TargetClient string   `json:"target_client,omitempty"`
+	To           string   `json:"to"`
+	Force        bool     `json:"force,omitempty"`
+}
+
+// KeyMaterial is a data key in the clear, for escrow.
+type KeyMaterial struct {
+	ID      string    `json:"id"`
+	Pool    string    `json:"pool"`
+	Key     []byte    `json:"key"`
+	Created time.Time `json:"created"`
+}
+
+// KeyExportResp answers key.export.
+type KeyExportResp struct {
+	Keys []KeyMaterial `json:"keys"`
+}
+
+// ---- events ----
+
+// Progress is a running job's live progress.
+type Progress struct {
+	JobID      uint64 `json:"job_id"`
+	Phase      string `json:"phase,omitempty"` // e.g. "walking", "streaming", "committing"
+	Files      int64  `json:"files"`
+	Bytes      int64  `json:"bytes"`
+	Stored     int64  `json:"stored,omitempty"`
+	TotalFiles int64  `json:"total_files,omitempty"` // 0 while unknown
+	TotalBytes int64  `json:"total_bytes,omitempty"`
+	Current    string `json:"current,omitempty"`
+}
+
+// JobEvent is published on cairn.evt.job.<id> on progress and state changes.
+type JobEvent struct {
+	JobID    uint64    `json:"job_id"`
+	State    string    `json:"state"`
+	Progress *Progress `json:"progress,omitempty"`
+	Message  string    `json:"message,omitempty"`
+}
+
+// ---- storage node <-> servers ----
+
+// NodePool is a pool a storage node serves.
+type NodePool struct {
+	Name           string `json:"name"`
+	Type           string `json:"type"` // "disk"
+	Dir            string `json:"dir"`
+	MaxVolumeBytes int64  `json:"max_volume_bytes"`
+}
+
+// NodeRegisterReq announces a storage node and its pools.
+type NodeRegisterReq struct {
+	ID         string     `json:"id"`
+	DataAddr   string     `json:"data_addr"`
+	CertSHA256 string     `json:"cert_sha256"`
+	Version    string     `json:"version"`
+	Pools      []NodePool `json:"pools"`
+}
+
+// NodeRegisterResp gives a storage node what it needs to check tickets.
+type NodeRegisterResp struct {
+	TicketKey  []byte    `json:"ticket_key"` // ed25519 public key
+	ServerTime time.Time `json:"server_time"`
+}
+
+// PoolUsage is a pool's filesystem usage, as a heartbeat reports it.
+type PoolUsage struct {
+	Name       string `json:"name"`
+	FreeBytes  int64  `json:"free_bytes"`
+	TotalBytes int64  `json:"total_bytes"`
+}
+
+// NodeHeartbeat is published every few seconds by a storage node.
+type NodeHeartbeat struct {
+	ID      string      `json:"id"`
+	Pools   []PoolUsage `json:"pools"`
+	Streams int         `json:"streams"`
+}
+
+// VolumeAcquireReq asks for a volume to write job's session on. Full names
+// the volume that just filled up, if any, so the server marks it full.
+type VolumeAcquireReq struct {
+	JobID uint64    `json:"job_id"`
+	Pool  string    `json:"pool"`
+	Full  uuid.UUID `json:"full,omitzero"`
+}
+
+// VolumeGrant is a volume reserved for one job.
+type VolumeGrant struct {
+	ID           uuid.UUID `json:"id"`
+	Name         string    `json:"name"`
+	Pool         string    `json:"pool"`
+	Bytes        int64     `json:"bytes"` // committed end; anything beyond it is discarded
+	New          bool      `json:"new"`   // not labeled yet: label it, then send volume.labeled
+	BlockSize    int       `json:"block_size"`
+	BlockRawSize int       `json:"block_raw_size"`
+	Compression  bool      `json:"compression"`
+	MaxBytes     int64     `json:"max_bytes"`
+	Created      time.Time `json:"created"`
+}
+
+// VolumeLabeled reports that a new volume's label was written and read back.
+type VolumeLabeled struct {
+	JobID    uint64    `json:"job_id"`
+	VolumeID uuid.UUID `json:"volume_id"`
+	Error    string    `json:"error,omitempty"` // labeling failed: the volume goes to state error
+}
+
+// KeyGetReq asks for the data key of a job's session.
+type KeyGetReq struct {
+	JobID uint64 `json:"job_id"`
+	KeyID string `json:"key_id"`
+}
+
+// KeyGetResp carries a data key in the clear.
+type KeyGetResp struct {
+	ID  string `json:"id"`
+	Key []byte `json:"key"`
+}
+
+// SessionIndexReq carries one segment of a session's file index, in order.
+type SessionIndexReq struct {
+	JobID uint64 `json:"job_id"`
+	No    int    `json:"no"`
+	First string `json:"first"`
+	Last  string `json:"last"`
+	Count int    `json:"count"`
+	Data  []byte `json:"data"`
+}
+
+// MaxIndexSegmentBytes keeps a segment message well below NATS's default 1 MiB
+// payload limit.
+const MaxIndexSegmentBytes = 768 << 10
+
+// SessionPart is where one part of a session lies on a volume.
+type SessionPart struct {
+	VolumeID    uuid.UUID `json:"volume_id"`
+	Part        int       `json:"part"`
+	VolumeStart int64     `json:"volume_start"`
+	DataStart   int64     `json:"data_start"`
+	End         int64     `json:"end"`
+	StreamStart uint64    `json:"stream_start"`
+	StreamEnd   uint64    `json:"stream_end"`
+	FirstSeq    uint64    `json:"first_seq"`
+	LastSeq     uint64    `json:"last_seq"`
+	Final       bool      `json:"final"`
+}
+
+// SessionStats counts what a session holds.
+type SessionStats struct {
+	Entries      int64 `json:"entries"`
+	Files        int64 `json:"files"`
+	ContentBytes int64 `json:"content_bytes"`
+	StreamBytes  int64 `json:"stream_bytes"`
+	StoredBytes  int64 `json:"stored_bytes"`
+	Blocks       int64 `json:"blocks"`
+}
+
+// SessionCommitReq asks the servers to record a durable session as a backup.
+// Every index segment was sent before it.
+type SessionCommitReq struct {
+	JobID     uint64        `json:"job_id"`
+	SessionID uuid.UUID     `json:"session_id"`
+	Parts     []SessionPart `json:"parts"`
+	Segments  int           `json:"segments"`
+	Stats     SessionStats  `json:"stats"`
+	Warnings  []string      `json:"warnings,omitempty"` // the agent's, passed through
+}
+
+// SessionAbortReq reports that a session failed; nothing of it is kept.
+type SessionAbortReq struct {
+	JobID uint64 `json:"job_id"`
+	Error Error  `json:"error"`
+}
+
+// ---- agent <-> servers ----
+
+// AgentRegisterReq announces an agent.
+type AgentRegisterReq struct {
+	Name     string `json:"name"`
+	Hostname string `json:"hostname"`
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
+	Version  string `json:"version"`
+}
+
+// DataEndpoint is how an agent reaches a storage node's data port.
+type DataEndpoint struct {
+	Node       string `json:"node"`
+	Addr       string `json:"addr"`
+	CertSHA256 string `json:"cert_sha256"` // the agent pins the node's certificate
+}
+
+// RunBackup orders an agent to back up and stream to a storage node.
+type RunBackup struct {
+	JobID    uint64       `json:"job_id"`
+	Level    string       `json:"level"`
+	Paths    []string     `json:"paths"`
+	Excludes []string     `json:"excludes,omitempty"`
+	Base     uint64       `json:"base,omitempty"` // compare against this backup's tree (incremental, differential)
+	Node     DataEndpoint `json:"node"`
+	Ticket   string       `json:"ticket"`
+	// EstimateBytes is the size of the last backup of this file set, for an ETA.
+	EstimateBytes int64 `json:"estimate_bytes,omitempty"`
+	EstimateFiles int64 `json:"estimate_files,omitempty"`
+}
+
+// BaseTreeReq pages through the tree a backup is compared against.
+type BaseTreeReq struct {
+	JobID uint64 `json:"job_id"`
+	After string `json:"after,omitempty"`
+}
+
+// BaseTreeResp is one page of a base tree: a fileindex segment.
+type BaseTreeResp struct {
+	Segment []byte `json:"segment,omitempty"`
+	Done    bool   `json:"done"`
+}
+
+// RunRestore orders an agent to restore from a storage node.
+type RunRestore struct {
+	JobID  uint64       `json:"job_id"`
+	To     string       `json:"to"`
+	Force  bool         `json:"force,omitempty"`
+	Node   DataEndpoint `json:"node"`
+	Ticket string       `json:"ticket"`
+	Files  int64        `json:"files"`
+	Bytes  int64        `json:"bytes"`
+}
+
+// RestorePlanReq pages through a restore's plan.
+type RestorePlanReq struct {
+	JobID  uint64 `json:"job_id"`
+	Cursor int    `json:"cursor"`
+}
+
+// ReadLoc is one entry to read: where its FileHeader lies in its session.
+type ReadLoc struct {
+	Path string             `json:"path"`
+	Loc  fileindex.Location `json:"loc"`
+}
+
+// ReadPart locates a part of a session for a storage node.
+type ReadPart struct {
+	VolumeID    uuid.UUID `json:"volume_id"`
+	Volume      string    `json:"volume"`
+	Pool        string    `json:"pool"`
+	DataStart   int64     `json:"data_start"`
+	StreamStart uint64    `json:"stream_start"`
+	StreamEnd   uint64    `json:"stream_end"`
+}
+
+// ReadRequest asks a storage node for entries of one session, in stream
+// order. The agent forwards it over the data port; the node checks it
+// against the ticket.
+type ReadRequest struct {
+	SessionID uuid.UUID  `json:"session_id"`
+	KeyID     string     `json:"key_id"`
+	Parts     []ReadPart `json:"parts"`
+	Locs      []ReadLoc  `json:"locs"`
+}
+
+// RestorePlanResp is one page of a restore plan.
+type RestorePlanResp struct {
+	Reads  []ReadRequest `json:"reads"`
+	Cursor int           `json:"cursor"`
+	Done   bool          `json:"done"`
+}
+
+// JobDoneReq is an agent's final report on a job.
+type JobDoneReq struct {
+	JobID    uint64   `json:"job_id"`
+	Files    int64    `json:"files"`
+	Bytes    int64    `json:"bytes"`
+	Warnings []string `json:"warnings,omitempty"`
+	Damaged  []string `json:"damaged,omitempty"` // restore: entries not restored, with reasons
+	Error    *Error   `json:"error,omitempty"`
+}

@@ -1,0 +1,89 @@
+package wire
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+)
+
+// Version is the envelope version this program speaks.
+const Version = 1
+
+const (
+	apiPrefix       = "cairn.api."
+	nodePrefix      = "cairn.node."
+	agentPrefix     = "cairn.agent."
+	fromNodePrefix  = "cairn.srv.node."
+	fromAgentPrefix = "cairn.srv.agent."
+	jobEventPrefix  = "cairn.evt.job."
+)
+
+// ServerQueue is the queue group the servers answer in, so that each request
+// reaches one of them.
+const ServerQueue = "cairn-servers"
+
+// APISubject is the subject of an admin operation such as "job.list".
+func APISubject(op string) string { return apiPrefix + op }
+
+// APIWildcard matches every admin operation.
+const APIWildcard = apiPrefix + ">"
+
+// NodeSubject is the subject of an order to storage node id.
+func NodeSubject(id, op string) string { return nodePrefix + id + "." + op }
+
+// AgentSubject is the subject of an order to the agent of client.
+func AgentSubject(client, op string) string { return agentPrefix + client + "." + op }
+
+// FromNodeSubject is the subject a storage node uses to reach the servers.
+func FromNodeSubject(id, op string) string { return fromNodePrefix + id + "." + op }
+
+// FromNodeWildcard matches every storage node's requests.
+const FromNodeWildcard = fromNodePrefix + "*.>"
+
+// FromAgentSubject is the subject an agent uses to reach the servers.
+func FromAgentSubject(client, op string) string { return fromAgentPrefix + client + "." + op }
+
+// FromAgentWildcard matches every agent's requests.
+const FromAgentWildcard = fromAgentPrefix + "*.>"
+
+// JobEventSubject carries the progress and state events of one job.
+func JobEventSubject(id uint64) string { return jobEventPrefix + strconv.FormatUint(id, 10) }
+
+// SplitFrom splits a subject below cairn.srv.node. or cairn.srv.agent. into
+// the sender's name and the operation.
+func SplitFrom(subject string) (name, op string, ok bool) {
+	for _, p := range []string{fromNodePrefix, fromAgentPrefix} {
+		if len(subject) > len(p) && subject[:len(p)] == p {
+			rest := subject[len(p):]
+			for i := 0; i < len(rest); i++ {
+				if rest[i] == '.' {
+					return rest[:i], rest[i+1:], i > 0 && i < len(rest)-1
+				}
+			}
+		}
+	}
+	return "", "", false
+}
+
+// TrimAPI returns the operation of an admin subject.
+func TrimAPI(subject string) (string, bool) {
+	if len(subject) > len(apiPrefix) && subject[:len(apiPrefix)] == apiPrefix {
+		return subject[len(apiPrefix):], true
+	}
+	return "", false
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+
+// ValidateName checks a client, storage node or pool name: it becomes a
+// subject token, so dots, spaces and wildcards are not allowed.
+func ValidateName(kind, name string) error {
+	if !nameRE.MatchString(name) {
+		return Errorf(CodeInvalidArgument, "use letters, digits, '-' and '_' (at most 63, starting with a letter or digit)",
+			"%s name %q is not valid", kind, name)
+	}
+	return nil
+}
+
+// Describe names a subject for error messages.
+func Describe(subject string) string { return fmt.Sprintf("subject %q", subject) }

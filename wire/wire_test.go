@@ -1,0 +1,140 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/natsd"
+)
+
+func startNATS(t *testing.T) *nats.Conn {
+	t.Helper()
+	s, err := natsd.Start(natsd.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+type echoReq struct {
+	Text string `json:"text"`
+}
+
+func TestServeAnswersGoodAndBadMessages(t *testing.T) {
+	nc := startNATS(t)
+	ctx := context.Background()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := NewRouter()
+	r.Handle("echo", Typed(func(ctx context.Context, _ string, req echoReq) (echoReq, error) {
+		return req, nil
+	}))
+	r.Handle("fail", func(context.Context, string, json.RawMessage) (any, error) {
+		return nil, Errorf(CodeNotFound, "", "job 7 does not exist")
+	})
+	r.Handle("panic", func(context.Context, string, json.RawMessage) (any, error) {
+		var m map[string]int
+		m["boom"]++
+		return nil, nil
+	})
+	if _, err := Serve(ctx, nc, APIWildcard, ServerQueue, logger, r.Dispatch(TrimAPI)); err != nil {
+		t.Fatal(err)
+	}
+
+	var got echoReq
+	if err := Request(ctx, nc, APISubject("echo"), echoReq{Text: "hi"}, &got); err != nil || got.Text != "hi" {
+		t.Fatalf("echo = %+v, %v", got, err)
+	}
+
+	err := Request(ctx, nc, APISubject("fail"), Empty{}, nil)
+	var we *Error
+	if !errors.As(err, &we) || we.Code != CodeNotFound || we.Hint == "" {
+		t.Fatalf("fail = %#v", err)
+	}
+	if !errors.Is(err, &Error{Code: CodeNotFound}) {
+		t.Fatal("errors.Is by code does not match")
+	}
+
+	for _, c := range []struct {
+		subject string
+		data    string
+		code    string
+	}{
+		{APISubject("echo"), "{not json", CodeBadRequest},
+		{APISubject("echo"), `{"v":99,"body":{}}`, CodeUnsupportedVersion},
+		{APISubject("echo"), `{"v":1,"body":{"text":42}}`, CodeBadRequest},
+		{APISubject("nosuch"), `{"v":1}`, CodeUnknownOperation},
+		{APISubject("panic"), `{"v":1}`, CodeInternal},
+	} {
+		msg, err := nc.Request(c.subject, []byte(c.data), 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.subject, c.data, err)
+		}
+		_, err = Unmarshal(msg.Data)
+		if !errors.As(err, &we) || we.Code != c.code || we.Hint == "" {
+			t.Fatalf("%s %q: reply error %#v, want code %s", c.subject, c.data, err, c.code)
+		}
+	}
+	// The process survived the panic and still answers.
+	if err := Request(ctx, nc, APISubject("echo"), echoReq{Text: "again"}, &got); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRequestWithoutResponder(t *testing.T) {
+	nc := startNATS(t)
+	err := Request(context.Background(), nc, APISubject("job.list"), Empty{}, nil)
+	if CodeOf(err) != CodeUnavailable {
+		t.Fatalf("err = %v, want %s", err, CodeUnavailable)
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"web-01", "db_2", "A"} {
+		if err := ValidateName("client", ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "a.b", "a b", "*", ">", "-x", string(make([]byte, 70))} {
+		if err := ValidateName("client", bad); CodeOf(err) != CodeInvalidArgument {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestSplitFrom(t *testing.T) {
+	name, op, ok := SplitFrom(FromNodeSubject("sn1", OpVolumeAcquire))
+	if !ok || name != "sn1" || op != OpVolumeAcquire {
+		t.Fatalf("%q %q %v", name, op, ok)
+	}
+	name, op, ok = SplitFrom(FromAgentSubject("web", OpJobDone))
+	if !ok || name != "web" || op != OpJobDone {
+		t.Fatalf("%q %q %v", name, op, ok)
+	}
+	if _, _, ok := SplitFrom("cairn.srv.node.x"); ok {
+		t.Fatal("accepted a subject without an operation")
+	}
+}
+
+func TestAsErrorKeepsContext(t *testing.T) {
+	base := Errorf(CodePoolFull, "", "disk pool Default is full")
+	err := AsError(errors.Join(base))
+	if err.Code != CodePoolFull || err.Hint == "" {
+		t.Fatalf("%#v", err)
+	}
+	if AsError(errors.New("boom")).Code != CodeInternal {
+		t.Fatal("plain error not internal")
+	}
+}
