@@ -211,3 +211,20 @@ func FuzzDecodeSegment(f *testing.F) {
 		_, _ = DecodeEntry(data)
 	})
 }
+
+func TestMergeLayer(t *testing.T) {
+	full := []Entry{{Path: "/a", Type: TypeFile}, {Path: "/b", Type: TypeFile}}
+	inc := []Entry{{Path: "/b", Type: TypeFile, Size: 9}}
+	m := Merge(SliceIterator(full), SliceIterator(inc))
+	var layers []int
+	for {
+		_, ok := m.Next()
+		if !ok {
+			break
+		}
+		layers = append(layers, m.Layer())
+	}
+	if !reflect.DeepEqual(layers, []int{0, 1}) {
+		t.Fatalf("layers %v", layers)
+	}
+}

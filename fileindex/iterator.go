@@ -71,23 +71,25 @@ type layer struct {
 	ok   bool
 }
 
-type mergeIterator struct {
+// MergeIterator is the tree of a backup chain; see Merge.
+type MergeIterator struct {
 	layers []*layer
 	err    error
 	keep   bool // keep tombstones in the output
+	last   int  // layer of the entry Next returned last
 }
 
 // Merge combines the indexes of a backup chain, oldest first, into the tree
 // at the newest: for each path the entry of the newest layer that has it
 // wins, and a path whose winner is a tombstone is left out.
-func Merge(layers ...Iterator) Iterator { return newMerge(layers, false) }
+func Merge(layers ...Iterator) *MergeIterator { return newMerge(layers, false) }
 
 // MergeKeepDeleted is Merge that passes winning tombstones through, for
 // callers that diff two trees.
-func MergeKeepDeleted(layers ...Iterator) Iterator { return newMerge(layers, true) }
+func MergeKeepDeleted(layers ...Iterator) *MergeIterator { return newMerge(layers, true) }
 
-func newMerge(its []Iterator, keep bool) *mergeIterator {
-	m := &mergeIterator{keep: keep}
+func newMerge(its []Iterator, keep bool) *MergeIterator {
+	m := &MergeIterator{keep: keep}
 	for _, it := range its {
 		l := &layer{it: it}
 		l.head, l.ok = it.Next()
@@ -99,17 +101,18 @@ func newMerge(its []Iterator, keep bool) *mergeIterator {
 	return m
 }
 
-func (m *mergeIterator) Next() (Entry, bool) {
+func (m *MergeIterator) Next() (Entry, bool) {
 	for m.err == nil {
 		// Chains are short (a full and its incrementals), so a linear scan
 		// for the smallest head beats a heap.
 		var best *layer
-		for _, l := range m.layers {
+		bestIdx := -1
+		for i, l := range m.layers {
 			if !l.ok {
 				continue
 			}
 			if best == nil || Compare(l.head.Path, best.head.Path) <= 0 {
-				best = l // on equal paths the later (newer) layer wins
+				best, bestIdx = l, i // on equal paths the later (newer) layer wins
 			}
 		}
 		if best == nil {
@@ -128,12 +131,17 @@ func (m *mergeIterator) Next() (Entry, bool) {
 		if win.Type == TypeDeleted && !m.keep {
 			continue
 		}
+		m.last = bestIdx
 		return win, true
 	}
 	return Entry{}, false
 }
 
-func (m *mergeIterator) Err() error { return m.err }
+func (m *MergeIterator) Err() error { return m.err }
+
+// Layer is the index, in the layers given to Merge, of the layer that holds
+// the entry Next returned last: which backup of a chain stored that version.
+func (m *MergeIterator) Layer() int { return m.last }
 
 type filterIterator struct {
 	it   Iterator
