@@ -1,0 +1,1017 @@
+package catalog
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"go.etcd.io/bbolt"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+// applier applies one command inside one write transaction. Everything it
+// writes depends only on the command and the catalog: never on the clock,
+// randomness or the server it runs on.
+type applier struct {
+	tx  *bbolt.Tx
+	now time.Time
+	res *ApplyResult
+}
+
+func (a *applier) apply(c *Command) error {
+	switch c.Op {
+	case OpRegisterClient:
+		return a.registerClient(c.Client)
+	case OpRegisterNode:
+		return a.registerNode(c.Node)
+	case OpCreatePool:
+		return a.createPool(c.Pool)
+	case OpPutKey:
+		return a.putKey(c.Key)
+	case OpCreateJob:
+		return a.createJob(c.Job)
+	case OpUpdateJob:
+		return a.updateJob(c.JobUpdate)
+	case OpAppendJobLog:
+		return a.appendJobLog(c.JobLog)
+	case OpCreateVolume:
+		return a.createVolume(c.Volume)
+	case OpUpdateVolume:
+		return a.updateVolume(c.VolumeUpdate)
+	case OpAddIndexSegment:
+		return a.addIndexSegment(c.Segment)
+	case OpCommitBackup:
+		return a.commitBackup(c.Commit)
+	case OpAbortBackup:
+		return a.abortBackup(c.Abort)
+	}
+	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
+}
+
+func missing(op Op) error {
+	return refuse(CodeInvalidArgument, "", "catalog operation %s without its payload", op)
+}
+
+// validName refuses names that cannot be keys: empty, too long, or holding
+// the 0 byte that separates a name from an id in the indexes.
+func validName(kind, name string) error {
+	switch {
+	case name == "":
+		return refuse(CodeInvalidArgument, "", "%s name is empty", kind)
+	case len(name) > 255:
+		return refuse(CodeInvalidArgument, "use a name of at most 255 bytes", "%s name %.40q… is too long", kind, name)
+	case strings.ContainsRune(name, 0):
+		return refuse(CodeInvalidArgument, "", "%s name %q holds a NUL byte", kind, name)
+	}
+	return nil
+}
+
+// ---- gets and puts that keep the indexes ----
+
+func (a *applier) client(name string) (*Client, error) {
+	var c Client
+	ok, err := getJSON(a.tx, bClients, []byte(name), &c)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (a *applier) pool(name string) (*Pool, error) {
+	var p Pool
+	ok, err := getJSON(a.tx, bPools, []byte(name), &p)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (a *applier) job(id uint64) (*Job, error) {
+	var j Job
+	ok, err := getJSON(a.tx, bJobs, u64(id), &j)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &j, nil
+}
+
+func (a *applier) backup(id uint64) (*Backup, error) {
+	var b Backup
+	ok, err := getJSON(a.tx, bBackups, u64(id), &b)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &b, nil
+}
+
+func (a *applier) volume(id uuid.UUID) (*Volume, error) {
+	var v Volume
+	ok, err := getJSON(a.tx, bVolumes, id[:], &v)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// putJob stores j (old is its previous version, nil for a new job) and keeps
+// the client index, the active index and the state counters.
+func (a *applier) putJob(old, j *Job) error {
+	stored := *j
+	stored.Log = nil
+	if err := putJSON(a.tx, bJobs, u64(j.ID), &stored); err != nil {
+		return err
+	}
+	if old == nil {
+		if err := a.tx.Bucket(bJobsByClient).Put(nameKey(j.Client, j.ID), nil); err != nil {
+			return err
+		}
+	}
+	if old != nil && old.State == j.State {
+		return nil
+	}
+	active := a.tx.Bucket(bJobsActive)
+	if j.State.Done() {
+		if err := active.Delete(u64(j.ID)); err != nil {
+			return err
+		}
+	} else if err := active.Put(u64(j.ID), nil); err != nil {
+		return err
+	}
+	if old != nil {
+		if err := addCount(a.tx, "job", string(old.State), -1); err != nil {
+			return err
+		}
+	}
+	return addCount(a.tx, "job", string(j.State), 1)
+}
+
+func (a *applier) putBackup(old, b *Backup) error {
+	if err := putJSON(a.tx, bBackups, u64(b.ID), b); err != nil {
+		return err
+	}
+	if old == nil {
+		if err := a.tx.Bucket(bBackupsByClient).Put(nameKey(b.Client, b.ID), nil); err != nil {
+			return err
+		}
+	}
+	if old != nil && old.State == b.State {
+		return nil
+	}
+	if old != nil {
+		if err := addCount(a.tx, "backup", string(old.State), -1); err != nil {
+			return err
+		}
+	}
+	return addCount(a.tx, "backup", string(b.State), 1)
+}
+
+// heldKey indexes the volumes a job holds, so releasing them needs no scan.
+func heldKey(job uint64, vol uuid.UUID) []byte { return append(u64(job), vol[:]...) }
+
+func (a *applier) putVolume(old, v *Volume) error {
+	if err := putJSON(a.tx, bVolumes, v.ID[:], v); err != nil {
+		return err
+	}
+	if old == nil || old.Name != v.Name {
+		if old != nil {
+			if err := a.tx.Bucket(bVolumeNames).Delete([]byte(old.Name)); err != nil {
+				return err
+			}
+		}
+		if err := a.tx.Bucket(bVolumeNames).Put([]byte(v.Name), v.ID[:]); err != nil {
+			return err
+		}
+	}
+	held := a.tx.Bucket(bVolumesHeld)
+	if old != nil && old.WriterJob != 0 && old.WriterJob != v.WriterJob {
+		if err := held.Delete(heldKey(old.WriterJob, v.ID)); err != nil {
+			return err
+		}
+	}
+	if v.WriterJob != 0 {
+		return held.Put(heldKey(v.WriterJob, v.ID), nil)
+	}
+	return nil
+}
+
+// releaseVolumes drops every claim job has on volumes.
+func (a *applier) releaseVolumes(job uint64) error {
+	var ids []uuid.UUID
+	c := a.tx.Bucket(bVolumesHeld).Cursor()
+	prefix := u64(job)
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ids = append(ids, uuid.UUID(k[8:]))
+	}
+	for _, id := range ids {
+		v, err := a.volume(id)
+		if err != nil {
+			return err
+		}
+		if v == nil || v.WriterJob != job {
+			if err := a.tx.Bucket(bVolumesHeld).Delete(heldKey(job, id)); err != nil {
+				return err
+			}
+			continue
+		}
+		old := *v
+		v.WriterJob = 0
+		if err := a.putVolume(&old, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendLog adds lines to a job's log, dropping the oldest beyond
+// MaxJobLogLines.
+func (a *applier) appendLog(j *Job, lines []LogLine) error {
+	b := a.tx.Bucket(bJobLog)
+	for _, l := range lines {
+		if l.Time.IsZero() {
+			l.Time = a.now
+		}
+		seq := uint64(j.LogLines)
+		if err := putJSON(a.tx, bJobLog, append(u64(j.ID), u64(seq)...), &l); err != nil {
+			return err
+		}
+		if seq >= MaxJobLogLines {
+			if err := b.Delete(append(u64(j.ID), u64(seq-MaxJobLogLines)...)); err != nil {
+				return err
+			}
+		}
+		j.LogLines++
+	}
+	return nil
+}
+
+// ---- clients, nodes, pools, keys ----
+
+func (a *applier) registerClient(c *Client) error {
+	if err := validName("client", c.Name); err != nil {
+		return err
+	}
+	old, err := a.client(c.Name)
+	if err != nil {
+		return err
+	}
+	n := *c
+	n.Registered, n.LastSeen = a.now, a.now
+	if old != nil {
+		n.Registered = old.Registered
+		if n.DefaultPool == "" {
+			n.DefaultPool = old.DefaultPool
+		}
+	}
+	return putJSON(a.tx, bClients, []byte(n.Name), &n)
+}
+
+func (a *applier) registerNode(n *StorageNode) error {
+	if err := validName("storage node", n.ID); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	var create []*Pool
+	for _, np := range n.Pools {
+		if err := validName("pool", np.Name); err != nil {
+			return err
+		}
+		if seen[np.Name] {
+			return refuse(CodeInvalidArgument, "list each pool once in the storage node's configuration",
+				"storage node %s serves pool %s twice", n.ID, np.Name)
+		}
+		seen[np.Name] = true
+		p, err := a.pool(np.Name)
+		if err != nil {
+			return err
+		}
+		switch {
+		case p == nil:
+			create = append(create, &Pool{
+				Name: np.Name, Type: PoolTypeDisk, Node: n.ID, MaxVolumeBytes: np.MaxVolumeBytes,
+				BlockSize: DefaultBlockSize, BlockRawSize: DefaultBlockRawSize, LabelPrefix: np.Name,
+				NextVolume: 1, Compression: true, Created: a.now,
+			})
+		case p.Node != "" && p.Node != n.ID:
+			return refuse(CodeAlreadyExists, "give each storage node's disk pool its own name",
+				"pool %s belongs to storage node %s, not %s", np.Name, p.Node, n.ID)
+		}
+	}
+	var old StorageNode
+	found, err := getJSON(a.tx, bNodes, []byte(n.ID), &old)
+	if err != nil {
+		return err
+	}
+	rec := *n
+	rec.Registered, rec.LastSeen = a.now, a.now
+	if found {
+		rec.Registered = old.Registered
+	}
+	for _, p := range create {
+		if err := putJSON(a.tx, bPools, []byte(p.Name), p); err != nil {
+			return err
+		}
+	}
+	return putJSON(a.tx, bNodes, []byte(rec.ID), &rec)
+}
+
+func (a *applier) createPool(p *Pool) error {
+	if err := validName("pool", p.Name); err != nil {
+		return err
+	}
+	if old, err := a.pool(p.Name); err != nil {
+		return err
+	} else if old != nil {
+		return refuse(CodeAlreadyExists, "choose another name, or list pools with 'cairn pool list'", "pool %s already exists", p.Name)
+	}
+	n := *p
+	if n.Type == "" {
+		n.Type = PoolTypeDisk
+	}
+	if n.Type != PoolTypeDisk {
+		return refuse(CodeInvalidArgument, "use type disk", "pool %s: type %q is not known", p.Name, p.Type)
+	}
+	if n.BlockSize <= 0 {
+		n.BlockSize = DefaultBlockSize
+	}
+	if n.BlockRawSize <= 0 {
+		n.BlockRawSize = DefaultBlockRawSize
+	}
+	if n.MaxVolumeBytes < 0 {
+		return refuse(CodeInvalidArgument, "give a positive size, or 0 for no limit", "pool %s: maximum volume size %d is negative", p.Name, p.MaxVolumeBytes)
+	}
+	if n.LabelPrefix == "" {
+		n.LabelPrefix = n.Name
+	}
+	if n.NextVolume < 1 {
+		n.NextVolume = 1
+	}
+	if n.KeyID != "" {
+		if a.tx.Bucket(bKeys).Get([]byte(n.KeyID)) == nil {
+			return refuse(CodeNotFound, "store the key first (put_key), then create the pool", "pool %s: key %s does not exist", p.Name, n.KeyID)
+		}
+	}
+	n.Created = a.now
+	return putJSON(a.tx, bPools, []byte(n.Name), &n)
+}
+
+func (a *applier) putKey(k *Key) error {
+	if err := validName("key", k.ID); err != nil {
+		return err
+	}
+	if len(k.Wrapped) == 0 {
+		return refuse(CodeInvalidArgument, "", "key %s has no wrapped material", k.ID)
+	}
+	var old Key
+	found, err := getJSON(a.tx, bKeys, []byte(k.ID), &old)
+	if err != nil {
+		return err
+	}
+	if found {
+		if bytes.Equal(old.Wrapped, k.Wrapped) && old.Pool == k.Pool {
+			return nil // a retried command
+		}
+		return refuse(CodeAlreadyExists, "a key is never replaced: data written with it needs it; use a new key id",
+			"key %s already exists with other material", k.ID)
+	}
+	n := *k
+	if n.Created.IsZero() {
+		n.Created = a.now
+	}
+	return putJSON(a.tx, bKeys, []byte(n.ID), &n)
+}
+
+// ---- jobs ----
+
+func (a *applier) nextJobID() (uint64, error) {
+	meta := a.tx.Bucket(bMeta)
+	id := getU64(meta, keyNextJob)
+	if id == 0 {
+		id = 1
+	}
+	return id, meta.Put(keyNextJob, u64(id+1))
+}
+
+func (a *applier) createJob(j *Job) error {
+	if j.Type != JobBackup && j.Type != JobRestore {
+		return refuse(CodeInvalidArgument, "", "job type %q is not known: use backup or restore", j.Type)
+	}
+	c, err := a.client(j.Client)
+	if err != nil {
+		return err
+	}
+	if c == nil {
+		return refuse(CodeUnknownClient, fmt.Sprintf("start 'cairn agent --name %s' on that host first", j.Client),
+			"client %q is not known", j.Client)
+	}
+	job := *j
+	job.Log, job.LogLines = nil, 0
+	job.Started, job.Ended = time.Time{}, time.Time{}
+	switch job.State {
+	case "":
+		job.State = JobQueued
+	case JobQueued:
+	case JobRunning:
+		job.Started = a.now
+	default:
+		return refuse(CodeInvalidArgument, "", "a new job is queued or running, not %s", job.State)
+	}
+	job.Created = a.now
+
+	var backup *Backup
+	var logLines []LogLine
+	switch job.Type {
+	case JobBackup:
+		if job.Level == "" {
+			job.Level = LevelIncremental
+		}
+		if !job.Level.Valid() {
+			return refuse(CodeInvalidArgument, "use full, incremental or differential", "backup level %q is not known", job.Level)
+		}
+		if len(job.Paths) == 0 {
+			return refuse(CodeInvalidArgument, "give at least one path", "backup job for %s has no paths", job.Client)
+		}
+		pool, err := a.pool(job.Pool)
+		if err != nil {
+			return err
+		}
+		if pool == nil {
+			return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", job.Pool)
+		}
+		if job.Node == "" {
+			job.Node = pool.Node
+		}
+		fs := FileSetOf(job.Paths, job.Excludes)
+		var parent *Backup
+		if job.Level != LevelFull {
+			parent, err = a.latestComplete(job.Client, fs, job.Level == LevelDifferential)
+			if err != nil {
+				return err
+			}
+			if parent == nil {
+				// As Bacula does: an incremental or differential with nothing
+				// to compare against is a full.
+				logLines = append(logLines, LogLine{Time: a.now, Level: "info", Msg: fmt.Sprintf(
+					"no complete full backup of this file set (%s) to base a %s backup on: running a full backup instead",
+					strings.Join(job.Paths, ", "), job.Level)})
+				job.Level = LevelFull
+			}
+		}
+		backup = &Backup{
+			Client: job.Client, FileSet: fs, Paths: job.Paths, Excludes: job.Excludes, Level: job.Level,
+			StartTime: a.now, KeyID: pool.KeyID, Pool: pool.Name, Node: job.Node, State: BackupWriting,
+		}
+		if parent != nil {
+			backup.Parent = parent.ID
+		}
+	case JobRestore:
+		b, err := a.backup(job.BackupID)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			return refuse(CodeNotFound, "list backups with 'cairn backup list'", "backup %d does not exist", job.BackupID)
+		}
+		if b.State != BackupComplete {
+			return refuse(CodeWrongState, "choose a complete backup", "backup %d is %s, not complete", b.ID, b.State)
+		}
+		if job.Pool == "" {
+			job.Pool = b.Pool
+		}
+		if job.Node == "" {
+			job.Node = b.Node
+		}
+	}
+
+	id, err := a.nextJobID()
+	if err != nil {
+		return err
+	}
+	job.ID = id
+	if backup != nil {
+		backup.ID = id
+		job.BackupID = id
+		if err := a.putBackup(nil, backup); err != nil {
+			return err
+		}
+	}
+	if err := a.appendLog(&job, logLines); err != nil {
+		return err
+	}
+	if err := a.putJob(nil, &job); err != nil {
+		return err
+	}
+	a.res.JobID = id
+	return nil
+}
+
+// latestComplete finds the base of an incremental (the latest complete backup
+// of the file set, any level) or of a differential (the latest complete
+// full). Latest means the latest point in time, not the highest id: two runs
+// can complete out of order.
+func (a *applier) latestComplete(client, fileSet string, fullOnly bool) (*Backup, error) {
+	var best *Backup
+	err := eachClientBackup(a.tx, client, func(b *Backup) bool {
+		if b.State != BackupComplete || b.FileSet != fileSet || (fullOnly && b.Level != LevelFull) {
+			return true
+		}
+		if best == nil || b.StartTime.After(best.StartTime) {
+			best = b
+		}
+		return true
+	})
+	return best, err
+}
+
+func (a *applier) updateJob(u *JobUpdate) error {
+	j, err := a.job(u.ID)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		return refuse(CodeNotFound, "list jobs with 'cairn job list'", "job %d does not exist", u.ID)
+	}
+	if j.State.Done() {
+		return refuse(CodeWrongState, "", "job %d already ended (%s)", j.ID, j.State)
+	}
+	old := *j
+	if u.State != "" && u.State != j.State {
+		if !u.State.Valid() {
+			return refuse(CodeInvalidArgument, "", "job state %q is not known", u.State)
+		}
+		if u.State == JobQueued {
+			return refuse(CodeWrongState, "", "job %d is %s and cannot go back to queued", j.ID, j.State)
+		}
+		if j.Type == JobBackup && (u.State == JobSuccess || u.State == JobWarning) {
+			return refuse(CodeWrongState, "a backup succeeds when its storage node commits the session",
+				"job %d is a backup: it cannot be set to %s", j.ID, u.State)
+		}
+		j.State = u.State
+		switch {
+		case u.State == JobRunning:
+			j.Started = a.now
+		case u.State.Done():
+			j.Ended = a.now
+		}
+	}
+	if !u.Started.IsZero() {
+		j.Started = u.Started
+	}
+	if !u.Ended.IsZero() {
+		j.Ended = u.Ended
+	}
+	if u.Files != 0 {
+		j.Files = u.Files
+	}
+	if u.Bytes != 0 {
+		j.Bytes = u.Bytes
+	}
+	if u.StoredBytes != 0 {
+		j.StoredBytes = u.StoredBytes
+	}
+	if u.Warnings != 0 {
+		j.Warnings = u.Warnings
+	}
+	if u.ErrorCode != "" {
+		j.ErrorCode = u.ErrorCode
+	}
+	if u.Error != "" {
+		j.Error = u.Error
+	}
+	if j.Type == JobBackup {
+		b, err := a.backup(j.BackupID)
+		if err != nil {
+			return err
+		}
+		if b != nil && b.State == BackupWriting {
+			switch {
+			case j.State.Done():
+				// A backup job that ends without a commit leaves no half
+				// backup behind.
+				if err := a.dropBackup(b); err != nil {
+					return err
+				}
+			case old.State != JobRunning && j.State == JobRunning:
+				ob := *b
+				b.StartTime = j.Started
+				if err := a.putBackup(&ob, b); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return a.putJob(&old, j)
+}
+
+func (a *applier) appendJobLog(l *JobLog) error {
+	j, err := a.job(l.JobID)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		return refuse(CodeNotFound, "", "job %d does not exist", l.JobID)
+	}
+	old := *j
+	if err := a.appendLog(j, l.Lines); err != nil {
+		return err
+	}
+	return a.putJob(&old, j)
+}
+
+// ---- volumes ----
+
+func (a *applier) createVolume(v *Volume) error {
+	if v.ID == uuid.Nil {
+		return refuse(CodeInvalidArgument, "", "new volume without an id")
+	}
+	if old, err := a.volume(v.ID); err != nil {
+		return err
+	} else if old != nil {
+		return refuse(CodeAlreadyExists, "", "volume %s (%s) already exists", old.Name, v.ID)
+	}
+	pool, err := a.pool(v.Pool)
+	if err != nil {
+		return err
+	}
+	if pool == nil {
+		return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", v.Pool)
+	}
+	n := *v
+	if n.Node == "" {
+		n.Node = pool.Node
+	}
+	if pool.Node != "" && n.Node != pool.Node {
+		return refuse(CodeInvalidArgument, "", "pool %s belongs to storage node %s, not %s", pool.Name, pool.Node, n.Node)
+	}
+	if n.MediaType == "" {
+		n.MediaType = pool.Type
+	}
+	if n.WriterJob != 0 {
+		if err := a.checkWriter(n.WriterJob); err != nil {
+			return err
+		}
+	}
+	names := a.tx.Bucket(bVolumeNames)
+	no := max(pool.NextVolume, 1)
+	for names.Get([]byte(volumeName(pool.LabelPrefix, no))) != nil {
+		no++
+	}
+	n.Name = volumeName(pool.LabelPrefix, no)
+	n.State = VolumeLabeling
+	n.Bytes, n.Sessions, n.Error = 0, 0, ""
+	n.Created, n.LastWritten = a.now, time.Time{}
+	pool.NextVolume = no + 1
+	if err := putJSON(a.tx, bPools, []byte(pool.Name), pool); err != nil {
+		return err
+	}
+	if err := a.putVolume(nil, &n); err != nil {
+		return err
+	}
+	a.res.VolumeID, a.res.VolumeName = n.ID, n.Name
+	return nil
+}
+
+func volumeName(prefix string, no int) string { return fmt.Sprintf("%s-%04d", prefix, no) }
+
+// checkWriter refuses a job that cannot hold a volume.
+func (a *applier) checkWriter(id uint64) error {
+	j, err := a.job(id)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		return refuse(CodeNotFound, "", "job %d does not exist", id)
+	}
+	if j.State.Done() {
+		return refuse(CodeWrongState, "", "job %d already ended (%s) and cannot hold a volume", id, j.State)
+	}
+	return nil
+}
+
+func (a *applier) updateVolume(u *VolumeUpdate) error {
+	v, err := a.volume(u.ID)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		return refuse(CodeNotFound, "list volumes with 'cairn media list'", "volume %s does not exist", u.ID)
+	}
+	old := *v
+	if u.State != "" {
+		if !u.State.Valid() {
+			return refuse(CodeInvalidArgument, "", "volume state %q is not known", u.State)
+		}
+		v.State = u.State
+		if u.State != VolumeError {
+			v.Error = ""
+		}
+	}
+	if u.Error != "" {
+		v.Error = u.Error
+	}
+	if u.Bytes != nil {
+		if *u.Bytes < 0 {
+			return refuse(CodeInvalidArgument, "", "volume %s: negative size %d", v.Name, *u.Bytes)
+		}
+		if *u.Bytes < v.Bytes && v.Sessions > 0 {
+			return refuse(CodeWrongState, "", "volume %s holds %d committed sessions up to byte %d; moving its end back to %d would lose them",
+				v.Name, v.Sessions, v.Bytes, *u.Bytes)
+		}
+		v.Bytes = *u.Bytes
+	}
+	if !u.LastWritten.IsZero() {
+		v.LastWritten = u.LastWritten
+	}
+	if u.WriterJob != nil && *u.WriterJob != v.WriterJob {
+		if w := *u.WriterJob; w != 0 {
+			if err := a.checkWriter(w); err != nil {
+				return err
+			}
+			if v.WriterJob != 0 {
+				holder, err := a.job(v.WriterJob)
+				if err != nil {
+					return err
+				}
+				// A hold by a job that ended is stale and may be taken over.
+				if holder != nil && !holder.State.Done() {
+					return refuse(CodeWrongState, "", "volume %s is held by job %d", v.Name, v.WriterJob)
+				}
+			}
+			if v.State != VolumeLabeling && v.State != VolumeAppend {
+				return refuse(CodeWrongState, "", "volume %s is %s: it takes no more sessions", v.Name, v.State)
+			}
+		}
+		v.WriterJob = *u.WriterJob
+	}
+	return a.putVolume(&old, v)
+}
+
+// ---- backups and their index ----
+
+type segMeta struct {
+	First string `json:"first"`
+	Last  string `json:"last"`
+	Count int    `json:"count"`
+	Bytes int    `json:"bytes"`
+}
+
+func (a *applier) segMeta(backup uint64, no int) (*segMeta, error) {
+	var m segMeta
+	ok, err := getJSON(a.tx, bSegMeta, segKey(backup, no), &m)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func (a *applier) addIndexSegment(s *IndexSegment) error {
+	b, err := a.backup(s.BackupID)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return refuse(CodeNotFound, "", "backup %d does not exist", s.BackupID)
+	}
+	if b.State != BackupWriting {
+		return refuse(CodeWrongState, "", "backup %d is %s: it takes no more index segments", b.ID, b.State)
+	}
+	switch {
+	case s.Count <= 0 || len(s.Data) == 0:
+		return refuse(CodeInvalidArgument, "", "index segment %d of backup %d is empty", s.No, b.ID)
+	case s.First == "" || s.Last == "" || fileindex.Compare(s.First, s.Last) > 0:
+		return refuse(CodeInvalidArgument, "", "index segment %d of backup %d has a bad path range %q..%q", s.No, b.ID, s.First, s.Last)
+	case s.No < 0 || s.No > b.Segments:
+		return refuse(CodeInvalidArgument, "send a backup's index segments in order, from 0",
+			"index segment %d of backup %d arrived before segment %d", s.No, b.ID, b.Segments)
+	}
+	if s.No < b.Segments {
+		// A resent segment: accept it if it is the one stored.
+		m, err := a.segMeta(b.ID, s.No)
+		if err != nil {
+			return err
+		}
+		if m != nil && m.First == s.First && m.Last == s.Last && m.Count == s.Count &&
+			bytes.Equal(a.tx.Bucket(bSegData).Get(segKey(b.ID, s.No)), s.Data) {
+			return nil
+		}
+		return refuse(CodeAlreadyExists, "", "backup %d already holds a different index segment %d", b.ID, s.No)
+	}
+	if s.No > 0 {
+		prev, err := a.segMeta(b.ID, s.No-1)
+		if err != nil {
+			return err
+		}
+		if prev != nil && fileindex.Compare(prev.Last, s.First) >= 0 {
+			return refuse(CodeInvalidArgument, "", "index segment %d of backup %d starts at %q, not after %q where segment %d ends",
+				s.No, b.ID, s.First, prev.Last, s.No-1)
+		}
+	}
+	k := segKey(b.ID, s.No)
+	if err := putJSON(a.tx, bSegMeta, k, &segMeta{First: s.First, Last: s.Last, Count: s.Count, Bytes: len(s.Data)}); err != nil {
+		return err
+	}
+	if err := a.tx.Bucket(bSegData).Put(k, s.Data); err != nil {
+		return err
+	}
+	if err := addCount(a.tx, "index", "segments", 1); err != nil {
+		return err
+	}
+	if err := addCount(a.tx, "index", "bytes", int64(len(s.Data))); err != nil {
+		return err
+	}
+	old := *b
+	b.Segments++
+	b.Entries += int64(s.Count)
+	return a.putBackup(&old, b)
+}
+
+func (a *applier) deleteSegments(backup uint64) error {
+	prefix := u64(backup)
+	var keys [][]byte
+	var size int64
+	c := a.tx.Bucket(bSegMeta).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var m segMeta
+		if err := jsonUnmarshal(bSegMeta, k, v, &m); err != nil {
+			return err
+		}
+		keys = append(keys, bytes.Clone(k))
+		size += int64(m.Bytes)
+	}
+	// Deleting under a live cursor skips keys in bbolt, hence the two passes.
+	for _, k := range keys {
+		if err := a.tx.Bucket(bSegMeta).Delete(k); err != nil {
+			return err
+		}
+		if err := a.tx.Bucket(bSegData).Delete(k); err != nil {
+			return err
+		}
+	}
+	if err := addCount(a.tx, "index", "segments", -int64(len(keys))); err != nil {
+		return err
+	}
+	return addCount(a.tx, "index", "bytes", -size)
+}
+
+func (a *applier) commitBackup(cm *BackupCommit) error {
+	b, err := a.backup(cm.BackupID)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return refuse(CodeNotFound, "", "backup %d does not exist", cm.BackupID)
+	}
+	if b.State == BackupComplete && b.SessionID == cm.SessionID {
+		return nil // a retried commit
+	}
+	if b.State != BackupWriting {
+		return refuse(CodeWrongState, "", "backup %d is %s and cannot be committed", b.ID, b.State)
+	}
+	j, err := a.job(b.ID)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		return fmt.Errorf("backup %d has no job", b.ID)
+	}
+	if cm.Segments != b.Segments {
+		return refuse(CodeInvalidArgument, "send every index segment before the commit",
+			"the commit of backup %d names %d index segments, the catalog holds %d", b.ID, cm.Segments, b.Segments)
+	}
+	if len(cm.Parts) == 0 {
+		return refuse(CodeInvalidArgument, "", "the commit of backup %d names no volume parts", b.ID)
+	}
+	parts := slices.Clone(cm.Parts)
+	slices.SortFunc(parts, func(x, y Part) int { return x.Part - y.Part })
+	ends := map[uuid.UUID]int64{}
+	var order []uuid.UUID
+	for _, p := range parts {
+		if _, ok := ends[p.VolumeID]; !ok {
+			order = append(order, p.VolumeID)
+		}
+		ends[p.VolumeID] = max(ends[p.VolumeID], p.End)
+	}
+	for _, id := range cm.Full {
+		if _, ok := ends[id]; !ok {
+			return refuse(CodeInvalidArgument, "", "the commit of backup %d marks volume %s full, which holds none of its parts", b.ID, id)
+		}
+	}
+	endTime := cm.EndTime
+	if endTime.IsZero() {
+		endTime = a.now
+	}
+	for _, id := range order {
+		v, err := a.volume(id)
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			return refuse(CodeNotFound, "", "backup %d: volume %s does not exist", b.ID, id)
+		}
+		if v.Pool != b.Pool {
+			return refuse(CodeInvalidArgument, "", "backup %d writes to pool %s, but volume %s is in pool %s", b.ID, b.Pool, v.Name, v.Pool)
+		}
+		if ends[id] < v.Bytes {
+			return refuse(CodeWrongState, "", "backup %d ends at byte %d of volume %s, before its committed end %d",
+				b.ID, ends[id], v.Name, v.Bytes)
+		}
+		old := *v
+		v.Bytes = ends[id]
+		v.Sessions++
+		v.LastWritten = endTime
+		if v.WriterJob == j.ID {
+			v.WriterJob = 0
+		}
+		if v.State == VolumeLabeling {
+			v.State = VolumeAppend
+		}
+		if slices.Contains(cm.Full, id) {
+			v.State = VolumeFull
+		}
+		if err := a.putVolume(&old, v); err != nil {
+			return err
+		}
+	}
+	if err := a.releaseVolumes(j.ID); err != nil {
+		return err
+	}
+
+	oldB := *b
+	b.Parts = parts
+	b.SessionID = cm.SessionID
+	b.Files, b.Bytes, b.StoredBytes = cm.Files, cm.Bytes, cm.StoredBytes
+	b.EndTime = endTime
+	b.State = BackupComplete
+	if err := a.putBackup(&oldB, b); err != nil {
+		return err
+	}
+
+	oldJ := *j
+	var lines []LogLine
+	if cm.Entries != 0 && cm.Entries != b.Entries {
+		lines = append(lines, LogLine{Time: a.now, Level: "warning", Msg: fmt.Sprintf(
+			"the session reports %d entries but its index segments hold %d; the catalog keeps the index", cm.Entries, b.Entries)})
+	}
+	j.Files, j.Bytes, j.StoredBytes = cm.Files, cm.Bytes, cm.StoredBytes
+	j.Warnings = max(j.Warnings, cm.Warnings) + len(lines)
+	j.State = JobSuccess
+	if j.Warnings > 0 {
+		j.State = JobWarning
+	}
+	if j.Started.IsZero() {
+		j.Started = b.StartTime
+	}
+	j.Ended = endTime
+	if err := a.appendLog(j, lines); err != nil {
+		return err
+	}
+	return a.putJob(&oldJ, j)
+}
+
+func (a *applier) abortBackup(ab *BackupAbort) error {
+	b, err := a.backup(ab.BackupID)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return refuse(CodeNotFound, "", "backup %d does not exist", ab.BackupID)
+	}
+	switch b.State {
+	case BackupAborted:
+		return nil // a retried abort
+	case BackupComplete:
+		return refuse(CodeWrongState, "", "backup %d is complete; it cannot be aborted", b.ID)
+	}
+	if err := a.dropBackup(b); err != nil {
+		return err
+	}
+	j, err := a.job(b.ID)
+	if err != nil || j == nil || j.State.Done() {
+		return err
+	}
+	old := *j
+	j.State = JobFailed
+	j.Ended = a.now
+	j.ErrorCode, j.Error = ab.Code, ab.Msg
+	return a.putJob(&old, j)
+}
+
+// dropBackup ends a writing backup as aborted: its index goes, and its job's
+// claims on volumes are released. What it wrote beyond the volumes'
+// committed ends is overwritten by the next session.
+func (a *applier) dropBackup(b *Backup) error {
+	if err := a.deleteSegments(b.ID); err != nil {
+		return err
+	}
+	if err := a.releaseVolumes(b.ID); err != nil {
+		return err
+	}
+	old := *b
+	b.State = BackupAborted
+	b.Segments, b.Entries = 0, 0
+	b.EndTime = a.now
+	return a.putBackup(&old, b)
+}

@@ -1,0 +1,237 @@
+package catalog
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Op names a catalog change.
+type Op string
+
+const (
+	OpRegisterClient  Op = "register_client"
+	OpRegisterNode    Op = "register_node"
+	OpCreatePool      Op = "create_pool"
+	OpPutKey          Op = "put_key"
+	OpCreateJob       Op = "create_job"
+	OpUpdateJob       Op = "update_job"
+	OpAppendJobLog    Op = "append_job_log"
+	OpCreateVolume    Op = "create_volume"
+	OpUpdateVolume    Op = "update_volume"
+	OpAddIndexSegment Op = "add_index_segment"
+	OpCommitBackup    Op = "commit_backup"
+	OpAbortBackup     Op = "abort_backup"
+)
+
+// Command is one change to the catalog, as the leader proposes it. Time and
+// every new identifier are chosen by the leader and travel in the command, so
+// that every server applies exactly the same change.
+type Command struct {
+	Op   Op        `json:"op"`
+	Time time.Time `json:"time"`
+
+	Client       *Client       `json:"client,omitempty"`        // OpRegisterClient
+	Node         *StorageNode  `json:"node,omitempty"`          // OpRegisterNode
+	Pool         *Pool         `json:"pool,omitempty"`          // OpCreatePool
+	Key          *Key          `json:"key,omitempty"`           // OpPutKey
+	Job          *Job          `json:"job,omitempty"`           // OpCreateJob
+	JobUpdate    *JobUpdate    `json:"job_update,omitempty"`    // OpUpdateJob
+	JobLog       *JobLog       `json:"job_log,omitempty"`       // OpAppendJobLog
+	Volume       *Volume       `json:"volume,omitempty"`        // OpCreateVolume
+	VolumeUpdate *VolumeUpdate `json:"volume_update,omitempty"` // OpUpdateVolume
+	Segment      *IndexSegment `json:"segment,omitempty"`       // OpAddIndexSegment
+	Commit       *BackupCommit `json:"commit,omitempty"`        // OpCommitBackup
+	Abort        *BackupAbort  `json:"abort,omitempty"`         // OpAbortBackup
+}
+
+// JobUpdate changes a job. Zero fields leave the job's value as it is.
+type JobUpdate struct {
+	ID          uint64    `json:"id"`
+	State       JobState  `json:"state,omitempty"`
+	Started     time.Time `json:"started"`
+	Ended       time.Time `json:"ended"`
+	Files       int64     `json:"files,omitempty"`
+	Bytes       int64     `json:"bytes,omitempty"`
+	StoredBytes int64     `json:"stored_bytes,omitempty"`
+	Warnings    int       `json:"warnings,omitempty"`
+	ErrorCode   string    `json:"error_code,omitempty"`
+	Error       string    `json:"error,omitempty"`
+}
+
+// JobLog appends lines to a job's log. Lines without a time get the
+// command's.
+type JobLog struct {
+	JobID uint64    `json:"job_id"`
+	Lines []LogLine `json:"lines"`
+}
+
+// VolumeUpdate changes a volume. Nil pointers and empty strings leave the
+// value as it is; a WriterJob of 0 releases the volume.
+type VolumeUpdate struct {
+	ID          uuid.UUID   `json:"id"`
+	State       VolumeState `json:"state,omitempty"`
+	Bytes       *int64      `json:"bytes,omitempty"`
+	WriterJob   *uint64     `json:"writer_job,omitempty"`
+	Error       string      `json:"error,omitempty"`
+	LastWritten time.Time   `json:"last_written"`
+}
+
+// IndexSegment is one segment of a writing backup's file index
+// (fileindex.Segment). Segments arrive numbered from 0 with ascending,
+// non-overlapping path ranges.
+type IndexSegment struct {
+	BackupID uint64 `json:"backup_id"`
+	No       int    `json:"no"`
+	First    string `json:"first"`
+	Last     string `json:"last"`
+	Count    int    `json:"count"`
+	// Data travels in the command's raw blob, not in its JSON, so that a
+	// compressed segment is not inflated by base64.
+	Data []byte `json:"-"`
+}
+
+// BackupCommit records a backup whose session is durable on its volumes.
+type BackupCommit struct {
+	BackupID  uint64    `json:"backup_id"`
+	SessionID uuid.UUID `json:"session_id"`
+	Parts     []Part    `json:"parts"`
+	// Segments is the number of index segments the session produced; the
+	// commit is refused unless the catalog holds exactly that many.
+	Segments    int       `json:"segments"`
+	Entries     int64     `json:"entries"`
+	Files       int64     `json:"files"`
+	Bytes       int64     `json:"bytes"`
+	StoredBytes int64     `json:"stored_bytes"`
+	Warnings    int       `json:"warnings"`
+	EndTime     time.Time `json:"end_time"`
+	// Full lists the volumes of Parts that the session filled.
+	Full []uuid.UUID `json:"full,omitempty"`
+}
+
+// BackupAbort drops a writing backup: its index, its claim on volumes, and
+// its job, which fails with the given error.
+type BackupAbort struct {
+	BackupID uint64 `json:"backup_id"`
+	Code     string `json:"code"`
+	Msg      string `json:"msg"`
+}
+
+// ApplyResult is what applying one command produced. Err is a *Error when the
+// catalog refused the command (and changed nothing).
+type ApplyResult struct {
+	JobID      uint64
+	VolumeID   uuid.UUID
+	VolumeName string
+	// Skipped is set when the index was applied before, so nothing was done.
+	Skipped bool
+	Err     error
+}
+
+// commandVersion is the first byte of every encoded command. A server reads
+// only the versions it knows, so a newer leader's commands stop an older
+// follower instead of being misread.
+const commandVersion = 1
+
+// maxCommandJSON bounds the JSON part a decoder accepts.
+const maxCommandJSON = 16 << 20
+
+// ErrBadCommand is wrapped by every decoding error.
+var ErrBadCommand = errors.New("bad catalog command")
+
+// payload returns whether the command carries the payload its Op needs,
+// and false for an Op this version does not know.
+func (c *Command) payloadOK() (known, present bool) {
+	switch c.Op {
+	case OpRegisterClient:
+		return true, c.Client != nil
+	case OpRegisterNode:
+		return true, c.Node != nil
+	case OpCreatePool:
+		return true, c.Pool != nil
+	case OpPutKey:
+		return true, c.Key != nil
+	case OpCreateJob:
+		return true, c.Job != nil
+	case OpUpdateJob:
+		return true, c.JobUpdate != nil
+	case OpAppendJobLog:
+		return true, c.JobLog != nil
+	case OpCreateVolume:
+		return true, c.Volume != nil
+	case OpUpdateVolume:
+		return true, c.VolumeUpdate != nil
+	case OpAddIndexSegment:
+		return true, c.Segment != nil
+	case OpCommitBackup:
+		return true, c.Commit != nil
+	case OpAbortBackup:
+		return true, c.Abort != nil
+	}
+	return false, false
+}
+
+// EncodeCommand encodes c for the Raft log: a version byte, the length of a
+// JSON part, the JSON part, and a raw blob (an index segment's data).
+func EncodeCommand(c *Command) ([]byte, error) {
+	known, present := c.payloadOK()
+	if !known {
+		return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+	}
+	if !present {
+		return nil, fmt.Errorf("%w: op %s without its payload", ErrBadCommand, c.Op)
+	}
+	js, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode catalog command %s: %w", c.Op, err)
+	}
+	var blob []byte
+	if c.Segment != nil {
+		blob = c.Segment.Data
+	}
+	out := make([]byte, 0, 1+binary.MaxVarintLen64+len(js)+len(blob))
+	out = append(out, commandVersion)
+	out = binary.AppendUvarint(out, uint64(len(js)))
+	out = append(out, js...)
+	return append(out, blob...), nil
+}
+
+// DecodeCommand decodes what EncodeCommand produced. Anything else, including
+// a command of a newer version or an op this version does not know, is an
+// error wrapping ErrBadCommand.
+func DecodeCommand(b []byte) (*Command, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadCommand)
+	}
+	if b[0] != commandVersion {
+		return nil, fmt.Errorf("%w: version %d, this server reads version %d; upgrade it to the leader's version",
+			ErrBadCommand, b[0], commandVersion)
+	}
+	n, m := binary.Uvarint(b[1:])
+	if m <= 0 || n > maxCommandJSON || n > uint64(len(b)-1-m) {
+		return nil, fmt.Errorf("%w: bad length of the JSON part", ErrBadCommand)
+	}
+	js := b[1+m : 1+m+int(n)]
+	blob := b[1+m+int(n):]
+	var c Command
+	if err := json.Unmarshal(js, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	known, present := c.payloadOK()
+	if !known {
+		return nil, fmt.Errorf("%w: op %q is unknown to this server; upgrade it to the leader's version", ErrBadCommand, c.Op)
+	}
+	if !present {
+		return nil, fmt.Errorf("%w: op %s without its payload", ErrBadCommand, c.Op)
+	}
+	if c.Segment != nil {
+		c.Segment.Data = append([]byte(nil), blob...)
+	} else if len(blob) > 0 {
+		return nil, fmt.Errorf("%w: op %s with a blob", ErrBadCommand, c.Op)
+	}
+	return &c, nil
+}

@@ -1,0 +1,220 @@
+package catalog
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/raft"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+type bufferSink struct {
+	bytes.Buffer
+	closed, canceled bool
+}
+
+func (s *bufferSink) ID() string    { return "test" }
+func (s *bufferSink) Close() error  { s.closed = true; return nil }
+func (s *bufferSink) Cancel() error { s.canceled = true; return nil }
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// populated is a catalog with a bit of everything.
+func populated(t testing.TB) *testCatalog {
+	c := newTestCatalog(t)
+	c.setup()
+	c.backup(LevelFull, bigTree(3, 50))
+	c.backup(LevelIncremental, []fileindex.Entry{deleted("/data/d001"), file("/data/new", 5)})
+	id := c.startBackup(LevelIncremental, "/home")
+	c.writeIndex(id, []fileindex.Entry{dir("/home"), file("/home/x", 1)}, 0)
+	c.must(&Command{Op: OpAppendJobLog, JobLog: &JobLog{JobID: id, Lines: []LogLine{{Level: "info", Msg: "hello"}}}})
+	return c
+}
+
+func snapshot(t testing.TB, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	var sink bufferSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	if !sink.closed || sink.canceled {
+		t.Fatalf("sink closed %v canceled %v", sink.closed, sink.canceled)
+	}
+	return sink.Bytes()
+}
+
+func TestSnapshotRestoresIntoAFreshCatalog(t *testing.T) {
+	c := populated(t)
+	f := NewFSM(c.s, testLogger(t))
+	want := dump(t, c.s)
+	wantIndex, _ := c.s.AppliedIndex()
+
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Changes after Snapshot are not in it, though Persist runs later.
+	c.must(&Command{Op: OpRegisterClient, Client: &Client{Name: "late"}})
+	var sink bufferSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	snap.Release() // raft may; it must not panic
+
+	fresh, err := Open(filepath.Join(t.TempDir(), "fresh.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if err := NewFSM(fresh, testLogger(t)).Restore(io.NopCloser(&sink)); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, fresh); got != want {
+		t.Fatalf("restored catalog differs:\n%s\n---\n%s", got, want)
+	}
+	if idx, _ := fresh.AppliedIndex(); idx != wantIndex {
+		t.Fatalf("restored applied index %d, want %d", idx, wantIndex)
+	}
+	if _, err := fresh.Client("late"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a change after Snapshot is in it: %v", err)
+	}
+	// The restored file is the catalog from now on: it survives a reopen.
+	fresh.Close()
+	again, err := Open(fresh.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if got := dump(t, again); got != want {
+		t.Fatal("reopened restored catalog differs")
+	}
+}
+
+func TestRestoreRejectsWhatIsNotACatalog(t *testing.T) {
+	c := populated(t)
+	want := dump(t, c.s)
+	f := NewFSM(c.s, testLogger(t))
+	if err := f.Restore(io.NopCloser(bytes.NewReader([]byte("not a bbolt file at all")))); err == nil {
+		t.Fatal("garbage restored")
+	}
+	if got := dump(t, c.s); got != want {
+		t.Fatal("a failed restore changed the catalog")
+	}
+}
+
+func TestReadsDuringRestore(t *testing.T) {
+	c := populated(t)
+	f := NewFSM(c.s, testLogger(t))
+	img := snapshot(t, f)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var reads, failures atomic.Int64
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				_, err1 := c.s.Job(1)
+				_, err2 := c.s.Volumes(VolumeFilter{Pool: "disk1"})
+				_, err3 := c.s.Counts()
+				_, err4 := fileindex.Collect(fileindex.SegmentIterator(c.s.Segments(1)))
+				_, err5 := c.s.ListDir(2, "/data")
+				for _, err := range []error{err1, err2, err3, err4, err5} {
+					reads.Add(1)
+					if err != nil {
+						failures.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < 10; i++ {
+		if err := f.Restore(io.NopCloser(bytes.NewReader(img))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("%d reads during 10 restores, %d failed", reads.Load(), failures.Load())
+	if _, err := c.s.Job(1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFSMStopsOnACommandItCannotApply(t *testing.T) {
+	c := populated(t)
+	f := NewFSM(c.s, testLogger(t))
+	apply := func(cmd *Command) ApplyResult {
+		t.Helper()
+		data, err := EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.index++
+		return f.Apply(&raft.Log{Type: raft.LogCommand, Index: c.index, Data: data}).(ApplyResult)
+	}
+	// A refusal is a result: the FSM goes on.
+	if res := apply(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "ghost"}}); !errors.Is(res.Err, &Error{Code: CodeUnknownClient}) {
+		t.Fatalf("refusal: %v", res.Err)
+	}
+	if res := apply(&Command{Op: OpRegisterClient, Client: &Client{Name: "ok"}}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res := f.Apply(&raft.Log{Type: raft.LogNoop, Index: c.index + 1}); res != nil {
+		t.Fatalf("no-op log: %v", res)
+	}
+	// A command from a newer version stops it.
+	c.index++
+	res := f.Apply(&raft.Log{Type: raft.LogCommand, Index: c.index, Data: []byte{9, 2, '{', '}'}}).(ApplyResult)
+	if !errors.Is(res.Err, ErrFSMStopped) || !errors.Is(res.Err, ErrBadCommand) {
+		t.Fatalf("undecodable command: %v", res.Err)
+	}
+	stoppedAt, _ := c.s.AppliedIndex()
+	if res := apply(&Command{Op: OpRegisterClient, Client: &Client{Name: "after"}}); !errors.Is(res.Err, ErrFSMStopped) {
+		t.Fatalf("command after the stop: %v", res.Err)
+	}
+	if _, err := c.s.Client("after"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a stopped FSM applied a command")
+	}
+	if idx, _ := c.s.AppliedIndex(); idx != stoppedAt || idx >= c.index-1 {
+		t.Fatalf("applied index moved to %d while stopped (stopped at %d)", idx, stoppedAt)
+	}
+	if _, err := f.Snapshot(); !errors.Is(err, ErrFSMStopped) {
+		t.Fatalf("snapshot of a stopped FSM: %v", err)
+	}
+	// A snapshot from a healthy server makes it whole again.
+	healthy := populated(t)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshot(t, NewFSM(healthy.s, testLogger(t)))))); err != nil {
+		t.Fatal(err)
+	}
+	if f.Failed() != nil {
+		t.Fatal("still stopped after a restore")
+	}
+	c.index = 1000
+	if res := apply(&Command{Op: OpCreateVolume, Volume: &Volume{ID: uuid.New(), Pool: "disk1"}}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+}

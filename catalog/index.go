@@ -1,0 +1,229 @@
+package catalog
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"sort"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+// SegmentInfo describes one stored index segment without its data.
+type SegmentInfo struct {
+	No    int
+	First string
+	Last  string
+	Count int
+	// Bytes is the size of the encoded (compressed) segment.
+	Bytes int
+}
+
+// TreeEntry is an entry of the tree at a backup and the backup of the chain
+// that stored that version.
+type TreeEntry struct {
+	fileindex.Entry
+	Backup uint64 `json:"backup"`
+}
+
+// SegmentInfos lists a backup's index segments, in order.
+func (s *Store) SegmentInfos(backupID uint64) ([]SegmentInfo, error) {
+	var out []SegmentInfo
+	err := s.view(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bBackups).Get(u64(backupID)) == nil {
+			return notFound("backup %d does not exist", backupID)
+		}
+		prefix := u64(backupID)
+		c := tx.Bucket(bSegMeta).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var m segMeta
+			if err := jsonUnmarshal(bSegMeta, k, v, &m); err != nil {
+				return err
+			}
+			no := int(uint32(k[8])<<24 | uint32(k[9])<<16 | uint32(k[10])<<8 | uint32(k[11]))
+			out = append(out, SegmentInfo{No: no, First: m.First, Last: m.Last, Count: m.Count, Bytes: m.Bytes})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Segments returns a source of a backup's encoded index segments, in order.
+// Each call copies one segment out in its own short read transaction, so a
+// slow reader never holds the catalog open. If the backup is aborted while
+// being read, the source reports an error rather than ending early.
+func (s *Store) Segments(backupID uint64) fileindex.SegmentSource {
+	no, total := 0, -1
+	return func() ([]byte, bool, error) {
+		var data []byte
+		err := s.view(func(tx *bbolt.Tx) error {
+			if total < 0 {
+				var b Backup
+				ok, err := getJSON(tx, bBackups, u64(backupID), &b)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return notFound("backup %d does not exist", backupID)
+				}
+				total = b.Segments
+			}
+			if no >= total {
+				return nil
+			}
+			v := tx.Bucket(bSegData).Get(segKey(backupID, no))
+			if v == nil {
+				return fmt.Errorf("index segment %d of backup %d is gone: the backup was aborted or removed while being read", no, backupID)
+			}
+			data = bytes.Clone(v)
+			return nil
+		})
+		if err != nil || data == nil {
+			return nil, false, err
+		}
+		no++
+		return data, true, nil
+	}
+}
+
+// segment decodes one segment, counting the decode.
+func (s *Store) segment(backupID uint64, no int) ([]fileindex.Entry, error) {
+	var data []byte
+	err := s.view(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bSegData).Get(segKey(backupID, no))
+		if v == nil {
+			return notFound("index segment %d of backup %d", no, backupID)
+		}
+		data = bytes.Clone(v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.decodes.Add(1)
+	entries, err := fileindex.DecodeSegment(data)
+	if err != nil {
+		return nil, fmt.Errorf("index segment %d of backup %d: %w", no, backupID, err)
+	}
+	return entries, nil
+}
+
+// Tree returns the tree at a backup: the merge of its chain's indexes, with
+// deleted paths left out. Layer() of the iterator is the position in Chain.
+func (s *Store) Tree(backupID uint64) (*fileindex.MergeIterator, []Backup, error) {
+	chain, err := s.Chain(backupID)
+	if err != nil {
+		return nil, nil, err
+	}
+	layers := make([]fileindex.Iterator, len(chain))
+	for i, b := range chain {
+		layers[i] = fileindex.SegmentIterator(s.Segments(b.ID))
+	}
+	return fileindex.Merge(layers...), chain, nil
+}
+
+// Lookup finds paths in the tree at a backup. The result holds the paths
+// that exist there; a path that is absent or deleted is not in it. Only the
+// segments whose range can hold a path are decoded.
+func (s *Store) Lookup(backupID uint64, paths []string) (map[string]TreeEntry, error) {
+	chain, err := s.Chain(backupID)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]TreeEntry{}
+	decided := map[string]bool{}
+	// Newest first: the first layer that holds a path decides it.
+	for i := len(chain) - 1; i >= 0 && len(decided) < len(paths); i-- {
+		b := chain[i]
+		infos, err := s.SegmentInfos(b.ID)
+		if err != nil {
+			return nil, err
+		}
+		bySeg := map[int][]string{}
+		for _, p := range paths {
+			if decided[p] {
+				continue
+			}
+			// Ranges ascend without overlap: the first segment ending at or
+			// after p is the only one that can hold it.
+			j := sort.Search(len(infos), func(j int) bool { return fileindex.Compare(infos[j].Last, p) >= 0 })
+			if j < len(infos) && fileindex.Compare(infos[j].First, p) <= 0 {
+				bySeg[infos[j].No] = append(bySeg[infos[j].No], p)
+			}
+		}
+		for no, ps := range bySeg {
+			entries, err := s.segment(b.ID, no)
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range ps {
+				k := sort.Search(len(entries), func(k int) bool { return fileindex.Compare(entries[k].Path, p) >= 0 })
+				if k == len(entries) || entries[k].Path != p {
+					continue
+				}
+				decided[p] = true
+				if entries[k].Type != fileindex.TypeDeleted {
+					out[p] = TreeEntry{Entry: entries[k], Backup: b.ID}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// ListDir returns the entries directly inside dir in the tree at a backup, in
+// index order. Only the segments whose range can hold something below dir
+// are decoded.
+func (s *Store) ListDir(backupID uint64, dir string) ([]TreeEntry, error) {
+	dir = path.Clean("/" + dir)
+	chain, err := s.Chain(backupID)
+	if err != nil {
+		return nil, err
+	}
+	layers := make([]fileindex.Iterator, len(chain))
+	for i, b := range chain {
+		infos, err := s.SegmentInfos(b.ID)
+		if err != nil {
+			return nil, err
+		}
+		var children []fileindex.Entry
+		for _, info := range infos {
+			if !mayHoldBelow(info, dir) {
+				continue
+			}
+			entries, err := s.segment(b.ID, info.No)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range entries {
+				if e.Path != dir && path.Dir(e.Path) == dir {
+					children = append(children, e)
+				}
+			}
+		}
+		layers[i] = fileindex.SliceIterator(children)
+	}
+	it := fileindex.Merge(layers...)
+	var out []TreeEntry
+	for {
+		e, ok := it.Next()
+		if !ok {
+			return out, it.Err()
+		}
+		out = append(out, TreeEntry{Entry: e, Backup: chain[it.Layer()].ID})
+	}
+}
+
+// mayHoldBelow reports whether a segment's range can hold a path below dir.
+// In index order everything below dir follows dir directly and comes before
+// any path after dir that is not below it, so the range can hold one exactly
+// when it ends after dir and does not start past dir's subtree.
+func mayHoldBelow(info SegmentInfo, dir string) bool {
+	if dir == "/" {
+		return true
+	}
+	return fileindex.Compare(info.Last, dir) > 0 &&
+		(fileindex.Compare(info.First, dir) <= 0 || fileindex.Within(info.First, dir))
+}

@@ -1,0 +1,280 @@
+package catalog
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Client is a host that runs an agent.
+type Client struct {
+	Name        string    `json:"name"`
+	Hostname    string    `json:"hostname,omitempty"`
+	OS          string    `json:"os,omitempty"`
+	Arch        string    `json:"arch,omitempty"`
+	Version     string    `json:"version,omitempty"`
+	DefaultPool string    `json:"default_pool,omitempty"`
+	Registered  time.Time `json:"registered"`
+	LastSeen    time.Time `json:"last_seen"`
+}
+
+// StorageNode is a process that owns devices and writes volumes.
+type StorageNode struct {
+	ID         string     `json:"id"`
+	DataAddr   string     `json:"data_addr"`
+	CertSHA256 string     `json:"cert_sha256,omitempty"`
+	Version    string     `json:"version,omitempty"`
+	Pools      []NodePool `json:"pools,omitempty"`
+	Registered time.Time  `json:"registered"`
+	LastSeen   time.Time  `json:"last_seen"`
+}
+
+// NodePool is a disk pool as a storage node serves it.
+type NodePool struct {
+	Name           string `json:"name"`
+	Dir            string `json:"dir"`
+	MaxVolumeBytes int64  `json:"max_volume_bytes,omitempty"`
+}
+
+// PoolTypeDisk is a pool of volume files in a directory of one storage node.
+const PoolTypeDisk = "disk"
+
+// Defaults for pools created without explicit settings, among them the pools a
+// storage node announces on registration.
+const (
+	DefaultBlockSize    = 256 << 10
+	DefaultBlockRawSize = 1 << 20
+)
+
+// Pool is a set of volumes written with the same settings and key.
+type Pool struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// Node is the storage node that owns a disk pool.
+	Node           string `json:"node,omitempty"`
+	MaxVolumeBytes int64  `json:"max_volume_bytes,omitempty"`
+	BlockSize      int    `json:"block_size"`
+	BlockRawSize   int    `json:"block_raw_size"`
+	// LabelPrefix names the pool's volumes LabelPrefix-0001, -0002, …
+	LabelPrefix string `json:"label_prefix"`
+	// NextVolume is the number the next volume's name gets.
+	NextVolume  int       `json:"next_volume"`
+	KeyID       string    `json:"key_id,omitempty"`
+	Compression bool      `json:"compression"`
+	Created     time.Time `json:"created"`
+}
+
+// Key is a data key as the catalog keeps it: wrapped by the servers'
+// key-encryption key, so the catalog (and every snapshot of it) never holds a
+// plain key.
+type Key struct {
+	ID      string    `json:"id"`
+	Pool    string    `json:"pool,omitempty"`
+	Wrapped []byte    `json:"wrapped"`
+	Created time.Time `json:"created"`
+}
+
+// VolumeState is where a volume is in its life.
+type VolumeState string
+
+const (
+	VolumeLabeling VolumeState = "labeling"
+	VolumeAppend   VolumeState = "append"
+	VolumeFull     VolumeState = "full"
+	VolumeError    VolumeState = "error"
+	VolumeRetired  VolumeState = "retired"
+)
+
+// Valid reports whether s is a state this version knows.
+func (s VolumeState) Valid() bool {
+	switch s {
+	case VolumeLabeling, VolumeAppend, VolumeFull, VolumeError, VolumeRetired:
+		return true
+	}
+	return false
+}
+
+// Volume is one disk file, SFTP file or tape.
+type Volume struct {
+	ID        uuid.UUID   `json:"id"`
+	Name      string      `json:"name"`
+	Pool      string      `json:"pool"`
+	Node      string      `json:"node,omitempty"`
+	MediaType string      `json:"media_type"`
+	State     VolumeState `json:"state"`
+	// Bytes is the committed end: where the next part may start. Anything
+	// beyond it on the medium is an unfinished session and is overwritten.
+	Bytes       int64     `json:"bytes"`
+	Sessions    int       `json:"sessions"`
+	Created     time.Time `json:"created"`
+	LastWritten time.Time `json:"last_written"`
+	// WriterJob is the job holding the volume for appending, 0 for none.
+	WriterJob uint64 `json:"writer_job,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// JobType is what a job does.
+type JobType string
+
+const (
+	JobBackup  JobType = "backup"
+	JobRestore JobType = "restore"
+)
+
+// JobState is where a job is in its life.
+type JobState string
+
+const (
+	JobQueued   JobState = "queued"
+	JobRunning  JobState = "running"
+	JobSuccess  JobState = "success"
+	JobWarning  JobState = "warning"
+	JobFailed   JobState = "failed"
+	JobCanceled JobState = "canceled"
+)
+
+// JobStates lists every job state, in the order of a job's life.
+var JobStates = []JobState{JobQueued, JobRunning, JobSuccess, JobWarning, JobFailed, JobCanceled}
+
+// Done reports whether a job in this state has ended.
+func (s JobState) Done() bool {
+	switch s {
+	case JobSuccess, JobWarning, JobFailed, JobCanceled:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is a state this version knows.
+func (s JobState) Valid() bool { return slices.Contains(JobStates, s) }
+
+// Level is a backup level.
+type Level string
+
+const (
+	LevelFull         Level = "full"
+	LevelIncremental  Level = "incremental"
+	LevelDifferential Level = "differential"
+)
+
+// Valid reports whether l is a level this version knows.
+func (l Level) Valid() bool {
+	return l == LevelFull || l == LevelIncremental || l == LevelDifferential
+}
+
+// MaxJobLogLines bounds the log a job keeps; older lines are dropped first.
+const MaxJobLogLines = 1000
+
+// LogLine is one line of a job's log.
+type LogLine struct {
+	Time  time.Time `json:"time"`
+	Level string    `json:"level"`
+	Msg   string    `json:"msg"`
+}
+
+// Job is one run of a backup or a restore.
+type Job struct {
+	// ID is assigned by the FSM: 1, 2, 3…, short enough for admins to type.
+	ID     uint64   `json:"id"`
+	Type   JobType  `json:"type"`
+	Client string   `json:"client"`
+	Level  Level    `json:"level,omitempty"`
+	State  JobState `json:"state"`
+	Node   string   `json:"node,omitempty"`
+	Pool   string   `json:"pool,omitempty"`
+	Paths  []string `json:"paths,omitempty"`
+	// Excludes are glob patterns a backup skips.
+	Excludes []string `json:"excludes,omitempty"`
+	// BackupID is the backup the job writes (its own ID for a backup) or
+	// restores from.
+	BackupID    uint64    `json:"backup_id,omitempty"`
+	Target      string    `json:"target,omitempty"`
+	Created     time.Time `json:"created"`
+	Started     time.Time `json:"started"`
+	Ended       time.Time `json:"ended"`
+	Files       int64     `json:"files"`
+	Bytes       int64     `json:"bytes"`
+	StoredBytes int64     `json:"stored_bytes"`
+	Warnings    int       `json:"warnings"`
+	ErrorCode   string    `json:"error_code,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	// Log holds the last MaxJobLogLines lines, oldest first. Job fills it;
+	// Jobs leaves it empty, since lists do not show logs.
+	Log []LogLine `json:"log,omitempty"`
+	// LogLines counts every line ever appended, so LogLines-len(Log) lines
+	// were dropped.
+	LogLines int64 `json:"log_lines,omitempty"`
+}
+
+// BackupState is where a backup is in its life.
+type BackupState string
+
+const (
+	BackupWriting  BackupState = "writing"
+	BackupComplete BackupState = "complete"
+	BackupAborted  BackupState = "aborted"
+)
+
+// Backup is what one backup job wrote: a session on one or more volumes and
+// the index of the file versions it holds.
+type Backup struct {
+	// ID is the ID of the job that wrote it.
+	ID     uint64 `json:"id"`
+	Client string `json:"client"`
+	// FileSet identifies Paths and Excludes (see FileSetOf), so that an
+	// incremental is compared against a backup of the same file set.
+	FileSet  string   `json:"file_set"`
+	Paths    []string `json:"paths,omitempty"`
+	Excludes []string `json:"excludes,omitempty"`
+	Level    Level    `json:"level"`
+	// Parent is the backup this one was compared against, 0 for a full.
+	Parent uint64 `json:"parent,omitempty"`
+	// StartTime is the point in time the backup represents.
+	StartTime   time.Time   `json:"start_time"`
+	EndTime     time.Time   `json:"end_time"`
+	SessionID   uuid.UUID   `json:"session_id"`
+	KeyID       string      `json:"key_id,omitempty"`
+	Pool        string      `json:"pool"`
+	Node        string      `json:"node,omitempty"`
+	Parts       []Part      `json:"parts,omitempty"`
+	Entries     int64       `json:"entries"`
+	Files       int64       `json:"files"`
+	Bytes       int64       `json:"bytes"`
+	StoredBytes int64       `json:"stored_bytes"`
+	Segments    int         `json:"segments"`
+	State       BackupState `json:"state"`
+}
+
+// Part is the piece of a backup's session that lies on one volume.
+type Part struct {
+	VolumeID    uuid.UUID `json:"volume_id"`
+	Part        int       `json:"part"`
+	VolumeStart int64     `json:"volume_start"`
+	DataStart   int64     `json:"data_start"`
+	End         int64     `json:"end"`
+	StreamStart uint64    `json:"stream_start"`
+	StreamEnd   uint64    `json:"stream_end"`
+	FirstSeq    uint64    `json:"first_seq"`
+	LastSeq     uint64    `json:"last_seq"`
+	Final       bool      `json:"final"`
+}
+
+// FileSetOf is the stable identity of a set of paths and excludes: the order
+// in which they were given does not matter.
+func FileSetOf(paths, excludes []string) string {
+	p := slices.Clone(paths)
+	e := slices.Clone(excludes)
+	slices.Sort(p)
+	slices.Sort(e)
+	h := sha256.New()
+	for _, s := range p {
+		h.Write([]byte("p\x00" + s + "\x00"))
+	}
+	for _, s := range e {
+		h.Write([]byte("x\x00" + s + "\x00"))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
