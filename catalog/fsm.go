@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
@@ -30,6 +31,9 @@ type FSM struct {
 
 	mu     sync.Mutex
 	failed error
+
+	// skipped counts replayed commands the catalog already held.
+	skipped atomic.Uint64
 }
 
 var (
@@ -62,6 +66,10 @@ func (f *FSM) fail(err error) error {
 	return f.failed
 }
 
+// Skipped is the number of commands Raft handed over that the catalog had
+// applied before: the log replayed after a restart.
+func (f *FSM) Skipped() uint64 { return f.skipped.Load() }
+
 // Apply applies one committed log entry and returns its ApplyResult.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
@@ -75,6 +83,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return ApplyResult{Err: f.fail(fmt.Errorf("raft index %d: %w", l.Index, err))}
 	}
 	res := f.store.Apply(l.Index, c)
+	if res.Skipped {
+		f.skipped.Add(1)
+	}
 	var refusal *Error
 	if res.Err != nil && !errors.As(res.Err, &refusal) {
 		res.Err = f.fail(res.Err)
