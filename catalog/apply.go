@@ -794,7 +794,7 @@ func (a *applier) addIndexSegment(s *IndexSegment) error {
 			return err
 		}
 		if m != nil && m.First == s.First && m.Last == s.Last && m.Count == s.Count &&
-			bytes.Equal(a.tx.Bucket(bSegData).Get(segKey(b.ID, s.No)), s.Data) {
+			bytes.Equal(getSegData(a.tx, segKey(b.ID, s.No)), s.Data) {
 			return nil
 		}
 		return refuse(CodeAlreadyExists, "", "backup %d already holds a different index segment %d", b.ID, s.No)
@@ -813,7 +813,7 @@ func (a *applier) addIndexSegment(s *IndexSegment) error {
 	if err := putJSON(a.tx, bSegMeta, k, &segMeta{First: s.First, Last: s.Last, Count: s.Count, Bytes: len(s.Data)}); err != nil {
 		return err
 	}
-	if err := a.tx.Bucket(bSegData).Put(k, s.Data); err != nil {
+	if err := putSegData(a.tx, k, s.Data); err != nil {
 		return err
 	}
 	if err := addCount(a.tx, "index", "segments", 1); err != nil {
@@ -846,7 +846,7 @@ func (a *applier) deleteSegments(backup uint64) error {
 		if err := a.tx.Bucket(bSegMeta).Delete(k); err != nil {
 			return err
 		}
-		if err := a.tx.Bucket(bSegData).Delete(k); err != nil {
+		if err := deleteSegData(a.tx, k); err != nil {
 			return err
 		}
 	}

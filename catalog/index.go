@@ -73,7 +73,7 @@ func (s *Store) Segments(backupID uint64) fileindex.SegmentSource {
 			if no >= total {
 				return nil
 			}
-			v := tx.Bucket(bSegData).Get(segKey(backupID, no))
+			v := getSegData(tx, segKey(backupID, no))
 			if v == nil {
 				return fmt.Errorf("index segment %d of backup %d is gone: the backup was aborted or removed while being read", no, backupID)
 			}
@@ -92,7 +92,7 @@ func (s *Store) Segments(backupID uint64) fileindex.SegmentSource {
 func (s *Store) segment(backupID uint64, no int) ([]fileindex.Entry, error) {
 	var data []byte
 	err := s.view(func(tx *bbolt.Tx) error {
-		v := tx.Bucket(bSegData).Get(segKey(backupID, no))
+		v := getSegData(tx, segKey(backupID, no))
 		if v == nil {
 			return notFound("index segment %d of backup %d", no, backupID)
 		}
