@@ -49,11 +49,12 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // server is one test server: a catalog and its Raft node in dir.
 type server struct {
-	t     testing.TB
-	dir   string
-	cfg   Config
-	store *catalog.Store
-	node  *Node
+	t      testing.TB
+	dir    string
+	cfg    Config
+	store  *catalog.Store
+	node   *Node
+	logger *slog.Logger // nil: the test's log
 }
 
 func testConfig(id, dir string, bootstrap bool) Config {
@@ -86,7 +87,11 @@ func (s *server) start() {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	node, err := Open(s.cfg, store, testLogger(s.t).With("server", s.cfg.ID))
+	logger := s.logger
+	if logger == nil {
+		logger = testLogger(s.t).With("server", s.cfg.ID)
+	}
+	node, err := Open(s.cfg, store, logger)
 	if err != nil {
 		store.Close()
 		s.t.Fatal(err)
