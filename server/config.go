@@ -1,0 +1,80 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Config of a server. Flags and the config file fill the same struct.
+type Config struct {
+	// Name identifies this server in its Raft group, in logs and metrics.
+	Name string `json:"name"`
+	// DataDir holds the catalog, the Raft log and snapshots, and the keys
+	// (kek: the key-encryption key; ticket.key: the ticket signing key).
+	DataDir string `json:"data_dir"`
+	// NATSURL is where the server reaches every other role.
+	NATSURL string `json:"nats_url"`
+	// RaftAddr is the address the Raft transport listens on.
+	RaftAddr string `json:"raft_addr"`
+	// Bootstrap forms a new one-voter group when DataDir has no Raft state.
+	Bootstrap bool `json:"bootstrap"`
+	// TicketTTL is how long a job ticket is good for: the agent must reach
+	// the storage node within it.
+	TicketTTL time.Duration `json:"ticket_ttl"`
+	// LivenessTimeout: a storage node or agent silent for this long is
+	// offline, and the jobs it takes part in fail.
+	LivenessTimeout time.Duration `json:"liveness_timeout"`
+	// StallTimeout fails a running job that reported nothing for this long
+	// even though its node and agent are alive.
+	StallTimeout time.Duration `json:"stall_timeout"`
+	// DefaultPool is used for backups that name no pool when the client has
+	// no default either.
+	DefaultPool string `json:"default_pool"`
+}
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "server"
+	}
+	return Config{
+		Name:            host,
+		NATSURL:         "nats://127.0.0.1:4222",
+		RaftAddr:        "127.0.0.1:7010",
+		Bootstrap:       true,
+		TicketTTL:       5 * time.Minute,
+		LivenessTimeout: 20 * time.Second,
+		StallTimeout:    10 * time.Minute,
+		DefaultPool:     "Default",
+	}
+}
+
+// Validate names the first bad field and how to fix it.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("server name is empty: set --name"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data directory is empty: set --data"))
+	}
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("NATS URL is empty: set --nats"))
+	}
+	if c.RaftAddr == "" {
+		errs = append(errs, errors.New("Raft address is empty: set --raft-addr host:port"))
+	}
+	if c.TicketTTL < 10*time.Second {
+		errs = append(errs, fmt.Errorf("ticket TTL %s is too short: use at least 10s", c.TicketTTL))
+	}
+	if c.LivenessTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("liveness timeout %s is too short: use at least 1s", c.LivenessTimeout))
+	}
+	if c.StallTimeout < c.LivenessTimeout {
+		errs = append(errs, fmt.Errorf("stall timeout %s is shorter than the liveness timeout %s", c.StallTimeout, c.LivenessTimeout))
+	}
+	return errors.Join(errs...)
+}

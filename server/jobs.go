@@ -1,0 +1,464 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// jobRun is the leader's live view of a running job; the catalog holds the
+// rest. It is rebuilt from the catalog when a server becomes leader.
+type jobRun struct {
+	id           uint64
+	typ          catalog.JobType
+	node, client string
+	started      time.Time
+	lastActivity time.Time
+	progress     *wire.Progress
+	base         *treePager // backup: the tree it is compared against
+	plan         *planner   // restore: which blocks to read
+}
+
+// agentOrderTimeout bounds how long an agent may take to accept an order.
+const agentOrderTimeout = 15 * time.Second
+
+func (s *Server) startRun(job *catalog.Job) *jobRun {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := &jobRun{id: job.ID, typ: job.Type, node: job.Node, client: job.Client, started: time.Now(), lastActivity: time.Now()}
+	s.runs[job.ID] = r
+	return r
+}
+
+func (s *Server) run(id uint64) *jobRun {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runs[id]
+}
+
+func (s *Server) noteActivity(id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.runs[id]; r != nil {
+		r.lastActivity = time.Now()
+	}
+}
+
+func (s *Server) finishRun(id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.runs, id)
+}
+
+func (s *Server) sign(t ticket.Ticket) (string, error) {
+	now := time.Now().UTC()
+	t.Issued = now
+	t.Expires = now.Add(s.cfg.TicketTTL)
+	return ticket.Sign(t, s.signer)
+}
+
+// endpoint is how an agent reaches a storage node's data port.
+func (s *Server) endpoint(nodeID string) (wire.DataEndpoint, error) {
+	n, err := s.store.Node(nodeID)
+	if err != nil {
+		return wire.DataEndpoint{}, catalogError(err)
+	}
+	if ok, seen := s.online(s.nodes, nodeID); !ok {
+		return wire.DataEndpoint{}, wire.Errorf(wire.CodeUnavailable, fmt.Sprintf("start 'cairn storagenode' for node %s", nodeID),
+			"storage node %s is offline (%s)", nodeID, lastSeen(seen))
+	}
+	return wire.DataEndpoint{Node: n.ID, Addr: n.DataAddr, CertSHA256: n.CertSHA256}, nil
+}
+
+func lastSeen(t time.Time) string {
+	if t.IsZero() {
+		return "not seen since this server started"
+	}
+	return "last seen " + t.UTC().Format(time.RFC3339)
+}
+
+// onlineClient checks that a client is known and its agent is running.
+func (s *Server) onlineClient(name string) (*catalog.Client, error) {
+	if err := wire.ValidateName("client", name); err != nil {
+		return nil, err
+	}
+	c, err := s.store.Client(name)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeUnknownClient, "",
+			"client %q is not known: no agent of that name has registered", name)
+	}
+	if ok, seen := s.online(s.agents, name); !ok {
+		return nil, wire.Errorf(wire.CodeUnavailable, fmt.Sprintf("start 'cairn agent --name %s' on that host", name),
+			"the agent of client %s is offline (%s)", name, lastSeen(seen))
+	}
+	return c, nil
+}
+
+func cleanPaths(kind string, paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			return nil, wire.Errorf(wire.CodeInvalidArgument, "give absolute paths, as they are on the client", "%s %q is not an absolute path", kind, p)
+		}
+		out = append(out, filepath.Clean(p))
+	}
+	return out, nil
+}
+
+func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStartReq) (wire.JobStarted, error) {
+	client, err := s.onlineClient(req.Client)
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	if len(req.Paths) == 0 {
+		return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "pass --path DIR (repeat it for several)", "nothing to back up: no path given")
+	}
+	paths, err := cleanPaths("path", req.Paths)
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	for _, ex := range req.Excludes {
+		if _, err := path.Match(ex, ""); err != nil {
+			return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "use shell glob syntax: *, ?, [a-z]", "exclude pattern %q is not valid: %v", ex, err)
+		}
+	}
+	level := catalog.Level(req.Level)
+	switch level {
+	case "":
+		level = catalog.LevelIncremental
+	case catalog.LevelFull, catalog.LevelIncremental, catalog.LevelDifferential:
+	default:
+		return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "use full, incremental or differential", "backup level %q is not known", req.Level)
+	}
+	poolName := req.Pool
+	if poolName == "" {
+		poolName = client.DefaultPool
+	}
+	if poolName == "" {
+		poolName = s.cfg.DefaultPool
+	}
+	pool, err := s.store.Pool(poolName)
+	if err != nil {
+		return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", poolName)
+	}
+	ep, err := s.endpoint(pool.Node)
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+
+	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
+		Type: catalog.JobBackup, Client: client.Name, Level: level, State: catalog.JobQueued,
+		Node: pool.Node, Pool: pool.Name, Paths: paths, Excludes: req.Excludes,
+	}})
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	job, err := s.store.Job(res.JobID)
+	if err != nil {
+		return wire.JobStarted{}, catalogError(err)
+	}
+	backup, err := s.store.Backup(job.BackupID)
+	if err != nil {
+		return wire.JobStarted{}, catalogError(err)
+	}
+	tk, err := s.sign(ticket.Ticket{
+		JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpBackup,
+		Pool: pool.Name, BackupID: backup.ID, Level: string(job.Level), KeyID: pool.KeyID,
+	})
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	order := wire.RunBackup{
+		JobID: job.ID, Level: string(job.Level), Paths: paths, Excludes: req.Excludes,
+		Base: backup.Parent, Node: ep, Ticket: tk,
+	}
+	order.EstimateFiles, order.EstimateBytes = s.estimate(backup)
+	run := s.startRun(job)
+	if backup.Parent != 0 {
+		run.base = &treePager{store: s.store, backup: backup.Parent}
+	}
+	if err := s.markRunning(ctx, job.ID); err != nil {
+		s.finishRun(job.ID)
+		return wire.JobStarted{}, err
+	}
+	base := ""
+	if backup.Parent != 0 {
+		base = fmt.Sprintf(" against backup %d", backup.Parent)
+	}
+	s.jobLog(ctx, job.ID, "info", "%s backup of %s (%s)%s to pool %s on storage node %s",
+		job.Level, job.Client, strings.Join(paths, ", "), base, pool.Name, pool.Node)
+	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
+	defer cancel()
+	if err := wire.Request(octx, s.nc, wire.AgentSubject(job.Client, wire.OpRunBackup), order, nil); err != nil {
+		we := wire.AsError(err)
+		s.failJob(ctx, job.ID, we)
+		return wire.JobStarted{}, we
+	}
+	return wire.JobStarted{JobID: job.ID, Level: string(job.Level)}, nil
+}
+
+func (s *Server) markRunning(ctx context.Context, id uint64) error {
+	running := catalog.JobRunning
+	now := time.Now().UTC()
+	_, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
+		ID: id, State: running, Started: now,
+	}})
+	if err == nil {
+		s.publishEvent(wire.JobEvent{JobID: id, State: string(running)})
+	}
+	return err
+}
+
+// estimate guesses a backup's size from the last complete backup of the same
+// file set and level, for the progress ETA.
+func (s *Server) estimate(b *catalog.Backup) (files, bytes int64) {
+	prev, err := s.store.Backups(catalog.BackupFilter{Client: b.Client, FileSet: b.FileSet, States: []catalog.BackupState{catalog.BackupComplete}})
+	if err != nil {
+		return 0, 0
+	}
+	for _, p := range prev {
+		if p.Level == b.Level {
+			return p.Files, p.Bytes
+		}
+	}
+	return 0, 0
+}
+
+// resolveBackup finds the backup a point in time names.
+func (s *Server) resolveBackup(pit wire.PointInTime) (*catalog.Backup, error) {
+	if pit.Client == "" {
+		return nil, wire.Errorf(wire.CodeInvalidArgument, "pass --client NAME", "no client given")
+	}
+	if _, err := s.store.Client(pit.Client); err != nil {
+		return nil, wire.Errorf(wire.CodeUnknownClient, "", "client %q is not known: no agent of that name has registered", pit.Client)
+	}
+	switch {
+	case pit.BackupID != 0:
+		b, err := s.store.Backup(pit.BackupID)
+		if err != nil || b.Client != pit.Client {
+			return nil, wire.Errorf(wire.CodeNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
+				"client %s has no backup %d", pit.Client, pit.BackupID)
+		}
+		if b.State != catalog.BackupComplete {
+			return nil, wire.Errorf(wire.CodeNotFound, "choose a complete backup", "backup %d is %s, not complete", b.ID, b.State)
+		}
+		return b, nil
+	case !pit.At.IsZero():
+		b, err := s.store.BackupAt(pit.Client, pit.At)
+		if err != nil {
+			return nil, wire.Errorf(wire.CodeNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
+				"client %s has no complete backup at or before %s", pit.Client, pit.At.Format(time.RFC3339))
+		}
+		return b, nil
+	}
+	bs, err := s.store.Backups(catalog.BackupFilter{Client: pit.Client, States: []catalog.BackupState{catalog.BackupComplete}})
+	if err != nil || len(bs) == 0 {
+		return nil, wire.Errorf(wire.CodeNotFound, "run a backup first", "client %s has no complete backup", pit.Client)
+	}
+	return &bs[0], nil
+}
+
+func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreStartReq) (wire.JobStarted, error) {
+	backup, err := s.resolveBackup(req.PointInTime)
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	target := req.TargetClient
+	if target == "" {
+		target = req.Client
+	}
+	if _, err := s.onlineClient(target); err != nil {
+		return wire.JobStarted{}, err
+	}
+	if !filepath.IsAbs(req.To) {
+		return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "pass --to with an absolute directory on the target client",
+			"restore target %q is not an absolute path", req.To)
+	}
+	roots, err := cleanPaths("restore path", req.Paths)
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	chain, err := s.store.Chain(backup.ID)
+	if err != nil {
+		return wire.JobStarted{}, catalogError(err)
+	}
+	for _, b := range chain {
+		if b.Node != backup.Node {
+			return wire.JobStarted{}, wire.Errorf(wire.CodeUnavailable, "",
+				"backup %d's chain spans storage nodes %s and %s, which a restore cannot read yet", backup.ID, b.Node, backup.Node)
+		}
+	}
+	ep, err := s.endpoint(backup.Node)
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	plan := newPlanner(s.store, chain, roots)
+	files, bytes, err := plan.count()
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	if files == 0 {
+		if len(roots) > 0 {
+			return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, fmt.Sprintf("browse the backup with 'cairn ls --client %s --backup %d'", backup.Client, backup.ID),
+				"backup %d of %s holds nothing at %s", backup.ID, backup.Client, strings.Join(roots, ", "))
+		}
+		return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, "", "backup %d is empty", backup.ID)
+	}
+	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
+		Type: catalog.JobRestore, Client: target, State: catalog.JobQueued, Node: backup.Node, Pool: backup.Pool,
+		Paths: roots, BackupID: backup.ID, Target: filepath.Clean(req.To),
+	}})
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	job, err := s.store.Job(res.JobID)
+	if err != nil {
+		return wire.JobStarted{}, catalogError(err)
+	}
+	var sessions []string
+	for _, b := range chain {
+		sessions = append(sessions, b.SessionID.String())
+	}
+	tk, err := s.sign(ticket.Ticket{
+		JobID: job.ID, Client: target, Node: backup.Node, Op: ticket.OpRestore, BackupID: backup.ID, Sessions: sessions,
+	})
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	run := s.startRun(job)
+	run.plan = plan
+	run.progress = &wire.Progress{JobID: job.ID, TotalFiles: files, TotalBytes: bytes}
+	if err := s.markRunning(ctx, job.ID); err != nil {
+		s.finishRun(job.ID)
+		return wire.JobStarted{}, err
+	}
+	what := "everything"
+	if len(roots) > 0 {
+		what = strings.Join(roots, ", ")
+	}
+	s.jobLog(ctx, job.ID, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
+		what, backup.ID, backup.Client, files, humanBytes(bytes), target, job.Target)
+	order := wire.RunRestore{JobID: job.ID, To: job.Target, Force: req.Force, Node: ep, Ticket: tk, Files: files, Bytes: bytes}
+	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
+	defer cancel()
+	if err := wire.Request(octx, s.nc, wire.AgentSubject(target, wire.OpRunRestore), order, nil); err != nil {
+		we := wire.AsError(err)
+		s.failJob(ctx, job.ID, we)
+		return wire.JobStarted{}, we
+	}
+	return wire.JobStarted{JobID: job.ID}, nil
+}
+
+// failJob ends a job as failed, once: later reports of the same failure
+// (the node's and the agent's) find it ended and change nothing. A backup's
+// uncommitted index is dropped with it.
+func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
+	job, err := s.store.Job(id)
+	if err != nil || job.State.Done() {
+		return
+	}
+	if e.Hint == "" {
+		e.Hint = wire.HintFor(e.Code)
+	}
+	s.jobLog(ctx, id, "error", "%s", e.Message)
+	if e.Hint != "" {
+		s.jobLog(ctx, id, "info", "hint: %s", e.Hint)
+	}
+	if job.Type == catalog.JobBackup {
+		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpAbortBackup, Abort: &catalog.BackupAbort{
+			BackupID: job.BackupID, Code: e.Code, Msg: e.Message,
+		}}); err != nil {
+			s.log.Warn("abort backup", "job", id, "err", err)
+		}
+	}
+	if job, err = s.store.Job(id); err == nil && !job.State.Done() {
+		_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
+			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: time.Now().UTC(),
+		}})
+		if err != nil {
+			s.log.Warn("fail job", "job", id, "err", err)
+		}
+	}
+	s.finishRun(id)
+	if job, err := s.store.Job(id); err == nil {
+		s.metrics.jobEnded(job)
+	}
+	s.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobFailed), Message: e.Message})
+}
+
+// watch fails jobs whose storage node or agent went silent, or that stalled,
+// and adopts the running jobs of the catalog when this server becomes leader.
+func (s *Server) watch(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	wasLeader := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		leader := s.raft.IsLeader()
+		if leader && !wasLeader {
+			s.adoptRunningJobs()
+		}
+		wasLeader = leader
+		if !leader {
+			continue
+		}
+		s.mu.Lock()
+		runs := make([]*jobRun, 0, len(s.runs))
+		for _, r := range s.runs {
+			runs = append(runs, r)
+		}
+		s.mu.Unlock()
+		for _, r := range runs {
+			if time.Since(r.started) < s.cfg.LivenessTimeout {
+				continue // heartbeats may not have arrived yet after a restart
+			}
+			if ok, seen := s.online(s.nodes, r.node); !ok {
+				s.failJob(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the storage node; restart it and rerun the job",
+					"storage node %s stopped answering (%s)", r.node, lastSeen(seen)))
+				continue
+			}
+			if ok, seen := s.online(s.agents, r.client); !ok {
+				s.failJob(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the agent; restart it and rerun the job",
+					"the agent of client %s stopped answering (%s)", r.client, lastSeen(seen)))
+				continue
+			}
+			s.mu.Lock()
+			idle := time.Since(r.lastActivity)
+			s.mu.Unlock()
+			if idle > s.cfg.StallTimeout {
+				s.failJob(ctx, r.id, wire.Errorf(wire.CodeTimeout, "check the agent's and storage node's logs",
+					"job made no progress for %s", idle.Round(time.Second)))
+			}
+		}
+	}
+}
+
+func (s *Server) adoptRunningJobs() {
+	jobs, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobQueued, catalog.JobRunning}})
+	if err != nil {
+		s.log.Warn("list running jobs", "err", err)
+		return
+	}
+	for i := range jobs {
+		if s.run(jobs[i].ID) == nil {
+			r := s.startRun(&jobs[i])
+			if jobs[i].Type == catalog.JobBackup {
+				if b, err := s.store.Backup(jobs[i].BackupID); err == nil && b.Parent != 0 {
+					r.base = &treePager{store: s.store, backup: b.Parent}
+				}
+			}
+			s.log.Info("watching running job", "job", jobs[i].ID)
+		}
+	}
+}

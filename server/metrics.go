@@ -1,0 +1,118 @@
+package server
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/catalog"
+)
+
+type metrics struct {
+	jobs     *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	bytes    *prometheus.CounterVec
+	files    *prometheus.CounterVec
+}
+
+func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_jobs_total", Help: "Jobs that ended, by type, client and outcome.",
+		}, []string{"type", "client", "state"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "cairn_job_duration_seconds", Help: "Duration of jobs that ended.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 16),
+		}, []string{"type", "state"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_job_bytes_total", Help: "Content bytes of ended jobs, by type and client.",
+		}, []string{"type", "client"}),
+		files: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_job_files_total", Help: "Files of ended jobs, by type and client.",
+		}, []string{"type", "client"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.jobs, m.duration, m.bytes, m.files, &catalogCollector{s: s})
+	}
+	return m
+}
+
+func (m *metrics) jobEnded(j *catalog.Job) {
+	m.jobs.WithLabelValues(string(j.Type), j.Client, string(j.State)).Inc()
+	if !j.Started.IsZero() && !j.Ended.IsZero() {
+		m.duration.WithLabelValues(string(j.Type), string(j.State)).Observe(j.Ended.Sub(j.Started).Seconds())
+	}
+	m.bytes.WithLabelValues(string(j.Type), j.Client).Add(float64(j.Bytes))
+	m.files.WithLabelValues(string(j.Type), j.Client).Add(float64(j.Files))
+}
+
+// catalogCollector reads gauges from the catalog and Raft at scrape time, so
+// every server reports them whether or not it leads.
+type catalogCollector struct{ s *Server }
+
+var (
+	descVolumes     = prometheus.NewDesc("cairn_pool_volumes", "Volumes in a pool, by state.", []string{"pool", "state"}, nil)
+	descPoolBytes   = prometheus.NewDesc("cairn_pool_used_bytes", "Committed bytes on a pool's volumes.", []string{"pool"}, nil)
+	descPoolFree    = prometheus.NewDesc("cairn_pool_free_bytes", "Free bytes where a pool's volumes live, as its node reports.", []string{"pool"}, nil)
+	descRaftState   = prometheus.NewDesc("cairn_raft_state", "1 for this server's current Raft state.", []string{"state"}, nil)
+	descRaftTerm    = prometheus.NewDesc("cairn_raft_term", "Current Raft term.", nil, nil)
+	descRaftApplied = prometheus.NewDesc("cairn_raft_applied_index", "Last Raft index applied to the catalog.", nil, nil)
+	descRunning     = prometheus.NewDesc("cairn_jobs_running", "Jobs running, by type.", []string{"type"}, nil)
+	descClients     = prometheus.NewDesc("cairn_clients_online", "Clients whose agent heartbeats.", nil, nil)
+)
+
+func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descVolumes, descPoolBytes, descPoolFree, descRaftState, descRaftTerm, descRaftApplied, descRunning, descClients} {
+		ch <- d
+	}
+}
+
+func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	st := s.raft.Stats()
+	for _, state := range []string{"Leader", "Follower", "Candidate", "Shutdown"} {
+		v := 0.0
+		if st.State == state {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRaftState, prometheus.GaugeValue, v, state)
+	}
+	ch <- prometheus.MustNewConstMetric(descRaftTerm, prometheus.GaugeValue, float64(st.Term))
+	ch <- prometheus.MustNewConstMetric(descRaftApplied, prometheus.GaugeValue, float64(st.AppliedIndex))
+	if pools, err := s.store.Pools(); err == nil {
+		for _, p := range pools {
+			vols, _ := s.store.Volumes(catalog.VolumeFilter{Pool: p.Name})
+			byState := map[string]int{}
+			var used int64
+			for _, v := range vols {
+				byState[string(v.State)]++
+				used += v.Bytes
+			}
+			for state, n := range byState {
+				ch <- prometheus.MustNewConstMetric(descVolumes, prometheus.GaugeValue, float64(n), p.Name, state)
+			}
+			ch <- prometheus.MustNewConstMetric(descPoolBytes, prometheus.GaugeValue, float64(used), p.Name)
+			s.mu.Lock()
+			if l := s.nodes[p.Node]; l != nil {
+				ch <- prometheus.MustNewConstMetric(descPoolFree, prometheus.GaugeValue, float64(l.usage[p.Name].FreeBytes), p.Name)
+			}
+			s.mu.Unlock()
+		}
+	}
+	s.mu.Lock()
+	running := map[string]int{}
+	for _, r := range s.runs {
+		running[string(r.typ)]++
+	}
+	online := 0
+	for name := range s.agents {
+		if l := s.agents[name]; l != nil && time.Since(l.lastSeen) < s.cfg.LivenessTimeout {
+			online++
+		}
+	}
+	s.mu.Unlock()
+	for _, t := range []catalog.JobType{catalog.JobBackup, catalog.JobRestore} {
+		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(running[string(t)]), string(t))
+	}
+	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(online))
+}

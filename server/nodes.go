@@ -1,0 +1,347 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// Pool defaults for pools a storage node announces that the catalog does not
+// know yet.
+const (
+	defaultBlockSize    = 256 << 10
+	defaultBlockRawSize = 1 << 20
+)
+
+func (s *Server) routeNodes(r *wire.Router) {
+	r.Handle(wire.OpNodeRegister, wire.Typed(s.nodeRegister))
+	r.Handle(wire.OpNodeHeartbeat, wire.Typed(s.nodeHeartbeat))
+	r.Handle(wire.OpVolumeAcquire, wire.Typed(s.volumeAcquire))
+	r.Handle(wire.OpVolumeLabeled, wire.Typed(s.volumeLabeled))
+	r.Handle(wire.OpKeyGet, wire.Typed(s.keyGet))
+	r.Handle(wire.OpSessionIndex, wire.Typed(s.sessionIndex))
+	r.Handle(wire.OpSessionCommit, wire.Typed(s.sessionCommit))
+	r.Handle(wire.OpSessionAbort, wire.Typed(s.sessionAbort))
+}
+
+// sender is the node or agent name in a cairn.srv.* subject. Handlers trust
+// the subject, not the body: NATS permissions confine each credential to
+// its own subjects.
+func sender(subject string) string {
+	name, _, _ := wire.SplitFrom(subject)
+	return name
+}
+
+func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.NodeRegisterReq) (wire.NodeRegisterResp, error) {
+	id := sender(subject)
+	if req.ID != id {
+		return wire.NodeRegisterResp{}, wire.Errorf(wire.CodeInvalidArgument, "", "storage node %q registered on the subject of %q", req.ID, id)
+	}
+	if err := wire.ValidateName("storage node", id); err != nil {
+		return wire.NodeRegisterResp{}, err
+	}
+	for _, p := range req.Pools {
+		if err := wire.ValidateName("pool", p.Name); err != nil {
+			return wire.NodeRegisterResp{}, err
+		}
+		if err := s.ensurePool(ctx, id, p); err != nil {
+			return wire.NodeRegisterResp{}, err
+		}
+	}
+	var pools []catalog.NodePool
+	for _, p := range req.Pools {
+		pools = append(pools, catalog.NodePool{Name: p.Name, Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes})
+	}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{
+		ID: id, DataAddr: req.DataAddr, CertSHA256: req.CertSHA256, Version: req.Version, Pools: pools,
+	}}); err != nil {
+		return wire.NodeRegisterResp{}, err
+	}
+	s.touch(s.nodes, id)
+	s.log.Info("storage node registered", "node", id, "data_addr", req.DataAddr, "pools", len(pools))
+	return wire.NodeRegisterResp{TicketKey: s.signer.Public().(ed25519.PublicKey), ServerTime: time.Now().UTC()}, nil
+}
+
+// ensurePool creates a pool a node announces, with its data key, unless the
+// catalog has it. A pool that exists keeps its settings and key.
+func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) error {
+	if existing, err := s.store.Pool(p.Name); err == nil {
+		if existing.Node != node {
+			return wire.Errorf(wire.CodeAlreadyExists, "give each storage node's disk pool its own name",
+				"pool %s belongs to storage node %s, not %s", p.Name, existing.Node, node)
+		}
+		return nil
+	}
+	keyID := fmt.Sprintf("pool-%s-%s", p.Name, uuid.NewString()[:8])
+	wrapped, err := keyring.Wrap(s.kek, keyID, keyring.NewKey())
+	if err != nil {
+		return fmt.Errorf("wrap data key for pool %s: %w", p.Name, err)
+	}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpPutKey, Key: &catalog.Key{ID: keyID, Pool: p.Name, Wrapped: wrapped}}); err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCreatePool, Pool: &catalog.Pool{
+		Name: p.Name, Type: "disk", Node: node, MaxVolumeBytes: p.MaxVolumeBytes,
+		BlockSize: defaultBlockSize, BlockRawSize: defaultBlockRawSize, LabelPrefix: p.Name,
+		KeyID: keyID, Compression: true,
+	}})
+	if err != nil && wire.CodeOf(err) != wire.CodeAlreadyExists {
+		return err
+	}
+	s.log.Info("pool created", "pool", p.Name, "node", node, "key", keyID)
+	return nil
+}
+
+func (s *Server) nodeHeartbeat(_ context.Context, subject string, hb wire.NodeHeartbeat) (wire.Empty, error) {
+	l := s.touch(s.nodes, sender(subject))
+	s.mu.Lock()
+	for _, u := range hb.Pools {
+		l.usage[u.Name] = u
+	}
+	l.streams = hb.Streams
+	s.mu.Unlock()
+	return wire.Empty{}, nil
+}
+
+// runningJobOf checks that a node request concerns a running job of that node.
+func (s *Server) runningJobOf(node string, id uint64) (*catalog.Job, error) {
+	job, err := s.store.Job(id)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeNotFound, "", "job %d does not exist", id)
+	}
+	if job.Node != node {
+		return nil, wire.Errorf(wire.CodeInvalidArgument, "", "job %d runs on storage node %s, not %s", id, job.Node, node)
+	}
+	if job.State.Done() {
+		return nil, wire.Errorf(wire.CodeAborted, "", "job %d already ended (%s)", id, job.State)
+	}
+	return job, nil
+}
+
+func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.VolumeAcquireReq) (wire.VolumeGrant, error) {
+	node := sender(subject)
+	job, err := s.runningJobOf(node, req.JobID)
+	if err != nil {
+		return wire.VolumeGrant{}, err
+	}
+	s.noteActivity(job.ID)
+	if req.Pool != job.Pool {
+		return wire.VolumeGrant{}, wire.Errorf(wire.CodeInvalidArgument, "", "job %d writes to pool %s, not %s", job.ID, job.Pool, req.Pool)
+	}
+	pool, err := s.store.Pool(req.Pool)
+	if err != nil {
+		return wire.VolumeGrant{}, catalogError(err)
+	}
+	s.acquireMu.Lock()
+	defer s.acquireMu.Unlock()
+	if req.Full != uuid.Nil {
+		// The volume is marked full when the session commits: if the job
+		// fails, its part is cut off and the volume takes appends again.
+		s.jobLog(ctx, job.ID, "info", "volume %s is full; continuing on another volume", s.volumeName(req.Full))
+	}
+	grant := func(v *catalog.Volume, isNew bool) wire.VolumeGrant {
+		return wire.VolumeGrant{
+			ID: v.ID, Name: v.Name, Pool: v.Pool, Bytes: v.Bytes, New: isNew,
+			BlockSize: pool.BlockSize, BlockRawSize: pool.BlockRawSize, Compression: pool.Compression,
+			MaxBytes: pool.MaxVolumeBytes, Created: v.Created,
+		}
+	}
+	vols, err := s.store.Volumes(catalog.VolumeFilter{Pool: pool.Name, Node: node, State: catalog.VolumeAppend})
+	if err != nil {
+		return wire.VolumeGrant{}, err
+	}
+	// A volume needs room for at least a part header, a few blocks and the
+	// trailer to be worth starting a part on.
+	minRoom := int64(4*pool.BlockRawSize + 4*pool.BlockSize)
+	for i := range vols {
+		v := &vols[i]
+		if v.ID == req.Full || (v.WriterJob != 0 && v.WriterJob != job.ID) {
+			continue
+		}
+		if pool.MaxVolumeBytes > 0 && pool.MaxVolumeBytes-v.Bytes < minRoom {
+			continue
+		}
+		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateVolume, VolumeUpdate: &catalog.VolumeUpdate{
+			ID: v.ID, WriterJob: &job.ID,
+		}}); err != nil {
+			return wire.VolumeGrant{}, err
+		}
+		s.jobLog(ctx, job.ID, "info", "writing to volume %s at offset %d", v.Name, v.Bytes)
+		return grant(v, false), nil
+	}
+	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateVolume, Volume: &catalog.Volume{
+		ID: uuid.New(), Pool: pool.Name, Node: node, MediaType: pool.Type, WriterJob: job.ID,
+	}})
+	if err != nil {
+		return wire.VolumeGrant{}, err
+	}
+	v, err := s.store.Volume(res.VolumeID)
+	if err != nil {
+		return wire.VolumeGrant{}, catalogError(err)
+	}
+	s.jobLog(ctx, job.ID, "info", "labeling new volume %s in pool %s", v.Name, pool.Name)
+	return grant(v, true), nil
+}
+
+func (s *Server) volumeLabeled(ctx context.Context, subject string, req wire.VolumeLabeled) (wire.Empty, error) {
+	node := sender(subject)
+	v, err := s.store.Volume(req.VolumeID)
+	if err != nil {
+		return wire.Empty{}, catalogError(err)
+	}
+	if v.Node != node {
+		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "", "volume %s belongs to storage node %s", v.Name, v.Node)
+	}
+	upd := &catalog.VolumeUpdate{ID: v.ID, State: catalog.VolumeAppend}
+	if req.Error != "" {
+		upd.State = catalog.VolumeError
+		upd.Error = req.Error
+		zero := uint64(0)
+		upd.WriterJob = &zero
+	} else {
+		pool, err := s.store.Pool(v.Pool)
+		if err != nil {
+			return wire.Empty{}, catalogError(err)
+		}
+		// The label takes the first block; sessions start after it.
+		b := int64(pool.BlockSize)
+		upd.Bytes = &b
+	}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateVolume, VolumeUpdate: upd}); err != nil {
+		return wire.Empty{}, err
+	}
+	if req.Error != "" && req.JobID != 0 {
+		s.jobLog(ctx, req.JobID, "error", "labeling volume %s failed: %s", v.Name, req.Error)
+	}
+	return wire.Empty{}, nil
+}
+
+// keyGet hands a node the data key of a session its running job writes or
+// reads, and nothing else.
+func (s *Server) keyGet(ctx context.Context, subject string, req wire.KeyGetReq) (wire.KeyGetResp, error) {
+	node := sender(subject)
+	job, err := s.runningJobOf(node, req.JobID)
+	if err != nil {
+		return wire.KeyGetResp{}, err
+	}
+	allowed := false
+	switch job.Type {
+	case catalog.JobBackup:
+		pool, err := s.store.Pool(job.Pool)
+		allowed = err == nil && pool.KeyID == req.KeyID
+	case catalog.JobRestore:
+		chain, err := s.store.Chain(job.BackupID)
+		for _, b := range chain {
+			allowed = allowed || (err == nil && b.KeyID == req.KeyID)
+		}
+	}
+	if !allowed {
+		return wire.KeyGetResp{}, wire.Errorf(wire.CodeKey, "", "job %d has no use for key %q", job.ID, req.KeyID)
+	}
+	k, err := s.store.Key(req.KeyID)
+	if err != nil {
+		return wire.KeyGetResp{}, wire.Errorf(wire.CodeKey, "import the key from your escrow key file",
+			"the catalog does not hold key %q, which the volume needs", req.KeyID)
+	}
+	material, err := keyring.Unwrap(s.kek, k.ID, k.Wrapped)
+	if err != nil {
+		return wire.KeyGetResp{}, wire.Errorf(wire.CodeKey,
+			"restore this server's kek file from its backup, or pass the escrowed key with 'cairn volume extract --key-file'",
+			"cannot unwrap key %q, which the volume needs: %v", k.ID, err)
+	}
+	return wire.KeyGetResp{ID: k.ID, Key: material}, nil
+}
+
+func (s *Server) sessionIndex(ctx context.Context, subject string, req wire.SessionIndexReq) (wire.Empty, error) {
+	job, err := s.runningJobOf(sender(subject), req.JobID)
+	if err != nil {
+		return wire.Empty{}, err
+	}
+	s.noteActivity(job.ID)
+	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{
+		BackupID: job.BackupID, No: req.No, First: req.First, Last: req.Last, Count: req.Count, Data: req.Data,
+	}})
+	return wire.Empty{}, err
+}
+
+func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.SessionCommitReq) (wire.Empty, error) {
+	job, err := s.runningJobOf(sender(subject), req.JobID)
+	if err != nil {
+		return wire.Empty{}, err
+	}
+	for _, w := range req.Warnings {
+		s.jobLog(ctx, job.ID, "warning", "%s", w)
+	}
+	var parts []catalog.Part
+	var names []string
+	var full []uuid.UUID
+	for _, p := range req.Parts {
+		if !p.Final {
+			full = append(full, p.VolumeID) // the session went on to another volume
+		}
+		parts = append(parts, catalog.Part{
+			VolumeID: p.VolumeID, Part: p.Part, VolumeStart: p.VolumeStart, DataStart: p.DataStart, End: p.End,
+			StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, FirstSeq: p.FirstSeq, LastSeq: p.LastSeq, Final: p.Final,
+		})
+		names = append(names, s.volumeName(p.VolumeID))
+	}
+	st := req.Stats
+	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCommitBackup, Commit: &catalog.BackupCommit{
+		BackupID: job.BackupID, SessionID: req.SessionID, Parts: parts, Segments: req.Segments,
+		Entries: st.Entries, Files: st.Files, Bytes: st.ContentBytes, StoredBytes: st.StoredBytes,
+		Warnings: len(req.Warnings), EndTime: time.Now().UTC(), Full: full,
+	}})
+	if err != nil {
+		return wire.Empty{}, err
+	}
+	ratio := 0.0
+	if st.StoredBytes > 0 {
+		ratio = float64(st.StreamBytes) / float64(st.StoredBytes)
+	}
+	s.jobLog(ctx, job.ID, "info", "backup committed: %d entries, %d files, %s content, %s stored (ratio %.2f) on %s",
+		st.Entries, st.Files, humanBytes(st.ContentBytes), humanBytes(st.StoredBytes), ratio, strings.Join(names, ", "))
+	s.finishRun(job.ID)
+	if done, err := s.store.Job(job.ID); err == nil {
+		s.metrics.jobEnded(done)
+		s.publishEvent(wire.JobEvent{JobID: job.ID, State: string(done.State)})
+	}
+	return wire.Empty{}, nil
+}
+
+func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.SessionAbortReq) (wire.Empty, error) {
+	job, err := s.store.Job(req.JobID)
+	if err != nil || job.Node != sender(subject) {
+		return wire.Empty{}, wire.Errorf(wire.CodeNotFound, "", "job %d is not a job of this storage node", req.JobID)
+	}
+	e := req.Error
+	s.failJob(ctx, job.ID, &e)
+	return wire.Empty{}, nil
+}
+
+func (s *Server) volumeName(id uuid.UUID) string {
+	if v, err := s.store.Volume(id); err == nil {
+		return v.Name
+	}
+	return id.String()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,250 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/server/cluster"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// Version is reported by the status operation and registered with peers.
+var Version = "0.1.0-dev"
+
+// Server is one backup server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *catalog.Store
+	raft    *cluster.Node
+	kek     []byte
+	signer  ed25519.PrivateKey
+	metrics *metrics
+
+	nc     *nats.Conn
+	subs   []*nats.Subscription
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// acquireMu serialises volume selection so two jobs never get the same
+	// volume for appending.
+	acquireMu sync.Mutex
+
+	mu     sync.Mutex
+	nodes  map[string]*liveness
+	agents map[string]*liveness
+	runs   map[uint64]*jobRun
+}
+
+// liveness is what the servers know of a node or agent from its heartbeats.
+type liveness struct {
+	lastSeen time.Time
+	usage    map[string]wire.PoolUsage // storage nodes: pool usage by name
+	streams  int
+}
+
+// New opens the catalog and joins (or bootstraps) the Raft group. Start
+// connects it to NATS.
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	logger = logger.With("component", "server", "server", cfg.Name)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server data directory: %w", err)
+	}
+	kek, err := keyring.LoadOrCreateKEK(filepath.Join(cfg.DataDir, "kek"))
+	if err != nil {
+		return nil, err
+	}
+	signer, err := keyring.LoadOrCreateSigningKey(filepath.Join(cfg.DataDir, "ticket.key"))
+	if err != nil {
+		return nil, err
+	}
+	store, err := catalog.Open(filepath.Join(cfg.DataDir, "catalog.db"))
+	if err != nil {
+		return nil, err
+	}
+	rc := cluster.DefaultConfig()
+	rc.ID = cfg.Name
+	rc.Dir = filepath.Join(cfg.DataDir, "raft")
+	rc.BindAddr = cfg.RaftAddr
+	rc.Bootstrap = cfg.Bootstrap
+	node, err := cluster.Open(rc, store, logger)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, log: logger, store: store, raft: node, kek: kek, signer: signer,
+		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{},
+	}
+	s.metrics = newMetrics(s, reg)
+	return s, nil
+}
+
+// Start connects to NATS, answers requests and runs the orchestrator's loops.
+func (s *Server) Start(ctx context.Context) error {
+	nc, err := wire.Connect(s.cfg.NATSURL, "cairn-server-"+s.cfg.Name, s.log)
+	if err != nil {
+		return err
+	}
+	s.nc = nc
+	ctx, s.cancel = context.WithCancel(ctx)
+
+	api := wire.NewRouter()
+	s.routeAPI(api)
+	fromNode := wire.NewRouter()
+	s.routeNodes(fromNode)
+	fromAgent := wire.NewRouter()
+	s.routeAgents(fromAgent)
+	splitOp := func(subject string) (string, bool) {
+		_, op, ok := wire.SplitFrom(subject)
+		return op, ok
+	}
+	for _, sub := range []struct {
+		subject string
+		h       wire.Handler
+	}{
+		{wire.APIWildcard, api.Dispatch(wire.TrimAPI)},
+		{wire.FromNodeWildcard, fromNode.Dispatch(splitOp)},
+		{wire.FromAgentWildcard, fromAgent.Dispatch(splitOp)},
+	} {
+		// Every server answers in one queue group; the orchestrator's
+		// writes go through Raft, which only the leader accepts.
+		sn, err := wire.Serve(ctx, nc, sub.subject, wire.ServerQueue, s.log, sub.h)
+		if err != nil {
+			s.Close()
+			return err
+		}
+		s.subs = append(s.subs, sn)
+	}
+	if err := nc.Flush(); err != nil {
+		s.Close()
+		return fmt.Errorf("subscribe on NATS: %w", err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watch(ctx)
+	}()
+	s.log.Info("server started", "nats", s.cfg.NATSURL, "raft", s.cfg.RaftAddr)
+	return nil
+}
+
+// WaitLeader blocks until the Raft group has a leader.
+func (s *Server) WaitLeader(ctx context.Context) error { return s.raft.WaitLeader(ctx) }
+
+// Close stops the server: NATS first so no new work arrives, then Raft and
+// the catalog.
+func (s *Server) Close() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
+	}
+	s.wg.Wait()
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	var errs []error
+	if err := s.raft.Shutdown(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.store.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// apply proposes a catalog command and turns refusals into wire errors.
+func (s *Server) apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
+	if c.Time.IsZero() {
+		c.Time = time.Now().UTC()
+	}
+	res, err := s.raft.Apply(ctx, c)
+	if err != nil {
+		var nl *cluster.NotLeaderError
+		if errors.As(err, &nl) {
+			return res, wire.Errorf(wire.CodeNotLeader, "", "this server is not the leader (leader: %s)", nl.Leader)
+		}
+		return res, wire.Errorf(wire.CodeUnavailable, "check that a majority of the servers is running ('cairn status')",
+			"catalog change not committed: %v", err)
+	}
+	if res.Err != nil {
+		return res, catalogError(res.Err)
+	}
+	return res, nil
+}
+
+// catalogError maps a catalog refusal onto the wire's error catalog.
+func catalogError(err error) error {
+	var ce *catalog.Error
+	if errors.As(err, &ce) {
+		code := ce.Code
+		if wire.HintFor(code) == "" && code != wire.CodeAlreadyExists {
+			code = wire.CodeInvalidArgument
+		}
+		return wire.Errorf(code, ce.Hint, "%s", ce.Msg)
+	}
+	if errors.Is(err, catalog.ErrNotFound) {
+		return wire.Errorf(wire.CodeNotFound, "", "%v", err)
+	}
+	return err
+}
+
+// jobLog appends lines to a job's log, best effort: a log line lost to a
+// leader change must not fail the job.
+func (s *Server) jobLog(ctx context.Context, id uint64, level string, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	s.log.Info("job log", "job", id, "level", level, "msg", msg)
+	_, err := s.apply(ctx, &catalog.Command{Op: catalog.OpAppendJobLog, JobLog: &catalog.JobLog{
+		JobID: id, Lines: []catalog.LogLine{{Time: time.Now().UTC(), Level: level, Msg: msg}},
+	}})
+	if err != nil {
+		s.log.Warn("job log not recorded", "job", id, "err", err)
+	}
+}
+
+// publishEvent tells watchers of a job about a state change or progress.
+func (s *Server) publishEvent(ev wire.JobEvent) {
+	if err := wire.Publish(s.nc, wire.JobEventSubject(ev.JobID), ev); err != nil {
+		s.log.Debug("publish job event", "job", ev.JobID, "err", err)
+	}
+}
+
+func (s *Server) touch(m map[string]*liveness, name string) *liveness {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := m[name]
+	if l == nil {
+		l = &liveness{usage: map[string]wire.PoolUsage{}}
+		m[name] = l
+	}
+	l.lastSeen = time.Now()
+	return l
+}
+
+// online reports whether name heartbeated recently, and when it was seen.
+func (s *Server) online(m map[string]*liveness, name string) (bool, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := m[name]
+	if l == nil {
+		return false, time.Time{}
+	}
+	return time.Since(l.lastSeen) < s.cfg.LivenessTimeout, l.lastSeen
+}
