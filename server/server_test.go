@@ -1,0 +1,307 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/natsd"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// harness runs a real server on an embedded NATS server; the test plays the
+// storage node and the agent by sending their messages itself.
+type harness struct {
+	t   *testing.T
+	srv *Server
+	nc  *nats.Conn
+	ctx context.Context
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns, err := natsd.Start(natsd.Config{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	cfg := DefaultConfig()
+	cfg.Name = "s1"
+	cfg.DataDir = t.TempDir()
+	cfg.NATSURL = ns.URL()
+	cfg.RaftAddr = freeAddr(t)
+	cfg.LivenessTimeout = 2 * time.Second
+	cfg.StallTimeout = time.Minute
+	s, err := New(cfg, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	if err := s.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return &harness{t: t, srv: s, nc: nc, ctx: ctx}
+}
+
+func (h *harness) api(op string, req, resp any) error {
+	return wire.Request(h.ctx, h.nc, wire.APISubject(op), req, resp)
+}
+
+func (h *harness) node(op string, req, resp any) error {
+	return wire.Request(h.ctx, h.nc, wire.FromNodeSubject("sn1", op), req, resp)
+}
+
+func (h *harness) agent(op string, req, resp any) error {
+	return wire.Request(h.ctx, h.nc, wire.FromAgentSubject("web", op), req, resp)
+}
+
+func (h *harness) must(err error) {
+	h.t.Helper()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func wantCode(t *testing.T, err error, code string) {
+	t.Helper()
+	if wire.CodeOf(err) != code {
+		t.Fatalf("err = %v (code %q), want code %s", err, wire.CodeOf(err), code)
+	}
+	var we *wire.Error
+	if errors.As(err, &we) && we.Hint == "" {
+		t.Fatalf("error %q has no hint", we.Message)
+	}
+}
+
+// setup registers a storage node with one pool and an agent whose orders
+// land on orders.
+func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
+	var reg wire.NodeRegisterResp
+	h.must(h.node(wire.OpNodeRegister, wire.NodeRegisterReq{
+		ID: "sn1", DataAddr: "127.0.0.1:1", CertSHA256: strings.Repeat("ab", 32),
+		Pools: []wire.NodePool{{Name: "Default", Type: "disk", Dir: "/srv/pool", MaxVolumeBytes: 64 << 20}},
+	}, &reg))
+	h.must(h.agent(wire.OpAgentRegister, wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil))
+	orders = make(chan *nats.Msg, 10)
+	sub, err := h.nc.Subscribe(wire.AgentSubject("web", ">"), func(m *nats.Msg) {
+		orders <- m
+		data, _ := wire.Marshal(wire.Empty{})
+		m.Respond(data)
+	})
+	h.must(err)
+	h.t.Cleanup(func() { sub.Unsubscribe() })
+	h.must(h.nc.Flush())
+	return ed25519.PublicKey(reg.TicketKey), orders
+}
+
+func TestAdminErrorsNameTheProblem(t *testing.T) {
+	h := newHarness(t)
+	h.setup()
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "nosuch", Paths: []string{"/x"}}, nil), wire.CodeUnknownClient)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "bad.name", Paths: []string{"/x"}}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web"}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"relative/path"}}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/x"}, Level: "weekly"}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/x"}, Excludes: []string{"[z-"}}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/x"}, Pool: "Nope"}, nil), wire.CodeNotFound)
+	wantCode(t, h.api(wire.OpJobShow, wire.JobShowReq{ID: 999}, nil), wire.CodeNotFound)
+	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r"}, nil), wire.CodeNotFound)
+	wantCode(t, h.api(wire.OpTreeList, wire.TreeListReq{PointInTime: wire.PointInTime{Client: "ghost"}}, nil), wire.CodeUnknownClient)
+	wantCode(t, h.api("no.such.op", wire.Empty{}, nil), wire.CodeUnknownOperation)
+
+	// Malformed bytes on every subject family get an error reply.
+	for _, subj := range []string{wire.APISubject(wire.OpJobList), wire.FromNodeSubject("sn1", wire.OpVolumeAcquire), wire.FromAgentSubject("web", wire.OpJobDone)} {
+		m, err := h.nc.Request(subj, []byte("\x00garbage"), 5*time.Second)
+		h.must(err)
+		_, err = wire.Unmarshal(m.Data)
+		wantCode(t, err, wire.CodeBadRequest)
+	}
+	// A node cannot register under another node's subject.
+	err := wire.Request(h.ctx, h.nc, wire.FromNodeSubject("sn2", wire.OpNodeRegister), wire.NodeRegisterReq{ID: "sn1"}, nil)
+	wantCode(t, err, wire.CodeInvalidArgument)
+	// The server still answers.
+	var st wire.StatusResp
+	h.must(h.api(wire.OpStatus, wire.Empty{}, &st))
+	if !st.IsLeader {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
+	h := newHarness(t)
+	tkKey, orders := h.setup()
+
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv/www"}, Level: "incremental"}, &started))
+	if started.Level != "full" {
+		t.Fatalf("first incremental ran as %q, want full", started.Level)
+	}
+	var order wire.RunBackup
+	select {
+	case m := <-orders:
+		body, err := wire.Unmarshal(m.Data)
+		h.must(err)
+		h.must(json.Unmarshal(body, &order))
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent got no order")
+	}
+	tk, err := ticket.Verify(order.Ticket, tkKey, time.Now(), time.Second)
+	h.must(err)
+	if tk.JobID != started.JobID || tk.Node != "sn1" || tk.Client != "web" || tk.Op != ticket.OpBackup || tk.KeyID == "" {
+		t.Fatalf("ticket %+v", tk)
+	}
+
+	// The node labels a new volume, gets the key, sends the index and commits.
+	var g wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: tk.JobID, Pool: "Default"}, &g))
+	if !g.New || g.Name != "Default-0001" {
+		t.Fatalf("grant %+v", g)
+	}
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: tk.JobID, VolumeID: g.ID}, nil))
+	var key wire.KeyGetResp
+	h.must(h.node(wire.OpKeyGet, wire.KeyGetReq{JobID: tk.JobID, KeyID: tk.KeyID}, &key))
+	if len(key.Key) != 32 {
+		t.Fatalf("key %d bytes", len(key.Key))
+	}
+	wantCode(t, h.node(wire.OpKeyGet, wire.KeyGetReq{JobID: tk.JobID, KeyID: "other"}, nil), wire.CodeKey)
+
+	b := fileindex.NewSegmentBuilder(0)
+	entries := []fileindex.Entry{
+		{Path: "/srv/www", Type: fileindex.TypeDir, Mode: 0o755},
+		{Path: "/srv/www/index.html", Type: fileindex.TypeFile, Size: 100, Loc: fileindex.Location{Seq: 0, InBlock: 40}},
+		{Path: "/srv/www/logo.png", Type: fileindex.TypeFile, Size: 5000, Loc: fileindex.Location{Seq: 0, InBlock: 300}},
+	}
+	for i := range entries {
+		h.must(b.Add(&entries[i]))
+	}
+	seg := b.Flush()
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: tk.JobID, No: 0, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}, nil))
+	session := uuid.New()
+	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
+		JobID: tk.JobID, SessionID: session, Segments: 1,
+		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: 512 << 10, Final: true}},
+		Stats: wire.SessionStats{Entries: 3, Files: 2, ContentBytes: 5100, StreamBytes: 5300, StoredBytes: 2000},
+	}, nil))
+	var job wire.JobInfo
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: tk.JobID}, &job))
+	if job.State != "success" || job.Files != 2 || len(job.Volumes) != 1 || len(job.Log) == 0 {
+		t.Fatalf("job after commit: %+v", job)
+	}
+	// Reports after the end change nothing.
+	h.must(h.agent(wire.OpJobDone, wire.JobDoneReq{JobID: tk.JobID, Error: &wire.Error{Code: wire.CodeIO, Message: "late"}}, nil))
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: tk.JobID}, &job))
+	if job.State != "success" {
+		t.Fatalf("late failure report changed the job to %s", job.State)
+	}
+	var vols wire.VolumeListResp
+	h.must(h.api(wire.OpVolumeList, wire.VolumeListReq{}, &vols))
+	if len(vols.Volumes) != 1 || vols.Volumes[0].Bytes != 512<<10 || vols.Volumes[0].State != "append" {
+		t.Fatalf("volumes %+v", vols.Volumes)
+	}
+
+	// Browse.
+	var ls wire.TreeListResp
+	h.must(h.api(wire.OpTreeList, wire.TreeListReq{PointInTime: wire.PointInTime{Client: "web"}, Path: "/srv/www"}, &ls))
+	if len(ls.Entries) != 2 || ls.Entries[0].Path != "/srv/www/index.html" {
+		t.Fatalf("ls %+v", ls.Entries)
+	}
+	wantCode(t, h.api(wire.OpTreeList, wire.TreeListReq{PointInTime: wire.PointInTime{Client: "web"}, Path: "/etc"}, nil), wire.CodeNotFound)
+
+	// Restore one file: the plan names the session, its volume and one entry.
+	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "rel"}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []string{"/nope"}}, nil), wire.CodeNotFound)
+	var rs wire.JobStarted
+	h.must(h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []string{"/srv/www/logo.png"}}, &rs))
+	<-orders
+	var plan wire.RestorePlanResp
+	h.must(h.agent(wire.OpRestorePlan, wire.RestorePlanReq{JobID: rs.JobID}, &plan))
+	if !plan.Done || len(plan.Reads) != 1 || len(plan.Reads[0].Locs) != 1 || plan.Reads[0].Locs[0].Path != "/srv/www/logo.png" ||
+		plan.Reads[0].SessionID != session || plan.Reads[0].Parts[0].Volume != "Default-0001" {
+		t.Fatalf("plan %+v", plan)
+	}
+	h.must(h.agent(wire.OpJobDone, wire.JobDoneReq{JobID: rs.JobID, Files: 1, Bytes: 5000, Damaged: []string{"/srv/www/logo.png: block 0 damaged"}}, nil))
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: rs.JobID}, &job))
+	if job.State != "failed" || job.ErrorCode != wire.CodeCorrupt {
+		t.Fatalf("restore with damage: %+v", job)
+	}
+}
+
+func TestAbortReleasesVolumeAndFailsJob(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}, Level: "full"}, &started))
+	<-orders
+	var g wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+	h.must(h.node(wire.OpSessionAbort, wire.SessionAbortReq{JobID: started.JobID, Error: wire.Error{Code: wire.CodePoolFull, Message: "disk pool Default is full"}}, nil))
+	var job wire.JobInfo
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
+	if job.State != "failed" || job.ErrorCode != wire.CodePoolFull || job.Hint == "" {
+		t.Fatalf("job %+v", job)
+	}
+	// The next job gets the same volume back, at its committed end.
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}, Level: "full"}, &started))
+	<-orders
+	var g2 wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g2))
+	if g2.ID != g.ID || g2.New || g2.Bytes != int64(g.BlockSize) {
+		t.Fatalf("second grant %+v, first %+v", g2, g)
+	}
+}
+
+func TestWatchdogFailsJobWhenAgentGoesSilent(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started))
+	<-orders
+	// The node keeps heartbeating; the agent says nothing more.
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		h.must(wire.Publish(h.nc, wire.FromNodeSubject("sn1", wire.OpNodeHeartbeat), wire.NodeHeartbeat{ID: "sn1"}))
+		var job wire.JobInfo
+		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
+		if job.State == "failed" {
+			if !strings.Contains(job.Error, "agent of client web stopped answering") {
+				t.Fatalf("error %q", job.Error)
+			}
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatal("job did not fail after the agent went silent")
+}
