@@ -1,0 +1,31 @@
+// Package agent is the client role: it walks the client's files into the
+// records of a backup stream and writes restored records back to disk.
+//
+// # Backup
+//
+// Walk visits the backup's paths depth first, each directory's names in
+// byte order, which is the file index order (fileindex.Compare), so the
+// entries come out sorted across all roots without ever sorting the whole
+// tree. Changes joins that walk with the index of the level's base backup,
+// both in index order, in one streaming pass: what differs is sent, what is
+// equal is not, and what the base has and the walk lacks becomes a
+// tombstone. Source turns the result into the stream records of package
+// media/volume (a FileHeader, Data records and a FileEnd per entry), in
+// batches of whole records of about BatchSize bytes. Memory stays flat
+// whatever the size of the tree: only the hard links still waiting for their
+// other names are remembered.
+//
+// # Restore
+//
+// Restorer consumes the records of one or several sessions (a chain restore
+// reads its full first, then incrementals) and recreates each entry under a
+// target directory, at the target plus the entry's original absolute path.
+// File content goes into a temporary name beside the final one and is renamed
+// into place only once its SHA-256 matches the FileEnd's, so a damaged file
+// never looks restored. What depends on later entries, hard links and the
+// modes and times of directories, is applied by Finish.
+//
+// Everything here works on real file descriptors of a Linux filesystem
+// (openat, fstatat, SEEK_DATA, xattrs); the NATS service that drives it lives
+// in other files of this package.
+package agent

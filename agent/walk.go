@@ -1,0 +1,457 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+// WalkOptions says what a backup reads.
+type WalkOptions struct {
+	// Paths are the absolute paths to back up; each must exist. A path
+	// inside another one is walked once, and the directories above a path
+	// are not part of the backup.
+	Paths []string
+	// Excludes are path.Match patterns, tried against an entry's full path
+	// and against its base name ("*.tmp", "/var/cache", "node_modules").
+	// A matching directory is pruned with everything below it.
+	Excludes []string
+	// OneFileSystem keeps the walk on the filesystem of each path: the
+	// mount point of another filesystem is backed up, not what is mounted
+	// on it.
+	OneFileSystem bool
+	// Warn hears about what the walk skips or cannot read (an unreadable
+	// directory, a socket); the walk goes on. Nil: nobody is told.
+	Warn func(path string, err error)
+}
+
+// MissingPathError says that a path to back up does not exist on the client.
+type MissingPathError struct{ Path string }
+
+func (e *MissingPathError) Error() string {
+	return fmt.Sprintf("path %s does not exist on client", e.Path)
+}
+
+// ErrSocket is the warning for a socket: it is a live endpoint of a running
+// process, not data, so there is nothing to back up.
+var ErrSocket = errors.New("socket skipped: sockets cannot be backed up")
+
+// Walk calls fn for every entry under opts.Paths, in index order
+// (fileindex.Compare) across all of them. Entries are read with lstat:
+// symlinks are never followed. A regular file whose inode was already
+// visited under another name comes as a TypeHardlink whose Target is that
+// first name. fn must not keep e after it returns: the walk reuses it. An
+// error from fn, or ctx ending, stops the walk and is returned.
+func Walk(ctx context.Context, opts WalkOptions, fn func(e *fileindex.Entry) error) error {
+	w, err := newWalker(ctx, opts)
+	if err != nil {
+		return err
+	}
+	w.visit = func(n *node) error { return fn(n.e) }
+	return w.run()
+}
+
+// node is an entry as the walk found it, with what Source needs to read
+// its content without resolving its path again.
+type node struct {
+	e      *fileindex.Entry
+	dirfd  int    // open directory that holds the entry (unix.AT_FDCWD for a root)
+	name   string // the entry's name in dirfd
+	blocks int64  // allocated 512-byte blocks; fewer than the size means holes
+}
+
+type devIno struct{ dev, ino uint64 }
+
+// linkGroup is a hard-linked inode whose other names are still to come.
+type linkGroup struct {
+	first string
+	left  uint64
+}
+
+type walker struct {
+	ctx     context.Context
+	opts    WalkOptions
+	roots   []string
+	rootDev uint64
+	visit   func(n *node) error
+	// pruned hears, in index order, of paths the walk leaves out on
+	// purpose or cannot read: p itself, unless it was visited already, and
+	// everything below it. Changes uses it so that what the walk did not
+	// look at is not taken for deleted.
+	pruned   func(p string) error
+	users    map[uint32]string
+	groups   map[uint32]string
+	links    map[devIno]*linkGroup
+	entry    fileindex.Entry
+	nd       node
+	listBuf  []byte
+	valueBuf []byte
+	visited  int
+}
+
+func newWalker(ctx context.Context, opts WalkOptions) (*walker, error) {
+	roots, err := cleanRoots(opts.Paths)
+	if err != nil {
+		return nil, err
+	}
+	for _, pat := range opts.Excludes {
+		if _, err := path.Match(pat, "x"); err != nil {
+			return nil, fmt.Errorf("exclude pattern %q is malformed (%v): see path.Match for the syntax", pat, err)
+		}
+	}
+	return &walker{
+		ctx: ctx, opts: opts, roots: roots,
+		users: map[uint32]string{}, groups: map[uint32]string{}, links: map[devIno]*linkGroup{},
+		listBuf: make([]byte, 1024), valueBuf: make([]byte, 4096),
+	}, nil
+}
+
+// cleanRoots cleans the paths, sorts them in index order and drops those
+// inside another: index order keeps a root's subtree contiguous, so the
+// last root kept is the only one that can hold the next.
+func cleanRoots(paths []string) ([]string, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no paths to back up: give at least one absolute path")
+	}
+	roots := make([]string, 0, len(paths))
+	for _, p := range paths {
+		if !path.IsAbs(p) {
+			return nil, fmt.Errorf("path %q is not absolute: give the full path of what to back up", p)
+		}
+		p = path.Clean(p)
+		// Every path must exist, also one inside another path.
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+				return nil, &MissingPathError{Path: p}
+			}
+			return nil, fmt.Errorf("path %s cannot be read: %w", p, err)
+		}
+		roots = append(roots, p)
+	}
+	slices.SortFunc(roots, fileindex.Compare)
+	out := roots[:1]
+	for _, r := range roots[1:] {
+		if !fileindex.Within(r, out[len(out)-1]) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (w *walker) warn(p string, err error) {
+	if w.opts.Warn != nil {
+		w.opts.Warn(p, err)
+	}
+}
+
+func (w *walker) prune(p string) error {
+	if w.pruned != nil {
+		return w.pruned(p)
+	}
+	return nil
+}
+
+func (w *walker) excluded(full, base string) bool {
+	for _, pat := range w.opts.Excludes {
+		if ok, _ := path.Match(pat, full); ok {
+			return true
+		}
+		if ok, _ := path.Match(pat, base); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// inScope reports whether p is something this walk would back up if it
+// existed: below a root, with neither itself nor a directory above it (up
+// to the root) excluded.
+func (w *walker) inScope(p string) bool {
+	root := ""
+	for _, r := range w.roots {
+		if fileindex.Within(p, r) {
+			root = r
+			break
+		}
+	}
+	if root == "" {
+		return false
+	}
+	for q := p; ; q = path.Dir(q) {
+		if w.excluded(q, path.Base(q)) {
+			return false
+		}
+		if q == root || q == "/" {
+			return true
+		}
+	}
+}
+
+func (w *walker) run() error {
+	for _, r := range w.roots {
+		if w.excluded(r, path.Base(r)) {
+			if err := w.prune(r); err != nil {
+				return err
+			}
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(r, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				return &MissingPathError{Path: r}
+			}
+			return fmt.Errorf("path %s cannot be read: %w", r, err)
+		}
+		w.rootDev = st.Dev
+		if err := w.visitEntry(unix.AT_FDCWD, r, r, &st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func joinPath(dir, name string) string {
+	if dir == "/" {
+		return "/" + name
+	}
+	return dir + "/" + name
+}
+
+func typeOf(mode uint32) fileindex.Type {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return fileindex.TypeFile
+	case unix.S_IFDIR:
+		return fileindex.TypeDir
+	case unix.S_IFLNK:
+		return fileindex.TypeSymlink
+	case unix.S_IFIFO:
+		return fileindex.TypeFifo
+	case unix.S_IFCHR:
+		return fileindex.TypeCharDev
+	case unix.S_IFBLK:
+		return fileindex.TypeBlockDev
+	}
+	return 0
+}
+
+// visitEntry hands one entry to visit and, for a directory, walks below it.
+func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t) error {
+	if w.visited++; w.visited%64 == 0 {
+		if err := w.ctx.Err(); err != nil {
+			return err
+		}
+	}
+	typ := typeOf(st.Mode)
+	if typ == 0 {
+		if st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			w.warn(p, ErrSocket)
+		} else {
+			w.warn(p, fmt.Errorf("skipped: unknown file type %o", st.Mode&unix.S_IFMT))
+		}
+		return w.prune(p)
+	}
+	e := &w.entry
+	*e = fileindex.Entry{
+		Path: p, Type: typ, Mode: st.Mode & 0o7777,
+		UID: st.Uid, GID: st.Gid, User: w.userName(st.Uid), Group: w.groupName(st.Gid),
+		Size:  st.Size,
+		MTime: st.Mtim.Nano(), ATime: st.Atim.Nano(), CTime: st.Ctim.Nano(),
+		Dev: st.Dev, Inode: st.Ino, NLink: uint32(st.Nlink), Rdev: st.Rdev,
+	}
+	if typ == fileindex.TypeSymlink {
+		t, err := w.readlink(dirfd, name, st.Size)
+		if err != nil {
+			w.warn(p, fmt.Errorf("skipped: read symlink: %w", err))
+			return w.prune(p)
+		}
+		e.Target = t
+	}
+	xs, err := w.xattrs(p)
+	if err != nil {
+		w.warn(p, fmt.Errorf("extended attributes not backed up: %w", err))
+	}
+	e.Xattrs = xs
+	if typ == fileindex.TypeFile && st.Nlink > 1 {
+		k := devIno{st.Dev, st.Ino}
+		if g := w.links[k]; g != nil {
+			e.Type, e.Target = fileindex.TypeHardlink, g.first
+			// Forget the inode once all its names were seen, so the
+			// map holds only groups still open.
+			if g.left--; g.left == 0 {
+				delete(w.links, k)
+			}
+		} else {
+			w.links[k] = &linkGroup{first: p, left: uint64(st.Nlink) - 1}
+		}
+	}
+	w.nd = node{e: e, dirfd: dirfd, name: name, blocks: st.Blocks}
+	if err := w.visit(&w.nd); err != nil {
+		return err
+	}
+	if typ != fileindex.TypeDir {
+		return nil
+	}
+	if w.opts.OneFileSystem && st.Dev != w.rootDev {
+		return w.prune(p)
+	}
+	return w.walkDir(dirfd, name, p)
+}
+
+func (w *walker) walkDir(dirfd int, name, p string) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		w.warn(p, fmt.Errorf("directory content not backed up: open: %w", err))
+		return w.prune(p)
+	}
+	// The os.File only reads the names; fd stays ours for fstatat and is
+	// closed through f.
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		w.warn(p, fmt.Errorf("directory content not backed up: read: %w", err))
+		return w.prune(p)
+	}
+	// Byte order of the names, walked depth first, is index order.
+	slices.Sort(names)
+	for _, n := range names {
+		cp := joinPath(p, n)
+		if w.excluded(cp, n) {
+			if err := w.prune(cp); err != nil {
+				return err
+			}
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // deleted since the directory was read: as if before the walk
+			}
+			w.warn(cp, fmt.Errorf("skipped: lstat: %w", err))
+			if err := w.prune(cp); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := w.visitEntry(fd, n, cp, &st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *walker) readlink(dirfd int, name string, size int64) (string, error) {
+	n := max(int(size)+1, 256)
+	for {
+		buf := make([]byte, n)
+		got, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if got < n {
+			return string(buf[:got]), nil
+		}
+		n *= 2 // the link changed since lstat; try again with room
+	}
+}
+
+// xattrs reads every extended attribute of p that the process may read,
+// ACLs (system.posix_acl_*) included. A filesystem without xattrs has none.
+func (w *walker) xattrs(p string) ([]fileindex.Xattr, error) {
+	var n int
+	for {
+		var err error
+		n, err = unix.Llistxattr(p, w.listBuf)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		if !errors.Is(err, unix.ERANGE) {
+			return nil, fmt.Errorf("list: %w", err)
+		}
+		size, err := unix.Llistxattr(p, nil)
+		if err != nil {
+			return nil, fmt.Errorf("list: %w", err)
+		}
+		w.listBuf = make([]byte, size*2)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	var xs []fileindex.Xattr
+	var firstErr error
+	for name := range strings.SplitSeq(string(w.listBuf[:n]), "\x00") {
+		if name == "" {
+			continue
+		}
+		v, err := w.xattr(p, name)
+		if err != nil {
+			if errors.Is(err, unix.ENODATA) {
+				continue // removed since the list was read
+			}
+			if firstErr == nil {
+				firstErr = fmt.Errorf("get %s: %w", name, err)
+			}
+			continue
+		}
+		xs = append(xs, fileindex.Xattr{Name: name, Value: v})
+	}
+	return xs, firstErr
+}
+
+func (w *walker) xattr(p, name string) ([]byte, error) {
+	for {
+		n, err := unix.Lgetxattr(p, name, w.valueBuf)
+		if err == nil {
+			return slices.Clone(w.valueBuf[:n]), nil
+		}
+		if !errors.Is(err, unix.ERANGE) {
+			return nil, err
+		}
+		size, err := unix.Lgetxattr(p, name, nil)
+		if err != nil {
+			return nil, err
+		}
+		w.valueBuf = make([]byte, size*2)
+	}
+}
+
+// userName caches lookups, hits and misses alike: a tree has few owners
+// and each lookup may read /etc/passwd or ask NSS.
+func (w *walker) userName(uid uint32) string {
+	if n, ok := w.users[uid]; ok {
+		return n
+	}
+	n := ""
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		n = u.Username
+	}
+	w.users[uid] = n
+	return n
+}
+
+func (w *walker) groupName(gid uint32) string {
+	if n, ok := w.groups[gid]; ok {
+		return n
+	}
+	n := ""
+	if g, err := user.LookupGroupId(strconv.FormatUint(uint64(gid), 10)); err == nil {
+		n = g.Name
+	}
+	w.groups[gid] = n
+	return n
+}

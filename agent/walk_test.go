@@ -1,0 +1,245 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+func TestWalkIndexOrderAcrossOverlappingRoots(t *testing.T) {
+	dir := t.TempDir()
+	x := filepath.Join(dir, "x")
+	for _, f := range []string{"a/b/c/f", "a/b/f", "a/b.c", "a/b0", "a/ä", "a/B", "a/-", "a.b/z", "a0", "b"} {
+		mustWrite(t, filepath.Join(x, f), []byte(f), 0o644)
+	}
+	// Roots out of order, overlapping, one given twice, one not clean.
+	roots := []string{filepath.Join(x, "a0"), filepath.Join(x, "a.b"), filepath.Join(x, "a", "b"), filepath.Join(x, "a") + "/", filepath.Join(x, "a.b"), filepath.Join(x, "b")}
+	got := paths(walkAll(t, WalkOptions{Paths: roots}))
+	want := slices.Clone(got)
+	slices.SortFunc(want, fileindex.Compare)
+	want = slices.Compact(want)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("walk order:\n%s\nwant index order:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Exactly the subtrees of the roots: ancestors are not emitted, and
+	// /x/a/b (inside /x/a) once.
+	var fromFind []string
+	for _, r := range []string{"a", "a.b", "a0", "b"} {
+		filepath.Walk(filepath.Join(x, r), func(p string, _ os.FileInfo, err error) error {
+			fromFind = append(fromFind, p)
+			return err
+		})
+	}
+	slices.SortFunc(fromFind, fileindex.Compare)
+	if !reflect.DeepEqual(got, fromFind) {
+		t.Fatalf("walked %q\nwant %q", got, fromFind)
+	}
+	if got[0] != filepath.Join(x, "a") {
+		t.Fatalf("first entry %s", got[0])
+	}
+	// /x/a/b's subtree comes before /x/a/b.c and /x/a.b.
+	idx := func(p string) int { return slices.Index(got, filepath.Join(x, p)) }
+	if !(idx("a/b/c/f") < idx("a/b.c") && idx("a/b.c") < idx("a.b") && idx("a/b0") < idx("a.b")) {
+		t.Fatalf("order of a/b, a/b.c, a.b wrong: %q", got)
+	}
+}
+
+func TestWalkMissingPath(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "nope")
+	err := Walk(context.Background(), WalkOptions{Paths: []string{dir, missing}}, func(*fileindex.Entry) error {
+		t.Fatal("entry emitted although a path is missing")
+		return nil
+	})
+	var mp *MissingPathError
+	if !errors.As(err, &mp) || mp.Path != missing {
+		t.Fatalf("err = %v, want MissingPathError for %s", err, missing)
+	}
+	if err.Error() != "path "+missing+" does not exist on client" {
+		t.Fatalf("message %q", err.Error())
+	}
+	if err := Walk(context.Background(), WalkOptions{Paths: []string{"relative/path"}}, nil); err == nil || !strings.Contains(err.Error(), "not absolute") {
+		t.Fatalf("relative path: %v", err)
+	}
+	if err := Walk(context.Background(), WalkOptions{Paths: []string{dir}, Excludes: []string{"[x"}}, nil); err == nil || !strings.Contains(err.Error(), "malformed") {
+		t.Fatalf("bad pattern: %v", err)
+	}
+}
+
+func TestWalkExcludes(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"keep.txt", "drop.tmp", "cache/big", "sub/cache/x", "sub/keep", "sub/deep/drop.tmp", "named/nested/x"} {
+		mustWrite(t, filepath.Join(dir, f), []byte("x"), 0o644)
+	}
+	got := paths(walkAll(t, WalkOptions{Paths: []string{dir}, Excludes: []string{"*.tmp", "cache", filepath.Join(dir, "named", "nested")}}))
+	var rel []string
+	for _, p := range got {
+		r, _ := filepath.Rel(dir, p)
+		rel = append(rel, r)
+	}
+	want := []string{".", "keep.txt", "named", "sub", "sub/deep", "sub/keep"}
+	if !reflect.DeepEqual(rel, want) {
+		t.Fatalf("walked %q, want %q", rel, want)
+	}
+}
+
+func TestWalkEntryFields(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "file")
+	mustWrite(t, f, []byte("hello"), 0o4751)
+	mustDo(t, os.Lchown(f, 1234, 5678))
+	mustDo(t, unix.Chmod(f, 0o4751)) // chown cleared setuid
+	mustDo(t, unix.Setxattr(f, "user.note", []byte("v1"), 0))
+	mustDo(t, unix.UtimesNano(f, []unix.Timespec{{Sec: 1600000000, Nsec: 123456789}, {Sec: 1500000000, Nsec: 987654321}}))
+	mustDo(t, os.Symlink("../somewhere", filepath.Join(dir, "sl")))
+	mustDo(t, unix.Mkfifo(filepath.Join(dir, "fifo"), 0o640))
+	mustDo(t, unix.Mknod(filepath.Join(dir, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	mustDo(t, os.Link(f, filepath.Join(dir, "zlink")))
+	mustDo(t, os.Link(f, filepath.Join(dir, "alink")))
+	l, err := net.Listen("unix", filepath.Join(dir, "sock"))
+	mustDo(t, err)
+	defer l.Close()
+	var warned []string
+	es := walkAll(t, WalkOptions{Paths: []string{dir}, Warn: func(p string, err error) {
+		warned = append(warned, p+": "+err.Error())
+	}})
+	by := map[string]fileindex.Entry{}
+	for _, e := range es {
+		by[filepath.Base(e.Path)] = e
+	}
+	if _, ok := by["sock"]; ok || len(warned) != 1 || !strings.Contains(warned[0], "socket") {
+		t.Fatalf("socket: emitted %v, warnings %q", ok, warned)
+	}
+	// alink sorts first, so it is the file and the others link to it.
+	a, fe, z := by["alink"], by["file"], by["zlink"]
+	if a.Type != fileindex.TypeFile || fe.Type != fileindex.TypeHardlink || fe.Target != a.Path || z.Type != fileindex.TypeHardlink || z.Target != a.Path {
+		t.Fatalf("hard links: alink %v, file %v→%s, zlink %v→%s", a.Type, fe.Type, fe.Target, z.Type, z.Target)
+	}
+	if a.Mode != 0o4751 || a.UID != 1234 || a.GID != 5678 || a.Size != 5 || a.NLink != 3 ||
+		a.MTime != 1500000000987654321 || a.ATime != 1600000000123456789 || a.CTime == 0 || a.Inode == 0 || a.Dev == 0 {
+		t.Fatalf("file entry %+v", a)
+	}
+	if len(a.Xattrs) != 1 || a.Xattrs[0].Name != "user.note" || string(a.Xattrs[0].Value) != "v1" {
+		t.Fatalf("xattrs %+v", a.Xattrs)
+	}
+	if s := by["sl"]; s.Type != fileindex.TypeSymlink || s.Target != "../somewhere" {
+		t.Fatalf("symlink %+v", s)
+	}
+	if p := by["fifo"]; p.Type != fileindex.TypeFifo || p.Mode != 0o640 {
+		t.Fatalf("fifo %+v", p)
+	}
+	if n := by["null"]; n.Type != fileindex.TypeCharDev || n.Rdev != unix.Mkdev(1, 3) {
+		t.Fatalf("device %+v", n)
+	}
+	if root := by[filepath.Base(dir)]; root.Type != fileindex.TypeDir || root.User != "root" || root.Group != "root" {
+		t.Fatalf("root entry %+v", root)
+	}
+}
+
+func TestWalkOneFileSystem(t *testing.T) {
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	mustWrite(t, filepath.Join(dir, "z"), []byte("z"), 0o644)
+	if err := unix.Mount("cairn-test", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a tmpfs to test OneFileSystem (needs CAP_SYS_ADMIN): %v", err)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	mustWrite(t, filepath.Join(mnt, "inside"), []byte("x"), 0o644)
+	all := paths(walkAll(t, WalkOptions{Paths: []string{dir}}))
+	one := paths(walkAll(t, WalkOptions{Paths: []string{dir}, OneFileSystem: true}))
+	if !slices.Contains(all, filepath.Join(mnt, "inside")) {
+		t.Fatalf("without OneFileSystem: %q", all)
+	}
+	if want := []string{dir, mnt, filepath.Join(dir, "z")}; !reflect.DeepEqual(one, want) {
+		t.Fatalf("with OneFileSystem: %q, want %q", one, want)
+	}
+}
+
+func TestWalkStopsOnCallbackErrorAndContext(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 200 {
+		mustWrite(t, filepath.Join(dir, "f", string(rune('a'+i%26))+strings.Repeat("x", i/26)), nil, 0o644)
+	}
+	boom := errors.New("boom")
+	n := 0
+	err := Walk(context.Background(), WalkOptions{Paths: []string{dir}}, func(*fileindex.Entry) error {
+		if n++; n == 5 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || n != 5 {
+		t.Fatalf("err %v after %d entries", err, n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = Walk(ctx, WalkOptions{Paths: []string{dir}}, func(*fileindex.Entry) error { return nil })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled walk: %v", err)
+	}
+}
+
+func walkAll(t testing.TB, opts WalkOptions) []fileindex.Entry {
+	t.Helper()
+	var out []fileindex.Entry
+	err := Walk(context.Background(), opts, func(e *fileindex.Entry) error {
+		out = append(out, *e)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk: %v", err)
+	}
+	return out
+}
+
+func paths(es []fileindex.Entry) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Path)
+	}
+	return out
+}
+
+func mustWrite(t testing.TB, p string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, mode); err != nil {
+		t.Fatal(err)
+	}
+	// os.Chmod would drop setuid, setgid and sticky given as raw bits.
+	if err := unix.Chmod(p, uint32(mode)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustDo(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func blocksOf(t testing.TB, p string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	mustDo(t, unix.Lstat(p, &st))
+	return st.Blocks
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return !errors.Is(err, os.ErrNotExist)
+}
