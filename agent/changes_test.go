@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+func changesOf(t *testing.T, opts WalkOptions, base []fileindex.Entry) map[string]Change {
+	t.Helper()
+	got := map[string]Change{}
+	var order []string
+	err := Changes(context.Background(), opts, fileindex.SliceIterator(base), func(e *fileindex.Entry, c Change) error {
+		if c == Deleted && (e.Type != fileindex.TypeDeleted || e.Size != 0 || e.MTime != 0) {
+			t.Fatalf("tombstone %+v", e)
+		}
+		if _, dup := got[e.Path]; dup {
+			t.Fatalf("%s reported twice", e.Path)
+		}
+		got[e.Path] = c
+		order = append(order, e.Path)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("changes: %v", err)
+	}
+	if !sort.SliceIsSorted(order, func(i, j int) bool { return fileindex.Compare(order[i], order[j]) < 0 }) {
+		t.Fatalf("changes out of index order: %q", order)
+	}
+	return got
+}
+
+func TestChanges(t *testing.T) {
+	dir := t.TempDir()
+	r := filepath.Join(dir, "r")
+	for _, f := range []string{"same", "edit", "gone", "old/a", "old/b/c", "typechange", "cache/x", "meta"} {
+		mustWrite(t, filepath.Join(r, f), []byte("v1 "+f), 0o644)
+	}
+	mustWrite(t, filepath.Join(dir, "outside"), []byte("x"), 0o644)
+	opts := WalkOptions{Paths: []string{r}}
+	base := walkAll(t, opts)
+	// The base also holds paths the walk never looks at: outside the
+	// backup's paths, and (as from an older config) excluded.
+	base = append([]fileindex.Entry{{Path: dir, Type: fileindex.TypeDir}}, base...)
+	base = append(base, fileindex.Entry{Path: filepath.Join(dir, "zz-outside"), Type: fileindex.TypeFile})
+	if got := changesOf(t, opts, base); len(got) != len(base)-2 {
+		t.Fatalf("nothing changed, yet %v", got)
+	} else {
+		for p, c := range got {
+			if c != Unchanged {
+				t.Fatalf("nothing changed, yet %s is %s", p, c)
+			}
+		}
+	}
+
+	time.Sleep(10 * time.Millisecond) // let ctime move on coarse clocks
+	mustWrite(t, filepath.Join(r, "edit"), []byte("v2, longer"), 0o644)
+	mustDo(t, os.Remove(filepath.Join(r, "gone")))
+	mustDo(t, os.RemoveAll(filepath.Join(r, "old")))
+	mustDo(t, os.Remove(filepath.Join(r, "typechange")))
+	mustWrite(t, filepath.Join(r, "typechange", "inside"), []byte("now a dir"), 0o644)
+	mustWrite(t, filepath.Join(r, "new"), []byte("new"), 0o644)
+	mustDo(t, os.Chmod(filepath.Join(r, "meta"), 0o600))
+	mustDo(t, os.Remove(filepath.Join(r, "cache", "x")))
+
+	got := changesOf(t, WalkOptions{Paths: []string{r}, Excludes: []string{"cache"}}, base)
+	p := func(s string) string { return filepath.Join(r, s) }
+	want := map[string]Change{
+		r:                      Modified, // its entries changed
+		p("edit"):              Modified,
+		p("gone"):              Deleted,
+		p("meta"):              Modified, // mode
+		p("new"):               New,
+		p("old"):               Deleted,
+		p("old/a"):             Deleted,
+		p("old/b"):             Deleted,
+		p("old/b/c"):           Deleted,
+		p("same"):              Unchanged,
+		p("typechange"):        Modified,
+		p("typechange/inside"): New,
+		// cache and cache/x are excluded now: not walked, not deleted.
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes:\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestChangedFields(t *testing.T) {
+	base := fileindex.Entry{Path: "/a", Type: fileindex.TypeFile, Size: 1, MTime: 2, CTime: 3, Mode: 0o644, UID: 1, GID: 1, Inode: 9}
+	if Changed(&base, &base) {
+		t.Fatal("equal entries changed")
+	}
+	atime := base
+	atime.ATime, atime.User, atime.NLink = 77, "someone", 3
+	if Changed(&atime, &base) {
+		t.Fatal("atime, names or link count alone make a change")
+	}
+	for _, mod := range []func(e *fileindex.Entry){
+		func(e *fileindex.Entry) { e.Type = fileindex.TypeDir },
+		func(e *fileindex.Entry) { e.Size++ },
+		func(e *fileindex.Entry) { e.MTime++ },
+		func(e *fileindex.Entry) { e.CTime++ },
+		func(e *fileindex.Entry) { e.Mode = 0o4644 },
+		func(e *fileindex.Entry) { e.UID++ },
+		func(e *fileindex.Entry) { e.GID++ },
+		func(e *fileindex.Entry) { e.Inode++ },
+		func(e *fileindex.Entry) { e.Type, e.Target = fileindex.TypeHardlink, "/other" },
+	} {
+		e := base
+		mod(&e)
+		if !Changed(&e, &base) {
+			t.Fatalf("%+v not changed from %+v", e, base)
+		}
+	}
+}
+
+func TestChangesRefusesBaseOutOfOrder(t *testing.T) {
+	dir := t.TempDir()
+	base := []fileindex.Entry{{Path: dir + "/b", Type: fileindex.TypeFile}, {Path: dir + "/a", Type: fileindex.TypeFile}}
+	err := Changes(context.Background(), WalkOptions{Paths: []string{dir}}, fileindex.SliceIterator(base), func(*fileindex.Entry, Change) error { return nil })
+	var oe *fileindex.OrderError
+	if !errors.As(err, &oe) {
+		t.Fatalf("err = %v, want an OrderError", err)
+	}
+}
+
+func TestChangesWithoutBaseIsFull(t *testing.T) {
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "f"), nil, 0o644)
+	n := 0
+	err := Changes(context.Background(), WalkOptions{Paths: []string{dir}}, nil, func(e *fileindex.Entry, c Change) error {
+		if c != New {
+			t.Fatalf("%s: %s", e.Path, c)
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("err %v, %d entries", err, n)
+	}
+}
+
+// What the walk does not enter (another filesystem's mount point here, an
+// unreadable directory alike) is not taken for deleted.
+func TestChangesKeepsWhatTheWalkPruned(t *testing.T) {
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "mnt")
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	if err := unix.Mount("cairn-test", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("cannot mount a tmpfs (needs CAP_SYS_ADMIN): %v", err)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	mustWrite(t, filepath.Join(mnt, "inside"), []byte("x"), 0o644)
+	base := walkAll(t, WalkOptions{Paths: []string{dir}})
+	got := changesOf(t, WalkOptions{Paths: []string{dir}, OneFileSystem: true}, base)
+	if want := map[string]Change{dir: Unchanged, mnt: Unchanged}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
