@@ -126,3 +126,24 @@ func DecodeFileEnd(body []byte) (status uint8, hash []byte, err error) {
 	}
 	return body[0], body[1:], nil
 }
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// dataRecordLen is the encoded size of a Data record carrying n bytes at offset.
+func dataRecordLen(offset int64, n int) int {
+	body := uvarintLen(uint64(offset)) + n
+	return 1 + uvarintLen(uint64(body)) + body
+}
+
+// dataFit is how many content bytes at offset a Data record may carry to
+// fit in room bytes (possibly one less than the most, never more).
+func dataFit(offset int64, room int) int {
+	return room - 1 - uvarintLen(uint64(room)) - uvarintLen(uint64(offset))
+}

@@ -1,0 +1,127 @@
+package volume
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Label is the first block of every volume: what the volume is, readable
+// with no key and no catalog.
+type Label struct {
+	FormatVersion int       `json:"format_version"`
+	VolumeID      uuid.UUID `json:"volume_id"`
+	Name          string    `json:"name"`
+	Barcode       string    `json:"barcode"`
+	Pool          string    `json:"pool"`
+	BlockSize     int       `json:"block_size"`
+	Created       time.Time `json:"created"`
+	MediaType     string    `json:"media_type"`
+}
+
+// ErrNotVolume means the medium does not start with a Cairn label.
+var ErrNotVolume = errors.New("not a Cairn volume")
+
+// ValidBlockSize reports why n cannot be a volume's block size, or nil.
+func ValidBlockSize(n int) error {
+	if n < MinBlockSize || n > MaxBlockSize || n%4096 != 0 {
+		return fmt.Errorf("block size %d is invalid: it must be a multiple of 4096 between %d and %d", n, MinBlockSize, MaxBlockSize)
+	}
+	return nil
+}
+
+// EncodeLabel returns the label block padded with zeros to l.BlockSize. A
+// zero FormatVersion means the current one.
+func EncodeLabel(l Label) ([]byte, error) {
+	if l.FormatVersion == 0 {
+		l.FormatVersion = FormatVersion
+	}
+	if l.FormatVersion != FormatVersion {
+		return nil, fmt.Errorf("this program writes volume format %d, not %d", FormatVersion, l.FormatVersion)
+	}
+	if l.VolumeID == uuid.Nil {
+		return nil, errors.New("label has no volume id")
+	}
+	if err := ValidBlockSize(l.BlockSize); err != nil {
+		return nil, err
+	}
+	js, err := json.Marshal(l)
+	if err != nil {
+		return nil, fmt.Errorf("encode label: %w", err)
+	}
+	blk, err := encodeControlBlock(KindLabel, l.VolumeID, uuid.Nil, 0, js)
+	if err != nil {
+		return nil, fmt.Errorf("encode label of volume %s: %w", l.VolumeID, err)
+	}
+	out := make([]byte, l.BlockSize)
+	copy(out, blk)
+	return out, nil
+}
+
+// ReadLabel reads the label at offset 0 of r.
+func ReadLabel(r io.ReaderAt) (Label, error) {
+	var l Label
+	h, payload, err := readControlBlock(r, 0)
+	if err != nil {
+		if errors.Is(err, ErrNotBlock) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return l, fmt.Errorf("%w: no label at offset 0 (%v)", ErrNotVolume, err)
+		}
+		return l, fmt.Errorf("read volume label: %w", err)
+	}
+	if h.Kind != KindLabel {
+		return l, fmt.Errorf("%w: offset 0 holds a %s block, not a label", ErrNotVolume, h.Kind)
+	}
+	if err := json.Unmarshal(payload, &l); err != nil {
+		return l, fmt.Errorf("read volume label: %w: label JSON: %v", ErrBadHeader, err)
+	}
+	if l.FormatVersion > FormatVersion {
+		return l, fmt.Errorf("volume %s: %w: format version %d, this program reads up to %d; upgrade cairn", l.VolumeID, ErrNewerFormat, l.FormatVersion, FormatVersion)
+	}
+	if l.FormatVersion < 1 || l.VolumeID != h.VolumeID {
+		return l, fmt.Errorf("read volume label: %w: label says format %d, volume %s; header says volume %s", ErrBadHeader, l.FormatVersion, l.VolumeID, h.VolumeID)
+	}
+	if err := ValidBlockSize(l.BlockSize); err != nil {
+		return l, fmt.Errorf("volume %s label: %w", l.VolumeID, err)
+	}
+	return l, nil
+}
+
+// readControlBlock reads and verifies the unencrypted block at off.
+func readControlBlock(r io.ReaderAt, off int64) (BlockHeader, []byte, error) {
+	var hb [HeaderSize]byte
+	if err := readAt(r, hb[:], off); err != nil {
+		return BlockHeader{}, nil, fmt.Errorf("read block header at offset %d: %w", off, err)
+	}
+	h, err := ParseBlockHeader(hb[:])
+	if err != nil {
+		return h, nil, fmt.Errorf("block at offset %d: %w", off, err)
+	}
+	if h.Kind != KindLabel && h.Kind != KindPartHeader && h.Kind != KindPartEnd {
+		return h, nil, fmt.Errorf("block at offset %d: %w: want a control block, found %s", off, ErrBadHeader, h.Kind)
+	}
+	payload := make([]byte, h.StoredLen)
+	if err := readAt(r, payload, off+HeaderSize); err != nil {
+		return h, nil, fmt.Errorf("read %s block at offset %d: %w", h.Kind, off, err)
+	}
+	if blockCRC(hb[:], payload) != h.CRC {
+		return h, nil, fmt.Errorf("%s block at offset %d: %w", h.Kind, off, errCRC)
+	}
+	return h, payload, nil
+}
+
+// readAt fills p from off. A read that finds the end before p is full
+// returns io.ErrUnexpectedEOF, never io.EOF: the medium is cut short.
+func readAt(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

@@ -1,0 +1,694 @@
+package volume
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/google/uuid"
+)
+
+// PartRef is what a reader needs to know about one part of a session:
+// the catalog keeps it, or PartInfo.Ref derives it from the volume.
+type PartRef struct {
+	VolumeID uuid.UUID
+	// VolumeStart is the offset of the part's PartHeader, 0 when unknown.
+	// When known, the key is checked against the PartHeader before any
+	// data is read.
+	VolumeStart int64
+	DataStart   int64
+	StreamStart uint64
+	StreamEnd   uint64
+}
+
+// Opener opens a volume for reading. A ReaderAt that is also an io.Closer
+// is closed by SessionReader.Close.
+type Opener func(volumeID uuid.UUID) (io.ReaderAt, error)
+
+// ReaderOptions tune a SessionReader.
+type ReaderOptions struct {
+	// Workers decrypt and decompress blocks while the next ones are
+	// read; 0 means 2.
+	Workers int
+	// SeekGap: when the next wanted entry starts more than this many
+	// stream bytes past the reading position, the reader seeks instead of
+	// reading through. 0 means DefaultSeekGap. A tape, where a seek costs
+	// seconds, wants far more than a disk.
+	SeekGap int64
+}
+
+// DefaultSeekGap is about where reading through costs a disk as much as a seek.
+const DefaultSeekGap = 8 << 20
+
+// ErrBadLocation: a location given to ReadEntries does not point at a
+// FileHeader of this session: the index and the session do not match.
+var ErrBadLocation = errors.New("location does not point at an entry of this session")
+
+// SessionReader reads the records of one session from the volumes that
+// hold its parts. It only reads. Its methods are not safe for concurrent use.
+type SessionReader struct {
+	session uuid.UUID
+	key     *Key
+	parts   []PartRef
+	open    Opener
+	opts    ReaderOptions
+
+	vols     map[uuid.UUID]io.ReaderAt
+	volsMu   sync.Mutex
+	prepared error
+	ready    bool
+	keyOK    bool // the key is known to be right: later GCM failures are damage
+	keyID    string
+	rawBuf   sync.Pool
+	plainBuf sync.Pool
+}
+
+// NewSessionReader returns a reader of the session whose parts are given
+// (in any order; together they must cover its stream without gaps).
+func NewSessionReader(sessionID uuid.UUID, key *Key, parts []PartRef, open Opener, opts ReaderOptions) *SessionReader {
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.SeekGap <= 0 {
+		opts.SeekGap = DefaultSeekGap
+	}
+	ps := slices.Clone(parts)
+	slices.SortFunc(ps, func(a, b PartRef) int { return cmp.Compare(a.StreamStart, b.StreamStart) })
+	r := &SessionReader{session: sessionID, key: key, parts: ps, open: open, opts: opts, vols: map[uuid.UUID]io.ReaderAt{}}
+	if key != nil {
+		r.keyID = key.ID
+	}
+	return r
+}
+
+// Close closes the volumes the reader opened.
+func (r *SessionReader) Close() error {
+	r.volsMu.Lock()
+	defer r.volsMu.Unlock()
+	var errs []error
+	for id, ra := range r.vols {
+		if c, ok := ra.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+		delete(r.vols, id)
+	}
+	return errors.Join(errs...)
+}
+
+func (r *SessionReader) volume(id uuid.UUID) (io.ReaderAt, error) {
+	r.volsMu.Lock()
+	defer r.volsMu.Unlock()
+	if ra, ok := r.vols[id]; ok {
+		return ra, nil
+	}
+	ra, err := r.open(id)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: open volume %s: %w", r.session, id, err)
+	}
+	r.vols[id] = ra
+	return ra, nil
+}
+
+// prepare checks the part table and, where a PartHeader can be read, the key.
+func (r *SessionReader) prepare() error {
+	if r.ready {
+		return r.prepared
+	}
+	r.ready = true
+	r.prepared = r.doPrepare()
+	return r.prepared
+}
+
+func (r *SessionReader) doPrepare() error {
+	if len(r.parts) == 0 {
+		return fmt.Errorf("session %s: no parts to read", r.session)
+	}
+	for i := 1; i < len(r.parts); i++ {
+		if r.parts[i].StreamStart != r.parts[i-1].StreamEnd {
+			return fmt.Errorf("session %s: the parts given leave stream bytes [%d, %d) on no volume", r.session, r.parts[i-1].StreamEnd, r.parts[i].StreamStart)
+		}
+	}
+	var hdr *PartHeader
+	for _, p := range r.parts {
+		if p.VolumeStart <= 0 {
+			continue
+		}
+		ra, err := r.volume(p.VolumeID)
+		if err != nil {
+			return err
+		}
+		h, payload, err := readControlBlock(ra, p.VolumeStart)
+		if err != nil {
+			return fmt.Errorf("session %s: part header on volume %s: %w", r.session, p.VolumeID, err)
+		}
+		ph, err := decodeJSON[PartHeader](KindPartHeader, p.VolumeStart, payload)
+		if err != nil {
+			return fmt.Errorf("session %s: volume %s: %w", r.session, p.VolumeID, err)
+		}
+		if h.Kind != KindPartHeader || ph.SessionID != r.session {
+			return fmt.Errorf("session %s: volume %s offset %d holds a %s block of session %s, not this session's part header", r.session, p.VolumeID, p.VolumeStart, h.Kind, ph.SessionID)
+		}
+		hdr = &ph
+		break
+	}
+	if hdr != nil {
+		r.keyID = hdr.KeyID
+		if err := hdr.CheckKey(r.key); err != nil {
+			return err
+		}
+		r.keyOK = true
+		return nil
+	}
+	if r.key == nil {
+		return &KeyError{SessionID: r.session, Reason: "no key given"}
+	}
+	if err := r.key.validate(); err != nil {
+		return &KeyError{KeyID: r.key.ID, SessionID: r.session, Reason: err.Error()}
+	}
+	return nil
+}
+
+// item is one block, or one report, on its way from the volume to the
+// consumer, in stream order.
+type item struct {
+	vol    uuid.UUID
+	off    int64  // volume offset
+	stream uint64 // stream offset
+	h      BlockHeader
+	raw    []byte
+	plain  []byte
+	err    error // from decoding
+	damage *CorruptBlockError
+	fatal  error
+	ready  chan struct{}
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// cursor streams the session's blocks from one stream offset on, reading
+// ahead and decoding in parallel.
+type cursor struct {
+	cancel context.CancelFunc
+	order  chan *item
+	wg     sync.WaitGroup
+	pos    uint64 // stream offset of the block after the last one delivered
+}
+
+func (c *cursor) stop() {
+	if c == nil {
+		return
+	}
+	c.cancel()
+	c.wg.Wait()
+}
+
+// next returns the next item, nil at the end of the session's stream.
+func (c *cursor) next(ctx context.Context) (*item, error) {
+	select {
+	case it, ok := <-c.order:
+		if !ok {
+			return nil, nil
+		}
+		select {
+		case <-it.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if it.damage == nil && it.fatal == nil {
+			c.pos = it.stream + uint64(it.h.Size())
+		}
+		return it, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// start opens a cursor at stream offset from, where block seq is expected.
+func (r *SessionReader) start(ctx context.Context, from, seq uint64, exact bool) *cursor {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &cursor{cancel: cancel, order: make(chan *item, 2*r.opts.Workers+2), pos: from}
+	work := make(chan *item, r.opts.Workers)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(c.order)
+		defer close(work)
+		r.produce(ctx, from, seq, exact, c.order, work)
+	}()
+	for range r.opts.Workers {
+		op, err := newOpener(r.key, r.session)
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			for it := range work {
+				if err != nil {
+					it.err = err
+				} else {
+					it.plain, it.err = op.open(r.getPlain(), &it.h, it.raw)
+					r.rawBuf.Put(it.raw[:0])
+					it.raw = nil
+				}
+				close(it.ready)
+			}
+		}()
+	}
+	return c
+}
+
+func (r *SessionReader) getRaw(n int) []byte {
+	if b, ok := r.rawBuf.Get().([]byte); ok && cap(b) >= n {
+		return b[:n]
+	}
+	return make([]byte, n, max(n, sealedCap(DefaultBlockRawSize)))
+}
+
+func (r *SessionReader) getPlain() []byte {
+	if b, ok := r.plainBuf.Get().([]byte); ok {
+		return b[:0]
+	}
+	return nil
+}
+
+func (r *SessionReader) release(it *item) {
+	if it.plain != nil {
+		r.plainBuf.Put(it.plain[:0])
+		it.plain = nil
+	}
+}
+
+func (r *SessionReader) partAt(stream uint64) int {
+	i, _ := slices.BinarySearchFunc(r.parts, stream, func(p PartRef, s uint64) int {
+		switch {
+		case p.StreamEnd <= s:
+			return -1
+		case p.StreamStart > s:
+			return 1
+		}
+		return 0
+	})
+	return i
+}
+
+// produce reads blocks from stream offset from on, checks their headers
+// and CRCs, and sends them on in order: good blocks through work to be
+// decoded, damage as reports. It resumes after damage at the next block
+// it can verify. The first block must have seq, or when exact is false
+// any seq from seq on.
+func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact bool, order, work chan<- *item) {
+	send := func(it *item) bool {
+		select {
+		case order <- it:
+		case <-ctx.Done():
+			return false
+		}
+		if it.ready == closedChan {
+			return true
+		}
+		select {
+		case work <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	var pend *CorruptBlockError // damage whose extent the next good block tells
+	flush := func(upTo uint64) bool {
+		if pend == nil {
+			return true
+		}
+		last := max(upTo, pend.Seq+1)
+		for s := pend.Seq; s < last; s++ {
+			d := *pend
+			d.Seq = s
+			if s > pend.Seq {
+				d.Reason = "lost in the damaged region that starts at this offset"
+			}
+			if !send(&item{damage: &d, ready: closedChan}) {
+				return false
+			}
+		}
+		pend = nil
+		return true
+	}
+	fatal := func(err error) { send(&item{fatal: err, ready: closedChan}) }
+
+	stream := from
+	for pi := r.partAt(from); pi < len(r.parts); pi++ {
+		p := r.parts[pi]
+		ra, err := r.volume(p.VolumeID)
+		if err != nil {
+			fatal(err)
+			return
+		}
+		pos := p.DataStart + int64(stream-p.StreamStart)
+		end := p.DataStart + int64(p.StreamEnd-p.StreamStart)
+		br := bufio.NewReaderSize(io.NewSectionReader(ra, pos, end-pos), 1<<20)
+		damage := func(reason string) {
+			if pend == nil {
+				pend = &CorruptBlockError{VolumeID: p.VolumeID, SessionID: r.session, Seq: seq, Offset: pos, Reason: reason}
+			}
+		}
+		for pos < end {
+			var hb [HeaderSize]byte
+			if _, err := io.ReadFull(br, hb[:]); err != nil {
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					damage(fmt.Sprintf("the volume ends before offset %d, where the part ends: it was truncated", end))
+					break
+				}
+				fatal(fmt.Errorf("session %s: read volume %s at offset %d: %w", r.session, p.VolumeID, pos, err))
+				return
+			}
+			h, err := ParseBlockHeader(hb[:])
+			reason := ""
+			switch {
+			case err != nil:
+				reason = err.Error()
+			case h.SessionID != r.session || h.VolumeID != p.VolumeID || (h.Kind != KindData && h.Kind != KindIndex) || h.Seq < seq || (h.Seq > seq && pend == nil && exact):
+				reason = fmt.Sprintf("out of place: %s block of volume %s, session %s, seq %d", h.Kind, h.VolumeID, h.SessionID, h.Seq)
+			case pos+h.Size() > end:
+				reason = fmt.Sprintf("block of %d bytes runs past the end of its part at offset %d", h.Size(), end)
+			}
+			var raw []byte
+			if reason == "" {
+				raw = r.getRaw(int(h.Size()))
+				copy(raw, hb[:])
+				if _, err := io.ReadFull(br, raw[HeaderSize:]); err != nil {
+					if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+						damage(fmt.Sprintf("the volume ends inside the block, before offset %d, where the part ends: it was truncated", end))
+						break
+					}
+					fatal(fmt.Errorf("session %s: read volume %s at offset %d: %w", r.session, p.VolumeID, pos, err))
+					return
+				}
+				if blockCRC(raw[:HeaderSize], raw[HeaderSize:]) != h.CRC {
+					reason = errCRC.Error()
+				}
+			}
+			if reason == "" {
+				if !flush(h.Seq) {
+					return
+				}
+				it := &item{vol: p.VolumeID, off: pos, stream: p.StreamStart + uint64(pos-p.DataStart), h: h, raw: raw, ready: make(chan struct{})}
+				if !send(it) {
+					return
+				}
+				pos += h.Size()
+				seq = h.Seq + 1
+				exact = true
+				continue
+			}
+			if raw != nil {
+				r.rawBuf.Put(raw[:0])
+			}
+			damage(reason)
+			f, err := findBlock(ra, pos+1, end, func(c BlockHeader, _ int64) bool {
+				return c.SessionID == r.session && c.VolumeID == p.VolumeID && c.Seq >= seq && (c.Kind == KindData || c.Kind == KindIndex)
+			})
+			if err != nil {
+				fatal(fmt.Errorf("session %s: volume %s: %w", r.session, p.VolumeID, err))
+				return
+			}
+			if !f.found {
+				break
+			}
+			pos = f.off
+			br.Reset(io.NewSectionReader(ra, pos, end-pos))
+		}
+		stream = p.StreamEnd
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	flush(0)
+}
+
+// checkDecoded turns a block's decoding failure into damage, or into a
+// KeyError when no block has shown the key to be right.
+func (r *SessionReader) checkDecoded(it *item) error {
+	if it.err == nil {
+		r.keyOK = true
+		return nil
+	}
+	if errors.Is(it.err, errAuth) && !r.keyOK {
+		return &KeyError{KeyID: r.keyID, SessionID: r.session, Reason: fmt.Sprintf("key %q does not decrypt block seq %d: it is not the key the session was written with, or the data was altered", r.key.ID, it.h.Seq)}
+	}
+	if !errors.Is(it.err, errAuth) && !errors.Is(it.err, errDecode) {
+		return fmt.Errorf("session %s: %w", r.session, it.err)
+	}
+	reason := it.err.Error()
+	if errors.Is(it.err, errAuth) {
+		reason = "AES-GCM authentication failed although the CRC holds: the block was altered"
+	}
+	it.damage = &CorruptBlockError{VolumeID: it.vol, SessionID: r.session, Seq: it.h.Seq, Offset: it.off, Reason: reason}
+	return nil
+}
+
+func reportDamage(damaged func(*CorruptBlockError) error, d *CorruptBlockError) error {
+	if damaged == nil {
+		return d
+	}
+	return damaged(d)
+}
+
+// ReadEntries reads, in stream order, the records of the entries whose
+// FileHeader is at each location, and skips the others. Blocks that
+// follow each other are read in one pass, decoded in parallel; a wanted
+// entry far ahead is reached by a seek, never by reading from the start.
+//
+// A block that cannot be used is reported to damaged (nil damaged: the
+// CorruptBlockError is returned) and reading goes on at the next good
+// block. An entry whose records continue past the damage (its EndSeq
+// says so) goes on with a hole, and its FileEnd's hash will not match;
+// an entry whose FileEnd is lost gets none; an entry whose FileHeader is
+// lost gets nothing. Damage in blocks that hold no wanted record is not
+// reported.
+func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Location, fn func(t RecordType, body []byte) error, damaged func(*CorruptBlockError) error) error {
+	if len(locs) == 0 {
+		return nil
+	}
+	if err := r.prepare(); err != nil {
+		return err
+	}
+	ls := slices.Clone(locs)
+	slices.SortFunc(ls, func(a, b fileindex.Location) int {
+		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.InBlock, b.InBlock))
+	})
+	ls = slices.CompactFunc(ls, func(a, b fileindex.Location) bool { return a.Seq == b.Seq && a.InBlock == b.InBlock })
+	streamEnd := r.parts[len(r.parts)-1].StreamEnd
+
+	var c *cursor
+	defer func() { c.stop() }()
+	i := 0
+	var in *fileindex.Location // wanted entry whose FileEnd has not come
+	for i < len(ls) || in != nil {
+		if in == nil {
+			if l := ls[i]; c == nil || l.Off > c.pos+uint64(r.opts.SeekGap) {
+				if l.Off >= streamEnd {
+					return fmt.Errorf("session %s: %w: seq %d at stream offset %d is past the end of the session's stream (%d)", r.session, ErrBadLocation, l.Seq, l.Off, streamEnd)
+				}
+				c.stop()
+				c = r.start(ctx, l.Off, l.Seq, true)
+			}
+		}
+		it, err := c.next(ctx)
+		if err != nil {
+			return err
+		}
+		if it == nil {
+			// The stream ended: what is left was lost to reported damage,
+			// or lies past the end.
+			for ; i < len(ls); i++ {
+				if ls[i].Off >= streamEnd {
+					return fmt.Errorf("session %s: %w: seq %d at stream offset %d is past the end of the session's stream (%d)", r.session, ErrBadLocation, ls[i].Seq, ls[i].Off, streamEnd)
+				}
+			}
+			return nil
+		}
+		if it.fatal != nil {
+			return it.fatal
+		}
+		if it.damage == nil {
+			if err := r.checkDecoded(it); err != nil {
+				return err
+			}
+		}
+		if d := it.damage; d != nil {
+			if in != nil || (i < len(ls) && ls[i].Seq <= d.Seq) {
+				if err := reportDamage(damaged, d); err != nil {
+					return err
+				}
+			}
+			if in != nil && (in.EndSeq < in.Seq || d.Seq >= in.EndSeq) {
+				in = nil
+			}
+			r.release(it)
+			continue
+		}
+		if in != nil && (it.h.Seq > in.EndSeq || it.h.Kind != KindData) {
+			in = nil // the rest of the entry was lost with the damage
+		}
+		for in == nil && i < len(ls) && ls[i].Seq < it.h.Seq {
+			i++ // its FileHeader was lost with the damage
+		}
+		if err := r.walkBlock(it, ls, &i, &in, fn); err != nil {
+			return err
+		}
+		r.release(it)
+	}
+	return nil
+}
+
+// walkBlock passes on the wanted records of one block.
+func (r *SessionReader) walkBlock(it *item, ls []fileindex.Location, i *int, in **fileindex.Location, fn func(RecordType, []byte) error) error {
+	plain := it.plain
+	p := 0
+	for p < len(plain) {
+		if *in == nil {
+			if *i == len(ls) || ls[*i].Seq != it.h.Seq {
+				return nil
+			}
+			l := &ls[*i]
+			if int(l.InBlock) < p {
+				return fmt.Errorf("session %s: %w: seq %d in_block %d lies inside the previous entry", r.session, ErrBadLocation, l.Seq, l.InBlock)
+			}
+			p = int(l.InBlock)
+			t, body, n, err := ParseRecord(plain[min(p, len(plain)):])
+			if err != nil || t != RecFileHeader {
+				return fmt.Errorf("session %s: %w: seq %d in_block %d is not a FileHeader record", r.session, ErrBadLocation, l.Seq, l.InBlock)
+			}
+			*in = l
+			*i++
+			if err := fn(t, body); err != nil {
+				return err
+			}
+			p += n
+			continue
+		}
+		t, body, n, err := ParseRecord(plain[p:])
+		if err != nil {
+			// CRC and GCM both hold, so this is a writer's bug, not the medium.
+			return fmt.Errorf("session %s: block seq %d at offset %d on volume %s: record at %d: %w", r.session, it.h.Seq, it.off, it.vol, p, err)
+		}
+		if t == RecFileHeader {
+			*in = nil // the entry's end was lost with damage; this is the next one
+			continue
+		}
+		if err := fn(t, body); err != nil {
+			return err
+		}
+		p += n
+		if t == RecFileEnd {
+			*in = nil
+		}
+	}
+	return nil
+}
+
+// ReadAll reads every record of the session, in order: an extract with no
+// index. After damage it resumes at the next FileHeader, so an entry cut
+// by damage gets no FileEnd.
+func (r *SessionReader) ReadAll(ctx context.Context, fn func(t RecordType, body []byte) error, damaged func(*CorruptBlockError) error) error {
+	return r.walkAll(ctx, func(_ *item, _ int, t RecordType, body []byte) error { return fn(t, body) }, damaged, nil)
+}
+
+// RecoverIndex rebuilds the index of a session from its data blocks, for
+// a session whose trailer is missing (a torn session) or damaged. fn gets
+// every entry whose FileHeader and FileEnd were both read, Loc and Hash
+// set, in index order.
+func (r *SessionReader) RecoverIndex(ctx context.Context, fn func(e fileindex.Entry) error, damaged func(*CorruptBlockError) error) error {
+	var cur *fileindex.Entry
+	return r.walkAll(ctx, func(it *item, p int, t RecordType, body []byte) error {
+		switch t {
+		case RecFileHeader:
+			e, err := fileindex.DecodeEntry(body)
+			if err != nil {
+				return fmt.Errorf("session %s: block seq %d: %w", r.session, it.h.Seq, err)
+			}
+			e.Hash = nil
+			e.Loc = fileindex.Location{Seq: it.h.Seq, Off: it.stream, InBlock: uint32(p)}
+			cur = &e
+		case RecFileEnd:
+			if cur == nil {
+				return nil
+			}
+			status, hash, err := DecodeFileEnd(body)
+			if err != nil {
+				return fmt.Errorf("session %s: block seq %d: %w", r.session, it.h.Seq, err)
+			}
+			if status == EndOK && len(hash) > 0 {
+				cur.Hash = append([]byte(nil), hash...)
+			}
+			cur.Loc.EndSeq = it.h.Seq
+			e := *cur
+			cur = nil
+			return fn(e)
+		}
+		return nil
+	}, damaged, func() { cur = nil })
+}
+
+// walkAll passes every record of the session's data blocks to fn, with the
+// block and the record's offset in it. cut is called when damage cuts the
+// entry in progress.
+func (r *SessionReader) walkAll(ctx context.Context, fn func(it *item, p int, t RecordType, body []byte) error, damaged func(*CorruptBlockError) error, cut func()) error {
+	if err := r.prepare(); err != nil {
+		return err
+	}
+	// A session read from its first part starts at seq 0; one whose
+	// first volumes are missing starts wherever its first block says.
+	c := r.start(ctx, r.parts[0].StreamStart, 0, r.parts[0].StreamStart == 0)
+	defer c.stop()
+	skip := false // after damage: until the next FileHeader
+	for {
+		it, err := c.next(ctx)
+		if err != nil {
+			return err
+		}
+		if it == nil {
+			return nil
+		}
+		if it.fatal != nil {
+			return it.fatal
+		}
+		if it.damage == nil {
+			if err := r.checkDecoded(it); err != nil {
+				return err
+			}
+		}
+		if it.damage != nil {
+			if err := reportDamage(damaged, it.damage); err != nil {
+				return err
+			}
+			skip = true
+			if cut != nil {
+				cut()
+			}
+			continue
+		}
+		if it.h.Kind != KindData {
+			return nil // the trailer: the data is over
+		}
+		for p := 0; p < len(it.plain); {
+			t, body, n, err := ParseRecord(it.plain[p:])
+			if err != nil {
+				return fmt.Errorf("session %s: block seq %d at offset %d on volume %s: record at %d: %w", r.session, it.h.Seq, it.off, it.vol, p, err)
+			}
+			if t == RecFileHeader {
+				skip = false
+			}
+			if !skip {
+				if err := fn(it, p, t, body); err != nil {
+					return err
+				}
+			}
+			p += n
+		}
+		r.release(it)
+	}
+}

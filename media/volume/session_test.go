@@ -1,0 +1,215 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"testing"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/google/uuid"
+)
+
+func sessionInfo() SessionInfo {
+	return SessionInfo{SessionID: uuid.New(), JobID: 7, BackupID: 9, Client: "web-01", Level: "full", Pool: "Default", Compression: true, BlockRawSize: MinBlockRawSize}
+}
+
+// checkAll verifies that every file of files came back whole.
+func checkAll(t *testing.T, rb *readBack, files []tfile) {
+	t.Helper()
+	for _, f := range files {
+		got, ok := rb.got[f.e.Path]
+		if !ok {
+			t.Errorf("%s: not read", f.e.Path)
+			continue
+		}
+		if !bytes.Equal(got, f.content) {
+			t.Errorf("%s: content differs (%d bytes, want %d)", f.e.Path, len(got), len(f.content))
+		}
+		if !rb.ended[f.e.Path] {
+			t.Errorf("%s: no FileEnd or hash mismatch", f.e.Path)
+		}
+	}
+}
+
+func TestSessionRoundTrip(t *testing.T) {
+	key := testKey("pool-Default-1")
+	vol := newMemVolume(t, MinBlockSize, 0)
+	files := makeTree(1, 300, []int{0, 10, 1000, 20000, 150000, 700000})
+	info := sessionInfo()
+	res := writeSession(t, key, info, vol, WriterOptions{Workers: 3, TempDir: t.TempDir()}, files, 64<<10)
+
+	if len(res.Parts) != 1 || !res.Parts[0].Final {
+		t.Fatalf("parts = %+v", res.Parts)
+	}
+	if res.Entries != int64(len(files)) {
+		t.Fatalf("entries = %d, want %d", res.Entries, len(files))
+	}
+	var content int64
+	var nfiles int64
+	for _, f := range files {
+		content += int64(len(f.content))
+		if f.e.Type == fileindex.TypeFile {
+			nfiles++
+		}
+	}
+	if res.ContentBytes != content || res.Files != nfiles {
+		t.Fatalf("content %d files %d, want %d %d", res.ContentBytes, res.Files, content, nfiles)
+	}
+	if res.StoredBytes != vol.size()-int64(MinBlockSize) {
+		t.Fatalf("stored %d, volume holds %d after the label", res.StoredBytes, vol.size()-int64(MinBlockSize))
+	}
+	if vol.size()%int64(MinBlockSize) != 0 || res.Parts[0].End != vol.size() {
+		t.Fatalf("volume size %d, part end %d: not padded to the block size", vol.size(), res.Parts[0].End)
+	}
+
+	// The volume alone tells the same story as the result.
+	v, err := OpenVolume(vol, vol.size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := v.Parts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) != 1 || parts[0].Torn || parts[0].Ref() != res.Parts[0].Ref() {
+		t.Fatalf("Parts = %+v, want %+v", parts, res.Parts)
+	}
+	pe := parts[0].PartEnd
+	if pe.Entries != res.Entries || pe.Files != res.Files || pe.ContentBytes != res.ContentBytes || !pe.Final || pe.Status != StatusComplete {
+		t.Fatalf("PartEnd = %+v", pe)
+	}
+	it, err := ReadIndex(vol, key, parts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fileindex.Collect(it)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := indexEntries(t, res)
+	if len(idx) != len(files) || len(want) != len(files) {
+		t.Fatalf("index has %d entries, result %d, want %d", len(idx), len(want), len(files))
+	}
+	for i := range idx {
+		if idx[i].Path != files[i].e.Path || idx[i].Loc != want[i].Loc || !bytes.Equal(idx[i].Hash, want[i].Hash) {
+			t.Fatalf("entry %d: %+v, want %+v", i, idx[i], want[i])
+		}
+		if files[i].e.Type == fileindex.TypeFile {
+			h := sha256.Sum256(files[i].content)
+			if !bytes.Equal(idx[i].Hash, h[:]) {
+				t.Fatalf("%s: hash %x", idx[i].Path, idx[i].Hash)
+			}
+		}
+	}
+
+	r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{Workers: 2})
+	defer r.Close()
+	rb := newReadBack(t)
+	if err := r.ReadAll(context.Background(), rb.fn, rb.damaged); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, rb, files)
+
+	// A few entries by location.
+	var locs []fileindex.Location
+	var some []tfile
+	for i := 5; i < len(idx); i += 37 {
+		locs = append(locs, idx[i].Loc)
+		some = append(some, files[i])
+	}
+	rb = newReadBack(t)
+	if err := r.ReadEntries(context.Background(), locs, rb.fn, rb.damaged); err != nil {
+		t.Fatal(err)
+	}
+	if len(rb.order) != len(some) {
+		t.Fatalf("read %d entries, want %d: %v", len(rb.order), len(some), rb.order)
+	}
+	checkAll(t, rb, some)
+
+	var rec []fileindex.Entry
+	if err := r.RecoverIndex(context.Background(), func(e fileindex.Entry) error { rec = append(rec, e); return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec) != len(idx) {
+		t.Fatalf("recovered %d entries, want %d", len(rec), len(idx))
+	}
+	for i := range rec {
+		if rec[i].Path != idx[i].Path || rec[i].Loc != idx[i].Loc || !bytes.Equal(rec[i].Hash, idx[i].Hash) {
+			t.Fatalf("recovered %+v, index has %+v", rec[i], idx[i])
+		}
+	}
+}
+
+func TestWriterRejectsBadStreams(t *testing.T) {
+	key := testKey("k")
+	hdr := func(p string, typ fileindex.Type) []byte {
+		return AppendRecord(nil, RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: p, Type: typ}))
+	}
+	end := AppendFileEnd(nil, EndOK, nil)
+	cases := []struct {
+		name   string
+		writes [][]byte
+		want   error
+	}{
+		{"out of order", [][]byte{hdr("/b", fileindex.TypeDir), end, hdr("/a", fileindex.TypeDir), end}, ErrBadStream},
+		{"duplicate path", [][]byte{hdr("/a", fileindex.TypeDir), end, hdr("/a", fileindex.TypeDir)}, ErrBadStream},
+		{"partial record", [][]byte{hdr("/a", fileindex.TypeFile)[:5]}, ErrBadStream},
+		{"data outside an entry", [][]byte{AppendDataRecord(nil, 0, []byte("x"))}, ErrBadStream},
+		{"data in a directory", [][]byte{hdr("/a", fileindex.TypeDir), AppendDataRecord(nil, 0, []byte("x"))}, ErrBadStream},
+		{"header inside an entry", [][]byte{hdr("/a", fileindex.TypeFile), hdr("/b", fileindex.TypeFile)}, ErrBadStream},
+		{"end outside an entry", [][]byte{end}, ErrBadStream},
+		{"unknown record", [][]byte{{9, 0}}, ErrBadStream},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			vol := newMemVolume(t, MinBlockSize, 0)
+			w, err := NewSessionWriter(sessionInfo(), key, vol, WriterOptions{TempDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			var got error
+			for _, b := range c.writes {
+				if got = w.Write(b); got != nil {
+					break
+				}
+			}
+			if !errors.Is(got, c.want) {
+				t.Fatalf("err = %v, want %v", got, c.want)
+			}
+			if c.name == "out of order" {
+				var oe *fileindex.OrderError
+				if !errors.As(got, &oe) || oe.Prev != "/b" || oe.Path != "/a" {
+					t.Fatalf("err = %v, want an OrderError /a after /b", got)
+				}
+			}
+			if err := w.Write(end); !errors.Is(err, c.want) {
+				t.Fatalf("the error is not sticky: %v", err)
+			}
+			if _, err := w.Close(); err == nil {
+				t.Fatal("Close succeeded after a stream error")
+			}
+		})
+	}
+	t.Run("open entry at close", func(t *testing.T) {
+		vol := newMemVolume(t, MinBlockSize, 0)
+		w, err := NewSessionWriter(sessionInfo(), key, vol, WriterOptions{TempDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(hdr("/a", fileindex.TypeFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Close(); !errors.Is(err, ErrBadStream) {
+			t.Fatalf("Close = %v", err)
+		}
+	})
+	t.Run("no key", func(t *testing.T) {
+		vol := newMemVolume(t, MinBlockSize, 0)
+		if _, err := NewSessionWriter(sessionInfo(), nil, vol, WriterOptions{}); err == nil {
+			t.Fatal("a session without a key was accepted")
+		}
+	})
+}

@@ -1,0 +1,576 @@
+package volume
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/google/uuid"
+)
+
+// Appender is a volume open for appending a session part: the plug-in
+// point between the format and a medium (a disk file, an SFTP file, a tape
+// positioned at end of data).
+//
+// Contract: Offset is the volume byte offset where the next Write lands
+// and only Write moves it. Remaining is how many more bytes the medium
+// accepts; the writer never writes more. Write writes all of p or returns
+// an error that says why (the medium's own error wrapped, so errors.Is
+// finds syscall.ENOSPC and the like). Sync returns once everything
+// written is durable. BlockSize is the volume's label block size: parts
+// start on multiples of it. An Appender is used by one goroutine at a time.
+type Appender interface {
+	VolumeID() uuid.UUID
+	BlockSize() int
+	Offset() int64
+	Remaining() int64
+	Write(p []byte) (int, error)
+	Sync() error
+}
+
+// SessionInfo describes the session a SessionWriter writes; it goes into
+// every PartHeader.
+type SessionInfo struct {
+	// SessionID must be fresh for every SessionWriter, even when a failed
+	// session is retried: it salts the session's encryption key, and the
+	// same id under the same data key would reuse GCM nonces.
+	SessionID uuid.UUID
+	JobID     uint64
+	BackupID  uint64
+	Client    string
+	Level     string
+	Pool      string
+	Created   time.Time
+	// Compression turns on zstd for data blocks (skipped per block when
+	// it does not pay).
+	Compression bool
+	// BlockRawSize is the plaintext per data block; 0 means
+	// DefaultBlockRawSize.
+	BlockRawSize int
+}
+
+// WriterOptions tune a SessionWriter.
+type WriterOptions struct {
+	// Workers is the number of goroutines that compress and encrypt
+	// blocks; 0 means 2.
+	Workers int
+	// TempDir holds the spill file of index entries, so memory stays
+	// bounded however many files a session holds; "" means os.TempDir().
+	TempDir string
+	// Next is called, from the writer's own goroutine, when a block does
+	// not fit the current volume, after the writer has closed its part
+	// there (PartEnd with final=false) and synced it. The session goes on
+	// with a new part on the volume Next returns. Nil means a full volume
+	// fails the session with ErrVolumeFull.
+	Next func(full Appender) (Appender, error)
+}
+
+// Progress counts what a session has taken in and written so far.
+type Progress struct {
+	Entries      int64 // entries closed by their FileEnd
+	Files        int64 // of those, regular files (entries that carry content)
+	ContentBytes int64 // file content in Data records
+	StreamBytes  int64 // record bytes accepted by Write (plaintext)
+	StoredBytes  int64 // bytes written to volumes: every block, header and padding
+	Blocks       int64 // data and index blocks written
+}
+
+// PartResult is where one part of a session lies on its volume.
+type PartResult struct {
+	VolumeID    uuid.UUID
+	Part        int
+	VolumeStart int64 // offset of the PartHeader block
+	DataStart   int64 // offset of the first data block, right after the PartHeader
+	End         int64 // offset after the padding: where the next part may start
+	StreamStart uint64
+	StreamEnd   uint64
+	FirstSeq    uint64 // first data or index block of the part
+	LastSeq     uint64 // last data or index block of the part; meaningless if Blocks is 0
+	Blocks      int64
+	Final       bool
+}
+
+// Ref is what a SessionReader needs to know about the part.
+func (p PartResult) Ref() PartRef {
+	return PartRef{VolumeID: p.VolumeID, VolumeStart: p.VolumeStart, DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd}
+}
+
+// SessionResult is what a closed session wrote.
+type SessionResult struct {
+	Parts []PartResult
+	// Segments hold the session's file index, as written in its trailer,
+	// every entry's Loc and Hash set: what the catalog stores.
+	Segments     []fileindex.Segment
+	Entries      int64
+	Files        int64
+	ContentBytes int64
+	StreamBytes  int64
+	StoredBytes  int64
+	Blocks       int64
+}
+
+// SessionWriter packs a session's records into blocks, compresses and
+// encrypts them on worker goroutines, and writes them in order to one
+// volume after another. Write and Close are called from one goroutine;
+// Progress and Abort may be called from any.
+type SessionWriter struct {
+	info     SessionInfo
+	key      *Key
+	opts     WriterOptions
+	blockRaw int
+
+	// Packer state, owned by the goroutine calling Write and Close.
+	cur      []byte
+	curSeq   uint64
+	open     *fileindex.Entry // entry whose FileEnd has not arrived
+	lastPath string
+	anyEntry bool
+	spill    *spill
+	closed   atomic.Bool
+
+	jobs     chan *job // to the workers
+	queue    chan *job // to the volume writer, in seq order
+	done     chan struct{}
+	doneOnce sync.Once
+	errMu    sync.Mutex
+	err      error
+	wg       sync.WaitGroup
+	plainBuf sync.Pool
+	outBuf   sync.Pool
+	curVol   atomic.Pointer[uuid.UUID] // volume blocks are being sealed for
+
+	vw *volWriter
+
+	entries, files, content, streamed atomic.Int64
+	stored, blocks                    atomic.Int64
+}
+
+// job is one block on its way through the pipeline.
+type job struct {
+	h      BlockHeader
+	plain  []byte
+	out    []byte
+	counts partCounts // session counts up to and including this block
+	ready  chan struct{}
+}
+
+type partCounts struct{ entries, files, content int64 }
+
+// NewSessionWriter starts a session on first. Nothing is written until the
+// first block is ready; only after Close returns is the session durable.
+func NewSessionWriter(info SessionInfo, key *Key, first Appender, opts WriterOptions) (*SessionWriter, error) {
+	if key == nil {
+		return nil, errors.New("new session writer: no data key: volume format 1 always encrypts")
+	}
+	if err := key.validate(); err != nil {
+		return nil, fmt.Errorf("new session writer: %w", err)
+	}
+	if info.SessionID == uuid.Nil {
+		return nil, errors.New("new session writer: no session id")
+	}
+	if first == nil {
+		return nil, errors.New("new session writer: no volume to write to")
+	}
+	if info.BlockRawSize == 0 {
+		info.BlockRawSize = DefaultBlockRawSize
+	}
+	if info.BlockRawSize < MinBlockRawSize || info.BlockRawSize > MaxBlockRawSize {
+		return nil, fmt.Errorf("new session writer: block raw size %d is outside [%d, %d]", info.BlockRawSize, MinBlockRawSize, MaxBlockRawSize)
+	}
+	for name, v := range map[string]string{"client": info.Client, "level": info.Level, "pool": info.Pool, "key id": key.ID} {
+		if len(v) > 1024 {
+			return nil, fmt.Errorf("new session writer: %s is %d bytes long, the limit is 1024", name, len(v))
+		}
+	}
+	if info.Created.IsZero() {
+		info.Created = time.Now()
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	sp, err := newSpill(opts.TempDir)
+	if err != nil {
+		return nil, fmt.Errorf("new session writer: %w", err)
+	}
+	w := &SessionWriter{
+		info: info, key: key, opts: opts, blockRaw: info.BlockRawSize,
+		spill: sp,
+		jobs:  make(chan *job, opts.Workers),
+		queue: make(chan *job, 2*opts.Workers+1),
+		done:  make(chan struct{}),
+	}
+	w.vw = &volWriter{w: w, app: first}
+	id := first.VolumeID()
+	w.curVol.Store(&id)
+	w.cur = w.getPlain()
+	for range opts.Workers {
+		s, err := newSealer(key, info.SessionID, info.Compression)
+		if err != nil {
+			sp.close()
+			return nil, fmt.Errorf("new session writer: %w", err)
+		}
+		w.wg.Add(1)
+		go w.work(s)
+	}
+	w.wg.Add(1)
+	go w.writeLoop()
+	return w, nil
+}
+
+func (w *SessionWriter) getPlain() []byte {
+	if b, ok := w.plainBuf.Get().([]byte); ok {
+		return b[:0]
+	}
+	return make([]byte, 0, w.blockRaw)
+}
+
+func (w *SessionWriter) getOut() []byte {
+	if b, ok := w.outBuf.Get().([]byte); ok {
+		return b[:0]
+	}
+	return make([]byte, 0, sealedCap(w.blockRaw))
+}
+
+// fail records the first error and stops the pipeline.
+func (w *SessionWriter) fail(err error) error {
+	w.errMu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	err = w.err
+	w.errMu.Unlock()
+	w.doneOnce.Do(func() { close(w.done) })
+	return err
+}
+
+func (w *SessionWriter) failure() error {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	return w.err
+}
+
+func (w *SessionWriter) work(s *sealer) {
+	defer w.wg.Done()
+	for {
+		select {
+		case j, ok := <-w.jobs:
+			if !ok {
+				return
+			}
+			j.h.VolumeID = *w.curVol.Load()
+			j.out = s.seal(w.getOut(), j.h, j.plain)
+			w.plainBuf.Put(j.plain[:0])
+			j.plain = nil
+			close(j.ready)
+		case <-w.done:
+			return
+		}
+	}
+}
+
+func (w *SessionWriter) writeLoop() {
+	defer w.wg.Done()
+	for {
+		var j *job
+		select {
+		case j = <-w.queue:
+			if j == nil {
+				return // closed by Close: every block is written
+			}
+		case <-w.done:
+			return
+		}
+		select {
+		case <-j.ready:
+		case <-w.done:
+			return
+		}
+		err := w.vw.writeBlock(j.out, j.h.Kind, j.h.Seq, j.counts)
+		w.outBuf.Put(j.out[:0])
+		if err != nil {
+			w.fail(err)
+			return
+		}
+	}
+}
+
+// Write takes one or more whole records (see record.go). Blocks are sealed
+// and written behind it; an error from that pipeline, such as the
+// medium's ENOSPC, comes back from the next Write or Close. After an
+// error the writer is stopped: call Abort.
+func (w *SessionWriter) Write(records []byte) error {
+	if w.closed.Load() {
+		return ErrWriterClosed
+	}
+	if err := w.failure(); err != nil {
+		return err
+	}
+	for len(records) > 0 {
+		t, body, n, err := ParseRecord(records)
+		if err != nil {
+			if errors.Is(err, ErrShortRecord) {
+				return w.fail(fmt.Errorf("session %s: %w: the %d bytes at the end of a Write are not a whole record; send whole records", w.info.SessionID, ErrBadStream, len(records)))
+			}
+			return w.fail(fmt.Errorf("session %s: %w: %w", w.info.SessionID, ErrBadStream, err))
+		}
+		rec := records[:n]
+		switch t {
+		case RecFileHeader:
+			err = w.fileHeader(rec, body)
+		case RecData:
+			err = w.data(rec, body)
+		case RecFileEnd:
+			err = w.fileEnd(rec, body)
+		}
+		if err != nil {
+			return w.fail(err)
+		}
+		w.streamed.Add(int64(n))
+		records = records[n:]
+	}
+	return nil
+}
+
+func (w *SessionWriter) streamErr(format string, args ...any) error {
+	return fmt.Errorf("session %s: %w: %s", w.info.SessionID, ErrBadStream, fmt.Sprintf(format, args...))
+}
+
+func (w *SessionWriter) fileHeader(rec, body []byte) error {
+	if w.open != nil {
+		return w.streamErr("FileHeader record while entry %q has no FileEnd yet", w.open.Path)
+	}
+	if len(body) > MaxHeaderBody {
+		return w.streamErr("FileHeader record of %d bytes exceeds %d", len(body), MaxHeaderBody)
+	}
+	e, err := fileindex.DecodeEntry(body)
+	if err != nil {
+		return fmt.Errorf("session %s: %w: FileHeader record: %w", w.info.SessionID, ErrBadStream, err)
+	}
+	if w.anyEntry && fileindex.Compare(w.lastPath, e.Path) >= 0 {
+		return fmt.Errorf("session %s: %w: entries must arrive in index order: %w", w.info.SessionID, ErrBadStream, &fileindex.OrderError{Prev: w.lastPath, Path: e.Path})
+	}
+	if err := w.place(rec); err != nil {
+		return err
+	}
+	e.Loc = fileindex.Location{Seq: w.curSeq, InBlock: uint32(len(w.cur) - len(rec))}
+	e.Hash = nil
+	w.open = &e
+	w.lastPath = e.Path
+	w.anyEntry = true
+	return nil
+}
+
+// minSplit is the least content worth a split Data record; below it the
+// record goes whole into the next block.
+const minSplit = 64
+
+func (w *SessionWriter) data(rec, body []byte) error {
+	if w.open == nil {
+		return w.streamErr("Data record outside an entry")
+	}
+	if !w.open.Type.HasContent() {
+		return w.streamErr("Data record in %s entry %q", w.open.Type, w.open.Path)
+	}
+	off, content, err := DecodeData(body)
+	if err != nil {
+		return fmt.Errorf("session %s: %w: entry %q: %w", w.info.SessionID, ErrBadStream, w.open.Path, err)
+	}
+	if len(rec) <= w.blockRaw-len(w.cur) {
+		w.cur = append(w.cur, rec...)
+		w.content.Add(int64(len(content)))
+		return nil
+	}
+	// Fill the block with as much of the content as fits, so blocks stay
+	// full and records still never span blocks.
+	for {
+		room := w.blockRaw - len(w.cur)
+		if dataRecordLen(off, len(content)) <= room {
+			w.cur = AppendDataRecord(w.cur, off, content)
+			w.content.Add(int64(len(content)))
+			return nil
+		}
+		if c := dataFit(off, room); c >= minSplit {
+			w.cur = AppendDataRecord(w.cur, off, content[:c])
+			w.content.Add(int64(c))
+			off += int64(c)
+			content = content[c:]
+		}
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *SessionWriter) fileEnd(rec, body []byte) error {
+	if w.open == nil {
+		return w.streamErr("FileEnd record outside an entry")
+	}
+	status, hash, err := DecodeFileEnd(body)
+	if err != nil {
+		return fmt.Errorf("session %s: %w: entry %q: %w", w.info.SessionID, ErrBadStream, w.open.Path, err)
+	}
+	if err := w.place(rec); err != nil {
+		return err
+	}
+	e := w.open
+	e.Loc.EndSeq = w.curSeq
+	// An entry whose content could not be read whole keeps no hash: the
+	// index then says "no verified content" rather than vouching for it.
+	if status == EndOK && len(hash) > 0 {
+		e.Hash = append([]byte(nil), hash...)
+	}
+	if err := w.spill.add(e); err != nil {
+		return fmt.Errorf("session %s: %w", w.info.SessionID, err)
+	}
+	w.open = nil
+	w.entries.Add(1)
+	if e.Type.HasContent() {
+		w.files.Add(1)
+	}
+	return nil
+}
+
+// place appends a record that must not be split, closing the block first
+// when it does not fit.
+func (w *SessionWriter) place(rec []byte) error {
+	if len(rec) > w.blockRaw-len(w.cur) {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	w.cur = append(w.cur, rec...)
+	return nil
+}
+
+// flush hands the current block to the pipeline.
+func (w *SessionWriter) flush() error {
+	if len(w.cur) == 0 {
+		return nil
+	}
+	j := &job{
+		h:      BlockHeader{Kind: KindData, SessionID: w.info.SessionID, Seq: w.curSeq},
+		plain:  w.cur,
+		counts: partCounts{w.entries.Load(), w.files.Load(), w.content.Load()},
+		ready:  make(chan struct{}),
+	}
+	w.cur = w.getPlain()
+	w.curSeq++
+	select {
+	case w.queue <- j:
+	case <-w.done:
+		return w.failure()
+	}
+	select {
+	case w.jobs <- j:
+	case <-w.done:
+		return w.failure()
+	}
+	return nil
+}
+
+// Progress may be called at any time, from any goroutine.
+func (w *SessionWriter) Progress() Progress {
+	return Progress{
+		Entries: w.entries.Load(), Files: w.files.Load(), ContentBytes: w.content.Load(),
+		StreamBytes: w.streamed.Load(), StoredBytes: w.stored.Load(), Blocks: w.blocks.Load(),
+	}
+}
+
+// Close writes the last data block, the index trailer and the final
+// PartEnd, pads and syncs. Only after it returns is the session durable.
+// On error the writer is aborted; the caller rolls the volumes back.
+func (w *SessionWriter) Close() (*SessionResult, error) {
+	if w.closed.Load() {
+		return nil, ErrWriterClosed
+	}
+	res, err := w.close()
+	if err != nil {
+		w.fail(err)
+		w.Abort()
+		return nil, err
+	}
+	return res, nil
+}
+
+func (w *SessionWriter) close() (*SessionResult, error) {
+	if err := w.failure(); err != nil {
+		return nil, err
+	}
+	if w.open != nil {
+		return nil, w.streamErr("entry %q has no FileEnd at Close", w.open.Path)
+	}
+	if err := w.flush(); err != nil {
+		return nil, err
+	}
+	close(w.jobs)
+	close(w.queue)
+	w.wg.Wait()
+	if err := w.failure(); err != nil {
+		return nil, err
+	}
+	segs, err := w.buildIndex()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.vw.writeIndex(segs, partCounts{w.entries.Load(), w.files.Load(), w.content.Load()}); err != nil {
+		return nil, err
+	}
+	w.closed.Store(true)
+	w.spill.close()
+	p := w.Progress()
+	return &SessionResult{
+		Parts: w.vw.parts, Segments: segs,
+		Entries: p.Entries, Files: p.Files, ContentBytes: p.ContentBytes,
+		StreamBytes: p.StreamBytes, StoredBytes: p.StoredBytes, Blocks: p.Blocks,
+	}, nil
+}
+
+// segmentBytes sizes index segments so that one, whose last entry may
+// overshoot by a whole FileHeader, still stays below the block raw size.
+func (w *SessionWriter) segmentBytes() int {
+	return min(fileindex.DefaultSegmentBytes, w.blockRaw-MaxHeaderBody-4096)
+}
+
+// buildIndex reads the spilled entries back, sets each one's stream
+// offset from the seq table, and encodes the segments.
+func (w *SessionWriter) buildIndex() ([]fileindex.Segment, error) {
+	next, err := w.spill.entries()
+	if err != nil {
+		return nil, fmt.Errorf("session %s: build index: %w", w.info.SessionID, err)
+	}
+	b := fileindex.NewSegmentBuilder(w.segmentBytes())
+	var segs []fileindex.Segment
+	for {
+		e, ok, err := next()
+		if err != nil {
+			return nil, fmt.Errorf("session %s: build index: %w", w.info.SessionID, err)
+		}
+		if !ok {
+			break
+		}
+		e.Loc.Off = w.vw.offsets[e.Loc.Seq]
+		if err := b.Add(&e); err != nil {
+			return nil, fmt.Errorf("session %s: build index: %w", w.info.SessionID, err)
+		}
+		if b.Full() {
+			segs = append(segs, b.Flush())
+		}
+	}
+	if s := b.Flush(); s.Count > 0 {
+		segs = append(segs, s)
+	}
+	return segs, nil
+}
+
+// Abort stops the workers and returns once nothing more will be written.
+// What was written stays; the caller truncates it. Safe to call more than
+// once and after Close.
+func (w *SessionWriter) Abort() {
+	w.doneOnce.Do(func() { close(w.done) })
+	w.wg.Wait()
+	w.closed.Store(true)
+	w.spill.close()
+}
