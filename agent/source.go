@@ -1,0 +1,446 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
+)
+
+// BatchSize is about how many bytes of whole records Source hands to Emit
+// at a time: large enough that per-batch costs (a frame, a syscall) vanish,
+// small enough to keep a data-port frame well under dataplane.MaxFrame.
+const BatchSize = 1 << 20
+
+// MaxWarnings is how many warnings stats keep; more are only counted, so a
+// tree of a million unreadable files cannot exhaust memory.
+const MaxWarnings = 1000
+
+// Warning is one problem that did not stop a backup or a restore.
+type Warning struct {
+	Path string `json:"path"`
+	Err  string `json:"error"`
+}
+
+// Read errors of a file's content; the file is sent with what was read and
+// a FileEnd with volume.EndReadError.
+var (
+	ErrFileShrank   = errors.New("the file shrank while it was read: its content is incomplete")
+	ErrFileGrew     = errors.New("the file grew while it was read: only its size at the walk was read")
+	ErrFileReplaced = errors.New("the file was replaced by another between the walk and the read")
+)
+
+// SourceOptions configures a Source.
+type SourceOptions struct {
+	Walk WalkOptions
+	// Base is the tree of the level's base backup in index order: the
+	// last backup of any level for an incremental, the last full for a
+	// differential. Nil makes a full backup: everything is sent.
+	Base fileindex.Iterator
+	// Emit receives the stream, as batches of whole records of at most
+	// about BatchSize bytes, in order, from one goroutine at a time. The
+	// batch is reused once Emit returns, so Emit must not keep it. An
+	// error from Emit stops the backup and is returned by Run.
+	Emit func(batch []byte) error
+	// Logger gets the warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// SourceStats counts what a Source did so far.
+type SourceStats struct {
+	Entries   int64 `json:"entries"`   // entries sent (FileHeaders), tombstones included
+	Files     int64 `json:"files"`     // regular files sent with their content
+	Dirs      int64 `json:"dirs"`      // directories sent
+	Unchanged int64 `json:"unchanged"` // entries equal to the base, not sent
+	Deleted   int64 `json:"deleted"`   // tombstones sent
+	Bytes     int64 `json:"bytes"`     // content bytes read from files
+	// Incomplete counts files sent with volume.EndReadError.
+	Incomplete int64 `json:"incomplete"`
+	// Warnings are the first MaxWarnings of WarningCount.
+	Warnings     []Warning `json:"warnings,omitempty"`
+	WarningCount int64     `json:"warning_count"`
+}
+
+// Source produces the data stream of a file-level backup: for each entry
+// to send, a FileHeader record (the fileindex entry without location and
+// hash), for a regular file its content in Data records, and a FileEnd.
+// The storage node builds the backup's index from the FileHeaders.
+type Source struct {
+	opts SourceOptions
+	log  *slog.Logger
+
+	entries, files, dirs, unchanged, deleted, bytes, incomplete atomic.Int64
+	mu                                                          sync.Mutex
+	warnings                                                    []Warning
+	warnCount                                                   int64
+
+	// Used by Run's goroutine only.
+	ran    bool
+	batch  []byte
+	hdr    []byte
+	sum    hash.Hash
+	sumBuf [sha256.Size]byte
+}
+
+// NewSource checks opts and prepares a Source.
+func NewSource(opts SourceOptions) (*Source, error) {
+	if opts.Emit == nil {
+		return nil, errors.New("agent source: Emit is nil")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Source{opts: opts, log: log}, nil
+}
+
+// Stats may be called at any time, also while Run runs, for progress.
+func (s *Source) Stats() SourceStats {
+	st := SourceStats{
+		Entries: s.entries.Load(), Files: s.files.Load(), Dirs: s.dirs.Load(),
+		Unchanged: s.unchanged.Load(), Deleted: s.deleted.Load(), Bytes: s.bytes.Load(),
+		Incomplete: s.incomplete.Load(),
+	}
+	s.mu.Lock()
+	st.Warnings = append([]Warning(nil), s.warnings...)
+	st.WarningCount = s.warnCount
+	s.mu.Unlock()
+	return st
+}
+
+func (s *Source) warn(p string, err error) {
+	s.mu.Lock()
+	s.warnCount++
+	if len(s.warnings) < MaxWarnings {
+		s.warnings = append(s.warnings, Warning{Path: p, Err: err.Error()})
+	}
+	s.mu.Unlock()
+	s.log.Warn("backup warning", "path", p, "err", err)
+	if s.opts.Walk.Warn != nil {
+		s.opts.Walk.Warn(p, err)
+	}
+}
+
+// Run walks, compares with the base and emits the whole stream. It runs
+// once. Warnings do not make it fail; a missing path, a base that cannot be
+// read, an error from Emit or ctx ending do.
+func (s *Source) Run(ctx context.Context) error {
+	if s.ran {
+		return errors.New("agent source: Run called twice")
+	}
+	s.ran = true
+	wopts := s.opts.Walk
+	wopts.Warn = s.warn
+	w, err := newWalker(ctx, wopts)
+	if err != nil {
+		return err
+	}
+	s.batch = make([]byte, 0, BatchSize+1) // +1: the probe byte of readRange
+	s.hdr = make([]byte, 0, 4096)
+	s.sum = sha256.New()
+	if err := runChanges(w, s.opts.Base, s.send); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+func (s *Source) flush() error {
+	if len(s.batch) == 0 {
+		return nil
+	}
+	if err := s.opts.Emit(s.batch); err != nil {
+		return fmt.Errorf("send backup stream: %w", err)
+	}
+	s.batch = s.batch[:0]
+	return nil
+}
+
+// reserve makes room for a record of up to n bytes, so that records never
+// straddle two batches.
+func (s *Source) reserve(n int) error {
+	if len(s.batch) > 0 && len(s.batch)+n > BatchSize {
+		return s.flush()
+	}
+	return nil
+}
+
+func (s *Source) send(n *node, c Change) error {
+	if c == Unchanged {
+		s.unchanged.Add(1)
+		return nil
+	}
+	e := n.e
+	if err := s.appendHeader(e); err != nil {
+		return err
+	}
+	s.entries.Add(1)
+	switch e.Type {
+	case fileindex.TypeDeleted:
+		s.deleted.Add(1)
+	case fileindex.TypeDir:
+		s.dirs.Add(1)
+	case fileindex.TypeFile:
+		s.files.Add(1)
+		return s.sendContent(n)
+	}
+	return s.appendEnd(volume.EndOK, false)
+}
+
+func (s *Source) appendHeader(e *fileindex.Entry) error {
+	s.hdr = fileindex.AppendEntry(s.hdr[:0], e)
+	if len(s.hdr) > volume.MaxHeaderBody {
+		// The index entry must fit one header record; the content
+		// matters more than oversized attributes.
+		s.warn(e.Path, fmt.Errorf("extended attributes not backed up: with them the entry takes %d bytes, more than the %d a stream header holds", len(s.hdr), volume.MaxHeaderBody))
+		xs := e.Xattrs
+		e.Xattrs = nil
+		s.hdr = fileindex.AppendEntry(s.hdr[:0], e)
+		e.Xattrs = xs
+		if len(s.hdr) > volume.MaxHeaderBody {
+			return fmt.Errorf("entry %q takes %d bytes without its extended attributes, more than a stream header holds", e.Path, len(s.hdr))
+		}
+	}
+	if err := s.reserve(1 + binary.MaxVarintLen64 + len(s.hdr)); err != nil {
+		return err
+	}
+	s.batch = volume.AppendRecord(s.batch, volume.RecFileHeader, s.hdr)
+	return nil
+}
+
+// appendEnd closes the entry; withHash adds the SHA-256 of what was sent.
+func (s *Source) appendEnd(status uint8, withHash bool) error {
+	if err := s.reserve(2 + 1 + sha256.Size); err != nil {
+		return err
+	}
+	var h []byte
+	if withHash {
+		h = s.sum.Sum(s.sumBuf[:0])
+	}
+	s.batch = volume.AppendFileEnd(s.batch, status, h)
+	return nil
+}
+
+// openFile opens a walked file without following a symlink that replaced
+// it, and without touching its atime where the kernel lets us (the owner or
+// root), so that a backup does not change what the next one sees.
+func openFile(n *node) (int, error) {
+	flags := unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NOCTTY
+	for {
+		fd, err := unix.Openat(n.dirfd, n.name, flags|unix.O_NOATIME, 0)
+		if errors.Is(err, unix.EPERM) {
+			fd, err = unix.Openat(n.dirfd, n.name, flags, 0)
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// sendContent sends a regular file's Data records and its FileEnd. A file
+// that cannot be read whole is sent with what was read, a warning, and a
+// FileEnd with EndReadError whose hash covers the content up to the end of
+// its last Data record (holes as zeros), which is what a restore rebuilds.
+func (s *Source) sendContent(n *node) error {
+	e := n.e
+	s.sum.Reset()
+	if e.Size == 0 {
+		return s.appendEnd(volume.EndOK, true)
+	}
+	readErr := func(err error) error {
+		s.warn(e.Path, err)
+		s.incomplete.Add(1)
+		return s.appendEnd(volume.EndReadError, true)
+	}
+	fd, err := openFile(n)
+	if err != nil {
+		return readErr(fmt.Errorf("content not backed up: open: %w", err))
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return readErr(fmt.Errorf("content not backed up: fstat: %w", err))
+	}
+	if st.Ino != e.Inode || st.Dev != e.Dev {
+		return readErr(ErrFileReplaced)
+	}
+	if n.blocks*512 < e.Size {
+		err = s.sendSparse(fd, e)
+	} else {
+		_, err = s.readRange(fd, 0, e.Size, true)
+	}
+	if re := (*readError)(nil); errors.As(err, &re) {
+		return readErr(re.err)
+	}
+	if err != nil {
+		return err
+	}
+	return s.appendEnd(volume.EndOK, true)
+}
+
+// readError is a problem with a file's content, which makes the file
+// incomplete, as opposed to an error of Emit, which stops the backup.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
+
+// sendSparse sends only the data regions of a file with holes (fewer
+// blocks than its size), found with SEEK_DATA and SEEK_HOLE: the holes are
+// never read, and hashed as the zeros they read as.
+func (s *Source) sendSparse(fd int, e *fileindex.Entry) error {
+	off := int64(0)
+	for off < e.Size {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // a hole up to the end
+		}
+		if err != nil {
+			return &readError{fmt.Errorf("seek data at offset %d: %w", off, err)}
+		}
+		if data >= e.Size {
+			break
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return &readError{fmt.Errorf("seek hole at offset %d: %w", data, err)}
+		}
+		hole = min(hole, e.Size)
+		hashZeros(s.sum, data-off)
+		if _, err := s.readRange(fd, data, hole, false); err != nil {
+			return err
+		}
+		off = hole
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &readError{fmt.Errorf("fstat: %w", err)}
+	}
+	switch {
+	case st.Size < e.Size:
+		return &readError{ErrFileShrank}
+	case st.Size > e.Size:
+		return &readError{ErrFileGrew}
+	}
+	// Only a complete file's hash covers a trailing hole: an incomplete
+	// one's ends with its last Data record, as its restored copy does.
+	hashZeros(s.sum, e.Size-off)
+	return nil
+}
+
+var zeros [64 << 10]byte
+
+func hashZeros(h io.Writer, n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		h.Write(zeros[:k])
+		n -= k
+	}
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+// putDataHeader writes the head of a Data record carrying n bytes at off
+// into b (as volume.AppendDataRecord would) and returns its length.
+func putDataHeader(b []byte, off int64, n int) int {
+	b[0] = byte(volume.RecData)
+	k := 1 + binary.PutUvarint(b[1:], uint64(uvarintLen(uint64(off))+n))
+	return k + binary.PutUvarint(b[k:], uint64(off))
+}
+
+// readRange reads [off, end) of the file straight into the batch as Data
+// records, hashing it as it goes, in records of volume.MaxDataBody: one
+// pread per record, no copy. With probe, the last read asks for one byte
+// more than the file should hold, which tells a file that grew without a
+// further syscall. It returns how many bytes were read.
+func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
+	start := off
+	for off < end {
+		n := int(min(end-off, volume.MaxDataBody))
+		if err := s.reserve(1 + 2*binary.MaxVarintLen64 + n); err != nil {
+			return off - start, err
+		}
+		ask := n
+		last := off+int64(n) == end
+		if probe && last {
+			ask++
+		}
+		rec := len(s.batch)
+		var head [1 + 2*binary.MaxVarintLen64]byte
+		h := putDataHeader(head[:], off, n)
+		if need := rec + h + ask; need > cap(s.batch) {
+			s.batch = append(s.batch[:cap(s.batch)], make([]byte, need-cap(s.batch))...)[:rec]
+		}
+		buf := s.batch[rec+h : rec+h+ask]
+		got, err := preadFull(fd, buf, off, n)
+		grew := got > n
+		if grew {
+			got = n
+		}
+		if got != n {
+			// Short: the record is smaller than planned, and so may be
+			// its length varint.
+			h2 := putDataHeader(head[:], off, got)
+			copy(s.batch[rec+h2:rec+h2+got], buf[:got])
+			h = h2
+		}
+		copy(s.batch[rec:rec+h], head[:h])
+		if got > 0 {
+			s.batch = s.batch[:rec+h+got]
+			s.sum.Write(s.batch[rec+h:])
+			s.bytes.Add(int64(got))
+		}
+		off += int64(got)
+		switch {
+		case err != nil:
+			return off - start, &readError{fmt.Errorf("read at offset %d: %w", off, err)}
+		case got < n:
+			return off - start, &readError{ErrFileShrank}
+		case grew:
+			return off - start, &readError{ErrFileGrew}
+		}
+	}
+	return off - start, nil
+}
+
+// preadFull reads into buf at off until buf is full, the end of the file,
+// or an error; a read that ends at or past want bytes is taken as the end,
+// which saves the extra read that would only return 0.
+func preadFull(fd int, buf []byte, off int64, want int) (int, error) {
+	got := 0
+	for got < len(buf) {
+		k, err := unix.Pread(fd, buf[got:], off+int64(got))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return got, err
+		}
+		if k == 0 {
+			return got, nil
+		}
+		got += k
+		if got >= want && got < len(buf) {
+			return got, nil
+		}
+	}
+	return got, nil
+}
