@@ -1,0 +1,749 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
+)
+
+// RestoreOptions configures a Restorer.
+type RestoreOptions struct {
+	// Root is the directory to restore into: the entry /srv/data/x lands
+	// at Root/srv/data/x. It is created, with its parents, when the first
+	// entry arrives.
+	Root string
+	// Force allows a Root that exists and is not empty; restored entries
+	// then replace what is in their way.
+	Force bool
+	// Logger gets warnings and damage; nil discards them.
+	Logger *slog.Logger
+}
+
+// TargetNotEmptyError refuses to restore into a directory that holds
+// something, so a restore never mixes with or overwrites files by accident.
+type TargetNotEmptyError struct{ Root string }
+
+func (e *TargetNotEmptyError) Error() string {
+	return fmt.Sprintf("restore target %s is not empty; choose an empty directory or pass --force", e.Root)
+}
+
+// Damage is an entry that was not restored because its data was lost or
+// does not match its hash.
+type Damage struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// RestoreStats counts what a Restorer did so far.
+type RestoreStats struct {
+	Files    int64 `json:"files"`    // regular files restored
+	Dirs     int64 `json:"dirs"`     // directories restored
+	Links    int64 `json:"links"`    // symlinks and hard links restored
+	Specials int64 `json:"specials"` // fifos and devices restored
+	Bytes    int64 `json:"bytes"`    // content bytes written
+	// Damaged are the first MaxWarnings of DamagedCount.
+	Damaged      []Damage `json:"damaged,omitempty"`
+	DamagedCount int64    `json:"damaged_count"`
+	// Warnings are the first MaxWarnings of WarningCount: metadata that
+	// could not be applied, entries refused or left out.
+	Warnings     []Warning `json:"warnings,omitempty"`
+	WarningCount int64     `json:"warning_count"`
+}
+
+// Restorer writes the records of a restore stream to disk. Record,
+// Records, Damaged and Finish are called from one goroutine; Stats from
+// any.
+//
+// An error from Record is fatal to the restore (the stream is malformed, or
+// the target cannot be written, as when the disk is full); a problem with
+// one entry is a warning or a damage, and the restore goes on. Call Finish
+// also after a failed stream: it removes the partial file of an entry left
+// open and applies what it can.
+type Restorer struct {
+	opts  RestoreOptions
+	log   *slog.Logger
+	root  string
+	owner bool // running as root: restore owners and devices
+
+	rootFd   int // -1 until the first entry creates the root
+	dirPath  string
+	dirFd    int // the last parent directory, open; -1 when none
+	cur      *current
+	skipping bool // drop records until the next FileHeader
+	tmpSeq   uint64
+	sum      hash.Hash
+	sumBuf   [sha256.Size]byte
+
+	dirs     []dirMeta
+	links    []linkReq
+	linkable map[string]bool   // restored files that have further names
+	damaged  map[string]string // path -> reason
+
+	files, dirsN, linksN, specials, bytes atomic.Int64
+	mu                                    sync.Mutex
+	damage                                []Damage
+	damageCount                           int64
+	warnings                              []Warning
+	warnCount                             int64
+}
+
+// current is the entry between its FileHeader and its FileEnd.
+type current struct {
+	e       fileindex.Entry
+	fd      int    // the temporary file of a regular file; -1 otherwise
+	tmp     string // its name in dirfd
+	dirfd   int
+	name    string
+	hashed  int64 // content hashed so far, from offset 0
+	end     int64 // end of the last Data record
+	badData string
+}
+
+type dirMeta struct {
+	path         string
+	mode         uint32
+	atime, mtime int64
+	xattrs       []fileindex.Xattr
+}
+
+type linkReq struct{ path, target string }
+
+// NewRestorer checks the target and prepares a restore into it.
+func NewRestorer(opts RestoreOptions) (*Restorer, error) {
+	if opts.Root == "" {
+		return nil, errors.New("restore target is empty: give the directory to restore into")
+	}
+	root, err := filepath.Abs(opts.Root)
+	if err != nil {
+		return nil, fmt.Errorf("restore target %s: %w", opts.Root, err)
+	}
+	fi, err := os.Stat(root)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("restore target %s: %w", root, err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("restore target %s exists and is not a directory; choose a directory", root)
+	case !opts.Force:
+		f, err := os.Open(root)
+		if err != nil {
+			return nil, fmt.Errorf("restore target %s: %w", root, err)
+		}
+		names, _ := f.Readdirnames(1)
+		f.Close()
+		if len(names) > 0 {
+			return nil, &TargetNotEmptyError{Root: root}
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Restorer{
+		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
+		rootFd: -1, dirFd: -1, sum: sha256.New(),
+		linkable: map[string]bool{}, damaged: map[string]string{},
+	}, nil
+}
+
+// Stats may be called at any time, also during the restore, for progress.
+func (r *Restorer) Stats() RestoreStats {
+	st := RestoreStats{
+		Files: r.files.Load(), Dirs: r.dirsN.Load(), Links: r.linksN.Load(),
+		Specials: r.specials.Load(), Bytes: r.bytes.Load(),
+	}
+	r.mu.Lock()
+	st.Damaged = slices.Clone(r.damage)
+	st.DamagedCount = r.damageCount
+	st.Warnings = slices.Clone(r.warnings)
+	st.WarningCount = r.warnCount
+	r.mu.Unlock()
+	return st
+}
+
+func (r *Restorer) warn(p string, err error) {
+	r.mu.Lock()
+	r.warnCount++
+	if len(r.warnings) < MaxWarnings {
+		r.warnings = append(r.warnings, Warning{Path: p, Err: err.Error()})
+	}
+	r.mu.Unlock()
+	r.log.Warn("restore warning", "path", p, "err", err)
+}
+
+// Damaged marks an entry whose data was lost, as the storage node reports
+// for a corrupt block: if it is the entry being written, its partial file
+// is removed and its remaining records are dropped. The entry is reported
+// in the stats.
+func (r *Restorer) Damaged(p, reason string) {
+	if r.cur != nil && r.cur.e.Path == p {
+		r.discard()
+		r.skipping = true
+	}
+	r.markDamaged(p, reason)
+}
+
+func (r *Restorer) markDamaged(p, reason string) {
+	if _, dup := r.damaged[p]; dup {
+		return
+	}
+	r.damaged[p] = reason
+	r.mu.Lock()
+	r.damageCount++
+	if len(r.damage) < MaxWarnings {
+		r.damage = append(r.damage, Damage{Path: p, Reason: reason})
+	}
+	r.mu.Unlock()
+	r.log.Error("entry not restored: damaged", "path", p, "reason", reason)
+}
+
+// Records feeds a batch of whole records, as a Records frame carries them.
+func (r *Restorer) Records(batch []byte) error {
+	for len(batch) > 0 {
+		t, body, n, err := volume.ParseRecord(batch)
+		if err != nil {
+			return fmt.Errorf("restore stream: %w", err)
+		}
+		if err := r.Record(t, body); err != nil {
+			return err
+		}
+		batch = batch[n:]
+	}
+	return nil
+}
+
+// Record consumes one record, in stream order: per entry a FileHeader,
+// Data records for a regular file, and a FileEnd, which applies the entry.
+func (r *Restorer) Record(t volume.RecordType, body []byte) error {
+	switch t {
+	case volume.RecFileHeader:
+		if r.cur != nil {
+			r.markDamaged(r.cur.e.Path, "its FileEnd was lost: the stream moved on inside the entry")
+			r.discard()
+		}
+		r.skipping = false
+		e, err := fileindex.DecodeEntry(body)
+		if err != nil {
+			return fmt.Errorf("restore stream: FileHeader: %w", err)
+		}
+		return r.begin(&e)
+	case volume.RecData:
+		if r.skipping {
+			return nil
+		}
+		if r.cur == nil || r.cur.fd < 0 {
+			return fmt.Errorf("restore stream: %w: a Data record outside a regular file's records", volume.ErrBadRecord)
+		}
+		off, data, err := volume.DecodeData(body)
+		if err != nil {
+			return fmt.Errorf("restore stream: %s: %w", r.cur.e.Path, err)
+		}
+		return r.write(off, data)
+	case volume.RecFileEnd:
+		if r.skipping {
+			r.skipping = false
+			return nil
+		}
+		if r.cur == nil {
+			return fmt.Errorf("restore stream: %w: a FileEnd without its FileHeader", volume.ErrBadRecord)
+		}
+		status, sum, err := volume.DecodeFileEnd(body)
+		if err != nil {
+			return fmt.Errorf("restore stream: %s: %w", r.cur.e.Path, err)
+		}
+		return r.end(status, sum)
+	}
+	return fmt.Errorf("restore stream: %w: record type %d", volume.ErrBadRecord, t)
+}
+
+// cleanEntryPath reports whether p names a path inside the target: absolute,
+// clean, with no "..", so Root+p cannot climb out of Root.
+func cleanEntryPath(p string) bool {
+	return strings.HasPrefix(p, "/") && path.Clean(p) == p && !strings.ContainsRune(p, 0)
+}
+
+func (r *Restorer) begin(e *fileindex.Entry) error {
+	if e.Type == fileindex.TypeDeleted {
+		r.skipping = true // a restore brings back a tree; a tombstone has nothing to write
+		return nil
+	}
+	if !cleanEntryPath(e.Path) || (e.Path == "/" && e.Type != fileindex.TypeDir) {
+		r.warn(e.Path, errors.New("refused: the path is not clean and absolute, it could escape the restore target"))
+		r.skipping = true
+		return nil
+	}
+	if err := r.ensureRoot(); err != nil {
+		return err
+	}
+	c := &current{e: *e, fd: -1, dirfd: -1}
+	if e.Path != "/" {
+		fd, name, err := r.parent(e.Path)
+		if err != nil {
+			r.warn(e.Path, fmt.Errorf("not restored: %w", err))
+			r.skipping = true
+			return nil
+		}
+		c.dirfd, c.name = fd, name
+	}
+	if e.Type == fileindex.TypeFile {
+		for {
+			r.tmpSeq++
+			c.tmp = fmt.Sprintf(".cairn-restore-%d-%d", os.Getpid(), r.tmpSeq)
+			fd, err := unix.Openat(c.dirfd, c.tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+			if errors.Is(err, unix.EEXIST) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("restore %s: create a temporary file in %s: %w", e.Path, r.full(path.Dir(e.Path)), err)
+			}
+			c.fd = fd
+			break
+		}
+		r.sum.Reset()
+	}
+	r.cur = c
+	return nil
+}
+
+func (r *Restorer) full(p string) string {
+	if p == "/" {
+		return r.root
+	}
+	return r.root + p
+}
+
+// ensureRoot creates the target on the first entry, so a restore that fails
+// before any data (a wrong key, a missing volume) leaves nothing behind. It
+// is created 0700: what lands in it keeps its own modes, and until then
+// nobody else should read it.
+func (r *Restorer) ensureRoot() error {
+	if r.rootFd >= 0 {
+		return nil
+	}
+	if err := os.MkdirAll(r.root, 0o700); err != nil {
+		return fmt.Errorf("create restore target: %w", err)
+	}
+	fd, err := unix.Open(r.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open restore target %s: %w", r.root, err)
+	}
+	r.rootFd = fd
+	return nil
+}
+
+// openDir opens the directory p (an entry path) below the root one
+// component at a time with O_NOFOLLOW, creating what is missing, so a
+// symlink restored earlier (or planted in a forced target) can never lead a
+// later entry outside the root. The caller closes the fd.
+func (r *Restorer) openDir(p string) (int, error) {
+	fd, err := unix.Dup(r.rootFd)
+	if err != nil {
+		return -1, err
+	}
+	if p == "/" {
+		return fd, nil
+	}
+	for comp := range strings.SplitSeq(p[1:], "/") {
+		next, err := unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			// Mode and times of directories with an entry come at
+			// Finish; one without (above a backed-up path) keeps these.
+			if err = unix.Mkdirat(fd, comp, 0o755); err == nil || errors.Is(err, unix.EEXIST) {
+				next, err = unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			}
+		}
+		unix.Close(fd)
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return -1, fmt.Errorf("%s in the restore target is not a directory (a symlink or a file is in the way)", r.full(p))
+		}
+		if err != nil {
+			return -1, fmt.Errorf("open directory %s: %w", r.full(p), err)
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
+// parent returns the open directory that holds p, and p's name in it.
+// Entries come grouped by directory, so the last one stays open.
+func (r *Restorer) parent(p string) (int, string, error) {
+	dir, name := path.Split(p)
+	if dir != "/" {
+		dir = dir[:len(dir)-1]
+	}
+	if r.dirFd >= 0 && dir == r.dirPath {
+		return r.dirFd, name, nil
+	}
+	r.closeDir()
+	fd, err := r.openDir(dir)
+	if err != nil {
+		return -1, "", err
+	}
+	r.dirFd, r.dirPath = fd, dir
+	return fd, name, nil
+}
+
+func (r *Restorer) closeDir() {
+	if r.dirFd >= 0 {
+		unix.Close(r.dirFd)
+		r.dirFd, r.dirPath = -1, ""
+	}
+}
+
+func (r *Restorer) write(off int64, data []byte) error {
+	c := r.cur
+	if off < c.hashed {
+		c.badData = fmt.Sprintf("its data records overlap or come out of order at offset %d", off)
+	} else {
+		hashZeros(r.sum, off-c.hashed)
+		r.sum.Write(data)
+		c.hashed = off + int64(len(data))
+	}
+	for done := 0; done < len(data); {
+		n, err := unix.Pwrite(c.fd, data[done:], off+int64(done))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s: write: %w", c.e.Path, err)
+		}
+		done += n
+	}
+	c.end = max(c.end, off+int64(len(data)))
+	r.bytes.Add(int64(len(data)))
+	return nil
+}
+
+// discard drops the entry being written and its temporary file.
+func (r *Restorer) discard() {
+	c := r.cur
+	r.cur = nil
+	if c != nil && c.fd >= 0 {
+		unix.Close(c.fd)
+		unix.Unlinkat(c.dirfd, c.tmp, 0)
+	}
+}
+
+func (r *Restorer) end(status uint8, sum []byte) error {
+	c := r.cur
+	switch c.e.Type {
+	case fileindex.TypeFile:
+		return r.endFile(status, sum)
+	case fileindex.TypeHardlink:
+		if !cleanEntryPath(c.e.Target) || c.e.Target == "/" {
+			r.warn(c.e.Path, fmt.Errorf("hard link refused: its target %q is not a clean absolute path", c.e.Target))
+		} else {
+			// The target may come later (a chain restore reads its
+			// sessions one after another): link at Finish.
+			r.links = append(r.links, linkReq{path: c.e.Path, target: c.e.Target})
+		}
+		r.cur = nil
+		return nil
+	}
+	r.cur = nil
+	return r.makeOther(c)
+}
+
+func (r *Restorer) endFile(status uint8, sum []byte) error {
+	c := r.cur
+	e := &c.e
+	size := e.Size
+	if status != volume.EndOK {
+		// The backup read only part of the file; its content is what
+		// came, and the hash covers just that.
+		size = c.end
+		r.warn(e.Path, errors.New("restored incomplete: the file changed or could not be read during the backup"))
+	}
+	if c.badData == "" && size > c.hashed {
+		hashZeros(r.sum, size-c.hashed) // a trailing hole
+	}
+	got := r.sum.Sum(r.sumBuf[:0])
+	switch {
+	case c.badData != "":
+		r.markDamaged(e.Path, c.badData)
+		r.discard()
+		return nil
+	case len(sum) > 0 && !bytes.Equal(got, sum):
+		r.markDamaged(e.Path, fmt.Sprintf("content does not match its SHA-256 (got %x, want %x)", got, sum))
+		r.discard()
+		return nil
+	}
+	if c.end < size {
+		// Holes stay holes: the size comes from ftruncate, not zeros.
+		if err := unix.Ftruncate(c.fd, size); err != nil {
+			r.discard()
+			return fmt.Errorf("restore %s: truncate: %w", e.Path, err)
+		}
+	}
+	// Owner before mode, since chown clears setuid and setgid; xattrs
+	// after chown, which clears file capabilities (security.capability).
+	if r.owner {
+		if err := unix.Fchown(c.fd, int(e.UID), int(e.GID)); err != nil {
+			r.warn(e.Path, fmt.Errorf("owner not restored: %w", err))
+		}
+	}
+	for _, x := range e.Xattrs {
+		if err := unix.Fsetxattr(c.fd, x.Name, x.Value, 0); err != nil {
+			r.warn(e.Path, fmt.Errorf("extended attribute %s not restored: %w", x.Name, err))
+		}
+	}
+	if err := unix.Fchmod(c.fd, e.Mode&0o7777); err != nil {
+		r.warn(e.Path, fmt.Errorf("mode not restored: %w", err))
+	}
+	if err := unix.UtimesNanoAt(c.dirfd, c.tmp, times(e), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		r.warn(e.Path, fmt.Errorf("times not restored: %w", err))
+	}
+	if err := unix.Close(c.fd); err != nil {
+		c.fd = -1
+		unix.Unlinkat(c.dirfd, c.tmp, 0)
+		r.cur = nil
+		return fmt.Errorf("restore %s: close: %w", e.Path, err)
+	}
+	c.fd = -1
+	err := unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
+	if err != nil && r.clearWay(c.dirfd, c.name) == nil {
+		err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
+	}
+	r.cur = nil
+	if err != nil {
+		unix.Unlinkat(c.dirfd, c.tmp, 0)
+		r.warn(e.Path, fmt.Errorf("not restored: %w", err))
+		return nil
+	}
+	if e.NLink > 1 {
+		r.linkable[e.Path] = true
+	}
+	r.files.Add(1)
+	return nil
+}
+
+func times(e *fileindex.Entry) []unix.Timespec {
+	return []unix.Timespec{unix.NsecToTimespec(e.ATime), unix.NsecToTimespec(e.MTime)}
+}
+
+// clearWay removes what stands at name so an entry can take its place: a
+// non-directory, or an empty directory. A directory with content stays,
+// and the entry is not restored.
+//
+// The open parent directory is never below what is cleared: parent() moved
+// it to the entry's own parent.
+func (r *Restorer) clearWay(dirfd int, name string) error {
+	err := unix.Unlinkat(dirfd, name, 0)
+	if errors.Is(err, unix.EISDIR) {
+		err = unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+	}
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return err
+}
+
+// makeOther creates an entry without content: directory, symlink, fifo,
+// device.
+func (r *Restorer) makeOther(c *current) error {
+	e := &c.e
+	full := r.full(e.Path)
+	if e.Type == fileindex.TypeDir {
+		if e.Path != "/" {
+			err := unix.Mkdirat(c.dirfd, c.name, 0o700)
+			if errors.Is(err, unix.EEXIST) {
+				var st unix.Stat_t
+				if unix.Fstatat(c.dirfd, c.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+					err = nil // created as a parent of an entry that came first
+				} else if err = r.clearWay(c.dirfd, c.name); err == nil {
+					err = unix.Mkdirat(c.dirfd, c.name, 0o700)
+				}
+			}
+			if err != nil {
+				r.warn(e.Path, fmt.Errorf("directory not restored: %w", err))
+				return nil
+			}
+		}
+		r.chown(c)
+		// Xattrs, mode and times wait for Finish: restoring the children
+		// changes the mtime, a read-only mode would stop them, and a
+		// default ACL (system.posix_acl_default) would be inherited by
+		// children that never had it.
+		r.dirs = append(r.dirs, dirMeta{path: e.Path, mode: e.Mode & 0o7777, atime: e.ATime, mtime: e.MTime, xattrs: e.Xattrs})
+		r.dirsN.Add(1)
+		return nil
+	}
+	var create func() error
+	switch e.Type {
+	case fileindex.TypeSymlink:
+		create = func() error { return unix.Symlinkat(e.Target, c.dirfd, c.name) }
+	case fileindex.TypeFifo:
+		create = func() error { return unix.Mknodat(c.dirfd, c.name, unix.S_IFIFO|0o600, 0) }
+	case fileindex.TypeCharDev, fileindex.TypeBlockDev:
+		if !r.owner {
+			r.warn(e.Path, errors.New("device not restored: creating devices needs root"))
+			return nil
+		}
+		kind := uint32(unix.S_IFCHR)
+		if e.Type == fileindex.TypeBlockDev {
+			kind = unix.S_IFBLK
+		}
+		create = func() error { return unix.Mknodat(c.dirfd, c.name, kind|0o600, int(e.Rdev)) }
+	default:
+		r.warn(e.Path, fmt.Errorf("not restored: unknown entry type %s", e.Type))
+		return nil
+	}
+	err := create()
+	if errors.Is(err, unix.EEXIST) {
+		if err = r.clearWay(c.dirfd, c.name); err == nil {
+			err = create()
+		}
+	}
+	if err != nil {
+		r.warn(e.Path, fmt.Errorf("%s not restored: %w", e.Type, err))
+		return nil
+	}
+	r.chown(c)
+	for _, x := range e.Xattrs {
+		if err := unix.Lsetxattr(full, x.Name, x.Value, 0); err != nil {
+			r.warn(e.Path, fmt.Errorf("extended attribute %s not restored: %w", x.Name, err))
+		}
+	}
+	if e.Type != fileindex.TypeSymlink {
+		// After chown, which clears setuid and setgid. The entry was
+		// just created by us, not a symlink, so following is safe.
+		if err := unix.Fchmodat(c.dirfd, c.name, e.Mode&0o7777, 0); err != nil {
+			r.warn(e.Path, fmt.Errorf("mode not restored: %w", err))
+		}
+	}
+	if err := unix.UtimesNanoAt(c.dirfd, c.name, times(e), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		r.warn(e.Path, fmt.Errorf("times not restored: %w", err))
+	}
+	if e.Type == fileindex.TypeSymlink {
+		r.linksN.Add(1)
+	} else {
+		r.specials.Add(1)
+	}
+	return nil
+}
+
+func (r *Restorer) chown(c *current) {
+	e := &c.e
+	if !r.owner {
+		return
+	}
+	var err error
+	if e.Path == "/" {
+		err = unix.Fchown(r.rootFd, int(e.UID), int(e.GID))
+	} else {
+		err = unix.Fchownat(c.dirfd, c.name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		r.warn(e.Path, fmt.Errorf("owner not restored: %w", err))
+	}
+}
+
+// Finish applies what had to wait for the whole stream: hard links (their
+// target may come in a later session) and, children first, the modes and
+// times of directories. It reports an entry left open by the stream as
+// damaged. The Restorer is done after it.
+func (r *Restorer) Finish() (RestoreStats, error) {
+	if r.cur != nil {
+		r.markDamaged(r.cur.e.Path, "the stream ended before its FileEnd")
+		r.discard()
+	}
+	defer func() {
+		r.closeDir()
+		if r.rootFd >= 0 {
+			unix.Close(r.rootFd)
+			r.rootFd = -1
+		}
+	}()
+	for _, l := range r.links {
+		r.link(l)
+	}
+	r.links = nil
+	// Reverse index order puts every directory after all that lies
+	// below it, since a directory's subtree follows it in index order.
+	slices.SortFunc(r.dirs, func(a, b dirMeta) int { return fileindex.Compare(b.path, a.path) })
+	for _, d := range r.dirs {
+		r.finishDir(d)
+	}
+	r.dirs = nil
+	return r.Stats(), nil
+}
+
+func (r *Restorer) link(l linkReq) {
+	if reason, ok := r.damaged[l.target]; ok {
+		r.markDamaged(l.path, fmt.Sprintf("its hard link target %s was damaged: %s", l.target, reason))
+		return
+	}
+	if !r.linkable[l.target] {
+		r.warn(l.path, fmt.Errorf("hard link not restored: its target %s was not restored", l.target))
+		return
+	}
+	tdir, tname := path.Split(l.target)
+	tfd, err := r.openDir(path.Clean(tdir))
+	if err != nil {
+		r.warn(l.path, fmt.Errorf("hard link not restored: %w", err))
+		return
+	}
+	defer unix.Close(tfd)
+	dirfd, name, err := r.parent(l.path)
+	if err != nil {
+		r.warn(l.path, fmt.Errorf("hard link not restored: %w", err))
+		return
+	}
+	// linkat without AT_SYMLINK_FOLLOW links the name itself, never
+	// what a symlink put in its place would point to.
+	err = unix.Linkat(tfd, tname, dirfd, name, 0)
+	if errors.Is(err, unix.EEXIST) {
+		if err = r.clearWay(dirfd, name); err == nil {
+			err = unix.Linkat(tfd, tname, dirfd, name, 0)
+		}
+	}
+	if err != nil {
+		r.warn(l.path, fmt.Errorf("hard link to %s not restored: %w", l.target, err))
+		return
+	}
+	r.linksN.Add(1)
+}
+
+func (r *Restorer) finishDir(d dirMeta) {
+	fd := r.rootFd
+	if d.path != "/" {
+		dirfd, name, err := r.parent(d.path)
+		if err != nil {
+			r.warn(d.path, fmt.Errorf("directory mode and times not restored: %w", err))
+			return
+		}
+		fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			r.warn(d.path, fmt.Errorf("directory mode and times not restored: %w", err))
+			return
+		}
+		defer unix.Close(fd)
+	}
+	for _, x := range d.xattrs {
+		if err := unix.Fsetxattr(fd, x.Name, x.Value, 0); err != nil {
+			r.warn(d.path, fmt.Errorf("extended attribute %s not restored: %w", x.Name, err))
+		}
+	}
+	if err := unix.Fchmod(fd, d.mode); err != nil {
+		r.warn(d.path, fmt.Errorf("mode not restored: %w", err))
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(d.atime), unix.NsecToTimespec(d.mtime)}
+	if err := unix.UtimesNanoAt(fd, ".", ts, 0); err != nil {
+		r.warn(d.path, fmt.Errorf("times not restored: %w", err))
+	}
+}
