@@ -274,3 +274,7 @@ func indexEntries(t testing.TB, res *SessionResult) []fileindex.Entry {
 	}
 	return all
 }
+
+func fileEntry(path string, size int) fileindex.Entry {
+	return fileindex.Entry{Path: path, Type: fileindex.TypeFile, Mode: 0o644, Size: int64(size)}
+}

@@ -186,7 +186,11 @@ type item struct {
 	err    error // from decoding
 	damage *CorruptBlockError
 	fatal  error
-	ready  chan struct{}
+	// partEnd marks the end of a part: the producer goes on to the next
+	// volume only when the consumer reads past it, so a read that ends on
+	// this volume never opens (or, on tape, mounts) the next one.
+	partEnd bool
+	ready   chan struct{}
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
@@ -196,6 +200,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 type cursor struct {
 	cancel context.CancelFunc
 	order  chan *item
+	more   chan struct{} // the consumer read a partEnd marker
 	wg     sync.WaitGroup
 	pos    uint64 // stream offset of the block after the last one delivered
 }
@@ -210,6 +215,19 @@ func (c *cursor) stop() {
 
 // next returns the next item, nil at the end of the session's stream.
 func (c *cursor) next(ctx context.Context) (*item, error) {
+	for {
+		it, err := c.receive(ctx)
+		if it == nil || !it.partEnd {
+			return it, err
+		}
+		select {
+		case c.more <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (c *cursor) receive(ctx context.Context) (*item, error) {
 	select {
 	case it, ok := <-c.order:
 		if !ok {
@@ -220,7 +238,7 @@ func (c *cursor) next(ctx context.Context) (*item, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if it.damage == nil && it.fatal == nil {
+		if it.damage == nil && it.fatal == nil && !it.partEnd {
 			c.pos = it.stream + uint64(it.h.Size())
 		}
 		return it, nil
@@ -232,14 +250,14 @@ func (c *cursor) next(ctx context.Context) (*item, error) {
 // start opens a cursor at stream offset from, where block seq is expected.
 func (r *SessionReader) start(ctx context.Context, from, seq uint64, exact bool) *cursor {
 	ctx, cancel := context.WithCancel(ctx)
-	c := &cursor{cancel: cancel, order: make(chan *item, 2*r.opts.Workers+2), pos: from}
+	c := &cursor{cancel: cancel, order: make(chan *item, 2*r.opts.Workers+2), more: make(chan struct{}, 1), pos: from}
 	work := make(chan *item, r.opts.Workers)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer close(c.order)
 		defer close(work)
-		r.produce(ctx, from, seq, exact, c.order, work)
+		r.produce(ctx, from, seq, exact, c.order, work, c.more)
 	}()
 	for range r.opts.Workers {
 		op, err := newOpener(r.key, r.session)
@@ -300,7 +318,7 @@ func (r *SessionReader) partAt(stream uint64) int {
 // decoded, damage as reports. It resumes after damage at the next block
 // it can verify. The first block must have seq, or when exact is false
 // any seq from seq on.
-func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact bool, order, work chan<- *item) {
+func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact bool, order, work chan<- *item, more <-chan struct{}) {
 	send := func(it *item) bool {
 		select {
 		case order <- it:
@@ -341,6 +359,16 @@ func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact boo
 	stream := from
 	for pi := r.partAt(from); pi < len(r.parts); pi++ {
 		p := r.parts[pi]
+		if pi > r.partAt(from) {
+			if !send(&item{partEnd: true, ready: closedChan}) {
+				return
+			}
+			select {
+			case <-more:
+			case <-ctx.Done():
+				return
+			}
+		}
 		ra, err := r.volume(p.VolumeID)
 		if err != nil {
 			fatal(err)
@@ -421,9 +449,6 @@ func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact boo
 			br.Reset(io.NewSectionReader(ra, pos, end-pos))
 		}
 		stream = p.StreamEnd
-		if ctx.Err() != nil {
-			return
-		}
 	}
 	flush(0)
 }
