@@ -12,26 +12,26 @@ import (
 type Change uint8
 
 const (
-	// Unchanged: walked, and equal to the base's entry; nothing is sent.
-	Unchanged Change = iota + 1
-	// New: walked, and absent from the base.
-	New
-	// Modified: walked, and different from the base's entry.
-	Modified
-	// Deleted: in the base and in the backup's scope, and no longer
+	// ChangeUnchanged: walked, and equal to the base's entry; nothing is sent.
+	ChangeUnchanged Change = iota + 1
+	// ChangeNew: walked, and absent from the base.
+	ChangeNew
+	// ChangeModified: walked, and different from the base's entry.
+	ChangeModified
+	// ChangeDeleted: in the base and in the backup's scope, and no longer
 	// there; the entry is a TypeDeleted tombstone.
-	Deleted
+	ChangeDeleted
 )
 
 func (c Change) String() string {
 	switch c {
-	case Unchanged:
+	case ChangeUnchanged:
 		return "unchanged"
-	case New:
+	case ChangeNew:
 		return "new"
-	case Modified:
+	case ChangeModified:
 		return "modified"
-	case Deleted:
+	case ChangeDeleted:
 		return "deleted"
 	}
 	return fmt.Sprintf("change(%d)", uint8(c))
@@ -39,14 +39,14 @@ func (c Change) String() string {
 
 // Changes walks opts like Walk and joins the walk with base, the tree of the
 // base backup in index order (a fileindex.Merge of its chain), in one
-// streaming pass: fn gets every walked entry with New, Modified or
-// Unchanged, and a tombstone (Type TypeDeleted, Path only) with Deleted for
-// each base path that the walk no longer finds. A base path outside
+// streaming pass: fn gets every walked entry with ChangeNew, ChangeModified
+// or ChangeUnchanged, and a tombstone (Type TypeDeleted, Path only) with
+// ChangeDeleted for each base path that the walk no longer finds. A base path outside
 // opts.Paths, excluded, or below a directory the walk could not read or did
 // not enter (OneFileSystem) is not taken for deleted. A nil base makes every
-// entry New: a full backup. Memory does not grow with either tree.
+// entry ChangeNew: a full backup. Memory does not grow with either tree.
 //
-// An entry is Modified when its Type, Size, MTime, CTime, Mode, UID, GID,
+// An entry is modified when its Type, Size, MTime, CTime, Mode, UID, GID,
 // Inode or Target (symlink target or hard link's first name) differs: the
 // ctime catches changes of content and of metadata that keep the mtime, and
 // the inode catches a file replaced by another with the same times.
@@ -125,7 +125,7 @@ func (j *joiner) advance() error {
 func (j *joiner) deleteHead() error {
 	if j.head.Type != fileindex.TypeDeleted && j.w.inScope(j.head.Path) {
 		j.tomb = fileindex.Entry{Path: j.head.Path, Type: fileindex.TypeDeleted}
-		if err := j.fn(&node{e: &j.tomb, dirfd: -1}, Deleted); err != nil {
+		if err := j.fn(&node{e: &j.tomb, dirfd: -1}, ChangeDeleted); err != nil {
 			return err
 		}
 	}
@@ -146,12 +146,12 @@ func (j *joiner) visit(n *node) error {
 	if err := j.deleteBefore(n.e.Path); err != nil {
 		return err
 	}
-	c := New
+	c := ChangeNew
 	if j.ok && j.head.Path == n.e.Path {
 		if j.head.Type != fileindex.TypeDeleted {
-			c = Modified
+			c = ChangeModified
 			if !Changed(n.e, &j.head) {
-				c = Unchanged
+				c = ChangeUnchanged
 			}
 		}
 		if err := j.advance(); err != nil {

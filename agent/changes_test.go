@@ -20,7 +20,7 @@ func changesOf(t *testing.T, opts WalkOptions, base []fileindex.Entry) map[strin
 	got := map[string]Change{}
 	var order []string
 	err := Changes(context.Background(), opts, fileindex.SliceIterator(base), func(e *fileindex.Entry, c Change) error {
-		if c == Deleted && (e.Type != fileindex.TypeDeleted || e.Size != 0 || e.MTime != 0) {
+		if c == ChangeDeleted && (e.Type != fileindex.TypeDeleted || e.Size != 0 || e.MTime != 0) {
 			t.Fatalf("tombstone %+v", e)
 		}
 		if _, dup := got[e.Path]; dup {
@@ -56,7 +56,7 @@ func TestChanges(t *testing.T) {
 		t.Fatalf("nothing changed, yet %v", got)
 	} else {
 		for p, c := range got {
-			if c != Unchanged {
+			if c != ChangeUnchanged {
 				t.Fatalf("nothing changed, yet %s is %s", p, c)
 			}
 		}
@@ -75,18 +75,18 @@ func TestChanges(t *testing.T) {
 	got := changesOf(t, WalkOptions{Paths: []string{r}, Excludes: []string{"cache"}}, base)
 	p := func(s string) string { return filepath.Join(r, s) }
 	want := map[string]Change{
-		r:                      Modified, // its entries changed
-		p("edit"):              Modified,
-		p("gone"):              Deleted,
-		p("meta"):              Modified, // mode
-		p("new"):               New,
-		p("old"):               Deleted,
-		p("old/a"):             Deleted,
-		p("old/b"):             Deleted,
-		p("old/b/c"):           Deleted,
-		p("same"):              Unchanged,
-		p("typechange"):        Modified,
-		p("typechange/inside"): New,
+		r:                      ChangeModified, // its entries changed
+		p("edit"):              ChangeModified,
+		p("gone"):              ChangeDeleted,
+		p("meta"):              ChangeModified, // mode
+		p("new"):               ChangeNew,
+		p("old"):               ChangeDeleted,
+		p("old/a"):             ChangeDeleted,
+		p("old/b"):             ChangeDeleted,
+		p("old/b/c"):           ChangeDeleted,
+		p("same"):              ChangeUnchanged,
+		p("typechange"):        ChangeModified,
+		p("typechange/inside"): ChangeNew,
 		// cache and cache/x are excluded now: not walked, not deleted.
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -138,7 +138,7 @@ func TestChangesWithoutBaseIsFull(t *testing.T) {
 	mustWrite(t, filepath.Join(dir, "f"), nil, 0o644)
 	n := 0
 	err := Changes(context.Background(), WalkOptions{Paths: []string{dir}}, nil, func(e *fileindex.Entry, c Change) error {
-		if c != New {
+		if c != ChangeNew {
 			t.Fatalf("%s: %s", e.Path, c)
 		}
 		n++
@@ -162,7 +162,7 @@ func TestChangesKeepsWhatTheWalkPruned(t *testing.T) {
 	mustWrite(t, filepath.Join(mnt, "inside"), []byte("x"), 0o644)
 	base := walkAll(t, WalkOptions{Paths: []string{dir}})
 	got := changesOf(t, WalkOptions{Paths: []string{dir}, OneFileSystem: true}, base)
-	if want := map[string]Change{dir: Unchanged, mnt: Unchanged}; !reflect.DeepEqual(got, want) {
+	if want := map[string]Change{dir: ChangeUnchanged, mnt: ChangeUnchanged}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }

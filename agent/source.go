@@ -176,7 +176,7 @@ func (s *Source) reserve(n int) error {
 }
 
 func (s *Source) send(n *node, c Change) error {
-	if c == Unchanged {
+	if c == ChangeUnchanged {
 		s.unchanged.Add(1)
 		return nil
 	}
