@@ -1,0 +1,36 @@
+# Cairn's build and test entry points. `make test` is what CI runs.
+GO ?= go
+GOFLAGS ?=
+PKGS := ./...
+
+.PHONY: all build test vet fmt-check deps bench bench-e2e clean
+
+all: build
+
+build:
+	$(GO) build -o bin/cairn ./cmd/cairn
+
+# deps installs what the tests need when it is missing (Debian packages).
+deps:
+	./scripts/install-test-deps.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+# The race detector runs on every package; CAIRN_CI=1 makes a test that
+# lacks a tool fail instead of skipping.
+test: deps fmt-check vet
+	CAIRN_CI=1 $(GO) test -race -timeout 12m $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./media/volume ./fileindex
+
+bench-e2e: build
+	./bench/e2e.sh
+
+clean:
+	rm -rf bin

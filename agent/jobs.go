@@ -1,0 +1,359 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// onBackup accepts a backup order after checking what can be checked at
+// once, so that a path that does not exist fails the command that asked.
+func (a *Agent) onBackup(_ context.Context, _ string, o wire.RunBackup) (wire.Empty, error) {
+	for _, p := range o.Paths {
+		if _, err := os.Lstat(p); err != nil {
+			return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "check the path on the client; give absolute paths",
+				"path %s does not exist on client %s", p, a.cfg.Name)
+		}
+	}
+	a.track(o.JobID, func(ctx context.Context) { a.runBackup(ctx, o) })
+	return wire.Empty{}, nil
+}
+
+// onRestore accepts a restore order once the target is fit to restore into.
+func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.Empty, error) {
+	r, err := NewRestorer(RestoreOptions{Root: o.To, Force: o.Force, Logger: a.log})
+	if err != nil {
+		var ne *TargetNotEmptyError
+		if errors.As(err, &ne) {
+			return wire.Empty{}, wire.Errorf(wire.CodeTargetNotEmpty, "", "%v", err)
+		}
+		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "", "restore target on client %s: %v", a.cfg.Name, err)
+	}
+	a.track(o.JobID, func(ctx context.Context) { a.runRestore(ctx, o, r) })
+	return wire.Empty{}, nil
+}
+
+// dial opens the data connection and presents the ticket.
+func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dataplane.Conn, error) {
+	conn, err := dataplane.Dial(ctx, ep.Addr, ep.CertSHA256)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeUnavailable, "check that the storage node runs and that this client can reach its data port",
+			"client %s cannot reach storage node %s: %v", a.cfg.Name, ep.Node, err)
+	}
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: a.cfg.Name, Version: Version}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("data connection to %s: %w", ep.Node, err)
+	}
+	var acc dataplane.Accept
+	if err := conn.ReadJSON(dataplane.FrameAccept, &acc); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// peerError reads the error a storage node sent before it closed the
+// connection, if any; a write that failed usually has one waiting.
+func peerError(conn *dataplane.Conn, fallback error) error {
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	typ, p, err := conn.ReadFrame()
+	if err == nil && typ == dataplane.FrameError {
+		return dataplane.DecodeJSON(typ, p, dataplane.FrameResult, nil)
+	}
+	return fallback
+}
+
+func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
+	log := a.log.With("job", o.JobID)
+	t0 := time.Now()
+	done := wire.JobDoneReq{JobID: o.JobID}
+	fail := func(err error) {
+		we := wire.AsError(err)
+		if we.Code == wire.CodeInternal {
+			we = wire.Errorf(wire.CodeIO, "", "client %s: %v", a.cfg.Name, err)
+		}
+		log.Warn("backup failed", "err", we.Message)
+		done.Error = we
+		a.metrics.jobs.WithLabelValues("backup", "failed").Inc()
+		a.report(done)
+	}
+	conn, err := a.dial(ctx, o.Node, o.Ticket)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer conn.Close()
+	var base fileindex.Iterator
+	if o.Base != 0 {
+		base = a.baseTree(ctx, o.JobID)
+	}
+	src, err := NewSource(SourceOptions{
+		Walk: WalkOptions{Paths: o.Paths, Excludes: o.Excludes},
+		Base: base,
+		Emit: func(batch []byte) error {
+			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+				return fmt.Errorf("%w: %v", errEmit, err)
+			}
+			return nil
+		},
+		Logger: a.log,
+	})
+	if err != nil {
+		fail(err)
+		return
+	}
+	total := totals{files: o.EstimateFiles, bytes: o.EstimateBytes}
+	if o.Level == "full" {
+		go total.count(ctx, WalkOptions{Paths: o.Paths, Excludes: o.Excludes})
+	}
+	stop := make(chan struct{})
+	go a.progressLoop(stop, func() wire.Progress {
+		st := src.Stats()
+		f, b := total.get()
+		return wire.Progress{JobID: o.JobID, Phase: "streaming", Files: st.Files, Bytes: st.Bytes, TotalFiles: f, TotalBytes: b}
+	})
+	err = src.Run(ctx)
+	close(stop)
+	st := src.Stats()
+	if err != nil {
+		if errors.Is(err, errEmit) {
+			err = peerError(conn, wire.Errorf(wire.CodeAborted, "check the storage node's log; rerun the job",
+				"the connection to storage node %s broke during the backup: %v", o.Node.Node, err))
+		}
+		fail(err)
+		return
+	}
+	end := dataplane.End{Entries: st.Entries, Files: st.Files, Bytes: st.Bytes}
+	for _, w := range st.Warnings {
+		end.Warnings = append(end.Warnings, w.Path+": "+w.Err)
+	}
+	if st.WarningCount > int64(len(st.Warnings)) {
+		end.Warnings = append(end.Warnings, fmt.Sprintf("... and %d more warnings", st.WarningCount-int64(len(st.Warnings))))
+	}
+	if err := conn.WriteJSON(dataplane.FrameEnd, end); err != nil {
+		fail(peerError(conn, fmt.Errorf("end the stream: %w", err)))
+		return
+	}
+	var res dataplane.Result
+	if err := conn.ReadJSON(dataplane.FrameResult, &res); err != nil {
+		var we *wire.Error
+		if !errors.As(err, &we) {
+			err = wire.Errorf(wire.CodeAborted, "check the storage node's log; rerun the job",
+				"storage node %s closed the connection before confirming the backup: %v", o.Node.Node, err)
+		}
+		fail(err)
+		return
+	}
+	log.Info("backup done", "files", st.Files, "bytes", st.Bytes, "took", time.Since(t0))
+	a.metrics.jobs.WithLabelValues("backup", "success").Inc()
+	a.metrics.bytes.WithLabelValues("backup").Add(float64(st.Bytes))
+	a.metrics.files.WithLabelValues("backup").Add(float64(st.Files))
+	done.Files, done.Bytes, done.Warnings = st.Files, st.Bytes, end.Warnings
+	a.report(done)
+}
+
+// errEmit marks a failed write to the data connection: the storage node
+// most likely sent an error frame saying why before it closed.
+var errEmit = errors.New("data connection write failed")
+
+// totals is the expected size of a job, for the progress ETA.
+type totals struct {
+	mu           sync.Mutex
+	files, bytes int64
+}
+
+func (t *totals) get() (int64, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.files, t.bytes
+}
+
+// count walks the tree once more, metadata only, to size a full backup.
+func (t *totals) count(ctx context.Context, opts WalkOptions) {
+	var files, bytes int64
+	err := Walk(ctx, opts, func(e *fileindex.Entry) error {
+		if e.Type == fileindex.TypeFile {
+			files++
+			bytes += e.Size
+		}
+		return nil
+	})
+	if err == nil {
+		t.mu.Lock()
+		t.files, t.bytes = files, bytes
+		t.mu.Unlock()
+	}
+}
+
+// baseTree pages the tree an incremental compares against from the servers.
+func (a *Agent) baseTree(ctx context.Context, job uint64) fileindex.Iterator {
+	var after string
+	done := false
+	var it *lastPathIterator
+	it = &lastPathIterator{it: fileindex.SegmentIterator(func() ([]byte, bool, error) {
+		for !done {
+			var resp wire.BaseTreeResp
+			if err := a.request(ctx, wire.OpBaseTree, wire.BaseTreeReq{JobID: job, After: after}, &resp); err != nil {
+				return nil, false, fmt.Errorf("get the base tree from the servers: %w", err)
+			}
+			done = resp.Done
+			if len(resp.Segment) > 0 {
+				return resp.Segment, true, nil
+			}
+		}
+		return nil, false, nil
+	})}
+	it.onNext = func(p string) { after = p }
+	return it
+}
+
+// lastPathIterator tells its owner the path of each entry it yields, so the
+// next page is asked for after it.
+type lastPathIterator struct {
+	it     fileindex.Iterator
+	onNext func(string)
+}
+
+func (l *lastPathIterator) Next() (fileindex.Entry, bool) {
+	e, ok := l.it.Next()
+	if ok {
+		l.onNext(e.Path)
+	}
+	return e, ok
+}
+
+func (l *lastPathIterator) Err() error { return l.it.Err() }
+
+func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) {
+	log := a.log.With("job", o.JobID)
+	done := wire.JobDoneReq{JobID: o.JobID}
+	finish := func(err error) {
+		st, ferr := r.Finish()
+		if err == nil {
+			err = ferr
+		}
+		done.Files, done.Bytes = st.Files, st.Bytes
+		for _, w := range st.Warnings {
+			done.Warnings = append(done.Warnings, w.Path+": "+w.Err)
+		}
+		for _, d := range st.Damaged {
+			done.Damaged = append(done.Damaged, d.Path+": "+d.Reason)
+		}
+		if st.DamagedCount > int64(len(st.Damaged)) {
+			done.Damaged = append(done.Damaged, fmt.Sprintf("... and %d more", st.DamagedCount-int64(len(st.Damaged))))
+		}
+		outcome := "success"
+		if err != nil {
+			we := wire.AsError(err)
+			if we.Code == wire.CodeInternal {
+				we = wire.Errorf(wire.CodeIO, "", "client %s: %v", a.cfg.Name, err)
+			}
+			done.Error = we
+			outcome = "failed"
+			log.Warn("restore failed", "err", we.Message)
+		} else if len(done.Damaged) > 0 {
+			outcome = "damaged"
+		}
+		a.metrics.jobs.WithLabelValues("restore", outcome).Inc()
+		a.metrics.bytes.WithLabelValues("restore").Add(float64(st.Bytes))
+		a.metrics.files.WithLabelValues("restore").Add(float64(st.Files))
+		a.report(done)
+	}
+	conn, err := a.dial(ctx, o.Node, o.Ticket)
+	if err != nil {
+		finish(err)
+		return
+	}
+	defer conn.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go a.progressLoop(stop, func() wire.Progress {
+		st := r.Stats()
+		return wire.Progress{JobID: o.JobID, Phase: "restoring", Files: st.Files, Bytes: st.Bytes, TotalFiles: o.Files, TotalBytes: o.Bytes}
+	})
+	for cursor := 0; ; {
+		var plan wire.RestorePlanResp
+		if err := a.request(ctx, wire.OpRestorePlan, wire.RestorePlanReq{JobID: o.JobID, Cursor: cursor}, &plan); err != nil {
+			finish(fmt.Errorf("get the restore plan: %w", err))
+			return
+		}
+		for i := range plan.Reads {
+			if err := a.read(conn, &plan.Reads[i], r); err != nil {
+				finish(err)
+				return
+			}
+		}
+		if plan.Done {
+			break
+		}
+		cursor = plan.Cursor
+	}
+	_ = conn.WriteJSON(dataplane.FrameEnd, dataplane.End{})
+	finish(nil)
+}
+
+// read sends one read request and restores what comes back until the node
+// says it is served.
+func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer) error {
+	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
+		return peerError(conn, fmt.Errorf("send a read request: %w", err))
+	}
+	for {
+		typ, p, err := conn.ReadFrame()
+		if err != nil {
+			return wire.Errorf(wire.CodeAborted, "check the storage node's log; rerun the restore",
+				"the connection to the storage node broke during the restore: %v", err)
+		}
+		switch typ {
+		case dataplane.FrameRecords:
+			if err := r.Records(p); err != nil {
+				return err
+			}
+		case dataplane.FrameDamaged:
+			var d dataplane.Damaged
+			if err := dataplane.DecodeJSON(typ, p, dataplane.FrameDamaged, &d); err != nil {
+				return err
+			}
+			for _, path := range d.Paths {
+				r.Damaged(path, d.Reason)
+			}
+		case dataplane.FrameReadDone:
+			return nil
+		default:
+			return dataplane.DecodeJSON(typ, p, dataplane.FrameReadDone, &dataplane.ReadDone{})
+		}
+	}
+}
+
+type metrics struct {
+	jobs  *prometheus.CounterVec
+	bytes *prometheus.CounterVec
+	files *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_agent_jobs_total", Help: "Jobs this agent ran, by type and outcome.",
+		}, []string{"type", "outcome"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_agent_bytes_total", Help: "Content bytes this agent read for backups or wrote for restores.",
+		}, []string{"type"}),
+		files: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_agent_files_total", Help: "Files this agent backed up or restored.",
+		}, []string{"type"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.jobs, m.bytes, m.files)
+	}
+	return m
+}

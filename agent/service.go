@@ -1,0 +1,248 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// Version is what the agent registers with.
+var Version = "0.1.0-dev"
+
+// Config of an agent. Flags and the config file fill the same struct.
+type Config struct {
+	// Name is the client's name in the catalog and in NATS subjects.
+	Name string `json:"name"`
+	// NATSURL is where the agent reaches the servers; it connects out, so
+	// a client needs no inbound port.
+	NATSURL string `json:"nats_url"`
+	// HeartbeatInterval is how often the agent tells the servers it lives.
+	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
+	// ProgressInterval is how often a running job reports progress.
+	ProgressInterval time.Duration `json:"progress_interval"`
+}
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Name:              host,
+		NATSURL:           "nats://127.0.0.1:4222",
+		HeartbeatInterval: 5 * time.Second,
+		ProgressInterval:  time.Second,
+	}
+}
+
+// Validate names the first bad field and how to fix it.
+func (c *Config) Validate() error {
+	if err := wire.ValidateName("client", c.Name); err != nil {
+		return fmt.Errorf("%v: set --name", err)
+	}
+	if c.NATSURL == "" {
+		return errors.New("NATS URL is empty: set --nats")
+	}
+	if c.HeartbeatInterval <= 0 || c.ProgressInterval <= 0 {
+		return errors.New("heartbeat and progress intervals must be positive")
+	}
+	return nil
+}
+
+// Agent is the client role: it takes job orders over NATS and streams to and
+// from storage nodes.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	nc      *nats.Conn
+	sub     *nats.Subscription
+
+	mu         sync.Mutex
+	registered bool
+	jobs       map[uint64]context.CancelFunc
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New prepares an agent.
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	return &Agent{
+		cfg: cfg, log: logger.With("component", "agent", "client", cfg.Name),
+		metrics: newMetrics(reg), jobs: map[uint64]context.CancelFunc{},
+	}, nil
+}
+
+// Start connects to NATS, takes orders and registers with the servers
+// (retried in the background until one answers).
+func (a *Agent) Start(ctx context.Context) error {
+	nc, err := wire.Connect(a.cfg.NATSURL, "cairn-agent-"+a.cfg.Name, a.log)
+	if err != nil {
+		return err
+	}
+	a.nc = nc
+	a.ctx, a.cancel = context.WithCancel(ctx)
+	r := wire.NewRouter()
+	r.Handle(wire.OpRunBackup, wire.Typed(a.onBackup))
+	r.Handle(wire.OpRunRestore, wire.Typed(a.onRestore))
+	r.Handle(wire.OpPing, wire.Typed(func(context.Context, string, wire.Empty) (wire.Empty, error) { return wire.Empty{}, nil }))
+	prefix := wire.AgentSubject(a.cfg.Name, "")
+	sub, err := wire.Serve(a.ctx, nc, prefix+">", "", a.log, r.Dispatch(func(subject string) (string, bool) {
+		if len(subject) > len(prefix) {
+			return subject[len(prefix):], true
+		}
+		return "", false
+	}))
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	a.sub = sub
+	if err := nc.Flush(); err != nil {
+		nc.Close()
+		return fmt.Errorf("subscribe on NATS: %w", err)
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.heartbeatLoop(a.ctx)
+	}()
+	a.log.Info("agent started", "nats", a.cfg.NATSURL)
+	return nil
+}
+
+// Registered reports whether a server accepted the agent's registration.
+func (a *Agent) Registered() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.registered
+}
+
+// Close cancels running jobs and disconnects.
+func (a *Agent) Close() error {
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.sub != nil {
+		_ = a.sub.Unsubscribe()
+	}
+	a.wg.Wait()
+	if a.nc != nil {
+		a.nc.Close()
+	}
+	return nil
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	host, _ := os.Hostname()
+	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version}
+	retry := 250 * time.Millisecond
+	var lastRegister time.Time
+	for {
+		if !a.Registered() || time.Since(lastRegister) > time.Minute {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := wire.Request(rctx, a.nc, wire.FromAgentSubject(a.cfg.Name, wire.OpAgentRegister), req, nil)
+			cancel()
+			switch {
+			case err == nil:
+				if !a.Registered() {
+					a.log.Info("registered with the servers")
+				}
+				a.mu.Lock()
+				a.registered = true
+				a.mu.Unlock()
+				lastRegister = time.Now()
+			case ctx.Err() != nil:
+				return
+			case !a.Registered():
+				a.log.Warn("registration with the servers failed; retrying", "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(retry):
+				}
+				retry = min(2*retry, 5*time.Second)
+				continue
+			}
+		}
+		_ = wire.Publish(a.nc, wire.FromAgentSubject(a.cfg.Name, wire.OpAgentHeartbeat), wire.Empty{})
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.cfg.HeartbeatInterval):
+		}
+	}
+}
+
+// request sends a request to the servers.
+func (a *Agent) request(ctx context.Context, op string, req, resp any) error {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return wire.Request(rctx, a.nc, wire.FromAgentSubject(a.cfg.Name, op), req, resp)
+}
+
+// report tells the servers how a job ended. It is retried for a while: a
+// lost report leaves the job to the server's watchdog.
+func (a *Agent) report(done wire.JobDoneReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		err := a.request(ctx, wire.OpJobDone, done, nil)
+		if err == nil || wire.CodeOf(err) == wire.CodeNotFound || ctx.Err() != nil {
+			if err != nil {
+				a.log.Warn("job report not delivered", "job", done.JobID, "err", err)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// track runs a job in the background, cancellable when the agent stops.
+func (a *Agent) track(id uint64, run func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	a.mu.Lock()
+	a.jobs[id] = cancel
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() {
+			a.mu.Lock()
+			delete(a.jobs, id)
+			a.mu.Unlock()
+			cancel()
+		}()
+		run(ctx)
+	}()
+}
+
+// progressLoop publishes p() every ProgressInterval until stop is closed.
+func (a *Agent) progressLoop(stop <-chan struct{}, p func() wire.Progress) {
+	t := time.NewTicker(a.cfg.ProgressInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			_ = wire.Publish(a.nc, wire.FromAgentSubject(a.cfg.Name, wire.OpJobProgress), p())
+		}
+	}
+}

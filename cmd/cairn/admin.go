@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the server that answers and its Raft group",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st wire.StatusResp
+			if err := g.request(cmd.Context(), wire.OpStatus, wire.Empty{}, &st); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(g.out, st)
+			}
+			t := newTable(g.out, "SERVER", "STATE", "LEADER", "TERM", "APPLIED", "VERSION")
+			t.row(st.Server, st.RaftState, st.Leader, st.Term, st.AppliedIndex, st.Version)
+			return t.flush()
+		},
+	}
+}
+
+func newClientCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "client", Short: "Clients: the hosts that run an agent"}
+	c.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List clients",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runClientList(cmd.Context(), g)
+		},
+	})
+	return c
+}
+
+func runClientList(ctx context.Context, g *globals) error {
+	var resp wire.ClientListResp
+	if err := g.request(ctx, wire.OpClientList, wire.Empty{}, &resp); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g.out, resp.Clients)
+	}
+	t := newTable(g.out, "CLIENT", "HOST", "STATUS", "BACKUPS", "LAST BACKUP", "VERSION")
+	for _, c := range resp.Clients {
+		status := "offline"
+		if c.Online {
+			status = "online"
+		}
+		t.row(c.Name, c.Hostname, status, c.Backups, humanTime(c.LastBackup), c.Version)
+	}
+	return t.flush()
+}
+
+func newPoolCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "pool", Short: "Pools: sets of volumes backups are written to"}
+	c.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List pools with their usage",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp wire.PoolListResp
+			if err := g.request(cmd.Context(), wire.OpPoolList, wire.Empty{}, &resp); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(g.out, resp.Pools)
+			}
+			t := newTable(g.out, "POOL", "TYPE", "NODE", "VOLUMES", "USED", "FREE", "MAX VOLUME", "DIR")
+			for _, p := range resp.Pools {
+				node := p.Node
+				if !p.NodeOnline {
+					node += " (offline)"
+				}
+				maxv := "unlimited"
+				if p.MaxVolumeBytes > 0 {
+					maxv = humanBytes(p.MaxVolumeBytes)
+				}
+				t.row(p.Name, p.Type, node, p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.FreeBytes), maxv, p.Dir)
+			}
+			return t.flush()
+		},
+	})
+	return c
+}
+
+func runVolumeList(ctx context.Context, g *globals, pool string) error {
+	var resp wire.VolumeListResp
+	if err := g.request(ctx, wire.OpVolumeList, wire.VolumeListReq{Pool: pool}, &resp); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g.out, resp.Volumes)
+	}
+	t := newTable(g.out, "VOLUME", "POOL", "STATE", "BYTES", "SESSIONS", "LAST WRITTEN", "PATH")
+	for _, v := range resp.Volumes {
+		state := v.State
+		if v.Error != "" {
+			state += ": " + v.Error
+		}
+		t.row(v.Name, v.Pool, state, humanBytes(v.Bytes), v.Sessions, humanTime(v.LastWritten), v.Path)
+	}
+	return t.flush()
+}
+
+func newJobCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "job", Short: "Jobs: backups and restores, running and done"}
+	var client string
+	var states []string
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List jobs, newest first",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runJobList(cmd.Context(), g, wire.JobListReq{Client: client, States: states, Limit: limit})
+		},
+	}
+	list.Flags().StringVar(&client, "client", "", "only jobs of this client")
+	list.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (running, success, warning, failed)")
+	list.Flags().IntVar(&limit, "limit", 50, "at most this many jobs")
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a job with its log",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil {
+				return &usageError{fmt.Errorf("job id %q is not a number", args[0])}
+			}
+			return runJobShow(cmd.Context(), g, id)
+		},
+	}
+	c.AddCommand(list, show)
+	return c
+}
+
+func runJobList(ctx context.Context, g *globals, req wire.JobListReq) error {
+	var resp wire.JobListResp
+	if err := g.request(ctx, wire.OpJobList, req, &resp); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g.out, resp.Jobs)
+	}
+	t := newTable(g.out, "ID", "TYPE", "CLIENT", "LEVEL", "STATE", "STARTED", "DURATION", "FILES", "BYTES")
+	for _, j := range resp.Jobs {
+		dur := "-"
+		if !j.Started.IsZero() && !j.Ended.IsZero() {
+			dur = humanDuration(j.Ended.Sub(j.Started))
+		}
+		t.row(j.ID, j.Type, j.Client, dash(j.Level), j.State, humanTime(j.Started), dur, j.Files, humanBytes(j.Bytes))
+	}
+	return t.flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func runJobShow(ctx context.Context, g *globals, id uint64) error {
+	var j wire.JobInfo
+	if err := g.request(ctx, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g.out, j)
+	}
+	printJob(g.out, &j)
+	return nil
+}
+
+func printJob(w io.Writer, j *wire.JobInfo) {
+	kv := newTable(w, "JOB", strconv.FormatUint(j.ID, 10))
+	kv.row("type", j.Type)
+	kv.row("client", j.Client)
+	if j.Level != "" {
+		kv.row("level", j.Level)
+	}
+	kv.row("state", j.State)
+	if j.Type == "restore" {
+		kv.row("from backup", j.BackupID)
+		kv.row("to", j.Target)
+	}
+	if len(j.Paths) > 0 {
+		kv.row("paths", strings.Join(j.Paths, ", "))
+	}
+	kv.row("pool", dash(j.Pool))
+	kv.row("storage node", dash(j.Node))
+	kv.row("created", humanTime(j.Created))
+	kv.row("started", humanTime(j.Started))
+	kv.row("ended", humanTime(j.Ended))
+	if !j.Started.IsZero() && !j.Ended.IsZero() {
+		d := j.Ended.Sub(j.Started)
+		kv.row("duration", humanDuration(d))
+		kv.row("rate", rate(j.Bytes, d))
+	}
+	kv.row("files", j.Files)
+	kv.row("bytes", humanBytes(j.Bytes))
+	if j.StoredBytes > 0 {
+		kv.row("stored", fmt.Sprintf("%s (ratio %.2f)", humanBytes(j.StoredBytes), float64(j.Bytes)/float64(j.StoredBytes)))
+	}
+	if len(j.Volumes) > 0 {
+		kv.row("volumes", strings.Join(j.Volumes, ", "))
+	}
+	if j.Warnings > 0 {
+		kv.row("warnings", j.Warnings)
+	}
+	if j.Error != "" {
+		kv.row("error", j.Error)
+		if j.Hint != "" {
+			kv.row("hint", j.Hint)
+		}
+	}
+	if p := j.Progress; p != nil {
+		kv.row("progress", fmt.Sprintf("%d files, %s", p.Files, humanBytes(p.Bytes)))
+	}
+	kv.flush()
+	if len(j.Log) > 0 {
+		fmt.Fprintln(w, "\nLOG")
+		for _, l := range j.Log {
+			fmt.Fprintf(w, "%s  %-7s  %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Level, l.Msg)
+		}
+	}
+}
+
+func newKeyCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "key", Short: "Data keys: export them for escrow"}
+	var to string
+	var force bool
+	export := &cobra.Command{
+		Use:   "export --to FILE",
+		Short: "Write every data key, in the clear, to a key file for escrow",
+		Long: `Write every data key, in the clear, to a key file (mode 0600).
+
+Keep the file offline and safe: it decrypts every volume. With it,
+'cairn volume ls' and 'cairn volume extract' read volumes with no server.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if to == "" {
+				return &usageError{fmt.Errorf("pass --to FILE")}
+			}
+			return runKeyExport(cmd.Context(), g, to, force)
+		},
+	}
+	export.Flags().StringVar(&to, "to", "", "key file to write")
+	export.Flags().BoolVar(&force, "force", false, "replace an existing file")
+	c.AddCommand(export)
+	return c
+}
+
+func runKeyExport(ctx context.Context, g *globals, to string, force bool) error {
+	var resp wire.KeyExportResp
+	if err := g.request(ctx, wire.OpKeyExport, wire.Empty{}, &resp); err != nil {
+		return err
+	}
+	f := &keyring.File{V: 1}
+	for _, k := range resp.Keys {
+		f.Keys = append(f.Keys, keyring.FileKey{ID: k.ID, Pool: k.Pool, Key: k.Key, Created: k.Created})
+	}
+	if err := keyring.WriteFile(to, f, force); err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g.out, map[string]any{"file": to, "keys": len(f.Keys)})
+	}
+	fmt.Fprintf(g.out, "wrote %d keys to %s; keep it offline and safe\n", len(f.Keys), to)
+	return nil
+}

@@ -1,0 +1,402 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/cairnbackup/cairn/wire"
+)
+
+type backupOpts struct {
+	client   string
+	paths    []string
+	excludes []string
+	level    string
+	pool     string
+	wait     bool
+}
+
+func newBackupCmd(g *globals) *cobra.Command {
+	var o backupOpts
+	c := &cobra.Command{
+		Use:   "backup --client NAME --path DIR [--path DIR...]",
+		Short: "Back up paths of a client",
+		Long: `Back up paths of a client to a pool.
+
+Levels: full (everything), incremental (what changed since the last backup of
+the same paths, the default), differential (what changed since the last full).
+An incremental or differential with no full to build on runs as a full.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.client == "" {
+				return &usageError{fmt.Errorf("pass --client NAME (see 'cairn client list')")}
+			}
+			if len(o.paths) == 0 {
+				return &usageError{fmt.Errorf("pass --path DIR, once per directory to back up")}
+			}
+			_, err := runBackup(cmd.Context(), g, o)
+			return err
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.client, "client", "", "client to back up")
+	f.StringArrayVar(&o.paths, "path", nil, "absolute path on the client; repeat for several")
+	f.StringArrayVar(&o.excludes, "exclude", nil, "glob of paths or names to leave out; repeat for several")
+	f.StringVar(&o.level, "level", "incremental", "full, incremental or differential")
+	f.StringVar(&o.pool, "pool", "", "pool to write to (the client's default pool when empty)")
+	f.BoolVar(&o.wait, "wait", false, "wait for the job to end, showing progress")
+
+	var listClient string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List backups (points in time you can restore)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp wire.BackupListResp
+			if err := g.request(cmd.Context(), wire.OpBackupList, wire.BackupListReq{Client: listClient}, &resp); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(g.out, resp.Backups)
+			}
+			t := newTable(g.out, "BACKUP", "CLIENT", "LEVEL", "BASE", "STATE", "TIME", "FILES", "BYTES", "STORED", "VOLUMES")
+			for _, b := range resp.Backups {
+				base := "-"
+				if b.Parent != 0 {
+					base = strconv.FormatUint(b.Parent, 10)
+				}
+				t.row(b.ID, b.Client, b.Level, base, b.State, humanTime(b.StartTime), b.Files, humanBytes(b.Bytes), humanBytes(b.StoredBytes), strings.Join(b.Volumes, ","))
+			}
+			return t.flush()
+		},
+	}
+	list.Flags().StringVar(&listClient, "client", "", "only backups of this client")
+	c.AddCommand(list)
+	return c
+}
+
+// runBackup starts a backup and, with wait, follows it to its end. It
+// returns the job as it ended (or as it started).
+func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, error) {
+	nc, err := g.connect()
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	var started wire.JobStarted
+	err = g.call(ctx, nc, wire.OpBackupStart, wire.BackupStartReq{
+		Client: o.client, Paths: o.paths, Excludes: o.excludes, Level: o.level, Pool: o.pool,
+	}, &started)
+	if err != nil {
+		return nil, err
+	}
+	if !o.wait {
+		if g.json {
+			return nil, printJSON(g.out, started)
+		}
+		fmt.Fprintf(g.out, "started %s backup job %d; follow it with 'cairn job show %d'\n", started.Level, started.JobID, started.JobID)
+		return &wire.JobInfo{ID: started.JobID, State: "running"}, nil
+	}
+	return waitJob(ctx, g, nc, started.JobID)
+}
+
+type restoreOpts struct {
+	client       string
+	backupID     uint64
+	at           string
+	to           string
+	targetClient string
+	force        bool
+	wait         bool
+	paths        []string
+}
+
+func (o *restoreOpts) pointInTime() (wire.PointInTime, error) {
+	pit := wire.PointInTime{Client: o.client, BackupID: o.backupID}
+	if o.at != "" {
+		if o.backupID != 0 {
+			return pit, &usageError{fmt.Errorf("pass --backup or --at, not both")}
+		}
+		t, err := parseTime(o.at)
+		if err != nil {
+			return pit, err
+		}
+		pit.At = t
+	}
+	return pit, nil
+}
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	var o restoreOpts
+	c := &cobra.Command{
+		Use:   "restore --client NAME --to DIR [--backup ID|--at TIME] [PATH...]",
+		Short: "Restore a backup, a subtree or single files into a directory",
+		Long: `Restore a backup, a subtree or single files into a directory of a client.
+
+Files come back under DIR with their full original path (DIR/etc/hosts for
+/etc/hosts). Without --backup or --at, the latest backup is used; --at picks
+the latest backup made at or before a time. Single files are read by seeking
+to their blocks, not by reading volumes from the start.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.client == "" {
+				return &usageError{fmt.Errorf("pass --client NAME (see 'cairn client list')")}
+			}
+			if o.to == "" {
+				return &usageError{fmt.Errorf("pass --to DIR, an empty directory on the client")}
+			}
+			o.paths = args
+			_, err := runRestore(cmd.Context(), g, o)
+			return err
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.client, "client", "", "client whose backup to restore")
+	f.Uint64Var(&o.backupID, "backup", 0, "backup id (see 'cairn backup list')")
+	f.StringVar(&o.at, "at", "", "restore the tree as it was at this time")
+	f.StringVar(&o.to, "to", "", "absolute directory on the target client to restore into")
+	f.StringVar(&o.targetClient, "target-client", "", "restore onto another client")
+	f.BoolVar(&o.force, "force", false, "restore into a directory that is not empty")
+	f.BoolVar(&o.wait, "wait", true, "wait for the job to end, showing progress")
+	return c
+}
+
+func runRestore(ctx context.Context, g *globals, o restoreOpts) (*wire.JobInfo, error) {
+	pit, err := o.pointInTime()
+	if err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(o.to) {
+		return nil, &usageError{fmt.Errorf("--to %q must be an absolute path on the target client", o.to)}
+	}
+	nc, err := g.connect()
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	var started wire.JobStarted
+	err = g.call(ctx, nc, wire.OpRestoreStart, wire.RestoreStartReq{
+		PointInTime: pit, Paths: o.paths, TargetClient: o.targetClient, To: o.to, Force: o.force,
+	}, &started)
+	if err != nil {
+		return nil, err
+	}
+	if !o.wait {
+		if g.json {
+			return nil, printJSON(g.out, started)
+		}
+		fmt.Fprintf(g.out, "started restore job %d; follow it with 'cairn job show %d'\n", started.JobID, started.JobID)
+		return &wire.JobInfo{ID: started.JobID, State: "running"}, nil
+	}
+	return waitJob(ctx, g, nc, started.JobID)
+}
+
+// waitJob follows a job to its end: live progress on a terminal, a summary
+// at the end, and an error (so a non-zero exit) unless it succeeded.
+func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.JobInfo, error) {
+	tty := isTerminal(g.out) && !g.json
+	start := time.Now()
+	var lastBytes int64
+	lastT := start
+	var speed float64
+	for {
+		var j wire.JobInfo
+		if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
+			return nil, err
+		}
+		if j.State != "queued" && j.State != "running" {
+			if tty {
+				fmt.Fprint(g.out, "\r\033[K")
+			}
+			return &j, jobOutcome(g, &j)
+		}
+		if tty && j.Progress != nil {
+			p := j.Progress
+			now := time.Now()
+			if dt := now.Sub(lastT).Seconds(); dt > 0.5 {
+				inst := float64(p.Bytes-lastBytes) / dt
+				speed = 0.7*speed + 0.3*inst
+				if speed == 0 {
+					speed = inst
+				}
+				lastBytes, lastT = p.Bytes, now
+			}
+			fmt.Fprint(g.out, "\r\033[K"+progressLine(id, p, speed))
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(g.out)
+			return nil, fmt.Errorf("stopped waiting; job %d goes on (see 'cairn job show %d')", id, id)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func progressLine(id uint64, p *wire.Progress, speed float64) string {
+	line := fmt.Sprintf("job %d: %d files, %s, %.1f MB/s", id, p.Files, humanBytes(p.Bytes), speed/1e6)
+	if p.TotalBytes > 0 {
+		pct := min(100, 100*float64(p.Bytes)/float64(p.TotalBytes))
+		line += fmt.Sprintf(", %.0f%%", pct)
+		if speed > 0 && p.TotalBytes > p.Bytes {
+			eta := time.Duration(float64(p.TotalBytes-p.Bytes)/speed) * time.Second
+			line += ", ETA " + eta.Round(time.Second).String()
+		}
+	}
+	return line
+}
+
+// jobOutcome prints a job's summary and returns an error unless it succeeded.
+func jobOutcome(g *globals, j *wire.JobInfo) error {
+	if g.json {
+		if err := printJSON(g.out, j); err != nil {
+			return err
+		}
+	} else {
+		printSummary(g.out, j)
+	}
+	switch j.State {
+	case "success", "warning":
+		return nil
+	}
+	msg := j.Error
+	if msg == "" {
+		msg = "the job " + j.State
+	}
+	return &wire.Error{Code: j.ErrorCode, Message: fmt.Sprintf("%s job %d %s: %s", j.Type, j.ID, j.State, msg), Hint: j.Hint}
+}
+
+func printSummary(w io.Writer, j *wire.JobInfo) {
+	d := j.Ended.Sub(j.Started)
+	fmt.Fprintf(w, "%s job %d %s: %d files, %s in %s (%s)", j.Type, j.ID, j.State, j.Files, humanBytes(j.Bytes), humanDuration(d), rate(j.Bytes, d))
+	if j.StoredBytes > 0 {
+		fmt.Fprintf(w, ", stored %s (ratio %.2f)", humanBytes(j.StoredBytes), float64(j.Bytes)/float64(j.StoredBytes))
+	}
+	if len(j.Volumes) > 0 {
+		fmt.Fprintf(w, " on %s", strings.Join(j.Volumes, ", "))
+	}
+	fmt.Fprintln(w)
+	for _, l := range j.Log {
+		if l.Level == "warning" || l.Level == "error" {
+			fmt.Fprintf(w, "  %s: %s\n", l.Level, l.Msg)
+		}
+	}
+}
+
+type lsOpts struct {
+	client    string
+	backupID  uint64
+	at        string
+	recursive bool
+	long      bool
+}
+
+func newLsCmd(g *globals) *cobra.Command {
+	var o lsOpts
+	c := &cobra.Command{
+		Use:   "ls --client NAME [--backup ID|--at TIME] [PATH]",
+		Short: "Browse the files of a backup in the catalog",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.client == "" {
+				return &usageError{fmt.Errorf("pass --client NAME (see 'cairn client list')")}
+			}
+			p := "/"
+			if len(args) == 1 {
+				p = args[0]
+			}
+			return runLs(cmd.Context(), g, o, p)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.client, "client", "", "client whose backup to browse")
+	f.Uint64Var(&o.backupID, "backup", 0, "backup id (the latest when not given)")
+	f.StringVar(&o.at, "at", "", "browse the tree as it was at this time")
+	f.BoolVarP(&o.recursive, "recursive", "R", false, "list the whole subtree")
+	return c
+}
+
+func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
+	ro := restoreOpts{client: o.client, backupID: o.backupID, at: o.at}
+	pit, err := ro.pointInTime()
+	if err != nil {
+		return err
+	}
+	nc, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	req := wire.TreeListReq{PointInTime: pit, Path: p, Recursive: o.recursive}
+	var all []wire.EntryInfo
+	var resp wire.TreeListResp
+	for {
+		if err := g.call(ctx, nc, wire.OpTreeList, req, &resp); err != nil {
+			return err
+		}
+		all = append(all, resp.Entries...)
+		if !resp.More || len(resp.Entries) == 0 {
+			break
+		}
+		req.After = resp.Entries[len(resp.Entries)-1].Path
+	}
+	if g.json {
+		return printJSON(g.out, map[string]any{"backup": resp.Backup, "entries": all})
+	}
+	b := resp.Backup
+	fmt.Fprintf(g.out, "backup %d of %s, %s, %s\n", b.ID, b.Client, b.Level, humanTime(b.StartTime))
+	t := newTable(g.out, "MODE", "OWNER", "SIZE", "MODIFIED", "BACKUP", "PATH")
+	for _, e := range all {
+		name := e.Path
+		switch e.Type {
+		case "dir":
+			name += "/"
+		case "symlink":
+			name += " -> " + e.Target
+		case "hardlink":
+			name += " => " + e.Target
+		}
+		owner := e.User
+		if owner == "" {
+			owner = strconv.Itoa(int(e.UID))
+		}
+		group := e.Group
+		if group == "" {
+			group = strconv.Itoa(int(e.GID))
+		}
+		t.row(modeString(e.Type, e.Mode), owner+":"+group, humanBytes(e.Size), humanTime(e.MTime), e.Backup, name)
+	}
+	return t.flush()
+}
+
+func modeString(typ string, mode uint32) string {
+	c := map[string]byte{"dir": 'd', "symlink": 'l', "fifo": 'p', "chardev": 'c', "blockdev": 'b', "hardlink": 'h'}[typ]
+	if c == 0 {
+		c = '-'
+	}
+	b := []byte{c}
+	const rwx = "rwxrwxrwx"
+	for i := 0; i < 9; i++ {
+		if mode&(1<<(8-i)) != 0 {
+			b = append(b, rwx[i])
+		} else {
+			b = append(b, '-')
+		}
+	}
+	if mode&0o4000 != 0 {
+		b[3] = map[bool]byte{true: 's', false: 'S'}[b[3] == 'x']
+	}
+	if mode&0o2000 != 0 {
+		b[6] = map[bool]byte{true: 's', false: 'S'}[b[6] == 'x']
+	}
+	if mode&0o1000 != 0 {
+		b[9] = map[bool]byte{true: 't', false: 'T'}[b[9] == 'x']
+	}
+	return string(b)
+}

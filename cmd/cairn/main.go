@@ -1,0 +1,57 @@
+// Command cairn is every role of Cairn in one binary: server, storagenode,
+// agent, the all-in-one dev and demo, and the admin commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cairnbackup/cairn/wire"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// usageError is a command line the user must correct.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// run executes one command line and returns the exit code: 0 success, 1 an
+// error, 2 a command line that cannot be understood.
+func run(ctx context.Context, args []string, out, errOut io.Writer) int {
+	root := newRootCmd(out, errOut)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	printError(errOut, cmd.CommandPath(), err)
+	var ue *usageError
+	if errors.As(err, &ue) || isFlagError(err) {
+		return 2
+	}
+	return 1
+}
+
+func printError(w io.Writer, cmdPath string, err error) {
+	fmt.Fprintf(w, "error: %v\n", err)
+	var we *wire.Error
+	var ue *usageError
+	switch {
+	case errors.As(err, &we) && we.Hint != "":
+		fmt.Fprintf(w, "hint: %s\n", we.Hint)
+	case errors.As(err, &ue) || isFlagError(err):
+		fmt.Fprintf(w, "hint: see '%s --help'\n", cmdPath)
+	}
+}

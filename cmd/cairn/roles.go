@@ -1,0 +1,349 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/cairnbackup/cairn/agent"
+	"github.com/cairnbackup/cairn/devstack"
+	"github.com/cairnbackup/cairn/server"
+	"github.com/cairnbackup/cairn/storagenode"
+)
+
+// roleOpts are the options every long-running role has.
+type roleOpts struct {
+	config      string
+	metricsAddr string
+	logLevel    string
+}
+
+func (o *roleOpts) bind(f *pflag.FlagSet, defMetrics string) {
+	f.StringVar(&o.config, "config", "", "JSON config file; flags given on the command line override it")
+	f.StringVar(&o.metricsAddr, "metrics-addr", defMetrics, "serve Prometheus metrics on this address (/metrics); empty to disable")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func (o *roleOpts) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, &usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", o.logLevel)}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// loadConfig fills cfg from the config file, then applies again the flags
+// given on the command line, so they win over the file.
+func loadConfig(cmd *cobra.Command, path string, cfg any) error {
+	if path == "" {
+		return nil
+	}
+	changed := map[string]string{}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if f.Value.Type() != "stringArray" && f.Value.Type() != "stringSlice" {
+			changed[f.Name] = f.Value.String()
+		}
+	})
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config file: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("config file %s: %w (fields are the JSON names in 'cairn %s --help')", path, err, cmd.Name())
+	}
+	for name, v := range changed {
+		if err := cmd.Flags().Set(name, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serveMetrics serves reg on addr until ctx ends.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics address %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", "http://"+ln.Addr().String()+"/metrics")
+	return nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func newServerCmd(g *globals) *cobra.Command {
+	cfg := server.DefaultConfig()
+	var ro roleOpts
+	c := &cobra.Command{
+		Use:   "server",
+		Short: "Run a backup server: catalog, Raft member, scheduler and API",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.NATSURL = g.natsURL
+			if err := loadConfig(cmd, ro.config, &cfg); err != nil {
+				return err
+			}
+			log, err := ro.logger(g.errOut)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			reg := newRegistry()
+			s, err := server.New(cfg, log, reg)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if err := s.Start(ctx); err != nil {
+				return err
+			}
+			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			log.Info("stopping")
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.Name, "name", cfg.Name, "server name in the Raft group")
+	f.StringVar(&cfg.DataDir, "data", "", "directory for the catalog, Raft log and keys")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address of the Raft transport")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "form a one-voter group when the data directory is new")
+	f.DurationVar(&cfg.LivenessTimeout, "liveness-timeout", cfg.LivenessTimeout, "a node or agent silent this long is offline")
+	f.StringVar(&cfg.DefaultPool, "default-pool", cfg.DefaultPool, "pool for backups that name none")
+	ro.bind(f, "127.0.0.1:9464")
+	return c
+}
+
+// parsePool reads NAME=DIR[:MAXSIZE].
+func parsePool(s string) (storagenode.PoolConfig, error) {
+	name, rest, ok := strings.Cut(s, "=")
+	if !ok || name == "" || rest == "" {
+		return storagenode.PoolConfig{}, &usageError{fmt.Errorf("--pool %q: use NAME=DIR or NAME=DIR:MAXVOLUMESIZE (e.g. Default=/srv/cairn/pool:50G)", s)}
+	}
+	p := storagenode.PoolConfig{Name: name, Dir: rest}
+	if i := strings.LastIndex(rest, ":"); i > 0 {
+		size, err := parseSize(rest[i+1:])
+		if err == nil {
+			p.Dir, p.MaxVolumeBytes = rest[:i], size
+		}
+	}
+	abs, err := filepath.Abs(p.Dir)
+	if err != nil {
+		return p, err
+	}
+	p.Dir = abs
+	return p, nil
+}
+
+func newStorageNodeCmd(g *globals) *cobra.Command {
+	cfg := storagenode.DefaultConfig()
+	var ro roleOpts
+	var pools []string
+	c := &cobra.Command{
+		Use:   "storagenode",
+		Short: "Run a storage node: disk pools and the data port agents stream to",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.NATSURL = g.natsURL
+			if err := loadConfig(cmd, ro.config, &cfg); err != nil {
+				return err
+			}
+			for _, s := range pools {
+				p, err := parsePool(s)
+				if err != nil {
+					return err
+				}
+				cfg.Pools = append(cfg.Pools, p)
+			}
+			log, err := ro.logger(g.errOut)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			reg := newRegistry()
+			n, err := storagenode.New(cfg, log, reg)
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			if err := n.Start(ctx); err != nil {
+				return err
+			}
+			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			log.Info("stopping")
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.ID, "name", cfg.ID, "storage node name")
+	f.StringVar(&cfg.DataDir, "data", "", "directory for the node's own state")
+	f.StringVar(&cfg.DataAddr, "data-addr", cfg.DataAddr, "address of the TLS data port")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "data port address agents dial (the listening address when empty)")
+	f.StringArrayVar(&pools, "pool", nil, "disk pool NAME=DIR[:MAXVOLUMESIZE]; repeat for several")
+	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "compress-and-encrypt goroutines per stream")
+	ro.bind(f, "127.0.0.1:9465")
+	return c
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	cfg := agent.DefaultConfig()
+	var ro roleOpts
+	c := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the agent of a client: backs up and restores its files",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.NATSURL = g.natsURL
+			if err := loadConfig(cmd, ro.config, &cfg); err != nil {
+				return err
+			}
+			log, err := ro.logger(g.errOut)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			reg := newRegistry()
+			a, err := agent.New(cfg, log, reg)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			if err := a.Start(ctx); err != nil {
+				return err
+			}
+			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
+				return err
+			}
+			<-ctx.Done()
+			log.Info("stopping")
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.Name, "name", cfg.Name, "client name")
+	ro.bind(f, "127.0.0.1:9466")
+	return c
+}
+
+func newDevCmd(g *globals) *cobra.Command {
+	var ro roleOpts
+	var dir, client, maxVol, raftAddr string
+	var natsPort int
+	c := &cobra.Command{
+		Use:   "dev --data DIR",
+		Short: "Run the whole system in one process, keeping its state in DIR",
+		Long: `Run the whole system in one process until Ctrl-C: an embedded NATS server,
+one server (a one-voter Raft group), a storage node with the disk pool
+Default in DIR/pool, and an agent for this host. State stays in DIR across
+restarts. In another terminal, the admin commands talk to it.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return &usageError{fmt.Errorf("pass --data DIR (it keeps the catalog and volumes across restarts)")}
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			log, err := ro.logger(g.errOut)
+			if err != nil {
+				return err
+			}
+			var maxBytes int64
+			if maxVol != "" {
+				if maxBytes, err = parseSize(maxVol); err != nil {
+					return &usageError{err}
+				}
+			}
+			ctx := cmd.Context()
+			reg := newRegistry()
+			st, err := devstack.Start(ctx, devstack.Config{
+				Dir: abs, NATSPort: natsPort, RaftAddr: raftAddr, Client: client,
+				MaxVolumeBytes: maxBytes, Logger: log, Registry: reg,
+			})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "cairn dev is running: NATS %s, client %s, pool Default in %s\n", st.URL(), client, st.PoolDir())
+			fmt.Fprintf(g.out, "try: cairn backup --client %s --path /etc --wait\n", client)
+			<-ctx.Done()
+			fmt.Fprintln(g.out, "stopping")
+			return nil
+		},
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	f := c.Flags()
+	f.StringVar(&dir, "data", "", "directory for all state")
+	f.IntVar(&natsPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1")
+	f.StringVar(&raftAddr, "raft-addr", "127.0.0.1:7010", "address of the server's Raft transport")
+	f.StringVar(&client, "client", sanitizeName(host), "client name of the local agent")
+	f.StringVar(&maxVol, "max-volume-size", "", "size at which a volume is full, e.g. 4G (unlimited when empty)")
+	ro.bind(f, "127.0.0.1:9464")
+	return c
+}
+
+// sanitizeName makes a host name usable as a client name.
+func sanitizeName(s string) string {
+	s, _, _ = strings.Cut(s, ".")
+	var b strings.Builder
+	for _, r := range s {
+		if r == '-' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 {
+		return "localhost"
+	}
+	return b.String()
+}

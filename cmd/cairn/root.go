@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// globals are the options every admin command shares.
+type globals struct {
+	natsURL string
+	json    bool
+	timeout time.Duration
+	out     io.Writer
+	errOut  io.Writer
+}
+
+func newRootCmd(out, errOut io.Writer) *cobra.Command {
+	g := &globals{out: out, errOut: errOut}
+	root := &cobra.Command{
+		Use:   "cairn",
+		Short: "Cairn backs up hosts to disk pools and gets their files back",
+		Long: `Cairn backs up hosts to disk pools and gets their files back.
+
+Roles:      cairn server | storagenode | agent, or all in one: cairn dev
+Try it:     cairn demo
+Admin:      cairn client|pool|volume|job list, cairn backup, cairn ls, cairn restore`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(out)
+	root.SetErr(errOut)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
+	defURL := os.Getenv("CAIRN_NATS")
+	if defURL == "" {
+		defURL = "nats://127.0.0.1:4222"
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.natsURL, "nats", defURL, "NATS URL of the Cairn system (env CAIRN_NATS)")
+	pf.BoolVar(&g.json, "json", false, "print JSON for scripts instead of tables")
+	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "how long to wait for a server's answer")
+
+	root.AddCommand(
+		newServerCmd(g), newStorageNodeCmd(g), newAgentCmd(g), newDevCmd(g), newDemoCmd(g),
+		newStatusCmd(g), newClientCmd(g), newPoolCmd(g), newVolumeCmd(g), newJobCmd(g),
+		newBackupCmd(g), newLsCmd(g), newRestoreCmd(g), newKeyCmd(g),
+	)
+	return root
+}
+
+func isFlagError(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unknown flag") || strings.HasPrefix(msg, "unknown shorthand flag") ||
+		strings.HasPrefix(msg, "unknown command") || strings.Contains(msg, "invalid argument") ||
+		strings.HasPrefix(msg, "flag needs an argument") || strings.HasPrefix(msg, "required flag") ||
+		strings.HasPrefix(msg, "accepts ") || strings.HasPrefix(msg, "requires ")
+}
+
+// connect opens an admin connection to NATS.
+func (g *globals) connect() (*nats.Conn, error) {
+	nc, err := nats.Connect(g.natsURL, nats.Name("cairn-admin"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeUnavailable,
+			"start 'cairn dev' (or the servers), or point --nats / CAIRN_NATS at your NATS server",
+			"cannot reach Cairn's NATS at %s: %v", g.natsURL, err)
+	}
+	return nc, nil
+}
+
+// call makes one admin request.
+func (g *globals) call(ctx context.Context, nc *nats.Conn, op string, req, resp any) error {
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	err := wire.Request(ctx, nc, wire.APISubject(op), req, resp)
+	if wire.CodeOf(err) == wire.CodeUnavailable || wire.CodeOf(err) == wire.CodeTimeout {
+		if e, ok := err.(*wire.Error); ok && strings.Contains(e.Message, wire.APISubject(op)) {
+			return wire.Errorf(e.Code, "start 'cairn dev' or 'cairn server' (is --nats right?)", "no Cairn server answers on %s", g.natsURL)
+		}
+	}
+	return err
+}
+
+// request connects, makes one admin request and disconnects.
+func (g *globals) request(ctx context.Context, op string, req, resp any) error {
+	nc, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return g.call(ctx, nc, op, req, resp)
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return &usageError{fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), args)}
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+// Package devstack wires every role into one process: an embedded NATS
+// server, a one-voter Raft group of one server, a storage node with a disk
+// pool, and an agent. `cairn dev` and `cairn demo` run it, and in-process
+// end-to-end tests stand it up. It composes the same code the separate
+// processes run; nothing here is a second implementation.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/agent"
+	"github.com/cairnbackup/cairn/natsd"
+	"github.com/cairnbackup/cairn/server"
+	"github.com/cairnbackup/cairn/storagenode"
+)
+
+// Config of an all-in-one stack.
+type Config struct {
+	// Dir holds all state: server/, node/, pool/.
+	Dir string
+	// NATSPort for the embedded NATS server; 0 picks a free port.
+	NATSPort int
+	// RaftAddr for the server; a free loopback port when empty. Keep it
+	// fixed for a stack that restarts on the same Dir.
+	RaftAddr string
+	// Client is the agent's client name.
+	Client string
+	// Pool is the disk pool's name; Default when empty.
+	Pool string
+	// MaxVolumeBytes is the pool's volume size; 0 means unlimited.
+	MaxVolumeBytes int64
+	// Workers per stream on the storage node; 2 when 0.
+	Workers int
+	// Logger receives every role's log; discarded when nil.
+	Logger *slog.Logger
+	// Registry receives every role's metrics; none when nil.
+	Registry prometheus.Registerer
+}
+
+// Stack is a running all-in-one system.
+type Stack struct {
+	NATS   *natsd.Server
+	Server *server.Server
+	Node   *storagenode.Node
+	Agent  *agent.Agent
+	Config Config
+}
+
+// Start starts every role and waits until the storage node and the agent
+// have registered.
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Pool == "" {
+		cfg.Pool = "Default"
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 2
+	}
+	if cfg.Client == "" {
+		return nil, errors.New("devstack: no client name")
+	}
+	if cfg.RaftAddr == "" {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		cfg.RaftAddr = addr
+	}
+	st := &Stack{Config: cfg}
+	ok := false
+	defer func() {
+		if !ok {
+			st.Close()
+		}
+	}()
+	ns, err := natsd.Start(natsd.Config{Port: cfg.NATSPort}, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	st.NATS = ns
+
+	sc := server.DefaultConfig()
+	sc.Name = "dev-server"
+	sc.DataDir = filepath.Join(cfg.Dir, "server")
+	sc.NATSURL = ns.URL()
+	sc.RaftAddr = cfg.RaftAddr
+	sc.DefaultPool = cfg.Pool
+	srv, err := server.New(sc, cfg.Logger, cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	st.Server = srv
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := srv.WaitLeader(lctx); err != nil {
+		return nil, fmt.Errorf("server did not become leader: %w", err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		return nil, err
+	}
+
+	nc := storagenode.DefaultConfig()
+	nc.ID = "dev-node"
+	nc.DataDir = filepath.Join(cfg.Dir, "node")
+	nc.NATSURL = ns.URL()
+	nc.DataAddr = "127.0.0.1:0"
+	nc.Workers = cfg.Workers
+	nc.Pools = []storagenode.PoolConfig{{Name: cfg.Pool, Dir: filepath.Join(cfg.Dir, "pool"), MaxVolumeBytes: cfg.MaxVolumeBytes}}
+	node, err := storagenode.New(nc, cfg.Logger, cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	st.Node = node
+	if err := node.Start(ctx); err != nil {
+		return nil, err
+	}
+
+	ac := agent.DefaultConfig()
+	ac.Name = cfg.Client
+	ac.NATSURL = ns.URL()
+	ag, err := agent.New(ac, cfg.Logger, cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	st.Agent = ag
+	if err := ag.Start(ctx); err != nil {
+		return nil, err
+	}
+	for !node.Registered() || !ag.Registered() {
+		select {
+		case <-lctx.Done():
+			return nil, errors.New("storage node and agent did not register with the server within 30s")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	ok = true
+	return st, nil
+}
+
+// URL is the NATS URL the admin commands use.
+func (s *Stack) URL() string { return s.NATS.URL() }
+
+// PoolDir is where the disk pool's volumes are.
+func (s *Stack) PoolDir() string { return filepath.Join(s.Config.Dir, "pool") }
+
+// Close stops the roles in the reverse order of their start.
+func (s *Stack) Close() error {
+	var errs []error
+	if s.Agent != nil {
+		errs = append(errs, s.Agent.Close())
+	}
+	if s.Node != nil {
+		errs = append(errs, s.Node.Close())
+	}
+	if s.Server != nil {
+		errs = append(errs, s.Server.Close())
+	}
+	if s.NATS != nil {
+		s.NATS.Shutdown()
+	}
+	return errors.Join(errs...)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

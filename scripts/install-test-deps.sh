@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the tools Cairn's tests use when they are missing. Tests that need
+# a tool fail (they never skip) under CI, so this runs before them.
+set -euo pipefail
+
+need_pkgs=()
+# command -> Debian package
+declare -A tools=(
+	[mount]=mount
+	[cp]=coreutils
+)
+for cmd in "${!tools[@]}"; do
+	command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("${tools[$cmd]}")
+done
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	echo "installing: ${need_pkgs[*]}"
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "need root to install ${need_pkgs[*]}; run: sudo apt-get install -y ${need_pkgs[*]}" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi

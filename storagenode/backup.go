@@ -1,0 +1,274 @@
+package storagenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/disk"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// session is one backup stream being written.
+type session struct {
+	n      *Node
+	log    *slog.Logger
+	t      ticket.Ticket
+	pool   *disk.Pool
+	opened []*openedVolume // every volume this session appended to, in order
+}
+
+// openedVolume remembers where a session started on a volume, so a failed
+// session can be cut off and leave the volume as it was.
+type openedVolume struct {
+	app   *disk.Appender
+	name  string
+	start int64
+}
+
+func (n *Node) backup(ctx context.Context, log *slog.Logger, conn *dataplane.Conn, t ticket.Ticket) {
+	n.metrics.streams.WithLabelValues("backup").Inc()
+	defer n.metrics.streams.WithLabelValues("backup").Dec()
+	s := &session{n: n, log: log, t: t}
+	res, err := s.run(ctx, conn)
+	outcome := "success"
+	if err != nil {
+		outcome = "failed"
+		we := s.fail(ctx, err)
+		_ = conn.WriteError(we)
+		log.Warn("backup session failed", "err", we.Message)
+	} else {
+		_ = conn.WriteJSON(dataplane.FrameResult, res)
+		log.Info("backup session committed", "entries", res.Stats.Entries, "bytes", res.Stats.ContentBytes, "stored", res.Stats.StoredBytes)
+	}
+	n.metrics.sessions.WithLabelValues("backup", outcome).Inc()
+}
+
+// run writes the stream and commits it; any error leaves nothing committed.
+func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Result, error) {
+	t := s.t
+	s.pool = s.n.pools[t.Pool]
+	if s.pool == nil {
+		return nil, wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s does not serve pool %s", s.n.cfg.ID, t.Pool)
+	}
+	var kr wire.KeyGetResp
+	if err := s.n.request(ctx, wire.OpKeyGet, wire.KeyGetReq{JobID: t.JobID, KeyID: t.KeyID}, &kr); err != nil {
+		return nil, fmt.Errorf("get the data key of pool %s: %w", t.Pool, err)
+	}
+	key := &volume.Key{ID: kr.ID, Material: kr.Key}
+	first, grant, err := s.acquire(ctx, uuid.Nil)
+	if err != nil {
+		return nil, err
+	}
+	sessionID := uuid.New()
+	w, err := volume.NewSessionWriter(volume.SessionInfo{
+		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, Client: t.Client, Level: t.Level,
+		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.Compression, BlockRawSize: grant.BlockRawSize,
+	}, key, first, volume.WriterOptions{
+		Workers: s.n.cfg.Workers,
+		TempDir: filepath.Join(s.n.cfg.DataDir, "tmp"),
+		Next: func(full volume.Appender) (volume.Appender, error) {
+			app, _, err := s.acquire(ctx, full.VolumeID())
+			return app, err
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start session: %w", err)
+	}
+	defer w.Abort() // no-op after a successful Close
+	if err := conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{JobID: t.JobID, Node: s.n.cfg.ID}); err != nil {
+		return nil, fmt.Errorf("agent connection: %w", err)
+	}
+	var end dataplane.End
+	for done := false; !done; {
+		typ, payload, err := conn.ReadFrame()
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+				return nil, wire.Errorf(wire.CodeAborted, "check the agent's log; rerun the job", "the agent of client %s disconnected before the end of the stream", t.Client)
+			}
+			return nil, wire.Errorf(wire.CodeAborted, "check the agent's log; rerun the job", "agent stream of client %s broke: %v", t.Client, err)
+		}
+		switch typ {
+		case dataplane.FrameRecords:
+			if err := w.Write(payload); err != nil {
+				return nil, err
+			}
+			s.n.metrics.bytesWritten.Add(float64(len(payload)))
+		case dataplane.FrameEnd:
+			if err := dataplane.DecodeJSON(typ, payload, dataplane.FrameEnd, &end); err != nil {
+				return nil, err
+			}
+			done = true
+		case dataplane.FrameError:
+			return nil, dataplane.DecodeJSON(typ, payload, dataplane.FrameEnd, &end)
+		default:
+			return nil, wire.Errorf(wire.CodeBadRequest, "", "unexpected frame %d in a backup stream", typ)
+		}
+	}
+	res, err := w.Close()
+	if err != nil {
+		return nil, err
+	}
+	return s.commit(ctx, sessionID, res, end)
+}
+
+// acquire asks the servers for a volume to append to and opens it, labeling
+// it first when it is new. full names the volume that just filled up.
+func (s *session) acquire(ctx context.Context, full uuid.UUID) (*disk.Appender, wire.VolumeGrant, error) {
+	var g wire.VolumeGrant
+	if err := s.n.request(ctx, wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: s.t.JobID, Pool: s.t.Pool, Full: full}, &g); err != nil {
+		return nil, g, fmt.Errorf("get a volume in pool %s: %w", s.t.Pool, err)
+	}
+	s.pool.BlockSize = g.BlockSize
+	if g.New {
+		err := s.pool.Create(g.Name, volume.Label{
+			FormatVersion: 1, VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: "disk",
+			BlockSize: g.BlockSize, Created: g.Created,
+		})
+		report := wire.VolumeLabeled{JobID: s.t.JobID, VolumeID: g.ID}
+		if err != nil {
+			report.Error = err.Error()
+		}
+		if rerr := s.n.request(ctx, wire.OpVolumeLabeled, report, nil); rerr != nil && err == nil {
+			err = fmt.Errorf("record the label of volume %s: %w", g.Name, rerr)
+		}
+		if err != nil {
+			return nil, g, fmt.Errorf("label volume %s: %w", g.Name, err)
+		}
+		g.Bytes = int64(g.BlockSize)
+		s.log.Info("labeled volume", "volume", g.Name)
+	}
+	app, err := s.pool.OpenAppend(g.Name, g.ID, g.Bytes)
+	if err != nil {
+		return nil, g, fmt.Errorf("open volume %s: %w", g.Name, err)
+	}
+	if app.TornBytes > 0 {
+		s.log.Warn("cut off an uncommitted tail of a volume (an earlier session did not finish)", "volume", g.Name, "at", g.Bytes, "bytes", app.TornBytes)
+	}
+	s.opened = append(s.opened, &openedVolume{app: app, name: g.Name, start: g.Bytes})
+	return app, g, nil
+}
+
+// commit sends the index and asks the servers to record the backup. The
+// session is durable on its volumes before this, so once the commit request
+// is sent the volumes are never cut back: the servers may have recorded it.
+func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.SessionResult, end dataplane.End) (*dataplane.Result, error) {
+	for _, o := range s.opened {
+		_ = o.app.Close()
+	}
+	segs, err := fitSegments(res.Segments)
+	if err != nil {
+		return nil, err
+	}
+	for i, seg := range segs {
+		if err := s.n.request(ctx, wire.OpSessionIndex, wire.SessionIndexReq{
+			JobID: s.t.JobID, No: i, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data,
+		}, nil); err != nil {
+			return nil, fmt.Errorf("send file index segment %d: %w", i, err)
+		}
+	}
+	req := wire.SessionCommitReq{
+		JobID: s.t.JobID, SessionID: sessionID, Segments: len(segs), Warnings: end.Warnings,
+		Stats: wire.SessionStats{
+			Entries: res.Entries, Files: res.Files, ContentBytes: res.ContentBytes,
+			StreamBytes: res.StreamBytes, StoredBytes: res.StoredBytes, Blocks: res.Blocks,
+		},
+	}
+	var volumes []string
+	for _, p := range res.Parts {
+		req.Parts = append(req.Parts, wire.SessionPart{
+			VolumeID: p.VolumeID, Part: p.Part, VolumeStart: p.VolumeStart, DataStart: p.DataStart, End: p.End,
+			StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, FirstSeq: p.FirstSeq, LastSeq: p.LastSeq, Final: p.Final,
+		})
+		for _, o := range s.opened {
+			if o.app.VolumeID() == p.VolumeID {
+				volumes = append(volumes, o.name)
+			}
+		}
+	}
+	s.opened = nil // committed or not, the volumes are no longer cut back
+	if err := s.n.request(ctx, wire.OpSessionCommit, req, nil); err != nil {
+		return nil, fmt.Errorf("commit the session: %w", err)
+	}
+	return &dataplane.Result{JobID: s.t.JobID, Stats: req.Stats, Volumes: volumes}, nil
+}
+
+// fitSegments re-cuts index segments that would not fit one NATS message.
+func fitSegments(in []fileindex.Segment) ([]fileindex.Segment, error) {
+	var out []fileindex.Segment
+	for _, seg := range in {
+		if len(seg.Data) <= wire.MaxIndexSegmentBytes {
+			out = append(out, seg)
+			continue
+		}
+		entries, err := fileindex.DecodeSegment(seg.Data)
+		if err != nil {
+			return nil, err
+		}
+		b := fileindex.NewSegmentBuilder(wire.MaxIndexSegmentBytes / 4)
+		for i := range entries {
+			if err := b.Add(&entries[i]); err != nil {
+				return nil, err
+			}
+			if b.Full() {
+				out = append(out, b.Flush())
+			}
+		}
+		if b.Len() > 0 {
+			out = append(out, b.Flush())
+		}
+	}
+	return out, nil
+}
+
+// fail cuts every volume back to where the session started on it, tells the
+// servers, and returns the error for the agent.
+func (s *session) fail(ctx context.Context, err error) *wire.Error {
+	we := s.classify(err)
+	for _, o := range s.opened {
+		if terr := o.app.Truncate(o.start); terr != nil {
+			s.log.Error("could not cut a failed session off its volume; the next session on it will", "volume", o.name, "err", terr)
+		}
+		_ = o.app.Close()
+	}
+	s.opened = nil
+	// The servers must hear of it even if the job's context is gone.
+	actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if rerr := s.n.request(actx, wire.OpSessionAbort, wire.SessionAbortReq{JobID: s.t.JobID, Error: *we}, nil); rerr != nil {
+		s.log.Warn("could not report the failed session; the server's watchdog will", "err", rerr)
+	}
+	return we
+}
+
+func (s *session) classify(err error) *wire.Error {
+	var we *wire.Error
+	if errors.As(err, &we) && we.Code != wire.CodeInternal {
+		return wire.AsError(err)
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		dir := ""
+		if s.pool != nil {
+			dir = s.pool.Dir
+		}
+		return wire.Errorf(wire.CodePoolFull,
+			fmt.Sprintf("free space in %s (or move the pool to a larger filesystem), then rerun the job; earlier backups are intact", dir),
+			"disk pool %s on storage node %s is full: %v", s.t.Pool, s.n.cfg.ID, err)
+	}
+	var pe *fileindex.OrderError
+	if errors.As(err, &pe) {
+		return wire.Errorf(wire.CodeBadRequest, "upgrade the agent", "the agent sent entries out of order: %v", err)
+	}
+	return wire.Errorf(wire.CodeIO, "", "storage node %s: %v", s.n.cfg.ID, err)
+}

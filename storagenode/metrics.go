@@ -1,0 +1,65 @@
+package storagenode
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	streams         *prometheus.GaugeVec
+	sessions        *prometheus.CounterVec
+	bytesWritten    prometheus.Counter
+	bytesRead       prometheus.Counter
+	ticketsRejected *prometheus.CounterVec
+	damagedBlocks   prometheus.Counter
+}
+
+func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cairn_node_streams", Help: "Data-port streams in progress, by operation.",
+		}, []string{"op"}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_node_streams_total", Help: "Data-port streams that ended, by operation and outcome.",
+		}, []string{"op", "outcome"}),
+		bytesWritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_node_stream_bytes_received_total", Help: "Record bytes received from agents for backups.",
+		}),
+		bytesRead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_node_stream_bytes_sent_total", Help: "Record bytes sent to agents for restores.",
+		}),
+		ticketsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_node_tickets_rejected_total", Help: "Data-port connections refused, by reason.",
+		}, []string{"reason"}),
+		damagedBlocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_node_damaged_blocks_total", Help: "Blocks found damaged while reading volumes.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.streams, m.sessions, m.bytesWritten, m.bytesRead, m.ticketsRejected, m.damagedBlocks, &poolCollector{n: n})
+	}
+	return m
+}
+
+var (
+	descPoolFree  = prometheus.NewDesc("cairn_node_pool_free_bytes", "Free bytes of the filesystem holding a pool's volumes.", []string{"node", "pool"}, nil)
+	descPoolTotal = prometheus.NewDesc("cairn_node_pool_size_bytes", "Size of the filesystem holding a pool's volumes.", []string{"node", "pool"}, nil)
+)
+
+// poolCollector reads filesystem usage at scrape time.
+type poolCollector struct{ n *Node }
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPoolFree
+	ch <- descPoolTotal
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, p := range c.n.pools {
+		free, total, err := p.Usage()
+		if err != nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descPoolFree, prometheus.GaugeValue, float64(free), c.n.cfg.ID, name)
+		ch <- prometheus.MustNewConstMetric(descPoolTotal, prometheus.GaugeValue, float64(total), c.n.cfg.ID, name)
+	}
+}

@@ -1,0 +1,309 @@
+package storagenode
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/media/disk"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// Version is what the node registers with.
+var Version = "0.1.0-dev"
+
+// Node is a running storage node.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	pools   map[string]*disk.Pool
+	guard   *ticket.Guard
+	metrics *metrics
+
+	cert        tls.Certificate
+	fingerprint string
+	ln          net.Listener
+	nc          *nats.Conn
+
+	mu        sync.Mutex
+	ticketKey ed25519.PublicKey // from the servers at registration
+	conns     map[net.Conn]struct{}
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New prepares a node: its pools, certificate and ticket record.
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("storage node config: %w", err)
+	}
+	logger = logger.With("component", "storagenode", "node", cfg.ID)
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("storage node data directory: %w", err)
+	}
+	n := &Node{cfg: cfg, log: logger, pools: map[string]*disk.Pool{}, conns: map[net.Conn]struct{}{}}
+	for _, p := range cfg.Pools {
+		if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("disk pool %s: %w", p.Name, err)
+		}
+		n.pools[p.Name] = &disk.Pool{Name: p.Name, Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes}
+	}
+	cert, fp, err := dataplane.LoadOrCreateCert(cfg.DataDir, cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	n.cert, n.fingerprint = cert, fp
+	guard, err := ticket.OpenGuard(filepath.Join(cfg.DataDir, "tickets.db"))
+	if err != nil {
+		return nil, err
+	}
+	n.guard = guard
+	n.metrics = newMetrics(n, reg)
+	return n, nil
+}
+
+// Start opens the data port, connects to NATS and registers with the
+// servers. It returns once the data port listens; registration is retried in
+// the background until a server answers.
+func (n *Node) Start(ctx context.Context) error {
+	ln, err := tls.Listen("tcp", n.cfg.DataAddr, dataplane.ServerConfig(n.cert))
+	if err != nil {
+		return fmt.Errorf("storage node data port %s: %w", n.cfg.DataAddr, err)
+	}
+	n.ln = ln
+	nc, err := wire.Connect(n.cfg.NATSURL, "cairn-storagenode-"+n.cfg.ID, n.log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	n.nc = nc
+	ctx, n.cancel = context.WithCancel(ctx)
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		n.acceptLoop(ctx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.heartbeatLoop(ctx)
+	}()
+	n.log.Info("storage node started", "data_addr", n.DataAddr(), "pools", len(n.pools))
+	return nil
+}
+
+// DataAddr is the address agents dial.
+func (n *Node) DataAddr() string {
+	if n.cfg.AdvertiseAddr != "" {
+		return n.cfg.AdvertiseAddr
+	}
+	if n.ln != nil {
+		return n.ln.Addr().String()
+	}
+	return n.cfg.DataAddr
+}
+
+// Registered reports whether a server accepted the node's registration.
+func (n *Node) Registered() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ticketKey != nil
+}
+
+// Close stops accepting, ends running streams and disconnects.
+func (n *Node) Close() error {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.ln != nil {
+		n.ln.Close()
+	}
+	n.mu.Lock()
+	for c := range n.conns {
+		c.Close()
+	}
+	n.mu.Unlock()
+	n.wg.Wait()
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	return n.guard.Close()
+}
+
+func (n *Node) register(ctx context.Context) error {
+	req := wire.NodeRegisterReq{ID: n.cfg.ID, DataAddr: n.DataAddr(), CertSHA256: n.fingerprint, Version: Version}
+	for _, p := range n.cfg.Pools {
+		req.Pools = append(req.Pools, wire.NodePool{Name: p.Name, Type: "disk", Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes})
+	}
+	var resp wire.NodeRegisterResp
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := wire.Request(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, wire.OpNodeRegister), req, &resp); err != nil {
+		return err
+	}
+	if len(resp.TicketKey) != ed25519.PublicKeySize {
+		return errors.New("server sent no ticket key")
+	}
+	n.mu.Lock()
+	n.ticketKey = ed25519.PublicKey(resp.TicketKey)
+	n.mu.Unlock()
+	return nil
+}
+
+// heartbeatLoop registers until a server answers, then heartbeats, and
+// registers again now and then so a server that lost its state relearns the
+// node.
+func (n *Node) heartbeatLoop(ctx context.Context) {
+	const reregister = time.Minute
+	var lastRegister time.Time
+	retry := 250 * time.Millisecond
+	for {
+		if !n.Registered() || time.Since(lastRegister) > reregister {
+			if err := n.register(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if !n.Registered() {
+					n.log.Warn("registration with the servers failed; retrying", "err", err)
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(retry):
+					}
+					retry = min(2*retry, 5*time.Second)
+					continue
+				}
+			} else {
+				if lastRegister.IsZero() {
+					n.log.Info("registered with the servers")
+				}
+				lastRegister = time.Now()
+			}
+		}
+		hb := wire.NodeHeartbeat{ID: n.cfg.ID, Streams: n.streams()}
+		for name, p := range n.pools {
+			free, total, err := p.Usage()
+			if err == nil {
+				hb.Pools = append(hb.Pools, wire.PoolUsage{Name: name, FreeBytes: free, TotalBytes: total})
+			}
+		}
+		if err := wire.Publish(n.nc, wire.FromNodeSubject(n.cfg.ID, wire.OpNodeHeartbeat), hb); err != nil {
+			n.log.Debug("heartbeat", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(n.cfg.HeartbeatInterval):
+		}
+	}
+}
+
+func (n *Node) streams() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.conns)
+}
+
+func (n *Node) acceptLoop(ctx context.Context) {
+	for {
+		c, err := n.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			n.log.Warn("accept on data port", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		n.mu.Lock()
+		n.conns[c] = struct{}{}
+		n.mu.Unlock()
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			defer func() {
+				n.mu.Lock()
+				delete(n.conns, c)
+				n.mu.Unlock()
+				c.Close()
+			}()
+			n.serveConn(ctx, dataplane.NewConn(c))
+		}()
+	}
+}
+
+// serveConn checks a connection's ticket and runs what it allows.
+func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
+	log := n.log.With("peer", conn.RemoteAddr().String())
+	_ = conn.SetDeadline(time.Now().Add(n.cfg.HelloTimeout))
+	var hello dataplane.Hello
+	if err := conn.ReadJSON(dataplane.FrameHello, &hello); err != nil {
+		log.Warn("data connection without a valid hello", "err", err)
+		_ = conn.WriteError(wire.Errorf(wire.CodeBadRequest, "", "expected a hello frame: %v", err))
+		return
+	}
+	t, err := n.checkTicket(hello.Ticket)
+	if err != nil {
+		var te *ticket.Error
+		reason := "other"
+		if errors.As(err, &te) {
+			reason = string(te.Reason)
+		}
+		n.metrics.ticketsRejected.WithLabelValues(reason).Inc()
+		log.Warn("ticket refused", "reason", reason, "err", err)
+		_ = conn.WriteError(wire.Errorf(wire.CodeTicketRejected, "", "storage node %s refused the connection: %v", n.cfg.ID, err))
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	log = log.With("job", t.JobID, "client", t.Client, "op", t.Op)
+	switch t.Op {
+	case ticket.OpBackup:
+		n.backup(ctx, log, conn, t)
+	case ticket.OpRestore:
+		n.restore(ctx, log, conn, t)
+	}
+}
+
+func (n *Node) checkTicket(s string) (ticket.Ticket, error) {
+	n.mu.Lock()
+	key := n.ticketKey
+	n.mu.Unlock()
+	if key == nil {
+		return ticket.Ticket{}, errors.New("this storage node has not registered with a server yet; retry in a moment")
+	}
+	now := time.Now()
+	t, err := ticket.Verify(s, key, now, n.cfg.ClockSkew)
+	if err != nil {
+		return t, err
+	}
+	if t.Node != n.cfg.ID {
+		return t, &ticket.Error{Reason: ticket.WrongNode, JobID: t.JobID, Detail: fmt.Sprintf("the ticket is for storage node %s", t.Node)}
+	}
+	if t.Op != ticket.OpBackup && t.Op != ticket.OpRestore {
+		return t, &ticket.Error{Reason: ticket.WrongOp, JobID: t.JobID, Detail: string(t.Op)}
+	}
+	if err := n.guard.Use(t, now); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+// request sends a request to the servers.
+func (n *Node) request(ctx context.Context, op string, req, resp any) error {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return wire.Request(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, op), req, resp)
+}
