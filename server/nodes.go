@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -163,7 +164,7 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 	minRoom := int64(4*pool.BlockRawSize + 4*pool.BlockSize)
 	for i := range vols {
 		v := &vols[i]
-		if v.ID == req.Full || (v.WriterJob != 0 && v.WriterJob != job.ID) {
+		if v.ID == req.Full || slices.Contains(req.Used, v.ID) || (v.WriterJob != 0 && v.WriterJob != job.ID) {
 			continue
 		}
 		if pool.MaxVolumeBytes > 0 && pool.MaxVolumeBytes-v.Bytes < minRoom {

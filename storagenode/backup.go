@@ -127,7 +127,11 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 // it first when it is new. full names the volume that just filled up.
 func (s *session) acquire(ctx context.Context, full uuid.UUID) (*disk.Appender, wire.VolumeGrant, error) {
 	var g wire.VolumeGrant
-	if err := s.n.request(ctx, wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: s.t.JobID, Pool: s.t.Pool, Full: full}, &g); err != nil {
+	req := wire.VolumeAcquireReq{JobID: s.t.JobID, Pool: s.t.Pool, Full: full}
+	for _, o := range s.opened {
+		req.Used = append(req.Used, o.app.VolumeID())
+	}
+	if err := s.n.request(ctx, wire.OpVolumeAcquire, req, &g); err != nil {
 		return nil, g, fmt.Errorf("get a volume in pool %s: %w", s.t.Pool, err)
 	}
 	s.pool.BlockSize = g.BlockSize

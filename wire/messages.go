@@ -353,11 +353,13 @@ type NodeHeartbeat struct {
 }
 
 // VolumeAcquireReq asks for a volume to write job's session on. Full names
-// the volume that just filled up, if any, so the server marks it full.
+// the volume that just filled up, if any; Used lists every volume the
+// session already wrote a part on, none of which may be granted again.
 type VolumeAcquireReq struct {
-	JobID uint64    `json:"job_id"`
-	Pool  string    `json:"pool"`
-	Full  uuid.UUID `json:"full,omitzero"`
+	JobID uint64      `json:"job_id"`
+	Pool  string      `json:"pool"`
+	Full  uuid.UUID   `json:"full,omitzero"`
+	Used  []uuid.UUID `json:"used,omitempty"`
 }
 
 // VolumeGrant is a volume reserved for one job.
