@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/devstack"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512": 512, "4K": 4 << 10, "512M": 512 << 20, "4G": 4 << 30, "4GB": 4 << 30, "1GiB": 1 << 30, "2t": 2 << 40} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "G", "-1", "lots"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	got, err := parseTime("2026-11-20 13:45")
+	if err != nil || got.Year() != 2026 || got.Hour() != 13 || got.Minute() != 45 {
+		t.Fatalf("%v %v", got, err)
+	}
+	if got, err := parseTime("2026-11-20T13:45:00Z"); err != nil || got.UTC().Hour() != 13 {
+		t.Fatalf("%v %v", got, err)
+	}
+	if got, err := parseTime("2h ago"); err != nil || time.Since(got) < 2*time.Hour-time.Minute {
+		t.Fatalf("%v %v", got, err)
+	}
+	if _, err := parseTime("last tuesday"); err == nil {
+		t.Fatal("accepted a time it cannot read")
+	}
+}
+
+func TestParsePool(t *testing.T) {
+	p, err := parsePool("Default=/srv/pool:50G")
+	if err != nil || p.Name != "Default" || p.Dir != "/srv/pool" || p.MaxVolumeBytes != 50<<30 {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if p, err := parsePool("Weekly=/srv/weekly"); err != nil || p.MaxVolumeBytes != 0 {
+		t.Fatalf("%+v %v", p, err)
+	}
+	if _, err := parsePool("nodir"); err == nil {
+		t.Fatal("accepted a pool without a directory")
+	}
+}
+
+func TestModeString(t *testing.T) {
+	for _, c := range []struct {
+		typ  string
+		mode uint32
+		want string
+	}{{"file", 0o644, "-rw-r--r--"}, {"dir", 0o1777, "drwxrwxrwt"}, {"file", 0o4755, "-rwsr-xr-x"}, {"symlink", 0o777, "lrwxrwxrwx"}, {"file", 0o2640, "-rw-r-S---"}} {
+		if got := modeString(c.typ, c.mode); got != c.want {
+			t.Errorf("modeString(%s, %o) = %s, want %s", c.typ, c.mode, got, c.want)
+		}
+	}
+}
+
+// cli runs one command line in-process.
+func cli(ctx context.Context, args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = run(ctx, args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestUsageErrorsExitTwoWithHint(t *testing.T) {
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"backup", "--no-such-flag"},
+		{"backup", "--path", "/x"},
+		{"no-such-command"},
+		{"job", "show", "twelve"},
+		{"restore", "--client", "c", "--to", "/x", "--at", "when pigs fly"},
+	} {
+		code, _, stderr := cli(ctx, args...)
+		if code != 2 || !strings.Contains(stderr, "error: ") || !strings.Contains(stderr, "hint: ") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 with error and hint", args, code, stderr)
+		}
+	}
+}
+
+func TestNoServerIsAClearError(t *testing.T) {
+	code, _, stderr := cli(context.Background(), "--nats", "nats://127.0.0.1:1", "client", "list")
+	if code != 1 || !strings.Contains(stderr, "cannot reach") || !strings.Contains(stderr, "hint: ") {
+		t.Fatalf("exit %d, %q", code, stderr)
+	}
+}
+
+func TestConfigFileAndFlags(t *testing.T) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "server.json")
+	os.WriteFile(cfgFile, []byte(`{"name":"from-file","data_dir":"/from/file","raft_addr":"127.0.0.1:1"}`), 0o600)
+	cmd := newServerCmd(&globals{})
+	if err := cmd.ParseFlags([]string{"--config", cfgFile, "--raft-addr", "127.0.0.1:2"}); err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Name     string `json:"name"`
+		DataDir  string `json:"data_dir"`
+		RaftAddr string `json:"raft_addr"`
+	}
+	if err := loadConfig(cmd, cfgFile, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "from-file" || cfg.DataDir != "/from/file" {
+		t.Fatalf("file not applied: %+v", cfg)
+	}
+	if got, _ := cmd.Flags().GetString("raft-addr"); got != "127.0.0.1:2" {
+		t.Fatalf("flag given on the command line lost to the file: %s", got)
+	}
+	os.WriteFile(cfgFile, []byte(`{"nmae":"typo"}`), 0o600)
+	if err := loadConfig(cmd, cfgFile, &cfg); err == nil || !strings.Contains(err.Error(), "nmae") {
+		t.Fatalf("a misspelt field was accepted: %v", err)
+	}
+}
+
+func TestAdminCommandsAgainstDevStack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := devstack.Start(ctx, devstack.Config{Dir: t.TempDir(), Client: "web", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "etc"), 0o755)
+	os.WriteFile(filepath.Join(src, "etc", "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
+	n := []string{"--nats", st.URL()}
+
+	code, out, stderr := cli(ctx, append(n, "backup", "--client", "web", "--path", src, "--wait")...)
+	if code != 0 || !strings.Contains(out, "backup job 1 success") {
+		t.Fatalf("backup: %d %q %q", code, out, stderr)
+	}
+	code, out, _ = cli(ctx, append(n, "--json", "client", "list")...)
+	var clients []wire.ClientInfo
+	if code != 0 || json.Unmarshal([]byte(out), &clients) != nil || len(clients) != 1 || !clients[0].Online || clients[0].Backups != 1 {
+		t.Fatalf("client list --json: %d %s", code, out)
+	}
+	code, out, _ = cli(ctx, append(n, "ls", "--client", "web", filepath.Join(src, "etc"))...)
+	if code != 0 || !strings.Contains(out, "hosts") || !strings.Contains(out, "-rw-r--r--") {
+		t.Fatalf("ls: %d %s", code, out)
+	}
+	code, out, _ = cli(ctx, append(n, "job", "show", "1")...)
+	if code != 0 || !strings.Contains(out, "LOG") || !strings.Contains(out, "backup committed") {
+		t.Fatalf("job show: %d %s", code, out)
+	}
+	for _, args := range [][]string{{"pool", "list"}, {"volume", "list"}, {"job", "list"}, {"backup", "list"}, {"status"}} {
+		if code, out, stderr := cli(ctx, append(n, args...)...); code != 0 || len(strings.Split(out, "\n")) < 3 {
+			t.Errorf("%v: %d %q %q", args, code, out, stderr)
+		}
+	}
+	// Errors from the server reach the user with their hint.
+	code, _, stderr = cli(ctx, append(n, "backup", "--client", "ghost", "--path", "/x")...)
+	if code != 1 || !strings.Contains(stderr, `client "ghost" is not known`) || !strings.Contains(stderr, "hint: start 'cairn agent") {
+		t.Fatalf("unknown client: %d %q", code, stderr)
+	}
+	code, _, stderr = cli(ctx, append(n, "backup", "--client", "web", "--path", "/no/such/dir", "--wait")...)
+	if code != 1 || !strings.Contains(stderr, "does not exist on client web") {
+		t.Fatalf("missing path: %d %q", code, stderr)
+	}
+	to := t.TempDir()
+	os.WriteFile(filepath.Join(to, "already-here"), nil, 0o644)
+	code, _, stderr = cli(ctx, append(n, "restore", "--client", "web", "--to", to)...)
+	if code != 1 || !strings.Contains(stderr, "not empty") || !strings.Contains(stderr, "--force") {
+		t.Fatalf("non-empty target: %d %q", code, stderr)
+	}
+	code, out, stderr = cli(ctx, append(n, "restore", "--client", "web", "--to", to, "--force", filepath.Join(src, "etc", "hosts"))...)
+	if code != 0 {
+		t.Fatalf("restore --force: %d %q %q", code, out, stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(to, src, "etc", "hosts")); err != nil || string(b) != "127.0.0.1 localhost\n" {
+		t.Fatalf("restored %q %v", b, err)
+	}
+}
+
+// TestLayering holds the dependency rules: media knows nothing of the
+// catalog, the server, the storage node or the agent; the server and the
+// storage node never import each other.
+func TestLayering(t *testing.T) {
+	deps := func(pkg string) string {
+		out, err := exec.Command("go", "list", "-deps", "github.com/cairnbackup/cairn/"+pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list %s: %v %s", pkg, err, out)
+		}
+		return string(out)
+	}
+	for pkg, forbidden := range map[string][]string{
+		"media/volume": {"/catalog", "/server", "/storagenode", "/agent"},
+		"media/disk":   {"/catalog", "/server", "/storagenode", "/agent"},
+		"storagenode":  {"cairn/server", "cairn/catalog", "cairn/agent"},
+		"server":       {"cairn/storagenode", "cairn/agent"},
+		"agent":        {"cairn/server", "cairn/storagenode", "cairn/catalog"},
+		"catalog":      {"cairn/server", "cairn/storagenode", "cairn/agent", "cairn/media"},
+	} {
+		list := deps(pkg)
+		for _, f := range forbidden {
+			for _, line := range strings.Split(list, "\n") {
+				if strings.HasPrefix(line, "github.com/cairnbackup/cairn") && strings.Contains(line, f) && line != "github.com/cairnbackup/cairn/"+pkg {
+					t.Errorf("%s imports %s", pkg, line)
+				}
+			}
+		}
+	}
+}
