@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -87,6 +88,8 @@ type Source struct {
 
 	// Used by Run's goroutine only.
 	ran    bool
+	ahead  aheadControl
+	ioWait time.Duration // of the current file: open, fstat, reads
 	batch  []byte
 	hdr    []byte
 	sum    hash.Hash
@@ -149,6 +152,15 @@ func (s *Source) Run(ctx context.Context) error {
 	s.batch = make([]byte, 0, BatchSize+1) // +1: the probe byte of readRange
 	s.hdr = make([]byte, 0, 4096)
 	s.sum = sha256.New()
+	if prefetchPolicy != prefetchNever {
+		pf := startPrefetch()
+		defer pf.stop()
+		w.ahead = func(dir, name string) {
+			if s.ahead.on || prefetchPolicy == prefetchAlways {
+				pf.ahead(joinPath(dir, name))
+			}
+		}
+	}
 	if err := runChanges(w, s.opts.Base, s.send); err != nil {
 		return err
 	}
@@ -263,7 +275,17 @@ func (s *Source) sendContent(n *node) error {
 		s.incomplete.Add(1)
 		return s.appendEnd(volume.EndReadError, true)
 	}
+	small := e.Size <= prefetchMax
+	var t0 time.Time
+	if small {
+		t0 = time.Now()
+		s.ioWait = 0
+	}
 	fd, err := openFile(n)
+	if small {
+		s.ioWait = time.Since(t0)
+		defer func() { s.ahead.observe(s.ioWait, e.Size) }()
+	}
 	if err != nil {
 		return readErr(fmt.Errorf("content not backed up: open: %w", err))
 	}
@@ -390,7 +412,9 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 			s.batch = append(s.batch[:cap(s.batch)], make([]byte, need-cap(s.batch))...)[:rec]
 		}
 		buf := s.batch[rec+h : rec+h+ask]
+		t0 := time.Now()
 		got, err := preadFull(fd, buf, off, n)
+		s.ioWait += time.Since(t0)
 		grew := got > n
 		if grew {
 			got = n

@@ -97,6 +97,10 @@ type walker struct {
 	listBuf  []byte
 	valueBuf []byte
 	visited  int
+	// ahead, when set, hears of the names the walk will reach soon (up to
+	// aheadDepth entries before it), so their content can be fetched from
+	// the disk while earlier files are read.
+	ahead func(dir, name string)
 }
 
 func newWalker(ctx context.Context, opts WalkOptions) (*walker, error) {
@@ -326,7 +330,15 @@ func (w *walker) walkDir(dirfd int, name, p string) error {
 	}
 	// Byte order of the names, walked depth first, is index order.
 	slices.Sort(names)
-	for _, n := range names {
+	if w.ahead != nil {
+		for _, n := range names[:min(aheadDepth, len(names))] {
+			w.ahead(p, n)
+		}
+	}
+	for i, n := range names {
+		if w.ahead != nil && i+aheadDepth < len(names) {
+			w.ahead(p, names[i+aheadDepth])
+		}
 		cp := joinPath(p, n)
 		if w.excluded(cp, n) {
 			if err := w.prune(cp); err != nil {
