@@ -76,7 +76,7 @@ func (p *planner) readParts(layer int) ([]wire.ReadPart, error) {
 			return nil, fmt.Errorf("backup %d: volume %s: %w", b.ID, part.VolumeID, err)
 		}
 		rp = append(rp, wire.ReadPart{
-			VolumeID: v.ID, Volume: v.Name, Pool: v.Pool, DataStart: part.DataStart,
+			VolumeID: v.ID, Volume: v.Name, Pool: v.Pool, VolumeStart: part.VolumeStart, DataStart: part.DataStart,
 			StreamStart: part.StreamStart, StreamEnd: part.StreamEnd,
 		})
 	}

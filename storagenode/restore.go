@@ -109,7 +109,7 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 			return wire.Errorf(wire.CodeNotFound, "", "storage node %s does not serve pool %s, which holds volume %s", r.n.cfg.ID, p.Pool, p.Volume)
 		}
 		names[p.VolumeID] = p
-		refs = append(refs, volume.PartRef{VolumeID: p.VolumeID, DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd})
+		refs = append(refs, volume.PartRef{VolumeID: p.VolumeID, VolumeStart: p.VolumeStart, DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd})
 	}
 	// The session reader owns what this opens and closes it when done.
 	open := func(id uuid.UUID) (io.ReaderAt, error) {

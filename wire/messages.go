@@ -522,6 +522,7 @@ type ReadPart struct {
 	VolumeID    uuid.UUID `json:"volume_id"`
 	Volume      string    `json:"volume"`
 	Pool        string    `json:"pool"`
+	VolumeStart int64     `json:"volume_start"` // the part header: the key is checked against it first
 	DataStart   int64     `json:"data_start"`
 	StreamStart uint64    `json:"stream_start"`
 	StreamEnd   uint64    `json:"stream_end"`
