@@ -181,7 +181,7 @@ var goldenWant = [2][]goldenFile{
 // goldenSHA256 is the digest of the committed golden volume.
 const goldenSHA256 = "a1657dd457fdc68f71b4e6180dcc5cf67646878833b2239036d05754cf60f935"
 
-func loadGoldenKey(t *testing.T) *Key {
+func loadGoldenKey(t testing.TB) *Key {
 	t.Helper()
 	b, err := os.ReadFile(goldenKey)
 	if err != nil {

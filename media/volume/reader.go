@@ -283,7 +283,8 @@ func (r *SessionReader) getRaw(n int) []byte {
 	if b, ok := r.rawBuf.Get().([]byte); ok && cap(b) >= n {
 		return b[:n]
 	}
-	return make([]byte, n, max(n, sealedCap(DefaultBlockRawSize)))
+	// Rounded up so that the next block, a little larger, fits too.
+	return make([]byte, n, alignUp(int64(n), 64<<10))
 }
 
 func (r *SessionReader) getPlain() []byte {
@@ -376,7 +377,7 @@ func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact boo
 		}
 		pos := p.DataStart + int64(stream-p.StreamStart)
 		end := p.DataStart + int64(p.StreamEnd-p.StreamStart)
-		br := bufio.NewReaderSize(io.NewSectionReader(ra, pos, end-pos), 1<<20)
+		br := bufio.NewReaderSize(io.NewSectionReader(ra, pos, end-pos), int(min(1<<20, max(end-pos, 4096))))
 		damage := func(reason string) {
 			if pend == nil {
 				pend = &CorruptBlockError{VolumeID: p.VolumeID, SessionID: r.session, Seq: seq, Offset: pos, Reason: reason}

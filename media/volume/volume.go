@@ -204,7 +204,7 @@ type found struct {
 // stray match is as unlikely as a CRC collision on top of it.
 func findBlock(r io.ReaderAt, from, end int64, match func(BlockHeader, int64) bool) (found, error) {
 	const chunk = 1 << 20
-	buf := make([]byte, chunk+HeaderSize)
+	buf := make([]byte, min(chunk+HeaderSize, max(end-from, 0)))
 	for base := from; base < end; base += chunk {
 		n := int(min(int64(len(buf)), end-base))
 		m, err := r.ReadAt(buf[:n], base)
