@@ -1,0 +1,22 @@
+// Package volume is the on-media format every Cairn volume holds, on disk,
+// SFTP or tape: a label, then session parts made of blocks, each block
+// CRC-checked, compressed when it pays and encrypted with AES-256-GCM.
+// FORMAT.md in this directory is the byte-level specification and the
+// reasons for it; testdata/golden-v1.cvol is a volume that every version
+// of this package must keep reading.
+//
+// Writing: a SessionWriter takes the records an agent sends (record.go),
+// packs them into blocks, seals the blocks on worker goroutines and writes
+// them in order through an Appender, the medium's side of the contract.
+// When a volume is full it closes the part there and goes on, through
+// WriterOptions.Next, on another volume. Close writes the session's file
+// index as the trailer; only then is the session durable.
+//
+// Reading: OpenVolume and Volume.Parts list what a volume holds with no
+// catalog and no key; ReadIndex reads a session's trailer; a
+// SessionReader reads the records of chosen entries (seeking to them),
+// of all entries, or rebuilds the index of a session that has no trailer.
+// Damage is reported block by block as *CorruptBlockError and reading
+// goes on; a key that cannot read a session is a *KeyError. Nothing in
+// this package writes to a volume it reads.
+package volume
