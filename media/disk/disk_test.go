@@ -19,6 +19,7 @@ import (
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/media/volume/volumetest"
 	"github.com/google/uuid"
 )
 
@@ -623,4 +624,37 @@ func TestCrashHelper(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestAppenderContract(t *testing.T) {
+	dir := t.TempDir()
+	pools := map[int64]*Pool{}
+	byID := map[uuid.UUID]string{}
+	n := 0
+	volumetest.TestAppender(t, volumetest.Medium{
+		New: func(t *testing.T, limit int64) volume.Appender {
+			p := pools[limit]
+			if p == nil {
+				p = testPool(filepath.Join(dir, fmt.Sprint(limit)), limit)
+				if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				pools[limit] = p
+			}
+			n++
+			name := fmt.Sprintf("Contract-%04d", n)
+			a := newVolume(t, p, name)
+			byID[a.VolumeID()] = filepath.Join(p.Dir, name+Ext)
+			return a
+		},
+		Read: func(t *testing.T, id uuid.UUID) (io.ReaderAt, int64) {
+			f, err := os.Open(byID[id])
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			st, _ := f.Stat()
+			return f, st.Size()
+		},
+	})
 }

@@ -127,11 +127,7 @@ func TestSessionSpansVolumes(t *testing.T) {
 		opened = append(opened, id)
 		return memOpener(vols...)(id)
 	}
-	parts := refs(res)
-	for i := range parts {
-		parts[i].VolumeStart = 0 // as a catalog that kept no part header offsets
-	}
-	r = NewSessionReader(info.SessionID, key, parts, open, ReaderOptions{})
+	r = NewSessionReader(info.SessionID, key, refs(res), open, ReaderOptions{})
 	rb = newReadBack(t)
 	if err := r.ReadEntries(context.Background(), []fileindex.Location{e.Loc}, rb.fn, nil); err != nil {
 		t.Fatal(err)

@@ -61,7 +61,7 @@ type SessionReader struct {
 
 	vols     map[uuid.UUID]io.ReaderAt
 	volsMu   sync.Mutex
-	prepared error
+	prepared error // from checking the part table and the key's presence
 	ready    bool
 	keyOK    bool // the key is known to be right: later GCM failures are damage
 	keyID    string
@@ -115,17 +115,33 @@ func (r *SessionReader) volume(id uuid.UUID) (io.ReaderAt, error) {
 	return ra, nil
 }
 
-// prepare checks the part table and, where a PartHeader can be read, the key.
-func (r *SessionReader) prepare() error {
-	if r.ready {
+// prepare checks the part table and the key, against the PartHeader of
+// the part where reading starts when its offset is known: that volume is
+// opened anyway, and no other is opened only to check a key.
+func (r *SessionReader) prepare(stream uint64) error {
+	if !r.ready {
+		r.ready = true
+		r.prepared = r.checkParts()
+	}
+	if r.prepared != nil || r.keyOK {
 		return r.prepared
 	}
-	r.ready = true
-	r.prepared = r.doPrepare()
-	return r.prepared
+	i := min(r.partAt(stream), len(r.parts)-1)
+	if r.parts[i].VolumeStart > 0 {
+		h, err := r.partHeader(r.parts[i])
+		if err != nil {
+			return err
+		}
+		r.keyID = h.KeyID
+		if err := h.CheckKey(r.key); err != nil {
+			return err
+		}
+		r.keyOK = true
+	}
+	return nil
 }
 
-func (r *SessionReader) doPrepare() error {
+func (r *SessionReader) checkParts() error {
 	if len(r.parts) == 0 {
 		return fmt.Errorf("session %s: no parts to read", r.session)
 	}
@@ -134,44 +150,40 @@ func (r *SessionReader) doPrepare() error {
 			return fmt.Errorf("session %s: the parts given leave stream bytes [%d, %d) on no volume", r.session, r.parts[i-1].StreamEnd, r.parts[i].StreamStart)
 		}
 	}
-	var hdr *PartHeader
-	for _, p := range r.parts {
-		if p.VolumeStart <= 0 {
-			continue
-		}
-		ra, err := r.volume(p.VolumeID)
-		if err != nil {
-			return err
-		}
-		h, payload, err := readControlBlock(ra, p.VolumeStart)
-		if err != nil {
-			return fmt.Errorf("session %s: part header on volume %s: %w", r.session, p.VolumeID, err)
-		}
-		ph, err := decodeJSON[PartHeader](KindPartHeader, p.VolumeStart, payload)
-		if err != nil {
-			return fmt.Errorf("session %s: volume %s: %w", r.session, p.VolumeID, err)
-		}
-		if h.Kind != KindPartHeader || ph.SessionID != r.session {
-			return fmt.Errorf("session %s: volume %s offset %d holds a %s block of session %s, not this session's part header", r.session, p.VolumeID, p.VolumeStart, h.Kind, ph.SessionID)
-		}
-		hdr = &ph
-		break
-	}
-	if hdr != nil {
-		r.keyID = hdr.KeyID
-		if err := hdr.CheckKey(r.key); err != nil {
-			return err
-		}
-		r.keyOK = true
-		return nil
-	}
 	if r.key == nil {
+		// Name the key the session needs, if a part header says.
+		for _, p := range r.parts {
+			if p.VolumeStart > 0 {
+				if h, err := r.partHeader(p); err == nil {
+					return h.CheckKey(nil)
+				}
+			}
+		}
 		return &KeyError{SessionID: r.session, Reason: "no key given"}
 	}
 	if err := r.key.validate(); err != nil {
 		return &KeyError{KeyID: r.key.ID, SessionID: r.session, Reason: err.Error()}
 	}
 	return nil
+}
+
+func (r *SessionReader) partHeader(p PartRef) (*PartHeader, error) {
+	ra, err := r.volume(p.VolumeID)
+	if err != nil {
+		return nil, err
+	}
+	h, payload, err := readControlBlock(ra, p.VolumeStart)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: part header on volume %s: %w", r.session, p.VolumeID, err)
+	}
+	ph, err := decodeJSON[PartHeader](KindPartHeader, p.VolumeStart, payload)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: volume %s: %w", r.session, p.VolumeID, err)
+	}
+	if h.Kind != KindPartHeader || ph.SessionID != r.session {
+		return nil, fmt.Errorf("session %s: volume %s offset %d holds a %s block of session %s, not this session's part header", r.session, p.VolumeID, p.VolumeStart, h.Kind, ph.SessionID)
+	}
+	return &ph, nil
 }
 
 // item is one block, or one report, on its way from the volume to the
@@ -498,13 +510,13 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 	if len(locs) == 0 {
 		return nil
 	}
-	if err := r.prepare(); err != nil {
-		return err
-	}
 	ls := slices.Clone(locs)
 	slices.SortFunc(ls, func(a, b fileindex.Location) int {
 		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.InBlock, b.InBlock))
 	})
+	if err := r.prepare(ls[0].Off); err != nil {
+		return err
+	}
 	ls = slices.CompactFunc(ls, func(a, b fileindex.Location) bool { return a.Seq == b.Seq && a.InBlock == b.InBlock })
 	streamEnd := r.parts[len(r.parts)-1].StreamEnd
 
@@ -663,7 +675,7 @@ func (r *SessionReader) RecoverIndex(ctx context.Context, fn func(e fileindex.En
 // block and the record's offset in it. cut is called when damage cuts the
 // entry in progress.
 func (r *SessionReader) walkAll(ctx context.Context, fn func(it *item, p int, t RecordType, body []byte) error, damaged func(*CorruptBlockError) error, cut func()) error {
-	if err := r.prepare(); err != nil {
+	if err := r.prepare(0); err != nil {
 		return err
 	}
 	// A session read from its first part starts at seq 0; one whose

@@ -1,0 +1,212 @@
+// Package volumetest is the contract test suite of volume.Appender: every
+// medium (disk, SFTP, tape) runs it in a few lines, so they all keep the
+// contract the session writer relies on.
+package volumetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/google/uuid"
+)
+
+// Medium is what the suite needs from an implementation.
+type Medium struct {
+	// New returns a freshly labelled volume open for appending, at the end
+	// of its label. Limit caps the volume's size (0: no cap); the medium
+	// may use less.
+	New func(t *testing.T, limit int64) volume.Appender
+	// Read returns what has been written to the volume, to check it.
+	Read func(t *testing.T, id uuid.UUID) (io.ReaderAt, int64)
+}
+
+// TestAppender runs the contract tests.
+func TestAppender(t *testing.T, m Medium) {
+	t.Run("Offset", func(t *testing.T) { testOffset(t, m) })
+	t.Run("Session", func(t *testing.T) { testSession(t, m) })
+	t.Run("Spanning", func(t *testing.T) { testSpanning(t, m) })
+}
+
+func testOffset(t *testing.T, m Medium) {
+	a := m.New(t, 0)
+	if err := volume.ValidBlockSize(a.BlockSize()); err != nil {
+		t.Fatal(err)
+	}
+	off := a.Offset()
+	if off < int64(a.BlockSize()) || off%int64(a.BlockSize()) != 0 {
+		t.Fatalf("a new volume is at offset %d; want the end of its label, a multiple of %d", off, a.BlockSize())
+	}
+	rem := a.Remaining()
+	p := bytes.Repeat([]byte{0xa5}, 1000)
+	if n, err := a.Write(p); n != len(p) || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if a.Offset() != off+1000 {
+		t.Fatalf("Offset %d after writing 1000 bytes at %d", a.Offset(), off)
+	}
+	if rem != math.MaxInt64-off && a.Remaining() != rem-1000 {
+		t.Fatalf("Remaining %d after writing 1000 bytes with %d left", a.Remaining(), rem)
+	}
+	if err := a.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	r, size := m.Read(t, a.VolumeID())
+	if size < off+1000 {
+		t.Fatalf("volume holds %d bytes, %d were written", size, off+1000)
+	}
+	got := make([]byte, 1000)
+	if _, err := r.ReadAt(got, off); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("read back: %v", err)
+	}
+	l, err := volume.ReadLabel(r)
+	if err != nil || l.VolumeID != a.VolumeID() || l.BlockSize != a.BlockSize() {
+		t.Fatalf("label %+v, %v; the appender says volume %s, block size %d", l, err, a.VolumeID(), a.BlockSize())
+	}
+}
+
+type file struct {
+	path    string
+	content []byte
+}
+
+func files(n, size int) []file {
+	var out []file
+	for i := 0; i < n; i++ {
+		c := make([]byte, size)
+		rand.NewChaCha8([32]byte{byte(i), byte(n)}).Read(c)
+		out = append(out, file{fmt.Sprintf("/contract/f%04d", i), c})
+	}
+	return out
+}
+
+func write(t *testing.T, first volume.Appender, next func(volume.Appender) (volume.Appender, error), fs []file) (volume.SessionInfo, *volume.SessionResult) {
+	m := sha256.Sum256([]byte(t.Name()))
+	key := &volume.Key{ID: "contract", Material: m[:]}
+	info := volume.SessionInfo{SessionID: uuid.New(), Compression: true, BlockRawSize: volume.MinBlockRawSize}
+	w, err := volume.NewSessionWriter(info, key, first, volume.WriterOptions{Next: next, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	for _, f := range fs {
+		b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
+		b = volume.AppendDataRecord(b, 0, f.content)
+		h := sha256.Sum256(f.content)
+		if err := w.Write(volume.AppendFileEnd(b, volume.EndOK, h[:])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info, res
+}
+
+func readBack(t *testing.T, m Medium, info volume.SessionInfo, res *volume.SessionResult, fs []file) {
+	m2 := sha256.Sum256([]byte(t.Name()))
+	key := &volume.Key{ID: "contract", Material: m2[:]}
+	last := res.Parts[len(res.Parts)-1]
+	r, size := m.Read(t, last.VolumeID)
+	v, err := volume.OpenVolume(r, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := v.Parts()
+	if err != nil || len(ps) == 0 {
+		t.Fatalf("Parts: %v", err)
+	}
+	it, err := volume.ReadIndex(r, key, ps[len(ps)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fileindex.Collect(it)
+	if err != nil || len(idx) != len(fs) {
+		t.Fatalf("index: %d entries, %v", len(idx), err)
+	}
+	var refs []volume.PartRef
+	for _, p := range res.Parts {
+		refs = append(refs, p.Ref())
+	}
+	var locs []fileindex.Location
+	for _, e := range idx {
+		locs = append(locs, e.Loc)
+	}
+	sr := volume.NewSessionReader(info.SessionID, key, refs, func(id uuid.UUID) (io.ReaderAt, error) {
+		r, _ := m.Read(t, id)
+		return r, nil
+	}, volume.ReaderOptions{})
+	defer sr.Close()
+	got := map[string][]byte{}
+	var cur string
+	err = sr.ReadEntries(context.Background(), locs, func(rt volume.RecordType, body []byte) error {
+		switch rt {
+		case volume.RecFileHeader:
+			e, err := fileindex.DecodeEntry(body)
+			cur = e.Path
+			return err
+		case volume.RecData:
+			_, d, err := volume.DecodeData(body)
+			got[cur] = append(got[cur], d...)
+			return err
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		if !bytes.Equal(got[f.path], f.content) {
+			t.Fatalf("%s does not read back", f.path)
+		}
+	}
+}
+
+func testSession(t *testing.T, m Medium) {
+	a := m.New(t, 0)
+	fs := files(12, 200000)
+	info, res := write(t, a, nil, fs)
+	if len(res.Parts) != 1 || res.Parts[0].End != a.Offset() || a.Offset()%int64(a.BlockSize()) != 0 {
+		t.Fatalf("parts %+v, appender at %d", res.Parts, a.Offset())
+	}
+	readBack(t, m, info, res, fs)
+	// A second session appends after the first.
+	fs2 := files(3, 1000)
+	info2, res2 := write(t, a, nil, fs2)
+	if res2.Parts[0].VolumeStart != res.Parts[0].End {
+		t.Fatalf("second session starts at %d, the first ends at %d", res2.Parts[0].VolumeStart, res.Parts[0].End)
+	}
+	readBack(t, m, info2, res2, fs2)
+}
+
+func testSpanning(t *testing.T, m Medium) {
+	const limit = 2 << 20
+	first := m.New(t, limit)
+	n := 0
+	next := func(full volume.Appender) (volume.Appender, error) {
+		if full.Remaining() < 0 {
+			t.Errorf("volume %s overfilled: Remaining %d", full.VolumeID(), full.Remaining())
+		}
+		n++
+		return m.New(t, limit), nil
+	}
+	fs := files(40, 100000)
+	info, res := write(t, first, next, fs)
+	if n < 1 || len(res.Parts) != n+1 {
+		t.Fatalf("Next called %d times, %d parts", n, len(res.Parts))
+	}
+	for _, p := range res.Parts {
+		if _, size := m.Read(t, p.VolumeID); size > limit {
+			t.Fatalf("volume %s holds %d bytes, over the %d limit", p.VolumeID, size, limit)
+		}
+	}
+	readBack(t, m, info, res, fs)
+}
