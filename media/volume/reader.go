@@ -370,9 +370,10 @@ func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact boo
 	fatal := func(err error) { send(&item{fatal: err, ready: closedChan}) }
 
 	stream := from
-	for pi := r.partAt(from); pi < len(r.parts); pi++ {
+	first := r.partAt(from)
+	for pi := first; pi < len(r.parts); pi++ {
 		p := r.parts[pi]
-		if pi > r.partAt(from) {
+		if pi > first {
 			if !send(&item{partEnd: true, ready: closedChan}) {
 				return
 			}

@@ -55,7 +55,8 @@ type SessionInfo struct {
 // WriterOptions tune a SessionWriter.
 type WriterOptions struct {
 	// Workers is the number of goroutines that compress and encrypt
-	// blocks; 0 means 2.
+	// blocks; 0 means 2. A session holds about 2*Workers+3 blocks in
+	// flight, each up to twice the block raw size (plaintext and sealed).
 	Workers int
 	// TempDir holds the spill file of index entries, so memory stays
 	// bounded however many files a session holds; "" means os.TempDir().
@@ -191,6 +192,14 @@ func NewSessionWriter(info SessionInfo, key *Key, first Appender, opts WriterOpt
 	if opts.Workers <= 0 {
 		opts.Workers = 2
 	}
+	sealers := make([]*sealer, opts.Workers)
+	for i := range sealers {
+		s, err := newSealer(key, info.SessionID, info.Compression)
+		if err != nil {
+			return nil, fmt.Errorf("new session writer: %w", err)
+		}
+		sealers[i] = s
+	}
 	sp, err := newSpill(opts.TempDir)
 	if err != nil {
 		return nil, fmt.Errorf("new session writer: %w", err)
@@ -206,12 +215,7 @@ func NewSessionWriter(info SessionInfo, key *Key, first Appender, opts WriterOpt
 	id := first.VolumeID()
 	w.curVol.Store(&id)
 	w.cur = w.getPlain()
-	for range opts.Workers {
-		s, err := newSealer(key, info.SessionID, info.Compression)
-		if err != nil {
-			sp.close()
-			return nil, fmt.Errorf("new session writer: %w", err)
-		}
+	for _, s := range sealers {
 		w.wg.Add(1)
 		go w.work(s)
 	}
