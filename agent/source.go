@@ -88,6 +88,7 @@ type Source struct {
 
 	// Used by Run's goroutine only.
 	ran    bool
+	ctx    context.Context
 	ahead  aheadControl
 	ioWait time.Duration // of the current file: open, fstat, reads
 	batch  []byte
@@ -143,6 +144,7 @@ func (s *Source) Run(ctx context.Context) error {
 		return errors.New("agent source: Run called twice")
 	}
 	s.ran = true
+	s.ctx = ctx
 	wopts := s.opts.Walk
 	wopts.Warn = s.warn
 	w, err := newWalker(ctx, wopts)
@@ -396,6 +398,10 @@ func putDataHeader(b []byte, off int64, n int) int {
 func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 	start := off
 	for off < end {
+		// A file of terabytes must not hold up a cancelled job.
+		if err := s.ctx.Err(); err != nil {
+			return off - start, err
+		}
 		n := int(min(end-off, volume.MaxDataBody))
 		if err := s.reserve(1 + 2*binary.MaxVarintLen64 + n); err != nil {
 			return off - start, err

@@ -350,3 +350,23 @@ func TestSourceStopsOnEmitError(t *testing.T) {
 		t.Fatalf("an emit error was taken for a read error: %+v", st)
 	}
 }
+
+func TestSourceCancelledInsideALargeFile(t *testing.T) {
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "big"), randomBytes(6, 8<<20), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	batches := 0
+	s, err := NewSource(SourceOptions{Walk: WalkOptions{Paths: []string{dir}}, Emit: func([]byte) error {
+		batches++
+		cancel()
+		return nil
+	}})
+	mustDo(t, err)
+	if err := s.Run(ctx); !errors.Is(err, context.Canceled) || batches != 1 {
+		t.Fatalf("err %v after %d batches", err, batches)
+	}
+	if st := s.Stats(); st.Incomplete != 0 {
+		t.Fatalf("cancellation taken for a read error: %+v", st)
+	}
+}
