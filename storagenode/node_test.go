@@ -1,0 +1,314 @@
+package storagenode
+
+import (
+	"context"
+	"fmt"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/natsd"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// fakeServer answers a storage node's requests as the servers would, and
+// records what the node reported.
+type fakeServer struct {
+	mu      sync.Mutex
+	signer  ed25519.PrivateKey
+	key     []byte
+	volID   uuid.UUID
+	aborts  []wire.SessionAbortReq
+	commits []wire.SessionCommitReq
+	hearts  int
+}
+
+func (f *fakeServer) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
+	_, op, _ := wire.SplitFrom(subject)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch op {
+	case wire.OpNodeRegister:
+		return wire.NodeRegisterResp{TicketKey: f.signer.Public().(ed25519.PublicKey)}, nil
+	case wire.OpNodeHeartbeat:
+		f.hearts++
+		return wire.Empty{}, nil
+	case wire.OpKeyGet:
+		return wire.KeyGetResp{ID: "k1", Key: f.key}, nil
+	case wire.OpVolumeAcquire:
+		req, _ := wire.Decode[wire.VolumeAcquireReq](body)
+		isNew := f.volID == uuid.Nil
+		if isNew {
+			f.volID = uuid.New()
+		}
+		bytes := int64(0)
+		if !isNew {
+			bytes = 64 << 10
+		}
+		return wire.VolumeGrant{ID: f.volID, Name: "Default-0001", Pool: req.Pool, New: isNew, Bytes: bytes,
+			BlockSize: 64 << 10, BlockRawSize: 512 << 10, Compression: true}, nil
+	case wire.OpVolumeLabeled, wire.OpSessionIndex:
+		return wire.Empty{}, nil
+	case wire.OpSessionCommit:
+		req, _ := wire.Decode[wire.SessionCommitReq](body)
+		f.commits = append(f.commits, req)
+		return wire.Empty{}, nil
+	case wire.OpSessionAbort:
+		req, _ := wire.Decode[wire.SessionAbortReq](body)
+		f.aborts = append(f.aborts, req)
+		return wire.Empty{}, nil
+	}
+	return nil, wire.Errorf(wire.CodeUnknownOperation, "", "fake server: %s", op)
+}
+
+type rig struct {
+	t      *testing.T
+	ns     *natsd.Server
+	node   *Node
+	fake   *fakeServer
+	pool   string
+	signer ed25519.PrivateKey
+}
+
+func newRig(t *testing.T, serveNow bool) *rig {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns, err := natsd.Start(natsd.Config{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	_, signer, _ := ed25519.GenerateKey(nil)
+	r := &rig{t: t, ns: ns, signer: signer, fake: &fakeServer{signer: signer, key: keyring.NewKey()}, pool: t.TempDir()}
+	cfg := DefaultConfig()
+	cfg.ID = "sn1"
+	cfg.DataDir = t.TempDir()
+	cfg.NATSURL = ns.URL()
+	cfg.DataAddr = "127.0.0.1:0"
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.Pools = []PoolConfig{{Name: "Default", Dir: r.pool}}
+	n, err := New(cfg, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if serveNow {
+		r.serve()
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	r.node = n
+	return r
+}
+
+func (r *rig) serve() {
+	nc, err := nats.Connect(r.ns.URL())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(nc.Close)
+	if _, err := wire.Serve(context.Background(), nc, wire.FromNodeWildcard, "", slog.New(slog.NewTextHandler(io.Discard, nil)), r.fake.handle); err != nil {
+		r.t.Fatal(err)
+	}
+	nc.Flush()
+}
+
+func eventually(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *rig) dial(tk string) (*dataplane.Conn, error) {
+	_, fp, err := dataplane.LoadOrCreateCert(r.node.cfg.DataDir, "sn1")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	conn, err := dataplane.Dial(context.Background(), r.node.DataAddr(), fp)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: "web"}); err != nil {
+		r.t.Fatal(err)
+	}
+	return conn, conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{})
+}
+
+func (r *rig) ticket(job uint64) string {
+	now := time.Now()
+	s, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: ticket.OpBackup, Pool: "Default",
+		BackupID: job, Level: "full", KeyID: "k1", Issued: now, Expires: now.Add(time.Minute)}, r.signer)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return s
+}
+
+func TestRegistersWhenAServerAppearsAndRefusesUntilThen(t *testing.T) {
+	r := newRig(t, false)
+	conn, err := r.dial(r.ticket(1))
+	if err == nil || !strings.Contains(err.Error(), "has not registered") {
+		t.Fatalf("before registration: %v", err)
+	}
+	conn.Close()
+	r.serve()
+	eventually(t, 10*time.Second, func() error {
+		if !r.node.Registered() {
+			return errors.New("not registered")
+		}
+		return nil
+	})
+	eventually(t, 5*time.Second, func() error {
+		r.fake.mu.Lock()
+		defer r.fake.mu.Unlock()
+		if r.fake.hearts < 2 {
+			return errors.New("no heartbeats")
+		}
+		return nil
+	})
+}
+
+func records(t *testing.T, n int) []byte {
+	var out []byte
+	for i := 0; i < n; i++ {
+		e := fileindex.Entry{Path: "/d/f" + string(rune('a'+i%26)) + strings.Repeat("x", i), Type: fileindex.TypeFile, Size: 200 << 10}
+		out = volume.AppendRecord(out, volume.RecFileHeader, fileindex.AppendEntry(nil, &e))
+		data := make([]byte, 200<<10)
+		for j := range data {
+			data[j] = byte(j * (i + 7))
+		}
+		out = volume.AppendDataRecord(out, 0, data)
+		out = volume.AppendFileEnd(out, volume.EndReadError, nil)
+	}
+	return out
+}
+
+func TestAgentVanishingMidStreamCutsTheSessionOff(t *testing.T) {
+	r := newRig(t, true)
+	eventually(t, 10*time.Second, func() error {
+		if !r.node.Registered() {
+			return errors.New("not registered")
+		}
+		return nil
+	})
+	conn, err := r.dial(r.ticket(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.WriteFrame(dataplane.FrameRecords, records(t, 8)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Flush()
+	conn.Close() // the agent dies: no End frame
+	eventually(t, 10*time.Second, func() error {
+		r.fake.mu.Lock()
+		defer r.fake.mu.Unlock()
+		if len(r.fake.aborts) != 1 {
+			return errors.New("no abort reported")
+		}
+		a := r.fake.aborts[0]
+		if a.JobID != 7 || a.Error.Code != wire.CodeAborted || !strings.Contains(a.Error.Message, "disconnected") {
+			t.Fatalf("abort %+v", a)
+		}
+		return nil
+	})
+	// The volume holds its label and nothing of the failed session.
+	eventually(t, 5*time.Second, func() error {
+		st, err := os.Stat(filepath.Join(r.pool, "Default-0001.cvol"))
+		if err != nil {
+			return err
+		}
+		if st.Size() != 64<<10 {
+			return errors.New("volume not cut back to its label")
+		}
+		return nil
+	})
+	if len(r.fake.commits) != 0 {
+		t.Fatal("a broken session was committed")
+	}
+}
+
+func TestClassifyNamesThePool(t *testing.T) {
+	s := &session{n: &Node{cfg: Config{ID: "sn1"}}, t: ticket.Ticket{Pool: "Default"}}
+	s.pool = nil
+	we := s.classify(&os.PathError{Op: "write", Path: "/p/v.cvol", Err: syscall.ENOSPC})
+	if we.Code != wire.CodePoolFull || !strings.Contains(we.Message, "disk pool Default on storage node sn1 is full") || we.Hint == "" {
+		t.Fatalf("%+v", we)
+	}
+}
+
+func TestFitSegmentsSplitsOversized(t *testing.T) {
+	b := fileindex.NewSegmentBuilder(64 << 20)
+	for i := 0; i < 12000; i++ {
+		e := fileindex.Entry{Path: "/x/" + uuid.NewString(), Type: fileindex.TypeFile,
+			Xattrs: []fileindex.Xattr{{Name: "user.noise", Value: []byte(uuid.NewString() + uuid.NewString() + uuid.NewString() + uuid.NewString())}}}
+		e.Path = fmt.Sprintf("/x/%06d", i)
+		if err := b.Add(&e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg := b.Flush()
+	if len(seg.Data) <= wire.MaxIndexSegmentBytes {
+		t.Fatalf("test segment of %d bytes does not need splitting", len(seg.Data))
+	}
+	out, err := fitSegments([]fileindex.Segment{seg, seg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, s := range out {
+		if len(s.Data) > wire.MaxIndexSegmentBytes {
+			t.Fatalf("segment of %d bytes left", len(s.Data))
+		}
+		total += s.Count
+	}
+	if total != 2*seg.Count {
+		t.Fatalf("%d entries after splitting, want %d", total, 2*seg.Count)
+	}
+}
+
+
+func TestConfigValidate(t *testing.T) {
+	c := DefaultConfig()
+	err := c.Validate()
+	for _, want := range []string{"data directory", "no disk pool"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	c.DataDir = "/d"
+	c.Pools = []PoolConfig{{Name: "A", Dir: "rel"}, {Name: "A", Dir: "/x"}}
+	err = c.Validate()
+	for _, want := range []string{"not absolute", "given twice"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}
