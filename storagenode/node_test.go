@@ -2,10 +2,10 @@ package storagenode
 
 import (
 	"context"
-	"fmt"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -293,7 +293,6 @@ func TestFitSegmentsSplitsOversized(t *testing.T) {
 		t.Fatalf("%d entries after splitting, want %d", total, 2*seg.Count)
 	}
 }
-
 
 func TestConfigValidate(t *testing.T) {
 	c := DefaultConfig()
