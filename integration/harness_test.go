@@ -1,0 +1,678 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/natsd"
+	"github.com/cairnbackup/cairn/sample"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// cairnBin is the binary under test, built once by TestMain.
+var cairnBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "cairn-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	cairnBin = filepath.Join(dir, "cairn")
+	build := exec.Command("go", "build", "-o", cairnBin, "./cmd/cairn")
+	build.Dir = ".." // the module root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the cairn binary: %v\n%s", err, out)
+		return 1
+	}
+	code := m.Run()
+	// Every test stops what it started; a cairn process still running now
+	// is a leak, and is killed so it does not outlive the run.
+	if leaked := cairnProcesses(); len(leaked) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: cairn processes still running after the tests: %v\n", leaked)
+		for _, pid := range leaked {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return 1
+	}
+	return code
+}
+
+// cairnProcesses lists the processes running the binary under test.
+func cairnProcesses() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err == nil && strings.TrimSuffix(exe, " (deleted)") == cairnBin {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// inCI reports whether a missing tool must fail a test rather than skip it.
+func inCI() bool { return os.Getenv("CAIRN_CI") != "" }
+
+// need fails (under CI) or skips, loudly, a test that lacks what it needs.
+func need(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if inCI() {
+		t.Fatalf("this test needs %s: %v", what, err)
+	}
+	t.Skipf("SKIPPED: this test needs %s (it fails instead under CAIRN_CI=1): %v", what, err)
+}
+
+// eventually polls f until it returns nil, and fails the test with f's last
+// error when timeout passes first.
+func eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not so after %s: %v", timeout, err)
+		}
+		<-tick.C
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago, for a process to listen on.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func freePort(t testing.TB) int {
+	_, p, _ := net.SplitHostPort(freeAddr(t))
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// ---- processes ----
+
+// proc is a cairn process running in its own process group, its output in
+// a log file.
+type proc struct {
+	t       *testing.T
+	name    string
+	args    []string
+	logPath string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // how the last run ended
+}
+
+// logs remembers every log file of a test, to print when it fails.
+type logs struct {
+	mu    sync.Mutex
+	files []string
+}
+
+func (l *logs) add(path string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.files {
+		if f == path {
+			return
+		}
+	}
+	l.files = append(l.files, path)
+}
+
+// printOnFailure registers a cleanup that prints the logs of a failed test.
+// Register it before anything whose cleanup must run first is set up: it
+// runs after the processes were stopped, so their last words are in.
+func (l *logs) printOnFailure(t *testing.T) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, f := range l.files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Logf("log %s: %v", f, err)
+				continue
+			}
+			const max = 24 << 10
+			if len(data) > max {
+				data = append([]byte("...\n"), data[len(data)-max:]...)
+			}
+			t.Logf("==== %s ====\n%s", filepath.Base(f), data)
+		}
+	})
+}
+
+func newProc(t *testing.T, l *logs, logDir, name string, args ...string) *proc {
+	p := &proc{t: t, name: name, args: args, logPath: filepath.Join(logDir, name+".log")}
+	l.add(p.logPath)
+	return p
+}
+
+// start runs the process; its log file is appended to across restarts.
+func (p *proc) start() {
+	p.t.Helper()
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	fmt.Fprintf(f, "---- %s: %s %s\n", time.Now().Format(time.RFC3339Nano), p.name, strings.Join(p.args, " "))
+	cmd := exec.Command(cairnBin, p.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Its own process group, so a stop reaches everything it started; and
+	// killed with the test binary should that die first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		p.t.Fatalf("start %s: %v", p.name, err)
+	}
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.cmd, p.done, p.err = cmd, done, nil
+	p.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		f.Close()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(done)
+	}()
+}
+
+// alive reports whether the process is still running.
+func (p *proc) alive() bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// exitErr is how the process ended; nil while it runs or after exit 0.
+func (p *proc) exitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// signal sends sig to the process group and waits up to timeout for the
+// process to end. It reports whether it ended.
+func (p *proc) signal(sig syscall.Signal, timeout time.Duration) bool {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return true
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// stop ends a running process gracefully (SIGTERM; SIGKILL after 15s) and
+// checks that nothing of its process group is left. A process that does not
+// exit 0 on SIGTERM fails the test: a role must shut down cleanly.
+func (p *proc) stop() {
+	p.t.Helper()
+	if !p.alive() {
+		p.checkGroupGone()
+		return
+	}
+	if !p.signal(syscall.SIGTERM, 15*time.Second) {
+		p.t.Errorf("%s did not stop within 15s of SIGTERM; killing it", p.name)
+		p.signal(syscall.SIGKILL, 10*time.Second)
+	} else if err := p.exitErr(); err != nil {
+		p.t.Errorf("%s exited with %v on SIGTERM, want exit 0", p.name, err)
+	}
+	p.checkGroupGone()
+}
+
+// kill ends the process with SIGKILL, as a crash or the OOM killer would.
+func (p *proc) kill() {
+	p.t.Helper()
+	if !p.signal(syscall.SIGKILL, 10*time.Second) {
+		p.t.Fatalf("%s did not die of SIGKILL within 10s", p.name)
+	}
+	p.checkGroupGone()
+}
+
+func (p *proc) checkGroupGone() {
+	p.t.Helper()
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	pgid := cmd.Process.Pid
+	eventually(p.t, 10*time.Second, func() error {
+		if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			return fmt.Errorf("process group %d of %s still has processes (kill 0: %v)", pgid, p.name, err)
+		}
+		return nil
+	})
+}
+
+// logText is what the process logged so far.
+func (p *proc) logText() string {
+	data, _ := os.ReadFile(p.logPath)
+	return string(data)
+}
+
+// ---- the system ----
+
+// stackOpts shape a system.
+type stackOpts struct {
+	// poolDir is the Default pool's directory; a new one when empty.
+	poolDir string
+}
+
+// stack is one Cairn system: an embedded NATS server in the test process
+// and a server, a storage node and an agent as separate processes.
+type stack struct {
+	t      *testing.T
+	dir    string
+	logs   *logs
+	nats   *natsd.Server
+	url    string
+	client string
+	node   string
+	pool   string
+
+	poolDir, serverData, nodeData string
+	raftAddr, dataAddr             string
+	metrics                        map[string]string // role -> metrics address
+
+	server, storage, agent *proc
+}
+
+// newStack starts a system and waits until the storage node and the agent
+// have registered. Everything it starts is stopped when the test ends.
+func newStack(t *testing.T, o stackOpts) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	s := &stack{
+		t: t, dir: dir, logs: &logs{}, client: "web01", node: "sn1", pool: "Default",
+		serverData: filepath.Join(dir, "server"), nodeData: filepath.Join(dir, "node"),
+		poolDir: o.poolDir, raftAddr: freeAddr(t), dataAddr: freeAddr(t),
+		metrics: map[string]string{"server": freeAddr(t), "storagenode": freeAddr(t), "agent": freeAddr(t)},
+	}
+	if s.poolDir == "" {
+		s.poolDir = filepath.Join(dir, "pool")
+	}
+	s.logs.printOnFailure(t)
+	natsLog := filepath.Join(dir, "nats.log")
+	s.logs.add(natsLog)
+	lf, err := os.Create(natsLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsd.Start(natsd.Config{}, slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		lf.Close()
+		t.Fatal(err)
+	}
+	s.nats, s.url = ns, ns.URL()
+	t.Cleanup(func() {
+		ns.Shutdown()
+		lf.Close()
+	})
+
+	// Heartbeats every 300ms and progress every 100ms, so that liveness and
+	// progress show within a test's patience.
+	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
+	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
+		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
+	})
+	s.server = newProc(t, s.logs, dir, "server", "server", "--nats", s.url, "--name", "s1", "--data", s.serverData,
+		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", s.metrics["server"], "--log-level", "debug")
+	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--config", nodeCfg, "--name", s.node,
+		"--data", s.nodeData, "--data-addr", s.dataAddr, "--pool", s.pool+"="+s.poolDir, "--metrics-addr", s.metrics["storagenode"])
+	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--config", agentCfg, "--name", s.client,
+		"--metrics-addr", s.metrics["agent"])
+	t.Cleanup(func() {
+		// Reverse order of start; each stop checks its process group is gone.
+		for _, p := range []*proc{s.agent, s.storage, s.server} {
+			p.stop()
+		}
+	})
+	s.server.start()
+	s.storage.start()
+	s.agent.start()
+	s.waitReady()
+	return s
+}
+
+func writeJSON(t testing.TB, path string, v any) string {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// waitReady waits until the server answers, the agent is online and the
+// pool's storage node is online.
+func (s *stack) waitReady() {
+	s.t.Helper()
+	eventually(s.t, 60*time.Second, func() error {
+		for _, p := range []*proc{s.server, s.storage, s.agent} {
+			if !p.alive() {
+				return fmt.Errorf("%s exited: %v", p.name, p.exitErr())
+			}
+		}
+		var clients []wire.ClientInfo
+		if err := s.tryJSON(&clients, "client", "list"); err != nil {
+			return err
+		}
+		online := false
+		for _, c := range clients {
+			online = online || (c.Name == s.client && c.Online)
+		}
+		if !online {
+			return fmt.Errorf("client %s is not online: %+v", s.client, clients)
+		}
+		var pools []wire.PoolInfo
+		if err := s.tryJSON(&pools, "pool", "list"); err != nil {
+			return err
+		}
+		for _, p := range pools {
+			if p.Name == s.pool && p.NodeOnline {
+				return nil
+			}
+		}
+		return fmt.Errorf("pool %s has no online storage node: %+v", s.pool, pools)
+	})
+}
+
+// ---- the command line ----
+
+// result is what one cairn command did.
+type result struct {
+	args           []string
+	code           int
+	stdout, stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("cairn %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(r.args, " "), r.code, r.stdout, r.stderr)
+}
+
+// output is stdout and stderr together.
+func (r result) output() string { return r.stdout + r.stderr }
+
+// runCairn runs one admin command against NATS url, in its own process group.
+func runCairn(t testing.TB, url string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	full := append([]string{"--nats", url}, args...)
+	cmd := exec.CommandContext(ctx, cairnBin, full...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	r := result{args: args, stdout: out.String(), stderr: errOut.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("run cairn %s: %v", strings.Join(args, " "), err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("cairn %s did not end within 3 minutes", strings.Join(args, " "))
+	}
+	return r
+}
+
+// cairn runs an admin command against the stack.
+func (s *stack) cairn(args ...string) result {
+	s.t.Helper()
+	return runCairn(s.t, s.url, args...)
+}
+
+// ok runs a command that must succeed.
+func (s *stack) ok(args ...string) result {
+	s.t.Helper()
+	r := s.cairn(args...)
+	if r.code != 0 {
+		s.t.Fatalf("expected success:\n%s", r)
+	}
+	return r
+}
+
+// fails runs a command that must fail with exit code code, print an error
+// and a hint, and say every one of want (case-insensitive).
+func (s *stack) fails(code int, want []string, args ...string) result {
+	s.t.Helper()
+	r := s.cairn(args...)
+	checkFailure(s.t, r, code, want...)
+	return r
+}
+
+func checkFailure(t testing.TB, r result, code int, want ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("want exit %d:\n%s", code, r)
+		return
+	}
+	if !hasLinePrefix(r.stderr, "error: ") || !hasLinePrefix(r.stderr, "hint: ") {
+		t.Errorf("want an 'error:' and a 'hint:' line on stderr:\n%s", r)
+	}
+	for _, w := range want {
+		if !strings.Contains(strings.ToLower(r.output()), strings.ToLower(w)) {
+			t.Errorf("want the output to say %q:\n%s", w, r)
+		}
+	}
+}
+
+func hasLinePrefix(s, prefix string) bool {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) && len(strings.TrimSpace(l)) > len(strings.TrimSpace(prefix)) {
+			return true
+		}
+	}
+	return false
+}
+
+// tryJSON runs a command with --json and decodes its output.
+func (s *stack) tryJSON(v any, args ...string) error {
+	r := s.cairn(append(args, "--json")...)
+	if r.code != 0 {
+		return fmt.Errorf("%s", r)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		return fmt.Errorf("decode the output of cairn %s: %v\n%s", strings.Join(args, " "), err, r.stdout)
+	}
+	return nil
+}
+
+// json runs a command that must succeed with --json and decodes its output.
+func (s *stack) json(v any, args ...string) {
+	s.t.Helper()
+	if err := s.tryJSON(v, args...); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// backup runs a backup that must succeed and returns its job.
+func (s *stack) backup(level string, paths ...string) wire.JobInfo {
+	s.t.Helper()
+	args := []string{"backup", "--client", s.client, "--level", level, "--wait"}
+	for _, p := range paths {
+		args = append(args, "--path", p)
+	}
+	var j wire.JobInfo
+	s.json(&j, args...)
+	if j.State != "success" || j.BackupID == 0 {
+		s.t.Fatalf("backup job %d ended %s (backup %d): %s", j.ID, j.State, j.BackupID, j.Error)
+	}
+	return j
+}
+
+// restore runs a restore that must succeed; extra are --backup, --at or
+// paths.
+func (s *stack) restore(to string, extra ...string) wire.JobInfo {
+	s.t.Helper()
+	var j wire.JobInfo
+	s.json(&j, append([]string{"restore", "--client", s.client, "--to", to}, extra...)...)
+	if j.State != "success" {
+		s.t.Fatalf("restore job %d ended %s: %s", j.ID, j.State, j.Error)
+	}
+	return j
+}
+
+func (s *stack) job(id uint64) wire.JobInfo {
+	s.t.Helper()
+	var j wire.JobInfo
+	s.json(&j, "job", "show", strconv.FormatUint(id, 10))
+	return j
+}
+
+// volumes lists the catalog's volumes.
+func (s *stack) volumes() []wire.VolumeInfo {
+	s.t.Helper()
+	var vs []wire.VolumeInfo
+	s.json(&vs, "volume", "list")
+	return vs
+}
+
+// metrics fetches a role's /metrics page.
+func (s *stack) metricsText(role string) (string, error) {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + s.metrics[role] + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics of %s: %s", role, resp.Status)
+	}
+	return string(data), err
+}
+
+// ---- trees ----
+
+// smallSpec is a sample tree that keeps a test fast: 40 text and 20 random
+// files up to 64 KiB, a 32 MiB sparse image (192 KiB of data), and what
+// Generate always adds (a 4 MiB random file, links, odd names, a fifo).
+func smallSpec(seed uint64) sample.Spec {
+	return sample.Spec{TextFiles: 40, RandomFiles: 20, MaxFileSize: 64 << 10, SparseSize: 32 << 20, Seed: seed}
+}
+
+// makeTree generates a sample tree in a new directory and returns its path.
+func makeTree(t testing.TB, spec sample.Spec) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := sample.Generate(src, spec); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func snapshot(t testing.TB, root string) *sample.Manifest {
+	t.Helper()
+	m, err := sample.Snapshot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// checkRestored compares the tree restored under to (which holds it under
+// its original absolute path src) with want.
+func checkRestored(t testing.TB, want *sample.Manifest, to, src string) {
+	t.Helper()
+	got := snapshot(t, filepath.Join(to, src))
+	if diffs := sample.Compare(want, got); len(diffs) > 0 {
+		t.Fatalf("the tree restored in %s differs from the original (%d differences):\n  %s", to, len(diffs), strings.Join(diffs, "\n  "))
+	}
+}
+
+// emptyOrMissing checks that a restore target holds nothing.
+func emptyOrMissing(t testing.TB, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) > 0 {
+		var names []string
+		filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error {
+			names = append(names, p)
+			return nil
+		})
+		t.Fatalf("%s should be empty or missing, it holds: %v", dir, names)
+	}
+}
