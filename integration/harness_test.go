@@ -336,8 +336,8 @@ type stack struct {
 	pool   string
 
 	poolDir, serverData, nodeData string
-	raftAddr, dataAddr             string
-	metrics                        map[string]string // role -> metrics address
+	raftAddr, dataAddr            string
+	metrics                       map[string]string // role -> metrics address
 
 	server, storage, agent *proc
 }
