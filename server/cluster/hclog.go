@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -54,7 +55,15 @@ func (s *slogLogger) Log(level hclog.Level, msg string, args ...any) {
 	}
 	all := make([]any, 0, len(s.implied)+len(args))
 	all = append(all, s.implied...)
-	all = append(all, args...)
+	for _, a := range args {
+		// hclog.Fmt defers formatting to the logger: render it here.
+		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				a = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+		all = append(all, a)
+	}
 	s.l.Log(ctx, lv, msg, all...)
 }
 
