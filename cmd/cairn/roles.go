@@ -110,6 +110,46 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
+// role is a long-running role's lifecycle.
+type role interface {
+	Start(context.Context) error
+	Close() error
+}
+
+// runRole fills a role's config from its file and flags, builds the role,
+// runs it with its metrics endpoint until the command's context ends.
+// natsURL points at the config's NATS URL field, which the global --nats
+// flag (or CAIRN_NATS) sets unless the config file does.
+func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *string, build func(*slog.Logger, prometheus.Registerer) (role, error)) error {
+	*natsURL = g.natsURL
+	if err := loadConfig(cmd, ro.config, cfg); err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("nats") {
+		*natsURL = g.natsURL
+	}
+	log, err := ro.logger(g.errOut)
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	reg := newRegistry()
+	r, err := build(log, reg)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("stopping")
+	return nil
+}
+
 func newServerCmd(g *globals) *cobra.Command {
 	cfg := server.DefaultConfig()
 	var ro roleOpts
@@ -118,30 +158,9 @@ func newServerCmd(g *globals) *cobra.Command {
 		Short: "Run a backup server: catalog, Raft member, scheduler and API",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.NATSURL = g.natsURL
-			if err := loadConfig(cmd, ro.config, &cfg); err != nil {
-				return err
-			}
-			log, err := ro.logger(g.errOut)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			reg := newRegistry()
-			s, err := server.New(cfg, log, reg)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			if err := s.Start(ctx); err != nil {
-				return err
-			}
-			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
-				return err
-			}
-			<-ctx.Done()
-			log.Info("stopping")
-			return nil
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+				return server.New(cfg, log, reg)
+			})
 		},
 	}
 	f := c.Flags()
@@ -185,37 +204,16 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 		Short: "Run a storage node: disk pools and the data port agents stream to",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.NATSURL = g.natsURL
-			if err := loadConfig(cmd, ro.config, &cfg); err != nil {
-				return err
-			}
-			for _, s := range pools {
-				p, err := parsePool(s)
-				if err != nil {
-					return err
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+				for _, s := range pools {
+					p, err := parsePool(s)
+					if err != nil {
+						return nil, err
+					}
+					cfg.Pools = append(cfg.Pools, p)
 				}
-				cfg.Pools = append(cfg.Pools, p)
-			}
-			log, err := ro.logger(g.errOut)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			reg := newRegistry()
-			n, err := storagenode.New(cfg, log, reg)
-			if err != nil {
-				return err
-			}
-			defer n.Close()
-			if err := n.Start(ctx); err != nil {
-				return err
-			}
-			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
-				return err
-			}
-			<-ctx.Done()
-			log.Info("stopping")
-			return nil
+				return storagenode.New(cfg, log, reg)
+			})
 		},
 	}
 	f := c.Flags()
@@ -237,30 +235,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Short: "Run the agent of a client: backs up and restores its files",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.NATSURL = g.natsURL
-			if err := loadConfig(cmd, ro.config, &cfg); err != nil {
-				return err
-			}
-			log, err := ro.logger(g.errOut)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			reg := newRegistry()
-			a, err := agent.New(cfg, log, reg)
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			if err := a.Start(ctx); err != nil {
-				return err
-			}
-			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
-				return err
-			}
-			<-ctx.Done()
-			log.Info("stopping")
-			return nil
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+				return agent.New(cfg, log, reg)
+			})
 		},
 	}
 	f := c.Flags()
