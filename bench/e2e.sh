@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: Cairn (`cairn dev`) against restic 0.14, side by side,
+# on the same tree, on this machine. See bench/README.md.
+#
+#   bench/e2e.sh                       # one run
+#   RUNS=3 bench/e2e.sh                # three runs, then the ranges
+#   CAIRN_BENCH_DIR=/data/bench bench/e2e.sh
+#
+# Needs root (to drop the page cache and, when missing, to install restic).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench}
+RUNS=${RUNS:-1}
+TREE_SIZE=${TREE_SIZE:-1073741824}
+SMALL_FILES=${SMALL_FILES:-50000}
+CLIENT=bench
+# CAIRN_BIN runs a prebuilt binary instead of building the checkout.
+CAIRN_BIN=${CAIRN_BIN:-}
+# PPROF_ADDR makes `cairn dev` serve net/http/pprof there (e.g. 127.0.0.1:6060).
+PPROF_ADDR=${PPROF_ADDR:-}
+
+die() { echo "e2e: $*" >&2; exit 1; }
+log() { echo "e2e: $*" >&2; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root: every timed step starts from a dropped page cache (echo 3 > /proc/sys/vm/drop_caches)"
+[ "$(uname -s)" = Linux ] || die "Linux only (/proc, drop_caches)"
+
+if ! command -v restic >/dev/null 2>&1 || [ ! -x /usr/bin/time ]; then
+	log "installing restic and time (Debian packages)"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends restic time >/dev/null
+fi
+RESTIC_VERSION=$(restic version | awk '{print $2}')
+
+mkdir -p "$WORK/bin"
+if [ -z "$CAIRN_BIN" ]; then
+	log "building cairn from $REPO"
+	(cd "$REPO" && go build -o "$WORK/bin/cairn" ./cmd/cairn)
+	CAIRN_BIN=$WORK/bin/cairn
+fi
+CAIRN_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if (cd "$REPO" && ! git diff --quiet HEAD -- . 2>/dev/null); then CAIRN_REV="$CAIRN_REV+dirty"; fi
+
+# The tree is made once and kept: its name says what it holds.
+TREE=$WORK/tree-$TREE_SIZE-$SMALL_FILES
+if [ ! -f "$TREE.done" ]; then
+	rm -rf "$TREE"
+	log "generating the tree in $TREE (once)"
+	(cd "$REPO" && go run ./bench/gentree -root "$TREE" -size "$TREE_SIZE" -small-files "$SMALL_FILES") | tee "$TREE.done"
+fi
+TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d", s}')
+TREE_FILES=$(find "$TREE" -type f | wc -l)
+
+CLK_TCK=$(getconf CLK_TCK)
+RUN=$WORK/run
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+now() { date +%s.%N; }
+# cpu_secs PID: user+system seconds the process has used so far.
+cpu_secs() { awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12+$13)/t }' "/proc/$1/stat"; }
+# hwm_mb PID: the process's peak resident set (VmHWM) in MB.
+hwm_mb() { awk '/^VmHWM:/ {printf "%.0f", $2*1024/1e6}' "/proc/$1/status"; }
+# reset_hwm PID: start VmHWM afresh, so each step reports its own peak.
+reset_hwm() { echo 5 >"/proc/$1/clear_refs"; }
+# timev FILE KEY: a value from /usr/bin/time -v output.
+timev() { awk -F': ' -v k="$2" 'index($0, k) {print $2}' "$1"; }
+time_cpu() { echo "$(timev "$1" 'User time (seconds)') $(timev "$1" 'System time (seconds)')" | awk '{printf "%.2f", $1+$2}'; }
+time_rss_mb() { timev "$1" 'Maximum resident set size (kbytes)' | awk '{printf "%.0f", $1*1024/1e6}'; }
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 20000))
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+	done
+}
+# record RUN SYSTEM OP SECONDS CPU RSS_MB STORED
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
+
+DEV_PID=
+cleanup() {
+	if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
+		kill "$DEV_PID" 2>/dev/null || true
+		wait "$DEV_PID" 2>/dev/null || true
+	fi
+}
+trap cleanup EXIT
+
+run_cairn() {
+	local n=$1 d=$RUN/cairn
+	rm -rf "$d"
+	mkdir -p "$d/restore"
+	local nats raft
+	nats=$(free_port)
+	raft=$(free_port)
+	export CAIRN_NATS=nats://127.0.0.1:$nats
+	local extra=()
+	[ -n "$PPROF_ADDR" ] && extra+=(--pprof-addr "$PPROF_ADDR")
+	"$CAIRN_BIN" dev --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" \
+		--metrics-addr "" --client "$CLIENT" "${extra[@]}" >"$d/dev.log" 2>&1 &
+	DEV_PID=$!
+	local deadline=$((SECONDS + 60))
+	until "$CAIRN_BIN" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
+		kill -0 "$DEV_PID" 2>/dev/null || die "cairn dev exited; see $d/dev.log"
+		[ $SECONDS -lt $deadline ] || die "client $CLIENT not online after 60s; see $d/dev.log"
+		sleep 0.2
+	done
+
+	local op t0 t1 c0 c1 hwm
+	for op in backup restore; do
+		drop_caches
+		reset_hwm "$DEV_PID"
+		c0=$(cpu_secs "$DEV_PID")
+		t0=$(now)
+		if [ $op = backup ]; then
+			/usr/bin/time -v -o "$d/cli-$op.time" "$CAIRN_BIN" backup --client "$CLIENT" --path "$TREE" --level full --wait --json >"$d/$op.json" ||
+				die "cairn backup failed: $(cat "$d/$op.json")"
+		else
+			/usr/bin/time -v -o "$d/cli-$op.time" "$CAIRN_BIN" restore --client "$CLIENT" --to "$d/restore" --wait --json >"$d/$op.json" ||
+				die "cairn restore failed: $(cat "$d/$op.json")"
+		fi
+		t1=$(now)
+		c1=$(cpu_secs "$DEV_PID")
+		hwm=$(hwm_mb "$DEV_PID")
+		local cpu rss stored=-
+		cpu=$(echo "$c0 $c1 $(time_cpu "$d/cli-$op.time")" | awk '{printf "%.2f", $2-$1+$3}')
+		rss=$(echo "$hwm $(time_rss_mb "$d/cli-$op.time")" | awk '{printf "%.0f", $1+$2}')
+		[ $op = backup ] && stored=$(du -sb "$d/data/pool" | awk '{print $1}')
+		record "$n" cairn "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$cpu" "$rss" "$stored"
+		grep -q '"state": *"success"' "$d/$op.json" || die "cairn $op did not succeed: $(cat "$d/$op.json")"
+	done
+	kill "$DEV_PID"
+	wait "$DEV_PID" 2>/dev/null || true
+	DEV_PID=
+
+	log "verifying the Cairn restore (not timed)"
+	diff -r "$TREE" "$d/restore$TREE" >/dev/null || die "the Cairn restore differs from the tree: diff -r $TREE $d/restore$TREE"
+	rm -rf "$d/restore"
+}
+
+run_restic() {
+	local n=$1 d=$RUN/restic
+	rm -rf "$d"
+	mkdir -p "$d/restore"
+	export RESTIC_PASSWORD=cairn-bench RESTIC_REPOSITORY=$d/repo RESTIC_CACHE_DIR=$d/cache
+	restic init --repository-version 2 >/dev/null
+	local op t0 t1
+	for op in backup restore; do
+		drop_caches
+		t0=$(now)
+		if [ $op = backup ]; then
+			/usr/bin/time -v -o "$d/$op.time" restic backup --quiet "$TREE" >"$d/$op.out" 2>&1 ||
+				die "restic backup failed: $(cat "$d/$op.out")"
+		else
+			/usr/bin/time -v -o "$d/$op.time" restic restore latest --target "$d/restore" >"$d/$op.out" 2>&1 ||
+				die "restic restore failed: $(cat "$d/$op.out")"
+		fi
+		t1=$(now)
+		local stored=-
+		[ $op = backup ] && stored=$(du -sb "$d/repo" | awk '{print $1}')
+		record "$n" restic "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$(time_cpu "$d/$op.time")" "$(time_rss_mb "$d/$op.time")" "$stored"
+	done
+	log "verifying the restic restore (not timed)"
+	diff -r "$TREE" "$d/restore$TREE" >/dev/null || die "the restic restore differs from the tree: diff -r $TREE $d/restore$TREE"
+	rm -rf "$d"
+}
+
+mb() { awk -v b="$1" 'BEGIN {printf "%.0f", b/1e6}'; }
+
+# table RUN: the side-by-side table of one run.
+table() {
+	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" '
+	$1 == run { k = $2 "/" $3; sec[k] = $4; cpu[k] = $5; rss[k] = $6; st[k] = $7 }
+	END {
+		printf "%-8s | %-26s | %-26s | %s\n", "", "cairn", "restic", "cairn/restic"
+		printf "%-8s | %8s %7s %4s %5s | %8s %7s %4s %5s | %s\n", "op", "s", "MB/s", "CPU", "RSS", "s", "MB/s", "CPU", "RSS", "MB/s ratio"
+		split("backup restore", ops, " ")
+		for (i = 1; i <= 2; i++) {
+			o = ops[i]; c = "cairn/" o; r = "restic/" o
+			cm = bytes / 1e6 / sec[c]; rm = bytes / 1e6 / sec[r]
+			printf "%-8s | %8.2f %7.1f %4.1f %5d | %8.2f %7.1f %4.1f %5d | %.2fx\n", o, sec[c], cm, cpu[c], rss[c], sec[r], rm, cpu[r], rss[r], cm / rm
+		}
+		printf "stored   | %s MB (%.1f%% of the tree)   | %s MB (%.1f%% of the tree)\n", int(st["cairn/backup"]/1e6), 100*st["cairn/backup"]/bytes, int(st["restic/backup"]/1e6), 100*st["restic/backup"]/bytes
+	}' "$RESULTS"
+}
+
+echo "Cairn $CAIRN_REV vs restic $RESTIC_VERSION on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(df -T "$WORK" | awk 'NR==2 {print $2}') ($WORK)"
+echo "tree: $TREE: $TREE_FILES files, $(mb "$TREE_BYTES") MB ($(cat "$TREE.done" | sed 's/^gentree: [^:]*: //'))"
+echo "each timed step starts with: sync; echo 3 > /proc/sys/vm/drop_caches"
+echo "s = wall seconds, MB/s = tree bytes / s, CPU = user+sys seconds of every process involved,"
+echo "RSS = peak resident MB (cairn: the dev process, which holds every role, + the CLI; restic: its process)"
+for n in $(seq 1 "$RUNS"); do
+	log "run $n of $RUNS: cairn"
+	run_cairn "$n"
+	log "run $n of $RUNS: restic"
+	run_restic "$n"
+	echo
+	echo "run $n:"
+	table "$n"
+done
+
+if [ "$RUNS" -gt 1 ]; then
+	echo
+	echo "ranges over $RUNS runs (min-max):"
+	awk -F'\t' -v bytes="$TREE_BYTES" '
+	function upd(k, v) { if (!(k in lo) || v < lo[k]) lo[k] = v; if (!(k in hi) || v > hi[k]) hi[k] = v }
+	{ k = $2 "/" $3; mbs[$1, k] = bytes / 1e6 / $4; upd(k " MB/s", mbs[$1, k]); upd(k " CPU s", $5); upd(k " RSS MB", $6); runs[$1] = 1 }
+	END {
+		split("backup restore", ops, " ")
+		for (r in runs) for (i = 1; i <= 2; i++) upd(ops[i] " ratio", mbs[r, "cairn/" ops[i]] / mbs[r, "restic/" ops[i]])
+		n = split("cairn/backup MB/s|restic/backup MB/s|backup ratio|cairn/restore MB/s|restic/restore MB/s|restore ratio|cairn/backup CPU s|restic/backup CPU s|cairn/restore CPU s|restic/restore CPU s|cairn/backup RSS MB|restic/backup RSS MB|cairn/restore RSS MB|restic/restore RSS MB", keys, "|")
+		for (i = 1; i <= n; i++) printf "  %-22s %8.2f - %-8.2f\n", keys[i], lo[keys[i]], hi[keys[i]]
+	}' "$RESULTS"
+fi
+echo
+echo "raw results: $RESULTS (run, system, op, seconds, cpu seconds, peak RSS MB, stored bytes)"
