@@ -92,6 +92,11 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.nc = nc
 	ctx, n.cancel = context.WithCancel(ctx)
+	if err := n.serveOrders(ctx); err != nil {
+		nc.Close()
+		ln.Close()
+		return err
+	}
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -103,6 +108,35 @@ func (n *Node) Start(ctx context.Context) error {
 	}()
 	n.log.Info("storage node started", "data_addr", n.DataAddr(), "pools", len(n.pools))
 	return nil
+}
+
+// serveOrders answers the servers' orders on cairn.node.<id>.>.
+func (n *Node) serveOrders(ctx context.Context) error {
+	r := wire.NewRouter()
+	r.Handle(wire.OpPing, wire.Typed(func(context.Context, string, wire.Empty) (wire.Empty, error) { return wire.Empty{}, nil }))
+	r.Handle(wire.OpNodeStatus, wire.Typed(func(context.Context, string, wire.Empty) (wire.NodeStatus, error) {
+		return wire.NodeStatus{ID: n.cfg.ID, Version: Version, DataAddr: n.DataAddr(), Streams: n.streams(), Pools: n.usage()}, nil
+	}))
+	prefix := wire.NodeSubject(n.cfg.ID, "")
+	if _, err := wire.Serve(ctx, n.nc, prefix+">", "", n.log, r.Dispatch(func(subject string) (string, bool) {
+		if len(subject) > len(prefix) {
+			return subject[len(prefix):], true
+		}
+		return "", false
+	})); err != nil {
+		return err
+	}
+	return n.nc.Flush()
+}
+
+func (n *Node) usage() []wire.PoolUsage {
+	var out []wire.PoolUsage
+	for name, p := range n.pools {
+		if free, total, err := p.Usage(); err == nil {
+			out = append(out, wire.PoolUsage{Name: name, FreeBytes: free, TotalBytes: total})
+		}
+	}
+	return out
 }
 
 // DataAddr is the address agents dial.
@@ -193,13 +227,7 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 				lastRegister = time.Now()
 			}
 		}
-		hb := wire.NodeHeartbeat{ID: n.cfg.ID, Streams: n.streams()}
-		for name, p := range n.pools {
-			free, total, err := p.Usage()
-			if err == nil {
-				hb.Pools = append(hb.Pools, wire.PoolUsage{Name: name, FreeBytes: free, TotalBytes: total})
-			}
-		}
+		hb := wire.NodeHeartbeat{ID: n.cfg.ID, Streams: n.streams(), Pools: n.usage()}
 		if err := wire.Publish(n.nc, wire.FromNodeSubject(n.cfg.ID, wire.OpNodeHeartbeat), hb); err != nil {
 			n.log.Debug("heartbeat", "err", err)
 		}

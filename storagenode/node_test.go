@@ -311,3 +311,32 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestAnswersOrdersAndGarbage(t *testing.T) {
+	r := newRig(t, true)
+	nc, err := nats.Connect(r.ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var st wire.NodeStatus
+	if err := wire.Request(context.Background(), nc, wire.NodeSubject("sn1", wire.OpNodeStatus), wire.Empty{}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.ID != "sn1" || len(st.Pools) != 1 || st.Pools[0].TotalBytes == 0 {
+		t.Fatalf("status %+v", st)
+	}
+	for data, code := range map[string]string{"garbage": wire.CodeBadRequest, `{"v":1}`: wire.CodeUnknownOperation} {
+		subj := wire.NodeSubject("sn1", "no.such.order")
+		if data == "garbage" {
+			subj = wire.NodeSubject("sn1", wire.OpNodeStatus)
+		}
+		m, err := nc.Request(subj, []byte(data), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := wire.Unmarshal(m.Data); wire.CodeOf(err) != code {
+			t.Fatalf("%q on %s: %v, want %s", data, subj, err, code)
+		}
+	}
+}

@@ -53,7 +53,17 @@ const (
 	OpRunRestore = "restore.run"
 	OpCancel     = "job.cancel"
 	OpPing       = "ping"
+	OpNodeStatus = "status"
 )
+
+// NodeStatus answers a storage node's status order.
+type NodeStatus struct {
+	ID       string      `json:"id"`
+	Version  string      `json:"version"`
+	DataAddr string      `json:"data_addr"`
+	Streams  int         `json:"streams"`
+	Pools    []PoolUsage `json:"pools"`
+}
 
 // Empty is the body of requests and replies that carry nothing.
 type Empty struct{}
