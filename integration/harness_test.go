@@ -411,8 +411,8 @@ func writeJSON(t testing.TB, path string, v any) string {
 	return path
 }
 
-// waitReady waits until the server answers, the agent is online and the
-// pool's storage node is online.
+// waitReady waits until the server answers as the Raft leader, and the
+// agent and the pool's storage node are online.
 func (s *stack) waitReady() {
 	s.t.Helper()
 	eventually(s.t, 60*time.Second, func() error {
@@ -420,6 +420,13 @@ func (s *stack) waitReady() {
 			if !p.alive() {
 				return fmt.Errorf("%s exited: %v", p.name, p.exitErr())
 			}
+		}
+		var st wire.StatusResp
+		if err := s.tryJSON(&st, "status"); err != nil {
+			return err
+		}
+		if !st.IsLeader {
+			return fmt.Errorf("server %s is %s, not leader", st.Server, st.RaftState)
 		}
 		var clients []wire.ClientInfo
 		if err := s.tryJSON(&clients, "client", "list"); err != nil {
