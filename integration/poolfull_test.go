@@ -1,0 +1,104 @@
+package integration
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/cairnbackup/cairn/sample"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// mountTmpfs mounts a tmpfs of size on dir until the test ends. Its cleanup
+// is registered now, so it runs after that of anything started later (the
+// storage node that holds files on it).
+func mountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if _, err := exec.LookPath("mount"); err != nil {
+		need(t, "mount(8)", err)
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		need(t, "permission to mount a tmpfs (root)", fmt.Errorf("mount -t tmpfs on %s: %v: %s", dir, err, out))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+			_ = exec.Command("umount", "-l", dir).Run()
+		}
+	})
+}
+
+func writeRandom(t *testing.T, path string, n int, seed uint64) {
+	t.Helper()
+	if err := os.WriteFile(path, sample.RandomBytes(rand.New(rand.NewPCG(seed, seed)), n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPoolFull runs a storage node whose pool is a 24 MiB filesystem: a
+// backup that does not fit fails with a message naming the pool and what to
+// do, leaves no backup behind, and harms neither the backup before it nor
+// the one after, once there is room again.
+func TestPoolFull(t *testing.T) {
+	poolDir := filepath.Join(t.TempDir(), "pool")
+	if err := os.MkdirAll(poolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, poolDir, "24m")
+	s := newStack(t, stackOpts{poolDir: poolDir})
+
+	src := makeTree(t, sample.Spec{TextFiles: 20, RandomFiles: 5, MaxFileSize: 32 << 10, Seed: 7})
+	snap := snapshot(t, src)
+	first := s.backup("full", src)
+	vol := s.volumes()[0]
+
+	// More than the space left: the filesystem fills in the middle of it.
+	huge := filepath.Join(src, "data", "huge.bin")
+	writeRandom(t, huge, 28<<20, 9)
+	r := s.fails(1, []string{"pool Default", "full", "free space in " + poolDir, "rerun the job"},
+		"backup", "--client", s.client, "--path", src, "--wait")
+
+	var failed []wire.JobInfo
+	s.json(&failed, "job", "list", "--state", "failed")
+	if len(failed) != 1 || failed[0].Type != "backup" || failed[0].ErrorCode != wire.CodePoolFull {
+		t.Fatalf("failed jobs: %+v\n%s", failed, r)
+	}
+	failedJob := s.job(failed[0].ID)
+	if failedJob.State != "failed" || failedJob.Hint == "" {
+		t.Errorf("job show of the failed backup: %+v", failedJob)
+	}
+	var backups []wire.BackupInfo
+	s.json(&backups, "backup", "list", "--client", s.client)
+	for _, b := range backups {
+		if b.ID != first.BackupID && b.State == "complete" {
+			t.Errorf("the failed backup is listed as complete: %+v", b)
+		}
+	}
+	// The failed session was cut off its volume: the space is free again,
+	// and the volume holds exactly what the catalog says it does.
+	if st, err := os.Stat(vol.Path); err != nil || st.Size() != vol.Bytes {
+		t.Errorf("volume file %s after the failed backup: %v, %v; the catalog has %d bytes", vol.Path, st.Size(), err, vol.Bytes)
+	}
+	if after := s.volumes(); len(after) != 1 || after[0].Bytes != vol.Bytes || after[0].State != vol.State {
+		t.Errorf("volumes after the failed backup: %+v, before: %+v", after, vol)
+	}
+
+	// The backup from before is intact.
+	to := filepath.Join(t.TempDir(), "first")
+	s.restore(to, "--backup", strconv.FormatUint(first.BackupID, 10))
+	checkRestored(t, snap, to, src)
+
+	// With the huge file gone, the next backup fits, and restores.
+	if err := os.Remove(huge); err != nil {
+		t.Fatal(err)
+	}
+	next := s.backup("incremental", src)
+	to = filepath.Join(t.TempDir(), "next")
+	s.restore(to, "--backup", strconv.FormatUint(next.BackupID, 10))
+	checkRestored(t, snapshot(t, src), to, src)
+}
