@@ -81,8 +81,8 @@ func TestPoolFull(t *testing.T) {
 	}
 	// The failed session was cut off its volume: the space is free again,
 	// and the volume holds exactly what the catalog says it does.
-	if st, err := os.Stat(vol.Path); err != nil || st.Size() != vol.Bytes {
-		t.Errorf("volume file %s after the failed backup: %v, %v; the catalog has %d bytes", vol.Path, st.Size(), err, vol.Bytes)
+	if size := fileSize(t, vol.Path); size != vol.Bytes {
+		t.Errorf("volume file %s after the failed backup has %d bytes; the catalog has %d", vol.Path, size, vol.Bytes)
 	}
 	if after := s.volumes(); len(after) != 1 || after[0].Bytes != vol.Bytes || after[0].State != vol.State {
 		t.Errorf("volumes after the failed backup: %+v, before: %+v", after, vol)
