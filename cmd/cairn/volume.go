@@ -82,30 +82,32 @@ type offlineVolume struct {
 }
 
 func openOffline(path, keyFile string, needKeys bool) (*offlineVolume, error) {
+	const whereVolumes = "give the path of a volume file (NAME.cvol); 'cairn volume list' shows where each volume is"
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open volume file: %w", err)
+		return nil, wire.Errorf(wire.CodeIO, whereVolumes, "open volume file: %v", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, wire.Errorf(wire.CodeIO, whereVolumes, "volume file %s: %v", path, err)
 	}
 	vol, err := volume.OpenVolume(f, st.Size())
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, wire.Errorf(wire.CodeCorrupt, whereVolumes, "%s: %v", path, err)
 	}
 	parts, err := vol.Parts()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, wire.Errorf(wire.CodeCorrupt, "the volume is damaged where the message says; restore from another backup or copy of it",
+			"%s: %v", path, err)
 	}
 	ov := &offlineVolume{f: f, vol: vol, parts: parts, path: path}
 	if keyFile != "" {
 		if ov.keys, err = keyring.ReadFile(keyFile); err != nil {
 			f.Close()
-			return nil, err
+			return nil, wire.Errorf(wire.CodeKey, "pass --key-file with the file 'cairn key export' wrote", "%v", err)
 		}
 	} else if needKeys && len(parts) > 0 {
 		f.Close()
