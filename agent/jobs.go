@@ -18,6 +18,12 @@ import (
 // onBackup accepts a backup order after checking what can be checked at
 // once, so that a path that does not exist fails the command that asked.
 func (a *Agent) onBackup(_ context.Context, _ string, o wire.RunBackup) (wire.Empty, error) {
+	if err := checkOrder("backup", o.JobID, o.Node, o.Ticket); err != nil {
+		return wire.Empty{}, err
+	}
+	if len(o.Paths) == 0 {
+		return wire.Empty{}, wire.Errorf(wire.CodeBadRequest, "", "backup order of job %d names no path", o.JobID)
+	}
 	for _, p := range o.Paths {
 		if _, err := os.Lstat(p); err != nil {
 			return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "check the path on the client; give absolute paths",
@@ -30,6 +36,9 @@ func (a *Agent) onBackup(_ context.Context, _ string, o wire.RunBackup) (wire.Em
 
 // onRestore accepts a restore order once the target is fit to restore into.
 func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.Empty, error) {
+	if err := checkOrder("restore", o.JobID, o.Node, o.Ticket); err != nil {
+		return wire.Empty{}, err
+	}
 	r, err := NewRestorer(RestoreOptions{Root: o.To, Force: o.Force, Logger: a.log})
 	if err != nil {
 		var ne *TargetNotEmptyError
@@ -40,6 +49,15 @@ func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.
 	}
 	a.track(o.JobID, func(ctx context.Context) { a.runRestore(ctx, o, r) })
 	return wire.Empty{}, nil
+}
+
+// checkOrder refuses an order that lacks what every job needs, before
+// anything runs: an empty or truncated message must not start a job.
+func checkOrder(kind string, jobID uint64, node wire.DataEndpoint, tk string) error {
+	if jobID == 0 || node.Addr == "" || tk == "" {
+		return wire.Errorf(wire.CodeBadRequest, "", "incomplete %s order: it needs a job id, a storage node and a ticket", kind)
+	}
+	return nil
 }
 
 // dial opens the data connection and presents the ticket.
