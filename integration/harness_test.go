@@ -340,6 +340,7 @@ type stack struct {
 	metrics                       map[string]string // role -> metrics address
 
 	server, storage, agent *proc
+	procs                  []*proc // every process of the system, for waitReady
 }
 
 // newStack starts a system and waits until the storage node and the agent
@@ -392,6 +393,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 			p.stop()
 		}
 	})
+	s.procs = []*proc{s.server, s.storage, s.agent}
 	s.server.start()
 	s.storage.start()
 	s.agent.start()
@@ -416,7 +418,7 @@ func writeJSON(t testing.TB, path string, v any) string {
 func (s *stack) waitReady() {
 	s.t.Helper()
 	eventually(s.t, 60*time.Second, func() error {
-		for _, p := range []*proc{s.server, s.storage, s.agent} {
+		for _, p := range s.procs {
 			if !p.alive() {
 				return fmt.Errorf("%s exited: %v", p.name, p.exitErr())
 			}
