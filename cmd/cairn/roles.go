@@ -25,6 +25,7 @@ import (
 	"github.com/cairnbackup/cairn/devstack"
 	"github.com/cairnbackup/cairn/server"
 	"github.com/cairnbackup/cairn/storagenode"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // roleOpts are the options every long-running role has.
@@ -150,6 +151,14 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 	return nil
 }
 
+// configError is a role configuration that cannot run, said with what to
+// do about it, as every error the CLI prints is.
+func configError(cmd *cobra.Command, role string, err error) error {
+	return wire.Errorf(wire.CodeInvalidArgument,
+		fmt.Sprintf("correct the flag or config file field named; see '%s --help'", cmd.CommandPath()),
+		"%s config: %v", role, err)
+}
+
 func newServerCmd(g *globals) *cobra.Command {
 	cfg := server.DefaultConfig()
 	var ro roleOpts
@@ -159,6 +168,9 @@ func newServerCmd(g *globals) *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+				if err := cfg.Validate(); err != nil {
+					return nil, configError(cmd, "server", err)
+				}
 				return server.New(cfg, log, reg)
 			})
 		},
@@ -212,6 +224,9 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 					}
 					cfg.Pools = append(cfg.Pools, p)
 				}
+				if err := cfg.Validate(); err != nil {
+					return nil, configError(cmd, "storage node", err)
+				}
 				return storagenode.New(cfg, log, reg)
 			})
 		},
@@ -236,6 +251,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+				if err := cfg.Validate(); err != nil {
+					return nil, configError(cmd, "agent", err)
+				}
 				return agent.New(cfg, log, reg)
 			})
 		},
