@@ -102,6 +102,20 @@ func TestBadInput(t *testing.T) {
 	s.fails(1, []string{"not a Cairn key file"}, "volume", "extract", vol, "--key-file", filepath.Join(src, "misc", "script.sh"), "--to", filepath.Join(dir, "x"))
 	emptyOrMissing(t, filepath.Join(dir, "x"))
 
+	// A role started with a configuration it cannot run with.
+	for _, args := range [][]string{
+		{"storagenode", "--name", "x", "--data", filepath.Join(dir, "sn"), "--metrics-addr", ""},
+		{"server", "--data", filepath.Join(dir, "srv"), "--raft-addr", freeAddr(t), "--liveness-timeout", "1ms", "--metrics-addr", ""},
+		{"agent", "--name", "bad.name", "--metrics-addr", ""},
+	} {
+		r := runCairn(t, s.url, args...)
+		if r.code == 0 {
+			t.Errorf("started with a bad configuration:\n%s", r)
+			continue
+		}
+		checkFailure(t, r, 1, "config", "--help")
+	}
+
 	// After all that, the system still works.
 	s.backup("incremental", src)
 }
