@@ -198,9 +198,23 @@ func TestCorruptBlockNamesExactlyTheDamagedFiles(t *testing.T) {
 		t.Errorf("only %d of %d entries checked", n, len(snap.Items))
 	}
 
+	// Read with no server, the volume tells the same story.
+	xto := filepath.Join(t.TempDir(), "extract")
+	x := s.cairn("volume", "extract", volPath, "--key-file", keys, "--to", xto)
+	checkFailure(t, x, 1, fmt.Sprintf("%d entries were not extracted because their data is damaged", len(damaged)))
+	for p := range damaged {
+		if !strings.Contains(x.stderr, "  "+p+": ") {
+			t.Errorf("volume extract does not name damaged entry %s:\n%s", p, x)
+		}
+	}
+	xgot := snapshot(t, filepath.Join(xto, src))
+	if diffs := sample.Compare(rest, withoutPaths(xgot, src, damaged)); len(diffs) > 0 {
+		t.Errorf("entries outside the damaged block differ after volume extract:\n  %s", strings.Join(diffs, "\n  "))
+	}
+
 	// Reading never rewrites the volume.
 	if after := fileSHA(t, volPath); after != before {
-		t.Errorf("the restore changed volume file %s", volPath)
+		t.Errorf("reading changed volume file %s", volPath)
 	}
 	// Nor does it leave the system unable to work: a backup still runs.
 	s.backup("incremental", src)

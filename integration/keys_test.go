@@ -86,6 +86,13 @@ func TestWrongOrMissingKey(t *testing.T) {
 		to := filepath.Join(dir, "restore-bad-kek")
 		s.fails(1, []string{keyID}, "restore", "--client", s.client, "--to", to)
 		emptyOrMissing(t, to)
+		// Nor can a backup get the pool's key to write with, and the volume
+		// stays as it was.
+		volSum := fileSHA(t, volPath)
+		s.fails(1, []string{keyID}, "backup", "--client", s.client, "--path", src, "--wait")
+		if fileSHA(t, volPath) != volSum {
+			t.Errorf("a backup that could not get its key changed volume %s", volPath)
+		}
 		// Key export cannot hand out what it cannot unwrap either.
 		s.fails(1, []string{keyID}, "key", "export", "--to", filepath.Join(dir, "keys-again.json"))
 		// The escrowed key still reads the volume with no server.
