@@ -71,13 +71,23 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 		conn.Close()
 		return nil, fmt.Errorf("data connection to %s: %w", ep.Node, err)
 	}
+	// The node answers once it holds a volume and the key: that can take
+	// a while, not forever.
+	_ = conn.SetReadDeadline(time.Now().Add(acceptTimeout))
 	var acc dataplane.Accept
 	if err := conn.ReadJSON(dataplane.FrameAccept, &acc); err != nil {
 		conn.Close()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, wire.Errorf(wire.CodeTimeout, "check the storage node's log", "storage node %s did not accept the job within %s", ep.Node, acceptTimeout)
+		}
 		return nil, err
 	}
+	_ = conn.SetReadDeadline(time.Time{})
 	return conn, nil
 }
+
+// acceptTimeout bounds the wait for a storage node to accept a job.
+const acceptTimeout = 2 * time.Minute
 
 // peerError reads the error a storage node sent before it closed the
 // connection, if any; a write that failed usually has one waiting.

@@ -186,6 +186,9 @@ func DecodeJSON(t byte, p []byte, want byte, v any) error {
 // SetDeadline sets the connection's deadline.
 func (c *Conn) SetDeadline(t time.Time) error { return c.c.SetDeadline(t) }
 
+// SetReadDeadline bounds the wait for the next frame.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.c.SetReadDeadline(t) }
+
 // Close closes the connection.
 func (c *Conn) Close() error { return c.c.Close() }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -92,8 +93,13 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 	}
 	var end dataplane.End
 	for done := false; !done; {
+		_ = conn.SetReadDeadline(time.Now().Add(s.n.cfg.IdleTimeout))
 		typ, payload, err := conn.ReadFrame()
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, wire.Errorf(wire.CodeTimeout, "check the client; rerun the job",
+					"the agent of client %s sent nothing for %s", t.Client, s.n.cfg.IdleTimeout)
+			}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 				return nil, wire.Errorf(wire.CodeAborted, "check the agent's log; rerun the job", "the agent of client %s disconnected before the end of the stream", t.Client)
 			}

@@ -51,6 +51,9 @@ type Config struct {
 	ClockSkew time.Duration `json:"clock_skew"`
 	// HelloTimeout bounds how long a connection may take to present its ticket.
 	HelloTimeout time.Duration `json:"hello_timeout"`
+	// IdleTimeout ends a stream whose agent sent nothing for this long, so
+	// a hung client cannot hold a volume forever.
+	IdleTimeout time.Duration `json:"idle_timeout"`
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -67,6 +70,7 @@ func DefaultConfig() Config {
 		Workers:           2,
 		ClockSkew:         30 * time.Second,
 		HelloTimeout:      30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
 	}
 }
 
@@ -103,6 +107,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, errors.New("heartbeat interval must be positive"))
+	}
+	if c.IdleTimeout < time.Second {
+		errs = append(errs, errors.New("idle timeout must be at least 1s"))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("workers must be at least 1"))

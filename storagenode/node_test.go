@@ -87,7 +87,7 @@ type rig struct {
 	signer ed25519.PrivateKey
 }
 
-func newRig(t *testing.T, serveNow bool) *rig {
+func newRig(t *testing.T, serveNow bool, tune ...func(*Config)) *rig {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns, err := natsd.Start(natsd.Config{}, logger)
@@ -104,6 +104,9 @@ func newRig(t *testing.T, serveNow bool) *rig {
 	cfg.DataAddr = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.Pools = []PoolConfig{{Name: "Default", Dir: r.pool}}
+	for _, f := range tune {
+		f(&cfg)
+	}
 	n, err := New(cfg, logger, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -339,4 +342,33 @@ func TestAnswersOrdersAndGarbage(t *testing.T) {
 			t.Fatalf("%q on %s: %v, want %s", data, subj, err, code)
 		}
 	}
+}
+
+func TestSilentAgentTimesOut(t *testing.T) {
+	r := newRig(t, true, func(c *Config) { c.IdleTimeout = time.Second })
+	eventually(t, 10*time.Second, func() error {
+		if !r.node.Registered() {
+			return errors.New("not registered")
+		}
+		return nil
+	})
+	conn, err := r.dial(r.ticket(9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.WriteFrame(dataplane.FrameRecords, records(t, 2))
+	conn.Flush()
+	// The agent hangs: it neither sends nor closes.
+	eventually(t, 10*time.Second, func() error {
+		r.fake.mu.Lock()
+		defer r.fake.mu.Unlock()
+		if len(r.fake.aborts) != 1 {
+			return errors.New("no abort reported")
+		}
+		if a := r.fake.aborts[0]; a.Error.Code != wire.CodeTimeout || !strings.Contains(a.Error.Message, "sent nothing for 1s") {
+			t.Fatalf("abort %+v", a)
+		}
+		return nil
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -56,6 +57,7 @@ func (r *reader) run(ctx context.Context) error {
 		return err
 	}
 	for {
+		_ = r.conn.SetReadDeadline(time.Now().Add(r.n.cfg.IdleTimeout))
 		typ, payload, err := r.conn.ReadFrame()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
