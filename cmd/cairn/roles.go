@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,6 +103,36 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 		}
 	}()
 	log.Info("serving metrics", "addr", "http://"+ln.Addr().String()+"/metrics")
+	return nil
+}
+
+// servePprof serves net/http/pprof on addr until ctx ends, for profiling a
+// running process (go tool pprof http://ADDR/debug/pprof/profile).
+func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof address %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof server", "err", err)
+		}
+	}()
+	log.Info("serving pprof", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
 	return nil
 }
 
@@ -266,7 +297,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 
 func newDevCmd(g *globals) *cobra.Command {
 	var ro roleOpts
-	var dir, client, maxVol, raftAddr string
+	var dir, client, maxVol, raftAddr, pprofAddr string
 	var natsPort int
 	c := &cobra.Command{
 		Use:   "dev --data DIR",
@@ -307,6 +338,9 @@ restarts. In another terminal, the admin commands talk to it.`,
 			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
 				return err
 			}
+			if err := servePprof(ctx, pprofAddr, log); err != nil {
+				return err
+			}
 			fmt.Fprintf(g.out, "cairn dev is running: NATS %s, client %s, pool Default in %s\n", st.URL(), client, st.PoolDir())
 			fmt.Fprintf(g.out, "try: cairn backup --client %s --path /etc --wait\n", client)
 			<-ctx.Done()
@@ -324,6 +358,7 @@ restarts. In another terminal, the admin commands talk to it.`,
 	f.StringVar(&raftAddr, "raft-addr", "127.0.0.1:7010", "address of the server's Raft transport")
 	f.StringVar(&client, "client", sanitizeName(host), "client name of the local agent")
 	f.StringVar(&maxVol, "max-volume-size", "", "size at which a volume is full, e.g. 4G (unlimited when empty)")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (/debug/pprof/), for profiling; empty to disable")
 	ro.bind(f, "127.0.0.1:9464")
 	return c
 }
