@@ -302,6 +302,8 @@ func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) 
 		return
 	}
 	defer conn.Close()
+	// The next frames are decrypted while this one is written to disk.
+	conn.ReadAhead(2)
 	stop := make(chan struct{})
 	defer close(stop)
 	go a.progressLoop(stop, func() wire.Progress {
