@@ -40,8 +40,12 @@ if [ -z "$CAIRN_BIN" ]; then
 	(cd "$REPO" && go build -o "$WORK/bin/cairn" ./cmd/cairn)
 	CAIRN_BIN=$WORK/bin/cairn
 fi
-CAIRN_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if (cd "$REPO" && ! git diff --quiet HEAD -- . 2>/dev/null); then CAIRN_REV="$CAIRN_REV+dirty"; fi
+if [ "$CAIRN_BIN" = "$WORK/bin/cairn" ]; then
+	CAIRN_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	if (cd "$REPO" && ! git diff --quiet HEAD -- . 2>/dev/null); then CAIRN_REV="$CAIRN_REV+dirty"; fi
+else
+	CAIRN_REV=$CAIRN_BIN
+fi
 
 # The tree is made once and kept: its name says what it holds.
 TREE=$WORK/tree-$TREE_SIZE-$SMALL_FILES
