@@ -24,8 +24,12 @@ func (a *Agent) onBackup(_ context.Context, _ string, o wire.RunBackup) (wire.Em
 	if len(o.Paths) == 0 {
 		return wire.Empty{}, wire.Errorf(wire.CodeBadRequest, "", "backup order of job %d names no path", o.JobID)
 	}
+	if !a.claim(o.JobID, o.Attempt) {
+		return wire.Empty{}, nil // never run a job twice
+	}
 	for _, p := range o.Paths {
 		if _, err := os.Lstat(p); err != nil {
+			a.unclaim(o.JobID)
 			return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "check the path on the client; give absolute paths",
 				"path %s does not exist on client %s", p, a.cfg.Name)
 		}
@@ -39,8 +43,12 @@ func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.
 	if err := checkOrder("restore", o.JobID, o.Node, o.Ticket); err != nil {
 		return wire.Empty{}, err
 	}
+	if !a.claim(o.JobID, o.Attempt) {
+		return wire.Empty{}, nil // never run a job twice
+	}
 	r, err := NewRestorer(RestoreOptions{Root: o.To, Force: o.Force, Logger: a.log})
 	if err != nil {
+		a.unclaim(o.JobID)
 		var ne *TargetNotEmptyError
 		if errors.As(err, &ne) {
 			return wire.Empty{}, wire.Errorf(wire.CodeTargetNotEmpty, "", "%v", err)
@@ -64,7 +72,7 @@ func checkOrder(kind string, jobID uint64, node wire.DataEndpoint, tk string) er
 func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dataplane.Conn, error) {
 	conn, err := dataplane.Dial(ctx, ep.Addr, ep.CertSHA256)
 	if err != nil {
-		return nil, wire.Errorf(wire.CodeUnavailable, "check that the storage node runs and that this client can reach its data port",
+		return nil, wire.Errorf(wire.CodeNodeLost, "check that the storage node runs and that this client can reach its data port",
 			"client %s cannot reach storage node %s: %v", a.cfg.Name, ep.Node, err)
 	}
 	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: a.cfg.Name, Version: Version}); err != nil {
@@ -103,7 +111,7 @@ func peerError(conn *dataplane.Conn, fallback error) error {
 func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	log := a.log.With("job", o.JobID)
 	t0 := time.Now()
-	done := wire.JobDoneReq{JobID: o.JobID}
+	done := wire.JobDoneReq{JobID: o.JobID, Attempt: o.Attempt}
 	fail := func(err error) {
 		we := wire.AsError(err)
 		if we.Code == wire.CodeInternal {
@@ -154,7 +162,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	st := src.Stats()
 	if err != nil {
 		if errors.Is(err, errEmit) {
-			err = peerError(conn, wire.Errorf(wire.CodeAborted, "check the storage node's log; rerun the job",
+			err = peerError(conn, wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
 				"the connection to storage node %s broke during the backup: %v", o.Node.Node, err))
 		}
 		fail(err)
@@ -175,7 +183,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	if err := conn.ReadJSON(dataplane.FrameResult, &res); err != nil {
 		var we *wire.Error
 		if !errors.As(err, &we) {
-			err = wire.Errorf(wire.CodeAborted, "check the storage node's log; rerun the job",
+			err = wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
 				"storage node %s closed the connection before confirming the backup: %v", o.Node.Node, err)
 		}
 		fail(err)
@@ -263,7 +271,7 @@ func (l *lastPathIterator) Err() error { return l.it.Err() }
 
 func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) {
 	log := a.log.With("job", o.JobID)
-	done := wire.JobDoneReq{JobID: o.JobID}
+	done := wire.JobDoneReq{JobID: o.JobID, Attempt: o.Attempt}
 	finish := func(err error) {
 		st, ferr := r.Finish()
 		if err == nil {
@@ -340,7 +348,7 @@ func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer) er
 	for {
 		typ, p, err := conn.ReadFrame()
 		if err != nil {
-			return wire.Errorf(wire.CodeAborted, "check the storage node's log; rerun the restore",
+			return wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the restore",
 				"the connection to the storage node broke during the restore: %v", err)
 		}
 		switch typ {

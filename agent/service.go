@@ -26,6 +26,8 @@ type Config struct {
 	// NATSURL is where the agent reaches the servers; it connects out, so
 	// a client needs no inbound port.
 	NATSURL string `json:"nats_url"`
+	// Site places the client: backups prefer a storage node of the same site.
+	Site string `json:"site"`
 	// HeartbeatInterval is how often the agent tells the servers it lives.
 	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
 	// ProgressInterval is how often a running job reports progress.
@@ -69,6 +71,11 @@ type Agent struct {
 	mu         sync.Mutex
 	registered bool
 	jobs       map[uint64]context.CancelFunc
+	// finished keeps the reports of recent jobs: an order for a job the
+	// agent already ran (a new leader not sure it was sent) gets its report
+	// again instead of a second run.
+	finished      map[uint64]wire.JobDoneReq
+	finishedOrder []uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -82,7 +89,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 	}
 	return &Agent{
 		cfg: cfg, log: logger.With("component", "agent", "client", cfg.Name),
-		metrics: newMetrics(reg), jobs: map[uint64]context.CancelFunc{},
+		metrics: newMetrics(reg), jobs: map[uint64]context.CancelFunc{}, finished: map[uint64]wire.JobDoneReq{},
 	}, nil
 }
 
@@ -148,7 +155,7 @@ func (a *Agent) Close() error {
 
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	host, _ := os.Hostname()
-	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version}
+	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version, Site: a.cfg.Site}
 	retry := 250 * time.Millisecond
 	var lastRegister time.Time
 	for {
@@ -178,7 +185,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 				continue
 			}
 		}
-		_ = wire.Publish(a.nc, wire.FromAgentSubject(a.cfg.Name, wire.OpAgentHeartbeat), wire.Empty{})
+		_ = wire.Publish(a.nc, wire.AgentBeatSubject(a.cfg.Name), wire.AgentHeartbeat{Running: a.running()})
 		select {
 		case <-ctx.Done():
 			return
@@ -187,16 +194,26 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// request sends a request to the servers.
+// request sends a request to the servers, riding out a leader election.
 func (a *Agent) request(ctx context.Context, op string, req, resp any) error {
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return wire.Request(rctx, a.nc, wire.FromAgentSubject(a.cfg.Name, op), req, resp)
+	return wire.RequestRetry(rctx, a.nc, wire.FromAgentSubject(a.cfg.Name, op), req, resp, 10*time.Second)
 }
 
 // report tells the servers how a job ended. It is retried for a while: a
 // lost report leaves the job to the server's watchdog.
 func (a *Agent) report(done wire.JobDoneReq) {
+	a.mu.Lock()
+	if _, ok := a.finished[done.JobID]; !ok {
+		a.finishedOrder = append(a.finishedOrder, done.JobID)
+		if len(a.finishedOrder) > maxFinished {
+			delete(a.finished, a.finishedOrder[0])
+			a.finishedOrder = a.finishedOrder[1:]
+		}
+	}
+	a.finished[done.JobID] = done
+	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for {
@@ -212,6 +229,45 @@ func (a *Agent) report(done wire.JobDoneReq) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// maxFinished is how many finished jobs' reports the agent keeps.
+const maxFinished = 512
+
+// claim takes attempt of job id for this agent unless it runs the job or
+// ran that attempt already; for an attempt it ran, the report is sent again,
+// since the server asking again means it lost it. A later attempt (the
+// server sent the job to another storage node) runs. A claimed job must be
+// started with track or let go with unclaim.
+func (a *Agent) claim(id uint64, attempt int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, running := a.jobs[id]; running {
+		return false
+	}
+	if done, finished := a.finished[id]; finished && done.Attempt >= attempt {
+		go a.report(done)
+		return false
+	}
+	a.jobs[id] = func() {}
+	return true
+}
+
+func (a *Agent) unclaim(id uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.jobs, id)
+}
+
+// running lists the jobs in progress, for the heartbeat.
+func (a *Agent) running() []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids := make([]uint64, 0, len(a.jobs))
+	for id := range a.jobs {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // track runs a job in the background, cancellable when the agent stops.
@@ -242,7 +298,7 @@ func (a *Agent) progressLoop(stop <-chan struct{}, p func() wire.Progress) {
 		case <-stop:
 			return
 		case <-t.C:
-			_ = wire.Publish(a.nc, wire.FromAgentSubject(a.cfg.Name, wire.OpJobProgress), p())
+			_ = wire.Publish(a.nc, wire.AgentProgressSubject(a.cfg.Name), p())
 		}
 	}
 }

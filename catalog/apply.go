@@ -48,6 +48,10 @@ func (a *applier) apply(c *Command) error {
 		return a.commitBackup(c.Commit)
 	case OpAbortBackup:
 		return a.abortBackup(c.Abort)
+	case OpDispatchJob:
+		return a.dispatchJob(c.Dispatch)
+	case OpRequeueJob:
+		return a.requeueJob(c.Requeue)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }
@@ -291,13 +295,14 @@ func (a *applier) registerNode(n *StorageNode) error {
 		switch {
 		case p == nil:
 			create = append(create, &Pool{
-				Name: np.Name, Type: PoolTypeDisk, Node: n.ID, MaxVolumeBytes: np.MaxVolumeBytes,
+				Name: np.Name, Type: PoolTypeDisk, Nodes: []string{n.ID}, MaxVolumeBytes: np.MaxVolumeBytes,
 				BlockSize: DefaultBlockSize, BlockRawSize: DefaultBlockRawSize, LabelPrefix: np.Name,
 				NextVolume: 1, Compression: true, Created: a.now,
 			})
-		case p.Node != "" && p.Node != n.ID:
-			return refuse(CodeAlreadyExists, "give each storage node's disk pool its own name",
-				"pool %s belongs to storage node %s, not %s", np.Name, p.Node, n.ID)
+		case !p.Serves(n.ID):
+			// Another node joins the pool with volumes of its own.
+			p.Nodes = append(p.Nodes, n.ID)
+			create = append(create, p)
 		}
 	}
 	var old StorageNode
@@ -441,8 +446,8 @@ func (a *applier) createJob(j *Job) error {
 		if pool == nil {
 			return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", job.Pool)
 		}
-		if job.Node == "" {
-			job.Node = pool.Node
+		if job.Node != "" && !pool.Serves(job.Node) {
+			return refuse(CodeInvalidArgument, "", "storage node %s does not serve pool %s", job.Node, pool.Name)
 		}
 		fs := FileSetOf(job.Paths, job.Excludes)
 		var parent *Backup
@@ -578,6 +583,9 @@ func (a *applier) updateJob(u *JobUpdate) error {
 	if u.ErrorCode != "" {
 		j.ErrorCode = u.ErrorCode
 	}
+	if u.Waiting != nil {
+		j.Waiting = *u.Waiting
+	}
 	if u.Error != "" {
 		j.Error = u.Error
 	}
@@ -640,11 +648,11 @@ func (a *applier) createVolume(v *Volume) error {
 		return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", v.Pool)
 	}
 	n := *v
-	if n.Node == "" {
-		n.Node = pool.Node
+	if n.Node == "" && len(pool.Nodes) == 1 {
+		n.Node = pool.Nodes[0]
 	}
-	if pool.Node != "" && n.Node != pool.Node {
-		return refuse(CodeInvalidArgument, "", "pool %s belongs to storage node %s, not %s", pool.Name, pool.Node, n.Node)
+	if !pool.Serves(n.Node) {
+		return refuse(CodeInvalidArgument, "", "storage node %q does not serve pool %s (served by %s)", n.Node, pool.Name, strings.Join(pool.Nodes, ", "))
 	}
 	if n.MediaType == "" {
 		n.MediaType = pool.Type
@@ -1014,4 +1022,102 @@ func (a *applier) dropBackup(b *Backup) error {
 	b.Segments, b.Entries = 0, 0
 	b.EndTime = a.now
 	return a.putBackup(&old, b)
+}
+
+func (a *applier) dispatchJob(d *JobDispatch) error {
+	j, err := a.job(d.JobID)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		return refuse(CodeNotFound, "", "job %d does not exist", d.JobID)
+	}
+	if j.State == JobRunning && j.Node == d.Node {
+		return nil // a retried dispatch
+	}
+	if j.State != JobQueued {
+		return refuse(CodeWrongState, "", "job %d is %s, not queued: it cannot be dispatched", j.ID, j.State)
+	}
+	old := *j
+	j.State, j.Node, j.Waiting = JobRunning, d.Node, ""
+	j.Attempt++
+	if j.Started.IsZero() {
+		j.Started = a.now
+	}
+	if j.Type == JobBackup {
+		b, err := a.backup(j.BackupID)
+		if err != nil {
+			return err
+		}
+		if b == nil || b.State != BackupWriting {
+			return refuse(CodeWrongState, "", "backup %d of job %d is not being written", j.BackupID, j.ID)
+		}
+		p, err := a.pool(b.Pool)
+		if err != nil {
+			return err
+		}
+		if p == nil || !p.Serves(d.Node) {
+			return refuse(CodeInvalidArgument, "", "storage node %s does not serve pool %s", d.Node, b.Pool)
+		}
+		ob := *b
+		b.Node = d.Node
+		if old.Started.IsZero() {
+			// The point in time a backup represents is when it started.
+			b.StartTime = a.now
+		}
+		if err := a.putBackup(&ob, b); err != nil {
+			return err
+		}
+	}
+	if j.Attempt > 1 {
+		if err := a.appendLog(j, []LogLine{{Time: a.now, Level: "info", Msg: fmt.Sprintf("attempt %d on storage node %s", j.Attempt, d.Node)}}); err != nil {
+			return err
+		}
+	}
+	return a.putJob(&old, j)
+}
+
+func (a *applier) requeueJob(r *JobRequeue) error {
+	j, err := a.job(r.JobID)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		return refuse(CodeNotFound, "", "job %d does not exist", r.JobID)
+	}
+	if j.State == JobQueued {
+		return nil // a retried requeue
+	}
+	if j.State != JobRunning {
+		return refuse(CodeWrongState, "", "job %d is %s: only a running job goes back to the queue", j.ID, j.State)
+	}
+	old := *j
+	node := j.Node
+	j.State, j.Node, j.Waiting = JobQueued, "", r.Reason
+	if j.Type == JobBackup {
+		b, err := a.backup(j.BackupID)
+		if err != nil {
+			return err
+		}
+		if b != nil && b.State == BackupWriting {
+			// Nothing of the interrupted session was committed; its index
+			// segments go, and the next attempt writes a new session.
+			if err := a.deleteSegments(b.ID); err != nil {
+				return err
+			}
+			if err := a.releaseVolumes(b.ID); err != nil {
+				return err
+			}
+			ob := *b
+			b.Node, b.Parts, b.Segments, b.Entries = "", nil, 0, 0
+			if err := a.putBackup(&ob, b); err != nil {
+				return err
+			}
+		}
+	}
+	msg := fmt.Sprintf("back in the queue after attempt %d on storage node %s: %s", j.Attempt, node, r.Reason)
+	if err := a.appendLog(j, []LogLine{{Time: a.now, Level: "warning", Msg: msg}}); err != nil {
+		return err
+	}
+	return a.putJob(&old, j)
 }

@@ -35,7 +35,7 @@ func TestClientsNodesPoolsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Type != PoolTypeDisk || p.BlockSize != DefaultBlockSize || p.LabelPrefix != "disk1" || p.NextVolume != 1 || p.KeyID != "k1" || p.Node != "sn1" {
+	if p.Type != PoolTypeDisk || p.BlockSize != DefaultBlockSize || p.LabelPrefix != "disk1" || p.NextVolume != 1 || p.KeyID != "k1" || !slices.Equal(p.Nodes, []string{"sn1"}) {
 		t.Fatalf("pool %+v", p)
 	}
 	// A node announcing a pool the catalog lacks creates it with defaults.
@@ -44,11 +44,14 @@ func TestClientsNodesPoolsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p2.Node != "sn2" || p2.MaxVolumeBytes != 1<<20 || p2.BlockRawSize != DefaultBlockRawSize || !p2.Compression {
+	if !slices.Equal(p2.Nodes, []string{"sn2"}) || p2.MaxVolumeBytes != 1<<20 || p2.BlockRawSize != DefaultBlockRawSize || !p2.Compression {
 		t.Fatalf("announced pool %+v", p2)
 	}
-	// Another node may not take it over.
-	c.refused(CodeAlreadyExists, &Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn1", Pools: []NodePool{{Name: "disk2"}}}})
+	// Another node joins it, with volumes of its own.
+	c.must(&Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn1", DataAddr: "a:1", Pools: []NodePool{{Name: "disk1", Dir: "/srv/cairn"}, {Name: "disk2", Dir: "/y"}}}})
+	if p2, _ = c.s.Pool("disk2"); !slices.Equal(p2.Nodes, []string{"sn2", "sn1"}) {
+		t.Fatalf("pool after a second node joined: %+v", p2)
+	}
 	c.refused(CodeAlreadyExists, &Command{Op: OpCreatePool, Pool: &Pool{Name: "disk1"}})
 	c.refused(CodeNotFound, &Command{Op: OpCreatePool, Pool: &Pool{Name: "disk9", KeyID: "nokey"}})
 	c.refused(CodeInvalidArgument, &Command{Op: OpCreatePool, Pool: &Pool{Name: "tape", Type: "lto"}})
@@ -90,9 +93,9 @@ func TestRefusalChangesNothingButTheIndex(t *testing.T) {
 	c := newTestCatalog(t)
 	c.setup()
 	before := dump(t, c.s)
-	// RegisterNode with a second pool that conflicts: the first, new pool
-	// must not be created either.
-	c.refused(CodeAlreadyExists, &Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn9", Pools: []NodePool{{Name: "fresh"}, {Name: "disk1"}}}})
+	// RegisterNode with a pool given twice: the new pool must not be
+	// created either.
+	c.refused(CodeInvalidArgument, &Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn9", Pools: []NodePool{{Name: "fresh"}, {Name: "fresh"}}}})
 	c.refused(CodeUnknownClient, &Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "ghost", Pool: "disk1", Paths: []string{"/"}}})
 	c.refused(CodeNotFound, &Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Pool: "nopool", Paths: []string{"/"}}})
 	idx, _ := c.s.AppliedIndex()
@@ -149,7 +152,7 @@ func TestJobLifecycleAndLog(t *testing.T) {
 		t.Fatalf("first job id %d", res.JobID)
 	}
 	j, _ := c.s.Job(1)
-	if j.State != JobQueued || j.BackupID != 1 || j.Node != "sn1" || j.Created.IsZero() {
+	if j.State != JobQueued || j.BackupID != 1 || j.Node != "" || j.Created.IsZero() {
 		t.Fatalf("job %+v", j)
 	}
 	c.refused(CodeWrongState, &Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: 1, State: JobSuccess}})

@@ -26,6 +26,8 @@ const (
 	OpAddIndexSegment Op = "add_index_segment"
 	OpCommitBackup    Op = "commit_backup"
 	OpAbortBackup     Op = "abort_backup"
+	OpDispatchJob     Op = "dispatch_job"
+	OpRequeueJob      Op = "requeue_job"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -47,6 +49,24 @@ type Command struct {
 	Segment      *IndexSegment `json:"segment,omitempty"`       // OpAddIndexSegment
 	Commit       *BackupCommit `json:"commit,omitempty"`        // OpCommitBackup
 	Abort        *BackupAbort  `json:"abort,omitempty"`         // OpAbortBackup
+	Dispatch     *JobDispatch  `json:"dispatch,omitempty"`      // OpDispatchJob
+	Requeue      *JobRequeue   `json:"requeue,omitempty"`       // OpRequeueJob
+}
+
+// JobDispatch starts a queued job on a storage node. It is recorded before
+// the agent gets its order, so a new leader knows the job was sent and never
+// sends it a second time.
+type JobDispatch struct {
+	JobID uint64 `json:"job_id"`
+	Node  string `json:"node"`
+}
+
+// JobRequeue puts a running job back in the queue, as when its storage node
+// died: whatever its session wrote is dropped, and it waits for Reason to
+// pass.
+type JobRequeue struct {
+	JobID  uint64 `json:"job_id"`
+	Reason string `json:"reason"`
 }
 
 // JobUpdate changes a job. Zero fields leave the job's value as it is.
@@ -61,6 +81,8 @@ type JobUpdate struct {
 	Warnings    int       `json:"warnings,omitempty"`
 	ErrorCode   string    `json:"error_code,omitempty"`
 	Error       string    `json:"error,omitempty"`
+	// Waiting, when not nil, replaces a queued job's reason for waiting.
+	Waiting *string `json:"waiting,omitempty"`
 }
 
 // JobLog appends lines to a job's log. Lines without a time get the
@@ -171,6 +193,10 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Commit != nil
 	case OpAbortBackup:
 		return true, c.Abort != nil
+	case OpDispatchJob:
+		return true, c.Dispatch != nil
+	case OpRequeueJob:
+		return true, c.Requeue != nil
 	}
 	return false, false
 }

@@ -17,7 +17,7 @@ func sampleCommands() []*Command {
 	return []*Command{
 		{Op: OpRegisterClient, Time: at, Client: &Client{Name: "web1", Hostname: "h", OS: "linux", Arch: "arm64", Version: "1", DefaultPool: "p"}},
 		{Op: OpRegisterNode, Time: at, Node: &StorageNode{ID: "sn1", DataAddr: "a:1", CertSHA256: "ab", Pools: []NodePool{{Name: "p", Dir: "/d", MaxVolumeBytes: 5}}}},
-		{Op: OpCreatePool, Time: at, Pool: &Pool{Name: "p", Type: "disk", Node: "sn1", BlockSize: 1, BlockRawSize: 2, LabelPrefix: "P", KeyID: "k", Compression: true}},
+		{Op: OpCreatePool, Time: at, Pool: &Pool{Name: "p", Type: "disk", Nodes: []string{"sn1"}, BlockSize: 1, BlockRawSize: 2, LabelPrefix: "P", KeyID: "k", Compression: true}},
 		{Op: OpPutKey, Time: at, Key: &Key{ID: "k", Pool: "p", Wrapped: []byte{0, 1, 2, 255}}},
 		{Op: OpCreateJob, Time: at, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelDifferential, Pool: "p", Paths: []string{"/a", "/b"}, Excludes: []string{"*.tmp"}}},
 		{Op: OpUpdateJob, Time: at, JobUpdate: &JobUpdate{ID: 3, State: JobRunning, Started: at, Files: 9, ErrorCode: "x", Error: "y"}},
@@ -27,6 +27,8 @@ func sampleCommands() []*Command {
 		{Op: OpAddIndexSegment, Time: at, Segment: &IndexSegment{BackupID: 3, No: 2, First: "/a", Last: "/z", Count: 10, Data: bytes.Repeat([]byte{0, 0xff, '"'}, 1000)}},
 		{Op: OpCommitBackup, Time: at, Commit: &BackupCommit{BackupID: 3, SessionID: vol, Segments: 3, Entries: 10, Parts: []Part{{VolumeID: vol, Part: 1, End: 99, Final: true}}, Full: []uuid.UUID{vol}, EndTime: at}},
 		{Op: OpAbortBackup, Time: at, Abort: &BackupAbort{BackupID: 3, Code: "io_error", Msg: "disk on fire"}},
+		{Op: OpDispatchJob, Time: at, Dispatch: &JobDispatch{JobID: 3, Node: "sn2"}},
+		{Op: OpRequeueJob, Time: at, Requeue: &JobRequeue{JobID: 3, Reason: "node down"}},
 	}
 }
 

@@ -80,7 +80,7 @@ func (c *testCatalog) setup() {
 	c.t.Helper()
 	c.must(&Command{Op: OpRegisterClient, Client: &Client{Name: "web1", Hostname: "web1.example", OS: "linux", Arch: "amd64", Version: "0.1"}})
 	c.must(&Command{Op: OpPutKey, Key: &Key{ID: "k1", Pool: "disk1", Wrapped: []byte("wrapped-key-material")}})
-	c.must(&Command{Op: OpCreatePool, Pool: &Pool{Name: "disk1", Node: "sn1", MaxVolumeBytes: 1 << 30, KeyID: "k1", Compression: true}})
+	c.must(&Command{Op: OpCreatePool, Pool: &Pool{Name: "disk1", Nodes: []string{"sn1"}, MaxVolumeBytes: 1 << 30, KeyID: "k1", Compression: true}})
 	c.must(&Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn1", DataAddr: "127.0.0.1:7020", Pools: []NodePool{{Name: "disk1", Dir: "/srv/cairn"}}}})
 }
 
@@ -91,7 +91,7 @@ func (c *testCatalog) startBackup(level Level, paths ...string) uint64 {
 		paths = []string{"/srv"}
 	}
 	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: level, Pool: "disk1", Paths: paths}})
-	c.must(&Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: res.JobID, State: JobRunning}})
+	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: res.JobID, Node: "sn1"}})
 	return res.JobID
 }
 

@@ -11,14 +11,16 @@ import (
 
 // Client is a host that runs an agent.
 type Client struct {
-	Name        string    `json:"name"`
-	Hostname    string    `json:"hostname,omitempty"`
-	OS          string    `json:"os,omitempty"`
-	Arch        string    `json:"arch,omitempty"`
-	Version     string    `json:"version,omitempty"`
-	DefaultPool string    `json:"default_pool,omitempty"`
-	Registered  time.Time `json:"registered"`
-	LastSeen    time.Time `json:"last_seen"`
+	Name        string `json:"name"`
+	Hostname    string `json:"hostname,omitempty"`
+	OS          string `json:"os,omitempty"`
+	Arch        string `json:"arch,omitempty"`
+	Version     string `json:"version,omitempty"`
+	DefaultPool string `json:"default_pool,omitempty"`
+	// Site places the client, so backups prefer a storage node of the same site.
+	Site       string    `json:"site,omitempty"`
+	Registered time.Time `json:"registered"`
+	LastSeen   time.Time `json:"last_seen"`
 }
 
 // StorageNode is a process that owns devices and writes volumes.
@@ -53,11 +55,12 @@ const (
 type Pool struct {
 	Name string `json:"name"`
 	Type string `json:"type"`
-	// Node is the storage node that owns a disk pool.
-	Node           string `json:"node,omitempty"`
-	MaxVolumeBytes int64  `json:"max_volume_bytes,omitempty"`
-	BlockSize      int    `json:"block_size"`
-	BlockRawSize   int    `json:"block_raw_size"`
+	// Nodes are the storage nodes that serve the pool; each keeps its own
+	// volumes of it, and a backup may go to any of them.
+	Nodes          []string `json:"nodes,omitempty"`
+	MaxVolumeBytes int64    `json:"max_volume_bytes,omitempty"`
+	BlockSize      int      `json:"block_size"`
+	BlockRawSize   int      `json:"block_raw_size"`
 	// LabelPrefix names the pool's volumes LabelPrefix-0001, -0002, …
 	LabelPrefix string `json:"label_prefix"`
 	// NextVolume is the number the next volume's name gets.
@@ -190,8 +193,15 @@ type Job struct {
 	Excludes []string `json:"excludes,omitempty"`
 	// BackupID is the backup the job writes (its own ID for a backup) or
 	// restores from.
-	BackupID    uint64    `json:"backup_id,omitempty"`
-	Target      string    `json:"target,omitempty"`
+	// Attempt counts dispatches: a backup whose storage node died is
+	// dispatched again to another node of its pool.
+	Attempt int `json:"attempt,omitempty"`
+	// Waiting says why a queued job is not running yet.
+	Waiting  string `json:"waiting,omitempty"`
+	BackupID uint64 `json:"backup_id,omitempty"`
+	Target   string `json:"target,omitempty"`
+	// Force lets a restore write into a directory that is not empty.
+	Force       bool      `json:"force,omitempty"`
 	Created     time.Time `json:"created"`
 	Started     time.Time `json:"started"`
 	Ended       time.Time `json:"ended"`
@@ -278,3 +288,6 @@ func FileSetOf(paths, excludes []string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
+
+// ServesPool reports whether node serves pool p.
+func (p *Pool) Serves(node string) bool { return slices.Contains(p.Nodes, node) }

@@ -63,10 +63,12 @@ func volumeParts(t *testing.T, path string) []volume.PartInfo {
 }
 
 // TestStorageNodeKilledMidBackup kills the storage node with SIGKILL while
-// a backup streams to it. The job fails soon (the agent sees the stream
-// break) instead of hanging; the node restarts cleanly on the same data
-// directory; the earlier backup restores byte for byte; and the next backup
-// cuts the torn tail off the volume and succeeds.
+// a backup streams to it. The job goes back to the queue at once (the agent
+// sees the stream break) and says what it waits for, instead of hanging;
+// nothing of the interrupted session is in the catalog; the node restarts
+// cleanly on the same data directory; the job runs again (attempt 2) and
+// succeeds after the torn tail is cut off the volume; the earlier backup
+// restores byte for byte; and the next backup works.
 func TestStorageNodeKilledMidBackup(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	small := makeTree(t, smallSpec(11))
@@ -77,6 +79,7 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 	// Enough random data that the stream takes a few seconds.
 	big := filepath.Join(t.TempDir(), "big")
 	writeRandomFiles(t, big, 12, 32<<20, 13)
+	snapBig := snapshot(t, big)
 	var started wire.JobStarted
 	s.json(&started, "backup", "--client", s.client, "--path", big, "--level", "full")
 	var progress int64
@@ -95,25 +98,27 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 	killed := time.Now()
 	t.Logf("killed the storage node after %d bytes of the backup", progress)
 
-	// The agent notices the broken stream and the job fails; the server's
-	// liveness watchdog (5s here) is only the last resort.
-	var failed wire.JobInfo
+	// The agent notices the broken stream and the job goes back to the
+	// queue, waiting for a storage node of its pool; the server's liveness
+	// watchdog (5s here) is only the last resort.
+	var queued wire.JobInfo
 	eventually(t, 20*time.Second, func() error {
-		failed = s.job(started.JobID)
-		if failed.State == "running" || failed.State == "queued" {
-			return fmt.Errorf("job %d still %s %s after the storage node died", failed.ID, failed.State, time.Since(killed).Round(time.Millisecond))
+		queued = s.job(started.JobID)
+		if queued.State != "queued" || queued.Waiting == "" {
+			return fmt.Errorf("job %d is %s (waiting %q) %s after the storage node died", queued.ID, queued.State, queued.Waiting, time.Since(killed).Round(time.Millisecond))
 		}
 		return nil
 	})
-	t.Logf("job failed %s after the kill: %s", time.Since(killed).Round(time.Millisecond), failed.Error)
-	if failed.State != "failed" || failed.Error == "" || failed.Hint == "" {
-		t.Fatalf("the interrupted backup: %+v", failed)
+	t.Logf("job requeued %s after the kill, waiting: %s", time.Since(killed).Round(time.Millisecond), queued.Waiting)
+	if !strings.Contains(queued.Waiting, s.node) || queued.Attempt != 1 {
+		t.Errorf("the requeued backup does not say it waits for storage node %s: %+v", s.node, queued)
 	}
-	if !strings.Contains(failed.Error, "storage node") {
-		t.Errorf("the error of the interrupted backup does not name the storage node: %s", failed.Error)
+	log := ""
+	for _, l := range queued.Log {
+		log += l.Msg + "\n"
 	}
-	if strings.Contains(failed.Error, "stopped answering") {
-		t.Errorf("only the server's watchdog noticed the dead storage node, not the agent: %s", failed.Error)
+	if !strings.Contains(log, "back in the queue after attempt 1 on storage node "+s.node) || !strings.Contains(log, "broke during the backup") {
+		t.Errorf("the job log does not tell why it went back to the queue:\n%s", log)
 	}
 	var backups []wire.BackupInfo
 	s.json(&backups, "backup", "list", "--client", s.client)
@@ -128,22 +133,38 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 		t.Errorf("volume %s after the kill: %d parts, want the committed one and a torn one: %+v", vol.Name, len(parts), parts)
 	}
 
-	// The node starts again on the same data directory.
+	// The node starts again on the same data directory, and the queued job
+	// runs on it again.
 	s.storage.start()
 	s.waitReady()
 	if !s.storage.alive() {
 		t.Fatalf("the storage node did not restart: %v", s.storage.exitErr())
 	}
+	var retried wire.JobInfo
+	eventually(t, 60*time.Second, func() error {
+		retried = s.job(started.JobID)
+		if retried.State == "queued" || retried.State == "running" {
+			return fmt.Errorf("job %d still %s", retried.ID, retried.State)
+		}
+		return nil
+	})
+	if retried.State != "success" || retried.Attempt != 2 {
+		t.Fatalf("the retried backup: %+v", retried)
+	}
+	if !strings.Contains(s.storage.logText(), "cut off an uncommitted tail") {
+		t.Errorf("the storage node did not report cutting the torn tail off a volume")
+	}
+	to := filepath.Join(t.TempDir(), "big")
+	s.restore(to, "--backup", strconv.FormatUint(started.JobID, 10))
+	checkRestored(t, snapBig, to, big)
 
-	to := filepath.Join(t.TempDir(), "earlier")
+	to = filepath.Join(t.TempDir(), "earlier")
 	s.restore(to, "--backup", strconv.FormatUint(earlier.BackupID, 10))
 	checkRestored(t, snapSmall, to, small)
 
 	next := s.backup("incremental", small)
-	if !strings.Contains(s.storage.logText(), "cut off an uncommitted tail") {
-		t.Errorf("the storage node did not report cutting the torn tail off a volume")
-	}
 	vols := s.volumes()
+	sessions := 0
 	for _, v := range vols {
 		for i, p := range volumeParts(t, v.Path) {
 			if p.Torn {
@@ -153,9 +174,10 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 		if size := fileSize(t, v.Path); size != v.Bytes {
 			t.Errorf("volume file %s has %d bytes; the catalog has %d committed", v.Path, size, v.Bytes)
 		}
+		sessions += v.Sessions
 	}
-	if len(vols) != 1 || vols[0].Sessions != 2 {
-		t.Errorf("the next backup should append to the same volume: %+v", vols)
+	if sessions != 3 {
+		t.Errorf("the volumes hold %d sessions, want 3 (earlier, the retried one, next): %+v", sessions, vols)
 	}
 	to = filepath.Join(t.TempDir(), "next")
 	s.restore(to, "--backup", strconv.FormatUint(next.BackupID, 10))

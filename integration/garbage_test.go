@@ -76,8 +76,8 @@ func TestGarbageOnNATS(t *testing.T) {
 	// The same garbage with no reply inbox: nothing to answer, nothing to
 	// crash either.
 	for _, subj := range []string{
-		wire.APISubject(wire.OpBackupStart), wire.FromNodeSubject(s.node, wire.OpNodeHeartbeat),
-		wire.FromAgentSubject(s.client, wire.OpJobProgress), wire.NodeSubject(s.node, wire.OpPing),
+		wire.APISubject(wire.OpBackupStart), wire.NodeBeatSubject(s.node), wire.AgentBeatSubject(s.client),
+		wire.AgentProgressSubject(s.client), wire.NodeSubject(s.node, wire.OpPing),
 		wire.AgentSubject(s.client, wire.OpRunRestore),
 	} {
 		if err := nc.Publish(subj, garbage); err != nil {

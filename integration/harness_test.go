@@ -446,8 +446,10 @@ func (s *stack) waitReady() {
 			return err
 		}
 		for _, p := range pools {
-			if p.Name == s.pool && p.NodeOnline {
-				return nil
+			for _, n := range p.Nodes {
+				if p.Name == s.pool && n.Online {
+					return nil
+				}
 			}
 		}
 		return fmt.Errorf("pool %s has no online storage node: %+v", s.pool, pools)

@@ -164,8 +164,8 @@ func TestBackupChangeRestore(t *testing.T) {
 	}
 	var pools []wire.PoolInfo
 	s.json(&pools, "pool", "list")
-	if len(pools) != 1 || pools[0].Name != s.pool || pools[0].Node != s.node || !pools[0].NodeOnline ||
-		pools[0].Volumes != 1 || pools[0].UsedBytes == 0 || pools[0].FreeBytes == 0 || pools[0].Dir != s.poolDir {
+	if len(pools) != 1 || pools[0].Name != s.pool || len(pools[0].Nodes) != 1 || pools[0].Nodes[0].Name != s.node || !pools[0].Nodes[0].Online ||
+		pools[0].Volumes != 1 || pools[0].UsedBytes == 0 || pools[0].FreeBytes == 0 || pools[0].Nodes[0].Dir != s.poolDir {
 		t.Errorf("pool list: %+v", pools)
 	}
 	vols := s.volumes()

@@ -11,10 +11,8 @@ import (
 
 func (s *Server) routeAgents(r *wire.Router) {
 	r.Handle(wire.OpAgentRegister, wire.Typed(s.agentRegister))
-	r.Handle(wire.OpAgentHeartbeat, wire.Typed(s.agentHeartbeat))
 	r.Handle(wire.OpBaseTree, wire.Typed(s.baseTree))
 	r.Handle(wire.OpRestorePlan, wire.Typed(s.restorePlan))
-	r.Handle(wire.OpJobProgress, wire.Typed(s.jobProgress))
 	r.Handle(wire.OpJobDone, wire.Typed(s.jobDone))
 }
 
@@ -27,17 +25,12 @@ func (s *Server) agentRegister(ctx context.Context, subject string, req wire.Age
 		return wire.Empty{}, err
 	}
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{
-		Name: name, Hostname: req.Hostname, OS: req.OS, Arch: req.Arch, Version: req.Version,
+		Name: name, Hostname: req.Hostname, OS: req.OS, Arch: req.Arch, Version: req.Version, Site: req.Site,
 	}}); err != nil {
 		return wire.Empty{}, err
 	}
 	s.touch(s.agents, name)
 	s.log.Info("agent registered", "client", name, "hostname", req.Hostname)
-	return wire.Empty{}, nil
-}
-
-func (s *Server) agentHeartbeat(_ context.Context, subject string, _ wire.Empty) (wire.Empty, error) {
-	s.touch(s.agents, sender(subject))
 	return wire.Empty{}, nil
 }
 
@@ -102,26 +95,6 @@ func (s *Server) restorePlan(_ context.Context, subject string, req wire.Restore
 	return plan.page(req.Cursor)
 }
 
-func (s *Server) jobProgress(_ context.Context, subject string, p wire.Progress) (wire.Empty, error) {
-	r, _, err := s.agentRun(subject, p.JobID)
-	if err != nil {
-		return wire.Empty{}, err
-	}
-	s.mu.Lock()
-	if r.progress != nil {
-		if p.TotalFiles == 0 {
-			p.TotalFiles = r.progress.TotalFiles
-		}
-		if p.TotalBytes == 0 {
-			p.TotalBytes = r.progress.TotalBytes
-		}
-	}
-	r.progress = &p
-	s.mu.Unlock()
-	s.publishEvent(wire.JobEvent{JobID: p.JobID, State: string(catalog.JobRunning), Progress: &p})
-	return wire.Empty{}, nil
-}
-
 func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneReq) (wire.Empty, error) {
 	job, err := s.store.Job(req.JobID)
 	if err != nil || job.Client != sender(subject) {
@@ -130,7 +103,18 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 	if job.State.Done() {
 		return wire.Empty{}, nil // the node's commit or abort ended it already
 	}
+	if req.Attempt != 0 && req.Attempt != job.Attempt {
+		s.log.Info("ignoring the report of an earlier attempt", "job", job.ID, "attempt", req.Attempt, "current", job.Attempt)
+		return wire.Empty{}, nil
+	}
 	if req.Error != nil {
+		if req.Error.Code == wire.CodeNodeLost {
+			// The storage node is gone or unreachable from the client: a
+			// backup goes to another node of its pool.
+			s.suspect(job.Node)
+			s.requeueOrFail(ctx, job.ID, req.Error)
+			return wire.Empty{}, nil
+		}
 		s.failJob(ctx, job.ID, req.Error)
 		return wire.Empty{}, nil
 	}

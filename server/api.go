@@ -25,6 +25,9 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpTreeList, wire.Typed(s.treeList))
 	r.Handle(wire.OpRestoreStart, wire.Typed(s.startRestore))
 	r.Handle(wire.OpKeyExport, wire.Typed(s.keyExport))
+	r.Handle(wire.OpClusterStatus, wire.Typed(s.clusterStatus))
+	r.Handle(wire.OpClusterJoin, wire.Typed(s.clusterJoin))
+	r.Handle(wire.OpClusterRemove, wire.Typed(s.clusterRemove))
 }
 
 func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, error) {
@@ -68,20 +71,25 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 	}
 	resp := wire.PoolListResp{Pools: []wire.PoolInfo{}}
 	for _, p := range pools {
-		info := wire.PoolInfo{Name: p.Name, Type: p.Type, Node: p.Node, MaxVolumeBytes: p.MaxVolumeBytes, KeyID: p.KeyID}
-		info.NodeOnline, _ = s.online(s.nodes, p.Node)
-		if n, err := s.store.Node(p.Node); err == nil {
-			for _, np := range n.Pools {
-				if np.Name == p.Name {
-					info.Dir = np.Dir
+		info := wire.PoolInfo{Name: p.Name, Type: p.Type, MaxVolumeBytes: p.MaxVolumeBytes, KeyID: p.KeyID}
+		for _, id := range p.Nodes {
+			pn := wire.PoolNode{Name: id}
+			pn.Online, _ = s.online(s.nodes, id)
+			if n, err := s.store.Node(id); err == nil {
+				for _, np := range n.Pools {
+					if np.Name == p.Name {
+						pn.Dir = np.Dir
+					}
 				}
 			}
+			s.mu.Lock()
+			if l := s.nodes[id]; l != nil {
+				pn.FreeBytes = l.usage[p.Name].FreeBytes
+			}
+			s.mu.Unlock()
+			info.FreeBytes += pn.FreeBytes
+			info.Nodes = append(info.Nodes, pn)
 		}
-		s.mu.Lock()
-		if l := s.nodes[p.Node]; l != nil {
-			info.FreeBytes = l.usage[p.Name].FreeBytes
-		}
-		s.mu.Unlock()
 		vols, _ := s.store.Volumes(catalog.VolumeFilter{Pool: p.Name})
 		for _, v := range vols {
 			info.Volumes++
@@ -130,7 +138,7 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 		Node: j.Node, Pool: j.Pool, Paths: j.Paths, BackupID: j.BackupID, Target: j.Target,
 		Created: j.Created, Started: j.Started, Ended: j.Ended, Files: j.Files, Bytes: j.Bytes,
 		StoredBytes: j.StoredBytes, Warnings: j.Warnings, ErrorCode: j.ErrorCode, Error: j.Error,
-		Hint: wire.HintFor(j.ErrorCode),
+		Hint: wire.HintFor(j.ErrorCode), Waiting: j.Waiting, Attempt: j.Attempt,
 	}
 	if j.Type == catalog.JobBackup {
 		if b, err := s.store.Backup(j.BackupID); err == nil {

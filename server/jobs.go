@@ -21,6 +21,8 @@ type jobRun struct {
 	node, client string
 	started      time.Time
 	lastActivity time.Time
+	ordered      time.Time // when the agent was last sent the job's order
+	confirmed    time.Time // when the agent's heartbeat last listed the job
 	progress     *wire.Progress
 	base         *treePager // backup: the tree it is compared against
 	plan         *planner   // restore: which blocks to read
@@ -84,8 +86,9 @@ func lastSeen(t time.Time) string {
 	return "last seen " + t.UTC().Format(time.RFC3339)
 }
 
-// onlineClient checks that a client is known and its agent is running.
-func (s *Server) onlineClient(name string) (*catalog.Client, error) {
+// knownClient checks that a client has registered. Its agent may be
+// offline: the job then waits for it in the queue.
+func (s *Server) knownClient(name string) (*catalog.Client, error) {
 	if err := wire.ValidateName("client", name); err != nil {
 		return nil, err
 	}
@@ -93,10 +96,6 @@ func (s *Server) onlineClient(name string) (*catalog.Client, error) {
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeUnknownClient, "",
 			"client %q is not known: no agent of that name has registered", name)
-	}
-	if ok, seen := s.online(s.agents, name); !ok {
-		return nil, wire.Errorf(wire.CodeUnavailable, fmt.Sprintf("start 'cairn agent --name %s' on that host", name),
-			"the agent of client %s is offline (%s)", name, lastSeen(seen))
 	}
 	return c, nil
 }
@@ -113,7 +112,7 @@ func cleanPaths(kind string, paths []string) ([]string, error) {
 }
 
 func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStartReq) (wire.JobStarted, error) {
-	client, err := s.onlineClient(req.Client)
+	client, err := s.knownClient(req.Client)
 	if err != nil {
 		return wire.JobStarted{}, err
 	}
@@ -148,72 +147,34 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	if err != nil {
 		return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", poolName)
 	}
-	ep, err := s.endpoint(pool.Node)
-	if err != nil {
-		return wire.JobStarted{}, err
+	if len(pool.Nodes) == 0 {
+		return wire.JobStarted{}, wire.Errorf(wire.CodeUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
 	}
-
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
 		Type: catalog.JobBackup, Client: client.Name, Level: level, State: catalog.JobQueued,
-		Node: pool.Node, Pool: pool.Name, Paths: paths, Excludes: req.Excludes,
+		Pool: pool.Name, Paths: paths, Excludes: req.Excludes,
 	}})
 	if err != nil {
 		return wire.JobStarted{}, err
 	}
-	job, err := s.store.Job(res.JobID)
-	if err != nil {
-		return wire.JobStarted{}, catalogError(err)
-	}
-	backup, err := s.store.Backup(job.BackupID)
-	if err != nil {
-		return wire.JobStarted{}, catalogError(err)
-	}
-	tk, err := s.sign(ticket.Ticket{
-		JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpBackup,
-		Pool: pool.Name, BackupID: backup.ID, Level: string(job.Level), KeyID: pool.KeyID,
-	})
-	if err != nil {
-		return wire.JobStarted{}, err
-	}
-	order := wire.RunBackup{
-		JobID: job.ID, Level: string(job.Level), Paths: paths, Excludes: req.Excludes,
-		Base: backup.Parent, Node: ep, Ticket: tk,
-	}
-	order.EstimateFiles, order.EstimateBytes = s.estimate(backup)
-	run := s.startRun(job)
-	if backup.Parent != 0 {
-		run.base = &treePager{store: s.store, backup: backup.Parent}
-	}
-	if err := s.markRunning(ctx, job.ID); err != nil {
-		s.finishRun(job.ID)
-		return wire.JobStarted{}, err
-	}
-	base := ""
-	if backup.Parent != 0 {
-		base = fmt.Sprintf(" against backup %d", backup.Parent)
-	}
-	s.jobLog(ctx, job.ID, "info", "%s backup of %s (%s)%s to pool %s on storage node %s",
-		job.Level, job.Client, strings.Join(paths, ", "), base, pool.Name, pool.Node)
-	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
-	defer cancel()
-	if err := wire.Request(octx, s.nc, wire.AgentSubject(job.Client, wire.OpRunBackup), order, nil); err != nil {
-		we := wire.AsError(err)
-		s.failJob(ctx, job.ID, we)
-		return wire.JobStarted{}, we
-	}
-	return wire.JobStarted{JobID: job.ID, Level: string(job.Level)}, nil
+	return s.started(ctx, res.JobID)
 }
 
-func (s *Server) markRunning(ctx context.Context, id uint64) error {
-	running := catalog.JobRunning
-	now := time.Now().UTC()
-	_, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
-		ID: id, State: running, Started: now,
-	}})
-	if err == nil {
-		s.publishEvent(wire.JobEvent{JobID: id, State: string(running)})
+// started tries to dispatch a job just created and says how it went: an
+// agent that refuses the order (a path that does not exist) fails the
+// command that asked, while a job that must wait says what for.
+func (s *Server) started(ctx context.Context, id uint64) (wire.JobStarted, error) {
+	job, err := s.store.Job(id)
+	if err != nil {
+		return wire.JobStarted{}, catalogError(err)
 	}
-	return err
+	if err := s.tryDispatch(ctx, job); err != nil {
+		return wire.JobStarted{}, err
+	}
+	if job, err = s.store.Job(id); err != nil {
+		return wire.JobStarted{}, catalogError(err)
+	}
+	return wire.JobStarted{JobID: job.ID, Level: string(job.Level), Waiting: job.Waiting}, nil
 }
 
 // estimate guesses a backup's size from the last complete backup of the same
@@ -274,7 +235,7 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 	if target == "" {
 		target = req.Client
 	}
-	if _, err := s.onlineClient(target); err != nil {
+	if _, err := s.knownClient(target); err != nil {
 		return wire.JobStarted{}, err
 	}
 	if !filepath.IsAbs(req.To) {
@@ -295,10 +256,6 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 				"backup %d's chain spans storage nodes %s and %s, which a restore cannot read yet", backup.ID, b.Node, backup.Node)
 		}
 	}
-	ep, err := s.endpoint(backup.Node)
-	if err != nil {
-		return wire.JobStarted{}, err
-	}
 	plan := newPlanner(s.store, chain, roots)
 	files, bytes, err := plan.count()
 	if err != nil {
@@ -313,47 +270,18 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
 		Type: catalog.JobRestore, Client: target, State: catalog.JobQueued, Node: backup.Node, Pool: backup.Pool,
-		Paths: roots, BackupID: backup.ID, Target: filepath.Clean(req.To),
+		Paths: roots, BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force,
 	}})
 	if err != nil {
-		return wire.JobStarted{}, err
-	}
-	job, err := s.store.Job(res.JobID)
-	if err != nil {
-		return wire.JobStarted{}, catalogError(err)
-	}
-	var sessions []string
-	for _, b := range chain {
-		sessions = append(sessions, b.SessionID.String())
-	}
-	tk, err := s.sign(ticket.Ticket{
-		JobID: job.ID, Client: target, Node: backup.Node, Op: ticket.OpRestore, BackupID: backup.ID, Sessions: sessions,
-	})
-	if err != nil {
-		return wire.JobStarted{}, err
-	}
-	run := s.startRun(job)
-	run.plan = plan
-	run.progress = &wire.Progress{JobID: job.ID, TotalFiles: files, TotalBytes: bytes}
-	if err := s.markRunning(ctx, job.ID); err != nil {
-		s.finishRun(job.ID)
 		return wire.JobStarted{}, err
 	}
 	what := "everything"
 	if len(roots) > 0 {
 		what = strings.Join(roots, ", ")
 	}
-	s.jobLog(ctx, job.ID, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
-		what, backup.ID, backup.Client, files, humanBytes(bytes), target, job.Target)
-	order := wire.RunRestore{JobID: job.ID, To: job.Target, Force: req.Force, Node: ep, Ticket: tk, Files: files, Bytes: bytes}
-	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
-	defer cancel()
-	if err := wire.Request(octx, s.nc, wire.AgentSubject(target, wire.OpRunRestore), order, nil); err != nil {
-		we := wire.AsError(err)
-		s.failJob(ctx, job.ID, we)
-		return wire.JobStarted{}, we
-	}
-	return wire.JobStarted{JobID: job.ID}, nil
+	s.jobLog(ctx, res.JobID, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
+		what, backup.ID, backup.Client, files, humanBytes(bytes), target, filepath.Clean(req.To))
+	return s.started(ctx, res.JobID)
 }
 
 // failJob ends a job as failed, once: later reports of the same failure
@@ -393,72 +321,22 @@ func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
 	s.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobFailed), Message: e.Message})
 }
 
-// watch fails jobs whose storage node or agent went silent, or that stalled,
-// and adopts the running jobs of the catalog when this server becomes leader.
+// watch runs the leader's loops: dispatching queued jobs and watching
+// running ones.
 func (s *Server) watch(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	wasLeader := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.wake:
 		}
-		leader := s.raft.IsLeader()
-		if leader && !wasLeader {
-			s.adoptRunningJobs()
-		}
-		wasLeader = leader
-		if !leader {
+		if !s.raft.IsLeader() {
 			continue
 		}
-		s.mu.Lock()
-		runs := make([]*jobRun, 0, len(s.runs))
-		for _, r := range s.runs {
-			runs = append(runs, r)
-		}
-		s.mu.Unlock()
-		for _, r := range runs {
-			if time.Since(r.started) < s.cfg.LivenessTimeout {
-				continue // heartbeats may not have arrived yet after a restart
-			}
-			if ok, seen := s.online(s.nodes, r.node); !ok {
-				s.failJob(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the storage node; restart it and rerun the job",
-					"storage node %s stopped answering (%s)", r.node, lastSeen(seen)))
-				continue
-			}
-			if ok, seen := s.online(s.agents, r.client); !ok {
-				s.failJob(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the agent; restart it and rerun the job",
-					"the agent of client %s stopped answering (%s)", r.client, lastSeen(seen)))
-				continue
-			}
-			s.mu.Lock()
-			idle := time.Since(r.lastActivity)
-			s.mu.Unlock()
-			if idle > s.cfg.StallTimeout {
-				s.failJob(ctx, r.id, wire.Errorf(wire.CodeTimeout, "check the agent's and storage node's logs",
-					"job made no progress for %s", idle.Round(time.Second)))
-			}
-		}
-	}
-}
-
-func (s *Server) adoptRunningJobs() {
-	jobs, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobQueued, catalog.JobRunning}})
-	if err != nil {
-		s.log.Warn("list running jobs", "err", err)
-		return
-	}
-	for i := range jobs {
-		if s.run(jobs[i].ID) == nil {
-			r := s.startRun(&jobs[i])
-			if jobs[i].Type == catalog.JobBackup {
-				if b, err := s.store.Backup(jobs[i].BackupID); err == nil && b.Parent != 0 {
-					r.base = &treePager{store: s.store, backup: b.Parent}
-				}
-			}
-			s.log.Info("watching running job", "job", jobs[i].ID)
-		}
+		s.watchRunning(ctx)
+		s.dispatchQueued(ctx)
 	}
 }

@@ -92,11 +92,15 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(descVolumes, prometheus.GaugeValue, float64(n), p.Name, state)
 			}
 			ch <- prometheus.MustNewConstMetric(descPoolBytes, prometheus.GaugeValue, float64(used), p.Name)
+			var free int64
 			s.mu.Lock()
-			if l := s.nodes[p.Node]; l != nil {
-				ch <- prometheus.MustNewConstMetric(descPoolFree, prometheus.GaugeValue, float64(l.usage[p.Name].FreeBytes), p.Name)
+			for _, id := range p.Nodes {
+				if l := s.nodes[id]; l != nil {
+					free += l.usage[p.Name].FreeBytes
+				}
 			}
 			s.mu.Unlock()
+			ch <- prometheus.MustNewConstMetric(descPoolFree, prometheus.GaugeValue, float64(free), p.Name)
 		}
 	}
 	s.mu.Lock()

@@ -24,7 +24,6 @@ const (
 
 func (s *Server) routeNodes(r *wire.Router) {
 	r.Handle(wire.OpNodeRegister, wire.Typed(s.nodeRegister))
-	r.Handle(wire.OpNodeHeartbeat, wire.Typed(s.nodeHeartbeat))
 	r.Handle(wire.OpVolumeAcquire, wire.Typed(s.volumeAcquire))
 	r.Handle(wire.OpVolumeLabeled, wire.Typed(s.volumeLabeled))
 	r.Handle(wire.OpKeyGet, wire.Typed(s.keyGet))
@@ -66,7 +65,11 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	}}); err != nil {
 		return wire.NodeRegisterResp{}, err
 	}
-	s.touch(s.nodes, id)
+	l := s.touch(s.nodes, id)
+	s.mu.Lock()
+	l.suspect = time.Time{} // a node that registers again has restarted
+	s.mu.Unlock()
+	s.kick()
 	s.log.Info("storage node registered", "node", id, "data_addr", req.DataAddr, "pools", len(pools))
 	return wire.NodeRegisterResp{TicketKey: s.signer.Public().(ed25519.PublicKey), ServerTime: time.Now().UTC()}, nil
 }
@@ -74,12 +77,8 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 // ensurePool creates a pool a node announces, with its data key, unless the
 // catalog has it. A pool that exists keeps its settings and key.
 func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) error {
-	if existing, err := s.store.Pool(p.Name); err == nil {
-		if existing.Node != node {
-			return wire.Errorf(wire.CodeAlreadyExists, "give each storage node's disk pool its own name",
-				"pool %s belongs to storage node %s, not %s", p.Name, existing.Node, node)
-		}
-		return nil
+	if _, err := s.store.Pool(p.Name); err == nil {
+		return nil // the node joins the pool when it registers
 	}
 	keyID := fmt.Sprintf("pool-%s-%s", p.Name, uuid.NewString()[:8])
 	wrapped, err := keyring.Wrap(s.kek, keyID, keyring.NewKey())
@@ -90,7 +89,7 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 		return err
 	}
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCreatePool, Pool: &catalog.Pool{
-		Name: p.Name, Type: "disk", Node: node, MaxVolumeBytes: p.MaxVolumeBytes,
+		Name: p.Name, Type: "disk", Nodes: []string{node}, MaxVolumeBytes: p.MaxVolumeBytes,
 		BlockSize: defaultBlockSize, BlockRawSize: defaultBlockRawSize, LabelPrefix: p.Name,
 		KeyID: keyID, Compression: true,
 	}})
@@ -99,17 +98,6 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 	}
 	s.log.Info("pool created", "pool", p.Name, "node", node, "key", keyID)
 	return nil
-}
-
-func (s *Server) nodeHeartbeat(_ context.Context, subject string, hb wire.NodeHeartbeat) (wire.Empty, error) {
-	l := s.touch(s.nodes, sender(subject))
-	s.mu.Lock()
-	for _, u := range hb.Pools {
-		l.usage[u.Name] = u
-	}
-	l.streams = hb.Streams
-	s.mu.Unlock()
-	return wire.Empty{}, nil
 }
 
 // runningJobOf checks that a node request concerns a running job of that node.

@@ -84,19 +84,41 @@ func (p *planner) readParts(layer int) ([]wire.ReadPart, error) {
 	return rp, nil
 }
 
-// page returns page number cursor. Pages are produced in order; asking for
-// the last one again (a retry) gets the same page.
+// page returns page number cursor. Pages come out in order and the same
+// every time, so a retried request (the same cursor again) or a leader that
+// took over mid-restore (a cursor ahead of a fresh planner) gets the right
+// page by replaying the passes up to it.
 func (p *planner) page(cursor int) (wire.RestorePlanResp, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if cursor < 0 {
+		return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "", "restore plan page %d does not exist", cursor)
+	}
 	if cursor == p.served-1 && p.last != nil {
 		return *p.last, nil
 	}
-	if cursor != p.served {
-		return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "restart the restore",
-			"restore plan page %d asked for, next is %d", cursor, p.served)
+	if cursor < p.served {
+		p.reset()
 	}
-	resp := wire.RestorePlanResp{Cursor: cursor + 1}
+	for p.served < cursor {
+		if _, err := p.next(); err != nil {
+			return wire.RestorePlanResp{}, err
+		}
+		if p.done && p.served < cursor {
+			return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "restart the restore", "restore plan page %d does not exist", cursor)
+		}
+	}
+	return p.next()
+}
+
+func (p *planner) reset() {
+	p.layer, p.links, p.it, p.served, p.last, p.done = 0, false, nil, 0, nil, false
+	p.targets = map[string]bool{}
+}
+
+// next produces the next page.
+func (p *planner) next() (wire.RestorePlanResp, error) {
+	resp := wire.RestorePlanResp{Cursor: p.served + 1}
 	entries := 0
 	for !p.done && entries < planPageEntries {
 		if p.it == nil {

@@ -33,26 +33,32 @@ type Server struct {
 	signer  ed25519.PrivateKey
 	metrics *metrics
 
-	nc     *nats.Conn
-	subs   []*nats.Subscription
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	nc       *nats.Conn
+	subs     []*nats.Subscription
+	dispatch map[string]wire.Handler // by the wildcard subject it serves
+	wake     chan struct{}           // kicks the dispatcher
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 
 	// acquireMu serialises volume selection so two jobs never get the same
 	// volume for appending.
 	acquireMu sync.Mutex
 
-	mu     sync.Mutex
-	nodes  map[string]*liveness
-	agents map[string]*liveness
-	runs   map[uint64]*jobRun
+	mu          sync.Mutex
+	nodes       map[string]*liveness
+	agents      map[string]*liveness
+	runs        map[uint64]*jobRun
+	leaderSince time.Time
 }
 
 // liveness is what the servers know of a node or agent from its heartbeats.
 type liveness struct {
 	lastSeen time.Time
+	site     string
 	usage    map[string]wire.PoolUsage // storage nodes: pool usage by name
 	streams  int
+	running  map[uint64]bool // agents: the jobs they say they work on
+	suspect  time.Time       // storage nodes: when an agent lost its stream to it
 }
 
 // New opens the catalog and joins (or bootstraps) the Raft group. Start
@@ -90,6 +96,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	s := &Server{
 		cfg: cfg, log: logger, store: store, raft: node, kek: kek, signer: signer,
 		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{},
+		wake: make(chan struct{}, 1),
 	}
 	s.metrics = newMetrics(s, reg)
 	return s, nil
@@ -104,38 +111,19 @@ func (s *Server) Start(ctx context.Context) error {
 	s.nc = nc
 	ctx, s.cancel = context.WithCancel(ctx)
 
-	api := wire.NewRouter()
-	s.routeAPI(api)
-	fromNode := wire.NewRouter()
-	s.routeNodes(fromNode)
-	fromAgent := wire.NewRouter()
-	s.routeAgents(fromAgent)
-	splitOp := func(subject string) (string, bool) {
-		_, op, ok := wire.SplitFrom(subject)
-		return op, ok
-	}
-	for _, sub := range []struct {
-		subject string
-		h       wire.Handler
-	}{
-		{wire.APIWildcard, api.Dispatch(wire.TrimAPI)},
-		{wire.FromNodeWildcard, fromNode.Dispatch(splitOp)},
-		{wire.FromAgentWildcard, fromAgent.Dispatch(splitOp)},
-	} {
-		// Every server answers in one queue group; the orchestrator's
-		// writes go through Raft, which only the leader accepts.
-		sn, err := wire.Serve(ctx, nc, sub.subject, wire.ServerQueue, s.log, sub.h)
-		if err != nil {
-			s.Close()
-			return err
-		}
-		s.subs = append(s.subs, sn)
+	if err := s.subscribe(ctx); err != nil {
+		s.Close()
+		return err
 	}
 	if err := nc.Flush(); err != nil {
 		s.Close()
 		return fmt.Errorf("subscribe on NATS: %w", err)
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.leaderLoop(ctx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.watch(ctx)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,10 @@ type harness struct {
 	srv *Server
 	nc  *nats.Conn
 	ctx context.Context
+
+	mu          sync.Mutex
+	running     []uint64 // jobs the fake agent was ordered to run
+	agentSilent bool
 }
 
 func freeAddr(t *testing.T) string {
@@ -116,6 +121,15 @@ func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 	h.must(h.agent(wire.OpAgentRegister, wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil))
 	orders = make(chan *nats.Msg, 10)
 	sub, err := h.nc.Subscribe(wire.AgentSubject("web", ">"), func(m *nats.Msg) {
+		if body, err := wire.Unmarshal(m.Data); err == nil {
+			var o struct {
+				JobID uint64 `json:"job_id"`
+			}
+			json.Unmarshal(body, &o)
+			h.mu.Lock()
+			h.running = append(h.running, o.JobID)
+			h.mu.Unlock()
+		}
 		orders <- m
 		data, _ := wire.Marshal(wire.Empty{})
 		m.Respond(data)
@@ -123,6 +137,24 @@ func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 	h.must(err)
 	h.t.Cleanup(func() { sub.Unsubscribe() })
 	h.must(h.nc.Flush())
+	// Heartbeat as the node and the agent would.
+	stop := make(chan struct{})
+	h.t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			wire.Publish(h.nc, wire.NodeBeatSubject("sn1"), wire.NodeHeartbeat{ID: "sn1", Pools: []wire.PoolUsage{{Name: "Default", FreeBytes: 1 << 40, TotalBytes: 2 << 40}}})
+			h.mu.Lock()
+			if !h.agentSilent {
+				wire.Publish(h.nc, wire.AgentBeatSubject("web"), wire.AgentHeartbeat{Running: h.running})
+			}
+			h.mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
 	return ed25519.PublicKey(reg.TicketKey), orders
 }
 
@@ -290,9 +322,11 @@ func TestWatchdogFailsJobWhenAgentGoesSilent(t *testing.T) {
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started))
 	<-orders
 	// The node keeps heartbeating; the agent says nothing more.
+	h.mu.Lock()
+	h.agentSilent = true
+	h.mu.Unlock()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		h.must(wire.Publish(h.nc, wire.FromNodeSubject("sn1", wire.OpNodeHeartbeat), wire.NodeHeartbeat{ID: "sn1"}))
 		var job wire.JobInfo
 		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
 		if job.State == "failed" {

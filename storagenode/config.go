@@ -40,6 +40,8 @@ type Config struct {
 	// AdvertiseAddr is the address agents dial; the listening address
 	// when empty.
 	AdvertiseAddr string `json:"advertise_addr"`
+	// Site places the node: backups prefer a node of their client's site.
+	Site string `json:"site"`
 	// Pools are the disk pools this node serves.
 	Pools []PoolConfig `json:"pools"`
 	// HeartbeatInterval is how often the node tells the servers it lives.
@@ -51,6 +53,9 @@ type Config struct {
 	ClockSkew time.Duration `json:"clock_skew"`
 	// HelloTimeout bounds how long a connection may take to present its ticket.
 	HelloTimeout time.Duration `json:"hello_timeout"`
+	// ServerWait is how long a request to the servers is retried while
+	// they elect a leader or a majority returns.
+	ServerWait time.Duration `json:"server_wait"`
 	// IdleTimeout ends a stream whose agent sent nothing for this long, so
 	// a hung client cannot hold a volume forever.
 	IdleTimeout time.Duration `json:"idle_timeout"`
@@ -71,6 +76,7 @@ func DefaultConfig() Config {
 		ClockSkew:         30 * time.Second,
 		HelloTimeout:      30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
+		ServerWait:        time.Minute,
 	}
 }
 

@@ -227,8 +227,8 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 				lastRegister = time.Now()
 			}
 		}
-		hb := wire.NodeHeartbeat{ID: n.cfg.ID, Streams: n.streams(), Pools: n.usage()}
-		if err := wire.Publish(n.nc, wire.FromNodeSubject(n.cfg.ID, wire.OpNodeHeartbeat), hb); err != nil {
+		hb := wire.NodeHeartbeat{ID: n.cfg.ID, Site: n.cfg.Site, Streams: n.streams(), Pools: n.usage()}
+		if err := wire.Publish(n.nc, wire.NodeBeatSubject(n.cfg.ID), hb); err != nil {
 			n.log.Debug("heartbeat", "err", err)
 		}
 		select {
@@ -329,9 +329,9 @@ func (n *Node) checkTicket(s string) (ticket.Ticket, error) {
 	return t, nil
 }
 
-// request sends a request to the servers.
+// request sends a request to the servers, riding out a leader election.
 func (n *Node) request(ctx context.Context, op string, req, resp any) error {
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, n.cfg.ServerWait)
 	defer cancel()
-	return wire.Request(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, op), req, resp)
+	return wire.RequestRetry(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, op), req, resp, 10*time.Second)
 }

@@ -47,9 +47,6 @@ func (f *fakeServer) handle(_ context.Context, subject string, body json.RawMess
 	switch op {
 	case wire.OpNodeRegister:
 		return wire.NodeRegisterResp{TicketKey: f.signer.Public().(ed25519.PublicKey)}, nil
-	case wire.OpNodeHeartbeat:
-		f.hearts++
-		return wire.Empty{}, nil
 	case wire.OpKeyGet:
 		return wire.KeyGetResp{ID: "k1", Key: f.key}, nil
 	case wire.OpVolumeAcquire:
@@ -129,6 +126,13 @@ func (r *rig) serve() {
 	}
 	r.t.Cleanup(nc.Close)
 	if _, err := wire.Serve(context.Background(), nc, wire.FromNodeWildcard, "", slog.New(slog.NewTextHandler(io.Discard, nil)), r.fake.handle); err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(wire.NodeBeatSubject("sn1"), func(*nats.Msg) {
+		r.fake.mu.Lock()
+		r.fake.hearts++
+		r.fake.mu.Unlock()
+	}); err != nil {
 		r.t.Fatal(err)
 	}
 	nc.Flush()

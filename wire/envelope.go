@@ -125,7 +125,7 @@ type Handler func(ctx context.Context, subject string, body json.RawMessage) (an
 // answered as an internal error, so one bad message never takes a process down.
 func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, logger *slog.Logger, h Handler) (*nats.Subscription, error) {
 	cb := func(m *nats.Msg) {
-		go handle(ctx, m, logger, h)
+		go HandleMsg(ctx, m, logger, h)
 	}
 	var sub *nats.Subscription
 	var err error
@@ -140,7 +140,8 @@ func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, logger *sl
 	return sub, nil
 }
 
-func handle(ctx context.Context, m *nats.Msg, logger *slog.Logger, h Handler) {
+// HandleMsg answers one message with h, as Serve does for each message.
+func HandleMsg(ctx context.Context, m *nats.Msg, logger *slog.Logger, h Handler) {
 	reply := func(data []byte) {
 		if m.Reply == "" {
 			return
@@ -210,5 +211,37 @@ func Typed[Req any, Resp any](f func(ctx context.Context, subject string, req Re
 			return nil, err
 		}
 		return f(ctx, subject, req)
+	}
+}
+
+// Transient reports whether err may go away by itself: no leader while the
+// servers elect one, nothing answering for a moment, a timeout.
+func Transient(err error) bool {
+	switch CodeOf(err) {
+	case CodeNotLeader, CodeUnavailable, CodeTimeout:
+		return true
+	}
+	return false
+}
+
+// RequestRetry is Request that retries transient failures until ctx ends:
+// what a storage node or agent uses so that a leader election in the middle
+// of a job delays its reports instead of failing it. The servers' side of
+// every operation sent this way accepts a repeat.
+func RequestRetry(ctx context.Context, nc *nats.Conn, subject string, req, resp any, each time.Duration) error {
+	wait := 100 * time.Millisecond
+	for {
+		rctx, cancel := context.WithTimeout(ctx, each)
+		err := Request(rctx, nc, subject, req, resp)
+		cancel()
+		if err == nil || !Transient(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
 	}
 }

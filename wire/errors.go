@@ -45,7 +45,12 @@ const (
 	CodeIO                 = "io_error"
 	CodeAborted            = "aborted"
 	CodeTargetNotEmpty     = "target_not_empty"
-	CodeInternal           = "internal"
+	// CodeNodeLost: an agent could not reach its storage node or lost the
+	// stream to it; a backup is tried again on another node of the pool.
+	CodeNodeLost = "node_lost"
+	// CodeWrongState: the thing is not in a state that allows the change.
+	CodeWrongState = "wrong_state"
+	CodeInternal   = "internal"
 )
 
 // defaultHints are the catalog's help texts, used when an error carries none.
@@ -65,6 +70,8 @@ var defaultHints = map[string]string{
 	CodeCorrupt:            "the files named were not restored; restore them from another backup or copy",
 	CodeIO:                 "check the device or filesystem named in the message",
 	CodeTargetNotEmpty:     "choose an empty directory, or pass --force to restore into it",
+	CodeNodeLost:           "check the storage node and the network between it and the client",
+	CodeWrongState:         "check the state of what the message names ('cairn job show', 'cairn volume list')",
 	CodeInternal:           "this is a bug in Cairn; the server log has details",
 }
 

@@ -10,23 +10,74 @@ import (
 
 // Admin operations (cairn.api.<op>).
 const (
-	OpStatus       = "status"
-	OpClientList   = "client.list"
-	OpPoolList     = "pool.list"
-	OpVolumeList   = "volume.list"
-	OpJobList      = "job.list"
-	OpJobShow      = "job.show"
-	OpBackupStart  = "backup.start"
-	OpBackupList   = "backup.list"
-	OpTreeList     = "tree.list"
-	OpRestoreStart = "restore.start"
-	OpKeyExport    = "key.export"
+	OpStatus        = "status"
+	OpClientList    = "client.list"
+	OpPoolList      = "pool.list"
+	OpVolumeList    = "volume.list"
+	OpJobList       = "job.list"
+	OpJobShow       = "job.show"
+	OpBackupStart   = "backup.start"
+	OpBackupList    = "backup.list"
+	OpTreeList      = "tree.list"
+	OpRestoreStart  = "restore.start"
+	OpKeyExport     = "key.export"
+	OpClusterStatus = "cluster.status"
+	OpClusterJoin   = "cluster.join"
+	OpClusterRemove = "cluster.remove"
 )
+
+// OpServerStatus asks one server (cairn.server.<name>.status) for its own view.
+const OpServerStatus = "status"
+
+// ServerStatus is one server's own view of the Raft group.
+type ServerStatus struct {
+	Name         string `json:"name"`
+	RaftAddr     string `json:"raft_addr"`
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Leader       string `json:"leader"`
+	Version      string `json:"version"`
+}
+
+// MemberStatus is a member of the group as cluster.status reports it.
+type MemberStatus struct {
+	Name         string `json:"name"`
+	RaftAddr     string `json:"raft_addr"`
+	Voter        bool   `json:"voter"`
+	Reachable    bool   `json:"reachable"`
+	State        string `json:"state,omitempty"`
+	Term         uint64 `json:"term,omitempty"`
+	LastIndex    uint64 `json:"last_index,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	// Lag is how many entries the member's catalog is behind the leader's log.
+	Lag   uint64 `json:"lag"`
+	Error string `json:"error,omitempty"`
+}
+
+// ClusterStatusResp answers cluster.status.
+type ClusterStatusResp struct {
+	Leader   string         `json:"leader"`
+	Answered string         `json:"answered_by"`
+	Members  []MemberStatus `json:"members"`
+}
+
+// ClusterJoinReq adds a server to the group as a voter.
+type ClusterJoinReq struct {
+	Name     string `json:"name"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+// ClusterRemoveReq removes a server from the group.
+type ClusterRemoveReq struct {
+	Name string `json:"name"`
+}
 
 // Operations a storage node sends the servers (cairn.srv.node.<id>.<op>).
 const (
 	OpNodeRegister    = "register"
-	OpNodeHeartbeat   = "heartbeat"
 	OpVolumeAcquire   = "volume.acquire"
 	OpVolumeLabeled   = "volume.labeled"
 	OpKeyGet          = "key.get"
@@ -38,12 +89,10 @@ const (
 
 // Operations an agent sends the servers (cairn.srv.agent.<client>.<op>).
 const (
-	OpAgentRegister  = "register"
-	OpAgentHeartbeat = "heartbeat"
-	OpBaseTree       = "base.tree"
-	OpRestorePlan    = "restore.plan"
-	OpJobProgress    = "job.progress"
-	OpJobDone        = "job.done"
+	OpAgentRegister = "register"
+	OpBaseTree      = "base.tree"
+	OpRestorePlan   = "restore.plan"
+	OpJobDone       = "job.done"
 )
 
 // Orders the servers send an agent (cairn.agent.<client>.<op>) and a storage
@@ -99,18 +148,24 @@ type ClientListResp struct {
 	Clients []ClientInfo `json:"clients"`
 }
 
+// PoolNode is one storage node serving a pool.
+type PoolNode struct {
+	Name      string `json:"name"`
+	Online    bool   `json:"online"`
+	Dir       string `json:"dir,omitempty"`
+	FreeBytes int64  `json:"free_bytes"`
+}
+
 // PoolInfo is a pool with its usage.
 type PoolInfo struct {
-	Name           string `json:"name"`
-	Type           string `json:"type"`
-	Node           string `json:"node"`
-	NodeOnline     bool   `json:"node_online"`
-	Dir            string `json:"dir,omitempty"`
-	Volumes        int    `json:"volumes"`
-	UsedBytes      int64  `json:"used_bytes"`
-	FreeBytes      int64  `json:"free_bytes"`
-	MaxVolumeBytes int64  `json:"max_volume_bytes"`
-	KeyID          string `json:"key_id"`
+	Name           string     `json:"name"`
+	Type           string     `json:"type"`
+	Nodes          []PoolNode `json:"nodes"`
+	Volumes        int        `json:"volumes"`
+	UsedBytes      int64      `json:"used_bytes"`
+	FreeBytes      int64      `json:"free_bytes"`
+	MaxVolumeBytes int64      `json:"max_volume_bytes"`
+	KeyID          string     `json:"key_id"`
 }
 
 // PoolListResp answers pool.list.
@@ -180,6 +235,8 @@ type JobInfo struct {
 	ErrorCode   string       `json:"error_code,omitempty"`
 	Error       string       `json:"error,omitempty"`
 	Hint        string       `json:"hint,omitempty"`
+	Waiting     string       `json:"waiting,omitempty"`
+	Attempt     int          `json:"attempt,omitempty"`
 	Volumes     []string     `json:"volumes,omitempty"`
 	Log         []JobLogLine `json:"log,omitempty"`
 	// Progress is the latest live progress of a running job.
@@ -209,6 +266,8 @@ type BackupStartReq struct {
 type JobStarted struct {
 	JobID uint64 `json:"job_id"`
 	Level string `json:"level,omitempty"` // the level actually run (an incremental with no full becomes full)
+	// Waiting says why the job is queued instead of running, if it is.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // BackupListReq filters backup.list.
@@ -355,9 +414,17 @@ type PoolUsage struct {
 	TotalBytes int64  `json:"total_bytes"`
 }
 
+// AgentHeartbeat is published every few seconds by an agent. Running lists
+// the jobs it is working on, so a new leader can tell a job the agent lost
+// (or never got) from one still streaming.
+type AgentHeartbeat struct {
+	Running []uint64 `json:"running,omitempty"`
+}
+
 // NodeHeartbeat is published every few seconds by a storage node.
 type NodeHeartbeat struct {
 	ID      string      `json:"id"`
+	Site    string      `json:"site,omitempty"`
 	Pools   []PoolUsage `json:"pools"`
 	Streams int         `json:"streams"`
 }
@@ -469,6 +536,7 @@ type AgentRegisterReq struct {
 	OS       string `json:"os"`
 	Arch     string `json:"arch"`
 	Version  string `json:"version"`
+	Site     string `json:"site,omitempty"`
 }
 
 // DataEndpoint is how an agent reaches a storage node's data port.
@@ -481,6 +549,7 @@ type DataEndpoint struct {
 // RunBackup orders an agent to back up and stream to a storage node.
 type RunBackup struct {
 	JobID    uint64       `json:"job_id"`
+	Attempt  int          `json:"attempt,omitempty"`
 	Level    string       `json:"level"`
 	Paths    []string     `json:"paths"`
 	Excludes []string     `json:"excludes,omitempty"`
@@ -506,13 +575,14 @@ type BaseTreeResp struct {
 
 // RunRestore orders an agent to restore from a storage node.
 type RunRestore struct {
-	JobID  uint64       `json:"job_id"`
-	To     string       `json:"to"`
-	Force  bool         `json:"force,omitempty"`
-	Node   DataEndpoint `json:"node"`
-	Ticket string       `json:"ticket"`
-	Files  int64        `json:"files"`
-	Bytes  int64        `json:"bytes"`
+	JobID   uint64       `json:"job_id"`
+	Attempt int          `json:"attempt,omitempty"`
+	To      string       `json:"to"`
+	Force   bool         `json:"force,omitempty"`
+	Node    DataEndpoint `json:"node"`
+	Ticket  string       `json:"ticket"`
+	Files   int64        `json:"files"`
+	Bytes   int64        `json:"bytes"`
 }
 
 // RestorePlanReq pages through a restore's plan.
@@ -558,6 +628,7 @@ type RestorePlanResp struct {
 // JobDoneReq is an agent's final report on a job.
 type JobDoneReq struct {
 	JobID    uint64   `json:"job_id"`
+	Attempt  int      `json:"attempt,omitempty"` // the order's attempt this reports on
 	Files    int64    `json:"files"`
 	Bytes    int64    `json:"bytes"`
 	Warnings []string `json:"warnings,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Version is the envelope version this program speaks.
@@ -16,6 +17,9 @@ const (
 	fromNodePrefix  = "cairn.srv.node."
 	fromAgentPrefix = "cairn.srv.agent."
 	jobEventPrefix  = "cairn.evt.job."
+	beatPrefix      = "cairn.beat."
+	serverPrefix    = "cairn.server."
+	leaderPrefix    = "cairn.leader."
 )
 
 // ServerQueue is the queue group the servers answer in, so that each request
@@ -45,6 +49,52 @@ func FromAgentSubject(client, op string) string { return fromAgentPrefix + clien
 
 // FromAgentWildcard matches every agent's requests.
 const FromAgentWildcard = fromAgentPrefix + "*.>"
+
+// NodeBeatSubject carries a storage node's heartbeats. Heartbeats and
+// progress reach every server (no queue group), so whichever becomes leader
+// already knows who is alive.
+func NodeBeatSubject(id string) string { return beatPrefix + "node." + id + ".alive" }
+
+// AgentBeatSubject carries an agent's heartbeats.
+func AgentBeatSubject(client string) string { return beatPrefix + "agent." + client + ".alive" }
+
+// AgentProgressSubject carries the progress of an agent's running jobs.
+func AgentProgressSubject(client string) string { return beatPrefix + "agent." + client + ".progress" }
+
+// BeatWildcard matches every heartbeat and progress report.
+const BeatWildcard = beatPrefix + ">"
+
+// SplitBeat splits a beat subject into kind ("node", "agent"), name and what
+// ("alive", "progress").
+func SplitBeat(subject string) (kind, name, what string, ok bool) {
+	if len(subject) <= len(beatPrefix) || subject[:len(beatPrefix)] != beatPrefix {
+		return "", "", "", false
+	}
+	parts := strings.Split(subject[len(beatPrefix):], ".")
+	if len(parts) != 3 {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
+}
+
+// ServerSubject reaches one server of the group by name, for cluster status
+// and reachability checks.
+func ServerSubject(name, op string) string { return serverPrefix + name + "." + op }
+
+// LeaderSubject is where a follower forwards a request that only the leader
+// may answer; only the current leader subscribes to it.
+func LeaderSubject(subject string) string { return leaderPrefix + subject }
+
+// LeaderWildcard matches every forwarded request.
+const LeaderWildcard = leaderPrefix + ">"
+
+// TrimLeader returns the original subject of a forwarded request.
+func TrimLeader(subject string) (string, bool) {
+	if len(subject) > len(leaderPrefix) && subject[:len(leaderPrefix)] == leaderPrefix {
+		return subject[len(leaderPrefix):], true
+	}
+	return "", false
+}
 
 // JobEventSubject carries the progress and state events of one job.
 func JobEventSubject(id uint64) string { return jobEventPrefix + strconv.FormatUint(id, 10) }

@@ -79,17 +79,22 @@ func newPoolCmd(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(g.out, resp.Pools)
 			}
-			t := newTable(g.out, "POOL", "TYPE", "NODE", "VOLUMES", "USED", "FREE", "MAX VOLUME", "DIR")
+			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "FREE", "MAX VOLUME", "DIRS")
 			for _, p := range resp.Pools {
-				node := p.Node
-				if !p.NodeOnline {
-					node += " (offline)"
+				var nodes, dirs []string
+				for _, n := range p.Nodes {
+					name := n.Name
+					if !n.Online {
+						name += " (offline)"
+					}
+					nodes = append(nodes, name)
+					dirs = append(dirs, n.Dir)
 				}
 				maxv := "unlimited"
 				if p.MaxVolumeBytes > 0 {
 					maxv = humanBytes(p.MaxVolumeBytes)
 				}
-				t.row(p.Name, p.Type, node, p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.FreeBytes), maxv, p.Dir)
+				t.row(p.Name, p.Type, strings.Join(nodes, ", "), p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.FreeBytes), maxv, strings.Join(dirs, ", "))
 			}
 			return t.flush()
 		},
@@ -221,6 +226,12 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 	}
 	if j.Warnings > 0 {
 		kv.row("warnings", j.Warnings)
+	}
+	if j.Attempt > 1 {
+		kv.row("attempt", j.Attempt)
+	}
+	if j.Waiting != "" {
+		kv.row("waiting", j.Waiting)
 	}
 	if j.Error != "" {
 		kv.row("error", j.Error)

@@ -51,7 +51,7 @@ Admin:      cairn client|pool|volume|job list, cairn backup, cairn ls, cairn res
 	root.AddCommand(
 		newServerCmd(g), newStorageNodeCmd(g), newAgentCmd(g), newDevCmd(g), newDemoCmd(g),
 		newStatusCmd(g), newClientCmd(g), newPoolCmd(g), newVolumeCmd(g), newJobCmd(g),
-		newBackupCmd(g), newLsCmd(g), newRestoreCmd(g), newKeyCmd(g),
+		newBackupCmd(g), newLsCmd(g), newRestoreCmd(g), newKeyCmd(g), newClusterCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,353 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// maxAttempts bounds how often a backup is dispatched: a storage node that
+// dies mid-backup sends it back to the queue, for another node of its pool.
+const maxAttempts = 3
+
+// suspectFor keeps a storage node out of the choice after an agent lost its
+// stream to it, unless it registers again (it restarted) sooner. Its
+// heartbeats do not clear it: one sent just before it died may arrive after.
+const suspectFor = time.Minute
+
+// candidates ranks the online nodes that can take a backup for pool p:
+// same site as the client first, then the most free space for the pool,
+// then the fewest streams running.
+func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []string, why string) {
+	type cand struct {
+		id      string
+		near    bool
+		free    int64
+		streams int
+	}
+	var cs []cand
+	var down []string
+	s.mu.Lock()
+	for _, id := range p.Nodes {
+		l := s.nodes[id]
+		switch {
+		case l == nil || time.Since(l.lastSeen) >= s.cfg.LivenessTimeout:
+			down = append(down, id+" (offline)")
+			continue
+		case time.Since(l.suspect) < suspectFor:
+			down = append(down, id+" (an agent lost its stream to it; waiting for it to restart, or a minute)")
+			continue
+		}
+		u := l.usage[p.Name]
+		if u.TotalBytes > 0 && u.FreeBytes < int64(p.BlockRawSize)*8 {
+			down = append(down, fmt.Sprintf("%s (pool full: %d bytes free)", id, u.FreeBytes))
+			continue
+		}
+		cs = append(cs, cand{id: id, near: client != nil && client.Site != "" && client.Site == l.site, free: u.FreeBytes, streams: l.streams})
+	}
+	s.mu.Unlock()
+	sort.SliceStable(cs, func(i, j int) bool {
+		a, b := cs[i], cs[j]
+		if a.near != b.near {
+			return a.near
+		}
+		// Free space decides only when it differs a lot; otherwise load.
+		if a.free > 2*b.free || b.free > 2*a.free {
+			return a.free > b.free
+		}
+		return a.streams < b.streams
+	})
+	for _, c := range cs {
+		ranked = append(ranked, c.id)
+	}
+	if len(ranked) == 0 {
+		if len(p.Nodes) == 0 {
+			return nil, fmt.Sprintf("no storage node serves pool %s", p.Name)
+		}
+		why = fmt.Sprintf("no storage node of pool %s can take it: %s", p.Name, strings.Join(down, ", "))
+	}
+	return ranked, why
+}
+
+// setWaiting records why a queued job waits, when the reason changed.
+func (s *Server) setWaiting(ctx context.Context, job *catalog.Job, why string) {
+	if job.Waiting == why {
+		return
+	}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{ID: job.ID, Waiting: &why}}); err != nil {
+		s.log.Debug("record waiting reason", "job", job.ID, "err", err)
+		return
+	}
+	s.jobLog(ctx, job.ID, "info", "waiting: %s", why)
+	job.Waiting = why
+}
+
+// tryDispatch starts a queued job if its storage node and agent are
+// available, or records why not. It returns the agent's refusal of the
+// order, if any, which has already failed the job.
+func (s *Server) tryDispatch(ctx context.Context, job *catalog.Job) error {
+	if ok, seen := s.online(s.agents, job.Client); !ok {
+		s.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s is offline (%s)", job.Client, lastSeen(seen)))
+		return nil
+	}
+	var node string
+	switch job.Type {
+	case catalog.JobBackup:
+		pool, err := s.store.Pool(job.Pool)
+		if err != nil {
+			return err
+		}
+		client, _ := s.store.Client(job.Client)
+		ranked, why := s.candidates(pool, client)
+		if len(ranked) == 0 {
+			s.setWaiting(ctx, job, why)
+			return nil
+		}
+		node = ranked[0]
+	case catalog.JobRestore:
+		node = job.Node
+		if ok, seen := s.online(s.nodes, node); !ok {
+			s.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is offline (%s)", node, job.BackupID, lastSeen(seen)))
+			return nil
+		}
+	}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpDispatchJob, Dispatch: &catalog.JobDispatch{JobID: job.ID, Node: node}}); err != nil {
+		return err
+	}
+	job, err := s.store.Job(job.ID)
+	if err != nil {
+		return catalogError(err)
+	}
+	run := s.startRun(job)
+	s.publishEvent(wire.JobEvent{JobID: job.ID, State: string(job.State)})
+	return s.order(ctx, run, job)
+}
+
+// order sends a running job's order to its agent, with a fresh ticket. An
+// agent that already runs (or ran) the job acknowledges without starting it
+// again, so an order may be sent more than once.
+func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error {
+	ep, err := s.endpoint(job.Node)
+	if err != nil {
+		return err
+	}
+	var subject string
+	var body any
+	switch job.Type {
+	case catalog.JobBackup:
+		backup, err := s.store.Backup(job.BackupID)
+		if err != nil {
+			return catalogError(err)
+		}
+		pool, err := s.store.Pool(job.Pool)
+		if err != nil {
+			return catalogError(err)
+		}
+		tk, err := s.sign(ticket.Ticket{
+			JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpBackup,
+			Pool: pool.Name, BackupID: backup.ID, Level: string(job.Level), KeyID: pool.KeyID,
+		})
+		if err != nil {
+			return err
+		}
+		o := wire.RunBackup{JobID: job.ID, Attempt: job.Attempt, Level: string(job.Level), Paths: job.Paths, Excludes: job.Excludes,
+			Base: backup.Parent, Node: ep, Ticket: tk}
+		o.EstimateFiles, o.EstimateBytes = s.estimate(backup)
+		s.mu.Lock()
+		if backup.Parent != 0 && run.base == nil {
+			run.base = &treePager{store: s.store, backup: backup.Parent}
+		}
+		s.mu.Unlock()
+		subject, body = wire.AgentSubject(job.Client, wire.OpRunBackup), o
+	case catalog.JobRestore:
+		chain, err := s.store.Chain(job.BackupID)
+		if err != nil {
+			return catalogError(err)
+		}
+		var sessions []string
+		for _, b := range chain {
+			sessions = append(sessions, b.SessionID.String())
+		}
+		tk, err := s.sign(ticket.Ticket{JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpRestore, BackupID: job.BackupID, Sessions: sessions})
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		if run.plan == nil {
+			run.plan = newPlanner(s.store, chain, job.Paths)
+		}
+		plan := run.plan
+		s.mu.Unlock()
+		files, bytes, err := plan.count()
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		if run.progress == nil {
+			run.progress = &wire.Progress{JobID: job.ID, TotalFiles: files, TotalBytes: bytes}
+		}
+		s.mu.Unlock()
+		subject, body = wire.AgentSubject(job.Client, wire.OpRunRestore), wire.RunRestore{
+			JobID: job.ID, Attempt: job.Attempt, To: job.Target, Force: job.Force, Node: ep, Ticket: tk, Files: files, Bytes: bytes,
+		}
+	}
+	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
+	defer cancel()
+	err = wire.Request(octx, s.nc, subject, body, nil)
+	s.mu.Lock()
+	run.ordered = time.Now()
+	s.mu.Unlock()
+	if err == nil {
+		return nil
+	}
+	switch wire.CodeOf(err) {
+	case wire.CodeUnavailable, wire.CodeTimeout:
+		// Maybe the agent got it, maybe not: its heartbeats will tell, and
+		// the watchdog orders again if it did not.
+		s.log.Warn("order not confirmed by the agent", "job", job.ID, "err", err)
+		return nil
+	}
+	we := wire.AsError(err)
+	s.failJob(ctx, job.ID, we)
+	return we
+}
+
+// requeueOrFail sends a backup whose storage node failed back to the queue,
+// or fails it when it had its attempts; any other job fails.
+func (s *Server) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
+	job, err := s.store.Job(id)
+	if err != nil || job.State != catalog.JobRunning {
+		return
+	}
+	if job.Type != catalog.JobBackup || job.Attempt >= maxAttempts {
+		if job.Type == catalog.JobBackup {
+			e.Message = fmt.Sprintf("%s (attempt %d of %d)", e.Message, job.Attempt, maxAttempts)
+		}
+		s.failJob(ctx, id, e)
+		return
+	}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRequeueJob, Requeue: &catalog.JobRequeue{JobID: id, Reason: e.Message}}); err != nil {
+		s.log.Warn("requeue job", "job", id, "err", err)
+		return
+	}
+	s.finishRun(id)
+	s.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobQueued), Message: e.Message})
+	s.kick()
+}
+
+// suspect keeps a storage node out of the choice until its next heartbeat.
+func (s *Server) suspect(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.nodes[node]; l != nil {
+		l.suspect = time.Now()
+	}
+}
+
+// kick wakes the dispatcher.
+func (s *Server) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dispatchQueued tries every queued job, oldest first.
+func (s *Server) dispatchQueued(ctx context.Context) {
+	jobs, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobQueued}})
+	if err != nil {
+		return
+	}
+	for i := len(jobs) - 1; i >= 0; i-- {
+		if err := s.tryDispatch(ctx, &jobs[i]); err != nil && wire.CodeOf(err) == wire.CodeNotLeader {
+			return
+		}
+	}
+}
+
+// watchRunning fails, requeues or re-orders running jobs whose storage node
+// or agent went silent, whose agent does not know them, or that stalled.
+func (s *Server) watchRunning(ctx context.Context) {
+	s.mu.Lock()
+	runs := make([]*jobRun, 0, len(s.runs))
+	for _, r := range s.runs {
+		runs = append(runs, r)
+	}
+	leading := time.Since(s.leaderSince)
+	s.mu.Unlock()
+	if leading < s.cfg.LivenessTimeout {
+		return // heartbeats of a few seconds ago are not in yet
+	}
+	for _, r := range runs {
+		if ok, seen := s.online(s.nodes, r.node); !ok {
+			s.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the storage node; restart it",
+				"storage node %s stopped answering (%s)", r.node, lastSeen(seen)))
+			continue
+		}
+		if ok, seen := s.online(s.agents, r.client); !ok {
+			s.failJob(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the agent; restart it and rerun the job",
+				"the agent of client %s stopped answering (%s)", r.client, lastSeen(seen)))
+			continue
+		}
+		s.mu.Lock()
+		idle := time.Since(r.lastActivity)
+		knows := s.agents[r.client] != nil && s.agents[r.client].running[r.id]
+		if knows {
+			r.confirmed = time.Now()
+		}
+		lost := !knows && time.Since(r.ordered) > s.cfg.LivenessTimeout && time.Since(r.confirmed) > s.cfg.LivenessTimeout
+		s.mu.Unlock()
+		if lost {
+			// The agent does not run the job: the order was lost (say, with
+			// the previous leader) or the agent restarted. Order again; the
+			// agent knows the jobs it finished and does not run them twice.
+			job, err := s.store.Job(r.id)
+			if err == nil && job.State == catalog.JobRunning {
+				s.log.Info("the agent does not report a running job; ordering it again", "job", r.id)
+				_ = s.order(ctx, r, job)
+			}
+			continue
+		}
+		if idle > s.cfg.StallTimeout {
+			s.failJob(ctx, r.id, wire.Errorf(wire.CodeTimeout, "check the agent's and storage node's logs",
+				"job made no progress for %s", idle.Round(time.Second)))
+		}
+	}
+}
+
+// becameLeader adopts the jobs the catalog says are running.
+func (s *Server) becameLeader(ctx context.Context) {
+	s.mu.Lock()
+	s.leaderSince = time.Now()
+	s.mu.Unlock()
+	jobs, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobRunning}})
+	if err != nil {
+		s.log.Warn("list running jobs", "err", err)
+		return
+	}
+	for i := range jobs {
+		if s.run(jobs[i].ID) == nil {
+			r := s.startRun(&jobs[i])
+			// Its order was sent by a previous leader: give the agent's
+			// heartbeats the time to confirm it.
+			r.ordered = time.Now()
+			s.log.Info("adopted a running job", "job", jobs[i].ID, "node", jobs[i].Node, "client", jobs[i].Client)
+		}
+	}
+	s.kick()
+}
+
+func (s *Server) lostLeadership() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Paged plans are rebuilt by whoever leads next.
+	for _, r := range s.runs {
+		r.plan, r.base = nil, nil
+	}
+}

@@ -1,0 +1,326 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// localOps are the admin reads any member answers from its own catalog,
+// which may be a few milliseconds behind the leader's. Everything else —
+// writes, job state and progress, volume selection, and the paged plans
+// whose place the leader keeps — goes to the leader.
+var localOps = map[string]bool{
+	wire.OpStatus:        true,
+	wire.OpClientList:    true,
+	wire.OpPoolList:      true,
+	wire.OpVolumeList:    true,
+	wire.OpBackupList:    true,
+	wire.OpTreeList:      true,
+	wire.OpClusterStatus: true,
+}
+
+// needsLeader reports whether a request on subject must be answered by the leader.
+func needsLeader(subject string) bool {
+	if op, ok := wire.TrimAPI(subject); ok {
+		return !localOps[op]
+	}
+	return true // every storage node and agent request changes or pages something
+}
+
+// forwardTimeout bounds a follower's wait for the leader's answer; the
+// caller's own timeout is usually longer.
+const forwardTimeout = 60 * time.Second
+
+// subscribe serves the role-facing subjects: answered here when this server
+// may, forwarded to the leader otherwise.
+func (s *Server) subscribe(ctx context.Context) error {
+	api, fromNode, fromAgent := wire.NewRouter(), wire.NewRouter(), wire.NewRouter()
+	s.routeAPI(api)
+	s.routeNodes(fromNode)
+	s.routeAgents(fromAgent)
+	splitOp := func(subject string) (string, bool) {
+		_, op, ok := wire.SplitFrom(subject)
+		return op, ok
+	}
+	s.dispatch = map[string]wire.Handler{
+		wire.APIWildcard:       api.Dispatch(wire.TrimAPI),
+		wire.FromNodeWildcard:  fromNode.Dispatch(splitOp),
+		wire.FromAgentWildcard: fromAgent.Dispatch(splitOp),
+	}
+	for subject := range s.dispatch {
+		sub, err := s.nc.QueueSubscribe(subject, wire.ServerQueue, func(m *nats.Msg) {
+			go s.serveOrForward(ctx, m)
+		})
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", subject, err)
+		}
+		s.subs = append(s.subs, sub)
+	}
+	beats, err := s.nc.Subscribe(wire.BeatWildcard, func(m *nats.Msg) { s.beat(m) })
+	if err != nil {
+		return fmt.Errorf("subscribe heartbeats: %w", err)
+	}
+	s.subs = append(s.subs, beats)
+	mine := wire.NewRouter()
+	mine.Handle(wire.OpServerStatus, wire.Typed(s.serverStatus))
+	prefix := wire.ServerSubject(s.cfg.Name, "")
+	sub, err := wire.Serve(ctx, s.nc, prefix+">", "", s.log, mine.Dispatch(func(subject string) (string, bool) {
+		return strings.TrimPrefix(subject, prefix), strings.HasPrefix(subject, prefix)
+	}))
+	if err != nil {
+		return err
+	}
+	s.subs = append(s.subs, sub)
+	return nil
+}
+
+// handlerFor finds the router of a subject.
+func (s *Server) handlerFor(subject string) wire.Handler {
+	switch {
+	case strings.HasPrefix(subject, "cairn.api."):
+		return s.dispatch[wire.APIWildcard]
+	case strings.HasPrefix(subject, "cairn.srv.node."):
+		return s.dispatch[wire.FromNodeWildcard]
+	case strings.HasPrefix(subject, "cairn.srv.agent."):
+		return s.dispatch[wire.FromAgentWildcard]
+	}
+	return nil
+}
+
+func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
+	if !needsLeader(m.Subject) || s.raft.IsLeader() {
+		wire.HandleMsg(ctx, m, s.log, s.handlerFor(m.Subject))
+		return
+	}
+	if m.Reply == "" {
+		return // a request nobody waits for is not worth a hop
+	}
+	fctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+	defer cancel()
+	reply, err := s.nc.RequestMsgWithContext(fctx, &nats.Msg{Subject: wire.LeaderSubject(m.Subject), Data: m.Data, Header: m.Header})
+	if err != nil {
+		_ = m.Respond(wire.MarshalError(s.noLeaderError(ctx, err)))
+		return
+	}
+	_ = m.Respond(reply.Data)
+}
+
+// noLeaderError explains why a request could not reach the leader.
+func (s *Server) noLeaderError(ctx context.Context, err error) *wire.Error {
+	if errors.Is(err, nats.ErrNoResponders) {
+		down := s.unreachable(ctx)
+		msg := "no leader: the servers are electing one"
+		hint := "retry in a few seconds"
+		if len(down) > 0 {
+			msg = fmt.Sprintf("no leader: servers %s are unreachable, so the group may have no majority", strings.Join(down, ", "))
+			hint = "start the unreachable servers; writes resume as soon as a majority runs ('cairn cluster status' shows who answers)"
+		}
+		return wire.Errorf(wire.CodeNotLeader, hint, "%s", msg)
+	}
+	return wire.Errorf(wire.CodeUnavailable, "retry; 'cairn cluster status' shows the group", "the leader did not answer: %v", err)
+}
+
+// unreachable lists the members of the group that do not answer.
+func (s *Server) unreachable(ctx context.Context) []string {
+	var down []string
+	for _, m := range s.members(ctx) {
+		if !m.Reachable {
+			down = append(down, m.Name)
+		}
+	}
+	return down
+}
+
+// leaderLoop subscribes to the leader's subject while this server leads,
+// and adopts the running jobs whenever it becomes leader.
+func (s *Server) leaderLoop(ctx context.Context) {
+	var sub *nats.Subscription
+	defer func() {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+	}()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		leader := s.raft.IsLeader()
+		switch {
+		case leader && sub == nil:
+			var err error
+			sub, err = s.nc.Subscribe(wire.LeaderWildcard, func(m *nats.Msg) {
+				orig, ok := wire.TrimLeader(m.Subject)
+				h := s.handlerFor(orig)
+				if !ok || h == nil {
+					_ = m.Respond(wire.MarshalError(wire.Errorf(wire.CodeUnknownOperation, "", "nothing answers %s", m.Subject)))
+					return
+				}
+				m.Subject = orig
+				go wire.HandleMsg(ctx, m, s.log, h)
+			})
+			if err != nil {
+				s.log.Error("subscribe as leader", "err", err)
+				sub = nil
+				break
+			}
+			s.log.Info("leading the group: serving writes and dispatching jobs")
+			s.becameLeader(ctx)
+		case !leader && sub != nil:
+			_ = sub.Unsubscribe()
+			sub = nil
+			s.log.Info("no longer leading")
+			s.lostLeadership()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// beat records a heartbeat or progress report; every server hears them.
+func (s *Server) beat(m *nats.Msg) {
+	kind, name, what, ok := wire.SplitBeat(m.Subject)
+	if !ok {
+		return
+	}
+	body, err := wire.Unmarshal(m.Data)
+	if err != nil {
+		s.log.Debug("malformed heartbeat", "subject", m.Subject, "err", err)
+		return
+	}
+	switch {
+	case kind == "node" && what == "alive":
+		hb, err := wire.Decode[wire.NodeHeartbeat](body)
+		if err != nil || hb.ID != name {
+			return
+		}
+		l := s.touch(s.nodes, name)
+		s.mu.Lock()
+		l.site = hb.Site
+		for _, u := range hb.Pools {
+			l.usage[u.Name] = u
+		}
+		l.streams = hb.Streams
+		s.mu.Unlock()
+	case kind == "agent" && what == "alive":
+		hb, err := wire.Decode[wire.AgentHeartbeat](body)
+		if err != nil {
+			return
+		}
+		l := s.touch(s.agents, name)
+		s.mu.Lock()
+		l.running = map[uint64]bool{}
+		for _, id := range hb.Running {
+			l.running[id] = true
+		}
+		s.mu.Unlock()
+	case kind == "agent" && what == "progress":
+		p, err := wire.Decode[wire.Progress](body)
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		if r := s.runs[p.JobID]; r != nil && r.client == name {
+			if r.progress != nil {
+				if p.TotalFiles == 0 {
+					p.TotalFiles = r.progress.TotalFiles
+				}
+				if p.TotalBytes == 0 {
+					p.TotalBytes = r.progress.TotalBytes
+				}
+			}
+			r.progress = &p
+			r.lastActivity = time.Now()
+		}
+		s.mu.Unlock()
+		if s.raft.IsLeader() {
+			s.publishEvent(wire.JobEvent{JobID: p.JobID, State: string(catalog.JobRunning), Progress: &p})
+		}
+	}
+}
+
+func (s *Server) serverStatus(context.Context, string, wire.Empty) (wire.ServerStatus, error) {
+	st := s.raft.Stats()
+	return wire.ServerStatus{
+		Name: s.cfg.Name, RaftAddr: st.Addr, State: st.State, Term: st.Term, LastIndex: st.LastIndex,
+		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Leader: st.LeaderID, Version: Version,
+	}, nil
+}
+
+// members asks every member of the Raft configuration for its status.
+func (s *Server) members(ctx context.Context) []wire.MemberStatus {
+	st := s.raft.Stats()
+	out := make([]wire.MemberStatus, 0, len(st.Peers))
+	for _, p := range st.Peers {
+		m := wire.MemberStatus{Name: p.ID, RaftAddr: p.Addr, Voter: p.Voter}
+		var ss wire.ServerStatus
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := wire.Request(qctx, s.nc, wire.ServerSubject(p.ID, wire.OpServerStatus), wire.Empty{}, &ss)
+		cancel()
+		if err != nil {
+			m.Error = err.Error()
+		} else {
+			m.Reachable, m.State, m.Term, m.LastIndex, m.AppliedIndex = true, ss.State, ss.Term, ss.LastIndex, ss.AppliedIndex
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (s *Server) clusterStatus(ctx context.Context, _ string, _ wire.Empty) (wire.ClusterStatusResp, error) {
+	st := s.raft.Stats()
+	resp := wire.ClusterStatusResp{Leader: st.LeaderID, Answered: s.cfg.Name, Members: s.members(ctx)}
+	var leaderLast uint64
+	for _, m := range resp.Members {
+		if m.Name == resp.Leader && m.Reachable {
+			leaderLast = m.LastIndex
+		}
+	}
+	for i := range resp.Members {
+		m := &resp.Members[i]
+		if m.Reachable && leaderLast >= m.AppliedIndex {
+			m.Lag = leaderLast - m.AppliedIndex
+		}
+	}
+	return resp, nil
+}
+
+func (s *Server) clusterJoin(ctx context.Context, _ string, req wire.ClusterJoinReq) (wire.Empty, error) {
+	if req.Name == "" || req.RaftAddr == "" {
+		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "pass --name and --raft-addr of the new server", "a joining server needs a name and a Raft address")
+	}
+	if err := s.raft.AddVoter(ctx, req.Name, req.RaftAddr); err != nil {
+		return wire.Empty{}, wire.Errorf(wire.CodeUnavailable, "check that the new server runs with --raft-addr "+req.RaftAddr+" and the group's TLS certificates", "add %s (%s) to the group: %v", req.Name, req.RaftAddr, err)
+	}
+	s.log.Info("server joined the group", "member", req.Name, "raft_addr", req.RaftAddr)
+	return wire.Empty{}, nil
+}
+
+func (s *Server) clusterRemove(ctx context.Context, _ string, req wire.ClusterRemoveReq) (wire.Empty, error) {
+	if req.Name == "" {
+		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "pass --name of the server to remove", "no server named")
+	}
+	known := false
+	for _, p := range s.raft.Stats().Peers {
+		known = known || p.ID == req.Name
+	}
+	if !known {
+		return wire.Empty{}, wire.Errorf(wire.CodeNotFound, "see 'cairn cluster status'", "server %s is not a member of the group", req.Name)
+	}
+	if err := s.raft.RemoveServer(ctx, req.Name); err != nil {
+		return wire.Empty{}, wire.Errorf(wire.CodeUnavailable, "", "remove %s from the group: %v", req.Name, err)
+	}
+	s.log.Info("server removed from the group", "member", req.Name)
+	return wire.Empty{}, nil
+}
