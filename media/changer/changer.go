@@ -129,6 +129,24 @@ type Element struct {
 	Source int
 }
 
+// String says what the element holds, for logs and errors. (Without it
+// fmt would print only the promoted Addr.String.)
+func (e Element) String() string {
+	if !e.Full {
+		return e.Addr.String() + ": empty"
+	}
+	s := e.Addr.String() + ": full"
+	if e.Barcode != "" {
+		s += ", " + e.Barcode
+	} else {
+		s += ", no barcode"
+	}
+	if e.Kind == KindDrive && e.Source != 0 {
+		s += fmt.Sprintf(", from storage element %d", e.Source)
+	}
+	return s
+}
+
 // Inventory is what a library holds, element by element.
 type Inventory struct {
 	// Drives holds drive i at index i.

@@ -73,3 +73,18 @@ func TestMoveError(t *testing.T) {
 		t.Fatalf("noAnswer = %v", na)
 	}
 }
+
+func TestElementString(t *testing.T) {
+	for _, tc := range []struct {
+		e    Element
+		want string
+	}{
+		{Element{Addr: Addr{KindDrive, 0}, Full: true, Barcode: "A00003L9", Source: 3}, "drive 0: full, A00003L9, from storage element 3"},
+		{Element{Addr: Addr{KindSlot, 2}, Full: true}, "slot 2: full, no barcode"},
+		{Element{Addr: Addr{KindMailSlot, 24}}, "mail slot 24: empty"},
+	} {
+		if got := tc.e.String(); got != tc.want {
+			t.Errorf("String() = %q; want %q", got, tc.want)
+		}
+	}
+}
