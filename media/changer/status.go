@@ -73,7 +73,7 @@ func ParseStatus(out []byte) (*Inventory, error) {
 		lineNo++
 		raw := sc.Text()
 		line := strings.TrimSpace(raw)
-		if line == "" {
+		if line == "" || isDiagnostic(line) {
 			continue
 		}
 		bad := func(format string, args ...any) error {
@@ -167,6 +167,14 @@ func ParseStatus(out []byte) (*Inventory, error) {
 		}
 	}
 	return &inv, nil
+}
+
+// isDiagnostic is whether line is one mtx writes to stderr while it
+// reads the element status: a library that reports a unit attention (after
+// a power-on or a door opened) makes mtx print its request sense, retry,
+// and then print the status. Captures made with 2>&1 hold both.
+func isDiagnostic(line string) bool {
+	return strings.HasPrefix(line, "mtx: Request Sense:") || strings.HasPrefix(line, "Mode sense (0x1A) for Page 0x1D failed")
 }
 
 // parseTags reads the ":VolumeTag=...:AlternateVolumeTag=..." tail of an

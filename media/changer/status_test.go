@@ -76,6 +76,8 @@ func TestParseStatusRecorded(t *testing.T) {
 			"d0=C00001L7/0001<1 | s1=- s2=C00002L7/0002 s3=?/ALT003 s4=C00004L7 m5=C00005L7/0005"},
 		{"spacing-variants.txt",
 			"d0=D00002L6<2 d1=D00005L6<5 | s1=D00001L6 s2=- s3=D00003L6 s4=D00004L6/X4 s5=- m6=D00006L6"},
+		{"unit-attention-stderr-mixed.txt",
+			"d0=- | s1=000711L4 s2=A00008L5 s3=A00034L5 s4=A00014L5 s5=A00036L5 s6=A00025L5 s7=000218L5"},
 		{"mail-slots-first-4drives.txt",
 			"d0=E00002L8<2 d1=- d2=E00009L8<9 d3=- | m1=E00001L8 m2=- m3=- m4=- s5=E00005L8 s6=- s7=E00007L8 s8=E00008L8 s9=- " +
 				"s10=E00010L8 s11=E00011L8 s12=- s13=E00013L8 s14=E00014L8 s15=- s16=E00016L8 s17=E00017L8 s18=- s19=E00019L8 s20=E00020L8"},
@@ -141,7 +143,7 @@ func TestParseStatusRefuses(t *testing.T) {
 		{"drive out of order", head + "Data Transfer Element 1:Empty\n", 2, "expected drive 0"},
 		{"drive after slots", head + "      Storage Element 1:Empty\n" + drive, 3, "drive after"},
 		{"mail slot count", strings.Replace(head, "( 1 Import", "( 2 Import", 1) + drive + slots, 0, "2 import/export slots, 1 are marked"},
-		{"garbage line", head + drive + "mtx: Request Sense: Long Report=yes\n" + slots, 3, "not an element line"},
+		{"garbage line", head + drive + "Loading media from Storage Element 1 into drive 0...done\n" + slots, 3, "not an element line"},
 		{"second header", head + drive + head + slots, 3, "second header"},
 		{"junk after state", head + drive + "      Storage Element 1:Full junk\n", 3, "cannot read \"junk\""},
 		{"more mail slots than slots", "  Storage Changer /dev/sg1:1 Drives, 1 Slots ( 2 Import/Export )\n", 1, "2 import/export slots among 1"},
