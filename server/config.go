@@ -29,6 +29,9 @@ type Config struct {
 	// StallTimeout fails a running job that reported nothing for this long
 	// even though its node and agent are alive.
 	StallTimeout time.Duration `json:"stall_timeout"`
+	// QueueTimeout fails a job that waited this long in the queue for its
+	// agent or a storage node, as Bacula's Max Wait Time does.
+	QueueTimeout time.Duration `json:"queue_timeout"`
 	// DefaultPool is used for backups that name no pool when the client has
 	// no default either.
 	DefaultPool string `json:"default_pool"`
@@ -48,6 +51,7 @@ func DefaultConfig() Config {
 		TicketTTL:       5 * time.Minute,
 		LivenessTimeout: 20 * time.Second,
 		StallTimeout:    10 * time.Minute,
+		QueueTimeout:    time.Hour,
 		DefaultPool:     "Default",
 	}
 }
@@ -72,6 +76,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LivenessTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("liveness timeout %s is too short: use at least 1s", c.LivenessTimeout))
+	}
+	if c.QueueTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("queue timeout %s is too short: use at least 1s", c.QueueTimeout))
 	}
 	if c.StallTimeout < c.LivenessTimeout {
 		errs = append(errs, fmt.Errorf("stall timeout %s is shorter than the liveness timeout %s", c.StallTimeout, c.LivenessTimeout))

@@ -265,7 +265,17 @@ func (s *Server) dispatchQueued(ctx context.Context) {
 		return
 	}
 	for i := len(jobs) - 1; i >= 0; i-- {
-		if err := s.tryDispatch(ctx, &jobs[i]); err != nil && wire.CodeOf(err) == wire.CodeNotLeader {
+		j := &jobs[i]
+		if waited := time.Since(j.Created); waited > s.cfg.QueueTimeout {
+			why := j.Waiting
+			if why == "" {
+				why = "it could not be dispatched"
+			}
+			s.failJob(ctx, j.ID, wire.Errorf(wire.CodeTimeout, "bring the agent or a storage node of the pool back, then rerun the job",
+				"job waited %s in the queue: %s", waited.Round(time.Second), why))
+			continue
+		}
+		if err := s.tryDispatch(ctx, j); err != nil && wire.CodeOf(err) == wire.CodeNotLeader {
 			return
 		}
 	}

@@ -44,7 +44,7 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T, tune ...func(*Config)) *harness {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns, err := natsd.Start(natsd.Config{}, logger)
@@ -59,6 +59,9 @@ func newHarness(t *testing.T) *harness {
 	cfg.RaftAddr = freeAddr(t)
 	cfg.LivenessTimeout = 2 * time.Second
 	cfg.StallTimeout = time.Minute
+	for _, f := range tune {
+		f(&cfg)
+	}
 	s, err := New(cfg, logger, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -338,4 +341,40 @@ func TestWatchdogFailsJobWhenAgentGoesSilent(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatal("job did not fail after the agent went silent")
+}
+
+func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.QueueTimeout = 4 * time.Second })
+	h.setup()
+	h.mu.Lock()
+	h.agentSilent = true
+	h.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	var started wire.JobStarted
+	for {
+		h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started))
+		if started.Waiting != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job never waited for the silent agent")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !strings.Contains(started.Waiting, "agent of client web is offline") {
+		t.Fatalf("waiting %q", started.Waiting)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var job wire.JobInfo
+		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
+		if job.State == "failed" {
+			if job.ErrorCode != wire.CodeTimeout || !strings.Contains(job.Error, "in the queue") || !strings.Contains(job.Error, "offline") {
+				t.Fatalf("job %+v", job)
+			}
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatal("the queued job never timed out")
 }

@@ -102,7 +102,11 @@ func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, er
 		if g.json {
 			return nil, printJSON(g.out, started)
 		}
-		fmt.Fprintf(g.out, "started %s backup job %d; follow it with 'cairn job show %d'\n", started.Level, started.JobID, started.JobID)
+		if started.Waiting != "" {
+			fmt.Fprintf(g.out, "queued %s backup job %d, waiting: %s; follow it with 'cairn job show %d'\n", started.Level, started.JobID, started.Waiting, started.JobID)
+		} else {
+			fmt.Fprintf(g.out, "started %s backup job %d; follow it with 'cairn job show %d'\n", started.Level, started.JobID, started.JobID)
+		}
 		return &wire.JobInfo{ID: started.JobID, State: "running"}, nil
 	}
 	return waitJob(ctx, g, nc, started.JobID)
@@ -216,6 +220,9 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 				fmt.Fprint(g.out, "\r\033[K")
 			}
 			return &j, jobOutcome(g, &j)
+		}
+		if tty && j.State == "queued" && j.Waiting != "" {
+			fmt.Fprint(g.out, "\r\033[K"+fmt.Sprintf("job %d waiting: %s", id, j.Waiting))
 		}
 		if tty && j.Progress != nil {
 			p := j.Progress

@@ -212,6 +212,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address of the Raft transport")
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "form a one-voter group when the data directory is new")
 	f.DurationVar(&cfg.LivenessTimeout, "liveness-timeout", cfg.LivenessTimeout, "a node or agent silent this long is offline")
+	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", cfg.QueueTimeout, "a job waiting this long for its agent or a storage node fails")
 	f.StringVar(&cfg.DefaultPool, "default-pool", cfg.DefaultPool, "pool for backups that name none")
 	ro.bind(f, "127.0.0.1:9464")
 	return c
