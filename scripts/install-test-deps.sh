@@ -23,3 +23,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
 fi
+
+# nats-server: the cluster tests (integration/cluster*_test.go) run a real
+# 3-node NATS cluster. It is a Go program: installed with the Go toolchain
+# into $(go env GOPATH)/bin, where the tests also look for it.
+if ! command -v nats-server >/dev/null 2>&1 && ! [ -x "$(go env GOPATH)/bin/nats-server" ]; then
+	echo "installing: nats-server (go install)"
+	go install github.com/nats-io/nats-server/v2@v2.15.2
+fi
