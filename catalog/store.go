@@ -87,6 +87,35 @@ func Open(path string) (*Store, error) {
 	return &Store{path: path, db: db}, nil
 }
 
+// OpenReadOnly opens the catalog file at path for reading only, as a copy
+// of a stopped server's catalog is inspected: nothing, not even the file's
+// own bookkeeping, is written, and other read-only opens may share the file.
+// Apply and Restore on it fail.
+func OpenReadOnly(path string) (*Store, error) {
+	opts := boltOptions()
+	opts.ReadOnly = true
+	db, err := bbolt.Open(path, 0o600, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open catalog %s read-only: %w", path, err)
+	}
+	err = db.View(func(tx *bbolt.Tx) error {
+		for _, b := range allBuckets {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("bucket %s is missing: this is not a catalog, or one of an older layout", b)
+			}
+		}
+		if f := getU64(tx.Bucket(bMeta), keyFormat); f > storeFormat {
+			return fmt.Errorf("catalog format %d is newer than this server reads (%d); upgrade cairn", f, storeFormat)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open catalog %s read-only: %w", path, err)
+	}
+	return &Store{path: path, db: db}, nil
+}
+
 func openDB(path string) (*bbolt.DB, error) {
 	db, err := bbolt.Open(path, 0o600, boltOptions())
 	if err != nil {
