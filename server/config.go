@@ -35,6 +35,13 @@ type Config struct {
 	// DefaultPool is used for backups that name no pool when the client has
 	// no default either.
 	DefaultPool string `json:"default_pool"`
+	// RaftSnapshotThreshold, RaftTrailingLogs and RaftSnapshotInterval tune
+	// when Raft snapshots the catalog and compacts its log (see package
+	// server/cluster); zero keeps its defaults. Low values make a member
+	// that was down catch up from a snapshot instead of the log.
+	RaftSnapshotThreshold uint64        `json:"raft_snapshot_threshold,omitempty"`
+	RaftTrailingLogs      uint64        `json:"raft_trailing_logs,omitempty"`
+	RaftSnapshotInterval  time.Duration `json:"raft_snapshot_interval,omitempty"`
 }
 
 // DefaultConfig returns a Config with every default filled in.

@@ -88,6 +88,11 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	rc.Dir = filepath.Join(cfg.DataDir, "raft")
 	rc.BindAddr = cfg.RaftAddr
 	rc.Bootstrap = cfg.Bootstrap
+	rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
+	rc.TrailingLogs = cfg.RaftTrailingLogs
+	if cfg.RaftSnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.RaftSnapshotInterval
+	}
 	node, err := cluster.Open(rc, store, logger)
 	if err != nil {
 		store.Close()
