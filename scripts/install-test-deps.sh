@@ -8,6 +8,7 @@ need_pkgs=()
 declare -A tools=(
 	[mount]=mount
 	[cp]=coreutils
+	[/usr/sbin/mtx]=mtx
 )
 for cmd in "${!tools[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("${tools[$cmd]}")
