@@ -109,7 +109,8 @@ func peerError(conn *dataplane.Conn, fallback error) error {
 }
 
 func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
-	log := a.log.With("job", o.JobID)
+	log := a.log.With("job", o.JobID, "attempt", o.Attempt)
+	log.Info("backup started", "node", o.Node.Node, "level", o.Level)
 	t0 := time.Now()
 	done := wire.JobDoneReq{JobID: o.JobID, Attempt: o.Attempt}
 	fail := func(err error) {
@@ -270,7 +271,8 @@ func (l *lastPathIterator) Next() (fileindex.Entry, bool) {
 func (l *lastPathIterator) Err() error { return l.it.Err() }
 
 func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) {
-	log := a.log.With("job", o.JobID)
+	log := a.log.With("job", o.JobID, "attempt", o.Attempt)
+	log.Info("restore started", "node", o.Node.Node)
 	done := wire.JobDoneReq{JobID: o.JobID, Attempt: o.Attempt}
 	finish := func(err error) {
 		st, ferr := r.Finish()

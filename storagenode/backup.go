@@ -42,6 +42,7 @@ func (n *Node) backup(ctx context.Context, log *slog.Logger, conn *dataplane.Con
 	n.metrics.streams.WithLabelValues("backup").Inc()
 	defer n.metrics.streams.WithLabelValues("backup").Dec()
 	s := &session{n: n, log: log, t: t}
+	log.Info("backup session started", "pool", t.Pool)
 	res, err := s.run(ctx, conn)
 	outcome := "success"
 	if err != nil {
