@@ -110,7 +110,7 @@ func peerError(conn *dataplane.Conn, fallback error) error {
 
 func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	log := a.log.With("job", o.JobID, "attempt", o.Attempt)
-	log.Info("backup started", "node", o.Node.Node, "level", o.Level)
+	log.Info("backup started", "node", o.Node.Node)
 	t0 := time.Now()
 	done := wire.JobDoneReq{JobID: o.JobID, Attempt: o.Attempt}
 	fail := func(err error) {
