@@ -135,6 +135,7 @@ func freePort(t testing.TB) int {
 type proc struct {
 	t       *testing.T
 	name    string
+	bin     string // the program; the cairn binary under test when empty
 	args    []string
 	logPath string
 
@@ -200,7 +201,11 @@ func (p *proc) start() {
 		p.t.Fatal(err)
 	}
 	fmt.Fprintf(f, "---- %s: %s %s\n", time.Now().Format(time.RFC3339Nano), p.name, strings.Join(p.args, " "))
-	cmd := exec.Command(cairnBin, p.args...)
+	bin := p.bin
+	if bin == "" {
+		bin = cairnBin
+	}
+	cmd := exec.Command(bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group, so a stop reaches everything it started; and
 	// killed with the test binary should that die first.
