@@ -2,9 +2,11 @@ package changer_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cairnbackup/cairn/media/changer"
@@ -22,6 +24,88 @@ func TestMTXContract(t *testing.T) {
 		}
 		return m, dev
 	}})
+}
+
+// The emulated library keeps the contract, with drives attached.
+func TestLibraryContract(t *testing.T) {
+	changertest.Run(t, changertest.Library{New: func(t *testing.T, s changertest.Setup) (changer.Changer, changertest.Faults) {
+		lib, drives := openLibrary(t, s)
+		return lib, libraryFaults{lib, drives}
+	}})
+}
+
+func openLibrary(t *testing.T, s changertest.Setup) (*changer.Library, []*recordingDrive) {
+	t.Helper()
+	carts := make([]string, s.Slots+s.MailSlots)
+	for n, b := range s.Cartridges {
+		carts[n-1] = b
+	}
+	lib, err := changer.OpenLibrary(changer.LibraryConfig{Dir: t.TempDir(), Drives: s.Drives, Slots: s.Slots, MailSlots: s.MailSlots, Cartridges: carts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lib.Close() })
+	drives := make([]*recordingDrive, s.Drives)
+	for i := range drives {
+		drives[i] = &recordingDrive{}
+		if err := lib.Attach(i, drives[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lib, drives
+}
+
+type libraryFaults struct {
+	*changer.Library
+	drives []*recordingDrive
+}
+
+func (f libraryFaults) HoldDrive(drive int, hold bool) { f.drives[drive].setHold(hold) }
+
+// recordingDrive is a DriveSlot that remembers what it was told, and can
+// be made to keep its cartridge.
+type recordingDrive struct {
+	mu      sync.Mutex
+	barcode string
+	log     []string
+	hold    bool
+	refuse  error // LoadCartridge fails with it when set
+}
+
+var errTapeOpen = errors.New("the tape is open for writing")
+
+func (d *recordingDrive) LoadCartridge(barcode string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.log = append(d.log, "load "+barcode)
+	if d.refuse != nil {
+		return d.refuse
+	}
+	d.barcode = barcode
+	return nil
+}
+
+func (d *recordingDrive) UnloadCartridge() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.log = append(d.log, "unload "+d.barcode)
+	if d.hold {
+		return errTapeOpen
+	}
+	d.barcode = ""
+	return nil
+}
+
+func (d *recordingDrive) setHold(hold bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.hold = hold
+}
+
+func (d *recordingDrive) state() (string, []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.barcode, append([]string(nil), d.log...)
 }
 
 // The simulated library prints what the real mtx prints, where the real
@@ -57,9 +141,7 @@ func TestMTXDeviceAnswersAsMTX(t *testing.T) {
 	if v, err := m.Check(ctx); v != "1.3.12" || err != nil {
 		t.Fatalf("Check = %q, %v", v, err)
 	}
-	if err := m.Load(ctx, 1, 0); err != nil {
-		t.Fatal(err)
-	}
+	must(t, m.Load(ctx, 1, 0))
 	out, _ = dev.Run(ctx, []string{"mtx", "-f", "/dev/sg7", "status"})
 	if !strings.Contains(string(out.Stdout), "Data Transfer Element 0:Full (Storage Element 1 Loaded):VolumeTag = A1\n") {
 		t.Fatalf("status after a load:\n%s", out.Stdout)
