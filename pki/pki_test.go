@@ -1,0 +1,223 @@
+package pki
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustCA(t *testing.T, dir string) *CA {
+	t.Helper()
+	ca, err := CreateCA(dir, "test CA", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+func TestCreateAndLoadCA(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	ca := mustCA(t, dir)
+	if !ca.Cert.IsCA || ca.Cert.Subject.CommonName != "test CA" {
+		t.Fatalf("CA certificate %+v", ca.Cert.Subject)
+	}
+	for name, want := range map[string]os.FileMode{CAKeyFile: 0o600, CACertFile: 0o644} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || st.Mode().Perm() != want {
+			t.Fatalf("%s: mode %v, want %v (%v)", name, st.Mode().Perm(), want, err)
+		}
+	}
+	if _, err := CreateCA(dir, "", 0); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "orphan") {
+		t.Fatalf("second CA in the same directory: %v", err)
+	}
+	got, err := LoadCA(dir)
+	if err != nil || !got.Cert.Equal(ca.Cert) {
+		t.Fatalf("load: %v", err)
+	}
+
+	if _, err := LoadCA(t.TempDir()); err == nil || !strings.Contains(err.Error(), "cairn cert ca") {
+		t.Fatalf("load from an empty directory: %v", err)
+	}
+	other := mustCA(t, filepath.Join(t.TempDir(), "other"))
+	mixed := t.TempDir()
+	copyFile(t, filepath.Join(dir, CACertFile), filepath.Join(mixed, CACertFile))
+	copyFile(t, filepath.Join(other.Dir, CAKeyFile), filepath.Join(mixed, CAKeyFile))
+	if _, err := LoadCA(mixed); err == nil || !strings.Contains(err.Error(), "does not belong") {
+		t.Fatalf("certificate and key of different CAs: %v", err)
+	}
+	os.Remove(filepath.Join(mixed, CAKeyFile))
+	if _, err := LoadCA(mixed); err == nil || !strings.Contains(err.Error(), "key") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("CA without its key: %v", err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIssue(t *testing.T) {
+	ca := mustCA(t, filepath.Join(t.TempDir(), "ca"))
+	out := filepath.Join(t.TempDir(), "s1")
+	got, err := ca.Issue(IssueOptions{Name: "s1.example.net", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Client: true}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(got.Key); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key mode %v", st.Mode().Perm())
+	}
+	certs, err := readCerts(got.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := certs[0]
+	if c.Subject.CommonName != "s1.example.net" || len(c.DNSNames) != 1 || c.DNSNames[0] != "s1.example.net" ||
+		len(c.IPAddresses) != 1 || !c.IPAddresses[0].Equal(net.ParseIP("127.0.0.1")) {
+		t.Fatalf("names: CN %q DNS %v IP %v", c.Subject.CommonName, c.DNSNames, c.IPAddresses)
+	}
+	if err := CheckUsage(c, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := CertPool(got.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: pool, DNSName: "s1.example.net"}); err != nil {
+		t.Fatalf("verify against the CA copy: %v", err)
+	}
+	if _, err := ca.Issue(IssueOptions{Name: "s1.example.net", Server: true, IPs: []net.IP{net.ParseIP("::1")}}, out); !errors.Is(err, ErrExists) {
+		t.Fatalf("issue over an existing certificate: %v", err)
+	}
+
+	// A client certificate needs no address and allows no server use.
+	cl, err := ca.Issue(IssueOptions{Name: "web1", Client: true}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, _ = readCerts(cl.Cert)
+	if err := CheckUsage(certs[0], x509.ExtKeyUsageServerAuth); err == nil || !strings.Contains(err.Error(), "server") {
+		t.Fatalf("client-only certificate allows server authentication: %v", err)
+	}
+
+	for _, bad := range []string{"", "../x", "a b", ".hidden", "x/y", "a..b"} {
+		if _, err := ca.Issue(IssueOptions{Name: bad, Client: true}, out); err == nil || !strings.Contains(err.Error(), "not valid") {
+			t.Errorf("name %q: %v", bad, err)
+		}
+	}
+	if _, err := ca.Issue(IssueOptions{Name: "web_2", Server: true}, out); err == nil || !strings.Contains(err.Error(), "--ip or --dns") {
+		t.Fatalf("server certificate without an address: %v", err)
+	}
+	if _, err := ca.Issue(IssueOptions{Name: "x", Server: true, DNS: []string{"bad name"}}, out); err == nil || !strings.Contains(err.Error(), "--dns") {
+		t.Fatalf("bad DNS SAN: %v", err)
+	}
+	if _, err := ca.Issue(IssueOptions{Name: "x"}, out); err == nil {
+		t.Fatal("a certificate with no usage was issued")
+	}
+	other := mustCA(t, filepath.Join(t.TempDir(), "other"))
+	if _, err := other.Issue(IssueOptions{Name: "s2", Client: true}, out); err == nil || !strings.Contains(err.Error(), "another CA") {
+		t.Fatalf("issue by another CA beside this CA's ca.crt: %v", err)
+	}
+}
+
+// TestMutualTLS: two certificates of one CA shake hands; a certificate of
+// another CA is refused by the listening side.
+func TestMutualTLS(t *testing.T) {
+	ca := mustCA(t, filepath.Join(t.TempDir(), "ca"))
+	dir := t.TempDir()
+	files := func(ca *CA, name, dir string) Files {
+		is, err := ca.Issue(IssueOptions{Name: name, IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Client: true}, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Files{CA: is.CA, Cert: is.Cert, Key: is.Key}
+	}
+	a, err := MutualTLS(files(ca, "a", dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := MutualTLS(files(ca, "b", dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := mustCA(t, filepath.Join(t.TempDir(), "other"))
+	x, err := MutualTLS(files(other, "x", t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	errs := make(chan error, 3)
+	go func() {
+		for i := 0; i < 3; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				errs <- err
+				return
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			errs <- c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	dial := func(cfg *tls.Config) error {
+		cfg = cfg.Clone()
+		cfg.ServerName = "127.0.0.1"
+		c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		// TLS 1.3 reports the server's refusal of the client certificate on
+		// the first read.
+		_, err = c.Read(make([]byte, 1))
+		return err
+	}
+	if err := dial(b); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("same CA: %v", err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatalf("same CA, listening side: %v", err)
+	}
+	// The foreign dialer refuses the listener's certificate...
+	if err := dial(x); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Fatalf("another CA, dialing side: %v", err)
+	}
+	<-errs
+	// ...and the listener refuses the foreign certificate even from a
+	// dialer that trusts anything.
+	trusting := x.Clone()
+	trusting.RootCAs = a.RootCAs
+	if err := dial(trusting); err == nil {
+		t.Fatal("a certificate of another CA was accepted")
+	}
+	if err := <-errs; err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Fatalf("another CA, listening side: %v", err)
+	}
+
+	if _, err := MutualTLS(Files{CA: "/nonexistent/ca.crt"}); err == nil || !strings.Contains(err.Error(), "--tls-cert") {
+		t.Fatalf("half-given files: %v", err)
+	}
+	mixed := files(ca, "m", t.TempDir())
+	mixed.CA = filepath.Join(other.Dir, CACertFile)
+	if _, err := MutualTLS(mixed); err == nil || !strings.Contains(err.Error(), "not signed by the CA") {
+		t.Fatalf("certificate of another CA than --tls-ca: %v", err)
+	}
+}
