@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +21,10 @@ type Config struct {
 	// AdvertiseAddr is the host:port the other servers reach this one at;
 	// empty means BindAddr, which must then be a concrete address.
 	AdvertiseAddr string `json:"advertise_addr,omitempty"`
+	// TLS, when set, runs the transport over mutual TLS (see pki.MutualTLS):
+	// this server's certificate, and the group's CA in RootCAs and
+	// ClientCAs. Nil is plain TCP, for one server or a demo on one host.
+	TLS *tls.Config `json:"-"`
 	// Bootstrap forms a one-voter group when Dir holds no Raft state yet.
 	// Set it on the first server only; the others join with AddVoter.
 	Bootstrap bool `json:"bootstrap,omitempty"`

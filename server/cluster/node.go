@@ -98,9 +98,19 @@ func Open(cfg Config, store *catalog.Store, logger *slog.Logger) (*Node, error) 
 			return nil, fmt.Errorf("raft AdvertiseAddr %q: %w", cfg.AdvertiseAddr, err)
 		}
 	}
-	n.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, cfg.MaxPool, cfg.TransportTimeout, hlog)
-	if err != nil {
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
+	if cfg.TLS != nil {
+		stream, err := newTLSStream(cfg.BindAddr, advertise, cfg.TLS, cfg.TransportTimeout, logger)
+		if err != nil {
+			return nil, fmt.Errorf("raft TLS transport on %s: %w", cfg.BindAddr, err)
+		}
+		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: stream, MaxPool: cfg.MaxPool, Timeout: cfg.TransportTimeout, Logger: hlog,
+		})
+	} else {
+		n.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, cfg.MaxPool, cfg.TransportTimeout, hlog)
+		if err != nil {
+			return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
+		}
 	}
 
 	rc := raft.DefaultConfig()
@@ -146,7 +156,7 @@ func Open(cfg Config, store *catalog.Store, logger *slog.Logger) (*Node, error) 
 		logger.Info("bootstrapped a new one-voter raft group", "addr", n.trans.LocalAddr())
 	}
 	ok = true
-	logger.Info("raft started", "addr", n.trans.LocalAddr(), "existing_state", hasState, "restore_snapshot", restore)
+	logger.Info("raft started", "addr", n.trans.LocalAddr(), "tls", cfg.TLS != nil, "existing_state", hasState, "restore_snapshot", restore)
 	return n, nil
 }
 
