@@ -40,6 +40,13 @@ func needsLeader(subject string) bool {
 // caller's own timeout is usually longer.
 const forwardTimeout = 60 * time.Second
 
+// leaderWait bounds how long a follower keeps forwarding a request that
+// nothing answers on the leader's subject while a majority of the group
+// runs: an election takes a few seconds, and a new leader's subscription
+// takes a moment to reach every server of a NATS cluster. A group without
+// a majority is reported at once instead.
+const leaderWait = 5 * time.Second
+
 // subscribe serves the role-facing subjects: answered here when this server
 // may, forwarded to the leader otherwise.
 func (s *Server) subscribe(ctx context.Context) error {
@@ -106,27 +113,77 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 	}
 	fctx, cancel := context.WithTimeout(ctx, forwardTimeout)
 	defer cancel()
-	reply, err := s.nc.RequestMsgWithContext(fctx, &nats.Msg{Subject: wire.LeaderSubject(m.Subject), Data: m.Data, Header: m.Header})
-	if err != nil {
-		_ = m.Respond(wire.MarshalError(s.noLeaderError(ctx, err)))
-		return
+	deadline := time.Now().Add(leaderWait)
+	pause := 50 * time.Millisecond
+	checked := false
+	for {
+		reply, err := s.nc.RequestMsgWithContext(fctx, &nats.Msg{Subject: wire.LeaderSubject(m.Subject), Data: m.Data, Header: m.Header})
+		if err == nil {
+			_ = m.Respond(reply.Data)
+			return
+		}
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			_ = m.Respond(wire.MarshalError(s.noLeaderError(ctx, err)))
+			return
+		}
+		if s.raft.LeaderID() == "" && !checked {
+			// No leader known: an election may be running, or the group
+			// lost its majority, which waiting does not cure.
+			checked = true
+			if down, ok := s.majority(ctx); !ok {
+				_ = m.Respond(wire.MarshalError(noLeader(down)))
+				return
+			}
+		}
+		select {
+		case <-fctx.Done():
+			_ = m.Respond(wire.MarshalError(s.noLeaderError(ctx, err)))
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 500*time.Millisecond)
+		if s.raft.IsLeader() {
+			// This server won the election meanwhile.
+			wire.HandleMsg(ctx, m, s.log, s.handlerFor(m.Subject))
+			return
+		}
 	}
-	_ = m.Respond(reply.Data)
+}
+
+// majority reports whether more than half of the group's voters answer on
+// NATS, and which members do not.
+func (s *Server) majority(ctx context.Context) (down []string, ok bool) {
+	voters, up := 0, 0
+	for _, m := range s.members(ctx) {
+		if !m.Reachable {
+			down = append(down, m.Name)
+		}
+		if m.Voter {
+			voters++
+			if m.Reachable {
+				up++
+			}
+		}
+	}
+	return down, voters == 0 || 2*up > voters
 }
 
 // noLeaderError explains why a request could not reach the leader.
 func (s *Server) noLeaderError(ctx context.Context, err error) *wire.Error {
 	if errors.Is(err, nats.ErrNoResponders) {
-		down := s.unreachable(ctx)
-		msg := "no leader: the servers are electing one"
-		hint := "retry in a few seconds"
-		if len(down) > 0 {
-			msg = fmt.Sprintf("no leader: servers %s are unreachable, so the group may have no majority", strings.Join(down, ", "))
-			hint = "start the unreachable servers; writes resume as soon as a majority runs ('cairn cluster status' shows who answers)"
-		}
-		return wire.Errorf(wire.CodeNotLeader, hint, "%s", msg)
+		return noLeader(s.unreachable(ctx))
 	}
 	return wire.Errorf(wire.CodeUnavailable, "retry; 'cairn cluster status' shows the group", "the leader did not answer: %v", err)
+}
+
+// noLeader says that the group has no leader, naming the members down.
+func noLeader(down []string) *wire.Error {
+	if len(down) == 0 {
+		return wire.Errorf(wire.CodeNotLeader, "retry in a few seconds", "no leader: the servers are electing one")
+	}
+	return wire.Errorf(wire.CodeNotLeader,
+		"start the unreachable servers; writes resume as soon as a majority runs ('cairn cluster status' shows who answers)",
+		"no leader: servers %s are unreachable, so the group may have no majority", strings.Join(down, ", "))
 }
 
 // unreachable lists the members of the group that do not answer.
