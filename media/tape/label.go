@@ -55,9 +55,8 @@ func ReadLabel(ctx context.Context, d Drive) (volume.Label, error) {
 		case err == nil && l.BlockSize == size:
 			return l, nil
 		case err == nil:
-			// A label read with a larger block size than the volume's
-			// cannot happen in fixed block mode; one read with a smaller
-			// one can (a prefix): go by what it says.
+			// The record read, but the label names another size: the
+			// volume's records are that size, so read it that way.
 			sizes = append([]int{l.BlockSize}, sizes...)
 			delete(tried, l.BlockSize)
 			last = fmt.Errorf("label says block size %d", l.BlockSize)
