@@ -26,6 +26,9 @@ type Config struct {
 	// NATSURL is where the agent reaches the servers; it connects out, so
 	// a client needs no inbound port.
 	NATSURL string `json:"nats_url"`
+	// NATSAuth is the NATS connection's TLS and credential (empty: plain,
+	// as to the embedded server of cairn dev).
+	NATSAuth wire.NATSAuth `json:"nats_auth"`
 	// Site places the client: backups prefer a storage node of the same site.
 	Site string `json:"site"`
 	// HeartbeatInterval is how often the agent tells the servers it lives.
@@ -52,6 +55,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NATSURL == "" {
 		return errors.New("NATS URL is empty: set --nats")
+	}
+	if err := c.NATSAuth.Validate(); err != nil {
+		return err
 	}
 	if c.HeartbeatInterval <= 0 || c.ProgressInterval <= 0 {
 		return errors.New("heartbeat and progress intervals must be positive")
@@ -96,7 +102,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 // Start connects to NATS, takes orders and registers with the servers
 // (retried in the background until one answers).
 func (a *Agent) Start(ctx context.Context) error {
-	nc, err := wire.Connect(a.cfg.NATSURL, "cairn-agent-"+a.cfg.Name, a.log)
+	nc, err := wire.Connect(a.cfg.NATSURL, "cairn-agent-"+a.cfg.Name, a.cfg.NATSAuth, wire.Inbox(wire.KindAgent, a.cfg.Name), a.log)
 	if err != nil {
 		return err
 	}
