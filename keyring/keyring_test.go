@@ -79,3 +79,61 @@ func TestSigningKeyPersists(t *testing.T) {
 		t.Fatalf("reload: %v", err)
 	}
 }
+
+func TestSecretsInstallOnceAndRefuseOthers(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secrets.json")
+	s := NewSecrets()
+	if err := WriteSecrets(path, s); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("secrets file mode %v", st.Mode().Perm())
+	}
+	if err := WriteSecrets(path, NewSecrets()); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("second write over the file: %v", err)
+	}
+	got, err := ReadSecrets(path)
+	if err != nil || !bytes.Equal(got.KEK, s.KEK) || !bytes.Equal(got.TicketSeed, s.TicketSeed) {
+		t.Fatalf("read back: %v", err)
+	}
+
+	data := filepath.Join(dir, "server")
+	kek, tk := filepath.Join(data, "kek"), filepath.Join(data, "ticket.key")
+	if err := got.Install(path, kek, tk); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := LoadOrCreateKEK(kek); err != nil || !bytes.Equal(k, s.KEK) {
+		t.Fatalf("installed KEK: %v", err)
+	}
+	if k, err := LoadOrCreateSigningKey(tk); err != nil || !bytes.Equal(k.Seed(), s.TicketSeed) {
+		t.Fatalf("installed signing key: %v", err)
+	}
+	if err := got.Install(path, kek, tk); err != nil {
+		t.Fatalf("the same secrets again: %v", err)
+	}
+	other := NewSecrets()
+	if err := other.Install("other.json", kek, tk); !errors.Is(err, ErrOtherSecrets) || !strings.Contains(err.Error(), "other.json") {
+		t.Fatalf("other secrets over installed ones: %v", err)
+	}
+
+	// A server that made its own keys (no --secrets) is refused too.
+	own := t.TempDir()
+	if _, err := LoadOrCreateKEK(filepath.Join(own, "kek")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Install(path, filepath.Join(own, "kek"), filepath.Join(own, "ticket.key")); !errors.Is(err, ErrOtherSecrets) {
+		t.Fatalf("secrets over a server's own KEK: %v", err)
+	}
+
+	for name, content := range map[string]string{"garbage": "{", "version": `{"v":2,"kek":"","ticket_seed":""}`, "short": `{"v":1,"kek":"AAAA","ticket_seed":"AAAA"}`} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o600)
+		if _, err := ReadSecrets(p); err == nil {
+			t.Errorf("%s secrets file accepted", name)
+		}
+	}
+	if _, err := ReadSecrets(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "cairn cluster init") {
+		t.Fatalf("missing secrets file: %v", err)
+	}
+}

@@ -299,7 +299,7 @@ func (s *Server) keyExport(context.Context, string, wire.Empty) (wire.KeyExportR
 	for _, k := range keys {
 		material, err := keyring.Unwrap(s.kek, k.ID, k.Wrapped)
 		if err != nil {
-			return wire.KeyExportResp{}, wire.Errorf(wire.CodeKey, "restore this server's kek file from its backup", "cannot unwrap key %s: %v", k.ID, err)
+			return wire.KeyExportResp{}, s.unwrapError(k.ID, err)
 		}
 		resp.Keys = append(resp.Keys, wire.KeyMaterial{ID: k.ID, Pool: k.Pool, Key: material, Created: k.Created})
 	}

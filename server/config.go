@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/cairnbackup/cairn/pki"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // Config of a server. Flags and the config file fill the same struct.
@@ -16,10 +19,23 @@ type Config struct {
 	DataDir string `json:"data_dir"`
 	// NATSURL is where the server reaches every other role.
 	NATSURL string `json:"nats_url"`
+	// NATSAuth is the NATS connection's TLS and credential (empty: plain,
+	// as to the embedded server of cairn dev).
+	NATSAuth wire.NATSAuth `json:"nats_auth"`
 	// RaftAddr is the address the Raft transport listens on.
 	RaftAddr string `json:"raft_addr"`
 	// Bootstrap forms a new one-voter group when DataDir has no Raft state.
 	Bootstrap bool `json:"bootstrap"`
+	// RaftTLS runs the Raft transport over mutual TLS: the group's CA, and
+	// this server's certificate and key, issued with 'cairn cert issue
+	// --client --server' for the host in RaftAddr. Empty: plain TCP, for a
+	// group of one or a demo.
+	RaftTLS pki.Files `json:"raft_tls"`
+	// SecretsFile is the group's secrets ('cairn cluster init'): the KEK and
+	// the ticket signing key, which every member must share. The first
+	// start copies them into DataDir; a later start with other secrets is
+	// refused. Empty: the server makes its own, right for a group of one.
+	SecretsFile string `json:"secrets_file"`
 	// TicketTTL is how long a job ticket is good for: the agent must reach
 	// the storage node within it.
 	TicketTTL time.Duration `json:"ticket_ttl"`
@@ -75,8 +91,14 @@ func (c *Config) Validate() error {
 	if c.NATSURL == "" {
 		errs = append(errs, errors.New("NATS URL is empty: set --nats"))
 	}
+	if err := c.NATSAuth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.RaftAddr == "" {
 		errs = append(errs, errors.New("Raft address is empty: set --raft-addr host:port"))
+	}
+	if err := c.RaftTLS.Check("tls"); err != nil {
+		errs = append(errs, err)
 	}
 	if c.TicketTTL < 10*time.Second {
 		errs = append(errs, fmt.Errorf("ticket TTL %s is too short: use at least 10s", c.TicketTTL))

@@ -80,6 +80,11 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 	if _, err := s.store.Pool(p.Name); err == nil {
 		return nil // the node joins the pool when it registers
 	}
+	if err := s.checkKEK(); err != nil {
+		// A key wrapped with a KEK that is not the group's opens on no
+		// other member.
+		return err
+	}
 	keyID := fmt.Sprintf("pool-%s-%s", p.Name, uuid.NewString()[:8])
 	wrapped, err := keyring.Wrap(s.kek, keyID, keyring.NewKey())
 	if err != nil {
@@ -242,9 +247,7 @@ func (s *Server) keyGet(ctx context.Context, subject string, req wire.KeyGetReq)
 	}
 	material, err := keyring.Unwrap(s.kek, k.ID, k.Wrapped)
 	if err != nil {
-		return wire.KeyGetResp{}, wire.Errorf(wire.CodeKey,
-			"restore this server's kek file from its backup, or pass the escrowed key with 'cairn volume extract --key-file'",
-			"cannot unwrap key %q, which the volume needs: %v", k.ID, err)
+		return wire.KeyGetResp{}, s.unwrapError(k.ID, err)
 	}
 	return wire.KeyGetResp{ID: k.ID, Key: material}, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/server/cluster"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -25,13 +26,14 @@ var Version = "0.1.0-dev"
 
 // Server is one backup server.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   *catalog.Store
-	raft    *cluster.Node
-	kek     []byte
-	signer  ed25519.PrivateKey
-	metrics *metrics
+	cfg      Config
+	log      *slog.Logger
+	store    *catalog.Store
+	raft     *cluster.Node
+	kek      []byte
+	kekState kekCheck
+	signer   ed25519.PrivateKey
+	metrics  *metrics
 
 	nc       *nats.Conn
 	subs     []*nats.Subscription
@@ -71,11 +73,21 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server data directory: %w", err)
 	}
-	kek, err := keyring.LoadOrCreateKEK(filepath.Join(cfg.DataDir, "kek"))
+	kekPath, ticketPath := filepath.Join(cfg.DataDir, "kek"), filepath.Join(cfg.DataDir, "ticket.key")
+	if cfg.SecretsFile != "" {
+		secrets, err := keyring.ReadSecrets(cfg.SecretsFile)
+		if err != nil {
+			return nil, err
+		}
+		if err := secrets.Install(cfg.SecretsFile, kekPath, ticketPath); err != nil {
+			return nil, err
+		}
+	}
+	kek, err := keyring.LoadOrCreateKEK(kekPath)
 	if err != nil {
 		return nil, err
 	}
-	signer, err := keyring.LoadOrCreateSigningKey(filepath.Join(cfg.DataDir, "ticket.key"))
+	signer, err := keyring.LoadOrCreateSigningKey(ticketPath)
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +105,12 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	if cfg.RaftSnapshotInterval > 0 {
 		rc.SnapshotInterval = cfg.RaftSnapshotInterval
 	}
+	if !cfg.RaftTLS.Empty() {
+		if rc.TLS, err = pki.MutualTLS(cfg.RaftTLS); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("raft TLS: %w", err)
+		}
+	}
 	node, err := cluster.Open(rc, store, logger)
 	if err != nil {
 		store.Close()
@@ -104,12 +122,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 		wake: make(chan struct{}, 1),
 	}
 	s.metrics = newMetrics(s, reg)
+	_ = s.checkKEK() // logs a KEK that does not open the catalog's keys
 	return s, nil
 }
 
 // Start connects to NATS, answers requests and runs the orchestrator's loops.
 func (s *Server) Start(ctx context.Context) error {
-	nc, err := wire.Connect(s.cfg.NATSURL, "cairn-server-"+s.cfg.Name, s.log)
+	nc, err := wire.Connect(s.cfg.NATSURL, "cairn-server-"+s.cfg.Name, s.cfg.NATSAuth, wire.Inbox(wire.KindServer, s.cfg.Name), s.log)
 	if err != nil {
 		return err
 	}
@@ -132,6 +151,11 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		s.watch(ctx)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.kekLoop(ctx)
 	}()
 	s.log.Info("server started", "nats", s.cfg.NATSURL, "raft", s.cfg.RaftAddr)
 	return nil

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // PoolConfig is a disk pool this node serves.
@@ -35,6 +37,9 @@ type Config struct {
 	DataDir string `json:"data_dir"`
 	// NATSURL is where the node reaches the servers.
 	NATSURL string `json:"nats_url"`
+	// NATSAuth is the NATS connection's TLS and credential (empty: plain,
+	// as to the embedded server of cairn dev).
+	NATSAuth wire.NATSAuth `json:"nats_auth"`
 	// DataAddr is the address the TLS data port listens on.
 	DataAddr string `json:"data_addr"`
 	// AdvertiseAddr is the address agents dial; the listening address
@@ -91,6 +96,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NATSURL == "" {
 		errs = append(errs, errors.New("NATS URL is empty: set --nats"))
+	}
+	if err := c.NATSAuth.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.DataAddr == "" {
 		errs = append(errs, errors.New("data port address is empty: set --data-addr host:port"))

@@ -85,7 +85,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("storage node data port %s: %w", n.cfg.DataAddr, err)
 	}
 	n.ln = ln
-	nc, err := wire.Connect(n.cfg.NATSURL, "cairn-storagenode-"+n.cfg.ID, n.log)
+	nc, err := wire.Connect(n.cfg.NATSURL, "cairn-storagenode-"+n.cfg.ID, n.cfg.NATSAuth, wire.Inbox(wire.KindNode, n.cfg.ID), n.log)
 	if err != nil {
 		ln.Close()
 		return err

@@ -16,7 +16,8 @@ const (
 	agentPrefix     = "cairn.agent."
 	fromNodePrefix  = "cairn.srv.node."
 	fromAgentPrefix = "cairn.srv.agent."
-	jobEventPrefix  = "cairn.evt.job."
+	eventPrefix     = "cairn.evt."
+	jobEventPrefix  = eventPrefix + "job."
 	beatPrefix      = "cairn.beat."
 	serverPrefix    = "cairn.server."
 	leaderPrefix    = "cairn.leader."
@@ -63,6 +64,52 @@ func AgentProgressSubject(client string) string { return beatPrefix + "agent." +
 
 // BeatWildcard matches every heartbeat and progress report.
 const BeatWildcard = beatPrefix + ">"
+
+// Role kinds, as they appear in beat subjects, inbox prefixes and NATS
+// user names.
+const (
+	KindServer = "server"
+	KindNode   = "node"
+	KindAgent  = "agent"
+	KindAdmin  = "admin"
+)
+
+// Inbox is the reply-subject prefix of a role's NATS connection:
+// _INBOX.<kind>.<name> (_INBOX.admin for the admin commands). Each role
+// gets its own so that NATS permissions can let it read its own replies
+// and no one else's; nats.go's default, _INBOX.<random>, cannot be
+// confined.
+func Inbox(kind, name string) string {
+	if name == "" {
+		return "_INBOX." + kind
+	}
+	return "_INBOX." + kind + "." + name
+}
+
+// Subjects of one role's credential: what the NATS server should let it
+// publish and subscribe to. Both are the whole of what the role uses, so a
+// permission list built from them is exact (see natsauth.PermissionsOf).
+//
+//	agent c:  publishes cairn.srv.agent.c.> and cairn.beat.agent.c.>,
+//	          subscribes cairn.agent.c.> and _INBOX.agent.c.>
+//	node n:   publishes cairn.srv.node.n.> and cairn.beat.node.n.>,
+//	          subscribes cairn.node.n.> and _INBOX.node.n.>
+//	admin:    publishes cairn.api.>, subscribes _INBOX.admin.> and cairn.evt.>
+func RoleSubjects(kind, name string) (publish, subscribe []string) {
+	switch kind {
+	case KindAgent:
+		return []string{fromAgentPrefix + name + ".>", beatPrefix + "agent." + name + ".>"},
+			[]string{agentPrefix + name + ".>", Inbox(KindAgent, name) + ".>"}
+	case KindNode:
+		return []string{fromNodePrefix + name + ".>", beatPrefix + "node." + name + ".>"},
+			[]string{nodePrefix + name + ".>", Inbox(KindNode, name) + ".>"}
+	case KindAdmin:
+		return []string{APIWildcard}, []string{Inbox(KindAdmin, "") + ".>", eventPrefix + ">"}
+	}
+	// The servers answer everyone, forward to each other and hear every
+	// heartbeat.
+	return []string{">"}, []string{">"}
+}
 
 // SplitBeat splits a beat subject into kind ("node", "agent"), name and what
 // ("alive", "progress").

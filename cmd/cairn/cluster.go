@@ -1,15 +1,24 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/server/cluster"
 	"github.com/cairnbackup/cairn/wire"
 )
 
 func newClusterCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "cluster", Short: "The servers' Raft group: status, join, remove"}
+	c := &cobra.Command{Use: "cluster", Short: "The servers' Raft group: status, join, remove, init (secrets), recover"}
 	c.AddCommand(&cobra.Command{
 		Use:   "status",
 		Short: "Show every member: its state, term, applied index and lag behind the leader",
@@ -76,6 +85,139 @@ group's secrets file, then run this against the running group.`,
 		},
 	}
 	remove.Flags().StringVar(&rmName, "name", "", "name of the server to remove")
-	c.AddCommand(join, remove)
+	c.AddCommand(join, remove, newClusterInitCmd(g), newClusterRecoverCmd(g))
 	return c
+}
+
+func newClusterInitCmd(g *globals) *cobra.Command {
+	var out string
+	c := &cobra.Command{
+		Use:   "init --out FILE",
+		Short: "Make the group's secrets: the KEK and the ticket signing key every server shares",
+		Long: `Make the secrets a group of servers shares, in a new file (mode 0600): the
+key-encryption key that wraps the data keys in the catalog, and the key that
+signs job tickets, which storage nodes check. Copy the file to every server
+and start each with --secrets FILE; the first start copies the keys into its
+data directory, and a later start with another file is refused.
+
+A group of three over TLS:
+
+  cairn cluster init --out secrets.json
+  cairn server --name s1 --raft-addr 10.0.0.1:7010 --secrets secrets.json \
+      --tls-ca ca.crt --tls-cert s1.crt --tls-key s1.key ...
+  cairn server --name s2 --raft-addr 10.0.0.2:7010 --secrets secrets.json --bootstrap=false \
+      --tls-ca ca.crt --tls-cert s2.crt --tls-key s2.key ...
+  cairn cluster join --name s2 --raft-addr 10.0.0.2:7010
+  (s3 likewise)
+
+Keep a copy offline with the escrowed data keys: without the KEK, the
+catalog's data keys do not open.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runClusterInit(out, g.out)
+		},
+	}
+	c.Flags().StringVar(&out, "out", "", "the secrets file to write (it must not exist)")
+	return c
+}
+
+func runClusterInit(out string, w io.Writer) error {
+	if out == "" {
+		return &usageError{errors.New("pass --out FILE for the group's secrets")}
+	}
+	if err := keyring.WriteSecrets(out, keyring.NewSecrets()); err != nil {
+		return wire.Errorf(wire.CodeAlreadyExists, "a group keeps its secrets for life: use the existing file, or choose another name for a new group", "%v", err)
+	}
+	fmt.Fprintf(w, "wrote the group's secrets to %s (mode 0600)\n", out)
+	fmt.Fprintf(w, "start every server with --secrets %s; keep a copy offline\n", out)
+	return nil
+}
+
+type recoverOpts struct {
+	data, peers, name string
+}
+
+func newClusterRecoverCmd(g *globals) *cobra.Command {
+	var o recoverOpts
+	c := &cobra.Command{
+		Use:   "recover --data DIR --peers peers.json [--name NAME]",
+		Short: "Restart a group that lost its majority for good, from a survivor (the server must be stopped)",
+		Long: `Make a stopped server's Raft state start as the group listed in a peers
+file: for a group that lost its majority for good (two of three servers, or
+three of five, destroyed), where no election can succeed and 'cairn cluster
+remove' cannot commit. It runs hashicorp/raft's RecoverCluster.
+
+  1. Stop every surviving server.
+  2. Pick the survivor with the most of the log (the highest APPLIED in
+     'cairn cluster status' before the loss, or the last index in its log).
+  3. Write peers.json with the survivors to keep, by name and Raft address:
+       [{"id": "s1", "address": "10.0.0.1:7010"}]
+  4. cairn cluster recover --data /srv/cairn/server --peers peers.json
+     on each survivor listed (the same file on each).
+  5. Start them: they elect a leader among themselves.
+  6. Add new servers as usual: start each with --secrets and
+     --bootstrap=false, then 'cairn cluster join'.
+
+What the lost servers committed and this one never received is gone, and
+every entry in this server's log is applied, even one the lost majority
+never committed. Copy the data directory first if in doubt.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runClusterRecover(o, g.out, g.errOut)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.data, "data", "", "the stopped server's data directory (its --data)")
+	f.StringVar(&o.peers, "peers", "", "peers file: the servers the group restarts with")
+	f.StringVar(&o.name, "name", "", "this server's name (its --name); may be left out when the peers file lists one server")
+	return c
+}
+
+func runClusterRecover(o recoverOpts, out, errOut io.Writer) error {
+	if o.data == "" || o.peers == "" {
+		return &usageError{errors.New("pass --data DIR (the stopped server's data directory) and --peers FILE")}
+	}
+	peers, err := cluster.ReadPeers(o.peers)
+	if err != nil {
+		return wire.Errorf(wire.CodeInvalidArgument, `write the survivors as [{"id":"s1","address":"10.0.0.1:7010"}]`, "%v", err)
+	}
+	name := o.name
+	if name == "" {
+		if len(peers) != 1 {
+			return &usageError{fmt.Errorf("the peers file lists %d servers: pass --name, this server's name", len(peers))}
+		}
+		name = peers[0].ID
+	}
+	catPath := filepath.Join(o.data, "catalog.db")
+	if _, err := os.Stat(catPath); err != nil {
+		return wire.Errorf(wire.CodeNotFound, "pass the server's --data directory", "no catalog at %s: %v", catPath, err)
+	}
+	store, err := catalog.Open(catPath)
+	if err != nil {
+		return wire.Errorf(wire.CodeUnavailable, "stop the server first: it holds its catalog and Raft log while it runs", "open the catalog: %v", err)
+	}
+	defer store.Close()
+	cfg := cluster.DefaultConfig()
+	cfg.ID = name
+	cfg.Dir = filepath.Join(o.data, "raft")
+	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := cluster.Recover(cfg, store, peers, log); err != nil {
+		hint := "correct what the message names; 'cairn cluster recover --help' has the steps"
+		if strings.Contains(err.Error(), "stop the server") {
+			hint = "stop the server first: it holds its catalog and Raft log while it runs"
+		}
+		return wire.Errorf(wire.CodeInvalidArgument, hint, "%v", err)
+	}
+	applied, _ := store.AppliedIndex()
+	fmt.Fprintf(out, "recovered %s: its group is now", o.data)
+	for _, p := range peers {
+		role := "voter"
+		if !p.Voter {
+			role = "non-voter"
+		}
+		fmt.Fprintf(out, " %s (%s, %s)", p.ID, p.Addr, role)
+	}
+	fmt.Fprintf(out, "; the catalog is at Raft index %d\n", applied)
+	fmt.Fprintln(out, "start the server(s) listed; then add servers with --secrets --bootstrap=false and 'cairn cluster join'")
+	return nil
 }

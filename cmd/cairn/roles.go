@@ -150,16 +150,18 @@ type role interface {
 
 // runRole fills a role's config from its file and flags, builds the role,
 // runs it with its metrics endpoint until the command's context ends.
-// natsURL points at the config's NATS URL field, which the global --nats
-// flag (or CAIRN_NATS) sets unless the config file does.
-func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *string, build func(*slog.Logger, prometheus.Registerer) (role, error)) error {
+// natsURL and natsAuth point at the config's NATS fields, which the global
+// --nats and --nats-* flags (or CAIRN_NATS*) set unless the config file does.
+func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *string, natsAuth *wire.NATSAuth, build func(*slog.Logger, prometheus.Registerer) (role, error)) error {
 	*natsURL = g.natsURL
+	*natsAuth = g.natsAuth
 	if err := loadConfig(cmd, ro.config, cfg); err != nil {
 		return err
 	}
 	if cmd.Flags().Changed("nats") {
 		*natsURL = g.natsURL
 	}
+	g.applyNATSFlags(cmd, natsAuth)
 	log, err := ro.logger(g.errOut)
 	if err != nil {
 		return err
@@ -198,7 +200,7 @@ func newServerCmd(g *globals) *cobra.Command {
 		Short: "Run a backup server: catalog, Raft member, scheduler and API",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
 				if err := cfg.Validate(); err != nil {
 					return nil, configError(cmd, "server", err)
 				}
@@ -210,7 +212,11 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Name, "name", cfg.Name, "server name in the Raft group")
 	f.StringVar(&cfg.DataDir, "data", "", "directory for the catalog, Raft log and keys")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address of the Raft transport")
-	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "form a one-voter group when the data directory is new")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "form a one-voter group when the data directory is new (--bootstrap=false for a server that joins)")
+	f.StringVar(&cfg.RaftTLS.CA, "tls-ca", "", "CA certificate of the group: Raft runs over mutual TLS with --tls-cert and --tls-key")
+	f.StringVar(&cfg.RaftTLS.Cert, "tls-cert", "", "this server's certificate ('cairn cert issue --client --server', naming the --raft-addr host)")
+	f.StringVar(&cfg.RaftTLS.Key, "tls-key", "", "key of --tls-cert")
+	f.StringVar(&cfg.SecretsFile, "secrets", "", "the group's secrets file ('cairn cluster init'): KEK and ticket signing key every server shares")
 	f.DurationVar(&cfg.LivenessTimeout, "liveness-timeout", cfg.LivenessTimeout, "a node or agent silent this long is offline")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", cfg.QueueTimeout, "a job waiting this long for its agent or a storage node fails")
 	f.StringVar(&cfg.DefaultPool, "default-pool", cfg.DefaultPool, "pool for backups that name none")
@@ -248,7 +254,7 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 		Short: "Run a storage node: disk pools and the data port agents stream to",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
 				for _, s := range pools {
 					p, err := parsePool(s)
 					if err != nil {
@@ -282,7 +288,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Short: "Run the agent of a client: backs up and restores its files",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
 				if err := cfg.Validate(); err != nil {
 					return nil, configError(cmd, "agent", err)
 				}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/cairnbackup/cairn/keyring"
+)
+
+// wantFail checks a command line that must fail with code, an error and a
+// hint, saying every one of want.
+func wantFail(t *testing.T, code int, want []string, args ...string) {
+	t.Helper()
+	got, stdout, stderr := cli(context.Background(), args...)
+	if got != code || !strings.Contains(stderr, "error: ") || !strings.Contains(stderr, "hint: ") {
+		t.Fatalf("cairn %s: exit %d, want %d with an error and a hint\nstdout: %s\nstderr: %s", strings.Join(args, " "), got, code, stdout, stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(strings.ToLower(stderr), strings.ToLower(w)) {
+			t.Errorf("cairn %s: stderr does not say %q:\n%s", strings.Join(args, " "), w, stderr)
+		}
+	}
+}
+
+func wantOK(t *testing.T, args ...string) string {
+	t.Helper()
+	code, stdout, stderr := cli(context.Background(), args...)
+	if code != 0 {
+		t.Fatalf("cairn %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, stdout, stderr)
+	}
+	return stdout
+}
+
+func TestCertCommands(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	wantOK(t, "cert", "ca", "--out", ca)
+	if st, err := os.Stat(filepath.Join(ca, "ca.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("ca.key: %v %v", st, err)
+	}
+	wantFail(t, 1, []string{"already exists", "never replaced"}, "cert", "ca", "--out", ca)
+	wantFail(t, 2, []string{"--out"}, "cert", "ca")
+
+	out := wantOK(t, "cert", "issue", "--ca", ca, "--name", "s1", "--ip", "127.0.0.1", "--client", "--server", "--out", filepath.Join(dir, "s1"))
+	if !strings.Contains(out, "server and client") || !strings.Contains(out, "127.0.0.1") {
+		t.Fatalf("issue output: %s", out)
+	}
+	for _, f := range []string{"s1.crt", "s1.key", "ca.crt"} {
+		if _, err := os.Stat(filepath.Join(dir, "s1", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantOK(t, "cert", "issue", "--ca", ca, "--name", "web1", "--client", "--out", filepath.Join(dir, "web1"))
+	wantFail(t, 1, []string{"already exists"}, "cert", "issue", "--ca", ca, "--name", "s1", "--ip", "127.0.0.1", "--out", filepath.Join(dir, "s1"))
+	wantFail(t, 1, []string{"no CA in", "cairn cert ca"}, "cert", "issue", "--ca", filepath.Join(dir, "nothing"), "--name", "x", "--client", "--out", dir)
+	wantFail(t, 2, []string{"not valid"}, "cert", "issue", "--ca", ca, "--name", "../etc/x", "--client", "--out", dir)
+	wantFail(t, 2, []string{"not an IP"}, "cert", "issue", "--ca", ca, "--name", "x", "--ip", "10.0.0", "--out", dir)
+	wantFail(t, 1, []string{"--ip or --dns"}, "cert", "issue", "--ca", ca, "--name", "nats_1", "--out", dir)
+	wantFail(t, 2, []string{"--name"}, "cert", "issue", "--ca", ca, "--out", dir)
+}
+
+func TestClusterInitAndRecoverErrors(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "secrets.json")
+	wantOK(t, "cluster", "init", "--out", secrets)
+	if _, err := keyring.ReadSecrets(secrets); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(secrets); st.Mode().Perm() != 0o600 {
+		t.Fatalf("secrets mode %v", st.Mode().Perm())
+	}
+	wantFail(t, 1, []string{"already exists"}, "cluster", "init", "--out", secrets)
+
+	peers := filepath.Join(dir, "peers.json")
+	os.WriteFile(peers, []byte(`[{"id":"s1","address":"127.0.0.1:7010"},{"id":"s2","address":"127.0.0.1:7011"}]`), 0o600)
+	wantFail(t, 2, []string{"--data"}, "cluster", "recover", "--peers", peers)
+	wantFail(t, 2, []string{"pass --name"}, "cluster", "recover", "--data", dir, "--peers", peers)
+	wantFail(t, 1, []string{"no catalog"}, "cluster", "recover", "--data", dir, "--peers", peers, "--name", "s1")
+	os.WriteFile(peers, []byte(`{`), 0o600)
+	wantFail(t, 1, []string{"peers file"}, "cluster", "recover", "--data", dir, "--peers", peers)
+}
+
+func TestNATSConfigCommand(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	wantOK(t, "cert", "ca", "--out", ca)
+	wantOK(t, "cert", "issue", "--ca", ca, "--name", "nats", "--ip", "127.0.0.1", "--out", filepath.Join(dir, "nats"))
+	conf := filepath.Join(dir, "nats.conf")
+	args := []string{"cert", "nats-config", "--out", conf, "--listen", "127.0.0.1:4222",
+		"--tls-ca", filepath.Join(ca, "ca.crt"), "--tls-cert", filepath.Join(dir, "nats", "nats.crt"), "--tls-key", filepath.Join(dir, "nats", "nats.key"),
+		"--servers", "s1,s2", "--nodes", "sn1", "--agents", "web1,web2"}
+	out := wantOK(t, args...)
+	for _, w := range []string{"agent-web1.nk", "node-sn1.nk", "server-s2.nk", "admin-admin.nk"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output does not name %s:\n%s", w, out)
+		}
+	}
+	text, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{`"cairn.srv.agent.web2.>"`, `"_INBOX.agent.web1.>"`, "verify: true", "allow_responses: true", `"cairn.api.>"`} {
+		if !strings.Contains(string(text), w) {
+			t.Errorf("configuration lacks %s:\n%s", w, text)
+		}
+	}
+	if _, err := server.ProcessConfigFile(conf); err != nil {
+		t.Fatalf("nats-server does not read the configuration: %v\n%s", err, text)
+	}
+	seed, err := os.ReadFile(filepath.Join(dir, "nkeys", "agent-web1.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFail(t, 1, []string{"already exists", "--force"}, args...)
+	wantOK(t, append(args, "--force", "--agents", "web3")...)
+	again, _ := os.ReadFile(filepath.Join(dir, "nkeys", "agent-web1.nk"))
+	if string(again) != string(seed) {
+		t.Fatal("writing the configuration again replaced an agent's nkey seed")
+	}
+	wantFail(t, 2, []string{"--servers"}, "cert", "nats-config", "--out", filepath.Join(dir, "x.conf"))
+	wantFail(t, 1, []string{"bad.name"}, "cert", "nats-config", "--out", filepath.Join(dir, "y.conf"), "--servers", "s1", "--agents", "bad.name")
+}

@@ -1,0 +1,179 @@
+// Package natsauth writes the NATS server's authorization for a Cairn
+// deployment: one nkey user per server, storage node, agent and admin, each
+// allowed exactly the subjects of its role (wire.RoleSubjects), behind TLS.
+// An agent's credential thus reads only its own orders and replies, and can
+// neither speak for another client nor issue admin requests.
+package natsauth
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/cairnbackup/cairn/pki"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// User is one NATS identity of a deployment: a role kind (wire.KindServer,
+// KindNode, KindAgent, KindAdmin) and the server's, node's, client's or
+// admin's name, authenticated by an nkey.
+type User struct {
+	Kind string
+	Name string
+	// NKey is the user's public nkey (U...). The seed stays in the file
+	// the role is started with (--nats-nkey).
+	NKey string
+	// SeedFile is where the seed is, for telling the operator.
+	SeedFile string
+}
+
+// Permissions are a user's NATS permissions.
+type Permissions struct {
+	Publish   []string
+	Subscribe []string
+	// AllowResponses lets the user answer the requests it receives (one
+	// reply each, to whatever reply subject the request names), which is
+	// how storage nodes and agents acknowledge orders without a publish
+	// permission on the servers' inboxes.
+	AllowResponses bool
+}
+
+// PermissionsOf is exactly what a role kind needs, from wire.RoleSubjects:
+// an agent or storage node its own subjects and inbox, an admin the API,
+// its inbox and job events, a server everything.
+func PermissionsOf(kind, name string) Permissions {
+	pub, sub := wire.RoleSubjects(kind, name)
+	return Permissions{Publish: pub, Subscribe: sub, AllowResponses: kind == wire.KindAgent || kind == wire.KindNode}
+}
+
+// SeedFileName is the file an nkey seed of kind and name is kept in.
+func SeedFileName(kind, name string) string { return kind + "-" + name + ".nk" }
+
+// LoadOrCreateUser returns the user of kind and name with the nkey seed in
+// dir, making the seed (mode 0600) when it does not exist yet. Reusing seeds
+// lets an operator add a client to the list and regenerate the
+// configuration without handing every other role new credentials.
+func LoadOrCreateUser(dir, kind, name string) (User, error) {
+	if err := wire.ValidateName(kind, name); err != nil {
+		return User{}, err
+	}
+	path := filepath.Join(dir, SeedFileName(kind, name))
+	u := User{Kind: kind, Name: name, SeedFile: path}
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		kp, err := nkeys.ParseDecoratedNKey(data)
+		if err != nil {
+			return u, fmt.Errorf("nkey seed file %s: %w; remove it to make a new one (the role then needs the new file)", path, err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+			return u, fmt.Errorf("nkey seed file %s does not hold a user seed (SU...)", path)
+		}
+		u.NKey = pub
+		return u, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return u, fmt.Errorf("read nkey seed: %w", err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return u, err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return u, err
+	}
+	if u.NKey, err = kp.PublicKey(); err != nil {
+		return u, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return u, fmt.Errorf("credentials directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return u, fmt.Errorf("write nkey seed: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "%s\n", seed)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return u, fmt.Errorf("write nkey seed %s: %w", path, err)
+	}
+	return u, nil
+}
+
+// AuthConfig is a NATS server configuration for a deployment: TLS and one
+// user per role and name, each with PermissionsOf its kind.
+type AuthConfig struct {
+	// Listen is the client address, host:port.
+	Listen string
+	// TLS names the NATS server's certificate and key and the CA its
+	// clients' certificates must be signed by. Empty: no TLS (not for
+	// production: credentials and data then cross the network in clear).
+	TLS pki.Files
+	// VerifyClients requires every client to present a certificate signed
+	// by TLS.CA, on top of its nkey.
+	VerifyClients bool
+	Users         []User
+}
+
+// Render writes the configuration in nats-server's format.
+func (c AuthConfig) Render() ([]byte, error) {
+	if c.Listen == "" {
+		return nil, errors.New("the NATS listen address is empty")
+	}
+	if !c.TLS.Empty() && (c.TLS.Cert == "" || c.TLS.Key == "") {
+		return nil, errors.New("NATS TLS needs the server's certificate and key")
+	}
+	if c.VerifyClients && c.TLS.CA == "" {
+		return nil, errors.New("verifying clients needs the CA that signs their certificates")
+	}
+	var b bytes.Buffer
+	q := strconv.Quote
+	fmt.Fprintf(&b, "# NATS server configuration for Cairn, written by 'cairn cert nats-config'.\n")
+	fmt.Fprintf(&b, "# Each role has its own nkey user, allowed only its own subjects (see\n# 'go doc github.com/cairnbackup/cairn/wire RoleSubjects'). Regenerate rather than edit.\n\n")
+	fmt.Fprintf(&b, "listen: %s\n\n", q(c.Listen))
+	if !c.TLS.Empty() {
+		fmt.Fprintf(&b, "tls {\n  cert_file: %s\n  key_file: %s\n", q(c.TLS.Cert), q(c.TLS.Key))
+		if c.TLS.CA != "" {
+			fmt.Fprintf(&b, "  ca_file: %s\n", q(c.TLS.CA))
+		}
+		if c.VerifyClients {
+			fmt.Fprintf(&b, "  # every client presents a certificate signed by ca_file\n  verify: true\n")
+		}
+		fmt.Fprintf(&b, "  timeout: 5\n}\n\n")
+	}
+	fmt.Fprintf(&b, "authorization {\n  timeout: 5\n  users: [\n")
+	for _, u := range c.Users {
+		if !nkeys.IsValidPublicUserKey(u.NKey) {
+			return nil, fmt.Errorf("%s %s has no valid public nkey", u.Kind, u.Name)
+		}
+		p := PermissionsOf(u.Kind, u.Name)
+		fmt.Fprintf(&b, "    # %s %s\n    {\n      nkey: %s\n      permissions: {\n", u.Kind, u.Name, q(u.NKey))
+		fmt.Fprintf(&b, "        publish: { allow: %s }\n", list(p.Publish))
+		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", list(p.Subscribe))
+		if p.AllowResponses {
+			fmt.Fprintf(&b, "        allow_responses: true\n")
+		}
+		fmt.Fprintf(&b, "      }\n    }\n")
+	}
+	fmt.Fprintf(&b, "  ]\n}\n")
+	return b.Bytes(), nil
+}
+
+func list(subjects []string) string {
+	q := make([]string, len(subjects))
+	for i, s := range subjects {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}

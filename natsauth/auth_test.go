@@ -1,0 +1,284 @@
+package natsauth
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/pki"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// authServer runs an embedded NATS server on a configuration Render wrote,
+// with TLS and client verification, and returns the seed directory and the
+// CA directory its clients use.
+type authServer struct {
+	url   string
+	creds string
+	certs string
+}
+
+func startAuthServer(t *testing.T) *authServer {
+	t.Helper()
+	dir := t.TempDir()
+	a := &authServer{creds: filepath.Join(dir, "creds"), certs: filepath.Join(dir, "certs")}
+	ca, err := pki.CreateCA(filepath.Join(dir, "ca"), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Issue(pki.IssueOptions{Name: "nats", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true}, a.certs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := AuthConfig{Listen: "127.0.0.1:-1", TLS: pki.Files{CA: srv.CA, Cert: srv.Cert, Key: srv.Key}, VerifyClients: true}
+	for _, u := range []struct{ kind, name string }{
+		{wire.KindServer, "s1"}, {wire.KindNode, "sn1"}, {wire.KindAgent, "web1"}, {wire.KindAgent, "web2"}, {wire.KindAdmin, "admin"},
+	} {
+		user, err := LoadOrCreateUser(a.creds, u.kind, u.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := os.Stat(user.SeedFile); st.Mode().Perm() != 0o600 {
+			t.Fatalf("seed file mode %v", st.Mode().Perm())
+		}
+		cfg.Users = append(cfg.Users, user)
+		if _, err := ca.Issue(pki.IssueOptions{Name: u.name, Client: true}, a.certs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text, err := cfg.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats-server does not read the configuration: %v\n%s", err, text)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	a.url = "tls://" + ns.Addr().String()
+	return a
+}
+
+// client connects as kind/name and collects the permission violations the
+// server reports.
+type client struct {
+	nc   *nats.Conn
+	mu   sync.Mutex
+	errs []error
+}
+
+func (a *authServer) connect(t *testing.T, kind, name string) *client {
+	t.Helper()
+	c := &client{}
+	auth := wire.NATSAuth{
+		CAFile: filepath.Join(a.certs, pki.CACertFile), CertFile: filepath.Join(a.certs, name+".crt"), KeyFile: filepath.Join(a.certs, name+".key"),
+		NkeyFile: filepath.Join(a.creds, SeedFileName(kind, name)),
+	}
+	inbox := wire.Inbox(kind, name)
+	if kind == wire.KindAdmin {
+		inbox = wire.Inbox(kind, "")
+	}
+	opts, err := wire.ConnectOptions(kind+"-"+name, auth, inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		c.mu.Lock()
+		c.errs = append(c.errs, err)
+		c.mu.Unlock()
+	}))
+	nc, err := nats.Connect(a.url, opts...)
+	if err != nil {
+		t.Fatalf("connect as %s %s: %v", kind, name, err)
+	}
+	t.Cleanup(nc.Close)
+	c.nc = nc
+	return c
+}
+
+// violation waits for the server to report a permission violation naming
+// subject.
+func (c *client) violation(t *testing.T, what, subject string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = c.nc.Flush()
+		c.mu.Lock()
+		for _, err := range c.errs {
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(err.Error()), what) && strings.Contains(err.Error(), `"`+subject+`"`) {
+				c.mu.Unlock()
+				return
+			}
+		}
+		c.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no permissions violation for %s %q; errors: %v", what, subject, c.errs)
+}
+
+func (c *client) noViolations(t *testing.T) {
+	t.Helper()
+	_ = c.nc.Flush()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.errs) > 0 {
+		t.Fatalf("unexpected errors: %v", c.errs)
+	}
+}
+
+func TestAuthConfigConfinesEachRole(t *testing.T) {
+	a := startAuthServer(t)
+	srv := a.connect(t, wire.KindServer, "s1")
+	web1 := a.connect(t, wire.KindAgent, "web1")
+	web2 := a.connect(t, wire.KindAgent, "web2")
+	node := a.connect(t, wire.KindNode, "sn1")
+	admin := a.connect(t, wire.KindAdmin, "admin")
+
+	// The server answers the API and agents' requests; agents answer orders.
+	echo := func(m *nats.Msg) { _ = m.Respond(append([]byte("re: "), m.Data...)) }
+	for _, s := range []string{wire.APIWildcard, wire.FromAgentWildcard, wire.FromNodeWildcard} {
+		if _, err := srv.nc.QueueSubscribe(s, wire.ServerQueue, echo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		cl   *client
+		subj string
+	}{{web1, wire.AgentSubject("web1", ">")}, {web2, wire.AgentSubject("web2", ">")}, {node, wire.NodeSubject("sn1", ">")}} {
+		if _, err := c.cl.nc.Subscribe(c.subj, echo); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.cl.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = srv.nc.Flush()
+	request := func(c *client, subject string) error {
+		_, err := c.nc.Request(subject, []byte("x"), 2*time.Second)
+		return err
+	}
+	// What each role must be able to do.
+	for _, r := range []struct {
+		c       *client
+		subject string
+	}{
+		{web1, wire.FromAgentSubject("web1", wire.OpAgentRegister)},
+		{node, wire.FromNodeSubject("sn1", wire.OpNodeRegister)},
+		{admin, wire.APISubject(wire.OpStatus)},
+		{srv, wire.AgentSubject("web1", wire.OpPing)}, // answered under allow_responses
+		{srv, wire.NodeSubject("sn1", wire.OpPing)},
+	} {
+		if err := request(r.c, r.subject); err != nil {
+			t.Fatalf("request on %s: %v", r.subject, err)
+		}
+	}
+	if err := web1.nc.Publish(wire.AgentBeatSubject("web1"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	web1.noViolations(t)
+	node.noViolations(t)
+	admin.noViolations(t)
+
+	// web1 cannot read web2's orders or replies, nor speak for web2 or an admin.
+	if _, err := web1.nc.SubscribeSync(wire.AgentSubject("web2", ">")); err != nil {
+		t.Fatal(err)
+	}
+	web1.violation(t, "subscription", "cairn.agent.web2.>")
+	if _, err := web1.nc.SubscribeSync(wire.Inbox(wire.KindAgent, "web2") + ".>"); err != nil {
+		t.Fatal(err)
+	}
+	web1.violation(t, "subscription", "_INBOX.agent.web2.>")
+	if err := request(web1, wire.APISubject(wire.OpBackupStart)); err == nil {
+		t.Fatal("an agent's credential got an answer to an admin request")
+	}
+	web1.violation(t, "publish", wire.APISubject(wire.OpBackupStart))
+	if err := web1.nc.Publish(wire.FromAgentSubject("web2", wire.OpJobDone), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	web1.violation(t, "publish", wire.FromAgentSubject("web2", wire.OpJobDone))
+	if err := web1.nc.Publish(wire.AgentBeatSubject("web2"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	web1.violation(t, "publish", wire.AgentBeatSubject("web2"))
+
+	// A storage node is as confined; an admin cannot give agents orders.
+	if _, err := node.nc.SubscribeSync(wire.AgentSubject("web1", ">")); err != nil {
+		t.Fatal(err)
+	}
+	node.violation(t, "subscription", "cairn.agent.web1.>")
+	if err := node.nc.Publish(wire.FromAgentSubject("web1", wire.OpJobDone), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	node.violation(t, "publish", wire.FromAgentSubject("web1", wire.OpJobDone))
+	if err := admin.nc.Publish(wire.AgentSubject("web1", wire.OpRunRestore), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	admin.violation(t, "publish", wire.AgentSubject("web1", wire.OpRunRestore))
+	web2.noViolations(t)
+
+	// An nkey the configuration does not list is refused at connect.
+	stranger := t.TempDir()
+	if _, err := LoadOrCreateUser(stranger, wire.KindAgent, "web1"); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := wire.ConnectOptions("stranger", wire.NATSAuth{
+		CAFile: filepath.Join(a.certs, pki.CACertFile), CertFile: filepath.Join(a.certs, "web1.crt"), KeyFile: filepath.Join(a.certs, "web1.key"),
+		NkeyFile: filepath.Join(stranger, SeedFileName(wire.KindAgent, "web1")),
+	}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(a.url, opts...); err == nil {
+		nc.Close()
+		t.Fatal("an unknown nkey was let in")
+	} else if we := wire.ConnectError(a.url, err, ""); !strings.Contains(we.Error(), "refused this role's credentials") {
+		t.Fatalf("unknown nkey: %v", we)
+	}
+	// Without a client certificate, TLS verification refuses the client.
+	opts, _ = wire.ConnectOptions("nocert", wire.NATSAuth{CAFile: filepath.Join(a.certs, pki.CACertFile),
+		NkeyFile: filepath.Join(a.creds, SeedFileName(wire.KindAgent, "web1"))}, "")
+	if nc, err := nats.Connect(a.url, opts...); err == nil {
+		nc.Close()
+		t.Fatal("a client without a certificate was let in")
+	}
+}
+
+func TestLoadOrCreateUserKeepsSeeds(t *testing.T) {
+	dir := t.TempDir()
+	u1, err := LoadOrCreateUser(dir, wire.KindAgent, "web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, err := LoadOrCreateUser(dir, wire.KindAgent, "web1")
+	if err != nil || u1.NKey != u2.NKey {
+		t.Fatalf("second call made a new key: %v", err)
+	}
+	if _, err := LoadOrCreateUser(dir, wire.KindAgent, "bad.name"); err == nil {
+		t.Fatal("a name with a dot became a user")
+	}
+	os.WriteFile(filepath.Join(dir, SeedFileName(wire.KindAgent, "x")), []byte("garbage"), 0o600)
+	if _, err := LoadOrCreateUser(dir, wire.KindAgent, "x"); err == nil || !strings.Contains(err.Error(), "remove it") {
+		t.Fatalf("garbage seed file: %v", err)
+	}
+}
