@@ -192,6 +192,11 @@ type VolumeInfo struct {
 	LastWritten time.Time `json:"last_written,omitzero"`
 	Path        string    `json:"path,omitempty"`
 	Error       string    `json:"error,omitempty"`
+	// Tape volumes: the cartridge's barcode, its library and where it is
+	// ("slot 3", "drive 0", "mail slot 25", "vault").
+	Barcode  string `json:"barcode,omitempty"`
+	Library  string `json:"library,omitempty"`
+	Location string `json:"location,omitempty"`
 }
 
 // VolumeListResp answers volume.list.
@@ -241,6 +246,8 @@ type JobInfo struct {
 	Log         []JobLogLine `json:"log,omitempty"`
 	// Progress is the latest live progress of a running job.
 	Progress *Progress `json:"progress,omitempty"`
+	// Tape is the drive's figures of a backup that went to tape.
+	Tape *TapeStats `json:"tape,omitempty"`
 }
 
 // JobListResp answers job.list.
@@ -387,9 +394,11 @@ type JobEvent struct {
 // NodePool is a pool a storage node serves.
 type NodePool struct {
 	Name           string `json:"name"`
-	Type           string `json:"type"` // "disk"
+	Type           string `json:"type"` // "disk" or "tape"
 	Dir            string `json:"dir"`
 	MaxVolumeBytes int64  `json:"max_volume_bytes"`
+	// Library is the library whose tapes a tape pool's volumes are.
+	Library string `json:"library,omitempty"`
 }
 
 // NodeRegisterReq announces a storage node and its pools.
@@ -399,6 +408,8 @@ type NodeRegisterReq struct {
 	CertSHA256 string     `json:"cert_sha256"`
 	Version    string     `json:"version"`
 	Pools      []NodePool `json:"pools"`
+	// Libraries are the tape libraries the node owns.
+	Libraries []NodeLibrary `json:"libraries,omitempty"`
 }
 
 // NodeRegisterResp gives a storage node what it needs to check tickets.
@@ -437,6 +448,11 @@ type VolumeAcquireReq struct {
 	Pool  string      `json:"pool"`
 	Full  uuid.UUID   `json:"full,omitzero"`
 	Used  []uuid.UUID `json:"used,omitempty"`
+	// Bad names a volume that failed (a medium error, a tape that is not
+	// what the catalog says); the servers mark it error with BadReason
+	// and grant another.
+	Bad       uuid.UUID `json:"bad,omitzero"`
+	BadReason string    `json:"bad_reason,omitempty"`
 }
 
 // VolumeGrant is a volume reserved for one job.
@@ -451,6 +467,13 @@ type VolumeGrant struct {
 	Compression  bool      `json:"compression"`
 	MaxBytes     int64     `json:"max_bytes"`
 	Created      time.Time `json:"created"`
+	// Tape volumes: the volume is the cartridge with Barcode in Library,
+	// already labeled; Parts is the number of session parts on it (what
+	// tape.OpenAppender checks with Bytes).
+	MediaType string `json:"media_type,omitempty"`
+	Barcode   string `json:"barcode,omitempty"`
+	Library   string `json:"library,omitempty"`
+	Parts     int    `json:"parts,omitempty"`
 }
 
 // VolumeLabeled reports that a new volume's label was written and read back.
@@ -519,6 +542,8 @@ type SessionCommitReq struct {
 	Segments  int           `json:"segments"`
 	Stats     SessionStats  `json:"stats"`
 	Warnings  []string      `json:"warnings,omitempty"` // the agent's, passed through
+	// Tape is the drive's figures when the session went to tape.
+	Tape *TapeStats `json:"tape,omitempty"`
 }
 
 // SessionAbortReq reports that a session failed; nothing of it is kept.
@@ -606,6 +631,15 @@ type ReadPart struct {
 	DataStart   int64     `json:"data_start"`
 	StreamStart uint64    `json:"stream_start"`
 	StreamEnd   uint64    `json:"stream_end"`
+	// Tape volumes: the cartridge, the label's block size, the start of
+	// every part on the volume up to this one (tape.NewReader maps offsets
+	// to blocks with them) and the volume's committed end.
+	MediaType   string  `json:"media_type,omitempty"`
+	Barcode     string  `json:"barcode,omitempty"`
+	Library     string  `json:"library,omitempty"`
+	BlockSize   int     `json:"block_size,omitempty"`
+	PartStarts  []int64 `json:"part_starts,omitempty"`
+	VolumeBytes int64   `json:"volume_bytes,omitempty"`
 }
 
 // ReadRequest asks a storage node for entries of one session, in stream
