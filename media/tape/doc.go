@@ -112,10 +112,45 @@
 // marks; end of data where the last whole object ends; a torn tail is cut
 // when the cartridge is loaded). It holds GiBs without reading them into
 // memory: it keeps one offset per 256 objects and the file marks. Its
-// timings follow a DriveProfile (LTO9: 400 MB/s, 10 s average locate) on
+// timings follow a DriveProfile (LTO9: 400 MB/s, 10 s average locate;
+// Fast: the same with mechanical times divided by 100) on
 // a Clock: a VirtualClock makes them free in tests and still measured, the
 // real clock makes `cairn dev` and benchmarks feel like a drive. Faults
 // (medium error at a block, a hang, an early end of medium, a cleaning
 // request, soft errors) are set with SetFaults; write protection is the
 // cartridge's own (SetWriteProtect).
+//
+// # The stop model
+//
+// A real drive writes from a buffer, and its tape cannot stream slower
+// than a minimum speed. When the host feeds it more slowly than that, the
+// buffer runs dry, the tape stops past the last record, and before it can
+// write again it must stop, rewind a little and accelerate (a reposition
+// or backhitch, seconds each time). A drive fed this way ("shoe-shining")
+// writes a fraction of its speed and wears heads and tape; spooling to
+// disk first exists to prevent it. The emulator models it with three
+// profile figures: BufferBytes, MinSpeed and Restart.
+//
+//   - Records go into the buffer. A tape at rest starts once the buffer
+//     is half full; a tape that stopped on an empty buffer first spends
+//     Restart repositioning (the host may go on filling the buffer).
+//   - Speed matching keeps the buffer about half full: the tape takes data
+//     at Speed while the buffer holds more than half, and at MinSpeed
+//     below that. A host between MinSpeed and Speed is matched with no
+//     stop; a host slower than MinSpeed drains the buffer, and when it is
+//     empty the drive stops (EmulatorStats.Stops).
+//   - A full buffer makes the host wait: a host faster than the drive
+//     writes at Speed.
+//   - A file mark, and any command that moves the tape, first writes out
+//     what the buffer holds at Speed (after a reposition if the tape had
+//     stopped): a file mark is the flush, and its time follows.
+//
+// LTO-9's figures are of the order data sheets give: 400 MB/s native,
+// speed matching down to about a third of it (MinSpeed 133 MB/s), 2 s per
+// restart. Its buffer is 256 MiB rather than the 1 GiB of a real drive, so
+// that stops show in the few GiB tests and benchmarks write. The data
+// itself goes to the cartridge file when written: the buffer is timing
+// only, and what a crash leaves is what it was before. On a VirtualClock
+// the host takes no time unless it sleeps on the clock, so only a test that
+// does (or a drive that waits) sees a slow host.
 package tape

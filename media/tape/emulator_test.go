@@ -113,7 +113,8 @@ func TestEmulatorTimings(t *testing.T) {
 	}
 	within(t, "load", lap()-start, tape.LTO9.Load, 0)
 
-	// Streaming: 1023 records of 64 KiB at 400 MB/s.
+	// Streaming: 1023 records of 64 KiB at 400 MB/s. They fit the drive's
+	// buffer, so the time shows when the file mark flushes it.
 	start = lap()
 	rec := make([]byte, testBS)
 	n := 0
@@ -126,17 +127,21 @@ func TestEmulatorTimings(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := e.WriteFileMark(ctx); err != nil {
+		t.Fatal(err)
+	}
 	want := time.Duration(float64(n*testBS) / 400e6 * float64(time.Second))
-	within(t, "writing 64 MiB", lap()-start, want, 0.01)
+	within(t, "writing 64 MiB", lap()-start-tape.LTO9.FileMark, want, 0.01)
+	if st := e.Stats(); st.Stops != 0 || st.Writing != lap()-start {
+		t.Fatalf("a host faster than the drive: stats %+v, want no stop and %s of writing", st, lap()-start)
+	}
 
 	// A locate over the whole cartridge: LocateMin + 3*(average-min).
 	start = lap()
 	if err := e.Rewind(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The file mark due after writing, then the locate back over the
-	// whole written length.
-	full := tape.LTO9.FileMark + tape.LTO9.LocateMin + time.Duration(float64(3*(tape.LTO9.LocateAverage-tape.LTO9.LocateMin))*float64(n*testBS)/float64(64<<20))
+	full := tape.LTO9.LocateMin + time.Duration(float64(3*(tape.LTO9.LocateAverage-tape.LTO9.LocateMin))*float64(n*testBS)/float64(64<<20))
 	within(t, "rewinding a full cartridge", lap()-start, full, 0.001)
 
 	// Random locates average 10 s.
@@ -154,11 +159,14 @@ func TestEmulatorTimings(t *testing.T) {
 	}
 }
 
-// With the real clock the emulator streams at its profile's speed.
+// With the real clock the emulator streams at its profile's speed once
+// its buffer is full.
 func TestEmulatorPacesInRealTime(t *testing.T) {
 	prof := tape.LTO9
 	prof.Speed = 50e6
 	prof.Load = 0
+	prof.FileMark = 0 // Close writes one
+	prof.BufferBytes = 4 << 20
 	e := tape.NewEmulator(tape.EmulatorConfig{Profile: prof, BlockSize: testBS})
 	defer e.Close()
 	if err := e.Insert(newCartridge(t, tape.CartridgeSpec{Capacity: 1 << 30})); err != nil {
@@ -170,7 +178,7 @@ func TestEmulatorPacesInRealTime(t *testing.T) {
 	}
 	rec := make([]byte, testBS)
 	start := time.Now()
-	for range 160 { // 10 MiB: 0.21 s at 50 MB/s
+	for range 64 + 160 { // the buffer's 4 MiB, then 10 MiB: 0.21 s at 50 MB/s
 		if err := e.WriteRecord(ctx, rec); err != nil {
 			t.Fatal(err)
 		}
@@ -429,5 +437,89 @@ func BenchmarkEmulatorStreaming(b *testing.B) {
 			// streaming.
 			b.StopTimer()
 		})
+	}
+}
+
+// The stop model: a host slower than the drive's slowest matched speed
+// runs the buffer dry and the drive stops and repositions, again and
+// again; a host at full speed, or within the speed matching range, never
+// stops it.
+func TestEmulatorStopsWhenFedTooSlowly(t *testing.T) {
+	prof := tape.LTO9
+	prof.BufferBytes = 8 << 20
+	const total = 64 << 20
+	run := func(t *testing.T, rate float64) (tape.EmulatorStats, time.Duration) {
+		clock := tape.NewVirtualClock()
+		e := tape.NewEmulator(tape.EmulatorConfig{Profile: prof, Clock: clock, BlockSize: testBS})
+		defer e.Close()
+		if err := e.Insert(newCartridge(t, tape.CartridgeSpec{Capacity: 1 << 30})); err != nil {
+			t.Fatal(err)
+		}
+		ctx := ctxT(t)
+		if err := e.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rec := make([]byte, testBS)
+		start := clock.Elapsed()
+		for range total / testBS {
+			if rate > 0 {
+				// The host's own time to produce the record.
+				clock.Sleep(ctx, time.Duration(float64(testBS)/rate*float64(time.Second)))
+			}
+			if err := e.WriteRecord(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.WriteFileMark(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return e.Stats(), clock.Elapsed() - start - prof.FileMark
+	}
+	seconds := func(rate float64) time.Duration { return time.Duration(total / rate * float64(time.Second)) }
+	bytesTime := func(n, speed int64) time.Duration {
+		return time.Duration(float64(n) / float64(speed) * float64(time.Second))
+	}
+
+	st, took := run(t, 0)
+	if st.Stops != 0 {
+		t.Fatalf("fed at full speed the drive stopped %d times", st.Stops)
+	}
+	within(t, "64 MiB fed at full speed", took, seconds(400e6), 0.01)
+
+	// 200 MB/s is within LTO-9's speed matching (down to 133 MB/s).
+	st, took = run(t, 200e6)
+	if st.Stops != 0 {
+		t.Fatalf("fed at 200 MB/s the drive stopped %d times", st.Stops)
+	}
+	// The file mark then flushes the half buffer the drive kept.
+	within(t, "64 MiB fed at 200 MB/s", took, seconds(200e6)+bytesTime(prof.BufferBytes/2, prof.Speed), 0.01)
+
+	// 50 MB/s: each cycle fills half the buffer, restarts (2 s, while the
+	// host fills the rest and then waits), streams it out and runs dry, so
+	// at most a buffer and a half goes to tape per stop, and the restarts
+	// cost the host far more than its own 50 MB/s.
+	st, took = run(t, 50e6)
+	if minStops := int64(total / (prof.BufferBytes * 3 / 2)); st.Stops < minStops {
+		t.Fatalf("fed at 50 MB/s the drive stopped %d times, want at least %d", st.Stops, minStops)
+	}
+	if st.Writing < time.Duration(st.Stops)*prof.Restart {
+		t.Fatalf("writing time %s does not hold the %d restarts of %s", st.Writing, st.Stops, prof.Restart)
+	}
+	if took < seconds(50e6)+time.Duration(st.Stops)*prof.Restart/2 {
+		t.Fatalf("64 MiB fed at 50 MB/s with %d stops took %s: the restarts cost nothing", st.Stops, took)
+	}
+	t.Logf("fed at 50 MB/s: %d stops in 64 MiB, %.1f MB/s", st.Stops, total/took.Seconds()/1e6)
+}
+
+func TestProfiles(t *testing.T) {
+	fast, err := tape.ProfileNamed("fast")
+	if err != nil || fast.Speed != tape.LTO9.Speed || fast.Load != tape.LTO9.Load/100 || fast.Restart != tape.LTO9.Restart/100 || fast.LocateAverage != tape.LTO9.LocateAverage/100 {
+		t.Fatalf("fast profile %+v, %v", fast, err)
+	}
+	if p, err := tape.ProfileNamed(""); err != nil || p != tape.LTO9 {
+		t.Fatalf("default profile %+v, %v", p, err)
+	}
+	if _, err := tape.ProfileNamed("lto5"); err == nil {
+		t.Fatal("an unknown profile was accepted")
 	}
 }
