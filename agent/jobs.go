@@ -133,10 +133,14 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	if o.Base != 0 {
 		base = a.baseTree(ctx, o.JobID)
 	}
+	pace := newPacer(a.cfg.MaxBytesPerSecond)
 	src, err := NewSource(SourceOptions{
 		Walk: WalkOptions{Paths: o.Paths, Excludes: o.Excludes},
 		Base: base,
 		Emit: func(batch []byte) error {
+			if err := pace.wait(ctx, len(batch)); err != nil {
+				return err
+			}
 			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
 				return fmt.Errorf("%w: %v", errEmit, err)
 			}

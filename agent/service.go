@@ -35,6 +35,10 @@ type Config struct {
 	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
 	// ProgressInterval is how often a running job reports progress.
 	ProgressInterval time.Duration `json:"progress_interval"`
+	// MaxBytesPerSecond caps the rate a backup streams at, so that a
+	// backup in working hours leaves the client's uplink usable; 0 is no
+	// cap.
+	MaxBytesPerSecond int64 `json:"max_bytes_per_second"`
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -61,6 +65,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 || c.ProgressInterval <= 0 {
 		return errors.New("heartbeat and progress intervals must be positive")
+	}
+	if c.MaxBytesPerSecond < 0 {
+		return errors.New("max_bytes_per_second is negative: set it to 0 for no cap, or a rate in bytes per second")
 	}
 	return nil
 }
