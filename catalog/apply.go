@@ -52,6 +52,12 @@ func (a *applier) apply(c *Command) error {
 		return a.dispatchJob(c.Dispatch)
 	case OpRequeueJob:
 		return a.requeueJob(c.Requeue)
+	case OpLabelTape:
+		return a.labelTape(c.TapeLabel)
+	case OpMoveTape:
+		return a.moveTape(c.TapeMove)
+	case OpAssignTape:
+		return a.assignTape(c.TapeAssign)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }
@@ -277,6 +283,17 @@ func (a *applier) registerNode(n *StorageNode) error {
 	if err := validName("storage node", n.ID); err != nil {
 		return err
 	}
+	libs := map[string]bool{}
+	for _, l := range n.Libraries {
+		if err := validName("library", l.Name); err != nil {
+			return err
+		}
+		if libs[l.Name] {
+			return refuse(CodeInvalidArgument, "list each library once in the storage node's configuration",
+				"storage node %s owns library %s twice", n.ID, l.Name)
+		}
+		libs[l.Name] = true
+	}
 	seen := map[string]bool{}
 	var create []*Pool
 	for _, np := range n.Pools {
@@ -288,18 +305,44 @@ func (a *applier) registerNode(n *StorageNode) error {
 				"storage node %s serves pool %s twice", n.ID, np.Name)
 		}
 		seen[np.Name] = true
+		typ := np.Type
+		if typ == "" {
+			typ = PoolTypeDisk
+		}
+		switch typ {
+		case PoolTypeDisk:
+		case PoolTypeTape:
+			if np.Library != "" && !libs[np.Library] {
+				return refuse(CodeInvalidArgument, "configure the library on the same storage node as its pools",
+					"storage node %s serves tape pool %s in library %s, which it does not own", n.ID, np.Name, np.Library)
+			}
+		default:
+			return refuse(CodeInvalidArgument, "use type disk or tape", "pool %s: type %q is not known", np.Name, np.Type)
+		}
 		p, err := a.pool(np.Name)
 		if err != nil {
 			return err
 		}
 		switch {
 		case p == nil:
-			create = append(create, &Pool{
-				Name: np.Name, Type: PoolTypeDisk, Nodes: []string{n.ID}, MaxVolumeBytes: np.MaxVolumeBytes,
+			np := &Pool{
+				Name: np.Name, Type: typ, Nodes: []string{n.ID}, MaxVolumeBytes: np.MaxVolumeBytes, Library: np.Library,
 				BlockSize: DefaultBlockSize, BlockRawSize: DefaultBlockRawSize, LabelPrefix: np.Name,
 				NextVolume: 1, Compression: true, Created: a.now,
-			})
-		case !p.Serves(n.ID):
+			}
+			if typ == PoolTypeTape {
+				np.MaxVolumeBytes = 0 // a cartridge ends where its tape does
+			}
+			create = append(create, np)
+			continue
+		case p.Type != typ:
+			return refuse(CodeInvalidArgument, "give the pool another name in the storage node's configuration",
+				"storage node %s serves pool %s as a %s pool, but it is a %s pool", n.ID, p.Name, typ, p.Type)
+		case typ == PoolTypeTape && p.Library != np.Library:
+			return refuse(CodeInvalidArgument, "a tape pool lies in one library: give the pool another name",
+				"storage node %s serves pool %s in library %q, but the pool is in library %q", n.ID, p.Name, np.Library, p.Library)
+		}
+		if !p.Serves(n.ID) {
 			// Another node joins the pool with volumes of its own.
 			p.Nodes = append(p.Nodes, n.ID)
 			create = append(create, p)
@@ -315,12 +358,48 @@ func (a *applier) registerNode(n *StorageNode) error {
 	if found {
 		rec.Registered = old.Registered
 	}
+	if len(libs) > 0 {
+		// A library has one owner: the node that announced it last (it
+		// moved to this node, or the other node's record is stale).
+		if err := a.disownLibraries(n.ID, libs); err != nil {
+			return err
+		}
+	}
 	for _, p := range create {
 		if err := putJSON(a.tx, bPools, []byte(p.Name), p); err != nil {
 			return err
 		}
 	}
 	return putJSON(a.tx, bNodes, []byte(rec.ID), &rec)
+}
+
+// disownLibraries drops libs from every other node's record.
+func (a *applier) disownLibraries(owner string, libs map[string]bool) error {
+	var changed []StorageNode
+	err := a.tx.Bucket(bNodes).ForEach(func(k, v []byte) error {
+		var n StorageNode
+		if err := jsonUnmarshal(bNodes, k, v, &n); err != nil {
+			return err
+		}
+		if n.ID == owner {
+			return nil
+		}
+		kept := slices.DeleteFunc(slices.Clone(n.Libraries), func(l NodeLibrary) bool { return libs[l.Name] })
+		if len(kept) != len(n.Libraries) {
+			n.Libraries = kept
+			changed = append(changed, n)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range changed {
+		if err := putJSON(a.tx, bNodes, []byte(changed[i].ID), &changed[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (a *applier) createPool(p *Pool) error {
@@ -336,8 +415,18 @@ func (a *applier) createPool(p *Pool) error {
 	if n.Type == "" {
 		n.Type = PoolTypeDisk
 	}
-	if n.Type != PoolTypeDisk {
-		return refuse(CodeInvalidArgument, "use type disk", "pool %s: type %q is not known", p.Name, p.Type)
+	switch n.Type {
+	case PoolTypeDisk:
+		if n.Library != "" {
+			return refuse(CodeInvalidArgument, "", "disk pool %s cannot be in library %s", p.Name, p.Library)
+		}
+	case PoolTypeTape:
+		if n.MaxVolumeBytes != 0 {
+			return refuse(CodeInvalidArgument, "leave the maximum volume size unset: a cartridge ends where its tape does",
+				"tape pool %s: a maximum volume size makes no sense", p.Name)
+		}
+	default:
+		return refuse(CodeInvalidArgument, "use type disk or tape", "pool %s: type %q is not known", p.Name, p.Type)
 	}
 	if n.BlockSize <= 0 {
 		n.BlockSize = DefaultBlockSize
@@ -560,6 +649,7 @@ func (a *applier) updateJob(u *JobUpdate) error {
 			j.Started = a.now
 		case u.State.Done():
 			j.Ended = a.now
+			j.Waiting = "" // an ended job waits for nothing
 		}
 	}
 	if !u.Started.IsZero() {
@@ -646,6 +736,10 @@ func (a *applier) createVolume(v *Volume) error {
 	}
 	if pool == nil {
 		return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", v.Pool)
+	}
+	if pool.Type == PoolTypeTape {
+		return refuse(CodeInvalidArgument, "label tapes with 'cairn media label'",
+			"pool %s is a tape pool: its volumes are labeled cartridges", pool.Name)
 	}
 	n := *v
 	if n.Node == "" && len(pool.Nodes) == 1 {
@@ -895,12 +989,14 @@ func (a *applier) commitBackup(cm *BackupCommit) error {
 	parts := slices.Clone(cm.Parts)
 	slices.SortFunc(parts, func(x, y Part) int { return x.Part - y.Part })
 	ends := map[uuid.UUID]int64{}
+	starts := map[uuid.UUID][]int64{}
 	var order []uuid.UUID
 	for _, p := range parts {
 		if _, ok := ends[p.VolumeID]; !ok {
 			order = append(order, p.VolumeID)
 		}
 		ends[p.VolumeID] = max(ends[p.VolumeID], p.End)
+		starts[p.VolumeID] = append(starts[p.VolumeID], p.VolumeStart)
 	}
 	for _, id := range cm.Full {
 		if _, ok := ends[id]; !ok {
@@ -927,6 +1023,17 @@ func (a *applier) commitBackup(cm *BackupCommit) error {
 				b.ID, ends[id], v.Name, v.Bytes)
 		}
 		old := *v
+		if v.MediaType == PoolTypeTape {
+			// Parts on tape are files after file marks: a reader needs every
+			// part's start to find the block of an offset.
+			for _, st := range starts[id] {
+				if st < v.Bytes {
+					return refuse(CodeWrongState, "", "backup %d starts a part at byte %d of tape volume %s, before its committed end %d",
+						b.ID, st, v.Name, v.Bytes)
+				}
+			}
+			v.PartStarts = append(slices.Clone(v.PartStarts), starts[id]...)
+		}
 		v.Bytes = ends[id]
 		v.Sessions++
 		v.LastWritten = endTime
@@ -964,6 +1071,8 @@ func (a *applier) commitBackup(cm *BackupCommit) error {
 			"the session reports %d entries but its index segments hold %d; the catalog keeps the index", cm.Entries, b.Entries)})
 	}
 	j.Files, j.Bytes, j.StoredBytes = cm.Files, cm.Bytes, cm.StoredBytes
+	j.Tape = cm.Tape
+	j.Waiting = ""
 	j.Warnings = max(j.Warnings, cm.Warnings) + len(lines)
 	j.State = JobSuccess
 	if j.Warnings > 0 {
@@ -1003,6 +1112,7 @@ func (a *applier) abortBackup(ab *BackupAbort) error {
 	old := *j
 	j.State = JobFailed
 	j.Ended = a.now
+	j.Waiting = ""
 	j.ErrorCode, j.Error = ab.Code, ab.Msg
 	return a.putJob(&old, j)
 }

@@ -28,6 +28,9 @@ const (
 	OpAbortBackup     Op = "abort_backup"
 	OpDispatchJob     Op = "dispatch_job"
 	OpRequeueJob      Op = "requeue_job"
+	OpLabelTape       Op = "label_tape"
+	OpMoveTape        Op = "move_tape"
+	OpAssignTape      Op = "assign_tape"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -51,6 +54,40 @@ type Command struct {
 	Abort        *BackupAbort  `json:"abort,omitempty"`         // OpAbortBackup
 	Dispatch     *JobDispatch  `json:"dispatch,omitempty"`      // OpDispatchJob
 	Requeue      *JobRequeue   `json:"requeue,omitempty"`       // OpRequeueJob
+	TapeLabel    *TapeLabel    `json:"tape_label,omitempty"`    // OpLabelTape
+	TapeMove     *TapeMove     `json:"tape_move,omitempty"`     // OpMoveTape
+	TapeAssign   *TapeAssign   `json:"tape_assign,omitempty"`   // OpAssignTape
+}
+
+// TapeLabel records a cartridge that a storage node labeled and read back:
+// a new tape volume named by its barcode, appendable in Pool, its label
+// taking the first BlockSize bytes.
+type TapeLabel struct {
+	VolumeID  uuid.UUID `json:"volume_id"`
+	Barcode   string    `json:"barcode"`
+	Library   string    `json:"library"`
+	Node      string    `json:"node"`
+	Pool      string    `json:"pool"`
+	Location  string    `json:"location"`
+	BlockSize int       `json:"block_size"`
+}
+
+// TapeMove records where a cartridge went. A barcode the catalog does not
+// know (a blank or foreign tape) is ignored: only volumes have locations.
+type TapeMove struct {
+	Library string `json:"library"`
+	Barcode string `json:"barcode"`
+	From    string `json:"from,omitempty"`
+	To      string `json:"to"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// TapeAssign moves an unused tape of the Scratch pool into a tape pool,
+// held by WriterJob when it is not 0 (the job that needed it).
+type TapeAssign struct {
+	VolumeID  uuid.UUID `json:"volume_id"`
+	Pool      string    `json:"pool"`
+	WriterJob uint64    `json:"writer_job,omitempty"`
 }
 
 // JobDispatch starts a queued job on a storage node. It is recorded before
@@ -81,7 +118,8 @@ type JobUpdate struct {
 	Warnings    int       `json:"warnings,omitempty"`
 	ErrorCode   string    `json:"error_code,omitempty"`
 	Error       string    `json:"error,omitempty"`
-	// Waiting, when not nil, replaces a queued job's reason for waiting.
+	// Waiting, when not nil, replaces the job's reason for waiting
+	// (queued, or running and waiting for a drive or a tape).
 	Waiting *string `json:"waiting,omitempty"`
 }
 
@@ -133,6 +171,8 @@ type BackupCommit struct {
 	EndTime     time.Time `json:"end_time"`
 	// Full lists the volumes of Parts that the session filled.
 	Full []uuid.UUID `json:"full,omitempty"`
+	// Tape is the drive's figures when the session went to tape.
+	Tape *TapeStats `json:"tape,omitempty"`
 }
 
 // BackupAbort drops a writing backup: its index, its claim on volumes, and
@@ -197,6 +237,12 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Dispatch != nil
 	case OpRequeueJob:
 		return true, c.Requeue != nil
+	case OpLabelTape:
+		return true, c.TapeLabel != nil
+	case OpMoveTape:
+		return true, c.TapeMove != nil
+	case OpAssignTape:
+		return true, c.TapeAssign != nil
 	}
 	return false, false
 }

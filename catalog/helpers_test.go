@@ -2,8 +2,8 @@ package catalog
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -168,7 +168,12 @@ func dump(t testing.TB, s *Store) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&buf, "%+v\n", v)
+		// JSON, not %+v, which prints pointers' addresses.
+		js, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.Write(append(js, '\n'))
 	}
 	must(s.Clients())
 	must(s.Nodes())

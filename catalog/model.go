@@ -30,19 +30,74 @@ type StorageNode struct {
 	CertSHA256 string     `json:"cert_sha256,omitempty"`
 	Version    string     `json:"version,omitempty"`
 	Pools      []NodePool `json:"pools,omitempty"`
-	Registered time.Time  `json:"registered"`
-	LastSeen   time.Time  `json:"last_seen"`
+	// Libraries are the tape libraries the node owns; a library has one
+	// owner, and its tape pools' volumes are written and read there.
+	Libraries  []NodeLibrary `json:"libraries,omitempty"`
+	Registered time.Time     `json:"registered"`
+	LastSeen   time.Time     `json:"last_seen"`
 }
 
-// NodePool is a disk pool as a storage node serves it.
+// NodePool is a pool as a storage node serves it: a disk pool's directory,
+// or a tape pool's library.
 type NodePool struct {
 	Name           string `json:"name"`
-	Dir            string `json:"dir"`
+	Type           string `json:"type,omitempty"` // "" is disk
+	Dir            string `json:"dir,omitempty"`
 	MaxVolumeBytes int64  `json:"max_volume_bytes,omitempty"`
+	Library        string `json:"library,omitempty"`
 }
 
-// PoolTypeDisk is a pool of volume files in a directory of one storage node.
-const PoolTypeDisk = "disk"
+// NodeLibrary is a tape library a storage node owns.
+type NodeLibrary struct {
+	Name      string `json:"name"`
+	Changer   string `json:"changer,omitempty"`
+	Drives    int    `json:"drives"`
+	Slots     int    `json:"slots"`
+	MailSlots int    `json:"mail_slots"`
+}
+
+// Pool types.
+const (
+	// PoolTypeDisk is a pool of volume files in a directory of one storage
+	// node.
+	PoolTypeDisk = "disk"
+	// PoolTypeTape is a pool of labeled cartridges; each volume is one
+	// cartridge of a library, named by its barcode.
+	PoolTypeTape = "tape"
+)
+
+// ScratchPool holds labeled tapes that belong to no pool yet: a tape pool
+// with no appendable volume takes one of them (OpAssignTape).
+const ScratchPool = "Scratch"
+
+// Tape locations besides "slot N", "drive N" and "mail slot N" of the
+// volume's library.
+const (
+	// LocationVault is outside any library: exported and taken out of the
+	// mail slot.
+	LocationVault = "vault"
+)
+
+// MaxVolumeMoves bounds the move history a volume keeps; the oldest moves
+// are dropped first.
+const MaxVolumeMoves = 100
+
+// VolumeMove is one movement of a cartridge.
+type VolumeMove struct {
+	Time   time.Time `json:"time"`
+	From   string    `json:"from,omitempty"`
+	To     string    `json:"to"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// TapeStats are the drive's figures of a backup that went to tape.
+type TapeStats struct {
+	DriveBytes   int64   `json:"drive_bytes"`
+	DriveSeconds float64 `json:"drive_seconds"`
+	Stops        int64   `json:"stops"`
+	Tapes        int     `json:"tapes"`
+	Spooled      bool    `json:"spooled,omitempty"`
+}
 
 // Defaults for pools created without explicit settings, among them the pools a
 // storage node announces on registration.
@@ -64,7 +119,10 @@ type Pool struct {
 	// LabelPrefix names the pool's volumes LabelPrefix-0001, -0002, …
 	LabelPrefix string `json:"label_prefix"`
 	// NextVolume is the number the next volume's name gets.
-	NextVolume  int       `json:"next_volume"`
+	NextVolume int `json:"next_volume"`
+	// Library is the library whose cartridges a tape pool's volumes are;
+	// empty for disk pools and for the Scratch pool, which spans libraries.
+	Library     string    `json:"library,omitempty"`
 	KeyID       string    `json:"key_id,omitempty"`
 	Compression bool      `json:"compression"`
 	Created     time.Time `json:"created"`
@@ -117,6 +175,19 @@ type Volume struct {
 	// WriterJob is the job holding the volume for appending, 0 for none.
 	WriterJob uint64 `json:"writer_job,omitempty"`
 	Error     string `json:"error,omitempty"`
+
+	// Tape volumes: the cartridge's Barcode (also the volume's Name), the
+	// Library it belongs to and where it is ("slot 3", "drive 0",
+	// "mail slot 25", "vault"), the label's BlockSize, the VolumeStart of
+	// every session part on it in order (a restore maps offsets to tape
+	// blocks with them; a new part may only start at Bytes), and the last
+	// MaxVolumeMoves moves.
+	Barcode    string       `json:"barcode,omitempty"`
+	Library    string       `json:"library,omitempty"`
+	Location   string       `json:"location,omitempty"`
+	BlockSize  int          `json:"block_size,omitempty"`
+	PartStarts []int64      `json:"part_starts,omitempty"`
+	Moves      []VolumeMove `json:"moves,omitempty"`
 }
 
 // JobType is what a job does.
@@ -196,7 +267,8 @@ type Job struct {
 	// Attempt counts dispatches: a backup whose storage node died is
 	// dispatched again to another node of its pool.
 	Attempt int `json:"attempt,omitempty"`
-	// Waiting says why a queued job is not running yet.
+	// Waiting says why a queued job is not running yet, or what a running
+	// job waits for (a drive, a tape to insert).
 	Waiting  string `json:"waiting,omitempty"`
 	BackupID uint64 `json:"backup_id,omitempty"`
 	Target   string `json:"target,omitempty"`
@@ -211,6 +283,8 @@ type Job struct {
 	Warnings    int       `json:"warnings"`
 	ErrorCode   string    `json:"error_code,omitempty"`
 	Error       string    `json:"error,omitempty"`
+	// Tape is the drive's figures of a backup that went to tape.
+	Tape *TapeStats `json:"tape,omitempty"`
 	// Log holds the last MaxJobLogLines lines, oldest first. Job fills it;
 	// Jobs leaves it empty, since lists do not show logs.
 	Log []LogLine `json:"log,omitempty"`

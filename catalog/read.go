@@ -108,6 +108,8 @@ type VolumeFilter struct {
 	Pool  string
 	Node  string
 	State VolumeState
+	// Library selects the tapes of one library (vaulted ones included).
+	Library string
 }
 
 // Volumes returns the volumes f selects, by name.
@@ -121,7 +123,8 @@ func (s *Store) Volumes(f VolumeFilter) ([]Volume, error) {
 			if err := jsonUnmarshal(bVolumes, id, vols.Get(id), &v); err != nil {
 				return err
 			}
-			if (f.Pool == "" || v.Pool == f.Pool) && (f.Node == "" || v.Node == f.Node) && (f.State == "" || v.State == f.State) {
+			if (f.Pool == "" || v.Pool == f.Pool) && (f.Node == "" || v.Node == f.Node) && (f.State == "" || v.State == f.State) &&
+				(f.Library == "" || v.Library == f.Library) {
 				out = append(out, v)
 			}
 			return nil
