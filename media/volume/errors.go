@@ -44,6 +44,13 @@ var (
 	// did not finish (a crash or a lost medium). Its data blocks up to the
 	// tear are readable; its session has no trailer to read the index from.
 	ErrTornPart = errors.New("torn session part: the write did not finish")
+	// ErrMediumLost: the medium failed a write (a tape's medium error):
+	// what was written after its last durable byte is not on it, and
+	// nothing more is to be written there. A SessionWriter whose Appender
+	// is a RecoverableAppender ends the part at the last block wholly on
+	// the medium and goes on with the rest on the next volume; the
+	// medium's own error wraps it.
+	ErrMediumLost = errors.New("the medium failed a write")
 	// ErrVolumeFull: a block does not fit the volume and there is no next
 	// volume to continue on, or the next one is too small for even one block.
 	ErrVolumeFull = errors.New("volume full")

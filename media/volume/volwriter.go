@@ -2,6 +2,7 @@ package volume
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -38,6 +39,22 @@ type volWriter struct {
 	nextSeq uint64   // first unused seq
 	offsets []uint64 // stream offset of every block, by seq
 	parts   []PartResult
+
+	// On a RecoverableAppender: the blocks of the open part that are not
+	// yet wholly durable, oldest first, and the session counts after the
+	// last block before them.
+	recent        []sentBlock
+	durableCounts partCounts
+}
+
+// sentBlock is a block written to a RecoverableAppender and not yet known
+// to be durable: what it takes to send it again.
+type sentBlock struct {
+	seq    uint64
+	kind   Kind
+	counts partCounts
+	start  int64 // volume offset
+	n      int
 }
 
 func (v *volWriter) sessionErr(format string, args ...any) error {
@@ -70,7 +87,15 @@ func (v *volWriter) room(n int64) error {
 	full := v.app
 	if v.open {
 		if err := v.closePart(false); err != nil {
-			return err
+			if !v.recoverable(err) {
+				return err
+			}
+			// The medium failed under the PartEnd: the rest goes to the
+			// next volume, which recover asks for.
+			if err := v.recover(err, v.nextSeq); err != nil {
+				return err
+			}
+			return v.room(n)
 		}
 	}
 	if v.w.opts.Next == nil {
@@ -154,12 +179,27 @@ func (v *volWriter) openPart() error {
 	v.firstSeq = v.nextSeq
 	v.dataBlocks, v.lastData, v.blocksInPart = 0, 0, 0
 	v.indexFirst, v.indexBlocks, v.indexStart = 0, 0, 0
+	v.recent, v.durableCounts = v.recent[:0], v.counts
 	return nil
 }
 
-// writeBlock writes one sealed data or index block, whose seq must be the
-// next one.
+// writeBlock writes one sealed data block, whose seq must be the next one.
+// A medium error on a RecoverableAppender moves it, and the blocks before
+// it that the medium lost, to the next volume.
 func (v *volWriter) writeBlock(blk []byte, kind Kind, seq uint64, counts partCounts) error {
+	for {
+		err := v.putBlock(blk, kind, seq, counts)
+		if err == nil || !v.recoverable(err) {
+			return err
+		}
+		if err := v.recover(err, seq); err != nil {
+			return err
+		}
+	}
+}
+
+// putBlock writes one sealed block, whose seq must be the next one.
+func (v *volWriter) putBlock(blk []byte, kind Kind, seq uint64, counts partCounts) error {
 	if seq != v.nextSeq {
 		return v.sessionErr("internal error: block seq %d written when %d is next", seq, v.nextSeq)
 	}
@@ -177,8 +217,19 @@ func (v *volWriter) writeBlock(blk []byte, kind Kind, seq uint64, counts partCou
 		copy(blk[8:24], id[:])
 		setCRC(blk)
 	}
+	start := v.app.Offset()
 	if err := v.write(blk); err != nil {
 		return err
+	}
+	if ra, ok := v.app.(RecoverableAppender); ok {
+		v.recent = append(v.recent, sentBlock{seq: seq, kind: kind, counts: counts, start: start, n: len(blk)})
+		durable := ra.Durable()
+		i := 0
+		for i < len(v.recent) && v.recent[i].start+int64(v.recent[i].n) <= durable {
+			v.durableCounts = v.recent[i].counts
+			i++
+		}
+		v.recent = append(v.recent[:0], v.recent[i:]...)
 	}
 	v.offsets = append(v.offsets, v.stream)
 	v.stream += uint64(len(blk))
@@ -249,8 +300,23 @@ func (v *volWriter) closePart(final bool) error {
 }
 
 // writeIndex writes the trailer, all of it on the volume that holds the
-// final part, then the final PartEnd.
+// final part, then the final PartEnd. A medium error anywhere in it
+// moves the whole trailer to the next volume (with the data blocks the
+// medium lost), since FORMAT.md keeps the index in the final part.
 func (v *volWriter) writeIndex(segs []fileindex.Segment, counts partCounts) error {
+	first := v.nextSeq
+	for {
+		err := v.writeTrailer(segs, counts)
+		if err == nil || !v.recoverable(err) {
+			return err
+		}
+		if err := v.recover(err, first); err != nil {
+			return err
+		}
+	}
+}
+
+func (v *volWriter) writeTrailer(segs []fileindex.Segment, counts partCounts) error {
 	var total int64
 	for _, s := range segs {
 		total += HeaderSize + int64(len(s.Data)) + gcmTag
@@ -273,10 +339,98 @@ func (v *volWriter) writeIndex(segs []fileindex.Segment, counts partCounts) erro
 	var buf []byte
 	for _, seg := range segs {
 		buf = s.seal(buf, BlockHeader{Kind: KindIndex, VolumeID: v.app.VolumeID(), SessionID: v.w.info.SessionID, Seq: v.nextSeq}, seg.Data)
-		if err := v.writeBlock(buf, KindIndex, v.nextSeq, counts); err != nil {
+		if err := v.putBlock(buf, KindIndex, v.nextSeq, counts); err != nil {
 			return err
 		}
 	}
 	v.counts = counts
 	return v.closePart(true)
+}
+
+// recoverable tells whether err is a medium error the writer moves on from.
+func (v *volWriter) recoverable(err error) bool {
+	_, ok := v.app.(RecoverableAppender)
+	return ok && errors.Is(err, ErrMediumLost)
+}
+
+// recover gives up the volume whose medium failed with cause: the open
+// part there ends at its last block that is wholly durable (and before
+// seq upto), the writer rolls back to the block after it, the blocks from
+// there up to upto are read back and written again on the volume Next
+// gives. The caller then writes upto and what follows. Its own errors do
+// not wrap cause: the session fails there, it does not recover again.
+func (v *volWriter) recover(cause error, upto uint64) error {
+	lost := v.app
+	ra := lost.(RecoverableAppender)
+	durable := ra.Durable()
+	i := 0
+	for i < len(v.recent) && v.recent[i].seq < upto && v.recent[i].start+int64(v.recent[i].n) <= durable {
+		i++
+	}
+	j := i
+	for j < len(v.recent) && v.recent[j].seq < upto {
+		j++
+	}
+	back := upto // first block not kept on the lost volume
+	if i < j {
+		back = v.recent[i].seq
+	}
+	counts := v.durableCounts
+	if i > 0 {
+		counts = v.recent[i-1].counts
+	}
+	type resend struct {
+		b   sentBlock
+		blk []byte
+	}
+	var again []resend
+	for _, b := range v.recent[i:j] {
+		blk := make([]byte, b.n)
+		if err := ra.ReadBack(blk, b.start); err != nil {
+			return fmt.Errorf("session %s: volume %s failed (%v) and block seq %d cannot be read back to write it again: %w", v.w.info.SessionID, lost.VolumeID(), cause, b.seq, err)
+		}
+		again = append(again, resend{b, blk})
+	}
+	streamAt := v.stream
+	if back < uint64(len(v.offsets)) {
+		streamAt = v.offsets[back]
+	}
+	if v.open {
+		// The part's PartHeader went out; keep the part if any of its
+		// blocks is on the medium. Its number is used either way.
+		if kept := int64(back - v.firstSeq); kept > 0 && durable >= v.dataStart {
+			v.parts = append(v.parts, PartResult{
+				VolumeID: lost.VolumeID(), Part: v.part, VolumeStart: v.volStart, DataStart: v.dataStart,
+				End: v.dataStart + int64(streamAt-v.streamStart), StreamStart: v.streamStart, StreamEnd: streamAt,
+				FirstSeq: v.firstSeq, LastSeq: back - 1, Blocks: kept, Torn: true,
+			})
+		}
+		v.part++
+	}
+	v.w.blocks.Add(-int64(v.nextSeq - back))
+	v.offsets = v.offsets[:back]
+	v.stream, v.nextSeq, v.counts = streamAt, back, counts
+	v.open, v.header, v.recent = false, nil, v.recent[:0]
+	if v.w.opts.Lost != nil {
+		v.w.opts.Lost(lost, cause)
+	}
+	if v.w.opts.Next == nil {
+		return fmt.Errorf("session %s: volume %s failed and there is no next volume to go on with: %v", v.w.info.SessionID, lost.VolumeID(), cause)
+	}
+	next, err := v.w.opts.Next(lost)
+	if err != nil {
+		return fmt.Errorf("session %s: volume %s failed (%v); next volume: %w", v.w.info.SessionID, lost.VolumeID(), cause, err)
+	}
+	if next == nil {
+		return v.sessionErr("volume %s failed (%v); Next returned no volume", lost.VolumeID(), cause)
+	}
+	v.app = next
+	id := next.VolumeID()
+	v.w.curVol.Store(&id)
+	for _, r := range again {
+		if err := v.writeBlock(r.blk, r.b.kind, r.b.seq, r.b.counts); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -31,6 +31,31 @@ type Appender interface {
 	Sync() error
 }
 
+// MaxBlockBytes is the longest block a writer writes: a header and the
+// largest payload.
+const MaxBlockBytes = HeaderSize + maxPayload
+
+// RecoverableAppender is an Appender on a medium that can fail in the
+// middle of a part and keep what it took before (a tape: the records the
+// drive accepted stay on it). When its Write or Sync fails with an error
+// that errors.Is finds ErrMediumLost in, the SessionWriter ends the part
+// on it at the last block that is wholly durable, reports it through
+// WriterOptions.Lost, and writes the blocks it lost again on the volume
+// WriterOptions.Next gives.
+//
+// Contract: Durable is the volume offset up to which every byte written
+// is on the medium; after the failure, the bytes past it are not (or not
+// for sure). ReadBack copies into p the bytes written at volume offset
+// off; it serves any range from Durable() - MaxBlockBytes (but not before
+// the first byte this Appender wrote) to Offset(), also after a failure,
+// so the writer can send again a block whose start is on the medium and
+// whose end is not.
+type RecoverableAppender interface {
+	Appender
+	Durable() int64
+	ReadBack(p []byte, off int64) error
+}
+
 // SessionInfo describes the session a SessionWriter writes; it goes into
 // every PartHeader.
 type SessionInfo struct {
@@ -67,6 +92,12 @@ type WriterOptions struct {
 	// with a new part on the volume Next returns. Nil means a full volume
 	// fails the session with ErrVolumeFull.
 	Next func(full Appender) (Appender, error)
+	// Lost, when set, is told of a volume the session gave up after a
+	// medium error (ErrMediumLost from a RecoverableAppender), before
+	// Next is asked for the volume that takes the rest: the caller marks
+	// it bad. The volume keeps the session's part up to its last durable
+	// block, with no PartEnd (PartResult.Torn).
+	Lost func(lost Appender, cause error)
 }
 
 // Progress counts what a session has taken in and written so far.
@@ -92,6 +123,10 @@ type PartResult struct {
 	LastSeq     uint64 // last data or index block of the part; meaningless if Blocks is 0
 	Blocks      int64
 	Final       bool
+	// Torn: the medium failed in this part; it holds its blocks up to
+	// StreamEnd and no PartEnd, and the session goes on in the next part,
+	// on another volume, from StreamEnd.
+	Torn bool
 }
 
 // Ref is what a SessionReader needs to know about the part.
