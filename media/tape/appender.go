@@ -43,6 +43,12 @@ type Appender struct {
 	check bool   // the tape may have moved since the last command (after Sync): check before writing
 	dirty bool   // records written since the last file mark
 
+	// hist keeps the last records written, each in slot record%len, so
+	// ReadBack can give a session writer a block the drive lost the end
+	// of; histRec is the record held in each slot.
+	hist    []byte
+	histRec []int64
+
 	ew      bool // the drive gave early warning
 	trailer bool // the last block written was an Index block
 	err     error
@@ -53,7 +59,7 @@ type Appender struct {
 	TornBlocks int64
 }
 
-var _ volume.Appender = (*Appender)(nil)
+var _ volume.RecoverableAppender = (*Appender)(nil)
 
 // OpenAppender opens the volume on the tape in d for appending after its
 // committed data: the catalog says volume id has end bytes in parts session
@@ -134,6 +140,55 @@ func (a *Appender) BlockSize() int      { return a.bs }
 func (a *Appender) Label() volume.Label { return a.label }
 func (a *Appender) Offset() int64       { return a.off }
 
+// Durable is the volume offset up to which the drive took every record.
+// After a medium error the record that failed, and the bytes after it,
+// are not on the tape.
+func (a *Appender) Durable() int64 { return a.off - int64(len(a.buf)) }
+
+// ReadBack copies the bytes written at volume offset off into p, from the
+// records the Appender remembers (at least volume.MaxBlockBytes before
+// Durable) and the partial record it holds; see volume.RecoverableAppender.
+func (a *Appender) ReadBack(p []byte, off int64) error {
+	durable := a.Durable()
+	if off < 0 || off+int64(len(p)) > a.off {
+		return fmt.Errorf("tape volume %s: read back %d bytes at offset %d: only bytes up to %d were written", a.label.VolumeID, len(p), off, a.off)
+	}
+	bs := int64(a.bs)
+	for len(p) > 0 {
+		var n int
+		if off >= durable {
+			n = copy(p, a.buf[off-durable:])
+		} else {
+			rec := off / bs
+			slots := int64(len(a.histRec))
+			if slots == 0 || a.histRec[rec%slots] != rec {
+				return fmt.Errorf("tape volume %s: read back offset %d: the record is no longer held (durable up to %d)", a.label.VolumeID, off, durable)
+			}
+			slot := a.hist[(rec%slots)*bs : (rec%slots+1)*bs]
+			n = copy(p, slot[off-rec*bs:])
+		}
+		p = p[n:]
+		off += int64(n)
+	}
+	return nil
+}
+
+// remember keeps rec, the record at volume offset off, for ReadBack.
+func (a *Appender) remember(off int64, rec []byte) {
+	if a.hist == nil {
+		slots := (volume.MaxBlockBytes+a.bs-1)/a.bs + 1
+		a.hist = make([]byte, slots*a.bs)
+		a.histRec = make([]int64, slots)
+		for i := range a.histRec {
+			a.histRec[i] = -1
+		}
+	}
+	r := off / int64(a.bs)
+	slot := r % int64(len(a.histRec))
+	copy(a.hist[slot*int64(a.bs):], rec)
+	a.histRec[slot] = r
+}
+
 // Parts is the number of session parts on the volume, each closed by its
 // file mark: what the catalog records with the end, for the next
 // OpenAppender.
@@ -179,6 +234,7 @@ func (a *Appender) Write(p []byte) (int, error) {
 			if err := a.writeRecord(a.buf); err != nil {
 				return n, err
 			}
+			a.remember(a.off-int64(a.bs), a.buf)
 			a.buf = a.buf[:0]
 			a.block++
 		}

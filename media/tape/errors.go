@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"syscall"
 	"time"
+
+	"github.com/cairnbackup/cairn/media/volume"
 )
 
 // Conditions a caller acts on; compare with errors.Is.
@@ -75,8 +77,12 @@ func (e *MediumError) Error() string {
 	return s
 }
 
-func (e *MediumError) Is(target error) bool { return target == ErrMedium }
-func (e *MediumError) Unwrap() error        { return e.Err }
+// Is finds ErrMedium, and for a write volume.ErrMediumLost: the session
+// writer then moves the rest of its session to another tape.
+func (e *MediumError) Is(target error) bool {
+	return target == ErrMedium || (target == volume.ErrMediumLost && e.Op == "write")
+}
+func (e *MediumError) Unwrap() error { return e.Err }
 
 // EndOfMediumError is a write refused at the physical end of the tape.
 // errors.Is finds both ErrEndOfMedium and syscall.ENOSPC in it, so code
