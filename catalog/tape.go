@@ -100,6 +100,12 @@ func (a *applier) moveTape(m *TapeMove) error {
 	if err != nil || v == nil {
 		return err // a blank or foreign cartridge has no location to keep
 	}
+	if n := len(v.Moves); n > 0 && v.Location == m.To && v.Moves[n-1].From == m.From && v.Moves[n-1].To == m.To {
+		// The same move reported twice (by the node's report and by the
+		// operator's command that caused it): a cartridge cannot make the
+		// same move twice in a row.
+		return nil
+	}
 	old := *v
 	if m.Library != "" && m.To != LocationVault {
 		v.Library = m.Library // a vaulted tape imported into another library

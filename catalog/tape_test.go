@@ -94,6 +94,9 @@ func TestTapeLabelMoveAndAssign(t *testing.T) {
 	// barcodes change nothing.
 	c.must(&Command{Op: OpMoveTape, TapeMove: &TapeMove{Library: "lib1", Barcode: "CRN001L9", From: "slot 1", To: "drive 0", Reason: "job 3"}})
 	before := dump(t, c.s)
+	// The same move reported twice (the node's report and the operator's
+	// command) is recorded once.
+	c.must(&Command{Op: OpMoveTape, TapeMove: &TapeMove{Library: "lib1", Barcode: "CRN001L9", From: "slot 1", To: "drive 0", Reason: "operator"}})
 	c.must(&Command{Op: OpMoveTape, TapeMove: &TapeMove{Library: "lib1", Barcode: "BLANK1L9", From: "slot 7", To: "drive 1"}})
 	c.must(&Command{Op: OpMoveTape, TapeMove: &TapeMove{Library: "lib2", Barcode: "CRN001L9", From: "slot 7", To: "drive 1"}})
 	if after := dump(t, c.s); after != before {
