@@ -13,12 +13,14 @@ package library
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
+	"github.com/cairnbackup/cairn/media/changer"
 	"github.com/cairnbackup/cairn/media/tape"
-	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -41,6 +43,61 @@ type Config struct {
 	// MountPoll is how often a job waiting for a tape or a drive looks
 	// again; 0 means 5s.
 	MountPoll time.Duration `json:"mount_poll,omitempty"`
+	// MoveTimeout bounds every robot move and inventory; a robot that
+	// takes longer is taken to have failed, and a waiting job tries again
+	// after an inventory. 0 means 5 minutes: a robot move takes seconds
+	// to a minute or two.
+	MoveTimeout time.Duration `json:"move_timeout,omitempty"`
+}
+
+const (
+	defaultMountPoll   = 5 * time.Second
+	defaultMoveTimeout = 5 * time.Minute
+)
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.CommandTimeout == 0 {
+		out.CommandTimeout = tape.DefaultCommandTimeout
+	}
+	if out.MountPoll == 0 {
+		out.MountPoll = defaultMountPoll
+	}
+	if out.MoveTimeout == 0 {
+		out.MoveTimeout = defaultMoveTimeout
+	}
+	return out
+}
+
+// Validate names the first field that is wrong and how to fix it.
+func (c *Config) Validate() error {
+	if err := wire.ValidateName("library", c.Name); err != nil {
+		return err
+	}
+	switch {
+	case c.Emulated != nil && c.Changer != "":
+		return fmt.Errorf("library %s: both emulated and changer %s are set; configure one", c.Name, c.Changer)
+	case c.Emulated == nil && c.Changer == "":
+		return fmt.Errorf("library %s: neither emulated nor changer is set; give the changer's device (/dev/sgN) and its drives, or an emulated library", c.Name)
+	case c.Changer != "" && len(c.Drives) == 0:
+		return fmt.Errorf("library %s: changer %s has no drives; list its /dev/nstN devices in the order of its drive elements", c.Name, c.Changer)
+	case c.CommandTimeout < 0 || c.MountPoll < 0 || c.MoveTimeout < 0:
+		return fmt.Errorf("library %s: command_timeout, mount_poll and move_timeout must not be negative", c.Name)
+	}
+	if e := c.Emulated; e != nil {
+		switch {
+		case e.Dir == "" || !filepath.IsAbs(e.Dir):
+			return fmt.Errorf("library %s: emulated dir %q must be an absolute path", c.Name, e.Dir)
+		case len(e.Barcodes) > e.Slots:
+			return fmt.Errorf("library %s: %d barcodes do not fit %d slots; add slots or list fewer barcodes", c.Name, len(e.Barcodes), e.Slots)
+		case e.CartridgeBytes < 0 || e.EarlyWarningBytes < 0:
+			return fmt.Errorf("library %s: cartridge_bytes and early_warning_bytes must not be negative", c.Name)
+		}
+		if _, err := tape.ProfileNamed(e.Profile); err != nil {
+			return fmt.Errorf("library %s: %w", c.Name, err)
+		}
+	}
+	return nil
 }
 
 // EmulatedConfig is an emulated library: its state and cartridge files in
@@ -64,13 +121,193 @@ type EmulatedConfig struct {
 }
 
 // Manager owns a library. Its methods are safe for concurrent use.
-type Manager struct{}
+type Manager struct {
+	cfg     Config
+	report  Reporter
+	changer changer.Changer
+	desc    string           // the changer as NodeLibrary.Changer names it
+	emu     *changer.Library // the emulated library, nil for a real one
+	cartDir string           // emulated cartridge files
+	drives  []*drive
+	slots   int
+	mail    int
+
+	mu     sync.Mutex
+	wake   chan struct{} // closed and replaced when a drive is freed
+	closed bool
+	done   chan struct{}
+	wg     sync.WaitGroup
+}
 
 // Open opens (creating an emulated one on first use) the library and
 // starts one owner goroutine per drive. It inventories the library and
 // reads nothing from the tapes.
 func Open(ctx context.Context, cfg Config, report Reporter) (*Manager, error) {
-	return nil, errors.New("library: not built yet")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if report == nil {
+		report = nopReporter{}
+	}
+	m := &Manager{cfg: cfg.withDefaults(), report: report, wake: make(chan struct{}), done: make(chan struct{})}
+	var err error
+	if cfg.Emulated != nil {
+		err = m.openEmulated()
+	} else {
+		err = m.openReal()
+	}
+	if err != nil {
+		m.closeDevices()
+		return nil, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, m.cfg.MoveTimeout)
+	defer cancel()
+	inv, err := m.changer.Inventory(ictx)
+	if err != nil {
+		m.closeDevices()
+		return nil, wire.Errorf(wire.CodeLibrary, "check the changer and its cabling, then restart the storage node", "library %s: inventory of %s: %v", cfg.Name, m.desc, err)
+	}
+	if len(inv.Drives) != len(m.drives) {
+		m.closeDevices()
+		return nil, wire.Errorf(wire.CodeInvalidArgument, "list one st device per drive of the library, in the order of its drive elements",
+			"library %s: the changer %s has %d drives, the configuration names %d", cfg.Name, m.desc, len(inv.Drives), len(m.drives))
+	}
+	m.slots, m.mail = len(inv.Slots), len(inv.MailSlots)
+	for i, d := range m.drives {
+		d.barcode = inv.Drives[i].Barcode
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			d.own(m.done)
+		}()
+	}
+	return m, nil
+}
+
+func (m *Manager) openEmulated() error {
+	e := m.cfg.Emulated
+	prof, _ := tape.ProfileNamed(e.Profile)
+	m.cartDir = filepath.Join(e.Dir, "cartridges")
+	if err := os.MkdirAll(m.cartDir, 0o750); err != nil {
+		return fmt.Errorf("library %s: %w", m.cfg.Name, err)
+	}
+	for _, b := range e.Barcodes {
+		if err := m.ensureCartridge(b); err != nil {
+			return err
+		}
+	}
+	lcfg := changer.LibraryConfig{Dir: e.Dir, Drives: e.Drives, Slots: e.Slots, MailSlots: e.MailSlots, Cartridges: e.Barcodes}
+	switch {
+	case e.VirtualClock:
+	case e.Profile == "fast":
+		lcfg.MoveTime = 100 * time.Millisecond
+	default:
+		lcfg.MoveTime = 10 * time.Second // a robot's move, of the order libraries take
+	}
+	lib, err := changer.OpenLibrary(lcfg)
+	if err != nil {
+		return fmt.Errorf("library %s: %w", m.cfg.Name, err)
+	}
+	m.emu, m.changer, m.desc = lib, lib, lib.String()
+	for i := range e.Drives {
+		var clock tape.Clock = tape.RealClock()
+		if e.VirtualClock {
+			// One clock per drive: a drive waiting on a shared clock
+			// would make another look fed too slowly.
+			clock = tape.NewVirtualClock()
+		}
+		name := fmt.Sprintf("%s/drive%d", m.cfg.Name, i)
+		em := tape.NewEmulator(tape.EmulatorConfig{Name: name, Profile: prof, Clock: clock})
+		d := newDrive(i, name, em)
+		d.emu = em
+		m.drives = append(m.drives, d)
+		if err := lib.Attach(i, &driveSlot{m: m, emu: em}); err != nil {
+			return fmt.Errorf("library %s: %w", m.cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) openReal() error {
+	mtx, err := changer.NewMTX(changer.MTXConfig{Device: m.cfg.Changer})
+	if err != nil {
+		return fmt.Errorf("library %s: %w", m.cfg.Name, err)
+	}
+	m.changer, m.desc = mtx, mtx.Device()
+	for i, path := range m.cfg.Drives {
+		l, err := tape.NewLinux(tape.LinuxConfig{Path: path})
+		if err != nil {
+			return fmt.Errorf("library %s: drive %d: %w", m.cfg.Name, i, err)
+		}
+		m.drives = append(m.drives, newDrive(i, path, &countingDrive{Drive: l}))
+	}
+	return nil
+}
+
+// ensureCartridge creates the blank cartridge file of barcode when it
+// has none yet: a new tape from the shelf.
+func (m *Manager) ensureCartridge(barcode string) error {
+	if err := changer.ValidBarcode(barcode); err != nil {
+		return fmt.Errorf("library %s: %w", m.cfg.Name, err)
+	}
+	path := m.CartridgePath(barcode)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	e := m.cfg.Emulated
+	spec := tape.LTO9Cartridge(barcode)
+	if e.CartridgeBytes > 0 {
+		spec.Capacity = e.CartridgeBytes
+	}
+	spec.EarlyWarningZone = e.EarlyWarningBytes
+	if err := tape.CreateCartridge(path, spec); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("library %s: %w", m.cfg.Name, err)
+	}
+	return nil
+}
+
+// CartridgePath is the file of an emulated cartridge ("" for a real
+// library): what tests and `cairn dev` write-protect or inspect.
+func (m *Manager) CartridgePath(barcode string) string {
+	if m.cartDir == "" {
+		return ""
+	}
+	return filepath.Join(m.cartDir, barcode+".tape")
+}
+
+// Emulated is the emulated library, for an operator's hands (Insert,
+// Remove) and faults; nil for a real library.
+func (m *Manager) Emulated() *changer.Library { return m.emu }
+
+// EmulatedDrive is emulated drive n, for faults and figures; nil for a
+// real library or no such drive.
+func (m *Manager) EmulatedDrive(n int) *tape.Emulator {
+	if n < 0 || n >= len(m.drives) {
+		return nil
+	}
+	return m.drives[n].emu
+}
+
+// driveSlot puts an emulated drive in the library: a barcode becomes its
+// cartridge file.
+type driveSlot struct {
+	m   *Manager
+	emu *tape.Emulator
+}
+
+func (s *driveSlot) LoadCartridge(barcode string) error {
+	if err := s.m.ensureCartridge(barcode); err != nil {
+		return err
+	}
+	return s.emu.Insert(s.m.CartridgePath(barcode))
+}
+
+func (s *driveSlot) UnloadCartridge() error {
+	if s.emu.Cartridge() == "" {
+		return nil // the library's state and the drive already agree
+	}
+	_, err := s.emu.Remove()
+	return err
 }
 
 // Reporter is told what the storage node must tell the servers: cartridge
@@ -81,74 +318,44 @@ type Reporter interface {
 	JobWaiting(job uint64, reason string)
 }
 
+type nopReporter struct{}
+
+func (nopReporter) TapeMoved(wire.TapeMoved)  {}
+func (nopReporter) JobWaiting(uint64, string) {}
+
 // Info describes the library for registration.
-func (m *Manager) Info() wire.NodeLibrary { return wire.NodeLibrary{} }
-
-// Status is the inventory and every drive's state.
-func (m *Manager) Status(ctx context.Context) (wire.LibraryStatus, error) {
-	return wire.LibraryStatus{}, errors.New("library: not built yet")
+func (m *Manager) Info() wire.NodeLibrary {
+	return wire.NodeLibrary{Name: m.cfg.Name, Changer: m.desc, Drives: len(m.drives), Slots: m.slots, MailSlots: m.mail}
 }
 
-// Move runs an operator's move (wire.MoveLoad, ...).
-func (m *Manager) Move(ctx context.Context, req wire.LibraryMoveReq) (wire.LibraryMoveResp, error) {
-	return wire.LibraryMoveResp{}, errors.New("library: not built yet")
-}
-
-// Label loads the cartridge in slot, checks its barcode, refuses a
-// write-protected tape and (unless overwrite) any tape that holds a label,
-// writes l, reads it back and compares, and returns the cartridge to its
-// slot. Errors are *wire.Error with CodeForeignLabel, CodeWriteProtected,
-// CodeBarcodeMismatch, CodeDriveOffline or CodeLibrary.
-func (m *Manager) Label(ctx context.Context, slot int, barcode string, l volume.Label, overwrite bool) error {
-	return errors.New("library: not built yet")
-}
-
-// MountRequest asks for a drive with one cartridge in it.
-type MountRequest struct {
-	Job     uint64
-	Barcode string
-	// Volume is the volume the catalog says the cartridge holds: the label
-	// read at the drive must name it (else CodeBarcodeMismatch).
-	Volume uuid.UUID
-	// Why is what the job will do, for DriveInfo.Doing ("writing volume
-	// W00012").
-	Why string
-}
-
-// Mount waits for a free drive, loads the cartridge with req.Barcode
-// (unloading another tape to its home slot if need be), reads the label and
-// checks it against req.Volume, and returns the drive for the caller's
-// exclusive use until Release. While it waits (every drive busy, the
-// cartridge not in the library: "insert tape W00012 into library lib1",
-// the robot failing) it reports the reason with Reporter.JobWaiting and
-// looks again every MountPoll, until ctx ends. A cartridge already in a
-// free drive is used where it is, without a move.
-func (m *Manager) Mount(ctx context.Context, req MountRequest) (*Mount, error) {
-	return nil, errors.New("library: not built yet")
-}
-
-// Mount is a drive held by one user, with its cartridge loaded and the
-// label read (the drive set to the label's block size).
-type Mount struct{}
-
-// Drive is the drive, for tape.OpenAppender and tape.NewReader. Commands
-// that time out mark the drive offline when the Mount is released.
-func (mt *Mount) Drive() tape.Drive { return nil }
-
-// Label is the label read at mount.
-func (mt *Mount) Label() volume.Label { return volume.Label{} }
-
-// Barcode is the cartridge's barcode.
-func (mt *Mount) Barcode() string { return "" }
-
-// Stats are the drive's figures since the mount: bytes, drive time and
-// stops (the drive ran out of data and repositioned).
-func (mt *Mount) Stats() wire.TapeStats { return wire.TapeStats{} }
-
-// Release gives the drive back; the cartridge stays loaded until another
-// mount needs the drive or the slot. err is the user's last error: a
-// *tape.HungError marks the drive offline.
-func (mt *Mount) Release(err error) {}
+// Name is the library's name.
+func (m *Manager) Name() string { return m.cfg.Name }
 
 // Close stops the drive owners and closes the changer and drives.
-func (m *Manager) Close() error { return nil }
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	close(m.done)
+	m.mu.Unlock()
+	m.wg.Wait()
+	return m.closeDevices()
+}
+
+func (m *Manager) closeDevices() error {
+	var errs []error
+	for _, d := range m.drives {
+		if err := d.dev.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if m.emu != nil {
+		if err := m.emu.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
