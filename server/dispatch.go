@@ -34,6 +34,13 @@ func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []s
 	var cs []cand
 	var down []string
 	s.mu.Lock()
+	// A node's heartbeat tells its streams a moment late: jobs dispatched
+	// together would all see the same idle node. The jobs this leader sent
+	// there count too.
+	assigned := map[string]int{}
+	for _, r := range s.runs {
+		assigned[r.node]++
+	}
 	for _, id := range p.Nodes {
 		l := s.nodes[id]
 		switch {
@@ -49,7 +56,7 @@ func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []s
 			down = append(down, fmt.Sprintf("%s (pool full: %d bytes free)", id, u.FreeBytes))
 			continue
 		}
-		cs = append(cs, cand{id: id, near: client != nil && client.Site != "" && client.Site == l.site, free: u.FreeBytes, streams: l.streams})
+		cs = append(cs, cand{id: id, near: client != nil && client.Site != "" && client.Site == l.site, free: u.FreeBytes, streams: max(l.streams, assigned[id])})
 	}
 	s.mu.Unlock()
 	sort.SliceStable(cs, func(i, j int) bool {
