@@ -1,0 +1,386 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/sample"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// TestClusterChaos runs backups without pause on three agents, fulls and
+// incrementals of trees that change between them, while it kills with
+// SIGKILL and restarts, one at a time and round after round, the leader, a
+// follower, a storage node, a NATS server and an agent. Then every backup
+// the catalog calls complete must restore byte for byte as the tree was
+// when it was taken, every job must have ended, no attempt may have run
+// twice or overlapped another (from the agents' and storage nodes' logs),
+// and the three members' catalogs must be identical.
+//
+// CAIRN_CHAOS_ROUNDS raises the number of rounds (2 by default) for a
+// longer run by hand. The figures are on one line starting "chaos:".
+func TestClusterChaos(t *testing.T) {
+	rounds := 2
+	if s := os.Getenv("CAIRN_CHAOS_ROUNDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("CAIRN_CHAOS_ROUNDS=%q: want a number of rounds, at least 1", s)
+		}
+		rounds = n
+	}
+	clients := []string{"web01", "web02", "web03"}
+	// 2 MiB/s: a full of a chaos tree streams for about two seconds, so a
+	// kill often lands in the middle of one.
+	c := newClusterSys(t, clusterOpts{nodes: 2, agents: clients, agentRate: 2 << 20})
+	t0 := time.Now()
+
+	w := &chaosWorkers{c: c, stop: make(chan struct{}), trees: map[uint64]treeAt{}}
+	for i, cl := range clients {
+		src := filepath.Join(t.TempDir(), cl)
+		spec := sample.Spec{TextFiles: 24, RandomFiles: 6, MaxFileSize: 32 << 10, Seed: uint64(70 + i)}
+		if err := sample.Generate(src, spec); err != nil {
+			t.Fatal(err)
+		}
+		w.wg.Add(1)
+		go w.run(cl, src, uint64(80+i))
+	}
+	// Should the test fail half-way, the workers stop before the processes.
+	t.Cleanup(w.halt)
+
+	var kills, failovers int
+	var elections []time.Duration
+	lastLeader := c.waitLeader(30*time.Second, nil)
+	noteLeader := func() {
+		c.waitSettled()
+		if l := c.leader(); l != nil && l != lastLeader {
+			failovers++
+			lastLeader = l
+		}
+	}
+	pause := func() { time.Sleep(1500 * time.Millisecond) } // backups go on meanwhile
+	for r := 0; r < rounds; r++ {
+		// The leader.
+		l := c.waitLeader(30*time.Second, nil)
+		kill(l.proc)
+		kills++
+		killed := time.Now()
+		nl := c.waitLeader(30*time.Second, l)
+		elections = append(elections, time.Since(killed))
+		failovers++
+		lastLeader = nl
+		pause()
+		l.proc.start()
+		noteLeader()
+
+		// A follower.
+		l = c.waitLeader(30*time.Second, nil)
+		var f *member
+		for _, m := range c.servers {
+			if m != l {
+				f = m
+				break
+			}
+		}
+		kill(f.proc)
+		kills++
+		pause()
+		f.proc.start()
+		noteLeader()
+
+		// A storage node: the one a backup streams to, if any.
+		n := c.nodes[r%len(c.nodes)]
+		if name := w.streamingNode(); name != "" {
+			n = c.node(name)
+		}
+		kill(n.proc)
+		kills++
+		pause()
+		n.proc.start()
+		c.waitReady()
+
+		// A NATS server.
+		i := r % len(c.nats.servers)
+		kill(c.nats.servers[i].proc)
+		kills++
+		pause()
+		c.nats.start(i)
+		c.waitReady()
+
+		// An agent.
+		a := c.agents[r%len(c.agents)]
+		kill(a.proc)
+		kills++
+		pause()
+		a.proc.start()
+		c.waitReady()
+		noteLeader()
+		t.Logf("round %d of %d done after %s: %d jobs started", r+1, rounds, time.Since(t0).Round(time.Second), w.count())
+	}
+	w.halt()
+	for _, e := range w.errs {
+		t.Error(e)
+	}
+
+	c.waitReady()
+	restored := c.restoreAll(w.trees)
+	d := c.compareCatalogs()
+	if !slices.Equal(d.complete(), restored) {
+		t.Errorf("the catalog's complete backups %v are not those restored, %v", d.complete(), restored)
+	}
+	outcomes := c.checkJobs(d, w.started)
+	c.checkAllEnded(d)
+	retried := 0
+	for _, j := range d.jobs {
+		if j.Type == catalog.JobBackup && j.Attempt > 1 {
+			retried++
+		}
+	}
+	slices.Sort(elections)
+	median, max := time.Duration(0), time.Duration(0)
+	if len(elections) > 0 {
+		median, max = elections[len(elections)/2], elections[len(elections)-1]
+	}
+	t.Logf("chaos: rounds=%d kills=%d jobs=%d complete=%d failed=%d retried=%d failovers=%d new-leader median=%s max=%s took=%s",
+		rounds, kills, len(w.started), len(restored), outcomes[catalog.JobFailed], retried, failovers,
+		median.Round(time.Millisecond), max.Round(time.Millisecond), time.Since(t0).Round(time.Second))
+	if len(restored) < 3*rounds {
+		t.Errorf("only %d backups completed in %d rounds: the system did not keep working under the faults", len(restored), rounds)
+	}
+}
+
+// chaosWorkers are the backup loops of the clients, one goroutine each.
+// They must not fail the test from their goroutines: what goes wrong is
+// collected in errs, for the test to report.
+type chaosWorkers struct {
+	c    *clusterSys
+	stop chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	trees   map[uint64]treeAt // by backup (= job) id
+	started []uint64
+	running map[string]string // client -> storage node of its running backup
+	errs    []string
+}
+
+func (w *chaosWorkers) halt() {
+	w.once.Do(func() { close(w.stop) })
+	w.wg.Wait()
+}
+
+func (w *chaosWorkers) stopped() bool {
+	select {
+	case <-w.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (w *chaosWorkers) fail(format string, args ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.errs = append(w.errs, fmt.Sprintf(format, args...))
+}
+
+func (w *chaosWorkers) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.started)
+}
+
+// streamingNode is the storage node of a backup running now, if any.
+func (w *chaosWorkers) streamingNode() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, n := range w.running {
+		if n != "" {
+			return n
+		}
+	}
+	return ""
+}
+
+// run backs up src for client again and again until stopped: a full every
+// fourth time, incrementals between, the tree changed before each. It
+// changes the tree only once the backup before has ended, so each backup
+// reads the tree its snapshot shows.
+func (w *chaosWorkers) run(client, src string, seed uint64) {
+	defer w.wg.Done()
+	r := rand.New(rand.NewPCG(seed, seed))
+	for k := 0; !w.stopped(); k++ {
+		if k > 0 {
+			if err := changeTree(src, k, r); err != nil {
+				w.fail("change the tree of %s: %v", client, err)
+				return
+			}
+		}
+		snap, err := sample.Snapshot(src)
+		if err != nil {
+			w.fail("snapshot the tree of %s: %v", client, err)
+			return
+		}
+		level := "incremental"
+		if k%4 == 0 {
+			level = "full"
+		}
+		ids := w.start(client, level, src)
+		if len(ids) == 0 {
+			return // stopped before a start succeeded
+		}
+		w.mu.Lock()
+		for _, id := range ids {
+			w.trees[id] = treeAt{client, src, snap}
+			w.started = append(w.started, id)
+		}
+		w.mu.Unlock()
+		for _, id := range ids {
+			w.wait(client, id)
+		}
+	}
+}
+
+// start starts a backup, trying again while the group cannot take it. A
+// start whose answer was lost (the leader died after it committed the job)
+// leaves a job the worker did not hear of: it is adopted, since the tree
+// has not changed since.
+func (w *chaosWorkers) start(client, level, src string) []uint64 {
+	known := func() map[uint64]bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		m := map[uint64]bool{}
+		for _, id := range w.started {
+			m[id] = true
+		}
+		return m
+	}
+	lost := false
+	for !w.stopped() {
+		if lost {
+			var js []wire.JobInfo
+			if err := chaosJSON(w.c.url, &js, "job", "list", "--client", client); err != nil {
+				time.Sleep(300 * time.Millisecond)
+				continue
+			}
+			k := known()
+			var adopted []uint64
+			for _, j := range js {
+				if j.Type == "backup" && !k[j.ID] {
+					adopted = append(adopted, j.ID)
+				}
+			}
+			if len(adopted) > 0 {
+				return adopted
+			}
+			lost = false
+		}
+		var st wire.JobStarted
+		err := chaosJSON(w.c.url, &st, "backup", "--client", client, "--level", level, "--path", src)
+		if err == nil {
+			return []uint64{st.JobID}
+		}
+		lost = true
+		time.Sleep(300 * time.Millisecond)
+	}
+	return nil
+}
+
+// wait polls a job until it ends; the test's halt does not cut it short,
+// so every job started is seen to its end.
+func (w *chaosWorkers) wait(client string, id uint64) {
+	deadline := time.Now().Add(3 * time.Minute)
+	var j wire.JobInfo
+	var err error
+	for time.Now().Before(deadline) {
+		err = chaosJSON(w.c.url, &j, "job", "show", strconv.FormatUint(id, 10))
+		if err == nil {
+			w.mu.Lock()
+			if w.running == nil {
+				w.running = map[string]string{}
+			}
+			w.running[client] = ""
+			if j.State == "running" {
+				w.running[client] = j.Node
+			}
+			w.mu.Unlock()
+			if j.State != "queued" && j.State != "running" {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	w.fail("backup job %d of %s did not end within 3 minutes: %+v (last error: %v)", id, client, j, err)
+}
+
+// changeTree is a client's work between two backups: a log grows, a file
+// is added, one added before is deleted, and one is renamed.
+func changeTree(src string, k int, r *rand.Rand) error {
+	logs, err := filepath.Glob(filepath.Join(src, "logs", "*", "*.log"))
+	if err != nil || len(logs) == 0 {
+		return fmt.Errorf("no logs in %s: %v", src, err)
+	}
+	f, err := os.OpenFile(logs[r.IntN(len(logs))], os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(sample.LogText(r, 2000+r.IntN(8000)))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(src, "chaos")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	name := func(i int) string { return filepath.Join(dir, fmt.Sprintf("new-%03d.bin", i)) }
+	if err := os.WriteFile(name(k), sample.RandomBytes(r, 16<<10+r.IntN(240<<10)), 0o644); err != nil {
+		return err
+	}
+	if k > 2 {
+		if err := os.Remove(name(k-2) + ".renamed"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if k > 1 {
+		if err := os.Rename(name(k-1), name(k-1)+".renamed"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chaosJSON runs an admin command with --json from a worker's goroutine,
+// where the test must not be failed: an error is returned instead.
+func chaosJSON(url string, v any, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	full := append([]string{"--nats", url}, append(args, "--json")...)
+	cmd := exec.CommandContext(ctx, cairnBin, full...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("cairn %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errOut.String()))
+	}
+	return json.Unmarshal(out.Bytes(), v)
+}
