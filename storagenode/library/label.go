@@ -36,8 +36,14 @@ func (m *Manager) Label(ctx context.Context, slot int, barcode string, l volume.
 			return wire.Errorf(wire.CodeLibrary, "check the library, then retry", "label slot %d of library %s: inventory: %v", slot, m.cfg.Name, err)
 		}
 		el, ok := inv.Storage(slot)
+		if ok && !el.Full {
+			// A tape a job left in a drive is still its slot's.
+			if e, found := inv.Find(barcode); found && e.Kind == changer.KindDrive && e.Source == slot {
+				el = e
+			}
+		}
 		switch {
-		case !ok || el.Kind != changer.KindSlot:
+		case !ok || el.Kind == changer.KindMailSlot:
 			return wire.Errorf(wire.CodeInvalidArgument, "label tapes in storage slots; import them from the mail slots first", "library %s has no storage slot %d", m.cfg.Name, slot)
 		case !el.Full:
 			return wire.Errorf(wire.CodeNotFound, "take a new inventory ('cairn library status')", "slot %d of library %s is empty", slot, m.cfg.Name)
@@ -83,24 +89,26 @@ func (m *Manager) label(ctx context.Context, d *drive, inv *changer.Inventory, s
 		}
 		return wire.Errorf(wire.CodeLibrary, "check the library ('cairn library status'), then retry", "label tape %s in library %s: %s: %v", barcode, m.cfg.Name, what, err)
 	}
-	if cur, _ := inv.Drive(d.n); cur.Full {
-		if err := m.unloadHome(ctx, d, cur, "label", 0); err != nil {
-			return libErr(fmt.Sprintf("empty drive %d", d.n), err)
+	if cur, _ := inv.Drive(d.n); !cur.Full || cur.Barcode != barcode {
+		if cur.Full {
+			if err := m.unloadHome(ctx, d, cur, "label", 0); err != nil {
+				return libErr(fmt.Sprintf("empty drive %d", d.n), err)
+			}
 		}
+		rctx, cancel := m.robot(ctx)
+		err := m.changer.Load(rctx, slot, d.n)
+		cancel()
+		if err != nil {
+			return libErr(fmt.Sprintf("load slot %d into drive %d", slot, d.n), err)
+		}
+		m.mu.Lock()
+		d.barcode = barcode
+		d.loads++
+		m.mu.Unlock()
+		m.moved(barcode, changer.Addr{Kind: changer.KindSlot, Number: slot}, changer.Addr{Kind: changer.KindDrive, Number: d.n}, "label", 0)
 	}
-	rctx, cancel := m.robot(ctx)
-	err := m.changer.Load(rctx, slot, d.n)
-	cancel()
-	if err != nil {
-		return libErr(fmt.Sprintf("load slot %d into drive %d", slot, d.n), err)
-	}
-	m.mu.Lock()
-	d.barcode = barcode
-	d.loads++
-	m.mu.Unlock()
-	m.moved(barcode, changer.Addr{Kind: changer.KindSlot, Number: slot}, changer.Addr{Kind: changer.KindDrive, Number: d.n}, "label", 0)
 
-	err = m.labelLoaded(ctx, d, slot, barcode, l, overwrite)
+	err := m.labelLoaded(ctx, d, slot, barcode, l, overwrite)
 	if hung(err) {
 		return err // the cartridge stays in the drive, which goes offline
 	}
