@@ -28,6 +28,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpClusterStatus, wire.Typed(s.clusterStatus))
 	r.Handle(wire.OpClusterJoin, wire.Typed(s.clusterJoin))
 	r.Handle(wire.OpClusterRemove, wire.Typed(s.clusterRemove))
+	s.routeTapeAPI(r)
 }
 
 func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, error) {
@@ -104,8 +105,9 @@ func volumeInfo(v *catalog.Volume, dir string) wire.VolumeInfo {
 	info := wire.VolumeInfo{
 		ID: v.ID, Name: v.Name, Pool: v.Pool, Node: v.Node, MediaType: v.MediaType, State: string(v.State),
 		Bytes: v.Bytes, Sessions: v.Sessions, Created: v.Created, LastWritten: v.LastWritten, Error: v.Error,
+		Barcode: v.Barcode, Library: v.Library, Location: v.Location,
 	}
-	if dir != "" {
+	if dir != "" && v.MediaType != catalog.PoolTypeTape {
 		info.Path = path.Join(dir, v.Name+".cvol")
 	}
 	return info
@@ -139,6 +141,9 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 		Created: j.Created, Started: j.Started, Ended: j.Ended, Files: j.Files, Bytes: j.Bytes,
 		StoredBytes: j.StoredBytes, Warnings: j.Warnings, ErrorCode: j.ErrorCode, Error: j.Error,
 		Hint: wire.HintFor(j.ErrorCode), Waiting: j.Waiting, Attempt: j.Attempt,
+	}
+	if t := j.Tape; t != nil {
+		info.Tape = &wire.TapeStats{DriveBytes: t.DriveBytes, DriveSeconds: t.DriveSeconds, Stops: t.Stops, Tapes: t.Tapes, Spooled: t.Spooled}
 	}
 	if j.Type == catalog.JobBackup {
 		if b, err := s.store.Backup(j.BackupID); err == nil {

@@ -331,7 +331,11 @@ func (s *Server) watchRunning(ctx context.Context) {
 			}
 			continue
 		}
-		if idle > s.cfg.StallTimeout {
+		s.mu.Lock()
+		waiting := r.waiting != ""
+		s.mu.Unlock()
+		// A job that waits for an operator (a tape to insert) is not stalled.
+		if idle > s.cfg.StallTimeout && !waiting {
 			s.failJob(ctx, r.id, wire.Errorf(wire.CodeTimeout, "check the agent's and storage node's logs",
 				"job made no progress for %s", idle.Round(time.Second)))
 		}

@@ -24,6 +24,7 @@ type jobRun struct {
 	ordered      time.Time // when the agent was last sent the job's order
 	confirmed    time.Time // when the agent's heartbeat last listed the job
 	progress     *wire.Progress
+	waiting      string     // what the job waits for on its storage node ("insert tape X")
 	base         *treePager // backup: the tree it is compared against
 	plan         *planner   // restore: which blocks to read
 }
@@ -34,7 +35,8 @@ const agentOrderTimeout = 15 * time.Second
 func (s *Server) startRun(job *catalog.Job) *jobRun {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := &jobRun{id: job.ID, typ: job.Type, node: job.Node, client: job.Client, started: time.Now(), lastActivity: time.Now()}
+	r := &jobRun{id: job.ID, typ: job.Type, node: job.Node, client: job.Client, started: time.Now(), lastActivity: time.Now(),
+		waiting: job.Waiting}
 	s.runs[job.ID] = r
 	return r
 }

@@ -30,6 +30,7 @@ func (s *Server) routeNodes(r *wire.Router) {
 	r.Handle(wire.OpSessionIndex, wire.Typed(s.sessionIndex))
 	r.Handle(wire.OpSessionCommit, wire.Typed(s.sessionCommit))
 	r.Handle(wire.OpSessionAbort, wire.Typed(s.sessionAbort))
+	s.routeTapeNodes(r)
 }
 
 // sender is the node or agent name in a cairn.srv.* subject. Handlers trust
@@ -48,20 +49,37 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	if err := wire.ValidateName("storage node", id); err != nil {
 		return wire.NodeRegisterResp{}, err
 	}
-	for _, p := range req.Pools {
+	var libs []catalog.NodeLibrary
+	for _, l := range req.Libraries {
+		if err := wire.ValidateName("library", l.Name); err != nil {
+			return wire.NodeRegisterResp{}, err
+		}
+		libs = append(libs, catalog.NodeLibrary{Name: l.Name, Changer: l.Changer, Drives: l.Drives, Slots: l.Slots, MailSlots: l.MailSlots})
+	}
+	announced := slices.Clone(req.Pools)
+	if len(libs) > 0 && !slices.ContainsFunc(announced, func(p wire.NodePool) bool { return p.Name == catalog.ScratchPool }) {
+		// Tapes labeled ahead of need wait in Scratch, which every
+		// library's owner serves.
+		announced = append(announced, wire.NodePool{Name: catalog.ScratchPool, Type: catalog.PoolTypeTape})
+	}
+	for _, p := range announced {
 		if err := wire.ValidateName("pool", p.Name); err != nil {
 			return wire.NodeRegisterResp{}, err
+		}
+		if p.Type == catalog.PoolTypeTape && p.Library == "" && p.Name != catalog.ScratchPool {
+			return wire.NodeRegisterResp{}, wire.Errorf(wire.CodeInvalidArgument, "give the tape pool its library in the storage node's configuration",
+				"tape pool %s of storage node %s names no library", p.Name, id)
 		}
 		if err := s.ensurePool(ctx, id, p); err != nil {
 			return wire.NodeRegisterResp{}, err
 		}
 	}
 	var pools []catalog.NodePool
-	for _, p := range req.Pools {
-		pools = append(pools, catalog.NodePool{Name: p.Name, Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes})
+	for _, p := range announced {
+		pools = append(pools, catalog.NodePool{Name: p.Name, Type: p.Type, Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes, Library: p.Library})
 	}
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{
-		ID: id, DataAddr: req.DataAddr, CertSHA256: req.CertSHA256, Version: req.Version, Pools: pools,
+		ID: id, DataAddr: req.DataAddr, CertSHA256: req.CertSHA256, Version: req.Version, Pools: pools, Libraries: libs,
 	}}); err != nil {
 		return wire.NodeRegisterResp{}, err
 	}
@@ -93,8 +111,15 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpPutKey, Key: &catalog.Key{ID: keyID, Pool: p.Name, Wrapped: wrapped}}); err != nil {
 		return err
 	}
+	typ, maxBytes := p.Type, p.MaxVolumeBytes
+	if typ == "" {
+		typ = catalog.PoolTypeDisk
+	}
+	if typ == catalog.PoolTypeTape {
+		maxBytes = 0 // a cartridge ends where its tape does
+	}
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCreatePool, Pool: &catalog.Pool{
-		Name: p.Name, Type: "disk", Nodes: []string{node}, MaxVolumeBytes: p.MaxVolumeBytes,
+		Name: p.Name, Type: typ, Library: p.Library, Nodes: []string{node}, MaxVolumeBytes: maxBytes,
 		BlockSize: defaultBlockSize, BlockRawSize: defaultBlockRawSize, LabelPrefix: p.Name,
 		KeyID: keyID, Compression: true,
 	}})
@@ -136,6 +161,12 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 	}
 	s.acquireMu.Lock()
 	defer s.acquireMu.Unlock()
+	if pool.Type == catalog.PoolTypeTape {
+		return s.acquireTape(ctx, job, node, pool, req)
+	}
+	if req.Bad != uuid.Nil {
+		s.markBad(ctx, job, node, req.Bad, req.BadReason)
+	}
 	if req.Full != uuid.Nil {
 		// The volume is marked full when the session commits: if the job
 		// fails, its part is cut off and the volume takes appends again.
@@ -289,7 +320,7 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCommitBackup, Commit: &catalog.BackupCommit{
 		BackupID: job.BackupID, SessionID: req.SessionID, Parts: parts, Segments: req.Segments,
 		Entries: st.Entries, Files: st.Files, Bytes: st.ContentBytes, StoredBytes: st.StoredBytes,
-		Warnings: len(req.Warnings), EndTime: time.Now().UTC(), Full: full,
+		Warnings: len(req.Warnings), EndTime: time.Now().UTC(), Full: full, Tape: tapeStats(req.Tape),
 	}})
 	if err != nil {
 		return wire.Empty{}, err
@@ -297,6 +328,10 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 	ratio := 0.0
 	if st.StoredBytes > 0 {
 		ratio = float64(st.StreamBytes) / float64(st.StoredBytes)
+	}
+	if t := req.Tape; t != nil {
+		s.jobLog(ctx, job.ID, "info", "tape: %s written in %.1f s of drive time (%s), %d stops, %d tapes%s",
+			humanBytes(t.DriveBytes), t.DriveSeconds, driveRate(t), t.Stops, t.Tapes, map[bool]string{true: ", spooled to disk first"}[t.Spooled])
 	}
 	s.jobLog(ctx, job.ID, "info", "backup committed: %d entries, %d files, %s content, %s stored (ratio %.2f) on %s",
 		st.Entries, st.Files, humanBytes(st.ContentBytes), humanBytes(st.StoredBytes), ratio, strings.Join(names, ", "))
@@ -316,6 +351,20 @@ func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.Sess
 	e := req.Error
 	s.failJob(ctx, job.ID, &e)
 	return wire.Empty{}, nil
+}
+
+func tapeStats(t *wire.TapeStats) *catalog.TapeStats {
+	if t == nil {
+		return nil
+	}
+	return &catalog.TapeStats{DriveBytes: t.DriveBytes, DriveSeconds: t.DriveSeconds, Stops: t.Stops, Tapes: t.Tapes, Spooled: t.Spooled}
+}
+
+func driveRate(t *wire.TapeStats) string {
+	if t.DriveSeconds <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MB/s", float64(t.DriveBytes)/1e6/t.DriveSeconds)
 }
 
 func (s *Server) volumeName(id uuid.UUID) string {

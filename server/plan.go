@@ -1,8 +1,12 @@
 package server
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sync"
+
+	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
@@ -25,8 +29,9 @@ type planner struct {
 
 	mu      sync.Mutex
 	parts   map[int][]wire.ReadPart // by layer
-	layer   int
-	links   bool // in the passes for hard-link targets
+	order   []int                   // the layers in the order they are read
+	layer   int                     // index into order
+	links   bool                    // in the passes for hard-link targets
 	targets map[string]bool
 	it      *fileindex.MergeIterator
 	served  int                   // pages handed out
@@ -35,7 +40,67 @@ type planner struct {
 }
 
 func newPlanner(store *catalog.Store, chain []catalog.Backup, roots []string) *planner {
-	return &planner{store: store, chain: chain, roots: roots, parts: map[int][]wire.ReadPart{}, targets: map[string]bool{}}
+	p := &planner{store: store, chain: chain, roots: roots, parts: map[int][]wire.ReadPart{}, targets: map[string]bool{}}
+	p.order = readOrder(store, chain)
+	return p
+}
+
+// readOrder orders the layers of a chain so that each tape is needed once
+// and read in order of position: layers are grouped by the tape their
+// session starts on (tapes in the order the chain first wrote them), by
+// position on it, and a session that goes on to another tape comes last in
+// its group, so the next group starts on the tape it left loaded. A restore
+// takes every entry from exactly one layer and makes hard links at the
+// end, so the order of the layers is free. Disk chains keep their order.
+func readOrder(store *catalog.Store, chain []catalog.Backup) []int {
+	order := make([]int, len(chain))
+	for i := range order {
+		order[i] = i
+	}
+	rank := map[uuid.UUID]int{}
+	tape := false
+	for _, b := range chain {
+		for _, part := range b.Parts {
+			if _, ok := rank[part.VolumeID]; !ok {
+				rank[part.VolumeID] = len(rank)
+				if v, err := store.Volume(part.VolumeID); err == nil && v.MediaType == catalog.PoolTypeTape {
+					tape = true
+				}
+			}
+		}
+	}
+	if !tape {
+		return order
+	}
+	type key struct {
+		first    int
+		spanning bool
+		start    int64
+	}
+	keys := make([]key, len(chain))
+	for i, b := range chain {
+		if len(b.Parts) == 0 {
+			continue
+		}
+		parts := slices.Clone(b.Parts)
+		slices.SortFunc(parts, func(x, y catalog.Part) int { return x.Part - y.Part })
+		first, last := parts[0], parts[len(parts)-1]
+		keys[i] = key{first: rank[first.VolumeID], spanning: first.VolumeID != last.VolumeID, start: first.VolumeStart}
+	}
+	slices.SortStableFunc(order, func(x, y int) int {
+		a, b := keys[x], keys[y]
+		switch {
+		case a.first != b.first:
+			return a.first - b.first
+		case a.spanning != b.spanning:
+			if a.spanning {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(a.start, b.start)
+	})
+	return order
 }
 
 func (p *planner) tree() (*fileindex.MergeIterator, error) {
@@ -75,10 +140,21 @@ func (p *planner) readParts(layer int) ([]wire.ReadPart, error) {
 		if err != nil {
 			return nil, fmt.Errorf("backup %d: volume %s: %w", b.ID, part.VolumeID, err)
 		}
-		rp = append(rp, wire.ReadPart{
+		r := wire.ReadPart{
 			VolumeID: v.ID, Volume: v.Name, Pool: v.Pool, VolumeStart: part.VolumeStart, DataStart: part.DataStart,
 			StreamStart: part.StreamStart, StreamEnd: part.StreamEnd,
-		})
+		}
+		if v.MediaType == catalog.PoolTypeTape {
+			r.MediaType, r.Barcode, r.Library, r.BlockSize, r.VolumeBytes = v.MediaType, v.Barcode, v.Library, v.BlockSize, v.Bytes
+			// The starts of the parts before this one, and its own: what
+			// maps its offsets to blocks.
+			for _, st := range v.PartStarts {
+				if st <= part.VolumeStart {
+					r.PartStarts = append(r.PartStarts, st)
+				}
+			}
+		}
+		rp = append(rp, r)
 	}
 	p.parts[layer] = rp
 	return rp, nil
@@ -138,7 +214,7 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 				p.it = nil
 				break
 			}
-			if p.it.Layer() != p.layer || !p.selected(&e) {
+			if p.it.Layer() != p.order[p.layer] || !p.selected(&e) {
 				continue
 			}
 			if e.Type == fileindex.TypeHardlink && !p.links && !fileindex.WithinAny(p.roots)(&fileindex.Entry{Path: e.Target}) {
@@ -147,11 +223,12 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 			locs = append(locs, wire.ReadLoc{Path: e.Path, Loc: e.Loc})
 		}
 		if len(locs) > 0 {
-			parts, err := p.readParts(p.layer)
+			layer := p.order[p.layer]
+			parts, err := p.readParts(layer)
 			if err != nil {
 				return resp, err
 			}
-			b := p.chain[p.layer]
+			b := p.chain[layer]
 			resp.Reads = append(resp.Reads, wire.ReadRequest{SessionID: b.SessionID, KeyID: b.KeyID, Parts: parts, Locs: locs})
 			entries += len(locs)
 		}

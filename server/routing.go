@@ -287,7 +287,9 @@ func (s *Server) beat(m *nats.Msg) {
 			return
 		}
 		s.mu.Lock()
-		if r := s.runs[p.JobID]; r != nil && r.client == name {
+		r := s.runs[p.JobID]
+		mine := r != nil && r.client == name
+		if mine {
 			if r.progress != nil {
 				if p.TotalFiles == 0 {
 					p.TotalFiles = r.progress.TotalFiles
@@ -300,6 +302,15 @@ func (s *Server) beat(m *nats.Msg) {
 			r.lastActivity = time.Now()
 		}
 		s.mu.Unlock()
+		if !mine {
+			// The report names its job: only that job's own client may
+			// speak for it, or one agent could show false progress on
+			// another client's job to whoever follows it.
+			job, err := s.store.Job(p.JobID)
+			if err != nil || job.Client != name || job.State.Done() {
+				return
+			}
+		}
 		if s.raft.IsLeader() {
 			s.publishEvent(wire.JobEvent{JobID: p.JobID, State: string(catalog.JobRunning), Progress: &p})
 		}

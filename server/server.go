@@ -51,6 +51,7 @@ type Server struct {
 	agents      map[string]*liveness
 	runs        map[uint64]*jobRun
 	leaderSince time.Time
+	labeling    map[string]bool // library/barcode of the tapes being labeled
 }
 
 // liveness is what the servers know of a node or agent from its heartbeats.
