@@ -17,6 +17,7 @@ import (
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/disk"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -28,6 +29,16 @@ type session struct {
 	t      ticket.Ticket
 	pool   *disk.Pool
 	opened []*openedVolume // every volume this session appended to, in order
+
+	// A tape pool's session: its library, every tape it wrote, the
+	// figures of the tapes released, and what the next acquire reports
+	// about the tape given up (WriterOptions.Lost).
+	tape      *TapePoolConfig
+	lib       *library.Manager
+	tapes     []*openedTape
+	tapeStats wire.TapeStats
+	lostTape  uuid.UUID
+	lostWhy   error
 }
 
 // openedVolume remembers where a session started on a volume, so a failed
@@ -61,7 +72,13 @@ func (n *Node) backup(ctx context.Context, log *slog.Logger, conn *dataplane.Con
 func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Result, error) {
 	t := s.t
 	s.pool = s.n.pools[t.Pool]
-	if s.pool == nil {
+	if tp, ok := s.n.tapes[t.Pool]; ok && s.pool == nil {
+		s.tape, s.lib = &tp, s.n.libs[tp.Library]
+		if s.lib == nil {
+			return nil, wire.Errorf(wire.CodeInternal, "check the storage node's log", "tape pool %s: library %s is not open", t.Pool, tp.Library)
+		}
+	}
+	if s.pool == nil && s.tape == nil {
 		return nil, wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s does not serve pool %s", s.n.cfg.ID, t.Pool)
 	}
 	var kr wire.KeyGetResp
@@ -69,7 +86,16 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 		return nil, fmt.Errorf("get the data key of pool %s: %w", t.Pool, err)
 	}
 	key := &volume.Key{ID: kr.ID, Material: kr.Key}
-	first, grant, err := s.acquire(ctx, uuid.Nil)
+	var first volume.Appender
+	var grant wire.VolumeGrant
+	var err error
+	if s.tape != nil {
+		first, grant, err = s.acquireTape(ctx, wire.VolumeAcquireReq{JobID: t.JobID, Pool: t.Pool})
+	} else {
+		var app *disk.Appender
+		app, grant, err = s.acquire(ctx, uuid.Nil)
+		first = app
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -81,8 +107,14 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 		Workers: s.n.cfg.Workers,
 		TempDir: filepath.Join(s.n.cfg.DataDir, "tmp"),
 		Next: func(full volume.Appender) (volume.Appender, error) {
+			if s.tape != nil {
+				return s.nextTape(ctx, full)
+			}
 			app, _, err := s.acquire(ctx, full.VolumeID())
 			return app, err
+		},
+		Lost: func(lost volume.Appender, cause error) {
+			s.lostTape, s.lostWhy = lost.VolumeID(), cause
 		},
 	})
 	if err != nil {
@@ -126,6 +158,9 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 	res, err := w.Close()
 	if err != nil {
 		return nil, err
+	}
+	if s.tape != nil {
+		return s.commitTape(ctx, sessionID, res, end)
 	}
 	return s.commit(ctx, sessionID, res, end)
 }
@@ -178,15 +213,30 @@ func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.S
 	for _, o := range s.opened {
 		_ = o.app.Close()
 	}
-	segs, err := fitSegments(res.Segments)
+	req, err := s.sendIndex(ctx, sessionID, res, end)
 	if err != nil {
 		return nil, err
+	}
+	names := map[uuid.UUID]string{}
+	for _, o := range s.opened {
+		names[o.app.VolumeID()] = o.name
+	}
+	s.opened = nil // committed or not, the volumes are no longer cut back
+	return s.sendCommit(ctx, req, res, names)
+}
+
+// sendIndex sends the session's file index and returns the commit request
+// without its parts.
+func (s *session) sendIndex(ctx context.Context, sessionID uuid.UUID, res *volume.SessionResult, end dataplane.End) (wire.SessionCommitReq, error) {
+	segs, err := fitSegments(res.Segments)
+	if err != nil {
+		return wire.SessionCommitReq{}, err
 	}
 	for i, seg := range segs {
 		if err := s.n.request(ctx, wire.OpSessionIndex, wire.SessionIndexReq{
 			JobID: s.t.JobID, No: i, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data,
 		}, nil); err != nil {
-			return nil, fmt.Errorf("send file index segment %d: %w", i, err)
+			return wire.SessionCommitReq{}, fmt.Errorf("send file index segment %d: %w", i, err)
 		}
 	}
 	req := wire.SessionCommitReq{
@@ -196,19 +246,22 @@ func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.S
 			StreamBytes: res.StreamBytes, StoredBytes: res.StoredBytes, Blocks: res.Blocks,
 		},
 	}
+	return req, nil
+}
+
+// sendCommit adds the parts to req and asks the servers to record the
+// backup.
+func (s *session) sendCommit(ctx context.Context, req wire.SessionCommitReq, res *volume.SessionResult, names map[uuid.UUID]string) (*dataplane.Result, error) {
 	var volumes []string
 	for _, p := range res.Parts {
 		req.Parts = append(req.Parts, wire.SessionPart{
 			VolumeID: p.VolumeID, Part: p.Part, VolumeStart: p.VolumeStart, DataStart: p.DataStart, End: p.End,
 			StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, FirstSeq: p.FirstSeq, LastSeq: p.LastSeq, Final: p.Final,
 		})
-		for _, o := range s.opened {
-			if o.app.VolumeID() == p.VolumeID {
-				volumes = append(volumes, o.name)
-			}
+		if name, ok := names[p.VolumeID]; ok {
+			volumes = append(volumes, name)
 		}
 	}
-	s.opened = nil // committed or not, the volumes are no longer cut back
 	if err := s.n.request(ctx, wire.OpSessionCommit, req, nil); err != nil {
 		return nil, fmt.Errorf("commit the session: %w", err)
 	}
@@ -247,6 +300,7 @@ func fitSegments(in []fileindex.Segment) ([]fileindex.Segment, error) {
 // servers, and returns the error for the agent.
 func (s *session) fail(ctx context.Context, err error) *wire.Error {
 	we := s.classify(err)
+	s.releaseTapes(err)
 	for _, o := range s.opened {
 		if terr := o.app.Truncate(o.start); terr != nil {
 			s.log.Error("could not cut a failed session off its volume; the next session on it will", "volume", o.name, "err", terr)

@@ -1,5 +1,5 @@
 // Package storagenode is the storage node role: it owns devices (disk pools
-// now; SFTP targets and tape libraries later), accepts agents' streams on its
+// and tape libraries; SFTP targets later), accepts agents' streams on its
 // TLS data port, runs the transform pipeline of package media/volume, and
 // writes and reads volumes. It trusts the servers' job ticket, not the
 // client, for what a connection may write or read, and it talks to the
@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -26,6 +28,27 @@ type PoolConfig struct {
 	// MaxVolumeBytes is the size at which a volume is full and the job
 	// moves to a new one; 0 means no limit.
 	MaxVolumeBytes int64 `json:"max_volume_bytes"`
+}
+
+// TapePoolConfig is a tape pool this node serves: its volumes are the
+// cartridges of one of the node's libraries that the catalog puts in the
+// pool.
+type TapePoolConfig struct {
+	// Name of the pool in the catalog.
+	Name string `json:"name"`
+	// Library is the name of the library (in Config.Libraries) whose
+	// tapes the pool's volumes are.
+	Library string `json:"library"`
+	// SpoolDir, when set, stages backups to the pool on disk there, so
+	// the drive gets data at disk speed and keeps streaming however
+	// slowly the client sends; empty writes the stream to the drive as
+	// it comes.
+	SpoolDir string `json:"spool_dir,omitempty"`
+	// SpoolChunkBytes is the size of a spool chunk: one fills while the
+	// one before goes to tape, so the spool needs twice this on disk,
+	// and two chunks must fit the cartridge's early warning zone. 0
+	// means DefaultSpoolChunkBytes.
+	SpoolChunkBytes int64 `json:"spool_chunk_bytes,omitempty"`
 }
 
 // Config of a storage node. Flags and the config file fill the same struct.
@@ -49,6 +72,15 @@ type Config struct {
 	Site string `json:"site"`
 	// Pools are the disk pools this node serves.
 	Pools []PoolConfig `json:"pools"`
+	// Libraries are the tape libraries this node owns.
+	Libraries []library.Config `json:"libraries"`
+	// TapePools are the tape pools this node serves, each in one of
+	// Libraries.
+	TapePools []TapePoolConfig `json:"tape_pools"`
+	// VolumeWaitPoll is how often a backup that found no volume to write
+	// asks the servers again (a tape pool with no appendable tape waits
+	// for one to be labeled or imported).
+	VolumeWaitPoll time.Duration `json:"volume_wait_poll"`
 	// HeartbeatInterval is how often the node tells the servers it lives.
 	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
 	// Workers is the number of compress-and-encrypt goroutines per stream.
@@ -82,6 +114,7 @@ func DefaultConfig() Config {
 		HelloTimeout:      30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ServerWait:        time.Minute,
+		VolumeWaitPoll:    30 * time.Second,
 	}
 }
 
@@ -103,8 +136,8 @@ func (c *Config) Validate() error {
 	if c.DataAddr == "" {
 		errs = append(errs, errors.New("data port address is empty: set --data-addr host:port"))
 	}
-	if len(c.Pools) == 0 {
-		errs = append(errs, errors.New("no disk pool: add --pool NAME=DIR (and optionally :MAXSIZE)"))
+	if len(c.Pools) == 0 && len(c.TapePools) == 0 {
+		errs = append(errs, errors.New("no disk pool and no tape pool: add --pool NAME=DIR (and optionally :MAXSIZE), or a tape pool in the config file"))
 	}
 	seen := map[string]bool{}
 	for _, p := range c.Pools {
@@ -119,6 +152,40 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("pool %s: maximum volume size is negative", p.Name))
 		}
 	}
+	libs := map[string]*library.Config{}
+	for i, l := range c.Libraries {
+		if l.Name == "" {
+			errs = append(errs, fmt.Errorf("library %d has no name: set its \"name\"", i+1))
+		}
+		if libs[l.Name] != nil {
+			errs = append(errs, fmt.Errorf("library %s is given twice", l.Name))
+		}
+		libs[l.Name] = &c.Libraries[i]
+	}
+	for _, p := range c.TapePools {
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("pool %s is given twice", p.Name))
+		}
+		seen[p.Name] = true
+		lib := libs[p.Library]
+		if lib == nil {
+			errs = append(errs, fmt.Errorf("tape pool %s: library %q is not one of this node's libraries: add it to \"libraries\" or fix the name", p.Name, p.Library))
+		}
+		if p.SpoolDir != "" && !filepath.IsAbs(p.SpoolDir) {
+			errs = append(errs, fmt.Errorf("tape pool %s: spool directory %q is not absolute", p.Name, p.SpoolDir))
+		}
+		if p.SpoolChunkBytes < 0 {
+			errs = append(errs, fmt.Errorf("tape pool %s: spool chunk size is negative", p.Name))
+		}
+		if p.SpoolDir != "" && lib != nil && lib.Emulated != nil {
+			if zone, need := emulatedZone(lib.Emulated), spoolZoneNeed(p.chunkBytes()); need > zone {
+				errs = append(errs, fmt.Errorf("tape pool %s: two spool chunks of %d bytes (and a block, a part's end and its padding) need %d bytes of early warning zone; the cartridges of library %s have %d: set spool_chunk_bytes to at most %d", p.Name, p.chunkBytes(), need, lib.Name, zone, (zone-spoolZoneNeed(0))/2))
+			}
+		}
+	}
+	if c.VolumeWaitPoll <= 0 && len(c.TapePools) > 0 {
+		errs = append(errs, errors.New("volume wait poll must be positive"))
+	}
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, errors.New("heartbeat interval must be positive"))
 	}
@@ -129,4 +196,32 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("workers must be at least 1"))
 	}
 	return errors.Join(errs...)
+}
+
+func (p TapePoolConfig) chunkBytes() int64 {
+	if p.SpoolChunkBytes > 0 {
+		return p.SpoolChunkBytes
+	}
+	return DefaultSpoolChunkBytes
+}
+
+// spoolZoneNeed is the early warning zone that a spool with chunks of
+// chunk bytes may write into after the drive gave the warning: the chunk
+// being despooled and the one filling, a block, a PartEnd and the
+// largest padding.
+func spoolZoneNeed(chunk int64) int64 {
+	return 2*chunk + 2*volume.MaxBlockBytes + volume.MaxBlockSize
+}
+
+// emulatedZone is the early warning zone of an emulated library's
+// cartridges (as media/tape sizes it when the config leaves it 0).
+func emulatedZone(e *library.EmulatedConfig) int64 {
+	if e.EarlyWarningBytes > 0 {
+		return e.EarlyWarningBytes
+	}
+	capacity := e.CartridgeBytes
+	if capacity <= 0 {
+		capacity = 18_000_000_000_000
+	}
+	return max(capacity/1000, 1<<20)
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/media/disk"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -30,6 +32,8 @@ type Node struct {
 	cfg     Config
 	log     *slog.Logger
 	pools   map[string]*disk.Pool
+	tapes   map[string]TapePoolConfig // tape pools by name
+	libs    map[string]*library.Manager
 	guard   *ticket.Guard
 	metrics *metrics
 
@@ -44,6 +48,10 @@ type Node struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	reportMu sync.Mutex
+	reports  []func(context.Context) // to the servers, in order (reporter)
+	reportCh chan struct{}
 }
 
 // New prepares a node: its pools, certificate and ticket record.
@@ -55,7 +63,11 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("storage node data directory: %w", err)
 	}
-	n := &Node{cfg: cfg, log: logger, pools: map[string]*disk.Pool{}, conns: map[net.Conn]struct{}{}}
+	n := &Node{cfg: cfg, log: logger, pools: map[string]*disk.Pool{}, conns: map[net.Conn]struct{}{},
+		tapes: map[string]TapePoolConfig{}, libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1)}
+	for _, p := range cfg.TapePools {
+		n.tapes[p.Name] = p
+	}
 	for _, p := range cfg.Pools {
 		if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("disk pool %s: %w", p.Name, err)
@@ -92,7 +104,27 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.nc = nc
 	ctx, n.cancel = context.WithCancel(ctx)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.reportLoop(ctx)
+	}()
+	for _, lc := range n.cfg.Libraries {
+		m, err := library.Open(ctx, lc, reporter{n})
+		if err != nil {
+			n.closeLibraries()
+			n.cancel()
+			n.wg.Wait()
+			nc.Close()
+			ln.Close()
+			return fmt.Errorf("library %s: %w", lc.Name, err)
+		}
+		n.libs[lc.Name] = m
+	}
 	if err := n.serveOrders(ctx); err != nil {
+		n.closeLibraries()
+		n.cancel()
+		n.wg.Wait()
 		nc.Close()
 		ln.Close()
 		return err
@@ -106,7 +138,7 @@ func (n *Node) Start(ctx context.Context) error {
 		defer n.wg.Done()
 		n.heartbeatLoop(ctx)
 	}()
-	n.log.Info("storage node started", "data_addr", n.DataAddr(), "pools", len(n.pools))
+	n.log.Info("storage node started", "data_addr", n.DataAddr(), "pools", len(n.pools), "tape_pools", len(n.tapes), "libraries", len(n.libs))
 	return nil
 }
 
@@ -116,6 +148,35 @@ func (n *Node) serveOrders(ctx context.Context) error {
 	r.Handle(wire.OpPing, wire.Typed(func(context.Context, string, wire.Empty) (wire.Empty, error) { return wire.Empty{}, nil }))
 	r.Handle(wire.OpNodeStatus, wire.Typed(func(context.Context, string, wire.Empty) (wire.NodeStatus, error) {
 		return wire.NodeStatus{ID: n.cfg.ID, Version: Version, DataAddr: n.DataAddr(), Streams: n.streams(), Pools: n.usage()}, nil
+	}))
+	r.Handle(wire.OpNodeLibraryStatus, wire.Typed(func(ctx context.Context, _ string, req wire.LibraryStatusReq) (wire.LibraryStatus, error) {
+		m, err := n.library(req.Library)
+		if err != nil {
+			return wire.LibraryStatus{}, err
+		}
+		st, err := m.Status(ctx)
+		st.Node = n.cfg.ID
+		return st, err
+	}))
+	r.Handle(wire.OpNodeLibraryMove, wire.Typed(func(ctx context.Context, _ string, req wire.LibraryMoveReq) (wire.LibraryMoveResp, error) {
+		m, err := n.library(req.Library)
+		if err != nil {
+			return wire.LibraryMoveResp{}, err
+		}
+		return m.Move(ctx, req)
+	}))
+	r.Handle(wire.OpNodeTapeLabel, wire.Typed(func(ctx context.Context, _ string, o wire.TapeLabelOrder) (wire.TapeLabelResult, error) {
+		m, err := n.library(o.Library)
+		if err != nil {
+			return wire.TapeLabelResult{}, err
+		}
+		l := volume.Label{FormatVersion: volume.FormatVersion, VolumeID: o.VolumeID, Name: o.Name, Barcode: o.Barcode,
+			Pool: o.Pool, BlockSize: o.BlockSize, Created: o.Created, MediaType: "tape"}
+		if err := m.Label(ctx, o.Slot, o.Barcode, l, o.Overwrite); err != nil {
+			return wire.TapeLabelResult{}, err
+		}
+		n.log.Info("labeled tape", "library", o.Library, "slot", o.Slot, "barcode", o.Barcode, "volume", o.VolumeID, "pool", o.Pool)
+		return wire.TapeLabelResult{Barcode: o.Barcode, VolumeID: o.VolumeID, Slot: o.Slot}, nil
 	}))
 	prefix := wire.NodeSubject(n.cfg.ID, "")
 	if _, err := wire.Serve(ctx, n.nc, prefix+">", "", n.log, r.Dispatch(func(subject string) (string, bool) {
@@ -127,6 +188,86 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		return err
 	}
 	return n.nc.Flush()
+}
+
+// library is the library named name; "" names the only one.
+func (n *Node) library(name string) (*library.Manager, error) {
+	if name == "" && len(n.libs) == 1 {
+		for _, m := range n.libs {
+			return m, nil
+		}
+	}
+	if m := n.libs[name]; m != nil {
+		return m, nil
+	}
+	if name == "" {
+		return nil, wire.Errorf(wire.CodeInvalidArgument, "name the library (--library)", "storage node %s has %d libraries", n.cfg.ID, len(n.libs))
+	}
+	return nil, wire.Errorf(wire.CodeNotFound, "check the library's name with 'cairn library status'", "storage node %s has no library %s", n.cfg.ID, name)
+}
+
+func (n *Node) closeLibraries() {
+	for name, m := range n.libs {
+		if err := m.Close(); err != nil {
+			n.log.Warn("close library", "library", name, "err", err)
+		}
+		delete(n.libs, name)
+	}
+}
+
+// reporter tells the servers what the libraries report (library.Reporter).
+// The calls must not block: the reports queue, and one goroutine sends
+// them in order, so "waiting" and "no longer waiting" arrive in the order
+// they happened.
+type reporter struct{ n *Node }
+
+func (r reporter) TapeMoved(m wire.TapeMoved) {
+	r.n.report(func(ctx context.Context) {
+		if err := r.n.request(ctx, wire.OpTapeMoved, m, nil); err != nil {
+			r.n.log.Warn("could not report a tape move; the next inventory will", "barcode", m.Barcode, "to", m.To, "err", err)
+		}
+	})
+}
+
+func (r reporter) JobWaiting(job uint64, reason string) {
+	r.n.report(func(ctx context.Context) {
+		if err := r.n.request(ctx, wire.OpJobWaiting, wire.JobWaitingReq{JobID: job, Reason: reason}, nil); err != nil {
+			r.n.log.Warn("could not report what a job waits for", "job", job, "reason", reason, "err", err)
+		}
+	})
+}
+
+func (n *Node) report(f func(context.Context)) {
+	n.reportMu.Lock()
+	n.reports = append(n.reports, f)
+	n.reportMu.Unlock()
+	select {
+	case n.reportCh <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) reportLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.reportCh:
+		}
+		for {
+			n.reportMu.Lock()
+			if len(n.reports) == 0 {
+				n.reportMu.Unlock()
+				break
+			}
+			f := n.reports[0]
+			n.reports = n.reports[1:]
+			n.reportMu.Unlock()
+			rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			f(rctx)
+			cancel()
+		}
+	}
 }
 
 func (n *Node) usage() []wire.PoolUsage {
@@ -171,6 +312,7 @@ func (n *Node) Close() error {
 	}
 	n.mu.Unlock()
 	n.wg.Wait()
+	n.closeLibraries()
 	if n.nc != nil {
 		n.nc.Close()
 	}
@@ -181,6 +323,16 @@ func (n *Node) register(ctx context.Context) error {
 	req := wire.NodeRegisterReq{ID: n.cfg.ID, DataAddr: n.DataAddr(), CertSHA256: n.fingerprint, Version: Version}
 	for _, p := range n.cfg.Pools {
 		req.Pools = append(req.Pools, wire.NodePool{Name: p.Name, Type: "disk", Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes})
+	}
+	for _, p := range n.cfg.TapePools {
+		req.Pools = append(req.Pools, wire.NodePool{Name: p.Name, Type: "tape", Library: p.Library})
+	}
+	for _, lc := range n.cfg.Libraries {
+		if m := n.libs[lc.Name]; m != nil {
+			info := m.Info()
+			info.Name = lc.Name
+			req.Libraries = append(req.Libraries, info)
+		}
 	}
 	var resp wire.NodeRegisterResp
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)

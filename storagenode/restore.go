@@ -26,6 +26,7 @@ func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Co
 	defer n.metrics.streams.WithLabelValues("restore").Dec()
 	r := &reader{n: n, log: log, t: t, conn: conn, keys: map[string]*volume.Key{}}
 	err := r.run(ctx)
+	r.releaseTape(err)
 	outcome := "success"
 	if err != nil {
 		outcome = "failed"
@@ -46,6 +47,7 @@ type reader struct {
 	conn  *dataplane.Conn
 	keys  map[string]*volume.Key
 	batch []byte
+	held  *heldTape // the tape mounted last, kept while reads need it
 }
 
 func (r *reader) run(ctx context.Context) error {
@@ -107,7 +109,11 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	names := map[uuid.UUID]wire.ReadPart{}
 	refs := make([]volume.PartRef, 0, len(rr.Parts))
 	for _, p := range rr.Parts {
-		if r.n.pools[p.Pool] == nil {
+		if p.MediaType == "tape" {
+			if _, err := r.n.library(p.Library); err != nil {
+				return wire.Errorf(wire.CodeNotFound, "", "storage node %s has no library %s, which holds tape %s (volume %s)", r.n.cfg.ID, p.Library, p.Barcode, p.Volume)
+			}
+		} else if r.n.pools[p.Pool] == nil {
 			return wire.Errorf(wire.CodeNotFound, "", "storage node %s does not serve pool %s, which holds volume %s", r.n.cfg.ID, p.Pool, p.Volume)
 		}
 		names[p.VolumeID] = p
@@ -119,6 +125,9 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 		if !ok {
 			return nil, fmt.Errorf("volume %s is not part of session %s", id, rr.SessionID)
 		}
+		if p.MediaType == "tape" {
+			return &tapeVolume{r: r, ctx: ctx, part: p}, nil
+		}
 		f, _, err := r.n.pools[p.Pool].OpenRead(p.Volume)
 		if err != nil {
 			return nil, wire.Errorf(wire.CodeIO, "check that the volume file is in its pool directory", "open volume %s: %v", p.Volume, err)
@@ -129,7 +138,14 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	for i, l := range rr.Locs {
 		locs[i] = l.Loc
 	}
-	sr := volume.NewSessionReader(rr.SessionID, key, refs, open, volume.ReaderOptions{Workers: r.n.cfg.Workers})
+	opts := volume.ReaderOptions{Workers: r.n.cfg.Workers}
+	for _, p := range rr.Parts {
+		if p.MediaType == "tape" {
+			// Reading on costs a tape far less than a locate.
+			opts.SeekGap = 256 << 20
+		}
+	}
+	sr := volume.NewSessionReader(rr.SessionID, key, refs, open, opts)
 	defer sr.Close()
 	entries := 0
 	onRecord := func(t volume.RecordType, body []byte) error {
