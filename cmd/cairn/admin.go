@@ -110,13 +110,21 @@ func runVolumeList(ctx context.Context, g *globals, pool string) error {
 	if g.json {
 		return printJSON(g.out, resp.Volumes)
 	}
-	t := newTable(g.out, "VOLUME", "POOL", "STATE", "BYTES", "SESSIONS", "LAST WRITTEN", "PATH")
+	t := newTable(g.out, "VOLUME", "POOL", "STATE", "BYTES", "SESSIONS", "LAST WRITTEN", "WHERE")
 	for _, v := range resp.Volumes {
 		state := v.State
 		if v.Error != "" {
 			state += ": " + v.Error
 		}
-		t.row(v.Name, v.Pool, state, humanBytes(v.Bytes), v.Sessions, humanTime(v.LastWritten), v.Path)
+		where := v.Path
+		if v.MediaType == "tape" {
+			// The barcode is the name; where the cartridge is matters more.
+			where = fmt.Sprintf("tape %s: %s", v.Barcode, dash(v.Location))
+			if v.Location != "vault" && v.Library != "" {
+				where += " of " + v.Library
+			}
+		}
+		t.row(v.Name, v.Pool, state, humanBytes(v.Bytes), v.Sessions, humanTime(v.LastWritten), where)
 	}
 	return t.flush()
 }
@@ -233,6 +241,9 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 	if j.Waiting != "" {
 		kv.row("waiting", j.Waiting)
 	}
+	if t := j.Tape; t != nil {
+		kv.row("tape", tapeFigures(t))
+	}
 	if j.Error != "" {
 		kv.row("error", j.Error)
 		if j.Hint != "" {
@@ -249,6 +260,19 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 			fmt.Fprintf(w, "%s  %-7s  %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Level, l.Msg)
 		}
 	}
+}
+
+// tapeFigures sums up a tape session's drive figures.
+func tapeFigures(t *wire.TapeStats) string {
+	s := fmt.Sprintf("%s to %d tape(s)", humanBytes(t.DriveBytes), t.Tapes)
+	if t.DriveSeconds > 0 {
+		s += fmt.Sprintf(" at %.1f MB/s of drive time", float64(t.DriveBytes)/1e6/t.DriveSeconds)
+	}
+	s += fmt.Sprintf(", %d drive stops", t.Stops)
+	if t.Spooled {
+		s += ", spooled to disk first"
+	}
+	return s
 }
 
 func newKeyCmd(g *globals) *cobra.Command {

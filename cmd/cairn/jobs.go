@@ -221,10 +221,10 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 			}
 			return &j, jobOutcome(g, &j)
 		}
-		if tty && j.State == "queued" && j.Waiting != "" {
+		if tty && j.Waiting != "" {
+			// A queued job, or a running one that waits for a tape or a drive.
 			fmt.Fprint(g.out, "\r\033[K"+fmt.Sprintf("job %d waiting: %s", id, j.Waiting))
-		}
-		if tty && j.Progress != nil {
+		} else if tty && j.Progress != nil {
 			p := j.Progress
 			now := time.Now()
 			if dt := now.Sub(lastT).Seconds(); dt > 0.5 {
@@ -295,6 +295,9 @@ func printSummary(w io.Writer, j *wire.JobInfo) {
 		fmt.Fprintf(w, " on %s", strings.Join(j.Volumes, ", "))
 	}
 	fmt.Fprintln(w)
+	if j.Tape != nil {
+		fmt.Fprintf(w, "  tape: %s\n", tapeFigures(j.Tape))
+	}
 	for _, l := range j.Log {
 		if l.Level == "warning" || l.Level == "error" {
 			fmt.Fprintf(w, "  %s: %s\n", l.Level, l.Msg)

@@ -34,7 +34,8 @@ func newRootCmd(out, errOut io.Writer) *cobra.Command {
 
 Roles:      cairn server | storagenode | agent, or all in one: cairn dev
 Try it:     cairn demo
-Admin:      cairn client|pool|volume|job list, cairn backup, cairn ls, cairn restore`,
+Admin:      cairn client|pool|volume|job list, cairn backup, cairn ls, cairn restore
+Tape:       cairn media label, cairn library status|load|unload|import|export, cairn drive status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -55,7 +56,7 @@ Admin:      cairn client|pool|volume|job list, cairn backup, cairn ls, cairn res
 		newServerCmd(g), newStorageNodeCmd(g), newAgentCmd(g), newDevCmd(g), newDemoCmd(g),
 		newStatusCmd(g), newClientCmd(g), newPoolCmd(g), newVolumeCmd(g), newJobCmd(g),
 		newBackupCmd(g), newLsCmd(g), newRestoreCmd(g), newKeyCmd(g), newClusterCmd(g),
-		newCertCmd(g),
+		newCertCmd(g), newMediaCmd(g), newLibraryCmd(g), newDriveCmd(g),
 	)
 	return root
 }
