@@ -392,7 +392,8 @@ func TestRecoverLostMajority(t *testing.T) {
 }
 
 // TestClusterStorageNodes runs two storage nodes serving the same pool.
-// Backups started together spread over both; a node killed in the middle of
+// Backups started together spread over both; an incremental goes to the
+// node of its full; a node killed in the middle of
 // a backup has it retried on the other node (attempt 2), which succeeds,
 // and the killed session is nowhere in the catalog; an agent killed in the
 // middle of a backup has it fail with a reason, and restarted it takes new
@@ -418,16 +419,31 @@ func TestClusterStorageNodes(t *testing.T) {
 		ids = append(ids, id)
 	}
 	used := map[string]int{}
-	for _, id := range ids {
+	fullOn := map[string]string{}
+	for i, id := range ids {
 		j := waitJob(c, id, 2*time.Minute)
 		if j.State != "success" {
 			t.Fatalf("backup %d: %+v", id, j)
 		}
 		used[j.Node]++
+		fullOn[clients[i]] = j.Node
 	}
 	t.Logf("three backups at once ran on %v", used)
 	if len(used) != 2 {
 		t.Errorf("three backups started together all ran on one node: %v", used)
+	}
+	// An incremental goes where its full is, whatever the load, so that a
+	// restore reads the chain from one node.
+	for i, cl := range clients {
+		src := trees[ids[i]].src
+		if err := os.WriteFile(filepath.Join(src, "changed.txt"), []byte("a change for the incremental\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		inc := c.as(cl).backup("incremental", src)
+		track(cl, src, inc.BackupID)
+		if inc.Node != fullOn[cl] {
+			t.Errorf("the incremental %d of %s ran on %s; its full is on %s", inc.BackupID, cl, inc.Node, fullOn[cl])
+		}
 	}
 
 	// A node killed mid-backup: the backup runs again on the other node.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -82,6 +83,26 @@ func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []s
 	return ranked, why
 }
 
+// chainNode is the storage node of the backup a backup job builds on, ""
+// for a full.
+func (s *Server) chainNode(job *catalog.Job) (string, error) {
+	b, err := s.store.Backup(job.BackupID)
+	if err != nil {
+		return "", catalogError(err)
+	}
+	if b == nil || b.Parent == 0 {
+		return "", nil
+	}
+	parent, err := s.store.Backup(b.Parent)
+	if err != nil {
+		return "", catalogError(err)
+	}
+	if parent == nil {
+		return "", nil
+	}
+	return parent.Node, nil
+}
+
 // setWaiting records why a queued job waits, when the reason changed.
 func (s *Server) setWaiting(ctx context.Context, job *catalog.Job, why string) {
 	if job.Waiting == why {
@@ -117,6 +138,19 @@ func (s *Server) tryDispatch(ctx context.Context, job *catalog.Job) error {
 			return nil
 		}
 		node = ranked[0]
+		// An incremental or differential is written where the backups it
+		// builds on are: a restore reads a chain from one storage node.
+		chainNode, err := s.chainNode(job)
+		if err != nil {
+			return err
+		}
+		if chainNode != "" && chainNode != node {
+			if !slices.Contains(ranked, chainNode) {
+				s.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the backups this %s backup builds on, cannot take it now", chainNode, job.Level))
+				return nil
+			}
+			node = chainNode
+		}
 	case catalog.JobRestore:
 		node = job.Node
 		if ok, seen := s.online(s.nodes, node); !ok {
