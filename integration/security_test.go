@@ -1,0 +1,1041 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/natsauth"
+	"github.com/cairnbackup/cairn/pki"
+	"github.com/cairnbackup/cairn/sample"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// secSys is a deployment secured as README's "Securing a deployment" says,
+// all on 127.0.0.1: a CA and one certificate per host from 'cairn cert', a
+// real nats-server on the configuration 'cairn cert nats-config' wrote (TLS,
+// client certificates verified, one nkey user per role), a server whose Raft
+// runs over mutual TLS with the group's secrets from 'cairn cluster init', a
+// storage node and the agents of web1 and web2, each with its own
+// credentials.
+type secSys struct {
+	t     *testing.T
+	dir   string
+	logs  *logs
+	url   string // tls://127.0.0.1:port
+	ca    string // the CA's directory
+	hosts string // one directory per host: NAME.crt, NAME.key, ca.crt
+	nkeys string // the users' nkey seeds
+
+	raftAddr string
+	server   *proc
+	node     *proc
+	agents   map[string]*proc
+}
+
+var secClients = []string{"web1", "web2"}
+
+// cli runs a cairn command that does not talk to NATS and must succeed.
+func (d *secSys) cli(args ...string) result {
+	d.t.Helper()
+	r := runCairn(d.t, "nats://127.0.0.1:1", args...)
+	if r.code != 0 {
+		d.t.Fatalf("expected success:\n%s", r)
+	}
+	return r
+}
+
+// auth is the NATS TLS and credential of one role's host.
+func (d *secSys) auth(kind, name string) wire.NATSAuth {
+	h := filepath.Join(d.hosts, name)
+	return wire.NATSAuth{
+		CAFile: filepath.Join(h, pki.CACertFile), CertFile: filepath.Join(h, name+".crt"), KeyFile: filepath.Join(h, name+".key"),
+		NkeyFile: filepath.Join(d.nkeys, natsauth.SeedFileName(kind, name)),
+	}
+}
+
+// natsFlags are the global flags that give a command a role's NATS
+// credentials.
+func (d *secSys) natsFlags(kind, name string) []string {
+	a := d.auth(kind, name)
+	return []string{"--nats", d.url, "--nats-ca", a.CAFile, "--nats-cert", a.CertFile, "--nats-key", a.KeyFile, "--nats-nkey", a.NkeyFile}
+}
+
+// as runs an admin command with the credentials of kind/name.
+func (d *secSys) as(kind, name string, args ...string) result {
+	d.t.Helper()
+	return runCairn(d.t, d.url, append(d.natsFlags(kind, name), args...)...)
+}
+
+// admin runs an admin command with the admin's credentials.
+func (d *secSys) admin(args ...string) result {
+	d.t.Helper()
+	return d.as(wire.KindAdmin, "admin", args...)
+}
+
+func (d *secSys) adminJSON(v any, args ...string) error {
+	r := d.admin(append(args, "--json")...)
+	if r.code != 0 {
+		return fmt.Errorf("%s", r)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		return fmt.Errorf("decode the output of cairn %s: %v\n%s", strings.Join(args, " "), err, r.stdout)
+	}
+	return nil
+}
+
+func newSecSys(t *testing.T) *secSys {
+	t.Helper()
+	natsBin := natsServerBin(t)
+	dir := t.TempDir()
+	d := &secSys{t: t, dir: dir, logs: &logs{}, ca: filepath.Join(dir, "ca"), hosts: filepath.Join(dir, "hosts"),
+		nkeys: filepath.Join(dir, "nats", "nkeys"), raftAddr: freeAddr(t), agents: map[string]*proc{}}
+	d.logs.printOnFailure(t)
+
+	// The certificates, as an operator makes them.
+	d.cli("cert", "ca", "--out", d.ca)
+	d.cli("cert", "issue", "--ca", d.ca, "--name", "nats", "--ip", "127.0.0.1", "--out", filepath.Join(d.hosts, "nats"))
+	d.cli("cert", "issue", "--ca", d.ca, "--name", "s1", "--ip", "127.0.0.1", "--client", "--server", "--out", filepath.Join(d.hosts, "s1"))
+	for _, name := range append([]string{"sn1", "admin"}, secClients...) {
+		d.cli("cert", "issue", "--ca", d.ca, "--name", name, "--client", "--out", filepath.Join(d.hosts, name))
+	}
+	natsAddr := freeAddr(t)
+	d.url = "tls://" + natsAddr
+	natsConf := filepath.Join(dir, "nats", "nats.conf")
+	nh := filepath.Join(d.hosts, "nats")
+	d.cli("cert", "nats-config", "--out", natsConf, "--listen", natsAddr,
+		"--tls-ca", filepath.Join(nh, pki.CACertFile), "--tls-cert", filepath.Join(nh, "nats.crt"), "--tls-key", filepath.Join(nh, "nats.key"),
+		"--servers", "s1", "--nodes", "sn1", "--agents", strings.Join(secClients, ","), "--admins", "admin")
+	secrets := filepath.Join(dir, "secrets.json")
+	d.cli("cluster", "init", "--out", secrets)
+
+	natsProc := newProc(t, d.logs, dir, "nats-server", "-c", natsConf)
+	natsProc.bin = natsBin
+	s1 := filepath.Join(d.hosts, "s1")
+	d.server = newProc(t, d.logs, dir, "server", append(d.natsFlags(wire.KindServer, "s1"),
+		"server", "--name", "s1", "--data", filepath.Join(dir, "s1"), "--raft-addr", d.raftAddr, "--secrets", secrets,
+		"--tls-ca", filepath.Join(s1, pki.CACertFile), "--tls-cert", filepath.Join(s1, "s1.crt"), "--tls-key", filepath.Join(s1, "s1.key"),
+		"--liveness-timeout", "4s", "--metrics-addr", freeAddr(t), "--log-level", "debug")...)
+	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
+	d.node = newProc(t, d.logs, dir, "storagenode", append(d.natsFlags(wire.KindNode, "sn1"),
+		"storagenode", "--config", nodeCfg, "--name", "sn1", "--data", filepath.Join(dir, "sn1"), "--data-addr", freeAddr(t),
+		"--pool", "Default="+filepath.Join(dir, "pool"), "--metrics-addr", freeAddr(t))...)
+	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
+		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
+	})
+	for _, c := range secClients {
+		d.agents[c] = newProc(t, d.logs, dir, "agent-"+c, append(d.natsFlags(wire.KindAgent, c),
+			"agent", "--config", agentCfg, "--name", c, "--metrics-addr", freeAddr(t))...)
+	}
+	t.Cleanup(func() {
+		for _, c := range secClients {
+			d.agents[c].stop()
+		}
+		d.node.stop()
+		d.server.stop()
+		natsProc.stop()
+	})
+
+	natsProc.start()
+	eventually(t, 20*time.Second, func() error {
+		if !natsProc.alive() {
+			return fmt.Errorf("nats-server exited: %v", natsProc.exitErr())
+		}
+		nc, err := d.connect(wire.KindAdmin, "admin")
+		if err != nil {
+			return err
+		}
+		nc.nc.Close()
+		return nil
+	})
+	d.server.start()
+	d.node.start()
+	for _, c := range secClients {
+		d.agents[c].start()
+	}
+	eventually(t, 60*time.Second, func() error {
+		for _, p := range []*proc{d.server, d.node, d.agents["web1"], d.agents["web2"]} {
+			if !p.alive() {
+				return fmt.Errorf("%s exited: %v", p.name, p.exitErr())
+			}
+		}
+		var st wire.StatusResp
+		if err := d.adminJSON(&st, "status"); err != nil {
+			return err
+		}
+		if !st.IsLeader {
+			return fmt.Errorf("server %s is %s, not leader", st.Server, st.RaftState)
+		}
+		var clients []wire.ClientInfo
+		if err := d.adminJSON(&clients, "client", "list"); err != nil {
+			return err
+		}
+		online := 0
+		for _, c := range clients {
+			if c.Online {
+				online++
+			}
+		}
+		if online != len(secClients) {
+			return fmt.Errorf("not every client is online: %+v", clients)
+		}
+		var pools []wire.PoolInfo
+		if err := d.adminJSON(&pools, "pool", "list"); err != nil {
+			return err
+		}
+		for _, p := range pools {
+			for _, n := range p.Nodes {
+				if n.Online {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no storage node online: %+v", pools)
+	})
+	return d
+}
+
+// ---- raw NATS connections, made as a role would ----
+
+// secConn is a NATS connection with one role's credentials that records
+// what the NATS server reports to it asynchronously (permission violations).
+type secConn struct {
+	name string
+	nc   *nats.Conn
+	mu   sync.Mutex
+	errs []error
+}
+
+// connect opens a connection as kind/name, with the options the role itself
+// uses (wire.ConnectOptions: TLS, nkey, the role's own inbox).
+func (d *secSys) connect(kind, name string) (*secConn, error) {
+	return d.connectWith(kind+" "+name, d.auth(kind, name), inboxOf(kind, name))
+}
+
+func inboxOf(kind, name string) string {
+	if kind == wire.KindAdmin {
+		return wire.Inbox(kind, "")
+	}
+	return wire.Inbox(kind, name)
+}
+
+func (d *secSys) connectWith(label string, auth wire.NATSAuth, inbox string, extra ...nats.Option) (*secConn, error) {
+	c := &secConn{name: label}
+	opts, err := wire.ConnectOptions("cairn-test-"+strings.ReplaceAll(label, " ", "-"), auth, inbox)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		c.mu.Lock()
+		c.errs = append(c.errs, err)
+		c.mu.Unlock()
+	}), nats.MaxReconnects(0))
+	opts = append(opts, extra...)
+	nc, err := nats.Connect(d.url, opts...)
+	if err != nil {
+		return nil, err
+	}
+	c.nc = nc
+	return c, nil
+}
+
+func (d *secSys) mustConnect(t *testing.T, kind, name string) *secConn {
+	t.Helper()
+	c, err := d.connect(kind, name)
+	if err != nil {
+		t.Fatalf("connect to NATS as %s %s with its own credentials: %v", kind, name, err)
+	}
+	t.Cleanup(c.nc.Close)
+	return c
+}
+
+// refused waits for the NATS server to report a permissions violation for
+// op ("subscription" or "publish") on subject.
+func (c *secConn) refused(t *testing.T, op, subject string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = c.nc.Flush()
+		c.mu.Lock()
+		for _, err := range c.errs {
+			msg := strings.ToLower(err.Error())
+			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(msg, op) && strings.Contains(err.Error(), `"`+subject+`"`) {
+				c.mu.Unlock()
+				return
+			}
+		}
+		c.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.Errorf("HOLE: the NATS server allowed %s's %s on %q (no permissions violation reported; errors seen: %v)", c.name, op, subject, c.errs)
+}
+
+// subscribeRefused subscribes to subject and checks that the NATS server
+// refuses it.
+func (c *secConn) subscribeRefused(t *testing.T, subject string) chan *nats.Msg {
+	t.Helper()
+	ch := make(chan *nats.Msg, 64)
+	if _, err := c.nc.ChanSubscribe(subject, ch); err != nil {
+		t.Fatalf("subscribe %s: %v", subject, err)
+	}
+	c.refused(t, "subscription", subject)
+	return ch
+}
+
+// requestRefused sends a request on subject and checks that the NATS
+// server refuses the publish and that nothing answers it.
+func (c *secConn) requestRefused(t *testing.T, subject string, body any) {
+	t.Helper()
+	data, err := wire.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := c.nc.Request(subject, data, time.Second)
+	if err == nil {
+		t.Errorf("HOLE: %s's request on %q was answered: %s", c.name, subject, msg.Data)
+	}
+	c.refused(t, "publish", subject)
+}
+
+// quiet checks that nothing arrives on ch within d.
+func quiet(t *testing.T, what string, ch chan *nats.Msg, d time.Duration) {
+	t.Helper()
+	select {
+	case m := <-ch:
+		t.Errorf("HOLE: %s: a message arrived on %q: %.200s", what, m.Subject, m.Data)
+	case <-time.After(d):
+	}
+}
+
+// ---- the test ----
+
+// TestSecuredDeployment proves what a secured deployment lets each role do,
+// and what it refuses: with real processes and a real nats-server, an
+// agent's credentials cannot read another agent's orders, cannot issue admin
+// commands, cannot speak for another role, and cannot fetch another client's
+// data through the data plane; NATS refuses connections without TLS or
+// credentials; a storage node's credentials cannot issue admin commands.
+func TestSecuredDeployment(t *testing.T) {
+	d := newSecSys(t)
+
+	// web1's own raw connection listens to its own orders and tries to
+	// listen to web2's, while the system runs the backups below.
+	web1 := d.mustConnect(t, wire.KindAgent, "web1")
+	ownOrders := make(chan *nats.Msg, 64)
+	if _, err := web1.nc.ChanSubscribe(wire.AgentSubject("web1", ">"), ownOrders); err != nil {
+		t.Fatal(err)
+	}
+	web2Orders := web1.subscribeRefused(t, wire.AgentSubject("web2", ">"))
+
+	type clientRun struct {
+		backup  wire.JobInfo
+		restore wire.JobInfo
+		src     string
+	}
+	runs := map[string]*clientRun{}
+	ok := t.Run("backup and restore work for web1 and web2 with admin credentials", func(t *testing.T) {
+		for i, c := range secClients {
+			src := makeTree(t, sample.Spec{TextFiles: 12, RandomFiles: 6, MaxFileSize: 16 << 10, SparseSize: 1 << 20, Seed: uint64(40 + i)})
+			want := snapshot(t, src)
+			r := &clientRun{src: src}
+			if err := d.adminJSON(&r.backup, "backup", "--client", c, "--level", "full", "--wait", "--path", src); err != nil {
+				t.Fatalf("backup of %s through the CLI with admin credentials: %v", c, err)
+			}
+			if r.backup.State != "success" || r.backup.BackupID == 0 {
+				t.Fatalf("backup job %d of %s ended %s: %s", r.backup.ID, c, r.backup.State, r.backup.Error)
+			}
+			to := filepath.Join(t.TempDir(), "restore-"+c)
+			if err := d.adminJSON(&r.restore, "restore", "--client", c, "--to", to, "--backup", strconv.FormatUint(r.backup.BackupID, 10)); err != nil {
+				t.Fatalf("restore of %s through the CLI with admin credentials: %v", c, err)
+			}
+			if r.restore.State != "success" {
+				t.Fatalf("restore job %d of %s ended %s: %s", r.restore.ID, c, r.restore.State, r.restore.Error)
+			}
+			checkRestored(t, want, to, src)
+			runs[c] = r
+		}
+	})
+	if !ok {
+		t.Fatal("the secured system does not work; the refusals below would prove nothing")
+	}
+
+	t.Run("Raft accepts only a server certificate of the group", func(t *testing.T) {
+		hosts := func(n string) string { return filepath.Join(d.hosts, n) }
+		dialRaft := func(cert string) error {
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: certPool(t, filepath.Join(d.ca, pki.CACertFile)), ServerName: "127.0.0.1"}
+			if cert != "" {
+				kp, err := tls.LoadX509KeyPair(filepath.Join(hosts(cert), cert+".crt"), filepath.Join(hosts(cert), cert+".key"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.Certificates = []tls.Certificate{kp}
+			}
+			return refusedByPeer(d.raftAddr, cfg)
+		}
+		if err := dialRaft("s1"); err != nil {
+			t.Fatalf("control: the server's own certificate is refused by its Raft port: %v", err)
+		}
+		if err := dialRaft(""); err == nil {
+			t.Error("HOLE: the Raft port accepted a TLS connection without a client certificate")
+		}
+		if err := dialRaft("web1"); err == nil {
+			t.Error("HOLE: the Raft port accepted web1's client-only certificate, signed by the same CA")
+		}
+		c, err := net.DialTimeout("tcp", d.raftAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// A plain Raft RPC header, which a transport without TLS would read.
+		_, _ = c.Write([]byte{0, 0x81, 0xa4})
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		if n, err := c.Read(buf); err == nil && n > 0 && buf[0] != 0x15 {
+			t.Errorf("HOLE: the Raft port answered plain TCP with %x, not a TLS alert", buf[:n])
+		}
+	})
+
+	t.Run("web1's credentials cannot read web2's orders or other roles' inboxes", func(t *testing.T) {
+		gotOwn := false
+		for !gotOwn {
+			select {
+			case m := <-ownOrders:
+				gotOwn = strings.HasPrefix(m.Subject, wire.AgentSubject("web1", ""))
+			default:
+				t.Fatal("control: web1's raw connection saw none of web1's own orders, so silence on web2's would prove nothing")
+			}
+		}
+		quiet(t, "web1's subscription to web2's orders while web2 ran a backup and a restore", web2Orders, 10*time.Millisecond)
+		for _, subject := range []string{
+			wire.Inbox(wire.KindAgent, "web2") + ".>",
+			wire.Inbox(wire.KindAdmin, "") + ".>",
+			wire.Inbox(wire.KindNode, "sn1") + ".>",
+			wire.Inbox(wire.KindServer, "s1") + ".>",
+			"_INBOX.>",
+			wire.NodeSubject("sn1", ">"),
+			wire.APIWildcard,
+			wire.FromAgentWildcard,
+			wire.BeatWildcard,
+			"cairn.evt.>",
+			">",
+		} {
+			web1.subscribeRefused(t, subject)
+		}
+	})
+
+	t.Run("web1's credentials cannot issue admin requests", func(t *testing.T) {
+		w := d.mustConnect(t, wire.KindAgent, "web1")
+		w.requestRefused(t, wire.APISubject(wire.OpStatus), wire.Empty{})
+		w.requestRefused(t, wire.APISubject(wire.OpKeyExport), wire.Empty{})
+		w.requestRefused(t, wire.APISubject(wire.OpRestoreStart), wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web2"}, TargetClient: "web1", To: "/tmp/stolen"})
+		// Around the API: straight to the leader's forwarding subject or to
+		// one server.
+		w.requestRefused(t, wire.LeaderSubject(wire.APISubject(wire.OpKeyExport)), wire.Empty{})
+		w.requestRefused(t, wire.ServerSubject("s1", wire.OpServerStatus), wire.Empty{})
+		// And the way an operator would try it: the CLI with web1's files.
+		r := d.as(wire.KindAgent, "web1", "--timeout", "3s", "key", "export", "--to", filepath.Join(t.TempDir(), "keys.json"))
+		if r.code == 0 {
+			t.Errorf("HOLE: 'cairn key export' with web1's credentials succeeded:\n%s", r)
+		}
+	})
+
+	t.Run("web1's credentials cannot speak for web2, the storage node or the servers", func(t *testing.T) {
+		w := d.mustConnect(t, wire.KindAgent, "web1")
+		w.requestRefused(t, wire.FromAgentSubject("web2", wire.OpAgentRegister), wire.AgentRegisterReq{Name: "web2"})
+		w.requestRefused(t, wire.FromAgentSubject("web2", wire.OpRestorePlan), wire.RestorePlanReq{JobID: runs["web2"].restore.ID})
+		w.requestRefused(t, wire.FromNodeSubject("sn1", wire.OpKeyGet), wire.KeyGetReq{JobID: runs["web2"].restore.ID})
+		w.requestRefused(t, wire.AgentSubject("web2", wire.OpRunRestore), wire.RunRestore{JobID: 1})
+		w.requestRefused(t, wire.NodeSubject("sn1", wire.OpPing), wire.Empty{})
+		data, _ := wire.Marshal(wire.AgentHeartbeat{})
+		_ = w.nc.Publish(wire.AgentBeatSubject("web2"), data)
+		w.refused(t, "publish", wire.AgentBeatSubject("web2"))
+		_ = w.nc.Publish(wire.JobEventSubject(runs["web2"].backup.ID), data)
+		w.refused(t, "publish", wire.JobEventSubject(runs["web2"].backup.ID))
+
+		// On its own subjects, the servers still answer web1 only about
+		// web1's jobs: web2's restore plan (its files and where they lie)
+		// and web2's base tree stay closed.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var plan wire.RestorePlanResp
+		err := wire.Request(ctx, w.nc, wire.FromAgentSubject("web1", wire.OpRestorePlan), wire.RestorePlanReq{JobID: runs["web2"].restore.ID}, &plan)
+		if wire.CodeOf(err) != wire.CodeNotFound {
+			t.Errorf("HOLE: web1 asked for the plan of web2's restore job %d: got %v (%d reads), want not_found", runs["web2"].restore.ID, err, len(plan.Reads))
+		}
+		var base wire.BaseTreeResp
+		err = wire.Request(ctx, w.nc, wire.FromAgentSubject("web1", wire.OpBaseTree), wire.BaseTreeReq{JobID: runs["web2"].backup.ID}, &base)
+		if wire.CodeOf(err) != wire.CodeNotFound {
+			t.Errorf("HOLE: web1 asked for the base tree of web2's backup job %d: got %v, want not_found", runs["web2"].backup.ID, err)
+		}
+		// web1's progress reports name job ids: one naming web2's job must
+		// not reach those who follow that job.
+		admin := d.mustConnect(t, wire.KindAdmin, "admin")
+		events := make(chan *nats.Msg, 16)
+		if _, err := admin.nc.ChanSubscribe(wire.JobEventSubject(runs["web2"].backup.ID), events); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		pdata, _ := wire.Marshal(wire.Progress{JobID: runs["web2"].backup.ID, Phase: "forged by web1", Files: 424242})
+		if err := w.nc.Publish(wire.AgentProgressSubject("web1"), pdata); err != nil {
+			t.Fatal(err)
+		}
+		_ = w.nc.Flush()
+		quiet(t, "web1 reported progress for web2's job; the servers published it as that job's event", events, 1500*time.Millisecond)
+	})
+
+	t.Run("a storage node's credentials cannot issue admin commands", func(t *testing.T) {
+		n := d.mustConnect(t, wire.KindNode, "sn1")
+		n.requestRefused(t, wire.APISubject(wire.OpStatus), wire.Empty{})
+		n.requestRefused(t, wire.APISubject(wire.OpKeyExport), wire.Empty{})
+		n.requestRefused(t, wire.APISubject(wire.OpBackupStart), wire.BackupStartReq{Client: "web2", Paths: []string{"/"}})
+		n.requestRefused(t, wire.LeaderSubject(wire.APISubject(wire.OpKeyExport)), wire.Empty{})
+		n.requestRefused(t, wire.AgentSubject("web1", wire.OpRunRestore), wire.RunRestore{JobID: 1})
+		n.subscribeRefused(t, wire.AgentSubject("web1", ">"))
+		n.subscribeRefused(t, wire.Inbox(wire.KindAdmin, "")+".>")
+		r := d.as(wire.KindNode, "sn1", "--timeout", "3s", "job", "list")
+		if r.code == 0 {
+			t.Errorf("HOLE: 'cairn job list' with the storage node's credentials succeeded:\n%s", r)
+		}
+	})
+
+	t.Run("NATS refuses connections without TLS or without credentials", func(t *testing.T) {
+		d.checkNATSRefusals(t)
+	})
+
+	t.Run("the data plane gives web1 nothing of web2", func(t *testing.T) {
+		d.checkDataPlane(t, runs["web1"].backup.BackupID, runs["web2"].backup.BackupID)
+	})
+}
+
+// refusedByPeer makes a TLS connection and reports nil when the peer keeps
+// it open (it waits for the client to speak, as Raft's transport does), and
+// the error when it refuses it (a TLS alert after the handshake, as TLS 1.3
+// sends for a client certificate it rejects).
+func refusedByPeer(addr string, cfg *tls.Config) error {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+	_, err = c.Read(make([]byte, 1))
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	if err == nil {
+		return nil
+	}
+	return err
+}
+
+func certPool(t *testing.T, caFile string) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pem) {
+		t.Fatalf("%s holds no certificate", caFile)
+	}
+	return p
+}
+
+func (d *secSys) checkNATSRefusals(t *testing.T) {
+	addr := strings.TrimPrefix(d.url, "tls://")
+	web1 := d.auth(wire.KindAgent, "web1")
+	connectFails := func(what string, auth wire.NATSAuth, want string, extra ...nats.Option) {
+		t.Helper()
+		c, err := d.connectWith("web1 "+what, auth, wire.Inbox(wire.KindAgent, "web1"), extra...)
+		if err == nil {
+			c.nc.Close()
+			t.Errorf("HOLE: NATS accepted a connection %s", what)
+			return
+		}
+		if !strings.Contains(strings.ToLower(err.Error()), want) {
+			t.Errorf("NATS refused a connection %s, but with %q, want it to say %q", what, err, want)
+		}
+	}
+
+	// Plain TCP: the server's INFO demands TLS and a CONNECT in clear text
+	// gets no PONG.
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(conn)
+	info, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read the NATS server's INFO: %v", err)
+	}
+	if !strings.Contains(info, `"tls_required":true`) {
+		t.Errorf("HOLE: the NATS server does not require TLS: %s", info)
+	}
+	_, _ = fmt.Fprintf(conn, "CONNECT {\"verbose\":false,\"pedantic\":false,\"name\":\"plain\"}\r\nPING\r\n")
+	rest, _ := io.ReadAll(br)
+	if strings.Contains(string(rest), "PONG") {
+		t.Errorf("HOLE: the NATS server answered a plain-text CONNECT: %q", rest)
+	}
+
+	noNkey := web1
+	noNkey.NkeyFile = ""
+	connectFails("with TLS and web1's certificate but no credential", noNkey, "authorization")
+
+	noCert := web1
+	noCert.CertFile, noCert.KeyFile = "", ""
+	connectFails("with web1's nkey but no client certificate", noCert, "tls")
+
+	// A well-made nkey of the right name, but not the one the
+	// configuration lists for web1.
+	u, err := natsauth.LoadOrCreateUser(t.TempDir(), wire.KindAgent, "web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := web1
+	stranger.NkeyFile = u.SeedFile
+	connectFails("with an nkey the configuration does not list", stranger, "authorization")
+
+	// A certificate from another CA, with web1's valid nkey.
+	otherCA := filepath.Join(t.TempDir(), "other-ca")
+	d.cli("cert", "ca", "--out", otherCA)
+	other := filepath.Join(t.TempDir(), "other")
+	d.cli("cert", "issue", "--ca", otherCA, "--name", "web1", "--client", "--out", other)
+	foreign := web1
+	foreign.CertFile, foreign.KeyFile = filepath.Join(other, "web1.crt"), filepath.Join(other, "web1.key")
+	connectFails("with a client certificate of another CA", foreign, "tls")
+
+	// A NATS server impostor with a certificate of another CA does not get
+	// the role's connection either (the client checks the server).
+	impostorCA := web1
+	impostorCA.CAFile = filepath.Join(otherCA, pki.CACertFile)
+	connectFails("that trusts another CA than the NATS server's", impostorCA, "x509")
+}
+
+// ---- the data plane ----
+
+// fakeAgent is a raw NATS connection that does an agent's part with that
+// agent's credentials: it registers, heartbeats with the jobs it holds,
+// acknowledges every order, and leaves the data connection to the test.
+type fakeAgent struct {
+	name     string
+	c        *secConn
+	restores chan wire.RunRestore
+
+	mu      sync.Mutex
+	running map[uint64]bool
+}
+
+func (d *secSys) fakeAgent(t *testing.T, name string) *fakeAgent {
+	t.Helper()
+	c := d.mustConnect(t, wire.KindAgent, name)
+	a := &fakeAgent{name: name, c: c, restores: make(chan wire.RunRestore, 16), running: map[uint64]bool{}}
+	orders := make(chan *nats.Msg, 16)
+	if _, err := c.nc.ChanSubscribe(wire.AgentSubject(name, ">"), orders); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		ack, _ := wire.Marshal(wire.Empty{})
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-orders:
+				_ = m.Respond(ack)
+				if !strings.HasSuffix(m.Subject, "."+wire.OpRunRestore) {
+					continue
+				}
+				body, err := wire.Unmarshal(m.Data)
+				if err != nil {
+					continue
+				}
+				o, err := wire.Decode[wire.RunRestore](body)
+				if err != nil {
+					continue
+				}
+				a.mu.Lock()
+				first := !a.running[o.JobID]
+				a.running[o.JobID] = true
+				a.mu.Unlock()
+				if first {
+					a.restores <- o
+				}
+			}
+		}
+	}()
+	if err := wire.Request(ctx, c.nc, wire.FromAgentSubject(name, wire.OpAgentRegister), wire.AgentRegisterReq{Name: name, Hostname: "fake-" + name}, nil); err != nil {
+		t.Fatalf("register as %s: %v", name, err)
+	}
+	go func() {
+		defer wg.Done()
+		for {
+			a.mu.Lock()
+			var hb wire.AgentHeartbeat
+			for id := range a.running {
+				hb.Running = append(hb.Running, id)
+			}
+			a.mu.Unlock()
+			_ = wire.Publish(c.nc, wire.AgentBeatSubject(name), hb)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}()
+	return a
+}
+
+// restore starts a restore of backup for the agent's client with the admin
+// CLI and returns the order the agent gets.
+func (a *fakeAgent) restore(t *testing.T, d *secSys, backup uint64) wire.RunRestore {
+	t.Helper()
+	var started wire.JobStarted
+	if err := d.adminJSON(&started, "restore", "--client", a.name, "--to", "/tmp/never-written", "--wait=false",
+		"--backup", strconv.FormatUint(backup, 10)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case o := <-a.restores:
+			if o.JobID == started.JobID {
+				return o
+			}
+		case <-deadline:
+			t.Fatalf("%s got no restore order for job %d within 30s", a.name, started.JobID)
+		}
+	}
+}
+
+// plan pages through a restore's plan as the agent does.
+func (a *fakeAgent) plan(t *testing.T, job uint64) []wire.ReadRequest {
+	t.Helper()
+	var reads []wire.ReadRequest
+	for cursor := 0; ; {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var p wire.RestorePlanResp
+		err := wire.Request(ctx, a.c.nc, wire.FromAgentSubject(a.name, wire.OpRestorePlan), wire.RestorePlanReq{JobID: job, Cursor: cursor}, &p)
+		cancel()
+		if err != nil {
+			t.Fatalf("restore plan of job %d as %s: %v", job, a.name, err)
+		}
+		reads = append(reads, p.Reads...)
+		if p.Done {
+			break
+		}
+		cursor = p.Cursor
+	}
+	if len(reads) == 0 {
+		t.Fatalf("the restore plan of job %d has no reads", job)
+	}
+	return reads
+}
+
+// finish reports the job as ended, so it does not wait for its watchdog.
+func (a *fakeAgent) finish(job uint64) {
+	a.mu.Lock()
+	delete(a.running, job)
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = wire.Request(ctx, a.c.nc, wire.FromAgentSubject(a.name, wire.OpJobDone),
+		wire.JobDoneReq{JobID: job, Error: wire.Errorf(wire.CodeAborted, "", "security test: the data connection was the test's")}, nil)
+}
+
+// hello opens a data connection to the node of o with tk and returns the
+// connection once accepted, or the node's refusal.
+func hello(o wire.RunRestore, tk string) (*dataplane.Conn, error) {
+	client := ""
+	if p, _, ok := strings.Cut(tk, "."); ok {
+		if raw, err := base64.RawURLEncoding.DecodeString(p); err == nil {
+			var tt ticket.Ticket
+			_ = json.Unmarshal(raw, &tt)
+			client = tt.Client
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := dataplane.Dial(ctx, o.Node.Addr, o.Node.CertSHA256)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: client, Version: "test"}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var acc dataplane.Accept
+	if err := conn.ReadJSON(dataplane.FrameAccept, &acc); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// read sends one read request and returns the record bytes the node sent
+// before it said the read was done, or its error.
+func read(conn *dataplane.Conn, rr wire.ReadRequest) (int, error) {
+	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		typ, p, err := conn.ReadFrame()
+		if err != nil {
+			return n, fmt.Errorf("the node closed the connection: %w", err)
+		}
+		switch typ {
+		case dataplane.FrameRecords:
+			n += len(p)
+		case dataplane.FrameDamaged:
+		case dataplane.FrameReadDone:
+			return n, nil
+		default:
+			return n, dataplane.DecodeJSON(typ, p, dataplane.FrameReadDone, &dataplane.ReadDone{})
+		}
+	}
+}
+
+// tamper returns tk with its payload changed by f and the original
+// signature kept.
+func tamper(t *testing.T, tk string, f func(*ticket.Ticket)) string {
+	t.Helper()
+	payload, sig, _ := strings.Cut(tk, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tt ticket.Ticket
+	if err := json.Unmarshal(raw, &tt); err != nil {
+		t.Fatal(err)
+	}
+	f(&tt)
+	raw, err = json.Marshal(tt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(raw) + "." + sig
+}
+
+func decodeTicket(t *testing.T, tk string) ticket.Ticket {
+	t.Helper()
+	var tt ticket.Ticket
+	tamper(t, tk, func(x *ticket.Ticket) { tt = *x })
+	return tt
+}
+
+func wantRefusal(t *testing.T, what string, err error, says string) {
+	t.Helper()
+	switch {
+	case err == nil:
+		t.Errorf("HOLE: the storage node accepted %s", what)
+	case wire.CodeOf(err) != wire.CodeTicketRejected || !strings.Contains(err.Error(), says):
+		t.Errorf("the storage node refused %s, but with %q (code %s), want a ticket_rejected error saying %q", what, err, wire.CodeOf(err), says)
+	}
+}
+
+func (d *secSys) checkDataPlane(t *testing.T, web1Backup, web2Backup uint64) {
+	// The real agents step aside: the test does their part with their
+	// credentials, so it holds the tickets they would get.
+	for _, c := range secClients {
+		d.agents[c].stop()
+	}
+	fake1, fake2 := d.fakeAgent(t, "web1"), d.fakeAgent(t, "web2")
+
+	// What web2's agent reads in a restore, and a check that those reads
+	// do give web2's data to web2's own ticket.
+	o2 := fake2.restore(t, d, web2Backup)
+	reads2 := fake2.plan(t, o2.JobID)
+	conn, err := hello(o2, o2.Ticket)
+	if err != nil {
+		t.Fatalf("control: web2's own ticket was refused: %v", err)
+	}
+	n, err := read(conn, reads2[0])
+	conn.Close()
+	fake2.finish(o2.JobID)
+	if err != nil || n == 0 {
+		t.Fatalf("control: web2's own read of its session %s gave %d bytes: %v", reads2[0].SessionID, n, err)
+	}
+	web2Session := reads2[0].SessionID
+
+	o1 := fake1.restore(t, d, web1Backup)
+	reads1 := fake1.plan(t, o1.JobID)
+	tk1 := decodeTicket(t, o1.Ticket)
+	if tk1.Client != "web1" || tk1.Op != ticket.OpRestore {
+		t.Fatalf("web1's restore order carries a ticket for %s %s", tk1.Client, tk1.Op)
+	}
+
+	t.Run("a web1 restore ticket does not read a web2 session", func(t *testing.T) {
+		conn, err := hello(o1, o1.Ticket)
+		if err != nil {
+			t.Fatalf("web1's own fresh ticket was refused: %v", err)
+		}
+		defer conn.Close()
+		n, err := read(conn, reads2[0])
+		if n > 0 {
+			t.Errorf("HOLE: web1's ticket read %d bytes of web2's session %s", n, web2Session)
+		}
+		if wire.CodeOf(err) != wire.CodeTicketRejected || !strings.Contains(err.Error(), "does not allow reading session") {
+			t.Errorf("web1's ticket asking for web2's session %s: got %v, want the node to refuse it as not in the ticket", web2Session, err)
+		}
+	})
+
+	t.Run("a used ticket is refused", func(t *testing.T) {
+		conn, err := hello(o1, o1.Ticket)
+		if conn != nil {
+			conn.Close()
+		}
+		wantRefusal(t, "web1's ticket a second time", err, "already used")
+	})
+
+	t.Run("a forged ticket is refused", func(t *testing.T) {
+		widened := tamper(t, o1.Ticket, func(x *ticket.Ticket) {
+			x.ID = ticket.NewID()
+			x.Sessions = append(x.Sessions, web2Session.String())
+		})
+		conn, err := hello(o1, widened)
+		if conn != nil {
+			conn.Close()
+		}
+		wantRefusal(t, "web1's ticket with web2's session added", err, "invalid signature")
+
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own := tk1
+		own.ID, own.Sessions = "", []string{web2Session.String()}
+		own.Issued, own.Expires = time.Now().Add(-time.Second), time.Now().Add(time.Minute)
+		signed, err := ticket.Sign(own, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err = hello(o1, signed)
+		if conn != nil {
+			conn.Close()
+		}
+		wantRefusal(t, "a ticket web1 signed itself", err, "invalid signature")
+
+		conn, err = hello(o1, "")
+		if conn != nil {
+			conn.Close()
+		}
+		wantRefusal(t, "a hello without a ticket", err, "no job ticket")
+	})
+
+	t.Run("web1's session id does not open web2's volume parts", func(t *testing.T) {
+		o := fake1.restore(t, d, web1Backup)
+		defer fake1.finish(o.JobID)
+		conn, err := hello(o, o.Ticket)
+		if err != nil {
+			t.Fatalf("web1's own fresh ticket was refused: %v", err)
+		}
+		defer conn.Close()
+		n, err := read(conn, reads1[0])
+		if err != nil || n == 0 {
+			t.Fatalf("control: web1's own read gave %d bytes: %v", n, err)
+		}
+		swapped := reads2[0]
+		swapped.SessionID = reads1[0].SessionID
+		swapped.KeyID = reads1[0].KeyID
+		n, err = read(conn, swapped)
+		if n > 0 || err == nil {
+			t.Errorf("HOLE: a read naming web1's session with web2's volume parts gave %d bytes of records (err %v)", n, err)
+		}
+	})
+
+	t.Run("a data connection without the pinned certificate fails", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// The real node, but a fingerprint the servers did not give.
+		sum := sha256.Sum256([]byte("another certificate"))
+		if c, err := dataplane.Dial(ctx, o1.Node.Addr, hex.EncodeToString(sum[:])); err == nil {
+			c.Close()
+			t.Error("HOLE: the agent's dial accepted a storage node whose certificate is not the pinned one")
+		}
+
+		// An impostor on another address with its own certificate: the
+		// agent refuses it before it sends the ticket.
+		cert, _, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		got := make(chan int, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				got <- 0
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			b, _ := io.ReadAll(c)
+			got <- len(b)
+		}()
+		if c, err := dataplane.Dial(ctx, ln.Addr().String(), o1.Node.CertSHA256); err == nil {
+			_ = c.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: "would-leak"})
+			c.Close()
+			t.Error("HOLE: the agent's dial accepted an impostor's certificate in place of the pinned one")
+		}
+		if n := <-got; n > 0 {
+			t.Errorf("HOLE: the impostor received %d bytes of application data", n)
+		}
+
+		// No TLS at all: the node does not speak the data protocol in clear.
+		pc, err := net.DialTimeout("tcp", o1.Node.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		plain := dataplane.NewConn(pc)
+		_ = plain.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: o1.Ticket})
+		_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(pc)
+		if strings.Contains(string(b), "job_id") {
+			t.Errorf("HOLE: the data port answered a plain-text hello: %q", b)
+		}
+	})
+}
