@@ -206,6 +206,14 @@ func (n *Node) library(name string) (*library.Manager, error) {
 	return nil, wire.Errorf(wire.CodeNotFound, "check the library's name with 'cairn library status'", "storage node %s has no library %s", n.cfg.ID, name)
 }
 
+// Library is the library named name, nil when the node has none of that
+// name. In-process stacks reach an emulated library's operator's hands
+// (Emulated().Insert and Remove at the mail slots) through it.
+func (n *Node) Library(name string) *library.Manager {
+	m, _ := n.library(name)
+	return m
+}
+
 func (n *Node) closeLibraries() {
 	for name, m := range n.libs {
 		if err := m.Close(); err != nil {
