@@ -1,6 +1,6 @@
 // Package devstack wires every role into one process: an embedded NATS
 // server, a one-voter Raft group of one server, a storage node with a disk
-// pool, and an agent. `cairn dev` and `cairn demo` run it, and in-process
+// pool and an emulated tape library with a tape pool, and an agent. `cairn dev` and `cairn demo` run it, and in-process
 // end-to-end tests stand it up. It composes the same code the separate
 // processes run; nothing here is a second implementation.
 package devstack
@@ -21,6 +21,7 @@ import (
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/server"
 	"github.com/cairnbackup/cairn/storagenode"
+	"github.com/cairnbackup/cairn/storagenode/library"
 )
 
 // Config of an all-in-one stack.
@@ -40,6 +41,24 @@ type Config struct {
 	MaxVolumeBytes int64
 	// Workers per stream on the storage node; 2 when 0.
 	Workers int
+	// NoTape leaves the emulated tape library and the tape pool out.
+	NoTape bool
+	// TapePool is the tape pool's name; Weekly when empty.
+	TapePool string
+	// CartridgeBytes and EarlyWarningBytes size the emulated cartridges;
+	// 4 GiB with a 256 MiB early warning zone when 0. The demo makes them
+	// small so that a backup spans tapes.
+	CartridgeBytes, EarlyWarningBytes int64
+	// SpoolChunkBytes is the tape pool's disk spool chunk (DIR/spool); 64
+	// MiB when 0, no spool when negative. Two chunks must fit the early
+	// warning zone.
+	SpoolChunkBytes int64
+	// TapeVirtualClock makes the emulated drives' and robot's times free
+	// (tests).
+	TapeVirtualClock bool
+	// MountPoll is how often a job waiting for a tape or a drive looks
+	// again, and how often a backup waiting for a volume asks; 1s when 0.
+	MountPoll time.Duration
 	// Logger receives every role's log; discarded when nil.
 	Logger *slog.Logger
 	// Registry receives every role's metrics; none when nil.
@@ -66,6 +85,18 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = 2
+	}
+	if cfg.TapePool == "" {
+		cfg.TapePool = "Weekly"
+	}
+	if cfg.CartridgeBytes == 0 {
+		cfg.CartridgeBytes, cfg.EarlyWarningBytes = 4<<30, 256<<20
+	}
+	if cfg.SpoolChunkBytes == 0 {
+		cfg.SpoolChunkBytes = 64 << 20
+	}
+	if cfg.MountPoll == 0 {
+		cfg.MountPoll = time.Second
 	}
 	if cfg.Client == "" {
 		return nil, errors.New("devstack: no client name")
@@ -117,6 +148,15 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	nc.DataAddr = "127.0.0.1:0"
 	nc.Workers = cfg.Workers
 	nc.Pools = []storagenode.PoolConfig{{Name: cfg.Pool, Dir: filepath.Join(cfg.Dir, "pool"), MaxVolumeBytes: cfg.MaxVolumeBytes}}
+	if !cfg.NoTape {
+		nc.Libraries = []library.Config{cfg.library()}
+		tp := storagenode.TapePoolConfig{Name: cfg.TapePool, Library: Library}
+		if cfg.SpoolChunkBytes >= 0 {
+			tp.SpoolDir, tp.SpoolChunkBytes = filepath.Join(cfg.Dir, "spool"), cfg.SpoolChunkBytes
+		}
+		nc.TapePools = []storagenode.TapePoolConfig{tp}
+		nc.VolumeWaitPoll = cfg.MountPoll
+	}
 	node, err := storagenode.New(nc, cfg.Logger, cfg.Registry)
 	if err != nil {
 		return nil, err
@@ -146,6 +186,42 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	ok = true
 	return st, nil
+}
+
+// The emulated library of a stack: 2 drives, 24 slots, 2 mail slots and 20
+// blank cartridges, barcodes CRN001L9 to CRN020L9, in slots 1 to 20.
+const (
+	Library       = "lib1"
+	LibraryDrives = 2
+	LibrarySlots  = 24
+	LibraryMail   = 2
+	Cartridges    = 20
+)
+
+// Barcode is the barcode of the stack's cartridge n (from 1).
+func Barcode(n int) string { return fmt.Sprintf("CRN%03dL9", n) }
+
+func (c *Config) library() library.Config {
+	var barcodes []string
+	for i := 1; i <= Cartridges; i++ {
+		barcodes = append(barcodes, Barcode(i))
+	}
+	return library.Config{
+		Name: Library, MountPoll: c.MountPoll,
+		Emulated: &library.EmulatedConfig{
+			Dir: filepath.Join(c.Dir, "library"), Drives: LibraryDrives, Slots: LibrarySlots, MailSlots: LibraryMail,
+			Barcodes: barcodes, CartridgeBytes: c.CartridgeBytes, EarlyWarningBytes: c.EarlyWarningBytes,
+			Profile: "fast", VirtualClock: c.TapeVirtualClock,
+		},
+	}
+}
+
+// Library is the stack's emulated library, nil with NoTape.
+func (s *Stack) Library() *library.Manager {
+	if s.Node == nil || s.Config.NoTape {
+		return nil
+	}
+	return s.Node.Library(Library)
 }
 
 // URL is the NATS URL the admin commands use.

@@ -33,7 +33,10 @@ func newDemoCmd(g *globals) *cobra.Command {
 random data, a large sparse file, symlinks, hard links, an empty directory,
 odd names), run a full backup, change the tree, run an incremental, restore
 both points in time into new directories and check every byte and every
-piece of metadata against the tree as it was. Exits non-zero on any mismatch.`,
+piece of metadata against the tree as it was. Then label tapes of the
+emulated library, back the tree up to the tape pool (small cartridges, so
+the backup spans two tapes), restore it from tape and check it again.
+Exits non-zero on any mismatch.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDemo(cmd.Context(), g, o)
@@ -77,6 +80,10 @@ func runDemo(ctx context.Context, g *globals, o demoOpts) (err error) {
 	say("starting the all-in-one system in %s", dir)
 	st, err := devstack.Start(ctx, devstack.Config{
 		Dir: filepath.Join(dir, "state"), Client: "demo", Logger: slog.New(slog.NewTextHandler(logOut, nil)),
+		// Cartridges of 24 MiB that warn 15 MiB before their end (room for
+		// two 1 MiB spool chunks and what follows them), so the backup to
+		// tape spans two of them.
+		CartridgeBytes: demoCartridgeBytes, EarlyWarningBytes: demoEarlyWarningBytes, SpoolChunkBytes: 1 << 20,
 	})
 	if err != nil {
 		return err
@@ -185,11 +192,36 @@ func runDemo(ctx context.Context, g *globals, o demoOpts) (err error) {
 	}
 	say("verified: %s lists %d entries with no server, using the escrowed key", filepath.Base(vols[0]), n)
 
-	report(g.out, steps, full, incr, vols)
+	// Tape: label, back up to the tape pool, restore from tape.
+	pool := st.Config.TapePool
+	say("labeling the tapes in slots 1-4 of library %s for pool %s", devstack.Library, pool)
+	if err := runMediaLabel(ctx, &dg, devstack.Library, []int{1, 2, 3, 4}, pool, false); err != nil {
+		return fmt.Errorf("label tapes: %w", err)
+	}
+	tapeJob, err := step("full backup to tape", snapIncr.Bytes, func() (*wire.JobInfo, error) {
+		return runBackup(ctx, &dg, backupOpts{client: "demo", paths: []string{src}, level: "full", pool: pool, wait: true})
+	})
+	if err != nil {
+		return err
+	}
+	if tapeJob.Tape == nil {
+		return fmt.Errorf("the backup to tape pool %s reports no tape figures", pool)
+	}
+	if err := check("tape", tapeJob, snapIncr); err != nil {
+		return err
+	}
+
+	report(g.out, steps, full, incr, vols, tapeJob)
 	return nil
 }
 
-func report(w io.Writer, steps []demoStep, full, incr *wire.JobInfo, vols []string) {
+// The demo's cartridges: small, so that its backup spans two tapes.
+const (
+	demoCartridgeBytes    = 24 << 20
+	demoEarlyWarningBytes = 15 << 20
+)
+
+func report(w io.Writer, steps []demoStep, full, incr *wire.JobInfo, vols []string, tapeJob *wire.JobInfo) {
 	fmt.Fprintln(w, "\nREPORT")
 	t := newTable(w, "STEP", "FILES", "BYTES", "TIME", "RATE", "STORED", "RATIO")
 	for _, s := range steps {
@@ -207,5 +239,8 @@ func report(w io.Writer, steps []demoStep, full, incr *wire.JobInfo, vols []stri
 		names = append(names, filepath.Base(v))
 	}
 	fmt.Fprintf(w, "volumes written: %s\n", strings.Join(names, ", "))
+	if tapeJob != nil && tapeJob.Tape != nil {
+		fmt.Fprintf(w, "tapes written: %s; %s\n", strings.Join(tapeJob.Volumes, ", "), tapeFigures(tapeJob.Tape))
+	}
 	fmt.Fprintln(w, "demo passed: every restored byte and every piece of metadata matches")
 }

@@ -311,8 +311,10 @@ func newDevCmd(g *globals) *cobra.Command {
 		Short: "Run the whole system in one process, keeping its state in DIR",
 		Long: `Run the whole system in one process until Ctrl-C: an embedded NATS server,
 one server (a one-voter Raft group), a storage node with the disk pool
-Default in DIR/pool, and an agent for this host. State stays in DIR across
-restarts. In another terminal, the admin commands talk to it.`,
+Default in DIR/pool and an emulated tape library lib1 (2 drives, 24 slots,
+2 mail slots, 20 blank barcoded tapes in DIR/library) with the tape pool
+Weekly, and an agent for this host. State stays in DIR across restarts. In
+another terminal, the admin commands talk to it.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
@@ -349,7 +351,12 @@ restarts. In another terminal, the admin commands talk to it.`,
 				return err
 			}
 			fmt.Fprintf(g.out, "cairn dev is running: NATS %s, client %s, pool Default in %s\n", st.URL(), client, st.PoolDir())
+			fmt.Fprintf(g.out, "tape library %s: %d drives, %d slots, %d mail slots, tapes %s to %s; tape pool %s\n",
+				devstack.Library, devstack.LibraryDrives, devstack.LibrarySlots, devstack.LibraryMail,
+				devstack.Barcode(1), devstack.Barcode(devstack.Cartridges), st.Config.TapePool)
 			fmt.Fprintf(g.out, "try: cairn backup --client %s --path /etc --wait\n", client)
+			fmt.Fprintf(g.out, "     cairn media label --library %s --slots 1-4 --pool %s; cairn backup --client %s --path /etc --pool %s --wait\n",
+				devstack.Library, st.Config.TapePool, client, st.Config.TapePool)
 			<-ctx.Done()
 			fmt.Fprintln(g.out, "stopping")
 			return nil
