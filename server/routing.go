@@ -104,6 +104,14 @@ func (s *Server) handlerFor(subject string) wire.Handler {
 }
 
 func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
+	if m.Reply != "" && !strings.HasPrefix(m.Reply, "_INBOX.") {
+		// Every role takes its replies on an inbox. A reply subject
+		// elsewhere would have this server publish, with its own
+		// authority, wherever the sender names: another agent's orders,
+		// the API, the leader's subject.
+		s.log.Warn("dropped a request whose reply subject is not an inbox", "subject", m.Subject, "reply", m.Reply)
+		return
+	}
 	if !needsLeader(m.Subject) || s.raft.IsLeader() {
 		wire.HandleMsg(ctx, m, s.log, s.handlerFor(m.Subject))
 		return
