@@ -412,7 +412,7 @@ func TestSecuredDeployment(t *testing.T) {
 		defer c.Close()
 		// A plain Raft RPC header, which a transport without TLS would read.
 		_, _ = c.Write([]byte{0, 0x81, 0xa4})
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		buf := make([]byte, 64)
 		if n, err := c.Read(buf); err == nil && n > 0 && buf[0] != 0x15 {
 			t.Errorf("HOLE: the Raft port answered plain TCP with %x, not a TLS alert", buf[:n])
@@ -507,6 +507,29 @@ func TestSecuredDeployment(t *testing.T) {
 		}
 		_ = w.nc.Flush()
 		quiet(t, "web1 reported progress for web2's job; the servers published it as that job's event", events, 1500*time.Millisecond)
+	})
+
+	t.Run("web1 cannot make the servers publish on another role's subjects", func(t *testing.T) {
+		// A request on web1's own subject whose reply subject is web2's
+		// order subject: answering it there would let web1 inject
+		// messages, with the servers' authority, into web2's orders.
+		w := d.mustConnect(t, wire.KindAgent, "web1")
+		w2 := d.mustConnect(t, wire.KindAgent, "web2")
+		injected := make(chan *nats.Msg, 16)
+		if _, err := w2.nc.ChanSubscribe(wire.AgentSubject("web2", ">"), injected); err != nil {
+			t.Fatal(err)
+		}
+		if err := w2.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := wire.Marshal(wire.AgentRegisterReq{Name: "web1", Hostname: "web1"})
+		for _, reply := range []string{wire.AgentSubject("web2", wire.OpRunBackup), wire.APISubject(wire.OpStatus)} {
+			if err := w.nc.PublishRequest(wire.FromAgentSubject("web1", wire.OpAgentRegister), reply, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = w.nc.Flush()
+		quiet(t, "web1 named web2's order subject as its reply subject; the servers answered there", injected, 1500*time.Millisecond)
 	})
 
 	t.Run("a storage node's credentials cannot issue admin commands", func(t *testing.T) {
