@@ -80,6 +80,13 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 				for _, np := range n.Pools {
 					if np.Name == p.Name {
 						pn.Dir = np.Dir
+						if np.Type == catalog.PoolTypeTape {
+							// Where a tape pool's volumes are.
+							pn.Dir = "library " + np.Library
+							if np.Library == "" {
+								pn.Dir = "any library"
+							}
+						}
 					}
 				}
 			}

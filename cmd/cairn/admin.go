@@ -79,7 +79,7 @@ func newPoolCmd(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(g.out, resp.Pools)
 			}
-			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "FREE", "MAX VOLUME", "DIRS")
+			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "FREE", "MAX VOLUME", "WHERE")
 			for _, p := range resp.Pools {
 				var nodes, dirs []string
 				for _, n := range p.Nodes {
