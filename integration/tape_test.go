@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/devstack"
+	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -71,7 +72,16 @@ func TestTapeEndToEnd(t *testing.T) {
 	s.fails(2, []string{"slots"}, "media", "label", "--slots", "x-y", "--pool", "Weekly")
 	s.fails(1, []string{`library "lib9" is not known`}, "media", "label", "--library", "lib9", "--slots", "5", "--pool", "Weekly")
 	s.fails(1, []string{"not a tape pool"}, "media", "label", "--slots", "5", "--pool", "Default")
+	// A write-protected tape is refused by the node, which says so; the
+	// catalog records nothing.
+	if err := tape.SetWriteProtect(st.Library().CartridgePath("CRN005L9"), true); err != nil {
+		t.Fatal(err)
+	}
+	s.fails(1, []string{"slot 5: not labeled", "write", "1 of 1 tapes not labeled"}, "media", "label", "--slots", "5", "--pool", "Weekly")
 	s.json(&libs, "library", "status")
+	if sl := libs[0].Slots[4]; sl.Barcode != "CRN005L9" || sl.Volume != "" {
+		t.Fatalf("slot 5 after a refused label: %+v", sl)
+	}
 	if sl := libs[0].Slots[0]; sl.Volume != "CRN001L9" || sl.Pool != "Weekly" || sl.State != "append" {
 		t.Fatalf("slot 1 after labeling: %+v", sl)
 	}
