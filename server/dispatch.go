@@ -192,7 +192,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 		}
 		tk, err := s.sign(ticket.Ticket{
 			JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpBackup,
-			Pool: pool.Name, BackupID: backup.ID, Level: string(job.Level), KeyID: pool.KeyID,
+			Pool: pool.Name, BackupID: backup.ID, Level: string(job.Level), KeyID: pool.KeyID, Attempt: job.Attempt,
 		})
 		if err != nil {
 			return err
@@ -354,10 +354,19 @@ func (s *Server) watchRunning(ctx context.Context) {
 		}
 		lost := !knows && time.Since(r.ordered) > s.cfg.LivenessTimeout && time.Since(r.confirmed) > s.cfg.LivenessTimeout
 		s.mu.Unlock()
+		if lost && r.typ == catalog.JobBackup {
+			// The agent does not run the backup: the order was lost (say,
+			// with the previous leader) or the agent restarted, and with
+			// it what it knew of the attempt, whose session may still be
+			// open on the storage node. The same attempt must not run
+			// again: the job goes on with the next one.
+			s.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the agent's log",
+				"the agent of client %s does not run the job (it restarted, or the order was lost with a leader)", r.client))
+			continue
+		}
 		if lost {
-			// The agent does not run the job: the order was lost (say, with
-			// the previous leader) or the agent restarted. Order again; the
-			// agent knows the jobs it finished and does not run them twice.
+			// The agent does not run the restore: order it again; the agent
+			// knows the jobs it finished and does not run them twice.
 			job, err := s.store.Job(r.id)
 			if err == nil && job.State == catalog.JobRunning {
 				s.log.Info("the agent does not report a running job; ordering it again", "job", r.id)

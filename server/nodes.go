@@ -348,6 +348,14 @@ func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.Sess
 	if err != nil || job.Node != sender(subject) {
 		return wire.Empty{}, wire.Errorf(wire.CodeNotFound, "", "job %d is not a job of this storage node", req.JobID)
 	}
+	if req.Attempt != 0 && (job.State != catalog.JobRunning || job.Attempt != req.Attempt) {
+		// A session that outlived its attempt (it waited on a request
+		// while its agent died and the job moved on): the attempt it
+		// concerns is over, and the one running now is not its to end.
+		s.log.Info("a storage node's session of an attempt that is over failed", "job", job.ID, "attempt", req.Attempt,
+			"now", job.Attempt, "state", job.State, "err", req.Error.Message)
+		return wire.Empty{}, nil
+	}
 	e := req.Error
 	s.failJob(ctx, job.ID, &e)
 	return wire.Empty{}, nil

@@ -311,7 +311,7 @@ func (s *session) fail(ctx context.Context, err error) *wire.Error {
 	// The servers must hear of it even if the job's context is gone.
 	actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if rerr := s.n.request(actx, wire.OpSessionAbort, wire.SessionAbortReq{JobID: s.t.JobID, Error: *we}, nil); rerr != nil {
+	if rerr := s.n.request(actx, wire.OpSessionAbort, wire.SessionAbortReq{JobID: s.t.JobID, Error: *we, Attempt: s.t.Attempt}, nil); rerr != nil {
 		s.log.Warn("could not report the failed session; the server's watchdog will", "err", rerr)
 	}
 	return we

@@ -37,6 +37,10 @@ type Ticket struct {
 	BackupID uint64 `json:"backup_id,omitempty"`
 	Level    string `json:"level,omitempty"`
 	KeyID    string `json:"key_id,omitempty"`
+	// Attempt is the job's attempt the ticket was issued for: a storage
+	// node's report about the session names it, so that a late report
+	// about an attempt that is over does not end the one that replaced it.
+	Attempt int `json:"attempt,omitempty"`
 	// Sessions lists the sessions a restore may read.
 	Sessions []string  `json:"sessions,omitempty"`
 	Issued   time.Time `json:"issued"`

@@ -550,6 +550,10 @@ type SessionCommitReq struct {
 type SessionAbortReq struct {
 	JobID uint64 `json:"job_id"`
 	Error Error  `json:"error"`
+	// Attempt is the attempt of the session's ticket (0 from an older
+	// node): an abort that comes in after the job went on to another
+	// attempt changes nothing.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // ---- agent <-> servers ----
