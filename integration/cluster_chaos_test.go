@@ -32,10 +32,10 @@ import (
 // twice or overlapped another (from the agents' and storage nodes' logs),
 // and the three members' catalogs must be identical.
 //
-// CAIRN_CHAOS_ROUNDS raises the number of rounds (2 by default) for a
+// CAIRN_CHAOS_ROUNDS raises the number of rounds (3 by default) for a
 // longer run by hand. The figures are on one line starting "chaos:".
 func TestClusterChaos(t *testing.T) {
-	rounds := 2
+	rounds := 3
 	if s := os.Getenv("CAIRN_CHAOS_ROUNDS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -146,14 +146,20 @@ func TestClusterChaos(t *testing.T) {
 	c.checkAllEnded(d)
 	retried := 0
 	for _, j := range d.jobs {
-		if j.Type == catalog.JobBackup && j.Attempt > 1 {
+		if j.Type != catalog.JobBackup {
+			continue
+		}
+		if j.Attempt > 1 {
 			retried++
+		}
+		if j.State == catalog.JobFailed {
+			t.Logf("backup job %d of %s failed at attempt %d: %s", j.ID, j.Client, j.Attempt, j.Error)
 		}
 	}
 	slices.Sort(elections)
-	median, max := time.Duration(0), time.Duration(0)
-	if len(elections) > 0 {
-		median, max = elections[len(elections)/2], elections[len(elections)-1]
+	var median, max time.Duration
+	if n := len(elections); n > 0 {
+		median, max = (elections[(n-1)/2]+elections[n/2])/2, elections[n-1]
 	}
 	t.Logf("chaos: rounds=%d kills=%d jobs=%d complete=%d failed=%d retried=%d failovers=%d new-leader median=%s max=%s took=%s",
 		rounds, kills, len(w.started), len(restored), outcomes[catalog.JobFailed], retried, failovers,

@@ -452,6 +452,16 @@ func TestClusterStorageNodes(t *testing.T) {
 	track("web01", big, id)
 	j := waitStreaming(c, id)
 	victim := c.node(j.Node)
+	sessionsOn := func(node string) int {
+		n := 0
+		for _, v := range c.as("").volumes() {
+			if v.Node == node {
+				n += v.Sessions
+			}
+		}
+		return n
+	}
+	sessionsBefore := sessionsOn(victim.name)
 	kill(victim.proc)
 	killed := time.Now()
 	done := waitJob(c, id, 2*time.Minute)
@@ -466,6 +476,20 @@ func TestClusterStorageNodes(t *testing.T) {
 	}
 	if !strings.Contains(log, "attempt 1 on storage node "+victim.name) {
 		t.Errorf("the job log does not say why attempt 1 ended:\n%s", log)
+	}
+	// The killed session is nowhere in the catalog: the backup lies on the
+	// other node's volumes only, and the victim's hold what they held.
+	vols := map[string]string{}
+	for _, v := range c.as("").volumes() {
+		vols[v.Name] = v.Node
+	}
+	for _, v := range done.Volumes {
+		if vols[v] != done.Node {
+			t.Errorf("backup %d, written on %s, lists volume %s of node %q", id, done.Node, v, vols[v])
+		}
+	}
+	if n := sessionsOn(victim.name); n != sessionsBefore {
+		t.Errorf("the volumes of %s hold %d sessions after the kill, %d before", victim.name, n, sessionsBefore)
 	}
 	victim.proc.start()
 	c.waitReady()
