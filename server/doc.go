@@ -10,6 +10,17 @@
 // sessions and blocks hold the chosen paths and hands the plan out page by
 // page; the agent forwards it to the node over the data port.
 //
+// Tape (tape.go): a storage node owns its libraries and alone drives their
+// changers and drives; the servers keep the catalog's view of the
+// cartridges (volume, pool, state, location and its history) and route an
+// operator's library.status, library.move and media.label to the owning
+// node. A label is recorded only after the node wrote and read it back. A
+// backup to a tape pool is granted a tape of the pool in the node's library
+// (one already in a drive first), else a Scratch tape, else an error that
+// says what would help, which the node shows as the job's waiting reason.
+// Restore plans give tape reads the tape's part starts and are ordered so
+// that each tape is needed once.
+//
 // Liveness is not replicated: storage nodes and agents heartbeat to every
 // server, and a job whose node or agent falls silent fails with the reason.
 package server
