@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,11 @@ func TestUsageErrorsExitTwoWithHint(t *testing.T) {
 		{"no-such-command"},
 		{"job", "show", "twelve"},
 		{"restore", "--client", "c", "--to", "/x", "--at", "when pigs fly"},
+		{"media", "label", "--pool", "Weekly"},
+		{"media", "label", "--slots", "1-3"},
+		{"library", "load", "--drive", "0"},
+		{"library", "export", "--slot", "1", "--barcode", "CRN001L9"},
+		{"library", "transfer", "--from", "1"},
 	} {
 		code, _, stderr := cli(ctx, args...)
 		if code != 2 || !strings.Contains(stderr, "error: ") || !strings.Contains(stderr, "hint: ") {
@@ -214,6 +220,20 @@ func TestLayering(t *testing.T) {
 					t.Errorf("%s imports %s", pkg, line)
 				}
 			}
+		}
+	}
+}
+
+func TestParseSlots(t *testing.T) {
+	for in, want := range map[string][]int{"3": {3}, "1-4": {1, 2, 3, 4}, "1-3,7, 2": {1, 2, 3, 7}, "10-10": {10}} {
+		got, err := parseSlots(in)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("parseSlots(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "0", "5-3", "a", "1-", "-2", "1,,2"} {
+		if _, err := parseSlots(bad); err == nil {
+			t.Errorf("parseSlots(%q) accepted", bad)
 		}
 	}
 }
