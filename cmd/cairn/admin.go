@@ -91,6 +91,9 @@ func newPoolCmd(g *globals) *cobra.Command {
 					dirs = append(dirs, n.Dir)
 				}
 				maxv := "unlimited"
+				if p.Type == "tape" {
+					maxv = "a cartridge"
+				}
 				if p.MaxVolumeBytes > 0 {
 					maxv = humanBytes(p.MaxVolumeBytes)
 				}
