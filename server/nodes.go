@@ -330,7 +330,7 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 		ratio = float64(st.StreamBytes) / float64(st.StoredBytes)
 	}
 	if t := req.Tape; t != nil {
-		s.jobLog(ctx, job.ID, "info", "tape: %s written in %.1f s of drive time (%s), %d stops, %d tapes%s",
+		s.jobLog(ctx, job.ID, "info", "tape: %s written in %.2f s of drive time (%s), %d stops, %d tapes%s",
 			humanBytes(t.DriveBytes), t.DriveSeconds, driveRate(t), t.Stops, t.Tapes, map[bool]string{true: ", spooled to disk first"}[t.Spooled])
 	}
 	s.jobLog(ctx, job.ID, "info", "backup committed: %d entries, %d files, %s content, %s stored (ratio %.2f) on %s",
