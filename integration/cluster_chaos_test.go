@@ -151,6 +151,11 @@ func TestClusterChaos(t *testing.T) {
 		}
 		if j.Attempt > 1 {
 			retried++
+			for _, l := range j.Log {
+				if strings.Contains(l.Msg, "back in the queue") {
+					t.Logf("backup job %d of %s: %s", j.ID, j.Client, l.Msg)
+				}
+			}
 		}
 		if j.State == catalog.JobFailed {
 			t.Logf("backup job %d of %s failed at attempt %d: %s", j.ID, j.Client, j.Attempt, j.Error)
