@@ -179,7 +179,11 @@ func (c *Config) Validate() error {
 		}
 		if p.SpoolDir != "" && lib != nil && lib.Emulated != nil {
 			if zone, need := emulatedZone(lib.Emulated), spoolZoneNeed(p.chunkBytes()); need > zone {
-				errs = append(errs, fmt.Errorf("tape pool %s: two spool chunks of %d bytes (and a block, a part's end and its padding) need %d bytes of early warning zone; the cartridges of library %s have %d: set spool_chunk_bytes to at most %d", p.Name, p.chunkBytes(), need, lib.Name, zone, (zone-spoolZoneNeed(0))/2))
+				fix := fmt.Sprintf("set spool_chunk_bytes to at most %d", (zone-spoolZoneNeed(0))/2)
+				if zone-spoolZoneNeed(0) < 2<<20 {
+					fix = "spool to larger cartridges, or turn spooling off (no spool_dir)"
+				}
+				errs = append(errs, fmt.Errorf("tape pool %s: two spool chunks of %d bytes (and a block, a part's end and its padding) need %d bytes of early warning zone; the cartridges of library %s have %d: %s", p.Name, p.chunkBytes(), need, lib.Name, zone, fix))
 			}
 		}
 	}
@@ -210,7 +214,7 @@ func (p TapePoolConfig) chunkBytes() int64 {
 // being despooled and the one filling, a block, a PartEnd and the
 // largest padding.
 func spoolZoneNeed(chunk int64) int64 {
-	return 2*chunk + 2*volume.MaxBlockBytes + volume.MaxBlockSize
+	return 2*chunk + volume.MaxBlockBytes + volume.MaxBlockSize + 64<<10
 }
 
 // emulatedZone is the early warning zone of an emulated library's

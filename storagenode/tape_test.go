@@ -1,0 +1,641 @@
+package storagenode
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/media/tape"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/natsd"
+	"github.com/cairnbackup/cairn/storagenode/library"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// tapeVol is the fake catalog's view of one labeled tape.
+type tapeVol struct {
+	id      uuid.UUID
+	barcode string
+	end     int64
+	starts  []int64 // VolumeStart of every part committed on it
+	state   string  // "append", "full", "bad"
+	reason  string
+}
+
+// tapeServer answers a storage node as the servers would for tape pools:
+// it grants the pool's appendable tapes in barcode order, records what the
+// node reports, and builds read requests from the commits.
+type tapeServer struct {
+	mu       sync.Mutex
+	signer   ed25519.PrivateKey
+	key      []byte
+	vols     []*tapeVol // in grant order
+	noVolume bool       // answer CodeNoVolume while set
+	grants   []wire.VolumeAcquireReq
+	waiting  []string
+	moves    []wire.TapeMoved
+	commits  []wire.SessionCommitReq
+	segments map[uint64][][]byte
+	aborts   []wire.SessionAbortReq
+}
+
+func (f *tapeServer) vol(id uuid.UUID) *tapeVol {
+	for _, v := range f.vols {
+		if v.id == id {
+			return v
+		}
+	}
+	return nil
+}
+
+func (f *tapeServer) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
+	_, op, _ := wire.SplitFrom(subject)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch op {
+	case wire.OpNodeRegister:
+		return wire.NodeRegisterResp{TicketKey: f.signer.Public().(ed25519.PublicKey)}, nil
+	case wire.OpKeyGet:
+		return wire.KeyGetResp{ID: "k1", Key: f.key}, nil
+	case wire.OpVolumeAcquire:
+		req, _ := wire.Decode[wire.VolumeAcquireReq](body)
+		f.grants = append(f.grants, req)
+		if v := f.vol(req.Full); v != nil {
+			v.state = "full"
+		}
+		if v := f.vol(req.Bad); v != nil {
+			v.state, v.reason = "bad", req.BadReason
+		}
+		if f.noVolume {
+			return nil, wire.Errorf(wire.CodeNoVolume, "label or import tapes", "no appendable volume in pool %s in library lib1; 2 scratch tapes in vault", req.Pool)
+		}
+		for _, v := range f.vols {
+			if v.state == "append" && !slices.Contains(req.Used, v.id) {
+				return wire.VolumeGrant{ID: v.id, Name: v.barcode, Pool: req.Pool, Bytes: v.end, BlockSize: tapeTestBS,
+					BlockRawSize: volume.MinBlockRawSize, MediaType: "tape", Barcode: v.barcode, Library: "lib1", Parts: len(v.starts)}, nil
+			}
+		}
+		return nil, wire.Errorf(wire.CodeNoVolume, "label tapes", "no appendable volume in pool %s", req.Pool)
+	case wire.OpJobWaiting:
+		req, _ := wire.Decode[wire.JobWaitingReq](body)
+		f.waiting = append(f.waiting, req.Reason)
+		return wire.Empty{}, nil
+	case wire.OpTapeMoved:
+		req, _ := wire.Decode[wire.TapeMoved](body)
+		f.moves = append(f.moves, req)
+		return wire.Empty{}, nil
+	case wire.OpSessionIndex:
+		req, _ := wire.Decode[wire.SessionIndexReq](body)
+		if f.segments == nil {
+			f.segments = map[uint64][][]byte{}
+		}
+		f.segments[req.JobID] = append(f.segments[req.JobID], req.Data)
+		return wire.Empty{}, nil
+	case wire.OpSessionCommit:
+		req, _ := wire.Decode[wire.SessionCommitReq](body)
+		f.commits = append(f.commits, req)
+		for _, p := range req.Parts {
+			v := f.vol(p.VolumeID)
+			v.starts = append(v.starts, p.VolumeStart)
+			if v.state != "bad" {
+				v.end = p.End
+			}
+		}
+		return wire.Empty{}, nil
+	case wire.OpSessionAbort:
+		req, _ := wire.Decode[wire.SessionAbortReq](body)
+		f.aborts = append(f.aborts, req)
+		return wire.Empty{}, nil
+	}
+	return nil, wire.Errorf(wire.CodeUnknownOperation, "", "fake server: %s", op)
+}
+
+// readRequest is what the servers' restore plan asks the node for: the
+// entries of paths in the job's session.
+func (f *tapeServer) readRequest(t *testing.T, job uint64, paths ...string) wire.ReadRequest {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var c *wire.SessionCommitReq
+	for i := range f.commits {
+		if f.commits[i].JobID == job {
+			c = &f.commits[i]
+		}
+	}
+	if c == nil {
+		t.Fatalf("job %d was not committed", job)
+	}
+	rr := wire.ReadRequest{SessionID: c.SessionID, KeyID: "k1"}
+	for _, p := range c.Parts {
+		v := f.vol(p.VolumeID)
+		var starts []int64
+		for _, s := range v.starts {
+			if s <= p.VolumeStart {
+				starts = append(starts, s)
+			}
+		}
+		rr.Parts = append(rr.Parts, wire.ReadPart{VolumeID: p.VolumeID, Volume: v.barcode, Pool: "Tape", VolumeStart: p.VolumeStart,
+			DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, MediaType: "tape", Barcode: v.barcode,
+			Library: "lib1", BlockSize: tapeTestBS, PartStarts: starts, VolumeBytes: v.end})
+	}
+	for _, seg := range f.segments[job] {
+		es, err := fileindex.DecodeSegment(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if len(paths) == 0 || slices.Contains(paths, e.Path) {
+				rr.Locs = append(rr.Locs, wire.ReadLoc{Path: e.Path, Loc: e.Loc})
+			}
+		}
+	}
+	return rr
+}
+
+const tapeTestBS = volume.MinBlockSize
+
+type tapeRigOpts struct {
+	cartridge, zone int64
+	tapes           int
+	spool           bool
+	chunk           int64
+	profile         string
+	realClock       bool
+}
+
+type nodeTapeRig struct {
+	t      *testing.T
+	ns     *natsd.Server
+	node   *Node
+	fake   *tapeServer
+	signer ed25519.PrivateKey
+	lib    *library.Manager
+	spool  string
+}
+
+func newNodeTapeRig(t testing.TB, o tapeRigOpts) *nodeTapeRig {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns, err := natsd.Start(natsd.Config{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	_, signer, _ := ed25519.GenerateKey(nil)
+	r := &nodeTapeRig{ns: ns, signer: signer, fake: &tapeServer{signer: signer, key: keyring.NewKey()}}
+	if tt, ok := t.(*testing.T); ok {
+		r.t = tt
+	}
+	var barcodes []string
+	for i := range o.tapes {
+		barcodes = append(barcodes, fmt.Sprintf("CRN%03dL9", i+1))
+	}
+	cfg := DefaultConfig()
+	cfg.ID = "sn1"
+	cfg.DataDir = t.TempDir()
+	cfg.NATSURL = ns.URL()
+	cfg.DataAddr = "127.0.0.1:0"
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.VolumeWaitPoll = 50 * time.Millisecond
+	cfg.Libraries = []library.Config{{Name: "lib1", Emulated: &library.EmulatedConfig{
+		Dir: filepath.Join(t.TempDir(), "lib1"), Drives: 1, Slots: o.tapes + 2, MailSlots: 1, Barcodes: barcodes,
+		CartridgeBytes: o.cartridge, EarlyWarningBytes: o.zone, VirtualClock: !o.realClock, Profile: o.profile,
+	}, MountPoll: 20 * time.Millisecond}}
+	tp := TapePoolConfig{Name: "Tape", Library: "lib1"}
+	if o.spool {
+		r.spool = filepath.Join(t.TempDir(), "spool")
+		tp.SpoolDir, tp.SpoolChunkBytes = r.spool, o.chunk
+	}
+	cfg.TapePools = []TapePoolConfig{tp}
+	n, err := New(cfg, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if _, err := wire.Serve(context.Background(), nc, wire.FromNodeWildcard, "", logger, r.fake.handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	r.node, r.lib = n, n.libs["lib1"]
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.Registered() {
+		if time.Now().After(deadline) {
+			t.Fatal("node did not register")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Label every tape through the node's order, as 'cairn media label'.
+	for i, b := range barcodes {
+		id := uuid.New()
+		var res wire.TapeLabelResult
+		if err := wire.Request(context.Background(), nc, wire.NodeSubject("sn1", wire.OpNodeTapeLabel), wire.TapeLabelOrder{
+			Library: "lib1", Slot: i + 1, Barcode: b, VolumeID: id, Name: b, Pool: "Tape", BlockSize: tapeTestBS, Created: time.Now(),
+		}, &res); err != nil {
+			t.Fatalf("label %s: %v", b, err)
+		}
+		r.fake.vols = append(r.fake.vols, &tapeVol{id: id, barcode: b, end: tapeTestBS, state: "append"})
+	}
+	return r
+}
+
+func (r *nodeTapeRig) ticket(t testing.TB, job uint64, op ticket.Op, sessions ...string) string {
+	now := time.Now()
+	s, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: op, Pool: "Tape",
+		BackupID: job, Level: "full", KeyID: "k1", Issued: now, Expires: now.Add(10 * time.Minute), Sessions: sessions}, r.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (r *nodeTapeRig) dial(t testing.TB, tk string) *dataplane.Conn {
+	t.Helper()
+	_, fp, err := dataplane.LoadOrCreateCert(r.node.cfg.DataDir, "sn1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := dataplane.Dial(context.Background(), r.node.DataAddr(), fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// backup streams fs as job's backup to the tape pool and returns the result.
+func (r *nodeTapeRig) backup(t testing.TB, job uint64, fs []testFile) (*dataplane.Result, error) {
+	t.Helper()
+	conn := r.dial(t, r.ticket(t, job, ticket.OpBackup))
+	defer conn.Close()
+	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+		return nil, err
+	}
+	var batch []byte
+	for _, f := range fs {
+		batch = volume.AppendRecord(batch, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
+		for off := 0; off < len(f.content); off += 256 << 10 {
+			batch = volume.AppendDataRecord(batch, int64(off), f.content[off:min(off+256<<10, len(f.content))])
+		}
+		batch = volume.AppendFileEnd(batch, volume.EndOK, nil)
+		if len(batch) > 1<<20 {
+			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+				return nil, err
+			}
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+			return nil, err
+		}
+	}
+	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{Entries: int64(len(fs))}); err != nil {
+		return nil, err
+	}
+	conn.Flush()
+	var res dataplane.Result
+	if err := conn.ReadJSON(dataplane.FrameResult, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// restore reads the paths (all when none) of job's session back.
+func (r *nodeTapeRig) restore(t testing.TB, job uint64, rr wire.ReadRequest) (map[string][]byte, []dataplane.Damaged) {
+	t.Helper()
+	conn := r.dial(t, r.ticket(t, job+1000, ticket.OpRestore, rr.SessionID.String()))
+	defer conn.Close()
+	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
+		t.Fatal(err)
+	}
+	conn.Flush()
+	got := map[string][]byte{}
+	var damaged []dataplane.Damaged
+	var cur string
+	for {
+		typ, payload, err := conn.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch typ {
+		case dataplane.FrameRecords:
+			for len(payload) > 0 {
+				rt, body, n, err := volume.ParseRecord(payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch rt {
+				case volume.RecFileHeader:
+					e, err := fileindex.DecodeEntry(body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					cur = e.Path
+					got[cur] = []byte{}
+				case volume.RecData:
+					_, d, err := volume.DecodeData(body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got[cur] = append(got[cur], d...)
+				}
+				payload = payload[n:]
+			}
+		case dataplane.FrameDamaged:
+			var d dataplane.Damaged
+			json.Unmarshal(payload, &d)
+			damaged = append(damaged, d)
+		case dataplane.FrameReadDone:
+			conn.WriteJSON(dataplane.FrameEnd, dataplane.End{})
+			conn.Flush()
+			return got, damaged
+		case dataplane.FrameError:
+			t.Fatalf("restore: %s", payload)
+		default:
+			t.Fatalf("unexpected frame %d", typ)
+		}
+	}
+}
+
+func checkRestored(t *testing.T, got map[string][]byte, fs []testFile) {
+	t.Helper()
+	for _, f := range fs {
+		if string(got[f.path]) != string(f.content) {
+			t.Fatalf("%s: %d bytes restored, want %d", f.path, len(got[f.path]), len(f.content))
+		}
+	}
+}
+
+func (r *nodeTapeRig) commit(t *testing.T, job uint64) wire.SessionCommitReq {
+	t.Helper()
+	r.fake.mu.Lock()
+	defer r.fake.mu.Unlock()
+	for _, c := range r.fake.commits {
+		if c.JobID == job {
+			return c
+		}
+	}
+	t.Fatalf("job %d not committed; aborts %+v", job, r.fake.aborts)
+	return wire.SessionCommitReq{}
+}
+
+// A session spans two small cartridges, with spooling off and on: the
+// next tape is loaded at early warning, the first is reported full, the
+// file split across the two restores, the commit carries the drive's
+// figures, and no spool file is left.
+func TestTapeBackupSpansCartridges(t *testing.T) {
+	for _, spool := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spool=%v", spool), func(t *testing.T) {
+			// Early warning 20 MiB in: the zone holds two spool chunks, a
+			// block, a part's end and its padding.
+			r := newNodeTapeRig(t, tapeRigOpts{cartridge: 40 << 20, zone: 20 << 20, tapes: 3, spool: spool, chunk: 1 << 20})
+			fs := randomFiles(5, 12, 2<<20+100_000) // 26 MB
+			res, err := r.backup(t, 1, fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := r.commit(t, 1)
+			if len(c.Parts) != 2 || c.Parts[0].VolumeID == c.Parts[1].VolumeID || c.Parts[0].Final || !c.Parts[1].Final {
+				t.Fatalf("parts %+v", c.Parts)
+			}
+			if len(res.Volumes) != 2 || res.Volumes[0] != "CRN001L9" || res.Volumes[1] != "CRN002L9" {
+				t.Fatalf("volumes %v", res.Volumes)
+			}
+			if c.Tape == nil || c.Tape.Tapes != 2 || c.Tape.DriveBytes < 25<<20 || c.Tape.DriveSeconds <= 0 || c.Tape.Spooled != spool {
+				t.Fatalf("tape figures %+v", c.Tape)
+			}
+			r.fake.mu.Lock()
+			full := r.fake.grants[1].Full
+			r.fake.mu.Unlock()
+			if full != c.Parts[0].VolumeID {
+				t.Fatalf("second acquire %+v does not report the first tape full", r.fake.grants[1])
+			}
+			// A file lies across the two tapes.
+			rr := r.fake.readRequest(t, 1)
+			split := ""
+			for _, l := range rr.Locs {
+				if l.Loc.Seq < c.Parts[1].FirstSeq && l.Loc.EndSeq >= c.Parts[1].FirstSeq {
+					split = l.Path
+				}
+			}
+			if split == "" {
+				t.Fatalf("no file is split across the tapes: parts %+v, locs %+v", c.Parts, rr.Locs)
+			}
+			got, damaged := r.restore(t, 1, r.fake.readRequest(t, 1, split))
+			if len(got) != 1 || len(damaged) > 0 {
+				t.Fatalf("restored %d files, damaged %v", len(got), damaged)
+			}
+			for _, f := range fs {
+				if f.path == split && string(got[split]) != string(f.content) {
+					t.Fatalf("split file %s: %d bytes restored", split, len(got[split]))
+				}
+			}
+			got, _ = r.restore(t, 1, rr)
+			checkRestored(t, got, fs)
+			if r.spool != "" {
+				if left := spoolFiles(t, r.spool); len(left) > 0 {
+					t.Fatalf("spool left %v", left)
+				}
+			}
+			r.fake.mu.Lock()
+			moves := len(r.fake.moves)
+			r.fake.mu.Unlock()
+			if moves == 0 {
+				t.Fatal("no tape move reported")
+			}
+		})
+	}
+}
+
+// One file of a tape that holds many sessions is read with a locate or
+// two, and a tiny fraction of the tape's data.
+func TestTapeRestoreOneFileReadsLittle(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1})
+	var all [][]testFile
+	for job := uint64(1); job <= 40; job++ {
+		fs := randomFiles(job, 16, 256<<10)
+		if _, err := r.backup(t, job, fs); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, fs)
+	}
+	d := r.lib.EmulatedDrive(0)
+	before := d.Stats()
+	want := all[26][9]
+	got, _ := r.restore(t, 27, r.fake.readRequest(t, 27, want.path))
+	after := d.Stats()
+	if string(got[want.path]) != string(want.content) || len(got) != 1 {
+		t.Fatalf("restored %d files", len(got))
+	}
+	onTape := before.BytesWritten
+	read := after.BytesRead - before.BytesRead
+	locates := after.Locates - before.Locates
+	// The reader checks the key at the session's PartHeader and reads on
+	// from there (cheaper than a second locate), so it reads at most the
+	// session it wants: 4 MiB of the tape's 160.
+	t.Logf("one file of 256 KiB from a tape with 40 sessions (%d MiB): %d KiB read, %d locates", onTape>>20, read>>10, locates)
+	if read*20 > onTape || locates > 3 {
+		t.Fatalf("read %d of %d bytes with %d locates", read, onTape, locates)
+	}
+}
+
+// A medium error mid-backup: the session goes on on the next tape, the bad
+// one is reported with the medium error, and everything restores,
+// including what was written on the bad tape before the error.
+func TestTapeMediumErrorMidBackup(t *testing.T) {
+	for _, spool := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spool=%v", spool), func(t *testing.T) {
+			r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 2, spool: spool, chunk: 1 << 20})
+			// Label, mark, the part's header; a medium error 6 MiB in, which
+			// the rest of the session, on the next tape in the same drive,
+			// does not reach.
+			r.lib.EmulatedDrive(0).SetFaults(tape.Faults{MediumErrorAt: []int64{2 + 96}})
+			fs := randomFiles(8, 8, 1<<20)
+			if _, err := r.backup(t, 1, fs); err != nil {
+				t.Fatal(err)
+			}
+			c := r.commit(t, 1)
+			r.fake.mu.Lock()
+			bad := r.fake.vols[0]
+			r.fake.mu.Unlock()
+			if bad.state != "bad" || !strings.Contains(bad.reason, "medium error") {
+				t.Fatalf("first tape %+v", bad)
+			}
+			if len(c.Parts) != 2 || c.Parts[0].VolumeID != bad.id || c.Parts[1].StreamStart != c.Parts[0].StreamEnd || c.Parts[0].StreamEnd == 0 {
+				t.Fatalf("parts %+v", c.Parts)
+			}
+			r.lib.EmulatedDrive(0).SetFaults(tape.Faults{})
+			got, damaged := r.restore(t, 1, r.fake.readRequest(t, 1))
+			if len(damaged) > 0 {
+				t.Fatalf("damaged %v", damaged)
+			}
+			checkRestored(t, got, fs)
+		})
+	}
+}
+
+// A write-protected cartridge granted: reported bad, the next tape used.
+func TestTapeWriteProtectedIsReportedBad(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 2})
+	if err := tape.SetWriteProtect(r.lib.CartridgePath("CRN001L9"), true); err != nil {
+		t.Fatal(err)
+	}
+	fs := randomFiles(9, 4, 300<<10)
+	res, err := r.backup(t, 1, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.fake.mu.Lock()
+	first := *r.fake.vols[0]
+	grants := slices.Clone(r.fake.grants)
+	r.fake.mu.Unlock()
+	if first.state != "bad" || !strings.Contains(first.reason, "write-protected") || len(grants) != 2 || grants[1].Bad != first.id {
+		t.Fatalf("first tape %+v, acquires %+v", first, grants)
+	}
+	if len(res.Volumes) != 1 || res.Volumes[0] != "CRN002L9" {
+		t.Fatalf("volumes %v", res.Volumes)
+	}
+	got, _ := r.restore(t, 1, r.fake.readRequest(t, 1))
+	checkRestored(t, got, fs)
+}
+
+// No volume: the job reports the servers' reason and asks again; when a
+// tape is granted it goes on, and says it no longer waits.
+func TestTapeBackupWaitsForAVolume(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1})
+	r.fake.mu.Lock()
+	r.fake.noVolume = true
+	r.fake.mu.Unlock()
+	fs := randomFiles(10, 3, 100<<10)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.backup(t, 1, fs)
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.fake.mu.Lock()
+		w, asked := slices.Clone(r.fake.waiting), len(r.fake.grants)
+		r.fake.mu.Unlock()
+		if len(w) == 1 && strings.Contains(w[0], "no appendable volume in pool Tape") && asked >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting reports %q after %d requests", w, asked)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.fake.mu.Lock()
+	r.fake.noVolume = false
+	r.fake.mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the backup did not resume")
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		r.fake.mu.Lock()
+		w := slices.Clone(r.fake.waiting)
+		r.fake.mu.Unlock()
+		if i := slices.Index(w, ""); i > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting reports %q: never cleared", w)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got, _ := r.restore(t, 1, r.fake.readRequest(t, 1))
+	checkRestored(t, got, fs)
+}
+
+func TestTapeConfigValidate(t *testing.T) {
+	c := DefaultConfig()
+	c.DataDir = "/d"
+	c.Libraries = []library.Config{{Name: "lib1", Emulated: &library.EmulatedConfig{Dir: "/l", CartridgeBytes: 1 << 30, EarlyWarningBytes: 16 << 20}}}
+	c.TapePools = []TapePoolConfig{{Name: "Tape", Library: "lib1", SpoolDir: "/s", SpoolChunkBytes: 4 << 20}}
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "spool_chunk_bytes to at most") {
+		t.Fatalf("two chunks larger than the zone: %v", err)
+	}
+	c.TapePools[0].SpoolChunkBytes = 1 << 20
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a node with only a tape pool: %v", err)
+	}
+	c.TapePools[0].Library = "lib2"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `library "lib2" is not one of this node's libraries`) {
+		t.Fatalf("unknown library: %v", err)
+	}
+}
