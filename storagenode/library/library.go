@@ -132,6 +132,11 @@ type Manager struct {
 	slots   int
 	mail    int
 
+	// mailMu is held from the inventory to the last transfer of an
+	// import, so an operator's import and a job pulling its tape in from
+	// a mail slot do not both move the same cartridge.
+	mailMu sync.Mutex
+
 	mu     sync.Mutex
 	wake   chan struct{} // closed and replaced when a drive is freed
 	closed bool

@@ -101,7 +101,7 @@ func (m *Manager) tryMount(ctx context.Context, req MountRequest) (*Mount, strin
 		return nil, fmt.Sprintf("insert tape %s into library %s (import it with 'cairn library import')", req.Barcode, m.cfg.Name), nil
 	}
 	if el.Kind == changer.KindMailSlot {
-		if reason := m.importFromMail(ctx, inv, el, req.Job); reason != "" {
+		if reason := m.importFromMail(ctx, el, req.Job); reason != "" {
 			return nil, reason, nil
 		}
 		if inv, err = m.inventory(ctx); err != nil {
@@ -146,9 +146,21 @@ func (m *Manager) tryMount(ctx context.Context, req MountRequest) (*Mount, strin
 
 // importFromMail takes the cartridge an operator put in a mail slot into
 // a free storage slot. It returns a reason to wait when it cannot.
-func (m *Manager) importFromMail(ctx context.Context, inv *changer.Inventory, el changer.Element, job uint64) string {
-	to, ok := inv.FreeSlot()
-	if !ok {
+func (m *Manager) importFromMail(ctx context.Context, el changer.Element, job uint64) string {
+	m.mailMu.Lock()
+	defer m.mailMu.Unlock()
+	// The inventory may be from before an operator's import: look again
+	// now that no import can run.
+	inv, err := m.inventory(ctx)
+	if err != nil {
+		return fmt.Sprintf("library %s does not answer an inventory (%v); trying again", m.cfg.Name, err)
+	}
+	el, ok := inv.Find(el.Barcode)
+	if !ok || el.Kind != changer.KindMailSlot {
+		return "" // imported meanwhile (or taken out: the caller looks again)
+	}
+	to, free := inv.FreeSlot()
+	if !free {
 		return fmt.Sprintf("tape %s is in mail slot %d of library %s, but every storage slot is full: export a tape ('cairn library export') to make room", el.Barcode, el.Number, m.cfg.Name)
 	}
 	rctx, cancel := m.robot(ctx)

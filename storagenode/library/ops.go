@@ -145,11 +145,13 @@ func (m *Manager) Move(ctx context.Context, req wire.LibraryMoveReq) (wire.Libra
 		}
 	case wire.MoveImport:
 		var done []changer.Move
+		m.mailMu.Lock()
 		err = robot(func(rctx context.Context) error {
 			var err error
 			done, err = changer.Import(rctx, m.changer)
 			return err
 		})
+		m.mailMu.Unlock()
 		for _, mv := range done {
 			moves = append(moves, m.moved(mv.Barcode, mv.From, mv.To, "operator", 0))
 		}
