@@ -77,7 +77,7 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 	}
 	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: a.cfg.Name, Version: Version}); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("data connection to %s: %w", ep.Node, err)
+		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log", "data connection to storage node %s: %v", ep.Node, err)
 	}
 	// The node answers once it holds a volume and the key: that can take
 	// a while, not forever.
@@ -88,7 +88,15 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, wire.Errorf(wire.CodeTimeout, "check the storage node's log", "storage node %s did not accept the job within %s", ep.Node, acceptTimeout)
 		}
-		return nil, err
+		var we *wire.Error
+		if errors.As(err, &we) {
+			return nil, err // the node's own refusal
+		}
+		// The node died or dropped the connection before it accepted: a
+		// node lost, for the job to go on another node, not the client's
+		// failure.
+		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log",
+			"storage node %s closed the connection before it accepted the job: %v", ep.Node, err)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	return conn, nil

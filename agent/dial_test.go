@@ -1,0 +1,44 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// A storage node that dies after the hello and before it accepts the job
+// is a node lost, for the server to send the job to another node: not the
+// client's failure, and not a bare "EOF".
+func TestDialNodeDiesBeforeAccepting(t *testing.T) {
+	cert, fp, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		_, _, _ = dataplane.NewConn(c).ReadFrame() // the hello
+		c.Close()
+	}()
+	a := &Agent{cfg: Config{Name: "web"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = a.dial(ctx, wire.DataEndpoint{Node: "sn1", Addr: l.Addr().String(), CertSHA256: fp}, "ticket")
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeNodeLost || !strings.Contains(we.Message, "storage node sn1") {
+		t.Fatalf("dial a node that closes before accepting: %v, want a node-lost error naming sn1", err)
+	}
+}
