@@ -128,7 +128,7 @@ func (f *tapeServer) handle(_ context.Context, subject string, body json.RawMess
 
 // readRequest is what the servers' restore plan asks the node for: the
 // entries of paths in the job's session.
-func (f *tapeServer) readRequest(t *testing.T, job uint64, paths ...string) wire.ReadRequest {
+func (f *tapeServer) readRequest(t testing.TB, job uint64, paths ...string) wire.ReadRequest {
 	t.Helper()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -177,18 +177,23 @@ type tapeRigOpts struct {
 	chunk           int64
 	profile         string
 	realClock       bool
+	libDir          string // "" for a new library in a temporary directory
 }
 
 type nodeTapeRig struct {
-	t      *testing.T
 	ns     *natsd.Server
+	nc     *nats.Conn
 	node   *Node
 	fake   *tapeServer
 	signer ed25519.PrivateKey
 	lib    *library.Manager
 	spool  string
+	opts   tapeRigOpts
 }
 
+// newNodeTapeRig starts NATS, a fake catalog and a storage node with one
+// emulated library of o.tapes cartridges, all labeled for pool Tape
+// through the node's tape.label order.
 func newNodeTapeRig(t testing.TB, o tapeRigOpts) *nodeTapeRig {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -199,22 +204,56 @@ func newNodeTapeRig(t testing.TB, o tapeRigOpts) *nodeTapeRig {
 	t.Cleanup(ns.Shutdown)
 	_, signer, _ := ed25519.GenerateKey(nil)
 	r := &nodeTapeRig{ns: ns, signer: signer, fake: &tapeServer{signer: signer, key: keyring.NewKey()}}
-	if tt, ok := t.(*testing.T); ok {
-		r.t = tt
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
 	}
-	var barcodes []string
-	for i := range o.tapes {
-		barcodes = append(barcodes, fmt.Sprintf("CRN%03dL9", i+1))
+	t.Cleanup(nc.Close)
+	r.nc = nc
+	if _, err := wire.Serve(context.Background(), nc, wire.FromNodeWildcard, "", logger, r.fake.handle); err != nil {
+		t.Fatal(err)
 	}
+	if o.libDir == "" {
+		o.libDir = filepath.Join(t.TempDir(), "lib1")
+	}
+	r.startNode(t, o)
+	// Label every tape through the node's order, as 'cairn media label'.
+	for i, b := range r.barcodes() {
+		id := uuid.New()
+		var res wire.TapeLabelResult
+		if err := wire.Request(context.Background(), nc, wire.NodeSubject("sn1", wire.OpNodeTapeLabel), wire.TapeLabelOrder{
+			Library: "lib1", Slot: i + 1, Barcode: b, VolumeID: id, Name: b, Pool: "Tape", BlockSize: tapeTestBS, Created: time.Now(),
+		}, &res); err != nil {
+			t.Fatalf("label %s: %v", b, err)
+		}
+		r.fake.vols = append(r.fake.vols, &tapeVol{id: id, barcode: b, end: tapeTestBS, state: "append"})
+	}
+	return r
+}
+
+func (r *nodeTapeRig) barcodes() []string {
+	var out []string
+	for i := range r.opts.tapes {
+		out = append(out, fmt.Sprintf("CRN%03dL9", i+1))
+	}
+	return out
+}
+
+// startNode starts the storage node (again, after stopNode: the library's
+// state and cartridges stay in o.libDir).
+func (r *nodeTapeRig) startNode(t testing.TB, o tapeRigOpts) {
+	t.Helper()
+	r.opts = o
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := DefaultConfig()
 	cfg.ID = "sn1"
 	cfg.DataDir = t.TempDir()
-	cfg.NATSURL = ns.URL()
+	cfg.NATSURL = r.ns.URL()
 	cfg.DataAddr = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.VolumeWaitPoll = 50 * time.Millisecond
 	cfg.Libraries = []library.Config{{Name: "lib1", Emulated: &library.EmulatedConfig{
-		Dir: filepath.Join(t.TempDir(), "lib1"), Drives: 1, Slots: o.tapes + 2, MailSlots: 1, Barcodes: barcodes,
+		Dir: o.libDir, Drives: 1, Slots: o.tapes + 2, MailSlots: 1, Barcodes: r.barcodes(),
 		CartridgeBytes: o.cartridge, EarlyWarningBytes: o.zone, VirtualClock: !o.realClock, Profile: o.profile,
 	}, MountPoll: 20 * time.Millisecond}}
 	tp := TapePoolConfig{Name: "Tape", Library: "lib1"}
@@ -225,14 +264,6 @@ func newNodeTapeRig(t testing.TB, o tapeRigOpts) *nodeTapeRig {
 	cfg.TapePools = []TapePoolConfig{tp}
 	n, err := New(cfg, logger, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	if _, err := wire.Serve(context.Background(), nc, wire.FromNodeWildcard, "", logger, r.fake.handle); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.Start(context.Background()); err != nil {
@@ -247,19 +278,9 @@ func newNodeTapeRig(t testing.TB, o tapeRigOpts) *nodeTapeRig {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// Label every tape through the node's order, as 'cairn media label'.
-	for i, b := range barcodes {
-		id := uuid.New()
-		var res wire.TapeLabelResult
-		if err := wire.Request(context.Background(), nc, wire.NodeSubject("sn1", wire.OpNodeTapeLabel), wire.TapeLabelOrder{
-			Library: "lib1", Slot: i + 1, Barcode: b, VolumeID: id, Name: b, Pool: "Tape", BlockSize: tapeTestBS, Created: time.Now(),
-		}, &res); err != nil {
-			t.Fatalf("label %s: %v", b, err)
-		}
-		r.fake.vols = append(r.fake.vols, &tapeVol{id: id, barcode: b, end: tapeTestBS, state: "append"})
-	}
-	return r
 }
+
+func (r *nodeTapeRig) stopNode() { r.node.Close() }
 
 func (r *nodeTapeRig) ticket(t testing.TB, job uint64, op ticket.Op, sessions ...string) string {
 	now := time.Now()
@@ -289,7 +310,14 @@ func (r *nodeTapeRig) dial(t testing.TB, tk string) *dataplane.Conn {
 
 // backup streams fs as job's backup to the tape pool and returns the result.
 func (r *nodeTapeRig) backup(t testing.TB, job uint64, fs []testFile) (*dataplane.Result, error) {
+	return r.backupPaced(t, job, fs, 0)
+}
+
+// backupPaced sends at most rate bytes a second (0: as fast as it can).
+func (r *nodeTapeRig) backupPaced(t testing.TB, job uint64, fs []testFile, rate int64) (*dataplane.Result, error) {
 	t.Helper()
+	start := time.Now()
+	var sent int64
 	conn := r.dial(t, r.ticket(t, job, ticket.OpBackup))
 	defer conn.Close()
 	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
@@ -306,7 +334,13 @@ func (r *nodeTapeRig) backup(t testing.TB, job uint64, fs []testFile) (*dataplan
 			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
 				return nil, err
 			}
+			sent += int64(len(batch))
 			batch = batch[:0]
+			if rate > 0 {
+				if ahead := time.Duration(sent*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
+					time.Sleep(ahead)
+				}
+			}
 		}
 	}
 	if len(batch) > 0 {
@@ -385,7 +419,7 @@ func (r *nodeTapeRig) restore(t testing.TB, job uint64, rr wire.ReadRequest) (ma
 	}
 }
 
-func checkRestored(t *testing.T, got map[string][]byte, fs []testFile) {
+func checkRestored(t testing.TB, got map[string][]byte, fs []testFile) {
 	t.Helper()
 	for _, f := range fs {
 		if string(got[f.path]) != string(f.content) {
@@ -394,7 +428,7 @@ func checkRestored(t *testing.T, got map[string][]byte, fs []testFile) {
 	}
 }
 
-func (r *nodeTapeRig) commit(t *testing.T, job uint64) wire.SessionCommitReq {
+func (r *nodeTapeRig) commit(t testing.TB, job uint64) wire.SessionCommitReq {
 	t.Helper()
 	r.fake.mu.Lock()
 	defer r.fake.mu.Unlock()
