@@ -189,7 +189,8 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		end.Warnings = append(end.Warnings, fmt.Sprintf("... and %d more warnings", st.WarningCount-int64(len(st.Warnings))))
 	}
 	if err := conn.WriteJSON(dataplane.FrameEnd, end); err != nil {
-		fail(peerError(conn, fmt.Errorf("end the stream: %w", err)))
+		fail(peerError(conn, wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
+			"the connection to storage node %s broke at the end of the backup: %v", o.Node.Node, err)))
 		return
 	}
 	var res dataplane.Result
