@@ -4,6 +4,17 @@
 // writes and reads volumes. It trusts the servers' job ticket, not the
 // client, for what a connection may write or read, and it talks to the
 // servers only over NATS (package wire): it never imports package server.
+//
+// Tape (tapebackup.go, taperestore.go, spool.go): the node owns its
+// libraries through package library. A backup to a tape pool asks the
+// servers for a tape (waiting, with the reason reported, while the pool
+// has none), mounts it and appends a session part; at early warning it
+// gives the drive back and asks for the next tape, and a medium error
+// ends the part at its last durable block and goes on on another tape,
+// reporting the bad one. With a spool directory the stream is staged on
+// disk in chunks and despooled on its own goroutine, so the drive gets
+// data at disk speed. A restore mounts each tape once and reads it through
+// tape.Reader: one locate per part, then streaming.
 package storagenode
 
 import (
