@@ -534,9 +534,11 @@ func TestTapeRestoreOneFileReadsLittle(t *testing.T) {
 	locates := after.Locates - before.Locates
 	// The reader checks the key at the session's PartHeader and reads on
 	// from there (cheaper than a second locate), so it reads at most the
-	// session it wants: 4 MiB of the tape's 160.
+	// session it wants: 4 MiB of the tape's 160. The tape stayed in the
+	// drive since the backups, so the mount trusts the label it read then:
+	// one locate, to the session.
 	t.Logf("one file of 256 KiB from a tape with 40 sessions (%d MiB): %d KiB read, %d locates", onTape>>20, read>>10, locates)
-	if read*20 > onTape || locates > 3 {
+	if read*20 > onTape || locates != 1 {
 		t.Fatalf("read %d of %d bytes with %d locates", read, onTape, locates)
 	}
 }

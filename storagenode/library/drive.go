@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairnbackup/cairn/media/tape"
+	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -38,6 +40,20 @@ type drive struct {
 	lastUsed time.Time
 	status   tape.Status // the last status read, for a busy drive's report
 	loads    int64
+
+	// verified is the label read from the cartridge in the drive since it
+	// was loaded: a mount of the same tape that never left the drive
+	// trusts it instead of locating back to the label, so a restore of
+	// one file costs one locate. Any move in or out of the drive, a
+	// labeling and an offline drive forget it.
+	verified atomic.Pointer[verifiedLabel]
+}
+
+// verifiedLabel is a label and the barcode of the cartridge it was read
+// from.
+type verifiedLabel struct {
+	barcode string
+	label   volume.Label
 }
 
 func newDrive(n int, device string, dev tape.Drive) *drive {
@@ -93,6 +109,7 @@ func hung(err error) bool {
 
 // setOffline takes d out of use; the caller holds m.mu.
 func (m *Manager) setOffline(d *drive, err error) {
+	d.verified.Store(nil)
 	d.state, d.job, d.doing = stateOffline, 0, ""
 	d.reason = err.Error()
 }

@@ -147,6 +147,7 @@ func (m *Manager) labelLoaded(ctx context.Context, d *drive, slot int, barcode s
 		return wire.Errorf(wire.CodeWriteProtected, "slide the cartridge's write-protect tab to write, or label another tape",
 			"tape %s (slot %d of library %s) is write-protected", barcode, slot, m.cfg.Name)
 	}
+	d.verified.Store(nil)
 	err = tape.WriteLabel(cctx, d.dev, l, overwrite)
 	switch {
 	case errors.Is(err, tape.ErrLabelled):

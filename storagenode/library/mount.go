@@ -269,6 +269,15 @@ func (m *Manager) load(ctx context.Context, d *drive, inv *changer.Inventory, re
 	if err := d.dev.Load(cctx); err != nil {
 		return nil, fmt.Errorf("library %s: drive %d: load tape %s: %w", m.cfg.Name, d.n, req.Barcode, err)
 	}
+	if v := d.verified.Load(); v != nil && v.barcode == req.Barcode && v.label.VolumeID == req.Volume {
+		// Load sets the drive's default block size; ReadLabel would
+		// have set the label's.
+		if err := d.dev.SetBlockSize(cctx, v.label.BlockSize); err != nil {
+			return nil, fmt.Errorf("library %s: drive %d: set the block size of tape %s: %w", m.cfg.Name, d.n, req.Barcode, err)
+		}
+		return m.mounted(cctx, d, v.label, req)
+	}
+	d.verified.Store(nil)
 	lbl, err := tape.ReadLabel(cctx, d.dev)
 	switch {
 	case errors.Is(err, volume.ErrNotVolume):
@@ -280,6 +289,12 @@ func (m *Manager) load(ctx context.Context, d *drive, inv *changer.Inventory, re
 		return nil, wire.Errorf(wire.CodeBarcodeMismatch, "the barcode on the cartridge does not match the volume on the tape (a swapped or misread barcode): check the cartridge, relabel its case, or correct the catalog before using it",
 			"tape %s in drive %d of library %s holds volume %s (name %q, pool %q), not volume %s that the catalog has for barcode %s", req.Barcode, d.n, m.cfg.Name, lbl.VolumeID, lbl.Name, lbl.Pool, req.Volume, req.Barcode)
 	}
+	d.verified.Store(&verifiedLabel{barcode: req.Barcode, label: lbl})
+	return m.mounted(cctx, d, lbl, req)
+}
+
+// mounted completes a mount of the cartridge whose label is lbl.
+func (m *Manager) mounted(cctx context.Context, d *drive, lbl volume.Label, req MountRequest) (*Mount, error) {
 	st, err := d.dev.Status(cctx)
 	if err != nil {
 		return nil, fmt.Errorf("library %s: drive %d: status: %w", m.cfg.Name, d.n, err)
@@ -348,6 +363,11 @@ func (m *Manager) inventory(ctx context.Context) (*changer.Inventory, error) {
 
 // moved reports a cartridge movement.
 func (m *Manager) moved(barcode string, from, to changer.Addr, reason string, job uint64) wire.TapeMove {
+	for _, a := range []changer.Addr{from, to} {
+		if a.Kind == changer.KindDrive && a.Number >= 0 && a.Number < len(m.drives) {
+			m.drives[a.Number].verified.Store(nil)
+		}
+	}
 	mv := wire.TapeMoved{Library: m.cfg.Name, Barcode: barcode, From: from.String(), To: to.String(), Reason: reason, JobID: job, Time: time.Now().UTC()}
 	m.report.TapeMoved(mv)
 	return wire.TapeMove{Barcode: barcode, From: mv.From, To: mv.To}
