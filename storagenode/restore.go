@@ -141,8 +141,11 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	opts := volume.ReaderOptions{Workers: r.n.cfg.Workers}
 	for _, p := range rr.Parts {
 		if p.MediaType == "tape" {
-			// Reading on costs a tape far less than a locate.
+			// Reading on costs a tape far less than a locate; and the part
+			// header, a locate away from the file wanted, is read only if
+			// a block does not decrypt.
 			opts.SeekGap = 256 << 20
+			opts.CheckKeyLazily = true
 		}
 	}
 	sr := volume.NewSessionReader(rr.SessionID, key, refs, open, opts)

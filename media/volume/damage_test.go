@@ -774,3 +774,104 @@ func TestPartsRejectsGarbage(t *testing.T) {
 		t.Fatalf("garbage: %v", err)
 	}
 }
+
+func TestLazyKeyCheck(t *testing.T) {
+	vol, key, info, res, idx, files := damageSetup(t)
+	p := res.Parts[0]
+	read := func(k *Key, want []fileindex.Entry) (*readLog, *readBack, error) {
+		log := &readLog{r: vol}
+		r := NewSessionReader(info.SessionID, k, refs(res), func(uuid.UUID) (io.ReaderAt, error) { return log, nil }, ReaderOptions{CheckKeyLazily: true})
+		rb := newReadBack(t)
+		err := r.ReadEntries(context.Background(), locsOf(want), rb.fn, rb.damaged)
+		return log, rb, err
+	}
+	headerReads := func(log *readLog) int {
+		n := 0
+		for _, r := range log.reads {
+			if r[0] >= p.VolumeStart && r[0] < p.DataStart {
+				n++
+			}
+		}
+		return n
+	}
+	mid := idx[len(idx)/2:][:3]
+
+	// The right key: the part header is never read.
+	log, rb, err := read(key, mid)
+	if err != nil || headerReads(log) != 0 || len(rb.damages) != 0 {
+		t.Fatalf("right key: err %v, %d part header reads, damage %v", err, headerReads(log), rb.damages)
+	}
+
+	// A wrong key: the first block fails, the header names the key the
+	// session needs, and nothing was passed on.
+	log, rb, err = read(testKey("pool-Other"), mid)
+	var ke *KeyError
+	if !errors.As(err, &ke) || ke.KeyID != key.ID || !strings.Contains(err.Error(), "key check mismatch") {
+		t.Fatalf("wrong key: err = %v, want the header's key check naming %q", err, key.ID)
+	}
+	if len(rb.order) != 0 || headerReads(log) == 0 {
+		t.Fatalf("wrong key: passed on %v, %d part header reads", rb.order, headerReads(log))
+	}
+
+	// An altered first block with the right key is damage, not a wrong
+	// key: the header's key check says the key is right.
+	seq := mid[0].Loc.Seq
+	off, h := blockAt(t, vol, p, idx, seq)
+	vol.buf[off+HeaderSize+10] ^= 0x01
+	setCRC(vol.buf[off : off+h.Size()])
+	_, rb, err = read(key, mid)
+	if err != nil || len(rb.damages) == 0 || rb.damages[0].Seq != seq || !strings.Contains(rb.damages[0].Reason, "authentication failed") {
+		t.Fatalf("altered block: err %v, damage %v", err, rb.damages)
+	}
+	for _, f := range files {
+		if f.e.Path == mid[len(mid)-1].Path && mid[len(mid)-1].Loc.Seq > seq && !bytes.Equal(rb.got[f.e.Path], f.content) {
+			t.Fatalf("%s after the damage did not come back whole", f.e.Path)
+		}
+	}
+}
+
+func TestReadEntriesStopsAtLastBlock(t *testing.T) {
+	key := testKey("k")
+	vol := newMemVolume(t, DefaultBlockSize, 0)
+	files := randomTree(9, 60, 300000) // 18 MB in blocks of 512 KiB
+	info := sessionInfo()
+	res := writeSession(t, key, info, vol, WriterOptions{TempDir: t.TempDir()}, files, 64<<10)
+	_, idx := readIndexOf(t, vol, key)
+	want := idx[20]
+	endOff, h := blockAtSeq(t, vol, res.Parts[0], want.Loc.EndSeq)
+	log := &readLog{r: vol}
+	r := NewSessionReader(info.SessionID, key, refs(res), func(uuid.UUID) (io.ReaderAt, error) { return log, nil }, ReaderOptions{})
+	rb := newReadBack(t)
+	if err := r.ReadEntries(context.Background(), locsOf([]fileindex.Entry{want}), rb.fn, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !rb.ended[want.Path] {
+		t.Fatalf("%s not read", want.Path)
+	}
+	var furthest int64
+	for _, rd := range log.reads {
+		furthest = max(furthest, rd[0]+rd[1])
+	}
+	// One buffered read may reach past the block; the read-ahead of
+	// blocks must not.
+	if limit := endOff + h.Size() + 1<<20; furthest > limit {
+		t.Fatalf("read up to offset %d, %d bytes past the entry's last block", furthest, furthest-endOff-h.Size())
+	}
+}
+
+// blockAtSeq finds block seq of part p by walking the block headers.
+func blockAtSeq(t *testing.T, vol *memVolume, p PartResult, seq uint64) (int64, BlockHeader) {
+	t.Helper()
+	for off := p.DataStart; off < p.End; {
+		h, err := ParseBlockHeader(vol.buf[off:])
+		if err != nil {
+			t.Fatalf("block at %d: %v", off, err)
+		}
+		if h.Seq == seq {
+			return off, h
+		}
+		off += h.Size()
+	}
+	t.Fatalf("no block seq %d", seq)
+	return 0, BlockHeader{}
+}

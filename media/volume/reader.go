@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 
@@ -41,6 +42,12 @@ type ReaderOptions struct {
 	// reading through. 0 means DefaultSeekGap. A tape, where a seek costs
 	// seconds, wants far more than a disk.
 	SeekGap int64
+	// CheckKeyLazily: the key is checked against a PartHeader only when a
+	// block does not decrypt, to tell a wrong key from an altered block,
+	// instead of before any data is read. On tape the header is a locate
+	// (or a read through the session) away from the data wanted; a wrong
+	// key still fails on the first block, before any record is passed on.
+	CheckKeyLazily bool
 }
 
 // DefaultSeekGap is about where reading through costs a disk as much as a seek.
@@ -127,7 +134,7 @@ func (r *SessionReader) prepare(stream uint64) error {
 		return r.prepared
 	}
 	i := min(r.partAt(stream), len(r.parts)-1)
-	if r.parts[i].VolumeStart > 0 {
+	if r.parts[i].VolumeStart > 0 && !r.opts.CheckKeyLazily {
 		h, err := r.partHeader(r.parts[i])
 		if err != nil {
 			return err
@@ -260,7 +267,9 @@ func (c *cursor) receive(ctx context.Context) (*item, error) {
 }
 
 // start opens a cursor at stream offset from, where block seq is expected.
-func (r *SessionReader) start(ctx context.Context, from, seq uint64, exact bool) *cursor {
+// It reads no further than the block lastSeq: what is read ahead past the
+// last block wanted is read for nothing, and on tape that is time.
+func (r *SessionReader) start(ctx context.Context, from, seq, lastSeq uint64, exact bool) *cursor {
 	ctx, cancel := context.WithCancel(ctx)
 	c := &cursor{cancel: cancel, order: make(chan *item, 2*r.opts.Workers+2), more: make(chan struct{}, 1), pos: from}
 	work := make(chan *item, r.opts.Workers)
@@ -269,7 +278,7 @@ func (r *SessionReader) start(ctx context.Context, from, seq uint64, exact bool)
 		defer c.wg.Done()
 		defer close(c.order)
 		defer close(work)
-		r.produce(ctx, from, seq, exact, c.order, work, c.more)
+		r.produce(ctx, from, seq, lastSeq, exact, c.order, work, c.more)
 	}()
 	for range r.opts.Workers {
 		op, err := newOpener(r.key, r.session)
@@ -330,8 +339,8 @@ func (r *SessionReader) partAt(stream uint64) int {
 // and CRCs, and sends them on in order: good blocks through work to be
 // decoded, damage as reports. It resumes after damage at the next block
 // it can verify. The first block must have seq, or when exact is false
-// any seq from seq on.
-func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact bool, order, work chan<- *item, more <-chan struct{}) {
+// any seq from seq on. It stops after the first block at or past lastSeq.
+func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, exact bool, order, work chan<- *item, more <-chan struct{}) {
 	send := func(it *item) bool {
 		select {
 		case order <- it:
@@ -437,7 +446,7 @@ func (r *SessionReader) produce(ctx context.Context, from, seq uint64, exact boo
 					return
 				}
 				it := &item{vol: p.VolumeID, off: pos, stream: p.StreamStart + uint64(pos-p.DataStart), h: h, raw: raw, ready: make(chan struct{})}
-				if !send(it) {
+				if !send(it) || h.Seq >= lastSeq {
 					return
 				}
 				pos += h.Size()
@@ -474,6 +483,11 @@ func (r *SessionReader) checkDecoded(it *item) error {
 		r.keyOK = true
 		return nil
 	}
+	if errors.Is(it.err, errAuth) && !r.keyOK && r.opts.CheckKeyLazily {
+		if err := r.checkKeyAt(it.vol); err != nil {
+			return err
+		}
+	}
 	if errors.Is(it.err, errAuth) && !r.keyOK {
 		return &KeyError{KeyID: r.keyID, SessionID: r.session, Reason: fmt.Sprintf("key %q does not decrypt block seq %d: it is not the key the session was written with, or the data was altered", r.key.ID, it.h.Seq)}
 	}
@@ -485,6 +499,28 @@ func (r *SessionReader) checkDecoded(it *item) error {
 		reason = "AES-GCM authentication failed although the CRC holds: the block was altered"
 	}
 	it.damage = &CorruptBlockError{VolumeID: it.vol, SessionID: r.session, Seq: it.h.Seq, Offset: it.off, Reason: reason}
+	return nil
+}
+
+// checkKeyAt checks the key against the PartHeader of the session's part
+// on volume vol, when its offset is known; a key that passes is right, so
+// a block it does not decrypt was altered.
+func (r *SessionReader) checkKeyAt(vol uuid.UUID) error {
+	for _, p := range r.parts {
+		if p.VolumeID != vol || p.VolumeStart <= 0 {
+			continue
+		}
+		h, err := r.partHeader(p)
+		if err != nil {
+			return err
+		}
+		r.keyID = h.KeyID
+		if err := h.CheckKey(r.key); err != nil {
+			return err
+		}
+		r.keyOK = true
+		return nil
+	}
 	return nil
 }
 
@@ -520,6 +556,15 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 	}
 	ls = slices.CompactFunc(ls, func(a, b fileindex.Location) bool { return a.Seq == b.Seq && a.InBlock == b.InBlock })
 	streamEnd := r.parts[len(r.parts)-1].StreamEnd
+	// The last block any wanted entry needs, when the index says for each.
+	lastSeq := uint64(0)
+	for _, l := range ls {
+		if l.EndSeq == 0 || l.EndSeq < l.Seq {
+			lastSeq = math.MaxUint64 // an index without EndSeq: read on to the end
+			break
+		}
+		lastSeq = max(lastSeq, l.EndSeq)
+	}
 
 	var c *cursor
 	defer func() { c.stop() }()
@@ -532,7 +577,7 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 					return fmt.Errorf("session %s: %w: seq %d at stream offset %d is past the end of the session's stream (%d)", r.session, ErrBadLocation, l.Seq, l.Off, streamEnd)
 				}
 				c.stop()
-				c = r.start(ctx, l.Off, l.Seq, true)
+				c = r.start(ctx, l.Off, l.Seq, lastSeq, true)
 			}
 		}
 		it, err := c.next(ctx)
@@ -681,7 +726,7 @@ func (r *SessionReader) walkAll(ctx context.Context, fn func(it *item, p int, t 
 	}
 	// A session read from its first part starts at seq 0; one whose
 	// first volumes are missing starts wherever its first block says.
-	c := r.start(ctx, r.parts[0].StreamStart, 0, r.parts[0].StreamStart == 0)
+	c := r.start(ctx, r.parts[0].StreamStart, 0, math.MaxUint64, r.parts[0].StreamStart == 0)
 	defer c.stop()
 	skip := false // after damage: until the next FileHeader
 	for {
