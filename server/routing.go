@@ -40,6 +40,27 @@ func needsLeader(subject string) bool {
 // caller's own timeout is usually longer.
 const forwardTimeout = 60 * time.Second
 
+// slowOps are the API requests the leader answers only after a library
+// has moved or written a cartridge: minutes on a real robot. A follower
+// that gave up on them sooner would report a failure for a label that
+// then lands.
+var slowOps = map[string]time.Duration{
+	wire.OpMediaLabel:    tapeLabelTimeout + libraryStatusTimeout + 10*time.Second,
+	wire.OpLibraryMove:   libraryMoveTimeout + 10*time.Second,
+	wire.OpLibraryStatus: libraryStatusTimeout + 10*time.Second,
+}
+
+// forwardTimeoutOf is how long a follower waits for the leader's answer to
+// a request on subject.
+func forwardTimeoutOf(subject string) time.Duration {
+	if op, ok := wire.TrimAPI(subject); ok {
+		if d, ok := slowOps[op]; ok {
+			return d
+		}
+	}
+	return forwardTimeout
+}
+
 // leaderWait bounds how long a follower keeps forwarding a request that
 // nothing answers on the leader's subject while a majority of the group
 // runs: an election takes a few seconds, and a new leader's subscription
@@ -119,7 +140,7 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 	if m.Reply == "" {
 		return // a request nobody waits for is not worth a hop
 	}
-	fctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+	fctx, cancel := context.WithTimeout(ctx, forwardTimeoutOf(m.Subject))
 	defer cancel()
 	deadline := time.Now().Add(leaderWait)
 	pause := 50 * time.Millisecond
