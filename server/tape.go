@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -110,11 +111,29 @@ func (s *Server) libraryStatus(ctx context.Context, _ string, req wire.LibrarySt
 			return wire.LibraryStatusResp{}, err
 		}
 	}
+	// Asked all at once: a listing takes as long as the slowest library,
+	// not the sum of them.
+	sts := make([]wire.LibraryStatus, len(libs))
+	errs := make([]error, len(libs))
+	var wg sync.WaitGroup
+	for i, l := range libs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.orderNode(ctx, l[1], l[0], wire.OpNodeLibraryStatus, libraryStatusTimeout, wire.LibraryStatusReq{Library: l[0]}, &sts[i])
+		}()
+	}
+	wg.Wait()
 	resp := wire.LibraryStatusResp{Libraries: []wire.LibraryStatus{}}
-	for _, l := range libs {
-		var st wire.LibraryStatus
-		if err := s.orderNode(ctx, l[1], l[0], wire.OpNodeLibraryStatus, libraryStatusTimeout, wire.LibraryStatusReq{Library: l[0]}, &st); err != nil {
-			return wire.LibraryStatusResp{}, err
+	for i, l := range libs {
+		st := sts[i]
+		if err := errs[i]; err != nil {
+			if req.Library != "" {
+				return wire.LibraryStatusResp{}, err
+			}
+			// One node down hides only its libraries from a listing.
+			resp.Libraries = append(resp.Libraries, wire.LibraryStatus{Library: l[0], Node: l[1], Error: wire.AsError(err)})
+			continue
 		}
 		st.Library, st.Node = l[0], l[1]
 		s.reconcile(ctx, &st)

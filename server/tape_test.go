@@ -291,6 +291,25 @@ func TestTapeLabelStatusAndMoves(t *testing.T) {
 	if loc := h.volume("CRN002L9").Location; loc != catalog.LocationVault {
 		t.Fatalf("tape taken out of the mail slot at %q", loc)
 	}
+
+	// A second library whose node does not answer: a listing still shows
+	// lib1 and says why lib2 is missing; asking for lib2 alone fails.
+	h.must(wire.Request(h.ctx, h.nc, wire.FromNodeSubject("sn2", wire.OpNodeRegister), wire.NodeRegisterReq{
+		ID: "sn2", DataAddr: "127.0.0.1:2", CertSHA256: strings.Repeat("cd", 32),
+		Libraries: []wire.NodeLibrary{{Name: "lib2", Changer: "fake", Drives: 1, Slots: 8}},
+	}, nil))
+	start := time.Now()
+	h.must(h.api(wire.OpLibraryStatus, wire.LibraryStatusReq{}, &st))
+	if len(st.Libraries) != 2 || st.Libraries[0].Error != nil || len(st.Libraries[0].Slots) != 5 ||
+		st.Libraries[1].Library != "lib2" || st.Libraries[1].Node != "sn2" || st.Libraries[1].Error == nil {
+		t.Fatalf("status with lib2's node silent: %+v", st)
+	}
+	if !strings.Contains(st.Libraries[1].Error.Message, "sn2") || time.Since(start) > 10*time.Second {
+		t.Fatalf("lib2: %+v after %v", st.Libraries[1].Error, time.Since(start))
+	}
+	if err := h.api(wire.OpLibraryStatus, wire.LibraryStatusReq{Library: "lib2"}, nil); err == nil {
+		t.Fatal("status of lib2 alone answered")
+	}
 }
 
 func TestTapeAcquireWaitCommitAndRestorePlan(t *testing.T) {

@@ -119,6 +119,9 @@ type LibraryStatus struct {
 	Changer string      `json:"changer"`
 	Drives  []DriveInfo `json:"drives"`
 	Slots   []SlotInfo  `json:"slots"` // storage slots then mail slots
+	// Error: the library's node did not answer (offline, or its changer
+	// failed); the other libraries of a listing are still reported.
+	Error *Error `json:"error,omitempty"`
 }
 
 // LibraryStatusResp answers the API's library.status: every library, or

@@ -262,11 +262,21 @@ func runLibraryStatus(ctx context.Context, g *globals, library string) error {
 		return err
 	}
 	if g.json {
-		return printJSON(g.out, resp.Libraries)
+		if err := printJSON(g.out, resp.Libraries); err != nil {
+			return err
+		}
+		return unanswered(resp)
 	}
 	for i, l := range resp.Libraries {
 		if i > 0 {
 			fmt.Fprintln(g.out)
+		}
+		if l.Error != nil {
+			fmt.Fprintf(g.out, "LIBRARY %s on storage node %s: no answer: %s\n", l.Library, l.Node, l.Error.Message)
+			if l.Error.Hint != "" {
+				fmt.Fprintf(g.out, "  hint: %s\n", l.Error.Hint)
+			}
+			continue
 		}
 		full, mailFull, mail := 0, 0, 0
 		for _, s := range l.Slots {
@@ -306,7 +316,22 @@ func runLibraryStatus(ctx context.Context, g *globals, library string) error {
 		}
 		t.flush()
 	}
-	return nil
+	return unanswered(resp)
+}
+
+// unanswered fails a listing in which some library's node did not answer,
+// after the others were shown, so that scripts notice.
+func unanswered(resp wire.LibraryStatusResp) error {
+	var names []string
+	for _, l := range resp.Libraries {
+		if l.Error != nil {
+			names = append(names, l.Library+" ("+l.Node+")")
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fmt.Errorf("no status from library %s: see the reason above; the other libraries answered", strings.Join(names, ", "))
 }
 
 // printDrives prints the drives of a library; long adds the device and
@@ -364,14 +389,23 @@ func newDriveCmd(g *globals) *cobra.Command {
 						out = append(out, drive{Library: l.Library, Node: l.Node, DriveInfo: d})
 					}
 				}
-				return printJSON(g.out, out)
+				if err := printJSON(g.out, out); err != nil {
+					return err
+				}
+				return unanswered(resp)
 			}
 			sort.Slice(resp.Libraries, func(i, j int) bool { return resp.Libraries[i].Library < resp.Libraries[j].Library })
 			t := newTable(g.out, "LIBRARY", "DRIVE", "DEVICE", "STATE", "TAPE", "JOB", "DOING", "WRITTEN", "READ", "LOADS", "LOCATES", "STOPS", "SOFT ERRORS")
 			for _, l := range resp.Libraries {
+				if l.Error != nil {
+					t.row(l.Library, "-", "-", "no answer: "+l.Error.Message, "-", "-", "-", "-", "-", "-", "-", "-", "-")
+				}
 				printDrives(t, l, true)
 			}
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			return unanswered(resp)
 		},
 	}
 	status.Flags().StringVar(&library, "library", "", "only the drives of this library")
