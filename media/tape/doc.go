@@ -104,6 +104,17 @@
 // and serves the record as zeros; the volume format's CRCs then name the
 // damaged blocks and the files they hurt, and reading goes on after them.
 //
+// A record the drive cannot write fails the Write with a *MediumError,
+// which the Appender reports as volume.ErrMediumLost: the record that
+// failed and everything after it are not on the tape, and the tape takes
+// nothing more. The Appender is a volume.RecoverableAppender: Durable says
+// up to which volume offset the drive took every record, and ReadBack
+// gives the session writer the blocks it sent past that point, which it
+// writes again on the next tape. The part on the bad tape ends at its last
+// durable block (no PartEnd, no file mark after it; FORMAT.md's torn
+// part), so what the session wrote there before the error still restores,
+// and the storage node reports the tape bad to the catalog.
+//
 // # The emulator
 //
 // An Emulator is one drive; a cartridge is one file (cartridge.go: two
