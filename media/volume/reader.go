@@ -21,7 +21,7 @@ type PartRef struct {
 	VolumeID uuid.UUID
 	// VolumeStart is the offset of the part's PartHeader, 0 when unknown.
 	// When known, the key is checked against the PartHeader before any
-	// data is read.
+	// data is read (with CheckKeyLazily, when a block does not decrypt).
 	VolumeStart int64
 	DataStart   int64
 	StreamStart uint64
