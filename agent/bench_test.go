@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,33 +66,19 @@ func benchSource(b *testing.B, tree benchTree, emit func([]byte) error) {
 	if cold {
 		emit = func([]byte) error { return nil }
 	}
-	var cpu time.Duration
 	for b.Loop() {
 		if cold {
 			b.StopTimer()
 			dropCaches(b)
 			b.StartTimer()
 		}
-		c0 := cpuTime()
 		s, err := NewSource(SourceOptions{Walk: WalkOptions{Paths: []string{tree.dir}}, Emit: emit})
 		mustDo(b, err)
 		mustDo(b, s.Run(context.Background()))
-		cpu += cpuTime() - c0
 		if st := s.Stats(); st.Bytes != tree.bytes {
 			b.Fatalf("read %d bytes of %d", st.Bytes, tree.bytes)
 		}
 	}
-	// CPU time tells more than wall time on a loaded machine.
-	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
-}
-
-// cpuTime is the user and system time of the process so far.
-func cpuTime() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func BenchmarkSource(b *testing.B) {
@@ -108,17 +93,21 @@ func BenchmarkSource(b *testing.B) {
 			// Cold: the page cache dropped before each pass, so the
 			// files come from the disk (needs root).
 			b.Run("emit=discard/cold", func(b *testing.B) { benchSource(b, tree, nil) })
-			// Without read-ahead: Source reads every file itself.
-			b.Run("emit=discard/readahead=off", func(b *testing.B) {
-				defer func(n int) { readAheadWorkers = n }(readAheadWorkers)
-				readAheadWorkers = 0
-				benchSource(b, tree, func([]byte) error { return nil })
-			})
-			b.Run("emit=discard/cold/readahead=off", func(b *testing.B) {
-				defer func(n int) { readAheadWorkers = n }(readAheadWorkers)
-				readAheadWorkers = 0
-				benchSource(b, tree, nil)
-			})
+			for _, pf := range []struct {
+				name   string
+				policy int
+			}{{"never", prefetchNever}, {"always", prefetchAlways}} {
+				b.Run("emit=discard/prefetch="+pf.name, func(b *testing.B) {
+					defer func(p int) { prefetchPolicy = p }(prefetchPolicy)
+					prefetchPolicy = pf.policy
+					benchSource(b, tree, func([]byte) error { return nil })
+				})
+				b.Run("emit=discard/cold/prefetch="+pf.name, func(b *testing.B) {
+					defer func(p int) { prefetchPolicy = p }(prefetchPolicy)
+					prefetchPolicy = pf.policy
+					benchSource(b, tree, nil)
+				})
+			}
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -84,11 +85,12 @@ type Source struct {
 	mu                                                          sync.Mutex
 	warnings                                                    []Warning
 	warnCount                                                   int64
-	warnMu                                                      sync.Mutex // serializes opts.Walk.Warn
 
 	// Used by Run's goroutine only.
 	ran    bool
 	ctx    context.Context
+	ahead  aheadControl
+	ioWait time.Duration // of the current file: open, fstat, reads
 	batch  []byte
 	hdr    []byte
 	sum    hash.Hash
@@ -130,10 +132,7 @@ func (s *Source) warn(p string, err error) {
 	s.mu.Unlock()
 	s.log.Warn("backup warning", "path", p, "err", err)
 	if s.opts.Walk.Warn != nil {
-		// The walk warns from its goroutine, Source from Run's.
-		s.warnMu.Lock()
 		s.opts.Walk.Warn(p, err)
-		s.warnMu.Unlock()
 	}
 }
 
@@ -145,8 +144,6 @@ func (s *Source) Run(ctx context.Context) error {
 		return errors.New("agent source: Run called twice")
 	}
 	s.ran = true
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	s.ctx = ctx
 	wopts := s.opts.Walk
 	wopts.Warn = s.warn
@@ -157,18 +154,17 @@ func (s *Source) Run(ctx context.Context) error {
 	s.batch = make([]byte, 0, BatchSize+1) // +1: the probe byte of readRange
 	s.hdr = make([]byte, 0, 4096)
 	s.sum = sha256.New()
-	p := startPipeline(ctx, w, s.opts.Base, &s.unchanged)
-	for it := range p.items {
-		err := s.send(it)
-		p.free(it)
-		if err != nil {
-			p.stop(cancel)
-			return err
+	if prefetchPolicy != prefetchNever {
+		pf := startPrefetch()
+		defer pf.stop()
+		w.ahead = func(dir, name string) {
+			if s.ahead.on || prefetchPolicy == prefetchAlways {
+				pf.ahead(joinPath(dir, name))
+			}
 		}
 	}
-	p.wg.Wait()
-	if p.err != nil {
-		return p.err
+	if err := runChanges(w, s.opts.Base, s.send); err != nil {
+		return err
 	}
 	return s.flush()
 }
@@ -193,8 +189,12 @@ func (s *Source) reserve(n int) error {
 	return nil
 }
 
-func (s *Source) send(it *item) error {
-	e := &it.e
+func (s *Source) send(n *node, c Change) error {
+	if c == ChangeUnchanged {
+		s.unchanged.Add(1)
+		return nil
+	}
+	e := n.e
 	if err := s.appendHeader(e); err != nil {
 		return err
 	}
@@ -206,45 +206,9 @@ func (s *Source) send(it *item) error {
 		s.dirs.Add(1)
 	case fileindex.TypeFile:
 		s.files.Add(1)
-		if it.ready != nil {
-			return s.sendRead(it)
-		}
-		return s.sendContent(&it.nd)
+		return s.sendContent(n)
 	}
-	return s.appendEnd(volume.EndOK, nil)
-}
-
-// sendRead sends the content of a file read ahead, in the Data records
-// readRange would have made of it.
-func (s *Source) sendRead(it *item) error {
-	select {
-	case <-it.ready:
-	case <-s.ctx.Done():
-		return s.ctx.Err()
-	}
-	data := it.buf[:it.n]
-	for off := 0; off < len(data); {
-		if err := s.ctx.Err(); err != nil {
-			return err
-		}
-		n := min(len(data)-off, volume.MaxDataBody)
-		if err := s.reserve(1 + 2*binary.MaxVarintLen64 + n); err != nil {
-			return err
-		}
-		s.batch = volume.AppendDataRecord(s.batch, int64(off), data[off:off+n])
-		s.bytes.Add(int64(n))
-		off += n
-	}
-	status := volume.EndOK
-	if it.err != nil {
-		if errors.Is(it.err, context.Canceled) && s.ctx.Err() != nil {
-			return s.ctx.Err()
-		}
-		s.warn(it.e.Path, it.err)
-		s.incomplete.Add(1)
-		status = volume.EndReadError
-	}
-	return s.appendEnd(status, it.sum[:])
+	return s.appendEnd(volume.EndOK, false)
 }
 
 func (s *Source) appendHeader(e *fileindex.Entry) error {
@@ -268,17 +232,18 @@ func (s *Source) appendHeader(e *fileindex.Entry) error {
 	return nil
 }
 
-// appendEnd closes the entry; a non-nil sum is the SHA-256 of what was sent.
-func (s *Source) appendEnd(status uint8, sum []byte) error {
+// appendEnd closes the entry; withHash adds the SHA-256 of what was sent.
+func (s *Source) appendEnd(status uint8, withHash bool) error {
 	if err := s.reserve(2 + 1 + sha256.Size); err != nil {
 		return err
 	}
-	s.batch = volume.AppendFileEnd(s.batch, status, sum)
+	var h []byte
+	if withHash {
+		h = s.sum.Sum(s.sumBuf[:0])
+	}
+	s.batch = volume.AppendFileEnd(s.batch, status, h)
 	return nil
 }
-
-// sumSent is the SHA-256 of the content sent by sendContent.
-func (s *Source) sumSent() []byte { return s.sum.Sum(s.sumBuf[:0]) }
 
 // openFile opens a walked file without following a symlink that replaced
 // it, and without touching its atime where the kernel lets us (the owner or
@@ -305,14 +270,24 @@ func (s *Source) sendContent(n *node) error {
 	e := n.e
 	s.sum.Reset()
 	if e.Size == 0 {
-		return s.appendEnd(volume.EndOK, s.sumSent())
+		return s.appendEnd(volume.EndOK, true)
 	}
 	readErr := func(err error) error {
 		s.warn(e.Path, err)
 		s.incomplete.Add(1)
-		return s.appendEnd(volume.EndReadError, s.sumSent())
+		return s.appendEnd(volume.EndReadError, true)
+	}
+	small := e.Size <= prefetchMax
+	var t0 time.Time
+	if small {
+		t0 = time.Now()
+		s.ioWait = 0
 	}
 	fd, err := openFile(n)
+	if small {
+		s.ioWait = time.Since(t0)
+		defer func() { s.ahead.observe(s.ioWait, e.Size) }()
+	}
 	if err != nil {
 		return readErr(fmt.Errorf("content not backed up: open: %w", err))
 	}
@@ -329,22 +304,13 @@ func (s *Source) sendContent(n *node) error {
 	} else {
 		_, err = s.readRange(fd, 0, e.Size, true)
 	}
-	if err == nil {
-		// After the read, so that a change while it ran is seen too.
-		if err := unix.Fstat(fd, &st); err != nil {
-			return readErr(fmt.Errorf("fstat: %w", err))
-		}
-		if st.Ctim.Nano() != e.CTime {
-			return readErr(ErrFileChanged)
-		}
-	}
 	if re := (*readError)(nil); errors.As(err, &re) {
 		return readErr(re.err)
 	}
 	if err != nil {
 		return err
 	}
-	return s.appendEnd(volume.EndOK, s.sumSent())
+	return s.appendEnd(volume.EndOK, true)
 }
 
 // readError is a problem with a file's content, which makes the file
@@ -452,7 +418,9 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 			s.batch = append(s.batch[:cap(s.batch)], make([]byte, need-cap(s.batch))...)[:rec]
 		}
 		buf := s.batch[rec+h : rec+h+ask]
+		t0 := time.Now()
 		got, err := preadFull(fd, buf, off, n)
+		s.ioWait += time.Since(t0)
 		grew := got > n
 		if grew {
 			got = n

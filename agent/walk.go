@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/user"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -66,30 +65,9 @@ func Walk(ctx context.Context, opts WalkOptions, fn func(e *fileindex.Entry) err
 // its content without resolving its path again.
 type node struct {
 	e      *fileindex.Entry
-	dirfd  int     // open directory that holds the entry (unix.AT_FDCWD for a root)
-	dir    *dirRef // dirfd's owner, nil for a root; hold it to use dirfd after visit returns
-	name   string  // the entry's name in dirfd
-	blocks int64   // allocated 512-byte blocks; fewer than the size means holes
-}
-
-// dirRef is an open directory shared by the walk and by whoever reads its
-// entries later (Source runs behind the walk): it is closed when the last
-// holder releases it.
-type dirRef struct {
-	fd   int
-	refs atomic.Int32
-}
-
-func (d *dirRef) hold() {
-	if d != nil {
-		d.refs.Add(1)
-	}
-}
-
-func (d *dirRef) release() {
-	if d != nil && d.refs.Add(-1) == 0 {
-		unix.Close(d.fd)
-	}
+	dirfd  int    // open directory that holds the entry (unix.AT_FDCWD for a root)
+	name   string // the entry's name in dirfd
+	blocks int64  // allocated 512-byte blocks; fewer than the size means holes
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -110,16 +88,19 @@ type walker struct {
 	// purpose or cannot read: p itself, unless it was visited already, and
 	// everything below it. Changes uses it so that what the walk did not
 	// look at is not taken for deleted.
-	pruned    func(p string) error
-	users     map[uint32]string
-	groups    map[uint32]string
-	links     map[devIno]*linkGroup
-	entry     fileindex.Entry
-	nd        node
-	listBuf   []byte
-	valueBuf  []byte
-	direntBuf []byte
-	visited   int
+	pruned   func(p string) error
+	users    map[uint32]string
+	groups   map[uint32]string
+	links    map[devIno]*linkGroup
+	entry    fileindex.Entry
+	nd       node
+	listBuf  []byte
+	valueBuf []byte
+	visited  int
+	// ahead, when set, hears of the names the walk will reach soon (up to
+	// aheadDepth entries before it), so their content can be fetched from
+	// the disk while earlier files are read.
+	ahead func(dir, name string)
 }
 
 func newWalker(ctx context.Context, opts WalkOptions) (*walker, error) {
@@ -135,7 +116,7 @@ func newWalker(ctx context.Context, opts WalkOptions) (*walker, error) {
 	return &walker{
 		ctx: ctx, opts: opts, roots: roots,
 		users: map[uint32]string{}, groups: map[uint32]string{}, links: map[devIno]*linkGroup{},
-		listBuf: make([]byte, 1024), valueBuf: make([]byte, 4096), direntBuf: make([]byte, 32<<10),
+		listBuf: make([]byte, 1024), valueBuf: make([]byte, 4096),
 	}, nil
 }
 
@@ -237,7 +218,7 @@ func (w *walker) run() error {
 			return fmt.Errorf("path %s cannot be read: %w", r, err)
 		}
 		w.rootDev = st.Dev
-		if err := w.visitEntry(nil, unix.AT_FDCWD, r, r, &st); err != nil {
+		if err := w.visitEntry(unix.AT_FDCWD, r, r, &st); err != nil {
 			return err
 		}
 	}
@@ -270,7 +251,7 @@ func typeOf(mode uint32) fileindex.Type {
 }
 
 // visitEntry hands one entry to visit and, for a directory, walks below it.
-func (w *walker) visitEntry(dir *dirRef, dirfd int, name, p string, st *unix.Stat_t) error {
+func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t) error {
 	if w.visited++; w.visited%64 == 0 {
 		if err := w.ctx.Err(); err != nil {
 			return err
@@ -319,7 +300,7 @@ func (w *walker) visitEntry(dir *dirRef, dirfd int, name, p string, st *unix.Sta
 			w.links[k] = &linkGroup{first: p, left: uint64(st.Nlink) - 1}
 		}
 	}
-	w.nd = node{e: e, dirfd: dirfd, dir: dir, name: name, blocks: st.Blocks}
+	w.nd = node{e: e, dirfd: dirfd, name: name, blocks: st.Blocks}
 	if err := w.visit(&w.nd); err != nil {
 		return err
 	}
@@ -338,19 +319,26 @@ func (w *walker) walkDir(dirfd int, name, p string) error {
 		w.warn(p, fmt.Errorf("directory content not backed up: open: %w", err))
 		return w.prune(p)
 	}
-	// The walk holds the directory while it walks it; entries handed on
-	// hold it too, so it stays open until the last one is done with.
-	dir := &dirRef{fd: fd}
-	dir.hold()
-	defer dir.release()
-	names, err := w.readNames(fd)
+	// The os.File only reads the names; fd stays ours for fstatat and is
+	// closed through f.
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
 	if err != nil {
 		w.warn(p, fmt.Errorf("directory content not backed up: read: %w", err))
 		return w.prune(p)
 	}
 	// Byte order of the names, walked depth first, is index order.
 	slices.Sort(names)
-	for _, n := range names {
+	if w.ahead != nil {
+		for _, n := range names[:min(aheadDepth, len(names))] {
+			w.ahead(p, n)
+		}
+	}
+	for i, n := range names {
+		if w.ahead != nil && i+aheadDepth < len(names) {
+			w.ahead(p, names[i+aheadDepth])
+		}
 		cp := joinPath(p, n)
 		if w.excluded(cp, n) {
 			if err := w.prune(cp); err != nil {
@@ -369,29 +357,11 @@ func (w *walker) walkDir(dirfd int, name, p string) error {
 			}
 			continue
 		}
-		if err := w.visitEntry(dir, fd, n, cp, &st); err != nil {
+		if err := w.visitEntry(fd, n, cp, &st); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// readNames reads the names in the open directory fd, without "." and "..".
-func (w *walker) readNames(fd int) ([]string, error) {
-	var names []string
-	for {
-		n, err := unix.ReadDirent(fd, w.direntBuf)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n <= 0 {
-			return names, nil
-		}
-		_, _, names = syscall.ParseDirent(w.direntBuf[:n], -1, names)
-	}
 }
 
 func (w *walker) readlink(dirfd int, name string, size int64) (string, error) {
