@@ -631,6 +631,9 @@ func (a *applier) updateJob(u *JobUpdate) error {
 	if j.State.Done() {
 		return refuse(CodeWrongState, "", "job %d already ended (%s)", j.ID, j.State)
 	}
+	if err := j.isAttempt(u.Attempt); err != nil {
+		return err
+	}
 	old := *j
 	if u.State != "" && u.State != j.State {
 		if !u.State.Valid() {
@@ -880,6 +883,9 @@ func (a *applier) addIndexSegment(s *IndexSegment) error {
 	if b.State != BackupWriting {
 		return refuse(CodeWrongState, "", "backup %d is %s: it takes no more index segments", b.ID, b.State)
 	}
+	if s.Node != "" && s.Node != b.Node {
+		return refuse(CodeWrongState, "", "backup %d is not being written on storage node %s", b.ID, s.Node)
+	}
 	switch {
 	case s.Count <= 0 || len(s.Data) == 0:
 		return refuse(CodeInvalidArgument, "", "index segment %d of backup %d is empty", s.No, b.ID)
@@ -971,6 +977,9 @@ func (a *applier) commitBackup(cm *BackupCommit) error {
 	}
 	if b.State != BackupWriting {
 		return refuse(CodeWrongState, "", "backup %d is %s and cannot be committed", b.ID, b.State)
+	}
+	if cm.Node != "" && cm.Node != b.Node {
+		return refuse(CodeWrongState, "", "backup %d is not being written on storage node %s", b.ID, cm.Node)
 	}
 	j, err := a.job(b.ID)
 	if err != nil {
@@ -1102,6 +1111,17 @@ func (a *applier) abortBackup(ab *BackupAbort) error {
 	case BackupComplete:
 		return refuse(CodeWrongState, "", "backup %d is complete; it cannot be aborted", b.ID)
 	}
+	if ab.Attempt != 0 {
+		j, err := a.job(b.ID)
+		if err != nil {
+			return err
+		}
+		if j != nil {
+			if err := j.isAttempt(ab.Attempt); err != nil {
+				return err
+			}
+		}
+	}
 	if err := a.dropBackup(b); err != nil {
 		return err
 	}
@@ -1132,6 +1152,15 @@ func (a *applier) dropBackup(b *Backup) error {
 	b.Segments, b.Entries = 0, 0
 	b.EndTime = a.now
 	return a.putBackup(&old, b)
+}
+
+// isAttempt refuses a change meant for attempt n (when not 0) of a job that
+// no longer runs it.
+func (j *Job) isAttempt(n int) error {
+	if n != 0 && (j.State != JobRunning || j.Attempt != n) {
+		return refuse(CodeWrongState, "", "job %d is %s at attempt %d; the change concerned attempt %d", j.ID, j.State, j.Attempt, n)
+	}
+	return nil
 }
 
 func (a *applier) dispatchJob(d *JobDispatch) error {
@@ -1194,6 +1223,9 @@ func (a *applier) requeueJob(r *JobRequeue) error {
 	}
 	if j == nil {
 		return refuse(CodeNotFound, "", "job %d does not exist", r.JobID)
+	}
+	if r.Attempt != 0 && r.Attempt != j.Attempt {
+		return refuse(CodeWrongState, "", "job %d is at attempt %d; attempt %d is over", j.ID, j.Attempt, r.Attempt)
 	}
 	if j.State == JobQueued {
 		return nil // a retried requeue

@@ -104,6 +104,9 @@ type JobDispatch struct {
 type JobRequeue struct {
 	JobID  uint64 `json:"job_id"`
 	Reason string `json:"reason"`
+	// Attempt, when not 0, is the attempt that failed: a report that comes
+	// in after the job went on to another attempt changes nothing.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // JobUpdate changes a job. Zero fields leave the job's value as it is.
@@ -121,6 +124,10 @@ type JobUpdate struct {
 	// Waiting, when not nil, replaces the job's reason for waiting
 	// (queued, or running and waiting for a drive or a tape).
 	Waiting *string `json:"waiting,omitempty"`
+	// Attempt, when not 0, applies the update only to the job running that
+	// attempt: a late report about an earlier attempt (its storage node
+	// aborting, its agent failing) must not end the one that replaced it.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // JobLog appends lines to a job's log. Lines without a time get the
@@ -150,6 +157,9 @@ type IndexSegment struct {
 	First    string `json:"first"`
 	Last     string `json:"last"`
 	Count    int    `json:"count"`
+	// Node, when set, is the storage node that sends the segment: refused
+	// unless the backup is being written there.
+	Node string `json:"node,omitempty"`
 	// Data travels in the command's raw blob, not in its JSON, so that a
 	// compressed segment is not inflated by base64.
 	Data []byte `json:"-"`
@@ -159,7 +169,11 @@ type IndexSegment struct {
 type BackupCommit struct {
 	BackupID  uint64    `json:"backup_id"`
 	SessionID uuid.UUID `json:"session_id"`
-	Parts     []Part    `json:"parts"`
+	// Node, when set, is the storage node that wrote the session: refused
+	// unless the backup is being written there, so a node the job was
+	// taken from cannot commit over the attempt that replaced it.
+	Node  string `json:"node,omitempty"`
+	Parts []Part `json:"parts"`
 	// Segments is the number of index segments the session produced; the
 	// commit is refused unless the catalog holds exactly that many.
 	Segments    int       `json:"segments"`
@@ -181,6 +195,8 @@ type BackupAbort struct {
 	BackupID uint64 `json:"backup_id"`
 	Code     string `json:"code"`
 	Msg      string `json:"msg"`
+	// Attempt, when not 0, aborts only while the job runs that attempt.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // ApplyResult is what applying one command produced. Err is a *Error when the
