@@ -273,7 +273,7 @@ func (s *Server) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
 		s.failJob(ctx, id, e)
 		return
 	}
-	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRequeueJob, Requeue: &catalog.JobRequeue{JobID: id, Reason: e.Message}}); err != nil {
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRequeueJob, Requeue: &catalog.JobRequeue{JobID: id, Reason: e.Message, Attempt: job.Attempt}}); err != nil {
 		s.log.Warn("requeue job", "job", id, "err", err)
 		return
 	}

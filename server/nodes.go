@@ -291,6 +291,7 @@ func (s *Server) sessionIndex(ctx context.Context, subject string, req wire.Sess
 	s.noteActivity(job.ID)
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{
 		BackupID: job.BackupID, No: req.No, First: req.First, Last: req.Last, Count: req.Count, Data: req.Data,
+		Node: job.Node, // fenced in the log: the job may move on before this applies
 	}})
 	return wire.Empty{}, err
 }
@@ -318,7 +319,7 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 	}
 	st := req.Stats
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCommitBackup, Commit: &catalog.BackupCommit{
-		BackupID: job.BackupID, SessionID: req.SessionID, Parts: parts, Segments: req.Segments,
+		BackupID: job.BackupID, SessionID: req.SessionID, Node: job.Node, Parts: parts, Segments: req.Segments,
 		Entries: st.Entries, Files: st.Files, Bytes: st.ContentBytes, StoredBytes: st.StoredBytes,
 		Warnings: len(req.Warnings), EndTime: time.Now().UTC(), Full: full, Tape: tapeStats(req.Tape),
 	}})
