@@ -301,16 +301,23 @@ func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
 	if e.Hint != "" {
 		s.jobLog(ctx, id, "info", "hint: %s", e.Hint)
 	}
+	// A running job fails at the attempt seen here: if it went back to the
+	// queue and on to another attempt before this applies, the catalog
+	// refuses, and the failure of the old attempt ends nothing.
+	attempt := 0
+	if job.State == catalog.JobRunning {
+		attempt = job.Attempt
+	}
 	if job.Type == catalog.JobBackup {
 		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpAbortBackup, Abort: &catalog.BackupAbort{
-			BackupID: job.BackupID, Code: e.Code, Msg: e.Message,
+			BackupID: job.BackupID, Code: e.Code, Msg: e.Message, Attempt: attempt,
 		}}); err != nil {
 			s.log.Warn("abort backup", "job", id, "err", err)
 		}
 	}
 	if job, err = s.store.Job(id); err == nil && !job.State.Done() {
 		_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
-			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: time.Now().UTC(),
+			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: time.Now().UTC(), Attempt: attempt,
 		}})
 		if err != nil {
 			s.log.Warn("fail job", "job", id, "err", err)
