@@ -137,8 +137,8 @@ func (s *Server) libraryStatus(ctx context.Context, _ string, req wire.LibrarySt
 		}
 		st.Library, st.Node = l[0], l[1]
 		s.reconcile(ctx, &st)
-		for i := range st.Slots {
-			sl := &st.Slots[i]
+		for j := range st.Slots {
+			sl := &st.Slots[j]
 			if sl.Barcode == "" {
 				continue
 			}

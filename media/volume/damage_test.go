@@ -814,19 +814,30 @@ func TestLazyKeyCheck(t *testing.T) {
 	}
 
 	// An altered first block with the right key is damage, not a wrong
-	// key: the header's key check says the key is right.
+	// key: the header's key check says the key is right, and an entry in
+	// a later block comes back whole.
 	seq := mid[0].Loc.Seq
+	var after fileindex.Entry
+	for _, e := range idx {
+		if e.Loc.Seq > seq && e.Type == fileindex.TypeFile {
+			after = e
+			break
+		}
+	}
 	off, h := blockAt(t, vol, p, idx, seq)
 	vol.buf[off+HeaderSize+10] ^= 0x01
 	setCRC(vol.buf[off : off+h.Size()])
-	_, rb, err = read(key, mid)
+	_, rb, err = read(key, []fileindex.Entry{mid[0], after})
 	if err != nil || len(rb.damages) == 0 || rb.damages[0].Seq != seq || !strings.Contains(rb.damages[0].Reason, "authentication failed") {
 		t.Fatalf("altered block: err %v, damage %v", err, rb.damages)
 	}
 	for _, f := range files {
-		if f.e.Path == mid[len(mid)-1].Path && mid[len(mid)-1].Loc.Seq > seq && !bytes.Equal(rb.got[f.e.Path], f.content) {
-			t.Fatalf("%s after the damage did not come back whole", f.e.Path)
+		if f.e.Path == after.Path && !bytes.Equal(rb.got[f.e.Path], f.content) {
+			t.Fatalf("%s, after the damage, did not come back whole", f.e.Path)
 		}
+	}
+	if !rb.ended[after.Path] {
+		t.Fatalf("%s, after the damage, was not read", after.Path)
 	}
 }
 

@@ -133,18 +133,28 @@ func (r *SessionReader) prepare(stream uint64) error {
 	if r.prepared != nil || r.keyOK {
 		return r.prepared
 	}
-	i := min(r.partAt(stream), len(r.parts)-1)
-	if r.parts[i].VolumeStart > 0 && !r.opts.CheckKeyLazily {
-		h, err := r.partHeader(r.parts[i])
-		if err != nil {
-			return err
-		}
-		r.keyID = h.KeyID
-		if err := h.CheckKey(r.key); err != nil {
-			return err
-		}
-		r.keyOK = true
+	if r.opts.CheckKeyLazily {
+		return nil
 	}
+	return r.checkKey(r.parts[min(r.partAt(stream), len(r.parts)-1)])
+}
+
+// checkKey checks the key against part p's PartHeader, when its offset is
+// known; a key that passes is right, so a block it does not decrypt later
+// was altered.
+func (r *SessionReader) checkKey(p PartRef) error {
+	if p.VolumeStart <= 0 {
+		return nil
+	}
+	h, err := r.partHeader(p)
+	if err != nil {
+		return err
+	}
+	r.keyID = h.KeyID
+	if err := h.CheckKey(r.key); err != nil {
+		return err
+	}
+	r.keyOK = true
 	return nil
 }
 
@@ -502,24 +512,13 @@ func (r *SessionReader) checkDecoded(it *item) error {
 	return nil
 }
 
-// checkKeyAt checks the key against the PartHeader of the session's part
-// on volume vol, when its offset is known; a key that passes is right, so
-// a block it does not decrypt was altered.
+// checkKeyAt checks the key at the PartHeader of the session's part on
+// volume vol.
 func (r *SessionReader) checkKeyAt(vol uuid.UUID) error {
 	for _, p := range r.parts {
-		if p.VolumeID != vol || p.VolumeStart <= 0 {
-			continue
+		if p.VolumeID == vol && p.VolumeStart > 0 {
+			return r.checkKey(p)
 		}
-		h, err := r.partHeader(p)
-		if err != nil {
-			return err
-		}
-		r.keyID = h.KeyID
-		if err := h.CheckKey(r.key); err != nil {
-			return err
-		}
-		r.keyOK = true
-		return nil
 	}
 	return nil
 }
