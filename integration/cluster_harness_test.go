@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -161,7 +162,7 @@ func newClusterSys(t *testing.T, o clusterOpts) *clusterSys {
 
 	s1 := c.servers[0]
 	s1.proc.start()
-	eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		st, err := c.status(s1)
 		if err != nil {
 			return err
@@ -270,7 +271,7 @@ func (c *clusterSys) status(m *member) (wire.ServerStatus, error) {
 // waitAnswers waits until a server answers on NATS.
 func (c *clusterSys) waitAnswers(m *member) {
 	c.t.Helper()
-	eventually(c.t, 30*time.Second, func() error {
+	poll.Until(c.t, 30*time.Second, func() error {
 		if !m.proc.alive() {
 			return fmt.Errorf("%s exited: %v", m.name, m.proc.exitErr())
 		}
@@ -301,7 +302,7 @@ func (c *clusterSys) leader() *member {
 func (c *clusterSys) waitLeader(timeout time.Duration, not *member) *member {
 	c.t.Helper()
 	var l *member
-	eventually(c.t, timeout, func() error {
+	poll.Until(c.t, timeout, func() error {
 		l = c.leader()
 		if l == nil || l == not {
 			return fmt.Errorf("no new leader")
@@ -315,7 +316,7 @@ func (c *clusterSys) waitLeader(timeout time.Duration, not *member) *member {
 // applied everything in the leader's log.
 func (c *clusterSys) waitSettled() {
 	c.t.Helper()
-	eventually(c.t, 60*time.Second, func() error {
+	poll.Until(c.t, 60*time.Second, func() error {
 		l := c.leader()
 		if l == nil {
 			return fmt.Errorf("no leader")
@@ -347,7 +348,7 @@ func (c *clusterSys) waitReady() {
 	c.t.Helper()
 	c.waitSettled()
 	a := c.as("")
-	eventually(c.t, 60*time.Second, func() error {
+	poll.Until(c.t, 60*time.Second, func() error {
 		var clients []wire.ClientInfo
 		if err := a.tryJSON(&clients, "client", "list"); err != nil {
 			return err

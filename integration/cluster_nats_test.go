@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"net/http"
 	"os"
 	"os/exec"
@@ -151,7 +152,7 @@ func (c *natsCluster) start(i int) {
 // route to every other running server.
 func (c *natsCluster) waitRouted() {
 	c.t.Helper()
-	eventually(c.t, 30*time.Second, func() error {
+	poll.Until(c.t, 30*time.Second, func() error {
 		running := map[string]bool{}
 		for _, ns := range c.servers {
 			if ns.proc.alive() {

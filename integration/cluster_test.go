@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,7 +28,7 @@ func waitJob(c *clusterSys, id uint64, timeout time.Duration) wire.JobInfo {
 	c.t.Helper()
 	var j wire.JobInfo
 	a := c.as("")
-	eventually(c.t, timeout, func() error {
+	poll.Until(c.t, timeout, func() error {
 		if err := a.tryJSON(&j, "job", "show", strconv.FormatUint(id, 10)); err != nil {
 			return err
 		}
@@ -44,7 +45,7 @@ func waitStreaming(c *clusterSys, id uint64) wire.JobInfo {
 	c.t.Helper()
 	var j wire.JobInfo
 	a := c.as("")
-	eventually(c.t, 30*time.Second, func() error {
+	poll.Until(c.t, 30*time.Second, func() error {
 		if err := a.tryJSON(&j, "job", "show", strconv.FormatUint(id, 10)); err != nil {
 			return err
 		}
@@ -131,7 +132,7 @@ func TestLeaderKilledDuringBackup(t *testing.T) {
 	// The backup streams on while the servers elect, and the new leader
 	// hears its progress.
 	var during wire.JobInfo
-	eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		during = c.as("").job(id)
 		if during.State != "running" {
 			return nil

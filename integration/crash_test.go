@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -83,7 +84,7 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 	var started wire.JobStarted
 	s.json(&started, "backup", "--client", s.client, "--path", big, "--level", "full")
 	var progress int64
-	eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		j := s.job(started.JobID)
 		if j.State != "running" {
 			t.Fatalf("the big backup ended %s before the storage node could be killed in its middle: %+v", j.State, j)
@@ -102,7 +103,7 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 	// queue, waiting for a storage node of its pool; the server's liveness
 	// watchdog (5s here) is only the last resort.
 	var queued wire.JobInfo
-	eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		queued = s.job(started.JobID)
 		if queued.State != "queued" || queued.Waiting == "" {
 			return fmt.Errorf("job %d is %s (waiting %q) %s after the storage node died", queued.ID, queued.State, queued.Waiting, time.Since(killed).Round(time.Millisecond))
@@ -141,7 +142,7 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 		t.Fatalf("the storage node did not restart: %v", s.storage.exitErr())
 	}
 	var retried wire.JobInfo
-	eventually(t, 60*time.Second, func() error {
+	poll.Until(t, 60*time.Second, func() error {
 		retried = s.job(started.JobID)
 		if retried.State == "queued" || retried.State == "running" {
 			return fmt.Errorf("job %d still %s", retried.ID, retried.State)

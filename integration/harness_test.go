@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"io"
 	"log/slog"
 	"net"
@@ -89,25 +90,6 @@ func need(t *testing.T, what string, err error) {
 		t.Fatalf("this test needs %s: %v", what, err)
 	}
 	t.Skipf("SKIPPED: this test needs %s (it fails instead under CAIRN_CI=1): %v", what, err)
-}
-
-// eventually polls f until it returns nil, and fails the test with f's last
-// error when timeout passes first.
-func eventually(t testing.TB, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not so after %s: %v", timeout, err)
-		}
-		<-tick.C
-	}
 }
 
 // freeAddr returns a loopback address with a port that was free a moment
@@ -305,7 +287,7 @@ func (p *proc) checkGroupGone() {
 		return
 	}
 	pgid := cmd.Process.Pid
-	eventually(p.t, 10*time.Second, func() error {
+	poll.Until(p.t, 10*time.Second, func() error {
 		if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			return fmt.Errorf("process group %d of %s still has processes (kill 0: %v)", pgid, p.name, err)
@@ -422,7 +404,7 @@ func writeJSON(t testing.TB, path string, v any) string {
 // agent and the pool's storage node are online.
 func (s *stack) waitReady() {
 	s.t.Helper()
-	eventually(s.t, 60*time.Second, func() error {
+	poll.Until(s.t, 60*time.Second, func() error {
 		for _, p := range s.procs {
 			if !p.alive() {
 				return fmt.Errorf("%s exited: %v", p.name, p.exitErr())

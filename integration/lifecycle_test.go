@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -30,7 +31,7 @@ func TestBackupChangeRestore(t *testing.T) {
 	// A time between the two backups, for --at. The clock is the one the
 	// server stamps backups with: all processes run on this machine.
 	between := time.Now()
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !time.Now().After(between) {
 			return fmt.Errorf("clock has not moved")
 		}

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"io"
 	"net"
 	"os"
@@ -159,7 +160,7 @@ func newSecSys(t *testing.T) *secSys {
 	})
 
 	natsProc.start()
-	eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		if !natsProc.alive() {
 			return fmt.Errorf("nats-server exited: %v", natsProc.exitErr())
 		}
@@ -175,7 +176,7 @@ func newSecSys(t *testing.T) *secSys {
 	for _, c := range secClients {
 		d.agents[c].start()
 	}
-	eventually(t, 60*time.Second, func() error {
+	poll.Until(t, 60*time.Second, func() error {
 		for _, p := range []*proc{d.server, d.node, d.agents["web1"], d.agents["web2"]} {
 			if !p.alive() {
 				return fmt.Errorf("%s exited: %v", p.name, p.exitErr())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -153,7 +154,7 @@ func TestTapeEndToEnd(t *testing.T) {
 	var started wire.JobStarted
 	s.json(&started, "restore", "--client", "web", "--to", to2, "--backup", strconv.FormatUint(job.BackupID, 10), "--wait=false")
 	var waiting wire.JobInfo
-	eventually(t, time.Minute, func() error {
+	poll.Until(t, time.Minute, func() error {
 		waiting = s.job(started.JobID)
 		if waiting.State != "running" || !strings.Contains(waiting.Waiting, "insert tape "+tapes[0]) {
 			return fmt.Errorf("restore job %s, waiting %q", waiting.State, waiting.Waiting)
@@ -176,7 +177,7 @@ func TestTapeEndToEnd(t *testing.T) {
 		t.Fatalf("import:\n%s", r)
 	}
 	var done wire.JobInfo
-	eventually(t, 2*time.Minute, func() error {
+	poll.Until(t, 2*time.Minute, func() error {
 		done = s.job(started.JobID)
 		if done.State == "running" || done.State == "queued" {
 			return fmt.Errorf("restore job %s, waiting %q", done.State, done.Waiting)

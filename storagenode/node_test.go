@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"io"
 	"log/slog"
 	"os"
@@ -138,21 +139,6 @@ func (r *rig) serve() {
 	nc.Flush()
 }
 
-func eventually(t *testing.T, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (r *rig) dial(tk string) (*dataplane.Conn, error) {
 	_, fp, err := dataplane.LoadOrCreateCert(r.node.cfg.DataDir, "sn1")
 	if err != nil {
@@ -186,13 +172,13 @@ func TestRegistersWhenAServerAppearsAndRefusesUntilThen(t *testing.T) {
 	}
 	conn.Close()
 	r.serve()
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if !r.node.Registered() {
 			return errors.New("not registered")
 		}
 		return nil
 	})
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		r.fake.mu.Lock()
 		defer r.fake.mu.Unlock()
 		if r.fake.hearts < 2 {
@@ -219,7 +205,7 @@ func records(t *testing.T, n int) []byte {
 
 func TestAgentVanishingMidStreamCutsTheSessionOff(t *testing.T) {
 	r := newRig(t, true)
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if !r.node.Registered() {
 			return errors.New("not registered")
 		}
@@ -234,7 +220,7 @@ func TestAgentVanishingMidStreamCutsTheSessionOff(t *testing.T) {
 	}
 	conn.Flush()
 	conn.Close() // the agent dies: no End frame
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		r.fake.mu.Lock()
 		defer r.fake.mu.Unlock()
 		if len(r.fake.aborts) != 1 {
@@ -247,7 +233,7 @@ func TestAgentVanishingMidStreamCutsTheSessionOff(t *testing.T) {
 		return nil
 	})
 	// The volume holds its label and nothing of the failed session.
-	eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		st, err := os.Stat(filepath.Join(r.pool, "Default-0001.cvol"))
 		if err != nil {
 			return err
@@ -350,7 +336,7 @@ func TestAnswersOrdersAndGarbage(t *testing.T) {
 
 func TestSilentAgentTimesOut(t *testing.T) {
 	r := newRig(t, true, func(c *Config) { c.IdleTimeout = time.Second })
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if !r.node.Registered() {
 			return errors.New("not registered")
 		}
@@ -364,7 +350,7 @@ func TestSilentAgentTimesOut(t *testing.T) {
 	conn.WriteFrame(dataplane.FrameRecords, records(t, 2))
 	conn.Flush()
 	// The agent hangs: it neither sends nor closes.
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		r.fake.mu.Lock()
 		defer r.fake.mu.Unlock()
 		if len(r.fake.aborts) != 1 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,24 +18,6 @@ import (
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
 )
-
-// eventually polls cond until it returns nil or the deadline passes.
-func eventually(t testing.TB, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", d, err)
-		}
-		<-tick.C
-	}
-}
 
 type testWriter struct{ t testing.TB }
 
@@ -138,7 +121,7 @@ func (s *server) waitLeader() {
 	if err := s.node.WaitLeader(ctxT(s.t)); err != nil {
 		s.t.Fatal(err)
 	}
-	eventually(s.t, 10*time.Second, func() error {
+	poll.Until(s.t, 10*time.Second, func() error {
 		if !s.node.IsLeader() {
 			return fmt.Errorf("%s is %s", s.cfg.ID, s.node.State())
 		}
@@ -343,7 +326,7 @@ func TestThreeVoters(t *testing.T) {
 	}
 	job := populate(s1, 5)
 	for _, s := range servers {
-		eventually(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			if j, err := s.store.Job(job); err != nil || j.LogLines != 5 {
 				return fmt.Errorf("%s: job %+v, %v", s.cfg.ID, j, err)
 			}
@@ -371,7 +354,7 @@ func TestThreeVoters(t *testing.T) {
 	// The leader goes away; the others elect one and lose nothing.
 	s1.stop()
 	var leader *server
-	eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		for _, s := range servers[1:] {
 			if s.node.IsLeader() {
 				leader = s
@@ -385,7 +368,7 @@ func TestThreeVoters(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range servers[1:] {
-		eventually(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			if j, _ := s.store.Job(job); j == nil || j.LogLines != 6 {
 				return fmt.Errorf("%s has not applied the new leader's command", s.cfg.ID)
 			}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,7 +41,7 @@ func TestRecoverSurvivorOfLostMajority(t *testing.T) {
 	// Two servers are gone for good; the survivor has no majority.
 	s2.stop()
 	s3.stop()
-	eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		if s1.node.IsLeader() {
 			return fmt.Errorf("s1 still leads")
 		}
@@ -96,7 +97,7 @@ func TestRecoverSurvivorOfLostMajority(t *testing.T) {
 	if err := s1.node.AddVoter(ctxT(t), "s4", s4.node.Addr()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		if _, err := s4.store.Client("after-recovery"); err != nil {
 			return err
 		}
@@ -107,7 +108,7 @@ func TestRecoverSurvivorOfLostMajority(t *testing.T) {
 	}
 	// Both vote now: writes commit with the two of them.
 	s1.apply(&catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "two-voters"}})
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		_, err := s4.store.Client("two-voters")
 		return err
 	})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -98,7 +99,7 @@ func TestThreeVotersOverTLS(t *testing.T) {
 	}
 	job := populate(s1, 5)
 	for _, s := range []*server{s2, s3} {
-		eventually(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			if j, err := s.store.Job(job); err != nil || j.LogLines != 5 {
 				return fmt.Errorf("%s: job %+v, %v", s.cfg.ID, j, err)
 			}
@@ -112,7 +113,7 @@ func TestThreeVotersOverTLS(t *testing.T) {
 	// The leader goes; the other two elect one over TLS and go on.
 	s1.stop()
 	var leader *server
-	eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		for _, s := range []*server{s2, s3} {
 			if s.node.IsLeader() {
 				leader = s
@@ -123,7 +124,7 @@ func TestThreeVotersOverTLS(t *testing.T) {
 	})
 	leader.apply(&catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "after-failover"}})
 	for _, s := range []*server{s2, s3} {
-		eventually(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			_, err := s.store.Client("after-failover")
 			return err
 		})
@@ -143,7 +144,7 @@ func TestTLSRefusesForeignMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	job := populate(s1, 2)
-	eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		_, err := s2.store.Job(job)
 		return err
 	})
@@ -156,8 +157,8 @@ func TestTLSRefusesForeignMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	s1.apply(&catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "after-x1"}})
-	eventually(t, 10*time.Second, func() error { return foreignLogs.has("refused a connection at the TLS handshake") })
-	eventually(t, 10*time.Second, func() error { return logs1.has("unknown authority") })
+	poll.Until(t, 10*time.Second, func() error { return foreignLogs.has("refused a connection at the TLS handshake") })
+	poll.Until(t, 10*time.Second, func() error { return logs1.has("unknown authority") })
 	if st := foreign.node.Stats(); st.LastIndex != 0 || st.CatalogIndex != 0 {
 		t.Fatalf("the foreign member received the log: %+v", st)
 	}
@@ -173,11 +174,11 @@ func TestTLSRefusesForeignMembers(t *testing.T) {
 	trusting := other.config("x2", true)
 	trusting.RootCAs = s1.cfg.TLS.RootCAs
 	talk(t, trusting, s1.node.Addr())
-	eventually(t, 10*time.Second, func() error { return logs1.has("certificate signed by unknown authority") })
+	poll.Until(t, 10*time.Second, func() error { return logs1.has("certificate signed by unknown authority") })
 
 	// An agent's client-only certificate from the group's own CA is refused.
 	talk(t, ca.config("web1", false), s1.node.Addr())
-	eventually(t, 10*time.Second, func() error { return logs1.has("not a backup server's certificate") })
+	poll.Until(t, 10*time.Second, func() error { return logs1.has("not a backup server's certificate") })
 }
 
 // talk dials addr as a Raft peer with cfg and sends a request; the member

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -92,21 +93,6 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func newLabel(barcode string) volume.Label {
@@ -245,7 +231,7 @@ func TestThirdMountWaitsForABusyDrive(t *testing.T) {
 		got <- err
 	}()
 	want := "all 2 drives of library lib1 are busy (job 1 writing CRN001L9, job 2 reading CRN002L9)"
-	eventually(t, "the waiting reason", func() error {
+	poll.Until(t, 10*time.Second, func() error { // the waiting reason
 		if r := rec.lastReason(3); r != want {
 			return fmt.Errorf("reason %q, want %q", r, want)
 		}
@@ -292,7 +278,7 @@ func TestMountWaitsForAnInsertedTape(t *testing.T) {
 		got <- err
 	}()
 	want := "insert tape CRN004L9 into library lib1 (import it with 'cairn library import')"
-	eventually(t, "the insert request", func() error {
+	poll.Until(t, 10*time.Second, func() error { // the insert request
 		if r := rec.lastReason(5); r != want {
 			return fmt.Errorf("reason %q, want %q", r, want)
 		}
@@ -443,7 +429,7 @@ func TestHungDriveGoesOffline(t *testing.T) {
 		}
 	}()
 	want := "all 2 drives of library lib1 are busy (job 4 writing, drive 0 offline)"
-	eventually(t, "the waiting reason", func() error {
+	poll.Until(t, 10*time.Second, func() error { // the waiting reason
 		if r := rec.lastReason(6); r != want {
 			return fmt.Errorf("reason %q, want %q", r, want)
 		}
@@ -454,7 +440,7 @@ func TestHungDriveGoesOffline(t *testing.T) {
 	if info := driveOf(t, m, 1); info.State != "offline" {
 		t.Fatalf("drive released with a hang: %+v", info)
 	}
-	eventually(t, "the waiting reason", func() error {
+	poll.Until(t, 10*time.Second, func() error { // the waiting reason
 		if r := rec.lastReason(6); !strings.HasPrefix(r, "every drive of library lib1 is offline") {
 			return fmt.Errorf("reason %q", r)
 		}
@@ -468,7 +454,7 @@ func TestHungDriveGoesOffline(t *testing.T) {
 	if _, err := m.Move(ctx, wire.LibraryMoveReq{Op: wire.MoveOnline, Drive: 1}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the waiting job to run", func() error {
+	poll.Until(t, 10*time.Second, func() error { // the waiting job to run
 		if r := rec.lastReason(6); r != "" {
 			return fmt.Errorf("reason %q", r)
 		}
@@ -494,7 +480,7 @@ func TestStuckRobot(t *testing.T) {
 		}
 		got <- err
 	}()
-	eventually(t, "the robot reason", func() error {
+	poll.Until(t, 10*time.Second, func() error { // the robot reason
 		if r := rec.lastReason(3); !strings.HasPrefix(r, "the robot of library lib1 does not answer (load tape CRN003L9 into drive") {
 			return fmt.Errorf("reason %q", r)
 		}
