@@ -391,6 +391,7 @@ type metrics struct {
 	jobs  *prometheus.CounterVec
 	bytes *prometheus.CounterVec
 	files *prometheus.CounterVec
+	nats  wire.ConnCollector
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -406,7 +407,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"type"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.bytes, m.files)
+		reg.MustRegister(m.jobs, m.bytes, m.files, &m.nats)
 	}
 	return m
 }

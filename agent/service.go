@@ -114,6 +114,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.nc = nc
+	a.metrics.nats.Set(nc)
 	a.ctx, a.cancel = context.WithCancel(ctx)
 	r := wire.NewRouter()
 	r.Handle(wire.OpRunBackup, wire.Typed(a.onBackup))
@@ -131,7 +132,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.sub = sub
-	if err := nc.Flush(); err != nil {
+	if err := wire.Flush(nc); err != nil {
 		nc.Close()
 		return fmt.Errorf("subscribe on NATS: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 type metrics struct {
@@ -13,6 +14,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	bytes    *prometheus.CounterVec
 	files    *prometheus.CounterVec
+	nats     wire.ConnCollector
 }
 
 func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
@@ -32,7 +34,7 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		}, []string{"type", "client"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.duration, m.bytes, m.files, &catalogCollector{s: s})
+		reg.MustRegister(m.jobs, m.duration, m.bytes, m.files, &catalogCollector{s: s}, &m.nats)
 	}
 	return m
 }

@@ -134,13 +134,14 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.nc = nc
+	s.metrics.nats.Set(nc)
 	ctx, s.cancel = context.WithCancel(ctx)
 
 	if err := s.subscribe(ctx); err != nil {
 		s.Close()
 		return err
 	}
-	if err := nc.Flush(); err != nil {
+	if err := wire.Flush(nc); err != nil {
 		s.Close()
 		return fmt.Errorf("subscribe on NATS: %w", err)
 	}

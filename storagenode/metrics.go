@@ -2,6 +2,8 @@ package storagenode
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/wire"
 )
 
 type metrics struct {
@@ -11,6 +13,7 @@ type metrics struct {
 	bytesRead       prometheus.Counter
 	ticketsRejected *prometheus.CounterVec
 	damagedBlocks   prometheus.Counter
+	nats            wire.ConnCollector
 }
 
 func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
@@ -35,7 +38,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.streams, m.sessions, m.bytesWritten, m.bytesRead, m.ticketsRejected, m.damagedBlocks, &poolCollector{n: n})
+		reg.MustRegister(m.streams, m.sessions, m.bytesWritten, m.bytesRead, m.ticketsRejected, m.damagedBlocks, &poolCollector{n: n}, &m.nats)
 	}
 	return m
 }

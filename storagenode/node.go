@@ -103,6 +103,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.nc = nc
+	n.metrics.nats.Set(nc)
 	ctx, n.cancel = context.WithCancel(ctx)
 	n.wg.Add(1)
 	go func() {
@@ -187,7 +188,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 	})); err != nil {
 		return err
 	}
-	return n.nc.Flush()
+	return wire.Flush(n.nc)
 }
 
 // library is the library named name; "" names the only one.

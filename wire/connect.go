@@ -92,16 +92,29 @@ func ConnectOptions(name string, auth NATSAuth, inbox string) ([]nats.Option, er
 	if err != nil {
 		return nil, Errorf(CodeInvalidArgument, "correct the NATS flag or config field named", "NATS connection: %v", err)
 	}
-	opts = append(opts, nats.Name(name), nats.Timeout(5*time.Second))
+	opts = append(opts, nats.Name(name), nats.Timeout(5*time.Second),
+		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) { noteDenial(nc, err) }),
+		nats.ClosedHandler(forgetConn))
 	if inbox != "" {
 		opts = append(opts, nats.CustomInboxPrefix(inbox))
 	}
 	return opts, nil
 }
 
+// reconnectDelay is the pause before reconnect attempt n: quick at first,
+// since a NATS restart takes a second, then every 10 s at most, with
+// jitter from nats.go so that a thousand agents do not come back at once.
+func reconnectDelay(attempts int) time.Duration {
+	d := 250 * time.Millisecond
+	for i := 1; i < attempts && d < 10*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 10*time.Second)
+}
+
 // ConnectError explains a failed connection: an authorization failure or a
 // TLS problem says so, rather than "cannot reach".
-func ConnectError(url string, err error, reachHint string) error {
+func ConnectError(url string, err error, reachHint string) *Error {
 	switch {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
 		return Errorf(CodeInvalidArgument, "check --nats-nkey (or --nats-user and --nats-password) against the NATS server's configuration ('cairn cert nats-config')",
@@ -122,8 +135,12 @@ func isTLSError(err error) bool {
 }
 
 // Connect opens a role's NATS connection with auth, its replies confined to
-// inbox (see Inbox). It reconnects forever: a role outlives restarts of the
-// NATS servers it talks to.
+// inbox (see Inbox). A role outlives NATS: it waits for NATS when started
+// first, and reconnects forever, with backoff, after losing it, even when
+// NATS refused its credentials (nats.go gives up after the same
+// authorization error twice by default; an administrator who fixes the
+// NATS configuration must not also have to restart every role). It logs
+// every change of the connection's state; ConnMetrics exports it.
 func Connect(url, name string, auth NATSAuth, inbox string, logger *slog.Logger) (*nats.Conn, error) {
 	opts, err := ConnectOptions(name, auth, inbox)
 	if err != nil {
@@ -131,18 +148,35 @@ func Connect(url, name string, auth NATSAuth, inbox string, logger *slog.Logger)
 	}
 	opts = append(opts,
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.RetryOnFailedConnect(false),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.CustomReconnectDelay(reconnectDelay),
+		nats.RetryOnFailedConnect(true),
+		nats.IgnoreAuthErrorAbort(),
+		nats.ConnectHandler(func(c *nats.Conn) { logger.Info("NATS connected", "url", c.ConnectedUrl()) }),
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			if err != nil {
-				logger.Warn("NATS connection lost", "err", err)
+				logger.Warn("NATS connection lost; reconnecting until it is back", "err", err)
 			}
 		}),
+		nats.ReconnectErrHandler(func(c *nats.Conn, err error) {
+			// Each failed attempt: an unreachable URL, refused
+			// credentials or a TLS mismatch keep the role waiting, so say
+			// why at every attempt, with what to fix.
+			logNATSDown(logger, url, err)
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		nats.ClosedHandler(func(c *nats.Conn) {
+			forgetConn(c)
+			logger.Info("NATS connection closed")
+		}),
+		nats.ErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+			noteDenial(c, err)
 			subj := ""
 			if sub != nil {
 				subj = sub.Subject
+			}
+			if isAuthError(err) {
+				logNATSDown(logger, url, err)
+				return
 			}
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				// The NATS server's permissions and this role disagree:
@@ -157,5 +191,44 @@ func Connect(url, name string, auth NATSAuth, inbox string, logger *slog.Logger)
 	if err != nil {
 		return nil, ConnectError(url, err, "start 'cairn dev' or 'cairn server', or pass the right --nats URL (or set CAIRN_NATS)")
 	}
+	if !nc.IsConnected() {
+		logger.Warn("NATS not reachable yet; the role waits for it and retries", "url", url)
+		go reportUntilConnected(nc, url, logger)
+	}
 	return nc, nil
+}
+
+func isAuthError(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked)
+}
+
+// logNATSDown says why an attempt to reach NATS failed and what to fix.
+func logNATSDown(logger *slog.Logger, url string, err error) {
+	we := ConnectError(url, err, "start NATS, or fix --nats (CAIRN_NATS)")
+	logger.Warn("NATS not reachable; retrying", "err", we.Message, "hint", we.Hint)
+}
+
+// reportUntilConnected logs why a role still waits for its first
+// connection. nats.go reports refused credentials only after a first
+// successful connection, so a role started with a credential NATS does not
+// accept would otherwise wait in silence.
+func reportUntilConnected(nc *nats.Conn, url string, logger *slog.Logger) {
+	var last string
+	for !nc.IsConnected() && !nc.IsClosed() {
+		if err := nc.LastError(); err != nil && err.Error() != last && isAuthError(err) {
+			last = err.Error()
+			logNATSDown(logger, url, err)
+		}
+		time.Sleep(time.Second) // a status poll of a connection, at the pace a person reads a log
+	}
+}
+
+// Flush makes sure NATS has the subscriptions made so far. A connection
+// still waiting for NATS has nothing to flush: nats.go sends them when it
+// connects.
+func Flush(nc *nats.Conn) error {
+	if !nc.IsConnected() {
+		return nil
+	}
+	return nc.Flush()
 }

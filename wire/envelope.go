@@ -84,8 +84,14 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) 
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
+	ctx, stop := watchDenial(ctx, nc, subject)
+	defer stop()
 	msg, err := nc.RequestWithContext(ctx, subject, data)
 	if err != nil {
+		var denied *Error
+		if cause := context.Cause(ctx); errors.As(cause, &denied) && denied.Code == CodePermissionDenied {
+			return denied
+		}
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):
 			return Errorf(CodeUnavailable, "", "nothing answers %s", Describe(subject))

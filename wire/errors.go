@@ -50,7 +50,9 @@ const (
 	CodeNodeLost = "node_lost"
 	// CodeWrongState: the thing is not in a state that allows the change.
 	CodeWrongState = "wrong_state"
-	CodeInternal   = "internal"
+	// CodePermissionDenied: NATS refused the role's credential a subject.
+	CodePermissionDenied = "permission_denied"
+	CodeInternal         = "internal"
 )
 
 // defaultHints are the catalog's help texts, used when an error carries none.
@@ -72,6 +74,7 @@ var defaultHints = map[string]string{
 	CodeTargetNotEmpty:     "choose an empty directory, or pass --force to restore into it",
 	CodeNodeLost:           "check the storage node and the network between it and the client",
 	CodeWrongState:         "check the state of what the message names ('cairn job show', 'cairn volume list')",
+	CodePermissionDenied:   "use a credential whose NATS permissions allow this ('cairn cert nats-config' writes them), or ask the NATS administrator",
 	CodeInternal:           "this is a bug in Cairn; the server log has details",
 }
 
