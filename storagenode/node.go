@@ -41,6 +41,7 @@ type Node struct {
 	fingerprint string
 	ln          net.Listener
 	nc          *nats.Conn
+	spoolLocks  map[string]*os.File // by spool directory, held while the node runs
 
 	mu        sync.Mutex
 	ticketKey ed25519.PublicKey // from the servers at registration
@@ -68,19 +69,25 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	for _, p := range cfg.TapePools {
 		n.tapes[p.Name] = p
 	}
+	if err := n.claimSpoolDirs(); err != nil {
+		return nil, err
+	}
 	for _, p := range cfg.Pools {
 		if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+			n.releaseSpoolDirs()
 			return nil, fmt.Errorf("disk pool %s: %w", p.Name, err)
 		}
 		n.pools[p.Name] = &disk.Pool{Name: p.Name, Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes}
 	}
 	cert, fp, err := dataplane.LoadOrCreateCert(cfg.DataDir, cfg.ID)
 	if err != nil {
+		n.releaseSpoolDirs()
 		return nil, err
 	}
 	n.cert, n.fingerprint = cert, fp
 	guard, err := ticket.OpenGuard(filepath.Join(cfg.DataDir, "tickets.db"))
 	if err != nil {
+		n.releaseSpoolDirs()
 		return nil, err
 	}
 	n.guard = guard
@@ -325,7 +332,39 @@ func (n *Node) Close() error {
 	if n.nc != nil {
 		n.nc.Close()
 	}
+	n.releaseSpoolDirs()
 	return n.guard.Close()
+}
+
+// claimSpoolDirs takes the tape pools' spool directories for this node and
+// clears what a killed node left in them.
+func (n *Node) claimSpoolDirs() error {
+	for _, p := range n.cfg.TapePools {
+		if p.SpoolDir == "" || n.spoolLocks[p.SpoolDir] != nil {
+			continue
+		}
+		lock, removed, bytes, err := claimSpoolDir(p.SpoolDir)
+		if err != nil {
+			n.releaseSpoolDirs()
+			return fmt.Errorf("tape pool %s: %w", p.Name, err)
+		}
+		if n.spoolLocks == nil {
+			n.spoolLocks = map[string]*os.File{}
+		}
+		n.spoolLocks[p.SpoolDir] = lock
+		if removed > 0 {
+			n.log.Warn("removed the spool chunks of backups that were cut off when this node last stopped",
+				"dir", p.SpoolDir, "files", removed, "bytes", bytes)
+		}
+	}
+	return nil
+}
+
+func (n *Node) releaseSpoolDirs() {
+	for dir, f := range n.spoolLocks {
+		f.Close()
+		delete(n.spoolLocks, dir)
+	}
 }
 
 func (n *Node) register(ctx context.Context) error {

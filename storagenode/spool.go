@@ -6,10 +6,13 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
+	"regexp"
 	"sync"
 	"sync/atomic"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
@@ -321,4 +324,65 @@ func (s *spool) Close() error {
 		s.fill = nil
 	}
 	return nil
+}
+
+// spoolLockName is the file a storage node holds an exclusive flock on
+// while it owns a spool directory: the sweep of orphaned chunks at start
+// must never remove the chunks of another node that spools there.
+const spoolLockName = "cairn-spool.lock"
+
+// spoolJobDir matches the directory a session spools in (job-<id>).
+var spoolJobDir = regexp.MustCompile(`^job-[0-9]+$`)
+
+// claimSpoolDir takes dir for this node and removes the spool chunks a
+// node killed mid-backup left there: at start no session of this node is
+// running, and a session never resumes from its chunks (a requeued backup
+// starts over), so every chunk found is garbage, tens of gigabytes of it
+// on a busy node. Only the session directories and chunk files the spool
+// itself makes are touched. The returned file holds the lock; closing it
+// releases the directory.
+func claimSpoolDir(dir string) (lock *os.File, removed int, bytes int64, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, 0, 0, fmt.Errorf("spool directory: %w", err)
+	}
+	lock, err = os.OpenFile(filepath.Join(dir, spoolLockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("spool directory: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, 0, 0, fmt.Errorf("spool directory %s is in use by another storage node: give each node a spool directory of its own", dir)
+		}
+		return nil, 0, 0, fmt.Errorf("lock spool directory %s: %w", dir, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		lock.Close()
+		return nil, 0, 0, fmt.Errorf("spool directory: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !spoolJobDir.MatchString(e.Name()) {
+			continue
+		}
+		jobDir := filepath.Join(dir, e.Name())
+		chunks, err := filepath.Glob(filepath.Join(jobDir, "spool-*.chunk"))
+		if err != nil {
+			continue
+		}
+		for _, c := range chunks {
+			fi, err := os.Lstat(c)
+			if err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			if err := os.Remove(c); err != nil {
+				lock.Close()
+				return nil, 0, 0, fmt.Errorf("remove orphaned spool chunk %s: %w", c, err)
+			}
+			removed++
+			bytes += fi.Size()
+		}
+		_ = os.Remove(jobDir) // only if empty: anything else in it is not ours
+	}
+	return lock, removed, bytes, nil
 }

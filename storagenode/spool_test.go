@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/storagenode/library"
 )
 
 const spoolTestBS = volume.MinBlockSize
@@ -320,4 +323,69 @@ func TestSpoolMediumError(t *testing.T) {
 			checkSession(t, sid, res, rig.opener(), fs)
 		})
 	}
+}
+
+// A node killed mid-backup leaves its spool chunks; the next start removes
+// them (and says so), touches nothing else in the directory, and refuses a
+// spool directory another running node holds.
+func TestStartRemovesOrphanedSpoolChunks(t *testing.T) {
+	spoolDir := filepath.Join(t.TempDir(), "spool")
+	orphan := filepath.Join(spoolDir, "job-17", "spool-123.chunk")
+	if err := os.MkdirAll(filepath.Dir(orphan), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(orphan, bytes.Repeat([]byte{1}, 3<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Not the spool's own: kept.
+	foreign := []string{filepath.Join(spoolDir, "notes.txt"), filepath.Join(spoolDir, "job-x", "spool-1.chunk"), filepath.Join(spoolDir, "job-18", "keep.me")}
+	for _, f := range foreign {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.ID = "sn1"
+	cfg.DataDir = t.TempDir()
+	cfg.Libraries = []library.Config{{Name: "lib1", Emulated: &library.EmulatedConfig{Dir: t.TempDir(), Drives: 1, Slots: 2}}}
+	cfg.TapePools = []TapePoolConfig{{Name: "Tape", Library: "lib1", SpoolDir: spoolDir, SpoolChunkBytes: 1 << 20}}
+	var logs bytes.Buffer
+	n, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphaned chunk still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Dir(orphan)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the cut-off session's spool directory is still there: %v", err)
+	}
+	for _, f := range foreign {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("%s, not a spool chunk, was removed: %v", f, err)
+		}
+	}
+	if !strings.Contains(logs.String(), "removed the spool chunks") || !strings.Contains(logs.String(), "bytes=3145728") {
+		t.Errorf("the node did not say what it removed:\n%s", logs.String())
+	}
+
+	// A second node on the same spool directory would remove the first
+	// one's live chunks: refused.
+	cfg2 := cfg
+	cfg2.ID, cfg2.DataDir = "sn2", t.TempDir()
+	if n2, err := New(cfg2, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); err == nil || !strings.Contains(err.Error(), "in use by another storage node") {
+		if n2 != nil {
+			n2.Close()
+		}
+		t.Fatalf("second node on the same spool directory: %v", err)
+	}
+	n.Close()
+	n3, err := New(cfg2, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatalf("the spool directory stays taken after its node closed: %v", err)
+	}
+	n3.Close()
 }
