@@ -260,7 +260,7 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 	if len(j.Log) > 0 {
 		fmt.Fprintln(w, "\nLOG")
 		for _, l := range j.Log {
-			fmt.Fprintf(w, "%s  %-7s  %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Level, l.Msg)
+			fmt.Fprintf(w, "%s  %-7s  %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Level, printable(l.Msg))
 		}
 	}
 }

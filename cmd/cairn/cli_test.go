@@ -146,6 +146,8 @@ func TestAdminCommandsAgainstDevStack(t *testing.T) {
 	src := t.TempDir()
 	os.MkdirAll(filepath.Join(src, "etc"), 0o755)
 	os.WriteFile(filepath.Join(src, "etc", "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
+	// A name that would clear the terminal and forge a line of output.
+	os.WriteFile(filepath.Join(src, "etc", "evil\x1b[2J\nroot.txt"), nil, 0o644)
 	n := []string{"--nats", st.URL()}
 
 	code, out, stderr := cli(ctx, append(n, "backup", "--client", "web", "--path", src, "--wait")...)
@@ -160,6 +162,9 @@ func TestAdminCommandsAgainstDevStack(t *testing.T) {
 	code, out, _ = cli(ctx, append(n, "ls", "--client", "web", filepath.Join(src, "etc"))...)
 	if code != 0 || !strings.Contains(out, "hosts") || !strings.Contains(out, "-rw-r--r--") {
 		t.Fatalf("ls: %d %s", code, out)
+	}
+	if strings.Contains(out, "\x1b") || !strings.Contains(out, `evil\x1b[2J\nroot.txt`) {
+		t.Fatalf("ls printed a hostile name raw: %q", out)
 	}
 	code, out, _ = cli(ctx, append(n, "job", "show", "1")...)
 	if code != 0 || !strings.Contains(out, "LOG") || !strings.Contains(out, "backup committed") {

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 func printJSON(w io.Writer, v any) error {
@@ -38,10 +41,7 @@ func toAny(s []string) []any {
 func (t *table) row(cells ...any) {
 	parts := make([]string, len(cells))
 	for i, c := range cells {
-		s := fmt.Sprint(c)
-		// Keep odd file names from breaking the columns.
-		s = strings.NewReplacer("\t", `\t`, "\n", `\n`).Replace(s)
-		parts[i] = s
+		parts[i] = printable(fmt.Sprint(c))
 	}
 	fmt.Fprintln(t.tw, strings.Join(parts, "\t"))
 }
@@ -125,4 +125,33 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q is not understood; use a number with K, M, G or T", s)
 	}
 	return n * mult, nil
+}
+
+// printable returns s as it is safe to show on a terminal and unambiguous
+// to read: file names come from the clients' disks (and from volumes of
+// unknown origin), so a name may hold an escape sequence that rewrites the
+// terminal, a newline that forges a line of output, bytes that are not
+// UTF-8, or a bidirectional override that shows a name backwards. Those are
+// written as Go-style escapes (\n, \x1b, \xff, \u202e), and a backslash
+// as \\, so every name reads back to exactly one byte string; the common
+// name comes out unchanged.
+func printable(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == ' ' || unicode.IsPrint(r):
+			b.WriteString(s[i : i+size])
+		default:
+			q := strconv.QuoteRune(r) // '\n', '\x1b', '\u202e'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }

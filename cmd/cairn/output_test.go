@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestPrintableEscapesWhatATerminalWouldObey(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"/etc/hosts", "/etc/hosts"},
+		{"/home/b/Grüße €.txt", "/home/b/Grüße €.txt"},
+		{"with space", "with space"},
+		{"evil\x1b[2J\x1b]0;owned\x07", `evil\x1b[2J\x1b]0;owned\a`},
+		{"forged\nline", `forged\nline`},
+		{"tab\there\rcr", `tab\there\rcr`},
+		{"latin1-\xe9t\xe9", `latin1-\xe9t\xe9`},
+		{"back\\slash", `back\\slash`},
+		{"txt.exe\u202egnp", `txt.exe\u202egnp`},
+		{"del\x7f", `del\x7f`},
+		{"real-\ufffd", "real-\ufffd"},
+	} {
+		if got := printable(c.in); got != c.want {
+			t.Errorf("printable(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// Two names that differ only in bytes a terminal hides must print
+// differently, and no name may print as another.
+func TestPrintableIsUnambiguous(t *testing.T) {
+	names := []string{"a\\x41", "aA", "a\x41", "a\\\\x41", "a\xff", "a\\xff", "a\n", "a\\n"}
+	seen := map[string]string{}
+	for _, n := range names {
+		p := printable(n)
+		if other, ok := seen[p]; ok && other != n {
+			t.Errorf("%q and %q both print as %q", n, other, p)
+		}
+		seen[p] = n
+	}
+}
+
+func TestTableCellsAreEscaped(t *testing.T) {
+	var out bytes.Buffer
+	tb := newTable(&out, "PATH")
+	tb.row("x\x1b[31mred\ny")
+	if err := tb.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String()[len("PATH\n"):len(out.String())-1], "\x1b\n") {
+		t.Fatalf("a control character reached the terminal: %q", out.String())
+	}
+}
