@@ -3,7 +3,7 @@ GO ?= go
 GOFLAGS ?=
 PKGS := ./...
 
-.PHONY: all build test vet fmt-check deps bench bench-e2e clean
+.PHONY: all build test vet fmt-check tidy-check deps bench bench-e2e clean
 
 all: build
 
@@ -21,9 +21,14 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
+# go.mod and go.sum say exactly what the code imports: a dependency added by
+# hand, left behind or missing fails here, not on a fresh machine.
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit the result"; exit 1; }
+
 # The race detector runs on every package; CAIRN_CI=1 makes a test that
 # lacks a tool fail instead of skipping.
-test: deps fmt-check vet
+test: deps fmt-check tidy-check vet
 	CAIRN_CI=1 $(GO) test -race -timeout 12m $(PKGS)
 
 bench:
