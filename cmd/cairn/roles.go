@@ -197,7 +197,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	var ro roleOpts
 	c := &cobra.Command{
 		Use:   "server",
-		Short: "Run a backup server: catalog, Raft member, scheduler and API",
+		Short: "Run a backup server: a Raft member holding the catalog, the admin API and, on the leader, the job dispatcher",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
