@@ -30,6 +30,10 @@ type RestoreOptions struct {
 	// Force allows a Root that exists and is not empty; restored entries
 	// then replace what is in their way.
 	Force bool
+	// Devices restores block and character device nodes. Without it they
+	// are refused: a device node of a volume restored as root would give
+	// whoever it belongs to the disk or memory it names.
+	Devices bool
 	// Logger gets warnings and damage; nil discards them.
 	Logger *slog.Logger
 }
@@ -63,6 +67,11 @@ type RestoreStats struct {
 	// could not be applied, entries refused or left out.
 	Warnings     []Warning `json:"warnings,omitempty"`
 	WarningCount int64     `json:"warning_count"`
+	// Refused counts the entries that were not restored, though their
+	// data was fine: refused (a device without Devices, a path that could
+	// leave the target) or failed (the target would not take them).
+	// Each also has a warning.
+	Refused int64 `json:"refused"`
 }
 
 // Restorer writes the records of a restore stream to disk. Record,
@@ -93,6 +102,8 @@ type Restorer struct {
 	links    []linkReq
 	linkable map[string]bool   // restored files that have further names
 	damaged  map[string]string // path -> reason
+
+	refused atomic.Int64 // entries not restored for a reason other than damage
 
 	files, dirsN, linksN, specials, bytes atomic.Int64
 	mu                                    sync.Mutex
@@ -165,7 +176,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 func (r *Restorer) Stats() RestoreStats {
 	st := RestoreStats{
 		Files: r.files.Load(), Dirs: r.dirsN.Load(), Links: r.linksN.Load(),
-		Specials: r.specials.Load(), Bytes: r.bytes.Load(),
+		Specials: r.specials.Load(), Bytes: r.bytes.Load(), Refused: r.refused.Load(),
 	}
 	r.mu.Lock()
 	st.Damaged = slices.Clone(r.damage)
@@ -184,6 +195,13 @@ func (r *Restorer) warn(p string, err error) {
 	}
 	r.mu.Unlock()
 	r.log.Warn("restore warning", "path", p, "err", err)
+}
+
+// refuse reports an entry that is not restored, for a reason other than
+// its data: it is counted apart, so the restore does not end as a success.
+func (r *Restorer) refuse(p string, err error) {
+	r.refused.Add(1)
+	r.warn(p, err)
 }
 
 // Damaged marks an entry whose data was lost, as the storage node reports
@@ -283,7 +301,7 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 		return nil
 	}
 	if !cleanEntryPath(e.Path) || (e.Path == "/" && e.Type != fileindex.TypeDir) {
-		r.warn(e.Path, errors.New("refused: the path is not clean and absolute, it could escape the restore target"))
+		r.refuse(e.Path, errors.New("refused: the path is not clean and absolute, it could escape the restore target"))
 		r.skipping = true
 		return nil
 	}
@@ -294,7 +312,7 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 	if e.Path != "/" {
 		fd, name, err := r.parent(e.Path)
 		if err != nil {
-			r.warn(e.Path, fmt.Errorf("not restored: %w", err))
+			r.refuse(e.Path, fmt.Errorf("not restored: %w", err))
 			r.skipping = true
 			return nil
 		}
@@ -446,7 +464,7 @@ func (r *Restorer) end(status uint8, sum []byte) error {
 		return r.endFile(status, sum)
 	case fileindex.TypeHardlink:
 		if !cleanEntryPath(c.e.Target) || c.e.Target == "/" {
-			r.warn(c.e.Path, fmt.Errorf("hard link refused: its target %q is not a clean absolute path", c.e.Target))
+			r.refuse(c.e.Path, fmt.Errorf("hard link refused: its target %q is not a clean absolute path", c.e.Target))
 		} else {
 			// The target may come later (a chain restore reads its
 			// sessions one after another): link at Finish.
@@ -522,7 +540,7 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 	r.cur = nil
 	if err != nil {
 		unix.Unlinkat(c.dirfd, c.tmp, 0)
-		r.warn(e.Path, fmt.Errorf("not restored: %w", err))
+		r.refuse(e.Path, fmt.Errorf("not restored: %w", err))
 		return nil
 	}
 	if e.NLink > 1 {
@@ -553,6 +571,10 @@ func (r *Restorer) clearWay(dirfd int, name string) error {
 	return err
 }
 
+// errDevicesNotAsked refuses a device node without RestoreOptions.Devices.
+var errDevicesNotAsked = errors.New("device not restored: block and character devices are restored only when asked; " +
+	"pass --devices to 'cairn restore' or 'cairn volume extract' if this backup is trusted")
+
 // makeOther creates an entry without content: directory, symlink, fifo,
 // device.
 func (r *Restorer) makeOther(c *current) error {
@@ -570,7 +592,7 @@ func (r *Restorer) makeOther(c *current) error {
 				}
 			}
 			if err != nil {
-				r.warn(e.Path, fmt.Errorf("directory not restored: %w", err))
+				r.refuse(e.Path, fmt.Errorf("directory not restored: %w", err))
 				return nil
 			}
 		}
@@ -590,8 +612,12 @@ func (r *Restorer) makeOther(c *current) error {
 	case fileindex.TypeFifo:
 		create = func() error { return unix.Mknodat(c.dirfd, c.name, unix.S_IFIFO|0o600, 0) }
 	case fileindex.TypeCharDev, fileindex.TypeBlockDev:
+		if !r.opts.Devices {
+			r.refuse(e.Path, errDevicesNotAsked)
+			return nil
+		}
 		if !r.owner {
-			r.warn(e.Path, errors.New("device not restored: creating devices needs root"))
+			r.refuse(e.Path, errors.New("device not restored: creating devices needs root"))
 			return nil
 		}
 		kind := uint32(unix.S_IFCHR)
@@ -600,7 +626,7 @@ func (r *Restorer) makeOther(c *current) error {
 		}
 		create = func() error { return unix.Mknodat(c.dirfd, c.name, kind|0o600, int(e.Rdev)) }
 	default:
-		r.warn(e.Path, fmt.Errorf("not restored: unknown entry type %s", e.Type))
+		r.refuse(e.Path, fmt.Errorf("not restored: unknown entry type %s", e.Type))
 		return nil
 	}
 	err := create()
@@ -610,7 +636,7 @@ func (r *Restorer) makeOther(c *current) error {
 		}
 	}
 	if err != nil {
-		r.warn(e.Path, fmt.Errorf("%s not restored: %w", e.Type, err))
+		r.refuse(e.Path, fmt.Errorf("%s not restored: %w", e.Type, err))
 		return nil
 	}
 	r.chown(c)
@@ -689,19 +715,19 @@ func (r *Restorer) link(l linkReq) {
 		return
 	}
 	if !r.linkable[l.target] {
-		r.warn(l.path, fmt.Errorf("hard link not restored: its target %s was not restored", l.target))
+		r.refuse(l.path, fmt.Errorf("hard link not restored: its target %s was not restored", l.target))
 		return
 	}
 	tdir, tname := path.Split(l.target)
 	tfd, err := r.openDir(path.Clean(tdir))
 	if err != nil {
-		r.warn(l.path, fmt.Errorf("hard link not restored: %w", err))
+		r.refuse(l.path, fmt.Errorf("hard link not restored: %w", err))
 		return
 	}
 	defer unix.Close(tfd)
 	dirfd, name, err := r.parent(l.path)
 	if err != nil {
-		r.warn(l.path, fmt.Errorf("hard link not restored: %w", err))
+		r.refuse(l.path, fmt.Errorf("hard link not restored: %w", err))
 		return
 	}
 	// linkat without AT_SYMLINK_FOLLOW links the name itself, never
@@ -713,7 +739,7 @@ func (r *Restorer) link(l linkReq) {
 		}
 	}
 	if err != nil {
-		r.warn(l.path, fmt.Errorf("hard link to %s not restored: %w", l.target, err))
+		r.refuse(l.path, fmt.Errorf("hard link to %s not restored: %w", l.target, err))
 		return
 	}
 	r.linksN.Add(1)
