@@ -25,6 +25,15 @@
 // never looks restored. What depends on later entries, hard links and the
 // modes and times of directories, is applied by Finish.
 //
+// A restore runs as root where other users may write too, so it never
+// resolves a name it does not hold: directories are walked one component at
+// a time without following symlinks, and every change of owner, mode, times
+// or xattrs goes to a descriptor of the inode the restore created (the
+// comment at the top of restore.go says why and how). Device nodes are
+// created only when RestoreOptions.Devices asks for them. An entry refused or
+// not restored is counted in RestoreStats.Refused, apart from damage, so the
+// job cannot end as a plain success.
+//
 // Everything here works on real file descriptors of a Linux filesystem
 // (openat, fstatat, SEEK_DATA, xattrs); the NATS service that drives it lives
 // in other files of this package.

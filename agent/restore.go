@@ -21,6 +21,48 @@ import (
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
+// How a restore touches the filesystem
+//
+// A restore runs as root and writes where other users may write too: a
+// forced target can hold a world-writable directory, and the backup gives
+// entries to other users, who own them from their chown on while the
+// restore goes on. Any of them can replace a name the restore has just made
+// with a symlink, or a directory on the way to it, between two system calls.
+// A call that resolves a name may then act on what that user put there: a
+// chmod of a fifo's name once made a root-owned 0600 file world-writable
+// through a swapped symlink, and an lsetxattr of a full path walked through a
+// swapped directory. So, for every call here and in restore_fd.go:
+//
+//   - A name is resolved only in an open directory, one component at a time,
+//     with O_NOFOLLOW: no walk goes through a symlink. The target itself is
+//     named by whoever runs the restore; it is opened once, and its last
+//     component is not followed either.
+//   - What the restore creates it holds by a descriptor at once: a regular
+//     file is created O_EXCL under a temporary name and renamed into place
+//     when its hash matches; a fifo, device or symlink is opened O_PATH and
+//     O_NOFOLLOW right after mknodat or symlinkat and checked to be what was
+//     made (type, one name, device numbers, symlink target); a directory
+//     made is checked to be empty, and its device and inode are kept for
+//     Finish, which checks them again.
+//   - Every change of owner, xattrs, mode and times then goes to that
+//     descriptor, never to a name: fchown, fsetxattr, fchmod, futimens on an
+//     open file or directory; on an O_PATH descriptor fchownat, fchmodat2
+//     and utimensat with AT_EMPTY_PATH, and /proc/self/fd/N where the kernel
+//     has no such call (setxattr; chmod before Linux 6.6), a magic link that
+//     leads to the inode itself, not to a name.
+//   - A hard link is made from a descriptor of its target, checked against
+//     the inode the restore wrote, so a name swapped meanwhile is never
+//     linked.
+//   - Owner before mode, since chown clears setuid and setgid; xattrs after
+//     chown, which clears file capabilities.
+//
+// What another user can still do is what the directory lets them do anyway:
+// move or remove names in it, so an entry may be lost (it is refused, with a
+// warning), and in a directory where they may move anything, swap two
+// entries of the restore for each other. The restore never changes an inode
+// it did not create or, for a directory kept in a forced target, did not
+// reach by that walk.
+
 // RestoreOptions configures a Restorer.
 type RestoreOptions struct {
 	// Root is the directory to restore into: the entry /srv/data/x lands
@@ -69,8 +111,8 @@ type RestoreStats struct {
 	WarningCount int64     `json:"warning_count"`
 	// Refused counts the entries that were not restored, though their
 	// data was fine: refused (a device without Devices, a path that could
-	// leave the target) or failed (the target would not take them).
-	// Each also has a warning.
+	// leave the target) or failed (the target would not take them, another
+	// user replaced them meanwhile). Each also has a warning.
 	Refused int64 `json:"refused"`
 }
 
@@ -100,8 +142,8 @@ type Restorer struct {
 
 	dirs     []dirMeta
 	links    []linkReq
-	linkable map[string]bool   // restored files that have further names
-	damaged  map[string]string // path -> reason
+	linkable map[string]inodeID // restored files that have further names
+	damaged  map[string]string  // path -> reason
 
 	refused atomic.Int64 // entries not restored for a reason other than damage
 
@@ -127,9 +169,22 @@ type current struct {
 
 type dirMeta struct {
 	path         string
+	id           inodeID // the directory restored, checked again at Finish
 	mode         uint32
 	atime, mtime int64
 	xattrs       []fileindex.Xattr
+}
+
+// inodeID names an inode for as long as it lives.
+type inodeID struct{ dev, ino uint64 }
+
+func idOf(st *unix.Stat_t) inodeID { return inodeID{dev: uint64(st.Dev), ino: st.Ino} }
+
+// fdID is the inode open on fd.
+func fdID(fd int) (inodeID, error) {
+	var st unix.Stat_t
+	err := unix.Fstat(fd, &st)
+	return idOf(&st), err
 }
 
 type linkReq struct{ path, target string }
@@ -142,6 +197,11 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 	root, err := filepath.Abs(opts.Root)
 	if err != nil {
 		return nil, fmt.Errorf("restore target %s: %w", opts.Root, err)
+	}
+	// A target given as a symlink is the directory it names: from here on
+	// its last component is not followed (see ensureRoot).
+	if resolved, err := filepath.EvalSymlinks(root); err == nil {
+		root = resolved
 	}
 	fi, err := os.Stat(root)
 	switch {
@@ -168,7 +228,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 	return &Restorer{
 		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
 		rootFd: -1, dirFd: -1, sum: sha256.New(),
-		linkable: map[string]bool{}, damaged: map[string]string{},
+		linkable: map[string]inodeID{}, damaged: map[string]string{},
 	}, nil
 }
 
@@ -349,19 +409,69 @@ func (r *Restorer) full(p string) string {
 // before any data (a wrong key, a missing volume) leaves nothing behind. It
 // is created 0700: what lands in it keeps its own modes, and until then
 // nobody else should read it.
+//
+// Its parents are the path its caller gave; its last component is opened
+// without following, and checked again, since another user may have put
+// something there after NewRestorer looked (in /tmp, say).
 func (r *Restorer) ensureRoot() error {
 	if r.rootFd >= 0 {
 		return nil
 	}
-	if err := os.MkdirAll(r.root, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(r.root), 0o700); err != nil {
 		return fmt.Errorf("create restore target: %w", err)
 	}
-	fd, err := unix.Open(r.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	made := false
+	if r.root != "/" {
+		err := unix.Mkdir(r.root, 0o700)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create restore target %s: %w", r.root, err)
+		}
+		made = err == nil
+	}
+	fd, err := unix.Open(r.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return fmt.Errorf("restore target %s was replaced by a symlink or a file after the restore started; choose a directory only you can write in", r.root)
+	}
 	if err != nil {
 		return fmt.Errorf("open restore target %s: %w", r.root, err)
 	}
+	switch {
+	case made:
+		err = checkMadeDir(fd)
+		if errors.Is(err, ErrReplaced) {
+			err = fmt.Errorf("restore target %s was replaced after the restore created it; choose a directory only you can write in", r.root)
+		}
+	case !r.opts.Force:
+		if names, derr := dirNames(fd, 1); derr != nil {
+			err = derr
+		} else if len(names) > 0 {
+			err = &TargetNotEmptyError{Root: r.root}
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
 	r.rootFd = fd
 	return nil
+}
+
+// dirNames reads up to max names of the directory open on fd ("." and ".."
+// left out).
+func dirNames(fd, max int) ([]string, error) {
+	var names []string
+	buf := make([]byte, 4096)
+	for len(names) < max {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(buf[:n], max-len(names), names)
+	}
+	return names, nil
 }
 
 // openDir opens the directory p (an entry path) below the root one
@@ -377,12 +487,19 @@ func (r *Restorer) openDir(p string) (int, error) {
 		return fd, nil
 	}
 	for comp := range strings.SplitSeq(p[1:], "/") {
-		next, err := unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		next, err := openDirAt(fd, comp)
 		if errors.Is(err, unix.ENOENT) {
 			// Mode and times of directories with an entry come at
 			// Finish; one without (above a backed-up path) keeps these.
-			if err = unix.Mkdirat(fd, comp, 0o755); err == nil || errors.Is(err, unix.EEXIST) {
-				next, err = unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			err = unix.Mkdirat(fd, comp, 0o755)
+			made := err == nil
+			if err == nil || errors.Is(err, unix.EEXIST) {
+				next, err = openDirAt(fd, comp)
+			}
+			if made && err == nil {
+				if err = checkMadeDir(next); err != nil {
+					unix.Close(next)
+				}
 			}
 		}
 		unix.Close(fd)
@@ -390,7 +507,7 @@ func (r *Restorer) openDir(p string) (int, error) {
 			return -1, fmt.Errorf("%s in the restore target is not a directory (a symlink or a file is in the way)", r.full(p))
 		}
 		if err != nil {
-			return -1, fmt.Errorf("open directory %s: %w", r.full(p), err)
+			return -1, fmt.Errorf("directory %s: %w", r.full(p), err)
 		}
 		fd = next
 	}
@@ -508,23 +625,13 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 			return fmt.Errorf("restore %s: truncate: %w", e.Path, err)
 		}
 	}
-	// Owner before mode, since chown clears setuid and setgid; xattrs
-	// after chown, which clears file capabilities (security.capability).
-	if r.owner {
-		if err := unix.Fchown(c.fd, int(e.UID), int(e.GID)); err != nil {
-			r.warn(e.Path, fmt.Errorf("owner not restored: %w", err))
-		}
-	}
-	for _, x := range e.Xattrs {
-		if err := unix.Fsetxattr(c.fd, x.Name, x.Value, 0); err != nil {
-			r.warn(e.Path, fmt.Errorf("extended attribute %s not restored: %w", x.Name, err))
-		}
-	}
-	if err := unix.Fchmod(c.fd, e.Mode&0o7777); err != nil {
-		r.warn(e.Path, fmt.Errorf("mode not restored: %w", err))
-	}
-	if err := unix.UtimesNanoAt(c.dirfd, c.tmp, times(e), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		r.warn(e.Path, fmt.Errorf("times not restored: %w", err))
+	// The file open since its O_EXCL create takes all of its metadata.
+	f := pinned{fd: c.fd}
+	r.applyMeta(&f, e, r.owner)
+	id, err := fdID(c.fd)
+	if err != nil {
+		r.discard()
+		return fmt.Errorf("restore %s: stat: %w", e.Path, err)
 	}
 	if err := unix.Close(c.fd); err != nil {
 		c.fd = -1
@@ -533,7 +640,7 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 		return fmt.Errorf("restore %s: close: %w", e.Path, err)
 	}
 	c.fd = -1
-	err := unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
+	err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
 	if err != nil && r.clearWay(c.dirfd, c.name) == nil {
 		err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
 	}
@@ -544,10 +651,35 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 		return nil
 	}
 	if e.NLink > 1 {
-		r.linkable[e.Path] = true
+		r.linkable[e.Path] = id
 	}
 	r.files.Add(1)
 	return nil
+}
+
+// applyMeta gives the inode held by p the xattrs, mode and times of e, and
+// its owner if chown. Owner before mode, since chown clears setuid and
+// setgid; xattrs after chown, which clears file capabilities
+// (security.capability). A symlink has no mode of its own.
+func (r *Restorer) applyMeta(p *pinned, e *fileindex.Entry, chown bool) {
+	if chown {
+		if err := p.chown(int(e.UID), int(e.GID)); err != nil {
+			r.warn(e.Path, fmt.Errorf("owner not restored: %w", err))
+		}
+	}
+	for _, x := range e.Xattrs {
+		if err := p.setxattr(x.Name, x.Value); err != nil {
+			r.warn(e.Path, fmt.Errorf("extended attribute %s not restored: %w", x.Name, err))
+		}
+	}
+	if e.Type != fileindex.TypeSymlink {
+		if err := p.chmod(e.Mode & 0o7777); err != nil {
+			r.warn(e.Path, fmt.Errorf("mode not restored: %w", err))
+		}
+	}
+	if err := p.setTimes(times(e)); err != nil {
+		r.warn(e.Path, fmt.Errorf("times not restored: %w", err))
+	}
 }
 
 func times(e *fileindex.Entry) []unix.Timespec {
@@ -579,37 +711,17 @@ var errDevicesNotAsked = errors.New("device not restored: block and character de
 // device.
 func (r *Restorer) makeOther(c *current) error {
 	e := &c.e
-	full := r.full(e.Path)
 	if e.Type == fileindex.TypeDir {
-		if e.Path != "/" {
-			err := unix.Mkdirat(c.dirfd, c.name, 0o700)
-			if errors.Is(err, unix.EEXIST) {
-				var st unix.Stat_t
-				if unix.Fstatat(c.dirfd, c.name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-					err = nil // created as a parent of an entry that came first
-				} else if err = r.clearWay(c.dirfd, c.name); err == nil {
-					err = unix.Mkdirat(c.dirfd, c.name, 0o700)
-				}
-			}
-			if err != nil {
-				r.refuse(e.Path, fmt.Errorf("directory not restored: %w", err))
-				return nil
-			}
-		}
-		r.chown(c)
-		// Xattrs, mode and times wait for Finish: restoring the children
-		// changes the mtime, a read-only mode would stop them, and a
-		// default ACL (system.posix_acl_default) would be inherited by
-		// children that never had it.
-		r.dirs = append(r.dirs, dirMeta{path: e.Path, mode: e.Mode & 0o7777, atime: e.ATime, mtime: e.MTime, xattrs: e.Xattrs})
-		r.dirsN.Add(1)
-		return nil
+		return r.makeDir(c)
 	}
 	var create func() error
+	var kind uint32
 	switch e.Type {
 	case fileindex.TypeSymlink:
+		kind = unix.S_IFLNK
 		create = func() error { return unix.Symlinkat(e.Target, c.dirfd, c.name) }
 	case fileindex.TypeFifo:
+		kind = unix.S_IFIFO
 		create = func() error { return unix.Mknodat(c.dirfd, c.name, unix.S_IFIFO|0o600, 0) }
 	case fileindex.TypeCharDev, fileindex.TypeBlockDev:
 		if !r.opts.Devices {
@@ -620,7 +732,7 @@ func (r *Restorer) makeOther(c *current) error {
 			r.refuse(e.Path, errors.New("device not restored: creating devices needs root"))
 			return nil
 		}
-		kind := uint32(unix.S_IFCHR)
+		kind = unix.S_IFCHR
 		if e.Type == fileindex.TypeBlockDev {
 			kind = unix.S_IFBLK
 		}
@@ -635,26 +747,16 @@ func (r *Restorer) makeOther(c *current) error {
 			err = create()
 		}
 	}
+	var p *pinned
+	if err == nil {
+		p, err = pinCreated(c.dirfd, c.name, kind, e.Rdev, e.Target)
+	}
 	if err != nil {
 		r.refuse(e.Path, fmt.Errorf("%s not restored: %w", e.Type, err))
 		return nil
 	}
-	r.chown(c)
-	for _, x := range e.Xattrs {
-		if err := unix.Lsetxattr(full, x.Name, x.Value, 0); err != nil {
-			r.warn(e.Path, fmt.Errorf("extended attribute %s not restored: %w", x.Name, err))
-		}
-	}
-	if e.Type != fileindex.TypeSymlink {
-		// After chown, which clears setuid and setgid. The entry was
-		// just created by us, not a symlink, so following is safe.
-		if err := unix.Fchmodat(c.dirfd, c.name, e.Mode&0o7777, 0); err != nil {
-			r.warn(e.Path, fmt.Errorf("mode not restored: %w", err))
-		}
-	}
-	if err := unix.UtimesNanoAt(c.dirfd, c.name, times(e), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		r.warn(e.Path, fmt.Errorf("times not restored: %w", err))
-	}
+	defer p.close()
+	r.applyMeta(p, e, r.owner)
 	if e.Type == fileindex.TypeSymlink {
 		r.linksN.Add(1)
 	} else {
@@ -663,20 +765,57 @@ func (r *Restorer) makeOther(c *current) error {
 	return nil
 }
 
-func (r *Restorer) chown(c *current) {
+// makeDir creates a directory entry, or takes the directory already there,
+// and restores its owner. Xattrs, mode and times wait for Finish:
+// restoring the children changes the mtime, a read-only mode would stop
+// them, and a default ACL (system.posix_acl_default) would be inherited by
+// children that never had it.
+func (r *Restorer) makeDir(c *current) error {
 	e := &c.e
-	if !r.owner {
-		return
-	}
+	var fd int
 	var err error
 	if e.Path == "/" {
-		err = unix.Fchown(r.rootFd, int(e.UID), int(e.GID))
+		fd, err = unix.Dup(r.rootFd)
 	} else {
-		err = unix.Fchownat(c.dirfd, c.name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW)
+		err = unix.Mkdirat(c.dirfd, c.name, 0o700)
+		made := err == nil
+		if errors.Is(err, unix.EEXIST) {
+			// Created as a parent of an entry that came first, or kept
+			// in a forced target.
+			fd, err = openDirAt(c.dirfd, c.name)
+			if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+				if err = r.clearWay(c.dirfd, c.name); err == nil {
+					err = unix.Mkdirat(c.dirfd, c.name, 0o700)
+					made = err == nil
+				}
+			}
+		}
+		if made {
+			if fd, err = openDirAt(c.dirfd, c.name); err == nil {
+				if err = checkMadeDir(fd); err != nil {
+					unix.Close(fd)
+				}
+			}
+		}
 	}
 	if err != nil {
-		r.warn(e.Path, fmt.Errorf("owner not restored: %w", err))
+		r.refuse(e.Path, fmt.Errorf("directory not restored: %w", err))
+		return nil
 	}
+	defer unix.Close(fd)
+	id, err := fdID(fd)
+	if err != nil {
+		r.refuse(e.Path, fmt.Errorf("directory not restored: %w", err))
+		return nil
+	}
+	if r.owner {
+		if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
+			r.warn(e.Path, fmt.Errorf("owner not restored: %w", err))
+		}
+	}
+	r.dirs = append(r.dirs, dirMeta{path: e.Path, id: id, mode: e.Mode & 0o7777, atime: e.ATime, mtime: e.MTime, xattrs: e.Xattrs})
+	r.dirsN.Add(1)
+	return nil
 }
 
 // Finish applies what had to wait for the whole stream: hard links (their
@@ -714,28 +853,26 @@ func (r *Restorer) link(l linkReq) {
 		r.markDamaged(l.path, fmt.Sprintf("its hard link target %s was damaged: %s", l.target, reason))
 		return
 	}
-	if !r.linkable[l.target] {
+	id, ok := r.linkable[l.target]
+	if !ok {
 		r.refuse(l.path, fmt.Errorf("hard link not restored: its target %s was not restored", l.target))
 		return
 	}
-	tdir, tname := path.Split(l.target)
-	tfd, err := r.openDir(path.Clean(tdir))
+	target, err := r.pinRestored(l.target, id)
 	if err != nil {
-		r.refuse(l.path, fmt.Errorf("hard link not restored: %w", err))
+		r.refuse(l.path, fmt.Errorf("hard link to %s not restored: %w", l.target, err))
 		return
 	}
-	defer unix.Close(tfd)
+	defer target.close()
 	dirfd, name, err := r.parent(l.path)
 	if err != nil {
 		r.refuse(l.path, fmt.Errorf("hard link not restored: %w", err))
 		return
 	}
-	// linkat without AT_SYMLINK_FOLLOW links the name itself, never
-	// what a symlink put in its place would point to.
-	err = unix.Linkat(tfd, tname, dirfd, name, 0)
+	err = target.linkAs(dirfd, name)
 	if errors.Is(err, unix.EEXIST) {
 		if err = r.clearWay(dirfd, name); err == nil {
-			err = unix.Linkat(tfd, tname, dirfd, name, 0)
+			err = target.linkAs(dirfd, name)
 		}
 	}
 	if err != nil {
@@ -743,6 +880,34 @@ func (r *Restorer) link(l linkReq) {
 		return
 	}
 	r.linksN.Add(1)
+}
+
+// pinRestored opens the file the restore wrote at p, by an O_PATH
+// descriptor, if it is still the inode id.
+func (r *Restorer) pinRestored(p string, id inodeID) (*pinned, error) {
+	dir, name := path.Split(p)
+	dfd, err := r.openDir(path.Clean(dir))
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, ErrReplaced
+	}
+	if err != nil {
+		return nil, err
+	}
+	t := &pinned{fd: fd, opath: true}
+	if err := unix.Fstat(fd, &t.st); err != nil {
+		t.close()
+		return nil, err
+	}
+	if t.st.Mode&unix.S_IFMT != unix.S_IFREG || idOf(&t.st) != id {
+		t.close()
+		return nil, ErrReplaced
+	}
+	return t, nil
 }
 
 func (r *Restorer) finishDir(d dirMeta) {
@@ -753,23 +918,17 @@ func (r *Restorer) finishDir(d dirMeta) {
 			r.warn(d.path, fmt.Errorf("directory mode and times not restored: %w", err))
 			return
 		}
-		fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err = openDirAt(dirfd, name)
 		if err != nil {
 			r.warn(d.path, fmt.Errorf("directory mode and times not restored: %w", err))
 			return
 		}
 		defer unix.Close(fd)
 	}
-	for _, x := range d.xattrs {
-		if err := unix.Fsetxattr(fd, x.Name, x.Value, 0); err != nil {
-			r.warn(d.path, fmt.Errorf("extended attribute %s not restored: %w", x.Name, err))
-		}
+	if id, err := fdID(fd); err != nil || id != d.id {
+		r.warn(d.path, fmt.Errorf("directory mode and times not restored: %w", ErrReplaced))
+		return
 	}
-	if err := unix.Fchmod(fd, d.mode); err != nil {
-		r.warn(d.path, fmt.Errorf("mode not restored: %w", err))
-	}
-	ts := []unix.Timespec{unix.NsecToTimespec(d.atime), unix.NsecToTimespec(d.mtime)}
-	if err := unix.UtimesNanoAt(fd, ".", ts, 0); err != nil {
-		r.warn(d.path, fmt.Errorf("times not restored: %w", err))
-	}
+	e := fileindex.Entry{Path: d.path, Type: fileindex.TypeDir, Mode: d.mode, ATime: d.atime, MTime: d.mtime, Xattrs: d.xattrs}
+	r.applyMeta(&pinned{fd: fd}, &e, false) // the owner was given when it was made
 }

@@ -47,9 +47,10 @@ func posixACL(entries ...[3]uint32) []byte {
 const aclUndefinedID = 0xffffffff
 
 // addExtras puts into dir what sample.Generate does not: raw setuid,
-// setgid and sticky bits, ACLs, a device, xattrs on a directory and a
-// symlink, a 200 MiB file with two data regions, a file owned by another
-// user with setuid and setgid.
+// setgid and sticky bits, ACLs, devices, xattrs on a directory and a
+// symlink, a 200 MiB file with two data regions, a file and a fifo owned by
+// another user with setuid and setgid (which their chown would clear if it
+// came after the chmod).
 func addExtras(t *testing.T, dir string) {
 	x := filepath.Join(dir, "extra")
 	mustWrite(t, filepath.Join(x, "setuid"), []byte("#!/bin/true\n"), 0o4755)
@@ -60,6 +61,11 @@ func addExtras(t *testing.T, dir string) {
 	mustWrite(t, owned, []byte("theirs\n"), 0o644)
 	mustDo(t, os.Lchown(owned, 1234, 5678))
 	mustDo(t, unix.Chmod(owned, 0o6750))
+	ownedFifo := filepath.Join(x, "owned", "fifo")
+	mustDo(t, unix.Mkfifo(ownedFifo, 0o600))
+	mustDo(t, os.Lchown(ownedFifo, 1234, 5678))
+	mustDo(t, unix.Chmod(ownedFifo, 0o6640))
+	mustDo(t, unix.Setxattr(ownedFifo, "trusted.fifo", []byte("on a fifo"), 0))
 	mustDo(t, os.Lchown(filepath.Dir(owned), 1234, 5678))
 	acl := filepath.Join(x, "acl")
 	mustWrite(t, acl, []byte("acl'd\n"), 0o640)
@@ -158,7 +164,7 @@ func TestRoundTrip(t *testing.T) {
 	if b := blocksOf(t, dst+src+"/extra/sparse-200m"); b*512 > 2<<20 {
 		t.Fatalf("restored sparse file allocates %d bytes: holes were filled", b*512)
 	}
-	if rst.Files != int64(bst.Files) || rst.Dirs != bst.Dirs || rst.Bytes != bst.Bytes || rst.Links != 4+2+1 || rst.Specials != 3 {
+	if rst.Files != int64(bst.Files) || rst.Dirs != bst.Dirs || rst.Bytes != bst.Bytes || rst.Links != 4+2+1 || rst.Specials != 4 {
 		t.Fatalf("restore stats %+v, backup stats %+v", rst, bst)
 	}
 	// Nothing left behind: no temporary files.
@@ -489,6 +495,19 @@ func TestRestoreRejectsMalformedStream(t *testing.T) {
 	}
 }
 
+// feedEntry restores one entry, with data as a regular file's content.
+func feedEntry(t *testing.T, r *Restorer, e fileindex.Entry, data string) {
+	t.Helper()
+	if e.Type == fileindex.TypeFile {
+		e.Size = int64(len(data))
+	}
+	mustDo(t, r.Record(volume.RecFileHeader, header(e)))
+	if data != "" {
+		mustDo(t, r.Record(volume.RecData, volume.AppendDataRecord(nil, 0, []byte(data))[2:]))
+	}
+	mustDo(t, r.Record(volume.RecFileEnd, []byte{volume.EndOK}))
+}
+
 // Device nodes come back only when asked: without Devices each is refused
 // with a warning that names the flag, and counted, so the restore does not
 // end as a success.
@@ -524,6 +543,104 @@ func TestRestoreDevicesOnlyWhenAsked(t *testing.T) {
 		t.Fatalf("with Devices: %+v", st)
 	}
 	sameTree(t, src, dst+src)
+}
+
+// The target is checked again when the first entry creates it: a symlink
+// planted in its place after NewRestorer (in /tmp, by another user) is not
+// followed, and a target that got content is refused unless forced.
+func TestRestoreTargetReplacedAfterCheck(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(dir, "outside")
+	mustDo(t, os.Mkdir(outside, 0o755))
+	root := filepath.Join(dir, "target")
+	r, err := NewRestorer(RestoreOptions{Root: root})
+	mustDo(t, err)
+	mustDo(t, os.Symlink(outside, root))
+	err = r.Record(volume.RecFileHeader, header(fileindex.Entry{Path: "/f", Type: fileindex.TypeFile, Mode: 0o644}))
+	if err == nil || !strings.Contains(err.Error(), "replaced by a symlink") {
+		t.Errorf("target swapped for a symlink: %v", err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("the restore wrote through the symlink planted as its target: %v", ents)
+	}
+	r.Finish()
+
+	root = filepath.Join(dir, "target2")
+	r, err = NewRestorer(RestoreOptions{Root: root})
+	mustDo(t, err)
+	mustWrite(t, filepath.Join(root, "planted"), nil, 0o644)
+	err = r.Record(volume.RecFileHeader, header(fileindex.Entry{Path: "/f", Type: fileindex.TypeFile, Mode: 0o644}))
+	var ne *TargetNotEmptyError
+	if !errors.As(err, &ne) {
+		t.Errorf("target filled after the check: %v", err)
+	}
+	r.Finish()
+
+	// A target given as a symlink to a directory is that directory.
+	real := filepath.Join(dir, "real")
+	mustDo(t, os.Mkdir(real, 0o755))
+	mustDo(t, os.Symlink(real, filepath.Join(dir, "named")))
+	r, err = NewRestorer(RestoreOptions{Root: filepath.Join(dir, "named")})
+	mustDo(t, err)
+	feedEntry(t, r, fileindex.Entry{Path: "/f", Type: fileindex.TypeFile, Mode: 0o644}, "x")
+	if st, err := r.Finish(); err != nil || st.Files != 1 || !exists(filepath.Join(real, "f")) {
+		t.Fatalf("restore through a symlinked target: %+v %v", st, err)
+	}
+}
+
+// What Finish applies goes to the inodes the restore made, checked by
+// device and inode number: a hard link's target replaced by a symlink or by
+// another file is not linked, and a directory replaced by another gets
+// nothing.
+func TestRestoreFinishTouchesOnlyWhatItMade(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	mustWrite(t, secret, []byte("root's\n"), 0o600)
+	dst := filepath.Join(dir, "r")
+	r, err := NewRestorer(RestoreOptions{Root: dst})
+	mustDo(t, err)
+	feedEntry(t, r, fileindex.Entry{Path: "/a", Type: fileindex.TypeDir, Mode: 0o755}, "")
+	feedEntry(t, r, fileindex.Entry{Path: "/a/f", Type: fileindex.TypeFile, Mode: 0o644, NLink: 2}, "f")
+	feedEntry(t, r, fileindex.Entry{Path: "/a/g", Type: fileindex.TypeFile, Mode: 0o644, NLink: 2}, "g")
+	feedEntry(t, r, fileindex.Entry{Path: "/a/hf", Type: fileindex.TypeHardlink, Target: "/a/f", NLink: 2}, "")
+	feedEntry(t, r, fileindex.Entry{Path: "/a/hg", Type: fileindex.TypeHardlink, Target: "/a/g", NLink: 2}, "")
+	feedEntry(t, r, fileindex.Entry{Path: "/b", Type: fileindex.TypeDir, Mode: 0o751,
+		Xattrs: []fileindex.Xattr{{Name: "user.b", Value: []byte("b")}}}, "")
+
+	mustDo(t, os.Rename(dst+"/a/f", dst+"/a/f.moved"))
+	mustDo(t, os.Symlink(secret, dst+"/a/f"))
+	mustWrite(t, dst+"/a/other", []byte("other"), 0o644)
+	mustDo(t, os.Rename(dst+"/a/other", dst+"/a/g"))
+	mustDo(t, os.Rename(dst+"/b", dst+"/b.moved"))
+	mustDo(t, os.Mkdir(dst+"/b", 0o700))
+
+	st, err := r.Finish()
+	mustDo(t, err)
+	for _, n := range []string{"hf", "hg"} {
+		if _, err := os.Lstat(dst + "/a/" + n); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("hard link %s made to a replaced target: %v", n, err)
+		}
+	}
+	var s unix.Stat_t
+	mustDo(t, unix.Stat(secret, &s))
+	if s.Nlink != 1 {
+		t.Errorf("the secret has %d links", s.Nlink)
+	}
+	mustDo(t, unix.Stat(dst+"/b", &s))
+	if s.Mode&0o7777 != 0o700 {
+		t.Errorf("the directory put in place of /b got mode %o", s.Mode&0o7777)
+	}
+	if _, err := unix.Getxattr(dst+"/b", "user.b", nil); err == nil {
+		t.Error("the directory put in place of /b got /b's xattr")
+	}
+	if st.Refused != 2 || st.WarningCount != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	for _, w := range st.Warnings {
+		if !strings.Contains(w.Err, "replaced") {
+			t.Errorf("warning %+v does not say the entry was replaced", w)
+		}
+	}
 }
 
 // needRoot stops a test that needs root: it fails under CAIRN_CI=1, where
