@@ -46,7 +46,7 @@ func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.
 	if !a.claim(o.JobID, o.Attempt) {
 		return wire.Empty{}, nil // never run a job twice
 	}
-	r, err := NewRestorer(RestoreOptions{Root: o.To, Force: o.Force, Logger: a.log})
+	r, err := NewRestorer(RestoreOptions{Root: o.To, Force: o.Force, Devices: o.Devices, Logger: a.log})
 	if err != nil {
 		a.unclaim(o.JobID)
 		var ne *TargetNotEmptyError
@@ -302,6 +302,7 @@ func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) 
 		if st.DamagedCount > int64(len(st.Damaged)) {
 			done.Damaged = append(done.Damaged, fmt.Sprintf("... and %d more", st.DamagedCount-int64(len(st.Damaged))))
 		}
+		done.Refused = st.Refused // entries left out; the server fails the job on them
 		outcome := "success"
 		if err != nil {
 			we := wire.AsError(err)
@@ -313,6 +314,8 @@ func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) 
 			log.Warn("restore failed", "err", we.Message)
 		} else if len(done.Damaged) > 0 {
 			outcome = "damaged"
+		} else if done.Refused > 0 {
+			outcome = "refused"
 		}
 		a.metrics.jobs.WithLabelValues("restore", outcome).Inc()
 		a.metrics.bytes.WithLabelValues("restore").Add(float64(st.Bytes))

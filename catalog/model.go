@@ -273,7 +273,9 @@ type Job struct {
 	BackupID uint64 `json:"backup_id,omitempty"`
 	Target   string `json:"target,omitempty"`
 	// Force lets a restore write into a directory that is not empty.
-	Force       bool      `json:"force,omitempty"`
+	Force bool `json:"force,omitempty"`
+	// Devices lets a restore create block and character device nodes.
+	Devices     bool      `json:"devices,omitempty"`
 	Created     time.Time `json:"created"`
 	Started     time.Time `json:"started"`
 	Ended       time.Time `json:"ended"`

@@ -135,6 +135,13 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 		upd.ErrorCode = wire.CodeCorrupt
 		upd.Error = fmt.Sprintf("%d entries could not be restored because their data is damaged; every other entry was restored", len(req.Damaged))
 		s.jobLog(ctx, job.ID, "error", "%s", upd.Error)
+	case req.Refused > 0:
+		// Left out, not lost: the job fails so that the command that
+		// waits for it exits non-zero, and says how many.
+		upd.State = catalog.JobFailed
+		upd.ErrorCode = wire.CodeRefused
+		upd.Error = fmt.Sprintf("%d entries were not restored (refused, or the target would not take them); every other entry was restored, and the warnings name each and why", req.Refused)
+		s.jobLog(ctx, job.ID, "error", "%s", upd.Error)
 	case len(req.Warnings) > 0:
 		upd.State = catalog.JobWarning
 	}

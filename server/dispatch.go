@@ -235,7 +235,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 		}
 		s.mu.Unlock()
 		subject, body = wire.AgentSubject(job.Client, wire.OpRunRestore), wire.RunRestore{
-			JobID: job.ID, Attempt: job.Attempt, To: job.Target, Force: job.Force, Node: ep, Ticket: tk, Files: files, Bytes: bytes,
+			JobID: job.ID, Attempt: job.Attempt, To: job.Target, Force: job.Force, Devices: job.Devices, Node: ep, Ticket: tk, Files: files, Bytes: bytes,
 		}
 	}
 	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)

@@ -272,7 +272,7 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
 		Type: catalog.JobRestore, Client: target, State: catalog.JobQueued, Node: backup.Node, Pool: backup.Pool,
-		Paths: roots, BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force,
+		Paths: roots, BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
 	}})
 	if err != nil {
 		return wire.JobStarted{}, err

@@ -52,7 +52,10 @@ const (
 	CodeWrongState = "wrong_state"
 	// CodePermissionDenied: NATS refused the role's credential a subject.
 	CodePermissionDenied = "permission_denied"
-	CodeInternal         = "internal"
+	// CodeRefused: a restore left entries out on purpose or could not
+	// create them; the job log names each and why.
+	CodeRefused  = "refused"
+	CodeInternal = "internal"
 )
 
 // defaultHints are the catalog's help texts, used when an error carries none.
@@ -75,6 +78,7 @@ var defaultHints = map[string]string{
 	CodeNodeLost:           "check the storage node and the network between it and the client",
 	CodeWrongState:         "check the state of what the message names ('cairn job show', 'cairn volume list')",
 	CodePermissionDenied:   "use a credential whose NATS permissions allow this ('cairn cert nats-config' writes them), or ask the NATS administrator",
+	CodeRefused:            "the warnings name each entry not restored and why; pass what they say (--devices for device nodes) or restore those entries by hand",
 	CodeInternal:           "this is a bug in Cairn; the server log has details",
 }
 

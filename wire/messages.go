@@ -352,6 +352,10 @@ type RestoreStartReq struct {
 	TargetClient string   `json:"target_client,omitempty"`
 	To           string   `json:"to"`
 	Force        bool     `json:"force,omitempty"`
+	// Devices restores block and character device nodes; without it they
+	// are refused (a device node from an untrusted backup gives its owner
+	// the hardware it names).
+	Devices bool `json:"devices,omitempty"`
 }
 
 // KeyMaterial is a data key in the clear, for escrow.
@@ -608,6 +612,7 @@ type RunRestore struct {
 	Attempt int          `json:"attempt,omitempty"`
 	To      string       `json:"to"`
 	Force   bool         `json:"force,omitempty"`
+	Devices bool         `json:"devices,omitempty"` // create device nodes (RestoreStartReq.Devices)
 	Node    DataEndpoint `json:"node"`
 	Ticket  string       `json:"ticket"`
 	Files   int64        `json:"files"`
@@ -671,5 +676,9 @@ type JobDoneReq struct {
 	Bytes    int64    `json:"bytes"`
 	Warnings []string `json:"warnings,omitempty"`
 	Damaged  []string `json:"damaged,omitempty"` // restore: entries not restored, with reasons
-	Error    *Error   `json:"error,omitempty"`
+	// Refused counts a restore's entries not restored though their data
+	// was fine: refused (devices without --devices) or failed; Warnings
+	// names them.
+	Refused int64  `json:"refused,omitempty"`
+	Error   *Error `json:"error,omitempty"`
 }

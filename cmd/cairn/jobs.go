@@ -119,6 +119,7 @@ type restoreOpts struct {
 	to           string
 	targetClient string
 	force        bool
+	devices      bool
 	wait         bool
 	paths        []string
 }
@@ -148,7 +149,13 @@ func newRestoreCmd(g *globals) *cobra.Command {
 Files come back under DIR with their full original path (DIR/etc/hosts for
 /etc/hosts). Without --backup or --at, the latest backup is used; --at picks
 the latest backup made at or before a time. Single files are read by seeking
-to their blocks, not by reading volumes from the start.`,
+to their blocks, not by reading volumes from the start.
+
+Block and character device nodes are created only with --devices: the agent
+restores as root, and a device node from a backup you do not trust gives its
+owner the disk or memory it names. Without it each is left out and named. A
+restore that leaves any entry out ends failed, and the command exits
+non-zero.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.client == "" {
 				return &usageError{fmt.Errorf("pass --client NAME (see 'cairn client list')")}
@@ -168,6 +175,7 @@ to their blocks, not by reading volumes from the start.`,
 	f.StringVar(&o.to, "to", "", "absolute directory on the target client to restore into")
 	f.StringVar(&o.targetClient, "target-client", "", "restore onto another client")
 	f.BoolVar(&o.force, "force", false, "restore into a directory that is not empty")
+	f.BoolVar(&o.devices, "devices", false, "create block and character device nodes (refused without it: only for a backup you trust)")
 	f.BoolVar(&o.wait, "wait", true, "wait for the job to end, showing progress")
 	return c
 }
@@ -187,7 +195,7 @@ func runRestore(ctx context.Context, g *globals, o restoreOpts) (*wire.JobInfo, 
 	defer nc.Close()
 	var started wire.JobStarted
 	err = g.call(ctx, nc, wire.OpRestoreStart, wire.RestoreStartReq{
-		PointInTime: pit, Paths: o.paths, TargetClient: o.targetClient, To: o.to, Force: o.force,
+		PointInTime: pit, Paths: o.paths, TargetClient: o.targetClient, To: o.to, Force: o.force, Devices: o.devices,
 	}, &started)
 	if err != nil {
 		return nil, err

@@ -54,7 +54,9 @@ func newVolumeCmd(g *globals) *cobra.Command {
 
 Every session on the volume is read in order, so a later session's version of
 a file replaces an earlier one; --session picks one. Files land under DIR
-with their full original path.`,
+with their full original path. Block and character device nodes are created
+only with --devices (as root, for a volume you trust); without it each is left
+out, named, and the command exits non-zero.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if xo.to == "" {
@@ -68,6 +70,7 @@ with their full original path.`,
 	extract.Flags().StringVar(&xo.to, "to", "", "directory to restore into")
 	extract.Flags().StringVar(&xo.session, "session", "", "read only this session (its id or id prefix)")
 	extract.Flags().BoolVar(&xo.force, "force", false, "restore into a directory that is not empty")
+	extract.Flags().BoolVar(&xo.devices, "devices", false, "create block and character device nodes (refused without it: only for a volume you trust)")
 	c.AddCommand(list, ls, extract)
 	return c
 }
@@ -272,7 +275,7 @@ func countVolumeEntries(path, keyFile string) (int, error) {
 type extractOpts struct {
 	file, keyFile, to, session string
 	paths                      []string
-	force                      bool
+	force, devices             bool
 }
 
 func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
@@ -321,7 +324,7 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 		}
 		return wire.Errorf(wire.CodeNotFound, "list the files with 'cairn volume ls'", "nothing on %s matches %s", o.file, strings.Join(o.paths, ", "))
 	}
-	r, err := agent.NewRestorer(agent.RestoreOptions{Root: o.to, Force: o.force})
+	r, err := agent.NewRestorer(agent.RestoreOptions{Root: o.to, Force: o.force, Devices: o.devices})
 	if err != nil {
 		var ne *agent.TargetNotEmptyError
 		if errors.As(err, &ne) {
@@ -368,6 +371,9 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 		}
 		sort.Strings(lines)
 		return wire.Errorf(wire.CodeCorrupt, "", "%d entries were not extracted because their data is damaged:\n  %s", st.DamagedCount, strings.Join(lines, "\n  "))
+	}
+	if st.Refused > 0 {
+		return wire.Errorf(wire.CodeRefused, "", "%d entries were not extracted (refused, or the target would not take them); the warnings name each and why", st.Refused)
 	}
 	return nil
 }
