@@ -655,3 +655,36 @@ func needRoot(t *testing.T, why string) {
 	}
 	t.Skipf("SKIPPED: this test needs root (%s); it fails instead under CAIRN_CI=1", why)
 }
+
+// On kernels without fchmodat2 or utimensat(AT_EMPTY_PATH), and for hard
+// links without CAP_DAC_READ_SEARCH, the restore reaches what it holds
+// through /proc/self/fd: the same tree comes back.
+func TestRestoreProcFallback(t *testing.T) {
+	needRoot(t, "restoring owners and devices")
+	src, stream := streamOf(t, func(dir string) {
+		fifo := filepath.Join(dir, "fifo")
+		mustDo(t, unix.Mkfifo(fifo, 0o600))
+		mustDo(t, os.Lchown(fifo, 1234, 5678))
+		mustDo(t, unix.Chmod(fifo, 0o6640))
+		mustDo(t, unix.Setxattr(fifo, "trusted.fifo", []byte("on a fifo"), 0))
+		mustDo(t, unix.Mknod(filepath.Join(dir, "null"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))))
+		mustDo(t, unix.Chmod(filepath.Join(dir, "null"), 0o666))
+		mustWrite(t, filepath.Join(dir, "file"), []byte("two names\n"), 0o640)
+		mustDo(t, os.Link(filepath.Join(dir, "file"), filepath.Join(dir, "link")))
+		mustDo(t, os.Symlink("file", filepath.Join(dir, "symlink")))
+		mustDo(t, os.Lchown(filepath.Join(dir, "symlink"), 1234, 5678))
+		mustDo(t, unix.Lsetxattr(filepath.Join(dir, "symlink"), "trusted.symlink", []byte("on a symlink"), 0))
+		for _, n := range []string{"fifo", "null", "symlink"} {
+			mustDo(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dir, n),
+				[]unix.Timespec{{Sec: 1234567890, Nsec: 5}, {Sec: 1334567890, Nsec: 7}}, unix.AT_SYMLINK_NOFOLLOW))
+		}
+	})
+	preferEmptyPathCalls = false
+	defer func() { preferEmptyPathCalls = true }()
+	dst := filepath.Join(t.TempDir(), "r")
+	st := restoreStream(t, stream, RestoreOptions{Root: dst, Devices: true})
+	if st.WarningCount != 0 || st.Refused != 0 || st.Links != 2 || st.Specials != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	sameTree(t, src, dst+src)
+}
