@@ -148,11 +148,11 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 	for {
 		reply, err := s.nc.RequestMsgWithContext(fctx, &nats.Msg{Subject: wire.LeaderSubject(m.Subject), Data: m.Data, Header: m.Header})
 		if err == nil {
-			_ = m.Respond(reply.Data)
+			wire.Respond(m, reply.Data, s.log)
 			return
 		}
 		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
-			_ = m.Respond(wire.MarshalError(s.noLeaderError(ctx, err)))
+			wire.Respond(m, wire.MarshalError(s.noLeaderError(ctx, err)), s.log)
 			return
 		}
 		if s.raft.LeaderID() == "" && !checked {
@@ -160,13 +160,13 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 			// lost its majority, which waiting does not cure.
 			checked = true
 			if down, ok := s.majority(ctx); !ok {
-				_ = m.Respond(wire.MarshalError(noLeader(down)))
+				wire.Respond(m, wire.MarshalError(noLeader(down)), s.log)
 				return
 			}
 		}
 		select {
 		case <-fctx.Done():
-			_ = m.Respond(wire.MarshalError(s.noLeaderError(ctx, err)))
+			wire.Respond(m, wire.MarshalError(s.noLeaderError(ctx, err)), s.log)
 			return
 		case <-time.After(pause):
 		}
@@ -246,7 +246,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 				orig, ok := wire.TrimLeader(m.Subject)
 				h := s.handlerFor(orig)
 				if !ok || h == nil {
-					_ = m.Respond(wire.MarshalError(wire.Errorf(wire.CodeUnknownOperation, "", "nothing answers %s", m.Subject)))
+					wire.Respond(m, wire.MarshalError(wire.Errorf(wire.CodeUnknownOperation, "", "nothing answers %s", m.Subject)), s.log)
 					return
 				}
 				m.Subject = orig

@@ -84,6 +84,9 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) 
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
+	if err := fits(nc, "request to", subject, data); err != nil {
+		return err
+	}
 	ctx, stop := watchDenial(ctx, nc, subject)
 	defer stop()
 	msg, err := nc.RequestWithContext(ctx, subject, data)
@@ -93,6 +96,8 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) 
 			return denied
 		}
 		switch {
+		case errors.Is(err, nats.ErrMaxPayload):
+			return tooLarge("request to", subject, len(data), nc.MaxPayload())
 		case errors.Is(err, nats.ErrNoResponders):
 			return Errorf(CodeUnavailable, "", "nothing answers %s", Describe(subject))
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
@@ -119,7 +124,56 @@ func Publish(nc *nats.Conn, subject string, body any) error {
 	if err != nil {
 		return err
 	}
-	return nc.Publish(subject, data)
+	if err := fits(nc, "message on", subject, data); err != nil {
+		return err
+	}
+	if err := nc.Publish(subject, data); err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return tooLarge("message on", subject, len(data), nc.MaxPayload())
+		}
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+// fits refuses a message bigger than the connection's max_payload, which
+// the NATS server announces when the connection is made. nats.go would
+// refuse it too, with a bare error; this one has a code and a hint, and a
+// request refused here fails at once instead of waiting for its timeout.
+func fits(nc *nats.Conn, what, subject string, data []byte) error {
+	if limit := nc.MaxPayload(); limit > 0 && int64(len(data)) > limit {
+		return tooLarge(what, subject, len(data), limit)
+	}
+	return nil
+}
+
+func tooLarge(what, subject string, size int, limit int64) *Error {
+	if limit > 0 {
+		return Errorf(CodeTooLarge, "", "the %s %s is %d bytes, more than the %d bytes the NATS server accepts in one message (max_payload)",
+			what, Describe(subject), size, limit)
+	}
+	return Errorf(CodeTooLarge, "", "the %s %s is %d bytes, more than the NATS server accepts in one message (max_payload)",
+		what, Describe(subject), size)
+}
+
+// Respond sends data as the reply to m. A reply over the connection's
+// max_payload cannot be sent: the requester gets a CodeTooLarge error in
+// its place, so it fails at once instead of waiting for an answer that
+// never comes, and the oversize reply is logged as the bug it is. Other
+// failures (the connection closing) are logged too; the requester's
+// timeout covers them.
+func Respond(m *nats.Msg, data []byte, logger *slog.Logger) {
+	if m.Reply == "" {
+		return
+	}
+	err := m.Respond(data)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		logger.Error("reply too large for NATS; answered with an error instead", "subject", m.Subject, "bytes", len(data))
+		err = m.Respond(MarshalError(tooLarge("reply to", m.Subject, len(data), 0)))
+	}
+	if err != nil {
+		logger.Warn("reply failed", "subject", m.Subject, "err", err)
+	}
 }
 
 // Handler answers one request. The body is the envelope's content; the
@@ -148,14 +202,7 @@ func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, logger *sl
 
 // HandleMsg answers one message with h, as Serve does for each message.
 func HandleMsg(ctx context.Context, m *nats.Msg, logger *slog.Logger, h Handler) {
-	reply := func(data []byte) {
-		if m.Reply == "" {
-			return
-		}
-		if err := m.Respond(data); err != nil {
-			logger.Warn("reply failed", "subject", m.Subject, "err", err)
-		}
-	}
+	reply := func(data []byte) { Respond(m, data, logger) }
 	defer func() {
 		if r := recover(); r != nil {
 			logger.Error("handler panicked", "subject", m.Subject, "panic", r, "stack", string(debug.Stack()))

@@ -54,7 +54,11 @@ const (
 	CodePermissionDenied = "permission_denied"
 	// CodeRefused: a restore left entries out on purpose or could not
 	// create them; the job log names each and why.
-	CodeRefused  = "refused"
+	CodeRefused = "refused"
+	// CodeTooLarge: a request or reply is bigger than the NATS servers
+	// accept in one message (their max_payload). The sender refuses it at
+	// once, so nobody waits for an answer that never comes.
+	CodeTooLarge = "message_too_large"
 	CodeInternal = "internal"
 )
 
@@ -79,6 +83,7 @@ var defaultHints = map[string]string{
 	CodeWrongState:         "check the state of what the message names ('cairn job show', 'cairn volume list')",
 	CodePermissionDenied:   "use a credential whose NATS permissions allow this ('cairn cert nats-config' writes them), or ask the NATS administrator",
 	CodeRefused:            "the warnings name each entry not restored and why; pass what they say (--devices for device nodes) or restore those entries by hand",
+	CodeTooLarge:           "ask for less (a subtree, a smaller --limit), or raise max_payload on every NATS server; a Cairn list or plan that does not page is a bug, so report it with the log line that names the subject",
 	CodeInternal:           "this is a bug in Cairn; the server log has details",
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +18,12 @@ import (
 
 func startNATS(t *testing.T) *nats.Conn {
 	t.Helper()
-	s, err := natsd.Start(natsd.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return startNATSWith(t, natsd.Config{})
+}
+
+func startNATSWith(t *testing.T, cfg natsd.Config) *nats.Conn {
+	t.Helper()
+	s, err := natsd.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,5 +143,58 @@ func TestAsErrorKeepsContext(t *testing.T) {
 	}
 	if AsError(errors.New("boom")).Code != CodeInternal {
 		t.Fatal("plain error not internal")
+	}
+}
+
+// A reply over max_payload used to be dropped with a warning, and the
+// requester waited out its whole timeout to be told that no server was
+// running. It gets CodeTooLarge at once now, and so does a request or a
+// message that is too large to send.
+func TestOversizeMessagesFailAtOnceWithACode(t *testing.T) {
+	const limit = 4096
+	nc := startNATSWith(t, natsd.Config{MaxPayload: limit})
+	if nc.MaxPayload() != limit {
+		t.Fatalf("max payload %d, want %d", nc.MaxPayload(), limit)
+	}
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	var calls atomic.Int32
+	r := NewRouter()
+	r.Handle("big", Typed(func(_ context.Context, _ string, req echoReq) (echoReq, error) {
+		calls.Add(1)
+		return echoReq{Text: strings.Repeat("x", 2*limit)}, nil
+	}))
+	if _, err := Serve(context.Background(), nc, APIWildcard, ServerQueue, logger, r.Dispatch(TrimAPI)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The timeout is far longer than an answer takes, so an error that
+	// only comes with it fails the test.
+	const patience = 20 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	start := time.Now()
+	err := Request(ctx, nc, APISubject("big"), echoReq{Text: "hi"}, nil)
+	if took := time.Since(start); took > patience/4 {
+		t.Fatalf("the oversize reply took %s to fail (%v)", took, err)
+	}
+	var we *Error
+	if !errors.As(err, &we) || we.Code != CodeTooLarge || we.Hint == "" || !strings.Contains(we.Message, APISubject("big")) {
+		t.Fatalf("oversize reply: %#v, want code %s with a hint, naming the subject", err, CodeTooLarge)
+	}
+	if !strings.Contains(logs.String(), "reply too large") {
+		t.Fatalf("the oversize reply was not logged: %q", logs.String())
+	}
+
+	// An oversize request is refused before it is sent.
+	err = Request(ctx, nc, APISubject("big"), echoReq{Text: strings.Repeat("y", 2*limit)}, nil)
+	if !errors.As(err, &we) || we.Code != CodeTooLarge || we.Hint == "" || !strings.Contains(we.Message, "4096") {
+		t.Fatalf("oversize request: %#v, want code %s naming the limit", err, CodeTooLarge)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("the handler ran %d times; the oversize request reached it", n)
+	}
+	if err := Publish(nc, APISubject("big"), echoReq{Text: strings.Repeat("z", 2*limit)}); CodeOf(err) != CodeTooLarge {
+		t.Fatalf("oversize publish: %v, want code %s", err, CodeTooLarge)
 	}
 }
