@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/natsd"
 )
 
@@ -197,4 +200,47 @@ func TestOversizeMessagesFailAtOnceWithACode(t *testing.T) {
 	if err := Publish(nc, APISubject("big"), echoReq{Text: strings.Repeat("z", 2*limit)}); CodeOf(err) != CodeTooLarge {
 		t.Fatalf("oversize publish: %v, want code %s", err, CodeTooLarge)
 	}
+}
+
+// The planner sizes its pages with EncodedLen; a size that is short of what
+// encoding/json writes could let a page over the limit.
+func TestEncodedLenIsExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"a", "/", " ", "\"", "\\", "<", ">", "&", "\n", "\t", "\b", "\f", "\r", "\x00", "\x1f", "\x7f",
+		"é", "日", "😀", "\u2028", "\u2029", "\xff", "\xc3", "\xe6\x97", "\xed\xa0\x80"}
+	check := func(l ReadLoc) {
+		t.Helper()
+		js, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := l.EncodedLen(); got != len(js) {
+			t.Fatalf("EncodedLen of %q = %d, encoding/json writes %d: %s", l.Path, got, len(js), js)
+		}
+	}
+	check(ReadLoc{})
+	check(ReadLoc{Path: "/srv/www/index.html", Loc: fileindex.Location{Seq: math.MaxUint64, Off: 10, InBlock: math.MaxUint32, EndSeq: 9}})
+	for range 20000 {
+		var b strings.Builder
+		for range rng.IntN(40) {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		check(ReadLoc{Path: b.String(), Loc: fileindex.Location{Seq: rng.Uint64() >> rng.IntN(64), Off: rng.Uint64() >> rng.IntN(64),
+			InBlock: rng.Uint32() >> rng.IntN(32), EndSeq: rng.Uint64() >> rng.IntN(64)}})
+	}
+}
+
+func FuzzReadLocEncodedLen(f *testing.F) {
+	f.Add("/srv/www/index.html", uint64(0), uint64(0))
+	f.Add("/a/<b>&\"c\"\n\xff\u2028", uint64(1)<<63, uint64(99))
+	f.Fuzz(func(t *testing.T, path string, seq, off uint64) {
+		l := ReadLoc{Path: path, Loc: fileindex.Location{Seq: seq, Off: off, InBlock: uint32(seq), EndSeq: off ^ seq}}
+		js, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := l.EncodedLen(); got != len(js) {
+			t.Fatalf("EncodedLen of %q = %d, encoding/json writes %d", path, got, len(js))
+		}
+	})
 }

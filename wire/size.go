@@ -1,0 +1,58 @@
+package wire
+
+import (
+	"unicode/utf8"
+)
+
+// The sizes here let a server fill a page of a list up to a byte budget
+// without encoding every element twice: a restore plan of a million entries
+// is sized as it is built. They are exact for what encoding/json writes, and
+// TestEncodedLenIsExact holds them to it.
+
+// JSONStringLen is the length of s encoded by encoding/json, quotes
+// included: HTML characters and U+2028/2029 become \uXXXX, each invalid
+// UTF-8 byte becomes \ufffd.
+func JSONStringLen(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			switch {
+			case b == '"' || b == '\\' || b == '\b' || b == '\f' || b == '\n' || b == '\r' || b == '\t':
+				n += 2
+			case b < 0x20 || b == '<' || b == '>' || b == '&':
+				n += 6
+			default:
+				n++
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1, r == '\u2028', r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
+}
+
+// uintLen is the number of decimal digits of v.
+func uintLen(v uint64) int {
+	n := 1
+	for v >= 10 {
+		v /= 10
+		n++
+	}
+	return n
+}
+
+// EncodedLen is the length of l's JSON encoding.
+func (l *ReadLoc) EncodedLen() int {
+	// {"path":…,"loc":{"seq":…,"off":…,"in_block":…,"end_seq":…}}
+	const fixed = len(`{"path":,"loc":{"seq":,"off":,"in_block":,"end_seq":}}`)
+	return fixed + JSONStringLen(l.Path) + uintLen(l.Loc.Seq) + uintLen(l.Loc.Off) + uintLen(uint64(l.Loc.InBlock)) + uintLen(l.Loc.EndSeq)
+}
