@@ -388,6 +388,14 @@ func TestParentResolution(t *testing.T) {
 	if bs, _ := c.s.Backups(BackupFilter{FileSet: FileSetOf([]string{"/home"}, nil)}); len(bs) != 2 {
 		t.Fatalf("backups of /home: %d", len(bs))
 	}
+	// Pages: the next backups after the second of the list, two at a time.
+	for _, f := range []BackupFilter{{Client: "web1", States: []BackupState{BackupComplete}}, {States: []BackupState{BackupComplete}}} {
+		f.Before, f.Limit = bs[1].ID, 2
+		page, _ := c.s.Backups(f)
+		if len(page) != 2 || page[0].ID != bs[2].ID || page[1].ID != bs[3].ID {
+			t.Fatalf("Backups(%+v) = %+v, want backups %d and %d", f, page, bs[2].ID, bs[3].ID)
+		}
+	}
 	d, _ := c.s.Backup(diff)
 	at, err := c.s.BackupAt("web1", d.StartTime.Add(time.Second))
 	if err != nil || at.ID != diff {
@@ -436,6 +444,11 @@ func TestJobsFilter(t *testing.T) {
 		{JobFilter{States: []JobState{JobFailed, JobRunning}}, []uint64{3, 2}},
 		{JobFilter{Type: JobRestore}, nil},
 		{JobFilter{Client: "nobody"}, nil},
+		// The next page of a list that ended with job 5, or 3.
+		{JobFilter{Before: 5, Limit: 2}, []uint64{4, 3}},
+		{JobFilter{Client: "db1", Before: 6}, []uint64{4, 2}},
+		{JobFilter{States: []JobState{JobQueued, JobRunning}, Before: 4}, []uint64{2, 1}},
+		{JobFilter{Before: 1}, nil},
 	} {
 		if got := ids(tc.f); !slices.Equal(got, tc.want) {
 			t.Errorf("Jobs(%+v) = %v, want %v", tc.f, got, tc.want)

@@ -55,7 +55,31 @@ func (s *Store) SegmentInfos(backupID uint64) ([]SegmentInfo, error) {
 // slow reader never holds the catalog open. If the backup is aborted while
 // being read, the source reports an error rather than ending early.
 func (s *Store) Segments(backupID uint64) fileindex.SegmentSource {
-	no, total := 0, -1
+	return s.segmentsAt(backupID, 0)
+}
+
+// SegmentsFrom is Segments without the leading segments that hold only
+// paths before from, in index order: a listing or a pager that resumes in
+// the middle of a tree starts there instead of decoding all that comes
+// before. Entries before from can still come first; the caller skips them.
+func (s *Store) SegmentsFrom(backupID uint64, from string) fileindex.SegmentSource {
+	var src fileindex.SegmentSource
+	return func() ([]byte, bool, error) {
+		if src == nil {
+			infos, err := s.SegmentInfos(backupID)
+			if err != nil {
+				return nil, false, err
+			}
+			// Ranges ascend without overlap, numbered from 0.
+			first := sort.Search(len(infos), func(j int) bool { return fileindex.Compare(infos[j].Last, from) >= 0 })
+			src = s.segmentsAt(backupID, first)
+		}
+		return src()
+	}
+}
+
+func (s *Store) segmentsAt(backupID uint64, first int) fileindex.SegmentSource {
+	no, total := first, -1
 	return func() ([]byte, bool, error) {
 		var data []byte
 		err := s.view(func(tx *bbolt.Tx) error {

@@ -208,3 +208,49 @@ func TestMayHoldBelow(t *testing.T) {
 		}
 	}
 }
+
+// A pager that resumes mid-tree reads from the segment that holds its
+// place on, not every segment before it.
+func TestSegmentsFromSkipsWhatComesBefore(t *testing.T) {
+	c := newTestCatalog(t)
+	c.noSync()
+	c.setup()
+	entries := bigTree(20, 1000)
+	id := c.startBackup(LevelFull, "/data")
+	segs := c.writeIndex(id, entries, 16<<10)
+	for _, from := range []string{"", "/", "/data/d005/file-00500.dat", "/data/d005/file-00500.dat-not-there", "/data/d019/file-00999.dat", "/data/d999"} {
+		src := c.s.SegmentsFrom(id, from)
+		read := 0
+		var got []fileindex.Entry
+		for {
+			data, ok, err := src()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			read++
+			es, err := fileindex.DecodeSegment(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, es...)
+		}
+		// Everything from "from" on comes out, and at most one segment's
+		// worth of what precedes it.
+		i := sort.Search(len(entries), func(i int) bool { return fileindex.Compare(entries[i].Path, from) >= 0 })
+		rest := entries[i:]
+		if len(got) < len(rest) || len(got)-len(rest) > len(entries)/segs*2 {
+			t.Fatalf("from %q: %d entries, want the %d from there on and less than a segment before", from, len(got), len(rest))
+		}
+		for k := range rest {
+			if got[len(got)-len(rest)+k].Path != rest[k].Path {
+				t.Fatalf("from %q: entry %d is %q, want %q", from, k, got[len(got)-len(rest)+k].Path, rest[k].Path)
+			}
+		}
+		if want := segs * len(rest) / len(entries); read > want+2 {
+			t.Fatalf("from %q: read %d of %d segments, want about %d", from, read, segs, want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -168,6 +169,9 @@ type JobFilter struct {
 	States []JobState
 	// Limit caps the number of jobs returned, 0 for no cap.
 	Limit int
+	// Before, when set, selects only the jobs older than this one: the
+	// next page of a list that ended with it.
+	Before uint64
 }
 
 // Jobs returns the jobs f selects, newest first, without their logs.
@@ -177,6 +181,9 @@ func (s *Store) Jobs(f JobFilter) ([]Job, error) {
 	err := s.view(func(tx *bbolt.Tx) error {
 		jobs := tx.Bucket(bJobs)
 		visit := func(id []byte) (bool, error) {
+			if f.Before != 0 && binary.BigEndian.Uint64(id) >= f.Before {
+				return true, nil
+			}
 			var j Job
 			if err := jsonUnmarshal(bJobs, id, jobs.Get(id), &j); err != nil {
 				return false, err
@@ -239,16 +246,21 @@ type BackupFilter struct {
 	Client  string
 	FileSet string
 	States  []BackupState
+	// Before, when set, selects only the backups older than this one: the
+	// next page of a list that ended with it.
+	Before uint64
+	// Limit caps the number of backups returned, 0 for no cap.
+	Limit int
 }
 
 // Backups returns the backups f selects, newest first.
 func (s *Store) Backups(f BackupFilter) ([]Backup, error) {
 	var out []Backup
 	keep := func(b *Backup) bool {
-		if (f.FileSet == "" || b.FileSet == f.FileSet) && (len(f.States) == 0 || slices.Contains(f.States, b.State)) {
+		if (f.Before == 0 || b.ID < f.Before) && (f.FileSet == "" || b.FileSet == f.FileSet) && (len(f.States) == 0 || slices.Contains(f.States, b.State)) {
 			out = append(out, *b)
 		}
-		return true
+		return f.Limit <= 0 || len(out) < f.Limit
 	}
 	err := s.view(func(tx *bbolt.Tx) error {
 		if f.Client != "" {
@@ -256,6 +268,9 @@ func (s *Store) Backups(f BackupFilter) ([]Backup, error) {
 		}
 		backups := tx.Bucket(bBackups)
 		return reverse(backups, nil, func(k []byte) (bool, error) {
+			if f.Before != 0 && binary.BigEndian.Uint64(k) >= f.Before {
+				return true, nil
+			}
 			var b Backup
 			if err := jsonUnmarshal(bBackups, k, backups.Get(k), &b); err != nil {
 				return false, err
