@@ -88,7 +88,7 @@ func (s *Server) restorePlan(_ context.Context, subject string, req wire.Restore
 			s.mu.Unlock()
 			return wire.RestorePlanResp{}, catalogError(err)
 		}
-		r.plan = newPlanner(s.store, chain, job.Paths)
+		r.plan = newPlanner(s.store, chain, job.Paths, s.pageBytes())
 	}
 	plan := r.plan
 	s.mu.Unlock()

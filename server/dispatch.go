@@ -202,7 +202,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 		o.EstimateFiles, o.EstimateBytes = s.estimate(backup)
 		s.mu.Lock()
 		if backup.Parent != 0 && run.base == nil {
-			run.base = &treePager{store: s.store, backup: backup.Parent}
+			run.base = &treePager{store: s.store, backup: backup.Parent, bytes: s.pageBytes()}
 		}
 		s.mu.Unlock()
 		subject, body = wire.AgentSubject(job.Client, wire.OpRunBackup), o
@@ -221,7 +221,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 		}
 		s.mu.Lock()
 		if run.plan == nil {
-			run.plan = newPlanner(s.store, chain, job.Paths)
+			run.plan = newPlanner(s.store, chain, job.Paths, s.pageBytes())
 		}
 		plan := run.plan
 		s.mu.Unlock()

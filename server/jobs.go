@@ -258,7 +258,7 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 				"backup %d's chain spans storage nodes %s and %s, which a restore cannot read yet", backup.ID, b.Node, backup.Node)
 		}
 	}
-	plan := newPlanner(s.store, chain, roots)
+	plan := newPlanner(s.store, chain, roots, s.pageBytes())
 	files, bytes, err := plan.count()
 	if err != nil {
 		return wire.JobStarted{}, err

@@ -2,6 +2,8 @@ package server
 
 import (
 	"cmp"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -13,9 +15,33 @@ import (
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// planPageEntries bounds one page of a restore plan or base tree, so that a
-// page stays well inside one NATS message.
-const planPageEntries = 4000
+// maxPageBytes caps a page of a list that grows with the data (a restore
+// plan, a base tree, a listing) whatever the NATS servers allow: a restore
+// plan's read requests go on to the storage node in one data-plane frame
+// each (dataplane.MaxFrame, 8 MiB), and a MiB already makes the round trip
+// per page negligible.
+const maxPageBytes = 1 << 20
+
+// pageBytes is what one page may fill, given the connection's max_payload
+// (0 when unknown): an eighth below the smaller of the two, a margin for the
+// envelope and the fields around the list that the pagers do not count.
+// Pages are paged by encoded size, not by entries, because an entry's size
+// ranges from tens of bytes to several KiB (a 4,000-byte path).
+//
+// A restore plan's pages must come out the same on every server, since a new
+// leader replays the passes to the cursor the agent holds; the servers of a
+// group therefore need the same max_payload, which NATS needs anyway to pass
+// a message between them.
+func pageBytes(maxPayload int64) int {
+	limit := int64(maxPageBytes)
+	if maxPayload > 0 && maxPayload < limit {
+		limit = maxPayload
+	}
+	return int(limit - limit/8)
+}
+
+// pageBytes is the page size for this server's NATS connection.
+func (s *Server) pageBytes() int { return pageBytes(s.nc.MaxPayload()) }
 
 // planner hands out a restore's reads page by page without holding the whole
 // plan: it walks the merged tree of the chain once per backup of the chain,
@@ -26,21 +52,24 @@ type planner struct {
 	store *catalog.Store
 	chain []catalog.Backup
 	roots []string
+	bytes int // what one page may fill
 
 	mu      sync.Mutex
 	parts   map[int][]wire.ReadPart // by layer
+	heads   map[int]int             // by layer: the encoded size of its read request without locs
 	order   []int                   // the layers in the order they are read
 	layer   int                     // index into order
 	links   bool                    // in the passes for hard-link targets
 	targets map[string]bool
 	it      *fileindex.MergeIterator
+	held    *wire.ReadLoc         // read from it, left for the next page when this one was full
 	served  int                   // pages handed out
 	last    *wire.RestorePlanResp // the last page, for a retried request
 	done    bool
 }
 
-func newPlanner(store *catalog.Store, chain []catalog.Backup, roots []string) *planner {
-	p := &planner{store: store, chain: chain, roots: roots, parts: map[int][]wire.ReadPart{}, targets: map[string]bool{}}
+func newPlanner(store *catalog.Store, chain []catalog.Backup, roots []string, pageBytes int) *planner {
+	p := &planner{store: store, chain: chain, roots: roots, bytes: pageBytes, parts: map[int][]wire.ReadPart{}, heads: map[int]int{}, targets: map[string]bool{}}
 	p.order = readOrder(store, chain)
 	return p
 }
@@ -111,6 +140,17 @@ func (p *planner) tree() (*fileindex.MergeIterator, error) {
 	return fileindex.Merge(layers...), nil
 }
 
+// treeFrom merges the indexes of a chain from the segments that can hold
+// from on, leaving out the ones before; entries before from can still come
+// first, for the caller to skip. Layer() is the position in chain.
+func treeFrom(store *catalog.Store, chain []catalog.Backup, from string) *fileindex.MergeIterator {
+	layers := make([]fileindex.Iterator, len(chain))
+	for i, b := range chain {
+		layers[i] = fileindex.SegmentIterator(store.SegmentsFrom(b.ID, from))
+	}
+	return fileindex.Merge(layers...)
+}
+
 // count totals the entries and content bytes the restore will bring back.
 func (p *planner) count() (files, bytes int64, err error) {
 	it, err := p.tree()
@@ -156,7 +196,11 @@ func (p *planner) readParts(layer int) ([]wire.ReadPart, error) {
 		}
 		rp = append(rp, r)
 	}
-	p.parts[layer] = rp
+	head, err := json.Marshal(wire.ReadRequest{SessionID: b.SessionID, KeyID: b.KeyID, Parts: rp})
+	if err != nil {
+		return nil, err
+	}
+	p.parts[layer], p.heads[layer] = rp, len(head)
 	return rp, nil
 }
 
@@ -188,15 +232,17 @@ func (p *planner) page(cursor int) (wire.RestorePlanResp, error) {
 }
 
 func (p *planner) reset() {
-	p.layer, p.links, p.it, p.served, p.last, p.done = 0, false, nil, 0, nil, false
+	p.layer, p.links, p.it, p.held, p.served, p.last, p.done = 0, false, nil, nil, 0, nil, false
 	p.targets = map[string]bool{}
 }
 
-// next produces the next page.
+// next produces the next page: the reads of one layer after another, until
+// the next entry would take the page's encoded size over p.bytes. A page
+// holds at least one entry, so an entry bigger than a page goes out alone.
 func (p *planner) next() (wire.RestorePlanResp, error) {
 	resp := wire.RestorePlanResp{Cursor: p.served + 1}
-	entries := 0
-	for !p.done && entries < planPageEntries {
+	size, full := 0, false
+	for !p.done && !full {
 		if p.it == nil {
 			it, err := p.tree()
 			if err != nil {
@@ -204,33 +250,34 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 			}
 			p.it = it
 		}
+		layer := p.order[p.layer]
 		var locs []wire.ReadLoc
-		for entries+len(locs) < planPageEntries {
-			e, ok := p.it.Next()
-			if !ok {
-				if err := p.it.Err(); err != nil {
-					return resp, wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
-				}
-				p.it = nil
-				break
-			}
-			if p.it.Layer() != p.order[p.layer] || !p.selected(&e) {
-				continue
-			}
-			if e.Type == fileindex.TypeHardlink && !p.links && !fileindex.WithinAny(p.roots)(&fileindex.Entry{Path: e.Target}) {
-				p.targets[e.Target] = true
-			}
-			locs = append(locs, wire.ReadLoc{Path: e.Path, Loc: e.Loc})
-		}
-		if len(locs) > 0 {
-			layer := p.order[p.layer]
-			parts, err := p.readParts(layer)
+		for {
+			loc, ok, err := p.nextLoc(layer)
 			if err != nil {
 				return resp, err
 			}
+			if !ok {
+				p.it = nil
+				break
+			}
+			add := loc.EncodedLen() + 1 // and a comma
+			if len(locs) == 0 {
+				if _, err := p.readParts(layer); err != nil {
+					return resp, err
+				}
+				add += p.heads[layer] + 1
+			}
+			if size+add > p.bytes && (len(locs) > 0 || len(resp.Reads) > 0) {
+				p.held, full = &loc, true
+				break
+			}
+			locs = append(locs, loc)
+			size += add
+		}
+		if len(locs) > 0 {
 			b := p.chain[layer]
-			resp.Reads = append(resp.Reads, wire.ReadRequest{SessionID: b.SessionID, KeyID: b.KeyID, Parts: parts, Locs: locs})
-			entries += len(locs)
+			resp.Reads = append(resp.Reads, wire.ReadRequest{SessionID: b.SessionID, KeyID: b.KeyID, Parts: p.parts[layer], Locs: locs})
 		}
 		if p.it == nil {
 			p.advance()
@@ -240,6 +287,32 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 	p.served++
 	p.last = &resp
 	return resp, nil
+}
+
+// nextLoc returns the next entry of the current pass that layer stored: the
+// one held back from the last page first.
+func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
+	if p.held != nil {
+		loc := *p.held
+		p.held = nil
+		return loc, true, nil
+	}
+	for {
+		e, ok := p.it.Next()
+		if !ok {
+			if err := p.it.Err(); err != nil {
+				return wire.ReadLoc{}, false, wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
+			}
+			return wire.ReadLoc{}, false, nil
+		}
+		if p.it.Layer() != layer || !p.selected(&e) {
+			continue
+		}
+		if e.Type == fileindex.TypeHardlink && !p.links && !fileindex.WithinAny(p.roots)(&fileindex.Entry{Path: e.Target}) {
+			p.targets[e.Target] = true
+		}
+		return wire.ReadLoc{Path: e.Path, Loc: e.Loc}, true, nil
+	}
 }
 
 func (p *planner) selected(e *fileindex.Entry) bool {
@@ -268,11 +341,22 @@ func (p *planner) advance() {
 type treePager struct {
 	store  *catalog.Store
 	backup uint64
+	bytes  int // what one page may fill
 
-	mu   sync.Mutex
-	it   fileindex.Iterator
-	last string // path of the last entry handed out
-	peek *fileindex.Entry
+	mu      sync.Mutex
+	it      fileindex.Iterator
+	last    string // path of the last entry handed out
+	peek    *fileindex.Entry
+	scratch []byte
+}
+
+// segmentBudget is the most raw (uncompressed) entry bytes a segment may
+// hold so that it fits a page of pageBytes: the reply carries it in base64
+// (4 bytes for 3), and data zstd cannot compress grows by up to a 256th
+// plus a block header or so; a segment's own header is a few dozen bytes.
+func segmentBudget(pageBytes int) int {
+	b64 := pageBytes * 3 / 4
+	return max(b64-b64/256-512, 1)
 }
 
 func (t *treePager) page(after string) ([]byte, bool, error) {
@@ -280,10 +364,11 @@ func (t *treePager) page(after string) ([]byte, bool, error) {
 	defer t.mu.Unlock()
 	if t.it == nil || after != t.last {
 		// First page, or the agent retried or resumed: position after "after".
-		it, _, err := t.store.Tree(t.backup)
+		chain, err := t.store.Chain(t.backup)
 		if err != nil {
 			return nil, false, catalogError(err)
 		}
+		it := treeFrom(t.store, chain, after)
 		t.it, t.peek = it, nil
 		if after != "" {
 			for {
@@ -298,27 +383,36 @@ func (t *treePager) page(after string) ([]byte, bool, error) {
 			}
 		}
 	}
-	b := fileindex.NewSegmentBuilder(0)
-	for b.Len() < planPageEntries && !b.Full() {
+	budget := segmentBudget(t.bytes)
+	b := fileindex.NewSegmentBuilder(budget)
+	raw, done := 0, false
+	for {
 		var e fileindex.Entry
 		if t.peek != nil {
 			e, t.peek = *t.peek, nil
 		} else {
 			var ok bool
 			if e, ok = t.it.Next(); !ok {
+				done = true
 				break
 			}
 		}
 		// The agent compares metadata only; locations and attributes stay here.
 		e.Loc, e.Xattrs, e.Hash = fileindex.Location{}, nil, nil
+		t.scratch = fileindex.AppendEntry(t.scratch[:0], &e)
+		n := len(t.scratch) + binary.MaxVarintLen32 // and its length prefix
+		if raw+n > budget && b.Len() > 0 {
+			t.peek = &e
+			break
+		}
 		if err := b.Add(&e); err != nil {
 			return nil, false, err
 		}
+		raw += n
 		t.last = e.Path
 	}
 	if err := t.it.Err(); err != nil {
 		return nil, false, wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index of backup %d: %v", t.backup, err)
 	}
-	done := b.Len() < planPageEntries && !b.Full()
 	return b.Flush().Data, done, nil
 }
