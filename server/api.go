@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"path"
 	"sort"
 	"strings"
@@ -39,13 +40,20 @@ func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, e
 	}, nil
 }
 
-func (s *Server) clientList(context.Context, string, wire.Empty) (wire.ClientListResp, error) {
-	clients, err := s.store.Clients()
+func (s *Server) clientList(_ context.Context, _ string, req wire.ClientListReq) (wire.ClientListResp, error) {
+	clients, err := s.store.Clients() // by name
 	if err != nil {
 		return wire.ClientListResp{}, err
 	}
 	resp := wire.ClientListResp{Clients: []wire.ClientInfo{}}
+	pg, err := newPage(s.pageBytes(), resp)
+	if err != nil {
+		return resp, err
+	}
 	for _, c := range clients {
+		if req.After != "" && c.Name <= req.After {
+			continue
+		}
 		online, seen := s.online(s.agents, c.Name)
 		if seen.IsZero() {
 			seen = c.LastSeen
@@ -59,6 +67,10 @@ func (s *Server) clientList(context.Context, string, wire.Empty) (wire.ClientLis
 			if len(bs) > 0 {
 				info.LastBackup = bs[0].StartTime
 			}
+		}
+		if ok, err := pg.add(info); err != nil || !ok {
+			resp.More = true
+			return resp, err
 		}
 		resp.Clients = append(resp.Clients, info)
 	}
@@ -133,11 +145,23 @@ func (s *Server) volumeList(_ context.Context, _ string, req wire.VolumeListReq)
 			}
 		}
 	}
+	sort.Slice(vols, func(i, j int) bool { return vols[i].Name < vols[j].Name })
 	resp := wire.VolumeListResp{Volumes: []wire.VolumeInfo{}}
-	for i := range vols {
-		resp.Volumes = append(resp.Volumes, volumeInfo(&vols[i], dirs[vols[i].Node+"/"+vols[i].Pool]))
+	pg, err := newPage(s.pageBytes(), resp)
+	if err != nil {
+		return resp, err
 	}
-	sort.Slice(resp.Volumes, func(i, j int) bool { return resp.Volumes[i].Name < resp.Volumes[j].Name })
+	for i := range vols {
+		if req.After != "" && vols[i].Name <= req.After {
+			continue
+		}
+		info := volumeInfo(&vols[i], dirs[vols[i].Node+"/"+vols[i].Pool])
+		if ok, err := pg.add(info); err != nil || !ok {
+			resp.More = true
+			return resp, err
+		}
+		resp.Volumes = append(resp.Volumes, info)
+	}
 	return resp, nil
 }
 
@@ -160,6 +184,7 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 		}
 	}
 	if withLog {
+		info.LogFrom = int(j.LogLines) - len(j.Log)
 		for _, l := range j.Log {
 			info.Log = append(info.Log, wire.JobLogLine{Time: l.Time, Level: l.Level, Msg: l.Msg})
 			if l.Level == "info" && strings.HasPrefix(l.Msg, "hint: ") && j.State == catalog.JobFailed {
@@ -178,31 +203,94 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 	return info
 }
 
+// listPageLimit bounds how many records one page of a list reads from the
+// catalog; its bytes are bounded by pageBytes.
+const listPageLimit = 5000
+
 func (s *Server) jobList(_ context.Context, _ string, req wire.JobListReq) (wire.JobListResp, error) {
-	f := catalog.JobFilter{Client: req.Client, Limit: req.Limit}
+	limit := req.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	f := catalog.JobFilter{Client: req.Client, Limit: min(limit, listPageLimit), Before: req.Before}
 	for _, st := range req.States {
 		f.States = append(f.States, catalog.JobState(st))
-	}
-	if f.Limit == 0 {
-		f.Limit = 50
 	}
 	jobs, err := s.store.Jobs(f)
 	if err != nil {
 		return wire.JobListResp{}, err
 	}
 	resp := wire.JobListResp{Jobs: []wire.JobInfo{}}
+	// Asked for more than one read returns: the rest may follow.
+	resp.More = len(jobs) == f.Limit && limit > f.Limit
+	pg, err := newPage(s.pageBytes(), resp)
+	if err != nil {
+		return resp, err
+	}
 	for i := range jobs {
-		resp.Jobs = append(resp.Jobs, s.jobInfo(&jobs[i], false))
+		info := s.jobInfo(&jobs[i], false)
+		if ok, err := pg.add(info); err != nil || !ok {
+			resp.More = true
+			return resp, err
+		}
+		resp.Jobs = append(resp.Jobs, info)
 	}
 	return resp, nil
 }
 
+// jobShow answers a job with as much of its log, from line LogFrom on, as
+// fits a message; LogNext says where the rest starts.
 func (s *Server) jobShow(_ context.Context, _ string, req wire.JobShowReq) (wire.JobInfo, error) {
 	j, err := s.store.Job(req.ID)
 	if err != nil {
 		return wire.JobInfo{}, wire.Errorf(wire.CodeNotFound, "list jobs with 'cairn job list'", "job %d does not exist", req.ID)
 	}
-	return s.jobInfo(j, true), nil
+	info := s.jobInfo(j, true)
+	lines := info.Log
+	if skip := req.LogFrom - info.LogFrom; skip > 0 {
+		lines = lines[min(skip, len(lines)):]
+		info.LogFrom = req.LogFrom
+	}
+	info.Log = nil
+	pg, err := newPage(s.pageBytes(), info)
+	if err != nil {
+		return info, err
+	}
+	for i, l := range lines {
+		if ok, err := pg.add(l); err != nil || !ok {
+			info.LogNext = info.LogFrom + i
+			return info, err
+		}
+		info.Log = append(info.Log, l)
+	}
+	return info, nil
+}
+
+// page fills one page of a list up to a byte budget, so that a reply
+// never outgrows a NATS message however the list grows.
+type page struct {
+	size, budget, items int
+}
+
+// newPage starts a page whose reply, without its items, is base.
+func newPage(budget int, base any) (*page, error) {
+	n, err := jsonLen(base)
+	return &page{size: n, budget: budget}, err
+}
+
+// add reports whether v still fits the page and counts it if so. The
+// first item always fits: a page holds at least one.
+func (p *page) add(v any) (bool, error) {
+	n, err := jsonLen(v)
+	if err != nil {
+		return false, err
+	}
+	if p.items > 0 && p.size+n+1 > p.budget {
+		return false, nil
+	}
+	p.size += n + 1
+	p.items++
+	return true, nil
 }
 
 func (s *Server) backupInfo(b *catalog.Backup) wire.BackupInfo {
@@ -222,18 +310,28 @@ func (s *Server) backupList(_ context.Context, _ string, req wire.BackupListReq)
 			return wire.BackupListResp{}, wire.Errorf(wire.CodeUnknownClient, "", "client %q is not known", req.Client)
 		}
 	}
-	bs, err := s.store.Backups(catalog.BackupFilter{Client: req.Client})
+	bs, err := s.store.Backups(catalog.BackupFilter{Client: req.Client, Before: req.Before, Limit: listPageLimit})
 	if err != nil {
 		return wire.BackupListResp{}, err
 	}
-	resp := wire.BackupListResp{Backups: []wire.BackupInfo{}}
+	resp := wire.BackupListResp{Backups: []wire.BackupInfo{}, More: len(bs) == listPageLimit}
+	pg, err := newPage(s.pageBytes(), resp)
+	if err != nil {
+		return resp, err
+	}
 	for i := range bs {
-		resp.Backups = append(resp.Backups, s.backupInfo(&bs[i]))
+		info := s.backupInfo(&bs[i])
+		if ok, err := pg.add(info); err != nil || !ok {
+			resp.More = true
+			return resp, err
+		}
+		resp.Backups = append(resp.Backups, info)
 	}
 	return resp, nil
 }
 
-// treeListLimit bounds one page of a listing.
+// treeListLimit bounds the entries of one page of a listing; its bytes are
+// bounded by pageBytes.
 const treeListLimit = 5000
 
 func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wire.TreeListResp, error) {
@@ -254,13 +352,21 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 	if limit <= 0 || limit > treeListLimit {
 		limit = treeListLimit
 	}
-	layers := make([]fileindex.Iterator, len(chain))
-	for i, c := range chain {
-		layers[i] = fileindex.SegmentIterator(s.store.Segments(c.ID))
+	// A page after the first starts at the segments that hold its place,
+	// so listing a whole tree page by page reads it once, not once a page.
+	from := dir
+	if req.After != "" && fileindex.Compare(req.After, dir) > 0 {
+		from = req.After
 	}
-	it := fileindex.Merge(layers...)
+	it := treeFrom(s.store, chain, from)
 	resp := wire.TreeListResp{Backup: s.backupInfo(b), Entries: []wire.EntryInfo{}}
-	found := false
+	size, err := jsonLen(resp)
+	if err != nil {
+		return resp, err
+	}
+	budget := s.pageBytes()
+	// The page before found the directory; it may hold nothing more.
+	found := req.After != "" && fileindex.Within(req.After, dir)
 	for {
 		e, ok := it.Next()
 		if !ok {
@@ -283,14 +389,20 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 		if !req.Recursive && !direct {
 			continue
 		}
-		if len(resp.Entries) == limit {
+		info := wire.EntryInfo{
+			Path: e.Path, Type: e.Type.String(), Mode: e.Mode, Size: e.Size, MTime: time.Unix(0, e.MTime).UTC(),
+			User: e.User, Group: e.Group, UID: e.UID, GID: e.GID, Target: e.Target, Backup: chain[it.Layer()].ID,
+		}
+		n, err := jsonLen(info)
+		if err != nil {
+			return resp, err
+		}
+		if len(resp.Entries) == limit || (len(resp.Entries) > 0 && size+n+1 > budget) {
 			resp.More = true
 			break
 		}
-		resp.Entries = append(resp.Entries, wire.EntryInfo{
-			Path: e.Path, Type: e.Type.String(), Mode: e.Mode, Size: e.Size, MTime: time.Unix(0, e.MTime).UTC(),
-			User: e.User, Group: e.Group, UID: e.UID, GID: e.GID, Target: e.Target, Backup: chain[it.Layer()].ID,
-		})
+		resp.Entries = append(resp.Entries, info)
+		size += n + 1
 	}
 	if err := it.Err(); err != nil {
 		return resp, wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
@@ -300,6 +412,12 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 			"backup %d of %s holds nothing at %s", b.ID, b.Client, dir)
 	}
 	return resp, nil
+}
+
+// jsonLen is the size of v's JSON encoding.
+func jsonLen(v any) (int, error) {
+	data, err := json.Marshal(v)
+	return len(data), err
 }
 
 func (s *Server) keyExport(context.Context, string, wire.Empty) (wire.KeyExportResp, error) {

@@ -46,8 +46,14 @@ func freeAddr(t *testing.T) string {
 
 func newHarness(t *testing.T, tune ...func(*Config)) *harness {
 	t.Helper()
+	return newHarnessOn(t, natsd.Config{}, tune...)
+}
+
+// newHarnessOn is newHarness with an embedded NATS server configured so.
+func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harness {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{}, logger)
+	ns, err := natsd.Start(ncfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

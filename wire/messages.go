@@ -143,9 +143,16 @@ type ClientInfo struct {
 	DefaultPool string    `json:"default_pool,omitempty"`
 }
 
-// ClientListResp answers client.list.
+// ClientListReq pages client.list.
+type ClientListReq struct {
+	After string `json:"after,omitempty"` // resume after this client's name
+}
+
+// ClientListResp answers client.list, by name. A list too long for one
+// message comes in pages: More says that clients follow the last one.
 type ClientListResp struct {
 	Clients []ClientInfo `json:"clients"`
+	More    bool         `json:"more,omitempty"`
 }
 
 // PoolNode is one storage node serving a pool.
@@ -175,7 +182,8 @@ type PoolListResp struct {
 
 // VolumeListReq filters volume.list.
 type VolumeListReq struct {
-	Pool string `json:"pool,omitempty"`
+	Pool  string `json:"pool,omitempty"`
+	After string `json:"after,omitempty"` // resume after this volume's name
 }
 
 // VolumeInfo is one volume.
@@ -199,9 +207,11 @@ type VolumeInfo struct {
 	Location string `json:"location,omitempty"`
 }
 
-// VolumeListResp answers volume.list.
+// VolumeListResp answers volume.list, by name. A list too long for one
+// message comes in pages: More says that volumes follow the last one.
 type VolumeListResp struct {
 	Volumes []VolumeInfo `json:"volumes"`
+	More    bool         `json:"more,omitempty"`
 }
 
 // JobListReq filters job.list.
@@ -209,6 +219,7 @@ type JobListReq struct {
 	Client string   `json:"client,omitempty"`
 	States []string `json:"states,omitempty"`
 	Limit  int      `json:"limit,omitempty"`
+	Before uint64   `json:"before,omitempty"` // resume with the jobs older than this one
 }
 
 // JobLogLine is one line of a job's log.
@@ -218,7 +229,8 @@ type JobLogLine struct {
 	Msg   string    `json:"msg"`
 }
 
-// JobInfo is a job; Log is filled by job.show only.
+// JobInfo is a job; Log is filled by job.show only. A log too long for one
+// message comes in pages: LogNext is then the line to ask for next.
 type JobInfo struct {
 	ID          uint64       `json:"id"`
 	Type        string       `json:"type"`
@@ -244,20 +256,29 @@ type JobInfo struct {
 	Attempt     int          `json:"attempt,omitempty"`
 	Volumes     []string     `json:"volumes,omitempty"`
 	Log         []JobLogLine `json:"log,omitempty"`
+	// LogFrom is the number of the first line of Log, counted from the
+	// job's first line; lines beyond the last catalog.MaxJobLogLines are
+	// dropped, so it can be more than the JobShowReq asked for.
+	LogFrom int `json:"log_from,omitempty"`
+	LogNext int `json:"log_next,omitempty"`
 	// Progress is the latest live progress of a running job.
 	Progress *Progress `json:"progress,omitempty"`
 	// Tape is the drive's figures of a backup that went to tape.
 	Tape *TapeStats `json:"tape,omitempty"`
 }
 
-// JobListResp answers job.list.
+// JobListResp answers job.list, newest first. A list too long for one
+// message comes in pages: More says that jobs within the limit follow the
+// last one.
 type JobListResp struct {
 	Jobs []JobInfo `json:"jobs"`
+	More bool      `json:"more,omitempty"`
 }
 
-// JobShowReq asks for one job.
+// JobShowReq asks for one job, with its log from line LogFrom on.
 type JobShowReq struct {
-	ID uint64 `json:"id"`
+	ID      uint64 `json:"id"`
+	LogFrom int    `json:"log_from,omitempty"`
 }
 
 // BackupStartReq starts a file backup of a client.
@@ -280,6 +301,7 @@ type JobStarted struct {
 // BackupListReq filters backup.list.
 type BackupListReq struct {
 	Client string `json:"client,omitempty"`
+	Before uint64 `json:"before,omitempty"` // resume with the backups older than this one
 }
 
 // BackupInfo is one backup (a point in time of a client's file set).
@@ -299,9 +321,11 @@ type BackupInfo struct {
 	Volumes     []string  `json:"volumes,omitempty"`
 }
 
-// BackupListResp answers backup.list.
+// BackupListResp answers backup.list, newest first. A list too long for
+// one message comes in pages: More says that backups follow the last one.
 type BackupListResp struct {
 	Backups []BackupInfo `json:"backups"`
+	More    bool         `json:"more,omitempty"`
 }
 
 // PointInTime selects a backup of a client: by id, at a time, or the latest.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/cairnbackup/cairn/keyring"
@@ -47,15 +48,28 @@ func newClientCmd(g *globals) *cobra.Command {
 }
 
 func runClientList(ctx context.Context, g *globals) error {
-	var resp wire.ClientListResp
-	if err := g.request(ctx, wire.OpClientList, wire.Empty{}, &resp); err != nil {
+	nc, err := g.connect()
+	if err != nil {
 		return err
 	}
+	defer nc.Close()
+	var clients []wire.ClientInfo
+	for req := (wire.ClientListReq{}); ; {
+		var resp wire.ClientListResp
+		if err := g.call(ctx, nc, wire.OpClientList, req, &resp); err != nil {
+			return err
+		}
+		clients = append(clients, resp.Clients...)
+		if !resp.More || len(resp.Clients) == 0 {
+			break
+		}
+		req.After = resp.Clients[len(resp.Clients)-1].Name
+	}
 	if g.json {
-		return printJSON(g.out, resp.Clients)
+		return printJSON(g.out, nonNil(clients))
 	}
 	t := newTable(g.out, "CLIENT", "HOST", "STATUS", "BACKUPS", "LAST BACKUP", "VERSION")
-	for _, c := range resp.Clients {
+	for _, c := range clients {
 		status := "offline"
 		if c.Online {
 			status = "online"
@@ -106,15 +120,28 @@ func newPoolCmd(g *globals) *cobra.Command {
 }
 
 func runVolumeList(ctx context.Context, g *globals, pool string) error {
-	var resp wire.VolumeListResp
-	if err := g.request(ctx, wire.OpVolumeList, wire.VolumeListReq{Pool: pool}, &resp); err != nil {
+	nc, err := g.connect()
+	if err != nil {
 		return err
 	}
+	defer nc.Close()
+	var vols []wire.VolumeInfo
+	for req := (wire.VolumeListReq{Pool: pool}); ; {
+		var resp wire.VolumeListResp
+		if err := g.call(ctx, nc, wire.OpVolumeList, req, &resp); err != nil {
+			return err
+		}
+		vols = append(vols, resp.Volumes...)
+		if !resp.More || len(resp.Volumes) == 0 {
+			break
+		}
+		req.After = resp.Volumes[len(resp.Volumes)-1].Name
+	}
 	if g.json {
-		return printJSON(g.out, resp.Volumes)
+		return printJSON(g.out, nonNil(vols))
 	}
 	t := newTable(g.out, "VOLUME", "POOL", "STATE", "BYTES", "SESSIONS", "LAST WRITTEN", "WHERE")
-	for _, v := range resp.Volumes {
+	for _, v := range vols {
 		state := v.State
 		if v.Error != "" {
 			state += ": " + v.Error
@@ -165,15 +192,33 @@ func newJobCmd(g *globals) *cobra.Command {
 }
 
 func runJobList(ctx context.Context, g *globals, req wire.JobListReq) error {
-	var resp wire.JobListResp
-	if err := g.request(ctx, wire.OpJobList, req, &resp); err != nil {
+	nc, err := g.connect()
+	if err != nil {
 		return err
 	}
+	defer nc.Close()
+	limit := req.Limit
+	if limit <= 0 {
+		limit = 50 // the server's default
+	}
+	var jobs []wire.JobInfo
+	for len(jobs) < limit {
+		req.Limit = limit - len(jobs)
+		var resp wire.JobListResp
+		if err := g.call(ctx, nc, wire.OpJobList, req, &resp); err != nil {
+			return err
+		}
+		jobs = append(jobs, resp.Jobs...)
+		if !resp.More || len(resp.Jobs) == 0 {
+			break
+		}
+		req.Before = resp.Jobs[len(resp.Jobs)-1].ID
+	}
 	if g.json {
-		return printJSON(g.out, resp.Jobs)
+		return printJSON(g.out, nonNil(jobs))
 	}
 	t := newTable(g.out, "ID", "TYPE", "CLIENT", "LEVEL", "STATE", "STARTED", "DURATION", "FILES", "BYTES")
-	for _, j := range resp.Jobs {
+	for _, j := range jobs {
 		dur := "-"
 		if !j.Started.IsZero() && !j.Ended.IsZero() {
 			dur = humanDuration(j.Ended.Sub(j.Started))
@@ -191,15 +236,54 @@ func dash(s string) string {
 }
 
 func runJobShow(ctx context.Context, g *globals, id uint64) error {
-	var j wire.JobInfo
-	if err := g.request(ctx, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
+	nc, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	j, err := showJob(ctx, g, nc, id)
+	if err != nil {
 		return err
 	}
 	if g.json {
 		return printJSON(g.out, j)
 	}
-	printJob(g.out, &j)
+	printJob(g.out, j)
 	return nil
+}
+
+// showJob gets a job with all of its log, which a long one sends in pages.
+func showJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.JobInfo, error) {
+	var j wire.JobInfo
+	if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
+		return nil, err
+	}
+	for next := j.LogNext; next != 0; {
+		var more wire.JobInfo
+		if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id, LogFrom: next}, &more); err != nil {
+			return nil, err
+		}
+		if more.LogFrom > next {
+			// The job went on logging, and the lines between were dropped
+			// (a job keeps its last lines only).
+			j.Log = append(j.Log, wire.JobLogLine{Level: "info", Msg: fmt.Sprintf("... %d lines dropped while reading the log", more.LogFrom-next)})
+		}
+		j.Log = append(j.Log, more.Log...)
+		if len(more.Log) == 0 {
+			break
+		}
+		next = more.LogNext
+	}
+	j.LogNext = 0
+	return &j, nil
+}
+
+// nonNil makes an empty list print as [] in JSON, as the server sends it.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func printJob(w io.Writer, j *wire.JobInfo) {

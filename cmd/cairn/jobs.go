@@ -60,15 +60,15 @@ An incremental or differential with no full to build on runs as a full.`,
 		Short: "List backups (points in time you can restore)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var resp wire.BackupListResp
-			if err := g.request(cmd.Context(), wire.OpBackupList, wire.BackupListReq{Client: listClient}, &resp); err != nil {
+			backups, err := listBackups(cmd.Context(), g, listClient)
+			if err != nil {
 				return err
 			}
 			if g.json {
-				return printJSON(g.out, resp.Backups)
+				return printJSON(g.out, nonNil(backups))
 			}
 			t := newTable(g.out, "BACKUP", "CLIENT", "LEVEL", "BASE", "STATE", "TIME", "FILES", "BYTES", "STORED", "VOLUMES")
-			for _, b := range resp.Backups {
+			for _, b := range backups {
 				base := "-"
 				if b.Parent != 0 {
 					base = strconv.FormatUint(b.Parent, 10)
@@ -81,6 +81,27 @@ An incremental or differential with no full to build on runs as a full.`,
 	list.Flags().StringVar(&listClient, "client", "", "only backups of this client")
 	c.AddCommand(list)
 	return c
+}
+
+// listBackups gets the backups, newest first, in as many pages as it takes.
+func listBackups(ctx context.Context, g *globals, client string) ([]wire.BackupInfo, error) {
+	nc, err := g.connect()
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	var backups []wire.BackupInfo
+	for req := (wire.BackupListReq{Client: client}); ; {
+		var resp wire.BackupListResp
+		if err := g.call(ctx, nc, wire.OpBackupList, req, &resp); err != nil {
+			return nil, err
+		}
+		backups = append(backups, resp.Backups...)
+		if !resp.More || len(resp.Backups) == 0 {
+			return backups, nil
+		}
+		req.Before = resp.Backups[len(resp.Backups)-1].ID
+	}
 }
 
 // runBackup starts a backup and, with wait, follows it to its end. It
@@ -227,6 +248,14 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 			if tty {
 				fmt.Fprint(g.out, "\r\033[K")
 			}
+			if j.LogNext != 0 {
+				// The summary shows the warnings of the whole log.
+				whole, err := showJob(ctx, g, nc, id)
+				if err != nil {
+					return nil, err
+				}
+				j = *whole
+			}
 			return &j, jobOutcome(g, &j)
 		}
 		if tty && j.Waiting != "" {
@@ -371,7 +400,7 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 		req.After = resp.Entries[len(resp.Entries)-1].Path
 	}
 	if g.json {
-		return printJSON(g.out, map[string]any{"backup": resp.Backup, "entries": all})
+		return printJSON(g.out, map[string]any{"backup": resp.Backup, "entries": nonNil(all)})
 	}
 	b := resp.Backup
 	fmt.Fprintf(g.out, "backup %d of %s, %s, %s\n", b.ID, b.Client, b.Level, humanTime(b.StartTime))
