@@ -218,6 +218,7 @@ func (a *Agent) request(ctx context.Context, op string, req, resp any) error {
 // report tells the servers how a job ended. It is retried for a while: a
 // lost report leaves the job to the server's watchdog.
 func (a *Agent) report(done wire.JobDoneReq) {
+	done.Fit(a.nc.MaxPayload())
 	a.mu.Lock()
 	if _, ok := a.finished[done.JobID]; !ok {
 		a.finishedOrder = append(a.finishedOrder, done.JobID)

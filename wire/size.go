@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"encoding/json"
+	"fmt"
 	"unicode/utf8"
 )
 
@@ -55,4 +57,37 @@ func (l *ReadLoc) EncodedLen() int {
 	// {"path":…,"loc":{"seq":…,"off":…,"in_block":…,"end_seq":…}}
 	const fixed = len(`{"path":,"loc":{"seq":,"off":,"in_block":,"end_seq":}}`)
 	return fixed + JSONStringLen(l.Path) + uintLen(l.Loc.Seq) + uintLen(l.Loc.Off) + uintLen(uint64(l.Loc.InBlock)) + uintLen(l.Loc.EndSeq)
+}
+
+// Fit trims Warnings, then Damaged, so that the report fits one message
+// under maxPayload (the connection's max_payload; 0 leaves it as is), with
+// a line that counts what was left out. An agent keeps up to a thousand of
+// each, and with long paths they would outgrow a message: the report would
+// be refused and the job left to the servers' watchdog.
+func (r *JobDoneReq) Fit(maxPayload int64) {
+	if maxPayload <= 0 {
+		return
+	}
+	budget := int(maxPayload - maxPayload/8)
+	js, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	over := len(js) - budget
+	trim := func(list []string, what string) []string {
+		dropped := 0
+		for over > 0 && len(list) > 0 {
+			over -= JSONStringLen(list[len(list)-1]) + 1
+			list = list[:len(list)-1]
+			dropped++
+		}
+		if dropped == 0 {
+			return list
+		}
+		note := fmt.Sprintf("... and %d more %s, left out to fit one message", dropped, what)
+		over += JSONStringLen(note) + 1
+		return append(list, note)
+	}
+	r.Warnings = trim(r.Warnings, "warnings")
+	r.Damaged = trim(r.Damaged, "damaged entries")
 }

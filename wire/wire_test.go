@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -243,4 +245,38 @@ func FuzzReadLocEncodedLen(f *testing.F) {
 			t.Fatalf("EncodedLen of %q = %d, encoding/json writes %d", path, got, len(js))
 		}
 	})
+}
+
+// An agent's report of a restore with a thousand warnings and a thousand
+// damaged entries on 4,000-byte paths is 8 MB; it is trimmed to a message,
+// keeping the first of each list and counting the rest.
+func TestJobDoneReportFitsAMessage(t *testing.T) {
+	long := strings.Repeat("d", 4000)
+	var r JobDoneReq
+	for i := range 1000 {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("%s/%04d: cannot set owner", long, i))
+		r.Damaged = append(r.Damaged, fmt.Sprintf("%s/%04d: block 7 damaged", long, i))
+	}
+	orig := r
+	r.Fit(1 << 20)
+	js, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(js) > 1<<20 {
+		t.Fatalf("the report is %d bytes", len(js))
+	}
+	// The damaged entries matter more: warnings go first.
+	if len(r.Warnings) != 1 || !strings.HasPrefix(r.Warnings[0], "... and 1000 more warnings") {
+		t.Fatalf("warnings %d, first %.60q", len(r.Warnings), r.Warnings[0])
+	}
+	n := len(r.Damaged) - 1
+	if n < 100 || !slices.Equal(r.Damaged[:n], orig.Damaged[:n]) || r.Damaged[n] != fmt.Sprintf("... and %d more damaged entries, left out to fit one message", 1000-n) {
+		t.Fatalf("damaged: %d kept, last %q", n, r.Damaged[n])
+	}
+	small := JobDoneReq{Warnings: []string{"a"}, Damaged: []string{"b"}}
+	small.Fit(1 << 20)
+	if len(small.Warnings) != 1 || len(small.Damaged) != 1 {
+		t.Fatalf("a report that fits was changed: %+v", small)
+	}
 }
