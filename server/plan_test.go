@@ -567,3 +567,63 @@ func TestPlanPagesRetryAndReplay(t *testing.T) {
 		t.Fatalf("resumed after %q at %q, want %q", mid, resumed[0].Path, firstPage[len(firstPage)/2+1].Path)
 	}
 }
+
+// BenchmarkRestorePlan hands out the whole plan of a 200,000-file backup
+// and its incremental, as an agent's restore asks for it, and the base
+// tree an incremental compares against.
+func BenchmarkRestorePlan(b *testing.B) {
+	const dirs, files, deep = 200, 1000, 200
+	c := newPlanCatalog(b)
+	c.backup(catalog.LevelFull, bigTree(dirs, files, deep))
+	incr := c.backup(catalog.LevelIncremental, changes(dirs, files, deep))
+	chain := c.chain(incr.ID)
+	b.Run("plan", func(b *testing.B) {
+		entries, pages := 0, 0
+		for b.Loop() {
+			p := newPlanner(c.store, chain, nil, pageBytes(natsDefaultPayload))
+			for cursor := 0; ; {
+				resp, err := p.page(cursor)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pages++
+				for _, rr := range resp.Reads {
+					entries += len(rr.Locs)
+				}
+				if resp.Done {
+					break
+				}
+				cursor = resp.Cursor
+			}
+		}
+		b.ReportMetric(float64(entries)/b.Elapsed().Seconds(), "entries/s")
+		b.ReportMetric(float64(entries)/float64(pages), "entries/page")
+	})
+	b.Run("basetree", func(b *testing.B) {
+		entries, pages := 0, 0
+		for b.Loop() {
+			tp := &treePager{store: c.store, backup: incr.ID, bytes: pageBytes(natsDefaultPayload)}
+			after := ""
+			for {
+				seg, done, err := tp.page(after)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pages++
+				if len(seg) > 0 {
+					es, err := fileindex.DecodeSegment(seg)
+					if err != nil {
+						b.Fatal(err)
+					}
+					entries += len(es)
+					after = es[len(es)-1].Path
+				}
+				if done {
+					break
+				}
+			}
+		}
+		b.ReportMetric(float64(entries)/b.Elapsed().Seconds(), "entries/s")
+		b.ReportMetric(float64(entries)/float64(pages), "entries/page")
+	})
+}
