@@ -10,6 +10,20 @@
 // sessions and blocks hold the chosen paths and hands the plan out page by
 // page; the agent forwards it to the node over the data port.
 //
+// Paging (plan.go, api.go): every answer that grows with the data — a
+// restore plan, the base tree of an incremental, tree.list, job.list, a
+// job's log, backup.list, volume.list, client.list — is cut by its encoded
+// size, an eighth under the NATS connection's max_payload and at most a MiB,
+// never by a count of entries: one entry ranges from tens of bytes to
+// several KiB (a 4,000-byte path). A page holds at least one entry, so an
+// entry bigger than a page goes out alone (and, bigger than a message, comes
+// back as a message_too_large error rather than never). A restore plan's
+// pages are numbered and come out the same every time, so a retried cursor
+// and a new leader replaying to the agent's cursor get the same page; the
+// servers of a group therefore need the same max_payload. Lists page with a
+// cursor the client holds (the last name, id, path or log line), which any
+// member can answer.
+//
 // Tape (tape.go): a storage node owns its libraries and alone drives their
 // changers and drives; the servers keep the catalog's view of the
 // cartridges (volume, pool, state, location and its history) and route an

@@ -21,4 +21,12 @@
 // {"v":1,"error":{"code":...,"message":...,"hint":...}}. A receiver answers a
 // message it cannot decode, of a version it does not speak, or for an
 // operation it does not know, with an error reply; it never crashes.
+//
+// # Size
+//
+// A message must fit the NATS servers' max_payload (1 MiB by default).
+// Request and Publish refuse a larger one before it is sent, and a reply too
+// large to send is answered with a message_too_large error instead, so a
+// caller learns it at once rather than waiting out its timeout. Answers that
+// grow with the data come in pages (see package server).
 package wire

@@ -257,8 +257,8 @@ type JobInfo struct {
 	Volumes     []string     `json:"volumes,omitempty"`
 	Log         []JobLogLine `json:"log,omitempty"`
 	// LogFrom is the number of the first line of Log, counted from the
-	// job's first line; lines beyond the last catalog.MaxJobLogLines are
-	// dropped, so it can be more than the JobShowReq asked for.
+	// job's first line. A job keeps only its last thousand lines, so it
+	// can be more than the JobShowReq asked for.
 	LogFrom int `json:"log_from,omitempty"`
 	LogNext int `json:"log_next,omitempty"`
 	// Progress is the latest live progress of a running job.
