@@ -175,7 +175,14 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 		r.n.metrics.damagedBlocks.Inc()
 		return r.conn.WriteJSON(dataplane.FrameDamaged, d)
 	}
-	if err := sr.ReadEntries(ctx, locs, onRecord, onDamage); err != nil {
+	err = sr.ReadEntries(ctx, locs, onRecord, onDamage)
+	var lost *volume.LostEntriesError
+	if errors.As(err, &lost) {
+		// onDamage named the entries in each damaged block as reading went
+		// on; the agent counts what it did not get whole.
+		err = nil
+	}
+	if err != nil {
 		var ke *volume.KeyError
 		if errors.As(err, &ke) {
 			return wire.Errorf(wire.CodeKey, "", "%v", err)

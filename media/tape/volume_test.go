@@ -459,16 +459,26 @@ func TestMediumErrorInAVolume(t *testing.T) {
 	got, err := readAll(t, sid, res, func(uuid.UUID) (io.ReaderAt, error) {
 		return tape.NewReader(ctxT(t), d, testBS, starts, tape.ReaderOptions{OnMediumError: func(e *tape.MediumError) { reported = append(reported, e) }}), nil
 	}, func(e *volume.CorruptBlockError) error { damaged = append(damaged, e); return nil })
-	if err != nil {
-		t.Fatal(err)
+	var le *volume.LostEntriesError
+	if !errors.As(err, &le) {
+		t.Fatalf("reading on past a bad record: %v, want the entries it spoilt named", err)
 	}
 	if len(reported) != 1 || reported[0].Block != bad || len(damaged) == 0 {
 		t.Fatalf("medium errors %v, damaged blocks %v", reported, damaged)
 	}
+	// The reader names exactly the files that did not come back.
+	named := map[fileindex.Location]bool{}
+	for _, l := range le.Lost {
+		named[l.Loc] = true
+	}
 	lost := 0
-	for _, f := range fs {
-		if !bytes.Equal(got[f.path], f.content) {
+	for i, f := range fs {
+		spoilt := !bytes.Equal(got[f.path], f.content)
+		if spoilt {
 			lost++
+		}
+		if loc := locations(t, res)[i]; named[loc] != spoilt {
+			t.Errorf("%s: spoilt %v, named lost %v", f.path, spoilt, named[loc])
 		}
 	}
 	// One 64 KiB record spoils a 512 KiB block or two: a handful of the

@@ -239,12 +239,11 @@ func checkDamage(t *testing.T, vol *memVolume, key *Key, info SessionInfo, res *
 		r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{})
 		rb := newReadBack(t)
 		var err error
+		lost := map[fileindex.Location]LostEntry{}
 		if mode == "entries" {
 			err = r.ReadEntries(context.Background(), locsOf(idx), rb.fn, rb.damaged)
-		} else {
-			err = r.ReadAll(context.Background(), rb.fn, rb.damaged)
-		}
-		if err != nil {
+			lost = lostOf(t, err)
+		} else if err = r.ReadAll(context.Background(), rb.fn, rb.damaged); err != nil {
 			t.Fatalf("%s: %v", mode, err)
 		}
 		if len(rb.damages) != 1 {
@@ -267,6 +266,14 @@ func checkDamage(t *testing.T, vol *memVolume, key *Key, info SessionInfo, res *
 			if touches {
 				hurt++
 			}
+			// ReadEntries names exactly the entries it did not pass on
+			// whole, each with the damage that hurt it.
+			if l, named := lost[e.Loc]; mode == "entries" && (named != touches || (named && (l.Damage == nil || l.Damage.Seq != seq))) {
+				t.Errorf("%s: %s (blocks %d..%d), damage in block %d: named lost %v (%+v)", mode, e.Path, e.Loc.Seq, e.Loc.EndSeq, seq, named, l)
+			}
+		}
+		if mode == "entries" && len(lost) != hurt {
+			t.Errorf("%d entries named lost, %d hurt", len(lost), hurt)
 		}
 		if hurt == 0 || hurt == len(idx) {
 			t.Fatalf("%d of %d entries hurt", hurt, len(idx))
@@ -370,24 +377,37 @@ func TestTruncatedVolume(t *testing.T) {
 	// the first block past it is reported.
 	r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{})
 	rb := newReadBack(t)
-	if err := r.ReadEntries(context.Background(), locsOf(idx), rb.fn, rb.damaged); err != nil {
-		t.Fatal(err)
-	}
+	lost := lostOf(t, r.ReadEntries(context.Background(), locsOf(idx), rb.fn, rb.damaged))
 	if len(rb.damages) != 1 || rb.damages[0].Seq != cutSeq || rb.damages[0].Offset != cut || !strings.Contains(rb.damages[0].Reason, "truncated") {
 		t.Fatalf("damage %+v", rb.damages)
 	}
+	// Every entry is either read whole or named lost to the cut.
 	for i, e := range idx {
 		ok := rb.ended[e.Path] && bytes.Equal(rb.got[e.Path], files[i].content)
 		if ok != (e.Loc.EndSeq < cutSeq) {
 			t.Errorf("%s (blocks %d..%d): read ok = %v with the cut at block %d", e.Path, e.Loc.Seq, e.Loc.EndSeq, ok, cutSeq)
 		}
+		if l, named := lost[e.Loc]; named == ok || (named && !strings.Contains(l.Reason, "truncated")) {
+			t.Errorf("%s (blocks %d..%d): read ok = %v, named lost %v (%+v)", e.Path, e.Loc.Seq, e.Loc.EndSeq, ok, named, l)
+		}
 	}
 
 	// From the volume alone, the index is rebuilt up to the cut.
+	// The entry the cut goes through is named lost; those that begin
+	// past it cannot be.
 	r = NewSessionReader(info.SessionID, key, []PartRef{ps[0].Ref()}, memOpener(vol), ReaderOptions{})
 	var rec []fileindex.Entry
-	if err := r.RecoverIndex(context.Background(), func(e fileindex.Entry) error { rec = append(rec, e); return nil }, rb.damaged); err != nil {
-		t.Fatal(err)
+	err = r.RecoverIndex(context.Background(), func(e fileindex.Entry) error { rec = append(rec, e); return nil }, rb.damaged)
+	var le *LostEntriesError
+	if !errors.As(err, &le) || len(le.Lost) != 1 {
+		t.Fatalf("RecoverIndex: %v, want one entry lost", err)
+	}
+	for _, e := range idx {
+		if e.Loc.Seq < cutSeq && e.Loc.EndSeq >= cutSeq {
+			if l := le.Lost[0]; l.Path != e.Path || l.Loc.Seq != e.Loc.Seq || l.Loc.InBlock != e.Loc.InBlock || l.Damage != nil {
+				t.Fatalf("RecoverIndex names %+v lost, want %s at seq %d", l, e.Path, e.Loc.Seq)
+			}
+		}
 	}
 	n := 0
 	for _, e := range idx {
@@ -484,11 +504,14 @@ func TestTornSession(t *testing.T) {
 	}
 	r := NewSessionReader(info.SessionID, key, []PartRef{torn.Ref()}, memOpener(vol), ReaderOptions{})
 	var rec []fileindex.Entry
-	if err := r.RecoverIndex(context.Background(), func(e fileindex.Entry) error { rec = append(rec, e); return nil }, nil); err != nil {
-		t.Fatal(err)
-	}
+	err = r.RecoverIndex(context.Background(), func(e fileindex.Entry) error { rec = append(rec, e); return nil }, nil)
 	if len(rec) == 0 || len(rec) >= len(files) {
 		t.Fatalf("recovered %d of %d entries", len(rec), len(files))
+	}
+	// The entry the tear cut is named, with no damage to blame.
+	var le *LostEntriesError
+	if !errors.As(err, &le) || len(le.Lost) != 1 || le.Lost[0].Path != files[len(rec)].e.Path || le.Lost[0].Damage != nil || !strings.Contains(le.Lost[0].Reason, "torn") {
+		t.Fatalf("RecoverIndex: %v, want %s named lost at the tear", err, files[len(rec)].e.Path)
 	}
 	locs := locsOf(rec)
 	rb := newReadBack(t)
@@ -828,8 +851,8 @@ func TestLazyKeyCheck(t *testing.T) {
 	vol.buf[off+HeaderSize+10] ^= 0x01
 	setCRC(vol.buf[off : off+h.Size()])
 	_, rb, err = read(key, []fileindex.Entry{mid[0], after})
-	if err != nil || len(rb.damages) == 0 || rb.damages[0].Seq != seq || !strings.Contains(rb.damages[0].Reason, "authentication failed") {
-		t.Fatalf("altered block: err %v, damage %v", err, rb.damages)
+	if lost := lostOf(t, err); len(lost) != 1 || lost[mid[0].Loc].Damage == nil || len(rb.damages) == 0 || rb.damages[0].Seq != seq || !strings.Contains(rb.damages[0].Reason, "authentication failed") {
+		t.Fatalf("altered block: err %v, damage %v; want %s named lost", err, rb.damages, mid[0].Path)
 	}
 	for _, f := range files {
 		if f.e.Path == after.Path && !bytes.Equal(rb.got[f.e.Path], f.content) {

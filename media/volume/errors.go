@@ -3,7 +3,9 @@ package volume
 import (
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/google/uuid"
 )
 
@@ -11,6 +13,9 @@ import (
 // CRC, is cut short, or is out of place (another volume's, another
 // session's, or the wrong seq). The entries whose Location range
 // [Seq, EndSeq] covers Seq are damaged; the others read normally.
+//
+// Damage outside any session (a label, a part header, bytes where a part
+// should start) has a nil SessionID: Offset says where it is.
 type CorruptBlockError struct {
 	VolumeID  uuid.UUID
 	SessionID uuid.UUID
@@ -20,7 +25,55 @@ type CorruptBlockError struct {
 }
 
 func (e *CorruptBlockError) Error() string {
+	if e.SessionID == uuid.Nil {
+		return fmt.Sprintf("volume %s: offset %d is damaged: %s", e.VolumeID, e.Offset, e.Reason)
+	}
 	return fmt.Sprintf("volume %s, session %s: block seq %d at offset %d is damaged: %s", e.VolumeID, e.SessionID, e.Seq, e.Offset, e.Reason)
+}
+
+// LostEntry is an entry a read was asked for, or found, and could not
+// pass on whole: its FileHeader, a block between it and its FileEnd, or
+// its FileEnd was lost.
+type LostEntry struct {
+	// Loc is the location as it was asked for (ReadEntries) or found
+	// (RecoverIndex, which knows no EndSeq for a lost entry).
+	Loc fileindex.Location
+	// Path is set when the reader read the entry's FileHeader and the
+	// caller may not know it: by RecoverIndex. ReadEntries leaves it
+	// empty; the caller's index names the entry at Loc.
+	Path string
+	// Damage is the damaged block that lost the entry; nil when no block
+	// is damaged but the data given ends before the entry does (a torn
+	// part, or a session that goes on on a volume not given).
+	Damage *CorruptBlockError
+	Reason string // Damage.Error(), or why the entry ends early
+}
+
+// LostEntriesError is what a read that went on past damage returns when
+// it could not pass on every entry whole: Lost names each, in stream
+// order, and every entry asked for that Lost does not name was passed on
+// whole (FileHeader, every Data record, FileEnd). The damaged blocks were
+// reported one by one as reading went on.
+type LostEntriesError struct {
+	SessionID uuid.UUID
+	Lost      []LostEntry
+}
+
+func (e *LostEntriesError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "session %s: %d entries were lost to damage", e.SessionID, len(e.Lost))
+	for i, l := range e.Lost {
+		if i == 3 {
+			fmt.Fprintf(&b, "; ... and %d more", len(e.Lost)-i)
+			break
+		}
+		name := l.Path
+		if name == "" {
+			name = fmt.Sprintf("entry at seq %d in_block %d", l.Loc.Seq, l.Loc.InBlock)
+		}
+		fmt.Fprintf(&b, "; %s: %s", name, l.Reason)
+	}
+	return b.String()
 }
 
 // KeyError means the key given cannot read a session: none was given, or it

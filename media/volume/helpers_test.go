@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -277,4 +278,25 @@ func indexEntries(t testing.TB, res *SessionResult) []fileindex.Entry {
 
 func fileEntry(path string, size int) fileindex.Entry {
 	return fileindex.Entry{Path: path, Type: fileindex.TypeFile, Mode: 0o644, Size: int64(size)}
+}
+
+// lostOf returns the entries err names lost, by location: err must be nil
+// or a *LostEntriesError.
+func lostOf(t testing.TB, err error) map[fileindex.Location]LostEntry {
+	t.Helper()
+	out := map[fileindex.Location]LostEntry{}
+	if err == nil {
+		return out
+	}
+	var le *LostEntriesError
+	if !errors.As(err, &le) {
+		t.Fatalf("err = %v, want nil or a *LostEntriesError", err)
+	}
+	for _, l := range le.Lost {
+		if _, dup := out[l.Loc]; dup {
+			t.Fatalf("%+v is named lost twice", l.Loc)
+		}
+		out[l.Loc] = l
+	}
+	return out
 }

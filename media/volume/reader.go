@@ -542,6 +542,11 @@ func reportDamage(damaged func(*CorruptBlockError) error, d *CorruptBlockError) 
 // an entry whose FileEnd is lost gets none; an entry whose FileHeader is
 // lost gets nothing. Damage in blocks that hold no wanted record is not
 // reported.
+//
+// Every location asked for is accounted for: when any entry was not
+// passed on whole, ReadEntries reads on to the end and then returns a
+// *LostEntriesError naming each such location and the damage that lost
+// it; every location it does not name was passed on whole.
 func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Location, fn func(t RecordType, body []byte) error, damaged func(*CorruptBlockError) error) error {
 	if len(locs) == 0 {
 		return nil
@@ -567,11 +572,10 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 
 	var c *cursor
 	defer func() { c.stop() }()
-	i := 0
-	var in *fileindex.Location // wanted entry whose FileEnd has not come
-	for i < len(ls) || in != nil {
-		if in == nil {
-			if l := ls[i]; c == nil || l.Off > c.pos+uint64(r.opts.SeekGap) {
+	w := &wanted{ls: ls, seen: map[uint64]*CorruptBlockError{}}
+	for w.i < len(ls) || w.in != nil {
+		if w.in == nil {
+			if l := ls[w.i]; c == nil || l.Off > c.pos+uint64(r.opts.SeekGap) {
 				if l.Off >= streamEnd {
 					return fmt.Errorf("session %s: %w: seq %d at stream offset %d is past the end of the session's stream (%d)", r.session, ErrBadLocation, l.Seq, l.Off, streamEnd)
 				}
@@ -586,12 +590,18 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 		if it == nil {
 			// The stream ended: what is left was lost to reported damage,
 			// or lies past the end.
-			for ; i < len(ls); i++ {
-				if ls[i].Off >= streamEnd {
-					return fmt.Errorf("session %s: %w: seq %d at stream offset %d is past the end of the session's stream (%d)", r.session, ErrBadLocation, ls[i].Seq, ls[i].Off, streamEnd)
+			for _, l := range ls[w.i:] {
+				if l.Off >= streamEnd {
+					return fmt.Errorf("session %s: %w: seq %d at stream offset %d is past the end of the session's stream (%d)", r.session, ErrBadLocation, l.Seq, l.Off, streamEnd)
 				}
 			}
-			return nil
+			if w.in != nil {
+				w.loseIn(cmp.Or(w.cut, w.last), dataEndsEarly)
+			}
+			for ; w.i < len(ls); w.i++ {
+				w.lose(ls[w.i], w.damageAt(ls[w.i].Seq), dataEndsEarly)
+			}
+			return w.err(r.session)
 		}
 		if it.fatal != nil {
 			return it.fatal
@@ -602,41 +612,94 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 			}
 		}
 		if d := it.damage; d != nil {
-			if in != nil || (i < len(ls) && ls[i].Seq <= d.Seq) {
+			w.last = d
+			w.seen[d.Seq] = d
+			if w.in != nil || (w.i < len(ls) && ls[w.i].Seq <= d.Seq) {
 				if err := reportDamage(damaged, d); err != nil {
 					return err
 				}
 			}
-			if in != nil && (in.EndSeq < in.Seq || d.Seq >= in.EndSeq) {
-				in = nil
+			if in := w.in; in != nil {
+				if in.EndSeq < in.Seq || d.Seq >= in.EndSeq {
+					w.loseIn(d, "")
+				} else if w.cut == nil {
+					w.cut = d // the entry goes on with a hole
+				}
 			}
 			r.release(it)
 			continue
 		}
-		if in != nil && (it.h.Seq > in.EndSeq || it.h.Kind != KindData) {
-			in = nil // the rest of the entry was lost with the damage
+		if in := w.in; in != nil && ((in.EndSeq >= in.Seq && it.h.Seq > in.EndSeq) || it.h.Kind != KindData) {
+			w.loseIn(cmp.Or(w.cut, w.last), "its FileEnd is not where the index puts it") // the rest of the entry was lost with the damage
 		}
-		for in == nil && i < len(ls) && ls[i].Seq < it.h.Seq {
-			i++ // its FileHeader was lost with the damage
+		for w.in == nil && w.i < len(ls) && ls[w.i].Seq < it.h.Seq {
+			// Its FileHeader was lost with the damage.
+			w.lose(ls[w.i], w.damageAt(ls[w.i].Seq), "its block is not where the index puts it")
+			w.i++
 		}
-		if err := r.walkBlock(it, ls, &i, &in, fn); err != nil {
+		if err := r.walkBlock(it, w, fn); err != nil {
 			return err
 		}
 		r.release(it)
 	}
-	return nil
+	return w.err(r.session)
+}
+
+const dataEndsEarly = "the session's data on the volumes given ends before the entry does: the part is torn, or the session goes on on a volume not given"
+
+// wanted is ReadEntries' account of the locations asked for: the next one
+// to come, the one being passed on, and those lost.
+type wanted struct {
+	ls   []fileindex.Location
+	i    int                 // ls[i] is the next entry to begin
+	in   *fileindex.Location // the entry being passed on: its FileEnd has not come
+	cut  *CorruptBlockError  // damage that made a hole in in
+	last *CorruptBlockError  // the latest damage met
+	seen map[uint64]*CorruptBlockError
+	lost []LostEntry
+}
+
+func (w *wanted) lose(l fileindex.Location, d *CorruptBlockError, why string) {
+	w.lost = append(w.lost, lostEntry(l, "", d, why))
+}
+
+func (w *wanted) loseIn(d *CorruptBlockError, why string) {
+	w.lose(*w.in, d, why)
+	w.in, w.cut = nil, nil
+}
+
+// damageAt is the damage that lost block seq, or the latest damage.
+func (w *wanted) damageAt(seq uint64) *CorruptBlockError {
+	if d := w.seen[seq]; d != nil {
+		return d
+	}
+	return w.last
+}
+
+func (w *wanted) err(session uuid.UUID) error {
+	if len(w.lost) == 0 {
+		return nil
+	}
+	return &LostEntriesError{SessionID: session, Lost: w.lost}
+}
+
+func lostEntry(l fileindex.Location, path string, d *CorruptBlockError, why string) LostEntry {
+	if d != nil {
+		why = d.Error()
+	}
+	return LostEntry{Loc: l, Path: path, Damage: d, Reason: why}
 }
 
 // walkBlock passes on the wanted records of one block.
-func (r *SessionReader) walkBlock(it *item, ls []fileindex.Location, i *int, in **fileindex.Location, fn func(RecordType, []byte) error) error {
+func (r *SessionReader) walkBlock(it *item, w *wanted, fn func(RecordType, []byte) error) error {
 	plain := it.plain
 	p := 0
 	for p < len(plain) {
-		if *in == nil {
-			if *i == len(ls) || ls[*i].Seq != it.h.Seq {
+		if w.in == nil {
+			if w.i == len(w.ls) || w.ls[w.i].Seq != it.h.Seq {
 				return nil
 			}
-			l := &ls[*i]
+			l := &w.ls[w.i]
 			if int(l.InBlock) < p {
 				return fmt.Errorf("session %s: %w: seq %d in_block %d lies inside the previous entry", r.session, ErrBadLocation, l.Seq, l.InBlock)
 			}
@@ -645,8 +708,8 @@ func (r *SessionReader) walkBlock(it *item, ls []fileindex.Location, i *int, in 
 			if err != nil || t != RecFileHeader {
 				return fmt.Errorf("session %s: %w: seq %d in_block %d is not a FileHeader record", r.session, ErrBadLocation, l.Seq, l.InBlock)
 			}
-			*in = l
-			*i++
+			w.in = l
+			w.i++
 			if err := fn(t, body); err != nil {
 				return err
 			}
@@ -659,7 +722,8 @@ func (r *SessionReader) walkBlock(it *item, ls []fileindex.Location, i *int, in 
 			return fmt.Errorf("session %s: block seq %d at offset %d on volume %s: record at %d: %w", r.session, it.h.Seq, it.off, it.vol, p, err)
 		}
 		if t == RecFileHeader {
-			*in = nil // the entry's end was lost with damage; this is the next one
+			// The entry's end was lost with damage; this is the next one.
+			w.loseIn(cmp.Or(w.cut, w.last), "its FileEnd is missing: the next entry begins before it")
 			continue
 		}
 		if err := fn(t, body); err != nil {
@@ -667,7 +731,10 @@ func (r *SessionReader) walkBlock(it *item, ls []fileindex.Location, i *int, in 
 		}
 		p += n
 		if t == RecFileEnd {
-			*in = nil
+			if w.cut != nil {
+				w.loseIn(w.cut, "")
+			}
+			w.in = nil
 		}
 	}
 	return nil
@@ -683,15 +750,23 @@ func (r *SessionReader) ReadAll(ctx context.Context, fn func(t RecordType, body 
 // RecoverIndex rebuilds the index of a session from its data blocks, for
 // a session whose trailer is missing (a torn session) or damaged. fn gets
 // every entry whose FileHeader and FileEnd were both read, Loc and Hash
-// set, in index order.
+// set, in index order. An entry whose FileHeader was read but whose
+// records were cut by damage, or end with the data given, is not passed
+// to fn: RecoverIndex reads on and then returns a *LostEntriesError
+// naming each (Path and Loc set, Loc.EndSeq unknown). Entries whose
+// FileHeader was in a damaged block cannot be named.
 func (r *SessionReader) RecoverIndex(ctx context.Context, fn func(e fileindex.Entry) error, damaged func(*CorruptBlockError) error) error {
 	var cur *fileindex.Entry
-	return r.walkAll(ctx, func(it *item, p int, t RecordType, body []byte) error {
+	var lost []LostEntry
+	err := r.walkAll(ctx, func(it *item, p int, t RecordType, body []byte) error {
 		switch t {
 		case RecFileHeader:
 			e, err := fileindex.DecodeEntry(body)
 			if err != nil {
 				return fmt.Errorf("session %s: block seq %d: %w", r.session, it.h.Seq, err)
+			}
+			if cur != nil {
+				lost = append(lost, lostEntry(cur.Loc, cur.Path, nil, "its FileEnd is missing: the next entry begins before it"))
 			}
 			e.Hash = nil
 			e.Loc = fileindex.Location{Seq: it.h.Seq, Off: it.stream, InBlock: uint32(p)}
@@ -713,13 +788,25 @@ func (r *SessionReader) RecoverIndex(ctx context.Context, fn func(e fileindex.En
 			return fn(e)
 		}
 		return nil
-	}, damaged, func() { cur = nil })
+	}, damaged, func(d *CorruptBlockError) {
+		if cur != nil {
+			lost = append(lost, lostEntry(cur.Loc, cur.Path, d, dataEndsEarly))
+		}
+		cur = nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(lost) > 0 {
+		return &LostEntriesError{SessionID: r.session, Lost: lost}
+	}
+	return nil
 }
 
 // walkAll passes every record of the session's data blocks to fn, with the
-// block and the record's offset in it. cut is called when damage cuts the
-// entry in progress.
-func (r *SessionReader) walkAll(ctx context.Context, fn func(it *item, p int, t RecordType, body []byte) error, damaged func(*CorruptBlockError) error, cut func()) error {
+// block and the record's offset in it. cut is called with the damage when
+// damage cuts the entry in progress, and with nil when the data ends.
+func (r *SessionReader) walkAll(ctx context.Context, fn func(it *item, p int, t RecordType, body []byte) error, damaged func(*CorruptBlockError) error, cut func(*CorruptBlockError)) error {
 	if err := r.prepare(0); err != nil {
 		return err
 	}
@@ -733,7 +820,11 @@ func (r *SessionReader) walkAll(ctx context.Context, fn func(it *item, p int, t 
 		if err != nil {
 			return err
 		}
-		if it == nil {
+		if it == nil || (it.damage == nil && it.fatal == nil && it.h.Kind != KindData) {
+			// The end of the data given, or the trailer.
+			if cut != nil {
+				cut(nil)
+			}
 			return nil
 		}
 		if it.fatal != nil {
@@ -750,12 +841,9 @@ func (r *SessionReader) walkAll(ctx context.Context, fn func(it *item, p int, t 
 			}
 			skip = true
 			if cut != nil {
-				cut()
+				cut(it.damage)
 			}
 			continue
-		}
-		if it.h.Kind != KindData {
-			return nil // the trailer: the data is over
 		}
 		for p := 0; p < len(it.plain); {
 			t, body, n, err := ParseRecord(it.plain[p:])
