@@ -774,30 +774,6 @@ func TestIndexEntriesSpillToDisk(t *testing.T) {
 	}
 }
 
-func TestPartsRejectsGarbage(t *testing.T) {
-	key := testKey("k")
-	vol := newMemVolume(t, MinBlockSize, 0)
-	writeSession(t, key, sessionInfo(), vol, WriterOptions{TempDir: t.TempDir()}, randomTree(11, 3, 1000), 1000)
-	writeSession(t, key, sessionInfo(), vol, WriterOptions{TempDir: t.TempDir()}, randomTree(12, 3, 1000), 1000)
-	end := vol.size()
-	v, _ := OpenVolume(vol, end)
-	if ps, err := v.Parts(); err != nil || len(ps) != 2 {
-		t.Fatalf("%+v %v", ps, err)
-	}
-	// Zeros after the last part are unwritten space.
-	vol.buf = append(vol.buf, make([]byte, MinBlockSize)...)
-	v, _ = OpenVolume(vol, vol.size())
-	if ps, err := v.Parts(); err != nil || len(ps) != 2 {
-		t.Fatalf("zeros: %+v %v", ps, err)
-	}
-	// Anything else where a part should start is an error naming the offset.
-	copy(vol.buf[end:], "this is not a part header, it is garbage")
-	v, _ = OpenVolume(vol, vol.size())
-	if _, err := v.Parts(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("offset %d", end)) {
-		t.Fatalf("garbage: %v", err)
-	}
-}
-
 func TestLazyKeyCheck(t *testing.T) {
 	vol, key, info, res, idx, files := damageSetup(t)
 	p := res.Parts[0]

@@ -13,10 +13,15 @@
 // index as the trailer; only then is the session durable.
 //
 // Reading: OpenVolume and Volume.Parts list what a volume holds with no
-// catalog and no key; ReadIndex reads a session's trailer; a
+// catalog and no key; ReadIndex reads a session's trailer, and
+// ReadPartIndex falls back to rebuilding it from the data; a
 // SessionReader reads the records of chosen entries (seeking to them),
 // of all entries, or rebuilds the index of a session that has no trailer.
 // Damage is reported block by block as *CorruptBlockError and reading
-// goes on; a key that cannot read a session is a *KeyError. Nothing in
-// this package writes to a volume it reads.
+// goes on: past a damaged label or part header (OpenVolume, Parts and
+// Volume.Damaged), a damaged trailer (ReadPartIndex rebuilds the index)
+// or damaged data blocks. A read asked for entries accounts for each: one
+// not passed on whole is named in a *LostEntriesError. A key that cannot
+// read a session is a *KeyError. Nothing in this package writes to a
+// volume it reads.
 package volume

@@ -1,11 +1,14 @@
 package volume
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/google/uuid"
 )
 
 // ReadIndex reads the trailer of a session from its final part on the
@@ -80,4 +83,89 @@ func ReadIndex(r io.ReaderAt, key *Key, final PartInfo) (fileindex.Iterator, err
 		return plain, true, nil
 	}
 	return fileindex.SegmentIterator(src), nil
+}
+
+// PartIndex is the file index of one part as a volume alone tells it,
+// with no catalog: what `cairn volume ls` lists and `volume extract`
+// reads from.
+type PartIndex struct {
+	// Entries are the part's entries in index order, Loc and Hash set:
+	// from the trailer, or rebuilt from the data blocks.
+	Entries []fileindex.Entry
+	// Rebuilt: the part has no trailer to read (it is torn, or not the
+	// session's final part) or its trailer is damaged; Why says which.
+	Rebuilt bool
+	Why     string
+	// Lost are entries the rebuild found but cannot read whole (damage
+	// cut them, or they go on on another volume), with the reason.
+	Lost []LostEntry
+	// Unnamed counts entries the session's PartEnd counts that the
+	// rebuild did not find at all: their FileHeader was in a damaged
+	// block. -1 when unknown (no PartEnd, or the session has other parts).
+	Unnamed int64
+	// Damaged are the damaged blocks the rebuild met, the trailer's
+	// included.
+	Damaged []*CorruptBlockError
+}
+
+// ReadPartIndex reads the file index of part p of the volume r: the
+// trailer of a final part, or, when the part has none or it is damaged,
+// the index rebuilt from the part's data blocks (FORMAT.md, section 9,
+// "No trailer"). A key that cannot read the session is a *KeyError;
+// damage is never an error.
+func ReadPartIndex(ctx context.Context, r io.ReaderAt, key *Key, p PartInfo) (*PartIndex, error) {
+	out := &PartIndex{Unnamed: -1}
+	if p.Torn && p.End <= p.DataStart {
+		// Torn before its first block: there is nothing to read.
+		out.Rebuilt, out.Why = true, "the part is torn: "+p.TornReason
+		return out, nil
+	}
+	if p.PartEnd != nil && p.PartEnd.Final {
+		it, err := ReadIndex(r, key, p)
+		if err == nil {
+			if out.Entries, err = fileindex.Collect(it); err == nil {
+				return out, nil
+			}
+		}
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			return nil, err
+		}
+		out.Entries = nil
+		out.Why = fmt.Sprintf("its trailer cannot be read (%v)", err)
+		var d *CorruptBlockError
+		if errors.As(err, &d) {
+			out.Damaged = append(out.Damaged, d)
+		}
+	} else if p.Torn {
+		out.Why = "the part is torn: " + p.TornReason
+	} else {
+		out.Why = "the trailer is in the session's final part, on another volume"
+	}
+	out.Rebuilt = true
+	sr := NewSessionReader(p.Header.SessionID, key, []PartRef{p.Ref()}, func(uuid.UUID) (io.ReaderAt, error) {
+		return struct{ io.ReaderAt }{r}, nil // hide a Close: r is the caller's
+	}, ReaderOptions{})
+	defer sr.Close()
+	err := sr.RecoverIndex(ctx, func(e fileindex.Entry) error {
+		out.Entries = append(out.Entries, e)
+		return nil
+	}, func(d *CorruptBlockError) error {
+		// The trailer's own damage was met already by ReadIndex.
+		if !slices.ContainsFunc(out.Damaged, func(o *CorruptBlockError) bool { return o.Offset == d.Offset && o.Seq == d.Seq }) {
+			out.Damaged = append(out.Damaged, d)
+		}
+		return nil
+	})
+	var le *LostEntriesError
+	if errors.As(err, &le) {
+		out.Lost, err = le.Lost, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if pe := p.PartEnd; pe != nil && pe.Final && p.Header.Part == 0 {
+		out.Unnamed = max(0, pe.Entries-int64(len(out.Entries)+len(out.Lost)))
+	}
+	return out, nil
 }

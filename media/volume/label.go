@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,6 +98,9 @@ func readControlBlock(r io.ReaderAt, off int64) (BlockHeader, []byte, error) {
 		return BlockHeader{}, nil, fmt.Errorf("read block header at offset %d: %w", off, err)
 	}
 	h, err := ParseBlockHeader(hb[:])
+	if errors.Is(err, ErrNewerFormat) && !crcHolds(r, off, hb[:]) {
+		return h, nil, fmt.Errorf("block at offset %d: %w: it claims format version %d, but its CRC does not hold: the header is damaged", off, ErrBadHeader, hb[4])
+	}
 	if err != nil {
 		return h, nil, fmt.Errorf("block at offset %d: %w", off, err)
 	}
@@ -111,6 +115,23 @@ func readControlBlock(r io.ReaderAt, off int64) (BlockHeader, []byte, error) {
 		return h, nil, fmt.Errorf("%s block at offset %d: %w", h.Kind, off, errCRC)
 	}
 	return h, payload, nil
+}
+
+// crcHolds tells whether the block whose header hb was read at off has a
+// CRC that holds, framed as version 1 frames it (FORMAT.md, section 10:
+// later versions keep that framing). A block that claims a newer version
+// is believed only then: bytes that start with the magic and fail their
+// CRC are damage, not a reason to tell the user to upgrade.
+func crcHolds(r io.ReaderAt, off int64, hb []byte) bool {
+	n := binary.BigEndian.Uint32(hb[52:56])
+	if n > maxPayload {
+		return false
+	}
+	payload := make([]byte, n)
+	if readAt(r, payload, off+HeaderSize) != nil {
+		return false
+	}
+	return blockCRC(hb, payload) == binary.BigEndian.Uint32(hb[60:64])
 }
 
 // readAt fills p from off. A read that finds the end before p is full

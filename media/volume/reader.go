@@ -573,6 +573,12 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 	var c *cursor
 	defer func() { c.stop() }()
 	w := &wanted{ls: ls, seen: map[uint64]*CorruptBlockError{}}
+	for w.i < len(ls) && ls[w.i].Off < r.parts[0].StreamStart {
+		// A volume read without the catalog whose part lost its header
+		// and first blocks starts after these.
+		w.lose(ls[w.i], nil, "its block lies before the first part given: on a volume not given, or lost with the start of the part")
+		w.i++
+	}
 	for w.i < len(ls) || w.in != nil {
 		if w.in == nil {
 			if l := ls[w.i]; c == nil || l.Off > c.pos+uint64(r.opts.SeekGap) {
