@@ -122,6 +122,30 @@ func openOffline(path, keyFile string, needKeys bool) (*offlineVolume, error) {
 
 func (ov *offlineVolume) Close() error { return ov.f.Close() }
 
+// damage says what is damaged on the volume outside the sessions' data:
+// the label, bytes that hold no part, a volume cut short, part headers.
+// Reading goes on past all of it; the user is told.
+func (ov *offlineVolume) damage() []string {
+	var out []string
+	for _, d := range ov.vol.Damaged() {
+		out = append(out, fmt.Sprintf("%s: %v", ov.path, d))
+	}
+	for i := range ov.parts {
+		if p := &ov.parts[i]; p.HeaderLost {
+			out = append(out, fmt.Sprintf("%s: %v", ov.path, p.Damaged[0]))
+		}
+	}
+	return out
+}
+
+func (ov *offlineVolume) warnDamage(g *globals) []string {
+	ws := ov.damage()
+	for _, w := range ws {
+		fmt.Fprintf(g.errOut, "warning: %s\n", w)
+	}
+	return ws
+}
+
 // key finds a part's key in the key file and checks it is the right one.
 func (ov *offlineVolume) key(p *volume.PartInfo) (*volume.Key, error) {
 	id := p.Header.KeyID
@@ -139,25 +163,42 @@ func (ov *offlineVolume) key(p *volume.PartInfo) (*volume.Key, error) {
 	return k, nil
 }
 
-// entries returns a part's file index: the trailer of a final part, or
-// what the data blocks say for a part without one.
-func (ov *offlineVolume) entries(ctx context.Context, p *volume.PartInfo, key *volume.Key) ([]fileindex.Entry, bool, error) {
-	if p.PartEnd != nil && p.PartEnd.Final {
-		it, err := volume.ReadIndex(ov.f, key, *p)
-		if err != nil {
-			return nil, false, err
-		}
-		es, err := fileindex.Collect(it)
-		return es, false, err
+// index reads a part's file index (the trailer, or rebuilt from the data
+// blocks) and returns it with the key that reads the part. A part whose
+// header is lost no longer names its key: each key of the key file is
+// tried, and the one that decrypts the part is it.
+func (ov *offlineVolume) index(ctx context.Context, p *volume.PartInfo) (*volume.PartIndex, *volume.Key, error) {
+	if p.Torn && p.End <= p.DataStart {
+		pi, err := volume.ReadPartIndex(ctx, ov.f, nil, *p) // nothing to read, no key needed
+		return pi, nil, err
 	}
-	r := volume.NewSessionReader(p.Header.SessionID, key, []volume.PartRef{p.Ref()}, ov.opener(), volume.ReaderOptions{})
-	defer r.Close()
-	var es []fileindex.Entry
-	err := r.RecoverIndex(ctx, func(e fileindex.Entry) error {
-		es = append(es, e)
-		return nil
-	}, func(*volume.CorruptBlockError) error { return nil })
-	return es, true, err
+	if !p.HeaderLost {
+		key, err := ov.key(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		pi, err := volume.ReadPartIndex(ctx, ov.f, key, *p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("session %s: %w", p.Header.SessionID, err)
+		}
+		return pi, key, nil
+	}
+	for _, id := range ov.keys.IDs() {
+		material, _ := ov.keys.Lookup(id)
+		key := &volume.Key{ID: id, Material: material}
+		pi, err := volume.ReadPartIndex(ctx, ov.f, key, *p)
+		var ke *volume.KeyError
+		if errors.As(err, &ke) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("session %s: %w", p.Header.SessionID, err)
+		}
+		return pi, key, nil
+	}
+	return nil, nil, wire.Errorf(wire.CodeKey, "find the escrow copy of the key the session was written with",
+		"session %s on %s: its part header, which named its key, is damaged, and no key in the key file (%s) decrypts it",
+		p.Header.SessionID, ov.path, strings.Join(ov.keys.IDs(), ", "))
 }
 
 func (ov *offlineVolume) opener() volume.Opener {
@@ -168,6 +209,14 @@ func (ov *offlineVolume) opener() volume.Opener {
 		}
 		return struct{ io.ReaderAt }{ov.f}, nil // hide Close: the file outlives each reader
 	}
+}
+
+// lostEntry is an entry that a listing or an extract asked for and could
+// not produce.
+type lostEntry struct {
+	Session uuid.UUID `json:"session"`
+	Path    string    `json:"path"`
+	Reason  string    `json:"reason"`
 }
 
 type sessionListing struct {
@@ -182,16 +231,32 @@ type sessionListing struct {
 	Offset  int64             `json:"offset"`
 	Bytes   int64             `json:"bytes"`
 	Entries []fileindex.Entry `json:"entries,omitempty"`
+	// Index says where the entries come from when not from the trailer.
+	Index string `json:"index,omitempty"`
+	// Lost are entries whose records damage cut; Unnamed counts those the
+	// session had and no block read names (-1: unknown).
+	Lost      []lostEntry `json:"lost,omitempty"`
+	Unnamed   int64       `json:"unnamed_lost,omitempty"`
+	Continues []string    `json:"continues,omitempty"`
 }
 
 func partState(p *volume.PartInfo) string {
+	var s string
 	switch {
 	case p.Torn:
-		return "torn: " + p.TornReason
+		s = "torn: " + p.TornReason
 	case p.PartEnd != nil && !p.PartEnd.Final:
-		return "continues on another volume"
+		s = "continues on another volume"
+	default:
+		s = "complete"
 	}
-	return "complete"
+	if p.HeaderLost {
+		s += ", part header damaged"
+	}
+	if n := len(p.Damaged); n > 0 && !p.HeaderLost || n > 1 {
+		s += fmt.Sprintf(", damaged at %d places", n)
+	}
+	return s
 }
 
 func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessionsOnly bool) error {
@@ -200,8 +265,11 @@ func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessions
 		return err
 	}
 	defer ov.Close()
+	warnings := ov.warnDamage(g)
 	l := ov.vol.Label()
 	var out []sessionListing
+	var lost []lostEntry
+	var unnamed int64
 	for i := range ov.parts {
 		p := &ov.parts[i]
 		s := sessionListing{
@@ -210,43 +278,154 @@ func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessions
 			Offset: p.VolumeStart, Bytes: p.End - p.VolumeStart,
 		}
 		if !sessionsOnly {
-			key, err := ov.key(p)
+			pi, key, err := ov.index(ctx, p)
 			if err != nil {
 				return err
 			}
-			if s.Entries, _, err = ov.entries(ctx, p, key); err != nil {
-				return fmt.Errorf("session %s: %w", p.Header.SessionID, err)
+			s.Entries = pi.Entries
+			if key != nil {
+				s.KeyID = key.ID
 			}
+			if pi.Rebuilt {
+				s.Index = "rebuilt from the data blocks: " + pi.Why
+			}
+			if pi.Rebuilt && (p.PartEnd == nil || p.PartEnd.Final) {
+				w := fmt.Sprintf("session %s: the index is %s", p.Header.SessionID, s.Index)
+				warnings = append(warnings, w)
+				fmt.Fprintf(g.errOut, "warning: %s\n", w)
+			}
+			for _, le := range pi.Lost {
+				s.Lost = append(s.Lost, lostEntry{Session: p.Header.SessionID, Path: le.Path, Reason: le.Reason})
+			}
+			for _, c := range pi.Continues {
+				s.Continues = append(s.Continues, c.Path)
+			}
+			s.Unnamed = pi.Unnamed
+			lost = append(lost, s.Lost...)
+			unnamed += max(pi.Unnamed, 0)
 		}
 		out = append(out, s)
 	}
 	if g.json {
-		return printJSON(g.out, map[string]any{"label": l, "sessions": out})
-	}
-	fmt.Fprintf(g.out, "volume %s (%s) pool %s, block size %d, created %s, %d session parts\n",
-		l.Name, l.VolumeID, l.Pool, l.BlockSize, humanTime(l.Created), len(out))
-	for _, s := range out {
-		fmt.Fprintf(g.out, "\nsession %s part %d: job %d, client %s, %s, %s, %s at offset %d, key %s\n",
-			s.Session, s.Part, s.JobID, s.Client, s.Level, humanTime(s.Created), s.State, s.Offset, s.KeyID)
-		if sessionsOnly {
-			continue
+		if err := printJSON(g.out, map[string]any{"label": l, "sessions": out, "warnings": warnings}); err != nil {
+			return err
 		}
-		t := newTable(g.out, "MODE", "OWNER", "SIZE", "MODIFIED", "PATH")
-		for _, e := range s.Entries {
-			name := e.Path
-			switch e.Type {
-			case fileindex.TypeSymlink:
-				name += " -> " + e.Target
-			case fileindex.TypeHardlink:
-				name += " => " + e.Target
-			case fileindex.TypeDeleted:
-				name += " (deleted)"
+	} else {
+		fmt.Fprintf(g.out, "volume %s (%s) pool %s, block size %d, created %s, %d session parts\n",
+			l.Name, l.VolumeID, l.Pool, l.BlockSize, humanTime(l.Created), len(out))
+		for _, s := range out {
+			if s.Session == uuid.Nil {
+				// Torn inside its header: nothing says whose it was.
+				fmt.Fprintf(g.out, "\npart at offset %d: %s\n", s.Offset, s.State)
+				continue
 			}
-			t.row(modeString(e.Type.String(), e.Mode), fmt.Sprintf("%d:%d", e.UID, e.GID), humanBytes(e.Size), humanTime(time.Unix(0, e.MTime)), name)
+			fmt.Fprintf(g.out, "\nsession %s part %d: job %d, client %s, %s, %s, %s at offset %d, key %s\n",
+				s.Session, s.Part, s.JobID, s.Client, s.Level, humanTime(s.Created), s.State, s.Offset, s.KeyID)
+			if sessionsOnly {
+				continue
+			}
+			t := newTable(g.out, "MODE", "OWNER", "SIZE", "MODIFIED", "PATH")
+			for _, e := range s.Entries {
+				name := e.Path
+				switch e.Type {
+				case fileindex.TypeSymlink:
+					name += " -> " + e.Target
+				case fileindex.TypeHardlink:
+					name += " => " + e.Target
+				case fileindex.TypeDeleted:
+					name += " (deleted)"
+				}
+				t.row(modeString(e.Type.String(), e.Mode), fmt.Sprintf("%d:%d", e.UID, e.GID), humanBytes(e.Size), humanTime(time.Unix(0, e.MTime)), name)
+			}
+			t.flush()
+			for _, c := range s.Continues {
+				fmt.Fprintf(g.out, "%s (goes on on the session's next volume)\n", c)
+			}
+			for _, le := range s.Lost {
+				fmt.Fprintf(g.out, "LOST %s: %s\n", le.Path, le.Reason)
+			}
+			if s.Unnamed > 0 {
+				fmt.Fprintf(g.out, "LOST %d more entries, whose headers were in damaged blocks\n", s.Unnamed)
+			}
 		}
-		t.flush()
 	}
-	return nil
+	return lostError(lost, unnamed, nil, "cannot be read whole")
+}
+
+// lostError is the error a command that could not produce every entry
+// asked for ends with: it names each, counts those whose names are lost
+// too, adds the notes (losses it cannot count), and makes the exit code
+// non-zero.
+func lostError(lost []lostEntry, unnamed int64, notes []string, what string) error {
+	if len(lost) == 0 && unnamed == 0 && len(notes) == 0 {
+		return nil
+	}
+	lines := make([]string, 0, len(lost)+1+len(notes))
+	for _, l := range lost {
+		lines = append(lines, l.Path+": "+l.Reason)
+	}
+	sort.Strings(lines)
+	if unnamed > 0 {
+		lines = append(lines, fmt.Sprintf("%d entries whose headers were in damaged blocks, so their names are lost too", unnamed))
+	}
+	lines = append(lines, notes...)
+	head := "the volume is damaged, and what it lost cannot be named"
+	if n := int64(len(lost)) + unnamed; n > 0 {
+		head = fmt.Sprintf("%d entries %s because their data is damaged", n, what)
+	}
+	return wire.Errorf(wire.CodeCorrupt, "", "%s:\n  %s", head, strings.Join(lines, "\n  "))
+}
+
+// mayHoldAfter tells whether entries selected by paths may sort after
+// last in index order: what a part torn after last would have lost. A
+// directory's entries follow it contiguously, so only a path after last,
+// or one last lies within, may.
+func mayHoldAfter(paths []string, last string) bool {
+	if len(paths) == 0 || last == "" {
+		return true
+	}
+	for _, q := range paths {
+		if fileindex.Compare(q, last) > 0 || fileindex.Within(last, q) {
+			return true
+		}
+	}
+	return false
+}
+
+// unnamedLoss says what a part lost that no entry name says: the data
+// after a tear, and the entries whose headers were in damaged data blocks
+// when the PartEnd does not count them. Empty when nothing such is lost,
+// or nothing of it can be among paths.
+func unnamedLoss(p *volume.PartInfo, pi *volume.PartIndex, paths []string) []string {
+	var out []string
+	last := ""
+	for _, e := range pi.Entries {
+		last = e.Path
+	}
+	for _, l := range pi.Lost {
+		if fileindex.Compare(l.Path, last) > 0 {
+			last = l.Path
+		}
+	}
+	if p.Torn && mayHoldAfter(paths, last) {
+		what := "session " + p.Header.SessionID.String()
+		if p.Header.SessionID == uuid.Nil {
+			what = fmt.Sprintf("the part at offset %d", p.VolumeStart)
+		}
+		out = append(out, fmt.Sprintf("%s is torn (%s): what it held after that is not on this volume, and cannot be named", what, p.TornReason))
+	}
+	if pi.Unnamed < 0 && len(paths) == 0 {
+		n := 0
+		for _, d := range pi.Damaged {
+			if p.PartEnd == nil || !p.PartEnd.Final || d.Seq < p.PartEnd.IndexFirstSeq {
+				n++ // a data block, not the trailer
+			}
+		}
+		if n > 0 {
+			out = append(out, fmt.Sprintf("session %s: %d data blocks are damaged; entries whose headers were in them cannot be named", p.Header.SessionID, n))
+		}
+	}
+	return out
 }
 
 // countVolumeEntries reads a volume's file indexes with a key file, as
@@ -259,15 +438,11 @@ func countVolumeEntries(path, keyFile string) (int, error) {
 	defer ov.Close()
 	n := 0
 	for i := range ov.parts {
-		key, err := ov.key(&ov.parts[i])
+		pi, _, err := ov.index(context.Background(), &ov.parts[i])
 		if err != nil {
 			return 0, err
 		}
-		es, _, err := ov.entries(context.Background(), &ov.parts[i], key)
-		if err != nil {
-			return 0, err
-		}
-		n += len(es)
+		n += len(pi.Entries)
 	}
 	return n, nil
 }
@@ -278,12 +453,23 @@ type extractOpts struct {
 	force, devices             bool
 }
 
+// extractSummary is what 'volume extract --json' prints: the restore's
+// counts, and how many of the entries asked for were not extracted.
+type extractSummary struct {
+	agent.RestoreStats
+	Asked        int64       `json:"asked"`
+	NotExtracted int64       `json:"not_extracted"`
+	Lost         []lostEntry `json:"lost,omitempty"`
+	VolumeDamage []string    `json:"volume_damage,omitempty"`
+}
+
 func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 	ov, err := openOffline(o.file, o.keyFile, true)
 	if err != nil {
 		return err
 	}
 	defer ov.Close()
+	damage := ov.warnDamage(g)
 	// Every key is checked before anything is written, so a wrong key
 	// leaves no partial files behind.
 	type job struct {
@@ -293,32 +479,47 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 		ents []fileindex.Entry
 	}
 	var jobs []job
+	var lost []lostEntry // asked for and not extracted
+	var notes []string   // losses no entry name says
+	var unnamed, asked int64
+	sel := fileindex.WithinAny(o.paths)
 	for i := range ov.parts {
 		p := &ov.parts[i]
 		if o.session != "" && !strings.HasPrefix(p.Header.SessionID.String(), o.session) {
 			continue
 		}
-		key, err := ov.key(p)
+		pi, key, err := ov.index(ctx, p)
 		if err != nil {
 			return err
 		}
-		ents, _, err := ov.entries(ctx, p, key)
-		if err != nil {
-			return fmt.Errorf("session %s: %w", p.Header.SessionID, err)
+		if pi.Rebuilt && (p.PartEnd == nil || p.PartEnd.Final) {
+			fmt.Fprintf(g.errOut, "warning: session %s: the index is rebuilt from the data blocks: %s\n", p.Header.SessionID, pi.Why)
 		}
-		sel := fileindex.WithinAny(o.paths)
 		j := job{p: p, key: key}
-		for _, e := range ents {
+		for _, e := range pi.Entries {
 			if e.Type != fileindex.TypeDeleted && sel(&e) {
 				j.ents = append(j.ents, e)
 				j.locs = append(j.locs, e.Loc)
 			}
 		}
+		for _, l := range append(pi.Lost, pi.Continues...) {
+			if sel(&fileindex.Entry{Path: l.Path}) {
+				lost = append(lost, lostEntry{Session: p.Header.SessionID, Path: l.Path, Reason: l.Reason})
+			}
+		}
+		if pi.Unnamed > 0 && len(o.paths) == 0 {
+			// Whether they are among the paths asked for is lost with
+			// their names; asked for everything, they are.
+			unnamed += pi.Unnamed
+		}
+		notes = append(notes, unnamedLoss(p, pi, o.paths)...)
+		asked += int64(len(j.ents))
 		if len(j.locs) > 0 {
 			jobs = append(jobs, j)
 		}
 	}
-	if len(jobs) == 0 {
+	asked += int64(len(lost)) + unnamed
+	if len(jobs) == 0 && asked == 0 && len(notes) == 0 {
 		if o.session != "" {
 			return wire.Errorf(wire.CodeNotFound, "list the sessions with 'cairn volume ls --sessions'", "no session %s on %s holds what was asked", o.session, o.file)
 		}
@@ -334,7 +535,8 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 	}
 	t0 := time.Now()
 	for _, j := range jobs {
-		sr := volume.NewSessionReader(j.p.Header.SessionID, j.key, []volume.PartRef{j.p.Ref()}, ov.opener(), volume.ReaderOptions{Workers: 2})
+		sid := j.p.Header.SessionID
+		sr := volume.NewSessionReader(sid, j.key, []volume.PartRef{j.p.Ref()}, ov.opener(), volume.ReaderOptions{Workers: 2})
 		err := sr.ReadEntries(ctx, j.locs, r.Record, func(cbe *volume.CorruptBlockError) error {
 			for _, e := range j.ents {
 				if e.Loc.Seq <= cbe.Seq && cbe.Seq <= e.Loc.EndSeq {
@@ -344,33 +546,70 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 			return nil
 		})
 		sr.Close()
+		var le *volume.LostEntriesError
+		if errors.As(err, &le) {
+			// The reader names every entry it could not pass on whole.
+			at := map[fileindex.Location][]string{}
+			for _, e := range j.ents {
+				at[e.Loc] = append(at[e.Loc], e.Path)
+			}
+			for _, l := range le.Lost {
+				for _, p := range at[l.Loc] {
+					r.Damaged(p, l.Reason)
+					lost = append(lost, lostEntry{Session: sid, Path: p, Reason: l.Reason})
+				}
+			}
+			err = nil
+		}
 		if err != nil {
 			r.Finish()
-			return fmt.Errorf("session %s: %w", j.p.Header.SessionID, err)
+			return fmt.Errorf("session %s: %w", sid, err)
 		}
+	}
+	for _, l := range lost {
+		r.Damaged(l.Path, l.Reason) // the restorer removes what it began of it
 	}
 	st, err := r.Finish()
 	if err != nil {
 		return err
 	}
+	// The restorer finds damage of its own too (a hash that does not
+	// match, a hard link to a lost file).
+	named := map[string]bool{}
+	for _, l := range lost {
+		named[l.Path] = true
+	}
+	for _, d := range st.Damaged {
+		if !named[d.Path] {
+			named[d.Path] = true
+			lost = append(lost, lostEntry{Path: d.Path, Reason: d.Reason})
+		}
+	}
+	sum := extractSummary{RestoreStats: st, Asked: asked, NotExtracted: int64(len(lost)) + unnamed, Lost: lost, VolumeDamage: damage}
+	extracted := st.Files + st.Dirs + st.Links + st.Specials
 	if g.json {
-		if err := printJSON(g.out, st); err != nil {
+		if err := printJSON(g.out, sum); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(g.out, "extracted %d files, %d directories, %d links, %s in %s\n",
-			st.Files, st.Dirs, st.Links, humanBytes(st.Bytes), humanDuration(time.Since(t0)))
+		specials, missing := "", ""
+		if st.Specials > 0 {
+			specials = fmt.Sprintf(", %d special files", st.Specials)
+		}
+		if sum.NotExtracted > 0 {
+			missing = fmt.Sprintf("; %d not extracted (damaged)", sum.NotExtracted)
+		}
+		if st.Refused > 0 {
+			missing += fmt.Sprintf("; %d refused (the warnings say why)", st.Refused)
+		}
+		fmt.Fprintf(g.out, "extracted %d of %d entries (%d files, %d directories, %d links%s, %s) in %s%s\n",
+			extracted, asked, st.Files, st.Dirs, st.Links, specials, humanBytes(st.Bytes), humanDuration(time.Since(t0)), missing)
 		for _, w := range st.Warnings {
 			fmt.Fprintf(g.out, "warning: %s: %s\n", w.Path, w.Err)
 		}
 	}
-	if st.DamagedCount > 0 {
-		var lines []string
-		for _, d := range st.Damaged {
-			lines = append(lines, d.Path+": "+d.Reason)
-		}
-		sort.Strings(lines)
-		return wire.Errorf(wire.CodeCorrupt, "", "%d entries were not extracted because their data is damaged:\n  %s", st.DamagedCount, strings.Join(lines, "\n  "))
+	if err := lostError(lost, unnamed, notes, "were not extracted"); err != nil {
+		return err
 	}
 	if st.Refused > 0 {
 		return wire.Errorf(wire.CodeRefused, "", "%d entries were not extracted (refused, or the target would not take them); the warnings name each and why", st.Refused)

@@ -96,9 +96,13 @@ type PartIndex struct {
 	// session's final part) or its trailer is damaged; Why says which.
 	Rebuilt bool
 	Why     string
-	// Lost are entries the rebuild found but cannot read whole (damage
-	// cut them, or they go on on another volume), with the reason.
+	// Lost are entries the rebuild found but that damage, or the end of
+	// a torn part, cut: they cannot be read whole, Reason says why.
 	Lost []LostEntry
+	// Continues is the entry, if any, whose records go on in the
+	// session's next part, on another volume: not damage, but not
+	// readable from this volume alone.
+	Continues []LostEntry
 	// Unnamed counts entries the session's PartEnd counts that the
 	// rebuild did not find at all: their FileHeader was in a damaged
 	// block. -1 when unknown (no PartEnd, or the session has other parts).
@@ -159,7 +163,16 @@ func ReadPartIndex(ctx context.Context, r io.ReaderAt, key *Key, p PartInfo) (*P
 	})
 	var le *LostEntriesError
 	if errors.As(err, &le) {
-		out.Lost, err = le.Lost, nil
+		err = nil
+		goesOn := p.PartEnd != nil && !p.PartEnd.Final
+		for _, l := range le.Lost {
+			if goesOn && l.Damage == nil {
+				l.Reason = "it goes on in the session's next part, on another volume"
+				out.Continues = append(out.Continues, l)
+			} else {
+				out.Lost = append(out.Lost, l)
+			}
+		}
 	}
 	if err != nil {
 		return nil, err
