@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -34,25 +35,36 @@ import (
 //
 // An object is a 16-byte header: kind (1 record, 2 file mark), three zero
 // bytes, data length (u32), CRC-32C of the data (u32), CRC-32C of the
-// first 12 header bytes (u32); then the data (none for a file mark). End of
-// data is the end of the last whole object: opening a cartridge walks the
-// headers (reading 16 bytes per object, never the data) and cuts off
-// anything after the last valid one, which is what a crash mid-write
-// leaves. The data's CRC is checked on every read, so damage to the file
-// surfaces as a medium error at that block, as a real drive's ECC would.
+// first 12 header bytes (u32); then the data (none for a file mark).
+// Opening a cartridge walks the headers (reading 16 bytes per object,
+// never the data). The data's CRC is checked on every read, so damage to
+// the file surfaces as a medium error at that block, as a real drive's ECC
+// would.
+//
+// Opening never changes the tape part of the file: the emulator does not
+// destroy data on load. A header that does not check out is damage: the
+// walk searches on for the next valid header, and what lies between is
+// one block that reads as a medium error. After the last valid object,
+// what a crash mid-write leaves (part of a header, a header whose data
+// runs past the end of the file, or zeros) is not part of the tape: end of
+// data is before it, and the next write at end of data replaces it, as a
+// write on tape ends the data where it happens. Anything else there is a
+// damaged block, with end of data after it.
 //
 // The walk keeps the offset of every 256th object and the block number of
 // every file mark in memory: a few KiB for a few GiB of 256 KiB records,
 // and locating a block reads at most 255 headers. All integers are
 // big-endian.
 const (
-	cartMagic    = "CRNTAPE1"
-	slotSize     = 4096
-	slotHeader   = 24
-	logStart     = 2 * slotSize
-	objHeader    = 16
-	objRecord    = 1
-	objMark      = 2
+	cartMagic  = "CRNTAPE1"
+	slotSize   = 4096
+	slotHeader = 24
+	logStart   = 2 * slotSize
+	objHeader  = 16
+	objRecord  = 1
+	objMark    = 2
+	// objDamaged is no kind on disk: the block whose header is damaged.
+	objDamaged   = 0xff
 	ckptEvery    = 256
 	maxRecordLen = 16 << 20
 )
@@ -181,6 +193,12 @@ type cartridge struct {
 	marks  []int64 // block numbers of the file marks, ascending
 	// A cursor makes sequential access O(1): the offset of object curLBA.
 	curLBA, curOff int64
+	// damaged maps the file offset of an object whose header is damaged
+	// to the offset of the next valid one.
+	damaged map[int64]int64
+	// tail is the number of bytes past end of data that a crash left: not
+	// part of the tape, left in the file until the next write.
+	tail int64
 
 	hdr [objHeader]byte
 	buf []byte
@@ -313,8 +331,18 @@ func (c *cartridge) header(off, size int64) (kind byte, n uint32, crc uint32, ok
 	return kind, n, crc, true, nil
 }
 
-// scan walks the object headers to find end of data, the checkpoints and
-// the file marks, and cuts off a torn tail.
+// object returns the object at file offset off (before limit): a
+// damaged one comes back as objDamaged, spanning up to the next valid
+// object.
+func (c *cartridge) objectAt(off, limit int64) (kind byte, n uint32, crc uint32, ok bool, err error) {
+	if end, bad := c.damaged[off]; bad && end <= limit {
+		return objDamaged, uint32(end - off - objHeader), 0, true, nil
+	}
+	return c.header(off, limit)
+}
+
+// scan walks the object headers to find end of data, the checkpoints, the
+// file marks and the damaged objects. It only reads.
 func (c *cartridge) scan() error {
 	st, err := c.f.Stat()
 	if err != nil {
@@ -322,13 +350,37 @@ func (c *cartridge) scan() error {
 	}
 	size := st.Size()
 	off, lba := int64(logStart), int64(0)
-	for {
+	for off < size {
 		kind, n, _, ok, err := c.header(off, size)
 		if err != nil {
 			return err
 		}
+		next := off + objHeader + int64(n)
 		if !ok {
-			break
+			var found bool
+			if next, found, err = c.nextHeader(off+1, size); err != nil {
+				return err
+			}
+			if !found {
+				torn, err := c.tornTail(off, size)
+				if err != nil {
+					return err
+				}
+				if torn {
+					break
+				}
+				next = size // damage up to the end of the file
+			}
+			if next-off < objHeader {
+				// Too short to be an object: the valid header found
+				// inside this one's 16 bytes is a chance match.
+				next = off + objHeader
+			}
+			if c.damaged == nil {
+				c.damaged = map[int64]int64{}
+			}
+			c.damaged[off] = next
+			kind = objDamaged
 		}
 		if lba%ckptEvery == 0 {
 			c.ckpt = append(c.ckpt, off)
@@ -336,21 +388,56 @@ func (c *cartridge) scan() error {
 		if kind == objMark {
 			c.marks = append(c.marks, lba)
 		}
-		off += objHeader + int64(n)
+		off = next
 		lba++
 	}
-	c.eod, c.eodOff = lba, off
+	c.eod, c.eodOff = lba, min(off, size)
+	c.tail = size - c.eodOff
 	c.curLBA, c.curOff = 0, logStart
-	if size > off {
-		// What a crash mid-write leaves: not part of the tape.
-		if err := c.f.Truncate(off); err != nil {
-			return fmt.Errorf("cartridge %s: cut torn tail at %d: %w", c.path, off, err)
+	return nil
+}
+
+// nextHeader searches [from, size) for the next valid object header.
+func (c *cartridge) nextHeader(from, size int64) (int64, bool, error) {
+	const chunk = 1 << 20
+	buf := make([]byte, chunk+objHeader)
+	for base := from; base+objHeader <= size; base += chunk {
+		n, err := c.f.ReadAt(buf[:min(int64(len(buf)), size-base)], base)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, false, fmt.Errorf("cartridge %s: read at %d: %w", c.path, base, err)
 		}
-		if err := c.f.Sync(); err != nil {
-			return fmt.Errorf("cartridge %s: %w", c.path, err)
+		b := buf[:n]
+		for i := 0; i < chunk && i+objHeader <= len(b); i++ {
+			if (b[i] != objRecord && b[i] != objMark) || b[i+1] != 0 || b[i+2] != 0 || b[i+3] != 0 {
+				continue
+			}
+			if _, _, _, ok, err := c.header(base+int64(i), size); err != nil {
+				return 0, false, err
+			} else if ok {
+				return base + int64(i), true, nil
+			}
 		}
 	}
-	return nil
+	return 0, false, nil
+}
+
+// tornTail tells whether what follows the last valid object, at off, is
+// what a crash in the middle of appending an object leaves: the start of
+// its header, its header with only part of its data, or zeros where the
+// file grew and the data never landed.
+func (c *cartridge) tornTail(off, size int64) (bool, error) {
+	if size-off < objHeader {
+		return true, nil
+	}
+	h := make([]byte, objHeader)
+	if _, err := c.f.ReadAt(h, off); err != nil {
+		return false, fmt.Errorf("cartridge %s: read at %d: %w", c.path, off, err)
+	}
+	if !slices.ContainsFunc(h, func(b byte) bool { return b != 0 }) {
+		return true, nil
+	}
+	n := binary.BigEndian.Uint32(h[4:8])
+	return crc32.Checksum(h[:12], castagnoli) == binary.BigEndian.Uint32(h[12:16]) && h[0] == objRecord && n <= maxRecordLen && off+objHeader+int64(n) > size, nil
 }
 
 // offset returns the file offset of object lba (0 <= lba <= eod).
@@ -364,7 +451,7 @@ func (c *cartridge) offset(lba int64) (int64, error) {
 		from, off = c.curLBA, c.curOff
 	}
 	for ; from < lba; from++ {
-		_, n, _, ok, err := c.header(off, c.eodOff)
+		_, n, _, ok, err := c.objectAt(off, c.eodOff)
 		if err != nil {
 			return 0, err
 		}
@@ -390,7 +477,7 @@ func (c *cartridge) object(lba int64) (kind byte, n int, off int64, crc uint32, 
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
-	kind, m, crc, ok, err := c.header(off, c.eodOff)
+	kind, m, crc, ok, err := c.objectAt(off, c.eodOff)
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
@@ -421,7 +508,12 @@ func (c *cartridge) truncate(lba int64) error {
 	if err := c.f.Truncate(off); err != nil {
 		return fmt.Errorf("cartridge %s: truncate: %w", c.path, err)
 	}
-	c.eod, c.eodOff = lba, off
+	for at := range c.damaged {
+		if at >= off {
+			delete(c.damaged, at)
+		}
+	}
+	c.eod, c.eodOff, c.tail = lba, off, 0
 	c.ckpt = c.ckpt[:(lba+ckptEvery-1)/ckptEvery]
 	c.marks = c.marks[:sort.Search(len(c.marks), func(i int) bool { return c.marks[i] >= lba })]
 	c.curLBA, c.curOff = lba, off
@@ -430,6 +522,14 @@ func (c *cartridge) truncate(lba int64) error {
 
 // add appends an object at end of data.
 func (c *cartridge) add(kind byte, data []byte) error {
+	if c.tail > 0 {
+		// A crash's leftovers past end of data: this write ends the data
+		// here.
+		if err := c.f.Truncate(c.eodOff); err != nil {
+			return fmt.Errorf("cartridge %s: write: %w", c.path, err)
+		}
+		c.tail = 0
+	}
 	need := objHeader + len(data)
 	if cap(c.buf) < need {
 		c.buf = make([]byte, need)

@@ -120,8 +120,11 @@
 // An Emulator is one drive; a cartridge is one file (cartridge.go: two
 // meta slots holding the barcode, capacity, early warning zone, write
 // protection and cartridge memory; then CRC-checked records and file
-// marks; end of data where the last whole object ends; a torn tail is cut
-// when the cartridge is loaded). It holds GiBs without reading them into
+// marks; end of data where the last whole object ends). Loading never
+// changes the tape part of the file: an object whose header is damaged
+// reads as a medium error and the objects after it stay where they are,
+// and what a crash left after the last whole object is replaced by the
+// next write at end of data. It holds GiBs without reading them into
 // memory: it keeps one offset per 256 objects and the file marks. Its
 // timings follow a DriveProfile (LTO9: 400 MB/s, 10 s average locate;
 // Fast: the same with mechanical times divided by 100) on

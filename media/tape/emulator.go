@@ -551,6 +551,12 @@ func (e *Emulator) ReadRecord(ctx context.Context, p []byte) (int, error) {
 	if err != nil {
 		return 0, e.ioErr("read", err)
 	}
+	if kind == objDamaged {
+		bad := e.pos
+		e.pos++
+		e.lastMark = false
+		return 0, &MediumError{Drive: e.name, Barcode: c.info.Barcode, Op: "read", Block: bad, Err: fmt.Errorf("the header of the block at offset %d of the cartridge file is damaged", off)}
+	}
 	if kind == objMark {
 		e.pos++
 		if e.lastMark {

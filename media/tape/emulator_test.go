@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -305,14 +306,24 @@ func TestCartridgeSurvivesACrash(t *testing.T) {
 			t.Fatalf("object %d after the crash: %v, want %v", i, err, w)
 		}
 	}
-	if st2, _ := os.Stat(path); st2.Size() != st.Size() {
-		t.Fatalf("the torn tail was not cut: %d bytes, %d before the crash", st2.Size(), st.Size())
+	// Loading changes nothing of the tape part of the file; the next
+	// write at end of data replaces the torn tail, as a write on tape ends
+	// the data where it happens.
+	crashed := st.Size() + 16 + 1000
+	if st2, _ := os.Stat(path); st2.Size() != crashed {
+		t.Fatalf("loading changed the file: %d bytes, %d after the crash", st2.Size(), crashed)
+	}
+	if err := e.WriteRecord(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil { // and a file mark after it
+		t.Fatal(err)
+	}
+	if st2, _ := os.Stat(path); st2.Size() != st.Size()+16+testBS+16 {
+		t.Fatalf("after a write at end of data: %d bytes, want %d", st2.Size(), st.Size()+16+testBS+16)
 	}
 	// A flipped bit in a record is a medium error at that block, as a
 	// drive's ECC would report it.
-	if err := e.Close(); err != nil {
-		t.Fatal(err)
-	}
 	f, _ = os.OpenFile(path, os.O_RDWR, 0)
 	f.WriteAt([]byte{0xa5}, 8192+16+testBS+16+100) // inside record 1
 	f.Close()
@@ -521,5 +532,111 @@ func TestProfiles(t *testing.T) {
 	}
 	if _, err := tape.ProfileNamed("lto5"); err == nil {
 		t.Fatal("an unknown profile was accepted")
+	}
+}
+
+// A byte damaged in an object's header: loading changes nothing of the
+// file, the damaged block reads as a medium error naming it, and every
+// other block, file mark and end of data stay where they were.
+func TestDamagedCartridgeIsNotDestroyed(t *testing.T) {
+	ctx := ctxT(t)
+	rec := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, testBS) }
+	// Three files of ten records each: blocks 0-9, mark 10, 11-20, mark
+	// 21, 22-31, mark 32.
+	const blocks = 33
+	write := func(t *testing.T) string {
+		path := newCartridge(t, tape.CartridgeSpec{Barcode: "DMG001L9", Capacity: 1 << 30})
+		e := loadedEmulator(t, path)
+		for f := range 3 {
+			for r := range 10 {
+				if err := e.WriteRecord(ctx, rec(f*10+r)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := e.WriteFileMark(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	objOff := func(block int) int64 { // file offset of a block's object
+		marks := int64(block / 11)
+		return 8192 + (int64(block)-marks)*(16+testBS) + marks*16
+	}
+	for _, c := range []struct {
+		name  string
+		block int   // the block whose header is damaged
+		at    int64 // byte of the header
+	}{
+		{"record length", 4, 6},
+		{"record crc", 15, 13},
+		{"record kind", 22, 0},
+		{"file mark", 21, 5},
+		{"last block", 32, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := write(t)
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := []byte{0}
+			f.ReadAt(b, objOff(c.block)+c.at)
+			b[0] ^= 0x5a
+			f.WriteAt(b, objOff(c.block)+c.at)
+			f.Close()
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			e := loadedEmulator(t, path)
+			buf := make([]byte, testBS)
+			for i := 0; i < blocks; i++ {
+				_, err := e.ReadRecord(ctx, buf)
+				var me *tape.MediumError
+				switch {
+				case i == c.block:
+					if !errors.As(err, &me) || me.Block != int64(i) || !strings.Contains(err.Error(), "damaged") {
+						t.Fatalf("block %d, the damaged one: %v, want a medium error naming it", i, err)
+					}
+				case i%11 == 10:
+					if !errors.Is(err, tape.ErrFileMark) {
+						t.Fatalf("block %d: %v, want the file mark", i, err)
+					}
+				default:
+					if err != nil || !bytes.Equal(buf, rec(i-i/11)) {
+						t.Fatalf("block %d: %v, or not the record written", i, err)
+					}
+				}
+			}
+			if _, err := e.ReadRecord(ctx, buf); !errors.Is(err, tape.ErrEndOfData) {
+				t.Fatalf("after the last block: %v, want end of data", err)
+			}
+			if err := e.Locate(ctx, int64(c.block)+1); err != nil && c.block+1 < blocks {
+				t.Fatal(err)
+			}
+			if err := e.SeekEndOfData(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if p, _ := e.Position(ctx); p.Block != blocks {
+				t.Fatalf("end of data at block %d, want %d", p.Block, blocks)
+			}
+			if err := e.Unload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			e.Close()
+			after, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The meta slots record the load; the tape is as it was.
+			if len(after) != len(before) || !bytes.Equal(after[8192:], before[8192:]) {
+				t.Fatalf("loading a damaged cartridge changed its tape: %d bytes, %d before", len(after), len(before))
+			}
+		})
 	}
 }

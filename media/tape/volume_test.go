@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -629,5 +630,75 @@ func TestLabels(t *testing.T) {
 				t.Fatalf("labelling a protected cartridge: %v, want ErrWriteProtected", err)
 			}
 		})
+	}
+}
+
+// One byte damaged in the cartridge file, in the header of a record in
+// the middle of a session: the next load keeps the whole tape, the record
+// reads as a medium error, and the volume format names the files in the
+// blocks it held; every other file comes back.
+func TestDamagedCartridgeHeaderInAVolume(t *testing.T) {
+	path := newCartridge(t, tape.CartridgeSpec{Barcode: "DMG002L9", Capacity: 1 << 30})
+	e := loadedEmulator(t, path)
+	id := uuid.New()
+	if err := tape.WriteLabel(ctxT(t), e, volume.Label{VolumeID: id, Name: "DMG002L9", Barcode: "DMG002L9", Pool: "Tape", BlockSize: testBS}, false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := tape.OpenAppender(ctxT(t), e, id, testBS, 0, tape.AppenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := files(4, 30, 120000)
+	sid := uuid.New()
+	res, err := session(t, sid, a, nil, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	part := res.Parts[0]
+	bad := (part.VolumeStart+part.End)/2/testBS + 1 // label, its file mark, then the part
+	off := 8192 + (bad-1)*(16+testBS) + 16          // bad-1 records and one file mark before it
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{0}
+	f.ReadAt(b, off+5)
+	b[0] ^= 0x5a // the record's length
+	f.WriteAt(b, off+5)
+	f.Close()
+	before, _ := os.Stat(path)
+
+	e = loadedEmulator(t, path)
+	defer e.Close()
+	var reported []*tape.MediumError
+	got, err := readAll(t, sid, res, func(uuid.UUID) (io.ReaderAt, error) {
+		return tape.NewReader(ctxT(t), e, testBS, []int64{part.VolumeStart}, tape.ReaderOptions{OnMediumError: func(me *tape.MediumError) { reported = append(reported, me) }}), nil
+	}, func(*volume.CorruptBlockError) error { return nil })
+	var le *volume.LostEntriesError
+	if !errors.As(err, &le) || len(reported) != 1 || reported[0].Block != bad {
+		t.Fatalf("read: %v, medium errors %v; want block %d reported and the files in it named", err, reported, bad)
+	}
+	named := map[fileindex.Location]bool{}
+	for _, l := range le.Lost {
+		named[l.Loc] = true
+	}
+	lost := 0
+	for i, f := range fs {
+		spoilt := !bytes.Equal(got[f.path], f.content)
+		if spoilt {
+			lost++
+		}
+		if named[locations(t, res)[i]] != spoilt {
+			t.Errorf("%s: spoilt %v, named lost %v", f.path, spoilt, named[locations(t, res)[i]])
+		}
+	}
+	if lost == 0 || lost > 8 {
+		t.Fatalf("%d of %d files lost to one damaged record header", lost, len(fs))
+	}
+	if after, _ := os.Stat(path); after.Size() != before.Size() {
+		t.Fatalf("loading the cartridge changed its size from %d to %d", before.Size(), after.Size())
 	}
 }
