@@ -105,7 +105,8 @@ type PartIndex struct {
 	Continues []LostEntry
 	// Unnamed counts entries the session's PartEnd counts that the
 	// rebuild did not find at all: their FileHeader was in a damaged
-	// block. -1 when unknown (no PartEnd, or the session has other parts).
+	// block. 0 when the trailer was read; -1 when unknown (no PartEnd, or
+	// the session has other parts).
 	Unnamed int64
 	// Damaged are the damaged blocks the rebuild met, the trailer's
 	// included.
@@ -128,6 +129,7 @@ func ReadPartIndex(ctx context.Context, r io.ReaderAt, key *Key, p PartInfo) (*P
 		it, err := ReadIndex(r, key, p)
 		if err == nil {
 			if out.Entries, err = fileindex.Collect(it); err == nil {
+				out.Unnamed = 0
 				return out, nil
 			}
 		}

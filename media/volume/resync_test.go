@@ -390,3 +390,49 @@ func TestTruncatedVolumeOffline(t *testing.T) {
 		}
 	})
 }
+
+// A part that is not the session's last holds no trailer: its index is
+// rebuilt, and the entry that goes on on the next volume is not damage.
+func TestPartIndexOfASpanningSession(t *testing.T) {
+	key := testKey("k")
+	var vols []*memVolume
+	next := func(Appender) (Appender, error) {
+		v := newMemVolume(t, MinBlockSize, 2<<20)
+		vols = append(vols, v)
+		return v, nil
+	}
+	first, _ := next(nil)
+	files := randomTree(30, 40, 100000)
+	res := writeSession(t, key, sessionInfo(), first, WriterOptions{Next: next, TempDir: t.TempDir()}, files, 32<<10)
+	idx := indexEntries(t, res)
+	if len(res.Parts) < 2 {
+		t.Fatalf("%d parts", len(res.Parts))
+	}
+	for i, rp := range res.Parts[:len(res.Parts)-1] {
+		v, err := OpenVolume(vols[i], vols[i].size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps, err := v.Parts()
+		if err != nil || len(ps) != 1 {
+			t.Fatalf("volume %d: %d parts, %v", i, len(ps), err)
+		}
+		pi, err := ReadPartIndex(context.Background(), vols[i], key, ps[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spans []string
+		for _, e := range idx {
+			if e.Loc.Seq <= rp.LastSeq && e.Loc.EndSeq > rp.LastSeq {
+				spans = append(spans, e.Path)
+			}
+		}
+		var goesOn []string
+		for _, c := range pi.Continues {
+			goesOn = append(goesOn, c.Path)
+		}
+		if !pi.Rebuilt || !strings.Contains(pi.Why, "another volume") || len(pi.Lost) != 0 || len(pi.Damaged) != 0 || fmt.Sprint(goesOn) != fmt.Sprint(spans) {
+			t.Errorf("part %d: rebuilt %v (%s), lost %v, damage %v, goes on %v; want %v to go on", i, pi.Rebuilt, pi.Why, pi.Lost, pi.Damaged, goesOn, spans)
+		}
+	}
+}
