@@ -180,10 +180,12 @@ func FuzzOpenVolume(f *testing.F) {
 // ReadEntries included. Every entry the rebuild finds must then be passed
 // on whole or named lost: never dropped.
 func FuzzSession(f *testing.F) {
-	d0, d1, idx := goldenPlaintexts(f)
+	key := testKey("fuzz")
+	d0, d1, idx := sessionSeed(f, key)
 	f.Add(d0, d1, idx)
 	f.Add(d0, d1, []byte("CRNX"))
 	f.Add(d0[:len(d0)/2], d1, idx)
+	f.Add(d0, d1[:len(d1)/3], idx)
 	var seed []byte
 	for _, tf := range goldenSessions()[0][:8] {
 		seed = appendEntryRecords(seed, &tf, 100)
@@ -191,9 +193,8 @@ func FuzzSession(f *testing.F) {
 	f.Add(seed, []byte{}, []byte{})
 	f.Add([]byte{1, 0}, []byte{3, 0}, []byte{})
 	f.Add(AppendRecord(nil, RecData, []byte{0xff, 0xff}), []byte{}, []byte{})
-	key := testKey("fuzz")
 	f.Fuzz(func(t *testing.T, d0, d1, idx []byte) {
-		if len(d0)+len(d1)+len(idx) > 2*MaxBlockRawSize {
+		if len(d0)+len(d1)+len(idx) > MaxBlockRawSize {
 			return
 		}
 		vol := craftedVolume(t, key, [][]byte{d0, d1}, idx)
@@ -260,12 +261,34 @@ func FuzzSession(f *testing.F) {
 	})
 }
 
-// goldenPlaintexts returns the plaintext of the golden full backup's two
-// data blocks and its index block.
-func goldenPlaintexts(f *testing.F) (d0, d1, idx []byte) {
-	g := goldenBytes(f)
-	key := loadGoldenKey(f)
-	v, err := OpenVolume(bytes.NewReader(g), int64(len(g)))
+// sessionSeed is the golden full backup, its disk image cut to 8 KiB, as
+// two data blocks split in the middle of an entry, and the index segment
+// of their entries: small enough for the fuzzer to mutate quickly.
+func sessionSeed(f *testing.F, key *Key) (d0, d1, idx []byte) {
+	var recs [][]byte
+	for _, tf := range goldenSessions()[0] {
+		if len(tf.content) > 8<<10 {
+			tf.content = tf.content[:8<<10]
+			tf.e.Size = int64(len(tf.content))
+		}
+		b := appendEntryRecords(nil, &tf, 1000)
+		for len(b) > 0 {
+			_, _, n, err := ParseRecord(b)
+			if err != nil {
+				f.Fatal(err)
+			}
+			recs = append(recs, b[:n])
+			b = b[n:]
+		}
+	}
+	k := len(recs) / 2
+	for k < len(recs)-1 && RecordType(recs[k][0]) != RecData {
+		k++ // split inside an entry, so that it spans the two blocks
+	}
+	d0, d1 = bytes.Join(recs[:k], nil), bytes.Join(recs[k:], nil)
+	// The index is what a rebuild finds: every location right.
+	vol := craftedVolume(f, key, [][]byte{d0, d1}, nil)
+	v, err := OpenVolume(bytes.NewReader(vol), int64(len(vol)))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -273,30 +296,30 @@ func goldenPlaintexts(f *testing.F) (d0, d1, idx []byte) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	op, err := newOpener(key, ps[0].Header.SessionID)
-	if err != nil {
-		f.Fatal(err)
+	sr := NewSessionReader(ps[0].Header.SessionID, key, []PartRef{ps[0].Ref()}, func(uuid.UUID) (io.ReaderAt, error) { return bytes.NewReader(vol), nil }, ReaderOptions{})
+	var es []fileindex.Entry
+	err = sr.RecoverIndex(context.Background(), func(e fileindex.Entry) error { es = append(es, e); return nil }, nil)
+	if err != nil || len(es) != len(goldenSessions()[0]) {
+		f.Fatalf("seed index: %d entries, %v", len(es), err)
 	}
-	var out [][]byte
-	for pos := ps[0].DataStart; len(out) < 3; {
-		h, err := ParseBlockHeader(g[pos:])
-		if err != nil {
+	sb := fileindex.NewSegmentBuilder(fileindex.DefaultSegmentBytes)
+	spans := false
+	for i := range es {
+		if err := sb.Add(&es[i]); err != nil {
 			f.Fatal(err)
 		}
-		plain, err := op.open(nil, &h, g[pos:pos+h.Size()])
-		if err != nil {
-			f.Fatal(err)
-		}
-		out = append(out, bytes.Clone(plain))
-		pos += h.Size()
+		spans = spans || es[i].Loc.EndSeq > es[i].Loc.Seq
 	}
-	return out[0], out[1], out[2]
+	if !spans {
+		f.Fatal("no entry of the seed spans its two blocks")
+	}
+	return d0, d1, sb.Flush().Data
 }
 
 // craftedVolume builds a volume holding one session: a data block per
 // element of datas and, when idx is not empty, an index block; each
 // plaintext arbitrary, each block sealed with key.
-func craftedVolume(t *testing.T, key *Key, datas [][]byte, idx []byte) []byte {
+func craftedVolume(t testing.TB, key *Key, datas [][]byte, idx []byte) []byte {
 	vid, sid := uuid.UUID{1}, uuid.UUID{2}
 	out, err := EncodeLabel(Label{VolumeID: vid, BlockSize: MinBlockSize})
 	if err != nil {
