@@ -339,10 +339,10 @@ func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessions
 			}
 			t.flush()
 			for _, c := range s.Continues {
-				fmt.Fprintf(g.out, "%s (goes on on the session's next volume)\n", c)
+				fmt.Fprintf(g.out, "%s (goes on on the session's next volume)\n", printable(c))
 			}
 			for _, le := range s.Lost {
-				fmt.Fprintf(g.out, "LOST %s: %s\n", le.Path, le.Reason)
+				fmt.Fprintf(g.out, "LOST %s: %s\n", printable(le.Path), le.Reason)
 			}
 			if s.Unnamed > 0 {
 				fmt.Fprintf(g.out, "LOST %d more entries, whose headers were in damaged blocks\n", s.Unnamed)
@@ -362,7 +362,7 @@ func lostError(lost []lostEntry, unnamed int64, notes []string, what string) err
 	}
 	lines := make([]string, 0, len(lost)+1+len(notes))
 	for _, l := range lost {
-		lines = append(lines, l.Path+": "+l.Reason)
+		lines = append(lines, printable(l.Path)+": "+l.Reason)
 	}
 	sort.Strings(lines)
 	if unnamed > 0 {
@@ -605,7 +605,7 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 		fmt.Fprintf(g.out, "extracted %d of %d entries (%d files, %d directories, %d links%s, %s) in %s%s\n",
 			extracted, asked, st.Files, st.Dirs, st.Links, specials, humanBytes(st.Bytes), humanDuration(time.Since(t0)), missing)
 		for _, w := range st.Warnings {
-			fmt.Fprintf(g.out, "warning: %s: %s\n", w.Path, w.Err)
+			fmt.Fprintf(g.out, "warning: %s: %s\n", printable(w.Path), w.Err)
 		}
 	}
 	if err := lostError(lost, unnamed, notes, "were not extracted"); err != nil {
