@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cairnbackup/cairn/fileindex"
@@ -28,20 +30,34 @@ type fixtureSession struct {
 	idx   []fileindex.Entry
 }
 
-// threeSessions writes three sessions of a few dozen entries, several
-// blocks each, on one volume.
+var threeSessionsOnce struct {
+	sync.Once
+	vol *memVolume
+	fix []fixtureSession
+}
+
+// threeSessions returns a copy of a volume holding three sessions of a
+// few dozen entries, several blocks each. The volume is written once per
+// test binary: writing it is most of what these tests would cost.
 func threeSessions(t *testing.T) (*memVolume, *Key, []fixtureSession) {
 	t.Helper()
 	key := testKey("pool-Default-1")
-	vol := newMemVolume(t, MinBlockSize, 0)
-	var out []fixtureSession
-	for i := range 3 {
-		s := fixtureSession{info: sessionInfo(), files: makeTree(uint64(20+i), 40, []int{100, 5000, 60000, 200000})}
-		s.res = writeSession(t, key, s.info, vol, WriterOptions{TempDir: t.TempDir()}, s.files, 16<<10)
-		s.idx = indexEntries(t, s.res)
-		out = append(out, s)
+	o := &threeSessionsOnce
+	o.Do(func() {
+		o.vol = newMemVolume(t, MinBlockSize, 0)
+		for i := range 3 {
+			s := fixtureSession{info: sessionInfo(), files: makeTree(uint64(20+i), 30, []int{100, 5000, 60000, 120000})}
+			s.res = writeSession(t, key, s.info, o.vol, WriterOptions{TempDir: os.TempDir()}, s.files, 16<<10)
+			s.idx = indexEntries(t, s.res)
+			o.fix = append(o.fix, s)
+		}
+	})
+	if o.vol == nil {
+		t.Fatal("the three-session volume could not be written")
 	}
-	return vol, key, out
+	vol := *o.vol
+	vol.buf = bytes.Clone(o.vol.buf)
+	return &vol, key, o.fix
 }
 
 // outcome is what an offline read made of one entry: "ok" (read whole,
@@ -350,10 +366,13 @@ func TestTruncatedVolumeOffline(t *testing.T) {
 		// an entry is cut in two.
 		var cutSeq uint64
 		for _, e := range last.idx {
-			if e.Loc.EndSeq > e.Loc.Seq && e.Loc.Seq > 0 {
+			if e.Loc.EndSeq > e.Loc.Seq {
 				cutSeq = e.Loc.EndSeq
 				break
 			}
+		}
+		if cutSeq == 0 {
+			t.Fatal("no entry spans two blocks")
 		}
 		cut, _ := blockAtSeq(t, vol, p, cutSeq)
 		vol.buf = vol.buf[:cut+500]
