@@ -38,7 +38,12 @@ func newVolumeCmd(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use:   "ls FILE --key-file KEYS",
 		Short: "List the sessions and files on a volume file, with no server or catalog",
-		Args:  cobra.ExactArgs(1),
+		Long: `List the sessions and files on a volume file, with no server or catalog.
+
+A session whose trailer is damaged, or that has none, is listed from its data
+blocks (with a warning); entries damage cut are listed as LOST, and make the
+exit code 1.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVolumeLs(cmd.Context(), g, args[0], keyFile, sessionsOnly)
 		},
@@ -56,7 +61,13 @@ Every session on the volume is read in order, so a later session's version of
 a file replaces an earlier one; --session picks one. Files land under DIR
 with their full original path. Block and character device nodes are created
 only with --devices (as root, for a volume you trust); without it each is left
-out, named, and the command exits non-zero.`,
+out, named, and the command exits non-zero.
+
+A damaged volume is read as far as it goes: past a damaged label, part header
+or trailer (with a warning), and past damaged blocks. Every entry that cannot
+be extracted whole is named with the reason, the summary counts what was
+extracted and what was not, and the exit code is 1 when anything asked for was
+not extracted.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if xo.to == "" {
