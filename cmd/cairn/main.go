@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/cairnbackup/cairn/wire"
@@ -44,8 +45,15 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 	return 1
 }
 
+// printError prints err and its hint. A message may quote names from the
+// clients' disks or a damaged volume: each of its lines goes through
+// printable, so none can drive the terminal.
 func printError(w io.Writer, cmdPath string, err error) {
-	fmt.Fprintf(w, "error: %v\n", err)
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	fmt.Fprintf(w, "error: %s\n", strings.Join(lines, "\n"))
 	var we *wire.Error
 	var ue *usageError
 	switch {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -49,5 +50,15 @@ func TestTableCellsAreEscaped(t *testing.T) {
 	}
 	if strings.ContainsAny(out.String()[len("PATH\n"):len(out.String())-1], "\x1b\n") {
 		t.Fatalf("a control character reached the terminal: %q", out.String())
+	}
+}
+
+// An error may quote a name from a client's disk; it reaches the terminal
+// escaped, its own line breaks kept.
+func TestPrintErrorEscapesNames(t *testing.T) {
+	var out bytes.Buffer
+	printError(&out, "cairn restore", errors.New("2 entries were not restored:\n  /srv/\x1b]0;pwned\x07x: damaged"))
+	if strings.Contains(out.String(), "\x1b") || !strings.Contains(out.String(), "restored:\n  /srv/\\x1b]0;pwned\\ax: damaged") {
+		t.Fatalf("printed %q", out.String())
 	}
 }

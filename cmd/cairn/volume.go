@@ -152,7 +152,7 @@ func (ov *offlineVolume) damage() []string {
 func (ov *offlineVolume) warnDamage(g *globals) []string {
 	ws := ov.damage()
 	for _, w := range ws {
-		fmt.Fprintf(g.errOut, "warning: %s\n", w)
+		fmt.Fprintf(g.errOut, "warning: %s\n", printable(w))
 	}
 	return ws
 }
@@ -303,7 +303,7 @@ func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessions
 			if pi.Rebuilt && (p.PartEnd == nil || p.PartEnd.Final) {
 				w := fmt.Sprintf("session %s: the index is %s", p.Header.SessionID, s.Index)
 				warnings = append(warnings, w)
-				fmt.Fprintf(g.errOut, "warning: %s\n", w)
+				fmt.Fprintf(g.errOut, "warning: %s\n", printable(w))
 			}
 			for _, le := range pi.Lost {
 				s.Lost = append(s.Lost, lostEntry{Session: p.Header.SessionID, Path: le.Path, Reason: le.Reason})
