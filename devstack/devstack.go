@@ -3,6 +3,13 @@
 // pool and an emulated tape library with a tape pool, and an agent. `cairn dev` and `cairn demo` run it, and in-process
 // end-to-end tests stand it up. It composes the same code the separate
 // processes run; nothing here is a second implementation.
+//
+// The stack is as closed to the machine's other users as a deployment is to
+// its network: the embedded NATS server listens on 127.0.0.1 only and lets
+// in no one without an nkey, each role has its own nkey user with its
+// role's permissions (as 'cairn cert nats-config' writes them), and the
+// seeds are in DIR/nats (mode 0700, each seed 0600) with the client file
+// that tells the admin commands where the stack is and which seed to use.
 package devstack
 
 import (
@@ -18,10 +25,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/agent"
+	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/server"
 	"github.com/cairnbackup/cairn/storagenode"
 	"github.com/cairnbackup/cairn/storagenode/library"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // Config of an all-in-one stack.
@@ -72,7 +81,18 @@ type Stack struct {
 	Node   *storagenode.Node
 	Agent  *agent.Agent
 	Config Config
+	// Admin is the stack's admin (a key admin): its name and its NATS
+	// credential, which the admin commands use.
+	Admin     string
+	AdminAuth wire.NATSAuth
 }
+
+// The names of the stack's roles, as NATS users.
+const (
+	ServerName = "dev-server"
+	NodeName   = "dev-node"
+	AdminName  = "admin"
+)
 
 // Start starts every role and waits until the storage node and the agent
 // have registered.
@@ -115,16 +135,32 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			st.Close()
 		}
 	}()
-	ns, err := natsd.Start(natsd.Config{Port: cfg.NATSPort}, cfg.Logger)
+	users, err := credentials(cfg.Dir, cfg.Client)
+	if err != nil {
+		return nil, err
+	}
+	embedded := make([]natsd.User, len(users))
+	for i, u := range users {
+		embedded[i] = u.Embedded()
+	}
+	ns, err := natsd.Start(natsd.Config{Port: cfg.NATSPort, Users: embedded}, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
 	st.NATS = ns
+	auth := func(kind, name string) wire.NATSAuth {
+		return wire.NATSAuth{NkeyFile: filepath.Join(CredentialsDir(cfg.Dir), natsauth.SeedFileName(kind, name))}
+	}
+	st.Admin, st.AdminAuth = AdminName, auth(wire.KindAdmin, AdminName)
+	if err := WriteClientFile(ClientFilePath(cfg.Dir), st.ClientFile()); err != nil {
+		return nil, err
+	}
 
 	sc := server.DefaultConfig()
-	sc.Name = "dev-server"
+	sc.Name = ServerName
 	sc.DataDir = filepath.Join(cfg.Dir, "server")
 	sc.NATSURL = ns.URL()
+	sc.NATSAuth = auth(wire.KindServer, ServerName)
 	sc.RaftAddr = cfg.RaftAddr
 	sc.DefaultPool = cfg.Pool
 	srv, err := server.New(sc, cfg.Logger, cfg.Registry)
@@ -142,9 +178,10 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 
 	nc := storagenode.DefaultConfig()
-	nc.ID = "dev-node"
+	nc.ID = NodeName
 	nc.DataDir = filepath.Join(cfg.Dir, "node")
 	nc.NATSURL = ns.URL()
+	nc.NATSAuth = auth(wire.KindNode, NodeName)
 	nc.DataAddr = "127.0.0.1:0"
 	nc.Workers = cfg.Workers
 	nc.Pools = []storagenode.PoolConfig{{Name: cfg.Pool, Dir: filepath.Join(cfg.Dir, "pool"), MaxVolumeBytes: cfg.MaxVolumeBytes}}
@@ -169,6 +206,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	ac := agent.DefaultConfig()
 	ac.Name = cfg.Client
 	ac.NATSURL = ns.URL()
+	ac.NATSAuth = auth(wire.KindAgent, cfg.Client)
 	ag, err := agent.New(ac, cfg.Logger, cfg.Registry)
 	if err != nil {
 		return nil, err

@@ -44,7 +44,11 @@ func start(t *testing.T, maxVolume int64) *env {
 			t.Error(err)
 		}
 	})
-	nc, err := nats.Connect(st.URL())
+	opts, err := wire.ConnectOptions("devstack-test", st.AdminAuth, wire.Inbox(wire.KindAdmin, st.Admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(st.URL(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,5 +265,72 @@ func TestDataPortRefusesBadTickets(t *testing.T) {
 		if !errors.As(err, &we) || we.Code != wire.CodeTicketRejected || !strings.Contains(we.Message, c.want) || we.Hint == "" {
 			t.Errorf("%s ticket: %v, want a %s error mentioning %q", c.name, err, wire.CodeTicketRejected, c.want)
 		}
+	}
+}
+
+// TestStackIsClosedToOthers: the stack's NATS server refuses a connection
+// with no credential, its credentials are its owner's alone on disk, the
+// client file names the admin's seed, and each role's credential is held
+// to its role: the agent's cannot ask the servers for the keys.
+func TestStackIsClosedToOthers(t *testing.T) {
+	e := start(t, 0)
+	if nc, err := nats.Connect(e.st.URL(), nats.Timeout(5*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("HOLE: the dev stack's NATS server let in a connection with no credential")
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("anonymous connection: %v, want an authorization error", err)
+	}
+	if u := e.st.URL(); !strings.HasPrefix(u, "nats://127.0.0.1:") {
+		t.Errorf("the dev stack's NATS server is on %s, want 127.0.0.1 only", u)
+	}
+
+	creds := CredentialsDir(e.st.Config.Dir)
+	mode := func(path string) os.FileMode {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Mode().Perm()
+	}
+	if m := mode(creds); m != 0o700 {
+		t.Errorf("%s has mode %v, want 0700", creds, m)
+	}
+	ents, err := os.ReadDir(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) < 5 {
+		t.Errorf("%s holds %d files, want 4 seeds and the client file", creds, len(ents))
+	}
+	for _, ent := range ents {
+		if m := mode(filepath.Join(creds, ent.Name())); m != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", ent.Name(), m)
+		}
+	}
+	f, err := ReadClientFile(ClientFilePath(e.st.Config.Dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f != e.st.ClientFile() || f.URL != e.st.URL() || f.NkeyFile != e.st.AdminAuth.NkeyFile || f.Admin != AdminName {
+		t.Errorf("client file %+v, want %+v", f, e.st.ClientFile())
+	}
+
+	// The agent's own credential: its subjects work, the admin API does not.
+	opts, err := wire.ConnectOptions("as-agent", wire.NATSAuth{NkeyFile: filepath.Join(creds, "agent-web.nk")}, wire.Inbox(wire.KindAgent, "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(e.st.URL(), opts...)
+	if err != nil {
+		t.Fatalf("the agent's credential: %v", err)
+	}
+	defer nc.Close()
+	err = wire.Request(e.ctx, nc, wire.APISubject(wire.OpKeyExport), wire.Empty{}, nil)
+	if wire.CodeOf(err) != wire.CodePermissionDenied {
+		t.Fatalf("HOLE: the agent's credential asked for the keys: %v", err)
+	}
+	var keys wire.KeyExportResp
+	if err := e.api(wire.OpKeyExport, wire.Empty{}, &keys); err != nil || len(keys.Keys) == 0 {
+		t.Fatalf("the stack's admin exports the keys: %d keys, %v", len(keys.Keys), err)
 	}
 }

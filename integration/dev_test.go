@@ -1,13 +1,19 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -24,6 +30,7 @@ func TestDevPersistence(t *testing.T) {
 	s.logs.printOnFailure(t)
 	_, port, _ := strings.Cut(strings.TrimPrefix(s.url, "nats://"), ":")
 	data := filepath.Join(dir, "dev")
+	s.adminFlags = []string{"--nats-nkey", filepath.Join(data, "nats", "admin-admin.nk")}
 	dev := newProc(t, s.logs, dir, "dev", "dev", "--data", data, "--nats-port", port, "--raft-addr", freeAddr(t),
 		"--client", s.client, "--metrics-addr", freeAddr(t))
 	s.procs = []*proc{dev}
@@ -84,4 +91,101 @@ func TestDevPersistence(t *testing.T) {
 	to = filepath.Join(t.TempDir(), "restore-next")
 	s.restore(to)
 	checkRestored(t, snapshot(t, src), to, src)
+}
+
+// TestDevIsClosedToOtherUsers runs 'cairn dev' as root, as a reviewer did
+// when any local user could drive it: the admin commands of the user who
+// started it need no flags, while another user (nobody, in a child
+// process) can read neither its client file nor the admin's seed, and gets
+// nowhere with NATS anonymously: not a status, not a restore into a
+// directory only root may write.
+func TestDevIsClosedToOtherUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		need(t, "root, to run a child process as another user", fmt.Errorf("running as uid %d", os.Geteuid()))
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534, NoSetGroups: true}
+	if u, err := user.Lookup("nobody"); err == nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		nobody.Uid, nobody.Gid = uint32(uid), uint32(gid)
+	}
+	dir := t.TempDir()
+	// Every directory on the way is open to all, as /var/tmp is: what
+	// keeps nobody out must be the modes 'cairn dev' sets itself.
+	for p := dir; p != filepath.Dir(os.TempDir()) && p != "/"; p = filepath.Dir(p) {
+		if strings.HasPrefix(p, os.TempDir()+"/") {
+			if err := os.Chmod(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	data := filepath.Join(dir, "dev")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clientFile := filepath.Join(dir, "dev.json")
+	t.Setenv("CAIRN_DEV_FILE", clientFile)
+	l := &logs{}
+	l.printOnFailure(t)
+	natsPort := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	dev := newProc(t, l, dir, "dev", "dev", "--data", data, "--nats-port", strconv.Itoa(natsPort), "--raft-addr", freeAddr(t),
+		"--client", "devhost", "--metrics-addr", freeAddr(t))
+	t.Cleanup(dev.stop)
+	dev.start()
+
+	// As root, with no flag at all: the client file says where and how.
+	env := func(extra ...string) []string {
+		return append([]string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "CAIRN_DEV_FILE=" + clientFile}, extra...)
+	}
+	poll.Until(t, 60*time.Second, func() error {
+		if !dev.alive() {
+			return fmt.Errorf("cairn dev exited: %v", dev.exitErr())
+		}
+		r := runCairnAs(t, nil, env(), "client", "list", "--json")
+		if r.code != 0 {
+			return fmt.Errorf("%s", r)
+		}
+		var clients []wire.ClientInfo
+		if err := json.Unmarshal([]byte(r.stdout), &clients); err != nil || len(clients) != 1 || !clients[0].Online {
+			return fmt.Errorf("clients: %s (%v)", r.stdout, err)
+		}
+		return nil
+	})
+	if r := runCairnAs(t, nil, env(), "status"); r.code != 0 {
+		t.Fatalf("'cairn status' with no flags, as the user who started cairn dev:\n%s", r)
+	}
+	banner := dev.logText()
+	for _, w := range []string{"NATS " + url + " (127.0.0.1 only", "Raft 127.0.0.1:", "data port 127.0.0.1:", "from another terminal", clientFile, "--nats-nkey " + filepath.Join(data, "nats", "admin-admin.nk")} {
+		if !strings.Contains(banner, w) {
+			t.Errorf("the banner of cairn dev does not say %q:\n%s", w, banner)
+		}
+	}
+
+	// As nobody.
+	seed := filepath.Join(data, "nats", "admin-admin.nk")
+	for _, f := range []string{clientFile, seed, filepath.Join(data, "nats", "client.json")} {
+		cmd := exec.Command("cat", f)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+		if out, err := cmd.CombinedOutput(); err == nil {
+			t.Errorf("HOLE: nobody read %s: %.80q", f, out)
+		}
+	}
+	r := runCairnAs(t, nobody, env(), "status")
+	checkFailure(t, r, 1, "permission denied", clientFile, "the user who started 'cairn dev'")
+
+	target := filepath.Join(dir, "root-only")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r = runCairnAs(t, nobody, env(), "--nats", url, "--timeout", "10s", "restore", "--client", "devhost", "--to", filepath.Join(target, "pwned"), "--force")
+	checkFailure(t, r, 1, "refused this role's credentials", "permission denied")
+	r = runCairnAs(t, nobody, env(), "--nats", url, "--nats-nkey", seed, "--timeout", "10s", "status")
+	if r.code == 0 {
+		t.Errorf("HOLE: nobody ran 'cairn status' with the admin's seed path:\n%s", r)
+	}
+	if !strings.Contains(r.output(), "permission denied") {
+		t.Errorf("nobody passing the admin's seed: want it to say permission denied:\n%s", r)
+	}
+	emptyOrMissing(t, filepath.Join(target, "pwned"))
 }

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -18,11 +16,9 @@ import (
 // process lives on and still works.
 func TestGarbageOnNATS(t *testing.T) {
 	s := newStack(t, stackOpts{})
-	nc, err := nats.Connect(s.url, nats.Name("integration-garbage"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	// With the server's credential, the one allowed to publish on every
+	// role's subjects.
+	nc := s.connect(wire.KindServer, "s1")
 
 	garbage := []byte("\x00\xffnot json{{")
 	envelope := func(body string) []byte { return []byte(`{"v":1,"body":` + body + `}`) }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
@@ -40,7 +44,16 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// The binary is no secret: a test runs it as another user too.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	cairnBin = filepath.Join(dir, "cairn")
+	// No admin command of a test finds a client file of a 'cairn dev' the
+	// machine's user may run, and no 'cairn dev' of a test writes one to
+	// /run/cairn or ~/.config: a test that wants one sets its own.
+	os.Setenv("CAIRN_DEV_FILE", filepath.Join(dir, "no-dev-client.json"))
 	build := exec.Command("go", "build", "-o", cairnBin, "./cmd/cairn")
 	build.Dir = ".." // the module root
 	if out, err := build.CombinedOutput(); err != nil {
@@ -313,11 +326,15 @@ type stackOpts struct {
 // stack is one Cairn system: an embedded NATS server in the test process
 // and a server, a storage node and an agent as separate processes.
 type stack struct {
-	t      *testing.T
-	dir    string
-	logs   *logs
-	nats   *natsd.Server
-	url    string
+	t    *testing.T
+	dir  string
+	logs *logs
+	nats *natsd.Server
+	url  string
+	// adminFlags give an admin command the stack's admin credential.
+	adminFlags []string
+	// nkeys holds each role's nkey seed (natsauth.SeedFileName).
+	nkeys  string
 	client string
 	node   string
 	pool   string
@@ -351,7 +368,22 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := natsd.Start(natsd.Config{}, slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	// Every role with its own nkey user and its role's permissions, as in
+	// 'cairn dev' and a secured deployment; nothing gets in anonymously.
+	s.nkeys = filepath.Join(dir, "nkeys")
+	var users []natsd.User
+	for _, u := range []struct{ kind, name string }{
+		{wire.KindServer, "s1"}, {wire.KindNode, s.node}, {wire.KindAgent, s.client}, {wire.KindAdmin, "admin"},
+	} {
+		user, err := natsauth.LoadOrCreateUser(s.nkeys, u.kind, u.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		user.KeyAdmin = u.kind == wire.KindAdmin
+		users = append(users, user.Embedded())
+	}
+	s.adminFlags = []string{"--nats-nkey", s.seed(wire.KindAdmin, "admin")}
+	ns, err := natsd.Start(natsd.Config{Users: users}, slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		lf.Close()
 		t.Fatal(err)
@@ -368,11 +400,11 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
 		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
 	})
-	s.server = newProc(t, s.logs, dir, "server", "server", "--nats", s.url, "--name", "s1", "--data", s.serverData,
+	s.server = newProc(t, s.logs, dir, "server", "server", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
 		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", s.metrics["server"], "--log-level", "debug")
-	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--config", nodeCfg, "--name", s.node,
+	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
 		"--data", s.nodeData, "--data-addr", s.dataAddr, "--pool", s.pool+"="+s.poolDir, "--metrics-addr", s.metrics["storagenode"])
-	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--config", agentCfg, "--name", s.client,
+	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, s.client), "--config", agentCfg, "--name", s.client,
 		"--metrics-addr", s.metrics["agent"])
 	t.Cleanup(func() {
 		// Reverse order of start; each stop checks its process group is gone.
@@ -386,6 +418,27 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	s.agent.start()
 	s.waitReady()
 	return s
+}
+
+// seed is the nkey seed file of a role of the stack.
+func (s *stack) seed(kind, name string) string {
+	return filepath.Join(s.nkeys, natsauth.SeedFileName(kind, name))
+}
+
+// connect opens a raw NATS connection as a role of the stack, with that
+// role's own credential and inbox.
+func (s *stack) connect(kind, name string) *nats.Conn {
+	s.t.Helper()
+	opts, err := wire.ConnectOptions("integration-"+kind+"-"+name, wire.NATSAuth{NkeyFile: s.seed(kind, name)}, wire.Inbox(kind, name))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.url, opts...)
+	if err != nil {
+		s.t.Fatalf("connect to NATS as %s %s: %v", kind, name, err)
+	}
+	s.t.Cleanup(nc.Close)
+	return nc
 }
 
 func writeJSON(t testing.TB, path string, v any) string {
@@ -462,13 +515,21 @@ func (r result) output() string { return r.stdout + r.stderr }
 // runCairn runs one admin command against NATS url, in its own process group.
 func runCairn(t testing.TB, url string, args ...string) result {
 	t.Helper()
+	return runCairnAs(t, nil, nil, append([]string{"--nats", url}, args...)...)
+}
+
+// runCairnAs runs one cairn command line as it is given, in its own process
+// group, as the user cred names (this process's when nil), with env as its
+// whole environment (this process's when nil).
+func runCairnAs(t testing.TB, cred *syscall.Credential, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	full := append([]string{"--nats", url}, args...)
-	cmd := exec.CommandContext(ctx, cairnBin, full...)
+	cmd := exec.CommandContext(ctx, cairnBin, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
@@ -487,10 +548,11 @@ func runCairn(t testing.TB, url string, args ...string) result {
 	return r
 }
 
-// cairn runs an admin command against the stack.
+// cairn runs an admin command against the stack, with its admin
+// credential.
 func (s *stack) cairn(args ...string) result {
 	s.t.Helper()
-	return runCairn(s.t, s.url, args...)
+	return runCairn(s.t, s.url, append(slices.Clone(s.adminFlags), args...)...)
 }
 
 // ok runs a command that must succeed.

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/sample"
@@ -119,7 +120,7 @@ func newSecSys(t *testing.T) *secSys {
 	d.cli("cert", "ca", "--out", d.ca)
 	d.cli("cert", "issue", "--ca", d.ca, "--name", "nats", "--ip", "127.0.0.1", "--out", filepath.Join(d.hosts, "nats"))
 	d.cli("cert", "issue", "--ca", d.ca, "--name", "s1", "--ip", "127.0.0.1", "--client", "--server", "--out", filepath.Join(d.hosts, "s1"))
-	for _, name := range append([]string{"sn1", "admin"}, secClients...) {
+	for _, name := range append([]string{"sn1", "admin", "ops"}, secClients...) {
 		d.cli("cert", "issue", "--ca", d.ca, "--name", name, "--client", "--out", filepath.Join(d.hosts, name))
 	}
 	natsAddr := freeAddr(t)
@@ -128,7 +129,8 @@ func newSecSys(t *testing.T) *secSys {
 	nh := filepath.Join(d.hosts, "nats")
 	d.cli("cert", "nats-config", "--out", natsConf, "--listen", natsAddr,
 		"--tls-ca", filepath.Join(nh, pki.CACertFile), "--tls-cert", filepath.Join(nh, "nats.crt"), "--tls-key", filepath.Join(nh, "nats.key"),
-		"--servers", "s1", "--nodes", "sn1", "--agents", strings.Join(secClients, ","), "--admins", "admin")
+		"--servers", "s1", "--nodes", "sn1", "--agents", strings.Join(secClients, ","),
+		"--admins", "ops", "--key-admins", "admin")
 	secrets := filepath.Join(dir, "secrets.json")
 	d.cli("cluster", "init", "--out", secrets)
 
@@ -235,12 +237,7 @@ func (d *secSys) connect(kind, name string) (*secConn, error) {
 	return d.connectWith(kind+" "+name, d.auth(kind, name), inboxOf(kind, name))
 }
 
-func inboxOf(kind, name string) string {
-	if kind == wire.KindAdmin {
-		return wire.Inbox(kind, "")
-	}
-	return wire.Inbox(kind, name)
-}
+func inboxOf(kind, name string) string { return wire.Inbox(kind, name) }
 
 func (d *secSys) connectWith(label string, auth wire.NATSAuth, inbox string, extra ...nats.Option) (*secConn, error) {
 	c := &secConn{name: label}
@@ -433,7 +430,7 @@ func TestSecuredDeployment(t *testing.T) {
 		quiet(t, "web1's subscription to web2's orders while web2 ran a backup and a restore", web2Orders, 10*time.Millisecond)
 		for _, subject := range []string{
 			wire.Inbox(wire.KindAgent, "web2") + ".>",
-			wire.Inbox(wire.KindAdmin, "") + ".>",
+			wire.Inbox(wire.KindAdmin, "admin") + ".>",
 			wire.Inbox(wire.KindNode, "sn1") + ".>",
 			wire.Inbox(wire.KindServer, "s1") + ".>",
 			"_INBOX.>",
@@ -541,10 +538,53 @@ func TestSecuredDeployment(t *testing.T) {
 		n.requestRefused(t, wire.LeaderSubject(wire.APISubject(wire.OpKeyExport)), wire.Empty{})
 		n.requestRefused(t, wire.AgentSubject("web1", wire.OpRunRestore), wire.RunRestore{JobID: 1})
 		n.subscribeRefused(t, wire.AgentSubject("web1", ">"))
-		n.subscribeRefused(t, wire.Inbox(wire.KindAdmin, "")+".>")
+		n.subscribeRefused(t, wire.Inbox(wire.KindAdmin, "admin")+".>")
 		r := d.as(wire.KindNode, "sn1", "--timeout", "3s", "job", "list")
 		if r.code == 0 {
 			t.Errorf("HOLE: 'cairn job list' with the storage node's credentials succeeded:\n%s", r)
+		}
+	})
+
+	t.Run("each admin reads its own replies only, and only a key admin exports keys", func(t *testing.T) {
+		ops := d.mustConnect(t, wire.KindAdmin, "ops")
+		for _, subject := range []string{wire.Inbox(wire.KindAdmin, "admin") + ".>", "_INBOX.admin.>", "_INBOX.>"} {
+			ops.subscribeRefused(t, subject)
+		}
+		if r := d.as(wire.KindAdmin, "ops", "status"); r.code != 0 {
+			t.Fatalf("control: the admin ops cannot run 'cairn status' with its own credential:\n%s", r)
+		}
+		// Through the CLI, as an operator would: refused by NATS, and said
+		// so at once although the command would wait 30s for an answer.
+		t0 := time.Now()
+		r := d.as(wire.KindAdmin, "ops", "--timeout", "30s", "key", "export", "--to", filepath.Join(t.TempDir(), "keys.json"))
+		took := time.Since(t0)
+		if r.code == 0 {
+			t.Errorf("HOLE: 'cairn key export' with the credential of ops, no key admin, succeeded:\n%s", r)
+		} else {
+			checkFailure(t, r, 1, `permission denied for subject "`+wire.APISubject(wire.OpKeyExport)+`"`, "--key-admins")
+		}
+		if took > 10*time.Second {
+			t.Errorf("the refused key export took %s to fail, want it at once", took)
+		}
+		ops.requestRefused(t, wire.APISubject(wire.OpKeyExport), wire.Empty{})
+		// Around the grant: the operation on the general API subject,
+		// and the leader's forwarding subject.
+		resp, err := ops.nc.Request("cairn.api."+wire.OpKeyExport, mustMarshal(t, wire.Empty{}), 10*time.Second)
+		if err != nil {
+			t.Fatalf("cairn.api.%s: %v", wire.OpKeyExport, err)
+		}
+		if body, err := wire.Unmarshal(resp.Data); err == nil || wire.CodeOf(err) != wire.CodeUnknownOperation {
+			t.Errorf("HOLE: the servers answered key export on cairn.api.%s: %.200s (%v)", wire.OpKeyExport, body, err)
+		}
+		ops.requestRefused(t, wire.LeaderSubject(wire.APISubject(wire.OpKeyExport)), wire.Empty{})
+
+		keys := filepath.Join(t.TempDir(), "keys.json")
+		if r := d.admin("key", "export", "--to", keys); r.code != 0 {
+			t.Fatalf("the key admin's 'cairn key export': \n%s", r)
+		}
+		f, err := keyring.ReadFile(keys)
+		if err != nil || len(f.Keys) == 0 {
+			t.Fatalf("the key admin's export: %v, %d keys", err, len(f.Keys))
 		}
 	})
 
@@ -662,6 +702,15 @@ func (d *secSys) checkNATSRefusals(t *testing.T) {
 	impostorCA := web1
 	impostorCA.CAFile = filepath.Join(otherCA, pki.CACertFile)
 	connectFails("that trusts another CA than the NATS server's", impostorCA, "x509")
+}
+
+func mustMarshal(t *testing.T, v any) []byte {
+	t.Helper()
+	data, err := wire.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // ---- the data plane ----

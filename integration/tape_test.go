@@ -47,7 +47,8 @@ func TestTapeEndToEnd(t *testing.T) {
 	l := &logs{}
 	l.add(logFile)
 	l.printOnFailure(t)
-	s := &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default"}
+	s := &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default",
+		adminFlags: []string{"--nats-nkey", st.AdminAuth.NkeyFile}}
 	emu := st.Library().Emulated()
 
 	// The library before any label: blank tapes in slots 1-20.

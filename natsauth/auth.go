@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -32,6 +33,20 @@ type User struct {
 	NKey string
 	// SeedFile is where the seed is, for telling the operator.
 	SeedFile string
+	// KeyAdmin gives an admin the key escrow operations ('cairn key
+	// export'), which hand out every data key in the clear; other admins
+	// run everything else.
+	KeyAdmin bool
+}
+
+// Permissions are exactly what the user's role needs: PermissionsOf its
+// kind and name, and for a key admin the key escrow subjects as well.
+func (u User) Permissions() Permissions {
+	p := PermissionsOf(u.Kind, u.Name)
+	if u.Kind == wire.KindAdmin && u.KeyAdmin {
+		p.Publish = append(p.Publish, wire.KeyAdminPublish...)
+	}
+	return p
 }
 
 // Permissions are a user's NATS permissions.
@@ -46,15 +61,37 @@ type Permissions struct {
 }
 
 // PermissionsOf is exactly what a role kind needs, from wire.RoleSubjects:
-// an agent or storage node its own subjects and inbox, an admin the API,
-// its inbox and job events, a server everything.
+// an agent or storage node its own subjects and inbox, an admin the API
+// (key export aside), its own inbox and job events, a server everything.
 func PermissionsOf(kind, name string) Permissions {
 	pub, sub := wire.RoleSubjects(kind, name)
 	return Permissions{Publish: pub, Subscribe: sub, AllowResponses: kind == wire.KindAgent || kind == wire.KindNode}
 }
 
+// Embedded is u as the embedded NATS server of `cairn dev` takes it, with
+// exactly the permissions Render writes for it.
+func (u User) Embedded() natsd.User {
+	p := u.Permissions()
+	return natsd.User{NKey: u.NKey, Name: u.Kind + " " + u.Name, Publish: p.Publish, Subscribe: p.Subscribe, AllowResponses: p.AllowResponses}
+}
+
 // SeedFileName is the file an nkey seed of kind and name is kept in.
 func SeedFileName(kind, name string) string { return kind + "-" + name + ".nk" }
+
+// NameOfSeedFile is the name of the kind's user whose seed path holds, when
+// the file is named as SeedFileName names it (admin-alice.nk: alice).
+func NameOfSeedFile(path, kind string) (string, bool) {
+	base := filepath.Base(path)
+	name, ok := strings.CutPrefix(base, kind+"-")
+	if !ok {
+		return "", false
+	}
+	name, ok = strings.CutSuffix(name, ".nk")
+	if !ok || wire.ValidateName(kind, name) != nil {
+		return "", false
+	}
+	return name, true
+}
 
 // LoadOrCreateUser returns the user of kind and name with the nkey seed in
 // dir, making the seed (mode 0600) when it does not exist yet. Reusing seeds
@@ -157,8 +194,12 @@ func (c AuthConfig) Render() ([]byte, error) {
 		if !nkeys.IsValidPublicUserKey(u.NKey) {
 			return nil, fmt.Errorf("%s %s has no valid public nkey", u.Kind, u.Name)
 		}
-		p := PermissionsOf(u.Kind, u.Name)
-		fmt.Fprintf(&b, "    # %s %s\n    {\n      nkey: %s\n      permissions: {\n", u.Kind, u.Name, q(u.NKey))
+		p := u.Permissions()
+		what := u.Kind
+		if u.Kind == wire.KindAdmin && u.KeyAdmin {
+			what = "key admin"
+		}
+		fmt.Fprintf(&b, "    # %s %s\n    {\n      nkey: %s\n      permissions: {\n", what, u.Name, q(u.NKey))
 		fmt.Fprintf(&b, "        publish: { allow: %s }\n", list(p.Publish))
 		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", list(p.Subscribe))
 		if p.AllowResponses {

@@ -1,6 +1,7 @@
 package natsauth
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -39,13 +40,18 @@ func startAuthServer(t *testing.T) *authServer {
 		t.Fatal(err)
 	}
 	cfg := AuthConfig{Listen: "127.0.0.1:-1", TLS: pki.Files{CA: srv.CA, Cert: srv.Cert, Key: srv.Key}, VerifyClients: true}
-	for _, u := range []struct{ kind, name string }{
-		{wire.KindServer, "s1"}, {wire.KindNode, "sn1"}, {wire.KindAgent, "web1"}, {wire.KindAgent, "web2"}, {wire.KindAdmin, "admin"},
+	for _, u := range []struct {
+		kind, name string
+		keyAdmin   bool
+	}{
+		{wire.KindServer, "s1", false}, {wire.KindNode, "sn1", false}, {wire.KindAgent, "web1", false}, {wire.KindAgent, "web2", false},
+		{wire.KindAdmin, "admin", false}, {wire.KindAdmin, "keeper", true},
 	} {
 		user, err := LoadOrCreateUser(a.creds, u.kind, u.name)
 		if err != nil {
 			t.Fatal(err)
 		}
+		user.KeyAdmin = u.keyAdmin
 		if st, _ := os.Stat(user.SeedFile); st.Mode().Perm() != 0o600 {
 			t.Fatalf("seed file mode %v", st.Mode().Perm())
 		}
@@ -90,14 +96,16 @@ type client struct {
 
 func (a *authServer) connect(t *testing.T, kind, name string) *client {
 	t.Helper()
+	return a.connectWithInbox(t, kind, name, wire.Inbox(kind, name))
+}
+
+// connectWithInbox connects as kind/name with replies coming to inbox.
+func (a *authServer) connectWithInbox(t *testing.T, kind, name, inbox string) *client {
+	t.Helper()
 	c := &client{}
 	auth := wire.NATSAuth{
 		CAFile: filepath.Join(a.certs, pki.CACertFile), CertFile: filepath.Join(a.certs, name+".crt"), KeyFile: filepath.Join(a.certs, name+".key"),
 		NkeyFile: filepath.Join(a.creds, SeedFileName(kind, name)),
-	}
-	inbox := wire.Inbox(kind, name)
-	if kind == wire.KindAdmin {
-		inbox = wire.Inbox(kind, "")
 	}
 	opts, err := wire.ConnectOptions(kind+"-"+name, auth, inbox)
 	if err != nil {
@@ -115,6 +123,27 @@ func (a *authServer) connect(t *testing.T, kind, name string) *client {
 	t.Cleanup(nc.Close)
 	c.nc = nc
 	return c
+}
+
+// plain connects as kind/name with replies coming to inbox and nothing but
+// wire.ConnectOptions, as a role does: its requests fail at once when NATS
+// refuses them.
+func (a *authServer) plain(t *testing.T, kind, name, inbox string) *nats.Conn {
+	t.Helper()
+	auth := wire.NATSAuth{
+		CAFile: filepath.Join(a.certs, pki.CACertFile), CertFile: filepath.Join(a.certs, name+".crt"), KeyFile: filepath.Join(a.certs, name+".key"),
+		NkeyFile: filepath.Join(a.creds, SeedFileName(kind, name)),
+	}
+	opts, err := wire.ConnectOptions(kind+"-"+name, auth, inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(a.url, opts...)
+	if err != nil {
+		t.Fatalf("connect as %s %s: %v", kind, name, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // violation waits for the server to report a permission violation naming
@@ -261,6 +290,82 @@ func TestAuthConfigConfinesEachRole(t *testing.T) {
 	if nc, err := nats.Connect(a.url, opts...); err == nil {
 		nc.Close()
 		t.Fatal("a client without a certificate was let in")
+	}
+}
+
+// TestAdminsAreConfinedToTheirOwnInboxAndKeyExportIsAGrant: one admin's
+// credential cannot read another admin's replies (key exports travel in
+// them), and only a key admin may ask for the data keys; an admin without
+// the grant is told so at once, not after a timeout.
+func TestAdminsAreConfinedToTheirOwnInboxAndKeyExportIsAGrant(t *testing.T) {
+	a := startAuthServer(t)
+	srv := a.connect(t, wire.KindServer, "s1")
+	keys := []byte(`{"v":1,"body":{"keys":[]}}`)
+	for _, s := range []string{wire.APIWildcard, wire.EscrowWildcard} {
+		if _, err := srv.nc.QueueSubscribe(s, wire.ServerQueue, func(m *nats.Msg) { _ = m.Respond(keys) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := srv.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	admin := a.plain(t, wire.KindAdmin, "admin", wire.Inbox(wire.KindAdmin, "admin"))
+	keeper := a.plain(t, wire.KindAdmin, "keeper", wire.Inbox(wire.KindAdmin, "keeper"))
+	ctx := context.Background()
+
+	if err := wire.Request(ctx, keeper, wire.APISubject(wire.OpKeyExport), wire.Empty{}, nil); err != nil {
+		t.Fatalf("a key admin's key export: %v", err)
+	}
+	if err := wire.Request(ctx, admin, wire.APISubject(wire.OpStatus), wire.Empty{}, nil); err != nil {
+		t.Fatalf("an admin's status request: %v", err)
+	}
+
+	// The admin's key export is refused by NATS, and said so within
+	// moments of the request, though the request would wait 30s.
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	err := wire.Request(rctx, admin, wire.APISubject(wire.OpKeyExport), wire.Empty{}, nil)
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodePermissionDenied || !strings.Contains(err.Error(), `permission denied for subject "`+wire.APISubject(wire.OpKeyExport)+`"`) ||
+		!strings.Contains(we.Hint, "--key-admins") {
+		t.Fatalf("an admin without the key grant asked for the keys: got %v (code %s), want permission denied for %s", err, wire.CodeOf(err), wire.APISubject(wire.OpKeyExport))
+	}
+	if took := time.Since(t0); took > 5*time.Second {
+		t.Errorf("the refusal took %s to reach the caller", took)
+	}
+	// Around the grant: the same operation on the general API subject is
+	// no operation at all.
+	if op, ok := wire.TrimAPI("cairn.api." + wire.OpKeyExport); ok {
+		t.Fatalf("cairn.api.%s is operation %q: an admin allowed cairn.api.> could export keys", wire.OpKeyExport, op)
+	}
+
+	// One admin cannot read another's replies.
+	watched := a.connect(t, wire.KindAdmin, "admin")
+	if _, err := watched.nc.SubscribeSync(wire.Inbox(wire.KindAdmin, "keeper") + ".>"); err != nil {
+		t.Fatal(err)
+	}
+	watched.violation(t, "subscription", "_INBOX.admin.keeper.>")
+	if _, err := watched.nc.SubscribeSync("_INBOX.admin.>"); err != nil {
+		t.Fatal(err)
+	}
+	watched.violation(t, "subscription", "_INBOX.admin.>")
+
+	// An admin that takes another admin's inbox gets no answer and is told
+	// why at once.
+	posing := a.plain(t, wire.KindAdmin, "admin", wire.Inbox(wire.KindAdmin, "keeper"))
+	err = wire.Request(rctx, posing, wire.APISubject(wire.OpStatus), wire.Empty{}, nil)
+	if !errors.As(err, &we) || we.Code != wire.CodePermissionDenied || !strings.Contains(err.Error(), "_INBOX.admin.keeper.") || !strings.Contains(we.Hint, "--nats-admin") {
+		t.Fatalf("admin on keeper's inbox: got %v, want permission denied for the inbox", err)
+	}
+}
+
+func TestNameOfSeedFile(t *testing.T) {
+	for path, want := range map[string]string{"/etc/cairn/nkeys/admin-alice.nk": "alice", "admin-admin.nk": "admin", "agent-web1.nk": "", "admin-.nk": "", "admin-x.y.nk": "", "alice.nk": ""} {
+		got, ok := NameOfSeedFile(path, wire.KindAdmin)
+		if got != want || ok != (want != "") {
+			t.Errorf("NameOfSeedFile(%q) = %q, %v; want %q", path, got, ok, want)
+		}
 	}
 }
 

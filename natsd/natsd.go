@@ -2,9 +2,15 @@
 // `cairn demo` and tests. A real deployment points every role at an external
 // NATS cluster instead; nothing else in Cairn depends on the server being
 // embedded.
+//
+// The embedded server serves one machine: it listens on 127.0.0.1 only, and
+// it knows each role by its nkey with the same per-role permissions as a
+// deployment's configuration (natsauth), so that another local user cannot
+// connect and act as an admin, and one role cannot act as another.
 package natsd
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,15 +20,38 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// host is the one address the embedded server listens on.
+const host = "127.0.0.1"
+
 // Config of an embedded NATS server.
 type Config struct {
-	// Host to listen on; 127.0.0.1 unless set.
-	Host string
-	// Port to listen on; 0 picks a free port.
+	// Port to listen on (on 127.0.0.1); 0 picks a free port.
 	Port int
 	// MaxPayload bounds one message; Cairn's own messages stay below 1 MiB,
 	// the NATS default an external cluster most likely has.
 	MaxPayload int32
+	// Users are the nkey users the server lets in, each with its role's
+	// permissions (natsauth.User.Embedded). A connection with no
+	// credential, or one not listed, is refused.
+	Users []User
+	// Anonymous lets connections in with no credential and no
+	// permissions, in place of Users: only for a package's own tests,
+	// where nothing but the test process runs. Start refuses a Config
+	// with neither, so that no caller forgets authentication by omission.
+	Anonymous bool
+}
+
+// User is one nkey user of the embedded server and what it may publish and
+// subscribe to.
+type User struct {
+	// NKey is the user's public nkey (U...).
+	NKey string
+	// Name says who it is in errors ("admin admin").
+	Name               string
+	Publish, Subscribe []string
+	// AllowResponses lets it answer the requests it receives, as
+	// allow_responses: true in a configuration file.
+	AllowResponses bool
 }
 
 // Server is a running embedded NATS server.
@@ -32,8 +61,11 @@ type Server struct {
 
 // Start starts a server and waits until it accepts connections.
 func Start(cfg Config, logger *slog.Logger) (*Server, error) {
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
+	switch {
+	case len(cfg.Users) == 0 && !cfg.Anonymous:
+		return nil, errors.New("embedded NATS server: no users: give every role an nkey user (natsauth.LoadOrCreateUser)")
+	case len(cfg.Users) > 0 && cfg.Anonymous:
+		return nil, errors.New("embedded NATS server: users and anonymous access both asked for")
 	}
 	port := cfg.Port
 	if port == 0 {
@@ -41,10 +73,17 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	opts := &server.Options{
 		ServerName: "cairn-embedded",
-		Host:       cfg.Host,
+		Host:       host,
 		Port:       port,
 		NoSigs:     true,
 		MaxPayload: cfg.MaxPayload,
+	}
+	for _, u := range cfg.Users {
+		nu, err := nkeyUser(u)
+		if err != nil {
+			return nil, err
+		}
+		opts.Nkeys = append(opts.Nkeys, nu)
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -55,9 +94,25 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded NATS server on %s: not ready after 10s (is the port %d in use?)",
-			net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)), cfg.Port)
+			net.JoinHostPort(host, strconv.Itoa(cfg.Port)), cfg.Port)
 	}
 	return &Server{srv: srv}, nil
+}
+
+// nkeyUser is u as nats-server's options hold it.
+func nkeyUser(u User) (*server.NkeyUser, error) {
+	if u.NKey == "" {
+		return nil, fmt.Errorf("embedded NATS server: user %s has no public nkey", u.Name)
+	}
+	perms := &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: u.Publish},
+		Subscribe: &server.SubjectPermission{Allow: u.Subscribe},
+	}
+	if u.AllowResponses {
+		// As allow_responses: true in a configuration file.
+		perms.Response = &server.ResponsePermission{MaxMsgs: server.DEFAULT_ALLOW_RESPONSE_MAX_MSGS, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
+	}
+	return &server.NkeyUser{Nkey: u.NKey, Permissions: perms}, nil
 }
 
 // URL is the client URL of the server.

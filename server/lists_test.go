@@ -23,7 +23,7 @@ import (
 // its timeout.
 func TestListsComeInPagesThatFitAMessage(t *testing.T) {
 	const limit = 16 << 10
-	h := newHarnessOn(t, natsd.Config{MaxPayload: limit})
+	h := newHarnessOn(t, natsd.Config{Anonymous: true, MaxPayload: limit})
 	_, orders := h.setup()
 	go func() {
 		for {

@@ -81,6 +81,7 @@ func (s *Server) subscribe(ctx context.Context) error {
 	}
 	s.dispatch = map[string]wire.Handler{
 		wire.APIWildcard:       api.Dispatch(wire.TrimAPI),
+		wire.EscrowWildcard:    api.Dispatch(wire.TrimAPI),
 		wire.FromNodeWildcard:  fromNode.Dispatch(splitOp),
 		wire.FromAgentWildcard: fromAgent.Dispatch(splitOp),
 	}
@@ -114,7 +115,7 @@ func (s *Server) subscribe(ctx context.Context) error {
 // handlerFor finds the router of a subject.
 func (s *Server) handlerFor(subject string) wire.Handler {
 	switch {
-	case strings.HasPrefix(subject, "cairn.api."):
+	case wire.IsAPISubject(subject):
 		return s.dispatch[wire.APIWildcard]
 	case strings.HasPrefix(subject, "cairn.srv.node."):
 		return s.dispatch[wire.FromNodeWildcard]

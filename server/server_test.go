@@ -46,7 +46,7 @@ func freeAddr(t *testing.T) string {
 
 func newHarness(t *testing.T, tune ...func(*Config)) *harness {
 	t.Helper()
-	return newHarnessOn(t, natsd.Config{}, tune...)
+	return newHarnessOn(t, natsd.Config{Anonymous: true}, tune...)
 }
 
 // newHarnessOn is newHarness with an embedded NATS server configured so.

@@ -88,7 +88,7 @@ type rig struct {
 func newRig(t *testing.T, serveNow bool, tune ...func(*Config)) *rig {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{}, logger)
+	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -197,7 +197,7 @@ type nodeTapeRig struct {
 func newNodeTapeRig(t testing.TB, o tapeRigOpts) *nodeTapeRig {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{}, logger)
+	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

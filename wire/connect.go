@@ -16,7 +16,9 @@ import (
 // proves who it is: TLS (the CA that signed the server's certificate, and a
 // client certificate when the server verifies clients) and a credential (an
 // nkey seed file, or a user and password). Every field is optional; none set
-// is a plain connection, as to the embedded server of `cairn dev`.
+// is an anonymous connection, which a Cairn NATS server refuses: the
+// embedded one of `cairn dev` gives every role an nkey, as a deployment's
+// configuration from 'cairn cert nats-config' does.
 type NATSAuth struct {
 	// CAFile verifies the NATS server's certificate; setting it turns TLS on.
 	CAFile string `json:"ca_file,omitempty"`
@@ -117,8 +119,9 @@ func reconnectDelay(attempts int) time.Duration {
 func ConnectError(url string, err error, reachHint string) *Error {
 	switch {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
-		return Errorf(CodeInvalidArgument, "check --nats-nkey (or --nats-user and --nats-password) against the NATS server's configuration ('cairn cert nats-config')",
-			"NATS at %s refused this role's credentials: %v", url, err)
+		return Errorf(CodeInvalidArgument, "pass this role's credential with --nats-nkey (or --nats-user and --nats-password), as 'cairn cert nats-config' or 'cairn dev' wrote it; "+
+			"an admin command on the machine of 'cairn dev' finds its credential by itself when run as the user who started it",
+			"NATS at %s refused this role's credentials (none given, or not ones it knows): %v", url, err)
 	case errors.Is(err, nats.ErrSecureConnRequired):
 		return Errorf(CodeInvalidArgument, "pass --nats-ca with the CA that signed the NATS server's certificate",
 			"NATS at %s requires TLS: %v", url, err)

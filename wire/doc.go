@@ -5,6 +5,7 @@
 // # Subjects
 //
 //	cairn.api.<op>                  admin requests, answered by the servers
+//	cairn.escrow.<op>               key export: admin requests only a key admin may make
 //	cairn.node.<node>.<op>          orders to one storage node
 //	cairn.agent.<client>.<op>       orders to one agent
 //	cairn.srv.node.<node>.<op>      a storage node's requests and reports to the servers

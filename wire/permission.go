@@ -94,5 +94,5 @@ func noteDenial(nc *nats.Conn, err error) {
 func forgetConn(nc *nats.Conn) { denialsByConn.Delete(nc) }
 
 func permissionDenied(what, subject string) *Error {
-	return Errorf(CodePermissionDenied, "", "permission denied for subject %q: NATS does not let this role's credential %s it", subject, what)
+	return Errorf(CodePermissionDenied, denialHint(what, subject), "permission denied for subject %q: NATS does not let this role's credential %s it", subject, what)
 }

@@ -12,6 +12,7 @@ const Version = 1
 
 const (
 	apiPrefix       = "cairn.api."
+	escrowPrefix    = "cairn.escrow."
 	nodePrefix      = "cairn.node."
 	agentPrefix     = "cairn.agent."
 	fromNodePrefix  = "cairn.srv.node."
@@ -27,11 +28,28 @@ const (
 // reaches one of them.
 const ServerQueue = "cairn-servers"
 
-// APISubject is the subject of an admin operation such as "job.list".
-func APISubject(op string) string { return apiPrefix + op }
+// escrowOps are the admin operations that hand out every data key in the
+// clear. They live below cairn.escrow. rather than cairn.api., so that a NATS
+// permission can grant the rest of the admin API without them: an admin
+// credential that runs backups and restores need not be able to read every
+// volume.
+var escrowOps = map[string]bool{OpKeyExport: true}
 
-// APIWildcard matches every admin operation.
+// APISubject is the subject of an admin operation such as "job.list":
+// cairn.api.<op>, or cairn.escrow.<op> for the key escrow operations.
+func APISubject(op string) string {
+	if escrowOps[op] {
+		return escrowPrefix + op
+	}
+	return apiPrefix + op
+}
+
+// APIWildcard matches every admin operation but the key escrow ones.
 const APIWildcard = apiPrefix + ">"
+
+// EscrowWildcard matches the key escrow operations (key export), which only
+// a key admin's credential may publish.
+const EscrowWildcard = escrowPrefix + ">"
 
 // NodeSubject is the subject of an order to storage node id.
 func NodeSubject(id, op string) string { return nodePrefix + id + "." + op }
@@ -75,10 +93,11 @@ const (
 )
 
 // Inbox is the reply-subject prefix of a role's NATS connection:
-// _INBOX.<kind>.<name> (_INBOX.admin for the admin commands). Each role
-// gets its own so that NATS permissions can let it read its own replies
-// and no one else's; nats.go's default, _INBOX.<random>, cannot be
-// confined.
+// _INBOX.<kind>.<name>, for an admin _INBOX.admin.<admin name>. Each role
+// and each admin gets its own so that NATS permissions can let it read its
+// own replies and no one else's (an admin's replies hold key exports and
+// every client's file names); nats.go's default, _INBOX.<random>, cannot
+// be confined.
 func Inbox(kind, name string) string {
 	if name == "" {
 		return "_INBOX." + kind
@@ -94,7 +113,8 @@ func Inbox(kind, name string) string {
 //	          subscribes cairn.agent.c.> and _INBOX.agent.c.>
 //	node n:   publishes cairn.srv.node.n.> and cairn.beat.node.n.>,
 //	          subscribes cairn.node.n.> and _INBOX.node.n.>
-//	admin:    publishes cairn.api.>, subscribes _INBOX.admin.> and cairn.evt.>
+//	admin a:  publishes cairn.api.>, subscribes _INBOX.admin.a.> and cairn.evt.>
+//	          (a key admin also publishes cairn.escrow.>: see KeyAdminPublish)
 func RoleSubjects(kind, name string) (publish, subscribe []string) {
 	switch kind {
 	case KindAgent:
@@ -104,11 +124,27 @@ func RoleSubjects(kind, name string) (publish, subscribe []string) {
 		return []string{fromNodePrefix + name + ".>", beatPrefix + "node." + name + ".>"},
 			[]string{nodePrefix + name + ".>", Inbox(KindNode, name) + ".>"}
 	case KindAdmin:
-		return []string{APIWildcard}, []string{Inbox(KindAdmin, "") + ".>", eventPrefix + ">"}
+		return []string{APIWildcard}, []string{Inbox(KindAdmin, name) + ".>", eventPrefix + ">"}
 	}
 	// The servers answer everyone, forward to each other and hear every
 	// heartbeat.
 	return []string{">"}, []string{">"}
+}
+
+// KeyAdminPublish is what a key admin may publish beyond an admin's
+// RoleSubjects: the key escrow operations.
+var KeyAdminPublish = []string{EscrowWildcard}
+
+// denialHint says what to do about a subject NATS refused a credential
+// (what is "publish to" or "subscribe to"); empty for the catalog's hint.
+func denialHint(what, subject string) string {
+	switch {
+	case strings.HasPrefix(subject, escrowPrefix):
+		return "key export needs a key admin's credential: 'cairn cert nats-config --key-admins NAME' makes one"
+	case what == "subscribe to" && strings.HasPrefix(subject, Inbox(KindAdmin, "")+"."):
+		return "the admin name does not match the credential: pass --nats-admin NAME, the name 'cairn cert nats-config --admins' gave it (its seed file is admin-NAME.nk)"
+	}
+	return ""
 }
 
 // SplitBeat splits a beat subject into kind ("node", "agent"), name and what
@@ -162,12 +198,24 @@ func SplitFrom(subject string) (name, op string, ok bool) {
 	return "", "", false
 }
 
-// TrimAPI returns the operation of an admin subject.
+// TrimAPI returns the operation of an admin subject. An operation is found
+// only on its own subject: key.export below cairn.api. is no operation,
+// or a credential allowed cairn.api.> could export keys around the escrow
+// permission.
 func TrimAPI(subject string) (string, bool) {
-	if len(subject) > len(apiPrefix) && subject[:len(apiPrefix)] == apiPrefix {
-		return subject[len(apiPrefix):], true
+	for _, p := range []string{apiPrefix, escrowPrefix} {
+		if len(subject) > len(p) && subject[:len(p)] == p {
+			op := subject[len(p):]
+			return op, APISubject(op) == subject
+		}
 	}
 	return "", false
+}
+
+// IsAPISubject reports whether subject is below cairn.api. or
+// cairn.escrow., the subjects the admin API is served on.
+func IsAPISubject(subject string) bool {
+	return strings.HasPrefix(subject, apiPrefix) || strings.HasPrefix(subject, escrowPrefix)
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)

@@ -23,7 +23,7 @@ import (
 
 func startNATS(t *testing.T) *nats.Conn {
 	t.Helper()
-	return startNATSWith(t, natsd.Config{})
+	return startNATSWith(t, natsd.Config{Anonymous: true})
 }
 
 func startNATSWith(t *testing.T, cfg natsd.Config) *nats.Conn {
@@ -157,7 +157,7 @@ func TestAsErrorKeepsContext(t *testing.T) {
 // message that is too large to send.
 func TestOversizeMessagesFailAtOnceWithACode(t *testing.T) {
 	const limit = 4096
-	nc := startNATSWith(t, natsd.Config{MaxPayload: limit})
+	nc := startNATSWith(t, natsd.Config{Anonymous: true, MaxPayload: limit})
 	if nc.MaxPayload() != limit {
 		t.Fatalf("max payload %d, want %d", nc.MaxPayload(), limit)
 	}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/natsauth"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // wantFail checks a command line that must fail with code, an error and a
@@ -93,9 +96,9 @@ func TestNATSConfigCommand(t *testing.T) {
 	conf := filepath.Join(dir, "nats.conf")
 	args := []string{"cert", "nats-config", "--out", conf, "--listen", "127.0.0.1:4222",
 		"--tls-ca", filepath.Join(ca, "ca.crt"), "--tls-cert", filepath.Join(dir, "nats", "nats.crt"), "--tls-key", filepath.Join(dir, "nats", "nats.key"),
-		"--servers", "s1,s2", "--nodes", "sn1", "--agents", "web1,web2"}
+		"--servers", "s1,s2", "--nodes", "sn1", "--agents", "web1,web2", "--admins", "admin,alice", "--key-admins", "keeper,alice"}
 	out := wantOK(t, args...)
-	for _, w := range []string{"agent-web1.nk", "node-sn1.nk", "server-s2.nk", "admin-admin.nk"} {
+	for _, w := range []string{"agent-web1.nk", "node-sn1.nk", "server-s2.nk", "admin-admin.nk", "admin-keeper.nk", "key admin"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("output does not name %s:\n%s", w, out)
 		}
@@ -109,8 +112,33 @@ func TestNATSConfigCommand(t *testing.T) {
 			t.Errorf("configuration lacks %s:\n%s", w, text)
 		}
 	}
-	if _, err := server.ProcessConfigFile(conf); err != nil {
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
 		t.Fatalf("nats-server does not read the configuration: %v\n%s", err, text)
+	}
+	// Each admin reads its own inbox only; key export is the key admins'.
+	perms := map[string]*server.Permissions{}
+	for _, u := range opts.Nkeys {
+		perms[u.Nkey] = u.Permissions
+	}
+	for name, keyAdmin := range map[string]bool{"admin": false, "alice": true, "keeper": true} {
+		u, err := natsauth.LoadOrCreateUser(filepath.Join(dir, "nkeys"), wire.KindAdmin, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := perms[u.NKey]
+		if p == nil {
+			t.Fatalf("admin %s is not in the configuration", name)
+		}
+		if !slices.Equal(p.Subscribe.Allow, []string{"_INBOX.admin." + name + ".>", "cairn.evt.>"}) {
+			t.Errorf("admin %s may subscribe %v, want its own inbox and job events only", name, p.Subscribe.Allow)
+		}
+		if got := slices.Contains(p.Publish.Allow, wire.EscrowWildcard); got != keyAdmin {
+			t.Errorf("admin %s may publish %v: key export granted %v, want %v", name, p.Publish.Allow, got, keyAdmin)
+		}
+	}
+	if len(opts.Nkeys) != 2+1+2+3 {
+		t.Errorf("%d users in the configuration, want 8 (alice, a key admin and an admin, once)", len(opts.Nkeys))
 	}
 	seed, err := os.ReadFile(filepath.Join(dir, "nkeys", "agent-web1.nk"))
 	if err != nil {

@@ -148,7 +148,14 @@ func TestAdminCommandsAgainstDevStack(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "etc", "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
 	// A name that would clear the terminal and forge a line of output.
 	os.WriteFile(filepath.Join(src, "etc", "evil\x1b[2J\nroot.txt"), nil, 0o644)
-	n := []string{"--nats", st.URL()}
+	// As 'cairn dev' does: the client file where this user's admin
+	// commands look, so that they need no flags.
+	t.Setenv(devFileEnv, filepath.Join(t.TempDir(), "cairn", "dev.json"))
+	t.Setenv("CAIRN_NATS", "")
+	if got := publishDevClientFile(st, slog.New(slog.NewTextHandler(io.Discard, nil))); got != os.Getenv(devFileEnv) {
+		t.Fatalf("the client file went to %q, want $%s", got, devFileEnv)
+	}
+	var n []string
 
 	code, out, stderr := cli(ctx, append(n, "backup", "--client", "web", "--path", src, "--wait")...)
 	if code != 0 || !strings.Contains(out, "backup job 1 success") {
@@ -196,6 +203,69 @@ func TestAdminCommandsAgainstDevStack(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(to, src, "etc", "hosts")); err != nil || string(b) != "127.0.0.1 localhost\n" {
 		t.Fatalf("restored %q %v", b, err)
+	}
+
+	// --nats with the stack's own URL still finds its credentials; the
+	// dev stack's admin is a key admin.
+	code, out, stderr = cli(ctx, "--nats", st.URL(), "key", "export", "--to", filepath.Join(t.TempDir(), "keys.json"))
+	if code != 0 || !strings.Contains(out, "wrote") {
+		t.Fatalf("key export with --nats and the client file: %d %q %q", code, out, stderr)
+	}
+	// Without the client file, nothing gets in anonymously.
+	t.Setenv(devFileEnv, filepath.Join(t.TempDir(), "none.json"))
+	code, _, stderr = cli(ctx, "--nats", st.URL(), "--timeout", "5s", "status")
+	if code != 1 || !strings.Contains(stderr, "refused this role's credentials") || !strings.Contains(stderr, "hint: ") {
+		t.Fatalf("HOLE or unclear: an anonymous admin command against the dev stack: exit %d, %q", code, stderr)
+	}
+}
+
+// TestAdminName: the admin's inbox is named from --nats-admin, else the
+// seed file's name, else the user, else the certificate, else admin.
+func TestAdminName(t *testing.T) {
+	for _, c := range []struct {
+		g    globals
+		want string
+	}{
+		{globals{natsAdmin: "bob", natsAuth: wire.NATSAuth{NkeyFile: "/x/admin-alice.nk"}}, "bob"},
+		{globals{natsAuth: wire.NATSAuth{NkeyFile: "/x/admin-alice.nk"}}, "alice"},
+		{globals{natsAuth: wire.NATSAuth{NkeyFile: "/x/alice.seed", User: "carol"}}, "carol"},
+		{globals{}, "admin"},
+	} {
+		if got, err := c.g.adminName(); err != nil || got != c.want {
+			t.Errorf("%+v: admin name %q, %v; want %q", c.g, got, err, c.want)
+		}
+	}
+	bad := globals{natsAdmin: "a.b"}
+	if _, err := bad.adminName(); err == nil {
+		t.Error("--nats-admin a.b was taken as a name: it would widen the inbox subject")
+	}
+}
+
+// TestDevClientFilePlaces: root's 'cairn dev' writes its client file to
+// /run/cairn, anyone else's to their config directory; the admin
+// commands of anyone but root look in both, so that root's file they may
+// not read gives "permission denied" rather than silence.
+func TestDevClientFilePlaces(t *testing.T) {
+	t.Setenv(devFileEnv, "")
+	t.Setenv("XDG_CONFIG_HOME", "/home/u/.config")
+	if os.Geteuid() == 0 {
+		if got := devClientFile(); got != systemDevClientFile {
+			t.Errorf("root's client file: %s", got)
+		}
+		if got := devClientFiles(); !slices.Equal(got, []string{systemDevClientFile}) {
+			t.Errorf("root looks in %v", got)
+		}
+	} else {
+		if got := devClientFile(); got != "/home/u/.config/cairn/dev.json" {
+			t.Errorf("a user's client file: %s", got)
+		}
+		if got := devClientFiles(); !slices.Equal(got, []string{"/home/u/.config/cairn/dev.json", systemDevClientFile}) {
+			t.Errorf("a user looks in %v", got)
+		}
+	}
+	t.Setenv(devFileEnv, "/tmp/x.json")
+	if got := devClientFiles(); !slices.Equal(got, []string{"/tmp/x.json"}) {
+		t.Errorf("with $%s set, the admin commands look in %v", devFileEnv, got)
 	}
 }
 

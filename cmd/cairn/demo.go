@@ -90,7 +90,7 @@ func runDemo(ctx context.Context, g *globals, o demoOpts) (err error) {
 	}
 	defer st.Close()
 	dg := *g
-	dg.natsURL = st.URL()
+	dg.natsURL, dg.natsAuth, dg.natsAdmin = st.URL(), st.AdminAuth, st.Admin
 	dg.json = false
 	quiet := dg
 	quiet.out = io.Discard

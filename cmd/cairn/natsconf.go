@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,7 @@ type natsConfigOpts struct {
 	tls                            pki.Files
 	verify                         bool
 	servers, nodes, agents, admins []string
+	keyAdmins                      []string
 	force                          bool
 }
 
@@ -36,9 +38,14 @@ permissions of its role:
              subscribe cairn.agent.C.>, _INBOX.agent.C.>; answer the orders it gets
   node N:    publish cairn.srv.node.N.>, cairn.beat.node.N.>;
              subscribe cairn.node.N.>, _INBOX.node.N.>; answer the orders it gets
-  admin:     publish cairn.api.>; subscribe _INBOX.admin.>, cairn.evt.>
+  admin A:   publish cairn.api.>; subscribe _INBOX.admin.A.>, cairn.evt.>
+  key admin: as an admin, and publish cairn.escrow.> (key export)
   server:    everything
 
+Each admin reads only its own replies (_INBOX.admin.NAME): the admin
+commands take NAME from the seed file's name admin-NAME.nk, or --nats-admin.
+Key export hands out every data key in the clear, so only the admins named
+in --key-admins may do it; another admin is told "permission denied".
 Each user's nkey seed goes to --creds-dir as KIND-NAME.nk (mode 0600): copy it
 to that host only, and start the role with --nats-nkey FILE (and --nats-ca,
 --nats-cert, --nats-key). Seeds already in --creds-dir are kept, so adding a
@@ -65,7 +72,8 @@ Run it with: nats-server -c FILE`,
 	f.StringSliceVar(&o.servers, "servers", nil, "backup server names (as in 'cairn server --name')")
 	f.StringSliceVar(&o.nodes, "nodes", nil, "storage node names")
 	f.StringSliceVar(&o.agents, "agents", nil, "client names of the agents")
-	f.StringSliceVar(&o.admins, "admins", []string{"admin"}, "admin user names")
+	f.StringSliceVar(&o.admins, "admins", []string{"admin"}, "admin user names (all of the admin API but key export)")
+	f.StringSliceVar(&o.keyAdmins, "key-admins", nil, "admin user names that may also export the data keys ('cairn key export'); a name may be in --admins too")
 	f.BoolVar(&o.force, "force", false, "replace an existing configuration file (the seeds are kept)")
 	return c
 }
@@ -112,11 +120,26 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 	// nats-server resolves relative paths against its working directory,
 	// not the file's: absolute paths keep the file usable from anywhere.
 	cfg := natsauth.AuthConfig{Listen: o.listen, TLS: pki.Files{CA: abs(o.tls.CA), Cert: abs(o.tls.Cert), Key: abs(o.tls.Key)}, VerifyClients: o.verify}
+	keyAdmin := map[string]bool{}
+	for _, name := range o.keyAdmins {
+		if keyAdmin[name] {
+			return &usageError{fmt.Errorf("key admin %s is listed twice", name)}
+		}
+		keyAdmin[name] = true
+	}
+	// A key admin is an admin with one more permission: listed in
+	// --admins or not, it is one user.
+	admins := slices.Clone(o.admins)
+	for _, name := range o.keyAdmins {
+		if !slices.Contains(admins, name) {
+			admins = append(admins, name)
+		}
+	}
 	seen := map[string]bool{}
 	for _, group := range []struct {
 		kind  string
 		names []string
-	}{{wire.KindServer, o.servers}, {wire.KindNode, o.nodes}, {wire.KindAgent, o.agents}, {wire.KindAdmin, o.admins}} {
+	}{{wire.KindServer, o.servers}, {wire.KindNode, o.nodes}, {wire.KindAgent, o.agents}, {wire.KindAdmin, admins}} {
 		for _, name := range group.names {
 			if seen[group.kind+"/"+name] {
 				return &usageError{fmt.Errorf("%s %s is listed twice", group.kind, name)}
@@ -126,6 +149,7 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 			if err != nil {
 				return wire.Errorf(wire.CodeInvalidArgument, "correct the name or the seed file named", "%v", err)
 			}
+			u.KeyAdmin = group.kind == wire.KindAdmin && keyAdmin[name]
 			cfg.Users = append(cfg.Users, u)
 		}
 	}
@@ -150,9 +174,13 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 		fmt.Fprintln(errOut, "warning: no TLS: credentials' signatures and all control messages cross the network in clear; pass --tls-cert/--tls-key/--tls-ca")
 	}
 	fmt.Fprintf(out, "wrote %s (run: nats-server -c %s)\n", o.out, o.out)
-	fmt.Fprintf(out, "%-7s %-16s %s\n", "KIND", "NAME", "START IT WITH")
+	fmt.Fprintf(out, "%-9s %-16s %s\n", "KIND", "NAME", "START IT WITH")
 	for _, u := range cfg.Users {
-		fmt.Fprintf(out, "%-7s %-16s --nats-nkey %s\n", u.Kind, u.Name, u.SeedFile)
+		kind := u.Kind
+		if u.KeyAdmin {
+			kind = "key admin"
+		}
+		fmt.Fprintf(out, "%-9s %-16s --nats-nkey %s\n", kind, u.Name, u.SeedFile)
 	}
 	return nil
 }

@@ -81,7 +81,7 @@ func TestLongPathsRestoreAndListThroughTheServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := []string{"--nats", st.URL()}
+	n := []string{"--nats", st.URL(), "--nats-nkey", st.AdminAuth.NkeyFile}
 
 	code, out, stderr := cli(ctx, append(n, "backup", "--client", "web", "--path", src, "--level", "full", "--wait")...)
 	if code != 0 || !strings.Contains(out, "success") {

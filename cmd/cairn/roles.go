@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"time"
@@ -314,7 +315,23 @@ one server (a one-voter Raft group), a storage node with the disk pool
 Default in DIR/pool and an emulated tape library lib1 (2 drives, 24 slots,
 2 mail slots, 20 blank barcoded tapes in DIR/library) with the tape pool
 Weekly, and an agent for this host. State stays in DIR across restarts. In
-another terminal, the admin commands talk to it.`,
+another terminal, the admin commands talk to it.
+
+The embedded NATS server listens on 127.0.0.1 only and lets in no one
+without a credential: each role has its own nkey user with its role's
+permissions, as in a secured deployment, and the seeds are in DIR/nats
+(mode 0700). So another user of this machine cannot drive the stack, whose
+agent runs as you and restores wherever it is told.
+
+The admin commands of the user who started it need no flags: 'cairn dev'
+writes a client file (the NATS URL and the admin's seed, mode 0600) to
+DIR/nats/client.json and to
+  /run/cairn/dev.json                    when run as root
+  $XDG_CONFIG_HOME/cairn/dev.json        otherwise (~/.config/cairn/dev.json)
+  $CAIRN_DEV_FILE                        when set (for the admin commands too)
+and the admin commands read it when given no --nats-nkey (nor --nats, or
+--nats with the same URL). Anyone else needs the admin's seed:
+  cairn --nats nats://127.0.0.1:4222 --nats-nkey DIR/nats/admin-admin.nk status`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
@@ -350,13 +367,11 @@ another terminal, the admin commands talk to it.`,
 			if err := servePprof(ctx, pprofAddr, log); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "cairn dev is running: NATS %s, client %s, pool Default in %s\n", st.URL(), client, st.PoolDir())
-			fmt.Fprintf(g.out, "tape library %s: %d drives, %d slots, %d mail slots, tapes %s to %s; tape pool %s\n",
-				devstack.Library, devstack.LibraryDrives, devstack.LibrarySlots, devstack.LibraryMail,
-				devstack.Barcode(1), devstack.Barcode(devstack.Cartridges), st.Config.TapePool)
-			fmt.Fprintf(g.out, "try: cairn backup --client %s --path /etc --wait\n", client)
-			fmt.Fprintf(g.out, "     cairn media label --library %s --slots 1-4 --pool %s; cairn backup --client %s --path /etc --pool %s --wait\n",
-				devstack.Library, st.Config.TapePool, client, st.Config.TapePool)
+			clientFile := publishDevClientFile(st, log)
+			if clientFile != "" {
+				defer withdrawDevClientFile(clientFile, st)
+			}
+			printDevBanner(g.out, st, clientFile, ro.metricsAddr, pprofAddr)
 			<-ctx.Done()
 			fmt.Fprintln(g.out, "stopping")
 			return nil
@@ -375,6 +390,59 @@ another terminal, the admin commands talk to it.`,
 	f.StringVar(&pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (/debug/pprof/), for profiling; empty to disable")
 	ro.bind(f, "127.0.0.1:9464")
 	return c
+}
+
+// publishDevClientFile writes the stack's client file where this user's
+// admin commands look for it (devClientFile) and returns where; empty, with
+// a warning, when it cannot.
+func publishDevClientFile(st *devstack.Stack, log *slog.Logger) string {
+	path := devClientFile()
+	if path == "" {
+		log.Warn("no place for the client file of the admin commands (no home directory?): pass them --nats-nkey", "nkey", st.AdminAuth.NkeyFile)
+		return ""
+	}
+	if err := devstack.WriteClientFile(path, st.ClientFile()); err != nil {
+		log.Warn("cannot write the client file of the admin commands: pass them --nats-nkey", "err", err, "nkey", st.AdminAuth.NkeyFile)
+		return ""
+	}
+	return path
+}
+
+// withdrawDevClientFile removes the client file at path if it still names
+// this stack, so that no admin command is sent to a stack that is gone (a
+// stack started since keeps its own).
+func withdrawDevClientFile(path string, st *devstack.Stack) {
+	if f, err := devstack.ReadClientFile(path); err == nil && f == st.ClientFile() {
+		_ = os.Remove(path)
+	}
+}
+
+// printDevBanner says what runs, which ports it took, and how another
+// terminal reaches it.
+func printDevBanner(w io.Writer, st *devstack.Stack, clientFile, metricsAddr, pprofAddr string) {
+	fmt.Fprintf(w, "cairn dev is running: client %s, pool Default in %s\n", st.Config.Client, st.PoolDir())
+	fmt.Fprintf(w, "tape library %s: %d drives, %d slots, %d mail slots, tapes %s to %s; tape pool %s\n",
+		devstack.Library, devstack.LibraryDrives, devstack.LibrarySlots, devstack.LibraryMail,
+		devstack.Barcode(1), devstack.Barcode(devstack.Cartridges), st.Config.TapePool)
+	ports := fmt.Sprintf("ports: NATS %s (127.0.0.1 only, nkey users only), Raft %s, data port %s", st.URL(), st.Config.RaftAddr, st.Node.DataAddr())
+	if metricsAddr != "" {
+		ports += ", metrics http://" + metricsAddr + "/metrics"
+	}
+	if pprofAddr != "" {
+		ports += ", pprof http://" + pprofAddr + "/debug/pprof/"
+	}
+	fmt.Fprintln(w, ports)
+	who := "you"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	if clientFile != "" {
+		fmt.Fprintf(w, "from another terminal, as %s: cairn status (the admin commands find the credentials in %s)\n", who, clientFile)
+	}
+	fmt.Fprintf(w, "from anywhere else: cairn --nats %s --nats-nkey %s status\n", st.URL(), st.AdminAuth.NkeyFile)
+	fmt.Fprintf(w, "try: cairn backup --client %s --path /etc --wait\n", st.Config.Client)
+	fmt.Fprintf(w, "     cairn media label --library %s --slots 1-4 --pool %s; cairn backup --client %s --path /etc --pool %s --wait\n",
+		devstack.Library, st.Config.TapePool, st.Config.Client, st.Config.TapePool)
 }
 
 // sanitizeName makes a host name usable as a client name.

@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,6 +17,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cairnbackup/cairn/devstack"
+	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -19,10 +26,17 @@ import (
 type globals struct {
 	natsURL  string
 	natsAuth wire.NATSAuth
-	json     bool
-	timeout  time.Duration
-	out      io.Writer
-	errOut   io.Writer
+	// natsAdmin is the admin's name in the NATS configuration, which
+	// names its inbox; see adminName.
+	natsAdmin string
+	json      bool
+	timeout   time.Duration
+	out       io.Writer
+	errOut    io.Writer
+	// flags are the global flags as parsed, to tell a --nats given from
+	// its default; nil in tests that fill globals by hand, which is taken
+	// as everything given.
+	flags *pflag.FlagSet
 }
 
 func newRootCmd(out, errOut io.Writer) *cobra.Command {
@@ -47,8 +61,12 @@ Tape:       cairn media label, cairn library status|load|unload|import|export, c
 		defURL = "nats://127.0.0.1:4222"
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.natsURL, "nats", defURL, "NATS URL of the Cairn system (env CAIRN_NATS)")
+	g.flags = pf
+	pf.StringVar(&g.natsURL, "nats", defURL, "NATS URL of the Cairn system (env CAIRN_NATS; default: the 'cairn dev' this user runs, see 'cairn dev --help')")
 	bindNATSAuth(pf, &g.natsAuth)
+	pf.StringVar(&g.natsAdmin, "nats-admin", "", "admin name in the NATS configuration, which names this admin's inbox _INBOX.admin.NAME "+
+		"(env CAIRN_NATS_ADMIN; default: NAME of a --nats-nkey file admin-NAME.nk, else --nats-user, else the --nats-cert common name, else admin)")
+	g.natsAdmin = os.Getenv("CAIRN_NATS_ADMIN")
 	pf.BoolVar(&g.json, "json", false, "print JSON for scripts instead of tables")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "how long to wait for a server's answer")
 
@@ -118,21 +136,173 @@ func (g *globals) applyNATSFlags(cmd *cobra.Command, a *wire.NATSAuth) {
 	}
 }
 
-// connect opens an admin connection to NATS. Its replies come to
-// _INBOX.admin, which the admin users' permissions allow.
+// connect opens an admin connection to NATS, with the credential given or,
+// when none is, the one of the 'cairn dev' this user runs (devCredentials).
+// Its replies come to _INBOX.admin.NAME (adminName), the one inbox this
+// admin's NATS user may read.
 func (g *globals) connect() (*nats.Conn, error) {
-	opts, err := wire.ConnectOptions("cairn-admin", g.natsAuth, wire.Inbox(wire.KindAdmin, ""))
+	devNote, err := g.devCredentials()
+	if err != nil {
+		return nil, err
+	}
+	name, err := g.adminName()
+	if err != nil {
+		return nil, err
+	}
+	opts, err := wire.ConnectOptions("cairn-admin-"+name, g.natsAuth, wire.Inbox(wire.KindAdmin, name))
 	if err != nil {
 		return nil, err
 	}
 	nc, err := nats.Connect(g.natsURL, opts...)
 	if err != nil {
-		return nil, wire.ConnectError(g.natsURL, err, "start 'cairn dev' (or the servers), or point --nats / CAIRN_NATS at your NATS server")
+		we := wire.ConnectError(g.natsURL, err, "start 'cairn dev' (or the servers), or point --nats / CAIRN_NATS at your NATS server")
+		if devNote != "" && we.Code == wire.CodeInvalidArgument {
+			we.Message += "; " + devNote
+		}
+		return nil, we
 	}
 	return nc, nil
 }
 
-// call makes one admin request.
+// natsGiven reports whether the NATS URL was given (--nats or CAIRN_NATS).
+func (g *globals) natsGiven() bool {
+	if g.flags == nil {
+		return true
+	}
+	f := g.flags.Lookup("nats")
+	return (f != nil && f.Changed) || os.Getenv("CAIRN_NATS") != ""
+}
+
+// devCredentials fills in the URL and credential of the 'cairn dev' that
+// this user runs on this machine, from its client file (devClientFiles),
+// when no credential was given: so that on the machine of 'cairn dev', as
+// the user who started it, the admin commands need no flags. With --nats,
+// only a client file for that very URL is used. A client file that exists
+// but is not this user's to read is an error when nothing else was given
+// (and a note for the error otherwise): that user's stack is not this
+// one's to run.
+func (g *globals) devCredentials() (note string, err error) {
+	if g.natsAuth != (wire.NATSAuth{}) {
+		return "", nil
+	}
+	for _, path := range devClientFiles() {
+		f, err := devstack.ReadClientFile(path)
+		switch {
+		case err == nil:
+			if g.natsGiven() && g.natsURL != f.URL {
+				continue
+			}
+			g.natsURL, g.natsAuth.NkeyFile = f.URL, f.NkeyFile
+			if g.natsAdmin == "" {
+				g.natsAdmin = f.Admin
+			}
+			return "", nil
+		case errors.Is(err, devstack.ErrNoClientFile):
+			continue
+		case errors.Is(err, fs.ErrPermission):
+			if g.natsGiven() {
+				note = fmt.Sprintf("the credentials of the 'cairn dev' in %s are not yours to read (permission denied)", path)
+				continue
+			}
+			return "", wire.Errorf(wire.CodePermissionDenied,
+				"run the command as the user who started 'cairn dev', or pass a credential of your own (--nats URL --nats-nkey FILE)",
+				"permission denied: cannot read the credentials of 'cairn dev' in %s, and no NATS credential was given", path)
+		default:
+			return "", wire.Errorf(wire.CodeInvalidArgument, "start 'cairn dev' again to write it, or remove it", "%v", err)
+		}
+	}
+	return note, nil
+}
+
+// devFileEnv names the client file 'cairn dev' writes and the admin
+// commands read, in place of devClientFile's: for running more than one
+// stack on a machine (and tests).
+const devFileEnv = "CAIRN_DEV_FILE"
+
+// systemDevClientFile is where 'cairn dev' run by root writes its client
+// file: /run/cairn is root's alone (0700), and /run is cleared at boot.
+const systemDevClientFile = "/run/cairn/dev.json"
+
+// devClientFile is where 'cairn dev' run by this user writes its client
+// file (URL and admin seed, mode 0600): $CAIRN_DEV_FILE, /run/cairn/dev.json
+// for root, else $XDG_CONFIG_HOME/cairn/dev.json (~/.config/cairn/dev.json).
+func devClientFile() string {
+	if p := os.Getenv(devFileEnv); p != "" {
+		return p
+	}
+	if os.Geteuid() == 0 {
+		return systemDevClientFile
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "cairn", "dev.json")
+}
+
+// devClientFiles are where the admin commands look for a running 'cairn
+// dev': this user's own client file, then root's, which another user
+// cannot read and is told so.
+func devClientFiles() []string {
+	own := devClientFile()
+	if own == "" {
+		return []string{systemDevClientFile}
+	}
+	if own == systemDevClientFile || os.Getenv(devFileEnv) != "" {
+		return []string{own}
+	}
+	return []string{own, systemDevClientFile}
+}
+
+// adminName is this admin's name in the NATS configuration, which names
+// its inbox (_INBOX.admin.NAME) and is the only one its NATS user may
+// read: --nats-admin; else NAME of a seed file admin-NAME.nk as 'cairn cert
+// nats-config' names them; else the --nats-user; else the common name of
+// the --nats-cert; else admin.
+func (g *globals) adminName() (string, error) {
+	if g.natsAdmin != "" {
+		if err := wire.ValidateName("admin", g.natsAdmin); err != nil {
+			return "", &usageError{fmt.Errorf("--nats-admin: %w", err)}
+		}
+		return g.natsAdmin, nil
+	}
+	if name, ok := natsauth.NameOfSeedFile(g.natsAuth.NkeyFile, wire.KindAdmin); ok {
+		return name, nil
+	}
+	if g.natsAuth.User != "" && wire.ValidateName("admin", g.natsAuth.User) == nil {
+		return g.natsAuth.User, nil
+	}
+	if cn := commonName(g.natsAuth.CertFile); cn != "" && wire.ValidateName("admin", cn) == nil {
+		return cn, nil
+	}
+	return "admin", nil
+}
+
+// commonName is the subject common name of the first certificate in a PEM
+// file, or empty.
+func commonName(path string) string {
+	if path == "" {
+		return ""
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return ""
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return ""
+	}
+	return c.Subject.CommonName
+}
+
+// call makes one admin request. A request whose subject, or whose reply
+// inbox, the NATS server refuses to this credential fails at once with
+// "permission denied for subject ..." (wire.Request), rather than at its
+// timeout.
 func (g *globals) call(ctx context.Context, nc *nats.Conn, op string, req, resp any) error {
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
