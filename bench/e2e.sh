@@ -101,6 +101,9 @@ run_cairn() {
 	nats=$(free_port)
 	raft=$(free_port)
 	export CAIRN_NATS=nats://127.0.0.1:$nats
+	# cairn dev's client file (URL and admin seed), which the admin
+	# commands below read: here rather than in /run/cairn or ~/.config.
+	export CAIRN_DEV_FILE=$d/dev-client.json
 	local extra=()
 	[ -n "$PPROF_ADDR" ] && extra+=(--pprof-addr "$PPROF_ADDR")
 	"$CAIRN_BIN" dev --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" \

@@ -1,7 +1,9 @@
 // Package keyring keeps data keys safe and recoverable. Each pool has a
 // data key that encrypts its volumes; the catalog stores it wrapped by the
-// servers' key-encryption key (KEK), which lives in a file beside the
-// server's data, never in the catalog. An admin exports the data keys to a
+// servers' key-encryption key (KEK), which lives in a file, never in the
+// catalog nor in its Raft log or snapshots: in the server's data directory
+// by default, better elsewhere (the server's --kek-file, or a systemd
+// credential), so that a copy of the data directory opens no data key. An admin exports the data keys to a
 // key file for escrow, because a lost key means lost data; the same file
 // lets `cairn volume ls/extract` read volumes with no server at all.
 package keyring
@@ -31,18 +33,25 @@ func NewKey() []byte {
 	return k
 }
 
+// ReadKEK reads the KEK at path: 32 raw bytes. A missing file is an error
+// that errors.Is fs.ErrNotExist.
+func ReadKEK(path string) ([]byte, error) {
+	k, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key-encryption key: %w", err)
+	}
+	if len(k) != KeySize {
+		return nil, fmt.Errorf("key-encryption key %s has %d bytes, want %d: the file is damaged; restore it from your escrow copy", path, len(k), KeySize)
+	}
+	return k, nil
+}
+
 // LoadOrCreateKEK reads the KEK at path, creating it (mode 0600) when the
 // file does not exist.
 func LoadOrCreateKEK(path string) ([]byte, error) {
-	k, err := os.ReadFile(path)
-	if err == nil {
-		if len(k) != KeySize {
-			return nil, fmt.Errorf("key-encryption key %s has %d bytes, want %d: the file is damaged; restore it from your escrow copy", path, len(k), KeySize)
-		}
-		return k, nil
-	}
+	k, err := ReadKEK(path)
 	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("read key-encryption key: %w", err)
+		return k, err
 	}
 	k = NewKey()
 	if err := writeNew(path, k); err != nil {

@@ -3,7 +3,9 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/cairnbackup/cairn/pki"
@@ -14,9 +16,19 @@ import (
 type Config struct {
 	// Name identifies this server in its Raft group, in logs and metrics.
 	Name string `json:"name"`
-	// DataDir holds the catalog, the Raft log and snapshots, and the keys
-	// (kek: the key-encryption key; ticket.key: the ticket signing key).
+	// DataDir holds the catalog, the Raft log and snapshots, the ticket
+	// signing key (ticket.key) and, unless KEKFile or a systemd credential
+	// says otherwise, the key-encryption key (kek).
 	DataDir string `json:"data_dir"`
+	// KEKFile is the key-encryption key, 32 raw bytes, when it is kept
+	// outside DataDir: the catalog holds every data key wrapped with it,
+	// so a copy of a data directory that holds its KEK too (a backup of the
+	// server, a disk sent for repair) holds every data key. Made on the
+	// first start when missing; refused when missing while the catalog
+	// exists, since a new KEK opens none of its keys. Empty: the systemd
+	// credential cairn-kek when the service has one ($CREDENTIALS_DIRECTORY,
+	// LoadCredential=cairn-kek:PATH), else DataDir/kek.
+	KEKFile string `json:"kek_file,omitempty"`
 	// NATSURL is where the server reaches every other role.
 	NATSURL string `json:"nats_url"`
 	// NATSAuth is the NATS connection's TLS and credential (empty: plain,
@@ -28,9 +40,14 @@ type Config struct {
 	Bootstrap bool `json:"bootstrap"`
 	// RaftTLS runs the Raft transport over mutual TLS: the group's CA, and
 	// this server's certificate and key, issued with 'cairn cert issue
-	// --client --server' for the host in RaftAddr. Empty: plain TCP, for a
-	// group of one or a demo.
+	// --client --server' for the host in RaftAddr. Empty: plain TCP, which
+	// Validate allows on a loopback RaftAddr only, unless InsecureRaft.
 	RaftTLS pki.Files `json:"raft_tls"`
+	// InsecureRaft allows plain, unauthenticated Raft on an address other
+	// machines reach: whoever reaches it can pose as a member, read the
+	// catalog and append to its log. Only for a network where nothing else
+	// runs; the server says so loudly at every start.
+	InsecureRaft bool `json:"insecure_raft,omitempty"`
 	// SecretsFile is the group's secrets ('cairn cluster init'): the KEK and
 	// the ticket signing key, which every member must share. The first
 	// start copies them into DataDir; a later start with other secrets is
@@ -58,6 +75,55 @@ type Config struct {
 	RaftSnapshotThreshold uint64        `json:"raft_snapshot_threshold,omitempty"`
 	RaftTrailingLogs      uint64        `json:"raft_trailing_logs,omitempty"`
 	RaftSnapshotInterval  time.Duration `json:"raft_snapshot_interval,omitempty"`
+}
+
+// IsLoopback reports whether a host:port listens on this machine only:
+// localhost or a loopback IP. An empty host or 0.0.0.0 listens everywhere,
+// and a host name may resolve anywhere.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func sameFile(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
+}
+
+// KEKCredential is the name of the systemd credential a server reads its
+// KEK from (LoadCredential=cairn-kek:PATH, or LoadCredentialEncrypted=, in
+// its unit).
+const KEKCredential = "cairn-kek"
+
+// KEK sources, as KEKPath reports them.
+const (
+	KEKFromFile       = "--kek-file"
+	KEKFromCredential = "systemd credential " + KEKCredential
+	KEKFromDataDir    = "data directory"
+)
+
+// KEKPath is where this server's key-encryption key is, and what chose
+// it: KEKFile when set; else the systemd credential when the service was
+// started with one; else DataDir/kek.
+func (c *Config) KEKPath() (path, source string) {
+	if c.KEKFile != "" {
+		return c.KEKFile, KEKFromFile
+	}
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		p := filepath.Join(dir, KEKCredential)
+		if _, err := os.Stat(p); err == nil {
+			return p, KEKFromCredential
+		}
+	}
+	return filepath.Join(c.DataDir, "kek"), KEKFromDataDir
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -99,6 +165,15 @@ func (c *Config) Validate() error {
 	}
 	if err := c.RaftTLS.Check("tls"); err != nil {
 		errs = append(errs, err)
+	}
+	if c.RaftAddr != "" && c.RaftTLS.Empty() && !c.InsecureRaft && !IsLoopback(c.RaftAddr) {
+		errs = append(errs, fmt.Errorf("Raft address %s is reachable from other machines and Raft has no TLS: "+
+			"anyone who reaches it could pose as a member, read the catalog and append to its log; "+
+			"give --tls-ca, --tls-cert and --tls-key (see 'cairn cert issue --client --server'), "+
+			"bind Raft to 127.0.0.1 for a group of one, or pass --insecure-raft on a network you trust", c.RaftAddr))
+	}
+	if c.KEKFile != "" && c.DataDir != "" && sameFile(c.KEKFile, filepath.Join(c.DataDir, "kek")) {
+		errs = append(errs, fmt.Errorf("--kek-file %s is the data directory's own kek: give a path outside --data, or leave --kek-file out", c.KEKFile))
 	}
 	if c.TicketTTL < 10*time.Second {
 		errs = append(errs, fmt.Errorf("ticket TTL %s is too short: use at least 10s", c.TicketTTL))

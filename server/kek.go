@@ -1,8 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -48,10 +54,10 @@ func (s *Server) checkKEK() error {
 		}
 		if _, err := keyring.Unwrap(s.kek, k.ID, k.Wrapped); err != nil {
 			s.kekState.bad = wire.Errorf(wire.CodeKey, kekHint,
-				"server %s cannot unwrap data key %s of the catalog with its key-encryption key (%s/kek): it is not the group's",
-				s.cfg.Name, k.ID, s.cfg.DataDir)
+				"server %s cannot unwrap data key %s of the catalog with its key-encryption key (%s): it is not the group's",
+				s.cfg.Name, k.ID, s.kekPath)
 			s.log.Error("this server's key-encryption key does not open the catalog's data keys: backups and restores through it will fail",
-				"key", k.ID, "kek", s.cfg.DataDir+"/kek", "hint", kekHint)
+				"key", k.ID, "kek", s.kekPath, "hint", kekHint)
 			return s.kekState.bad
 		}
 		s.kekState.checked[k.ID] = true
@@ -73,6 +79,72 @@ func (s *Server) kekLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// loadKEK reads the key-encryption key at path (chosen by cfg.KEKPath, from
+// source), making it on a server's first start. Its rules keep the KEK where
+// the operator put it, and out of the data directory when that is
+// elsewhere:
+//   - a missing KEK is made only while the catalog does not exist yet: a
+//     new KEK opens none of an existing catalog's keys, and a KEK file on a
+//     medium that is not mounted must not be quietly replaced;
+//   - with the KEK outside the data directory, a kek file left in it is a
+//     copy to remove (said at every start) or, when it differs, another
+//     group's key (refused).
+func loadKEK(cfg Config, path, source string, logger *slog.Logger) ([]byte, error) {
+	catalogPath := filepath.Join(cfg.DataDir, "catalog.db")
+	_, statErr := os.Stat(catalogPath)
+	catalogExists := statErr == nil
+	kek, err := keyring.ReadKEK(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && catalogExists && source != KEKFromDataDir && fileExists(filepath.Join(cfg.DataDir, "kek")):
+		return nil, fmt.Errorf("the key-encryption key %s (%s) does not exist, and the catalog's KEK is still %s: move that file to %s",
+			path, source, filepath.Join(cfg.DataDir, "kek"), path)
+	case errors.Is(err, fs.ErrNotExist) && catalogExists:
+		return nil, fmt.Errorf("the key-encryption key %s (%s) does not exist, but the catalog %s does: its data keys open only with the KEK "+
+			"they were wrapped with; put that KEK file back (from where it is kept offline, or start once with the group's --secrets file)",
+			path, source, catalogPath)
+	case errors.Is(err, fs.ErrNotExist):
+		if kek, err = keyring.LoadOrCreateKEK(path); err != nil {
+			return nil, err
+		}
+		logger.Info("made a new key-encryption key: keep a copy offline, with the escrowed data keys", "kek", path)
+	case err != nil:
+		return nil, err
+	}
+	if source == KEKFromDataDir {
+		return kek, nil
+	}
+	inData := filepath.Join(cfg.DataDir, "kek")
+	left, err := os.ReadFile(inData)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return kek, nil
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", inData, err)
+	case !bytes.Equal(left, kek):
+		return nil, fmt.Errorf("%w: %s holds another key-encryption key than %s (%s); remove the one that is not this group's",
+			keyring.ErrOtherSecrets, inData, path, source)
+	}
+	logger.Warn("a copy of the key-encryption key is still in the data directory, so any copy of the directory holds every data key: remove it",
+		"copy", inData, "kek", path, "from", source)
+	return kek, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// warnInsecureRaft says, at every start, that Raft runs in the clear and
+// unauthenticated where other machines reach it (Validate refuses that
+// without cfg.InsecureRaft).
+func warnInsecureRaft(cfg Config, logger *slog.Logger) {
+	if cfg.RaftTLS.Empty() && !IsLoopback(cfg.RaftAddr) {
+		logger.Warn("INSECURE: Raft runs over plain TCP with no authentication on an address other machines reach (--insecure-raft): "+
+			"whoever reaches it can pose as a member, read the catalog and append to its log; give --tls-ca, --tls-cert and --tls-key",
+			"raft_addr", cfg.RaftAddr)
 	}
 }
 

@@ -31,6 +31,7 @@ type Server struct {
 	store    *catalog.Store
 	raft     *cluster.Node
 	kek      []byte
+	kekPath  string // where kek was read from, for telling the operator
 	kekState kekCheck
 	signer   ed25519.PrivateKey
 	metrics  *metrics
@@ -74,7 +75,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server data directory: %w", err)
 	}
-	kekPath, ticketPath := filepath.Join(cfg.DataDir, "kek"), filepath.Join(cfg.DataDir, "ticket.key")
+	warnInsecureRaft(cfg, logger)
+	kekPath, kekSource := cfg.KEKPath()
+	ticketPath := filepath.Join(cfg.DataDir, "ticket.key")
 	if cfg.SecretsFile != "" {
 		secrets, err := keyring.ReadSecrets(cfg.SecretsFile)
 		if err != nil {
@@ -84,7 +87,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 			return nil, err
 		}
 	}
-	kek, err := keyring.LoadOrCreateKEK(kekPath)
+	kek, err := loadKEK(cfg, kekPath, kekSource, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +121,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: logger, store: store, raft: node, kek: kek, signer: signer,
+		cfg: cfg, log: logger, store: store, raft: node, kek: kek, kekPath: kekPath, signer: signer,
 		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{},
 		wake: make(chan struct{}, 1),
 	}

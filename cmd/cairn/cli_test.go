@@ -312,3 +312,13 @@ func TestParseSlots(t *testing.T) {
 		}
 	}
 }
+
+// TestServerRefusesPlainRaftOnTheNetwork: 'cairn server' with a Raft
+// address other machines reach and no TLS does not start, and says what to
+// do; on loopback it would.
+func TestServerRefusesPlainRaftOnTheNetwork(t *testing.T) {
+	code, _, stderr := cli(context.Background(), "server", "--data", t.TempDir(), "--raft-addr", "10.0.0.1:7010", "--metrics-addr", "")
+	if code != 1 || !strings.Contains(stderr, "Raft has no TLS") || !strings.Contains(stderr, "--insecure-raft") || !strings.Contains(stderr, "hint: ") {
+		t.Fatalf("plain Raft on 10.0.0.1: exit %d, %q", code, stderr)
+	}
+}

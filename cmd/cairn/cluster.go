@@ -98,7 +98,9 @@ func newClusterInitCmd(g *globals) *cobra.Command {
 key-encryption key that wraps the data keys in the catalog, and the key that
 signs job tickets, which storage nodes check. Copy the file to every server
 and start each with --secrets FILE; the first start copies the keys into its
-data directory, and a later start with another file is refused.
+data directory (the KEK into --kek-file when given: keep it out of the data
+directory, see 'cairn server --help'), and a later start with another file
+is refused. After that the file is needed no more: keep it offline.
 
 A group of three over TLS:
 

@@ -218,6 +218,9 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.RaftTLS.Cert, "tls-cert", "", "this server's certificate ('cairn cert issue --client --server', naming the --raft-addr host)")
 	f.StringVar(&cfg.RaftTLS.Key, "tls-key", "", "key of --tls-cert")
 	f.StringVar(&cfg.SecretsFile, "secrets", "", "the group's secrets file ('cairn cluster init'): KEK and ticket signing key every server shares")
+	f.StringVar(&cfg.KEKFile, "kek-file", "", "the key-encryption key (32 bytes), kept outside --data so that a copy of the data directory opens no data key "+
+		"(default: the systemd credential "+server.KEKCredential+" when the service has one, else DATA/kek)")
+	f.BoolVar(&cfg.InsecureRaft, "insecure-raft", false, "allow plain, unauthenticated Raft on a --raft-addr other machines reach (refused without it unless --tls-* are given)")
 	f.DurationVar(&cfg.LivenessTimeout, "liveness-timeout", cfg.LivenessTimeout, "a node or agent silent this long is offline")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", cfg.QueueTimeout, "a job waiting this long for its agent or a storage node fails")
 	f.StringVar(&cfg.DefaultPool, "default-pool", cfg.DefaultPool, "pool for backups that name none")
