@@ -70,7 +70,10 @@ type Config struct {
 	MountPoll time.Duration
 	// Logger receives every role's log; discarded when nil.
 	Logger *slog.Logger
-	// Registry receives every role's metrics; none when nil.
+	// Registry receives every role's metrics, each labelled with its role
+	// (role="server", "storagenode", "agent"), since the roles of one
+	// process export some of the same metrics (their NATS connection's);
+	// none when nil.
 	Registry prometheus.Registerer
 }
 
@@ -163,7 +166,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	sc.NATSAuth = auth(wire.KindServer, ServerName)
 	sc.RaftAddr = cfg.RaftAddr
 	sc.DefaultPool = cfg.Pool
-	srv, err := server.New(sc, cfg.Logger, cfg.Registry)
+	srv, err := server.New(sc, cfg.Logger, cfg.registry("server"))
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +197,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		nc.TapePools = []storagenode.TapePoolConfig{tp}
 		nc.VolumeWaitPoll = cfg.MountPoll
 	}
-	node, err := storagenode.New(nc, cfg.Logger, cfg.Registry)
+	node, err := storagenode.New(nc, cfg.Logger, cfg.registry("storagenode"))
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +210,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	ac.Name = cfg.Client
 	ac.NATSURL = ns.URL()
 	ac.NATSAuth = auth(wire.KindAgent, cfg.Client)
-	ag, err := agent.New(ac, cfg.Logger, cfg.Registry)
+	ag, err := agent.New(ac, cfg.Logger, cfg.registry("agent"))
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +227,14 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	ok = true
 	return st, nil
+}
+
+// registry is where one role's metrics go: Registry, with the role's label.
+func (c *Config) registry(role string) prometheus.Registerer {
+	if c.Registry == nil {
+		return nil
+	}
+	return prometheus.WrapRegistererWith(prometheus.Labels{"role": role}, c.Registry)
 }
 
 // The emulated library of a stack: 2 drives, 24 slots, 2 mail slots and 20

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/keyring"
@@ -332,5 +333,39 @@ func TestStackIsClosedToOthers(t *testing.T) {
 	var keys wire.KeyExportResp
 	if err := e.api(wire.OpKeyExport, wire.Empty{}, &keys); err != nil || len(keys.Keys) == 0 {
 		t.Fatalf("the stack's admin exports the keys: %d keys, %v", len(keys.Keys), err)
+	}
+}
+
+// TestOneRegistryForEveryRole: the roles of one stack export some metrics
+// of the same name (their NATS connection's); with one registry, as
+// 'cairn dev' has, each carries its role's label and none collides.
+func TestOneRegistryForEveryRole(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	st, err := Start(ctx, Config{Dir: t.TempDir(), Client: "web", NoTape: true, Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather the stack's metrics: %v", err)
+	}
+	roles := map[string]bool{}
+	for _, f := range families {
+		if f.GetName() != "cairn_nats_connected" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "role" && m.GetGauge().GetValue() == 1 {
+					roles[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if len(roles) != 3 {
+		t.Errorf("cairn_nats_connected is 1 for roles %v, want server, storagenode and agent", roles)
 	}
 }

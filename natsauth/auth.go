@@ -2,7 +2,9 @@
 // deployment: one nkey user per server, storage node, agent and admin, each
 // allowed exactly the subjects of its role (wire.RoleSubjects), behind TLS.
 // An agent's credential thus reads only its own orders and replies, and can
-// neither speak for another client nor issue admin requests.
+// neither speak for another client nor issue admin requests; an admin's
+// reads only its own replies, and exports keys only when it is a key admin.
+// The embedded NATS server of `cairn dev` takes the same users (Embedded).
 package natsauth
 
 import (
