@@ -372,7 +372,11 @@ func newKeyCmd(g *globals) *cobra.Command {
 		Long: `Write every data key, in the clear, to a key file (mode 0600).
 
 Keep the file offline and safe: it decrypts every volume. With it,
-'cairn volume ls' and 'cairn volume extract' read volumes with no server.`,
+'cairn volume ls' and 'cairn volume extract' read volumes with no server.
+
+It takes a key admin's credential: key export has a NATS subject of its
+own (cairn.escrow.key.export) that only the admins named in 'cairn cert
+nats-config --key-admins' may use; the admin of 'cairn dev' is one.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if to == "" {

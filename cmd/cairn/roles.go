@@ -442,7 +442,7 @@ func printDevBanner(w io.Writer, st *devstack.Stack, clientFile, metricsAddr, pp
 	if clientFile != "" {
 		fmt.Fprintf(w, "from another terminal, as %s: cairn status (the admin commands find the credentials in %s)\n", who, clientFile)
 	}
-	fmt.Fprintf(w, "from anywhere else: cairn --nats %s --nats-nkey %s status\n", st.URL(), st.AdminAuth.NkeyFile)
+	fmt.Fprintf(w, "as another user, with a copy of the admin seed: cairn --nats %s --nats-nkey %s status\n", st.URL(), st.AdminAuth.NkeyFile)
 	fmt.Fprintf(w, "try: cairn backup --client %s --path /etc --wait\n", st.Config.Client)
 	fmt.Fprintf(w, "     cairn media label --library %s --slots 1-4 --pool %s; cairn backup --client %s --path /etc --pool %s --wait\n",
 		devstack.Library, st.Config.TapePool, st.Config.Client, st.Config.TapePool)
