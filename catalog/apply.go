@@ -58,6 +58,8 @@ func (a *applier) apply(c *Command) error {
 		return a.moveTape(c.TapeMove)
 	case OpAssignTape:
 		return a.assignTape(c.TapeAssign)
+	case OpInitGroup:
+		return a.initGroup(c.Group)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }
@@ -450,6 +452,38 @@ func (a *applier) createPool(p *Pool) error {
 	}
 	n.Created = a.now
 	return putJSON(a.tx, bPools, []byte(n.Name), &n)
+}
+
+// initGroup records the group's identity. It is written once: a second
+// leader racing the first, or a replayed command, finds it there and
+// changes nothing, so every member keeps the identity the group was formed
+// with.
+func (a *applier) initGroup(g *Group) error {
+	if g.ID == "" || g.KEKFingerprint == "" || len(g.TicketKeys) == 0 {
+		return refuse(CodeInvalidArgument, "", "group identity without an id, KEK fingerprint or ticket key")
+	}
+	for _, k := range g.TicketKeys {
+		if len(k) != 32 {
+			return refuse(CodeInvalidArgument, "", "group %s: a ticket key of %d bytes, want an ed25519 public key of 32", g.ID, len(k))
+		}
+	}
+	var old Group
+	found, err := getJSON(a.tx, bMeta, keyGroup, &old)
+	if err != nil {
+		return err
+	}
+	if found {
+		if old.ID == g.ID {
+			return nil // a retried command
+		}
+		return refuse(CodeAlreadyExists, "a group keeps its identity for life",
+			"this catalog belongs to group %s already, not %s", old.ID, g.ID)
+	}
+	n := *g
+	if n.Created.IsZero() {
+		n.Created = a.now
+	}
+	return putJSON(a.tx, bMeta, keyGroup, &n)
 }
 
 func (a *applier) putKey(k *Key) error {

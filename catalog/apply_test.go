@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -518,5 +519,24 @@ func TestCounts(t *testing.T) {
 	}
 	if n.IndexSegments != len(infos)+len(infos2) || n.IndexBytes != size {
 		t.Fatalf("index %d segments %d bytes, want %d, %d", n.IndexSegments, n.IndexBytes, len(infos)+len(infos2), size)
+	}
+}
+
+// TestGroupIdentity: the group's identity is written once; the same command
+// again is a no-op, another group's is refused, and both leave the first.
+func TestGroupIdentity(t *testing.T) {
+	c := newTestCatalog(t)
+	if g, err := c.s.Group(); err != nil || g != nil {
+		t.Fatalf("a new catalog has group %+v, %v; want none", g, err)
+	}
+	key := bytes.Repeat([]byte{7}, 32)
+	first := &Group{ID: "g1", KEKFingerprint: "kek1", TicketKeys: [][]byte{key}}
+	c.must(&Command{Op: OpInitGroup, Group: first})
+	c.must(&Command{Op: OpInitGroup, Group: first})
+	c.refused(CodeAlreadyExists, &Command{Op: OpInitGroup, Group: &Group{ID: "g2", KEKFingerprint: "kek2", TicketKeys: [][]byte{key}}})
+	c.refused(CodeInvalidArgument, &Command{Op: OpInitGroup, Group: &Group{ID: "g3", KEKFingerprint: "kek3", TicketKeys: [][]byte{{1, 2}}}})
+	g, err := c.s.Group()
+	if err != nil || g == nil || g.ID != "g1" || g.KEKFingerprint != "kek1" || len(g.TicketKeys) != 1 || !bytes.Equal(g.TicketKeys[0], key) || g.Created.IsZero() {
+		t.Fatalf("group after the refusals: %+v, %v", g, err)
 	}
 }

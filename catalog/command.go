@@ -31,6 +31,7 @@ const (
 	OpLabelTape       Op = "label_tape"
 	OpMoveTape        Op = "move_tape"
 	OpAssignTape      Op = "assign_tape"
+	OpInitGroup       Op = "init_group"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -57,6 +58,7 @@ type Command struct {
 	TapeLabel    *TapeLabel    `json:"tape_label,omitempty"`    // OpLabelTape
 	TapeMove     *TapeMove     `json:"tape_move,omitempty"`     // OpMoveTape
 	TapeAssign   *TapeAssign   `json:"tape_assign,omitempty"`   // OpAssignTape
+	Group        *Group        `json:"group,omitempty"`         // OpInitGroup
 }
 
 // TapeLabel records a cartridge that a storage node labeled and read back:
@@ -259,6 +261,8 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.TapeMove != nil
 	case OpAssignTape:
 		return true, c.TapeAssign != nil
+	case OpInitGroup:
+		return true, c.Group != nil
 	}
 	return false, false
 }

@@ -128,6 +128,23 @@ type Pool struct {
 	Created     time.Time `json:"created"`
 }
 
+// Group is the identity of the Raft group whose catalog this is, written
+// once by its first leader. Every member holds it, so a server can tell a
+// member of its own group from one of another group on the same NATS, and
+// check that a server asking to join holds the group's secrets.
+type Group struct {
+	// ID is random, made when the group was formed.
+	ID string `json:"id"`
+	// KEKFingerprint is keyring.KEKFingerprint of the group's key-encryption
+	// key: never the key itself.
+	KEKFingerprint string `json:"kek_fingerprint"`
+	// TicketKeys are the ed25519 public keys job tickets of this group are
+	// signed with; storage nodes take them from here, whichever server they
+	// ask.
+	TicketKeys [][]byte  `json:"ticket_keys"`
+	Created    time.Time `json:"created"`
+}
+
 // Key is a data key as the catalog keeps it: wrapped by the servers'
 // key-encryption key, so the catalog (and every snapshot of it) never holds a
 // plain key.

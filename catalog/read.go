@@ -375,6 +375,23 @@ type Counts struct {
 	IndexBytes    int64
 }
 
+// Group is the identity of the group this catalog belongs to; nil when no
+// leader recorded one yet (a new member before it received the catalog, or
+// a catalog from before groups had one).
+func (s *Store) Group() (*Group, error) {
+	var g Group
+	var found bool
+	err := s.view(func(tx *bbolt.Tx) error {
+		var err error
+		found, err = getJSON(tx, bMeta, keyGroup, &g)
+		return err
+	})
+	if err != nil || !found {
+		return nil, err
+	}
+	return &g, nil
+}
+
 // Counts reads the catalog's totals. Jobs and backups come from counters the
 // applier keeps, so this does not grow with the number of jobs ever run.
 func (s *Store) Counts() (Counts, error) {

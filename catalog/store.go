@@ -45,6 +45,7 @@ var (
 	keyFormat       = []byte("format")
 	keyAppliedIndex = []byte("applied_index")
 	keyNextJob      = []byte("next_job")
+	keyGroup        = []byte("group")
 )
 
 // storeFormat is the layout version in meta/format. A catalog of a newer
