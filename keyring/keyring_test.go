@@ -2,6 +2,8 @@ package keyring
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -135,5 +137,22 @@ func TestSecretsInstallOnceAndRefuseOthers(t *testing.T) {
 	}
 	if _, err := ReadSecrets(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "cairn cluster init") {
 		t.Fatalf("missing secrets file: %v", err)
+	}
+}
+
+// TestFingerprints: a fingerprint tells keys apart, is stable, and holds no
+// part of the key.
+func TestFingerprints(t *testing.T) {
+	a, b := NewKey(), NewKey()
+	if KEKFingerprint(a) != KEKFingerprint(a) || KEKFingerprint(a) == KEKFingerprint(b) {
+		t.Fatalf("KEK fingerprints: %s %s %s", KEKFingerprint(a), KEKFingerprint(a), KEKFingerprint(b))
+	}
+	if strings.Contains(KEKFingerprint(a), hex.EncodeToString(a[:4])) {
+		t.Fatalf("the fingerprint %s shows the key %x", KEKFingerprint(a), a)
+	}
+	pa := ed25519.NewKeyFromSeed(a).Public().(ed25519.PublicKey)
+	pb := ed25519.NewKeyFromSeed(b).Public().(ed25519.PublicKey)
+	if TicketKeyFingerprint(pa) == TicketKeyFingerprint(pb) || len(TicketKeyFingerprint(pa)) != 32 {
+		t.Fatalf("ticket key fingerprints: %s %s", TicketKeyFingerprint(pa), TicketKeyFingerprint(pb))
 	}
 }
