@@ -161,6 +161,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 
 	sc := server.DefaultConfig()
 	sc.Name = ServerName
+	sc.Bootstrap = true // the one server of its own group
 	sc.DataDir = filepath.Join(cfg.Dir, "server")
 	sc.NATSURL = ns.URL()
 	sc.NATSAuth = auth(wire.KindServer, ServerName)

@@ -54,11 +54,17 @@ func testMain(m *testing.M) int {
 	// machine's user may run, and no 'cairn dev' of a test writes one to
 	// /run/cairn or ~/.config: a test that wants one sets its own.
 	os.Setenv("CAIRN_DEV_FILE", filepath.Join(dir, "no-dev-client.json"))
-	build := exec.Command("go", "build", "-o", cairnBin, "./cmd/cairn")
-	build.Dir = ".." // the module root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build the cairn binary: %v\n%s", err, out)
-		return 1
+	if bin := os.Getenv("CAIRN_TEST_BINARY"); bin != "" {
+		// Another build, such as the one before a fix, to see a new test
+		// fail on it.
+		cairnBin = bin
+	} else {
+		build := exec.Command("go", "build", "-o", cairnBin, "./cmd/cairn")
+		build.Dir = ".." // the module root
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the cairn binary: %v\n%s", err, out)
+			return 1
+		}
 	}
 	code := m.Run()
 	// Every test stops what it started; a cairn process still running now
@@ -400,7 +406,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
 		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
 	})
-	s.server = newProc(t, s.logs, dir, "server", "server", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
+	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
 		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", s.metrics["server"], "--log-level", "debug")
 	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
 		"--data", s.nodeData, "--data-addr", s.dataAddr, "--pool", s.pool+"="+s.poolDir, "--metrics-addr", s.metrics["storagenode"])

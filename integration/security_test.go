@@ -138,7 +138,7 @@ func newSecSys(t *testing.T) *secSys {
 	natsProc.bin = natsBin
 	s1 := filepath.Join(d.hosts, "s1")
 	d.server = newProc(t, d.logs, dir, "server", append(d.natsFlags(wire.KindServer, "s1"),
-		"server", "--name", "s1", "--data", filepath.Join(dir, "s1"), "--raft-addr", d.raftAddr, "--secrets", secrets,
+		"server", "--bootstrap", "--name", "s1", "--data", filepath.Join(dir, "s1"), "--raft-addr", d.raftAddr, "--secrets", secrets,
 		"--tls-ca", filepath.Join(s1, pki.CACertFile), "--tls-cert", filepath.Join(s1, "s1.crt"), "--tls-key", filepath.Join(s1, "s1.key"),
 		"--liveness-timeout", "4s", "--metrics-addr", freeAddr(t), "--log-level", "debug")...)
 	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
@@ -452,7 +452,7 @@ func TestSecuredDeployment(t *testing.T) {
 		w.requestRefused(t, wire.APISubject(wire.OpRestoreStart), wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web2"}, TargetClient: "web1", To: "/tmp/stolen"})
 		// Around the API: straight to the leader's forwarding subject or to
 		// one server.
-		w.requestRefused(t, wire.LeaderSubject(wire.APISubject(wire.OpKeyExport)), wire.Empty{})
+		w.requestRefused(t, wire.LeaderSubject("any-group", wire.APISubject(wire.OpKeyExport)), wire.Empty{})
 		w.requestRefused(t, wire.ServerSubject("s1", wire.OpServerStatus), wire.Empty{})
 		// And the way an operator would try it: the CLI with web1's files.
 		r := d.as(wire.KindAgent, "web1", "--timeout", "3s", "key", "export", "--to", filepath.Join(t.TempDir(), "keys.json"))
@@ -535,7 +535,7 @@ func TestSecuredDeployment(t *testing.T) {
 		n.requestRefused(t, wire.APISubject(wire.OpStatus), wire.Empty{})
 		n.requestRefused(t, wire.APISubject(wire.OpKeyExport), wire.Empty{})
 		n.requestRefused(t, wire.APISubject(wire.OpBackupStart), wire.BackupStartReq{Client: "web2", Paths: []string{"/"}})
-		n.requestRefused(t, wire.LeaderSubject(wire.APISubject(wire.OpKeyExport)), wire.Empty{})
+		n.requestRefused(t, wire.LeaderSubject("any-group", wire.APISubject(wire.OpKeyExport)), wire.Empty{})
 		n.requestRefused(t, wire.AgentSubject("web1", wire.OpRunRestore), wire.RunRestore{JobID: 1})
 		n.subscribeRefused(t, wire.AgentSubject("web1", ">"))
 		n.subscribeRefused(t, wire.Inbox(wire.KindAdmin, "admin")+".>")
@@ -576,7 +576,7 @@ func TestSecuredDeployment(t *testing.T) {
 		if body, err := wire.Unmarshal(resp.Data); err == nil || wire.CodeOf(err) != wire.CodeUnknownOperation {
 			t.Errorf("HOLE: the servers answered key export on cairn.api.%s: %.200s (%v)", wire.OpKeyExport, body, err)
 		}
-		ops.requestRefused(t, wire.LeaderSubject(wire.APISubject(wire.OpKeyExport)), wire.Empty{})
+		ops.requestRefused(t, wire.LeaderSubject("any-group", wire.APISubject(wire.OpKeyExport)), wire.Empty{})
 
 		keys := filepath.Join(t.TempDir(), "keys.json")
 		if r := d.admin("key", "export", "--to", keys); r.code != 0 {

@@ -36,7 +36,8 @@ func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, e
 	st := s.raft.Stats()
 	return wire.StatusResp{
 		Server: s.cfg.Name, Version: Version, Leader: st.Leader, IsLeader: s.raft.IsLeader(),
-		RaftState: st.State, Term: st.Term, AppliedIndex: st.AppliedIndex,
+		RaftState: st.State, Term: st.Term, AppliedIndex: st.AppliedIndex, Group: s.groupName(),
+		OtherGroups: func() []wire.OtherServer { o, _ := s.otherServers(); return o }(),
 	}, nil
 }
 

@@ -36,7 +36,12 @@ type Config struct {
 	NATSAuth wire.NATSAuth `json:"nats_auth"`
 	// RaftAddr is the address the Raft transport listens on.
 	RaftAddr string `json:"raft_addr"`
-	// Bootstrap forms a new one-voter group when DataDir has no Raft state.
+	// Bootstrap forms a new group of one voter when DataDir has no Raft
+	// state: for the first server of a new group only, and never by
+	// default, since a server that forms a group of its own on a NATS
+	// where a group runs becomes a second leader there. Without it a new
+	// server waits, answering no role, until 'cairn cluster join' adds it.
+	// A data directory with Raft state ignores it.
 	Bootstrap bool `json:"bootstrap"`
 	// RaftTLS runs the Raft transport over mutual TLS: the group's CA, and
 	// this server's certificate and key, issued with 'cairn cert issue
@@ -136,7 +141,6 @@ func DefaultConfig() Config {
 		Name:            host,
 		NATSURL:         "nats://127.0.0.1:4222",
 		RaftAddr:        "127.0.0.1:7010",
-		Bootstrap:       true,
 		TicketTTL:       5 * time.Minute,
 		LivenessTimeout: 20 * time.Second,
 		StallTimeout:    10 * time.Minute,

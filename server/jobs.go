@@ -62,6 +62,10 @@ func (s *Server) finishRun(id uint64) {
 }
 
 func (s *Server) sign(t ticket.Ticket) (string, error) {
+	if g := s.group(); g != nil && !s.signsForGroup(g) {
+		return "", wire.Errorf(wire.CodeKey, kekHint,
+			"server %s signs job tickets with a key that is not its group's: storage nodes would refuse them", s.cfg.Name)
+	}
 	now := time.Now().UTC()
 	t.Issued = now
 	t.Expires = now.Add(s.cfg.TicketTTL)

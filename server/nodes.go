@@ -89,7 +89,13 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	s.mu.Unlock()
 	s.kick()
 	s.log.Info("storage node registered", "node", id, "data_addr", req.DataAddr, "pools", len(pools))
-	return wire.NodeRegisterResp{TicketKey: s.signer.Public().(ed25519.PublicKey), ServerTime: time.Now().UTC()}, nil
+	resp := wire.NodeRegisterResp{TicketKey: s.signer.Public().(ed25519.PublicKey), ServerTime: time.Now().UTC()}
+	if g := s.group(); g != nil {
+		// The group's keys, as its catalog records them: every server hands
+		// out the same, so a node does not trust whichever server it asked.
+		resp.Group, resp.TicketKeys, resp.TicketKey = g.ID, g.TicketKeys, g.TicketKeys[0]
+	}
+	return resp, nil
 }
 
 // ensurePool creates a pool a node announces, with its data key, unless the

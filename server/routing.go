@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -48,6 +48,8 @@ var slowOps = map[string]time.Duration{
 	wire.OpMediaLabel:    tapeLabelTimeout + libraryStatusTimeout + 10*time.Second,
 	wire.OpLibraryMove:   libraryMoveTimeout + 10*time.Second,
 	wire.OpLibraryStatus: libraryStatusTimeout + 10*time.Second,
+	// A join waits for the new server to catch up.
+	wire.OpClusterJoin: maxCatchUpTimeout + time.Minute,
 }
 
 // forwardTimeoutOf is how long a follower waits for the leader's answer to
@@ -85,15 +87,8 @@ func (s *Server) subscribe(ctx context.Context) error {
 		wire.FromNodeWildcard:  fromNode.Dispatch(splitOp),
 		wire.FromAgentWildcard: fromAgent.Dispatch(splitOp),
 	}
-	for subject := range s.dispatch {
-		sub, err := s.nc.QueueSubscribe(subject, wire.ServerQueue, func(m *nats.Msg) {
-			go s.serveOrForward(ctx, m)
-		})
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", subject, err)
-		}
-		s.subs = append(s.subs, sub)
-	}
+	// The role-facing subjects are subscribed by serveRoles, while this
+	// server is a member of its group.
 	beats, err := s.nc.Subscribe(wire.BeatWildcard, func(m *nats.Msg) { s.beat(m) })
 	if err != nil {
 		return fmt.Errorf("subscribe heartbeats: %w", err)
@@ -147,7 +142,7 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 	pause := 50 * time.Millisecond
 	checked := false
 	for {
-		reply, err := s.nc.RequestMsgWithContext(fctx, &nats.Msg{Subject: wire.LeaderSubject(m.Subject), Data: m.Data, Header: m.Header})
+		reply, err := s.nc.RequestMsgWithContext(fctx, &nats.Msg{Subject: wire.LeaderSubject(s.groupName(), m.Subject), Data: m.Data, Header: m.Header})
 		if err == nil {
 			wire.Respond(m, reply.Data, s.log)
 			return
@@ -228,23 +223,34 @@ func (s *Server) unreachable(ctx context.Context) []string {
 }
 
 // leaderLoop subscribes to the leader's subject while this server leads,
-// and adopts the running jobs whenever it becomes leader.
+// adopts the running jobs whenever it becomes leader, answers roles while
+// this server is a member (serveRoles), and announces it.
 func (s *Server) leaderLoop(ctx context.Context) {
 	var sub *nats.Subscription
 	defer func() {
 		if sub != nil {
 			_ = sub.Unsubscribe()
 		}
+		for _, sub := range s.roleSubs {
+			_ = sub.Unsubscribe()
+		}
+		s.roleSubs = nil
 	}()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	var announced time.Time
 	for {
 		leader := s.raft.IsLeader()
+		if leader {
+			s.initGroup(ctx)
+		}
+		s.checkOwnKeys()
+		group := s.groupName()
 		switch {
-		case leader && sub == nil:
+		case leader && sub == nil && group != "":
 			var err error
-			sub, err = s.nc.Subscribe(wire.LeaderWildcard, func(m *nats.Msg) {
-				orig, ok := wire.TrimLeader(m.Subject)
+			sub, err = s.nc.Subscribe(wire.LeaderWildcard(group), func(m *nats.Msg) {
+				orig, ok := wire.TrimLeader(group, m.Subject)
 				h := s.handlerFor(orig)
 				if !ok || h == nil {
 					wire.Respond(m, wire.MarshalError(wire.Errorf(wire.CodeUnknownOperation, "", "nothing answers %s", m.Subject)), s.log)
@@ -258,13 +264,18 @@ func (s *Server) leaderLoop(ctx context.Context) {
 				sub = nil
 				break
 			}
-			s.log.Info("leading the group: serving writes and dispatching jobs")
+			s.log.Info("leading the group: serving writes and dispatching jobs", "group", group)
 			s.becameLeader(ctx)
 		case !leader && sub != nil:
 			_ = sub.Unsubscribe()
 			sub = nil
 			s.log.Info("no longer leading")
 			s.lostLeadership()
+		}
+		s.serveRoles(ctx)
+		if time.Since(announced) >= serverBeatInterval {
+			s.announce()
+			announced = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -286,6 +297,11 @@ func (s *Server) beat(m *nats.Msg) {
 		return
 	}
 	switch {
+	case kind == wire.KindServer && what == "alive":
+		hb, err := wire.Decode[wire.ServerBeat](body)
+		if err == nil {
+			s.heardServer(name, hb)
+		}
 	case kind == "node" && what == "alive":
 		hb, err := wire.Decode[wire.NodeHeartbeat](body)
 		if err != nil || hb.ID != name {
@@ -349,36 +365,22 @@ func (s *Server) beat(m *nats.Msg) {
 
 func (s *Server) serverStatus(context.Context, string, wire.Empty) (wire.ServerStatus, error) {
 	st := s.raft.Stats()
-	return wire.ServerStatus{
-		Name: s.cfg.Name, RaftAddr: st.Addr, State: st.State, Term: st.Term, LastIndex: st.LastIndex,
-		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Leader: st.LeaderID, Version: Version,
-	}, nil
-}
-
-// members asks every member of the Raft configuration for its status.
-func (s *Server) members(ctx context.Context) []wire.MemberStatus {
-	st := s.raft.Stats()
-	out := make([]wire.MemberStatus, 0, len(st.Peers))
+	var peers []string
 	for _, p := range st.Peers {
-		m := wire.MemberStatus{Name: p.ID, RaftAddr: p.Addr, Voter: p.Voter}
-		var ss wire.ServerStatus
-		qctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := wire.Request(qctx, s.nc, wire.ServerSubject(p.ID, wire.OpServerStatus), wire.Empty{}, &ss)
-		cancel()
-		if err != nil {
-			m.Error = err.Error()
-		} else {
-			m.Reachable, m.State, m.Term, m.LastIndex, m.AppliedIndex = true, ss.State, ss.Term, ss.LastIndex, ss.AppliedIndex
-		}
-		out = append(out, m)
+		peers = append(peers, p.ID)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return wire.ServerStatus{
+		Peers: peers, Name: s.cfg.Name, RaftAddr: st.Addr, State: st.State, Term: st.Term, LastIndex: st.LastIndex,
+		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Leader: st.LeaderID, Version: Version,
+		CatalogIndex: st.CatalogIndex, Group: s.groupName(), Member: s.member.Load(),
+		KEKFingerprint: keyring.KEKFingerprint(s.kek), TicketKeyFingerprint: keyring.TicketKeyFingerprint(s.ticketPublic()),
+	}, nil
 }
 
 func (s *Server) clusterStatus(ctx context.Context, _ string, _ wire.Empty) (wire.ClusterStatusResp, error) {
 	st := s.raft.Stats()
-	resp := wire.ClusterStatusResp{Leader: st.LeaderID, Answered: s.cfg.Name, Members: s.members(ctx)}
+	resp := wire.ClusterStatusResp{Leader: st.LeaderID, Answered: s.cfg.Name, Members: s.members(ctx), Group: s.groupName()}
+	resp.OtherGroups, resp.Waiting = s.otherServers()
 	var leaderLast uint64
 	for _, m := range resp.Members {
 		if m.Name == resp.Leader && m.Reachable {
@@ -392,33 +394,4 @@ func (s *Server) clusterStatus(ctx context.Context, _ string, _ wire.Empty) (wir
 		}
 	}
 	return resp, nil
-}
-
-func (s *Server) clusterJoin(ctx context.Context, _ string, req wire.ClusterJoinReq) (wire.Empty, error) {
-	if req.Name == "" || req.RaftAddr == "" {
-		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "pass --name and --raft-addr of the new server", "a joining server needs a name and a Raft address")
-	}
-	if err := s.raft.AddVoter(ctx, req.Name, req.RaftAddr); err != nil {
-		return wire.Empty{}, wire.Errorf(wire.CodeUnavailable, "check that the new server runs with --raft-addr "+req.RaftAddr+" and the group's TLS certificates", "add %s (%s) to the group: %v", req.Name, req.RaftAddr, err)
-	}
-	s.log.Info("server joined the group", "member", req.Name, "raft_addr", req.RaftAddr)
-	return wire.Empty{}, nil
-}
-
-func (s *Server) clusterRemove(ctx context.Context, _ string, req wire.ClusterRemoveReq) (wire.Empty, error) {
-	if req.Name == "" {
-		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "pass --name of the server to remove", "no server named")
-	}
-	known := false
-	for _, p := range s.raft.Stats().Peers {
-		known = known || p.ID == req.Name
-	}
-	if !known {
-		return wire.Empty{}, wire.Errorf(wire.CodeNotFound, "see 'cairn cluster status'", "server %s is not a member of the group", req.Name)
-	}
-	if err := s.raft.RemoveServer(ctx, req.Name); err != nil {
-		return wire.Empty{}, wire.Errorf(wire.CodeUnavailable, "", "remove %s from the group: %v", req.Name, err)
-	}
-	s.log.Info("server removed from the group", "member", req.Name)
-	return wire.Empty{}, nil
 }

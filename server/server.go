@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,7 +48,18 @@ type Server struct {
 	// volume for appending.
 	acquireMu sync.Mutex
 
+	// groupID is the group's identity once the catalog holds it; member is
+	// whether this server answers roles now (membership.go).
+	groupID atomic.Pointer[catalog.Group]
+	member  atomic.Bool
+	// Owned by the leader loop.
+	roleSubs    []*nats.Subscription
+	seenLeader  bool
+	waitLogged  bool
+	keysChecked bool
+
 	mu          sync.Mutex
+	others      map[string]*otherServer // servers heard that are not members
 	nodes       map[string]*liveness
 	agents      map[string]*liveness
 	runs        map[uint64]*jobRun
@@ -122,7 +134,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	}
 	s := &Server{
 		cfg: cfg, log: logger, store: store, raft: node, kek: kek, kekPath: kekPath, signer: signer,
-		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{},
+		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{}, others: map[string]*otherServer{},
 		wake: make(chan struct{}, 1),
 	}
 	s.metrics = newMetrics(s, reg)
@@ -147,6 +159,11 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := wire.Flush(nc); err != nil {
 		s.Close()
 		return fmt.Errorf("subscribe on NATS: %w", err)
+	}
+	if s.raft.IsLeader() {
+		// A group of one (cairn dev) answers as soon as Start returns.
+		s.initGroup(ctx)
+		s.serveRoles(ctx)
 	}
 	s.wg.Add(2)
 	go func() {

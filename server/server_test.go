@@ -60,6 +60,7 @@ func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harne
 	t.Cleanup(ns.Shutdown)
 	cfg := DefaultConfig()
 	cfg.Name = "s1"
+	cfg.Bootstrap = true
 	cfg.DataDir = t.TempDir()
 	cfg.NATSURL = ns.URL()
 	cfg.RaftAddr = freeAddr(t)

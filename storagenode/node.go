@@ -43,9 +43,14 @@ type Node struct {
 	nc          *nats.Conn
 	spoolLocks  map[string]*os.File // by spool directory, held while the node runs
 
-	mu        sync.Mutex
-	ticketKey ed25519.PublicKey // from the servers at registration
-	conns     map[net.Conn]struct{}
+	mu sync.Mutex
+	// ticketKeys are the group's ticket public keys, as the servers' catalog
+	// records them, from the last registration; keysRefreshed is when a
+	// ticket that did not verify last made the node ask again.
+	ticketKeys    []ed25519.PublicKey
+	keysRefreshed time.Time
+	conns         map[net.Conn]struct{}
+	refreshMu     sync.Mutex // one refresh of the ticket keys at a time
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -311,7 +316,7 @@ func (n *Node) DataAddr() string {
 func (n *Node) Registered() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.ticketKey != nil
+	return n.ticketKeys != nil
 }
 
 // Close stops accepting, ends running streams and disconnects.
@@ -388,11 +393,19 @@ func (n *Node) register(ctx context.Context) error {
 	if err := wire.Request(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, wire.OpNodeRegister), req, &resp); err != nil {
 		return err
 	}
-	if len(resp.TicketKey) != ed25519.PublicKeySize {
-		return errors.New("server sent no ticket key")
+	keys := resp.TicketKeys
+	if len(keys) == 0 {
+		keys = [][]byte{resp.TicketKey} // a server from before groups
+	}
+	var pubs []ed25519.PublicKey
+	for _, k := range keys {
+		if len(k) != ed25519.PublicKeySize {
+			return errors.New("server sent no valid ticket key")
+		}
+		pubs = append(pubs, ed25519.PublicKey(k))
 	}
 	n.mu.Lock()
-	n.ticketKey = ed25519.PublicKey(resp.TicketKey)
+	n.ticketKeys = pubs
 	n.mu.Unlock()
 	return nil
 }
@@ -483,7 +496,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 		_ = conn.WriteError(wire.Errorf(wire.CodeBadRequest, "", "expected a hello frame: %v", err))
 		return
 	}
-	t, err := n.checkTicket(hello.Ticket)
+	t, err := n.checkTicket(ctx, hello.Ticket)
 	if err != nil {
 		var te *ticket.Error
 		reason := "other"
@@ -505,15 +518,30 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 	}
 }
 
-func (n *Node) checkTicket(s string) (ticket.Ticket, error) {
+// keyRefreshInterval bounds how often tickets that do not verify make the
+// node ask the servers for the group's keys again, so forged tickets cannot
+// make it flood them.
+const keyRefreshInterval = 2 * time.Second
+
+// checkTicket verifies a ticket with the group's keys. One that does not
+// verify makes the node ask the group for its keys once before it refuses
+// it: the keys it holds may be stale (it registered while a server with
+// keys of its own answered, before this change).
+func (n *Node) checkTicket(ctx context.Context, s string) (ticket.Ticket, error) {
 	n.mu.Lock()
-	key := n.ticketKey
+	keys := n.ticketKeys
 	n.mu.Unlock()
-	if key == nil {
+	if keys == nil {
 		return ticket.Ticket{}, errors.New("this storage node has not registered with a server yet; retry in a moment")
 	}
 	now := time.Now()
-	t, err := ticket.Verify(s, key, now, n.cfg.ClockSkew)
+	t, err := verifyWithAny(s, keys, now, n.cfg.ClockSkew)
+	if errors.Is(err, &ticket.Error{Reason: ticket.BadSignature}) && n.refreshKeys(ctx) {
+		n.mu.Lock()
+		keys = n.ticketKeys
+		n.mu.Unlock()
+		t, err = verifyWithAny(s, keys, now, n.cfg.ClockSkew)
+	}
 	if err != nil {
 		return t, err
 	}
@@ -527,6 +555,42 @@ func (n *Node) checkTicket(s string) (ticket.Ticket, error) {
 		return t, err
 	}
 	return t, nil
+}
+
+// verifyWithAny verifies s with the first of keys that its signature
+// matches.
+func verifyWithAny(s string, keys []ed25519.PublicKey, now time.Time, skew time.Duration) (ticket.Ticket, error) {
+	var t ticket.Ticket
+	var err error
+	for _, k := range keys {
+		t, err = ticket.Verify(s, k, now, skew)
+		if !errors.Is(err, &ticket.Error{Reason: ticket.BadSignature}) {
+			return t, err
+		}
+	}
+	return t, err
+}
+
+// refreshKeys registers again to learn the group's ticket keys, at most
+// once per keyRefreshInterval; it reports whether it did.
+func (n *Node) refreshKeys(ctx context.Context) bool {
+	n.refreshMu.Lock()
+	defer n.refreshMu.Unlock()
+	n.mu.Lock()
+	recent := time.Since(n.keysRefreshed) < keyRefreshInterval
+	if !recent {
+		n.keysRefreshed = time.Now()
+	}
+	n.mu.Unlock()
+	if recent {
+		return false
+	}
+	if err := n.register(ctx); err != nil {
+		n.log.Warn("a ticket did not verify, and asking the servers for the group's ticket keys failed", "err", err)
+		return false
+	}
+	n.log.Info("a ticket did not verify: asked the servers for the group's ticket keys again")
+	return true
 }
 
 // request sends a request to the servers, riding out a leader election.

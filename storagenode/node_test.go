@@ -39,6 +39,8 @@ type fakeServer struct {
 	aborts  []wire.SessionAbortReq
 	commits []wire.SessionCommitReq
 	hearts  int
+	// registers counts registrations.
+	registers int
 }
 
 func (f *fakeServer) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
@@ -47,7 +49,9 @@ func (f *fakeServer) handle(_ context.Context, subject string, body json.RawMess
 	defer f.mu.Unlock()
 	switch op {
 	case wire.OpNodeRegister:
-		return wire.NodeRegisterResp{TicketKey: f.signer.Public().(ed25519.PublicKey)}, nil
+		f.registers++
+		pub := f.signer.Public().(ed25519.PublicKey)
+		return wire.NodeRegisterResp{TicketKey: pub, TicketKeys: [][]byte{pub}}, nil
 	case wire.OpKeyGet:
 		return wire.KeyGetResp{ID: "k1", Key: f.key}, nil
 	case wire.OpVolumeAcquire:
@@ -186,6 +190,55 @@ func TestRegistersWhenAServerAppearsAndRefusesUntilThen(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestTicketOfAKeyNotYetKnownAsksTheGroupOnce: a ticket signed with a key
+// the node did not learn at registration (the group's keys changed, or it
+// registered with the wrong server) makes it ask the servers for the
+// group's keys once before refusing; a forged ticket is refused after that
+// one question, and forged tickets in a row do not make it ask again and
+// again.
+func TestTicketOfAKeyNotYetKnownAsksTheGroupOnce(t *testing.T) {
+	r := newRig(t, true)
+	poll.Until(t, 10*time.Second, func() error {
+		if !r.node.Registered() {
+			return errors.New("not registered")
+		}
+		return nil
+	})
+	_, groupKey, _ := ed25519.GenerateKey(nil)
+	r.fake.mu.Lock()
+	r.fake.signer = groupKey
+	before := r.fake.registers
+	r.fake.mu.Unlock()
+	r.signer = groupKey
+	conn, err := r.dial(r.ticket(1))
+	if err != nil {
+		t.Fatalf("a ticket signed with the group's key the node had not learnt yet: %v", err)
+	}
+	conn.Close()
+	r.fake.mu.Lock()
+	asked := r.fake.registers - before
+	r.fake.mu.Unlock()
+	if asked != 1 {
+		t.Fatalf("the node asked the servers %d times for the keys; want once", asked)
+	}
+
+	_, forger, _ := ed25519.GenerateKey(nil)
+	r.signer = forger
+	for i := range 3 {
+		conn, err := r.dial(r.ticket(uint64(10 + i)))
+		if err == nil || !strings.Contains(err.Error(), "invalid signature") {
+			t.Fatalf("forged ticket %d: %v", i, err)
+		}
+		conn.Close()
+	}
+	r.fake.mu.Lock()
+	asked = r.fake.registers - before
+	r.fake.mu.Unlock()
+	if asked > 2 {
+		t.Fatalf("three forged tickets in a row made the node ask the servers %d more times", asked-1)
+	}
 }
 
 func records(t *testing.T, n int) []byte {

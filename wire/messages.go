@@ -40,6 +40,40 @@ type ServerStatus struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	Leader       string `json:"leader"`
 	Version      string `json:"version"`
+	// CatalogIndex is the Raft index of the last command its catalog
+	// applied; AppliedIndex is Raft's, which runs a little ahead.
+	CatalogIndex uint64 `json:"catalog_index"`
+	// Group is the id of the group whose catalog the server holds; empty
+	// for a server that never joined one.
+	Group string `json:"group,omitempty"`
+	// Member is set while the server is a voter of its group's
+	// configuration and caught up: only then does it answer roles.
+	Member bool `json:"member"`
+	// Peers are the servers in its Raft configuration: none for a server
+	// that never was in a group.
+	Peers []string `json:"peers,omitempty"`
+	// KEKFingerprint and TicketKeyFingerprint name the keys the server
+	// holds, never the keys themselves (keyring.KEKFingerprint).
+	KEKFingerprint       string `json:"kek_fingerprint,omitempty"`
+	TicketKeyFingerprint string `json:"ticket_key_fingerprint,omitempty"`
+}
+
+// ServerBeat is a server's announcement of itself (ServerBeatSubject).
+type ServerBeat struct {
+	Name     string `json:"name"`
+	RaftAddr string `json:"raft_addr"`
+	Group    string `json:"group,omitempty"`
+	Member   bool   `json:"member"`
+	State    string `json:"state"`
+}
+
+// OtherServer is a server on the same NATS that is not a member of the
+// answering server's group: of another group, or waiting to be joined.
+type OtherServer struct {
+	Name     string    `json:"name"`
+	RaftAddr string    `json:"raft_addr"`
+	Group    string    `json:"group,omitempty"`
+	LastSeen time.Time `json:"last_seen"`
 }
 
 // MemberStatus is a member of the group as cluster.status reports it.
@@ -62,12 +96,46 @@ type ClusterStatusResp struct {
 	Leader   string         `json:"leader"`
 	Answered string         `json:"answered_by"`
 	Members  []MemberStatus `json:"members"`
+	// Group is the group's id.
+	Group string `json:"group,omitempty"`
+	// OtherGroups are servers of other groups on the same NATS: a
+	// misconfiguration to fix at once, since roles may reach either group.
+	OtherGroups []OtherServer `json:"other_groups,omitempty"`
+	// Waiting are servers on the NATS that belong to no group yet: started,
+	// and not joined.
+	Waiting []OtherServer `json:"waiting,omitempty"`
 }
 
-// ClusterJoinReq adds a server to the group as a voter.
+// ClusterJoinReq adds a server to the group: checked, as a non-voter until
+// it caught up, then as a voter.
 type ClusterJoinReq struct {
 	Name     string `json:"name"`
 	RaftAddr string `json:"raft_addr"`
+	// CatchUpTimeout bounds the wait for the new server to catch up with
+	// the leader; 0 is the server's default.
+	CatchUpTimeout time.Duration `json:"catch_up_timeout,omitempty"`
+}
+
+// ClusterJoinResp says how a join went.
+type ClusterJoinResp struct {
+	// Already is set when the server was a voter at that address: nothing
+	// changed.
+	Already bool `json:"already,omitempty"`
+	// CaughtUpIndex is the catalog index the new server applied before it
+	// became a voter, CaughtUpIn how long that took.
+	CaughtUpIndex uint64        `json:"caught_up_index,omitempty"`
+	CaughtUpIn    time.Duration `json:"caught_up_in,omitempty"`
+}
+
+// ClusterRemoveResp says how a removal went.
+type ClusterRemoveResp struct {
+	// NewLeader is set when the server removed was the leader: it handed
+	// leadership to NewLeader first.
+	NewLeader string `json:"new_leader,omitempty"`
+	// Voters are the voters left.
+	Voters []string `json:"voters"`
+	// Warning says what the group lost, such as its fault tolerance.
+	Warning string `json:"warning,omitempty"`
 }
 
 // ClusterRemoveReq removes a server from the group.
@@ -128,6 +196,9 @@ type StatusResp struct {
 	RaftState    string `json:"raft_state"`
 	Term         uint64 `json:"term"`
 	AppliedIndex uint64 `json:"applied_index"`
+	Group        string `json:"group,omitempty"`
+	// OtherGroups are servers of other groups seen on the same NATS.
+	OtherGroups []OtherServer `json:"other_groups,omitempty"`
 }
 
 // ClientInfo is a client (a host running an agent) as the servers see it.
@@ -444,6 +515,11 @@ type NodeRegisterReq struct {
 type NodeRegisterResp struct {
 	TicketKey  []byte    `json:"ticket_key"` // ed25519 public key
 	ServerTime time.Time `json:"server_time"`
+	// TicketKeys are every key the group signs tickets with, from its
+	// catalog, so every server hands out the same; TicketKey is the first.
+	TicketKeys [][]byte `json:"ticket_keys,omitempty"`
+	// Group is the group's id.
+	Group string `json:"group,omitempty"`
 }
 
 // PoolUsage is a pool's filesystem usage, as a heartbeat reports it.

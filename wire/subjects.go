@@ -80,6 +80,11 @@ func AgentBeatSubject(client string) string { return beatPrefix + "agent." + cli
 // AgentProgressSubject carries the progress of an agent's running jobs.
 func AgentProgressSubject(client string) string { return beatPrefix + "agent." + client + ".progress" }
 
+// ServerBeatSubject carries a server's announcement of itself, which every
+// other server hears: how servers of another group on the same NATS, and
+// servers that wait to be joined, are seen.
+func ServerBeatSubject(name string) string { return beatPrefix + KindServer + "." + name + ".alive" }
+
 // BeatWildcard matches every heartbeat and progress report.
 const BeatWildcard = beatPrefix + ">"
 
@@ -164,17 +169,21 @@ func SplitBeat(subject string) (kind, name, what string, ok bool) {
 // and reachability checks.
 func ServerSubject(name, op string) string { return serverPrefix + name + "." + op }
 
-// LeaderSubject is where a follower forwards a request that only the leader
-// may answer; only the current leader subscribes to it.
-func LeaderSubject(subject string) string { return leaderPrefix + subject }
+// LeaderSubject is where a follower of group forwards a request that only
+// the leader may answer; only the group's current leader subscribes to it.
+// The group's id is in the subject so that the leader of another group on
+// the same NATS never receives it.
+func LeaderSubject(group, subject string) string { return leaderPrefix + group + "." + subject }
 
-// LeaderWildcard matches every forwarded request.
-const LeaderWildcard = leaderPrefix + ">"
+// LeaderWildcard matches every request forwarded to group's leader.
+func LeaderWildcard(group string) string { return leaderPrefix + group + ".>" }
 
-// TrimLeader returns the original subject of a forwarded request.
-func TrimLeader(subject string) (string, bool) {
-	if len(subject) > len(leaderPrefix) && subject[:len(leaderPrefix)] == leaderPrefix {
-		return subject[len(leaderPrefix):], true
+// TrimLeader returns the original subject of a request forwarded to
+// group's leader.
+func TrimLeader(group, subject string) (string, bool) {
+	p := leaderPrefix + group + "."
+	if group != "" && len(subject) > len(p) && subject[:len(p)] == p {
+		return subject[len(p):], true
 	}
 	return "", false
 }

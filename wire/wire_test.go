@@ -280,3 +280,18 @@ func TestJobDoneReportFitsAMessage(t *testing.T) {
 		t.Fatalf("a report that fits was changed: %+v", small)
 	}
 }
+
+// TestLeaderSubjectNamesTheGroup: a request forwarded to one group's leader
+// is not another group's.
+func TestLeaderSubjectNamesTheGroup(t *testing.T) {
+	subj := LeaderSubject("g1", APISubject(OpJobList))
+	if orig, ok := TrimLeader("g1", subj); !ok || orig != APISubject(OpJobList) {
+		t.Fatalf("TrimLeader(g1, %s) = %q, %v", subj, orig, ok)
+	}
+	if _, ok := TrimLeader("g2", subj); ok {
+		t.Fatalf("group g2's leader takes %s", subj)
+	}
+	if _, ok := TrimLeader("", subj); ok {
+		t.Fatalf("a server of no group takes %s", subj)
+	}
+}

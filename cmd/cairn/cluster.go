@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -31,62 +32,122 @@ func newClusterCmd(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(g.out, st)
 			}
-			leader := st.Leader
-			if leader == "" {
-				leader = "none (no majority, or an election is running)"
-			}
-			fmt.Fprintf(g.out, "leader: %s (answered by %s)\n", leader, st.Answered)
-			t := newTable(g.out, "MEMBER", "RAFT ADDRESS", "VOTER", "STATE", "TERM", "APPLIED", "LAG", "REACHABLE")
-			for _, m := range st.Members {
-				reach := "yes"
-				if !m.Reachable {
-					reach = "no: " + m.Error
-				}
-				t.row(m.Name, m.RaftAddr, m.Voter, dash(m.State), m.Term, m.AppliedIndex, m.Lag, reach)
-			}
-			return t.flush()
+			return printClusterStatus(g.out, st)
 		},
 	})
 	var name, addr string
+	var catchUp time.Duration
 	join := &cobra.Command{
 		Use:   "join --name NAME --raft-addr HOST:PORT",
-		Short: "Add a running server to the group as a voter",
-		Long: `Add a server to the group as a voter. Start it first with
-'cairn server --name NAME --raft-addr HOST:PORT --bootstrap=false' and the
-group's secrets file, then run this against the running group.`,
+		Short: "Add a running server to the group: checked, a non-voter until it caught up, then a voter",
+		Long: `Add a server to the group. Start it first, on the group's NATS, with the
+group's secrets file and without --bootstrap:
+
+  cairn server --name NAME --raft-addr HOST:PORT --secrets FILE ...
+
+then run this against the running group. The leader first asks the new
+server over NATS and refuses, changing nothing, when it does not answer, is
+another server, listens for Raft elsewhere, belongs to another group, or
+holds other secrets (its key-encryption key or ticket signing key differs
+from the group's: the fingerprints are compared, never the keys). It then
+adds the server as a non-voter, which counts for no majority, waits until it
+has caught up with the leader (at most --catch-up-timeout), and makes it a
+voter. A join that fails on the way removes the non-voter again: the group
+is as it was.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" || addr == "" {
 				return &usageError{fmt.Errorf("pass --name and --raft-addr of the server to add")}
 			}
-			if err := g.request(cmd.Context(), wire.OpClusterJoin, wire.ClusterJoinReq{Name: name, RaftAddr: addr}, nil); err != nil {
+			g.timeout = max(g.timeout, catchUp+30*time.Second)
+			var resp wire.ClusterJoinResp
+			if err := g.request(cmd.Context(), wire.OpClusterJoin, wire.ClusterJoinReq{Name: name, RaftAddr: addr, CatchUpTimeout: catchUp}, &resp); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "server %s (%s) joined the group\n", name, addr)
+			if g.json {
+				return printJSON(g.out, resp)
+			}
+			if resp.Already {
+				fmt.Fprintf(g.out, "server %s (%s) is a voter of the group already; nothing changed\n", name, addr)
+				return nil
+			}
+			fmt.Fprintf(g.out, "server %s (%s) joined the group: it answered with the group's secrets, caught up to catalog index %d in %s as a non-voter, and votes now\n",
+				name, addr, resp.CaughtUpIndex, resp.CaughtUpIn.Round(time.Millisecond))
 			return nil
 		},
 	}
 	join.Flags().StringVar(&name, "name", "", "name of the server to add")
 	join.Flags().StringVar(&addr, "raft-addr", "", "its Raft address")
+	join.Flags().DurationVar(&catchUp, "catch-up-timeout", 60*time.Second, "how long the new server may take to catch up with the leader before the join is undone")
 	var rmName string
 	remove := &cobra.Command{
 		Use:   "remove --name NAME",
 		Short: "Remove a server from the group",
-		Args:  noArgs,
+		Long: `Remove a server from the group. Removing the leader hands the leadership to
+another voter first. A removal that would leave the group without a majority
+of reachable voters is refused, naming who to start or remove first; the only
+voter of a group cannot be removed.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if rmName == "" {
 				return &usageError{fmt.Errorf("pass --name of the server to remove")}
 			}
-			if err := g.request(cmd.Context(), wire.OpClusterRemove, wire.ClusterRemoveReq{Name: rmName}, nil); err != nil {
+			var resp wire.ClusterRemoveResp
+			if err := g.request(cmd.Context(), wire.OpClusterRemove, wire.ClusterRemoveReq{Name: rmName}, &resp); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "server %s removed from the group\n", rmName)
+			if g.json {
+				return printJSON(g.out, resp)
+			}
+			if resp.NewLeader != "" {
+				fmt.Fprintf(g.out, "server %s led the group: it handed the leadership to %s, which removed it\n", rmName, resp.NewLeader)
+			} else {
+				fmt.Fprintf(g.out, "server %s removed from the group\n", rmName)
+			}
+			fmt.Fprintf(g.out, "voters now: %s\n", strings.Join(resp.Voters, ", "))
+			if resp.Warning != "" {
+				fmt.Fprintf(g.out, "warning: %s\n", resp.Warning)
+			}
 			return nil
 		},
 	}
 	remove.Flags().StringVar(&rmName, "name", "", "name of the server to remove")
 	c.AddCommand(join, remove, newClusterInitCmd(g), newClusterRecoverCmd(g))
 	return c
+}
+
+// printClusterStatus prints the group as a table, with the servers on the
+// NATS that are not its members below it.
+func printClusterStatus(w io.Writer, st wire.ClusterStatusResp) error {
+	leader := st.Leader
+	if leader == "" {
+		leader = "none (no majority, or an election is running)"
+	}
+	fmt.Fprintf(w, "group: %s\nleader: %s (answered by %s)\n", dash(st.Group), leader, st.Answered)
+	t := newTable(w, "MEMBER", "RAFT ADDRESS", "VOTER", "STATE", "TERM", "APPLIED", "LAG", "REACHABLE")
+	for _, m := range st.Members {
+		reach := "yes"
+		if !m.Reachable {
+			reach = "no: " + m.Error
+		}
+		voter := "yes"
+		if !m.Voter {
+			voter = "non-voter (catching up)"
+		}
+		t.row(m.Name, m.RaftAddr, voter, dash(m.State), m.Term, m.AppliedIndex, m.Lag, reach)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for _, o := range st.OtherGroups {
+		fmt.Fprintf(w, "WARNING: server %s (%s) of ANOTHER GROUP %s runs on this NATS: roles may reach either group; stop it, or join it to this group with a new --data directory and this group's --secrets\n",
+			o.Name, o.RaftAddr, o.Group)
+	}
+	for _, o := range st.Waiting {
+		fmt.Fprintf(w, "not a member: server %s (%s) runs on this NATS and answers nobody; add it with 'cairn cluster join --name %s --raft-addr %s'\n",
+			o.Name, o.RaftAddr, o.Name, o.RaftAddr)
+	}
+	return nil
 }
 
 func newClusterInitCmd(g *globals) *cobra.Command {
@@ -105,9 +166,9 @@ is refused. After that the file is needed no more: keep it offline.
 A group of three over TLS:
 
   cairn cluster init --out secrets.json
-  cairn server --name s1 --raft-addr 10.0.0.1:7010 --secrets secrets.json \
+  cairn server --name s1 --raft-addr 10.0.0.1:7010 --secrets secrets.json --bootstrap \
       --tls-ca ca.crt --tls-cert s1.crt --tls-key s1.key ...
-  cairn server --name s2 --raft-addr 10.0.0.2:7010 --secrets secrets.json --bootstrap=false \
+  cairn server --name s2 --raft-addr 10.0.0.2:7010 --secrets secrets.json \
       --tls-ca ca.crt --tls-cert s2.crt --tls-key s2.key ...
   cairn cluster join --name s2 --raft-addr 10.0.0.2:7010
   (s3 likewise)
@@ -157,8 +218,8 @@ remove' cannot commit. It runs hashicorp/raft's RecoverCluster.
   4. cairn cluster recover --data /srv/cairn/server --peers peers.json
      on each survivor listed (the same file on each).
   5. Start them: they elect a leader among themselves.
-  6. Add new servers as usual: start each with --secrets and
-     --bootstrap=false, then 'cairn cluster join'.
+  6. Add new servers as usual: start each with --secrets (and without
+     --bootstrap), then 'cairn cluster join'.
 
 What the lost servers committed and this one never received is gone, and
 every entry in this server's log is applied, even one the lost majority
@@ -220,6 +281,6 @@ func runClusterRecover(o recoverOpts, out, errOut io.Writer) error {
 		fmt.Fprintf(out, " %s (%s, %s)", p.ID, p.Addr, role)
 	}
 	fmt.Fprintf(out, "; the catalog is at Raft index %d\n", applied)
-	fmt.Fprintln(out, "start the server(s) listed; then add servers with --secrets --bootstrap=false and 'cairn cluster join'")
+	fmt.Fprintln(out, "start the server(s) listed; then add servers started with --secrets (without --bootstrap) with 'cairn cluster join'")
 	return nil
 }

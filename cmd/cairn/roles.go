@@ -199,7 +199,20 @@ func newServerCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run a backup server: a Raft member holding the catalog, the admin API and, on the leader, the job dispatcher",
-		Args:  noArgs,
+		Long: `Run a backup server: a member of a Raft group that holds the catalog.
+
+A server never forms a group unless told to. The first server of a new group
+starts with --bootstrap; every other one starts without it, with the group's
+secrets file, and waits, answering nobody, until 'cairn cluster join' adds it:
+
+  cairn cluster init --out secrets.json              # once per group
+  cairn server --name s1 --raft-addr 10.0.0.1:7010 --secrets secrets.json --bootstrap ...
+  cairn server --name s2 --raft-addr 10.0.0.2:7010 --secrets secrets.json ...
+  cairn cluster join --name s2 --raft-addr 10.0.0.2:7010
+
+A data directory that already belongs to a group ignores --bootstrap, so the
+flag may stay in s1's unit file.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
 				if err := cfg.Validate(); err != nil {
@@ -213,7 +226,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Name, "name", cfg.Name, "server name in the Raft group")
 	f.StringVar(&cfg.DataDir, "data", "", "directory for the catalog, Raft log and keys")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "address of the Raft transport")
-	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "form a one-voter group when the data directory is new (--bootstrap=false for a server that joins)")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "form a NEW group with this server as its one voter, when the data directory is new: for the first server of a group only; without it a new server waits, answering nobody, until 'cairn cluster join' adds it")
 	f.StringVar(&cfg.RaftTLS.CA, "tls-ca", "", "CA certificate of the group: Raft runs over mutual TLS with --tls-cert and --tls-key")
 	f.StringVar(&cfg.RaftTLS.Cert, "tls-cert", "", "this server's certificate ('cairn cert issue --client --server', naming the --raft-addr host)")
 	f.StringVar(&cfg.RaftTLS.Key, "tls-key", "", "key of --tls-cert")
