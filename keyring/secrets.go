@@ -13,8 +13,9 @@ import (
 // Secrets are what every server of a Raft group must hold alike: the KEK,
 // because the catalog's data keys are wrapped with it and any member may
 // have to unwrap them, and the ticket signing key, because storage nodes
-// check tickets against the one public key they learnt at registration,
-// whichever server signed them. `cairn cluster init` writes them to a file
+// check tickets against the group's public keys as its catalog records
+// them, whichever server signed them. 'cairn cluster join' compares a new
+// server's fingerprints of both with the group's. `cairn cluster init` writes them to a file
 // that each server is started with (--secrets).
 type Secrets struct {
 	V   int    `json:"v"`

@@ -35,6 +35,12 @@
 // Restore plans give tape reads the tape's part starts and are ordered so
 // that each tape is needed once.
 //
+// Membership (membership.go): a server forms a group only with --bootstrap,
+// answers roles only while it is a caught-up voter of its group, joins as a
+// checked non-voter that is promoted once it caught up, and tells servers
+// of another group on the same NATS apart by the group's id in the
+// catalog.
+//
 // Liveness is not replicated: storage nodes and agents heartbeat to every
 // server, and a job whose node or agent falls silent fails with the reason.
 package server

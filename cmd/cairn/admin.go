@@ -29,7 +29,13 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			t := newTable(g.out, "SERVER", "STATE", "LEADER", "TERM", "APPLIED", "VERSION")
 			t.row(st.Server, st.RaftState, st.Leader, st.Term, st.AppliedIndex, st.Version)
-			return t.flush()
+			if err := t.flush(); err != nil {
+				return err
+			}
+			for _, o := range st.OtherGroups {
+				fmt.Fprintf(g.out, "WARNING: server %s (%s) of ANOTHER GROUP %s runs on this NATS: see 'cairn cluster status'\n", o.Name, o.RaftAddr, o.Group)
+			}
+			return nil
 		},
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/cairnbackup/cairn/wire"
 )
 
 func TestPrintableEscapesWhatATerminalWouldObey(t *testing.T) {
@@ -60,5 +62,35 @@ func TestPrintErrorEscapesNames(t *testing.T) {
 	printError(&out, "cairn restore", errors.New("2 entries were not restored:\n  /srv/\x1b]0;pwned\x07x: damaged"))
 	if strings.Contains(out.String(), "\x1b") || !strings.Contains(out.String(), "restored:\n  /srv/\\x1b]0;pwned\\ax: damaged") {
 		t.Fatalf("printed %q", out.String())
+	}
+}
+
+// TestClusterStatusShowsWhoIsNotAFullMember: a non-voter catching up, an
+// unreachable member, a server waiting to be joined and one of another
+// group each say so.
+func TestClusterStatusShowsWhoIsNotAFullMember(t *testing.T) {
+	var b strings.Builder
+	err := printClusterStatus(&b, wire.ClusterStatusResp{
+		Leader: "s1", Answered: "s2", Group: "g1",
+		Members: []wire.MemberStatus{
+			{Name: "s1", RaftAddr: "10.0.0.1:7010", Voter: true, Reachable: true, State: "Leader"},
+			{Name: "s2", RaftAddr: "10.0.0.2:7010", Voter: true, Error: "no answer"},
+			{Name: "s4", RaftAddr: "10.0.0.4:7010", Reachable: true, State: "Follower"},
+		},
+		Waiting:     []wire.OtherServer{{Name: "s5", RaftAddr: "10.0.0.5:7010"}},
+		OtherGroups: []wire.OtherServer{{Name: "x1", RaftAddr: "10.9.0.1:7010", Group: "g2"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"group: g1", "non-voter (catching up)", "no: no answer",
+		"not a member: server s5 (10.0.0.5:7010)", "cairn cluster join --name s5 --raft-addr 10.0.0.5:7010",
+		"server x1 (10.9.0.1:7010) of ANOTHER GROUP g2",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cluster status does not say %q:\n%s", want, out)
+		}
 	}
 }
