@@ -238,12 +238,12 @@ func (s *Server) otherServers() (otherGroups, waiting []wire.OtherServer) {
 		if time.Since(o.lastSeen) > otherSeenFor {
 			continue
 		}
-		os := wire.OtherServer{Name: name, RaftAddr: o.beat.RaftAddr, Group: o.beat.Group, LastSeen: o.lastSeen}
+		seen := wire.OtherServer{Name: name, RaftAddr: o.beat.RaftAddr, Group: o.beat.Group, LastSeen: o.lastSeen}
 		switch {
 		case mine != "" && o.beat.Group != "" && o.beat.Group != mine:
-			otherGroups = append(otherGroups, os)
+			otherGroups = append(otherGroups, seen)
 		case !inConfig[name]:
-			waiting = append(waiting, os)
+			waiting = append(waiting, seen)
 		}
 	}
 	byName := func(a, b wire.OtherServer) int { return strings.Compare(a.Name, b.Name) }
