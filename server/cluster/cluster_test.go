@@ -317,9 +317,7 @@ func TestThreeVoters(t *testing.T) {
 	s1.waitLeader()
 	ctx := ctxT(t)
 	for _, s := range servers[1:] {
-		if err := s1.node.AddVoter(ctx, s.cfg.ID, s.node.Addr()); err != nil {
-			t.Fatal(err)
-		}
+		join(t, s1, s)
 	}
 	if err := servers[1].node.AddVoter(ctx, "s9", "127.0.0.1:1"); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("AddVoter on a follower: %v", err)

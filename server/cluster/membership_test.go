@@ -18,6 +18,19 @@ func progressOf(s *server) Progress {
 	return Progress{LastIndex: st.LastIndex, CatalogIndex: st.CatalogIndex}
 }
 
+// join adds s to leader's group the way the servers do: a non-voter until
+// it caught up, then a voter. A voter added before Raft reached it would
+// count for the majority at once, and a leader whose lease runs out
+// waiting for it steps down.
+func join(t testing.TB, leader, s *server) {
+	t.Helper()
+	if _, err := leader.node.Join(ctxT(t), s.cfg.ID, s.node.Addr(), 15*time.Second, func(context.Context) (Progress, error) {
+		return progressOf(s), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func peersOf(t *testing.T, n *Node) map[string]Peer {
 	t.Helper()
 	peers, _, err := n.Configuration()

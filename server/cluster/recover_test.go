@@ -21,11 +21,8 @@ func TestRecoverSurvivorOfLostMajority(t *testing.T) {
 	s2 := startServer(t, "s2", t.TempDir(), false)
 	s3 := startServer(t, "s3", t.TempDir(), false)
 	s1.waitLeader()
-	ctx := ctxT(t)
 	for _, s := range []*server{s2, s3} {
-		if err := s1.node.AddVoter(ctx, s.cfg.ID, s.node.Addr()); err != nil {
-			t.Fatal(err)
-		}
+		join(t, s1, s)
 	}
 	job := populate(s1, 10)
 	// A snapshot and a log tail after it: recovery must restore one and
@@ -94,9 +91,7 @@ func TestRecoverSurvivorOfLostMajority(t *testing.T) {
 
 	// A fresh server joins the recovered group and gets all of it.
 	s4 := startServer(t, "s4", t.TempDir(), false)
-	if err := s1.node.AddVoter(ctxT(t), "s4", s4.node.Addr()); err != nil {
-		t.Fatal(err)
-	}
+	join(t, s1, s4)
 	poll.Until(t, 15*time.Second, func() error {
 		if _, err := s4.store.Client("after-recovery"); err != nil {
 			return err

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"log/slog"
@@ -91,11 +93,8 @@ func TestThreeVotersOverTLS(t *testing.T) {
 	s2, _ := startTLSServer(t, "s2", false, ca.config("s2", true))
 	s3, _ := startTLSServer(t, "s3", false, ca.config("s3", true))
 	s1.waitLeader()
-	ctx := ctxT(t)
 	for _, s := range []*server{s2, s3} {
-		if err := s1.node.AddVoter(ctx, s.cfg.ID, s.node.Addr()); err != nil {
-			t.Fatal(err)
-		}
+		join(t, s1, s)
 	}
 	job := populate(s1, 5)
 	for _, s := range []*server{s2, s3} {
@@ -140,9 +139,7 @@ func TestTLSRefusesForeignMembers(t *testing.T) {
 	s2, _ := startTLSServer(t, "s2", false, ca.config("s2", true))
 	s1.waitLeader()
 	ctx := ctxT(t)
-	if err := s1.node.AddVoter(ctx, "s2", s2.node.Addr()); err != nil {
-		t.Fatal(err)
-	}
+	join(t, s1, s2)
 	job := populate(s1, 2)
 	poll.Until(t, 10*time.Second, func() error {
 		_, err := s2.store.Job(job)
@@ -151,10 +148,13 @@ func TestTLSRefusesForeignMembers(t *testing.T) {
 
 	other := newTestCA(t)
 	foreign, foreignLogs := startTLSServer(t, "x1", false, other.config("x1", true))
-	// The configuration change commits with s1 and s2, but x1 never gets
-	// the log: s1 does not trust its certificate.
-	if err := s1.node.AddVoter(ctx, "x1", foreign.node.Addr()); err != nil {
-		t.Fatal(err)
+	// x1 is added as a non-voter but never gets the log: s1 does not trust
+	// its certificate. It never catches up, and the join takes it out again.
+	_, err := s1.node.Join(ctx, "x1", foreign.node.Addr(), 3*time.Second, func(context.Context) (Progress, error) {
+		return progressOf(foreign), nil
+	})
+	if !errors.Is(err, ErrCatchUp) {
+		t.Fatalf("join of a server with a foreign certificate: %v", err)
 	}
 	s1.apply(&catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "after-x1"}})
 	poll.Until(t, 10*time.Second, func() error { return foreignLogs.has("refused a connection at the TLS handshake") })
@@ -165,8 +165,8 @@ func TestTLSRefusesForeignMembers(t *testing.T) {
 	if _, err := foreign.store.Client("after-x1"); err == nil {
 		t.Fatal("the foreign member has the group's catalog")
 	}
-	if err := s1.node.RemoveServer(ctx, "x1"); err != nil {
-		t.Fatal(err)
+	if _, ok := peersOf(t, s1.node)["x1"]; ok {
+		t.Fatal("x1 is still in the configuration after its join failed")
 	}
 
 	// A foreign certificate dialing a member, even from a dialer that
