@@ -36,9 +36,28 @@ const DefaultSegmentBytes = 1 << 20
 // cannot make it allocate without limit.
 const MaxSegmentRawBytes = 64 << 20
 
+// Bounds on what a segment's bytes can hold. The count and the raw length
+// in its header come from outside (a node, an agent, a bit flip in the
+// catalog's file), so no allocation is sized by them before they are
+// checked against the bytes that follow.
+const (
+	// minEncodedEntry is the smallest entry a segment can hold: a one-byte
+	// length, then a path and a type field of at least three bytes each
+	// (tag, length, one byte of value); DecodeEntry refuses an entry
+	// without either.
+	minEncodedEntry = 7
+	// maxZstdExpansion is the most a zstd frame can grow by: each block
+	// yields at most 128 KiB and takes at least 4 bytes (an RLE block).
+	maxZstdExpansion = (128 << 10) / 4
+)
+
 var (
 	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
-	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxSegmentRawBytes))
+	// zdec stops at the capacity of DecodeAll's destination, which is the
+	// segment's stated raw length: a frame that holds more is corrupt, and
+	// must not be decompressed to find out.
+	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxSegmentRawBytes),
+		zstd.WithDecodeAllCapLimit(true))
 )
 
 // SegmentBuilder collects entries, which must arrive in strictly increasing
@@ -176,6 +195,9 @@ func segmentPayload(data []byte) (raw []byte, count int, err error) {
 	if flags&segmentFlagZstd == 0 {
 		raw = rest
 	} else {
+		if rawLen > uint64(len(rest))*maxZstdExpansion {
+			return nil, 0, fmt.Errorf("%w: segment says %d bytes, its %d compressed bytes cannot hold them", ErrCorrupt, rawLen, len(rest))
+		}
 		raw, err = zdec.DecodeAll(rest, make([]byte, 0, rawLen))
 		if err != nil {
 			return nil, 0, fmt.Errorf("%w: decompress segment: %v", ErrCorrupt, err)
@@ -183,6 +205,9 @@ func segmentPayload(data []byte) (raw []byte, count int, err error) {
 	}
 	if uint64(len(raw)) != rawLen {
 		return nil, 0, fmt.Errorf("%w: segment length %d, want %d", ErrCorrupt, len(raw), rawLen)
+	}
+	if c > uint64(len(raw))/minEncodedEntry {
+		return nil, 0, fmt.Errorf("%w: segment says %d entries, its %d bytes cannot hold them", ErrCorrupt, c, len(raw))
 	}
 	return raw, int(c), nil
 }
