@@ -55,3 +55,19 @@ func refuse(code, hint, format string, args ...any) *Error {
 func notFound(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrNotFound)
 }
+
+// IndexDamagedError is a backup's file index in the catalog that does not
+// decode: a node sent a bad segment, or the catalog's file was damaged.
+// Reads of that backup's tree fail with it; nothing else is affected, and
+// the backup's volumes hold their own copy of the index.
+type IndexDamagedError struct {
+	Backup  uint64
+	Segment int
+	Err     error
+}
+
+func (e *IndexDamagedError) Error() string {
+	return fmt.Sprintf("index of backup %d is damaged (segment %d): %v", e.Backup, e.Segment, e.Err)
+}
+
+func (e *IndexDamagedError) Unwrap() error { return e.Err }

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -66,16 +67,25 @@ func (s *Store) SegmentsFrom(backupID uint64, from string) fileindex.SegmentSour
 	var src fileindex.SegmentSource
 	return func() ([]byte, bool, error) {
 		if src == nil {
-			infos, err := s.SegmentInfos(backupID)
+			first, err := s.firstSegmentFor(backupID, from)
 			if err != nil {
 				return nil, false, err
 			}
-			// Ranges ascend without overlap, numbered from 0.
-			first := sort.Search(len(infos), func(j int) bool { return fileindex.Compare(infos[j].Last, from) >= 0 })
 			src = s.segmentsAt(backupID, first)
 		}
 		return src()
 	}
+}
+
+// firstSegmentFor is the number of the first segment of a backup that can
+// hold from or a path after it.
+func (s *Store) firstSegmentFor(backupID uint64, from string) (int, error) {
+	infos, err := s.SegmentInfos(backupID)
+	if err != nil {
+		return 0, err
+	}
+	// Ranges ascend without overlap, numbered from 0.
+	return sort.Search(len(infos), func(j int) bool { return fileindex.Compare(infos[j].Last, from) >= 0 }), nil
 }
 
 func (s *Store) segmentsAt(backupID uint64, first int) fileindex.SegmentSource {
@@ -129,9 +139,57 @@ func (s *Store) segment(backupID uint64, no int) ([]fileindex.Entry, error) {
 	s.decodes.Add(1)
 	entries, err := fileindex.DecodeSegment(data)
 	if err != nil {
-		return nil, fmt.Errorf("index segment %d of backup %d: %w", no, backupID, err)
+		return nil, &IndexDamagedError{Backup: backupID, Segment: no, Err: err}
 	}
 	return entries, nil
+}
+
+// Index returns a backup's own index, in index order, decoded one segment
+// at a time. A segment that does not decode ends it with an
+// *IndexDamagedError naming the backup.
+func (s *Store) Index(backupID uint64) fileindex.Iterator {
+	return s.index(backupID, func() (int, error) { return 0, nil })
+}
+
+// IndexFrom is Index from the first segment that can hold from, as
+// SegmentsFrom; entries before from can still come first.
+func (s *Store) IndexFrom(backupID uint64, from string) fileindex.Iterator {
+	return s.index(backupID, func() (int, error) { return s.firstSegmentFor(backupID, from) })
+}
+
+func (s *Store) index(backupID uint64, first func() (int, error)) fileindex.Iterator {
+	it := &indexIterator{backup: backupID}
+	var src fileindex.SegmentSource
+	it.Iterator = fileindex.SegmentIterator(func() ([]byte, bool, error) {
+		if src == nil {
+			no, err := first()
+			if err != nil {
+				return nil, false, err
+			}
+			src, it.no = s.segmentsAt(backupID, no), no-1
+		}
+		data, ok, err := src()
+		if ok {
+			it.no++
+		}
+		return data, ok, err
+	})
+	return it
+}
+
+// indexIterator names the backup and segment of a decoding error.
+type indexIterator struct {
+	fileindex.Iterator
+	backup uint64
+	no     int // the segment read last
+}
+
+func (it *indexIterator) Err() error {
+	err := it.Iterator.Err()
+	if errors.Is(err, fileindex.ErrCorrupt) {
+		return &IndexDamagedError{Backup: it.backup, Segment: it.no, Err: err}
+	}
+	return err
 }
 
 // Tree returns the tree at a backup: the merge of its chain's indexes, with
@@ -143,7 +201,7 @@ func (s *Store) Tree(backupID uint64) (*fileindex.MergeIterator, []Backup, error
 	}
 	layers := make([]fileindex.Iterator, len(chain))
 	for i, b := range chain {
-		layers[i] = fileindex.SegmentIterator(s.Segments(b.ID))
+		layers[i] = s.Index(b.ID)
 	}
 	return fileindex.Merge(layers...), chain, nil
 }

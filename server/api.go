@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path"
 	"sort"
 	"strings"
@@ -406,7 +407,7 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 		size += n + 1
 	}
 	if err := it.Err(); err != nil {
-		return resp, wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
+		return resp, indexError(err)
 	}
 	if !found {
 		return resp, wire.Errorf(wire.CodeNotFound, "list the parent directory to see what the backup holds",
@@ -436,4 +437,17 @@ func (s *Server) keyExport(context.Context, string, wire.Empty) (wire.KeyExportR
 	}
 	s.log.Warn("data keys exported", "keys", len(keys))
 	return resp, nil
+}
+
+// indexError is the answer to a read of the catalog's file index that
+// failed: a damaged index names its backup, and says that its volumes are
+// not affected.
+func indexError(err error) error {
+	var damaged *catalog.IndexDamagedError
+	if errors.As(err, &damaged) {
+		return wire.Errorf(wire.CodeCorrupt, "the catalog's copy of the index is damaged, not the backup: its volumes hold their own index; "+
+			"list and restore its files from them with 'cairn volume ls' and 'cairn volume extract' and the escrow key file",
+			"%v", err)
+	}
+	return wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
 }

@@ -135,7 +135,7 @@ func readOrder(store *catalog.Store, chain []catalog.Backup) []int {
 func (p *planner) tree() (*fileindex.MergeIterator, error) {
 	layers := make([]fileindex.Iterator, len(p.chain))
 	for i, b := range p.chain {
-		layers[i] = fileindex.SegmentIterator(p.store.Segments(b.ID))
+		layers[i] = p.store.Index(b.ID)
 	}
 	return fileindex.Merge(layers...), nil
 }
@@ -146,7 +146,7 @@ func (p *planner) tree() (*fileindex.MergeIterator, error) {
 func treeFrom(store *catalog.Store, chain []catalog.Backup, from string) *fileindex.MergeIterator {
 	layers := make([]fileindex.Iterator, len(chain))
 	for i, b := range chain {
-		layers[i] = fileindex.SegmentIterator(store.SegmentsFrom(b.ID, from))
+		layers[i] = store.IndexFrom(b.ID, from)
 	}
 	return fileindex.Merge(layers...)
 }
@@ -166,7 +166,10 @@ func (p *planner) count() (files, bytes int64, err error) {
 		files++
 		bytes += e.Size
 	}
-	return files, bytes, sel.Err()
+	if err := sel.Err(); err != nil {
+		return 0, 0, indexError(err)
+	}
+	return files, bytes, nil
 }
 
 func (p *planner) readParts(layer int) ([]wire.ReadPart, error) {
@@ -301,7 +304,7 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 		e, ok := p.it.Next()
 		if !ok {
 			if err := p.it.Err(); err != nil {
-				return wire.ReadLoc{}, false, wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
+				return wire.ReadLoc{}, false, indexError(err)
 			}
 			return wire.ReadLoc{}, false, nil
 		}
@@ -412,7 +415,7 @@ func (t *treePager) page(after string) ([]byte, bool, error) {
 		t.last = e.Path
 	}
 	if err := t.it.Err(); err != nil {
-		return nil, false, wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index of backup %d: %v", t.backup, err)
+		return nil, false, indexError(err)
 	}
 	return b.Flush().Data, done, nil
 }
