@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,15 +156,30 @@ func (c *Conn) readFrame(buf []byte) (byte, []byte, error) {
 	if n > MaxFrame {
 		return 0, buf, fmt.Errorf("data frame of %d bytes exceeds %d: the peer is not a Cairn agent or node", n, MaxFrame)
 	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
+	if cap(buf) >= int(n) {
+		p := buf[:n]
+		if _, err := io.ReadFull(c.r, p); err != nil {
+			return 0, p, fmt.Errorf("data frame cut short: %w", err)
+		}
+		return hdr[0], p, nil
 	}
-	p := buf[:n]
-	if _, err := io.ReadFull(c.r, p); err != nil {
-		return 0, p, fmt.Errorf("data frame cut short: %w", err)
+	// The length is the peer's word, given before anything proves who the
+	// peer is: the buffer grows with the bytes that arrive, doubling, so
+	// a header alone cannot make each connection hold MaxFrame.
+	p := buf[:0]
+	for len(p) < int(n) {
+		chunk := min(int(n)-len(p), max(len(p), frameChunk))
+		p = slices.Grow(p, chunk)
+		if _, err := io.ReadFull(c.r, p[len(p):len(p)+chunk]); err != nil {
+			return 0, p, fmt.Errorf("data frame cut short: %w", err)
+		}
+		p = p[:len(p)+chunk]
 	}
 	return hdr[0], p, nil
 }
+
+// frameChunk is the first step by which a frame buffer grows.
+const frameChunk = 64 << 10
 
 // ReadAhead makes the connection read up to depth frames ahead of
 // ReadFrame, on a goroutine of its own: the wait for the network and the
