@@ -146,6 +146,11 @@ func ReadFile(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read key file: %w", err)
 	}
+	return parseFile(path, data)
+}
+
+// parseFile decodes the content of the key file at path.
+func parseFile(path string, data []byte) (*File, error) {
 	var f File
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("key file %s is not a Cairn key file (%v); write one with 'cairn key export'", path, err)

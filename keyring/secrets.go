@@ -64,6 +64,11 @@ func ReadSecrets(path string) (*Secrets, error) {
 		}
 		return nil, fmt.Errorf("read secrets file: %w", err)
 	}
+	return parseSecrets(path, data)
+}
+
+// parseSecrets decodes the content of the secrets file at path.
+func parseSecrets(path string, data []byte) (*Secrets, error) {
 	var s Secrets
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
