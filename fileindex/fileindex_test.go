@@ -200,18 +200,6 @@ func TestMergeReportsLayerError(t *testing.T) {
 	}
 }
 
-func FuzzDecodeSegment(f *testing.F) {
-	b := NewSegmentBuilder(0)
-	e := sampleEntry()
-	_ = b.Add(&e)
-	f.Add(b.Flush().Data)
-	f.Add([]byte("CRNX\x01\x01\x05\x05junk"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = DecodeSegment(data)
-		_, _ = DecodeEntry(data)
-	})
-}
-
 func TestMergeLayer(t *testing.T) {
 	full := []Entry{{Path: "/a", Type: TypeFile}, {Path: "/b", Type: TypeFile}}
 	inc := []Entry{{Path: "/b", Type: TypeFile, Size: 9}}
