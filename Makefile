@@ -3,7 +3,7 @@ GO ?= go
 GOFLAGS ?=
 PKGS := ./...
 
-.PHONY: all build test vet fmt-check tidy-check deps bench bench-e2e clean
+.PHONY: all build test vet fmt-check tidy-check deps fuzz fuzz-short bench bench-e2e clean
 
 all: build
 
@@ -27,9 +27,20 @@ tidy-check:
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit the result"; exit 1; }
 
 # The race detector runs on every package; CAIRN_CI=1 makes a test that
-# lacks a tool fail instead of skipping.
+# lacks a tool fail instead of skipping. Then every fuzz target runs for a
+# few seconds past its committed corpus: a crash fails the build.
 test: deps fmt-check tidy-check vet
 	CAIRN_CI=1 $(GO) test -race -timeout 12m $(PKGS)
+	$(MAKE) fuzz-short
+
+# FUZZTIME is how long each fuzz target runs: `make fuzz FUZZTIME=5m`.
+FUZZTIME ?= 1m
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# fuzz-short is the pass of `make test`: about two minutes in all.
+fuzz-short:
+	GO=$(GO) FUZZTIME=3s FUZZMINIMIZETIME=2s ./scripts/fuzz.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./media/volume ./fileindex

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# fuzz.sh runs every fuzz target in the tree (every func Fuzz* that
+# `go test -list` finds), one after another, each for FUZZTIME, and prints
+# per target the executions and whether it found a failure. It exits
+# non-zero when any target found one; the failing input is then in the
+# package's testdata/fuzz/<Target>/, where it stays as a regression test.
+#
+#   scripts/fuzz.sh [package ...]            default ./...
+#   FUZZTIME=5m FUZZPARALLEL=1 scripts/fuzz.sh
+#
+# One target at a time with -parallel 1 by default: the machines are small
+# and shared, and a fuzzer takes every core it is given. FUZZMINIMIZETIME
+# bounds the minimizing of each new input (go's default, 60s, would eat a
+# short run).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+FUZZTIME=${FUZZTIME:-3s}
+FUZZPARALLEL=${FUZZPARALLEL:-1}
+FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-10s}
+LOGDIR=${FUZZLOGDIR:-$(mktemp -d)}
+pkgs=("$@")
+[ ${#pkgs[@]} -eq 0 ] && pkgs=(./...)
+
+# Only packages whose tests mention a fuzz target are compiled for -list.
+mapfile -t testpkgs < <($GO list -f '{{.ImportPath}} {{.Dir}} {{join .TestGoFiles " "}} {{join .XTestGoFiles " "}}' "${pkgs[@]}" |
+	while read -r path dir files; do
+		for f in $files; do
+			if grep -q '^func Fuzz' "$dir/$f"; then
+				echo "$path"
+				break
+			fi
+		done
+	done)
+
+failed=0
+results=()
+for pkg in "${testpkgs[@]}"; do
+	[ -n "$pkg" ] || continue
+	# -list compiles the package's tests; only Fuzz* names are wanted.
+	mapfile -t targets < <($GO test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz')
+	for t in "${targets[@]}"; do
+		[ -n "$t" ] || continue
+		log="$LOGDIR/$(echo "$pkg" | tr / _).$t.log"
+		start=$(date +%s)
+		$GO test -run '^$' -fuzz "^${t}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" -parallel "$FUZZPARALLEL" "$pkg" >"$log" 2>&1
+		rc=$?
+		secs=$(($(date +%s) - start))
+		# The last progress line: "fuzz: elapsed: 3s, execs: 12345 (4115/sec), new interesting: 2 (total: 30)".
+		last=$(grep -E '^fuzz: elapsed: .*execs: ' "$log" | tail -n 1)
+		execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
+		newc=$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")
+		total=$(sed -nE 's/.*\(total: ([0-9]+)\).*/\1/p' <<<"$last")
+		if [ $rc -eq 0 ]; then
+			found="none"
+		else
+			failed=1
+			input=$(sed -nE 's/.*(testdata\/fuzz\/[^ ]+).*/\1/p' "$log" | head -n 1)
+			found="FOUND ${input:-(see $log)}"
+			echo "---- $pkg $t failed:" >&2
+			tail -n 40 "$log" >&2
+		fi
+		line=$(printf '%-48s %-30s execs %10s  new %5s  corpus %6s  %4ss  %s' "$pkg" "$t" "${execs:-0}" "${newc:-0}" "${total:-0}" "$secs" "$found")
+		echo "$line"
+		results+=("$line")
+	done
+done
+
+echo
+echo "fuzz summary (FUZZTIME=$FUZZTIME, -parallel $FUZZPARALLEL, $(go version | cut -d' ' -f3), logs in $LOGDIR):"
+printf '%s\n' "${results[@]}"
+exit $failed
