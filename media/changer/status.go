@@ -90,6 +90,11 @@ func ParseStatus(out []byte) (*Inventory, error) {
 			if nMail > nStorage {
 				return nil, bad("%d import/export slots among %d storage elements", nMail, nStorage)
 			}
+			// The counts size the inventory, so they must not exceed what
+			// the output can list: every element has a line of its own.
+			if lines := bytes.Count(out, []byte{'\n'}) + 1; nDrives > lines || nStorage > lines {
+				return nil, bad("%d drives and %d storage elements, in an output of %d lines", nDrives, nStorage, lines)
+			}
 			header = true
 			inv.Drives = make([]Element, 0, nDrives)
 			inv.Slots = make([]Element, 0, nStorage-nMail)
