@@ -7,6 +7,11 @@
 #
 #   scripts/fuzz.sh [package ...]            default ./...
 #   FUZZTIME=5m FUZZPARALLEL=1 scripts/fuzz.sh
+#   FUZZSAVE=1 FUZZTIME=5m scripts/fuzz.sh   and keep what the runs found
+#
+# FUZZSAVE=1 copies each target's generated corpus (the new inputs go
+# found, kept in its build cache) into the package's testdata/fuzz/<Target>/,
+# to be committed: later runs, and the plain unit tests, start from there.
 #
 # One target at a time with -parallel 1 by default: the machines are small
 # and shared, and a fuzzer takes every core it is given. FUZZMINIMIZETIME
@@ -19,6 +24,7 @@ GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-3s}
 FUZZPARALLEL=${FUZZPARALLEL:-1}
 FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-10s}
+FUZZSAVE=${FUZZSAVE:-}
 LOGDIR=${FUZZLOGDIR:-$(mktemp -d)}
 pkgs=("$@")
 [ ${#pkgs[@]} -eq 0 ] && pkgs=(./...)
@@ -28,16 +34,19 @@ mapfile -t testpkgs < <($GO list -f '{{.ImportPath}} {{.Dir}} {{join .TestGoFile
 	while read -r path dir files; do
 		for f in $files; do
 			if grep -q '^func Fuzz' "$dir/$f"; then
-				echo "$path"
+				echo "$path $dir"
 				break
 			fi
 		done
 	done)
+cache="$($GO env GOCACHE)/fuzz"
 
 failed=0
 results=()
-for pkg in "${testpkgs[@]}"; do
-	[ -n "$pkg" ] || continue
+for entry in "${testpkgs[@]}"; do
+	[ -n "$entry" ] || continue
+	pkg=${entry%% *}
+	dir=${entry#* }
 	# -list compiles the package's tests; only Fuzz* names are wanted.
 	mapfile -t targets < <($GO test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz')
 	for t in "${targets[@]}"; do
@@ -60,6 +69,10 @@ for pkg in "${testpkgs[@]}"; do
 			found="FOUND ${input:-(see $log)}"
 			echo "---- $pkg $t failed:" >&2
 			tail -n 40 "$log" >&2
+		fi
+		if [ -n "$FUZZSAVE" ] && [ -d "$cache/$pkg/$t" ]; then
+			mkdir -p "$dir/testdata/fuzz/$t"
+			cp -n "$cache/$pkg/$t"/* "$dir/testdata/fuzz/$t/" 2>/dev/null || true
 		fi
 		line=$(printf '%-48s %-30s execs %10s  new %5s  corpus %6s  %4ss  %s' "$pkg" "$t" "${execs:-0}" "${newc:-0}" "${total:-0}" "$secs" "$found")
 		echo "$line"
