@@ -128,7 +128,10 @@ func Verify(s string, pub ed25519.PublicKey, now time.Time, skew time.Duration) 
 	enc := base64.RawURLEncoding
 	payload, err1 := enc.DecodeString(p)
 	sig, err2 := enc.DecodeString(sg)
-	if !ok || err1 != nil || err2 != nil || len(sig) != ed25519.SignatureSize {
+	// Decoding skips line breaks and ignores stray low bits, so a ticket
+	// must also be the one spelling Sign writes of what it decodes to.
+	if !ok || err1 != nil || err2 != nil || len(sig) != ed25519.SignatureSize ||
+		enc.EncodeToString(payload) != p || enc.EncodeToString(sig) != sg {
 		return t, &Error{Reason: Malformed, Detail: "not a Cairn job ticket"}
 	}
 	if len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, payload, sig) {

@@ -108,3 +108,28 @@ func FuzzSignVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifyRefusesAnotherSpellingOfATicket: base64 decoding skips line
+// breaks, so a ticket with one inserted verified as the ticket signed. A
+// ticket is one string: any other spelling of it is malformed.
+func TestVerifyRefusesAnotherSpellingOfATicket(t *testing.T) {
+	key := fuzzKey()
+	s, err := Sign(Ticket{ID: "t1", JobID: 7, Node: "sn1", Op: OpBackup, Issued: fuzzNow, Expires: fuzzNow.Add(time.Hour)}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := key.Public().(ed25519.PublicKey)
+	if _, err := Verify(s, pub, fuzzNow, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dot := strings.IndexByte(s, '.')
+	for _, bad := range []string{
+		s[:10] + "\n" + s[10:],
+		s[:dot+5] + "\r\n" + s[dot+5:],
+		s + "\n",
+	} {
+		if _, err := Verify(bad, pub, fuzzNow, time.Second); !errors.Is(err, &Error{Reason: Malformed}) {
+			t.Errorf("Verify(%q) = %v, want malformed", bad, err)
+		}
+	}
+}
