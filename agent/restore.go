@@ -542,6 +542,16 @@ func (r *Restorer) closeDir() {
 
 func (r *Restorer) write(off int64, data []byte) error {
 	c := r.cur
+	if off < 0 || off > c.e.Size-int64(len(data)) {
+		// A backup reads no further than the size its FileHeader gave,
+		// and the hole before a record is hashed as zeros: data past the
+		// end would have the restore hash up to 2^63 bytes of them.
+		c.badData = fmt.Sprintf("a data record at offset %d runs past the file's size %d", off, c.e.Size)
+		return nil
+	}
+	if c.badData != "" {
+		return nil
+	}
 	if off < c.hashed {
 		c.badData = fmt.Sprintf("its data records overlap or come out of order at offset %d", off)
 	} else {
