@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 )
 
 func changesOf(t *testing.T, opts WalkOptions, base []fileindex.Entry) map[string]Change {
@@ -62,7 +64,7 @@ func TestChanges(t *testing.T) {
 		}
 	}
 
-	time.Sleep(10 * time.Millisecond) // let ctime move on coarse clocks
+	waitPastCTime(t, dir, base) // on a coarse clock, edits could keep the base's ctime
 	mustWrite(t, filepath.Join(r, "edit"), []byte("v2, longer"), 0o644)
 	mustDo(t, os.Remove(filepath.Join(r, "gone")))
 	mustDo(t, os.RemoveAll(filepath.Join(r, "old")))
@@ -92,6 +94,69 @@ func TestChanges(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("changes:\n got %v\nwant %v", got, want)
 	}
+}
+
+// The walk ends before the base does: what the base holds past the last
+// walked path (files and a whole tree that sort after it) is gone, and each
+// gets its tombstone; a base path past the walk that is out of scope does not.
+func TestChangesTombstonesTheBaseAfterTheWalk(t *testing.T) {
+	dir := t.TempDir()
+	r := filepath.Join(dir, "r")
+	for _, f := range []string{"a", "m", "y/1", "z/deep/f", "zz"} {
+		mustWrite(t, filepath.Join(r, f), []byte(f), 0o644)
+	}
+	opts := WalkOptions{Paths: []string{r}}
+	base := walkAll(t, opts)
+	base = append(base, fileindex.Entry{Path: filepath.Join(dir, "s-outside"), Type: fileindex.TypeFile})
+	for _, f := range []string{"m", "y", "z", "zz"} {
+		mustDo(t, os.RemoveAll(filepath.Join(r, f)))
+	}
+	got := changesOf(t, opts, base)
+	p := func(s string) string { return filepath.Join(r, s) }
+	want := map[string]Change{
+		r:             ChangeModified, // its entries went
+		p("a"):        ChangeUnchanged,
+		p("m"):        ChangeDeleted,
+		p("y"):        ChangeDeleted,
+		p("y/1"):      ChangeDeleted,
+		p("z"):        ChangeDeleted,
+		p("z/deep"):   ChangeDeleted,
+		p("z/deep/f"): ChangeDeleted,
+		p("zz"):       ChangeDeleted,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes:\n got %v\nwant %v", got, want)
+	}
+
+	// A walk that finds nothing at all below the root still ends with
+	// the whole base's tail.
+	mustDo(t, os.Remove(p("a")))
+	got = changesOf(t, opts, base)
+	if len(got) != len(want) || got[p("a")] != ChangeDeleted || got[p("zz")] != ChangeDeleted {
+		t.Fatalf("emptied root: %v", got)
+	}
+}
+
+// waitPastCTime waits until a file changed now in dir gets a ctime later
+// than every ctime in base, so that a change made next cannot keep the
+// base's ctime on a filesystem whose clock ticks coarsely.
+func waitPastCTime(t *testing.T, dir string, base []fileindex.Entry) {
+	t.Helper()
+	var last int64
+	for _, e := range base {
+		last = max(last, e.CTime)
+	}
+	probe := filepath.Join(dir, ".ctime-probe")
+	poll.Until(t, 5*time.Second, func() error {
+		mustWrite(t, probe, nil, 0o644)
+		var st unix.Stat_t
+		mustDo(t, unix.Lstat(probe, &st))
+		if ct := st.Ctim.Nano(); ct <= last {
+			return fmt.Errorf("the filesystem's clock is still at %d, the base's newest ctime is %d", ct, last)
+		}
+		return nil
+	})
+	mustDo(t, os.Remove(probe))
 }
 
 func TestChangedFields(t *testing.T) {
@@ -155,10 +220,7 @@ func TestChangesKeepsWhatTheWalkPruned(t *testing.T) {
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "mnt")
 	mustDo(t, os.Mkdir(mnt, 0o755))
-	if err := unix.Mount("cairn-test", mnt, "tmpfs", 0, "size=1m"); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs CAP_SYS_ADMIN): %v", err)
-	}
-	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	mountTmpfs(t, mnt)
 	mustWrite(t, filepath.Join(mnt, "inside"), []byte("x"), 0o644)
 	base := walkAll(t, WalkOptions{Paths: []string{dir}})
 	got := changesOf(t, WalkOptions{Paths: []string{dir}, OneFileSystem: true}, base)
