@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -307,6 +308,47 @@ func TestBackupCommitAndVolumes(t *testing.T) {
 	}
 	if vols, _ := c.s.Volumes(VolumeFilter{Node: "sn2"}); len(vols) != 0 {
 		t.Fatalf("volumes of sn2 %+v", vols)
+	}
+}
+
+// A finished backup is fenced against a commit of another session: a
+// storage node whose session outlived its attempt, or a second node given
+// the same job, must not have its commit taken for a retry of the first.
+// The retry of the same session is accepted and changes nothing.
+func TestSecondCommitOfAFinishedBackupIsRefused(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	id := c.startBackup(LevelFull, "/srv")
+	segs := c.writeIndex(id, []fileindex.Entry{dir("/srv"), file("/srv/a", 2)}, 0)
+	vol := c.volumeFor(id)
+	label := int64(DefaultBlockSize)
+	first := &BackupCommit{
+		BackupID: id, SessionID: uuid.New(), Segments: segs, Entries: 2, Files: 1, Bytes: 2, StoredBytes: 4096,
+		Parts: []Part{{VolumeID: vol, Part: 1, VolumeStart: label, DataStart: label + 512, End: 1 << 20, Final: true}},
+	}
+	c.must(&Command{Op: OpCommitBackup, Commit: first})
+	before := dump(t, c.s)
+
+	other := *first
+	other.SessionID = uuid.New()
+	other.Files, other.Bytes = 7, 70
+	other.Parts = []Part{{VolumeID: vol, Part: 1, VolumeStart: 1 << 20, DataStart: 1<<20 + 512, End: 2 << 20, Final: true}}
+	e := c.refused(CodeWrongState, &Command{Op: OpCommitBackup, Commit: &other})
+	if !strings.Contains(e.Msg, fmt.Sprint(id)) {
+		t.Fatalf("refusal %q does not name backup %d", e.Msg, id)
+	}
+	if after := dump(t, c.s); after != before {
+		t.Fatalf("a refused second commit changed the catalog:\n%s\n---\n%s", before, after)
+	}
+	b, _ := c.s.Backup(id)
+	v, _ := c.s.Volume(vol)
+	if b.SessionID != first.SessionID || b.Files != 1 || v.Bytes != 1<<20 || v.Sessions != 1 {
+		t.Fatalf("after a second session's commit: backup %+v volume %+v", b, v)
+	}
+
+	c.must(&Command{Op: OpCommitBackup, Commit: first}) // the first session's retry
+	if after := dump(t, c.s); after != before {
+		t.Fatalf("a retried commit changed the catalog:\n%s\n---\n%s", before, after)
 	}
 }
 

@@ -385,3 +385,68 @@ func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
 	}
 	t.Fatal("the queued job never timed out")
 }
+
+// Commits of one job from several sessions at once (a node whose session
+// outlived its attempt, a retry racing a slow reply) all pass the server's
+// "job still running" check before any of them applies; the catalog, in
+// the Raft log, takes exactly one and refuses the others, and the backup
+// names the session that won.
+func TestConcurrentCommitsOfOneBackupOneWins(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Level: "full"}, &started))
+	select {
+	case <-orders:
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent got no order")
+	}
+	var g wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+	b := fileindex.NewSegmentBuilder(0)
+	h.must(b.Add(&fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir, Mode: 0o755}))
+	seg := b.Flush()
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, No: 0, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}, nil))
+
+	const sessions = 8
+	ids := make([]uuid.UUID, sessions)
+	errs := make([]error, sessions)
+	var wg sync.WaitGroup
+	for i := range sessions {
+		ids[i] = uuid.New()
+		wg.Go(func() {
+			errs[i] = h.node(wire.OpSessionCommit, wire.SessionCommitReq{
+				JobID: started.JobID, SessionID: ids[i], Segments: 1,
+				Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: int64(512+i) << 10, Final: true}},
+				Stats: wire.SessionStats{Entries: 1, Files: int64(i)},
+			}, nil)
+		})
+	}
+	wg.Wait()
+	won := -1
+	for i, err := range errs {
+		if err == nil {
+			if won >= 0 {
+				t.Fatalf("the commits of sessions %d and %d were both taken", won, i)
+			}
+			won = i
+			continue
+		}
+		// Refused by the server (the job ended) or by the catalog (the
+		// backup is complete): either way the node is told not to retry.
+		if c := wire.CodeOf(err); c != wire.CodeAborted && c != wire.CodeWrongState {
+			t.Fatalf("commit of session %d: %v (code %s)", i, err, c)
+		}
+	}
+	if won < 0 {
+		t.Fatalf("no commit taken: %v", errs)
+	}
+	job, err := h.srv.store.Job(started.JobID)
+	h.must(err)
+	bk, err := h.srv.store.Backup(job.BackupID)
+	h.must(err)
+	if bk.SessionID != ids[won] || bk.Files != int64(won) || bk.Parts[0].End != int64(512+won)<<10 {
+		t.Fatalf("backup %+v, want the session that won (%d, %s)", bk, won, ids[won])
+	}
+}
