@@ -3,17 +3,20 @@ package catalog
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 )
 
 type bufferSink struct {
@@ -125,42 +128,82 @@ func TestRestoreRejectsWhatIsNotACatalog(t *testing.T) {
 	}
 }
 
+// Readers keep reading while the FSM restores snapshots under them: every
+// read succeeds and answers what the snapshot holds, never an error of a
+// file being swapped and never a half-restored catalog.
 func TestReadsDuringRestore(t *testing.T) {
 	c := populated(t)
 	f := NewFSM(c.s, testLogger(t))
 	img := snapshot(t, f)
+	// What every read must answer, before and after each restore alike.
+	read := func() (string, error) {
+		var buf bytes.Buffer
+		j, err := c.s.Job(1)
+		if err != nil {
+			return "", err
+		}
+		vols, err := c.s.Volumes(VolumeFilter{Pool: "disk1"})
+		if err != nil {
+			return "", err
+		}
+		counts, err := c.s.Counts()
+		if err != nil {
+			return "", err
+		}
+		entries, err := fileindex.Collect(fileindex.SegmentIterator(c.s.Segments(1)))
+		if err != nil {
+			return "", err
+		}
+		ls, err := c.s.ListDir(2, "/data")
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&buf, "job %d %s %d lines; %d volumes; %d backups; %d entries; %d in /data",
+			j.ID, j.State, len(j.Log), len(vols), counts.Backups[BackupComplete], len(entries), len(ls))
+		return buf.String(), nil
+	}
+	want, err := read()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var reads, failures atomic.Int64
-	for g := 0; g < 4; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	var firstBad atomic.Value
+	for range 4 {
+		wg.Go(func() {
 			for !stop.Load() {
-				_, err1 := c.s.Job(1)
-				_, err2 := c.s.Volumes(VolumeFilter{Pool: "disk1"})
-				_, err3 := c.s.Counts()
-				_, err4 := fileindex.Collect(fileindex.SegmentIterator(c.s.Segments(1)))
-				_, err5 := c.s.ListDir(2, "/data")
-				for _, err := range []error{err1, err2, err3, err4, err5} {
-					reads.Add(1)
-					if err != nil {
-						failures.Add(1)
-					}
+				got, err := read()
+				reads.Add(1)
+				if err != nil || got != want {
+					failures.Add(1)
+					firstBad.CompareAndSwap(nil, fmt.Sprintf("%q, %v", got, err))
 				}
 			}
-		}()
+		})
 	}
-	for i := 0; i < 10; i++ {
+	for range 10 {
+		// Each restore starts once the readers made progress since the
+		// last one, so reads and restores interleave on a loaded machine
+		// too.
+		before := reads.Load()
+		poll.Until(t, 10*time.Second, func() error {
+			if reads.Load() == before {
+				return errors.New("no reader got through since the last restore")
+			}
+			return nil
+		})
 		if err := f.Restore(io.NopCloser(bytes.NewReader(img))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	stop.Store(true)
 	wg.Wait()
-	t.Logf("%d reads during 10 restores, %d failed", reads.Load(), failures.Load())
-	if _, err := c.s.Job(1); err != nil {
-		t.Fatal(err)
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("%d of %d reads during 10 restores failed or answered wrong; the first: %s (want %q)", n, reads.Load(), firstBad.Load(), want)
+	}
+	if got, err := read(); err != nil || got != want {
+		t.Fatalf("after the restores: %q, %v; want %q", got, err, want)
 	}
 }
 
