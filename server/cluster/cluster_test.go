@@ -395,8 +395,16 @@ func TestApplyRefusalAndContext(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
+	// A caller that gave up before Apply gets its context's error, and
+	// nothing is proposed: the command is not applied later behind its back.
 	if _, err := s.node.Apply(ctx, &catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "c2"}}); !errors.Is(err, context.Canceled) {
-		t.Logf("apply with a canceled context: %v (it may have committed first)", err)
+		t.Fatalf("apply with a canceled context: %v, want context.Canceled", err)
+	}
+	if err := s.node.Barrier(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.Client("c2"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("a command given a canceled context was applied: %v", err)
 	}
 	if _, err := s.node.Apply(ctxT(t), &catalog.Command{Op: "bogus"}); !errors.Is(err, catalog.ErrBadCommand) {
 		t.Fatalf("bogus op: %v", err)

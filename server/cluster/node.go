@@ -254,8 +254,8 @@ func (n *Node) timeout(ctx context.Context) time.Duration {
 // Apply proposes c to the group and returns what applying it produced. A
 // refusal by the catalog is in the result's Err with a nil error; the error
 // is for commands that were not applied: *NotLeaderError on a follower,
-// ErrTimeout, ErrShutdown, a context that ended (the command may still be
-// applied later), or a catalog that stopped applying (catalog.ErrFSMStopped).
+// ErrTimeout, ErrShutdown, a context that ended (before Apply: nothing was
+// proposed; while it waited: the command may still be applied later), or a catalog that stopped applying (catalog.ErrFSMStopped).
 // Apply sets c.Time when it is zero.
 func (n *Node) Apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
 	if c.Time.IsZero() {
@@ -267,6 +267,11 @@ func (n *Node) Apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResu
 	}
 	if n.raft.State() != raft.Leader {
 		return catalog.ApplyResult{}, fmt.Errorf("catalog %s: %w", c.Op, n.notLeader())
+	}
+	// A caller that already gave up would be told "canceled" while the
+	// command went on to apply: propose nothing for it.
+	if err := ctx.Err(); err != nil {
+		return catalog.ApplyResult{}, fmt.Errorf("catalog %s: not proposed: %w", c.Op, err)
 	}
 	f := n.raft.Apply(data, n.timeout(ctx))
 	if err := n.wait(ctx, fmt.Sprintf("catalog %s", c.Op), f); err != nil {
