@@ -70,8 +70,8 @@ type member struct {
 }
 
 type storageNode struct {
-	name, dataAddr, data, poolDir string
-	proc                          *proc
+	name, data, poolDir string
+	proc                *proc
 }
 
 type agentProc struct {
@@ -118,20 +118,20 @@ func newClusterSys(t *testing.T, o clusterOpts) *clusterSys {
 		serverCfg = append(serverCfg, "--config", writeJSON(t, filepath.Join(dir, "server.json"), o.server))
 	}
 	for i := 1; i <= 3; i++ {
-		m := &member{name: fmt.Sprintf("s%d", i), raftAddr: freeAddr(t), data: filepath.Join(dir, fmt.Sprintf("s%d", i))}
+		m := &member{name: fmt.Sprintf("s%d", i), raftAddr: reservedAddr(t), data: filepath.Join(dir, fmt.Sprintf("s%d", i))}
 		args := append([]string{"server", "--nats", c.url}, serverCfg...)
 		args = append(args, "--name", m.name, "--data", m.data, "--raft-addr", m.raftAddr,
 			"--bootstrap="+strconv.FormatBool(i == 1), "--liveness-timeout", o.liveness,
-			"--metrics-addr", freeAddr(t), "--log-level", "debug")
+			"--metrics-addr", anyAddr, "--log-level", "debug")
 		m.proc = newProc(t, c.logs, dir, m.name, args...)
 		c.servers = append(c.servers, m)
 	}
 	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
 	for i := 1; i <= o.nodes; i++ {
-		n := &storageNode{name: fmt.Sprintf("sn%d", i), dataAddr: freeAddr(t),
+		n := &storageNode{name: fmt.Sprintf("sn%d", i),
 			data: filepath.Join(dir, fmt.Sprintf("sn%d", i)), poolDir: filepath.Join(dir, fmt.Sprintf("pool-sn%d", i))}
 		n.proc = newProc(t, c.logs, dir, n.name, "storagenode", "--nats", c.url, "--config", nodeCfg, "--name", n.name,
-			"--data", n.data, "--data-addr", n.dataAddr, "--pool", "Default="+n.poolDir, "--metrics-addr", freeAddr(t))
+			"--data", n.data, "--data-addr", anyAddr, "--pool", "Default="+n.poolDir, "--metrics-addr", anyAddr)
 		c.nodes = append(c.nodes, n)
 	}
 	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
@@ -145,7 +145,7 @@ func newClusterSys(t *testing.T, o clusterOpts) *clusterSys {
 		}
 		a := &agentProc{name: name}
 		a.proc = newProc(t, c.logs, dir, "agent-"+name, "agent", "--nats", url, "--config", agentCfg, "--name", name,
-			"--metrics-addr", freeAddr(t))
+			"--metrics-addr", anyAddr)
 		c.agents = append(c.agents, a)
 	}
 	t.Cleanup(func() {
@@ -163,6 +163,7 @@ func newClusterSys(t *testing.T, o clusterOpts) *clusterSys {
 	s1 := c.servers[0]
 	s1.proc.start()
 	poll.Until(t, 30*time.Second, func() error {
+		failIfCrashed(t, s1.proc)
 		st, err := c.status(s1)
 		if err != nil {
 			return err
@@ -272,9 +273,7 @@ func (c *clusterSys) status(m *member) (wire.ServerStatus, error) {
 func (c *clusterSys) waitAnswers(m *member) {
 	c.t.Helper()
 	poll.Until(c.t, 30*time.Second, func() error {
-		if !m.proc.alive() {
-			return fmt.Errorf("%s exited: %v", m.name, m.proc.exitErr())
-		}
+		failIfCrashed(c.t, m.proc)
 		_, err := c.status(m)
 		return err
 	})
@@ -317,6 +316,7 @@ func (c *clusterSys) waitLeader(timeout time.Duration, not *member) *member {
 func (c *clusterSys) waitSettled() {
 	c.t.Helper()
 	poll.Until(c.t, 60*time.Second, func() error {
+		c.failIfCrashed()
 		l := c.leader()
 		if l == nil {
 			return fmt.Errorf("no leader")
@@ -349,6 +349,7 @@ func (c *clusterSys) waitReady() {
 	c.waitSettled()
 	a := c.as("")
 	poll.Until(c.t, 60*time.Second, func() error {
+		c.failIfCrashed()
 		var clients []wire.ClientInfo
 		if err := a.tryJSON(&clients, "client", "list"); err != nil {
 			return err
@@ -379,6 +380,23 @@ func (c *clusterSys) waitReady() {
 		}
 		return nil
 	})
+}
+
+// failIfCrashed fails the test at once when a role exited without the test
+// stopping or killing it. A role the test ended is not waited for.
+func (c *clusterSys) failIfCrashed() {
+	c.t.Helper()
+	var procs []*proc
+	for _, m := range c.servers {
+		procs = append(procs, m.proc)
+	}
+	for _, n := range c.nodes {
+		procs = append(procs, n.proc)
+	}
+	for _, a := range c.agents {
+		procs = append(procs, a.proc)
+	}
+	failIfCrashed(c.t, procs...)
 }
 
 // kill ends p with SIGKILL and notes the time in its log, so the log shows

@@ -79,7 +79,7 @@ func newNATSCluster(t *testing.T, l *logs, dir string, o natsOpts) *natsCluster 
 	c := &natsCluster{t: t, scheme: o.scheme}
 	for i := 0; i < o.size; i++ {
 		c.servers = append(c.servers, &natsServer{
-			name: fmt.Sprintf("n%d", i+1), client: freeAddr(t), route: freeAddr(t), monitor: freeAddr(t),
+			name: fmt.Sprintf("n%d", i+1), client: reservedAddr(t), route: reservedAddr(t), monitor: reservedAddr(t),
 		})
 	}
 	for i, ns := range c.servers {
@@ -153,6 +153,9 @@ func (c *natsCluster) start(i int) {
 func (c *natsCluster) waitRouted() {
 	c.t.Helper()
 	poll.Until(c.t, 30*time.Second, func() error {
+		for _, ns := range c.servers {
+			failIfCrashed(c.t, ns.proc)
+		}
 		running := map[string]bool{}
 		for _, ns := range c.servers {
 			if ns.proc.alive() {

@@ -25,14 +25,14 @@ func TestDevPersistence(t *testing.T) {
 	dir := t.TempDir()
 	s := &stack{
 		t: t, dir: dir, logs: &logs{}, client: "devhost", node: "dev-node", pool: "Default",
-		url: fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)),
+		url: fmt.Sprintf("nats://127.0.0.1:%d", reservedPort(t)),
 	}
 	s.logs.printOnFailure(t)
 	_, port, _ := strings.Cut(strings.TrimPrefix(s.url, "nats://"), ":")
 	data := filepath.Join(dir, "dev")
 	s.adminFlags = []string{"--nats-nkey", filepath.Join(data, "nats", "admin-admin.nk")}
-	dev := newProc(t, s.logs, dir, "dev", "dev", "--data", data, "--nats-port", port, "--raft-addr", freeAddr(t),
-		"--client", s.client, "--metrics-addr", freeAddr(t))
+	dev := newProc(t, s.logs, dir, "dev", "dev", "--data", data, "--nats-port", port, "--raft-addr", reservedAddr(t),
+		"--client", s.client, "--metrics-addr", anyAddr)
 	s.procs = []*proc{dev}
 	t.Cleanup(dev.stop)
 	dev.start()
@@ -127,10 +127,10 @@ func TestDevIsClosedToOtherUsers(t *testing.T) {
 	t.Setenv("CAIRN_DEV_FILE", clientFile)
 	l := &logs{}
 	l.printOnFailure(t)
-	natsPort := freePort(t)
+	natsPort := reservedPort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	dev := newProc(t, l, dir, "dev", "dev", "--data", data, "--nats-port", strconv.Itoa(natsPort), "--raft-addr", freeAddr(t),
-		"--client", "devhost", "--metrics-addr", freeAddr(t))
+	dev := newProc(t, l, dir, "dev", "dev", "--data", data, "--nats-port", strconv.Itoa(natsPort), "--raft-addr", reservedAddr(t),
+		"--client", "devhost", "--metrics-addr", anyAddr)
 	t.Cleanup(dev.stop)
 	dev.start()
 

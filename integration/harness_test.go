@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cairnbackup/cairn/internal/poll"
 	"io"
 	"log/slog"
 	"net"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/sample"
@@ -111,20 +111,89 @@ func need(t *testing.T, what string, err error) {
 	t.Skipf("SKIPPED: this test needs %s (it fails instead under CAIRN_CI=1): %v", what, err)
 }
 
-// freeAddr returns a loopback address with a port that was free a moment
-// ago, for a process to listen on.
-func freeAddr(t testing.TB) string {
+// ---- addresses ----
+//
+// A port picked free and handed to a process later can be taken meanwhile,
+// by another test's listener or by any outgoing connection's local port,
+// and the process dies on "address already in use" long before the test
+// notices. So a role listens on port 0 wherever it can (a storage node's
+// data port, every metrics endpoint: anyAddr) and the harness reads the
+// port it got from the line the role logs (proc.boundAddr).
+//
+// Raft and NATS cluster addresses cannot be port 0: the group's
+// configuration and the peers must know them before the process starts,
+// and they must stay the same across restarts. Those come from reservedAddr,
+// from below the kernel's ephemeral port range, which neither outgoing
+// connections nor port-0 listeners use, reserved among concurrent test
+// processes by a lock held until this process exits.
+
+// anyAddr asks the kernel for a port when the process binds.
+const anyAddr = "127.0.0.1:0"
+
+var (
+	reserveMu sync.Mutex
+	reserved  []*os.File // the port locks, held until the process exits
+)
+
+// reservedAddr returns a loopback address whose port no other Cairn test
+// process hands out, and that the kernel hands out to no socket, until this
+// test process exits.
+func reservedAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	lo, hi := reservablePorts()
+	dir := filepath.Join(os.TempDir(), "cairn-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	reserveMu.Lock()
+	defer reserveMu.Unlock()
+	start := lo + int(time.Now().UnixNano()%int64(hi-lo))
+	for i := range hi - lo {
+		port := lo + (start-lo+i)%(hi-lo)
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close() // another test process holds it
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			f.Close() // something outside the tests listens there
+			continue
+		}
+		l.Close()
+		reserved = append(reserved, f)
+		return addr
+	}
+	t.Fatalf("no free port in %d-%d", lo, hi)
+	return ""
 }
 
-func freePort(t testing.TB) int {
-	_, p, _ := net.SplitHostPort(freeAddr(t))
+// reservablePorts is a range of 10000 ports outside the kernel's ephemeral
+// range (net.ipv4.ip_local_port_range).
+func reservablePorts() (lo, hi int) {
+	eLo, eHi := 32768, 60999
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if a, err := strconv.Atoi(f[0]); err == nil {
+				eLo = a
+			}
+			if b, err := strconv.Atoi(f[1]); err == nil {
+				eHi = b
+			}
+		}
+	}
+	if eLo-10000 >= 1024 {
+		return eLo - 10000, eLo
+	}
+	return eHi + 1, min(eHi+10001, 65536)
+}
+
+func reservedPort(t testing.TB) int {
+	_, p, _ := net.SplitHostPort(reservedAddr(t))
 	n, _ := strconv.Atoi(p)
 	return n
 }
@@ -140,10 +209,12 @@ type proc struct {
 	args    []string
 	logPath string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // how the last run ended
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{}
+	err      error // how the last run ended
+	ended    bool  // the test signalled the last run to end
+	logStart int64 // where the last run's lines start in the log file
 }
 
 // logs remembers every log file of a test, to print when it fails.
@@ -202,6 +273,7 @@ func (p *proc) start() {
 		p.t.Fatal(err)
 	}
 	fmt.Fprintf(f, "---- %s: %s %s\n", time.Now().Format(time.RFC3339Nano), p.name, strings.Join(p.args, " "))
+	logStart, _ := f.Seek(0, io.SeekEnd)
 	bin := p.bin
 	if bin == "" {
 		bin = cairnBin
@@ -217,7 +289,7 @@ func (p *proc) start() {
 	}
 	done := make(chan struct{})
 	p.mu.Lock()
-	p.cmd, p.done, p.err = cmd, done, nil
+	p.cmd, p.done, p.err, p.ended, p.logStart = cmd, done, nil, false, logStart
 	p.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
@@ -252,11 +324,92 @@ func (p *proc) exitErr() error {
 	return p.err
 }
 
+// crashed says how the last run ended when it ended without the test
+// stopping or killing it, with the end of its log; nil while it runs, when
+// the test ended it, or before it started.
+func (p *proc) crashed() error {
+	p.mu.Lock()
+	done, ended, err := p.done, p.ended, p.err
+	p.mu.Unlock()
+	if done == nil || ended {
+		return nil
+	}
+	select {
+	case <-done:
+	default:
+		return nil
+	}
+	if err == nil {
+		err = errors.New("exit status 0")
+	}
+	return fmt.Errorf("%s exited by itself (%v); the end of its log:\n%s", p.name, err, p.logTail(4<<10))
+}
+
+// failIfCrashed fails the test at once when one of procs crashed: waiting
+// any longer for a dead role to be ready only hides why.
+func failIfCrashed(t testing.TB, procs ...*proc) {
+	t.Helper()
+	for _, p := range procs {
+		if err := p.crashed(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// logTail is the last n bytes of what the process logged.
+func (p *proc) logTail(n int) string {
+	text := p.logText()
+	if len(text) > n {
+		text = "...\n" + text[len(text)-n:]
+	}
+	return text
+}
+
+// boundAddr waits for the address the process's last run logged on its
+// line with msg="<msg>" under key, for a listener it bound on port 0. An
+// "http://" address is given as host:port.
+func (p *proc) boundAddr(msg, key string) string {
+	p.t.Helper()
+	var addr string
+	poll.Until(p.t, 60*time.Second, func() error {
+		failIfCrashed(p.t, p)
+		p.mu.Lock()
+		from := p.logStart
+		p.mu.Unlock()
+		text := p.logText()
+		if int64(len(text)) < from {
+			return fmt.Errorf("%s's log is shorter than its last start", p.name)
+		}
+		for _, line := range strings.Split(text[from:], "\n") {
+			if !strings.Contains(line, `msg="`+msg+`"`) {
+				continue
+			}
+			for _, f := range strings.Fields(line) {
+				if v, ok := strings.CutPrefix(f, key+"="); ok {
+					v = strings.TrimPrefix(v, "http://")
+					v, _, _ = strings.Cut(v, "/")
+					addr = v
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("%s has not logged %s yet", p.name, msg)
+	})
+	return addr
+}
+
+// metricsAddr is where the process serves /metrics now.
+func (p *proc) metricsAddr() string {
+	p.t.Helper()
+	return p.boundAddr("serving metrics", "addr")
+}
+
 // signal sends sig to the process group and waits up to timeout for the
 // process to end. It reports whether it ended.
 func (p *proc) signal(sig syscall.Signal, timeout time.Duration) bool {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
+	p.ended = true
 	p.mu.Unlock()
 	if cmd == nil {
 		return true
@@ -272,10 +425,14 @@ func (p *proc) signal(sig syscall.Signal, timeout time.Duration) bool {
 
 // stop ends a running process gracefully (SIGTERM; SIGKILL after 15s) and
 // checks that nothing of its process group is left. A process that does not
-// exit 0 on SIGTERM fails the test: a role must shut down cleanly.
+// exit 0 on SIGTERM, or that had already exited by itself, fails the test:
+// a role must shut down cleanly, and only when told.
 func (p *proc) stop() {
 	p.t.Helper()
 	if !p.alive() {
+		if err := p.crashed(); err != nil {
+			p.t.Error(err)
+		}
 		p.checkGroupGone()
 		return
 	}
@@ -346,8 +503,7 @@ type stack struct {
 	pool   string
 
 	poolDir, serverData, nodeData string
-	raftAddr, dataAddr            string
-	metrics                       map[string]string // role -> metrics address
+	raftAddr                      string
 
 	server, storage, agent *proc
 	procs                  []*proc // every process of the system, for waitReady
@@ -361,8 +517,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	s := &stack{
 		t: t, dir: dir, logs: &logs{}, client: "web01", node: "sn1", pool: "Default",
 		serverData: filepath.Join(dir, "server"), nodeData: filepath.Join(dir, "node"),
-		poolDir: o.poolDir, raftAddr: freeAddr(t), dataAddr: freeAddr(t),
-		metrics: map[string]string{"server": freeAddr(t), "storagenode": freeAddr(t), "agent": freeAddr(t)},
+		poolDir: o.poolDir, raftAddr: reservedAddr(t),
 	}
 	if s.poolDir == "" {
 		s.poolDir = filepath.Join(dir, "pool")
@@ -407,11 +562,11 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
 	})
 	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
-		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", s.metrics["server"], "--log-level", "debug")
+		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", anyAddr, "--log-level", "debug")
 	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
-		"--data", s.nodeData, "--data-addr", s.dataAddr, "--pool", s.pool+"="+s.poolDir, "--metrics-addr", s.metrics["storagenode"])
+		"--data", s.nodeData, "--data-addr", anyAddr, "--pool", s.pool+"="+s.poolDir, "--metrics-addr", anyAddr)
 	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, s.client), "--config", agentCfg, "--name", s.client,
-		"--metrics-addr", s.metrics["agent"])
+		"--metrics-addr", anyAddr)
 	t.Cleanup(func() {
 		// Reverse order of start; each stop checks its process group is gone.
 		for _, p := range []*proc{s.agent, s.storage, s.server} {
@@ -464,11 +619,7 @@ func writeJSON(t testing.TB, path string, v any) string {
 func (s *stack) waitReady() {
 	s.t.Helper()
 	poll.Until(s.t, 60*time.Second, func() error {
-		for _, p := range s.procs {
-			if !p.alive() {
-				return fmt.Errorf("%s exited: %v", p.name, p.exitErr())
-			}
-		}
+		failIfCrashed(s.t, s.procs...)
 		var st wire.StatusResp
 		if err := s.tryJSON(&st, "status"); err != nil {
 			return err
@@ -669,8 +820,9 @@ func (s *stack) volumes() []wire.VolumeInfo {
 
 // metrics fetches a role's /metrics page.
 func (s *stack) metricsText(role string) (string, error) {
+	p := map[string]*proc{"server": s.server, "storagenode": s.storage, "agent": s.agent}[role]
 	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + s.metrics[role] + "/metrics")
+	resp, err := c.Get("http://" + p.metricsAddr() + "/metrics")
 	if err != nil {
 		return "", err
 	}
@@ -741,4 +893,50 @@ func emptyOrMissing(t testing.TB, dir string) {
 		})
 		t.Fatalf("%s should be empty or missing, it holds: %v", dir, names)
 	}
+}
+
+// The harness tells a role that crashed from one the test ended: the first
+// fails the test at once with the role's last words, the second is not an
+// error. And a role on port 0 reports the port it got.
+func TestHarnessTellsACrashFromAStop(t *testing.T) {
+	l := &logs{}
+	dir := t.TempDir()
+	bad := newProc(t, l, dir, "bad", "server", "--data", filepath.Join(dir, "srv"), "--raft-addr", reservedAddr(t), "--no-such-flag")
+	bad.start()
+	poll.Until(t, 30*time.Second, func() error {
+		if bad.alive() {
+			return errors.New("the server with a bad flag still runs")
+		}
+		return nil
+	})
+	err := bad.crashed()
+	if err == nil || !strings.Contains(err.Error(), "exited by itself (exit status") || !strings.Contains(err.Error(), "no-such-flag") {
+		t.Fatalf("crashed() = %v, want the exit status and the log's end", err)
+	}
+
+	ns, err := natsd.Start(natsd.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	good := newProc(t, l, dir, "good", "agent", "--nats", ns.URL(), "--name", "web01", "--metrics-addr", anyAddr)
+	good.start()
+	addr := good.metricsAddr()
+	if _, port, _ := net.SplitHostPort(addr); port == "" || port == "0" {
+		t.Fatalf("metrics address %q", addr)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics on the reported address: %v", err)
+	}
+	resp.Body.Close()
+	good.stop()
+	if err := good.crashed(); err != nil {
+		t.Fatalf("a role the test stopped: %v", err)
+	}
+	good.start() // a new run binds a new port, and reports it
+	if again := good.metricsAddr(); again == "" {
+		t.Fatal("no metrics address after a restart")
+	}
+	good.stop()
 }

@@ -113,7 +113,7 @@ func newSecSys(t *testing.T) *secSys {
 	natsBin := natsServerBin(t)
 	dir := t.TempDir()
 	d := &secSys{t: t, dir: dir, logs: &logs{}, ca: filepath.Join(dir, "ca"), hosts: filepath.Join(dir, "hosts"),
-		nkeys: filepath.Join(dir, "nats", "nkeys"), raftAddr: freeAddr(t), agents: map[string]*proc{}}
+		nkeys: filepath.Join(dir, "nats", "nkeys"), raftAddr: reservedAddr(t), agents: map[string]*proc{}}
 	d.logs.printOnFailure(t)
 
 	// The certificates, as an operator makes them.
@@ -123,7 +123,7 @@ func newSecSys(t *testing.T) *secSys {
 	for _, name := range append([]string{"sn1", "admin", "ops"}, secClients...) {
 		d.cli("cert", "issue", "--ca", d.ca, "--name", name, "--client", "--out", filepath.Join(d.hosts, name))
 	}
-	natsAddr := freeAddr(t)
+	natsAddr := reservedAddr(t)
 	d.url = "tls://" + natsAddr
 	natsConf := filepath.Join(dir, "nats", "nats.conf")
 	nh := filepath.Join(d.hosts, "nats")
@@ -140,17 +140,17 @@ func newSecSys(t *testing.T) *secSys {
 	d.server = newProc(t, d.logs, dir, "server", append(d.natsFlags(wire.KindServer, "s1"),
 		"server", "--bootstrap", "--name", "s1", "--data", filepath.Join(dir, "s1"), "--raft-addr", d.raftAddr, "--secrets", secrets,
 		"--tls-ca", filepath.Join(s1, pki.CACertFile), "--tls-cert", filepath.Join(s1, "s1.crt"), "--tls-key", filepath.Join(s1, "s1.key"),
-		"--liveness-timeout", "4s", "--metrics-addr", freeAddr(t), "--log-level", "debug")...)
+		"--liveness-timeout", "4s", "--metrics-addr", anyAddr, "--log-level", "debug")...)
 	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
 	d.node = newProc(t, d.logs, dir, "storagenode", append(d.natsFlags(wire.KindNode, "sn1"),
-		"storagenode", "--config", nodeCfg, "--name", "sn1", "--data", filepath.Join(dir, "sn1"), "--data-addr", freeAddr(t),
-		"--pool", "Default="+filepath.Join(dir, "pool"), "--metrics-addr", freeAddr(t))...)
+		"storagenode", "--config", nodeCfg, "--name", "sn1", "--data", filepath.Join(dir, "sn1"), "--data-addr", anyAddr,
+		"--pool", "Default="+filepath.Join(dir, "pool"), "--metrics-addr", anyAddr)...)
 	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
 		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
 	})
 	for _, c := range secClients {
 		d.agents[c] = newProc(t, d.logs, dir, "agent-"+c, append(d.natsFlags(wire.KindAgent, c),
-			"agent", "--config", agentCfg, "--name", c, "--metrics-addr", freeAddr(t))...)
+			"agent", "--config", agentCfg, "--name", c, "--metrics-addr", anyAddr)...)
 	}
 	t.Cleanup(func() {
 		for _, c := range secClients {
@@ -163,9 +163,7 @@ func newSecSys(t *testing.T) *secSys {
 
 	natsProc.start()
 	poll.Until(t, 20*time.Second, func() error {
-		if !natsProc.alive() {
-			return fmt.Errorf("nats-server exited: %v", natsProc.exitErr())
-		}
+		failIfCrashed(t, natsProc)
 		nc, err := d.connect(wire.KindAdmin, "admin")
 		if err != nil {
 			return err
@@ -179,11 +177,7 @@ func newSecSys(t *testing.T) *secSys {
 		d.agents[c].start()
 	}
 	poll.Until(t, 60*time.Second, func() error {
-		for _, p := range []*proc{d.server, d.node, d.agents["web1"], d.agents["web2"]} {
-			if !p.alive() {
-				return fmt.Errorf("%s exited: %v", p.name, p.exitErr())
-			}
-		}
+		failIfCrashed(t, d.server, d.node, d.agents["web1"], d.agents["web2"])
 		var st wire.StatusResp
 		if err := d.adminJSON(&st, "status"); err != nil {
 			return err
