@@ -1086,7 +1086,10 @@ func (a *applier) commitBackup(cm *BackupCommit) error {
 		if v.State == VolumeLabeling {
 			v.State = VolumeAppend
 		}
-		if slices.Contains(cm.Full, id) {
+		// A tape marked error during the session (a medium error after
+		// its part was written) stays error: full would let it be
+		// recycled and written again.
+		if slices.Contains(cm.Full, id) && v.State != VolumeError {
 			v.State = VolumeFull
 		}
 		if err := a.putVolume(&old, v); err != nil {

@@ -352,6 +352,35 @@ func TestSecondCommitOfAFinishedBackupIsRefused(t *testing.T) {
 	}
 }
 
+// A volume marked error while the session wrote to it (a medium error
+// after its part was written; the session went on elsewhere) keeps its
+// part for restores, and stays error though the commit names it full.
+func TestCommitKeepsAVolumeMarkedError(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	id := c.startBackup(LevelFull, "/srv")
+	segs := c.writeIndex(id, []fileindex.Entry{dir("/srv"), file("/srv/a", 2)}, 0)
+	bad, next := c.volumeFor(id), c.volumeFor(id)
+	zero := uint64(0)
+	c.must(&Command{Op: OpUpdateVolume, VolumeUpdate: &VolumeUpdate{ID: bad, State: VolumeError, Error: "medium error at block 22", WriterJob: &zero}})
+	label := int64(DefaultBlockSize)
+	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{
+		BackupID: id, SessionID: uuid.New(), Segments: segs, Entries: 2, Files: 1,
+		Parts: []Part{
+			{VolumeID: bad, Part: 1, VolumeStart: label, DataStart: label + 512, End: 5 << 20, StreamEnd: 100},
+			{VolumeID: next, Part: 2, VolumeStart: label, DataStart: label + 512, End: 3 << 20, StreamStart: 100, StreamEnd: 200, Final: true},
+		},
+		Full: []uuid.UUID{bad},
+	}})
+	v, _ := c.s.Volume(bad)
+	if v.State != VolumeError || v.Error != "medium error at block 22" || v.Bytes != 5<<20 || v.Sessions != 1 {
+		t.Fatalf("the bad volume after the commit: %+v", v)
+	}
+	if b, _ := c.s.Backup(id); len(b.Parts) != 2 || b.Parts[0].VolumeID != bad {
+		t.Fatalf("parts %+v", b.Parts)
+	}
+}
+
 func TestParentResolution(t *testing.T) {
 	c := newTestCatalog(t)
 	c.setup()

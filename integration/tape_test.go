@@ -210,3 +210,108 @@ func tapeLocation(s *stack, barcode string) string {
 	s.t.Fatalf("no volume %s in %s", barcode, raw)
 	return ""
 }
+
+// Bad tapes end to end, as the storage node's and the servers' own tests
+// have them against fakes: a backup granted a write-protected tape, and a
+// backup whose tape shows a medium error midway, each go on on another
+// tape; the bad tape is named, marked error in the catalog with the reason,
+// and everything restores, from both tapes.
+func TestTapeBadMediaEndToEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason string
+		spoil        func(t *testing.T, st *devstack.Stack)
+		heal         func(t *testing.T, st *devstack.Stack)
+	}{
+		{
+			name: "write-protected", reason: "write-protected",
+			spoil: func(t *testing.T, st *devstack.Stack) {
+				if err := tape.SetWriteProtect(st.Library().CartridgePath(devstack.Barcode(1)), true); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			// Label, file mark and the part's header, then about 5 MiB of
+			// data in 256 KiB blocks: the error comes midway through the
+			// session.
+			name: "medium error", reason: "medium error",
+			// Drive 0, the one drive left empty, gets the bad tape; the
+			// next one waits in drive 1. A spooled session starts again
+			// on the next tape, so drive 1 must not show the error too.
+			spoil: func(t *testing.T, st *devstack.Stack) {
+				st.Library().EmulatedDrive(0).SetFaults(tape.Faults{MediumErrorAt: []int64{2 + 20}})
+			},
+			heal: func(t *testing.T, st *devstack.Stack) {
+				st.Library().EmulatedDrive(0).SetFaults(tape.Faults{})
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			dir := t.TempDir()
+			logFile := filepath.Join(dir, "stack.log")
+			lf, err := os.Create(logFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lf.Close()
+			st, err := devstack.Start(ctx, devstack.Config{
+				Dir: filepath.Join(dir, "state"), Client: "web", Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+				CartridgeBytes: 64 << 20, EarlyWarningBytes: 48 << 20, SpoolChunkBytes: 1 << 20, MountPoll: 200 * time.Millisecond,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			l := &logs{}
+			l.add(logFile)
+			l.printOnFailure(t)
+			s := &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default"}
+
+			// One tape in the pool, which the backup is granted first, and
+			// one of Scratch in drive 1 it can go on to.
+			bad, next := devstack.Barcode(1), devstack.Barcode(2)
+			s.ok("media", "label", "--slots", "1", "--pool", "Weekly")
+			s.ok("media", "label", "--slots", "2", "--pool", "Scratch")
+			for d := range devstack.LibraryDrives {
+				if r := s.cairn("library", "unload", "--drive", strconv.Itoa(d)); r.code != 0 && !strings.Contains(r.output(), "empty") {
+					t.Fatalf("unload drive %d:\n%s", d, r)
+				}
+			}
+			s.ok("library", "load", "--drive", "1", "--slot", "2")
+			if loc := tapeLocation(s, bad); loc != "slot 1" {
+				t.Fatalf("tape %s at %q before the backup", bad, loc)
+			}
+			tc.spoil(t, st)
+
+			src := makeTree(t, sample.Spec{RandomFiles: 16, MaxFileSize: 1 << 20, Seed: 11})
+			snap := snapshot(t, src)
+			var job wire.JobInfo
+			s.json(&job, "backup", "--client", "web", "--path", src, "--level", "full", "--pool", "Weekly", "--wait")
+			if job.State != "success" || !slices.Contains(job.Volumes, next) {
+				t.Fatalf("backup granted a bad tape: %+v", job)
+			}
+			var vol wire.VolumeInfo
+			for _, v := range s.volumes() {
+				if v.Barcode == bad {
+					vol = v
+				}
+			}
+			if vol.State != "error" || !strings.Contains(vol.Error, tc.reason) {
+				t.Fatalf("the bad tape in the catalog: %+v, want state error with %q", vol, tc.reason)
+			}
+			r := s.ok("job", "show", strconv.FormatUint(job.ID, 10))
+			if !strings.Contains(r.stdout, "volume "+bad+" marked error") || !strings.Contains(r.stdout, tc.reason) {
+				t.Fatalf("the job's log does not name the bad tape %s:\n%s", bad, r)
+			}
+
+			if tc.heal != nil {
+				tc.heal(t, st)
+			}
+			to := filepath.Join(t.TempDir(), "restore")
+			s.restore(to, "--backup", strconv.FormatUint(job.BackupID, 10))
+			checkRestored(t, snap, to, src)
+		})
+	}
+}
