@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/cairnbackup/cairn/media/changer"
@@ -314,8 +315,14 @@ func TestLibraryNoBarcodeReader(t *testing.T) {
 }
 
 // With a robot that takes its time, an inventory still answers during a
-// move, and a move cut short by its context moves nothing.
+// move, and a move cut short by its context moves nothing. The robot's time
+// and the deadlines run on synctest's clock, which does not move while an
+// fsync is slow.
 func TestLibraryMoveTime(t *testing.T) {
+	synctest.Test(t, testLibraryMoveTime)
+}
+
+func testLibraryMoveTime(t *testing.T) {
 	cfg := devConfig(t.TempDir())
 	cfg.MoveTime = 300 * time.Millisecond
 	lib, err := changer.OpenLibrary(cfg)

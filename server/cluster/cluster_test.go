@@ -46,11 +46,13 @@ func testConfig(id, dir string, bootstrap bool) Config {
 	cfg.Dir = filepath.Join(dir, "raft")
 	cfg.BindAddr = "127.0.0.1:0"
 	cfg.Bootstrap = bootstrap
-	// Loopback needs no second-long timeouts; these keep elections quick
-	// and still steady under -race on two cores.
-	cfg.HeartbeatTimeout = 200 * time.Millisecond
-	cfg.ElectionTimeout = 200 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+	// Loopback needs no multi-second timeouts, but a leader under -race on
+	// a loaded two-core machine, fsyncing its log, can miss a 200ms
+	// heartbeat and start an election no test asked for: a second keeps
+	// leaders steady at the price of a second per election.
+	cfg.HeartbeatTimeout = time.Second
+	cfg.ElectionTimeout = time.Second
+	cfg.LeaderLeaseTimeout = 500 * time.Millisecond
 	cfg.CommitTimeout = 5 * time.Millisecond
 	cfg.SnapshotInterval = time.Hour // tests snapshot explicitly
 	return cfg
@@ -200,7 +202,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.ElectionTimeout = time.Millisecond * 50
-	cfg.LeaderLeaseTimeout = time.Second
+	cfg.LeaderLeaseTimeout = 2 * cfg.HeartbeatTimeout
 	err := cfg.Validate()
 	if err == nil || !strings.Contains(err.Error(), "ElectionTimeout") || !strings.Contains(err.Error(), "LeaderLeaseTimeout") {
 		t.Fatalf("bad timeouts: %v", err)

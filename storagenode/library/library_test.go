@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/uuid"
@@ -69,24 +70,38 @@ func (r *recorder) movesOf(barcode string) []string {
 
 var barcodes = []string{"CRN001L9", "CRN002L9", "CRN003L9", "CRN004L9"}
 
-func open(t *testing.T) (*library.Manager, *recorder) {
+// open opens the emulated library of a test. Its robot moves and drive
+// commands fsync the library's files: on a loaded machine one can take
+// seconds, so the timeouts are generous. A test of what a timeout does
+// shortens them with tune and runs in a synctest bubble, where time passes
+// only while every goroutine waits, never during a slow fsync.
+func open(t *testing.T, tune ...func(*library.Config)) (*library.Manager, *recorder) {
 	t.Helper()
 	rec := &recorder{}
-	m, err := library.Open(context.Background(), library.Config{
+	cfg := library.Config{
 		Name: "lib1",
 		Emulated: &library.EmulatedConfig{
 			Dir: filepath.Join(t.TempDir(), "lib1"), Drives: 2, Slots: 8, MailSlots: 2,
 			Barcodes: barcodes, CartridgeBytes: 256 << 20, VirtualClock: true,
 		},
-		CommandTimeout: 300 * time.Millisecond,
+		CommandTimeout: 30 * time.Second,
 		MountPoll:      20 * time.Millisecond,
-		MoveTimeout:    200 * time.Millisecond,
-	}, rec)
+		MoveTimeout:    30 * time.Second,
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	m, err := library.Open(context.Background(), cfg, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
 	return m, rec
+}
+
+// shortTimeouts make a hung drive or a stuck robot show at once.
+func shortTimeouts(c *library.Config) {
+	c.CommandTimeout, c.MoveTimeout = 300*time.Millisecond, 200*time.Millisecond
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -391,7 +406,11 @@ func TestLabelRefusals(t *testing.T) {
 // A drive that hangs while labeling goes offline with CodeDriveOffline;
 // jobs use the other drive; 'online' brings it back once it answers.
 func TestHungDriveGoesOffline(t *testing.T) {
-	m, rec := open(t)
+	synctest.Test(t, testHungDriveGoesOffline)
+}
+
+func testHungDriveGoesOffline(t *testing.T) {
+	m, rec := open(t, shortTimeouts)
 	vols := labelAll(t, m)
 	ctx := ctxT(t)
 	// A new tape, imported into slot 5.
@@ -468,7 +487,11 @@ func TestHungDriveGoesOffline(t *testing.T) {
 // A stuck robot: the job waits saying so, and goes on once the robot is
 // freed.
 func TestStuckRobot(t *testing.T) {
-	m, rec := open(t)
+	synctest.Test(t, testStuckRobot)
+}
+
+func testStuckRobot(t *testing.T) {
+	m, rec := open(t, shortTimeouts)
 	vols := labelAll(t, m)
 	ctx := ctxT(t)
 	m.Emulated().StickRobot(true)
