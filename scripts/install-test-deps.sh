@@ -13,6 +13,11 @@ declare -A tools=(
 for cmd in "${!tools[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("${tools[$cmd]}")
 done
+# 'go test -race' builds with cgo: a C compiler and the C library's headers
+# and start files, which a fresh Debian lacks ("-race requires cgo"). gcc
+# only recommends libc6-dev, and recommends are not installed below.
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
+[ -e /usr/include/stdlib.h ] || need_pkgs+=(libc6-dev)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "installing: ${need_pkgs[*]}"
