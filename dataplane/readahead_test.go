@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -14,7 +15,15 @@ import (
 // next ReadFrame while the goroutine fills the others, a read deadline
 // bounds the wait for a frame without breaking the stream, and the end of
 // the stream is reported, every time it is asked for.
+//
+// It runs in a synctest bubble: synctest.Wait lets the read-ahead goroutine
+// go as far as it can before a payload is checked, and the deadline is on
+// the bubble's clock.
 func TestReadAhead(t *testing.T) {
+	synctest.Test(t, testReadAhead)
+}
+
+func testReadAhead(t *testing.T) {
 	a, b := net.Pipe()
 	w, r := NewConn(a), NewConn(b)
 	defer r.Close()
@@ -48,7 +57,7 @@ func TestReadAhead(t *testing.T) {
 		if err != nil || typ != FrameRecords {
 			t.Fatalf("frame %d: type %d, %v", i, typ, err)
 		}
-		time.Sleep(time.Millisecond) // let the goroutine read ahead over p if it would
+		synctest.Wait() // let the goroutine read ahead over p if it would
 		if !bytes.Equal(p, frame(i)) {
 			t.Fatalf("frame %d mangled", i)
 		}
@@ -78,6 +87,10 @@ func TestReadAhead(t *testing.T) {
 
 // Close ends a read-ahead that waits for a frame.
 func TestReadAheadClose(t *testing.T) {
+	synctest.Test(t, testReadAheadClose)
+}
+
+func testReadAheadClose(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	r := NewConn(b)
@@ -87,7 +100,7 @@ func TestReadAheadClose(t *testing.T) {
 		_, _, err := r.ReadFrame()
 		done <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	synctest.Wait() // ReadFrame waits for the read-ahead
 	r.Close()
 	select {
 	case err := <-done:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/ticket"
@@ -64,19 +66,18 @@ func (e *env) api(op string, req, resp any) error {
 // wait follows a job to its end.
 func (e *env) wait(id uint64) wire.JobInfo {
 	e.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		var j wire.JobInfo
+	var j wire.JobInfo
+	poll.Until(e.t, 2*time.Minute, func() error {
+		j = wire.JobInfo{}
 		if err := e.api(wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
 			e.t.Fatal(err)
 		}
-		if j.State != "queued" && j.State != "running" {
-			return j
+		if j.State == "queued" || j.State == "running" {
+			return fmt.Errorf("job %d is %s", id, j.State)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	e.t.Fatalf("job %d did not end", id)
-	return wire.JobInfo{}
+		return nil
+	})
+	return j
 }
 
 func (e *env) backup(paths []string, level string) wire.JobInfo {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -72,7 +73,19 @@ func TestClusterChaos(t *testing.T) {
 			lastLeader = l
 		}
 	}
-	pause := func() { time.Sleep(1500 * time.Millisecond) } // backups go on meanwhile
+	// Each fault lasts while the workload goes on against it: until the
+	// workers got a few more answers about their jobs, not for a guessed
+	// time.
+	pause := func() {
+		t.Helper()
+		before := w.answered()
+		poll.Until(t, 2*time.Minute, func() error {
+			if n := w.answered(); n < before+5 {
+				return fmt.Errorf("the workers got %d answers about their jobs since the fault, want 5", n-before)
+			}
+			return nil
+		})
+	}
 	for r := 0; r < rounds; r++ {
 		// The leader.
 		l := c.waitLeader(30*time.Second, nil)
@@ -188,6 +201,14 @@ type chaosWorkers struct {
 	started []uint64
 	running map[string]string // client -> storage node of its running backup
 	errs    []string
+	answers int // job states the workers were told
+}
+
+// answered is how many times the workers were told a job's state.
+func (w *chaosWorkers) answered() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.answers
 }
 
 func (w *chaosWorkers) halt() {
@@ -282,61 +303,68 @@ func (w *chaosWorkers) start(client, level, src string) []uint64 {
 		return m
 	}
 	lost := false
-	for !w.stopped() {
+	var ids []uint64
+	// Until it starts or the test stops the workers: the deadline is the
+	// test's own.
+	_ = poll.Wait(time.Hour, func() error {
+		if w.stopped() {
+			ids = nil
+			return nil
+		}
 		if lost {
 			var js []wire.JobInfo
 			if err := chaosJSON(w.c.url, &js, "job", "list", "--client", client); err != nil {
-				time.Sleep(300 * time.Millisecond)
-				continue
+				return err
 			}
 			k := known()
-			var adopted []uint64
 			for _, j := range js {
 				if j.Type == "backup" && !k[j.ID] {
-					adopted = append(adopted, j.ID)
+					ids = append(ids, j.ID)
 				}
 			}
-			if len(adopted) > 0 {
-				return adopted
+			if len(ids) > 0 {
+				return nil
 			}
 			lost = false
 		}
 		var st wire.JobStarted
 		err := chaosJSON(w.c.url, &st, "backup", "--client", client, "--level", level, "--path", src)
 		if err == nil {
-			return []uint64{st.JobID}
+			ids = []uint64{st.JobID}
+			return nil
 		}
 		lost = true
-		time.Sleep(300 * time.Millisecond)
-	}
-	return nil
+		return err
+	})
+	return ids
 }
 
 // wait polls a job until it ends; the test's halt does not cut it short,
 // so every job started is seen to its end.
 func (w *chaosWorkers) wait(client string, id uint64) {
-	deadline := time.Now().Add(3 * time.Minute)
 	var j wire.JobInfo
-	var err error
-	for time.Now().Before(deadline) {
-		err = chaosJSON(w.c.url, &j, "job", "show", strconv.FormatUint(id, 10))
-		if err == nil {
-			w.mu.Lock()
-			if w.running == nil {
-				w.running = map[string]string{}
-			}
-			w.running[client] = ""
-			if j.State == "running" {
-				w.running[client] = j.Node
-			}
-			w.mu.Unlock()
-			if j.State != "queued" && j.State != "running" {
-				return
-			}
+	err := poll.Wait(3*time.Minute, func() error {
+		if err := chaosJSON(w.c.url, &j, "job", "show", strconv.FormatUint(id, 10)); err != nil {
+			return err
 		}
-		time.Sleep(200 * time.Millisecond)
+		w.mu.Lock()
+		w.answers++
+		if w.running == nil {
+			w.running = map[string]string{}
+		}
+		w.running[client] = ""
+		if j.State == "running" {
+			w.running[client] = j.Node
+		}
+		w.mu.Unlock()
+		if j.State == "queued" || j.State == "running" {
+			return fmt.Errorf("job %d is %s", id, j.State)
+		}
+		return nil
+	})
+	if err != nil {
+		w.fail("backup job %d of %s did not end within 3 minutes: %+v (last error: %v)", id, client, j, err)
 	}
-	w.fail("backup job %d of %s did not end within 3 minutes: %+v (last error: %v)", id, client, j, err)
 }
 
 // changeTree is a client's work between two backups: a log grows, a file

@@ -267,19 +267,20 @@ func (d *secSys) mustConnect(t *testing.T, kind, name string) *secConn {
 // op ("subscription" or "publish") on subject.
 func (c *secConn) refused(t *testing.T, op, subject string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	err := poll.Wait(5*time.Second, func() error {
 		_ = c.nc.Flush()
 		c.mu.Lock()
+		defer c.mu.Unlock()
 		for _, err := range c.errs {
 			msg := strings.ToLower(err.Error())
 			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(msg, op) && strings.Contains(err.Error(), `"`+subject+`"`) {
-				c.mu.Unlock()
-				return
+				return nil
 			}
 		}
-		c.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
+		return errors.New("no permissions violation yet")
+	})
+	if err == nil {
+		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

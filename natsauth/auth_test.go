@@ -3,6 +3,7 @@ package natsauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -150,20 +152,17 @@ func (a *authServer) plain(t *testing.T, kind, name, inbox string) *nats.Conn {
 // subject.
 func (c *client) violation(t *testing.T, what, subject string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	poll.Until(t, 5*time.Second, func() error {
 		_ = c.nc.Flush()
 		c.mu.Lock()
+		defer c.mu.Unlock()
 		for _, err := range c.errs {
 			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(strings.ToLower(err.Error()), what) && strings.Contains(err.Error(), `"`+subject+`"`) {
-				c.mu.Unlock()
-				return
+				return nil
 			}
 		}
-		c.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no permissions violation for %s %q; errors: %v", what, subject, c.errs)
+		return fmt.Errorf("no permissions violation for %s %q; errors: %v", what, subject, c.errs)
+	})
 }
 
 func (c *client) noViolations(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
@@ -335,19 +337,18 @@ func TestWatchdogFailsJobWhenAgentGoesSilent(t *testing.T) {
 	h.mu.Lock()
 	h.agentSilent = true
 	h.mu.Unlock()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		var job wire.JobInfo
+	var job wire.JobInfo
+	poll.Until(t, 20*time.Second, func() error {
+		job = wire.JobInfo{}
 		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
-		if job.State == "failed" {
-			if !strings.Contains(job.Error, "agent of client web stopped answering") {
-				t.Fatalf("error %q", job.Error)
-			}
-			return
+		if job.State != "failed" {
+			return fmt.Errorf("job %d is %s after the agent went silent", job.ID, job.State)
 		}
-		time.Sleep(200 * time.Millisecond)
+		return nil
+	})
+	if !strings.Contains(job.Error, "agent of client web stopped answering") {
+		t.Fatalf("error %q", job.Error)
 	}
-	t.Fatal("job did not fail after the agent went silent")
 }
 
 func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
@@ -356,34 +357,31 @@ func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
 	h.mu.Lock()
 	h.agentSilent = true
 	h.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
+	poll.Until(t, 10*time.Second, func() error {
+		var cl wire.ClientListResp
+		h.must(h.api(wire.OpClientList, wire.Empty{}, &cl))
+		if len(cl.Clients) != 1 || cl.Clients[0].Online {
+			return fmt.Errorf("the silent agent is not offline yet: %+v", cl.Clients)
+		}
+		return nil
+	})
 	var started wire.JobStarted
-	for {
-		h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started))
-		if started.Waiting != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the job never waited for the silent agent")
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started))
 	if !strings.Contains(started.Waiting, "agent of client web is offline") {
 		t.Fatalf("waiting %q", started.Waiting)
 	}
-	deadline = time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		var job wire.JobInfo
+	var job wire.JobInfo
+	poll.Until(t, 20*time.Second, func() error {
+		job = wire.JobInfo{}
 		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
-		if job.State == "failed" {
-			if job.ErrorCode != wire.CodeTimeout || !strings.Contains(job.Error, "in the queue") || !strings.Contains(job.Error, "offline") {
-				t.Fatalf("job %+v", job)
-			}
-			return
+		if job.State != "failed" {
+			return fmt.Errorf("the queued job %d is %s", job.ID, job.State)
 		}
-		time.Sleep(200 * time.Millisecond)
+		return nil
+	})
+	if job.ErrorCode != wire.CodeTimeout || !strings.Contains(job.Error, "in the queue") || !strings.Contains(job.Error, "offline") {
+		t.Fatalf("job %+v", job)
 	}
-	t.Fatal("the queued job never timed out")
 }
 
 // Commits of one job from several sessions at once (a node whose session

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -438,20 +439,27 @@ func TestWaitingJobIsNotStalled(t *testing.T) {
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Pool: "Weekly"}, &started))
 	<-orders
 	h.must(h.node(wire.OpJobWaiting, wire.JobWaitingReq{JobID: started.JobID, Reason: "insert tape CRN007L9 into library lib1"}, nil))
-	time.Sleep(4 * time.Second)
+	// Twice the stall timeout, checked all along: the waiting job is not
+	// failed at any moment of it.
 	var ji wire.JobInfo
-	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &ji))
-	if ji.State != "running" || ji.Waiting != "insert tape CRN007L9 into library lib1" {
-		t.Fatalf("a job waiting for a tape: %+v", ji)
-	}
-	// Once it no longer waits, silence is a stall again.
-	h.must(h.node(wire.OpJobWaiting, wire.JobWaitingReq{JobID: started.JobID}, nil))
-	deadline := time.Now().Add(10 * time.Second)
-	for ji.State == "running" && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
+	poll.Holds(t, 2*2*time.Second, func() error {
 		ji = wire.JobInfo{}
 		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &ji))
-	}
+		if ji.State != "running" || ji.Waiting != "insert tape CRN007L9 into library lib1" {
+			return fmt.Errorf("a job waiting for a tape: %+v", ji)
+		}
+		return nil
+	})
+	// Once it no longer waits, silence is a stall again.
+	h.must(h.node(wire.OpJobWaiting, wire.JobWaitingReq{JobID: started.JobID}, nil))
+	poll.Until(t, 10*time.Second, func() error {
+		ji = wire.JobInfo{}
+		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &ji))
+		if ji.State == "running" {
+			return fmt.Errorf("job %d still running", ji.ID)
+		}
+		return nil
+	})
 	if ji.State != "failed" || !strings.Contains(ji.Error, "no progress") {
 		t.Fatalf("a silent job after waiting: %+v", ji)
 	}

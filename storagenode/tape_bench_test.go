@@ -1,6 +1,7 @@
 package storagenode
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/ticket"
@@ -30,7 +32,9 @@ func benchEnvInt(name string, def int64) int64 {
 // bytes a second when rate > 0, and returns the wall time.
 func (r *nodeTapeRig) streamRandom(b testing.TB, job uint64, n int, size int, rate int64) time.Duration {
 	b.Helper()
-	start := time.Now()
+	// The client's pace is wall time, the clock of a client on a network.
+	pace := tape.RealClock()
+	start := pace.Now()
 	conn := r.dial(b, r.ticket(b, job, ticket.OpBackup))
 	defer conn.Close()
 	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
@@ -47,8 +51,10 @@ func (r *nodeTapeRig) streamRandom(b testing.TB, job uint64, n int, size int, ra
 		sent += int64(len(batch))
 		batch = batch[:0]
 		if rate > 0 {
-			if ahead := time.Duration(sent*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
-				time.Sleep(ahead)
+			if ahead := time.Duration(sent*int64(time.Second)/rate) - pace.Now().Sub(start); ahead > 0 {
+				if err := pace.Sleep(context.Background(), ahead); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
 	}
@@ -73,7 +79,7 @@ func (r *nodeTapeRig) streamRandom(b testing.TB, job uint64, n int, size int, ra
 	if err := conn.ReadJSON(dataplane.FrameResult, &res); err != nil {
 		b.Fatal(err)
 	}
-	return time.Since(start)
+	return pace.Now().Sub(start)
 }
 
 // BenchmarkTapeBackup backs up CAIRN_BENCH_TAPE_MB (default 1024) MiB of

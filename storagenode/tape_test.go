@@ -19,6 +19,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
@@ -271,13 +272,12 @@ func (r *nodeTapeRig) startNode(t testing.TB, o tapeRigOpts) {
 	}
 	t.Cleanup(func() { n.Close() })
 	r.node, r.lib = n, n.libs["lib1"]
-	deadline := time.Now().Add(10 * time.Second)
-	for !n.Registered() {
-		if time.Now().After(deadline) {
-			t.Fatal("node did not register")
+	poll.Until(t, 10*time.Second, func() error {
+		if !n.Registered() {
+			return fmt.Errorf("node did not register")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func (r *nodeTapeRig) stopNode() { r.node.Close() }
@@ -316,7 +316,9 @@ func (r *nodeTapeRig) backup(t testing.TB, job uint64, fs []testFile) (*dataplan
 // backupPaced sends at most rate bytes a second (0: as fast as it can).
 func (r *nodeTapeRig) backupPaced(t testing.TB, job uint64, fs []testFile, rate int64) (*dataplane.Result, error) {
 	t.Helper()
-	start := time.Now()
+	// The client's pace is wall time, the clock of a client on a network.
+	pace := tape.RealClock()
+	start := pace.Now()
 	var sent int64
 	conn := r.dial(t, r.ticket(t, job, ticket.OpBackup))
 	defer conn.Close()
@@ -337,8 +339,10 @@ func (r *nodeTapeRig) backupPaced(t testing.TB, job uint64, fs []testFile, rate 
 			sent += int64(len(batch))
 			batch = batch[:0]
 			if rate > 0 {
-				if ahead := time.Duration(sent*int64(time.Second)/rate) - time.Since(start); ahead > 0 {
-					time.Sleep(ahead)
+				if ahead := time.Duration(sent*int64(time.Second)/rate) - pace.Now().Sub(start); ahead > 0 {
+					if err := pace.Sleep(context.Background(), ahead); err != nil {
+						return nil, err
+					}
 				}
 			}
 		}
@@ -616,19 +620,15 @@ func TestTapeBackupWaitsForAVolume(t *testing.T) {
 		_, err := r.backup(t, 1, fs)
 		done <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Until(t, 10*time.Second, func() error {
 		r.fake.mu.Lock()
 		w, asked := slices.Clone(r.fake.waiting), len(r.fake.grants)
 		r.fake.mu.Unlock()
 		if len(w) == 1 && strings.Contains(w[0], "no appendable volume in pool Tape") && asked >= 3 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting reports %q after %d requests", w, asked)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting reports %q after %d requests", w, asked)
+	})
 	r.fake.mu.Lock()
 	r.fake.noVolume = false
 	r.fake.mu.Unlock()
@@ -640,19 +640,15 @@ func TestTapeBackupWaitsForAVolume(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the backup did not resume")
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	poll.Until(t, 10*time.Second, func() error {
 		r.fake.mu.Lock()
 		w := slices.Clone(r.fake.waiting)
 		r.fake.mu.Unlock()
 		if i := slices.Index(w, ""); i > 0 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting reports %q: never cleared", w)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting reports %q: never cleared", w)
+	})
 	got, _ := r.restore(t, 1, r.fake.readRequest(t, 1))
 	checkRestored(t, got, fs)
 }

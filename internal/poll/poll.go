@@ -49,3 +49,22 @@ func Wait(timeout time.Duration, cond func() error) error {
 		pause = min(2*pause, maxInterval)
 	}
 }
+
+// Holds checks cond for the whole of d, and fails t the first time it does
+// not hold: for what a test asserts about a stretch of time (a job that
+// waits is not failed meanwhile), which no wait for a condition can show.
+func Holds(t testing.TB, d time.Duration, cond func() error) {
+	t.Helper()
+	tick := time.NewTicker(maxInterval)
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for {
+		if err := cond(); err != nil {
+			t.Fatalf("no longer so after %s of %s: %v", d-time.Until(end), d, err)
+		}
+		if !time.Now().Before(end) {
+			return
+		}
+		<-tick.C
+	}
+}

@@ -3,6 +3,7 @@ package poll
 import (
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -26,4 +27,21 @@ func TestWaitGivesTheLastErrorAtTheDeadline(t *testing.T) {
 	if !errors.Is(err, last) {
 		t.Fatalf("Wait = %v, want the condition's last error", err)
 	}
+}
+
+func TestHoldsChecksForTheWholeStretch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		var at []time.Duration
+		Holds(t, time.Second, func() error {
+			at = append(at, time.Since(start))
+			return nil
+		})
+		if took := time.Since(start); took < time.Second || took > time.Second+maxInterval {
+			t.Fatalf("Holds returned after %s, want 1s", took)
+		}
+		if len(at) < 10 || at[0] != 0 || at[len(at)-1] < time.Second {
+			t.Fatalf("checked at %v, want from the start to the end, every %s", at, maxInterval)
+		}
+	})
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/media/volume/volumetest"
 	"github.com/google/uuid"
@@ -540,18 +541,14 @@ func TestCrashLeavesTornPart(t *testing.T) {
 		t.Fatal(err)
 	}
 	path, _ := p.Path("Default-0001")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	t.Cleanup(func() { cmd.Process.Kill() })
+	poll.Until(t, 30*time.Second, func() error {
 		st, err := os.Stat(path)
-		if err == nil && st.Size() > committed+4<<20 {
-			break
+		if err != nil || st.Size() <= committed+4<<20 {
+			return fmt.Errorf("the writer did not get 4 MB into its session: %v", err)
 		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("the writer did not get 4 MB into its session in time")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 
