@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -37,15 +36,6 @@ type harness struct {
 	agentSilent bool
 }
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func newHarness(t *testing.T, tune ...func(*Config)) *harness {
 	t.Helper()
 	return newHarnessOn(t, natsd.Config{Anonymous: true}, tune...)
@@ -65,7 +55,7 @@ func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harne
 	cfg.Bootstrap = true
 	cfg.DataDir = t.TempDir()
 	cfg.NATSURL = ns.URL()
-	cfg.RaftAddr = freeAddr(t)
+	cfg.RaftAddr = "127.0.0.1:0" // Raft advertises the port it bound
 	cfg.LivenessTimeout = 2 * time.Second
 	cfg.StallTimeout = time.Minute
 	for _, f := range tune {
