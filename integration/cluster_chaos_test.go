@@ -288,7 +288,6 @@ func (w *chaosWorkers) start(client, level, src string) []uint64 {
 		}
 		return m
 	}
-	lost := false
 	var ids []uint64
 	// Until it starts or the test stops the workers: the deadline is the
 	// test's own.
@@ -297,7 +296,17 @@ func (w *chaosWorkers) start(client, level, src string) []uint64 {
 			ids = nil
 			return nil
 		}
-		if lost {
+		var st wire.JobStarted
+		err := chaosJSON(w.c.url, &st, "backup", "--client", client, "--level", level, "--path", src)
+		if err == nil {
+			ids = []uint64{st.JobID}
+			return nil
+		}
+		// The answer may be lost while the job was made. It shows in the
+		// listing once the server that answers has applied it, which a
+		// follower may not have yet: look for a few seconds before
+		// starting another.
+		_ = poll.Wait(5*time.Second, func() error {
 			var js []wire.JobInfo
 			if err := chaosJSON(w.c.url, &js, "job", "list", "--client", client); err != nil {
 				return err
@@ -308,18 +317,14 @@ func (w *chaosWorkers) start(client, level, src string) []uint64 {
 					ids = append(ids, j.ID)
 				}
 			}
-			if len(ids) > 0 {
-				return nil
+			if len(ids) == 0 {
+				return errors.New("no job of the lost start")
 			}
-			lost = false
-		}
-		var st wire.JobStarted
-		err := chaosJSON(w.c.url, &st, "backup", "--client", client, "--level", level, "--path", src)
-		if err == nil {
-			ids = []uint64{st.JobID}
+			return nil
+		})
+		if len(ids) > 0 {
 			return nil
 		}
-		lost = true
 		return err
 	})
 	return ids
