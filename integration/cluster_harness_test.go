@@ -131,7 +131,7 @@ func newClusterSys(t *testing.T, o clusterOpts) *clusterSys {
 		n := &storageNode{name: fmt.Sprintf("sn%d", i),
 			data: filepath.Join(dir, fmt.Sprintf("sn%d", i)), poolDir: filepath.Join(dir, fmt.Sprintf("pool-sn%d", i))}
 		n.proc = newProc(t, c.logs, dir, n.name, "storagenode", "--nats", c.url, "--config", nodeCfg, "--name", n.name,
-			"--data", n.data, "--data-addr", anyAddr, "--pool", "Default="+n.poolDir, "--metrics-addr", anyAddr)
+			"--data", n.data, "--data-addr", reservedAddr(t), "--pool", "Default="+n.poolDir, "--metrics-addr", anyAddr)
 		c.nodes = append(c.nodes, n)
 	}
 	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{

@@ -116,16 +116,20 @@ func need(t *testing.T, what string, err error) {
 // A port picked free and handed to a process later can be taken meanwhile,
 // by another test's listener or by any outgoing connection's local port,
 // and the process dies on "address already in use" long before the test
-// notices. So a role listens on port 0 wherever it can (a storage node's
-// data port, every metrics endpoint: anyAddr) and the harness reads the
-// port it got from the line the role logs (proc.boundAddr).
+// notices. So a role listens on port 0 wherever nothing needs its port
+// before it starts or after it restarts (every metrics endpoint: anyAddr),
+// and the harness reads the port it got from the line the role logs
+// (proc.boundAddr).
 //
-// Raft and NATS cluster addresses cannot be port 0: the group's
-// configuration and the peers must know them before the process starts,
-// and they must stay the same across restarts. Those come from reservedAddr,
-// from below the kernel's ephemeral port range, which neither outgoing
-// connections nor port-0 listeners use, reserved among concurrent test
-// processes by a lock held until this process exits.
+// Raft, NATS cluster and storage node data addresses cannot be port 0:
+// the group's configuration and the peers must know a Raft or NATS address
+// before the process starts, and all three must stay the same across a
+// restart (agents and servers hold a storage node's data address; with a
+// new port per restart the jobs dispatched meanwhile dial a closed port).
+// Those come from reservedAddr, from below the kernel's ephemeral port
+// range, which neither outgoing connections nor port-0 listeners use,
+// reserved among concurrent test processes by a lock held until this
+// process exits.
 
 // anyAddr asks the kernel for a port when the process binds.
 const anyAddr = "127.0.0.1:0"
@@ -564,7 +568,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
 		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", anyAddr, "--log-level", "debug")
 	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
-		"--data", s.nodeData, "--data-addr", anyAddr, "--pool", s.pool+"="+s.poolDir, "--metrics-addr", anyAddr)
+		"--data", s.nodeData, "--data-addr", reservedAddr(t), "--pool", s.pool+"="+s.poolDir, "--metrics-addr", anyAddr)
 	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, s.client), "--config", agentCfg, "--name", s.client,
 		"--metrics-addr", anyAddr)
 	t.Cleanup(func() {

@@ -143,7 +143,7 @@ func newSecSys(t *testing.T) *secSys {
 		"--liveness-timeout", "4s", "--metrics-addr", anyAddr, "--log-level", "debug")...)
 	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
 	d.node = newProc(t, d.logs, dir, "storagenode", append(d.natsFlags(wire.KindNode, "sn1"),
-		"storagenode", "--config", nodeCfg, "--name", "sn1", "--data", filepath.Join(dir, "sn1"), "--data-addr", anyAddr,
+		"storagenode", "--config", nodeCfg, "--name", "sn1", "--data", filepath.Join(dir, "sn1"), "--data-addr", reservedAddr(t),
 		"--pool", "Default="+filepath.Join(dir, "pool"), "--metrics-addr", anyAddr)...)
 	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
 		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
