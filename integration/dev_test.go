@@ -139,9 +139,7 @@ func TestDevIsClosedToOtherUsers(t *testing.T) {
 		return append([]string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "CAIRN_DEV_FILE=" + clientFile}, extra...)
 	}
 	poll.Until(t, 60*time.Second, func() error {
-		if !dev.alive() {
-			return fmt.Errorf("cairn dev exited: %v", dev.exitErr())
-		}
+		failIfCrashed(t, dev)
 		r := runCairnAs(t, nil, env(), "client", "list", "--json")
 		if r.code != 0 {
 			return fmt.Errorf("%s", r)

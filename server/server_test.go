@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +35,18 @@ type harness struct {
 	mu          sync.Mutex
 	running     []uint64 // jobs the fake agent was ordered to run
 	agentSilent bool
+}
+
+// freeAddr is a loopback address with a port that was free a moment ago,
+// for a server restarted on the same data directory: its Raft configuration
+// holds the address, so port 0 would not do.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func newHarness(t *testing.T, tune ...func(*Config)) *harness {
