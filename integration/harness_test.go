@@ -918,12 +918,18 @@ func TestHarnessTellsACrashFromAStop(t *testing.T) {
 		t.Fatalf("crashed() = %v, want the exit status and the log's end", err)
 	}
 
-	ns, err := natsd.Start(natsd.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	nkeys := filepath.Join(dir, "nkeys")
+	user, err := natsauth.LoadOrCreateUser(nkeys, wire.KindAgent, "web01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsd.Start(natsd.Config{Users: []natsd.User{user.Embedded()}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
-	good := newProc(t, l, dir, "good", "agent", "--nats", ns.URL(), "--name", "web01", "--metrics-addr", anyAddr)
+	good := newProc(t, l, dir, "good", "agent", "--nats", ns.URL(), "--nats-nkey", filepath.Join(nkeys, natsauth.SeedFileName(wire.KindAgent, "web01")),
+		"--name", "web01", "--metrics-addr", anyAddr)
 	good.start()
 	addr := good.metricsAddr()
 	if _, port, _ := net.SplitHostPort(addr); port == "" || port == "0" {

@@ -267,7 +267,8 @@ func TestTapeBadMediaEndToEnd(t *testing.T) {
 			l := &logs{}
 			l.add(logFile)
 			l.printOnFailure(t)
-			s := &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default"}
+			s := &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default",
+				adminFlags: []string{"--nats-nkey", st.AdminAuth.NkeyFile}}
 
 			// One tape in the pool, which the backup is granted first, and
 			// one of Scratch in drive 1 it can go on to.
