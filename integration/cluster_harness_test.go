@@ -171,6 +171,11 @@ func newClusterSys(t *testing.T, o clusterOpts) *clusterSys {
 		if st.State != "Leader" {
 			return fmt.Errorf("s1 is %s", st.State)
 		}
+		// A leader answers roles, and so 'cluster join', only once it
+		// holds its group's identity: a moment after it leads.
+		if !st.Member {
+			return fmt.Errorf("s1 leads but does not answer roles yet")
+		}
 		return nil
 	})
 	for _, m := range c.servers[1:] {
