@@ -221,3 +221,67 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatalf("certificate of another CA than --tls-ca: %v", err)
 	}
 }
+
+// TestKeyPairReload renews a certificate in place, as an operator does
+// before it expires: the handshakes after Reload present the new one, and
+// a file caught half written, or a certificate of another CA, leaves the
+// one in use as it was.
+func TestKeyPairReload(t *testing.T) {
+	ca := mustCA(t, filepath.Join(t.TempDir(), "ca"))
+	first, err := ca.Issue(IssueOptions{Name: "s1", Server: true, Client: true}, filepath.Join(t.TempDir(), "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, kp, err := MutualTLSReloadable(Files{CA: first.CA, Cert: first.Cert, Key: first.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := kp.Current().Leaf.SerialNumber
+	if c, _ := cfg.GetCertificate(nil); c.Leaf.SerialNumber.Cmp(was) != 0 {
+		t.Fatal("GetCertificate does not serve the loaded pair")
+	}
+	if changed, err := kp.Reload(); err != nil || changed {
+		t.Fatalf("reload of the same files: changed %v, %v", changed, err)
+	}
+
+	renewed, err := ca.Issue(IssueOptions{Name: "s1", Server: true, Client: true}, filepath.Join(t.TempDir(), "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, renewed.Cert, first.Cert)
+	copyFile(t, renewed.Key, first.Key)
+	if changed, err := kp.Reload(); err != nil || !changed {
+		t.Fatalf("reload of a renewed certificate: changed %v, %v", changed, err)
+	}
+	now := kp.Current().Leaf.SerialNumber
+	if now.Cmp(was) == 0 {
+		t.Fatal("the renewed certificate is not in use after Reload")
+	}
+	if c, _ := cfg.GetClientCertificate(nil); c.Leaf.SerialNumber.Cmp(now) != 0 {
+		t.Fatal("GetClientCertificate does not present the renewed pair")
+	}
+
+	if err := os.WriteFile(first.Cert, []byte("-----BEGIN CERT"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kp.Reload(); err == nil {
+		t.Fatal("a half-written certificate file loaded")
+	}
+	if kp.Current().Leaf.SerialNumber.Cmp(now) != 0 {
+		t.Fatal("a failed reload replaced the certificate in use")
+	}
+
+	other := mustCA(t, filepath.Join(t.TempDir(), "other"))
+	foreign, err := other.Issue(IssueOptions{Name: "s1", Server: true, Client: true}, filepath.Join(t.TempDir(), "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, foreign.Cert, first.Cert)
+	copyFile(t, foreign.Key, first.Key)
+	if _, err := kp.Reload(); err == nil || !strings.Contains(err.Error(), "not signed by the CA") {
+		t.Fatalf("a certificate of another CA: %v", err)
+	}
+	if kp.Current().Leaf.SerialNumber.Cmp(now) != 0 {
+		t.Fatal("a certificate of another CA replaced the one in use")
+	}
+}

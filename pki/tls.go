@@ -1,12 +1,15 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"sync"
+	"time"
 )
 
 // Files names the PEM files of one TLS identity: the CA that signs the
@@ -47,31 +50,109 @@ func (f Files) Check(flag string) error {
 // requires one from the peer, and verifies either against the CA in f.CA
 // alone (not the system's roots). A dialer sets ServerName on a clone.
 func MutualTLS(f Files) (*tls.Config, error) {
+	cfg, _, err := MutualTLSReloadable(f)
+	return cfg, err
+}
+
+// MutualTLSReloadable is MutualTLS whose certificate and key are read again
+// by KeyPair.Reload: every handshake after it presents the new pair, so a
+// renewed certificate needs no restart. The CA is read once: trusting
+// another CA is a change of the group that a restart makes.
+func MutualTLSReloadable(f Files) (*tls.Config, *KeyPair, error) {
 	if err := f.Check("tls"); err != nil {
-		return nil, err
-	}
-	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate %s and key %s: %w", f.Cert, f.Key, err)
+		return nil, nil, err
 	}
 	pool, err := CertPool(f.CA)
 	if err != nil {
+		return nil, nil, err
+	}
+	kp := &KeyPair{certFile: f.Cert, keyFile: f.Key, roots: pool, caFile: f.CA}
+	if _, err := kp.Reload(); err != nil {
+		return nil, nil, err
+	}
+	cert := kp.Current()
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// Certificates is what a handshake falls back on; the callbacks
+		// hand out the pair as last reloaded.
+		Certificates:         []tls.Certificate{*cert},
+		GetCertificate:       kp.GetCertificate,
+		GetClientCertificate: kp.GetClientCertificate,
+		RootCAs:              pool,
+		ClientCAs:            pool,
+		ClientAuth:           tls.RequireAndVerifyClientCert,
+	}, kp, nil
+}
+
+// KeyPair is a certificate and key read from their files, and read again on
+// Reload while connections go on using it. A pair that fails to load or to
+// verify against the CA leaves the one in use as it was.
+type KeyPair struct {
+	certFile, keyFile string
+	caFile            string
+	roots             *x509.CertPool // nil: the chain is not checked
+
+	mu   sync.RWMutex
+	cert *tls.Certificate
+}
+
+// NewKeyPair loads the pair in certFile and keyFile, without checking
+// whom it was issued by.
+func NewKeyPair(certFile, keyFile string) (*KeyPair, error) {
+	kp := &KeyPair{certFile: certFile, keyFile: keyFile}
+	if _, err := kp.Reload(); err != nil {
 		return nil, err
+	}
+	return kp, nil
+}
+
+// Reload reads the files again and reports whether the certificate
+// changed.
+func (k *KeyPair) Reload() (changed bool, err error) {
+	cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
+	if err != nil {
+		return false, fmt.Errorf("load TLS certificate %s and key %s: %w", k.certFile, k.keyFile, err)
 	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
-		return nil, fmt.Errorf("TLS certificate %s: %w", f.Cert, err)
+		return false, fmt.Errorf("TLS certificate %s: %w", k.certFile, err)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("TLS certificate %s is not signed by the CA in %s: %w", f.Cert, f.CA, err)
+	cert.Leaf = leaf
+	if k.roots != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: k.roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return false, fmt.Errorf("TLS certificate %s is not signed by the CA in %s: %w", k.certFile, k.caFile, err)
+		}
 	}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      pool,
-		ClientCAs:    pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-	}, nil
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	changed = k.cert == nil || !bytes.Equal(k.cert.Certificate[0], cert.Certificate[0])
+	k.cert = &cert
+	return changed, nil
+}
+
+// Current is the pair in use.
+func (k *KeyPair) Current() *tls.Certificate {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.cert
+}
+
+// Describe names the certificate in use for a log line: its subject,
+// serial and expiry.
+func (k *KeyPair) Describe() string {
+	c := k.Current().Leaf
+	return fmt.Sprintf("%s (%s, serial %x, valid until %s)", k.certFile, c.Subject.CommonName, c.SerialNumber, c.NotAfter.UTC().Format(time.RFC3339))
+}
+
+// GetCertificate is a tls.Config.GetCertificate that serves the pair in use.
+func (k *KeyPair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return k.Current(), nil
+}
+
+// GetClientCertificate is a tls.Config.GetClientCertificate that presents
+// the pair in use.
+func (k *KeyPair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return k.Current(), nil
 }
 
 // CertPool reads a PEM file of CA certificates into a pool.
