@@ -61,38 +61,46 @@ func (a NATSAuth) Validate() error {
 	return errors.Join(errs...)
 }
 
-// options turns a into nats.go options.
-func (a NATSAuth) options() ([]nats.Option, error) {
+// options turns a into nats.go options, and the TLS files they read
+// (nil for a plain connection).
+func (a NATSAuth) options() ([]nats.Option, *natsTLS, error) {
 	if err := a.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var opts []nats.Option
-	if a.CAFile != "" {
-		opts = append(opts, nats.RootCAs(a.CAFile))
-	}
-	if a.CertFile != "" {
-		opts = append(opts, nats.ClientCert(a.CertFile, a.KeyFile))
+	var t *natsTLS
+	if a.CAFile != "" || a.CertFile != "" {
+		var err error
+		if t, err = newNATSTLS(a); err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, t.option())
 	}
 	if a.NkeyFile != "" {
 		o, err := nats.NkeyOptionFromSeed(a.NkeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("--nats-nkey %s is not an nkey user seed file (%v): use one 'cairn cert nats-config' wrote", a.NkeyFile, err)
+			return nil, nil, fmt.Errorf("--nats-nkey %s is not an nkey user seed file (%v): use one 'cairn cert nats-config' wrote", a.NkeyFile, err)
 		}
 		opts = append(opts, o)
 	}
 	if a.User != "" {
 		opts = append(opts, nats.UserInfo(a.User, a.Password))
 	}
-	return opts, nil
+	return opts, t, nil
 }
 
 // ConnectOptions are the options of a NATS connection with auth and the
 // role's own inbox prefix (see Inbox): what Connect and the admin commands
 // share.
 func ConnectOptions(name string, auth NATSAuth, inbox string) ([]nats.Option, error) {
-	opts, err := auth.options()
+	opts, _, err := connectOptions(name, auth, inbox)
+	return opts, err
+}
+
+func connectOptions(name string, auth NATSAuth, inbox string) ([]nats.Option, *natsTLS, error) {
+	opts, t, err := auth.options()
 	if err != nil {
-		return nil, Errorf(CodeInvalidArgument, "correct the NATS flag or config field named", "NATS connection: %v", err)
+		return nil, nil, Errorf(CodeInvalidArgument, "correct the NATS flag or config field named", "NATS connection: %v", err)
 	}
 	opts = append(opts, nats.Name(name), nats.Timeout(5*time.Second),
 		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) { noteDenial(nc, err) }),
@@ -100,7 +108,7 @@ func ConnectOptions(name string, auth NATSAuth, inbox string) ([]nats.Option, er
 	if inbox != "" {
 		opts = append(opts, nats.CustomInboxPrefix(inbox))
 	}
-	return opts, nil
+	return opts, t, nil
 }
 
 // reconnectDelay is the pause before reconnect attempt n: quick at first,
@@ -145,7 +153,7 @@ func isTLSError(err error) bool {
 // NATS configuration must not also have to restart every role). It logs
 // every change of the connection's state; ConnMetrics exports it.
 func Connect(url, name string, auth NATSAuth, inbox string, logger *slog.Logger) (*nats.Conn, error) {
-	opts, err := ConnectOptions(name, auth, inbox)
+	opts, tlsFiles, err := connectOptions(name, auth, inbox)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +201,9 @@ func Connect(url, name string, auth NATSAuth, inbox string, logger *slog.Logger)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, ConnectError(url, err, "start 'cairn dev' or 'cairn server', or pass the right --nats URL (or set CAIRN_NATS)")
+	}
+	if tlsFiles != nil {
+		tlsByConn.Store(nc, tlsFiles)
 	}
 	if !nc.IsConnected() {
 		logger.Warn("NATS not reachable yet; the role waits for it and retries", "url", url)

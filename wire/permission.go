@@ -91,7 +91,10 @@ func noteDenial(nc *nats.Conn, err error) {
 }
 
 // forgetConn drops what is kept for a closed connection.
-func forgetConn(nc *nats.Conn) { denialsByConn.Delete(nc) }
+func forgetConn(nc *nats.Conn) {
+	denialsByConn.Delete(nc)
+	tlsByConn.Delete(nc)
+}
 
 func permissionDenied(what, subject string) *Error {
 	return Errorf(CodePermissionDenied, denialHint(what, subject), "permission denied for subject %q: NATS does not let this role's credential %s it", subject, what)
