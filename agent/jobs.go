@@ -126,6 +126,9 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		if we.Code == wire.CodeInternal {
 			we = wire.Errorf(wire.CodeIO, "", "client %s: %v", a.cfg.Name, err)
 		}
+		if hb := a.handedBack(ctx, "backup", err, 0, ""); hb != nil {
+			we = hb
+		}
 		log.Warn("backup failed", "err", we.Message)
 		done.Error = we
 		a.metrics.jobs.WithLabelValues("backup", "failed").Inc()
@@ -308,6 +311,9 @@ func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) 
 			we := wire.AsError(err)
 			if we.Code == wire.CodeInternal {
 				we = wire.Errorf(wire.CodeIO, "", "client %s: %v", a.cfg.Name, err)
+			}
+			if hb := a.handedBack(ctx, "restore", err, st.Files, o.To); hb != nil {
+				we = hb
 			}
 			done.Error = we
 			outcome = "failed"

@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -81,9 +83,20 @@ type Agent struct {
 	nc      *nats.Conn
 	sub     *nats.Subscription
 
+	// instance names this process to the servers, with its host and pid:
+	// a restarted agent is a new instance, and two alive at once under
+	// one name are a clone (AgentRegisterReq).
+	instance string
+	hostname string
+	pid      int
+
 	mu         sync.Mutex
 	registered bool
-	jobs       map[uint64]context.CancelFunc
+	// stopping: Drain runs; no order is taken, and the jobs that end are
+	// handed back. idle is closed when the last job ends after that.
+	stopping bool
+	idle     chan struct{}
+	jobs     map[uint64]context.CancelFunc
 	// finished keeps the reports of recent jobs: an order for a job the
 	// agent already ran (a new leader not sure it was sent) gets its report
 	// again instead of a second run.
@@ -100,8 +113,11 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
+	host, _ := os.Hostname()
+	instance := uuid.NewString()
 	return &Agent{
-		cfg: cfg, log: logger.With("component", "agent", "client", cfg.Name),
+		cfg: cfg, log: logger.With("component", "agent", "client", cfg.Name, "instance", instance[:8]),
+		instance: instance, hostname: host, pid: os.Getpid(),
 		metrics: newMetrics(reg), jobs: map[uint64]context.CancelFunc{}, finished: map[uint64]wire.JobDoneReq{},
 	}, nil
 }
@@ -120,6 +136,10 @@ func (a *Agent) Start(ctx context.Context) error {
 	r.Handle(wire.OpRunBackup, wire.Typed(a.onBackup))
 	r.Handle(wire.OpRunRestore, wire.Typed(a.onRestore))
 	r.Handle(wire.OpPing, wire.Typed(func(context.Context, string, wire.Empty) (wire.Empty, error) { return wire.Empty{}, nil }))
+	r.Handle(wire.OpAgentDuplicate, wire.Typed(func(_ context.Context, _ string, d wire.AgentDuplicate) (wire.Empty, error) {
+		a.noteDuplicate(&d)
+		return wire.Empty{}, nil
+	}))
 	prefix := wire.AgentSubject(a.cfg.Name, "")
 	sub, err := wire.Serve(a.ctx, nc, prefix+">", "", a.log, r.Dispatch(func(subject string) (string, bool) {
 		if len(subject) > len(prefix) {
@@ -152,7 +172,7 @@ func (a *Agent) Registered() bool {
 	return a.registered
 }
 
-// Close cancels running jobs and disconnects.
+// Close cancels running jobs and disconnects; Drain first hands them back.
 func (a *Agent) Close() error {
 	if a.cancel != nil {
 		a.cancel()
@@ -168,20 +188,23 @@ func (a *Agent) Close() error {
 }
 
 func (a *Agent) heartbeatLoop(ctx context.Context) {
-	host, _ := os.Hostname()
-	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: host, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version, Site: a.cfg.Site}
+	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: a.hostname, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version, Site: a.cfg.Site,
+		Instance: a.instance, PID: a.pid}
 	retry := 250 * time.Millisecond
 	var lastRegister time.Time
 	for {
 		if !a.Registered() || time.Since(lastRegister) > time.Minute {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := wire.Request(rctx, a.nc, wire.FromAgentSubject(a.cfg.Name, wire.OpAgentRegister), req, nil)
+			req.Running = a.running()
+			var resp wire.AgentRegisterResp
+			err := wire.Request(rctx, a.nc, wire.FromAgentSubject(a.cfg.Name, wire.OpAgentRegister), req, &resp)
 			cancel()
 			switch {
 			case err == nil:
 				if !a.Registered() {
-					a.log.Info("registered with the servers")
+					a.log.Info("registered with the servers", "hostname", a.hostname, "pid", a.pid)
 				}
+				a.noteDuplicate(resp.Duplicate)
 				a.mu.Lock()
 				a.registered = true
 				a.mu.Unlock()
@@ -199,13 +222,41 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 				continue
 			}
 		}
-		_ = wire.Publish(a.nc, wire.AgentBeatSubject(a.cfg.Name), wire.AgentHeartbeat{Running: a.running()})
+		a.beat()
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(a.cfg.HeartbeatInterval):
 		}
 	}
+}
+
+// beat tells the servers the agent lives, what it runs and whether it
+// stops.
+func (a *Agent) beat() {
+	_ = wire.Publish(a.nc, wire.AgentBeatSubject(a.cfg.Name), wire.AgentHeartbeat{
+		Running: a.running(), Instance: a.instance, Hostname: a.hostname, PID: a.pid, Stopping: a.isStopping(),
+	})
+}
+
+// noteDuplicate logs that another agent runs under this client's name, as
+// the servers said (nil: none). An error, every time the servers say so:
+// until one of the two stops, the jobs of this client cannot run.
+func (a *Agent) noteDuplicate(d *wire.AgentDuplicate) {
+	if d == nil {
+		return
+	}
+	var others []string
+	for _, in := range d.Instances {
+		if in.ID != a.instance {
+			others = append(others, fmt.Sprintf("host %s, pid %d, instance %.8s", in.Hostname, in.PID, in.ID))
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	a.log.Error("another agent runs as this client: the servers refuse this client's jobs until one of them stops",
+		"client", a.cfg.Name, "other", strings.Join(others, "; "), "this", fmt.Sprintf("host %s, pid %d", a.hostname, a.pid), "hint", d.Hint)
 }
 
 // request sends a request to the servers, riding out a leader election.
@@ -257,6 +308,9 @@ const maxFinished = 512
 func (a *Agent) claim(id uint64, attempt int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.stopping {
+		return false
+	}
 	if _, running := a.jobs[id]; running {
 		return false
 	}
@@ -272,6 +326,78 @@ func (a *Agent) unclaim(id uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.jobs, id)
+}
+
+// Drain winds the agent down before it stops (SIGTERM): it takes no new
+// order, and hands its running jobs back to the servers: each is cut off
+// and reported as handed back (wire.CodeHandedBack), so a backup starts
+// over with its next attempt when the agent is back, instead of failing as
+// a fault of the client. It returns when the reports are sent, or when ctx
+// ends.
+func (a *Agent) Drain(ctx context.Context) {
+	a.mu.Lock()
+	if a.stopping {
+		a.mu.Unlock()
+		return
+	}
+	a.stopping = true
+	a.idle = make(chan struct{})
+	cancels := make([]context.CancelFunc, 0, len(a.jobs))
+	ids := make([]uint64, 0, len(a.jobs))
+	for id, cancel := range a.jobs {
+		cancels = append(cancels, cancel)
+		ids = append(ids, id)
+	}
+	if len(a.jobs) == 0 {
+		close(a.idle)
+	}
+	idle := a.idle
+	a.mu.Unlock()
+	if a.sub != nil {
+		_ = a.sub.Unsubscribe()
+	}
+	if a.nc != nil {
+		// The servers send no order to a stopping agent, and queue what
+		// it hands back until it is back.
+		a.beat()
+		_ = a.nc.FlushTimeout(5 * time.Second)
+	}
+	if len(ids) == 0 {
+		return
+	}
+	a.log.Info("stopping: handing the running jobs back to the servers", "jobs", ids)
+	for _, cancel := range cancels {
+		cancel()
+	}
+	select {
+	case <-idle:
+		a.log.Info("every running job was handed back")
+	case <-ctx.Done():
+		a.log.Warn("stopping before every job was handed back; the servers' watchdog requeues the rest")
+	}
+}
+
+// isStopping reports whether Drain runs.
+func (a *Agent) isStopping() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stopping
+}
+
+// handedBack is the report of a job that a stopping agent cut off, or nil
+// when the job ended for another reason (err).
+func (a *Agent) handedBack(ctx context.Context, kind string, err error, files int64, to string) *wire.Error {
+	if ctx.Err() == nil || !a.isStopping() {
+		return nil
+	}
+	if kind == "restore" {
+		// Not started over by itself: the entries restored so far are
+		// in the target, and whoever asked should decide whether to
+		// restore over them.
+		return wire.Errorf(wire.CodeHandedBack, fmt.Sprintf("rerun the restore once the agent is back; pass --force to restore over what is in %s", to),
+			"the agent of client %s stopped during the restore (%d files were restored to %s)", a.cfg.Name, files, to)
+	}
+	return wire.Errorf(wire.CodeHandedBack, "", "the agent of client %s stopped during the %s and handed it back (%v)", a.cfg.Name, kind, err)
 }
 
 // running lists the jobs in progress, for the heartbeat.
@@ -297,6 +423,13 @@ func (a *Agent) track(id uint64, run func(ctx context.Context)) {
 		defer func() {
 			a.mu.Lock()
 			delete(a.jobs, id)
+			if a.stopping && len(a.jobs) == 0 {
+				select {
+				case <-a.idle:
+				default:
+					close(a.idle)
+				}
+			}
 			a.mu.Unlock()
 			cancel()
 		}()
@@ -316,4 +449,18 @@ func (a *Agent) progressLoop(stop <-chan struct{}, p func() wire.Progress) {
 			_ = wire.Publish(a.nc, wire.AgentProgressSubject(a.cfg.Name), p())
 		}
 	}
+}
+
+// Reload reads the NATS TLS files again (SIGHUP), logging what it reloaded;
+// a file that does not load leaves what was in use.
+func (a *Agent) Reload(context.Context) error {
+	said, err := wire.ReloadTLS(a.nc)
+	for _, what := range said {
+		a.log.Info("reloaded", "what", what)
+	}
+	a.log.Info("every other setting takes effect at a restart")
+	if err != nil {
+		a.log.Error("reload failed", "err", err)
+	}
+	return err
 }

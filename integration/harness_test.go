@@ -488,6 +488,11 @@ func (p *proc) logText() string {
 type stackOpts struct {
 	// poolDir is the Default pool's directory; a new one when empty.
 	poolDir string
+	// agentConfig adds fields to the agent's config file
+	// (max_bytes_per_second, to make a backup last).
+	agentConfig map[string]any
+	// nodeArgs are more flags for the storage node.
+	nodeArgs []string
 }
 
 // stack is one Cairn system: an embedded NATS server in the test process
@@ -507,6 +512,7 @@ type stack struct {
 	pool   string
 
 	poolDir, serverData, nodeData string
+	agentCfg                      string // the agent's config file
 	raftAddr                      string
 
 	server, storage, agent *proc
@@ -562,13 +568,18 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	// Heartbeats every 300ms and progress every 100ms, so that liveness and
 	// progress show within a test's patience.
 	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
-	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
+	agentFields := map[string]any{
 		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
-	})
+	}
+	for k, v := range o.agentConfig {
+		agentFields[k] = v
+	}
+	s.agentCfg = writeJSON(t, filepath.Join(dir, "agent.json"), agentFields)
+	agentCfg := s.agentCfg
 	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
 		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", anyAddr, "--log-level", "debug")
-	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
-		"--data", s.nodeData, "--data-addr", reservedAddr(t), "--pool", s.pool+"="+s.poolDir, "--metrics-addr", anyAddr)
+	s.storage = newProc(t, s.logs, dir, "storagenode", append([]string{"storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
+		"--data", s.nodeData, "--data-addr", reservedAddr(t), "--pool", s.pool + "=" + s.poolDir, "--metrics-addr", anyAddr}, o.nodeArgs...)...)
 	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, s.client), "--config", agentCfg, "--name", s.client,
 		"--metrics-addr", anyAddr)
 	t.Cleanup(func() {

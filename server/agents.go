@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
@@ -16,22 +19,240 @@ func (s *Server) routeAgents(r *wire.Router) {
 	r.Handle(wire.OpJobDone, wire.Typed(s.jobDone))
 }
 
-func (s *Server) agentRegister(ctx context.Context, subject string, req wire.AgentRegisterReq) (wire.Empty, error) {
+func (s *Server) agentRegister(ctx context.Context, subject string, req wire.AgentRegisterReq) (wire.AgentRegisterResp, error) {
 	name := sender(subject)
 	if req.Name != name {
-		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "", "agent %q registered on the subject of %q", req.Name, name)
+		return wire.AgentRegisterResp{}, wire.Errorf(wire.CodeInvalidArgument, "", "agent %q registered on the subject of %q", req.Name, name)
 	}
 	if err := wire.ValidateName("client", name); err != nil {
-		return wire.Empty{}, err
+		return wire.AgentRegisterResp{}, err
 	}
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{
 		Name: name, Hostname: req.Hostname, OS: req.OS, Arch: req.Arch, Version: req.Version, Site: req.Site,
 	}}); err != nil {
-		return wire.Empty{}, err
+		return wire.AgentRegisterResp{}, err
 	}
 	s.touch(s.agents, name)
-	s.log.Info("agent registered", "client", name, "hostname", req.Hostname)
-	return wire.Empty{}, nil
+	s.log.Info("agent registered", "client", name, "hostname", req.Hostname, "pid", req.PID, "instance", req.Instance)
+	var resp wire.AgentRegisterResp
+	s.mu.Lock()
+	s.agents[name].draining = false // a stopping agent does not register
+	s.mu.Unlock()
+	if req.Instance != "" {
+		seen := s.seeInstance(name, wire.AgentInstance{ID: req.Instance, Hostname: req.Hostname, PID: req.PID}, req.Running)
+		s.afterSeen(ctx, name, seen)
+		resp.Duplicate = seen.duplicate
+	}
+	return resp, nil
+}
+
+// agentBeat records an agent's heartbeat; every server hears them.
+func (s *Server) agentBeat(name string, hb wire.AgentHeartbeat) {
+	l := s.touch(s.agents, name)
+	s.mu.Lock()
+	l.running = map[uint64]bool{}
+	for _, id := range hb.Running {
+		l.running[id] = true
+	}
+	l.draining = hb.Stopping
+	s.mu.Unlock()
+	if hb.Instance == "" {
+		return // an older agent
+	}
+	seen := s.seeInstance(name, wire.AgentInstance{ID: hb.Instance, Hostname: hb.Hostname, PID: hb.PID}, hb.Running)
+	if (seen.restartOf != nil || seen.duplicate != nil) && s.raft.IsLeader() {
+		// Off the NATS callback: what follows writes to the catalog. The
+		// leader's watch loop takes it; one dropped when it lags is seen
+		// again at the next heartbeat (a duplicate) or by the watchdog (a
+		// restart).
+		select {
+		case s.seen <- seenEvent{name: name, seen: seen}:
+		default:
+		}
+	}
+}
+
+// seenEvent is an agent's heartbeat the leader must act on (afterSeen).
+type seenEvent struct {
+	name string
+	seen instanceSeen
+}
+
+// instanceSeen is what one registration or heartbeat of an agent process
+// tells: that it replaced another process of the name (restartOf, the
+// process before it), and that another one runs at the same time
+// (duplicate).
+type instanceSeen struct {
+	self      wire.AgentInstance
+	restartOf *wire.AgentInstance
+	duplicate *wire.AgentDuplicate
+	running   []uint64
+}
+
+// seeInstance records that an agent process of name was heard from now.
+// Two processes are alive at once when each was heard from after the other
+// was first heard from: a restarted agent, whose old process fell silent
+// before the new one started, is not a duplicate. Processes silent for the
+// liveness timeout are forgotten.
+func (s *Server) seeInstance(name string, in wire.AgentInstance, running []uint64) instanceSeen {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.agents[name]
+	if l == nil {
+		l = &liveness{lastSeen: now, usage: map[string]wire.PoolUsage{}}
+		s.agents[name] = l
+	}
+	if l.instances == nil {
+		l.instances = map[string]*wire.AgentInstance{}
+	}
+	for id, o := range l.instances {
+		if now.Sub(o.LastSeen) > s.cfg.LivenessTimeout && id != in.ID {
+			delete(l.instances, id)
+		}
+	}
+	seen := instanceSeen{running: running}
+	cur := l.instances[in.ID]
+	if cur == nil {
+		cur = &wire.AgentInstance{ID: in.ID, FirstSeen: now}
+		for _, o := range l.instances {
+			if seen.restartOf == nil || o.LastSeen.After(seen.restartOf.LastSeen) {
+				prev := *o
+				seen.restartOf = &prev
+			}
+		}
+		l.instances[in.ID] = cur
+	}
+	cur.Hostname, cur.PID, cur.LastSeen = in.Hostname, in.PID, now
+	seen.self = *cur
+	if dup := duplicateOf(name, l.instances); dup != nil {
+		seen.duplicate = dup
+		seen.restartOf = nil // not a restart: both run
+	}
+	return seen
+}
+
+// duplicateOf describes the processes of a client name that are alive at
+// once, nil when there are none.
+func duplicateOf(name string, instances map[string]*wire.AgentInstance) *wire.AgentDuplicate {
+	var alive []wire.AgentInstance
+	for _, a := range instances {
+		for _, b := range instances {
+			if a.ID != b.ID && a.LastSeen.After(b.FirstSeen) && b.LastSeen.After(a.FirstSeen) {
+				alive = append(alive, *a)
+				break
+			}
+		}
+	}
+	if len(alive) < 2 {
+		return nil
+	}
+	sort.Slice(alive, func(i, j int) bool { return alive[i].FirstSeen.Before(alive[j].FirstSeen) })
+	var hosts []string
+	for _, a := range alive {
+		hosts = append(hosts, fmt.Sprintf("host %s (pid %d)", a.Hostname, a.PID))
+	}
+	return &wire.AgentDuplicate{
+		Client: name, Instances: alive, Hint: wire.HintFor(wire.CodeDuplicateAgent),
+		Message: fmt.Sprintf("%d agents run as client %s at once: on %s; every order for %s reaches each of them, and all but one have their ticket refused ('ticket already used')",
+			len(alive), name, strings.Join(hosts, " and "), name),
+	}
+}
+
+// duplicate is the duplicate agents of a client name, nil when it has one
+// agent process (or none).
+func (s *Server) duplicate(name string) *wire.AgentDuplicate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.agents[name]
+	if l == nil {
+		return nil
+	}
+	live := map[string]*wire.AgentInstance{}
+	for id, in := range l.instances {
+		if time.Since(in.LastSeen) < s.cfg.LivenessTimeout {
+			live[id] = in
+		}
+	}
+	return duplicateOf(name, live)
+}
+
+// afterSeen acts, on the leader, on what an agent's registration or
+// heartbeat told: a duplicate is logged and told to the agents, and fails
+// the client's running jobs, which cannot succeed (duplicateAgents); a
+// restarted agent's jobs are taken back from the process that died with
+// them (agentRestarted).
+func (s *Server) afterSeen(ctx context.Context, name string, seen instanceSeen) {
+	if !s.raft.IsLeader() {
+		return
+	}
+	switch {
+	case seen.duplicate != nil:
+		s.duplicateAgents(ctx, seen.duplicate)
+	case seen.restartOf != nil:
+		s.agentRestarted(ctx, name, seen)
+	}
+}
+
+// duplicateAgents tells every agent process of the name that another runs
+// (each logs an error), at most every few seconds, and fails the client's
+// running jobs with the reason.
+func (s *Server) duplicateAgents(ctx context.Context, dup *wire.AgentDuplicate) {
+	s.mu.Lock()
+	l := s.agents[dup.Client]
+	tell := l != nil && time.Since(l.dupSaid) >= duplicateNotice
+	if tell {
+		l.dupSaid = time.Now()
+	}
+	var jobs []uint64
+	for id, r := range s.runs {
+		if r.client == dup.Client {
+			jobs = append(jobs, id)
+		}
+	}
+	s.mu.Unlock()
+	if tell {
+		s.log.Error("duplicate agents", "client", dup.Client, "msg", dup.Message, "hint", dup.Hint)
+		if err := wire.Publish(s.nc, wire.AgentSubject(dup.Client, wire.OpAgentDuplicate), *dup); err != nil {
+			s.log.Warn("could not tell the agents of their duplicate", "client", dup.Client, "err", err)
+		}
+	}
+	for _, id := range jobs {
+		s.failJob(ctx, id, wire.Errorf(wire.CodeDuplicateAgent, "", "%s", dup.Message))
+	}
+}
+
+// duplicateNotice is how often the agents of a duplicated name are told.
+const duplicateNotice = 10 * time.Second
+
+// agentRestarted takes back the jobs a restarted agent's old process was
+// running: that process is gone, and its stream with it, so a backup goes
+// on with its next attempt at once (not after a watchdog's timeout, and
+// not as a failure of the client), and a restore fails saying why, since
+// its target holds what the old process wrote. Jobs that a storage node
+// already sent back to the queue get a line saying the agent restarted.
+func (s *Server) agentRestarted(ctx context.Context, name string, seen instanceSeen) {
+	old, now := seen.restartOf, seen.self
+	what := fmt.Sprintf("the agent of client %s restarted (host %s, pid %d; it was pid %d on %s)", name, now.Hostname, now.PID, old.PID, old.Hostname)
+	s.log.Info("agent restarted", "client", name, "hostname", now.Hostname, "pid", now.PID, "was", old.PID)
+	jobs, err := s.store.Jobs(catalog.JobFilter{Client: name, States: []catalog.JobState{catalog.JobRunning, catalog.JobQueued}})
+	if err != nil {
+		s.log.Warn("list the jobs of a restarted agent", "client", name, "err", err)
+		return
+	}
+	for i := range jobs {
+		j := &jobs[i]
+		switch {
+		case j.State == catalog.JobRunning && !slices.Contains(seen.running, j.ID):
+			e := wire.Errorf(wire.CodeAgentLost, "", "%s and no longer runs the %s", what, j.Type)
+			if j.Type == catalog.JobRestore {
+				e.Hint = fmt.Sprintf("rerun the restore; pass --force to restore over what is in %s", j.Target)
+			}
+			s.requeueOrFail(ctx, j.ID, e)
+		case j.State == catalog.JobQueued && j.Attempt > 0:
+			s.jobLog(ctx, j.ID, "info", "%s; the job goes on with attempt %d", what, j.Attempt+1)
+		}
+	}
 }
 
 // agentRun returns the live run of a job the sending agent takes part in.
@@ -112,6 +333,18 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 			// The storage node is gone or unreachable from the client: a
 			// backup goes to another node of its pool.
 			s.suspect(job.Node)
+			s.requeueOrFail(ctx, job.ID, req.Error)
+			return wire.Empty{}, nil
+		}
+		if req.Error.Code == wire.CodeHandedBack {
+			s.mu.Lock()
+			if l := s.agents[job.Client]; l != nil {
+				l.draining = true // no order until it is back
+			}
+			s.mu.Unlock()
+			// The agent stopped (SIGTERM) and gave the job back: a
+			// backup starts over with its next attempt once the agent
+			// is back; a restore fails, saying so (requeueOrFail).
 			s.requeueOrFail(ctx, job.ID, req.Error)
 			return wire.Empty{}, nil
 		}

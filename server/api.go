@@ -64,6 +64,9 @@ func (s *Server) clientList(_ context.Context, _ string, req wire.ClientListReq)
 			Name: c.Name, Hostname: c.Hostname, OS: c.OS, Version: c.Version, Online: online,
 			LastSeen: seen, DefaultPool: c.DefaultPool,
 		}
+		if dup := s.duplicate(c.Name); dup != nil {
+			info.Duplicate, info.Instances = dup.Message, dup.Instances
+		}
 		if bs, err := s.store.Backups(catalog.BackupFilter{Client: c.Name, States: []catalog.BackupState{catalog.BackupComplete}}); err == nil {
 			info.Backups = len(bs)
 			if len(bs) > 0 {

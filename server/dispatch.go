@@ -48,6 +48,9 @@ func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []s
 		case l == nil || time.Since(l.lastSeen) >= s.cfg.LivenessTimeout:
 			down = append(down, id+" (offline)")
 			continue
+		case l.draining:
+			down = append(down, id+" (stopping: it finishes its running sessions and takes no new one)")
+			continue
 		case time.Since(l.suspect) < suspectFor:
 			down = append(down, id+" (an agent lost its stream to it; waiting for it to restart, or a minute)")
 			continue
@@ -120,8 +123,20 @@ func (s *Server) setWaiting(ctx context.Context, job *catalog.Job, why string) {
 // available, or records why not. It returns the agent's refusal of the
 // order, if any, which has already failed the job.
 func (s *Server) tryDispatch(ctx context.Context, job *catalog.Job) error {
+	if dup := s.duplicate(job.Client); dup != nil {
+		// Both agents would take the order; the one whose ticket comes
+		// second fails with "ticket already used", which says nothing
+		// of the cause.
+		e := wire.Errorf(wire.CodeDuplicateAgent, "", "%s", dup.Message)
+		s.failJob(ctx, job.ID, e)
+		return e
+	}
 	if ok, seen := s.online(s.agents, job.Client); !ok {
 		s.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s is offline (%s)", job.Client, lastSeen(seen)))
+		return nil
+	}
+	if s.agentStopping(job.Client) {
+		s.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s is stopping", job.Client))
 		return nil
 	}
 	var node string
@@ -155,6 +170,10 @@ func (s *Server) tryDispatch(ctx context.Context, job *catalog.Job) error {
 		node = job.Node
 		if ok, seen := s.online(s.nodes, node); !ok {
 			s.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is offline (%s)", node, job.BackupID, lastSeen(seen)))
+			return nil
+		}
+		if s.nodeDraining(node) {
+			s.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is stopping", node, job.BackupID))
 			return nil
 		}
 	}
@@ -282,6 +301,22 @@ func (s *Server) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
 	s.kick()
 }
 
+// agentStopping reports whether a client's agent said it is stopping.
+func (s *Server) agentStopping(client string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.agents[client]
+	return l != nil && l.draining
+}
+
+// nodeDraining reports whether a storage node said it is stopping.
+func (s *Server) nodeDraining(node string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.nodes[node]
+	return l != nil && l.draining
+}
+
 // suspect keeps a storage node out of the choice until its next heartbeat.
 func (s *Server) suspect(node string) {
 	s.mu.Lock()
@@ -342,7 +377,9 @@ func (s *Server) watchRunning(ctx context.Context) {
 			continue
 		}
 		if ok, seen := s.online(s.agents, r.client); !ok {
-			s.failJob(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the agent; restart it and rerun the job",
+			// A backup waits in the queue for the agent to come back
+			// (up to the queue timeout); a restore fails.
+			s.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeAgentLost, "check the agent; restart it",
 				"the agent of client %s stopped answering (%s)", r.client, lastSeen(seen)))
 			continue
 		}

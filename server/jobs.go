@@ -345,6 +345,9 @@ func (s *Server) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-s.wake:
+		case ev := <-s.seen:
+			s.afterSeen(ctx, ev.name, ev.seen)
+			continue
 		}
 		if !s.raft.IsLeader() {
 			continue

@@ -364,6 +364,14 @@ func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.Sess
 		return wire.Empty{}, nil
 	}
 	e := req.Error
+	switch e.Code {
+	case wire.CodeAgentLost, wire.CodeHandedBack:
+		// Nothing of the session is kept, and nothing was wrong with
+		// the data: the agent went away, or the node stopped. A backup
+		// goes on with its next attempt.
+		s.requeueOrFail(ctx, job.ID, &e)
+		return wire.Empty{}, nil
+	}
 	s.failJob(ctx, job.ID, &e)
 	return wire.Empty{}, nil
 }

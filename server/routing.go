@@ -314,19 +314,14 @@ func (s *Server) beat(m *nats.Msg) {
 			l.usage[u.Name] = u
 		}
 		l.streams = hb.Streams
+		l.draining = hb.Draining
 		s.mu.Unlock()
 	case kind == "agent" && what == "alive":
 		hb, err := wire.Decode[wire.AgentHeartbeat](body)
 		if err != nil {
 			return
 		}
-		l := s.touch(s.agents, name)
-		s.mu.Lock()
-		l.running = map[uint64]bool{}
-		for _, id := range hb.Running {
-			l.running[id] = true
-		}
-		s.mu.Unlock()
+		s.agentBeat(name, hb)
 	case kind == "agent" && what == "progress":
 		p, err := wire.Decode[wire.Progress](body)
 		if err != nil {

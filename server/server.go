@@ -36,11 +36,13 @@ type Server struct {
 	kekState kekCheck
 	signer   ed25519.PrivateKey
 	metrics  *metrics
+	raftCert *pki.KeyPair // nil without Raft TLS
 
 	nc       *nats.Conn
 	subs     []*nats.Subscription
 	dispatch map[string]wire.Handler // by the wildcard subject it serves
 	wake     chan struct{}           // kicks the dispatcher
+	seen     chan seenEvent          // agents' heartbeats for the leader to act on
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
@@ -75,6 +77,11 @@ type liveness struct {
 	streams  int
 	running  map[uint64]bool // agents: the jobs they say they work on
 	suspect  time.Time       // storage nodes: when an agent lost its stream to it
+	draining bool            // storage nodes and agents: stopping, taking no new job
+	// agents: the processes seen under the name, by instance id, while
+	// they heartbeat (and a liveness timeout after).
+	instances map[string]*wire.AgentInstance
+	dupSaid   time.Time // agents: when the leader last told them of a duplicate
 }
 
 // New opens the catalog and joins (or bootstraps) the Raft group. Start
@@ -121,8 +128,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	if cfg.RaftSnapshotInterval > 0 {
 		rc.SnapshotInterval = cfg.RaftSnapshotInterval
 	}
+	var raftCert *pki.KeyPair
 	if !cfg.RaftTLS.Empty() {
-		if rc.TLS, err = pki.MutualTLS(cfg.RaftTLS); err != nil {
+		if rc.TLS, raftCert, err = pki.MutualTLSReloadable(cfg.RaftTLS); err != nil {
 			store.Close()
 			return nil, fmt.Errorf("raft TLS: %w", err)
 		}
@@ -133,9 +141,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg, log: logger, store: store, raft: node, kek: kek, kekPath: kekPath, signer: signer,
+		cfg: cfg, log: logger, store: store, raft: node, kek: kek, kekPath: kekPath, signer: signer, raftCert: raftCert,
 		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{}, others: map[string]*otherServer{},
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), seen: make(chan seenEvent, 64),
 	}
 	s.metrics = newMetrics(s, reg)
 	_ = s.checkKEK() // logs a KEK that does not open the catalog's keys
@@ -286,4 +294,55 @@ func (s *Server) online(m map[string]*liveness, name string) (bool, time.Time) {
 		return false, time.Time{}
 	}
 	return time.Since(l.lastSeen) < s.cfg.LivenessTimeout, l.lastSeen
+}
+
+// Drain prepares a stop (SIGTERM): a leader hands the leadership to
+// another voter first, so the group's jobs and requests wait for no
+// election timeout.
+func (s *Server) Drain(ctx context.Context) {
+	if !s.raft.IsLeader() {
+		return
+	}
+	voters := 0
+	for _, p := range s.raft.Stats().Peers {
+		if p.Voter {
+			voters++
+		}
+	}
+	if voters < 2 {
+		return // a group of one: nobody to hand it to
+	}
+	s.log.Info("stopping: handing the leadership to another server first")
+	if err := s.raft.TransferLeadership(ctx); err != nil {
+		s.log.Warn("leadership transfer failed; the others elect a leader when this server is gone", "err", err)
+		return
+	}
+	s.log.Info("leadership transferred", "leader", s.raft.LeaderID())
+}
+
+// Reload reads the certificates again (SIGHUP): the NATS client TLS files
+// and the Raft certificate, which every handshake after it presents. It
+// logs what it reloaded and what only a restart changes; a file that does
+// not load leaves what was in use.
+func (s *Server) Reload(context.Context) error {
+	var errs []error
+	said, err := wire.ReloadTLS(s.nc)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if s.raftCert != nil {
+		if _, err := s.raftCert.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("raft TLS: %w (the certificate read before stays in use)", err))
+		} else {
+			said = append(said, "raft certificate "+s.raftCert.Describe())
+		}
+	}
+	for _, what := range said {
+		s.log.Info("reloaded", "what", what)
+	}
+	s.log.Info("the Raft CA, the secrets file and every other setting take effect at a restart")
+	for _, err := range errs {
+		s.log.Error("reload failed", "err", err)
+	}
+	return errors.Join(errs...)
 }

@@ -330,7 +330,11 @@ func TestAbortReleasesVolumeAndFailsJob(t *testing.T) {
 	}
 }
 
-func TestWatchdogFailsJobWhenAgentGoesSilent(t *testing.T) {
+// TestWatchdogRequeuesBackupWhenAgentGoesSilent: a backup whose agent
+// stops heartbeating goes back to the queue to wait for the agent (a
+// restart, a reboot), saying why, instead of failing as if the client
+// were at fault; the queue timeout ends the wait.
+func TestWatchdogRequeuesBackupWhenAgentGoesSilent(t *testing.T) {
 	h := newHarness(t)
 	_, orders := h.setup()
 	var started wire.JobStarted
@@ -340,18 +344,21 @@ func TestWatchdogFailsJobWhenAgentGoesSilent(t *testing.T) {
 	h.mu.Lock()
 	h.agentSilent = true
 	h.mu.Unlock()
-	var job wire.JobInfo
 	poll.Until(t, 20*time.Second, func() error {
-		job = wire.JobInfo{}
+		var job wire.JobInfo
 		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
-		if job.State != "failed" {
-			return fmt.Errorf("job %d is %s after the agent went silent", job.ID, job.State)
+		if job.State != "queued" || !strings.Contains(job.Waiting, "agent of client web is offline") {
+			return fmt.Errorf("job is %s (waiting %q) after its agent went silent", job.State, job.Waiting)
+		}
+		log := ""
+		for _, l := range job.Log {
+			log += l.Msg + "\n"
+		}
+		if !strings.Contains(log, "agent of client web stopped answering") {
+			t.Fatalf("the job log does not say why the backup went back to the queue:\n%s", log)
 		}
 		return nil
 	})
-	if !strings.Contains(job.Error, "agent of client web stopped answering") {
-		t.Fatalf("error %q", job.Error)
-	}
 }
 
 func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {

@@ -134,9 +134,9 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 					"the agent of client %s sent nothing for %s", t.Client, s.n.cfg.IdleTimeout)
 			}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
-				return nil, wire.Errorf(wire.CodeAborted, "check the agent's log; rerun the job", "the agent of client %s disconnected before the end of the stream", t.Client)
+				return nil, wire.Errorf(wire.CodeAgentLost, "", "the agent of client %s disconnected before the end of the stream (it stopped or lost the network)", t.Client)
 			}
-			return nil, wire.Errorf(wire.CodeAborted, "check the agent's log; rerun the job", "agent stream of client %s broke: %v", t.Client, err)
+			return nil, wire.Errorf(wire.CodeAgentLost, "", "agent stream of client %s broke: %v", t.Client, err)
 		}
 		switch typ {
 		case dataplane.FrameRecords:
@@ -300,6 +300,9 @@ func fitSegments(in []fileindex.Segment) ([]fileindex.Segment, error) {
 // servers, and returns the error for the agent.
 func (s *session) fail(ctx context.Context, err error) *wire.Error {
 	we := s.classify(err)
+	if s.n.isHandingBack() {
+		we = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the backup and handed it back (%s)", s.n.cfg.ID, we.Message)
+	}
 	s.releaseTapes(err)
 	for _, o := range s.opened {
 		if terr := o.app.Truncate(o.start); terr != nil {

@@ -107,6 +107,10 @@ type Config struct {
 	// IdleTimeout ends a stream whose agent sent nothing for this long, so
 	// a hung client cannot hold a volume forever.
 	IdleTimeout time.Duration `json:"idle_timeout"`
+	// DrainTimeout is how long a stopping node (SIGTERM) lets its running
+	// sessions finish before it hands them back to the servers, which
+	// send their jobs to another node.
+	DrainTimeout time.Duration `json:"drain_timeout"`
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -126,6 +130,7 @@ func DefaultConfig() Config {
 		IdleTimeout:       5 * time.Minute,
 		ServerWait:        time.Minute,
 		VolumeWaitPoll:    30 * time.Second,
+		DrainTimeout:      5 * time.Minute,
 	}
 }
 
@@ -209,6 +214,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("workers must be at least 1"))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, errors.New("drain timeout is negative: set --drain-timeout to 0 to hand running sessions back at once, or to how long they may go on"))
 	}
 	return errors.Join(errs...)
 }

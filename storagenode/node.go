@@ -37,13 +37,13 @@ type Node struct {
 	guard   *ticket.Guard
 	metrics *metrics
 
-	cert        tls.Certificate
-	fingerprint string
-	ln          net.Listener
-	nc          *nats.Conn
-	spoolLocks  map[string]*os.File // by spool directory, held while the node runs
+	ln         net.Listener
+	nc         *nats.Conn
+	spoolLocks map[string]*os.File // by spool directory, held while the node runs
 
-	mu sync.Mutex
+	mu          sync.Mutex
+	cert        tls.Certificate // the data port's, as last loaded (Reload)
+	fingerprint string
 	// ticketKeys are the group's ticket public keys, as the servers' catalog
 	// records them, from the last registration; keysRefreshed is when a
 	// ticket that did not verify last made the node ask again.
@@ -51,6 +51,12 @@ type Node struct {
 	keysRefreshed time.Time
 	conns         map[net.Conn]struct{}
 	refreshMu     sync.Mutex // one refresh of the ticket keys at a time
+	// draining: the node stops (Drain); drained is closed when its last
+	// connection ends; handingBack: the drain ran out, and the sessions
+	// cut off are handed back to the servers, not failed.
+	draining    bool
+	drained     chan struct{}
+	handingBack bool
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -104,7 +110,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 // servers. It returns once the data port listens; registration is retried in
 // the background until a server answers.
 func (n *Node) Start(ctx context.Context) error {
-	ln, err := tls.Listen("tcp", n.cfg.DataAddr, dataplane.ServerConfig(n.cert))
+	tc := dataplane.ServerConfig(n.cert)
+	tc.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return &n.cert, nil
+	}
+	ln, err := tls.Listen("tcp", n.cfg.DataAddr, tc)
 	if err != nil {
 		return fmt.Errorf("storage node data port %s: %w", n.cfg.DataAddr, err)
 	}
@@ -160,7 +172,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 	r := wire.NewRouter()
 	r.Handle(wire.OpPing, wire.Typed(func(context.Context, string, wire.Empty) (wire.Empty, error) { return wire.Empty{}, nil }))
 	r.Handle(wire.OpNodeStatus, wire.Typed(func(context.Context, string, wire.Empty) (wire.NodeStatus, error) {
-		return wire.NodeStatus{ID: n.cfg.ID, Version: Version, DataAddr: n.DataAddr(), Streams: n.streams(), Pools: n.usage()}, nil
+		return wire.NodeStatus{ID: n.cfg.ID, Version: Version, DataAddr: n.DataAddr(), Streams: n.streams(), Pools: n.usage(), Draining: n.isDraining()}, nil
 	}))
 	r.Handle(wire.OpNodeLibraryStatus, wire.Typed(func(ctx context.Context, _ string, req wire.LibraryStatusReq) (wire.LibraryStatus, error) {
 		m, err := n.library(req.Library)
@@ -373,7 +385,10 @@ func (n *Node) releaseSpoolDirs() {
 }
 
 func (n *Node) register(ctx context.Context) error {
-	req := wire.NodeRegisterReq{ID: n.cfg.ID, DataAddr: n.DataAddr(), CertSHA256: n.fingerprint, Version: Version}
+	n.mu.Lock()
+	fp := n.fingerprint
+	n.mu.Unlock()
+	req := wire.NodeRegisterReq{ID: n.cfg.ID, DataAddr: n.DataAddr(), CertSHA256: fp, Version: Version}
 	for _, p := range n.cfg.Pools {
 		req.Pools = append(req.Pools, wire.NodePool{Name: p.Name, Type: "disk", Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes})
 	}
@@ -440,15 +455,90 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 				lastRegister = time.Now()
 			}
 		}
-		hb := wire.NodeHeartbeat{ID: n.cfg.ID, Site: n.cfg.Site, Streams: n.streams(), Pools: n.usage()}
-		if err := wire.Publish(n.nc, wire.NodeBeatSubject(n.cfg.ID), hb); err != nil {
-			n.log.Debug("heartbeat", "err", err)
-		}
+		n.beat()
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(n.cfg.HeartbeatInterval):
 		}
+	}
+}
+
+// beat tells the servers the node lives, its pools' free space and
+// whether it drains.
+func (n *Node) beat() {
+	hb := wire.NodeHeartbeat{ID: n.cfg.ID, Site: n.cfg.Site, Streams: n.streams(), Pools: n.usage(), Draining: n.isDraining()}
+	if err := wire.Publish(n.nc, wire.NodeBeatSubject(n.cfg.ID), hb); err != nil {
+		n.log.Debug("heartbeat", "err", err)
+	}
+}
+
+func (n *Node) isDraining() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.draining
+}
+
+// isHandingBack reports whether the sessions that end now were cut off by
+// a drain that ran out.
+func (n *Node) isHandingBack() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.handingBack
+}
+
+// Drain winds the node down before it stops (SIGTERM): it takes no new
+// data connection, tells the servers so at once (they send it no job), and
+// lets the running sessions finish until ctx ends. Those still running
+// then are cut off and handed back: each is rolled back on its volume and
+// reported to the servers as handed back, so its job goes on with another
+// attempt (on another node of the pool), never half recorded.
+func (n *Node) Drain(ctx context.Context) {
+	n.mu.Lock()
+	if n.draining {
+		n.mu.Unlock()
+		return
+	}
+	n.draining = true
+	n.drained = make(chan struct{})
+	running := len(n.conns)
+	if running == 0 {
+		close(n.drained)
+	}
+	drained := n.drained
+	n.mu.Unlock()
+	if n.ln != nil {
+		n.ln.Close()
+	}
+	if n.nc != nil {
+		n.beat()
+		_ = n.nc.FlushTimeout(5 * time.Second)
+	}
+	if running > 0 {
+		dl, _ := ctx.Deadline()
+		n.log.Info("stopping: taking no new session, waiting for the running ones to finish", "sessions", running, "until", dl.Format(time.RFC3339))
+	}
+	select {
+	case <-drained:
+		if running > 0 {
+			n.log.Info("every session finished")
+		}
+		return
+	case <-ctx.Done():
+	}
+	n.mu.Lock()
+	n.handingBack = true
+	left := len(n.conns)
+	for c := range n.conns {
+		c.Close()
+	}
+	n.mu.Unlock()
+	n.log.Warn("drain ended before the sessions did: handing them back to the servers", "sessions", left)
+	// Each session rolls back and reports; Close waits for them.
+	select {
+	case <-drained:
+	case <-time.After(30 * time.Second):
+		n.log.Warn("sessions still winding down after 30s; stopping anyway")
 	}
 }
 
@@ -478,6 +568,13 @@ func (n *Node) acceptLoop(ctx context.Context) {
 			defer func() {
 				n.mu.Lock()
 				delete(n.conns, c)
+				if n.draining && len(n.conns) == 0 {
+					select {
+					case <-n.drained:
+					default:
+						close(n.drained)
+					}
+				}
 				n.mu.Unlock()
 				c.Close()
 			}()
@@ -598,4 +695,43 @@ func (n *Node) request(ctx context.Context, op string, req, resp any) error {
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.ServerWait)
 	defer cancel()
 	return wire.RequestRetry(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, op), req, resp, 10*time.Second)
+}
+
+// Reload reads the certificates again (SIGHUP): the NATS client TLS files,
+// and the data port's certificate (data-tls.crt and .key in the data
+// directory). A new data port certificate is registered with the servers
+// at once, since agents dial only the one the servers pin; a stream that
+// runs keeps the certificate it started with. A file that does not load
+// leaves what was in use.
+func (n *Node) Reload(ctx context.Context) error {
+	var errs []error
+	said, err := wire.ReloadTLS(n.nc)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cert, fp, err := dataplane.LoadOrCreateCert(n.cfg.DataDir, n.cfg.ID)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("data port certificate: %w (the certificate read before stays in use)", err))
+	} else {
+		n.mu.Lock()
+		changed := fp != n.fingerprint
+		n.cert, n.fingerprint = cert, fp
+		n.mu.Unlock()
+		what := "data port certificate (unchanged, SHA-256 " + fp[:16] + "...)"
+		if changed {
+			what = "data port certificate (new, SHA-256 " + fp[:16] + "...)"
+			if err := n.register(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("register the new data port certificate with the servers: %w (the next registration, within a minute, will)", err))
+			}
+		}
+		said = append(said, what)
+	}
+	for _, what := range said {
+		n.log.Info("reloaded", "what", what)
+	}
+	n.log.Info("pools, libraries and every other setting take effect at a restart")
+	for _, err := range errs {
+		n.log.Error("reload failed", "err", err)
+	}
+	return errors.Join(errs...)
 }

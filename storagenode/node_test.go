@@ -280,7 +280,7 @@ func TestAgentVanishingMidStreamCutsTheSessionOff(t *testing.T) {
 			return errors.New("no abort reported")
 		}
 		a := r.fake.aborts[0]
-		if a.JobID != 7 || a.Error.Code != wire.CodeAborted || !strings.Contains(a.Error.Message, "disconnected") {
+		if a.JobID != 7 || a.Error.Code != wire.CodeAgentLost || !strings.Contains(a.Error.Message, "disconnected") {
 			t.Fatalf("abort %+v", a)
 		}
 		return nil

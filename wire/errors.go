@@ -59,7 +59,18 @@ const (
 	// accept in one message (their max_payload). The sender refuses it at
 	// once, so nobody waits for an answer that never comes.
 	CodeTooLarge = "message_too_large"
-	CodeInternal = "internal"
+	// CodeAgentLost: a storage node's backup stream ended before its end:
+	// the agent stopped, restarted or lost the network. The backup goes
+	// on with its next attempt.
+	CodeAgentLost = "agent_lost"
+	// CodeHandedBack: a storage node or agent that was stopping (SIGTERM)
+	// gave a running job back. A backup goes on with its next attempt.
+	CodeHandedBack = "handed_back"
+	// CodeDuplicateAgent: two agents run under one client name at once
+	// (a cloned machine, a copied credential); every job of that client
+	// would reach both.
+	CodeDuplicateAgent = "duplicate_agent"
+	CodeInternal       = "internal"
 )
 
 // defaultHints are the catalog's help texts, used when an error carries none.
@@ -84,6 +95,9 @@ var defaultHints = map[string]string{
 	CodePermissionDenied:   "use a credential whose NATS permissions allow this ('cairn cert nats-config' writes them), or ask the NATS administrator",
 	CodeRefused:            "the warnings name each entry not restored and why; pass what they say (--devices for device nodes) or restore those entries by hand",
 	CodeTooLarge:           "ask for less (a subtree, a smaller --limit), or raise max_payload on every NATS server; a Cairn list or plan that does not page is a bug, so report it with the log line that names the subject",
+	CodeAgentLost:          "the job goes on with its next attempt once the agent is back; check the agent's log if it does not come back",
+	CodeHandedBack:         "the job goes on with its next attempt, on another storage node when the one that stopped serves none",
+	CodeDuplicateAgent:     "stop the clone, or give it its own name and credentials ('cairn cert issue', 'cairn cert nats-config --agents'); 'cairn client list' shows both",
 	CodeInternal:           "this is a bug in Cairn; the server log has details",
 }
 

@@ -169,8 +169,11 @@ const (
 	OpRunBackup  = "backup.run"
 	OpRunRestore = "restore.run"
 	OpCancel     = "job.cancel"
-	OpPing       = "ping"
-	OpNodeStatus = "status"
+	// OpAgentDuplicate tells every agent of a client name that another
+	// one runs under it (AgentDuplicate); no reply.
+	OpAgentDuplicate = "duplicate"
+	OpPing           = "ping"
+	OpNodeStatus     = "status"
 )
 
 // NodeStatus answers a storage node's status order.
@@ -180,6 +183,7 @@ type NodeStatus struct {
 	DataAddr string      `json:"data_addr"`
 	Streams  int         `json:"streams"`
 	Pools    []PoolUsage `json:"pools"`
+	Draining bool        `json:"draining,omitempty"`
 }
 
 // Empty is the body of requests and replies that carry nothing.
@@ -212,6 +216,10 @@ type ClientInfo struct {
 	Backups     int       `json:"backups"`
 	LastBackup  time.Time `json:"last_backup,omitzero"`
 	DefaultPool string    `json:"default_pool,omitempty"`
+	// Duplicate says that two agents run under this name at once, naming
+	// their hosts; Instances lists them.
+	Duplicate string          `json:"duplicate,omitempty"`
+	Instances []AgentInstance `json:"instances,omitempty"`
 }
 
 // ClientListReq pages client.list.
@@ -531,9 +539,34 @@ type PoolUsage struct {
 
 // AgentHeartbeat is published every few seconds by an agent. Running lists
 // the jobs it is working on, so a new leader can tell a job the agent lost
-// (or never got) from one still streaming.
+// (or never got) from one still streaming. Instance, Hostname and PID name
+// the agent process (as in AgentRegisterReq; empty from an older agent).
 type AgentHeartbeat struct {
-	Running []uint64 `json:"running,omitempty"`
+	Running  []uint64 `json:"running,omitempty"`
+	Instance string   `json:"instance,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	PID      int      `json:"pid,omitempty"`
+	// Stopping: the agent is stopping (SIGTERM) and takes no order.
+	Stopping bool `json:"stopping,omitempty"`
+}
+
+// AgentInstance is one agent process of a client name as the servers saw
+// it: a random id the process drew when it started, its host and pid.
+type AgentInstance struct {
+	ID        string    `json:"id"`
+	Hostname  string    `json:"hostname"`
+	PID       int       `json:"pid"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// AgentDuplicate tells the agents of a client name that more than one of
+// them runs: each logs an error naming the others.
+type AgentDuplicate struct {
+	Client    string          `json:"client"`
+	Instances []AgentInstance `json:"instances"`
+	Message   string          `json:"message"`
+	Hint      string          `json:"hint"`
 }
 
 // NodeHeartbeat is published every few seconds by a storage node.
@@ -542,6 +575,9 @@ type NodeHeartbeat struct {
 	Site    string      `json:"site,omitempty"`
 	Pools   []PoolUsage `json:"pools"`
 	Streams int         `json:"streams"`
+	// Draining: the node is stopping (SIGTERM). It takes no new session
+	// and lets the running ones finish; the servers send it no job.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // VolumeAcquireReq asks for a volume to write job's session on. Full names
@@ -662,14 +698,26 @@ type SessionAbortReq struct {
 
 // ---- agent <-> servers ----
 
-// AgentRegisterReq announces an agent.
+// AgentRegisterReq announces an agent. Instance is drawn at random when
+// the agent process starts: the servers tell a restarted agent (a new
+// instance, the old one silent) from a second agent under the same name
+// (two instances alive at once).
 type AgentRegisterReq struct {
-	Name     string `json:"name"`
-	Hostname string `json:"hostname"`
-	OS       string `json:"os"`
-	Arch     string `json:"arch"`
-	Version  string `json:"version"`
-	Site     string `json:"site,omitempty"`
+	Name     string   `json:"name"`
+	Hostname string   `json:"hostname"`
+	OS       string   `json:"os"`
+	Arch     string   `json:"arch"`
+	Version  string   `json:"version"`
+	Site     string   `json:"site,omitempty"`
+	Instance string   `json:"instance,omitempty"`
+	PID      int      `json:"pid,omitempty"`
+	Running  []uint64 `json:"running,omitempty"`
+}
+
+// AgentRegisterResp answers a registration: Duplicate is set while another
+// agent runs under the same name.
+type AgentRegisterResp struct {
+	Duplicate *AgentDuplicate `json:"duplicate,omitempty"`
 }
 
 // DataEndpoint is how an agent reaches a storage node's data port.

@@ -80,9 +80,26 @@ func runClientList(ctx context.Context, g *globals) error {
 		if c.Online {
 			status = "online"
 		}
-		t.row(c.Name, c.Hostname, status, c.Backups, humanTime(c.LastBackup), c.Version)
+		host := c.Hostname
+		if c.Duplicate != "" {
+			status = "DUPLICATE"
+			var hosts []string
+			for _, in := range c.Instances {
+				hosts = append(hosts, fmt.Sprintf("%s(pid %d)", in.Hostname, in.PID))
+			}
+			host = strings.Join(hosts, ",")
+		}
+		t.row(c.Name, host, status, c.Backups, humanTime(c.LastBackup), c.Version)
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	for _, c := range clients {
+		if c.Duplicate != "" {
+			fmt.Fprintf(g.errOut, "warning: %s\nhint: %s\n", c.Duplicate, wire.HintFor(wire.CodeDuplicateAgent))
+		}
+	}
+	return nil
 }
 
 func newPoolCmd(g *globals) *cobra.Command {

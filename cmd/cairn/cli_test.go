@@ -120,7 +120,7 @@ func TestConfigFileAndFlags(t *testing.T) {
 		DataDir  string `json:"data_dir"`
 		RaftAddr string `json:"raft_addr"`
 	}
-	if err := loadConfig(cmd, cfgFile, &cfg); err != nil {
+	if _, err := loadConfig(cmd, cfgFile, &cfg); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Name != "from-file" || cfg.DataDir != "/from/file" {
@@ -130,8 +130,14 @@ func TestConfigFileAndFlags(t *testing.T) {
 		t.Fatalf("flag given on the command line lost to the file: %s", got)
 	}
 	os.WriteFile(cfgFile, []byte(`{"nmae":"typo"}`), 0o600)
-	if err := loadConfig(cmd, cfgFile, &cfg); err == nil || !strings.Contains(err.Error(), "nmae") {
+	if _, err := loadConfig(cmd, cfgFile, &cfg); err == nil || !strings.Contains(err.Error(), "nmae") {
 		t.Fatalf("a misspelt field was accepted: %v", err)
+	}
+	// log_level is every role's, beside the role's own fields.
+	os.WriteFile(cfgFile, []byte(`{"name":"again","log_level":"debug"}`), 0o600)
+	lvl, err := loadConfig(cmd, cfgFile, &cfg)
+	if err != nil || lvl != "debug" || cfg.Name != "again" {
+		t.Fatalf("log_level in a config file: level %q, %+v, %v", lvl, cfg, err)
 	}
 }
 

@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,27 +37,90 @@ type roleOpts struct {
 	config      string
 	metricsAddr string
 	logLevel    string
+	// fileLevel is the config file's log_level, read again on SIGHUP.
+	fileLevel string
+	level     slog.LevelVar
+	// levelFlag is whether --log-level was given, which wins over the file.
+	levelFlag bool
 }
 
 func (o *roleOpts) bind(f *pflag.FlagSet, defMetrics string) {
 	f.StringVar(&o.config, "config", "", "JSON config file; flags given on the command line override it")
 	f.StringVar(&o.metricsAddr, "metrics-addr", defMetrics, "serve Prometheus metrics on this address (/metrics); empty to disable")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (or log_level in the config file; SIGHUP reads the file's again)")
 }
 
+// logger makes the role's logger at the level of --log-level, or of the
+// config file's log_level when the flag is not given; setLevel changes it
+// while the role runs.
 func (o *roleOpts) logger(w io.Writer) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, &usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", o.logLevel)}
+	if err := o.setLevel(); err != nil {
+		return nil, err
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: &o.level})), nil
+}
+
+func (o *roleOpts) setLevel() error {
+	name, what := o.logLevel, "--log-level"
+	if !o.levelFlag && o.fileLevel != "" {
+		name, what = o.fileLevel, "log_level in "+o.config
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(name)); err != nil {
+		return &usageError{fmt.Errorf("%s %q: use debug, info, warn or error", what, name)}
+	}
+	o.level.Set(lvl)
+	return nil
+}
+
+// reloadLevel reads the config file's log_level again (SIGHUP). It says so
+// before the new level applies, so that a level above info still reports
+// what it became.
+func (o *roleOpts) reloadLevel(log *slog.Logger) {
+	if o.config != "" {
+		lvl, err := readLogLevel(o.config)
+		if err != nil {
+			log.Error("log level not reloaded", "err", err)
+			return
+		}
+		o.fileLevel = lvl
+	}
+	was := o.level.Level()
+	next := roleOpts{logLevel: o.logLevel, fileLevel: o.fileLevel, levelFlag: o.levelFlag, config: o.config}
+	if err := next.setLevel(); err != nil {
+		log.Error("log level not reloaded", "err", err)
+		return
+	}
+	now := next.level.Level()
+	if o.levelFlag && o.fileLevel != "" {
+		log.Info("reloaded", "what", "log level "+now.String()+" (--log-level, which wins over the config file's log_level)")
+	} else {
+		log.Info("reloaded", "what", "log level "+now.String(), "was", was.String())
+	}
+	o.level.Set(now)
+}
+
+// readLogLevel is the log_level of a config file, "" when it has none.
+func readLogLevel(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read config file: %w", err)
+	}
+	var f struct {
+		LogLevel string `json:"log_level"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return "", fmt.Errorf("config file %s: %w", path, err)
+	}
+	return f.LogLevel, nil
 }
 
 // loadConfig fills cfg from the config file, then applies again the flags
-// given on the command line, so they win over the file.
-func loadConfig(cmd *cobra.Command, path string, cfg any) error {
+// given on the command line, so they win over the file. The file's
+// log_level, which every role's file may have, is returned apart.
+func loadConfig(cmd *cobra.Command, path string, cfg any) (logLevel string, err error) {
 	if path == "" {
-		return nil
+		return "", nil
 	}
 	changed := map[string]string{}
 	cmd.Flags().Visit(func(f *pflag.Flag) {
@@ -65,19 +130,31 @@ func loadConfig(cmd *cobra.Command, path string, cfg any) error {
 	})
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("read config file: %w", err)
+		return "", fmt.Errorf("read config file: %w", err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err == nil {
+		if raw, ok := fields["log_level"]; ok {
+			if err := json.Unmarshal(raw, &logLevel); err != nil {
+				return "", fmt.Errorf("config file %s: log_level: %w", path, err)
+			}
+			delete(fields, "log_level")
+			if data, err = json.Marshal(fields); err != nil {
+				return "", err
+			}
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
-		return fmt.Errorf("config file %s: %w (fields are the JSON names in 'cairn %s --help')", path, err, cmd.Name())
+		return "", fmt.Errorf("config file %s: %w (fields are the JSON names in 'cairn %s --help', and log_level)", path, err, cmd.Name())
 	}
 	for name, v := range changed {
 		if err := cmd.Flags().Set(name, v); err != nil {
-			return err
+			return "", err
 		}
 	}
-	return nil
+	return logLevel, nil
 }
 
 // serveMetrics serves reg on addr until ctx ends.
@@ -147,18 +224,45 @@ func newRegistry() *prometheus.Registry {
 type role interface {
 	Start(context.Context) error
 	Close() error
+	// Reload reads again what can change while the role runs (SIGHUP):
+	// the certificates. It logs what it reloaded and what waits for a
+	// restart.
+	Reload(context.Context) error
+}
+
+// drainer is a role that winds down before it stops (SIGTERM): it stops
+// taking new work and lets what runs finish or hands it back, until ctx
+// ends.
+type drainer interface {
+	Drain(ctx context.Context)
 }
 
 // runRole fills a role's config from its file and flags, builds the role,
 // runs it with its metrics endpoint until the command's context ends.
 // natsURL and natsAuth point at the config's NATS fields, which the global
 // --nats and --nats-* flags (or CAIRN_NATS*) set unless the config file does.
-func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *string, natsAuth *wire.NATSAuth, build func(*slog.Logger, prometheus.Registerer) (role, error)) error {
+//
+// Signals: SIGHUP reloads (the log level, then the role's certificates) and
+// never stops the role, so a logrotate hook cannot take it down. The first
+// SIGTERM or SIGINT ends the command's context: the role drains for up to
+// drainTimeout (0: it needs no time), and a second signal cuts the drain
+// short; then it closes and the command exits 0.
+func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *string, natsAuth *wire.NATSAuth, drainTimeout func() time.Duration, build func(*slog.Logger, prometheus.Registerer) (role, error)) error {
+	// Caught before anything else: SIGHUP's default action is to exit.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	stops := make(chan os.Signal, 4)
+	signal.Notify(stops, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(stops)
+
 	*natsURL = g.natsURL
 	*natsAuth = g.natsAuth
-	if err := loadConfig(cmd, ro.config, cfg); err != nil {
+	fileLevel, err := loadConfig(cmd, ro.config, cfg)
+	if err != nil {
 		return err
 	}
+	ro.fileLevel, ro.levelFlag = fileLevel, cmd.Flags().Changed("log-level")
 	if cmd.Flags().Changed("nats") {
 		*natsURL = g.natsURL
 	}
@@ -174,16 +278,62 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 		return err
 	}
 	defer r.Close()
-	if err := r.Start(ctx); err != nil {
+	// The role runs until it has drained, not until the first signal: its
+	// streams and requests must outlive the command's context.
+	roleCtx, stopRole := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRole()
+	if err := r.Start(roleCtx); err != nil {
 		return err
 	}
-	if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
+	if err := serveMetrics(roleCtx, ro.metricsAddr, reg, log); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	for running := true; running; {
+		select {
+		case <-hup:
+			log.Info("SIGHUP: reloading the log level and certificates")
+			ro.reloadLevel(log)
+			_ = r.Reload(roleCtx) // it logs what failed; the role goes on with what it had
+		case <-ctx.Done():
+			running = false
+		}
+	}
+	if d, ok := r.(drainer); ok {
+		timeout := time.Duration(0)
+		if drainTimeout != nil {
+			timeout = drainTimeout()
+		}
+		dctx, cancel := context.WithTimeout(roleCtx, timeout)
+		// The signal that ended ctx is in stops too: a second one cuts
+		// the drain short.
+		go func() {
+			seen := 0
+			for {
+				select {
+				case <-dctx.Done():
+					return
+				case sig := <-stops:
+					if seen++; seen >= 2 {
+						log.Warn("second signal: cutting the drain short", "signal", sig.String())
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+		d.Drain(dctx)
+		cancel()
+	}
 	log.Info("stopping")
 	return nil
 }
+
+// serverDrainTimeout bounds a stopping leader's leadership transfer.
+const serverDrainTimeout = 10 * time.Second
+
+// agentHandBackTimeout bounds a stopping agent's reports of the jobs it
+// hands back.
+const agentHandBackTimeout = 15 * time.Second
 
 // configError is a role configuration that cannot run, said with what to
 // do about it, as every error the CLI prints is.
@@ -214,7 +364,7 @@ A data directory that already belongs to a group ignores --bootstrap, so the
 flag may stay in s1's unit file.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func() time.Duration { return serverDrainTimeout }, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
 				if err := cfg.Validate(); err != nil {
 					return nil, configError(cmd, "server", err)
 				}
@@ -271,7 +421,7 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 		Short: "Run a storage node: disk pools and the data port agents stream to",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func() time.Duration { return cfg.DrainTimeout }, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
 				for _, s := range pools {
 					p, err := parsePool(s)
 					if err != nil {
@@ -293,6 +443,7 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "data port address agents dial (the listening address when empty)")
 	f.StringArrayVar(&pools, "pool", nil, "disk pool NAME=DIR[:MAXVOLUMESIZE]; repeat for several")
 	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "compress-and-encrypt goroutines per stream")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "on SIGTERM, how long running sessions may go on before they are handed back to the servers (a second SIGTERM cuts it short)")
 	ro.bind(f, "127.0.0.1:9465")
 	return c
 }
@@ -305,7 +456,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Short: "Run the agent of a client: backs up and restores its files",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
+			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func() time.Duration { return agentHandBackTimeout }, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
 				if err := cfg.Validate(); err != nil {
 					return nil, configError(cmd, "agent", err)
 				}
@@ -350,6 +501,12 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
   cairn --nats nats://127.0.0.1:4222 --nats-nkey DIR/nats/admin-admin.nk status`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// SIGHUP's default action is to exit: cairn dev reloads its log
+			// level instead, like every role.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			ro.levelFlag = cmd.Flags().Changed("log-level")
 			if dir == "" {
 				return &usageError{fmt.Errorf("pass --data DIR (it keeps the catalog and volumes across restarts)")}
 			}
@@ -388,7 +545,14 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 				defer withdrawDevClientFile(clientFile, st)
 			}
 			printDevBanner(g.out, st, clientFile, ro.metricsAddr, pprofAddr)
-			<-ctx.Done()
+			for running := true; running; {
+				select {
+				case <-hup:
+					ro.reloadLevel(log)
+				case <-ctx.Done():
+					running = false
+				}
+			}
 			fmt.Fprintln(g.out, "stopping")
 			return nil
 		},
