@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,7 +39,8 @@ import (
 // secSys is a deployment secured as README's "Securing a deployment" says,
 // all on 127.0.0.1: a CA and one certificate per host from 'cairn cert', a
 // real nats-server on the configuration 'cairn cert nats-config' wrote (TLS,
-// client certificates verified, one nkey user per role), a server whose Raft
+// client certificates verified, each role the user its certificate names),
+// a server whose Raft
 // runs over mutual TLS with the group's secrets from 'cairn cluster init', a
 // storage node and the agents of web1 and web2, each with its own
 // credentials.
@@ -49,7 +51,6 @@ type secSys struct {
 	url   string // tls://127.0.0.1:port
 	ca    string // the CA's directory
 	hosts string // one directory per host: NAME.crt, NAME.key, ca.crt
-	nkeys string // the users' nkey seeds
 
 	raftAddr string
 	server   *proc
@@ -74,7 +75,6 @@ func (d *secSys) auth(kind, name string) wire.NATSAuth {
 	h := filepath.Join(d.hosts, name)
 	return wire.NATSAuth{
 		CAFile: filepath.Join(h, pki.CACertFile), CertFile: filepath.Join(h, name+".crt"), KeyFile: filepath.Join(h, name+".key"),
-		NkeyFile: filepath.Join(d.nkeys, natsauth.SeedFileName(kind, name)),
 	}
 }
 
@@ -82,7 +82,7 @@ func (d *secSys) auth(kind, name string) wire.NATSAuth {
 // credentials.
 func (d *secSys) natsFlags(kind, name string) []string {
 	a := d.auth(kind, name)
-	return []string{"--nats", d.url, "--nats-ca", a.CAFile, "--nats-cert", a.CertFile, "--nats-key", a.KeyFile, "--nats-nkey", a.NkeyFile}
+	return []string{"--nats", d.url, "--nats-ca", a.CAFile, "--nats-cert", a.CertFile, "--nats-key", a.KeyFile}
 }
 
 // as runs an admin command with the credentials of kind/name.
@@ -113,7 +113,7 @@ func newSecSys(t *testing.T) *secSys {
 	natsBin := natsServerBin(t)
 	dir := t.TempDir()
 	d := &secSys{t: t, dir: dir, logs: &logs{}, ca: filepath.Join(dir, "ca"), hosts: filepath.Join(dir, "hosts"),
-		nkeys: filepath.Join(dir, "nats", "nkeys"), raftAddr: reservedAddr(t), agents: map[string]*proc{}}
+		raftAddr: reservedAddr(t), agents: map[string]*proc{}}
 	d.logs.printOnFailure(t)
 
 	// The certificates, as an operator makes them.
@@ -226,7 +226,7 @@ type secConn struct {
 }
 
 // connect opens a connection as kind/name, with the options the role itself
-// uses (wire.ConnectOptions: TLS, nkey, the role's own inbox).
+// uses (wire.ConnectOptions: TLS with its certificate, the role's own inbox).
 func (d *secSys) connect(kind, name string) (*secConn, error) {
 	return d.connectWith(kind+" "+name, d.auth(kind, name), inboxOf(kind, name))
 }
@@ -587,6 +587,87 @@ func TestSecuredDeployment(t *testing.T) {
 		d.checkNATSRefusals(t)
 	})
 
+	t.Run("an agent started as web2 with web1's certificate is web1 to NATS", func(t *testing.T) {
+		// The host holds web1's certificate and says it is web2: NATS
+		// takes the user from the certificate, so it gets web1's
+		// subjects, and neither web2's orders nor web2's requests.
+		h := filepath.Join(d.hosts, "web1")
+		impostor := newProc(t, d.logs, d.dir, "agent-web2-with-web1-cert", "--nats", d.url,
+			"--nats-ca", filepath.Join(h, pki.CACertFile), "--nats-cert", filepath.Join(h, "web1.crt"), "--nats-key", filepath.Join(h, "web1.key"),
+			"agent", "--name", "web2", "--metrics-addr", anyAddr)
+		impostor.start()
+		defer impostor.stop()
+		poll.Until(t, 20*time.Second, func() error {
+			text := impostor.logText()
+			if !strings.Contains(text, `cairn.agent.web2.>`) || !strings.Contains(text, "permission denied") {
+				return fmt.Errorf("the impostor has not been refused web2's orders and requests yet")
+			}
+			return nil
+		})
+
+		// The same host with web2's nkey seed besides, as a deployment
+		// with nkey users handed out (nkeys/agent-web2.nk beside the
+		// NATS configuration): the seed does not make it web2 either.
+		seeds := filepath.Join(d.dir, "nats", "nkeys")
+		seed := filepath.Join(seeds, natsauth.SeedFileName(wire.KindAgent, "web2"))
+		if _, err := os.Stat(seed); err != nil {
+			if _, err := natsauth.LoadOrCreateUser(seeds, wire.KindAgent, "web2"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		withSeed := newProc(t, d.logs, d.dir, "agent-web2-with-web1-cert-and-seed", "--nats", d.url,
+			"--nats-ca", filepath.Join(h, pki.CACertFile), "--nats-cert", filepath.Join(h, "web1.crt"), "--nats-key", filepath.Join(h, "web1.key"),
+			"--nats-nkey", seed, "agent", "--name", "web2", "--metrics-addr", anyAddr)
+		withSeed.start()
+		defer withSeed.stop()
+		poll.Until(t, 20*time.Second, func() error {
+			if !strings.Contains(withSeed.logText(), "takes no nkey") {
+				return fmt.Errorf("the agent with web1's certificate and a seed of web2 has not been refused yet")
+			}
+			return nil
+		})
+		for _, p := range []*proc{impostor, withSeed} {
+			if text := p.logText(); strings.Contains(text, "registered with the servers") {
+				t.Errorf("HOLE: %s registered as web2:\n%s", p.name, text)
+			}
+		}
+		var clients []wire.ClientInfo
+		if err := d.adminJSON(&clients, "client", "list"); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range clients {
+			if c.Duplicate != "" {
+				t.Errorf("HOLE: an impostor reached the servers as a second agent of %s: %s", c.Name, c.Duplicate)
+			}
+		}
+	})
+
+	t.Run("SIGHUP reloads every role's certificates and the system goes on", func(t *testing.T) {
+		type hupped struct {
+			p      *proc
+			before string
+			want   []string
+		}
+		all := []*hupped{
+			{p: d.server, want: []string{"NATS client certificate", "raft certificate"}},
+			{p: d.node, want: []string{"NATS client certificate", "data port certificate"}},
+			{p: d.agents["web1"], want: []string{"NATS client certificate"}},
+		}
+		for _, h := range all {
+			h.before = h.p.logText()
+			h.p.send(syscall.SIGHUP)
+		}
+		for _, h := range all {
+			h.p.waitLog(t, 15*time.Second, h.before, h.want...)
+		}
+		src := makeTree(t, sample.Spec{TextFiles: 4, MaxFileSize: 4 << 10, Seed: 77})
+		var j wire.JobInfo
+		if err := d.adminJSON(&j, "backup", "--client", "web1", "--level", "full", "--wait", "--path", src); err != nil || j.State != "success" {
+			t.Fatalf("a backup after SIGHUP: %+v, %v", j, err)
+		}
+	})
+
+	// Last: it stops the real agents.
 	t.Run("the data plane gives web1 nothing of web2", func(t *testing.T) {
 		d.checkDataPlane(t, runs["web1"].backup.BackupID, runs["web2"].backup.BackupID)
 	})
@@ -665,25 +746,27 @@ func (d *secSys) checkNATSRefusals(t *testing.T) {
 		t.Errorf("HOLE: the NATS server answered a plain-text CONNECT: %q", rest)
 	}
 
-	noNkey := web1
-	noNkey.NkeyFile = ""
-	connectFails("with TLS and web1's certificate but no credential", noNkey, "authorization")
-
 	noCert := web1
 	noCert.CertFile, noCert.KeyFile = "", ""
-	connectFails("with web1's nkey but no client certificate", noCert, "tls")
+	connectFails("without a client certificate", noCert, "tls")
 
-	// A well-made nkey of the right name, but not the one the
-	// configuration lists for web1.
-	u, err := natsauth.LoadOrCreateUser(t.TempDir(), wire.KindAgent, "web1")
+	// A certificate of the deployment's CA for a name the NATS
+	// configuration does not list is nobody.
+	d.cli("cert", "issue", "--ca", d.ca, "--name", "web3", "--client", "--out", filepath.Join(d.hosts, "web3"))
+	connectFails("with a certificate of the CA for a name the configuration does not list", d.auth(wire.KindAgent, "web3"), "authorization")
+
+	// web1's certificate with an nkey seed, as the nkey users of old
+	// configurations had: the server takes no nkey, so a seed of web2's
+	// cannot make web1's certificate web2.
+	u, err := natsauth.LoadOrCreateUser(t.TempDir(), wire.KindAgent, "web2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger := web1
-	stranger.NkeyFile = u.SeedFile
-	connectFails("with an nkey the configuration does not list", stranger, "authorization")
+	withSeed := web1
+	withSeed.NkeyFile = u.SeedFile
+	connectFails("with web1's certificate and an nkey seed", withSeed, "nkey")
 
-	// A certificate from another CA, with web1's valid nkey.
+	// A certificate from another CA, of the right name.
 	otherCA := filepath.Join(t.TempDir(), "other-ca")
 	d.cli("cert", "ca", "--out", otherCA)
 	other := filepath.Join(t.TempDir(), "other")

@@ -1,10 +1,19 @@
 // Package natsauth writes the NATS server's authorization for a Cairn
-// deployment: one nkey user per server, storage node, agent and admin, each
+// deployment: one user per server, storage node, agent and admin, each
 // allowed exactly the subjects of its role (wire.RoleSubjects), behind TLS.
 // An agent's credential thus reads only its own orders and replies, and can
 // neither speak for another client nor issue admin requests; an admin's
 // reads only its own replies, and exports keys only when it is a key admin.
 // The embedded NATS server of `cairn dev` takes the same users (Embedded).
+//
+// Where the NATS server verifies client certificates, each user is the
+// subject of a role's certificate, and the NATS server takes the user from
+// the certificate a connection presents (tls verify_and_map): the name in a
+// certificate and the role it may act as are one, so a host holding web1's
+// certificate cannot log in as web2 whatever else it holds. No nkey user is
+// written then: nats-server lets an nkey it lists in whatever certificate
+// comes with it, which would undo that. Without client certificates, each
+// user is an nkey whose seed the role keeps.
 package natsauth
 
 import (
@@ -14,6 +23,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,10 +36,14 @@ import (
 
 // User is one NATS identity of a deployment: a role kind (wire.KindServer,
 // KindNode, KindAgent, KindAdmin) and the server's, node's, client's or
-// admin's name, authenticated by an nkey.
+// admin's name, authenticated by its certificate's subject (Subject) or by
+// an nkey (NKey).
 type User struct {
 	Kind string
 	Name string
+	// Subject is the subject of the certificate the user logs in with
+	// (CertUser), e.g. "CN=web1,O=Cairn".
+	Subject string
 	// NKey is the user's public nkey (U...). The seed stays in the file
 	// the role is started with (--nats-nkey).
 	NKey string
@@ -50,6 +64,19 @@ func (u User) Permissions() Permissions {
 	}
 	return p
 }
+
+// CertUser is the user of kind and name that logs in with the certificate
+// 'cairn cert issue --name NAME' makes (pki.Subject).
+func CertUser(kind, name string) (User, error) {
+	if err := wire.ValidateName(kind, name); err != nil {
+		return User{}, err
+	}
+	return User{Kind: kind, Name: name, Subject: CertSubjectOf(name)}, nil
+}
+
+// CertSubjectOf is the user name, in the NATS configuration, of the
+// certificate of name.
+func CertSubjectOf(name string) string { return pki.Subject(name).String() }
 
 // Permissions are a user's NATS permissions.
 type Permissions struct {
@@ -160,7 +187,8 @@ type AuthConfig struct {
 	// production: credentials and data then cross the network in clear).
 	TLS pki.Files
 	// VerifyClients requires every client to present a certificate signed
-	// by TLS.CA, on top of its nkey.
+	// by TLS.CA. The users are then certificate users (CertUser), mapped
+	// from the certificate (verify_and_map); without it, nkey users.
 	VerifyClients bool
 	Users         []User
 }
@@ -176,10 +204,25 @@ func (c AuthConfig) Render() ([]byte, error) {
 	if c.VerifyClients && c.TLS.CA == "" {
 		return nil, errors.New("verifying clients needs the CA that signs their certificates")
 	}
+	for _, u := range c.Users {
+		switch {
+		case c.VerifyClients && u.Subject == "":
+			// nats-server accepts a listed nkey with any certificate of
+			// the CA: web1's certificate and web2's seed would be web2.
+			return nil, fmt.Errorf("%s %s has no certificate subject: with client certificates verified, every user is mapped from its certificate, never an nkey", u.Kind, u.Name)
+		case !c.VerifyClients && !nkeys.IsValidPublicUserKey(u.NKey):
+			return nil, fmt.Errorf("%s %s has no valid public nkey (without client certificates, each user needs one)", u.Kind, u.Name)
+		}
+	}
 	var b bytes.Buffer
 	q := strconv.Quote
 	fmt.Fprintf(&b, "# NATS server configuration for Cairn, written by 'cairn cert nats-config'.\n")
-	fmt.Fprintf(&b, "# Each role has its own nkey user, allowed only its own subjects (see\n# 'go doc github.com/cairnbackup/cairn/wire RoleSubjects'). Regenerate rather than edit.\n\n")
+	if c.VerifyClients {
+		fmt.Fprintf(&b, "# Each role logs in as the user its client certificate names (verify_and_map),\n")
+	} else {
+		fmt.Fprintf(&b, "# Each role has its own nkey user,\n")
+	}
+	fmt.Fprintf(&b, "# allowed only its own subjects (see\n# 'go doc github.com/cairnbackup/cairn/wire RoleSubjects'). Regenerate rather than edit.\n\n")
 	fmt.Fprintf(&b, "listen: %s\n\n", q(c.Listen))
 	if !c.TLS.Empty() {
 		fmt.Fprintf(&b, "tls {\n  cert_file: %s\n  key_file: %s\n", q(c.TLS.Cert), q(c.TLS.Key))
@@ -187,30 +230,75 @@ func (c AuthConfig) Render() ([]byte, error) {
 			fmt.Fprintf(&b, "  ca_file: %s\n", q(c.TLS.CA))
 		}
 		if c.VerifyClients {
-			fmt.Fprintf(&b, "  # every client presents a certificate signed by ca_file\n  verify: true\n")
+			fmt.Fprintf(&b, "  # every client presents a certificate signed by ca_file, and is the\n  # user its subject names\n  verify_and_map: true\n")
 		}
 		fmt.Fprintf(&b, "  timeout: 5\n}\n\n")
 	}
 	fmt.Fprintf(&b, "authorization {\n  timeout: 5\n  users: [\n")
-	for _, u := range c.Users {
-		if !nkeys.IsValidPublicUserKey(u.NKey) {
-			return nil, fmt.Errorf("%s %s has no valid public nkey", u.Kind, u.Name)
+	for _, u := range mergeBySubject(c.Users) {
+		fmt.Fprintf(&b, "    # %s\n    {\n", u.what)
+		if u.subject != "" {
+			fmt.Fprintf(&b, "      user: %s\n", q(u.subject))
+		} else {
+			fmt.Fprintf(&b, "      nkey: %s\n", q(u.nkey))
 		}
-		p := u.Permissions()
-		what := u.Kind
-		if u.Kind == wire.KindAdmin && u.KeyAdmin {
-			what = "key admin"
-		}
-		fmt.Fprintf(&b, "    # %s %s\n    {\n      nkey: %s\n      permissions: {\n", what, u.Name, q(u.NKey))
-		fmt.Fprintf(&b, "        publish: { allow: %s }\n", list(p.Publish))
-		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", list(p.Subscribe))
-		if p.AllowResponses {
+		fmt.Fprintf(&b, "      permissions: {\n")
+		fmt.Fprintf(&b, "        publish: { allow: %s }\n", list(u.perm.Publish))
+		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", list(u.perm.Subscribe))
+		if u.perm.AllowResponses {
 			fmt.Fprintf(&b, "        allow_responses: true\n")
 		}
 		fmt.Fprintf(&b, "      }\n    }\n")
 	}
 	fmt.Fprintf(&b, "  ]\n}\n")
 	return b.Bytes(), nil
+}
+
+// rendered is one user as written: a certificate named in two roles (a host
+// that runs a storage node and an agent under one name) is one NATS user
+// with the subjects of both.
+type rendered struct {
+	what          string
+	subject, nkey string
+	perm          Permissions
+}
+
+func mergeBySubject(users []User) []rendered {
+	var out []rendered
+	at := map[string]int{}
+	for _, u := range users {
+		p := u.Permissions()
+		what := u.Kind + " " + u.Name
+		if u.Kind == wire.KindAdmin && u.KeyAdmin {
+			what = "key admin " + u.Name
+		}
+		if u.Subject == "" {
+			out = append(out, rendered{what: what, nkey: u.NKey, perm: p})
+			continue
+		}
+		i, ok := at[u.Subject]
+		if !ok {
+			at[u.Subject] = len(out)
+			out = append(out, rendered{what: what, subject: u.Subject, perm: p})
+			continue
+		}
+		r := &out[i]
+		r.what += ", " + what
+		r.perm.Publish = union(r.perm.Publish, p.Publish)
+		r.perm.Subscribe = union(r.perm.Subscribe, p.Subscribe)
+		r.perm.AllowResponses = r.perm.AllowResponses || p.AllowResponses
+	}
+	return out
+}
+
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func list(subjects []string) string {

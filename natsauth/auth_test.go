@@ -24,24 +24,29 @@ import (
 // with TLS and client verification, and returns the seed directory and the
 // CA directory its clients use.
 type authServer struct {
-	url   string
-	creds string
-	certs string
+	url    string
+	creds  string
+	certs  string
+	verify bool
+	ca     *pki.CA
 }
 
-func startAuthServer(t *testing.T) *authServer {
+// startAuthServer starts it: with verify, clients present certificates and
+// are the users they name; without, they log in with nkeys.
+func startAuthServer(t *testing.T, verify bool) *authServer {
 	t.Helper()
 	dir := t.TempDir()
-	a := &authServer{creds: filepath.Join(dir, "creds"), certs: filepath.Join(dir, "certs")}
+	a := &authServer{creds: filepath.Join(dir, "creds"), certs: filepath.Join(dir, "certs"), verify: verify}
 	ca, err := pki.CreateCA(filepath.Join(dir, "ca"), "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.ca = ca
 	srv, err := ca.Issue(pki.IssueOptions{Name: "nats", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true}, a.certs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := AuthConfig{Listen: "127.0.0.1:-1", TLS: pki.Files{CA: srv.CA, Cert: srv.Cert, Key: srv.Key}, VerifyClients: true}
+	cfg := AuthConfig{Listen: "127.0.0.1:-1", TLS: pki.Files{CA: srv.CA, Cert: srv.Cert, Key: srv.Key}, VerifyClients: verify}
 	for _, u := range []struct {
 		kind, name string
 		keyAdmin   bool
@@ -49,13 +54,18 @@ func startAuthServer(t *testing.T) *authServer {
 		{wire.KindServer, "s1", false}, {wire.KindNode, "sn1", false}, {wire.KindAgent, "web1", false}, {wire.KindAgent, "web2", false},
 		{wire.KindAdmin, "admin", false}, {wire.KindAdmin, "keeper", true},
 	} {
-		user, err := LoadOrCreateUser(a.creds, u.kind, u.name)
+		user, err := CertUser(u.kind, u.name)
+		if !verify {
+			user, err = LoadOrCreateUser(a.creds, u.kind, u.name)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		user.KeyAdmin = u.keyAdmin
-		if st, _ := os.Stat(user.SeedFile); st.Mode().Perm() != 0o600 {
-			t.Fatalf("seed file mode %v", st.Mode().Perm())
+		if !verify {
+			if st, _ := os.Stat(user.SeedFile); st.Mode().Perm() != 0o600 {
+				t.Fatalf("seed file mode %v", st.Mode().Perm())
+			}
 		}
 		cfg.Users = append(cfg.Users, user)
 		if _, err := ca.Issue(pki.IssueOptions{Name: u.name, Client: true}, a.certs); err != nil {
@@ -88,6 +98,17 @@ func startAuthServer(t *testing.T) *authServer {
 	return a
 }
 
+// auth is the NATS credential of kind/name: its certificate, or its nkey.
+func (a *authServer) auth(kind, name string) wire.NATSAuth {
+	auth := wire.NATSAuth{CAFile: filepath.Join(a.certs, pki.CACertFile)}
+	if a.verify {
+		auth.CertFile, auth.KeyFile = filepath.Join(a.certs, name+".crt"), filepath.Join(a.certs, name+".key")
+	} else {
+		auth.NkeyFile = filepath.Join(a.creds, SeedFileName(kind, name))
+	}
+	return auth
+}
+
 // client connects as kind/name and collects the permission violations the
 // server reports.
 type client struct {
@@ -104,11 +125,13 @@ func (a *authServer) connect(t *testing.T, kind, name string) *client {
 // connectWithInbox connects as kind/name with replies coming to inbox.
 func (a *authServer) connectWithInbox(t *testing.T, kind, name, inbox string) *client {
 	t.Helper()
+	return a.connectWith(t, kind, name, inbox, a.auth(kind, name))
+}
+
+// connectWith connects with auth, as kind/name says it is.
+func (a *authServer) connectWith(t *testing.T, kind, name, inbox string, auth wire.NATSAuth) *client {
+	t.Helper()
 	c := &client{}
-	auth := wire.NATSAuth{
-		CAFile: filepath.Join(a.certs, pki.CACertFile), CertFile: filepath.Join(a.certs, name+".crt"), KeyFile: filepath.Join(a.certs, name+".key"),
-		NkeyFile: filepath.Join(a.creds, SeedFileName(kind, name)),
-	}
 	opts, err := wire.ConnectOptions(kind+"-"+name, auth, inbox)
 	if err != nil {
 		t.Fatal(err)
@@ -132,10 +155,7 @@ func (a *authServer) connectWithInbox(t *testing.T, kind, name, inbox string) *c
 // refuses them.
 func (a *authServer) plain(t *testing.T, kind, name, inbox string) *nats.Conn {
 	t.Helper()
-	auth := wire.NATSAuth{
-		CAFile: filepath.Join(a.certs, pki.CACertFile), CertFile: filepath.Join(a.certs, name+".crt"), KeyFile: filepath.Join(a.certs, name+".key"),
-		NkeyFile: filepath.Join(a.creds, SeedFileName(kind, name)),
-	}
+	auth := a.auth(kind, name)
 	opts, err := wire.ConnectOptions(kind+"-"+name, auth, inbox)
 	if err != nil {
 		t.Fatal(err)
@@ -175,8 +195,117 @@ func (c *client) noViolations(t *testing.T) {
 	}
 }
 
+// TestAuthConfigConfinesEachRole: with client certificates verified, each
+// role is the user its certificate names, and may use only its own
+// subjects; a certificate the configuration does not name is refused, and
+// web1's certificate cannot log in as web2, whatever nkey comes with it.
 func TestAuthConfigConfinesEachRole(t *testing.T) {
-	a := startAuthServer(t)
+	a := startAuthServer(t, true)
+	confinesEachRole(t, a)
+
+	// web1's certificate with an nkey seed (say, web2's, taken from a
+	// deployment that had nkey users) does not log in: the server takes
+	// no nkey. And as web1 it is confined to web1.
+	seeds := t.TempDir()
+	if _, err := LoadOrCreateUser(seeds, wire.KindAgent, "web2"); err != nil {
+		t.Fatal(err)
+	}
+	withSeed := a.auth(wire.KindAgent, "web1")
+	withSeed.NkeyFile = filepath.Join(seeds, SeedFileName(wire.KindAgent, "web2"))
+	opts, err := wire.ConnectOptions("web1-as-web2", withSeed, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(a.url, opts...); err == nil {
+		nc.Close()
+		t.Fatal("web1's certificate with web2's nkey seed was let in")
+	} else if we := wire.ConnectError(a.url, err, ""); !strings.Contains(we.Hint, "without --nats-nkey") {
+		t.Fatalf("web1's certificate with an nkey: %v (hint %q)", we, we.Hint)
+	}
+	as2 := a.connectWith(t, wire.KindAgent, "web2", wire.Inbox(wire.KindAgent, "web2"), a.auth(wire.KindAgent, "web1"))
+	if _, err := as2.nc.SubscribeSync(wire.AgentSubject("web2", ">")); err != nil {
+		t.Fatal(err)
+	}
+	as2.violation(t, "subscription", "cairn.agent.web2.>")
+	if err := as2.nc.Publish(wire.FromAgentSubject("web2", wire.OpAgentRegister), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	as2.violation(t, "publish", wire.FromAgentSubject("web2", wire.OpAgentRegister))
+
+	// A certificate of the same CA for a name the configuration does not
+	// list logs in as nobody.
+	if _, err := a.ca.Issue(pki.IssueOptions{Name: "web3", Client: true}, a.certs); err != nil {
+		t.Fatal(err)
+	}
+	opts, err = wire.ConnectOptions("web3", a.auth(wire.KindAgent, "web3"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(a.url, opts...); err == nil {
+		nc.Close()
+		t.Fatal("a certificate the configuration does not name was let in")
+	} else if we := wire.ConnectError(a.url, err, ""); !strings.Contains(we.Error(), "refused this role's credentials") {
+		t.Fatalf("unlisted certificate: %v", we)
+	}
+	// Without a client certificate, TLS verification refuses the client.
+	opts, _ = wire.ConnectOptions("nocert", wire.NATSAuth{CAFile: filepath.Join(a.certs, pki.CACertFile)}, "")
+	if nc, err := nats.Connect(a.url, opts...); err == nil {
+		nc.Close()
+		t.Fatal("a client without a certificate was let in")
+	}
+}
+
+// TestNkeyUsersWithoutClientCertificates: where the NATS server verifies no
+// client certificate, each role logs in with its nkey, as confined; an nkey
+// the configuration does not list is refused.
+func TestNkeyUsersWithoutClientCertificates(t *testing.T) {
+	a := startAuthServer(t, false)
+	confinesEachRole(t, a)
+	stranger := t.TempDir()
+	if _, err := LoadOrCreateUser(stranger, wire.KindAgent, "web1"); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := wire.ConnectOptions("stranger", wire.NATSAuth{
+		CAFile: filepath.Join(a.certs, pki.CACertFile), NkeyFile: filepath.Join(stranger, SeedFileName(wire.KindAgent, "web1")),
+	}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(a.url, opts...); err == nil {
+		nc.Close()
+		t.Fatal("an unknown nkey was let in")
+	} else if we := wire.ConnectError(a.url, err, ""); !strings.Contains(we.Error(), "refused this role's credentials") {
+		t.Fatalf("unknown nkey: %v", we)
+	}
+}
+
+// TestRenderRefusesNkeysBesideCertificates: nats-server lets a listed nkey
+// in with any certificate of the CA, so a configuration that verifies
+// client certificates holds no nkey user; a name listed as two roles is
+// one user with both roles' subjects.
+func TestRenderRefusesNkeysBesideCertificates(t *testing.T) {
+	u, err := LoadOrCreateUser(t.TempDir(), wire.KindAgent, "web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := AuthConfig{Listen: "127.0.0.1:4222", TLS: pki.Files{CA: "ca.crt", Cert: "n.crt", Key: "n.key"}, VerifyClients: true, Users: []User{u}}
+	if _, err := cfg.Render(); err == nil || !strings.Contains(err.Error(), "never an nkey") {
+		t.Fatalf("an nkey user beside verified certificates: %v", err)
+	}
+	agent, _ := CertUser(wire.KindAgent, "backup1")
+	node, _ := CertUser(wire.KindNode, "backup1")
+	cfg.Users = []User{agent, node}
+	text, err := cfg.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(string(text), `user: "CN=backup1,O=Cairn"`) != 1 || !strings.Contains(string(text), `"cairn.srv.agent.backup1.>"`) ||
+		!strings.Contains(string(text), `"cairn.srv.node.backup1.>"`) || !strings.Contains(string(text), "verify_and_map: true") {
+		t.Fatalf("one certificate for two roles:\n%s", text)
+	}
+}
+
+func confinesEachRole(t *testing.T, a *authServer) {
 	srv := a.connect(t, wire.KindServer, "s1")
 	web1 := a.connect(t, wire.KindAgent, "web1")
 	web2 := a.connect(t, wire.KindAgent, "web2")
@@ -264,32 +393,6 @@ func TestAuthConfigConfinesEachRole(t *testing.T) {
 	}
 	admin.violation(t, "publish", wire.AgentSubject("web1", wire.OpRunRestore))
 	web2.noViolations(t)
-
-	// An nkey the configuration does not list is refused at connect.
-	stranger := t.TempDir()
-	if _, err := LoadOrCreateUser(stranger, wire.KindAgent, "web1"); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := wire.ConnectOptions("stranger", wire.NATSAuth{
-		CAFile: filepath.Join(a.certs, pki.CACertFile), CertFile: filepath.Join(a.certs, "web1.crt"), KeyFile: filepath.Join(a.certs, "web1.key"),
-		NkeyFile: filepath.Join(stranger, SeedFileName(wire.KindAgent, "web1")),
-	}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if nc, err := nats.Connect(a.url, opts...); err == nil {
-		nc.Close()
-		t.Fatal("an unknown nkey was let in")
-	} else if we := wire.ConnectError(a.url, err, ""); !strings.Contains(we.Error(), "refused this role's credentials") {
-		t.Fatalf("unknown nkey: %v", we)
-	}
-	// Without a client certificate, TLS verification refuses the client.
-	opts, _ = wire.ConnectOptions("nocert", wire.NATSAuth{CAFile: filepath.Join(a.certs, pki.CACertFile),
-		NkeyFile: filepath.Join(a.creds, SeedFileName(wire.KindAgent, "web1"))}, "")
-	if nc, err := nats.Connect(a.url, opts...); err == nil {
-		nc.Close()
-		t.Fatal("a client without a certificate was let in")
-	}
 }
 
 // TestAdminsAreConfinedToTheirOwnInboxAndKeyExportIsAGrant: one admin's
@@ -297,7 +400,7 @@ func TestAuthConfigConfinesEachRole(t *testing.T) {
 // them), and only a key admin may ask for the data keys; an admin without
 // the grant is told so at once, not after a timeout.
 func TestAdminsAreConfinedToTheirOwnInboxAndKeyExportIsAGrant(t *testing.T) {
-	a := startAuthServer(t)
+	a := startAuthServer(t, true)
 	srv := a.connect(t, wire.KindServer, "s1")
 	keys := []byte(`{"v":1,"body":{"keys":[]}}`)
 	for _, s := range []string{wire.APIWildcard, wire.EscrowWildcard} {

@@ -182,6 +182,13 @@ type Issued struct {
 	SANs []string
 }
 
+// Subject is the subject of the certificate Issue makes for name. A NATS
+// server that maps users from certificates (verify_and_map) knows each
+// role's user by it: a certificate of another CA must carry the same.
+func Subject(name string) pkix.Name {
+	return pkix.Name{CommonName: name, Organization: []string{"Cairn"}}
+}
+
 // Issue signs a certificate for o.Name and writes NAME.crt, NAME.key (0600)
 // and a copy of ca.crt into outDir. It refuses to replace existing files.
 func (ca *CA) Issue(o IssueOptions, outDir string) (*Issued, error) {
@@ -237,7 +244,7 @@ func (ca *CA) Issue(o IssueOptions, outDir string) (*Issued, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:   serial,
-		Subject:        pkix.Name{CommonName: o.Name, Organization: []string{"Cairn"}},
+		Subject:        Subject(o.Name),
 		NotBefore:      now.Add(-time.Hour),
 		NotAfter:       notAfter,
 		KeyUsage:       x509.KeyUsageDigitalSignature,

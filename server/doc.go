@@ -42,5 +42,19 @@
 // catalog.
 //
 // Liveness is not replicated: storage nodes and agents heartbeat to every
-// server, and a job whose node or agent falls silent fails with the reason.
+// server. A backup whose node or agent falls silent goes back to the queue
+// with the reason (a restore fails with it). A stopping node or agent says
+// so in its heartbeat and gets no job; what it hands back (handed_back) is
+// requeued like a node lost.
+//
+// Agent instances (agents.go): every agent process draws an id at start
+// and sends it, with its host and pid, in its registration and heartbeats.
+// Each server keeps the processes heard from under a client name for a
+// liveness timeout. A new process whose predecessor fell silent first is a
+// restart: the leader requeues the job the old process ran at once. Two
+// processes each heard from after the other first was are a duplicate (a
+// cloned machine, a copied credential): every job of that client would
+// reach both, so the leader tells both agents, fails the client's running
+// jobs and refuses new ones with duplicate_agent, naming both hosts, until
+// one is silent for the liveness timeout.
 package server

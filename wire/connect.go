@@ -126,8 +126,13 @@ func reconnectDelay(attempts int) time.Duration {
 // TLS problem says so, rather than "cannot reach".
 func ConnectError(url string, err error, reachHint string) *Error {
 	switch {
+	case errors.Is(err, nats.ErrNkeysNotSupported):
+		// 'cairn cert nats-config' with client certificates maps each
+		// role's user from its certificate and lists no nkey.
+		return Errorf(CodeInvalidArgument, "this NATS server takes each role's user from its client certificate: start the role without --nats-nkey (CAIRN_NATS_NKEY, nkey_file)",
+			"NATS at %s takes no nkey: %v", url, err)
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
-		return Errorf(CodeInvalidArgument, "pass this role's credential with --nats-nkey (or --nats-user and --nats-password), as 'cairn cert nats-config' or 'cairn dev' wrote it; "+
+		return Errorf(CodeInvalidArgument, "pass this role's credential: its certificate (--nats-cert, --nats-key) where the NATS server maps users from certificates, else --nats-nkey (or --nats-user and --nats-password), as 'cairn cert nats-config' or 'cairn dev' wrote it; "+
 			"an admin command on the machine of 'cairn dev' finds its credential by itself when run as the user who started it",
 			"NATS at %s refused this role's credentials (none given, or not ones it knows): %v", url, err)
 	case errors.Is(err, nats.ErrSecureConnRequired):

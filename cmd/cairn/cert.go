@@ -32,11 +32,12 @@ listens, so it needs --client --server and the address in --raft-addr as
 admin's NATS connections) get --client alone; such a certificate cannot join
 the Raft group even though the same CA signed it.
 
-The same with openssl, for those who keep their own CA:
+The same with openssl, for those who keep their own CA (the subject must be
+O=Cairn, CN=NAME: the NATS server knows each role's user by it):
   openssl ecparam -name prime256v1 -genkey -noout -out ca.key
   openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=Cairn CA" -out ca.crt
   openssl ecparam -name prime256v1 -genkey -noout -out s1.key
-  openssl req -new -key s1.key -subj "/CN=s1" -out s1.csr
+  openssl req -new -key s1.key -subj "/O=Cairn/CN=s1" -out s1.csr
   printf 'subjectAltName=IP:10.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > s1.ext
   openssl x509 -req -in s1.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 730 -sha256 -extfile s1.ext -out s1.crt`,
 	}

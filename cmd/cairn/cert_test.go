@@ -98,7 +98,7 @@ func TestNATSConfigCommand(t *testing.T) {
 		"--tls-ca", filepath.Join(ca, "ca.crt"), "--tls-cert", filepath.Join(dir, "nats", "nats.crt"), "--tls-key", filepath.Join(dir, "nats", "nats.key"),
 		"--servers", "s1,s2", "--nodes", "sn1", "--agents", "web1,web2", "--admins", "admin,alice", "--key-admins", "keeper,alice"}
 	out := wantOK(t, args...)
-	for _, w := range []string{"agent-web1.nk", "node-sn1.nk", "server-s2.nk", "admin-admin.nk", "admin-keeper.nk", "key admin"} {
+	for _, w := range []string{"CN=web1,O=Cairn", "CN=sn1,O=Cairn", "CN=s2,O=Cairn", "CN=admin,O=Cairn", "CN=keeper,O=Cairn", "key admin", "no --nats-nkey"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("output does not name %s:\n%s", w, out)
 		}
@@ -107,10 +107,13 @@ func TestNATSConfigCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{`"cairn.srv.agent.web2.>"`, `"_INBOX.agent.web1.>"`, "verify: true", "allow_responses: true", `"cairn.api.>"`} {
+	for _, w := range []string{`"cairn.srv.agent.web2.>"`, `"_INBOX.agent.web1.>"`, "verify_and_map: true", `user: "CN=web1,O=Cairn"`, "allow_responses: true", `"cairn.api.>"`} {
 		if !strings.Contains(string(text), w) {
 			t.Errorf("configuration lacks %s:\n%s", w, text)
 		}
+	}
+	if strings.Contains(string(text), "nkey:") {
+		t.Errorf("a configuration that maps users from certificates lists an nkey, which nats-server would let in with any certificate of the CA:\n%s", text)
 	}
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
@@ -118,15 +121,11 @@ func TestNATSConfigCommand(t *testing.T) {
 	}
 	// Each admin reads its own inbox only; key export is the key admins'.
 	perms := map[string]*server.Permissions{}
-	for _, u := range opts.Nkeys {
-		perms[u.Nkey] = u.Permissions
+	for _, u := range opts.Users {
+		perms[u.Username] = u.Permissions
 	}
 	for name, keyAdmin := range map[string]bool{"admin": false, "alice": true, "keeper": true} {
-		u, err := natsauth.LoadOrCreateUser(filepath.Join(dir, "nkeys"), wire.KindAdmin, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := perms[u.NKey]
+		p := perms[natsauth.CertSubjectOf(name)]
 		if p == nil {
 			t.Fatalf("admin %s is not in the configuration", name)
 		}
@@ -137,15 +136,25 @@ func TestNATSConfigCommand(t *testing.T) {
 			t.Errorf("admin %s may publish %v: key export granted %v, want %v", name, p.Publish.Allow, got, keyAdmin)
 		}
 	}
-	if len(opts.Nkeys) != 2+1+2+3 {
-		t.Errorf("%d users in the configuration, want 8 (alice, a key admin and an admin, once)", len(opts.Nkeys))
+	if len(opts.Users) != 2+1+2+3 || len(opts.Nkeys) != 0 {
+		t.Errorf("%d certificate users and %d nkey users in the configuration, want 8 (alice, a key admin and an admin, once) and none", len(opts.Users), len(opts.Nkeys))
+	}
+	wantFail(t, 1, []string{"already exists", "--force"}, args...)
+	wantOK(t, append(args, "--force", "--agents", "web3")...)
+
+	// Without client certificates, nkey users; their seeds are kept when
+	// the file is written again.
+	plain := filepath.Join(dir, "plain.conf")
+	nargs := []string{"cert", "nats-config", "--out", plain, "--listen", "127.0.0.1:4222", "--servers", "s1", "--agents", "web1"}
+	out = wantOK(t, nargs...)
+	if !strings.Contains(out, "agent-web1.nk") {
+		t.Errorf("output does not name the agent's seed file:\n%s", out)
 	}
 	seed, err := os.ReadFile(filepath.Join(dir, "nkeys", "agent-web1.nk"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantFail(t, 1, []string{"already exists", "--force"}, args...)
-	wantOK(t, append(args, "--force", "--agents", "web3")...)
+	wantOK(t, append(nargs, "--force", "--agents", "web3")...)
 	again, _ := os.ReadFile(filepath.Join(dir, "nkeys", "agent-web1.nk"))
 	if string(again) != string(seed) {
 		t.Fatal("writing the configuration again replaced an agent's nkey seed")

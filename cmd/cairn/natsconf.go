@@ -28,10 +28,10 @@ func newNATSConfigCmd(g *globals) *cobra.Command {
 	var o natsConfigOpts
 	c := &cobra.Command{
 		Use:   "nats-config --out FILE --servers S1,.. --nodes N1,.. --agents C1,.. [--tls-ca CA --tls-cert CRT --tls-key KEY]",
-		Short: "Write a nats-server configuration with TLS and one nkey user per role, each confined to its own subjects",
+		Short: "Write a nats-server configuration with TLS and one user per role, each confined to its own subjects",
 		Long: `Write a nats-server configuration: TLS with the given certificate (clients
 must present one signed by --tls-ca unless --verify-clients=false), and one
-nkey user per server, storage node, agent and admin, with exactly the
+user per server, storage node, agent and admin, with exactly the
 permissions of its role:
 
   agent C:   publish cairn.srv.agent.C.>, cairn.beat.agent.C.>;
@@ -43,14 +43,27 @@ permissions of its role:
   server:    everything
 
 Each admin reads only its own replies (_INBOX.admin.NAME): the admin
-commands take NAME from the seed file's name admin-NAME.nk, or --nats-admin.
-Key export hands out every data key in the clear, so only the admins named
-in --key-admins may do it; another admin is told "permission denied".
-Each user's nkey seed goes to --creds-dir as KIND-NAME.nk (mode 0600): copy it
-to that host only, and start the role with --nats-nkey FILE (and --nats-ca,
---nats-cert, --nats-key). Seeds already in --creds-dir are kept, so adding a
-client to --agents and writing the file again (--force) changes no other
-role's credential. Reload nats-server (nats-server --signal reload) after.
+commands take NAME from --nats-admin, else the seed file's name
+admin-NAME.nk, else their certificate's name. Key export hands out every
+data key in the clear, so only the admins named in --key-admins may do it;
+another admin is told "permission denied".
+
+With client certificates verified (--tls-ca), each user is a certificate:
+the NATS server takes the user from the subject of the certificate a role
+presents (verify_and_map), so the certificate of NAME ('cairn cert issue
+--name NAME', subject CN=NAME,O=Cairn) acts as NAME's roles and no other.
+Start each role with --nats-ca, --nats-cert and --nats-key only (no nkey:
+such a server lists none, since it would accept a listed nkey with any
+certificate of the CA). A name listed as two roles (a storage node and an
+agent on one host) is one user with both roles' subjects.
+
+With --verify-clients=false, each user is an nkey whose seed goes to
+--creds-dir as KIND-NAME.nk (mode 0600): copy it to that host only, and
+start the role with --nats-nkey FILE. Seeds already in --creds-dir are
+kept, so adding a client and writing the file again (--force) changes no
+other role's credential.
+
+Reload nats-server (nats-server --signal reload) after writing it again.
 
 Run it with: nats-server -c FILE`,
 		Args: noArgs,
@@ -63,12 +76,12 @@ Run it with: nats-server -c FILE`,
 	}
 	f := c.Flags()
 	f.StringVar(&o.out, "out", "", "the configuration file to write")
-	f.StringVar(&o.creds, "creds-dir", "", "directory for the users' nkey seeds (default: nkeys/ beside --out)")
+	f.StringVar(&o.creds, "creds-dir", "", "directory for the users' nkey seeds, with --verify-clients=false (default: nkeys/ beside --out)")
 	f.StringVar(&o.listen, "listen", "0.0.0.0:4222", "the NATS server's client address")
 	f.StringVar(&o.tls.CA, "tls-ca", "", "CA certificate that signs the clients' certificates")
 	f.StringVar(&o.tls.Cert, "tls-cert", "", "the NATS server's certificate ('cairn cert issue --name nats --dns ...')")
 	f.StringVar(&o.tls.Key, "tls-key", "", "the NATS server's key")
-	f.BoolVar(&o.verify, "verify-clients", true, "require a client certificate signed by --tls-ca (default when --tls-ca is given)")
+	f.BoolVar(&o.verify, "verify-clients", true, "require a client certificate signed by --tls-ca, and take each role's user from it (default when --tls-ca is given); false: nkey users")
 	f.StringSliceVar(&o.servers, "servers", nil, "backup server names (as in 'cairn server --name')")
 	f.StringSliceVar(&o.nodes, "nodes", nil, "storage node names")
 	f.StringSliceVar(&o.agents, "agents", nil, "client names of the agents")
@@ -102,7 +115,7 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 		return &usageError{errors.New("--verify-clients needs --tls-ca, the CA that signs the clients' certificates")}
 	}
 	if _, err := os.Stat(o.out); err == nil && !o.force {
-		return wire.Errorf(wire.CodeAlreadyExists, "pass --force to write it again (the nkey seeds in --creds-dir are kept)", "%s already exists", o.out)
+		return wire.Errorf(wire.CodeAlreadyExists, "pass --force to write it again (nkey seeds in --creds-dir are kept)", "%s already exists", o.out)
 	}
 	if o.creds == "" {
 		o.creds = filepath.Join(filepath.Dir(o.out), "nkeys")
@@ -145,7 +158,13 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 				return &usageError{fmt.Errorf("%s %s is listed twice", group.kind, name)}
 			}
 			seen[group.kind+"/"+name] = true
-			u, err := natsauth.LoadOrCreateUser(o.creds, group.kind, name)
+			var u natsauth.User
+			var err error
+			if o.verify {
+				u, err = natsauth.CertUser(group.kind, name)
+			} else {
+				u, err = natsauth.LoadOrCreateUser(o.creds, group.kind, name)
+			}
 			if err != nil {
 				return wire.Errorf(wire.CodeInvalidArgument, "correct the name or the seed file named", "%v", err)
 			}
@@ -174,6 +193,21 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 		fmt.Fprintln(errOut, "warning: no TLS: credentials' signatures and all control messages cross the network in clear; pass --tls-cert/--tls-key/--tls-ca")
 	}
 	fmt.Fprintf(out, "wrote %s (run: nats-server -c %s)\n", o.out, o.out)
+	if o.verify {
+		fmt.Fprintf(out, "%-9s %-16s %-24s %s\n", "KIND", "NAME", "CERTIFICATE SUBJECT", "START IT WITH")
+		for _, u := range cfg.Users {
+			kind := u.Kind
+			if u.KeyAdmin {
+				kind = "key admin"
+			}
+			fmt.Fprintf(out, "%-9s %-16s %-24s --nats-cert %s.crt --nats-key %s.key (no --nats-nkey)\n", kind, u.Name, u.Subject, u.Name, u.Name)
+		}
+		if _, err := os.Stat(o.creds); err == nil {
+			fmt.Fprintf(errOut, "note: the nkey seeds in %s are no longer used: each role logs in with its certificate; start the roles without --nats-nkey\n", o.creds)
+		}
+		return nil
+	}
+	fmt.Fprintln(errOut, "warning: no client certificates: an nkey seed is each role's only credential; keep each on its host only")
 	fmt.Fprintf(out, "%-9s %-16s %s\n", "KIND", "NAME", "START IT WITH")
 	for _, u := range cfg.Users {
 		kind := u.Kind
