@@ -406,3 +406,37 @@ func TestDuplicateAgent(t *testing.T) {
 	})
 	s.backup("incremental", tree)
 }
+
+// TestLeaderSIGTERMHandsOver stops the leading server with SIGTERM in the
+// middle of a backup: it hands the leadership to another server before it
+// goes, so the group has a leader at once instead of after an election
+// timeout, it exits 0, and the backup completes.
+func TestLeaderSIGTERMHandsOver(t *testing.T) {
+	c := newClusterSys(t, clusterOpts{agentRate: slowRate})
+	big := randomTree(t, 61)
+	snapBig := snapshot(t, big)
+	id := startBackup(c, "web01", "full", big)
+	waitStreaming(c, id)
+
+	old := c.leader()
+	if old == nil {
+		t.Fatal("no leader")
+	}
+	before := old.proc.logText()
+	at := time.Now()
+	stop(old.proc) // SIGTERM; fails the test unless it exits 0
+	stopped := time.Since(at)
+	nl := c.waitLeader(20*time.Second, old)
+	t.Logf("leader %s stopped in %s; %s leads %s after the SIGTERM", old.name, stopped.Round(time.Millisecond), nl.name, time.Since(at).Round(time.Millisecond))
+	log := old.proc.logSince(before)
+	if !strings.Contains(log, "leadership transferred") {
+		t.Errorf("the leader did not hand the leadership over before it stopped:\n%s", log)
+	}
+	j := waitJob(c, id, 90*time.Second)
+	if j.State != "success" {
+		t.Fatalf("the backup running when the leader stopped ended %s: %s", j.State, j.Error)
+	}
+	to := filepath.Join(t.TempDir(), "big")
+	c.as("web01").restore(to, "--backup", strconv.FormatUint(j.BackupID, 10))
+	checkRestored(t, snapBig, to, big)
+}
