@@ -332,8 +332,14 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 		if req.Error.Code == wire.CodeNodeLost {
 			// The storage node is gone or unreachable from the client: a
 			// backup goes to another node of its pool.
+			e := req.Error
+			if s.nodeDraining(job.Node) {
+				// It stopped and cut the stream off: the agent may tell
+				// before the node's own report of it comes in.
+				e = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the %s and handed it back (%s)", job.Node, job.Type, e.Message)
+			}
 			s.suspect(job.Node)
-			s.requeueOrFail(ctx, job.ID, req.Error)
+			s.requeueOrFail(ctx, job.ID, e)
 			return wire.Empty{}, nil
 		}
 		if req.Error.Code == wire.CodeHandedBack {
