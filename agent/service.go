@@ -172,8 +172,12 @@ func (a *Agent) Registered() bool {
 	return a.registered
 }
 
-// Close cancels running jobs and disconnects; Drain first hands them back.
+// Close cancels running jobs and disconnects; the jobs it cuts off are
+// reported handed back, as by Drain, which waits for them.
 func (a *Agent) Close() error {
+	a.mu.Lock()
+	a.stopping = true
+	a.mu.Unlock()
 	if a.cancel != nil {
 		a.cancel()
 	}
@@ -423,7 +427,7 @@ func (a *Agent) track(id uint64, run func(ctx context.Context)) {
 		defer func() {
 			a.mu.Lock()
 			delete(a.jobs, id)
-			if a.stopping && len(a.jobs) == 0 {
+			if a.idle != nil && len(a.jobs) == 0 {
 				select {
 				case <-a.idle:
 				default:
