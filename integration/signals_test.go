@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -235,48 +236,69 @@ func TestStorageNodeDrainsOnSIGTERM(t *testing.T) {
 		checkRestored(t, snapBig, to, big)
 	})
 
-	t.Run("handed back", func(t *testing.T) {
-		s := slowStack(t, 4<<20, "--drain-timeout", "1s")
-		id := s.startStreaming(big)
-		s.storage.send(syscall.SIGTERM)
-		if !s.storage.waitExit(30 * time.Second) {
-			t.Fatalf("the storage node did not exit within 30s of SIGTERM with a drain timeout of 1s")
-		}
-		if err := s.storage.exitErr(); err != nil {
-			t.Errorf("the storage node exited with %v after handing its session back, want exit 0", err)
-		}
-		var j wire.JobInfo
-		poll.Until(t, 20*time.Second, func() error {
-			j = s.job(id)
-			if j.State != "queued" {
-				return fmt.Errorf("job %d is %s, want queued after its storage node handed it back", id, j.State)
-			}
-			return nil
+	for _, how := range []string{"drain timeout", "second SIGTERM"} {
+		t.Run("handed back after a "+how, func(t *testing.T) {
+			handedBack(t, big, snapBig, how == "second SIGTERM")
 		})
-		if log := jobLogText(j); !strings.Contains(log, "handed it back") {
-			t.Errorf("the job log does not say the storage node handed the backup back:\n%s", log)
+	}
+}
+
+// handedBack stops a storage node mid-backup with a drain cut short by a
+// 1s drain timeout, or by a second SIGTERM: the session is handed back and
+// the backup succeeds on its next attempt once the node is back.
+func handedBack(t *testing.T, big string, snapBig *sample.Manifest, second bool) {
+	drain := "1s"
+	if second {
+		drain = "5m"
+	}
+	s := slowStack(t, 4<<20, "--drain-timeout", drain)
+	id := s.startStreaming(big)
+	before := s.storage.logText()
+	s.storage.send(syscall.SIGTERM)
+	if second {
+		s.storage.waitLog(t, 10*time.Second, before, "taking no new session")
+		s.storage.send(syscall.SIGTERM)
+	}
+	if !s.storage.waitExit(30 * time.Second) {
+		t.Fatalf("the storage node did not exit within 30s of SIGTERM with its drain cut short")
+	}
+	if err := s.storage.exitErr(); err != nil {
+		t.Errorf("the storage node exited with %v after handing its session back, want exit 0", err)
+	}
+	var j wire.JobInfo
+	poll.Until(t, 20*time.Second, func() error {
+		j = s.job(id)
+		if j.State != "queued" {
+			return fmt.Errorf("job %d is %s, want queued after its storage node handed it back", id, j.State)
 		}
-		var backups []wire.BackupInfo
-		s.json(&backups, "backup", "list", "--client", s.client)
-		for _, b := range backups {
-			if b.State == "complete" {
-				t.Errorf("the handed-back backup is recorded complete: %+v", b)
-			}
-		}
-		s.storage.start()
-		j = s.waitEnded(id, 120*time.Second)
-		if j.State != "success" || j.Attempt != 2 {
-			t.Fatalf("the handed-back backup ended %s at attempt %d: %s\n%s", j.State, j.Attempt, j.Error, jobLogText(j))
-		}
-		for _, v := range s.volumes() {
-			if size := fileSize(t, v.Path); size != v.Bytes {
-				t.Errorf("volume %s: %d bytes on disk, %d committed", v.Name, size, v.Bytes)
-			}
-		}
-		to := filepath.Join(t.TempDir(), "big")
-		s.restore(to, "--backup", strconv.FormatUint(j.BackupID, 10))
-		checkRestored(t, snapBig, to, big)
+		return nil
 	})
+	if log := jobLogText(j); !strings.Contains(log, "handed it back") {
+		t.Errorf("the job log does not say the storage node handed the backup back:\n%s", log)
+	}
+	var backups []wire.BackupInfo
+	s.json(&backups, "backup", "list", "--client", s.client)
+	for _, b := range backups {
+		if b.State == "complete" {
+			t.Errorf("the handed-back backup is recorded complete: %+v", b)
+		}
+	}
+	s.storage.start()
+	j = s.waitEnded(id, 120*time.Second)
+	if j.State != "success" || j.Attempt != 2 {
+		t.Fatalf("the handed-back backup ended %s at attempt %d: %s\n%s", j.State, j.Attempt, j.Error, jobLogText(j))
+	}
+	for _, v := range s.volumes() {
+		if size := fileSize(t, v.Path); size != v.Bytes {
+			t.Errorf("volume %s: %d bytes on disk, %d committed", v.Name, size, v.Bytes)
+		}
+	}
+	to := filepath.Join(t.TempDir(), "big")
+	s.restore(to, "--backup", strconv.FormatUint(j.BackupID, 10))
+	checkRestored(t, snapBig, to, big)
+	if second && !strings.Contains(s.storage.logText(), "second signal: cutting the drain short") {
+		t.Errorf("the storage node does not say the second SIGTERM cut its drain short")
+	}
 }
 
 // TestAgentRestartedMidBackup kills an agent with SIGKILL in the middle of
