@@ -37,4 +37,12 @@
 // Everything here works on real file descriptors of a Linux filesystem
 // (openat, fstatat, SEEK_DATA, xattrs); the NATS service that drives it lives
 // in other files of this package.
+//
+// The service (service.go) draws an instance id when the process starts and
+// sends it, with the host name and pid, in its registration and heartbeats:
+// the servers tell a restarted agent from a second one under the same name,
+// and tell both of a duplicate (each logs an error naming the other). A
+// stopping agent (Drain, on SIGTERM) takes no new order and hands its
+// running jobs back (wire.CodeHandedBack): a backup starts over when the
+// agent is back; a restore fails saying how far it got.
 package agent

@@ -15,6 +15,12 @@
 // disk in chunks and despooled on its own goroutine, so the drive gets
 // data at disk speed. A restore mounts each tape once and reads it through
 // tape.Reader: one locate per part, then streaming.
+//
+// Stopping (Drain, on SIGTERM): the node closes its data port, says in a
+// heartbeat that it drains (the servers send it no job), and lets its
+// sessions finish for up to DrainTimeout; a second signal or the timeout
+// closes the rest, each rolled back on its volume and reported handed back
+// (wire.CodeHandedBack), so its job goes on with another attempt.
 package storagenode
 
 import (
