@@ -44,6 +44,10 @@ var received = []messageType{
 	// Orders the servers send storage nodes and agents, and the answers.
 	typeOf[NodeStatus](), typeOf[LibraryStatus](), typeOf[TapeLabelOrder](), typeOf[TapeLabelResult](),
 	typeOf[RunBackup](), typeOf[RunRestore](),
+	// Added later, at the end so that the committed corpora's type
+	// indexes keep their meaning: the answer to an agent's registration,
+	// and the duplicate notice the servers send agents.
+	typeOf[AgentRegisterResp](), typeOf[AgentDuplicate](),
 }
 
 type messageType struct {
