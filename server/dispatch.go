@@ -259,8 +259,15 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 	}
 	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
 	defer cancel()
+	// An order still waiting for the agent's answer is not lost, however
+	// long a busy agent takes: the watchdog counts the liveness timeout
+	// from the answer (or from giving up on it).
+	s.mu.Lock()
+	run.ordering = true
+	s.mu.Unlock()
 	err = wire.Request(octx, s.nc, subject, body, nil)
 	s.mu.Lock()
+	run.ordering = false
 	run.ordered = time.Now()
 	s.mu.Unlock()
 	if err == nil {
@@ -389,7 +396,7 @@ func (s *Server) watchRunning(ctx context.Context) {
 		if knows {
 			r.confirmed = time.Now()
 		}
-		lost := !knows && time.Since(r.ordered) > s.cfg.LivenessTimeout && time.Since(r.confirmed) > s.cfg.LivenessTimeout
+		lost := !knows && !r.ordering && time.Since(r.ordered) > s.cfg.LivenessTimeout && time.Since(r.confirmed) > s.cfg.LivenessTimeout
 		s.mu.Unlock()
 		if lost && r.typ == catalog.JobBackup {
 			// The agent does not run the backup: the order was lost (say,

@@ -21,7 +21,8 @@ type jobRun struct {
 	node, client string
 	started      time.Time
 	lastActivity time.Time
-	ordered      time.Time // when the agent was last sent the job's order
+	ordered      time.Time // when the agent last answered the job's order (or the order gave up)
+	ordering     bool      // an order is on its way to the agent
 	confirmed    time.Time // when the agent's heartbeat last listed the job
 	progress     *wire.Progress
 	waiting      string     // what the job waits for on its storage node ("insert tape X")

@@ -35,6 +35,9 @@ type harness struct {
 	mu          sync.Mutex
 	running     []uint64 // jobs the fake agent was ordered to run
 	agentSilent bool
+	// orderHold, when set, keeps the fake agent from answering an order
+	// until it is closed, as a busy agent or a slow network would.
+	orderHold chan struct{}
 }
 
 // freeAddr is a loopback address with a port that was free a moment ago,
@@ -136,6 +139,12 @@ func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 	h.must(h.agent(wire.OpAgentRegister, wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil))
 	orders = make(chan *nats.Msg, 10)
 	sub, err := h.nc.Subscribe(wire.AgentSubject("web", ">"), func(m *nats.Msg) {
+		h.mu.Lock()
+		hold := h.orderHold
+		h.mu.Unlock()
+		if hold != nil {
+			<-hold
+		}
 		if body, err := wire.Unmarshal(m.Data); err == nil {
 			var o struct {
 				JobID uint64 `json:"job_id"`
@@ -359,6 +368,51 @@ func TestWatchdogRequeuesBackupWhenAgentGoesSilent(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// An agent that takes its time to accept an order has not lost it: the
+// watchdog must not requeue the backup while the order is still on its way
+// (it once did within 15 ms of the dispatch, since the time of the order was
+// only noted once the agent had answered).
+func TestWatchdogWaitsForAnOrderInFlight(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	hold := make(chan struct{})
+	h.mu.Lock()
+	h.orderHold = hold
+	h.mu.Unlock()
+	done := make(chan error, 1)
+	var started wire.JobStarted
+	go func() {
+		done <- h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started)
+	}()
+	notRequeued := func() error {
+		var jl wire.JobListResp
+		if err := h.api(wire.OpJobList, wire.JobListReq{}, &jl); err != nil {
+			return err
+		}
+		for _, j := range jl.Jobs {
+			var job wire.JobInfo
+			if err := h.api(wire.OpJobShow, wire.JobShowReq{ID: j.ID}, &job); err != nil {
+				return err
+			}
+			for _, l := range job.Log {
+				if strings.Contains(l.Msg, "back in the queue") {
+					return fmt.Errorf("job %d was requeued while its order was on its way: %s", job.ID, l.Msg)
+				}
+			}
+			if job.Attempt > 1 {
+				return fmt.Errorf("job %d is at attempt %d", job.ID, job.Attempt)
+			}
+		}
+		return nil
+	}
+	// Longer than the liveness timeout plus two rounds of the watchdog.
+	poll.Holds(t, 5*time.Second, notRequeued)
+	close(hold)
+	h.must(<-done)
+	<-orders
+	poll.Holds(t, 3*time.Second, notRequeued)
 }
 
 func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
