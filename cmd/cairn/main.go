@@ -51,7 +51,13 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 func printError(w io.Writer, cmdPath string, err error) {
 	lines := strings.Split(err.Error(), "\n")
 	for i, l := range lines {
-		lines[i] = printable(l)
+		// Tabs are layout (cobra indents its suggestions with one), and
+		// harmless to a terminal.
+		cells := strings.Split(l, "\t")
+		for j, c := range cells {
+			cells[j] = printable(c)
+		}
+		lines[i] = strings.Join(cells, "\t")
 	}
 	fmt.Fprintf(w, "error: %s\n", strings.Join(lines, "\n"))
 	var we *wire.Error

@@ -94,3 +94,13 @@ func TestClusterStatusShowsWhoIsNotAFullMember(t *testing.T) {
 		}
 	}
 }
+
+// cobra's "Did you mean this?" indents its suggestion with a tab: it stays
+// a tab.
+func TestPrintErrorKeepsSuggestionLayout(t *testing.T) {
+	var out bytes.Buffer
+	printError(&out, "cairn", errors.New("unknown command \"bakup\" for \"cairn\"\n\nDid you mean this?\n\tbackup\n"))
+	if !strings.Contains(out.String(), "Did you mean this?\n\tbackup") {
+		t.Fatalf("printed %q", out.String())
+	}
+}
