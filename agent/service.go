@@ -15,11 +15,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairnbackup/cairn/internal/buildinfo"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// Version is what the agent registers with.
-var Version = "0.1.0-dev"
+// Version is what the agent registers with: the binary's, stamped at
+// link time.
+var Version = buildinfo.Version()
 
 // Config of an agent. Flags and the config file fill the same struct.
 type Config struct {

@@ -212,10 +212,10 @@ type ApplyResult struct {
 	Err     error
 }
 
-// commandVersion is the first byte of every encoded command. A server reads
+// CommandVersion is the first byte of every encoded command. A server reads
 // only the versions it knows, so a newer leader's commands stop an older
 // follower instead of being misread.
-const commandVersion = 1
+const CommandVersion = 1
 
 // maxCommandJSON bounds the JSON part a decoder accepts.
 const maxCommandJSON = 16 << 20
@@ -286,7 +286,7 @@ func EncodeCommand(c *Command) ([]byte, error) {
 		blob = c.Segment.Data
 	}
 	out := make([]byte, 0, 1+binary.MaxVarintLen64+len(js)+len(blob))
-	out = append(out, commandVersion)
+	out = append(out, CommandVersion)
 	out = binary.AppendUvarint(out, uint64(len(js)))
 	out = append(out, js...)
 	return append(out, blob...), nil
@@ -299,9 +299,9 @@ func DecodeCommand(b []byte) (*Command, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrBadCommand)
 	}
-	if b[0] != commandVersion {
+	if b[0] != CommandVersion {
 		return nil, fmt.Errorf("%w: version %d, this server reads version %d; upgrade it to the leader's version",
-			ErrBadCommand, b[0], commandVersion)
+			ErrBadCommand, b[0], CommandVersion)
 	}
 	n, m := binary.Uvarint(b[1:])
 	if m <= 0 || n > maxCommandJSON || n > uint64(len(b)-1-m) {

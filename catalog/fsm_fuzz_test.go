@@ -58,7 +58,7 @@ func FuzzFSMApply(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	f.Add([]byte{commandVersion, 2, '{', '}'})
+	f.Add([]byte{CommandVersion, 2, '{', '}'})
 	f.Add([]byte{})
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.Fuzz(func(t *testing.T, data []byte) {

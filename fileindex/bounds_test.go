@@ -11,7 +11,7 @@ import (
 // more than the bytes after them hold.
 func lyingSegment(flags byte, count, rawLen uint64, body []byte) []byte {
 	b := append([]byte{}, segmentMagic[:]...)
-	b = append(b, segmentVersion, flags)
+	b = append(b, SegmentVersion, flags)
 	b = binary.AppendUvarint(b, count)
 	b = binary.AppendUvarint(b, rawLen)
 	return append(b, body...)

@@ -37,7 +37,7 @@ func FuzzDecodeSegment(f *testing.F) {
 		f.Fatal(err)
 	}
 	plain := append([]byte{}, segmentMagic[:]...)
-	plain = append(plain, segmentVersion, 0)
+	plain = append(plain, SegmentVersion, 0)
 	plain = binary.AppendUvarint(plain, uint64(count))
 	plain = binary.AppendUvarint(plain, uint64(len(raw)))
 	f.Add(append(plain, raw...))

@@ -21,8 +21,11 @@ type Segment struct {
 // segmentMagic opens every encoded segment; see media/volume/FORMAT.md.
 var segmentMagic = [4]byte{'C', 'R', 'N', 'X'}
 
+// SegmentVersion is the version of the segment encoding this program
+// writes and the only one it reads (media/volume/FORMAT.md, section 8).
+const SegmentVersion = 1
+
 const (
-	segmentVersion   = 1
 	segmentFlagZstd  = 1
 	segmentHeaderLen = 6 // magic, version, flags
 )
@@ -142,7 +145,7 @@ func (b *SegmentBuilder) Flush() Segment {
 // EncodeSegment frames raw (count length-prefixed entries) as a segment.
 func EncodeSegment(raw []byte, count int) []byte {
 	out := append([]byte{}, segmentMagic[:]...)
-	out = append(out, segmentVersion, segmentFlagZstd)
+	out = append(out, SegmentVersion, segmentFlagZstd)
 	out = binary.AppendUvarint(out, uint64(count))
 	out = binary.AppendUvarint(out, uint64(len(raw)))
 	return zenc.EncodeAll(raw, out)
@@ -177,8 +180,8 @@ func segmentPayload(data []byte) (raw []byte, count int, err error) {
 	if len(data) < segmentHeaderLen || !bytes.Equal(data[:4], segmentMagic[:]) {
 		return nil, 0, fmt.Errorf("%w: not a file index segment", ErrCorrupt)
 	}
-	if data[4] != segmentVersion {
-		return nil, 0, fmt.Errorf("%w: segment version %d is newer than this program reads (%d); upgrade cairn", ErrCorrupt, data[4], segmentVersion)
+	if data[4] != SegmentVersion {
+		return nil, 0, fmt.Errorf("%w: segment version %d is newer than this program reads (%d); upgrade cairn", ErrCorrupt, data[4], SegmentVersion)
 	}
 	flags := data[5]
 	rest := data[segmentHeaderLen:]

@@ -16,14 +16,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/internal/buildinfo"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/server/cluster"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// Version is reported by the status operation and registered with peers.
-var Version = "0.1.0-dev"
+// Version is reported by the status operation and registered with peers:
+// the binary's, stamped at link time.
+var Version = buildinfo.Version()
 
 // Server is one backup server.
 type Server struct {

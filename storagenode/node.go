@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/internal/buildinfo"
 	"github.com/cairnbackup/cairn/media/disk"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/storagenode/library"
@@ -24,8 +25,9 @@ import (
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// Version is what the node registers with.
-var Version = "0.1.0-dev"
+// Version is what the node registers with: the binary's, stamped at link
+// time.
+var Version = buildinfo.Version()
 
 // Node is a running storage node.
 type Node struct {

@@ -76,6 +76,7 @@ Tape:       cairn media label, cairn library status|load|unload|import|export, c
 		newBackupCmd(g), newLsCmd(g), newRestoreCmd(g), newKeyCmd(g), newClusterCmd(g),
 		newCertCmd(g), newMediaCmd(g), newLibraryCmd(g), newDriveCmd(g),
 	)
+	addVersion(root, g)
 	return root
 }
 
