@@ -102,9 +102,9 @@ func (o *roleOpts) reloadLevel(log *slog.Logger) {
 
 // readLogLevel is the log_level of a config file, "" when it has none.
 func readLogLevel(path string) (string, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return "", fmt.Errorf("read config file: %w", err)
+		return "", err
 	}
 	var f struct {
 		LogLevel string `json:"log_level"`
@@ -128,9 +128,9 @@ func loadConfig(cmd *cobra.Command, path string, cfg any) (logLevel string, err 
 			changed[f.Name] = f.Value.String()
 		}
 	})
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return "", fmt.Errorf("read config file: %w", err)
+		return "", err
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err == nil {
