@@ -77,6 +77,7 @@ Tape:       cairn media label, cairn library status|load|unload|import|export, c
 		newCertCmd(g), newMediaCmd(g), newLibraryCmd(g), newDriveCmd(g),
 	)
 	addVersion(root, g)
+	root.AddCommand(newManCmd(g))
 	return root
 }
 
