@@ -3,12 +3,25 @@ GO ?= go
 GOFLAGS ?=
 PKGS := ./...
 
-.PHONY: all build test vet fmt-check tidy-check deps fuzz fuzz-short bench bench-e2e clean
+.PHONY: all build deb test vet fmt-check tidy-check deps fuzz fuzz-short bench bench-e2e clean
 
 all: build
 
+# The version 'cairn --version' prints and the package carries, stamped at
+# link time (internal/buildinfo); CAIRN_VERSION in the environment sets it.
+VERSION = $(shell ./scripts/version.sh)
+COMMIT = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILDINFO := github.com/cairnbackup/cairn/internal/buildinfo
+BIN = bin/cairn
+DIST = dist
+
 build:
-	$(GO) build -o bin/cairn ./cmd/cairn
+	$(GO) build -ldflags '-X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)' -o $(BIN) ./cmd/cairn
+
+# deb builds $(BIN), the man pages and $(DIST)/cairn_VERSION_ARCH.deb
+# (packaging/build-deb.sh; packaging/deb_test.go installs it).
+deb:
+	GO='$(GO)' BIN='$(BIN)' DIST='$(DIST)' CAIRN_VERSION='$(VERSION)' CAIRN_COMMIT='$(COMMIT)' ./packaging/build-deb.sh
 
 # deps installs what the tests need when it is missing (Debian packages).
 deps:
@@ -49,4 +62,4 @@ bench-e2e: build
 	./bench/e2e.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

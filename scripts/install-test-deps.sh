@@ -9,6 +9,10 @@ declare -A tools=(
 	[mount]=mount
 	[cp]=coreutils
 	[/usr/sbin/mtx]=mtx
+	# packaging/deb_test.go: units verified, man pages found, libc read
+	[systemd-analyze]=systemd
+	[man]=man-db
+	[objdump]=binutils
 )
 for cmd in "${!tools[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("${tools[$cmd]}")
