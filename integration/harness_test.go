@@ -493,6 +493,9 @@ type stackOpts struct {
 	agentConfig map[string]any
 	// nodeArgs are more flags for the storage node.
 	nodeArgs []string
+	// logFormat is the roles' log format: the server's and the agent's
+	// --log-format, the storage node's config file's log_format.
+	logFormat string
 }
 
 // stack is one Cairn system: an embedded NATS server in the test process
@@ -567,7 +570,13 @@ func newStack(t *testing.T, o stackOpts) *stack {
 
 	// Heartbeats every 300ms and progress every 100ms, so that liveness and
 	// progress show within a test's patience.
-	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
+	nodeFields := map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)}
+	var logFlags []string
+	if o.logFormat != "" {
+		nodeFields["log_format"] = o.logFormat
+		logFlags = []string{"--log-format", o.logFormat}
+	}
+	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), nodeFields)
 	agentFields := map[string]any{
 		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),
 	}
@@ -578,10 +587,12 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	agentCfg := s.agentCfg
 	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
 		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", anyAddr, "--log-level", "debug")
+	s.server.args = append(s.server.args, logFlags...)
 	s.storage = newProc(t, s.logs, dir, "storagenode", append([]string{"storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
 		"--data", s.nodeData, "--data-addr", reservedAddr(t), "--pool", s.pool + "=" + s.poolDir, "--metrics-addr", anyAddr}, o.nodeArgs...)...)
 	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, s.client), "--config", agentCfg, "--name", s.client,
 		"--metrics-addr", anyAddr)
+	s.agent.args = append(s.agent.args, logFlags...)
 	t.Cleanup(func() {
 		// Reverse order of start; each stop checks its process group is gone.
 		for _, p := range []*proc{s.agent, s.storage, s.server} {

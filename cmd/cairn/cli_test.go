@@ -135,9 +135,9 @@ func TestConfigFileAndFlags(t *testing.T) {
 	}
 	// log_level is every role's, beside the role's own fields.
 	os.WriteFile(cfgFile, []byte(`{"name":"again","log_level":"debug"}`), 0o600)
-	lvl, err := loadConfig(cmd, cfgFile, &cfg)
-	if err != nil || lvl != "debug" || cfg.Name != "again" {
-		t.Fatalf("log_level in a config file: level %q, %+v, %v", lvl, cfg, err)
+	rf, err := loadConfig(cmd, cfgFile, &cfg)
+	if err != nil || rf.LogLevel != "debug" || cfg.Name != "again" {
+		t.Fatalf("log_level in a config file: level %q, %+v, %v", rf.LogLevel, cfg, err)
 	}
 }
 

@@ -80,14 +80,14 @@ func TestPackagedConfigExamples(t *testing.T) {
 			path := packagedExample(t, c.file)
 			cmd := c.cmd(&globals{})
 			cfg, validate := c.config()
-			if err := loadConfig(cmd, path, cfg); err != nil {
+			if _, err := loadConfig(cmd, path, cfg); err != nil {
 				t.Fatal(err)
 			}
 			if err := validate(); err != nil {
 				t.Fatalf("%s does not validate: %v", path, err)
 			}
 			all, _ := c.config()
-			if err := loadConfig(cmd, uncommentFields(t, path), all); err != nil {
+			if _, err := loadConfig(cmd, uncommentFields(t, path), all); err != nil {
 				t.Fatalf("%s with its suggested fields uncommented: %v", path, err)
 			}
 		})
@@ -95,11 +95,11 @@ func TestPackagedConfigExamples(t *testing.T) {
 	// The storage node's example serves a pool, the server's names the
 	// same one as the default.
 	var node storagenode.Config
-	if err := loadConfig(newStorageNodeCmd(&globals{}), packagedExample(t, "storagenode.json"), &node); err != nil {
+	if _, err := loadConfig(newStorageNodeCmd(&globals{}), packagedExample(t, "storagenode.json"), &node); err != nil {
 		t.Fatal(err)
 	}
 	srv := server.DefaultConfig()
-	if err := loadConfig(newServerCmd(&globals{}), packagedExample(t, "server.json"), &srv); err != nil {
+	if _, err := loadConfig(newServerCmd(&globals{}), packagedExample(t, "server.json"), &srv); err != nil {
 		t.Fatal(err)
 	}
 	if len(node.Pools) != 1 || node.Pools[0].Name != srv.DefaultPool {

@@ -42,12 +42,14 @@ type roleOpts struct {
 	level     slog.LevelVar
 	// levelFlag is whether --log-level was given, which wins over the file.
 	levelFlag bool
+	logFormat string
 }
 
 func (o *roleOpts) bind(f *pflag.FlagSet, defMetrics string) {
 	f.StringVar(&o.config, "config", "", "JSON config file; flags given on the command line override it")
 	f.StringVar(&o.metricsAddr, "metrics-addr", defMetrics, "serve Prometheus metrics on this address (/metrics); empty to disable")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (or log_level in the config file; SIGHUP reads the file's again)")
+	f.StringVar(&o.logFormat, "log-format", "text", logFormatUsage)
 }
 
 // logger makes the role's logger at the level of --log-level, or of the
@@ -57,7 +59,11 @@ func (o *roleOpts) logger(w io.Writer) (*slog.Logger, error) {
 	if err := o.setLevel(); err != nil {
 		return nil, err
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: &o.level})), nil
+	h, err := newLogHandler(w, o.logFormat, &slog.HandlerOptions{Level: &o.level})
+	if err != nil {
+		return nil, err
+	}
+	return slog.New(h), nil
 }
 
 func (o *roleOpts) setLevel() error {
@@ -102,25 +108,16 @@ func (o *roleOpts) reloadLevel(log *slog.Logger) {
 
 // readLogLevel is the log_level of a config file, "" when it has none.
 func readLogLevel(path string) (string, error) {
-	data, err := readConfigFile(path)
-	if err != nil {
-		return "", err
-	}
-	var f struct {
-		LogLevel string `json:"log_level"`
-	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		return "", fmt.Errorf("config file %s: %w", path, err)
-	}
-	return f.LogLevel, nil
+	rf, err := readRoleFields(path)
+	return rf.LogLevel, err
 }
 
 // loadConfig fills cfg from the config file, then applies again the flags
 // given on the command line, so they win over the file. The file's
 // log_level, which every role's file may have, is returned apart.
-func loadConfig(cmd *cobra.Command, path string, cfg any) (logLevel string, err error) {
+func loadConfig(cmd *cobra.Command, path string, cfg any) (rf roleFields, err error) {
 	if path == "" {
-		return "", nil
+		return rf, nil
 	}
 	changed := map[string]string{}
 	cmd.Flags().Visit(func(f *pflag.Flag) {
@@ -130,31 +127,25 @@ func loadConfig(cmd *cobra.Command, path string, cfg any) (logLevel string, err 
 	})
 	data, err := readConfigFile(path)
 	if err != nil {
-		return "", err
+		return rf, err
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(data, &fields); err == nil {
-		if raw, ok := fields["log_level"]; ok {
-			if err := json.Unmarshal(raw, &logLevel); err != nil {
-				return "", fmt.Errorf("config file %s: log_level: %w", path, err)
-			}
-			delete(fields, "log_level")
-			if data, err = json.Marshal(fields); err != nil {
-				return "", err
-			}
-		}
+	if rf, err = decodeRoleFields(path, data); err != nil {
+		return rf, err
+	}
+	if data, err = withoutRoleFields(data); err != nil {
+		return rf, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
-		return "", fmt.Errorf("config file %s: %w (fields are the JSON names in 'cairn %s --help', and log_level)", path, err, cmd.Name())
+		return roleFields{}, fmt.Errorf("config file %s: %w (fields are the JSON names in 'cairn %s --help', and log_level and log_format)", path, err, cmd.Name())
 	}
 	for name, v := range changed {
 		if err := cmd.Flags().Set(name, v); err != nil {
-			return "", err
+			return rf, err
 		}
 	}
-	return logLevel, nil
+	return rf, nil
 }
 
 // serveMetrics serves reg on addr until ctx ends.
@@ -258,11 +249,14 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 
 	*natsURL = g.natsURL
 	*natsAuth = g.natsAuth
-	fileLevel, err := loadConfig(cmd, ro.config, cfg)
+	rf, err := loadConfig(cmd, ro.config, cfg)
 	if err != nil {
 		return err
 	}
-	ro.fileLevel, ro.levelFlag = fileLevel, cmd.Flags().Changed("log-level")
+	ro.fileLevel, ro.levelFlag = rf.LogLevel, cmd.Flags().Changed("log-level")
+	if rf.LogFormat != "" && !cmd.Flags().Changed("log-format") {
+		ro.logFormat = rf.LogFormat
+	}
 	if cmd.Flags().Changed("nats") {
 		*natsURL = g.natsURL
 	}
