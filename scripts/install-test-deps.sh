@@ -41,3 +41,9 @@ if ! command -v nats-server >/dev/null 2>&1 && ! [ -x "$(go env GOPATH)/bin/nats
 	echo "installing: nats-server (go install)"
 	go install github.com/nats-io/nats-server/v2@v2.15.2
 fi
+
+# nfpm, which 'make deb' runs with 'go run' (packaging/deb_test.go builds
+# the package): fetched and built once here into the Go caches, at the
+# version packaging/build-deb.sh names, so the test does not wait for it.
+nfpm=$(sed -n 's/^NFPM=//p' "$(dirname "$0")/../packaging/build-deb.sh")
+go run "$nfpm" --version >/dev/null
