@@ -18,6 +18,12 @@ func readConfigFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
+	return blankComments(data), nil
+}
+
+// blankComments overwrites with spaces, in place, every line of data whose
+// first non-blank characters are //.
+func blankComments(data []byte) []byte {
 	for start := 0; start < len(data); {
 		end := bytes.IndexByte(data[start:], '\n')
 		if end < 0 {
@@ -33,5 +39,5 @@ func readConfigFile(path string) ([]byte, error) {
 		}
 		start = end + 1
 	}
-	return data, nil
+	return data
 }
