@@ -397,8 +397,9 @@ func TestRecoverLostMajority(t *testing.T) {
 // node of its full; a node killed in the middle of
 // a backup has it retried on the other node (attempt 2), which succeeds,
 // and the killed session is nowhere in the catalog; an agent killed in the
-// middle of a backup has it fail with a reason, and restarted it takes new
-// backups; and every backup on either node restores.
+// middle of a backup has it wait in the queue, saying why, and its next
+// attempt runs once the agent is back; and every backup on either node
+// restores.
 func TestClusterStorageNodes(t *testing.T) {
 	clients := []string{"web01", "web02", "web03"}
 	c := newClusterSys(t, clusterOpts{nodes: 2, agents: clients, agentRate: slowRate})
@@ -495,19 +496,28 @@ func TestClusterStorageNodes(t *testing.T) {
 	victim.proc.start()
 	c.waitReady()
 
-	// An agent killed mid-backup: the job fails and says why; nothing of
-	// it is in the catalog as a backup.
+	// An agent killed mid-backup: the backup goes back to the queue with
+	// the reason, waits for the agent, and its next attempt runs once the
+	// agent is back; nothing of the killed attempt is in the catalog.
 	src := randomTree(t, 45)
 	id = startBackup(c, "web02", "full", src)
-	started = append(started, id)
 	waitStreaming(c, id)
 	ag := c.agent("web02")
 	kill(ag.proc)
 	killed = time.Now()
-	done = waitJob(c, id, time.Minute)
-	t.Logf("backup %d: agent web02 killed mid-backup; the job ended %s after it, %s: %s", id, time.Since(killed).Round(time.Millisecond), done.State, done.Error)
-	if done.State != "failed" || !strings.Contains(done.Error, "web02") {
-		t.Errorf("the backup whose agent was killed: %+v", done)
+	var waiting wire.JobInfo
+	poll.Until(t, time.Minute, func() error {
+		if err := c.as("").tryJSON(&waiting, "job", "show", strconv.FormatUint(id, 10)); err != nil {
+			return err
+		}
+		if waiting.State != "queued" || !strings.Contains(waiting.Waiting, "web02") {
+			return fmt.Errorf("job %d is %s (attempt %d, waiting %q)", id, waiting.State, waiting.Attempt, waiting.Waiting)
+		}
+		return nil
+	})
+	t.Logf("backup %d: agent web02 killed mid-backup; requeued %s after it, waiting %q", id, time.Since(killed).Round(time.Millisecond), waiting.Waiting)
+	if waiting.Attempt != 1 {
+		t.Errorf("the backup whose agent was killed was ordered again before the agent was back: %+v", waiting)
 	}
 	var bs []wire.BackupInfo
 	c.json(&bs, "backup", "list", "--client", "web02")
@@ -518,6 +528,11 @@ func TestClusterStorageNodes(t *testing.T) {
 	}
 	ag.proc.start()
 	c.waitReady()
+	done = waitJob(c, id, time.Minute)
+	if done.State != "success" || done.Attempt != 2 {
+		t.Errorf("the backup whose agent was killed, once the agent is back: %+v", done)
+	}
+	track("web02", src, done.BackupID)
 	if err := os.WriteFile(filepath.Join(src, "again.txt"), []byte("after the agent came back\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

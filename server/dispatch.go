@@ -139,6 +139,10 @@ func (s *Server) tryDispatch(ctx context.Context, job *catalog.Job) error {
 		s.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s is stopping", job.Client))
 		return nil
 	}
+	if lost := s.agentLostSince(job.Client); !lost.IsZero() {
+		s.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s lost its stream at %s and has not been heard from since", job.Client, lost.UTC().Format(time.RFC3339)))
+		return nil
+	}
 	var node string
 	switch job.Type {
 	case catalog.JobBackup:
@@ -292,6 +296,9 @@ func (s *Server) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
 	if err != nil || job.State != catalog.JobRunning {
 		return
 	}
+	if e.Code == wire.CodeAgentLost {
+		s.agentLost(job.Client)
+	}
 	if job.Type != catalog.JobBackup || job.Attempt >= maxAttempts {
 		if job.Type == catalog.JobBackup {
 			e.Message = fmt.Sprintf("%s (attempt %d of %d)", e.Message, job.Attempt, maxAttempts)
@@ -306,6 +313,27 @@ func (s *Server) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
 	s.finishRun(id)
 	s.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobQueued), Message: e.Message})
 	s.kick()
+}
+
+// agentLost notes that an agent's stream broke off (its process may have
+// died): it gets no order until it is heard from again.
+func (s *Server) agentLost(client string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.agents[client]; l != nil {
+		l.lost = time.Now()
+	}
+}
+
+// agentLostSince returns when an agent last lost its stream, if it has not
+// been heard from since.
+func (s *Server) agentLostSince(client string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.agents[client]; l != nil && !l.lost.IsZero() && !l.lastSeen.After(l.lost) {
+		return l.lost
+	}
+	return time.Time{}
 }
 
 // agentStopping reports whether a client's agent said it is stopping.

@@ -79,7 +79,11 @@ type liveness struct {
 	streams  int
 	running  map[uint64]bool // agents: the jobs they say they work on
 	suspect  time.Time       // storage nodes: when an agent lost its stream to it
-	draining bool            // storage nodes and agents: stopping, taking no new job
+	// agents: when a storage node said the agent's stream broke off. Until
+	// the agent is heard from after that, it gets no order: one sent to a
+	// process that died would only spend an attempt.
+	lost     time.Time
+	draining bool // storage nodes and agents: stopping, taking no new job
 	// agents: the processes seen under the name, by instance id, while
 	// they heartbeat (and a liveness timeout after).
 	instances map[string]*wire.AgentInstance
