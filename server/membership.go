@@ -160,6 +160,10 @@ func (s *Server) serveRoles(ctx context.Context) {
 	member := s.memberNow()
 	s.member.Store(member)
 	switch {
+	case member && s.roleSubs != nil && !s.serving.Load():
+		if err := s.nc.Flush(); err == nil {
+			s.serving.Store(true)
+		}
 	case member && s.roleSubs == nil:
 		var subs []*nats.Subscription
 		for subject := range s.dispatch {
@@ -176,8 +180,12 @@ func (s *Server) serveRoles(ctx context.Context) {
 			subs = append(subs, sub)
 		}
 		s.roleSubs = subs
+		if err := s.nc.Flush(); err == nil {
+			s.serving.Store(true)
+		}
 		s.log.Info("a member of the group: answering storage nodes, agents and admins", "group", s.groupName())
 	case !member && s.roleSubs != nil:
+		s.serving.Store(false)
 		for _, sub := range s.roleSubs {
 			_ = sub.Unsubscribe()
 		}

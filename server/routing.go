@@ -231,6 +231,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		if sub != nil {
 			_ = sub.Unsubscribe()
 		}
+		s.serving.Store(false)
 		for _, sub := range s.roleSubs {
 			_ = sub.Unsubscribe()
 		}

@@ -56,6 +56,7 @@ type Server struct {
 	// whether this server answers roles now (membership.go).
 	groupID atomic.Pointer[catalog.Group]
 	member  atomic.Bool
+	serving atomic.Bool // the role subjects are subscribed and flushed to NATS
 	// Owned by the leader loop.
 	roleSubs    []*nats.Subscription
 	seenLeader  bool
@@ -199,6 +200,10 @@ func (s *Server) Start(ctx context.Context) error {
 
 // WaitLeader blocks until the Raft group has a leader.
 func (s *Server) WaitLeader(ctx context.Context) error { return s.raft.WaitLeader(ctx) }
+
+// Serving reports whether the server answers storage nodes, agents and
+// admins: a member whose subscriptions the NATS server has.
+func (s *Server) Serving() bool { return s.serving.Load() }
 
 // Close stops the server: NATS first so no new work arrives, then Raft and
 // the catalog.

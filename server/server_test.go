@@ -90,6 +90,14 @@ func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harne
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	// Leading is not answering yet: the role subjects are subscribed on
+	// the leader loop's next turn.
+	poll.Until(t, 30*time.Second, func() error {
+		if !s.Serving() {
+			return errors.New("the server does not answer roles yet")
+		}
+		return nil
+	})
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
