@@ -10,18 +10,34 @@
 // durable and in the catalog. A restore sends Read frames; the node answers
 // each with Records and Damaged frames and a ReadDone, and the agent closes
 // with End. An Error frame from either side ends the connection.
+//
+// A restore accounts for every entry a Read asks for: its records come in
+// Records frames, or a Damaged frame names it with the reason it is lost
+// (a damaged block, a truncated or missing volume, a key that does not
+// open the session). ReadDone counts both, so the agent can tell whether
+// the node left an entry out.
+//
+// Neither side waits for the other forever (SetTimeout): a write that the
+// peer does not take and a read that gets nothing fail after the timeout.
+// A side that may be silent for long while it works (a storage node
+// mounting a tape, locating, waiting for an operator to insert a
+// cartridge) sends Keepalive frames, which ReadFrame never returns; they
+// tell the peer it lives, not that the job progresses, which the servers
+// judge.
 package dataplane
 
 import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -40,7 +56,14 @@ const (
 	FrameRead     byte = 7
 	FrameDamaged  byte = 8
 	FrameReadDone byte = 9
+	// FrameKeepalive has no payload: the sender lives and has nothing to
+	// send yet. ReadFrame swallows it.
+	FrameKeepalive byte = 10
 )
+
+// KeepaliveInterval is how often a side that has written nothing sends a
+// keepalive; a peer's timeout must be well above it.
+const KeepaliveInterval = 10 * time.Second
 
 // MaxFrame bounds a frame's payload so a malformed length cannot make a
 // peer allocate without limit.
@@ -75,7 +98,11 @@ type Result struct {
 	Volumes []string          `json:"volumes"`
 }
 
-// Damaged reports entries of a Read whose data was lost to a bad block.
+// Damaged names entries of a Read that are lost, and why: their data lies
+// in a damaged block (Seq), past the end of a truncated volume, on a
+// volume that cannot be read, or in a session the key does not open. None
+// of them will be restored; records of one that already came are to be
+// thrown away.
 type Damaged struct {
 	SessionID uuid.UUID `json:"session_id"`
 	Seq       uint64    `json:"seq"`
@@ -83,39 +110,155 @@ type Damaged struct {
 	Paths     []string  `json:"paths"`
 }
 
-// ReadDone says a Read was fully served.
+// MaxDamagedPaths bounds the paths of one Damaged frame, so a frame that
+// names a whole missing volume's entries stays far below MaxFrame.
+const MaxDamagedPaths = 2000
+
+// ReadDone says a Read was served: Asked entries were asked for, Entries
+// of them came as records and Lost were named in Damaged frames (an entry
+// whose records came and that was then named counts in both). Every entry
+// asked for is in one or the other.
 type ReadDone struct {
 	SessionID uuid.UUID `json:"session_id"`
 	Entries   int       `json:"entries"`
+	Asked     int       `json:"asked"`
+	Lost      int       `json:"lost"`
 }
 
-// Conn is one data connection.
+// StallError is a read or write that the timeout of SetTimeout ended: the
+// peer sent nothing, not even a keepalive, or took none of what was
+// written. It wraps os.ErrDeadlineExceeded.
+type StallError struct {
+	Write bool // the peer stopped reading; else it stopped sending
+	After time.Duration
+	Err   error
+}
+
+func (e *StallError) Error() string {
+	if e.Write {
+		return fmt.Sprintf("the peer took no data for %s: it stopped reading", e.After)
+	}
+	return fmt.Sprintf("the peer sent nothing for %s, not even a keepalive", e.After)
+}
+
+func (e *StallError) Unwrap() error { return e.Err }
+
+// Conn is one data connection. One goroutine reads and one writes, as with
+// a net.Conn; Keepalive's goroutine writes too, under wmu.
 type Conn struct {
 	c     net.Conn
 	r     *bufio.Reader
-	w     *bufio.Writer
 	buf   []byte
 	ahead *readAhead // nil unless ReadAhead was called
+
+	wmu   sync.Mutex
+	w     *bufio.Writer
+	wrote time.Time // last flush, under wmu
+
+	timeout atomic.Int64 // SetTimeout, in nanoseconds
+	heard   atomic.Int64 // when a frame last came in, UnixNano
+	rdl     time.Time    // the read deadline the caller set; owned by the reader
+
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 // NewConn wraps an established (TLS) connection.
 func NewConn(c net.Conn) *Conn {
-	return &Conn{c: c, r: bufio.NewReaderSize(c, 256<<10), w: bufio.NewWriterSize(c, 256<<10)}
+	return &Conn{c: c, r: bufio.NewReaderSize(c, 256<<10), w: bufio.NewWriterSize(c, 256<<10), closed: make(chan struct{})}
+}
+
+// SetTimeout bounds every wait of the connection from now on: a write the
+// peer does not take within d, and a ReadFrame that gets no frame (a
+// keepalive counts) within d, fail with a *StallError. A keepalive that
+// comes in also gives a pending write d more, since the peer lives: it
+// may be busy (a storage node waiting for a tape takes no data). A read
+// deadline the caller sets wins over d until it is cleared. 0 turns the
+// timeout off.
+func (c *Conn) SetTimeout(d time.Duration) { c.timeout.Store(int64(d)) }
+
+func (c *Conn) timeoutD() time.Duration { return time.Duration(c.timeout.Load()) }
+
+// Keepalive sends a keepalive frame whenever nothing was written for
+// interval, until the connection is closed or a write fails. Call it once.
+func (c *Conn) Keepalive(interval time.Duration) {
+	c.wmu.Lock()
+	c.wrote = time.Now()
+	c.wmu.Unlock()
+	go func() {
+		t := time.NewTicker(max(interval/4, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-c.closed:
+				return
+			case <-t.C:
+			}
+			c.wmu.Lock()
+			var err error
+			if time.Since(c.wrote) >= interval {
+				if err = c.writeFrame(FrameKeepalive, nil); err == nil {
+					err = c.flush()
+				}
+			}
+			c.wmu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
 }
 
 // WriteFrame buffers one frame; Flush sends it.
 func (c *Conn) WriteFrame(t byte, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeFrame(t, payload)
+}
+
+func (c *Conn) writeFrame(t byte, payload []byte) error {
 	if len(payload) > MaxFrame {
 		return fmt.Errorf("data frame of %d bytes exceeds %d", len(payload), MaxFrame)
 	}
 	var hdr [5]byte
 	hdr[0] = t
 	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	c.writeDeadline()
 	if _, err := c.w.Write(hdr[:]); err != nil {
-		return err
+		return c.stalled(true, err)
 	}
 	_, err := c.w.Write(payload)
-	return err
+	return c.stalled(true, err)
+}
+
+// writeDeadline gives the next write the timeout, when there is one: a
+// full buffer goes to the socket inside Write.
+func (c *Conn) writeDeadline() {
+	if d := c.timeoutD(); d > 0 {
+		_ = c.c.SetWriteDeadline(time.Now().Add(d))
+	}
+}
+
+// stalled turns a deadline that the timeout set into a *StallError.
+func (c *Conn) stalled(write bool, err error) error {
+	d := c.timeoutD()
+	if err == nil || d <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	var se *StallError
+	if errors.As(err, &se) {
+		return err
+	}
+	return &StallError{Write: write, After: d, Err: err}
+}
+
+// heardFrom notes a frame from the peer: it lives, so a write it has not
+// taken yet gets the whole timeout again.
+func (c *Conn) heardFrom(t byte) {
+	c.heard.Store(time.Now().UnixNano())
+	if t == FrameKeepalive {
+		c.writeDeadline()
+	}
 }
 
 // WriteJSON writes a frame whose payload is v as JSON, and flushes.
@@ -134,16 +277,41 @@ func (c *Conn) WriteJSON(t byte, v any) error {
 func (c *Conn) WriteError(e *wire.Error) error { return c.WriteJSON(FrameError, e) }
 
 // Flush sends buffered frames.
-func (c *Conn) Flush() error { return c.w.Flush() }
+func (c *Conn) Flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.flush()
+}
 
-// ReadFrame reads the next frame. The payload is valid until the next call.
+func (c *Conn) flush() error {
+	c.writeDeadline()
+	err := c.w.Flush()
+	if err == nil {
+		c.wrote = time.Now()
+	}
+	return c.stalled(true, err)
+}
+
+// ReadFrame reads the next frame, keepalives aside. The payload is valid
+// until the next call.
 func (c *Conn) ReadFrame() (byte, []byte, error) {
 	if c.ahead != nil {
-		return c.ahead.next()
+		return c.ahead.next(c)
 	}
-	t, p, err := c.readFrame(c.buf)
-	c.buf = p
-	return t, p, err
+	for {
+		if d := c.timeoutD(); d > 0 && c.rdl.IsZero() {
+			_ = c.c.SetReadDeadline(time.Now().Add(d))
+		}
+		t, p, err := c.readFrame(c.buf)
+		c.buf = p
+		if err != nil {
+			return t, p, c.stalled(false, err)
+		}
+		c.heardFrom(t)
+		if t != FrameKeepalive {
+			return t, p, nil
+		}
+	}
 }
 
 // readFrame reads the next frame into buf, grown when it is too small.
@@ -198,7 +366,7 @@ func (c *Conn) ReadAhead(depth int) {
 	a := &readAhead{
 		frames: make(chan aheadFrame, depth),
 		free:   make(chan []byte, depth+2),
-		done:   make(chan struct{}),
+		done:   c.closed,
 	}
 	for range depth + 1 {
 		a.free <- nil
@@ -206,6 +374,8 @@ func (c *Conn) ReadAhead(depth int) {
 	a.free <- c.buf
 	c.buf = nil
 	c.ahead = a
+	// The goroutine reads with no socket deadline; waits are bounded in next.
+	_ = c.c.SetReadDeadline(time.Time{})
 	go func() {
 		for {
 			var buf []byte
@@ -215,6 +385,13 @@ func (c *Conn) ReadAhead(depth int) {
 				return
 			}
 			t, p, err := c.readFrame(buf)
+			if err == nil {
+				c.heardFrom(t)
+				if t == FrameKeepalive {
+					a.free <- p // never blocks: it was taken from free
+					continue
+				}
+			}
 			select {
 			case a.frames <- aheadFrame{t: t, p: p, err: err}:
 			case <-a.done:
@@ -231,9 +408,8 @@ func (c *Conn) ReadAhead(depth int) {
 // reader; the one that calls ReadFrame owns last, err and the deadline.
 type readAhead struct {
 	frames chan aheadFrame
-	free   chan []byte // buffers the goroutine may fill
-	done   chan struct{}
-	once   sync.Once
+	free   chan []byte   // buffers the goroutine may fill
+	done   chan struct{} // the connection's closed
 
 	last     []byte // the payload ReadFrame returned last
 	err      error  // the read error that ended the goroutine
@@ -247,7 +423,7 @@ type aheadFrame struct {
 	err error
 }
 
-func (a *readAhead) next() (byte, []byte, error) {
+func (a *readAhead) next(c *Conn) (byte, []byte, error) {
 	if a.err != nil {
 		return 0, nil, a.err
 	}
@@ -258,24 +434,53 @@ func (a *readAhead) next() (byte, []byte, error) {
 	a.mu.Lock()
 	d := a.deadline
 	a.mu.Unlock()
-	var expired <-chan time.Time
-	if !d.IsZero() {
-		t := time.NewTimer(time.Until(d))
-		defer t.Stop()
-		expired = t.C
-	}
-	select {
-	case f := <-a.frames:
-		if f.err != nil {
-			a.err = f.err
-			return 0, nil, f.err
+	// Without a deadline of the caller's, the timeout runs from when the
+	// peer was last heard, or from now: while the frames waited for this
+	// call the goroutine did not read, so the peer's silence was not seen.
+	since := time.Now()
+	timeout := c.timeoutD()
+	for {
+		until := d
+		if until.IsZero() && timeout > 0 {
+			until = time.Unix(0, max(c.heard.Load(), since.UnixNano())).Add(timeout)
 		}
-		a.last = f.p
-		return f.t, f.p, nil
-	case <-expired:
-		return 0, nil, fmt.Errorf("read data frame: %w", os.ErrDeadlineExceeded)
-	case <-a.done:
-		return 0, nil, fmt.Errorf("read data frame: %w", net.ErrClosed)
+		var expired <-chan time.Time
+		var timer *time.Timer
+		if !until.IsZero() {
+			timer = time.NewTimer(time.Until(until))
+			expired = timer.C
+		}
+		var f aheadFrame
+		var got, closed bool
+		select {
+		case f = <-a.frames:
+			got = true
+		case <-expired:
+		case <-a.done:
+			closed = true
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		switch {
+		case got:
+			if f.err != nil {
+				a.err = c.stalled(false, f.err)
+				return 0, nil, a.err
+			}
+			a.last = f.p
+			return f.t, f.p, nil
+		case closed:
+			return 0, nil, fmt.Errorf("read data frame: %w", net.ErrClosed)
+		}
+		if d.IsZero() && time.Unix(0, c.heard.Load()).Add(timeout).After(time.Now()) {
+			continue // a keepalive came meanwhile
+		}
+		err := fmt.Errorf("read data frame: %w", os.ErrDeadlineExceeded)
+		if d.IsZero() {
+			return 0, nil, &StallError{After: timeout, Err: err}
+		}
+		return 0, nil, err
 	}
 }
 
@@ -316,8 +521,10 @@ func DecodeJSON(t byte, p []byte, want byte, v any) error {
 	return nil
 }
 
-// SetDeadline sets the connection's deadline.
+// SetDeadline sets the connection's deadline. Call it from the goroutine
+// that reads.
 func (c *Conn) SetDeadline(t time.Time) error {
+	c.rdl = t
 	if c.ahead != nil {
 		c.ahead.setDeadline(t)
 		return c.c.SetWriteDeadline(t)
@@ -325,8 +532,10 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return c.c.SetDeadline(t)
 }
 
-// SetReadDeadline bounds the wait for the next frame.
+// SetReadDeadline bounds the wait for the next frame. Call it from the
+// goroutine that reads.
 func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.rdl = t
 	if c.ahead != nil {
 		c.ahead.setDeadline(t) // the socket's reads must not fail under the read-ahead
 		return nil
@@ -334,11 +543,10 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return c.c.SetReadDeadline(t)
 }
 
-// Close closes the connection.
+// Close closes the connection. It may be called from any goroutine, also
+// while another reads or writes: theirs fail.
 func (c *Conn) Close() error {
-	if c.ahead != nil {
-		c.ahead.once.Do(func() { close(c.ahead.done) })
-	}
+	c.closeOnce.Do(func() { close(c.closed) })
 	return c.c.Close()
 }
 
