@@ -55,6 +55,11 @@ func (n *Node) backup(ctx context.Context, log *slog.Logger, conn *dataplane.Con
 	s := &session{n: n, log: log, t: t}
 	log.Info("backup session started", "pool", t.Pool)
 	res, err := s.run(ctx, conn)
+	if err != nil && ctx.Err() != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause // the servers stopped the job, or the node stops
+		}
+	}
 	outcome := "success"
 	if err != nil {
 		outcome = "failed"
@@ -126,8 +131,7 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 	}
 	var end dataplane.End
 	for done := false; !done; {
-		_ = conn.SetReadDeadline(time.Now().Add(s.n.cfg.IdleTimeout))
-		typ, payload, err := conn.ReadFrame()
+		typ, payload, err := conn.ReadFrame() // within IdleTimeout (serveConn)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return nil, wire.Errorf(wire.CodeTimeout, "check the client; rerun the job",

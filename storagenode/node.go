@@ -52,6 +52,7 @@ type Node struct {
 	ticketKeys    []ed25519.PublicKey
 	keysRefreshed time.Time
 	conns         map[net.Conn]struct{}
+	jobs          map[uint64]*jobStream // the stream of each job running here
 	refreshMu     sync.Mutex // one refresh of the ticket keys at a time
 	// draining: the node stops (Drain); drained is closed when its last
 	// connection ends; handingBack: the drain ran out, and the sessions
@@ -77,7 +78,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("storage node data directory: %w", err)
 	}
-	n := &Node{cfg: cfg, log: logger, pools: map[string]*disk.Pool{}, conns: map[net.Conn]struct{}{},
+	n := &Node{cfg: cfg, log: logger, pools: map[string]*disk.Pool{}, conns: map[net.Conn]struct{}{}, jobs: map[uint64]*jobStream{},
 		tapes: map[string]TapePoolConfig{}, libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1)}
 	for _, p := range cfg.TapePools {
 		n.tapes[p.Name] = p
@@ -173,6 +174,9 @@ func (n *Node) Start(ctx context.Context) error {
 func (n *Node) serveOrders(ctx context.Context) error {
 	r := wire.NewRouter()
 	r.Handle(wire.OpPing, wire.Typed(func(context.Context, string, wire.Empty) (wire.Empty, error) { return wire.Empty{}, nil }))
+	r.Handle(wire.OpCancel, wire.Typed(func(_ context.Context, _ string, o wire.CancelJob) (wire.CancelResult, error) {
+		return n.cancelJob(o), nil
+	}))
 	r.Handle(wire.OpNodeStatus, wire.Typed(func(context.Context, string, wire.Empty) (wire.NodeStatus, error) {
 		return wire.NodeStatus{ID: n.cfg.ID, Version: Version, DataAddr: n.DataAddr(), Streams: n.streams(), Pools: n.usage(), Draining: n.isDraining()}, nil
 	}))
@@ -587,6 +591,7 @@ func (n *Node) acceptLoop(ctx context.Context) {
 
 // serveConn checks a connection's ticket and runs what it allows.
 func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
+	defer conn.Close()
 	log := n.log.With("peer", conn.RemoteAddr().String())
 	_ = conn.SetDeadline(time.Now().Add(n.cfg.HelloTimeout))
 	var hello dataplane.Hello
@@ -608,13 +613,71 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	// From here on neither side waits for the other forever: a stalled
+	// agent fails the stream within IdleTimeout, and the drive it holds
+	// goes back. While the node works without sending (a mount, a
+	// locate, a wait for a tape) keepalives tell the agent it lives.
+	conn.SetTimeout(n.cfg.IdleTimeout)
+	conn.Keepalive(min(dataplane.KeepaliveInterval, n.cfg.IdleTimeout/3))
 	log = log.With("job", t.JobID, "client", t.Client, "op", t.Op)
+	ctx, done := n.startJob(ctx, t, conn)
+	defer done()
 	switch t.Op {
 	case ticket.OpBackup:
 		n.backup(ctx, log, conn, t)
 	case ticket.OpRestore:
 		n.restore(ctx, log, conn, t)
 	}
+}
+
+// jobStream is a job's stream on this node, which the servers may order
+// stopped.
+type jobStream struct {
+	attempt int
+	cancel  context.CancelCauseFunc
+	conn    *dataplane.Conn
+}
+
+// startJob registers the stream of a job for cancelJob. A second stream of
+// the same job (a ticket of the next attempt) replaces the first in the
+// registry; each unregisters only itself.
+func (n *Node) startJob(ctx context.Context, t ticket.Ticket, conn *dataplane.Conn) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	js := &jobStream{attempt: t.Attempt, cancel: cancel, conn: conn}
+	n.mu.Lock()
+	n.jobs[t.JobID] = js
+	n.mu.Unlock()
+	return ctx, func() {
+		n.mu.Lock()
+		if n.jobs[t.JobID] == js {
+			delete(n.jobs, t.JobID)
+		}
+		n.mu.Unlock()
+		cancel(nil)
+	}
+}
+
+// cancelJob stops a job's stream at once, when it runs here at the
+// attempt named (any attempt for 0): its context ends with the servers'
+// reason and its connection closes, so a read or write blocked on the
+// agent returns now. The stream then does what a failure does: a backup
+// cuts its session off its volumes, a restore stops reading; either gives
+// its drive back. Stopping a job that does not run here is no error: the
+// order is idempotent.
+func (n *Node) cancelJob(o wire.CancelJob) wire.CancelResult {
+	n.mu.Lock()
+	js := n.jobs[o.JobID]
+	if js != nil && o.Attempt != 0 && js.attempt != 0 && js.attempt != o.Attempt {
+		js = nil // another attempt's stream: not the one the order is about
+	}
+	n.mu.Unlock()
+	if js == nil {
+		return wire.CancelResult{}
+	}
+	n.log.Warn("stopping a job on the servers' order", "job", o.JobID, "attempt", o.Attempt, "reason", o.Reason)
+	js.cancel(wire.Errorf(wire.CodeAborted, "", "job %d was stopped by the servers: %s", o.JobID, o.Reason))
+	_ = js.conn.Close()
+	return wire.CancelResult{Running: true}
 }
 
 // keyRefreshInterval bounds how often tickets that do not verify make the

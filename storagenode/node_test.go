@@ -38,6 +38,7 @@ type fakeServer struct {
 	volID   uuid.UUID
 	aborts  []wire.SessionAbortReq
 	commits []wire.SessionCommitReq
+	index   map[uint64][][]byte // each job's index segments
 	hearts  int
 	// registers counts registrations.
 	registers int
@@ -66,7 +67,14 @@ func (f *fakeServer) handle(_ context.Context, subject string, body json.RawMess
 		}
 		return wire.VolumeGrant{ID: f.volID, Name: "Default-0001", Pool: req.Pool, New: isNew, Bytes: bytes,
 			BlockSize: 64 << 10, BlockRawSize: 512 << 10, Compression: true}, nil
-	case wire.OpVolumeLabeled, wire.OpSessionIndex:
+	case wire.OpSessionIndex:
+		req, _ := wire.Decode[wire.SessionIndexReq](body)
+		if f.index == nil {
+			f.index = map[uint64][][]byte{}
+		}
+		f.index[req.JobID] = append(f.index[req.JobID], req.Data)
+		return wire.Empty{}, nil
+	case wire.OpVolumeLabeled:
 		return wire.Empty{}, nil
 	case wire.OpSessionCommit:
 		req, _ := wire.Decode[wire.SessionCommitReq](body)

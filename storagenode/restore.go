@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"time"
+	"os"
+	"syscall"
 
 	"github.com/google/uuid"
 
@@ -26,6 +27,10 @@ func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Co
 	defer n.metrics.streams.WithLabelValues("restore").Dec()
 	r := &reader{n: n, log: log, t: t, conn: conn, keys: map[string]*volume.Key{}}
 	err := r.run(ctx)
+	if err != nil {
+		err = r.streamError(ctx, err)
+	}
+	// The drive goes back before anything else: another job may wait for it.
 	r.releaseTape(err)
 	outcome := "success"
 	if err != nil {
@@ -34,10 +39,32 @@ func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Co
 		if we.Code == wire.CodeInternal {
 			we = wire.Errorf(wire.CodeIO, "", "storage node %s: %v", n.cfg.ID, err)
 		}
-		log.Warn("restore stream failed", "err", we.Message)
+		log.Warn("restore stream failed; its drive is released", "err", we.Message)
 		_ = conn.WriteError(we)
 	}
 	n.metrics.sessions.WithLabelValues("restore", outcome).Inc()
+}
+
+// streamError says why a restore stream ended early in terms of the job:
+// the servers stopped it, or its agent stopped reading or went away.
+func (r *reader) streamError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			return cause
+		}
+	}
+	var se *dataplane.StallError
+	switch {
+	case errors.As(err, &se) && se.Write:
+		return wire.Errorf(wire.CodeTimeout, "check the client; rerun the restore",
+			"the agent of client %s took no data for %s: it stopped reading, and the restore of job %d ends", r.t.Client, se.After, r.t.JobID)
+	case errors.As(err, &se):
+		return wire.Errorf(wire.CodeTimeout, "check the client; rerun the restore",
+			"the agent of client %s sent nothing for %s", r.t.Client, se.After)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
+		return wire.Errorf(wire.CodeAborted, "check the agent's log", "the agent of client %s went away during the restore of job %d: %v", r.t.Client, r.t.JobID, err)
+	}
+	return err
 }
 
 type reader struct {
@@ -59,10 +86,9 @@ func (r *reader) run(ctx context.Context) error {
 		return err
 	}
 	for {
-		_ = r.conn.SetReadDeadline(time.Now().Add(r.n.cfg.IdleTimeout))
 		typ, payload, err := r.conn.ReadFrame()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) && ctx.Err() == nil {
 				return nil
 			}
 			return fmt.Errorf("agent connection: %w", err)
@@ -100,10 +126,64 @@ func (r *reader) key(ctx context.Context, id string) (*volume.Key, error) {
 	return k, nil
 }
 
+// stopStream is an error that ends the whole stream (the connection to
+// the agent broke, the servers do not answer), where a volume that cannot
+// be read only loses the entries of one read.
+type stopStream struct{ err error }
+
+func (e *stopStream) Error() string { return e.err.Error() }
+func (e *stopStream) Unwrap() error { return e.err }
+
 // serve reads the entries of one read request and streams their records.
+// Every entry asked for is accounted for: its records go out, or a Damaged
+// frame names it with the reason it is lost; ReadDone counts both. A
+// volume that cannot be read (missing, unreadable, a key that does not
+// open it) loses the entries of this read and the stream goes on with the
+// next; only a broken connection or a stopped job ends it.
 func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
+	acct := newReadAccount(rr)
+	err := r.read(ctx, rr, acct)
+	var stop *stopStream
+	if errors.As(err, &stop) || ctx.Err() != nil {
+		return err
+	}
+	if err := r.flush(); err != nil {
+		return err
+	}
+	var lost *volume.LostEntriesError
+	if errors.As(err, &lost) {
+		// The reader read on to the end and names what it could not pass
+		// on whole, and why.
+		for _, d := range acct.lostEntries(lost) {
+			if err := r.sendDamaged(d); err != nil {
+				return err
+			}
+		}
+		err = nil
+	}
+	if err != nil {
+		r.log.Error("read request failed; its entries not read yet are lost", "session", rr.SessionID, "err", err)
+	}
+	for _, d := range acct.unaccounted(err) {
+		if err := r.sendDamaged(d); err != nil {
+			return err
+		}
+	}
+	done := dataplane.ReadDone{SessionID: rr.SessionID, Entries: acct.produced, Asked: len(rr.Locs), Lost: acct.lost}
+	if done.Lost > 0 {
+		r.log.Warn("read request served with entries lost", "session", rr.SessionID, "asked", done.Asked, "read", done.Entries, "lost", done.Lost)
+	}
+	return r.conn.WriteJSON(dataplane.FrameReadDone, done)
+}
+
+// read streams what the volumes give of rr's entries and names the ones
+// damage hurts as it finds it.
+func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccount) error {
 	key, err := r.key(ctx, rr.KeyID)
 	if err != nil {
+		if wire.CodeOf(err) != wire.CodeKey {
+			return &stopStream{err} // the servers do not answer: not a loss of data
+		}
 		return err
 	}
 	names := map[uuid.UUID]wire.ReadPart{}
@@ -150,49 +230,44 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	}
 	sr := volume.NewSessionReader(rr.SessionID, key, refs, open, opts)
 	defer sr.Close()
-	entries := 0
 	onRecord := func(t volume.RecordType, body []byte) error {
-		if t == volume.RecFileHeader {
-			entries++
-		}
+		acct.record(t, body)
 		r.batch = volume.AppendRecord(r.batch, t, body)
 		if len(r.batch) >= recordBatch {
-			return r.flush()
+			if err := r.flush(); err != nil {
+				return &stopStream{err}
+			}
 		}
 		return nil
 	}
 	onDamage := func(cbe *volume.CorruptBlockError) error {
+		// The records before the damage go first: the agent drops the
+		// rest of an entry it names from where the name comes.
 		if err := r.flush(); err != nil {
+			return &stopStream{err}
+		}
+		r.log.Error("damaged block", "session", rr.SessionID, "seq", cbe.Seq, "err", cbe)
+		r.n.metrics.damagedBlocks.Inc()
+		if err := r.sendDamaged(acct.damage(cbe)); err != nil {
+			return &stopStream{err}
+		}
+		return nil
+	}
+	return sr.ReadEntries(ctx, locs, onRecord, onDamage)
+}
+
+// sendDamaged names lost entries, in frames of at most MaxDamagedPaths.
+func (r *reader) sendDamaged(d dataplane.Damaged) error {
+	paths := d.Paths
+	for len(paths) > 0 {
+		n := min(len(paths), dataplane.MaxDamagedPaths)
+		d.Paths = paths[:n]
+		if err := r.conn.WriteJSON(dataplane.FrameDamaged, d); err != nil {
 			return err
 		}
-		d := dataplane.Damaged{SessionID: rr.SessionID, Seq: cbe.Seq, Reason: cbe.Error()}
-		for _, l := range rr.Locs {
-			if l.Loc.Seq <= cbe.Seq && cbe.Seq <= l.Loc.EndSeq {
-				d.Paths = append(d.Paths, l.Path)
-			}
-		}
-		r.log.Error("damaged block", "session", rr.SessionID, "seq", cbe.Seq, "entries", len(d.Paths), "err", cbe)
-		r.n.metrics.damagedBlocks.Inc()
-		return r.conn.WriteJSON(dataplane.FrameDamaged, d)
+		paths = paths[n:]
 	}
-	err = sr.ReadEntries(ctx, locs, onRecord, onDamage)
-	var lost *volume.LostEntriesError
-	if errors.As(err, &lost) {
-		// onDamage named the entries in each damaged block as reading went
-		// on; the agent counts what it did not get whole.
-		err = nil
-	}
-	if err != nil {
-		var ke *volume.KeyError
-		if errors.As(err, &ke) {
-			return wire.Errorf(wire.CodeKey, "", "%v", err)
-		}
-		return err
-	}
-	if err := r.flush(); err != nil {
-		return err
-	}
-	return r.conn.WriteJSON(dataplane.FrameReadDone, dataplane.ReadDone{SessionID: rr.SessionID, Entries: entries})
+	return nil
 }
 
 func (r *reader) flush() error {
@@ -205,4 +280,193 @@ func (r *reader) flush() error {
 	r.n.metrics.bytesRead.Add(float64(len(r.batch)))
 	r.batch = r.batch[:0]
 	return r.conn.Flush()
+}
+
+// readAccount keeps track of the entries of one read request: which went
+// out and which were named lost, so that none is left out whatever the
+// volume reader did or could not do.
+type readAccount struct {
+	rr       *wire.ReadRequest
+	byPath   map[string]int
+	out      []bool // its FileHeader went out
+	lostAt   []bool // named lost
+	open     int    // the entry whose FileHeader went out and whose FileEnd has not; -1 for none
+	damages  []*volume.CorruptBlockError
+	produced int
+	lost     int
+}
+
+func newReadAccount(rr *wire.ReadRequest) *readAccount {
+	a := &readAccount{rr: rr, byPath: make(map[string]int, len(rr.Locs)), out: make([]bool, len(rr.Locs)), lostAt: make([]bool, len(rr.Locs)), open: -1}
+	for i, l := range rr.Locs {
+		a.byPath[l.Path] = i
+	}
+	return a
+}
+
+// record notes a record on its way to the agent.
+func (a *readAccount) record(t volume.RecordType, body []byte) {
+	switch t {
+	case volume.RecFileHeader:
+		a.open = -1
+		e, err := fileindex.DecodeEntry(body)
+		if err != nil {
+			return // the agent refuses the stream on it
+		}
+		if i, ok := a.byPath[e.Path]; ok {
+			if !a.out[i] {
+				a.out[i] = true
+				a.produced++
+			}
+			a.open = i
+		}
+	case volume.RecFileEnd:
+		a.open = -1
+	}
+}
+
+// damage names the entries a damaged block hurts: every one whose blocks,
+// Seq to EndSeq, include it (those that start in it, lie in it, or run
+// into or through it), and the one whose records are under way, which
+// runs into it whatever its index says.
+func (a *readAccount) damage(d *volume.CorruptBlockError) dataplane.Damaged {
+	a.damages = append(a.damages, d)
+	out := dataplane.Damaged{SessionID: a.rr.SessionID, Seq: d.Seq, Reason: d.Error()}
+	for i, l := range a.rr.Locs {
+		hurt := l.Loc.Seq <= d.Seq && d.Seq <= l.Loc.EndSeq
+		if l.Loc.EndSeq < l.Loc.Seq {
+			hurt = l.Loc.Seq == d.Seq // an index without EndSeq
+		}
+		if (hurt || i == a.open) && a.lose(i) {
+			out.Paths = append(out.Paths, l.Path)
+		}
+	}
+	if a.open >= 0 {
+		a.open = -1 // its remaining records are dropped
+	}
+	return out
+}
+
+func (a *readAccount) lose(i int) bool {
+	if a.lostAt[i] {
+		return false
+	}
+	a.lostAt[i] = true
+	a.lost++
+	return true
+}
+
+// lostEntries names the entries the reader says it lost, with its
+// reasons, those not named yet.
+func (a *readAccount) lostEntries(e *volume.LostEntriesError) []dataplane.Damaged {
+	type at struct {
+		seq     uint64
+		inBlock uint32
+	}
+	byLoc := make(map[at][]int, len(a.rr.Locs))
+	for i, l := range a.rr.Locs {
+		k := at{l.Loc.Seq, l.Loc.InBlock}
+		byLoc[k] = append(byLoc[k], i)
+	}
+	groups := map[string]*dataplane.Damaged{}
+	var order []string
+	for _, le := range e.Lost {
+		seq := le.Loc.Seq
+		if le.Damage != nil {
+			seq = le.Damage.Seq
+		}
+		for _, i := range byLoc[at{le.Loc.Seq, le.Loc.InBlock}] {
+			if !a.lose(i) {
+				continue
+			}
+			g := groups[le.Reason]
+			if g == nil {
+				g = &dataplane.Damaged{SessionID: a.rr.SessionID, Seq: seq, Reason: le.Reason}
+				groups[le.Reason] = g
+				order = append(order, le.Reason)
+			}
+			g.Paths = append(g.Paths, a.rr.Locs[i].Path)
+			if i == a.open {
+				a.open = -1
+			}
+		}
+	}
+	out := make([]dataplane.Damaged, 0, len(order))
+	for _, reason := range order {
+		out = append(out, *groups[reason])
+	}
+	return out
+}
+
+// unaccounted names every entry that neither went out whole nor was named
+// yet: the one the read stopped inside, and those it never reached. err
+// is why the read stopped early, if it did; otherwise the last damage
+// before an entry is what took it (a volume cut short ends in damage, and
+// everything after it is lost with it).
+func (a *readAccount) unaccounted(err error) []dataplane.Damaged {
+	groups := map[string]*dataplane.Damaged{}
+	var order []string
+	add := func(seq uint64, reason, path string) {
+		g := groups[reason]
+		if g == nil {
+			g = &dataplane.Damaged{SessionID: a.rr.SessionID, Seq: seq, Reason: reason}
+			groups[reason] = g
+			order = append(order, reason)
+		}
+		g.Paths = append(g.Paths, path)
+	}
+	for i, l := range a.rr.Locs {
+		if a.lostAt[i] || (a.out[i] && i != a.open) {
+			continue
+		}
+		a.lose(i)
+		seq, reason := l.Loc.Seq, ""
+		switch {
+		case err != nil && a.out[i]:
+			reason = "the read stopped inside it: " + errorText(err)
+		case err != nil:
+			reason = "not read: " + errorText(err)
+		case a.out[i]:
+			reason = "its records end before its FileEnd"
+			if d := a.lastDamage(l.Loc.Seq); d != nil {
+				reason += ", lost after " + d.Error()
+			}
+		default:
+			if d := a.lastDamage(l.Loc.Seq); d != nil {
+				seq, reason = d.Seq, "lost with the damage before it: "+d.Error()
+			} else {
+				reason = fmt.Sprintf("nothing of it was read: the volume ends before block seq %d (it was cut short) or does not hold what the catalog says", l.Loc.Seq)
+			}
+		}
+		add(seq, reason, l.Path)
+	}
+	a.open = -1
+	out := make([]dataplane.Damaged, 0, len(order))
+	for _, reason := range order {
+		out = append(out, *groups[reason])
+	}
+	return out
+}
+
+// lastDamage is the last damage reported at or before block seq.
+func (a *readAccount) lastDamage(seq uint64) *volume.CorruptBlockError {
+	var last *volume.CorruptBlockError
+	for _, d := range a.damages {
+		if d.Seq <= seq && (last == nil || d.Seq >= last.Seq) {
+			last = d
+		}
+	}
+	return last
+}
+
+// errorText is an error as the agent's list of lost entries shows it.
+func errorText(err error) string {
+	var ke *volume.KeyError
+	switch {
+	case errors.As(err, &ke):
+		return "the key does not open the session: " + err.Error()
+	case errors.Is(err, os.ErrNotExist):
+		return "a volume is missing: " + err.Error()
+	}
+	return err.Error()
 }

@@ -178,7 +178,8 @@ type tapeRigOpts struct {
 	chunk           int64
 	profile         string
 	realClock       bool
-	libDir          string // "" for a new library in a temporary directory
+	libDir          string        // "" for a new library in a temporary directory
+	idle            time.Duration // the node's IdleTimeout; its default when 0
 }
 
 type nodeTapeRig struct {
@@ -253,6 +254,9 @@ func (r *nodeTapeRig) startNode(t testing.TB, o tapeRigOpts) {
 	cfg.DataAddr = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.VolumeWaitPoll = 50 * time.Millisecond
+	if o.idle > 0 {
+		cfg.IdleTimeout = o.idle
+	}
 	cfg.Libraries = []library.Config{{Name: "lib1", Emulated: &library.EmulatedConfig{
 		Dir: o.libDir, Drives: 1, Slots: o.tapes + 2, MailSlots: 1, Barcodes: r.barcodes(),
 		CartridgeBytes: o.cartridge, EarlyWarningBytes: o.zone, VirtualClock: !o.realClock, Profile: o.profile,

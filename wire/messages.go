@@ -176,6 +176,24 @@ const (
 	OpNodeStatus     = "status"
 )
 
+// CancelJob orders a storage node or an agent (OpCancel) to stop a job at
+// once: the node closes the job's stream, cuts a backup's session off its
+// volumes and gives its drive back; the agent stops the job and writes
+// nothing more to a restore target. Attempt names the attempt the order is
+// about, so a late order cannot stop the attempt that replaced it; 0 stops
+// whatever attempt runs. The order is idempotent: stopping a job that does
+// not run (any more) there changes nothing.
+type CancelJob struct {
+	JobID   uint64 `json:"job_id"`
+	Attempt int    `json:"attempt,omitempty"`
+	Reason  string `json:"reason"`
+}
+
+// CancelResult answers CancelJob: whether the job was running there.
+type CancelResult struct {
+	Running bool `json:"running"`
+}
+
 // NodeStatus answers a storage node's status order.
 type NodeStatus struct {
 	ID       string      `json:"id"`

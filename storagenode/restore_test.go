@@ -1,0 +1,566 @@
+package storagenode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/media/tape"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// readResult is what an agent makes of one read: the entries that came
+// whole and were not named lost, the ones named lost, and ReadDone.
+type readResult struct {
+	whole map[string][]byte
+	lost  map[string]string // path -> reason
+	done  dataplane.ReadDone
+}
+
+// readOnce sends rr and takes in the answer as an agent does: records of
+// an entry named lost are thrown away.
+func readOnce(t testing.TB, conn *dataplane.Conn, rr wire.ReadRequest) readResult {
+	t.Helper()
+	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
+		t.Fatal(err)
+	}
+	res := readResult{whole: map[string][]byte{}, lost: map[string]string{}}
+	content := map[string][]byte{}
+	ended := map[string]bool{}
+	cur := ""
+	for {
+		typ, payload, err := conn.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch typ {
+		case dataplane.FrameRecords:
+			for len(payload) > 0 {
+				rt, body, n, err := volume.ParseRecord(payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch rt {
+				case volume.RecFileHeader:
+					e, err := fileindex.DecodeEntry(body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					cur = e.Path
+					content[cur] = []byte{}
+				case volume.RecData:
+					_, d, err := volume.DecodeData(body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					content[cur] = append(content[cur], d...)
+				case volume.RecFileEnd:
+					ended[cur] = true
+				}
+				payload = payload[n:]
+			}
+		case dataplane.FrameDamaged:
+			var d dataplane.Damaged
+			if err := json.Unmarshal(payload, &d); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range d.Paths {
+				if _, dup := res.lost[p]; dup {
+					t.Errorf("%s named lost twice", p)
+				}
+				res.lost[p] = d.Reason
+			}
+		case dataplane.FrameReadDone:
+			if err := json.Unmarshal(payload, &res.done); err != nil {
+				t.Fatal(err)
+			}
+			for p, c := range content {
+				if _, lost := res.lost[p]; !lost && ended[p] {
+					res.whole[p] = c
+				}
+			}
+			return res
+		case dataplane.FrameError:
+			t.Fatalf("error frame: %s", payload)
+		default:
+			t.Fatalf("unexpected frame %d", typ)
+		}
+	}
+}
+
+// check holds every entry of rr to its fate: lost (named, with a reason
+// that says want) when lose says so, else back whole and byte for byte;
+// and ReadDone counts exactly that.
+func (res readResult) check(t testing.TB, rr wire.ReadRequest, fs []testFile, lose func(fileindex.Location) bool, want string) {
+	t.Helper()
+	content := map[string][]byte{}
+	for _, f := range fs {
+		content[f.path] = f.content
+	}
+	lost := 0
+	for _, l := range rr.Locs {
+		reason, named := res.lost[l.Path]
+		switch {
+		case lose(l.Loc) && !named:
+			t.Errorf("%s (blocks %d..%d) is lost but not named", l.Path, l.Loc.Seq, l.Loc.EndSeq)
+		case lose(l.Loc) && !strings.Contains(reason, want):
+			t.Errorf("%s is named lost because %q, want it to say %q", l.Path, reason, want)
+		case !lose(l.Loc) && named:
+			t.Errorf("%s (blocks %d..%d) is named lost (%s) but its blocks are intact", l.Path, l.Loc.Seq, l.Loc.EndSeq, reason)
+		case !lose(l.Loc) && string(res.whole[l.Path]) != string(content[l.Path]):
+			t.Errorf("%s (blocks %d..%d): %d bytes restored, want %d", l.Path, l.Loc.Seq, l.Loc.EndSeq, len(res.whole[l.Path]), len(content[l.Path]))
+		}
+		if named {
+			lost++
+		}
+	}
+	if res.done.Asked != len(rr.Locs) || res.done.Lost != lost || len(res.lost) != lost || len(res.whole)+lost != len(rr.Locs) {
+		t.Errorf("read done %+v: %d entries asked, %d came whole, %d named lost", res.done, len(rr.Locs), len(res.whole), len(res.lost))
+	}
+}
+
+// mixedFiles are files of sizes that make entries start, end and lie
+// inside blocks of 512 KiB, and run across several.
+func mixedFiles() []testFile {
+	var fs []testFile
+	for i, size := range []int{100 << 10, 1300 << 10, 50 << 10, 700 << 10, 30 << 10, 30 << 10, 2000 << 10, 90 << 10, 400 << 10, 20 << 10, 1100 << 10, 60 << 10} {
+		f := randomFiles(uint64(i+1), 1, size)[0]
+		f.path = fmt.Sprintf("/data/f%02d", i)
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+// backupFiles backs fs up as job to the rig's disk pool.
+func (r *rig) backupFiles(job uint64, fs []testFile) {
+	r.t.Helper()
+	conn, err := r.dial(r.ticket(job))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer conn.Close()
+	var batch []byte
+	for _, f := range fs {
+		batch = volume.AppendRecord(batch, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
+		for off := 0; off < len(f.content); off += 256 << 10 {
+			batch = volume.AppendDataRecord(batch, int64(off), f.content[off:min(off+256<<10, len(f.content))])
+		}
+		batch = volume.AppendFileEnd(batch, volume.EndOK, nil)
+		if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+			r.t.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{Entries: int64(len(fs))}); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := conn.ReadJSON(dataplane.FrameResult, &dataplane.Result{}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// readRequest is what the servers' plan asks for all of job's entries.
+func (r *rig) readRequest(job uint64) wire.ReadRequest {
+	r.t.Helper()
+	r.fake.mu.Lock()
+	defer r.fake.mu.Unlock()
+	for _, c := range r.fake.commits {
+		if c.JobID != job {
+			continue
+		}
+		rr := wire.ReadRequest{SessionID: c.SessionID, KeyID: "k1"}
+		for _, p := range c.Parts {
+			rr.Parts = append(rr.Parts, wire.ReadPart{VolumeID: p.VolumeID, Volume: "Default-0001", Pool: "Default",
+				VolumeStart: p.VolumeStart, DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd})
+		}
+		for _, seg := range r.fake.index[job] {
+			es, err := fileindex.DecodeSegment(seg)
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			for _, e := range es {
+				rr.Locs = append(rr.Locs, wire.ReadLoc{Path: e.Path, Loc: e.Loc})
+			}
+		}
+		return rr
+	}
+	r.t.Fatalf("job %d was not committed", job)
+	return wire.ReadRequest{}
+}
+
+// restoreConn opens a restore stream of job's sessions.
+func (r *rig) restoreConn(job uint64, sessions ...string) *dataplane.Conn {
+	r.t.Helper()
+	now := time.Now()
+	tk, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: ticket.OpRestore, Sessions: sessions,
+		Issued: now, Expires: now.Add(time.Minute)}, r.signer)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	conn, err := r.dial(tk)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (r *rig) waitRegistered() {
+	r.t.Helper()
+	poll.Until(r.t, 10*time.Second, func() error {
+		if !r.node.Registered() {
+			return errors.New("not registered")
+		}
+		return nil
+	})
+}
+
+// blockOffset is where data block seq of the session's only part lies in
+// its volume file.
+func blockOffset(t *testing.T, path string, p wire.ReadPart, seq uint64) int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hb := make([]byte, volume.HeaderSize)
+	for off := p.DataStart; off < p.DataStart+int64(p.StreamEnd-p.StreamStart); {
+		if _, err := f.ReadAt(hb, off); err != nil {
+			t.Fatal(err)
+		}
+		h, err := volume.ParseBlockHeader(hb)
+		if err != nil {
+			t.Fatalf("block header at %d: %v", off, err)
+		}
+		if h.Seq == seq {
+			return off
+		}
+		off += h.Size()
+	}
+	t.Fatalf("no block seq %d in %s", seq, path)
+	return 0
+}
+
+// A volume cut short in the middle of a block: every entry whose blocks
+// reach the cut is named lost with the truncation as its reason (the one
+// that runs into the cut, and every one after it, which the reader never
+// gets to), every entry before it comes back byte for byte, and ReadDone
+// accounts for all of them.
+func TestRestoreNamesEveryEntryATruncatedVolumeLoses(t *testing.T) {
+	r := newRig(t, true)
+	r.waitRegistered()
+	fs := mixedFiles()
+	r.backupFiles(1, fs)
+	rr := r.readRequest(1)
+	if len(rr.Parts) != 1 || len(rr.Locs) != len(fs) {
+		t.Fatalf("read request %+v", rr)
+	}
+	// Cut inside the block where an entry that runs across blocks goes on.
+	var cut uint64
+	for _, l := range rr.Locs {
+		if l.Loc.EndSeq >= l.Loc.Seq+2 {
+			cut = l.Loc.Seq + 1
+			break
+		}
+	}
+	if cut == 0 {
+		t.Fatalf("no entry runs across three blocks: %+v", rr.Locs)
+	}
+	path := filepath.Join(r.pool, "Default-0001.cvol")
+	if err := os.Truncate(path, blockOffset(t, path, rr.Parts[0], cut)+volume.HeaderSize+1000); err != nil {
+		t.Fatal(err)
+	}
+	res := readOnce(t, r.restoreConn(2, rr.SessionID.String()), rr)
+	res.check(t, rr, fs, func(l fileindex.Location) bool { return l.EndSeq >= cut }, "truncated")
+	after := 0
+	for _, l := range rr.Locs {
+		if l.Loc.Seq > cut {
+			after++
+		}
+	}
+	t.Logf("cut in block %d: %d entries restored, %d named lost, %d of them start after the cut", cut, len(res.whole), len(res.lost), after)
+	if after == 0 || len(res.whole) == 0 {
+		t.Fatalf("the cut at block %d leaves no entry after it, or none before", cut)
+	}
+}
+
+// A volume that is gone loses the entries of its read, named with the
+// reason, and the stream goes on: the next read is served.
+func TestRestoreGoesOnPastAMissingVolume(t *testing.T) {
+	r := newRig(t, true)
+	r.waitRegistered()
+	fs := mixedFiles()[:4]
+	r.backupFiles(1, fs)
+	rr := r.readRequest(1)
+	path := filepath.Join(r.pool, "Default-0001.cvol")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+	conn := r.restoreConn(2, rr.SessionID.String())
+	res := readOnce(t, conn, rr)
+	res.check(t, rr, fs, func(fileindex.Location) bool { return true }, "Default-0001")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res = readOnce(t, conn, rr)
+	res.check(t, rr, fs, func(fileindex.Location) bool { return false }, "")
+	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A damaged block loses exactly the entries whose blocks, Seq to EndSeq,
+// include it: the one that runs into it, those inside it, the one that
+// starts in it and runs on; the rest come back byte for byte. Read from
+// an emulated tape whose drive cannot read one record, moved along the
+// session so that the damaged block is each of its blocks in turn.
+func TestRestoreNamesEntriesRunningIntoADamagedBlock(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1})
+	fs := mixedFiles()
+	if _, err := r.backup(t, 1, fs); err != nil {
+		t.Fatal(err)
+	}
+	rr := r.fake.readRequest(t, 1)
+	var into, startsIn, inside bool
+	damaged := map[uint64]bool{}
+	// Tape records are 64 KiB; a 512 KiB volume block takes eight or nine.
+	for _, rec := range []int64{17, 35, 62, 80} {
+		r.lib.EmulatedDrive(0).SetFaults(tape.Faults{MediumErrorAt: []int64{rec}})
+		conn := r.dial(t, r.ticket(t, 100+uint64(rec), ticket.OpRestore, rr.SessionID.String()))
+		if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+			t.Fatal(err)
+		}
+		res := readOnce(t, conn, rr)
+		conn.Close()
+		var seqs []uint64
+		for _, reason := range res.lost {
+			var seq uint64
+			if i := strings.Index(reason, "block seq "); i >= 0 {
+				if _, err := fmt.Sscanf(reason[i:], "block seq %d", &seq); err == nil && !slices.Contains(seqs, seq) {
+					seqs = append(seqs, seq)
+				}
+			}
+		}
+		if len(seqs) != 1 {
+			t.Fatalf("tape record %d: damaged blocks named: %v (lost %v)", rec, seqs, res.lost)
+		}
+		bad := seqs[0]
+		damaged[bad] = true
+		for _, l := range rr.Locs {
+			into = into || (l.Loc.Seq < bad && bad <= l.Loc.EndSeq)
+			startsIn = startsIn || (l.Loc.Seq == bad && l.Loc.EndSeq > bad)
+			inside = inside || (l.Loc.Seq == bad && l.Loc.EndSeq == bad)
+		}
+		res.check(t, rr, fs, func(l fileindex.Location) bool { return l.Seq <= bad && bad <= l.EndSeq }, fmt.Sprintf("block seq %d", bad))
+		t.Logf("tape record %d, block %d damaged: %d entries lost, %d restored", rec, bad, len(res.lost), len(res.whole))
+	}
+	if !into || !startsIn || !inside || len(damaged) < 4 {
+		t.Fatalf("blocks damaged %v: none with an entry running into it (%v), starting in it and running on (%v), inside it (%v)", damaged, into, startsIn, inside)
+	}
+}
+
+// driveJob is the job that holds the rig's only drive, 0 when it is free.
+func (r *nodeTapeRig) driveJob(t testing.TB) uint64 {
+	t.Helper()
+	st, err := r.lib.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Drives[0].Job
+}
+
+// stalledRestore starts a restore of all of rr as job that reads the
+// accept, asks for the read and then reads nothing: the node's writes
+// back up once the socket buffers are full. It returns once the job holds
+// the drive.
+func (r *nodeTapeRig) stalledRestore(t testing.TB, job uint64, rr wire.ReadRequest) *dataplane.Conn {
+	t.Helper()
+	conn := r.dial(t, r.ticket(t, job, ticket.OpRestore, rr.SessionID.String()))
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if j := r.driveJob(t); j != job {
+			return fmt.Errorf("the drive is held by job %d, not %d", j, job)
+		}
+		return nil
+	})
+	return conn
+}
+
+// resumed reads what a stalled client finds when it reads again: what was
+// already on its way, then the end of the stream, never a ReadDone.
+func resumed(t testing.TB, conn *dataplane.Conn) error {
+	t.Helper()
+	conn.SetTimeout(10 * time.Second)
+	for {
+		typ, payload, err := conn.ReadFrame()
+		switch {
+		case err != nil:
+			return err
+		case typ == dataplane.FrameError:
+			return dataplane.DecodeJSON(typ, payload, dataplane.FrameReadDone, nil)
+		case typ == dataplane.FrameReadDone:
+			t.Fatal("a stalled restore was served to its end")
+		}
+	}
+}
+
+// A client that stops reading during a restore from tape: the node's
+// writes back up, and within its IdleTimeout the stream fails and gives
+// the drive back; another restore gets the drive and completes; the first
+// client, reading again, gets the end of the stream and never the rest.
+func TestStalledRestoreClientReleasesTheDrive(t *testing.T) {
+	// The timeout leaves a slow reader (the race detector on two cores)
+	// the time to take a frame.
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1, idle: 3 * time.Second})
+	fs := randomFiles(21, 6, 2<<20) // 12 MiB: more than the socket buffers take
+	if _, err := r.backup(t, 1, fs); err != nil {
+		t.Fatal(err)
+	}
+	rr := r.fake.readRequest(t, 1)
+	stalled := r.stalledRestore(t, 2, rr)
+	held := time.Now()
+	poll.Until(t, 15*time.Second, func() error {
+		if j := r.driveJob(t); j != 0 {
+			return fmt.Errorf("the drive is still held by job %d", j)
+		}
+		return nil
+	})
+	t.Logf("the drive was given back %s after the stalled client got it", time.Since(held).Round(time.Millisecond))
+
+	conn := r.dial(t, r.ticket(t, 3, ticket.OpRestore, rr.SessionID.String()))
+	defer conn.Close()
+	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+		t.Fatal(err)
+	}
+	readOnce(t, conn, rr).check(t, rr, fs, func(fileindex.Location) bool { return false }, "")
+
+	err := resumed(t, stalled)
+	t.Logf("the stalled client reading again: %v", err)
+}
+
+// The servers' cancel order stops a stalled restore at once, long before
+// the node's IdleTimeout, and gives the drive back; the order is
+// idempotent.
+func TestCancelOrderStopsARestore(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1, idle: 10 * time.Minute})
+	fs := randomFiles(22, 6, 2<<20)
+	if _, err := r.backup(t, 1, fs); err != nil {
+		t.Fatal(err)
+	}
+	rr := r.fake.readRequest(t, 1)
+	stalled := r.stalledRestore(t, 2, rr)
+	cancelled := time.Now()
+	var res wire.CancelResult
+	if err := wire.Request(context.Background(), r.nc, wire.NodeSubject("sn1", wire.OpCancel), wire.CancelJob{JobID: 2, Reason: "job made no progress for 10m0s"}, &res); err != nil || !res.Running {
+		t.Fatalf("cancel: %+v %v", res, err)
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		if j := r.driveJob(t); j != 0 {
+			return fmt.Errorf("the drive is still held by job %d", j)
+		}
+		return nil
+	})
+	t.Logf("the drive was given back %s after the order", time.Since(cancelled).Round(time.Millisecond))
+	if err := wire.Request(context.Background(), r.nc, wire.NodeSubject("sn1", wire.OpCancel), wire.CancelJob{JobID: 2, Reason: "again"}, &res); err != nil || res.Running {
+		t.Fatalf("cancel again: %+v %v", res, err)
+	}
+	conn := r.dial(t, r.ticket(t, 3, ticket.OpRestore, rr.SessionID.String()))
+	defer conn.Close()
+	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+		t.Fatal(err)
+	}
+	readOnce(t, conn, rr).check(t, rr, fs, func(fileindex.Location) bool { return false }, "")
+	t.Logf("the stalled client reading again: %v", resumed(t, stalled))
+}
+
+// The cancel order stops a backup to tape whose agent stopped sending: the
+// session is cut off, the servers hear of it, the drive goes back, and the
+// next backup appends where the tape's committed end was.
+func TestCancelOrderRollsBackABackup(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1, idle: 10 * time.Minute})
+	fs := randomFiles(23, 3, 300<<10)
+	if _, err := r.backup(t, 1, fs); err != nil {
+		t.Fatal(err)
+	}
+	end := r.fake.vols[0].end
+	conn := r.dial(t, r.ticket(t, 2, ticket.OpBackup))
+	defer conn.Close()
+	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+		t.Fatal(err)
+	}
+	var batch []byte
+	for _, f := range randomFiles(24, 6, 1<<20) {
+		batch = volume.AppendRecord(batch, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
+		batch = volume.AppendDataRecord(batch, 0, f.content)
+		batch = volume.AppendFileEnd(batch, volume.EndOK, nil)
+	}
+	if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if j := r.driveJob(t); j != 2 {
+			return fmt.Errorf("the drive is held by job %d", j)
+		}
+		return nil
+	})
+	// The agent stops sending here.
+	var res wire.CancelResult
+	if err := wire.Request(context.Background(), r.nc, wire.NodeSubject("sn1", wire.OpCancel), wire.CancelJob{JobID: 2, Attempt: 1, Reason: "the agent of client web stopped answering"}, &res); err != nil || !res.Running {
+		t.Fatalf("cancel: %+v %v", res, err)
+	}
+	poll.Until(t, 5*time.Second, func() error {
+		if j := r.driveJob(t); j != 0 {
+			return fmt.Errorf("the drive is still held by job %d", j)
+		}
+		r.fake.mu.Lock()
+		defer r.fake.mu.Unlock()
+		if len(r.fake.aborts) != 1 {
+			return errors.New("no abort reported")
+		}
+		if a := r.fake.aborts[0]; a.JobID != 2 || a.Error.Code != wire.CodeAborted || !strings.Contains(a.Error.Message, "stopped by the servers: the agent of client web stopped answering") {
+			t.Fatalf("abort %+v", a)
+		}
+		return nil
+	})
+	r.fake.mu.Lock()
+	commits, endAfter := len(r.fake.commits), r.fake.vols[0].end
+	r.fake.mu.Unlock()
+	if commits != 1 || endAfter != end {
+		t.Fatalf("after the cancelled backup: %d commits, tape end %d (was %d)", commits, endAfter, end)
+	}
+	fs3 := randomFiles(25, 3, 300<<10)
+	if _, err := r.backup(t, 3, fs3); err != nil {
+		t.Fatal(err)
+	}
+	if c := r.commit(t, 3); c.Parts[0].VolumeStart != end {
+		t.Fatalf("the next backup starts at %d, the tape's committed end is %d", c.Parts[0].VolumeStart, end)
+	}
+	got, _ := r.restore(t, 3, r.fake.readRequest(t, 3))
+	checkRestored(t, got, fs3)
+}
