@@ -46,7 +46,8 @@ func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.
 	if !a.claim(o.JobID, o.Attempt) {
 		return wire.Empty{}, nil // never run a job twice
 	}
-	r, err := NewRestorer(RestoreOptions{Root: o.To, Force: o.Force, Devices: o.Devices, Logger: a.log})
+	run := a.newRestoreRun(o)
+	r, err := NewRestorer(RestoreOptions{Root: o.To, Force: o.Force, Devices: o.Devices, Logger: a.log, Admit: run.admit, OnEntry: run.arrived})
 	if err != nil {
 		a.unclaim(o.JobID)
 		var ne *TargetNotEmptyError
@@ -55,7 +56,7 @@ func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.
 		}
 		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "", "restore target on client %s: %v", a.cfg.Name, err)
 	}
-	a.track(o.JobID, func(ctx context.Context) { a.runRestore(ctx, o, r) })
+	a.track(o.JobID, func(ctx context.Context) { run.ctx = ctx; a.runRestore(ctx, run, r) })
 	return wire.Empty{}, nil
 }
 
@@ -68,25 +69,33 @@ func checkOrder(kind string, jobID uint64, node wire.DataEndpoint, tk string) er
 	return nil
 }
 
-// dial opens the data connection and presents the ticket.
+// dial opens the data connection and presents the ticket. The connection
+// closes when ctx ends (the job was stopped), so no read or write on it
+// outlives the job.
 func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dataplane.Conn, error) {
 	conn, err := dataplane.Dial(ctx, ep.Addr, ep.CertSHA256)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeNodeLost, "check that the storage node runs and that this client can reach its data port",
 			"client %s cannot reach storage node %s: %v", a.cfg.Name, ep.Node, err)
 	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	conn.SetTimeout(a.cfg.DataTimeout)
 	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: a.cfg.Name, Version: Version}); err != nil {
+		stop()
 		conn.Close()
 		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log", "data connection to storage node %s: %v", ep.Node, err)
 	}
 	// The node answers once it holds a volume and the key: that can take
-	// a while, not forever.
-	_ = conn.SetReadDeadline(time.Now().Add(acceptTimeout))
+	// a while (a tape to wait for), with keepalives meanwhile.
 	var acc dataplane.Accept
 	if err := conn.ReadJSON(dataplane.FrameAccept, &acc); err != nil {
+		stop()
 		conn.Close()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, wire.Errorf(wire.CodeTimeout, "check the storage node's log", "storage node %s did not accept the job within %s", ep.Node, acceptTimeout)
+			return nil, wire.Errorf(wire.CodeTimeout, "check the storage node's log", "storage node %s did not accept the job: %v", ep.Node, err)
 		}
 		var we *wire.Error
 		if errors.As(err, &we) {
@@ -98,12 +107,8 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log",
 			"storage node %s closed the connection before it accepted the job: %v", ep.Node, err)
 	}
-	_ = conn.SetReadDeadline(time.Time{})
 	return conn, nil
 }
-
-// acceptTimeout bounds the wait for a storage node to accept a job.
-const acceptTimeout = 2 * time.Minute
 
 // peerError reads the error a storage node sent before it closed the
 // connection, if any; a write that failed usually has one waiting.
@@ -140,6 +145,9 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		return
 	}
 	defer conn.Close()
+	// The node's keepalives are read while the agent only writes: a node
+	// waiting for the next tape takes no data, and they hold the writes.
+	conn.ReadAhead(1)
 	var base fileindex.Iterator
 	if o.Base != 0 {
 		base = a.baseTree(ctx, o.JobID)
@@ -176,6 +184,9 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	err = src.Run(ctx)
 	close(stop)
 	st := src.Stats()
+	if err != nil && ctx.Err() != nil {
+		err = context.Cause(ctx) // the servers stopped the job
+	}
 	if err != nil {
 		if errors.Is(err, errEmit) {
 			err = peerError(conn, wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
@@ -286,7 +297,61 @@ func (l *lastPathIterator) Next() (fileindex.Entry, bool) {
 
 func (l *lastPathIterator) Err() error { return l.it.Err() }
 
-func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) {
+// restoreRun is a restore's own state besides the Restorer: whether it
+// may still write, and the accounting of what it asked the node for.
+type restoreRun struct {
+	a   *Agent
+	o   wire.RunRestore
+	ctx context.Context // the job's; set when it starts
+
+	// recheck: a restore held up longer than this asks the servers
+	// whether the job still runs before it writes on.
+	recheck time.Duration
+	last    time.Time // when a record was last admitted
+
+	want  map[string]bool // the paths of the read under way not accounted for yet
+	asked int64
+}
+
+func (a *Agent) newRestoreRun(o wire.RunRestore) *restoreRun {
+	rc := o.Recheck
+	if rc <= 0 {
+		rc = defaultRecheck
+	}
+	return &restoreRun{a: a, o: o, recheck: rc}
+}
+
+// defaultRecheck is the recheck of an order that names none.
+const defaultRecheck = 10 * time.Second
+
+// admit lets the Restorer apply a record while the job runs. Once the
+// servers stopped the job, nothing more is written. A restore that was
+// held up (the agent's process stopped, the target's disk hung, the node
+// went quiet) for longer than recheck asks the servers first: they may
+// have failed the job meanwhile (an agent silent for their liveness
+// timeout is taken for dead) and sent a cancel order that is not in yet.
+func (run *restoreRun) admit() error {
+	if err := run.ctx.Err(); err != nil {
+		return context.Cause(run.ctx)
+	}
+	now := time.Now()
+	if !run.last.IsZero() && now.Sub(run.last) > run.recheck {
+		if err := run.a.request(run.ctx, wire.OpJobAlive, wire.JobAliveReq{JobID: run.o.JobID, Attempt: run.o.Attempt}, nil); err != nil {
+			run.a.log.Warn("the restore was held up and the servers do not confirm the job; writing nothing more",
+				"job", run.o.JobID, "held", now.Sub(run.last).Round(time.Millisecond), "err", err)
+			return fmt.Errorf("the restore was held up for %s and the servers no longer run the job: %w", now.Sub(run.last).Round(time.Second), err)
+		}
+		now = time.Now()
+	}
+	run.last = now
+	return nil
+}
+
+// arrived notes an entry whose records came.
+func (run *restoreRun) arrived(path string) { delete(run.want, path) }
+
+func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
+	o := run.o
 	log := a.log.With("job", o.JobID, "attempt", o.Attempt)
 	log.Info("restore started", "node", o.Node.Node)
 	done := wire.JobDoneReq{JobID: o.JobID, Attempt: o.Attempt}
@@ -296,14 +361,13 @@ func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) 
 			err = ferr
 		}
 		done.Files, done.Bytes = st.Files, st.Bytes
+		done.Entries, done.Restored, done.Lost = run.asked, st.Files+st.Dirs+st.Links+st.Specials, st.DamagedCount
 		for _, w := range st.Warnings {
 			done.Warnings = append(done.Warnings, w.Path+": "+w.Err)
 		}
-		for _, d := range st.Damaged {
-			done.Damaged = append(done.Damaged, d.Path+": "+d.Reason)
-		}
-		if st.DamagedCount > int64(len(st.Damaged)) {
-			done.Damaged = append(done.Damaged, fmt.Sprintf("... and %d more", st.DamagedCount-int64(len(st.Damaged))))
+		done.Damaged = lostList(st.Damaged)
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
 		}
 		done.Refused = st.Refused // entries left out; the server fails the job on them
 		outcome := "success"
@@ -317,9 +381,10 @@ func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) 
 			}
 			done.Error = we
 			outcome = "failed"
-			log.Warn("restore failed", "err", we.Message)
-		} else if len(done.Damaged) > 0 {
+			log.Warn("restore failed", "err", we.Message, "restored", done.Restored, "lost", done.Lost)
+		} else if done.Lost > 0 {
 			outcome = "damaged"
+			log.Warn("restore ended with entries lost", "asked", done.Entries, "restored", done.Restored, "lost", done.Lost)
 		} else if done.Refused > 0 {
 			outcome = "refused"
 		}
@@ -349,7 +414,7 @@ func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) 
 			return
 		}
 		for i := range plan.Reads {
-			if err := a.read(conn, &plan.Reads[i], r); err != nil {
+			if err := a.read(conn, &plan.Reads[i], r, run); err != nil {
 				finish(err)
 				return
 			}
@@ -363,15 +428,46 @@ func (a *Agent) runRestore(ctx context.Context, o wire.RunRestore, r *Restorer) 
 	finish(nil)
 }
 
+// Bounds of the list of lost entries a job report carries: the job log
+// keeps MaxJobLogLines lines, and a report is one NATS message.
+const (
+	maxLostListed     = 900
+	maxLostListedSize = 512 << 10
+)
+
+func lostList(ds []Damage) []string {
+	var out []string
+	size := 0
+	for _, d := range ds {
+		line := d.Path + ": " + d.Reason
+		if len(out) == maxLostListed || size+len(line) > maxLostListedSize {
+			break
+		}
+		out = append(out, line)
+		size += len(line)
+	}
+	return out
+}
+
 // read sends one read request and restores what comes back until the node
-// says it is served.
-func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer) error {
+// says it is served. Every entry asked for is restored or named lost: the
+// node names what it could not read, and the agent what the node left out
+// without a word.
+func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer, run *restoreRun) error {
+	run.want = make(map[string]bool, len(rr.Locs))
+	for _, l := range rr.Locs {
+		run.want[l.Path] = true
+	}
+	run.asked += int64(len(rr.Locs))
 	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
 		return peerError(conn, fmt.Errorf("send a read request: %w", err))
 	}
 	for {
 		typ, p, err := conn.ReadFrame()
 		if err != nil {
+			if run.ctx.Err() != nil {
+				return context.Cause(run.ctx)
+			}
 			return wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the restore",
 				"the connection to the storage node broke during the restore: %v", err)
 		}
@@ -386,9 +482,25 @@ func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer) er
 				return err
 			}
 			for _, path := range d.Paths {
+				delete(run.want, path)
 				r.Damaged(path, d.Reason)
 			}
 		case dataplane.FrameReadDone:
+			var rd dataplane.ReadDone
+			if err := dataplane.DecodeJSON(typ, p, dataplane.FrameReadDone, &rd); err != nil {
+				return err
+			}
+			if len(run.want) > 0 {
+				reason := fmt.Sprintf("the storage node sent neither its records nor a reason (of %d entries asked it read %d and named %d lost)",
+					len(rr.Locs), rd.Entries, rd.Lost)
+				a.log.Error("the storage node left entries of a read unaccounted for", "session", rr.SessionID, "entries", len(run.want), "reason", reason)
+				for _, l := range rr.Locs {
+					if run.want[l.Path] {
+						r.Damaged(l.Path, reason)
+					}
+				}
+			}
+			run.want = nil
 			return nil
 		default:
 			return dataplane.DecodeJSON(typ, p, dataplane.FrameReadDone, &dataplane.ReadDone{})

@@ -78,6 +78,14 @@ type RestoreOptions struct {
 	Devices bool
 	// Logger gets warnings and damage; nil discards them.
 	Logger *slog.Logger
+	// Admit, when set, is asked before each record is applied: an error
+	// stops the restore there, with that error from Record, and Finish
+	// then writes nothing more to the target. The agent refuses once the
+	// servers ended the job.
+	Admit func() error
+	// OnEntry, when set, is told the path of every entry whose FileHeader
+	// comes, for the caller's accounting of what it asked for.
+	OnEntry func(path string)
 }
 
 // TargetNotEmptyError refuses to restore into a directory that holds
@@ -102,7 +110,8 @@ type RestoreStats struct {
 	Links    int64 `json:"links"`    // symlinks and hard links restored
 	Specials int64 `json:"specials"` // fifos and devices restored
 	Bytes    int64 `json:"bytes"`    // content bytes written
-	// Damaged are the first MaxWarnings of DamagedCount.
+	// Damaged are the first MaxWarnings of DamagedCount: the entries not
+	// restored because their data is lost.
 	Damaged      []Damage `json:"damaged,omitempty"`
 	DamagedCount int64    `json:"damaged_count"`
 	// Warnings are the first MaxWarnings of WarningCount: metadata that
@@ -144,6 +153,7 @@ type Restorer struct {
 	links    []linkReq
 	linkable map[string]inodeID // restored files that have further names
 	damaged  map[string]string  // path -> reason
+	stopped  error              // what Admit said: the restore stopped
 
 	refused atomic.Int64 // entries not restored for a reason other than damage
 
@@ -308,6 +318,15 @@ func (r *Restorer) Records(batch []byte) error {
 // Record consumes one record, in stream order: per entry a FileHeader,
 // Data records for a regular file, and a FileEnd, which applies the entry.
 func (r *Restorer) Record(t volume.RecordType, body []byte) error {
+	if r.stopped != nil {
+		return r.stopped
+	}
+	if r.opts.Admit != nil {
+		if err := r.opts.Admit(); err != nil {
+			r.stopped = err
+			return err
+		}
+	}
 	switch t {
 	case volume.RecFileHeader:
 		if r.cur != nil {
@@ -318,6 +337,9 @@ func (r *Restorer) Record(t volume.RecordType, body []byte) error {
 		e, err := fileindex.DecodeEntry(body)
 		if err != nil {
 			return fmt.Errorf("restore stream: FileHeader: %w", err)
+		}
+		if r.opts.OnEntry != nil {
+			r.opts.OnEntry(e.Path)
 		}
 		return r.begin(&e)
 	case volume.RecData:
@@ -831,10 +853,16 @@ func (r *Restorer) makeDir(c *current) error {
 // Finish applies what had to wait for the whole stream: hard links (their
 // target may come in a later session) and, children first, the modes and
 // times of directories. It reports an entry left open by the stream as
-// damaged. The Restorer is done after it.
+// damaged. After Admit refused, it only removes the partial file. The
+// Restorer is done after it.
 func (r *Restorer) Finish() (RestoreStats, error) {
+	if r.stopped == nil && r.opts.Admit != nil {
+		r.stopped = r.opts.Admit() // links and directories write to the target too
+	}
 	if r.cur != nil {
-		r.markDamaged(r.cur.e.Path, "the stream ended before its FileEnd")
+		if r.stopped == nil {
+			r.markDamaged(r.cur.e.Path, "the stream ended before its FileEnd")
+		}
 		r.discard()
 	}
 	defer func() {
@@ -844,6 +872,9 @@ func (r *Restorer) Finish() (RestoreStats, error) {
 			r.rootFd = -1
 		}
 	}()
+	if r.stopped != nil {
+		return r.Stats(), nil
+	}
 	for _, l := range r.links {
 		r.link(l)
 	}

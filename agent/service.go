@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/internal/buildinfo"
+	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -43,6 +44,12 @@ type Config struct {
 	// backup in working hours leaves the client's uplink usable; 0 is no
 	// cap.
 	MaxBytesPerSecond int64 `json:"max_bytes_per_second"`
+	// DataTimeout bounds every wait on a storage node's data port: a
+	// write the node does not take and a read that gets nothing fail
+	// after it, so a dead or unreachable node fails the job instead of
+	// holding it. A node that works without sending (mounting a tape,
+	// waiting for one) sends keepalives, which count.
+	DataTimeout time.Duration `json:"data_timeout"`
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -53,6 +60,7 @@ func DefaultConfig() Config {
 		NATSURL:           "nats://127.0.0.1:4222",
 		HeartbeatInterval: 5 * time.Second,
 		ProgressInterval:  time.Second,
+		DataTimeout:       5 * time.Minute,
 	}
 }
 
@@ -69,6 +77,10 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 || c.ProgressInterval <= 0 {
 		return errors.New("heartbeat and progress intervals must be positive")
+	}
+	if c.DataTimeout < 3*dataplane.KeepaliveInterval {
+		return fmt.Errorf("data_timeout %s is too short: a storage node sends a keepalive every %s while it works; use at least %s",
+			c.DataTimeout, dataplane.KeepaliveInterval, 3*dataplane.KeepaliveInterval)
 	}
 	if c.MaxBytesPerSecond < 0 {
 		return errors.New("max_bytes_per_second is negative: set it to 0 for no cap, or a rate in bytes per second")
@@ -98,7 +110,7 @@ type Agent struct {
 	// handed back. idle is closed when the last job ends after that.
 	stopping bool
 	idle     chan struct{}
-	jobs     map[uint64]context.CancelFunc
+	jobs     map[uint64]*runningJob
 	// finished keeps the reports of recent jobs: an order for a job the
 	// agent already ran (a new leader not sure it was sent) gets its report
 	// again instead of a second run.
@@ -120,7 +132,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 	return &Agent{
 		cfg: cfg, log: logger.With("component", "agent", "client", cfg.Name, "instance", instance[:8]),
 		instance: instance, hostname: host, pid: os.Getpid(),
-		metrics: newMetrics(reg), jobs: map[uint64]context.CancelFunc{}, finished: map[uint64]wire.JobDoneReq{},
+		metrics: newMetrics(reg), jobs: map[uint64]*runningJob{}, finished: map[uint64]wire.JobDoneReq{},
 	}, nil
 }
 
@@ -137,6 +149,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	r := wire.NewRouter()
 	r.Handle(wire.OpRunBackup, wire.Typed(a.onBackup))
 	r.Handle(wire.OpRunRestore, wire.Typed(a.onRestore))
+	r.Handle(wire.OpCancel, wire.Typed(a.onCancel))
 	r.Handle(wire.OpPing, wire.Typed(func(context.Context, string, wire.Empty) (wire.Empty, error) { return wire.Empty{}, nil }))
 	r.Handle(wire.OpAgentDuplicate, wire.Typed(func(_ context.Context, _ string, d wire.AgentDuplicate) (wire.Empty, error) {
 		a.noteDuplicate(&d)
@@ -277,14 +290,7 @@ func (a *Agent) request(ctx context.Context, op string, req, resp any) error {
 func (a *Agent) report(done wire.JobDoneReq) {
 	done.Fit(a.nc.MaxPayload())
 	a.mu.Lock()
-	if _, ok := a.finished[done.JobID]; !ok {
-		a.finishedOrder = append(a.finishedOrder, done.JobID)
-		if len(a.finishedOrder) > maxFinished {
-			delete(a.finished, a.finishedOrder[0])
-			a.finishedOrder = a.finishedOrder[1:]
-		}
-	}
-	a.finished[done.JobID] = done
+	a.rememberLocked(done)
 	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -303,8 +309,29 @@ func (a *Agent) report(done wire.JobDoneReq) {
 	}
 }
 
+// rememberLocked keeps a job's report, so that an order for that attempt
+// again gets the report instead of a second run. The caller holds a.mu.
+func (a *Agent) rememberLocked(done wire.JobDoneReq) {
+	if _, ok := a.finished[done.JobID]; !ok {
+		a.finishedOrder = append(a.finishedOrder, done.JobID)
+		if len(a.finishedOrder) > maxFinished {
+			delete(a.finished, a.finishedOrder[0])
+			a.finishedOrder = a.finishedOrder[1:]
+		}
+	}
+	a.finished[done.JobID] = done
+}
+
 // maxFinished is how many finished jobs' reports the agent keeps.
 const maxFinished = 512
+
+// runningJob is a job the agent claimed: its attempt, and its context,
+// which a cancel order ends with the servers' reason.
+type runningJob struct {
+	attempt int
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+}
 
 // claim takes attempt of job id for this agent unless it runs the job or
 // ran that attempt already; for an attempt it ran, the report is sent again,
@@ -324,13 +351,41 @@ func (a *Agent) claim(id uint64, attempt int) bool {
 		go a.report(done)
 		return false
 	}
-	a.jobs[id] = func() {}
+	ctx, cancel := context.WithCancelCause(a.ctx)
+	a.jobs[id] = &runningJob{attempt: attempt, ctx: ctx, cancel: cancel}
 	return true
+}
+
+// onCancel stops a job at once on the servers' order: its context ends
+// with their reason, which closes its data connection and stops its
+// restore before the next record, so nothing more is written to the
+// target. An order about another attempt than the one running, or a job
+// not running, changes nothing; one that comes before the job's order
+// keeps that attempt from starting.
+func (a *Agent) onCancel(_ context.Context, _ string, o wire.CancelJob) (wire.CancelResult, error) {
+	cause := wire.Errorf(wire.CodeAborted, "", "job %d was stopped by the servers: %s", o.JobID, o.Reason)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if j := a.jobs[o.JobID]; j != nil {
+		if o.Attempt != 0 && j.attempt != 0 && o.Attempt != j.attempt {
+			return wire.CancelResult{}, nil
+		}
+		a.log.Warn("stopping a job on the servers' order", "job", o.JobID, "attempt", j.attempt, "reason", o.Reason)
+		j.cancel(cause)
+		return wire.CancelResult{Running: true}, nil
+	}
+	if done, ok := a.finished[o.JobID]; !ok || done.Attempt < o.Attempt {
+		a.rememberLocked(wire.JobDoneReq{JobID: o.JobID, Attempt: o.Attempt, Error: cause})
+	}
+	return wire.CancelResult{}, nil
 }
 
 func (a *Agent) unclaim(id uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if j := a.jobs[id]; j != nil {
+		j.cancel(nil)
+	}
 	delete(a.jobs, id)
 }
 
@@ -348,10 +403,10 @@ func (a *Agent) Drain(ctx context.Context) {
 	}
 	a.stopping = true
 	a.idle = make(chan struct{})
-	cancels := make([]context.CancelFunc, 0, len(a.jobs))
+	cancels := make([]context.CancelCauseFunc, 0, len(a.jobs))
 	ids := make([]uint64, 0, len(a.jobs))
-	for id, cancel := range a.jobs {
-		cancels = append(cancels, cancel)
+	for id, j := range a.jobs {
+		cancels = append(cancels, j.cancel)
 		ids = append(ids, id)
 	}
 	if len(a.jobs) == 0 {
@@ -373,7 +428,7 @@ func (a *Agent) Drain(ctx context.Context) {
 	}
 	a.log.Info("stopping: handing the running jobs back to the servers", "jobs", ids)
 	for _, cancel := range cancels {
-		cancel()
+		cancel(nil)
 	}
 	select {
 	case <-idle:
@@ -417,18 +472,20 @@ func (a *Agent) running() []uint64 {
 	return ids
 }
 
-// track runs a job in the background, cancellable when the agent stops.
+// track runs a claimed job in the background, cancellable when the agent
+// stops or the servers order it stopped.
 func (a *Agent) track(id uint64, run func(ctx context.Context)) {
-	ctx, cancel := context.WithCancel(a.ctx)
 	a.mu.Lock()
-	a.jobs[id] = cancel
+	j := a.jobs[id]
 	a.mu.Unlock()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		defer func() {
 			a.mu.Lock()
-			delete(a.jobs, id)
+			if a.jobs[id] == j {
+				delete(a.jobs, id)
+			}
 			if a.idle != nil && len(a.jobs) == 0 {
 				select {
 				case <-a.idle:
@@ -437,9 +494,9 @@ func (a *Agent) track(id uint64, run func(ctx context.Context)) {
 				}
 			}
 			a.mu.Unlock()
-			cancel()
+			j.cancel(nil)
 		}()
-		run(ctx)
+		run(j.ctx)
 	}()
 }
 

@@ -161,6 +161,9 @@ const (
 	OpBaseTree      = "base.tree"
 	OpRestorePlan   = "restore.plan"
 	OpJobDone       = "job.done"
+	// OpJobAlive asks whether a job still runs at an attempt: an agent
+	// whose restore was held up asks before it writes on.
+	OpJobAlive = "job.alive"
 )
 
 // Orders the servers send an agent (cairn.agent.<client>.<op>) and a storage
@@ -329,30 +332,35 @@ type JobLogLine struct {
 // JobInfo is a job; Log is filled by job.show only. A log too long for one
 // message comes in pages: LogNext is then the line to ask for next.
 type JobInfo struct {
-	ID          uint64       `json:"id"`
-	Type        string       `json:"type"`
-	Client      string       `json:"client"`
-	Level       string       `json:"level,omitempty"`
-	State       string       `json:"state"`
-	Node        string       `json:"node,omitempty"`
-	Pool        string       `json:"pool,omitempty"`
-	Paths       []string     `json:"paths,omitempty"`
-	BackupID    uint64       `json:"backup_id,omitempty"`
-	Target      string       `json:"target,omitempty"`
-	Created     time.Time    `json:"created"`
-	Started     time.Time    `json:"started,omitzero"`
-	Ended       time.Time    `json:"ended,omitzero"`
-	Files       int64        `json:"files"`
-	Bytes       int64        `json:"bytes"`
-	StoredBytes int64        `json:"stored_bytes"`
-	Warnings    int          `json:"warnings"`
-	ErrorCode   string       `json:"error_code,omitempty"`
-	Error       string       `json:"error,omitempty"`
-	Hint        string       `json:"hint,omitempty"`
-	Waiting     string       `json:"waiting,omitempty"`
-	Attempt     int          `json:"attempt,omitempty"`
-	Volumes     []string     `json:"volumes,omitempty"`
-	Log         []JobLogLine `json:"log,omitempty"`
+	ID          uint64    `json:"id"`
+	Type        string    `json:"type"`
+	Client      string    `json:"client"`
+	Level       string    `json:"level,omitempty"`
+	State       string    `json:"state"`
+	Node        string    `json:"node,omitempty"`
+	Pool        string    `json:"pool,omitempty"`
+	Paths       []string  `json:"paths,omitempty"`
+	BackupID    uint64    `json:"backup_id,omitempty"`
+	Target      string    `json:"target,omitempty"`
+	Created     time.Time `json:"created"`
+	Started     time.Time `json:"started,omitzero"`
+	Ended       time.Time `json:"ended,omitzero"`
+	Files       int64     `json:"files"`
+	Bytes       int64     `json:"bytes"`
+	StoredBytes int64     `json:"stored_bytes"`
+	Warnings    int       `json:"warnings"`
+	// A restore's accounting: of Entries asked of the storage node,
+	// Restored came back and Lost did not (the log names them).
+	Entries   int64        `json:"entries,omitempty"`
+	Restored  int64        `json:"restored,omitempty"`
+	Lost      int64        `json:"lost,omitempty"`
+	ErrorCode string       `json:"error_code,omitempty"`
+	Error     string       `json:"error,omitempty"`
+	Hint      string       `json:"hint,omitempty"`
+	Waiting   string       `json:"waiting,omitempty"`
+	Attempt   int          `json:"attempt,omitempty"`
+	Volumes   []string     `json:"volumes,omitempty"`
+	Log       []JobLogLine `json:"log,omitempty"`
 	// LogFrom is the number of the first line of Log, counted from the
 	// job's first line. A job keeps only its last thousand lines, so it
 	// can be more than the JobShowReq asked for.
@@ -783,6 +791,18 @@ type RunRestore struct {
 	Ticket  string       `json:"ticket"`
 	Files   int64        `json:"files"`
 	Bytes   int64        `json:"bytes"`
+	// Recheck: a restore held up longer than this (the agent's process
+	// stopped, its target's disk hung) asks the servers whether the job
+	// still runs before it writes on, since they may have failed it
+	// meanwhile. The servers give half their liveness timeout.
+	Recheck time.Duration `json:"recheck,omitempty"`
+}
+
+// JobAliveReq asks whether a job runs at Attempt; the answer is empty, or
+// an error (CodeAborted once it ended).
+type JobAliveReq struct {
+	JobID   uint64 `json:"job_id"`
+	Attempt int    `json:"attempt,omitempty"`
 }
 
 // RestorePlanReq pages through a restore's plan.
@@ -841,7 +861,15 @@ type JobDoneReq struct {
 	Files    int64    `json:"files"`
 	Bytes    int64    `json:"bytes"`
 	Warnings []string `json:"warnings,omitempty"`
-	Damaged  []string `json:"damaged,omitempty"` // restore: entries not restored, with reasons
+	// A restore's accounting: Entries were asked of the storage node,
+	// Restored of them were restored, Lost were not because their data
+	// is lost (damaged, cut off, unreadable). Damaged lists lost entries
+	// with their reasons, "path: reason", the first of them only when
+	// there are many: Lost is the count.
+	Entries  int64    `json:"entries,omitempty"`
+	Restored int64    `json:"restored,omitempty"`
+	Lost     int64    `json:"lost,omitempty"`
+	Damaged  []string `json:"damaged,omitempty"`
 	// Refused counts a restore's entries not restored though their data
 	// was fine: refused (devices without --devices) or failed; Warnings
 	// names them.

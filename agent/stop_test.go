@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/natsd"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+func fileRecords(path string, content []byte) []byte {
+	b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: path, Type: fileindex.TypeFile, Mode: 0o644, Size: int64(len(content))}))
+	b = volume.AppendDataRecord(b, 0, content)
+	return volume.AppendFileEnd(b, volume.EndOK, nil)
+}
+
+// Once Admit refuses, the Restorer applies nothing more: the entry under
+// way is not renamed into place, its temporary file goes, and Finish sets
+// no directory's mode or times.
+func TestRestorerWritesNothingOnceRefused(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "r")
+	stop := errors.New("the servers ended the job")
+	var entries []string
+	admitted := 0
+	r, err := NewRestorer(RestoreOptions{Root: root, OnEntry: func(p string) { entries = append(entries, p) }, Admit: func() error {
+		if admitted == 7 { // the dir (2 records), a (3), b's header and data
+			return stop
+		}
+		admitted++
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: "/d", Type: fileindex.TypeDir, Mode: 0o750}))
+	stream = volume.AppendFileEnd(stream, volume.EndOK, nil)
+	stream = append(stream, fileRecords("/d/a", []byte("first"))...)
+	stream = append(stream, fileRecords("/d/b", []byte("second"))...)
+	stream = append(stream, fileRecords("/d/c", []byte("third"))...)
+	if err := r.Records(stream); !errors.Is(err, stop) {
+		t.Fatalf("records past the refusal: %v", err)
+	}
+	if err := r.Records(fileRecords("/d/e", nil)); !errors.Is(err, stop) {
+		t.Fatalf("a batch after the refusal: %v", err)
+	}
+	if _, err := r.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(root, "d", "a")); err != nil || string(got) != "first" {
+		t.Fatalf("the file before the refusal: %q %v", got, err)
+	}
+	names, _ := os.ReadDir(filepath.Join(root, "d"))
+	if len(names) != 1 {
+		t.Fatalf("the target holds %v, want only a", names)
+	}
+	if st, err := os.Stat(filepath.Join(root, "d")); err != nil || st.Mode().Perm() == 0o750 {
+		t.Fatalf("Finish set the directory's mode after the refusal: %v %v", st.Mode(), err)
+	}
+	if !slices.Equal(entries, []string{"/d", "/d/a", "/d/b"}) {
+		t.Fatalf("entries told: %v", entries)
+	}
+}
+
+// fakeServers answers an agent's requests as the servers would for one
+// restore job, and keeps its report.
+type fakeServers struct {
+	plan wire.RestorePlanResp
+	mu   sync.Mutex
+	done []wire.JobDoneReq
+}
+
+func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
+	_, op, _ := wire.SplitFrom(subject)
+	switch op {
+	case wire.OpRestorePlan:
+		return f.plan, nil
+	case wire.OpJobDone:
+		req, _ := wire.Decode[wire.JobDoneReq](body)
+		f.mu.Lock()
+		f.done = append(f.done, req)
+		f.mu.Unlock()
+	}
+	return wire.Empty{}, nil
+}
+
+// A cancel order stops a running restore at once: what was restored stays,
+// the file under way is never renamed into place even though its last
+// records come after the order, nothing after it is written, and the
+// agent reports the job stopped with the servers' reason.
+func TestCancelOrderStopsARestore(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns, err := natsd.Start(natsd.Config{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	srv := &fakeServers{plan: wire.RestorePlanResp{Done: true, Reads: []wire.ReadRequest{{Locs: []wire.ReadLoc{
+		{Path: "/d/a"}, {Path: "/d/b"}, {Path: "/d/c"},
+	}}}}}
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if _, err := wire.Serve(context.Background(), nc, wire.FromAgentWildcard, "", logger, srv.handle); err != nil {
+		t.Fatal(err)
+	}
+
+	// The storage node: it sends a whole and half of b, and the rest once
+	// the order was taken.
+	cert, fp, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ordered := make(chan struct{})
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		conn := dataplane.NewConn(c)
+		defer conn.Close()
+		if _, _, err := conn.ReadFrame(); err != nil { // hello
+			return
+		}
+		_ = conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{JobID: 7, Node: "sn1"})
+		if _, _, err := conn.ReadFrame(); err != nil { // the read
+			return
+		}
+		b := fileRecords("/d/b", []byte("second"))
+		end := volume.AppendFileEnd(nil, volume.EndOK, nil)
+		_ = conn.WriteFrame(dataplane.FrameRecords, append(fileRecords("/d/a", []byte("first")), b[:len(b)-len(end)]...))
+		_ = conn.Flush()
+		<-ordered
+		_ = conn.WriteFrame(dataplane.FrameRecords, append(end, fileRecords("/d/c", []byte("third"))...))
+		_ = conn.WriteJSON(dataplane.FrameReadDone, dataplane.ReadDone{Entries: 3, Asked: 3})
+	}()
+
+	cfg := DefaultConfig()
+	cfg.Name = "web"
+	cfg.NATSURL = ns.URL()
+	a, err := New(cfg, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	root := filepath.Join(t.TempDir(), "r")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := wire.Request(ctx, nc, wire.AgentSubject("web", wire.OpRunRestore), wire.RunRestore{
+		JobID: 7, Attempt: 1, To: root, Node: wire.DataEndpoint{Node: "sn1", Addr: l.Addr().String(), CertSHA256: fp}, Ticket: "t",
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	temp := func() []string {
+		var out []string
+		names, _ := os.ReadDir(filepath.Join(root, "d"))
+		for _, n := range names {
+			if strings.HasPrefix(n.Name(), ".cairn-restore-") {
+				out = append(out, n.Name())
+			}
+		}
+		return out
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if _, err := os.Stat(filepath.Join(root, "d", "a")); err != nil {
+			return err
+		}
+		if len(temp()) == 0 {
+			return errors.New("b is not under way")
+		}
+		return nil
+	})
+	var res wire.CancelResult
+	if err := wire.Request(ctx, nc, wire.AgentSubject("web", wire.OpCancel), wire.CancelJob{JobID: 7, Attempt: 1, Reason: "job made no progress"}, &res); err != nil || !res.Running {
+		t.Fatalf("cancel: %+v %v", res, err)
+	}
+	close(ordered)
+	var done wire.JobDoneReq
+	poll.Until(t, 10*time.Second, func() error {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if len(srv.done) == 0 {
+			return errors.New("no report")
+		}
+		done = srv.done[0]
+		return nil
+	})
+	if done.Error == nil || done.Error.Code != wire.CodeAborted || !strings.Contains(done.Error.Message, "stopped by the servers: job made no progress") {
+		t.Fatalf("report %+v", done)
+	}
+	names, _ := os.ReadDir(filepath.Join(root, "d"))
+	if len(names) != 1 || names[0].Name() != "a" {
+		var ns []string
+		for _, n := range names {
+			ns = append(ns, n.Name())
+		}
+		t.Fatalf("after the order the target holds %v, want only a", ns)
+	}
+	// The order is idempotent.
+	if err := wire.Request(ctx, nc, wire.AgentSubject("web", wire.OpCancel), wire.CancelJob{JobID: 7, Attempt: 1, Reason: "again"}, &res); err != nil || res.Running {
+		t.Fatalf("cancel again: %+v %v", res, err)
+	}
+}
