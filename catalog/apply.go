@@ -707,6 +707,9 @@ func (a *applier) updateJob(u *JobUpdate) error {
 	if u.Warnings != 0 {
 		j.Warnings = u.Warnings
 	}
+	if u.Entries != 0 {
+		j.Entries, j.Restored, j.Lost = u.Entries, u.Restored, u.Lost
+	}
 	if u.ErrorCode != "" {
 		j.ErrorCode = u.ErrorCode
 	}

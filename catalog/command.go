@@ -121,6 +121,9 @@ type JobUpdate struct {
 	Bytes       int64     `json:"bytes,omitempty"`
 	StoredBytes int64     `json:"stored_bytes,omitempty"`
 	Warnings    int       `json:"warnings,omitempty"`
+	Entries     int64     `json:"entries,omitempty"`
+	Restored    int64     `json:"restored,omitempty"`
+	Lost        int64     `json:"lost,omitempty"`
 	ErrorCode   string    `json:"error_code,omitempty"`
 	Error       string    `json:"error,omitempty"`
 	// Waiting, when not nil, replaces the job's reason for waiting

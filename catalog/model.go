@@ -300,8 +300,14 @@ type Job struct {
 	Bytes       int64     `json:"bytes"`
 	StoredBytes int64     `json:"stored_bytes"`
 	Warnings    int       `json:"warnings"`
-	ErrorCode   string    `json:"error_code,omitempty"`
-	Error       string    `json:"error,omitempty"`
+	// A restore's accounting: of Entries asked of its storage node,
+	// Restored came back and Lost did not, their data lost on the
+	// volumes (the job log names them).
+	Entries   int64  `json:"entries,omitempty"`
+	Restored  int64  `json:"restored,omitempty"`
+	Lost      int64  `json:"lost,omitempty"`
+	ErrorCode string `json:"error_code,omitempty"`
+	Error     string `json:"error,omitempty"`
 	// Tape is the drive's figures of a backup that went to tape.
 	Tape *TapeStats `json:"tape,omitempty"`
 	// Log holds the last MaxJobLogLines lines, oldest first. Job fills it;

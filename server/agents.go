@@ -17,6 +17,26 @@ func (s *Server) routeAgents(r *wire.Router) {
 	r.Handle(wire.OpBaseTree, wire.Typed(s.baseTree))
 	r.Handle(wire.OpRestorePlan, wire.Typed(s.restorePlan))
 	r.Handle(wire.OpJobDone, wire.Typed(s.jobDone))
+	r.Handle(wire.OpJobAlive, wire.Typed(s.jobAlive))
+}
+
+// jobAlive tells an agent whether its job still runs at the attempt it
+// runs: one whose restore was held up asks before it writes on, since the
+// job may have failed meanwhile and the cancel order not reached it.
+func (s *Server) jobAlive(_ context.Context, subject string, req wire.JobAliveReq) (wire.Empty, error) {
+	job, err := s.store.Job(req.JobID)
+	if err != nil || job.Client != sender(subject) {
+		return wire.Empty{}, wire.Errorf(wire.CodeNotFound, "", "job %d is not a job of client %s", req.JobID, sender(subject))
+	}
+	hint := fmt.Sprintf("stop the job; 'cairn job show %d' says why it ended", job.ID)
+	if job.State != catalog.JobRunning {
+		return wire.Empty{}, wire.Errorf(wire.CodeAborted, hint, "job %d is %s", job.ID, job.State)
+	}
+	if req.Attempt != 0 && req.Attempt != job.Attempt {
+		return wire.Empty{}, wire.Errorf(wire.CodeAborted, hint, "attempt %d of job %d does not run; attempt %d does", req.Attempt, job.ID, job.Attempt)
+	}
+	s.noteActivity(job.ID)
+	return wire.Empty{}, nil
 }
 
 func (s *Server) agentRegister(ctx context.Context, subject string, req wire.AgentRegisterReq) (wire.AgentRegisterResp, error) {
@@ -328,7 +348,13 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 		s.log.Info("ignoring the report of an earlier attempt", "job", job.ID, "attempt", req.Attempt, "current", job.Attempt)
 		return wire.Empty{}, nil
 	}
+	if job.Type == catalog.JobRestore {
+		s.logLost(ctx, job, req)
+	}
 	if req.Error != nil {
+		if job.Type == catalog.JobRestore && req.Restored+req.Lost > 0 {
+			s.recordAccount(ctx, job, req)
+		}
 		if req.Error.Code == wire.CodeNodeLost {
 			// The storage node is gone or unreachable from the client: a
 			// backup goes to another node of its pool.
@@ -364,15 +390,21 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 	for _, w := range req.Warnings {
 		s.jobLog(ctx, job.ID, "warning", "%s", w)
 	}
-	for _, d := range req.Damaged {
-		s.jobLog(ctx, job.ID, "error", "not restored: %s", d)
-	}
-	upd := &catalog.JobUpdate{ID: job.ID, State: catalog.JobSuccess, Files: req.Files, Bytes: req.Bytes, Warnings: len(req.Warnings), Ended: time.Now().UTC()}
+	lost := lostCount(req)
+	upd := &catalog.JobUpdate{ID: job.ID, State: catalog.JobSuccess, Files: req.Files, Bytes: req.Bytes, Warnings: len(req.Warnings),
+		Entries: req.Entries, Restored: req.Restored, Lost: lost, Ended: time.Now().UTC()}
 	switch {
-	case len(req.Damaged) > 0:
+	case lost > 0:
+		// A restore that did not bring back everything asked for failed,
+		// whatever it did bring back.
 		upd.State = catalog.JobFailed
 		upd.ErrorCode = wire.CodeCorrupt
-		upd.Error = fmt.Sprintf("%d entries could not be restored because their data is damaged; every other entry was restored", len(req.Damaged))
+		leftOut := ""
+		if req.Refused > 0 {
+			leftOut = fmt.Sprintf(", %d left out (the warnings say why)", req.Refused)
+		}
+		upd.Error = fmt.Sprintf("%d of %s entries could not be restored: their data is lost on the volumes (damaged, cut off or unreadable); %d were restored%s, and the job log names every one lost",
+			lost, ofEntries(req.Entries), req.Restored, leftOut)
 		s.jobLog(ctx, job.ID, "error", "%s", upd.Error)
 	case req.Refused > 0:
 		// Left out, not lost: the job fails so that the command that
@@ -387,11 +419,59 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
 		return wire.Empty{}, err
 	}
-	s.jobLog(ctx, job.ID, "info", "restore ended: %d files, %s", req.Files, humanBytes(req.Bytes))
+	s.jobLog(ctx, job.ID, "info", "restore ended: %d of %s entries restored (%d files, %s), %d lost, %d left out",
+		req.Restored, ofEntries(req.Entries), req.Files, humanBytes(req.Bytes), lost, req.Refused)
 	s.finishRun(job.ID)
 	if done, err := s.store.Job(job.ID); err == nil {
 		s.metrics.jobEnded(done)
 	}
 	s.publishEvent(wire.JobEvent{JobID: job.ID, State: string(upd.State), Message: upd.Error})
 	return wire.Empty{}, nil
+}
+
+// lostCount is how many entries a restore lost; an agent that sends no
+// count lists them all.
+func lostCount(req wire.JobDoneReq) int64 {
+	return max(req.Lost, int64(len(req.Damaged)))
+}
+
+func ofEntries(n int64) string {
+	if n == 0 {
+		return "the"
+	}
+	return fmt.Sprint(n)
+}
+
+// logLost names a restore's lost entries in its job log, in one change:
+// every one the agent listed, and how many more there are when the list
+// had to stop (the job log and a report are bounded).
+func (s *Server) logLost(ctx context.Context, job *catalog.Job, req wire.JobDoneReq) {
+	lost := lostCount(req)
+	if lost == 0 {
+		return
+	}
+	now := time.Now().UTC()
+	lines := make([]catalog.LogLine, 0, len(req.Damaged)+1)
+	for _, d := range req.Damaged {
+		lines = append(lines, catalog.LogLine{Time: now, Level: "error", Msg: "lost: " + d})
+	}
+	if more := lost - int64(len(req.Damaged)); more > 0 {
+		lines = append(lines, catalog.LogLine{Time: now, Level: "error", Msg: fmt.Sprintf(
+			"... and %d more lost entries not listed here (the job log keeps %d lines): the log of the agent on client %s names every one",
+			more, catalog.MaxJobLogLines, job.Client)})
+	}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpAppendJobLog, JobLog: &catalog.JobLog{JobID: job.ID, Lines: lines}}); err != nil {
+		s.log.Warn("the lost entries of a restore were not logged", "job", job.ID, "lost", lost, "err", err)
+	}
+}
+
+// recordAccount keeps what a restore that failed did restore and lose.
+func (s *Server) recordAccount(ctx context.Context, job *catalog.Job, req wire.JobDoneReq) {
+	upd := &catalog.JobUpdate{ID: job.ID, Files: req.Files, Bytes: req.Bytes, Entries: max(req.Entries, 1), Restored: req.Restored,
+		Lost: lostCount(req), Attempt: job.Attempt}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
+		s.log.Warn("record what a failed restore restored", "job", job.ID, "err", err)
+	}
+	s.jobLog(ctx, job.ID, "info", "before it failed, the restore restored %d of %s entries (%d files, %s) and lost %d",
+		req.Restored, ofEntries(req.Entries), req.Files, humanBytes(req.Bytes), lostCount(req))
 }

@@ -175,7 +175,8 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 		ID: j.ID, Type: string(j.Type), Client: j.Client, Level: string(j.Level), State: string(j.State),
 		Node: j.Node, Pool: j.Pool, Paths: j.Paths, BackupID: j.BackupID, Target: j.Target,
 		Created: j.Created, Started: j.Started, Ended: j.Ended, Files: j.Files, Bytes: j.Bytes,
-		StoredBytes: j.StoredBytes, Warnings: j.Warnings, ErrorCode: j.ErrorCode, Error: j.Error,
+		StoredBytes: j.StoredBytes, Warnings: j.Warnings, Entries: j.Entries, Restored: j.Restored, Lost: j.Lost,
+		ErrorCode: j.ErrorCode, Error: j.Error,
 		Hint: wire.HintFor(j.ErrorCode), Waiting: j.Waiting, Attempt: j.Attempt,
 	}
 	if t := j.Tape; t != nil {

@@ -238,7 +238,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 		for _, b := range chain {
 			sessions = append(sessions, b.SessionID.String())
 		}
-		tk, err := s.sign(ticket.Ticket{JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpRestore, BackupID: job.BackupID, Sessions: sessions})
+		tk, err := s.sign(ticket.Ticket{JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpRestore, BackupID: job.BackupID, Sessions: sessions, Attempt: job.Attempt})
 		if err != nil {
 			return err
 		}
@@ -259,6 +259,9 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 		s.mu.Unlock()
 		subject, body = wire.AgentSubject(job.Client, wire.OpRunRestore), wire.RunRestore{
 			JobID: job.ID, Attempt: job.Attempt, To: job.Target, Force: job.Force, Devices: job.Devices, Node: ep, Ticket: tk, Files: files, Bytes: bytes,
+			// An agent silent for the liveness timeout has its jobs failed:
+			// one held up for half of it asks before it writes on.
+			Recheck: s.cfg.LivenessTimeout / 2,
 		}
 	}
 	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
@@ -310,6 +313,9 @@ func (s *Server) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
 		s.log.Warn("requeue job", "job", id, "err", err)
 		return
 	}
+	// The attempt is over: its session, if its node still has it open,
+	// goes, and with it the drive or volume it holds.
+	s.stopJob(job, job.Attempt, e.Message)
 	s.finishRun(id)
 	s.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobQueued), Message: e.Message})
 	s.kick()

@@ -6,6 +6,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
@@ -320,6 +321,7 @@ func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
 			s.log.Warn("abort backup", "job", id, "err", err)
 		}
 	}
+	running := job.State == catalog.JobRunning
 	if job, err = s.store.Job(id); err == nil && !job.State.Done() {
 		_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
 			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: time.Now().UTC(), Attempt: attempt,
@@ -328,11 +330,75 @@ func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
 			s.log.Warn("fail job", "job", id, "err", err)
 		}
 	}
+	if running && err == nil {
+		// What the caller is told failed must not go on: the storage node
+		// gives its drive back, the agent writes nothing more.
+		s.stopJob(job, attempt, e.Message)
+	}
 	s.finishRun(id)
 	if job, err := s.store.Job(id); err == nil {
 		s.metrics.jobEnded(job)
 	}
 	s.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobFailed), Message: e.Message})
+}
+
+// stopJob orders the storage node and the agent of a job's attempt to
+// stop it at once (wire.CancelJob). The orders go out in the background:
+// the role that does not answer is often why the job ended, and must not
+// hold up the leader. An agent that misses its order (its process was
+// stopped) asks before it writes on after such a pause (RunRestore's
+// Recheck).
+func (s *Server) stopJob(job *catalog.Job, attempt int, reason string) {
+	o := wire.CancelJob{JobID: job.ID, Attempt: attempt, Reason: reason}
+	var subjects []string
+	if job.Node != "" {
+		subjects = append(subjects, wire.NodeSubject(job.Node, wire.OpCancel))
+	}
+	subjects = append(subjects, wire.AgentSubject(job.Client, wire.OpCancel))
+	for _, subject := range subjects {
+		select {
+		case s.stops <- stopOrder{subject: subject, order: o}:
+		default:
+			s.log.Warn("too many cancel orders under way; this one is not sent", "job", job.ID, "to", subject)
+		}
+	}
+}
+
+// stopOrder is a cancel order on its way.
+type stopOrder struct {
+	subject string
+	order   wire.CancelJob
+}
+
+// cancelTimeout bounds the wait for a node or an agent to take a cancel
+// order.
+const cancelTimeout = 10 * time.Second
+
+// stopLoop sends the cancel orders stopJob queues, each on its own
+// goroutine, which it owns.
+func (s *Server) stopLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		var so stopOrder
+		select {
+		case <-ctx.Done():
+			return
+		case so = <-s.stops:
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, cancelTimeout)
+			defer cancel()
+			var res wire.CancelResult
+			if err := wire.Request(rctx, s.nc, so.subject, so.order, &res); err != nil {
+				s.log.Info("cancel order not taken", "job", so.order.JobID, "attempt", so.order.Attempt, "to", so.subject, "err", err)
+				return
+			}
+			s.log.Info("cancel order taken", "job", so.order.JobID, "attempt", so.order.Attempt, "to", so.subject, "was_running", res.Running)
+		}()
+	}
 }
 
 // watch runs the leader's loops: dispatching queued jobs and watching

@@ -45,6 +45,7 @@ type Server struct {
 	dispatch map[string]wire.Handler // by the wildcard subject it serves
 	wake     chan struct{}           // kicks the dispatcher
 	seen     chan seenEvent          // agents' heartbeats for the leader to act on
+	stops    chan stopOrder          // cancel orders for stopLoop to send
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
@@ -150,7 +151,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	s := &Server{
 		cfg: cfg, log: logger, store: store, raft: node, kek: kek, kekPath: kekPath, signer: signer, raftCert: raftCert,
 		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{}, others: map[string]*otherServer{},
-		wake: make(chan struct{}, 1), seen: make(chan seenEvent, 64),
+		wake: make(chan struct{}, 1), seen: make(chan seenEvent, 64), stops: make(chan stopOrder, 256),
 	}
 	s.metrics = newMetrics(s, reg)
 	_ = s.checkKEK() // logs a KEK that does not open the catalog's keys
@@ -189,10 +190,14 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.watch(ctx)
 	}()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.kekLoop(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.stopLoop(ctx)
 	}()
 	s.log.Info("server started", "nats", s.cfg.NATSURL, "raft", s.cfg.RaftAddr)
 	return nil

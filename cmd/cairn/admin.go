@@ -334,6 +334,9 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 		kv.row("duration", humanDuration(d))
 		kv.row("rate", rate(j.Bytes, d))
 	}
+	if j.Entries > 0 {
+		kv.row("entries", fmt.Sprintf("%d asked, %d restored, %d lost", j.Entries, j.Restored, j.Lost))
+	}
 	kv.row("files", j.Files)
 	kv.row("bytes", humanBytes(j.Bytes))
 	if j.StoredBytes > 0 {

@@ -322,9 +322,18 @@ func jobOutcome(g *globals, j *wire.JobInfo) error {
 	return &wire.Error{Code: j.ErrorCode, Message: fmt.Sprintf("%s job %d %s: %s", j.Type, j.ID, j.State, msg), Hint: j.Hint}
 }
 
+// maxLostShown bounds the lost entries a job's summary names; the job's
+// log ('cairn job show') has the rest.
+const maxLostShown = 20
+
 func printSummary(w io.Writer, j *wire.JobInfo) {
 	d := j.Ended.Sub(j.Started)
-	fmt.Fprintf(w, "%s job %d %s: %d files, %s in %s (%s)", j.Type, j.ID, j.State, j.Files, humanBytes(j.Bytes), humanDuration(d), rate(j.Bytes, d))
+	if j.Entries > 0 {
+		fmt.Fprintf(w, "%s job %d %s: %d of %d entries restored, %d lost; %d files, %s in %s (%s)",
+			j.Type, j.ID, j.State, j.Restored, j.Entries, j.Lost, j.Files, humanBytes(j.Bytes), humanDuration(d), rate(j.Bytes, d))
+	} else {
+		fmt.Fprintf(w, "%s job %d %s: %d files, %s in %s (%s)", j.Type, j.ID, j.State, j.Files, humanBytes(j.Bytes), humanDuration(d), rate(j.Bytes, d))
+	}
 	if j.StoredBytes > 0 {
 		fmt.Fprintf(w, ", stored %s (ratio %.2f)", humanBytes(j.StoredBytes), float64(j.Bytes)/float64(j.StoredBytes))
 	}
@@ -335,11 +344,28 @@ func printSummary(w io.Writer, j *wire.JobInfo) {
 	if j.Tape != nil {
 		fmt.Fprintf(w, "  tape: %s\n", tapeFigures(j.Tape))
 	}
+	shown := 0
 	for _, l := range j.Log {
+		if lostLine(l) {
+			if shown < maxLostShown {
+				fmt.Fprintf(w, "  %s\n", l.Msg)
+			}
+			shown++
+			continue
+		}
 		if l.Level == "warning" || l.Level == "error" {
 			fmt.Fprintf(w, "  %s: %s\n", l.Level, l.Msg)
 		}
 	}
+	if more := max(j.Lost, int64(shown)) - maxLostShown; more > 0 {
+		fmt.Fprintf(w, "  ... and %d more lost entries: 'cairn job show %d' names them\n", more, j.ID)
+	}
+}
+
+// lostLine is a job log line that names a lost entry, or says how many
+// more there are.
+func lostLine(l wire.JobLogLine) bool {
+	return l.Level == "error" && (strings.HasPrefix(l.Msg, "lost: ") || strings.HasPrefix(l.Msg, "... and ") && strings.Contains(l.Msg, "more lost entries"))
 }
 
 type lsOpts struct {
