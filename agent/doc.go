@@ -34,6 +34,13 @@
 // not restored is counted in RestoreStats.Refused, apart from damage, so the
 // job cannot end as a plain success.
 //
+// A restore accounts for every entry it asked the storage node for: it is
+// restored, or named lost (by the node, or by the agent when the node left
+// it out), and the job report says how many of each. Once the servers end
+// a restore (a cancel order, or their answer to an agent whose restore was
+// held up) the Restorer admits no more records: nothing more is written to
+// the target.
+//
 // Everything here works on real file descriptors of a Linux filesystem
 // (openat, fstatat, SEEK_DATA, xattrs); the NATS service that drives it lives
 // in other files of this package.

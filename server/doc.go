@@ -57,4 +57,11 @@
 // reach both, so the leader tells both agents, fails the client's running
 // jobs and refuses new ones with duplicate_agent, naming both hosts, until
 // one is silent for the liveness timeout.
+//
+// Whatever ends a running attempt (a silent node or agent, a stall, a
+// timeout, a report) orders its storage node and its agent to stop that
+// attempt (wire.CancelJob), so that what the caller was told failed does not
+// go on: the node gives its drive back, the agent writes nothing more.
+// A restore ends failed when any entry it asked for was lost, and says how
+// many it restored and lost; its log names the lost ones.
 package server

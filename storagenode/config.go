@@ -21,6 +21,18 @@
 // sessions finish for up to DrainTimeout; a second signal or the timeout
 // closes the rest, each rolled back on its volume and reported handed back
 // (wire.CodeHandedBack), so its job goes on with another attempt.
+//
+// A restore accounts for every entry a read request asks for (restore.go):
+// its records go to the agent, or a Damaged frame names it with the reason
+// it is lost: a damaged block anywhere in its blocks, a volume cut short,
+// missing or unreadable, a key that does not open the session. A read that
+// cannot be done loses its entries, not the stream; ReadDone counts both.
+//
+// No stream waits for its agent forever: every read and write on the data
+// port has the IdleTimeout, and keepalives go out while the node works
+// without sending. The servers' job.cancel order ends a job's stream at
+// once (node.go): a backup is cut off its volumes, a restore stops, and
+// either gives its drive back.
 package storagenode
 
 import (
