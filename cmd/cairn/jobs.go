@@ -348,13 +348,13 @@ func printSummary(w io.Writer, j *wire.JobInfo) {
 	for _, l := range j.Log {
 		if lostLine(l) {
 			if shown < maxLostShown {
-				fmt.Fprintf(w, "  %s\n", l.Msg)
+				fmt.Fprintf(w, "  %s\n", printable(l.Msg))
 			}
 			shown++
 			continue
 		}
 		if l.Level == "warning" || l.Level == "error" {
-			fmt.Fprintf(w, "  %s: %s\n", l.Level, l.Msg)
+			fmt.Fprintf(w, "  %s: %s\n", l.Level, printable(l.Msg))
 		}
 	}
 	if more := max(j.Lost, int64(shown)) - maxLostShown; more > 0 {
