@@ -68,14 +68,14 @@ func TestWriteToAStalledPeerFails(t *testing.T) {
 func TestKeepaliveHoldsTheReader(t *testing.T) {
 	for _, ahead := range []bool{false, true} {
 		r, w := pair(t)
-		r.SetTimeout(150 * time.Millisecond)
+		r.SetTimeout(500 * time.Millisecond)
 		if ahead {
 			r.ReadAhead(2)
 		}
-		w.Keepalive(20 * time.Millisecond)
+		w.Keepalive(25 * time.Millisecond)
 		sent := make(chan error, 1)
 		go func() {
-			time.Sleep(600 * time.Millisecond) // a busy peer: four timeouts of keepalives only
+			time.Sleep(1500 * time.Millisecond) // a busy peer: three timeouts of keepalives only
 			sent <- w.WriteJSON(FrameEnd, End{Files: 3})
 		}()
 		var end End
@@ -87,7 +87,7 @@ func TestKeepaliveHoldsTheReader(t *testing.T) {
 		}
 
 		quiet, _ := pair(t)
-		quiet.SetTimeout(150 * time.Millisecond)
+		quiet.SetTimeout(300 * time.Millisecond)
 		if ahead {
 			quiet.ReadAhead(1)
 		}
@@ -105,9 +105,10 @@ func TestKeepaliveHoldsTheReader(t *testing.T) {
 // timeout, when the writer reads ahead.
 func TestKeepaliveHoldsAPendingWrite(t *testing.T) {
 	w, busy := pair(t)
-	w.SetTimeout(150 * time.Millisecond)
+	w.SetTimeout(500 * time.Millisecond)
 	w.ReadAhead(1)
-	busy.Keepalive(20 * time.Millisecond)
+	busy.Keepalive(25 * time.Millisecond)
+	busy.SetTimeout(10 * time.Second) // a writer that failed must not hang the test
 	const frames = 24
 	wrote := make(chan error, 1)
 	go func() {
@@ -119,7 +120,12 @@ func TestKeepaliveHoldsAPendingWrite(t *testing.T) {
 		}
 		wrote <- w.Flush()
 	}()
-	time.Sleep(700 * time.Millisecond) // a busy peer: four timeouts pass while the writer is blocked
+	time.Sleep(1500 * time.Millisecond) // a busy peer: three timeouts pass while the writer is blocked
+	select {
+	case err := <-wrote:
+		t.Fatalf("the writer gave up while its busy peer sent keepalives: %v", err)
+	default:
+	}
 	for i := range frames {
 		typ, p, err := busy.ReadFrame()
 		if err != nil || typ != FrameRecords || len(p) != 1<<20 {
