@@ -352,7 +352,7 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 		s.logLost(ctx, job, req)
 	}
 	if req.Error != nil {
-		if job.Type == catalog.JobRestore && req.Restored+req.Lost > 0 {
+		if job.Type == catalog.JobRestore && req.Entries > 0 {
 			s.recordAccount(ctx, job, req)
 		}
 		if req.Error.Code == wire.CodeNodeLost {
@@ -467,7 +467,7 @@ func (s *Server) logLost(ctx context.Context, job *catalog.Job, req wire.JobDone
 
 // recordAccount keeps what a restore that failed did restore and lose.
 func (s *Server) recordAccount(ctx context.Context, job *catalog.Job, req wire.JobDoneReq) {
-	upd := &catalog.JobUpdate{ID: job.ID, Files: req.Files, Bytes: req.Bytes, Entries: max(req.Entries, 1), Restored: req.Restored,
+	upd := &catalog.JobUpdate{ID: job.ID, Files: req.Files, Bytes: req.Bytes, Entries: req.Entries, Restored: req.Restored,
 		Lost: lostCount(req), Attempt: job.Attempt}
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
 		s.log.Warn("record what a failed restore restored", "job", job.ID, "err", err)

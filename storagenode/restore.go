@@ -181,10 +181,10 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccount) error {
 	key, err := r.key(ctx, rr.KeyID)
 	if err != nil {
-		if wire.CodeOf(err) != wire.CodeKey {
-			return &stopStream{err} // the servers do not answer: not a loss of data
-		}
-		return err
+		// The servers do not answer, or cannot hand out the key (their
+		// key-encryption key is not the one that wrapped it): nothing is
+		// wrong with the volumes, and the job fails with what is.
+		return &stopStream{err}
 	}
 	names := map[uuid.UUID]wire.ReadPart{}
 	refs := make([]volume.PartRef, 0, len(rr.Parts))
