@@ -432,7 +432,13 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 // lostCount is how many entries a restore lost; an agent that sends no
 // count lists them all.
 func lostCount(req wire.JobDoneReq) int64 {
-	return max(req.Lost, int64(len(req.Damaged)))
+	listed := int64(0)
+	for _, d := range req.Damaged {
+		if !strings.HasPrefix(d, "... and ") {
+			listed++
+		}
+	}
+	return max(req.Lost, listed)
 }
 
 func ofEntries(n int64) string {
@@ -453,9 +459,12 @@ func (s *Server) logLost(ctx context.Context, job *catalog.Job, req wire.JobDone
 	now := time.Now().UTC()
 	lines := make([]catalog.LogLine, 0, len(req.Damaged)+1)
 	for _, d := range req.Damaged {
+		if strings.HasPrefix(d, "... and ") {
+			continue // a count of what the list left out: the line below says it
+		}
 		lines = append(lines, catalog.LogLine{Time: now, Level: "error", Msg: "lost: " + d})
 	}
-	if more := lost - int64(len(req.Damaged)); more > 0 {
+	if more := lost - int64(len(lines)); more > 0 {
 		lines = append(lines, catalog.LogLine{Time: now, Level: "error", Msg: fmt.Sprintf(
 			"... and %d more lost entries not listed here (the job log keeps %d lines): the log of the agent on client %s names every one",
 			more, catalog.MaxJobLogLines, job.Client)})
