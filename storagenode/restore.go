@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
@@ -139,7 +140,8 @@ func (e *stopStream) Unwrap() error { return e.err }
 // frame names it with the reason it is lost; ReadDone counts both. A
 // volume that cannot be read (missing, unreadable, a key that does not
 // open it) loses the entries of this read and the stream goes on with the
-// next; only a broken connection or a stopped job ends it.
+// next. A broken connection, a stopped job, or a request the volumes
+// contradict ends it.
 func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	acct := newReadAccount(rr)
 	err := r.read(ctx, rr, acct)
@@ -160,6 +162,12 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 			}
 		}
 		err = nil
+	}
+	if err != nil && !losesEntries(err) {
+		// The volumes contradict the request (a part that holds another
+		// session, a location that is no entry): the request is wrong,
+		// not the data, and the stream ends with why.
+		return err
 	}
 	if err != nil {
 		r.log.Error("read request failed; its entries not read yet are lost", "session", rr.SessionID, "err", err)
@@ -191,10 +199,10 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccou
 	for _, p := range rr.Parts {
 		if p.MediaType == "tape" {
 			if _, err := r.n.library(p.Library); err != nil {
-				return wire.Errorf(wire.CodeNotFound, "", "storage node %s has no library %s, which holds tape %s (volume %s)", r.n.cfg.ID, p.Library, p.Barcode, p.Volume)
+				return &unreadableError{volume: p.Volume, err: fmt.Errorf("storage node %s has no library %s, which holds tape %s", r.n.cfg.ID, p.Library, p.Barcode)}
 			}
 		} else if r.n.pools[p.Pool] == nil {
-			return wire.Errorf(wire.CodeNotFound, "", "storage node %s does not serve pool %s, which holds volume %s", r.n.cfg.ID, p.Pool, p.Volume)
+			return &unreadableError{volume: p.Volume, err: fmt.Errorf("storage node %s does not serve pool %s", r.n.cfg.ID, p.Pool)}
 		}
 		names[p.VolumeID] = p
 		refs = append(refs, volume.PartRef{VolumeID: p.VolumeID, VolumeStart: p.VolumeStart, DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd})
@@ -210,7 +218,7 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccou
 		}
 		f, _, err := r.n.pools[p.Pool].OpenRead(p.Volume)
 		if err != nil {
-			return nil, wire.Errorf(wire.CodeIO, "check that the volume file is in its pool directory", "open volume %s: %v", p.Volume, err)
+			return nil, &unreadableError{volume: p.Volume, err: err}
 		}
 		return f, nil
 	}
@@ -459,14 +467,39 @@ func (a *readAccount) lastDamage(seq uint64) *volume.CorruptBlockError {
 	return last
 }
 
+// unreadableError is a volume this node cannot read: its file is missing
+// or does not open, its tape does not mount, its pool or library is not
+// here.
+type unreadableError struct {
+	volume string
+	err    error
+}
+
+func (e *unreadableError) Error() string {
+	if errors.Is(e.err, os.ErrNotExist) {
+		return fmt.Sprintf("volume %s is missing: %v", e.volume, e.err)
+	}
+	return fmt.Sprintf("volume %s cannot be read: %v", e.volume, e.err)
+}
+
+func (e *unreadableError) Unwrap() error { return e.err }
+
+// losesEntries says whether err, which ended a read early, loses the
+// entries of the read rather than the stream: the volumes cannot give
+// them (a volume missing or unreadable, a medium or I/O error, a key
+// that does not open the session).
+func losesEntries(err error) bool {
+	var ke *volume.KeyError
+	var ue *unreadableError
+	return errors.As(err, &ke) || errors.As(err, &ue) ||
+		errors.Is(err, syscall.EIO) || errors.Is(err, tape.ErrMedium) || errors.Is(err, tape.ErrHung)
+}
+
 // errorText is an error as the agent's list of lost entries shows it.
 func errorText(err error) string {
 	var ke *volume.KeyError
-	switch {
-	case errors.As(err, &ke):
+	if errors.As(err, &ke) {
 		return "the key does not open the session: " + err.Error()
-	case errors.Is(err, os.ErrNotExist):
-		return "a volume is missing: " + err.Error()
 	}
 	return err.Error()
 }

@@ -63,11 +63,11 @@ func (r *reader) tapeReader(ctx context.Context, p wire.ReadPart) (*tape.Reader,
 	r.releaseTape(nil)
 	m, err := r.n.library(p.Library)
 	if err != nil {
-		return nil, err
+		return nil, &unreadableError{volume: p.Volume, err: err}
 	}
 	mt, err := m.Mount(ctx, library.MountRequest{Job: r.t.JobID, Barcode: p.Barcode, Volume: p.VolumeID, Why: "reading volume " + p.Volume})
 	if err != nil {
-		return nil, fmt.Errorf("mount tape %s (volume %s): %w", p.Barcode, p.Volume, err)
+		return nil, &unreadableError{volume: p.Volume, err: fmt.Errorf("mount tape %s: %w", p.Barcode, err)}
 	}
 	r.log.Info("reading tape", "barcode", p.Barcode, "volume", p.Volume, "drive", mt.Drive().Name())
 	r.held = &heldTape{barcode: p.Barcode, library: p.Library, mount: mt, starts: p.PartStarts, size: size}
