@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -41,7 +42,19 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := natsd.Start(natsd.Config{}, slog.New(slog.NewTextHandler(lf, nil)))
+	s.nkeys = filepath.Join(dir, "nkeys")
+	var users []natsd.User
+	for _, u := range []struct{ kind, name string }{
+		{wire.KindServer, "s1"}, {wire.KindNode, s.node}, {wire.KindAgent, "web01"}, {wire.KindAgent, "web02"}, {wire.KindAdmin, "admin"},
+	} {
+		user, err := natsauth.LoadOrCreateUser(s.nkeys, u.kind, u.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, user.Embedded())
+	}
+	s.adminFlags = []string{"--nats-nkey", s.seed(wire.KindAdmin, "admin")}
+	ns, err := natsd.Start(natsd.Config{Users: users}, slog.New(slog.NewTextHandler(lf, nil)))
 	if err != nil {
 		lf.Close()
 		t.Fatal(err)
@@ -64,10 +77,10 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 		}},
 		"tape_pools": []any{map[string]any{"name": "Tape", "library": "lib1"}},
 	})
-	s.server = newProc(t, s.logs, dir, "server", "server", "--nats", s.url, "--name", "s1", "--data", s.serverData,
-		"--raft-addr", s.raftAddr, "--liveness-timeout", "2s", "--metrics-addr", "", "--log-level", "debug")
-	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--config", nodeCfg, "--name", s.node,
-		"--data", s.nodeData, "--data-addr", s.dataAddr, "--metrics-addr", "")
+	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1",
+		"--data", s.serverData, "--raft-addr", s.raftAddr, "--liveness-timeout", "2s", "--metrics-addr", "", "--log-level", "debug")
+	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg,
+		"--name", s.node, "--data", s.nodeData, "--data-addr", s.dataAddr, "--metrics-addr", "")
 	ts := &tapeSystem{stack: s, agents: map[string]*proc{}}
 	for name, extra := range map[string]map[string]any{
 		"web01": {},
@@ -79,7 +92,8 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 			cfg[k] = v
 		}
 		path := writeJSON(t, filepath.Join(dir, name+".json"), cfg)
-		ts.agents[name] = newProc(t, s.logs, dir, name, "agent", "--nats", s.url, "--config", path, "--name", name, "--metrics-addr", "")
+		ts.agents[name] = newProc(t, s.logs, dir, name, "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, name), "--config", path,
+			"--name", name, "--metrics-addr", "")
 	}
 	s.agent = ts.agents["web01"]
 	s.procs = []*proc{s.server, s.storage, ts.agents["web01"], ts.agents["web02"]}

@@ -53,7 +53,7 @@ type Node struct {
 	keysRefreshed time.Time
 	conns         map[net.Conn]struct{}
 	jobs          map[uint64]*jobStream // the stream of each job running here
-	refreshMu     sync.Mutex // one refresh of the ticket keys at a time
+	refreshMu     sync.Mutex            // one refresh of the ticket keys at a time
 	// draining: the node stops (Drain); drained is closed when its last
 	// connection ends; handingBack: the drain ran out, and the sessions
 	// cut off are handed back to the servers, not failed.
