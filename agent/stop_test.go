@@ -106,7 +106,7 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 // agent reports the job stopped with the servers' reason.
 func TestCancelOrderStopsARestore(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{}, logger)
+	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
