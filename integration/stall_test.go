@@ -34,7 +34,7 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 	t.Helper()
 	dir := t.TempDir()
 	s := &stack{t: t, dir: dir, logs: &logs{}, client: "web01", node: "sn1", pool: "Tape",
-		serverData: filepath.Join(dir, "server"), nodeData: filepath.Join(dir, "node"), raftAddr: freeAddr(t), dataAddr: freeAddr(t)}
+		serverData: filepath.Join(dir, "server"), nodeData: filepath.Join(dir, "node"), raftAddr: reservedAddr(t)}
 	s.logs.printOnFailure(t)
 	natsLog := filepath.Join(dir, "nats.log")
 	s.logs.add(natsLog)
@@ -78,9 +78,9 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 		"tape_pools": []any{map[string]any{"name": "Tape", "library": "lib1"}},
 	})
 	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1",
-		"--data", s.serverData, "--raft-addr", s.raftAddr, "--liveness-timeout", "2s", "--metrics-addr", "", "--log-level", "debug")
+		"--data", s.serverData, "--raft-addr", s.raftAddr, "--liveness-timeout", "2s", "--metrics-addr", anyAddr, "--log-level", "debug")
 	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg,
-		"--name", s.node, "--data", s.nodeData, "--data-addr", s.dataAddr, "--metrics-addr", "")
+		"--name", s.node, "--data", s.nodeData, "--data-addr", reservedAddr(t), "--metrics-addr", anyAddr)
 	ts := &tapeSystem{stack: s, agents: map[string]*proc{}}
 	for name, extra := range map[string]map[string]any{
 		"web01": {},
@@ -93,7 +93,7 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 		}
 		path := writeJSON(t, filepath.Join(dir, name+".json"), cfg)
 		ts.agents[name] = newProc(t, s.logs, dir, name, "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, name), "--config", path,
-			"--name", name, "--metrics-addr", "")
+			"--name", name, "--metrics-addr", anyAddr)
 	}
 	s.agent = ts.agents["web01"]
 	s.procs = []*proc{s.server, s.storage, ts.agents["web01"], ts.agents["web02"]}
