@@ -264,12 +264,6 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 			Recheck: s.cfg.LivenessTimeout / 2,
 		}
 	}
-	// The watchdog counts from the order: one that looked while the order
-	// was on its way would find a job its agent does not know yet, and
-	// end the attempt the agent is starting.
-	s.mu.Lock()
-	run.ordered = time.Now()
-	s.mu.Unlock()
 	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
 	defer cancel()
 	// An order still waiting for the agent's answer is not lost, however
