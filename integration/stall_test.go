@@ -210,7 +210,7 @@ func (s *tapeSystem) waitDriveFree(failed time.Time) {
 		}
 		return nil
 	})
-	s.t.Logf("the drive was free %s after the job failed", time.Since(failed).Round(100*time.Millisecond))
+	s.t.Logf("the drive was free %s after the attempt ended", time.Since(failed).Round(100*time.Millisecond))
 }
 
 // treeState is the kind and size of everything under a directory.
@@ -262,12 +262,13 @@ func writeRandomIn(t *testing.T, path string, size int, seed uint64) {
 
 // TestStalledClientsReleaseTheDrive stops clients in the middle of a tape
 // restore and of a tape backup, as a hung client would stop (SIGSTOP: it
-// neither reads nor answers). In both, the servers fail the job when the
-// agent falls silent and order the storage node to stop it: the node
-// gives the drive back at once (its own IdleTimeout is 10 minutes) and
-// another client's job gets the drive. The restore's client, resumed,
-// writes nothing more to its target; the backup's session leaves nothing
-// on the tape that counts.
+// neither reads nor answers). In both, the servers end the attempt when
+// the agent falls silent (the restore fails, the backup goes back to the
+// queue) and order the storage node to stop it: the node gives the drive
+// back at once (its own IdleTimeout is 10 minutes) and another client's
+// job gets the drive. The restore's client, resumed, writes nothing more
+// to its target; the backup's cut-off session leaves nothing behind, and
+// its next attempt, once the client is back, restores whole.
 func TestStalledClientsReleaseTheDrive(t *testing.T) {
 	s := newTapeSystem(t)
 	// Many small files: when the client stops, what is on its way to it
@@ -349,20 +350,44 @@ func TestStalledClientsReleaseTheDrive(t *testing.T) {
 		return nil
 	})
 	pause(t, s.agents["web02"])
-	s.waitDriveFree(s.waitFailed(b2.JobID, "agent of client web02 stopped answering").Ended)
+	// The servers take the attempt back (the backup waits in the queue for
+	// its agent) and stop it on the node.
+	var stopped time.Time
+	poll.Until(t, 30*time.Second, func() error {
+		j := s.job(b2.JobID)
+		if j.State != "queued" || j.Attempt < 1 {
+			return fmt.Errorf("backup job %d is %s (attempt %d)", b2.JobID, j.State, j.Attempt)
+		}
+		stopped = time.Now()
+		return nil
+	})
+	s.waitDriveFree(stopped)
 	var b3 wire.JobInfo
 	s.json(&b3, "backup", "--client", "web01", "--path", src, "--level", "full", "--pool", "Tape", "--wait")
 	if b3.State != "success" {
 		t.Fatalf("the next backup: %+v", b3)
 	}
+	// Back, the client runs the backup's next attempt; the cut-off session
+	// left nothing behind that counts.
+	snap2 := snapshot(t, src2)
 	resume(t, s.agents["web02"])
-	var backups []wire.BackupInfo
-	s.json(&backups, "backup", "list")
-	for _, b := range backups {
-		if b.Client == "web02" && b.State == "complete" {
-			t.Errorf("the stopped backup became backup %d", b.ID)
+	var b2done wire.JobInfo
+	poll.Until(t, 2*time.Minute, func() error {
+		b2done = s.job(b2.JobID)
+		if b2done.State == "queued" || b2done.State == "running" {
+			return fmt.Errorf("backup job %d is %s (attempt %d)", b2.JobID, b2done.State, b2done.Attempt)
 		}
+		return nil
+	})
+	if b2done.State != "success" || b2done.Attempt < 2 {
+		t.Fatalf("the stopped backup after its client came back: %+v", b2done)
 	}
+	to4 := filepath.Join(t.TempDir(), "web02")
+	s.json(&j2, "restore", "--client", "web02", "--backup", strconv.FormatUint(b2done.BackupID, 10), "--to", to4)
+	if j2.State != "success" {
+		t.Fatalf("restore of the backup whose first attempt was stopped: %+v", j2)
+	}
+	checkRestored(t, snap2, to4, src2)
 	to3 := filepath.Join(t.TempDir(), "after")
 	s.json(&j2, "restore", "--client", "web01", "--backup", strconv.FormatUint(b3.BackupID, 10), "--to", to3)
 	if j2.State != "success" {
