@@ -31,22 +31,6 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
-func TestParseTime(t *testing.T) {
-	got, err := parseTime("2026-11-20 13:45")
-	if err != nil || got.Year() != 2026 || got.Hour() != 13 || got.Minute() != 45 {
-		t.Fatalf("%v %v", got, err)
-	}
-	if got, err := parseTime("2026-11-20T13:45:00Z"); err != nil || got.UTC().Hour() != 13 {
-		t.Fatalf("%v %v", got, err)
-	}
-	if got, err := parseTime("2h ago"); err != nil || time.Since(got) < 2*time.Hour-time.Minute {
-		t.Fatalf("%v %v", got, err)
-	}
-	if _, err := parseTime("last tuesday"); err == nil {
-		t.Fatal("accepted a time it cannot read")
-	}
-}
-
 func TestParsePool(t *testing.T) {
 	p, err := parsePool("Default=/srv/pool:50G")
 	if err != nil || p.Name != "Default" || p.Dir != "/srv/pool" || p.MaxVolumeBytes != 50<<30 {

@@ -169,7 +169,9 @@ func newRestoreCmd(g *globals) *cobra.Command {
 
 Files come back under DIR with their full original path (DIR/etc/hosts for
 /etc/hosts). Without --backup or --at, the latest backup is used; --at picks
-the latest backup made at or before a time. Single files are read by seeking
+the latest backup made at or before a time: now, yesterday (this time
+yesterday), '1 hour ago', '3 days ago', 'yesterday 22:00', '2026-11-23 10:00'
+(local time) or RFC 3339. Single files are read by seeking
 to their blocks, not by reading volumes from the start.
 
 Block and character device nodes are created only with --devices: the agent
@@ -192,7 +194,7 @@ non-zero.`,
 	f := c.Flags()
 	f.StringVar(&o.client, "client", "", "client whose backup to restore")
 	f.Uint64Var(&o.backupID, "backup", 0, "backup id (see 'cairn backup list')")
-	f.StringVar(&o.at, "at", "", "restore the tree as it was at this time")
+	f.StringVar(&o.at, "at", "", "restore the tree as it was at this time: "+atForms)
 	f.StringVar(&o.to, "to", "", "absolute directory on the target client to restore into")
 	f.StringVar(&o.targetClient, "target-client", "", "restore onto another client")
 	f.BoolVar(&o.force, "force", false, "restore into a directory that is not empty")
@@ -396,7 +398,7 @@ func newLsCmd(g *globals) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&o.client, "client", "", "client whose backup to browse")
 	f.Uint64Var(&o.backupID, "backup", 0, "backup id (the latest when not given)")
-	f.StringVar(&o.at, "at", "", "browse the tree as it was at this time")
+	f.StringVar(&o.at, "at", "", "browse the tree as it was at this time: "+atForms)
 	f.BoolVarP(&o.recursive, "recursive", "R", false, "list the whole subtree")
 	return c
 }

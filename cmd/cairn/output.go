@@ -93,22 +93,6 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// parseTime accepts RFC 3339 and the local forms admins type.
-func parseTime(s string) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
-			return t, nil
-		}
-	}
-	if d, err := time.ParseDuration(strings.TrimSuffix(strings.TrimSpace(s), " ago")); err == nil && strings.HasSuffix(s, "ago") {
-		return time.Now().Add(-d), nil
-	}
-	return time.Time{}, &usageError{fmt.Errorf("time %q is not understood; use 2006-01-02 15:04:05, RFC 3339, or '2h ago'", s)}
-}
-
 // parseSize reads 512M, 4G, 1T or a byte count.
 func parseSize(s string) (int64, error) {
 	s = strings.TrimSpace(strings.ToUpper(s))
