@@ -575,16 +575,17 @@ func (a *applier) createJob(j *Job) error {
 		fs := FileSetOf(job.Paths, job.Excludes)
 		var parent *Backup
 		if job.Level != LevelFull {
-			parent, err = a.latestComplete(job.Client, fs, job.Level == LevelDifferential)
+			parent, err = a.latestComplete(job.Client, fs, pool.Name, job.Level == LevelDifferential)
 			if err != nil {
 				return err
 			}
 			if parent == nil {
-				// As Bacula does: an incremental or differential with nothing
-				// to compare against is a full.
+				// As Bacula and Bareos do ("No prior Full backup Job record
+				// found, upgrading to Full"): an incremental or differential
+				// with nothing to compare against in its pool is a full.
 				logLines = append(logLines, LogLine{Time: a.now, Level: "info", Msg: fmt.Sprintf(
-					"no complete full backup of this file set (%s) to base a %s backup on: running a full backup instead",
-					strings.Join(job.Paths, ", "), job.Level)})
+					"no full of this client in pool %s: running a full (a %s of %s builds only on a complete backup of the same paths in the same pool)",
+					pool.Name, job.Level, strings.Join(job.Paths, ", "))})
 				job.Level = LevelFull
 			}
 		}
@@ -637,13 +638,19 @@ func (a *applier) createJob(j *Job) error {
 }
 
 // latestComplete finds the base of an incremental (the latest complete backup
-// of the file set, any level) or of a differential (the latest complete
-// full). Latest means the latest point in time, not the highest id: two runs
-// can complete out of order.
-func (a *applier) latestComplete(client, fileSet string, fullOnly bool) (*Backup, error) {
+// of the file set in the pool, any level) or of a differential (the latest
+// complete full in the pool). Latest means the latest point in time, not the
+// highest id: two runs can complete out of order.
+//
+// The base is sought in the backup's own pool only, so that every chain
+// lies in one pool: a tape pool's chain restores from its tapes alone once
+// they are in the vault, and a backup sent to a pool that holds none of the
+// file set yet starts there with a full rather than an incremental on a
+// full in another pool, which would leave the tapes holding only changes.
+func (a *applier) latestComplete(client, fileSet, pool string, fullOnly bool) (*Backup, error) {
 	var best *Backup
 	err := eachClientBackup(a.tx, client, func(b *Backup) bool {
-		if b.State != BackupComplete || b.FileSet != fileSet || (fullOnly && b.Level != LevelFull) {
+		if b.State != BackupComplete || b.FileSet != fileSet || b.Pool != pool || (fullOnly && b.Level != LevelFull) {
 			return true
 		}
 		if best == nil || b.StartTime.After(best.StartTime) {

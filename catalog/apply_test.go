@@ -479,6 +479,89 @@ func TestParentResolution(t *testing.T) {
 	}
 }
 
+// TestParentIsSoughtInTheSamePool: a backup's base is a backup of the same
+// paths in the same pool, so each pool holds whole chains. The first backup
+// of a file set to another pool (a tape pool, after a month of disk
+// backups) runs as a full there and says why, as Bareos upgrades a job
+// with no prior full; the disk chain goes on from its own last backup.
+func TestParentIsSoughtInTheSamePool(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	pools := []NodePool{{Name: "disk1", Dir: "/srv/cairn"}}
+	for _, name := range []string{"Weekly", "Monthly"} {
+		c.must(&Command{Op: OpPutKey, Key: &Key{ID: "k-" + name, Pool: name, Wrapped: []byte("wrapped-key-material")}})
+		c.must(&Command{Op: OpCreatePool, Pool: &Pool{Name: name, Nodes: []string{"sn1"}, KeyID: "k-" + name}})
+		pools = append(pools, NodePool{Name: name, Dir: "/srv/" + name})
+	}
+	c.must(&Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn1", DataAddr: "127.0.0.1:7020", Pools: pools}})
+	some := []fileindex.Entry{dir("/srv"), file("/srv/a", 1)}
+	backup := func(pool string, level Level) (*Backup, *Job) {
+		t.Helper()
+		id := c.backupIn(pool, level, some)
+		b, err := c.s.Backup(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := c.s.Job(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, j
+	}
+
+	diskFull, _ := backup("disk1", LevelFull)
+	diskInc, _ := backup("disk1", LevelIncremental)
+	if diskInc.Level != LevelIncremental || diskInc.Parent != diskFull.ID {
+		t.Fatalf("incremental on disk: %s on %d, want an incremental on %d", diskInc.Level, diskInc.Parent, diskFull.ID)
+	}
+
+	// The first incremental (the CLI's level when none is given) and the
+	// first differential to a pool that holds no full of the file set.
+	for _, first := range []struct {
+		pool  string
+		level Level
+	}{{"Weekly", LevelIncremental}, {"Monthly", LevelDifferential}} {
+		pool := first.pool
+		base, job := backup(pool, first.level)
+		if base.Level != LevelFull || base.Parent != 0 || job.Level != LevelFull {
+			t.Fatalf("first %s to pool %s: backup %s on %d, job %s; want a full on nothing", first.level, pool, base.Level, base.Parent, job.Level)
+		}
+		if len(job.Log) != 1 || job.Log[0].Level != "info" ||
+			!strings.Contains(job.Log[0].Msg, "no full of this client in pool "+pool+": running a full") ||
+			!strings.Contains(job.Log[0].Msg, "/srv") {
+			t.Fatalf("job log of the first %s to pool %s: %+v", first.level, pool, job.Log)
+		}
+		inc, _ := backup(pool, LevelIncremental)
+		if inc.Level != LevelIncremental || inc.Parent != base.ID {
+			t.Fatalf("incremental to pool %s: %s on %d, want an incremental on %d", pool, inc.Level, inc.Parent, base.ID)
+		}
+		diff, _ := backup(pool, LevelDifferential)
+		if diff.Level != LevelDifferential || diff.Parent != base.ID {
+			t.Fatalf("differential to pool %s: %s on %d, want a differential on %d", pool, diff.Level, diff.Parent, base.ID)
+		}
+		chain, err := c.s.Chain(diff.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range chain {
+			if b.Pool != pool {
+				t.Fatalf("the chain of a %s backup holds backup %d of pool %s", pool, b.ID, b.Pool)
+			}
+		}
+	}
+
+	// The disk chain goes on from its own last backup, not from the later
+	// backups in pool Weekly.
+	diskNext, _ := backup("disk1", LevelIncremental)
+	if diskNext.Parent != diskInc.ID {
+		t.Fatalf("incremental on disk after the Weekly ones: on %d, want on %d", diskNext.Parent, diskInc.ID)
+	}
+	diskDiff, _ := backup("disk1", LevelDifferential)
+	if diskDiff.Parent != diskFull.ID {
+		t.Fatalf("differential on disk after the Weekly ones: on %d, want on the disk full %d", diskDiff.Parent, diskFull.ID)
+	}
+}
+
 func TestJobsFilter(t *testing.T) {
 	c := newTestCatalog(t)
 	c.setup()

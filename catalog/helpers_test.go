@@ -84,13 +84,19 @@ func (c *testCatalog) setup() {
 	c.must(&Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn1", DataAddr: "127.0.0.1:7020", Pools: []NodePool{{Name: "disk1", Dir: "/srv/cairn"}}}})
 }
 
-// startBackup creates and starts a backup job and returns its id.
+// startBackup creates and starts a backup job to pool disk1 and returns its id.
 func (c *testCatalog) startBackup(level Level, paths ...string) uint64 {
+	c.t.Helper()
+	return c.startBackupIn("disk1", level, paths...)
+}
+
+// startBackupIn creates and starts a backup job to pool and returns its id.
+func (c *testCatalog) startBackupIn(pool string, level Level, paths ...string) uint64 {
 	c.t.Helper()
 	if len(paths) == 0 {
 		paths = []string{"/srv"}
 	}
-	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: level, Pool: "disk1", Paths: paths}})
+	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: level, Pool: pool, Paths: paths}})
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: res.JobID, Node: "sn1"}})
 	return res.JobID
 }
@@ -120,22 +126,34 @@ func (c *testCatalog) writeIndex(backup uint64, entries []fileindex.Entry, segBy
 	return no
 }
 
-// volumeFor creates a volume held by job and labels it.
+// volumeFor creates a volume of pool disk1 held by job and labels it.
 func (c *testCatalog) volumeFor(job uint64) uuid.UUID {
 	c.t.Helper()
+	return c.volumeIn("disk1", job)
+}
+
+// volumeIn creates a volume of pool held by job and labels it.
+func (c *testCatalog) volumeIn(pool string, job uint64) uuid.UUID {
+	c.t.Helper()
 	id := uuid.New()
-	c.must(&Command{Op: OpCreateVolume, Volume: &Volume{ID: id, Pool: "disk1", WriterJob: job}})
+	c.must(&Command{Op: OpCreateVolume, Volume: &Volume{ID: id, Pool: pool, WriterJob: job}})
 	bs := int64(DefaultBlockSize)
 	c.must(&Command{Op: OpUpdateVolume, VolumeUpdate: &VolumeUpdate{ID: id, State: VolumeAppend, Bytes: &bs}})
 	return id
 }
 
-// backup runs a whole backup of entries and returns its id.
+// backup runs a whole backup of entries to pool disk1 and returns its id.
 func (c *testCatalog) backup(level Level, entries []fileindex.Entry) uint64 {
 	c.t.Helper()
-	id := c.startBackup(level)
+	return c.backupIn("disk1", level, entries)
+}
+
+// backupIn runs a whole backup of entries to pool and returns its id.
+func (c *testCatalog) backupIn(pool string, level Level, entries []fileindex.Entry) uint64 {
+	c.t.Helper()
+	id := c.startBackupIn(pool, level)
 	segs := c.writeIndex(id, entries, 4<<10)
-	vol := c.volumeFor(id)
+	vol := c.volumeIn(pool, id)
 	v, err := c.s.Volume(vol)
 	if err != nil {
 		c.t.Fatal(err)

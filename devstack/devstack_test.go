@@ -167,6 +167,82 @@ func TestBackupIncrementalDifferentialRestore(t *testing.T) {
 	e.verify(snap2.Sub("links"), filepath.Join(to, sub))
 }
 
+// TestTapePoolStartsWithItsOwnFull runs the README's tape walkthrough on
+// the real stack: after a full and an incremental to the disk pool, a
+// backup to the tape pool with no level is a full of the whole tree on
+// tape, as Bareos upgrades a job with no prior full (rather than an
+// incremental of nothing on the disk full, which left the tape sent to the
+// vault holding no file); the next one is an incremental on it, and the
+// tape pool's chain restores from tapes alone.
+func TestTapePoolStartsWithItsOwnFull(t *testing.T) {
+	e := start(t, 0)
+	src := filepath.Join(t.TempDir(), "src")
+	os.Mkdir(src, 0o755)
+	if err := sample.Generate(src, smallSpec()); err != nil {
+		t.Fatal(err)
+	}
+	diskFull := e.backup([]string{src}, "full")
+	e.backup([]string{src}, "")
+	for slot := 1; slot <= 2; slot++ {
+		if err := e.api(wire.OpMediaLabel, wire.MediaLabelReq{Library: Library, Slot: slot, Pool: e.st.Config.TapePool}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	toTape := func() (wire.JobStarted, wire.JobInfo) {
+		t.Helper()
+		var s wire.JobStarted
+		if err := e.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{src}, Pool: e.st.Config.TapePool}, &s); err != nil {
+			t.Fatal(err)
+		}
+		j := e.wait(s.JobID)
+		if j.State != "success" {
+			t.Fatalf("backup %d to tape: %s: %s", j.ID, j.State, j.Error)
+		}
+		return s, j
+	}
+	started, tapeFull := toTape()
+	if started.Level != "full" || tapeFull.Level != "full" || tapeFull.Files != diskFull.Files || tapeFull.Bytes != diskFull.Bytes {
+		t.Fatalf("first backup to pool %s: started %s, ran %s with %d files, %d bytes; want a full of %d files, %d bytes",
+			e.st.Config.TapePool, started.Level, tapeFull.Level, tapeFull.Files, tapeFull.Bytes, diskFull.Files, diskFull.Bytes)
+	}
+	said := false
+	for _, l := range tapeFull.Log {
+		said = said || strings.Contains(l.Msg, "no full of this client in pool "+e.st.Config.TapePool+": running a full")
+	}
+	if !said {
+		t.Errorf("the job log does not say why it ran a full: %+v", tapeFull.Log)
+	}
+	if len(tapeFull.Volumes) == 0 || !strings.HasPrefix(tapeFull.Volumes[0], "CRN") {
+		t.Fatalf("the tape pool's full is on volumes %v", tapeFull.Volumes)
+	}
+
+	if err := os.WriteFile(filepath.Join(src, "after-tape-full.txt"), []byte("incremental\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := sample.Snapshot(src)
+	_, tapeInc := toTape()
+	var bl wire.BackupListResp
+	if err := e.api(wire.OpBackupList, wire.BackupListReq{Client: "web"}, &bl); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bl.Backups {
+		if b.ID == tapeInc.ID && (b.Level != "incremental" || b.Parent != tapeFull.ID) {
+			t.Fatalf("second backup to tape: %s on %d, want an incremental on %d", b.Level, b.Parent, tapeFull.ID)
+		}
+		for _, v := range b.Volumes {
+			if (b.ID == tapeFull.ID || b.ID == tapeInc.ID) && !strings.HasPrefix(v, "CRN") {
+				t.Fatalf("backup %d of the tape pool's chain is on volume %s", b.ID, v)
+			}
+		}
+	}
+	to := filepath.Join(t.TempDir(), "r")
+	if j := e.restore(tapeInc.ID, to); j.State != "success" {
+		t.Fatalf("restore from tape: %s %s", j.State, j.Error)
+	}
+	e.verify(snap, filepath.Join(to, src))
+}
+
 func TestSessionSpansVolumes(t *testing.T) {
 	e := start(t, 6<<20) // volumes of 6 MiB: the backup below needs several
 	src := t.TempDir()

@@ -33,7 +33,10 @@ func newBackupCmd(g *globals) *cobra.Command {
 
 Levels: full (everything), incremental (what changed since the last backup of
 the same paths, the default), differential (what changed since the last full).
-An incremental or differential with no full to build on runs as a full.`,
+A backup builds only on backups of the same paths in the same pool, so each
+pool holds whole chains (a tape pool's tapes restore without the disk pool):
+an incremental or differential with no full of them in its pool runs as a
+full, and the job log says so.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.client == "" {
@@ -330,12 +333,16 @@ const maxLostShown = 20
 
 func printSummary(w io.Writer, j *wire.JobInfo) {
 	d := j.Ended.Sub(j.Started)
-	if j.Entries > 0 {
-		fmt.Fprintf(w, "%s job %d %s: %d of %d entries restored, %d lost; %d files, %s in %s (%s)",
-			j.Type, j.ID, j.State, j.Restored, j.Entries, j.Lost, j.Files, humanBytes(j.Bytes), humanDuration(d), rate(j.Bytes, d))
-	} else {
-		fmt.Fprintf(w, "%s job %d %s: %d files, %s in %s (%s)", j.Type, j.ID, j.State, j.Files, humanBytes(j.Bytes), humanDuration(d), rate(j.Bytes, d))
+	fmt.Fprintf(w, "%s job %d %s: ", j.Type, j.ID, j.State)
+	if j.Level != "" {
+		// The level it ran at, which is not always the one asked for: a
+		// backup with no full to build on in its pool runs as a full.
+		fmt.Fprintf(w, "%s, ", j.Level)
 	}
+	if j.Entries > 0 {
+		fmt.Fprintf(w, "%d of %d entries restored, %d lost; ", j.Restored, j.Entries, j.Lost)
+	}
+	fmt.Fprintf(w, "%d files, %s in %s (%s)", j.Files, humanBytes(j.Bytes), humanDuration(d), rate(j.Bytes, d))
 	if j.StoredBytes > 0 {
 		fmt.Fprintf(w, ", stored %s (ratio %.2f)", humanBytes(j.StoredBytes), float64(j.Bytes)/float64(j.StoredBytes))
 	}
