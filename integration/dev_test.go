@@ -187,3 +187,75 @@ func TestDevIsClosedToOtherUsers(t *testing.T) {
 	}
 	emptyOrMissing(t, filepath.Join(target, "pwned"))
 }
+
+// TestDevBannerReachesItsInstance runs 'cairn dev' on ports other than its
+// defaults, as a second instance on a machine must, and runs what its
+// banner tells another terminal to run, in a shell whose admin commands
+// find no client file of it (a new terminal, where the client file names
+// another instance or none): each command reaches this instance. The ports
+// line states every port, the metrics one as bound, not as asked (:0).
+func TestDevBannerReachesItsInstance(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("CAIRN_DEV_FILE", filepath.Join(dir, "dev.json"))
+	l := &logs{}
+	l.printOnFailure(t)
+	natsPort, raftAddr := reservedPort(t), reservedAddr(t)
+	dev := newProc(t, l, dir, "dev", "dev", "--data", filepath.Join(dir, "dev"), "--nats-port", strconv.Itoa(natsPort),
+		"--raft-addr", raftAddr, "--client", "devhost", "--metrics-addr", anyAddr)
+	t.Cleanup(dev.stop)
+	dev.start()
+	metrics := dev.metricsAddr()
+	var banner []string
+	poll.Until(t, 60*time.Second, func() error {
+		failIfCrashed(t, dev)
+		banner = strings.Split(dev.logText(), "\n")
+		for _, line := range banner {
+			if strings.HasPrefix(line, "try: ") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no banner yet")
+	})
+
+	var ports string
+	var commands []string
+	for i, line := range banner {
+		switch {
+		case strings.HasPrefix(line, "ports: "):
+			ports = line
+		case strings.HasPrefix(line, "from another terminal"):
+			if _, cmd, ok := strings.Cut(line, ": cairn "); ok {
+				cmd, _, _ = strings.Cut(cmd, " (")
+				commands = append(commands, "cairn "+cmd)
+				continue
+			}
+			var script []string
+			for _, next := range banner[i+1:] {
+				if !strings.HasPrefix(next, "  ") {
+					break
+				}
+				script = append(script, strings.TrimSpace(next))
+			}
+			commands = append(commands, strings.Join(script, "\n"))
+		case strings.HasPrefix(line, "as another user, with a copy of the admin seed: "):
+			commands = append(commands, strings.TrimPrefix(line, "as another user, with a copy of the admin seed: "))
+		}
+	}
+	for _, want := range []string{fmt.Sprintf("NATS nats://127.0.0.1:%d ", natsPort), "Raft " + raftAddr + ",", "data port 127.0.0.1:", "metrics http://" + metrics + "/metrics"} {
+		if !strings.Contains(ports, want) {
+			t.Errorf("the ports line %q does not say %q", ports, want)
+		}
+	}
+	if len(commands) != 2 {
+		t.Fatalf("the banner shows %d ways to reach it, want 2 (this user, another one):\n%s", len(commands), strings.Join(banner, "\n"))
+	}
+	for _, script := range commands {
+		sh := exec.Command("bash", "-euo", "pipefail", "-c", script)
+		sh.Env = []string{"PATH=" + filepath.Dir(cairnBin) + ":/usr/bin:/bin", "HOME=" + t.TempDir(),
+			"CAIRN_DEV_FILE=" + filepath.Join(dir, "another-instance.json")}
+		out, err := sh.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "dev-server") {
+			t.Errorf("the banner's\n%s\nfrom a new terminal: %v\n%s", script, err, out)
+		}
+	}
+}

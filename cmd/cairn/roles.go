@@ -149,13 +149,13 @@ func loadConfig(cmd *cobra.Command, path string, cfg any) (rf roleFields, err er
 }
 
 // serveMetrics serves reg on addr until ctx ends.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) error {
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (bound string, err error) {
 	if addr == "" {
-		return nil
+		return "", nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics address %s: %w", addr, err)
+		return "", fmt.Errorf("metrics address %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -172,7 +172,7 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 		}
 	}()
 	log.Info("serving metrics", "addr", "http://"+ln.Addr().String()+"/metrics")
-	return nil
+	return ln.Addr().String(), nil
 }
 
 // servePprof serves net/http/pprof on addr until ctx ends, for profiling a
@@ -279,7 +279,7 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 	if err := r.Start(roleCtx); err != nil {
 		return err
 	}
-	if err := serveMetrics(roleCtx, ro.metricsAddr, reg, log); err != nil {
+	if _, err := serveMetrics(roleCtx, ro.metricsAddr, reg, log); err != nil {
 		return err
 	}
 	for running := true; running; {
@@ -478,6 +478,12 @@ Default in DIR/pool and an emulated tape library lib1 (2 drives, 24 slots,
 Weekly, and an agent for this host. State stays in DIR across restarts. In
 another terminal, the admin commands talk to it.
 
+It takes 127.0.0.1:4222 (NATS, --nats-port), 127.0.0.1:7010 (Raft,
+--raft-addr), 127.0.0.1:9464 (metrics, --metrics-addr) and a free loopback
+port for the storage node's data port, and prints them; a second instance on
+the machine needs other ports for the first three, and its banner says how
+to reach it (CAIRN_NATS and CAIRN_NATS_NKEY).
+
 The embedded NATS server listens on 127.0.0.1 only and lets in no one
 without a credential: each role has its own nkey user with its role's
 permissions, as in a secured deployment, and the seeds are in DIR/nats
@@ -528,7 +534,8 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 				return err
 			}
 			defer st.Close()
-			if err := serveMetrics(ctx, ro.metricsAddr, reg, log); err != nil {
+			metricsAddr, err := serveMetrics(ctx, ro.metricsAddr, reg, log)
+			if err != nil {
 				return err
 			}
 			if err := servePprof(ctx, pprofAddr, log); err != nil {
@@ -538,7 +545,7 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 			if clientFile != "" {
 				defer withdrawDevClientFile(clientFile, st)
 			}
-			printDevBanner(g.out, st, clientFile, ro.metricsAddr, pprofAddr)
+			printDevBanner(g.out, st, clientFile, metricsAddr, pprofAddr)
 			for running := true; running; {
 				select {
 				case <-hup:
@@ -591,8 +598,8 @@ func withdrawDevClientFile(path string, st *devstack.Stack) {
 	}
 }
 
-// printDevBanner says what runs, which ports it took, and how another
-// terminal reaches it.
+// printDevBanner says what runs, which ports it took (those bound on port
+// 0 as bound), and how another terminal reaches it.
 func printDevBanner(w io.Writer, st *devstack.Stack, clientFile, metricsAddr, pprofAddr string) {
 	fmt.Fprintf(w, "cairn dev is running: client %s, pool Default in %s\n", st.Config.Client, st.PoolDir())
 	fmt.Fprintf(w, "tape library %s: %d drives, %d slots, %d mail slots, tapes %s to %s; tape pool %s\n",
@@ -610,8 +617,19 @@ func printDevBanner(w io.Writer, st *devstack.Stack, clientFile, metricsAddr, pp
 	if u, err := user.Current(); err == nil {
 		who = u.Username
 	}
-	if clientFile != "" {
+	if clientFile != "" && clientFile == defaultDevClientFile() && st.URL() == defaultNATSURL {
 		fmt.Fprintf(w, "from another terminal, as %s: cairn status (the admin commands find the credentials in %s)\n", who, clientFile)
+	} else {
+		// A new terminal's admin commands given no flag read the client
+		// file at its default place, which names whichever 'cairn dev'
+		// wrote it last (or go to the default port when there is none):
+		// the URL and the seed name this one.
+		why := "it is not on the default port"
+		if clientFile != "" && clientFile != defaultDevClientFile() {
+			why = "its client file " + clientFile + " is not where a new terminal looks"
+		}
+		fmt.Fprintf(w, "from another terminal, as %s, naming this instance (%s):\n", who, why)
+		fmt.Fprintf(w, "  export CAIRN_NATS=%s CAIRN_NATS_NKEY=%s\n  cairn status\n", st.URL(), st.AdminAuth.NkeyFile)
 	}
 	fmt.Fprintf(w, "as another user, with a copy of the admin seed: cairn --nats %s --nats-nkey %s status\n", st.URL(), st.AdminAuth.NkeyFile)
 	fmt.Fprintf(w, "try: cairn backup --client %s --path /etc --wait\n", st.Config.Client)

@@ -22,6 +22,10 @@ import (
 	"github.com/cairnbackup/cairn/wire"
 )
 
+// defaultNATSURL is where the admin commands look for NATS when not told
+// (--nats, CAIRN_NATS): the port 'cairn dev' takes by default.
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
 // globals are the options every admin command shares.
 type globals struct {
 	natsURL  string
@@ -58,7 +62,7 @@ Tape:       cairn media label, cairn library status|load|unload|import|export, c
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err} })
 	defURL := os.Getenv("CAIRN_NATS")
 	if defURL == "" {
-		defURL = "nats://127.0.0.1:4222"
+		defURL = defaultNATSURL
 	}
 	pf := root.PersistentFlags()
 	g.flags = pf
@@ -232,6 +236,12 @@ func devClientFile() string {
 	if p := os.Getenv(devFileEnv); p != "" {
 		return p
 	}
+	return defaultDevClientFile()
+}
+
+// defaultDevClientFile is devClientFile where $CAIRN_DEV_FILE is not set,
+// as in a new terminal.
+func defaultDevClientFile() string {
 	if os.Geteuid() == 0 {
 		return systemDevClientFile
 	}
