@@ -211,6 +211,8 @@ type proc struct {
 	name    string
 	bin     string // the program; the cairn binary under test when empty
 	args    []string
+	env     []string // its whole environment; this process's when nil
+	dir     string   // its working directory; this process's when empty
 	logPath string
 
 	mu       sync.Mutex
@@ -284,6 +286,7 @@ func (p *proc) start() {
 	}
 	cmd := exec.Command(bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env, cmd.Dir = p.env, p.dir
 	// Its own process group, so a stop reaches everything it started; and
 	// killed with the test binary should that die first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
