@@ -416,13 +416,17 @@ func describe(tok json.Token) string {
 	return fmt.Sprint(tok)
 }
 
+// ErrUnknownField is a field no struct of the file has: a misspelling, or
+// a file of another role.
+var ErrUnknownField = errors.New("no such field")
+
 func unknownField(key string, parts []part) error {
 	var names []string
 	for _, p := range parts {
 		names = append(names, p.s.names()...)
 	}
 	if s := Closest(key, names); s != "" {
-		return fmt.Errorf("no such field: did you mean %s?", s)
+		return fmt.Errorf("%w: did you mean %s?", ErrUnknownField, s)
 	}
-	return errors.New("no such field")
+	return ErrUnknownField
 }

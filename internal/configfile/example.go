@@ -22,7 +22,8 @@ type Docs map[string]string
 // its documentation, those in Live as they are and the others commented
 // out, so that a field is set by deleting the // before it.
 type Example struct {
-	// Header is the comment at the top of the file, its lines without //.
+	// Header is the comment at the top of the file, without //: its
+	// paragraphs are wrapped, and its indented lines kept as they are.
 	Header string
 	// Values are pointers to the structs the file fills (as Decode's
 	// targets), holding what the example shows: the defaults, with the
@@ -52,9 +53,7 @@ func (e Example) Write() ([]byte, error) {
 		live[n] = true
 	}
 	var b bytes.Buffer
-	for _, l := range strings.Split(strings.TrimRight(e.Header, "\n"), "\n") {
-		b.WriteString(strings.TrimRight("// "+l, " ") + "\n")
-	}
+	writeComment(&b, "", strings.TrimSpace(e.Header))
 	b.WriteString("{\n")
 	var missing []string
 	first := true
@@ -125,7 +124,7 @@ func writeElemDocs(b *bytes.Buffer, pad string, s *Struct, docs Docs) (missing [
 			missing = append(missing, f.DocKey())
 		}
 		text := goNamesToFileNames(doc, s, f.Owner)
-		if !strings.HasPrefix(text, f.Name+" ") {
+		if rest, ok := strings.CutPrefix(text, f.Name); !ok || rest == "" || !strings.ContainsRune(" ,:;", rune(rest[0])) {
 			text = f.Name + ": " + text
 		}
 		writeCommentHanging(b, "\t", pad+"  - ", pad+"    ", text)
@@ -173,27 +172,32 @@ func writeCommentHanging(b *bytes.Buffer, indent, first, rest, text string) {
 		if i > 0 {
 			b.WriteString(indent + "//\n")
 		}
-		lines := strings.Split(para, "\n")
-		if strings.HasPrefix(lines[0], " ") || strings.HasPrefix(lines[0], "\t") {
-			for _, l := range lines {
-				emit(lead + strings.Replace(l, "\t", "  ", 1))
-				lead = rest
-			}
-			continue
-		}
 		line := ""
-		for _, w := range strings.Fields(para) {
-			if line != "" && len(lead)+len(line)+1+len(w) > avail {
+		flush := func() {
+			if line != "" {
 				emit(lead + line)
 				lead, line = rest, ""
 			}
-			if line != "" {
-				line += " "
-			}
-			line += w
 		}
-		emit(lead + line)
-		lead = rest
+		for _, l := range strings.Split(para, "\n") {
+			if strings.HasPrefix(l, " ") || strings.HasPrefix(l, "\t") {
+				// A command or a list: as it is.
+				flush()
+				emit(lead + strings.Replace(l, "\t", "  ", 1))
+				lead = rest
+				continue
+			}
+			for _, w := range strings.Fields(l) {
+				if line != "" && len(lead)+len(line)+1+len(w) > avail {
+					flush()
+				}
+				if line != "" {
+					line += " "
+				}
+				line += w
+			}
+		}
+		flush()
 	}
 }
 
