@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/internal/buildinfo"
+	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -24,26 +24,29 @@ import (
 // link time.
 var Version = buildinfo.Version()
 
-// Config of an agent. Flags and the config file fill the same struct.
+// Config of an agent. Flags and the config file fill the same struct: a
+// field's name in the file is its flag's (package internal/configfile).
 type Config struct {
-	// Name is the client's name in the catalog and in NATS subjects.
-	Name string `json:"name"`
-	// NATSURL is where the agent reaches the servers; it connects out, so
-	// a client needs no inbound port.
-	NATSURL string `json:"nats_url"`
+	// Name is the client's name in the catalog and in NATS subjects:
+	// letters, digits, '-' and '_'.
+	Name string `json:"name" config:"default=the host name"`
+	// NATSURL is the NATS server (or servers, separated by commas) where
+	// the agent reaches the servers; it connects out, so a client needs no
+	// inbound port.
+	NATSURL string `json:"nats" config:"alias=nats_url"`
 	// NATSAuth is the NATS connection's TLS and credential (empty: plain,
 	// as to the embedded server of cairn dev).
-	NATSAuth wire.NATSAuth `json:"nats_auth"`
+	NATSAuth wire.NATSAuth `json:"nats_auth" config:"inline=nats_"`
 	// Site places the client: backups prefer a storage node of the same site.
 	Site string `json:"site"`
 	// HeartbeatInterval is how often the agent tells the servers it lives.
 	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
 	// ProgressInterval is how often a running job reports progress.
 	ProgressInterval time.Duration `json:"progress_interval"`
-	// MaxBytesPerSecond caps the rate a backup streams at, so that a
-	// backup in working hours leaves the client's uplink usable; 0 is no
-	// cap.
-	MaxBytesPerSecond int64 `json:"max_bytes_per_second"`
+	// MaxBytesPerSecond caps the rate a backup streams at, in bytes per
+	// second ("20M"), so that a backup in working hours leaves the
+	// client's uplink usable; 0 is no cap.
+	MaxBytesPerSecond int64 `json:"max_bytes_per_second" config:"size"`
 	// DataTimeout bounds every wait on a storage node's data port: a
 	// write the node does not take and a read that gets nothing fail
 	// after it, so a dead or unreachable node fails the job instead of
@@ -64,26 +67,30 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate names the first bad field and how to fix it.
+// Validate names the first bad field, as its flag and config file field
+// are named (configfile.FieldError), and how to fix it.
 func (c *Config) Validate() error {
 	if err := wire.ValidateName("client", c.Name); err != nil {
-		return fmt.Errorf("%v: set --name", err)
+		return configfile.Fieldf("name", "%v: set --name", err)
 	}
 	if c.NATSURL == "" {
-		return errors.New("NATS URL is empty: set --nats")
+		return configfile.Fieldf("nats", "the NATS URL is empty: set --nats")
 	}
 	if err := c.NATSAuth.Validate(); err != nil {
 		return err
 	}
-	if c.HeartbeatInterval <= 0 || c.ProgressInterval <= 0 {
-		return errors.New("heartbeat and progress intervals must be positive")
+	if c.HeartbeatInterval <= 0 {
+		return configfile.Fieldf("heartbeat_interval", "must be positive: give a duration, like 5s")
+	}
+	if c.ProgressInterval <= 0 {
+		return configfile.Fieldf("progress_interval", "must be positive: give a duration, like 1s")
 	}
 	if c.DataTimeout < 3*dataplane.KeepaliveInterval {
-		return fmt.Errorf("data_timeout %s is too short: a storage node sends a keepalive every %s while it works; use at least %s",
+		return configfile.Fieldf("data_timeout", "%s is too short: a storage node sends a keepalive every %s while it works; use at least %s",
 			c.DataTimeout, dataplane.KeepaliveInterval, 3*dataplane.KeepaliveInterval)
 	}
 	if c.MaxBytesPerSecond < 0 {
-		return errors.New("max_bytes_per_second is negative: set it to 0 for no cap, or a rate in bytes per second")
+		return configfile.Fieldf("max_bytes_per_second", "negative: set it to 0 for no cap, or a rate in bytes per second (\"20M\")")
 	}
 	return nil
 }

@@ -227,6 +227,23 @@ func TestDebPackage(t *testing.T) {
 		}
 	}
 
+	// The packaged configurations are what the installed binary writes
+	// as its examples, and it accepts each.
+	for _, role := range []string{"server", "storagenode", "agent"} {
+		path := "/etc/cairn/" + role + ".json"
+		have, err := os.ReadFile(path)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if want := run(t, "", "/usr/bin/cairn", "config", "example", "--role", role); string(have) != want {
+			t.Errorf("%s is not what 'cairn config example --role %s' prints", path, role)
+		}
+		if got := run(t, "", "/usr/bin/cairn", "config", "check", path); got != path+": a valid "+role+" config file\n" {
+			t.Errorf("cairn config check %s: %q", path, got)
+		}
+	}
+
 	// Purged: nothing of the package is left.
 	run(t, "", "dpkg", "--purge", "cairn")
 	for _, path := range []string{"/usr/bin/cairn", "/etc/cairn", "/usr/lib/systemd/system/cairn-server.service", "/usr/share/man/man1/cairn-backup.1.gz"} {

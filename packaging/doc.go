@@ -8,8 +8,10 @@
 //     their state directories; the agent runs as root, since it reads and
 //     restores every file.
 //   - etc/: the commented example configuration of each role, installed in
-//     /etc/cairn as conffiles and read by its unit (cmd/cairn's
-//     TestPackagedConfigExamples loads each into the role's Config).
+//     /etc/cairn as conffiles and read by its unit: what 'cairn config
+//     example --role ROLE' prints, written by 'go generate ./cmd/cairn'
+//     (cmd/cairn's TestPackagedConfigExamples holds them to it, and
+//     'cairn config check' accepts each).
 //   - debian/: the maintainer scripts: the user, the configuration files'
 //     group, systemd told of the units. No unit is enabled, and nothing in
 //     /var/lib/cairn is removed, even on purge.

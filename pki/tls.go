@@ -15,9 +15,13 @@ import (
 // Files names the PEM files of one TLS identity: the CA that signs the
 // peers' certificates, and this host's certificate and key.
 type Files struct {
-	CA   string `json:"ca,omitempty"`
+	// CA is the certificate of the CA that signs the peers' certificates
+	// ('cairn cert ca'); only it is trusted, not the system's roots.
+	CA string `json:"ca,omitempty"`
+	// Cert is this host's certificate ('cairn cert issue').
 	Cert string `json:"cert,omitempty"`
-	Key  string `json:"key,omitempty"`
+	// Key is the key of Cert.
+	Key string `json:"key,omitempty"`
 }
 
 // Empty reports whether no file is named: TLS is off.

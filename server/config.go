@@ -2,24 +2,25 @@ package server
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// Config of a server. Flags and the config file fill the same struct.
+// Config of a server. Flags and the config file fill the same struct: a
+// field's name in the file is its flag's (package internal/configfile).
 type Config struct {
 	// Name identifies this server in its Raft group, in logs and metrics.
-	Name string `json:"name"`
+	Name string `json:"name" config:"default=the host name"`
 	// DataDir holds the catalog, the Raft log and snapshots, the ticket
 	// signing key (ticket.key) and, unless KEKFile or a systemd credential
 	// says otherwise, the key-encryption key (kek).
-	DataDir string `json:"data_dir"`
+	DataDir string `json:"data" config:"alias=data_dir"`
 	// KEKFile is the key-encryption key, 32 raw bytes, when it is kept
 	// outside DataDir: the catalog holds every data key wrapped with it,
 	// so a copy of a data directory that holds its KEK too (a backup of the
@@ -29,11 +30,12 @@ type Config struct {
 	// credential cairn-kek when the service has one ($CREDENTIALS_DIRECTORY,
 	// LoadCredential=cairn-kek:PATH), else DataDir/kek.
 	KEKFile string `json:"kek_file,omitempty"`
-	// NATSURL is where the server reaches every other role.
-	NATSURL string `json:"nats_url"`
+	// NATSURL is the NATS server (or servers, separated by commas) where
+	// the server reaches every other role.
+	NATSURL string `json:"nats" config:"alias=nats_url"`
 	// NATSAuth is the NATS connection's TLS and credential (empty: plain,
 	// as to the embedded server of cairn dev).
-	NATSAuth wire.NATSAuth `json:"nats_auth"`
+	NATSAuth wire.NATSAuth `json:"nats_auth" config:"inline=nats_"`
 	// RaftAddr is the address the Raft transport listens on.
 	RaftAddr string `json:"raft_addr"`
 	// Bootstrap forms a new group of one voter when DataDir has no Raft
@@ -47,7 +49,7 @@ type Config struct {
 	// this server's certificate and key, issued with 'cairn cert issue
 	// --client --server' for the host in RaftAddr. Empty: plain TCP, which
 	// Validate allows on a loopback RaftAddr only, unless InsecureRaft.
-	RaftTLS pki.Files `json:"raft_tls"`
+	RaftTLS pki.Files `json:"raft_tls" config:"inline=tls_"`
 	// InsecureRaft allows plain, unauthenticated Raft on an address other
 	// machines reach: whoever reaches it can pose as a member, read the
 	// catalog and append to its log. Only for a network where nothing else
@@ -57,7 +59,7 @@ type Config struct {
 	// the ticket signing key, which every member must share. The first
 	// start copies them into DataDir; a later start with other secrets is
 	// refused. Empty: the server makes its own, right for a group of one.
-	SecretsFile string `json:"secrets_file"`
+	SecretsFile string `json:"secrets" config:"alias=secrets_file"`
 	// TicketTTL is how long a job ticket is good for: the agent must reach
 	// the storage node within it.
 	TicketTTL time.Duration `json:"ticket_ttl"`
@@ -73,13 +75,18 @@ type Config struct {
 	// DefaultPool is used for backups that name no pool when the client has
 	// no default either.
 	DefaultPool string `json:"default_pool"`
-	// RaftSnapshotThreshold, RaftTrailingLogs and RaftSnapshotInterval tune
-	// when Raft snapshots the catalog and compacts its log (see package
-	// server/cluster); zero keeps its defaults. Low values make a member
-	// that was down catch up from a snapshot instead of the log.
-	RaftSnapshotThreshold uint64        `json:"raft_snapshot_threshold,omitempty"`
-	RaftTrailingLogs      uint64        `json:"raft_trailing_logs,omitempty"`
-	RaftSnapshotInterval  time.Duration `json:"raft_snapshot_interval,omitempty"`
+	// RaftSnapshotThreshold is how many log entries since the last
+	// snapshot make Raft snapshot the catalog and compact its log; 0
+	// keeps the default of package server/cluster (4096). Low values make
+	// a member that was down catch up from a snapshot instead of the log.
+	RaftSnapshotThreshold uint64 `json:"raft_snapshot_threshold,omitempty"`
+	// RaftTrailingLogs is how many entries a compaction keeps behind a
+	// snapshot, for a member that lags a little; 0 keeps the default of
+	// package server/cluster (1024).
+	RaftTrailingLogs uint64 `json:"raft_trailing_logs,omitempty"`
+	// RaftSnapshotInterval is how often Raft checks whether a snapshot is
+	// due; 0 keeps the default of package server/cluster (2m).
+	RaftSnapshotInterval time.Duration `json:"raft_snapshot_interval,omitempty"`
 }
 
 // IsLoopback reports whether a host:port listens on this machine only:
@@ -149,47 +156,51 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate names the first bad field and how to fix it.
+// Validate names every bad field, as its flag and config file field are
+// named (configfile.FieldError), and how to fix it.
 func (c *Config) Validate() error {
 	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, configfile.Fieldf(field, format, args...))
+	}
 	if c.Name == "" {
-		errs = append(errs, errors.New("server name is empty: set --name"))
+		bad("name", "the server name is empty: set --name")
 	}
 	if c.DataDir == "" {
-		errs = append(errs, errors.New("data directory is empty: set --data"))
+		bad("data", "the data directory is empty: set --data")
 	}
 	if c.NATSURL == "" {
-		errs = append(errs, errors.New("NATS URL is empty: set --nats"))
+		bad("nats", "the NATS URL is empty: set --nats")
 	}
 	if err := c.NATSAuth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.RaftAddr == "" {
-		errs = append(errs, errors.New("Raft address is empty: set --raft-addr host:port"))
+		bad("raft_addr", "the Raft address is empty: set --raft-addr host:port")
 	}
 	if err := c.RaftTLS.Check("tls"); err != nil {
 		errs = append(errs, err)
 	}
 	if c.RaftAddr != "" && c.RaftTLS.Empty() && !c.InsecureRaft && !IsLoopback(c.RaftAddr) {
-		errs = append(errs, fmt.Errorf("Raft address %s is reachable from other machines and Raft has no TLS: "+
+		bad("raft_addr", "Raft address %s is reachable from other machines and Raft has no TLS: "+
 			"anyone who reaches it could pose as a member, read the catalog and append to its log; "+
 			"give --tls-ca, --tls-cert and --tls-key (see 'cairn cert issue --client --server'), "+
-			"bind Raft to 127.0.0.1 for a group of one, or pass --insecure-raft on a network you trust", c.RaftAddr))
+			"bind Raft to 127.0.0.1 for a group of one, or pass --insecure-raft on a network you trust", c.RaftAddr)
 	}
 	if c.KEKFile != "" && c.DataDir != "" && sameFile(c.KEKFile, filepath.Join(c.DataDir, "kek")) {
-		errs = append(errs, fmt.Errorf("--kek-file %s is the data directory's own kek: give a path outside --data, or leave --kek-file out", c.KEKFile))
+		bad("kek_file", "--kek-file %s is the data directory's own kek: give a path outside --data, or leave --kek-file out", c.KEKFile)
 	}
 	if c.TicketTTL < 10*time.Second {
-		errs = append(errs, fmt.Errorf("ticket TTL %s is too short: use at least 10s", c.TicketTTL))
+		bad("ticket_ttl", "ticket TTL %s is too short: use at least 10s", c.TicketTTL)
 	}
 	if c.LivenessTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("liveness timeout %s is too short: use at least 1s", c.LivenessTimeout))
+		bad("liveness_timeout", "liveness timeout %s is too short: use at least 1s", c.LivenessTimeout)
 	}
 	if c.QueueTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("queue timeout %s is too short: use at least 1s", c.QueueTimeout))
+		bad("queue_timeout", "queue timeout %s is too short: use at least 1s", c.QueueTimeout)
 	}
 	if c.StallTimeout < c.LivenessTimeout {
-		errs = append(errs, fmt.Errorf("stall timeout %s is shorter than the liveness timeout %s", c.StallTimeout, c.LivenessTimeout))
+		bad("stall_timeout", "stall timeout %s is shorter than the liveness timeout %s: make it longer", c.StallTimeout, c.LivenessTimeout)
 	}
 	return errors.Join(errs...)
 }

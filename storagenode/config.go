@@ -42,6 +42,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/wire"
@@ -52,11 +53,12 @@ type PoolConfig struct {
 	// Name of the pool in the catalog; pools are created when a node
 	// first announces them.
 	Name string `json:"name"`
-	// Dir holds the pool's volume files.
+	// Dir holds the pool's volume files (an absolute path).
 	Dir string `json:"dir"`
-	// MaxVolumeBytes is the size at which a volume is full and the job
-	// moves to a new one; 0 means no limit.
-	MaxVolumeBytes int64 `json:"max_volume_bytes"`
+	// MaxVolumeBytes is the size at which each volume file of the pool is
+	// full and the job goes on in a new one ("50G"); it caps one volume,
+	// not the pool, which grows until the disk is full. 0 means no limit.
+	MaxVolumeBytes int64 `json:"volume_size" config:"size,alias=max_volume_bytes"`
 }
 
 // TapePoolConfig is a tape pool this node serves: its volumes are the
@@ -65,7 +67,7 @@ type PoolConfig struct {
 type TapePoolConfig struct {
 	// Name of the pool in the catalog.
 	Name string `json:"name"`
-	// Library is the name of the library (in Config.Libraries) whose
+	// Library is the name of the node's library (in its libraries) whose
 	// tapes the pool's volumes are.
 	Library string `json:"library"`
 	// SpoolDir, when set, stages backups to the pool on disk there, so
@@ -76,22 +78,25 @@ type TapePoolConfig struct {
 	// SpoolChunkBytes is the size of a spool chunk: one fills while the
 	// one before goes to tape, so the spool needs twice this on disk,
 	// and two chunks must fit the cartridge's early warning zone. 0
-	// means DefaultSpoolChunkBytes.
-	SpoolChunkBytes int64 `json:"spool_chunk_bytes,omitempty"`
+	// means 4G.
+	SpoolChunkBytes int64 `json:"spool_chunk_size,omitempty" config:"size,alias=spool_chunk_bytes"`
 }
 
-// Config of a storage node. Flags and the config file fill the same struct.
+// Config of a storage node. Flags and the config file fill the same struct:
+// a field's name in the file is its flag's (package internal/configfile).
 type Config struct {
-	// ID names the node in the catalog and in NATS subjects.
-	ID string `json:"id"`
+	// ID is the node's name in the catalog and in NATS subjects (the
+	// flag --name; "id" in older files).
+	ID string `json:"name" config:"alias=id,default=the host name"`
 	// DataDir holds the node's own state: its data-port certificate, the
 	// used-ticket record and spill files of running sessions.
-	DataDir string `json:"data_dir"`
-	// NATSURL is where the node reaches the servers.
-	NATSURL string `json:"nats_url"`
+	DataDir string `json:"data" config:"alias=data_dir"`
+	// NATSURL is the NATS server (or servers, separated by commas) where
+	// the node reaches the servers.
+	NATSURL string `json:"nats" config:"alias=nats_url"`
 	// NATSAuth is the NATS connection's TLS and credential (empty: plain,
 	// as to the embedded server of cairn dev).
-	NATSAuth wire.NATSAuth `json:"nats_auth"`
+	NATSAuth wire.NATSAuth `json:"nats_auth" config:"inline=nats_"`
 	// DataAddr is the address the TLS data port listens on.
 	DataAddr string `json:"data_addr"`
 	// AdvertiseAddr is the address agents dial; the listening address
@@ -99,13 +104,15 @@ type Config struct {
 	AdvertiseAddr string `json:"advertise_addr"`
 	// Site places the node: backups prefer a node of their client's site.
 	Site string `json:"site"`
-	// Pools are the disk pools this node serves.
-	Pools []PoolConfig `json:"pools"`
-	// Libraries are the tape libraries this node owns.
-	Libraries []library.Config `json:"libraries"`
+	// Pools are the disk pools this node serves, each also given by a
+	// flag --pool NAME=DIR[,volume-size=SIZE].
+	Pools []PoolConfig `json:"pools" config:"flag=pool"`
+	// Libraries are the tape libraries this node owns: each a changer and
+	// its drives, or an emulated library.
+	Libraries []library.Config `json:"libraries" config:"fileonly"`
 	// TapePools are the tape pools this node serves, each in one of
 	// Libraries.
-	TapePools []TapePoolConfig `json:"tape_pools"`
+	TapePools []TapePoolConfig `json:"tape_pools" config:"fileonly"`
 	// VolumeWaitPoll is how often a backup that found no volume to write
 	// asks the servers again (a tape pool with no appendable tape waits
 	// for one to be labeled or imported).
@@ -152,92 +159,107 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate names the first bad field and how to fix it.
+// Validate names every bad field, as its flag and config file field are
+// named (configfile.FieldError: pools[1].dir), and how to fix it.
 func (c *Config) Validate() error {
 	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, configfile.Fieldf(field, format, args...))
+	}
 	if c.ID == "" {
-		errs = append(errs, errors.New("storage node id is empty: set --name"))
+		bad("name", "the storage node's name is empty: set --name")
 	}
 	if c.DataDir == "" {
-		errs = append(errs, errors.New("data directory is empty: set --data"))
+		bad("data", "the data directory is empty: set --data")
 	}
 	if c.NATSURL == "" {
-		errs = append(errs, errors.New("NATS URL is empty: set --nats"))
+		bad("nats", "the NATS URL is empty: set --nats")
 	}
 	if err := c.NATSAuth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.DataAddr == "" {
-		errs = append(errs, errors.New("data port address is empty: set --data-addr host:port"))
+		bad("data_addr", "the data port address is empty: set --data-addr host:port")
 	}
 	if len(c.Pools) == 0 && len(c.TapePools) == 0 {
-		errs = append(errs, errors.New("no disk pool and no tape pool: add --pool NAME=DIR (and optionally :MAXSIZE), or a tape pool in the config file"))
+		bad("pools", "no disk pool and no tape pool: add --pool NAME=DIR (and optionally ,volume-size=SIZE), or a pool or tape pool in the config file")
 	}
 	seen := map[string]bool{}
-	for _, p := range c.Pools {
+	for i, p := range c.Pools {
+		at := fmt.Sprintf("pools[%d]", i)
+		if p.Name == "" {
+			bad(at+".name", "the pool has no name: give it one")
+		}
 		if seen[p.Name] {
-			errs = append(errs, fmt.Errorf("pool %s is given twice", p.Name))
+			bad(at+".name", "pool %s is given twice: keep one", p.Name)
 		}
 		seen[p.Name] = true
 		if !filepath.IsAbs(p.Dir) {
-			errs = append(errs, fmt.Errorf("pool %s: directory %q is not absolute", p.Name, p.Dir))
+			bad(at+".dir", "pool %s: directory %q is not absolute: give the full path", p.Name, p.Dir)
 		}
 		if p.MaxVolumeBytes < 0 {
-			errs = append(errs, fmt.Errorf("pool %s: maximum volume size is negative", p.Name))
+			bad(at+".volume_size", "pool %s: the volume size is negative: give a size, or 0 for no limit", p.Name)
 		}
 	}
 	libs := map[string]*library.Config{}
 	for i, l := range c.Libraries {
-		if l.Name == "" {
-			errs = append(errs, fmt.Errorf("library %d has no name: set its \"name\"", i+1))
-		}
+		at := fmt.Sprintf("libraries[%d]", i)
 		if libs[l.Name] != nil {
-			errs = append(errs, fmt.Errorf("library %s is given twice", l.Name))
+			bad(at+".name", "library %s is given twice: keep one", l.Name)
+		}
+		if err := l.Validate(); err != nil {
+			errs = append(errs, configfile.In(at, err))
 		}
 		libs[l.Name] = &c.Libraries[i]
 	}
-	for _, p := range c.TapePools {
+	for i, p := range c.TapePools {
+		at := fmt.Sprintf("tape_pools[%d]", i)
 		if seen[p.Name] {
-			errs = append(errs, fmt.Errorf("pool %s is given twice", p.Name))
+			bad(at+".name", "pool %s is given twice: keep one", p.Name)
 		}
 		seen[p.Name] = true
 		lib := libs[p.Library]
 		if lib == nil {
-			errs = append(errs, fmt.Errorf("tape pool %s: library %q is not one of this node's libraries: add it to \"libraries\" or fix the name", p.Name, p.Library))
+			bad(at+".library", "tape pool %s: library %q is not one of this node's libraries: add it to \"libraries\" or fix the name", p.Name, p.Library)
 		}
 		if p.SpoolDir != "" && !filepath.IsAbs(p.SpoolDir) {
-			errs = append(errs, fmt.Errorf("tape pool %s: spool directory %q is not absolute", p.Name, p.SpoolDir))
+			bad(at+".spool_dir", "tape pool %s: spool directory %q is not absolute: give the full path", p.Name, p.SpoolDir)
 		}
 		if p.SpoolChunkBytes < 0 {
-			errs = append(errs, fmt.Errorf("tape pool %s: spool chunk size is negative", p.Name))
+			bad(at+".spool_chunk_size", "tape pool %s: the spool chunk size is negative: give a size, or 0 for the default", p.Name)
 		}
 		if p.SpoolDir != "" && lib != nil && lib.Emulated != nil {
 			if zone, need := emulatedZone(lib.Emulated), spoolZoneNeed(p.chunkBytes()); need > zone {
-				fix := fmt.Sprintf("set spool_chunk_bytes to at most %d", (zone-spoolZoneNeed(0))/2)
+				// The advice in whole MiB, at most what fits.
+				fix := fmt.Sprintf("set spool_chunk_size to at most %s", configfile.FormatSize((zone-spoolZoneNeed(0))/2&^(1<<20-1)))
 				if zone-spoolZoneNeed(0) < 2<<20 {
 					fix = "spool to larger cartridges, or turn spooling off (no spool_dir)"
 				}
-				errs = append(errs, fmt.Errorf("tape pool %s: two spool chunks of %d bytes (and a block, a part's end and its padding) need %d bytes of early warning zone; the cartridges of library %s have %d: %s", p.Name, p.chunkBytes(), need, lib.Name, zone, fix))
+				bad(at+".spool_chunk_size", "tape pool %s: two spool chunks of %s (and a block, a part's end and its padding) need %s of early warning zone; the cartridges of library %s have %s: %s",
+					p.Name, configfile.FormatSize(p.chunkBytes()), kib(need), lib.Name, kib(zone), fix)
 			}
 		}
 	}
 	if c.VolumeWaitPoll <= 0 && len(c.TapePools) > 0 {
-		errs = append(errs, errors.New("volume wait poll must be positive"))
+		bad("volume_wait_poll", "the volume wait poll must be positive: give a duration, like 30s")
 	}
 	if c.HeartbeatInterval <= 0 {
-		errs = append(errs, errors.New("heartbeat interval must be positive"))
+		bad("heartbeat_interval", "the heartbeat interval must be positive: give a duration, like 5s")
 	}
 	if c.IdleTimeout < time.Second {
-		errs = append(errs, errors.New("idle timeout must be at least 1s"))
+		bad("idle_timeout", "the idle timeout must be at least 1s")
 	}
 	if c.Workers < 1 {
-		errs = append(errs, errors.New("workers must be at least 1"))
+		bad("workers", "workers must be at least 1")
 	}
 	if c.DrainTimeout < 0 {
-		errs = append(errs, errors.New("drain timeout is negative: set --drain-timeout to 0 to hand running sessions back at once, or to how long they may go on"))
+		bad("drain_timeout", "the drain timeout is negative: set --drain-timeout to 0 to hand running sessions back at once, or to how long they may go on")
 	}
 	return errors.Join(errs...)
 }
+
+// kib writes a size in whole KiB, rounded up, for a message.
+func kib(n int64) string { return configfile.FormatSize((n + 1<<10 - 1) &^ (1<<10 - 1)) }
 
 func (p TapePoolConfig) chunkBytes() int64 {
 	if p.SpoolChunkBytes > 0 {

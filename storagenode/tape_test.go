@@ -663,7 +663,7 @@ func TestTapeConfigValidate(t *testing.T) {
 	c.Libraries = []library.Config{{Name: "lib1", Emulated: &library.EmulatedConfig{Dir: "/l", CartridgeBytes: 1 << 30, EarlyWarningBytes: 16 << 20}}}
 	c.TapePools = []TapePoolConfig{{Name: "Tape", Library: "lib1", SpoolDir: "/s", SpoolChunkBytes: 4 << 20}}
 	err := c.Validate()
-	if err == nil || !strings.Contains(err.Error(), "spool_chunk_bytes to at most") {
+	if err == nil || !strings.Contains(err.Error(), "tape_pools[0].spool_chunk_size: tape pool Tape: two spool chunks of 4M (and a block, a part's end and its padding) need 16513K of early warning zone; the cartridges of library lib1 have 16M: set spool_chunk_size to at most 3M") {
 		t.Fatalf("two chunks larger than the zone: %v", err)
 	}
 	c.TapePools[0].SpoolChunkBytes = 1 << 20

@@ -19,19 +19,29 @@ import (
 // is an anonymous connection, which a Cairn NATS server refuses: the
 // embedded one of `cairn dev` gives every role an nkey, as a deployment's
 // configuration from 'cairn cert nats-config' does.
+//
+// In a role's config file the fields are nats_ca, nats_cert, ... as the
+// flags --nats-ca, --nats-cert, ... (the json names with the prefix nats_;
+// package internal/configfile); the older names are those of the object
+// "nats_auth": {"ca_file": ...}, still read.
 type NATSAuth struct {
-	// CAFile verifies the NATS server's certificate; setting it turns TLS on.
-	CAFile string `json:"ca_file,omitempty"`
-	// CertFile and KeyFile are this role's client certificate, for a NATS
-	// server whose tls block says verify: true.
-	CertFile string `json:"cert_file,omitempty"`
-	KeyFile  string `json:"key_file,omitempty"`
+	// CAFile is the CA certificate that verifies the NATS server's
+	// certificate; setting it turns TLS on.
+	CAFile string `json:"ca,omitempty" config:"alias=ca_file"`
+	// CertFile is this role's client certificate, for a NATS server whose
+	// tls block says verify: true ('cairn cert issue --client').
+	CertFile string `json:"cert,omitempty" config:"alias=cert_file"`
+	// KeyFile is the key of CertFile.
+	KeyFile string `json:"key,omitempty" config:"alias=key_file"`
 	// NkeyFile is a file holding the user's nkey seed (SU...), as
 	// 'cairn cert nats-config' writes one per role. The seed never leaves
 	// the host: the server only checks a signature of its nonce.
-	NkeyFile string `json:"nkey_file,omitempty"`
-	// User and Password are the other kind of credential.
-	User     string `json:"user,omitempty"`
+	NkeyFile string `json:"nkey,omitempty" config:"alias=nkey_file"`
+	// User is the NATS user of a password credential, the other kind.
+	User string `json:"user,omitempty"`
+	// Password is User's password. Set in a file only readable by the
+	// role, or in the environment (CAIRN_NATS_PASSWORD): a flag shows in
+	// ps.
 	Password string `json:"password,omitempty"`
 }
 

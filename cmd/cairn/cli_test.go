@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -15,32 +16,43 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/devstack"
+	"github.com/cairnbackup/cairn/server"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"512": 512, "4K": 4 << 10, "512M": 512 << 20, "4G": 4 << 30, "4GB": 4 << 30, "1GiB": 1 << 30, "2t": 2 << 40} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "G", "-1", "lots"} {
-		if _, err := parseSize(bad); err == nil {
-			t.Errorf("parseSize(%q) accepted", bad)
-		}
-	}
-}
-
+// TestParsePool: --pool says that its size caps each volume file
+// (volume-size=), and the older NAME=DIR:SIZE, which looked like the
+// pool's size, still reads with a warning that says what to write.
 func TestParsePool(t *testing.T) {
-	p, err := parsePool("Default=/srv/pool:50G")
-	if err != nil || p.Name != "Default" || p.Dir != "/srv/pool" || p.MaxVolumeBytes != 50<<30 {
-		t.Fatalf("%+v %v", p, err)
+	p, warning, err := parsePool("Default=/srv/pool,volume-size=50G")
+	if err != nil || warning != "" || p.Name != "Default" || p.Dir != "/srv/pool" || p.MaxVolumeBytes != 50<<30 {
+		t.Fatalf("%+v %q %v", p, warning, err)
 	}
-	if p, err := parsePool("Weekly=/srv/weekly"); err != nil || p.MaxVolumeBytes != 0 {
-		t.Fatalf("%+v %v", p, err)
+	p, warning, err = parsePool("Default=/srv/pool:50G")
+	if err != nil || p.Dir != "/srv/pool" || p.MaxVolumeBytes != 50<<30 ||
+		warning != "--pool Default=/srv/pool:50G: NAME=DIR:SIZE is deprecated, since SIZE caps each volume file and not the pool: write --pool Default=/srv/pool,volume-size=50G" {
+		t.Fatalf("the older form: %+v %q %v", p, warning, err)
 	}
-	if _, err := parsePool("nodir"); err == nil {
-		t.Fatal("accepted a pool without a directory")
+	if p, warning, err := parsePool("Weekly=/srv/weekly"); err != nil || warning != "" || p.MaxVolumeBytes != 0 {
+		t.Fatalf("%+v %q %v", p, warning, err)
+	}
+	// A colon that is no size is the directory's.
+	if p, warning, err := parsePool("A=/srv/a:b"); err != nil || warning != "" || p.Dir != "/srv/a:b" {
+		t.Fatalf("%+v %q %v", p, warning, err)
+	}
+	for bad, want := range map[string]string{
+		"nodir":                       "no NAME=DIR",
+		"A=":                          "no NAME=DIR",
+		"A=,volume-size=1G":           "no DIR",
+		"A=/p,volume-size=lots":       `volume-size: "lots" is not a size`,
+		"A=/p,size=50G":               `"size=50G" is no option of a pool (volume-size is)`,
+		"A=/p,volume-size=1G,compact": `"compact" is no option of a pool`,
+	} {
+		_, _, err := parsePool(bad)
+		var ue *usageError
+		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "NAME=DIR,volume-size=SIZE") {
+			t.Errorf("--pool %s: %v, want a usage error saying %q", bad, err, want)
+		}
 	}
 }
 
@@ -94,34 +106,30 @@ func TestNoServerIsAClearError(t *testing.T) {
 func TestConfigFileAndFlags(t *testing.T) {
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "server.json")
-	os.WriteFile(cfgFile, []byte(`{"name":"from-file","data_dir":"/from/file","raft_addr":"127.0.0.1:1"}`), 0o600)
+	os.WriteFile(cfgFile, []byte(`{"name":"from-file","data":"/from/file","raft_addr":"127.0.0.1:1","queue_timeout":"5m","metrics_addr":""}`), 0o600)
 	cmd := newServerCmd(&globals{})
-	if err := cmd.ParseFlags([]string{"--config", cfgFile, "--raft-addr", "127.0.0.1:2"}); err != nil {
+	if err := cmd.ParseFlags([]string{"--config", cfgFile, "--raft-addr", "127.0.0.1:2", "--liveness-timeout", "7s"}); err != nil {
 		t.Fatal(err)
 	}
-	var cfg struct {
-		Name     string `json:"name"`
-		DataDir  string `json:"data_dir"`
-		RaftAddr string `json:"raft_addr"`
-	}
-	if _, err := loadConfig(cmd, cfgFile, &cfg); err != nil {
+	cfg := server.DefaultConfig()
+	common := roleFields{MetricsAddr: "127.0.0.1:9464"}
+	if _, err := loadConfig(cmd, cfgFile, &cfg, &common); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Name != "from-file" || cfg.DataDir != "/from/file" {
-		t.Fatalf("file not applied: %+v", cfg)
+	if cfg.Name != "from-file" || cfg.DataDir != "/from/file" || cfg.QueueTimeout != 5*time.Minute || common.MetricsAddr != "" {
+		t.Fatalf("file not applied: %+v %+v", cfg, common)
 	}
 	if got, _ := cmd.Flags().GetString("raft-addr"); got != "127.0.0.1:2" {
 		t.Fatalf("flag given on the command line lost to the file: %s", got)
 	}
 	os.WriteFile(cfgFile, []byte(`{"nmae":"typo"}`), 0o600)
-	if _, err := loadConfig(cmd, cfgFile, &cfg); err == nil || !strings.Contains(err.Error(), "nmae") {
+	if _, err := loadConfig(cmd, cfgFile, &cfg, &common); err == nil || !strings.Contains(err.Error(), "line 1: nmae: no such field: did you mean name?") {
 		t.Fatalf("a misspelt field was accepted: %v", err)
 	}
 	// log_level is every role's, beside the role's own fields.
 	os.WriteFile(cfgFile, []byte(`{"name":"again","log_level":"debug"}`), 0o600)
-	rf, err := loadConfig(cmd, cfgFile, &cfg)
-	if err != nil || rf.LogLevel != "debug" || cfg.Name != "again" {
-		t.Fatalf("log_level in a config file: level %q, %+v, %v", rf.LogLevel, cfg, err)
+	if _, err := loadConfig(cmd, cfgFile, &cfg, &common); err != nil || common.LogLevel != "debug" || cfg.Name != "again" {
+		t.Fatalf("log_level in a config file: level %q, %+v, %v", common.LogLevel, cfg, err)
 	}
 }
 

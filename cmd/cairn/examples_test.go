@@ -1,105 +1,66 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"flag"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
-
-	"github.com/cairnbackup/cairn/agent"
 	"github.com/cairnbackup/cairn/server"
 	"github.com/cairnbackup/cairn/storagenode"
 )
 
-// packagedExample reads packaging/etc/NAME, the example the Debian package
-// installs in /etc/cairn and the role's unit reads.
-func packagedExample(t *testing.T, name string) string {
-	t.Helper()
-	path := filepath.Join("..", "..", "packaging", "etc", name)
-	if _, err := os.Stat(path); err != nil {
-		t.Fatal(err)
-	}
-	return path
+var updatePackagedExamples = flag.Bool("update-packaged-examples", false, "write packaging/etc/*.json again from 'cairn config example'")
+
+// packagedExample is packaging/etc/NAME.json, the example the Debian
+// package installs in /etc/cairn and the role's unit reads.
+func packagedExample(name string) string {
+	return filepath.Join("..", "..", "packaging", "etc", name+".json")
 }
 
-// uncommentFields makes the commented-out fields of an example live, so that
-// a field the example only suggests is checked too: a line whose comment
-// text starts like JSON ("name": ..., {, }, ]) is uncommented.
-func uncommentFields(t *testing.T, path string) string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(data), "\n")
-	n := 0
-	for i, l := range lines {
-		body, ok := strings.CutPrefix(strings.TrimLeft(l, " \t"), "//")
-		if body = strings.TrimLeft(body, " \t"); ok && body != "" && strings.ContainsRune(`"{}[]`, rune(body[0])) {
-			lines[i] = body
-			n++
-		}
-	}
-	if n == 0 {
-		t.Fatalf("%s suggests no field in a comment", path)
-	}
-	out := filepath.Join(t.TempDir(), filepath.Base(path))
-	if err := os.WriteFile(out, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+// packagedRoles are the roles the package has a unit and a config for.
+var packagedRoles = []string{"server", "storagenode", "agent"}
 
-// TestPackagedConfigExamples loads each role's example through the role's
-// own loader (unknown fields refused) into its real Config and validates
-// it, as the unit's 'cairn ROLE --config /etc/cairn/ROLE.json' does; and
-// loads it again with its suggested fields uncommented, which must all be
-// fields of the role.
+// TestPackagedConfigExamples holds the examples the package installs to
+// what 'cairn config example' prints (go generate writes them again), and
+// 'cairn config check' accepts each, as the role's unit reads it.
 func TestPackagedConfigExamples(t *testing.T) {
-	for _, c := range []struct {
-		file   string
-		cmd    func(*globals) *cobra.Command
-		config func() (any, func() error)
-	}{
-		{"server.json", newServerCmd, func() (any, func() error) {
-			cfg := server.DefaultConfig()
-			return &cfg, cfg.Validate
-		}},
-		{"storagenode.json", newStorageNodeCmd, func() (any, func() error) {
-			cfg := storagenode.DefaultConfig()
-			return &cfg, cfg.Validate
-		}},
-		{"agent.json", newAgentCmd, func() (any, func() error) {
-			cfg := agent.DefaultConfig()
-			return &cfg, cfg.Validate
-		}},
-	} {
-		t.Run(c.file, func(t *testing.T) {
-			path := packagedExample(t, c.file)
-			cmd := c.cmd(&globals{})
-			cfg, validate := c.config()
-			if _, err := loadConfig(cmd, path, cfg); err != nil {
+	ctx := context.Background()
+	for _, role := range packagedRoles {
+		t.Run(role, func(t *testing.T) {
+			code, want, stderr := cli(ctx, "config", "example", "--role", role)
+			if code != 0 {
+				t.Fatalf("config example --role %s: %d %s", role, code, stderr)
+			}
+			path := packagedExample(role)
+			if *updatePackagedExamples {
+				if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			have, err := os.ReadFile(path)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if err := validate(); err != nil {
-				t.Fatalf("%s does not validate: %v", path, err)
+			if !bytes.Equal(have, []byte(want)) {
+				t.Fatalf("%s is not what 'cairn config example --role %s' prints: run 'go generate ./cmd/cairn' and commit it", path, role)
 			}
-			all, _ := c.config()
-			if _, err := loadConfig(cmd, uncommentFields(t, path), all); err != nil {
-				t.Fatalf("%s with its suggested fields uncommented: %v", path, err)
+			code, out, stderr := cli(ctx, "config", "check", path)
+			if code != 0 || out != path+": a valid "+role+" config file\n" {
+				t.Fatalf("config check %s: %d %q %q", path, code, out, stderr)
 			}
 		})
 	}
 	// The storage node's example serves a pool, the server's names the
 	// same one as the default.
-	var node storagenode.Config
-	if _, err := loadConfig(newStorageNodeCmd(&globals{}), packagedExample(t, "storagenode.json"), &node); err != nil {
+	node := storagenode.DefaultConfig()
+	if _, err := loadConfig(newStorageNodeCmd(&globals{}), packagedExample("storagenode"), &node, &roleFields{}); err != nil {
 		t.Fatal(err)
 	}
 	srv := server.DefaultConfig()
-	if _, err := loadConfig(newServerCmd(&globals{}), packagedExample(t, "server.json"), &srv); err != nil {
+	if _, err := loadConfig(newServerCmd(&globals{}), packagedExample("server"), &srv, &roleFields{}); err != nil {
 		t.Fatal(err)
 	}
 	if len(node.Pools) != 1 || node.Pools[0].Name != srv.DefaultPool {

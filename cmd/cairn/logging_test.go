@@ -14,7 +14,7 @@ import (
 
 func TestLogFormat(t *testing.T) {
 	var buf bytes.Buffer
-	o := roleOpts{logLevel: "info", logFormat: "json"}
+	o := roleOpts{roleFields: roleFields{LogLevel: "info", LogFormat: "json"}}
 	log, err := o.logger(&buf)
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +25,7 @@ func TestLogFormat(t *testing.T) {
 		t.Fatalf("a JSON log line: %q, %v", buf.String(), err)
 	}
 	buf.Reset()
-	o.logFormat = "text"
+	o.LogFormat = "text"
 	if log, err = o.logger(&buf); err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestLogFormat(t *testing.T) {
 	if !strings.HasPrefix(buf.String(), "time=") {
 		t.Fatalf("a text log line: %q", buf.String())
 	}
-	if _, err := (&roleOpts{logLevel: "info", logFormat: "xml"}).logger(&buf); err == nil {
+	if _, err := (&roleOpts{roleFields: roleFields{LogLevel: "info", LogFormat: "xml"}}).logger(&buf); err == nil {
 		t.Fatal("--log-format xml accepted")
 	}
 
@@ -48,14 +48,12 @@ func TestLogFormat(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "storagenode.json")
 	os.WriteFile(path, []byte("{\n// JSON for the shipper\n\"log_format\": \"json\",\n\"workers\": 3\n}\n"), 0o600)
 	cfg := storagenode.DefaultConfig()
-	if _, err := loadConfig(newStorageNodeCmd(&globals{}), path, &cfg); err != nil || cfg.Workers != 3 {
-		t.Fatalf("a config file with log_format: %v, workers %d", err, cfg.Workers)
-	}
-	if rf, err := readRoleFields(path); err != nil || rf.LogFormat != "json" {
-		t.Fatalf("log_format read as %+v, %v", rf, err)
+	var rf roleFields
+	if _, err := loadConfig(newStorageNodeCmd(&globals{}), path, &cfg, &rf); err != nil || cfg.Workers != 3 || rf.LogFormat != "json" {
+		t.Fatalf("a config file with log_format: %v, workers %d, %+v", err, cfg.Workers, rf)
 	}
 	os.WriteFile(path, []byte(`{"log_format": "json", "wrokers": 3}`), 0o600)
-	if _, err := loadConfig(newStorageNodeCmd(&globals{}), path, &cfg); err == nil || !strings.Contains(err.Error(), "wrokers") {
+	if _, err := loadConfig(newStorageNodeCmd(&globals{}), path, &cfg, &rf); err == nil || !strings.Contains(err.Error(), "wrokers") {
 		t.Fatalf("a misspelt field beside log_format was accepted: %v", err)
 	}
 }

@@ -93,24 +93,6 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// parseSize reads 512M, 4G, 1T or a byte count.
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(strings.ToUpper(s))
-	mult := int64(1)
-	for suffix, m := range map[string]int64{"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40} {
-		if strings.HasSuffix(s, suffix) || strings.HasSuffix(s, suffix+"B") || strings.HasSuffix(s, suffix+"IB") {
-			s = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I"), suffix)
-			mult = m
-			break
-		}
-	}
-	var n int64
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("size %q is not understood; use a number with K, M, G or T", s)
-	}
-	return n * mult, nil
-}
-
 // printable returns s as it is safe to show on a terminal and unambiguous
 // to read: file names come from the clients' disks (and from volumes of
 // unknown origin), so a name may hold an escape sequence that rewrites the

@@ -1,9 +1,8 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/cairnbackup/cairn/agent"
 	"github.com/cairnbackup/cairn/devstack"
+	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/server"
 	"github.com/cairnbackup/cairn/storagenode"
 	"github.com/cairnbackup/cairn/wire"
@@ -34,118 +34,72 @@ import (
 
 // roleOpts are the options every long-running role has.
 type roleOpts struct {
-	config      string
-	metricsAddr string
-	logLevel    string
-	// fileLevel is the config file's log_level, read again on SIGHUP.
-	fileLevel string
-	level     slog.LevelVar
+	config string
+	// roleFields are bound to the flags, and the config file fills them
+	// too.
+	roleFields
+	level slog.LevelVar
 	// levelFlag is whether --log-level was given, which wins over the file.
 	levelFlag bool
-	logFormat string
 }
 
 func (o *roleOpts) bind(f *pflag.FlagSet, defMetrics string) {
-	f.StringVar(&o.config, "config", "", "JSON config file; flags given on the command line override it")
-	f.StringVar(&o.metricsAddr, "metrics-addr", defMetrics, "serve Prometheus metrics on this address (/metrics); empty to disable")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (or log_level in the config file; SIGHUP reads the file's again)")
-	f.StringVar(&o.logFormat, "log-format", "text", logFormatUsage)
+	f.StringVar(&o.config, "config", "", "config file: JSON with // comment lines, whose fields are these flags' names with _ for - "+
+		"('cairn config example' writes one, 'cairn config check' checks one); flags given on the command line override it")
+	f.StringVar(&o.MetricsAddr, "metrics-addr", defMetrics, "serve Prometheus metrics on this address (/metrics); empty to disable")
+	f.StringVar(&o.LogLevel, "log-level", defaultLogLevel, "debug, info, warn or error (or log_level in the config file; SIGHUP reads the file's again)")
+	f.StringVar(&o.LogFormat, "log-format", "text", logFormatUsage)
 }
 
 // logger makes the role's logger at the level of --log-level, or of the
-// config file's log_level when the flag is not given; setLevel changes it
-// while the role runs.
+// config file's log_level when the flag is not given; reloadLevel changes
+// it while the role runs.
 func (o *roleOpts) logger(w io.Writer) (*slog.Logger, error) {
-	if err := o.setLevel(); err != nil {
-		return nil, err
+	if err := o.level.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		what := "--log-level"
+		if !o.levelFlag && o.config != "" {
+			what = "log_level in " + o.config + " (or --log-level)"
+		}
+		return nil, &usageError{fmt.Errorf("%s %q: use debug, info, warn or error", what, o.LogLevel)}
 	}
-	h, err := newLogHandler(w, o.logFormat, &slog.HandlerOptions{Level: &o.level})
+	h, err := newLogHandler(w, o.LogFormat, &slog.HandlerOptions{Level: &o.level})
 	if err != nil {
 		return nil, err
 	}
 	return slog.New(h), nil
 }
 
-func (o *roleOpts) setLevel() error {
-	name, what := o.logLevel, "--log-level"
-	if !o.levelFlag && o.fileLevel != "" {
-		name, what = o.fileLevel, "log_level in "+o.config
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(name)); err != nil {
-		return &usageError{fmt.Errorf("%s %q: use debug, info, warn or error", what, name)}
-	}
-	o.level.Set(lvl)
-	return nil
-}
-
-// reloadLevel reads the config file's log_level again (SIGHUP). It says so
-// before the new level applies, so that a level above info still reports
-// what it became.
+// reloadLevel reads the config file's log_level again (SIGHUP): the level
+// becomes the file's, or the default when the file has none, unless
+// --log-level was given. It says so before the new level applies, so that
+// a level above info still reports what it became.
 func (o *roleOpts) reloadLevel(log *slog.Logger) {
+	fileLevel := ""
 	if o.config != "" {
 		lvl, err := readLogLevel(o.config)
 		if err != nil {
 			log.Error("log level not reloaded", "err", err)
 			return
 		}
-		o.fileLevel = lvl
+		fileLevel = lvl
 	}
-	was := o.level.Level()
-	next := roleOpts{logLevel: o.logLevel, fileLevel: o.fileLevel, levelFlag: o.levelFlag, config: o.config}
-	if err := next.setLevel(); err != nil {
-		log.Error("log level not reloaded", "err", err)
+	name := o.LogLevel
+	if !o.levelFlag {
+		name = cmp.Or(fileLevel, defaultLogLevel)
+	}
+	var now slog.Level
+	if err := now.UnmarshalText([]byte(name)); err != nil {
+		log.Error("log level not reloaded", "err", fmt.Errorf("log_level %q in %s: use debug, info, warn or error", name, o.config))
 		return
 	}
-	now := next.level.Level()
-	if o.levelFlag && o.fileLevel != "" {
+	was := o.level.Level()
+	if o.levelFlag && fileLevel != "" {
 		log.Info("reloaded", "what", "log level "+now.String()+" (--log-level, which wins over the config file's log_level)")
 	} else {
 		log.Info("reloaded", "what", "log level "+now.String(), "was", was.String())
 	}
+	o.LogLevel = name
 	o.level.Set(now)
-}
-
-// readLogLevel is the log_level of a config file, "" when it has none.
-func readLogLevel(path string) (string, error) {
-	rf, err := readRoleFields(path)
-	return rf.LogLevel, err
-}
-
-// loadConfig fills cfg from the config file, then applies again the flags
-// given on the command line, so they win over the file. The file's
-// log_level, which every role's file may have, is returned apart.
-func loadConfig(cmd *cobra.Command, path string, cfg any) (rf roleFields, err error) {
-	if path == "" {
-		return rf, nil
-	}
-	changed := map[string]string{}
-	cmd.Flags().Visit(func(f *pflag.Flag) {
-		if f.Value.Type() != "stringArray" && f.Value.Type() != "stringSlice" {
-			changed[f.Name] = f.Value.String()
-		}
-	})
-	data, err := readConfigFile(path)
-	if err != nil {
-		return rf, err
-	}
-	if rf, err = decodeRoleFields(path, data); err != nil {
-		return rf, err
-	}
-	if data, err = withoutRoleFields(data); err != nil {
-		return rf, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(cfg); err != nil {
-		return roleFields{}, fmt.Errorf("config file %s: %w (fields are the JSON names in 'cairn %s --help', and log_level and log_format)", path, err, cmd.Name())
-	}
-	for name, v := range changed {
-		if err := cmd.Flags().Set(name, v); err != nil {
-			return rf, err
-		}
-	}
-	return rf, nil
 }
 
 // serveMetrics serves reg on addr until ctx ends.
@@ -249,14 +203,11 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 
 	*natsURL = g.natsURL
 	*natsAuth = g.natsAuth
-	rf, err := loadConfig(cmd, ro.config, cfg)
+	warns, err := loadConfig(cmd, ro.config, cfg, &ro.roleFields)
 	if err != nil {
 		return err
 	}
-	ro.fileLevel, ro.levelFlag = rf.LogLevel, cmd.Flags().Changed("log-level")
-	if rf.LogFormat != "" && !cmd.Flags().Changed("log-format") {
-		ro.logFormat = rf.LogFormat
-	}
+	ro.levelFlag = cmd.Flags().Changed("log-level")
 	if cmd.Flags().Changed("nats") {
 		*natsURL = g.natsURL
 	}
@@ -265,6 +216,7 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 	if err != nil {
 		return err
 	}
+	logConfigWarnings(log, ro.config, warns)
 	ctx := cmd.Context()
 	reg := newRegistry()
 	r, err := build(log, reg)
@@ -279,7 +231,7 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 	if err := r.Start(roleCtx); err != nil {
 		return err
 	}
-	if _, err := serveMetrics(roleCtx, ro.metricsAddr, reg, log); err != nil {
+	if _, err := serveMetrics(roleCtx, ro.MetricsAddr, reg, log); err != nil {
 		return err
 	}
 	for running := true; running; {
@@ -322,6 +274,14 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 	return nil
 }
 
+// logConfigWarnings logs what a config file says that still works but
+// should change (an older field name, a bare number of nanoseconds).
+func logConfigWarnings(log *slog.Logger, path string, warns []configfile.Warning) {
+	for _, w := range warns {
+		log.Warn("config file: "+w.String(), "file", path)
+	}
+}
+
 // serverDrainTimeout bounds a stopping leader's leadership transfer.
 const serverDrainTimeout = 10 * time.Second
 
@@ -333,7 +293,7 @@ const agentHandBackTimeout = 15 * time.Second
 // do about it, as every error the CLI prints is.
 func configError(cmd *cobra.Command, role string, err error) error {
 	return wire.Errorf(wire.CodeInvalidArgument,
-		fmt.Sprintf("correct the flag or config file field named; see '%s --help'", cmd.CommandPath()),
+		fmt.Sprintf("correct the flag or config file field named (a field is its flag's name with _ for -); see '%s --help', and 'cairn config check FILE'", cmd.CommandPath()),
 		"%s config: %v", role, err)
 }
 
@@ -378,32 +338,64 @@ flag may stay in s1's unit file.`,
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "the key-encryption key (32 bytes), kept outside --data so that a copy of the data directory opens no data key "+
 		"(default: the systemd credential "+server.KEKCredential+" when the service has one, else DATA/kek)")
 	f.BoolVar(&cfg.InsecureRaft, "insecure-raft", false, "allow plain, unauthenticated Raft on a --raft-addr other machines reach (refused without it unless --tls-* are given)")
+	f.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a job ticket is good for: the agent must reach the storage node within it")
 	f.DurationVar(&cfg.LivenessTimeout, "liveness-timeout", cfg.LivenessTimeout, "a node or agent silent this long is offline")
+	f.DurationVar(&cfg.StallTimeout, "stall-timeout", cfg.StallTimeout, "a running job that reports nothing this long fails, though its node and agent are alive")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", cfg.QueueTimeout, "a job waiting this long for its agent or a storage node fails")
 	f.StringVar(&cfg.DefaultPool, "default-pool", cfg.DefaultPool, "pool for backups that name none")
+	f.Uint64Var(&cfg.RaftSnapshotThreshold, "raft-snapshot-threshold", 0, "log entries since the last snapshot that make Raft snapshot the catalog (0: 4096)")
+	f.Uint64Var(&cfg.RaftTrailingLogs, "raft-trailing-logs", 0, "log entries a compaction keeps behind a snapshot (0: 1024)")
+	f.DurationVar(&cfg.RaftSnapshotInterval, "raft-snapshot-interval", 0, "how often Raft checks whether a snapshot is due (0: 2m)")
 	ro.bind(f, "127.0.0.1:9464")
 	return c
 }
 
-// parsePool reads NAME=DIR[:MAXSIZE].
-func parsePool(s string) (storagenode.PoolConfig, error) {
+// poolUsage says what --pool takes.
+const poolUsage = "disk pool NAME=DIR[,volume-size=SIZE]: volumes are files in DIR, each full at SIZE (e.g. 50G; " +
+	"no limit when left out) and the pool as large as the disk; repeat for several"
+
+// parsePool reads a --pool: NAME=DIR[,volume-size=SIZE]. The older form
+// NAME=DIR:SIZE still reads, with a warning, since its SIZE looks like the
+// pool's when it caps each volume file.
+func parsePool(s string) (p storagenode.PoolConfig, warning string, err error) {
+	usage := func(format string, args ...any) error {
+		return &usageError{fmt.Errorf("--pool %q: "+format+"; use NAME=DIR or NAME=DIR,volume-size=SIZE (e.g. Default=/srv/cairn/pool,volume-size=50G)", append([]any{s}, args...)...)}
+	}
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok || name == "" || rest == "" {
-		return storagenode.PoolConfig{}, &usageError{fmt.Errorf("--pool %q: use NAME=DIR or NAME=DIR:MAXVOLUMESIZE (e.g. Default=/srv/cairn/pool:50G)", s)}
+		return p, "", usage("no NAME=DIR")
 	}
-	p := storagenode.PoolConfig{Name: name, Dir: rest}
-	if i := strings.LastIndex(rest, ":"); i > 0 {
-		size, err := parseSize(rest[i+1:])
-		if err == nil {
-			p.Dir, p.MaxVolumeBytes = rest[:i], size
+	parts := strings.Split(rest, ",")
+	p = storagenode.PoolConfig{Name: name, Dir: parts[0]}
+	for _, opt := range parts[1:] {
+		k, v, _ := strings.Cut(opt, "=")
+		switch k {
+		case "volume-size":
+			n, err := configfile.ParseSize(v)
+			if err != nil {
+				return p, "", usage("volume-size: %v", err)
+			}
+			p.MaxVolumeBytes = n
+		default:
+			return p, "", usage("%q is no option of a pool (volume-size is)", opt)
 		}
+	}
+	if i := strings.LastIndex(p.Dir, ":"); i > 0 && len(parts) == 1 {
+		if size, err := configfile.ParseSize(p.Dir[i+1:]); err == nil {
+			p.Dir, p.MaxVolumeBytes = p.Dir[:i], size
+			warning = fmt.Sprintf("--pool %s: NAME=DIR:SIZE is deprecated, since SIZE caps each volume file and not the pool: write --pool %s=%s,volume-size=%s",
+				s, name, p.Dir, configfile.FormatSize(size))
+		}
+	}
+	if p.Dir == "" {
+		return p, "", usage("no DIR")
 	}
 	abs, err := filepath.Abs(p.Dir)
 	if err != nil {
-		return p, err
+		return p, "", err
 	}
 	p.Dir = abs
-	return p, nil
+	return p, warning, nil
 }
 
 func newStorageNodeCmd(g *globals) *cobra.Command {
@@ -417,9 +409,12 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRole(cmd, g, &ro, &cfg, &cfg.NATSURL, &cfg.NATSAuth, func() time.Duration { return cfg.DrainTimeout }, func(log *slog.Logger, reg prometheus.Registerer) (role, error) {
 				for _, s := range pools {
-					p, err := parsePool(s)
+					p, warning, err := parsePool(s)
 					if err != nil {
 						return nil, err
+					}
+					if warning != "" {
+						log.Warn(warning)
 					}
 					cfg.Pools = append(cfg.Pools, p)
 				}
@@ -435,8 +430,15 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data", "", "directory for the node's own state")
 	f.StringVar(&cfg.DataAddr, "data-addr", cfg.DataAddr, "address of the TLS data port")
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "data port address agents dial (the listening address when empty)")
-	f.StringArrayVar(&pools, "pool", nil, "disk pool NAME=DIR[:MAXVOLUMESIZE]; repeat for several")
+	f.StringVar(&cfg.Site, "site", "", "the node's site: backups prefer a node of their client's site")
+	f.StringArrayVar(&pools, "pool", nil, poolUsage+" (tape pools and libraries are set in the config file: 'cairn config example --role storagenode')")
 	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "compress-and-encrypt goroutines per stream")
+	f.DurationVar(&cfg.VolumeWaitPoll, "volume-wait-poll", cfg.VolumeWaitPoll, "how often a backup that found no volume to write asks the servers again")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node tells the servers it lives")
+	f.DurationVar(&cfg.ClockSkew, "clock-skew", cfg.ClockSkew, "how far the servers' clock may be from this node's when it checks a ticket's times")
+	f.DurationVar(&cfg.HelloTimeout, "hello-timeout", cfg.HelloTimeout, "how long a connection to the data port may take to present its ticket")
+	f.DurationVar(&cfg.ServerWait, "server-wait", cfg.ServerWait, "how long a request to the servers is retried while they elect a leader")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "a stream whose agent sends nothing this long ends")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "on SIGTERM, how long running sessions may go on before they are handed back to the servers (a second SIGTERM cuts it short)")
 	ro.bind(f, "127.0.0.1:9465")
 	return c
@@ -460,14 +462,48 @@ func newAgentCmd(g *globals) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&cfg.Name, "name", cfg.Name, "client name")
+	f.StringVar(&cfg.Site, "site", "", "the client's site: backups prefer a storage node of the same site")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the agent tells the servers it lives")
+	f.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often a running job reports its progress")
+	f.Var((*sizeValue)(&cfg.MaxBytesPerSecond), "max-bytes-per-second", "cap the rate a backup streams at, in bytes per second (e.g. 20M); 0 is no cap")
+	f.DurationVar(&cfg.DataTimeout, "data-timeout", cfg.DataTimeout, "a storage node's data port that takes nothing and sends nothing (not even a keepalive) this long fails the job")
 	ro.bind(f, "127.0.0.1:9466")
 	return c
 }
 
+// devConfig is what 'cairn dev' is told, by its flags or its config file.
+type devConfig struct {
+	// Data holds all the stack's state, kept across restarts: the
+	// catalog, the disk pool, the emulated tape library, the NATS
+	// credentials.
+	Data string `json:"data"`
+	// NATSPort is the port of the embedded NATS server, which listens on
+	// 127.0.0.1 only.
+	NATSPort int `json:"nats_port"`
+	// RaftAddr is the address of the server's Raft transport.
+	RaftAddr string `json:"raft_addr"`
+	// Client is the client name of the local agent.
+	Client string `json:"client" config:"default=this host's name"`
+	// MaxVolumeSize is the size at which a volume of the disk pool is
+	// full ("4G"); 0 is no limit.
+	MaxVolumeSize int64 `json:"max_volume_size" config:"size"`
+	// PprofAddr serves net/http/pprof on this address (/debug/pprof/),
+	// for profiling; empty serves none.
+	PprofAddr string `json:"pprof_addr"`
+}
+
+// defaultDevConfig is cairn dev's defaults.
+func defaultDevConfig() devConfig {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	return devConfig{NATSPort: 4222, RaftAddr: "127.0.0.1:7010", Client: sanitizeName(host)}
+}
+
 func newDevCmd(g *globals) *cobra.Command {
-	var ro roleOpts
-	var dir, client, maxVol, raftAddr, pprofAddr string
-	var natsPort int
+	ro := roleOpts{}
+	dc := defaultDevConfig()
 	c := &cobra.Command{
 		Use:   "dev --data DIR",
 		Short: "Run the whole system in one process, keeping its state in DIR",
@@ -506,11 +542,15 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
+			warns, err := loadConfig(cmd, ro.config, &dc, &ro.roleFields)
+			if err != nil {
+				return err
+			}
 			ro.levelFlag = cmd.Flags().Changed("log-level")
-			if dir == "" {
+			if dc.Data == "" {
 				return &usageError{fmt.Errorf("pass --data DIR (it keeps the catalog and volumes across restarts)")}
 			}
-			abs, err := filepath.Abs(dir)
+			abs, err := filepath.Abs(dc.Data)
 			if err != nil {
 				return err
 			}
@@ -518,34 +558,29 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 			if err != nil {
 				return err
 			}
-			var maxBytes int64
-			if maxVol != "" {
-				if maxBytes, err = parseSize(maxVol); err != nil {
-					return &usageError{err}
-				}
-			}
+			logConfigWarnings(log, ro.config, warns)
 			ctx := cmd.Context()
 			reg := newRegistry()
 			st, err := devstack.Start(ctx, devstack.Config{
-				Dir: abs, NATSPort: natsPort, RaftAddr: raftAddr, Client: client,
-				MaxVolumeBytes: maxBytes, Logger: log, Registry: reg,
+				Dir: abs, NATSPort: dc.NATSPort, RaftAddr: dc.RaftAddr, Client: dc.Client,
+				MaxVolumeBytes: dc.MaxVolumeSize, Logger: log, Registry: reg,
 			})
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			metricsAddr, err := serveMetrics(ctx, ro.metricsAddr, reg, log)
+			metricsAddr, err := serveMetrics(ctx, ro.MetricsAddr, reg, log)
 			if err != nil {
 				return err
 			}
-			if err := servePprof(ctx, pprofAddr, log); err != nil {
+			if err := servePprof(ctx, dc.PprofAddr, log); err != nil {
 				return err
 			}
 			clientFile := publishDevClientFile(st, log)
 			if clientFile != "" {
 				defer withdrawDevClientFile(clientFile, st)
 			}
-			printDevBanner(g.out, st, clientFile, metricsAddr, pprofAddr)
+			printDevBanner(g.out, st, clientFile, metricsAddr, dc.PprofAddr)
 			for running := true; running; {
 				select {
 				case <-hup:
@@ -558,17 +593,13 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 			return nil
 		},
 	}
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "localhost"
-	}
 	f := c.Flags()
-	f.StringVar(&dir, "data", "", "directory for all state")
-	f.IntVar(&natsPort, "nats-port", 4222, "port of the embedded NATS server on 127.0.0.1")
-	f.StringVar(&raftAddr, "raft-addr", "127.0.0.1:7010", "address of the server's Raft transport")
-	f.StringVar(&client, "client", sanitizeName(host), "client name of the local agent")
-	f.StringVar(&maxVol, "max-volume-size", "", "size at which a volume is full, e.g. 4G (unlimited when empty)")
-	f.StringVar(&pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (/debug/pprof/), for profiling; empty to disable")
+	f.StringVar(&dc.Data, "data", "", "directory for all state")
+	f.IntVar(&dc.NATSPort, "nats-port", dc.NATSPort, "port of the embedded NATS server on 127.0.0.1")
+	f.StringVar(&dc.RaftAddr, "raft-addr", dc.RaftAddr, "address of the server's Raft transport")
+	f.StringVar(&dc.Client, "client", dc.Client, "client name of the local agent")
+	f.Var((*sizeValue)(&dc.MaxVolumeSize), "max-volume-size", "size at which a volume is full, e.g. 4G (0: no limit)")
+	f.StringVar(&dc.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (/debug/pprof/), for profiling; empty to disable")
 	ro.bind(f, "127.0.0.1:9464")
 	return c
 }

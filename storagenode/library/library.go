@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/media/changer"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/wire"
@@ -32,13 +33,17 @@ type Config struct {
 	// Emulated makes an emulated library with emulated drives (cairn dev,
 	// demo, tests and benchmarks).
 	Emulated *EmulatedConfig `json:"emulated,omitempty"`
-	// Changer is the changer's SCSI generic device for mtx (/dev/sg3), and
-	// Drives the non-rewinding st devices (/dev/nst0, ...) in the order of
-	// the library's data transfer elements.
-	Changer string   `json:"changer,omitempty"`
-	Drives  []string `json:"drives,omitempty"`
+	// Changer is the changer's SCSI generic device, which mtx drives
+	// ("/dev/sg3"; 'lsscsi -g' lists them: the mediumx line).
+	Changer string `json:"changer,omitempty"`
+	// Drives are the drives' non-rewinding st devices ("/dev/nst0", ...)
+	// in the order of the library's data transfer elements ('mtx -f
+	// /dev/sgN status' numbers them from 0).
+	Drives []string `json:"drives,omitempty"`
 	// CommandTimeout bounds every drive command; a drive whose command
-	// takes longer is marked offline. 0 means tape.DefaultCommandTimeout.
+	// takes longer is marked offline. 0 means 15m
+	// (tape.DefaultCommandTimeout: a locate or a rewind of a full
+	// cartridge takes minutes).
 	CommandTimeout time.Duration `json:"command_timeout,omitempty"`
 	// MountPoll is how often a job waiting for a tape or a drive looks
 	// again; 0 means 5s.
@@ -69,55 +74,71 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
-// Validate names the first field that is wrong and how to fix it.
+// Validate names the first field that is wrong, as a config file names it
+// (configfile.FieldError), and how to fix it.
 func (c *Config) Validate() error {
 	if err := wire.ValidateName("library", c.Name); err != nil {
-		return err
+		return configfile.AtField("name", err)
 	}
 	switch {
 	case c.Emulated != nil && c.Changer != "":
-		return fmt.Errorf("library %s: both emulated and changer %s are set; configure one", c.Name, c.Changer)
+		return configfile.Fieldf("changer", "library %s: both emulated and changer %s are set; configure one", c.Name, c.Changer)
 	case c.Emulated == nil && c.Changer == "":
-		return fmt.Errorf("library %s: neither emulated nor changer is set; give the changer's device (/dev/sgN) and its drives, or an emulated library", c.Name)
+		return configfile.Fieldf("changer", "library %s: neither emulated nor changer is set; give the changer's device (/dev/sgN) and its drives, or an emulated library", c.Name)
 	case c.Changer != "" && len(c.Drives) == 0:
-		return fmt.Errorf("library %s: changer %s has no drives; list its /dev/nstN devices in the order of its drive elements", c.Name, c.Changer)
-	case c.CommandTimeout < 0 || c.MountPoll < 0 || c.MoveTimeout < 0:
-		return fmt.Errorf("library %s: command_timeout, mount_poll and move_timeout must not be negative", c.Name)
+		return configfile.Fieldf("drives", "library %s: changer %s has no drives; list its /dev/nstN devices in the order of its drive elements", c.Name, c.Changer)
+	case c.CommandTimeout < 0:
+		return configfile.Fieldf("command_timeout", "library %s: negative; give a duration, or 0 for the default", c.Name)
+	case c.MountPoll < 0:
+		return configfile.Fieldf("mount_poll", "library %s: negative; give a duration, or 0 for the default", c.Name)
+	case c.MoveTimeout < 0:
+		return configfile.Fieldf("move_timeout", "library %s: negative; give a duration, or 0 for the default", c.Name)
 	}
 	if e := c.Emulated; e != nil {
 		switch {
 		case e.Dir == "" || !filepath.IsAbs(e.Dir):
-			return fmt.Errorf("library %s: emulated dir %q must be an absolute path", c.Name, e.Dir)
+			return configfile.Fieldf("emulated.dir", "library %s: emulated dir %q must be an absolute path", c.Name, e.Dir)
 		case len(e.Barcodes) > e.Slots:
-			return fmt.Errorf("library %s: %d barcodes do not fit %d slots; add slots or list fewer barcodes", c.Name, len(e.Barcodes), e.Slots)
-		case e.CartridgeBytes < 0 || e.EarlyWarningBytes < 0:
-			return fmt.Errorf("library %s: cartridge_bytes and early_warning_bytes must not be negative", c.Name)
+			return configfile.Fieldf("emulated.barcodes", "library %s: %d barcodes do not fit %d slots; add slots or list fewer barcodes", c.Name, len(e.Barcodes), e.Slots)
+		case e.CartridgeBytes < 0:
+			return configfile.Fieldf("emulated.cartridge_size", "library %s: negative; give a size, or 0 for LTO-9's", c.Name)
+		case e.EarlyWarningBytes < 0:
+			return configfile.Fieldf("emulated.early_warning_size", "library %s: negative; give a size, or 0 for the default", c.Name)
 		}
 		if _, err := tape.ProfileNamed(e.Profile); err != nil {
-			return fmt.Errorf("library %s: %w", c.Name, err)
+			return configfile.Fieldf("emulated.profile", "library %s: %w", c.Name, err)
 		}
 	}
 	return nil
 }
 
 // EmulatedConfig is an emulated library: its state and cartridge files in
-// Dir, created with Scratch blank barcoded cartridges on first use.
+// Dir, created with blank barcoded cartridges on first use.
 type EmulatedConfig struct {
-	Dir       string `json:"dir"`
-	Drives    int    `json:"drives"`
-	Slots     int    `json:"slots"`
-	MailSlots int    `json:"mail_slots"`
+	// Dir holds the library's state and its cartridge files (an absolute
+	// path).
+	Dir string `json:"dir"`
+	// Drives is the number of emulated drives.
+	Drives int `json:"drives"`
+	// Slots is the number of storage slots.
+	Slots int `json:"slots"`
+	// MailSlots is the number of import/export slots.
+	MailSlots int `json:"mail_slots"`
 	// Barcodes of the blank cartridges put in slots 1, 2, ... when the
-	// library is created ("CRN001L9" ...); cartridges get CartridgeBytes of
-	// capacity (0: LTO-9, 18 TB) and EarlyWarningBytes of zone.
-	Barcodes          []string `json:"barcodes"`
-	CartridgeBytes    int64    `json:"cartridge_bytes,omitempty"`
-	EarlyWarningBytes int64    `json:"early_warning_bytes,omitempty"`
+	// library is created ("CRN001L9" ...).
+	Barcodes []string `json:"barcodes"`
+	// CartridgeBytes is each cartridge's capacity; 0 is LTO-9's, 18T.
+	CartridgeBytes int64 `json:"cartridge_size,omitempty" config:"size,alias=cartridge_bytes"`
+	// EarlyWarningBytes is the zone before the end of a cartridge where
+	// a drive warns that the end is near; 0 is a thousandth of the
+	// capacity, at least 1M.
+	EarlyWarningBytes int64 `json:"early_warning_size,omitempty" config:"size,alias=early_warning_bytes"`
 	// Profile is "lto9" (400 MB/s, 10 s average locate, real load and
 	// robot times) or "fast" (the same speed, times divided by 100, for
-	// cairn dev and demo); VirtualClock makes every drive time free (tests).
-	Profile      string `json:"profile,omitempty"`
-	VirtualClock bool   `json:"virtual_clock,omitempty"`
+	// cairn dev and demo).
+	Profile string `json:"profile,omitempty"`
+	// VirtualClock makes every drive and robot time free (tests).
+	VirtualClock bool `json:"virtual_clock,omitempty"`
 }
 
 // Manager owns a library. Its methods are safe for concurrent use.
