@@ -13,11 +13,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/cairnbackup/cairn/internal/configfile"
-	"github.com/cairnbackup/cairn/server"
 	"github.com/cairnbackup/cairn/storagenode"
 )
 
@@ -276,14 +274,50 @@ func TestConfigFileOlderNamesStillLoad(t *testing.T) {
 		"pools[0].max_volume_bytes", "pools[0].max_volume_bytes", "tape_pools[0].spool_chunk_bytes", "tape_pools[0].spool_chunk_bytes"}; !slices.Equal(said, want) {
 		t.Errorf("warnings of %q, want %q", said, want)
 	}
-	// The role logs them when it starts.
-	log := &bytes.Buffer{}
+	// The role logs them when it starts (here it stops at once: workers 0).
 	_, _, stderr := cli(context.Background(), "storagenode", "--config", path, "--workers", "0")
-	_ = log
 	if !strings.Contains(stderr, "config file: line 2: id: id is the older name of name: rename it") {
 		t.Errorf("the storage node does not warn of an older name when it starts: %q", stderr)
 	}
 }
 
-var _ = cobra.Command{}
-var _ = server.DefaultConfig
+// TestREADMEConfigSnippets checks every config file the README shows (a
+// ```jsonc block whose first line names the file, as // /etc/cairn/ROLE.json)
+// with 'cairn config check', the role from the file's name, as a reader who
+// copies it would; and that the tape setup outside cairn dev is among them.
+func TestREADMEConfigSnippets(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(readme), "```jsonc\n")[1:]
+	if len(blocks) == 0 {
+		t.Fatal("the README shows no config file (a ```jsonc block)")
+	}
+	tape := false
+	for i, b := range blocks {
+		body, _, ok := strings.Cut(b, "```")
+		if !ok {
+			t.Fatalf("config snippet %d has no end", i+1)
+		}
+		first, _, _ := strings.Cut(body, "\n")
+		name, ok := strings.CutPrefix(first, "// ")
+		if !ok || !strings.HasSuffix(name, ".json") {
+			t.Fatalf("config snippet %d does not start with the file's path (// /etc/cairn/ROLE.json): %q", i+1, first)
+		}
+		path := filepath.Join(t.TempDir(), filepath.Base(name))
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := cli(context.Background(), "config", "check", path)
+		if code != 0 || strings.Contains(out, "warning") {
+			t.Errorf("the README's %s does not pass 'cairn config check' as it is: %d\n%s%s", name, code, out, stderr)
+		}
+		if strings.Contains(body, `"libraries"`) && strings.Contains(body, `"changer"`) && strings.Contains(body, `"tape_pools"`) {
+			tape = true
+		}
+	}
+	if !tape {
+		t.Error("no config snippet of the README sets up a tape library (libraries with a changer and drives, tape_pools)")
+	}
+}
