@@ -235,6 +235,11 @@ func TestConfigCommands(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, "cannot tell the role") {
 		t.Errorf("a file any role could read: %d %q %q", code, out, stderr)
 	}
+	// cairn dev reads its file too (it read only log_level from it).
+	code, _, stderr = cli(ctx, "dev", "--config", write("dev.json", `{"nats_prot": 4223}`))
+	if code != 1 || !strings.Contains(stderr, "line 1: nats_prot: no such field: did you mean nats_port?") {
+		t.Errorf("cairn dev --config with a misspelt field: %d %q", code, stderr)
+	}
 	code, _, stderr = cli(ctx, "config", "check", write("agent.json", "{\n\t\"name\": \"web1\" // the client\n}"))
 	if code != 1 || !strings.Contains(stderr, "line 2, column 17: invalid character '/' after object key:value pair: a // comment must be on a line of its own") {
 		t.Errorf("a comment after a value: %d %q", code, stderr)
