@@ -377,6 +377,11 @@ func (a *Agent) onCancel(_ context.Context, _ string, o wire.CancelJob) (wire.Ca
 		if o.Attempt != 0 && j.attempt != 0 && o.Attempt != j.attempt {
 			return wire.CancelResult{}, nil
 		}
+		if done, ok := a.finished[o.JobID]; ok && done.Attempt == j.attempt {
+			// Reported already, and only winding down: the servers
+			// heard its end, so it is not running for them.
+			return wire.CancelResult{}, nil
+		}
 		a.log.Warn("stopping a job on the servers' order", "job", o.JobID, "attempt", j.attempt, "reason", o.Reason)
 		j.cancel(cause)
 		return wire.CancelResult{Running: true}, nil
