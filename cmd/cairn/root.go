@@ -82,7 +82,90 @@ Tape:       cairn media label, cairn library status|load|unload|import|export, c
 	)
 	addVersion(root, g)
 	root.AddCommand(newManCmd(g))
+	// Added now rather than when the command runs, as cobra would, so
+	// that guardGroups sees them too.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	strictHelp(root)
+	guardGroups(root)
 	return root
+}
+
+// guardGroups makes every command group under c (a command with
+// subcommands and no action of its own) refuse a subcommand it does not
+// know, or any argument, as a usage error. Left to cobra, 'cairn job
+// cancel 19' finds the group 'job', which cannot run, prints its help and
+// exits 0: a script believes the job was cancelled. The root is cobra's
+// own business (it says "unknown command" there already). A group given
+// nothing prints its help, as asked.
+func guardGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		guardGroups(sub)
+	}
+	if !c.HasParent() || !c.HasSubCommands() || c.Runnable() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		return unknownCommand(cmd, args[0])
+	}
+}
+
+// unknownCommandError is a subcommand a group does not have: a usage
+// error whose hint points at the group's help, not at the command that
+// found it (help).
+type unknownCommandError struct {
+	group string
+	msg   string
+}
+
+func (e *unknownCommandError) Error() string { return e.msg }
+
+// unknownCommand says that group has no subcommand name, as cobra says it
+// of the root, with its suggestions and the subcommands it has.
+func unknownCommand(group *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, group.CommandPath())
+	if s := group.SuggestionsFor(name); len(s) > 0 {
+		msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+	}
+	if subs := availableSubcommands(group); len(subs) > 0 {
+		msg += fmt.Sprintf("\n\n%s has: %s", group.CommandPath(), strings.Join(subs, ", "))
+	}
+	return &unknownCommandError{group: group.CommandPath(), msg: msg}
+}
+
+func availableSubcommands(group *cobra.Command) []string {
+	var names []string
+	for _, sub := range group.Commands() {
+		if sub.IsAvailableCommand() {
+			names = append(names, sub.Name())
+		}
+	}
+	return names
+}
+
+// strictHelp makes 'cairn help TOPIC' fail on a topic that names no
+// command, where cobra's prints the usage and exits 0.
+func strictHelp(root *cobra.Command) {
+	for _, help := range root.Commands() {
+		if help.Name() != "help" {
+			continue
+		}
+		help.Run = nil
+		help.RunE = func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil {
+				return unknownCommand(c.Root(), args[0])
+			}
+			if len(rest) > 0 {
+				return unknownCommand(cmd, rest[0])
+			}
+			return cmd.Help()
+		}
+	}
 }
 
 func isFlagError(err error) bool {
@@ -339,6 +422,10 @@ func (g *globals) request(ctx context.Context, op string, req, resp any) error {
 }
 
 func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 && cmd.HasSubCommands() {
+		// 'cairn backup lsit': the argument was meant as a subcommand.
+		return unknownCommand(cmd, args[0])
+	}
 	if len(args) > 0 {
 		return &usageError{fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), args)}
 	}
