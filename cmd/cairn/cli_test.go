@@ -186,6 +186,10 @@ func TestAdminCommandsAgainstDevStack(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, `client "ghost" is not known`) || !strings.Contains(stderr, "hint: start 'cairn agent") {
 		t.Fatalf("unknown client: %d %q", code, stderr)
 	}
+	code, stdout, stderr := cli(ctx, append(n, "--json", "backup", "--client", "ghost", "--path", "/x")...)
+	if e := decodeJSONError(t, stderr); code != 1 || stdout != "" || e == nil || e.Code != wire.CodeUnknownClient || e.Hint == "" {
+		t.Fatalf("unknown client with --json: %d %q %q", code, stdout, stderr)
+	}
 	code, _, stderr = cli(ctx, append(n, "backup", "--client", "web", "--path", "/no/such/dir", "--wait")...)
 	if code != 1 || !strings.Contains(stderr, "does not exist on client web") {
 		t.Fatalf("missing path: %d %q", code, stderr)

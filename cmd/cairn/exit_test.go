@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // TestEveryGroupRefusesAnUnknownSubcommand walks the whole command tree:
@@ -48,5 +54,79 @@ func TestEveryGroupRefusesAnUnknownSubcommand(t *testing.T) {
 	// A group given nothing shows its help, as asked.
 	if code, stdout, _ := cli(ctx, "job"); code != 0 || !strings.Contains(stdout, "Available Commands") {
 		t.Errorf("cairn job: exit %d, %q; want its help", code, stdout)
+	}
+}
+
+// TestErrorsAsJSON: with --json, wherever it stands and even on a command
+// line cobra cannot parse, an error is one line of JSON on stderr with a
+// code, a message and a hint, and stdout stays empty.
+func TestErrorsAsJSON(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		args       []string
+		exit       int
+		code, hint string
+	}{
+		{[]string{"--json", "job", "show", "twelve"}, 2, codeUsage, "see 'cairn job show --help'"},
+		{[]string{"job", "no-such-subcommand", "--json"}, 2, codeUsage, "see 'cairn job --help'"},
+		{[]string{"--json", "--no-such-flag"}, 2, codeUsage, "see 'cairn --help'"},
+		{[]string{"--json=true", "backup", "--path", "/x"}, 2, codeUsage, "see 'cairn backup --help'"},
+		{[]string{"--json", "--nats", "nats://127.0.0.1:1", "client", "list"}, 1, wire.CodeUnavailable, "start 'cairn dev'"},
+	} {
+		code, stdout, stderr := cli(ctx, c.args...)
+		e := decodeJSONError(t, stderr)
+		if code != c.exit || stdout != "" || e == nil || e.Code != c.code || e.Message == "" || !strings.Contains(e.Hint, c.hint) {
+			t.Errorf("cairn %s: exit %d, stdout %q, stderr %q; want exit %d and a JSON error %s with hint %q",
+				strings.Join(c.args, " "), code, stdout, stderr, c.exit, c.code, c.hint)
+		}
+	}
+	// Without --json, people get lines.
+	if _, _, stderr := cli(ctx, "--json=false", "job", "show", "twelve"); !strings.HasPrefix(stderr, "error: ") {
+		t.Errorf("--json=false: %q", stderr)
+	}
+}
+
+// decodeJSONError decodes stderr that must be one line of JSON holding an
+// error, or returns nil.
+func decodeJSONError(t *testing.T, stderr string) *wire.Error {
+	t.Helper()
+	if strings.Count(stderr, "\n") != 1 || !strings.HasSuffix(stderr, "\n") {
+		return nil
+	}
+	var v struct {
+		Error *wire.Error `json:"error"`
+	}
+	dec := json.NewDecoder(strings.NewReader(stderr))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return nil
+	}
+	return v.Error
+}
+
+// documentedExitCodes are the exit codes a script may rely on, with a
+// word that must stand beside each where they are documented.
+var documentedExitCodes = []struct {
+	code int
+	word string
+}{
+	{exitOK, "success"}, {exitFailure, "failure"}, {exitUsage, "usage"},
+}
+
+// TestExitCodesDocumented: 'cairn --help' and the README list every exit
+// code a script may rely on.
+func TestExitCodesDocumented(t *testing.T) {
+	_, help, _ := cli(context.Background(), "--help")
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range documentedExitCodes {
+		if !strings.Contains(help, fmt.Sprintf("\n  %-4d %s", c.code, c.word)) {
+			t.Errorf("cairn --help does not list exit code %d (%s)", c.code, c.word)
+		}
+		if !strings.Contains(string(readme), fmt.Sprintf("| %d | %s", c.code, c.word)) {
+			t.Errorf("README.md does not list exit code %d (%s)", c.code, c.word)
+		}
 	}
 }

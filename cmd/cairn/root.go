@@ -53,7 +53,9 @@ func newRootCmd(out, errOut io.Writer) *cobra.Command {
 Roles:      cairn server | storagenode | agent, or all in one: cairn dev
 Try it:     cairn demo
 Admin:      cairn client|pool|volume|job list, cairn backup, cairn ls, cairn restore
-Tape:       cairn media label, cairn library status|load|unload|import|export, cairn drive status`,
+Tape:       cairn media label, cairn library status|load|unload|import|export, cairn drive status
+
+` + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
