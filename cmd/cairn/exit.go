@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -19,11 +22,19 @@ const (
 	exitOK      = 0
 	exitFailure = 1
 	exitUsage   = 2
+	// exitWarnings: a job waited for (--wait) ended with warnings: it did
+	// its work, and its log says what it could not do as asked.
+	exitWarnings = 3
+	// exitSignal + the signal's number: the command was interrupted, as
+	// shells report it (130 for Ctrl-C, 143 for SIGTERM). A job waited
+	// for goes on.
+	exitSignal = 128
 )
 
 // Codes of errors that have no wire code of their own.
 const (
-	codeUsage = "usage"
+	codeUsage       = "usage"
+	codeInterrupted = "interrupted"
 	// codeError is an error that carries no code: the message says it all.
 	codeError = "error"
 )
@@ -33,20 +44,79 @@ const exitCodesHelp = `Exit codes:
   1    failure: the error says what failed, the hint what to do
   2    usage: a command line that cannot be understood (an unknown command,
        flag or value); nothing was done
+  3    finished with warnings: a job waited for (--wait) did its work, and
+       its log says what it could not do as asked ('cairn job show ID')
+  130  interrupted (Ctrl-C; 143 for SIGTERM): a job waited for goes on
 
 Errors go to stderr as 'error: MESSAGE' and 'hint: WHAT TO DO' lines. With
 --json they go to stderr as one line of JSON,
   {"error":{"code":"unknown_client","message":"...","hint":"..."}}
-and stdout holds only what the command prints on success. The code is one
-of the stable codes of package wire (invalid_argument, not_found,
-unknown_client, ...), 'usage' for a command line that cannot be understood,
-or 'error' for an error with no code of its own; the hint is left out when
-there is none.`
+and stdout holds only what the command prints on success (a job waited for
+is printed there however it ended). The code is one of the stable codes of
+package wire (invalid_argument, not_found, unknown_client, ...), 'usage' for
+a command line that cannot be understood, 'interrupted', or 'error' for an
+error with no code of its own; the hint is left out when there is none.`
 
-// exitCode is the exit status of a command that returned err.
-func exitCode(err error) int {
-	if isUsage(err) {
+// signalError is the cause of a context a signal ended.
+type signalError struct{ sig os.Signal }
+
+func (e *signalError) Error() string { return "interrupted by " + e.sig.String() }
+
+// exitStatus is 128 plus the signal's number.
+func (e *signalError) exitStatus() int {
+	if s, ok := e.sig.(syscall.Signal); ok {
+		return exitSignal + int(s)
+	}
+	return exitSignal + int(syscall.SIGINT)
+}
+
+// interruptedError is a --wait that a signal stopped: the job goes on.
+type interruptedError struct {
+	job uint64
+	sig *signalError // nil when the context ended without a signal (a test)
+}
+
+func (e *interruptedError) Error() string {
+	return fmt.Sprintf("stopped waiting: job %d goes on; follow it with 'cairn job show %d'", e.job, e.job)
+}
+
+// interrupted makes the error of a --wait of job id that ctx ended.
+func interrupted(ctx context.Context, id uint64) *interruptedError {
+	var se *signalError
+	errors.As(context.Cause(ctx), &se)
+	return &interruptedError{job: id, sig: se}
+}
+
+// warningsError is a job waited for that ended with warnings: not a
+// failure, but not what a script asked for either.
+type warningsError struct{ job *wire.JobInfo }
+
+func (e *warningsError) Error() string {
+	n := fmt.Sprintf("%d warnings", e.job.Warnings)
+	if e.job.Warnings == 1 {
+		n = "1 warning"
+	}
+	return fmt.Sprintf("%s job %d ended with %s; see them with 'cairn job show %d'", e.job.Type, e.job.ID, n, e.job.ID)
+}
+
+// exitCode is the exit status of a command that returned err, in ctx.
+func exitCode(ctx context.Context, err error) int {
+	var ie *interruptedError
+	var we *warningsError
+	var se *signalError
+	switch {
+	case isUsage(err):
 		return exitUsage
+	case errors.As(err, &ie):
+		if ie.sig != nil {
+			return ie.sig.exitStatus()
+		}
+		return exitSignal + int(syscall.SIGINT)
+	case errors.As(err, &we):
+		return exitWarnings
+	case errors.As(context.Cause(ctx), &se):
+		// Whatever failed, it failed because it was interrupted.
+		return se.exitStatus()
 	}
 	return exitFailure
 }
@@ -61,12 +131,16 @@ func isUsage(err error) bool {
 // hint. cmdPath is the command that failed.
 func cliError(cmdPath string, err error) *wire.Error {
 	var uc *unknownCommandError
+	var ie *interruptedError
 	var we *wire.Error
 	switch {
 	case errors.As(err, &uc):
 		return &wire.Error{Code: codeUsage, Message: err.Error(), Hint: fmt.Sprintf("see '%s --help'", uc.group)}
 	case isUsage(err):
 		return &wire.Error{Code: codeUsage, Message: err.Error(), Hint: fmt.Sprintf("see '%s --help'", cmdPath)}
+	case errors.As(err, &ie):
+		return &wire.Error{Code: codeInterrupted, Message: err.Error(),
+			Hint: "only the waiting stopped: the job runs on the servers until it ends"}
 	case errors.As(err, &we):
 		out := wire.AsError(err)
 		if out.Code == "" {
@@ -78,8 +152,16 @@ func cliError(cmdPath string, err error) *wire.Error {
 }
 
 // reportError prints the error a command ended with to w, as JSON when
-// asked.
+// asked. A job that ended with warnings is no error: people get a warning
+// line, and --json nothing (the job printed on stdout says it).
 func reportError(w io.Writer, asJSON bool, cmdPath string, err error) {
+	var we *warningsError
+	if errors.As(err, &we) {
+		if !asJSON {
+			fmt.Fprintf(w, "warning: %s\n", printable(err.Error()))
+		}
+		return
+	}
 	if asJSON {
 		printJSONError(w, cliError(cmdPath, err))
 		return

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -111,6 +113,7 @@ var documentedExitCodes = []struct {
 	word string
 }{
 	{exitOK, "success"}, {exitFailure, "failure"}, {exitUsage, "usage"},
+	{exitWarnings, "finished with warnings"}, {exitSignal + int(syscall.SIGINT), "interrupted"},
 }
 
 // TestExitCodesDocumented: 'cairn --help' and the README list every exit
@@ -128,5 +131,26 @@ func TestExitCodesDocumented(t *testing.T) {
 		if !strings.Contains(string(readme), fmt.Sprintf("| %d | %s", c.code, c.word)) {
 			t.Errorf("README.md does not list exit code %d (%s)", c.code, c.word)
 		}
+	}
+}
+
+// TestExitCodeOfAnInterruptedCommand: a command a signal interrupted exits
+// 128 plus the signal, whatever error it ended with; the waiting it
+// stopped is reported as interrupted, not as a failure of the job.
+func TestExitCodeOfAnInterruptedCommand(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(&signalError{sig: syscall.SIGTERM})
+	if got := exitCode(ctx, errors.New("request canceled")); got != 143 {
+		t.Errorf("a request SIGTERM cut short exits %d, want 143", got)
+	}
+	ie := interrupted(ctx, 7)
+	if got := exitCode(ctx, ie); got != 143 {
+		t.Errorf("a --wait SIGTERM stopped exits %d, want 143", got)
+	}
+	if e := cliError("cairn backup", ie); e.Code != codeInterrupted || !strings.Contains(e.Message, "job 7 goes on") || e.Hint == "" {
+		t.Errorf("a --wait SIGTERM stopped is reported as %+v", e)
+	}
+	if got := exitCode(context.Background(), &warningsError{job: &wire.JobInfo{ID: 1, State: "warning"}}); got != exitWarnings {
+		t.Errorf("a job that ended with warnings exits %d, want %d", got, exitWarnings)
 	}
 }

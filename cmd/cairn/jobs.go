@@ -55,7 +55,7 @@ full, and the job log says so.`,
 	f.StringArrayVar(&o.excludes, "exclude", nil, "glob of paths or names to leave out; repeat for several")
 	f.StringVar(&o.level, "level", "incremental", "full, incremental or differential")
 	f.StringVar(&o.pool, "pool", "", "pool to write to (the client's default pool when empty)")
-	f.BoolVar(&o.wait, "wait", false, "wait for the job to end, showing progress")
+	f.BoolVar(&o.wait, "wait", false, waitUsage)
 
 	var listClient string
 	list := &cobra.Command{
@@ -202,7 +202,7 @@ non-zero.`,
 	f.StringVar(&o.targetClient, "target-client", "", "restore onto another client")
 	f.BoolVar(&o.force, "force", false, "restore into a directory that is not empty")
 	f.BoolVar(&o.devices, "devices", false, "create block and character device nodes (refused without it: only for a backup you trust)")
-	f.BoolVar(&o.wait, "wait", true, "wait for the job to end, showing progress")
+	f.BoolVar(&o.wait, "wait", true, waitUsage)
 	return c
 }
 
@@ -236,8 +236,12 @@ func runRestore(ctx context.Context, g *globals, o restoreOpts) (*wire.JobInfo, 
 	return waitJob(ctx, g, nc, started.JobID)
 }
 
+const waitUsage = "wait for the job to end, showing progress; exit 3 if it ended with warnings, 130 on Ctrl-C (the job goes on)"
+
 // waitJob follows a job to its end: live progress on a terminal, a summary
-// at the end, and an error (so a non-zero exit) unless it succeeded.
+// at the end, and an error unless it succeeded (a *warningsError when it
+// ended with warnings). A signal stops the waiting, not the job: it
+// returns an *interruptedError.
 func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.JobInfo, error) {
 	tty := isTerminal(g.out) && !g.json
 	start := time.Now()
@@ -247,6 +251,9 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 	for {
 		var j wire.JobInfo
 		if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
+			if ctx.Err() != nil {
+				return nil, stopWaiting(ctx, g, tty, id)
+			}
 			return nil, err
 		}
 		if j.State != "queued" && j.State != "running" {
@@ -281,11 +288,18 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(g.out)
-			return nil, fmt.Errorf("stopped waiting; job %d goes on (see 'cairn job show %d')", id, id)
+			return nil, stopWaiting(ctx, g, tty, id)
 		case <-time.After(jobPollInterval):
 		}
 	}
+}
+
+// stopWaiting ends a --wait that ctx ended, leaving the job alone.
+func stopWaiting(ctx context.Context, g *globals, tty bool, id uint64) error {
+	if tty {
+		fmt.Fprintln(g.out)
+	}
+	return interrupted(ctx, id)
 }
 
 // jobPollInterval is how often --wait asks for the job. Every job waited
@@ -307,7 +321,8 @@ func progressLine(id uint64, p *wire.Progress, speed float64) string {
 	return line
 }
 
-// jobOutcome prints a job's summary and returns an error unless it succeeded.
+// jobOutcome prints a job's summary and returns an error unless it
+// succeeded: a *warningsError when it ended with warnings.
 func jobOutcome(g *globals, j *wire.JobInfo) error {
 	if g.json {
 		if err := printJSON(g.out, j); err != nil {
@@ -317,8 +332,10 @@ func jobOutcome(g *globals, j *wire.JobInfo) error {
 		printSummary(g.out, j)
 	}
 	switch j.State {
-	case "success", "warning":
+	case "success":
 		return nil
+	case "warning":
+		return &warningsError{job: j}
 	}
 	msg := j.Error
 	if msg == "" {

@@ -1,0 +1,79 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// The command line as a script or cron job runs it: no terminal, and an
+// exit code to go by.
+
+// TestWaitInterruptedLeavesTheJob: Ctrl-C (SIGINT) of 'cairn backup --wait'
+// stops the waiting, not the job: the command exits 130, says the job goes
+// on and how to follow it, and the job ends as it would have.
+func TestWaitInterruptedLeavesTheJob(t *testing.T) {
+	s := slowStack(t, 4<<20)
+	big := filepath.Join(t.TempDir(), "big")
+	writeRandomFiles(t, big, 3, 8<<20, 51) // 24 MiB at 4 MiB/s: 6 s
+
+	wait := s.cairnProc("backup-wait", "backup", "--client", s.client, "--path", big, "--level", "full", "--wait")
+	wait.start()
+	var id uint64
+	poll.Until(t, 30*time.Second, func() error {
+		if !wait.alive() {
+			return fmt.Errorf("cairn backup --wait ended before it was interrupted:\n%s", wait.logText())
+		}
+		var jobs []wire.JobInfo
+		if err := s.tryJSON(&jobs, "job", "list"); err != nil {
+			return err
+		}
+		if len(jobs) == 0 || jobs[0].State != "running" || jobs[0].Progress == nil || jobs[0].Progress.Bytes == 0 {
+			return fmt.Errorf("no backup moves data yet: %+v", jobs)
+		}
+		id = jobs[0].ID
+		return nil
+	})
+	if !wait.signal(syscall.SIGINT, 10*time.Second) {
+		t.Fatalf("cairn backup --wait did not end within 10s of SIGINT")
+	}
+	if code := exitCode(wait.exitErr()); code != 130 {
+		t.Errorf("cairn backup --wait interrupted by SIGINT exited %d, want 130:\n%s", code, wait.logText())
+	}
+	out := wait.logText()
+	for _, want := range []string{fmt.Sprintf("job %d goes on", id), fmt.Sprintf("cairn job show %d", id)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cairn backup --wait interrupted does not say %q:\n%s", want, out)
+		}
+	}
+	if j := s.waitEnded(id, 90*time.Second); j.State != "success" {
+		t.Fatalf("the backup whose --wait was interrupted ended %s: %s\n%s", j.State, j.Error, jobLogText(j))
+	}
+}
+
+// cairnProc is an admin command of the stack run as a process of its own,
+// for a test that signals it or reads what it printed while it runs; its
+// stdout and stderr go to a log file, not a terminal.
+func (s *stack) cairnProc(name string, args ...string) *proc {
+	return newProc(s.t, s.logs, s.dir, name, append(append([]string{"--nats", s.url}, s.adminFlags...), args...)...)
+}
+
+// exitCode is the exit status of a process that ended with err.
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
