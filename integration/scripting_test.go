@@ -17,18 +17,25 @@ import (
 // The command line as a script or cron job runs it: no terminal, and an
 // exit code to go by.
 
-// TestWaitInterruptedLeavesTheJob: Ctrl-C (SIGINT) of 'cairn backup --wait'
+// TestWaitFromAScript: 'cairn backup --wait' run with no terminal (cron,
+// CI) prints what the job waits for and a progress line every
+// --progress-interval, rather than nothing until the end. Ctrl-C (SIGINT)
 // stops the waiting, not the job: the command exits 130, says the job goes
 // on and how to follow it, and the job ends as it would have.
-func TestWaitInterruptedLeavesTheJob(t *testing.T) {
+func TestWaitFromAScript(t *testing.T) {
 	s := slowStack(t, 4<<20)
 	big := filepath.Join(t.TempDir(), "big")
 	writeRandomFiles(t, big, 3, 8<<20, 51) // 24 MiB at 4 MiB/s: 6 s
 
-	wait := s.cairnProc("backup-wait", "backup", "--client", s.client, "--path", big, "--level", "full", "--wait")
+	// With its agent away, the job waits, and says what for.
+	s.agent.stop()
+	wait := s.cairnProc("backup-wait", "backup", "--client", s.client, "--path", big, "--level", "full", "--wait", "--progress-interval", "1s")
 	wait.start()
+	wait.waitLog(t, 30*time.Second, "", "waiting: the agent of client "+s.client+" is")
+	s.agent.start()
+
 	var id uint64
-	poll.Until(t, 30*time.Second, func() error {
+	poll.Until(t, 60*time.Second, func() error {
 		if !wait.alive() {
 			return fmt.Errorf("cairn backup --wait ended before it was interrupted:\n%s", wait.logText())
 		}
@@ -40,19 +47,26 @@ func TestWaitInterruptedLeavesTheJob(t *testing.T) {
 			return fmt.Errorf("no backup moves data yet: %+v", jobs)
 		}
 		id = jobs[0].ID
+		// Two lines a second apart, each with the rate.
+		if n := strings.Count(wait.logText(), "MB/s"); n < 2 {
+			return fmt.Errorf("%d progress lines so far:\n%s", n, wait.logText())
+		}
 		return nil
 	})
 	if !wait.signal(syscall.SIGINT, 10*time.Second) {
 		t.Fatalf("cairn backup --wait did not end within 10s of SIGINT")
 	}
-	if code := exitCode(wait.exitErr()); code != 130 {
-		t.Errorf("cairn backup --wait interrupted by SIGINT exited %d, want 130:\n%s", code, wait.logText())
-	}
 	out := wait.logText()
+	if code := exitCode(wait.exitErr()); code != 130 {
+		t.Errorf("cairn backup --wait interrupted by SIGINT exited %d, want 130:\n%s", code, out)
+	}
 	for _, want := range []string{fmt.Sprintf("job %d goes on", id), fmt.Sprintf("cairn job show %d", id)} {
 		if !strings.Contains(out, want) {
 			t.Errorf("cairn backup --wait interrupted does not say %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "\r") || strings.Contains(out, "\033[") {
+		t.Errorf("terminal controls in the output of a command with no terminal:\n%q", out)
 	}
 	if j := s.waitEnded(id, 90*time.Second); j.State != "success" {
 		t.Fatalf("the backup whose --wait was interrupted ended %s: %s\n%s", j.State, j.Error, jobLogText(j))

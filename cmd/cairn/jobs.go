@@ -55,7 +55,7 @@ full, and the job log says so.`,
 	f.StringArrayVar(&o.excludes, "exclude", nil, "glob of paths or names to leave out; repeat for several")
 	f.StringVar(&o.level, "level", "incremental", "full, incremental or differential")
 	f.StringVar(&o.pool, "pool", "", "pool to write to (the client's default pool when empty)")
-	f.BoolVar(&o.wait, "wait", false, waitUsage)
+	bindWaitFlags(c, g, &o.wait, false)
 
 	var listClient string
 	list := &cobra.Command{
@@ -202,7 +202,7 @@ non-zero.`,
 	f.StringVar(&o.targetClient, "target-client", "", "restore onto another client")
 	f.BoolVar(&o.force, "force", false, "restore into a directory that is not empty")
 	f.BoolVar(&o.devices, "devices", false, "create block and character device nodes (refused without it: only for a backup you trust)")
-	f.BoolVar(&o.wait, "wait", true, waitUsage)
+	bindWaitFlags(c, g, &o.wait, true)
 	return c
 }
 
@@ -236,29 +236,26 @@ func runRestore(ctx context.Context, g *globals, o restoreOpts) (*wire.JobInfo, 
 	return waitJob(ctx, g, nc, started.JobID)
 }
 
-const waitUsage = "wait for the job to end, showing progress; exit 3 if it ended with warnings, 130 on Ctrl-C (the job goes on)"
-
-// waitJob follows a job to its end: live progress on a terminal, a summary
-// at the end, and an error unless it succeeded (a *warningsError when it
-// ended with warnings). A signal stops the waiting, not the job: it
-// returns an *interruptedError.
+// waitJob follows a job to its end: its progress (live on a terminal, a
+// line every g.progressEvery elsewhere), a summary at the end, and an error
+// unless it succeeded (a *warningsError when it ended with warnings). A
+// signal stops the waiting, not the job: it returns an *interruptedError.
 func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.JobInfo, error) {
-	tty := isTerminal(g.out) && !g.json
-	start := time.Now()
-	var lastBytes int64
-	lastT := start
-	var speed float64
+	var prog *progressReporter
+	if !g.json {
+		prog = newProgressReporter(g.out, isTerminal(g.out), g.progressEvery, id)
+	}
 	for {
 		var j wire.JobInfo
 		if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
 			if ctx.Err() != nil {
-				return nil, stopWaiting(ctx, g, tty, id)
+				return nil, stopWaiting(ctx, prog, id)
 			}
 			return nil, err
 		}
 		if j.State != "queued" && j.State != "running" {
-			if tty {
-				fmt.Fprint(g.out, "\r\033[K")
+			if prog != nil {
+				prog.done()
 			}
 			if j.LogNext != 0 {
 				// The summary shows the warnings of the whole log.
@@ -270,34 +267,21 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 			}
 			return &j, jobOutcome(g, &j)
 		}
-		if tty && j.Waiting != "" {
-			// A queued job, or a running one that waits for a tape or a drive.
-			fmt.Fprint(g.out, "\r\033[K"+fmt.Sprintf("job %d waiting: %s", id, j.Waiting))
-		} else if tty && j.Progress != nil {
-			p := j.Progress
-			now := time.Now()
-			if dt := now.Sub(lastT).Seconds(); dt > 0.5 {
-				inst := float64(p.Bytes-lastBytes) / dt
-				speed = 0.7*speed + 0.3*inst
-				if speed == 0 {
-					speed = inst
-				}
-				lastBytes, lastT = p.Bytes, now
-			}
-			fmt.Fprint(g.out, "\r\033[K"+progressLine(id, p, speed))
+		if prog != nil {
+			prog.update(time.Now(), &j)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, stopWaiting(ctx, g, tty, id)
+			return nil, stopWaiting(ctx, prog, id)
 		case <-time.After(jobPollInterval):
 		}
 	}
 }
 
 // stopWaiting ends a --wait that ctx ended, leaving the job alone.
-func stopWaiting(ctx context.Context, g *globals, tty bool, id uint64) error {
-	if tty {
-		fmt.Fprintln(g.out)
+func stopWaiting(ctx context.Context, prog *progressReporter, id uint64) error {
+	if prog != nil {
+		prog.done()
 	}
 	return interrupted(ctx, id)
 }
@@ -308,17 +292,17 @@ func stopWaiting(ctx context.Context, g *globals, tty bool, id uint64) error {
 // one), for a request that costs the server a catalog read.
 const jobPollInterval = 50 * time.Millisecond
 
-func progressLine(id uint64, p *wire.Progress, speed float64) string {
-	line := fmt.Sprintf("job %d: %d files, %s, %.1f MB/s", id, p.Files, humanBytes(p.Bytes), speed/1e6)
-	if p.TotalBytes > 0 {
-		pct := min(100, 100*float64(p.Bytes)/float64(p.TotalBytes))
-		line += fmt.Sprintf(", %.0f%%", pct)
-		if speed > 0 && p.TotalBytes > p.Bytes {
-			eta := time.Duration(float64(p.TotalBytes-p.Bytes)/speed) * time.Second
-			line += ", ETA " + eta.Round(time.Second).String()
-		}
-	}
-	return line
+// defaultProgressEvery is how often --wait prints a progress line when not
+// on a terminal: often enough that a job run from cron or CI shows it is
+// alive, seldom enough that an hour's job logs a few hundred lines.
+const defaultProgressEvery = 10 * time.Second
+
+// bindWaitFlags adds --wait and --progress-interval.
+func bindWaitFlags(c *cobra.Command, g *globals, wait *bool, waitDefault bool) {
+	f := c.Flags()
+	f.BoolVar(wait, "wait", waitDefault, "wait for the job to end, showing progress; exit 3 if it ended with warnings, 130 on Ctrl-C (the job goes on)")
+	f.DurationVar(&g.progressEvery, "progress-interval", defaultProgressEvery,
+		"with --wait and not on a terminal: print a progress line this often (0: only when the job starts or stops waiting for something)")
 }
 
 // jobOutcome prints a job's summary and returns an error unless it

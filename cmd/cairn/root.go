@@ -35,8 +35,10 @@ type globals struct {
 	natsAdmin string
 	json      bool
 	timeout   time.Duration
-	out       io.Writer
-	errOut    io.Writer
+	// progressEvery is how often --wait prints progress off a terminal.
+	progressEvery time.Duration
+	out           io.Writer
+	errOut        io.Writer
 	// flags are the global flags as parsed, to tell a --nats given from
 	// its default; nil in tests that fill globals by hand, which is taken
 	// as everything given.
