@@ -39,6 +39,10 @@ func TestBadInput(t *testing.T) {
 		"backup", "--client", c, "--path", src, "--level", "weekly", "--wait")
 	s.fails(1, []string{`pool "Nope" does not exist`, "pool list"}, "backup", "--client", c, "--path", src, "--pool", "Nope", "--wait")
 	s.fails(1, []string{"job 9999 does not exist", "job list"}, "job", "show", "9999")
+	// A filter that names nothing is an error, not an empty table.
+	s.fails(1, []string{`job state "bogus" is not known`, "running, success"}, "job", "list", "--state", "bogus")
+	s.fails(1, []string{`client "nosuch" is not known`, "client list"}, "job", "list", "--client", "nosuch")
+	s.fails(1, []string{`pool "nosuch" does not exist`, "pool list"}, "volume", "list", "--pool", "nosuch")
 
 	// Command lines that cannot be understood: exit 2 and where to read up.
 	s.fails(2, []string{"unknown flag: --no-such-flag", "hint: see 'cairn backup --help'"}, "backup", "--no-such-flag")

@@ -138,6 +138,13 @@ func volumeInfo(v *catalog.Volume, dir string) wire.VolumeInfo {
 }
 
 func (s *Server) volumeList(_ context.Context, _ string, req wire.VolumeListReq) (wire.VolumeListResp, error) {
+	if req.Pool != "" {
+		// A pool that does not exist has no volumes, and saying so as an
+		// empty list would hide a misspelt name from a script.
+		if _, err := s.store.Pool(req.Pool); err != nil {
+			return wire.VolumeListResp{}, wire.Errorf(wire.CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", req.Pool)
+		}
+	}
 	vols, err := s.store.Volumes(catalog.VolumeFilter{Pool: req.Pool})
 	if err != nil {
 		return wire.VolumeListResp{}, err
@@ -219,8 +226,23 @@ func (s *Server) jobList(_ context.Context, _ string, req wire.JobListReq) (wire
 		limit = 50
 	}
 	f := catalog.JobFilter{Client: req.Client, Limit: min(limit, listPageLimit), Before: req.Before}
+	// A filter that names nothing is refused, not answered with an empty
+	// list a script would take for "no such jobs".
+	if req.Client != "" {
+		if _, err := s.store.Client(req.Client); err != nil {
+			return wire.JobListResp{}, wire.Errorf(wire.CodeUnknownClient, "list clients with 'cairn client list'", "client %q is not known", req.Client)
+		}
+	}
 	for _, st := range req.States {
-		f.States = append(f.States, catalog.JobState(st))
+		state := catalog.JobState(st)
+		if !state.Valid() {
+			var names []string
+			for _, v := range catalog.JobStates {
+				names = append(names, string(v))
+			}
+			return wire.JobListResp{}, wire.Errorf(wire.CodeInvalidArgument, "use one or more of "+strings.Join(names, ", "), "job state %q is not known", st)
+		}
+		f.States = append(f.States, state)
 	}
 	jobs, err := s.store.Jobs(f)
 	if err != nil {

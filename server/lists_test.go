@@ -250,3 +250,27 @@ func TestListsComeInPagesThatFitAMessage(t *testing.T) {
 		t.Fatalf("the oversize reply took %s to fail", took)
 	}
 }
+
+// TestListFiltersThatNameNothing: a filter naming a client, a job state or
+// a pool that does not exist is refused with the code and a hint, not
+// answered with an empty list a script would take for "none"; a filter
+// that names something that has nothing yet is an empty list.
+func TestListFiltersThatNameNothing(t *testing.T) {
+	h := newHarness(t)
+	h.setup()
+	var jobs wire.JobListResp
+	wantCode(t, h.api(wire.OpJobList, wire.JobListReq{Client: "nosuch"}, &jobs), wire.CodeUnknownClient)
+	err := h.api(wire.OpJobList, wire.JobListReq{States: []string{"failed", "bogus"}}, &jobs)
+	wantCode(t, err, wire.CodeInvalidArgument)
+	if we := wire.AsError(err); !strings.Contains(we.Message, `"bogus"`) || !strings.Contains(we.Hint, "running") {
+		t.Errorf("an unknown job state: %+v", we)
+	}
+	var vols wire.VolumeListResp
+	wantCode(t, h.api(wire.OpVolumeList, wire.VolumeListReq{Pool: "nosuch"}, &vols), wire.CodeNotFound)
+
+	h.must(h.api(wire.OpJobList, wire.JobListReq{Client: "web", States: []string{"failed", "canceled"}}, &jobs))
+	h.must(h.api(wire.OpVolumeList, wire.VolumeListReq{Pool: "Default"}, &vols))
+	if len(jobs.Jobs) != 0 || len(vols.Volumes) != 0 {
+		t.Errorf("filters naming what has nothing yet: %+v, %+v", jobs, vols)
+	}
+}

@@ -196,7 +196,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&client, "client", "", "only jobs of this client")
-	list.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (running, success, warning, failed)")
+	list.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (queued, running, success, warning, failed, canceled)")
 	list.Flags().IntVar(&limit, "limit", 50, "at most this many jobs")
 	show := &cobra.Command{
 		Use:   "show ID",
