@@ -27,15 +27,51 @@ func (a *Agent) onBackup(_ context.Context, _ string, o wire.RunBackup) (wire.Em
 	if !a.claim(o.JobID, o.Attempt) {
 		return wire.Empty{}, nil // never run a job twice
 	}
-	for _, p := range o.Paths {
-		if _, err := os.Lstat(p); err != nil {
-			a.unclaim(o.JobID)
-			return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "check the path on the client; give absolute paths",
-				"path %s does not exist on client %s", p, a.cfg.Name)
-		}
+	if err := a.checkPaths(o.Paths); err != nil {
+		a.unclaim(o.JobID)
+		return wire.Empty{}, err
 	}
 	a.track(o.JobID, func(ctx context.Context) { a.runBackup(ctx, o) })
 	return wire.Empty{}, nil
+}
+
+// onCheckBackup answers whether a backup of the paths would be taken,
+// which the servers ask before they make the job.
+func (a *Agent) onCheckBackup(_ context.Context, _ string, c wire.CheckBackup) (wire.Empty, error) {
+	if len(c.Paths) == 0 {
+		return wire.Empty{}, wire.Errorf(wire.CodeBadRequest, "", "backup check names no path")
+	}
+	return wire.Empty{}, a.checkPaths(c.Paths)
+}
+
+// checkPaths refuses a backup of a path that does not exist.
+func (a *Agent) checkPaths(paths []string) error {
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err != nil {
+			return wire.Errorf(wire.CodeInvalidArgument, "check the path on the client; give absolute paths",
+				"path %s does not exist on client %s", p, a.cfg.Name)
+		}
+	}
+	return nil
+}
+
+// onCheckRestore answers whether a restore into the target would be
+// taken, which the servers ask before they make the job. It only looks.
+func (a *Agent) onCheckRestore(_ context.Context, _ string, c wire.CheckRestore) (wire.Empty, error) {
+	if _, err := NewRestorer(RestoreOptions{Root: c.To, Force: c.Force, Logger: a.log}); err != nil {
+		return wire.Empty{}, a.targetError(err)
+	}
+	return wire.Empty{}, nil
+}
+
+// targetError is the answer to an order to restore into a target that
+// NewRestorer refused.
+func (a *Agent) targetError(err error) error {
+	var ne *TargetNotEmptyError
+	if errors.As(err, &ne) {
+		return wire.Errorf(wire.CodeTargetNotEmpty, "", "%v", err)
+	}
+	return wire.Errorf(wire.CodeInvalidArgument, "", "restore target on client %s: %v", a.cfg.Name, err)
 }
 
 // onRestore accepts a restore order once the target is fit to restore into.
@@ -50,11 +86,7 @@ func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.
 	r, err := NewRestorer(RestoreOptions{Root: o.To, Force: o.Force, Devices: o.Devices, Logger: a.log, Admit: run.admit, OnEntry: run.arrived})
 	if err != nil {
 		a.unclaim(o.JobID)
-		var ne *TargetNotEmptyError
-		if errors.As(err, &ne) {
-			return wire.Empty{}, wire.Errorf(wire.CodeTargetNotEmpty, "", "%v", err)
-		}
-		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "", "restore target on client %s: %v", a.cfg.Name, err)
+		return wire.Empty{}, a.targetError(err)
 	}
 	a.track(o.JobID, func(ctx context.Context) { run.ctx = ctx; a.runRestore(ctx, run, r) })
 	return wire.Empty{}, nil

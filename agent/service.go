@@ -157,6 +157,8 @@ func (a *Agent) Start(ctx context.Context) error {
 	r.Handle(wire.OpRunBackup, wire.Typed(a.onBackup))
 	r.Handle(wire.OpRunRestore, wire.Typed(a.onRestore))
 	r.Handle(wire.OpCancel, wire.Typed(a.onCancel))
+	r.Handle(wire.OpCheckBackup, wire.Typed(a.onCheckBackup))
+	r.Handle(wire.OpCheckRestore, wire.Typed(a.onCheckRestore))
 	r.Handle(wire.OpPing, wire.Typed(func(context.Context, string, wire.Empty) (wire.Empty, error) { return wire.Empty{}, nil }))
 	r.Handle(wire.OpAgentDuplicate, wire.Typed(func(_ context.Context, _ string, d wire.AgentDuplicate) (wire.Empty, error) {
 		a.noteDuplicate(&d)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,13 +56,32 @@ func TestBadInput(t *testing.T) {
 	s.fails(2, []string{`--to "relative" must be an absolute path`}, "restore", "--client", c, "--to", "relative")
 	emptyOrMissing(t, filepath.Join(dir, "r0"))
 
-	// Only the path the agent refused made a job, and it failed; no backup
-	// came of any of it.
+	// None of it made a job: the path the agent does not have was refused
+	// before one was made, as the rest was; so no job failed, none counts
+	// in the failed-jobs metric, and no backup came of any of it.
+	noFailedJobs := func(when string) {
+		t.Helper()
+		var failed []wire.JobInfo
+		s.json(&failed, "job", "list", "--state", "failed")
+		if len(failed) != 0 {
+			t.Errorf("%s: bad input left failed jobs: %+v", when, failed)
+		}
+		metrics, err := s.metricsText("server")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(metrics, "\n") {
+			if strings.HasPrefix(l, "cairn_jobs_total{") && strings.Contains(l, `state="failed"`) {
+				t.Errorf("%s: bad input counts as a failed job: %s", when, l)
+			}
+		}
+	}
 	var jobs []wire.JobInfo
 	s.json(&jobs, "job", "list")
-	if len(jobs) != 1 || jobs[0].State != "failed" || jobs[0].ErrorCode != wire.CodeInvalidArgument || jobs[0].Paths[0] != "/no/such" {
+	if len(jobs) != 0 {
 		t.Errorf("bad input left these jobs: %+v", jobs)
 	}
+	noFailedJobs("before any backup")
 	var backups []wire.BackupInfo
 	s.json(&backups, "backup", "list")
 	for _, b := range backups {
@@ -84,6 +104,7 @@ func TestBadInput(t *testing.T) {
 	if ents, _ := os.ReadDir(target); len(ents) != 1 {
 		t.Errorf("a refused restore changed %s: %v", target, ents)
 	}
+	noFailedJobs("after a restore into a directory that is not empty")
 	s.restore(target, "--force", "--backup", strconv.FormatUint(b.BackupID, 10))
 	checkRestored(t, snap, target, src)
 	if data, err := os.ReadFile(filepath.Join(target, "keep-me")); err != nil || string(data) != "mine\n" {

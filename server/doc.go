@@ -10,6 +10,15 @@
 // sessions and blocks hold the chosen paths and hands the plan out page by
 // page; the agent forwards it to the node over the data port.
 //
+// Bad input makes no job (jobs.go, checkOrder): what the servers can check
+// they check, and what only the client knows (that a path exists, that a
+// restore target is empty) they ask its agent (backup.check,
+// restore.check) before they record the job. So a request refused as bad
+// input is an error to the caller and nothing else: no failed job in the
+// list or in cairn_jobs_total. An agent that is offline or does not
+// answer is not asked; its job is made and waits, and the order checks
+// again when it is sent (a job that fails then was accepted, and counts).
+//
 // Paging (plan.go, api.go): every answer that grows with the data — a
 // restore plan, the base tree of an incremental, tree.list, job.list, a
 // job's log, backup.list, volume.list, client.list — is cut by its encoded

@@ -158,6 +158,9 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	if len(pool.Nodes) == 0 {
 		return wire.JobStarted{}, wire.Errorf(wire.CodeUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
 	}
+	if err := s.checkOrder(ctx, client.Name, wire.OpCheckBackup, wire.CheckBackup{Paths: paths}); err != nil {
+		return wire.JobStarted{}, err
+	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
 		Type: catalog.JobBackup, Client: client.Name, Level: level, State: catalog.JobQueued,
 		Pool: pool.Name, Paths: paths, Excludes: req.Excludes,
@@ -167,6 +170,36 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	}
 	return s.started(ctx, res.JobID)
 }
+
+// checkOrder asks a client's agent whether it would take an order (op,
+// req) before a job is made for it. A request the agent refuses as bad
+// input (a path that does not exist, a restore target that is not empty)
+// is refused here and leaves no job behind, as one the servers refuse
+// themselves does: no failed job in the list, none in the failed-jobs
+// metric. An agent that is offline, stopping or twice, that does not
+// answer in time, or that is too old to know the question, is not taken
+// at its word: the job is made, and waits or runs, and the order itself
+// checks again.
+func (s *Server) checkOrder(ctx context.Context, client, op string, req any) error {
+	if ok, _ := s.online(s.agents, client); !ok || s.agentStopping(client) || s.duplicate(client) != nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, orderCheckTimeout)
+	defer cancel()
+	err := wire.Request(cctx, s.nc, wire.AgentSubject(client, op), req, nil)
+	switch code := wire.CodeOf(err); {
+	case err == nil:
+	case code == wire.CodeInvalidArgument, code == wire.CodeTargetNotEmpty:
+		return err
+	default:
+		s.log.Debug("agent did not answer whether it would take an order; making the job", "client", client, "op", op, "err", err)
+	}
+	return nil
+}
+
+// orderCheckTimeout bounds checkOrder: an agent answers from a stat of
+// its paths, and a start must not wait long on a busy one.
+const orderCheckTimeout = 5 * time.Second
 
 // started tries to dispatch a job just created and says how it went: an
 // agent that refuses the order (a path that does not exist) fails the
@@ -275,6 +308,9 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 				"backup %d of %s holds nothing at %s", backup.ID, backup.Client, strings.Join(roots, ", "))
 		}
 		return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, "", "backup %d is empty", backup.ID)
+	}
+	if err := s.checkOrder(ctx, target, wire.OpCheckRestore, wire.CheckRestore{To: filepath.Clean(req.To), Force: req.Force}); err != nil {
+		return wire.JobStarted{}, err
 	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
 		Type: catalog.JobRestore, Client: target, State: catalog.JobQueued, Node: backup.Node, Pool: backup.Pool,

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/poll"
@@ -38,6 +40,12 @@ type harness struct {
 	// orderHold, when set, keeps the fake agent from answering an order
 	// until it is closed, as a busy agent or a slow network would.
 	orderHold chan struct{}
+	// missing is a path the fake agent's client does not have: it refuses
+	// a backup of it, as the real agent does, asked before the job is
+	// made (backup.check) or ordered to run it.
+	missing string
+	// reg holds the server's metrics.
+	reg *prometheus.Registry
 }
 
 // freeAddr is a loopback address with a port that was free a moment ago,
@@ -77,7 +85,8 @@ func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harne
 	for _, f := range tune {
 		f(&cfg)
 	}
-	s, err := New(cfg, logger, nil)
+	reg := prometheus.NewRegistry()
+	s, err := New(cfg, logger, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +112,7 @@ func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harne
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	return &harness{t: t, srv: s, nc: nc, ctx: ctx}
+	return &harness{t: t, srv: s, nc: nc, ctx: ctx, reg: reg}
 }
 
 func (h *harness) api(op string, req, resp any) error {
@@ -148,8 +157,28 @@ func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 	orders = make(chan *nats.Msg, 10)
 	sub, err := h.nc.Subscribe(wire.AgentSubject("web", ">"), func(m *nats.Msg) {
 		h.mu.Lock()
-		hold := h.orderHold
+		hold, missing := h.orderHold, h.missing
 		h.mu.Unlock()
+		isCheck := strings.HasSuffix(m.Subject, "."+wire.OpCheckBackup) || strings.HasSuffix(m.Subject, "."+wire.OpCheckRestore)
+		if missing != "" && (strings.HasSuffix(m.Subject, "."+wire.OpCheckBackup) || strings.HasSuffix(m.Subject, "."+wire.OpRunBackup)) {
+			if body, err := wire.Unmarshal(m.Data); err == nil {
+				var o struct {
+					Paths []string `json:"paths"`
+				}
+				json.Unmarshal(body, &o)
+				if missing != "" && slices.Contains(o.Paths, missing) {
+					m.Respond(wire.MarshalError(wire.Errorf(wire.CodeInvalidArgument, "check the path on the client; give absolute paths",
+						"path %s does not exist on client web", missing)))
+					return
+				}
+			}
+		}
+		if isCheck {
+			// A question before a job is made, not an order.
+			data, _ := wire.Marshal(wire.Empty{})
+			m.Respond(data)
+			return
+		}
 		if hold != nil {
 			<-hold
 		}
@@ -519,4 +548,71 @@ func TestConcurrentCommitsOfOneBackupOneWins(t *testing.T) {
 	if bk.SessionID != ids[won] || bk.Files != int64(won) || bk.Parts[0].End != int64(512+won)<<10 {
 		t.Fatalf("backup %+v, want the session that won (%d, %s)", bk, won, ids[won])
 	}
+}
+
+// TestRefusedRequestIsNoJob: a backup of a path its client does not have
+// is refused as bad input before a job is made, since the servers ask the
+// agent first: the request fails with the agent's error and hint, and no
+// job is recorded, so none counts as failed in the job list or in
+// cairn_jobs_total. Before, the job was made, ordered, refused by the
+// agent and failed. A request the agent would take makes its job.
+func TestRefusedRequestIsNoJob(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	h.mu.Lock()
+	h.missing = "/no/such"
+	h.mu.Unlock()
+
+	err := h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv", "/no/such"}, Level: "full"}, nil)
+	wantCode(t, err, wire.CodeInvalidArgument)
+	if !strings.Contains(err.Error(), "/no/such does not exist on client web") {
+		t.Errorf("the refusal does not say the agent's reason: %v", err)
+	}
+	var jobs wire.JobListResp
+	h.must(h.api(wire.OpJobList, wire.JobListReq{}, &jobs))
+	if len(jobs.Jobs) != 0 {
+		t.Errorf("a refused request left jobs: %+v", jobs.Jobs)
+	}
+	if n := jobsEnded(t, h.reg, "failed"); n != 0 {
+		t.Errorf("cairn_jobs_total{state=\"failed\"} is %v after a refused request, want 0", n)
+	}
+	select {
+	case m := <-orders:
+		t.Errorf("a refused request sent the agent an order on %s", m.Subject)
+	default:
+	}
+
+	var st wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Level: "full"}, &st))
+	if m := <-orders; !strings.HasSuffix(m.Subject, "."+wire.OpRunBackup) {
+		t.Errorf("the agent got %s, want the backup order", m.Subject)
+	}
+	var after wire.JobListResp
+	h.must(h.api(wire.OpJobList, wire.JobListReq{}, &after))
+	if len(after.Jobs) != 1 || after.Jobs[0].ID != st.JobID || after.Jobs[0].State != "running" {
+		t.Errorf("a request the agent takes: jobs %+v", after.Jobs)
+	}
+}
+
+// jobsEnded is cairn_jobs_total summed over the jobs that ended in state.
+func jobsEnded(t *testing.T, reg *prometheus.Registry, state string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, f := range families {
+		if f.GetName() != "cairn_jobs_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "state" && l.GetValue() == state {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
 }

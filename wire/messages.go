@@ -171,7 +171,14 @@ const (
 const (
 	OpRunBackup  = "backup.run"
 	OpRunRestore = "restore.run"
-	OpCancel     = "job.cancel"
+	// OpCheckBackup and OpCheckRestore ask an agent, before the servers
+	// make a job, whether it would take the order (CheckBackup,
+	// CheckRestore): a request it would refuse is refused as bad input and
+	// leaves no job behind. An agent that does not know them answers
+	// unknown_operation, and the order checks again.
+	OpCheckBackup  = "backup.check"
+	OpCheckRestore = "restore.check"
+	OpCancel       = "job.cancel"
 	// OpAgentDuplicate tells every agent of a client name that another
 	// one runs under it (AgentDuplicate); no reply.
 	OpAgentDuplicate = "duplicate"
@@ -766,6 +773,19 @@ type RunBackup struct {
 	// EstimateBytes is the size of the last backup of this file set, for an ETA.
 	EstimateBytes int64 `json:"estimate_bytes,omitempty"`
 	EstimateFiles int64 `json:"estimate_files,omitempty"`
+}
+
+// CheckBackup asks an agent whether it would take a backup of Paths: that
+// each exists on the client.
+type CheckBackup struct {
+	Paths []string `json:"paths"`
+}
+
+// CheckRestore asks an agent whether it would take a restore into To: a
+// directory, or a path that does not exist yet, and empty unless Force.
+type CheckRestore struct {
+	To    string `json:"to"`
+	Force bool   `json:"force,omitempty"`
 }
 
 // BaseTreeReq pages through the tree a backup is compared against.

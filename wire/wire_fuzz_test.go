@@ -48,6 +48,8 @@ var received = []messageType{
 	// indexes keep their meaning: the answer to an agent's registration,
 	// and the duplicate notice the servers send agents.
 	typeOf[AgentRegisterResp](), typeOf[AgentDuplicate](),
+	// The questions the servers ask an agent before they make a job.
+	typeOf[CheckBackup](), typeOf[CheckRestore](),
 }
 
 type messageType struct {
