@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/agent"
+	"github.com/cairnbackup/cairn/internal/datadir"
 	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/server"
@@ -88,6 +89,8 @@ type Stack struct {
 	// credential, which the admin commands use.
 	Admin     string
 	AdminAuth wire.NATSAuth
+
+	lock *datadir.Lock // Config.Dir, held until Close
 }
 
 // The names of the stack's roles, as NATS users.
@@ -131,7 +134,14 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		}
 		cfg.RaftAddr = addr
 	}
-	st := &Stack{Config: cfg}
+	// First of all: a second stack on the directory would take the NATS
+	// port and write its client file over the first's before its server
+	// found the catalog in use.
+	lock, err := datadir.Acquire(cfg.Dir, "dev")
+	if err != nil {
+		return nil, err
+	}
+	st := &Stack{Config: cfg, lock: lock}
 	ok := false
 	defer func() {
 		if !ok {
@@ -295,6 +305,7 @@ func (s *Stack) Close() error {
 	if s.NATS != nil {
 		s.NATS.Shutdown()
 	}
+	errs = append(errs, s.lock.Release())
 	return errors.Join(errs...)
 }
 

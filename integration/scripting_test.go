@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,4 +91,48 @@ func exitCode(err error) int {
 		return -1
 	}
 	return 0
+}
+
+// TestDataDirectoryInUse: a second 'cairn dev' on the directory of a
+// running one, a 'cairn server' on its server's directory and a 'cairn
+// cluster recover' of it stop at once, saying the directory is in use by
+// the running one's PID (where they used to wait out the catalog's lock
+// and say "open catalog: timeout"), and the running one goes on.
+func TestDataDirectoryInUse(t *testing.T) {
+	dir := t.TempDir()
+	l := &logs{}
+	l.printOnFailure(t)
+	data := filepath.Join(dir, "dev")
+	devArgs := func() []string {
+		return []string{"dev", "--data", data, "--nats-port", strconv.Itoa(reservedPort(t)), "--raft-addr", reservedAddr(t),
+			"--client", "devhost", "--metrics-addr", ""}
+	}
+	first := newProc(t, l, dir, "dev", devArgs()...)
+	t.Cleanup(first.stop)
+	first.start()
+	first.waitLog(t, 60*time.Second, "", "cairn dev is running")
+	peers := writeJSON(t, filepath.Join(dir, "peers.json"), []map[string]string{{"id": "dev-server", "address": "127.0.0.1:7010"}})
+
+	for _, c := range []struct {
+		args []string
+		dir  string
+		role string
+	}{
+		{devArgs(), data, "dev"},
+		{[]string{"server", "--data", filepath.Join(data, "server"), "--raft-addr", reservedAddr(t), "--metrics-addr", ""}, filepath.Join(data, "server"), "server"},
+		{[]string{"cluster", "recover", "--data", filepath.Join(data, "server"), "--peers", peers}, filepath.Join(data, "server"), "server"},
+	} {
+		start := time.Now()
+		r := runCairnAs(t, nil, nil, c.args...)
+		want := fmt.Sprintf("data directory %s is in use by PID %d (cairn %s)", c.dir, first.pid(), c.role)
+		if r.code != 1 || !strings.Contains(r.stderr, want) || !hasLinePrefix(r.stderr, "hint: ") || strings.Contains(r.stderr, "timeout") {
+			t.Errorf("want exit 1 saying %q with a hint:\n%s", want, r)
+		}
+		if took := time.Since(start); took > 20*time.Second {
+			t.Errorf("cairn %s took %v to say the directory is in use", c.args[0], took)
+		}
+	}
+	if !first.alive() {
+		t.Fatalf("the first cairn dev ended: %v\n%s", first.exitErr(), first.logText())
+	}
 }

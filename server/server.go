@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/internal/buildinfo"
+	"github.com/cairnbackup/cairn/internal/datadir"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/server/cluster"
@@ -31,6 +32,7 @@ var Version = buildinfo.Version()
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	lock     *datadir.Lock // the data directory, held until Close
 	store    *catalog.Store
 	raft     *cluster.Node
 	kek      []byte
@@ -102,6 +104,19 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server data directory: %w", err)
 	}
+	// Before anything in it is opened: a second server on the directory
+	// is told which process holds it, rather than waiting out the
+	// catalog's lock.
+	lock, err := datadir.Acquire(cfg.DataDir, "server")
+	if err != nil {
+		return nil, err
+	}
+	held := false
+	defer func() {
+		if !held {
+			lock.Release()
+		}
+	}()
 	warnInsecureRaft(cfg, logger)
 	kekPath, kekSource := cfg.KEKPath()
 	ticketPath := filepath.Join(cfg.DataDir, "ticket.key")
@@ -155,6 +170,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	}
 	s.metrics = newMetrics(s, reg)
 	_ = s.checkKEK() // logs a KEK that does not open the catalog's keys
+	s.lock, held = lock, true
 	return s, nil
 }
 
@@ -228,6 +244,9 @@ func (s *Server) Close() error {
 		errs = append(errs, err)
 	}
 	if err := s.store.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.lock.Release(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/internal/datadir"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/server/cluster"
 	"github.com/cairnbackup/cairn/wire"
@@ -255,6 +256,11 @@ func runClusterRecover(o recoverOpts, out, errOut io.Writer) error {
 	if _, err := os.Stat(catPath); err != nil {
 		return wire.Errorf(wire.CodeNotFound, "pass the server's --data directory", "no catalog at %s: %v", catPath, err)
 	}
+	lock, err := datadir.Acquire(o.data, "cluster recover")
+	if err != nil {
+		return wire.Errorf(wire.CodeUnavailable, "stop the server first: it holds its catalog and Raft log while it runs", "%v", err)
+	}
+	defer lock.Release()
 	store, err := catalog.Open(catPath)
 	if err != nil {
 		return wire.Errorf(wire.CodeUnavailable, "stop the server first: it holds its catalog and Raft log while it runs", "open the catalog: %v", err)

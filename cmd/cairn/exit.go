@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cairnbackup/cairn/internal/datadir"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -132,6 +133,7 @@ func isUsage(err error) bool {
 func cliError(cmdPath string, err error) *wire.Error {
 	var uc *unknownCommandError
 	var ie *interruptedError
+	var inUse *datadir.InUseError
 	var we *wire.Error
 	switch {
 	case errors.As(err, &uc):
@@ -141,6 +143,9 @@ func cliError(cmdPath string, err error) *wire.Error {
 	case errors.As(err, &ie):
 		return &wire.Error{Code: codeInterrupted, Message: err.Error(),
 			Hint: "only the waiting stopped: the job runs on the servers until it ends"}
+	case errors.As(err, &inUse):
+		return &wire.Error{Code: codeError, Message: err.Error(),
+			Hint: "stop that process first, or give this one a data directory of its own (--data)"}
 	case errors.As(err, &we):
 		out := wire.AsError(err)
 		if out.Code == "" {
