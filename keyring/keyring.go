@@ -60,11 +60,17 @@ func LoadOrCreateKEK(path string) ([]byte, error) {
 	return k, nil
 }
 
-// writeNew writes a file that must not exist yet, durably.
+// writeNew writes a file that must not exist yet, durably, making its
+// directory (0700) if need be: the keys a role keeps in its own directory.
 func writeNew(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
+	return writeNewIn(path, data)
+}
+
+// writeNewIn is writeNew in a directory that must exist.
+func writeNewIn(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -167,8 +173,13 @@ func parseFile(path string, data []byte) (*File, error) {
 }
 
 // WriteFile writes a key file with mode 0600. It refuses to replace an
-// existing file unless overwrite is set, so an escrow copy is not lost by a typo.
+// existing file unless overwrite is set, so an escrow copy is not lost by a
+// typo, and to make directories (CheckFileDir), so a typo in one does not
+// put every data key in the clear where nobody looks for them.
 func WriteFile(path string, f *File, overwrite bool) error {
+	if err := CheckFileDir(path); err != nil {
+		return err
+	}
 	if f.V == 0 {
 		f.V = 1
 	}
@@ -182,11 +193,40 @@ func WriteFile(path string, f *File, overwrite bool) error {
 			return fmt.Errorf("write key file: %w", err)
 		}
 	}
-	if err := writeNew(path, data); err != nil {
+	if err := writeNewIn(path, data); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("key file %s already exists; choose another name or pass --force", path)
 		}
 		return fmt.Errorf("write key file: %w", err)
+	}
+	return nil
+}
+
+// NoDirError is a key file asked for in a directory that does not exist.
+type NoDirError struct {
+	Path, Dir string
+	Err       error
+}
+
+func (e *NoDirError) Error() string {
+	return fmt.Sprintf("key file %s: directory %s %v; create it first, or choose a directory that exists", e.Path, e.Dir, e.Err)
+}
+
+func (e *NoDirError) Unwrap() error { return e.Err }
+
+// CheckFileDir checks that the directory a key file is to be written in
+// exists: WriteFile makes none. It is for checking before the keys are
+// fetched.
+func CheckFileDir(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return &NoDirError{Path: path, Dir: dir, Err: errors.New("does not exist")}
+	case err != nil:
+		return &NoDirError{Path: path, Dir: dir, Err: err}
+	case !fi.IsDir():
+		return &NoDirError{Path: path, Dir: dir, Err: errors.New("is not a directory")}
 	}
 	return nil
 }

@@ -156,3 +156,28 @@ func TestFingerprints(t *testing.T) {
 		t.Fatalf("ticket key fingerprints: %s %s", TicketKeyFingerprint(pa), TicketKeyFingerprint(pb))
 	}
 }
+
+// TestWriteFileMakesNoDirectory: a key file for escrow goes into a
+// directory that exists, or nowhere: a typo in the directory must not put
+// every data key in the clear in a new directory nobody looks in.
+func TestWriteFileMakesNoDirectory(t *testing.T) {
+	dir := t.TempDir()
+	f := &File{Keys: []FileKey{{ID: "k1", Pool: "Default", Key: NewKey()}}}
+	missing := filepath.Join(dir, "no", "such", "keys.json")
+	err := WriteFile(missing, f, false)
+	var nd *NoDirError
+	if !errors.As(err, &nd) || nd.Dir != filepath.Join(dir, "no", "such") || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("a key file in a directory that does not exist: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "no")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("WriteFile made a directory: %v", err)
+	}
+	notDir := filepath.Join(dir, "file")
+	os.WriteFile(notDir, nil, 0o600)
+	if err := WriteFile(filepath.Join(notDir, "keys.json"), f, false); !errors.As(err, &nd) || !strings.Contains(err.Error(), "is not a directory") {
+		t.Errorf("a key file under a file: %v", err)
+	}
+	if err := WriteFile(filepath.Join(dir, "keys.json"), f, false); err != nil {
+		t.Fatalf("a key file in a directory that exists: %v", err)
+	}
+}

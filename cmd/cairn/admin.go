@@ -418,6 +418,11 @@ nats-config --key-admins' may use; the admin of 'cairn dev' is one.`,
 }
 
 func runKeyExport(ctx context.Context, g *globals, to string, force bool) error {
+	// Before the keys leave the servers: a file that cannot be written is
+	// no reason to send them.
+	if err := keyring.CheckFileDir(to); err != nil {
+		return err
+	}
 	var resp wire.KeyExportResp
 	if err := g.request(ctx, wire.OpKeyExport, wire.Empty{}, &resp); err != nil {
 		return err

@@ -234,6 +234,16 @@ func TestAdminCommandsAgainstDevStack(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "wrote") {
 		t.Fatalf("key export with --nats and the client file: %d %q %q", code, out, stderr)
 	}
+	// A key file goes into a directory that exists, or nowhere.
+	noDir := filepath.Join(t.TempDir(), "no", "such", "dir")
+	code, out, stderr = cli(ctx, "key", "export", "--to", filepath.Join(noDir, "keys.json"))
+	if code != 1 || out != "" || !strings.Contains(stderr, "directory "+noDir+" does not exist") {
+		t.Fatalf("key export into a directory that does not exist: %d %q %q", code, out, stderr)
+	}
+	if _, err := os.Stat(filepath.Dir(filepath.Dir(noDir))); !os.IsNotExist(err) {
+		t.Fatalf("key export made directories: %v", err)
+	}
+
 	// Without the client file, nothing gets in anonymously.
 	t.Setenv(devFileEnv, filepath.Join(t.TempDir(), "none.json"))
 	code, _, stderr = cli(ctx, "--nats", st.URL(), "--timeout", "5s", "status")
