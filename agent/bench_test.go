@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
 )
 
 // benchTree is a tree for the benchmarks and its content bytes.
@@ -170,5 +172,51 @@ func dropCaches(b *testing.B) {
 	unix.Sync()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 		b.Fatalf("drop the page cache (needs root): %v", err)
+	}
+}
+
+// BenchmarkSparseFile backs up and restores a 6 GiB file that holds 1 MiB
+// of data, with each hash kind side by side: hash=sha256 is the SHA-256 of
+// the whole content that every backup took before the sparse digest (its
+// holes hashed as zeros, on both sides), hash=sparse-sha256 the digest of
+// the data regions and their map that files with holes get now.
+//
+//	go test -run '^$' -bench BenchmarkSparseFile -benchtime 3x ./agent
+func BenchmarkSparseFile(b *testing.B) {
+	const size = 6 << 30
+	src := filepath.Join(b.TempDir(), "disk.img")
+	makeSparse(b, src, size, randomBytes(44, 256<<10), 0, 1<<30, 3<<30+4096, size-256<<10)
+	for _, kind := range []fileindex.HashKind{fileindex.HashSHA256, fileindex.HashSparseSHA256} {
+		b.Run("hash="+kind.String(), func(b *testing.B) {
+			defer func(k fileindex.HashKind) { sparseHashing = k }(sparseHashing)
+			sparseHashing = kind
+			var stream []byte
+			b.Run("backup", func(b *testing.B) {
+				for b.Loop() {
+					stream = stream[:0]
+					s, err := NewSource(SourceOptions{Walk: WalkOptions{Paths: []string{src}}, Emit: func(batch []byte) error {
+						stream = append(stream, batch...)
+						return nil
+					}})
+					mustDo(b, err)
+					mustDo(b, s.Run(context.Background()))
+				}
+			})
+			b.Run("restore", func(b *testing.B) {
+				base := b.TempDir()
+				i := 0
+				for b.Loop() {
+					i++
+					r, err := NewRestorer(RestoreOptions{Root: filepath.Join(base, fmt.Sprint(i))})
+					mustDo(b, err)
+					mustDo(b, r.Records(stream))
+					st, err := r.Finish()
+					mustDo(b, err)
+					if st.Files != 1 || st.WarningCount != 0 || st.DamagedCount != 0 {
+						b.Fatalf("restore stats %+v", st)
+					}
+				}
+			})
+		})
 	}
 }

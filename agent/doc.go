@@ -21,8 +21,11 @@
 // reads its full first, then incrementals) and recreates each entry under a
 // target directory, at the target plus the entry's original absolute path.
 // File content goes into a temporary name beside the final one and is renamed
-// into place only once its SHA-256 matches the FileEnd's, so a damaged file
-// never looks restored. What depends on later entries, hard links and the
+// into place only once its digest matches the FileEnd's, so a damaged file
+// never looks restored. A file with holes is read by its data regions and
+// its digest covers those and their map (fileindex.HashSparseSHA256), so
+// that neither side spends time on its holes; every other file's is the
+// SHA-256 of its content. What depends on later entries, hard links and the
 // modes and times of directories, is applied by Finish.
 //
 // A restore runs as root where other users may write too, so it never

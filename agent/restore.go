@@ -147,6 +147,7 @@ type Restorer struct {
 	skipping bool // drop records until the next FileHeader
 	tmpSeq   uint64
 	sum      hash.Hash
+	sparse   *sparseHash
 	sumBuf   [sha256.Size]byte
 
 	dirs     []dirMeta
@@ -237,7 +238,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 	}
 	return &Restorer{
 		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
-		rootFd: -1, dirFd: -1, sum: sha256.New(),
+		rootFd: -1, dirFd: -1, sum: sha256.New(), sparse: newSparseHash(),
 		linkable: map[string]inodeID{}, damaged: map[string]string{},
 	}, nil
 }
@@ -415,6 +416,7 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 			break
 		}
 		r.sum.Reset()
+		r.sparse.reset()
 	}
 	r.cur = c
 	return nil
@@ -574,9 +576,13 @@ func (r *Restorer) write(off int64, data []byte) error {
 	if c.badData != "" {
 		return nil
 	}
-	if off < c.hashed {
+	switch {
+	case off < c.hashed:
 		c.badData = fmt.Sprintf("its data records overlap or come out of order at offset %d", off)
-	} else {
+	case c.e.HashKind == fileindex.HashSparseSHA256:
+		r.sparse.add(off, data)
+		c.hashed = off + int64(len(data))
+	default:
 		hashZeros(r.sum, off-c.hashed)
 		r.sum.Write(data)
 		c.hashed = off + int64(len(data))
@@ -636,17 +642,32 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 		size = c.end
 		r.warn(e.Path, errors.New("restored incomplete: the file changed or could not be read during the backup"))
 	}
-	if c.badData == "" && size > c.hashed {
-		hashZeros(r.sum, size-c.hashed) // a trailing hole
+	var got []byte
+	switch e.HashKind {
+	case fileindex.HashSHA256:
+		if c.badData == "" && size > c.hashed {
+			hashZeros(r.sum, size-c.hashed) // a trailing hole
+		}
+		got = r.sum.Sum(r.sumBuf[:0])
+	case fileindex.HashSparseSHA256:
+		got = r.sparse.sum(r.sumBuf[:0], size)
+	default:
+		if len(sum) > 0 {
+			r.warn(e.Path, fmt.Errorf("content restored unchecked: its digest is of a kind (%v) this program does not know; a newer one checks it", e.HashKind))
+		}
+		sum = nil
 	}
-	got := r.sum.Sum(r.sumBuf[:0])
 	switch {
 	case c.badData != "":
 		r.markDamaged(e.Path, c.badData)
 		r.discard()
 		return nil
 	case len(sum) > 0 && !bytes.Equal(got, sum):
-		r.markDamaged(e.Path, fmt.Sprintf("content does not match its SHA-256 (got %x, want %x)", got, sum))
+		what := "SHA-256"
+		if e.HashKind == fileindex.HashSparseSHA256 {
+			what = "SHA-256 of its data regions and their map"
+		}
+		r.markDamaged(e.Path, fmt.Sprintf("content does not match its %s (got %x, want %x)", what, got, sum))
 		r.discard()
 		return nil
 	}

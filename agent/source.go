@@ -95,6 +95,11 @@ type Source struct {
 	hdr    []byte
 	sum    hash.Hash
 	sumBuf [sha256.Size]byte
+	// Of the file being sent: its hash kind is the sparse one, its size,
+	// and the end of its last Data record.
+	sparse     bool
+	sparseSum  *sparseHash
+	size, sent int64
 }
 
 // NewSource checks opts and prepares a Source.
@@ -154,6 +159,7 @@ func (s *Source) Run(ctx context.Context) error {
 	s.batch = make([]byte, 0, BatchSize+1) // +1: the probe byte of readRange
 	s.hdr = make([]byte, 0, 4096)
 	s.sum = sha256.New()
+	s.sparseSum = newSparseHash()
 	if prefetchPolicy != prefetchNever {
 		pf := startPrefetch()
 		defer pf.stop()
@@ -195,6 +201,9 @@ func (s *Source) send(n *node, c Change) error {
 		return nil
 	}
 	e := n.e
+	if e.Type == fileindex.TypeFile {
+		return s.sendFile(n)
+	}
 	if err := s.appendHeader(e); err != nil {
 		return err
 	}
@@ -204,9 +213,6 @@ func (s *Source) send(n *node, c Change) error {
 		s.deleted.Add(1)
 	case fileindex.TypeDir:
 		s.dirs.Add(1)
-	case fileindex.TypeFile:
-		s.files.Add(1)
-		return s.sendContent(n)
 	}
 	return s.appendEnd(volume.EndOK, false)
 }
@@ -232,13 +238,23 @@ func (s *Source) appendHeader(e *fileindex.Entry) error {
 	return nil
 }
 
-// appendEnd closes the entry; withHash adds the SHA-256 of what was sent.
+// appendEnd closes the entry; withHash adds the digest of what was sent,
+// of the entry's hash kind: for a file read whole, its size is the
+// entry's; for one that could not be, the end of its last Data record.
 func (s *Source) appendEnd(status uint8, withHash bool) error {
 	if err := s.reserve(2 + 1 + sha256.Size); err != nil {
 		return err
 	}
 	var h []byte
-	if withHash {
+	switch {
+	case !withHash:
+	case s.sparse:
+		size := s.size
+		if status != volume.EndOK {
+			size = s.sent
+		}
+		h = s.sparseSum.sum(s.sumBuf[:0], size)
+	default:
 		h = s.sum.Sum(s.sumBuf[:0])
 	}
 	s.batch = volume.AppendFileEnd(s.batch, status, h)
@@ -262,14 +278,53 @@ func openFile(n *node) (int, error) {
 	}
 }
 
-// sendContent sends a regular file's Data records and its FileEnd. A file
-// that cannot be read whole is sent with what was read, a warning, and a
-// FileEnd with EndReadError whose hash covers the content up to the end of
-// its last Data record (holes as zeros), which is what a restore rebuilds.
-func (s *Source) sendContent(n *node) error {
+// sparseHashing is the hash kind of files with holes: the old kind only in
+// the benchmark that measures what it cost.
+var sparseHashing = fileindex.HashSparseSHA256
+
+// sendFile sends a regular file: its FileHeader, with the inode flags read
+// from the open file, its Data records and its FileEnd. A file that cannot
+// be read whole is sent with what was read, a warning, and a FileEnd with
+// EndReadError whose hash covers the content up to the end of its last
+// Data record, which is what a restore rebuilds.
+func (s *Source) sendFile(n *node) error {
 	e := n.e
+	small := e.Size <= prefetchMax
+	var t0 time.Time
+	if small {
+		t0 = time.Now()
+		s.ioWait = 0
+	}
+	fd, openErr := openFile(n)
+	if small {
+		s.ioWait = time.Since(t0)
+		defer func() { s.ahead.observe(s.ioWait, e.Size) }()
+	}
+	if openErr == nil {
+		defer unix.Close(fd)
+		flags, err := inodeFlags(fd)
+		if err != nil {
+			s.warn(e.Path, fmt.Errorf("inode flags not backed up: %w", err))
+		}
+		e.Flags = flags
+	}
+	// A file with holes is read by its data regions and hashed by them:
+	// hashing its holes as zeros would cost as much as reading them.
+	e.HashKind = fileindex.HashSHA256
+	if e.Size > 0 && n.blocks*512 < e.Size {
+		e.HashKind = sparseHashing
+	}
+	if err := s.appendHeader(e); err != nil {
+		return err
+	}
+	s.entries.Add(1)
+	s.files.Add(1)
 	s.sum.Reset()
+	s.sparseSum.reset()
+	s.sparse, s.size, s.sent = e.HashKind == fileindex.HashSparseSHA256, e.Size, 0
 	if e.Size == 0 {
+		// Nothing to read: one that could not be opened (another
+		// user's, to an agent that is not root) is no less complete.
 		return s.appendEnd(volume.EndOK, true)
 	}
 	readErr := func(err error) error {
@@ -277,21 +332,9 @@ func (s *Source) sendContent(n *node) error {
 		s.incomplete.Add(1)
 		return s.appendEnd(volume.EndReadError, true)
 	}
-	small := e.Size <= prefetchMax
-	var t0 time.Time
-	if small {
-		t0 = time.Now()
-		s.ioWait = 0
+	if openErr != nil {
+		return readErr(fmt.Errorf("content not backed up: open: %w", openErr))
 	}
-	fd, err := openFile(n)
-	if small {
-		s.ioWait = time.Since(t0)
-		defer func() { s.ahead.observe(s.ioWait, e.Size) }()
-	}
-	if err != nil {
-		return readErr(fmt.Errorf("content not backed up: open: %w", err))
-	}
-	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return readErr(fmt.Errorf("content not backed up: fstat: %w", err))
@@ -299,6 +342,7 @@ func (s *Source) sendContent(n *node) error {
 	if st.Ino != e.Inode || st.Dev != e.Dev {
 		return readErr(ErrFileReplaced)
 	}
+	var err error
 	if n.blocks*512 < e.Size {
 		err = s.sendSparse(fd, e)
 	} else {
@@ -311,6 +355,26 @@ func (s *Source) sendContent(n *node) error {
 		return err
 	}
 	return s.appendEnd(volume.EndOK, true)
+}
+
+// inodeFlags reads the chattr(1) flags of the file open on fd, those a
+// restore can set again. A filesystem without them (tmpfs before Linux
+// 6.0, NFS, FUSE) has none.
+func inodeFlags(fd int) (uint32, error) {
+	f, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil {
+		if noInodeFlags(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	return f & fileindex.FlagsKept, nil
+}
+
+// noInodeFlags tells the errors of a filesystem or file type that has no
+// inode flags.
+func noInodeFlags(err error) bool {
+	return errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL)
 }
 
 // readError is a problem with a file's content, which makes the file
@@ -341,7 +405,9 @@ func (s *Source) sendSparse(fd int, e *fileindex.Entry) error {
 			return &readError{fmt.Errorf("seek hole at offset %d: %w", data, err)}
 		}
 		hole = min(hole, e.Size)
-		hashZeros(s.sum, data-off)
+		if !s.sparse {
+			hashZeros(s.sum, data-off)
+		}
 		if _, err := s.readRange(fd, data, hole, false); err != nil {
 			return err
 		}
@@ -359,7 +425,9 @@ func (s *Source) sendSparse(fd int, e *fileindex.Entry) error {
 	}
 	// Only a complete file's hash covers a trailing hole: an incomplete
 	// one's ends with its last Data record, as its restored copy does.
-	hashZeros(s.sum, e.Size-off)
+	if !s.sparse {
+		hashZeros(s.sum, e.Size-off)
+	}
 	return nil
 }
 
@@ -435,7 +503,12 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 		copy(s.batch[rec:rec+h], head[:h])
 		if got > 0 {
 			s.batch = s.batch[:rec+h+got]
-			s.sum.Write(s.batch[rec+h:])
+			if s.sparse {
+				s.sparseSum.add(off, s.batch[rec+h:])
+			} else {
+				s.sum.Write(s.batch[rec+h:])
+			}
+			s.sent = off + int64(got)
 			s.bytes.Add(int64(got))
 		}
 		off += int64(got)

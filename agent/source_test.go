@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
@@ -170,6 +173,37 @@ func fileHash(t testing.TB, p string) []byte {
 	return h.Sum(nil)
 }
 
+// sparseDigestOf computes the fileindex.HashSparseSHA256 digest of a file
+// as media/volume/FORMAT.md spells it out, from its data regions.
+func sparseDigestOf(t testing.TB, p string) []byte {
+	t.Helper()
+	f, err := os.Open(p)
+	mustDo(t, err)
+	defer f.Close()
+	fi, err := f.Stat()
+	mustDo(t, err)
+	data, runs := sha256.New(), sha256.New()
+	for off := int64(0); off < fi.Size(); {
+		start, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		mustDo(t, err)
+		end, err := unix.Seek(int(f.Fd()), start, unix.SEEK_HOLE)
+		mustDo(t, err)
+		_, err = io.Copy(data, io.NewSectionReader(f, start, end-start))
+		mustDo(t, err)
+		runs.Write(binary.AppendUvarint(binary.AppendUvarint(nil, uint64(start)), uint64(end-start)))
+		off = end
+	}
+	in := []byte("cairn sparse-sha256 v1")
+	in = append(in, data.Sum(nil)...)
+	in = append(in, runs.Sum(nil)...)
+	in = binary.AppendUvarint(in, uint64(fi.Size()))
+	d := sha256.Sum256(in)
+	return d[:]
+}
+
 func TestSourceFullStream(t *testing.T) {
 	dir := t.TempDir()
 	big := randomBytes(1, 3<<20+12345)
@@ -203,8 +237,12 @@ func TestSourceFullStream(t *testing.T) {
 			}
 			continue
 		}
-		if !bytes.Equal(se.hash, fileHash(t, se.e.Path)) {
-			t.Fatalf("%s: FileEnd hash differs from the content's", se.e.Path)
+		want, kind := fileHash(t, se.e.Path), fileindex.HashSHA256
+		if filepath.Base(se.e.Path) == "sparse" {
+			want, kind = sparseDigestOf(t, se.e.Path), fileindex.HashSparseSHA256
+		}
+		if !bytes.Equal(se.hash, want) || se.e.HashKind != kind {
+			t.Fatalf("%s: FileEnd hash %x of kind %v, want %x of kind %v", se.e.Path, se.hash, se.e.HashKind, want, kind)
 		}
 		switch filepath.Base(se.e.Path) {
 		case "sparse":

@@ -84,9 +84,94 @@ type Entry struct {
 	Rdev   uint64  `json:"rdev,omitempty"`
 	Target string  `json:"target,omitempty"` // symlink target, or a hard link's first name
 	Xattrs []Xattr `json:"xattrs,omitempty"`
-	// Hash is the SHA-256 of the content, set from the FileEnd record.
-	Hash []byte   `json:"hash,omitempty"`
-	Loc  Location `json:"loc"`
+	// Hash is the digest of the content that HashKind names, set from the
+	// FileEnd record.
+	Hash []byte `json:"hash,omitempty"`
+	// HashKind says what Hash is a digest of; the zero value, the SHA-256
+	// of the whole content, is what every entry written before there were
+	// kinds holds.
+	HashKind HashKind `json:"hash_kind,omitempty"`
+	// Flags are the inode flags of chattr(1) that a restore can set again
+	// (FlagsKept of what FS_IOC_GETFLAGS gave), for regular files and
+	// directories.
+	Flags uint32   `json:"flags,omitempty"`
+	Loc   Location `json:"loc"`
+}
+
+// HashKind says what an entry's Hash is the digest of.
+type HashKind uint8
+
+const (
+	// HashSHA256 is the SHA-256 of the content, holes read as the zeros
+	// they read as.
+	HashSHA256 HashKind = 0
+	// HashSparseSHA256 is for files with holes: the SHA-256 over the data
+	// regions and the map of where they lie (media/volume/FORMAT.md,
+	// section 8), so that neither the backup nor the restore of a 6 GiB
+	// file holding 1 MiB of data hashes 6 GiB of zeros.
+	HashSparseSHA256 HashKind = 1
+)
+
+func (k HashKind) String() string {
+	switch k {
+	case HashSHA256:
+		return "sha256"
+	case HashSparseSHA256:
+		return "sparse-sha256"
+	}
+	return fmt.Sprintf("hash-kind(%d)", uint8(k))
+}
+
+// Inode flags, with the bit values of Linux's FS_IOC_GETFLAGS and the
+// letters chattr(1) gives them. They are part of the on-media format.
+const (
+	FlagSecureDelete uint32 = 0x00000001 // s
+	FlagUndelete     uint32 = 0x00000002 // u
+	FlagCompress     uint32 = 0x00000004 // c
+	FlagSync         uint32 = 0x00000008 // S
+	FlagImmutable    uint32 = 0x00000010 // i
+	FlagAppend       uint32 = 0x00000020 // a
+	FlagNodump       uint32 = 0x00000040 // d
+	FlagNoatime      uint32 = 0x00000080 // A
+	FlagNoCompress   uint32 = 0x00000400 // m
+	FlagJournalData  uint32 = 0x00004000 // j
+	FlagNotail       uint32 = 0x00008000 // t
+	FlagDirsync      uint32 = 0x00010000 // D
+	FlagTopdir       uint32 = 0x00020000 // T
+	FlagNoCOW        uint32 = 0x00800000 // C
+	FlagDAX          uint32 = 0x02000000 // x
+	FlagProjInherit  uint32 = 0x20000000 // P
+)
+
+// FlagsKept are the inode flags a backup keeps: those chattr(1) sets. The
+// others FS_IOC_GETFLAGS reports are the filesystem's own bookkeeping
+// (extents, inline data, an indexed directory, encryption, verity), which
+// no restore can set, or casefolding, which only an empty directory takes.
+const FlagsKept = FlagSecureDelete | FlagUndelete | FlagCompress | FlagSync | FlagImmutable | FlagAppend |
+	FlagNodump | FlagNoatime | FlagNoCompress | FlagJournalData | FlagNotail | FlagDirsync | FlagTopdir |
+	FlagNoCOW | FlagDAX | FlagProjInherit
+
+var flagLetters = []struct {
+	bit    uint32
+	letter byte
+}{
+	{FlagSecureDelete, 's'}, {FlagUndelete, 'u'}, {FlagSync, 'S'}, {FlagDirsync, 'D'}, {FlagImmutable, 'i'},
+	{FlagAppend, 'a'}, {FlagNodump, 'd'}, {FlagNoatime, 'A'}, {FlagCompress, 'c'}, {FlagNoCOW, 'C'},
+	{FlagJournalData, 'j'}, {FlagNotail, 't'}, {FlagTopdir, 'T'}, {FlagNoCompress, 'm'}, {FlagDAX, 'x'},
+	{FlagProjInherit, 'P'},
+}
+
+// FlagString writes flags as lsattr(1) does ("----i-d---"), with only the
+// letters of flags that are set, in lsattr's order: "id" for immutable and
+// nodump; "" for none.
+func FlagString(flags uint32) string {
+	var b []byte
+	for _, f := range flagLetters {
+		if flags&f.bit != 0 {
+			b = append(b, f.letter)
+		}
+	}
+	return string(b)
 }
 
 // Compare orders paths in index order: component by component, so that a
@@ -152,6 +237,9 @@ const (
 	tagOff     = 20
 	tagInBlock = 21
 	tagEndSeq  = 22
+	// Added after the first release; decoders that predate them skip them.
+	tagFlags    = 23
+	tagHashKind = 24
 )
 
 // ErrCorrupt is wrapped by every decoding error.
@@ -220,6 +308,8 @@ func AppendEntry(dst []byte, e *Entry) []byte {
 	}
 	num(tagSeq, e.Loc.Seq)
 	num(tagOff, e.Loc.Off)
+	num(tagFlags, uint64(e.Flags))
+	num(tagHashKind, uint64(e.HashKind))
 	num(tagInBlock, uint64(e.Loc.InBlock))
 	num(tagEndSeq, e.Loc.EndSeq)
 	return dst
@@ -248,7 +338,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 			var m int
 			u, m = binary.Uvarint(v)
 			if m <= 0 || m != len(v) {
-				if tag <= tagEndSeq {
+				if tag <= tagHashKind {
 					return e, fmt.Errorf("%w: field %d is not a varint", ErrCorrupt, tag)
 				}
 				continue
@@ -307,6 +397,10 @@ func DecodeEntry(b []byte) (Entry, error) {
 			e.Loc.InBlock = uint32(u)
 		case tagEndSeq:
 			e.Loc.EndSeq = u
+		case tagFlags:
+			e.Flags = uint32(u)
+		case tagHashKind:
+			e.HashKind = HashKind(u)
 		}
 	}
 	if e.Path == "" {

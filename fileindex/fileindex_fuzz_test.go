@@ -129,7 +129,7 @@ func FuzzEntryRoundTrip(f *testing.F) {
 		}
 		in := Entry{Path: path, Type: Type(typ), Mode: mode, UID: uid, GID: uid + 1, User: user, Group: user, Size: size,
 			MTime: mtime, ATime: -mtime, CTime: size, Dev: inode / 2, Inode: inode, NLink: mode, Rdev: ^inode, Target: target,
-			Hash: hash, Loc: Location{Seq: seq, Off: off, InBlock: inBlock, EndSeq: seq + 1}}
+			Hash: hash, HashKind: HashKind(inBlock), Flags: mode ^ uid, Loc: Location{Seq: seq, Off: off, InBlock: inBlock, EndSeq: seq + 1}}
 		if xname != "" || len(xvalue) > 0 {
 			in.Xattrs = []Xattr{{Name: xname, Value: xvalue}, {Name: "second", Value: hash}}
 		}

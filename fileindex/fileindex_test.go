@@ -49,9 +49,11 @@ func sampleEntry() Entry {
 		Path: "/srv/data/ünïcode name.txt", Type: TypeFile, Mode: 0o4755, UID: 1000, GID: 100,
 		User: "alice", Group: "users", Size: 1 << 40, MTime: 1700000000123456789, ATime: -5,
 		CTime: 1700000000, Dev: 2049, Inode: 1234567, NLink: 2, Rdev: 0, Target: "",
-		Xattrs: []Xattr{{Name: "user.a", Value: []byte("x")}, {Name: "system.posix_acl_access", Value: []byte{2, 0, 0, 0}}},
-		Hash:   bytes.Repeat([]byte{0xab}, 32),
-		Loc:    Location{Seq: 7, Off: 123456789, InBlock: 4096, EndSeq: 9},
+		Xattrs:   []Xattr{{Name: "user.a", Value: []byte("x")}, {Name: "system.posix_acl_access", Value: []byte{2, 0, 0, 0}}},
+		Hash:     bytes.Repeat([]byte{0xab}, 32),
+		HashKind: HashSparseSHA256,
+		Flags:    FlagImmutable | FlagNodump | FlagProjInherit,
+		Loc:      Location{Seq: 7, Off: 123456789, InBlock: 4096, EndSeq: 9},
 	}
 }
 
@@ -80,10 +82,46 @@ func TestDecodeEntrySkipsUnknownTags(t *testing.T) {
 	}
 }
 
+// TestFieldsAddedLaterAreSkippedByOlderDecoders: the flags and the hash
+// kind came after the first release, so an entry holding them must read as
+// the same entry without them to a decoder that knows only the first tags
+// (which skips what it does not know), and an entry without them (every
+// entry written before) reads as inode flags none and hash kind SHA-256.
+func TestFieldsAddedLaterAreSkippedByOlderDecoders(t *testing.T) {
+	e := sampleEntry()
+	b := AppendEntry(nil, &e)
+	firstRelease := func(b []byte) (kept []byte) {
+		for len(b) > 0 {
+			tag, n := binary.Uvarint(b)
+			l, m := binary.Uvarint(b[n:])
+			field := b[:n+m+int(l)]
+			if tag <= tagEndSeq {
+				kept = append(kept, field...)
+			}
+			b = b[len(field):]
+		}
+		return kept
+	}
+	old, err := DecodeEntry(firstRelease(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Flags != 0 || old.HashKind != HashSHA256 {
+		t.Fatalf("an entry without the new tags decodes with flags %#x, hash kind %v", old.Flags, old.HashKind)
+	}
+	old.Flags, old.HashKind = e.Flags, e.HashKind
+	if !reflect.DeepEqual(old, e) {
+		t.Fatalf("the first release's fields changed:\n got %+v\nwant %+v", old, e)
+	}
+	if got := FlagString(e.Flags); got != "idP" {
+		t.Fatalf("FlagString = %q", got)
+	}
+}
+
 func TestDecodeEntryRejectsGarbage(t *testing.T) {
 	e := sampleEntry()
 	b := AppendEntry(nil, &e)
-	for _, bad := range [][]byte{nil, b[:len(b)/2], {0xff, 0xff, 0xff}, binary.AppendUvarint([]byte{tagPath}, 1<<40)} {
+	for _, bad := range [][]byte{nil, b[:len(b)-1], {0xff, 0xff, 0xff}, binary.AppendUvarint([]byte{tagPath}, 1<<40)} {
 		if _, err := DecodeEntry(bad); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("DecodeEntry(%x) err = %v, want ErrCorrupt", bad, err)
 		}

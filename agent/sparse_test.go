@@ -1,0 +1,212 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
+)
+
+// The digest of a file with holes does not depend on where the stream split
+// its data into records, and changes with its content, the place of its
+// data, and its size.
+func TestSparseHashIsOfTheFileNotOfTheStream(t *testing.T) {
+	// The byte at each offset of the file.
+	content := func(off, n int64) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(uint64(off+int64(i)) * 2654435761 >> 13)
+		}
+		return b
+	}
+	digest := func(size int64, parts ...[2]int64) []byte {
+		h := newSparseHash()
+		for _, p := range parts {
+			h.add(p[0], content(p[0], p[1]))
+		}
+		return h.sum(nil, size)
+	}
+	whole := digest(1<<30, [2]int64{4096, 200 << 10}, [2]int64{1 << 20, 50 << 10})
+	split := digest(1<<30, [2]int64{4096, 1}, [2]int64{4097, 100<<10 - 1}, [2]int64{4096 + 100<<10, 100 << 10},
+		[2]int64{1 << 20, 50 << 10})
+	if !bytes.Equal(whole, split) {
+		t.Fatal("the same regions split into other records give another digest")
+	}
+	for name, other := range map[string][]byte{
+		"data moved":       digest(1<<30, [2]int64{8192, 200 << 10}, [2]int64{1 << 20, 50 << 10}),
+		"size":             digest(1<<30+1, [2]int64{4096, 200 << 10}, [2]int64{1 << 20, 50 << 10}),
+		"region cut short": digest(1<<30, [2]int64{4096, 200<<10 - 1}, [2]int64{1 << 20, 50 << 10}),
+		"hole filled":      digest(1<<30, [2]int64{4096, 200 << 10}, [2]int64{1 << 20, 50 << 10}, [2]int64{2 << 20, 1}),
+	} {
+		if bytes.Equal(whole, other) {
+			t.Errorf("%s: same digest", name)
+		}
+	}
+	h := newSparseHash()
+	h.add(0, []byte("ab"))
+	flipped := newSparseHash()
+	flipped.add(0, []byte("ac"))
+	if bytes.Equal(h.sum(nil, 2), flipped.sum(nil, 2)) {
+		t.Error("a changed byte gives the same digest")
+	}
+}
+
+// sparseRegions lists the data regions of a file.
+func sparseRegions(t testing.TB, f *os.File, size int64) [][2]int64 {
+	t.Helper()
+	var out [][2]int64
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		mustDo(t, err)
+		end, err := unix.Seek(int(f.Fd()), start, unix.SEEK_HOLE)
+		mustDo(t, err)
+		out = append(out, [2]int64{start, end})
+		off = end
+	}
+	return out
+}
+
+// sameSparseFile compares two files of the same size byte for byte
+// without reading their holes: outside the data regions of both, both read
+// as zeros.
+func sameSparseFile(t testing.TB, want, got string) {
+	t.Helper()
+	a, err := os.Open(want)
+	mustDo(t, err)
+	defer a.Close()
+	b, err := os.Open(got)
+	mustDo(t, err)
+	defer b.Close()
+	ai, _ := a.Stat()
+	bi, _ := b.Stat()
+	if ai.Size() != bi.Size() {
+		t.Fatalf("%s: size %d, want %d", got, bi.Size(), ai.Size())
+	}
+	regions := append(sparseRegions(t, a, ai.Size()), sparseRegions(t, b, bi.Size())...)
+	for _, r := range regions {
+		n := r[1] - r[0]
+		wa, ga := make([]byte, n), make([]byte, n)
+		_, err := io.ReadFull(io.NewSectionReader(a, r[0], n), wa)
+		mustDo(t, err)
+		_, err = io.ReadFull(io.NewSectionReader(b, r[0], n), ga)
+		mustDo(t, err)
+		if !bytes.Equal(wa, ga) {
+			t.Fatalf("%s differs from %s in [%d, %d)", got, want, r[0], r[1])
+		}
+	}
+}
+
+// A 64 GiB file holding 1 MiB of data backs up and restores in the time
+// its data takes: neither side hashes its holes. Hashing them as zeros,
+// which the SHA-256 of the whole content needs, takes seconds per 6 GiB
+// each way (BenchmarkSparseFile: 28 to 42 s on two loaded cores), so ten
+// times as long here.
+func TestSparseFileTakesTheTimeOfItsData(t *testing.T) {
+	const size = 64 << 30
+	dir := t.TempDir()
+	p := filepath.Join(dir, "vm.img")
+	data := randomBytes(21, 256<<10)
+	makeSparse(t, p, size, data, 0, 1<<30+12345, 40<<30, size-300<<10)
+	if b := blocksOf(t, p); b*512 > 4<<20 {
+		t.Fatalf("the filesystem did not keep the test file sparse: %d blocks", b)
+	}
+	t0 := time.Now()
+	stream, st := runSource(t, SourceOptions{Walk: WalkOptions{Paths: []string{p}}})
+	backup := time.Since(t0)
+	if st.WarningCount != 0 || st.Bytes > 2<<20 {
+		t.Fatalf("backup stats %+v", st)
+	}
+	es := entriesOf(t, stream)
+	if len(es) != 1 || es[0].e.HashKind != fileindex.HashSparseSHA256 || !bytes.Equal(es[0].hash, sparseDigestOf(t, p)) {
+		t.Fatalf("entries %+v", es)
+	}
+	dst := filepath.Join(t.TempDir(), "r")
+	t0 = time.Now()
+	rst := restoreStream(t, stream, RestoreOptions{Root: dst})
+	restore := time.Since(t0)
+	if rst.WarningCount != 0 || rst.DamagedCount != 0 || rst.Files != 1 {
+		t.Fatalf("restore stats %+v", rst)
+	}
+	sameSparseFile(t, p, dst+p)
+	if b := blocksOf(t, dst+p); b*512 > 4<<20 {
+		t.Fatalf("restored file allocates %d bytes: holes were filled", b*512)
+	}
+	// Generous for a loaded machine: the data takes milliseconds, the
+	// holes hashed as zeros ten times BenchmarkSparseFile's seconds.
+	if backup+restore > 10*time.Second {
+		t.Fatalf("backup took %s, restore %s: the holes are being hashed", backup, restore)
+	}
+	t.Logf("64 GiB file with 1 MiB of data: backup %s, restore %s", backup, restore)
+}
+
+// A file with holes whose data or digest went bad on the way is damaged, not
+// restored; and a stream of a backup that hashed holes as zeros (every one
+// written before the sparse digest) restores as it did.
+func TestSparseFileDigestIsChecked(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sparse")
+	makeSparse(t, p, 64<<20, randomBytes(22, 100<<10), 4096, 32<<20)
+	stream, _ := runSource(t, SourceOptions{Walk: WalkOptions{Paths: []string{p}}})
+
+	flipped := bytes.Clone(stream)
+	recs := parseStream(t, stream)
+	pos := 0
+	for _, r := range recs {
+		if r.t == volume.RecData {
+			pos += 1 + 3 + 100 // into the data of the first Data record
+			break
+		}
+		pos += len(volume.AppendRecord(nil, r.t, r.body))
+	}
+	flipped[pos] ^= 1
+	st := restoreStream(t, flipped, RestoreOptions{Root: filepath.Join(t.TempDir(), "r")})
+	if st.DamagedCount != 1 || !strings.Contains(st.Damaged[0].Reason, "does not match its SHA-256 of its data regions") {
+		t.Fatalf("a changed byte: %+v", st)
+	}
+	var moved []byte
+	for _, r := range recs {
+		if r.t == volume.RecData {
+			off, b, err := volume.DecodeData(r.body)
+			mustDo(t, err)
+			if off >= 32<<20 {
+				r.body = append(binary.AppendUvarint(nil, uint64(off+4096)), b...) // the same bytes, elsewhere
+			}
+		}
+		moved = volume.AppendRecord(moved, r.t, r.body)
+	}
+	st = restoreStream(t, moved, RestoreOptions{Root: filepath.Join(t.TempDir(), "r")})
+	if st.DamagedCount != 1 {
+		t.Fatalf("data moved within the file: %+v", st)
+	}
+
+	defer func(k fileindex.HashKind) { sparseHashing = k }(sparseHashing)
+	sparseHashing = fileindex.HashSHA256
+	old, _ := runSource(t, SourceOptions{Walk: WalkOptions{Paths: []string{p}}})
+	es := entriesOf(t, old)
+	if es[0].e.HashKind != fileindex.HashSHA256 || !bytes.Equal(es[0].hash, fileHash(t, p)) {
+		t.Fatalf("the old kind: %+v", es[0])
+	}
+	dst := filepath.Join(t.TempDir(), "r")
+	st = restoreStream(t, old, RestoreOptions{Root: dst})
+	if st.DamagedCount != 0 || st.WarningCount != 0 {
+		t.Fatalf("a stream of the old kind: %+v", st)
+	}
+	sameSparseFile(t, p, dst+p)
+	if !slices.Equal(fileHash(t, dst+p), fileHash(t, p)) {
+		t.Fatal("restored content differs")
+	}
+}

@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"hash"
+)
+
+// sparseHashTag starts the input of a fileindex.HashSparseSHA256 digest.
+const sparseHashTag = "cairn sparse-sha256 v1"
+
+// sparseHash computes the fileindex.HashSparseSHA256 digest of a file from
+// its data regions, as media/volume/FORMAT.md (section 8) defines it: the
+// SHA-256 of the tag, the SHA-256 of the data bytes in offset order, the
+// SHA-256 of the map of the runs they form (start and length of each, as
+// uvarints) and the size. Records that continue one another form one run,
+// so the digest does not depend on where the stream split the data.
+//
+// The SHA-256 of the whole content, holes as zeros, costs a pass over the
+// zeros: seconds for a 6 GiB file holding 1 MiB, on backup and again on
+// restore (BenchmarkSparseFile). This costs the data and one map entry per
+// region: milliseconds.
+type sparseHash struct {
+	data, runs hash.Hash
+	start, end int64 // the run being read; end == start: none yet
+	open       bool
+	varint     [2 * binary.MaxVarintLen64]byte
+}
+
+func newSparseHash() *sparseHash {
+	return &sparseHash{data: sha256.New(), runs: sha256.New()}
+}
+
+func (h *sparseHash) reset() {
+	h.data.Reset()
+	h.runs.Reset()
+	h.start, h.end, h.open = 0, 0, false
+}
+
+// add hashes b, the content at off. Offsets must not go back: a caller
+// that sees one that does has damage to report, not a digest to take.
+func (h *sparseHash) add(off int64, b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if !h.open || off != h.end {
+		h.closeRun()
+		h.start, h.end, h.open = off, off, true
+	}
+	h.data.Write(b)
+	h.end += int64(len(b))
+}
+
+func (h *sparseHash) closeRun() {
+	if !h.open {
+		return
+	}
+	n := binary.PutUvarint(h.varint[:], uint64(h.start))
+	n += binary.PutUvarint(h.varint[n:], uint64(h.end-h.start))
+	h.runs.Write(h.varint[:n])
+	h.open = false
+}
+
+// sum appends the digest of a file of size bytes to dst. The hash is done
+// after it.
+func (h *sparseHash) sum(dst []byte, size int64) []byte {
+	h.closeRun()
+	outer := sha256.New()
+	outer.Write([]byte(sparseHashTag))
+	var d [sha256.Size]byte
+	outer.Write(h.data.Sum(d[:0]))
+	outer.Write(h.runs.Sum(d[:0]))
+	n := binary.PutUvarint(h.varint[:], uint64(size))
+	outer.Write(h.varint[:n])
+	return outer.Sum(dst)
+}
