@@ -123,7 +123,7 @@ func (j *joiner) advance() error {
 // deleteHead consumes the base's head, which the walk did not find, and
 // sends a tombstone for it if it lies in the backup's scope.
 func (j *joiner) deleteHead() error {
-	if j.head.Type != fileindex.TypeDeleted && j.w.inScope(j.head.Path) {
+	if j.head.Type != fileindex.TypeDeleted && j.w.inScope(j.head.Path, j.head.Type) {
 		j.tomb = fileindex.Entry{Path: j.head.Path, Type: fileindex.TypeDeleted}
 		if err := j.fn(&node{e: &j.tomb, dirfd: -1}, ChangeDeleted); err != nil {
 			return err

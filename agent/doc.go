@@ -6,7 +6,12 @@
 // Walk visits the backup's paths depth first, each directory's names in
 // byte order, which is the file index order (fileindex.Compare), so the
 // entries come out sorted across all roots without ever sorting the whole
-// tree. Changes joins that walk with the index of the level's base backup,
+// tree. It reads entries with statx, whose attributes tell the nodump flag
+// without opening anything; the inode flags (chattr) of a directory come
+// from the descriptor that reads its names, those of a file from the one
+// that reads its content. Sockets, and entries with the nodump flag when
+// asked (WalkOptions.SkipNodump), are left out and said so, apart from
+// warnings; an exclude pattern that left nothing out is a warning. Changes joins that walk with the index of the level's base backup,
 // both in index order, in one streaming pass: what differs is sent, what is
 // equal is not, and what the base has and the walk lacks becomes a
 // tombstone. Source turns the result into the stream records of package

@@ -186,7 +186,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	}
 	pace := newPacer(a.cfg.MaxBytesPerSecond)
 	src, err := NewSource(SourceOptions{
-		Walk: WalkOptions{Paths: o.Paths, Excludes: o.Excludes},
+		Walk: WalkOptions{Paths: o.Paths, Excludes: o.Excludes, SkipNodump: o.SkipNodump},
 		Base: base,
 		Emit: func(batch []byte) error {
 			if err := pace.wait(ctx, len(batch)); err != nil {
@@ -205,7 +205,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	}
 	total := totals{files: o.EstimateFiles, bytes: o.EstimateBytes}
 	if o.Level == "full" {
-		go total.count(ctx, WalkOptions{Paths: o.Paths, Excludes: o.Excludes})
+		go total.count(ctx, WalkOptions{Paths: o.Paths, Excludes: o.Excludes, SkipNodump: o.SkipNodump})
 	}
 	stop := make(chan struct{})
 	go a.progressLoop(stop, func() wire.Progress {
@@ -227,9 +227,9 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		fail(err)
 		return
 	}
-	end := dataplane.End{Entries: st.Entries, Files: st.Files, Bytes: st.Bytes}
+	end := dataplane.End{Entries: st.Entries, Files: st.Files, Bytes: st.Bytes, Notes: st.Notes()}
 	for _, w := range st.Warnings {
-		end.Warnings = append(end.Warnings, w.Path+": "+w.Err)
+		end.Warnings = append(end.Warnings, w.String())
 	}
 	if st.WarningCount > int64(len(st.Warnings)) {
 		end.Warnings = append(end.Warnings, fmt.Sprintf("... and %d more warnings", st.WarningCount-int64(len(st.Warnings))))
@@ -395,7 +395,7 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 		done.Files, done.Bytes = st.Files, st.Bytes
 		done.Entries, done.Restored, done.Lost = run.asked, st.Files+st.Dirs+st.Links+st.Specials, st.DamagedCount
 		for _, w := range st.Warnings {
-			done.Warnings = append(done.Warnings, w.Path+": "+w.Err)
+			done.Warnings = append(done.Warnings, w.String())
 		}
 		done.Damaged = lostList(st.Damaged)
 		if ctx.Err() != nil {
@@ -471,7 +471,7 @@ func lostList(ds []Damage) []string {
 	var out []string
 	size := 0
 	for _, d := range ds {
-		line := d.Path + ": " + d.Reason
+		line := Warning{Path: d.Path, Err: d.Reason}.String()
 		if len(out) == maxLostListed || size+len(line) > maxLostListedSize {
 			break
 		}

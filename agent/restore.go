@@ -55,6 +55,14 @@ import (
 //     linked.
 //   - Owner before mode, since chown clears setuid and setgid; xattrs after
 //     chown, which clears file capabilities.
+//   - Inode flags (chattr) last, with FS_IOC_SETFLAGS on the descriptor: an
+//     immutable or append-only inode takes no change after them, not even
+//     a rename or a link. A file gets them once renamed into place; one
+//     with further names, at Finish once they are linked (reopened from
+//     /proc/self/fd of its O_PATH descriptor, the ioctl wanting a file
+//     open for reading); a directory after its mode and times, children
+//     first. An immutable or append-only inode in a forced target is not
+//     the restore's to clear: the entry is refused, saying so.
 //
 // What another user can still do is what the directory lets them do anyway:
 // move or remove names in it, so an entry may be lost (it is refused, with a
@@ -150,11 +158,12 @@ type Restorer struct {
 	sparse   *sparseHash
 	sumBuf   [sha256.Size]byte
 
-	dirs     []dirMeta
-	links    []linkReq
-	linkable map[string]inodeID // restored files that have further names
-	damaged  map[string]string  // path -> reason
-	stopped  error              // what Admit said: the restore stopped
+	dirs      []dirMeta
+	links     []linkReq
+	lateFlags []lateFlags
+	linkable  map[string]inodeID // restored files that have further names
+	damaged   map[string]string  // path -> reason
+	stopped   error              // what Admit said: the restore stopped
 
 	refused atomic.Int64 // entries not restored for a reason other than damage
 
@@ -182,6 +191,7 @@ type dirMeta struct {
 	path         string
 	id           inodeID // the directory restored, checked again at Finish
 	mode         uint32
+	flags        uint32
 	atime, mtime int64
 	xattrs       []fileindex.Xattr
 }
@@ -409,11 +419,24 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 			if errors.Is(err, unix.EEXIST) {
 				continue
 			}
+			if errors.Is(err, unix.EPERM) {
+				// An immutable or append-only directory in a forced
+				// target: this entry cannot go there, the others can.
+				r.refuse(e.Path, fmt.Errorf("not restored: %w", r.explainEPERM(c.dirfd, c.name, err)))
+				r.skipping = true
+				return nil
+			}
 			if err != nil {
 				return fmt.Errorf("restore %s: create a temporary file in %s: %w", e.Path, r.full(path.Dir(e.Path)), err)
 			}
 			c.fd = fd
 			break
+		}
+		if early := e.Flags & shapingFlags; early != 0 {
+			// Errors are told when all the flags are set, at the end.
+			if cur, err := unix.IoctlGetUint32(c.fd, unix.FS_IOC_GETFLAGS); err == nil {
+				_ = unix.IoctlSetPointerInt(c.fd, unix.FS_IOC_SETFLAGS, int(cur|early))
+			}
 		}
 		r.sum.Reset()
 		r.sparse.reset()
@@ -686,28 +709,117 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 		r.discard()
 		return fmt.Errorf("restore %s: stat: %w", e.Path, err)
 	}
-	if err := unix.Close(c.fd); err != nil {
-		c.fd = -1
-		unix.Unlinkat(c.dirfd, c.tmp, 0)
-		r.cur = nil
-		return fmt.Errorf("restore %s: close: %w", e.Path, err)
+	// Inode flags come last, and an immutable or append-only file can
+	// be neither renamed nor linked to: its flags go to the descriptor
+	// once it has its name, or for a file with further names to come, at
+	// Finish, once they are made.
+	flagsNow := e.Flags != 0 && (e.NLink <= 1 || e.Flags&protectingFlags == 0)
+	if e.Flags != 0 && !flagsNow {
+		r.lateFlags = append(r.lateFlags, lateFlags{path: e.Path, id: id, flags: e.Flags})
 	}
-	c.fd = -1
+	if !flagsNow {
+		if err := unix.Close(c.fd); err != nil {
+			c.fd = -1
+			unix.Unlinkat(c.dirfd, c.tmp, 0)
+			r.cur = nil
+			return fmt.Errorf("restore %s: close: %w", e.Path, err)
+		}
+		c.fd = -1
+	}
 	err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
 	if err != nil && r.clearWay(c.dirfd, c.name) == nil {
 		err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
 	}
 	r.cur = nil
 	if err != nil {
+		if c.fd >= 0 {
+			unix.Close(c.fd)
+		}
 		unix.Unlinkat(c.dirfd, c.tmp, 0)
-		r.refuse(e.Path, fmt.Errorf("not restored: %w", err))
+		r.refuse(e.Path, fmt.Errorf("not restored: %w", r.explainEPERM(c.dirfd, c.name, err)))
 		return nil
+	}
+	if c.fd >= 0 {
+		r.setFlags(c.fd, e.Path, e.Flags)
+		err := unix.Close(c.fd)
+		c.fd = -1
+		if err != nil {
+			return fmt.Errorf("restore %s: close: %w", e.Path, err)
+		}
 	}
 	if e.NLink > 1 {
 		r.linkable[e.Path] = id
 	}
 	r.files.Add(1)
 	return nil
+}
+
+// protectingFlags are the inode flags that stop what a restore does to an
+// inode after its content: a rename, a link, a change of its metadata.
+const protectingFlags = fileindex.FlagImmutable | fileindex.FlagAppend
+
+// shapingFlags are the inode flags that shape how content is written (no
+// copy on write, compression), which a filesystem takes only on a file
+// still empty: they go to a file as soon as it is created, and all the
+// flags again at the end.
+const shapingFlags = fileindex.FlagNoCOW | fileindex.FlagCompress | fileindex.FlagNoCompress
+
+// lateFlags are the inode flags of a restored file, to set at Finish.
+type lateFlags struct {
+	path  string
+	id    inodeID
+	flags uint32
+}
+
+// setFlags gives the inode open on fd the inode flags of its entry, leaving
+// its other flags (the filesystem's own) as they are.
+func (r *Restorer) setFlags(fd int, p string, flags uint32) {
+	flags &= fileindex.FlagsKept
+	if flags == 0 {
+		return
+	}
+	cur, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(cur&^fileindex.FlagsKept|flags))
+	}
+	if err != nil {
+		if noInodeFlags(err) {
+			err = fmt.Errorf("the filesystem of the target does not take them (%w)", err)
+		}
+		r.warn(p, fmt.Errorf("inode flags %s not restored: %w", fileindex.FlagString(flags), err))
+	}
+}
+
+// explainEPERM says why the kernel refused to replace name in dirfd with
+// EPERM, when what stands there, or the directory, is immutable or append
+// only: the restore leaves an inode it did not create as it is, flags
+// included, and says what to do.
+func (r *Restorer) explainEPERM(dirfd int, name string, err error) error {
+	if !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	for _, at := range []struct {
+		fd   int
+		name string
+		what string
+	}{{dirfd, name, "what is in the way in the target"}, {dirfd, "", "the directory in the target"}} {
+		var sx unix.Statx_t
+		flags := unix.AT_SYMLINK_NOFOLLOW
+		if at.name == "" {
+			flags |= unix.AT_EMPTY_PATH
+		}
+		if unix.Statx(at.fd, at.name, flags, unix.STATX_BASIC_STATS, &sx) != nil {
+			continue
+		}
+		attrs := sx.Attributes & sx.Attributes_mask
+		switch {
+		case attrs&unix.STATX_ATTR_IMMUTABLE != 0:
+			return fmt.Errorf("%s is immutable (chattr +i), and a restore changes no flag of what it did not create: clear it with 'chattr -i' and restore again (%w)", at.what, err)
+		case attrs&unix.STATX_ATTR_APPEND != 0:
+			return fmt.Errorf("%s is append only (chattr +a), and a restore changes no flag of what it did not create: clear it with 'chattr -a' and restore again (%w)", at.what, err)
+		}
+	}
+	return err
 }
 
 // applyMeta gives the inode held by p the xattrs, mode and times of e, and
@@ -805,7 +917,7 @@ func (r *Restorer) makeOther(c *current) error {
 		p, err = pinCreated(c.dirfd, c.name, kind, e.Rdev, e.Target)
 	}
 	if err != nil {
-		r.refuse(e.Path, fmt.Errorf("%s not restored: %w", e.Type, err))
+		r.refuse(e.Path, fmt.Errorf("%s not restored: %w", e.Type, r.explainEPERM(c.dirfd, c.name, err)))
 		return nil
 	}
 	defer p.close()
@@ -852,7 +964,7 @@ func (r *Restorer) makeDir(c *current) error {
 		}
 	}
 	if err != nil {
-		r.refuse(e.Path, fmt.Errorf("directory not restored: %w", err))
+		r.refuse(e.Path, fmt.Errorf("directory not restored: %w", r.explainEPERM(c.dirfd, c.name, err)))
 		return nil
 	}
 	defer unix.Close(fd)
@@ -866,7 +978,7 @@ func (r *Restorer) makeDir(c *current) error {
 			r.warn(e.Path, fmt.Errorf("owner not restored: %w", err))
 		}
 	}
-	r.dirs = append(r.dirs, dirMeta{path: e.Path, id: id, mode: e.Mode & 0o7777, atime: e.ATime, mtime: e.MTime, xattrs: e.Xattrs})
+	r.dirs = append(r.dirs, dirMeta{path: e.Path, id: id, mode: e.Mode & 0o7777, flags: e.Flags, atime: e.ATime, mtime: e.MTime, xattrs: e.Xattrs})
 	r.dirsN.Add(1)
 	return nil
 }
@@ -900,6 +1012,10 @@ func (r *Restorer) Finish() (RestoreStats, error) {
 		r.link(l)
 	}
 	r.links = nil
+	for _, f := range r.lateFlags {
+		r.setLateFlags(f)
+	}
+	r.lateFlags = nil
 	// Reverse index order puts every directory after all that lies
 	// below it, since a directory's subtree follows it in index order.
 	slices.SortFunc(r.dirs, func(a, b dirMeta) int { return fileindex.Compare(b.path, a.path) })
@@ -993,4 +1109,34 @@ func (r *Restorer) finishDir(d dirMeta) {
 	}
 	e := fileindex.Entry{Path: d.path, Type: fileindex.TypeDir, Mode: d.mode, ATime: d.atime, MTime: d.mtime, Xattrs: d.xattrs}
 	r.applyMeta(&pinned{fd: fd}, &e, false) // the owner was given when it was made
+	r.setFlags(fd, d.path, d.flags)         // last: an immutable directory takes no more times
+}
+
+// setLateFlags gives a restored file with further names its inode flags,
+// once those are made: through the inode the restore wrote, if its name
+// still leads there.
+func (r *Restorer) setLateFlags(f lateFlags) {
+	p, err := r.pinRestored(f.path, f.id)
+	if err != nil {
+		r.warn(f.path, fmt.Errorf("inode flags %s not restored: %w", fileindex.FlagString(f.flags), err))
+		return
+	}
+	defer p.close()
+	// The ioctl wants a descriptor open for reading; the magic link of
+	// the O_PATH one opens the inode it holds, a regular file.
+	proc, err := procFd(p.fd)
+	var fd int
+	if err == nil {
+		fd, err = unix.Open(proc, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	}
+	if err != nil {
+		r.warn(f.path, fmt.Errorf("inode flags %s not restored: %w", fileindex.FlagString(f.flags), err))
+		return
+	}
+	defer unix.Close(fd)
+	if id, err := fdID(fd); err != nil || id != f.id {
+		r.warn(f.path, fmt.Errorf("inode flags %s not restored: %w", fileindex.FlagString(f.flags), ErrReplaced))
+		return
+	}
+	r.setFlags(fd, f.path, f.flags)
 }

@@ -9,6 +9,8 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +32,19 @@ const MaxWarnings = 1000
 
 // Warning is one problem that did not stop a backup or a restore.
 type Warning struct {
-	Path string `json:"path"`
+	Path string `json:"path"` // empty for a warning about no one path
 	Err  string `json:"error"`
+}
+
+// String is the warning as a job log gives it: its path escaped
+// (fileindex.Escape), so that a name that is not UTF-8 survives the trip and
+// a hostile one cannot drive a terminal, and so is the message, which may
+// quote names too.
+func (w Warning) String() string {
+	if w.Path == "" {
+		return fileindex.Escape(w.Err)
+	}
+	return fileindex.Escape(w.Path) + ": " + fileindex.Escape(w.Err)
 }
 
 // Read errors of a file's content; the file is sent with what was read and
@@ -71,6 +84,42 @@ type SourceStats struct {
 	// Warnings are the first MaxWarnings of WarningCount.
 	Warnings     []Warning `json:"warnings,omitempty"`
 	WarningCount int64     `json:"warning_count"`
+	// Sockets and Nodump count what the walk left out on purpose
+	// (WalkOptions.Skipped), which is no warning: sockets, and entries
+	// with the nodump flag (a directory once, what it holds not counted).
+	// SocketPaths and NodumpPaths are the first MaxSkippedNamed of each.
+	Sockets     int64    `json:"sockets,omitempty"`
+	Nodump      int64    `json:"nodump,omitempty"`
+	SocketPaths []string `json:"socket_paths,omitempty"`
+	NodumpPaths []string `json:"nodump_paths,omitempty"`
+}
+
+// MaxSkippedNamed is how many of the entries a backup left out on purpose
+// its job log names, of each kind; the others are counted.
+const MaxSkippedNamed = 10
+
+// Notes are the lines a backup's job log gives, at level info, to what the
+// walk left out on purpose: a socket in the tree is worth knowing about,
+// not a warning on every backup.
+func (st *SourceStats) Notes() []string {
+	var out []string
+	note := func(n int64, paths []string, what string) {
+		if n == 0 {
+			return
+		}
+		names := make([]string, len(paths))
+		for i, p := range paths {
+			names[i] = fileindex.Escape(p)
+		}
+		line := fmt.Sprintf("left out %d %s: %s", n, what, strings.Join(names, ", "))
+		if more := n - int64(len(paths)); more > 0 {
+			line += fmt.Sprintf(" and %d more", more)
+		}
+		out = append(out, line)
+	}
+	note(st.Sockets, st.SocketPaths, "sockets (the live endpoint of a running process holds no data to back up)")
+	note(st.Nodump, st.NodumpPaths, "entries with the nodump flag (chattr +d), as --skip-nodump asks, a directory with all it holds")
+	return out
 }
 
 // Source produces the data stream of a file-level backup: for each entry
@@ -85,6 +134,8 @@ type Source struct {
 	mu                                                          sync.Mutex
 	warnings                                                    []Warning
 	warnCount                                                   int64
+	sockets, nodump                                             int64
+	socketPaths, nodumpPaths                                    []string
 
 	// Used by Run's goroutine only.
 	ran    bool
@@ -124,8 +175,31 @@ func (s *Source) Stats() SourceStats {
 	s.mu.Lock()
 	st.Warnings = append([]Warning(nil), s.warnings...)
 	st.WarningCount = s.warnCount
+	st.Sockets, st.Nodump = s.sockets, s.nodump
+	st.SocketPaths, st.NodumpPaths = slices.Clone(s.socketPaths), slices.Clone(s.nodumpPaths)
 	s.mu.Unlock()
 	return st
+}
+
+func (s *Source) skip(p string, why Skip) {
+	s.mu.Lock()
+	switch why {
+	case SkipSocket:
+		s.sockets++
+		if len(s.socketPaths) < MaxSkippedNamed {
+			s.socketPaths = append(s.socketPaths, p)
+		}
+	case SkipNodump:
+		s.nodump++
+		if len(s.nodumpPaths) < MaxSkippedNamed {
+			s.nodumpPaths = append(s.nodumpPaths, p)
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("backup left out", "path", p, "why", why)
+	if s.opts.Walk.Skipped != nil {
+		s.opts.Walk.Skipped(p, why)
+	}
 }
 
 func (s *Source) warn(p string, err error) {
@@ -152,6 +226,7 @@ func (s *Source) Run(ctx context.Context) error {
 	s.ctx = ctx
 	wopts := s.opts.Walk
 	wopts.Warn = s.warn
+	wopts.Skipped = s.skip
 	w, err := newWalker(ctx, wopts)
 	if err != nil {
 		return err
@@ -171,6 +246,9 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	if err := runChanges(w, s.opts.Base, s.send); err != nil {
 		return err
+	}
+	for _, pat := range w.unmatchedExcludes() {
+		s.warn("", fmt.Errorf("exclude pattern %q left nothing out: check it for a typo (a pattern with a slash is anchored at the backup root, or at / when it starts with one; see 'cairn backup --help')", pat))
 	}
 	return s.flush()
 }

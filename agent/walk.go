@@ -22,17 +22,61 @@ type WalkOptions struct {
 	// inside another one is walked once, and the directories above a path
 	// are not part of the backup.
 	Paths []string
-	// Excludes are path.Match patterns, tried against an entry's full path
-	// and against its base name ("*.tmp", "/var/cache", "node_modules").
-	// A matching directory is pruned with everything below it.
+	// Excludes are patterns of what to leave out; a directory they match
+	// is pruned with everything below it.
+	//
+	//   - A pattern without a slash matches an entry's name, at any depth:
+	//     "*.tmp", "node_modules".
+	//   - A pattern with a slash is anchored: at the backup root (each of
+	//     Paths) when it does not start with one, "var/cache" being
+	//     ROOT/var/cache only; at / when it does, "/var/cache" being that
+	//     absolute path.
+	//   - A trailing slash matches directories only: "cache/".
+	//   - Each part between slashes is a path.Match glob (*, ?, [a-z]), and
+	//     a part "**" matches any number of directories, none included:
+	//     "**/build/*.o", "home/*/.cache".
+	//
+	// A pattern that left nothing out is worth a warning: it is most likely
+	// a typo (Source gives one).
 	Excludes []string
 	// OneFileSystem keeps the walk on the filesystem of each path: the
 	// mount point of another filesystem is backed up, not what is mounted
 	// on it.
 	OneFileSystem bool
-	// Warn hears about what the walk skips or cannot read (an unreadable
-	// directory, a socket); the walk goes on. Nil: nobody is told.
+	// SkipNodump leaves out the files and directories that carry the
+	// nodump inode flag (chattr +d), a directory with everything below it,
+	// as dump(8) does. Like an excluded path, one that an earlier backup
+	// holds is not taken for deleted.
+	SkipNodump bool
+	// Warn hears about what the walk cannot read (an unreadable
+	// directory); the walk goes on. Nil: nobody is told.
 	Warn func(path string, err error)
+	// Skipped hears of what the walk leaves out on purpose, which is no
+	// warning: a socket, or an entry with the nodump flag under
+	// SkipNodump. Excluded paths are not told. Nil: nobody is told.
+	Skipped func(path string, why Skip)
+}
+
+// Skip says why the walk left out an entry it found.
+type Skip uint8
+
+const (
+	// SkipSocket: a socket is a live endpoint of a running process, not
+	// data, so there is nothing to back up.
+	SkipSocket Skip = iota + 1
+	// SkipNodump: the entry carries the nodump flag, and the backup was
+	// asked to leave those out (WalkOptions.SkipNodump).
+	SkipNodump
+)
+
+func (s Skip) String() string {
+	switch s {
+	case SkipSocket:
+		return "socket"
+	case SkipNodump:
+		return "nodump"
+	}
+	return fmt.Sprintf("skip(%d)", uint8(s))
 }
 
 // MissingPathError says that a path to back up does not exist on the client.
@@ -41,10 +85,6 @@ type MissingPathError struct{ Path string }
 func (e *MissingPathError) Error() string {
 	return fmt.Sprintf("path %s does not exist on client", e.Path)
 }
-
-// ErrSocket is the warning for a socket: it is a live endpoint of a running
-// process, not data, so there is nothing to back up.
-var ErrSocket = errors.New("socket skipped: sockets cannot be backed up")
 
 // Walk calls fn for every entry under opts.Paths, in index order
 // (fileindex.Compare) across all of them. Entries are read with lstat:
@@ -79,11 +119,14 @@ type linkGroup struct {
 }
 
 type walker struct {
-	ctx     context.Context
-	opts    WalkOptions
-	roots   []string
-	rootDev uint64
-	visit   func(n *node) error
+	ctx      context.Context
+	opts     WalkOptions
+	roots    []string
+	excludes []*excludePattern
+	root     string // the root being walked
+	rootDev  uint64
+	noStatx  bool // the kernel has no statx: lstat, and no attributes
+	visit    func(n *node) error
 	// pruned hears, in index order, of paths the walk leaves out on
 	// purpose or cannot read: p itself, unless it was visited already, and
 	// everything below it. Changes uses it so that what the walk did not
@@ -108,13 +151,12 @@ func newWalker(ctx context.Context, opts WalkOptions) (*walker, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, pat := range opts.Excludes {
-		if _, err := path.Match(pat, "x"); err != nil {
-			return nil, fmt.Errorf("exclude pattern %q is malformed (%v): see path.Match for the syntax", pat, err)
-		}
+	excludes, err := compileExcludes(opts.Excludes)
+	if err != nil {
+		return nil, err
 	}
 	return &walker{
-		ctx: ctx, opts: opts, roots: roots,
+		ctx: ctx, opts: opts, roots: roots, excludes: excludes,
 		users: map[uint32]string{}, groups: map[uint32]string{}, links: map[devIno]*linkGroup{},
 		listBuf: make([]byte, 1024), valueBuf: make([]byte, 4096),
 	}, nil
@@ -166,22 +208,47 @@ func (w *walker) prune(p string) error {
 	return nil
 }
 
-func (w *walker) excluded(full, base string) bool {
-	for _, pat := range w.opts.Excludes {
-		if ok, _ := path.Match(pat, full); ok {
-			return true
+func (w *walker) skipped(p string, why Skip) error {
+	if w.opts.Skipped != nil {
+		w.opts.Skipped(p, why)
+	}
+	return w.prune(p)
+}
+
+// excluded reports whether an exclude pattern leaves out the entry at full,
+// named name, below root; isDir as excludePattern.match takes it, and
+// dirOnly limits the check to the patterns for directories only. A walk
+// that prunes the entry marks the pattern as matched.
+func (w *walker) excluded(full, name, root string, isDir int, mark bool) bool {
+	for _, p := range w.excludes {
+		if isDir == 1 && !p.dirOnly {
+			continue // checked already, before the type was known
 		}
-		if ok, _ := path.Match(pat, base); ok {
+		if p.match(full, name, root, isDir) {
+			if mark {
+				p.matched = true
+			}
 			return true
 		}
 	}
 	return false
 }
 
-// inScope reports whether p is something this walk would back up if it
-// existed: below a root, with neither itself nor a directory above it (up
-// to the root) excluded.
-func (w *walker) inScope(p string) bool {
+// unmatchedExcludes are the exclude patterns that left nothing out.
+func (w *walker) unmatchedExcludes() []string {
+	var out []string
+	for _, p := range w.excludes {
+		if !p.matched {
+			out = append(out, p.raw)
+		}
+	}
+	return out
+}
+
+// inScope reports whether p, an entry of type typ, is something this walk
+// would back up if it existed: below a root, with neither itself nor a
+// directory above it (up to the root) excluded.
+func (w *walker) inScope(p string, typ fileindex.Type) bool {
 	root := ""
 	for _, r := range w.roots {
 		if fileindex.Within(p, r) {
@@ -192,37 +259,83 @@ func (w *walker) inScope(p string) bool {
 	if root == "" {
 		return false
 	}
+	isDir := 0
+	if typ == fileindex.TypeDir {
+		isDir = 1
+	}
 	for q := p; ; q = path.Dir(q) {
-		if w.excluded(q, path.Base(q)) {
+		if w.excluded(q, path.Base(q), root, -1, false) || isDir == 1 && w.excluded(q, path.Base(q), root, 1, false) {
 			return false
 		}
 		if q == root || q == "/" {
 			return true
 		}
+		isDir = 1 // what holds p
 	}
 }
 
 func (w *walker) run() error {
 	for _, r := range w.roots {
-		if w.excluded(r, path.Base(r)) {
+		w.root = r
+		if w.excluded(r, path.Base(r), r, -1, true) {
 			if err := w.prune(r); err != nil {
 				return err
 			}
 			continue
 		}
 		var st unix.Stat_t
-		if err := unix.Lstat(r, &st); err != nil {
+		attrs, err := w.lstatAt(unix.AT_FDCWD, r, &st)
+		if err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				return &MissingPathError{Path: r}
 			}
 			return fmt.Errorf("path %s cannot be read: %w", r, err)
 		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR && w.excluded(r, path.Base(r), r, 1, true) {
+			if err := w.prune(r); err != nil {
+				return err
+			}
+			continue
+		}
 		w.rootDev = st.Dev
-		if err := w.visitEntry(unix.AT_FDCWD, r, r, &st); err != nil {
+		if err := w.visitEntry(unix.AT_FDCWD, r, r, &st, attrs); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// lstatAt reads name in dirfd without following a symlink, with the
+// attributes statx gives (the STATX_ATTR_* it knows for the entry's
+// filesystem, nodump among them), which lstat does not.
+func (w *walker) lstatAt(dirfd int, name string, st *unix.Stat_t) (attrs uint64, err error) {
+	if !w.noStatx {
+		var sx unix.Statx_t
+		err := unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT, unix.STATX_BASIC_STATS, &sx)
+		if err == nil {
+			statFromStatx(st, &sx)
+			return sx.Attributes & sx.Attributes_mask, nil
+		}
+		if !errors.Is(err, unix.ENOSYS) {
+			return 0, err
+		}
+		w.noStatx = true // Linux before 4.11, or a sandbox that forbids it
+	}
+	return 0, unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// statFromStatx fills st as lstat would have: device numbers in the
+// kernel's encoding (what fstat of the open file gives, which the read
+// compares), times to the nanosecond.
+func statFromStatx(st *unix.Stat_t, sx *unix.Statx_t) {
+	*st = unix.Stat_t{
+		Dev: unix.Mkdev(sx.Dev_major, sx.Dev_minor), Ino: sx.Ino, Nlink: uint64(sx.Nlink),
+		Mode: uint32(sx.Mode), Uid: sx.Uid, Gid: sx.Gid, Rdev: unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
+		Size: int64(sx.Size), Blksize: int64(sx.Blksize), Blocks: int64(sx.Blocks),
+		Atim: unix.Timespec{Sec: sx.Atime.Sec, Nsec: int64(sx.Atime.Nsec)},
+		Mtim: unix.Timespec{Sec: sx.Mtime.Sec, Nsec: int64(sx.Mtime.Nsec)},
+		Ctim: unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)},
+	}
 }
 
 func joinPath(dir, name string) string {
@@ -251,7 +364,8 @@ func typeOf(mode uint32) fileindex.Type {
 }
 
 // visitEntry hands one entry to visit and, for a directory, walks below it.
-func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t) error {
+// attrs are its statx attributes.
+func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t, attrs uint64) error {
 	if w.visited++; w.visited%64 == 0 {
 		if err := w.ctx.Err(); err != nil {
 			return err
@@ -260,11 +374,30 @@ func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t) error {
 	typ := typeOf(st.Mode)
 	if typ == 0 {
 		if st.Mode&unix.S_IFMT == unix.S_IFSOCK {
-			w.warn(p, ErrSocket)
-		} else {
-			w.warn(p, fmt.Errorf("skipped: unknown file type %o", st.Mode&unix.S_IFMT))
+			return w.skipped(p, SkipSocket)
 		}
+		w.warn(p, fmt.Errorf("skipped: unknown file type %o", st.Mode&unix.S_IFMT))
 		return w.prune(p)
+	}
+	if w.opts.SkipNodump && attrs&unix.STATX_ATTR_NODUMP != 0 {
+		return w.skipped(p, SkipNodump)
+	}
+	// A directory is opened before it is visited, so that its entry
+	// carries its inode flags; the same descriptor reads its names.
+	dirFd, dirErr := -1, error(nil)
+	var flags uint32
+	if typ == fileindex.TypeDir {
+		dirFd, dirErr = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if dirErr == nil {
+			defer unix.Close(dirFd)
+			var err error
+			if flags, err = inodeFlags(dirFd); err != nil {
+				w.warn(p, fmt.Errorf("inode flags not backed up: %w", err))
+			}
+			if w.opts.SkipNodump && flags&fileindex.FlagNodump != 0 {
+				return w.skipped(p, SkipNodump)
+			}
+		}
 	}
 	e := &w.entry
 	*e = fileindex.Entry{
@@ -272,7 +405,7 @@ func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t) error {
 		UID: st.Uid, GID: st.Gid, User: w.userName(st.Uid), Group: w.groupName(st.Gid),
 		Size:  st.Size,
 		MTime: st.Mtim.Nano(), ATime: st.Atim.Nano(), CTime: st.Ctim.Nano(),
-		Dev: st.Dev, Inode: st.Ino, NLink: uint32(st.Nlink), Rdev: st.Rdev,
+		Dev: st.Dev, Inode: st.Ino, NLink: uint32(st.Nlink), Rdev: st.Rdev, Flags: flags,
 	}
 	if typ == fileindex.TypeSymlink {
 		t, err := w.readlink(dirfd, name, st.Size)
@@ -310,18 +443,23 @@ func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t) error {
 	if w.opts.OneFileSystem && st.Dev != w.rootDev {
 		return w.prune(p)
 	}
-	return w.walkDir(dirfd, name, p)
-}
-
-func (w *walker) walkDir(dirfd int, name, p string) error {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		w.warn(p, fmt.Errorf("directory content not backed up: open: %w", err))
+	if dirErr != nil {
+		w.warn(p, fmt.Errorf("directory content not backed up: open: %w", dirErr))
 		return w.prune(p)
 	}
-	// The os.File only reads the names; fd stays ours for fstatat and is
-	// closed through f.
-	f := os.NewFile(uintptr(fd), p)
+	return w.walkDir(dirFd, p)
+}
+
+// walkDir walks below the directory p, open on fd, which it does not close.
+func (w *walker) walkDir(fd int, p string) error {
+	// The os.File only reads the names, from a descriptor of its own.
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		w.warn(p, fmt.Errorf("directory content not backed up: %w", err))
+		return w.prune(p)
+	}
+	unix.CloseOnExec(dup)
+	f := os.NewFile(uintptr(dup), p)
 	defer f.Close()
 	names, err := f.Readdirnames(-1)
 	if err != nil {
@@ -340,14 +478,15 @@ func (w *walker) walkDir(dirfd int, name, p string) error {
 			w.ahead(p, names[i+aheadDepth])
 		}
 		cp := joinPath(p, n)
-		if w.excluded(cp, n) {
+		if w.excluded(cp, n, w.root, -1, true) {
 			if err := w.prune(cp); err != nil {
 				return err
 			}
 			continue
 		}
 		var st unix.Stat_t
-		if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		attrs, err := w.lstatAt(fd, n, &st)
+		if err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // deleted since the directory was read: as if before the walk
 			}
@@ -357,7 +496,13 @@ func (w *walker) walkDir(dirfd int, name, p string) error {
 			}
 			continue
 		}
-		if err := w.visitEntry(fd, n, cp, &st); err != nil {
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR && w.excluded(cp, n, w.root, 1, true) {
+			if err := w.prune(cp); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := w.visitEntry(fd, n, cp, &st, attrs); err != nil {
 			return err
 		}
 	}

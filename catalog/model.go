@@ -279,6 +279,8 @@ type Job struct {
 	Paths  []string `json:"paths,omitempty"`
 	// Excludes are glob patterns a backup skips.
 	Excludes []string `json:"excludes,omitempty"`
+	// SkipNodump: a backup leaves out what carries the nodump inode flag.
+	SkipNodump bool `json:"skip_nodump,omitempty"`
 	// BackupID is the backup the job writes (its own ID for a backup) or
 	// restores from.
 	// Attempt counts dispatches: a backup whose storage node died is

@@ -86,9 +86,13 @@ type Accept struct {
 // End closes the agent's side: for a backup it says the stream is complete.
 type End struct {
 	Warnings []string `json:"warnings,omitempty"`
-	Entries  int64    `json:"entries"`
-	Files    int64    `json:"files"`
-	Bytes    int64    `json:"bytes"`
+	// Notes are lines for the job log at level info: what the backup
+	// left out on purpose (sockets, entries with the nodump flag), which
+	// does not make the job end with warnings.
+	Notes   []string `json:"notes,omitempty"`
+	Entries int64    `json:"entries"`
+	Files   int64    `json:"files"`
+	Bytes   int64    `json:"bytes"`
 }
 
 // Result answers a backup's End once the session is committed.

@@ -180,7 +180,7 @@ func (s *Server) volumeList(_ context.Context, _ string, req wire.VolumeListReq)
 func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 	info := wire.JobInfo{
 		ID: j.ID, Type: string(j.Type), Client: j.Client, Level: string(j.Level), State: string(j.State),
-		Node: j.Node, Pool: j.Pool, Paths: j.Paths, BackupID: j.BackupID, Target: j.Target,
+		Node: j.Node, Pool: j.Pool, Paths: j.Paths, BackupID: j.BackupID, Target: j.Target, SkipNodump: j.SkipNodump,
 		Created: j.Created, Started: j.Started, Ended: j.Ended, Files: j.Files, Bytes: j.Bytes,
 		StoredBytes: j.StoredBytes, Warnings: j.Warnings, Entries: j.Entries, Restored: j.Restored, Lost: j.Lost,
 		ErrorCode: j.ErrorCode, Error: j.Error,

@@ -221,7 +221,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 			return err
 		}
 		o := wire.RunBackup{JobID: job.ID, Attempt: job.Attempt, Level: string(job.Level), Paths: job.Paths, Excludes: job.Excludes,
-			Base: backup.Parent, Node: ep, Ticket: tk}
+			SkipNodump: job.SkipNodump, Base: backup.Parent, Node: ep, Ticket: tk}
 		o.EstimateFiles, o.EstimateBytes = s.estimate(backup)
 		s.mu.Lock()
 		if backup.Parent != 0 && run.base == nil {

@@ -133,7 +133,7 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	}
 	for _, ex := range req.Excludes {
 		if _, err := path.Match(ex, ""); err != nil {
-			return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "use shell glob syntax: *, ?, [a-z]", "exclude pattern %q is not valid: %v", ex, err)
+			return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "each part between slashes is a shell glob: *, ?, [a-z], and ** any number of directories (see 'cairn backup --help')", "exclude pattern %q is not valid: %v", ex, err)
 		}
 	}
 	level := catalog.Level(req.Level)
@@ -163,7 +163,7 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
 		Type: catalog.JobBackup, Client: client.Name, Level: level, State: catalog.JobQueued,
-		Pool: pool.Name, Paths: paths, Excludes: req.Excludes,
+		Pool: pool.Name, Paths: paths, Excludes: req.Excludes, SkipNodump: req.SkipNodump,
 	}})
 	if err != nil {
 		return wire.JobStarted{}, err

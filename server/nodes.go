@@ -307,6 +307,9 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 	if err != nil {
 		return wire.Empty{}, err
 	}
+	for _, n := range req.Notes {
+		s.jobLog(ctx, job.ID, "info", "%s", n)
+	}
 	for _, w := range req.Warnings {
 		s.jobLog(ctx, job.ID, "warning", "%s", w)
 	}

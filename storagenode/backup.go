@@ -244,7 +244,7 @@ func (s *session) sendIndex(ctx context.Context, sessionID uuid.UUID, res *volum
 		}
 	}
 	req := wire.SessionCommitReq{
-		JobID: s.t.JobID, SessionID: sessionID, Segments: len(segs), Warnings: end.Warnings,
+		JobID: s.t.JobID, SessionID: sessionID, Segments: len(segs), Warnings: end.Warnings, Notes: end.Notes,
 		Stats: wire.SessionStats{
 			Entries: res.Entries, Files: res.Files, ContentBytes: res.ContentBytes,
 			StreamBytes: res.StreamBytes, StoredBytes: res.StoredBytes, Blocks: res.Blocks,

@@ -347,6 +347,7 @@ type JobInfo struct {
 	Node        string    `json:"node,omitempty"`
 	Pool        string    `json:"pool,omitempty"`
 	Paths       []string  `json:"paths,omitempty"`
+	SkipNodump  bool      `json:"skip_nodump,omitempty"`
 	BackupID    uint64    `json:"backup_id,omitempty"`
 	Target      string    `json:"target,omitempty"`
 	Created     time.Time `json:"created"`
@@ -400,6 +401,10 @@ type BackupStartReq struct {
 	Excludes []string `json:"excludes,omitempty"`
 	Level    string   `json:"level,omitempty"` // full, incremental (default), differential
 	Pool     string   `json:"pool,omitempty"`
+	// SkipNodump leaves out the files and directories that carry the
+	// nodump inode flag (chattr +d), as dump(8) does; the job log counts
+	// them.
+	SkipNodump bool `json:"skip_nodump,omitempty"`
 }
 
 // JobStarted answers backup.start and restore.start.
@@ -715,6 +720,9 @@ type SessionCommitReq struct {
 	Segments  int           `json:"segments"`
 	Stats     SessionStats  `json:"stats"`
 	Warnings  []string      `json:"warnings,omitempty"` // the agent's, passed through
+	// Notes are the agent's lines for the job log at level info, passed
+	// through: what the backup left out on purpose.
+	Notes []string `json:"notes,omitempty"`
 	// Tape is the drive's figures when the session went to tape.
 	Tape *TapeStats `json:"tape,omitempty"`
 }
@@ -762,14 +770,17 @@ type DataEndpoint struct {
 
 // RunBackup orders an agent to back up and stream to a storage node.
 type RunBackup struct {
-	JobID    uint64       `json:"job_id"`
-	Attempt  int          `json:"attempt,omitempty"`
-	Level    string       `json:"level"`
-	Paths    []string     `json:"paths"`
-	Excludes []string     `json:"excludes,omitempty"`
-	Base     uint64       `json:"base,omitempty"` // compare against this backup's tree (incremental, differential)
-	Node     DataEndpoint `json:"node"`
-	Ticket   string       `json:"ticket"`
+	JobID    uint64   `json:"job_id"`
+	Attempt  int      `json:"attempt,omitempty"`
+	Level    string   `json:"level"`
+	Paths    []string `json:"paths"`
+	Excludes []string `json:"excludes,omitempty"`
+	// SkipNodump leaves out what carries the nodump inode flag
+	// (BackupStartReq.SkipNodump).
+	SkipNodump bool         `json:"skip_nodump,omitempty"`
+	Base       uint64       `json:"base,omitempty"` // compare against this backup's tree (incremental, differential)
+	Node       DataEndpoint `json:"node"`
+	Ticket     string       `json:"ticket"`
 	// EstimateBytes is the size of the last backup of this file set, for an ETA.
 	EstimateBytes int64 `json:"estimate_bytes,omitempty"`
 	EstimateFiles int64 `json:"estimate_files,omitempty"`

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,19 +209,16 @@ func TestAdminCommandsAgainstDevStack(t *testing.T) {
 	}
 
 	// A job waited for that ends with warnings exits 3, and says so; with
-	// --json, stdout has the job and stderr nothing.
+	// --json, stdout has the job and stderr nothing. An exclude pattern
+	// that leaves nothing out is the warning (a socket, once, is only an
+	// info line now).
 	warned := t.TempDir()
 	os.WriteFile(filepath.Join(warned, "file"), []byte("data\n"), 0o644)
-	sock, err := net.Listen("unix", filepath.Join(warned, "sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	code, out, stderr = cli(ctx, append(n, "backup", "--client", "web", "--path", warned, "--level", "full", "--wait")...)
+	code, out, stderr = cli(ctx, append(n, "backup", "--client", "web", "--path", warned, "--exclude", "*.nosuch", "--level", "full", "--wait")...)
 	if code != exitWarnings || !strings.Contains(out, "warning") || !strings.Contains(stderr, "warning: backup job") || !strings.Contains(stderr, "1 warning;") {
 		t.Fatalf("a backup that ended with warnings: exit %d, %q, %q; want exit %d and a warning", code, out, stderr, exitWarnings)
 	}
-	code, out, stderr = cli(ctx, append(n, "--json", "backup", "--client", "web", "--path", warned, "--wait")...)
+	code, out, stderr = cli(ctx, append(n, "--json", "backup", "--client", "web", "--path", warned, "--exclude", "*.nosuch", "--wait")...)
 	var warnedJob wire.JobInfo
 	if code != exitWarnings || json.Unmarshal([]byte(out), &warnedJob) != nil || warnedJob.State != "warning" || stderr != "" {
 		t.Fatalf("a backup that ended with warnings, --json: exit %d, %q, %q; want exit %d, the job, and nothing on stderr", code, out, stderr, exitWarnings)

@@ -22,6 +22,8 @@ type backupOpts struct {
 	level    string
 	pool     string
 	wait     bool
+	// skipNodump leaves out what carries the nodump inode flag.
+	skipNodump bool
 }
 
 func newBackupCmd(g *globals) *cobra.Command {
@@ -36,7 +38,23 @@ the same paths, the default), differential (what changed since the last full).
 A backup builds only on backups of the same paths in the same pool, so each
 pool holds whole chains (a tape pool's tapes restore without the disk pool):
 an incremental or differential with no full of them in its pool runs as a
-full, and the job log says so.`,
+full, and the job log says so.
+
+--exclude leaves out what a pattern matches, a directory with all it holds:
+  *.tmp, node_modules   without a slash: a name, at any depth
+  var/cache             with a slash: a path below each --path (anchored there)
+  /var/cache            with a leading slash: that absolute path
+  cache/                a trailing slash: directories only
+  **/build/*.o          each part is a shell glob (*, ?, [a-z]); ** is any
+                        number of directories, none included
+A pattern that left nothing out is a warning in the job log: most likely a
+typo.
+
+--skip-nodump leaves out the files and directories that carry the nodump
+flag (chattr +d), a directory with all it holds, as dump(8) does; the job
+log counts them. Sockets are never backed up (the job log names them).
+Inode flags (chattr: immutable, append only, nodump, noatime...) are backed
+up and restored.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.client == "" {
@@ -52,7 +70,8 @@ full, and the job log says so.`,
 	f := c.Flags()
 	f.StringVar(&o.client, "client", "", "client to back up")
 	f.StringArrayVar(&o.paths, "path", nil, "absolute path on the client; repeat for several")
-	f.StringArrayVar(&o.excludes, "exclude", nil, "glob of paths or names to leave out; repeat for several")
+	f.StringArrayVar(&o.excludes, "exclude", nil, "pattern of names or paths to leave out (see above); repeat for several")
+	f.BoolVar(&o.skipNodump, "skip-nodump", false, "leave out files and directories with the nodump flag (chattr +d)")
 	f.StringVar(&o.level, "level", "incremental", "full, incremental or differential")
 	f.StringVar(&o.pool, "pool", "", "pool to write to (the client's default pool when empty)")
 	bindWaitFlags(c, g, &o.wait, false)
@@ -117,7 +136,7 @@ func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, er
 	defer nc.Close()
 	var started wire.JobStarted
 	err = g.call(ctx, nc, wire.OpBackupStart, wire.BackupStartReq{
-		Client: o.client, Paths: o.paths, Excludes: o.excludes, Level: o.level, Pool: o.pool,
+		Client: o.client, Paths: o.paths, Excludes: o.excludes, Level: o.level, Pool: o.pool, SkipNodump: o.skipNodump,
 	}, &started)
 	if err != nil {
 		return nil, err

@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/cairnbackup/cairn/fileindex"
 )
 
 func printJSON(w io.Writer, v any) error {
@@ -94,30 +93,8 @@ func isTerminal(w io.Writer) bool {
 }
 
 // printable returns s as it is safe to show on a terminal and unambiguous
-// to read: file names come from the clients' disks (and from volumes of
-// unknown origin), so a name may hold an escape sequence that rewrites the
-// terminal, a newline that forges a line of output, bytes that are not
-// UTF-8, or a bidirectional override that shows a name backwards. Those are
-// written as Go-style escapes (\n, \x1b, \xff, \u202e), and a backslash
-// as \\, so every name reads back to exactly one byte string; the common
-// name comes out unchanged.
-func printable(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == ' ' || unicode.IsPrint(r):
-			b.WriteString(s[i : i+size])
-		default:
-			q := strconv.QuoteRune(r) // '\n', '\x1b', '\u202e'
-			b.WriteString(q[1 : len(q)-1])
-		}
-		i += size
-	}
-	return b.String()
-}
+// to read (fileindex.Escape): file names come from the clients' disks (and
+// from volumes of unknown origin), and every name reads back to exactly one
+// byte string, which the commands that take a path accept
+// (fileindex.Unescape).
+func printable(s string) string { return fileindex.Escape(s) }
