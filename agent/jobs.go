@@ -489,6 +489,9 @@ func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer, ru
 	run.want = make(map[string]bool, len(rr.Locs))
 	for _, l := range rr.Locs {
 		run.want[l.Path] = true
+		if l.Ancestor {
+			r.Ancestor(l.Path)
+		}
 	}
 	run.asked += int64(len(rr.Locs))
 	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {

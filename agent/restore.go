@@ -148,7 +148,8 @@ type Restorer struct {
 	root  string
 	owner bool // running as root: restore owners and devices
 
-	rootFd   int // -1 until the first entry creates the root
+	rootFd   int  // -1 until the first entry creates the root
+	rootMade bool // the restore created the root
 	dirPath  string
 	dirFd    int // the last parent directory, open; -1 when none
 	cur      *current
@@ -161,6 +162,11 @@ type Restorer struct {
 	dirs      []dirMeta
 	links     []linkReq
 	lateFlags []lateFlags
+	// ancestors are the directories the plan reads only because they lie
+	// above what was chosen (Ancestor); madeDirs, those the restore
+	// created, as parents of an entry that came first or for their entry.
+	ancestors map[string]bool
+	madeDirs  map[inodeID]bool
 	linkable  map[string]inodeID // restored files that have further names
 	damaged   map[string]string  // path -> reason
 	stopped   error              // what Admit said: the restore stopped
@@ -250,6 +256,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
 		rootFd: -1, dirFd: -1, sum: sha256.New(), sparse: newSparseHash(),
 		linkable: map[string]inodeID{}, damaged: map[string]string{},
+		ancestors: map[string]bool{}, madeDirs: map[inodeID]bool{},
 	}, nil
 }
 
@@ -284,6 +291,14 @@ func (r *Restorer) refuse(p string, err error) {
 	r.refused.Add(1)
 	r.warn(p, err)
 }
+
+// Ancestor says that the directory p, when its entry comes, is read only
+// because it lies above a path chosen for the restore: missing, it is
+// created with its metadata like any directory; there already, and not
+// created by this restore, it is left exactly as it is, since it belongs to
+// the tree restored into (an in-place restore of /home/bob/.ssh must not
+// change /home), and a non-directory there is not replaced.
+func (r *Restorer) Ancestor(p string) { r.ancestors[p] = true }
 
 // Damaged marks an entry whose data was lost, as the storage node reports
 // for a corrupt block: if it is the entry being written, its partial file
@@ -499,7 +514,7 @@ func (r *Restorer) ensureRoot() error {
 		unix.Close(fd)
 		return err
 	}
-	r.rootFd = fd
+	r.rootFd, r.rootMade = fd, made
 	return nil
 }
 
@@ -546,6 +561,8 @@ func (r *Restorer) openDir(p string) (int, error) {
 			if made && err == nil {
 				if err = checkMadeDir(next); err != nil {
 					unix.Close(next)
+				} else if id, ierr := fdID(next); ierr == nil {
+					r.madeDirs[id] = true
 				}
 			}
 		}
@@ -937,18 +954,28 @@ func (r *Restorer) makeOther(c *current) error {
 // children that never had it.
 func (r *Restorer) makeDir(c *current) error {
 	e := &c.e
+	ancestor := r.ancestors[e.Path]
+	delete(r.ancestors, e.Path)
 	var fd int
 	var err error
+	made := false
 	if e.Path == "/" {
 		fd, err = unix.Dup(r.rootFd)
+		made = r.rootMade
 	} else {
 		err = unix.Mkdirat(c.dirfd, c.name, 0o700)
-		made := err == nil
+		made = err == nil
 		if errors.Is(err, unix.EEXIST) {
 			// Created as a parent of an entry that came first, or kept
 			// in a forced target.
 			fd, err = openDirAt(c.dirfd, c.name)
 			if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+				if ancestor {
+					// Not the restore's to replace (a live tree's
+					// /home may be a symlink): what lies below it is
+					// refused, saying so, when its turn comes.
+					return nil
+				}
 				if err = r.clearWay(c.dirfd, c.name); err == nil {
 					err = unix.Mkdirat(c.dirfd, c.name, 0o700)
 					made = err == nil
@@ -971,6 +998,15 @@ func (r *Restorer) makeDir(c *current) error {
 	id, err := fdID(fd)
 	if err != nil {
 		r.refuse(e.Path, fmt.Errorf("directory not restored: %w", err))
+		return nil
+	}
+	if r.madeDirs[id] {
+		made = true // by openDir, for an entry below it that came first
+	}
+	if ancestor && !made {
+		// A directory above what was chosen, there before the restore
+		// (a restore in place, or into a forced target): it belongs to
+		// that tree, and keeps its mode, owner, times and flags.
 		return nil
 	}
 	if r.owner {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"path"
 	"slices"
 	"sync"
 
@@ -48,11 +49,21 @@ func (s *Server) pageBytes() int { return pageBytes(s.nc.MaxPayload()) }
 // keeping the entries that backup stored, so each page reads one session in
 // stream order. Hard links whose first name lies outside the chosen paths
 // pull that name in, in a last round of passes.
+//
+// The directories on the way to each chosen path come too, marked as
+// ancestors (wire.ReadLoc.Ancestor), so that a file or subtree restored
+// alone gets parents with the mode, owner and times they had (a ~/.ssh
+// restored alone must not sit in a 0755 root-owned home); the agent creates
+// those that are missing with that metadata and leaves alone those that
+// exist. So do the directories on the way to a hard link's first name
+// pulled in.
 type planner struct {
 	store *catalog.Store
 	chain []catalog.Backup
 	roots []string
-	bytes int // what one page may fill
+	// ancestors are the directories above the roots that lie in no root.
+	ancestors map[string]bool
+	bytes     int // what one page may fill
 
 	mu      sync.Mutex
 	parts   map[int][]wire.ReadPart // by layer
@@ -61,17 +72,40 @@ type planner struct {
 	layer   int                     // index into order
 	links   bool                    // in the passes for hard-link targets
 	targets map[string]bool
-	it      *fileindex.MergeIterator
-	held    *wire.ReadLoc         // read from it, left for the next page when this one was full
-	served  int                   // pages handed out
-	last    *wire.RestorePlanResp // the last page, for a retried request
-	done    bool
+	// targetAncestors are the directories above the targets, in no root
+	// and above no root, computed when the hard-link passes start.
+	targetAncestors map[string]bool
+	it              *fileindex.MergeIterator
+	held            *wire.ReadLoc         // read from it, left for the next page when this one was full
+	served          int                   // pages handed out
+	last            *wire.RestorePlanResp // the last page, for a retried request
+	done            bool
 }
 
 func newPlanner(store *catalog.Store, chain []catalog.Backup, roots []string, pageBytes int) *planner {
 	p := &planner{store: store, chain: chain, roots: roots, bytes: pageBytes, parts: map[int][]wire.ReadPart{}, heads: map[int]int{}, targets: map[string]bool{}}
 	p.order = readOrder(store, chain)
+	p.ancestors = ancestorsOf(roots, nil, roots)
 	return p
+}
+
+// ancestorsOf lists the directories above paths, "/" included, that lie in
+// no root and are not in skip.
+func ancestorsOf(paths []string, skip map[string]bool, roots []string) map[string]bool {
+	out := map[string]bool{}
+	inRoot := fileindex.WithinAny(roots)
+	for _, p := range paths {
+		for q := p; q != "/"; {
+			q = path.Dir(q)
+			if out[q] || skip[q] {
+				break // and so is all above it
+			}
+			if !inRoot(&fileindex.Entry{Path: q}) {
+				out[q] = true
+			}
+		}
+	}
+	return out
 }
 
 // readOrder orders the layers of a chain so that each tape is needed once
@@ -236,7 +270,7 @@ func (p *planner) page(cursor int) (wire.RestorePlanResp, error) {
 
 func (p *planner) reset() {
 	p.layer, p.links, p.it, p.held, p.served, p.last, p.done = 0, false, nil, nil, 0, nil, false
-	p.targets = map[string]bool{}
+	p.targets, p.targetAncestors = map[string]bool{}, nil
 }
 
 // next produces the next page: the reads of one layer after another, until
@@ -308,21 +342,35 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 			}
 			return wire.ReadLoc{}, false, nil
 		}
-		if p.it.Layer() != layer || !p.selected(&e) {
+		if p.it.Layer() != layer {
+			continue
+		}
+		sel, ancestor := p.selected(&e)
+		if !sel {
 			continue
 		}
 		if e.Type == fileindex.TypeHardlink && !p.links && !fileindex.WithinAny(p.roots)(&fileindex.Entry{Path: e.Target}) {
 			p.targets[e.Target] = true
 		}
-		return wire.ReadLoc{Path: e.Path, Loc: e.Loc}, true, nil
+		return wire.ReadLoc{Path: e.Path, Loc: e.Loc, Ancestor: ancestor}, true, nil
 	}
 }
 
-func (p *planner) selected(e *fileindex.Entry) bool {
+// selected tells whether the current pass reads e, and whether as an
+// ancestor of what was chosen. Only a directory is an ancestor: a backup
+// taken as the tree changed may hold something else at a path above
+// another, which would replace the directory the restore needs there.
+func (p *planner) selected(e *fileindex.Entry) (sel, ancestor bool) {
 	if p.links {
-		return p.targets[e.Path]
+		if p.targets[e.Path] {
+			return true, false
+		}
+		return e.Type == fileindex.TypeDir && p.targetAncestors[e.Path], true
 	}
-	return fileindex.WithinAny(p.roots)(e)
+	if fileindex.WithinAny(p.roots)(e) {
+		return true, false
+	}
+	return e.Type == fileindex.TypeDir && p.ancestors[e.Path], true
 }
 
 // advance moves to the next layer's pass, then to the hard-link passes.
@@ -334,6 +382,11 @@ func (p *planner) advance() {
 	if !p.links && len(p.targets) > 0 {
 		p.links = true
 		p.layer = 0
+		targets := make([]string, 0, len(p.targets))
+		for t := range p.targets {
+			targets = append(targets, t)
+		}
+		p.targetAncestors = ancestorsOf(targets, p.ancestors, p.roots)
 		return
 	}
 	p.done = true

@@ -627,3 +627,68 @@ func BenchmarkRestorePlan(b *testing.B) {
 		b.ReportMetric(float64(entries)/float64(pages), "entries/page")
 	})
 }
+
+// A file or subtree restored alone brings the directories above it, from
+// whichever backup of the chain holds them, marked as ancestors, once
+// each; so do the directories above a hard link's first name that the
+// restore pulls in. Nothing else comes, and a path that holds nothing is
+// still refused.
+func TestPlanBringsTheParentsOfWhatIsChosen(t *testing.T) {
+	c := newPlanCatalog(t)
+	dir := func(p string, uid uint32, mode uint32) *fileindex.Entry {
+		return &fileindex.Entry{Path: p, Type: fileindex.TypeDir, Mode: mode, UID: uid, GID: uid}
+	}
+	file := func(p string) *fileindex.Entry { e := fileEntry(p, 1); return &e }
+	c.backup(catalog.LevelFull, func(add func(*fileindex.Entry)) {
+		add(dir("/data", 0, 0o755))
+		add(dir("/data/home", 0, 0o755))
+		add(dir("/data/home/bob", 1000, 0o700))
+		add(dir("/data/home/bob/.ssh", 1000, 0o700))
+		add(file("/data/home/bob/.ssh/authorized_keys"))
+		add(file("/data/home/bob/other"))
+		add(dir("/data/srv", 0, 0o755))
+		add(dir("/data/srv/x", 0, 0o750))
+		add(file("/data/srv/x/first"))
+	})
+	incr := c.backup(catalog.LevelIncremental, func(add func(*fileindex.Entry)) {
+		add(file("/data/home/bob/.ssh/authorized_keys"))
+		add(&fileindex.Entry{Path: "/data/home/bob/.ssh/linked", Type: fileindex.TypeHardlink, Target: "/data/srv/x/first"})
+	})
+	p := newPlanner(c.store, c.chain(incr.ID), []string{"/data/home/bob/.ssh"}, pageBytes(natsDefaultPayload))
+	var got []string
+	for cursor := 0; ; {
+		resp, err := p.page(cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rr := range resp.Reads {
+			for _, l := range rr.Locs {
+				got = append(got, fmt.Sprintf("%s ancestor=%v", l.Path, l.Ancestor))
+			}
+		}
+		if resp.Done {
+			break
+		}
+		cursor = resp.Cursor
+	}
+	slices.Sort(got)
+	want := []string{
+		"/data ancestor=true",
+		"/data/home ancestor=true",
+		"/data/home/bob ancestor=true",
+		"/data/home/bob/.ssh ancestor=false",
+		"/data/home/bob/.ssh/authorized_keys ancestor=false", // from the incremental
+		"/data/home/bob/.ssh/linked ancestor=false",
+		"/data/srv ancestor=true",
+		"/data/srv/x ancestor=true",
+		"/data/srv/x/first ancestor=false", // the link's first name
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("plan reads\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The count that refuses a path holding nothing counts no ancestor.
+	files, _, err := newPlanner(c.store, c.chain(incr.ID), []string{"/data/home/bob/nope"}, pageBytes(natsDefaultPayload)).count()
+	if err != nil || files != 0 {
+		t.Fatalf("a path that holds nothing counts %d entries (%v)", files, err)
+	}
+}

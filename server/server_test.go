@@ -332,7 +332,8 @@ func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
 	}
 	wantCode(t, h.api(wire.OpTreeList, wire.TreeListReq{PointInTime: wire.PointInTime{Client: "web"}, Path: "/etc"}, nil), wire.CodeNotFound)
 
-	// Restore one file: the plan names the session, its volume and one entry.
+	// Restore one file: the plan names the session, its volume, the
+	// directory above the file (an ancestor, for its metadata) and the file.
 	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "rel"}, nil), wire.CodeInvalidArgument)
 	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []string{"/nope"}}, nil), wire.CodeNotFound)
 	var rs wire.JobStarted
@@ -340,7 +341,8 @@ func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
 	<-orders
 	var plan wire.RestorePlanResp
 	h.must(h.agent(wire.OpRestorePlan, wire.RestorePlanReq{JobID: rs.JobID}, &plan))
-	if !plan.Done || len(plan.Reads) != 1 || len(plan.Reads[0].Locs) != 1 || plan.Reads[0].Locs[0].Path != "/srv/www/logo.png" ||
+	if !plan.Done || len(plan.Reads) != 1 || len(plan.Reads[0].Locs) != 2 ||
+		plan.Reads[0].Locs[0] != (wire.ReadLoc{Path: "/srv/www", Ancestor: true}) || plan.Reads[0].Locs[1].Path != "/srv/www/logo.png" || plan.Reads[0].Locs[1].Ancestor ||
 		plan.Reads[0].SessionID != session || plan.Reads[0].Parts[0].Volume != "Default-0001" {
 		t.Fatalf("plan %+v", plan)
 	}

@@ -846,6 +846,10 @@ type RestorePlanReq struct {
 type ReadLoc struct {
 	Path string             `json:"path"`
 	Loc  fileindex.Location `json:"loc"`
+	// Ancestor marks a directory read only because it lies above a path
+	// chosen for the restore: the agent creates it with its metadata when
+	// it is missing, and leaves it as it is when it exists.
+	Ancestor bool `json:"ancestor,omitempty"`
 }
 
 // ReadPart locates a part of a session for a storage node.

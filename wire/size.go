@@ -56,7 +56,11 @@ func uintLen(v uint64) int {
 func (l *ReadLoc) EncodedLen() int {
 	// {"path":…,"loc":{"seq":…,"off":…,"in_block":…,"end_seq":…}}
 	const fixed = len(`{"path":,"loc":{"seq":,"off":,"in_block":,"end_seq":}}`)
-	return fixed + JSONStringLen(l.Path) + uintLen(l.Loc.Seq) + uintLen(l.Loc.Off) + uintLen(uint64(l.Loc.InBlock)) + uintLen(l.Loc.EndSeq)
+	n := fixed + JSONStringLen(l.Path) + uintLen(l.Loc.Seq) + uintLen(l.Loc.Off) + uintLen(uint64(l.Loc.InBlock)) + uintLen(l.Loc.EndSeq)
+	if l.Ancestor {
+		n += len(`,"ancestor":true`)
+	}
+	return n
 }
 
 // Fit trims Warnings, then Damaged, so that the report fits one message

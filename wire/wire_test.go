@@ -221,6 +221,7 @@ func TestEncodedLenIsExact(t *testing.T) {
 		}
 	}
 	check(ReadLoc{})
+	check(ReadLoc{Path: "/srv", Ancestor: true})
 	check(ReadLoc{Path: "/srv/www/index.html", Loc: fileindex.Location{Seq: math.MaxUint64, Off: 10, InBlock: math.MaxUint32, EndSeq: 9}})
 	for range 20000 {
 		var b strings.Builder
@@ -228,7 +229,7 @@ func TestEncodedLenIsExact(t *testing.T) {
 			b.WriteString(alphabet[rng.IntN(len(alphabet))])
 		}
 		check(ReadLoc{Path: b.String(), Loc: fileindex.Location{Seq: rng.Uint64() >> rng.IntN(64), Off: rng.Uint64() >> rng.IntN(64),
-			InBlock: rng.Uint32() >> rng.IntN(32), EndSeq: rng.Uint64() >> rng.IntN(64)}})
+			InBlock: rng.Uint32() >> rng.IntN(32), EndSeq: rng.Uint64() >> rng.IntN(64)}, Ancestor: rng.IntN(2) == 0})
 	}
 }
 
@@ -236,7 +237,7 @@ func FuzzReadLocEncodedLen(f *testing.F) {
 	f.Add("/srv/www/index.html", uint64(0), uint64(0))
 	f.Add("/a/<b>&\"c\"\n\xff\u2028", uint64(1)<<63, uint64(99))
 	f.Fuzz(func(t *testing.T, path string, seq, off uint64) {
-		l := ReadLoc{Path: path, Loc: fileindex.Location{Seq: seq, Off: off, InBlock: uint32(seq), EndSeq: off ^ seq}}
+		l := ReadLoc{Path: path, Loc: fileindex.Location{Seq: seq, Off: off, InBlock: uint32(seq), EndSeq: off ^ seq}, Ancestor: seq&1 == 1}
 		js, err := json.Marshal(l)
 		if err != nil {
 			t.Fatal(err)

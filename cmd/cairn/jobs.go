@@ -196,6 +196,15 @@ yesterday), '1 hour ago', '3 days ago', 'yesterday 22:00', '2026-11-23 10:00'
 (local time) or RFC 3339. Single files are read by seeking
 to their blocks, not by reading volumes from the start.
 
+The directories above a chosen path come back too, with the mode, owner,
+times and flags they had, when the restore creates them (~/.ssh restored
+alone does not sit in a home open to all); one that exists already in DIR
+(a restore in place, or --force into a live tree) is left exactly as it is.
+A chosen directory that exists gets its backed-up metadata.
+
+PATH is a name as 'cairn ls' prints it: \xHH for a byte that is not UTF-8,
+\n and the like for control characters, \\ for a backslash.
+
 Block and character device nodes are created only with --devices: the agent
 restores as root, and a device node from a backup you do not trust gives its
 owner the disk or memory it names. Without it each is left out and named. A
