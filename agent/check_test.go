@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -61,8 +62,8 @@ func TestAgentAnswersWhetherItWouldTakeAnOrder(t *testing.T) {
 		code string // "" for yes
 		says string
 	}{
-		{wire.OpCheckBackup, wire.CheckBackup{Paths: []string{dir, file}}, "", ""},
-		{wire.OpCheckBackup, wire.CheckBackup{Paths: []string{dir, "/no/such"}}, wire.CodeInvalidArgument, "path /no/such does not exist on client web"},
+		{wire.OpCheckBackup, wire.CheckBackup{Paths: []fileindex.Path{fileindex.Path(dir), fileindex.Path(file)}}, "", ""},
+		{wire.OpCheckBackup, wire.CheckBackup{Paths: []fileindex.Path{fileindex.Path(dir), "/no/such"}}, wire.CodeInvalidArgument, "path /no/such does not exist on client web"},
 		{wire.OpCheckBackup, wire.CheckBackup{}, wire.CodeBadRequest, "names no path"},
 		{wire.OpCheckRestore, wire.CheckRestore{To: fresh}, "", ""},
 		{wire.OpCheckRestore, wire.CheckRestore{To: busy}, wire.CodeTargetNotEmpty, "not empty"},

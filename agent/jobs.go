@@ -45,11 +45,11 @@ func (a *Agent) onCheckBackup(_ context.Context, _ string, c wire.CheckBackup) (
 }
 
 // checkPaths refuses a backup of a path that does not exist.
-func (a *Agent) checkPaths(paths []string) error {
+func (a *Agent) checkPaths(paths []fileindex.Path) error {
 	for _, p := range paths {
-		if _, err := os.Lstat(p); err != nil {
+		if _, err := os.Lstat(string(p)); err != nil {
 			return wire.Errorf(wire.CodeInvalidArgument, "check the path on the client; give absolute paths",
-				"path %s does not exist on client %s", p, a.cfg.Name)
+				"path %s does not exist on client %s", fileindex.Escape(string(p)), a.cfg.Name)
 		}
 	}
 	return nil
@@ -185,8 +185,9 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		base = a.baseTree(ctx, o.JobID)
 	}
 	pace := newPacer(a.cfg.MaxBytesPerSecond)
+	walkOpts := WalkOptions{Paths: fileindex.Strings(o.Paths), Excludes: fileindex.Strings(o.Excludes), SkipNodump: o.SkipNodump}
 	src, err := NewSource(SourceOptions{
-		Walk: WalkOptions{Paths: o.Paths, Excludes: o.Excludes, SkipNodump: o.SkipNodump},
+		Walk: walkOpts,
 		Base: base,
 		Emit: func(batch []byte) error {
 			if err := pace.wait(ctx, len(batch)); err != nil {
@@ -205,7 +206,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	}
 	total := totals{files: o.EstimateFiles, bytes: o.EstimateBytes}
 	if o.Level == "full" {
-		go total.count(ctx, WalkOptions{Paths: o.Paths, Excludes: o.Excludes, SkipNodump: o.SkipNodump})
+		go total.count(ctx, walkOpts)
 	}
 	stop := make(chan struct{})
 	go a.progressLoop(stop, func() wire.Progress {
@@ -298,7 +299,7 @@ func (a *Agent) baseTree(ctx context.Context, job uint64) fileindex.Iterator {
 	it = &lastPathIterator{it: fileindex.SegmentIterator(func() ([]byte, bool, error) {
 		for !done {
 			var resp wire.BaseTreeResp
-			if err := a.request(ctx, wire.OpBaseTree, wire.BaseTreeReq{JobID: job, After: after}, &resp); err != nil {
+			if err := a.request(ctx, wire.OpBaseTree, wire.BaseTreeReq{JobID: job, After: fileindex.Path(after)}, &resp); err != nil {
 				return nil, false, fmt.Errorf("get the base tree from the servers: %w", err)
 			}
 			done = resp.Done
@@ -488,9 +489,9 @@ func lostList(ds []Damage) []string {
 func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer, run *restoreRun) error {
 	run.want = make(map[string]bool, len(rr.Locs))
 	for _, l := range rr.Locs {
-		run.want[l.Path] = true
+		run.want[string(l.Path)] = true
 		if l.Ancestor {
-			r.Ancestor(l.Path)
+			r.Ancestor(string(l.Path))
 		}
 	}
 	run.asked += int64(len(rr.Locs))
@@ -517,8 +518,8 @@ func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer, ru
 				return err
 			}
 			for _, path := range d.Paths {
-				delete(run.want, path)
-				r.Damaged(path, d.Reason)
+				delete(run.want, string(path))
+				r.Damaged(string(path), d.Reason)
 			}
 		case dataplane.FrameReadDone:
 			var rd dataplane.ReadDone
@@ -530,8 +531,8 @@ func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer, ru
 					len(rr.Locs), rd.Entries, rd.Lost)
 				a.log.Error("the storage node left entries of a read unaccounted for", "session", rr.SessionID, "entries", len(run.want), "reason", reason)
 				for _, l := range rr.Locs {
-					if run.want[l.Path] {
-						r.Damaged(l.Path, reason)
+					if run.want[string(l.Path)] {
+						r.Damaged(string(l.Path), reason)
 					}
 				}
 			}

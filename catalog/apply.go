@@ -572,7 +572,7 @@ func (a *applier) createJob(j *Job) error {
 		if job.Node != "" && !pool.Serves(job.Node) {
 			return refuse(CodeInvalidArgument, "", "storage node %s does not serve pool %s", job.Node, pool.Name)
 		}
-		fs := FileSetOf(job.Paths, job.Excludes)
+		fs := FileSetOf(fileindex.Strings(job.Paths), fileindex.Strings(job.Excludes))
 		var parent *Backup
 		if job.Level != LevelFull {
 			parent, err = a.latestComplete(job.Client, fs, pool.Name, job.Level == LevelDifferential)
@@ -585,7 +585,7 @@ func (a *applier) createJob(j *Job) error {
 				// with nothing to compare against in its pool is a full.
 				logLines = append(logLines, LogLine{Time: a.now, Level: "info", Msg: fmt.Sprintf(
 					"no full of this client in pool %s: running a full (a %s of %s builds only on a complete backup of the same paths in the same pool)",
-					pool.Name, job.Level, strings.Join(job.Paths, ", "))})
+					pool.Name, job.Level, strings.Join(escapeAll(job.Paths), ", "))})
 				job.Level = LevelFull
 			}
 		}
@@ -901,10 +901,10 @@ func (a *applier) updateVolume(u *VolumeUpdate) error {
 // ---- backups and their index ----
 
 type segMeta struct {
-	First string `json:"first"`
-	Last  string `json:"last"`
-	Count int    `json:"count"`
-	Bytes int    `json:"bytes"`
+	First fileindex.Path `json:"first"`
+	Last  fileindex.Path `json:"last"`
+	Count int            `json:"count"`
+	Bytes int            `json:"bytes"`
 }
 
 func (a *applier) segMeta(backup uint64, no int) (*segMeta, error) {
@@ -933,7 +933,7 @@ func (a *applier) addIndexSegment(s *IndexSegment) error {
 	switch {
 	case s.Count <= 0 || len(s.Data) == 0:
 		return refuse(CodeInvalidArgument, "", "index segment %d of backup %d is empty", s.No, b.ID)
-	case s.First == "" || s.Last == "" || fileindex.Compare(s.First, s.Last) > 0:
+	case s.First == "" || s.Last == "" || fileindex.Compare(string(s.First), string(s.Last)) > 0:
 		return refuse(CodeInvalidArgument, "", "index segment %d of backup %d has a bad path range %q..%q", s.No, b.ID, s.First, s.Last)
 	case s.No < 0 || s.No > b.Segments:
 		return refuse(CodeInvalidArgument, "send a backup's index segments in order, from 0",
@@ -956,7 +956,7 @@ func (a *applier) addIndexSegment(s *IndexSegment) error {
 		if err != nil {
 			return err
 		}
-		if prev != nil && fileindex.Compare(prev.Last, s.First) >= 0 {
+		if prev != nil && fileindex.Compare(string(prev.Last), string(s.First)) >= 0 {
 			return refuse(CodeInvalidArgument, "", "index segment %d of backup %d starts at %q, not after %q where segment %d ends",
 				s.No, b.ID, s.First, prev.Last, s.No-1)
 		}
@@ -1309,4 +1309,13 @@ func (a *applier) requeueJob(r *JobRequeue) error {
 		return err
 	}
 	return a.putJob(&old, j)
+}
+
+// escapeAll writes paths as fileindex.Escape does, for a log line.
+func escapeAll(paths []fileindex.Path) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = fileindex.Escape(string(p))
+	}
+	return out
 }

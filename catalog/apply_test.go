@@ -98,8 +98,8 @@ func TestRefusalChangesNothingButTheIndex(t *testing.T) {
 	// RegisterNode with a pool given twice: the new pool must not be
 	// created either.
 	c.refused(CodeInvalidArgument, &Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn9", Pools: []NodePool{{Name: "fresh"}, {Name: "fresh"}}}})
-	c.refused(CodeUnknownClient, &Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "ghost", Pool: "disk1", Paths: []string{"/"}}})
-	c.refused(CodeNotFound, &Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Pool: "nopool", Paths: []string{"/"}}})
+	c.refused(CodeUnknownClient, &Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "ghost", Pool: "disk1", Paths: []fileindex.Path{"/"}}})
+	c.refused(CodeNotFound, &Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Pool: "nopool", Paths: []fileindex.Path{"/"}}})
 	idx, _ := c.s.AppliedIndex()
 	if idx != c.index {
 		t.Fatalf("applied index %d after refusals, want %d", idx, c.index)
@@ -149,7 +149,7 @@ func TestAppliedIndexSkipsReplays(t *testing.T) {
 func TestJobLifecycleAndLog(t *testing.T) {
 	c := newTestCatalog(t)
 	c.setup()
-	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "disk1", Paths: []string{"/etc"}}})
+	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "disk1", Paths: []fileindex.Path{"/etc"}}})
 	if res.JobID != 1 {
 		t.Fatalf("first job id %d", res.JobID)
 	}
@@ -194,7 +194,7 @@ func TestJobLifecycleAndLog(t *testing.T) {
 	c.refused(CodeNotFound, &Command{Op: OpAppendJobLog, JobLog: &JobLog{JobID: 42, Lines: lines[:1]}})
 	c.refused(CodeNotFound, &Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: 42, State: JobFailed}})
 	c.refused(CodeInvalidArgument, &Command{Op: OpCreateJob, Job: &Job{Type: "scrub", Client: "web1"}})
-	c.refused(CodeInvalidArgument, &Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Pool: "disk1", Level: "weekly", Paths: []string{"/"}}})
+	c.refused(CodeInvalidArgument, &Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Pool: "disk1", Level: "weekly", Paths: []fileindex.Path{"/"}}})
 }
 
 func TestBackupCommitAndVolumes(t *testing.T) {
@@ -233,7 +233,7 @@ func TestBackupCommitAndVolumes(t *testing.T) {
 	// A resent segment is accepted once more and changes nothing.
 	infos, _ := c.s.SegmentInfos(id)
 	seg0, _, _ := c.s.Segments(id)()
-	c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: 0, First: infos[0].First, Last: infos[0].Last, Count: infos[0].Count, Data: seg0}})
+	c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: 0, First: fileindex.Path(infos[0].First), Last: fileindex.Path(infos[0].Last), Count: infos[0].Count, Data: seg0}})
 	c.refused(CodeAlreadyExists, &Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: 0, First: "/0", Last: "/1", Count: 1, Data: seg0}})
 	c.refused(CodeInvalidArgument, &Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: segs, First: "/a", Last: "/b", Count: 1, Data: seg0}})
 
@@ -571,7 +571,7 @@ func TestJobsFilter(t *testing.T) {
 		if i%2 == 1 {
 			client = "db1"
 		}
-		c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: client, Level: LevelFull, Pool: "disk1", Paths: []string{fmt.Sprintf("/p%d", i)}}})
+		c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: client, Level: LevelFull, Pool: "disk1", Paths: []fileindex.Path{fileindex.Path(fmt.Sprintf("/p%d", i))}}})
 	}
 	c.must(&Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: 2, State: JobRunning}})
 	c.must(&Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: 3, State: JobFailed}})
@@ -624,7 +624,7 @@ func TestRestoreJob(t *testing.T) {
 	writing := c.startBackup(LevelIncremental)
 	c.refused(CodeWrongState, &Command{Op: OpCreateJob, Job: &Job{Type: JobRestore, Client: "web1", BackupID: writing, Target: "/tmp/r"}})
 	c.refused(CodeNotFound, &Command{Op: OpCreateJob, Job: &Job{Type: JobRestore, Client: "web1", BackupID: 99}})
-	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobRestore, Client: "web1", BackupID: full, Target: "/tmp/r", Paths: []string{"/srv"}}})
+	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobRestore, Client: "web1", BackupID: full, Target: "/tmp/r", Paths: []fileindex.Path{"/srv"}}})
 	j, _ := c.s.Job(res.JobID)
 	if j.BackupID != full || j.Pool != "disk1" || j.Node != "sn1" || j.Target != "/tmp/r" {
 		t.Fatalf("restore job %+v", j)

@@ -38,7 +38,7 @@ func TestIndexBytesPerEntry(t *testing.T) {
 	allocBefore := pageAlloc(c.s)
 	id := c.startBackup(LevelFull, "/data")
 	for i, s := range segs {
-		c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: i, First: s.First, Last: s.Last, Count: s.Count, Data: s.Data}})
+		c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: i, First: fileindex.Path(s.First), Last: fileindex.Path(s.Last), Count: s.Count, Data: s.Data}})
 	}
 	n, err := c.s.Counts()
 	if err != nil {
@@ -72,7 +72,7 @@ func BenchmarkApplyIndexSegment(b *testing.B) {
 			b.StartTimer()
 		}
 		s := segs[k]
-		c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: backup, No: k, First: s.First, Last: s.Last, Count: s.Count, Data: s.Data}})
+		c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: backup, No: k, First: fileindex.Path(s.First), Last: fileindex.Path(s.Last), Count: s.Count, Data: s.Data}})
 		entries += s.Count
 	}
 	b.ReportMetric(float64(entries)/b.Elapsed().Seconds(), "entries/s")

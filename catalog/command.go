@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/fileindex"
 )
 
 // Op names a catalog change.
@@ -157,11 +159,11 @@ type VolumeUpdate struct {
 // (fileindex.Segment). Segments arrive numbered from 0 with ascending,
 // non-overlapping path ranges.
 type IndexSegment struct {
-	BackupID uint64 `json:"backup_id"`
-	No       int    `json:"no"`
-	First    string `json:"first"`
-	Last     string `json:"last"`
-	Count    int    `json:"count"`
+	BackupID uint64         `json:"backup_id"`
+	No       int            `json:"no"`
+	First    fileindex.Path `json:"first"`
+	Last     fileindex.Path `json:"last"`
+	Count    int            `json:"count"`
 	// Node, when set, is the storage node that sends the segment: refused
 	// unless the backup is being written there.
 	Node string `json:"node,omitempty"`

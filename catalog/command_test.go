@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/fileindex"
 )
 
 func sampleCommands() []*Command {
@@ -20,7 +22,7 @@ func sampleCommands() []*Command {
 		{Op: OpCreatePool, Time: at, Pool: &Pool{Name: "p", Type: "disk", Nodes: []string{"sn1"}, BlockSize: 1, BlockRawSize: 2, LabelPrefix: "P", KeyID: "k", Compression: true}},
 		{Op: OpPutKey, Time: at, Key: &Key{ID: "k", Pool: "p", Wrapped: []byte{0, 1, 2, 255}}},
 		{Op: OpInitGroup, Time: at, Group: &Group{ID: "g", KEKFingerprint: "f", TicketKeys: [][]byte{bytes.Repeat([]byte{9}, 32)}}},
-		{Op: OpCreateJob, Time: at, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelDifferential, Pool: "p", Paths: []string{"/a", "/b"}, Excludes: []string{"*.tmp"}}},
+		{Op: OpCreateJob, Time: at, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelDifferential, Pool: "p", Paths: []fileindex.Path{"/a", "/b"}, Excludes: []fileindex.Path{"*.tmp"}}},
 		{Op: OpUpdateJob, Time: at, JobUpdate: &JobUpdate{ID: 3, State: JobRunning, Started: at, Files: 9, ErrorCode: "x", Error: "y"}},
 		{Op: OpAppendJobLog, Time: at, JobLog: &JobLog{JobID: 3, Lines: []LogLine{{Time: at, Level: "info", Msg: "héllo\n"}}}},
 		{Op: OpCreateVolume, Time: at, Volume: &Volume{ID: vol, Pool: "p", WriterJob: 3}},

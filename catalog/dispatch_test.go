@@ -14,7 +14,7 @@ func TestDispatchAndRequeue(t *testing.T) {
 	c.setup()
 	c.must(&Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn2", DataAddr: "b:2", Pools: []NodePool{{Name: "disk1", Dir: "/other"}}}})
 	c.must(&Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn3", DataAddr: "c:3", Pools: []NodePool{{Name: "elsewhere", Dir: "/e"}}}})
-	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "disk1", Paths: []string{"/srv"}}})
+	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "disk1", Paths: []fileindex.Path{"/srv"}}})
 	id := res.JobID
 	waiting := "no storage node of pool disk1 is online"
 	c.must(&Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: id, Waiting: &waiting}})
@@ -72,7 +72,7 @@ func TestLateReportsOfAnEarlierAttempt(t *testing.T) {
 	c := newTestCatalog(t)
 	c.setup()
 	c.must(&Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn2", DataAddr: "b:2", Pools: []NodePool{{Name: "disk1", Dir: "/other"}}}})
-	id := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "disk1", Paths: []string{"/srv"}}}).JobID
+	id := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "disk1", Paths: []fileindex.Path{"/srv"}}}).JobID
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: id, Node: "sn1"}})
 	c.must(&Command{Op: OpRequeueJob, Requeue: &JobRequeue{JobID: id, Reason: "the stream to sn1 broke", Attempt: 1}})
 
@@ -95,8 +95,8 @@ func TestLateReportsOfAnEarlierAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := seg.Flush()
-	c.refused(CodeWrongState, &Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, Node: "sn1", First: s.First, Last: s.Last, Count: s.Count, Data: s.Data}})
-	c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, Node: "sn2", First: s.First, Last: s.Last, Count: s.Count, Data: s.Data}})
+	c.refused(CodeWrongState, &Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, Node: "sn1", First: fileindex.Path(s.First), Last: fileindex.Path(s.Last), Count: s.Count, Data: s.Data}})
+	c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, Node: "sn2", First: fileindex.Path(s.First), Last: fileindex.Path(s.Last), Count: s.Count, Data: s.Data}})
 	vol := uuid.New()
 	c.must(&Command{Op: OpCreateVolume, Volume: &Volume{ID: vol, Pool: "disk1", Node: "sn2", WriterJob: id}})
 	commit := func(node string) *Command {

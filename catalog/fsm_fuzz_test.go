@@ -26,7 +26,7 @@ func fuzzCommands(c *testCatalog, job uint64, vol uuid.UUID) []*Command {
 	seg := b.Flush()
 	bs := int64(1 << 20)
 	return append(sampleCommands(),
-		&Command{Op: OpAddIndexSegment, Time: at, Segment: &IndexSegment{BackupID: job, No: 0, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}},
+		&Command{Op: OpAddIndexSegment, Time: at, Segment: &IndexSegment{BackupID: job, No: 0, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}},
 		&Command{Op: OpUpdateVolume, Time: at, VolumeUpdate: &VolumeUpdate{ID: vol, Bytes: &bs}},
 		&Command{Op: OpCommitBackup, Time: at, Commit: &BackupCommit{BackupID: job, SessionID: vol, Segments: 1, Entries: 3, Files: 2,
 			Parts: []Part{{VolumeID: vol, Part: 1, VolumeStart: 4096, DataStart: 8192, End: 1 << 20, Final: true}}}},

@@ -96,7 +96,7 @@ func (c *testCatalog) startBackupIn(pool string, level Level, paths ...string) u
 	if len(paths) == 0 {
 		paths = []string{"/srv"}
 	}
-	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: level, Pool: pool, Paths: paths}})
+	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: level, Pool: pool, Paths: fileindex.Paths(paths)}})
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: res.JobID, Node: "sn1"}})
 	return res.JobID
 }
@@ -111,7 +111,7 @@ func (c *testCatalog) writeIndex(backup uint64, entries []fileindex.Entry, segBy
 		if seg.Count == 0 {
 			return
 		}
-		c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: backup, No: no, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}})
+		c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: backup, No: no, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}})
 		no++
 	}
 	for i := range entries {

@@ -44,7 +44,7 @@ func (s *Store) SegmentInfos(backupID uint64) ([]SegmentInfo, error) {
 				return err
 			}
 			no := int(uint32(k[8])<<24 | uint32(k[9])<<16 | uint32(k[10])<<8 | uint32(k[11]))
-			out = append(out, SegmentInfo{No: no, First: m.First, Last: m.Last, Count: m.Count, Bytes: m.Bytes})
+			out = append(out, SegmentInfo{No: no, First: string(m.First), Last: string(m.Last), Count: m.Count, Bytes: m.Bytes})
 		}
 		return nil
 	})

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/fileindex"
 )
 
 // Client is a host that runs an agent.
@@ -269,16 +271,16 @@ type LogLine struct {
 // Job is one run of a backup or a restore.
 type Job struct {
 	// ID is assigned by the FSM: 1, 2, 3…, short enough for admins to type.
-	ID     uint64   `json:"id"`
-	Type   JobType  `json:"type"`
-	Client string   `json:"client"`
-	Level  Level    `json:"level,omitempty"`
-	State  JobState `json:"state"`
-	Node   string   `json:"node,omitempty"`
-	Pool   string   `json:"pool,omitempty"`
-	Paths  []string `json:"paths,omitempty"`
+	ID     uint64           `json:"id"`
+	Type   JobType          `json:"type"`
+	Client string           `json:"client"`
+	Level  Level            `json:"level,omitempty"`
+	State  JobState         `json:"state"`
+	Node   string           `json:"node,omitempty"`
+	Pool   string           `json:"pool,omitempty"`
+	Paths  []fileindex.Path `json:"paths,omitempty"`
 	// Excludes are glob patterns a backup skips.
-	Excludes []string `json:"excludes,omitempty"`
+	Excludes []fileindex.Path `json:"excludes,omitempty"`
 	// SkipNodump: a backup leaves out what carries the nodump inode flag.
 	SkipNodump bool `json:"skip_nodump,omitempty"`
 	// BackupID is the backup the job writes (its own ID for a backup) or
@@ -337,10 +339,10 @@ type Backup struct {
 	Client string `json:"client"`
 	// FileSet identifies Paths and Excludes (see FileSetOf), so that an
 	// incremental is compared against a backup of the same file set.
-	FileSet  string   `json:"file_set"`
-	Paths    []string `json:"paths,omitempty"`
-	Excludes []string `json:"excludes,omitempty"`
-	Level    Level    `json:"level"`
+	FileSet  string           `json:"file_set"`
+	Paths    []fileindex.Path `json:"paths,omitempty"`
+	Excludes []fileindex.Path `json:"excludes,omitempty"`
+	Level    Level            `json:"level"`
 	// Parent is the backup this one was compared against, 0 for a full.
 	Parent uint64 `json:"parent,omitempty"`
 	// StartTime is the point in time the backup represents.

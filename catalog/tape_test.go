@@ -112,7 +112,7 @@ func TestTapeLabelMoveAndAssign(t *testing.T) {
 	}
 
 	// A Scratch tape joins a pool, held by the job that needed it.
-	job := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []string{"/srv"}}}).JobID
+	job := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: job, Node: "sn1"}})
 	c.refused(CodeWrongState, &Command{Op: OpAssignTape, TapeAssign: &TapeAssign{VolumeID: w1, Pool: ScratchPool}})
 	c.must(&Command{Op: OpAssignTape, TapeAssign: &TapeAssign{VolumeID: s2, Pool: "Weekly", WriterJob: job}})
@@ -130,7 +130,7 @@ func TestTapeCommitKeepsPartStartsAndStats(t *testing.T) {
 	w2 := c.label("CRN002L9", "Weekly", 2)
 	const bs = 64 << 10
 	commit := func(parts []Part, full []uuid.UUID) uint64 {
-		job := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []string{"/srv"}}}).JobID
+		job := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
 		c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: job, Node: "sn1"}})
 		waiting := "insert tape CRN002L9 into library lib1"
 		c.must(&Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: job, Waiting: &waiting}})
@@ -163,7 +163,7 @@ func TestTapeCommitKeepsPartStartsAndStats(t *testing.T) {
 		t.Fatalf("job tape stats %+v, waiting %q", j.Tape, j.Waiting)
 	}
 	// A part may not start inside what is committed.
-	job := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []string{"/srv"}}}).JobID
+	job := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: job, Node: "sn1"}})
 	segs := c.writeIndex(job, []fileindex.Entry{file("/srv/a", 10)}, 4<<10)
 	c.refused(CodeWrongState, &Command{Op: OpCommitBackup, Commit: &BackupCommit{BackupID: job, SessionID: uuid.New(), Segments: segs,

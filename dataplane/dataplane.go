@@ -42,6 +42,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -108,10 +109,10 @@ type Result struct {
 // of them will be restored; records of one that already came are to be
 // thrown away.
 type Damaged struct {
-	SessionID uuid.UUID `json:"session_id"`
-	Seq       uint64    `json:"seq"`
-	Reason    string    `json:"reason"`
-	Paths     []string  `json:"paths"`
+	SessionID uuid.UUID        `json:"session_id"`
+	Seq       uint64           `json:"seq"`
+	Reason    string           `json:"reason"`
+	Paths     []fileindex.Path `json:"paths"`
 }
 
 // MaxDamagedPaths bounds the paths of one Damaged frame, so a frame that

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -85,7 +86,7 @@ func seedFrames(f *testing.F) {
 		jsonFrame(FrameResult, Result{JobID: 7, Stats: wire.SessionStats{Entries: 3}, Volumes: []string{"Default-0001"}}),
 		jsonFrame(FrameError, wire.Errorf(wire.CodeTicketRejected, "", "no")),
 		jsonFrame(FrameRead, wire.ReadRequest{SessionID: uuid.New()}),
-		jsonFrame(FrameDamaged, Damaged{SessionID: uuid.New(), Seq: 3, Reason: "bad block", Paths: []string{"/a"}}),
+		jsonFrame(FrameDamaged, Damaged{SessionID: uuid.New(), Seq: 3, Reason: "bad block", Paths: []fileindex.Path{"/a"}}),
 		jsonFrame(FrameReadDone, ReadDone{SessionID: uuid.New(), Entries: 2}),
 	} {
 		f.Add(fr, false)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/sample"
@@ -83,7 +84,7 @@ func (e *env) wait(id uint64) wire.JobInfo {
 func (e *env) backup(paths []string, level string) wire.JobInfo {
 	e.t.Helper()
 	var s wire.JobStarted
-	if err := e.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths, Level: level}, &s); err != nil {
+	if err := e.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: fileindex.Paths(paths), Level: level}, &s); err != nil {
 		e.t.Fatal(err)
 	}
 	j := e.wait(s.JobID)
@@ -96,7 +97,7 @@ func (e *env) backup(paths []string, level string) wire.JobInfo {
 func (e *env) restore(backup uint64, to string, paths ...string) wire.JobInfo {
 	e.t.Helper()
 	var s wire.JobStarted
-	if err := e.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web", BackupID: backup}, To: to, Paths: paths}, &s); err != nil {
+	if err := e.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web", BackupID: backup}, To: to, Paths: fileindex.Paths(paths)}, &s); err != nil {
 		e.t.Fatal(err)
 	}
 	return e.wait(s.JobID)
@@ -192,7 +193,7 @@ func TestTapePoolStartsWithItsOwnFull(t *testing.T) {
 	toTape := func() (wire.JobStarted, wire.JobInfo) {
 		t.Helper()
 		var s wire.JobStarted
-		if err := e.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{src}, Pool: e.st.Config.TapePool}, &s); err != nil {
+		if err := e.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{fileindex.Path(src)}, Pool: e.st.Config.TapePool}, &s); err != nil {
 			t.Fatal(err)
 		}
 		j := e.wait(s.JobID)

@@ -106,7 +106,7 @@ func TestBackupChangeRestore(t *testing.T) {
 		t.Fatalf("ls of the full backup: %+v", ls)
 	}
 	for _, e := range ls.Entries {
-		rel, _ := filepath.Rel(src, e.Path)
+		rel, _ := filepath.Rel(src, string(e.Path))
 		it, ok := snapFull.Items[rel]
 		if !ok {
 			t.Errorf("ls lists %s, which the tree did not hold", e.Path)
@@ -129,7 +129,7 @@ func TestBackupChangeRestore(t *testing.T) {
 	// In the incremental, the files deleted by the change are gone.
 	s.json(&ls, "ls", "--client", s.client, "-R", src)
 	for _, e := range ls.Entries {
-		if strings.Contains(e.Path, "/data/set-3/") {
+		if strings.Contains(string(e.Path), "/data/set-3/") {
 			t.Errorf("ls of the latest backup lists %s, deleted before it", e.Path)
 		}
 	}

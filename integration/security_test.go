@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"io"
 	"net"
@@ -529,7 +530,7 @@ func TestSecuredDeployment(t *testing.T) {
 		n := d.mustConnect(t, wire.KindNode, "sn1")
 		n.requestRefused(t, wire.APISubject(wire.OpStatus), wire.Empty{})
 		n.requestRefused(t, wire.APISubject(wire.OpKeyExport), wire.Empty{})
-		n.requestRefused(t, wire.APISubject(wire.OpBackupStart), wire.BackupStartReq{Client: "web2", Paths: []string{"/"}})
+		n.requestRefused(t, wire.APISubject(wire.OpBackupStart), wire.BackupStartReq{Client: "web2", Paths: []fileindex.Path{"/"}})
 		n.requestRefused(t, wire.LeaderSubject("any-group", wire.APISubject(wire.OpKeyExport)), wire.Empty{})
 		n.requestRefused(t, wire.AgentSubject("web1", wire.OpRunRestore), wire.RunRestore{JobID: 1})
 		n.subscribeRefused(t, wire.AgentSubject("web1", ">"))

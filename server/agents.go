@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -306,7 +307,7 @@ func (s *Server) baseTree(_ context.Context, subject string, req wire.BaseTreeRe
 	if pager == nil {
 		return wire.BaseTreeResp{Done: true}, nil
 	}
-	seg, done, err := pager.page(req.After)
+	seg, done, err := pager.page(string(req.After))
 	if err != nil {
 		return wire.BaseTreeResp{}, err
 	}
@@ -329,7 +330,7 @@ func (s *Server) restorePlan(_ context.Context, subject string, req wire.Restore
 			s.mu.Unlock()
 			return wire.RestorePlanResp{}, catalogError(err)
 		}
-		r.plan = newPlanner(s.store, chain, job.Paths, s.pageBytes())
+		r.plan = newPlanner(s.store, chain, fileindex.Strings(job.Paths), s.pageBytes())
 	}
 	plan := r.plan
 	s.mu.Unlock()

@@ -371,7 +371,7 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 	if err != nil {
 		return wire.TreeListResp{}, catalogError(err)
 	}
-	dir := req.Path
+	dir, after := string(req.Path), string(req.After)
 	if dir == "" {
 		dir = "/"
 	}
@@ -383,8 +383,8 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 	// A page after the first starts at the segments that hold its place,
 	// so listing a whole tree page by page reads it once, not once a page.
 	from := dir
-	if req.After != "" && fileindex.Compare(req.After, dir) > 0 {
-		from = req.After
+	if after != "" && fileindex.Compare(after, dir) > 0 {
+		from = after
 	}
 	it := treeFrom(s.store, chain, from)
 	resp := wire.TreeListResp{Backup: s.backupInfo(b), Entries: []wire.EntryInfo{}}
@@ -394,7 +394,7 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 	}
 	budget := s.pageBytes()
 	// The page before found the directory; it may hold nothing more.
-	found := req.After != "" && fileindex.Within(req.After, dir)
+	found := after != "" && fileindex.Within(after, dir)
 	for {
 		e, ok := it.Next()
 		if !ok {
@@ -407,7 +407,7 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 			continue
 		}
 		found = true
-		if req.After != "" && fileindex.Compare(e.Path, req.After) <= 0 {
+		if after != "" && fileindex.Compare(e.Path, after) <= 0 {
 			continue
 		}
 		direct := e.Path == dir || path.Dir(e.Path) == dir
@@ -418,8 +418,9 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 			continue
 		}
 		info := wire.EntryInfo{
-			Path: e.Path, Type: e.Type.String(), Mode: e.Mode, Size: e.Size, MTime: time.Unix(0, e.MTime).UTC(),
-			User: e.User, Group: e.Group, UID: e.UID, GID: e.GID, Target: e.Target, Backup: chain[it.Layer()].ID,
+			Path: fileindex.Path(e.Path), Type: e.Type.String(), Mode: e.Mode, Size: e.Size, MTime: time.Unix(0, e.MTime).UTC(),
+			User: e.User, Group: e.Group, UID: e.UID, GID: e.GID, Target: fileindex.Path(e.Target), Flags: e.Flags,
+			Backup: chain[it.Layer()].ID,
 		}
 		n, err := jsonLen(info)
 		if err != nil {
@@ -437,7 +438,7 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 	}
 	if !found {
 		return resp, wire.Errorf(wire.CodeNotFound, "list the parent directory to see what the backup holds",
-			"backup %d of %s holds nothing at %s", b.ID, b.Client, dir)
+			"backup %d of %s holds nothing at %s", b.ID, b.Client, fileindex.Escape(dir))
 	}
 	return resp, nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"testing"
 
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -14,7 +15,7 @@ func TestAbortOfAnAttemptThatIsOverChangesNothing(t *testing.T) {
 	h := newHarness(t)
 	_, orders := h.setup()
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}, Level: "full"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}, Level: "full"}, &started))
 	<-orders
 	var job wire.JobInfo
 	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))

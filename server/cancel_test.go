@@ -71,7 +71,7 @@ func TestFailedJobIsStoppedAtNodeAndAgent(t *testing.T) {
 	_, orders := h.setup()
 	atNode := h.cancelOrders(wire.NodeSubject("sn1", wire.OpCancel))
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}, Level: "full"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}, Level: "full"}, &started))
 	<-orders
 	h.must(h.agent(wire.OpJobAlive, wire.JobAliveReq{JobID: started.JobID, Attempt: 1}, nil))
 	wantCode(t, h.agent(wire.OpJobAlive, wire.JobAliveReq{JobID: started.JobID, Attempt: 2}, nil), wire.CodeAborted)
@@ -106,7 +106,7 @@ func TestFailedJobIsStoppedAtNodeAndAgent(t *testing.T) {
 func (h *harness) committedBackup(orders chan *nats.Msg, entries []fileindex.Entry) uuid.UUID {
 	h.t.Helper()
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Level: "full"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
 	<-orders
 	var g wire.VolumeGrant
 	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
@@ -116,7 +116,7 @@ func (h *harness) committedBackup(orders chan *nats.Msg, entries []fileindex.Ent
 		h.must(b.Add(&entries[i]))
 	}
 	seg := b.Flush()
-	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}, nil))
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
 	session := uuid.New()
 	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
 		JobID: started.JobID, SessionID: session, Segments: 1,

@@ -25,7 +25,7 @@ import (
 func (h *harness) commitBackup(tkKey ed25519.PublicKey, orders chan *nats.Msg, entries []fileindex.Entry) (uint64, []byte) {
 	h.t.Helper()
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Level: "full"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
 	var order wire.RunBackup
 	select {
 	case m := <-orders:
@@ -45,7 +45,7 @@ func (h *harness) commitBackup(tkKey ed25519.PublicKey, orders chan *nats.Msg, e
 		h.must(b.Add(&entries[i]))
 	}
 	seg := b.Flush()
-	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: tk.JobID, No: 0, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}, nil))
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: tk.JobID, No: 0, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
 	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
 		JobID: tk.JobID, SessionID: uuid.New(), Segments: 1,
 		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: 512 << 10, Final: true}},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -244,7 +245,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 		}
 		s.mu.Lock()
 		if run.plan == nil {
-			run.plan = newPlanner(s.store, chain, job.Paths, s.pageBytes())
+			run.plan = newPlanner(s.store, chain, fileindex.Strings(job.Paths), s.pageBytes())
 		}
 		plan := run.plan
 		s.mu.Unlock()

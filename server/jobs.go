@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -108,13 +109,13 @@ func (s *Server) knownClient(name string) (*catalog.Client, error) {
 	return c, nil
 }
 
-func cleanPaths(kind string, paths []string) ([]string, error) {
+func cleanPaths(kind string, paths []fileindex.Path) ([]string, error) {
 	var out []string
 	for _, p := range paths {
-		if !filepath.IsAbs(p) {
-			return nil, wire.Errorf(wire.CodeInvalidArgument, "give absolute paths, as they are on the client", "%s %q is not an absolute path", kind, p)
+		if !filepath.IsAbs(string(p)) {
+			return nil, wire.Errorf(wire.CodeInvalidArgument, "give absolute paths, as they are on the client", "%s \"%s\" is not an absolute path", kind, fileindex.Escape(string(p)))
 		}
-		out = append(out, filepath.Clean(p))
+		out = append(out, filepath.Clean(string(p)))
 	}
 	return out, nil
 }
@@ -132,7 +133,7 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 		return wire.JobStarted{}, err
 	}
 	for _, ex := range req.Excludes {
-		if _, err := path.Match(ex, ""); err != nil {
+		if _, err := path.Match(string(ex), ""); err != nil {
 			return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "each part between slashes is a shell glob: *, ?, [a-z], and ** any number of directories (see 'cairn backup --help')", "exclude pattern %q is not valid: %v", ex, err)
 		}
 	}
@@ -158,12 +159,12 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	if len(pool.Nodes) == 0 {
 		return wire.JobStarted{}, wire.Errorf(wire.CodeUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
 	}
-	if err := s.checkOrder(ctx, client.Name, wire.OpCheckBackup, wire.CheckBackup{Paths: paths}); err != nil {
+	if err := s.checkOrder(ctx, client.Name, wire.OpCheckBackup, wire.CheckBackup{Paths: fileindex.Paths(paths)}); err != nil {
 		return wire.JobStarted{}, err
 	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
 		Type: catalog.JobBackup, Client: client.Name, Level: level, State: catalog.JobQueued,
-		Pool: pool.Name, Paths: paths, Excludes: req.Excludes, SkipNodump: req.SkipNodump,
+		Pool: pool.Name, Paths: fileindex.Paths(paths), Excludes: req.Excludes, SkipNodump: req.SkipNodump,
 	}})
 	if err != nil {
 		return wire.JobStarted{}, err
@@ -305,7 +306,7 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 	if files == 0 {
 		if len(roots) > 0 {
 			return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, fmt.Sprintf("browse the backup with 'cairn ls --client %s --backup %d'", backup.Client, backup.ID),
-				"backup %d of %s holds nothing at %s", backup.ID, backup.Client, strings.Join(roots, ", "))
+				"backup %d of %s holds nothing at %s", backup.ID, backup.Client, escapedList(roots))
 		}
 		return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, "", "backup %d is empty", backup.ID)
 	}
@@ -314,14 +315,14 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
 		Type: catalog.JobRestore, Client: target, State: catalog.JobQueued, Node: backup.Node, Pool: backup.Pool,
-		Paths: roots, BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
+		Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
 	}})
 	if err != nil {
 		return wire.JobStarted{}, err
 	}
 	what := "everything"
 	if len(roots) > 0 {
-		what = strings.Join(roots, ", ")
+		what = escapedList(roots)
 	}
 	s.jobLog(ctx, res.JobID, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
 		what, backup.ID, backup.Client, files, humanBytes(bytes), target, filepath.Clean(req.To))
@@ -458,4 +459,14 @@ func (s *Server) watch(ctx context.Context) {
 		s.watchRunning(ctx)
 		s.dispatchQueued(ctx)
 	}
+}
+
+// escapedList writes paths for a message or a log line, each as
+// fileindex.Escape writes it.
+func escapedList(paths []string) string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = fileindex.Escape(p)
+	}
+	return strings.Join(out, ", ")
 }

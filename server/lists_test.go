@@ -47,7 +47,7 @@ func TestListsComeInPagesThatFitAMessage(t *testing.T) {
 	var jobs []uint64
 	for i := range 40 {
 		var st wire.JobStarted
-		h.must(call(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{fmt.Sprintf("/srv/%s/%02d", long, i)}, Level: "full"}, &st))
+		h.must(call(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{fileindex.Path(fmt.Sprintf("/srv/%s/%02d", long, i))}, Level: "full"}, &st))
 		jobs = append(jobs, st.JobID)
 	}
 	slices.Reverse(jobs) // newest first, as the lists come
@@ -197,20 +197,20 @@ func TestListsComeInPagesThatFitAMessage(t *testing.T) {
 		h.must(b.Add(&e))
 	}
 	seg := b.Flush()
-	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: jobs[0], No: 0, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}, nil))
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: jobs[0], No: 0, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
 	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
 		JobID: jobs[0], SessionID: uuid.New(), Segments: 1,
 		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: 512 << 10, Final: true}},
 		Stats: wire.SessionStats{Entries: int64(len(wantTree)), Files: int64(len(wantTree))},
 	}, nil))
 	list := func(path string, recursive bool) (paths []string, pages int) {
-		req := wire.TreeListReq{PointInTime: wire.PointInTime{Client: "web", BackupID: jobs[0]}, Path: path, Recursive: recursive}
+		req := wire.TreeListReq{PointInTime: wire.PointInTime{Client: "web", BackupID: jobs[0]}, Path: fileindex.Path(path), Recursive: recursive}
 		for {
 			var resp wire.TreeListResp
 			h.must(call(wire.OpTreeList, req, &resp))
 			pages++
 			for _, e := range resp.Entries {
-				paths = append(paths, e.Path)
+				paths = append(paths, string(e.Path))
 			}
 			if !resp.More {
 				return paths, pages

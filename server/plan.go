@@ -352,7 +352,7 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 		if e.Type == fileindex.TypeHardlink && !p.links && !fileindex.WithinAny(p.roots)(&fileindex.Entry{Path: e.Target}) {
 			p.targets[e.Target] = true
 		}
-		return wire.ReadLoc{Path: e.Path, Loc: e.Loc, Ancestor: ancestor}, true, nil
+		return wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: e.Loc, Ancestor: ancestor}, true, nil
 	}
 }
 

@@ -62,7 +62,7 @@ func (c *planCatalog) apply(cmd *catalog.Command) catalog.ApplyResult {
 // order, cut into default-size segments, and returns the backup.
 func (c *planCatalog) backup(level catalog.Level, gen func(add func(*fileindex.Entry))) *catalog.Backup {
 	c.t.Helper()
-	id := c.apply(&catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{Type: catalog.JobBackup, Client: "web", Level: level, Pool: "Default", Paths: []string{"/data"}}}).JobID
+	id := c.apply(&catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{Type: catalog.JobBackup, Client: "web", Level: level, Pool: "Default", Paths: []fileindex.Path{"/data"}}}).JobID
 	c.apply(&catalog.Command{Op: catalog.OpDispatchJob, Dispatch: &catalog.JobDispatch{JobID: id, Node: "sn1"}})
 	b := fileindex.NewSegmentBuilder(0)
 	segs, entries := 0, int64(0)
@@ -72,7 +72,7 @@ func (c *planCatalog) backup(level catalog.Level, gen func(add func(*fileindex.E
 			return
 		}
 		c.apply(&catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{
-			BackupID: id, No: segs, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}})
+			BackupID: id, No: segs, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}})
 		segs++
 	}
 	gen(func(e *fileindex.Entry) {
@@ -301,7 +301,7 @@ func checkPlan(t testing.TB, store *catalog.Store, chain []catalog.Backup, p *pl
 			}
 			for _, loc := range rr.Locs {
 				want, ok := cur.next()
-				if !ok || want != loc.Path {
+				if !ok || want != string(loc.Path) {
 					t.Fatalf("page %d: read %.80q of layer %d, want %.80q", cursor, loc.Path, layer, want)
 				}
 			}
@@ -519,7 +519,7 @@ func TestPlanPagesRetryAndReplay(t *testing.T) {
 	for _, pg := range pages {
 		for _, rr := range pg.Reads {
 			for _, l := range rr.Locs {
-				found = found || l.Path == target
+				found = found || string(l.Path) == target
 			}
 		}
 	}

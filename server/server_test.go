@@ -222,13 +222,13 @@ func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 func TestAdminErrorsNameTheProblem(t *testing.T) {
 	h := newHarness(t)
 	h.setup()
-	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "nosuch", Paths: []string{"/x"}}, nil), wire.CodeUnknownClient)
-	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "bad.name", Paths: []string{"/x"}}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "nosuch", Paths: []fileindex.Path{"/x"}}, nil), wire.CodeUnknownClient)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "bad.name", Paths: []fileindex.Path{"/x"}}, nil), wire.CodeInvalidArgument)
 	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web"}, nil), wire.CodeInvalidArgument)
-	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"relative/path"}}, nil), wire.CodeInvalidArgument)
-	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/x"}, Level: "weekly"}, nil), wire.CodeInvalidArgument)
-	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/x"}, Excludes: []string{"[z-"}}, nil), wire.CodeInvalidArgument)
-	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/x"}, Pool: "Nope"}, nil), wire.CodeNotFound)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"relative/path"}}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/x"}, Level: "weekly"}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/x"}, Excludes: []fileindex.Path{"[z-"}}, nil), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/x"}, Pool: "Nope"}, nil), wire.CodeNotFound)
 	wantCode(t, h.api(wire.OpJobShow, wire.JobShowReq{ID: 999}, nil), wire.CodeNotFound)
 	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r"}, nil), wire.CodeNotFound)
 	wantCode(t, h.api(wire.OpTreeList, wire.TreeListReq{PointInTime: wire.PointInTime{Client: "ghost"}}, nil), wire.CodeUnknownClient)
@@ -257,7 +257,7 @@ func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
 	tkKey, orders := h.setup()
 
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv/www"}, Level: "incremental"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv/www"}, Level: "incremental"}, &started))
 	if started.Level != "full" {
 		t.Fatalf("first incremental ran as %q, want full", started.Level)
 	}
@@ -300,7 +300,7 @@ func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
 		h.must(b.Add(&entries[i]))
 	}
 	seg := b.Flush()
-	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: tk.JobID, No: 0, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}, nil))
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: tk.JobID, No: 0, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
 	session := uuid.New()
 	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
 		JobID: tk.JobID, SessionID: session, Segments: 1,
@@ -335,9 +335,9 @@ func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
 	// Restore one file: the plan names the session, its volume, the
 	// directory above the file (an ancestor, for its metadata) and the file.
 	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "rel"}, nil), wire.CodeInvalidArgument)
-	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []string{"/nope"}}, nil), wire.CodeNotFound)
+	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []fileindex.Path{"/nope"}}, nil), wire.CodeNotFound)
 	var rs wire.JobStarted
-	h.must(h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []string{"/srv/www/logo.png"}}, &rs))
+	h.must(h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []fileindex.Path{"/srv/www/logo.png"}}, &rs))
 	<-orders
 	var plan wire.RestorePlanResp
 	h.must(h.agent(wire.OpRestorePlan, wire.RestorePlanReq{JobID: rs.JobID}, &plan))
@@ -357,7 +357,7 @@ func TestAbortReleasesVolumeAndFailsJob(t *testing.T) {
 	h := newHarness(t)
 	_, orders := h.setup()
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}, Level: "full"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}, Level: "full"}, &started))
 	<-orders
 	var g wire.VolumeGrant
 	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
@@ -369,7 +369,7 @@ func TestAbortReleasesVolumeAndFailsJob(t *testing.T) {
 		t.Fatalf("job %+v", job)
 	}
 	// The next job gets the same volume back, at its committed end.
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}, Level: "full"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}, Level: "full"}, &started))
 	<-orders
 	var g2 wire.VolumeGrant
 	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g2))
@@ -386,7 +386,7 @@ func TestWatchdogRequeuesBackupWhenAgentGoesSilent(t *testing.T) {
 	h := newHarness(t)
 	_, orders := h.setup()
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}}, &started))
 	<-orders
 	// The node keeps heartbeating; the agent says nothing more.
 	h.mu.Lock()
@@ -423,7 +423,7 @@ func TestWatchdogWaitsForAnOrderInFlight(t *testing.T) {
 	done := make(chan error, 1)
 	var started wire.JobStarted
 	go func() {
-		done <- h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started)
+		done <- h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}}, &started)
 	}()
 	notRequeued := func() error {
 		var jl wire.JobListResp
@@ -469,7 +469,7 @@ func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
 		return nil
 	})
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/data"}}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}}, &started))
 	if !strings.Contains(started.Waiting, "agent of client web is offline") {
 		t.Fatalf("waiting %q", started.Waiting)
 	}
@@ -496,7 +496,7 @@ func TestConcurrentCommitsOfOneBackupOneWins(t *testing.T) {
 	h := newHarness(t)
 	_, orders := h.setup()
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Level: "full"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
 	select {
 	case <-orders:
 	case <-time.After(10 * time.Second):
@@ -508,7 +508,7 @@ func TestConcurrentCommitsOfOneBackupOneWins(t *testing.T) {
 	b := fileindex.NewSegmentBuilder(0)
 	h.must(b.Add(&fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir, Mode: 0o755}))
 	seg := b.Flush()
-	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, No: 0, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}, nil))
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, No: 0, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
 
 	const sessions = 8
 	ids := make([]uuid.UUID, sessions)
@@ -565,7 +565,7 @@ func TestRefusedRequestIsNoJob(t *testing.T) {
 	h.missing = "/no/such"
 	h.mu.Unlock()
 
-	err := h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv", "/no/such"}, Level: "full"}, nil)
+	err := h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv", "/no/such"}, Level: "full"}, nil)
 	wantCode(t, err, wire.CodeInvalidArgument)
 	if !strings.Contains(err.Error(), "/no/such does not exist on client web") {
 		t.Errorf("the refusal does not say the agent's reason: %v", err)
@@ -585,7 +585,7 @@ func TestRefusedRequestIsNoJob(t *testing.T) {
 	}
 
 	var st wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Level: "full"}, &st))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &st))
 	if m := <-orders; !strings.HasSuffix(m.Subject, "."+wire.OpRunBackup) {
 		t.Errorf("the agent got %s, want the backup order", m.Subject)
 	}

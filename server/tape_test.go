@@ -324,7 +324,7 @@ func TestTapeAcquireWaitCommitAndRestorePlan(t *testing.T) {
 
 	backup := func() uint64 {
 		var started wire.JobStarted
-		h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Level: "incremental", Pool: "Weekly"}, &started))
+		h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "incremental", Pool: "Weekly"}, &started))
 		<-orders
 		return started.JobID
 	}
@@ -369,7 +369,7 @@ func TestTapeAcquireWaitCommitAndRestorePlan(t *testing.T) {
 		e := fileindex.Entry{Path: fmt.Sprintf("/srv/f%d", job), Type: fileindex.TypeFile, Size: 10, Loc: fileindex.Location{Seq: 1}}
 		h.must(b.Add(&e))
 		seg := b.Flush()
-		h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: job, No: 0, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}, nil))
+		h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: job, No: 0, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
 		sid := uuid.New()
 		h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
 			JobID: job, SessionID: sid, Segments: 1, Parts: parts, Stats: wire.SessionStats{Entries: 1, Files: 1, ContentBytes: 10},
@@ -436,7 +436,7 @@ func TestWaitingJobIsNotStalled(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.StallTimeout = 2 * time.Second })
 	_, orders := h.tapeSetup()
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []string{"/srv"}, Pool: "Weekly"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Pool: "Weekly"}, &started))
 	<-orders
 	h.must(h.node(wire.OpJobWaiting, wire.JobWaitingReq{JobID: started.JobID, Reason: "insert tape CRN007L9 into library lib1"}, nil))
 	// Twice the stall timeout, checked all along: the waiting job is not

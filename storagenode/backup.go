@@ -238,7 +238,7 @@ func (s *session) sendIndex(ctx context.Context, sessionID uuid.UUID, res *volum
 	}
 	for i, seg := range segs {
 		if err := s.n.request(ctx, wire.OpSessionIndex, wire.SessionIndexReq{
-			JobID: s.t.JobID, No: i, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data,
+			JobID: s.t.JobID, No: i, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data,
 		}, nil); err != nil {
 			return wire.SessionCommitReq{}, fmt.Errorf("send file index segment %d: %w", i, err)
 		}

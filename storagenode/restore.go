@@ -307,7 +307,7 @@ type readAccount struct {
 func newReadAccount(rr *wire.ReadRequest) *readAccount {
 	a := &readAccount{rr: rr, byPath: make(map[string]int, len(rr.Locs)), out: make([]bool, len(rr.Locs)), lostAt: make([]bool, len(rr.Locs)), open: -1}
 	for i, l := range rr.Locs {
-		a.byPath[l.Path] = i
+		a.byPath[string(l.Path)] = i
 	}
 	return a
 }
@@ -414,7 +414,7 @@ func (a *readAccount) lostEntries(e *volume.LostEntriesError) []dataplane.Damage
 func (a *readAccount) unaccounted(err error) []dataplane.Damaged {
 	groups := map[string]*dataplane.Damaged{}
 	var order []string
-	add := func(seq uint64, reason, path string) {
+	add := func(seq uint64, reason string, path fileindex.Path) {
 		g := groups[reason]
 		if g == nil {
 			g = &dataplane.Damaged{SessionID: a.rr.SessionID, Seq: seq, Reason: reason}

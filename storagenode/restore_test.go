@@ -76,7 +76,7 @@ func readOnce(t testing.TB, conn *dataplane.Conn, rr wire.ReadRequest) readResul
 			if err := json.Unmarshal(payload, &d); err != nil {
 				t.Fatal(err)
 			}
-			for _, p := range d.Paths {
+			for _, p := range fileindex.Strings(d.Paths) {
 				if _, dup := res.lost[p]; dup {
 					t.Errorf("%s named lost twice", p)
 				}
@@ -111,7 +111,8 @@ func (res readResult) check(t testing.TB, rr wire.ReadRequest, fs []testFile, lo
 	}
 	lost := 0
 	for _, l := range rr.Locs {
-		reason, named := res.lost[l.Path]
+		p := string(l.Path)
+		reason, named := res.lost[p]
 		switch {
 		case lose(l.Loc) && !named:
 			t.Errorf("%s (blocks %d..%d) is lost but not named", l.Path, l.Loc.Seq, l.Loc.EndSeq)
@@ -119,8 +120,8 @@ func (res readResult) check(t testing.TB, rr wire.ReadRequest, fs []testFile, lo
 			t.Errorf("%s is named lost because %q, want it to say %q", l.Path, reason, want)
 		case !lose(l.Loc) && named:
 			t.Errorf("%s (blocks %d..%d) is named lost (%s) but its blocks are intact", l.Path, l.Loc.Seq, l.Loc.EndSeq, reason)
-		case !lose(l.Loc) && string(res.whole[l.Path]) != string(content[l.Path]):
-			t.Errorf("%s (blocks %d..%d): %d bytes restored, want %d", l.Path, l.Loc.Seq, l.Loc.EndSeq, len(res.whole[l.Path]), len(content[l.Path]))
+		case !lose(l.Loc) && string(res.whole[p]) != string(content[p]):
+			t.Errorf("%s (blocks %d..%d): %d bytes restored, want %d", l.Path, l.Loc.Seq, l.Loc.EndSeq, len(res.whole[p]), len(content[p]))
 		}
 		if named {
 			lost++
@@ -191,7 +192,7 @@ func (r *rig) readRequest(job uint64) wire.ReadRequest {
 				r.t.Fatal(err)
 			}
 			for _, e := range es {
-				rr.Locs = append(rr.Locs, wire.ReadLoc{Path: e.Path, Loc: e.Loc})
+				rr.Locs = append(rr.Locs, wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: e.Loc})
 			}
 		}
 		return rr

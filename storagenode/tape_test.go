@@ -162,7 +162,7 @@ func (f *tapeServer) readRequest(t testing.TB, job uint64, paths ...string) wire
 		}
 		for _, e := range es {
 			if len(paths) == 0 || slices.Contains(paths, e.Path) {
-				rr.Locs = append(rr.Locs, wire.ReadLoc{Path: e.Path, Loc: e.Loc})
+				rr.Locs = append(rr.Locs, wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: e.Loc})
 			}
 		}
 	}
@@ -485,7 +485,7 @@ func TestTapeBackupSpansCartridges(t *testing.T) {
 			split := ""
 			for _, l := range rr.Locs {
 				if l.Loc.Seq < c.Parts[1].FirstSeq && l.Loc.EndSeq >= c.Parts[1].FirstSeq {
-					split = l.Path
+					split = string(l.Path)
 				}
 			}
 			if split == "" {

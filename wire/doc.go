@@ -23,6 +23,18 @@
 // message it cannot decode, of a version it does not speak, or for an
 // operation it does not know, with an error reply; it never crashes.
 //
+// # Paths
+//
+// A file name on Linux is any bytes, and a JSON string holds only Unicode:
+// encoding/json would turn each byte that is not UTF-8 into U+FFFD, and a
+// name like café in Latin-1 could then be neither told apart nor asked for
+// again. Every path a message carries (listings, restore paths and plans,
+// paging cursors, index segment bounds, damaged entries) is a
+// fileindex.Path, a JSON string with each such byte as a lone surrogate
+// escape ("\udce9"), which reads back to exactly the bytes. A path quoted in
+// a job log line or an error message is text: its writer escapes it with
+// fileindex.Escape, as the CLI prints names.
+//
 // # Size
 //
 // A message must fit the NATS servers' max_payload (1 MiB by default).

@@ -339,24 +339,24 @@ type JobLogLine struct {
 // JobInfo is a job; Log is filled by job.show only. A log too long for one
 // message comes in pages: LogNext is then the line to ask for next.
 type JobInfo struct {
-	ID          uint64    `json:"id"`
-	Type        string    `json:"type"`
-	Client      string    `json:"client"`
-	Level       string    `json:"level,omitempty"`
-	State       string    `json:"state"`
-	Node        string    `json:"node,omitempty"`
-	Pool        string    `json:"pool,omitempty"`
-	Paths       []string  `json:"paths,omitempty"`
-	SkipNodump  bool      `json:"skip_nodump,omitempty"`
-	BackupID    uint64    `json:"backup_id,omitempty"`
-	Target      string    `json:"target,omitempty"`
-	Created     time.Time `json:"created"`
-	Started     time.Time `json:"started,omitzero"`
-	Ended       time.Time `json:"ended,omitzero"`
-	Files       int64     `json:"files"`
-	Bytes       int64     `json:"bytes"`
-	StoredBytes int64     `json:"stored_bytes"`
-	Warnings    int       `json:"warnings"`
+	ID          uint64           `json:"id"`
+	Type        string           `json:"type"`
+	Client      string           `json:"client"`
+	Level       string           `json:"level,omitempty"`
+	State       string           `json:"state"`
+	Node        string           `json:"node,omitempty"`
+	Pool        string           `json:"pool,omitempty"`
+	Paths       []fileindex.Path `json:"paths,omitempty"`
+	SkipNodump  bool             `json:"skip_nodump,omitempty"`
+	BackupID    uint64           `json:"backup_id,omitempty"`
+	Target      string           `json:"target,omitempty"`
+	Created     time.Time        `json:"created"`
+	Started     time.Time        `json:"started,omitzero"`
+	Ended       time.Time        `json:"ended,omitzero"`
+	Files       int64            `json:"files"`
+	Bytes       int64            `json:"bytes"`
+	StoredBytes int64            `json:"stored_bytes"`
+	Warnings    int              `json:"warnings"`
 	// A restore's accounting: of Entries asked of the storage node,
 	// Restored came back and Lost did not (the log names them).
 	Entries   int64        `json:"entries,omitempty"`
@@ -396,11 +396,11 @@ type JobShowReq struct {
 
 // BackupStartReq starts a file backup of a client.
 type BackupStartReq struct {
-	Client   string   `json:"client"`
-	Paths    []string `json:"paths"`
-	Excludes []string `json:"excludes,omitempty"`
-	Level    string   `json:"level,omitempty"` // full, incremental (default), differential
-	Pool     string   `json:"pool,omitempty"`
+	Client   string           `json:"client"`
+	Paths    []fileindex.Path `json:"paths"`
+	Excludes []fileindex.Path `json:"excludes,omitempty"`
+	Level    string           `json:"level,omitempty"` // full, incremental (default), differential
+	Pool     string           `json:"pool,omitempty"`
 	// SkipNodump leaves out the files and directories that carry the
 	// nodump inode flag (chattr +d), as dump(8) does; the job log counts
 	// them.
@@ -423,19 +423,19 @@ type BackupListReq struct {
 
 // BackupInfo is one backup (a point in time of a client's file set).
 type BackupInfo struct {
-	ID          uint64    `json:"id"`
-	Client      string    `json:"client"`
-	Level       string    `json:"level"`
-	Parent      uint64    `json:"parent,omitempty"`
-	Paths       []string  `json:"paths"`
-	State       string    `json:"state"`
-	StartTime   time.Time `json:"start_time"`
-	EndTime     time.Time `json:"end_time,omitzero"`
-	Files       int64     `json:"files"`
-	Bytes       int64     `json:"bytes"`
-	StoredBytes int64     `json:"stored_bytes"`
-	Pool        string    `json:"pool"`
-	Volumes     []string  `json:"volumes,omitempty"`
+	ID          uint64           `json:"id"`
+	Client      string           `json:"client"`
+	Level       string           `json:"level"`
+	Parent      uint64           `json:"parent,omitempty"`
+	Paths       []fileindex.Path `json:"paths"`
+	State       string           `json:"state"`
+	StartTime   time.Time        `json:"start_time"`
+	EndTime     time.Time        `json:"end_time,omitzero"`
+	Files       int64            `json:"files"`
+	Bytes       int64            `json:"bytes"`
+	StoredBytes int64            `json:"stored_bytes"`
+	Pool        string           `json:"pool"`
+	Volumes     []string         `json:"volumes,omitempty"`
 }
 
 // BackupListResp answers backup.list, newest first. A list too long for
@@ -456,24 +456,26 @@ type PointInTime struct {
 // Path (or Path itself when it is not a directory).
 type TreeListReq struct {
 	PointInTime
-	Path      string `json:"path,omitempty"`
-	Recursive bool   `json:"recursive,omitempty"`
-	After     string `json:"after,omitempty"` // resume after this path
-	Limit     int    `json:"limit,omitempty"`
+	Path      fileindex.Path `json:"path,omitempty"`
+	Recursive bool           `json:"recursive,omitempty"`
+	After     fileindex.Path `json:"after,omitempty"` // resume after this path
+	Limit     int            `json:"limit,omitempty"`
 }
 
 // EntryInfo is one entry of a tree listing.
 type EntryInfo struct {
-	Path   string    `json:"path"`
-	Type   string    `json:"type"`
-	Mode   uint32    `json:"mode"`
-	Size   int64     `json:"size"`
-	MTime  time.Time `json:"mtime"`
-	User   string    `json:"user,omitempty"`
-	Group  string    `json:"group,omitempty"`
-	UID    uint32    `json:"uid"`
-	GID    uint32    `json:"gid"`
-	Target string    `json:"target,omitempty"`
+	Path   fileindex.Path `json:"path"`
+	Type   string         `json:"type"`
+	Mode   uint32         `json:"mode"`
+	Size   int64          `json:"size"`
+	MTime  time.Time      `json:"mtime"`
+	User   string         `json:"user,omitempty"`
+	Group  string         `json:"group,omitempty"`
+	UID    uint32         `json:"uid"`
+	GID    uint32         `json:"gid"`
+	Target fileindex.Path `json:"target,omitempty"`
+	// Flags are the inode flags of chattr (fileindex.Entry.Flags).
+	Flags uint32 `json:"flags,omitempty"`
 	// Backup is the backup of the chain that holds this version.
 	Backup uint64 `json:"backup"`
 }
@@ -489,10 +491,10 @@ type TreeListResp struct {
 // client, the source client by default.
 type RestoreStartReq struct {
 	PointInTime
-	Paths        []string `json:"paths,omitempty"`
-	TargetClient string   `json:"target_client,omitempty"`
-	To           string   `json:"to"`
-	Force        bool     `json:"force,omitempty"`
+	Paths        []fileindex.Path `json:"paths,omitempty"`
+	TargetClient string           `json:"target_client,omitempty"`
+	To           string           `json:"to"`
+	Force        bool             `json:"force,omitempty"`
 	// Devices restores block and character device nodes; without it they
 	// are refused (a device node from an untrusted backup gives its owner
 	// the hardware it names).
@@ -675,12 +677,12 @@ type KeyGetResp struct {
 
 // SessionIndexReq carries one segment of a session's file index, in order.
 type SessionIndexReq struct {
-	JobID uint64 `json:"job_id"`
-	No    int    `json:"no"`
-	First string `json:"first"`
-	Last  string `json:"last"`
-	Count int    `json:"count"`
-	Data  []byte `json:"data"`
+	JobID uint64         `json:"job_id"`
+	No    int            `json:"no"`
+	First fileindex.Path `json:"first"`
+	Last  fileindex.Path `json:"last"`
+	Count int            `json:"count"`
+	Data  []byte         `json:"data"`
 }
 
 // MaxIndexSegmentBytes keeps a segment message well below NATS's default 1 MiB
@@ -770,11 +772,11 @@ type DataEndpoint struct {
 
 // RunBackup orders an agent to back up and stream to a storage node.
 type RunBackup struct {
-	JobID    uint64   `json:"job_id"`
-	Attempt  int      `json:"attempt,omitempty"`
-	Level    string   `json:"level"`
-	Paths    []string `json:"paths"`
-	Excludes []string `json:"excludes,omitempty"`
+	JobID    uint64           `json:"job_id"`
+	Attempt  int              `json:"attempt,omitempty"`
+	Level    string           `json:"level"`
+	Paths    []fileindex.Path `json:"paths"`
+	Excludes []fileindex.Path `json:"excludes,omitempty"`
 	// SkipNodump leaves out what carries the nodump inode flag
 	// (BackupStartReq.SkipNodump).
 	SkipNodump bool         `json:"skip_nodump,omitempty"`
@@ -789,7 +791,7 @@ type RunBackup struct {
 // CheckBackup asks an agent whether it would take a backup of Paths: that
 // each exists on the client.
 type CheckBackup struct {
-	Paths []string `json:"paths"`
+	Paths []fileindex.Path `json:"paths"`
 }
 
 // CheckRestore asks an agent whether it would take a restore into To: a
@@ -801,8 +803,8 @@ type CheckRestore struct {
 
 // BaseTreeReq pages through the tree a backup is compared against.
 type BaseTreeReq struct {
-	JobID uint64 `json:"job_id"`
-	After string `json:"after,omitempty"`
+	JobID uint64         `json:"job_id"`
+	After fileindex.Path `json:"after,omitempty"`
 }
 
 // BaseTreeResp is one page of a base tree: a fileindex segment.
@@ -844,7 +846,7 @@ type RestorePlanReq struct {
 
 // ReadLoc is one entry to read: where its FileHeader lies in its session.
 type ReadLoc struct {
-	Path string             `json:"path"`
+	Path fileindex.Path     `json:"path"`
 	Loc  fileindex.Location `json:"loc"`
 	// Ancestor marks a directory read only because it lies above a path
 	// chosen for the restore: the agent creates it with its metadata when

@@ -13,7 +13,8 @@ import (
 
 // JSONStringLen is the length of s encoded by encoding/json, quotes
 // included: HTML characters and U+2028/2029 become \uXXXX, each invalid
-// UTF-8 byte becomes \ufffd.
+// UTF-8 byte becomes \ufffd (or, in a fileindex.Path, \udcXX: the same
+// length).
 func JSONStringLen(s string) int {
 	n := 2
 	for i := 0; i < len(s); {
@@ -56,7 +57,7 @@ func uintLen(v uint64) int {
 func (l *ReadLoc) EncodedLen() int {
 	// {"path":…,"loc":{"seq":…,"off":…,"in_block":…,"end_seq":…}}
 	const fixed = len(`{"path":,"loc":{"seq":,"off":,"in_block":,"end_seq":}}`)
-	n := fixed + JSONStringLen(l.Path) + uintLen(l.Loc.Seq) + uintLen(l.Loc.Off) + uintLen(uint64(l.Loc.InBlock)) + uintLen(l.Loc.EndSeq)
+	n := fixed + JSONStringLen(string(l.Path)) + uintLen(l.Loc.Seq) + uintLen(l.Loc.Off) + uintLen(uint64(l.Loc.InBlock)) + uintLen(l.Loc.EndSeq)
 	if l.Ancestor {
 		n += len(`,"ancestor":true`)
 	}

@@ -228,7 +228,7 @@ func TestEncodedLenIsExact(t *testing.T) {
 		for range rng.IntN(40) {
 			b.WriteString(alphabet[rng.IntN(len(alphabet))])
 		}
-		check(ReadLoc{Path: b.String(), Loc: fileindex.Location{Seq: rng.Uint64() >> rng.IntN(64), Off: rng.Uint64() >> rng.IntN(64),
+		check(ReadLoc{Path: fileindex.Path(b.String()), Loc: fileindex.Location{Seq: rng.Uint64() >> rng.IntN(64), Off: rng.Uint64() >> rng.IntN(64),
 			InBlock: rng.Uint32() >> rng.IntN(32), EndSeq: rng.Uint64() >> rng.IntN(64)}, Ancestor: rng.IntN(2) == 0})
 	}
 }
@@ -237,7 +237,7 @@ func FuzzReadLocEncodedLen(f *testing.F) {
 	f.Add("/srv/www/index.html", uint64(0), uint64(0))
 	f.Add("/a/<b>&\"c\"\n\xff\u2028", uint64(1)<<63, uint64(99))
 	f.Fuzz(func(t *testing.T, path string, seq, off uint64) {
-		l := ReadLoc{Path: path, Loc: fileindex.Location{Seq: seq, Off: off, InBlock: uint32(seq), EndSeq: off ^ seq}, Ancestor: seq&1 == 1}
+		l := ReadLoc{Path: fileindex.Path(path), Loc: fileindex.Location{Seq: seq, Off: off, InBlock: uint32(seq), EndSeq: off ^ seq}, Ancestor: seq&1 == 1}
 		js, err := json.Marshal(l)
 		if err != nil {
 			t.Fatal(err)

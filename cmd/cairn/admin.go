@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -322,7 +323,7 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 		kv.row("to", j.Target)
 	}
 	if len(j.Paths) > 0 {
-		kv.row("paths", strings.Join(j.Paths, ", "))
+		kv.row("paths", strings.Join(fileindex.Strings(j.Paths), ", "))
 	}
 	kv.row("pool", dash(j.Pool))
 	kv.row("storage node", dash(j.Node))
@@ -370,7 +371,7 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 	if len(j.Log) > 0 {
 		fmt.Fprintln(w, "\nLOG")
 		for _, l := range j.Log {
-			fmt.Fprintf(w, "%s  %-7s  %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Level, printable(l.Msg))
+			fmt.Fprintf(w, "%s  %-7s  %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Level, printableLog(l.Msg))
 		}
 	}
 }

@@ -8,10 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -136,7 +138,7 @@ func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, er
 	defer nc.Close()
 	var started wire.JobStarted
 	err = g.call(ctx, nc, wire.OpBackupStart, wire.BackupStartReq{
-		Client: o.client, Paths: o.paths, Excludes: o.excludes, Level: o.level, Pool: o.pool, SkipNodump: o.skipNodump,
+		Client: o.client, Paths: fileindex.Paths(o.paths), Excludes: fileindex.Paths(o.excludes), Level: o.level, Pool: o.pool, SkipNodump: o.skipNodump,
 	}, &started)
 	if err != nil {
 		return nil, err
@@ -217,7 +219,13 @@ non-zero.`,
 			if o.to == "" {
 				return &usageError{fmt.Errorf("pass --to DIR, an empty directory on the client")}
 			}
-			o.paths = args
+			for _, a := range args {
+				p, err := argPath(a)
+				if err != nil {
+					return err
+				}
+				o.paths = append(o.paths, p)
+			}
 			_, err := runRestore(cmd.Context(), g, o)
 			return err
 		},
@@ -249,7 +257,7 @@ func runRestore(ctx context.Context, g *globals, o restoreOpts) (*wire.JobInfo, 
 	defer nc.Close()
 	var started wire.JobStarted
 	err = g.call(ctx, nc, wire.OpRestoreStart, wire.RestoreStartReq{
-		PointInTime: pit, Paths: o.paths, TargetClient: o.targetClient, To: o.to, Force: o.force, Devices: o.devices,
+		PointInTime: pit, Paths: fileindex.Paths(o.paths), TargetClient: o.targetClient, To: o.to, Force: o.force, Devices: o.devices,
 	}, &started)
 	if err != nil {
 		return nil, err
@@ -386,13 +394,13 @@ func printSummary(w io.Writer, j *wire.JobInfo) {
 	for _, l := range j.Log {
 		if lostLine(l) {
 			if shown < maxLostShown {
-				fmt.Fprintf(w, "  %s\n", printable(l.Msg))
+				fmt.Fprintf(w, "  %s\n", printableLog(l.Msg))
 			}
 			shown++
 			continue
 		}
 		if l.Level == "warning" || l.Level == "error" {
-			fmt.Fprintf(w, "  %s: %s\n", l.Level, printable(l.Msg))
+			fmt.Fprintf(w, "  %s: %s\n", l.Level, printableLog(l.Msg))
 		}
 	}
 	if more := max(j.Lost, int64(shown)) - maxLostShown; more > 0 {
@@ -426,7 +434,10 @@ func newLsCmd(g *globals) *cobra.Command {
 			}
 			p := "/"
 			if len(args) == 1 {
-				p = args[0]
+				var err error
+				if p, err = argPath(args[0]); err != nil {
+					return err
+				}
 			}
 			return runLs(cmd.Context(), g, o, p)
 		},
@@ -450,7 +461,7 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 		return err
 	}
 	defer nc.Close()
-	req := wire.TreeListReq{PointInTime: pit, Path: p, Recursive: o.recursive}
+	req := wire.TreeListReq{PointInTime: pit, Path: fileindex.Path(p), Recursive: o.recursive}
 	var all []wire.EntryInfo
 	var resp wire.TreeListResp
 	for {
@@ -464,20 +475,24 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 		req.After = resp.Entries[len(resp.Entries)-1].Path
 	}
 	if g.json {
-		return printJSON(g.out, map[string]any{"backup": resp.Backup, "entries": nonNil(all)})
+		entries := make([]lsEntryJSON, len(all))
+		for i := range all {
+			entries[i] = lsEntryOf(&all[i])
+		}
+		return printJSON(g.out, map[string]any{"backup": resp.Backup, "entries": entries})
 	}
 	b := resp.Backup
 	fmt.Fprintf(g.out, "backup %d of %s, %s, %s\n", b.ID, b.Client, b.Level, humanTime(b.StartTime))
 	t := newTable(g.out, "MODE", "OWNER", "SIZE", "MODIFIED", "BACKUP", "PATH")
 	for _, e := range all {
-		name := e.Path
+		name := string(e.Path)
 		switch e.Type {
 		case "dir":
 			name += "/"
 		case "symlink":
-			name += " -> " + e.Target
+			name += " -> " + string(e.Target)
 		case "hardlink":
-			name += " => " + e.Target
+			name += " => " + string(e.Target)
 		}
 		owner := e.User
 		if owner == "" {
@@ -516,4 +531,44 @@ func modeString(typ string, mode uint32) string {
 		b[9] = map[bool]byte{true: 't', false: 'T'}[b[9] == 'x']
 	}
 	return string(b)
+}
+
+// argPath reads a path given on the command line as 'cairn ls' prints it
+// (fileindex.Unescape): \xHH for a byte that is not UTF-8, \n and the like
+// for control characters, \\ for a backslash; any other byte is itself.
+func argPath(a string) (string, error) {
+	p, err := fileindex.Unescape(a)
+	if err != nil {
+		return "", &usageError{fmt.Errorf("cannot read the path (give it as 'cairn ls' prints it): %w", err)}
+	}
+	return p, nil
+}
+
+// lsEntryJSON is an entry as 'cairn ls --json' gives it. A path is a JSON
+// string of the name when it is UTF-8; when it is not, which JSON cannot
+// hold, path is the name as the table prints it (fileindex.Escape, which
+// 'cairn restore' takes back) and path_b64 its bytes in base64. The same
+// goes for target.
+type lsEntryJSON struct {
+	wire.EntryInfo
+	Path      string `json:"path"`
+	PathB64   []byte `json:"path_b64,omitempty"`
+	Target    string `json:"target,omitempty"`
+	TargetB64 []byte `json:"target_b64,omitempty"`
+}
+
+func lsEntryOf(e *wire.EntryInfo) lsEntryJSON {
+	out := lsEntryJSON{EntryInfo: *e}
+	out.Path, out.PathB64 = jsonName(string(e.Path))
+	out.Target, out.TargetB64 = jsonName(string(e.Target))
+	return out
+}
+
+// jsonName gives a name for JSON output: itself when it is UTF-8, else its
+// printed form and its bytes.
+func jsonName(s string) (string, []byte) {
+	if utf8.ValidString(s) {
+		return s, nil
+	}
+	return fileindex.Escape(s), []byte(s)
 }

@@ -98,3 +98,15 @@ func isTerminal(w io.Writer) bool {
 // byte string, which the commands that take a path accept
 // (fileindex.Unescape).
 func printable(s string) string { return fileindex.Escape(s) }
+
+// printableLog shows a line of a job log. Whoever writes one quotes a path
+// as fileindex.Escape writes it, backslashes doubled, so a backslash is left
+// as it is, and the name reads as 'cairn ls' prints it; anything else a
+// terminal would obey is escaped all the same, should a writer not have.
+func printableLog(s string) string {
+	parts := strings.Split(s, `\`)
+	for i, p := range parts {
+		parts[i] = printable(p)
+	}
+	return strings.Join(parts, `\`)
+}

@@ -110,7 +110,7 @@ func TestLongPathsRestoreAndListThroughTheServer(t *testing.T) {
 	}
 	var listed []string
 	for _, e := range ls.Entries {
-		listed = append(listed, e.Path)
+		listed = append(listed, string(e.Path))
 	}
 	wantListed := []string{src} // -R lists the directory itself too
 	for rel := range want.Items {

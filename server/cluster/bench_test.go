@@ -70,7 +70,7 @@ func BenchmarkIndexSegmentApply(b *testing.B) {
 			s.apply(&catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1", Pools: []catalog.NodePool{{Name: "disk1", Dir: "/d"}}}})
 			newBackup := func(i int) uint64 {
 				res := s.apply(&catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{Type: catalog.JobBackup, Client: "web1",
-					Level: catalog.LevelFull, Pool: "disk1", Paths: []string{fmt.Sprintf("/data%d", i)}}})
+					Level: catalog.LevelFull, Pool: "disk1", Paths: []fileindex.Path{fileindex.Path(fmt.Sprintf("/data%d", i))}}})
 				return res.JobID
 			}
 			raftBefore := fileSize(filepath.Join(dir, "raft", "raft.db"))
@@ -91,7 +91,7 @@ func BenchmarkIndexSegmentApply(b *testing.B) {
 						}
 						seg := segs[k]
 						s.apply(&catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{
-							BackupID: backup, No: k, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}})
+							BackupID: backup, No: k, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}})
 						mu.Lock()
 						entries += seg.Count
 						mu.Unlock()
@@ -163,13 +163,13 @@ func BenchmarkCatalogWrites(b *testing.B) {
 				if k == 0 {
 					b.StopTimer()
 					res := s.apply(&catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{Type: catalog.JobBackup, Client: "web1",
-						Level: catalog.LevelFull, Pool: "disk1", Paths: []string{fmt.Sprintf("/data%d", i)}}})
+						Level: catalog.LevelFull, Pool: "disk1", Paths: []fileindex.Path{fileindex.Path(fmt.Sprintf("/data%d", i))}}})
 					backup = res.JobID
 					b.StartTimer()
 				}
 				seg := segs[k]
 				s.apply(&catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{
-					BackupID: backup, No: k, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}})
+					BackupID: backup, No: k, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}})
 				entries += seg.Count
 			}
 			b.ReportMetric(float64(entries)/b.Elapsed().Seconds(), "entries/s")
@@ -185,7 +185,7 @@ func BenchmarkCatalogWrites(b *testing.B) {
 				switch i % 5 {
 				case 0:
 					s.apply(&catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{Type: catalog.JobBackup, Client: "web1",
-						Level: catalog.LevelFull, Pool: "disk1", Paths: []string{fmt.Sprintf("/data%d", i)}}})
+						Level: catalog.LevelFull, Pool: "disk1", Paths: []fileindex.Path{fileindex.Path(fmt.Sprintf("/data%d", i))}}})
 				case 1:
 					s.apply(&catalog.Command{Op: catalog.OpDispatchJob, Dispatch: &catalog.JobDispatch{JobID: uint64(i/5 + 1), Node: "sn1"}})
 				case 2:

@@ -168,7 +168,7 @@ func populate(s *server, logLines int) uint64 {
 	s.t.Helper()
 	s.apply(&catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "web1"}})
 	s.apply(&catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1", Pools: []catalog.NodePool{{Name: "disk1", Dir: "/d"}}}})
-	res := s.apply(&catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{Type: catalog.JobBackup, Client: "web1", Level: catalog.LevelFull, Pool: "disk1", Paths: []string{"/srv"}}})
+	res := s.apply(&catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{Type: catalog.JobBackup, Client: "web1", Level: catalog.LevelFull, Pool: "disk1", Paths: []fileindex.Path{"/srv"}}})
 	job := res.JobID
 	s.apply(&catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{ID: job, State: catalog.JobRunning}})
 	sb := fileindex.NewSegmentBuilder(0)
@@ -178,7 +178,7 @@ func populate(s *server, logLines int) uint64 {
 		}
 	}
 	seg := sb.Flush()
-	s.apply(&catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{BackupID: job, First: seg.First, Last: seg.Last, Count: seg.Count, Data: seg.Data}})
+	s.apply(&catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{BackupID: job, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}})
 	for i := 0; i < logLines; i++ {
 		s.apply(&catalog.Command{Op: catalog.OpAppendJobLog, JobLog: &catalog.JobLog{JobID: job, Lines: []catalog.LogLine{{Level: "info", Msg: fmt.Sprintf("line %d", i)}}}})
 	}
