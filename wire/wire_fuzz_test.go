@@ -254,3 +254,27 @@ func fuzzNATS(f *testing.F) *nats.Conn {
 	f.Cleanup(nc.Close)
 	return nc
 }
+
+// Marshal writes the envelope around the body by hand; what it writes is
+// what encoding/json writes for the Envelope, for every message type, the
+// empty one, and a body whose strings encoding/json escapes.
+func TestMarshalWritesTheEnvelopeEncodingJSONWould(t *testing.T) {
+	bodies := []any{nil, "<a>&\u2028\xff", RestorePlanResp{Reads: []ReadRequest{{Locs: []ReadLoc{{Path: "/srv/<caf\xe9>\u2029"}}}}}}
+	for _, mt := range received {
+		bodies = append(bodies, mt.sample())
+	}
+	for _, body := range bodies {
+		got, err := Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := Envelope{V: Version}
+		if body != nil {
+			env.Body, _ = json.Marshal(body)
+		}
+		want, _ := json.Marshal(env)
+		if !bytes.Equal(got, want) {
+			t.Errorf("Marshal(%T) wrote\n%s\nencoding/json\n%s", body, got, want)
+		}
+	}
+}
