@@ -2,7 +2,6 @@ package agent
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,52 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/loopfs"
 )
-
-// ext4Dir mounts a fresh ext4 filesystem, an image on a loop device, for a
-// test of inode flags: tmpfs keeps only four of them (and none before Linux
-// 6.0), overlayfs none, and the temporary directory may be either. It needs
-// root, mkfs.ext4 and a loop device: without them it fails under
-// CAIRN_CI=1, where every test must run, and skips elsewhere.
-func ext4Dir(t *testing.T) string {
-	t.Helper()
-	need := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CAIRN_CI") != "" {
-			t.Fatalf("this test needs an ext4 filesystem on a loop device: "+format+"; under CAIRN_CI=1 it may not skip", args...)
-		}
-		t.Skipf("SKIPPED: this test needs an ext4 filesystem on a loop device: "+format+"; it fails instead under CAIRN_CI=1", args...)
-	}
-	if os.Geteuid() != 0 {
-		need("mounting one needs root")
-	}
-	mkfs, err := exec.LookPath("mkfs.ext4")
-	if err != nil {
-		need("mkfs.ext4 is not installed (Debian: e2fsprogs)")
-	}
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "ext4.img"), filepath.Join(dir, "mnt")
-	mustDo(t, os.Mkdir(mnt, 0o755))
-	f, err := os.Create(img)
-	mustDo(t, err)
-	mustDo(t, f.Truncate(256<<20))
-	mustDo(t, f.Close())
-	if out, err := exec.Command(mkfs, "-q", "-F", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	// mount(8) sets the loop device up, and frees it at the unmount.
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		need("mount -o loop: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	// Before the temporary directory goes: its cleanup could remove
-	// neither the immutable files nor the mount point.
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount the test's ext4: %v", err)
-		}
-	})
-	return mnt
-}
 
 // chattr sets inode flags on p, as chattr(1) does.
 func chattr(t *testing.T, p string, flags uint32) {
@@ -85,7 +40,7 @@ func lsattr(t *testing.T, p string) uint32 {
 // file with a second name its link, a directory with noatime and nodump
 // its flags.
 func TestInodeFlagsRoundTrip(t *testing.T) {
-	fs := ext4Dir(t)
+	fs := loopfs.Ext4(t, 256<<20)
 	src := filepath.Join(fs, "src")
 	mustWrite(t, filepath.Join(src, "immutable"), []byte("cannot change\n"), 0o640)
 	mustDo(t, unix.Setxattr(filepath.Join(src, "immutable"), "user.note", []byte("kept"), 0))
@@ -139,7 +94,7 @@ func TestInodeFlagsRoundTrip(t *testing.T) {
 // is, and says so and what to do: the restore changes no flag of an inode
 // it did not create. The other entries are restored.
 func TestForcedRestoreOverAnImmutableFile(t *testing.T) {
-	fs := ext4Dir(t)
+	fs := loopfs.Ext4(t, 256<<20)
 	src := filepath.Join(fs, "src")
 	mustWrite(t, filepath.Join(src, "locked"), []byte("from the backup\n"), 0o644)
 	mustWrite(t, filepath.Join(src, "other"), []byte("restored\n"), 0o644)
@@ -169,7 +124,7 @@ func TestForcedRestoreOverAnImmutableFile(t *testing.T) {
 // directory with all it holds, counts them apart from warnings, and names
 // them for the job log; without it they are backed up, flag and all.
 func TestSkipNodump(t *testing.T) {
-	fs := ext4Dir(t)
+	fs := loopfs.Ext4(t, 256<<20)
 	src := filepath.Join(fs, "src")
 	mustWrite(t, filepath.Join(src, "keep"), []byte("k"), 0o644)
 	mustWrite(t, filepath.Join(src, "scratch.iso"), []byte("s"), 0o644)
