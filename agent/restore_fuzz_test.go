@@ -5,8 +5,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
@@ -35,6 +38,52 @@ func restoreSeed() []byte {
 	return volume.AppendFileEnd(s, 0, nil)
 }
 
+// flagsSeed is the stream of a file with holes (hash kind 1) and inode
+// flags, an immutable file in an append-only directory, and a file whose
+// digest is of a kind to come.
+func flagsSeed() []byte {
+	var s []byte
+	s = append(s, headerRecord(fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir, Mode: 0o755, Flags: fileindex.FlagAppend | fileindex.FlagNoatime})...)
+	s = volume.AppendFileEnd(s, 0, nil)
+	h := newSparseHash()
+	s = append(s, headerRecord(fileindex.Entry{Path: "/srv/disk.img", Type: fileindex.TypeFile, Mode: 0o600, Size: 1 << 40,
+		HashKind: fileindex.HashSparseSHA256, Flags: fileindex.FlagNodump | fileindex.FlagNoCOW})...)
+	for _, off := range []int64{4096, 4099, 1 << 30} {
+		s = volume.AppendDataRecord(s, off, []byte("abc"))
+		h.add(off, []byte("abc"))
+	}
+	s = volume.AppendFileEnd(s, 0, h.sum(nil, 1<<40))
+	content := []byte("cannot change\n")
+	sum := sha256.Sum256(content)
+	s = append(s, headerRecord(fileindex.Entry{Path: "/srv/immutable", Type: fileindex.TypeFile, Mode: 0o644, Size: int64(len(content)),
+		Flags: fileindex.FlagImmutable})...)
+	s = volume.AppendDataRecord(s, 0, content)
+	s = volume.AppendFileEnd(s, 0, sum[:])
+	s = append(s, headerRecord(fileindex.Entry{Path: "/srv/later", Type: fileindex.TypeFile, Mode: 0o644, Size: 3, HashKind: 2})...)
+	s = volume.AppendDataRecord(s, 0, []byte("new"))
+	return volume.AppendFileEnd(s, 0, make([]byte, 32))
+}
+
+// unlock clears the immutable and append-only flags of what a restore made
+// below root, which RemoveAll could not remove otherwise.
+func unlock(root string) {
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&(fs.ModeSymlink|fs.ModeDevice|fs.ModeCharDevice) != 0 {
+			return nil
+		}
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil
+		}
+		defer unix.Close(fd)
+		const locked = fileindex.FlagImmutable | fileindex.FlagAppend
+		if f, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS); err == nil && f&locked != 0 {
+			_ = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, int(f&^locked))
+		}
+		return nil
+	})
+}
+
 // FuzzRestoreStream feeds arbitrary bytes to the agent's Restorer as a
 // storage node's Records frames, in two frames split at split: malformed
 // records end the restore with an error, entries that cannot be restored
@@ -44,6 +93,7 @@ func FuzzRestoreStream(f *testing.F) {
 	seed := restoreSeed()
 	f.Add(seed, uint16(0))
 	f.Add(seed, uint16(len(seed)/2))
+	f.Add(flagsSeed(), uint16(0))
 	f.Add(append(headerRecord(fileindex.Entry{Path: "/../escape", Type: fileindex.TypeFile}), volume.AppendFileEnd(nil, 0, nil)...), uint16(0))
 	f.Add(append(headerRecord(fileindex.Entry{Path: "/x", Type: fileindex.TypeSymlink, Target: "/"}), volume.AppendFileEnd(nil, 0, nil)...), uint16(0))
 	sandbox := f.TempDir()
@@ -67,6 +117,7 @@ func FuzzRestoreStream(f *testing.F) {
 		}
 		root := filepath.Join(sandbox, "target")
 		defer func() {
+			unlock(root) // a stream sets the inode flags it gives
 			if err := os.RemoveAll(root); err != nil {
 				t.Fatal(err)
 			}
@@ -132,8 +183,53 @@ func TestRestoreRefusesDataPastTheSize(t *testing.T) {
 	}
 }
 
-// claimsHugeFile reports whether a stream's FileHeaders give a file a size
-// over 64 MiB.
+// A file whose digest is of a kind this program does not know is restored
+// unchecked, with a warning, and without hashing anything: a hole of 8 TiB
+// before its data took hours of hashing zeros for a digest nobody checked.
+func TestRestoreOfAnUnknownHashKindHashesNothing(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "r")
+	r, err := NewRestorer(RestoreOptions{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 8 << 40
+	s := headerRecord(fileindex.Entry{Path: "/f", Type: fileindex.TypeFile, Mode: 0o644, Size: size, HashKind: 9})
+	s = volume.AppendDataRecord(s, size-10, []byte("0123456789"))
+	s = volume.AppendFileEnd(s, 0, make([]byte, 32))
+	done := make(chan error, 1)
+	var st RestoreStats
+	go func() {
+		if err := r.Records(s); err != nil {
+			done <- err
+			return
+		}
+		st, err = r.Finish()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the restorer is still at the file after 10s")
+	}
+	if st.Files != 1 || len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0].Err, "restored unchecked") {
+		t.Fatalf("stats %+v", st)
+	}
+	got := make([]byte, 10)
+	f, err := os.Open(filepath.Join(root, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(got, size-10); err != nil || string(got) != "0123456789" {
+		t.Fatalf("read back %q, %v", got, err)
+	}
+}
+
+// claimsHugeFile reports whether a stream's FileHeaders give a file hashed
+// whole (hash kind 0), whose holes are hashed as zeros, a size over 64 MiB.
 func claimsHugeFile(stream []byte) bool {
 	for len(stream) > 0 {
 		typ, body, n, err := volume.ParseRecord(stream)
@@ -141,7 +237,7 @@ func claimsHugeFile(stream []byte) bool {
 			return false
 		}
 		if typ == volume.RecFileHeader {
-			if e, err := fileindex.DecodeEntry(body); err == nil && e.Size > 64<<20 {
+			if e, err := fileindex.DecodeEntry(body); err == nil && e.Size > 64<<20 && e.HashKind == fileindex.HashSHA256 {
 				return true
 			}
 		}
