@@ -216,15 +216,15 @@ func (w *walker) skipped(p string, why Skip) error {
 }
 
 // excluded reports whether an exclude pattern leaves out the entry at full,
-// named name, below root; isDir as excludePattern.match takes it, and
+// named name, below root; isDir as fileindex.Exclude.Match takes it, and
 // dirOnly limits the check to the patterns for directories only. A walk
 // that prunes the entry marks the pattern as matched.
 func (w *walker) excluded(full, name, root string, isDir int, mark bool) bool {
 	for _, p := range w.excludes {
-		if isDir == 1 && !p.dirOnly {
+		if isDir == 1 && !p.DirOnly {
 			continue // checked already, before the type was known
 		}
-		if p.match(full, name, root, isDir) {
+		if p.Match(full, name, root, isDir) {
 			if mark {
 				p.matched = true
 			}
@@ -239,7 +239,7 @@ func (w *walker) unmatchedExcludes() []string {
 	var out []string
 	for _, p := range w.excludes {
 		if !p.matched {
-			out = append(out, p.raw)
+			out = append(out, p.Raw)
 		}
 	}
 	return out

@@ -23,6 +23,13 @@
 // of its chain, oldest first: the newest entry for a path wins and a
 // tombstone removes the path.
 //
+// # Paths as people and programs see them
+//
+// A path is bytes, not text. Path carries one through JSON losslessly, and
+// Escape and Unescape are its one printed form. An Exclude is a backup's
+// exclude pattern, which the server checks a request's with and the agent's
+// walk matches entries against.
+//
 // The binary encodings here are part of the volume format (media/volume/FORMAT.md)
 // and must stay readable by every later version: new fields get new tags, and
 // decoders skip tags they do not know.

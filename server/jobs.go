@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -133,8 +132,10 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 		return wire.JobStarted{}, err
 	}
 	for _, ex := range req.Excludes {
-		if _, err := path.Match(string(ex), ""); err != nil {
-			return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "each part between slashes is a shell glob: *, ?, [a-z], and ** any number of directories (see 'cairn backup --help')", "exclude pattern %q is not valid: %v", ex, err)
+		// As the agent's walk parses it: a pattern it would refuse
+		// fails the request, not a job.
+		if _, err := fileindex.ParseExclude(string(ex)); err != nil {
+			return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "see 'cairn backup --help' for the patterns --exclude takes", "%v", err)
 		}
 	}
 	level := catalog.Level(req.Level)
