@@ -74,6 +74,12 @@ func TestNamesThatAreNotUTF8EndToEnd(t *testing.T) {
 		}
 	}
 	os.Chmod(bob, 0o700)
+	// Times last: writing below a directory changes its mtime.
+	for _, p := range []string{filepath.Join(bob, ".ssh"), bob} {
+		if err := unix.UtimesNano(p, []unix.Timespec{{Sec: 1500000000}, {Sec: 1400000000, Nsec: 123456789}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// The socket does not make the backup end with warnings; the job log
 	// names it, at level info.
@@ -166,15 +172,18 @@ func TestNamesThatAreNotUTF8EndToEnd(t *testing.T) {
 		t.Fatalf("a path with a bad escape: %d %q", code, stderr)
 	}
 
-	// A file restored alone: its parents come with their mode and owner.
+	// A file restored alone: its parents come with their mode, owner and
+	// times, not as 0755 root:root directories made on the way.
 	to := t.TempDir()
 	if code, out, stderr := cli(ctx, "restore", "--client", "web", "--to", to, filepath.Join(bob, ".ssh", "authorized_keys")); code != 0 {
 		t.Fatalf("restore of authorized_keys: %d %q %q", code, out, stderr)
 	}
 	for _, p := range []string{bob, filepath.Join(bob, ".ssh")} {
 		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(to, p), &st); err != nil || st.Mode&0o7777 != 0o700 || st.Uid != 1234 {
-			t.Fatalf("%s restored as %o uid %d (%v), want 700 uid 1234", p, st.Mode&0o7777, st.Uid, err)
+		if err := unix.Lstat(filepath.Join(to, p), &st); err != nil || st.Mode&0o7777 != 0o700 || st.Uid != 1234 ||
+			st.Mtim.Nano() != 1400000000123456789 {
+			t.Fatalf("%s restored as %o uid %d mtime %d (%v), want 700 uid 1234 mtime 1400000000123456789",
+				p, st.Mode&0o7777, st.Uid, st.Mtim.Nano(), err)
 		}
 	}
 
