@@ -60,6 +60,8 @@ func (a *applier) apply(c *Command) error {
 		return a.assignTape(c.TapeAssign)
 	case OpInitGroup:
 		return a.initGroup(c.Group)
+	case OpCancelJob:
+		return a.cancelJob(c.Cancel)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }
@@ -676,7 +678,14 @@ func (a *applier) updateJob(u *JobUpdate) error {
 		return err
 	}
 	old := *j
+	canceled := false
 	if u.State != "" && u.State != j.State {
+		if u.State.Valid() && j.Cancel != nil && j.endState(u.State) == JobCanceled {
+			// The job stopped on its cancel's account.
+			u2 := *u
+			u2.State, u2.ErrorCode, u2.Error = JobCanceled, "", j.Cancel.Message()
+			u, canceled = &u2, true
+		}
 		if !u.State.Valid() {
 			return refuse(CodeInvalidArgument, "", "job state %q is not known", u.State)
 		}
@@ -717,7 +726,7 @@ func (a *applier) updateJob(u *JobUpdate) error {
 	if u.Entries != 0 {
 		j.Entries, j.Restored, j.Lost = u.Entries, u.Restored, u.Lost
 	}
-	if u.ErrorCode != "" {
+	if u.ErrorCode != "" || canceled {
 		j.ErrorCode = u.ErrorCode
 	}
 	if u.Waiting != nil {
@@ -1177,10 +1186,13 @@ func (a *applier) abortBackup(ab *BackupAbort) error {
 		return err
 	}
 	old := *j
-	j.State = JobFailed
+	j.State = j.endState(JobFailed)
 	j.Ended = a.now
 	j.Waiting = ""
 	j.ErrorCode, j.Error = ab.Code, ab.Msg
+	if j.State == JobCanceled {
+		j.ErrorCode, j.Error = "", j.Cancel.Message()
+	}
 	return a.putJob(&old, j)
 }
 
@@ -1281,6 +1293,13 @@ func (a *applier) requeueJob(r *JobRequeue) error {
 		return refuse(CodeWrongState, "", "job %d is %s: only a running job goes back to the queue", j.ID, j.State)
 	}
 	old := *j
+	if j.Cancel != nil {
+		// A canceled job does not run again.
+		if err := a.endCanceled(j); err != nil {
+			return err
+		}
+		return a.putJob(&old, j)
+	}
 	node := j.Node
 	j.State, j.Node, j.Waiting = JobQueued, "", r.Reason
 	if j.Type == JobBackup {

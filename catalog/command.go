@@ -34,6 +34,7 @@ const (
 	OpMoveTape        Op = "move_tape"
 	OpAssignTape      Op = "assign_tape"
 	OpInitGroup       Op = "init_group"
+	OpCancelJob       Op = "cancel_job"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -61,6 +62,7 @@ type Command struct {
 	TapeMove     *TapeMove     `json:"tape_move,omitempty"`     // OpMoveTape
 	TapeAssign   *TapeAssign   `json:"tape_assign,omitempty"`   // OpAssignTape
 	Group        *Group        `json:"group,omitempty"`         // OpInitGroup
+	Cancel       *JobCancel    `json:"cancel,omitempty"`        // OpCancelJob
 }
 
 // TapeLabel records a cartridge that a storage node labeled and read back:
@@ -268,6 +270,8 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.TapeAssign != nil
 	case OpInitGroup:
 		return true, c.Group != nil
+	case OpCancelJob:
+		return true, c.Cancel != nil
 	}
 	return false, false
 }

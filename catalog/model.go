@@ -314,6 +314,10 @@ type Job struct {
 	Error     string `json:"error,omitempty"`
 	// Tape is the drive's figures of a backup that went to tape.
 	Tape *TapeStats `json:"tape,omitempty"`
+	// Cancel, once set, is an administrator's cancel of the job
+	// (OpCancelJob): a running job keeps it until the leader has stopped
+	// it at its node and agent and ended it as canceled.
+	Cancel *JobCancel `json:"cancel,omitempty"`
 	// Log holds the last MaxJobLogLines lines, oldest first. Job fills it;
 	// Jobs leaves it empty, since lists do not show logs.
 	Log []LogLine `json:"log,omitempty"`
