@@ -43,13 +43,12 @@ func (a *applier) cancelJob(c *JobCancel) error {
 	if j == nil {
 		return refuse(CodeNotFound, "list jobs with 'cairn job list'", "job %d does not exist", c.JobID)
 	}
-	if j.Cancel != nil && !j.State.Done() {
-		return nil // a repeated cancel: the first one is being carried out
+	if j.State == JobCanceled || (j.Cancel != nil && !j.State.Done()) {
+		// A repeated cancel (a caller's retry across a change of leader):
+		// the job is canceled, or the first cancel is being carried out.
+		return nil
 	}
 	if j.State.Done() {
-		if j.State == JobCanceled {
-			return refuse(CodeWrongState, "", "job %d was already canceled (%s)", j.ID, j.Error)
-		}
 		return refuse(CodeWrongState, "", "job %d already ended (%s); there is nothing to cancel", j.ID, j.State)
 	}
 	old := *j
