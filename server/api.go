@@ -22,6 +22,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpVolumeList, wire.Typed(s.volumeList))
 	r.Handle(wire.OpJobList, wire.Typed(s.jobList))
 	r.Handle(wire.OpJobShow, wire.Typed(s.jobShow))
+	r.Handle(wire.OpJobCancel, wire.Typed(s.cancelJob))
 	r.Handle(wire.OpBackupStart, wire.Typed(s.startBackup))
 	r.Handle(wire.OpBackupList, wire.Typed(s.backupList))
 	r.Handle(wire.OpTreeList, wire.Typed(s.treeList))
@@ -185,6 +186,9 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 		StoredBytes: j.StoredBytes, Warnings: j.Warnings, Entries: j.Entries, Restored: j.Restored, Lost: j.Lost,
 		ErrorCode: j.ErrorCode, Error: j.Error,
 		Hint: wire.HintFor(j.ErrorCode), Waiting: j.Waiting, Attempt: j.Attempt,
+	}
+	if c := j.Cancel; c != nil {
+		info.CanceledBy, info.CancelReason = c.By, c.Reason
 	}
 	if t := j.Tape; t != nil {
 		info.Tape = &wire.TapeStats{DriveBytes: t.DriveBytes, DriveSeconds: t.DriveSeconds, Stops: t.Stops, Tapes: t.Tapes, Spooled: t.Spooled}

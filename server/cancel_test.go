@@ -174,3 +174,189 @@ func TestRestoreReportAccountsForEveryEntry(t *testing.T) {
 		t.Errorf("the job log claims the rest was restored:\n%s", all)
 	}
 }
+
+// nextOrder returns the next order the agent gets whose subject ends in op.
+func nextOrder(t *testing.T, orders chan *nats.Msg, op string) *nats.Msg {
+	t.Helper()
+	var got *nats.Msg
+	poll.Until(t, 10*time.Second, func() error {
+		for {
+			select {
+			case m := <-orders:
+				if strings.HasSuffix(m.Subject, "."+op) {
+					got = m
+					return nil
+				}
+			default:
+				return fmt.Errorf("the agent got no %s order", op)
+			}
+		}
+	})
+	return got
+}
+
+// The cancel of a running backup is recorded first (the job shows who
+// asked, and still runs), then carried out by the leader: the storage node
+// and the agent are ordered to stop the attempt, and the job ends as
+// canceled, its index dropped and its volume released; a commit the node
+// sends after that is refused. cairn_jobs_total counts it as canceled.
+func TestCancelRunningBackup(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	atNode := h.cancelOrders(wire.NodeSubject("sn1", wire.OpCancel))
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}, Level: "full"}, &started))
+	nextOrder(t, orders, wire.OpRunBackup)
+	var g wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+
+	var asked wire.JobInfo
+	h.must(h.api(wire.OpJobCancel, wire.JobCancelReq{ID: started.JobID, By: "alice", Reason: "wrong paths"}, &asked))
+	if asked.ID != started.JobID || asked.CanceledBy != "alice" || asked.CancelReason != "wrong paths" {
+		t.Fatalf("the cancel's answer %+v", asked)
+	}
+	o := atNode.wait(t, started.JobID, "canceled by alice: wrong paths")
+	if o.Attempt != 1 {
+		t.Fatalf("node's cancel order %+v: want attempt 1", o)
+	}
+	nextOrder(t, orders, wire.OpCancel)
+	var job wire.JobInfo
+	poll.Until(t, 10*time.Second, func() error {
+		job = wire.JobInfo{}
+		if err := h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job); err != nil {
+			return err
+		}
+		if job.State != "canceled" {
+			return fmt.Errorf("job %d is %s", job.ID, job.State)
+		}
+		return nil
+	})
+	if job.Error != "canceled by alice: wrong paths" || job.CanceledBy != "alice" {
+		t.Fatalf("canceled job %+v", job)
+	}
+	v, err := h.srv.store.Volume(g.ID)
+	h.must(err)
+	if v.WriterJob != 0 {
+		t.Fatalf("the canceled job still holds volume %s: %+v", v.Name, v)
+	}
+	b, err := h.srv.store.Backup(started.JobID)
+	h.must(err)
+	if b.State != "aborted" {
+		t.Fatalf("the canceled job's backup is %s, want aborted", b.State)
+	}
+	if err := h.node(wire.OpSessionCommit, wire.SessionCommitReq{
+		JobID: started.JobID, SessionID: uuid.New(),
+		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: 512 << 10, Final: true}},
+	}, nil); err == nil {
+		t.Fatal("the node committed the session of a canceled job")
+	}
+	if b, _ := h.srv.store.Backup(started.JobID); b.State != "aborted" {
+		t.Fatalf("after a late commit the backup is %s", b.State)
+	}
+	if n := jobsEnded(t, h.reg, "canceled"); n != 1 {
+		t.Fatalf("cairn_jobs_total{state=canceled} = %v, want 1", n)
+	}
+	// A second cancel of it changes nothing; one of a job that does not
+	// exist is refused.
+	h.must(h.api(wire.OpJobCancel, wire.JobCancelReq{ID: started.JobID, By: "bob"}, &job))
+	if job.State != "canceled" || job.CanceledBy != "alice" {
+		t.Fatalf("after a second cancel: %+v", job)
+	}
+	wantCode(t, h.api(wire.OpJobCancel, wire.JobCancelReq{ID: 999, By: "bob"}, nil), wire.CodeNotFound)
+}
+
+// A queued job is canceled at once: it never reaches an agent, and the
+// list filters it as canceled.
+func TestCancelQueuedJob(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	h.mu.Lock()
+	h.agentSilent = true
+	h.mu.Unlock()
+	poll.Until(t, 10*time.Second, func() error {
+		var cl wire.ClientListResp
+		if err := h.api(wire.OpClientList, wire.Empty{}, &cl); err != nil {
+			return err
+		}
+		if len(cl.Clients) != 1 || cl.Clients[0].Online {
+			return fmt.Errorf("clients %+v: want web offline", cl.Clients)
+		}
+		return nil
+	})
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}, Level: "full"}, &started))
+	var job wire.JobInfo
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
+	if job.State != "queued" {
+		t.Fatalf("job %+v: want it queued while its agent is offline", job)
+	}
+	h.must(h.api(wire.OpJobCancel, wire.JobCancelReq{ID: started.JobID, By: "alice"}, &job))
+	if job.State != "canceled" || job.Error != "canceled by alice" || job.Ended.IsZero() {
+		t.Fatalf("canceled queued job %+v", job)
+	}
+	h.mu.Lock()
+	h.agentSilent = false
+	h.mu.Unlock()
+	var list wire.JobListResp
+	h.must(h.api(wire.OpJobList, wire.JobListReq{States: []string{"canceled"}}, &list))
+	if len(list.Jobs) != 1 || list.Jobs[0].ID != started.JobID {
+		t.Fatalf("job list --state canceled: %+v", list.Jobs)
+	}
+	if n := jobsEnded(t, h.reg, "canceled"); n != 1 {
+		t.Fatalf("cairn_jobs_total{state=canceled} = %v, want 1", n)
+	}
+	// The agent is back: the canceled job is not sent to it.
+	h.srv.kick()
+	select {
+	case m := <-orders:
+		t.Fatalf("the agent got %s after the job was canceled", m.Subject)
+	case <-time.After(500 * time.Millisecond): // a dispatch takes a loop turn; nothing must come
+	}
+}
+
+// A restore that waits for a tape is canceled like a running backup: its
+// storage node is ordered to stop it (which ends its wait), and it ends as
+// canceled, waiting for nothing. The cancel of a job that ended is refused,
+// saying how it ended.
+func TestCancelRestoreWaitingForTape(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	atNode := h.cancelOrders(wire.NodeSubject("sn1", wire.OpCancel))
+	h.committedBackup(orders, []fileindex.Entry{{Path: "/srv/a", Type: fileindex.TypeFile, Size: 10}})
+	var done wire.JobListResp
+	h.must(h.api(wire.OpJobList, wire.JobListReq{States: []string{"success"}}, &done))
+	if len(done.Jobs) != 1 {
+		t.Fatalf("jobs %+v", done.Jobs)
+	}
+	e := h.api(wire.OpJobCancel, wire.JobCancelReq{ID: done.Jobs[0].ID, By: "alice"}, nil)
+	wantCode(t, e, wire.CodeWrongState)
+	if !strings.Contains(e.Error(), "already ended (success)") {
+		t.Fatalf("cancel of an ended job: %v", e)
+	}
+
+	var rs wire.JobStarted
+	h.must(h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r"}, &rs))
+	nextOrder(t, orders, wire.OpRunRestore)
+	h.must(h.node(wire.OpJobWaiting, wire.JobWaitingReq{JobID: rs.JobID, Reason: "insert tape CRN001L9 into library lib1"}, nil))
+	var job wire.JobInfo
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: rs.JobID}, &job))
+	if job.State != "running" || job.Waiting == "" {
+		t.Fatalf("restore %+v: want it running and waiting for a tape", job)
+	}
+	h.must(h.api(wire.OpJobCancel, wire.JobCancelReq{ID: rs.JobID, By: "alice", Reason: "the tape is in the vault"}, nil))
+	atNode.wait(t, rs.JobID, "the tape is in the vault")
+	poll.Until(t, 10*time.Second, func() error {
+		job = wire.JobInfo{}
+		if err := h.api(wire.OpJobShow, wire.JobShowReq{ID: rs.JobID}, &job); err != nil {
+			return err
+		}
+		if job.State != "canceled" {
+			return fmt.Errorf("restore %d is %s", job.ID, job.State)
+		}
+		return nil
+	})
+	if job.Waiting != "" || job.Error != "canceled by alice: the tape is in the vault" {
+		t.Fatalf("canceled restore %+v", job)
+	}
+}

@@ -374,10 +374,12 @@ func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
 		s.stopJob(job, attempt, e.Message)
 	}
 	s.finishRun(id)
+	state := catalog.JobFailed
 	if job, err := s.store.Job(id); err == nil {
 		s.metrics.jobEnded(job)
+		state = job.State // canceled, when the failure came of a cancel
 	}
-	s.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobFailed), Message: e.Message})
+	s.publishEvent(wire.JobEvent{JobID: id, State: string(state), Message: e.Message})
 }
 
 // stopJob orders the storage node and the agent of a job's attempt to
@@ -457,6 +459,7 @@ func (s *Server) watch(ctx context.Context) {
 		if !s.raft.IsLeader() {
 			continue
 		}
+		s.carryOutCancels(ctx)
 		s.watchRunning(ctx)
 		s.dispatchQueued(ctx)
 	}

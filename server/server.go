@@ -48,6 +48,7 @@ type Server struct {
 	wake     chan struct{}           // kicks the dispatcher
 	seen     chan seenEvent          // agents' heartbeats for the leader to act on
 	stops    chan stopOrder          // cancel orders for stopLoop to send
+	cancels  sync.Map                // job ids whose cancel this leader carries out (cancel.go)
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 

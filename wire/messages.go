@@ -16,6 +16,7 @@ const (
 	OpVolumeList    = "volume.list"
 	OpJobList       = "job.list"
 	OpJobShow       = "job.show"
+	OpJobCancel     = "job.cancel"
 	OpBackupStart   = "backup.start"
 	OpBackupList    = "backup.list"
 	OpTreeList      = "tree.list"
@@ -359,16 +360,20 @@ type JobInfo struct {
 	Warnings    int              `json:"warnings"`
 	// A restore's accounting: of Entries asked of the storage node,
 	// Restored came back and Lost did not (the log names them).
-	Entries   int64        `json:"entries,omitempty"`
-	Restored  int64        `json:"restored,omitempty"`
-	Lost      int64        `json:"lost,omitempty"`
-	ErrorCode string       `json:"error_code,omitempty"`
-	Error     string       `json:"error,omitempty"`
-	Hint      string       `json:"hint,omitempty"`
-	Waiting   string       `json:"waiting,omitempty"`
-	Attempt   int          `json:"attempt,omitempty"`
-	Volumes   []string     `json:"volumes,omitempty"`
-	Log       []JobLogLine `json:"log,omitempty"`
+	Entries   int64  `json:"entries,omitempty"`
+	Restored  int64  `json:"restored,omitempty"`
+	Lost      int64  `json:"lost,omitempty"`
+	ErrorCode string `json:"error_code,omitempty"`
+	Error     string `json:"error,omitempty"`
+	Hint      string `json:"hint,omitempty"`
+	Waiting   string `json:"waiting,omitempty"`
+	Attempt   int    `json:"attempt,omitempty"`
+	// CanceledBy and CancelReason are set once a cancel was asked: the job
+	// is canceled, or will be when the leader has stopped it.
+	CanceledBy   string       `json:"canceled_by,omitempty"`
+	CancelReason string       `json:"cancel_reason,omitempty"`
+	Volumes      []string     `json:"volumes,omitempty"`
+	Log          []JobLogLine `json:"log,omitempty"`
 	// LogFrom is the number of the first line of Log, counted from the
 	// job's first line. A job keeps only its last thousand lines, so it
 	// can be more than the JobShowReq asked for.
@@ -392,6 +397,18 @@ type JobListResp struct {
 type JobShowReq struct {
 	ID      uint64 `json:"id"`
 	LogFrom int    `json:"log_from,omitempty"`
+}
+
+// JobCancelReq cancels a job (job.cancel): a queued job ends at once, a
+// running one once the leader has stopped it at its storage node and its
+// agent. By says who cancels, Reason why; both go into the job's log. The
+// reply is the job as the cancel left it: canceled, or still running with
+// CanceledBy set until it ends. A repeat of the cancel of a running job is
+// taken again; the cancel of a job that ended is refused (wrong_state).
+type JobCancelReq struct {
+	ID     uint64 `json:"id"`
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // BackupStartReq starts a file backup of a client.

@@ -24,7 +24,7 @@ import (
 // message type belongs here, so the fuzzers below decode it.
 var received = []messageType{
 	// Admin requests (cairn.api.<op>) and their replies.
-	typeOf[Empty](), typeOf[VolumeListReq](), typeOf[JobListReq](), typeOf[JobShowReq](),
+	typeOf[Empty](), typeOf[VolumeListReq](), typeOf[JobListReq](), typeOf[JobShowReq](), typeOf[JobCancelReq](),
 	typeOf[BackupStartReq](), typeOf[BackupListReq](), typeOf[TreeListReq](), typeOf[RestoreStartReq](),
 	typeOf[ClusterJoinReq](), typeOf[ClusterRemoveReq](), typeOf[LibraryStatusReq](), typeOf[LibraryMoveReq](),
 	typeOf[MediaLabelReq](),
