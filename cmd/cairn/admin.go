@@ -211,7 +211,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			return runJobShow(cmd.Context(), g, id)
 		},
 	}
-	c.AddCommand(list, show)
+	c.AddCommand(list, show, newJobCancelCmd(g))
 	return c
 }
 
@@ -318,6 +318,12 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 		kv.row("level", j.Level)
 	}
 	kv.row("state", j.State)
+	if j.CanceledBy != "" {
+		kv.row("canceled by", j.CanceledBy)
+		if j.CancelReason != "" {
+			kv.row("cancel reason", j.CancelReason)
+		}
+	}
 	if j.Type == "restore" {
 		kv.row("from backup", j.BackupID)
 		kv.row("to", j.Target)

@@ -20,7 +20,7 @@ import (
 // TestEveryGroupRefusesAnUnknownSubcommand walks the whole command tree:
 // every command with subcommands, given one it does not have, exits 2 and
 // says "unknown command" with a hint, and prints no help on stdout, so a
-// script never takes 'cairn job cancel 19' for a cancelled job.
+// script never takes 'cairn job delete 19' for a deleted job.
 func TestEveryGroupRefusesAnUnknownSubcommand(t *testing.T) {
 	ctx := context.Background()
 	var groups [][]string
@@ -46,7 +46,7 @@ func TestEveryGroupRefusesAnUnknownSubcommand(t *testing.T) {
 	}
 	// The ones the administrators tripped over, and help on no topic.
 	for _, args := range [][]string{
-		{"job", "cancel", "19"}, {"volume", "delete", "X"}, {"client", "delete", "vm"}, {"help", "no-such-topic"}, {"help", "job", "cancel"},
+		{"job", "delete", "19"}, {"volume", "delete", "X"}, {"client", "delete", "vm"}, {"help", "no-such-topic"}, {"help", "job", "delete"},
 	} {
 		code, stdout, stderr := cli(ctx, args...)
 		if code != 2 || !strings.Contains(stderr, "unknown command") || stdout != "" {

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/devstack"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// 'cairn job cancel' of a job that ended exits 1 and says how it ended,
+// with --json too; one of a job that does not exist exits 1, one with a
+// job number that is not one exits 2. (integration's TestCancelJob
+// cancels running and queued jobs.)
+func TestJobCancelOfEndedJob(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := devstack.Start(ctx, devstack.Config{Dir: t.TempDir(), Client: "web", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	t.Setenv(devFileEnv, filepath.Join(t.TempDir(), "cairn", "dev.json"))
+	t.Setenv("CAIRN_NATS", "")
+	publishDevClientFile(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := cli(ctx, "backup", "--client", "web", "--path", src, "--wait"); code != 0 {
+		t.Fatalf("backup: %d %q %q", code, out, stderr)
+	}
+	code, out, stderr := cli(ctx, "job", "cancel", "1", "--reason", "too late")
+	if code != 1 || out != "" || !strings.Contains(stderr, "job 1 already ended (success); there is nothing to cancel") {
+		t.Fatalf("cancel of an ended job: exit %d, %q, %q", code, out, stderr)
+	}
+	code, out, stderr = cli(ctx, "--json", "job", "cancel", "1")
+	if e := decodeJSONError(t, stderr); code != 1 || out != "" || e == nil || e.Code != wire.CodeWrongState {
+		t.Fatalf("cancel of an ended job, --json: exit %d, %q, %q", code, out, stderr)
+	}
+	code, _, stderr = cli(ctx, "job", "cancel", "99")
+	if code != 1 || !strings.Contains(stderr, "job 99 does not exist") {
+		t.Fatalf("cancel of a job that does not exist: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr = cli(ctx, "job", "cancel", "one"); code != exitUsage {
+		t.Fatalf("cancel of job 'one': exit %d, %q", code, stderr)
+	}
+	code, out, _ = cli(ctx, "--json", "job", "show", "1")
+	var j wire.JobInfo
+	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.State != "success" || j.CanceledBy != "" {
+		t.Fatalf("the job after refused cancels: %d %s", code, out)
+	}
+}
