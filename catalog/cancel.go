@@ -49,7 +49,8 @@ func (a *applier) cancelJob(c *JobCancel) error {
 		return nil
 	}
 	if j.State.Done() {
-		return refuse(CodeWrongState, "", "job %d already ended (%s); there is nothing to cancel", j.ID, j.State)
+		return refuse(CodeWrongState, fmt.Sprintf("see how it ended with 'cairn job show %d'", j.ID),
+			"job %d already ended (%s); there is nothing to cancel", j.ID, j.State)
 	}
 	old := *j
 	rec := *c
