@@ -73,4 +73,10 @@
 // go on: the node gives its drive back, the agent writes nothing more.
 // A restore ends failed when any entry it asked for was lost, and says how
 // many it restored and lost; its log names the lost ones.
+//
+// Cancel (cancel.go): job.cancel records the cancel in the catalog first
+// (catalog.OpCancelJob). A queued job ends there. A running one is stopped
+// by the leader's loop, which finds running jobs whose cancel the catalog
+// holds, orders their node and agent to stop the attempt and ends them as
+// canceled; a leader killed in between leaves the cancel to the next one.
 package server
