@@ -32,6 +32,7 @@ func sampleCommands() []*Command {
 		{Op: OpAbortBackup, Time: at, Abort: &BackupAbort{BackupID: 3, Code: "io_error", Msg: "disk on fire"}},
 		{Op: OpDispatchJob, Time: at, Dispatch: &JobDispatch{JobID: 3, Node: "sn2"}},
 		{Op: OpRequeueJob, Time: at, Requeue: &JobRequeue{JobID: 3, Reason: "node down"}},
+		{Op: OpCancelJob, Time: at, Cancel: &JobCancel{JobID: 3, By: "alice (root@h)", Reason: "wrong paths"}},
 	}
 }
 

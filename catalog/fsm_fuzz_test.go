@@ -33,6 +33,7 @@ func fuzzCommands(c *testCatalog, job uint64, vol uuid.UUID) []*Command {
 		&Command{Op: OpUpdateJob, Time: at, JobUpdate: &JobUpdate{ID: job, State: JobRunning, Started: at}},
 		&Command{Op: OpAbortBackup, Time: at, Abort: &BackupAbort{BackupID: job, Code: "io_error", Msg: "x"}},
 		&Command{Op: OpRequeueJob, Time: at, Requeue: &JobRequeue{JobID: job, Reason: "node down"}},
+		&Command{Op: OpCancelJob, Time: at, Cancel: &JobCancel{JobID: job, By: "alice", Reason: "wrong paths"}},
 		&Command{Op: OpLabelTape, Time: at, TapeLabel: &TapeLabel{}},
 		&Command{Op: OpMoveTape, Time: at, TapeMove: &TapeMove{}},
 		&Command{Op: OpAssignTape, Time: at, TapeAssign: &TapeAssign{}},
