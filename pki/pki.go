@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -229,39 +230,9 @@ func (ca *CA) Issue(o IssueOptions, outDir string) (*Issued, error) {
 	if err := ca.checkCACopy(out.CA); err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, key, err := ca.sign(o.Name, dns, ips, o.Server, o.Client, o.Validity)
 	if err != nil {
 		return nil, err
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	notAfter := now.Add(o.Validity)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:   serial,
-		Subject:        Subject(o.Name),
-		NotBefore:      now.Add(-time.Hour),
-		NotAfter:       notAfter,
-		KeyUsage:       x509.KeyUsageDigitalSignature,
-		DNSNames:       dns,
-		IPAddresses:    ips,
-		SubjectKeyId:   keyID(&key.PublicKey),
-		AuthorityKeyId: ca.Cert.SubjectKeyId,
-	}
-	if o.Server {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-	}
-	if o.Client {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("sign certificate for %s: %w", o.Name, err)
 	}
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
 		return nil, fmt.Errorf("certificate directory: %w", err)
@@ -283,6 +254,46 @@ func (ca *CA) Issue(o IssueOptions, outDir string) (*Issued, error) {
 		out.SANs = append(out.SANs, ip.String())
 	}
 	return out, nil
+}
+
+// sign makes a new key and a certificate for it, signed by the CA, valid
+// from now for validity but never beyond the CA itself.
+func (ca *CA) sign(name string, dns []string, ips []net.IP, server, client bool, validity time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:   serial,
+		Subject:        Subject(name),
+		NotBefore:      now.Add(-time.Hour),
+		NotAfter:       notAfter,
+		KeyUsage:       x509.KeyUsageDigitalSignature,
+		DNSNames:       dns,
+		IPAddresses:    ips,
+		SubjectKeyId:   keyID(&key.PublicKey),
+		AuthorityKeyId: ca.Cert.SubjectKeyId,
+	}
+	if server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	if client {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign certificate for %s: %w", name, err)
+	}
+	return der, key, nil
 }
 
 // checkCACopy refuses to issue into a directory whose ca.crt is another
@@ -377,6 +388,15 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 	return nil
 }
 
+// ReadCertificate reads the first certificate of a PEM file.
+func ReadCertificate(path string) (*x509.Certificate, error) {
+	certs, err := readCerts(path)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
 // readCerts reads every certificate in a PEM file.
 func readCerts(path string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
@@ -444,4 +464,114 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 func Fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return fmt.Sprintf("%x", sum[:])
+}
+
+// Renewed is what Renew did: the certificate it replaced and the one it
+// wrote in its place.
+type Renewed struct {
+	Cert, Key string
+	Old, New  *x509.Certificate
+}
+
+// Renew replaces the certificate at certPath (NAME.crt, its key NAME.key
+// beside it, or made there when it was removed), which this CA issued, with a new certificate for the same
+// name, addresses and uses, on a new key, valid for validity from now (but
+// never beyond the CA). Each file is replaced by a rename, keeping the old
+// file's mode, owner and group (a key made readable to the group cairn
+// stays so); the key goes first, so a role that reads the pair in between
+// finds a key that does not match its certificate, refuses it and keeps the
+// pair in use until the next reload.
+func (ca *CA) Renew(certPath string, validity time.Duration) (*Renewed, error) {
+	if validity <= 0 {
+		validity = DefaultCertValidity
+	}
+	base, ok := strings.CutSuffix(certPath, ".crt")
+	if !ok {
+		return nil, fmt.Errorf("%s: renew the NAME.crt file 'cairn cert issue' wrote (its key NAME.key beside it)", certPath)
+	}
+	keyPath := base + ".key"
+	certs, err := readCerts(certPath)
+	if err != nil {
+		return nil, err
+	}
+	old := certs[0]
+	if err := old.CheckSignatureFrom(ca.Cert); err != nil {
+		return nil, fmt.Errorf("%s (%s) was not issued by the CA in %s (%s): renew it with its own CA, or issue a new one", certPath, old.Subject.CommonName, ca.Dir, ca.Cert.Subject.CommonName)
+	}
+	if old.IsCA {
+		return nil, fmt.Errorf("%s is a CA certificate: a CA is not renewed in place (README: rotating the CA)", certPath)
+	}
+	name := old.Subject.CommonName
+	if err := ValidateName(name); err != nil {
+		return nil, fmt.Errorf("%s: %w", certPath, err)
+	}
+	var server, client bool
+	for _, u := range old.ExtKeyUsage {
+		server = server || u == x509.ExtKeyUsageServerAuth
+		client = client || u == x509.ExtKeyUsageClientAuth
+	}
+	if !server && !client {
+		return nil, fmt.Errorf("%s allows neither server nor client authentication; issue a new certificate instead", certPath)
+	}
+	der, key, err := ca.sign(name, old.DNSNames, old.IPAddresses, server, client, validity)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	// The old key may be gone from the CA's machine once its host had it:
+	// the new one is made here all the same.
+	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		err = writeNew(keyPath, keyPEM, 0o600)
+		if err != nil {
+			return nil, err
+		}
+	} else if err := replaceFile(keyPath, keyPEM); err != nil {
+		return nil, err
+	}
+	if err := replaceFile(certPath, pemCert(der)); err != nil {
+		return nil, fmt.Errorf("%w (the new key is in place: run the renewal again)", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &Renewed{Cert: certPath, Key: keyPath, Old: old, New: cert}, nil
+}
+
+// replaceFile replaces the file at path with data, durably and at once (a
+// rename), keeping its mode, owner and group.
+func replaceFile(path string, data []byte) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".renew"
+	os.Remove(tmp) // a renewal that failed before
+	if err := writeNew(tmp, data, st.Mode().Perm()); err != nil {
+		return err
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if err := os.Lchown(tmp, int(sys.Uid), int(sys.Gid)); err != nil && (int(sys.Uid) != os.Getuid() || int(sys.Gid) != os.Getgid()) {
+			os.Remove(tmp)
+			return fmt.Errorf("give the new %s the owner of the old one (uid %d, gid %d): %w; renew as root, or as its owner", path, sys.Uid, sys.Gid, err)
+		}
+	}
+	// writeNew made it with the umask applied: the old mode, exactly.
+	if err := os.Chmod(tmp, st.Mode().Perm()); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
 }

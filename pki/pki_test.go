@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -284,4 +285,92 @@ func TestKeyPairReload(t *testing.T) {
 	if kp.Current().Leaf.SerialNumber.Cmp(now) != 0 {
 		t.Fatal("a certificate of another CA replaced the one in use")
 	}
+}
+
+func TestRenew(t *testing.T) {
+	ca := mustCA(t, filepath.Join(t.TempDir(), "ca"))
+	out := filepath.Join(t.TempDir(), "s1")
+	is, err := ca.Issue(IssueOptions{Name: "s1", IPs: []net.IP{net.ParseIP("10.0.0.1")}, DNS: []string{"s1.example.net"},
+		Server: true, Client: true, Validity: 24 * time.Hour}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An operator made the key readable to the role's group.
+	if err := os.Chmod(is.Key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	// A role has it loaded, and reloads it after the renewal.
+	kp, err := NewKeyPair(is.Cert, is.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := kp.Current().Leaf
+
+	r, err := ca.Renew(is.Cert, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Old.SerialNumber.Cmp(before.SerialNumber) != 0 {
+		t.Errorf("Renew says it replaced serial %x, the file held %x", r.Old.SerialNumber, before.SerialNumber)
+	}
+	n := r.New
+	if n.Subject.String() != before.Subject.String() || !slices.Equal(n.DNSNames, before.DNSNames) ||
+		len(n.IPAddresses) != 1 || !n.IPAddresses[0].Equal(before.IPAddresses[0]) || !slices.Equal(n.ExtKeyUsage, before.ExtKeyUsage) {
+		t.Errorf("the renewed certificate is not for the same name, addresses and uses:\nold %v %v %v %v\nnew %v %v %v %v",
+			before.Subject, before.DNSNames, before.IPAddresses, before.ExtKeyUsage, n.Subject, n.DNSNames, n.IPAddresses, n.ExtKeyUsage)
+	}
+	if time.Until(n.NotAfter) < DefaultCertValidity-time.Hour {
+		t.Errorf("renewed certificate valid until %v, want about %v from now", n.NotAfter, DefaultCertValidity)
+	}
+	if publicKeysEqual(n.PublicKey, before.PublicKey) {
+		t.Error("the renewed certificate has the old key: a renewal makes a new key")
+	}
+	if st, err := os.Stat(is.Key); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("the renewed key's mode is %v, want the old file's 0640 (%v)", st.Mode().Perm(), err)
+	}
+	if _, err := tls.LoadX509KeyPair(is.Cert, is.Key); err != nil {
+		t.Fatalf("the renewed pair does not load: %v", err)
+	}
+	if _, err := n.Verify(x509.VerifyOptions{Roots: poolOf(ca.Cert), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("the renewed certificate does not verify against its CA: %v", err)
+	}
+	changed, err := kp.Reload()
+	if err != nil || !changed || kp.Current().Leaf.SerialNumber.Cmp(n.SerialNumber) != 0 {
+		t.Errorf("a role's reload after the renewal: changed %v, err %v", changed, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(out, "*.renew")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+
+	// The key removed from the CA's machine once its host had it: the
+	// renewal makes one all the same.
+	os.Remove(is.Key)
+	if _, err := ca.Renew(is.Cert, 0); err != nil {
+		t.Fatalf("renewal of a certificate whose key was removed: %v", err)
+	}
+	if _, err := tls.LoadX509KeyPair(is.Cert, is.Key); err != nil {
+		t.Fatalf("the pair renewed without its old key does not load: %v", err)
+	}
+	if st, err := os.Stat(is.Key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("a new key file has mode %v, want 0600 (%v)", st.Mode().Perm(), err)
+	}
+
+	other := mustCA(t, filepath.Join(t.TempDir(), "other"))
+	if _, err := other.Renew(is.Cert, 0); err == nil || !strings.Contains(err.Error(), "not issued by the CA") {
+		t.Errorf("renewal by another CA: %v", err)
+	}
+	if _, err := ca.Renew(filepath.Join(out, "ca.crt"), 0); err == nil {
+		t.Error("Renew renewed the CA certificate beside a host's")
+	}
+	if _, err := ca.Renew(is.Key, 0); err == nil || !strings.Contains(err.Error(), "NAME.crt") {
+		t.Errorf("renewal of a key file: %v", err)
+	}
+}
+
+func poolOf(certs ...*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
 }

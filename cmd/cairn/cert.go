@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -41,7 +42,7 @@ O=Cairn, CN=NAME: the NATS server knows each role's user by it):
   printf 'subjectAltName=IP:10.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > s1.ext
   openssl x509 -req -in s1.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 730 -sha256 -extfile s1.ext -out s1.crt`,
 	}
-	c.AddCommand(newCertCACmd(g), newCertIssueCmd(g), newNATSConfigCmd(g))
+	c.AddCommand(newCertCACmd(g), newCertIssueCmd(g), newCertRenewCmd(g), newNATSConfigCmd(g))
 	return c
 }
 
@@ -174,6 +175,97 @@ func runCertIssue(o certIssueOpts, out io.Writer) error {
 		fmt.Fprintf(out, "; valid for %s", strings.Join(is.SANs, ", "))
 	}
 	fmt.Fprintf(out, ")\n  cert: %s\n  key:  %s (keep it on %s only)\n  ca:   %s\n", is.Cert, is.Key, o.name, is.CA)
+	return nil
+}
+
+type certRenewOpts struct {
+	ca     string
+	days   int
+	within int
+}
+
+func newCertRenewCmd(g *globals) *cobra.Command {
+	var o certRenewOpts
+	c := &cobra.Command{
+		Use:   "renew --ca DIR [--within DAYS] HOST.crt...",
+		Short: "Renew host certificates: a new key and certificate for the same name, addresses and uses",
+		Long: `Renew certificates the CA in --ca issued: each HOST.crt, and the key HOST.key
+beside it, is replaced by a new certificate for the same name, addresses and
+uses, on a new key, valid for --days from now. Run it where ca.key is,
+on the directories 'cairn cert issue --out' made there; the files keep
+their mode, owner and group.
+
+Then copy HOST.crt and HOST.key to the host, as when it was issued, and
+make the role read them: 'systemctl reload cairn-server' (or
+cairn-storagenode, cairn-agent: SIGHUP) for a Cairn role, which presents
+the new certificate at once; 'nats-server --signal reload' for a NATS
+server. Nothing stops, nothing else changes.
+
+With --within DAYS only the certificates that expire within DAYS are
+renewed, so a daily cron job can run it on every host directory:
+
+  cairn cert renew --ca /etc/cairn/ca --within 30 /etc/cairn/hosts/*/*.crt
+
+(ca.crt, the CA's own certificate, is skipped: a CA is not renewed in place.)
+Every role exports cairn_cert_expiry_timestamp_seconds for each certificate
+it loaded and warns in its log 30 days before one expires.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &usageError{errors.New("name the certificates to renew: HOST.crt files 'cairn cert issue' wrote")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runCertRenew(o, args, time.Now(), g.out)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.ca, "ca", "", "directory of the CA that issued them (ca.crt and ca.key)")
+	f.IntVar(&o.days, "days", int(pki.DefaultCertValidity/(24*time.Hour)), "days the new certificates are valid (at most the CA's remaining life)")
+	f.IntVar(&o.within, "within", 0, "renew only certificates that expire within this many days (0: every one named)")
+	return c
+}
+
+func runCertRenew(o certRenewOpts, certs []string, now time.Time, out io.Writer) error {
+	switch {
+	case o.ca == "":
+		return &usageError{errors.New("pass --ca DIR, the directory of the CA that issued the certificates")}
+	case o.days < 1:
+		return &usageError{fmt.Errorf("--days %d: the certificate must be valid for at least a day", o.days)}
+	case o.within < 0:
+		return &usageError{fmt.Errorf("--within %d: pass a number of days, or 0 to renew every certificate named", o.within)}
+	}
+	ca, err := pki.LoadCA(o.ca)
+	if err != nil {
+		return certError(err)
+	}
+	var errs []error
+	for _, path := range certs {
+		if filepath.Base(path) == pki.CACertFile {
+			continue
+		}
+		if o.within > 0 {
+			c, err := pki.ReadCertificate(path)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if left := c.NotAfter.Sub(now); left > time.Duration(o.within)*24*time.Hour {
+				fmt.Fprintf(out, "%s: %s valid until %s (%d days), not renewed\n", path, c.Subject.CommonName, c.NotAfter.UTC().Format("2006-01-02"), int(left.Hours()/24))
+				continue
+			}
+		}
+		r, err := ca.Renew(path, time.Duration(o.days)*24*time.Hour)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintf(out, "%s: renewed %s, valid until %s (was %s); copy %s and %s to %s and reload its role\n", path, r.New.Subject.CommonName,
+			r.New.NotAfter.UTC().Format("2006-01-02"), r.Old.NotAfter.UTC().Format("2006-01-02"), filepath.Base(r.Cert), filepath.Base(r.Key), r.New.Subject.CommonName)
+	}
+	if len(errs) > 0 {
+		return certError(errors.Join(errs...))
+	}
 	return nil
 }
 

@@ -2,16 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/natsauth"
+	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -65,6 +68,54 @@ func TestCertCommands(t *testing.T) {
 	wantFail(t, 2, []string{"not an IP"}, "cert", "issue", "--ca", ca, "--name", "x", "--ip", "10.0.0", "--out", dir)
 	wantFail(t, 1, []string{"--ip or --dns"}, "cert", "issue", "--ca", ca, "--name", "nats_1", "--out", dir)
 	wantFail(t, 2, []string{"--name"}, "cert", "issue", "--ca", ca, "--out", dir)
+}
+
+func TestCertRenew(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	wantOK(t, "cert", "ca", "--out", ca)
+	wantOK(t, "cert", "issue", "--ca", ca, "--name", "s1", "--ip", "127.0.0.1", "--client", "--server", "--days", "10", "--out", filepath.Join(dir, "s1"))
+	wantOK(t, "cert", "issue", "--ca", ca, "--name", "web1", "--client", "--out", filepath.Join(dir, "web1"))
+	s1, web1 := filepath.Join(dir, "s1", "s1.crt"), filepath.Join(dir, "web1", "web1.crt")
+	s1Before, web1Before := mustReadCert(t, s1), mustReadCert(t, web1)
+
+	// A cron job's run: only what expires within 30 days, the CA's copy
+	// beside the certificates skipped.
+	out := wantOK(t, "cert", "renew", "--ca", ca, "--within", "30", s1, web1, filepath.Join(dir, "s1", "ca.crt"))
+	s1After, web1After := mustReadCert(t, s1), mustReadCert(t, web1)
+	if s1After.SerialNumber.Cmp(s1Before.SerialNumber) == 0 {
+		t.Fatalf("s1, which expires in 10 days, was not renewed by --within 30:\n%s", out)
+	}
+	if time.Until(s1After.NotAfter) < 700*24*time.Hour || s1After.Subject.CommonName != "s1" || !s1After.IPAddresses[0].Equal(s1Before.IPAddresses[0]) {
+		t.Errorf("renewed s1: %v until %v, %v", s1After.Subject, s1After.NotAfter, s1After.IPAddresses)
+	}
+	if web1After.SerialNumber.Cmp(web1Before.SerialNumber) != 0 {
+		t.Errorf("web1, valid for two years, was renewed by --within 30:\n%s", out)
+	}
+	if !strings.Contains(out, "renewed s1") || !strings.Contains(out, "not renewed") {
+		t.Errorf("renew output does not say what it did:\n%s", out)
+	}
+	// Without --within, every certificate named.
+	wantOK(t, "cert", "renew", "--ca", ca, web1)
+	if mustReadCert(t, web1).SerialNumber.Cmp(web1Before.SerialNumber) == 0 {
+		t.Error("web1 was not renewed without --within")
+	}
+
+	other := filepath.Join(dir, "other")
+	wantOK(t, "cert", "ca", "--out", other)
+	wantFail(t, 1, []string{"not issued by the CA"}, "cert", "renew", "--ca", other, s1)
+	wantFail(t, 2, []string{"HOST.crt"}, "cert", "renew", "--ca", ca)
+	wantFail(t, 2, []string{"--ca"}, "cert", "renew", s1)
+	wantFail(t, 1, []string{"no such file"}, "cert", "renew", "--ca", ca, filepath.Join(dir, "nosuch.crt"))
+}
+
+func mustReadCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	c, err := pki.ReadCertificate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestClusterInitAndRecoverErrors(t *testing.T) {
