@@ -17,6 +17,7 @@ import (
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/internal/buildinfo"
 	"github.com/cairnbackup/cairn/internal/configfile"
+	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -527,6 +528,10 @@ func (a *Agent) progressLoop(stop <-chan struct{}, p func() wire.Progress) {
 		}
 	}
 }
+
+// LoadedCerts are the certificates the agent presents and trusts now: its
+// NATS client certificate and CA.
+func (a *Agent) LoadedCerts() []pki.LoadedCert { return wire.LoadedCerts(a.nc) }
 
 // Reload reads the NATS TLS files again (SIGHUP), logging what it reloaded;
 // a file that does not load leaves what was in use.

@@ -17,6 +17,7 @@ import (
 	"github.com/cairnbackup/cairn/internal/poll"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -122,7 +123,11 @@ func newSecSys(t *testing.T) *secSys {
 	d.cli("cert", "issue", "--ca", d.ca, "--name", "nats", "--ip", "127.0.0.1", "--out", filepath.Join(d.hosts, "nats"))
 	d.cli("cert", "issue", "--ca", d.ca, "--name", "s1", "--ip", "127.0.0.1", "--client", "--server", "--out", filepath.Join(d.hosts, "s1"))
 	for _, name := range append([]string{"sn1", "admin", "ops"}, secClients...) {
-		d.cli("cert", "issue", "--ca", d.ca, "--name", name, "--client", "--out", filepath.Join(d.hosts, name))
+		days := "730"
+		if name == "web2" {
+			days = "20" // a certificate about to expire, which its role warns of
+		}
+		d.cli("cert", "issue", "--ca", d.ca, "--name", name, "--client", "--days", days, "--out", filepath.Join(d.hosts, name))
 	}
 	natsAddr := reservedAddr(t)
 	d.url = "tls://" + natsAddr
@@ -668,10 +673,123 @@ func TestSecuredDeployment(t *testing.T) {
 		}
 	})
 
+	t.Run("every certificate's expiry is in the metrics, a warning comes before, and a renewal is reloaded by SIGHUP", func(t *testing.T) {
+		d.checkCertExpiry(t)
+	})
+
 	// Last: it stops the real agents.
 	t.Run("the data plane gives web1 nothing of web2", func(t *testing.T) {
 		d.checkDataPlane(t, runs["web1"].backup.BackupID, runs["web2"].backup.BackupID)
 	})
+}
+
+// certExpiry reads cairn_cert_expiry_timestamp_seconds from a role's
+// metrics: the expiry of each certificate it uses, by "use subject".
+func certExpiry(t *testing.T, p *proc) map[string]time.Time {
+	t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + p.metricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]time.Time{}
+	for _, line := range strings.Split(string(data), "\n") {
+		rest, ok := strings.CutPrefix(line, "cairn_cert_expiry_timestamp_seconds{")
+		if !ok {
+			continue
+		}
+		labels, value, _ := strings.Cut(rest, "} ")
+		use, subject := labelValue(labels, "use"), labelValue(labels, "subject")
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		out[use+" "+subject] = time.Unix(int64(v), 0)
+	}
+	return out
+}
+
+func labelValue(labels, name string) string {
+	_, after, ok := strings.Cut(labels, name+`="`)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(after, `"`)
+	return v
+}
+
+// checkCertExpiry checks what the roles say of their certificates' expiry,
+// and the renewal of one about to expire: web2's, issued for 20 days.
+func (d *secSys) checkCertExpiry(t *testing.T) {
+	days := func(at time.Time) int { return int(time.Until(at).Hours() / 24) }
+	server, node, web2 := certExpiry(t, d.server), certExpiry(t, d.node), certExpiry(t, d.agents["web2"])
+	for what, got := range map[string]map[string]time.Time{
+		"server nats client CN=s1,O=Cairn":         server,
+		"server raft CN=s1,O=Cairn":                server,
+		"server raft ca CN=Cairn CA,O=Cairn":       server,
+		"server nats ca CN=Cairn CA,O=Cairn":       server,
+		"node nats client CN=sn1,O=Cairn":          node,
+		"node data port CN=cairn storage node sn1": node,
+		"web2 nats client CN=web2,O=Cairn":         web2,
+	} {
+		_, key, _ := strings.Cut(what, " ")
+		if _, ok := got[key]; !ok {
+			t.Errorf("no cairn_cert_expiry_timestamp_seconds for %s: %v", what, got)
+		}
+	}
+	if n := days(server["raft CN=s1,O=Cairn"]); n < 700 {
+		t.Errorf("the server's raft certificate expires in %d days by its metrics, want about 730", n)
+	}
+	if n := days(web2["nats client CN=web2,O=Cairn"]); n < 18 || n > 20 {
+		t.Errorf("web2's certificate expires in %d days by its metrics, want 19", n)
+	}
+	agent := d.agents["web2"]
+	if text := agent.logText(); !strings.Contains(text, "expires soon") || !strings.Contains(text, "CN=web2,O=Cairn") {
+		t.Errorf("web2's agent did not warn that its certificate expires in 20 days:\n%s", agent.logTail(20))
+	}
+	for _, p := range []*proc{d.server, d.node, d.agents["web1"]} {
+		if strings.Contains(p.logText(), "expires soon") {
+			t.Errorf("%s warns of a certificate that expires in two years", p.name)
+		}
+	}
+
+	// A daily cron job on the CA's machine renews what expires within 30
+	// days: web2's alone; then web2's host gets the files (here they are
+	// in place) and its agent a SIGHUP.
+	certs, err := filepath.Glob(filepath.Join(d.hosts, "*", "*.crt"))
+	if err != nil || len(certs) < 6 {
+		t.Fatalf("host certificates: %v %v", certs, err)
+	}
+	r := d.cli(append([]string{"cert", "renew", "--ca", d.ca, "--within", "30"}, certs...)...)
+	if strings.Count(r.stdout, "renewed ") != 1 || !strings.Contains(r.stdout, "renewed web2") {
+		t.Fatalf("cert renew --within 30 renewed other than web2's certificate alone:\n%s", r)
+	}
+	before := agent.logText()
+	agent.send(syscall.SIGHUP)
+	agent.waitLog(t, 15*time.Second, before, "reconnected to NATS with it")
+	poll.Until(t, 20*time.Second, func() error {
+		if n := days(certExpiry(t, agent)["nats client CN=web2,O=Cairn"]); n < 700 {
+			return fmt.Errorf("web2's metrics say its certificate expires in %d days after the renewal and SIGHUP", n)
+		}
+		var clients []wire.ClientInfo
+		if err := d.adminJSON(&clients, "client", "list"); err != nil {
+			return err
+		}
+		for _, c := range clients {
+			if c.Name == "web2" && c.Online {
+				return nil
+			}
+		}
+		return fmt.Errorf("web2 is not online with its renewed certificate: %+v", clients)
+	})
+	if strings.Contains(agent.logSince(before), "expires soon") {
+		t.Error("web2's agent still warns after the renewal and SIGHUP")
+	}
 }
 
 // refusedByPeer makes a TLS connection and reports nil when the peer keeps

@@ -66,11 +66,12 @@ func MutualTLSReloadable(f Files) (*tls.Config, *KeyPair, error) {
 	if err := f.Check("tls"); err != nil {
 		return nil, nil, err
 	}
-	pool, err := CertPool(f.CA)
+	cas, err := ReadCACerts(f.CA)
 	if err != nil {
 		return nil, nil, err
 	}
-	kp := &KeyPair{certFile: f.Cert, keyFile: f.Key, roots: pool, caFile: f.CA}
+	pool := poolOf(cas)
+	kp := &KeyPair{certFile: f.Cert, keyFile: f.Key, roots: pool, caFile: f.CA, caCerts: cas}
 	if _, err := kp.Reload(); err != nil {
 		return nil, nil, err
 	}
@@ -95,6 +96,7 @@ type KeyPair struct {
 	certFile, keyFile string
 	caFile            string
 	roots             *x509.CertPool // nil: the chain is not checked
+	caCerts           []*x509.Certificate
 
 	mu   sync.RWMutex
 	cert *tls.Certificate
@@ -148,6 +150,16 @@ func (k *KeyPair) Describe() string {
 	return fmt.Sprintf("%s (%s, serial %x, valid until %s)", k.certFile, c.Subject.CommonName, c.SerialNumber, c.NotAfter.UTC().Format(time.RFC3339))
 }
 
+// Loaded is the pair in use, as use, and the CA it checks peers against
+// (as use+" ca"), for an ExpiryWatch.
+func (k *KeyPair) Loaded(use string) []LoadedCert {
+	out := []LoadedCert{{Use: use, File: k.certFile, Cert: k.Current().Leaf}}
+	for _, c := range k.caCerts {
+		out = append(out, LoadedCert{Use: use + " ca", File: k.caFile, Cert: c})
+	}
+	return out
+}
+
 // GetCertificate is a tls.Config.GetCertificate that serves the pair in use.
 func (k *KeyPair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return k.Current(), nil
@@ -161,6 +173,16 @@ func (k *KeyPair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certif
 
 // CertPool reads a PEM file of CA certificates into a pool.
 func CertPool(path string) (*x509.CertPool, error) {
+	certs, err := ReadCACerts(path)
+	if err != nil {
+		return nil, err
+	}
+	return poolOf(certs), nil
+}
+
+// ReadCACerts reads a PEM file of CA certificates: one, or several while a
+// new CA replaces an old one.
+func ReadCACerts(path string) ([]*x509.Certificate, error) {
 	certs, err := readCerts(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -168,11 +190,15 @@ func CertPool(path string) (*x509.CertPool, error) {
 		}
 		return nil, fmt.Errorf("CA certificate: %w", err)
 	}
+	return certs, nil
+}
+
+func poolOf(certs []*x509.Certificate) *x509.CertPool {
 	pool := x509.NewCertPool()
 	for _, c := range certs {
 		pool.AddCert(c)
 	}
-	return pool, nil
+	return pool
 }
 
 // CheckUsage reports whether c may authenticate in every one of usages,

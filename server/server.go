@@ -356,6 +356,16 @@ func (s *Server) Drain(ctx context.Context) {
 	s.log.Info("leadership transferred", "leader", s.raft.LeaderID())
 }
 
+// LoadedCerts are the certificates the server presents and trusts now: its
+// NATS client certificate and CA, and its Raft certificate and CA.
+func (s *Server) LoadedCerts() []pki.LoadedCert {
+	out := wire.LoadedCerts(s.nc)
+	if s.raftCert != nil {
+		out = append(out, s.raftCert.Loaded("raft")...)
+	}
+	return out
+}
+
 // Reload reads the certificates again (SIGHUP): the NATS client TLS files
 // and the Raft certificate, which every handshake after it presents. It
 // logs what it reloaded and what only a restart changes; a file that does

@@ -20,6 +20,7 @@ import (
 	"github.com/cairnbackup/cairn/internal/buildinfo"
 	"github.com/cairnbackup/cairn/media/disk"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
@@ -760,6 +761,19 @@ func (n *Node) request(ctx context.Context, op string, req, resp any) error {
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.ServerWait)
 	defer cancel()
 	return wire.RequestRetry(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, op), req, resp, 10*time.Second)
+}
+
+// LoadedCerts are the certificates the node presents and trusts now: its
+// NATS client certificate and CA, and its data port certificate.
+func (n *Node) LoadedCerts() []pki.LoadedCert {
+	out := wire.LoadedCerts(n.nc)
+	n.mu.Lock()
+	leaf := n.cert.Leaf
+	n.mu.Unlock()
+	if leaf != nil {
+		out = append(out, pki.LoadedCert{Use: "data port", File: filepath.Join(n.cfg.DataDir, "data-tls.crt"), Cert: leaf})
+	}
+	return out
 }
 
 // Reload reads the certificates again (SIGHUP): the NATS client TLS files,

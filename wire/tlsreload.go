@@ -20,16 +20,17 @@ type natsTLS struct {
 
 	mu    sync.RWMutex
 	roots *x509.CertPool
+	cas   []*x509.Certificate
 }
 
 func newNATSTLS(a NATSAuth) (*natsTLS, error) {
 	t := &natsTLS{caFile: a.CAFile}
 	if a.CAFile != "" {
-		pool, err := pki.CertPool(a.CAFile)
+		cas, err := pki.ReadCACerts(a.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("--nats-ca: %w", err)
 		}
-		t.roots = pool
+		t.roots, t.cas = certPool(cas), cas
 	}
 	if a.CertFile != "" {
 		kp, err := pki.NewKeyPair(a.CertFile, a.KeyFile)
@@ -60,12 +61,12 @@ func (t *natsTLS) option() nats.Option {
 // reload reads the files again; what it says is for the role's log.
 func (t *natsTLS) reload() (certChanged bool, said []string, err error) {
 	if t.caFile != "" {
-		pool, err := pki.CertPool(t.caFile)
+		cas, err := pki.ReadCACerts(t.caFile)
 		if err != nil {
 			return false, nil, fmt.Errorf("NATS CA: %w (the CA read before stays in use)", err)
 		}
 		t.mu.Lock()
-		t.roots = pool
+		t.roots, t.cas = certPool(cas), cas
 		t.mu.Unlock()
 		said = append(said, "NATS CA "+t.caFile)
 	}
@@ -78,6 +79,41 @@ func (t *natsTLS) reload() (certChanged bool, said []string, err error) {
 		said = append(said, "NATS client certificate "+t.cert.Describe())
 	}
 	return certChanged, said, nil
+}
+
+func certPool(certs []*x509.Certificate) *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool
+}
+
+// loaded is what the connection presents and trusts now.
+func (t *natsTLS) loaded() []pki.LoadedCert {
+	var out []pki.LoadedCert
+	if t.cert != nil {
+		out = append(out, t.cert.Loaded("nats client")...)
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, c := range t.cas {
+		out = append(out, pki.LoadedCert{Use: "nats ca", File: t.caFile, Cert: c})
+	}
+	return out
+}
+
+// LoadedCerts are the certificates a role's NATS connection (from Connect)
+// presents and trusts now, as last reloaded: none on a plain connection.
+func LoadedCerts(nc *nats.Conn) []pki.LoadedCert {
+	if nc == nil {
+		return nil
+	}
+	v, ok := tlsByConn.Load(nc)
+	if !ok {
+		return nil
+	}
+	return v.(*natsTLS).loaded()
 }
 
 var tlsByConn sync.Map // *nats.Conn -> *natsTLS

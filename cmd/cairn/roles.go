@@ -27,6 +27,7 @@ import (
 	"github.com/cairnbackup/cairn/agent"
 	"github.com/cairnbackup/cairn/devstack"
 	"github.com/cairnbackup/cairn/internal/configfile"
+	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/server"
 	"github.com/cairnbackup/cairn/storagenode"
 	"github.com/cairnbackup/cairn/wire"
@@ -173,6 +174,9 @@ type role interface {
 	// the certificates. It logs what it reloaded and what waits for a
 	// restart.
 	Reload(context.Context) error
+	// LoadedCerts are the certificates the role presents and trusts now,
+	// for their expiry metric and warnings.
+	LoadedCerts() []pki.LoadedCert
 }
 
 // drainer is a role that winds down before it stops (SIGTERM): it stops
@@ -231,6 +235,12 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 	if err := r.Start(roleCtx); err != nil {
 		return err
 	}
+	// Every certificate the role uses, in the metrics and, a month before
+	// it expires, in the log: at start, twice a day and after a reload.
+	certs := &pki.ExpiryWatch{Log: log}
+	certs.Add(r.LoadedCerts)
+	reg.MustRegister(certs)
+	go certs.Run(roleCtx, 0)
 	if _, err := serveMetrics(roleCtx, ro.MetricsAddr, reg, log); err != nil {
 		return err
 	}
@@ -240,6 +250,7 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 			log.Info("SIGHUP: reloading the log level and certificates")
 			ro.reloadLevel(log)
 			_ = r.Reload(roleCtx) // it logs what failed; the role goes on with what it had
+			certs.Check()
 		case <-ctx.Done():
 			running = false
 		}
