@@ -54,6 +54,9 @@ type secSys struct {
 	ca    string // the CA's directory
 	hosts string // one directory per host: NAME.crt, NAME.key, ca.crt
 
+	// natsCluster is the NATS cluster, when there is one.
+	natsCluster *natsCluster
+
 	raftAddr string
 	server   *proc
 	node     *proc
@@ -110,7 +113,17 @@ func (d *secSys) adminJSON(v any, args ...string) error {
 	return nil
 }
 
-func newSecSys(t *testing.T) *secSys {
+// secOpts shape a secured deployment.
+type secOpts struct {
+	// natsCluster, when not 0, runs that many NATS servers as a cluster
+	// from the files 'cairn cert nats-config --cluster' writes, every role
+	// given every server's URL; one NATS server when 0.
+	natsCluster int
+}
+
+func newSecSys(t *testing.T) *secSys { return newSecSysWith(t, secOpts{}) }
+
+func newSecSysWith(t *testing.T, o secOpts) *secSys {
 	t.Helper()
 	natsBin := natsServerBin(t)
 	dir := t.TempDir()
@@ -118,9 +131,14 @@ func newSecSys(t *testing.T) *secSys {
 		raftAddr: reservedAddr(t), agents: map[string]*proc{}}
 	d.logs.printOnFailure(t)
 
-	// The certificates, as an operator makes them.
+	// The certificates, as an operator makes them. The NATS servers of a
+	// cluster dial each other's routes: --client --server.
 	d.cli("cert", "ca", "--out", d.ca)
-	d.cli("cert", "issue", "--ca", d.ca, "--name", "nats", "--ip", "127.0.0.1", "--out", filepath.Join(d.hosts, "nats"))
+	natsCert := []string{"cert", "issue", "--ca", d.ca, "--name", "nats", "--ip", "127.0.0.1", "--out", filepath.Join(d.hosts, "nats")}
+	if o.natsCluster > 0 {
+		natsCert = append(natsCert, "--client", "--server")
+	}
+	d.cli(natsCert...)
 	d.cli("cert", "issue", "--ca", d.ca, "--name", "s1", "--ip", "127.0.0.1", "--client", "--server", "--out", filepath.Join(d.hosts, "s1"))
 	for _, name := range append([]string{"sn1", "admin", "ops"}, secClients...) {
 		days := "730"
@@ -129,19 +147,52 @@ func newSecSys(t *testing.T) *secSys {
 		}
 		d.cli("cert", "issue", "--ca", d.ca, "--name", name, "--client", "--days", days, "--out", filepath.Join(d.hosts, name))
 	}
-	natsAddr := reservedAddr(t)
-	d.url = "tls://" + natsAddr
-	natsConf := filepath.Join(dir, "nats", "nats.conf")
 	nh := filepath.Join(d.hosts, "nats")
-	d.cli("cert", "nats-config", "--out", natsConf, "--listen", natsAddr,
+	natsLogs := filepath.Join(dir, "nats-logs")
+	if err := os.MkdirAll(natsLogs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	natsArgs := []string{"cert", "nats-config", "--log-dir", natsLogs,
 		"--tls-ca", filepath.Join(nh, pki.CACertFile), "--tls-cert", filepath.Join(nh, "nats.crt"), "--tls-key", filepath.Join(nh, "nats.key"),
 		"--servers", "s1", "--nodes", "sn1", "--agents", strings.Join(secClients, ","),
-		"--admins", "ops", "--key-admins", "admin")
+		"--admins", "ops", "--key-admins", "admin"}
+	var natsProcs []*proc
+	if o.natsCluster == 0 {
+		natsAddr := reservedAddr(t)
+		d.url = "tls://" + natsAddr
+		natsConf := filepath.Join(dir, "nats", "nats.conf")
+		d.cli(append(natsArgs, "--out", natsConf, "--listen", natsAddr, "--monitor", reservedAddr(t))...)
+		p := newProc(t, d.logs, dir, "nats-server", "-c", natsConf)
+		p.bin = natsBin
+		natsProcs = append(natsProcs, p)
+	} else {
+		// As on three NATS hosts, each its own client, route and
+		// monitoring address, here all on 127.0.0.1.
+		d.natsCluster = &natsCluster{t: t, scheme: "tls"}
+		var routes, listens, monitors []string
+		for i := range o.natsCluster {
+			ns := &natsServer{name: fmt.Sprintf("n%d", i+1), client: reservedAddr(t), route: reservedAddr(t), monitor: reservedAddr(t)}
+			d.natsCluster.servers = append(d.natsCluster.servers, ns)
+			routes = append(routes, ns.name+"="+ns.route)
+			listens, monitors = append(listens, ns.client), append(monitors, ns.monitor)
+		}
+		confs := filepath.Join(dir, "nats")
+		r := d.cli(append(natsArgs, "--out", confs, "--cluster", strings.Join(routes, ","),
+			"--listen", strings.Join(listens, ","), "--monitor", strings.Join(monitors, ","))...)
+		if !strings.Contains(r.stdout, "--nats "+d.natsCluster.URL()) {
+			t.Fatalf("nats-config does not tell the roles' --nats URL %s:\n%s", d.natsCluster.URL(), r)
+		}
+		for _, ns := range d.natsCluster.servers {
+			ns.proc = newProc(t, d.logs, dir, "nats-"+ns.name, "-c", filepath.Join(confs, ns.name+".conf"))
+			ns.proc.bin = natsBin
+			natsProcs = append(natsProcs, ns.proc)
+			d.logs.add(filepath.Join(natsLogs, ns.name+".log"))
+		}
+		d.url = d.natsCluster.URL()
+	}
 	secrets := filepath.Join(dir, "secrets.json")
 	d.cli("cluster", "init", "--out", secrets)
 
-	natsProc := newProc(t, d.logs, dir, "nats-server", "-c", natsConf)
-	natsProc.bin = natsBin
 	s1 := filepath.Join(d.hosts, "s1")
 	d.server = newProc(t, d.logs, dir, "server", append(d.natsFlags(wire.KindServer, "s1"),
 		"server", "--bootstrap", "--name", "s1", "--data", filepath.Join(dir, "s1"), "--raft-addr", d.raftAddr, "--secrets", secrets,
@@ -164,12 +215,19 @@ func newSecSys(t *testing.T) *secSys {
 		}
 		d.node.stop()
 		d.server.stop()
-		natsProc.stop()
+		for _, p := range natsProcs {
+			p.stop()
+		}
 	})
 
-	natsProc.start()
+	for _, p := range natsProcs {
+		p.start()
+	}
+	if d.natsCluster != nil {
+		d.natsCluster.waitRouted()
+	}
 	poll.Until(t, 20*time.Second, func() error {
-		failIfCrashed(t, natsProc)
+		failIfCrashed(t, natsProcs...)
 		nc, err := d.connect(wire.KindAdmin, "admin")
 		if err != nil {
 			return err

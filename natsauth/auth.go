@@ -178,7 +178,8 @@ func LoadOrCreateUser(dir, kind, name string) (User, error) {
 }
 
 // AuthConfig is a NATS server configuration for a deployment: TLS and one
-// user per role and name, each with PermissionsOf its kind.
+// user per role and name, each with PermissionsOf its kind; for a NATS
+// cluster, the routes to the other servers.
 type AuthConfig struct {
 	// Listen is the client address, host:port.
 	Listen string
@@ -191,9 +192,50 @@ type AuthConfig struct {
 	// from the certificate (verify_and_map); without it, nkey users.
 	VerifyClients bool
 	Users         []User
+
+	// ServerName names this NATS server in its cluster's routes, its log
+	// and its monitoring pages; empty: nats-server makes one up.
+	ServerName string
+	// Monitor is the HTTP monitoring address (varz, routez, healthz),
+	// host:port; empty: none. It answers whoever reaches it, without TLS
+	// or a login: keep it on 127.0.0.1.
+	Monitor string
+	// LogFile is where the server logs, rotated at LogFileLimit; empty:
+	// standard error (the journal, under systemd).
+	LogFile string
+	// Cluster, when not nil, makes this server one of a NATS cluster.
+	Cluster *Cluster
 }
 
-// Render writes the configuration in nats-server's format.
+// Cluster is what one NATS server of a cluster needs to route messages to
+// the others: the roles connect to any of them, and a message published on
+// one reaches the subscribers on every other.
+type Cluster struct {
+	// Name is the cluster's name, the same on every server.
+	Name string
+	// Listen is where this server accepts routes, host:port.
+	Listen string
+	// Routes are the other servers' route addresses, host:port (this
+	// server's own may be among them: nats-server skips it).
+	Routes []string
+	// RouteSubject is the subject of the certificate every NATS server of
+	// the cluster presents on its routes ('cairn cert issue --name nats
+	// --client --server' on each NATS host, "CN=nats,O=Cairn"). Only a
+	// connection presenting it may be a route: any other certificate of the
+	// CA (an agent's) would otherwise join as a route and read every message.
+	RouteSubject string
+}
+
+// LogFileLimit is the size at which nats-server rotates its log file;
+// LogFilesKept rotated files are kept.
+const (
+	LogFileLimit = "100MB"
+	LogFilesKept = 10
+)
+
+// Render writes the configuration in nats-server's format, every setting
+// with a comment that says what it is for, so the file can be read and
+// edited as well as written again.
 func (c AuthConfig) Render() ([]byte, error) {
 	if c.Listen == "" {
 		return nil, errors.New("the NATS listen address is empty")
@@ -203,6 +245,18 @@ func (c AuthConfig) Render() ([]byte, error) {
 	}
 	if c.VerifyClients && c.TLS.CA == "" {
 		return nil, errors.New("verifying clients needs the CA that signs their certificates")
+	}
+	if cl := c.Cluster; cl != nil {
+		switch {
+		case cl.Listen == "":
+			return nil, errors.New("a NATS cluster needs the address this server accepts routes on")
+		case c.TLS.CA == "" || c.TLS.Cert == "":
+			// Routes carry every message of every role: in clear, or
+			// from whoever dials the route port, they would undo the rest.
+			return nil, errors.New("a NATS cluster needs TLS (--tls-ca, --tls-cert, --tls-key): its routes carry every message")
+		case cl.RouteSubject == "":
+			return nil, errors.New("a NATS cluster needs the subject of the NATS servers' certificate, the only one allowed on its routes")
+		}
 	}
 	for _, u := range c.Users {
 		switch {
@@ -217,14 +271,40 @@ func (c AuthConfig) Render() ([]byte, error) {
 	var b bytes.Buffer
 	q := strconv.Quote
 	fmt.Fprintf(&b, "# NATS server configuration for Cairn, written by 'cairn cert nats-config'.\n")
+	if c.Cluster != nil {
+		fmt.Fprintf(&b, "# One of the %d servers of the NATS cluster %s: the roles connect to any of\n", len(c.Cluster.Routes), q(c.Cluster.Name))
+		fmt.Fprintf(&b, "# them (--nats tls://a:4222,tls://b:4222,...), and each server routes what\n")
+		fmt.Fprintf(&b, "# it receives to the others, so the loss of one stops nothing.\n")
+	}
 	if c.VerifyClients {
 		fmt.Fprintf(&b, "# Each role logs in as the user its client certificate names (verify_and_map),\n")
 	} else {
 		fmt.Fprintf(&b, "# Each role has its own nkey user,\n")
 	}
-	fmt.Fprintf(&b, "# allowed only its own subjects (see\n# 'go doc github.com/cairnbackup/cairn/wire RoleSubjects'). Regenerate rather than edit.\n\n")
+	fmt.Fprintf(&b, "# allowed only its own subjects (see\n# 'go doc github.com/cairnbackup/cairn/wire RoleSubjects').\n")
+	fmt.Fprintf(&b, "# Every setting says what it is for: edit it, or write the file again with\n")
+	fmt.Fprintf(&b, "# --force (which replaces edits). Then: nats-server --signal reload\n")
+	fmt.Fprintf(&b, "# (a changed listen address, cluster or TLS file needs a restart).\n\n")
+	if c.ServerName != "" {
+		fmt.Fprintf(&b, "# This server's name, in the routes of the others, the log and monitoring.\n")
+		fmt.Fprintf(&b, "server_name: %s\n\n", q(c.ServerName))
+	}
+	fmt.Fprintf(&b, "# Where the roles connect (their --nats URL names this host and port).\n")
 	fmt.Fprintf(&b, "listen: %s\n\n", q(c.Listen))
+	if c.Monitor != "" {
+		fmt.Fprintf(&b, "# HTTP monitoring (/healthz, /varz, /routez, /connz): no TLS, no login, so on\n")
+		fmt.Fprintf(&b, "# the loopback only; a Prometheus exporter or 'curl' on this host reads it.\n")
+		fmt.Fprintf(&b, "http: %s\n\n", q(c.Monitor))
+	}
+	if c.LogFile != "" {
+		fmt.Fprintf(&b, "# The log: its directory must exist, writable by the user nats-server runs\n")
+		fmt.Fprintf(&b, "# as; rotated at %s, the %d newest rotated files kept.\n", LogFileLimit, LogFilesKept)
+		fmt.Fprintf(&b, "log_file: %s\nlogtime: true\nlogfile_size_limit: %s\nlogfile_max_num: %d\n\n", q(c.LogFile), LogFileLimit, LogFilesKept)
+	}
 	if !c.TLS.Empty() {
+		fmt.Fprintf(&b, "# TLS for the roles' connections: this server's certificate and key, and the\n")
+		fmt.Fprintf(&b, "# CA the clients' certificates are signed by. A renewed certificate is read\n")
+		fmt.Fprintf(&b, "# at 'nats-server --signal reload'.\n")
 		fmt.Fprintf(&b, "tls {\n  cert_file: %s\n  key_file: %s\n", q(c.TLS.Cert), q(c.TLS.Key))
 		if c.TLS.CA != "" {
 			fmt.Fprintf(&b, "  ca_file: %s\n", q(c.TLS.CA))
@@ -234,6 +314,30 @@ func (c AuthConfig) Render() ([]byte, error) {
 		}
 		fmt.Fprintf(&b, "  timeout: 5\n}\n\n")
 	}
+	if cl := c.Cluster; cl != nil {
+		fmt.Fprintf(&b, "# The routes between the NATS servers of the cluster.\n")
+		fmt.Fprintf(&b, "cluster {\n")
+		fmt.Fprintf(&b, "  # the same on every server of the cluster\n  name: %s\n", q(cl.Name))
+		fmt.Fprintf(&b, "  # where this server accepts the others' routes\n  listen: %s\n", q(cl.Listen))
+		fmt.Fprintf(&b, "  # the roles are given every server's URL: none learns other addresses\n")
+		fmt.Fprintf(&b, "  # from the cluster, which its TLS could not verify\n  no_advertise: true\n")
+		fmt.Fprintf(&b, "  # Routes are mutual TLS with the same files as the clients': each end\n")
+		fmt.Fprintf(&b, "  # presents its certificate (issued with --client --server, since routes\n")
+		fmt.Fprintf(&b, "  # both dial and accept) and checks the other's against ca_file.\n")
+		fmt.Fprintf(&b, "  tls {\n    cert_file: %s\n    key_file: %s\n    ca_file: %s\n", q(c.TLS.Cert), q(c.TLS.Key), q(c.TLS.CA))
+		fmt.Fprintf(&b, "    # the peer is the user its certificate's subject names: see authorization\n    verify_and_map: true\n    timeout: 5\n  }\n")
+		fmt.Fprintf(&b, "  # Only the NATS servers' certificate (subject %s) may be a route;\n", cl.RouteSubject)
+		fmt.Fprintf(&b, "  # another certificate of the CA, an agent's, is refused here.\n")
+		fmt.Fprintf(&b, "  authorization {\n    user: %s\n    timeout: 5\n  }\n", q(cl.RouteSubject))
+		fmt.Fprintf(&b, "  # every server of the cluster, this one included (it is skipped)\n  routes: [\n")
+		for _, r := range cl.Routes {
+			fmt.Fprintf(&b, "    %s\n", q("nats-route://"+r))
+		}
+		fmt.Fprintf(&b, "  ]\n}\n\n")
+	}
+	fmt.Fprintf(&b, "# One user per role and name. To add a client: its certificate ('cairn cert\n")
+	fmt.Fprintf(&b, "# issue --name NAME --client'), its name in --agents, the file written again\n")
+	fmt.Fprintf(&b, "# (--force) for every NATS server, and 'nats-server --signal reload' on each.\n")
 	fmt.Fprintf(&b, "authorization {\n  timeout: 5\n  users: [\n")
 	for _, u := range mergeBySubject(c.Users) {
 		fmt.Fprintf(&b, "    # %s\n    {\n", u.what)

@@ -213,3 +213,58 @@ func TestNATSConfigCommand(t *testing.T) {
 	wantFail(t, 2, []string{"--servers"}, "cert", "nats-config", "--out", filepath.Join(dir, "x.conf"))
 	wantFail(t, 1, []string{"bad.name"}, "cert", "nats-config", "--out", filepath.Join(dir, "y.conf"), "--servers", "s1", "--agents", "bad.name")
 }
+
+func TestNATSConfigCluster(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	wantOK(t, "cert", "ca", "--out", ca)
+	wantOK(t, "cert", "issue", "--ca", ca, "--name", "nats", "--dns", "nats1.example.net", "--client", "--server", "--out", filepath.Join(dir, "tls"))
+	wantOK(t, "cert", "issue", "--ca", ca, "--name", "nats", "--dns", "nats1.example.net", "--out", filepath.Join(dir, "server-only"))
+	tlsArgs := func(d string) []string {
+		return []string{"--tls-ca", filepath.Join(dir, d, "ca.crt"), "--tls-cert", filepath.Join(dir, d, "nats.crt"), "--tls-key", filepath.Join(dir, d, "nats.key")}
+	}
+	out := filepath.Join(dir, "nats")
+	cluster := "nats1.example.net:6222,nats2.example.net:6222,nats3.example.net:6222"
+	args := append([]string{"cert", "nats-config", "--out", out, "--cluster", cluster, "--log-dir", "/var/log/nats",
+		"--servers", "s1,s2,s3", "--nodes", "sn1", "--agents", "web1"}, tlsArgs("tls")...)
+	stdout := wantOK(t, args...)
+	if !strings.Contains(stdout, "--nats tls://nats1.example.net:4222,tls://nats2.example.net:4222,tls://nats3.example.net:4222") {
+		t.Errorf("the output does not give the roles' --nats URL:\n%s", stdout)
+	}
+	for _, name := range []string{"nats1", "nats2", "nats3"} {
+		conf := filepath.Join(out, name+".conf")
+		opts, err := server.ProcessConfigFile(conf)
+		if err != nil {
+			text, _ := os.ReadFile(conf)
+			t.Fatalf("nats-server does not read %s: %v\n%s", conf, err, text)
+		}
+		if opts.ServerName != name || opts.Cluster.Name != "cairn" || opts.Cluster.Port != 6222 || len(opts.Routes) != 3 {
+			t.Errorf("%s: server %q, cluster %q port %d, %d routes", conf, opts.ServerName, opts.Cluster.Name, opts.Cluster.Port, len(opts.Routes))
+		}
+		if !opts.Cluster.TLSMap || opts.Cluster.TLSConfig == nil || opts.Cluster.Username != "CN=nats,O=Cairn" {
+			t.Errorf("%s: routes are not mutual TLS confined to the NATS servers' certificate: map %v, user %q", conf, opts.Cluster.TLSMap, opts.Cluster.Username)
+		}
+		if opts.HTTPHost != "127.0.0.1" || opts.HTTPPort != 8222 {
+			t.Errorf("%s: monitoring on %s:%d, want 127.0.0.1:8222", conf, opts.HTTPHost, opts.HTTPPort)
+		}
+		if opts.LogFile != "/var/log/nats/"+name+".log" || opts.LogSizeLimit != 100<<20 {
+			t.Errorf("%s: log file %q limited to %d bytes", conf, opts.LogFile, opts.LogSizeLimit)
+		}
+		if len(opts.Users) != 3+1+1+1 {
+			t.Errorf("%s: %d users, want 6", conf, len(opts.Users))
+		}
+	}
+	wantFail(t, 1, []string{"already exists", "--force"}, args...)
+	wantOK(t, append(args, "--force")...)
+
+	base := []string{"cert", "nats-config", "--servers", "s1"}
+	wantFail(t, 2, []string{"directory"}, append(append(base, "--out", filepath.Join(dir, "x.conf"), "--cluster", cluster), tlsArgs("tls")...)...)
+	wantFail(t, 2, []string{"at least two"}, append(append(base, "--out", filepath.Join(dir, "one"), "--cluster", "nats1.example.net:6222"), tlsArgs("tls")...)...)
+	wantFail(t, 2, []string{"[NAME=]HOST:PORT"}, append(append(base, "--out", filepath.Join(dir, "bad"), "--cluster", "a:1,b"), tlsArgs("tls")...)...)
+	wantFail(t, 2, []string{"two NATS servers 127.0.0.1", "NAME=HOST:PORT"}, append(append(base, "--out", filepath.Join(dir, "same"), "--cluster", "127.0.0.1:1,127.0.0.1:2"), tlsArgs("tls")...)...)
+	wantFail(t, 2, []string{"--listen lists 2", "one per server"}, append(append(base, "--out", filepath.Join(dir, "l"), "--cluster", cluster, "--listen", "a:1,b:2"), tlsArgs("tls")...)...)
+	wantFail(t, 2, []string{"loopback"}, append(append(base, "--out", filepath.Join(dir, "m"), "--cluster", cluster, "--monitor", "0.0.0.0:8222"), tlsArgs("tls")...)...)
+	wantFail(t, 2, []string{"needs --tls-ca"}, append(base, "--out", filepath.Join(dir, "n"), "--cluster", cluster)...)
+	wantFail(t, 1, []string{"client authentication", "--client --server"}, append(append(base, "--out", filepath.Join(dir, "o"), "--cluster", cluster), tlsArgs("server-only")...)...)
+	wantFail(t, 2, []string{"routes' identity"}, append(append(base, "--out", filepath.Join(dir, "p"), "--cluster", cluster, "--agents", "nats"), tlsArgs("tls")...)...)
+}
