@@ -49,6 +49,11 @@ type User struct {
 	NKey string
 	// SeedFile is where the seed is, for telling the operator.
 	SeedFile string
+	// OldNKey is the public nkey of the seed a rotation replaced
+	// (RotateSeed), accepted as well until the rotation is finished
+	// (FinishRotation), so the role goes on with its old seed until it is
+	// given the new one.
+	OldNKey string
 	// KeyAdmin gives an admin the key escrow operations ('cairn key
 	// export'), which hand out every data key in the clear; other admins
 	// run everything else.
@@ -132,21 +137,16 @@ func LoadOrCreateUser(dir, kind, name string) (User, error) {
 	}
 	path := filepath.Join(dir, SeedFileName(kind, name))
 	u := User{Kind: kind, Name: name, SeedFile: path}
-	data, err := os.ReadFile(path)
+	pub, err := readSeedPublic(path)
 	switch {
 	case err == nil:
-		kp, err := nkeys.ParseDecoratedNKey(data)
-		if err != nil {
-			return u, fmt.Errorf("nkey seed file %s: %w; remove it to make a new one (the role then needs the new file)", path, err)
-		}
-		pub, err := kp.PublicKey()
-		if err != nil || !nkeys.IsValidPublicUserKey(pub) {
-			return u, fmt.Errorf("nkey seed file %s does not hold a user seed (SU...)", path)
-		}
 		u.NKey = pub
+		if u.OldNKey, err = readSeedPublic(path + OldSeedSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return u, err
+		}
 		return u, nil
 	case !errors.Is(err, fs.ErrNotExist):
-		return u, fmt.Errorf("read nkey seed: %w", err)
+		return u, err
 	}
 	kp, err := nkeys.CreateUser()
 	if err != nil {
@@ -175,6 +175,77 @@ func LoadOrCreateUser(dir, kind, name string) (User, error) {
 		return u, fmt.Errorf("write nkey seed %s: %w", path, err)
 	}
 	return u, nil
+}
+
+// readSeedPublic is the public key of the user seed in the file at path.
+func readSeedPublic(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		return "", fmt.Errorf("read nkey seed: %w", err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(data)
+	if err != nil {
+		return "", fmt.Errorf("nkey seed file %s: %w; remove it to make a new one (the role then needs the new file)", path, err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return "", fmt.Errorf("nkey seed file %s does not hold a user seed (SU...)", path)
+	}
+	return pub, nil
+}
+
+// OldSeedSuffix marks the seed a rotation replaced, beside the new one:
+// agent-web1.nk.old.
+const OldSeedSuffix = ".old"
+
+// ErrRotationUnderway means a seed's previous rotation is not finished.
+var ErrRotationUnderway = errors.New("a rotation of this seed is under way")
+
+// RotateSeed replaces the nkey seed of kind and name in dir with a new one,
+// keeping the replaced one beside it (KIND-NAME.nk.old): the configuration
+// written from dir then accepts both, so the role goes on with its old seed
+// until it is given the new one and restarted, and FinishRotation then
+// removes the old one. It refuses while a rotation of the same seed is not
+// finished.
+func RotateSeed(dir, kind, name string) (User, error) {
+	if err := wire.ValidateName(kind, name); err != nil {
+		return User{}, err
+	}
+	path := filepath.Join(dir, SeedFileName(kind, name))
+	if _, err := readSeedPublic(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return User{}, fmt.Errorf("no nkey seed %s to rotate: is %s %s a user of this configuration?", path, kind, name)
+		}
+		return User{}, err
+	}
+	if _, err := os.Stat(path + OldSeedSuffix); err == nil {
+		return User{}, fmt.Errorf("%w: %s still holds the seed it replaced; finish that rotation first (--finish-rotation)", ErrRotationUnderway, path+OldSeedSuffix)
+	}
+	// Stopped between the two, the old seed is kept and the next run
+	// makes the new one.
+	if err := os.Rename(path, path+OldSeedSuffix); err != nil {
+		return User{}, fmt.Errorf("keep the old seed: %w", err)
+	}
+	return LoadOrCreateUser(dir, kind, name)
+}
+
+// FinishRotation removes the seeds rotations replaced in dir, and returns
+// their files: the configuration written after it accepts the new seeds
+// only.
+func FinishRotation(dir string) ([]string, error) {
+	old, err := filepath.Glob(filepath.Join(dir, "*.nk"+OldSeedSuffix))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range old {
+		if err := os.Remove(f); err != nil {
+			return nil, err
+		}
+	}
+	return old, nil
 }
 
 // AuthConfig is a NATS server configuration for a deployment: TLS and one
@@ -378,6 +449,9 @@ func mergeBySubject(users []User) []rendered {
 		}
 		if u.Subject == "" {
 			out = append(out, rendered{what: what, nkey: u.NKey, perm: p})
+			if u.OldNKey != "" {
+				out = append(out, rendered{what: what + ", its seed before the rotation under way", nkey: u.OldNKey, perm: p})
+			}
 			continue
 		}
 		i, ok := at[u.Subject]

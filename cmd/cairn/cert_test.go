@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/natsauth"
@@ -267,4 +268,92 @@ func TestNATSConfigCluster(t *testing.T) {
 	wantFail(t, 2, []string{"needs --tls-ca"}, append(base, "--out", filepath.Join(dir, "n"), "--cluster", cluster)...)
 	wantFail(t, 1, []string{"client authentication", "--client --server"}, append(append(base, "--out", filepath.Join(dir, "o"), "--cluster", cluster), tlsArgs("server-only")...)...)
 	wantFail(t, 2, []string{"routes' identity"}, append(append(base, "--out", filepath.Join(dir, "p"), "--cluster", cluster, "--agents", "nats"), tlsArgs("tls")...)...)
+}
+
+// TestNATSConfigSeedRotation rotates an agent's nkey seed as the help says,
+// with a real NATS server on each configuration written: the old seed
+// logs in until the rotation is finished, the new one from its start, and
+// no other role's seed changes.
+func TestNATSConfigSeedRotation(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nats.conf")
+	seeds := filepath.Join(dir, "nkeys")
+	base := []string{"cert", "nats-config", "--out", conf, "--listen", "127.0.0.1:-1", "--monitor", "", "--log-dir", "",
+		"--servers", "s1", "--agents", "web1,web2", "--verify-clients=false"}
+	wantOK(t, base...)
+	web1, web2 := filepath.Join(seeds, "agent-web1.nk"), filepath.Join(seeds, "agent-web2.nk")
+	oldWeb1 := copyAside(t, web1)
+	web2Seed, _ := os.ReadFile(web2)
+
+	// logsIn starts a NATS server on the configuration as written now and
+	// reports whether the seed in file logs in.
+	logsIn := func(seed string) bool {
+		t.Helper()
+		opts, err := server.ProcessConfigFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.NoSigs, opts.NoLog = true, true
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		defer ns.Shutdown()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("NATS server not ready")
+		}
+		o, err := nats.NkeyOptionFromSeed(seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(ns.ClientURL(), o, nats.MaxReconnects(0))
+		if err != nil {
+			return false
+		}
+		nc.Close()
+		return true
+	}
+	if !logsIn(oldWeb1) {
+		t.Fatal("control: web1's seed does not log in")
+	}
+
+	wantFail(t, 1, []string{"already exists", "--force"}, append(base, "--rotate-seeds", "agent-web1")...)
+	out := wantOK(t, append(base, "--force", "--rotate-seeds", "agent-web1")...)
+	if !strings.Contains(out, "new seed "+web1) {
+		t.Errorf("the output does not name the new seed:\n%s", out)
+	}
+	if !logsIn(web1) || !logsIn(oldWeb1) {
+		t.Errorf("during the rotation, new seed logs in %v, old seed %v: want both", logsIn(web1), logsIn(oldWeb1))
+	}
+	if again, _ := os.ReadFile(web2); string(again) != string(web2Seed) {
+		t.Error("rotating web1's seed changed web2's")
+	}
+	wantFail(t, 1, []string{"under way", "--finish-rotation"}, append(base, "--force", "--rotate-seeds", "agent-web1")...)
+	wantFail(t, 2, []string{"KIND-NAME"}, append(base, "--force", "--rotate-seeds", "web1")...)
+	wantFail(t, 1, []string{"no nkey seed"}, append(base, "--force", "--rotate-seeds", "agent-web9")...)
+
+	wantOK(t, append(base, "--force", "--finish-rotation")...)
+	if !logsIn(web1) {
+		t.Error("the new seed does not log in after the rotation")
+	}
+	if logsIn(oldWeb1) {
+		t.Error("the old seed still logs in after --finish-rotation")
+	}
+	wantFail(t, 1, []string{"no rotation under way"}, append(base, "--force", "--finish-rotation")...)
+	wantFail(t, 2, []string{"certificate", "cert renew"}, "cert", "nats-config", "--out", filepath.Join(dir, "x.conf"), "--servers", "s1",
+		"--tls-ca", "x", "--tls-cert", "y", "--tls-key", "z", "--rotate-seeds", "agent-web1", "--force")
+}
+
+func copyAside(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := filepath.Join(t.TempDir(), filepath.Base(path))
+	if err := os.WriteFile(to, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return to
 }

@@ -30,6 +30,8 @@ type natsConfigOpts struct {
 	servers, nodes, agents, admins []string
 	keyAdmins                      []string
 	force                          bool
+	rotateSeeds                    []string
+	finishRotation                 bool
 }
 
 func newNATSConfigCmd(g *globals) *cobra.Command {
@@ -70,6 +72,15 @@ With --verify-clients=false, each user is an nkey whose seed goes to
 start the role with --nats-nkey FILE. Seeds already in --creds-dir are
 kept, so adding a client and writing the file again (--force) changes no
 other role's credential.
+
+Rotating a seed (with --verify-clients=false; a certificate is renewed with
+'cairn cert renew'), without cutting the role off:
+  1. --force --rotate-seeds agent-web1: a new seed in --creds-dir, the old
+     one kept as agent-web1.nk.old, and the file accepts both;
+     nats-server --signal reload;
+  2. copy the new agent-web1.nk to web1 and restart its role;
+  3. --force --finish-rotation: the old seeds removed, the file accepts
+     the new ones only; nats-server --signal reload.
 
 Reload nats-server (nats-server --signal reload) after writing it again.
 
@@ -119,7 +130,42 @@ file (--log-dir), and says what each setting is for, so it can be edited.`,
 	f.StringSliceVar(&o.admins, "admins", []string{"admin"}, "admin user names (all of the admin API but key export)")
 	f.StringSliceVar(&o.keyAdmins, "key-admins", nil, "admin user names that may also export the data keys ('cairn key export'); a name may be in --admins too")
 	f.BoolVar(&o.force, "force", false, "replace an existing configuration file (the seeds are kept)")
+	f.StringSliceVar(&o.rotateSeeds, "rotate-seeds", nil, "with --verify-clients=false: make new nkey seeds for these users, KIND-NAME as their seed files are named (agent-web1), the old ones accepted too until --finish-rotation")
+	f.BoolVar(&o.finishRotation, "finish-rotation", false, "remove the seeds --rotate-seeds replaced: the file accepts the new seeds only")
 	return c
+}
+
+// rotateSeeds makes the new seeds --rotate-seeds asks for, or removes the
+// old ones with --finish-rotation, before the users are loaded from
+// --creds-dir. It returns what it did, for the operator.
+func rotateSeeds(o natsConfigOpts) ([]string, error) {
+	var said []string
+	if o.finishRotation {
+		old, err := natsauth.FinishRotation(o.creds)
+		if err != nil {
+			return nil, err
+		}
+		if len(old) == 0 {
+			return nil, wire.Errorf(wire.CodeInvalidArgument, "rotate a seed first with --rotate-seeds", "no rotation under way in %s", o.creds)
+		}
+		for _, f := range old {
+			said = append(said, "removed the old seed "+f+": only the new one logs in now")
+		}
+		return said, nil
+	}
+	kinds := []string{wire.KindServer, wire.KindNode, wire.KindAgent, wire.KindAdmin}
+	for _, spec := range o.rotateSeeds {
+		kind, name, _ := strings.Cut(spec, "-")
+		if !slices.Contains(kinds, kind) || name == "" {
+			return nil, &usageError{fmt.Errorf("--rotate-seeds %q: name the user as its seed file is named, KIND-NAME, KIND one of %s (agent-web1)", spec, strings.Join(kinds, ", "))}
+		}
+		u, err := natsauth.RotateSeed(o.creds, kind, name)
+		if err != nil {
+			return nil, wire.Errorf(wire.CodeInvalidArgument, "finish the rotation under way with --finish-rotation once every role has its new seed, or correct the name", "%v", err)
+		}
+		said = append(said, fmt.Sprintf("new seed %s for %s %s (the old one, %s, is accepted too until --finish-rotation): copy it to its host and restart the role", u.SeedFile, kind, name, u.SeedFile+natsauth.OldSeedSuffix))
+	}
+	return said, nil
 }
 
 // writeConfFile writes a configuration file at once (a rename).
@@ -245,6 +291,12 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 	if len(o.servers) == 0 {
 		return &usageError{errors.New("pass --servers with the backup servers' names: without a server user nothing answers")}
 	}
+	if (len(o.rotateSeeds) > 0 || o.finishRotation) && o.verify {
+		return &usageError{errors.New("--rotate-seeds and --finish-rotation are for nkey users (--verify-clients=false): with client certificates, a role's credential is its certificate; renew it with 'cairn cert renew'")}
+	}
+	if len(o.rotateSeeds) > 0 && o.finishRotation {
+		return &usageError{errors.New("pass --rotate-seeds, then, once every role has its new seed, --finish-rotation: not both at once")}
+	}
 	if !o.tls.Empty() {
 		if o.tls.Cert == "" || o.tls.Key == "" {
 			return &usageError{errors.New("NATS TLS needs --tls-cert and --tls-key (and --tls-ca to verify clients)")}
@@ -302,6 +354,10 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 			dir = filepath.Dir(o.out)
 		}
 		o.creds = filepath.Join(dir, "nkeys")
+	}
+	rotated, err := rotateSeeds(o)
+	if err != nil {
+		return err
 	}
 	abs := func(p string) string {
 		if p == "" {
@@ -416,6 +472,9 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 		return nil
 	}
 	fmt.Fprintln(errOut, "warning: no client certificates: an nkey seed is each role's only credential; keep each on its host only")
+	for _, what := range rotated {
+		fmt.Fprintln(out, what)
+	}
 	fmt.Fprintf(out, "%-9s %-16s %s\n", "KIND", "NAME", "START IT WITH")
 	for _, u := range cfg.Users {
 		kind := u.Kind
