@@ -694,3 +694,67 @@ func TestGroupIdentity(t *testing.T) {
 		t.Fatalf("group after the refusals: %+v, %v", g, err)
 	}
 }
+
+// TestRotateSecrets: a rotation rewraps every data key and moves the
+// group's KEK fingerprint and ticket keys in one transaction; one that
+// misses a key added since, names a key the catalog lacks, or starts from
+// another KEK than the group's is refused and changes nothing; the same
+// command again is a no-op.
+func TestRotateSecrets(t *testing.T) {
+	c := newTestCatalog(t)
+	oldTicket, newTicket := bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{8}, 32)
+	rotation := &SecretsRotation{FromKEK: "kek1", ToKEK: "kek2", TicketKey: newTicket,
+		Keys: []RewrappedKey{{ID: "k1", Wrapped: []byte("k1 under kek2")}, {ID: "k2", Wrapped: []byte("k2 under kek2")}}}
+	c.refused(CodeWrongState, &Command{Op: OpRotateSecrets, Rotation: rotation})
+	c.must(&Command{Op: OpInitGroup, Group: &Group{ID: "g1", KEKFingerprint: "kek1", TicketKeys: [][]byte{oldTicket}}})
+	c.must(&Command{Op: OpPutKey, Key: &Key{ID: "k1", Pool: "p1", Wrapped: []byte("k1 under kek1")}})
+	c.must(&Command{Op: OpPutKey, Key: &Key{ID: "k2", Wrapped: []byte("k2 under kek1")}})
+	c.must(&Command{Op: OpPutKey, Key: &Key{ID: "k3", Wrapped: []byte("k3 under kek1")}})
+
+	unchanged := func() {
+		t.Helper()
+		g, _ := c.s.Group()
+		k, _ := c.s.Key("k1")
+		if g.KEKFingerprint != "kek1" || len(g.TicketKeys) != 1 || string(k.Wrapped) != "k1 under kek1" {
+			t.Fatalf("a refused rotation changed the catalog: group %+v, key %s", g, k.Wrapped)
+		}
+	}
+	c.refused(CodeWrongState, &Command{Op: OpRotateSecrets, Rotation: rotation}) // k3 is missing
+	unchanged()
+	rotation.Keys = append(rotation.Keys, RewrappedKey{ID: "k3", Wrapped: []byte("k3 under kek2")}, RewrappedKey{ID: "k4", Wrapped: []byte("x")})
+	c.refused(CodeNotFound, &Command{Op: OpRotateSecrets, Rotation: rotation})
+	unchanged()
+	rotation.Keys = rotation.Keys[:3]
+	other := *rotation
+	other.FromKEK = "kek9"
+	c.refused(CodeWrongState, &Command{Op: OpRotateSecrets, Rotation: &other})
+	unchanged()
+	c.refused(CodeInvalidArgument, &Command{Op: OpRotateSecrets, Rotation: &SecretsRotation{FromKEK: "kek1", ToKEK: "kek1", TicketKey: newTicket}})
+
+	c.must(&Command{Op: OpRotateSecrets, Rotation: rotation})
+	c.must(&Command{Op: OpRotateSecrets, Rotation: rotation}) // retried
+	g, err := c.s.Group()
+	if err != nil || g.ID != "g1" || g.KEKFingerprint != "kek2" || !slices.Equal(g.RetiredKEKFingerprints, []string{"kek1"}) || g.Rotated.IsZero() {
+		t.Fatalf("group after the rotation: %+v, %v", g, err)
+	}
+	if len(g.TicketKeys) != 2 || !bytes.Equal(g.TicketKeys[0], newTicket) || !bytes.Equal(g.TicketKeys[1], oldTicket) {
+		t.Errorf("ticket keys after the rotation: %x, want the new one first and the old one beside it", g.TicketKeys)
+	}
+	for _, id := range []string{"k1", "k2", "k3"} {
+		k, err := c.s.Key(id)
+		if err != nil || string(k.Wrapped) != id+" under kek2" {
+			t.Errorf("key %s after the rotation: %+v, %v", id, k, err)
+		}
+	}
+	if k, _ := c.s.Key("k1"); k.Pool != "p1" || k.Created.IsZero() {
+		t.Errorf("the rotation lost key k1's pool or creation time: %+v", k)
+	}
+	// A second rotation keeps the ticket key before it, not every one.
+	third := bytes.Repeat([]byte{9}, 32)
+	c.must(&Command{Op: OpRotateSecrets, Rotation: &SecretsRotation{FromKEK: "kek2", ToKEK: "kek3", TicketKey: third,
+		Keys: []RewrappedKey{{ID: "k1", Wrapped: []byte("a")}, {ID: "k2", Wrapped: []byte("b")}, {ID: "k3", Wrapped: []byte("c")}}}})
+	g, _ = c.s.Group()
+	if len(g.TicketKeys) != 2 || !bytes.Equal(g.TicketKeys[0], third) || !bytes.Equal(g.TicketKeys[1], newTicket) || !slices.Equal(g.RetiredKEKFingerprints, []string{"kek1", "kek2"}) {
+		t.Errorf("after a second rotation: %+v", g)
+	}
+}

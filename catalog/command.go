@@ -35,6 +35,7 @@ const (
 	OpAssignTape      Op = "assign_tape"
 	OpInitGroup       Op = "init_group"
 	OpCancelJob       Op = "cancel_job"
+	OpRotateSecrets   Op = "rotate_secrets"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -44,25 +45,51 @@ type Command struct {
 	Op   Op        `json:"op"`
 	Time time.Time `json:"time"`
 
-	Client       *Client       `json:"client,omitempty"`        // OpRegisterClient
-	Node         *StorageNode  `json:"node,omitempty"`          // OpRegisterNode
-	Pool         *Pool         `json:"pool,omitempty"`          // OpCreatePool
-	Key          *Key          `json:"key,omitempty"`           // OpPutKey
-	Job          *Job          `json:"job,omitempty"`           // OpCreateJob
-	JobUpdate    *JobUpdate    `json:"job_update,omitempty"`    // OpUpdateJob
-	JobLog       *JobLog       `json:"job_log,omitempty"`       // OpAppendJobLog
-	Volume       *Volume       `json:"volume,omitempty"`        // OpCreateVolume
-	VolumeUpdate *VolumeUpdate `json:"volume_update,omitempty"` // OpUpdateVolume
-	Segment      *IndexSegment `json:"segment,omitempty"`       // OpAddIndexSegment
-	Commit       *BackupCommit `json:"commit,omitempty"`        // OpCommitBackup
-	Abort        *BackupAbort  `json:"abort,omitempty"`         // OpAbortBackup
-	Dispatch     *JobDispatch  `json:"dispatch,omitempty"`      // OpDispatchJob
-	Requeue      *JobRequeue   `json:"requeue,omitempty"`       // OpRequeueJob
-	TapeLabel    *TapeLabel    `json:"tape_label,omitempty"`    // OpLabelTape
-	TapeMove     *TapeMove     `json:"tape_move,omitempty"`     // OpMoveTape
-	TapeAssign   *TapeAssign   `json:"tape_assign,omitempty"`   // OpAssignTape
-	Group        *Group        `json:"group,omitempty"`         // OpInitGroup
-	Cancel       *JobCancel    `json:"cancel,omitempty"`        // OpCancelJob
+	Client       *Client          `json:"client,omitempty"`        // OpRegisterClient
+	Node         *StorageNode     `json:"node,omitempty"`          // OpRegisterNode
+	Pool         *Pool            `json:"pool,omitempty"`          // OpCreatePool
+	Key          *Key             `json:"key,omitempty"`           // OpPutKey
+	Job          *Job             `json:"job,omitempty"`           // OpCreateJob
+	JobUpdate    *JobUpdate       `json:"job_update,omitempty"`    // OpUpdateJob
+	JobLog       *JobLog          `json:"job_log,omitempty"`       // OpAppendJobLog
+	Volume       *Volume          `json:"volume,omitempty"`        // OpCreateVolume
+	VolumeUpdate *VolumeUpdate    `json:"volume_update,omitempty"` // OpUpdateVolume
+	Segment      *IndexSegment    `json:"segment,omitempty"`       // OpAddIndexSegment
+	Commit       *BackupCommit    `json:"commit,omitempty"`        // OpCommitBackup
+	Abort        *BackupAbort     `json:"abort,omitempty"`         // OpAbortBackup
+	Dispatch     *JobDispatch     `json:"dispatch,omitempty"`      // OpDispatchJob
+	Requeue      *JobRequeue      `json:"requeue,omitempty"`       // OpRequeueJob
+	TapeLabel    *TapeLabel       `json:"tape_label,omitempty"`    // OpLabelTape
+	TapeMove     *TapeMove        `json:"tape_move,omitempty"`     // OpMoveTape
+	TapeAssign   *TapeAssign      `json:"tape_assign,omitempty"`   // OpAssignTape
+	Group        *Group           `json:"group,omitempty"`         // OpInitGroup
+	Cancel       *JobCancel       `json:"cancel,omitempty"`        // OpCancelJob
+	Rotation     *SecretsRotation `json:"rotation,omitempty"`      // OpRotateSecrets
+}
+
+// SecretsRotation replaces the group's key-encryption key and ticket
+// signing key. Every data key comes wrapped anew with the new KEK, and all
+// are replaced in one transaction with the group's KEK fingerprint, so no
+// key is ever left wrapped with a KEK the group no longer holds, and a
+// data key's material never changes: what it encrypted opens as before.
+type SecretsRotation struct {
+	// FromKEK is the fingerprint of the KEK the keys are wrapped with
+	// now: a rotation that raced another, or a key added meanwhile, is
+	// refused and changes nothing.
+	FromKEK string `json:"from_kek"`
+	// ToKEK is the new KEK's fingerprint.
+	ToKEK string `json:"to_kek"`
+	// Keys are every data key of the catalog, wrapped with the new KEK.
+	Keys []RewrappedKey `json:"keys"`
+	// TicketKey is the new ticket signing public key. The one it replaces
+	// stays valid beside it, for the tickets already handed out.
+	TicketKey []byte `json:"ticket_key"`
+}
+
+// RewrappedKey is a data key wrapped with a new KEK.
+type RewrappedKey struct {
+	ID      string `json:"id"`
+	Wrapped []byte `json:"wrapped"`
 }
 
 // TapeLabel records a cartridge that a storage node labeled and read back:
@@ -272,6 +299,8 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Group != nil
 	case OpCancelJob:
 		return true, c.Cancel != nil
+	case OpRotateSecrets:
+		return true, c.Rotation != nil
 	}
 	return false, false
 }

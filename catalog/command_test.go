@@ -33,6 +33,7 @@ func sampleCommands() []*Command {
 		{Op: OpDispatchJob, Time: at, Dispatch: &JobDispatch{JobID: 3, Node: "sn2"}},
 		{Op: OpRequeueJob, Time: at, Requeue: &JobRequeue{JobID: 3, Reason: "node down"}},
 		{Op: OpCancelJob, Time: at, Cancel: &JobCancel{JobID: 3, By: "alice (root@h)", Reason: "wrong paths"}},
+		{Op: OpRotateSecrets, Time: at, Rotation: &SecretsRotation{FromKEK: "f", ToKEK: "g", Keys: []RewrappedKey{{ID: "k", Wrapped: []byte{3, 4}}}, TicketKey: bytes.Repeat([]byte{8}, 32)}},
 	}
 }
 

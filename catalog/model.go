@@ -131,7 +131,8 @@ type Pool struct {
 }
 
 // Group is the identity of the Raft group whose catalog this is, written
-// once by its first leader. Every member holds it, so a server can tell a
+// once by its first leader; a rotation of the group's secrets
+// (OpRotateSecrets) changes its keys, never its id. Every member holds it, so a server can tell a
 // member of its own group from one of another group on the same NATS, and
 // check that a server asking to join holds the group's secrets.
 type Group struct {
@@ -145,6 +146,12 @@ type Group struct {
 	// ask.
 	TicketKeys [][]byte  `json:"ticket_keys"`
 	Created    time.Time `json:"created"`
+	// RetiredKEKFingerprints are the KEKs rotations replaced, oldest
+	// first: a secrets file that holds one is an old file of this group,
+	// not another group's.
+	RetiredKEKFingerprints []string `json:"retired_kek_fingerprints,omitempty"`
+	// Rotated is when the secrets were last rotated.
+	Rotated time.Time `json:"rotated,omitzero"`
 }
 
 // Key is a data key as the catalog keeps it: wrapped by the servers'

@@ -65,7 +65,16 @@ type Store struct {
 	// decodes counts the segments Lookup and ListDir decoded, so tests can
 	// prove they skip the others.
 	decodes atomic.Int64
+
+	// groupChanges counts the changes of the group's identity applied
+	// (its first record, a rotation of its secrets, a restored snapshot),
+	// so a reader can keep the group in memory and read it again only
+	// when it changed.
+	groupChanges atomic.Uint64
 }
+
+// GroupVersion changes whenever the group (Group) may have changed.
+func (s *Store) GroupVersion() uint64 { return s.groupChanges.Load() }
 
 func boltOptions() *bbolt.Options {
 	return &bbolt.Options{
@@ -232,6 +241,9 @@ func (s *Store) Apply(index uint64, c *Command) ApplyResult {
 	if err != nil {
 		return ApplyResult{Err: fmt.Errorf("apply catalog command %s at index %d: %w", c.Op, index, err)}
 	}
+	if res.Err == nil && (c.Op == OpInitGroup || c.Op == OpRotateSecrets) {
+		s.groupChanges.Add(1)
+	}
 	return res
 }
 
@@ -317,6 +329,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return fmt.Errorf("restore catalog: %w", err)
 	}
 	s.db, s.broken = db, nil
+	s.groupChanges.Add(1)
 	return nil
 }
 

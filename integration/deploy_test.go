@@ -2,8 +2,10 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
@@ -156,4 +159,119 @@ func routeConnect(t *testing.T, addr, dir, name string) (string, error) {
 			return line, err
 		}
 	}
+}
+
+// TestRotateSecretsInAGroup rotates the secrets of a running group of three
+// servers as README says, and restores a backup made before: refused, with
+// nothing changed, while a member is stopped; then every member holds the
+// new KEK and ticket key (in its files too), every data key is the same
+// key wrapped anew, a backup made before the rotation restores through a
+// storage node that learns the new ticket key, and a member restarted with
+// the old secrets file, as its unit names it, runs on the new keys.
+func TestRotateSecretsInAGroup(t *testing.T) {
+	c := newClusterSys(t, clusterOpts{})
+	s := c.as("web01")
+	tree := makeTree(t, smallSpec(71))
+	want := snapshot(t, tree)
+	old := s.backup("full", tree)
+	oldSecrets, err := keyring.ReadSecrets(filepath.Join(c.dir, "secrets.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	escrow := func(name string) map[string]string {
+		path := filepath.Join(t.TempDir(), name)
+		c.ok("key", "export", "--to", path)
+		f, err := keyring.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, k := range f.Keys {
+			out[k.ID] = fmt.Sprintf("%x", k.Key)
+		}
+		return out
+	}
+	before := escrow("before.json")
+
+	// New secrets, at the same path on every server (here one machine).
+	newFile := filepath.Join(c.dir, "secrets-2.json")
+	c.ok("cluster", "init", "--out", newFile)
+	newSecrets, err := keyring.ReadSecrets(newFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFP := keyring.KEKFingerprint(newSecrets.KEK)
+
+	s3 := c.member("s3")
+	if l := c.leader(); l == s3 {
+		t.Fatal("s3 leads; the test stops a follower")
+	}
+	stop(s3.proc)
+	r := c.cairn("cluster", "rotate-secrets", "--secrets", newFile)
+	checkFailure(t, r, 1, "nothing changed", "s3")
+	for _, m := range c.servers {
+		if k, _ := os.ReadFile(filepath.Join(m.data, "kek")); !bytes.Equal(k, oldSecrets.KEK) {
+			t.Fatalf("a refused rotation changed %s's KEK file", m.name)
+		}
+	}
+	s3.proc.start()
+	c.waitSettled()
+
+	r = c.ok("cluster", "rotate-secrets", "--secrets", newFile)
+	if !strings.Contains(r.stdout, "secrets are rotated") || !strings.Contains(r.stdout, newFP) {
+		t.Errorf("rotate-secrets does not say what it did:\n%s", r)
+	}
+	// Every member adopts them, and writes them where it reads its keys
+	// at start.
+	poll.Until(t, 30*time.Second, func() error {
+		for _, m := range c.servers {
+			st, err := c.status(m)
+			if err != nil {
+				return err
+			}
+			if st.KEKFingerprint != newFP {
+				return fmt.Errorf("%s holds KEK %s, want the new %s", m.name, st.KEKFingerprint, newFP)
+			}
+			if k, _ := os.ReadFile(filepath.Join(m.data, "kek")); !bytes.Equal(k, newSecrets.KEK) {
+				return fmt.Errorf("%s's KEK file does not hold the new KEK", m.name)
+			}
+			if k, _ := os.ReadFile(filepath.Join(m.data, "ticket.key")); !bytes.Equal(k, newSecrets.TicketSeed) {
+				return fmt.Errorf("%s's ticket.key does not hold the new ticket key", m.name)
+			}
+		}
+		return nil
+	})
+	if after := escrow("after.json"); !maps.Equal(after, before) {
+		t.Errorf("the data keys changed in the rotation:\nbefore %v\nafter  %v", before, after)
+	}
+	if r := c.cairn("cluster", "rotate-secrets", "--secrets", newFile); r.code == 0 || !strings.Contains(r.output(), "already") {
+		t.Errorf("the same rotation again: %s", r)
+	}
+
+	// The backup made before the rotation restores: its data key opens
+	// with the new KEK, and the storage node takes the ticket signed with
+	// the new key.
+	to := filepath.Join(t.TempDir(), "restored")
+	s.restore(to, "--backup", strconv.FormatUint(old.BackupID, 10))
+	checkRestored(t, want, to, tree)
+
+	// A member restarted as its unit starts it, with the old secrets
+	// file: it says the file is old, and runs on the new keys.
+	s2 := c.member("s2")
+	stop(s2.proc)
+	s2.proc.start()
+	c.waitSettled()
+	if st, err := c.status(s2); err != nil || st.KEKFingerprint != newFP {
+		t.Errorf("s2 after a restart with the old secrets file: %+v, %v", st, err)
+	}
+	if !strings.Contains(s2.proc.logText(), "rotated away from") {
+		t.Error("s2, restarted with the old secrets file, does not say it is old")
+	}
+	// Backups go on after the rotation, through any member.
+	tree2 := makeTree(t, smallSpec(72))
+	want2 := snapshot(t, tree2)
+	j := s.backup("incremental", tree2)
+	to2 := filepath.Join(t.TempDir(), "restored2")
+	s.restore(to2, "--backup", strconv.FormatUint(j.BackupID, 10))
+	checkRestored(t, want2, to2, tree2)
 }

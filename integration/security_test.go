@@ -626,6 +626,9 @@ func TestSecuredDeployment(t *testing.T) {
 			t.Errorf("the refused key export took %s to fail, want it at once", took)
 		}
 		ops.requestRefused(t, wire.APISubject(wire.OpKeyExport), wire.Empty{})
+		// Rotating the group's secrets is a key admin's too.
+		r = d.as(wire.KindAdmin, "ops", "--timeout", "30s", "cluster", "rotate-secrets", "--secrets", filepath.Join(d.dir, "secrets.json"))
+		checkFailure(t, r, 1, `permission denied for subject "`+wire.APISubject(wire.OpSecretsRotate)+`"`)
 		// Around the grant: the operation on the general API subject,
 		// and the leader's forwarding subject.
 		resp, err := ops.nc.Request("cairn.api."+wire.OpKeyExport, mustMarshal(t, wire.Empty{}), 10*time.Second)

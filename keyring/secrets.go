@@ -40,7 +40,7 @@ func (s *Secrets) check(path string) error {
 }
 
 // WriteSecrets writes s to a new file with mode 0600; it never replaces one,
-// since a group's servers would then hold different keys.
+// since servers started with it would then hold other keys than their group.
 func WriteSecrets(path string, s *Secrets) error {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
@@ -48,7 +48,7 @@ func WriteSecrets(path string, s *Secrets) error {
 	}
 	if err := writeNew(path, append(data, '\n')); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("secrets file %s already exists: a group keeps its secrets for life; choose another name", path)
+			return fmt.Errorf("secrets file %s already exists: a secrets file is never replaced; choose another name", path)
 		}
 		return fmt.Errorf("write secrets file: %w", err)
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
-	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -28,6 +27,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpTreeList, wire.Typed(s.treeList))
 	r.Handle(wire.OpRestoreStart, wire.Typed(s.startRestore))
 	r.Handle(wire.OpKeyExport, wire.Typed(s.keyExport))
+	r.Handle(wire.OpSecretsRotate, wire.Typed(s.rotateSecrets))
 	r.Handle(wire.OpClusterStatus, wire.Typed(s.clusterStatus))
 	r.Handle(wire.OpClusterJoin, wire.Typed(s.clusterJoin))
 	r.Handle(wire.OpClusterRemove, wire.Typed(s.clusterRemove))
@@ -460,7 +460,7 @@ func (s *Server) keyExport(context.Context, string, wire.Empty) (wire.KeyExportR
 	}
 	resp := wire.KeyExportResp{Keys: []wire.KeyMaterial{}}
 	for _, k := range keys {
-		material, err := keyring.Unwrap(s.kek, k.ID, k.Wrapped)
+		material, err := s.unwrap(&k)
 		if err != nil {
 			return wire.KeyExportResp{}, s.unwrapError(k.ID, err)
 		}

@@ -57,8 +57,12 @@ type Config struct {
 	InsecureRaft bool `json:"insecure_raft,omitempty"`
 	// SecretsFile is the group's secrets ('cairn cluster init'): the KEK and
 	// the ticket signing key, which every member must share. The first
-	// start copies them into DataDir; a later start with other secrets is
-	// refused. Empty: the server makes its own, right for a group of one.
+	// start copies them into DataDir (the KEK to KEKFile when set); a later
+	// start with other secrets is refused, unless they are secrets the
+	// group rotated away from ('cairn cluster rotate-secrets'), which are
+	// ignored with a warning, or the group's current ones on a server that
+	// missed the rotation, which replace its old keys. Empty: the server
+	// makes its own, right for a group of one.
 	SecretsFile string `json:"secrets" config:"alias=secrets_file"`
 	// TicketTTL is how long a job ticket is good for: the agent must reach
 	// the storage node within it.

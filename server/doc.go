@@ -50,6 +50,16 @@
 // of another group on the same NATS apart by the group's id in the
 // catalog.
 //
+// Secrets (kek.go, secrets.go): every member holds the group's
+// key-encryption key and ticket signing key, never in the catalog.
+// 'cairn cluster rotate-secrets' replaces both without a stop: each member
+// reads the new secrets from a file of its own and keeps them aside, the
+// leader refuses unless every member read the same, then rewraps every data
+// key and commits the new wrapped keys with the new KEK's fingerprint in one
+// catalog command; each member then uses the new keys as soon as its
+// catalog holds that command, and writes them where it reads its keys at
+// start.
+//
 // Liveness is not replicated: storage nodes and agents heartbeat to every
 // server. A backup whose node or agent falls silent goes back to the queue
 // with the reason (a restore fails with it). A stopping node or agent says

@@ -71,7 +71,7 @@ func (s *Server) sign(t ticket.Ticket) (string, error) {
 	now := time.Now().UTC()
 	t.Issued = now
 	t.Expires = now.Add(s.cfg.TicketTTL)
-	return ticket.Sign(t, s.signer)
+	return ticket.Sign(t, s.keys().signer)
 }
 
 // endpoint is how an agent reaches a storage node's data port.

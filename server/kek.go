@@ -24,6 +24,7 @@ import (
 // the day of a restore.
 type kekCheck struct {
 	mu      sync.Mutex
+	fp      string          // the fingerprint of the KEK checked
 	checked map[string]bool // key IDs this KEK opens
 	bad     error           // the first key it does not open
 }
@@ -34,16 +35,17 @@ const kekHint = "start every server of the group with the same secrets file (--s
 
 // checkKEK tries this server's KEK on the catalog's keys it has not tried
 // yet, logs the first that does not open, and returns the failure (kept
-// until restart: the KEK does not change while the server runs).
+// until the KEK changes, which only a rotation does while the server runs).
 func (s *Server) checkKEK() error {
+	sec := s.keys()
 	keys, err := s.store.Keys()
 	if err != nil {
 		return nil // the catalog says why elsewhere
 	}
 	s.kekState.mu.Lock()
 	defer s.kekState.mu.Unlock()
-	if s.kekState.checked == nil {
-		s.kekState.checked = map[string]bool{}
+	if s.kekState.fp != sec.kekFP {
+		s.kekState.fp, s.kekState.checked, s.kekState.bad = sec.kekFP, map[string]bool{}, nil
 	}
 	if s.kekState.bad != nil {
 		return s.kekState.bad
@@ -52,7 +54,13 @@ func (s *Server) checkKEK() error {
 		if s.kekState.checked[k.ID] {
 			continue
 		}
-		if _, err := keyring.Unwrap(s.kek, k.ID, k.Wrapped); err != nil {
+		if _, err := keyring.Unwrap(sec.kek, k.ID, k.Wrapped); err != nil {
+			if n := s.next.Load(); n != nil {
+				if _, err := keyring.Unwrap(n.kek, k.ID, k.Wrapped); err == nil {
+					// Wrapped by a rotation this server is about to adopt.
+					continue
+				}
+			}
 			s.kekState.bad = wire.Errorf(wire.CodeKey, kekHint,
 				"server %s cannot unwrap data key %s of the catalog with its key-encryption key (%s): it is not the group's",
 				s.cfg.Name, k.ID, s.kekPath)
@@ -66,14 +74,13 @@ func (s *Server) checkKEK() error {
 }
 
 // kekLoop checks the KEK at start and again as keys arrive: a server that
-// just joined receives the catalog after it started.
+// just joined receives the catalog after it started. It also adopts the
+// secrets of a rotation (keys) within seconds of the group's.
 func (s *Server) kekLoop(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		if err := s.checkKEK(); err != nil {
-			return // said once; every key operation says it again
-		}
+		_ = s.checkKEK() // it logs a KEK that does not open a key, once
 		select {
 		case <-ctx.Done():
 			return
@@ -92,10 +99,8 @@ func (s *Server) kekLoop(ctx context.Context) {
 //   - with the KEK outside the data directory, a kek file left in it is a
 //     copy to remove (said at every start) or, when it differs, another
 //     group's key (refused).
-func loadKEK(cfg Config, path, source string, logger *slog.Logger) ([]byte, error) {
+func loadKEK(cfg Config, path, source string, catalogExists bool, logger *slog.Logger) ([]byte, error) {
 	catalogPath := filepath.Join(cfg.DataDir, "catalog.db")
-	_, statErr := os.Stat(catalogPath)
-	catalogExists := statErr == nil
 	kek, err := keyring.ReadKEK(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && catalogExists && source != KEKFromDataDir && fileExists(filepath.Join(cfg.DataDir, "kek")):

@@ -132,7 +132,7 @@ func TestKEKStaysOutOfTheCatalogAndSnapshots(t *testing.T) {
 		if len(wrapped) < 2 {
 			t.Fatalf("the wrapped data key was found only in %v, want it in catalog.db and the snapshot", wrapped)
 		}
-		if got := holding(t, dir, h.srv.kek); !slicesEqual(got, wantKEKFiles) {
+		if got := holding(t, dir, h.srv.keys().kek); !slicesEqual(got, wantKEKFiles) {
 			t.Errorf("the KEK is in %v of the data directory, want %v", got, wantKEKFiles)
 		}
 		for _, k := range resp.Keys {
@@ -151,7 +151,7 @@ func TestKEKStaysOutOfTheCatalogAndSnapshots(t *testing.T) {
 		if st, err := os.Stat(kekFile); err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("the KEK file made on the first start: %v, %v", st, err)
 		}
-		if k, _ := os.ReadFile(kekFile); !bytes.Equal(k, h.srv.kek) {
+		if k, _ := os.ReadFile(kekFile); !bytes.Equal(k, h.srv.keys().kek) {
 			t.Fatal("the server does not use the KEK in --kek-file")
 		}
 	})
@@ -216,7 +216,7 @@ func TestKEKFileRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kek := s.kek
+		kek := s.keys().kek
 		s.Close()
 		inData := filepath.Join(cfg.DataDir, "kek")
 		cfg.KEKFile = filepath.Join(t.TempDir(), "kek")
@@ -233,14 +233,14 @@ func TestKEKFileRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Close()
-		if !bytes.Equal(s.kek, kek) || !strings.Contains(log.String(), "a copy of the key-encryption key is still in the data directory") {
-			t.Fatalf("a copy left in the data directory: same KEK %v, log %q", bytes.Equal(s.kek, kek), log.String())
+		if !bytes.Equal(s.keys().kek, kek) || !strings.Contains(log.String(), "a copy of the key-encryption key is still in the data directory") {
+			t.Fatalf("a copy left in the data directory: same KEK %v, log %q", bytes.Equal(s.keys().kek, kek), log.String())
 		}
 		if err := os.Remove(inData); err != nil {
 			t.Fatal(err)
 		}
 		s, err = newServer(t, cfg)
-		if err != nil || !bytes.Equal(s.kek, kek) {
+		if err != nil || !bytes.Equal(s.keys().kek, kek) {
 			t.Fatalf("the KEK moved out of the data directory: %v", err)
 		}
 		s.Close()
@@ -264,7 +264,7 @@ func TestKEKFileRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(s.kek, kek) {
+		if !bytes.Equal(s.keys().kek, kek) {
 			t.Fatal("the server does not use the KEK of its systemd credential")
 		}
 		if _, err := os.Stat(filepath.Join(cfg.DataDir, "kek")); !errors.Is(err, fs.ErrNotExist) {
@@ -292,7 +292,7 @@ func TestKEKFileRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(s.kek, sec.KEK) {
+		if !bytes.Equal(s.keys().kek, sec.KEK) {
 			t.Fatal("the server does not use the group's KEK")
 		}
 		if got := holding(t, cfg.DataDir, sec.KEK); len(got) > 0 {

@@ -66,15 +66,23 @@ type otherServer struct {
 // group is the group's identity from the catalog, nil until it holds one.
 // It never changes once set, so the first one read is kept.
 func (s *Server) group() *catalog.Group {
-	if g := s.groupID.Load(); g != nil {
-		return g
+	v := s.store.GroupVersion()
+	if c := s.groupID.Load(); c != nil && c.version == v {
+		return c.group
 	}
 	g, err := s.store.Group()
 	if err != nil || g == nil {
 		return nil
 	}
-	s.groupID.Store(g)
+	s.groupID.Store(&cachedGroup{version: v, group: g})
 	return g
+}
+
+// cachedGroup is the group as read at a version of the store's group
+// (catalog.Store.GroupVersion): read again once a rotation changed it.
+type cachedGroup struct {
+	version uint64
+	group   *catalog.Group
 }
 
 // groupName is the group's id, empty when none is known.
@@ -86,7 +94,7 @@ func (s *Server) groupName() string {
 }
 
 // ticketPublic is this server's ticket signing public key.
-func (s *Server) ticketPublic() ed25519.PublicKey { return s.signer.Public().(ed25519.PublicKey) }
+func (s *Server) ticketPublic() ed25519.PublicKey { return s.keys().ticketPublic() }
 
 // initGroup writes the group's identity when this leader finds none: the
 // first leader of a new group does at once, and so does the first leader of
@@ -95,7 +103,7 @@ func (s *Server) initGroup(ctx context.Context) {
 	if s.group() != nil {
 		return
 	}
-	g := &catalog.Group{ID: uuid.NewString(), KEKFingerprint: keyring.KEKFingerprint(s.kek), TicketKeys: [][]byte{s.ticketPublic()}}
+	g := &catalog.Group{ID: uuid.NewString(), KEKFingerprint: s.keys().kekFP, TicketKeys: [][]byte{s.ticketPublic()}}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := s.apply(actx, &catalog.Command{Op: catalog.OpInitGroup, Group: g}); err != nil && wire.CodeOf(err) != wire.CodeAlreadyExists {
@@ -117,7 +125,7 @@ func (s *Server) checkOwnKeys() {
 		return
 	}
 	s.keysChecked = true
-	if fp := keyring.KEKFingerprint(s.kek); fp != g.KEKFingerprint {
+	if fp := s.keys().kekFP; fp != g.KEKFingerprint {
 		s.log.Error("this server's key-encryption key is not its group's: backups and restores through it will fail",
 			"kek_fingerprint", fp, "group_kek_fingerprint", g.KEKFingerprint, "hint", kekHint)
 	}

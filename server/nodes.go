@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"slices"
 	"strings"
@@ -89,7 +88,7 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	s.mu.Unlock()
 	s.kick()
 	s.log.Info("storage node registered", "node", id, "data_addr", req.DataAddr, "pools", len(pools))
-	resp := wire.NodeRegisterResp{TicketKey: s.signer.Public().(ed25519.PublicKey), ServerTime: time.Now().UTC()}
+	resp := wire.NodeRegisterResp{TicketKey: s.ticketPublic(), ServerTime: time.Now().UTC()}
 	if g := s.group(); g != nil {
 		// The group's keys, as its catalog records them: every server hands
 		// out the same, so a node does not trust whichever server it asked.
@@ -110,7 +109,7 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 		return err
 	}
 	keyID := fmt.Sprintf("pool-%s-%s", p.Name, uuid.NewString()[:8])
-	wrapped, err := keyring.Wrap(s.kek, keyID, keyring.NewKey())
+	wrapped, err := keyring.Wrap(s.keys().kek, keyID, keyring.NewKey())
 	if err != nil {
 		return fmt.Errorf("wrap data key for pool %s: %w", p.Name, err)
 	}
@@ -282,7 +281,7 @@ func (s *Server) keyGet(ctx context.Context, subject string, req wire.KeyGetReq)
 		return wire.KeyGetResp{}, wire.Errorf(wire.CodeKey, "import the key from your escrow key file",
 			"the catalog does not hold key %q, which the volume needs", req.KeyID)
 	}
-	material, err := keyring.Unwrap(s.kek, k.ID, k.Wrapped)
+	material, err := s.unwrap(k)
 	if err != nil {
 		return wire.KeyGetResp{}, s.unwrapError(k.ID, err)
 	}

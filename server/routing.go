@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cairnbackup/cairn/catalog"
-	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -96,6 +95,7 @@ func (s *Server) subscribe(ctx context.Context) error {
 	s.subs = append(s.subs, beats)
 	mine := wire.NewRouter()
 	mine.Handle(wire.OpServerStatus, wire.Typed(s.serverStatus))
+	mine.Handle(wire.OpServerPrepareSecrets, wire.Typed(s.prepareSecrets))
 	prefix := wire.ServerSubject(s.cfg.Name, "")
 	sub, err := wire.Serve(ctx, s.nc, prefix+">", "", s.log, mine.Dispatch(func(subject string) (string, bool) {
 		return strings.TrimPrefix(subject, prefix), strings.HasPrefix(subject, prefix)
@@ -369,7 +369,7 @@ func (s *Server) serverStatus(context.Context, string, wire.Empty) (wire.ServerS
 		Peers: peers, Name: s.cfg.Name, RaftAddr: st.Addr, State: st.State, Term: st.Term, LastIndex: st.LastIndex,
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Leader: st.LeaderID, Version: Version,
 		CatalogIndex: st.CatalogIndex, Group: s.groupName(), Member: s.member.Load(),
-		KEKFingerprint: keyring.KEKFingerprint(s.kek), TicketKeyFingerprint: keyring.TicketKeyFingerprint(s.ticketPublic()),
+		KEKFingerprint: s.keys().kekFP, TicketKeyFingerprint: s.keys().ticketFP(),
 	}, nil
 }
 

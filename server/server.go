@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,15 +29,21 @@ var Version = buildinfo.Version()
 
 // Server is one backup server.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	lock     *datadir.Lock // the data directory, held until Close
-	store    *catalog.Store
-	raft     *cluster.Node
-	kek      []byte
-	kekPath  string // where kek was read from, for telling the operator
-	kekState kekCheck
-	signer   ed25519.PrivateKey
+	cfg       Config
+	log       *slog.Logger
+	lock      *datadir.Lock // the data directory, held until Close
+	store     *catalog.Store
+	raft      *cluster.Node
+	kekPath   string // where the KEK was read from, for telling the operator
+	kekSource string // what chose kekPath (Config.KEKPath)
+	kekState  kekCheck
+	// secrets are the KEK and ticket signing key in use; next, those a
+	// rotation prepared, adopted once the group has rotated to them
+	// (keys, secrets.go).
+	secrets  atomic.Pointer[groupSecrets]
+	next     atomic.Pointer[groupSecrets]
+	prev     atomic.Pointer[groupSecrets] // the secrets a rotation replaced
+	adoptMu  sync.Mutex
 	metrics  *metrics
 	raftCert *pki.KeyPair // nil without Raft TLS
 
@@ -56,9 +61,9 @@ type Server struct {
 	// volume for appending.
 	acquireMu sync.Mutex
 
-	// groupID is the group's identity once the catalog holds it; member is
-	// whether this server answers roles now (membership.go).
-	groupID atomic.Pointer[catalog.Group]
+	// groupID is the group's identity as the catalog last held it; member
+	// is whether this server answers roles now (membership.go).
+	groupID atomic.Pointer[cachedGroup]
 	member  atomic.Bool
 	serving atomic.Bool // the role subjects are subscribed and flushed to NATS
 	// Owned by the leader loop.
@@ -121,26 +126,41 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	warnInsecureRaft(cfg, logger)
 	kekPath, kekSource := cfg.KEKPath()
 	ticketPath := filepath.Join(cfg.DataDir, "ticket.key")
-	if cfg.SecretsFile != "" {
-		secrets, err := keyring.ReadSecrets(cfg.SecretsFile)
-		if err != nil {
-			return nil, err
-		}
-		if err := secrets.Install(cfg.SecretsFile, kekPath, ticketPath); err != nil {
+	// An existing catalog first: whether a secrets file is this group's
+	// current one, an old one, or another group's, its group record says.
+	// A new one is made only once the keys are in place, so a first start
+	// that fails leaves no catalog that a KEK would have to match.
+	catalogPath := filepath.Join(cfg.DataDir, "catalog.db")
+	catalogExisted := fileExists(catalogPath)
+	var store *catalog.Store
+	if catalogExisted {
+		if store, err = catalog.Open(catalogPath); err != nil {
 			return nil, err
 		}
 	}
-	kek, err := loadKEK(cfg, kekPath, kekSource, logger)
-	if err != nil {
+	fail := func(err error) (*Server, error) {
+		if store != nil {
+			store.Close()
+		}
 		return nil, err
+	}
+	if cfg.SecretsFile != "" {
+		if err := installSecrets(cfg, store, kekPath, ticketPath, logger); err != nil {
+			return fail(err)
+		}
+	}
+	kek, err := loadKEK(cfg, kekPath, kekSource, catalogExisted, logger)
+	if err != nil {
+		return fail(err)
 	}
 	signer, err := keyring.LoadOrCreateSigningKey(ticketPath)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	store, err := catalog.Open(filepath.Join(cfg.DataDir, "catalog.db"))
-	if err != nil {
-		return nil, err
+	if store == nil {
+		if store, err = catalog.Open(catalogPath); err != nil {
+			return nil, err
+		}
 	}
 	rc := cluster.DefaultConfig()
 	rc.ID = cfg.Name
@@ -155,20 +175,19 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	var raftCert *pki.KeyPair
 	if !cfg.RaftTLS.Empty() {
 		if rc.TLS, raftCert, err = pki.MutualTLSReloadable(cfg.RaftTLS); err != nil {
-			store.Close()
-			return nil, fmt.Errorf("raft TLS: %w", err)
+			return fail(fmt.Errorf("raft TLS: %w", err))
 		}
 	}
 	node, err := cluster.Open(rc, store, logger)
 	if err != nil {
-		store.Close()
-		return nil, err
+		return fail(err)
 	}
 	s := &Server{
-		cfg: cfg, log: logger, store: store, raft: node, kek: kek, kekPath: kekPath, signer: signer, raftCert: raftCert,
+		cfg: cfg, log: logger, store: store, raft: node, kekPath: kekPath, kekSource: kekSource, raftCert: raftCert,
 		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{}, others: map[string]*otherServer{},
 		wake: make(chan struct{}, 1), seen: make(chan seenEvent, 64), stops: make(chan stopOrder, 256),
 	}
+	s.secrets.Store(newGroupSecrets(kek, signer))
 	s.metrics = newMetrics(s, reg)
 	_ = s.checkKEK() // logs a KEK that does not open the catalog's keys
 	s.lock, held = lock, true

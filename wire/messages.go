@@ -25,10 +25,46 @@ const (
 	OpClusterStatus = "cluster.status"
 	OpClusterJoin   = "cluster.join"
 	OpClusterRemove = "cluster.remove"
+	// OpSecretsRotate replaces the group's key-encryption key and ticket
+	// signing key (a key escrow operation: cairn.escrow.secrets.rotate).
+	OpSecretsRotate = "secrets.rotate"
 )
 
 // OpServerStatus asks one server (cairn.server.<name>.status) for its own view.
 const OpServerStatus = "status"
+
+// OpServerPrepareSecrets asks one server (cairn.server.<name>.secrets.prepare)
+// to read the new secrets of a rotation from a file of its own.
+const OpServerPrepareSecrets = "secrets.prepare"
+
+// SecretsRotateReq names the new secrets file ('cairn cluster init'), at
+// the same path on every server. The secrets never cross NATS: each server
+// reads the file, and the servers compare fingerprints.
+type SecretsRotateReq struct {
+	File string `json:"file"`
+}
+
+// SecretsPrepareResp is what a server read from the new secrets file: the
+// fingerprints of its keys, never the keys.
+type SecretsPrepareResp struct {
+	Server               string `json:"server"`
+	KEKFingerprint       string `json:"kek_fingerprint"`
+	TicketKeyFingerprint string `json:"ticket_key_fingerprint"`
+}
+
+// SecretsRotateResp says what a rotation did.
+type SecretsRotateResp struct {
+	Group string `json:"group"`
+	// FromKEK and ToKEK are the fingerprints of the KEK before and after.
+	FromKEK string `json:"from_kek_fingerprint"`
+	ToKEK   string `json:"to_kek_fingerprint"`
+	// TicketKey is the fingerprint of the new ticket signing key.
+	TicketKey string `json:"ticket_key_fingerprint"`
+	// Keys is the number of data keys wrapped anew.
+	Keys int `json:"keys"`
+	// Servers are the members that hold the new secrets.
+	Servers []string `json:"servers"`
+}
 
 // ServerStatus is one server's own view of the Raft group.
 type ServerStatus struct {

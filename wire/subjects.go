@@ -29,11 +29,12 @@ const (
 const ServerQueue = "cairn-servers"
 
 // escrowOps are the admin operations that hand out every data key in the
-// clear. They live below cairn.escrow. rather than cairn.api., so that a NATS
+// clear, or replace the keys every data key is wrapped with. They live
+// below cairn.escrow. rather than cairn.api., so that a NATS
 // permission can grant the rest of the admin API without them: an admin
 // credential that runs backups and restores need not be able to read every
 // volume.
-var escrowOps = map[string]bool{OpKeyExport: true}
+var escrowOps = map[string]bool{OpKeyExport: true, OpSecretsRotate: true}
 
 // APISubject is the subject of an admin operation such as "job.list":
 // cairn.api.<op>, or cairn.escrow.<op> for the key escrow operations.

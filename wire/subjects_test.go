@@ -12,7 +12,12 @@ func TestKeyExportHasItsOwnSubject(t *testing.T) {
 	if op, ok := TrimAPI("cairn.escrow.key.export"); !ok || op != OpKeyExport {
 		t.Fatalf("TrimAPI of the escrow subject = %q, %v", op, ok)
 	}
-	for _, s := range []string{"cairn.api.key.export", "cairn.escrow.job.list", "cairn.escrow.", "cairn.api."} {
+	// Rotating the group's secrets replaces what every data key is
+	// wrapped with: a key admin's too.
+	if got := APISubject(OpSecretsRotate); got != "cairn.escrow.secrets.rotate" {
+		t.Errorf("APISubject(%s) = %s, want it below cairn.escrow.", OpSecretsRotate, got)
+	}
+	for _, s := range []string{"cairn.api.key.export", "cairn.api.secrets.rotate", "cairn.escrow.job.list", "cairn.escrow.", "cairn.api."} {
 		if op, ok := TrimAPI(s); ok {
 			t.Errorf("TrimAPI(%q) = %q: an operation off its own subject", s, op)
 		}

@@ -113,7 +113,7 @@ voter of a group cannot be removed.`,
 		},
 	}
 	remove.Flags().StringVar(&rmName, "name", "", "name of the server to remove")
-	c.AddCommand(join, remove, newClusterInitCmd(g), newClusterRecoverCmd(g))
+	c.AddCommand(join, remove, newClusterInitCmd(g), newClusterRotateSecretsCmd(g), newClusterRecoverCmd(g))
 	return c
 }
 
@@ -175,7 +175,8 @@ A group of three over TLS:
   (s3 likewise)
 
 Keep a copy offline with the escrowed data keys: without the KEK, the
-catalog's data keys do not open.`,
+catalog's data keys do not open. To replace the secrets of a running group,
+make new ones with this command and see 'cairn cluster rotate-secrets'.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runClusterInit(out, g.out)
@@ -185,12 +186,71 @@ catalog's data keys do not open.`,
 	return c
 }
 
+func newClusterRotateSecretsCmd(g *globals) *cobra.Command {
+	var file string
+	c := &cobra.Command{
+		Use:   "rotate-secrets --secrets FILE",
+		Short: "Replace the group's key-encryption key and ticket signing key; every data key is wrapped anew",
+		Long: `Replace the secrets of a running group (its key-encryption key and its ticket
+signing key) with those of a new secrets file, without stopping anything:
+
+  cairn cluster init --out /root/secrets-2026.json     # new secrets, anywhere
+  # copy it to the same path on every server, readable by the user cairn:
+  #   install -m 0640 -g cairn secrets-2026.json /etc/cairn/secrets-2026.json
+  cairn cluster rotate-secrets --secrets /etc/cairn/secrets-2026.json
+
+The path is read by each server, on its own disk: the secrets never cross
+NATS. Every member of the group must run and read the same secrets from it,
+or the rotation is refused and nothing changes (start the member, or remove
+it). The leader then unwraps every data key with the old KEK, wraps it with
+the new one, and the catalog takes the new wrapped keys, the new KEK's
+fingerprint and the new ticket key in one step: the data keys themselves do
+not change, so every backup already stored restores as before. Each server
+then uses the new keys and writes them where it reads them at start (its
+--kek-file or data directory, and ticket.key); a KEK from a systemd
+credential it cannot write says so in its log: put the new one in the
+credential before the next restart. Tickets signed with the old ticket key
+stay valid until they expire.
+
+Afterwards: remove the new file from the servers and keep it offline with
+the escrowed data keys (a server that joins later is started with it); keep
+the old file offline too while copies of the catalog made before (a backup of
+a server's disk) may have to be opened, and destroy it after. A server
+started with the old file ignores it and says so.
+
+It takes a key admin's credential, like 'cairn key export'.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return &usageError{errors.New("pass --secrets FILE: the new secrets file ('cairn cluster init --out FILE'), at that path on every server")}
+			}
+			if !filepath.IsAbs(file) {
+				return &usageError{fmt.Errorf("--secrets %s: give the absolute path the file has on every server", file)}
+			}
+			var resp wire.SecretsRotateResp
+			if err := g.request(cmd.Context(), wire.OpSecretsRotate, wire.SecretsRotateReq{File: file}, &resp); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(g.out, resp)
+			}
+			fmt.Fprintf(g.out, "the group's secrets are rotated: %d data keys wrapped with the new key-encryption key (fingerprint %s, was %s), tickets signed with the new key (fingerprint %s)\n",
+				resp.Keys, resp.ToKEK, resp.FromKEK, resp.TicketKey)
+			fmt.Fprintf(g.out, "servers holding them: %s\n", strings.Join(resp.Servers, ", "))
+			fmt.Fprintf(g.out, "now remove %s from the servers and keep it offline, with the escrowed data keys ('cairn key export')\n", file)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&file, "secrets", "", "the new secrets file, at this absolute path on every server")
+	return c
+}
+
 func runClusterInit(out string, w io.Writer) error {
 	if out == "" {
 		return &usageError{errors.New("pass --out FILE for the group's secrets")}
 	}
 	if err := keyring.WriteSecrets(out, keyring.NewSecrets()); err != nil {
-		return wire.Errorf(wire.CodeAlreadyExists, "a group keeps its secrets for life: use the existing file, or choose another name for a new group", "%v", err)
+		return wire.Errorf(wire.CodeAlreadyExists, "a secrets file is never replaced: use the existing file, or choose another name for new secrets", "%v", err)
 	}
 	fmt.Fprintf(w, "wrote the group's secrets to %s (mode 0600)\n", out)
 	fmt.Fprintf(w, "start every server with --secrets %s; keep a copy offline\n", out)
