@@ -92,7 +92,13 @@ func TestRestoreAccountsForATruncatedVolume(t *testing.T) {
 	named := map[string]string{}
 	for _, l := range j.Log {
 		if path, reason, ok := strings.Cut(strings.TrimPrefix(l.Msg, "lost: "), ": "); ok && strings.HasPrefix(l.Msg, "lost: ") {
-			named[path] = reason
+			// The log shows a path in its escaped form (a tab as \t).
+			raw, err := fileindex.Unescape(path)
+			if err != nil {
+				t.Errorf("the job log's lost entry %q does not unescape: %v", path, err)
+				continue
+			}
+			named[raw] = reason
 		}
 	}
 	for p := range lost {
