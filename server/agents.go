@@ -81,7 +81,7 @@ func (s *Server) agentBeat(name string, hb wire.AgentHeartbeat) {
 		return // an older agent
 	}
 	seen := s.seeInstance(name, wire.AgentInstance{ID: hb.Instance, Hostname: hb.Hostname, PID: hb.PID}, hb.Running)
-	if (seen.restartOf != nil || seen.duplicate != nil) && s.raft.IsLeader() {
+	if (seen.restartOf != nil || seen.duplicate != nil) && s.deciding() {
 		// Off the NATS callback: what follows writes to the catalog. The
 		// leader's watch loop takes it; one dropped when it lags is seen
 		// again at the next heartbeat (a duplicate) or by the watchdog (a
@@ -204,7 +204,7 @@ func (s *Server) duplicate(name string) *wire.AgentDuplicate {
 // restarted agent's jobs are taken back from the process that died with
 // them (agentRestarted).
 func (s *Server) afterSeen(ctx context.Context, name string, seen instanceSeen) {
-	if !s.raft.IsLeader() {
+	if !s.deciding() {
 		return
 	}
 	switch {

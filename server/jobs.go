@@ -453,15 +453,20 @@ func (s *Server) watch(ctx context.Context) {
 		case <-t.C:
 		case <-s.wake:
 		case ev := <-s.seen:
-			s.afterSeen(ctx, ev.name, ev.seen)
+			if lctx, ok := s.leading(); ok {
+				s.afterSeen(lctx, ev.name, ev.seen)
+			}
 			continue
 		}
-		if !s.raft.IsLeader() {
+		lctx, ok := s.decide()
+		if !ok {
 			continue
 		}
-		s.carryOutCancels(ctx)
-		s.watchRunning(ctx)
-		s.dispatchQueued(ctx)
+		// Under the term's context: a leadership lost in the middle of
+		// a round stops it at its next catalog write.
+		s.carryOutCancels(lctx)
+		s.watchRunning(lctx)
+		s.dispatchQueued(lctx)
 	}
 }
 

@@ -129,7 +129,7 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 		s.log.Warn("dropped a request whose reply subject is not an inbox", "subject", m.Subject, "reply", m.Reply)
 		return
 	}
-	if !needsLeader(m.Subject) || s.raft.IsLeader() {
+	if !needsLeader(m.Subject) || s.deciding() {
 		wire.HandleMsg(ctx, m, s.log, s.handlerFor(m.Subject))
 		return
 	}
@@ -167,7 +167,7 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, 500*time.Millisecond)
-		if s.raft.IsLeader() {
+		if s.deciding() {
 			// This server won the election meanwhile.
 			wire.HandleMsg(ctx, m, s.log, s.handlerFor(m.Subject))
 			return
@@ -222,15 +222,11 @@ func (s *Server) unreachable(ctx context.Context) []string {
 	return down
 }
 
-// leaderLoop subscribes to the leader's subject while this server leads,
-// adopts the running jobs whenever it becomes leader, answers roles while
-// this server is a member (serveRoles), and announces it.
+// leaderLoop answers roles while this server is a member (serveRoles),
+// records the group's identity once it leads, and announces it. Leadership
+// itself follows Raft's notifications (leadership.go).
 func (s *Server) leaderLoop(ctx context.Context) {
-	var sub *nats.Subscription
 	defer func() {
-		if sub != nil {
-			_ = sub.Unsubscribe()
-		}
 		s.serving.Store(false)
 		for _, sub := range s.roleSubs {
 			_ = sub.Unsubscribe()
@@ -241,38 +237,10 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	defer t.Stop()
 	var announced time.Time
 	for {
-		leader := s.raft.IsLeader()
-		if leader {
+		if s.deciding() {
 			s.initGroup(ctx)
 		}
 		s.checkOwnKeys()
-		group := s.groupName()
-		switch {
-		case leader && sub == nil && group != "":
-			var err error
-			sub, err = s.nc.Subscribe(wire.LeaderWildcard(group), func(m *nats.Msg) {
-				orig, ok := wire.TrimLeader(group, m.Subject)
-				h := s.handlerFor(orig)
-				if !ok || h == nil {
-					wire.Respond(m, wire.MarshalError(wire.Errorf(wire.CodeUnknownOperation, "", "nothing answers %s", m.Subject)), s.log)
-					return
-				}
-				m.Subject = orig
-				go wire.HandleMsg(ctx, m, s.log, h)
-			})
-			if err != nil {
-				s.log.Error("subscribe as leader", "err", err)
-				sub = nil
-				break
-			}
-			s.log.Info("leading the group: serving writes and dispatching jobs", "group", group)
-			s.becameLeader(ctx)
-		case !leader && sub != nil:
-			_ = sub.Unsubscribe()
-			sub = nil
-			s.log.Info("no longer leading")
-			s.lostLeadership()
-		}
 		s.serveRoles(ctx)
 		if time.Since(announced) >= serverBeatInterval {
 			s.announce()

@@ -57,6 +57,14 @@ type Server struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
+	// The leadership loop's term (leadership.go); nil while this server
+	// does not decide.
+	termMu sync.Mutex
+	term   *leaderTerm
+	// leaderTrace, set by tests before Start, hears "barrier", "decide"
+	// and "lost" in the order they happen.
+	leaderTrace func(event string)
+
 	// acquireMu serialises volume selection so two jobs never get the same
 	// volume for appending.
 	acquireMu sync.Mutex
@@ -212,12 +220,20 @@ func (s *Server) Start(ctx context.Context) error {
 		s.Close()
 		return fmt.Errorf("subscribe on NATS: %w", err)
 	}
+	// Taken before the first check: a change after it is not missed.
+	events := s.raft.LeaderCh()
 	if s.raft.IsLeader() {
 		// A group of one (cairn dev) answers as soon as Start returns.
-		s.initGroup(ctx)
+		if err := s.beginTerm(ctx); err != nil {
+			s.log.Warn("new leader: barrier failed; trying again", "err", err)
+		}
 		s.serveRoles(ctx)
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		s.leadership(ctx, events)
+	}()
 	go func() {
 		defer s.wg.Done()
 		s.leaderLoop(ctx)

@@ -297,6 +297,16 @@ func (n *Node) Barrier(ctx context.Context) error {
 	return n.wait(ctx, "barrier", n.raft.Barrier(n.timeout(ctx)))
 }
 
+// LeaderCh delivers true when this server becomes the leader and false when
+// it stops leading, as Raft changes state. A reader that falls behind sees
+// only the latest change, so a lost and regained leadership may arrive as
+// one true: compare Term to tell. It has one reader, the server's
+// leadership loop.
+func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }
+
+// Term is Raft's current term: a new one begins with every election.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
 // IsLeader reports whether this server leads the group now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 

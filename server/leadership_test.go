@@ -1,0 +1,167 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/natsd"
+)
+
+// trace records what a server's leadership loop did, in order.
+type trace struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (tr *trace) add(ev string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.events = append(tr.events, ev)
+}
+
+func (tr *trace) get() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.events)
+}
+
+// checkTerms reports a decision made outside a term: before the first
+// barrier, or after a "lost" and before the next barrier.
+func checkTerms(events []string) error {
+	inTerm := false
+	for i, ev := range events {
+		switch ev {
+		case "barrier":
+			inTerm = true
+		case "lost":
+			inTerm = false
+		case "decide":
+			if !inTerm {
+				return fmt.Errorf("event %d: a decision outside a term (after no barrier): %v", i, events)
+			}
+		}
+	}
+	return nil
+}
+
+// newGroupOfThree starts three servers on one NATS server, s1 bootstrapped
+// and the others added as voters, each with its leadership traced.
+func newGroupOfThree(t *testing.T) ([]*Server, []*trace) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	var srvs []*Server
+	var traces []*trace
+	for i := range 3 {
+		cfg := DefaultConfig()
+		cfg.Name = fmt.Sprintf("s%d", i+1)
+		cfg.Bootstrap = i == 0
+		cfg.DataDir = t.TempDir()
+		cfg.NATSURL = ns.URL()
+		cfg.RaftAddr = "127.0.0.1:0"
+		cfg.LivenessTimeout = 2 * time.Second
+		s, err := New(cfg, logger, prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &trace{}
+		s.leaderTrace = tr.add
+		if i == 0 {
+			if err := s.WaitLeader(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		srvs, traces = append(srvs, s), append(traces, tr)
+	}
+	for _, s := range srvs[1:] {
+		if err := srvs[0].raft.AddVoter(ctx, s.cfg.Name, s.raft.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, 30*time.Second, func() error {
+		for _, s := range srvs[1:] {
+			if s.raft.LeaderID() != "s1" {
+				return fmt.Errorf("%s does not follow s1 yet", s.cfg.Name)
+			}
+		}
+		return nil
+	})
+	return srvs, traces
+}
+
+func leaderOf(srvs []*Server) (int, error) {
+	for i, s := range srvs {
+		if s.deciding() {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("no server decides")
+}
+
+// TestLeaderDecidesOnlyAfterItsBarrier hands the leadership around a
+// group of three: every new leader runs its barrier before its first
+// decision (adopting the running jobs, dispatching), and an old leader
+// makes no decision once it lost the leadership, and has ended the
+// context its dispatcher runs under.
+func TestLeaderDecidesOnlyAfterItsBarrier(t *testing.T) {
+	srvs, traces := newGroupOfThree(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for round := range 3 {
+		var old int
+		poll.Until(t, 30*time.Second, func() (err error) {
+			old, err = leaderOf(srvs)
+			return err
+		})
+		oldCtx, _ := srvs[old].leading()
+		if err := srvs[old].raft.TransferLeadership(ctx); err != nil {
+			t.Fatalf("round %d: transfer from %s: %v", round, srvs[old].cfg.Name, err)
+		}
+		// Raft's notification ends the term, not the next poll of a
+		// loop: well within a 100 ms tick on an idle machine, and surely
+		// before the new leader decides.
+		var next int
+		poll.Until(t, 30*time.Second, func() (err error) {
+			next, err = leaderOf(srvs)
+			if err == nil && next == old {
+				return fmt.Errorf("%s still decides", srvs[old].cfg.Name)
+			}
+			return err
+		})
+		if oldCtx.Err() == nil {
+			t.Fatalf("round %d: %s lost the leadership and its dispatcher's context is not ended", round, srvs[old].cfg.Name)
+		}
+		poll.Until(t, 10*time.Second, func() error {
+			if ev := traces[next].get(); !slices.Contains(ev, "decide") {
+				return fmt.Errorf("%s made no decision yet: %v", srvs[next].cfg.Name, ev)
+			}
+			return nil
+		})
+	}
+	for i, tr := range traces {
+		ev := tr.get()
+		if err := checkTerms(ev); err != nil {
+			t.Errorf("%s: %v", srvs[i].cfg.Name, err)
+		}
+		t.Logf("%s: %v", srvs[i].cfg.Name, ev)
+	}
+}
