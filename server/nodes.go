@@ -164,8 +164,13 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 	if err != nil {
 		return wire.VolumeGrant{}, catalogError(err)
 	}
-	s.acquireMu.Lock()
-	defer s.acquireMu.Unlock()
+	library := ""
+	if pool.Type == catalog.PoolTypeTape {
+		if library, err = s.nodeLibraryFor(node, pool); err != nil {
+			return wire.VolumeGrant{}, err
+		}
+	}
+	defer s.grants.lock(grantKey(pool, library))()
 	if pool.Type == catalog.PoolTypeTape {
 		return s.acquireTape(ctx, job, node, pool, req)
 	}

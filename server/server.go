@@ -65,9 +65,9 @@ type Server struct {
 	// and "lost" in the order they happen.
 	leaderTrace func(event string)
 
-	// acquireMu serialises volume selection so two jobs never get the same
-	// volume for appending.
-	acquireMu sync.Mutex
+	// grants serialise volume selection per pool (per library for tape), so
+	// two jobs never get the same volume for appending.
+	grants grantLocks
 
 	// groupID is the group's identity as the catalog last held it; member
 	// is whether this server answers roles now (membership.go).
