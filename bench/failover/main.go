@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -135,7 +136,7 @@ func run(cairn, natsBin string, rounds int, work string) error {
 			return fmt.Errorf("join %s: %w", m.name, err)
 		}
 	}
-	var times []time.Duration
+	var times, serving []time.Duration
 	for r := 0; r < rounds; r++ {
 		var leader string
 		if err := waitFor(30*time.Second, func() error {
@@ -178,7 +179,17 @@ func run(cairn, natsBin string, rounds int, work string) error {
 		}
 		d := time.Since(t0)
 		times = append(times, d)
-		fmt.Printf("round %2d: killed leader %s, %s leads after %s\n", r+1, killed.name, next, d.Round(time.Millisecond))
+		// Leading is not answering: the new leader takes requests on the
+		// group's leader subject once it has seen it leads and read the
+		// catalog.
+		if err := waitFor(60*time.Second, func() error {
+			return leaderServes(ctx, nc, next)
+		}); err != nil {
+			return fmt.Errorf("round %d: %w", r+1, err)
+		}
+		ds := time.Since(t0)
+		serving = append(serving, ds)
+		fmt.Printf("round %2d: killed leader %s, %s leads after %s, answers as leader after %s\n", r+1, killed.name, next, d.Round(time.Millisecond), ds.Round(time.Millisecond))
 		if err := start(killed, false); err != nil {
 			return err
 		}
@@ -186,7 +197,23 @@ func run(cairn, natsBin string, rounds int, work string) error {
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	fmt.Printf("time to a new leader after SIGKILL of the leader, 3 voters, %d rounds: min %s, median %s, max %s\n",
 		len(times), times[0].Round(time.Millisecond), times[len(times)/2].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond))
+	sort.Slice(serving, func(i, j int) bool { return serving[i] < serving[j] })
+	fmt.Printf("time until the new leader answers on the leader subject: min %s, median %s, max %s\n",
+		serving[0].Round(time.Millisecond), serving[len(serving)/2].Round(time.Millisecond), serving[len(serving)-1].Round(time.Millisecond))
 	return nil
+}
+
+// leaderServes asks name for a job list on its group's leader subject,
+// which only a leader that serves requests subscribes.
+func leaderServes(ctx context.Context, nc *nats.Conn, name string) error {
+	var st wire.ServerStatus
+	qctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := wire.Request(qctx, nc, wire.ServerSubject(name, wire.OpServerStatus), wire.Empty{}, &st); err != nil {
+		return err
+	}
+	var jobs json.RawMessage
+	return wire.Request(qctx, nc, wire.LeaderSubject(st.Group, wire.APISubject(wire.OpJobList)), wire.JobListReq{}, &jobs)
 }
 
 func leaderIs(ctx context.Context, nc *nats.Conn, name, want string) error {
