@@ -206,16 +206,26 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	}
 	total := totals{files: o.EstimateFiles, bytes: o.EstimateBytes}
 	if o.Level == "full" {
-		go total.count(ctx, walkOpts)
+		// The count is an estimate: it stops with the backup, and the
+		// job waits for it, so no walk outlives the agent's Close.
+		cctx, stopCount := context.WithCancel(ctx)
+		counted := make(chan struct{})
+		go func() {
+			defer close(counted)
+			total.count(cctx, walkOpts)
+		}()
+		defer func() {
+			stopCount()
+			<-counted
+		}()
 	}
-	stop := make(chan struct{})
-	go a.progressLoop(stop, func() wire.Progress {
+	stopProgress := a.progressWhile(func() wire.Progress {
 		st := src.Stats()
 		f, b := total.get()
 		return wire.Progress{JobID: o.JobID, Phase: "streaming", Files: st.Files, Bytes: st.Bytes, TotalFiles: f, TotalBytes: b}
 	})
 	err = src.Run(ctx)
-	close(stop)
+	stopProgress()
 	st := src.Stats()
 	if err != nil && ctx.Err() != nil {
 		err = context.Cause(ctx) // the servers stopped the job
@@ -434,12 +444,10 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 	defer conn.Close()
 	// The next frames are decrypted while this one is written to disk.
 	conn.ReadAhead(2)
-	stop := make(chan struct{})
-	defer close(stop)
-	go a.progressLoop(stop, func() wire.Progress {
+	defer a.progressWhile(func() wire.Progress {
 		st := r.Stats()
 		return wire.Progress{JobID: o.JobID, Phase: "restoring", Files: st.Files, Bytes: st.Bytes, TotalFiles: o.Files, TotalBytes: o.Bytes}
-	})
+	})()
 	for cursor := 0; ; {
 		var plan wire.RestorePlanResp
 		if err := a.request(ctx, wire.OpRestorePlan, wire.RestorePlanReq{JobID: o.JobID, Cursor: cursor}, &plan); err != nil {

@@ -127,7 +127,10 @@ type Agent struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the heartbeat loop, jobs and their reports
+	// requests owns the goroutines answering the servers' orders: Close
+	// waits for them before it waits for the jobs they may start.
+	requests wire.Requests
 }
 
 // New prepares an agent.
@@ -166,7 +169,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return wire.Empty{}, nil
 	}))
 	prefix := wire.AgentSubject(a.cfg.Name, "")
-	sub, err := wire.Serve(a.ctx, nc, prefix+">", "", a.log, r.Dispatch(func(subject string) (string, bool) {
+	sub, err := wire.ServeIn(a.ctx, nc, prefix+">", "", a.log, &a.requests, r.Dispatch(func(subject string) (string, bool) {
 		if len(subject) > len(prefix) {
 			return subject[len(prefix):], true
 		}
@@ -209,6 +212,7 @@ func (a *Agent) Close() error {
 	if a.sub != nil {
 		_ = a.sub.Unsubscribe()
 	}
+	a.requests.Close()
 	a.wg.Wait()
 	if a.nc != nil {
 		a.nc.Close()
@@ -358,7 +362,13 @@ func (a *Agent) claim(id uint64, attempt int) bool {
 		return false
 	}
 	if done, finished := a.finished[id]; finished && done.Attempt >= attempt {
-		go a.report(done)
+		// Under a.mu with stopping false: Close, which sets it under
+		// a.mu, waits for this report.
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.report(done)
+		}()
 		return false
 	}
 	ctx, cancel := context.WithCancelCause(a.ctx)
@@ -513,6 +523,21 @@ func (a *Agent) track(id uint64, run func(ctx context.Context)) {
 		}()
 		run(j.ctx)
 	}()
+}
+
+// progressWhile reports a job's progress until the returned stop is
+// called, which waits for the reporting to end: nothing of a job outlives
+// it.
+func (a *Agent) progressWhile(f func() wire.Progress) (stop func()) {
+	done, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		a.progressLoop(done, f)
+	}()
+	return func() {
+		close(done)
+		<-ended
+	}
 }
 
 // progressLoop publishes p() every ProgressInterval until stop is closed.

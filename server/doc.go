@@ -10,6 +10,17 @@
 // sessions and blocks hold the chosen paths and hands the plan out page by
 // page; the agent forwards it to the node over the data port.
 //
+// Leadership (leadership.go) follows Raft's notifications, not a poll. A
+// server that wins an election runs a barrier first, so the catalog it reads
+// holds every write of the leaders before it, and only then subscribes the
+// group's leader subject, adopts the running jobs and dispatches; until then
+// it forwards like a follower. Every decision (dispatcher, watchdog,
+// adoption) runs under the term's context, which ends as soon as Raft says
+// the leadership is lost. Volume grants (grants.go) are serialized per pool,
+// per library for tape, across their Raft round trips. Every goroutine that
+// answers a request belongs to the server's wire.Requests: Close refuses new
+// ones and waits for those running before it closes Raft and the catalog.
+//
 // Bad input makes no job (jobs.go, checkOrder): what the servers can check
 // they check, and what only the client knows (that a path exists, that a
 // restore target is empty) they ask its agent (backup.check,

@@ -135,7 +135,7 @@ func (s *Server) beginTerm(ctx context.Context) error {
 				return
 			}
 			m.Subject = orig
-			go wire.HandleMsg(ctx, m, s.log, h)
+			s.requests.Handle(ctx, m, s.log, h)
 		})
 		if err != nil {
 			tcancel()

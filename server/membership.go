@@ -176,7 +176,9 @@ func (s *Server) serveRoles(ctx context.Context) {
 		var subs []*nats.Subscription
 		for subject := range s.dispatch {
 			sub, err := s.nc.QueueSubscribe(subject, wire.ServerQueue, func(m *nats.Msg) {
-				go s.serveOrForward(ctx, m)
+				if !s.requests.Go(func() { s.serveOrForward(ctx, m) }) {
+					s.requests.Refuse(m, s.log)
+				}
 			})
 			if err != nil {
 				s.log.Error("subscribe", "subject", subject, "err", err)

@@ -97,7 +97,7 @@ func (s *Server) subscribe(ctx context.Context) error {
 	mine.Handle(wire.OpServerStatus, wire.Typed(s.serverStatus))
 	mine.Handle(wire.OpServerPrepareSecrets, wire.Typed(s.prepareSecrets))
 	prefix := wire.ServerSubject(s.cfg.Name, "")
-	sub, err := wire.Serve(ctx, s.nc, prefix+">", "", s.log, mine.Dispatch(func(subject string) (string, bool) {
+	sub, err := wire.ServeIn(ctx, s.nc, prefix+">", "", s.log, &s.requests, mine.Dispatch(func(subject string) (string, bool) {
 		return strings.TrimPrefix(subject, prefix), strings.HasPrefix(subject, prefix)
 	}))
 	if err != nil {
@@ -121,6 +121,15 @@ func (s *Server) handlerFor(subject string) wire.Handler {
 }
 
 func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
+	if s.beforeHandle != nil {
+		s.beforeHandle(ctx, m)
+	}
+	if ctx.Err() != nil {
+		// Stopping: said plainly, rather than as a leader that did not
+		// answer.
+		s.requests.Refuse(m, s.log)
+		return
+	}
 	if m.Reply != "" && !strings.HasPrefix(m.Reply, "_INBOX.") {
 		// Every role takes its replies on an inbox. A reply subject
 		// elsewhere would have this server publish, with its own

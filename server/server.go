@@ -55,7 +55,10 @@ type Server struct {
 	stops    chan stopOrder          // cancel orders for stopLoop to send
 	cancels  sync.Map                // job ids whose cancel this leader carries out (cancel.go)
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // the server's loops
+	// requests owns the goroutines answering requests: Close waits for
+	// them before Raft and the catalog they use are closed.
+	requests wire.Requests
 
 	// The leadership loop's term (leadership.go); nil while this server
 	// does not decide.
@@ -64,6 +67,9 @@ type Server struct {
 	// leaderTrace, set by tests before Start, hears "barrier", "decide"
 	// and "lost" in the order they happen.
 	leaderTrace func(event string)
+	// beforeHandle, set by tests before Start, runs first in every request
+	// a member answers or forwards.
+	beforeHandle func(ctx context.Context, m *nats.Msg)
 
 	// grants serialise volume selection per pool (per library for tape), so
 	// two jobs never get the same volume for appending.
@@ -262,7 +268,8 @@ func (s *Server) WaitLeader(ctx context.Context) error { return s.raft.WaitLeade
 // admins: a member whose subscriptions the NATS server has.
 func (s *Server) Serving() bool { return s.serving.Load() }
 
-// Close stops the server: NATS first so no new work arrives, then Raft and
+// Close stops the server: NATS first so no new work arrives, then the
+// requests being answered end (their context is cancelled), then Raft and
 // the catalog.
 func (s *Server) Close() error {
 	if s.cancel != nil {
@@ -272,6 +279,7 @@ func (s *Server) Close() error {
 		_ = sub.Unsubscribe()
 	}
 	s.wg.Wait()
+	s.requests.Close()
 	if s.nc != nil {
 		s.nc.Close()
 	}

@@ -1,0 +1,76 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Requests owns the goroutines a process runs to answer requests, so that
+// stopping it can wait for them before it closes what they use (Raft, a
+// catalog, a job's state). The zero value is ready; after Close it starts
+// nothing more.
+type Requests struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Go runs f in a goroutine of the group, and reports false, running
+// nothing, once the group is closed.
+func (r *Requests) Go(f func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// Close refuses new requests and waits for those running to end.
+func (r *Requests) Close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// Handle answers m with h in a goroutine of the group, or, once the group
+// is closed, says that this process is stopping.
+func (r *Requests) Handle(ctx context.Context, m *nats.Msg, logger *slog.Logger, h Handler) {
+	if !r.Go(func() { HandleMsg(ctx, m, logger, h) }) {
+		r.Refuse(m, logger)
+	}
+}
+
+// Refuse tells the sender of m that this process is stopping, for callers
+// that run their own handling under Go.
+func (r *Requests) Refuse(m *nats.Msg, logger *slog.Logger) {
+	if m.Reply != "" {
+		Respond(m, MarshalError(Errorf(CodeUnavailable, "retry; another process answers, or this one once it is back", "stopping: this process takes no new request")), logger)
+	}
+}
+
+// ServeIn is Serve with each message's goroutine owned by reqs.
+func ServeIn(ctx context.Context, nc *nats.Conn, subject, queue string, logger *slog.Logger, reqs *Requests, h Handler) (*nats.Subscription, error) {
+	cb := func(m *nats.Msg) { reqs.Handle(ctx, m, logger, h) }
+	var sub *nats.Subscription
+	var err error
+	if queue != "" {
+		sub, err = nc.QueueSubscribe(subject, queue, cb)
+	} else {
+		sub, err = nc.Subscribe(subject, cb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	return sub, nil
+}
