@@ -33,7 +33,10 @@ func (a *applier) apply(c *Command) error {
 	case OpPutKey:
 		return a.putKey(c.Key)
 	case OpCreateJob:
-		return a.createJob(c.Job)
+		if rec, err := a.knownRequest(c.Request, OpCreateJob); err != nil || rec != nil {
+			return err
+		}
+		return a.createJob(c.Job, c.Request)
 	case OpUpdateJob:
 		return a.updateJob(c.JobUpdate)
 	case OpAppendJobLog:
@@ -53,7 +56,10 @@ func (a *applier) apply(c *Command) error {
 	case OpRequeueJob:
 		return a.requeueJob(c.Requeue)
 	case OpLabelTape:
-		return a.labelTape(c.TapeLabel)
+		if rec, err := a.knownRequest(c.Request, OpLabelTape); err != nil || rec != nil {
+			return err
+		}
+		return a.labelTape(c.TapeLabel, c.Request)
 	case OpMoveTape:
 		return a.moveTape(c.TapeMove)
 	case OpAssignTape:
@@ -64,6 +70,12 @@ func (a *applier) apply(c *Command) error {
 		return a.cancelJob(c.Cancel)
 	case OpRotateSecrets:
 		return a.rotateSecrets(c.Rotation)
+	case OpAcceptJob:
+		return a.acceptJob(c.Accept)
+	case OpVoidJobs:
+		return a.voidJobs(c.Void)
+	case OpForgetRequests:
+		return a.forgetRequests(c.Forget)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }
@@ -595,7 +607,7 @@ func (a *applier) nextJobID() (uint64, error) {
 	return id, meta.Put(keyNextJob, u64(id+1))
 }
 
-func (a *applier) createJob(j *Job) error {
+func (a *applier) createJob(j *Job, req *RequestKey) error {
 	if j.Type != JobBackup && j.Type != JobRestore {
 		return refuse(CodeInvalidArgument, "", "job type %q is not known: use backup or restore", j.Type)
 	}
@@ -610,14 +622,18 @@ func (a *applier) createJob(j *Job) error {
 	job := *j
 	job.Log, job.LogLines = nil, 0
 	job.Started, job.Ended = time.Time{}, time.Time{}
+	job.RequestID = ""
+	if req != nil {
+		job.RequestID = req.ID
+	}
 	switch job.State {
 	case "":
 		job.State = JobQueued
-	case JobQueued:
+	case JobPending, JobQueued:
 	case JobRunning:
 		job.Started = a.now
 	default:
-		return refuse(CodeInvalidArgument, "", "a new job is queued or running, not %s", job.State)
+		return refuse(CodeInvalidArgument, "", "a new job is pending, queued or running, not %s", job.State)
 	}
 	job.Created = a.now
 
@@ -706,7 +722,7 @@ func (a *applier) createJob(j *Job) error {
 		return err
 	}
 	a.res.JobID = id
-	return nil
+	return a.recordRequest(req, &Request{Op: OpCreateJob, JobID: id})
 }
 
 // latestComplete finds the base of an incremental (the latest complete backup
@@ -759,8 +775,14 @@ func (a *applier) updateJob(u *JobUpdate) error {
 		if !u.State.Valid() {
 			return refuse(CodeInvalidArgument, "", "job state %q is not known", u.State)
 		}
-		if u.State == JobQueued {
-			return refuse(CodeWrongState, "", "job %d is %s and cannot go back to queued", j.ID, j.State)
+		if u.State == JobQueued || u.State == JobPending || u.State == JobVoid {
+			return refuse(CodeWrongState, "", "job %d is %s and cannot be set to %s", j.ID, j.State, u.State)
+		}
+		if j.State == JobPending {
+			// Only an accept (it may run) or a void (it never will) ends
+			// pending: anything else could run a job whose caller was told
+			// it failed.
+			return refuse(CodeWrongState, "", "job %d is pending: its start was not confirmed yet", j.ID)
 		}
 		if j.Type == JobBackup && (u.State == JobSuccess || u.State == JobWarning) {
 			return refuse(CodeWrongState, "a backup succeeds when its storage node commits the session",

@@ -8,14 +8,14 @@ import (
 // JobCancel is an administrator's cancel of a job (OpCancelJob), and what
 // the job keeps of it: who asked, why, and when.
 //
-// A queued job ends as canceled in the command itself. A running one only
-// records the cancel: the job runs on a storage node and an agent, which
-// the leader must stop first, so the cancel is a fact in the catalog that
-// whichever server leads acts on (it stops the job and ends it as
-// canceled), not an order that dies with the leader that took it. Until
-// then, however else the job ends (its node aborts the session, it fails,
-// it is requeued) it ends as canceled; only a commit that got in first
-// wins.
+// A queued or pending job ends as canceled in the command itself. A
+// running one only records the cancel: the job runs on a storage node and
+// an agent, which the leader must stop first, so the cancel is a fact in
+// the catalog that whichever server leads acts on (it stops the job and
+// ends it as canceled), not an order that dies with the leader that took
+// it. Until then, however else the job ends (its node aborts the session,
+// it fails, it is requeued) it ends as canceled; only a commit that got in
+// first wins.
 type JobCancel struct {
 	JobID  uint64    `json:"job_id"`
 	By     string    `json:"by"`
@@ -66,7 +66,9 @@ func (a *applier) cancelJob(c *JobCancel) error {
 	if err := a.appendLog(j, []LogLine{line}); err != nil {
 		return err
 	}
-	if j.State == JobQueued {
+	if j.State == JobQueued || j.State == JobPending {
+		// Neither ever ran: a pending job's start is not even confirmed
+		// yet, and its accept, should it come, leaves it canceled.
 		if err := a.endCanceled(j); err != nil {
 			return err
 		}

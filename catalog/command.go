@@ -36,6 +36,9 @@ const (
 	OpInitGroup       Op = "init_group"
 	OpCancelJob       Op = "cancel_job"
 	OpRotateSecrets   Op = "rotate_secrets"
+	OpAcceptJob       Op = "accept_job"
+	OpVoidJobs        Op = "void_jobs"
+	OpForgetRequests  Op = "forget_requests"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -62,9 +65,45 @@ type Command struct {
 	TapeLabel    *TapeLabel       `json:"tape_label,omitempty"`    // OpLabelTape
 	TapeMove     *TapeMove        `json:"tape_move,omitempty"`     // OpMoveTape
 	TapeAssign   *TapeAssign      `json:"tape_assign,omitempty"`   // OpAssignTape
+	Accept       *JobAccept       `json:"accept,omitempty"`        // OpAcceptJob
+	Void         *JobsVoid        `json:"void,omitempty"`          // OpVoidJobs
+	Forget       *RequestsForget  `json:"forget,omitempty"`        // OpForgetRequests
 	Group        *Group           `json:"group,omitempty"`         // OpInitGroup
 	Cancel       *JobCancel       `json:"cancel,omitempty"`        // OpCancelJob
 	Rotation     *SecretsRotation `json:"rotation,omitempty"`      // OpRotateSecrets
+
+	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
+	// the command carries out. A command whose request id the catalog
+	// knows changes nothing and answers what the first one made.
+	Request *RequestKey `json:"request,omitempty"`
+}
+
+// RequestKey names a client's request: its id, and a digest of its
+// parameters.
+type RequestKey struct {
+	ID     string `json:"id"`
+	Digest string `json:"digest,omitempty"`
+}
+
+// JobAccept confirms a pending job: its start is being answered, so it may
+// run. Accepting a job that is already past pending changes nothing.
+type JobAccept struct {
+	JobID uint64 `json:"job_id"`
+}
+
+// JobsVoid ends the listed jobs that are still pending and were created at
+// or before CreatedBefore: nobody confirmed their start in time, so they
+// must never run. A job accepted meanwhile is left alone.
+type JobsVoid struct {
+	JobIDs        []uint64  `json:"job_ids"`
+	CreatedBefore time.Time `json:"created_before"`
+	Reason        string    `json:"reason"`
+}
+
+// RequestsForget drops the request ids recorded before Before: a repeat
+// after that is a new request.
+type RequestsForget struct {
+	Before time.Time `json:"before"`
 }
 
 // SecretsRotation replaces the group's key-encryption key and ticket
@@ -243,7 +282,10 @@ type ApplyResult struct {
 	VolumeName string
 	// Skipped is set when the index was applied before, so nothing was done.
 	Skipped bool
-	Err     error
+	// Repeat is set when the command's request id was known: nothing was
+	// done, and JobID or VolumeID are what the first command made.
+	Repeat bool
+	Err    error
 }
 
 // CommandVersion is the first byte of every encoded command. A server reads
@@ -301,6 +343,12 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Cancel != nil
 	case OpRotateSecrets:
 		return true, c.Rotation != nil
+	case OpAcceptJob:
+		return true, c.Accept != nil
+	case OpVoidJobs:
+		return true, c.Void != nil
+	case OpForgetRequests:
+		return true, c.Forget != nil
 	}
 	return false, false
 }

@@ -34,6 +34,13 @@ func sampleCommands() []*Command {
 		{Op: OpRequeueJob, Time: at, Requeue: &JobRequeue{JobID: 3, Reason: "node down"}},
 		{Op: OpCancelJob, Time: at, Cancel: &JobCancel{JobID: 3, By: "alice (root@h)", Reason: "wrong paths"}},
 		{Op: OpRotateSecrets, Time: at, Rotation: &SecretsRotation{FromKEK: "f", ToKEK: "g", Keys: []RewrappedKey{{ID: "k", Wrapped: []byte{3, 4}}}, TicketKey: bytes.Repeat([]byte{8}, 32)}},
+		{Op: OpCreateJob, Time: at, Job: &Job{Type: JobRestore, Client: "web1", State: JobPending, BackupID: 3, Target: "/r"},
+			Request: &RequestKey{ID: "5f0c8d0e-3b1a-4c2d-9e8f-0a1b2c3d4e5f", Digest: "ab12"}},
+		{Op: OpAcceptJob, Time: at, Accept: &JobAccept{JobID: 4}},
+		{Op: OpVoidJobs, Time: at, Void: &JobsVoid{JobIDs: []uint64{4, 5}, CreatedBefore: at, Reason: "not confirmed"}},
+		{Op: OpForgetRequests, Time: at, Forget: &RequestsForget{Before: at}},
+		{Op: OpLabelTape, Time: at, TapeLabel: &TapeLabel{VolumeID: vol, Barcode: "CRN001L9", Library: "lib1", Pool: "Weekly", BlockSize: 65536},
+			Request: &RequestKey{ID: "label-1/slot-3"}},
 	}
 }
 

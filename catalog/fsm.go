@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -23,11 +24,27 @@ var ErrFSMStopped = errors.New("catalog stopped applying Raft commands")
 // A command that cannot be applied at all is different: skipping it would
 // make this server's catalog differ from the others', so the FSM stops. It
 // answers every later command with the error and refuses snapshots, so Raft
-// keeps the log; a restart (after the disk is fixed or the server upgraded)
-// replays the log from the catalog's applied index.
+// keeps the log; Resume (once there is space again), a restart (after the
+// disk is fixed or the server upgraded) or a snapshot from the leader
+// brings it back, replaying the log from the catalog's applied index.
+//
+// With a space floor set, the FSM stops before a command once less than the
+// floor is free where the catalog lives, rather than let bbolt find out in
+// the middle of a commit: whether a commit needs new pages depends on its
+// free list, so a full disk would otherwise stop the catalog at a command
+// nobody can predict, and leave Raft no room for its own writes.
 type FSM struct {
 	store *Store
 	log   *slog.Logger
+	floor atomic.Int64
+
+	// applyMu keeps Apply and Resume in log order; handed and applied are
+	// under it.
+	applyMu sync.Mutex
+	// handed is the last command Raft handed to Apply, applied or not.
+	handed uint64
+	// applied is the catalog's applied index as the FSM left it.
+	applied uint64
 
 	mu     sync.Mutex
 	failed error
@@ -43,8 +60,20 @@ var (
 
 // NewFSM returns the FSM over store.
 func NewFSM(store *Store, logger *slog.Logger) *FSM {
-	return &FSM{store: store, log: logger.With("component", "catalog-fsm")}
+	f := &FSM{store: store, log: logger.With("component", "catalog-fsm")}
+	f.applied, _ = store.AppliedIndex()
+	f.handed = f.applied
+	return f
 }
+
+// SetSpaceFloor makes the FSM stop before a command once fewer than bytes
+// are free on the catalog's filesystem; 0 turns the check off.
+func (f *FSM) SetSpaceFloor(bytes int64) { f.floor.Store(bytes) }
+
+// SpaceFloor is the floor SetSpaceFloor set.
+func (f *FSM) SpaceFloor() int64 { return f.floor.Load() }
+
+func (f *FSM) dir() string { return filepath.Dir(f.store.Path()) }
 
 // Store is the catalog the FSM applies to.
 func (f *FSM) Store() *Store { return f.store }
@@ -60,8 +89,12 @@ func (f *FSM) fail(err error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failed == nil {
+		var full *DiskFullError
+		if !errors.As(err, &full) && IsNoSpace(err) {
+			err = &DiskFullError{Dir: f.dir(), Free: -1, Err: err}
+		}
 		f.failed = fmt.Errorf("%w: %w", ErrFSMStopped, err)
-		f.log.Error("catalog stopped applying commands; fix the cause and restart the server", "err", err)
+		f.log.Error("catalog stopped applying commands; it resumes once the cause is fixed (free space), or after a restart", "err", err)
 	}
 	return f.failed
 }
@@ -75,22 +108,88 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	f.handed = max(f.handed, l.Index)
 	if err := f.Failed(); err != nil {
 		return ApplyResult{Err: err}
 	}
-	c, err := DecodeCommand(l.Data)
+	return f.applyLocked(l.Index, l.Data)
+}
+
+func (f *FSM) applyLocked(index uint64, data []byte) ApplyResult {
+	c, err := DecodeCommand(data)
 	if err != nil {
-		return ApplyResult{Err: f.fail(fmt.Errorf("raft index %d: %w", l.Index, err))}
+		return ApplyResult{Err: f.fail(fmt.Errorf("raft index %d: %w", index, err))}
 	}
-	res := f.store.Apply(l.Index, c)
+	if index > f.applied {
+		if err := checkSpace(f.dir(), f.floor.Load()); err != nil {
+			return ApplyResult{Err: f.fail(fmt.Errorf("raft index %d (%s) not applied: %w", index, c.Op, err))}
+		}
+	}
+	res := f.store.Apply(index, c)
 	if res.Skipped {
 		f.skipped.Add(1)
 	}
 	var refusal *Error
 	if res.Err != nil && !errors.As(res.Err, &refusal) {
 		res.Err = f.fail(res.Err)
+		return res
 	}
+	f.applied = max(f.applied, index)
 	return res
+}
+
+// Behind is how many commands Raft handed the FSM that the catalog does
+// not hold: those it could not apply since it stopped.
+func (f *FSM) Behind() uint64 {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	return f.handed - min(f.applied, f.handed)
+}
+
+// Resume applies, in order, the commands Raft handed over while the FSM was
+// stopped, reading them back from logs, and goes on applying if they all
+// apply: once the disk has room again, the catalog catches up without a
+// restart. It returns why it could not, and the FSM stays stopped then.
+// Raft keeps those entries: a stopped FSM refuses snapshots, so the log is
+// not compacted past them.
+func (f *FSM) Resume(logs raft.LogStore) error {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	cause := f.Failed()
+	if cause == nil {
+		return nil
+	}
+	if err := checkSpace(f.dir(), f.floor.Load()); err != nil {
+		return err
+	}
+	applied, err := f.store.AppliedIndex()
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.failed = nil // applyLocked stops it again on the first failure
+	f.mu.Unlock()
+	n := 0
+	for i := applied + 1; i <= f.handed; i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return f.fail(fmt.Errorf("raft index %d, which the catalog has not applied, is not in the Raft log (%v): "+
+				"restart the server to rebuild its catalog from the group", i, err))
+		}
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if res := f.applyLocked(i, l.Data); res.Err != nil {
+			if err := f.Failed(); err != nil {
+				return err
+			}
+		}
+		n++
+	}
+	f.log.Info("catalog applies commands again", "caught_up", n, "applied_index", f.applied, "was", cause)
+	return nil
 }
 
 // Snapshot captures the catalog as of the last applied command. It starts a
@@ -118,6 +217,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.failed = nil
 	f.mu.Unlock()
 	idx, _ := f.store.AppliedIndex()
+	f.applyMu.Lock()
+	f.applied, f.handed = idx, max(f.handed, idx)
+	f.applyMu.Unlock()
 	f.log.Info("catalog restored from a snapshot", "applied_index", idx)
 	return nil
 }

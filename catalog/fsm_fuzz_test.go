@@ -37,6 +37,11 @@ func fuzzCommands(c *testCatalog, job uint64, vol uuid.UUID) []*Command {
 		&Command{Op: OpLabelTape, Time: at, TapeLabel: &TapeLabel{}},
 		&Command{Op: OpMoveTape, Time: at, TapeMove: &TapeMove{}},
 		&Command{Op: OpAssignTape, Time: at, TapeAssign: &TapeAssign{}},
+		&Command{Op: OpCreateJob, Time: at, Request: &RequestKey{ID: "req-1", Digest: "d"},
+			Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, State: JobPending, Pool: "disk1", Paths: []fileindex.Path{"/srv"}}},
+		&Command{Op: OpAcceptJob, Time: at, Accept: &JobAccept{JobID: job}},
+		&Command{Op: OpVoidJobs, Time: at, Void: &JobsVoid{JobIDs: []uint64{job, job + 1}, CreatedBefore: at, Reason: "not confirmed"}},
+		&Command{Op: OpForgetRequests, Time: at, Forget: &RequestsForget{Before: at}},
 	)
 }
 

@@ -228,21 +228,29 @@ const (
 type JobState string
 
 const (
+	// JobPending is a job whose start has not been confirmed to its caller
+	// yet. Only OpAcceptJob makes it queued, once the server that created
+	// it is about to answer; nothing dispatches a pending job, and the
+	// leader voids one that nobody accepted in time (DESIGN.md, "Starts").
+	JobPending  JobState = "pending"
 	JobQueued   JobState = "queued"
 	JobRunning  JobState = "running"
 	JobSuccess  JobState = "success"
 	JobWarning  JobState = "warning"
 	JobFailed   JobState = "failed"
 	JobCanceled JobState = "canceled"
+	// JobVoid is a pending job that was never accepted: its caller was
+	// told it failed, or never heard of it. It never ran and never will.
+	JobVoid JobState = "void"
 )
 
 // JobStates lists every job state, in the order of a job's life.
-var JobStates = []JobState{JobQueued, JobRunning, JobSuccess, JobWarning, JobFailed, JobCanceled}
+var JobStates = []JobState{JobPending, JobQueued, JobRunning, JobSuccess, JobWarning, JobFailed, JobCanceled, JobVoid}
 
 // Done reports whether a job in this state has ended.
 func (s JobState) Done() bool {
 	switch s {
-	case JobSuccess, JobWarning, JobFailed, JobCanceled:
+	case JobSuccess, JobWarning, JobFailed, JobCanceled, JobVoid:
 		return true
 	}
 	return false
@@ -303,7 +311,10 @@ type Job struct {
 	// Force lets a restore write into a directory that is not empty.
 	Force bool `json:"force,omitempty"`
 	// Devices lets a restore create block and character device nodes.
-	Devices     bool      `json:"devices,omitempty"`
+	Devices bool `json:"devices,omitempty"`
+	// RequestID is the client-chosen id of the start that created the job
+	// (Request): a repeat of that start answers this job.
+	RequestID   string    `json:"request_id,omitempty"`
 	Created     time.Time `json:"created"`
 	Started     time.Time `json:"started"`
 	Ended       time.Time `json:"ended"`
@@ -405,3 +416,19 @@ func FileSetOf(paths, excludes []string) string {
 
 // ServesPool reports whether node serves pool p.
 func (p *Pool) Serves(node string) bool { return slices.Contains(p.Nodes, node) }
+
+// Request is what a client-chosen request id started: the first command
+// that carried it, so that a repeat of the request (its answer was lost, the
+// caller retries) answers the same job or volume instead of making another.
+// Requests are forgotten after a while (OpForgetRequests).
+type Request struct {
+	ID string `json:"id"`
+	// Op is the command the request started: OpCreateJob or OpLabelTape.
+	Op Op `json:"op"`
+	// Digest identifies the request's parameters; a repeat with another
+	// digest is a different request under the same id, and is refused.
+	Digest   string    `json:"digest,omitempty"`
+	JobID    uint64    `json:"job_id,omitempty"`
+	VolumeID uuid.UUID `json:"volume_id,omitempty"`
+	Time     time.Time `json:"time"`
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,12 +35,17 @@ var (
 	bBackupsByClient = []byte("backups_by_client") // client 0 id(8) -> nil
 	bSegMeta         = []byte("segment_meta")      // backup(8) no(4) -> segMeta
 	bSegData         = []byte("segment_data")      // backup(8) no(4) -> bucket {"d": encoded segment}
+	bRequests        = []byte("requests")          // request id -> Request
+	bRequestsByTime  = []byte("requests_by_time")  // unix nanos(8) request id -> nil
 )
 
-var allBuckets = [][]byte{
+// buckets1 are the buckets of format 1; format 2 added the request index.
+var buckets1 = [][]byte{
 	bMeta, bClients, bNodes, bPools, bKeys, bVolumes, bVolumeNames, bVolumesHeld,
 	bJobs, bJobLog, bJobsByClient, bJobsActive, bBackups, bBackupsByClient, bSegMeta, bSegData,
 }
+
+var allBuckets = append(slices.Clone(buckets1), bRequests, bRequestsByTime)
 
 var (
 	keyFormat       = []byte("format")
@@ -49,8 +55,10 @@ var (
 )
 
 // storeFormat is the layout version in meta/format. A catalog of a newer
-// format is refused rather than misread.
-const storeFormat = 1
+// format is refused rather than misread. Format 2 added the request index
+// and the pending and void job states, which an older server would leave
+// pending forever; opening a format 1 catalog for writing upgrades it.
+const storeFormat = 2
 
 // Store is the catalog in one bbolt file. Reads may run on any goroutine,
 // concurrently with Apply and Restore.
@@ -109,13 +117,22 @@ func OpenReadOnly(path string) (*Store, error) {
 		return nil, fmt.Errorf("open catalog %s read-only: %w", path, err)
 	}
 	err = db.View(func(tx *bbolt.Tx) error {
-		for _, b := range allBuckets {
+		meta := tx.Bucket(bMeta)
+		if meta == nil {
+			return fmt.Errorf("bucket %s is missing: this is not a catalog", bMeta)
+		}
+		f := getU64(meta, keyFormat)
+		if f > storeFormat {
+			return fmt.Errorf("catalog format %d is newer than this server reads (%d); upgrade cairn", f, storeFormat)
+		}
+		need := allBuckets
+		if f < 2 {
+			need = buckets1 // read as is: nothing may be written to add the rest
+		}
+		for _, b := range need {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("bucket %s is missing: this is not a catalog, or one of an older layout", b)
 			}
-		}
-		if f := getU64(tx.Bucket(bMeta), keyFormat); f > storeFormat {
-			return fmt.Errorf("catalog format %d is newer than this server reads (%d); upgrade cairn", f, storeFormat)
 		}
 		return nil
 	})
@@ -139,7 +156,8 @@ func openDB(path string) (*bbolt.DB, error) {
 		}
 		meta := tx.Bucket(bMeta)
 		switch f := getU64(meta, keyFormat); {
-		case f == 0:
+		case f < storeFormat:
+			// New, or of an older format whose buckets were just added.
 			return meta.Put(keyFormat, u64(storeFormat))
 		case f > storeFormat:
 			return fmt.Errorf("catalog format %d is newer than this server reads (%d); upgrade cairn", f, storeFormat)

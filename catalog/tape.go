@@ -13,7 +13,7 @@ import (
 // follows the node's reports (OpMoveTape); a tape of the Scratch pool joins
 // a pool when that pool has nothing to append to (OpAssignTape).
 
-func (a *applier) labelTape(l *TapeLabel) error {
+func (a *applier) labelTape(l *TapeLabel, req *RequestKey) error {
 	if l.VolumeID == uuid.Nil {
 		return refuse(CodeInvalidArgument, "", "new tape volume without an id")
 	}
@@ -29,6 +29,12 @@ func (a *applier) labelTape(l *TapeLabel) error {
 	if old, err := a.volume(l.VolumeID); err != nil {
 		return err
 	} else if old != nil {
+		if old.Barcode == l.Barcode && old.Library == l.Library && old.Pool == l.Pool {
+			// The same label recorded again: a server that lost the
+			// answer to the first record asks once more.
+			a.res.VolumeID, a.res.VolumeName = old.ID, old.Name
+			return nil
+		}
 		return refuse(CodeAlreadyExists, "", "volume %s (%s) already exists", old.Name, l.VolumeID)
 	}
 	if id := a.tx.Bucket(bVolumeNames).Get([]byte(l.Barcode)); id != nil {
@@ -67,7 +73,7 @@ func (a *applier) labelTape(l *TapeLabel) error {
 		return err
 	}
 	a.res.VolumeID, a.res.VolumeName = v.ID, v.Name
-	return nil
+	return a.recordRequest(req, &Request{Op: OpLabelTape, VolumeID: v.ID})
 }
 
 // tapeByBarcode finds the tape volume with a barcode in a library; nil when
