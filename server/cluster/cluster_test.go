@@ -8,6 +8,7 @@ import (
 	"github.com/cairnbackup/cairn/internal/poll"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -410,5 +411,126 @@ func TestApplyRefusalAndContext(t *testing.T) {
 	}
 	if _, err := s.node.Apply(ctxT(t), &catalog.Command{Op: "bogus"}); !errors.Is(err, catalog.ErrBadCommand) {
 		t.Fatalf("bogus op: %v", err)
+	}
+}
+
+// A member whose catalog stopped says a command it proposed is committed
+// but not applied, proposes nothing more, and applies what it missed once
+// it resumes.
+func TestApplyOnAStoppedCatalog(t *testing.T) {
+	s := startServer(t, "s1", t.TempDir(), true)
+	s.waitLeader()
+	populate(s, 1)
+	// A floor no disk meets stops the catalog at the next command.
+	s.node.FSM().SetSpaceFloor(1 << 62)
+	_, err := s.node.Apply(ctxT(t), &catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "c1"}})
+	var full *catalog.DiskFullError
+	if !errors.Is(err, ErrCommittedNotApplied) || !errors.Is(err, catalog.ErrFSMStopped) || !errors.As(err, &full) {
+		t.Fatalf("apply as the catalog stops: %v", err)
+	}
+	last := s.node.Stats().LastIndex
+	_, err = s.node.Apply(ctxT(t), &catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "c2"}})
+	if errors.Is(err, ErrCommittedNotApplied) || !errors.Is(err, catalog.ErrFSMStopped) || !errors.As(err, &full) {
+		t.Fatalf("apply on a stopped catalog: %v", err)
+	}
+	if st := s.node.Stats(); st.LastIndex != last || st.FSMError == "" || st.CatalogBehind != 1 {
+		t.Fatalf("a stopped catalog's member proposed, or does not say it stopped: %+v (last index was %d)", st, last)
+	}
+	if err := s.node.ResumeCatalog(); !errors.As(err, &full) {
+		t.Fatalf("resume below the floor: %v", err)
+	}
+	s.node.FSM().SetSpaceFloor(0)
+	if err := s.node.ResumeCatalog(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.Client("c1"); err != nil {
+		t.Fatalf("the command committed while stopped was not applied on resuming: %v", err)
+	}
+	if _, err := s.store.Client("c2"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("a command that was not proposed is in the catalog: %v", err)
+	}
+	s.apply(&catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "c3"}})
+	if st := s.node.Stats(); st.FSMError != "" || st.CatalogIndex != st.LastIndex && st.CatalogIndex+1 != st.LastIndex {
+		t.Fatalf("stats after resuming: %+v", st)
+	}
+}
+
+// A leader that cannot write its Raft log for lack of space says so,
+// naming the directory, and the command is not committed.
+func TestRaftLogOutOfSpace(t *testing.T) {
+	dir := t.TempDir()
+	raftDir := filepath.Join(dir, "raft")
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, raftDir, "8m")
+	s := startServer(t, "s1", dir, true)
+	s.waitLeader()
+	job := populate(s, 0)
+	filler := fillDir(t, raftDir)
+	var err error
+	var before uint64
+	for no := 1; no < 64; no++ {
+		before, _ = s.store.AppliedIndex()
+		data := bytes.Repeat([]byte{byte(no)}, 256<<10)
+		_, err = s.node.Apply(ctxT(t), &catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{
+			BackupID: job, No: no, First: fileindex.Path(fmt.Sprintf("/srv/%03d/a", no)), Last: fileindex.Path(fmt.Sprintf("/srv/%03d/z", no)), Count: 1, Data: data}})
+		if err != nil {
+			break
+		}
+	}
+	// Room again at once: a Raft that cannot store its term panics.
+	if rerr := os.Remove(filler); rerr != nil {
+		t.Fatal(rerr)
+	}
+	var full *catalog.DiskFullError
+	if !errors.As(err, &full) || full.Dir != raftDir || errors.Is(err, ErrCommittedNotApplied) || errors.Is(err, ErrOutcomeUnknown) ||
+		!strings.Contains(err.Error(), "the disk is full: free space in "+raftDir) {
+		t.Fatalf("apply with a full Raft log: %v", err)
+	}
+	// It stepped down when the write failed; once it leads again, its
+	// catalog holds everything committed.
+	poll.Until(t, 30*time.Second, func() error {
+		s.waitLeader()
+		return s.node.Barrier(ctxT(t))
+	})
+	if idx, _ := s.store.AppliedIndex(); idx > before+1 {
+		t.Fatalf("the catalog applied index %d, past %d+1: the refused entry was committed", idx, before)
+	}
+}
+
+func mountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		msg := fmt.Sprintf("this test mounts a %s tmpfs to run out of space, which needs root: %v: %s", size, err, out)
+		if os.Getenv("CAIRN_CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIPPED (it fails instead under CAIRN_CI=1): " + msg)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+}
+
+// fillDir writes a file in dir until the filesystem refuses more.
+func fillDir(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 16<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if catalog.IsNoSpace(err) {
+				return path
+			}
+			t.Fatal(err)
+		}
 	}
 }

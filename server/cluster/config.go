@@ -54,6 +54,11 @@ type Config struct {
 	TransportTimeout time.Duration `json:"transport_timeout"`
 	// MaxPool is the number of connections kept per peer.
 	MaxPool int `json:"max_pool"`
+	// CatalogFloor is the free space, in bytes, below which the catalog
+	// stops applying commands (catalog.FSM.SetSpaceFloor) rather than run
+	// into a full disk mid-commit, leaving Raft room for its own writes; 0
+	// checks nothing.
+	CatalogFloor int64 `json:"catalog_floor,omitempty"`
 }
 
 // DefaultConfig returns a Config with every default set; ID, Dir and

@@ -19,14 +19,27 @@ import (
 	"github.com/cairnbackup/cairn/catalog"
 )
 
+// Errors of Apply sort a command by what became of it, since a caller that
+// answers a client must never say "failed" of a command that may still
+// take effect.
 var (
-	// ErrNotLeader is wrapped by NotLeaderError.
+	// ErrNotLeader is wrapped by NotLeaderError: this server does not
+	// lead, and proposed nothing.
 	ErrNotLeader = errors.New("not the Raft leader")
 	// ErrTimeout means the leader did not take the command in time; it was
-	// not applied.
+	// not proposed.
 	ErrTimeout = errors.New("timed out waiting for the Raft leader")
 	// ErrShutdown means the node is shut down.
 	ErrShutdown = errors.New("raft node is shut down")
+	// ErrOutcomeUnknown means the command was proposed, but this server
+	// cannot tell whether it was committed: leadership was lost, the node
+	// shut down, or the caller stopped waiting. It may still be applied.
+	ErrOutcomeUnknown = errors.New("the outcome is unknown: the command may still be committed")
+	// ErrCommittedNotApplied means the command is in the Raft log, so every
+	// member applies it, but this server's catalog stopped before it
+	// (catalog.ErrFSMStopped, wrapped too): it takes effect here only once
+	// the catalog resumes.
+	ErrCommittedNotApplied = errors.New("committed to the Raft log, but this server's catalog could not apply it")
 )
 
 // NotLeaderError is returned for writes to a server that does not lead. The
@@ -73,6 +86,7 @@ func Open(cfg Config, store *catalog.Store, logger *slog.Logger) (*Node, error) 
 	}
 	hlog := newHCLogger(logger, "raft")
 	n := &Node{cfg: cfg, log: logger, store: store, fsm: catalog.NewFSM(store, logger)}
+	n.fsm.SetSpaceFloor(cfg.CatalogFloor)
 	ok := false
 	defer func() {
 		if !ok {
@@ -228,20 +242,27 @@ func (n *Node) wait(ctx context.Context, what string, f raft.Future) error {
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		return fmt.Errorf("%s: stopped waiting, the outcome is unknown: %w", what, ctx.Err())
+		return fmt.Errorf("%s: stopped waiting: %w (%w)", what, ErrOutcomeUnknown, ctx.Err())
 	}
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrNotVoter):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrNotVoter):
+		// Refused before the entry was appended to the log.
 		return fmt.Errorf("%s: %w", what, n.notLeader())
+	case errors.Is(err, raft.ErrLeadershipLost):
+		// Appended, then leadership went: the next leader may commit it.
+		return fmt.Errorf("%s: %w (%w)", what, ErrOutcomeUnknown, n.notLeader())
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("%s: %w", what, ErrTimeout)
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return fmt.Errorf("%s: %w", what, ErrShutdown)
+		return fmt.Errorf("%s: %w (%w)", what, ErrOutcomeUnknown, ErrShutdown)
+	case catalog.IsNoSpace(err):
+		// The leader could not write the entry to its own log, so no
+		// member has it: it is not committed, now or later.
+		return fmt.Errorf("%s not committed: %w", what, &catalog.DiskFullError{Dir: n.cfg.Dir, Free: -1, Err: err})
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return fmt.Errorf("%s: %w (%w)", what, ErrOutcomeUnknown, err)
 }
 
 func (n *Node) timeout(ctx context.Context) time.Duration {
@@ -253,9 +274,19 @@ func (n *Node) timeout(ctx context.Context) time.Duration {
 
 // Apply proposes c to the group and returns what applying it produced. A
 // refusal by the catalog is in the result's Err with a nil error; the error
-// is for commands that were not applied: *NotLeaderError on a follower,
-// ErrTimeout, ErrShutdown, a context that ended (before Apply: nothing was
-// proposed; while it waited: the command may still be applied later), or a catalog that stopped applying (catalog.ErrFSMStopped).
+// is for commands that were not applied here, and says whether they may
+// still be:
+//   - not proposed, so never applied: *NotLeaderError on a follower,
+//     ErrTimeout, a context that ended before Apply (a caller that gave up
+//     would be told "canceled" while the command went on to apply), a
+//     catalog.DiskFullError of the Raft log, or the catalog's
+//     own stop (catalog.ErrFSMStopped without ErrCommittedNotApplied): a
+//     member whose catalog stopped proposes nothing, since it could not
+//     apply it;
+//   - ErrCommittedNotApplied: in the log, applied by every member whose
+//     catalog runs, and here once it resumes;
+//   - ErrOutcomeUnknown: perhaps committed, perhaps not.
+//
 // Apply sets c.Time when it is zero.
 func (n *Node) Apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
 	if c.Time.IsZero() {
@@ -267,6 +298,9 @@ func (n *Node) Apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResu
 	}
 	if n.raft.State() != raft.Leader {
 		return catalog.ApplyResult{}, fmt.Errorf("catalog %s: %w", c.Op, n.notLeader())
+	}
+	if err := n.fsm.Failed(); err != nil {
+		return catalog.ApplyResult{}, fmt.Errorf("catalog %s not proposed: %w", c.Op, err)
 	}
 	// A caller that already gave up would be told "canceled" while the
 	// command went on to apply: propose nothing for it.
@@ -282,10 +316,14 @@ func (n *Node) Apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResu
 		return catalog.ApplyResult{}, fmt.Errorf("catalog %s: unexpected FSM response %T", c.Op, f.Response())
 	}
 	if errors.Is(res.Err, catalog.ErrFSMStopped) {
-		return res, res.Err
+		return res, fmt.Errorf("catalog %s: %w: %w", c.Op, ErrCommittedNotApplied, res.Err)
 	}
 	return res, nil
 }
+
+// ResumeCatalog brings a catalog that stopped applying commands back, once
+// its cause is gone (disk space): see catalog.FSM.Resume.
+func (n *Node) ResumeCatalog() error { return n.fsm.Resume(n.logs) }
 
 // Barrier returns once every command committed before it is applied to this
 // server's catalog; reads after it see every write acknowledged before it.
@@ -369,8 +407,10 @@ type Stats struct {
 	Leader            string `json:"leader,omitempty"`
 	LeaderID          string `json:"leader_id,omitempty"`
 	Peers             []Peer `json:"peers"`
-	// FSMError is set when the catalog stopped applying commands.
-	FSMError string `json:"fsm_error,omitempty"`
+	// FSMError is set when the catalog stopped applying commands, and
+	// CatalogBehind counts the commands it did not apply since.
+	FSMError      string `json:"fsm_error,omitempty"`
+	CatalogBehind uint64 `json:"catalog_behind,omitempty"`
 }
 
 // Stats reads the node's state.
@@ -385,6 +425,7 @@ func (n *Node) Stats() Stats {
 	st.LastSnapshotIndex, _ = strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
 	if err := n.fsm.Failed(); err != nil {
 		st.FSMError = err.Error()
+		st.CatalogBehind = n.fsm.Behind()
 	}
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
