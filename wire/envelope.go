@@ -113,7 +113,7 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) 
 		case errors.Is(err, nats.ErrNoResponders):
 			return Errorf(CodeUnavailable, "", "nothing answers %s", Describe(subject))
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-			return Errorf(CodeTimeout, "", "no answer on %s in time", Describe(subject))
+			return &noAnswer{Errorf(CodeTimeout, "", "no answer on %s in time", Describe(subject))}
 		}
 		return fmt.Errorf("request %s: %w", subject, err)
 	}
@@ -129,6 +129,18 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) 
 	}
 	return nil
 }
+
+// ErrNoAnswer matches the error of a request that got no answer in time:
+// unlike a refusal, or nothing listening, it may have been received and
+// carried out, and its answer lost.
+var ErrNoAnswer = errors.New("no answer in time")
+
+// noAnswer is the timeout Error of a request nobody answered in time.
+type noAnswer struct{ err *Error }
+
+func (e *noAnswer) Error() string        { return e.err.Error() }
+func (e *noAnswer) Unwrap() error        { return e.err }
+func (e *noAnswer) Is(target error) bool { return target == ErrNoAnswer }
 
 // Publish sends a message that expects no reply.
 func Publish(nc *nats.Conn, subject string, body any) error {

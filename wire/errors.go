@@ -70,7 +70,16 @@ const (
 	// (a cloned machine, a copied credential); every job of that client
 	// would reach both.
 	CodeDuplicateAgent = "duplicate_agent"
-	CodeInternal       = "internal"
+	// CodeOutcomeUnknown: the servers could not confirm whether a start
+	// (backup, restore, tape label or move) took effect: the leader was
+	// lost, or its catalog stopped, while it was being recorded. It may
+	// still run. Repeating the request with the same request id is safe:
+	// it answers what the first one did, and never does it twice.
+	CodeOutcomeUnknown = "outcome_unknown"
+	// CodeDiskFull: a server cannot write its catalog or Raft log for lack
+	// of space. The message names the server and the directory.
+	CodeDiskFull = "disk_full"
+	CodeInternal = "internal"
 )
 
 // defaultHints are the catalog's help texts, used when an error carries none.
@@ -94,6 +103,8 @@ var defaultHints = map[string]string{
 	CodeWrongState:         "check the state of what the message names ('cairn job show', 'cairn volume list')",
 	CodePermissionDenied:   "use a credential whose NATS permissions allow this ('cairn cert nats-config' writes them), or ask the NATS administrator",
 	CodeRefused:            "the warnings name each entry not restored and why; pass what they say (--devices for device nodes) or restore those entries by hand",
+	CodeOutcomeUnknown:     "run the same command again with the same --request-id (it never starts a second job), or look for it with 'cairn job list --request-id ID'",
+	CodeDiskFull:           "free space in the directory named, or move the server's data directory to a larger filesystem; the server goes on by itself once there is room",
 	CodeTooLarge:           "ask for less (a subtree, a smaller --limit), or raise max_payload on every NATS server; a Cairn list or plan that does not page is a bug, so report it with the log line that names the subject",
 	CodeAgentLost:          "the job goes on with its next attempt once the agent is back; check the agent's log if it does not come back",
 	CodeHandedBack:         "the job goes on with its next attempt, on another storage node when the one that stopped serves none",

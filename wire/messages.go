@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"regexp"
 	"time"
 
 	"github.com/google/uuid"
@@ -93,6 +94,10 @@ type ServerStatus struct {
 	// holds, never the keys themselves (keyring.KEKFingerprint).
 	KEKFingerprint       string `json:"kek_fingerprint,omitempty"`
 	TicketKeyFingerprint string `json:"ticket_key_fingerprint,omitempty"`
+	// CatalogError says why this server's catalog stopped applying the
+	// log (a full disk), and CatalogBehind how many commands it missed.
+	CatalogError  string `json:"catalog_error,omitempty"`
+	CatalogBehind uint64 `json:"catalog_behind,omitempty"`
 }
 
 // ServerBeat is a server's announcement of itself (ServerBeatSubject).
@@ -126,6 +131,10 @@ type MemberStatus struct {
 	// Lag is how many entries the member's catalog is behind the leader's log.
 	Lag   uint64 `json:"lag"`
 	Error string `json:"error,omitempty"`
+	// CatalogError says why the member's catalog stopped applying the log,
+	// and CatalogBehind how many commands it missed (counted in Lag too).
+	CatalogError  string `json:"catalog_error,omitempty"`
+	CatalogBehind uint64 `json:"catalog_behind,omitempty"`
 }
 
 // ClusterStatusResp answers cluster.status.
@@ -268,6 +277,9 @@ type StatusResp struct {
 	Group        string `json:"group,omitempty"`
 	// OtherGroups are servers of other groups seen on the same NATS.
 	OtherGroups []OtherServer `json:"other_groups,omitempty"`
+	// CatalogError says why the answering server's catalog stopped
+	// applying the log.
+	CatalogError string `json:"catalog_error,omitempty"`
 }
 
 // ClientInfo is a client (a host running an agent) as the servers see it.
@@ -360,10 +372,13 @@ type VolumeListResp struct {
 
 // JobListReq filters job.list.
 type JobListReq struct {
-	Client string   `json:"client,omitempty"`
-	States []string `json:"states,omitempty"`
-	Limit  int      `json:"limit,omitempty"`
-	Before uint64   `json:"before,omitempty"` // resume with the jobs older than this one
+	Client string `json:"client,omitempty"`
+	// RequestID, when set, selects the job the start with this request id
+	// made, if any.
+	RequestID string   `json:"request_id,omitempty"`
+	States    []string `json:"states,omitempty"`
+	Limit     int      `json:"limit,omitempty"`
+	Before    uint64   `json:"before,omitempty"` // resume with the jobs older than this one
 }
 
 // JobLogLine is one line of a job's log.
@@ -404,6 +419,7 @@ type JobInfo struct {
 	Hint      string `json:"hint,omitempty"`
 	Waiting   string `json:"waiting,omitempty"`
 	Attempt   int    `json:"attempt,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
 	// CanceledBy and CancelReason are set once a cancel was asked: the job
 	// is canceled, or will be when the leader has stopped it.
 	CanceledBy   string       `json:"canceled_by,omitempty"`
@@ -458,6 +474,34 @@ type BackupStartReq struct {
 	// nodump inode flag (chattr +d), as dump(8) does; the job log counts
 	// them.
 	SkipNodump bool `json:"skip_nodump,omitempty"`
+	Start
+}
+
+// Start names a request that starts something (a backup, a restore, a tape
+// label or move) so it can be repeated safely: the servers do it once per
+// RequestID, and a repeat answers what the first did. The client chooses
+// the id (the CLI makes a UUID per command, or takes --request-id); a
+// request without one gets one from the server and cannot be repeated.
+type Start struct {
+	RequestID string `json:"request_id,omitempty"`
+	// Retry says this request id may have been sent before: the client
+	// retries it after an unclear answer, or the user gave the id. The
+	// servers then never answer "failed" while they cannot tell that an
+	// earlier try did not take effect.
+	Retry bool `json:"retry,omitempty"`
+}
+
+var requestIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// ValidateRequestID refuses a request id that cannot name a request: empty,
+// longer than 128 bytes, or of other characters than letters, digits and
+// ".", "_", ":", "-".
+func ValidateRequestID(id string) error {
+	if !requestIDRE.MatchString(id) {
+		return Errorf(CodeInvalidArgument, "use up to 128 letters, digits, '.', '_', ':' and '-', starting with a letter or digit (a UUID will do)",
+			"request id %q is not valid", id)
+	}
+	return nil
 }
 
 // JobStarted answers backup.start and restore.start.
@@ -466,6 +510,12 @@ type JobStarted struct {
 	Level string `json:"level,omitempty"` // the level actually run (an incremental with no full becomes full)
 	// Waiting says why the job is queued instead of running, if it is.
 	Waiting string `json:"waiting,omitempty"`
+	// State is the job's state now: queued or running for a new job, what
+	// became of it for a repeat.
+	State     string `json:"state,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	// Repeated says an earlier request with this id started the job.
+	Repeated bool `json:"repeated,omitempty"`
 }
 
 // BackupListReq filters backup.list.
@@ -552,6 +602,7 @@ type RestoreStartReq struct {
 	// are refused (a device node from an untrusted backup gives its owner
 	// the hardware it names).
 	Devices bool `json:"devices,omitempty"`
+	Start
 }
 
 // KeyMaterial is a data key in the clear, for escrow.

@@ -148,6 +148,9 @@ type LibraryMoveReq struct {
 	Drive   int    `json:"drive,omitempty"`
 	To      int    `json:"to,omitempty"`
 	Barcode string `json:"barcode,omitempty"`
+	// Start names the move: the node does it once per request id and
+	// answers a repeat with the first one's result.
+	Start
 }
 
 // TapeMove is one cartridge movement.
@@ -186,11 +189,14 @@ type MediaLabelReq struct {
 	// Cairn volume the catalog does not know; a volume the catalog knows
 	// is never relabeled this way.
 	Overwrite bool `json:"overwrite,omitempty"`
+	Start
 }
 
 // MediaLabelResp is the volume recorded.
 type MediaLabelResp struct {
 	Volume VolumeInfo `json:"volume"`
+	// Repeated says an earlier request with this id labeled it.
+	Repeated bool `json:"repeated,omitempty"`
 }
 
 // TapeLabelOrder (node order) writes a label on the tape in Slot, reads it
@@ -206,6 +212,9 @@ type TapeLabelOrder struct {
 	BlockSize int       `json:"block_size"`
 	Created   time.Time `json:"created"`
 	Overwrite bool      `json:"overwrite,omitempty"`
+	// RequestID names the order: the node labels once per request id and
+	// answers a repeat with the first one's result.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // TapeLabelResult answers tape.label.

@@ -407,7 +407,8 @@ func (g *globals) call(ctx context.Context, nc *nats.Conn, op string, req, resp 
 	defer cancel()
 	err := wire.Request(ctx, nc, wire.APISubject(op), req, resp)
 	if wire.CodeOf(err) == wire.CodeUnavailable || wire.CodeOf(err) == wire.CodeTimeout {
-		if e, ok := err.(*wire.Error); ok && strings.Contains(e.Message, wire.APISubject(op)) {
+		var e *wire.Error
+		if errors.As(err, &e) && strings.Contains(e.Message, wire.APISubject(op)) {
 			return wire.Errorf(e.Code, "start 'cairn dev' or 'cairn server' (is --nats right?); a server answers only as a member of a group: "+
 				"start the first of a new group with --bootstrap, add the others with 'cairn cluster join'", "no Cairn server answers on %s", g.natsURL)
 		}
