@@ -68,6 +68,8 @@ type Node struct {
 	reportMu sync.Mutex
 	reports  []func(context.Context) // to the servers, in order (reporter)
 	reportCh chan struct{}
+
+	orders orderMemo // library orders, once per request id
 }
 
 // New prepares a node: its pools, certificate and ticket record.
@@ -195,7 +197,9 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		if err != nil {
 			return wire.LibraryMoveResp{}, err
 		}
-		return m.Move(ctx, req)
+		params := req
+		params.Start = wire.Start{}
+		return remember(&n.orders, ctx, "move", req.RequestID, params, func() (wire.LibraryMoveResp, error) { return m.Move(ctx, req) })
 	}))
 	r.Handle(wire.OpNodeTapeLabel, wire.Typed(func(ctx context.Context, _ string, o wire.TapeLabelOrder) (wire.TapeLabelResult, error) {
 		m, err := n.library(o.Library)
@@ -204,11 +208,15 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		}
 		l := volume.Label{FormatVersion: volume.FormatVersion, VolumeID: o.VolumeID, Name: o.Name, Barcode: o.Barcode,
 			Pool: o.Pool, BlockSize: o.BlockSize, Created: o.Created, MediaType: "tape"}
-		if err := m.Label(ctx, o.Slot, o.Barcode, l, o.Overwrite); err != nil {
-			return wire.TapeLabelResult{}, err
-		}
-		n.log.Info("labeled tape", "library", o.Library, "slot", o.Slot, "barcode", o.Barcode, "volume", o.VolumeID, "pool", o.Pool)
-		return wire.TapeLabelResult{Barcode: o.Barcode, VolumeID: o.VolumeID, Slot: o.Slot}, nil
+		params := o
+		params.RequestID, params.Created = "", time.Time{} // a repeat from another leader has its own clock
+		return remember(&n.orders, ctx, "label", o.RequestID, params, func() (wire.TapeLabelResult, error) {
+			if err := m.Label(ctx, o.Slot, o.Barcode, l, o.Overwrite); err != nil {
+				return wire.TapeLabelResult{}, err
+			}
+			n.log.Info("labeled tape", "library", o.Library, "slot", o.Slot, "barcode", o.Barcode, "volume", o.VolumeID, "pool", o.Pool, "request", o.RequestID)
+			return wire.TapeLabelResult{Barcode: o.Barcode, VolumeID: o.VolumeID, Slot: o.Slot}, nil
+		})
 	}))
 	prefix := wire.NodeSubject(n.cfg.ID, "")
 	if _, err := wire.Serve(ctx, n.nc, prefix+">", "", n.log, r.Dispatch(func(subject string) (string, bool) {

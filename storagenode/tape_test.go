@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -673,5 +674,58 @@ func TestTapeConfigValidate(t *testing.T) {
 	c.TapePools[0].Library = "lib2"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `library "lib2" is not one of this node's libraries`) {
 		t.Fatalf("unknown library: %v", err)
+	}
+}
+
+// The node carries out a library order once per request id: a repeat (the
+// servers lost the answer) gets the first answer and moves nothing again;
+// one id for another order is refused. A label order for the label a tape
+// already carries is done already.
+func TestLibraryOrdersOncePerRequest(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 64 << 20, tapes: 2})
+	order := func(req wire.LibraryMoveReq) (wire.LibraryMoveResp, error) {
+		var resp wire.LibraryMoveResp
+		err := wire.Request(context.Background(), r.nc, wire.NodeSubject("sn1", wire.OpNodeLibraryMove), req, &resp)
+		return resp, err
+	}
+	move := wire.LibraryMoveReq{Library: "lib1", Op: wire.MoveTransfer, Slot: 1, To: 3, Start: wire.Start{RequestID: "m-1"}}
+	first, err := order(move)
+	if err != nil || len(first.Moves) != 1 || first.Moves[0].Barcode != "CRN001L9" {
+		t.Fatalf("transfer: %+v %v", first, err)
+	}
+	move.Retry = true
+	again, err := order(move)
+	if err != nil || !reflect.DeepEqual(again, first) {
+		t.Fatalf("repeat of the transfer: %+v %v, first %+v", again, err, first)
+	}
+	var st wire.LibraryStatus
+	if err := wire.Request(context.Background(), r.nc, wire.NodeSubject("sn1", wire.OpNodeLibraryStatus), wire.LibraryStatusReq{Library: "lib1"}, &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Slots {
+		if (s.Number == 3 && s.Barcode != "CRN001L9") || (s.Number == 1 && s.Full) {
+			t.Fatalf("after a transfer and its repeat, slot %d holds %q: %+v", s.Number, s.Barcode, st.Slots)
+		}
+	}
+	other := wire.LibraryMoveReq{Library: "lib1", Op: wire.MoveTransfer, Slot: 2, To: 4, Start: wire.Start{RequestID: "m-1"}}
+	if _, err := order(other); wire.CodeOf(err) != wire.CodeAlreadyExists {
+		t.Fatalf("one request id for another move: %v", err)
+	}
+	// Without a request id each order is its own: moving back works.
+	if _, err := order(wire.LibraryMoveReq{Library: "lib1", Op: wire.MoveTransfer, Slot: 3, To: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	label := func(id uuid.UUID, rid string) error {
+		return wire.Request(context.Background(), r.nc, wire.NodeSubject("sn1", wire.OpNodeTapeLabel), wire.TapeLabelOrder{
+			Library: "lib1", Slot: 1, Barcode: "CRN001L9", VolumeID: id, Name: "CRN001L9", Pool: "Tape", BlockSize: tapeTestBS,
+			Created: time.Now(), RequestID: rid,
+		}, nil)
+	}
+	if err := label(r.fake.vols[0].id, "lab-again"); err != nil {
+		t.Fatalf("a label order for the label the tape carries: %v", err)
+	}
+	if err := label(uuid.New(), "lab-other"); wire.CodeOf(err) != wire.CodeForeignLabel {
+		t.Fatalf("a label order for another volume on a labeled tape: %v", err)
 	}
 }

@@ -151,6 +151,12 @@ func (m *Manager) labelLoaded(ctx context.Context, d *drive, slot int, barcode s
 	err = tape.WriteLabel(cctx, d.dev, l, overwrite)
 	switch {
 	case errors.Is(err, tape.ErrLabelled):
+		if got, rerr := tape.ReadLabel(cctx, d.dev); rerr == nil && got.VolumeID == l.VolumeID && got.Name == l.Name &&
+			got.Pool == l.Pool && got.BlockSize == l.BlockSize {
+			// Labeled so before: a repeat of an order whose answer was
+			// lost, perhaps with a restart of this node in between.
+			return nil
+		}
 		return wire.Errorf(wire.CodeForeignLabel, "check that nothing on the tape is needed, then label it with --overwrite",
 			"tape %s (slot %d of library %s) is not blank: %v", barcode, slot, m.cfg.Name, err)
 	case errors.Is(err, tape.ErrWriteProtected):
