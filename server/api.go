@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -38,7 +39,7 @@ func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, e
 	st := s.raft.Stats()
 	return wire.StatusResp{
 		Server: s.cfg.Name, Version: Version, Leader: st.Leader, IsLeader: s.raft.IsLeader(),
-		RaftState: st.State, Term: st.Term, AppliedIndex: st.AppliedIndex, Group: s.groupName(),
+		RaftState: st.State, Term: st.Term, AppliedIndex: st.AppliedIndex, Group: s.groupName(), CatalogError: st.FSMError,
 		OtherGroups: func() []wire.OtherServer { o, _ := s.otherServers(); return o }(),
 	}, nil
 }
@@ -185,7 +186,7 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 		Created: j.Created, Started: j.Started, Ended: j.Ended, Files: j.Files, Bytes: j.Bytes,
 		StoredBytes: j.StoredBytes, Warnings: j.Warnings, Entries: j.Entries, Restored: j.Restored, Lost: j.Lost,
 		ErrorCode: j.ErrorCode, Error: j.Error,
-		Hint: wire.HintFor(j.ErrorCode), Waiting: j.Waiting, Attempt: j.Attempt,
+		Hint: wire.HintFor(j.ErrorCode), Waiting: j.Waiting, Attempt: j.Attempt, RequestID: j.RequestID,
 	}
 	if c := j.Cancel; c != nil {
 		info.CanceledBy, info.CancelReason = c.By, c.Reason
@@ -248,7 +249,13 @@ func (s *Server) jobList(_ context.Context, _ string, req wire.JobListReq) (wire
 		}
 		f.States = append(f.States, state)
 	}
-	jobs, err := s.store.Jobs(f)
+	var jobs []catalog.Job
+	var err error
+	if req.RequestID != "" {
+		jobs, err = s.requestJobs(req.RequestID, f)
+	} else {
+		jobs, err = s.store.Jobs(f)
+	}
 	if err != nil {
 		return wire.JobListResp{}, err
 	}
@@ -268,6 +275,26 @@ func (s *Server) jobList(_ context.Context, _ string, req wire.JobListReq) (wire
 		resp.Jobs = append(resp.Jobs, info)
 	}
 	return resp, nil
+}
+
+// requestJobs is the job a start request made, if f selects it.
+func (s *Server) requestJobs(id string, f catalog.JobFilter) ([]catalog.Job, error) {
+	r, err := s.store.Request(id)
+	if errors.Is(err, catalog.ErrNotFound) || (err == nil && r.JobID == 0) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	j, err := s.store.Job(r.JobID)
+	if err != nil {
+		return nil, err
+	}
+	j.Log = nil
+	if (f.Client != "" && j.Client != f.Client) || (len(f.States) > 0 && !slices.Contains(f.States, j.State)) || (f.Before != 0 && j.ID >= f.Before) {
+		return nil, nil
+	}
+	return []catalog.Job{*j}, nil
 }
 
 // jobShow answers a job with as much of its log, from line LogFrom on, as

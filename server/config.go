@@ -91,6 +91,24 @@ type Config struct {
 	// RaftSnapshotInterval is how often Raft checks whether a snapshot is
 	// due; 0 keeps the default of package server/cluster (2m).
 	RaftSnapshotInterval time.Duration `json:"raft_snapshot_interval,omitempty"`
+	// MinFreeBytes is the free space, on the filesystems of the catalog and
+	// of the Raft log, below which the leader starts nothing new (backups,
+	// restores, tape labels) and says the disk is full, so that running
+	// jobs can still finish; 0 checks nothing.
+	MinFreeBytes int64 `json:"min_free" config:"size"`
+	// CatalogFloorBytes is the free space below which a server's catalog
+	// stops applying the log, before a commit runs into a full disk and
+	// while Raft still has room for its own writes; it goes on by itself
+	// once there is room again. Keep it under MinFreeBytes. 0 checks
+	// nothing and leaves it to the filesystem's ENOSPC.
+	CatalogFloorBytes int64 `json:"catalog_floor" config:"size"`
+	// StartConfirmTimeout is how long a started job may stay pending, its
+	// start not yet confirmed to the caller, before the leader voids it:
+	// longer than a client retries a start whose answer it lost.
+	StartConfirmTimeout time.Duration `json:"start_confirm_timeout"`
+	// RequestIDTTL is how long the catalog remembers a request id, so that
+	// a repeat of the request answers what the first one did.
+	RequestIDTTL time.Duration `json:"request_id_ttl"`
 }
 
 // IsLoopback reports whether a host:port listens on this machine only:
@@ -157,6 +175,11 @@ func DefaultConfig() Config {
 		StallTimeout:    10 * time.Minute,
 		QueueTimeout:    time.Hour,
 		DefaultPool:     "Default",
+
+		MinFreeBytes:        256 << 20,
+		CatalogFloorBytes:   64 << 20,
+		StartConfirmTimeout: 2 * time.Minute,
+		RequestIDTTL:        7 * 24 * time.Hour,
 	}
 }
 
@@ -202,6 +225,18 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueTimeout < time.Second {
 		bad("queue_timeout", "queue timeout %s is too short: use at least 1s", c.QueueTimeout)
+	}
+	if c.MinFreeBytes < 0 {
+		bad("min_free", "free space margin %d is negative: use 0 (no check) or more", c.MinFreeBytes)
+	}
+	if c.CatalogFloorBytes < 0 {
+		bad("catalog_floor", "catalog floor %d is negative: use 0 (no check) or more", c.CatalogFloorBytes)
+	}
+	if c.StartConfirmTimeout < time.Second {
+		bad("start_confirm_timeout", "start confirm timeout %s is too short: use at least 1s (minutes: a client retries a lost answer for about one)", c.StartConfirmTimeout)
+	}
+	if c.RequestIDTTL < c.StartConfirmTimeout {
+		bad("request_id_ttl", "request id TTL %s is shorter than the start confirm timeout %s: make it longer", c.RequestIDTTL, c.StartConfirmTimeout)
 	}
 	if c.StallTimeout < c.LivenessTimeout {
 		bad("stall_timeout", "stall timeout %s is shorter than the liveness timeout %s: make it longer", c.StallTimeout, c.LivenessTimeout)

@@ -120,6 +120,13 @@ func cleanPaths(kind string, paths []fileindex.Path) ([]string, error) {
 }
 
 func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStartReq) (wire.JobStarted, error) {
+	digestReq := req
+	digestReq.Start = wire.Start{}
+	digest := requestDigest(wire.OpBackupStart, digestReq)
+	what := fmt.Sprintf("the backup of %s", req.Client)
+	if js, ok, err := s.knownStart(ctx, what, req.Start, digest); ok {
+		return js, err
+	}
 	client, err := s.knownClient(req.Client)
 	if err != nil {
 		return wire.JobStarted{}, err
@@ -163,14 +170,10 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	if err := s.checkOrder(ctx, client.Name, wire.OpCheckBackup, wire.CheckBackup{Paths: fileindex.Paths(paths)}); err != nil {
 		return wire.JobStarted{}, err
 	}
-	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
-		Type: catalog.JobBackup, Client: client.Name, Level: level, State: catalog.JobQueued,
+	return s.startJob(ctx, what, req.Start, digest, &catalog.Job{
+		Type: catalog.JobBackup, Client: client.Name, Level: level,
 		Pool: pool.Name, Paths: fileindex.Paths(paths), Excludes: req.Excludes, SkipNodump: req.SkipNodump,
-	}})
-	if err != nil {
-		return wire.JobStarted{}, err
-	}
-	return s.started(ctx, res.JobID)
+	}, nil)
 }
 
 // checkOrder asks a client's agent whether it would take an order (op,
@@ -202,23 +205,6 @@ func (s *Server) checkOrder(ctx context.Context, client, op string, req any) err
 // orderCheckTimeout bounds checkOrder: an agent answers from a stat of
 // its paths, and a start must not wait long on a busy one.
 const orderCheckTimeout = 5 * time.Second
-
-// started tries to dispatch a job just created and says how it went: an
-// agent that refuses the order (a path that does not exist) fails the
-// command that asked, while a job that must wait says what for.
-func (s *Server) started(ctx context.Context, id uint64) (wire.JobStarted, error) {
-	job, err := s.store.Job(id)
-	if err != nil {
-		return wire.JobStarted{}, catalogError(err)
-	}
-	if err := s.tryDispatch(ctx, job); err != nil {
-		return wire.JobStarted{}, err
-	}
-	if job, err = s.store.Job(id); err != nil {
-		return wire.JobStarted{}, catalogError(err)
-	}
-	return wire.JobStarted{JobID: job.ID, Level: string(job.Level), Waiting: job.Waiting}, nil
-}
 
 // estimate guesses a backup's size from the last complete backup of the same
 // file set and level, for the progress ETA.
@@ -270,6 +256,13 @@ func (s *Server) resolveBackup(pit wire.PointInTime) (*catalog.Backup, error) {
 }
 
 func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreStartReq) (wire.JobStarted, error) {
+	digestReq := req
+	digestReq.Start = wire.Start{}
+	digest := requestDigest(wire.OpRestoreStart, digestReq)
+	start := fmt.Sprintf("the restore of %s to %s", req.Client, req.To)
+	if js, ok, err := s.knownStart(ctx, start, req.Start, digest); ok {
+		return js, err
+	}
 	backup, err := s.resolveBackup(req.PointInTime)
 	if err != nil {
 		return wire.JobStarted{}, err
@@ -314,20 +307,17 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 	if err := s.checkOrder(ctx, target, wire.OpCheckRestore, wire.CheckRestore{To: filepath.Clean(req.To), Force: req.Force}); err != nil {
 		return wire.JobStarted{}, err
 	}
-	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{
-		Type: catalog.JobRestore, Client: target, State: catalog.JobQueued, Node: backup.Node, Pool: backup.Pool,
-		Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
-	}})
-	if err != nil {
-		return wire.JobStarted{}, err
-	}
 	what := "everything"
 	if len(roots) > 0 {
 		what = escapedList(roots)
 	}
-	s.jobLog(ctx, res.JobID, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
-		what, backup.ID, backup.Client, files, humanBytes(bytes), target, filepath.Clean(req.To))
-	return s.started(ctx, res.JobID)
+	return s.startJob(ctx, start, req.Start, digest, &catalog.Job{
+		Type: catalog.JobRestore, Client: target, Node: backup.Node, Pool: backup.Pool,
+		Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
+	}, func(id uint64) {
+		s.jobLog(ctx, id, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
+			what, backup.ID, backup.Client, files, humanBytes(bytes), target, filepath.Clean(req.To))
+	})
 }
 
 // failJob ends a job as failed, once: later reports of the same failure
@@ -467,6 +457,7 @@ func (s *Server) watch(ctx context.Context) {
 		s.carryOutCancels(lctx)
 		s.watchRunning(lctx)
 		s.dispatchQueued(lctx)
+		s.sweepStarts(lctx)
 	}
 }
 

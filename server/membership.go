@@ -505,6 +505,7 @@ func (s *Server) members(ctx context.Context) []wire.MemberStatus {
 			m.Error = fmt.Sprintf("a server of another group (%s) answers by that name", ss.Group)
 		default:
 			m.Reachable, m.State, m.Term, m.LastIndex, m.AppliedIndex = true, ss.State, ss.Term, ss.LastIndex, ss.AppliedIndex
+			m.CatalogError, m.CatalogBehind = ss.CatalogError, ss.CatalogBehind
 		}
 		out = append(out, m)
 	}

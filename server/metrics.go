@@ -61,10 +61,14 @@ var (
 	descRaftApplied = prometheus.NewDesc("cairn_raft_applied_index", "Last Raft index applied to the catalog.", nil, nil)
 	descRunning     = prometheus.NewDesc("cairn_jobs_running", "Jobs running, by type.", []string{"type"}, nil)
 	descClients     = prometheus.NewDesc("cairn_clients_online", "Clients whose agent heartbeats.", nil, nil)
+	descStopped     = prometheus.NewDesc("cairn_catalog_stopped", "1 while this server's catalog does not apply the Raft log (a full disk; the log says why).", nil, nil)
+	descBehind      = prometheus.NewDesc("cairn_catalog_behind", "Commands Raft handed this server's catalog that it did not apply since it stopped.", nil, nil)
+	descDataFree    = prometheus.NewDesc("cairn_server_free_bytes", "Free bytes on the filesystem of the server's catalog and of its Raft log.", []string{"dir"}, nil)
 )
 
 func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVolumes, descPoolBytes, descPoolFree, descRaftState, descRaftTerm, descRaftApplied, descRunning, descClients} {
+	for _, d := range []*prometheus.Desc{descVolumes, descPoolBytes, descPoolFree, descRaftState, descRaftTerm, descRaftApplied, descRunning, descClients,
+		descStopped, descBehind, descDataFree} {
 		ch <- d
 	}
 }
@@ -81,6 +85,17 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descRaftTerm, prometheus.GaugeValue, float64(st.Term))
 	ch <- prometheus.MustNewConstMetric(descRaftApplied, prometheus.GaugeValue, float64(st.AppliedIndex))
+	stopped := 0.0
+	if st.FSMError != "" {
+		stopped = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descStopped, prometheus.GaugeValue, stopped)
+	ch <- prometheus.MustNewConstMetric(descBehind, prometheus.GaugeValue, float64(st.CatalogBehind))
+	for _, dir := range []string{s.cfg.DataDir, s.raftDir()} {
+		if free, err := catalog.FreeBytes(dir); err == nil {
+			ch <- prometheus.MustNewConstMetric(descDataFree, prometheus.GaugeValue, float64(free), dir)
+		}
+	}
 	if pools, err := s.store.Pools(); err == nil {
 		for _, p := range pools {
 			vols, _ := s.store.Volumes(catalog.VolumeFilter{Pool: p.Name})

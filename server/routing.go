@@ -35,6 +35,18 @@ func needsLeader(subject string) bool {
 	return true // every storage node and agent request changes or pages something
 }
 
+// answersLocally reports whether this server answers a request on subject
+// from its own catalog. One whose catalog stopped applying the log (a full
+// disk) holds an old copy: it leaves the reads to the leader, except those
+// that report its own state.
+func (s *Server) answersLocally(subject string) bool {
+	if needsLeader(subject) {
+		return false
+	}
+	op, _ := wire.TrimAPI(subject)
+	return s.raft.FSM().Failed() == nil || op == wire.OpStatus || op == wire.OpClusterStatus
+}
+
 // forwardTimeout bounds a follower's wait for the leader's answer; the
 // caller's own timeout is usually longer.
 const forwardTimeout = 60 * time.Second
@@ -138,7 +150,7 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 		s.log.Warn("dropped a request whose reply subject is not an inbox", "subject", m.Subject, "reply", m.Reply)
 		return
 	}
-	if !needsLeader(m.Subject) || s.deciding() {
+	if s.answersLocally(m.Subject) || s.deciding() {
 		wire.HandleMsg(ctx, m, s.log, s.handlerFor(m.Subject))
 		return
 	}
@@ -347,6 +359,7 @@ func (s *Server) serverStatus(context.Context, string, wire.Empty) (wire.ServerS
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Leader: st.LeaderID, Version: Version,
 		CatalogIndex: st.CatalogIndex, Group: s.groupName(), Member: s.member.Load(),
 		KEKFingerprint: s.keys().kekFP, TicketKeyFingerprint: s.keys().ticketFP(),
+		CatalogError: st.FSMError, CatalogBehind: st.CatalogBehind,
 	}, nil
 }
 
@@ -365,6 +378,8 @@ func (s *Server) clusterStatus(ctx context.Context, _ string, _ wire.Empty) (wir
 		if m.Reachable && leaderLast >= m.AppliedIndex {
 			m.Lag = leaderLast - m.AppliedIndex
 		}
+		// Raft handed these over, and the stopped catalog did not take them.
+		m.Lag += m.CatalogBehind
 	}
 	return resp, nil
 }

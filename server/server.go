@@ -92,7 +92,8 @@ type Server struct {
 	agents      map[string]*liveness
 	runs        map[uint64]*jobRun
 	leaderSince time.Time
-	labeling    map[string]bool // library/barcode of the tapes being labeled
+	labeling    map[string]bool  // library/barcode of the tapes being labeled
+	calls       map[string]*call // start requests in progress, by kind/request id (shared)
 }
 
 // liveness is what the servers know of a node or agent from its heartbeats.
@@ -183,6 +184,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	rc.Bootstrap = cfg.Bootstrap
 	rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
 	rc.TrailingLogs = cfg.RaftTrailingLogs
+	rc.CatalogFloor = cfg.CatalogFloorBytes
 	if cfg.RaftSnapshotInterval > 0 {
 		rc.SnapshotInterval = cfg.RaftSnapshotInterval
 	}
@@ -248,7 +250,7 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.watch(ctx)
 	}()
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		s.kekLoop(ctx)
@@ -256,6 +258,10 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		s.stopLoop(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.diskLoop(ctx)
 	}()
 	s.log.Info("server started", "nats", s.cfg.NATSURL, "raft", s.cfg.RaftAddr)
 	return nil
@@ -296,25 +302,50 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// apply proposes a catalog command and turns refusals into wire errors.
+// apply proposes a catalog command and turns refusals and failures into
+// wire errors.
 func (s *Server) apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
-	if c.Time.IsZero() {
-		c.Time = time.Now().UTC()
-	}
-	res, err := s.raft.Apply(ctx, c)
+	res, err := s.propose(ctx, c)
 	if err != nil {
-		var nl *cluster.NotLeaderError
-		if errors.As(err, &nl) {
-			return res, wire.Errorf(wire.CodeNotLeader, "", "this server is not the leader (leader: %s)", nl.Leader)
-		}
-		return res, wire.Errorf(wire.CodeUnavailable, "check that a majority of the servers is running ('cairn status')",
-			"catalog change not committed: %v", err)
+		return res, s.applyError(err)
 	}
 	if res.Err != nil {
 		return res, catalogError(res.Err)
 	}
 	return res, nil
 }
+
+// applyError says why a catalog change did not apply here, and whether it
+// may still: a full disk names this server and the directory.
+func (s *Server) applyError(err error) *wire.Error {
+	var nl *cluster.NotLeaderError
+	var full *catalog.DiskFullError
+	var we *wire.Error
+	switch {
+	case errors.As(err, &we):
+		return we
+	case errors.As(err, &full):
+		what := "its catalog"
+		if full.Dir == s.raftDir() {
+			what = "its Raft log"
+		}
+		return wire.Errorf(wire.CodeDiskFull,
+			fmt.Sprintf("free space in %s, or move the server's data directory to a larger filesystem; %s goes on by itself once there is room", full.Dir, s.cfg.Name),
+			"server %s cannot write %s: %v", s.cfg.Name, what, full)
+	case errors.Is(err, cluster.ErrOutcomeUnknown):
+		return wire.Errorf(wire.CodeOutcomeUnknown, "check with 'cairn job list' or 'cairn cluster status' what happened, then retry",
+			"catalog change of unknown outcome: %v", err)
+	case errors.As(err, &nl) && !errors.Is(err, cluster.ErrCommittedNotApplied):
+		return wire.Errorf(wire.CodeNotLeader, "", "this server is not the leader (leader: %s)", nl.Leader)
+	case errors.Is(err, catalog.ErrFSMStopped):
+		return wire.Errorf(wire.CodeUnavailable, fmt.Sprintf("see the log of server %s; its catalog goes on once the cause is fixed, or after a restart", s.cfg.Name),
+			"server %s: %v", s.cfg.Name, err)
+	}
+	return wire.Errorf(wire.CodeUnavailable, "check that a majority of the servers is running ('cairn cluster status')",
+		"catalog change not committed: %v", err)
+}
+
+func (s *Server) raftDir() string { return filepath.Join(s.cfg.DataDir, "raft") }
 
 // catalogError maps a catalog refusal onto the wire's error catalog.
 func catalogError(err error) error {

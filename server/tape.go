@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -209,22 +210,78 @@ func (s *Server) libraryMove(ctx context.Context, _ string, req wire.LibraryMove
 		return wire.LibraryMoveResp{}, wire.Errorf(wire.CodeInvalidArgument, "use load, unload, transfer, import, export or online",
 			"library move %q is not known", req.Op)
 	}
+	rid, _, err := requestID(req.Start)
+	if err != nil {
+		return wire.LibraryMoveResp{}, err
+	}
+	req.RequestID = rid
 	name, owner, err := s.libraryOf(req.Library)
 	if err != nil {
 		return wire.LibraryMoveResp{}, err
 	}
 	req.Library = name
-	var resp wire.LibraryMoveResp
-	if err := s.orderNode(ctx, owner, name, wire.OpNodeLibraryMove, libraryMoveTimeout, req, &resp); err != nil {
-		return wire.LibraryMoveResp{}, err
+	// The owning node moves once per request id (a repeat gets the first
+	// answer), so there is no record of moves by request here: only
+	// concurrent repeats wait for the one running.
+	return shared(s, ctx, "move/"+rid, func() (wire.LibraryMoveResp, error) {
+		var resp wire.LibraryMoveResp
+		if err := s.orderNode(ctx, owner, name, wire.OpNodeLibraryMove, libraryMoveTimeout, req, &resp); err != nil {
+			if errors.Is(err, wire.ErrNoAnswer) {
+				return resp, unknownOutcome(fmt.Sprintf("the %s in library %s", req.Op, name), rid, err)
+			}
+			return resp, err
+		}
+		for _, m := range resp.Moves {
+			s.recordMove(ctx, name, m.Barcode, m.From, m.To, "operator: "+req.Op)
+		}
+		if resp.Moves == nil {
+			resp.Moves = []wire.TapeMove{}
+		}
+		return resp, nil
+	})
+}
+
+// labelNamespace makes the volume id of a label from its request, so that
+// a repeat (from another leader, say) orders the very same label, which the
+// node finds already on the tape.
+var labelNamespace = uuid.MustParse("1f0c6e36-5a0b-4d5e-9a43-6a7f3d1e2c90")
+
+// call is a start request in progress on this server, which a concurrent
+// repeat waits for.
+type call struct {
+	done chan struct{}
+	resp any
+	err  error
+}
+
+// shared runs fn once at a time per key: a repeat of a start while the
+// first is still running gets the first one's answer.
+func shared[T any](s *Server, ctx context.Context, key string, fn func() (T, error)) (T, error) {
+	s.mu.Lock()
+	if s.calls == nil {
+		s.calls = map[string]*call{}
 	}
-	for _, m := range resp.Moves {
-		s.recordMove(ctx, name, m.Barcode, m.From, m.To, "operator: "+req.Op)
+	if c := s.calls[key]; c != nil {
+		s.mu.Unlock()
+		select {
+		case <-c.done:
+			resp, _ := c.resp.(T)
+			return resp, c.err
+		case <-ctx.Done():
+			var zero T
+			return zero, wire.Errorf(wire.CodeOutcomeUnknown, "", "request %s is still being carried out", key)
+		}
 	}
-	if resp.Moves == nil {
-		resp.Moves = []wire.TapeMove{}
-	}
-	return resp, nil
+	c := &call{done: make(chan struct{})}
+	s.calls[key] = c
+	s.mu.Unlock()
+	resp, err := fn()
+	s.mu.Lock()
+	c.resp, c.err = resp, err
+	delete(s.calls, key)
+	close(c.done)
+	s.mu.Unlock()
+	return resp, err
 }
 
 // labeling guards against two labels of the same cartridge at once: both
@@ -249,6 +306,35 @@ func (s *Server) releaseLabel(key string) {
 }
 
 func (s *Server) mediaLabel(ctx context.Context, _ string, req wire.MediaLabelReq) (wire.MediaLabelResp, error) {
+	params := req
+	params.Start = wire.Start{}
+	digest := requestDigest(wire.OpMediaLabel, params)
+	rid, retry, err := requestID(req.Start)
+	if err != nil {
+		return wire.MediaLabelResp{}, err
+	}
+	if retry {
+		if err := s.raft.Barrier(ctx); err != nil {
+			s.log.Debug("barrier before a repeated label", "request", rid, "err", err)
+		}
+	}
+	if rec, err := s.store.Request(rid); err == nil {
+		if rec.Op != catalog.OpLabelTape || (rec.Digest != "" && rec.Digest != digest) {
+			return wire.MediaLabelResp{}, wire.Errorf(wire.CodeAlreadyExists, "give each request its own id: only a repeat of the very same command may reuse one",
+				"request id %s was used for another request", rid)
+		}
+		v, err := s.store.Volume(rec.VolumeID)
+		if err != nil {
+			return wire.MediaLabelResp{}, catalogError(err)
+		}
+		return wire.MediaLabelResp{Volume: volumeInfo(v, ""), Repeated: true}, nil
+	}
+	return shared(s, ctx, "label/"+rid, func() (wire.MediaLabelResp, error) { return s.label(ctx, rid, retry, digest, req) })
+}
+
+// label carries out a new label request: check, order the node, record.
+func (s *Server) label(ctx context.Context, rid string, retry bool, digest string, req wire.MediaLabelReq) (wire.MediaLabelResp, error) {
+	what := fmt.Sprintf("the label of slot %d", req.Slot)
 	name, owner, err := s.libraryOf(req.Library)
 	if err != nil {
 		return wire.MediaLabelResp{}, err
@@ -299,6 +385,12 @@ func (s *Server) mediaLabel(ctx context.Context, _ string, req wire.MediaLabelRe
 		return wire.MediaLabelResp{}, wire.Errorf(wire.CodeAlreadyExists, "a tape the catalog knows is never relabeled; label another slot",
 			"the tape in slot %d (%s) is already volume %s of pool %s (%s)", req.Slot, slot.Barcode, v.Name, v.Pool, v.State)
 	}
+	if err := s.admit(); err != nil {
+		if retry && s.raft.FSM().Failed() != nil {
+			return wire.MediaLabelResp{}, unknownOutcome(what, rid, err)
+		}
+		return wire.MediaLabelResp{}, notStarted(s.applyError(err), what)
+	}
 	if err := wire.ValidateName("barcode", slot.Barcode); err != nil {
 		return wire.MediaLabelResp{}, err
 	}
@@ -313,11 +405,15 @@ func (s *Server) mediaLabel(ctx context.Context, _ string, req wire.MediaLabelRe
 		bs = defaultBlockSize
 	}
 	order := wire.TapeLabelOrder{
-		Library: name, Slot: req.Slot, Barcode: slot.Barcode, VolumeID: uuid.New(), Name: slot.Barcode,
-		Pool: pool.Name, BlockSize: bs, Created: time.Now().UTC(), Overwrite: req.Overwrite,
+		Library: name, Slot: req.Slot, Barcode: slot.Barcode, Name: slot.Barcode,
+		VolumeID: uuid.NewSHA1(labelNamespace, []byte(rid+"\x00"+name+"\x00"+slot.Barcode)),
+		Pool:     pool.Name, BlockSize: bs, Created: time.Now().UTC(), Overwrite: req.Overwrite, RequestID: rid,
 	}
 	var res wire.TapeLabelResult
 	if err := s.orderNode(ctx, owner, name, wire.OpNodeTapeLabel, tapeLabelTimeout, order, &res); err != nil {
+		if errors.Is(err, wire.ErrNoAnswer) {
+			return wire.MediaLabelResp{}, unknownOutcome(what, rid, err)
+		}
 		return wire.MediaLabelResp{}, err
 	}
 	if res.VolumeID != order.VolumeID || (res.Barcode != "" && res.Barcode != slot.Barcode) {
@@ -328,13 +424,20 @@ func (s *Server) mediaLabel(ctx context.Context, _ string, req wire.MediaLabelRe
 	if res.Slot > 0 {
 		at = res.Slot
 	}
-	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpLabelTape, TapeLabel: &catalog.TapeLabel{
-		VolumeID: order.VolumeID, Barcode: slot.Barcode, Library: name, Node: owner, Pool: pool.Name,
-		Location: catalog.SlotLocation(at), BlockSize: bs,
-	}}); err != nil {
-		return wire.MediaLabelResp{}, err
+	lres, err := s.propose(ctx, &catalog.Command{Op: catalog.OpLabelTape, Request: &catalog.RequestKey{ID: rid, Digest: digest},
+		TapeLabel: &catalog.TapeLabel{
+			VolumeID: order.VolumeID, Barcode: slot.Barcode, Library: name, Node: owner, Pool: pool.Name,
+			Location: catalog.SlotLocation(at), BlockSize: bs,
+		}})
+	switch {
+	case err != nil:
+		// The tape carries the label; the catalog may not know it yet. A
+		// repeat of the request records it (the node answers it as done).
+		return wire.MediaLabelResp{}, unknownOutcome(fmt.Sprintf("the record of tape %s, labeled as volume %s", slot.Barcode, order.VolumeID), rid, s.applyError(err))
+	case lres.Err != nil:
+		return wire.MediaLabelResp{}, catalogError(lres.Err)
 	}
-	v, err := s.store.Volume(order.VolumeID)
+	v, err := s.store.Volume(lres.VolumeID)
 	if err != nil {
 		return wire.MediaLabelResp{}, catalogError(err)
 	}

@@ -36,6 +36,8 @@ type fakeLibrary struct {
 	home    map[string]int
 	foreign map[string]bool
 	labels  []wire.TapeLabelOrder
+	// hold, when set, keeps label orders waiting until it is closed.
+	hold chan struct{}
 }
 
 const fakeMailSlot = 5
@@ -54,8 +56,14 @@ func newFakeLibrary(h *harness) *fakeLibrary {
 	}))
 	r.Handle(wire.OpNodeTapeLabel, wire.Typed(func(_ context.Context, _ string, o wire.TapeLabelOrder) (wire.TapeLabelResult, error) {
 		f.mu.Lock()
-		defer f.mu.Unlock()
 		f.labels = append(f.labels, o)
+		hold := f.hold
+		f.mu.Unlock()
+		if hold != nil {
+			<-hold
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		if f.slots[o.Slot] != o.Barcode {
 			return wire.TapeLabelResult{}, wire.Errorf(wire.CodeBarcodeMismatch, "", "slot %d holds %q", o.Slot, f.slots[o.Slot])
 		}
@@ -497,4 +505,59 @@ func TestTapeReadOrderNeedsEachTapeOnce(t *testing.T) {
 	if got := readOrder(store, chain); !slices.Equal(got, []int{0, 2, 3, 1, 4}) {
 		t.Fatalf("read order %v", got)
 	}
+}
+
+// A label carries its request id: repeats, while the first runs or after it
+// ended, answer its volume, and the node is ordered once.
+func TestTapeLabelRequestIDs(t *testing.T) {
+	h := newHarness(t)
+	lib, _ := h.tapeSetup()
+	lib.mu.Lock()
+	lib.hold = make(chan struct{})
+	lib.mu.Unlock()
+	req := wire.MediaLabelReq{Slot: 1, Pool: "Weekly", Start: wire.Start{RequestID: "lab-1"}}
+	answers := make(chan wire.MediaLabelResp, 3)
+	errs := make(chan error, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			var r wire.MediaLabelResp
+			if err := h.api(wire.OpMediaLabel, req, &r); err != nil {
+				errs <- err
+				return
+			}
+			answers <- r
+		}()
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if n := len(lib.labelOrders()); n != 1 {
+			return fmt.Errorf("%d label orders", n)
+		}
+		return nil
+	})
+	close(lib.hold)
+	var vol uuid.UUID
+	for i := 0; i < 3; i++ {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case r := <-answers:
+			if vol == uuid.Nil {
+				vol = r.Volume.ID
+			}
+			if r.Volume.ID != vol || r.Volume.Barcode != "CRN001L9" {
+				t.Fatalf("answer %+v, another was volume %s", r, vol)
+			}
+		}
+	}
+	req.Retry = true
+	var again wire.MediaLabelResp
+	h.must(h.api(wire.OpMediaLabel, req, &again))
+	if again.Volume.ID != vol || !again.Repeated {
+		t.Fatalf("a repeat after the label: %+v", again)
+	}
+	if n := len(lib.labelOrders()); n != 1 {
+		t.Fatalf("%d label orders for one request", n)
+	}
+	other := wire.MediaLabelReq{Slot: 2, Pool: catalog.ScratchPool, Overwrite: true, Start: wire.Start{RequestID: "lab-1", Retry: true}}
+	wantCode(t, h.api(wire.OpMediaLabel, other, nil), wire.CodeAlreadyExists)
 }

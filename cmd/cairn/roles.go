@@ -357,6 +357,10 @@ flag may stay in s1's unit file.`,
 	f.Uint64Var(&cfg.RaftSnapshotThreshold, "raft-snapshot-threshold", 0, "log entries since the last snapshot that make Raft snapshot the catalog (0: 4096)")
 	f.Uint64Var(&cfg.RaftTrailingLogs, "raft-trailing-logs", 0, "log entries a compaction keeps behind a snapshot (0: 1024)")
 	f.DurationVar(&cfg.RaftSnapshotInterval, "raft-snapshot-interval", 0, "how often Raft checks whether a snapshot is due (0: 2m)")
+	f.Var((*sizeValue)(&cfg.MinFreeBytes), "min-free", "below this much free space for the catalog or the Raft log, start no new backup, restore or label (512M, 1G; 0: no check)")
+	f.Var((*sizeValue)(&cfg.CatalogFloorBytes), "catalog-floor", "below this much free space the catalog stops applying the log until there is room (keep it under --min-free)")
+	f.DurationVar(&cfg.StartConfirmTimeout, "start-confirm-timeout", cfg.StartConfirmTimeout, "a job whose start was not confirmed to its caller this long is voided, never run (longer than a client retries a lost answer)")
+	f.DurationVar(&cfg.RequestIDTTL, "request-id-ttl", cfg.RequestIDTTL, "how long a request id is remembered, so that a repeat of the request answers what the first did")
 	ro.bind(f, "127.0.0.1:9464")
 	return c
 }

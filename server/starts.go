@@ -1,0 +1,280 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/server/cluster"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// Starts. A client names every start (backup, restore, tape label, library
+// move) with a request id. A backup or restore is created pending under that
+// id, then accepted just before the answer goes out; only an accepted job is
+// ever dispatched, and the leader voids a job nobody accepted within
+// StartConfirmTimeout. So an answer of "failed" is only given when no accept
+// of the job was proposed, and then the job never runs; when the create or
+// the accept may have been committed without this server seeing it applied,
+// the answer is outcome_unknown, and a repeat of the request (same id)
+// answers the same job, accepting it if it is still pending. catalog/
+// DESIGN.md, "Starts", has the whole argument.
+
+// voidReason is what a voided job's log and error say.
+const voidReason = "its start was not confirmed to the caller"
+
+// outcome is what became of a proposed command, as far as this server can
+// tell.
+type outcome int
+
+const (
+	applied     outcome = iota // applied here; a refusal is in the result
+	notProposed                // never in the log: it will not take effect
+	committed                  // in the log, but this server's catalog stopped before it
+	unknown                    // perhaps in the log
+)
+
+func outcomeOf(err error) outcome {
+	switch {
+	case err == nil:
+		return applied
+	case errors.Is(err, cluster.ErrCommittedNotApplied):
+		return committed
+	case errors.Is(err, cluster.ErrOutcomeUnknown):
+		return unknown
+	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrTimeout), errors.Is(err, cluster.ErrShutdown),
+		errors.Is(err, catalog.ErrFSMStopped), errors.Is(err, catalog.ErrBadCommand),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return notProposed
+	}
+	var full *catalog.DiskFullError
+	if errors.As(err, &full) {
+		return notProposed // the leader's own Raft log refused it
+	}
+	return unknown
+}
+
+// requestDigest identifies a start request's parameters, so that the same
+// request id with other parameters is refused instead of answered with a
+// job that does something else. The request id itself is left out.
+func requestDigest(op string, req any) string {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return ""
+	}
+	h := sha256.New()
+	h.Write([]byte(op + "\x00"))
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// requestID checks a client's request id, or makes one for a client that
+// sent none (an older CLI): such a request cannot be repeated.
+func requestID(st wire.Start) (string, bool, error) {
+	if st.RequestID == "" {
+		return uuid.NewString(), false, nil
+	}
+	if err := wire.ValidateRequestID(st.RequestID); err != nil {
+		return "", false, err
+	}
+	return st.RequestID, st.Retry, nil
+}
+
+// unknownOutcome says a start may or may not have taken effect, and how to
+// find out without doing it twice.
+func unknownOutcome(what, rid string, cause error) *wire.Error {
+	return wire.Errorf(wire.CodeOutcomeUnknown,
+		fmt.Sprintf("run the same command again with --request-id %s (it never starts a second one), or look for it with 'cairn job list --request-id %s'", rid, rid),
+		"the servers could not confirm whether %s (request %s) took effect; it may still: %v", what, rid, cause)
+}
+
+// knownStart answers a start whose request id the catalog knows, before
+// anything about the request is checked again: a repeat answers the job of
+// the first try, whatever changed since. ok is false for a new request.
+func (s *Server) knownStart(ctx context.Context, what string, st wire.Start, digest string) (js wire.JobStarted, ok bool, err error) {
+	if st.RequestID == "" {
+		return js, false, nil
+	}
+	if err := wire.ValidateRequestID(st.RequestID); err != nil {
+		return js, true, err
+	}
+	if st.Retry {
+		// An earlier try may have been committed under another leader:
+		// read the request index only once this server applied all that.
+		if err := s.raft.Barrier(ctx); err != nil {
+			s.log.Debug("barrier before a repeated start", "request", st.RequestID, "err", err)
+		}
+	}
+	rec, err := s.store.Request(st.RequestID)
+	if err != nil {
+		return js, false, nil
+	}
+	if rec.Op != catalog.OpCreateJob || (rec.Digest != "" && rec.Digest != digest) {
+		return js, true, wire.Errorf(wire.CodeAlreadyExists, "give each request its own id: only a repeat of the very same command may reuse one",
+			"request id %s was used for another request", st.RequestID)
+	}
+	js, err = s.confirm(ctx, what, st.RequestID, rec.JobID, st.Retry, true)
+	return js, true, err
+}
+
+// startJob carries out a new start request: create the job pending under
+// its request id, accept it, dispatch it. note runs once a new job is
+// accepted.
+func (s *Server) startJob(ctx context.Context, what string, st wire.Start, digest string, job *catalog.Job, note func(id uint64)) (wire.JobStarted, error) {
+	rid, retry, err := requestID(st)
+	if err != nil {
+		return wire.JobStarted{}, err
+	}
+	if err := s.admit(); err != nil {
+		if retry && s.raft.FSM().Failed() != nil {
+			// An earlier try may be in the log this catalog stopped short of.
+			return wire.JobStarted{}, unknownOutcome(what, rid, err)
+		}
+		return wire.JobStarted{}, notStarted(s.applyError(err), what)
+	}
+	job.State = catalog.JobPending
+	res, err := s.propose(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: job,
+		Request: &catalog.RequestKey{ID: rid, Digest: digest}})
+	switch outcomeOf(err) {
+	case applied:
+		if res.Err != nil {
+			return wire.JobStarted{}, catalogError(res.Err)
+		}
+	case notProposed:
+		return wire.JobStarted{}, notStarted(s.applyError(err), what)
+	case committed:
+		// In the log, so every member holds the job, pending. Nobody will
+		// accept it unless this request is repeated: it is voided, and
+		// never runs. Unless an earlier try of it was accepted meanwhile.
+		if retry {
+			return wire.JobStarted{}, unknownOutcome(what, rid, err)
+		}
+		return wire.JobStarted{}, notStarted(s.applyError(err), what)
+	default:
+		return wire.JobStarted{}, unknownOutcome(what, rid, err)
+	}
+	if note != nil && !res.Repeat {
+		note(res.JobID)
+	}
+	return s.confirm(ctx, what, rid, res.JobID, retry, res.Repeat)
+}
+
+// confirm accepts a job created by a start and answers it: the same answer
+// to a repeat of the request, whatever became of the job since, except a
+// job that was voided, which never ran.
+func (s *Server) confirm(ctx context.Context, what, rid string, id uint64, retry, repeated bool) (wire.JobStarted, error) {
+	job, err := s.store.Job(id)
+	if err != nil {
+		return wire.JobStarted{}, catalogError(err)
+	}
+	accepted := false
+	if job.State == catalog.JobPending {
+		res, err := s.propose(ctx, &catalog.Command{Op: catalog.OpAcceptJob, Accept: &catalog.JobAccept{JobID: id}})
+		switch outcomeOf(err) {
+		case applied:
+			if res.Err != nil {
+				return wire.JobStarted{}, voided(catalogError(res.Err), what, rid)
+			}
+			accepted = true
+		case notProposed:
+			// Still pending: voided in time unless a repeat accepts it.
+			if retry && s.raft.FSM().Failed() != nil {
+				return wire.JobStarted{}, unknownOutcome(what, rid, err)
+			}
+			return wire.JobStarted{}, notStarted(s.applyError(err), what)
+		default:
+			// The accept may be (or is) in the log: the job may run.
+			return wire.JobStarted{}, unknownOutcome(what, rid, err)
+		}
+		if job, err = s.store.Job(id); err != nil {
+			return wire.JobStarted{}, catalogError(err)
+		}
+	}
+	if job.State == catalog.JobVoid {
+		return wire.JobStarted{}, voided(wire.Errorf(wire.CodeWrongState, "", "job %d was voided: %s", job.ID, job.Error), what, rid)
+	}
+	if accepted {
+		s.publishEvent(wire.JobEvent{JobID: id, State: string(job.State)})
+		if err := s.tryDispatch(ctx, job); err != nil {
+			if j, jerr := s.store.Job(id); jerr == nil && j.State.Done() {
+				return wire.JobStarted{}, err // the agent refused the order: the job failed
+			}
+			// The job is accepted; the dispatcher tries again.
+			s.log.Warn("dispatch of a job just started", "job", id, "err", err)
+		}
+		if job, err = s.store.Job(id); err != nil {
+			return wire.JobStarted{}, catalogError(err)
+		}
+	}
+	return wire.JobStarted{JobID: job.ID, Level: string(job.Level), Waiting: job.Waiting, State: string(job.State),
+		RequestID: rid, Repeated: repeated}, nil
+}
+
+// notStarted says a start failed: nothing of it will run.
+func notStarted(we *wire.Error, what string) *wire.Error {
+	out := *we
+	out.Message = fmt.Sprintf("%s; %s was not started", we.Message, what)
+	return &out
+}
+
+// voided says a start failed for good: its job was voided and never ran.
+func voided(e error, what, rid string) *wire.Error {
+	we := wire.AsError(e)
+	we.Message = fmt.Sprintf("%s (request %s) did not start: %s; nothing of it ran", what, rid, we.Message)
+	we.Hint = "start it again without --request-id, or with a new one"
+	return we
+}
+
+// propose proposes a command as s.apply does, but returns the cluster's
+// error as it is, for the caller to tell what became of the command.
+func (s *Server) propose(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
+	if c.Time.IsZero() {
+		c.Time = time.Now().UTC()
+	}
+	return s.raft.Apply(ctx, c)
+}
+
+// sweepStarts voids the jobs whose start nobody confirmed in time, and
+// forgets request ids older than RequestIDTTL. The leader runs it.
+func (s *Server) sweepStarts(ctx context.Context) {
+	now := time.Now().UTC()
+	cutoff := now.Add(-s.cfg.StartConfirmTimeout)
+	pending, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobPending}})
+	if err != nil {
+		return
+	}
+	var stale []uint64
+	for _, j := range pending {
+		if !j.Created.After(cutoff) {
+			stale = append(stale, j.ID)
+		}
+	}
+	if len(stale) > 0 {
+		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpVoidJobs, Time: now, Void: &catalog.JobsVoid{
+			JobIDs: stale, CreatedBefore: cutoff, Reason: voidReason,
+		}}); err != nil {
+			s.log.Warn("void jobs whose start was not confirmed", "jobs", stale, "err", err)
+		} else {
+			for _, id := range stale {
+				if j, err := s.store.Job(id); err == nil && j.State == catalog.JobVoid {
+					s.log.Warn("voided a job whose start was not confirmed to its caller; it never ran", "job", id, "request", j.RequestID)
+					s.metrics.jobEnded(j)
+					s.publishEvent(wire.JobEvent{JobID: id, State: string(j.State), Message: j.Error})
+				}
+			}
+		}
+	}
+	forget := now.Add(-s.cfg.RequestIDTTL)
+	if oldest, err := s.store.OldestRequest(); err == nil && !oldest.IsZero() && oldest.Before(forget) {
+		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpForgetRequests, Time: now, Forget: &catalog.RequestsForget{Before: forget}}); err != nil {
+			s.log.Warn("forget old request ids", "err", err)
+		}
+	}
+}
