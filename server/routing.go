@@ -169,7 +169,7 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 			return
 		}
 		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
-			wire.Respond(m, wire.MarshalError(s.noLeaderError(ctx, err)), s.log)
+			wire.Respond(m, wire.MarshalError(s.forwardError(ctx, m.Subject, err)), s.log)
 			return
 		}
 		if s.raft.LeaderID() == "" && !checked {
@@ -183,7 +183,7 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 		}
 		select {
 		case <-fctx.Done():
-			wire.Respond(m, wire.MarshalError(s.noLeaderError(ctx, err)), s.log)
+			wire.Respond(m, wire.MarshalError(s.forwardError(ctx, m.Subject, err)), s.log)
 			return
 		case <-time.After(pause):
 		}
@@ -212,6 +212,22 @@ func (s *Server) majority(ctx context.Context) (down []string, ok bool) {
 		}
 	}
 	return down, voters == 0 || 2*up > voters
+}
+
+// startOps are the requests that start something, each under a request id
+// (wire.Start).
+var startOps = map[string]bool{wire.OpBackupStart: true, wire.OpRestoreStart: true, wire.OpMediaLabel: true, wire.OpLibraryMove: true}
+
+// forwardError explains why a forwarded request got no answer from the
+// leader. A start that reached the leader and got no answer in time may
+// have been carried out: its outcome is unknown, not failed.
+func (s *Server) forwardError(ctx context.Context, subject string, err error) *wire.Error {
+	op, _ := wire.TrimAPI(subject)
+	if startOps[op] && !errors.Is(err, nats.ErrNoResponders) {
+		return wire.Errorf(wire.CodeOutcomeUnknown, "run the same command again with the same --request-id (it never starts a second one)",
+			"the leader did not answer in time; the request may have been carried out: %v", err)
+	}
+	return s.noLeaderError(ctx, err)
 }
 
 // noLeaderError explains why a request could not reach the leader.

@@ -33,6 +33,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err := t.flush(); err != nil {
 				return err
 			}
+			if st.CatalogError != "" {
+				fmt.Fprintf(g.out, "catalog stopped: %s\n", st.CatalogError)
+			}
 			for _, o := range st.OtherGroups {
 				fmt.Fprintf(g.out, "WARNING: server %s (%s) of ANOTHER GROUP %s runs on this NATS: see 'cairn cluster status'\n", o.Name, o.RaftAddr, o.Group)
 			}
@@ -185,7 +188,7 @@ func runVolumeList(ctx context.Context, g *globals, pool string) error {
 
 func newJobCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "job", Short: "Jobs: backups and restores, running and done"}
-	var client string
+	var client, requestID string
 	var states []string
 	var limit int
 	list := &cobra.Command{
@@ -193,11 +196,12 @@ func newJobCmd(g *globals) *cobra.Command {
 		Short: "List jobs, newest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runJobList(cmd.Context(), g, wire.JobListReq{Client: client, States: states, Limit: limit})
+			return runJobList(cmd.Context(), g, wire.JobListReq{Client: client, States: states, Limit: limit, RequestID: requestID})
 		},
 	}
 	list.Flags().StringVar(&client, "client", "", "only jobs of this client")
-	list.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (queued, running, success, warning, failed, canceled)")
+	list.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (pending, queued, running, success, warning, failed, canceled, void)")
+	list.Flags().StringVar(&requestID, "request-id", "", "only the job the start with this request id made")
 	list.Flags().IntVar(&limit, "limit", 50, "at most this many jobs")
 	show := &cobra.Command{
 		Use:   "show ID",
@@ -360,6 +364,9 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 	}
 	if j.Waiting != "" {
 		kv.row("waiting", j.Waiting)
+	}
+	if j.RequestID != "" {
+		kv.row("request", j.RequestID)
 	}
 	if t := j.Tape; t != nil {
 		kv.row("tape", tapeFigures(t))

@@ -140,6 +140,11 @@ func printClusterStatus(w io.Writer, st wire.ClusterStatusResp) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
+	for _, m := range st.Members {
+		if m.CatalogError != "" {
+			fmt.Fprintf(w, "%s: catalog stopped, %d commands behind: %s\n", m.Name, m.CatalogBehind, m.CatalogError)
+		}
+	}
 	for _, o := range st.OtherGroups {
 		fmt.Fprintf(w, "WARNING: server %s (%s) of ANOTHER GROUP %s runs on this NATS: roles may reach either group; stop it, or join it to this group with a new --data directory and this group's --secrets\n",
 			o.Name, o.RaftAddr, o.Group)

@@ -201,7 +201,7 @@ func runDemo(ctx context.Context, g *globals, o demoOpts) (err error) {
 	// Tape: label, back up to the tape pool, restore from tape.
 	pool := st.Config.TapePool
 	say("labeling the tapes in slots 1-4 of library %s for pool %s", devstack.Library, pool)
-	if err := runMediaLabel(ctx, &dg, devstack.Library, []int{1, 2, 3, 4}, pool, false); err != nil {
+	if err := runMediaLabel(ctx, &dg, devstack.Library, []int{1, 2, 3, 4}, pool, false, ""); err != nil {
 		return fmt.Errorf("label tapes: %w", err)
 	}
 	tapeJob, err := step("full backup to tape", snapIncr.Bytes, func() (*wire.JobInfo, error) {

@@ -26,6 +26,11 @@ const (
 	// exitWarnings: a job waited for (--wait) ended with warnings: it did
 	// its work, and its log says what it could not do as asked.
 	exitWarnings = 3
+	// exitUnknown: a start (backup, restore, media label, a library move)
+	// whose answer was lost even after its retries: it may or may not
+	// have been carried out. Running it again with the --request-id the
+	// error names carries it out once, whatever became of the first.
+	exitUnknown = 4
 	// exitSignal + the signal's number: the command was interrupted, as
 	// shells report it (130 for Ctrl-C, 143 for SIGTERM). A job waited
 	// for goes on.
@@ -47,6 +52,9 @@ const exitCodesHelp = `Exit codes:
        flag or value); nothing was done
   3    finished with warnings: a job waited for (--wait) did its work, and
        its log says what it could not do as asked ('cairn job show ID')
+  4    outcome unknown: a start (backup, restore, media label, library move)
+       got no clear answer, even after trying again; run it again with the
+       --request-id the error names: it is carried out once
   130  interrupted (Ctrl-C; 143 for SIGTERM): a job waited for goes on
 
 Errors go to stderr as 'error: MESSAGE' and 'hint: WHAT TO DO' lines. With
@@ -118,6 +126,8 @@ func exitCode(ctx context.Context, err error) int {
 	case errors.As(context.Cause(ctx), &se):
 		// Whatever failed, it failed because it was interrupted.
 		return se.exitStatus()
+	case wire.CodeOf(err) == wire.CodeOutcomeUnknown:
+		return exitUnknown
 	}
 	return exitFailure
 }

@@ -26,6 +26,7 @@ type backupOpts struct {
 	wait     bool
 	// skipNodump leaves out what carries the nodump inode flag.
 	skipNodump bool
+	requestID  string
 }
 
 func newBackupCmd(g *globals) *cobra.Command {
@@ -77,6 +78,7 @@ up and restored.`,
 	f.StringVar(&o.level, "level", "incremental", "full, incremental or differential")
 	f.StringVar(&o.pool, "pool", "", "pool to write to (the client's default pool when empty)")
 	bindWaitFlags(c, g, &o.wait, false)
+	bindRequestID(f, &o.requestID, g)
 
 	var listClient string
 	list := &cobra.Command{
@@ -137,24 +139,54 @@ func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, er
 	}
 	defer nc.Close()
 	var started wire.JobStarted
-	err = g.call(ctx, nc, wire.OpBackupStart, wire.BackupStartReq{
-		Client: o.client, Paths: fileindex.Paths(o.paths), Excludes: fileindex.Paths(o.excludes), Level: o.level, Pool: o.pool, SkipNodump: o.skipNodump,
+	err = g.start(ctx, nc, wire.OpBackupStart, "the backup of "+o.client, newStart(o.requestID), func(st wire.Start) any {
+		return wire.BackupStartReq{Client: o.client, Paths: fileindex.Paths(o.paths), Excludes: fileindex.Paths(o.excludes), Level: o.level, Pool: o.pool,
+			SkipNodump: o.skipNodump, Start: st}
 	}, &started)
 	if err != nil {
 		return nil, err
 	}
-	if !o.wait {
-		if g.json {
-			return nil, printJSON(g.out, started)
-		}
-		if started.Waiting != "" {
-			fmt.Fprintf(g.out, "queued %s backup job %d, waiting: %s; follow it with 'cairn job show %d'\n", started.Level, started.JobID, started.Waiting, started.JobID)
-		} else {
-			fmt.Fprintf(g.out, "started %s backup job %d; follow it with 'cairn job show %d'\n", started.Level, started.JobID, started.JobID)
-		}
-		return &wire.JobInfo{ID: started.JobID, State: "running"}, nil
+	return afterStart(ctx, g, nc, "backup", started, o.wait)
+}
+
+// afterStart says what a start did, or follows its job with wait. A
+// repeated request's job may have ended since: a failure fails the command.
+func afterStart(ctx context.Context, g *globals, nc *nats.Conn, kind string, started wire.JobStarted, wait bool) (*wire.JobInfo, error) {
+	if wait {
+		return waitJob(ctx, g, nc, started.JobID)
 	}
-	return waitJob(ctx, g, nc, started.JobID)
+	var ended error
+	switch started.State {
+	case "", "queued", "running", "success", "warning":
+	default:
+		ended = wire.Errorf(wire.CodeWrongState, fmt.Sprintf("see why with 'cairn job show %d'", started.JobID),
+			"%s job %d of request %s %s", kind, started.JobID, started.RequestID, started.State)
+	}
+	if g.json {
+		if err := printJSON(g.out, started); err != nil {
+			return nil, err
+		}
+		return nil, ended
+	}
+	what := kind
+	if started.Level != "" {
+		what = started.Level + " " + kind
+	}
+	verb := "started"
+	if started.Waiting != "" {
+		verb = "queued"
+	}
+	if started.Repeated {
+		verb = "request " + started.RequestID + " already " + verb
+	}
+	switch {
+	case ended != nil:
+	case started.Waiting != "":
+		fmt.Fprintf(g.out, "%s %s job %d, waiting: %s; follow it with 'cairn job show %d'\n", verb, what, started.JobID, started.Waiting, started.JobID)
+	default:
+		fmt.Fprintf(g.out, "%s %s job %d; follow it with 'cairn job show %d'\n", verb, what, started.JobID, started.JobID)
+	}
+	return &wire.JobInfo{ID: started.JobID, State: started.State}, ended
 }
 
 type restoreOpts struct {
@@ -167,6 +199,7 @@ type restoreOpts struct {
 	devices      bool
 	wait         bool
 	paths        []string
+	requestID    string
 }
 
 func (o *restoreOpts) pointInTime() (wire.PointInTime, error) {
@@ -239,6 +272,7 @@ non-zero.`,
 	f.BoolVar(&o.force, "force", false, "restore into a directory that is not empty")
 	f.BoolVar(&o.devices, "devices", false, "create block and character device nodes (refused without it: only for a backup you trust)")
 	bindWaitFlags(c, g, &o.wait, true)
+	bindRequestID(f, &o.requestID, g)
 	return c
 }
 
@@ -256,20 +290,13 @@ func runRestore(ctx context.Context, g *globals, o restoreOpts) (*wire.JobInfo, 
 	}
 	defer nc.Close()
 	var started wire.JobStarted
-	err = g.call(ctx, nc, wire.OpRestoreStart, wire.RestoreStartReq{
-		PointInTime: pit, Paths: fileindex.Paths(o.paths), TargetClient: o.targetClient, To: o.to, Force: o.force, Devices: o.devices,
+	err = g.start(ctx, nc, wire.OpRestoreStart, "the restore of "+o.client+" to "+o.to, newStart(o.requestID), func(st wire.Start) any {
+		return wire.RestoreStartReq{PointInTime: pit, Paths: fileindex.Paths(o.paths), TargetClient: o.targetClient, To: o.to, Force: o.force, Devices: o.devices, Start: st}
 	}, &started)
 	if err != nil {
 		return nil, err
 	}
-	if !o.wait {
-		if g.json {
-			return nil, printJSON(g.out, started)
-		}
-		fmt.Fprintf(g.out, "started restore job %d; follow it with 'cairn job show %d'\n", started.JobID, started.JobID)
-		return &wire.JobInfo{ID: started.JobID, State: "running"}, nil
-	}
-	return waitJob(ctx, g, nc, started.JobID)
+	return afterStart(ctx, g, nc, "restore", started, o.wait)
 }
 
 // waitJob follows a job to its end: its progress (live on a terminal, a

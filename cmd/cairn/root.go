@@ -37,8 +37,10 @@ type globals struct {
 	timeout   time.Duration
 	// progressEvery is how often --wait prints progress off a terminal.
 	progressEvery time.Duration
-	out           io.Writer
-	errOut        io.Writer
+	// retryFor bounds the retries of a start after unclear answers.
+	retryFor time.Duration
+	out      io.Writer
+	errOut   io.Writer
 	// flags are the global flags as parsed, to tell a --nats given from
 	// its default; nil in tests that fill globals by hand, which is taken
 	// as everything given.
@@ -406,7 +408,9 @@ func (g *globals) call(ctx context.Context, nc *nats.Conn, op string, req, resp 
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	err := wire.Request(ctx, nc, wire.APISubject(op), req, resp)
-	if wire.CodeOf(err) == wire.CodeUnavailable || wire.CodeOf(err) == wire.CodeTimeout {
+	// Nothing answers the subject: no server runs. (A request that timed
+	// out reached one, which may have carried it out: that error stays.)
+	if wire.CodeOf(err) == wire.CodeUnavailable {
 		var e *wire.Error
 		if errors.As(err, &e) && strings.Contains(e.Message, wire.APISubject(op)) {
 			return wire.Errorf(e.Code, "start 'cairn dev' or 'cairn server' (is --nats right?); a server answers only as a member of a group: "+

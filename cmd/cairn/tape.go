@@ -20,7 +20,7 @@ const labelTimeout = 10 * time.Minute
 
 func newMediaCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "media", Short: "Media: label tapes for a pool"}
-	var library, slots, pool string
+	var library, slots, pool, requestID string
 	var overwrite bool
 	label := &cobra.Command{
 		Use:   "label --library LIB --slots 1-10 --pool POOL",
@@ -47,7 +47,7 @@ exit status is non-zero if any failed.`,
 			if !cmd.Flags().Changed("timeout") {
 				lg.timeout = labelTimeout
 			}
-			return runMediaLabel(cmd.Context(), &lg, library, list, pool, overwrite)
+			return runMediaLabel(cmd.Context(), &lg, library, list, pool, overwrite, requestID)
 		},
 	}
 	f := label.Flags()
@@ -55,6 +55,8 @@ exit status is non-zero if any failed.`,
 	f.StringVar(&slots, "slots", "", "storage slots: 3, 1-10 or 1-4,7")
 	f.StringVar(&pool, "pool", "", "tape pool the tapes go to (Scratch: any pool of the library, when it needs one)")
 	f.BoolVar(&overwrite, "overwrite", false, "label tapes that hold another label, destroying what they hold")
+	f.StringVar(&requestID, "request-id", "", "name this request (a UUID by default; each slot's label is ID-slotN): run the command again with the same id after an unclear answer, and each tape is labeled once")
+	bindRetryFor(f, g)
 	c.AddCommand(label)
 	return c
 }
@@ -92,23 +94,32 @@ func parseSlots(s string) ([]int, error) {
 
 // labelResult is one slot's outcome, for --json.
 type labelResult struct {
-	Slot   int              `json:"slot"`
-	Volume *wire.VolumeInfo `json:"volume,omitempty"`
-	Error  *wire.Error      `json:"error,omitempty"`
+	Slot    int              `json:"slot"`
+	Request string           `json:"request_id"`
+	Volume  *wire.VolumeInfo `json:"volume,omitempty"`
+	Error   *wire.Error      `json:"error,omitempty"`
 }
 
-func runMediaLabel(ctx context.Context, g *globals, library string, slots []int, pool string, overwrite bool) error {
+func runMediaLabel(ctx context.Context, g *globals, library string, slots []int, pool string, overwrite bool, requestID string) error {
 	nc, err := g.connect()
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	var results []labelResult
-	failed := 0
+	failed, unknown := 0, 0
+	base := newStart(requestID)
 	for _, slot := range slots {
 		var resp wire.MediaLabelResp
-		err := g.call(ctx, nc, wire.OpMediaLabel, wire.MediaLabelReq{Library: library, Slot: slot, Pool: pool, Overwrite: overwrite}, &resp)
-		r := labelResult{Slot: slot}
+		st := base
+		st.RequestID = fmt.Sprintf("%s-slot%d", base.RequestID, slot)
+		err := g.start(ctx, nc, wire.OpMediaLabel, fmt.Sprintf("the label of slot %d", slot), st, func(st wire.Start) any {
+			return wire.MediaLabelReq{Library: library, Slot: slot, Pool: pool, Overwrite: overwrite, Start: st}
+		}, &resp)
+		r := labelResult{Slot: slot, Request: st.RequestID}
+		if wire.CodeOf(err) == wire.CodeOutcomeUnknown {
+			unknown++
+		}
 		if err != nil {
 			failed++
 			r.Error = wire.AsError(err)
@@ -136,6 +147,10 @@ func runMediaLabel(ctx context.Context, g *globals, library string, slots []int,
 			return err
 		}
 	}
+	if unknown > 0 {
+		return wire.Errorf(wire.CodeOutcomeUnknown, fmt.Sprintf("run the same command again with --request-id %s: each tape is labeled once", base.RequestID),
+			"%d of %d tapes not confirmed labeled (%d failed)", unknown, len(slots), failed-unknown)
+	}
 	if failed > 0 {
 		return wire.Errorf(wire.CodeAborted, "see the lines above for each tape; fix them and label those slots again",
 			"%d of %d tapes not labeled", failed, len(slots))
@@ -156,9 +171,9 @@ func newLibraryCmd(g *globals) *cobra.Command {
 		},
 	}
 	var drive, slot, from, to int
-	var barcode string
+	var barcode, requestID string
 	move := func(use, short string, build func(cmd *cobra.Command) (wire.LibraryMoveReq, error)) *cobra.Command {
-		return &cobra.Command{
+		c := &cobra.Command{
 			Use: use, Short: short, Args: noArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				req, err := build(cmd)
@@ -166,6 +181,7 @@ func newLibraryCmd(g *globals) *cobra.Command {
 					return &usageError{err}
 				}
 				req.Library = library
+				req.Start = newStart(requestID)
 				lg := *g
 				if !cmd.Flags().Changed("timeout") {
 					lg.timeout = labelTimeout
@@ -173,6 +189,8 @@ func newLibraryCmd(g *globals) *cobra.Command {
 				return runLibraryMove(cmd.Context(), &lg, req)
 			},
 		}
+		bindRequestID(c.Flags(), &requestID, g)
+		return c
 	}
 	changed := func(cmd *cobra.Command, name string) bool { return cmd.Flags().Changed(name) }
 	load := move("load --drive N (--slot N | --barcode B)", "Load a tape into a drive", func(cmd *cobra.Command) (wire.LibraryMoveReq, error) {
@@ -223,8 +241,18 @@ func newLibraryCmd(g *globals) *cobra.Command {
 }
 
 func runLibraryMove(ctx context.Context, g *globals, req wire.LibraryMoveReq) error {
+	nc, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
 	var resp wire.LibraryMoveResp
-	if err := g.request(ctx, wire.OpLibraryMove, req, &resp); err != nil {
+	err = g.start(ctx, nc, wire.OpLibraryMove, "the library "+req.Op, req.Start, func(st wire.Start) any {
+		r := req
+		r.Start = st
+		return r
+	}, &resp)
+	if err != nil {
 		return err
 	}
 	if g.json {
