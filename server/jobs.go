@@ -124,25 +124,29 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	digestReq.Start = wire.Start{}
 	digest := requestDigest(wire.OpBackupStart, digestReq)
 	what := fmt.Sprintf("the backup of %s", req.Client)
-	if js, ok, err := s.knownStart(ctx, what, req.Start, digest); ok {
-		return js, err
-	}
+	return s.startJobOnce(ctx, what, req.Start, digest, func() (*catalog.Job, func(uint64), error) {
+		return s.backupJob(ctx, req)
+	})
+}
+
+// backupJob checks a backup request and makes its job.
+func (s *Server) backupJob(ctx context.Context, req wire.BackupStartReq) (*catalog.Job, func(uint64), error) {
 	client, err := s.knownClient(req.Client)
 	if err != nil {
-		return wire.JobStarted{}, err
+		return nil, nil, err
 	}
 	if len(req.Paths) == 0 {
-		return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "pass --path DIR (repeat it for several)", "nothing to back up: no path given")
+		return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "pass --path DIR (repeat it for several)", "nothing to back up: no path given")
 	}
 	paths, err := cleanPaths("path", req.Paths)
 	if err != nil {
-		return wire.JobStarted{}, err
+		return nil, nil, err
 	}
 	for _, ex := range req.Excludes {
 		// As the agent's walk parses it: a pattern it would refuse
 		// fails the request, not a job.
 		if _, err := fileindex.ParseExclude(string(ex)); err != nil {
-			return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "see 'cairn backup --help' for the patterns --exclude takes", "%v", err)
+			return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "see 'cairn backup --help' for the patterns --exclude takes", "%v", err)
 		}
 	}
 	level := catalog.Level(req.Level)
@@ -151,7 +155,7 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 		level = catalog.LevelIncremental
 	case catalog.LevelFull, catalog.LevelIncremental, catalog.LevelDifferential:
 	default:
-		return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "use full, incremental or differential", "backup level %q is not known", req.Level)
+		return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "use full, incremental or differential", "backup level %q is not known", req.Level)
 	}
 	poolName := req.Pool
 	if poolName == "" {
@@ -162,18 +166,18 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	}
 	pool, err := s.store.Pool(poolName)
 	if err != nil {
-		return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", poolName)
+		return nil, nil, wire.Errorf(wire.CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", poolName)
 	}
 	if len(pool.Nodes) == 0 {
-		return wire.JobStarted{}, wire.Errorf(wire.CodeUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
+		return nil, nil, wire.Errorf(wire.CodeUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
 	}
 	if err := s.checkOrder(ctx, client.Name, wire.OpCheckBackup, wire.CheckBackup{Paths: fileindex.Paths(paths)}); err != nil {
-		return wire.JobStarted{}, err
+		return nil, nil, err
 	}
-	return s.startJob(ctx, what, req.Start, digest, &catalog.Job{
+	return &catalog.Job{
 		Type: catalog.JobBackup, Client: client.Name, Level: level,
 		Pool: pool.Name, Paths: fileindex.Paths(paths), Excludes: req.Excludes, SkipNodump: req.SkipNodump,
-	}, nil)
+	}, nil, nil
 }
 
 // checkOrder asks a client's agent whether it would take an order (op,
@@ -260,64 +264,69 @@ func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreSta
 	digestReq.Start = wire.Start{}
 	digest := requestDigest(wire.OpRestoreStart, digestReq)
 	start := fmt.Sprintf("the restore of %s to %s", req.Client, req.To)
-	if js, ok, err := s.knownStart(ctx, start, req.Start, digest); ok {
-		return js, err
-	}
+	return s.startJobOnce(ctx, start, req.Start, digest, func() (*catalog.Job, func(uint64), error) {
+		return s.restoreJob(ctx, req)
+	})
+}
+
+// restoreJob checks a restore request and makes its job, and the note its
+// log starts with.
+func (s *Server) restoreJob(ctx context.Context, req wire.RestoreStartReq) (*catalog.Job, func(uint64), error) {
 	backup, err := s.resolveBackup(req.PointInTime)
 	if err != nil {
-		return wire.JobStarted{}, err
+		return nil, nil, err
 	}
 	target := req.TargetClient
 	if target == "" {
 		target = req.Client
 	}
 	if _, err := s.knownClient(target); err != nil {
-		return wire.JobStarted{}, err
+		return nil, nil, err
 	}
 	if !filepath.IsAbs(req.To) {
-		return wire.JobStarted{}, wire.Errorf(wire.CodeInvalidArgument, "pass --to with an absolute directory on the target client",
+		return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "pass --to with an absolute directory on the target client",
 			"restore target %q is not an absolute path", req.To)
 	}
 	roots, err := cleanPaths("restore path", req.Paths)
 	if err != nil {
-		return wire.JobStarted{}, err
+		return nil, nil, err
 	}
 	chain, err := s.store.Chain(backup.ID)
 	if err != nil {
-		return wire.JobStarted{}, catalogError(err)
+		return nil, nil, catalogError(err)
 	}
 	for _, b := range chain {
 		if b.Node != backup.Node {
-			return wire.JobStarted{}, wire.Errorf(wire.CodeUnavailable, "",
+			return nil, nil, wire.Errorf(wire.CodeUnavailable, "",
 				"backup %d's chain spans storage nodes %s and %s, which a restore cannot read yet", backup.ID, b.Node, backup.Node)
 		}
 	}
 	plan := newPlanner(s.store, chain, roots, s.pageBytes())
 	files, bytes, err := plan.count()
 	if err != nil {
-		return wire.JobStarted{}, err
+		return nil, nil, err
 	}
 	if files == 0 {
 		if len(roots) > 0 {
-			return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, fmt.Sprintf("browse the backup with 'cairn ls --client %s --backup %d'", backup.Client, backup.ID),
+			return nil, nil, wire.Errorf(wire.CodeNotFound, fmt.Sprintf("browse the backup with 'cairn ls --client %s --backup %d'", backup.Client, backup.ID),
 				"backup %d of %s holds nothing at %s", backup.ID, backup.Client, escapedList(roots))
 		}
-		return wire.JobStarted{}, wire.Errorf(wire.CodeNotFound, "", "backup %d is empty", backup.ID)
+		return nil, nil, wire.Errorf(wire.CodeNotFound, "", "backup %d is empty", backup.ID)
 	}
 	if err := s.checkOrder(ctx, target, wire.OpCheckRestore, wire.CheckRestore{To: filepath.Clean(req.To), Force: req.Force}); err != nil {
-		return wire.JobStarted{}, err
+		return nil, nil, err
 	}
 	what := "everything"
 	if len(roots) > 0 {
 		what = escapedList(roots)
 	}
-	return s.startJob(ctx, start, req.Start, digest, &catalog.Job{
-		Type: catalog.JobRestore, Client: target, Node: backup.Node, Pool: backup.Pool,
-		Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
-	}, func(id uint64) {
-		s.jobLog(ctx, id, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
-			what, backup.ID, backup.Client, files, humanBytes(bytes), target, filepath.Clean(req.To))
-	})
+	return &catalog.Job{
+			Type: catalog.JobRestore, Client: target, Node: backup.Node, Pool: backup.Pool,
+			Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
+		}, func(id uint64) {
+			s.jobLog(ctx, id, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
+				what, backup.ID, backup.Client, files, humanBytes(bytes), target, filepath.Clean(req.To))
+		}, nil
 }
 
 // failJob ends a job as failed, once: later reports of the same failure

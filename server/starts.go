@@ -95,46 +95,51 @@ func unknownOutcome(what, rid string, cause error) *wire.Error {
 		"the servers could not confirm whether %s (request %s) took effect; it may still: %v", what, rid, cause)
 }
 
-// knownStart answers a start whose request id the catalog knows, before
-// anything about the request is checked again: a repeat answers the job of
-// the first try, whatever changed since. ok is false for a new request.
-func (s *Server) knownStart(ctx context.Context, what string, st wire.Start, digest string) (js wire.JobStarted, ok bool, err error) {
+// startJobOnce serialises the tries of one request id on this server, so
+// that what one try finds in the catalog no concurrent try of the same
+// request changes behind it.
+func (s *Server) startJobOnce(ctx context.Context, what string, st wire.Start, digest string, job func() (*catalog.Job, func(uint64), error)) (wire.JobStarted, error) {
 	if st.RequestID == "" {
-		return js, false, nil
+		st.RequestID, st.Retry = uuid.NewString(), false // an older client: the request cannot be repeated
 	}
 	if err := wire.ValidateRequestID(st.RequestID); err != nil {
-		return js, true, err
+		return wire.JobStarted{}, err
 	}
-	if st.Retry {
-		// An earlier try may have been committed under another leader:
-		// read the request index only once this server applied all that.
-		if err := s.raft.Barrier(ctx); err != nil {
-			s.log.Debug("barrier before a repeated start", "request", st.RequestID, "err", err)
+	return shared(s, ctx, "job/"+st.RequestID, func() (wire.JobStarted, error) {
+		// A try that may repeat an earlier one reads the request index
+		// once everything committed before it is applied here; then what
+		// it finds there is all there is, and no accept of its job can be
+		// in the log unseen.
+		sure := !st.Retry
+		if st.Retry {
+			err := s.raft.Barrier(ctx)
+			sure = err == nil && s.raft.FSM().Failed() == nil
+			if err != nil {
+				s.log.Debug("barrier before a repeated start", "request", st.RequestID, "err", err)
+			}
 		}
-	}
-	rec, err := s.store.Request(st.RequestID)
-	if err != nil {
-		return js, false, nil
-	}
-	if rec.Op != catalog.OpCreateJob || (rec.Digest != "" && rec.Digest != digest) {
-		return js, true, wire.Errorf(wire.CodeAlreadyExists, "give each request its own id: only a repeat of the very same command may reuse one",
-			"request id %s was used for another request", st.RequestID)
-	}
-	js, err = s.confirm(ctx, what, st.RequestID, rec.JobID, st.Retry, true)
-	return js, true, err
+		if rec, err := s.store.Request(st.RequestID); err == nil {
+			if rec.Op != catalog.OpCreateJob || (rec.Digest != "" && rec.Digest != digest) {
+				return wire.JobStarted{}, wire.Errorf(wire.CodeAlreadyExists, "give each request its own id: only a repeat of the very same command may reuse one",
+					"request id %s was used for another request", st.RequestID)
+			}
+			return s.confirm(ctx, what, st.RequestID, rec.JobID, true)
+		}
+		j, note, err := job()
+		if err != nil {
+			return wire.JobStarted{}, err
+		}
+		return s.startJob(ctx, what, st.RequestID, sure, digest, j, note)
+	})
 }
 
 // startJob carries out a new start request: create the job pending under
 // its request id, accept it, dispatch it. note runs once a new job is
-// accepted.
-func (s *Server) startJob(ctx context.Context, what string, st wire.Start, digest string, job *catalog.Job, note func(id uint64)) (wire.JobStarted, error) {
-	rid, retry, err := requestID(st)
-	if err != nil {
-		return wire.JobStarted{}, err
-	}
+// accepted. sure is false when an earlier try of the request may be in the
+// log unseen here: a failure is then an unknown outcome.
+func (s *Server) startJob(ctx context.Context, what, rid string, sure bool, digest string, job *catalog.Job, note func(id uint64)) (wire.JobStarted, error) {
 	if err := s.admit(); err != nil {
-		if retry && s.raft.FSM().Failed() != nil {
-			// An earlier try may be in the log this catalog stopped short of.
+		if !sure {
 			return wire.JobStarted{}, unknownOutcome(what, rid, err)
 		}
 		return wire.JobStarted{}, notStarted(s.applyError(err), what)
@@ -148,12 +153,15 @@ func (s *Server) startJob(ctx context.Context, what string, st wire.Start, diges
 			return wire.JobStarted{}, catalogError(res.Err)
 		}
 	case notProposed:
+		if !sure {
+			return wire.JobStarted{}, unknownOutcome(what, rid, err)
+		}
 		return wire.JobStarted{}, notStarted(s.applyError(err), what)
 	case committed:
-		// In the log, so every member holds the job, pending. Nobody will
-		// accept it unless this request is repeated: it is voided, and
-		// never runs. Unless an earlier try of it was accepted meanwhile.
-		if retry {
+		// In the log, so every member holds the job, pending. Nobody
+		// accepts it unless this request is repeated: it is voided, and
+		// never runs.
+		if !sure {
 			return wire.JobStarted{}, unknownOutcome(what, rid, err)
 		}
 		return wire.JobStarted{}, notStarted(s.applyError(err), what)
@@ -163,13 +171,13 @@ func (s *Server) startJob(ctx context.Context, what string, st wire.Start, diges
 	if note != nil && !res.Repeat {
 		note(res.JobID)
 	}
-	return s.confirm(ctx, what, rid, res.JobID, retry, res.Repeat)
+	return s.confirm(ctx, what, rid, res.JobID, res.Repeat)
 }
 
 // confirm accepts a job created by a start and answers it: the same answer
 // to a repeat of the request, whatever became of the job since, except a
 // job that was voided, which never ran.
-func (s *Server) confirm(ctx context.Context, what, rid string, id uint64, retry, repeated bool) (wire.JobStarted, error) {
+func (s *Server) confirm(ctx context.Context, what, rid string, id uint64, repeated bool) (wire.JobStarted, error) {
 	job, err := s.store.Job(id)
 	if err != nil {
 		return wire.JobStarted{}, catalogError(err)
@@ -185,9 +193,9 @@ func (s *Server) confirm(ctx context.Context, what, rid string, id uint64, retry
 			accepted = true
 		case notProposed:
 			// Still pending: voided in time unless a repeat accepts it.
-			if retry && s.raft.FSM().Failed() != nil {
-				return wire.JobStarted{}, unknownOutcome(what, rid, err)
-			}
+			// No other accept of it is in the log: its create was applied
+			// here, after anything before it, and the tries of its
+			// request run one at a time.
 			return wire.JobStarted{}, notStarted(s.applyError(err), what)
 		default:
 			// The accept may be (or is) in the log: the job may run.

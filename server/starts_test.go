@@ -97,6 +97,13 @@ func TestStartToldFailedNeverRuns(t *testing.T) {
 	}
 	// Nothing more is proposed while it is stopped: another start fails at once.
 	wantCode(t, h.api(wire.OpBackupStart, backupReq("r-other", false, "/data"), nil), wire.CodeDiskFull)
+	// A repeat cannot be told it failed: an earlier try of it may be in
+	// the log past where this catalog stopped.
+	err = h.api(wire.OpBackupStart, backupReq("r-full", true, "/data"), nil)
+	wantCode(t, err, wire.CodeOutcomeUnknown)
+	if !strings.Contains(err.Error(), "the disk is full") || !strings.Contains(wire.AsError(err).Hint, "--request-id r-full") {
+		t.Fatalf("repeat while the catalog is stopped: %v (hint %q)", err, wire.AsError(err).Hint)
+	}
 
 	fsm.SetSpaceFloor(0) // room again: the server resumes by itself
 	var job *catalog.Job
