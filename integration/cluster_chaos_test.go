@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/sample"
@@ -274,59 +276,48 @@ func (w *chaosWorkers) run(client, src string, seed uint64) {
 	}
 }
 
-// start starts a backup, trying again while the group cannot take it. A
-// start whose answer was lost (the leader died after it committed the job)
-// leaves a job the worker did not hear of: it is adopted, since the tree
-// has not changed since.
+// start starts a backup under a request id of its own, trying again with
+// that id until the servers answer with its job. A start whose answer was
+// lost (the leader died after it committed the job) is looked up by its
+// request id, never counted as not started: the servers make at most one
+// job per request id, so the job found is the one, and a repeat of the
+// start answers it too. Once the test stops the workers a start that may
+// have made a job is still resolved, so every job the catalog holds is one
+// the test knows.
 func (w *chaosWorkers) start(client, level, src string) []uint64 {
-	known := func() map[uint64]bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		m := map[uint64]bool{}
-		for _, id := range w.started {
-			m[id] = true
-		}
-		return m
-	}
+	rid := uuid.NewString()
+	sent := false
 	var ids []uint64
-	// Until it starts or the test stops the workers: the deadline is the
-	// test's own.
-	_ = poll.Wait(time.Hour, func() error {
-		if w.stopped() {
-			ids = nil
+	err := poll.Wait(5*time.Minute, func() error {
+		if w.stopped() && !sent {
 			return nil
 		}
 		var st wire.JobStarted
-		err := chaosJSON(w.c.url, &st, "backup", "--client", client, "--level", level, "--path", src)
+		err := chaosJSON(w.c.url, &st, "backup", "--client", client, "--level", level, "--path", src, "--request-id", rid, "--retry-for", "20s")
+		sent = true
 		if err == nil {
 			ids = []uint64{st.JobID}
 			return nil
 		}
-		// The answer may be lost while the job was made. It shows in the
-		// listing once the server that answers has applied it, which a
-		// follower may not have yet: look for a few seconds before
-		// starting another.
-		_ = poll.Wait(5*time.Second, func() error {
-			var js []wire.JobInfo
-			if err := chaosJSON(w.c.url, &js, "job", "list", "--client", client); err != nil {
-				return err
+		var js []wire.JobInfo
+		if lerr := chaosJSON(w.c.url, &js, "job", "list", "--request-id", rid); lerr == nil && len(js) == 1 {
+			switch js[0].State {
+			case "pending":
+				// Made, not yet accepted: the next try accepts it.
+			case "void":
+				// Nobody confirmed it in time: it never ran, and never
+				// will. The backup is still to do, under a new id.
+				rid, sent = uuid.NewString(), false
+			default:
+				ids = []uint64{js[0].ID}
+				return nil
 			}
-			k := known()
-			for _, j := range js {
-				if j.Type == "backup" && !k[j.ID] {
-					ids = append(ids, j.ID)
-				}
-			}
-			if len(ids) == 0 {
-				return errors.New("no job of the lost start")
-			}
-			return nil
-		})
-		if len(ids) > 0 {
-			return nil
 		}
 		return err
 	})
+	if err != nil {
+		w.fail("backup of %s, request %s: no answer in 5 minutes: %v", client, rid, err)
+	}
 	return ids
 }
 

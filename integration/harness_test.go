@@ -499,6 +499,10 @@ type stackOpts struct {
 	// logFormat is the roles' log format: the server's and the agent's
 	// --log-format, the storage node's config file's log_format.
 	logFormat string
+	// serverData is the server's data directory; a new one when empty.
+	serverData string
+	// serverConfig, when set, is the server's config file.
+	serverConfig string
 }
 
 // stack is one Cairn system: an embedded NATS server in the test process
@@ -537,6 +541,9 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	}
 	if s.poolDir == "" {
 		s.poolDir = filepath.Join(dir, "pool")
+	}
+	if o.serverData != "" {
+		s.serverData = o.serverData
 	}
 	s.logs.printOnFailure(t)
 	natsLog := filepath.Join(dir, "nats.log")
@@ -588,9 +595,13 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	}
 	s.agentCfg = writeJSON(t, filepath.Join(dir, "agent.json"), agentFields)
 	agentCfg := s.agentCfg
-	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
-		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", anyAddr, "--log-level", "debug")
-	s.server.args = append(s.server.args, logFlags...)
+	serverArgs := []string{"server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1", "--data", s.serverData,
+		"--raft-addr", s.raftAddr, "--liveness-timeout", "5s", "--metrics-addr", anyAddr, "--log-level", "debug"}
+	if o.serverConfig != "" {
+		serverArgs = append(serverArgs, "--config", o.serverConfig)
+	}
+	serverArgs = append(serverArgs, logFlags...)
+	s.server = newProc(t, s.logs, dir, "server", serverArgs...)
 	s.storage = newProc(t, s.logs, dir, "storagenode", append([]string{"storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
 		"--data", s.nodeData, "--data-addr", reservedAddr(t), "--pool", s.pool + "=" + s.poolDir, "--metrics-addr", anyAddr}, o.nodeArgs...)...)
 	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, s.client), "--config", agentCfg, "--name", s.client,
