@@ -71,6 +71,29 @@
 // catalog holds that command, and writes them where it reads its keys at
 // start.
 //
+// Starts (starts.go): every backup, restore, tape label and library move
+// carries the client's request id (wire.Start). A backup or restore is
+// created pending under it and accepted just before the answer goes out;
+// only an accepted job is dispatched, and the leader voids a job left
+// pending past StartConfirmTimeout. The answer is "failed" only when no
+// accept was proposed and nothing else can accept the job; when the create
+// or the accept may be in the Raft log unseen (leadership lost, the catalog
+// stopped, no answer in time), it is outcome_unknown, and a repeat of the
+// request (same id) answers the same job, accepting it if still pending. A
+// repeat waits for a Raft barrier before it reads the request index, and
+// the tries of one id run one at a time on a server. A label's volume id
+// is made from its request id; the owning storage node carries out a label
+// or move once per request id. catalog/DESIGN.md, "Starts", has the
+// argument.
+//
+// Disk space (space.go): below MinFreeBytes on the catalog's or the Raft
+// log's filesystem the leader starts nothing new and says the disk is full,
+// naming the server and the directory; below CatalogFloorBytes the catalog
+// stops applying the log before a commit hits the wall. A member whose
+// catalog stopped proposes nothing, hands the leadership over, leaves reads
+// to the leader, reports itself in status, cluster status and metrics, and
+// resumes by itself once there is room.
+//
 // Liveness is not replicated: storage nodes and agents heartbeat to every
 // server. A backup whose node or agent falls silent goes back to the queue
 // with the reason (a restore fails with it). A stopping node or agent says

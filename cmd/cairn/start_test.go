@@ -117,7 +117,7 @@ func TestStartIsRetriedWithItsRequestID(t *testing.T) {
 	}
 }
 
-// A start still unclear when the retries end exits 3 and says how to find
+// A start still unclear when the retries end exits 4 and says how to find
 // out: the same command with the request id. One that never reached a
 // server is a plain failure; an answer that it failed is not retried.
 func TestStartOutcomeUnknownExitsThree(t *testing.T) {
