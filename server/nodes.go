@@ -309,6 +309,11 @@ func (s *Server) sessionIndex(ctx context.Context, subject string, req wire.Sess
 func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.SessionCommitReq) (wire.Empty, error) {
 	job, err := s.runningJobOf(sender(subject), req.JobID)
 	if err != nil {
+		if s.committed(sender(subject), req) {
+			// The node resends a commit whose answer it lost (the leader
+			// died after recording it): it is done, not failed.
+			return wire.Empty{}, nil
+		}
 		return wire.Empty{}, err
 	}
 	for _, n := range req.Notes {
@@ -355,6 +360,17 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 		s.publishEvent(wire.JobEvent{JobID: job.ID, State: string(done.State)})
 	}
 	return wire.Empty{}, nil
+}
+
+// committed reports whether the catalog already holds this session of the
+// job as its node's completed backup.
+func (s *Server) committed(node string, req wire.SessionCommitReq) bool {
+	job, err := s.store.Job(req.JobID)
+	if err != nil || job.Node != node || (job.State != catalog.JobSuccess && job.State != catalog.JobWarning) {
+		return false
+	}
+	b, err := s.store.Backup(job.BackupID)
+	return err == nil && b.State == catalog.BackupComplete && b.SessionID == req.SessionID
 }
 
 func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.SessionAbortReq) (wire.Empty, error) {

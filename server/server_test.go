@@ -316,6 +316,19 @@ func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
 	if job.State != "success" || job.Files != 2 || len(job.Volumes) != 1 || len(job.Log) == 0 {
 		t.Fatalf("job after commit: %+v", job)
 	}
+	// The node resends a commit whose answer it lost (the leader died
+	// after recording it): done already, not a failure. Another session
+	// is refused.
+	commit := wire.SessionCommitReq{
+		JobID: tk.JobID, SessionID: session, Segments: 1,
+		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: 512 << 10, Final: true}},
+		Stats: wire.SessionStats{Entries: 3, Files: 2, ContentBytes: 5100, StreamBytes: 5300, StoredBytes: 2000},
+	}
+	h.must(h.node(wire.OpSessionCommit, commit, nil))
+	commit.SessionID = uuid.New()
+	if err := h.node(wire.OpSessionCommit, commit, nil); wire.CodeOf(err) != wire.CodeAborted {
+		t.Fatalf("a commit of another session of an ended job: %v", err)
+	}
 	// Reports after the end change nothing.
 	h.must(h.agent(wire.OpJobDone, wire.JobDoneReq{JobID: tk.JobID, Error: &wire.Error{Code: wire.CodeIO, Message: "late"}}, nil))
 	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: tk.JobID}, &job))
