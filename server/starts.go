@@ -252,6 +252,9 @@ func (s *Server) propose(ctx context.Context, c *catalog.Command) (catalog.Apply
 // sweepStarts voids the jobs whose start nobody confirmed in time, and
 // forgets request ids older than RequestIDTTL. The leader runs it.
 func (s *Server) sweepStarts(ctx context.Context) {
+	if s.raft.FSM().Failed() != nil {
+		return // it would propose nothing; another leader sweeps, or this one once it resumes
+	}
 	now := time.Now().UTC()
 	cutoff := now.Add(-s.cfg.StartConfirmTimeout)
 	pending, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobPending}})

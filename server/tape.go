@@ -374,6 +374,10 @@ func (s *Server) label(ctx context.Context, rid string, retry bool, digest strin
 	case slot == nil:
 		return wire.MediaLabelResp{}, wire.Errorf(wire.CodeNotFound, "see 'cairn library status' for the slots",
 			"library %s has no storage slot %d", name, req.Slot)
+	case !slot.Full && retry:
+		// An earlier try of this request may have the tape in a drive,
+		// labeling it.
+		return wire.MediaLabelResp{}, unknownOutcome(what, rid, fmt.Errorf("slot %d of library %s is empty", req.Slot, name))
 	case !slot.Full:
 		return wire.MediaLabelResp{}, wire.Errorf(wire.CodeNotFound, "put a cartridge in the slot ('cairn library import') or pick another slot",
 			"slot %d of library %s is empty", req.Slot, name)
