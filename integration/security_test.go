@@ -61,6 +61,58 @@ type secSys struct {
 	server   *proc
 	node     *proc
 	agents   map[string]*proc
+
+	// nats is the nats-server process of a deployment with one, natsLog
+	// its log file, and natsConfig the 'cairn cert nats-config' command
+	// line that writes its configuration, but for the users.
+	nats       *proc
+	natsLog    string
+	natsConfig []string
+}
+
+// natsUsers are the users a NATS configuration lists, by role, as
+// 'cairn cert nats-config' takes them.
+type natsUsers struct {
+	servers, nodes, agents, admins, keyAdmins []string
+}
+
+// secUsers are the users of the secured deployment: every role it runs,
+// the admin ops, and admin, who may export keys.
+func secUsers() natsUsers {
+	return natsUsers{servers: []string{"s1"}, nodes: []string{"sn1"}, agents: secClients, admins: []string{"ops"}, keyAdmins: []string{"admin"}}
+}
+
+// args are the nats-config flags that list u.
+func (u natsUsers) args() []string {
+	return []string{"--servers", strings.Join(u.servers, ","), "--nodes", strings.Join(u.nodes, ","), "--agents", strings.Join(u.agents, ","),
+		"--admins", strings.Join(u.admins, ","), "--key-admins", strings.Join(u.keyAdmins, ",")}
+}
+
+// writeNATSConfig writes the NATS configuration for u with 'cairn cert
+// nats-config', over the one there, as an operator does to add or remove a
+// role; nats-server reads it at its start or at a reload (reloadNATS).
+func (d *secSys) writeNATSConfig(u natsUsers) {
+	d.t.Helper()
+	d.cli(append(append(d.natsConfig, "--force"), u.args()...)...)
+}
+
+// reloadNATS makes nats-server read its configuration again (SIGHUP, as
+// 'nats-server --signal reload' sends), and waits until it says it did.
+func (d *secSys) reloadNATS() {
+	d.t.Helper()
+	before, _ := os.ReadFile(d.natsLog)
+	d.nats.send(syscall.SIGHUP)
+	poll.Until(d.t, 15*time.Second, func() error {
+		failIfCrashed(d.t, d.nats)
+		data, err := os.ReadFile(d.natsLog)
+		if err != nil {
+			return err
+		}
+		if len(data) < len(before) || !strings.Contains(string(data[len(before):]), "Reloaded server configuration") {
+			return fmt.Errorf("nats-server has not reloaded its configuration yet")
+		}
+		return nil
+	})
 }
 
 var secClients = []string{"web1", "web2"}
@@ -130,6 +182,7 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 	d := &secSys{t: t, dir: dir, logs: &logs{}, ca: filepath.Join(dir, "ca"), hosts: filepath.Join(dir, "hosts"),
 		raftAddr: reservedAddr(t), agents: map[string]*proc{}}
 	d.logs.printOnFailure(t)
+	d.logs.keepIn(t, os.Getenv("CAIRN_TEST_LOGS"))
 
 	// The certificates, as an operator makes them. The NATS servers of a
 	// cluster dial each other's routes: --client --server.
@@ -153,18 +206,19 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 		t.Fatal(err)
 	}
 	natsArgs := []string{"cert", "nats-config", "--log-dir", natsLogs,
-		"--tls-ca", filepath.Join(nh, pki.CACertFile), "--tls-cert", filepath.Join(nh, "nats.crt"), "--tls-key", filepath.Join(nh, "nats.key"),
-		"--servers", "s1", "--nodes", "sn1", "--agents", strings.Join(secClients, ","),
-		"--admins", "ops", "--key-admins", "admin"}
+		"--tls-ca", filepath.Join(nh, pki.CACertFile), "--tls-cert", filepath.Join(nh, "nats.crt"), "--tls-key", filepath.Join(nh, "nats.key")}
 	var natsProcs []*proc
 	if o.natsCluster == 0 {
 		natsAddr := reservedAddr(t)
 		d.url = "tls://" + natsAddr
 		natsConf := filepath.Join(dir, "nats", "nats.conf")
-		d.cli(append(natsArgs, "--out", natsConf, "--listen", natsAddr, "--monitor", reservedAddr(t))...)
+		d.natsConfig = append(natsArgs, "--out", natsConf, "--listen", natsAddr, "--monitor", reservedAddr(t))
+		d.writeNATSConfig(secUsers())
 		p := newProc(t, d.logs, dir, "nats-server", "-c", natsConf)
 		p.bin = natsBin
 		natsProcs = append(natsProcs, p)
+		d.nats, d.natsLog = p, filepath.Join(natsLogs, "nats.log")
+		d.logs.add(d.natsLog)
 	} else {
 		// As on three NATS hosts, each its own client, route and
 		// monitoring address, here all on 127.0.0.1.
@@ -177,7 +231,7 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 			listens, monitors = append(listens, ns.client), append(monitors, ns.monitor)
 		}
 		confs := filepath.Join(dir, "nats")
-		r := d.cli(append(natsArgs, "--out", confs, "--cluster", strings.Join(routes, ","),
+		r := d.cli(append(append(natsArgs, secUsers().args()...), "--out", confs, "--cluster", strings.Join(routes, ","),
 			"--listen", strings.Join(listens, ","), "--monitor", strings.Join(monitors, ","))...)
 		if !strings.Contains(r.stdout, "--nats "+d.natsCluster.URL()) {
 			t.Fatalf("nats-config does not tell the roles' --nats URL %s:\n%s", d.natsCluster.URL(), r)
