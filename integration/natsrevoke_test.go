@@ -195,3 +195,47 @@ func metricValue(addr, name string) (float64, error) {
 	}
 	return 0, fmt.Errorf("no %s on the /metrics page at %s", name, addr)
 }
+
+// TestRolesStartedBeforeNATS starts the server, the storage node and an
+// agent while nats-server is down, as a host that boots its services in any
+// order does: each waits for NATS and says so instead of exiting, and once
+// nats-server runs the system works without a restart of any role.
+func TestRolesStartedBeforeNATS(t *testing.T) {
+	d := newSecSys(t)
+	roles := []*proc{d.server, d.node, d.agents["web1"]}
+	for _, p := range roles {
+		stop(p)
+	}
+	stop(d.nats)
+	befores := map[*proc]string{}
+	for _, p := range roles {
+		befores[p] = p.logText()
+		p.start()
+	}
+	for _, p := range roles {
+		p.waitLog(t, 30*time.Second, befores[p], "NATS not reachable yet; the role waits for it")
+	}
+	// Still waiting a moment later, not exited: the next attempts are
+	// refused connections, and none of them ends the process.
+	poll.Until(t, 30*time.Second, func() error {
+		failIfCrashed(t, roles...)
+		for _, p := range roles {
+			if n := strings.Count(p.logSince(befores[p]), "NATS not reachable; retrying"); n < 2 {
+				return fmt.Errorf("%s logged %d failed attempts to reach NATS, want 2", p.name, n)
+			}
+		}
+		return nil
+	})
+	d.nats.start()
+	d.waitReady()
+	for _, p := range roles {
+		if !strings.Contains(p.logSince(befores[p]), "NATS connected") {
+			t.Errorf("%s does not log that it connected:\n%s", p.name, p.logSince(befores[p]))
+		}
+	}
+	src := makeTree(t, sample.Spec{TextFiles: 4, MaxFileSize: 4 << 10, Seed: 93})
+	var j wire.JobInfo
+	if err := d.adminJSON(&j, "backup", "--client", "web1", "--level", "full", "--wait", "--path", src); err != nil || j.State != "success" {
+		t.Fatalf("a backup once NATS is up: %+v, %v", j, err)
+	}
+}

@@ -294,6 +294,15 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 	for _, c := range secClients {
 		d.agents[c].start()
 	}
+	d.waitReady()
+	return d
+}
+
+// waitReady waits until the server leads, and every agent and the storage
+// node are online.
+func (d *secSys) waitReady() {
+	t := d.t
+	t.Helper()
 	poll.Until(t, 60*time.Second, func() error {
 		failIfCrashed(t, d.server, d.node, d.agents["web1"], d.agents["web2"])
 		var st wire.StatusResp
@@ -329,7 +338,6 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 		}
 		return fmt.Errorf("no storage node online: %+v", pools)
 	})
-	return d
 }
 
 // ---- raw NATS connections, made as a role would ----
