@@ -610,6 +610,17 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 		return
 	}
 	t, err := n.checkTicket(ctx, hello.Ticket)
+	if errors.Is(err, errNotRegistered) {
+		// Not a bad ticket: this node cannot check any yet. The servers
+		// that sent the agent here still count it online from before a
+		// restart; as for a node the agent cannot reach, they try the
+		// backup again, on another node or here once it registered.
+		n.metrics.ticketsRejected.WithLabelValues("not_registered").Inc()
+		log.Warn("data connection refused: not registered with the servers yet", "err", err)
+		_ = conn.WriteError(wire.Errorf(wire.CodeNodeLost, "wait for the storage node to register with the servers (its log says so), then rerun the job",
+			"storage node %s refused the connection: %v", n.cfg.ID, err))
+		return
+	}
 	if err != nil {
 		var te *ticket.Error
 		reason := "other"
@@ -689,6 +700,10 @@ func (n *Node) cancelJob(o wire.CancelJob) wire.CancelResult {
 	return wire.CancelResult{Running: true}
 }
 
+// errNotRegistered: the node has no ticket keys yet, since no server
+// answered its registration since it started.
+var errNotRegistered = errors.New("this storage node has not registered with a server yet; retry in a moment")
+
 // keyRefreshInterval bounds how often tickets that do not verify make the
 // node ask the servers for the group's keys again, so forged tickets cannot
 // make it flood them.
@@ -703,7 +718,7 @@ func (n *Node) checkTicket(ctx context.Context, s string) (ticket.Ticket, error)
 	keys := n.ticketKeys
 	n.mu.Unlock()
 	if keys == nil {
-		return ticket.Ticket{}, errors.New("this storage node has not registered with a server yet; retry in a moment")
+		return ticket.Ticket{}, errNotRegistered
 	}
 	now := time.Now()
 	t, err := verifyWithAny(s, keys, now, n.cfg.ClockSkew)

@@ -46,7 +46,9 @@ const (
 	CodeAborted            = "aborted"
 	CodeTargetNotEmpty     = "target_not_empty"
 	// CodeNodeLost: an agent could not reach its storage node or lost the
-	// stream to it; a backup is tried again on another node of the pool.
+	// stream to it, or the node could not take the job yet (it has not
+	// registered with the servers since it started); a backup is tried
+	// again on another node of the pool.
 	CodeNodeLost = "node_lost"
 	// CodeWrongState: the thing is not in a state that allows the change.
 	CodeWrongState = "wrong_state"
