@@ -53,6 +53,7 @@ func TestClusterChaos(t *testing.T) {
 	t0 := time.Now()
 
 	w := &chaosWorkers{c: c, stop: make(chan struct{}), trees: map[uint64]treeAt{}}
+	w.openLog(filepath.Join(c.dir, "chaos-workers.log"))
 	for i, cl := range clients {
 		src := filepath.Join(t.TempDir(), cl)
 		spec := sample.Spec{TextFiles: 24, RandomFiles: 6, MaxFileSize: 32 << 10, Seed: uint64(70 + i)}
@@ -197,6 +198,40 @@ type chaosWorkers struct {
 	started []uint64
 	running map[string]string // client -> storage node of its running backup
 	errs    []string
+
+	// log is what the workers did: each command that failed or was slow,
+	// each job started and ended, for reading a run in which little got
+	// done. It is printed and kept with the roles' logs.
+	logMu sync.Mutex
+	log   *os.File
+}
+
+func (w *chaosWorkers) openLog(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		w.c.t.Fatal(err)
+	}
+	w.log = f
+	w.c.logs.add(path)
+	w.c.t.Cleanup(func() { f.Close() })
+}
+
+// logf notes one thing a worker did in the workers' log.
+func (w *chaosWorkers) logf(client, format string, args ...any) {
+	w.logMu.Lock()
+	defer w.logMu.Unlock()
+	fmt.Fprintf(w.log, "time=%s worker=%s %s\n", time.Now().UTC().Format(time.RFC3339Nano), client, fmt.Sprintf(format, args...))
+}
+
+// cli runs an admin command for client's worker and notes it in the
+// workers' log when it failed or took more than a second.
+func (w *chaosWorkers) cli(client string, v any, args ...string) error {
+	t0 := time.Now()
+	err := chaosJSON(w.c.url, v, args...)
+	if took := time.Since(t0); err != nil || took > time.Second {
+		w.logf(client, "cairn %s: took %s: %v", strings.Join(args, " "), took.Round(time.Millisecond), err)
+	}
+	return err
 }
 
 func (w *chaosWorkers) halt() {
@@ -293,14 +328,16 @@ func (w *chaosWorkers) start(client, level, src string) []uint64 {
 			return nil
 		}
 		var st wire.JobStarted
-		err := chaosJSON(w.c.url, &st, "backup", "--client", client, "--level", level, "--path", src, "--request-id", rid, "--retry-for", "20s")
+		err := w.cli(client, &st, "backup", "--client", client, "--level", level, "--path", src, "--request-id", rid, "--retry-for", "20s")
 		sent = true
 		if err == nil {
+			w.logf(client, "request %s started job %d", rid, st.JobID)
 			ids = []uint64{st.JobID}
 			return nil
 		}
 		var js []wire.JobInfo
-		if lerr := chaosJSON(w.c.url, &js, "job", "list", "--request-id", rid); lerr == nil && len(js) == 1 {
+		if lerr := w.cli(client, &js, "job", "list", "--request-id", rid); lerr == nil && len(js) == 1 {
+			w.logf(client, "request %s made job %d, %s", rid, js[0].ID, js[0].State)
 			switch js[0].State {
 			case "pending":
 				// Made, not yet accepted: the next try accepts it.
@@ -325,8 +362,12 @@ func (w *chaosWorkers) start(client, level, src string) []uint64 {
 // so every job started is seen to its end.
 func (w *chaosWorkers) wait(client string, id uint64) {
 	var j wire.JobInfo
+	t0 := time.Now()
+	defer func() {
+		w.logf(client, "job %d ended %s after %s", id, j.State, time.Since(t0).Round(time.Millisecond))
+	}()
 	err := poll.Wait(3*time.Minute, func() error {
-		if err := chaosJSON(w.c.url, &j, "job", "show", strconv.FormatUint(id, 10)); err != nil {
+		if err := w.cli(client, &j, "job", "show", strconv.FormatUint(id, 10)); err != nil {
 			return err
 		}
 		w.mu.Lock()
