@@ -345,8 +345,14 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 	if job.State.Done() {
 		return wire.Empty{}, nil // the node's commit or abort ended it already
 	}
-	if req.Attempt != 0 && req.Attempt != job.Attempt {
-		s.log.Info("ignoring the report of an earlier attempt", "job", job.ID, "attempt", req.Attempt, "current", job.Attempt)
+	if req.Attempt != 0 && (req.Attempt != job.Attempt || job.State != catalog.JobRunning) {
+		// An attempt that is over: the job went on to another one, or
+		// back to the queue (its storage node handed it back, and the
+		// servers stopped the agent's side too, which reports that it
+		// was stopped) to wait for its next. Dispatch makes a job
+		// running before its order goes out, so the report of the
+		// attempt running now never finds it queued.
+		s.log.Info("ignoring the report of an attempt that is over", "job", job.ID, "attempt", req.Attempt, "current", job.Attempt, "state", job.State)
 		return wire.Empty{}, nil
 	}
 	if job.Type == catalog.JobRestore {

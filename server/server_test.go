@@ -37,6 +37,8 @@ type harness struct {
 	mu          sync.Mutex
 	running     []uint64 // jobs the fake agent was ordered to run
 	agentSilent bool
+	// nodeDraining makes the fake node's heartbeats say it is stopping.
+	nodeDraining bool
 	// orderHold, when set, keeps the fake agent from answering an order
 	// until it is closed, as a busy agent or a slow network would.
 	orderHold chan struct{}
@@ -203,7 +205,10 @@ func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 	h.t.Cleanup(func() { close(stop) })
 	go func() {
 		for {
-			wire.Publish(h.nc, wire.NodeBeatSubject("sn1"), wire.NodeHeartbeat{ID: "sn1", Pools: []wire.PoolUsage{{Name: "Default", FreeBytes: 1 << 40, TotalBytes: 2 << 40}}})
+			h.mu.Lock()
+			draining := h.nodeDraining
+			h.mu.Unlock()
+			wire.Publish(h.nc, wire.NodeBeatSubject("sn1"), wire.NodeHeartbeat{ID: "sn1", Pools: []wire.PoolUsage{{Name: "Default", FreeBytes: 1 << 40, TotalBytes: 2 << 40}}, Draining: draining})
 			h.mu.Lock()
 			if !h.agentSilent {
 				wire.Publish(h.nc, wire.AgentBeatSubject("web"), wire.AgentHeartbeat{Running: h.running})
