@@ -177,7 +177,9 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 			// lost its majority, which waiting does not cure.
 			checked = true
 			if down, ok := s.majority(ctx); !ok {
-				wire.Respond(m, wire.MarshalError(noLeader(down)), s.log)
+				e := noLeader(down)
+				e.Code = wire.CodeNoQuorum
+				wire.Respond(m, wire.MarshalError(e), s.log)
 				return
 			}
 		}

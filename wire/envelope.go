@@ -292,10 +292,12 @@ func Typed[Req any, Resp any](f func(ctx context.Context, subject string, req Re
 }
 
 // Transient reports whether err may go away by itself: no leader while the
-// servers elect one, nothing answering for a moment, a timeout.
+// servers elect one (or until a majority is back, which a role's background
+// request waits for and an admin's command does not), nothing answering
+// for a moment, a timeout.
 func Transient(err error) bool {
 	switch CodeOf(err) {
-	case CodeNotLeader, CodeUnavailable, CodeTimeout:
+	case CodeNotLeader, CodeNoQuorum, CodeUnavailable, CodeTimeout:
 		return true
 	}
 	return false

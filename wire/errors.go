@@ -36,15 +36,19 @@ const (
 	CodeUnknownClient      = "unknown_client"
 	CodeAlreadyExists      = "already_exists"
 	CodeNotLeader          = "not_leader"
-	CodeUnavailable        = "unavailable"
-	CodeTimeout            = "timeout"
-	CodePoolFull           = "pool_full"
-	CodeTicketRejected     = "ticket_rejected"
-	CodeKey                = "key_error"
-	CodeCorrupt            = "corrupt_data"
-	CodeIO                 = "io_error"
-	CodeAborted            = "aborted"
-	CodeTargetNotEmpty     = "target_not_empty"
+	// CodeNoQuorum: no leader, and too few members answer to elect one.
+	// Unlike not_leader, waiting a few seconds does not cure it, so a
+	// caller does not retry: nothing was proposed.
+	CodeNoQuorum       = "no_quorum"
+	CodeUnavailable    = "unavailable"
+	CodeTimeout        = "timeout"
+	CodePoolFull       = "pool_full"
+	CodeTicketRejected = "ticket_rejected"
+	CodeKey            = "key_error"
+	CodeCorrupt        = "corrupt_data"
+	CodeIO             = "io_error"
+	CodeAborted        = "aborted"
+	CodeTargetNotEmpty = "target_not_empty"
 	// CodeNodeLost: an agent could not reach its storage node or lost the
 	// stream to it, or the node could not take the job yet (it has not
 	// registered with the servers since it started); a backup is tried
