@@ -314,6 +314,12 @@ func (s *Server) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
 		s.log.Warn("requeue job", "job", id, "err", err)
 		return
 	}
+	if j, err := s.store.Job(id); err == nil && j.State == catalog.JobCanceled {
+		// A job with a cancel recorded ends canceled, not back in the
+		// queue: it is counted and announced as such.
+		s.jobCanceled(j)
+		return
+	}
 	// The attempt is over: its session, if its node still has it open,
 	// goes, and with it the drive or volume it holds.
 	s.stopJob(job, job.Attempt, e.Message)
