@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,28 +22,7 @@ import (
 // is back, the next restore from it succeeds: the canceled one holds no
 // drive and left the node's library as it was.
 func TestCancelRestoreWaitingForTape(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	logFile := filepath.Join(dir, "stack.log")
-	lf, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
-	st, err := devstack.Start(ctx, devstack.Config{
-		Dir: filepath.Join(dir, "state"), Client: "web", Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		MountPoll: 200 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	l := &logs{}
-	l.add(logFile)
-	l.printOnFailure(t)
-	s := &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default",
-		adminFlags: []string{"--nats-nkey", st.AdminAuth.NkeyFile}}
+	s, st := startTapeStack(t, devstack.Config{})
 	emu := st.Library().Emulated()
 
 	s.ok("media", "label", "--library", "lib1", "--slots", "1", "--pool", "Weekly")
@@ -88,7 +65,7 @@ func TestCancelRestoreWaitingForTape(t *testing.T) {
 	if j.State != "canceled" || j.Waiting != "" || j.CancelReason != "the tape stays in the vault" {
 		t.Fatalf("canceled restore %+v", j)
 	}
-	logText, err := os.ReadFile(logFile)
+	logText, err := os.ReadFile(filepath.Join(s.dir, "stack.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,28 +27,9 @@ import (
 // restore from them, and a restore that waits for "insert tape X" after
 // its tapes went to the vault and goes on once they are imported.
 func TestTapeEndToEnd(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	logFile := filepath.Join(dir, "stack.log")
-	lf, err := os.Create(logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
-	st, err := devstack.Start(ctx, devstack.Config{
-		Dir: filepath.Join(dir, "state"), Client: "web", Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		CartridgeBytes: 24 << 20, EarlyWarningBytes: 15 << 20, SpoolChunkBytes: 1 << 20, MountPoll: 200 * time.Millisecond,
+	s, st := startTapeStack(t, devstack.Config{
+		CartridgeBytes: 24 << 20, EarlyWarningBytes: 15 << 20, SpoolChunkBytes: 1 << 20,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	l := &logs{}
-	l.add(logFile)
-	l.printOnFailure(t)
-	s := &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default",
-		adminFlags: []string{"--nats-nkey", st.AdminAuth.NkeyFile}}
 	emu := st.Library().Emulated()
 
 	// The library before any label: blank tapes in slots 1-20.
@@ -247,28 +228,9 @@ func TestTapeBadMediaEndToEnd(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-			defer cancel()
-			dir := t.TempDir()
-			logFile := filepath.Join(dir, "stack.log")
-			lf, err := os.Create(logFile)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer lf.Close()
-			st, err := devstack.Start(ctx, devstack.Config{
-				Dir: filepath.Join(dir, "state"), Client: "web", Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-				CartridgeBytes: 64 << 20, EarlyWarningBytes: 48 << 20, SpoolChunkBytes: 1 << 20, MountPoll: 200 * time.Millisecond,
+			s, st := startTapeStack(t, devstack.Config{
+				CartridgeBytes: 64 << 20, EarlyWarningBytes: 48 << 20, SpoolChunkBytes: 1 << 20,
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			l := &logs{}
-			l.add(logFile)
-			l.printOnFailure(t)
-			s := &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default",
-				adminFlags: []string{"--nats-nkey", st.AdminAuth.NkeyFile}}
 
 			// One tape in the pool, which the backup is granted first, and
 			// one of Scratch in drive 1 it can go on to.
@@ -315,4 +277,36 @@ func TestTapeBadMediaEndToEnd(t *testing.T) {
 			checkRestored(t, snap, to, src)
 		})
 	}
+}
+
+// startTapeStack starts an all-in-one stack with an emulated library for
+// client "web", logging to a file the test prints when it fails, and
+// returns the command runner for it with the stack. cfg sets the tape
+// sizes; the directory, client and logger are the helper's.
+func startTapeStack(t *testing.T, cfg devstack.Config) (*stack, *devstack.Stack) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "stack.log")
+	lf, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lf.Close() })
+	cfg.Dir, cfg.Client = filepath.Join(dir, "state"), "web"
+	cfg.Logger = slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if cfg.MountPoll == 0 {
+		cfg.MountPoll = 200 * time.Millisecond
+	}
+	st, err := devstack.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	l := &logs{}
+	l.add(logFile)
+	l.printOnFailure(t)
+	return &stack{t: t, dir: dir, logs: l, url: st.URL(), client: "web", node: "dev-node", pool: "Default",
+		adminFlags: []string{"--nats-nkey", st.AdminAuth.NkeyFile}}, st
 }
