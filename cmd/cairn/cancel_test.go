@@ -1,17 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/cairnbackup/cairn/devstack"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -20,16 +15,7 @@ import (
 // job number that is not one exits 2. (integration's TestCancelJob
 // cancels running and queued jobs.)
 func TestJobCancelOfEndedJob(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	st, err := devstack.Start(ctx, devstack.Config{Dir: t.TempDir(), Client: "web", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	t.Setenv(devFileEnv, filepath.Join(t.TempDir(), "cairn", "dev.json"))
-	t.Setenv("CAIRN_NATS", "")
-	publishDevClientFile(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := devCLI(t)
 	src := t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "f"), []byte("data\n"), 0o644); err != nil {
 		t.Fatal(err)

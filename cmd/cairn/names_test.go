@@ -2,21 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cairnbackup/cairn/devstack"
 	"github.com/cairnbackup/cairn/fileindex"
 )
 
@@ -27,16 +22,7 @@ import (
 // A socket in the tree is an info line of the job log, not a warning; and a
 // file restored alone comes with its parents' mode and owner.
 func TestNamesThatAreNotUTF8EndToEnd(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	st, err := devstack.Start(ctx, devstack.Config{Dir: t.TempDir(), Client: "web", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	t.Setenv(devFileEnv, filepath.Join(t.TempDir(), "cairn", "dev.json"))
-	t.Setenv("CAIRN_NATS", "")
-	publishDevClientFile(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := devCLI(t)
 
 	src := t.TempDir()
 	dir := filepath.Join(src, "dir")
