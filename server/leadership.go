@@ -128,6 +128,13 @@ func (s *Server) beginTerm(ctx context.Context) error {
 	t := &leaderTerm{ctx: tctx, cancel: tcancel, raftTerm: raftTerm}
 	{
 		sub, err := s.nc.Subscribe(wire.LeaderWildcard(group), func(m *nats.Msg) {
+			if tctx.Err() != nil {
+				// The term is over and the subscription about to go: the
+				// request is the new leader's to answer (it may already
+				// be subscribed), not a former leader's, which would
+				// carry it out as if it still led.
+				return
+			}
 			orig, ok := wire.TrimLeader(group, m.Subject)
 			h := s.handlerFor(orig)
 			if !ok || h == nil {

@@ -458,6 +458,19 @@ func (s *Server) removeSelf(ctx context.Context, req wire.ClusterRemoveReq) (wir
 			"%s leads the group and could not hand the leadership over before its removal: %v", req.Name, err)
 	}
 	s.log.Info("handed the leadership over, to be removed from the group")
+	// Until Raft's notification ends this server's term, it still answers
+	// the leader's subject, and would take its own removal back to itself.
+	for ended := time.Now().Add(10 * time.Second); s.deciding(); {
+		if time.Now().After(ended) {
+			return resp, wire.Errorf(wire.CodeUnavailable, "retry; 'cairn cluster status' shows the leader",
+				"%s handed the leadership over but still acts as leader", req.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return resp, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	group := s.groupName()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
