@@ -180,7 +180,6 @@ func (s *session) acquire(ctx context.Context, full uuid.UUID) (*disk.Appender, 
 	if err := s.n.request(ctx, wire.OpVolumeAcquire, req, &g); err != nil {
 		return nil, g, fmt.Errorf("get a volume in pool %s: %w", s.t.Pool, err)
 	}
-	s.pool.BlockSize = g.BlockSize
 	if g.New {
 		err := s.pool.Create(g.Name, volume.Label{
 			FormatVersion: 1, VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: "disk",

@@ -42,10 +42,23 @@ type fakeServer struct {
 	hearts  int
 	// registers counts registrations.
 	registers int
+	// grant, when set, answers volume.acquire in place of the one volume
+	// above; it runs outside mu, so it may wait for other requests.
+	grant func(wire.VolumeAcquireReq) (wire.VolumeGrant, error)
 }
 
 func (f *fakeServer) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
 	_, op, _ := wire.SplitFrom(subject)
+	f.mu.Lock()
+	grant := f.grant
+	f.mu.Unlock()
+	if op == wire.OpVolumeAcquire && grant != nil {
+		req, err := wire.Decode[wire.VolumeAcquireReq](body)
+		if err != nil {
+			return nil, err
+		}
+		return grant(req)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch op {

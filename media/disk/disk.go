@@ -36,8 +36,11 @@ type Pool struct {
 	// MaxVolumeBytes caps each volume file; 0 means no cap (the volume
 	// grows until the session ends or the filesystem is full).
 	MaxVolumeBytes int64
-	// BlockSize is the block size of volumes created here; 0 means
-	// volume.DefaultBlockSize.
+	// BlockSize, when set, is the block size of every volume created
+	// here. 0 lets each volume's label say (volume.DefaultBlockSize when
+	// it says nothing): the catalog's pool settings decide, per volume,
+	// and sessions that write the pool at once may use different ones. A
+	// Pool is shared by those sessions and never changed by them.
 	BlockSize int
 }
 
@@ -88,7 +91,11 @@ func (p *Pool) Validate() error {
 	if err := volume.ValidBlockSize(p.blockSize()); err != nil {
 		return fmt.Errorf("disk pool %q: %w", p.Name, err)
 	}
-	if min := 8 * int64(p.blockSize()); p.MaxVolumeBytes != 0 && p.MaxVolumeBytes < min {
+	bs := p.BlockSize
+	if bs == 0 {
+		bs = volume.MinBlockSize // the labels say; Create checks each
+	}
+	if min := 8 * int64(bs); p.MaxVolumeBytes != 0 && p.MaxVolumeBytes < min {
 		return fmt.Errorf("disk pool %q: max volume bytes %d is below %d (8 blocks); use 0 for no limit", p.Name, p.MaxVolumeBytes, min)
 	}
 	return nil
@@ -119,8 +126,14 @@ func (p *Pool) Create(name string, label volume.Label) (err error) {
 	if label.BlockSize == 0 {
 		label.BlockSize = p.blockSize()
 	}
-	if label.BlockSize != p.blockSize() {
-		return fmt.Errorf("disk pool %q: label block size %d differs from the pool's %d", p.Name, label.BlockSize, p.blockSize())
+	if p.BlockSize != 0 && label.BlockSize != p.BlockSize {
+		return fmt.Errorf("disk pool %q: label block size %d differs from the pool's %d", p.Name, label.BlockSize, p.BlockSize)
+	}
+	if err := volume.ValidBlockSize(label.BlockSize); err != nil {
+		return fmt.Errorf("disk pool %q: volume %s: %w", p.Name, name, err)
+	}
+	if min := 8 * int64(label.BlockSize); p.MaxVolumeBytes != 0 && p.MaxVolumeBytes < min {
+		return fmt.Errorf("disk pool %q: volume %s: max volume bytes %d is below %d (8 blocks of %d)", p.Name, name, p.MaxVolumeBytes, min, label.BlockSize)
 	}
 	if label.Pool == "" {
 		label.Pool = p.Name

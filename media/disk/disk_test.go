@@ -222,6 +222,39 @@ func TestCreate(t *testing.T) {
 	}
 }
 
+// A pool that fixes no block size takes each label's, so sessions that
+// share it may label volumes of different block sizes, and checks each.
+func TestCreateTakesTheLabelsBlockSize(t *testing.T) {
+	p := &Pool{Name: "Default", Dir: t.TempDir(), MaxVolumeBytes: 32 * volume.MinBlockSize}
+	for i, bs := range []int{volume.MinBlockSize, 2 * volume.MinBlockSize, 0} {
+		name := fmt.Sprintf("Default-%04d", i+1)
+		if err := p.Create(name, volume.Label{VolumeID: uuid.New(), BlockSize: bs}); err != nil {
+			t.Fatal(err)
+		}
+		r, _, err := p.OpenRead(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := volume.ReadLabel(r)
+		r.Close()
+		want := bs
+		if bs == 0 {
+			want = volume.DefaultBlockSize
+		}
+		if err != nil || l.BlockSize != want {
+			t.Fatalf("%s: label %+v, %v; want block size %d", name, l, err, want)
+		}
+	}
+	if p.BlockSize != 0 {
+		t.Fatalf("Create changed the shared pool's block size to %d", p.BlockSize)
+	}
+	for _, bs := range []int{1000, 8 * volume.MinBlockSize} { // invalid; 8 blocks over the cap
+		if err := p.Create("Default-0009", volume.Label{VolumeID: uuid.New(), BlockSize: bs}); err == nil {
+			t.Errorf("a label of block size %d was accepted", bs)
+		}
+	}
+}
+
 func TestOpenAppendChecks(t *testing.T) {
 	p := testPool(t.TempDir(), 0)
 	a := newVolume(t, p, "Default-0001")
