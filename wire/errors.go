@@ -9,13 +9,25 @@ import (
 // code that scripts can match, a message that names the thing, and a hint
 // that says what to do. The CLI prints the message and the hint and exits
 // non-zero.
+//
+// An Error made on this side of the wire keeps the error it was made from
+// (a %w in Errorf, the chain AsError was given): errors.Is and errors.As
+// see through it to the domain error, so the edge that maps a domain error
+// to a code loses nothing of it. The cause does not cross the wire; there
+// the code is what callers match.
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Hint    string `json:"hint,omitempty"`
+
+	cause error
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Unwrap is the error this one was made from, nil for one that came over
+// the wire.
+func (e *Error) Unwrap() error { return e.cause }
 
 // Is lets errors.Is(err, &Error{Code: c}) match on the code alone.
 func (e *Error) Is(target error) bool {
@@ -119,12 +131,21 @@ var defaultHints = map[string]string{
 }
 
 // Errorf builds an Error with a code, a hint (the catalog's when empty) and a
-// formatted message.
+// formatted message. As with fmt.Errorf, an error formatted with %w is
+// wrapped: the Error unwraps to it.
 func Errorf(code, hint, format string, args ...any) *Error {
 	if hint == "" {
 		hint = defaultHints[code]
 	}
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Hint: hint}
+	err := fmt.Errorf(format, args...)
+	e := &Error{Code: code, Message: err.Error(), Hint: hint}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		e.cause = u.Unwrap()
+	case interface{ Unwrap() []error }:
+		e.cause = err // several %w: the fmt error unwraps to each
+	}
+	return e
 }
 
 // AsError turns any error into an Error for the wire, keeping an Error found
@@ -141,10 +162,11 @@ func AsError(err error) *Error {
 		}
 		if msg := err.Error(); msg != we.Message {
 			out.Message = msg // keep the context the chain added
+			out.cause = err
 		}
 		return &out
 	}
-	return Errorf(CodeInternal, "", "%s", err.Error())
+	return &Error{Code: CodeInternal, Message: err.Error(), Hint: defaultHints[CodeInternal], cause: err}
 }
 
 // HintFor returns the catalog's hint for code.

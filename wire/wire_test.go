@@ -151,6 +151,40 @@ func TestAsErrorKeepsContext(t *testing.T) {
 	}
 }
 
+// An Error keeps the domain error it was made from: errors.Is and As see
+// through Errorf's %w and through AsError, while the code still matches;
+// the cause stays on this side of the wire.
+func TestErrorUnwrapsToItsCause(t *testing.T) {
+	domain := &fileindex.OrderError{Prev: "/b", Path: "/a"}
+	sentinel := errors.New("tape is write-protected")
+	for name, err := range map[string]error{
+		"errorf":          Errorf(CodeBadRequest, "", "the agent sent entries out of order: %w", domain),
+		"errorf two":      Errorf(CodeBadRequest, "", "%w (and %w)", domain, sentinel),
+		"as error":        AsError(fmt.Errorf("job 3: %w", Errorf(CodeBadRequest, "", "stream: %w", domain))),
+		"internal":        AsError(fmt.Errorf("job 3: %w", domain)),
+		"wrapped at edge": fmt.Errorf("node sn1: %w", Errorf(CodeBadRequest, "", "%w", domain)),
+	} {
+		var oe *fileindex.OrderError
+		if !errors.As(err, &oe) || oe != domain || !errors.Is(err, domain) {
+			t.Errorf("%s: %v does not unwrap to the domain error", name, err)
+		}
+		if name == "errorf two" && !errors.Is(err, sentinel) {
+			t.Errorf("%s: the second cause is lost", name)
+		}
+		want := CodeBadRequest
+		if name == "internal" {
+			want = CodeInternal
+		}
+		if CodeOf(err) != want || !errors.Is(err, &Error{Code: want}) {
+			t.Errorf("%s: code %q, want %s", name, CodeOf(err), want)
+		}
+		data := MarshalError(AsError(err))
+		if _, back := Unmarshal(data); CodeOf(back) != want || back.Error() != err.Error() || errors.Unwrap(back) != nil {
+			t.Errorf("%s: over the wire: %v (%s)", name, back, data)
+		}
+	}
+}
+
 // A reply over max_payload used to be dropped with a warning, and the
 // requester waited out its whole timeout to be told that no server was
 // running. It gets CodeTooLarge at once now, and so does a request or a
