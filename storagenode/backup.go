@@ -140,7 +140,7 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 				return nil, wire.Errorf(wire.CodeAgentLost, "", "the agent of client %s disconnected before the end of the stream (it stopped or lost the network)", t.Client)
 			}
-			return nil, wire.Errorf(wire.CodeAgentLost, "", "agent stream of client %s broke: %v", t.Client, err)
+			return nil, wire.Errorf(wire.CodeAgentLost, "", "agent stream of client %s broke: %w", t.Client, err)
 		}
 		switch typ {
 		case dataplane.FrameRecords:
@@ -324,9 +324,8 @@ func (s *session) fail(ctx context.Context, err error) *wire.Error {
 }
 
 func (s *session) classify(err error) *wire.Error {
-	var we *wire.Error
-	if errors.As(err, &we) && we.Code != wire.CodeInternal {
-		return wire.AsError(err)
+	if we := edgeError(err); we.Code != wire.CodeInternal {
+		return we
 	}
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		dir := ""
@@ -335,11 +334,11 @@ func (s *session) classify(err error) *wire.Error {
 		}
 		return wire.Errorf(wire.CodePoolFull,
 			fmt.Sprintf("free space in %s (or move the pool to a larger filesystem), then rerun the job; earlier backups are intact", dir),
-			"disk pool %s on storage node %s is full: %v", s.t.Pool, s.n.cfg.ID, err)
+			"disk pool %s on storage node %s is full: %w", s.t.Pool, s.n.cfg.ID, err)
 	}
 	var pe *fileindex.OrderError
 	if errors.As(err, &pe) {
-		return wire.Errorf(wire.CodeBadRequest, "upgrade the agent", "the agent sent entries out of order: %v", err)
+		return wire.Errorf(wire.CodeBadRequest, "upgrade the agent", "the agent sent entries out of order: %w", err)
 	}
-	return wire.Errorf(wire.CodeIO, "", "storage node %s: %v", s.n.cfg.ID, err)
+	return wire.Errorf(wire.CodeIO, "", "storage node %s: %w", s.n.cfg.ID, err)
 }

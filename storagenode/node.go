@@ -190,7 +190,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		}
 		st, err := m.Status(ctx)
 		st.Node = n.cfg.ID
-		return st, err
+		return st, orderError(err)
 	}))
 	r.Handle(wire.OpNodeLibraryMove, wire.Typed(func(ctx context.Context, _ string, req wire.LibraryMoveReq) (wire.LibraryMoveResp, error) {
 		m, err := n.library(req.Library)
@@ -199,7 +199,10 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		}
 		params := req
 		params.Start = wire.Start{}
-		return remember(&n.orders, ctx, "move", req.RequestID, params, func() (wire.LibraryMoveResp, error) { return m.Move(ctx, req) })
+		return remember(&n.orders, ctx, "move", req.RequestID, params, func() (wire.LibraryMoveResp, error) {
+			resp, err := m.Move(ctx, req)
+			return resp, orderError(err)
+		})
 	}))
 	r.Handle(wire.OpNodeTapeLabel, wire.Typed(func(ctx context.Context, _ string, o wire.TapeLabelOrder) (wire.TapeLabelResult, error) {
 		m, err := n.library(o.Library)
@@ -212,7 +215,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		params.RequestID, params.Created = "", time.Time{} // a repeat from another leader has its own clock
 		return remember(&n.orders, ctx, "label", o.RequestID, params, func() (wire.TapeLabelResult, error) {
 			if err := m.Label(ctx, o.Slot, o.Barcode, l, o.Overwrite); err != nil {
-				return wire.TapeLabelResult{}, err
+				return wire.TapeLabelResult{}, edgeError(err)
 			}
 			n.log.Info("labeled tape", "library", o.Library, "slot", o.Slot, "barcode", o.Barcode, "volume", o.VolumeID, "pool", o.Pool, "request", o.RequestID)
 			return wire.TapeLabelResult{Barcode: o.Barcode, VolumeID: o.VolumeID, Slot: o.Slot}, nil
@@ -606,7 +609,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 	var hello dataplane.Hello
 	if err := conn.ReadJSON(dataplane.FrameHello, &hello); err != nil {
 		log.Warn("data connection without a valid hello", "err", err)
-		_ = conn.WriteError(wire.Errorf(wire.CodeBadRequest, "", "expected a hello frame: %v", err))
+		_ = conn.WriteError(wire.Errorf(wire.CodeBadRequest, "", "expected a hello frame: %w", err))
 		return
 	}
 	t, err := n.checkTicket(ctx, hello.Ticket)
@@ -629,7 +632,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 		}
 		n.metrics.ticketsRejected.WithLabelValues(reason).Inc()
 		log.Warn("ticket refused", "reason", reason, "err", err)
-		_ = conn.WriteError(wire.Errorf(wire.CodeTicketRejected, "", "storage node %s refused the connection: %v", n.cfg.ID, err))
+		_ = conn.WriteError(wire.Errorf(wire.CodeTicketRejected, "", "storage node %s refused the connection: %w", n.cfg.ID, err))
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})

@@ -36,9 +36,9 @@ func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Co
 	outcome := "success"
 	if err != nil {
 		outcome = "failed"
-		we := wire.AsError(err)
+		we := edgeError(err)
 		if we.Code == wire.CodeInternal {
-			we = wire.Errorf(wire.CodeIO, "", "storage node %s: %v", n.cfg.ID, err)
+			we = wire.Errorf(wire.CodeIO, "", "storage node %s: %w", n.cfg.ID, err)
 		}
 		log.Warn("restore stream failed; its drive is released", "err", we.Message)
 		_ = conn.WriteError(we)
@@ -63,7 +63,7 @@ func (r *reader) streamError(ctx context.Context, err error) error {
 		return wire.Errorf(wire.CodeTimeout, "check the client; rerun the restore",
 			"the agent of client %s sent nothing for %s", r.t.Client, se.After)
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
-		return wire.Errorf(wire.CodeAborted, "check the agent's log", "the agent of client %s went away during the restore of job %d: %v", r.t.Client, r.t.JobID, err)
+		return wire.Errorf(wire.CodeAborted, "check the agent's log", "the agent of client %s went away during the restore of job %d: %w", r.t.Client, r.t.JobID, err)
 	}
 	return err
 }
@@ -100,7 +100,7 @@ func (r *reader) run(ctx context.Context) error {
 		case dataplane.FrameRead:
 			var rr wire.ReadRequest
 			if err := json.Unmarshal(payload, &rr); err != nil {
-				return wire.Errorf(wire.CodeBadRequest, "", "malformed read request: %v", err)
+				return wire.Errorf(wire.CodeBadRequest, "", "malformed read request: %w", err)
 			}
 			if !allowed[rr.SessionID.String()] {
 				return wire.Errorf(wire.CodeTicketRejected, "", "the ticket of job %d does not allow reading session %s", r.t.JobID, rr.SessionID)

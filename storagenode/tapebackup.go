@@ -89,7 +89,7 @@ func (s *session) acquireTape(ctx context.Context, req wire.VolumeAcquireReq) (v
 func (s *session) openTape(ctx context.Context, g wire.VolumeGrant) (app volume.Appender, bad, err error) {
 	mt, err := s.lib.Mount(ctx, library.MountRequest{Job: s.t.JobID, Barcode: g.Barcode, Volume: g.ID, Why: "writing volume " + g.Name})
 	if err != nil {
-		if c := wire.CodeOf(err); c == wire.CodeBarcodeMismatch || c == wire.CodeForeignLabel || c == wire.CodeWriteProtected {
+		if errors.Is(err, library.ErrBarcodeMismatch) || errors.Is(err, library.ErrForeignLabel) || errors.Is(err, library.ErrWriteProtected) {
 			return nil, err, nil
 		}
 		return nil, nil, fmt.Errorf("mount tape %s (volume %s): %w", g.Barcode, g.Name, err)

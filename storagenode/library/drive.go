@@ -10,7 +10,6 @@ import (
 
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/wire"
 )
 
 // Drive states, as DriveInfo.State reports them.
@@ -87,7 +86,7 @@ func (m *Manager) do(ctx context.Context, d *drive, fn func() error) error {
 }
 
 func (m *Manager) closedErr() error {
-	return wire.Errorf(wire.CodeUnavailable, "the storage node is shutting down; retry when it is back", "library %s is closed", m.cfg.Name)
+	return m.fail(ErrClosed, "the storage node is shutting down; retry when it is back", "library %s is closed", m.cfg.Name)
 }
 
 // cmd is the context of one drive command: bounded by CommandTimeout, so
@@ -131,8 +130,8 @@ func (m *Manager) free(d *drive, err error) {
 
 // offlineError is the operator-facing error of a drive that hung.
 func (m *Manager) offlineError(d *drive, err error) error {
-	return wire.Errorf(wire.CodeDriveOffline, fmt.Sprintf("check drive %d (%s) of library %s, then bring it back with 'cairn library online --drive %d'", d.n, d.device, m.cfg.Name, d.n),
-		"drive %d of library %s stopped answering and is offline: %v", d.n, m.cfg.Name, err)
+	return m.fail(ErrDriveOffline, fmt.Sprintf("check drive %d (%s) of library %s, then bring it back with 'cairn library online --drive %d'", d.n, d.device, m.cfg.Name, d.n),
+		"drive %d of library %s stopped answering and is offline: %w", d.n, m.cfg.Name, err)
 }
 
 // driveFigures are a drive's counters since it was opened.

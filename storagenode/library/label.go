@@ -9,20 +9,19 @@ import (
 	"github.com/cairnbackup/cairn/media/changer"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/wire"
 )
 
 // Label loads the cartridge in slot, checks its barcode, refuses a
 // write-protected tape and (unless overwrite) any tape that holds a label,
 // writes l, reads it back and compares, and returns the cartridge to its
-// slot. Errors are *wire.Error with CodeForeignLabel, CodeWriteProtected,
-// CodeBarcodeMismatch, CodeDriveOffline or CodeLibrary.
+// slot. Errors are *Error of kind ErrForeignLabel, ErrWriteProtected,
+// ErrBarcodeMismatch, ErrDriveOffline or ErrChanger.
 //
 // It waits (within ctx) for a free drive like a Mount, but reports no
 // waiting reason: there is no job.
 func (m *Manager) Label(ctx context.Context, slot int, barcode string, l volume.Label, overwrite bool) error {
 	if barcode == "" {
-		return wire.Errorf(wire.CodeInvalidArgument, "", "label slot %d of library %s: no barcode", slot, m.cfg.Name)
+		return m.fail(ErrInvalid, "", "label slot %d of library %s: no barcode", slot, m.cfg.Name)
 	}
 	for {
 		m.mu.Lock()
@@ -33,7 +32,7 @@ func (m *Manager) Label(ctx context.Context, slot int, barcode string, l volume.
 		}
 		inv, err := m.inventory(ctx)
 		if err != nil {
-			return wire.Errorf(wire.CodeLibrary, "check the library, then retry", "label slot %d of library %s: inventory: %v", slot, m.cfg.Name, err)
+			return m.fail(ErrChanger, "check the library, then retry", "label slot %d of library %s: inventory: %w", slot, m.cfg.Name, err)
 		}
 		el, ok := inv.Storage(slot)
 		if ok && !el.Full {
@@ -44,11 +43,11 @@ func (m *Manager) Label(ctx context.Context, slot int, barcode string, l volume.
 		}
 		switch {
 		case !ok || el.Kind == changer.KindMailSlot:
-			return wire.Errorf(wire.CodeInvalidArgument, "label tapes in storage slots; import them from the mail slots first", "library %s has no storage slot %d", m.cfg.Name, slot)
+			return m.fail(ErrInvalid, "label tapes in storage slots; import them from the mail slots first", "library %s has no storage slot %d", m.cfg.Name, slot)
 		case !el.Full:
-			return wire.Errorf(wire.CodeNotFound, "take a new inventory ('cairn library status')", "slot %d of library %s is empty", slot, m.cfg.Name)
+			return m.fail(ErrNotFound, "take a new inventory ('cairn library status')", "slot %d of library %s is empty", slot, m.cfg.Name)
 		case el.Barcode != barcode:
-			return wire.Errorf(wire.CodeBarcodeMismatch, "take a new inventory ('cairn library status') and label what is there",
+			return m.fail(ErrBarcodeMismatch, "take a new inventory ('cairn library status') and label what is there",
 				"slot %d of library %s holds tape %q, not %s", slot, m.cfg.Name, el.Barcode, barcode)
 		}
 		m.mu.Lock()
@@ -65,7 +64,7 @@ func (m *Manager) Label(ctx context.Context, slot int, barcode string, l volume.
 				m.mu.Lock()
 				reason := m.busyReason()
 				m.mu.Unlock()
-				return wire.Errorf(wire.CodeTimeout, "retry when a drive is free", "label tape %s: no drive became free (%s): %v", barcode, reason, ctx.Err())
+				return m.fail(ErrNoFreeDrive, "retry when a drive is free", "label tape %s: no drive became free (%s): %w", barcode, reason, ctx.Err())
 			case <-wake:
 			case <-t.C:
 			}
@@ -87,7 +86,7 @@ func (m *Manager) label(ctx context.Context, d *drive, inv *changer.Inventory, s
 		if hung(err) {
 			return err
 		}
-		return wire.Errorf(wire.CodeLibrary, "check the library ('cairn library status'), then retry", "label tape %s in library %s: %s: %v", barcode, m.cfg.Name, what, err)
+		return m.fail(ErrChanger, "check the library ('cairn library status'), then retry", "label tape %s in library %s: %s: %w", barcode, m.cfg.Name, what, err)
 	}
 	if cur, _ := inv.Drive(d.n); !cur.Full || cur.Barcode != barcode {
 		if cur.Full {
@@ -125,10 +124,10 @@ func (m *Manager) label(ctx context.Context, d *drive, inv *changer.Inventory, s
 func (m *Manager) labelLoaded(ctx context.Context, d *drive, slot int, barcode string, l volume.Label, overwrite bool) error {
 	inv, err := m.inventory(ctx)
 	if err != nil {
-		return wire.Errorf(wire.CodeLibrary, "check the library, then retry", "label tape %s: inventory: %v", barcode, err)
+		return m.fail(ErrChanger, "check the library, then retry", "label tape %s: inventory: %w", barcode, err)
 	}
 	if got, _ := inv.Drive(d.n); got.Barcode != barcode {
-		return wire.Errorf(wire.CodeBarcodeMismatch, "check the cartridge's barcode label and take a new inventory",
+		return m.fail(ErrBarcodeMismatch, "check the cartridge's barcode label and take a new inventory",
 			"library %s reads barcode %q on the tape it moved from slot %d to drive %d, not %s", m.cfg.Name, got.Barcode, slot, d.n, barcode)
 	}
 	cctx, cancel := m.cmd(ctx)
@@ -144,7 +143,7 @@ func (m *Manager) labelLoaded(ctx context.Context, d *drive, slot int, barcode s
 	d.status = st
 	m.mu.Unlock()
 	if st.WriteProtected {
-		return wire.Errorf(wire.CodeWriteProtected, "slide the cartridge's write-protect tab to write, or label another tape",
+		return m.fail(ErrWriteProtected, "slide the cartridge's write-protect tab to write, or label another tape",
 			"tape %s (slot %d of library %s) is write-protected", barcode, slot, m.cfg.Name)
 	}
 	d.verified.Store(nil)
@@ -157,10 +156,10 @@ func (m *Manager) labelLoaded(ctx context.Context, d *drive, slot int, barcode s
 			// lost, perhaps with a restart of this node in between.
 			return nil
 		}
-		return wire.Errorf(wire.CodeForeignLabel, "check that nothing on the tape is needed, then label it with --overwrite",
-			"tape %s (slot %d of library %s) is not blank: %v", barcode, slot, m.cfg.Name, err)
+		return m.fail(ErrForeignLabel, "check that nothing on the tape is needed, then label it with --overwrite",
+			"tape %s (slot %d of library %s) is not blank: %w", barcode, slot, m.cfg.Name, err)
 	case errors.Is(err, tape.ErrWriteProtected):
-		return wire.Errorf(wire.CodeWriteProtected, "slide the cartridge's write-protect tab to write, or label another tape",
+		return m.fail(ErrWriteProtected, "slide the cartridge's write-protect tab to write, or label another tape",
 			"tape %s (slot %d of library %s) is write-protected", barcode, slot, m.cfg.Name)
 	case err != nil:
 		return fmt.Errorf("label tape %s: %w", barcode, err)
@@ -170,7 +169,7 @@ func (m *Manager) labelLoaded(ctx context.Context, d *drive, slot int, barcode s
 		return fmt.Errorf("label tape %s: read it back: %w", barcode, err)
 	}
 	if got.VolumeID != l.VolumeID || got.Name != l.Name || got.Pool != l.Pool || got.BlockSize != l.BlockSize {
-		return wire.Errorf(wire.CodeIO, "the drive does not keep what it writes: check or clean it",
+		return m.fail(ErrReadBack, "the drive does not keep what it writes: check or clean it",
 			"label tape %s: read back volume %s (%q, pool %q, block size %d), wrote %s (%q, pool %q, block size %d)",
 			barcode, got.VolumeID, got.Name, got.Pool, got.BlockSize, l.VolumeID, l.Name, l.Pool, l.BlockSize)
 	}

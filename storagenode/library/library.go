@@ -191,11 +191,11 @@ func Open(ctx context.Context, cfg Config, report Reporter) (*Manager, error) {
 	inv, err := m.changer.Inventory(ictx)
 	if err != nil {
 		m.closeDevices()
-		return nil, wire.Errorf(wire.CodeLibrary, "check the changer and its cabling, then restart the storage node", "library %s: inventory of %s: %v", cfg.Name, m.desc, err)
+		return nil, m.fail(ErrChanger, "check the changer and its cabling, then restart the storage node", "library %s: inventory of %s: %w", cfg.Name, m.desc, err)
 	}
 	if len(inv.Drives) != len(m.drives) {
 		m.closeDevices()
-		return nil, wire.Errorf(wire.CodeInvalidArgument, "list one st device per drive of the library, in the order of its drive elements",
+		return nil, m.fail(ErrInvalid, "list one st device per drive of the library, in the order of its drive elements",
 			"library %s: the changer %s has %d drives, the configuration names %d", cfg.Name, m.desc, len(inv.Drives), len(m.drives))
 	}
 	m.slots, m.mail = len(inv.Slots), len(inv.MailSlots)

@@ -128,14 +128,20 @@ func labelAll(t *testing.T, m *library.Manager) map[string]uuid.UUID {
 	return vols
 }
 
-func wantCode(t *testing.T, err error, code string) {
+// wantKind holds err to a library error of kind that says what to do,
+// and no wire error: codes are the storage node's to give, at its edge.
+func wantKind(t *testing.T, err error, kind error) {
 	t.Helper()
-	if wire.CodeOf(err) != code {
-		t.Fatalf("error %v (code %q), want code %s", err, wire.CodeOf(err), code)
+	var le *library.Error
+	if !errors.Is(err, kind) || !errors.As(err, &le) || le.Library == "" {
+		t.Fatalf("error %v (%T), want a *library.Error of kind %q", err, err, kind)
+	}
+	if le.Hint == "" {
+		t.Fatalf("error %v has no hint", err)
 	}
 	var we *wire.Error
-	if errors.As(err, &we) && we.Hint == "" {
-		t.Fatalf("error %v has no hint", err)
+	if errors.As(err, &we) {
+		t.Fatalf("error %v is a wire error (code %s) made in the library", err, we.Code)
 	}
 }
 
@@ -323,7 +329,7 @@ func TestMountBarcodeMismatch(t *testing.T) {
 	// The reader takes CRN001L9 (slot 1) for CRN002L9: slot 1 comes first.
 	m.Emulated().Misread("CRN001L9", "CRN002L9")
 	_, err := m.Mount(ctx, library.MountRequest{Job: 1, Barcode: "CRN002L9", Volume: vols["CRN002L9"]})
-	wantCode(t, err, wire.CodeBarcodeMismatch)
+	wantKind(t, err, library.ErrBarcodeMismatch)
 	if msg := err.Error(); !strings.Contains(msg, vols["CRN001L9"].String()) || !strings.Contains(msg, "CRN002L9") {
 		t.Fatalf("the error does not name the tape and the label found: %v", err)
 	}
@@ -345,15 +351,15 @@ func TestLabelRefusals(t *testing.T) {
 	if err := tape.SetWriteProtect(m.CartridgePath("CRN001L9"), true); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, m.Label(ctx, 1, "CRN001L9", newLabel("CRN001L9"), false), wire.CodeWriteProtected)
-	wantCode(t, m.Label(ctx, 1, "CRN001L9", newLabel("CRN001L9"), true), wire.CodeWriteProtected)
+	wantKind(t, m.Label(ctx, 1, "CRN001L9", newLabel("CRN001L9"), false), library.ErrWriteProtected)
+	wantKind(t, m.Label(ctx, 1, "CRN001L9", newLabel("CRN001L9"), true), library.ErrWriteProtected)
 
 	first := newLabel("CRN002L9")
 	if err := m.Label(ctx, 2, "CRN002L9", first, false); err != nil {
 		t.Fatal(err)
 	}
 	err := m.Label(ctx, 2, "CRN002L9", newLabel("CRN002L9"), false)
-	wantCode(t, err, wire.CodeForeignLabel)
+	wantKind(t, err, library.ErrForeignLabel)
 	if !strings.Contains(err.Error(), first.VolumeID.String()) {
 		t.Fatalf("the refusal does not name the volume on the tape: %v", err)
 	}
@@ -384,13 +390,13 @@ func TestLabelRefusals(t *testing.T) {
 	}
 	mt.Release(nil)
 	err = m.Label(ctx, 2, "CRN002L9", newLabel("CRN002L9"), false)
-	wantCode(t, err, wire.CodeForeignLabel)
+	wantKind(t, err, library.ErrForeignLabel)
 	if err := m.Label(ctx, 2, "CRN002L9", newLabel("CRN002L9"), true); err != nil {
 		t.Fatalf("overwrite a foreign tape: %v", err)
 	}
 
 	// The order names a barcode the slot does not hold.
-	wantCode(t, m.Label(ctx, 3, "CRN004L9", newLabel("CRN004L9"), false), wire.CodeBarcodeMismatch)
+	wantKind(t, m.Label(ctx, 3, "CRN004L9", newLabel("CRN004L9"), false), library.ErrBarcodeMismatch)
 
 	st, err := m.Status(ctx)
 	if err != nil {
@@ -423,14 +429,14 @@ func testHungDriveGoesOffline(t *testing.T) {
 	// Both drives are empty; labeling picks drive 0, which hangs.
 	m.EmulatedDrive(0).SetFaults(tape.Faults{Hang: true})
 	err := m.Label(ctx, 5, "CRN005L9", newLabel("CRN005L9"), false)
-	wantCode(t, err, wire.CodeDriveOffline)
+	wantKind(t, err, library.ErrDriveOffline)
 	info := driveOf(t, m, 0)
 	if info.State != "offline" || !strings.Contains(info.Reason, "did not answer") {
 		t.Fatalf("hung drive: %+v", info)
 	}
 	// While it still hangs, 'online' refuses and the drive stays offline.
 	_, err = m.Move(ctx, wire.LibraryMoveReq{Op: wire.MoveOnline, Drive: 0})
-	wantCode(t, err, wire.CodeDriveOffline)
+	wantKind(t, err, library.ErrDriveOffline)
 
 	// A job uses drive 1.
 	mt, err := m.Mount(ctx, library.MountRequest{Job: 4, Barcode: "CRN001L9", Volume: vols["CRN001L9"], Why: "writing"})
@@ -547,12 +553,12 @@ func TestOperatorMovesAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = m.Move(ctx, wire.LibraryMoveReq{Op: wire.MoveUnload, Drive: 1})
-	wantCode(t, err, wire.CodeWrongState)
+	wantKind(t, err, library.ErrWrongState)
 	if !strings.Contains(err.Error(), "job 11 reading volume CRN001L9") {
 		t.Fatalf("refusal: %v", err)
 	}
 	_, err = m.Move(ctx, wire.LibraryMoveReq{Op: wire.MoveExport, Barcode: "CRN001L9"})
-	wantCode(t, err, wire.CodeWrongState)
+	wantKind(t, err, library.ErrWrongState)
 
 	st, err := m.Status(ctx)
 	if err != nil {
@@ -580,7 +586,7 @@ func TestOperatorMovesAndStatus(t *testing.T) {
 	if mv := move(wire.LibraryMoveReq{Op: wire.MoveImport}); len(mv) != 1 || mv[0] != (wire.TapeMove{Barcode: "CRN003L9", From: "mail slot 9", To: "slot 2"}) {
 		t.Fatalf("import: %+v", mv)
 	}
-	if _, err := m.Move(ctx, wire.LibraryMoveReq{Op: "shuffle"}); wire.CodeOf(err) != wire.CodeInvalidArgument {
+	if _, err := m.Move(ctx, wire.LibraryMoveReq{Op: "shuffle"}); !errors.Is(err, library.ErrInvalid) {
 		t.Fatalf("unknown move: %v", err)
 	}
 	// Every operator move was reported.

@@ -21,7 +21,7 @@ type MountRequest struct {
 	Job     uint64
 	Barcode string
 	// Volume is the volume the catalog says the cartridge holds: the label
-	// read at the drive must name it (else CodeBarcodeMismatch).
+	// read at the drive must name it (else ErrBarcodeMismatch).
 	Volume uuid.UUID
 	// Why is what the job will do, for DriveInfo.Doing ("writing volume
 	// W00012").
@@ -42,7 +42,7 @@ type MountRequest struct {
 // inserted it for a waiting job need not also run 'cairn library import'.
 func (m *Manager) Mount(ctx context.Context, req MountRequest) (*Mount, error) {
 	if req.Barcode == "" {
-		return nil, wire.Errorf(wire.CodeInvalidArgument, "", "mount in library %s: no barcode", m.cfg.Name)
+		return nil, m.fail(ErrInvalid, "", "mount in library %s: no barcode", m.cfg.Name)
 	}
 	waiting := ""
 	defer func() {
@@ -281,12 +281,12 @@ func (m *Manager) load(ctx context.Context, d *drive, inv *changer.Inventory, re
 	lbl, err := tape.ReadLabel(cctx, d.dev)
 	switch {
 	case errors.Is(err, volume.ErrNotVolume):
-		return nil, wire.Errorf(wire.CodeBarcodeMismatch, "check the cartridge: its barcode may be on the wrong tape; find the tape that holds the volume, or mark this volume missing",
-			"tape %s in drive %d of library %s holds no Cairn label (%v); the catalog says it holds volume %s", req.Barcode, d.n, m.cfg.Name, err, req.Volume)
+		return nil, m.fail(ErrBarcodeMismatch, "check the cartridge: its barcode may be on the wrong tape; find the tape that holds the volume, or mark this volume missing",
+			"tape %s in drive %d of library %s holds no Cairn label (%w); the catalog says it holds volume %s", req.Barcode, d.n, m.cfg.Name, err, req.Volume)
 	case err != nil:
 		return nil, fmt.Errorf("library %s: drive %d: read the label of tape %s: %w", m.cfg.Name, d.n, req.Barcode, err)
 	case lbl.VolumeID != req.Volume:
-		return nil, wire.Errorf(wire.CodeBarcodeMismatch, "the barcode on the cartridge does not match the volume on the tape (a swapped or misread barcode): check the cartridge, relabel its case, or correct the catalog before using it",
+		return nil, m.fail(ErrBarcodeMismatch, "the barcode on the cartridge does not match the volume on the tape (a swapped or misread barcode): check the cartridge, relabel its case, or correct the catalog before using it",
 			"tape %s in drive %d of library %s holds volume %s (name %q, pool %q), not volume %s that the catalog has for barcode %s", req.Barcode, d.n, m.cfg.Name, lbl.VolumeID, lbl.Name, lbl.Pool, req.Volume, req.Barcode)
 	}
 	d.verified.Store(&verifiedLabel{barcode: req.Barcode, label: lbl})

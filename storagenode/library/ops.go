@@ -16,7 +16,7 @@ import (
 func (m *Manager) Status(ctx context.Context) (wire.LibraryStatus, error) {
 	inv, err := m.inventory(ctx)
 	if err != nil {
-		return wire.LibraryStatus{}, wire.Errorf(wire.CodeLibrary, "check the library and its changer device", "library %s: inventory: %v", m.cfg.Name, err)
+		return wire.LibraryStatus{}, m.fail(ErrChanger, "check the library and its changer device", "library %s: inventory: %w", m.cfg.Name, err)
 	}
 	out := wire.LibraryStatus{Library: m.cfg.Name, Changer: m.desc}
 	for _, d := range m.drives {
@@ -78,14 +78,14 @@ func (m *Manager) Status(ctx context.Context) (wire.LibraryStatus, error) {
 func (m *Manager) Move(ctx context.Context, req wire.LibraryMoveReq) (wire.LibraryMoveResp, error) {
 	var moves []wire.TapeMove
 	libErr := func(err error) error {
-		var we *wire.Error
-		if errors.As(err, &we) {
+		var le *Error
+		if errors.As(err, &le) {
 			return err
 		}
 		if hung(err) {
 			return err
 		}
-		return wire.Errorf(wire.CodeLibrary, "check the library ('cairn library status'), then retry", "library %s: %s: %v", m.cfg.Name, req.Op, err)
+		return m.fail(ErrChanger, "check the library ('cairn library status'), then retry", "library %s: %s: %w", m.cfg.Name, req.Op, err)
 	}
 	inv, err := m.inventory(ctx)
 	if err != nil {
@@ -103,15 +103,15 @@ func (m *Manager) Move(ctx context.Context, req wire.LibraryMoveReq) (wire.Libra
 			e, ok := inv.Find(req.Barcode)
 			switch {
 			case !ok:
-				return wire.LibraryMoveResp{}, wire.Errorf(wire.CodeNotFound, "insert it into a mail slot and import it ('cairn library import')", "tape %s is not in library %s", req.Barcode, m.cfg.Name)
+				return wire.LibraryMoveResp{}, m.fail(ErrNotFound, "insert it into a mail slot and import it ('cairn library import')", "tape %s is not in library %s", req.Barcode, m.cfg.Name)
 			case e.Kind == changer.KindDrive:
-				return wire.LibraryMoveResp{}, wire.Errorf(wire.CodeWrongState, "unload it first", "tape %s is already in drive %d of library %s", req.Barcode, e.Number, m.cfg.Name)
+				return wire.LibraryMoveResp{}, m.fail(ErrWrongState, "unload it first", "tape %s is already in drive %d of library %s", req.Barcode, e.Number, m.cfg.Name)
 			}
 			slot = e.Number
 		}
 		src, ok := inv.Storage(slot)
 		if !ok || !src.Full {
-			return wire.LibraryMoveResp{}, wire.Errorf(wire.CodeNotFound, "name a full slot ('cairn library status')", "slot %d of library %s holds no tape", slot, m.cfg.Name)
+			return wire.LibraryMoveResp{}, m.fail(ErrNotFound, "name a full slot ('cairn library status')", "slot %d of library %s holds no tape", slot, m.cfg.Name)
 		}
 		err = m.withDrive(ctx, req.Drive, "loading "+src.Barcode, func(d *drive) error {
 			if err := robot(func(rctx context.Context) error { return m.changer.Load(rctx, slot, d.n) }); err != nil {
@@ -128,7 +128,7 @@ func (m *Manager) Move(ctx context.Context, req wire.LibraryMoveReq) (wire.Libra
 		err = m.withDrive(ctx, req.Drive, "unloading", func(d *drive) error {
 			cur, _ := inv.Drive(d.n)
 			if !cur.Full {
-				return wire.Errorf(wire.CodeNotFound, "", "drive %d of library %s is empty", d.n, m.cfg.Name)
+				return m.fail(ErrNotFound, "", "drive %d of library %s is empty", d.n, m.cfg.Name)
 			}
 			mv, err := m.eject(ctx, d, cur, req.Slot)
 			if err == nil {
@@ -160,7 +160,7 @@ func (m *Manager) Move(ctx context.Context, req wire.LibraryMoveReq) (wire.Libra
 	case wire.MoveOnline:
 		err = m.online(ctx, req.Drive)
 	default:
-		return wire.LibraryMoveResp{}, wire.Errorf(wire.CodeInvalidArgument, "use load, unload, transfer, import, export or online", "library move %q is not known", req.Op)
+		return wire.LibraryMoveResp{}, m.fail(ErrInvalid, "use load, unload, transfer, import, export or online", "library move %q is not known", req.Op)
 	}
 	if err != nil {
 		return wire.LibraryMoveResp{Moves: moves}, libErr(err)
@@ -172,7 +172,7 @@ func (m *Manager) Move(ctx context.Context, req wire.LibraryMoveReq) (wire.Libra
 // drive is refused: its tape is in use.
 func (m *Manager) withDrive(ctx context.Context, n int, doing string, fn func(d *drive) error) error {
 	if n < 0 || n >= len(m.drives) {
-		return wire.Errorf(wire.CodeInvalidArgument, "", "library %s has drives 0 to %d, not %d", m.cfg.Name, len(m.drives)-1, n)
+		return m.fail(ErrInvalid, "", "library %s has drives 0 to %d, not %d", m.cfg.Name, len(m.drives)-1, n)
 	}
 	d := m.drives[n]
 	m.mu.Lock()
@@ -180,7 +180,7 @@ func (m *Manager) withDrive(ctx context.Context, n int, doing string, fn func(d 
 	case stateBusy:
 		use := d.use()
 		m.mu.Unlock()
-		return wire.Errorf(wire.CodeWrongState, "wait for the job to finish ('cairn library status' shows the drive), or cancel it",
+		return m.fail(ErrWrongState, "wait for the job to finish ('cairn library status' shows the drive), or cancel it",
 			"drive %d of library %s is in use (%s); its tape cannot be moved now", n, m.cfg.Name, use)
 	case stateIdle:
 		d.state, d.doing = stateBusy, doing
@@ -214,7 +214,7 @@ func (m *Manager) eject(ctx context.Context, d *drive, cur changer.Element, slot
 	}
 	if err := m.changer.Unload(rctx, d.n, slot); err != nil {
 		if errors.Is(err, changer.ErrNoHomeSlot) {
-			return wire.TapeMove{}, wire.Errorf(wire.CodeInvalidArgument, "name the slot to unload to (--slot)", "library %s does not know the home slot of tape %s in drive %d", m.cfg.Name, cur.Barcode, d.n)
+			return wire.TapeMove{}, m.fail(ErrInvalid, "name the slot to unload to (--slot)", "library %s does not know the home slot of tape %s in drive %d", m.cfg.Name, cur.Barcode, d.n)
 		}
 		return wire.TapeMove{}, err
 	}
@@ -238,16 +238,16 @@ func (m *Manager) export(ctx context.Context, inv *changer.Inventory, req wire.L
 	if barcode == "" {
 		e, ok := inv.Storage(req.Slot)
 		if !ok || !e.Full {
-			return nil, wire.Errorf(wire.CodeNotFound, "name a full slot or a barcode", "slot %d of library %s holds no tape", req.Slot, m.cfg.Name)
+			return nil, m.fail(ErrNotFound, "name a full slot or a barcode", "slot %d of library %s holds no tape", req.Slot, m.cfg.Name)
 		}
 		if e.Barcode == "" {
-			return nil, wire.Errorf(wire.CodeInvalidArgument, "export it by moving it to a mail slot ('cairn library transfer')", "the tape in slot %d of library %s has no readable barcode", req.Slot, m.cfg.Name)
+			return nil, m.fail(ErrInvalid, "export it by moving it to a mail slot ('cairn library transfer')", "the tape in slot %d of library %s has no readable barcode", req.Slot, m.cfg.Name)
 		}
 		barcode = e.Barcode
 	}
 	e, ok := inv.Find(barcode)
 	if !ok {
-		return nil, wire.Errorf(wire.CodeNotFound, "", "tape %s is not in library %s", barcode, m.cfg.Name)
+		return nil, m.fail(ErrNotFound, "", "tape %s is not in library %s", barcode, m.cfg.Name)
 	}
 	var moves []wire.TapeMove
 	do := func() error {
@@ -286,7 +286,7 @@ func (m *Manager) export(ctx context.Context, inv *changer.Inventory, req wire.L
 // online brings an offline drive back once it answers a status.
 func (m *Manager) online(ctx context.Context, n int) error {
 	if n < 0 || n >= len(m.drives) {
-		return wire.Errorf(wire.CodeInvalidArgument, "", "library %s has drives 0 to %d, not %d", m.cfg.Name, len(m.drives)-1, n)
+		return m.fail(ErrInvalid, "", "library %s has drives 0 to %d, not %d", m.cfg.Name, len(m.drives)-1, n)
 	}
 	d := m.drives[n]
 	m.mu.Lock()
@@ -313,7 +313,7 @@ func (m *Manager) online(ctx context.Context, n int) error {
 			m.setOffline(d, err)
 		}
 		m.mu.Unlock()
-		return wire.Errorf(wire.CodeDriveOffline, fmt.Sprintf("check drive %d (%s) and retry", n, d.device), "drive %d of library %s still does not answer: %v", n, m.cfg.Name, err)
+		return m.fail(ErrDriveOffline, fmt.Sprintf("check drive %d (%s) and retry", n, d.device), "drive %d of library %s still does not answer: %w", n, m.cfg.Name, err)
 	}
 	m.mu.Lock()
 	d.state, d.reason = stateIdle, ""
