@@ -17,42 +17,21 @@ import (
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/disk"
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// session is one backup stream being written.
+// session is one backup stream being written: the stream and its pool's
+// side of it, whatever the medium.
 type session struct {
-	n      *Node
-	log    *slog.Logger
-	t      ticket.Ticket
-	pool   *disk.Pool
-	opened []*openedVolume // every volume this session appended to, in order
-
-	// A tape pool's session: its library, every tape it wrote, the
-	// figures of the tapes released, and what the next acquire reports
-	// about the tape given up (WriterOptions.Lost).
-	tape      *TapePoolConfig
-	lib       *library.Manager
-	tapes     []*openedTape
-	tapeStats wire.TapeStats
-	lostTape  uuid.UUID
-	lostWhy   error
-}
-
-// openedVolume remembers where a session started on a volume, so a failed
-// session can be cut off and leave the volume as it was.
-type openedVolume struct {
-	app   *disk.Appender
-	name  string
-	start int64
+	stream
+	app appendSession // nil until the pool is known
 }
 
 func (n *Node) backup(ctx context.Context, log *slog.Logger, conn *dataplane.Conn, t ticket.Ticket) {
 	n.metrics.streams.WithLabelValues("backup").Inc()
 	defer n.metrics.streams.WithLabelValues("backup").Dec()
-	s := &session{n: n, log: log, t: t}
+	s := &session{stream: stream{n: n, t: t, log: log}}
 	log.Info("backup session started", "pool", t.Pool)
 	res, err := s.run(ctx, conn)
 	if err != nil && ctx.Err() != nil {
@@ -76,31 +55,17 @@ func (n *Node) backup(ctx context.Context, log *slog.Logger, conn *dataplane.Con
 // run writes the stream and commits it; any error leaves nothing committed.
 func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Result, error) {
 	t := s.t
-	s.pool = s.n.pools[t.Pool]
-	if tp, ok := s.n.tapes[t.Pool]; ok && s.pool == nil {
-		s.tape, s.lib = &tp, s.n.libs[tp.Library]
-		if s.lib == nil {
-			return nil, wire.Errorf(wire.CodeInternal, "check the storage node's log", "tape pool %s: library %s is not open", t.Pool, tp.Library)
-		}
-	}
-	if s.pool == nil && s.tape == nil {
+	m := s.n.byPool[t.Pool]
+	if m == nil {
 		return nil, wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s does not serve pool %s", s.n.cfg.ID, t.Pool)
 	}
+	s.app = m.appendTo(&s.stream)
 	var kr wire.KeyGetResp
 	if err := s.n.request(ctx, wire.OpKeyGet, wire.KeyGetReq{JobID: t.JobID, KeyID: t.KeyID}, &kr); err != nil {
 		return nil, fmt.Errorf("get the data key of pool %s: %w", t.Pool, err)
 	}
 	key := &volume.Key{ID: kr.ID, Material: kr.Key}
-	var first volume.Appender
-	var grant wire.VolumeGrant
-	var err error
-	if s.tape != nil {
-		first, grant, err = s.acquireTape(ctx, wire.VolumeAcquireReq{JobID: t.JobID, Pool: t.Pool})
-	} else {
-		var app *disk.Appender
-		app, grant, err = s.acquire(ctx, uuid.Nil)
-		first = app
-	}
+	first, grant, err := s.app.acquire(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -112,15 +77,10 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 		Workers: s.n.cfg.Workers,
 		TempDir: filepath.Join(s.n.cfg.DataDir, "tmp"),
 		Next: func(full volume.Appender) (volume.Appender, error) {
-			if s.tape != nil {
-				return s.nextTape(ctx, full)
-			}
-			app, _, err := s.acquire(ctx, full.VolumeID())
+			app, _, err := s.app.acquire(ctx, full)
 			return app, err
 		},
-		Lost: func(lost volume.Appender, cause error) {
-			s.lostTape, s.lostWhy = lost.VolumeID(), cause
-		},
+		Lost: s.app.lost,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start session: %w", err)
@@ -163,104 +123,30 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 	if err != nil {
 		return nil, err
 	}
-	if s.tape != nil {
-		return s.commitTape(ctx, sessionID, res, end)
-	}
 	return s.commit(ctx, sessionID, res, end)
-}
-
-// acquire asks the servers for a volume to append to and opens it, labeling
-// it first when it is new. full names the volume that just filled up.
-func (s *session) acquire(ctx context.Context, full uuid.UUID) (*disk.Appender, wire.VolumeGrant, error) {
-	var g wire.VolumeGrant
-	req := wire.VolumeAcquireReq{JobID: s.t.JobID, Pool: s.t.Pool, Full: full}
-	for _, o := range s.opened {
-		req.Used = append(req.Used, o.app.VolumeID())
-	}
-	if err := s.n.request(ctx, wire.OpVolumeAcquire, req, &g); err != nil {
-		return nil, g, fmt.Errorf("get a volume in pool %s: %w", s.t.Pool, err)
-	}
-	if g.New {
-		err := s.pool.Create(g.Name, volume.Label{
-			FormatVersion: 1, VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: "disk",
-			BlockSize: g.BlockSize, Created: g.Created,
-		})
-		report := wire.VolumeLabeled{JobID: s.t.JobID, VolumeID: g.ID}
-		if err != nil {
-			report.Error = err.Error()
-		}
-		if rerr := s.n.request(ctx, wire.OpVolumeLabeled, report, nil); rerr != nil && err == nil {
-			err = fmt.Errorf("record the label of volume %s: %w", g.Name, rerr)
-		}
-		if err != nil {
-			return nil, g, fmt.Errorf("label volume %s: %w", g.Name, err)
-		}
-		g.Bytes = int64(g.BlockSize)
-		s.log.Info("labeled volume", "volume", g.Name)
-	}
-	app, err := s.pool.OpenAppend(g.Name, g.ID, g.Bytes)
-	if err != nil {
-		return nil, g, fmt.Errorf("open volume %s: %w", g.Name, err)
-	}
-	if app.TornBytes > 0 {
-		s.log.Warn("cut off an uncommitted tail of a volume (an earlier session did not finish)", "volume", g.Name, "at", g.Bytes, "bytes", app.TornBytes)
-	}
-	s.opened = append(s.opened, &openedVolume{app: app, name: g.Name, start: g.Bytes})
-	return app, g, nil
 }
 
 // commit sends the index and asks the servers to record the backup. The
 // session is durable on its volumes before this, so once the commit request
 // is sent the volumes are never cut back: the servers may have recorded it.
 func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.SessionResult, end dataplane.End) (*dataplane.Result, error) {
-	for _, o := range s.opened {
-		_ = o.app.Close()
-	}
-	req, err := s.sendIndex(ctx, sessionID, res, end)
-	if err != nil {
-		return nil, err
-	}
-	names := map[uuid.UUID]string{}
-	for _, o := range s.opened {
-		names[o.app.VolumeID()] = o.name
-	}
-	s.opened = nil // committed or not, the volumes are no longer cut back
-	return s.sendCommit(ctx, req, res, names)
-}
-
-// sendIndex sends the session's file index and returns the commit request
-// without its parts.
-func (s *session) sendIndex(ctx context.Context, sessionID uuid.UUID, res *volume.SessionResult, end dataplane.End) (wire.SessionCommitReq, error) {
-	segs, err := fitSegments(res.Segments)
-	if err != nil {
-		return wire.SessionCommitReq{}, err
-	}
-	for i, seg := range segs {
-		if err := s.n.request(ctx, wire.OpSessionIndex, wire.SessionIndexReq{
-			JobID: s.t.JobID, No: i, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data,
-		}, nil); err != nil {
-			return wire.SessionCommitReq{}, fmt.Errorf("send file index segment %d: %w", i, err)
-		}
-	}
 	req := wire.SessionCommitReq{
-		JobID: s.t.JobID, SessionID: sessionID, Segments: len(segs), Warnings: end.Warnings, Notes: end.Notes,
+		JobID: s.t.JobID, SessionID: sessionID, Warnings: end.Warnings, Notes: end.Notes,
 		Stats: wire.SessionStats{
 			Entries: res.Entries, Files: res.Files, ContentBytes: res.ContentBytes,
 			StreamBytes: res.StreamBytes, StoredBytes: res.StoredBytes, Blocks: res.Blocks,
 		},
 	}
-	return req, nil
-}
-
-// sendCommit adds the parts to req and asks the servers to record the
-// backup.
-func (s *session) sendCommit(ctx context.Context, req wire.SessionCommitReq, res *volume.SessionResult, names map[uuid.UUID]string) (*dataplane.Result, error) {
+	for _, p := range res.Parts {
+		req.Parts = append(req.Parts, sessionPart(p))
+	}
+	s.app.finish(&req, res)
+	if err := s.sendIndex(ctx, &req, res); err != nil {
+		return nil, err
+	}
+	names := s.app.committing()
 	var volumes []string
 	for _, p := range res.Parts {
-		req.Parts = append(req.Parts, wire.SessionPart{
-			VolumeID: p.VolumeID, Part: p.Part, VolumeStart: p.VolumeStart, DataStart: p.DataStart, End: p.End,
-			StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, FirstSeq: p.FirstSeq, LastSeq: p.LastSeq, Final: p.Final,
-		})
 		if name, ok := names[p.VolumeID]; ok {
 			volumes = append(volumes, name)
 		}
@@ -269,6 +155,33 @@ func (s *session) sendCommit(ctx context.Context, req wire.SessionCommitReq, res
 		return nil, fmt.Errorf("commit the session: %w", err)
 	}
 	return &dataplane.Result{JobID: s.t.JobID, Stats: req.Stats, Volumes: volumes}, nil
+}
+
+// sendIndex sends the session's file index, and counts its segments in
+// req.
+func (s *session) sendIndex(ctx context.Context, req *wire.SessionCommitReq, res *volume.SessionResult) error {
+	segs, err := fitSegments(res.Segments)
+	if err != nil {
+		return err
+	}
+	for i, seg := range segs {
+		if err := s.n.request(ctx, wire.OpSessionIndex, wire.SessionIndexReq{
+			JobID: s.t.JobID, No: i, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data,
+		}, nil); err != nil {
+			return fmt.Errorf("send file index segment %d: %w", i, err)
+		}
+	}
+	req.Segments = len(segs)
+	return nil
+}
+
+// sessionPart is where a part the session writer wrote lies, as the
+// servers record it: every field of the part, Torn with them.
+func sessionPart(p volume.PartResult) wire.SessionPart {
+	return wire.SessionPart{
+		VolumeID: p.VolumeID, Part: p.Part, VolumeStart: p.VolumeStart, DataStart: p.DataStart, End: p.End,
+		StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, FirstSeq: p.FirstSeq, LastSeq: p.LastSeq, Final: p.Final,
+	}
 }
 
 // fitSegments re-cuts index segments that would not fit one NATS message.
@@ -299,21 +212,16 @@ func fitSegments(in []fileindex.Segment) ([]fileindex.Segment, error) {
 	return out, nil
 }
 
-// fail cuts every volume back to where the session started on it, tells the
-// servers, and returns the error for the agent.
+// fail cuts every volume back to where the session started on it, tells
+// the servers, and returns the error for the agent.
 func (s *session) fail(ctx context.Context, err error) *wire.Error {
 	we := s.classify(err)
 	if s.n.isHandingBack() {
 		we = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the backup and handed it back (%s)", s.n.cfg.ID, we.Message)
 	}
-	s.releaseTapes(err)
-	for _, o := range s.opened {
-		if terr := o.app.Truncate(o.start); terr != nil {
-			s.log.Error("could not cut a failed session off its volume; the next session on it will", "volume", o.name, "err", terr)
-		}
-		_ = o.app.Close()
+	if s.app != nil {
+		s.app.rollback(err)
 	}
-	s.opened = nil
 	// The servers must hear of it even if the job's context is gone.
 	actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -328,12 +236,13 @@ func (s *session) classify(err error) *wire.Error {
 		return we
 	}
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		dir := ""
-		if s.pool != nil {
-			dir = s.pool.Dir
+		where := "the pool's filesystem"
+		var se *disk.SpaceError
+		if errors.As(err, &se) {
+			where = se.Dir
 		}
 		return wire.Errorf(wire.CodePoolFull,
-			fmt.Sprintf("free space in %s (or move the pool to a larger filesystem), then rerun the job; earlier backups are intact", dir),
+			fmt.Sprintf("free space in %s (or move the pool to a larger filesystem), then rerun the job; earlier backups are intact", where),
 			"disk pool %s on storage node %s is full: %w", s.t.Pool, s.n.cfg.ID, err)
 	}
 	var pe *fileindex.OrderError

@@ -5,7 +5,19 @@
 // client, for what a connection may write or read, and it talks to the
 // servers only over NATS (package wire): it never imports package server.
 //
-// Tape (tapebackup.go, taperestore.go, spool.go): the node owns its
+// Media (medium.go): a backup session and a restore see a pool only
+// through the medium interface, which the disk pool (diskpool.go) and the
+// tape pool (tapepool.go, spool.go) implement; backup.go and restore.go
+// never ask which one they have. To add a medium (SFTP, S3): write its
+// file (its pool config, and a type that implements medium, appendSession
+// and partReader as medium.go's contract says), give Config a list of its
+// pools and New the line that makes a medium of each, and add one line to
+// the table of media_test.go, whose scenario (backup, restore, rollback)
+// every medium must pass; its appender runs volumetest's suite in its own
+// package, as disk, tape and the spool do. DESIGN.md has the structs, the
+// goroutines and the locks.
+//
+// Tape (tapepool.go, spool.go): the node owns its
 // libraries through package library. A backup to a tape pool asks the
 // servers for a tape (waiting, with the reason reported, while the pool
 // has none), mounts it and appends a session part; at early warning it

@@ -52,7 +52,7 @@ func TestLibraryErrorsGetTheirCodeAtTheEdge(t *testing.T) {
 // A backup's failure keeps its cause for the node's log and the tests
 // while the servers get the code.
 func TestClassifyKeepsTheCause(t *testing.T) {
-	s := &session{n: &Node{cfg: Config{ID: "sn1"}}, t: ticket.Ticket{Pool: "Default"}}
+	s := &session{stream: stream{n: &Node{cfg: Config{ID: "sn1"}}, t: ticket.Ticket{Pool: "Default"}}}
 	cause := &os.PathError{Op: "write", Path: "/p/v.cvol", Err: syscall.ENOSPC}
 	we := s.classify(fmt.Errorf("write volume: %w", cause))
 	var pe *os.PathError

@@ -57,12 +57,8 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	for name, p := range c.n.pools {
-		free, total, err := p.Usage()
-		if err != nil {
-			continue
-		}
-		ch <- prometheus.MustNewConstMetric(descPoolFree, prometheus.GaugeValue, float64(free), c.n.cfg.ID, name)
-		ch <- prometheus.MustNewConstMetric(descPoolTotal, prometheus.GaugeValue, float64(total), c.n.cfg.ID, name)
+	for _, u := range c.n.usage() {
+		ch <- prometheus.MustNewConstMetric(descPoolFree, prometheus.GaugeValue, float64(u.FreeBytes), c.n.cfg.ID, u.Name)
+		ch <- prometheus.MustNewConstMetric(descPoolTotal, prometheus.GaugeValue, float64(u.TotalBytes), c.n.cfg.ID, u.Name)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,7 +19,6 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/internal/buildinfo"
-	"github.com/cairnbackup/cairn/media/disk"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/storagenode/library"
@@ -32,10 +32,15 @@ var Version = buildinfo.Version()
 
 // Node is a running storage node.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	pools   map[string]*disk.Pool
-	tapes   map[string]TapePoolConfig // tape pools by name
+	cfg Config
+	log *slog.Logger
+	// media are the node's pools, in the order of its configuration
+	// (disk pools, then tape pools), and byPool the same by name;
+	// readers are what reads a restore's parts: the pools, and a reader
+	// for each library no tape pool names. None changes once New made it.
+	media   []medium
+	byPool  map[string]medium
+	readers []medium
 	libs    map[string]*library.Manager
 	guard   *ticket.Guard
 	metrics *metrics
@@ -81,11 +86,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("storage node data directory: %w", err)
 	}
-	n := &Node{cfg: cfg, log: logger, pools: map[string]*disk.Pool{}, conns: map[net.Conn]struct{}{}, jobs: map[uint64]*jobStream{},
-		tapes: map[string]TapePoolConfig{}, libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1)}
-	for _, p := range cfg.TapePools {
-		n.tapes[p.Name] = p
-	}
+	n := &Node{cfg: cfg, log: logger, byPool: map[string]medium{}, conns: map[net.Conn]struct{}{}, jobs: map[uint64]*jobStream{},
+		libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1)}
 	if err := n.claimSpoolDirs(); err != nil {
 		return nil, err
 	}
@@ -94,7 +96,16 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 			n.releaseSpoolDirs()
 			return nil, fmt.Errorf("disk pool %s: %w", p.Name, err)
 		}
-		n.pools[p.Name] = &disk.Pool{Name: p.Name, Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes}
+		n.addMedium(p.Name, newDiskPool(p))
+	}
+	for _, p := range cfg.TapePools {
+		n.addMedium(p.Name, newTapePool(n, p))
+	}
+	n.readers = append(n.readers, n.media...)
+	for _, lc := range cfg.Libraries {
+		if !slices.ContainsFunc(cfg.TapePools, func(p TapePoolConfig) bool { return p.Library == lc.Name }) {
+			n.readers = append(n.readers, newTapePool(n, TapePoolConfig{Library: lc.Name}))
+		}
 	}
 	cert, fp, err := dataplane.LoadOrCreateCert(cfg.DataDir, cfg.ID)
 	if err != nil {
@@ -169,7 +180,7 @@ func (n *Node) Start(ctx context.Context) error {
 		defer n.wg.Done()
 		n.heartbeatLoop(ctx)
 	}()
-	n.log.Info("storage node started", "data_addr", n.DataAddr(), "pools", len(n.pools), "tape_pools", len(n.tapes), "libraries", len(n.libs))
+	n.log.Info("storage node started", "data_addr", n.DataAddr(), "pools", len(n.cfg.Pools), "tape_pools", len(n.cfg.TapePools), "libraries", len(n.libs))
 	return nil
 }
 
@@ -210,7 +221,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 			return wire.TapeLabelResult{}, err
 		}
 		l := volume.Label{FormatVersion: volume.FormatVersion, VolumeID: o.VolumeID, Name: o.Name, Barcode: o.Barcode,
-			Pool: o.Pool, BlockSize: o.BlockSize, Created: o.Created, MediaType: "tape"}
+			Pool: o.Pool, BlockSize: o.BlockSize, Created: o.Created, MediaType: mediaTape}
 		params := o
 		params.RequestID, params.Created = "", time.Time{} // a repeat from another leader has its own clock
 		return remember(&n.orders, ctx, "label", o.RequestID, params, func() (wire.TapeLabelResult, error) {
@@ -321,11 +332,26 @@ func (n *Node) reportLoop(ctx context.Context) {
 	}
 }
 
+func (n *Node) addMedium(pool string, m medium) {
+	n.media = append(n.media, m)
+	n.byPool[pool] = m
+}
+
+// readerOf is the medium that reads part p of a restore, nil for none.
+func (n *Node) readerOf(p wire.ReadPart) medium {
+	for _, m := range n.readers {
+		if m.reads(p) {
+			return m
+		}
+	}
+	return nil
+}
+
 func (n *Node) usage() []wire.PoolUsage {
 	var out []wire.PoolUsage
-	for name, p := range n.pools {
-		if free, total, err := p.Usage(); err == nil {
-			out = append(out, wire.PoolUsage{Name: name, FreeBytes: free, TotalBytes: total})
+	for _, m := range n.media {
+		if u, ok := m.usage(); ok {
+			out = append(out, u)
 		}
 	}
 	return out
@@ -407,11 +433,8 @@ func (n *Node) register(ctx context.Context) error {
 	fp := n.fingerprint
 	n.mu.Unlock()
 	req := wire.NodeRegisterReq{ID: n.cfg.ID, DataAddr: n.DataAddr(), CertSHA256: fp, Version: Version}
-	for _, p := range n.cfg.Pools {
-		req.Pools = append(req.Pools, wire.NodePool{Name: p.Name, Type: "disk", Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes})
-	}
-	for _, p := range n.cfg.TapePools {
-		req.Pools = append(req.Pools, wire.NodePool{Name: p.Name, Type: "tape", Library: p.Library})
+	for _, m := range n.media {
+		req.Pools = append(req.Pools, m.register())
 	}
 	for _, lc := range n.cfg.Libraries {
 		if m := n.libs[lc.Name]; m != nil {

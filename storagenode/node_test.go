@@ -329,8 +329,7 @@ func TestAgentVanishingMidStreamCutsTheSessionOff(t *testing.T) {
 }
 
 func TestClassifyNamesThePool(t *testing.T) {
-	s := &session{n: &Node{cfg: Config{ID: "sn1"}}, t: ticket.Ticket{Pool: "Default"}}
-	s.pool = nil
+	s := &session{stream: stream{n: &Node{cfg: Config{ID: "sn1"}}, t: ticket.Ticket{Pool: "Default"}}}
 	we := s.classify(&os.PathError{Op: "write", Path: "/p/v.cvol", Err: syscall.ENOSPC})
 	if we.Code != wire.CodePoolFull || !strings.Contains(we.Message, "disk pool Default on storage node sn1 is full") || we.Hint == "" {
 		t.Fatalf("%+v", we)

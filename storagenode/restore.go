@@ -26,13 +26,15 @@ const recordBatch = 1 << 20
 func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Conn, t ticket.Ticket) {
 	n.metrics.streams.WithLabelValues("restore").Inc()
 	defer n.metrics.streams.WithLabelValues("restore").Dec()
-	r := &reader{n: n, log: log, t: t, conn: conn, keys: map[string]*volume.Key{}}
+	r := &reader{stream: stream{n: n, t: t, log: log}, conn: conn, keys: map[string]*volume.Key{}, media: map[medium]partReader{}}
 	err := r.run(ctx)
 	if err != nil {
 		err = r.streamError(ctx, err)
 	}
-	// The drive goes back before anything else: another job may wait for it.
-	r.releaseTape(err)
+	// A drive goes back before anything else: another job may wait for it.
+	for _, pr := range r.media {
+		pr.release(err)
+	}
 	outcome := "success"
 	if err != nil {
 		outcome = "failed"
@@ -69,13 +71,15 @@ func (r *reader) streamError(ctx context.Context, err error) error {
 }
 
 type reader struct {
-	n     *Node
-	log   *slog.Logger
-	t     ticket.Ticket
+	stream
 	conn  *dataplane.Conn
 	keys  map[string]*volume.Key
 	batch []byte
-	held  *heldTape // the tape mounted last, kept while reads need it
+	// media are the media the stream read from, each with what it keeps
+	// between reads (a mounted tape); cur is the last one, the only one
+	// that keeps anything.
+	media map[medium]partReader
+	cur   medium
 }
 
 func (r *reader) run(ctx context.Context) error {
@@ -194,47 +198,33 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccou
 		// wrong with the volumes, and the job fails with what is.
 		return &stopStream{err}
 	}
-	names := map[uuid.UUID]wire.ReadPart{}
+	type volumePart struct {
+		part wire.ReadPart
+		pr   partReader
+	}
+	vols := map[uuid.UUID]volumePart{}
 	refs := make([]volume.PartRef, 0, len(rr.Parts))
+	opts := volume.ReaderOptions{Workers: r.n.cfg.Workers}
 	for _, p := range rr.Parts {
-		if p.MediaType == "tape" {
-			if _, err := r.n.library(p.Library); err != nil {
-				return &unreadableError{volume: p.Volume, err: fmt.Errorf("storage node %s has no library %s, which holds tape %s", r.n.cfg.ID, p.Library, p.Barcode)}
-			}
-		} else if r.n.pools[p.Pool] == nil {
-			return &unreadableError{volume: p.Volume, err: fmt.Errorf("storage node %s does not serve pool %s", r.n.cfg.ID, p.Pool)}
+		pr, err := r.partReader(p)
+		if err != nil {
+			return err
 		}
-		names[p.VolumeID] = p
+		pr.tune(&opts)
+		vols[p.VolumeID] = volumePart{p, pr}
 		refs = append(refs, volume.PartRef{VolumeID: p.VolumeID, VolumeStart: p.VolumeStart, DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd})
 	}
 	// The session reader owns what this opens and closes it when done.
 	open := func(id uuid.UUID) (io.ReaderAt, error) {
-		p, ok := names[id]
+		v, ok := vols[id]
 		if !ok {
 			return nil, fmt.Errorf("volume %s is not part of session %s", id, rr.SessionID)
 		}
-		if p.MediaType == "tape" {
-			return &tapeVolume{r: r, ctx: ctx, part: p}, nil
-		}
-		f, _, err := r.n.pools[p.Pool].OpenRead(p.Volume)
-		if err != nil {
-			return nil, &unreadableError{volume: p.Volume, err: err}
-		}
-		return f, nil
+		return v.pr.open(ctx, v.part)
 	}
 	locs := make([]fileindex.Location, len(rr.Locs))
 	for i, l := range rr.Locs {
 		locs[i] = l.Loc
-	}
-	opts := volume.ReaderOptions{Workers: r.n.cfg.Workers}
-	for _, p := range rr.Parts {
-		if p.MediaType == "tape" {
-			// Reading on costs a tape far less than a locate; and the part
-			// header, a locate away from the file wanted, is read only if
-			// a block does not decrypt.
-			opts.SeekGap = 256 << 20
-			opts.CheckKeyLazily = true
-		}
 	}
 	sr := volume.NewSessionReader(rr.SessionID, key, refs, open, opts)
 	defer sr.Close()
@@ -262,6 +252,32 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccou
 		return nil
 	}
 	return sr.ReadEntries(ctx, locs, onRecord, onDamage)
+}
+
+// partReader is the stream's reader of the medium that holds part p.
+// Going on to another medium's parts releases what the last one kept.
+func (r *reader) partReader(p wire.ReadPart) (partReader, error) {
+	m := r.n.readerOf(p)
+	if m == nil {
+		where := "pool " + p.Pool
+		if p.MediaType != "" {
+			where = p.MediaType + " " + where
+		}
+		if p.Library != "" {
+			where += " in library " + p.Library
+		}
+		return nil, &unreadableError{volume: p.Volume, err: fmt.Errorf("storage node %s has no medium that reads it (%s)", r.n.cfg.ID, where)}
+	}
+	if m != r.cur && r.cur != nil {
+		r.media[r.cur].release(nil)
+	}
+	r.cur = m
+	pr := r.media[m]
+	if pr == nil {
+		pr = m.readFrom(&r.stream)
+		r.media[m] = pr
+	}
+	return pr, nil
 }
 
 // sendDamaged names lost entries, in frames of at most MaxDamagedPaths.

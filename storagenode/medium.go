@@ -1,0 +1,112 @@
+package storagenode
+
+import (
+	"context"
+	"io"
+	"log/slog"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/ticket"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// medium is one pool of this node as a backup session and a restore see
+// it, whatever holds its volumes: diskPool (volume files in a directory)
+// and tapePool (the cartridges of a library, through a disk spool or
+// not). backup.go and restore.go know nothing else of the pool; a new
+// medium is a new implementation (see the package doc for the steps).
+//
+// Contract:
+//
+//   - register is the pool as the node announces it to the servers, with
+//     its Type; usage is its free and total bytes, ok false when the
+//     medium cannot tell (a tape pool: the catalog counts its cartridges).
+//   - appendTo starts the pool's side of one backup session of job j.
+//     The session calls what it returns from its own goroutine, one call
+//     at a time (appendSession's contract).
+//   - reads says whether the medium reads part p of a restore: its volume
+//     is on this medium (p.MediaType) where the medium reaches it (a disk
+//     pool by name, a tape pool by library: a tape moved to another
+//     library, or into another pool, is read where it is now).
+//   - readFrom starts the medium's side of one restore stream of job j
+//     (partReader's contract).
+//
+// Implementations are shared by every stream of the node at once: the
+// per-stream state lives in what appendTo and readFrom return, and a
+// medium itself changes nothing after the node starts (a session's block
+// size, for one, is its grant's, never written into the medium).
+type medium interface {
+	register() wire.NodePool
+	usage() (u wire.PoolUsage, ok bool)
+	appendTo(j *stream) appendSession
+	reads(p wire.ReadPart) bool
+	readFrom(j *stream) partReader
+}
+
+// appendSession is a medium's side of one backup session: the volumes it
+// appends to, from the first acquire to rollback or commit. Calls come
+// from one goroutine, in this order: acquire (the first volume), then
+// acquire again and lost as the session writer fills or loses volumes
+// (volume.WriterOptions.Next and Lost), then either rollback, or finish
+// and committing (and rollback still, if sending the commit fails before
+// committing).
+type appendSession interface {
+	// acquire asks the servers for a volume of the pool to append to,
+	// prepares it (labels a new disk volume; mounts a tape, waiting with
+	// the reason reported while the pool has none) and returns it open
+	// at its committed end, with the servers' grant (the first grant's
+	// compression and block raw size are the session's). done is nil for
+	// the first volume; else the volume the writer is done with: full, or
+	// lost to a medium error (lost was called with it first), which
+	// acquire gives up and reports to the servers with the request.
+	acquire(ctx context.Context, done volume.Appender) (volume.Appender, wire.VolumeGrant, error)
+	// lost is told of a volume the writer gave up after a medium error,
+	// with the error (volume.WriterOptions.Lost).
+	lost(v volume.Appender, cause error)
+	// finish is called once the session is durable on its volumes, before
+	// its index and commit go to the servers. It gives back what other
+	// jobs may wait for (a tape's drive) and adds what the medium reports
+	// to the commit (a tape's drive figures).
+	finish(req *wire.SessionCommitReq, res *volume.SessionResult)
+	// committing is called just before the commit is sent: from then on
+	// the volumes are never cut back, since the servers may have
+	// recorded the session. It names every volume the session wrote, by
+	// id.
+	committing() map[uuid.UUID]string
+	// rollback undoes a failed session, before finish or after it: each
+	// volume is cut back to where the session started on it (or left
+	// past the catalog's committed end, for the next session to
+	// overwrite) and released. cause is the session's failure. It is
+	// a no-op after committing.
+	rollback(cause error)
+}
+
+// partReader is a medium's side of one restore stream: it opens the
+// volumes of the parts it reads for the session reader. Calls come from
+// the stream's goroutine.
+type partReader interface {
+	// open opens the volume of part p (a part this medium reads) for the
+	// session reader, which reads it with ReadAt and closes it when it is
+	// an io.Closer. A volume this node cannot read (missing, not
+	// mountable, its library gone) is an *unreadableError: the entries of
+	// the read are lost, not the stream.
+	open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error)
+	// tune sets what reads this medium best in o (a tape reads on rather
+	// than locates, and checks the key only when a block does not open).
+	tune(o *volume.ReaderOptions)
+	// release gives back what the stream holds between reads (a mounted
+	// tape): when the stream ends, with its failure, or when it goes on
+	// to another medium's parts, with nil.
+	release(err error)
+}
+
+// stream is what a medium needs of the data stream it serves: the node
+// (its requests and reports to the servers, its settings), the stream's
+// ticket and its log.
+type stream struct {
+	n   *Node
+	t   ticket.Ticket
+	log *slog.Logger
+}
