@@ -20,6 +20,7 @@ import (
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/media/volume/volumetest"
 	"github.com/cairnbackup/cairn/storagenode/library"
 )
 
@@ -282,6 +283,48 @@ func TestSpoolOverrunMovesOn(t *testing.T) {
 		t.Fatalf("spool files left: %v", left)
 	}
 	checkSession(t, sid, res, rig.opener(), fs)
+}
+
+// The spool is an Appender, a recoverable one, to the session writer as
+// a tape is: it runs the contract suite, failure of the tape under it
+// included. Small chunks make the despooler hand off many times; the
+// cartridge of a volume with a limit has room in its early warning zone
+// for the two chunks the despooler may still write after the warning.
+func TestSpoolAppenderContract(t *testing.T) {
+	rig := newTapeRig(t)
+	const chunk = 128 << 10
+	volumetest.TestAppender(t, volumetest.Medium{
+		New: func(t *testing.T, limit int64) volume.Appender {
+			capacity, zone := int64(1<<30), int64(64<<20)
+			if limit > 0 {
+				capacity, zone = limit, limit/2
+			}
+			sp, err := newSpool(rig.volume(capacity, zone), filepath.Join(t.TempDir(), "spool"), chunk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sp.Close() })
+			return sp
+		},
+		Read: func(t *testing.T, id uuid.UUID) (io.ReaderAt, int64) {
+			lay, err := tape.MapVolume(testCtx(t), rig.drives[id])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tape.NewReader(testCtx(t), rig.drives[id], lay.BlockSize, lay.PartStarts(), tape.ReaderOptions{Size: lay.End}), lay.End
+		},
+		Fail: func(t *testing.T, id uuid.UUID) {
+			p, err := rig.drives[id].Position(testCtx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var bad []int64
+			for b := p.Block; b < p.Block+4096; b++ {
+				bad = append(bad, b)
+			}
+			rig.drives[id].SetFaults(tape.Faults{MediumErrorAt: bad})
+		},
+	})
 }
 
 // A medium error under the despooler: the part on that tape ends at its

@@ -70,7 +70,29 @@ func (m *tapeMedium) medium() volumetest.Medium {
 		Read: func(t *testing.T, id uuid.UUID) (io.ReaderAt, int64) {
 			return readVolume(t, m.drive(id), tape.ReaderOptions{})
 		},
+		Fail: func(t *testing.T, id uuid.UUID) {
+			e, ok := m.drive(id).(*tape.Emulator)
+			if !ok {
+				t.Fatalf("volume %s is in a %T, which takes no faults", id, m.drive(id))
+			}
+			failFrom(t, e)
+		},
 	}
+}
+
+// failFrom makes every block of the emulated drive's tape from where it
+// is now a medium error.
+func failFrom(t *testing.T, e *tape.Emulator) {
+	t.Helper()
+	p, err := e.Position(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad []int64
+	for b := p.Block; b < p.Block+4096; b++ {
+		bad = append(bad, b)
+	}
+	e.SetFaults(tape.Faults{MediumErrorAt: bad})
 }
 
 // readVolume maps the volume with no catalog and returns a reader of it.
@@ -100,7 +122,9 @@ func TestTapeAppenderContract(t *testing.T) {
 		volumetest.TestAppender(t, (&tapeMedium{newDrive: emulatorDrives, drives: map[uuid.UUID]tape.Drive{}}).medium())
 	})
 	t.Run("Linux", func(t *testing.T) {
-		volumetest.TestAppender(t, (&tapeMedium{newDrive: linuxDrives, drives: map[uuid.UUID]tape.Drive{}}).medium())
+		m := (&tapeMedium{newDrive: linuxDrives, drives: map[uuid.UUID]tape.Drive{}}).medium()
+		m.Fail = nil // the faked st takes no faults; the emulator's run covers the failure
+		volumetest.TestAppender(t, m)
 	})
 }
 

@@ -44,12 +44,17 @@ const MaxBlockBytes = HeaderSize + maxPayload
 // WriterOptions.Next gives.
 //
 // Contract: Durable is the volume offset up to which every byte written
-// is on the medium; after the failure, the bytes past it are not (or not
-// for sure). ReadBack copies into p the bytes written at volume offset
-// off; it serves any range from Durable() - MaxBlockBytes (but not before
-// the first byte this Appender wrote) to Offset(), also after a failure,
-// so the writer can send again a block whose start is on the medium and
-// whose end is not.
+// is on the medium; it never moves back, and after a Sync that leaves
+// Offset on a multiple of BlockSize it is Offset. After the failure, the
+// bytes past it are not on the medium (or not for sure). ReadBack copies
+// into p the bytes written at volume offset off; at rest (after a Sync
+// returned, or after a Write or Sync failed: never while an Appender
+// that writes behind its caller, such as the storage node's spool, may
+// still be writing) it serves any range from Durable() - MaxBlockBytes
+// (but not before the first byte this Appender wrote) to Offset(), so
+// the writer can send again a block whose start is on the medium and
+// whose end is not. volumetest's Recoverable subtest holds an
+// implementation to this.
 type RecoverableAppender interface {
 	Appender
 	Durable() int64

@@ -1,12 +1,16 @@
 // Package volumetest is the contract test suite of volume.Appender: every
-// medium (disk, SFTP, tape) runs it in a few lines, so they all keep the
-// contract the session writer relies on.
+// medium (disk, SFTP, tape, the storage node's tape spool) runs it in a
+// few lines, so they all keep the contract the session writer relies on.
+// An Appender that is also a volume.RecoverableAppender runs the
+// recoverable half of the contract too (Durable, ReadBack), and with
+// Medium.Fail set, across a failure of the medium.
 package volumetest
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -26,6 +30,12 @@ type Medium struct {
 	New func(t *testing.T, limit int64) volume.Appender
 	// Read returns what has been written to the volume, to check it.
 	Read func(t *testing.T, id uuid.UUID) (io.ReaderAt, int64)
+	// Fail, for a medium whose Appenders are recoverable, makes volume
+	// id's medium fail every write from where it is now on, as a bad
+	// spot of a tape does: a write to it fails with an error that
+	// errors.Is finds volume.ErrMediumLost in. Nil leaves the failure
+	// out of the recoverable subtest.
+	Fail func(t *testing.T, id uuid.UUID)
 }
 
 // TestAppender runs the contract tests.
@@ -33,6 +43,110 @@ func TestAppender(t *testing.T, m Medium) {
 	t.Run("Offset", func(t *testing.T) { testOffset(t, m) })
 	t.Run("Session", func(t *testing.T) { testSession(t, m) })
 	t.Run("Spanning", func(t *testing.T) { testSpanning(t, m) })
+	probe := m.New(t, 0)
+	if _, ok := probe.(volume.RecoverableAppender); ok {
+		t.Run("Recoverable", func(t *testing.T) { testRecoverable(t, m) })
+	} else if m.Fail != nil {
+		t.Errorf("Medium.Fail is set, but its Appender %T is not a volume.RecoverableAppender", probe)
+	}
+}
+
+// testRecoverable holds a RecoverableAppender to its half of the
+// contract: Durable never moves back and never passes Offset, and is
+// Offset after a Sync on a block boundary; at rest (after a Sync, or
+// after the write the medium failed, which errors.Is finds
+// volume.ErrMediumLost in) ReadBack gives back what was written from
+// Durable minus MaxBlockBytes (or the first byte written) to Offset.
+func testRecoverable(t *testing.T, m Medium) {
+	a := m.New(t, 0)
+	ra := a.(volume.RecoverableAppender)
+	start := a.Offset()
+	if d := ra.Durable(); d != start {
+		t.Fatalf("a new volume is durable up to %d, its offset is %d", d, start)
+	}
+	var written []byte // every byte written, from start
+	rnd := rand.NewChaCha8([32]byte{'r', 'e', 'c'})
+	bs := a.BlockSize()
+	// Whole blocks, as the session writer writes them, and odd sizes.
+	sizes := []int{bs, 3 * bs / 2, 100_000, 7, 4 * bs, bs - 7, 2 * bs}
+	last := start
+	durable := func(when string) int64 {
+		t.Helper()
+		d := ra.Durable()
+		if d < last || d > a.Offset() {
+			t.Fatalf("%s: Durable %d; it was %d, and Offset is %d", when, d, last, a.Offset())
+		}
+		last = d
+		return d
+	}
+	write := func(n int) error {
+		t.Helper()
+		p := make([]byte, n)
+		rnd.Read(p)
+		k, err := a.Write(p)
+		if k < 0 || k > n || (err == nil && k != n) {
+			t.Fatalf("Write of %d bytes = %d, %v", n, k, err)
+		}
+		written = append(written, p[:k]...)
+		if a.Offset() != start+int64(len(written)) {
+			t.Fatalf("Offset %d after writing %d bytes from %d", a.Offset(), len(written), start)
+		}
+		durable(fmt.Sprintf("after writing %d bytes", len(written)))
+		return err
+	}
+	readBack := func(when string) {
+		t.Helper()
+		d := durable(when)
+		from := max(start, d-volume.MaxBlockBytes)
+		got := make([]byte, a.Offset()-from)
+		if err := ra.ReadBack(got, from); err != nil {
+			t.Fatalf("%s: ReadBack from %d to %d (durable %d): %v", when, from, a.Offset(), d, err)
+		}
+		if !bytes.Equal(got, written[from-start:]) {
+			t.Fatalf("%s: ReadBack from %d to %d gave other bytes than were written", when, from, a.Offset())
+		}
+	}
+	for round := range 2 {
+		for i := range 12 {
+			if err := write(sizes[i%len(sizes)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The writer syncs at the end of a part, on a block boundary:
+		// there everything is durable. (Elsewhere a tape holds the
+		// partial record back, to write it whole with what follows.)
+		if rest := a.Offset() % int64(bs); rest != 0 {
+			if err := write(bs - int(rest)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if d := durable("after Sync"); d != a.Offset() {
+			t.Fatalf("after Sync, Durable %d and Offset %d", d, a.Offset())
+		}
+		readBack(fmt.Sprintf("after Sync %d", round+1))
+	}
+	if m.Fail == nil {
+		return
+	}
+	synced := a.Offset()
+	m.Fail(t, a.VolumeID())
+	var err error
+	for i := 0; err == nil && i < 64; i++ {
+		err = write(sizes[i%len(sizes)])
+	}
+	if err == nil {
+		err = a.Sync()
+	}
+	if !errors.Is(err, volume.ErrMediumLost) {
+		t.Fatalf("writing on a failed medium: %v, want an error that is volume.ErrMediumLost", err)
+	}
+	if d := durable("after the failure"); d < synced {
+		t.Fatalf("after the failure, Durable %d is before %d, which a Sync made durable", d, synced)
+	}
+	readBack("after the failure")
 }
 
 func testOffset(t *testing.T, m Medium) {
