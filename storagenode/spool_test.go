@@ -173,7 +173,7 @@ func checkSession(t *testing.T, sid uuid.UUID, res *volume.SessionResult, open v
 	}
 }
 
-func spoolFiles(t *testing.T, dir string) []string {
+func spoolFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	es, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
