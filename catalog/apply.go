@@ -323,19 +323,13 @@ func (a *applier) registerNode(n *StorageNode) error {
 				"storage node %s serves pool %s twice", n.ID, np.Name)
 		}
 		seen[np.Name] = true
-		typ := np.Type
-		if typ == "" {
-			typ = PoolTypeDisk
-		}
-		switch typ {
-		case PoolTypeDisk:
-		case PoolTypeTape:
-			if np.Library != "" && !libs[np.Library] {
-				return refuse(CodeInvalidArgument, "configure the library on the same storage node as its pools",
-					"storage node %s serves tape pool %s in library %s, which it does not own", n.ID, np.Name, np.Library)
-			}
-		default:
+		typ, ok := ParsePoolType(string(np.Type))
+		switch {
+		case !ok:
 			return refuse(CodeInvalidArgument, "use type disk or tape", "pool %s: type %q is not known", np.Name, np.Type)
+		case typ.HasLibrary() && np.Library != "" && !libs[np.Library]:
+			return refuse(CodeInvalidArgument, "configure the library on the same storage node as its pools",
+				"storage node %s serves %s pool %s in library %s, which it does not own", n.ID, typ, np.Name, np.Library)
 		}
 		p, err := a.pool(np.Name)
 		if err != nil {
@@ -348,7 +342,7 @@ func (a *applier) registerNode(n *StorageNode) error {
 				BlockSize: DefaultBlockSize, BlockRawSize: DefaultBlockRawSize, LabelPrefix: np.Name,
 				NextVolume: 1, Compression: true, Created: a.now,
 			}
-			if typ == PoolTypeTape {
+			if !typ.FileBacked() {
 				np.MaxVolumeBytes = 0 // a cartridge ends where its tape does
 			}
 			create = append(create, np)
@@ -356,7 +350,7 @@ func (a *applier) registerNode(n *StorageNode) error {
 		case p.Type != typ:
 			return refuse(CodeInvalidArgument, "give the pool another name in the storage node's configuration",
 				"storage node %s serves pool %s as a %s pool, but it is a %s pool", n.ID, p.Name, typ, p.Type)
-		case typ == PoolTypeTape && p.Library != np.Library:
+		case typ.HasLibrary() && p.Library != np.Library:
 			return refuse(CodeInvalidArgument, "a tape pool lies in one library: give the pool another name",
 				"storage node %s serves pool %s in library %q, but the pool is in library %q", n.ID, p.Name, np.Library, p.Library)
 		}
@@ -430,21 +424,16 @@ func (a *applier) createPool(p *Pool) error {
 		return refuse(CodeAlreadyExists, "choose another name, or list pools with 'cairn pool list'", "pool %s already exists", p.Name)
 	}
 	n := *p
-	if n.Type == "" {
-		n.Type = PoolTypeDisk
-	}
-	switch n.Type {
-	case PoolTypeDisk:
-		if n.Library != "" {
-			return refuse(CodeInvalidArgument, "", "disk pool %s cannot be in library %s", p.Name, p.Library)
-		}
-	case PoolTypeTape:
-		if n.MaxVolumeBytes != 0 {
-			return refuse(CodeInvalidArgument, "leave the maximum volume size unset: a cartridge ends where its tape does",
-				"tape pool %s: a maximum volume size makes no sense", p.Name)
-		}
-	default:
+	typ, ok := ParsePoolType(string(n.Type))
+	n.Type = typ
+	switch {
+	case !ok:
 		return refuse(CodeInvalidArgument, "use type disk or tape", "pool %s: type %q is not known", p.Name, p.Type)
+	case !typ.HasLibrary() && n.Library != "":
+		return refuse(CodeInvalidArgument, "", "%s pool %s cannot be in library %s", typ, p.Name, p.Library)
+	case !typ.FileBacked() && n.MaxVolumeBytes != 0:
+		return refuse(CodeInvalidArgument, "leave the maximum volume size unset: a cartridge ends where its tape does",
+			"%s pool %s: a maximum volume size makes no sense", typ, p.Name)
 	}
 	if n.BlockSize <= 0 {
 		n.BlockSize = DefaultBlockSize
@@ -885,9 +874,9 @@ func (a *applier) createVolume(v *Volume) error {
 	if pool == nil {
 		return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", v.Pool)
 	}
-	if pool.Type == PoolTypeTape {
+	if pool.Type.HasLibrary() {
 		return refuse(CodeInvalidArgument, "label tapes with 'cairn media label'",
-			"pool %s is a tape pool: its volumes are labeled cartridges", pool.Name)
+			"pool %s is a %s pool: its volumes are labeled cartridges", pool.Name, pool.Type)
 	}
 	n := *v
 	if n.Node == "" && len(pool.Nodes) == 1 {
@@ -1177,7 +1166,7 @@ func (a *applier) commitBackup(cm *BackupCommit) error {
 				b.ID, ends[id], v.Name, v.Bytes)
 		}
 		old := *v
-		if v.MediaType == PoolTypeTape {
+		if v.MediaType.Sequential() {
 			// Parts on tape are files after file marks: a reader needs every
 			// part's start to find the block of an offset.
 			for _, st := range starts[id] {

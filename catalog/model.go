@@ -42,11 +42,11 @@ type StorageNode struct {
 // NodePool is a pool as a storage node serves it: a disk pool's directory,
 // or a tape pool's library.
 type NodePool struct {
-	Name           string `json:"name"`
-	Type           string `json:"type,omitempty"` // "" is disk
-	Dir            string `json:"dir,omitempty"`
-	MaxVolumeBytes int64  `json:"max_volume_bytes,omitempty"`
-	Library        string `json:"library,omitempty"`
+	Name           string   `json:"name"`
+	Type           PoolType `json:"type,omitempty"` // "" is disk (ParsePoolType)
+	Dir            string   `json:"dir,omitempty"`
+	MaxVolumeBytes int64    `json:"max_volume_bytes,omitempty"`
+	Library        string   `json:"library,omitempty"`
 }
 
 // NodeLibrary is a tape library a storage node owns.
@@ -58,15 +58,52 @@ type NodeLibrary struct {
 	MailSlots int    `json:"mail_slots"`
 }
 
+// PoolType is the medium of a pool's volumes. Code asks it what it needs
+// to know of the medium (does it write in order, does it belong to a
+// library, is a volume a file) rather than comparing names, so that a new
+// medium is a constant and its answers, not a change wherever a pool's
+// type matters.
+type PoolType string
+
 // Pool types.
 const (
 	// PoolTypeDisk is a pool of volume files in a directory of one storage
 	// node.
-	PoolTypeDisk = "disk"
+	PoolTypeDisk PoolType = "disk"
 	// PoolTypeTape is a pool of labeled cartridges; each volume is one
 	// cartridge of a library, named by its barcode.
-	PoolTypeTape = "tape"
+	PoolTypeTape PoolType = "tape"
 )
+
+// ParsePoolType reads a pool type as a storage node announces it; ""
+// is disk (nodes from before tape pools announced no type).
+func ParsePoolType(s string) (PoolType, bool) {
+	t := PoolType(s)
+	if s == "" {
+		t = PoolTypeDisk
+	}
+	return t, t.Valid()
+}
+
+// Valid says whether t is a type the catalog knows.
+func (t PoolType) Valid() bool { return t == PoolTypeDisk || t == PoolTypeTape }
+
+// Sequential: a volume is written and read in order, its blocks found by
+// position (a tape). A new part starts only at the committed end, and a
+// reader maps a part's offsets to blocks with the start of every part
+// before it (Volume.PartStarts).
+func (t PoolType) Sequential() bool { return t == PoolTypeTape }
+
+// HasLibrary: each volume is a cartridge of a library, labeled ahead of
+// need by an operator ('cairn media label'), named by its barcode and
+// moved between slots, drives, mail slots and the vault.
+func (t PoolType) HasLibrary() bool { return t == PoolTypeTape }
+
+// FileBacked: each volume is a file in a directory of its storage node,
+// created by the node when a backup needs it, with a path; it may be
+// capped by the pool's MaxVolumeBytes (a cartridge ends where its tape
+// does).
+func (t PoolType) FileBacked() bool { return t == PoolTypeDisk }
 
 // ScratchPool holds labeled tapes that belong to no pool yet: a tape pool
 // with no appendable volume takes one of them (OpAssignTape).
@@ -110,8 +147,8 @@ const (
 
 // Pool is a set of volumes written with the same settings and key.
 type Pool struct {
-	Name string `json:"name"`
-	Type string `json:"type"`
+	Name string   `json:"name"`
+	Type PoolType `json:"type"`
 	// Nodes are the storage nodes that serve the pool; each keeps its own
 	// volumes of it, and a backup may go to any of them.
 	Nodes          []string `json:"nodes,omitempty"`
@@ -190,7 +227,7 @@ type Volume struct {
 	Name      string      `json:"name"`
 	Pool      string      `json:"pool"`
 	Node      string      `json:"node,omitempty"`
-	MediaType string      `json:"media_type"`
+	MediaType PoolType    `json:"media_type"`
 	State     VolumeState `json:"state"`
 	// Bytes is the committed end: where the next part may start. Anything
 	// beyond it on the medium is an unfinished session and is overwritten.

@@ -56,7 +56,7 @@ func (a *applier) labelTape(l *TapeLabel, req *RequestKey) error {
 	if pool == nil {
 		return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", l.Pool)
 	}
-	if pool.Type != PoolTypeTape {
+	if !pool.Type.HasLibrary() {
 		return refuse(CodeInvalidArgument, "label tapes into a tape pool (or Scratch)", "pool %s is a %s pool, not a tape pool", pool.Name, pool.Type)
 	}
 	if pool.Library != "" && pool.Library != l.Library {
@@ -64,7 +64,7 @@ func (a *applier) labelTape(l *TapeLabel, req *RequestKey) error {
 			"pool %s lies in library %s, not %s", pool.Name, pool.Library, l.Library)
 	}
 	v := &Volume{
-		ID: l.VolumeID, Name: l.Barcode, Pool: pool.Name, Node: l.Node, MediaType: PoolTypeTape, State: VolumeAppend,
+		ID: l.VolumeID, Name: l.Barcode, Pool: pool.Name, Node: l.Node, MediaType: pool.Type, State: VolumeAppend,
 		Bytes: int64(l.BlockSize), Created: a.now, Barcode: l.Barcode, Library: l.Library, Location: l.Location,
 		BlockSize: l.BlockSize,
 	}
@@ -87,7 +87,7 @@ func (a *applier) tapeByBarcode(library, barcode string) (*Volume, error) {
 	if err != nil || v == nil {
 		return nil, err
 	}
-	if v.MediaType != PoolTypeTape || v.Barcode != barcode {
+	if !v.MediaType.HasLibrary() || v.Barcode != barcode {
 		return nil, nil
 	}
 	if library != "" && v.Library != library && v.Location != LocationVault {
@@ -137,7 +137,7 @@ func (a *applier) assignTape(t *TapeAssign) error {
 		return nil // a retried assignment
 	}
 	switch {
-	case v.MediaType != PoolTypeTape:
+	case !v.MediaType.HasLibrary():
 		return refuse(CodeInvalidArgument, "", "volume %s is not a tape", v.Name)
 	case v.Pool != ScratchPool:
 		return refuse(CodeWrongState, "", "tape %s is in pool %s, not %s", v.Name, v.Pool, ScratchPool)
@@ -153,7 +153,7 @@ func (a *applier) assignTape(t *TapeAssign) error {
 	if pool == nil {
 		return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", t.Pool)
 	}
-	if pool.Type != PoolTypeTape {
+	if !pool.Type.HasLibrary() {
 		return refuse(CodeInvalidArgument, "", "pool %s is not a tape pool", pool.Name)
 	}
 	if pool.Library != "" && pool.Library != v.Library {
@@ -179,7 +179,7 @@ func (s *Store) TapeByBarcode(barcode string) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v.MediaType != PoolTypeTape || v.Barcode != barcode {
+	if !v.MediaType.HasLibrary() || v.Barcode != barcode {
 		return nil, notFound("tape %q is not a volume of the catalog", barcode)
 	}
 	return v, nil

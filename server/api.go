@@ -91,7 +91,7 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 	}
 	resp := wire.PoolListResp{Pools: []wire.PoolInfo{}}
 	for _, p := range pools {
-		info := wire.PoolInfo{Name: p.Name, Type: p.Type, MaxVolumeBytes: p.MaxVolumeBytes, KeyID: p.KeyID}
+		info := wire.PoolInfo{Name: p.Name, Type: string(p.Type), MaxVolumeBytes: p.MaxVolumeBytes, KeyID: p.KeyID}
 		for _, id := range p.Nodes {
 			pn := wire.PoolNode{Name: id}
 			pn.Online, _ = s.online(s.nodes, id)
@@ -99,7 +99,7 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 				for _, np := range n.Pools {
 					if np.Name == p.Name {
 						pn.Dir = np.Dir
-						if np.Type == catalog.PoolTypeTape {
+						if np.Type.HasLibrary() {
 							// Where a tape pool's volumes are.
 							pn.Dir = "library " + np.Library
 							if np.Library == "" {
@@ -129,11 +129,11 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 
 func volumeInfo(v *catalog.Volume, dir string) wire.VolumeInfo {
 	info := wire.VolumeInfo{
-		ID: v.ID, Name: v.Name, Pool: v.Pool, Node: v.Node, MediaType: v.MediaType, State: string(v.State),
+		ID: v.ID, Name: v.Name, Pool: v.Pool, Node: v.Node, MediaType: string(v.MediaType), State: string(v.State),
 		Bytes: v.Bytes, Sessions: v.Sessions, Created: v.Created, LastWritten: v.LastWritten, Error: v.Error,
 		Barcode: v.Barcode, Library: v.Library, Location: v.Location,
 	}
-	if dir != "" && v.MediaType != catalog.PoolTypeTape {
+	if dir != "" && v.MediaType.FileBacked() {
 		info.Path = path.Join(dir, v.Name+".cvol")
 	}
 	return info

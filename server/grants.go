@@ -25,7 +25,7 @@ type grantLock struct {
 // volumes, or, for a tape pool, the library's cartridges, since every tape
 // pool of a library draws on its one scratch pool.
 func grantKey(pool *catalog.Pool, library string) string {
-	if pool.Type == catalog.PoolTypeTape {
+	if pool.Type.HasLibrary() {
 		return "library/" + library
 	}
 	return "pool/" + pool.Name

@@ -59,13 +59,13 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	if len(libs) > 0 && !slices.ContainsFunc(announced, func(p wire.NodePool) bool { return p.Name == catalog.ScratchPool }) {
 		// Tapes labeled ahead of need wait in Scratch, which every
 		// library's owner serves.
-		announced = append(announced, wire.NodePool{Name: catalog.ScratchPool, Type: catalog.PoolTypeTape})
+		announced = append(announced, wire.NodePool{Name: catalog.ScratchPool, Type: string(catalog.PoolTypeTape)})
 	}
 	for _, p := range announced {
 		if err := wire.ValidateName("pool", p.Name); err != nil {
 			return wire.NodeRegisterResp{}, err
 		}
-		if p.Type == catalog.PoolTypeTape && p.Library == "" && p.Name != catalog.ScratchPool {
+		if typ, _ := catalog.ParsePoolType(p.Type); typ.HasLibrary() && p.Library == "" && p.Name != catalog.ScratchPool {
 			return wire.NodeRegisterResp{}, wire.Errorf(wire.CodeInvalidArgument, "give the tape pool its library in the storage node's configuration",
 				"tape pool %s of storage node %s names no library", p.Name, id)
 		}
@@ -75,7 +75,7 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	}
 	var pools []catalog.NodePool
 	for _, p := range announced {
-		pools = append(pools, catalog.NodePool{Name: p.Name, Type: p.Type, Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes, Library: p.Library})
+		pools = append(pools, catalog.NodePool{Name: p.Name, Type: catalog.PoolType(p.Type), Dir: p.Dir, MaxVolumeBytes: p.MaxVolumeBytes, Library: p.Library})
 	}
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{
 		ID: id, DataAddr: req.DataAddr, CertSHA256: req.CertSHA256, Version: req.Version, Pools: pools, Libraries: libs,
@@ -116,11 +116,9 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpPutKey, Key: &catalog.Key{ID: keyID, Pool: p.Name, Wrapped: wrapped}}); err != nil {
 		return err
 	}
-	typ, maxBytes := p.Type, p.MaxVolumeBytes
-	if typ == "" {
-		typ = catalog.PoolTypeDisk
-	}
-	if typ == catalog.PoolTypeTape {
+	typ, _ := catalog.ParsePoolType(p.Type) // the catalog refuses a type it does not know
+	maxBytes := p.MaxVolumeBytes
+	if !typ.FileBacked() {
 		maxBytes = 0 // a cartridge ends where its tape does
 	}
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCreatePool, Pool: &catalog.Pool{
@@ -165,13 +163,13 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 		return wire.VolumeGrant{}, catalogError(err)
 	}
 	library := ""
-	if pool.Type == catalog.PoolTypeTape {
+	if pool.Type.HasLibrary() {
 		if library, err = s.nodeLibraryFor(node, pool); err != nil {
 			return wire.VolumeGrant{}, err
 		}
 	}
 	defer s.grants.lock(grantKey(pool, library))()
-	if pool.Type == catalog.PoolTypeTape {
+	if pool.Type.HasLibrary() {
 		return s.acquireTape(ctx, job, node, pool, req)
 	}
 	if req.Bad != uuid.Nil {

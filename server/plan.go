@@ -126,7 +126,7 @@ func readOrder(store *catalog.Store, chain []catalog.Backup) []int {
 		for _, part := range b.Parts {
 			if _, ok := rank[part.VolumeID]; !ok {
 				rank[part.VolumeID] = len(rank)
-				if v, err := store.Volume(part.VolumeID); err == nil && v.MediaType == catalog.PoolTypeTape {
+				if v, err := store.Volume(part.VolumeID); err == nil && v.MediaType.Sequential() {
 					tape = true
 				}
 			}
@@ -221,8 +221,11 @@ func (p *planner) readParts(layer int) ([]wire.ReadPart, error) {
 			VolumeID: v.ID, Volume: v.Name, Pool: v.Pool, VolumeStart: part.VolumeStart, DataStart: part.DataStart,
 			StreamStart: part.StreamStart, StreamEnd: part.StreamEnd,
 		}
-		if v.MediaType == catalog.PoolTypeTape {
-			r.MediaType, r.Barcode, r.Library, r.BlockSize, r.VolumeBytes = v.MediaType, v.Barcode, v.Library, v.BlockSize, v.Bytes
+		if v.MediaType.HasLibrary() {
+			r.MediaType, r.Barcode, r.Library = string(v.MediaType), v.Barcode, v.Library
+		}
+		if v.MediaType.Sequential() {
+			r.BlockSize, r.VolumeBytes = v.BlockSize, v.Bytes
 			// The starts of the parts before this one, and its own: what
 			// maps its offsets to blocks.
 			for _, st := range v.PartStarts {

@@ -178,7 +178,7 @@ func (s *Server) reconcile(ctx context.Context, st *wire.LibraryStatus) {
 		return
 	}
 	for _, v := range vols {
-		if v.MediaType != catalog.PoolTypeTape {
+		if !v.MediaType.HasLibrary() {
 			continue
 		}
 		where, ok := seen[v.Barcode]
@@ -349,7 +349,7 @@ func (s *Server) label(ctx context.Context, rid string, retry bool, digest strin
 	if err != nil {
 		return wire.MediaLabelResp{}, wire.Errorf(wire.CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", req.Pool)
 	}
-	if pool.Type != catalog.PoolTypeTape {
+	if !pool.Type.HasLibrary() {
 		return wire.MediaLabelResp{}, wire.Errorf(wire.CodeInvalidArgument, "label tapes into a tape pool, or into Scratch",
 			"pool %s is a %s pool, not a tape pool", pool.Name, pool.Type)
 	}
@@ -529,7 +529,7 @@ func (s *Server) acquireTape(ctx context.Context, job *catalog.Job, node string,
 		}
 		return wire.VolumeGrant{
 			ID: v.ID, Name: v.Name, Pool: pool.Name, Bytes: v.Bytes, BlockSize: bs, BlockRawSize: pool.BlockRawSize,
-			Compression: pool.Compression, Created: v.Created, MediaType: catalog.PoolTypeTape, Barcode: v.Barcode,
+			Compression: pool.Compression, Created: v.Created, MediaType: string(v.MediaType), Barcode: v.Barcode,
 			Library: v.Library, Parts: len(v.PartStarts),
 		}
 	}
@@ -579,7 +579,7 @@ func (s *Server) noTapeError(pool *catalog.Pool, library string) error {
 	count := func(poolName string) (vault, elsewhere int) {
 		vols, _ := s.store.Volumes(catalog.VolumeFilter{Pool: poolName, State: catalog.VolumeAppend})
 		for _, v := range vols {
-			if v.MediaType != catalog.PoolTypeTape || (poolName == catalog.ScratchPool && v.Sessions > 0) {
+			if !v.MediaType.HasLibrary() || (poolName == catalog.ScratchPool && v.Sessions > 0) {
 				continue
 			}
 			switch {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/wire"
@@ -132,7 +133,7 @@ func newPoolCmd(g *globals) *cobra.Command {
 					dirs = append(dirs, n.Dir)
 				}
 				maxv := "unlimited"
-				if p.Type == "tape" {
+				if catalog.PoolType(p.Type).HasLibrary() {
 					maxv = "a cartridge"
 				}
 				if p.MaxVolumeBytes > 0 {
@@ -174,7 +175,7 @@ func runVolumeList(ctx context.Context, g *globals, pool string) error {
 			state += ": " + v.Error
 		}
 		where := v.Path
-		if v.MediaType == "tape" {
+		if catalog.PoolType(v.MediaType).HasLibrary() {
 			// The barcode is the name; where the cartridge is matters more.
 			where = fmt.Sprintf("tape %s: %s", v.Barcode, dash(v.Location))
 			if v.Location != "vault" && v.Library != "" {
