@@ -420,7 +420,8 @@ type Backup struct {
 	State       BackupState `json:"state"`
 }
 
-// Part is the piece of a backup's session that lies on one volume.
+// Part is the piece of a backup's session that lies on one volume, as the
+// storage node reported it (wire.SessionPart, every field carried).
 type Part struct {
 	VolumeID    uuid.UUID `json:"volume_id"`
 	Part        int       `json:"part"`
@@ -432,6 +433,9 @@ type Part struct {
 	FirstSeq    uint64    `json:"first_seq"`
 	LastSeq     uint64    `json:"last_seq"`
 	Final       bool      `json:"final"`
+	// Torn: the medium failed in this part (a tape's bad spot): it has no
+	// end marker, and holds its blocks up to StreamEnd.
+	Torn bool `json:"torn,omitempty"`
 }
 
 // FileSetOf is the stable identity of a set of paths and excludes: the order

@@ -251,13 +251,18 @@ type BackupFilter struct {
 	Before uint64
 	// Limit caps the number of backups returned, 0 for no cap.
 	Limit int
+	// Volume, when set, selects the backups with a part on this volume.
+	// The catalog keeps no index of parts by volume: this reads every
+	// backup (of the client, when Client is set).
+	Volume uuid.UUID
 }
 
 // Backups returns the backups f selects, newest first.
 func (s *Store) Backups(f BackupFilter) ([]Backup, error) {
 	var out []Backup
 	keep := func(b *Backup) bool {
-		if (f.Before == 0 || b.ID < f.Before) && (f.FileSet == "" || b.FileSet == f.FileSet) && (len(f.States) == 0 || slices.Contains(f.States, b.State)) {
+		if (f.Before == 0 || b.ID < f.Before) && (f.FileSet == "" || b.FileSet == f.FileSet) && (len(f.States) == 0 || slices.Contains(f.States, b.State)) &&
+			(f.Volume == uuid.Nil || slices.ContainsFunc(b.Parts, func(p Part) bool { return p.VolumeID == f.Volume })) {
 			out = append(out, *b)
 		}
 		return f.Limit <= 0 || len(out) < f.Limit

@@ -20,6 +20,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpClientList, wire.Typed(s.clientList))
 	r.Handle(wire.OpPoolList, wire.Typed(s.poolList))
 	r.Handle(wire.OpVolumeList, wire.Typed(s.volumeList))
+	r.Handle(wire.OpVolumeShow, wire.Typed(s.volumeShow))
 	r.Handle(wire.OpJobList, wire.Typed(s.jobList))
 	r.Handle(wire.OpJobShow, wire.Typed(s.jobShow))
 	r.Handle(wire.OpJobCancel, wire.Typed(s.cancelJob))
@@ -139,6 +140,55 @@ func volumeInfo(v *catalog.Volume, dir string) wire.VolumeInfo {
 	return info
 }
 
+// partInfo is part p of backup b, on the volume named volume, as
+// job.show and volume.show show it.
+func partInfo(volume string, b *catalog.Backup, p catalog.Part) wire.PartInfo {
+	return wire.PartInfo{Volume: volume, BackupID: b.ID, Client: b.Client, Part: p.Part, VolumeStart: p.VolumeStart, End: p.End, Final: p.Final, Torn: p.Torn}
+}
+
+// volumeShow is a volume and the parts of sessions on it, oldest first.
+func (s *Server) volumeShow(_ context.Context, _ string, req wire.VolumeShowReq) (wire.VolumeShowResp, error) {
+	v, err := s.store.VolumeByName(req.Name)
+	if err != nil {
+		return wire.VolumeShowResp{}, catalogError(err)
+	}
+	dir := ""
+	if n, err := s.store.Node(v.Node); err == nil {
+		for _, p := range n.Pools {
+			if p.Name == v.Pool {
+				dir = p.Dir
+			}
+		}
+	}
+	resp := wire.VolumeShowResp{Volume: volumeInfo(v, dir), Parts: []wire.PartInfo{}}
+	bs, err := s.store.Backups(catalog.BackupFilter{Volume: v.ID})
+	if err != nil {
+		return wire.VolumeShowResp{}, err
+	}
+	var parts []wire.PartInfo
+	for i := range bs {
+		for _, p := range bs[i].Parts {
+			if p.VolumeID == v.ID {
+				parts = append(parts, partInfo(v.Name, &bs[i], p))
+			}
+		}
+	}
+	// In the order they lie on the volume.
+	sort.Slice(parts, func(i, j int) bool { return parts[i].VolumeStart < parts[j].VolumeStart })
+	pg, err := newPage(s.pageBytes(), resp)
+	if err != nil {
+		return resp, err
+	}
+	for _, p := range parts {
+		if ok, err := pg.add(p); err != nil || !ok {
+			resp.More = true
+			return resp, err
+		}
+		resp.Parts = append(resp.Parts, p)
+	}
+	return resp, nil
+}
+
 func (s *Server) volumeList(_ context.Context, _ string, req wire.VolumeListReq) (wire.VolumeListResp, error) {
 	if req.Pool != "" {
 		// A pool that does not exist has no volumes, and saying so as an
@@ -197,7 +247,11 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 	if j.Type == catalog.JobBackup {
 		if b, err := s.store.Backup(j.BackupID); err == nil {
 			for _, p := range b.Parts {
-				info.Volumes = append(info.Volumes, s.volumeName(p.VolumeID))
+				name := s.volumeName(p.VolumeID)
+				info.Volumes = append(info.Volumes, name)
+				if withLog {
+					info.Parts = append(info.Parts, partInfo(name, b, p))
+				}
 			}
 		}
 	}

@@ -327,10 +327,7 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 		if !p.Final {
 			full = append(full, p.VolumeID) // the session went on to another volume
 		}
-		parts = append(parts, catalog.Part{
-			VolumeID: p.VolumeID, Part: p.Part, VolumeStart: p.VolumeStart, DataStart: p.DataStart, End: p.End,
-			StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, FirstSeq: p.FirstSeq, LastSeq: p.LastSeq, Final: p.Final,
-		})
+		parts = append(parts, catalog.Part(p))
 		names = append(names, s.volumeName(p.VolumeID))
 	}
 	st := req.Stats

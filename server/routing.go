@@ -22,6 +22,7 @@ var localOps = map[string]bool{
 	wire.OpClientList:    true,
 	wire.OpPoolList:      true,
 	wire.OpVolumeList:    true,
+	wire.OpVolumeShow:    true,
 	wire.OpBackupList:    true,
 	wire.OpTreeList:      true,
 	wire.OpClusterStatus: true,

@@ -176,11 +176,13 @@ func (s *session) sendIndex(ctx context.Context, req *wire.SessionCommitReq, res
 }
 
 // sessionPart is where a part the session writer wrote lies, as the
-// servers record it: every field of the part, Torn with them.
+// servers record it: every field of the part (Torn among them: the
+// catalog must know a tape part has no end marker) but its block count,
+// which nothing after the writer reads.
 func sessionPart(p volume.PartResult) wire.SessionPart {
 	return wire.SessionPart{
 		VolumeID: p.VolumeID, Part: p.Part, VolumeStart: p.VolumeStart, DataStart: p.DataStart, End: p.End,
-		StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, FirstSeq: p.FirstSeq, LastSeq: p.LastSeq, Final: p.Final,
+		StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, FirstSeq: p.FirstSeq, LastSeq: p.LastSeq, Final: p.Final, Torn: p.Torn,
 	}
 }
 

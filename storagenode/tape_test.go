@@ -577,6 +577,9 @@ func TestTapeMediumErrorMidBackup(t *testing.T) {
 			if len(c.Parts) != 2 || c.Parts[0].VolumeID != bad.id || c.Parts[1].StreamStart != c.Parts[0].StreamEnd || c.Parts[0].StreamEnd == 0 {
 				t.Fatalf("parts %+v", c.Parts)
 			}
+			if !c.Parts[0].Torn || c.Parts[1].Torn || c.Parts[0].Final || !c.Parts[1].Final {
+				t.Fatalf("the part on the bad tape is not committed torn, the next one whole: %+v", c.Parts)
+			}
 			r.lib.EmulatedDrive(0).SetFaults(tape.Faults{})
 			got, damaged := r.restore(t, 1, r.fake.readRequest(t, 1))
 			if len(damaged) > 0 {

@@ -15,6 +15,7 @@ const (
 	OpClientList    = "client.list"
 	OpPoolList      = "pool.list"
 	OpVolumeList    = "volume.list"
+	OpVolumeShow    = "volume.show"
 	OpJobList       = "job.list"
 	OpJobShow       = "job.show"
 	OpJobCancel     = "job.cancel"
@@ -388,6 +389,36 @@ type JobLogLine struct {
 	Msg   string    `json:"msg"`
 }
 
+// PartInfo is a part of a backup's session on a volume, for job.show
+// (the parts of the job's backup) and volume.show (the parts on the
+// volume).
+type PartInfo struct {
+	Volume      string `json:"volume"`
+	BackupID    uint64 `json:"backup_id"`
+	Client      string `json:"client,omitempty"`
+	Part        int    `json:"part"`
+	VolumeStart int64  `json:"volume_start"`
+	End         int64  `json:"end"`
+	Final       bool   `json:"final"`
+	// Torn: the medium failed in the part; it has no end marker, and the
+	// session goes on on another volume (SessionPart.Torn).
+	Torn bool `json:"torn,omitempty"`
+}
+
+// VolumeShowReq asks for one volume, by name (a tape's is its barcode).
+type VolumeShowReq struct {
+	Name string `json:"name"`
+}
+
+// VolumeShowResp is a volume and the parts of sessions on it, in the
+// order they lie there. More says that parts after the last one did not
+// fit the message.
+type VolumeShowResp struct {
+	Volume VolumeInfo `json:"volume"`
+	Parts  []PartInfo `json:"parts"`
+	More   bool       `json:"more,omitempty"`
+}
+
 // JobInfo is a job; Log is filled by job.show only. A log too long for one
 // message comes in pages: LogNext is then the line to ask for next.
 type JobInfo struct {
@@ -422,10 +453,12 @@ type JobInfo struct {
 	RequestID string `json:"request_id,omitempty"`
 	// CanceledBy and CancelReason are set once a cancel was asked: the job
 	// is canceled, or will be when the leader has stopped it.
-	CanceledBy   string       `json:"canceled_by,omitempty"`
-	CancelReason string       `json:"cancel_reason,omitempty"`
-	Volumes      []string     `json:"volumes,omitempty"`
-	Log          []JobLogLine `json:"log,omitempty"`
+	CanceledBy   string   `json:"canceled_by,omitempty"`
+	CancelReason string   `json:"cancel_reason,omitempty"`
+	Volumes      []string `json:"volumes,omitempty"`
+	// Parts are where a backup's session lies, by job.show only.
+	Parts []PartInfo   `json:"parts,omitempty"`
+	Log   []JobLogLine `json:"log,omitempty"`
 	// LogFrom is the number of the first line of Log, counted from the
 	// job's first line. A job keeps only its last thousand lines, so it
 	// can be more than the JobShowReq asked for.
@@ -793,7 +826,10 @@ type SessionIndexReq struct {
 // payload limit.
 const MaxIndexSegmentBytes = 768 << 10
 
-// SessionPart is where one part of a session lies on a volume.
+// SessionPart is where one part of a session lies on a volume, as the
+// storage node's session writer reports it (volume.PartResult) and the
+// catalog records it (catalog.Part): the same fields, carried whole each
+// way (tests hold the conversions to it).
 type SessionPart struct {
 	VolumeID    uuid.UUID `json:"volume_id"`
 	Part        int       `json:"part"`
@@ -805,6 +841,10 @@ type SessionPart struct {
 	FirstSeq    uint64    `json:"first_seq"`
 	LastSeq     uint64    `json:"last_seq"`
 	Final       bool      `json:"final"`
+	// Torn: the medium failed in this part (a tape's bad spot). It holds
+	// its blocks up to StreamEnd and no end marker; the session goes on in
+	// its next part, on another volume.
+	Torn bool `json:"torn,omitempty"`
 }
 
 // SessionStats counts what a session holds.

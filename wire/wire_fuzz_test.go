@@ -50,6 +50,8 @@ var received = []messageType{
 	typeOf[AgentRegisterResp](), typeOf[AgentDuplicate](),
 	// The questions the servers ask an agent before they make a job.
 	typeOf[CheckBackup](), typeOf[CheckRestore](),
+	// volume.show and its answer.
+	typeOf[VolumeShowReq](), typeOf[VolumeShowResp](),
 }
 
 type messageType struct {

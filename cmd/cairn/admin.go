@@ -187,6 +187,74 @@ func runVolumeList(ctx context.Context, g *globals, pool string) error {
 	return t.flush()
 }
 
+// partNote says what is special about a part: torn (the medium failed in
+// it), or not the session's last.
+func partNote(p wire.PartInfo) string {
+	switch {
+	case p.Torn:
+		return "TORN: the medium failed in this part; it has no end marker, and the session goes on in the next part"
+	case !p.Final:
+		return "the session goes on in the next part"
+	}
+	return ""
+}
+
+func runVolumeShow(ctx context.Context, g *globals, name string) error {
+	nc, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var resp wire.VolumeShowResp
+	if err := g.call(ctx, nc, wire.OpVolumeShow, wire.VolumeShowReq{Name: name}, &resp); err != nil {
+		return err
+	}
+	if g.json {
+		resp.Parts = nonNil(resp.Parts)
+		return printJSON(g.out, resp)
+	}
+	printVolume(g.out, &resp)
+	return nil
+}
+
+func printVolume(w io.Writer, r *wire.VolumeShowResp) {
+	v := r.Volume
+	kv := newTable(w, "VOLUME", v.Name)
+	kv.row("id", v.ID)
+	kv.row("pool", v.Pool)
+	kv.row("storage node", dash(v.Node))
+	kv.row("medium", v.MediaType)
+	state := v.State
+	if v.Error != "" {
+		state += ": " + v.Error
+	}
+	kv.row("state", state)
+	kv.row("bytes", humanBytes(v.Bytes))
+	kv.row("sessions", v.Sessions)
+	kv.row("created", humanTime(v.Created))
+	kv.row("last written", humanTime(v.LastWritten))
+	if v.Path != "" {
+		kv.row("path", v.Path)
+	}
+	if catalog.PoolType(v.MediaType).HasLibrary() {
+		kv.row("barcode", v.Barcode)
+		kv.row("library", dash(v.Library))
+		kv.row("location", dash(v.Location))
+	}
+	kv.flush()
+	if len(r.Parts) > 0 {
+		fmt.Fprintln(w, "\nPARTS")
+		t := newTable(w, "BACKUP", "CLIENT", "PART", "START", "END", "NOTE")
+		for _, p := range r.Parts {
+			t.row(p.BackupID, p.Client, p.Part, p.VolumeStart, p.End, partNote(p))
+		}
+		t.flush()
+	}
+	if r.More {
+		fmt.Fprintln(w, "... and more parts after these, which did not fit one answer")
+	}
+}
+
 func newJobCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "job", Short: "Jobs: backups and restores, running and done"}
 	var client, requestID string
@@ -382,6 +450,14 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 		kv.row("progress", fmt.Sprintf("%d files, %s", p.Files, humanBytes(p.Bytes)))
 	}
 	kv.flush()
+	if len(j.Parts) > 0 {
+		fmt.Fprintln(w, "\nPARTS")
+		t := newTable(w, "VOLUME", "PART", "START", "END", "NOTE")
+		for _, p := range j.Parts {
+			t.row(p.Volume, p.Part, p.VolumeStart, p.End, partNote(p))
+		}
+		t.flush()
+	}
 	if len(j.Log) > 0 {
 		fmt.Fprintln(w, "\nLOG")
 		for _, l := range j.Log {

@@ -32,6 +32,18 @@ func newVolumeCmd(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&pool, "pool", "", "only volumes of this pool")
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a volume of the catalog and the parts of sessions on it",
+		Long: `Show a volume of the catalog (a tape by its barcode) and the parts of
+backup sessions on it, in the order they lie there. A part marked TORN is one
+in which the medium failed: it has no end marker, and its session goes on in
+its next part, on another volume.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runVolumeShow(cmd.Context(), g, args[0])
+		},
+	}
 
 	var keyFile string
 	var sessionsOnly bool
@@ -82,7 +94,7 @@ not extracted.`,
 	extract.Flags().StringVar(&xo.session, "session", "", "read only this session (its id or id prefix)")
 	extract.Flags().BoolVar(&xo.force, "force", false, "restore into a directory that is not empty")
 	extract.Flags().BoolVar(&xo.devices, "devices", false, "create block and character device nodes (refused without it: only for a volume you trust)")
-	c.AddCommand(list, ls, extract)
+	c.AddCommand(list, show, ls, extract)
 	return c
 }
 
