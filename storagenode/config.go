@@ -9,13 +9,14 @@
 // through the medium interface, which the disk pool (diskpool.go) and the
 // tape pool (tapepool.go, spool.go) implement; backup.go and restore.go
 // never ask which one they have. To add a medium (SFTP, S3): write its
-// file (its pool config, and a type that implements medium, appendSession
-// and partReader as medium.go's contract says), give Config a list of its
-// pools and New the line that makes a medium of each, and add one line to
-// the table of media_test.go, whose scenario (backup, restore, rollback)
-// every medium must pass; its appender runs volumetest's suite in its own
-// package, as disk, tape and the spool do. DESIGN.md has the structs, the
-// goroutines and the locks.
+// file (its pool config, and the types that implement medium,
+// appendSession and partReader as medium.go's contract says), give
+// Config the list of its pools and New the line that makes a medium of
+// each, and add its line to mediaCases in media_test.go, whose scenario
+// (backup, restore, rollback) every medium passes; its volume.Appender
+// runs media/volume/volumetest in its own package, as disk, tape and the
+// spool do. DESIGN.md has the structs, the goroutines, drive ownership
+// and the lock order.
 //
 // Tape (tapepool.go, spool.go): the node owns its
 // libraries through package library. A backup to a tape pool asks the

@@ -23,9 +23,8 @@ import (
 //   - register is the pool as the node announces it to the servers, with
 //     its Type; usage is its free and total bytes, ok false when the
 //     medium cannot tell (a tape pool: the catalog counts its cartridges).
-//   - appendTo starts the pool's side of one backup session of job j.
-//     The session calls what it returns from its own goroutine, one call
-//     at a time (appendSession's contract).
+//   - appendTo starts the pool's side of one backup session of job j
+//     (appendSession's contract).
 //   - reads says whether the medium reads part p of a restore: its volume
 //     is on this medium (p.MediaType) where the medium reaches it (a disk
 //     pool by name, a tape pool by library: a tape moved to another
@@ -46,12 +45,14 @@ type medium interface {
 }
 
 // appendSession is a medium's side of one backup session: the volumes it
-// appends to, from the first acquire to rollback or commit. Calls come
-// from one goroutine, in this order: acquire (the first volume), then
-// acquire again and lost as the session writer fills or loses volumes
-// (volume.WriterOptions.Next and Lost), then either rollback, or finish
-// and committing (and rollback still, if sending the commit fails before
-// committing).
+// appends to, from the first acquire to rollback or commit. Calls come one
+// at a time, in this order: acquire (the first volume, on the stream's
+// goroutine); acquire again and lost as the session writer fills or loses
+// volumes (volume.WriterOptions.Next and Lost, on the writer's goroutine);
+// then, on the stream's goroutine once the writer stopped, either
+// rollback, or finish and committing (and rollback still, if sending the
+// index fails before committing). Nothing else calls it, so it needs no
+// lock.
 type appendSession interface {
 	// acquire asks the servers for a volume of the pool to append to,
 	// prepares it (labels a new disk volume; mounts a tape, waiting with
