@@ -89,7 +89,7 @@ func (a NATSAuth) options() ([]nats.Option, *natsTLS, error) {
 	if a.NkeyFile != "" {
 		o, err := nats.NkeyOptionFromSeed(a.NkeyFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--nats-nkey %s is not an nkey user seed file (%v): use one 'cairn cert nats-config' wrote", a.NkeyFile, err)
+			return nil, nil, fmt.Errorf("--nats-nkey %s is not an nkey user seed file (%w): use one 'cairn cert nats-config' wrote", a.NkeyFile, err)
 		}
 		opts = append(opts, o)
 	}
@@ -110,7 +110,7 @@ func ConnectOptions(name string, auth NATSAuth, inbox string) ([]nats.Option, er
 func connectOptions(name string, auth NATSAuth, inbox string) ([]nats.Option, *natsTLS, error) {
 	opts, t, err := auth.options()
 	if err != nil {
-		return nil, nil, Errorf(CodeInvalidArgument, "correct the NATS flag or config field named", "NATS connection: %v", err)
+		return nil, nil, Errorf(CodeInvalidArgument, "correct the NATS flag or config field named", "NATS connection: %w", err)
 	}
 	opts = append(opts, nats.Name(name), nats.Timeout(5*time.Second),
 		nats.ErrorHandler(func(nc *nats.Conn, _ *nats.Subscription, err error) { noteDenial(nc, err) }),
@@ -140,19 +140,19 @@ func ConnectError(url string, err error, reachHint string) *Error {
 		// 'cairn cert nats-config' with client certificates maps each
 		// role's user from its certificate and lists no nkey.
 		return Errorf(CodeInvalidArgument, "this NATS server takes each role's user from its client certificate: start the role without --nats-nkey (CAIRN_NATS_NKEY, nkey_file)",
-			"NATS at %s takes no nkey: %v", url, err)
+			"NATS at %s takes no nkey: %w", url, err)
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
 		return Errorf(CodeInvalidArgument, "pass this role's credential: its certificate (--nats-cert, --nats-key) where the NATS server maps users from certificates, else --nats-nkey (or --nats-user and --nats-password), as 'cairn cert nats-config' or 'cairn dev' wrote it; "+
 			"an admin command on the machine of 'cairn dev' finds its credential by itself when run as the user who started it",
-			"NATS at %s refused this role's credentials (none given, or not ones it knows): %v", url, err)
+			"NATS at %s refused this role's credentials (none given, or not ones it knows): %w", url, err)
 	case errors.Is(err, nats.ErrSecureConnRequired):
 		return Errorf(CodeInvalidArgument, "pass --nats-ca with the CA that signed the NATS server's certificate",
-			"NATS at %s requires TLS: %v", url, err)
+			"NATS at %s requires TLS: %w", url, err)
 	case isTLSError(err):
 		return Errorf(CodeInvalidArgument, "pass --nats-ca with the CA that signed the NATS server's certificate, and --nats-cert/--nats-key when it verifies clients",
-			"TLS with NATS at %s failed: %v", url, err)
+			"TLS with NATS at %s failed: %w", url, err)
 	}
-	return Errorf(CodeUnavailable, reachHint, "cannot reach NATS at %s: %v", url, err)
+	return Errorf(CodeUnavailable, reachHint, "cannot reach NATS at %s: %w", url, err)
 }
 
 func isTLSError(err error) bool {

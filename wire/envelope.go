@@ -56,7 +56,7 @@ func MarshalError(e *Error) []byte {
 func Unmarshal(data []byte) (json.RawMessage, error) {
 	var env Envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, Errorf(CodeBadRequest, "", "message is not valid JSON: %v", err)
+		return nil, Errorf(CodeBadRequest, "", "message is not valid JSON: %w", err)
 	}
 	if env.V != Version {
 		return nil, Errorf(CodeUnsupportedVersion, "",
@@ -79,7 +79,7 @@ func Decode[T any](body json.RawMessage) (T, error) {
 		return v, nil
 	}
 	if err := json.Unmarshal(body, &v); err != nil {
-		return v, Errorf(CodeBadRequest, "", "malformed %T: %v", v, err)
+		return v, Errorf(CodeBadRequest, "", "malformed %T: %w", v, err)
 	}
 	return v, nil
 }
@@ -125,7 +125,7 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) 
 		return nil
 	}
 	if err := json.Unmarshal(body, resp); err != nil {
-		return Errorf(CodeBadRequest, "", "malformed reply on %s: %v", subject, err)
+		return Errorf(CodeBadRequest, "", "malformed reply on %s: %w", subject, err)
 	}
 	return nil
 }

@@ -185,6 +185,21 @@ func TestErrorUnwrapsToItsCause(t *testing.T) {
 	}
 }
 
+// The wire's own errors keep what they were made from: a message that is
+// no JSON still says why to errors.As.
+func TestWireErrorsKeepTheirCause(t *testing.T) {
+	_, err := Unmarshal([]byte("{not json"))
+	var se *json.SyntaxError
+	if CodeOf(err) != CodeBadRequest || !errors.As(err, &se) {
+		t.Fatalf("%#v", err)
+	}
+	_, err = Decode[struct{ N int }](json.RawMessage(`{"N":"x"}`))
+	var te *json.UnmarshalTypeError
+	if CodeOf(err) != CodeBadRequest || !errors.As(err, &te) {
+		t.Fatalf("%#v", err)
+	}
+}
+
 // A reply over max_payload used to be dropped with a warning, and the
 // requester waited out its whole timeout to be told that no server was
 // running. It gets CodeTooLarge at once now, and so does a request or a
