@@ -305,15 +305,20 @@ func Transient(err error) bool {
 
 // RequestRetry is Request that retries transient failures until ctx ends:
 // what a storage node or agent uses so that a leader election in the middle
-// of a job delays its reports instead of failing it. The servers' side of
-// every operation sent this way accepts a repeat.
+// of a job delays its reports instead of failing it, and a report whose
+// outcome the servers could not confirm is sent again until they can. The
+// servers' side of every operation sent this way accepts a repeat.
 func RequestRetry(ctx context.Context, nc *nats.Conn, subject string, req, resp any, each time.Duration) error {
 	wait := 100 * time.Millisecond
 	for {
 		rctx, cancel := context.WithTimeout(ctx, each)
 		err := Request(rctx, nc, subject, req, resp)
 		cancel()
-		if err == nil || !Transient(err) || ctx.Err() != nil {
+		// An outcome the servers could not confirm is asked again: the
+		// repeat finds out whether the first one was carried out. Given
+		// up on, it would have a storage node report a session failed
+		// that the catalog records (TestClusterChaos saw it).
+		if err == nil || !(Transient(err) || CodeOf(err) == CodeOutcomeUnknown) || ctx.Err() != nil {
 			return err
 		}
 		select {

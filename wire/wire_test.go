@@ -345,3 +345,40 @@ func TestLeaderSubjectNamesTheGroup(t *testing.T) {
 		t.Fatalf("a server of no group takes %s", subj)
 	}
 }
+
+// TestRequestRetryAsksAgainWhenTheOutcomeIsUnknown: a role's report whose
+// catalog change the servers could not confirm (a leader lost mid-commit)
+// is sent again, and the repeat's answer is the outcome; a refusal is not.
+func TestRequestRetryAsksAgainWhenTheOutcomeIsUnknown(t *testing.T) {
+	nc := startNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var commits, refusals atomic.Int32
+	r := NewRouter()
+	r.Handle("commit", func(context.Context, string, json.RawMessage) (any, error) {
+		if commits.Add(1) < 3 {
+			return nil, Errorf(CodeOutcomeUnknown, "", "catalog change of unknown outcome")
+		}
+		return Empty{}, nil
+	})
+	r.Handle("refused", func(context.Context, string, json.RawMessage) (any, error) {
+		refusals.Add(1)
+		return nil, Errorf(CodeInvalidArgument, "", "no")
+	})
+	if _, err := Serve(ctx, nc, APIWildcard, ServerQueue, logger, r.Dispatch(TrimAPI)); err != nil {
+		t.Fatal(err)
+	}
+	if err := RequestRetry(ctx, nc, APISubject("commit"), Empty{}, nil, 5*time.Second); err != nil {
+		t.Fatalf("a commit answered 'outcome unknown' twice, then done: %v", err)
+	}
+	if n := commits.Load(); n != 3 {
+		t.Errorf("the commit was sent %d times, want 3", n)
+	}
+	if err := RequestRetry(ctx, nc, APISubject("refused"), Empty{}, nil, 5*time.Second); CodeOf(err) != CodeInvalidArgument {
+		t.Errorf("a refusal: %v", err)
+	}
+	if n := refusals.Load(); n != 1 {
+		t.Errorf("a refused request was sent %d times", n)
+	}
+}
