@@ -5,6 +5,8 @@
 #   bench/e2e.sh                       # one run
 #   RUNS=3 bench/e2e.sh                # three runs, then the ranges
 #   CAIRN_BENCH_DIR=/data/bench bench/e2e.sh
+#   BASELINE=f4805ec RUNS=3 bench/e2e.sh  # this checkout against an older
+#                                        # revision instead of restic
 #
 # Needs root (to drop the page cache and, when missing, to install restic).
 set -euo pipefail
@@ -19,6 +21,12 @@ CLIENT=bench
 CAIRN_BIN=${CAIRN_BIN:-}
 # PPROF_ADDR makes `cairn dev` serve net/http/pprof there (e.g. 127.0.0.1:6060).
 PPROF_ADDR=${PPROF_ADDR:-}
+# BASELINE, a git revision of this repository, is built and run in place
+# of restic, in alternating order within each run: a before/after of a
+# change, side by side.
+BASELINE=${BASELINE:-}
+OTHER=restic
+[ -n "$BASELINE" ] && OTHER=baseline
 
 die() { echo "e2e: $*" >&2; exit 1; }
 log() { echo "e2e: $*" >&2; }
@@ -26,13 +34,27 @@ log() { echo "e2e: $*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "run as root: every timed step starts from a dropped page cache (echo 3 > /proc/sys/vm/drop_caches)"
 [ "$(uname -s)" = Linux ] || die "Linux only (/proc, drop_caches)"
 
-if ! command -v restic >/dev/null 2>&1 || [ ! -x /usr/bin/time ]; then
+if { [ -z "$BASELINE" ] && ! command -v restic >/dev/null 2>&1; } || [ ! -x /usr/bin/time ]; then
 	log "installing restic and time (Debian packages)"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends restic time >/dev/null
 fi
-RESTIC_VERSION=$(restic version | awk '{print $2}')
+if [ -n "$BASELINE" ]; then
+	RESTIC_VERSION=none
+	BASELINE_REV=$(cd "$REPO" && git rev-parse --short "$BASELINE") || die "BASELINE=$BASELINE is not a revision of $REPO"
+	BASELINE_BIN=$WORK/bin/cairn-$BASELINE_REV
+	if [ ! -x "$BASELINE_BIN" ]; then
+		log "building cairn $BASELINE_REV (the baseline)"
+		src=$WORK/src-$BASELINE_REV
+		rm -rf "$src" && mkdir -p "$src"
+		(cd "$REPO" && git archive "$BASELINE_REV") | tar -x -C "$src"
+		(cd "$src" && go build -o "$BASELINE_BIN" ./cmd/cairn)
+		rm -rf "$src"
+	fi
+else
+	RESTIC_VERSION=$(restic version | awk '{print $2}')
+fi
 
 mkdir -p "$WORK/bin"
 if [ -z "$CAIRN_BIN" ]; then
@@ -93,8 +115,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# run_cairn RUN [SYSTEM BIN]: SYSTEM names the row (cairn, or baseline).
 run_cairn() {
-	local n=$1 d=$RUN/cairn
+	local n=$1 sys=${2:-cairn} bin=${3:-$CAIRN_BIN} d=$RUN/${2:-cairn}
 	rm -rf "$d"
 	mkdir -p "$d/restore"
 	local nats raft
@@ -106,11 +129,11 @@ run_cairn() {
 	export CAIRN_DEV_FILE=$d/dev-client.json
 	local extra=()
 	[ -n "$PPROF_ADDR" ] && extra+=(--pprof-addr "$PPROF_ADDR")
-	"$CAIRN_BIN" dev --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" \
+	"$bin" dev --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" \
 		--metrics-addr "" --client "$CLIENT" "${extra[@]}" >"$d/dev.log" 2>&1 &
 	DEV_PID=$!
 	local deadline=$((SECONDS + 60))
-	until "$CAIRN_BIN" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
+	until "$bin" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
 		kill -0 "$DEV_PID" 2>/dev/null || die "cairn dev exited; see $d/dev.log"
 		[ $SECONDS -lt $deadline ] || die "client $CLIENT not online after 60s; see $d/dev.log"
 		sleep 0.2
@@ -123,11 +146,11 @@ run_cairn() {
 		c0=$(cpu_secs "$DEV_PID")
 		t0=$(now)
 		if [ $op = backup ]; then
-			/usr/bin/time -v -o "$d/cli-$op.time" "$CAIRN_BIN" backup --client "$CLIENT" --path "$TREE" --level full --wait --json >"$d/$op.json" ||
-				die "cairn backup failed: $(cat "$d/$op.json")"
+			/usr/bin/time -v -o "$d/cli-$op.time" "$bin" backup --client "$CLIENT" --path "$TREE" --level full --wait --json >"$d/$op.json" ||
+				die "$sys backup failed: $(cat "$d/$op.json")"
 		else
-			/usr/bin/time -v -o "$d/cli-$op.time" "$CAIRN_BIN" restore --client "$CLIENT" --to "$d/restore" --wait --json >"$d/$op.json" ||
-				die "cairn restore failed: $(cat "$d/$op.json")"
+			/usr/bin/time -v -o "$d/cli-$op.time" "$bin" restore --client "$CLIENT" --to "$d/restore" --wait --json >"$d/$op.json" ||
+				die "$sys restore failed: $(cat "$d/$op.json")"
 		fi
 		t1=$(now)
 		c1=$(cpu_secs "$DEV_PID")
@@ -136,15 +159,15 @@ run_cairn() {
 		cpu=$(echo "$c0 $c1 $(time_cpu "$d/cli-$op.time")" | awk '{printf "%.2f", $2-$1+$3}')
 		rss=$(echo "$hwm $(time_rss_mb "$d/cli-$op.time")" | awk '{printf "%.0f", $1+$2}')
 		[ $op = backup ] && stored=$(du -sb "$d/data/pool" | awk '{print $1}')
-		record "$n" cairn "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$cpu" "$rss" "$stored"
-		grep -q '"state": *"success"' "$d/$op.json" || die "cairn $op did not succeed: $(cat "$d/$op.json")"
+		record "$n" "$sys" "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$cpu" "$rss" "$stored"
+		grep -q '"state": *"success"' "$d/$op.json" || die "$sys $op did not succeed: $(cat "$d/$op.json")"
 	done
 	kill "$DEV_PID"
 	wait "$DEV_PID" 2>/dev/null || true
 	DEV_PID=
 
-	log "verifying the Cairn restore (not timed)"
-	diff -r "$TREE" "$d/restore$TREE" >/dev/null || die "the Cairn restore differs from the tree: diff -r $TREE $d/restore$TREE"
+	log "verifying the $sys restore (not timed)"
+	diff -r "$TREE" "$d/restore$TREE" >/dev/null || die "the $sys restore differs from the tree: diff -r $TREE $d/restore$TREE"
 	rm -rf "$d/restore"
 }
 
@@ -179,31 +202,46 @@ mb() { awk -v b="$1" 'BEGIN {printf "%.0f", b/1e6}'; }
 
 # table RUN: the side-by-side table of one run.
 table() {
-	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" '
+	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" -v other="$OTHER" '
 	$1 == run { k = $2 "/" $3; sec[k] = $4; cpu[k] = $5; rss[k] = $6; st[k] = $7 }
 	END {
-		printf "%-8s | %-26s | %-26s | %s\n", "", "cairn", "restic", "cairn/restic"
+		printf "%-8s | %-26s | %-26s | %s\n", "", "cairn", other, "cairn/" other
 		printf "%-8s | %8s %7s %4s %5s | %8s %7s %4s %5s | %s\n", "op", "s", "MB/s", "CPU", "RSS", "s", "MB/s", "CPU", "RSS", "MB/s ratio"
 		split("backup restore", ops, " ")
 		for (i = 1; i <= 2; i++) {
-			o = ops[i]; c = "cairn/" o; r = "restic/" o
+			o = ops[i]; c = "cairn/" o; r = other "/" o
 			cm = bytes / 1e6 / sec[c]; rm = bytes / 1e6 / sec[r]
 			printf "%-8s | %8.2f %7.1f %4.1f %5d | %8.2f %7.1f %4.1f %5d | %.2fx\n", o, sec[c], cm, cpu[c], rss[c], sec[r], rm, cpu[r], rss[r], cm / rm
 		}
-		printf "stored   | %s MB (%.1f%% of the tree)   | %s MB (%.1f%% of the tree)\n", int(st["cairn/backup"]/1e6), 100*st["cairn/backup"]/bytes, int(st["restic/backup"]/1e6), 100*st["restic/backup"]/bytes
+		printf "stored   | %s MB (%.1f%% of the tree)   | %s MB (%.1f%% of the tree)\n", int(st["cairn/backup"]/1e6), 100*st["cairn/backup"]/bytes, int(st[other "/backup"]/1e6), 100*st[other "/backup"]/bytes
 	}' "$RESULTS"
 }
 
-echo "Cairn $CAIRN_REV vs restic $RESTIC_VERSION on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(df -T "$WORK" | awk 'NR==2 {print $2}') ($WORK)"
+if [ -n "$BASELINE" ]; then AGAINST="cairn $BASELINE_REV (baseline)"; else AGAINST="restic $RESTIC_VERSION"; fi
+echo "Cairn $CAIRN_REV vs $AGAINST on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(df -T "$WORK" | awk 'NR==2 {print $2}') ($WORK)"
 echo "tree: $TREE: $TREE_FILES files, $(mb "$TREE_BYTES") MB ($(cat "$TREE.done" | sed 's/^gentree: [^:]*: //'))"
 echo "each timed step starts with: sync; echo 3 > /proc/sys/vm/drop_caches"
 echo "s = wall seconds, MB/s = tree bytes / s, CPU = user+sys seconds of every process involved,"
 echo "RSS = peak resident MB (cairn: the dev process, which holds every role, + the CLI; restic: its process)"
+[ -n "$BASELINE" ] && echo "baseline: cairn built from $BASELINE_REV, measured as cairn is"
 for n in $(seq 1 "$RUNS"); do
-	log "run $n of $RUNS: cairn"
-	run_cairn "$n"
-	log "run $n of $RUNS: restic"
-	run_restic "$n"
+	if [ -n "$BASELINE" ]; then
+		# Alternating order, so a drift of the machine favours neither.
+		if [ $((n % 2)) -eq 1 ]; then
+			log "run $n of $RUNS: cairn, then the baseline"
+			run_cairn "$n"
+			run_cairn "$n" baseline "$BASELINE_BIN"
+		else
+			log "run $n of $RUNS: the baseline, then cairn"
+			run_cairn "$n" baseline "$BASELINE_BIN"
+			run_cairn "$n"
+		fi
+	else
+		log "run $n of $RUNS: cairn"
+		run_cairn "$n"
+		log "run $n of $RUNS: restic"
+		run_restic "$n"
+	fi
 	echo
 	echo "run $n:"
 	table "$n"
@@ -212,13 +250,15 @@ done
 if [ "$RUNS" -gt 1 ]; then
 	echo
 	echo "ranges over $RUNS runs (min-max):"
-	awk -F'\t' -v bytes="$TREE_BYTES" '
+	awk -F'\t' -v bytes="$TREE_BYTES" -v other="$OTHER" '
 	function upd(k, v) { if (!(k in lo) || v < lo[k]) lo[k] = v; if (!(k in hi) || v > hi[k]) hi[k] = v }
 	{ k = $2 "/" $3; mbs[$1, k] = bytes / 1e6 / $4; upd(k " MB/s", mbs[$1, k]); upd(k " CPU s", $5); upd(k " RSS MB", $6); runs[$1] = 1 }
 	END {
 		split("backup restore", ops, " ")
-		for (r in runs) for (i = 1; i <= 2; i++) upd(ops[i] " ratio", mbs[r, "cairn/" ops[i]] / mbs[r, "restic/" ops[i]])
-		n = split("cairn/backup MB/s|restic/backup MB/s|backup ratio|cairn/restore MB/s|restic/restore MB/s|restore ratio|cairn/backup CPU s|restic/backup CPU s|cairn/restore CPU s|restic/restore CPU s|cairn/backup RSS MB|restic/backup RSS MB|cairn/restore RSS MB|restic/restore RSS MB", keys, "|")
+		for (r in runs) for (i = 1; i <= 2; i++) upd(ops[i] " ratio", mbs[r, "cairn/" ops[i]] / mbs[r, other "/" ops[i]])
+		list = "cairn/backup MB/s|restic/backup MB/s|backup ratio|cairn/restore MB/s|restic/restore MB/s|restore ratio|cairn/backup CPU s|restic/backup CPU s|cairn/restore CPU s|restic/restore CPU s|cairn/backup RSS MB|restic/backup RSS MB|cairn/restore RSS MB|restic/restore RSS MB"
+		gsub(/restic/, other, list)
+		n = split(list, keys, "|")
 		for (i = 1; i <= n; i++) printf "  %-22s %8.2f - %-8.2f\n", keys[i], lo[keys[i]], hi[keys[i]]
 	}' "$RESULTS"
 fi
