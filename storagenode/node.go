@@ -69,6 +69,9 @@ type Node struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// orderRuns are the goroutines answering the servers' orders: Close
+	// waits for them before it closes the libraries and NATS they use.
+	orderRuns wire.Requests
 
 	reportMu sync.Mutex
 	reports  []func(context.Context) // to the servers, in order (reporter)
@@ -233,7 +236,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		})
 	}))
 	prefix := wire.NodeSubject(n.cfg.ID, "")
-	if _, err := wire.Serve(ctx, n.nc, prefix+">", "", n.log, r.Dispatch(func(subject string) (string, bool) {
+	if _, err := wire.ServeIn(ctx, n.nc, prefix+">", "", n.log, &n.orderRuns, r.Dispatch(func(subject string) (string, bool) {
 		if len(subject) > len(prefix) {
 			return subject[len(prefix):], true
 		}
@@ -389,6 +392,9 @@ func (n *Node) Close() error {
 	}
 	n.mu.Unlock()
 	n.wg.Wait()
+	// An order under way (a robot move, a label) answers, canceled,
+	// before its library and the connection it answers on go.
+	n.orderRuns.Close()
 	n.closeLibraries()
 	if n.nc != nil {
 		n.nc.Close()

@@ -732,3 +732,37 @@ func TestLibraryOrdersOncePerRequest(t *testing.T) {
 		t.Fatalf("a label order for another volume on a labeled tape: %v", err)
 	}
 }
+
+// TestCloseAnswersTheOrdersUnderWay: a node stopped while it carries out
+// an order (a robot move that does not end) answers it, canceled, before
+// it closes its libraries and its connection: the servers hear why, at
+// once, instead of waiting out their timeout for an answer that never
+// comes.
+func TestCloseAnswersTheOrdersUnderWay(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{tapes: 2, cartridge: 64 << 20})
+	r.lib.Emulated().StickRobot(true)
+	answered := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		answered <- wire.Request(ctx, r.nc, wire.NodeSubject("sn1", wire.OpNodeLibraryMove),
+			wire.LibraryMoveReq{Library: "lib1", Op: wire.MoveLoad, Slot: 1, Drive: 0, Start: wire.Start{RequestID: "move-1"}}, &wire.LibraryMoveResp{})
+	}()
+	poll.Until(t, 10*time.Second, func() error {
+		if n := r.node.orderRuns.Running(); n != 1 {
+			return fmt.Errorf("%d orders under way", n)
+		}
+		return nil
+	})
+	start := time.Now()
+	r.stopNode()
+	select {
+	case err := <-answered:
+		if err == nil || wire.CodeOf(err) == wire.CodeTimeout {
+			t.Fatalf("the move under way when the node stopped: %v", err)
+		}
+		t.Logf("answered %s after Close began: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the move under way when the node stopped got no answer")
+	}
+}

@@ -14,9 +14,10 @@ import (
 // catalog, a job's state). The zero value is ready; after Close it starts
 // nothing more.
 type Requests struct {
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	closed  bool
+	wg      sync.WaitGroup
+	running int
 }
 
 // Go runs f in a goroutine of the group, and reports false, running
@@ -28,11 +29,24 @@ func (r *Requests) Go(f func()) bool {
 		return false
 	}
 	r.wg.Add(1)
+	r.running++
 	go func() {
 		defer r.wg.Done()
+		defer func() {
+			r.mu.Lock()
+			r.running--
+			r.mu.Unlock()
+		}()
 		f()
 	}()
 	return true
+}
+
+// Running is how many requests are being answered now.
+func (r *Requests) Running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.running
 }
 
 // Close refuses new requests and waits for those running to end.
