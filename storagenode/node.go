@@ -59,7 +59,11 @@ type Node struct {
 	keysRefreshed time.Time
 	conns         map[net.Conn]struct{}
 	jobs          map[uint64]*jobStream // the stream of each job running here
-	refreshMu     sync.Mutex            // one refresh of the ticket keys at a time
+	// stopped is the newest attempt of each job the servers ordered
+	// stopped: a stream of it (or of an older attempt) that connects
+	// late, its agent's dial under way when the order came, is refused.
+	stopped   map[uint64]stoppedAttempt
+	refreshMu sync.Mutex // one refresh of the ticket keys at a time
 	// draining: the node stops (Drain); drained is closed when its last
 	// connection ends; handingBack: the drain ran out, and the sessions
 	// cut off are handed back to the servers, not failed.
@@ -89,7 +93,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("storage node data directory: %w", err)
 	}
-	n := &Node{cfg: cfg, log: logger, byPool: map[string]medium{}, conns: map[net.Conn]struct{}{}, jobs: map[uint64]*jobStream{},
+	n := &Node{cfg: cfg, log: logger, byPool: map[string]medium{}, conns: map[net.Conn]struct{}{}, jobs: map[uint64]*jobStream{}, stopped: map[uint64]stoppedAttempt{},
 		libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1)}
 	if err := n.claimSpoolDirs(); err != nil {
 		return nil, err
@@ -672,7 +676,12 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 	conn.SetTimeout(n.cfg.IdleTimeout)
 	conn.Keepalive(min(dataplane.KeepaliveInterval, n.cfg.IdleTimeout/3))
 	log = log.With("job", t.JobID, "client", t.Client, "op", t.Op)
-	ctx, done := n.startJob(ctx, t, conn)
+	ctx, done, err := n.startJob(ctx, t, conn)
+	if err != nil {
+		log.Warn("data connection refused", "attempt", t.Attempt, "err", err)
+		_ = conn.WriteError(edgeError(err))
+		return
+	}
 	defer done()
 	switch t.Op {
 	case ticket.OpBackup:
@@ -690,15 +699,33 @@ type jobStream struct {
 	conn    *dataplane.Conn
 }
 
-// startJob registers the stream of a job for cancelJob. A second stream of
-// the same job (a ticket of the next attempt) replaces the first in the
-// registry; each unregisters only itself.
-func (n *Node) startJob(ctx context.Context, t ticket.Ticket, conn *dataplane.Conn) (context.Context, func()) {
+// startJob registers the stream of a job for cancelJob. A stream of a
+// newer attempt of the same job stops the one of an older attempt still
+// here (the servers gave up on it), and an attempt the servers stopped, or
+// older than one running, is refused: a job's attempts never overlap on a
+// node, so two of them never hold a drive or write a volume at once.
+func (n *Node) startJob(ctx context.Context, t ticket.Ticket, conn *dataplane.Conn) (context.Context, func(), error) {
+	n.mu.Lock()
+	prev := n.jobs[t.JobID]
+	if t.Attempt != 0 {
+		if st, ok := n.stopped[t.JobID]; ok && t.Attempt <= st.attempt {
+			n.mu.Unlock()
+			return nil, nil, wire.Errorf(wire.CodeAborted, "", "attempt %d of job %d was stopped by the servers (%s)", t.Attempt, t.JobID, st.reason)
+		}
+		if prev != nil && prev.attempt > t.Attempt {
+			n.mu.Unlock()
+			return nil, nil, wire.Errorf(wire.CodeAborted, "", "attempt %d of job %d runs here: attempt %d is over", prev.attempt, t.JobID, t.Attempt)
+		}
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	js := &jobStream{attempt: t.Attempt, cancel: cancel, conn: conn}
-	n.mu.Lock()
 	n.jobs[t.JobID] = js
 	n.mu.Unlock()
+	if prev != nil && t.Attempt != 0 && prev.attempt < t.Attempt {
+		n.log.Warn("stopping the stream of an earlier attempt of a job whose next attempt connected", "job", t.JobID, "attempt", prev.attempt, "next", t.Attempt)
+		prev.cancel(wire.Errorf(wire.CodeAborted, "", "attempt %d of job %d is over: attempt %d connected", prev.attempt, t.JobID, t.Attempt))
+		_ = prev.conn.Close()
+	}
 	return ctx, func() {
 		n.mu.Lock()
 		if n.jobs[t.JobID] == js {
@@ -706,6 +733,33 @@ func (n *Node) startJob(ctx context.Context, t ticket.Ticket, conn *dataplane.Co
 		}
 		n.mu.Unlock()
 		cancel(nil)
+	}, nil
+}
+
+// stoppedAttempt is an attempt the servers ordered stopped, kept while a
+// ticket of it could still be presented.
+type stoppedAttempt struct {
+	attempt int
+	reason  string
+	at      time.Time
+}
+
+// stoppedMemory bounds how long a stop order is remembered: longer than a
+// ticket is valid, so no ticket of a stopped attempt outlives it.
+const stoppedMemory = 24 * time.Hour
+
+// noteStopped remembers a stop order; n.mu is held.
+func (n *Node) noteStopped(o wire.CancelJob, now time.Time) {
+	if o.Attempt == 0 {
+		return // a stop of whatever runs: there is no attempt to fence
+	}
+	if st, ok := n.stopped[o.JobID]; !ok || st.attempt < o.Attempt {
+		n.stopped[o.JobID] = stoppedAttempt{attempt: o.Attempt, reason: o.Reason, at: now}
+	}
+	for id, st := range n.stopped {
+		if now.Sub(st.at) > stoppedMemory {
+			delete(n.stopped, id)
+		}
 	}
 }
 
@@ -718,6 +772,7 @@ func (n *Node) startJob(ctx context.Context, t ticket.Ticket, conn *dataplane.Co
 // order is idempotent.
 func (n *Node) cancelJob(o wire.CancelJob) wire.CancelResult {
 	n.mu.Lock()
+	n.noteStopped(o, time.Now())
 	js := n.jobs[o.JobID]
 	if js != nil && o.Attempt != 0 && js.attempt != 0 && js.attempt != o.Attempt {
 		js = nil // another attempt's stream: not the one the order is about

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -764,5 +766,72 @@ func TestCloseAnswersTheOrdersUnderWay(t *testing.T) {
 		t.Logf("answered %s after Close began: %v", time.Since(start).Round(time.Millisecond), err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("the move under way when the node stopped got no answer")
+	}
+}
+
+// TestAttemptsOfAJobNeverOverlap: an attempt the servers stopped before
+// its stream connected (the agent's dial was under way) is refused when it
+// connects, and the stream of an attempt the servers gave up on stops when
+// the next attempt connects, so it neither holds the drive nor writes
+// beside it.
+func TestAttemptsOfAJobNeverOverlap(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{tapes: 2, cartridge: 64 << 20})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dialAttempt := func(job uint64, attempt int) *dataplane.Conn {
+		t.Helper()
+		now := time.Now()
+		tk, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: ticket.OpBackup, Pool: "Tape", Attempt: attempt,
+			BackupID: job, Level: "full", KeyID: "k1", Issued: now, Expires: now.Add(10 * time.Minute)}, r.signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.dial(t, tk)
+	}
+	stop := func(job uint64, attempt int) {
+		t.Helper()
+		var res wire.CancelResult
+		if err := wire.Request(ctx, r.nc, wire.NodeSubject("sn1", wire.OpCancel), wire.CancelJob{JobID: job, Attempt: attempt, Reason: "requeued"}, &res); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Stopped before it connected: refused.
+	stop(7, 1)
+	late := dialAttempt(7, 1)
+	defer late.Close()
+	err := late.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{})
+	if wire.CodeOf(err) != wire.CodeAborted {
+		t.Fatalf("a stream of a stopped attempt: %v", err)
+	}
+	t.Logf("the late stream: %v", err)
+
+	// The next attempt runs; one after it stops it.
+	second := dialAttempt(7, 2)
+	defer second.Close()
+	if err := second.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+		t.Fatalf("attempt 2: %v", err)
+	}
+	third := dialAttempt(7, 3)
+	defer third.Close()
+	if err := third.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+		t.Fatalf("attempt 3: %v", err)
+	}
+	_ = second.SetDeadline(time.Now().Add(20 * time.Second))
+	for {
+		// Attempt 2's stream ends: what it says (if anything) before its
+		// connection closes is its failure.
+		if _, _, err := second.ReadFrame(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("attempt 2's stream goes on beside attempt 3")
+			}
+			break
+		}
+	}
+	// And an older attempt that connects now is refused.
+	old := dialAttempt(7, 2)
+	defer old.Close()
+	if err := old.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); wire.CodeOf(err) != wire.CodeAborted {
+		t.Fatalf("attempt 2 again while attempt 3 runs: %v", err)
 	}
 }
