@@ -639,7 +639,11 @@ func runsIn(t *testing.T, p *proc, startMsg string, ends map[string]string) []ru
 	}
 	defer f.Close()
 	var out []run
-	open := map[uint64]*run{}
+	type stream struct {
+		job     uint64
+		attempt int
+	}
+	open := map[stream]*run{}
 	closeAll := func(at time.Time, why string) {
 		for id, r := range open {
 			r.end, r.outcome = at, why
@@ -671,22 +675,23 @@ func runsIn(t *testing.T, p *proc, startMsg string, ends map[string]string) []ru
 			continue
 		}
 		id, _ := strconv.ParseUint(job[1], 10, 64)
+		key := stream{job: id}
+		if a := logAttempt.FindStringSubmatch(line); a != nil {
+			key.attempt, _ = strconv.Atoi(a[1])
+		}
 		switch {
 		case msg[1] == startMsg:
-			r := &run{proc: p.name, job: id, start: at}
-			if a := logAttempt.FindStringSubmatch(line); a != nil {
-				r.attempt, _ = strconv.Atoi(a[1])
-			}
-			if prev := open[id]; prev != nil {
-				t.Errorf("%s started job %d again at %s while its earlier stream (from %s) had not ended", p.name, id, at.Format(time.StampMilli), prev.start.Format(time.StampMilli))
+			r := &run{proc: p.name, job: id, attempt: key.attempt, start: at}
+			if prev := open[key]; prev != nil {
+				t.Errorf("%s started attempt %d of job %d again at %s while its earlier stream (from %s) had not ended", p.name, key.attempt, id, at.Format(time.StampMilli), prev.start.Format(time.StampMilli))
 				out = append(out, *prev)
 			}
-			open[id] = r
+			open[key] = r
 		case ends[msg[1]] != "":
-			if r := open[id]; r != nil {
+			if r := open[key]; r != nil {
 				r.end, r.outcome = at, ends[msg[1]]
 				out = append(out, *r)
-				delete(open, id)
+				delete(open, key)
 			}
 		}
 	}
@@ -708,7 +713,11 @@ func (c *clusterSys) history() jobHistory {
 		}
 	}
 	for _, n := range c.nodes {
-		for _, r := range runsIn(c.t, n.proc, "backup session started", map[string]string{"backup session committed": "committed", "backup session failed": "failed"}) {
+		// A stream the next attempt of its job stopped ends when the node
+		// says so, before that attempt's stream starts; its failure is
+		// logged a moment later.
+		for _, r := range runsIn(c.t, n.proc, "backup session started", map[string]string{"backup session committed": "committed", "backup session failed": "failed",
+			"stopping the stream of an earlier attempt of a job whose next attempt connected": "superseded"}) {
 			h.node[r.job] = append(h.node[r.job], r)
 		}
 	}

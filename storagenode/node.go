@@ -675,7 +675,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 	// locate, a wait for a tape) keepalives tell the agent it lives.
 	conn.SetTimeout(n.cfg.IdleTimeout)
 	conn.Keepalive(min(dataplane.KeepaliveInterval, n.cfg.IdleTimeout/3))
-	log = log.With("job", t.JobID, "client", t.Client, "op", t.Op)
+	log = log.With("job", t.JobID, "attempt", t.Attempt, "client", t.Client, "op", t.Op)
 	ctx, done, err := n.startJob(ctx, t, conn)
 	if err != nil {
 		log.Warn("data connection refused", "attempt", t.Attempt, "err", err)
