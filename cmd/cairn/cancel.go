@@ -81,10 +81,14 @@ func runJobCancel(ctx context.Context, g *globals, id uint64, reason string) err
 			return interrupted(ctx, id)
 		case <-time.After(jobPollInterval):
 		}
-		j = wire.JobInfo{}
-		if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil && !wire.Transient(err) {
-			return err
+		var now wire.JobInfo
+		if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &now); err != nil {
+			if !wire.Transient(err) {
+				return err
+			}
+			continue // the servers elect a leader: the job is as it was
 		}
+		j = now
 	}
 	if j.State != "canceled" {
 		return wire.Errorf(wire.CodeWrongState, fmt.Sprintf("see it with 'cairn job show %d'", id),
