@@ -113,18 +113,29 @@ func (s *Schedule) resolve(y int, m time.Month, d int, minute uint16) time.Time 
 	// period [start, end) with offset off the clock shows [start+off,
 	// end+off); the first period whose shown times reach wall holds the
 	// answer: wall-off itself, or the period's start when the clock jumped
-	// past wall on entering it.
+	// past wall on entering it. start is taken as the end of the period
+	// walked before, not from ZoneBounds: past the zone file's last
+	// transition (2037) Go derives periods from the zone's rule, cuts them at
+	// each new year with the same offset on both sides, and at such a cut
+	// may report a start after the instant asked or the period just ended.
 	at := time.Unix(wall-15*3600, 0).In(s.loc)
+	var start int64
+	haveStart := false
 	for {
 		_, off := at.Zone()
-		start, end := at.ZoneBounds()
+		_, end := at.ZoneBounds()
 		if end.IsZero() || end.Unix()+int64(off) > wall {
 			t := wall - int64(off)
-			if !start.IsZero() && start.Unix() > t {
-				t = start.Unix()
+			if haveStart && start > t {
+				t = start
 			}
 			return time.Unix(t, 0).In(s.loc)
 		}
-		at = end.In(s.loc)
+		if end.After(at) {
+			start, haveStart = end.Unix(), true
+			at = end.In(s.loc)
+		} else {
+			at = at.Add(time.Hour)
+		}
 	}
 }
