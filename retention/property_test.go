@@ -38,6 +38,19 @@ func randomHistory(r *rand.Rand) []Backup {
 		id = c.nextID
 		all = append(all, c.backups...)
 	}
+	// Half the histories get IDs that do not follow time (a catalog rebuilt
+	// from media numbers backups in the order it reads them), so both ways
+	// of finding a base are exercised.
+	if r.IntN(2) == 0 {
+		perm := r.Perm(len(all))
+		remap := map[uint64]uint64{0: 0}
+		for i := range all {
+			remap[all[i].ID] = uint64(perm[i]) + 1
+		}
+		for i := range all {
+			all[i].ID, all[i].Parent = remap[all[i].ID], remap[all[i].Parent]
+		}
+	}
 	return all
 }
 

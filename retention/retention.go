@@ -319,15 +319,17 @@ func Plan(backups []Backup, policies func(Group) (Policy, bool)) []Decision {
 // groups, so an expiry pass over thousands of clients allocates once. The zero
 // Planner is ready; it is not for concurrent use.
 type Planner struct {
-	newest []int32 // indices into the group, newest first
-	index  map[uint64]int32
-	local  []localTime
-	seen   []bool
+	newest    []int32          // indices into the group, newest first
+	index     map[uint64]int32 // a backup's place by ID, when IDs do not ascend
+	ascending bool
+	local     []localTime
+	seen      []bool
 }
 
 // localTime is a backup's time cut into the calendar periods, once.
 type localTime struct {
 	hour, day, week, month, year int64
+	cut                          bool
 }
 
 // PlanGroup appends the decisions for one client and fileset to out, in the
@@ -342,9 +344,12 @@ func (p *Planner) PlanGroup(group []Backup, policy *Policy, out []Decision) []De
 		out = append(out, Decision{Backup: group[i], policy: policy})
 	}
 	dec := out[base:]
-	slices.SortFunc(dec, func(a, b Decision) int {
-		return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.ID, b.ID))
-	})
+	// The catalog and Plan hand groups over in order already; checking is a
+	// fraction of the cost of sorting these wide structs again.
+	byTime := func(a, b Decision) int { return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.ID, b.ID)) }
+	if !slices.IsSortedFunc(dec, byTime) {
+		slices.SortFunc(dec, byTime)
+	}
 
 	if policy == nil || policy.keepsNothing() {
 		for i := range dec {
@@ -362,11 +367,12 @@ func (p *Planner) PlanGroup(group []Backup, policy *Policy, out []Decision) []De
 			p.newest = append(p.newest, int32(i))
 		}
 	}
-	p.cutPeriods(dec, policy)
-	p.apply(dec, policy.Rules, "", false)
+	p.local = slices.Grow(p.local[:0], n)[:n]
+	clear(p.local)
+	p.apply(dec, policy, policy.Rules, "", false)
 	for _, l := range []schedule.Level{schedule.Full, schedule.Differential, schedule.Incremental} {
 		if r, ok := policy.Levels[l]; ok && !r.empty() {
-			p.apply(dec, r, l, true)
+			p.apply(dec, policy, r, l, true)
 		}
 	}
 	for i := range dec {
@@ -388,24 +394,29 @@ func (p *Planner) PlanGroup(group []Backup, policy *Policy, out []Decision) []De
 	return out
 }
 
-func (p *Planner) cutPeriods(dec []Decision, policy *Policy) {
-	p.local = slices.Grow(p.local[:0], len(dec))[:len(dec)]
-	loc := policy.location()
-	for _, i := range p.newest {
-		t := dec[i].Time.In(loc)
-		y, m, d := t.Date()
-		iy, iw := t.ISOWeek()
-		day := int64(y)*10000 + int64(m)*100 + int64(d)
-		p.local[i] = localTime{
-			hour: day*100 + int64(t.Hour()), day: day, week: int64(iy)*100 + int64(iw),
-			month: int64(y)*100 + int64(m), year: int64(y),
-		}
+// periods returns backup i's time cut into calendar periods, computed the
+// first time a period rule asks: a typical policy cuts only its fulls and
+// differentials (its incrementals go by keep-within), and the cut is most of
+// the cost of a decision.
+func (p *Planner) periods(dec []Decision, i int32, loc *time.Location) localTime {
+	if l := p.local[i]; l.cut {
+		return l
 	}
+	t := dec[i].Time.In(loc)
+	y, m, d := t.Date()
+	iy, iw := t.ISOWeek()
+	day := int64(y)*10000 + int64(m)*100 + int64(d)
+	l := localTime{
+		hour: day*100 + int64(t.Hour()), day: day, week: int64(iy)*100 + int64(iw),
+		month: int64(y)*100 + int64(m), year: int64(y), cut: true,
+	}
+	p.local[i] = l
+	return l
 }
 
 // apply runs one set of rules over the restore points (of level, when
 // byLevel), newest first, each rule on its own.
-func (p *Planner) apply(dec []Decision, r Rules, level schedule.Level, byLevel bool) {
+func (p *Planner) apply(dec []Decision, policy *Policy, r Rules, level schedule.Level, byLevel bool) {
 	if r.empty() || len(p.newest) == 0 {
 		return
 	}
@@ -445,6 +456,7 @@ func (p *Planner) apply(dec []Decision, r Rules, level schedule.Level, byLevel b
 		{r.Monthly, reasonMonthly, func(l localTime) int64 { return l.month }},
 		{r.Yearly, reasonYearly, func(l localTime) int64 { return l.year }},
 	}
+	loc := policy.location()
 	for _, b := range buckets {
 		if b.n == 0 {
 			continue
@@ -461,7 +473,7 @@ func (p *Planner) apply(dec []Decision, r Rules, level schedule.Level, byLevel b
 			}
 			// Newest first, so the first restore point of a new period is
 			// that period's newest.
-			if k := b.key(p.local[i]); k != last {
+			if k := b.key(p.periods(dec, i, loc)); k != last {
 				last = k
 				dec[i].kept |= bit
 				left--
@@ -482,13 +494,7 @@ func limit(n int) int {
 // The backups kept for their own sake are walked newest first, so each base
 // names the newest one that needs it.
 func (p *Planner) closeChains(dec []Decision) {
-	if p.index == nil {
-		p.index = make(map[uint64]int32, len(dec))
-	}
-	clear(p.index)
-	for i := range dec {
-		p.index[dec[i].ID] = int32(i)
-	}
+	p.indexIDs(dec)
 	p.seen = slices.Grow(p.seen[:0], len(dec))[:len(dec)]
 	clear(p.seen)
 	for i := len(dec) - 1; i >= 0; i-- {
@@ -497,7 +503,7 @@ func (p *Planner) closeChains(dec []Decision) {
 			continue // expired, or its chain was walked from a newer backup
 		}
 		for j, at, steps := root.Parent, i, 0; j != 0 && steps < len(dec); steps++ {
-			k, ok := p.index[j]
+			k, ok := p.find(dec, j)
 			if !ok {
 				dec[at].MissingBase = j
 				break
@@ -509,7 +515,36 @@ func (p *Planner) closeChains(dec []Decision) {
 			p.seen[k] = true
 			b.Keep = true
 			b.NeededBy, b.NeededByLevel = root.ID, root.Level
-			at, j = int(k), b.Parent
+			at, j = k, b.Parent
 		}
 	}
+}
+
+// index prepares find for dec. The catalog numbers backups in the order
+// they start, so IDs usually ascend with time and a binary search needs
+// nothing built; otherwise a map is.
+func (p *Planner) indexIDs(dec []Decision) {
+	p.ascending = true
+	for i := 1; i < len(dec) && p.ascending; i++ {
+		p.ascending = dec[i-1].ID < dec[i].ID
+	}
+	if p.ascending {
+		return
+	}
+	if p.index == nil {
+		p.index = make(map[uint64]int32, len(dec))
+	}
+	clear(p.index)
+	for i := range dec {
+		p.index[dec[i].ID] = int32(i)
+	}
+}
+
+// find returns the place in dec of the backup id.
+func (p *Planner) find(dec []Decision, id uint64) (int, bool) {
+	if p.ascending {
+		return slices.BinarySearchFunc(dec, id, func(d Decision, id uint64) int { return cmp.Compare(d.ID, id) })
+	}
+	k, ok := p.index[id]
+	return int(k), ok
 }
