@@ -56,7 +56,7 @@ fuzz-short:
 	GO=$(GO) FUZZTIME=3s FUZZMINIMIZETIME=2s ./scripts/fuzz.sh
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2x ./media/volume ./fileindex
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./media/volume ./fileindex ./schedule ./retention
 
 bench-e2e: build
 	./bench/e2e.sh

@@ -59,7 +59,7 @@
 // month and the weekday are restricted, a day matching either runs. Its times
 // are evaluated by this package under the rule below, not by robfig/cron,
 // whose Next steps through absolute hours and so skips a 02:30 run on a
-// spring-forward day.
+// spring-forward day and runs it twice on a fall-back day.
 //
 // An error names the line and the byte column of what is wrong, and says what
 // is expected there: column 5: "2nd-9th": a week of the month is 1st..5th or

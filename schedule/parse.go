@@ -621,8 +621,8 @@ const starBit = 1 << 63
 // parseCron reads "cron MIN HOUR DOM MONTH DOW [level]". robfig/cron parses
 // the fields (ranges, steps, names, exactly as crontab(5)); this package
 // evaluates them, because SpecSchedule.Next walks absolute hours and so skips
-// a 02:30 run on a spring-forward day and can run one twice on a fall-back
-// day, which is not the rule this package documents.
+// a 02:30 run on a spring-forward day and runs it twice on a fall-back
+// day (TestRobfigNextAndDST), which is not the rule this package documents.
 func (p *ruleParser) parseCron() error {
 	fields := p.toks[1:]
 	if len(fields) < 5 {

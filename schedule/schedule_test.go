@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/robfig/cron/v3"
 )
 
 func mustParse(t testing.TB, text, zone string) *Schedule {
@@ -215,5 +217,33 @@ func TestFarFuture(t *testing.T) {
 	want := "06-30 22:30Z 00:30 CEST full 0|12-31 23:30Z 00:30 CET full 0|06-30 22:30Z 00:30 CEST full 0|12-31 23:30Z 00:30 CET full 0"
 	if got != want {
 		t.Errorf("\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestRobfigNextAndDST holds the reason this package evaluates cron rules
+// itself (see parseCron): robfig/cron v3.0.1's SpecSchedule.Next, given a
+// 02:30 rule in Berlin, finds no 02:30 on the spring-forward day and runs
+// next on the following day, and runs twice on the fall-back day; this
+// package runs at 03:00 on the first and once on the second.
+func TestRobfigNextAndDST(t *testing.T) {
+	spec, err := cron.ParseStandard("CRON_TZ=Europe/Berlin 30 2 * * *")
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := utc("2026-03-28 12:00")
+	if got := spec.Next(from).UTC(); !got.Equal(utc("2026-03-30 00:30")) {
+		t.Errorf("robfig/cron's Next = %s; if it now runs on the spring-forward day, reconsider parseCron's comment", got)
+	}
+	s := mustParse(t, "cron 30 2 * * *", "Europe/Berlin")
+	if r, _ := s.Next(from); !r.Time.Equal(utc("2026-03-29 01:00")) {
+		t.Errorf("Next = %s, want 2026-03-29 03:00 CEST", r.Time)
+	}
+
+	first := spec.Next(utc("2026-10-24 12:00"))
+	if second := spec.Next(first).UTC(); !second.Equal(utc("2026-10-25 01:30")) {
+		t.Errorf("robfig/cron's Next after %s = %s; if it no longer runs twice on the fall-back day, reconsider parseCron's comment", first.UTC(), second)
+	}
+	if got := runsUTC(s, "2026-10-24 12:00", "2026-10-26 12:00"); got != "10-25 00:30Z 02:30 CEST incremental 0|10-26 01:30Z 02:30 CET incremental 0" {
+		t.Errorf("runs over the fall-back day: %s", got)
 	}
 }
