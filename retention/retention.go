@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -74,18 +75,38 @@ type Policy struct {
 // ErrKeepsNothing is the error of a policy with no rule at all.
 var ErrKeepsNothing = errors.New("the retention policy has no keep rule: set at least one (keep-within, keep-last, keep-daily ...)")
 
-// Validate refuses a policy that would keep nothing or that has a negative
-// count other than Unlimited.
+// RuleError is the error of one bad rule of a policy.
+type RuleError struct {
+	// Level is the level the rule is for, "" for the rules over every level.
+	Level schedule.Level
+	// Rule is the rule's name as a policy file writes it ("keep-daily").
+	Rule string
+	Msg  string
+}
+
+func (e *RuleError) Error() string {
+	scope := ""
+	if e.Level != "" {
+		scope = string(e.Level) + " "
+	}
+	return scope + e.Rule + ": " + e.Msg
+}
+
+// Validate refuses a policy that would keep nothing, a rule for a level
+// that does not exist, and a negative count other than Unlimited.
 func (p Policy) Validate() error {
-	check := func(scope string, r Rules) error {
-		for name, n := range map[string]int{"keep-last": r.Last, "keep-hourly": r.Hourly, "keep-daily": r.Daily,
-			"keep-weekly": r.Weekly, "keep-monthly": r.Monthly, "keep-yearly": r.Yearly} {
-			if n < Unlimited {
-				return fmt.Errorf("%s%s is %d: use a count of periods, or unlimited", scope, name, n)
+	check := func(level schedule.Level, r Rules) error {
+		for _, c := range []struct {
+			name string
+			n    int
+		}{{"keep-last", r.Last}, {"keep-hourly", r.Hourly}, {"keep-daily", r.Daily},
+			{"keep-weekly", r.Weekly}, {"keep-monthly", r.Monthly}, {"keep-yearly", r.Yearly}} {
+			if c.n < Unlimited {
+				return &RuleError{Level: level, Rule: c.name, Msg: fmt.Sprintf("%d is not a count: use a number of periods, or unlimited", c.n)}
 			}
 		}
 		if r.Within < 0 {
-			return fmt.Errorf("%skeep-within is %s: use a positive duration", scope, r.Within)
+			return &RuleError{Level: level, Rule: "keep-within", Msg: fmt.Sprintf("%s is negative: use a positive duration", r.Within)}
 		}
 		return nil
 	}
@@ -93,11 +114,12 @@ func (p Policy) Validate() error {
 		return err
 	}
 	keeps := !p.Rules.empty()
-	for l, r := range p.Levels {
+	for _, l := range slices.Sorted(maps.Keys(p.Levels)) {
+		r := p.Levels[l]
 		if !l.Valid() {
-			return fmt.Errorf("retention for level %q: the levels are full, differential and incremental", l)
+			return &RuleError{Level: l, Rule: "level", Msg: "not a level: the levels are full, differential and incremental"}
 		}
-		if err := check(string(l)+" ", r); err != nil {
+		if err := check(l, r); err != nil {
 			return err
 		}
 		keeps = keeps || !r.empty()

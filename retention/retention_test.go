@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -162,11 +163,20 @@ func TestNoPolicyOrNoRuleKeepsEverything(t *testing.T) {
 	if err := (Policy{}).Validate(); err != ErrKeepsNothing {
 		t.Errorf("Validate of an empty policy = %v, want ErrKeepsNothing", err)
 	}
-	if err := (Policy{Rules: Rules{Daily: -2}}).Validate(); err == nil || err.Error() != "keep-daily is -2: use a count of periods, or unlimited" {
+	var re *RuleError
+	err := (Policy{Levels: map[schedule.Level]Rules{schedule.Full: {Daily: -2}}}).Validate()
+	if !errors.As(err, &re) || re.Level != schedule.Full || re.Rule != "keep-daily" ||
+		err.Error() != "full keep-daily: -2 is not a count: use a number of periods, or unlimited" {
 		t.Errorf("Validate of a negative count = %v", err)
 	}
-	if err := (Policy{Levels: map[schedule.Level]Rules{"weekly": {Last: 1}}}).Validate(); err == nil {
-		t.Error("Validate took an unknown level")
+	if err := (Policy{Rules: Rules{Within: -time.Hour}}).Validate(); err == nil || err.Error() != "keep-within: -1h0m0s is negative: use a positive duration" {
+		t.Errorf("Validate of a negative duration = %v", err)
+	}
+	if err := (Policy{Levels: map[schedule.Level]Rules{"weekly": {Last: 1}}}).Validate(); !errors.As(err, &re) || re.Level != "weekly" {
+		t.Errorf("Validate of an unknown level = %v", err)
+	}
+	if err := typicalPolicy.Validate(); err != nil {
+		t.Errorf("Validate of the typical policy = %v", err)
 	}
 }
 

@@ -122,13 +122,26 @@ func Parse(text, zone string) (*Schedule, error) {
 	return s, nil
 }
 
+// ZoneError is the error of a schedule whose time zone this machine's zone
+// database does not know.
+type ZoneError struct {
+	Zone string
+	Err  error
+}
+
+func (e *ZoneError) Error() string {
+	return fmt.Sprintf("time zone %q is not known (%v): use an IANA name such as Europe/Berlin or UTC", e.Zone, e.Err)
+}
+
+func (e *ZoneError) Unwrap() error { return e.Err }
+
 func loadZone(zone string) (*time.Location, error) {
 	if zone == "" || zone == "Local" {
 		return time.Local, nil
 	}
 	loc, err := time.LoadLocation(zone)
 	if err != nil {
-		return nil, fmt.Errorf("time zone %q is not known (%w): use an IANA name such as Europe/Berlin or UTC", zone, err)
+		return nil, &ZoneError{Zone: zone, Err: err}
 	}
 	return loc, nil
 }
@@ -309,14 +322,14 @@ func (p *ruleParser) finish(minutes []uint16) error {
 	if !p.set.days {
 		p.r.days = allDays
 	}
-	return p.r.checkFires(p.end)
+	return p.r.checkFires()
 }
 
 // checkFires refuses a rule that no day satisfies ("Feb 30th day",
 // "5th Mon day 1"): a schedule that never runs is a mistake, and Next would
 // otherwise search years ahead to find nothing. 28 years hold every pairing of
 // weekday, leap year and date the Gregorian calendar has in this era.
-func (r *Rule) checkFires(end int) error {
+func (r *Rule) checkFires() error {
 	d := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 	for range 28 * 366 {
 		if r.matchesDate(d) {
@@ -677,5 +690,5 @@ func (p *ruleParser) parseCron() error {
 	if s.Dow&starBit != 0 {
 		p.r.weekdays = allWeekdays
 	}
-	return p.r.checkFires(p.end)
+	return p.r.checkFires()
 }

@@ -131,7 +131,9 @@ func TestParseScheduleNamesTheLine(t *testing.T) {
 	if _, err := Parse("  # nothing\n", "UTC"); !errors.Is(err, ErrEmpty) {
 		t.Fatalf("an empty schedule: got %v, want ErrEmpty", err)
 	}
-	if _, err := Parse("daily 02:00", "Europe/Nowhere"); err == nil || !strings.Contains(err.Error(), `time zone "Europe/Nowhere" is not known`) {
+	_, err = Parse("daily 02:00", "Europe/Nowhere")
+	var ze *ZoneError
+	if !errors.As(err, &ze) || ze.Zone != "Europe/Nowhere" || !strings.Contains(err.Error(), `time zone "Europe/Nowhere" is not known`) {
 		t.Fatalf("an unknown zone: got %v", err)
 	}
 }
