@@ -504,8 +504,11 @@ func (p *Planner) apply(dec []Decision, policy *Policy, r Rules, level schedule.
 	}
 }
 
+// limit turns a rule's count into how many to keep. Validate refuses
+// negative counts other than Unlimited; one that reaches Plan anyway keeps
+// every period, erring towards keeping.
 func limit(n int) int {
-	if n == Unlimited {
+	if n < 0 {
 		return math.MaxInt
 	}
 	return n

@@ -224,3 +224,18 @@ func TestPlanOrderIsDeterministic(t *testing.T) {
 		t.Errorf("got %s\nwant %s", strings.Join(got, " "), want)
 	}
 }
+
+// TestInvalidCountKeepsMore holds Plan to err towards keeping when a policy
+// that Validate would refuse reaches it: a count below -1 keeps every period
+// instead of none.
+func TestInvalidCountKeepsMore(t *testing.T) {
+	c := newChainer("web1", "etc", 1)
+	for d := range 5 {
+		c.add(day(d), schedule.Full, Complete)
+	}
+	for _, d := range Plan(c.backups, one(Policy{Rules: Rules{Daily: -5}})) {
+		if !d.Keep {
+			t.Errorf("backup %d expired under keep-daily -5", d.ID)
+		}
+	}
+}
