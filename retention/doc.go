@@ -25,9 +25,10 @@
 // say.)
 //
 //   - keep-within D: every restore point at or after the newest restore
-//     point's time minus D. The newest restore point, not the current time,
-//     is the anchor, so a client that stops backing up keeps its last points
-//     instead of losing them all D after the last backup.
+//     point's time minus D, the bound included. The newest restore point,
+//     not the current time, is the anchor, so a client that stops backing up
+//     keeps its last points instead of losing them all D after the last
+//     backup.
 //   - keep-last N: the N newest restore points.
 //   - keep-hourly, -daily, -weekly, -monthly, -yearly N: the periods that hold
 //     at least one restore point are taken newest first, and the newest
@@ -37,7 +38,9 @@
 //     year is the one with its Thursday), months and years are calendar
 //     months and years; an hour is a wall-clock hour, so the hour a fall-back
 //     day repeats is one period. Unlimited (-1) keeps the newest point of
-//     every period.
+//     every period. Unlike restic since 0.17, the oldest restore point is not
+//     kept in addition when there are fewer periods than N: a policy that
+//     wants the first backup kept says so with a longer rule or a hold.
 //
 // Rules come in two scopes. Policy.Rules count the restore points of every
 // level together. Policy.Levels[level] count only the restore points of that
