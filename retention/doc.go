@@ -70,6 +70,13 @@
 // names it (Decision.MissingBase): the catalog lost it, and the backup cannot
 // be restored whatever retention does.
 //
+// # Preview
+//
+// Preview foresees a schedule's runs for one client and fileset: the level
+// each would take after promotion, and what the expiry pass after it would
+// expire, on the assumption that every run completes at its time and the
+// holds stay as they are.
+//
 // # Properties the tests hold
 //
 // No kept backup lacks a base; a held backup is never expired; a second pass

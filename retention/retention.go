@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cairnbackup/cairn/schedule"
@@ -171,7 +172,8 @@ type Decision struct {
 type reasonKind uint8
 
 const (
-	reasonHeld reasonKind = iota
+	reasonNone reasonKind = iota
+	reasonHeld
 	reasonWriting
 	reasonNoPolicy
 	reasonWithin
@@ -181,7 +183,6 @@ const (
 	reasonWeekly
 	reasonMonthly
 	reasonYearly
-	reasonNeeded
 	reasonAborted
 	reasonNoRule
 )
@@ -290,15 +291,11 @@ func (d *Decision) ruleReason(k reasonKind, scope string, r Rules) Reason {
 
 // Why joins the reasons into one line, for a table.
 func (d *Decision) Why() string {
-	rs := d.Reasons()
-	s := ""
-	for i, r := range rs {
-		if i > 0 {
-			s += "; "
-		}
-		s += r.Text
+	var texts []string
+	for _, r := range d.Reasons() {
+		texts = append(texts, r.Text)
 	}
-	return s
+	return strings.Join(texts, "; ")
 }
 
 func (p *Policy) location() *time.Location {
@@ -408,7 +405,7 @@ func (p *Planner) PlanGroup(group []Backup, policy *Policy, out []Decision) []De
 			d.expiry = reasonAborted
 		}
 		d.Keep = d.kept != 0
-		if !d.Keep && d.expiry == 0 {
+		if !d.Keep && d.expiry == reasonNone {
 			d.expiry = reasonNoRule
 		}
 	}
@@ -545,7 +542,7 @@ func (p *Planner) closeChains(dec []Decision) {
 	}
 }
 
-// index prepares find for dec. The catalog numbers backups in the order
+// indexIDs prepares find for dec. The catalog numbers backups in the order
 // they start, so IDs usually ascend with time and a binary search needs
 // nothing built; otherwise a map is.
 func (p *Planner) indexIDs(dec []Decision) {
