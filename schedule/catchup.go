@@ -25,7 +25,9 @@ type CatchUp struct {
 // last is the scheduled time of the newest run recorded (run or missed), or
 // the time the policy was created; a zero last means nothing is recorded and
 // nothing is owed. The scheduler calls CatchUp at every tick, so in normal
-// operation (last, now] holds the one run that just fell due and it runs.
+// operation (last, now] holds the one run that just fell due and it runs;
+// window must therefore be longer than the time between two ticks, or a run
+// that falls just after one tick is already too late at the next.
 func (s *Schedule) CatchUp(last, now time.Time, window time.Duration) CatchUp {
 	if last.IsZero() || !now.After(last) {
 		return CatchUp{}
