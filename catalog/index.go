@@ -309,3 +309,111 @@ func mayHoldBelow(info SegmentInfo, dir string) bool {
 	return fileindex.Compare(info.Last, dir) > 0 &&
 		(fileindex.Compare(info.First, dir) <= 0 || fileindex.Within(info.First, dir))
 }
+
+type segMeta struct {
+	First fileindex.Path `json:"first"`
+	Last  fileindex.Path `json:"last"`
+	Count int            `json:"count"`
+	Bytes int            `json:"bytes"`
+}
+
+func (a *applier) segMeta(backup uint64, no int) (*segMeta, error) {
+	var m segMeta
+	ok, err := getJSON(a.tx, bSegMeta, segKey(backup, no), &m)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func (a *applier) addIndexSegment(s *IndexSegment) error {
+	b, err := a.backup(s.BackupID)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return refuse(CodeNotFound, "", "backup %d does not exist", s.BackupID)
+	}
+	if b.State != BackupWriting {
+		return refuse(CodeWrongState, "", "backup %d is %s: it takes no more index segments", b.ID, b.State)
+	}
+	if s.Node != "" && s.Node != b.Node {
+		return refuse(CodeWrongState, "", "backup %d is not being written on storage node %s", b.ID, s.Node)
+	}
+	switch {
+	case s.Count <= 0 || len(s.Data) == 0:
+		return refuse(CodeInvalidArgument, "", "index segment %d of backup %d is empty", s.No, b.ID)
+	case s.First == "" || s.Last == "" || fileindex.Compare(string(s.First), string(s.Last)) > 0:
+		return refuse(CodeInvalidArgument, "", "index segment %d of backup %d has a bad path range %q..%q", s.No, b.ID, s.First, s.Last)
+	case s.No < 0 || s.No > b.Segments:
+		return refuse(CodeInvalidArgument, "send a backup's index segments in order, from 0",
+			"index segment %d of backup %d arrived before segment %d", s.No, b.ID, b.Segments)
+	}
+	if s.No < b.Segments {
+		// A resent segment: accept it if it is the one stored.
+		m, err := a.segMeta(b.ID, s.No)
+		if err != nil {
+			return err
+		}
+		if m != nil && m.First == s.First && m.Last == s.Last && m.Count == s.Count &&
+			bytes.Equal(getSegData(a.tx, segKey(b.ID, s.No)), s.Data) {
+			return nil
+		}
+		return refuse(CodeAlreadyExists, "", "backup %d already holds a different index segment %d", b.ID, s.No)
+	}
+	if s.No > 0 {
+		prev, err := a.segMeta(b.ID, s.No-1)
+		if err != nil {
+			return err
+		}
+		if prev != nil && fileindex.Compare(string(prev.Last), string(s.First)) >= 0 {
+			return refuse(CodeInvalidArgument, "", "index segment %d of backup %d starts at %q, not after %q where segment %d ends",
+				s.No, b.ID, s.First, prev.Last, s.No-1)
+		}
+	}
+	k := segKey(b.ID, s.No)
+	if err := putJSON(a.tx, bSegMeta, k, &segMeta{First: s.First, Last: s.Last, Count: s.Count, Bytes: len(s.Data)}); err != nil {
+		return err
+	}
+	if err := putSegData(a.tx, k, s.Data); err != nil {
+		return err
+	}
+	if err := addCount(a.tx, "index", "segments", 1); err != nil {
+		return err
+	}
+	if err := addCount(a.tx, "index", "bytes", int64(len(s.Data))); err != nil {
+		return err
+	}
+	old := *b
+	b.Segments++
+	b.Entries += int64(s.Count)
+	return a.putBackup(&old, b)
+}
+
+func (a *applier) deleteSegments(backup uint64) error {
+	prefix := u64(backup)
+	var keys [][]byte
+	var size int64
+	c := a.tx.Bucket(bSegMeta).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var m segMeta
+		if err := jsonUnmarshal(bSegMeta, k, v, &m); err != nil {
+			return err
+		}
+		keys = append(keys, bytes.Clone(k))
+		size += int64(m.Bytes)
+	}
+	// Deleting under a live cursor skips keys in bbolt, hence the two passes.
+	for _, k := range keys {
+		if err := a.tx.Bucket(bSegMeta).Delete(k); err != nil {
+			return err
+		}
+		if err := deleteSegData(a.tx, k); err != nil {
+			return err
+		}
+	}
+	if err := addCount(a.tx, "index", "segments", -int64(len(keys))); err != nil {
+		return err
+	}
+	return addCount(a.tx, "index", "bytes", -size)
+}

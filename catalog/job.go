@@ -1,0 +1,287 @@
+package catalog
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+func (a *applier) nextJobID() (uint64, error) {
+	meta := a.tx.Bucket(bMeta)
+	id := getU64(meta, keyNextJob)
+	if id == 0 {
+		id = 1
+	}
+	return id, meta.Put(keyNextJob, u64(id+1))
+}
+
+func (a *applier) createJob(j *Job, req *RequestKey) error {
+	if j.Type != JobBackup && j.Type != JobRestore {
+		return refuse(CodeInvalidArgument, "", "job type %q is not known: use backup or restore", j.Type)
+	}
+	c, err := a.client(j.Client)
+	if err != nil {
+		return err
+	}
+	if c == nil {
+		return refuse(CodeUnknownClient, fmt.Sprintf("start 'cairn agent --name %s' on that host first", j.Client),
+			"client %q is not known", j.Client)
+	}
+	job := *j
+	job.Log, job.LogLines = nil, 0
+	job.Started, job.Ended = time.Time{}, time.Time{}
+	job.RequestID = ""
+	if req != nil {
+		job.RequestID = req.ID
+	}
+	switch job.State {
+	case "":
+		job.State = JobQueued
+	case JobPending, JobQueued:
+	case JobRunning:
+		job.Started = a.now
+	default:
+		return refuse(CodeInvalidArgument, "", "a new job is pending, queued or running, not %s", job.State)
+	}
+	job.Created = a.now
+
+	var backup *Backup
+	var logLines []LogLine
+	switch job.Type {
+	case JobBackup:
+		if job.Level == "" {
+			job.Level = LevelIncremental
+		}
+		if !job.Level.Valid() {
+			return refuse(CodeInvalidArgument, "use full, incremental or differential", "backup level %q is not known", job.Level)
+		}
+		if len(job.Paths) == 0 {
+			return refuse(CodeInvalidArgument, "give at least one path", "backup job for %s has no paths", job.Client)
+		}
+		pool, err := a.pool(job.Pool)
+		if err != nil {
+			return err
+		}
+		if pool == nil {
+			return refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", job.Pool)
+		}
+		if job.Node != "" && !pool.Serves(job.Node) {
+			return refuse(CodeInvalidArgument, "", "storage node %s does not serve pool %s", job.Node, pool.Name)
+		}
+		fs := FileSetOf(fileindex.Strings(job.Paths), fileindex.Strings(job.Excludes))
+		var parent *Backup
+		if job.Level != LevelFull {
+			parent, err = a.latestComplete(job.Client, fs, pool.Name, job.Level == LevelDifferential)
+			if err != nil {
+				return err
+			}
+			if parent == nil {
+				// As Bacula and Bareos do ("No prior Full backup Job record
+				// found, upgrading to Full"): an incremental or differential
+				// with nothing to compare against in its pool is a full.
+				logLines = append(logLines, LogLine{Time: a.now, Level: "info", Msg: fmt.Sprintf(
+					"no full of this client in pool %s: running a full (a %s of %s builds only on a complete backup of the same paths in the same pool)",
+					pool.Name, job.Level, strings.Join(escapeAll(job.Paths), ", "))})
+				job.Level = LevelFull
+			}
+		}
+		backup = &Backup{
+			Client: job.Client, FileSet: fs, Paths: job.Paths, Excludes: job.Excludes, Level: job.Level,
+			StartTime: a.now, KeyID: pool.KeyID, Pool: pool.Name, Node: job.Node, State: BackupWriting,
+		}
+		if parent != nil {
+			backup.Parent = parent.ID
+		}
+	case JobRestore:
+		b, err := a.backup(job.BackupID)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			return refuse(CodeNotFound, "list backups with 'cairn backup list'", "backup %d does not exist", job.BackupID)
+		}
+		if b.State != BackupComplete {
+			return refuse(CodeWrongState, "choose a complete backup", "backup %d is %s, not complete", b.ID, b.State)
+		}
+		if job.Pool == "" {
+			job.Pool = b.Pool
+		}
+		if job.Node == "" {
+			job.Node = b.Node
+		}
+	}
+
+	id, err := a.nextJobID()
+	if err != nil {
+		return err
+	}
+	job.ID = id
+	if backup != nil {
+		backup.ID = id
+		job.BackupID = id
+		if err := a.putBackup(nil, backup); err != nil {
+			return err
+		}
+	}
+	if err := a.appendLog(&job, logLines); err != nil {
+		return err
+	}
+	if err := a.putJob(nil, &job); err != nil {
+		return err
+	}
+	a.res.JobID = id
+	return a.recordRequest(req, &Request{Op: OpCreateJob, JobID: id})
+}
+
+// latestComplete finds the base of an incremental (the latest complete backup
+// of the file set in the pool, any level) or of a differential (the latest
+// complete full in the pool). Latest means the latest point in time, not the
+// highest id: two runs can complete out of order.
+//
+// The base is sought in the backup's own pool only, so that every chain
+// lies in one pool: a tape pool's chain restores from its tapes alone once
+// they are in the vault, and a backup sent to a pool that holds none of the
+// file set yet starts there with a full rather than an incremental on a
+// full in another pool, which would leave the tapes holding only changes.
+func (a *applier) latestComplete(client, fileSet, pool string, fullOnly bool) (*Backup, error) {
+	var best *Backup
+	err := eachClientBackup(a.tx, client, func(b *Backup) bool {
+		if b.State != BackupComplete || b.FileSet != fileSet || b.Pool != pool || (fullOnly && b.Level != LevelFull) {
+			return true
+		}
+		if best == nil || b.StartTime.After(best.StartTime) {
+			best = b
+		}
+		return true
+	})
+	return best, err
+}
+
+func (a *applier) updateJob(u *JobUpdate) error {
+	j, err := a.job(u.ID)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		return refuse(CodeNotFound, "list jobs with 'cairn job list'", "job %d does not exist", u.ID)
+	}
+	if j.State.Done() {
+		return refuse(CodeWrongState, "", "job %d already ended (%s)", j.ID, j.State)
+	}
+	if err := j.isAttempt(u.Attempt); err != nil {
+		return err
+	}
+	old := *j
+	canceled := false
+	if u.State != "" && u.State != j.State {
+		if u.State.Valid() && j.Cancel != nil && j.endState(u.State) == JobCanceled {
+			// The job stopped on its cancel's account.
+			u2 := *u
+			u2.State, u2.ErrorCode, u2.Error = JobCanceled, "", j.Cancel.Message()
+			u, canceled = &u2, true
+		}
+		if !u.State.Valid() {
+			return refuse(CodeInvalidArgument, "", "job state %q is not known", u.State)
+		}
+		if u.State == JobQueued || u.State == JobPending || u.State == JobVoid {
+			return refuse(CodeWrongState, "", "job %d is %s and cannot be set to %s", j.ID, j.State, u.State)
+		}
+		if j.State == JobPending {
+			// Only an accept (it may run) or a void (it never will) ends
+			// pending: anything else could run a job whose caller was told
+			// it failed.
+			return refuse(CodeWrongState, "", "job %d is pending: its start was not confirmed yet", j.ID)
+		}
+		if j.Type == JobBackup && (u.State == JobSuccess || u.State == JobWarning) {
+			return refuse(CodeWrongState, "a backup succeeds when its storage node commits the session",
+				"job %d is a backup: it cannot be set to %s", j.ID, u.State)
+		}
+		j.State = u.State
+		switch {
+		case u.State == JobRunning:
+			j.Started = a.now
+		case u.State.Done():
+			j.Ended = a.now
+			j.Waiting = "" // an ended job waits for nothing
+		}
+	}
+	if !u.Started.IsZero() {
+		j.Started = u.Started
+	}
+	if !u.Ended.IsZero() {
+		j.Ended = u.Ended
+	}
+	if u.Files != 0 {
+		j.Files = u.Files
+	}
+	if u.Bytes != 0 {
+		j.Bytes = u.Bytes
+	}
+	if u.StoredBytes != 0 {
+		j.StoredBytes = u.StoredBytes
+	}
+	if u.Warnings != 0 {
+		j.Warnings = u.Warnings
+	}
+	if u.Entries != 0 {
+		j.Entries, j.Restored, j.Lost = u.Entries, u.Restored, u.Lost
+	}
+	if u.ErrorCode != "" || canceled {
+		j.ErrorCode = u.ErrorCode
+	}
+	if u.Waiting != nil {
+		j.Waiting = *u.Waiting
+	}
+	if u.Error != "" {
+		j.Error = u.Error
+	}
+	if j.Type == JobBackup {
+		b, err := a.backup(j.BackupID)
+		if err != nil {
+			return err
+		}
+		if b != nil && b.State == BackupWriting {
+			switch {
+			case j.State.Done():
+				// A backup job that ends without a commit leaves no half
+				// backup behind.
+				if err := a.dropBackup(b); err != nil {
+					return err
+				}
+			case old.State != JobRunning && j.State == JobRunning:
+				ob := *b
+				b.StartTime = j.Started
+				if err := a.putBackup(&ob, b); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return a.putJob(&old, j)
+}
+
+func (a *applier) appendJobLog(l *JobLog) error {
+	j, err := a.job(l.JobID)
+	if err != nil {
+		return err
+	}
+	if j == nil {
+		return refuse(CodeNotFound, "", "job %d does not exist", l.JobID)
+	}
+	old := *j
+	if err := a.appendLog(j, l.Lines); err != nil {
+		return err
+	}
+	return a.putJob(&old, j)
+}
+
+// escapeAll writes paths as fileindex.Escape does, for a log line.
+func escapeAll(paths []fileindex.Path) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = fileindex.Escape(string(p))
+	}
+	return out
+}

@@ -1,0 +1,46 @@
+package catalog
+
+func (a *applier) createPool(p *Pool) error {
+	if err := validName("pool", p.Name); err != nil {
+		return err
+	}
+	if old, err := a.pool(p.Name); err != nil {
+		return err
+	} else if old != nil {
+		return refuse(CodeAlreadyExists, "choose another name, or list pools with 'cairn pool list'", "pool %s already exists", p.Name)
+	}
+	n := *p
+	typ, ok := ParsePoolType(string(n.Type))
+	n.Type = typ
+	switch {
+	case !ok:
+		return refuse(CodeInvalidArgument, "use type disk or tape", "pool %s: type %q is not known", p.Name, p.Type)
+	case !typ.HasLibrary() && n.Library != "":
+		return refuse(CodeInvalidArgument, "", "%s pool %s cannot be in library %s", typ, p.Name, p.Library)
+	case !typ.FileBacked() && n.MaxVolumeBytes != 0:
+		return refuse(CodeInvalidArgument, "leave the maximum volume size unset: a cartridge ends where its tape does",
+			"%s pool %s: a maximum volume size makes no sense", typ, p.Name)
+	}
+	if n.BlockSize <= 0 {
+		n.BlockSize = DefaultBlockSize
+	}
+	if n.BlockRawSize <= 0 {
+		n.BlockRawSize = DefaultBlockRawSize
+	}
+	if n.MaxVolumeBytes < 0 {
+		return refuse(CodeInvalidArgument, "give a positive size, or 0 for no limit", "pool %s: maximum volume size %d is negative", p.Name, p.MaxVolumeBytes)
+	}
+	if n.LabelPrefix == "" {
+		n.LabelPrefix = n.Name
+	}
+	if n.NextVolume < 1 {
+		n.NextVolume = 1
+	}
+	if n.KeyID != "" {
+		if a.tx.Bucket(bKeys).Get([]byte(n.KeyID)) == nil {
+			return refuse(CodeNotFound, "store the key first (put_key), then create the pool", "pool %s: key %s does not exist", p.Name, n.KeyID)
+		}
+	}
+	n.Created = a.now
+	return putJSON(a.tx, bPools, []byte(n.Name), &n)
+}
