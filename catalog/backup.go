@@ -7,6 +7,11 @@ import (
 	"github.com/google/uuid"
 )
 
+// Backups: a session that is durable on its volumes is committed
+// (OpCommitBackup: its parts, the volumes' committed ends, the job's end),
+// or aborted (OpAbortBackup), which drops everything it wrote. DESIGN.md,
+// "Backups, parents and chains".
+
 func (a *applier) commitBackup(cm *BackupCommit) error {
 	b, err := a.backup(cm.BackupID)
 	if err != nil {

@@ -1,5 +1,9 @@
 package catalog
 
+// Clients: an agent registers under its name (OpRegisterClient) each time it
+// starts; a repeat keeps when the client first registered and its default
+// pool, which an administrator may have set meanwhile.
+
 func (a *applier) registerClient(c *Client) error {
 	if err := validName("client", c.Name); err != nil {
 		return err

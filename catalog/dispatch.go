@@ -4,6 +4,12 @@ import (
 	"fmt"
 )
 
+// Dispatch and requeue: a queued job starts on a storage node
+// (OpDispatchJob), recorded before the agent gets its order so a new leader
+// never sends it twice, and a running one goes back to the queue
+// (OpRequeueJob) when its node died. A change for an attempt that is over is
+// refused.
+
 // isAttempt refuses a change meant for attempt n (when not 0) of a job that
 // no longer runs it.
 func (j *Job) isAttempt(n int) error {

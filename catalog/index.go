@@ -310,6 +310,11 @@ func mayHoldBelow(info SegmentInfo, dir string) bool {
 		(fileindex.Compare(info.First, dir) <= 0 || fileindex.Within(info.First, dir))
 }
 
+// Index segments are written here as a backup's session sends them
+// (OpAddIndexSegment): numbered from 0 without gaps, path ranges ascending
+// and disjoint, checked for that and not decoded (DESIGN.md, "The file
+// index").
+
 type segMeta struct {
 	First fileindex.Path `json:"first"`
 	Last  fileindex.Path `json:"last"`

@@ -8,6 +8,12 @@ import (
 	"github.com/cairnbackup/cairn/fileindex"
 )
 
+// Jobs: OpCreateJob makes a job (and a backup's Backup, its parent
+// resolved here, from the catalog as of this log position), OpUpdateJob moves
+// it through its states, OpAppendJobLog adds to its log. Dispatch and
+// requeue are in dispatch.go, the cancel in cancel.go, accept and void in
+// request.go.
+
 func (a *applier) nextJobID() (uint64, error) {
 	meta := a.tx.Bucket(bMeta)
 	id := getU64(meta, keyNextJob)

@@ -4,6 +4,11 @@ import (
 	"bytes"
 )
 
+// The group's identity and keys: the group id, KEK fingerprint and ticket
+// keys written once by the first leader (OpInitGroup) and changed only by a
+// rotation (OpRotateSecrets), and the data keys, stored wrapped (OpPutKey).
+// The KEK itself is never in the log.
+
 // initGroup records the group's identity. It is written once: a second
 // leader racing the first, or a replayed command, finds it there and
 // changes nothing, so every member keeps the identity the group was formed

@@ -1,8 +1,11 @@
 package catalog
 
-import (
-	"slices"
-)
+import "slices"
+
+// Storage nodes: a node announces its pools and the libraries it owns
+// (OpRegisterNode). A pool it serves is created on its first announcement; a
+// library has one owner, the node that announced it last. DESIGN.md, "Tape
+// volumes, libraries and locations".
 
 func (a *applier) registerNode(n *StorageNode) error {
 	if err := validName("storage node", n.ID); err != nil {

@@ -1,5 +1,9 @@
 package catalog
 
+// Pools: OpCreatePool makes one by hand; a node's announcement makes the
+// others (node.go). Both refuse a type they do not know, and a library or a
+// size limit the type has no use for.
+
 func (a *applier) createPool(p *Pool) error {
 	if err := validName("pool", p.Name); err != nil {
 		return err

@@ -8,6 +8,10 @@ import (
 	"github.com/google/uuid"
 )
 
+// Disk volumes: OpCreateVolume names a new volume from its pool's counter
+// and may hand it to the job that writes it; OpUpdateVolume changes its
+// state, end or writer. Tape volumes come from a label (tape.go).
+
 func (a *applier) createVolume(v *Volume) error {
 	if v.ID == uuid.Nil {
 		return refuse(CodeInvalidArgument, "", "new volume without an id")
