@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,5 +78,26 @@ func TestAgentAnswersWhetherItWouldTakeAnOrder(t *testing.T) {
 	}
 	if _, err := os.Lstat(fresh); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a restore check made its target: %v", err)
+	}
+}
+
+// TestTargetRefusalKeepsItsCause: the agent answers a restore target that
+// holds something with target_not_empty, and the answer still wraps the
+// agent's own TargetNotEmptyError naming the target, so code on this side
+// of the wire matches it with errors.As instead of reading the message.
+func TestTargetRefusalKeepsItsCause(t *testing.T) {
+	busy := t.TempDir()
+	if err := os.WriteFile(filepath.Join(busy, "keep"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: Config{Name: "web"}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	_, err := a.onCheckRestore(context.Background(), "", wire.CheckRestore{To: busy})
+	var ne *TargetNotEmptyError
+	if wire.CodeOf(err) != wire.CodeTargetNotEmpty || !errors.As(err, &ne) || ne.Root != busy {
+		t.Fatalf("check a restore into a target that holds a file: %v (code %q), want target_not_empty wrapping a TargetNotEmptyError of %s", err, wire.CodeOf(err), busy)
+	}
+	_, err = a.onCheckRestore(context.Background(), "", wire.CheckRestore{To: filepath.Join(busy, "keep", "below")})
+	if wire.CodeOf(err) != wire.CodeInvalidArgument || !errors.Is(err, syscall.ENOTDIR) {
+		t.Fatalf("check a restore below a file: %v (code %q), want invalid_argument wrapping ENOTDIR", err, wire.CodeOf(err))
 	}
 }

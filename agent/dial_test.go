@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -40,5 +41,10 @@ func TestDialNodeDiesBeforeAccepting(t *testing.T) {
 	var we *wire.Error
 	if !errors.As(err, &we) || we.Code != wire.CodeNodeLost || !strings.Contains(we.Message, "storage node sn1") {
 		t.Fatalf("dial a node that closes before accepting: %v, want a node-lost error naming sn1", err)
+	}
+	// The code is the agent's answer; the cause stays under it, for the
+	// agent's own code and log to see what broke.
+	if !errors.Is(err, io.EOF) {
+		t.Errorf("dial a node that closes before accepting: %v does not wrap io.EOF", err)
 	}
 }

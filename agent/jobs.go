@@ -69,9 +69,9 @@ func (a *Agent) onCheckRestore(_ context.Context, _ string, c wire.CheckRestore)
 func (a *Agent) targetError(err error) error {
 	var ne *TargetNotEmptyError
 	if errors.As(err, &ne) {
-		return wire.Errorf(wire.CodeTargetNotEmpty, "", "%v", err)
+		return wire.Errorf(wire.CodeTargetNotEmpty, "", "%w", err)
 	}
-	return wire.Errorf(wire.CodeInvalidArgument, "", "restore target on client %s: %v", a.cfg.Name, err)
+	return wire.Errorf(wire.CodeInvalidArgument, "", "restore target on client %s: %w", a.cfg.Name, err)
 }
 
 // onRestore accepts a restore order once the target is fit to restore into.
@@ -108,14 +108,14 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 	conn, err := dataplane.Dial(ctx, ep.Addr, ep.CertSHA256)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeNodeLost, "check that the storage node runs and that this client can reach its data port",
-			"client %s cannot reach storage node %s: %v", a.cfg.Name, ep.Node, err)
+			"client %s cannot reach storage node %s: %w", a.cfg.Name, ep.Node, err)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	conn.SetTimeout(a.cfg.DataTimeout)
 	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: a.cfg.Name, Version: Version}); err != nil {
 		stop()
 		conn.Close()
-		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log", "data connection to storage node %s: %v", ep.Node, err)
+		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log", "data connection to storage node %s: %w", ep.Node, err)
 	}
 	// The node answers once it holds a volume and the key: that can take
 	// a while (a tape to wait for), with keepalives meanwhile.
@@ -127,7 +127,7 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 			return nil, context.Cause(ctx)
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, wire.Errorf(wire.CodeTimeout, "check the storage node's log", "storage node %s did not accept the job: %v", ep.Node, err)
+			return nil, wire.Errorf(wire.CodeTimeout, "check the storage node's log", "storage node %s did not accept the job: %w", ep.Node, err)
 		}
 		var we *wire.Error
 		if errors.As(err, &we) {
@@ -137,7 +137,7 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 		// node lost, for the job to go on another node, not the client's
 		// failure.
 		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log",
-			"storage node %s closed the connection before it accepted the job: %v", ep.Node, err)
+			"storage node %s closed the connection before it accepted the job: %w", ep.Node, err)
 	}
 	return conn, nil
 }
@@ -161,7 +161,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	fail := func(err error) {
 		we := wire.AsError(err)
 		if we.Code == wire.CodeInternal {
-			we = wire.Errorf(wire.CodeIO, "", "client %s: %v", a.cfg.Name, err)
+			we = wire.Errorf(wire.CodeIO, "", "client %s: %w", a.cfg.Name, err)
 		}
 		if hb := a.handedBack(ctx, "backup", err, 0, ""); hb != nil {
 			we = hb
@@ -194,7 +194,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 				return err
 			}
 			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
-				return fmt.Errorf("%w: %v", errEmit, err)
+				return fmt.Errorf("%w: %w", errEmit, err)
 			}
 			return nil
 		},
@@ -233,7 +233,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	if err != nil {
 		if errors.Is(err, errEmit) {
 			err = peerError(conn, wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
-				"the connection to storage node %s broke during the backup: %v", o.Node.Node, err))
+				"the connection to storage node %s broke during the backup: %w", o.Node.Node, err))
 		}
 		fail(err)
 		return
@@ -247,7 +247,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	}
 	if err := conn.WriteJSON(dataplane.FrameEnd, end); err != nil {
 		fail(peerError(conn, wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
-			"the connection to storage node %s broke at the end of the backup: %v", o.Node.Node, err)))
+			"the connection to storage node %s broke at the end of the backup: %w", o.Node.Node, err)))
 		return
 	}
 	var res dataplane.Result
@@ -255,7 +255,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		var we *wire.Error
 		if !errors.As(err, &we) {
 			err = wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
-				"storage node %s closed the connection before confirming the backup: %v", o.Node.Node, err)
+				"storage node %s closed the connection before confirming the backup: %w", o.Node.Node, err)
 		}
 		fail(err)
 		return
@@ -417,7 +417,7 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 		if err != nil {
 			we := wire.AsError(err)
 			if we.Code == wire.CodeInternal {
-				we = wire.Errorf(wire.CodeIO, "", "client %s: %v", a.cfg.Name, err)
+				we = wire.Errorf(wire.CodeIO, "", "client %s: %w", a.cfg.Name, err)
 			}
 			if hb := a.handedBack(ctx, "restore", err, st.Files, o.To); hb != nil {
 				we = hb
@@ -513,7 +513,7 @@ func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer, ru
 				return context.Cause(run.ctx)
 			}
 			return wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the restore",
-				"the connection to the storage node broke during the restore: %v", err)
+				"the connection to the storage node broke during the restore: %w", err)
 		}
 		switch typ {
 		case dataplane.FrameRecords:

@@ -72,7 +72,7 @@ func DefaultConfig() Config {
 // are named (configfile.FieldError), and how to fix it.
 func (c *Config) Validate() error {
 	if err := wire.ValidateName("client", c.Name); err != nil {
-		return configfile.Fieldf("name", "%v: set --name", err)
+		return configfile.Fieldf("name", "%w: set --name", err)
 	}
 	if c.NATSURL == "" {
 		return configfile.Fieldf("nats", "the NATS URL is empty: set --nats")
@@ -483,7 +483,7 @@ func (a *Agent) handedBack(ctx context.Context, kind string, err error, files in
 		return wire.Errorf(wire.CodeHandedBack, fmt.Sprintf("rerun the restore once the agent is back; pass --force to restore over what is in %s", to),
 			"the agent of client %s stopped during the restore (%d files were restored to %s)", a.cfg.Name, files, to)
 	}
-	return wire.Errorf(wire.CodeHandedBack, "", "the agent of client %s stopped during the %s and handed it back (%v)", a.cfg.Name, kind, err)
+	return wire.Errorf(wire.CodeHandedBack, "", "the agent of client %s stopped during the %s and handed it back (%w)", a.cfg.Name, kind, err)
 }
 
 // running lists the jobs in progress, for the heartbeat.
