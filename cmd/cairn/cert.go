@@ -281,5 +281,5 @@ func certError(err error) error {
 	default:
 		hint = "correct what the message names; 'cairn cert --help' shows the steps"
 	}
-	return wire.Errorf(wire.CodeInvalidArgument, hint, "%v", err)
+	return wire.Errorf(wire.CodeInvalidArgument, hint, "%w", err)
 }

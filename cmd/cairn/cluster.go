@@ -255,7 +255,7 @@ func runClusterInit(out string, w io.Writer) error {
 		return &usageError{errors.New("pass --out FILE for the group's secrets")}
 	}
 	if err := keyring.WriteSecrets(out, keyring.NewSecrets()); err != nil {
-		return wire.Errorf(wire.CodeAlreadyExists, "a secrets file is never replaced: use the existing file, or choose another name for new secrets", "%v", err)
+		return wire.Errorf(wire.CodeAlreadyExists, "a secrets file is never replaced: use the existing file, or choose another name for new secrets", "%w", err)
 	}
 	fmt.Fprintf(w, "wrote the group's secrets to %s (mode 0600)\n", out)
 	fmt.Fprintf(w, "start every server with --secrets %s; keep a copy offline\n", out)
@@ -308,7 +308,7 @@ func runClusterRecover(o recoverOpts, out, errOut io.Writer) error {
 	}
 	peers, err := cluster.ReadPeers(o.peers)
 	if err != nil {
-		return wire.Errorf(wire.CodeInvalidArgument, `write the survivors as [{"id":"s1","address":"10.0.0.1:7010"}]`, "%v", err)
+		return wire.Errorf(wire.CodeInvalidArgument, `write the survivors as [{"id":"s1","address":"10.0.0.1:7010"}]`, "%w", err)
 	}
 	name := o.name
 	if name == "" {
@@ -319,16 +319,16 @@ func runClusterRecover(o recoverOpts, out, errOut io.Writer) error {
 	}
 	catPath := filepath.Join(o.data, "catalog.db")
 	if _, err := os.Stat(catPath); err != nil {
-		return wire.Errorf(wire.CodeNotFound, "pass the server's --data directory", "no catalog at %s: %v", catPath, err)
+		return wire.Errorf(wire.CodeNotFound, "pass the server's --data directory", "no catalog at %s: %w", catPath, err)
 	}
 	lock, err := datadir.Acquire(o.data, "cluster recover")
 	if err != nil {
-		return wire.Errorf(wire.CodeUnavailable, "stop the server first: it holds its catalog and Raft log while it runs", "%v", err)
+		return wire.Errorf(wire.CodeUnavailable, "stop the server first: it holds its catalog and Raft log while it runs", "%w", err)
 	}
 	defer lock.Release()
 	store, err := catalog.Open(catPath)
 	if err != nil {
-		return wire.Errorf(wire.CodeUnavailable, "stop the server first: it holds its catalog and Raft log while it runs", "open the catalog: %v", err)
+		return wire.Errorf(wire.CodeUnavailable, "stop the server first: it holds its catalog and Raft log while it runs", "open the catalog: %w", err)
 	}
 	defer store.Close()
 	cfg := cluster.DefaultConfig()
@@ -340,7 +340,7 @@ func runClusterRecover(o recoverOpts, out, errOut io.Writer) error {
 		if strings.Contains(err.Error(), "stop the server") {
 			hint = "stop the server first: it holds its catalog and Raft log while it runs"
 		}
-		return wire.Errorf(wire.CodeInvalidArgument, hint, "%v", err)
+		return wire.Errorf(wire.CodeInvalidArgument, hint, "%w", err)
 	}
 	applied, _ := store.AppliedIndex()
 	fmt.Fprintf(out, "recovered %s: its group is now", o.data)

@@ -335,7 +335,7 @@ Exit status: 0 when the file is valid (warnings or not), 1 when it is not.`,
 func runConfigCheck(g *globals, path, roleName string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return wire.Errorf(wire.CodeInvalidArgument, "give the path of a config file", "read config file: %v", err)
+		return wire.Errorf(wire.CodeInvalidArgument, "give the path of a config file", "read config file: %w", err)
 	}
 	var r configRole
 	if roleName != "" {

@@ -61,7 +61,7 @@ func loadConfig(cmd *cobra.Command, path string, targets ...any) ([]configfile.W
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeInvalidArgument, "give --config the path of a config file; 'cairn config example' writes one",
-			"read config file: %v", err)
+			"read config file: %w", err)
 	}
 	warns, err := configfile.Decode(data, targets...)
 	if err != nil {

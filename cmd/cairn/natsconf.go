@@ -161,7 +161,7 @@ func rotateSeeds(o natsConfigOpts) ([]string, error) {
 		}
 		u, err := natsauth.RotateSeed(o.creds, kind, name)
 		if err != nil {
-			return nil, wire.Errorf(wire.CodeInvalidArgument, "finish the rotation under way with --finish-rotation once every role has its new seed, or correct the name", "%v", err)
+			return nil, wire.Errorf(wire.CodeInvalidArgument, "finish the rotation under way with --finish-rotation once every role has its new seed, or correct the name", "%w", err)
 		}
 		said = append(said, fmt.Sprintf("new seed %s for %s %s (the old one, %s, is accepted too until --finish-rotation): copy it to its host and restart the role", u.SeedFile, kind, name, u.SeedFile+natsauth.OldSeedSuffix))
 	}
@@ -274,12 +274,12 @@ func natsServers(o natsConfigOpts) ([]natsServerConf, error) {
 func routeSubject(certFile string) (string, error) {
 	c, err := pki.ReadCertificate(certFile)
 	if err != nil {
-		return "", wire.Errorf(wire.CodeInvalidArgument, "make it with 'cairn cert issue', or correct the path", "%v", err)
+		return "", wire.Errorf(wire.CodeInvalidArgument, "make it with 'cairn cert issue', or correct the path", "%w", err)
 	}
 	if err := pki.CheckUsage(c, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth); err != nil {
 		return "", wire.Errorf(wire.CodeInvalidArgument,
 			"issue each NATS server's certificate with --client --server: the servers of a cluster both dial and accept routes ('cairn cert issue --name nats --dns HOST --client --server')",
-			"--tls-cert %s: %v", certFile, err)
+			"--tls-cert %s: %w", certFile, err)
 	}
 	return c.Subject.String(), nil
 }
@@ -306,7 +306,7 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 				continue
 			}
 			if _, err := os.Stat(p); err != nil {
-				return wire.Errorf(wire.CodeInvalidArgument, "make it with 'cairn cert issue', or correct the path", "%v", err)
+				return wire.Errorf(wire.CodeInvalidArgument, "make it with 'cairn cert issue', or correct the path", "%w", err)
 			}
 		}
 	}
@@ -405,7 +405,7 @@ func runNATSConfig(o natsConfigOpts, out, errOut io.Writer) error {
 				u, err = natsauth.LoadOrCreateUser(o.creds, group.kind, name)
 			}
 			if err != nil {
-				return wire.Errorf(wire.CodeInvalidArgument, "correct the name or the seed file named", "%v", err)
+				return wire.Errorf(wire.CodeInvalidArgument, "correct the name or the seed file named", "%w", err)
 			}
 			u.KeyAdmin = group.kind == wire.KindAdmin && keyAdmin[name]
 			cfg.Users = append(cfg.Users, u)

@@ -305,7 +305,7 @@ const agentHandBackTimeout = 15 * time.Second
 func configError(cmd *cobra.Command, role string, err error) error {
 	return wire.Errorf(wire.CodeInvalidArgument,
 		fmt.Sprintf("correct the flag or config file field named (a field is its flag's name with _ for -); see '%s --help', and 'cairn config check FILE'", cmd.CommandPath()),
-		"%s config: %v", role, err)
+		"%s config: %w", role, err)
 }
 
 func newServerCmd(g *globals) *cobra.Command {

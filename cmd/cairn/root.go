@@ -303,7 +303,7 @@ func (g *globals) devCredentials() (note string, err error) {
 				"run the command as the user who started 'cairn dev', or pass a credential of your own (--nats URL --nats-nkey FILE)",
 				"permission denied: cannot read the credentials of 'cairn dev' in %s, and no NATS credential was given", path)
 		default:
-			return "", wire.Errorf(wire.CodeInvalidArgument, "start 'cairn dev' again to write it, or remove it", "%v", err)
+			return "", wire.Errorf(wire.CodeInvalidArgument, "start 'cairn dev' again to write it, or remove it", "%w", err)
 		}
 	}
 	return note, nil

@@ -80,7 +80,7 @@ func (g *globals) start(ctx context.Context, nc *nats.Conn, op, what string, st 
 			return wire.Errorf(wire.CodeOutcomeUnknown,
 				fmt.Sprintf("run the same command again with --request-id %s: it is carried out once, however often it is sent; or look for it with 'cairn job list --request-id %s'",
 					st.RequestID, st.RequestID),
-				"could not tell whether %s (request %s) was carried out: %v", what, st.RequestID, err)
+				"could not tell whether %s (request %s) was carried out: %w", what, st.RequestID, err)
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -110,30 +111,40 @@ type offlineVolume struct {
 func openOffline(path, keyFile string, needKeys bool) (*offlineVolume, error) {
 	const whereVolumes = "give the path of a volume file (NAME.cvol); 'cairn volume list' shows where each volume is"
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, wire.Errorf(wire.CodeNotFound, whereVolumes, "open volume file: %w", err)
+	}
 	if err != nil {
-		return nil, wire.Errorf(wire.CodeIO, whereVolumes, "open volume file: %v", err)
+		return nil, wire.Errorf(wire.CodeIO, whereVolumes, "open volume file: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, wire.Errorf(wire.CodeIO, whereVolumes, "volume file %s: %v", path, err)
+		return nil, wire.Errorf(wire.CodeIO, whereVolumes, "volume file %s: %w", path, err)
 	}
 	vol, err := volume.OpenVolume(f, st.Size())
 	if err != nil {
 		f.Close()
-		return nil, wire.Errorf(wire.CodeCorrupt, whereVolumes, "%s: %v", path, err)
+		switch {
+		case errors.Is(err, volume.ErrNotVolume):
+			// Most likely the wrong file, not a damaged volume.
+			return nil, wire.Errorf(wire.CodeInvalidArgument, whereVolumes, "%s: %w", path, err)
+		case errors.Is(err, volume.ErrNewerFormat):
+			return nil, wire.Errorf(wire.CodeUnsupportedVersion, "upgrade this program to a version that reads the volume's format", "%s: %w", path, err)
+		}
+		return nil, wire.Errorf(wire.CodeCorrupt, whereVolumes, "%s: %w", path, err)
 	}
 	parts, err := vol.Parts()
 	if err != nil {
 		f.Close()
 		return nil, wire.Errorf(wire.CodeCorrupt, "the volume is damaged where the message says; restore from another backup or copy of it",
-			"%s: %v", path, err)
+			"%s: %w", path, err)
 	}
 	ov := &offlineVolume{f: f, vol: vol, parts: parts, path: path}
 	if keyFile != "" {
 		if ov.keys, err = keyring.ReadFile(keyFile); err != nil {
 			f.Close()
-			return nil, wire.Errorf(wire.CodeKey, "pass --key-file with the file 'cairn key export' wrote", "%v", err)
+			return nil, wire.Errorf(wire.CodeKey, "pass --key-file with the file 'cairn key export' wrote", "%w", err)
 		}
 	} else if needKeys && len(parts) > 0 {
 		f.Close()
@@ -181,7 +192,7 @@ func (ov *offlineVolume) key(p *volume.PartInfo) (*volume.Key, error) {
 	k := &volume.Key{ID: id, Material: material}
 	if err := p.Header.CheckKey(k); err != nil {
 		return nil, wire.Errorf(wire.CodeKey, "the key file holds a different key under that id; find the escrow copy from when the volume was written",
-			"%v", err)
+			"%w", err)
 	}
 	return k, nil
 }
@@ -552,7 +563,7 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 	if err != nil {
 		var ne *agent.TargetNotEmptyError
 		if errors.As(err, &ne) {
-			return wire.Errorf(wire.CodeTargetNotEmpty, "", "%v", err)
+			return wire.Errorf(wire.CodeTargetNotEmpty, "", "%w", err)
 		}
 		return err
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/sample"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // The tests in this file damage a copy of the golden volume as a hostile
@@ -340,4 +343,34 @@ type volumeLs struct {
 	Label    volume.Label     `json:"label"`
 	Sessions []sessionListing `json:"sessions"`
 	Warnings []string         `json:"warnings"`
+}
+
+// TestVolumeOpenErrorsKeepTheirCause: a volume file that cannot be opened
+// gets the code that says why (not there, not a volume, damaged), and the
+// error runVolumeLs returns still wraps the domain error, so errors.Is sees
+// volume.ErrNotVolume or fs.ErrNotExist through the code the edge chose.
+func TestVolumeOpenErrorsKeepTheirCause(t *testing.T) {
+	dir := t.TempDir()
+	notVolume := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(notVolume, []byte(strings.Repeat("not a volume\n", 10000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path  string
+		code  string
+		cause error
+	}{
+		{filepath.Join(dir, "missing.cvol"), wire.CodeNotFound, fs.ErrNotExist},
+		{notVolume, wire.CodeInvalidArgument, volume.ErrNotVolume},
+	} {
+		err := runVolumeLs(context.Background(), &globals{}, c.path, "", true)
+		if wire.CodeOf(err) != c.code || !errors.Is(err, c.cause) {
+			t.Errorf("volume ls %s: %v (code %q), want code %q wrapping %v", c.path, err, wire.CodeOf(err), c.code, c.cause)
+		}
+		code, _, errOut := cli(context.Background(), "--json", "volume", "ls", "--sessions", c.path)
+		var got struct{ Error wire.Error }
+		if err := json.Unmarshal([]byte(errOut), &got); err != nil || code == 0 || got.Error.Code != c.code {
+			t.Errorf("cairn volume ls --json %s: exit %d, %q, want the code %q", c.path, code, errOut, c.code)
+		}
+	}
 }
