@@ -397,7 +397,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 	blob := b[1+m+int(n):]
 	var c Command
 	if err := json.Unmarshal(js, &c); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
 	known, present := c.payloadOK()
 	if !known {

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
@@ -133,4 +134,14 @@ func FuzzDecodeCommand(f *testing.F) {
 			t.Fatalf("re-encoding is not stable (%v):\n%q\n%q", err, b2, b3)
 		}
 	})
+}
+
+// TestDecodeErrorKeepsTheJSONError: a command that is not the JSON it
+// should be is ErrBadCommand, and the decoder's error stays under it.
+func TestDecodeErrorKeepsTheJSONError(t *testing.T) {
+	_, err := DecodeCommand(envelope(`[1,2]`, nil))
+	var te *json.UnmarshalTypeError
+	if !errors.Is(err, ErrBadCommand) || !errors.As(err, &te) {
+		t.Fatalf("decode a JSON array: %v, want ErrBadCommand wrapping a *json.UnmarshalTypeError", err)
+	}
 }

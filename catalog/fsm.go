@@ -175,7 +175,7 @@ func (f *FSM) Resume(logs raft.LogStore) error {
 	for i := applied + 1; i <= f.handed; i++ {
 		var l raft.Log
 		if err := logs.GetLog(i, &l); err != nil {
-			return f.fail(fmt.Errorf("raft index %d, which the catalog has not applied, is not in the Raft log (%v): "+
+			return f.fail(fmt.Errorf("raft index %d, which the catalog has not applied, is not in the Raft log (%w): "+
 				"restart the server to rebuild its catalog from the group", i, err))
 		}
 		if l.Type != raft.LogCommand {

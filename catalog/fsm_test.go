@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -259,5 +260,24 @@ func TestFSMStopsOnACommandItCannotApply(t *testing.T) {
 	c.index = 1000
 	if res := apply(&Command{Op: OpCreateVolume, Volume: &Volume{ID: uuid.New(), Pool: "disk1"}}); res.Err != nil {
 		t.Fatal(res.Err)
+	}
+}
+
+// TestResumeKeepsTheRaftLogsError: a stopped FSM whose missing commands are
+// no longer in the Raft log cannot resume, says to restart, and keeps the
+// log store's own error (raft.ErrLogNotFound) for the server to match.
+func TestResumeKeepsTheRaftLogsError(t *testing.T) {
+	l := newLogFSM(t, t.TempDir())
+	l.f.SetSpaceFloor(1 << 62) // more than any disk: the FSM stops before the next command
+	if res := l.apply(&Command{Op: OpRegisterClient, Client: &Client{Name: "lost"}}); !errors.Is(res.Err, ErrFSMStopped) {
+		t.Fatalf("apply below the floor: %v", res.Err)
+	}
+	if err := l.logs.DeleteRange(l.c.index, l.c.index); err != nil {
+		t.Fatal(err)
+	}
+	l.f.SetSpaceFloor(0)
+	err := l.f.Resume(l.logs)
+	if !errors.Is(err, ErrFSMStopped) || !errors.Is(err, raft.ErrLogNotFound) || !strings.Contains(err.Error(), "restart the server") {
+		t.Fatalf("resume without the log: %v, want the stop wrapping raft.ErrLogNotFound and saying to restart", err)
 	}
 }
