@@ -219,7 +219,7 @@ func fitSegments(in []fileindex.Segment) ([]fileindex.Segment, error) {
 func (s *session) fail(ctx context.Context, err error) *wire.Error {
 	we := s.classify(err)
 	if s.n.isHandingBack() {
-		we = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the backup and handed it back (%s)", s.n.cfg.ID, we.Message)
+		we = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the backup and handed it back (%w)", s.n.cfg.ID, we)
 	}
 	if s.app != nil {
 		s.app.rollback(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
@@ -58,5 +59,25 @@ func TestClassifyKeepsTheCause(t *testing.T) {
 	var pe *os.PathError
 	if we.Code != wire.CodePoolFull || !errors.As(we, &pe) || !errors.Is(we, syscall.ENOSPC) {
 		t.Fatalf("%#v", we)
+	}
+}
+
+// A backup that a stopping node cuts off is handed back, and the answer
+// still wraps what cut it off and the code it had first: the hand-back
+// used to keep only their message.
+func TestHandedBackKeepsTheCause(t *testing.T) {
+	r := newRig(t, true)
+	r.node.mu.Lock()
+	r.node.handingBack = true
+	r.node.mu.Unlock()
+	s := &session{stream: stream{n: r.node, t: ticket.Ticket{JobID: 7, Pool: "Default"}, log: slog.New(slog.DiscardHandler)}}
+	cause := &os.PathError{Op: "write", Path: "/p/v.cvol", Err: syscall.ENOSPC}
+	we := s.fail(testCtx(t), fmt.Errorf("write volume: %w", cause))
+	var pe *os.PathError
+	if we.Code != wire.CodeHandedBack || !errors.As(we, &pe) || !errors.Is(we, syscall.ENOSPC) || !errors.Is(we, &wire.Error{Code: wire.CodePoolFull}) {
+		t.Fatalf("a session cut off by a stopping node: %#v, want handed_back wrapping pool_full and the ENOSPC", we)
+	}
+	if !strings.Contains(we.Message, "handed it back (disk pool Default on storage node sn1 is full") {
+		t.Fatalf("the message lost what happened: %s", we.Message)
 	}
 }

@@ -654,7 +654,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 		n.metrics.ticketsRejected.WithLabelValues("not_registered").Inc()
 		log.Warn("data connection refused: not registered with the servers yet", "err", err)
 		_ = conn.WriteError(wire.Errorf(wire.CodeNodeLost, "wait for the storage node to register with the servers (its log says so), then rerun the job",
-			"storage node %s refused the connection: %v", n.cfg.ID, err))
+			"storage node %s refused the connection: %w", n.cfg.ID, err))
 		return
 	}
 	if err != nil {

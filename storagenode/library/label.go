@@ -115,6 +115,8 @@ func (m *Manager) label(ctx context.Context, d *drive, inv *changer.Inventory, s
 		if err == nil {
 			return libErr(fmt.Sprintf("return the tape to slot %d", slot), uerr)
 		}
+		// Told, not wrapped: the label's error is the one errors.Is and
+		// the node's edge must find, not the return's.
 		return fmt.Errorf("%w (and returning it to slot %d failed: %v)", err, slot, uerr)
 	}
 	return err
