@@ -36,6 +36,18 @@ func readOnce(t testing.TB, conn *dataplane.Conn, rr wire.ReadRequest) readResul
 	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
 		t.Fatal(err)
 	}
+	res, err := readAnswer(t, conn)
+	if err != nil {
+		t.Fatalf("the answer to a read ended before its ReadDone: %v", err)
+	}
+	return res
+}
+
+// readAnswer takes in the answer to a read, as an agent does, up to its
+// ReadDone; err is why it ended before: the error the node sent, or the
+// connection's. Every test that reads a restore stream reads it here.
+func readAnswer(t testing.TB, conn *dataplane.Conn) (readResult, error) {
+	t.Helper()
 	res := readResult{whole: map[string][]byte{}, lost: map[string]string{}}
 	content := map[string][]byte{}
 	ended := map[string]bool{}
@@ -43,7 +55,7 @@ func readOnce(t testing.TB, conn *dataplane.Conn, rr wire.ReadRequest) readResul
 	for {
 		typ, payload, err := conn.ReadFrame()
 		if err != nil {
-			t.Fatal(err)
+			return res, err
 		}
 		switch typ {
 		case dataplane.FrameRecords:
@@ -91,9 +103,9 @@ func readOnce(t testing.TB, conn *dataplane.Conn, rr wire.ReadRequest) readResul
 					res.whole[p] = c
 				}
 			}
-			return res
+			return res, nil
 		case dataplane.FrameError:
-			t.Fatalf("error frame: %s", payload)
+			return res, dataplane.DecodeJSON(typ, payload, dataplane.FrameReadDone, nil)
 		default:
 			t.Fatalf("unexpected frame %d", typ)
 		}
@@ -415,17 +427,11 @@ func (r *nodeTapeRig) stalledRestore(t testing.TB, job uint64, rr wire.ReadReque
 func resumed(t testing.TB, conn *dataplane.Conn) error {
 	t.Helper()
 	conn.SetTimeout(10 * time.Second)
-	for {
-		typ, payload, err := conn.ReadFrame()
-		switch {
-		case err != nil:
-			return err
-		case typ == dataplane.FrameError:
-			return dataplane.DecodeJSON(typ, payload, dataplane.FrameReadDone, nil)
-		case typ == dataplane.FrameReadDone:
-			t.Fatal("a stalled restore was served to its end")
-		}
+	if _, err := readAnswer(t, conn); err != nil {
+		return err
 	}
+	t.Fatal("a stalled restore was served to its end")
+	return nil
 }
 
 // A client that stops reading during a restore from tape: the node's
@@ -562,6 +568,5 @@ func TestCancelOrderRollsBackABackup(t *testing.T) {
 	if c := r.commit(t, 3); c.Parts[0].VolumeStart != end {
 		t.Fatalf("the next backup starts at %d, the tape's committed end is %d", c.Parts[0].VolumeStart, end)
 	}
-	got, _ := r.restore(t, 3, r.fake.readRequest(t, 3))
-	checkRestored(t, got, fs3)
+	checkRestored(t, r.restore(t, 3, r.fake.readRequest(t, 3)).whole, fs3)
 }

@@ -176,7 +176,7 @@ func BenchmarkTapeRestoreOneFile(b *testing.B) {
 			d := r.lib.EmulatedDrive(0)
 			before := d.Stats()
 			start := time.Now()
-			got, _ := r.restore(b, want, r.fake.readRequest(b, want, "/data/f000002"))
+			got := r.restore(b, want, r.fake.readRequest(b, want, "/data/f000002")).whole
 			took := time.Since(start)
 			after := d.Stats()
 			if len(got["/data/f000002"]) != 1<<20 {

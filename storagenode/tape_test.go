@@ -371,63 +371,16 @@ func (r *nodeTapeRig) backupPaced(t testing.TB, job uint64, fs []testFile, rate 
 }
 
 // restore reads the paths (all when none) of job's session back.
-func (r *nodeTapeRig) restore(t testing.TB, job uint64, rr wire.ReadRequest) (map[string][]byte, []dataplane.Damaged) {
+func (r *nodeTapeRig) restore(t testing.TB, job uint64, rr wire.ReadRequest) readResult {
 	t.Helper()
 	conn := r.dial(t, r.ticket(t, job+1000, ticket.OpRestore, rr.SessionID.String()))
 	defer conn.Close()
 	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
-		t.Fatal(err)
-	}
-	conn.Flush()
-	got := map[string][]byte{}
-	var damaged []dataplane.Damaged
-	var cur string
-	for {
-		typ, payload, err := conn.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch typ {
-		case dataplane.FrameRecords:
-			for len(payload) > 0 {
-				rt, body, n, err := volume.ParseRecord(payload)
-				if err != nil {
-					t.Fatal(err)
-				}
-				switch rt {
-				case volume.RecFileHeader:
-					e, err := fileindex.DecodeEntry(body)
-					if err != nil {
-						t.Fatal(err)
-					}
-					cur = e.Path
-					got[cur] = []byte{}
-				case volume.RecData:
-					_, d, err := volume.DecodeData(body)
-					if err != nil {
-						t.Fatal(err)
-					}
-					got[cur] = append(got[cur], d...)
-				}
-				payload = payload[n:]
-			}
-		case dataplane.FrameDamaged:
-			var d dataplane.Damaged
-			json.Unmarshal(payload, &d)
-			damaged = append(damaged, d)
-		case dataplane.FrameReadDone:
-			conn.WriteJSON(dataplane.FrameEnd, dataplane.End{})
-			conn.Flush()
-			return got, damaged
-		case dataplane.FrameError:
-			t.Fatalf("restore: %s", payload)
-		default:
-			t.Fatalf("unexpected frame %d", typ)
-		}
-	}
+	res := readOnce(t, conn, rr)
+	_ = conn.WriteJSON(dataplane.FrameEnd, dataplane.End{})
+	return res
 }
 
 func checkRestored(t testing.TB, got map[string][]byte, fs []testFile) {
@@ -494,17 +447,17 @@ func TestTapeBackupSpansCartridges(t *testing.T) {
 			if split == "" {
 				t.Fatalf("no file is split across the tapes: parts %+v, locs %+v", c.Parts, rr.Locs)
 			}
-			got, damaged := r.restore(t, 1, r.fake.readRequest(t, 1, split))
-			if len(got) != 1 || len(damaged) > 0 {
-				t.Fatalf("restored %d files, damaged %v", len(got), damaged)
+			back := r.restore(t, 1, r.fake.readRequest(t, 1, split))
+			got := back.whole
+			if len(got) != 1 || len(back.lost) > 0 {
+				t.Fatalf("restored %d files, lost %v", len(got), back.lost)
 			}
 			for _, f := range fs {
 				if f.path == split && string(got[split]) != string(f.content) {
 					t.Fatalf("split file %s: %d bytes restored", split, len(got[split]))
 				}
 			}
-			got, _ = r.restore(t, 1, rr)
-			checkRestored(t, got, fs)
+			checkRestored(t, r.restore(t, 1, rr).whole, fs)
 			if r.spool != "" {
 				if left := spoolFiles(t, r.spool); len(left) > 0 {
 					t.Fatalf("spool left %v", left)
@@ -535,7 +488,7 @@ func TestTapeRestoreOneFileReadsLittle(t *testing.T) {
 	d := r.lib.EmulatedDrive(0)
 	before := d.Stats()
 	want := all[26][9]
-	got, _ := r.restore(t, 27, r.fake.readRequest(t, 27, want.path))
+	got := r.restore(t, 27, r.fake.readRequest(t, 27, want.path)).whole
 	after := d.Stats()
 	if string(got[want.path]) != string(want.content) || len(got) != 1 {
 		t.Fatalf("restored %d files", len(got))
@@ -583,11 +536,11 @@ func TestTapeMediumErrorMidBackup(t *testing.T) {
 				t.Fatalf("the part on the bad tape is not committed torn, the next one whole: %+v", c.Parts)
 			}
 			r.lib.EmulatedDrive(0).SetFaults(tape.Faults{})
-			got, damaged := r.restore(t, 1, r.fake.readRequest(t, 1))
-			if len(damaged) > 0 {
-				t.Fatalf("damaged %v", damaged)
+			res := r.restore(t, 1, r.fake.readRequest(t, 1))
+			if len(res.lost) > 0 {
+				t.Fatalf("lost %v", res.lost)
 			}
-			checkRestored(t, got, fs)
+			checkRestored(t, res.whole, fs)
 		})
 	}
 }
@@ -613,8 +566,7 @@ func TestTapeWriteProtectedIsReportedBad(t *testing.T) {
 	if len(res.Volumes) != 1 || res.Volumes[0] != "CRN002L9" {
 		t.Fatalf("volumes %v", res.Volumes)
 	}
-	got, _ := r.restore(t, 1, r.fake.readRequest(t, 1))
-	checkRestored(t, got, fs)
+	checkRestored(t, r.restore(t, 1, r.fake.readRequest(t, 1)).whole, fs)
 }
 
 // No volume: the job reports the servers' reason and asks again; when a
@@ -659,8 +611,7 @@ func TestTapeBackupWaitsForAVolume(t *testing.T) {
 		}
 		return fmt.Errorf("waiting reports %q: never cleared", w)
 	})
-	got, _ := r.restore(t, 1, r.fake.readRequest(t, 1))
-	checkRestored(t, got, fs)
+	checkRestored(t, r.restore(t, 1, r.fake.readRequest(t, 1)).whole, fs)
 }
 
 func TestTapeConfigValidate(t *testing.T) {
