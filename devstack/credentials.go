@@ -121,7 +121,7 @@ func ReadClientFile(path string) (ClientFile, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil || f.V != 1 || f.URL == "" || f.NkeyFile == "" {
-		return ClientFile{}, fmt.Errorf("%s is not a cairn dev client file (%v); start 'cairn dev' again to write it", path, err)
+		return ClientFile{}, fmt.Errorf("%s is not a cairn dev client file (%w); start 'cairn dev' again to write it", path, err)
 	}
 	return f, nil
 }

@@ -69,7 +69,7 @@ func ParseExclude(raw string) (Exclude, error) {
 	}
 	for _, c := range p.comps {
 		if _, err := path.Match(c, "x"); err != nil {
-			return Exclude{}, fmt.Errorf("%w: %q is malformed (%v): each part between slashes is a shell glob (*, ?, [a-z]), and ** matches any number of directories", ErrBadExclude, raw, err)
+			return Exclude{}, fmt.Errorf("%w: %q is malformed (%w): each part between slashes is a shell glob (*, ?, [a-z]), and ** matches any number of directories", ErrBadExclude, raw, err)
 		}
 		if c == "" {
 			return Exclude{}, fmt.Errorf("%w: %q has an empty part between two slashes", ErrBadExclude, raw)

@@ -203,7 +203,7 @@ func segmentPayload(data []byte) (raw []byte, count int, err error) {
 		}
 		raw, err = zdec.DecodeAll(rest, make([]byte, 0, rawLen))
 		if err != nil {
-			return nil, 0, fmt.Errorf("%w: decompress segment: %v", ErrCorrupt, err)
+			return nil, 0, fmt.Errorf("%w: decompress segment: %w", ErrCorrupt, err)
 		}
 	}
 	if uint64(len(raw)) != rawLen {

@@ -159,7 +159,7 @@ func ReadFile(path string) (*File, error) {
 func parseFile(path string, data []byte) (*File, error) {
 	var f File
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("key file %s is not a Cairn key file (%v); write one with 'cairn key export'", path, err)
+		return nil, fmt.Errorf("key file %s is not a Cairn key file (%w); write one with 'cairn key export'", path, err)
 	}
 	if f.V != 1 {
 		return nil, fmt.Errorf("key file %s has version %d; this program reads version 1", path, f.V)

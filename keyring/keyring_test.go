@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -179,5 +180,15 @@ func TestWriteFileMakesNoDirectory(t *testing.T) {
 	}
 	if err := WriteFile(filepath.Join(dir, "keys.json"), f, false); err != nil {
 		t.Fatalf("a key file in a directory that exists: %v", err)
+	}
+}
+
+// A key file that is not JSON says so and keeps the decoder's error, so a
+// caller can tell where it broke.
+func TestKeyFileThatIsNotJSONKeepsItsCause(t *testing.T) {
+	_, err := parseFile("/x/key.json", []byte("{not json"))
+	var se *json.SyntaxError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "not a Cairn key file") {
+		t.Fatalf("parse of a file that is not JSON: %v", err)
 	}
 }

@@ -73,7 +73,7 @@ func parseSecrets(path string, data []byte) (*Secrets, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return nil, fmt.Errorf("%s is not a Cairn secrets file (%v); write one with 'cairn cluster init'", path, err)
+		return nil, fmt.Errorf("%s is not a Cairn secrets file (%w); write one with 'cairn cluster init'", path, err)
 	}
 	if err := s.check(path); err != nil {
 		return nil, err

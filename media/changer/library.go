@@ -223,7 +223,7 @@ func (l *Library) load() error {
 	}
 	var st libraryState
 	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("emulated library %s: %s is damaged (%v): fix it, or move it away to start an empty library", l.cfg.Dir, path, err)
+		return fmt.Errorf("emulated library %s: %s is damaged (%w): fix it, or move it away to start an empty library", l.cfg.Dir, path, err)
 	}
 	if st.Version != stateVersion {
 		return fmt.Errorf("emulated library %s: %s is version %d; this cairn reads version %d", l.cfg.Dir, path, st.Version, stateVersion)

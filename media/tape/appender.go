@@ -113,7 +113,7 @@ func OpenAppender(ctx context.Context, d Drive, id uuid.UUID, end int64, parts i
 		if err == nil {
 			err = errors.New("a record")
 		}
-		return nil, fmt.Errorf("tape volume %s: block %d should be the file mark closing part %d, found %v: %w", id, block-1, parts, err, ErrLayout)
+		return nil, fmt.Errorf("tape volume %s: block %d should be the file mark closing part %d, found %w: %w", id, block-1, parts, err, ErrLayout)
 	}
 	if err := a.do("status", func(ctx context.Context) (err error) { st, err = d.Status(ctx); return err }); err != nil {
 		return nil, err

@@ -307,12 +307,12 @@ func (l *Linux) fail(op string, err error) error {
 	}
 	switch {
 	case errors.Is(err, syscall.ENOMEDIUM):
-		return fmt.Errorf("tape drive %s: %s: %w (%v)", l.name, op, ErrNoMedium, err)
+		return fmt.Errorf("tape drive %s: %s: %w (%w)", l.name, op, ErrNoMedium, err)
 	case errors.Is(err, syscall.EBUSY):
-		return fmt.Errorf("tape drive %s: %s: %w (%v): another process has the device open", l.name, op, ErrBusy, err)
+		return fmt.Errorf("tape drive %s: %s: %w (%w): another process has the device open", l.name, op, ErrBusy, err)
 	case errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EACCES):
 		l.wp = true
-		return fmt.Errorf("tape drive %s: %s: %w (%v)", l.name, op, ErrWriteProtected, err)
+		return fmt.Errorf("tape drive %s: %s: %w (%w)", l.name, op, ErrWriteProtected, err)
 	}
 	l.pos = -1
 	return fmt.Errorf("tape drive %s: %s: %w", l.name, op, err)
@@ -343,7 +343,7 @@ func (l *Linux) Load(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("tape drive %s: load: %w: the drive did not become ready (%v)", l.name, ErrNoMedium, ctx.Err())
+			return fmt.Errorf("tape drive %s: load: %w: the drive did not become ready (%w)", l.name, ErrNoMedium, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -595,7 +595,7 @@ func (l *Linux) ReadRecord(ctx context.Context, p []byte) (int, error) {
 		l.pos = -1
 		return 0, &MediumError{Drive: l.name, Op: "read", Block: bad, Err: fmt.Errorf("%w (or a record of another block size than %d)", err, l.bs)}
 	case errors.Is(err, syscall.ENOMEM), errors.Is(err, syscall.EINVAL):
-		return 0, fmt.Errorf("tape drive %s: read: %w: %v", l.name, ErrBlockSize, err)
+		return 0, fmt.Errorf("tape drive %s: read: %w: %w", l.name, ErrBlockSize, err)
 	}
 	return 0, l.fail("read", err)
 }
