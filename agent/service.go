@@ -40,6 +40,12 @@ type Config struct {
 	NATSAuth wire.NATSAuth `json:"nats_auth" config:"inline=nats_"`
 	// Site places the client: backups prefer a storage node of the same site.
 	Site string `json:"site"`
+	// Group is the id of the group of servers the agent belongs to
+	// ('cairn cluster status' shows it). Empty: the agent learns it from
+	// its first registration and keeps it until it stops; set it where
+	// servers of several groups share the NATS, since a request that
+	// names no group is refused there.
+	Group string `json:"group"`
 	// HeartbeatInterval is how often the agent tells the servers it lives.
 	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
 	// ProgressInterval is how often a running job reports progress.
@@ -114,6 +120,9 @@ type Agent struct {
 
 	mu         sync.Mutex
 	registered bool
+	// group is the group the agent belongs to: Config.Group, or what its
+	// first registration answered. Every request names it.
+	group string
 	// stopping: Drain runs; no order is taken, and the jobs that end are
 	// handed back. idle is closed when the last job ends after that.
 	stopping bool
@@ -142,7 +151,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 	instance := uuid.NewString()
 	return &Agent{
 		cfg: cfg, log: logger.With("component", "agent", "client", cfg.Name, "instance", instance[:8]),
-		instance: instance, hostname: host, pid: os.Getpid(),
+		instance: instance, hostname: host, pid: os.Getpid(), group: cfg.Group,
 		metrics: newMetrics(reg), jobs: map[uint64]*runningJob{}, finished: map[uint64]wire.JobDoneReq{},
 	}, nil
 }
@@ -169,7 +178,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return wire.Empty{}, nil
 	}))
 	prefix := wire.AgentSubject(a.cfg.Name, "")
-	sub, err := wire.ServeIn(a.ctx, nc, prefix+">", "", a.log, &a.requests, r.Dispatch(func(subject string) (string, bool) {
+	sub, err := wire.ServeOrders(a.ctx, nc, prefix+">", "agent", a.cfg.Name, a.log, &a.requests, a.groupID, r.Dispatch(func(subject string) (string, bool) {
 		if len(subject) > len(prefix) {
 			return subject[len(prefix):], true
 		}
@@ -230,12 +239,16 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			req.Running = a.running()
 			var resp wire.AgentRegisterResp
-			err := wire.Request(rctx, a.nc, wire.FromAgentSubject(a.cfg.Name, wire.OpAgentRegister), req, &resp)
+			err := wire.RequestIn(rctx, a.nc, a.groupID(), wire.FromAgentSubject(a.cfg.Name, wire.OpAgentRegister), req, &resp)
 			cancel()
 			switch {
 			case err == nil:
+				learned := a.learnGroup(resp.Group)
 				if !a.Registered() {
-					a.log.Info("registered with the servers", "hostname", a.hostname, "pid", a.pid)
+					a.log.Info("registered with the servers", "hostname", a.hostname, "pid", a.pid, "group", a.groupID())
+				}
+				if learned {
+					a.log.Info("the servers' group is learned from the registration: every request names it from now on, until the agent stops", "group", resp.Group)
 				}
 				a.noteDuplicate(resp.Duplicate)
 				a.mu.Lock()
@@ -268,8 +281,27 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 // stops.
 func (a *Agent) beat() {
 	_ = wire.Publish(a.nc, wire.AgentBeatSubject(a.cfg.Name), wire.AgentHeartbeat{
-		Running: a.running(), Instance: a.instance, Hostname: a.hostname, PID: a.pid, Stopping: a.isStopping(),
+		Running: a.running(), Instance: a.instance, Hostname: a.hostname, PID: a.pid, Stopping: a.isStopping(), Group: a.groupID(),
 	})
+}
+
+// groupID is the group the agent belongs to, empty until it knows.
+func (a *Agent) groupID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.group
+}
+
+// learnGroup keeps the group a registration answered when the agent knew
+// none, and reports whether it did.
+func (a *Agent) learnGroup(group string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.group != "" || group == "" {
+		return false
+	}
+	a.group = group
+	return true
 }
 
 // noteDuplicate logs that another agent runs under this client's name, as
@@ -296,7 +328,7 @@ func (a *Agent) noteDuplicate(d *wire.AgentDuplicate) {
 func (a *Agent) request(ctx context.Context, op string, req, resp any) error {
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return wire.RequestRetry(rctx, a.nc, wire.FromAgentSubject(a.cfg.Name, op), req, resp, 10*time.Second)
+	return wire.RequestRetryIn(rctx, a.nc, a.groupID(), wire.FromAgentSubject(a.cfg.Name, op), req, resp, 10*time.Second)
 }
 
 // report tells the servers how a job ended. It is retried for a while: a
@@ -549,7 +581,9 @@ func (a *Agent) progressLoop(stop <-chan struct{}, p func() wire.Progress) {
 		case <-stop:
 			return
 		case <-t.C:
-			_ = wire.Publish(a.nc, wire.AgentProgressSubject(a.cfg.Name), p())
+			progress := p()
+			progress.Group = a.groupID()
+			_ = wire.Publish(a.nc, wire.AgentProgressSubject(a.cfg.Name), progress)
 		}
 	}
 }

@@ -294,7 +294,12 @@ func TestNonMembersAnswerNoRole(t *testing.T) {
 		t.Errorf("s3 stopped when it was removed: %v", s3.proc.exitErr())
 	}
 
-	// A group of its own on the same NATS, started on purpose.
+	// A group of its own on the same NATS, started on purpose. Commands
+	// that name no group are refused while it runs
+	// (TestGroupsOnOneNATSAnswerOnlyTheirOwn): these name this one.
+	var cs wire.ClusterStatusResp
+	c.json(&cs, "cluster", "status")
+	t.Setenv("CAIRN_GROUP", cs.Group)
 	other := c.extraServer("s6", "--bootstrap")
 	poll.Until(t, 20*time.Second, func() error {
 		table := c.ok("cluster", "status").stdout

@@ -55,7 +55,7 @@ func (s *Server) agentRegister(ctx context.Context, subject string, req wire.Age
 	}
 	s.touch(s.agents, name)
 	s.log.Info("agent registered", "client", name, "hostname", req.Hostname, "pid", req.PID, "instance", req.Instance)
-	var resp wire.AgentRegisterResp
+	resp := wire.AgentRegisterResp{Group: s.groupName()}
 	s.mu.Lock()
 	s.agents[name].draining = false // a stopping agent does not register
 	s.mu.Unlock()

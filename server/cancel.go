@@ -92,7 +92,7 @@ func (s *Server) stopCanceled(ctx context.Context, job *catalog.Job) {
 			rctx, cancel := context.WithTimeout(ctx, cancelTimeout)
 			defer cancel()
 			var res wire.CancelResult
-			if err := wire.Request(rctx, s.nc, subject, o, &res); err != nil {
+			if err := wire.RequestIn(rctx, s.nc, s.groupName(), subject, o, &res); err != nil {
 				s.log.Info("cancel order not taken", "job", job.ID, "attempt", job.Attempt, "to", subject, "err", err)
 				return
 			}

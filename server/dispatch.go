@@ -273,7 +273,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 	s.mu.Lock()
 	run.ordering = true
 	s.mu.Unlock()
-	err = wire.Request(octx, s.nc, subject, body, nil)
+	err = wire.RequestIn(octx, s.nc, s.groupName(), subject, body, nil)
 	s.mu.Lock()
 	run.ordering = false
 	run.ordered = time.Now()

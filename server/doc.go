@@ -59,7 +59,12 @@
 // answers roles only while it is a caught-up voter of its group, joins as a
 // checked non-voter that is promoted once it caught up, and tells servers
 // of another group on the same NATS apart by the group's id in the
-// catalog.
+// catalog. Groups (groups.go): a request names its group
+// (wire.GroupHeader); a server answers its own group's, hands another
+// group's on to that group's servers and relays their answer, so a group's
+// roles are only ever answered from their group's catalog, and refuses,
+// naming both groups, a request of a group none of whose servers runs on
+// the NATS, and one that names no group while it hears another group.
 //
 // Secrets (kek.go, secrets.go): every member holds the group's
 // key-encryption key and ticket signing key, never in the catalog.

@@ -195,7 +195,7 @@ func (s *Server) checkOrder(ctx context.Context, client, op string, req any) err
 	}
 	cctx, cancel := context.WithTimeout(ctx, orderCheckTimeout)
 	defer cancel()
-	err := wire.Request(cctx, s.nc, wire.AgentSubject(client, op), req, nil)
+	err := wire.RequestIn(cctx, s.nc, s.groupName(), wire.AgentSubject(client, op), req, nil)
 	switch code := wire.CodeOf(err); {
 	case err == nil:
 	case code == wire.CodeInvalidArgument, code == wire.CodeTargetNotEmpty:
@@ -431,7 +431,7 @@ func (s *Server) stopLoop(ctx context.Context) {
 			rctx, cancel := context.WithTimeout(ctx, cancelTimeout)
 			defer cancel()
 			var res wire.CancelResult
-			if err := wire.Request(rctx, s.nc, so.subject, so.order, &res); err != nil {
+			if err := wire.RequestIn(rctx, s.nc, s.groupName(), so.subject, so.order, &res); err != nil {
 				s.log.Info("cancel order not taken", "job", so.order.JobID, "attempt", so.order.Attempt, "to", so.subject, "err", err)
 				return
 			}

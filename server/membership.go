@@ -31,10 +31,11 @@ import (
 //
 // Server-to-server traffic carries the group's id: requests forwarded to
 // the leader go to a subject that names it, server status says it, and
-// cluster join compares it, so two groups on one NATS never answer for each
-// other. Each server announces itself on ServerBeatSubject; one that hears
-// a server of another group says so loudly in its log, in 'cairn status'
-// and in 'cairn cluster status'.
+// cluster join compares it. Roles' requests name it too, and a server
+// answers only its own group's (groups.go), so two groups on one NATS never
+// answer for each other. Each server announces itself on
+// ServerBeatSubject; one that hears a server of another group says so
+// loudly in its log, in 'cairn status' and in 'cairn cluster status'.
 
 // maxServingLag is how many committed entries a member's catalog may be
 // behind before it stops answering roles until it has caught up: a
@@ -189,6 +190,15 @@ func (s *Server) serveRoles(ctx context.Context) {
 			}
 			subs = append(subs, sub)
 		}
+		sub, err := s.serveGroupSubject(ctx, s.groupName())
+		if err != nil {
+			s.log.Error("subscribe", "subject", wire.GroupWildcard(s.groupName()), "err", err)
+			for _, sub := range subs {
+				_ = sub.Unsubscribe()
+			}
+			return
+		}
+		subs = append(subs, sub)
 		s.roleSubs = subs
 		if err := s.nc.Flush(); err == nil {
 			s.serving.Store(true)
@@ -217,10 +227,13 @@ func (s *Server) announce() {
 	}
 }
 
-// heardServer records another server's beat, and logs one of another group.
-func (s *Server) heardServer(name string, hb wire.ServerBeat) {
+// heardServer records another server's beat, and logs one of another
+// group. It reports whether the server is one not heard before, or heard
+// in another role (a member now, or of a group now): that server may not
+// have heard this one yet (see groups.go).
+func (s *Server) heardServer(name string, hb wire.ServerBeat) (news bool) {
 	if name == s.cfg.Name || hb.Name != name {
-		return
+		return false
 	}
 	mine := s.groupName()
 	s.mu.Lock()
@@ -230,13 +243,15 @@ func (s *Server) heardServer(name string, hb wire.ServerBeat) {
 		o = &otherServer{}
 		s.others[name] = o
 	}
+	news = o.lastSeen.IsZero() || hb.Member != o.beat.Member || hb.Group != o.beat.Group
 	o.beat, o.lastSeen = hb, time.Now()
 	if mine != "" && hb.Group != "" && hb.Group != mine && time.Since(o.warned) > 10*time.Minute {
 		o.warned = time.Now()
-		s.log.Error("a server of ANOTHER GROUP runs on this NATS: storage nodes, agents and admins may reach either group, and each sees other backups",
+		s.log.Error("a server of ANOTHER GROUP runs on this NATS: requests that name no group (a command without --group, a storage node or agent before its first registration) are refused while it runs",
 			"other_server", name, "other_group", hb.Group, "other_raft_addr", hb.RaftAddr, "group", mine,
-			"hint", "stop that server; if it should be a member of this group, start it with this group's --secrets and a new --data directory, without --bootstrap, and run 'cairn cluster join'")
+			"hint", "if that group is not wanted, stop that server; if it should be a member of this group, start it with this group's --secrets and a new --data directory, without --bootstrap, and run 'cairn cluster join'; if both groups are wanted, give every command --group (or CAIRN_GROUP) and every storage node and agent its group in its config")
 	}
+	return news
 }
 
 // otherServers lists the servers heard recently that are not members of

@@ -151,6 +151,9 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 		s.log.Warn("dropped a request whose reply subject is not an inbox", "subject", m.Subject, "reply", m.Reply)
 		return
 	}
+	if !s.ownGroupRequest(ctx, m) {
+		return
+	}
 	if s.answersLocally(m.Subject) || s.deciding() {
 		wire.HandleMsg(ctx, m, s.log, s.handlerFor(m.Subject))
 		return
@@ -281,8 +284,12 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			s.initGroup(ctx)
 		}
 		s.checkOwnKeys()
+		wasMember := s.member.Load()
 		s.serveRoles(ctx)
-		if time.Since(announced) >= serverBeatInterval {
+		// A change of membership is announced at once: a server of
+		// another group answers requests that name no group only while
+		// it hears no member of another group (groups.go).
+		if time.Since(announced) >= serverBeatInterval || s.member.Load() != wasMember {
 			s.announce()
 			announced = time.Now()
 		}
@@ -308,12 +315,12 @@ func (s *Server) beat(m *nats.Msg) {
 	switch {
 	case kind == wire.KindServer && what == "alive":
 		hb, err := wire.Decode[wire.ServerBeat](body)
-		if err == nil {
-			s.heardServer(name, hb)
+		if err == nil && s.heardServer(name, hb) {
+			s.announce()
 		}
 	case kind == "node" && what == "alive":
 		hb, err := wire.Decode[wire.NodeHeartbeat](body)
-		if err != nil || hb.ID != name {
+		if err != nil || hb.ID != name || !s.ofMyGroup(hb.Group) {
 			return
 		}
 		l := s.touch(s.nodes, name)
@@ -327,13 +334,13 @@ func (s *Server) beat(m *nats.Msg) {
 		s.mu.Unlock()
 	case kind == "agent" && what == "alive":
 		hb, err := wire.Decode[wire.AgentHeartbeat](body)
-		if err != nil {
+		if err != nil || !s.ofMyGroup(hb.Group) {
 			return
 		}
 		s.agentBeat(name, hb)
 	case kind == "agent" && what == "progress":
 		p, err := wire.Decode[wire.Progress](body)
-		if err != nil {
+		if err != nil || !s.ofMyGroup(p.Group) {
 			return
 		}
 		s.mu.Lock()

@@ -91,7 +91,7 @@ func (s *Server) orderNode(ctx context.Context, node, library, op string, timeou
 	}
 	octx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return wire.Request(octx, s.nc, wire.NodeSubject(node, op), req, resp)
+	return wire.RequestIn(octx, s.nc, s.groupName(), wire.NodeSubject(node, op), req, resp)
 }
 
 func (s *Server) libraryStatus(ctx context.Context, _ string, req wire.LibraryStatusReq) (wire.LibraryStatusResp, error) {

@@ -117,6 +117,12 @@ type Config struct {
 	AdvertiseAddr string `json:"advertise_addr"`
 	// Site places the node: backups prefer a node of their client's site.
 	Site string `json:"site"`
+	// Group is the id of the group of servers the node belongs to
+	// ('cairn cluster status' shows it). Empty: the node learns it from
+	// its first registration and keeps it until it stops; set it where
+	// servers of several groups share the NATS, since a request that
+	// names no group is refused there.
+	Group string `json:"group"`
 	// Pools are the disk pools this node serves, each also given by a
 	// flag --pool NAME=DIR[,volume-size=SIZE].
 	Pools []PoolConfig `json:"pools" config:"flag=pool"`

@@ -52,6 +52,9 @@ type Node struct {
 	mu          sync.Mutex
 	cert        tls.Certificate // the data port's, as last loaded (Reload)
 	fingerprint string
+	// group is the group the node belongs to: Config.Group, or what its
+	// first registration answered. Every request names it.
+	group string
 	// ticketKeys are the group's ticket public keys, as the servers' catalog
 	// records them, from the last registration; keysRefreshed is when a
 	// ticket that did not verify last made the node ask again.
@@ -94,7 +97,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 		return nil, fmt.Errorf("storage node data directory: %w", err)
 	}
 	n := &Node{cfg: cfg, log: logger, byPool: map[string]medium{}, conns: map[net.Conn]struct{}{}, jobs: map[uint64]*jobStream{}, stopped: map[uint64]stoppedAttempt{},
-		libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1)}
+		libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1), group: cfg.Group}
 	if err := n.claimSpoolDirs(); err != nil {
 		return nil, err
 	}
@@ -240,7 +243,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		})
 	}))
 	prefix := wire.NodeSubject(n.cfg.ID, "")
-	if _, err := wire.ServeIn(ctx, n.nc, prefix+">", "", n.log, &n.orderRuns, r.Dispatch(func(subject string) (string, bool) {
+	if _, err := wire.ServeOrders(ctx, n.nc, prefix+">", "storage node", n.cfg.ID, n.log, &n.orderRuns, n.groupID, r.Dispatch(func(subject string) (string, bool) {
 		if len(subject) > len(prefix) {
 			return subject[len(prefix):], true
 		}
@@ -456,8 +459,11 @@ func (n *Node) register(ctx context.Context) error {
 	var resp wire.NodeRegisterResp
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := wire.Request(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, wire.OpNodeRegister), req, &resp); err != nil {
+	if err := wire.RequestIn(rctx, n.nc, n.groupID(), wire.FromNodeSubject(n.cfg.ID, wire.OpNodeRegister), req, &resp); err != nil {
 		return err
+	}
+	if n.learnGroup(resp.Group) {
+		n.log.Info("the servers' group is learned from the registration: every request names it from now on, until the node stops", "group", resp.Group)
 	}
 	keys := resp.TicketKeys
 	if len(keys) == 0 {
@@ -518,7 +524,7 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 // beat tells the servers the node lives, its pools' free space and
 // whether it drains.
 func (n *Node) beat() {
-	hb := wire.NodeHeartbeat{ID: n.cfg.ID, Site: n.cfg.Site, Streams: n.streams(), Pools: n.usage(), Draining: n.isDraining()}
+	hb := wire.NodeHeartbeat{ID: n.cfg.ID, Site: n.cfg.Site, Streams: n.streams(), Pools: n.usage(), Draining: n.isDraining(), Group: n.groupID()}
 	if err := wire.Publish(n.nc, wire.NodeBeatSubject(n.cfg.ID), hb); err != nil {
 		n.log.Debug("heartbeat", "err", err)
 	}
@@ -870,7 +876,27 @@ func (n *Node) refreshKeys(ctx context.Context) bool {
 func (n *Node) request(ctx context.Context, op string, req, resp any) error {
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.ServerWait)
 	defer cancel()
-	return wire.RequestRetry(rctx, n.nc, wire.FromNodeSubject(n.cfg.ID, op), req, resp, 10*time.Second)
+	return wire.RequestRetryIn(rctx, n.nc, n.groupID(), wire.FromNodeSubject(n.cfg.ID, op), req, resp, 10*time.Second)
+}
+
+// groupID is the group the node belongs to: Config.Group, or what its
+// first registration answered; empty until it knows.
+func (n *Node) groupID() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.group
+}
+
+// learnGroup keeps the group a registration answered when the node knew
+// none, and reports whether it did.
+func (n *Node) learnGroup(group string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.group != "" || group == "" {
+		return false
+	}
+	n.group = group
+	return true
 }
 
 // LoadedCerts are the certificates the node presents and trusts now: its

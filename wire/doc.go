@@ -16,6 +16,25 @@
 // publishes only below cairn.srv.agent.<itself> and subscribes only below
 // cairn.agent.<itself>.
 //
+// # Groups
+//
+// Servers of several Raft groups may share one NATS, and every server
+// answers the subjects above in one queue group (ServerQueue), so a request
+// reaches a server of any group. A request therefore names its group in
+// the NATS header GroupHeader (RequestIn, RequestRetryIn), and the servers
+// answer only their own: one of another group is handed on to that group's
+// servers on cairn.group.<group>.<subject> (GroupSubject), and refused with
+// wrong_group, naming both groups, when none of them answers there. A
+// request that names no group is answered while one group alone runs on
+// the NATS, and refused with wrong_group, naming every group, while a
+// server hears servers of another (their beats on cairn.beat.server.>).
+// Storage nodes and agents name their group in their heartbeats and
+// progress too, and refuse orders of another group (ServeOrders). The
+// group is a header, not a subject token, so that NATS permissions stay
+// those of RoleSubjects, and a role that does not know its group yet
+// still reaches the servers: it learns the group from its first
+// registration's answer, or is told it (--group).
+//
 // # Envelope
 //
 // Every message is {"v":1,"body":{...}}; a reply is {"v":1,"body":{...}} or

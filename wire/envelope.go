@@ -87,6 +87,12 @@ func Decode[T any](body json.RawMessage) (T, error) {
 // Request sends req on subject and decodes the reply into resp (which may be
 // nil). A missing responder or a timeout becomes a wire Error with a hint.
 func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) error {
+	return RequestIn(ctx, nc, "", subject, req, resp)
+}
+
+// RequestIn is Request for the servers of group (in GroupHeader): only
+// they answer it. An empty group sends none, as Request does.
+func RequestIn(ctx context.Context, nc *nats.Conn, group, subject string, req, resp any) error {
 	data, err := Marshal(req)
 	if err != nil {
 		return err
@@ -101,7 +107,11 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, resp any) 
 	}
 	ctx, stop := watchDenial(ctx, nc, subject)
 	defer stop()
-	msg, err := nc.RequestWithContext(ctx, subject, data)
+	out := &nats.Msg{Subject: subject, Data: data}
+	if group != "" {
+		out.Header = nats.Header{GroupHeader: []string{group}}
+	}
+	msg, err := nc.RequestMsgWithContext(ctx, out)
 	if err != nil {
 		var denied *Error
 		if cause := context.Cause(ctx); errors.As(cause, &denied) && denied.Code == CodePermissionDenied {
@@ -309,10 +319,15 @@ func Transient(err error) bool {
 // outcome the servers could not confirm is sent again until they can. The
 // servers' side of every operation sent this way accepts a repeat.
 func RequestRetry(ctx context.Context, nc *nats.Conn, subject string, req, resp any, each time.Duration) error {
+	return RequestRetryIn(ctx, nc, "", subject, req, resp, each)
+}
+
+// RequestRetryIn is RequestRetry for the servers of group (see RequestIn).
+func RequestRetryIn(ctx context.Context, nc *nats.Conn, group, subject string, req, resp any, each time.Duration) error {
 	wait := 100 * time.Millisecond
 	for {
 		rctx, cancel := context.WithTimeout(ctx, each)
-		err := Request(rctx, nc, subject, req, resp)
+		err := RequestIn(rctx, nc, group, subject, req, resp)
 		cancel()
 		// An outcome the servers could not confirm is asked again: the
 		// repeat finds out whether the first one was carried out. Given

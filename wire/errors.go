@@ -97,7 +97,11 @@ const (
 	// CodeDiskFull: a server cannot write its catalog or Raft log for lack
 	// of space. The message names the server and the directory.
 	CodeDiskFull = "disk_full"
-	CodeInternal = "internal"
+	// CodeWrongGroup: the request is for another group of servers than
+	// any that answers it on this NATS, or names no group where servers of
+	// several groups share the NATS (see GroupHeader).
+	CodeWrongGroup = "wrong_group"
+	CodeInternal   = "internal"
 )
 
 // defaultHints are the catalog's help texts, used when an error carries none.
@@ -127,6 +131,7 @@ var defaultHints = map[string]string{
 	CodeAgentLost:          "the job goes on with its next attempt once the agent is back; check the agent's log if it does not come back",
 	CodeHandedBack:         "the job goes on with its next attempt, on another storage node when the one that stopped serves none",
 	CodeDuplicateAgent:     "stop the clone, or give it its own name and credentials ('cairn cert issue', 'cairn cert nats-config --agents'); 'cairn client list' shows both",
+	CodeWrongGroup:         "set the role's group (--group, CAIRN_GROUP for commands, group in a config file) to the group it belongs to; 'cairn cluster status --group ID' lists a group's servers",
 	CodeInternal:           "this is a bug in Cairn; the server log has details",
 }
 

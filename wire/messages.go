@@ -655,7 +655,10 @@ type KeyExportResp struct {
 
 // Progress is a running job's live progress.
 type Progress struct {
-	JobID      uint64 `json:"job_id"`
+	JobID uint64 `json:"job_id"`
+	// Group is the agent's group: servers of another group, whose job of
+	// the same id is another, ignore the report.
+	Group      string `json:"group,omitempty"`
 	Phase      string `json:"phase,omitempty"` // e.g. "walking", "streaming", "committing"
 	Files      int64  `json:"files"`
 	Bytes      int64  `json:"bytes"`
@@ -725,6 +728,9 @@ type AgentHeartbeat struct {
 	PID      int      `json:"pid,omitempty"`
 	// Stopping: the agent is stopping (SIGTERM) and takes no order.
 	Stopping bool `json:"stopping,omitempty"`
+	// Group is the group the agent belongs to, once it knows it: servers
+	// of another group ignore the beat.
+	Group string `json:"group,omitempty"`
 }
 
 // AgentInstance is one agent process of a client name as the servers saw
@@ -755,6 +761,9 @@ type NodeHeartbeat struct {
 	// Draining: the node is stopping (SIGTERM). It takes no new session
 	// and lets the running ones finish; the servers send it no job.
 	Draining bool `json:"draining,omitempty"`
+	// Group is the group the node belongs to, once it knows it: servers
+	// of another group ignore the beat.
+	Group string `json:"group,omitempty"`
 }
 
 // VolumeAcquireReq asks for a volume to write job's session on. Full names
@@ -905,6 +914,8 @@ type AgentRegisterReq struct {
 // agent runs under the same name.
 type AgentRegisterResp struct {
 	Duplicate *AgentDuplicate `json:"duplicate,omitempty"`
+	// Group is the group's id: the agent names it in every request after.
+	Group string `json:"group,omitempty"`
 }
 
 // DataEndpoint is how an agent reaches a storage node's data port.

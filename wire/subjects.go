@@ -22,7 +22,19 @@ const (
 	beatPrefix      = "cairn.beat."
 	serverPrefix    = "cairn.server."
 	leaderPrefix    = "cairn.leader."
+	groupPrefix     = "cairn.group."
 )
+
+// GroupHeader is the NATS header in which a request to the servers names
+// the group it is for: the group's id, which its servers record in their
+// catalog when the group forms (cairn cluster status shows it). Storage
+// nodes and agents learn it from their first registration, or are told
+// (group in their config); admin commands take --group or CAIRN_GROUP.
+// Servers of one group answer only requests of their own group: one of
+// another group's is handed to that group's servers (GroupSubject), and
+// one that names no group is refused while servers of another group share
+// the NATS. See the package doc, "Groups".
+const GroupHeader = "Cairn-Group"
 
 // ServerQueue is the queue group the servers answer in, so that each request
 // reaches one of them.
@@ -183,6 +195,26 @@ func LeaderWildcard(group string) string { return leaderPrefix + group + ".>" }
 // group's leader.
 func TrimLeader(group, subject string) (string, bool) {
 	p := leaderPrefix + group + "."
+	if group != "" && len(subject) > len(p) && subject[:len(p)] == p {
+		return subject[len(p):], true
+	}
+	return "", false
+}
+
+// GroupSubject is where a server hands a request of another group on to
+// that group's servers, any member of which answers it as if it came
+// directly (subject is the request's own subject). Only the group's
+// members subscribe to it, so nothing answers here when no server of that
+// group runs on this NATS.
+func GroupSubject(group, subject string) string { return groupPrefix + group + "." + subject }
+
+// GroupWildcard matches every request handed on to group's servers.
+func GroupWildcard(group string) string { return groupPrefix + group + ".>" }
+
+// TrimGroup returns the original subject of a request handed on to
+// group's servers.
+func TrimGroup(group, subject string) (string, bool) {
+	p := groupPrefix + group + "."
 	if group != "" && len(subject) > len(p) && subject[:len(p)] == p {
 		return subject[len(p):], true
 	}

@@ -382,3 +382,27 @@ func TestRequestRetryAsksAgainWhenTheOutcomeIsUnknown(t *testing.T) {
 		t.Errorf("a refused request was sent %d times", n)
 	}
 }
+
+// TestGroupSubjectNamesTheGroup: a request handed on to one group's
+// servers is not another group's, and not a role-facing subject that every
+// server answers.
+func TestGroupSubjectNamesTheGroup(t *testing.T) {
+	for _, orig := range []string{APISubject(OpJobList), FromNodeSubject("sn1", OpNodeRegister), FromAgentSubject("web", OpJobDone)} {
+		subj := GroupSubject("g1", orig)
+		if got, ok := TrimGroup("g1", subj); !ok || got != orig {
+			t.Errorf("TrimGroup(g1, %s) = %q, %v", subj, got, ok)
+		}
+		if _, ok := TrimGroup("g2", subj); ok {
+			t.Errorf("group g2's servers take %s", subj)
+		}
+		if _, ok := TrimGroup("", subj); ok {
+			t.Errorf("a server of no group takes %s", subj)
+		}
+		if IsAPISubject(subj) {
+			t.Errorf("%s is served as an admin subject", subj)
+		}
+		if _, _, ok := SplitFrom(subj); ok {
+			t.Errorf("%s is served as a role's subject", subj)
+		}
+	}
+}

@@ -107,6 +107,7 @@ func TestEveryFlagHasAField(t *testing.T) {
 	notSettings := map[string]string{
 		"config": "names the file", "help": "cobra's",
 		"json": "admin output", "timeout": "admin requests", "nats-admin": "names an admin's inbox",
+		"group": "the group admin requests are for (a storage node's and an agent's own --group is a setting)",
 	}
 	for _, r := range configRoles {
 		t.Run(r.name, func(t *testing.T) {

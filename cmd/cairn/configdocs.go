@@ -16,6 +16,7 @@ import (
 var configDocs = configfile.Merge(
 	configfile.For[agent.Config](map[string]string{
 		"DataTimeout":       "DataTimeout bounds every wait on a storage node's data port: a\nwrite the node does not take and a read that gets nothing fail\nafter it, so a dead or unreachable node fails the job instead of\nholding it. A node that works without sending (mounting a tape,\nwaiting for one) sends keepalives, which count.",
+		"Group":             "Group is the id of the group of servers the agent belongs to\n('cairn cluster status' shows it). Empty: the agent learns it from\nits first registration and keeps it until it stops; set it where\nservers of several groups share the NATS, since a request that\nnames no group is refused there.",
 		"HeartbeatInterval": "HeartbeatInterval is how often the agent tells the servers it lives.",
 		"MaxBytesPerSecond": "MaxBytesPerSecond caps the rate a backup streams at, in bytes per\nsecond (\"20M\"), so that a backup in working hours leaves the\nclient's uplink usable; 0 is no cap.",
 		"NATSURL":           "NATSURL is the NATS server (or servers, separated by commas) where\nthe agent reaches the servers; it connects out, so a client needs no\ninbound port.",
@@ -69,6 +70,7 @@ var configDocs = configfile.Merge(
 		"DataAddr":          "DataAddr is the address the TLS data port listens on.",
 		"DataDir":           "DataDir holds the node's own state: its data-port certificate, the\nused-ticket record and spill files of running sessions.",
 		"DrainTimeout":      "DrainTimeout is how long a stopping node (SIGTERM) lets its running\nsessions finish before it hands them back to the servers, which\nsend their jobs to another node.",
+		"Group":             "Group is the id of the group of servers the node belongs to\n('cairn cluster status' shows it). Empty: the node learns it from\nits first registration and keeps it until it stops; set it where\nservers of several groups share the NATS, since a request that\nnames no group is refused there.",
 		"HeartbeatInterval": "HeartbeatInterval is how often the node tells the servers it lives.",
 		"HelloTimeout":      "HelloTimeout bounds how long a connection may take to present its ticket.",
 		"ID":                "ID is the node's name in the catalog and in NATS subjects (the\nflag --name; \"id\" in older files).",

@@ -446,6 +446,7 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.DataAddr, "data-addr", cfg.DataAddr, "address of the TLS data port")
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "data port address agents dial (the listening address when empty)")
 	f.StringVar(&cfg.Site, "site", "", "the node's site: backups prefer a node of their client's site")
+	f.StringVar(&cfg.Group, "group", "", groupUsage)
 	f.StringArrayVar(&pools, "pool", nil, poolUsage+" (tape pools and libraries are set in the config file: 'cairn config example --role storagenode')")
 	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "compress-and-encrypt goroutines per stream")
 	f.DurationVar(&cfg.VolumeWaitPoll, "volume-wait-poll", cfg.VolumeWaitPoll, "how often a backup that found no volume to write asks the servers again")
@@ -458,6 +459,10 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 	ro.bind(f, "127.0.0.1:9465")
 	return c
 }
+
+// groupUsage is the --group of a storage node and an agent.
+const groupUsage = "id of the group of servers this role belongs to ('cairn cluster status' shows it); " +
+	"default: learned from the first registration, which servers refuse while several groups share the NATS"
 
 func newAgentCmd(g *globals) *cobra.Command {
 	cfg := agent.DefaultConfig()
@@ -478,6 +483,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&cfg.Name, "name", cfg.Name, "client name")
 	f.StringVar(&cfg.Site, "site", "", "the client's site: backups prefer a storage node of the same site")
+	f.StringVar(&cfg.Group, "group", "", groupUsage)
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the agent tells the servers it lives")
 	f.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often a running job reports its progress")
 	f.Var((*sizeValue)(&cfg.MaxBytesPerSecond), "max-bytes-per-second", "cap the rate a backup streams at, in bytes per second (e.g. 20M); 0 is no cap")

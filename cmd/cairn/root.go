@@ -33,8 +33,12 @@ type globals struct {
 	// natsAdmin is the admin's name in the NATS configuration, which
 	// names its inbox; see adminName.
 	natsAdmin string
-	json      bool
-	timeout   time.Duration
+	// group is the id of the group of servers the commands are for
+	// (--group, CAIRN_GROUP); empty: any, as long as one group alone
+	// runs on the NATS.
+	group   string
+	json    bool
+	timeout time.Duration
 	// progressEvery is how often --wait prints progress off a terminal.
 	progressEvery time.Duration
 	// retryFor bounds the retries of a start after unclear answers.
@@ -77,6 +81,8 @@ Tape:       cairn media label, cairn library status|load|unload|import|export, c
 	pf.StringVar(&g.natsAdmin, "nats-admin", "", "admin name in the NATS configuration, which names this admin's inbox _INBOX.admin.NAME "+
 		"(env CAIRN_NATS_ADMIN; default: NAME of a --nats-nkey file admin-NAME.nk, else --nats-user, else the --nats-cert common name, else admin)")
 	g.natsAdmin = os.Getenv("CAIRN_NATS_ADMIN")
+	pf.StringVar(&g.group, "group", os.Getenv("CAIRN_GROUP"), "id of the group of servers to ask, needed where servers of several groups share the NATS "+
+		"('cairn cluster status' shows it; env CAIRN_GROUP; default: the one group on the NATS)")
 	pf.BoolVar(&g.json, "json", false, "print JSON for scripts instead of tables")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "how long to wait for a server's answer")
 
@@ -407,7 +413,7 @@ func commonName(path string) string {
 func (g *globals) call(ctx context.Context, nc *nats.Conn, op string, req, resp any) error {
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	err := wire.Request(ctx, nc, wire.APISubject(op), req, resp)
+	err := wire.RequestIn(ctx, nc, g.group, wire.APISubject(op), req, resp)
 	// Nothing answers the subject: no server runs. (A request that timed
 	// out reached one, which may have carried it out: that error stays.)
 	if wire.CodeOf(err) == wire.CodeUnavailable {
