@@ -142,5 +142,9 @@ func (s *Server) serveGroupSubject(ctx context.Context, group string) (*nats.Sub
 // of group is this server's: a storage node or agent of another group by
 // the same name is not alive here. One that names no group (before its
 // first registration) is counted, as a request that names none is
-// answered.
-func (s *Server) ofMyGroup(group string) bool { return group == "" || group == s.groupName() }
+// answered; so is every one on a server that does not know its group yet,
+// which answers nothing.
+func (s *Server) ofMyGroup(group string) bool {
+	mine := s.groupName()
+	return group == "" || mine == "" || group == mine
+}

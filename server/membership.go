@@ -232,7 +232,9 @@ func (s *Server) announce() {
 // in another role (a member now, or of a group now): that server may not
 // have heard this one yet (see groups.go).
 func (s *Server) heardServer(name string, hb wire.ServerBeat) (news bool) {
-	if name == s.cfg.Name || hb.Name != name {
+	// A beat of this server's name from elsewhere is another server's: a
+	// group of another administrator may well have an s1 too.
+	if hb.Name != name || name == s.cfg.Name && hb.RaftAddr == s.raft.Addr() {
 		return false
 	}
 	mine := s.groupName()
