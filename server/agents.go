@@ -234,7 +234,7 @@ func (s *Server) duplicateAgents(ctx context.Context, dup *wire.AgentDuplicate) 
 	s.mu.Unlock()
 	if tell {
 		s.log.Error("duplicate agents", "client", dup.Client, "msg", dup.Message, "hint", dup.Hint)
-		if err := wire.Publish(s.nc, wire.AgentSubject(dup.Client, wire.OpAgentDuplicate), *dup); err != nil {
+		if err := wire.PublishIn(s.nc, s.groupName(), wire.AgentSubject(dup.Client, wire.OpAgentDuplicate), *dup); err != nil {
 			s.log.Warn("could not tell the agents of their duplicate", "client", dup.Client, "err", err)
 		}
 	}

@@ -378,7 +378,8 @@ func (s *Server) jobLog(ctx context.Context, id uint64, level string, format str
 
 // publishEvent tells watchers of a job about a state change or progress.
 func (s *Server) publishEvent(ev wire.JobEvent) {
-	if err := wire.Publish(s.nc, wire.JobEventSubject(ev.JobID), ev); err != nil {
+	ev.Group = s.groupName()
+	if err := wire.PublishIn(s.nc, ev.Group, wire.JobEventSubject(ev.JobID), ev); err != nil {
 		s.log.Debug("publish job event", "job", ev.JobID, "err", err)
 	}
 }

@@ -29,7 +29,8 @@
 // the NATS, and refused with wrong_group, naming every group, while a
 // server hears servers of another (their beats on cairn.beat.server.>).
 // Storage nodes and agents name their group in their heartbeats and
-// progress too, and refuse orders of another group (ServeOrders). The
+// progress too, and refuse orders of another group (ServeOrders); a job
+// event names the group whose job it is (job ids are each group's own). The
 // group is a header, not a subject token, so that NATS permissions stay
 // those of RoleSubjects, and a role that does not know its group yet
 // still reaches the servers: it learns the group from its first

@@ -154,6 +154,12 @@ func (e *noAnswer) Is(target error) bool { return target == ErrNoAnswer }
 
 // Publish sends a message that expects no reply.
 func Publish(nc *nats.Conn, subject string, body any) error {
+	return PublishIn(nc, "", subject, body)
+}
+
+// PublishIn is Publish of a message of group (in GroupHeader), as
+// RequestIn is of Request.
+func PublishIn(nc *nats.Conn, group, subject string, body any) error {
 	data, err := Marshal(body)
 	if err != nil {
 		return err
@@ -161,7 +167,11 @@ func Publish(nc *nats.Conn, subject string, body any) error {
 	if err := fits(nc, "message on", subject, data); err != nil {
 		return err
 	}
-	if err := nc.Publish(subject, data); err != nil {
+	out := &nats.Msg{Subject: subject, Data: data}
+	if group != "" {
+		out.Header = nats.Header{GroupHeader: []string{group}}
+	}
+	if err := nc.PublishMsg(out); err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {
 			return tooLarge("message on", subject, len(data), nc.MaxPayload())
 		}

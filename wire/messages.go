@@ -145,8 +145,9 @@ type ClusterStatusResp struct {
 	Members  []MemberStatus `json:"members"`
 	// Group is the group's id.
 	Group string `json:"group,omitempty"`
-	// OtherGroups are servers of other groups on the same NATS: a
-	// misconfiguration to fix at once, since roles may reach either group.
+	// OtherGroups are servers of other groups on the same NATS: while they
+	// run, requests that name no group are refused, so either every role
+	// is told its group or they are a misconfiguration to fix.
 	OtherGroups []OtherServer `json:"other_groups,omitempty"`
 	// Waiting are servers on the NATS that belong to no group yet: started,
 	// and not joined.
@@ -674,6 +675,9 @@ type JobEvent struct {
 	State    string    `json:"state"`
 	Progress *Progress `json:"progress,omitempty"`
 	Message  string    `json:"message,omitempty"`
+	// Group is the group whose job it is: job ids are a group's own, so
+	// a watcher on a NATS that groups share keeps only its group's.
+	Group string `json:"group,omitempty"`
 }
 
 // ---- storage node <-> servers ----

@@ -146,7 +146,7 @@ func printClusterStatus(w io.Writer, st wire.ClusterStatusResp) error {
 		}
 	}
 	for _, o := range st.OtherGroups {
-		fmt.Fprintf(w, "WARNING: server %s (%s) of ANOTHER GROUP %s runs on this NATS: roles may reach either group; stop it, or join it to this group with a new --data directory and this group's --secrets\n",
+		fmt.Fprintf(w, "WARNING: server %s (%s) of ANOTHER GROUP %s runs on this NATS: requests that name no group are refused while it runs; stop it, or join it to this group with a new --data directory and this group's --secrets, or, if both groups are wanted, give every role its group (--group)\n",
 			o.Name, o.RaftAddr, o.Group)
 	}
 	for _, o := range st.Waiting {
