@@ -60,4 +60,10 @@
 // stopping agent (Drain, on SIGTERM) takes no new order and hands its
 // running jobs back (wire.CodeHandedBack): a backup starts over when the
 // agent is back; a restore fails saying how far it got.
+//
+// The agent names the group of servers it belongs to in every request,
+// heartbeat, progress report and order it takes (wire.GroupHeader): its
+// group setting, or the group its first registration answered, kept until
+// it stops. A first registration that names no group is refused while
+// servers of several groups share the NATS: there the agent needs --group.
 package agent

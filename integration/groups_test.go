@@ -18,10 +18,11 @@ import (
 // request reaches either group's server at random: before, a job list of
 // A came back empty whenever B's server took it, and backups failed at
 // random. Now a request names its group (CAIRN_GROUP for the commands; the
-// node and agent learned A at their first registration), B's server hands
-// A's requests on to A's, and every answer comes from A's catalog;
-// B's own list never shows A's jobs. A command that names no group is
-// refused by either server, naming both groups. Once A's server is down, a
+// node learned A at its first registration, the agent is told with
+// --group), B's server hands A's requests on to A's, and every answer
+// comes from A's catalog; B's own list never shows A's jobs. A command, and
+// an agent's first registration, that name no group are refused by either
+// server, naming both groups. Once A's server is down, a
 // command and a storage node of group A, reaching only B's server, are
 // refused with a message naming both groups.
 func TestGroupsOnOneNATSAnswerOnlyTheirOwn(t *testing.T) {
@@ -67,8 +68,26 @@ func TestGroupsOnOneNATSAnswerOnlyTheirOwn(t *testing.T) {
 		}
 	}
 
+	// So is an agent's first registration when it is not told its group:
+	// it says so and keeps trying; told, it registers with group A.
+	s.agent.stop()
+	s.agent.start()
+	poll.Until(t, 30*time.Second, func() error {
+		for _, l := range strings.Split(s.agent.logText(), "\n") {
+			if strings.Contains(l, "registration with the servers failed") && strings.Contains(l, "names no group") &&
+				strings.Contains(l, groupA) && strings.Contains(l, groupB) {
+				return nil
+			}
+		}
+		return fmt.Errorf("the agent started without its group does not say its registration was refused, naming both groups")
+	})
+	s.agent.stop()
+	s.agent.args = append(s.agent.args, "--group", groupA)
+	s.agent.start()
+
 	// Through group A: every answer is A's, whichever server NATS picks.
 	t.Setenv("CAIRN_GROUP", groupA)
+	s.waitReady()
 	var jobs []uint64
 	for range 3 {
 		j := s.backup("incremental", tree)

@@ -27,7 +27,16 @@
 // reporting the bad one. With a spool directory the stream is staged on
 // disk in chunks and despooled on its own goroutine, so the drive gets
 // data at disk speed. A restore mounts each tape once and reads it through
-// tape.Reader: one locate per part, then streaming.
+// tape.Reader: one locate per part, then streaming. A node killed mid
+// backup leaves its spool chunks behind; the next start removes them
+// before it takes any work and logs how many (a requeued backup starts
+// over, it never resumes from chunks).
+//
+// Group (node.go): the node names the group of servers it belongs to in
+// every request, heartbeat and order it takes (wire.GroupHeader): its
+// group setting, or the group its first registration answered, kept until
+// it stops. Servers of another group on the same NATS hand its requests
+// on to its group's, or refuse them naming both groups.
 //
 // Stopping (Drain, on SIGTERM): the node closes its data port, says in a
 // heartbeat that it drains (the servers send it no job), and lets its

@@ -406,3 +406,41 @@ func TestGroupSubjectNamesTheGroup(t *testing.T) {
 		}
 	}
 }
+
+// TestServeOrdersRefusesAnotherGroup: a storage node or agent that knows
+// its group takes orders of its group and of no group (a server from
+// before groups), and refuses, naming both groups, one from a server of
+// another group, which may know a node or client of the same name; one
+// that does not know its group yet takes every order.
+func TestServeOrdersRefusesAnotherGroup(t *testing.T) {
+	nc := startNATS(t)
+	ctx := context.Background()
+	var mine atomic.Value
+	mine.Store("g1")
+	var ran atomic.Int32
+	sub, err := ServeOrders(ctx, nc, NodeSubject("sn1", ">"), "storage node", "sn1", slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+		func() string { return mine.Load().(string) },
+		func(context.Context, string, json.RawMessage) (any, error) { ran.Add(1); return Empty{}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	order := NodeSubject("sn1", OpPing)
+	for _, g := range []string{"g1", ""} {
+		if err := RequestIn(ctx, nc, g, order, Empty{}, nil); err != nil {
+			t.Fatalf("an order of group %q: %v", g, err)
+		}
+	}
+	err = RequestIn(ctx, nc, "g2", order, Empty{}, nil)
+	var we *Error
+	if !errors.As(err, &we) || we.Code != CodeWrongGroup || !strings.Contains(we.Message, "belongs to group g1") || !strings.Contains(we.Message, "of group g2") {
+		t.Fatalf("an order of another group: %v, want wrong_group naming g1 and g2", err)
+	}
+	if n := ran.Load(); n != 2 {
+		t.Fatalf("%d orders ran, want 2", n)
+	}
+	mine.Store("")
+	if err := RequestIn(ctx, nc, "g2", order, Empty{}, nil); err != nil {
+		t.Fatalf("an order to a node that does not know its group yet: %v", err)
+	}
+}
