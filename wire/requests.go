@@ -94,8 +94,7 @@ func ServeIn(ctx context.Context, nc *nats.Conn, subject, queue string, logger *
 // GroupHeader names another group than group() (the role's own, empty
 // while it does not know it) is refused with wrong_group naming both, so a
 // server of another group with a node or client of the same name cannot
-// drive this one. A nil reqs runs each order on a goroutine of its own, as
-// Serve does.
+// drive this one.
 func ServeOrders(ctx context.Context, nc *nats.Conn, subject, kind, name string, logger *slog.Logger, reqs *Requests, group func() string, h Handler) (*nats.Subscription, error) {
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
 		from, mine := m.Header.Get(GroupHeader), group()
@@ -104,10 +103,6 @@ func ServeOrders(ctx context.Context, nc *nats.Conn, subject, kind, name string,
 			Respond(m, MarshalError(Errorf(CodeWrongGroup,
 				fmt.Sprintf("two groups of servers share this NATS and each knows a %s %s: rename one of them, or give the other group its own NATS", kind, name),
 				"%s %s belongs to group %s and takes no order from a server of group %s", kind, name, mine, from)), logger)
-			return
-		}
-		if reqs == nil {
-			go HandleMsg(ctx, m, logger, h)
 			return
 		}
 		reqs.Handle(ctx, m, logger, h)

@@ -418,7 +418,9 @@ func TestServeOrdersRefusesAnotherGroup(t *testing.T) {
 	var mine atomic.Value
 	mine.Store("g1")
 	var ran atomic.Int32
-	sub, err := ServeOrders(ctx, nc, NodeSubject("sn1", ">"), "storage node", "sn1", slog.New(slog.NewTextHandler(io.Discard, nil)), nil,
+	var reqs Requests
+	defer reqs.Close()
+	sub, err := ServeOrders(ctx, nc, NodeSubject("sn1", ">"), "storage node", "sn1", slog.New(slog.NewTextHandler(io.Discard, nil)), &reqs,
 		func() string { return mine.Load().(string) },
 		func(context.Context, string, json.RawMessage) (any, error) { ran.Add(1); return Empty{}, nil })
 	if err != nil {
