@@ -147,15 +147,16 @@ func rpo(kind Kind, now time.Time, client, policy string, lastGood time.Time, ta
 func NewMissedRun(now time.Time, policy, client string, scheduled time.Time, missed int, reason string) Event {
 	s := scheduled
 	e := Event{Version: Version, Kind: MissedRun, Time: now, Policy: policy, Client: client, Scheduled: &s, Missed: missed, Error: reason}
-	runs := "run"
-	if missed > 1 {
-		runs = fmt.Sprintf("%d runs, the last", missed)
-	}
 	of := "policy " + policy
 	if client != "" {
 		of += " for client " + client
 	}
-	e.Summary = fmt.Sprintf("missed %s of %s scheduled %s: %s", runs, of, scheduled.Format(time.RFC3339), orUnknown(reason))
+	when := "scheduled " + scheduled.Format(time.RFC3339)
+	if missed > 1 {
+		e.Summary = fmt.Sprintf("missed %d runs of %s, the last %s: %s", missed, of, when, orUnknown(reason))
+	} else {
+		e.Summary = fmt.Sprintf("missed run of %s %s: %s", of, when, orUnknown(reason))
+	}
 	return e
 }
 
