@@ -51,8 +51,8 @@ type WebhookConfig struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// Attempts is how many times an alert is posted before it is given up
 	// (counted in cairn_alerts_failed_total); a 4xx answer other than 408
-	// and 429 is not tried again, since the same post would get the same
-	// answer. 0 means 5.
+	// and 429, and a redirect, are not tried again, since the same post
+	// would get the same answer. 0 means 5.
 	Attempts int `json:"attempts,omitempty"`
 	// Backoff is the wait before the second attempt, doubled before each
 	// later one up to MaxBackoff; each wait is drawn between half of it

@@ -89,8 +89,9 @@
 // is tried again, up to Attempts times in all, after a wait that doubles
 // from Backoff up to MaxBackoff, each drawn between half and all of it so
 // that retries from many places do not arrive together. A 4xx other than
-// 408 and 429 is given up at once: the same post would get the same
-// answer. A command is run once by default (it may have done part of its
+// 408 and 429 is given up at once, since the same post would get the same
+// answer, and so is a redirect, which is not followed (a 302 would turn the
+// post into a GET): the URL in the config needs fixing. A command is run once by default (it may have done part of its
 // work before it failed); it runs without a shell, in a process group of
 // its own, and past its Timeout the group gets SIGTERM and, 5s later,
 // SIGKILL. Its output is kept, up to 4 KiB, for the log line of its

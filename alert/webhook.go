@@ -83,7 +83,13 @@ func newWebhook(cfg WebhookConfig) (*webhook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
 	}
-	w := &webhook{cfg: cfg, where: u.Scheme + "://" + u.Host, client: &http.Client{Transport: tr}}
+	w := &webhook{cfg: cfg, where: u.Scheme + "://" + u.Host, client: &http.Client{
+		Transport: tr,
+		// A redirect is answered as it is, a failure that names it: a
+		// 302 would turn the post into a GET that carries no alert, and
+		// the URL in the config is what needs fixing.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 	w.cfg.Timeout = orDefault(cfg.Timeout, DefaultWebhookTimeout)
 	if cfg.TokenFile != "" {
 		if _, err := w.token(); err != nil {

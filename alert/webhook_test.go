@@ -57,6 +57,9 @@ func newReceiver(t *testing.T, tls bool) *receiver {
 				return
 			}
 		}
+		if status >= 300 && status < 400 {
+			w.Header().Set("Location", "/elsewhere")
+		}
 		w.WriteHeader(status)
 		fmt.Fprintf(w, "status %d from the test receiver\n", status)
 	})
@@ -233,11 +236,13 @@ func TestWebhookRetriesUntilAccepted(t *testing.T) {
 }
 
 // A receiver that always fails gets Attempts posts and the alert is given
-// up; one that says the request is wrong (400) gets one.
+// up; one that says the request is wrong (400) gets one, and so does one
+// that redirects: a client would follow a 302 with a GET, which says
+// nothing, and the URL in the config is what needs fixing.
 func TestWebhookGivesUp(t *testing.T) {
 	for _, tc := range []struct {
 		status, posts int
-	}{{500, 3}, {400, 1}, {404, 1}, {408, 3}} {
+	}{{500, 3}, {400, 1}, {404, 1}, {408, 3}, {302, 1}, {307, 1}} {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
 			r := newReceiver(t, false)
 			r.answer(tc.status, tc.status, tc.status, tc.status)
