@@ -42,10 +42,10 @@ type WebhookConfig struct {
 	// TOKEN" and read again before every post, so that a rotated token
 	// needs no restart. Empty sends no Authorization header.
 	TokenFile string `json:"token_file,omitempty"`
-	// CA is a PEM file of the CA certificates that sign the webhook
+	// CAFile is a PEM file of the CA certificates that sign the webhook
 	// server's certificate; only they are trusted. Empty trusts the
 	// system's roots.
-	CA string `json:"ca,omitempty"`
+	CAFile string `json:"ca,omitempty"`
 	// Timeout bounds one post, from the dial to the end of the answer. 0
 	// means 10s.
 	Timeout time.Duration `json:"timeout,omitempty"`
@@ -168,7 +168,7 @@ func (c *Config) Validate() error {
 			bad(path+".url", "%v", err)
 		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
 			bad(path+".url", "%q is no http:// or https:// URL", w.URL)
-		case w.CA != "" && u.Scheme != "https":
+		case w.CAFile != "" && u.Scheme != "https":
 			bad(path+".ca", "a CA file needs an https:// URL, and %q is not one", w.URL)
 		}
 		if w.Timeout < 0 {

@@ -71,7 +71,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Webhooks[0].URL = "" }, "webhooks[0].url", "give the http:// or https:// URL"},
 		{func(c *Config) { c.Webhooks[0].URL = "ftp://x/y" }, "webhooks[0].url", "no http:// or https:// URL"},
 		{func(c *Config) { c.Webhooks[0].URL = "alerts.example/x" }, "webhooks[0].url", "no http:// or https:// URL"},
-		{func(c *Config) { c.Webhooks[0].URL, c.Webhooks[0].CA = "http://x/y", "/etc/ca.pem" }, "webhooks[0].ca", "needs an https:// URL"},
+		{func(c *Config) { c.Webhooks[0].URL, c.Webhooks[0].CAFile = "http://x/y", "/etc/ca.pem" }, "webhooks[0].ca", "needs an https:// URL"},
 		{func(c *Config) { c.Webhooks[0].Timeout = -1 }, "webhooks[0].timeout", "negative"},
 		{func(c *Config) { c.Webhooks[0].Attempts = -1 }, "webhooks[0].attempts", "negative"},
 		{func(c *Config) { c.Webhooks[0].Backoff, c.Webhooks[0].MaxBackoff = time.Minute, time.Second }, "webhooks[0].max_backoff", "shorter than backoff"},
@@ -111,7 +111,7 @@ func TestConfigExample(t *testing.T) {
 	}
 	full := Config{
 		RepeatInterval: time.Hour, QueueSize: 10,
-		Webhooks: []WebhookConfig{{Name: "ops", URL: "https://a.example/x", TokenFile: "/t", CA: "/ca", Timeout: time.Second,
+		Webhooks: []WebhookConfig{{Name: "ops", URL: "https://a.example/x", TokenFile: "/t", CAFile: "/ca", Timeout: time.Second,
 			Attempts: 3, Backoff: time.Second, MaxBackoff: time.Minute, Kinds: []string{"job_failed"}}},
 		Commands: []CommandConfig{{Name: "mail", Path: "/bin/mail", Args: []string{"a"}, Timeout: time.Second,
 			Attempts: 2, Backoff: time.Second, MaxBackoff: time.Minute, Kinds: []string{"rpo_breach"}}},

@@ -68,14 +68,14 @@ func newWebhook(cfg WebhookConfig) (*webhook, error) {
 	// An alert goes out now and then: keeping connections to every
 	// webhook open between them buys nothing.
 	tr.MaxIdleConnsPerHost = 1
-	if cfg.CA != "" {
-		pem, err := os.ReadFile(cfg.CA)
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("ca: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca: %s holds no PEM certificate", cfg.CA)
+			return nil, fmt.Errorf("ca: %s holds no PEM certificate", cfg.CAFile)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

@@ -427,7 +427,7 @@ func TestWebhookCA(t *testing.T) {
 	}{{"with CA", ca, 1}, {"system roots", "", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			log, logs := testLogger(t)
-			d, err := New(Config{Webhooks: []WebhookConfig{{Name: "tls", URL: r.srv.URL, CA: tc.ca, Attempts: 1}}}, Options{Logger: log})
+			d, err := New(Config{Webhooks: []WebhookConfig{{Name: "tls", URL: r.srv.URL, CAFile: tc.ca, Attempts: 1}}}, Options{Logger: log})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -464,8 +464,8 @@ func TestWebhookBadFiles(t *testing.T) {
 	}{
 		{WebhookConfig{TokenFile: filepath.Join(dir, "missing")}, "token file"},
 		{WebhookConfig{TokenFile: empty}, "empty: write the bearer token"},
-		{WebhookConfig{CA: notPEM}, "holds no PEM certificate"},
-		{WebhookConfig{CA: filepath.Join(dir, "missing")}, "ca:"},
+		{WebhookConfig{CAFile: notPEM}, "holds no PEM certificate"},
+		{WebhookConfig{CAFile: filepath.Join(dir, "missing")}, "ca:"},
 	} {
 		tc.cfg.Name, tc.cfg.URL = "w", "https://alerts.example/hook"
 		_, err := New(Config{Webhooks: []WebhookConfig{tc.cfg}}, Options{})
