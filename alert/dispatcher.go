@@ -228,21 +228,24 @@ func (d *Dispatcher) Send(e Event) (bool, error) {
 		}
 		e.Suppressed = prev.suppressed
 	}
+	body, err := json.Marshal(e)
+	if err != nil {
+		d.mu.Unlock()
+		return false, fmt.Errorf("alert: encoding %s: %w", e.Kind, err)
+	}
 	d.last[key] = &sent{kind: e.Kind, at: now}
 	// After the lookup: a sweep first would forget the count of alerts
 	// held back that this one is to carry.
 	d.sweep(now)
-	d.mu.Unlock()
-
-	body, err := json.Marshal(e)
-	if err != nil {
-		return false, fmt.Errorf("alert: encoding %s: %w", e.Kind, err)
-	}
+	// Queued under d.mu, which Close takes to close: an alert accepted
+	// before Close is in a queue before the workers are told to stop,
+	// and so is delivered or counted dropped, never left behind.
 	for _, w := range d.workers {
 		if w.kinds == nil || w.kinds[e.Kind] {
 			w.push(queued{e: e, body: body})
 		}
 	}
+	d.mu.Unlock()
 	return true, nil
 }
 
@@ -272,8 +275,8 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		return nil
 	}
 	d.closed = true
-	d.mu.Unlock()
 	close(d.stop)
+	d.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		d.wg.Wait()
