@@ -60,7 +60,15 @@
 // CAIRN_ALERT_KIND, CAIRN_ALERT_TIME, CAIRN_ALERT_SUMMARY,
 // CAIRN_ALERT_SUBJECT, CAIRN_ALERT_CLIENT, CAIRN_ALERT_POLICY,
 // CAIRN_ALERT_POOL and CAIRN_ALERT_JOB (empty when they do not apply), so
-// that a one-line script can mail the summary without a JSON parser.
+// that a one-line script can mail the summary without a JSON parser:
+//
+//	#!/bin/sh
+//	# cairn-alert-mail ADDRESS: the summary as the subject, the JSON as the body
+//	exec mail -s "cairn: $CAIRN_ALERT_SUMMARY" "$1"
+//
+// The body is Cairn's own: a chat service that wants its own format
+// (Slack's or Teams' incoming webhooks) takes the alert through a command
+// or a relay that rewrites it.
 //
 // # Repeats
 //
