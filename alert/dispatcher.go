@@ -200,10 +200,12 @@ func (d *Dispatcher) Register(reg prometheus.Registerer) error {
 }
 
 // Send queues e for every sink that takes its kind, unless the same
-// condition in the same state was sent less than the repeat interval ago
-// (then it is counted in e's successor's Suppressed and in
-// cairn_alerts_suppressed_total). It reports whether e was queued. It never
-// blocks on a sink.
+// condition in the same state was queued less than the repeat interval ago:
+// then e is counted in cairn_alerts_suppressed_total and in the Suppressed
+// field of the next one queued. It reports whether e was queued. It never
+// blocks on a sink. A queued alert counts as sent for the repeat interval
+// even when its sinks then drop it or give it up: their metrics and log
+// say so.
 func (d *Dispatcher) Send(e Event) (bool, error) {
 	if e.Version == 0 {
 		e.Version = Version
