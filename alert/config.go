@@ -36,7 +36,9 @@ type WebhookConfig struct {
 	// Name is the webhook in logs and in the sink label of the metrics;
 	// letters, digits, '-' and '_'.
 	Name string `json:"name"`
-	// URL is where the alert is posted, http or https.
+	// URL is where the alert is posted, http or https; through the proxy
+	// that $HTTPS_PROXY or $HTTP_PROXY names, when the server has one
+	// ($NO_PROXY as usual).
 	URL string `json:"url"`
 	// TokenFile holds a bearer token, sent as "Authorization: Bearer
 	// TOKEN" and read again before every post, so that a rotated token
