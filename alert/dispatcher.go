@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cairnbackup/cairn/internal/configfile"
 )
 
 // Clock is the time the Dispatcher reads: the repeat interval and the waits
@@ -86,7 +88,8 @@ type metrics struct {
 
 // New starts a Dispatcher for cfg, which it validates; a webhook's CA file
 // and token file are read now, so that a bad one stops the server's start
-// rather than the first alert.
+// rather than the first alert. Its errors are configfile.FieldErrors that
+// name the field (webhooks[0].token_file).
 func New(cfg Config, opts Options) (*Dispatcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -103,7 +106,7 @@ func New(cfg Config, opts Options) (*Dispatcher, error) {
 	for i, w := range cfg.Webhooks {
 		s, err := newWebhook(w)
 		if err != nil {
-			return fail(fmt.Errorf("webhooks[%d] (%s): %w", i, w.Name, err))
+			return fail(configfile.In(fmt.Sprintf("webhooks[%d]", i), err))
 		}
 		sinks = append(sinks, s)
 		policies = append(policies, retryPolicy{

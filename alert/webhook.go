@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/cairnbackup/cairn/internal/buildinfo"
+	"github.com/cairnbackup/cairn/internal/configfile"
 )
 
 // StatusError is a webhook's answer other than 2xx.
@@ -71,17 +72,17 @@ func newWebhook(cfg WebhookConfig) (*webhook, error) {
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("ca: %w", err)
+			return nil, configfile.AtField("ca", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca: %s holds no PEM certificate", cfg.CAFile)
+			return nil, configfile.Fieldf("ca", "%s holds no PEM certificate: give the CA's certificate, PEM-encoded", cfg.CAFile)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("url: %w", err)
+		return nil, configfile.AtField("url", err)
 	}
 	w := &webhook{cfg: cfg, where: u.Scheme + "://" + u.Host, client: &http.Client{
 		Transport: tr,
@@ -94,7 +95,7 @@ func newWebhook(cfg WebhookConfig) (*webhook, error) {
 	if cfg.TokenFile != "" {
 		if _, err := w.token(); err != nil {
 			tr.CloseIdleConnections()
-			return nil, err
+			return nil, configfile.AtField("token_file", err)
 		}
 	}
 	return w, nil

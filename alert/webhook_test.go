@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/internal/poll"
 )
 
@@ -459,18 +460,20 @@ func TestWebhookBadFiles(t *testing.T) {
 	empty := writeFile(t, "empty", " \n")
 	notPEM := writeFile(t, "ca", "not a certificate")
 	for _, tc := range []struct {
-		cfg  WebhookConfig
-		want string
+		cfg   WebhookConfig
+		want  string
+		field string
 	}{
-		{WebhookConfig{TokenFile: filepath.Join(dir, "missing")}, "token file"},
-		{WebhookConfig{TokenFile: empty}, "empty: write the bearer token"},
-		{WebhookConfig{CAFile: notPEM}, "holds no PEM certificate"},
-		{WebhookConfig{CAFile: filepath.Join(dir, "missing")}, "ca:"},
+		{WebhookConfig{TokenFile: filepath.Join(dir, "missing")}, "no such file", "webhooks[1].token_file"},
+		{WebhookConfig{TokenFile: empty}, "empty: write the bearer token", "webhooks[1].token_file"},
+		{WebhookConfig{CAFile: notPEM}, "holds no PEM certificate", "webhooks[1].ca"},
+		{WebhookConfig{CAFile: filepath.Join(dir, "missing")}, "no such file", "webhooks[1].ca"},
 	} {
 		tc.cfg.Name, tc.cfg.URL = "w", "https://alerts.example/hook"
-		_, err := New(Config{Webhooks: []WebhookConfig{tc.cfg}}, Options{})
-		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "webhooks[0]") {
-			t.Errorf("%+v: New = %v, want an error naming webhooks[0] and %q", tc.cfg, err, tc.want)
+		_, err := New(Config{Webhooks: []WebhookConfig{{Name: "ok", URL: "http://x"}, tc.cfg}}, Options{})
+		var fe *configfile.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: New = %v, want a FieldError of %s saying %q", tc.cfg, err, tc.field, tc.want)
 		}
 	}
 	var tfe *TokenFileError
