@@ -61,7 +61,8 @@ type WebhookConfig struct {
 	// and all of it, so that many servers' retries do not arrive together.
 	// 0 means 1s.
 	Backoff time.Duration `json:"backoff,omitempty"`
-	// MaxBackoff caps the wait between two attempts. 0 means 1m.
+	// MaxBackoff caps the wait between two attempts, a longer wait the
+	// webhook asks for in a Retry-After included. 0 means 1m.
 	MaxBackoff time.Duration `json:"max_backoff,omitempty"`
 	// Kinds are the kinds of alert sent here (job_failed, rpo_breach,
 	// rpo_resolved, missed_run, pool_short); empty sends every kind.

@@ -438,6 +438,12 @@ func (w *worker) deliver(q queued) {
 			return
 		}
 		wait := w.retry.wait(attempt)
+		var se *StatusError
+		if errors.As(err, &se) && se.RetryAfter > wait {
+			// The receiver said when it will take the alert; sooner
+			// would spend an attempt for nothing.
+			wait = min(se.RetryAfter, w.retry.max)
+		}
 		w.log.Warn("alert not delivered, will try again", "kind", q.e.Kind, "subject", q.e.Subject(), "attempt", attempt, "retry_in", wait, "err", err)
 		select {
 		case <-w.d.clock.After(wait):

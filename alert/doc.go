@@ -96,14 +96,18 @@
 // A webhook post that fails (no connection, a timeout, a 5xx, 408 or 429)
 // is tried again, up to Attempts times in all, after a wait that doubles
 // from Backoff up to MaxBackoff, each drawn between half and all of it so
-// that retries from many places do not arrive together. A 4xx other than
-// 408 and 429 is given up at once, since the same post would get the same
-// answer, and so is a redirect, which is not followed (a 302 would turn the
-// post into a GET): the URL in the config needs fixing. A command is run once by default (it may have done part of its
-// work before it failed); it runs without a shell, in a process group of
-// its own, and past its Timeout the group gets SIGTERM and, 5s later,
-// SIGKILL. Its output is kept, up to 4 KiB, for the log line of its
-// failure.
+// that retries from many places do not arrive together. When the answer
+// asks for a longer wait in seconds (Retry-After, as a 429 or a 503 may
+// carry), that wait is kept, up to MaxBackoff; a Retry-After that is an
+// HTTP date is not read. A 4xx other than 408 and 429 is given up at once,
+// since the same post would get the same answer, and so is a redirect,
+// which is not followed (a 302 would turn the post into a GET): the URL in
+// the config needs fixing.
+//
+// A command is run once by default (it may have done part of its work
+// before it failed); it runs without a shell, in a process group of its
+// own, and past its Timeout the group gets SIGTERM and, 5s later, SIGKILL.
+// Its output is kept, up to 4 KiB, for the log line of its failure.
 //
 // Close stops taking alerts and lets the workers deliver what is queued
 // until its context is done; what is left then is dropped, counted and

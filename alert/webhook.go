@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cairnbackup/cairn/internal/buildinfo"
 	"github.com/cairnbackup/cairn/internal/configfile"
@@ -27,6 +29,9 @@ type StatusError struct {
 	// Body is the start of the answer's body, which often says what the
 	// receiver did not like.
 	Body string
+	// RetryAfter is the answer's Retry-After when it gave a number of
+	// seconds, else 0.
+	RetryAfter time.Duration
 }
 
 func (e *StatusError) Error() string {
@@ -150,5 +155,25 @@ func (w *webhook) deliver(ctx context.Context, e Event, body []byte) error {
 	}
 	head, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-	return &StatusError{Sink: w.cfg.Name, URL: w.where, Status: resp.StatusCode, Body: strings.TrimSpace(string(head))}
+	return &StatusError{Sink: w.cfg.Name, URL: w.where, Status: resp.StatusCode, Body: strings.TrimSpace(string(head)),
+		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
+}
+
+// maxRetryAfter bounds what a Retry-After is read as; the worker caps the
+// wait at its MaxBackoff anyway.
+const maxRetryAfter = 24 * time.Hour
+
+// parseRetryAfter reads a Retry-After of delay-seconds (RFC 9110 10.2.3);
+// the other form, an HTTP date, would be read against the sender's clock
+// and is ignored, as is anything not a number: 0.
+func parseRetryAfter(h string) time.Duration {
+	h = strings.TrimSpace(h)
+	if h == "" || len(h) > 10 {
+		return 0
+	}
+	n, err := strconv.ParseUint(h, 10, 32)
+	if err != nil {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, maxRetryAfter)
 }

@@ -31,6 +31,8 @@ type receiver struct {
 	// hold, when set, makes every post wait until it is closed or the
 	// post's connection goes.
 	hold chan struct{}
+	// retryAfter is the Retry-After header of every answer, when set.
+	retryAfter string
 }
 
 type post struct {
@@ -50,7 +52,11 @@ func newReceiver(t *testing.T, tls bool) *receiver {
 			status, r.statuses = r.statuses[0], r.statuses[1:]
 		}
 		r.posts = append(r.posts, post{header: req.Header.Clone(), body: body, status: status})
+		retryAfter := r.retryAfter
 		r.mu.Unlock()
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
 		if hold != nil {
 			select {
 			case <-hold:
@@ -480,5 +486,44 @@ func TestWebhookBadFiles(t *testing.T) {
 	_, err := New(Config{Webhooks: []WebhookConfig{{Name: "w", URL: "http://x", TokenFile: empty}}}, Options{})
 	if !errors.As(err, &tfe) || tfe.Path != empty {
 		t.Errorf("New = %v, want a TokenFileError of %s", err, empty)
+	}
+}
+
+// A receiver that says how long to wait (Retry-After in seconds, with a 429
+// or a 503) gets the next attempt then, not sooner, and no later than
+// MaxBackoff; a Retry-After shorter than the backoff does not shorten it.
+func TestWebhookRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		header   string
+		min, max time.Duration
+	}{
+		{"40", 40 * time.Second, 40 * time.Second},
+		{"600", time.Minute, time.Minute},
+		{"0", 500 * time.Millisecond, time.Second},
+		{"Wed, 21 Oct 2026 07:28:00 GMT", 500 * time.Millisecond, time.Second}, // a date: not read
+	} {
+		t.Run(tc.header, func(t *testing.T) {
+			r := newReceiver(t, false)
+			r.answer(429)
+			r.mu.Lock()
+			r.retryAfter = tc.header
+			r.mu.Unlock()
+			clock := newFakeClock()
+			d, err := New(Config{Webhooks: []WebhookConfig{{Name: "ops", URL: r.srv.URL}}}, Options{Clock: clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			closeDispatcher(t, d)
+			if _, err := d.Send(NewJobFailed(t0, 1, "c", "", "", "x")); err != nil {
+				t.Fatal(err)
+			}
+			var wait time.Duration
+			poll.Until(t, 10*time.Second, clock.oneWait(&wait))
+			if wait < tc.min || wait > tc.max {
+				t.Errorf("waited %s after Retry-After %q, want %s to %s", wait, tc.header, tc.min, tc.max)
+			}
+			clock.Advance(wait)
+			poll.Until(t, 10*time.Second, r.hasPosts(2))
+		})
 	}
 }
