@@ -358,9 +358,9 @@ func (w *worker) push(q queued) {
 	w.queue = append(w.queue, q)
 	w.mu.Unlock()
 	if old != nil {
-		w.dropped.Inc()
 		w.log.Warn("alert queue full: the oldest alert is dropped unsent", "queue_size", w.size,
 			"kind", old.e.Kind, "subject", old.e.Subject(), "time", old.e.Time)
+		w.dropped.Inc()
 	}
 	select {
 	case w.wake <- struct{}{}:
@@ -415,8 +415,8 @@ func (w *worker) dropRest(q queued) {
 	n := 1 + len(w.queue)
 	w.queue = nil
 	w.mu.Unlock()
-	w.dropped.Add(float64(n))
 	w.log.Warn("alerts dropped unsent: the server stopped before they were delivered", "alerts", n, "first_kind", q.e.Kind, "first_subject", q.e.Subject())
+	w.dropped.Add(float64(n))
 }
 
 func (w *worker) deliver(q queued) {
@@ -428,13 +428,15 @@ func (w *worker) deliver(q queued) {
 			return
 		}
 		if ctx.Err() != nil {
-			w.dropped.Inc()
 			w.log.Warn("alert dropped: the server stopped while it was delivered", "kind", q.e.Kind, "subject", q.e.Subject(), "attempt", attempt, "err", err)
+			w.dropped.Inc()
 			return
 		}
 		if attempt >= w.retry.attempts || !retryable(err) {
-			w.failed.Inc()
+			// Logged before counted: whoever sees the count finds the
+			// reason in the log.
 			w.log.Error("alert given up", "kind", q.e.Kind, "subject", q.e.Subject(), "attempts", attempt, "err", err)
+			w.failed.Inc()
 			return
 		}
 		wait := w.retry.wait(attempt)
@@ -448,8 +450,8 @@ func (w *worker) deliver(q queued) {
 		select {
 		case <-w.d.clock.After(wait):
 		case <-ctx.Done():
-			w.dropped.Inc()
 			w.log.Warn("alert dropped: the server stopped before it was tried again", "kind", q.e.Kind, "subject", q.e.Subject(), "attempts", attempt)
+			w.dropped.Inc()
 			return
 		}
 	}
