@@ -116,7 +116,7 @@ type instanceSeen struct {
 // before the new one started, is not a duplicate. Processes silent for the
 // liveness timeout are forgotten.
 func (s *Server) seeInstance(name string, in wire.AgentInstance, running []uint64) instanceSeen {
-	now := time.Now()
+	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.agents[name]
@@ -191,7 +191,7 @@ func (s *Server) duplicate(name string) *wire.AgentDuplicate {
 	}
 	live := map[string]*wire.AgentInstance{}
 	for id, in := range l.instances {
-		if time.Since(in.LastSeen) < s.cfg.LivenessTimeout {
+		if s.clock.Since(in.LastSeen) < s.cfg.LivenessTimeout {
 			live[id] = in
 		}
 	}
@@ -221,9 +221,9 @@ func (s *Server) afterSeen(ctx context.Context, name string, seen instanceSeen) 
 func (s *Server) duplicateAgents(ctx context.Context, dup *wire.AgentDuplicate) {
 	s.mu.Lock()
 	l := s.agents[dup.Client]
-	tell := l != nil && time.Since(l.dupSaid) >= duplicateNotice
+	tell := l != nil && s.clock.Since(l.dupSaid) >= duplicateNotice
 	if tell {
-		l.dupSaid = time.Now()
+		l.dupSaid = s.clock.Now()
 	}
 	var jobs []uint64
 	for id, r := range s.runs {
@@ -399,7 +399,7 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 	}
 	lost := lostCount(req)
 	upd := &catalog.JobUpdate{ID: job.ID, State: catalog.JobSuccess, Files: req.Files, Bytes: req.Bytes, Warnings: len(req.Warnings),
-		Entries: req.Entries, Restored: req.Restored, Lost: lost, Ended: time.Now().UTC()}
+		Entries: req.Entries, Restored: req.Restored, Lost: lost, Ended: s.clock.Now().UTC()}
 	switch {
 	case lost > 0:
 		// A restore that did not bring back everything asked for failed,
@@ -463,7 +463,7 @@ func (s *Server) logLost(ctx context.Context, job *catalog.Job, req wire.JobDone
 	if lost == 0 {
 		return
 	}
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	lines := make([]catalog.LogLine, 0, len(req.Damaged)+1)
 	for _, d := range req.Damaged {
 		if strings.HasPrefix(d, "... and ") {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/wire"
@@ -104,7 +103,7 @@ func (s *Server) stopCanceled(ctx context.Context, job *catalog.Job) {
 		return
 	}
 	_, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
-		ID: job.ID, State: catalog.JobCanceled, Ended: time.Now().UTC(), Attempt: job.Attempt,
+		ID: job.ID, State: catalog.JobCanceled, Ended: s.clock.Now().UTC(), Attempt: job.Attempt,
 	}})
 	var we *wire.Error
 	switch {

@@ -46,13 +46,13 @@ func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []s
 	for _, id := range p.Nodes {
 		l := s.nodes[id]
 		switch {
-		case l == nil || time.Since(l.lastSeen) >= s.cfg.LivenessTimeout:
+		case l == nil || s.clock.Since(l.lastSeen) >= s.cfg.LivenessTimeout:
 			down = append(down, id+" (offline)")
 			continue
 		case l.draining:
 			down = append(down, id+" (stopping: it finishes its running sessions and takes no new one)")
 			continue
-		case time.Since(l.suspect) < suspectFor:
+		case s.clock.Since(l.suspect) < suspectFor:
 			down = append(down, id+" (an agent lost its stream to it; waiting for it to restart, or a minute)")
 			continue
 		}
@@ -276,7 +276,7 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 	err = wire.RequestIn(octx, s.nc, s.groupName(), subject, body, nil)
 	s.mu.Lock()
 	run.ordering = false
-	run.ordered = time.Now()
+	run.ordered = s.clock.Now()
 	s.mu.Unlock()
 	if err == nil {
 		return nil
@@ -334,7 +334,7 @@ func (s *Server) agentLost(client string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.agents[client]; l != nil {
-		l.lost = time.Now()
+		l.lost = s.clock.Now()
 	}
 }
 
@@ -370,7 +370,7 @@ func (s *Server) suspect(node string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.nodes[node]; l != nil {
-		l.suspect = time.Now()
+		l.suspect = s.clock.Now()
 	}
 }
 
@@ -390,7 +390,7 @@ func (s *Server) dispatchQueued(ctx context.Context) {
 	}
 	for i := len(jobs) - 1; i >= 0; i-- {
 		j := &jobs[i]
-		if waited := time.Since(j.Created); waited > s.cfg.QueueTimeout {
+		if waited := s.clock.Since(j.Created); waited > s.cfg.QueueTimeout {
 			why := j.Waiting
 			if why == "" {
 				why = "it could not be dispatched"
@@ -413,7 +413,7 @@ func (s *Server) watchRunning(ctx context.Context) {
 	for _, r := range s.runs {
 		runs = append(runs, r)
 	}
-	leading := time.Since(s.leaderSince)
+	leading := s.clock.Since(s.leaderSince)
 	s.mu.Unlock()
 	if leading < s.cfg.LivenessTimeout {
 		return // heartbeats of a few seconds ago are not in yet
@@ -432,12 +432,12 @@ func (s *Server) watchRunning(ctx context.Context) {
 			continue
 		}
 		s.mu.Lock()
-		idle := time.Since(r.lastActivity)
+		idle := s.clock.Since(r.lastActivity)
 		knows := s.agents[r.client] != nil && s.agents[r.client].running[r.id]
 		if knows {
-			r.confirmed = time.Now()
+			r.confirmed = s.clock.Now()
 		}
-		lost := !knows && !r.ordering && time.Since(r.ordered) > s.cfg.LivenessTimeout && time.Since(r.confirmed) > s.cfg.LivenessTimeout
+		lost := !knows && !r.ordering && s.clock.Since(r.ordered) > s.cfg.LivenessTimeout && s.clock.Since(r.confirmed) > s.cfg.LivenessTimeout
 		s.mu.Unlock()
 		if lost && r.typ == catalog.JobBackup {
 			// The agent does not run the backup: the order was lost (say,
@@ -473,7 +473,7 @@ func (s *Server) watchRunning(ctx context.Context) {
 // becameLeader adopts the jobs the catalog says are running.
 func (s *Server) becameLeader(ctx context.Context) {
 	s.mu.Lock()
-	s.leaderSince = time.Now()
+	s.leaderSince = s.clock.Now()
 	s.mu.Unlock()
 	jobs, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobRunning}})
 	if err != nil {
@@ -485,7 +485,7 @@ func (s *Server) becameLeader(ctx context.Context) {
 			r := s.startRun(&jobs[i])
 			// Its order was sent by a previous leader: give the agent's
 			// heartbeats the time to confirm it.
-			r.ordered = time.Now()
+			r.ordered = s.clock.Now()
 			s.log.Info("adopted a running job", "job", jobs[i].ID, "node", jobs[i].Node, "client", jobs[i].Client)
 		}
 	}

@@ -37,7 +37,7 @@ const agentOrderTimeout = 15 * time.Second
 func (s *Server) startRun(job *catalog.Job) *jobRun {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := &jobRun{id: job.ID, typ: job.Type, node: job.Node, client: job.Client, started: time.Now(), lastActivity: time.Now(),
+	r := &jobRun{id: job.ID, typ: job.Type, node: job.Node, client: job.Client, started: s.clock.Now(), lastActivity: s.clock.Now(),
 		waiting: job.Waiting}
 	s.runs[job.ID] = r
 	return r
@@ -53,7 +53,7 @@ func (s *Server) noteActivity(id uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r := s.runs[id]; r != nil {
-		r.lastActivity = time.Now()
+		r.lastActivity = s.clock.Now()
 	}
 }
 
@@ -68,7 +68,7 @@ func (s *Server) sign(t ticket.Ticket) (string, error) {
 		return "", wire.Errorf(wire.CodeKey, kekHint,
 			"server %s signs job tickets with a key that is not its group's: storage nodes would refuse them", s.cfg.Name)
 	}
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	t.Issued = now
 	t.Expires = now.Add(s.cfg.TicketTTL)
 	return ticket.Sign(t, s.keys().signer)
@@ -361,7 +361,7 @@ func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
 	running := job.State == catalog.JobRunning
 	if job, err = s.store.Job(id); err == nil && !job.State.Done() {
 		_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
-			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: time.Now().UTC(), Attempt: attempt,
+			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: s.clock.Now().UTC(), Attempt: attempt,
 		}})
 		if err != nil {
 			s.log.Warn("fail job", "job", id, "err", err)
@@ -443,13 +443,13 @@ func (s *Server) stopLoop(ctx context.Context) {
 // watch runs the leader's loops: dispatching queued jobs and watching
 // running ones.
 func (s *Server) watch(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := s.clock.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		case <-s.wake:
 		case ev := <-s.seen:
 			if lctx, ok := s.leading(); ok {

@@ -246,9 +246,9 @@ func (s *Server) heardServer(name string, hb wire.ServerBeat) (news bool) {
 		s.others[name] = o
 	}
 	news = o.lastSeen.IsZero() || hb.Member != o.beat.Member || hb.Group != o.beat.Group
-	o.beat, o.lastSeen = hb, time.Now()
-	if mine != "" && hb.Group != "" && hb.Group != mine && time.Since(o.warned) > 10*time.Minute {
-		o.warned = time.Now()
+	o.beat, o.lastSeen = hb, s.clock.Now()
+	if mine != "" && hb.Group != "" && hb.Group != mine && s.clock.Since(o.warned) > 10*time.Minute {
+		o.warned = s.clock.Now()
 		s.log.Error("a server of ANOTHER GROUP runs on this NATS: requests that name no group (a command without --group, a storage node or agent before its first registration) are refused while it runs",
 			"other_server", name, "other_group", hb.Group, "other_raft_addr", hb.RaftAddr, "group", mine,
 			"hint", "if that group is not wanted, stop that server; if it should be a member of this group, start it with this group's --secrets and a new --data directory, without --bootstrap, and run 'cairn cluster join'; if both groups are wanted, give every command --group (or CAIRN_GROUP) and every storage node and agent its group in its config")
@@ -270,7 +270,7 @@ func (s *Server) otherServers() (otherGroups, waiting []wire.OtherServer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for name, o := range s.others {
-		if time.Since(o.lastSeen) > otherSeenFor {
+		if s.clock.Since(o.lastSeen) > otherSeenFor {
 			continue
 		}
 		seen := wire.OtherServer{Name: name, RaftAddr: o.beat.RaftAddr, Group: o.beat.Group, LastSeen: o.lastSeen}

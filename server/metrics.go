@@ -1,8 +1,6 @@
 package server
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/catalog"
@@ -127,7 +125,7 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	online := 0
 	for name := range s.agents {
-		if l := s.agents[name]; l != nil && time.Since(l.lastSeen) < s.cfg.LivenessTimeout {
+		if l := s.agents[name]; l != nil && s.clock.Since(l.lastSeen) < s.cfg.LivenessTimeout {
 			online++
 		}
 	}

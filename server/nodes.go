@@ -88,7 +88,7 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	s.mu.Unlock()
 	s.kick()
 	s.log.Info("storage node registered", "node", id, "data_addr", req.DataAddr, "pools", len(pools))
-	resp := wire.NodeRegisterResp{TicketKey: s.ticketPublic(), ServerTime: time.Now().UTC()}
+	resp := wire.NodeRegisterResp{TicketKey: s.ticketPublic(), ServerTime: s.clock.Now().UTC()}
 	if g := s.group(); g != nil {
 		// The group's keys, as its catalog records them: every server hands
 		// out the same, so a node does not trust whichever server it asked.
@@ -334,7 +334,7 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCommitBackup, Commit: &catalog.BackupCommit{
 		BackupID: job.BackupID, SessionID: req.SessionID, Node: job.Node, Parts: parts, Segments: req.Segments,
 		Entries: st.Entries, Files: st.Files, Bytes: st.ContentBytes, StoredBytes: st.StoredBytes,
-		Warnings: len(req.Warnings), EndTime: time.Now().UTC(), Full: full, Tape: tapeStats(req.Tape),
+		Warnings: len(req.Warnings), EndTime: s.clock.Now().UTC(), Full: full, Tape: tapeStats(req.Tape),
 	}})
 	if err != nil {
 		return wire.Empty{}, err

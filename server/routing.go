@@ -356,7 +356,7 @@ func (s *Server) beat(m *nats.Msg) {
 				}
 			}
 			r.progress = &p
-			r.lastActivity = time.Now()
+			r.lastActivity = s.clock.Now()
 		}
 		s.mu.Unlock()
 		if !mine {

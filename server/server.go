@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/internal/buildinfo"
+	"github.com/cairnbackup/cairn/internal/clock"
 	"github.com/cairnbackup/cairn/internal/datadir"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/pki"
@@ -29,8 +30,11 @@ var Version = buildinfo.Version()
 
 // Server is one backup server.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// clock is what liveness, stalls, queue waits and the catalog's times
+	// are read from; tests of those timeouts move a fake one.
+	clock     clock.Clock
 	lock      *datadir.Lock // the data directory, held until Close
 	store     *catalog.Store
 	raft      *cluster.Node
@@ -199,7 +203,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 		return fail(err)
 	}
 	s := &Server{
-		cfg: cfg, log: logger, store: store, raft: node, kekPath: kekPath, kekSource: kekSource, raftCert: raftCert,
+		cfg: cfg, log: logger, clock: clock.Real(), store: store, raft: node, kekPath: kekPath, kekSource: kekSource, raftCert: raftCert,
 		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{}, others: map[string]*otherServer{},
 		wake: make(chan struct{}, 1), seen: make(chan seenEvent, 64), stops: make(chan stopOrder, 256),
 	}
@@ -369,7 +373,7 @@ func (s *Server) jobLog(ctx context.Context, id uint64, level string, format str
 	msg := fmt.Sprintf(format, args...)
 	s.log.Info("job log", "job", id, "level", level, "msg", msg)
 	_, err := s.apply(ctx, &catalog.Command{Op: catalog.OpAppendJobLog, JobLog: &catalog.JobLog{
-		JobID: id, Lines: []catalog.LogLine{{Time: time.Now().UTC(), Level: level, Msg: msg}},
+		JobID: id, Lines: []catalog.LogLine{{Time: s.clock.Now().UTC(), Level: level, Msg: msg}},
 	}})
 	if err != nil {
 		s.log.Warn("job log not recorded", "job", id, "err", err)
@@ -392,7 +396,7 @@ func (s *Server) touch(m map[string]*liveness, name string) *liveness {
 		l = &liveness{usage: map[string]wire.PoolUsage{}}
 		m[name] = l
 	}
-	l.lastSeen = time.Now()
+	l.lastSeen = s.clock.Now()
 	return l
 }
 
@@ -404,7 +408,7 @@ func (s *Server) online(m map[string]*liveness, name string) (bool, time.Time) {
 	if l == nil {
 		return false, time.Time{}
 	}
-	return time.Since(l.lastSeen) < s.cfg.LivenessTimeout, l.lastSeen
+	return s.clock.Since(l.lastSeen) < s.cfg.LivenessTimeout, l.lastSeen
 }
 
 // Drain prepares a stop (SIGTERM): a leader hands the leadership to

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/clock"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/ticket"
@@ -48,6 +49,8 @@ type harness struct {
 	missing string
 	// reg holds the server's metrics.
 	reg *prometheus.Registry
+	// fake is the server's clock, nil when it runs on the real one.
+	fake *clock.Fake
 }
 
 // freeAddr is a loopback address with a port that was free a moment ago,
@@ -69,6 +72,19 @@ func newHarness(t *testing.T, tune ...func(*Config)) *harness {
 
 // newHarnessOn is newHarness with an embedded NATS server configured so.
 func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harness {
+	t.Helper()
+	return startHarness(t, ncfg, nil, tune...)
+}
+
+// newFakeClockHarness is newHarness with a server whose clock moves only
+// when the test advances it (h.advance): timeouts of minutes are tested in
+// the milliseconds the server takes to act on them.
+func newFakeClockHarness(t *testing.T, tune ...func(*Config)) *harness {
+	t.Helper()
+	return startHarness(t, natsd.Config{Anonymous: true}, clock.NewFake(time.Now()), tune...)
+}
+
+func startHarness(t *testing.T, ncfg natsd.Config, fake *clock.Fake, tune ...func(*Config)) *harness {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns, err := natsd.Start(ncfg, logger)
@@ -92,6 +108,9 @@ func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harne
 	if err != nil {
 		t.Fatal(err)
 	}
+	if fake != nil {
+		s.clock = fake
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	if err := s.WaitLeader(ctx); err != nil {
@@ -114,7 +133,31 @@ func newHarnessOn(t *testing.T, ncfg natsd.Config, tune ...func(*Config)) *harne
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	return &harness{t: t, srv: s, nc: nc, ctx: ctx, reg: reg}
+	return &harness{t: t, srv: s, nc: nc, ctx: ctx, reg: reg, fake: fake}
+}
+
+// advance moves the fake clock by d, then waits until the server has
+// heard the heartbeats the fake node and agent (unless silent) send after
+// it: a step shorter than the liveness timeout keeps them online, however
+// far the clock goes in steps.
+func (h *harness) advance(d time.Duration) {
+	h.t.Helper()
+	h.fake.Advance(d)
+	now := h.fake.Now()
+	poll.Until(h.t, 10*time.Second, func() error {
+		h.mu.Lock()
+		silent := h.agentSilent
+		h.mu.Unlock()
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		if l := h.srv.nodes["sn1"]; l == nil || l.lastSeen.Before(now) {
+			return errors.New("no heartbeat of the node since the clock moved")
+		}
+		if l := h.srv.agents["web"]; !silent && (l == nil || l.lastSeen.Before(now)) {
+			return errors.New("no heartbeat of the agent since the clock moved")
+		}
+		return nil
+	})
 }
 
 func (h *harness) api(op string, req, resp any) error {
@@ -405,15 +448,19 @@ func TestAbortReleasesVolumeAndFailsJob(t *testing.T) {
 // restart, a reboot), saying why, instead of failing as if the client
 // were at fault; the queue timeout ends the wait.
 func TestWatchdogRequeuesBackupWhenAgentGoesSilent(t *testing.T) {
-	h := newHarness(t)
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout = time.Minute })
 	_, orders := h.setup()
 	var started wire.JobStarted
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}}, &started))
 	<-orders
-	// The node keeps heartbeating; the agent says nothing more.
+	// The node keeps heartbeating; the agent says nothing more, for
+	// longer than the liveness timeout, on the server's clock.
 	h.mu.Lock()
 	h.agentSilent = true
 	h.mu.Unlock()
+	for range 4 {
+		h.advance(20 * time.Second)
+	}
 	poll.Until(t, 20*time.Second, func() error {
 		var job wire.JobInfo
 		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
@@ -477,25 +524,37 @@ func TestWatchdogWaitsForAnOrderInFlight(t *testing.T) {
 }
 
 func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.QueueTimeout = 4 * time.Second })
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout = time.Minute; c.QueueTimeout = time.Hour })
 	h.setup()
 	h.mu.Lock()
 	h.agentSilent = true
 	h.mu.Unlock()
-	poll.Until(t, 10*time.Second, func() error {
-		var cl wire.ClientListResp
-		h.must(h.api(wire.OpClientList, wire.Empty{}, &cl))
-		if len(cl.Clients) != 1 || cl.Clients[0].Online {
-			return fmt.Errorf("the silent agent is not offline yet: %+v", cl.Clients)
-		}
-		return nil
-	})
+	for range 4 {
+		h.advance(20 * time.Second)
+	}
+	var cl wire.ClientListResp
+	h.must(h.api(wire.OpClientList, wire.Empty{}, &cl))
+	if len(cl.Clients) != 1 || cl.Clients[0].Online {
+		t.Fatalf("the agent silent for 80 s is not offline: %+v", cl.Clients)
+	}
 	var started wire.JobStarted
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}}, &started))
 	if !strings.Contains(started.Waiting, "agent of client web is offline") {
 		t.Fatalf("waiting %q", started.Waiting)
 	}
+	// Just short of the queue timeout it waits on; past it, it failed.
+	h.advance(time.Hour - time.Second)
+	h.srv.kick()
 	var job wire.JobInfo
+	poll.Holds(t, 300*time.Millisecond, func() error {
+		job = wire.JobInfo{}
+		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
+		if job.State != "queued" {
+			return fmt.Errorf("the job %d is %s before the queue timeout", job.ID, job.State)
+		}
+		return nil
+	})
+	h.advance(2 * time.Second)
 	poll.Until(t, 20*time.Second, func() error {
 		job = wire.JobInfo{}
 		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))

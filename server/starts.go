@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -244,7 +243,7 @@ func voided(e error, what, rid string) *wire.Error {
 // error as it is, for the caller to tell what became of the command.
 func (s *Server) propose(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
 	if c.Time.IsZero() {
-		c.Time = time.Now().UTC()
+		c.Time = s.clock.Now().UTC()
 	}
 	return s.raft.Apply(ctx, c)
 }
@@ -255,7 +254,7 @@ func (s *Server) sweepStarts(ctx context.Context) {
 	if s.raft.FSM().Failed() != nil {
 		return // it would propose nothing; another leader sweeps, or this one once it resumes
 	}
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	cutoff := now.Add(-s.cfg.StartConfirmTimeout)
 	pending, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobPending}})
 	if err != nil {

@@ -411,7 +411,7 @@ func (s *Server) label(ctx context.Context, rid string, retry bool, digest strin
 	order := wire.TapeLabelOrder{
 		Library: name, Slot: req.Slot, Barcode: slot.Barcode, Name: slot.Barcode,
 		VolumeID: uuid.NewSHA1(labelNamespace, []byte(rid+"\x00"+name+"\x00"+slot.Barcode)),
-		Pool:     pool.Name, BlockSize: bs, Created: time.Now().UTC(), Overwrite: req.Overwrite, RequestID: rid,
+		Pool:     pool.Name, BlockSize: bs, Created: s.clock.Now().UTC(), Overwrite: req.Overwrite, RequestID: rid,
 	}
 	var res wire.TapeLabelResult
 	if err := s.orderNode(ctx, owner, name, wire.OpNodeTapeLabel, tapeLabelTimeout, order, &res); err != nil {
@@ -459,7 +459,7 @@ func (s *Server) jobWaiting(ctx context.Context, subject string, req wire.JobWai
 	s.mu.Lock()
 	if r := s.runs[job.ID]; r != nil {
 		r.waiting = req.Reason
-		r.lastActivity = time.Now()
+		r.lastActivity = s.clock.Now()
 	}
 	s.mu.Unlock()
 	if job.Waiting == req.Reason {

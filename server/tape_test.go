@@ -441,25 +441,34 @@ func TestTapeAcquireWaitCommitAndRestorePlan(t *testing.T) {
 }
 
 func TestWaitingJobIsNotStalled(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.StallTimeout = 2 * time.Second })
+	// Steps of the server's clock shorter than the liveness timeout keep
+	// the node and agent online; the stall timeout is twenty hours.
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout = 10 * time.Hour; c.StallTimeout = 20 * time.Hour })
 	_, orders := h.tapeSetup()
 	var started wire.JobStarted
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Pool: "Weekly"}, &started))
 	<-orders
 	h.must(h.node(wire.OpJobWaiting, wire.JobWaitingReq{JobID: started.JobID, Reason: "insert tape CRN007L9 into library lib1"}, nil))
-	// Twice the stall timeout, checked all along: the waiting job is not
-	// failed at any moment of it.
+	// Twice the stall timeout, checked at every step: the waiting job is
+	// not failed at any moment of it.
 	var ji wire.JobInfo
-	poll.Holds(t, 2*2*time.Second, func() error {
-		ji = wire.JobInfo{}
-		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &ji))
-		if ji.State != "running" || ji.Waiting != "insert tape CRN007L9 into library lib1" {
-			return fmt.Errorf("a job waiting for a tape: %+v", ji)
-		}
-		return nil
-	})
+	for range 8 {
+		h.advance(5 * time.Hour)
+		h.srv.kick()
+		poll.Holds(t, 100*time.Millisecond, func() error {
+			ji = wire.JobInfo{}
+			h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &ji))
+			if ji.State != "running" || ji.Waiting != "insert tape CRN007L9 into library lib1" {
+				return fmt.Errorf("a job waiting for a tape: %+v", ji)
+			}
+			return nil
+		})
+	}
 	// Once it no longer waits, silence is a stall again.
 	h.must(h.node(wire.OpJobWaiting, wire.JobWaitingReq{JobID: started.JobID}, nil))
+	for range 5 {
+		h.advance(5 * time.Hour)
+	}
 	poll.Until(t, 10*time.Second, func() error {
 		ji = wire.JobInfo{}
 		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &ji))
