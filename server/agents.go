@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
-	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -36,7 +36,7 @@ func (s *Server) jobAlive(_ context.Context, subject string, req wire.JobAliveRe
 	if req.Attempt != 0 && req.Attempt != job.Attempt {
 		return wire.Empty{}, wire.Errorf(wire.CodeAborted, hint, "attempt %d of job %d does not run; attempt %d does", req.Attempt, job.ID, job.Attempt)
 	}
-	s.noteActivity(job.ID)
+	s.orch.Activity(job.ID)
 	return wire.Empty{}, nil
 }
 
@@ -225,13 +225,8 @@ func (s *Server) duplicateAgents(ctx context.Context, dup *wire.AgentDuplicate) 
 	if tell {
 		l.dupSaid = s.clock.Now()
 	}
-	var jobs []uint64
-	for id, r := range s.runs {
-		if r.client == dup.Client {
-			jobs = append(jobs, id)
-		}
-	}
 	s.mu.Unlock()
+	jobs := s.orch.RunsOf(dup.Client)
 	if tell {
 		s.log.Error("duplicate agents", "client", dup.Client, "msg", dup.Message, "hint", dup.Hint)
 		if err := wire.PublishIn(s.nc, s.groupName(), wire.AgentSubject(dup.Client, wire.OpAgentDuplicate), *dup); err != nil {
@@ -239,7 +234,7 @@ func (s *Server) duplicateAgents(ctx context.Context, dup *wire.AgentDuplicate) 
 		}
 	}
 	for _, id := range jobs {
-		s.failJob(ctx, id, wire.Errorf(wire.CodeDuplicateAgent, "", "%s", dup.Message))
+		s.orch.Fail(ctx, id, wire.Errorf(wire.CodeDuplicateAgent, "", "%s", dup.Message))
 	}
 }
 
@@ -269,45 +264,34 @@ func (s *Server) agentRestarted(ctx context.Context, name string, seen instanceS
 			if j.Type == catalog.JobRestore {
 				e.Hint = fmt.Sprintf("rerun the restore; pass --force to restore over what is in %s", j.Target)
 			}
-			s.requeueOrFail(ctx, j.ID, e)
+			s.orch.Requeue(ctx, j.ID, e)
 		case j.State == catalog.JobQueued && j.Attempt > 0:
-			s.jobLog(ctx, j.ID, "info", "%s; the job goes on with attempt %d", what, j.Attempt+1)
+			s.orch.JobLog(ctx, j.ID, "info", "%s; the job goes on with attempt %d", what, j.Attempt+1)
 		}
 	}
 }
 
-// agentRun returns the live run of a job the sending agent takes part in.
-func (s *Server) agentRun(subject string, id uint64) (*jobRun, *catalog.Job, error) {
+// agentJob returns a running job the sending agent takes part in.
+func (s *Server) agentJob(subject string, id uint64) (*catalog.Job, error) {
 	job, err := s.store.Job(id)
 	if err != nil || job.Client != sender(subject) {
-		return nil, nil, wire.Errorf(wire.CodeNotFound, "", "job %d is not a job of client %s", id, sender(subject))
+		return nil, wire.Errorf(wire.CodeNotFound, "", "job %d is not a job of client %s", id, sender(subject))
 	}
 	if job.State.Done() {
-		return nil, nil, wire.Errorf(wire.CodeAborted, "", "job %d already ended (%s)", id, job.State)
+		return nil, wire.Errorf(wire.CodeAborted, "", "job %d already ended (%s)", id, job.State)
 	}
-	r := s.run(id)
-	if r == nil {
-		r = s.startRun(job)
-	}
-	s.noteActivity(id)
-	return r, job, nil
+	return job, nil
 }
 
 func (s *Server) baseTree(_ context.Context, subject string, req wire.BaseTreeReq) (wire.BaseTreeResp, error) {
-	r, job, err := s.agentRun(subject, req.JobID)
+	job, err := s.agentJob(subject, req.JobID)
 	if err != nil {
 		return wire.BaseTreeResp{}, err
 	}
 	if job.Type != catalog.JobBackup {
 		return wire.BaseTreeResp{}, wire.Errorf(wire.CodeInvalidArgument, "", "job %d is not a backup", job.ID)
 	}
-	s.mu.Lock()
-	pager := r.base
-	s.mu.Unlock()
-	if pager == nil {
-		return wire.BaseTreeResp{Done: true}, nil
-	}
-	seg, done, err := pager.page(string(req.After))
+	seg, done, err := s.orch.BaseTree(job, string(req.After))
 	if err != nil {
 		return wire.BaseTreeResp{}, err
 	}
@@ -315,26 +299,14 @@ func (s *Server) baseTree(_ context.Context, subject string, req wire.BaseTreeRe
 }
 
 func (s *Server) restorePlan(_ context.Context, subject string, req wire.RestorePlanReq) (wire.RestorePlanResp, error) {
-	r, job, err := s.agentRun(subject, req.JobID)
+	job, err := s.agentJob(subject, req.JobID)
 	if err != nil {
 		return wire.RestorePlanResp{}, err
 	}
 	if job.Type != catalog.JobRestore {
 		return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "", "job %d is not a restore", job.ID)
 	}
-	s.mu.Lock()
-	if r.plan == nil {
-		// A server that became leader mid-restore rebuilds the plan.
-		chain, err := s.store.Chain(job.BackupID)
-		if err != nil {
-			s.mu.Unlock()
-			return wire.RestorePlanResp{}, catalogError(err)
-		}
-		r.plan = newPlanner(s.store, chain, fileindex.Strings(job.Paths), s.pageBytes())
-	}
-	plan := r.plan
-	s.mu.Unlock()
-	return plan.page(req.Cursor)
+	return s.orch.PlanPage(job, req.Cursor)
 }
 
 func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneReq) (wire.Empty, error) {
@@ -372,7 +344,7 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 				e = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the %s and handed it back (%s)", job.Node, job.Type, e.Message)
 			}
 			s.suspect(job.Node)
-			s.requeueOrFail(ctx, job.ID, e)
+			s.orch.Requeue(ctx, job.ID, e)
 			return wire.Empty{}, nil
 		}
 		if req.Error.Code == wire.CodeHandedBack {
@@ -384,10 +356,10 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 			// The agent stopped (SIGTERM) and gave the job back: a
 			// backup starts over with its next attempt once the agent
 			// is back; a restore fails, saying so (requeueOrFail).
-			s.requeueOrFail(ctx, job.ID, req.Error)
+			s.orch.Requeue(ctx, job.ID, req.Error)
 			return wire.Empty{}, nil
 		}
-		s.failJob(ctx, job.ID, req.Error)
+		s.orch.Fail(ctx, job.ID, req.Error)
 		return wire.Empty{}, nil
 	}
 	if job.Type != catalog.JobRestore {
@@ -395,7 +367,7 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 		return wire.Empty{}, nil
 	}
 	for _, w := range req.Warnings {
-		s.jobLog(ctx, job.ID, "warning", "%s", w)
+		s.orch.JobLog(ctx, job.ID, "warning", "%s", w)
 	}
 	lost := lostCount(req)
 	upd := &catalog.JobUpdate{ID: job.ID, State: catalog.JobSuccess, Files: req.Files, Bytes: req.Bytes, Warnings: len(req.Warnings),
@@ -412,27 +384,27 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 		}
 		upd.Error = fmt.Sprintf("%d of %s entries could not be restored: their data is lost on the volumes (damaged, cut off or unreadable); %d were restored%s, and the job log names every one lost",
 			lost, ofEntries(req.Entries), req.Restored, leftOut)
-		s.jobLog(ctx, job.ID, "error", "%s", upd.Error)
+		s.orch.JobLog(ctx, job.ID, "error", "%s", upd.Error)
 	case req.Refused > 0:
 		// Left out, not lost: the job fails so that the command that
 		// waits for it exits non-zero, and says how many.
 		upd.State = catalog.JobFailed
 		upd.ErrorCode = wire.CodeRefused
 		upd.Error = fmt.Sprintf("%d entries were not restored (refused, or the target would not take them); every other entry was restored, and the warnings name each and why", req.Refused)
-		s.jobLog(ctx, job.ID, "error", "%s", upd.Error)
+		s.orch.JobLog(ctx, job.ID, "error", "%s", upd.Error)
 	case len(req.Warnings) > 0:
 		upd.State = catalog.JobWarning
 	}
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
 		return wire.Empty{}, err
 	}
-	s.jobLog(ctx, job.ID, "info", "restore ended: %d of %s entries restored (%d files, %s), %d lost, %d left out",
-		req.Restored, ofEntries(req.Entries), req.Files, humanBytes(req.Bytes), lost, req.Refused)
-	s.finishRun(job.ID)
+	s.orch.JobLog(ctx, job.ID, "info", "restore ended: %d of %s entries restored (%d files, %s), %d lost, %d left out",
+		req.Restored, ofEntries(req.Entries), req.Files, orchestrator.HumanBytes(req.Bytes), lost, req.Refused)
 	if done, err := s.store.Job(job.ID); err == nil {
-		s.metrics.jobEnded(done)
+		s.orch.Ended(done)
+	} else {
+		s.orch.Finish(job.ID)
 	}
-	s.publishEvent(wire.JobEvent{JobID: job.ID, State: string(upd.State), Message: upd.Error})
 	return wire.Empty{}, nil
 }
 
@@ -488,6 +460,6 @@ func (s *Server) recordAccount(ctx context.Context, job *catalog.Job, req wire.J
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
 		s.log.Warn("record what a failed restore restored", "job", job.ID, "err", err)
 	}
-	s.jobLog(ctx, job.ID, "info", "before it failed, the restore restored %d of %s entries (%d files, %s) and lost %d",
-		req.Restored, ofEntries(req.Entries), req.Files, humanBytes(req.Bytes), lostCount(req))
+	s.orch.JobLog(ctx, job.ID, "info", "before it failed, the restore restored %d of %s entries (%d files, %s) and lost %d",
+		req.Restored, ofEntries(req.Entries), req.Files, orchestrator.HumanBytes(req.Bytes), lostCount(req))
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -264,14 +265,7 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 			}
 		}
 	}
-	if r := s.run(j.ID); r != nil {
-		s.mu.Lock()
-		if r.progress != nil {
-			p := *r.progress
-			info.Progress = &p
-		}
-		s.mu.Unlock()
-	}
+	info.Progress = s.orch.Progress(j.ID)
 	return info
 }
 
@@ -448,7 +442,7 @@ func (s *Server) backupList(_ context.Context, _ string, req wire.BackupListReq)
 const treeListLimit = 5000
 
 func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wire.TreeListResp, error) {
-	b, err := s.resolveBackup(req.PointInTime)
+	b, err := s.orch.ResolveBackup(req.PointInTime)
 	if err != nil {
 		return wire.TreeListResp{}, err
 	}
@@ -471,7 +465,7 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 	if after != "" && fileindex.Compare(after, dir) > 0 {
 		from = after
 	}
-	it := treeFrom(s.store, chain, from)
+	it := orchestrator.TreeFrom(s.store, chain, from)
 	resp := wire.TreeListResp{Backup: s.backupInfo(b), Entries: []wire.EntryInfo{}}
 	size, err := jsonLen(resp)
 	if err != nil {
@@ -519,7 +513,7 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 		size += n + 1
 	}
 	if err := it.Err(); err != nil {
-		return resp, indexError(err)
+		return resp, orchestrator.IndexError(err)
 	}
 	if !found {
 		return resp, wire.Errorf(wire.CodeNotFound, "list the parent directory to see what the backup holds",
@@ -549,17 +543,4 @@ func (s *Server) keyExport(context.Context, string, wire.Empty) (wire.KeyExportR
 	}
 	s.log.Warn("data keys exported", "keys", len(keys))
 	return resp, nil
-}
-
-// indexError is the answer to a read of the catalog's file index that
-// failed: a damaged index names its backup, and says that its volumes are
-// not affected.
-func indexError(err error) error {
-	var damaged *catalog.IndexDamagedError
-	if errors.As(err, &damaged) {
-		return wire.Errorf(wire.CodeCorrupt, "the catalog's copy of the index is damaged, not the backup: its volumes hold their own index; "+
-			"list and restore its files from them with 'cairn volume ls' and 'cairn volume extract' and the escrow key file",
-			"%v", err)
-	}
-	return wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
 }

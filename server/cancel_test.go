@@ -307,7 +307,7 @@ func TestCancelQueuedJob(t *testing.T) {
 		t.Fatalf("cairn_jobs_total{state=canceled} = %v, want 1", n)
 	}
 	// The agent is back: the canceled job is not sent to it.
-	h.srv.kick()
+	h.srv.orch.Kick()
 	select {
 	case m := <-orders:
 		t.Fatalf("the agent got %s after the job was canceled", m.Subject)

@@ -142,6 +142,9 @@ func (s *Server) beginTerm(ctx context.Context) error {
 				return
 			}
 			m.Subject = orig
+			// The server's context, not the term's: a forwarded request
+			// is not cut when this leadership ends; its writes fail as
+			// not-leader by themselves, which is what its caller is told.
 			s.requests.Handle(ctx, m, s.log, h)
 		})
 		if err != nil {
@@ -155,7 +158,7 @@ func (s *Server) beginTerm(ctx context.Context) error {
 	s.termMu.Unlock()
 	s.log.Info("leading the group: serving writes and dispatching jobs", "group", group, "term", raftTerm)
 	if lctx, ok := s.decide(); ok && lctx == tctx {
-		s.becameLeader(tctx)
+		s.orch.Adopt(tctx)
 	}
 	return nil
 }
@@ -177,6 +180,6 @@ func (s *Server) endTerm() bool {
 	if t.sub != nil {
 		_ = t.sub.Unsubscribe()
 	}
-	s.lostLeadership()
+	s.orch.Lost()
 	return true
 }

@@ -118,11 +118,8 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descPoolFree, prometheus.GaugeValue, float64(free), p.Name)
 		}
 	}
+	running := s.orch.Running()
 	s.mu.Lock()
-	running := map[string]int{}
-	for _, r := range s.runs {
-		running[string(r.typ)]++
-	}
 	online := 0
 	for name := range s.agents {
 		if l := s.agents[name]; l != nil && s.clock.Since(l.lastSeen) < s.cfg.LivenessTimeout {
@@ -131,7 +128,7 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	s.mu.Unlock()
 	for _, t := range []catalog.JobType{catalog.JobBackup, catalog.JobRestore} {
-		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(running[string(t)]), string(t))
+		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(running[t]), string(t))
 	}
 	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(online))
 }

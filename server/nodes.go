@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -86,7 +87,7 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	s.mu.Lock()
 	l.suspect = time.Time{} // a node that registers again has restarted
 	s.mu.Unlock()
-	s.kick()
+	s.orch.Kick()
 	s.log.Info("storage node registered", "node", id, "data_addr", req.DataAddr, "pools", len(pools))
 	resp := wire.NodeRegisterResp{TicketKey: s.ticketPublic(), ServerTime: s.clock.Now().UTC()}
 	if g := s.group(); g != nil {
@@ -154,7 +155,7 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 	if err != nil {
 		return wire.VolumeGrant{}, err
 	}
-	s.noteActivity(job.ID)
+	s.orch.Activity(job.ID)
 	if req.Pool != job.Pool {
 		return wire.VolumeGrant{}, wire.Errorf(wire.CodeInvalidArgument, "", "job %d writes to pool %s, not %s", job.ID, job.Pool, req.Pool)
 	}
@@ -178,7 +179,7 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 	if req.Full != uuid.Nil {
 		// The volume is marked full when the session commits: if the job
 		// fails, its part is cut off and the volume takes appends again.
-		s.jobLog(ctx, job.ID, "info", "volume %s is full; continuing on another volume", s.volumeName(req.Full))
+		s.orch.JobLog(ctx, job.ID, "info", "volume %s is full; continuing on another volume", s.volumeName(req.Full))
 	}
 	grant := func(v *catalog.Volume, isNew bool) wire.VolumeGrant {
 		return wire.VolumeGrant{
@@ -207,7 +208,7 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 		}}); err != nil {
 			return wire.VolumeGrant{}, err
 		}
-		s.jobLog(ctx, job.ID, "info", "writing to volume %s at offset %d", v.Name, v.Bytes)
+		s.orch.JobLog(ctx, job.ID, "info", "writing to volume %s at offset %d", v.Name, v.Bytes)
 		return grant(v, false), nil
 	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateVolume, Volume: &catalog.Volume{
@@ -220,7 +221,7 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 	if err != nil {
 		return wire.VolumeGrant{}, catalogError(err)
 	}
-	s.jobLog(ctx, job.ID, "info", "labeling new volume %s in pool %s", v.Name, pool.Name)
+	s.orch.JobLog(ctx, job.ID, "info", "labeling new volume %s in pool %s", v.Name, pool.Name)
 	return grant(v, true), nil
 }
 
@@ -252,7 +253,7 @@ func (s *Server) volumeLabeled(ctx context.Context, subject string, req wire.Vol
 		return wire.Empty{}, err
 	}
 	if req.Error != "" && req.JobID != 0 {
-		s.jobLog(ctx, req.JobID, "error", "labeling volume %s failed: %s", v.Name, req.Error)
+		s.orch.JobLog(ctx, req.JobID, "error", "labeling volume %s failed: %s", v.Name, req.Error)
 	}
 	return wire.Empty{}, nil
 }
@@ -296,7 +297,7 @@ func (s *Server) sessionIndex(ctx context.Context, subject string, req wire.Sess
 	if err != nil {
 		return wire.Empty{}, err
 	}
-	s.noteActivity(job.ID)
+	s.orch.Activity(job.ID)
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{
 		BackupID: job.BackupID, No: req.No, First: req.First, Last: req.Last, Count: req.Count, Data: req.Data,
 		Node: job.Node, // fenced in the log: the job may move on before this applies
@@ -315,10 +316,10 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 		return wire.Empty{}, err
 	}
 	for _, n := range req.Notes {
-		s.jobLog(ctx, job.ID, "info", "%s", n)
+		s.orch.JobLog(ctx, job.ID, "info", "%s", n)
 	}
 	for _, w := range req.Warnings {
-		s.jobLog(ctx, job.ID, "warning", "%s", w)
+		s.orch.JobLog(ctx, job.ID, "warning", "%s", w)
 	}
 	var parts []catalog.Part
 	var names []string
@@ -344,12 +345,12 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 		ratio = float64(st.StreamBytes) / float64(st.StoredBytes)
 	}
 	if t := req.Tape; t != nil {
-		s.jobLog(ctx, job.ID, "info", "tape: %s written in %.2f s of drive time (%s), %d stops, %d tapes%s",
-			humanBytes(t.DriveBytes), t.DriveSeconds, driveRate(t), t.Stops, t.Tapes, map[bool]string{true: ", spooled to disk first"}[t.Spooled])
+		s.orch.JobLog(ctx, job.ID, "info", "tape: %s written in %.2f s of drive time (%s), %d stops, %d tapes%s",
+			orchestrator.HumanBytes(t.DriveBytes), t.DriveSeconds, driveRate(t), t.Stops, t.Tapes, map[bool]string{true: ", spooled to disk first"}[t.Spooled])
 	}
-	s.jobLog(ctx, job.ID, "info", "backup committed: %d entries, %d files, %s content, %s stored (ratio %.2f) on %s",
-		st.Entries, st.Files, humanBytes(st.ContentBytes), humanBytes(st.StoredBytes), ratio, strings.Join(names, ", "))
-	s.finishRun(job.ID)
+	s.orch.JobLog(ctx, job.ID, "info", "backup committed: %d entries, %d files, %s content, %s stored (ratio %.2f) on %s",
+		st.Entries, st.Files, orchestrator.HumanBytes(st.ContentBytes), orchestrator.HumanBytes(st.StoredBytes), ratio, strings.Join(names, ", "))
+	s.orch.Finish(job.ID)
 	if done, err := s.store.Job(job.ID); err == nil {
 		s.metrics.jobEnded(done)
 		s.publishEvent(wire.JobEvent{JobID: job.ID, State: string(done.State)})
@@ -387,10 +388,10 @@ func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.Sess
 		// Nothing of the session is kept, and nothing was wrong with
 		// the data: the agent went away, or the node stopped. A backup
 		// goes on with its next attempt.
-		s.requeueOrFail(ctx, job.ID, &e)
+		s.orch.Requeue(ctx, job.ID, &e)
 		return wire.Empty{}, nil
 	}
-	s.failJob(ctx, job.ID, &e)
+	s.orch.Fail(ctx, job.ID, &e)
 	return wire.Empty{}, nil
 }
 
@@ -413,17 +414,4 @@ func (s *Server) volumeName(id uuid.UUID) string {
 		return v.Name
 	}
 	return id.String()
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -343,22 +343,7 @@ func (s *Server) beat(m *nats.Msg) {
 		if err != nil || !s.ofMyGroup(p.Group) {
 			return
 		}
-		s.mu.Lock()
-		r := s.runs[p.JobID]
-		mine := r != nil && r.client == name
-		if mine {
-			if r.progress != nil {
-				if p.TotalFiles == 0 {
-					p.TotalFiles = r.progress.TotalFiles
-				}
-				if p.TotalBytes == 0 {
-					p.TotalBytes = r.progress.TotalBytes
-				}
-			}
-			r.progress = &p
-			r.lastActivity = s.clock.Now()
-		}
-		s.mu.Unlock()
+		mine := s.orch.Progressed(name, &p)
 		if !mine {
 			// The report names its job: only that job's own client may
 			// speak for it, or one agent could show false progress on

@@ -21,6 +21,7 @@ import (
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/server/cluster"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -54,12 +55,12 @@ type Server struct {
 	nc       *nats.Conn
 	subs     []*nats.Subscription
 	dispatch map[string]wire.Handler // by the wildcard subject it serves
-	wake     chan struct{}           // kicks the dispatcher
 	seen     chan seenEvent          // agents' heartbeats for the leader to act on
-	stops    chan stopOrder          // cancel orders for stopLoop to send
-	cancels  sync.Map                // job ids whose cancel this leader carries out (cancel.go)
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup // the server's loops
+	// orch starts and runs the jobs (package orchestrator); the server's
+	// handlers and leader loop call it.
+	orch *orchestrator.Orchestrator
+	wg   sync.WaitGroup // the server's loops
 	// requests owns the goroutines answering requests: Close waits for
 	// them before Raft and the catalog they use are closed.
 	requests wire.Requests
@@ -90,14 +91,11 @@ type Server struct {
 	waitLogged  bool
 	keysChecked bool
 
-	mu          sync.Mutex
-	others      map[string]*otherServer // servers heard that are not members
-	nodes       map[string]*liveness
-	agents      map[string]*liveness
-	runs        map[uint64]*jobRun
-	leaderSince time.Time
-	labeling    map[string]bool  // library/barcode of the tapes being labeled
-	calls       map[string]*call // start requests in progress, by kind/request id (shared)
+	mu       sync.Mutex
+	others   map[string]*otherServer // servers heard that are not members
+	nodes    map[string]*liveness
+	agents   map[string]*liveness
+	labeling map[string]bool // library/barcode of the tapes being labeled
 }
 
 // liveness is what the servers know of a node or agent from its heartbeats.
@@ -204,9 +202,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	}
 	s := &Server{
 		cfg: cfg, log: logger, clock: clock.Real(), store: store, raft: node, kekPath: kekPath, kekSource: kekSource, raftCert: raftCert,
-		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, runs: map[uint64]*jobRun{}, others: map[string]*otherServer{},
-		wake: make(chan struct{}, 1), seen: make(chan seenEvent, 64), stops: make(chan stopOrder, 256),
+		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, others: map[string]*otherServer{},
+		seen: make(chan seenEvent, 64),
 	}
+	s.orch = s.newOrchestrator()
 	s.secrets.Store(newGroupSecrets(kek, signer))
 	s.metrics = newMetrics(s, reg)
 	_ = s.checkKEK() // logs a KEK that does not open the catalog's keys
@@ -261,7 +260,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.wg.Done()
-		s.stopLoop(ctx)
+		s.orch.RunStops(ctx)
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -289,6 +288,7 @@ func (s *Server) Close() error {
 		_ = sub.Unsubscribe()
 	}
 	s.wg.Wait()
+	s.orch.Wait()
 	s.requests.Close()
 	if s.nc != nil {
 		s.nc.Close()
@@ -309,14 +309,7 @@ func (s *Server) Close() error {
 // apply proposes a catalog command and turns refusals and failures into
 // wire errors.
 func (s *Server) apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
-	res, err := s.propose(ctx, c)
-	if err != nil {
-		return res, s.applyError(err)
-	}
-	if res.Err != nil {
-		return res, catalogError(res.Err)
-	}
-	return res, nil
+	return s.orch.Apply(ctx, c)
 }
 
 // applyError says why a catalog change did not apply here, and whether it
@@ -352,33 +345,7 @@ func (s *Server) applyError(err error) *wire.Error {
 func (s *Server) raftDir() string { return filepath.Join(s.cfg.DataDir, "raft") }
 
 // catalogError maps a catalog refusal onto the wire's error catalog.
-func catalogError(err error) error {
-	var ce *catalog.Error
-	if errors.As(err, &ce) {
-		code := ce.Code
-		if wire.HintFor(code) == "" && code != wire.CodeAlreadyExists {
-			code = wire.CodeInvalidArgument
-		}
-		return wire.Errorf(code, ce.Hint, "%s", ce.Msg)
-	}
-	if errors.Is(err, catalog.ErrNotFound) {
-		return wire.Errorf(wire.CodeNotFound, "", "%v", err)
-	}
-	return err
-}
-
-// jobLog appends lines to a job's log, best effort: a log line lost to a
-// leader change must not fail the job.
-func (s *Server) jobLog(ctx context.Context, id uint64, level string, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	s.log.Info("job log", "job", id, "level", level, "msg", msg)
-	_, err := s.apply(ctx, &catalog.Command{Op: catalog.OpAppendJobLog, JobLog: &catalog.JobLog{
-		JobID: id, Lines: []catalog.LogLine{{Time: s.clock.Now().UTC(), Level: level, Msg: msg}},
-	}})
-	if err != nil {
-		s.log.Warn("job log not recorded", "job", id, "err", err)
-	}
-}
+var catalogError = orchestrator.CatalogError
 
 // publishEvent tells watchers of a job about a state change or progress.
 func (s *Server) publishEvent(ev wire.JobEvent) {

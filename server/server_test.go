@@ -544,7 +544,7 @@ func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
 	}
 	// Just short of the queue timeout it waits on; past it, it failed.
 	h.advance(time.Hour - time.Second)
-	h.srv.kick()
+	h.srv.orch.Kick()
 	var job wire.JobInfo
 	poll.Holds(t, 300*time.Millisecond, func() error {
 		job = wire.JobInfo{}

@@ -87,6 +87,6 @@ func (s *Server) diskLoop(ctx context.Context) {
 			continue
 		}
 		s.log.Info("catalog applies the log again: there is room on the disk")
-		s.kick()
+		s.orch.Kick()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -120,7 +121,7 @@ func TestStartToldFailedNeverRuns(t *testing.T) {
 		}
 		return nil
 	})
-	if job.Attempt != 0 || !job.Started.IsZero() || !strings.Contains(job.Error, voidReason) {
+	if job.Attempt != 0 || !job.Started.IsZero() || !strings.Contains(job.Error, orchestrator.VoidReason) {
 		t.Fatalf("voided job %+v", job)
 	}
 	h.noOrder(job.ID)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -87,7 +88,7 @@ func (s *Server) libraries() ([][2]string, error) {
 func (s *Server) orderNode(ctx context.Context, node, library, op string, timeout time.Duration, req, resp any) error {
 	if ok, seen := s.online(s.nodes, node); !ok {
 		return wire.Errorf(wire.CodeUnavailable, fmt.Sprintf("start storage node %s", node),
-			"storage node %s, which owns library %s, is offline (%s)", node, library, lastSeen(seen))
+			"storage node %s, which owns library %s, is offline (%s)", node, library, orchestrator.LastSeen(seen))
 	}
 	octx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -210,7 +211,7 @@ func (s *Server) libraryMove(ctx context.Context, _ string, req wire.LibraryMove
 		return wire.LibraryMoveResp{}, wire.Errorf(wire.CodeInvalidArgument, "use load, unload, transfer, import, export or online",
 			"library move %q is not known", req.Op)
 	}
-	rid, _, err := requestID(req.Start)
+	rid, _, err := orchestrator.RequestID(req.Start)
 	if err != nil {
 		return wire.LibraryMoveResp{}, err
 	}
@@ -223,11 +224,11 @@ func (s *Server) libraryMove(ctx context.Context, _ string, req wire.LibraryMove
 	// The owning node moves once per request id (a repeat gets the first
 	// answer), so there is no record of moves by request here: only
 	// concurrent repeats wait for the one running.
-	return shared(s, ctx, "move/"+rid, func() (wire.LibraryMoveResp, error) {
+	return orchestrator.Shared(s.orch, ctx, "move/"+rid, func() (wire.LibraryMoveResp, error) {
 		var resp wire.LibraryMoveResp
 		if err := s.orderNode(ctx, owner, name, wire.OpNodeLibraryMove, libraryMoveTimeout, req, &resp); err != nil {
 			if errors.Is(err, wire.ErrNoAnswer) {
-				return resp, unknownOutcome(fmt.Sprintf("the %s in library %s", req.Op, name), rid, err)
+				return resp, orchestrator.UnknownOutcome(fmt.Sprintf("the %s in library %s", req.Op, name), rid, err)
 			}
 			return resp, err
 		}
@@ -245,44 +246,6 @@ func (s *Server) libraryMove(ctx context.Context, _ string, req wire.LibraryMove
 // a repeat (from another leader, say) orders the very same label, which the
 // node finds already on the tape.
 var labelNamespace = uuid.MustParse("1f0c6e36-5a0b-4d5e-9a43-6a7f3d1e2c90")
-
-// call is a start request in progress on this server, which a concurrent
-// repeat waits for.
-type call struct {
-	done chan struct{}
-	resp any
-	err  error
-}
-
-// shared runs fn once at a time per key: a repeat of a start while the
-// first is still running gets the first one's answer.
-func shared[T any](s *Server, ctx context.Context, key string, fn func() (T, error)) (T, error) {
-	s.mu.Lock()
-	if s.calls == nil {
-		s.calls = map[string]*call{}
-	}
-	if c := s.calls[key]; c != nil {
-		s.mu.Unlock()
-		select {
-		case <-c.done:
-			resp, _ := c.resp.(T)
-			return resp, c.err
-		case <-ctx.Done():
-			var zero T
-			return zero, wire.Errorf(wire.CodeOutcomeUnknown, "", "request %s is still being carried out", key)
-		}
-	}
-	c := &call{done: make(chan struct{})}
-	s.calls[key] = c
-	s.mu.Unlock()
-	resp, err := fn()
-	s.mu.Lock()
-	c.resp, c.err = resp, err
-	delete(s.calls, key)
-	close(c.done)
-	s.mu.Unlock()
-	return resp, err
-}
 
 // labeling guards against two labels of the same cartridge at once: both
 // would pass the catalog's check, and the second would overwrite the first.
@@ -308,8 +271,8 @@ func (s *Server) releaseLabel(key string) {
 func (s *Server) mediaLabel(ctx context.Context, _ string, req wire.MediaLabelReq) (wire.MediaLabelResp, error) {
 	params := req
 	params.Start = wire.Start{}
-	digest := requestDigest(wire.OpMediaLabel, params)
-	rid, retry, err := requestID(req.Start)
+	digest := orchestrator.RequestDigest(wire.OpMediaLabel, params)
+	rid, retry, err := orchestrator.RequestID(req.Start)
 	if err != nil {
 		return wire.MediaLabelResp{}, err
 	}
@@ -329,7 +292,7 @@ func (s *Server) mediaLabel(ctx context.Context, _ string, req wire.MediaLabelRe
 		}
 		return wire.MediaLabelResp{Volume: volumeInfo(v, ""), Repeated: true}, nil
 	}
-	return shared(s, ctx, "label/"+rid, func() (wire.MediaLabelResp, error) { return s.label(ctx, rid, retry, digest, req) })
+	return orchestrator.Shared(s.orch, ctx, "label/"+rid, func() (wire.MediaLabelResp, error) { return s.label(ctx, rid, retry, digest, req) })
 }
 
 // label carries out a new label request: check, order the node, record.
@@ -377,7 +340,7 @@ func (s *Server) label(ctx context.Context, rid string, retry bool, digest strin
 	case !slot.Full && retry:
 		// An earlier try of this request may have the tape in a drive,
 		// labeling it.
-		return wire.MediaLabelResp{}, unknownOutcome(what, rid, fmt.Errorf("slot %d of library %s is empty", req.Slot, name))
+		return wire.MediaLabelResp{}, orchestrator.UnknownOutcome(what, rid, fmt.Errorf("slot %d of library %s is empty", req.Slot, name))
 	case !slot.Full:
 		return wire.MediaLabelResp{}, wire.Errorf(wire.CodeNotFound, "put a cartridge in the slot ('cairn library import') or pick another slot",
 			"slot %d of library %s is empty", req.Slot, name)
@@ -391,9 +354,9 @@ func (s *Server) label(ctx context.Context, rid string, retry bool, digest strin
 	}
 	if err := s.admit(); err != nil {
 		if retry && s.raft.FSM().Failed() != nil {
-			return wire.MediaLabelResp{}, unknownOutcome(what, rid, err)
+			return wire.MediaLabelResp{}, orchestrator.UnknownOutcome(what, rid, err)
 		}
-		return wire.MediaLabelResp{}, notStarted(s.applyError(err), what)
+		return wire.MediaLabelResp{}, orchestrator.NotStarted(s.applyError(err), what)
 	}
 	if err := wire.ValidateName("barcode", slot.Barcode); err != nil {
 		return wire.MediaLabelResp{}, err
@@ -416,7 +379,7 @@ func (s *Server) label(ctx context.Context, rid string, retry bool, digest strin
 	var res wire.TapeLabelResult
 	if err := s.orderNode(ctx, owner, name, wire.OpNodeTapeLabel, tapeLabelTimeout, order, &res); err != nil {
 		if errors.Is(err, wire.ErrNoAnswer) {
-			return wire.MediaLabelResp{}, unknownOutcome(what, rid, err)
+			return wire.MediaLabelResp{}, orchestrator.UnknownOutcome(what, rid, err)
 		}
 		return wire.MediaLabelResp{}, err
 	}
@@ -428,7 +391,7 @@ func (s *Server) label(ctx context.Context, rid string, retry bool, digest strin
 	if res.Slot > 0 {
 		at = res.Slot
 	}
-	lres, err := s.propose(ctx, &catalog.Command{Op: catalog.OpLabelTape, Request: &catalog.RequestKey{ID: rid, Digest: digest},
+	lres, err := s.orch.Propose(ctx, &catalog.Command{Op: catalog.OpLabelTape, Request: &catalog.RequestKey{ID: rid, Digest: digest},
 		TapeLabel: &catalog.TapeLabel{
 			VolumeID: order.VolumeID, Barcode: slot.Barcode, Library: name, Node: owner, Pool: pool.Name,
 			Location: catalog.SlotLocation(at), BlockSize: bs,
@@ -437,7 +400,7 @@ func (s *Server) label(ctx context.Context, rid string, retry bool, digest strin
 	case err != nil:
 		// The tape carries the label; the catalog may not know it yet. A
 		// repeat of the request records it (the node answers it as done).
-		return wire.MediaLabelResp{}, unknownOutcome(fmt.Sprintf("the record of tape %s, labeled as volume %s", slot.Barcode, order.VolumeID), rid, s.applyError(err))
+		return wire.MediaLabelResp{}, orchestrator.UnknownOutcome(fmt.Sprintf("the record of tape %s, labeled as volume %s", slot.Barcode, order.VolumeID), rid, s.applyError(err))
 	case lres.Err != nil:
 		return wire.MediaLabelResp{}, catalogError(lres.Err)
 	}
@@ -456,12 +419,7 @@ func (s *Server) jobWaiting(ctx context.Context, subject string, req wire.JobWai
 	if err != nil {
 		return wire.Empty{}, err
 	}
-	s.mu.Lock()
-	if r := s.runs[job.ID]; r != nil {
-		r.waiting = req.Reason
-		r.lastActivity = s.clock.Now()
-	}
-	s.mu.Unlock()
+	s.orch.Waiting(job.ID, req.Reason)
 	if job.Waiting == req.Reason {
 		return wire.Empty{}, nil
 	}
@@ -470,9 +428,9 @@ func (s *Server) jobWaiting(ctx context.Context, subject string, req wire.JobWai
 		return wire.Empty{}, err
 	}
 	if reason != "" {
-		s.jobLog(ctx, job.ID, "info", "waiting: %s", reason)
+		s.orch.JobLog(ctx, job.ID, "info", "waiting: %s", reason)
 	} else {
-		s.jobLog(ctx, job.ID, "info", "no longer waiting (was: %s)", job.Waiting)
+		s.orch.JobLog(ctx, job.ID, "info", "no longer waiting (was: %s)", job.Waiting)
 	}
 	return wire.Empty{}, nil
 }
@@ -487,7 +445,7 @@ func (s *Server) tapeMoved(ctx context.Context, subject string, req wire.TapeMov
 	}
 	reason := req.Reason
 	if req.JobID != 0 {
-		s.noteActivity(req.JobID)
+		s.orch.Activity(req.JobID)
 		if reason == "" {
 			reason = fmt.Sprintf("job %d", req.JobID)
 		}
@@ -511,7 +469,7 @@ func (s *Server) acquireTape(ctx context.Context, job *catalog.Job, node string,
 			}}); err != nil {
 				return wire.VolumeGrant{}, err
 			}
-			s.jobLog(ctx, job.ID, "info", "tape %s is full; continuing on another tape", v.Name)
+			s.orch.JobLog(ctx, job.ID, "info", "tape %s is full; continuing on another tape", v.Name)
 		}
 	}
 	library, err := s.nodeLibraryFor(node, pool)
@@ -550,7 +508,7 @@ func (s *Server) acquireTape(ctx context.Context, job *catalog.Job, node string,
 		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateVolume, VolumeUpdate: &catalog.VolumeUpdate{ID: v.ID, WriterJob: &job.ID}}); err != nil {
 			return wire.VolumeGrant{}, err
 		}
-		s.jobLog(ctx, job.ID, "info", "writing to tape %s (%s of library %s) at offset %d", v.Name, v.Location, library, v.Bytes)
+		s.orch.JobLog(ctx, job.ID, "info", "writing to tape %s (%s of library %s) at offset %d", v.Name, v.Location, library, v.Bytes)
 		return grant(v), nil
 	}
 	scratch, err := s.store.Volumes(catalog.VolumeFilter{Pool: catalog.ScratchPool, State: catalog.VolumeAppend, Library: library})
@@ -566,7 +524,7 @@ func (s *Server) acquireTape(ctx context.Context, job *catalog.Job, node string,
 		}}); err != nil {
 			return wire.VolumeGrant{}, err
 		}
-		s.jobLog(ctx, job.ID, "info", "tape %s moves from pool %s into pool %s; writing to it (%s of library %s)",
+		s.orch.JobLog(ctx, job.ID, "info", "tape %s moves from pool %s into pool %s; writing to it (%s of library %s)",
 			v.Name, catalog.ScratchPool, pool.Name, v.Location, library)
 		return grant(v), nil
 	}
@@ -655,7 +613,7 @@ func (s *Server) markBad(ctx context.Context, job *catalog.Job, node string, id 
 		s.log.Warn("mark volume error", "volume", v.Name, "err", err)
 		return
 	}
-	s.jobLog(ctx, job.ID, "warning", "volume %s marked error: %s; continuing on another volume", v.Name, reason)
+	s.orch.JobLog(ctx, job.ID, "warning", "volume %s marked error: %s; continuing on another volume", v.Name, reason)
 }
 
 func inDrive(loc string) bool { return strings.HasPrefix(loc, "drive ") }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -454,7 +453,7 @@ func TestWaitingJobIsNotStalled(t *testing.T) {
 	var ji wire.JobInfo
 	for range 8 {
 		h.advance(5 * time.Hour)
-		h.srv.kick()
+		h.srv.orch.Kick()
 		poll.Holds(t, 100*time.Millisecond, func() error {
 			ji = wire.JobInfo{}
 			h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &ji))
@@ -479,40 +478,6 @@ func TestWaitingJobIsNotStalled(t *testing.T) {
 	})
 	if ji.State != "failed" || !strings.Contains(ji.Error, "no progress") {
 		t.Fatalf("a silent job after waiting: %+v", ji)
-	}
-}
-
-func TestTapeReadOrderNeedsEachTapeOnce(t *testing.T) {
-	store, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	idx := uint64(0)
-	apply := func(c *catalog.Command) {
-		idx++
-		c.Time = time.Now()
-		if res := store.Apply(idx, c); res.Err != nil {
-			t.Fatal(res.Err)
-		}
-	}
-	apply(&catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1", Libraries: []catalog.NodeLibrary{{Name: "lib1"}},
-		Pools: []catalog.NodePool{{Name: "Weekly", Type: "tape", Library: "lib1"}}}})
-	a, b := uuid.New(), uuid.New()
-	for i, id := range []uuid.UUID{a, b} {
-		apply(&catalog.Command{Op: catalog.OpLabelTape, TapeLabel: &catalog.TapeLabel{VolumeID: id, Barcode: fmt.Sprintf("T%d", i), Library: "lib1", Pool: "Weekly", BlockSize: 1}})
-	}
-	on := func(parts ...catalog.Part) catalog.Backup { return catalog.Backup{Parts: parts} }
-	chain := []catalog.Backup{
-		on(catalog.Part{VolumeID: a, VolumeStart: 1}),
-		on(catalog.Part{VolumeID: b, VolumeStart: 1}),
-		on(catalog.Part{VolumeID: a, VolumeStart: 50}),
-		on(catalog.Part{VolumeID: a, Part: 0, VolumeStart: 20}, catalog.Part{VolumeID: b, Part: 1, VolumeStart: 30}),
-		on(catalog.Part{VolumeID: b, VolumeStart: 40}),
-	}
-	// Tape a (positions 1, 50, then the session that goes on to b), then b.
-	if got := readOrder(store, chain); !slices.Equal(got, []int{0, 2, 3, 1, 4}) {
-		t.Fatalf("read order %v", got)
 	}
 }
 

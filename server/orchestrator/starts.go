@@ -1,4 +1,4 @@
-package server
+package orchestrator
 
 import (
 	"context"
@@ -26,8 +26,8 @@ import (
 // answers the same job, accepting it if it is still pending. catalog/
 // DESIGN.md, "Starts", has the whole argument.
 
-// voidReason is what a voided job's log and error say.
-const voidReason = "its start was not confirmed to the caller"
+// VoidReason is what a voided job's log and error say.
+const VoidReason = "its start was not confirmed to the caller"
 
 // outcome is what became of a proposed command, as far as this server can
 // tell.
@@ -60,10 +60,10 @@ func outcomeOf(err error) outcome {
 	return unknown
 }
 
-// requestDigest identifies a start request's parameters, so that the same
+// RequestDigest identifies a start request's parameters, so that the same
 // request id with other parameters is refused instead of answered with a
 // job that does something else. The request id itself is left out.
-func requestDigest(op string, req any) string {
+func RequestDigest(op string, req any) string {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return ""
@@ -74,9 +74,9 @@ func requestDigest(op string, req any) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// requestID checks a client's request id, or makes one for a client that
+// RequestID checks a client's request id, or makes one for a client that
 // sent none (an older CLI): such a request cannot be repeated.
-func requestID(st wire.Start) (string, bool, error) {
+func RequestID(st wire.Start) (string, bool, error) {
 	if st.RequestID == "" {
 		return uuid.NewString(), false, nil
 	}
@@ -86,9 +86,9 @@ func requestID(st wire.Start) (string, bool, error) {
 	return st.RequestID, st.Retry, nil
 }
 
-// unknownOutcome says a start may or may not have taken effect, and how to
+// UnknownOutcome says a start may or may not have taken effect, and how to
 // find out without doing it twice.
-func unknownOutcome(what, rid string, cause error) *wire.Error {
+func UnknownOutcome(what, rid string, cause error) *wire.Error {
 	return wire.Errorf(wire.CodeOutcomeUnknown,
 		fmt.Sprintf("run the same command again with --request-id %s (it never starts a second one), or look for it with 'cairn job list --request-id %s'", rid, rid),
 		"the servers could not confirm whether %s (request %s) took effect; it may still: %v", what, rid, cause)
@@ -97,38 +97,38 @@ func unknownOutcome(what, rid string, cause error) *wire.Error {
 // startJobOnce serialises the tries of one request id on this server, so
 // that what one try finds in the catalog no concurrent try of the same
 // request changes behind it.
-func (s *Server) startJobOnce(ctx context.Context, what string, st wire.Start, digest string, job func() (*catalog.Job, func(uint64), error)) (wire.JobStarted, error) {
+func (o *Orchestrator) startJobOnce(ctx context.Context, what string, st wire.Start, digest string, job func() (*catalog.Job, func(uint64), error)) (wire.JobStarted, error) {
 	if st.RequestID == "" {
 		st.RequestID, st.Retry = uuid.NewString(), false // an older client: the request cannot be repeated
 	}
 	if err := wire.ValidateRequestID(st.RequestID); err != nil {
 		return wire.JobStarted{}, err
 	}
-	return shared(s, ctx, "job/"+st.RequestID, func() (wire.JobStarted, error) {
+	return Shared(o, ctx, "job/"+st.RequestID, func() (wire.JobStarted, error) {
 		// A try that may repeat an earlier one reads the request index
 		// once everything committed before it is applied here; then what
 		// it finds there is all there is, and no accept of its job can be
 		// in the log unseen.
 		sure := !st.Retry
 		if st.Retry {
-			err := s.raft.Barrier(ctx)
-			sure = err == nil && s.raft.FSM().Failed() == nil
+			err := o.raft.Barrier(ctx)
+			sure = err == nil && o.mem.CatalogStopped() == nil
 			if err != nil {
-				s.log.Debug("barrier before a repeated start", "request", st.RequestID, "err", err)
+				o.log.Debug("barrier before a repeated start", "request", st.RequestID, "err", err)
 			}
 		}
-		if rec, err := s.store.Request(st.RequestID); err == nil {
+		if rec, err := o.store.Request(st.RequestID); err == nil {
 			if rec.Op != catalog.OpCreateJob || (rec.Digest != "" && rec.Digest != digest) {
 				return wire.JobStarted{}, wire.Errorf(wire.CodeAlreadyExists, "give each request its own id: only a repeat of the very same command may reuse one",
 					"request id %s was used for another request", st.RequestID)
 			}
-			return s.confirm(ctx, what, st.RequestID, rec.JobID, true)
+			return o.confirm(ctx, what, st.RequestID, rec.JobID, true)
 		}
 		j, note, err := job()
 		if err != nil {
 			return wire.JobStarted{}, err
 		}
-		return s.startJob(ctx, what, st.RequestID, sure, digest, j, note)
+		return o.startJob(ctx, what, st.RequestID, sure, digest, j, note)
 	})
 }
 
@@ -136,58 +136,58 @@ func (s *Server) startJobOnce(ctx context.Context, what string, st wire.Start, d
 // its request id, accept it, dispatch it. note runs once a new job is
 // accepted. sure is false when an earlier try of the request may be in the
 // log unseen here: a failure is then an unknown outcome.
-func (s *Server) startJob(ctx context.Context, what, rid string, sure bool, digest string, job *catalog.Job, note func(id uint64)) (wire.JobStarted, error) {
-	if err := s.admit(); err != nil {
+func (o *Orchestrator) startJob(ctx context.Context, what, rid string, sure bool, digest string, job *catalog.Job, note func(id uint64)) (wire.JobStarted, error) {
+	if err := o.mem.Admit(); err != nil {
 		if !sure {
-			return wire.JobStarted{}, unknownOutcome(what, rid, err)
+			return wire.JobStarted{}, UnknownOutcome(what, rid, err)
 		}
-		return wire.JobStarted{}, notStarted(s.applyError(err), what)
+		return wire.JobStarted{}, NotStarted(o.mem.ApplyError(err), what)
 	}
 	job.State = catalog.JobPending
-	res, err := s.propose(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: job,
+	res, err := o.propose(ctx, &catalog.Command{Op: catalog.OpCreateJob, Job: job,
 		Request: &catalog.RequestKey{ID: rid, Digest: digest}})
 	switch outcomeOf(err) {
 	case applied:
 		if res.Err != nil {
-			return wire.JobStarted{}, catalogError(res.Err)
+			return wire.JobStarted{}, CatalogError(res.Err)
 		}
 	case notProposed:
 		if !sure {
-			return wire.JobStarted{}, unknownOutcome(what, rid, err)
+			return wire.JobStarted{}, UnknownOutcome(what, rid, err)
 		}
-		return wire.JobStarted{}, notStarted(s.applyError(err), what)
+		return wire.JobStarted{}, NotStarted(o.mem.ApplyError(err), what)
 	case committed:
 		// In the log, so every member holds the job, pending. Nobody
 		// accepts it unless this request is repeated: it is voided, and
 		// never runs.
 		if !sure {
-			return wire.JobStarted{}, unknownOutcome(what, rid, err)
+			return wire.JobStarted{}, UnknownOutcome(what, rid, err)
 		}
-		return wire.JobStarted{}, notStarted(s.applyError(err), what)
+		return wire.JobStarted{}, NotStarted(o.mem.ApplyError(err), what)
 	default:
-		return wire.JobStarted{}, unknownOutcome(what, rid, err)
+		return wire.JobStarted{}, UnknownOutcome(what, rid, err)
 	}
 	if note != nil && !res.Repeat {
 		note(res.JobID)
 	}
-	return s.confirm(ctx, what, rid, res.JobID, res.Repeat)
+	return o.confirm(ctx, what, rid, res.JobID, res.Repeat)
 }
 
 // confirm accepts a job created by a start and answers it: the same answer
 // to a repeat of the request, whatever became of the job since, except a
 // job that was voided, which never ran.
-func (s *Server) confirm(ctx context.Context, what, rid string, id uint64, repeated bool) (wire.JobStarted, error) {
-	job, err := s.store.Job(id)
+func (o *Orchestrator) confirm(ctx context.Context, what, rid string, id uint64, repeated bool) (wire.JobStarted, error) {
+	job, err := o.store.Job(id)
 	if err != nil {
-		return wire.JobStarted{}, catalogError(err)
+		return wire.JobStarted{}, CatalogError(err)
 	}
 	accepted := false
 	if job.State == catalog.JobPending {
-		res, err := s.propose(ctx, &catalog.Command{Op: catalog.OpAcceptJob, Accept: &catalog.JobAccept{JobID: id}})
+		res, err := o.propose(ctx, &catalog.Command{Op: catalog.OpAcceptJob, Accept: &catalog.JobAccept{JobID: id}})
 		switch outcomeOf(err) {
 		case applied:
 			if res.Err != nil {
-				return wire.JobStarted{}, voided(catalogError(res.Err), what, rid)
+				return wire.JobStarted{}, voided(CatalogError(res.Err), what, rid)
 			}
 			accepted = true
 		case notProposed:
@@ -195,37 +195,37 @@ func (s *Server) confirm(ctx context.Context, what, rid string, id uint64, repea
 			// No other accept of it is in the log: its create was applied
 			// here, after anything before it, and the tries of its
 			// request run one at a time.
-			return wire.JobStarted{}, notStarted(s.applyError(err), what)
+			return wire.JobStarted{}, NotStarted(o.mem.ApplyError(err), what)
 		default:
 			// The accept may be (or is) in the log: the job may run.
-			return wire.JobStarted{}, unknownOutcome(what, rid, err)
+			return wire.JobStarted{}, UnknownOutcome(what, rid, err)
 		}
-		if job, err = s.store.Job(id); err != nil {
-			return wire.JobStarted{}, catalogError(err)
+		if job, err = o.store.Job(id); err != nil {
+			return wire.JobStarted{}, CatalogError(err)
 		}
 	}
 	if job.State == catalog.JobVoid {
 		return wire.JobStarted{}, voided(wire.Errorf(wire.CodeWrongState, "", "job %d was voided: %s", job.ID, job.Error), what, rid)
 	}
 	if accepted {
-		s.publishEvent(wire.JobEvent{JobID: id, State: string(job.State)})
-		if err := s.tryDispatch(ctx, job); err != nil {
-			if j, jerr := s.store.Job(id); jerr == nil && j.State.Done() {
+		o.publishEvent(wire.JobEvent{JobID: id, State: string(job.State)})
+		if err := o.tryDispatch(ctx, job); err != nil {
+			if j, jerr := o.store.Job(id); jerr == nil && j.State.Done() {
 				return wire.JobStarted{}, err // the agent refused the order: the job failed
 			}
 			// The job is accepted; the dispatcher tries again.
-			s.log.Warn("dispatch of a job just started", "job", id, "err", err)
+			o.log.Warn("dispatch of a job just started", "job", id, "err", err)
 		}
-		if job, err = s.store.Job(id); err != nil {
-			return wire.JobStarted{}, catalogError(err)
+		if job, err = o.store.Job(id); err != nil {
+			return wire.JobStarted{}, CatalogError(err)
 		}
 	}
 	return wire.JobStarted{JobID: job.ID, Level: string(job.Level), Waiting: job.Waiting, State: string(job.State),
 		RequestID: rid, Repeated: repeated}, nil
 }
 
-// notStarted says a start failed: nothing of it will run.
-func notStarted(we *wire.Error, what string) *wire.Error {
+// NotStarted says a start failed: nothing of it will run.
+func NotStarted(we *wire.Error, what string) *wire.Error {
 	out := *we
 	out.Message = fmt.Sprintf("%s; %s was not started", we.Message, what)
 	return &out
@@ -239,24 +239,15 @@ func voided(e error, what, rid string) *wire.Error {
 	return we
 }
 
-// propose proposes a command as s.apply does, but returns the cluster's
-// error as it is, for the caller to tell what became of the command.
-func (s *Server) propose(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
-	if c.Time.IsZero() {
-		c.Time = s.clock.Now().UTC()
-	}
-	return s.raft.Apply(ctx, c)
-}
-
 // sweepStarts voids the jobs whose start nobody confirmed in time, and
 // forgets request ids older than RequestIDTTL. The leader runs it.
-func (s *Server) sweepStarts(ctx context.Context) {
-	if s.raft.FSM().Failed() != nil {
+func (o *Orchestrator) sweepStarts(ctx context.Context) {
+	if o.mem.CatalogStopped() != nil {
 		return // it would propose nothing; another leader sweeps, or this one once it resumes
 	}
-	now := s.clock.Now().UTC()
-	cutoff := now.Add(-s.cfg.StartConfirmTimeout)
-	pending, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobPending}})
+	now := o.clock.Now().UTC()
+	cutoff := now.Add(-o.cfg.StartConfirmTimeout)
+	pending, err := o.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobPending}})
 	if err != nil {
 		return
 	}
@@ -267,24 +258,24 @@ func (s *Server) sweepStarts(ctx context.Context) {
 		}
 	}
 	if len(stale) > 0 {
-		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpVoidJobs, Time: now, Void: &catalog.JobsVoid{
-			JobIDs: stale, CreatedBefore: cutoff, Reason: voidReason,
+		if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpVoidJobs, Time: now, Void: &catalog.JobsVoid{
+			JobIDs: stale, CreatedBefore: cutoff, Reason: VoidReason,
 		}}); err != nil {
-			s.log.Warn("void jobs whose start was not confirmed", "jobs", stale, "err", err)
+			o.log.Warn("void jobs whose start was not confirmed", "jobs", stale, "err", err)
 		} else {
 			for _, id := range stale {
-				if j, err := s.store.Job(id); err == nil && j.State == catalog.JobVoid {
-					s.log.Warn("voided a job whose start was not confirmed to its caller; it never ran", "job", id, "request", j.RequestID)
-					s.metrics.jobEnded(j)
-					s.publishEvent(wire.JobEvent{JobID: id, State: string(j.State), Message: j.Error})
+				if j, err := o.store.Job(id); err == nil && j.State == catalog.JobVoid {
+					o.log.Warn("voided a job whose start was not confirmed to its caller; it never ran", "job", id, "request", j.RequestID)
+					o.mem.JobEnded(j)
+					o.publishEvent(wire.JobEvent{JobID: id, State: string(j.State), Message: j.Error})
 				}
 			}
 		}
 	}
-	forget := now.Add(-s.cfg.RequestIDTTL)
-	if oldest, err := s.store.OldestRequest(); err == nil && !oldest.IsZero() && oldest.Before(forget) {
-		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpForgetRequests, Time: now, Forget: &catalog.RequestsForget{Before: forget}}); err != nil {
-			s.log.Warn("forget old request ids", "err", err)
+	forget := now.Add(-o.cfg.RequestIDTTL)
+	if oldest, err := o.store.OldestRequest(); err == nil && !oldest.IsZero() && oldest.Before(forget) {
+		if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpForgetRequests, Time: now, Forget: &catalog.RequestsForget{Before: forget}}); err != nil {
+			o.log.Warn("forget old request ids", "err", err)
 		}
 	}
 }

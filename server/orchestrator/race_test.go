@@ -1,6 +1,6 @@
 //go:build race
 
-package server
+package orchestrator
 
 // raceEnabled scales down the tests whose size is their point: the race
 // detector slows them tenfold and learns nothing more from a larger loop

@@ -1,9 +1,10 @@
-package server
+package orchestrator
 
 import (
 	"cmp"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -23,7 +24,7 @@ import (
 // per page negligible.
 const maxPageBytes = 1 << 20
 
-// pageBytes is what one page may fill, given the connection's max_payload
+// PageBytes is what one page may fill, given the connection's max_payload
 // (0 when unknown): an eighth below the smaller of the two, a margin for the
 // envelope and the fields around the list that the pagers do not count.
 // Pages are paged by encoded size, not by entries, because an entry's size
@@ -33,16 +34,13 @@ const maxPageBytes = 1 << 20
 // leader replays the passes to the cursor the agent holds; the servers of a
 // group therefore need the same max_payload, which NATS needs anyway to pass
 // a message between them.
-func pageBytes(maxPayload int64) int {
+func PageBytes(maxPayload int64) int {
 	limit := int64(maxPageBytes)
 	if maxPayload > 0 && maxPayload < limit {
 		limit = maxPayload
 	}
 	return int(limit - limit/8)
 }
-
-// pageBytes is the page size for this server's NATS connection.
-func (s *Server) pageBytes() int { return pageBytes(s.nc.MaxPayload()) }
 
 // planner hands out a restore's reads page by page without holding the whole
 // plan: it walks the merged tree of the chain once per backup of the chain,
@@ -174,10 +172,10 @@ func (p *planner) tree() (*fileindex.MergeIterator, error) {
 	return fileindex.Merge(layers...), nil
 }
 
-// treeFrom merges the indexes of a chain from the segments that can hold
+// TreeFrom merges the indexes of a chain from the segments that can hold
 // from on, leaving out the ones before; entries before from can still come
 // first, for the caller to skip. Layer() is the position in chain.
-func treeFrom(store *catalog.Store, chain []catalog.Backup, from string) *fileindex.MergeIterator {
+func TreeFrom(store *catalog.Store, chain []catalog.Backup, from string) *fileindex.MergeIterator {
 	layers := make([]fileindex.Iterator, len(chain))
 	for i, b := range chain {
 		layers[i] = store.IndexFrom(b.ID, from)
@@ -201,7 +199,7 @@ func (p *planner) count() (files, bytes int64, err error) {
 		bytes += e.Size
 	}
 	if err := sel.Err(); err != nil {
-		return 0, 0, indexError(err)
+		return 0, 0, IndexError(err)
 	}
 	return files, bytes, nil
 }
@@ -341,7 +339,7 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 		e, ok := p.it.Next()
 		if !ok {
 			if err := p.it.Err(); err != nil {
-				return wire.ReadLoc{}, false, indexError(err)
+				return wire.ReadLoc{}, false, IndexError(err)
 			}
 			return wire.ReadLoc{}, false, nil
 		}
@@ -425,9 +423,9 @@ func (t *treePager) page(after string) ([]byte, bool, error) {
 		// First page, or the agent retried or resumed: position after "after".
 		chain, err := t.store.Chain(t.backup)
 		if err != nil {
-			return nil, false, catalogError(err)
+			return nil, false, CatalogError(err)
 		}
-		it := treeFrom(t.store, chain, after)
+		it := TreeFrom(t.store, chain, after)
 		t.it, t.peek = it, nil
 		if after != "" {
 			for {
@@ -471,7 +469,20 @@ func (t *treePager) page(after string) ([]byte, bool, error) {
 		t.last = e.Path
 	}
 	if err := t.it.Err(); err != nil {
-		return nil, false, indexError(err)
+		return nil, false, IndexError(err)
 	}
 	return b.Flush().Data, done, nil
+}
+
+// IndexError is the answer to a read of the catalog's file index that
+// failed: a damaged index names its backup, and says that its volumes are
+// not affected.
+func IndexError(err error) error {
+	var damaged *catalog.IndexDamagedError
+	if errors.As(err, &damaged) {
+		return wire.Errorf(wire.CodeCorrupt, "the catalog's copy of the index is damaged, not the backup: its volumes hold their own index; "+
+			"list and restore its files from them with 'cairn volume ls' and 'cairn volume extract' and the escrow key file",
+			"%v", err)
+	}
+	return wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
 }

@@ -1,4 +1,4 @@
-package server
+package orchestrator
 
 import (
 	"context"
@@ -10,84 +10,23 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
-	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// jobRun is the leader's live view of a running job; the catalog holds the
-// rest. It is rebuilt from the catalog when a server becomes leader.
-type jobRun struct {
-	id           uint64
-	typ          catalog.JobType
-	node, client string
-	started      time.Time
-	lastActivity time.Time
-	ordered      time.Time // when the agent last answered the job's order (or the order gave up)
-	ordering     bool      // an order is on its way to the agent
-	confirmed    time.Time // when the agent's heartbeat last listed the job
-	progress     *wire.Progress
-	waiting      string     // what the job waits for on its storage node ("insert tape X")
-	base         *treePager // backup: the tree it is compared against
-	plan         *planner   // restore: which blocks to read
-}
-
-// agentOrderTimeout bounds how long an agent may take to accept an order.
-const agentOrderTimeout = 15 * time.Second
-
-func (s *Server) startRun(job *catalog.Job) *jobRun {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := &jobRun{id: job.ID, typ: job.Type, node: job.Node, client: job.Client, started: s.clock.Now(), lastActivity: s.clock.Now(),
-		waiting: job.Waiting}
-	s.runs[job.ID] = r
-	return r
-}
-
-func (s *Server) run(id uint64) *jobRun {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.runs[id]
-}
-
-func (s *Server) noteActivity(id uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r := s.runs[id]; r != nil {
-		r.lastActivity = s.clock.Now()
-	}
-}
-
-func (s *Server) finishRun(id uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.runs, id)
-}
-
-func (s *Server) sign(t ticket.Ticket) (string, error) {
-	if g := s.group(); g != nil && !s.signsForGroup(g) {
-		return "", wire.Errorf(wire.CodeKey, kekHint,
-			"server %s signs job tickets with a key that is not its group's: storage nodes would refuse them", s.cfg.Name)
-	}
-	now := s.clock.Now().UTC()
-	t.Issued = now
-	t.Expires = now.Add(s.cfg.TicketTTL)
-	return ticket.Sign(t, s.keys().signer)
-}
-
 // endpoint is how an agent reaches a storage node's data port.
-func (s *Server) endpoint(nodeID string) (wire.DataEndpoint, error) {
-	n, err := s.store.Node(nodeID)
+func (o *Orchestrator) endpoint(nodeID string) (wire.DataEndpoint, error) {
+	n, err := o.store.Node(nodeID)
 	if err != nil {
-		return wire.DataEndpoint{}, catalogError(err)
+		return wire.DataEndpoint{}, CatalogError(err)
 	}
-	if ok, seen := s.online(s.nodes, nodeID); !ok {
+	if l := o.live.Node(nodeID); !l.Online {
 		return wire.DataEndpoint{}, wire.Errorf(wire.CodeUnavailable, fmt.Sprintf("start 'cairn storagenode' for node %s", nodeID),
-			"storage node %s is offline (%s)", nodeID, lastSeen(seen))
+			"storage node %s is offline (%s)", nodeID, LastSeen(l.LastSeen))
 	}
 	return wire.DataEndpoint{Node: n.ID, Addr: n.DataAddr, CertSHA256: n.CertSHA256}, nil
 }
 
-func lastSeen(t time.Time) string {
+func LastSeen(t time.Time) string {
 	if t.IsZero() {
 		return "not seen since this server started"
 	}
@@ -96,11 +35,11 @@ func lastSeen(t time.Time) string {
 
 // knownClient checks that a client has registered. Its agent may be
 // offline: the job then waits for it in the queue.
-func (s *Server) knownClient(name string) (*catalog.Client, error) {
+func (o *Orchestrator) knownClient(name string) (*catalog.Client, error) {
 	if err := wire.ValidateName("client", name); err != nil {
 		return nil, err
 	}
-	c, err := s.store.Client(name)
+	c, err := o.store.Client(name)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeUnknownClient, "",
 			"client %q is not known: no agent of that name has registered", name)
@@ -119,19 +58,46 @@ func cleanPaths(kind string, paths []fileindex.Path) ([]string, error) {
 	return out, nil
 }
 
-func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStartReq) (wire.JobStarted, error) {
-	digestReq := req
-	digestReq.Start = wire.Start{}
-	digest := requestDigest(wire.OpBackupStart, digestReq)
-	what := fmt.Sprintf("the backup of %s", req.Client)
-	return s.startJobOnce(ctx, what, req.Start, digest, func() (*catalog.Job, func(uint64), error) {
-		return s.backupJob(ctx, req)
+// BackupSpec is a backup to start: what 'cairn backup' asks for, and
+// what a schedule will.
+type BackupSpec struct {
+	Client     string
+	Paths      []fileindex.Path
+	Excludes   []fileindex.Path
+	Level      string // full, incremental (the default) or differential
+	Pool       string // empty: the client's default pool, else the server's
+	SkipNodump bool
+	// RequestID names the start: a repeat under the same id answers the
+	// same job and never starts a second one. Empty: a fresh id, and the
+	// start cannot be repeated.
+	RequestID string
+	// Retry says this may repeat a start whose answer was lost.
+	Retry bool
+}
+
+// request is the start as the wire carries it, without its id: what its
+// request digest is taken of, the same for a start from any caller.
+func (b BackupSpec) request() wire.BackupStartReq {
+	return wire.BackupStartReq{Client: b.Client, Paths: b.Paths, Excludes: b.Excludes, Level: b.Level, Pool: b.Pool, SkipNodump: b.SkipNodump}
+}
+
+// StartBackup checks a backup and starts its job: recorded under its
+// request id, accepted, and dispatched at once when its agent and a
+// storage node of its pool can take it (else it waits in the queue, and
+// the answer says why). Bad input makes no job. The errors are wire
+// errors, whose codes say whether the start may have taken effect
+// (outcome_unknown) or certainly did not.
+func (o *Orchestrator) StartBackup(ctx context.Context, spec BackupSpec) (wire.JobStarted, error) {
+	digest := RequestDigest(wire.OpBackupStart, spec.request())
+	what := fmt.Sprintf("the backup of %s", spec.Client)
+	return o.startJobOnce(ctx, what, wire.Start{RequestID: spec.RequestID, Retry: spec.Retry}, digest, func() (*catalog.Job, func(uint64), error) {
+		return o.backupJob(ctx, spec)
 	})
 }
 
 // backupJob checks a backup request and makes its job.
-func (s *Server) backupJob(ctx context.Context, req wire.BackupStartReq) (*catalog.Job, func(uint64), error) {
-	client, err := s.knownClient(req.Client)
+func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.Job, func(uint64), error) {
+	client, err := o.knownClient(req.Client)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -162,16 +128,16 @@ func (s *Server) backupJob(ctx context.Context, req wire.BackupStartReq) (*catal
 		poolName = client.DefaultPool
 	}
 	if poolName == "" {
-		poolName = s.cfg.DefaultPool
+		poolName = o.cfg.DefaultPool
 	}
-	pool, err := s.store.Pool(poolName)
+	pool, err := o.store.Pool(poolName)
 	if err != nil {
 		return nil, nil, wire.Errorf(wire.CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", poolName)
 	}
 	if len(pool.Nodes) == 0 {
 		return nil, nil, wire.Errorf(wire.CodeUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
 	}
-	if err := s.checkOrder(ctx, client.Name, wire.OpCheckBackup, wire.CheckBackup{Paths: fileindex.Paths(paths)}); err != nil {
+	if err := o.checkOrder(ctx, client.Name, wire.OpCheckBackup, wire.CheckBackup{Paths: fileindex.Paths(paths)}); err != nil {
 		return nil, nil, err
 	}
 	return &catalog.Job{
@@ -189,19 +155,19 @@ func (s *Server) backupJob(ctx context.Context, req wire.BackupStartReq) (*catal
 // answer in time, or that is too old to know the question, is not taken
 // at its word: the job is made, and waits or runs, and the order itself
 // checks again.
-func (s *Server) checkOrder(ctx context.Context, client, op string, req any) error {
-	if ok, _ := s.online(s.agents, client); !ok || s.agentStopping(client) || s.duplicate(client) != nil {
+func (o *Orchestrator) checkOrder(ctx context.Context, client, op string, req any) error {
+	if a := o.live.Agent(client); !a.Online || a.Stopping || a.Duplicate != nil {
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, orderCheckTimeout)
 	defer cancel()
-	err := wire.RequestIn(cctx, s.nc, s.groupName(), wire.AgentSubject(client, op), req, nil)
+	err := o.roles.Request(cctx, wire.AgentSubject(client, op), req, nil)
 	switch code := wire.CodeOf(err); {
 	case err == nil:
 	case code == wire.CodeInvalidArgument, code == wire.CodeTargetNotEmpty:
 		return err
 	default:
-		s.log.Debug("agent did not answer whether it would take an order; making the job", "client", client, "op", op, "err", err)
+		o.log.Debug("agent did not answer whether it would take an order; making the job", "client", client, "op", op, "err", err)
 	}
 	return nil
 }
@@ -212,8 +178,8 @@ const orderCheckTimeout = 5 * time.Second
 
 // estimate guesses a backup's size from the last complete backup of the same
 // file set and level, for the progress ETA.
-func (s *Server) estimate(b *catalog.Backup) (files, bytes int64) {
-	prev, err := s.store.Backups(catalog.BackupFilter{Client: b.Client, FileSet: b.FileSet, States: []catalog.BackupState{catalog.BackupComplete}})
+func (o *Orchestrator) estimate(b *catalog.Backup) (files, bytes int64) {
+	prev, err := o.store.Backups(catalog.BackupFilter{Client: b.Client, FileSet: b.FileSet, States: []catalog.BackupState{catalog.BackupComplete}})
 	if err != nil {
 		return 0, 0
 	}
@@ -225,17 +191,19 @@ func (s *Server) estimate(b *catalog.Backup) (files, bytes int64) {
 	return 0, 0
 }
 
-// resolveBackup finds the backup a point in time names.
-func (s *Server) resolveBackup(pit wire.PointInTime) (*catalog.Backup, error) {
+// ResolveBackup finds the backup a point in time names: by id, the last
+// complete one at or before a time, or the last complete one; tree.list
+// reads with it too.
+func (o *Orchestrator) ResolveBackup(pit wire.PointInTime) (*catalog.Backup, error) {
 	if pit.Client == "" {
 		return nil, wire.Errorf(wire.CodeInvalidArgument, "pass --client NAME", "no client given")
 	}
-	if _, err := s.store.Client(pit.Client); err != nil {
+	if _, err := o.store.Client(pit.Client); err != nil {
 		return nil, wire.Errorf(wire.CodeUnknownClient, "", "client %q is not known: no agent of that name has registered", pit.Client)
 	}
 	switch {
 	case pit.BackupID != 0:
-		b, err := s.store.Backup(pit.BackupID)
+		b, err := o.store.Backup(pit.BackupID)
 		if err != nil || b.Client != pit.Client {
 			return nil, wire.Errorf(wire.CodeNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
 				"client %s has no backup %d", pit.Client, pit.BackupID)
@@ -245,34 +213,51 @@ func (s *Server) resolveBackup(pit wire.PointInTime) (*catalog.Backup, error) {
 		}
 		return b, nil
 	case !pit.At.IsZero():
-		b, err := s.store.BackupAt(pit.Client, pit.At)
+		b, err := o.store.BackupAt(pit.Client, pit.At)
 		if err != nil {
 			return nil, wire.Errorf(wire.CodeNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
 				"client %s has no complete backup at or before %s", pit.Client, pit.At.Format(time.RFC3339))
 		}
 		return b, nil
 	}
-	bs, err := s.store.Backups(catalog.BackupFilter{Client: pit.Client, States: []catalog.BackupState{catalog.BackupComplete}})
+	bs, err := o.store.Backups(catalog.BackupFilter{Client: pit.Client, States: []catalog.BackupState{catalog.BackupComplete}})
 	if err != nil || len(bs) == 0 {
 		return nil, wire.Errorf(wire.CodeNotFound, "run a backup first", "client %s has no complete backup", pit.Client)
 	}
 	return &bs[0], nil
 }
 
-func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreStartReq) (wire.JobStarted, error) {
-	digestReq := req
-	digestReq.Start = wire.Start{}
-	digest := requestDigest(wire.OpRestoreStart, digestReq)
-	start := fmt.Sprintf("the restore of %s to %s", req.Client, req.To)
-	return s.startJobOnce(ctx, start, req.Start, digest, func() (*catalog.Job, func(uint64), error) {
-		return s.restoreJob(ctx, req)
+// RestoreSpec is a restore to start: which backup (the latest complete
+// one of Client, one by id, or the one at a time), which paths of it (none:
+// everything), to which client and directory.
+type RestoreSpec struct {
+	wire.PointInTime
+	Paths        []fileindex.Path
+	TargetClient string // empty: the backup's own client
+	To           string // an absolute directory on the target client
+	Force        bool   // restore over what is in To
+	Devices      bool   // make device nodes
+	RequestID    string // as BackupSpec's
+	Retry        bool
+}
+
+func (r RestoreSpec) request() wire.RestoreStartReq {
+	return wire.RestoreStartReq{PointInTime: r.PointInTime, Paths: r.Paths, TargetClient: r.TargetClient, To: r.To, Force: r.Force, Devices: r.Devices}
+}
+
+// StartRestore checks a restore and starts its job, as StartBackup does.
+func (o *Orchestrator) StartRestore(ctx context.Context, spec RestoreSpec) (wire.JobStarted, error) {
+	digest := RequestDigest(wire.OpRestoreStart, spec.request())
+	what := fmt.Sprintf("the restore of %s to %s", spec.Client, spec.To)
+	return o.startJobOnce(ctx, what, wire.Start{RequestID: spec.RequestID, Retry: spec.Retry}, digest, func() (*catalog.Job, func(uint64), error) {
+		return o.restoreJob(ctx, spec)
 	})
 }
 
 // restoreJob checks a restore request and makes its job, and the note its
 // log starts with.
-func (s *Server) restoreJob(ctx context.Context, req wire.RestoreStartReq) (*catalog.Job, func(uint64), error) {
-	backup, err := s.resolveBackup(req.PointInTime)
+func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalog.Job, func(uint64), error) {
+	backup, err := o.ResolveBackup(req.PointInTime)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -280,7 +265,7 @@ func (s *Server) restoreJob(ctx context.Context, req wire.RestoreStartReq) (*cat
 	if target == "" {
 		target = req.Client
 	}
-	if _, err := s.knownClient(target); err != nil {
+	if _, err := o.knownClient(target); err != nil {
 		return nil, nil, err
 	}
 	if !filepath.IsAbs(req.To) {
@@ -291,9 +276,9 @@ func (s *Server) restoreJob(ctx context.Context, req wire.RestoreStartReq) (*cat
 	if err != nil {
 		return nil, nil, err
 	}
-	chain, err := s.store.Chain(backup.ID)
+	chain, err := o.store.Chain(backup.ID)
 	if err != nil {
-		return nil, nil, catalogError(err)
+		return nil, nil, CatalogError(err)
 	}
 	for _, b := range chain {
 		if b.Node != backup.Node {
@@ -301,7 +286,7 @@ func (s *Server) restoreJob(ctx context.Context, req wire.RestoreStartReq) (*cat
 				"backup %d's chain spans storage nodes %s and %s, which a restore cannot read yet", backup.ID, b.Node, backup.Node)
 		}
 	}
-	plan := newPlanner(s.store, chain, roots, s.pageBytes())
+	plan := newPlanner(o.store, chain, roots, o.roles.PageBytes())
 	files, bytes, err := plan.count()
 	if err != nil {
 		return nil, nil, err
@@ -313,7 +298,7 @@ func (s *Server) restoreJob(ctx context.Context, req wire.RestoreStartReq) (*cat
 		}
 		return nil, nil, wire.Errorf(wire.CodeNotFound, "", "backup %d is empty", backup.ID)
 	}
-	if err := s.checkOrder(ctx, target, wire.OpCheckRestore, wire.CheckRestore{To: filepath.Clean(req.To), Force: req.Force}); err != nil {
+	if err := o.checkOrder(ctx, target, wire.OpCheckRestore, wire.CheckRestore{To: filepath.Clean(req.To), Force: req.Force}); err != nil {
 		return nil, nil, err
 	}
 	what := "everything"
@@ -324,25 +309,25 @@ func (s *Server) restoreJob(ctx context.Context, req wire.RestoreStartReq) (*cat
 			Type: catalog.JobRestore, Client: target, Node: backup.Node, Pool: backup.Pool,
 			Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
 		}, func(id uint64) {
-			s.jobLog(ctx, id, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
-				what, backup.ID, backup.Client, files, humanBytes(bytes), target, filepath.Clean(req.To))
+			o.jobLog(ctx, id, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
+				what, backup.ID, backup.Client, files, HumanBytes(bytes), target, filepath.Clean(req.To))
 		}, nil
 }
 
 // failJob ends a job as failed, once: later reports of the same failure
 // (the node's and the agent's) find it ended and change nothing. A backup's
 // uncommitted index is dropped with it.
-func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
-	job, err := s.store.Job(id)
+func (o *Orchestrator) failJob(ctx context.Context, id uint64, e *wire.Error) {
+	job, err := o.store.Job(id)
 	if err != nil || job.State.Done() {
 		return
 	}
 	if e.Hint == "" {
 		e.Hint = wire.HintFor(e.Code)
 	}
-	s.jobLog(ctx, id, "error", "%s", e.Message)
+	o.jobLog(ctx, id, "error", "%s", e.Message)
 	if e.Hint != "" {
-		s.jobLog(ctx, id, "info", "hint: %s", e.Hint)
+		o.jobLog(ctx, id, "info", "hint: %s", e.Hint)
 	}
 	// A running job fails at the attempt seen here: if it went back to the
 	// queue and on to another attempt before this applies, the catalog
@@ -352,33 +337,33 @@ func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
 		attempt = job.Attempt
 	}
 	if job.Type == catalog.JobBackup {
-		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpAbortBackup, Abort: &catalog.BackupAbort{
+		if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpAbortBackup, Abort: &catalog.BackupAbort{
 			BackupID: job.BackupID, Code: e.Code, Msg: e.Message, Attempt: attempt,
 		}}); err != nil {
-			s.log.Warn("abort backup", "job", id, "err", err)
+			o.log.Warn("abort backup", "job", id, "err", err)
 		}
 	}
 	running := job.State == catalog.JobRunning
-	if job, err = s.store.Job(id); err == nil && !job.State.Done() {
-		_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
-			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: s.clock.Now().UTC(), Attempt: attempt,
+	if job, err = o.store.Job(id); err == nil && !job.State.Done() {
+		_, err = o.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
+			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: o.clock.Now().UTC(), Attempt: attempt,
 		}})
 		if err != nil {
-			s.log.Warn("fail job", "job", id, "err", err)
+			o.log.Warn("fail job", "job", id, "err", err)
 		}
 	}
 	if running && err == nil {
 		// What the caller is told failed must not go on: the storage node
 		// gives its drive back, the agent writes nothing more.
-		s.stopJob(job, attempt, e.Message)
+		o.stopJob(job, attempt, e.Message)
 	}
-	s.finishRun(id)
+	o.finishRun(id)
 	state := catalog.JobFailed
-	if job, err := s.store.Job(id); err == nil {
-		s.metrics.jobEnded(job)
+	if job, err := o.store.Job(id); err == nil {
+		o.mem.JobEnded(job)
 		state = job.State // canceled, when the failure came of a cancel
 	}
-	s.publishEvent(wire.JobEvent{JobID: id, State: string(state), Message: e.Message})
+	o.publishEvent(wire.JobEvent{JobID: id, State: string(state), Message: e.Message})
 }
 
 // stopJob orders the storage node and the agent of a job's attempt to
@@ -387,8 +372,8 @@ func (s *Server) failJob(ctx context.Context, id uint64, e *wire.Error) {
 // hold up the leader. An agent that misses its order (its process was
 // stopped) asks before it writes on after such a pause (RunRestore's
 // Recheck).
-func (s *Server) stopJob(job *catalog.Job, attempt int, reason string) {
-	o := wire.CancelJob{JobID: job.ID, Attempt: attempt, Reason: reason}
+func (o *Orchestrator) stopJob(job *catalog.Job, attempt int, reason string) {
+	stop := wire.CancelJob{JobID: job.ID, Attempt: attempt, Reason: reason}
 	var subjects []string
 	if job.Node != "" {
 		subjects = append(subjects, wire.NodeSubject(job.Node, wire.OpCancel))
@@ -396,9 +381,9 @@ func (s *Server) stopJob(job *catalog.Job, attempt int, reason string) {
 	subjects = append(subjects, wire.AgentSubject(job.Client, wire.OpCancel))
 	for _, subject := range subjects {
 		select {
-		case s.stops <- stopOrder{subject: subject, order: o}:
+		case o.stops <- stopOrder{subject: subject, order: stop}:
 		default:
-			s.log.Warn("too many cancel orders under way; this one is not sent", "job", job.ID, "to", subject)
+			o.log.Warn("too many cancel orders under way; this one is not sent", "job", job.ID, "to", subject)
 		}
 	}
 }
@@ -415,7 +400,7 @@ const cancelTimeout = 10 * time.Second
 
 // stopLoop sends the cancel orders stopJob queues, each on its own
 // goroutine, which it owns.
-func (s *Server) stopLoop(ctx context.Context) {
+func (o *Orchestrator) stopLoop(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -423,7 +408,7 @@ func (s *Server) stopLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case so = <-s.stops:
+		case so = <-o.stops:
 		}
 		wg.Add(1)
 		go func() {
@@ -431,42 +416,12 @@ func (s *Server) stopLoop(ctx context.Context) {
 			rctx, cancel := context.WithTimeout(ctx, cancelTimeout)
 			defer cancel()
 			var res wire.CancelResult
-			if err := wire.RequestIn(rctx, s.nc, s.groupName(), so.subject, so.order, &res); err != nil {
-				s.log.Info("cancel order not taken", "job", so.order.JobID, "attempt", so.order.Attempt, "to", so.subject, "err", err)
+			if err := o.roles.Request(rctx, so.subject, so.order, &res); err != nil {
+				o.log.Info("cancel order not taken", "job", so.order.JobID, "attempt", so.order.Attempt, "to", so.subject, "err", err)
 				return
 			}
-			s.log.Info("cancel order taken", "job", so.order.JobID, "attempt", so.order.Attempt, "to", so.subject, "was_running", res.Running)
+			o.log.Info("cancel order taken", "job", so.order.JobID, "attempt", so.order.Attempt, "to", so.subject, "was_running", res.Running)
 		}()
-	}
-}
-
-// watch runs the leader's loops: dispatching queued jobs and watching
-// running ones.
-func (s *Server) watch(ctx context.Context) {
-	t := s.clock.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		case <-s.wake:
-		case ev := <-s.seen:
-			if lctx, ok := s.leading(); ok {
-				s.afterSeen(lctx, ev.name, ev.seen)
-			}
-			continue
-		}
-		lctx, ok := s.decide()
-		if !ok {
-			continue
-		}
-		// Under the term's context: a leadership lost in the middle of
-		// a round stops it at its next catalog write.
-		s.carryOutCancels(lctx)
-		s.watchRunning(lctx)
-		s.dispatchQueued(lctx)
-		s.sweepStarts(lctx)
 	}
 }
 

@@ -1,4 +1,4 @@
-package server
+package orchestrator
 
 import (
 	"fmt"
@@ -411,7 +411,7 @@ func TestMillionFilePlanPagesFitAMessage(t *testing.T) {
 	t.Logf("catalog of %d + %d entries built in %s", full.Files, incr.Files, time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
-	p := newPlanner(c.store, chain, nil, pageBytes(natsDefaultPayload))
+	p := newPlanner(c.store, chain, nil, PageBytes(natsDefaultPayload))
 	pages, entries := checkPlan(t, c.store, chain, p, natsDefaultPayload)
 	t.Logf("restore plan: %d entries in %d pages in %s", entries, pages, time.Since(start).Round(time.Millisecond))
 	total, _, err := p.count()
@@ -423,7 +423,7 @@ func TestMillionFilePlanPagesFitAMessage(t *testing.T) {
 	}
 
 	start = time.Now()
-	pages, entries = checkBaseTree(t, c.store, incr.ID, &treePager{store: c.store, backup: incr.ID, bytes: pageBytes(natsDefaultPayload)}, natsDefaultPayload)
+	pages, entries = checkBaseTree(t, c.store, incr.ID, &treePager{store: c.store, backup: incr.ID, bytes: PageBytes(natsDefaultPayload)}, natsDefaultPayload)
 	t.Logf("base tree: %d entries in %d pages in %s", entries, pages, time.Since(start).Round(time.Millisecond))
 	if int64(entries) != total {
 		t.Fatalf("the base tree holds %d entries, the tree %d", entries, total)
@@ -436,7 +436,7 @@ func TestOversizeEntryGoesOutAlone(t *testing.T) {
 	full := c.backup(catalog.LevelFull, bigTree(2, 20, 6))
 	chain := c.chain(full.ID)
 	const limit = 3 << 10 // less than one 4,000-byte path
-	p := newPlanner(c.store, chain, nil, pageBytes(limit))
+	p := newPlanner(c.store, chain, nil, PageBytes(limit))
 	alone := 0
 	for cursor := 0; ; {
 		resp, err := p.page(cursor)
@@ -466,7 +466,7 @@ func TestOversizeEntryGoesOutAlone(t *testing.T) {
 	if alone != 6 {
 		t.Fatalf("%d of the 6 long paths came out", alone)
 	}
-	tp := &treePager{store: c.store, backup: full.ID, bytes: pageBytes(limit)}
+	tp := &treePager{store: c.store, backup: full.ID, bytes: PageBytes(limit)}
 	if _, entries := checkBaseTree(t, c.store, full.ID, tp, 2*limit); entries != int(full.Files) {
 		t.Fatalf("base tree of %d entries, want %d", entries, full.Files)
 	}
@@ -495,7 +495,7 @@ func TestPlanPagesRetryAndReplay(t *testing.T) {
 	chain := c.chain(incr.ID)
 	roots := []string{"/data/d0010", "/data/d0020", "/data/deep"}
 	const limit = 24 << 10
-	first := newPlanner(c.store, chain, roots, pageBytes(limit))
+	first := newPlanner(c.store, chain, roots, PageBytes(limit))
 	var pages []wire.RestorePlanResp
 	for cursor := 0; ; {
 		resp, err := first.page(cursor)
@@ -527,7 +527,7 @@ func TestPlanPagesRetryAndReplay(t *testing.T) {
 		t.Fatal("the hard link's first name, outside the restored paths, is not in the plan")
 	}
 	for cursor := range pages {
-		fresh := newPlanner(c.store, chain, roots, pageBytes(limit))
+		fresh := newPlanner(c.store, chain, roots, PageBytes(limit))
 		got, err := fresh.page(cursor)
 		if err != nil || !reflect.DeepEqual(got, pages[cursor]) {
 			t.Fatalf("a new leader's page %d differs from the old one's (%v)", cursor, err)
@@ -541,11 +541,13 @@ func TestPlanPagesRetryAndReplay(t *testing.T) {
 			}
 		}
 	}
-	_, err := newPlanner(c.store, chain, roots, pageBytes(limit)).page(len(pages) + 3)
-	wantCode(t, err, wire.CodeInvalidArgument)
+	_, err := newPlanner(c.store, chain, roots, PageBytes(limit)).page(len(pages) + 3)
+	if wire.CodeOf(err) != wire.CodeInvalidArgument {
+		t.Fatalf("a cursor past the plan: %v, want code %s", err, wire.CodeInvalidArgument)
+	}
 
 	// The base tree resumes after any path, as an agent that retried.
-	tp := &treePager{store: c.store, backup: incr.ID, bytes: pageBytes(limit)}
+	tp := &treePager{store: c.store, backup: incr.ID, bytes: PageBytes(limit)}
 	seg, _, err := tp.page("")
 	if err != nil {
 		t.Fatal(err)
@@ -580,7 +582,7 @@ func BenchmarkRestorePlan(b *testing.B) {
 	b.Run("plan", func(b *testing.B) {
 		entries, pages := 0, 0
 		for b.Loop() {
-			p := newPlanner(c.store, chain, nil, pageBytes(natsDefaultPayload))
+			p := newPlanner(c.store, chain, nil, PageBytes(natsDefaultPayload))
 			for cursor := 0; ; {
 				resp, err := p.page(cursor)
 				if err != nil {
@@ -602,7 +604,7 @@ func BenchmarkRestorePlan(b *testing.B) {
 	b.Run("basetree", func(b *testing.B) {
 		entries, pages := 0, 0
 		for b.Loop() {
-			tp := &treePager{store: c.store, backup: incr.ID, bytes: pageBytes(natsDefaultPayload)}
+			tp := &treePager{store: c.store, backup: incr.ID, bytes: PageBytes(natsDefaultPayload)}
 			after := ""
 			for {
 				seg, done, err := tp.page(after)
@@ -654,7 +656,7 @@ func TestPlanBringsTheParentsOfWhatIsChosen(t *testing.T) {
 		add(file("/data/home/bob/.ssh/authorized_keys"))
 		add(&fileindex.Entry{Path: "/data/home/bob/.ssh/linked", Type: fileindex.TypeHardlink, Target: "/data/srv/x/first"})
 	})
-	p := newPlanner(c.store, c.chain(incr.ID), []string{"/data/home/bob/.ssh"}, pageBytes(natsDefaultPayload))
+	p := newPlanner(c.store, c.chain(incr.ID), []string{"/data/home/bob/.ssh"}, PageBytes(natsDefaultPayload))
 	var got []string
 	for cursor := 0; ; {
 		resp, err := p.page(cursor)
@@ -687,8 +689,42 @@ func TestPlanBringsTheParentsOfWhatIsChosen(t *testing.T) {
 		t.Fatalf("plan reads\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	// The count that refuses a path holding nothing counts no ancestor.
-	files, _, err := newPlanner(c.store, c.chain(incr.ID), []string{"/data/home/bob/nope"}, pageBytes(natsDefaultPayload)).count()
+	files, _, err := newPlanner(c.store, c.chain(incr.ID), []string{"/data/home/bob/nope"}, PageBytes(natsDefaultPayload)).count()
 	if err != nil || files != 0 {
 		t.Fatalf("a path that holds nothing counts %d entries (%v)", files, err)
+	}
+}
+
+func TestTapeReadOrderNeedsEachTapeOnce(t *testing.T) {
+	store, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	idx := uint64(0)
+	apply := func(c *catalog.Command) {
+		idx++
+		c.Time = time.Now()
+		if res := store.Apply(idx, c); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	apply(&catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1", Libraries: []catalog.NodeLibrary{{Name: "lib1"}},
+		Pools: []catalog.NodePool{{Name: "Weekly", Type: "tape", Library: "lib1"}}}})
+	a, b := uuid.New(), uuid.New()
+	for i, id := range []uuid.UUID{a, b} {
+		apply(&catalog.Command{Op: catalog.OpLabelTape, TapeLabel: &catalog.TapeLabel{VolumeID: id, Barcode: fmt.Sprintf("T%d", i), Library: "lib1", Pool: "Weekly", BlockSize: 1}})
+	}
+	on := func(parts ...catalog.Part) catalog.Backup { return catalog.Backup{Parts: parts} }
+	chain := []catalog.Backup{
+		on(catalog.Part{VolumeID: a, VolumeStart: 1}),
+		on(catalog.Part{VolumeID: b, VolumeStart: 1}),
+		on(catalog.Part{VolumeID: a, VolumeStart: 50}),
+		on(catalog.Part{VolumeID: a, Part: 0, VolumeStart: 20}, catalog.Part{VolumeID: b, Part: 1, VolumeStart: 30}),
+		on(catalog.Part{VolumeID: b, VolumeStart: 40}),
+	}
+	// Tape a (positions 1, 50, then the session that goes on to b), then b.
+	if got := readOrder(store, chain); !slices.Equal(got, []int{0, 2, 3, 1, 4}) {
+		t.Fatalf("read order %v", got)
 	}
 }

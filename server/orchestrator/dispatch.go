@@ -1,4 +1,4 @@
-package server
+package orchestrator
 
 import (
 	"context"
@@ -26,7 +26,7 @@ const suspectFor = time.Minute
 // candidates ranks the online nodes that can take a backup for pool p:
 // same site as the client first, then the most free space for the pool,
 // then the fewest streams running.
-func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []string, why string) {
+func (o *Orchestrator) candidates(p *catalog.Pool, client *catalog.Client) (ranked []string, why string) {
 	type cand struct {
 		id      string
 		near    bool
@@ -35,35 +35,35 @@ func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []s
 	}
 	var cs []cand
 	var down []string
-	s.mu.Lock()
 	// A node's heartbeat tells its streams a moment late: jobs dispatched
 	// together would all see the same idle node. The jobs this leader sent
 	// there count too.
 	assigned := map[string]int{}
-	for _, r := range s.runs {
+	o.mu.Lock()
+	for _, r := range o.runs {
 		assigned[r.node]++
 	}
+	o.mu.Unlock()
 	for _, id := range p.Nodes {
-		l := s.nodes[id]
+		l := o.live.Node(id)
 		switch {
-		case l == nil || s.clock.Since(l.lastSeen) >= s.cfg.LivenessTimeout:
+		case !l.Online:
 			down = append(down, id+" (offline)")
 			continue
-		case l.draining:
+		case l.Draining:
 			down = append(down, id+" (stopping: it finishes its running sessions and takes no new one)")
 			continue
-		case s.clock.Since(l.suspect) < suspectFor:
+		case o.clock.Since(l.Suspect) < suspectFor:
 			down = append(down, id+" (an agent lost its stream to it; waiting for it to restart, or a minute)")
 			continue
 		}
-		u := l.usage[p.Name]
+		u := l.Usage[p.Name]
 		if u.TotalBytes > 0 && u.FreeBytes < int64(p.BlockRawSize)*8 {
 			down = append(down, fmt.Sprintf("%s (pool full: %d bytes free)", id, u.FreeBytes))
 			continue
 		}
-		cs = append(cs, cand{id: id, near: client != nil && client.Site != "" && client.Site == l.site, free: u.FreeBytes, streams: max(l.streams, assigned[id])})
+		cs = append(cs, cand{id: id, near: client != nil && client.Site != "" && client.Site == l.Site, free: u.FreeBytes, streams: max(l.Streams, assigned[id])})
 	}
-	s.mu.Unlock()
 	sort.SliceStable(cs, func(i, j int) bool {
 		a, b := cs[i], cs[j]
 		if a.near != b.near {
@@ -89,17 +89,17 @@ func (s *Server) candidates(p *catalog.Pool, client *catalog.Client) (ranked []s
 
 // chainNode is the storage node of the backup a backup job builds on, ""
 // for a full.
-func (s *Server) chainNode(job *catalog.Job) (string, error) {
-	b, err := s.store.Backup(job.BackupID)
+func (o *Orchestrator) chainNode(job *catalog.Job) (string, error) {
+	b, err := o.store.Backup(job.BackupID)
 	if err != nil {
-		return "", catalogError(err)
+		return "", CatalogError(err)
 	}
 	if b == nil || b.Parent == 0 {
 		return "", nil
 	}
-	parent, err := s.store.Backup(b.Parent)
+	parent, err := o.store.Backup(b.Parent)
 	if err != nil {
-		return "", catalogError(err)
+		return "", CatalogError(err)
 	}
 	if parent == nil {
 		return "", nil
@@ -108,97 +108,99 @@ func (s *Server) chainNode(job *catalog.Job) (string, error) {
 }
 
 // setWaiting records why a queued job waits, when the reason changed.
-func (s *Server) setWaiting(ctx context.Context, job *catalog.Job, why string) {
+func (o *Orchestrator) setWaiting(ctx context.Context, job *catalog.Job, why string) {
 	if job.Waiting == why {
 		return
 	}
-	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{ID: job.ID, Waiting: &why}}); err != nil {
-		s.log.Debug("record waiting reason", "job", job.ID, "err", err)
+	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{ID: job.ID, Waiting: &why}}); err != nil {
+		o.log.Debug("record waiting reason", "job", job.ID, "err", err)
 		return
 	}
-	s.jobLog(ctx, job.ID, "info", "waiting: %s", why)
+	o.jobLog(ctx, job.ID, "info", "waiting: %s", why)
 	job.Waiting = why
 }
 
 // tryDispatch starts a queued job if its storage node and agent are
 // available, or records why not. It returns the agent's refusal of the
 // order, if any, which has already failed the job.
-func (s *Server) tryDispatch(ctx context.Context, job *catalog.Job) error {
-	if dup := s.duplicate(job.Client); dup != nil {
+func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job) error {
+	agent := o.live.Agent(job.Client)
+	if dup := agent.Duplicate; dup != nil {
 		// Both agents would take the order; the one whose ticket comes
 		// second fails with "ticket already used", which says nothing
 		// of the cause.
 		e := wire.Errorf(wire.CodeDuplicateAgent, "", "%s", dup.Message)
-		s.failJob(ctx, job.ID, e)
+		o.failJob(ctx, job.ID, e)
 		return e
 	}
-	if ok, seen := s.online(s.agents, job.Client); !ok {
-		s.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s is offline (%s)", job.Client, lastSeen(seen)))
+	if !agent.Online {
+		o.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s is offline (%s)", job.Client, LastSeen(agent.LastSeen)))
 		return nil
 	}
-	if s.agentStopping(job.Client) {
-		s.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s is stopping", job.Client))
+	if agent.Stopping {
+		o.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s is stopping", job.Client))
 		return nil
 	}
-	if lost := s.agentLostSince(job.Client); !lost.IsZero() {
-		s.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s lost its stream at %s and has not been heard from since", job.Client, lost.UTC().Format(time.RFC3339)))
+	if lost := agent.LostSince; !lost.IsZero() {
+		o.setWaiting(ctx, job, fmt.Sprintf("the agent of client %s lost its stream at %s and has not been heard from since", job.Client, lost.UTC().Format(time.RFC3339)))
 		return nil
 	}
 	var node string
 	switch job.Type {
 	case catalog.JobBackup:
-		pool, err := s.store.Pool(job.Pool)
+		pool, err := o.store.Pool(job.Pool)
 		if err != nil {
 			return err
 		}
-		client, _ := s.store.Client(job.Client)
-		ranked, why := s.candidates(pool, client)
+		client, _ := o.store.Client(job.Client)
+		ranked, why := o.candidates(pool, client)
 		if len(ranked) == 0 {
-			s.setWaiting(ctx, job, why)
+			o.setWaiting(ctx, job, why)
 			return nil
 		}
 		node = ranked[0]
 		// An incremental or differential is written where the backups it
 		// builds on are: a restore reads a chain from one storage node.
-		chainNode, err := s.chainNode(job)
+		chainNode, err := o.chainNode(job)
 		if err != nil {
 			return err
 		}
 		if chainNode != "" && chainNode != node {
 			if !slices.Contains(ranked, chainNode) {
-				s.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the backups this %s backup builds on, cannot take it now", chainNode, job.Level))
+				o.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the backups this %s backup builds on, cannot take it now", chainNode, job.Level))
 				return nil
 			}
 			node = chainNode
 		}
 	case catalog.JobRestore:
 		node = job.Node
-		if ok, seen := s.online(s.nodes, node); !ok {
-			s.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is offline (%s)", node, job.BackupID, lastSeen(seen)))
+		n := o.live.Node(node)
+		if !n.Online {
+			o.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is offline (%s)", node, job.BackupID, LastSeen(n.LastSeen)))
 			return nil
 		}
-		if s.nodeDraining(node) {
-			s.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is stopping", node, job.BackupID))
+		if n.Draining {
+			o.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is stopping", node, job.BackupID))
 			return nil
 		}
 	}
-	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpDispatchJob, Dispatch: &catalog.JobDispatch{JobID: job.ID, Node: node}}); err != nil {
+	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpDispatchJob, Dispatch: &catalog.JobDispatch{JobID: job.ID, Node: node}}); err != nil {
 		return err
 	}
-	job, err := s.store.Job(job.ID)
+	job, err := o.store.Job(job.ID)
 	if err != nil {
-		return catalogError(err)
+		return CatalogError(err)
 	}
-	run := s.startRun(job)
-	s.publishEvent(wire.JobEvent{JobID: job.ID, State: string(job.State)})
-	return s.order(ctx, run, job)
+	run := o.startRun(job)
+	o.publishEvent(wire.JobEvent{JobID: job.ID, State: string(job.State)})
+	return o.order(ctx, run, job)
 }
 
 // order sends a running job's order to its agent, with a fresh ticket. An
 // agent that already runs (or ran) the job acknowledges without starting it
 // again, so an order may be sent more than once.
-func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error {
-	ep, err := s.endpoint(job.Node)
+func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job) error {
+	ep, err := o.endpoint(job.Node)
 	if err != nil {
 		return err
 	}
@@ -206,63 +208,63 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 	var body any
 	switch job.Type {
 	case catalog.JobBackup:
-		backup, err := s.store.Backup(job.BackupID)
+		backup, err := o.store.Backup(job.BackupID)
 		if err != nil {
-			return catalogError(err)
+			return CatalogError(err)
 		}
-		pool, err := s.store.Pool(job.Pool)
+		pool, err := o.store.Pool(job.Pool)
 		if err != nil {
-			return catalogError(err)
+			return CatalogError(err)
 		}
-		tk, err := s.sign(ticket.Ticket{
+		tk, err := o.mem.Sign(ticket.Ticket{
 			JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpBackup,
 			Pool: pool.Name, BackupID: backup.ID, Level: string(job.Level), KeyID: pool.KeyID, Attempt: job.Attempt,
 		})
 		if err != nil {
 			return err
 		}
-		o := wire.RunBackup{JobID: job.ID, Attempt: job.Attempt, Level: string(job.Level), Paths: job.Paths, Excludes: job.Excludes,
+		rb := wire.RunBackup{JobID: job.ID, Attempt: job.Attempt, Level: string(job.Level), Paths: job.Paths, Excludes: job.Excludes,
 			SkipNodump: job.SkipNodump, Base: backup.Parent, Node: ep, Ticket: tk}
-		o.EstimateFiles, o.EstimateBytes = s.estimate(backup)
-		s.mu.Lock()
+		rb.EstimateFiles, rb.EstimateBytes = o.estimate(backup)
+		o.mu.Lock()
 		if backup.Parent != 0 && run.base == nil {
-			run.base = &treePager{store: s.store, backup: backup.Parent, bytes: s.pageBytes()}
+			run.base = &treePager{store: o.store, backup: backup.Parent, bytes: o.roles.PageBytes()}
 		}
-		s.mu.Unlock()
-		subject, body = wire.AgentSubject(job.Client, wire.OpRunBackup), o
+		o.mu.Unlock()
+		subject, body = wire.AgentSubject(job.Client, wire.OpRunBackup), rb
 	case catalog.JobRestore:
-		chain, err := s.store.Chain(job.BackupID)
+		chain, err := o.store.Chain(job.BackupID)
 		if err != nil {
-			return catalogError(err)
+			return CatalogError(err)
 		}
 		var sessions []string
 		for _, b := range chain {
 			sessions = append(sessions, b.SessionID.String())
 		}
-		tk, err := s.sign(ticket.Ticket{JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpRestore, BackupID: job.BackupID, Sessions: sessions, Attempt: job.Attempt})
+		tk, err := o.mem.Sign(ticket.Ticket{JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpRestore, BackupID: job.BackupID, Sessions: sessions, Attempt: job.Attempt})
 		if err != nil {
 			return err
 		}
-		s.mu.Lock()
+		o.mu.Lock()
 		if run.plan == nil {
-			run.plan = newPlanner(s.store, chain, fileindex.Strings(job.Paths), s.pageBytes())
+			run.plan = newPlanner(o.store, chain, fileindex.Strings(job.Paths), o.roles.PageBytes())
 		}
 		plan := run.plan
-		s.mu.Unlock()
+		o.mu.Unlock()
 		files, bytes, err := plan.count()
 		if err != nil {
 			return err
 		}
-		s.mu.Lock()
+		o.mu.Lock()
 		if run.progress == nil {
 			run.progress = &wire.Progress{JobID: job.ID, TotalFiles: files, TotalBytes: bytes}
 		}
-		s.mu.Unlock()
+		o.mu.Unlock()
 		subject, body = wire.AgentSubject(job.Client, wire.OpRunRestore), wire.RunRestore{
 			JobID: job.ID, Attempt: job.Attempt, To: job.Target, Force: job.Force, Devices: job.Devices, Node: ep, Ticket: tk, Files: files, Bytes: bytes,
 			// An agent silent for the liveness timeout has its jobs failed:
 			// one held up for half of it asks before it writes on.
-			Recheck: s.cfg.LivenessTimeout / 2,
+			Recheck: o.cfg.LivenessTimeout / 2,
 		}
 	}
 	octx, cancel := context.WithTimeout(ctx, agentOrderTimeout)
@@ -270,14 +272,14 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 	// An order still waiting for the agent's answer is not lost, however
 	// long a busy agent takes: the watchdog counts the liveness timeout
 	// from the answer (or from giving up on it).
-	s.mu.Lock()
+	o.mu.Lock()
 	run.ordering = true
-	s.mu.Unlock()
-	err = wire.RequestIn(octx, s.nc, s.groupName(), subject, body, nil)
-	s.mu.Lock()
+	o.mu.Unlock()
+	err = o.roles.Request(octx, subject, body, nil)
+	o.mu.Lock()
 	run.ordering = false
-	run.ordered = s.clock.Now()
-	s.mu.Unlock()
+	run.ordered = o.clock.Now()
+	o.mu.Unlock()
 	if err == nil {
 		return nil
 	}
@@ -285,121 +287,75 @@ func (s *Server) order(ctx context.Context, run *jobRun, job *catalog.Job) error
 	case wire.CodeUnavailable, wire.CodeTimeout:
 		// Maybe the agent got it, maybe not: its heartbeats will tell, and
 		// the watchdog orders again if it did not.
-		s.log.Warn("order not confirmed by the agent", "job", job.ID, "err", err)
+		o.log.Warn("order not confirmed by the agent", "job", job.ID, "err", err)
 		return nil
 	}
 	we := wire.AsError(err)
-	s.failJob(ctx, job.ID, we)
+	o.failJob(ctx, job.ID, we)
 	return we
 }
 
 // requeueOrFail sends a backup whose storage node failed back to the queue,
 // or fails it when it had its attempts; any other job fails.
-func (s *Server) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
-	job, err := s.store.Job(id)
+func (o *Orchestrator) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
+	job, err := o.store.Job(id)
 	if err != nil || job.State != catalog.JobRunning {
 		return
 	}
 	if e.Code == wire.CodeAgentLost {
-		s.agentLost(job.Client)
+		o.live.AgentLost(job.Client)
 	}
 	if job.Type != catalog.JobBackup || job.Attempt >= maxAttempts {
 		if job.Type == catalog.JobBackup {
 			e.Message = fmt.Sprintf("%s (attempt %d of %d)", e.Message, job.Attempt, maxAttempts)
 		}
-		s.failJob(ctx, id, e)
+		o.failJob(ctx, id, e)
 		return
 	}
-	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRequeueJob, Requeue: &catalog.JobRequeue{JobID: id, Reason: e.Message, Attempt: job.Attempt}}); err != nil {
-		s.log.Warn("requeue job", "job", id, "err", err)
+	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpRequeueJob, Requeue: &catalog.JobRequeue{JobID: id, Reason: e.Message, Attempt: job.Attempt}}); err != nil {
+		o.log.Warn("requeue job", "job", id, "err", err)
 		return
 	}
-	if j, err := s.store.Job(id); err == nil && j.State == catalog.JobCanceled {
+	if j, err := o.store.Job(id); err == nil && j.State == catalog.JobCanceled {
 		// A job with a cancel recorded ends canceled, not back in the
 		// queue: it is counted and announced as such.
-		s.jobCanceled(j)
+		o.jobCanceled(j)
 		return
 	}
 	// The attempt is over: its session, if its node still has it open,
 	// goes, and with it the drive or volume it holds.
-	s.stopJob(job, job.Attempt, e.Message)
-	s.finishRun(id)
-	s.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobQueued), Message: e.Message})
-	s.kick()
-}
-
-// agentLost notes that an agent's stream broke off (its process may have
-// died): it gets no order until it is heard from again.
-func (s *Server) agentLost(client string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if l := s.agents[client]; l != nil {
-		l.lost = s.clock.Now()
-	}
-}
-
-// agentLostSince returns when an agent last lost its stream, if it has not
-// been heard from since.
-func (s *Server) agentLostSince(client string) time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if l := s.agents[client]; l != nil && !l.lost.IsZero() && !l.lastSeen.After(l.lost) {
-		return l.lost
-	}
-	return time.Time{}
-}
-
-// agentStopping reports whether a client's agent said it is stopping.
-func (s *Server) agentStopping(client string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.agents[client]
-	return l != nil && l.draining
-}
-
-// nodeDraining reports whether a storage node said it is stopping.
-func (s *Server) nodeDraining(node string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.nodes[node]
-	return l != nil && l.draining
-}
-
-// suspect keeps a storage node out of the choice until its next heartbeat.
-func (s *Server) suspect(node string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if l := s.nodes[node]; l != nil {
-		l.suspect = s.clock.Now()
-	}
+	o.stopJob(job, job.Attempt, e.Message)
+	o.finishRun(id)
+	o.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobQueued), Message: e.Message})
+	o.kick()
 }
 
 // kick wakes the dispatcher.
-func (s *Server) kick() {
+func (o *Orchestrator) kick() {
 	select {
-	case s.wake <- struct{}{}:
+	case o.wake <- struct{}{}:
 	default:
 	}
 }
 
 // dispatchQueued tries every queued job, oldest first.
-func (s *Server) dispatchQueued(ctx context.Context) {
-	jobs, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobQueued}})
+func (o *Orchestrator) dispatchQueued(ctx context.Context) {
+	jobs, err := o.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobQueued}})
 	if err != nil {
 		return
 	}
 	for i := len(jobs) - 1; i >= 0; i-- {
 		j := &jobs[i]
-		if waited := s.clock.Since(j.Created); waited > s.cfg.QueueTimeout {
+		if waited := o.clock.Since(j.Created); waited > o.cfg.QueueTimeout {
 			why := j.Waiting
 			if why == "" {
 				why = "it could not be dispatched"
 			}
-			s.failJob(ctx, j.ID, wire.Errorf(wire.CodeTimeout, "bring the agent or a storage node of the pool back, then rerun the job",
+			o.failJob(ctx, j.ID, wire.Errorf(wire.CodeTimeout, "bring the agent or a storage node of the pool back, then rerun the job",
 				"job waited %s in the queue: %s", waited.Round(time.Second), why))
 			continue
 		}
-		if err := s.tryDispatch(ctx, j); err != nil && wire.CodeOf(err) == wire.CodeNotLeader {
+		if err := o.tryDispatch(ctx, j); err != nil && wire.CodeOf(err) == wire.CodeNotLeader {
 			return
 		}
 	}
@@ -407,96 +363,97 @@ func (s *Server) dispatchQueued(ctx context.Context) {
 
 // watchRunning fails, requeues or re-orders running jobs whose storage node
 // or agent went silent, whose agent does not know them, or that stalled.
-func (s *Server) watchRunning(ctx context.Context) {
-	s.mu.Lock()
-	runs := make([]*jobRun, 0, len(s.runs))
-	for _, r := range s.runs {
+func (o *Orchestrator) watchRunning(ctx context.Context) {
+	o.mu.Lock()
+	runs := make([]*jobRun, 0, len(o.runs))
+	for _, r := range o.runs {
 		runs = append(runs, r)
 	}
-	leading := s.clock.Since(s.leaderSince)
-	s.mu.Unlock()
-	if leading < s.cfg.LivenessTimeout {
+	leading := o.clock.Since(o.leaderSince)
+	o.mu.Unlock()
+	if leading < o.cfg.LivenessTimeout {
 		return // heartbeats of a few seconds ago are not in yet
 	}
 	for _, r := range runs {
-		if ok, seen := s.online(s.nodes, r.node); !ok {
-			s.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the storage node; restart it",
-				"storage node %s stopped answering (%s)", r.node, lastSeen(seen)))
+		if n := o.live.Node(r.node); !n.Online {
+			o.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the storage node; restart it",
+				"storage node %s stopped answering (%s)", r.node, LastSeen(n.LastSeen)))
 			continue
 		}
-		if ok, seen := s.online(s.agents, r.client); !ok {
+		agent := o.live.Agent(r.client)
+		if !agent.Online {
 			// A backup waits in the queue for the agent to come back
 			// (up to the queue timeout); a restore fails.
-			s.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeAgentLost, "check the agent; restart it",
-				"the agent of client %s stopped answering (%s)", r.client, lastSeen(seen)))
+			o.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeAgentLost, "check the agent; restart it",
+				"the agent of client %s stopped answering (%s)", r.client, LastSeen(agent.LastSeen)))
 			continue
 		}
-		s.mu.Lock()
-		idle := s.clock.Since(r.lastActivity)
-		knows := s.agents[r.client] != nil && s.agents[r.client].running[r.id]
+		o.mu.Lock()
+		idle := o.clock.Since(r.lastActivity)
+		knows := agent.Running[r.id]
 		if knows {
-			r.confirmed = s.clock.Now()
+			r.confirmed = o.clock.Now()
 		}
-		lost := !knows && !r.ordering && s.clock.Since(r.ordered) > s.cfg.LivenessTimeout && s.clock.Since(r.confirmed) > s.cfg.LivenessTimeout
-		s.mu.Unlock()
+		lost := !knows && !r.ordering && o.clock.Since(r.ordered) > o.cfg.LivenessTimeout && o.clock.Since(r.confirmed) > o.cfg.LivenessTimeout
+		o.mu.Unlock()
 		if lost && r.typ == catalog.JobBackup {
 			// The agent does not run the backup: the order was lost (say,
 			// with the previous leader) or the agent restarted, and with
 			// it what it knew of the attempt, whose session may still be
 			// open on the storage node. The same attempt must not run
 			// again: the job goes on with the next one.
-			s.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the agent's log",
+			o.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the agent's log",
 				"the agent of client %s does not run the job (it restarted, or the order was lost with a leader)", r.client))
 			continue
 		}
 		if lost {
 			// The agent does not run the restore: order it again; the agent
 			// knows the jobs it finished and does not run them twice.
-			job, err := s.store.Job(r.id)
+			job, err := o.store.Job(r.id)
 			if err == nil && job.State == catalog.JobRunning {
-				s.log.Info("the agent does not report a running job; ordering it again", "job", r.id)
-				_ = s.order(ctx, r, job)
+				o.log.Info("the agent does not report a running job; ordering it again", "job", r.id)
+				_ = o.order(ctx, r, job)
 			}
 			continue
 		}
-		s.mu.Lock()
+		o.mu.Lock()
 		waiting := r.waiting != ""
-		s.mu.Unlock()
+		o.mu.Unlock()
 		// A job that waits for an operator (a tape to insert) is not stalled.
-		if idle > s.cfg.StallTimeout && !waiting {
-			s.failJob(ctx, r.id, wire.Errorf(wire.CodeTimeout, "check the agent's and storage node's logs",
+		if idle > o.cfg.StallTimeout && !waiting {
+			o.failJob(ctx, r.id, wire.Errorf(wire.CodeTimeout, "check the agent's and storage node's logs",
 				"job made no progress for %s", idle.Round(time.Second)))
 		}
 	}
 }
 
 // becameLeader adopts the jobs the catalog says are running.
-func (s *Server) becameLeader(ctx context.Context) {
-	s.mu.Lock()
-	s.leaderSince = s.clock.Now()
-	s.mu.Unlock()
-	jobs, err := s.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobRunning}})
+func (o *Orchestrator) becameLeader(ctx context.Context) {
+	o.mu.Lock()
+	o.leaderSince = o.clock.Now()
+	o.mu.Unlock()
+	jobs, err := o.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobRunning}})
 	if err != nil {
-		s.log.Warn("list running jobs", "err", err)
+		o.log.Warn("list running jobs", "err", err)
 		return
 	}
 	for i := range jobs {
-		if s.run(jobs[i].ID) == nil {
-			r := s.startRun(&jobs[i])
+		if o.run(jobs[i].ID) == nil {
+			r := o.startRun(&jobs[i])
 			// Its order was sent by a previous leader: give the agent's
 			// heartbeats the time to confirm it.
-			r.ordered = s.clock.Now()
-			s.log.Info("adopted a running job", "job", jobs[i].ID, "node", jobs[i].Node, "client", jobs[i].Client)
+			r.ordered = o.clock.Now()
+			o.log.Info("adopted a running job", "job", jobs[i].ID, "node", jobs[i].Node, "client", jobs[i].Client)
 		}
 	}
-	s.kick()
+	o.kick()
 }
 
-func (s *Server) lostLeadership() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (o *Orchestrator) lostLeadership() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	// Paged plans are rebuilt by whoever leads next.
-	for _, r := range s.runs {
+	for _, r := range o.runs {
 		r.plan, r.base = nil, nil
 	}
 }
