@@ -1,6 +1,8 @@
 // Package server is the backup server role: a member of the Raft group that
 // holds the catalog (package catalog, replicated by package server/cluster),
-// the admin API on NATS, and, on the leader, the job orchestrator.
+// the admin API on NATS, and, on the leader, the job orchestrator (package
+// server/orchestrator, whose Go API the NATS handlers call). DESIGN.md has
+// the structs, goroutines, locks and the clock.
 //
 // The orchestrator never touches bulk data. For a backup it records the job,
 // picks the storage node that serves the pool, signs a ticket and orders the
