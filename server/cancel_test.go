@@ -67,7 +67,7 @@ func (c *cancelOrders) wait(t *testing.T, job uint64, reason string) wire.Cancel
 // reason, and the agent asking whether the job still runs hears it does
 // not.
 func TestFailedJobIsStoppedAtNodeAndAgent(t *testing.T) {
-	h := newHarness(t)
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout = time.Minute })
 	_, orders := h.setup()
 	atNode := h.cancelOrders(wire.NodeSubject("sn1", wire.OpCancel))
 	var started wire.JobStarted
@@ -78,10 +78,14 @@ func TestFailedJobIsStoppedAtNodeAndAgent(t *testing.T) {
 	var g wire.VolumeGrant
 	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
 
-	// The agent goes silent: the watchdog fails the job.
+	// The agent goes silent for longer than the liveness timeout: the
+	// watchdog ends the attempt.
 	h.mu.Lock()
 	h.agentSilent = true
 	h.mu.Unlock()
+	for range 4 {
+		h.advance(20 * time.Second)
+	}
 	o := atNode.wait(t, started.JobID, "agent of client web stopped answering")
 	if o.Attempt != 1 {
 		t.Fatalf("cancel order %+v: want attempt 1", o)
@@ -269,21 +273,19 @@ func TestCancelRunningBackup(t *testing.T) {
 // A queued job is canceled at once: it never reaches an agent, and the
 // list filters it as canceled.
 func TestCancelQueuedJob(t *testing.T) {
-	h := newHarness(t)
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout = time.Minute })
 	_, orders := h.setup()
 	h.mu.Lock()
 	h.agentSilent = true
 	h.mu.Unlock()
-	poll.Until(t, 10*time.Second, func() error {
-		var cl wire.ClientListResp
-		if err := h.api(wire.OpClientList, wire.Empty{}, &cl); err != nil {
-			return err
-		}
-		if len(cl.Clients) != 1 || cl.Clients[0].Online {
-			return fmt.Errorf("clients %+v: want web offline", cl.Clients)
-		}
-		return nil
-	})
+	for range 4 {
+		h.advance(20 * time.Second)
+	}
+	var cl wire.ClientListResp
+	h.must(h.api(wire.OpClientList, wire.Empty{}, &cl))
+	if len(cl.Clients) != 1 || cl.Clients[0].Online {
+		t.Fatalf("clients %+v: want web offline", cl.Clients)
+	}
 	var started wire.JobStarted
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}, Level: "full"}, &started))
 	var job wire.JobInfo

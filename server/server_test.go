@@ -483,7 +483,7 @@ func TestWatchdogRequeuesBackupWhenAgentGoesSilent(t *testing.T) {
 // (it once did within 15 ms of the dispatch, since the time of the order was
 // only noted once the agent had answered).
 func TestWatchdogWaitsForAnOrderInFlight(t *testing.T) {
-	h := newHarness(t)
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout = time.Minute })
 	_, orders := h.setup()
 	hold := make(chan struct{})
 	h.mu.Lock()
@@ -515,12 +515,29 @@ func TestWatchdogWaitsForAnOrderInFlight(t *testing.T) {
 		}
 		return nil
 	}
-	// Longer than the liveness timeout plus two rounds of the watchdog.
-	poll.Holds(t, 5*time.Second, notRequeued)
+	// Twice the liveness timeout, in steps that keep the agent online,
+	// checked after each round of the watchdog; the order hangs all along.
+	poll.Until(t, 10*time.Second, func() error {
+		var jl wire.JobListResp
+		if err := h.api(wire.OpJobList, wire.JobListReq{}, &jl); err != nil {
+			return err
+		}
+		if len(jl.Jobs) != 1 || jl.Jobs[0].State != "running" {
+			return fmt.Errorf("jobs %+v: want one, dispatched, its order on its way", jl.Jobs)
+		}
+		return nil
+	})
+	for range 6 {
+		h.advance(20 * time.Second)
+		poll.Holds(t, 100*time.Millisecond, notRequeued)
+	}
 	close(hold)
 	h.must(<-done)
 	<-orders
-	poll.Holds(t, 3*time.Second, notRequeued)
+	for range 4 {
+		h.advance(20 * time.Second)
+		poll.Holds(t, 100*time.Millisecond, notRequeued)
+	}
 }
 
 func TestJobWaitsForItsAgentThenTimesOut(t *testing.T) {
