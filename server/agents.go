@@ -3,13 +3,11 @@ package server
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
-	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -251,24 +249,7 @@ func (s *Server) agentRestarted(ctx context.Context, name string, seen instanceS
 	old, now := seen.restartOf, seen.self
 	what := fmt.Sprintf("the agent of client %s restarted (host %s, pid %d; it was pid %d on %s)", name, now.Hostname, now.PID, old.PID, old.Hostname)
 	s.log.Info("agent restarted", "client", name, "hostname", now.Hostname, "pid", now.PID, "was", old.PID)
-	jobs, err := s.store.Jobs(catalog.JobFilter{Client: name, States: []catalog.JobState{catalog.JobRunning, catalog.JobQueued}})
-	if err != nil {
-		s.log.Warn("list the jobs of a restarted agent", "client", name, "err", err)
-		return
-	}
-	for i := range jobs {
-		j := &jobs[i]
-		switch {
-		case j.State == catalog.JobRunning && !slices.Contains(seen.running, j.ID):
-			e := wire.Errorf(wire.CodeAgentLost, "", "%s and no longer runs the %s", what, j.Type)
-			if j.Type == catalog.JobRestore {
-				e.Hint = fmt.Sprintf("rerun the restore; pass --force to restore over what is in %s", j.Target)
-			}
-			s.orch.Requeue(ctx, j.ID, e)
-		case j.State == catalog.JobQueued && j.Attempt > 0:
-			s.orch.JobLog(ctx, j.ID, "info", "%s; the job goes on with attempt %d", what, j.Attempt+1)
-		}
-	}
+	s.orch.AgentRestarted(ctx, name, what, seen.running)
 }
 
 // agentJob returns a running job the sending agent takes part in.
@@ -314,152 +295,5 @@ func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneRe
 	if err != nil || job.Client != sender(subject) {
 		return wire.Empty{}, wire.Errorf(wire.CodeNotFound, "", "job %d is not a job of client %s", req.JobID, sender(subject))
 	}
-	if job.State.Done() {
-		return wire.Empty{}, nil // the node's commit or abort ended it already
-	}
-	if req.Attempt != 0 && (req.Attempt != job.Attempt || job.State != catalog.JobRunning) {
-		// An attempt that is over: the job went on to another one, or
-		// back to the queue (its storage node handed it back, and the
-		// servers stopped the agent's side too, which reports that it
-		// was stopped) to wait for its next. Dispatch makes a job
-		// running before its order goes out, so the report of the
-		// attempt running now never finds it queued.
-		s.log.Info("ignoring the report of an attempt that is over", "job", job.ID, "attempt", req.Attempt, "current", job.Attempt, "state", job.State)
-		return wire.Empty{}, nil
-	}
-	if job.Type == catalog.JobRestore {
-		s.logLost(ctx, job, req)
-	}
-	if req.Error != nil {
-		if job.Type == catalog.JobRestore && req.Entries > 0 {
-			s.recordAccount(ctx, job, req)
-		}
-		if req.Error.Code == wire.CodeNodeLost {
-			// The storage node is gone or unreachable from the client: a
-			// backup goes to another node of its pool.
-			e := req.Error
-			if s.nodeDraining(job.Node) {
-				// It stopped and cut the stream off: the agent may tell
-				// before the node's own report of it comes in.
-				e = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the %s and handed it back (%s)", job.Node, job.Type, e.Message)
-			}
-			s.suspect(job.Node)
-			s.orch.Requeue(ctx, job.ID, e)
-			return wire.Empty{}, nil
-		}
-		if req.Error.Code == wire.CodeHandedBack {
-			s.mu.Lock()
-			if l := s.agents[job.Client]; l != nil {
-				l.draining = true // no order until it is back
-			}
-			s.mu.Unlock()
-			// The agent stopped (SIGTERM) and gave the job back: a
-			// backup starts over with its next attempt once the agent
-			// is back; a restore fails, saying so (requeueOrFail).
-			s.orch.Requeue(ctx, job.ID, req.Error)
-			return wire.Empty{}, nil
-		}
-		s.orch.Fail(ctx, job.ID, req.Error)
-		return wire.Empty{}, nil
-	}
-	if job.Type != catalog.JobRestore {
-		// A backup ends when its storage node commits the session.
-		return wire.Empty{}, nil
-	}
-	for _, w := range req.Warnings {
-		s.orch.JobLog(ctx, job.ID, "warning", "%s", w)
-	}
-	lost := lostCount(req)
-	upd := &catalog.JobUpdate{ID: job.ID, State: catalog.JobSuccess, Files: req.Files, Bytes: req.Bytes, Warnings: len(req.Warnings),
-		Entries: req.Entries, Restored: req.Restored, Lost: lost, Ended: s.clock.Now().UTC()}
-	switch {
-	case lost > 0:
-		// A restore that did not bring back everything asked for failed,
-		// whatever it did bring back.
-		upd.State = catalog.JobFailed
-		upd.ErrorCode = wire.CodeCorrupt
-		leftOut := ""
-		if req.Refused > 0 {
-			leftOut = fmt.Sprintf(", %d left out (the warnings say why)", req.Refused)
-		}
-		upd.Error = fmt.Sprintf("%d of %s entries could not be restored: their data is lost on the volumes (damaged, cut off or unreadable); %d were restored%s, and the job log names every one lost",
-			lost, ofEntries(req.Entries), req.Restored, leftOut)
-		s.orch.JobLog(ctx, job.ID, "error", "%s", upd.Error)
-	case req.Refused > 0:
-		// Left out, not lost: the job fails so that the command that
-		// waits for it exits non-zero, and says how many.
-		upd.State = catalog.JobFailed
-		upd.ErrorCode = wire.CodeRefused
-		upd.Error = fmt.Sprintf("%d entries were not restored (refused, or the target would not take them); every other entry was restored, and the warnings name each and why", req.Refused)
-		s.orch.JobLog(ctx, job.ID, "error", "%s", upd.Error)
-	case len(req.Warnings) > 0:
-		upd.State = catalog.JobWarning
-	}
-	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
-		return wire.Empty{}, err
-	}
-	s.orch.JobLog(ctx, job.ID, "info", "restore ended: %d of %s entries restored (%d files, %s), %d lost, %d left out",
-		req.Restored, ofEntries(req.Entries), req.Files, orchestrator.HumanBytes(req.Bytes), lost, req.Refused)
-	if done, err := s.store.Job(job.ID); err == nil {
-		s.orch.Ended(done)
-	} else {
-		s.orch.Finish(job.ID)
-	}
-	return wire.Empty{}, nil
-}
-
-// lostCount is how many entries a restore lost; an agent that sends no
-// count lists them all.
-func lostCount(req wire.JobDoneReq) int64 {
-	listed := int64(0)
-	for _, d := range req.Damaged {
-		if !strings.HasPrefix(d, "... and ") {
-			listed++
-		}
-	}
-	return max(req.Lost, listed)
-}
-
-func ofEntries(n int64) string {
-	if n == 0 {
-		return "the"
-	}
-	return fmt.Sprint(n)
-}
-
-// logLost names a restore's lost entries in its job log, in one change:
-// every one the agent listed, and how many more there are when the list
-// had to stop (the job log and a report are bounded).
-func (s *Server) logLost(ctx context.Context, job *catalog.Job, req wire.JobDoneReq) {
-	lost := lostCount(req)
-	if lost == 0 {
-		return
-	}
-	now := s.clock.Now().UTC()
-	lines := make([]catalog.LogLine, 0, len(req.Damaged)+1)
-	for _, d := range req.Damaged {
-		if strings.HasPrefix(d, "... and ") {
-			continue // a count of what the list left out: the line below says it
-		}
-		lines = append(lines, catalog.LogLine{Time: now, Level: "error", Msg: "lost: " + d})
-	}
-	if more := lost - int64(len(lines)); more > 0 {
-		lines = append(lines, catalog.LogLine{Time: now, Level: "error", Msg: fmt.Sprintf(
-			"... and %d more lost entries not listed here (the job log keeps %d lines): the log of the agent on client %s names every one",
-			more, catalog.MaxJobLogLines, job.Client)})
-	}
-	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpAppendJobLog, JobLog: &catalog.JobLog{JobID: job.ID, Lines: lines}}); err != nil {
-		s.log.Warn("the lost entries of a restore were not logged", "job", job.ID, "lost", lost, "err", err)
-	}
-}
-
-// recordAccount keeps what a restore that failed did restore and lose.
-func (s *Server) recordAccount(ctx context.Context, job *catalog.Job, req wire.JobDoneReq) {
-	upd := &catalog.JobUpdate{ID: job.ID, Files: req.Files, Bytes: req.Bytes, Entries: req.Entries, Restored: req.Restored,
-		Lost: lostCount(req), Attempt: job.Attempt}
-	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
-		s.log.Warn("record what a failed restore restored", "job", job.ID, "err", err)
-	}
-	s.orch.JobLog(ctx, job.ID, "info", "before it failed, the restore restored %d of %s entries (%d files, %s) and lost %d",
-		req.Restored, ofEntries(req.Entries), req.Files, orchestrator.HumanBytes(req.Bytes), lostCount(req))
+	return wire.Empty{}, s.orch.AgentDone(ctx, job, req)
 }

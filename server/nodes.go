@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/keyring"
-	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -315,47 +313,7 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 		}
 		return wire.Empty{}, err
 	}
-	for _, n := range req.Notes {
-		s.orch.JobLog(ctx, job.ID, "info", "%s", n)
-	}
-	for _, w := range req.Warnings {
-		s.orch.JobLog(ctx, job.ID, "warning", "%s", w)
-	}
-	var parts []catalog.Part
-	var names []string
-	var full []uuid.UUID
-	for _, p := range req.Parts {
-		if !p.Final {
-			full = append(full, p.VolumeID) // the session went on to another volume
-		}
-		parts = append(parts, catalog.Part(p))
-		names = append(names, s.volumeName(p.VolumeID))
-	}
-	st := req.Stats
-	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpCommitBackup, Commit: &catalog.BackupCommit{
-		BackupID: job.BackupID, SessionID: req.SessionID, Node: job.Node, Parts: parts, Segments: req.Segments,
-		Entries: st.Entries, Files: st.Files, Bytes: st.ContentBytes, StoredBytes: st.StoredBytes,
-		Warnings: len(req.Warnings), EndTime: s.clock.Now().UTC(), Full: full, Tape: tapeStats(req.Tape),
-	}})
-	if err != nil {
-		return wire.Empty{}, err
-	}
-	ratio := 0.0
-	if st.StoredBytes > 0 {
-		ratio = float64(st.StreamBytes) / float64(st.StoredBytes)
-	}
-	if t := req.Tape; t != nil {
-		s.orch.JobLog(ctx, job.ID, "info", "tape: %s written in %.2f s of drive time (%s), %d stops, %d tapes%s",
-			orchestrator.HumanBytes(t.DriveBytes), t.DriveSeconds, driveRate(t), t.Stops, t.Tapes, map[bool]string{true: ", spooled to disk first"}[t.Spooled])
-	}
-	s.orch.JobLog(ctx, job.ID, "info", "backup committed: %d entries, %d files, %s content, %s stored (ratio %.2f) on %s",
-		st.Entries, st.Files, orchestrator.HumanBytes(st.ContentBytes), orchestrator.HumanBytes(st.StoredBytes), ratio, strings.Join(names, ", "))
-	s.orch.Finish(job.ID)
-	if done, err := s.store.Job(job.ID); err == nil {
-		s.metrics.jobEnded(done)
-		s.publishEvent(wire.JobEvent{JobID: job.ID, State: string(done.State)})
-	}
-	return wire.Empty{}, nil
+	return wire.Empty{}, s.orch.Commit(ctx, job, req)
 }
 
 // committed reports whether the catalog already holds this session of the
@@ -374,44 +332,8 @@ func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.Sess
 	if err != nil || job.Node != sender(subject) {
 		return wire.Empty{}, wire.Errorf(wire.CodeNotFound, "", "job %d is not a job of this storage node", req.JobID)
 	}
-	if req.Attempt != 0 && (job.State != catalog.JobRunning || job.Attempt != req.Attempt) {
-		// A session that outlived its attempt (it waited on a request
-		// while its agent died and the job moved on): the attempt it
-		// concerns is over, and the one running now is not its to end.
-		s.log.Info("a storage node's session of an attempt that is over failed", "job", job.ID, "attempt", req.Attempt,
-			"now", job.Attempt, "state", job.State, "err", req.Error.Message)
-		return wire.Empty{}, nil
-	}
-	e := req.Error
-	switch e.Code {
-	case wire.CodeAgentLost, wire.CodeHandedBack:
-		// Nothing of the session is kept, and nothing was wrong with
-		// the data: the agent went away, or the node stopped. A backup
-		// goes on with its next attempt.
-		s.orch.Requeue(ctx, job.ID, &e)
-		return wire.Empty{}, nil
-	}
-	s.orch.Fail(ctx, job.ID, &e)
+	s.orch.NodeAborted(ctx, job, req)
 	return wire.Empty{}, nil
 }
 
-func tapeStats(t *wire.TapeStats) *catalog.TapeStats {
-	if t == nil {
-		return nil
-	}
-	return &catalog.TapeStats{DriveBytes: t.DriveBytes, DriveSeconds: t.DriveSeconds, Stops: t.Stops, Tapes: t.Tapes, Spooled: t.Spooled}
-}
-
-func driveRate(t *wire.TapeStats) string {
-	if t.DriveSeconds <= 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.1f MB/s", float64(t.DriveBytes)/1e6/t.DriveSeconds)
-}
-
-func (s *Server) volumeName(id uuid.UUID) string {
-	if v, err := s.store.Volume(id); err == nil {
-		return v.Name
-	}
-	return id.String()
-}
+func (s *Server) volumeName(id uuid.UUID) string { return s.orch.VolumeName(id) }

@@ -166,6 +166,15 @@ func (h heartbeats) AgentLost(client string) {
 
 func (h heartbeats) Suspect(node string) { h.s.suspect(node) }
 
+func (h heartbeats) AgentStopped(client string) {
+	s := h.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.agents[client]; l != nil {
+		l.draining = true
+	}
+}
+
 // nodeDraining reports whether a storage node said it is stopping.
 func (s *Server) nodeDraining(node string) bool {
 	s.mu.Lock()

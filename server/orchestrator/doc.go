@@ -6,7 +6,8 @@
 //
 //	StartBackup(ctx, BackupSpec) / StartRestore(ctx, RestoreSpec)
 //	Cancel(ctx, CancelSpec)
-//	Fail, Requeue, Ended          (a job's end, told by its node or agent)
+//	Commit, NodeAborted, AgentDone, AgentRestarted (a job's end, told by its node or agent)
+//	Fail, Requeue, Ended
 //	Activity, Waiting, Progressed (what a running job does)
 //	BaseTree, PlanPage            (pages a running job's agent asks for)
 //	Round, Adopt, Lost, RunStops  (the leader's loop, run by the server)

@@ -71,6 +71,9 @@ type Liveness interface {
 	// Suspect keeps a storage node out of the choice after an agent lost
 	// its stream to it, until it registers again or suspectFor passed.
 	Suspect(node string)
+	// AgentStopped notes that an agent stopped and handed its job back:
+	// it gets no order until it registers again.
+	AgentStopped(client string)
 }
 
 // NodeState is a storage node as its heartbeats describe it; the zero

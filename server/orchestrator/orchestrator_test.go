@@ -161,8 +161,9 @@ func (w *world) Agent(client string) AgentState {
 	s.Online = w.clock.Since(s.LastSeen) < w.o.cfg.LivenessTimeout
 	return s
 }
-func (w *world) AgentLost(string) {}
-func (w *world) Suspect(string)   {}
+func (w *world) AgentLost(string)    {}
+func (w *world) Suspect(string)      {}
+func (w *world) AgentStopped(string) {}
 
 func (w *world) ordersTo(op string) int {
 	w.mu.Lock()
