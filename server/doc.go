@@ -23,7 +23,7 @@
 // answers a request belongs to the server's wire.Requests: Close refuses new
 // ones and waits for those running before it closes Raft and the catalog.
 //
-// Bad input makes no job (jobs.go, checkOrder): what the servers can check
+// Bad input makes no job (orchestrator/jobs.go, checkOrder): what the servers can check
 // they check, and what only the client knows (that a path exists, that a
 // restore target is empty) they ask its agent (backup.check,
 // restore.check) before they record the job. So a request refused as bad
@@ -32,7 +32,7 @@
 // answer is not asked; its job is made and waits, and the order checks
 // again when it is sent (a job that fails then was accepted, and counts).
 //
-// Paging (plan.go, api.go): every answer that grows with the data — a
+// Paging (orchestrator/plan.go, api.go): every answer that grows with the data — a
 // restore plan, the base tree of an incremental, tree.list, job.list, a
 // job's log, backup.list, volume.list, client.list — is cut by its encoded
 // size, an eighth under the NATS connection's max_payload and at most a MiB,
@@ -78,7 +78,7 @@
 // catalog holds that command, and writes them where it reads its keys at
 // start.
 //
-// Starts (starts.go): every backup, restore, tape label and library move
+// Starts (orchestrator/starts.go): every backup, restore, tape label and library move
 // carries the client's request id (wire.Start). A backup or restore is
 // created pending under it and accepted just before the answer goes out;
 // only an accepted job is dispatched, and the leader voids a job left
@@ -125,7 +125,7 @@
 // A restore ends failed when any entry it asked for was lost, and says how
 // many it restored and lost; its log names the lost ones.
 //
-// Cancel (cancel.go): job.cancel records the cancel in the catalog first
+// Cancel (orchestrator/cancel.go): job.cancel records the cancel in the catalog first
 // (catalog.OpCancelJob). A queued job ends there. A running one is stopped
 // by the leader's loop, which finds running jobs whose cancel the catalog
 // holds, orders their node and agent to stop the attempt and ends them as

@@ -51,9 +51,9 @@ func (o *Orchestrator) Cancel(ctx context.Context, req CancelSpec) (*catalog.Job
 }
 
 // carryOutCancels stops every running job whose cancel the catalog holds,
-// each on a goroutine the server's group owns. It runs on the leader's
-// loop: a cancel taken by a leader that died before it took effect is
-// carried out by the next one.
+// each on a goroutine the orchestrator's group owns (Wait). It runs in the
+// leader's round: a cancel taken by a leader that died before it took
+// effect is carried out by the next one.
 func (o *Orchestrator) carryOutCancels(ctx context.Context) {
 	jobs, err := o.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobRunning}})
 	if err != nil {

@@ -330,7 +330,7 @@ func (o *Orchestrator) requeueOrFail(ctx context.Context, id uint64, e *wire.Err
 	o.kick()
 }
 
-// kick wakes the dispatcher.
+// kick asks the leader for a round now (Wake).
 func (o *Orchestrator) kick() {
 	select {
 	case o.wake <- struct{}{}:

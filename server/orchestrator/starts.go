@@ -213,7 +213,7 @@ func (o *Orchestrator) confirm(ctx context.Context, what, rid string, id uint64,
 			if j, jerr := o.store.Job(id); jerr == nil && j.State.Done() {
 				return wire.JobStarted{}, err // the agent refused the order: the job failed
 			}
-			// The job is accepted; the dispatcher tries again.
+			// The job is accepted; the next round tries again.
 			o.log.Warn("dispatch of a job just started", "job", id, "err", err)
 		}
 		if job, err = o.store.Job(id); err != nil {
