@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/natsd"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // trace records what a server's leadership loop did, in order.
@@ -55,7 +58,7 @@ func checkTerms(events []string) error {
 
 // newGroupOfThree starts three servers on one NATS server, s1 bootstrapped
 // and the others added as voters, each with its leadership traced.
-func newGroupOfThree(t *testing.T) ([]*Server, []*trace) {
+func newGroupOfThree(t *testing.T, tune ...func(*Server)) ([]*Server, []*trace) {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
@@ -81,6 +84,9 @@ func newGroupOfThree(t *testing.T) ([]*Server, []*trace) {
 		}
 		tr := &trace{}
 		s.leaderTrace = tr.add
+		for _, f := range tune {
+			f(s)
+		}
 		if i == 0 {
 			if err := s.WaitLeader(ctx); err != nil {
 				t.Fatal(err)
@@ -163,5 +169,66 @@ func TestLeaderDecidesOnlyAfterItsBarrier(t *testing.T) {
 			t.Errorf("%s: %v", srvs[i].cfg.Name, err)
 		}
 		t.Logf("%s: %v", srvs[i].cfg.Name, ev)
+	}
+}
+
+// A request the leader is answering when it loses the leadership is not
+// cut by the end of its term: it runs under the server's context, and its
+// caller gets the answer (a write would fail as not-leader by itself).
+func TestRequestOutlivesTheLeadersTerm(t *testing.T) {
+	type seen struct {
+		server string
+		err    error // the request's context after the term ended
+	}
+	got := make(chan seen, 1)
+	var once sync.Once
+	srvs, _ := newGroupOfThree(t, func(s *Server) {
+		s.beforeHandle = func(ctx context.Context, m *nats.Msg) {
+			if m.Subject != wire.APISubject(wire.OpJobList) || !s.deciding() {
+				return // a follower forwards it; the test asks again
+			}
+			once.Do(func() {
+				tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := s.raft.TransferLeadership(tctx); err != nil {
+					got <- seen{s.cfg.Name, fmt.Errorf("transfer: %w", err)}
+					return
+				}
+				if err := poll.Wait(10*time.Second, func() error {
+					if s.deciding() {
+						return errors.New("still deciding")
+					}
+					return nil
+				}); err != nil {
+					got <- seen{s.cfg.Name, err}
+					return
+				}
+				got <- seen{s.cfg.Name, ctx.Err()}
+			})
+		}
+	})
+	nc, err := nats.Connect(srvs[0].cfg.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	poll.Until(t, 30*time.Second, func() error {
+		var jl wire.JobListResp
+		if err := wire.Request(ctx, nc, wire.APISubject(wire.OpJobList), wire.JobListReq{}, &jl); err != nil {
+			return err
+		}
+		select {
+		case g := <-got:
+			got <- g
+			return nil
+		default:
+			return errors.New("the request was not answered by the leader yet")
+		}
+	})
+	g := <-got
+	if g.err != nil {
+		t.Fatalf("%s lost the leadership while answering, and the request's context is: %v", g.server, g.err)
 	}
 }
