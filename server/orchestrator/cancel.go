@@ -43,7 +43,7 @@ func (o *Orchestrator) Cancel(ctx context.Context, req CancelSpec) (*catalog.Job
 	o.log.Info("job cancel asked", "job", job.ID, "by", req.By, "reason", req.Reason, "state", job.State)
 	switch {
 	case job.State == catalog.JobCanceled && before.State != catalog.JobCanceled:
-		o.jobCanceled(job)
+		o.Ended(job)
 	case job.State == catalog.JobRunning:
 		o.kick()
 	}
@@ -118,7 +118,7 @@ func (o *Orchestrator) stopCanceled(ctx context.Context, job *catalog.Job) {
 	switch {
 	case err == nil:
 		if j, err := o.store.Job(job.ID); err == nil {
-			o.jobCanceled(j)
+			o.Ended(j)
 		}
 	case errors.As(err, &we) && we.Code == wire.CodeWrongState:
 		// It ended meanwhile: its node's or agent's report of the stop
@@ -127,12 +127,4 @@ func (o *Orchestrator) stopCanceled(ctx context.Context, job *catalog.Job) {
 	default:
 		o.log.Warn("cancel of a job not ended; the leader tries again", "job", job.ID, "err", err)
 	}
-}
-
-// jobCanceled tells what a job ended as canceled here ends: its run, its
-// figures, its watchers.
-func (o *Orchestrator) jobCanceled(job *catalog.Job) {
-	o.finishRun(job.ID)
-	o.mem.JobEnded(job)
-	o.publishEvent(wire.JobEvent{JobID: job.ID, State: string(catalog.JobCanceled), Message: job.Error})
 }

@@ -319,7 +319,7 @@ func (o *Orchestrator) requeueOrFail(ctx context.Context, id uint64, e *wire.Err
 	if j, err := o.store.Job(id); err == nil && j.State == catalog.JobCanceled {
 		// A job with a cancel recorded ends canceled, not back in the
 		// queue: it is counted and announced as such.
-		o.jobCanceled(j)
+		o.Ended(j)
 		return
 	}
 	// The attempt is over: its session, if its node still has it open,

@@ -193,7 +193,7 @@ func (o *Orchestrator) Requeue(ctx context.Context, id uint64, e *wire.Error) {
 }
 
 // Ended tells what a job that ended by another way than Fail (a commit, an
-// agent's report) ends here: its run, its figures, its watchers.
+// agent's report, a cancel) ends here: its run, its figures, its watchers.
 func (o *Orchestrator) Ended(job *catalog.Job) {
 	o.finishRun(job.ID)
 	o.mem.JobEnded(job)
