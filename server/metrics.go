@@ -122,7 +122,7 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Lock()
 	online := 0
 	for name := range s.agents {
-		if l := s.agents[name]; l != nil && s.clock.Since(l.lastSeen) < s.cfg.LivenessTimeout {
+		if l := s.agents[name]; l != nil && s.alive(l) {
 			online++
 		}
 	}

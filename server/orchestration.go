@@ -131,7 +131,7 @@ func (h heartbeats) Node(id string) orchestrator.NodeState {
 		return orchestrator.NodeState{}
 	}
 	return orchestrator.NodeState{
-		Online: s.clock.Since(l.lastSeen) < s.cfg.LivenessTimeout, LastSeen: l.lastSeen, Draining: l.draining, Suspect: l.suspect,
+		Online: s.alive(l), LastSeen: l.lastSeen, Draining: l.draining, Suspect: l.suspect,
 		Site: l.site, Usage: maps.Clone(l.usage), Streams: l.streams,
 	}
 }
@@ -146,7 +146,7 @@ func (h heartbeats) Agent(client string) orchestrator.AgentState {
 		return orchestrator.AgentState{Duplicate: dup}
 	}
 	a := orchestrator.AgentState{
-		Online: s.clock.Since(l.lastSeen) < s.cfg.LivenessTimeout, LastSeen: l.lastSeen, Stopping: l.draining,
+		Online: s.alive(l), LastSeen: l.lastSeen, Stopping: l.draining,
 		Duplicate: dup, Running: maps.Clone(l.running),
 	}
 	if !l.lost.IsZero() && !l.lastSeen.After(l.lost) {

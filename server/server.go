@@ -367,6 +367,10 @@ func (s *Server) touch(m map[string]*liveness, name string) *liveness {
 	return l
 }
 
+// alive reports whether a node or agent heartbeated within the liveness
+// timeout. The caller holds s.mu.
+func (s *Server) alive(l *liveness) bool { return s.clock.Since(l.lastSeen) < s.cfg.LivenessTimeout }
+
 // online reports whether name heartbeated recently, and when it was seen.
 func (s *Server) online(m map[string]*liveness, name string) (bool, time.Time) {
 	s.mu.Lock()
@@ -375,7 +379,7 @@ func (s *Server) online(m map[string]*liveness, name string) (bool, time.Time) {
 	if l == nil {
 		return false, time.Time{}
 	}
-	return s.clock.Since(l.lastSeen) < s.cfg.LivenessTimeout, l.lastSeen
+	return s.alive(l), l.lastSeen
 }
 
 // Drain prepares a stop (SIGTERM): a leader hands the leadership to
