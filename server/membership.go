@@ -319,7 +319,7 @@ func (s *Server) clusterJoin(ctx context.Context, _ string, req wire.ClusterJoin
 	start := fmt.Sprintf("start it with 'cairn server --name %s --raft-addr %s --secrets FILE' (the group's secrets file, without --bootstrap) on the same NATS, then run this again", req.Name, req.RaftAddr)
 	ss, err := s.askServer(ctx, req.Name, 5*time.Second)
 	if err != nil {
-		return resp, joinError(wire.CodeUnavailable, start, "server %s does not answer on NATS (%v)", req.Name, err)
+		return resp, joinError(wire.CodeUnavailable, start, "server %s does not answer on NATS (%w)", req.Name, err)
 	}
 	if ss.Name != req.Name {
 		return resp, joinError(wire.CodeInvalidArgument, "two servers may share no name on one NATS", "the server asked as %s says it is %q", req.Name, ss.Name)
@@ -380,7 +380,7 @@ func (s *Server) clusterJoin(ctx context.Context, _ string, req wire.ClusterJoin
 func joinFailure(req wire.ClusterJoinReq, err error) error {
 	var je *cluster.JoinError
 	if !errors.As(err, &je) {
-		return wire.Errorf(wire.CodeUnavailable, "", "add %s: %v", req.Name, err)
+		return wire.Errorf(wire.CodeUnavailable, "", "add %s: %w", req.Name, err)
 	}
 	var nl *cluster.NotLeaderError
 	hint := ""
@@ -389,7 +389,7 @@ func joinFailure(req wire.ClusterJoinReq, err error) error {
 		hint = "the leader changed during the join: run it again"
 	case errors.Is(err, cluster.ErrAddressTaken):
 		hint = fmt.Sprintf("remove it first with 'cairn cluster remove --name %s' to change its address", req.Name)
-		return wire.Errorf(wire.CodeAlreadyExists, hint, "%v", err)
+		return wire.Errorf(wire.CodeAlreadyExists, hint, "%w", err)
 	case je.Step == cluster.StepCatchUp:
 		hint = fmt.Sprintf("check that the leader reaches %s at %s (firewall, and --tls-ca/--tls-cert/--tls-key from the group's CA), "+
 			"and its log; for a large catalog pass a longer --catch-up-timeout", req.Name, req.RaftAddr)
@@ -397,7 +397,7 @@ func joinFailure(req wire.ClusterJoinReq, err error) error {
 	if !je.Undone && je.Step != cluster.StepAddNonvoter {
 		hint = fmt.Sprintf("remove the non-voter with 'cairn cluster remove --name %s', then fix the cause and join again", req.Name)
 	}
-	return wire.Errorf(wire.CodeUnavailable, hint, "%v", err)
+	return wire.Errorf(wire.CodeUnavailable, hint, "%w", err)
 }
 
 func (s *Server) clusterRemove(ctx context.Context, _ string, req wire.ClusterRemoveReq) (wire.ClusterRemoveResp, error) {
@@ -407,7 +407,7 @@ func (s *Server) clusterRemove(ctx context.Context, _ string, req wire.ClusterRe
 	}
 	peers, _, err := s.raft.Configuration()
 	if err != nil {
-		return resp, wire.Errorf(wire.CodeUnavailable, "", "%v", err)
+		return resp, wire.Errorf(wire.CodeUnavailable, "", "%w", err)
 	}
 	var target *cluster.Peer
 	var voters []string
@@ -454,7 +454,7 @@ func (s *Server) clusterRemove(ctx context.Context, _ string, req wire.ClusterRe
 		return s.removeSelf(ctx, req)
 	}
 	if err := s.raft.RemoveServer(ctx, req.Name); err != nil {
-		return resp, wire.Errorf(wire.CodeUnavailable, "", "remove %s from the group: %v", req.Name, err)
+		return resp, wire.Errorf(wire.CodeUnavailable, "", "remove %s from the group: %w", req.Name, err)
 	}
 	s.log.Info("server removed from the group", "member", req.Name)
 	resp.Voters = voters
@@ -472,7 +472,7 @@ func (s *Server) removeSelf(ctx context.Context, req wire.ClusterRemoveReq) (wir
 	var resp wire.ClusterRemoveResp
 	if err := s.raft.TransferLeadership(ctx); err != nil && s.raft.IsLeader() {
 		return resp, wire.Errorf(wire.CodeUnavailable, "retry; 'cairn cluster status' shows whether the other voters are caught up",
-			"%s leads the group and could not hand the leadership over before its removal: %v", req.Name, err)
+			"%s leads the group and could not hand the leadership over before its removal: %w", req.Name, err)
 	}
 	s.log.Info("handed the leadership over, to be removed from the group")
 	// Until Raft's notification ends this server's term, it still answers

@@ -231,7 +231,7 @@ func (s *Server) forwardError(ctx context.Context, subject string, err error) *w
 	op, _ := wire.TrimAPI(subject)
 	if startOps[op] && !errors.Is(err, nats.ErrNoResponders) {
 		return wire.Errorf(wire.CodeOutcomeUnknown, "run the same command again with the same --request-id (it never starts a second one)",
-			"the leader did not answer in time; the request may have been carried out: %v", err)
+			"the leader did not answer in time; the request may have been carried out: %w", err)
 	}
 	return s.noLeaderError(ctx, err)
 }
@@ -241,7 +241,7 @@ func (s *Server) noLeaderError(ctx context.Context, err error) *wire.Error {
 	if errors.Is(err, nats.ErrNoResponders) {
 		return noLeader(s.unreachable(ctx))
 	}
-	return wire.Errorf(wire.CodeUnavailable, "retry; 'cairn cluster status' shows the group", "the leader did not answer: %v", err)
+	return wire.Errorf(wire.CodeUnavailable, "retry; 'cairn cluster status' shows the group", "the leader did not answer: %w", err)
 }
 
 // noLeader says that the group has no leader, naming the members down.

@@ -151,7 +151,7 @@ func (s *Server) prepareSecrets(_ context.Context, _ string, req wire.SecretsRot
 	if err != nil {
 		return resp, wire.Errorf(wire.CodeInvalidArgument,
 			"copy the new secrets file ('cairn cluster init --out FILE') to the same path on every server, readable by the user the server runs as",
-			"server %s: %v", s.cfg.Name, err)
+			"server %s: %w", s.cfg.Name, err)
 	}
 	n := newGroupSecrets(sec.KEK, ed25519.NewKeyFromSeed(sec.TicketSeed))
 	resp.KEKFingerprint, resp.TicketKeyFingerprint = n.kekFP, n.ticketFP()
@@ -189,7 +189,7 @@ func (s *Server) rotateSecrets(ctx context.Context, _ string, req wire.SecretsRo
 	}
 	peers, _, err := s.raft.Configuration()
 	if err != nil {
-		return resp, wire.Errorf(wire.CodeUnavailable, "retry in a few seconds", "read the group's configuration: %v", err)
+		return resp, wire.Errorf(wire.CodeUnavailable, "retry in a few seconds", "read the group's configuration: %w", err)
 	}
 	refused := func(code, hint, format string, args ...any) error {
 		return wire.Errorf(code, hint, "rotation refused, nothing changed: "+format, args...)

@@ -331,15 +331,15 @@ func (s *Server) applyError(err error) *wire.Error {
 			"server %s cannot write %s: %v", s.cfg.Name, what, full)
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
 		return wire.Errorf(wire.CodeOutcomeUnknown, "check with 'cairn job list' or 'cairn cluster status' what happened, then retry",
-			"catalog change of unknown outcome: %v", err)
+			"catalog change of unknown outcome: %w", err)
 	case errors.As(err, &nl) && !errors.Is(err, cluster.ErrCommittedNotApplied):
 		return wire.Errorf(wire.CodeNotLeader, "", "this server is not the leader (leader: %s)", nl.Leader)
 	case errors.Is(err, catalog.ErrFSMStopped):
 		return wire.Errorf(wire.CodeUnavailable, fmt.Sprintf("see the log of server %s; its catalog goes on once the cause is fixed, or after a restart", s.cfg.Name),
-			"server %s: %v", s.cfg.Name, err)
+			"server %s: %w", s.cfg.Name, err)
 	}
 	return wire.Errorf(wire.CodeUnavailable, "check that a majority of the servers is running ('cairn cluster status')",
-		"catalog change not committed: %v", err)
+		"catalog change not committed: %w", err)
 }
 
 func (s *Server) raftDir() string { return filepath.Join(s.cfg.DataDir, "raft") }

@@ -112,7 +112,7 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 		// As the agent's walk parses it: a pattern it would refuse
 		// fails the request, not a job.
 		if _, err := fileindex.ParseExclude(string(ex)); err != nil {
-			return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "see 'cairn backup --help' for the patterns --exclude takes", "%v", err)
+			return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "see 'cairn backup --help' for the patterns --exclude takes", "%w", err)
 		}
 	}
 	level := catalog.Level(req.Level)

@@ -266,7 +266,7 @@ func CatalogError(err error) error {
 		return wire.Errorf(code, ce.Hint, "%s", ce.Msg)
 	}
 	if errors.Is(err, catalog.ErrNotFound) {
-		return wire.Errorf(wire.CodeNotFound, "", "%v", err)
+		return wire.Errorf(wire.CodeNotFound, "", "%w", err)
 	}
 	return err
 }

@@ -482,7 +482,7 @@ func IndexError(err error) error {
 	if errors.As(err, &damaged) {
 		return wire.Errorf(wire.CodeCorrupt, "the catalog's copy of the index is damaged, not the backup: its volumes hold their own index; "+
 			"list and restore its files from them with 'cairn volume ls' and 'cairn volume extract' and the escrow key file",
-			"%v", err)
+			"%w", err)
 	}
-	return wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %v", err)
+	return wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %w", err)
 }
