@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"github.com/cairnbackup/cairn/alert"
 	"net"
 	"os"
 	"path/filepath"
@@ -109,6 +110,10 @@ type Config struct {
 	// RequestIDTTL is how long the catalog remembers a request id, so that
 	// a repeat of the request answers what the first one did.
 	RequestIDTTL time.Duration `json:"request_id_ttl"`
+	// Alerts are where the leader tells an administrator what needs a
+	// person (a job that failed), as webhooks and commands: see package
+	// alert and README's Alerts for every field.
+	Alerts alert.Config `json:"alerts" config:"fileonly"`
 }
 
 // IsLoopback reports whether a host:port listens on this machine only:
@@ -237,6 +242,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RequestIDTTL < c.StartConfirmTimeout {
 		bad("request_id_ttl", "request id TTL %s is shorter than the start confirm timeout %s: make it longer", c.RequestIDTTL, c.StartConfirmTimeout)
+	}
+	if err := c.Alerts.Validate(); err != nil {
+		errs = append(errs, configfile.In("alerts", err))
 	}
 	if c.StallTimeout < c.LivenessTimeout {
 		bad("stall_timeout", "stall timeout %s is shorter than the liveness timeout %s: make it longer", c.StallTimeout, c.LivenessTimeout)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/cairnbackup/cairn/alert"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/catalog"
@@ -131,4 +132,26 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(running[t]), string(t))
 	}
 	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(online))
+}
+
+// jobEnded counts a job that this server ended, and tells the
+// administrator of one that failed. The server that ends a job is the
+// leader that applied its end, so each failure is told once, barring a
+// leader lost between the end and the alert.
+func (s *Server) jobEnded(j *catalog.Job) {
+	s.metrics.jobEnded(j)
+	if j.State != catalog.JobFailed || s.alerts == nil {
+		return
+	}
+	at := j.Ended
+	if at.IsZero() {
+		at = s.clock.Now()
+	}
+	level := ""
+	if j.Type == catalog.JobBackup {
+		level = string(j.Level)
+	}
+	if _, err := s.alerts.Send(alert.NewJobFailed(at, j.ID, j.Client, "", level, j.Error)); err != nil {
+		s.log.Warn("could not queue the alert of a failed job", "job", j.ID, "err", err)
+	}
 }

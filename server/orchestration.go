@@ -100,7 +100,7 @@ func (m member) Admit() error                         { return m.s.admit() }
 func (m member) CatalogStopped() error                { return m.s.raft.FSM().Failed() }
 func (m member) ApplyError(err error) *wire.Error     { return m.s.applyError(err) }
 func (m member) Sign(t ticket.Ticket) (string, error) { return m.s.sign(t) }
-func (m member) JobEnded(j *catalog.Job)              { m.s.metrics.jobEnded(j) }
+func (m member) JobEnded(j *catalog.Job)              { m.s.jobEnded(j) }
 
 // roles reaches the storage nodes and agents on the server's NATS
 // connection, naming the group, whose orders they take alone.

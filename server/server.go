@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cairnbackup/cairn/alert"
+	"github.com/cairnbackup/cairn/internal/configfile"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -50,7 +52,8 @@ type Server struct {
 	prev     atomic.Pointer[groupSecrets] // the secrets a rotation replaced
 	adoptMu  sync.Mutex
 	metrics  *metrics
-	raftCert *pki.KeyPair // nil without Raft TLS
+	alerts   *alert.Dispatcher // a job that failed, to webhooks and commands
+	raftCert *pki.KeyPair      // nil without Raft TLS
 
 	nc       *nats.Conn
 	subs     []*nats.Subscription
@@ -208,6 +211,17 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	s.orch = s.newOrchestrator()
 	s.secrets.Store(newGroupSecrets(kek, signer))
 	s.metrics = newMetrics(s, reg)
+	// Read now, as its CA and token files are: a bad one stops the start,
+	// not the first alert.
+	if s.alerts, err = alert.New(cfg.Alerts, alert.Options{Logger: logger.With("component", "alert")}); err != nil {
+		return fail(fmt.Errorf("server config: %w", configfile.In("alerts", err)))
+	}
+	if reg != nil {
+		if err := s.alerts.Register(reg); err != nil {
+			s.alerts.Close(context.Background())
+			return fail(fmt.Errorf("alert metrics: %w", err))
+		}
+	}
 	_ = s.checkKEK() // logs a KEK that does not open the catalog's keys
 	s.lock, held = lock, true
 	return s, nil
@@ -290,6 +304,12 @@ func (s *Server) Close() error {
 	s.wg.Wait()
 	s.orch.Wait()
 	s.requests.Close()
+	if s.alerts != nil {
+		// What the leader decided to tell goes out, within a bound.
+		actx, cancel := context.WithTimeout(context.Background(), alertDrain)
+		_ = s.alerts.Close(actx)
+		cancel()
+	}
 	if s.nc != nil {
 		s.nc.Close()
 	}
@@ -305,6 +325,9 @@ func (s *Server) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// alertDrain bounds how long Close waits for alerts still queued.
+const alertDrain = 10 * time.Second
 
 // apply proposes a catalog command and turns refusals and failures into
 // wire errors.

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairnbackup/cairn/alert"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/clock"
 	"github.com/cairnbackup/cairn/internal/poll"
@@ -715,4 +718,35 @@ func jobsEnded(t *testing.T, reg *prometheus.Registry, state string) float64 {
 		}
 	}
 	return n
+}
+
+// A job that fails is told to the administrator's webhook once, by the
+// server that ended it, with what failed and why.
+func TestFailedJobIsAlerted(t *testing.T) {
+	bodies := make(chan alert.Event, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e alert.Event
+		if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		bodies <- e
+	}))
+	t.Cleanup(hook.Close)
+	h := newHarness(t, func(c *Config) {
+		c.Alerts.Webhooks = []alert.WebhookConfig{{Name: "ops", URL: hook.URL}}
+	})
+	_, orders := h.setup()
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/data"}, Level: "full"}, &started))
+	<-orders
+	h.must(h.node(wire.OpSessionAbort, wire.SessionAbortReq{JobID: started.JobID, Error: wire.Error{Code: wire.CodePoolFull, Message: "disk pool Default is full"}}, nil))
+	select {
+	case e := <-bodies:
+		if e.Kind != alert.JobFailed || e.Job != started.JobID || e.Client != "web" || e.Level != "full" || !strings.Contains(e.Error, "disk pool Default is full") {
+			t.Fatalf("alert %+v", e)
+		}
+		t.Logf("alert: %s", e.Summary)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no alert of the failed job")
+	}
 }

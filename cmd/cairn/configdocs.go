@@ -4,6 +4,7 @@ package main
 
 import (
 	"github.com/cairnbackup/cairn/agent"
+	"github.com/cairnbackup/cairn/alert"
 	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/server"
@@ -24,6 +25,33 @@ var configDocs = configfile.Merge(
 		"ProgressInterval":  "ProgressInterval is how often a running job reports progress.",
 		"Site":              "Site places the client: backups prefer a storage node of the same site.",
 	}),
+	configfile.For[alert.CommandConfig](map[string]string{
+		"Args":       "Args are the program's arguments, as they are: no shell expands\nthem.",
+		"Attempts":   "Attempts is how many times an alert is run before it is given up,\nwhen the program fails or times out. 0 means 1: a program that\nfailed may have done part of its work.",
+		"Backoff":    "Backoff is the wait before the second attempt, as for a webhook. 0\nmeans 1s.",
+		"Kinds":      "Kinds are the kinds of alert run here; empty runs every kind.",
+		"MaxBackoff": "MaxBackoff caps the wait between two attempts. 0 means 1m.",
+		"Name":       "Name is the command in logs and in the sink label of the metrics;\nletters, digits, '-' and '_'.",
+		"Path":       "Path is the program, an absolute path: it runs as the server's user,\nso it is named exactly rather than looked up in $PATH.",
+		"Timeout":    "Timeout bounds a run: past it the program's process group gets\nSIGTERM, and SIGKILL 5s later. 0 means 30s.",
+	}),
+	configfile.For[alert.Config](map[string]string{
+		"Commands":       "Commands run for each alert, the alert as JSON on their stdin.",
+		"QueueSize":      "QueueSize is how many alerts wait for each webhook or command while\nit is slow or down; when full the oldest is dropped, counted in\ncairn_alerts_dropped_total and logged. 0 means 256.",
+		"RepeatInterval": "RepeatInterval is how long the same condition (an RPO breach of one\nclient and policy, a short pool, missed runs of one policy) is not\nsent again while it lasts; a change of its state (the breach ends)\nis sent at once. 0 means 4h.",
+		"Webhooks":       "Webhooks receive each alert as a JSON POST.",
+	}),
+	configfile.For[alert.WebhookConfig](map[string]string{
+		"Attempts":   "Attempts is how many times an alert is posted before it is given up\n(counted in cairn_alerts_failed_total); a 4xx answer other than 408\nand 429, and a redirect, are not tried again, since the same post\nwould get the same answer. 0 means 5.",
+		"Backoff":    "Backoff is the wait before the second attempt, doubled before each\nlater one up to MaxBackoff; each wait is drawn between half of it\nand all of it, so that many servers' retries do not arrive together.\n0 means 1s.",
+		"CAFile":     "CAFile is a PEM file of the CA certificates that sign the webhook\nserver's certificate; only they are trusted. Empty trusts the\nsystem's roots.",
+		"Kinds":      "Kinds are the kinds of alert sent here (job_failed, rpo_breach,\nrpo_resolved, missed_run, pool_short); empty sends every kind.",
+		"MaxBackoff": "MaxBackoff caps the wait between two attempts, a longer wait the\nwebhook asks for in a Retry-After included. 0 means 1m.",
+		"Name":       "Name is the webhook in logs and in the sink label of the metrics;\nletters, digits, '-' and '_'.",
+		"Timeout":    "Timeout bounds one post, from the dial to the end of the answer. 0\nmeans 10s.",
+		"TokenFile":  "TokenFile holds a bearer token, sent as \"Authorization: Bearer\nTOKEN\" and read again before every post, so that a rotated token\nneeds no restart. Empty sends no Authorization header.",
+		"URL":        "URL is where the alert is posted, http or https; through the proxy\nthat $HTTPS_PROXY or $HTTP_PROXY names, when the server has one\n($NO_PROXY as usual).",
+	}),
 	configfile.For[devConfig](map[string]string{
 		"Client":        "Client is the client name of the local agent.",
 		"Data":          "Data holds all the stack's state, kept across restarts: the\ncatalog, the disk pool, the emulated tape library, the NATS\ncredentials.",
@@ -43,6 +71,7 @@ var configDocs = configfile.Merge(
 		"Key":  "Key is the key of Cert.",
 	}),
 	configfile.For[server.Config](map[string]string{
+		"Alerts":                "Alerts are where the leader tells an administrator what needs a\nperson (a job that failed), as webhooks and commands: see package\nalert and README's Alerts for every field.",
 		"Bootstrap":             "Bootstrap forms a new group of one voter when DataDir has no Raft\nstate: for the first server of a new group only, and never by\ndefault, since a server that forms a group of its own on a NATS\nwhere a group runs becomes a second leader there. Without it a new\nserver waits, answering no role, until 'cairn cluster join' adds it.\nA data directory with Raft state ignores it.",
 		"CatalogFloorBytes":     "CatalogFloorBytes is the free space below which a server's catalog\nstops applying the log, before a commit runs into a full disk and\nwhile Raft still has room for its own writes; it goes on by itself\nonce there is room again. Keep it under MinFreeBytes. 0 checks\nnothing and leaves it to the filesystem's ENOSPC.",
 		"DataDir":               "DataDir holds the catalog, the Raft log and snapshots, the ticket\nsigning key (ticket.key) and, unless KEKFile or a systemd credential\nsays otherwise, the key-encryption key (kek).",
