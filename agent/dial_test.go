@@ -37,7 +37,7 @@ func TestDialNodeDiesBeforeAccepting(t *testing.T) {
 	a := &Agent{cfg: Config{Name: "web"}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = a.dial(ctx, wire.DataEndpoint{Node: "sn1", Addr: l.Addr().String(), CertSHA256: fp}, "ticket")
+	_, err = a.dial(ctx, wire.DataEndpoint{Node: "sn1", Addr: l.Addr().String(), CertSHA256: fp}, "ticket", 1)
 	var we *wire.Error
 	if !errors.As(err, &we) || we.Code != wire.CodeNodeLost || !strings.Contains(we.Message, "storage node sn1") {
 		t.Fatalf("dial a node that closes before accepting: %v, want a node-lost error naming sn1", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -103,8 +104,10 @@ func checkOrder(kind string, jobID uint64, node wire.DataEndpoint, tk string) er
 
 // dial opens the data connection and presents the ticket. The connection
 // closes when ctx ends (the job was stopped), so no read or write on it
-// outlives the job.
-func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dataplane.Conn, error) {
+// outlives the job. A node whose data-port protocol is older than need is
+// refused with the versions: a backup needs 1, a restore, whose plan the
+// node fetches itself, dataplane.Version.
+func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string, need int) (*dataplane.Conn, error) {
 	conn, err := dataplane.Dial(ctx, ep.Addr, ep.CertSHA256)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeNodeLost, "check that the storage node runs and that this client can reach its data port",
@@ -112,7 +115,7 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	conn.SetTimeout(a.cfg.DataTimeout)
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: a.cfg.Name, Version: Version}); err != nil {
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: a.cfg.Name, Version: Version}); err != nil {
 		stop()
 		conn.Close()
 		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log", "data connection to storage node %s: %w", ep.Node, err)
@@ -138,6 +141,14 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string) (*dat
 		// failure.
 		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log",
 			"storage node %s closed the connection before it accepted the job: %w", ep.Node, err)
+	}
+	if v := max(acc.V, 1); v < need {
+		// A node of version 1 says no version and waits for Read frames
+		// this agent no longer sends.
+		stop()
+		conn.Close()
+		return nil, wire.Errorf(wire.CodeUnsupportedVersion, "run the same Cairn release on agents and storage nodes",
+			"storage node %s: %v", ep.Node, &dataplane.VersionError{Peer: v, Ours: dataplane.Version, PeerIs: "storage node"})
 	}
 	return conn, nil
 }
@@ -171,7 +182,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		a.metrics.jobs.WithLabelValues("backup", "failed").Inc()
 		a.report(done)
 	}
-	conn, err := a.dial(ctx, o.Node, o.Ticket)
+	conn, err := a.dial(ctx, o.Node, o.Ticket, 1)
 	if err != nil {
 		fail(err)
 		return
@@ -436,7 +447,7 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 		a.metrics.files.WithLabelValues("restore").Add(float64(st.Files))
 		a.report(done)
 	}
-	conn, err := a.dial(ctx, o.Node, o.Ticket)
+	conn, err := a.dial(ctx, o.Node, o.Ticket, dataplane.Version)
 	if err != nil {
 		finish(err)
 		return
@@ -448,24 +459,30 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 		st := r.Stats()
 		return wire.Progress{JobID: o.JobID, Phase: "restoring", Files: st.Files, Bytes: st.Bytes, TotalFiles: o.Files, TotalBytes: o.Bytes}
 	})()
-	for cursor := 0; ; {
-		var plan wire.RestorePlanResp
-		if err := a.request(ctx, wire.OpRestorePlan, wire.RestorePlanReq{JobID: o.JobID, Cursor: cursor}, &plan); err != nil {
-			finish(fmt.Errorf("get the restore plan: %w", err))
+	// The node takes the plan from the servers and streams it: nothing
+	// goes back to it.
+	st := &restoreFrames{log: log, r: r, run: run}
+	for {
+		typ, p, err := conn.ReadFrame()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			} else {
+				err = wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the restore",
+					"the connection to the storage node broke during the restore: %w", err)
+			}
+			finish(err)
 			return
 		}
-		for i := range plan.Reads {
-			if err := a.read(conn, &plan.Reads[i], r, run); err != nil {
-				finish(err)
-				return
-			}
+		done, err := st.frame(typ, p)
+		if err != nil {
+			finish(err)
+			return
 		}
-		if plan.Done {
+		if done {
 			break
 		}
-		cursor = plan.Cursor
 	}
-	_ = conn.WriteJSON(dataplane.FrameEnd, dataplane.End{})
 	finish(nil)
 }
 
@@ -490,66 +507,93 @@ func lostList(ds []Damage) []string {
 	return out
 }
 
-// read sends one read request and restores what comes back until the node
-// says it is served. Every entry asked for is restored or named lost: the
-// node names what it could not read, and the agent what the node left out
-// without a word.
-func (a *Agent) read(conn *dataplane.Conn, rr *wire.ReadRequest, r *Restorer, run *restoreRun) error {
-	run.want = make(map[string]bool, len(rr.Locs))
-	for _, l := range rr.Locs {
-		run.want[string(l.Path)] = true
-		if l.Ancestor {
-			r.Ancestor(string(l.Path))
-		}
+// restoreFrames takes in what a storage node streams for a restore: for
+// each read of the plan a ReadStart naming its entries, Records and
+// Damaged frames and a ReadDone; then End. Every entry a ReadStart names
+// is restored or named lost: the node names what it could not read, and
+// the agent what the node left out without a word. Its frames come from
+// the network and are checked as such (FuzzRestoreFrames).
+type restoreFrames struct {
+	log *slog.Logger
+	r   *Restorer
+	run *restoreRun
+	cur *dataplane.ReadStart // the read under way; nil between reads
+	// reads counts the reads that came, to check against End.
+	reads int
+}
+
+// frame takes one frame of the stream; done once the node ended it.
+func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
+	run, r := s.run, s.r
+	if s.cur == nil && (typ == dataplane.FrameRecords || typ == dataplane.FrameDamaged || typ == dataplane.FrameReadDone) {
+		return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: frame %d outside a read", typ)
 	}
-	run.asked += int64(len(rr.Locs))
-	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
-		return peerError(conn, fmt.Errorf("send a read request: %w", err))
-	}
-	for {
-		typ, p, err := conn.ReadFrame()
-		if err != nil {
-			if run.ctx.Err() != nil {
-				return context.Cause(run.ctx)
-			}
-			return wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the restore",
-				"the connection to the storage node broke during the restore: %w", err)
+	switch typ {
+	case dataplane.FrameReadStart:
+		if s.cur != nil {
+			return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: a read starts inside the read of session %s", s.cur.SessionID)
 		}
-		switch typ {
-		case dataplane.FrameRecords:
-			if err := r.Records(p); err != nil {
-				return err
+		var rs dataplane.ReadStart
+		if err := dataplane.DecodeJSON(typ, p, dataplane.FrameReadStart, &rs); err != nil {
+			return false, err
+		}
+		s.cur = &rs
+		run.want = make(map[string]bool, len(rs.Entries))
+		for _, e := range rs.Entries {
+			run.want[string(e.Path)] = true
+			if e.Ancestor {
+				r.Ancestor(string(e.Path))
 			}
-		case dataplane.FrameDamaged:
-			var d dataplane.Damaged
-			if err := dataplane.DecodeJSON(typ, p, dataplane.FrameDamaged, &d); err != nil {
-				return err
-			}
-			for _, path := range d.Paths {
-				delete(run.want, string(path))
-				r.Damaged(string(path), d.Reason)
-			}
-		case dataplane.FrameReadDone:
-			var rd dataplane.ReadDone
-			if err := dataplane.DecodeJSON(typ, p, dataplane.FrameReadDone, &rd); err != nil {
-				return err
-			}
-			if len(run.want) > 0 {
-				reason := fmt.Sprintf("the storage node sent neither its records nor a reason (of %d entries asked it read %d and named %d lost)",
-					len(rr.Locs), rd.Entries, rd.Lost)
-				a.log.Error("the storage node left entries of a read unaccounted for", "session", rr.SessionID, "entries", len(run.want), "reason", reason)
-				for _, l := range rr.Locs {
-					if run.want[string(l.Path)] {
-						r.Damaged(string(l.Path), reason)
-					}
+		}
+		run.asked += int64(len(rs.Entries))
+		return false, nil
+	case dataplane.FrameRecords:
+		return false, r.Records(p)
+	case dataplane.FrameDamaged:
+		var d dataplane.Damaged
+		if err := dataplane.DecodeJSON(typ, p, dataplane.FrameDamaged, &d); err != nil {
+			return false, err
+		}
+		for _, path := range d.Paths {
+			delete(run.want, string(path))
+			r.Damaged(string(path), d.Reason)
+		}
+		return false, nil
+	case dataplane.FrameReadDone:
+		var rd dataplane.ReadDone
+		if err := dataplane.DecodeJSON(typ, p, dataplane.FrameReadDone, &rd); err != nil {
+			return false, err
+		}
+		if len(run.want) > 0 {
+			reason := fmt.Sprintf("the storage node sent neither its records nor a reason (of %d entries asked it read %d and named %d lost)",
+				len(s.cur.Entries), rd.Entries, rd.Lost)
+			s.log.Error("the storage node left entries of a read unaccounted for", "session", s.cur.SessionID, "entries", len(run.want), "reason", reason)
+			for _, e := range s.cur.Entries {
+				if run.want[string(e.Path)] {
+					r.Damaged(string(e.Path), reason)
 				}
 			}
-			run.want = nil
-			return nil
-		default:
-			return dataplane.DecodeJSON(typ, p, dataplane.FrameReadDone, &dataplane.ReadDone{})
 		}
+		run.want, s.cur = nil, nil
+		s.reads++
+		return false, nil
+	case dataplane.FrameEnd:
+		var end dataplane.RestoreEnd
+		if err := dataplane.DecodeJSON(typ, p, dataplane.FrameEnd, &end); err != nil {
+			return false, err
+		}
+		if s.cur != nil {
+			return false, wire.Errorf(wire.CodeIO, "check the storage node's log", "restore stream: it ends inside the read of session %s", s.cur.SessionID)
+		}
+		if end.Reads != s.reads || end.Entries != run.asked {
+			// The node's count of its plan and what it streamed differ:
+			// entries may be missing that nothing named.
+			return false, wire.Errorf(wire.CodeIO, "check the storage node's log; rerun the restore",
+				"restore stream: the storage node counts %d reads with %d entries in the plan, and %d reads with %d entries came", end.Reads, end.Entries, s.reads, run.asked)
+		}
+		return true, nil
 	}
+	return false, dataplane.DecodeJSON(typ, p, dataplane.FrameEnd, &dataplane.RestoreEnd{})
 }
 
 type metrics struct {

@@ -81,7 +81,6 @@ func TestRestorerWritesNothingOnceRefused(t *testing.T) {
 // fakeServers answers an agent's requests as the servers would for one
 // restore job, and keeps its report.
 type fakeServers struct {
-	plan wire.RestorePlanResp
 	mu   sync.Mutex
 	done []wire.JobDoneReq
 }
@@ -89,8 +88,6 @@ type fakeServers struct {
 func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
 	_, op, _ := wire.SplitFrom(subject)
 	switch op {
-	case wire.OpRestorePlan:
-		return f.plan, nil
 	case wire.OpJobDone:
 		req, _ := wire.Decode[wire.JobDoneReq](body)
 		f.mu.Lock()
@@ -111,9 +108,7 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	srv := &fakeServers{plan: wire.RestorePlanResp{Done: true, Reads: []wire.ReadRequest{{Locs: []wire.ReadLoc{
-		{Path: "/d/a"}, {Path: "/d/b"}, {Path: "/d/c"},
-	}}}}}
+	srv := &fakeServers{}
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -145,10 +140,8 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 		if _, _, err := conn.ReadFrame(); err != nil { // hello
 			return
 		}
-		_ = conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{JobID: 7, Node: "sn1"})
-		if _, _, err := conn.ReadFrame(); err != nil { // the read
-			return
-		}
+		_ = conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{V: dataplane.Version, JobID: 7, Node: "sn1"})
+		_ = conn.WriteJSON(dataplane.FrameReadStart, dataplane.ReadStart{Entries: []dataplane.ReadEntry{{Path: "/d/a"}, {Path: "/d/b"}, {Path: "/d/c"}}})
 		b := fileRecords("/d/b", []byte("second"))
 		end := volume.AppendFileEnd(nil, volume.EndOK, nil)
 		_ = conn.WriteFrame(dataplane.FrameRecords, append(fileRecords("/d/a", []byte("first")), b[:len(b)-len(end)]...))

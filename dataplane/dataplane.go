@@ -7,15 +7,22 @@
 // the payload. The agent opens with Hello (the job ticket); the node answers
 // Accept or Error. A backup then sends Records frames (whole stream records,
 // media/volume encoding) and End; the node answers Result once the session is
-// durable and in the catalog. A restore sends Read frames; the node answers
-// each with Records and Damaged frames and a ReadDone, and the agent closes
-// with End. An Error frame from either side ends the connection.
+// durable and in the catalog. A restore sends nothing more: the node takes
+// the restore's plan from the servers itself (the ticket names the job), and
+// streams, for each read of it, a ReadStart naming the entries, Records and
+// Damaged frames, and a ReadDone; then End, with the count of every entry it
+// was asked for. The agent never sees where the data lies on the volumes. An
+// Error frame from either side ends the connection.
 //
-// A restore accounts for every entry a Read asks for: its records come in
+// A restore accounts for every entry of its plan: its records come in
 // Records frames, or a Damaged frame names it with the reason it is lost
 // (a damaged block, a truncated or missing volume, a key that does not
 // open the session). ReadDone counts both, so the agent can tell whether
-// the node left an entry out.
+// the node left an entry out, and End counts the reads and entries of the
+// whole plan.
+//
+// Hello and Accept carry the protocol Version; a side that gets another
+// refuses the connection with an Error that says which side to upgrade.
 //
 // Neither side waits for the other forever (SetTimeout): a write that the
 // peer does not take and a read that gets nothing fail after the timeout.
@@ -48,19 +55,39 @@ import (
 
 // Frame types.
 const (
-	FrameHello    byte = 1
-	FrameAccept   byte = 2
-	FrameRecords  byte = 3
-	FrameEnd      byte = 4
-	FrameResult   byte = 5
-	FrameError    byte = 6
-	FrameRead     byte = 7
+	FrameHello   byte = 1
+	FrameAccept  byte = 2
+	FrameRecords byte = 3
+	FrameEnd     byte = 4
+	FrameResult  byte = 5
+	FrameError   byte = 6
+	// 7 was Read, the agent relaying a read of the restore plan (version
+	// 1); it is not reused, so a peer of version 1 gets no frame it could
+	// mistake.
 	FrameDamaged  byte = 8
 	FrameReadDone byte = 9
 	// FrameKeepalive has no payload: the sender lives and has nothing to
 	// send yet. ReadFrame swallows it.
 	FrameKeepalive byte = 10
+	FrameReadStart byte = 11
 )
+
+// Version is the data-port protocol this program speaks. Version 2: the
+// storage node takes a restore's plan from the servers, and the agent
+// sends no Read frames.
+const Version = 2
+
+// VersionError is a peer that speaks another version of the protocol.
+type VersionError struct {
+	Peer, Ours int
+	// PeerIs names the peer: "agent" or "storage node".
+	PeerIs string
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("the %s speaks data-port protocol version %d and this side version %d: run the same Cairn release on agents and storage nodes",
+		e.PeerIs, e.Peer, e.Ours)
+}
 
 // KeepaliveInterval is how often a side that has written nothing sends a
 // keepalive; a peer's timeout must be well above it.
@@ -80,8 +107,32 @@ type Hello struct {
 
 // Accept answers a valid Hello.
 type Accept struct {
+	V     int    `json:"v"`
 	JobID uint64 `json:"job_id"`
 	Node  string `json:"node"`
+}
+
+// ReadStart opens the answer to one read of a restore's plan: the entries
+// it reads, in the order their records come. It names paths only; where
+// they lie on the volumes stays on the node.
+type ReadStart struct {
+	SessionID uuid.UUID   `json:"session_id"`
+	Entries   []ReadEntry `json:"entries"`
+}
+
+// ReadEntry is one entry a read brings back.
+type ReadEntry struct {
+	Path fileindex.Path `json:"path"`
+	// Ancestor marks a directory read only because it lies above a path
+	// chosen for the restore (wire.ReadLoc.Ancestor).
+	Ancestor bool `json:"ancestor,omitempty"`
+}
+
+// RestoreEnd closes a restore stream: the node served every read of the
+// plan, Reads of them with Entries entries in all.
+type RestoreEnd struct {
+	Reads   int   `json:"reads"`
+	Entries int64 `json:"entries"`
 }
 
 // End closes the agent's side: for a backup it says the stream is complete.

@@ -72,7 +72,7 @@ func TestFrameBufferGrowsWithTheBytes(t *testing.T) {
 var frameTypes = map[byte]func() any{
 	FrameHello: func() any { return new(Hello) }, FrameAccept: func() any { return new(Accept) },
 	FrameEnd: func() any { return new(End) }, FrameResult: func() any { return new(Result) },
-	FrameRead: func() any { return new(wire.ReadRequest) }, FrameDamaged: func() any { return new(Damaged) },
+	FrameReadStart: func() any { return new(ReadStart) }, FrameDamaged: func() any { return new(Damaged) },
 	FrameReadDone: func() any { return new(ReadDone) },
 }
 
@@ -80,12 +80,13 @@ func seedFrames(f *testing.F) {
 	var all []byte
 	for _, fr := range [][]byte{
 		jsonFrame(FrameHello, Hello{V: 1, Ticket: "eyJ2IjoxfQ.c2ln", Client: "web", Version: "1.0"}),
-		jsonFrame(FrameAccept, Accept{JobID: 7, Node: "sn1"}),
+		jsonFrame(FrameAccept, Accept{V: Version, JobID: 7, Node: "sn1"}),
 		frame(FrameRecords, []byte{1, 5, 'h', 'e', 'l', 'l', 'o'}),
 		jsonFrame(FrameEnd, End{Warnings: []string{"w"}, Entries: 3, Files: 2, Bytes: 100}),
 		jsonFrame(FrameResult, Result{JobID: 7, Stats: wire.SessionStats{Entries: 3}, Volumes: []string{"Default-0001"}}),
 		jsonFrame(FrameError, wire.Errorf(wire.CodeTicketRejected, "", "no")),
-		jsonFrame(FrameRead, wire.ReadRequest{SessionID: uuid.New()}),
+		jsonFrame(FrameReadStart, ReadStart{SessionID: uuid.New(), Entries: []ReadEntry{{Path: "/a"}, {Path: "/", Ancestor: true}}}),
+		jsonFrame(FrameEnd, RestoreEnd{Reads: 1, Entries: 2}),
 		jsonFrame(FrameDamaged, Damaged{SessionID: uuid.New(), Seq: 3, Reason: "bad block", Paths: []fileindex.Path{"/a"}}),
 		jsonFrame(FrameReadDone, ReadDone{SessionID: uuid.New(), Entries: 2}),
 	} {

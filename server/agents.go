@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -14,7 +15,6 @@ import (
 func (s *Server) routeAgents(r *wire.Router) {
 	r.Handle(wire.OpAgentRegister, wire.Typed(s.agentRegister))
 	r.Handle(wire.OpBaseTree, wire.Typed(s.baseTree))
-	r.Handle(wire.OpRestorePlan, wire.Typed(s.restorePlan))
 	r.Handle(wire.OpJobDone, wire.Typed(s.jobDone))
 	r.Handle(wire.OpJobAlive, wire.Typed(s.jobAlive))
 }
@@ -279,15 +279,40 @@ func (s *Server) baseTree(_ context.Context, subject string, req wire.BaseTreeRe
 	return wire.BaseTreeResp{Segment: seg, Done: done}, nil
 }
 
+// restorePlan hands the storage node that runs a restore the pages of its
+// plan: where the data lies on its volumes is the node's business, not the
+// agent's. Only the node the job runs on gets it, at the attempt its ticket
+// names, and only for volumes of pools it serves.
 func (s *Server) restorePlan(_ context.Context, subject string, req wire.RestorePlanReq) (wire.RestorePlanResp, error) {
-	job, err := s.agentJob(subject, req.JobID)
+	node := sender(subject)
+	job, err := s.runningJobOf(node, req.JobID)
 	if err != nil {
 		return wire.RestorePlanResp{}, err
 	}
 	if job.Type != catalog.JobRestore {
 		return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "", "job %d is not a restore", job.ID)
 	}
-	return s.orch.PlanPage(job, req.Cursor)
+	if job.State != catalog.JobRunning || req.Attempt != job.Attempt {
+		return wire.RestorePlanResp{}, wire.Errorf(wire.CodeAborted, fmt.Sprintf("'cairn job show %d' says what runs", job.ID),
+			"attempt %d of job %d does not run on storage node %s (the job is %s at attempt %d)", req.Attempt, job.ID, node, job.State, job.Attempt)
+	}
+	page, err := s.orch.PlanPage(job, req.Cursor)
+	if err != nil {
+		return wire.RestorePlanResp{}, err
+	}
+	n, err := s.store.Node(node)
+	if err != nil {
+		return wire.RestorePlanResp{}, catalogError(err)
+	}
+	for _, rr := range page.Reads {
+		for _, p := range rr.Parts {
+			if !slices.ContainsFunc(n.Pools, func(np catalog.NodePool) bool { return np.Name == p.Pool }) {
+				return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "restore from a storage node that serves the pool",
+					"volume %s of job %d lies in pool %s, which storage node %s does not serve", p.Volume, job.ID, p.Pool, node)
+			}
+		}
+	}
+	return page, nil
 }
 
 func (s *Server) jobDone(ctx context.Context, subject string, req wire.JobDoneReq) (wire.Empty, error) {

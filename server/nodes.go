@@ -25,6 +25,7 @@ func (s *Server) routeNodes(r *wire.Router) {
 	r.Handle(wire.OpVolumeAcquire, wire.Typed(s.volumeAcquire))
 	r.Handle(wire.OpVolumeLabeled, wire.Typed(s.volumeLabeled))
 	r.Handle(wire.OpKeyGet, wire.Typed(s.keyGet))
+	r.Handle(wire.OpRestorePlan, wire.Typed(s.restorePlan))
 	r.Handle(wire.OpSessionIndex, wire.Typed(s.sessionIndex))
 	r.Handle(wire.OpSessionCommit, wire.Typed(s.sessionCommit))
 	r.Handle(wire.OpSessionAbort, wire.Typed(s.sessionAbort))

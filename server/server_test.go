@@ -406,9 +406,12 @@ func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
 	wantCode(t, h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []fileindex.Path{"/nope"}}, nil), wire.CodeNotFound)
 	var rs wire.JobStarted
 	h.must(h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r", Paths: []fileindex.Path{"/srv/www/logo.png"}}, &rs))
-	<-orders
+	var ro wire.RunRestore
+	body, err := wire.Unmarshal((<-orders).Data)
+	h.must(err)
+	h.must(json.Unmarshal(body, &ro))
 	var plan wire.RestorePlanResp
-	h.must(h.agent(wire.OpRestorePlan, wire.RestorePlanReq{JobID: rs.JobID}, &plan))
+	h.must(h.node(wire.OpRestorePlan, wire.RestorePlanReq{JobID: rs.JobID, Attempt: ro.Attempt}, &plan))
 	if !plan.Done || len(plan.Reads) != 1 || len(plan.Reads[0].Locs) != 2 ||
 		plan.Reads[0].Locs[0] != (wire.ReadLoc{Path: "/srv/www", Ancestor: true}) || plan.Reads[0].Locs[1].Path != "/srv/www/logo.png" || plan.Reads[0].Locs[1].Ancestor ||
 		plan.Reads[0].SessionID != session || plan.Reads[0].Parts[0].Volume != "Default-0001" {

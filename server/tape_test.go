@@ -407,7 +407,7 @@ func TestTapeAcquireWaitCommitAndRestorePlan(t *testing.T) {
 	h.must(h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r"}, &rs))
 	<-orders
 	var plan wire.RestorePlanResp
-	h.must(h.agent(wire.OpRestorePlan, wire.RestorePlanReq{JobID: rs.JobID}, &plan))
+	h.must(h.node(wire.OpRestorePlan, wire.RestorePlanReq{JobID: rs.JobID, Attempt: 1}, &plan))
 	if !plan.Done || len(plan.Reads) != 2 {
 		t.Fatalf("plan %+v", plan)
 	}

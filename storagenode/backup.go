@@ -86,7 +86,7 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 		return nil, fmt.Errorf("start session: %w", err)
 	}
 	defer w.Abort() // no-op after a successful Close
-	if err := conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{JobID: t.JobID, Node: s.n.cfg.ID}); err != nil {
+	if err := conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{V: dataplane.Version, JobID: t.JobID, Node: s.n.cfg.ID}); err != nil {
 		return nil, fmt.Errorf("agent connection: %w", err)
 	}
 	var end dataplane.End

@@ -205,6 +205,7 @@ type mediaCatalog struct {
 	commits    []wire.SessionCommitReq
 	segments   map[uint64][][]byte
 	aborts     []wire.SessionAbortReq
+	plans      planBook
 }
 
 func (c *mediaCatalog) vol(id uuid.UUID) *mediaVol {
@@ -218,6 +219,9 @@ func (c *mediaCatalog) vol(id uuid.UUID) *mediaVol {
 
 func (c *mediaCatalog) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
 	_, op, _ := wire.SplitFrom(subject)
+	if op == wire.OpRestorePlan {
+		return c.plans.page(body)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch op {
@@ -413,7 +417,7 @@ func (r *mediaRig) dial(job uint64, op ticket.Op, sessions ...string) (*dataplan
 	if err != nil {
 		return nil, err
 	}
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: "web"}); err != nil {
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web"}); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -453,12 +457,11 @@ func (r *mediaRig) backup(job uint64, fs []testFile, broken bool) error {
 // restore reads rr back as restore job.
 func (r *mediaRig) restore(job uint64, rr wire.ReadRequest) readResult {
 	r.t.Helper()
+	r.cat.plans.set(job, rr)
 	conn, err := r.dial(job, ticket.OpRestore, rr.SessionID.String())
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	defer conn.Close()
-	res := readOnce(r.t, conn, rr)
-	_ = conn.WriteJSON(dataplane.FrameEnd, dataplane.End{})
-	return res
+	return readOnce(r.t, conn, rr)
 }

@@ -651,6 +651,11 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 		_ = conn.WriteError(wire.Errorf(wire.CodeBadRequest, "", "expected a hello frame: %w", err))
 		return
 	}
+	if hello.V < 1 || hello.V > dataplane.Version {
+		log.Warn("data connection of another protocol version refused", "version", hello.V)
+		_ = conn.WriteError(versionError(hello.V))
+		return
+	}
 	t, err := n.checkTicket(ctx, hello.Ticket)
 	if errors.Is(err, errNotRegistered) {
 		// Not a bad ticket: this node cannot check any yet. The servers
@@ -674,6 +679,12 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 		_ = conn.WriteError(wire.Errorf(wire.CodeTicketRejected, "", "storage node %s refused the connection: %w", n.cfg.ID, err))
 		return
 	}
+	if t.Op == ticket.OpRestore && hello.V < 2 {
+		// Version 1 agents relayed the plan; this node fetches it.
+		log.Warn("restore of an agent of protocol version 1 refused", "job", t.JobID)
+		_ = conn.WriteError(versionError(hello.V))
+		return
+	}
 	_ = conn.SetDeadline(time.Time{})
 	// From here on neither side waits for the other forever: a stalled
 	// agent fails the stream within IdleTimeout, and the drive it holds
@@ -695,6 +706,12 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 	case ticket.OpRestore:
 		n.restore(ctx, log, conn, t)
 	}
+}
+
+// versionError refuses an agent that speaks another data-port protocol.
+func versionError(v int) *wire.Error {
+	return wire.Errorf(wire.CodeUnsupportedVersion, "run the same Cairn release on agents and storage nodes",
+		"%v", &dataplane.VersionError{Peer: v, Ours: dataplane.Version, PeerIs: "agent"})
 }
 
 // jobStream is a job's stream on this node, which the servers may order

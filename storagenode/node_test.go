@@ -45,10 +45,14 @@ type fakeServer struct {
 	// grant, when set, answers volume.acquire in place of the one volume
 	// above; it runs outside mu, so it may wait for other requests.
 	grant func(wire.VolumeAcquireReq) (wire.VolumeGrant, error)
+	plans planBook
 }
 
 func (f *fakeServer) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
 	_, op, _ := wire.SplitFrom(subject)
+	if op == wire.OpRestorePlan {
+		return f.plans.page(body)
+	}
 	f.mu.Lock()
 	grant := f.grant
 	f.mu.Unlock()
@@ -173,7 +177,7 @@ func (r *rig) dial(tk string) (*dataplane.Conn, error) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: "web"}); err != nil {
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web"}); err != nil {
 		r.t.Fatal(err)
 	}
 	return conn, conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{})

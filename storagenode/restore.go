@@ -2,7 +2,6 @@ package storagenode
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -82,41 +81,57 @@ type reader struct {
 	cur   medium
 }
 
+// run serves the restore's plan, which the node takes from the servers page
+// by page, read by read: the agent only receives. Pages go by bytes, so a
+// plan of millions of entries is never held whole.
 func (r *reader) run(ctx context.Context) error {
 	allowed := map[string]bool{}
 	for _, s := range r.t.Sessions {
 		allowed[s] = true
 	}
-	if err := r.conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{JobID: r.t.JobID, Node: r.n.cfg.ID}); err != nil {
+	if err := r.conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{V: dataplane.Version, JobID: r.t.JobID, Node: r.n.cfg.ID}); err != nil {
 		return err
 	}
-	for {
-		typ, payload, err := r.conn.ReadFrame()
-		if err != nil {
-			if errors.Is(err, io.EOF) && ctx.Err() == nil {
-				return nil
-			}
-			return fmt.Errorf("agent connection: %w", err)
+	var end dataplane.RestoreEnd
+	for cursor := 0; ; {
+		var page wire.RestorePlanResp
+		if err := r.n.request(ctx, wire.OpRestorePlan, wire.RestorePlanReq{JobID: r.t.JobID, Attempt: r.t.Attempt, Cursor: cursor}, &page); err != nil {
+			return &planError{job: r.t.JobID, cursor: cursor, err: err}
 		}
-		switch typ {
-		case dataplane.FrameEnd:
-			return nil
-		case dataplane.FrameRead:
-			var rr wire.ReadRequest
-			if err := json.Unmarshal(payload, &rr); err != nil {
-				return wire.Errorf(wire.CodeBadRequest, "", "malformed read request: %w", err)
-			}
+		for i := range page.Reads {
+			rr := &page.Reads[i]
 			if !allowed[rr.SessionID.String()] {
 				return wire.Errorf(wire.CodeTicketRejected, "", "the ticket of job %d does not allow reading session %s", r.t.JobID, rr.SessionID)
 			}
-			if err := r.serve(ctx, &rr); err != nil {
+			if err := r.serve(ctx, rr); err != nil {
 				return err
 			}
-		default:
-			return wire.Errorf(wire.CodeBadRequest, "", "unexpected frame %d in a restore stream", typ)
+			end.Reads++
+			end.Entries += int64(len(rr.Locs))
 		}
+		if page.Done {
+			break
+		}
+		if page.Cursor <= cursor {
+			return &planError{job: r.t.JobID, cursor: cursor, err: fmt.Errorf("the servers answered with cursor %d, which does not move on", page.Cursor)}
+		}
+		cursor = page.Cursor
 	}
+	return r.conn.WriteJSON(dataplane.FrameEnd, end)
 }
+
+// planError is a page of the restore's plan the servers did not give.
+type planError struct {
+	job    uint64
+	cursor int
+	err    error
+}
+
+func (e *planError) Error() string {
+	return fmt.Sprintf("restore plan of job %d, page %d: %v", e.job, e.cursor, e.err)
+}
+
+func (e *planError) Unwrap() error { return e.err }
 
 func (r *reader) key(ctx context.Context, id string) (*volume.Key, error) {
 	if k := r.keys[id]; k != nil {
@@ -147,6 +162,13 @@ func (e *stopStream) Unwrap() error { return e.err }
 // next. A broken connection, a stopped job, or a request the volumes
 // contradict ends it.
 func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
+	start := dataplane.ReadStart{SessionID: rr.SessionID, Entries: make([]dataplane.ReadEntry, len(rr.Locs))}
+	for i, l := range rr.Locs {
+		start.Entries[i] = dataplane.ReadEntry{Path: l.Path, Ancestor: l.Ancestor}
+	}
+	if err := r.conn.WriteJSON(dataplane.FrameReadStart, start); err != nil {
+		return &stopStream{err}
+	}
 	acct := newReadAccount(rr)
 	err := r.read(ctx, rr, acct)
 	var stop *stopStream

@@ -1,6 +1,7 @@
 package storagenode
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,12 +30,26 @@ type readResult struct {
 	done  dataplane.ReadDone
 }
 
-// readOnce sends rr and takes in the answer as an agent does: records of
-// an entry named lost are thrown away.
+// readOnce takes in the node's answer to rr, the next read of the plan,
+// as an agent does: records of an entry named lost are thrown away. The
+// read opens with its entries' paths, and nothing of where they lie.
 func readOnce(t testing.TB, conn *dataplane.Conn, rr wire.ReadRequest) readResult {
 	t.Helper()
-	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
+	typ, payload, err := conn.ReadFrame()
+	if err != nil {
 		t.Fatal(err)
+	}
+	var start dataplane.ReadStart
+	if err := dataplane.DecodeJSON(typ, payload, dataplane.FrameReadStart, &start); err != nil {
+		t.Fatal(err)
+	}
+	if start.SessionID != rr.SessionID || len(start.Entries) != len(rr.Locs) {
+		t.Fatalf("read of session %s with %d entries, want %s with %d", start.SessionID, len(start.Entries), rr.SessionID, len(rr.Locs))
+	}
+	for i, e := range start.Entries {
+		if e.Path != rr.Locs[i].Path || e.Ancestor != rr.Locs[i].Ancestor {
+			t.Fatalf("entry %d of the read is %+v, want %s", i, e, rr.Locs[i].Path)
+		}
 	}
 	res, err := readAnswer(t, conn)
 	if err != nil {
@@ -58,6 +73,7 @@ func readAnswer(t testing.TB, conn *dataplane.Conn) (readResult, error) {
 			return res, err
 		}
 		switch typ {
+		case dataplane.FrameReadStart: // readOnce checks it
 		case dataplane.FrameRecords:
 			for len(payload) > 0 {
 				rt, body, n, err := volume.ParseRecord(payload)
@@ -213,8 +229,19 @@ func (r *rig) readRequest(job uint64) wire.ReadRequest {
 	return wire.ReadRequest{}
 }
 
-// restoreConn opens a restore stream of job's sessions.
-func (r *rig) restoreConn(job uint64, sessions ...string) *dataplane.Conn {
+// restoreConn opens the restore stream of job, whose plan is reads.
+func (r *rig) restoreConn(job uint64, reads ...wire.ReadRequest) *dataplane.Conn {
+	r.t.Helper()
+	r.fake.plans.set(job, reads...)
+	var sessions []string
+	for _, rr := range reads {
+		sessions = append(sessions, rr.SessionID.String())
+	}
+	return r.restoreTicketConn(job, sessions...)
+}
+
+// restoreTicketConn opens a restore stream with a ticket for sessions.
+func (r *rig) restoreTicketConn(job uint64, sessions ...string) *dataplane.Conn {
 	r.t.Helper()
 	now := time.Now()
 	tk, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: ticket.OpRestore, Sessions: sessions,
@@ -296,7 +323,7 @@ func TestRestoreNamesEveryEntryATruncatedVolumeLoses(t *testing.T) {
 	if err := os.Truncate(path, blockOffset(t, path, rr.Parts[0], cut)+volume.HeaderSize+1000); err != nil {
 		t.Fatal(err)
 	}
-	res := readOnce(t, r.restoreConn(2, rr.SessionID.String()), rr)
+	res := readOnce(t, r.restoreConn(2, rr), rr)
 	res.check(t, rr, fs, func(l fileindex.Location) bool { return l.EndSeq >= cut }, "truncated")
 	after := 0
 	for _, l := range rr.Locs {
@@ -326,16 +353,21 @@ func TestRestoreGoesOnPastAMissingVolume(t *testing.T) {
 	if err := os.Rename(path, path+".away"); err != nil {
 		t.Fatal(err)
 	}
-	conn := r.restoreConn(2, rr.SessionID.String())
+	// The second read is in the plan only once the volume is back.
+	r.fake.plans.add(2, rr)
+	conn := r.restoreTicketConn(2, rr.SessionID.String())
 	res := readOnce(t, conn, rr)
 	res.check(t, rr, fs, func(fileindex.Location) bool { return true }, "Default-0001")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	r.fake.plans.add(2, rr)
+	r.fake.plans.end(2)
 	res = readOnce(t, conn, rr)
 	res.check(t, rr, fs, func(fileindex.Location) bool { return false }, "")
-	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{}); err != nil {
-		t.Fatal(err)
+	var end dataplane.RestoreEnd
+	if err := conn.ReadJSON(dataplane.FrameEnd, &end); err != nil || end.Reads != 2 || end.Entries != int64(2*len(rr.Locs)) {
+		t.Fatalf("end of the restore: %+v %v, want 2 reads of %d entries", end, err, len(rr.Locs))
 	}
 }
 
@@ -356,6 +388,7 @@ func TestRestoreNamesEntriesRunningIntoADamagedBlock(t *testing.T) {
 	// Tape records are 64 KiB; a 512 KiB volume block takes eight or nine.
 	for _, rec := range []int64{17, 35, 62, 80} {
 		r.lib.EmulatedDrive(0).SetFaults(tape.Faults{MediumErrorAt: []int64{rec}})
+		r.fake.plans.set(100+uint64(rec), rr)
 		conn := r.dial(t, r.ticket(t, 100+uint64(rec), ticket.OpRestore, rr.SessionID.String()))
 		if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
 			t.Fatal(err)
@@ -400,17 +433,15 @@ func (r *nodeTapeRig) driveJob(t testing.TB) uint64 {
 }
 
 // stalledRestore starts a restore of all of rr as job that reads the
-// accept, asks for the read and then reads nothing: the node's writes
+// accept and then reads nothing: the node's writes
 // back up once the socket buffers are full. It returns once the job holds
 // the drive.
 func (r *nodeTapeRig) stalledRestore(t testing.TB, job uint64, rr wire.ReadRequest) *dataplane.Conn {
 	t.Helper()
+	r.fake.plans.set(job, rr)
 	conn := r.dial(t, r.ticket(t, job, ticket.OpRestore, rr.SessionID.String()))
 	t.Cleanup(func() { conn.Close() })
 	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.WriteJSON(dataplane.FrameRead, rr); err != nil {
 		t.Fatal(err)
 	}
 	poll.Until(t, 10*time.Second, func() error {
@@ -457,6 +488,7 @@ func TestStalledRestoreClientReleasesTheDrive(t *testing.T) {
 	})
 	t.Logf("the drive was given back %s after the stalled client got it", time.Since(held).Round(time.Millisecond))
 
+	r.fake.plans.set(3, rr)
 	conn := r.dial(t, r.ticket(t, 3, ticket.OpRestore, rr.SessionID.String()))
 	defer conn.Close()
 	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
@@ -494,6 +526,7 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 	if err := wire.Request(context.Background(), r.nc, wire.NodeSubject("sn1", wire.OpCancel), wire.CancelJob{JobID: 2, Reason: "again"}, &res); err != nil || res.Running {
 		t.Fatalf("cancel again: %+v %v", res, err)
 	}
+	r.fake.plans.set(3, rr)
 	conn := r.dial(t, r.ticket(t, 3, ticket.OpRestore, rr.SessionID.String()))
 	defer conn.Close()
 	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
@@ -569,4 +602,127 @@ func TestCancelOrderRollsBackABackup(t *testing.T) {
 		t.Fatalf("the next backup starts at %d, the tape's committed end is %d", c.Parts[0].VolumeStart, end)
 	}
 	checkRestored(t, r.restore(t, 3, r.fake.readRequest(t, 3)).whole, fs3)
+}
+
+// What an agent receives in a restore is the stream and the entries' paths,
+// nothing of where they lie: every frame decodes into its agent-facing type
+// with no field left over, records are whole records, and no frame names a
+// volume, a part, an offset or the key. The node asked the servers for the
+// plan itself, as the job and attempt of its ticket.
+func TestRestoreStreamCarriesNoVolumeLayout(t *testing.T) {
+	r := newRig(t, true)
+	r.waitRegistered()
+	fs := mixedFiles()
+	r.backupFiles(1, fs)
+	rr := r.readRequest(1)
+	rr.Locs[0].Ancestor = true
+	conn := r.restoreTicketConn(2, rr.SessionID.String())
+	r.fake.plans.set(2, rr, rr)
+	layout := []string{rr.Parts[0].VolumeID.String(), rr.Parts[0].Volume, rr.Parts[0].Pool, rr.KeyID,
+		"volume", "part", "offset", "start", "barcode", "loc", "key", "seq"}
+	strict := func(p []byte, v any) {
+		d := json.NewDecoder(bytes.NewReader(p))
+		d.DisallowUnknownFields()
+		if err := d.Decode(v); err != nil {
+			t.Fatalf("frame %s: %v", p, err)
+		}
+	}
+	var reads, records int
+	for done := false; !done; {
+		typ, p, err := conn.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != dataplane.FrameRecords {
+			for _, s := range layout {
+				if bytes.Contains(bytes.ToLower(p), []byte(strings.ToLower(s))) {
+					t.Errorf("frame %d names %q: %s", typ, s, p)
+				}
+			}
+		}
+		switch typ {
+		case dataplane.FrameReadStart:
+			var rs dataplane.ReadStart
+			strict(p, &rs)
+			if !rs.Entries[0].Ancestor || len(rs.Entries) != len(rr.Locs) {
+				t.Fatalf("read start %+v", rs)
+			}
+			reads++
+		case dataplane.FrameRecords:
+			for len(p) > 0 {
+				_, _, n, err := volume.ParseRecord(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p = p[n:]
+				records++
+			}
+		case dataplane.FrameReadDone:
+			strict(p, &dataplane.ReadDone{})
+		case dataplane.FrameEnd:
+			var end dataplane.RestoreEnd
+			strict(p, &end)
+			if end.Reads != 2 || end.Entries != int64(2*len(rr.Locs)) {
+				t.Fatalf("end %+v", end)
+			}
+			done = true
+		default:
+			t.Fatalf("frame %d: %s", typ, p)
+		}
+	}
+	if reads != 2 || records == 0 {
+		t.Fatalf("%d reads, %d records", reads, records)
+	}
+	asked := r.fake.plans.requests()
+	if len(asked) != 2 || asked[0].JobID != 2 || asked[0].Cursor != 0 || asked[1].Cursor != 1 {
+		t.Fatalf("the node asked the servers for %+v", asked)
+	}
+}
+
+// An agent of data-port protocol version 1 relayed the plan in Read frames
+// this node no longer takes: its restore is refused at the hello, saying
+// which versions met, rather than left waiting; its backup, whose frames
+// did not change, is accepted. A version this node does not know yet is
+// refused whatever the job.
+func TestRestoreOfAnOlderAgentIsRefusedWithTheVersions(t *testing.T) {
+	r := newRig(t, true)
+	r.waitRegistered()
+	_, fp, err := dataplane.LoadOrCreateCert(r.node.cfg.DataDir, "sn1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := func(v int, tk string) error {
+		conn, err := dataplane.Dial(context.Background(), r.node.DataAddr(), fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: v, Ticket: tk, Client: "web"}); err != nil {
+			t.Fatal(err)
+		}
+		var acc dataplane.Accept
+		if err := conn.ReadJSON(dataplane.FrameAccept, &acc); err != nil {
+			return err
+		}
+		if acc.V != dataplane.Version {
+			t.Fatalf("accept of version %d, want %d", acc.V, dataplane.Version)
+		}
+		return nil
+	}
+	now := time.Now()
+	tk, err := ticket.Sign(ticket.Ticket{JobID: 2, Client: "web", Node: "sn1", Op: ticket.OpRestore, Sessions: []string{"s"},
+		Issued: now, Expires: now.Add(time.Minute)}, r.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = hello(1, tk)
+	if wire.CodeOf(err) != wire.CodeUnsupportedVersion || !strings.Contains(err.Error(), "the agent speaks data-port protocol version 1 and this side version 2") {
+		t.Fatalf("restore of a version-1 agent: %v", err)
+	}
+	if err := hello(dataplane.Version+1, r.ticket(3)); wire.CodeOf(err) != wire.CodeUnsupportedVersion {
+		t.Fatalf("a hello of version %d: %v", dataplane.Version+1, err)
+	}
+	if err := hello(1, r.ticket(4)); err != nil {
+		t.Fatalf("backup of a version-1 agent: %v", err)
+	}
 }

@@ -57,6 +57,7 @@ type tapeServer struct {
 	commits  []wire.SessionCommitReq
 	segments map[uint64][][]byte
 	aborts   []wire.SessionAbortReq
+	plans    planBook
 }
 
 func (f *tapeServer) vol(id uuid.UUID) *tapeVol {
@@ -70,6 +71,9 @@ func (f *tapeServer) vol(id uuid.UUID) *tapeVol {
 
 func (f *tapeServer) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
 	_, op, _ := wire.SplitFrom(subject)
+	if op == wire.OpRestorePlan {
+		return f.plans.page(body)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch op {
@@ -309,7 +313,7 @@ func (r *nodeTapeRig) dial(t testing.TB, tk string) *dataplane.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: "web"}); err != nil {
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web"}); err != nil {
 		t.Fatal(err)
 	}
 	return conn
@@ -373,14 +377,13 @@ func (r *nodeTapeRig) backupPaced(t testing.TB, job uint64, fs []testFile, rate 
 // restore reads the paths (all when none) of job's session back.
 func (r *nodeTapeRig) restore(t testing.TB, job uint64, rr wire.ReadRequest) readResult {
 	t.Helper()
+	r.fake.plans.set(job+1000, rr)
 	conn := r.dial(t, r.ticket(t, job+1000, ticket.OpRestore, rr.SessionID.String()))
 	defer conn.Close()
 	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
 		t.Fatal(err)
 	}
-	res := readOnce(t, conn, rr)
-	_ = conn.WriteJSON(dataplane.FrameEnd, dataplane.End{})
-	return res
+	return readOnce(t, conn, rr)
 }
 
 func checkRestored(t testing.TB, got map[string][]byte, fs []testFile) {

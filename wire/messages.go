@@ -201,13 +201,16 @@ const (
 	OpSessionCommit   = "session.commit"
 	OpSessionAbort    = "session.abort"
 	OpSessionProgress = "session.progress"
+	// OpRestorePlan pages through the plan of a restore the node runs
+	// (RestorePlanReq); the servers hand it only to the node the job
+	// runs on, at the attempt the node's ticket names.
+	OpRestorePlan = "restore.plan"
 )
 
 // Operations an agent sends the servers (cairn.srv.agent.<client>.<op>).
 const (
 	OpAgentRegister = "register"
 	OpBaseTree      = "base.tree"
-	OpRestorePlan   = "restore.plan"
 	OpJobDone       = "job.done"
 	// OpJobAlive asks whether a job still runs at an attempt: an agent
 	// whose restore was held up asks before it writes on.
@@ -997,10 +1000,14 @@ type JobAliveReq struct {
 	Attempt int    `json:"attempt,omitempty"`
 }
 
-// RestorePlanReq pages through a restore's plan.
+// RestorePlanReq pages through a restore's plan. The storage node that
+// runs the restore asks, for the job and attempt its ticket names: the
+// plan says where the data lies on the volumes (parts, offsets, barcodes),
+// which only the node has a use for, so it never crosses the agent.
 type RestorePlanReq struct {
-	JobID  uint64 `json:"job_id"`
-	Cursor int    `json:"cursor"`
+	JobID   uint64 `json:"job_id"`
+	Attempt int    `json:"attempt,omitempty"`
+	Cursor  int    `json:"cursor"`
 }
 
 // ReadLoc is one entry to read: where its FileHeader lies in its session.
@@ -1034,8 +1041,9 @@ type ReadPart struct {
 }
 
 // ReadRequest asks a storage node for entries of one session, in stream
-// order. The agent forwards it over the data port; the node checks it
-// against the ticket.
+// order. The node takes it from the servers (OpRestorePlan) and checks it
+// against the ticket; the agent sees only the entries' paths
+// (dataplane.ReadStart).
 type ReadRequest struct {
 	SessionID uuid.UUID  `json:"session_id"`
 	KeyID     string     `json:"key_id"`
