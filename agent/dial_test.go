@@ -48,3 +48,50 @@ func TestDialNodeDiesBeforeAccepting(t *testing.T) {
 		t.Errorf("dial a node that closes before accepting: %v does not wrap io.EOF", err)
 	}
 }
+
+// A storage node of data-port protocol version 1 answers a hello with an
+// Accept that names no version, then waits for the Read frames it used to
+// get: a restore refuses it at once, saying which versions met, while a
+// backup, whose frames did not change, goes on.
+func TestDialRefusesANodeOfAnOlderProtocolForARestore(t *testing.T) {
+	cert, fp, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	hellos := make(chan dataplane.Hello, 2)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conn := dataplane.NewConn(c)
+			var h dataplane.Hello
+			_ = conn.ReadJSON(dataplane.FrameHello, &h)
+			hellos <- h
+			_ = conn.WriteJSON(dataplane.FrameAccept, map[string]any{"job_id": 7, "node": "sn1"})
+		}
+	}()
+	a := &Agent{cfg: Config{Name: "web"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ep := wire.DataEndpoint{Node: "sn1", Addr: l.Addr().String(), CertSHA256: fp}
+	_, err = a.dial(ctx, ep, "ticket", dataplane.Version)
+	if h := <-hellos; h.V != dataplane.Version {
+		t.Fatalf("the hello says version %d, want %d", h.V, dataplane.Version)
+	}
+	var ve *dataplane.VersionError
+	if wire.CodeOf(err) != wire.CodeUnsupportedVersion || !errors.As(err, &ve) || ve.Peer != 1 || !strings.Contains(err.Error(), "storage node speaks data-port protocol version 1") {
+		t.Fatalf("restore with a version-1 node: %v", err)
+	}
+	conn, err := a.dial(ctx, ep, "ticket", 1)
+	if err != nil {
+		t.Fatalf("backup with a version-1 node: %v", err)
+	}
+	conn.Close()
+}

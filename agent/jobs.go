@@ -148,7 +148,7 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string, need 
 		stop()
 		conn.Close()
 		return nil, wire.Errorf(wire.CodeUnsupportedVersion, "run the same Cairn release on agents and storage nodes",
-			"storage node %s: %v", ep.Node, &dataplane.VersionError{Peer: v, Ours: dataplane.Version, PeerIs: "storage node"})
+			"storage node %s: %w", ep.Node, &dataplane.VersionError{Peer: v, Ours: dataplane.Version, PeerIs: "storage node"})
 	}
 	return conn, nil
 }

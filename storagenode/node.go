@@ -711,7 +711,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 // versionError refuses an agent that speaks another data-port protocol.
 func versionError(v int) *wire.Error {
 	return wire.Errorf(wire.CodeUnsupportedVersion, "run the same Cairn release on agents and storage nodes",
-		"%v", &dataplane.VersionError{Peer: v, Ours: dataplane.Version, PeerIs: "agent"})
+		"%w", &dataplane.VersionError{Peer: v, Ours: dataplane.Version, PeerIs: "agent"})
 }
 
 // jobStream is a job's stream on this node, which the servers may order
