@@ -287,6 +287,50 @@ func (c *Conn) writeFrame(t byte, payload []byte) error {
 	return c.stalled(true, err)
 }
 
+// WriteFrameTail writes one frame whose payload is head then tail, and
+// sends it. A large tail (file data a storage node decoded) goes from
+// where it lies to the connection, past the write buffer: bulk bytes are
+// copied once fewer. The frame is on its way when it returns; no Flush is
+// needed.
+func (c *Conn) WriteFrameTail(t byte, head, tail []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	n := len(head) + len(tail)
+	if n > MaxFrame {
+		return fmt.Errorf("data frame of %d bytes exceeds %d", n, MaxFrame)
+	}
+	var hdr [5]byte
+	hdr[0] = t
+	binary.BigEndian.PutUint32(hdr[1:], uint32(n))
+	c.writeDeadline()
+	if _, err := c.w.Write(hdr[:]); err != nil {
+		return c.stalled(true, err)
+	}
+	if _, err := c.w.Write(head); err != nil {
+		return c.stalled(true, err)
+	}
+	if len(tail) < directWrite {
+		if _, err := c.w.Write(tail); err != nil {
+			return c.stalled(true, err)
+		}
+		return c.flush()
+	}
+	if err := c.flush(); err != nil {
+		return err
+	}
+	c.writeDeadline()
+	if _, err := c.c.Write(tail); err != nil {
+		return c.stalled(true, err)
+	}
+	c.wrote = time.Now()
+	return nil
+}
+
+// directWrite is the size from which WriteFrameTail writes a tail past the
+// buffer: below it, the extra write (a TLS record and a system call) costs
+// more than the copy.
+const directWrite = 32 << 10
+
 // writeDeadline gives the next write the timeout, when there is one: a
 // full buffer goes to the socket inside Write.
 func (c *Conn) writeDeadline() {

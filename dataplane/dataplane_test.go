@@ -100,3 +100,35 @@ func TestReadFrameRejectsHugeLength(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// WriteFrameTail sends one frame of head and tail, whether the tail goes
+// through the write buffer (small) or past it (large), in order with the
+// frames buffered before it, and refuses a frame over MaxFrame.
+func TestWriteFrameTail(t *testing.T) {
+	a, b := net.Pipe()
+	w, r := NewConn(a), NewConn(b)
+	defer w.Close()
+	defer r.Close()
+	small, large := []byte("tail"), bytes.Repeat([]byte("0123456789abcdef"), directWrite/16*4)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- errors.Join(
+			w.WriteFrame(FrameRecords, []byte("buffered")),
+			w.WriteFrameTail(FrameRecords, []byte("head"), small),
+			w.WriteFrameTail(FrameRecords, []byte("head"), large),
+			w.WriteFrameTail(FrameRecords, nil, large),
+		)
+	}()
+	for i, want := range [][]byte{[]byte("buffered"), append([]byte("head"), small...), append([]byte("head"), large...), large} {
+		typ, p, err := r.ReadFrame()
+		if err != nil || typ != FrameRecords || !bytes.Equal(p, want) {
+			t.Fatalf("frame %d: type %d, %d bytes (want %d), %v", i, typ, len(p), len(want), err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFrameTail(FrameRecords, make([]byte, 1), make([]byte, MaxFrame)); err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("a frame over MaxFrame: %v", err)
+	}
+}

@@ -252,6 +252,12 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccou
 	defer sr.Close()
 	onRecord := func(t volume.RecordType, body []byte) error {
 		acct.record(t, body)
+		if len(body) >= directRecord && !copyBaseline {
+			if err := r.sendRecord(t, body); err != nil {
+				return &stopStream{err}
+			}
+			return nil
+		}
 		r.batch = volume.AppendRecord(r.batch, t, body)
 		if len(r.batch) >= recordBatch {
 			if err := r.flush(); err != nil {
@@ -315,6 +321,31 @@ func (r *reader) sendDamaged(d dataplane.Damaged) error {
 	}
 	return nil
 }
+
+// sendRecord sends a large record (file data) with the records batched
+// before it, in one frame, its body from the block the volume reader
+// decoded it into: the only copy of a restored byte on the node is then
+// the read from the medium into that block (and, for a compressed block,
+// the decompression); TLS encrypts from there.
+func (r *reader) sendRecord(t volume.RecordType, body []byte) error {
+	head := volume.AppendRecordHeader(r.batch, t, len(body))
+	if len(head)+len(body) > dataplane.MaxFrame {
+		if err := r.flush(); err != nil {
+			return err
+		}
+		head = volume.AppendRecordHeader(r.batch, t, len(body))
+	}
+	if err := r.conn.WriteFrameTail(dataplane.FrameRecords, head, body); err != nil {
+		return err
+	}
+	r.n.metrics.bytesRead.Add(float64(len(head) + len(body)))
+	r.batch = head[:0]
+	return nil
+}
+
+// directRecord is the size from which a record's body is sent from where
+// it lies rather than copied into the batch.
+const directRecord = 64 << 10
 
 func (r *reader) flush() error {
 	if len(r.batch) == 0 {

@@ -228,31 +228,43 @@ func newOpener(key *Key, session uuid.UUID) (*opener, error) {
 // CRC already verified) into dst[:0] and returns the plaintext. The
 // payload bytes of block are overwritten.
 func (o *opener) open(dst []byte, h *BlockHeader, block []byte) ([]byte, error) {
+	out, inBlock, err := o.decode(dst, h, block)
+	if inBlock {
+		return append(dst[:0], out...), err
+	}
+	return out, err
+}
+
+// decode is open without the copy of a block stored uncompressed: its
+// plaintext is decrypted in place and returned where it lies in block
+// (inBlock), valid for as long as block is. A compressed block is
+// decompressed into dst.
+func (o *opener) decode(dst []byte, h *BlockHeader, block []byte) (out []byte, inBlock bool, err error) {
 	hdr, payload := block[:HeaderSize], block[HeaderSize:]
 	if h.Flags&FlagAESGCM == 0 {
 		// v1 writers always encrypt; a plaintext data block is not ours.
-		return nil, fmt.Errorf("%w: %s block is not encrypted", errDecode, h.Kind)
+		return nil, false, fmt.Errorf("%w: %s block is not encrypted", errDecode, h.Kind)
 	}
 	o.aad = blockAAD(o.aad[:0], hdr, h.SessionID, h.Seq, h.RawLen)
 	p, err := o.aead.Open(payload[:0], blockNonce(h.Seq), payload, o.aad)
 	if err != nil {
-		return nil, errAuth
+		return nil, false, errAuth
 	}
 	if h.Flags&FlagZstd == 0 {
 		if len(p) != int(h.RawLen) {
-			return nil, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(p), h.RawLen)
+			return nil, false, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(p), h.RawLen)
 		}
-		return append(dst[:0], p...), nil
+		return p, true, nil
 	}
 	if cap(dst) < int(h.RawLen) {
 		dst = make([]byte, 0, h.RawLen)
 	}
-	out, err := zstdDec().DecodeAll(p, dst[:0:h.RawLen])
+	out, err = zstdDec().DecodeAll(p, dst[:0:h.RawLen])
 	if err != nil {
-		return nil, fmt.Errorf("%w: zstd: %v", errDecode, err)
+		return nil, false, fmt.Errorf("%w: zstd: %v", errDecode, err)
 	}
 	if len(out) != int(h.RawLen) {
-		return nil, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(out), h.RawLen)
+		return nil, false, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(out), h.RawLen)
 	}
-	return out, nil
+	return out, false, nil
 }

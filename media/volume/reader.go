@@ -212,6 +212,10 @@ type item struct {
 	h      BlockHeader
 	raw    []byte
 	plain  []byte
+	// held is the raw buffer plain lies in, for a block stored
+	// uncompressed: it was decrypted in place rather than copied out, and
+	// goes back to the pool once plain is consumed.
+	held   []byte
 	err    error // from decoding
 	damage *CorruptBlockError
 	fatal  error
@@ -299,15 +303,36 @@ func (r *SessionReader) start(ctx context.Context, from, seq, lastSeq uint64, ex
 				if err != nil {
 					it.err = err
 				} else {
-					it.plain, it.err = op.open(r.getPlain(), &it.h, it.raw)
-					r.rawBuf.Put(it.raw[:0])
-					it.raw = nil
+					r.decode(op, it)
 				}
 				close(it.ready)
 			}
 		}()
 	}
 	return c
+}
+
+// decode turns it.raw into it.plain. A block stored uncompressed keeps
+// its raw buffer, its plaintext decrypted in place: no copy.
+func (r *SessionReader) decode(op *opener, it *item) {
+	if copyBaseline {
+		it.plain, it.err = op.open(r.getPlain(), &it.h, it.raw)
+		r.rawBuf.Put(it.raw[:0])
+		it.raw = nil
+		return
+	}
+	dst := r.getPlain()
+	plain, inBlock, err := op.decode(dst, &it.h, it.raw)
+	it.plain, it.err = plain, err
+	if inBlock {
+		it.held = it.raw
+		if dst != nil {
+			r.plainBuf.Put(dst)
+		}
+	} else {
+		r.rawBuf.Put(it.raw[:0])
+	}
+	it.raw = nil
 }
 
 func (r *SessionReader) getRaw(n int) []byte {
@@ -326,7 +351,11 @@ func (r *SessionReader) getPlain() []byte {
 }
 
 func (r *SessionReader) release(it *item) {
-	if it.plain != nil {
+	switch {
+	case it.held != nil:
+		r.rawBuf.Put(it.held[:0])
+		it.held, it.plain = nil, nil
+	case it.plain != nil:
 		r.plainBuf.Put(it.plain[:0])
 		it.plain = nil
 	}
@@ -409,7 +438,12 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 		}
 		pos := p.DataStart + int64(stream-p.StreamStart)
 		end := p.DataStart + int64(p.StreamEnd-p.StreamStart)
-		br := bufio.NewReaderSize(io.NewSectionReader(ra, pos, end-pos), int(min(1<<20, max(end-pos, 4096))))
+		// Blocks are read straight into their raw buffers: a header, then
+		// the rest. A buffered reader would copy every byte once more.
+		var br io.Reader = io.NewSectionReader(ra, pos, end-pos)
+		if copyBaseline {
+			br = bufio.NewReaderSize(br, int(min(1<<20, max(end-pos, 4096))))
+		}
 		damage := func(reason string) {
 			if pend == nil {
 				pend = &CorruptBlockError{VolumeID: p.VolumeID, SessionID: r.session, Seq: seq, Offset: pos, Reason: reason}
@@ -479,7 +513,10 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 				break
 			}
 			pos = f.off
-			br.Reset(io.NewSectionReader(ra, pos, end-pos))
+			br = io.NewSectionReader(ra, pos, end-pos)
+			if copyBaseline {
+				br = bufio.NewReaderSize(br, int(min(1<<20, max(end-pos, 4096))))
+			}
 		}
 		stream = p.StreamEnd
 	}

@@ -62,9 +62,14 @@ var ErrBadRecord = errors.New("malformed record")
 
 // AppendRecord appends one record to dst.
 func AppendRecord(dst []byte, t RecordType, body []byte) []byte {
+	return append(AppendRecordHeader(dst, t, len(body)), body...)
+}
+
+// AppendRecordHeader appends what precedes a record's body of n bytes, for
+// a writer that sends the body from where it lies.
+func AppendRecordHeader(dst []byte, t RecordType, n int) []byte {
 	dst = append(dst, byte(t))
-	dst = binary.AppendUvarint(dst, uint64(len(body)))
-	return append(dst, body...)
+	return binary.AppendUvarint(dst, uint64(n))
 }
 
 // AppendDataRecord appends a Data record for data at offset in the file.

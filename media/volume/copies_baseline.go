@@ -1,0 +1,5 @@
+//go:build cairn_copybaseline
+
+package volume
+
+const copyBaseline = true

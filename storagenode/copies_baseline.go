@@ -1,0 +1,5 @@
+//go:build cairn_copybaseline
+
+package storagenode
+
+const copyBaseline = true

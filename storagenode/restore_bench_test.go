@@ -1,0 +1,120 @@
+package storagenode
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/dataplane"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/sample"
+	"github.com/cairnbackup/cairn/ticket"
+)
+
+// BenchmarkRestoreFromDiskPool restores one large file from a disk pool
+// through the data port, as an agent reads it (TLS, every frame taken,
+// nothing written): the node's path from the volume read to the socket,
+// for a file that does not compress (its blocks are stored as they are)
+// and one that does. bench/restore-copies.sh runs it built with and
+// without the tag cairn_copybaseline, side by side, for the copies that
+// path used to take; storagenode/DESIGN.md has the figures.
+// CAIRN_BENCH_RESTORE_MIB sets the file's size (default 64).
+func BenchmarkRestoreFromDiskPool(b *testing.B) {
+	size := int(benchEnvInt("CAIRN_BENCH_RESTORE_MIB", 64)) << 20
+	for _, kind := range []struct {
+		name string
+		make func(*rand.Rand, int) []byte
+	}{{"random", sample.RandomBytes}, {"text", sample.LogText}} {
+		b.Run(kind.name, func(b *testing.B) {
+			r := newMediaRig(b, mediaCases[0])
+			f := testFile{path: "/data/big", content: kind.make(rand.New(rand.NewPCG(1, 2)), size)}
+			if err := r.backupLarge(1, f); err != nil {
+				b.Fatal(err)
+			}
+			rr := r.cat.readRequest(b, 1)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			cpu0 := cpuTime(b)
+			b.ResetTimer()
+			for i := range b.N {
+				job := uint64(100 + i)
+				r.cat.plans.set(job, rr)
+				conn, err := r.dial(job, ticket.OpRestore, rr.SessionID.String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				got, err := drain(conn)
+				conn.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got < int64(size) {
+					b.Fatalf("%d record bytes restored, want at least %d", got, size)
+				}
+			}
+			b.StopTimer()
+			// CPU time moves less than wall time on a machine others
+			// share; the client's half (TLS, frames) is the same in both
+			// builds.
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N)/float64(size>>20), "cpu-ns/MiB")
+		})
+	}
+}
+
+// cpuTime is the CPU time the process used so far, user and system.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// backupLarge streams f as job's backup, in frames of about a MiB.
+func (r *mediaRig) backupLarge(job uint64, f testFile) error {
+	conn, err := r.dial(job, ticket.OpBackup)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
+	for off := 0; off < len(f.content); off += 256 << 10 {
+		b = volume.AppendDataRecord(b, int64(off), f.content[off:min(off+256<<10, len(f.content))])
+		if len(b) >= 1<<20 {
+			if err := conn.WriteFrame(dataplane.FrameRecords, b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	if err := conn.WriteFrame(dataplane.FrameRecords, volume.AppendFileEnd(b, volume.EndOK, nil)); err != nil {
+		return err
+	}
+	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{Entries: 1}); err != nil {
+		return err
+	}
+	return conn.ReadJSON(dataplane.FrameResult, &dataplane.Result{})
+}
+
+// drain takes in a restore stream to its End and counts its record bytes.
+func drain(conn *dataplane.Conn) (int64, error) {
+	var n int64
+	for {
+		typ, p, err := conn.ReadFrame()
+		if err != nil {
+			return n, err
+		}
+		switch typ {
+		case dataplane.FrameRecords:
+			n += int64(len(p))
+		case dataplane.FrameReadStart, dataplane.FrameReadDone:
+		case dataplane.FrameEnd:
+			return n, nil
+		default:
+			return n, fmt.Errorf("frame %d: %w", typ, dataplane.DecodeJSON(typ, p, dataplane.FrameEnd, nil))
+		}
+	}
+}
