@@ -41,10 +41,10 @@
 // entry bigger than a page goes out alone (and, bigger than a message, comes
 // back as a message_too_large error rather than never). A restore plan's
 // pages are numbered and come out the same every time, so a retried cursor
-// and a new leader replaying to the agent's cursor get the same page; the
-// servers of a group therefore need the same max_payload. Lists page with a
-// cursor the client holds (the last name, id, path or log line), which any
-// member can answer.
+// and a new leader replaying to the storage node's cursor get the same
+// page; the servers of a group therefore need the same max_payload. Lists
+// page with a cursor the client holds (the last name, id, path or log
+// line), which any member can answer.
 //
 // Tape (tape.go): a storage node owns its libraries and alone drives their
 // changers and drives; the servers keep the catalog's view of the
