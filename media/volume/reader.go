@@ -449,9 +449,15 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 				pend = &CorruptBlockError{VolumeID: p.VolumeID, SessionID: r.session, Seq: seq, Offset: pos, Reason: reason}
 			}
 		}
+		// next is the header of the block after the last one, read with its
+		// body: a block costs one read, not two.
+		var next [HeaderSize]byte
+		haveNext := false
 		for pos < end {
 			var hb [HeaderSize]byte
-			if _, err := io.ReadFull(br, hb[:]); err != nil {
+			if haveNext {
+				hb, haveNext = next, false
+			} else if _, err := io.ReadFull(br, hb[:]); err != nil {
 				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 					damage(fmt.Sprintf("the volume ends before offset %d, where the part ends: it was truncated", end))
 					break
@@ -473,7 +479,24 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 			if reason == "" {
 				raw = r.getRaw(int(h.Size()))
 				copy(raw, hb[:])
-				if _, err := io.ReadFull(br, raw[HeaderSize:]); err != nil {
+				// Not past the last block wanted: on tape the header
+				// could cost a record read for nothing.
+				ahead := !copyBaseline && h.Seq < lastSeq && pos+h.Size()+HeaderSize <= end && cap(raw) >= len(raw)+HeaderSize
+				body := raw[HeaderSize:]
+				if ahead {
+					body = raw[HeaderSize : len(raw)+HeaderSize]
+				}
+				n, err := io.ReadFull(br, body)
+				if ahead && err != nil && n >= len(body)-HeaderSize && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+					// The block is whole and the volume ends after it,
+					// before the part does: the next header's read says so.
+					err, ahead = nil, false
+				}
+				if ahead {
+					copy(next[:], raw[len(raw):len(raw)+HeaderSize])
+					haveNext = true
+				}
+				if err != nil {
 					if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 						damage(fmt.Sprintf("the volume ends inside the block, before offset %d, where the part ends: it was truncated", end))
 						break
@@ -513,6 +536,7 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 				break
 			}
 			pos = f.off
+			haveNext = false
 			br = io.NewSectionReader(ra, pos, end-pos)
 			if copyBaseline {
 				br = bufio.NewReaderSize(br, int(min(1<<20, max(end-pos, 4096))))
