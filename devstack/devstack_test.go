@@ -289,7 +289,7 @@ func (e *env) dataHello(tk string) error {
 		e.t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: 1, Ticket: tk, Client: "web"}); err != nil {
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web"}); err != nil {
 		e.t.Fatal(err)
 	}
 	var acc dataplane.Accept

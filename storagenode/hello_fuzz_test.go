@@ -71,6 +71,7 @@ func FuzzServeConnHello(f *testing.F) {
 		sign(used),
 		"",
 	} {
+		f.Add(helloFrame(dataplane.Hello{V: dataplane.Version, Ticket: s, Client: "web", Version: "1"}))
 		f.Add(helloFrame(dataplane.Hello{V: 1, Ticket: s, Client: "web", Version: "1"}))
 	}
 	f.Add([]byte{dataplane.FrameRecords, 0, 0, 0, 1, 0})
@@ -82,7 +83,7 @@ func FuzzServeConnHello(f *testing.F) {
 		answer := dataplane.NewConn(&streamConn{in: bytes.NewReader(conn.out.Bytes())})
 		err := answer.ReadJSON(dataplane.FrameAccept, new(dataplane.Accept))
 		switch wire.CodeOf(err) {
-		case wire.CodeBadRequest, wire.CodeTicketRejected:
+		case wire.CodeBadRequest, wire.CodeTicketRejected, wire.CodeUnsupportedVersion:
 		default:
 			t.Fatalf("the node answered %v (code %q) to %q", err, wire.CodeOf(err), data)
 		}
