@@ -18,10 +18,10 @@ import (
 )
 
 // maxPageBytes caps a page of a list that grows with the data (a restore
-// plan, a base tree, a listing) whatever the NATS servers allow: a restore
-// plan's read requests go on to the storage node in one data-plane frame
-// each (dataplane.MaxFrame, 8 MiB), and a MiB already makes the round trip
-// per page negligible.
+// plan, a base tree, a listing) whatever the NATS servers allow: the
+// storage node sends the entries of each of a page's reads on to the agent
+// in one data-plane frame (dataplane.MaxFrame, 8 MiB), and a MiB already
+// makes the round trip per page negligible.
 const maxPageBytes = 1 << 20
 
 // PageBytes is what one page may fill, given the connection's max_payload
