@@ -182,6 +182,14 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		a.metrics.jobs.WithLabelValues("backup", "failed").Inc()
 		a.report(done)
 	}
+	app := a.newAppRun(o)
+	defer app.close()
+	// Nothing runs unless everything may: a refused after-step found
+	// once the before-steps quiesced a database would leave it so.
+	if err := app.check(); err != nil {
+		fail(err)
+		return
+	}
 	conn, err := a.dial(ctx, o.Node, o.Ticket, 1)
 	if err != nil {
 		fail(err)
@@ -191,65 +199,41 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	// The node's keepalives are read while the agent only writes: a node
 	// waiting for the next tape takes no data, and they hold the writes.
 	conn.ReadAhead(1)
-	var base fileindex.Iterator
-	if o.Base != 0 {
-		base = a.baseTree(ctx, o.JobID)
-	}
-	pace := newPacer(a.cfg.MaxBytesPerSecond)
-	walkOpts := WalkOptions{Paths: fileindex.Strings(o.Paths), Excludes: fileindex.Strings(o.Excludes), SkipNodump: o.SkipNodump}
-	src, err := NewSource(SourceOptions{
-		Walk: walkOpts,
-		Base: base,
-		Emit: func(batch []byte) error {
-			if err := pace.wait(ctx, len(batch)); err != nil {
-				return err
-			}
-			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
-				return fmt.Errorf("%w: %w", errEmit, err)
-			}
-			return nil
-		},
-		Logger: a.log,
-	})
-	if err != nil {
-		fail(err)
-		return
-	}
-	total := totals{files: o.EstimateFiles, bytes: o.EstimateBytes}
-	if o.Level == "full" {
-		// The count is an estimate: it stops with the backup, and the
-		// job waits for it, so no walk outlives the agent's Close.
-		cctx, stopCount := context.WithCancel(ctx)
-		counted := make(chan struct{})
-		go func() {
-			defer close(counted)
-			total.count(cctx, walkOpts)
-		}()
-		defer func() {
-			stopCount()
-			<-counted
-		}()
-	}
-	stopProgress := a.progressWhile(func() wire.Progress {
-		st := src.Stats()
-		f, b := total.get()
-		return wire.Progress{JobID: o.JobID, Phase: "streaming", Files: st.Files, Bytes: st.Bytes, TotalFiles: f, TotalBytes: b}
-	})
-	err = src.Run(ctx)
-	stopProgress()
-	st := src.Stats()
-	if err != nil && ctx.Err() != nil {
-		err = context.Cause(ctx) // the servers stopped the job
-	}
-	if err != nil {
-		if errors.Is(err, errEmit) {
-			err = peerError(conn, wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
-				"the connection to storage node %s broke during the backup: %w", o.Node.Node, err))
+	if len(o.Before) > 0 || len(o.Sources) > 0 {
+		stop := keepalive(conn, dataplane.KeepaliveInterval)
+		err = app.runSteps(ctx, "before", o.Before, app.env("before"), false)
+		if err == nil {
+			err = app.runSources(ctx)
 		}
+		stop()
+	}
+	var st SourceStats
+	if err == nil {
+		st, err = a.stream(ctx, o, conn, app.spooled)
+	}
+	app.close()
+	if len(o.After) > 0 {
+		// They run even when the job was stopped: what the before-steps
+		// did (a quiesce, a snapshot) must be undone.
+		env := append(app.env("after"), "CAIRN_JOB_STATUS=success")
+		if err != nil {
+			env = append(app.env("after"), "CAIRN_JOB_STATUS=failed", "CAIRN_JOB_ERROR="+wire.AsError(err).Message)
+		}
+		stop := keepalive(conn, dataplane.KeepaliveInterval)
+		aerr := app.runSteps(context.WithoutCancel(ctx), "after", o.After, env, true)
+		stop()
+		if err == nil {
+			err = aerr
+		} else if len(app.warnings) > 0 || aerr != nil {
+			log.Warn("after-steps of a failed backup", "failed", aerr, "warnings", app.warnings)
+		}
+	}
+	if err != nil {
 		fail(err)
 		return
 	}
-	end := dataplane.End{Entries: st.Entries, Files: st.Files, Bytes: st.Bytes, Notes: st.Notes()}
+	end := dataplane.End{Entries: st.Entries, Files: st.Files, Bytes: st.Bytes, Notes: append(st.Notes(), app.notes...)}
+	end.Warnings = append(end.Warnings, app.warnings...)
 	for _, w := range st.Warnings {
 		end.Warnings = append(end.Warnings, w.String())
 	}
@@ -277,6 +261,66 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	a.metrics.files.WithLabelValues("backup").Add(float64(st.Files))
 	done.Files, done.Bytes, done.Warnings = st.Files, st.Bytes, end.Warnings
 	a.report(done)
+}
+
+// stream walks the backup's paths and sends them, with the spooled
+// command sources, to the storage node.
+func (a *Agent) stream(ctx context.Context, o wire.RunBackup, conn *dataplane.Conn, spooled []SpooledFile) (SourceStats, error) {
+	var base fileindex.Iterator
+	if o.Base != 0 {
+		base = a.baseTree(ctx, o.JobID)
+	}
+	pace := newPacer(a.cfg.MaxBytesPerSecond)
+	walkOpts := WalkOptions{Paths: fileindex.Strings(o.Paths), Excludes: fileindex.Strings(o.Excludes), SkipNodump: o.SkipNodump}
+	src, err := NewSource(SourceOptions{
+		Walk: walkOpts,
+		Base: base,
+		Emit: func(batch []byte) error {
+			if err := pace.wait(ctx, len(batch)); err != nil {
+				return err
+			}
+			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+				return fmt.Errorf("%w: %w", errEmit, err)
+			}
+			return nil
+		},
+		Logger:  a.log,
+		Spooled: spooled,
+	})
+	if err != nil {
+		return SourceStats{}, err
+	}
+	total := totals{files: o.EstimateFiles, bytes: o.EstimateBytes}
+	if o.Level == "full" {
+		// The count is an estimate: it stops with the backup, and the
+		// job waits for it, so no walk outlives the agent's Close.
+		cctx, stopCount := context.WithCancel(ctx)
+		counted := make(chan struct{})
+		go func() {
+			defer close(counted)
+			total.count(cctx, walkOpts)
+		}()
+		defer func() {
+			stopCount()
+			<-counted
+		}()
+	}
+	stopProgress := a.progressWhile(func() wire.Progress {
+		st := src.Stats()
+		f, b := total.get()
+		return wire.Progress{JobID: o.JobID, Phase: "streaming", Files: st.Files, Bytes: st.Bytes, TotalFiles: f, TotalBytes: b}
+	})
+	err = src.Run(ctx)
+	stopProgress()
+	st := src.Stats()
+	if err != nil && ctx.Err() != nil {
+		err = context.Cause(ctx) // the servers stopped the job
+	}
+	if err != nil && errors.Is(err, errEmit) {
+		err = peerError(conn, wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the job",
+			"the connection to storage node %s broke during the backup: %w", o.Node.Node, err))
+	}
+	return st, err
 }
 
 // errEmit marks a failed write to the data connection: the storage node

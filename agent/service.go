@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -60,6 +61,38 @@ type Config struct {
 	// holding it. A node that works without sending (mounting a tape,
 	// waiting for one) sends keepalives, which count.
 	DataTimeout time.Duration `json:"data_timeout"`
+	// AllowedCommandDirs are the directories whose programs a backup may
+	// run on this client (application steps, command sources) with any
+	// arguments: a command's program must be an absolute path directly in
+	// one of them. The servers ask for commands; the agent, which runs
+	// them as root, runs only those its own configuration allows, so a
+	// compromised server cannot run what it likes on every client. Empty,
+	// with allowed_commands empty too: no command runs.
+	AllowedCommandDirs []string `json:"allowed_command_dirs"`
+	// AllowedCommands are exact command lines a backup may run, compared
+	// argument by argument ("/usr/bin/pg_dump -Fc mydb").
+	AllowedCommands []string `json:"allowed_commands"`
+	// AllowShellCommands runs a command that allowed_commands lists
+	// verbatim with /bin/sh -c, so it may use pipes, redirections and
+	// variables. Otherwise no command runs through a shell: its line is
+	// split into arguments (single and double quotes, backslash) and one
+	// with a character only a shell gives meaning to is refused.
+	AllowShellCommands bool `json:"allow_shell_commands"`
+	// SpoolDir holds the output of a command source while its command
+	// runs, in a file with no name that goes when the backup ends: the
+	// stream states a file's size before its content, so the output is
+	// sent once the command has ended, and the directory needs room for
+	// the largest dump. Empty: $TMPDIR, or /tmp.
+	SpoolDir string `json:"spool_dir"`
+	// ConfigFile is the file this configuration was read from, if any,
+	// for the hint of a refused command.
+	ConfigFile string `json:"-"`
+}
+
+// CommandPolicy is the policy the configuration gives the commands of
+// application steps and command sources.
+func (c *Config) CommandPolicy() CommandPolicy {
+	return CommandPolicy{Dirs: c.AllowedCommandDirs, Commands: c.AllowedCommands, AllowShell: c.AllowShellCommands}
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -96,6 +129,12 @@ func (c *Config) Validate() error {
 		return configfile.Fieldf("data_timeout", "%s is too short: a storage node sends a keepalive every %s while it works; use at least %s",
 			c.DataTimeout, dataplane.KeepaliveInterval, 3*dataplane.KeepaliveInterval)
 	}
+	if err := c.CommandPolicy().Validate(); err != nil {
+		return err
+	}
+	if c.SpoolDir != "" && !filepath.IsAbs(c.SpoolDir) {
+		return configfile.Fieldf("spool_dir", "%q is not an absolute path: give the directory's full path, or leave it empty for $TMPDIR", c.SpoolDir)
+	}
 	if c.MaxBytesPerSecond < 0 {
 		return configfile.Fieldf("max_bytes_per_second", "negative: set it to 0 for no cap, or a rate in bytes per second (\"20M\")")
 	}
@@ -105,11 +144,14 @@ func (c *Config) Validate() error {
 // Agent is the client role: it takes job orders over NATS and streams to and
 // from storage nodes.
 type Agent struct {
-	cfg     Config
-	log     *slog.Logger
-	metrics *metrics
-	nc      *nats.Conn
-	sub     *nats.Subscription
+	cfg Config
+	// killGrace is how long a command that must stop has between
+	// SIGTERM and SIGKILL.
+	killGrace time.Duration
+	log       *slog.Logger
+	metrics   *metrics
+	nc        *nats.Conn
+	sub       *nats.Subscription
 
 	// instance names this process to the servers, with its host and pid:
 	// a restarted agent is a new instance, and two alive at once under
@@ -150,7 +192,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 	host, _ := os.Hostname()
 	instance := uuid.NewString()
 	return &Agent{
-		cfg: cfg, log: logger.With("component", "agent", "client", cfg.Name, "instance", instance[:8]),
+		cfg: cfg, killGrace: killGrace, log: logger.With("component", "agent", "client", cfg.Name, "instance", instance[:8]),
 		instance: instance, hostname: host, pid: os.Getpid(), group: cfg.Group,
 		metrics: newMetrics(reg), jobs: map[uint64]*runningJob{}, finished: map[uint64]wire.JobDoneReq{},
 	}, nil

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -69,6 +70,20 @@ type SourceOptions struct {
 	Emit func(batch []byte) error
 	// Logger gets the warnings; nil discards them.
 	Logger *slog.Logger
+	// Spooled are files that are no part of the walk (the output of
+	// command sources), sent as regular files at their place in index
+	// order. Their paths must lie outside Walk.Paths and differ.
+	Spooled []SpooledFile
+}
+
+// SpooledFile is content the agent holds in a file of its own, to be
+// stored in the backup under Path, as a regular file owned by root with
+// mode 0600 and the times MTime.
+type SpooledFile struct {
+	Path  string
+	File  *os.File
+	Size  int64
+	MTime time.Time
 }
 
 // SourceStats counts what a Source did so far.
@@ -244,8 +259,36 @@ func (s *Source) Run(ctx context.Context) error {
 			}
 		}
 	}
-	if err := runChanges(w, s.opts.Base, s.send); err != nil {
+	spooled := slices.Clone(s.opts.Spooled)
+	slices.SortFunc(spooled, func(a, b SpooledFile) int { return fileindex.Compare(a.Path, b.Path) })
+	for i, f := range spooled {
+		for _, r := range w.roots {
+			if fileindex.Within(f.Path, r) || fileindex.Within(r, f.Path) {
+				return fmt.Errorf("%s is inside %s, a path of the backup: give a command source a path outside them", f.Path, r)
+			}
+		}
+		if i > 0 && spooled[i-1].Path == f.Path {
+			return fmt.Errorf("two command sources are stored as %s: give each its own path", f.Path)
+		}
+	}
+	// What is spooled goes in before the first walked (or deleted) entry
+	// that sorts after it: the stream stays in index order.
+	send := func(n *node, c Change) error {
+		for len(spooled) > 0 && fileindex.Compare(spooled[0].Path, n.e.Path) < 0 {
+			if err := s.sendSpooled(&spooled[0]); err != nil {
+				return err
+			}
+			spooled = spooled[1:]
+		}
+		return s.send(n, c)
+	}
+	if err := runChanges(w, s.opts.Base, send); err != nil {
 		return err
+	}
+	for i := range spooled {
+		if err := s.sendSpooled(&spooled[i]); err != nil {
+			return err
+		}
 	}
 	for _, pat := range w.unmatchedExcludes() {
 		s.warn("", fmt.Errorf("exclude pattern %q left nothing out: check it for a typo (a pattern with a slash is anchored at the backup root, or at / when it starts with one; see 'cairn backup --help')", pat))
@@ -431,6 +474,27 @@ func (s *Source) sendFile(n *node) error {
 	}
 	if err != nil {
 		return err
+	}
+	return s.appendEnd(volume.EndOK, true)
+}
+
+// sendSpooled sends a spooled file as a regular file of the backup. Its
+// content is all there (its command ended), so a read that comes short is
+// the spool's fault, and fails the backup rather than store a dump cut
+// short as a warning.
+func (s *Source) sendSpooled(f *SpooledFile) error {
+	t := f.MTime.UnixNano()
+	e := &fileindex.Entry{Path: f.Path, Type: fileindex.TypeFile, Mode: 0o600, User: "root", Group: "root",
+		Size: f.Size, MTime: t, ATime: t, CTime: t, NLink: 1}
+	if err := s.appendHeader(e); err != nil {
+		return err
+	}
+	s.entries.Add(1)
+	s.files.Add(1)
+	s.sum.Reset()
+	s.sparse, s.size, s.sent = false, f.Size, 0
+	if _, err := s.readRange(int(f.File.Fd()), 0, f.Size, true); err != nil {
+		return fmt.Errorf("command source %s: read its spooled output: %w", f.Path, err)
 	}
 	return s.appendEnd(volume.EndOK, true)
 }

@@ -101,7 +101,15 @@ const (
 	// any that answers it on this NATS, or names no group where servers of
 	// several groups share the NATS (see GroupHeader).
 	CodeWrongGroup = "wrong_group"
-	CodeInternal   = "internal"
+	// CodeCommandRefused: an agent's configuration does not allow a
+	// command a backup asked it to run (an application step, a command
+	// source); the hint names the agent's setting and file.
+	CodeCommandRefused = "command_refused"
+	// CodeCommandFailed: an application step that fails its job, or a
+	// command source, exited non-zero, was killed or ran past its
+	// timeout; the message gives its status and the end of its output.
+	CodeCommandFailed = "command_failed"
+	CodeInternal      = "internal"
 )
 
 // defaultHints are the catalog's help texts, used when an error carries none.
@@ -132,6 +140,8 @@ var defaultHints = map[string]string{
 	CodeHandedBack:         "the job goes on with its next attempt, on another storage node when the one that stopped serves none",
 	CodeDuplicateAgent:     "stop the clone, or give it its own name and credentials ('cairn cert issue', 'cairn cert nats-config --agents'); 'cairn client list' shows both",
 	CodeWrongGroup:         "set the role's group (--group, CAIRN_GROUP for commands, group in a config file) to the group it belongs to; 'cairn cluster status --group ID' lists a group's servers",
+	CodeCommandRefused:     "allow the command in the agent's configuration (allowed_command_dirs, allowed_commands), or ask for one it allows",
+	CodeCommandFailed:      "run the command on the client as the agent would (as root, from /) to see why it fails; the backup committed nothing",
 	CodeInternal:           "this is a bug in Cairn; the server log has details",
 }
 

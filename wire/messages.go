@@ -511,6 +511,8 @@ type BackupStartReq struct {
 	// nodump inode flag (chattr +d), as dump(8) does; the job log counts
 	// them.
 	SkipNodump bool `json:"skip_nodump,omitempty"`
+	// Application steps and command sources, carried to the agent's order.
+	Application
 	Start
 }
 
@@ -948,6 +950,48 @@ type RunBackup struct {
 	// EstimateBytes is the size of the last backup of this file set, for an ETA.
 	EstimateBytes int64 `json:"estimate_bytes,omitempty"`
 	EstimateFiles int64 `json:"estimate_files,omitempty"`
+	// Application steps and command sources (BackupStartReq.Application).
+	Application
+}
+
+// Application is what a backup runs on its client besides reading files:
+// commands before and after it (quiesce a database, flush, snapshot) and
+// commands whose output it stores as a file (a database dump). The agent
+// runs only what its own configuration allows (agent.CommandPolicy).
+type Application struct {
+	// Before run in order once the storage node accepted the backup, before
+	// anything is read; After run once everything was read (or the backup
+	// failed), before the storage node commits, in order, every one of
+	// them, even when the backup or a step failed.
+	Before []AppStep `json:"before,omitempty"`
+	After  []AppStep `json:"after,omitempty"`
+	// Sources are stored as files of the backup.
+	Sources []CommandSource `json:"sources,omitempty"`
+}
+
+// AppStep is a command run on the client before or after a backup. The
+// agent gives it CAIRN_JOB_ID, CAIRN_JOB_LEVEL, CAIRN_CLIENT and CAIRN_STEP
+// (before or after) in its environment, and an after-step also
+// CAIRN_JOB_STATUS (success or failed) and, on failure, CAIRN_JOB_ERROR.
+type AppStep struct {
+	Command string `json:"command"`
+	// Timeout ends the command (SIGTERM to its process group, SIGKILL
+	// later); 0 is the agent's default.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// FailJob: a step that fails (exits non-zero, is killed, runs past
+	// its timeout, or is refused) fails the backup, which then commits
+	// nothing; otherwise it is a warning.
+	FailJob bool `json:"fail_job,omitempty"`
+}
+
+// CommandSource is a command whose standard output is stored as the file
+// Path of the backup (mode 0600, owned by root, its mtime the command's
+// start). A source that exits non-zero fails the backup.
+type CommandSource struct {
+	Path    fileindex.Path `json:"path"`
+	Command string         `json:"command"`
+	// Timeout ends the command as AppStep's does; 0 is none.
+	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
 // CheckBackup asks an agent whether it would take a backup of Paths: that
