@@ -193,6 +193,8 @@ func agentExample(def roleConfig) configfile.Example {
 	cfg.NATSAuth = exampleNATSAuth("web1", "agent-web1")
 	cfg.Site = "dc1"
 	cfg.MaxBytesPerSecond = 20 << 20
+	cfg.AllowedCommandDirs = []string{"/etc/cairn/scripts"}
+	cfg.AllowedCommands = []string{"/usr/sbin/runuser -u postgres -- /usr/bin/pg_dump appdb"}
 	common := *def.common
 	common.LogFormat = "json"
 	return configfile.Example{

@@ -16,14 +16,18 @@ import (
 // configDocs are the doc comments of the fields of the config files' structs.
 var configDocs = configfile.Merge(
 	configfile.For[agent.Config](map[string]string{
-		"DataTimeout":       "DataTimeout bounds every wait on a storage node's data port: a\nwrite the node does not take and a read that gets nothing fail\nafter it, so a dead or unreachable node fails the job instead of\nholding it. A node that works without sending (mounting a tape,\nwaiting for one) sends keepalives, which count.",
-		"Group":             "Group is the id of the group of servers the agent belongs to\n('cairn cluster status' shows it). Empty: the agent learns it from\nits first registration and keeps it until it stops; set it where\nservers of several groups share the NATS, since a request that\nnames no group is refused there.",
-		"HeartbeatInterval": "HeartbeatInterval is how often the agent tells the servers it lives.",
-		"MaxBytesPerSecond": "MaxBytesPerSecond caps the rate a backup streams at, in bytes per\nsecond (\"20M\"), so that a backup in working hours leaves the\nclient's uplink usable; 0 is no cap.",
-		"NATSURL":           "NATSURL is the NATS server (or servers, separated by commas) where\nthe agent reaches the servers; it connects out, so a client needs no\ninbound port.",
-		"Name":              "Name is the client's name in the catalog and in NATS subjects:\nletters, digits, '-' and '_'.",
-		"ProgressInterval":  "ProgressInterval is how often a running job reports progress.",
-		"Site":              "Site places the client: backups prefer a storage node of the same site.",
+		"AllowShellCommands": "AllowShellCommands runs a command that allowed_commands lists\nverbatim with /bin/sh -c, so it may use pipes, redirections and\nvariables. Otherwise no command runs through a shell: its line is\nsplit into arguments (single and double quotes, backslash) and one\nwith a character only a shell gives meaning to is refused.",
+		"AllowedCommandDirs": "AllowedCommandDirs are the directories whose programs a backup may\nrun on this client (application steps, command sources) with any\narguments: a command's program must be an absolute path directly in\none of them. The servers ask for commands; the agent, which runs\nthem as root, runs only those its own configuration allows, so a\ncompromised server cannot run what it likes on every client. Empty,\nwith allowed_commands empty too: no command runs.",
+		"AllowedCommands":    "AllowedCommands are exact command lines a backup may run, compared\nargument by argument (\"/usr/bin/pg_dump -Fc mydb\").",
+		"DataTimeout":        "DataTimeout bounds every wait on a storage node's data port: a\nwrite the node does not take and a read that gets nothing fail\nafter it, so a dead or unreachable node fails the job instead of\nholding it. A node that works without sending (mounting a tape,\nwaiting for one) sends keepalives, which count.",
+		"Group":              "Group is the id of the group of servers the agent belongs to\n('cairn cluster status' shows it). Empty: the agent learns it from\nits first registration and keeps it until it stops; set it where\nservers of several groups share the NATS, since a request that\nnames no group is refused there.",
+		"HeartbeatInterval":  "HeartbeatInterval is how often the agent tells the servers it lives.",
+		"MaxBytesPerSecond":  "MaxBytesPerSecond caps the rate a backup streams at, in bytes per\nsecond (\"20M\"), so that a backup in working hours leaves the\nclient's uplink usable; 0 is no cap.",
+		"NATSURL":            "NATSURL is the NATS server (or servers, separated by commas) where\nthe agent reaches the servers; it connects out, so a client needs no\ninbound port.",
+		"Name":               "Name is the client's name in the catalog and in NATS subjects:\nletters, digits, '-' and '_'.",
+		"ProgressInterval":   "ProgressInterval is how often a running job reports progress.",
+		"Site":               "Site places the client: backups prefer a storage node of the same site.",
+		"SpoolDir":           "SpoolDir holds the output of a command source while its command\nruns, in a file with no name that goes when the backup ends: the\nstream states a file's size before its content, so the output is\nsent once the command has ended, and the directory needs room for\nthe largest dump. Empty: $TMPDIR, or /tmp.",
 	}),
 	configfile.For[alert.CommandConfig](map[string]string{
 		"Args":       "Args are the program's arguments, as they are: no shell expands\nthem.",

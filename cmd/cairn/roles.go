@@ -476,6 +476,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 				if err := cfg.Validate(); err != nil {
 					return nil, configError(cmd, "agent", err)
 				}
+				cfg.ConfigFile = ro.config
 				return agent.New(cfg, log, reg)
 			})
 		},
@@ -488,6 +489,10 @@ func newAgentCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often a running job reports its progress")
 	f.Var((*sizeValue)(&cfg.MaxBytesPerSecond), "max-bytes-per-second", "cap the rate a backup streams at, in bytes per second (e.g. 20M); 0 is no cap")
 	f.DurationVar(&cfg.DataTimeout, "data-timeout", cfg.DataTimeout, "a storage node's data port that takes nothing and sends nothing (not even a keepalive) this long fails the job")
+	f.StringArrayVar(&cfg.AllowedCommandDirs, "allowed-command-dirs", nil, "directory whose programs a backup may run on this client (application steps, command sources); repeat for several; none by default")
+	f.StringArrayVar(&cfg.AllowedCommands, "allowed-commands", nil, "exact command line a backup may run on this client; repeat for several")
+	f.BoolVar(&cfg.AllowShellCommands, "allow-shell-commands", false, "run a command that --allowed-commands lists verbatim with /bin/sh -c (pipes, redirections); otherwise no shell runs")
+	f.StringVar(&cfg.SpoolDir, "spool-dir", "", "directory that holds a command source's output while its command runs (empty: $TMPDIR or /tmp)")
 	ro.bind(f, "127.0.0.1:9466")
 	return c
 }
