@@ -320,6 +320,32 @@ type LogLine struct {
 	Msg   string    `json:"msg"`
 }
 
+// Application is what a backup runs on its client besides reading files
+// (wire.Application, of the same shape): application steps before and
+// after it, and command sources stored as files of it. The catalog keeps
+// them with the job so that every attempt of the job runs them.
+type Application struct {
+	Before  []AppStep       `json:"before,omitempty"`
+	After   []AppStep       `json:"after,omitempty"`
+	Sources []CommandSource `json:"sources,omitempty"`
+}
+
+// AppStep is a command run on the client before or after a backup
+// (wire.AppStep).
+type AppStep struct {
+	Command string        `json:"command"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+	FailJob bool          `json:"fail_job,omitempty"`
+}
+
+// CommandSource is a command whose stdout a backup stores as the file Path
+// (wire.CommandSource).
+type CommandSource struct {
+	Path    fileindex.Path `json:"path"`
+	Command string         `json:"command"`
+	Timeout time.Duration  `json:"timeout,omitempty"`
+}
+
 // Job is one run of a backup or a restore.
 type Job struct {
 	// ID is assigned by the FSM: 1, 2, 3…, short enough for admins to type.
@@ -335,6 +361,9 @@ type Job struct {
 	Excludes []fileindex.Path `json:"excludes,omitempty"`
 	// SkipNodump: a backup leaves out what carries the nodump inode flag.
 	SkipNodump bool `json:"skip_nodump,omitempty"`
+	// Application: the commands a backup runs on its client, carried to
+	// the agent's order.
+	Application Application `json:"application,omitzero"`
 	// BackupID is the backup the job writes (its own ID for a backup) or
 	// restores from.
 	// Attempt counts dispatches: a backup whose storage node died is

@@ -31,7 +31,7 @@ func (s *Server) newOrchestrator() *orchestrator.Orchestrator {
 func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStartReq) (wire.JobStarted, error) {
 	return s.orch.StartBackup(ctx, orchestrator.BackupSpec{
 		Client: req.Client, Paths: req.Paths, Excludes: req.Excludes, Level: req.Level, Pool: req.Pool, SkipNodump: req.SkipNodump,
-		RequestID: req.RequestID, Retry: req.Retry,
+		Application: req.Application, RequestID: req.RequestID, Retry: req.Retry,
 	})
 }
 

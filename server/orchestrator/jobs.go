@@ -67,6 +67,9 @@ type BackupSpec struct {
 	Level      string // full, incremental (the default) or differential
 	Pool       string // empty: the client's default pool, else the server's
 	SkipNodump bool
+	// Application: the commands the backup runs on its client (steps and
+	// command sources), carried to every order of the job.
+	Application wire.Application
 	// RequestID names the start: a repeat under the same id answers the
 	// same job and never starts a second one. Empty: a fresh id, and the
 	// start cannot be repeated.
@@ -78,7 +81,8 @@ type BackupSpec struct {
 // request is the start as the wire carries it, without its id: what its
 // request digest is taken of, the same for a start from any caller.
 func (b BackupSpec) request() wire.BackupStartReq {
-	return wire.BackupStartReq{Client: b.Client, Paths: b.Paths, Excludes: b.Excludes, Level: b.Level, Pool: b.Pool, SkipNodump: b.SkipNodump}
+	return wire.BackupStartReq{Client: b.Client, Paths: b.Paths, Excludes: b.Excludes, Level: b.Level, Pool: b.Pool, SkipNodump: b.SkipNodump,
+		Application: b.Application}
 }
 
 // StartBackup checks a backup and starts its job: recorded under its
@@ -137,12 +141,16 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 	if len(pool.Nodes) == 0 {
 		return nil, nil, wire.Errorf(wire.CodeUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
 	}
+	if err := checkApplication(req.Application, paths); err != nil {
+		return nil, nil, err
+	}
 	if err := o.checkOrder(ctx, client.Name, wire.OpCheckBackup, wire.CheckBackup{Paths: fileindex.Paths(paths)}); err != nil {
 		return nil, nil, err
 	}
 	return &catalog.Job{
 		Type: catalog.JobBackup, Client: client.Name, Level: level,
 		Pool: pool.Name, Paths: fileindex.Paths(paths), Excludes: req.Excludes, SkipNodump: req.SkipNodump,
+		Application: catalogApplication(req.Application),
 	}, nil, nil
 }
 
