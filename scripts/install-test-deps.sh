@@ -22,6 +22,10 @@ done
 # only recommends libc6-dev, and recommends are not installed below.
 command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
 [ -e /usr/include/stdlib.h ] || need_pkgs+=(libc6-dev)
+# integration/appsteps_test.go: a throwaway PostgreSQL cluster (initdb,
+# pg_ctl) dumped by a command source; the server's programs are not on
+# PATH, so look where Debian puts them.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "installing: ${need_pkgs[*]}"

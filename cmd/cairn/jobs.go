@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/wire"
@@ -27,6 +28,72 @@ type backupOpts struct {
 	// skipNodump leaves out what carries the nodump inode flag.
 	skipNodump bool
 	requestID  string
+	app        appOpts
+}
+
+// appOpts are the flags of a backup's application steps and command
+// sources.
+type appOpts struct {
+	before, after []string
+	stepTimeout   time.Duration
+	beforeFailure string
+	afterFailure  string
+	sources       []string
+	sourceTimeout time.Duration
+}
+
+func (a *appOpts) bind(f *pflag.FlagSet) {
+	f.StringArrayVar(&a.before, "before", nil, "command to run on the client before the backup (see above); repeat for several, run in order")
+	f.StringArrayVar(&a.after, "after", nil, "command to run on the client after the backup, even one that failed; repeat for several")
+	f.DurationVar(&a.stepTimeout, "step-timeout", 10*time.Minute, "how long each --before and --after command may run before it is stopped")
+	f.StringVar(&a.beforeFailure, "before-failure", "fail", "what a failing --before command does to the backup: fail (nothing is backed up) or warn")
+	f.StringVar(&a.afterFailure, "after-failure", "warn", "what a failing --after command does to the backup: warn, or fail (nothing is committed)")
+	f.StringArrayVar(&a.sources, "command-source", nil, "PATH=COMMAND: store the output of COMMAND, run on the client, as the file PATH of the backup; repeat for several")
+	f.DurationVar(&a.sourceTimeout, "source-timeout", 0, "how long each --command-source command may run before it is stopped (0: no limit)")
+}
+
+// application is what the flags ask for, checked.
+func (a *appOpts) application() (wire.Application, error) {
+	var app wire.Application
+	failJob := func(flag, v string, def bool) (bool, error) {
+		switch v {
+		case "fail":
+			return true, nil
+		case "warn":
+			return false, nil
+		case "":
+			return def, nil
+		}
+		return false, &usageError{fmt.Errorf("--%s %q: give fail or warn", flag, v)}
+	}
+	if a.stepTimeout <= 0 && len(a.before)+len(a.after) > 0 {
+		return app, &usageError{fmt.Errorf("--step-timeout %s: give a positive duration, like 5m", a.stepTimeout)}
+	}
+	if a.sourceTimeout < 0 {
+		return app, &usageError{fmt.Errorf("--source-timeout %s: give a positive duration, or 0 for no limit", a.sourceTimeout)}
+	}
+	bf, err := failJob("before-failure", a.beforeFailure, true)
+	if err != nil {
+		return app, err
+	}
+	af, err := failJob("after-failure", a.afterFailure, false)
+	if err != nil {
+		return app, err
+	}
+	for _, c := range a.before {
+		app.Before = append(app.Before, wire.AppStep{Command: c, Timeout: a.stepTimeout, FailJob: bf})
+	}
+	for _, c := range a.after {
+		app.After = append(app.After, wire.AppStep{Command: c, Timeout: a.stepTimeout, FailJob: af})
+	}
+	for _, s := range a.sources {
+		p, c, ok := strings.Cut(s, "=")
+		if !ok || !filepath.IsAbs(p) || strings.TrimSpace(c) == "" {
+			return app, &usageError{fmt.Errorf("--command-source %q: give PATH=COMMAND, PATH the absolute path to store the output as ('/db/app.sql=/usr/bin/pg_dump app')", s)}
+		}
+		app.Sources = append(app.Sources, wire.CommandSource{Path: fileindex.Path(p), Command: c, Timeout: a.sourceTimeout})
+	}
+	return app, nil
 }
 
 func newBackupCmd(g *globals) *cobra.Command {
@@ -57,7 +124,30 @@ typo.
 flag (chattr +d), a directory with all it holds, as dump(8) does; the job
 log counts them. Sockets are never backed up (the job log names them).
 Inode flags (chattr: immutable, append only, nodump, noatime...) are backed
-up and restored.`,
+up and restored.
+
+Application steps: --before runs a command on the client once the storage
+node took the backup and before anything is read (quiesce a database, take
+a snapshot); --after runs one once everything was read, before the backup
+is committed, and always, also when the backup or a --before failed (undo
+the quiesce). Each has --step-timeout; a failing --before fails the backup
+unless --before-failure warn, a failing --after only warns unless
+--after-failure fail. They see CAIRN_JOB_ID, CAIRN_JOB_LEVEL, CAIRN_CLIENT
+and CAIRN_STEP, an --after also CAIRN_JOB_STATUS (success or failed) and
+CAIRN_JOB_ERROR; the last lines of their output go to the job log.
+
+--command-source PATH=COMMAND stores what COMMAND writes to its standard
+output as the file PATH of the backup (mode 0600, owner root, the time it
+ran), outside the --path trees: '/db/app.sql=/usr/bin/pg_dump app'. A
+command that exits non-zero fails the backup, which then commits nothing;
+the end of its stderr goes to the job log.
+
+The agent runs only the commands its own configuration allows
+(allowed_command_dirs, allowed_commands; nothing by default), with their
+programs' absolute paths and without a shell: a command line is split into
+arguments at spaces, with '...', "..." and \ quoting, and one with |, >, $
+or another character only a shell understands is refused (see 'cairn agent
+--help').`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.client == "" {
@@ -75,6 +165,7 @@ up and restored.`,
 	f.StringArrayVar(&o.paths, "path", nil, "absolute path on the client; repeat for several")
 	f.StringArrayVar(&o.excludes, "exclude", nil, "pattern of names or paths to leave out (see above); repeat for several")
 	f.BoolVar(&o.skipNodump, "skip-nodump", false, "leave out files and directories with the nodump flag (chattr +d)")
+	o.app.bind(f)
 	f.StringVar(&o.level, "level", "incremental", "full, incremental or differential")
 	f.StringVar(&o.pool, "pool", "", "pool to write to (the client's default pool when empty)")
 	bindWaitFlags(c, g, &o.wait, false)
@@ -133,6 +224,10 @@ func listBackups(ctx context.Context, g *globals, client string) ([]wire.BackupI
 // runBackup starts a backup and, with wait, follows it to its end. It
 // returns the job as it ended (or as it started).
 func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, error) {
+	app, err := o.app.application()
+	if err != nil {
+		return nil, err
+	}
 	nc, err := g.connect()
 	if err != nil {
 		return nil, err
@@ -141,7 +236,7 @@ func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, er
 	var started wire.JobStarted
 	err = g.start(ctx, nc, wire.OpBackupStart, "the backup of "+o.client, newStart(o.requestID), func(st wire.Start) any {
 		return wire.BackupStartReq{Client: o.client, Paths: fileindex.Paths(o.paths), Excludes: fileindex.Paths(o.excludes), Level: o.level, Pool: o.pool,
-			SkipNodump: o.skipNodump, Start: st}
+			SkipNodump: o.skipNodump, Application: app, Start: st}
 	}, &started)
 	if err != nil {
 		return nil, err
