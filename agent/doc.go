@@ -20,6 +20,38 @@
 // whatever the size of the tree: only the hard links still waiting for their
 // other names are remembered.
 //
+// # Application steps and command sources
+//
+// A backup order may carry commands (wire.Application): before-steps and
+// after-steps run on the client around the reading of the files, and
+// command sources, whose standard output is stored as a file of the
+// backup. application.go says in which order they run and why the
+// after-steps run whatever happened; command.go how a command runs.
+//
+// The agent runs a command only when its own configuration allows it
+// (CommandPolicy: allowed_command_dirs, allowed_commands; nothing by
+// default), since the servers that ask are not trusted with root on every
+// client. A command runs without a shell, split into arguments by
+// SplitCommand, which refuses what only a shell would understand (a pipe,
+// a redirection, a variable): an allowed directory vouches for a program,
+// not for whatever a shell makes of the rest of the line. A line listed
+// verbatim in allowed_commands runs with /bin/sh -c when
+// allow_shell_commands is set. Each command runs in a process group of its
+// own, from /, with the agent's environment and the job's (CAIRN_JOB_ID,
+// CAIRN_JOB_LEVEL, CAIRN_CLIENT, CAIRN_STEP, and for an after-step
+// CAIRN_JOB_STATUS and CAIRN_JOB_ERROR); its timeout, or the job's end,
+// sends the group SIGTERM and SIGKILL some seconds later. The last lines
+// of its output, bounded in number and length, go to the job log.
+//
+// A command source's output goes into a file without a name (O_TMPFILE) in
+// the agent's spool_dir, not through memory, and is sent once the command
+// has ended: the stream gives a file's size in its FileHeader before the
+// content (media/volume/FORMAT.md), and only then is its exit status
+// known, so a dump that fails is never sent at all; the backup fails and
+// its session is rolled back. The file is stored with mode 0600, owner
+// root and the command's start as its times, at its place in index order
+// among the walked entries; its path must lie outside the walked paths.
+//
 // # Restore
 //
 // Restorer consumes the records of one or several sessions (a chain restore
