@@ -217,7 +217,11 @@ type backupNode struct {
 	accepted bool
 }
 
-func startBackupNode(t *testing.T) *backupNode {
+func startBackupNode(t *testing.T) *backupNode { return startBackupNodeIdle(t, 0) }
+
+// startBackupNodeIdle starts a node that ends a stream whose agent sends
+// nothing, not even a keepalive, for idle (0: never).
+func startBackupNodeIdle(t *testing.T, idle time.Duration) *backupNode {
 	cert, fp, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
 	if err != nil {
 		t.Fatal(err)
@@ -241,6 +245,7 @@ func startBackupNode(t *testing.T) *backupNode {
 		}
 		n.accepted = true
 		_ = conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{JobID: 7, Node: "sn1"})
+		conn.SetTimeout(idle)
 		for {
 			typ, p, err := conn.ReadFrame()
 			if err != nil {
@@ -264,7 +269,7 @@ func startBackupNode(t *testing.T) *backupNode {
 
 // startAgent runs an agent with cfg on an embedded NATS server whose
 // fake servers keep its reports.
-func startAgent(t *testing.T, dirs []string, configFile string) (*Agent, *nats.Conn, *fakeServers) {
+func startAgent(t *testing.T, dirs []string, configFile string, tune ...func(*Agent)) (*Agent, *nats.Conn, *fakeServers) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
 	if err != nil {
@@ -289,6 +294,9 @@ func startAgent(t *testing.T, dirs []string, configFile string) (*Agent, *nats.C
 		t.Fatal(err)
 	}
 	a.killGrace = 200 * time.Millisecond
+	for _, f := range tune {
+		f(a)
+	}
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -449,5 +457,75 @@ func TestRefusedCommandFailsTheJobAndNothingRuns(t *testing.T) {
 	}
 	if node.accepted {
 		t.Fatal("the agent connected to the node for a refused job")
+	}
+}
+
+// A before-step that runs longer than the storage node waits for an idle
+// agent does not lose the stream: the agent sends keepalives meanwhile.
+func TestLongStepKeepsTheStream(t *testing.T) {
+	scripts := t.TempDir()
+	slow := script(t, scripts, "slow", "sleep 2\n")
+	_, nc, srv := startAgent(t, []string{scripts}, "", func(a *Agent) { a.keepaliveEvery = 100 * time.Millisecond })
+	node := startBackupNodeIdle(t, 700*time.Millisecond)
+	done := runOrder(t, nc, srv, node, []string{scripts}, wire.Application{
+		Before: []wire.AppStep{{Command: slow, FailJob: true}},
+		After:  []wire.AppStep{{Command: slow}},
+	})
+	<-node.done
+	if done.Error != nil || node.end == nil {
+		t.Fatalf("report %+v, end %v", done.Error, node.end)
+	}
+}
+
+// A job the servers stop while its before-step runs stops the step (its
+// group too) and still runs the after-steps, told that the job failed.
+func TestStoppedJobStillRunsAfterSteps(t *testing.T) {
+	scripts := t.TempDir()
+	out := t.TempDir()
+	before := script(t, scripts, "before", fmt.Sprintf("touch %s/started\nsleep 30\n", out))
+	after := script(t, scripts, "after", fmt.Sprintf("echo \"$CAIRN_JOB_STATUS: $CAIRN_JOB_ERROR\" > %s/after\n", out))
+	_, nc, srv := startAgent(t, []string{scripts}, "")
+	node := startBackupNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := wire.Request(ctx, nc, wire.AgentSubject("web", wire.OpRunBackup), wire.RunBackup{
+		JobID: 7, Attempt: 1, Level: "full", Paths: fileindex.Paths([]string{scripts}),
+		Application: wire.Application{Before: []wire.AppStep{{Command: before, FailJob: true}}, After: []wire.AppStep{{Command: after}}},
+		Node:        wire.DataEndpoint{Node: "sn1", Addr: node.addr, CertSHA256: node.fp}, Ticket: "t",
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		_, err := os.Stat(filepath.Join(out, "started"))
+		return err
+	})
+	t0 := time.Now()
+	var res wire.CancelResult
+	if err := wire.Request(ctx, nc, wire.AgentSubject("web", wire.OpCancel), wire.CancelJob{JobID: 7, Attempt: 1, Reason: "canceled by the operator"}, &res); err != nil || !res.Running {
+		t.Fatalf("cancel: %+v %v", res, err)
+	}
+	var done wire.JobDoneReq
+	poll.Until(t, 10*time.Second, func() error {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if len(srv.done) == 0 {
+			return errors.New("no report")
+		}
+		done = srv.done[0]
+		return nil
+	})
+	if time.Since(t0) > 8*time.Second {
+		t.Fatalf("the stopped step took %s to end", time.Since(t0))
+	}
+	if done.Error == nil || done.Error.Code != wire.CodeAborted {
+		t.Fatalf("report %+v", done.Error)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "after"))
+	if err != nil || !strings.HasPrefix(string(b), "failed: ") || !strings.Contains(string(b), "canceled by the operator") {
+		t.Fatalf("after-step saw %q, %v", b, err)
+	}
+	<-node.done
+	if node.end != nil {
+		t.Fatal("the stopped job sent its end")
 	}
 }

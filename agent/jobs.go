@@ -200,7 +200,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 	// waiting for the next tape takes no data, and they hold the writes.
 	conn.ReadAhead(1)
 	if len(o.Before) > 0 || len(o.Sources) > 0 {
-		stop := keepalive(conn, dataplane.KeepaliveInterval)
+		stop := keepalive(conn, a.keepaliveEvery)
 		err = app.runSteps(ctx, "before", o.Before, app.env("before"), false)
 		if err == nil {
 			err = app.runSources(ctx)
@@ -219,7 +219,7 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		if err != nil {
 			env = append(app.env("after"), "CAIRN_JOB_STATUS=failed", "CAIRN_JOB_ERROR="+wire.AsError(err).Message)
 		}
-		stop := keepalive(conn, dataplane.KeepaliveInterval)
+		stop := keepalive(conn, a.keepaliveEvery)
 		aerr := app.runSteps(context.WithoutCancel(ctx), "after", o.After, env, true)
 		stop()
 		if err == nil {

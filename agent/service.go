@@ -148,10 +148,13 @@ type Agent struct {
 	// killGrace is how long a command that must stop has between
 	// SIGTERM and SIGKILL.
 	killGrace time.Duration
-	log       *slog.Logger
-	metrics   *metrics
-	nc        *nats.Conn
-	sub       *nats.Subscription
+	// keepaliveEvery is how often the data connection gets a keepalive
+	// while commands run and nothing is sent.
+	keepaliveEvery time.Duration
+	log            *slog.Logger
+	metrics        *metrics
+	nc             *nats.Conn
+	sub            *nats.Subscription
 
 	// instance names this process to the servers, with its host and pid:
 	// a restarted agent is a new instance, and two alive at once under
@@ -192,7 +195,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 	host, _ := os.Hostname()
 	instance := uuid.NewString()
 	return &Agent{
-		cfg: cfg, killGrace: killGrace, log: logger.With("component", "agent", "client", cfg.Name, "instance", instance[:8]),
+		cfg: cfg, killGrace: killGrace, keepaliveEvery: dataplane.KeepaliveInterval, log: logger.With("component", "agent", "client", cfg.Name, "instance", instance[:8]),
 		instance: instance, hostname: host, pid: os.Getpid(), group: cfg.Group,
 		metrics: newMetrics(reg), jobs: map[uint64]*runningJob{}, finished: map[uint64]wire.JobDoneReq{},
 	}, nil
