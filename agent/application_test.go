@@ -529,3 +529,49 @@ func TestStoppedJobStillRunsAfterSteps(t *testing.T) {
 		t.Fatal("the stopped job sent its end")
 	}
 }
+
+// An after-step that fails the job fails a backup that went well: the
+// node gets no end, so nothing is committed.
+func TestFailingAfterStepKeepsTheBackupFromCommitting(t *testing.T) {
+	scripts := t.TempDir()
+	after := script(t, scripts, "after", "echo 'could not thaw' >&2\nexit 2\n")
+	_, nc, srv := startAgent(t, []string{scripts}, "")
+	node := startBackupNode(t)
+	done := runOrder(t, nc, srv, node, []string{scripts}, wire.Application{After: []wire.AppStep{{Command: after, FailJob: true}}})
+	<-node.done
+	if done.Error == nil || done.Error.Code != wire.CodeCommandFailed || !strings.Contains(done.Error.Message, "after-step 1") ||
+		!strings.Contains(done.Error.Message, "exited with status 2") || !strings.Contains(done.Error.Message, "could not thaw") {
+		t.Fatalf("report %+v", done.Error)
+	}
+	if node.end != nil {
+		t.Fatal("the node got the end of a backup whose after-step failed it")
+	}
+}
+
+// A command line from the servers is split without surprises: whatever
+// it splits into, each argument quoted again splits back to itself.
+func FuzzSplitCommand(f *testing.F) {
+	for _, s := range []string{"/usr/bin/pg_dump mydb", `/bin/x 'a b' "c \" d" e\ f`, "/bin/x | y", `"unclosed`, "", "a\\"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		args, err := SplitCommand(line)
+		if err != nil {
+			if !errors.Is(err, ErrCommandLine) {
+				t.Fatalf("%q: error %v is no ErrCommandLine", line, err)
+			}
+			return
+		}
+		if len(args) == 0 {
+			t.Fatalf("%q: no arguments and no error", line)
+		}
+		quoted := make([]string, len(args))
+		for i, a := range args {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		again, err := SplitCommand(strings.Join(quoted, " "))
+		if err != nil || !slices.Equal(again, args) {
+			t.Fatalf("%q split into %q, quoted again into %q, %v", line, args, again, err)
+		}
+	})
+}
