@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -56,6 +57,29 @@ func TestParsePool(t *testing.T) {
 	}
 }
 
+// The application flags make the request's steps and sources: the
+// failure policies default to Bacula's (a before-step fails the job, an
+// after-step warns), the timeouts go to each command.
+func TestApplicationFlags(t *testing.T) {
+	o := appOpts{before: []string{"/a", "/b"}, after: []string{"/c"}, stepTimeout: time.Minute, afterFailure: "fail",
+		sources: []string{"/db/x.sql=/usr/bin/pg_dump -h /run/postgresql x=y"}, sourceTimeout: time.Hour}
+	app, err := o.application()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wire.Application{
+		Before:  []wire.AppStep{{Command: "/a", Timeout: time.Minute, FailJob: true}, {Command: "/b", Timeout: time.Minute, FailJob: true}},
+		After:   []wire.AppStep{{Command: "/c", Timeout: time.Minute, FailJob: true}},
+		Sources: []wire.CommandSource{{Path: "/db/x.sql", Command: "/usr/bin/pg_dump -h /run/postgresql x=y", Timeout: time.Hour}},
+	}
+	if !reflect.DeepEqual(app, want) {
+		t.Fatalf("got %+v\nwant %+v", app, want)
+	}
+	if app, err := (&appOpts{}).application(); err != nil || !reflect.DeepEqual(app, wire.Application{}) {
+		t.Fatalf("no flags: %+v %v", app, err)
+	}
+}
+
 func TestModeString(t *testing.T) {
 	for _, c := range []struct {
 		typ  string
@@ -88,6 +112,12 @@ func TestUsageErrorsExitTwoWithHint(t *testing.T) {
 		{"library", "load", "--drive", "0"},
 		{"library", "export", "--slot", "1", "--barcode", "CRN001L9"},
 		{"library", "transfer", "--from", "1"},
+		{"backup", "--client", "c", "--path", "/x", "--command-source", "pg_dump mydb"},
+		{"backup", "--client", "c", "--path", "/x", "--command-source", "db.sql=/usr/bin/pg_dump mydb"},
+		{"backup", "--client", "c", "--path", "/x", "--command-source", "/db.sql="},
+		{"backup", "--client", "c", "--path", "/x", "--before", "/bin/true", "--before-failure", "ignore"},
+		{"backup", "--client", "c", "--path", "/x", "--after", "/bin/true", "--step-timeout", "0s"},
+		{"backup", "--client", "c", "--path", "/x", "--command-source", "/db.sql=/bin/x", "--source-timeout", "-1s"},
 	} {
 		code, _, stderr := cli(ctx, args...)
 		if code != 2 || !strings.Contains(stderr, "error: ") || !strings.Contains(stderr, "hint: ") {
