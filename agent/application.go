@@ -81,9 +81,9 @@ func (r *appRun) check() error {
 		}
 		seen[p] = true
 		for _, root := range r.o.Paths {
-			if fileindex.Within(p, string(root)) {
+			if fileindex.Within(p, string(root)) || fileindex.Within(string(root), p) {
 				return wire.Errorf(wire.CodeInvalidArgument, "give a command source a path outside the paths the backup walks",
-					"command source %s lies inside %s, a path of the backup", fileindex.Escape(p), fileindex.Escape(string(root)))
+					"command source %s and %s, a path of the backup, lie one inside the other", fileindex.Escape(p), fileindex.Escape(string(root)))
 			}
 		}
 	}

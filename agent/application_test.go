@@ -575,3 +575,45 @@ func FuzzSplitCommand(f *testing.F) {
 		}
 	})
 }
+
+// A command source stored where the walk goes, or above it, is refused
+// before anything runs: the walk would find a file in its place, or an
+// entry below a file.
+func TestSourceInsideTheWalkIsRefused(t *testing.T) {
+	scripts := t.TempDir()
+	out := t.TempDir()
+	before := script(t, scripts, "before", fmt.Sprintf("touch %s/ran\n", out))
+	_, nc, srv := startAgent(t, []string{scripts}, "")
+	for i, p := range []string{filepath.Join(scripts, "x.sql"), filepath.Dir(scripts)} {
+		node := startBackupNode(t)
+		srv.mu.Lock()
+		srv.done = nil
+		srv.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := wire.Request(ctx, nc, wire.AgentSubject("web", wire.OpRunBackup), wire.RunBackup{
+			JobID: uint64(10 + i), Attempt: 1, Level: "full", Paths: fileindex.Paths([]string{scripts}),
+			Application: wire.Application{Before: []wire.AppStep{{Command: before}}, Sources: []wire.CommandSource{{Path: fileindex.Path(p), Command: before}}},
+			Node:        wire.DataEndpoint{Node: "sn1", Addr: node.addr, CertSHA256: node.fp}, Ticket: "t",
+		}, nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var done wire.JobDoneReq
+		poll.Until(t, 10*time.Second, func() error {
+			srv.mu.Lock()
+			defer srv.mu.Unlock()
+			if len(srv.done) == 0 {
+				return errors.New("no report")
+			}
+			done = srv.done[0]
+			return nil
+		})
+		if done.Error == nil || done.Error.Code != wire.CodeInvalidArgument || !strings.Contains(done.Error.Message, "one inside the other") {
+			t.Fatalf("%s: report %+v", p, done.Error)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "ran")); err == nil {
+		t.Fatal("the before-step ran")
+	}
+}

@@ -264,7 +264,7 @@ func (s *Source) Run(ctx context.Context) error {
 	for i, f := range spooled {
 		for _, r := range w.roots {
 			if fileindex.Within(f.Path, r) || fileindex.Within(r, f.Path) {
-				return fmt.Errorf("%s is inside %s, a path of the backup: give a command source a path outside them", f.Path, r)
+				return fmt.Errorf("command source %s and %s, a path of the backup, lie one inside the other: give a command source a path outside them", f.Path, r)
 			}
 		}
 		if i > 0 && spooled[i-1].Path == f.Path {

@@ -58,6 +58,7 @@ func TestApplicationBadInput(t *testing.T) {
 		{Sources: []wire.CommandSource{{Path: "/db.sql"}}},
 		{Sources: []wire.CommandSource{{Path: "/db/../x.sql", Command: "/bin/x"}}},
 		{Sources: []wire.CommandSource{{Path: "/srv/www/db.sql", Command: "/bin/x"}}},
+		{Sources: []wire.CommandSource{{Path: "/srv", Command: "/bin/x"}}},
 		{Sources: []wire.CommandSource{{Path: "/db.sql", Command: "/bin/x"}, {Path: "/db.sql", Command: "/bin/y"}}},
 	} {
 		wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv/www"}, Application: app}, nil), wire.CodeInvalidArgument)

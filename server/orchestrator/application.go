@@ -70,9 +70,9 @@ func checkApplication(a wire.Application, paths []string) error {
 			return wire.Errorf(wire.CodeInvalidArgument, "give a positive timeout, or none", "command source %s has a negative timeout", fileindex.Escape(p))
 		}
 		for _, root := range paths {
-			if fileindex.Within(p, root) {
+			if fileindex.Within(p, root) || fileindex.Within(root, p) {
 				return wire.Errorf(wire.CodeInvalidArgument, "store a command source outside the paths the backup walks, where no file of the walk can take its place",
-					"command source %s lies inside %s, a path of the backup", fileindex.Escape(p), fileindex.Escape(root))
+					"command source %s and %s, a path of the backup, lie one inside the other", fileindex.Escape(p), fileindex.Escape(root))
 			}
 		}
 	}
