@@ -417,10 +417,13 @@ func TestFailedSourceFailsTheBackupAndAfterStepsRun(t *testing.T) {
 	_, nc, srv := startAgent(t, []string{scripts}, "")
 	node := startBackupNode(t)
 	done := runOrder(t, nc, srv, node, []string{scripts}, wire.Application{
-		After:   []wire.AppStep{{Command: after, FailJob: true}},
+		After:   []wire.AppStep{{Command: after, FailJob: true}, {Command: after}},
 		Sources: []wire.CommandSource{{Path: "/db/x.sql", Command: dump}},
 	})
 	<-node.done
+	if len(done.Warnings) != 1 || !strings.Contains(done.Warnings[0], "after-step 2") || !strings.Contains(done.Warnings[0], "does not fail the job") {
+		t.Fatalf("report's warnings: %q", done.Warnings)
+	}
 	if done.Error == nil || done.Error.Code != wire.CodeCommandFailed ||
 		!strings.Contains(done.Error.Message, "command source /db/x.sql") || !strings.Contains(done.Error.Message, "exited with status 3") ||
 		!strings.Contains(done.Error.Message, "pg_dump: error: connection refused") {

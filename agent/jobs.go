@@ -229,6 +229,9 @@ func (a *Agent) runBackup(ctx context.Context, o wire.RunBackup) {
 		}
 	}
 	if err != nil {
+		// The report carries the steps' warnings too, though the servers
+		// log only the error of a failed backup today.
+		done.Warnings = app.warnings
 		fail(err)
 		return
 	}
