@@ -21,6 +21,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/natsd"
@@ -618,5 +619,29 @@ func TestSourceInsideTheWalkIsRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "ran")); err == nil {
 		t.Fatal("the before-step ran")
+	}
+}
+
+// A bad command setting in the agent's config names its field, as the
+// config file spells it.
+func TestConfigValidatesCommandSettings(t *testing.T) {
+	for field, tune := range map[string]func(*Config){
+		"allowed_command_dirs": func(c *Config) { c.AllowedCommandDirs = []string{"scripts"} },
+		"allowed_commands":     func(c *Config) { c.AllowedCommands = []string{"pg_dump mydb"} },
+		"spool_dir":            func(c *Config) { c.SpoolDir = "spool" },
+	} {
+		cfg := DefaultConfig()
+		cfg.Name = "web"
+		tune(&cfg)
+		var fe *configfile.FieldError
+		if err := cfg.Validate(); !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Name = "web"
+	cfg.AllowedCommands, cfg.AllowShellCommands = []string{"pg_dump mydb | gzip"}, true
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("a shell line with shells allowed: %v", err)
 	}
 }
