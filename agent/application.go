@@ -190,7 +190,7 @@ func (r *appRun) runSources(ctx context.Context) error {
 		f, err := spoolFile(r.a.cfg.SpoolDir)
 		if err != nil {
 			return wire.Errorf(wire.CodeIO, "check the agent's spool_dir (or $TMPDIR): it must exist and be writable by the agent",
-				"client %s: %s: %v", r.a.cfg.Name, what, err)
+				"client %s: %s: %w", r.a.cfg.Name, what, err)
 		}
 		start := time.Now()
 		res, err := runCommand(ctx, r.a.cfg.CommandPolicy(), r.grace, commandRun{
@@ -210,7 +210,7 @@ func (r *appRun) runSources(ctx context.Context) error {
 		var st unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 			f.Close()
-			return wire.Errorf(wire.CodeIO, "", "client %s: %s: fstat its spool file: %v", r.a.cfg.Name, what, err)
+			return wire.Errorf(wire.CodeIO, "", "client %s: %s: fstat its spool file: %w", r.a.cfg.Name, what, err)
 		}
 		r.spooled = append(r.spooled, SpooledFile{Path: string(s.Path), File: f, Size: st.Size, MTime: start})
 		r.notes = append(r.notes, fmt.Sprintf("%s: %q wrote %d bytes in %s", what, fileindex.Escape(s.Command), st.Size, res.took.Round(time.Millisecond)))
