@@ -64,9 +64,11 @@ type SourceOptions struct {
 	// differential. Nil makes a full backup: everything is sent.
 	Base fileindex.Iterator
 	// Emit receives the stream, as batches of whole records of at most
-	// about BatchSize bytes, in order, from one goroutine at a time. The
-	// batch is reused once Emit returns, so Emit must not keep it. An
-	// error from Emit stops the backup and is returned by Run.
+	// about BatchSize bytes, in order, from one goroutine at a time: not
+	// Run's, which reads the next batch meanwhile. The batch is reused
+	// once Emit returns, so Emit must not keep it. An error from Emit
+	// stops the backup and is returned by Run; no Emit runs after Run
+	// returned.
 	Emit func(batch []byte) error
 	// Logger gets the warnings; nil discards them.
 	Logger *slog.Logger
@@ -158,6 +160,7 @@ type Source struct {
 	ahead  aheadControl
 	ioWait time.Duration // of the current file: open, fstat, reads
 	batch  []byte
+	send   *sender // nil: Emit runs on Run's goroutine (emitInline)
 	hdr    []byte
 	sum    hash.Hash
 	sumBuf [sha256.Size]byte
@@ -247,6 +250,10 @@ func (s *Source) Run(ctx context.Context) error {
 		return err
 	}
 	s.batch = make([]byte, 0, BatchSize+1) // +1: the probe byte of readRange
+	if !emitInline {
+		s.send = startSender(ctx, s.opts.Emit)
+		defer s.send.stop()
+	}
 	s.hdr = make([]byte, 0, 4096)
 	s.sum = sha256.New()
 	s.sparseSum = newSparseHash()
@@ -273,16 +280,16 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	// What is spooled goes in before the first walked (or deleted) entry
 	// that sorts after it: the stream stays in index order.
-	send := func(n *node, c Change) error {
+	entry := func(n *node, c Change) error {
 		for len(spooled) > 0 && fileindex.Compare(spooled[0].Path, n.e.Path) < 0 {
 			if err := s.sendSpooled(&spooled[0]); err != nil {
 				return err
 			}
 			spooled = spooled[1:]
 		}
-		return s.send(n, c)
+		return s.sendEntry(n, c)
 	}
-	if err := runChanges(w, s.opts.Base, send); err != nil {
+	if err := runChanges(w, s.opts.Base, entry); err != nil {
 		return err
 	}
 	for i := range spooled {
@@ -293,11 +300,27 @@ func (s *Source) Run(ctx context.Context) error {
 	for _, pat := range w.unmatchedExcludes() {
 		s.warn("", fmt.Errorf("exclude pattern %q left nothing out: check it for a typo (a pattern with a slash is anchored at the backup root, or at / when it starts with one; see 'cairn backup --help')", pat))
 	}
-	return s.flush()
+	if err := s.flush(); err != nil {
+		return err
+	}
+	if s.send != nil {
+		if err := s.send.stop(); err != nil {
+			return fmt.Errorf("send backup stream: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Source) flush() error {
 	if len(s.batch) == 0 {
+		return nil
+	}
+	if s.send != nil {
+		next, err := s.send.handOff(s.batch)
+		if err != nil {
+			return fmt.Errorf("send backup stream: %w", err)
+		}
+		s.batch = next
 		return nil
 	}
 	if err := s.opts.Emit(s.batch); err != nil {
@@ -316,7 +339,7 @@ func (s *Source) reserve(n int) error {
 	return nil
 }
 
-func (s *Source) send(n *node, c Change) error {
+func (s *Source) sendEntry(n *node, c Change) error {
 	if c == ChangeUnchanged {
 		s.unchanged.Add(1)
 		return nil
