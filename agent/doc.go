@@ -16,9 +16,11 @@
 // equal is not, and what the base has and the walk lacks becomes a
 // tombstone. Source turns the result into the stream records of package
 // media/volume (a FileHeader, Data records and a FileEnd per entry), in
-// batches of whole records of about BatchSize bytes. Memory stays flat
-// whatever the size of the tree: only the hard links still waiting for their
-// other names are remembered.
+// batches of whole records of about BatchSize bytes, handed in order to a
+// goroutine that sends them (TLS and the socket) while the next batch is
+// read and hashed, two batches in all. Memory stays flat whatever the size
+// of the tree: only the hard links still waiting for their other names are
+// remembered.
 //
 // # Application steps and command sources
 //
