@@ -25,6 +25,9 @@ func (a *Agent) onBackup(_ context.Context, _ string, o wire.RunBackup) (wire.Em
 	if len(o.Paths) == 0 {
 		return wire.Empty{}, wire.Errorf(wire.CodeBadRequest, "", "backup order of job %d names no path", o.JobID)
 	}
+	if err := a.endEarlierAttempt(o.JobID, o.Attempt); err != nil {
+		return wire.Empty{}, err
+	}
 	if !a.claim(o.JobID, o.Attempt) {
 		return wire.Empty{}, nil // never run a job twice
 	}
@@ -78,6 +81,9 @@ func (a *Agent) targetError(err error) error {
 // onRestore accepts a restore order once the target is fit to restore into.
 func (a *Agent) onRestore(_ context.Context, _ string, o wire.RunRestore) (wire.Empty, error) {
 	if err := checkOrder("restore", o.JobID, o.Node, o.Ticket); err != nil {
+		return wire.Empty{}, err
+	}
+	if err := a.endEarlierAttempt(o.JobID, o.Attempt); err != nil {
 		return wire.Empty{}, err
 	}
 	if !a.claim(o.JobID, o.Attempt) {

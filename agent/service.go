@@ -422,12 +422,42 @@ type runningJob struct {
 	attempt int
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
+	done    chan struct{} // closed once the job has let go of its id
+}
+
+// earlierAttemptWait bounds how long an order of a later attempt waits for
+// the earlier attempt still ending here (its failure on its way to the
+// servers) to let go.
+const earlierAttemptWait = 5 * time.Second
+
+// endEarlierAttempt stops an earlier attempt of job id that is still
+// ending here before attempt is claimed: the servers have moved on, and an
+// order taken but not run would cost them an attempt and a liveness
+// timeout. It refuses the order, to be sent again, if the earlier attempt
+// does not let go in time.
+func (a *Agent) endEarlierAttempt(id uint64, attempt int) error {
+	a.mu.Lock()
+	j := a.jobs[id]
+	a.mu.Unlock()
+	if j == nil || j.attempt >= attempt {
+		return nil
+	}
+	j.cancel(fmt.Errorf("attempt %d of job %d is over: the servers ordered attempt %d", j.attempt, id, attempt))
+	t := time.NewTimer(earlierAttemptWait)
+	defer t.Stop()
+	select {
+	case <-j.done:
+		return nil
+	case <-t.C:
+		return wire.Errorf(wire.CodeUnavailable, "", "attempt %d of job %d is still ending on client %s; attempt %d can start once it has", j.attempt, id, a.cfg.Name, attempt)
+	}
 }
 
 // claim takes attempt of job id for this agent unless it runs the job or
 // ran that attempt already; for an attempt it ran, the report is sent again,
 // since the server asking again means it lost it. A later attempt (the
-// server sent the job to another storage node) runs. A claimed job must be
+// server sent the job to another storage node) runs, once an earlier one
+// still ending here has let go (endEarlierAttempt). A claimed job must be
 // started with track or let go with unclaim.
 func (a *Agent) claim(id uint64, attempt int) bool {
 	a.mu.Lock()
@@ -449,7 +479,7 @@ func (a *Agent) claim(id uint64, attempt int) bool {
 		return false
 	}
 	ctx, cancel := context.WithCancelCause(a.ctx)
-	a.jobs[id] = &runningJob{attempt: attempt, ctx: ctx, cancel: cancel}
+	a.jobs[id] = &runningJob{attempt: attempt, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	return true
 }
 
@@ -487,6 +517,7 @@ func (a *Agent) unclaim(id uint64) {
 	defer a.mu.Unlock()
 	if j := a.jobs[id]; j != nil {
 		j.cancel(nil)
+		close(j.done)
 	}
 	delete(a.jobs, id)
 }
@@ -588,6 +619,7 @@ func (a *Agent) track(id uint64, run func(ctx context.Context)) {
 			if a.jobs[id] == j {
 				delete(a.jobs, id)
 			}
+			close(j.done)
 			if a.idle != nil && len(a.jobs) == 0 {
 				select {
 				case <-a.idle:
