@@ -42,9 +42,19 @@ tidy-check:
 # The race detector runs on every package; CAIRN_CI=1 makes a test that
 # lacks a tool fail instead of skipping. Then every fuzz target runs for a
 # few seconds past its committed corpus: a crash fails the build.
+#
+# The integration tests are the longest package by far and mostly wait on
+# the processes they start: they run beside the other packages and the
+# fuzz runs, so make test takes about as long as they do. Their output
+# comes after the rest's.
+INTEGRATION := ./integration
+UNIT_PKGS = $(shell $(GO) list $(PKGS) | grep -v '/integration$$')
 test: deps fmt-check tidy-check vet
-	CAIRN_CI=1 $(GO) test -race -timeout 12m $(PKGS)
-	$(MAKE) fuzz-short
+	@log=$$(mktemp); \
+	CAIRN_CI=1 $(GO) test -race -timeout 12m $(INTEGRATION) >"$$log" 2>&1 & integ=$$!; \
+	CAIRN_CI=1 $(GO) test -race -timeout 12m $(UNIT_PKGS) && $(MAKE) fuzz-short; rest=$$?; \
+	wait $$integ; ok=$$?; cat "$$log"; rm -f "$$log"; \
+	if [ $$rest -ne 0 ] || [ $$ok -ne 0 ]; then echo "make test: FAILED (packages and fuzz: exit $$rest; integration: exit $$ok)"; exit 1; fi
 
 # FUZZTIME is how long each fuzz target runs: `make fuzz FUZZTIME=5m`.
 FUZZTIME ?= 1m
