@@ -41,6 +41,11 @@ type Config struct {
 	NATSAuth wire.NATSAuth `json:"nats_auth" config:"inline=nats_"`
 	// Site places the client: backups prefer a storage node of the same site.
 	Site string `json:"site"`
+	// Labels describe the client as KEY=VALUE ("role=db", "env=prod"),
+	// reported at every registration: a policy that selects clients by
+	// label covers this one, even one defined before the agent first
+	// started. An agent that reports none keeps the labels it had.
+	Labels []string `json:"labels" config:"flag=label"`
 	// Group is the id of the group of servers the agent belongs to
 	// ('cairn cluster status' shows it). Empty: the agent learns it from
 	// its first registration and keeps it until it stops; set it where
@@ -112,6 +117,9 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	if err := wire.ValidateName("client", c.Name); err != nil {
 		return configfile.Fieldf("name", "%w: set --name", err)
+	}
+	if _, err := wire.ParseLabels(c.Labels); err != nil {
+		return configfile.Fieldf("labels", "%v", err)
 	}
 	if c.NATSURL == "" {
 		return configfile.Fieldf("nats", "the NATS URL is empty: set --nats")
@@ -275,7 +283,8 @@ func (a *Agent) Close() error {
 }
 
 func (a *Agent) heartbeatLoop(ctx context.Context) {
-	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: a.hostname, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version, Site: a.cfg.Site,
+	labels, _ := wire.ParseLabels(a.cfg.Labels) // Validate refused bad ones
+	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: a.hostname, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version, Site: a.cfg.Site, Labels: labels,
 		Instance: a.instance, PID: a.pid}
 	retry := 250 * time.Millisecond
 	var lastRegister time.Time

@@ -72,6 +72,10 @@ func (a *applier) apply(c *Command) error {
 		return a.voidJobs(c.Void)
 	case OpForgetRequests:
 		return a.forgetRequests(c.Forget)
+	case OpPutPolicy:
+		return a.putPolicy(c.PolicyPut)
+	case OpDeletePolicy:
+		return a.deletePolicy(c.PolicyDelete)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }

@@ -2,11 +2,19 @@ package catalog
 
 // Clients: an agent registers under its name (OpRegisterClient) each time it
 // starts; a repeat keeps when the client first registered and its default
-// pool, which an administrator may have set meanwhile.
+// pool, which an administrator may have set meanwhile. It keeps the labels
+// too when the agent reports none (an agent older than labels): an agent
+// that reports labels replaces them, so its config is what counts. Labels
+// are checked as a policy's are, since policies select clients by them.
 
 func (a *applier) registerClient(c *Client) error {
 	if err := validName("client", c.Name); err != nil {
 		return err
+	}
+	for k, v := range c.Labels {
+		if err := validLabel(k, v); err != nil {
+			return refuse(CodeInvalidArgument, "fix the labels in the agent's config", "client %s: %v", c.Name, err)
+		}
 	}
 	old, err := a.client(c.Name)
 	if err != nil {
@@ -18,6 +26,9 @@ func (a *applier) registerClient(c *Client) error {
 		n.Registered = old.Registered
 		if n.DefaultPool == "" {
 			n.DefaultPool = old.DefaultPool
+		}
+		if len(n.Labels) == 0 {
+			n.Labels = old.Labels
 		}
 	}
 	return putJSON(a.tx, bClients, []byte(n.Name), &n)

@@ -39,6 +39,8 @@ const (
 	OpAcceptJob       Op = "accept_job"
 	OpVoidJobs        Op = "void_jobs"
 	OpForgetRequests  Op = "forget_requests"
+	OpPutPolicy       Op = "put_policy"
+	OpDeletePolicy    Op = "delete_policy"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -71,6 +73,8 @@ type Command struct {
 	Group        *Group           `json:"group,omitempty"`         // OpInitGroup
 	Cancel       *JobCancel       `json:"cancel,omitempty"`        // OpCancelJob
 	Rotation     *SecretsRotation `json:"rotation,omitempty"`      // OpRotateSecrets
+	PolicyPut    *PolicyPut       `json:"policy_put,omitempty"`    // OpPutPolicy
+	PolicyDelete *PolicyDelete    `json:"policy_delete,omitempty"` // OpDeletePolicy
 
 	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
 	// the command carries out. A command whose request id the catalog
@@ -349,6 +353,10 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Void != nil
 	case OpForgetRequests:
 		return true, c.Forget != nil
+	case OpPutPolicy:
+		return true, c.PolicyPut != nil
+	case OpDeletePolicy:
+		return true, c.PolicyDelete != nil
 	}
 	return false, false
 }

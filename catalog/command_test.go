@@ -42,6 +42,13 @@ func sampleCommands() []*Command {
 		{Op: OpForgetRequests, Time: at, Forget: &RequestsForget{Before: at}},
 		{Op: OpLabelTape, Time: at, TapeLabel: &TapeLabel{VolumeID: vol, Barcode: "CRN001L9", Library: "lib1", Pool: "Weekly", BlockSize: 65536},
 			Request: &RequestKey{ID: "label-1/slot-3"}},
+		{Op: OpPutPolicy, Time: at, PolicyPut: &PolicyPut{Mode: PutReplace, IfUpdated: at, Policy: Policy{
+			Name: "web", Clients: []string{"web1"}, ClientLabels: map[string]string{"role": "web"}, Paths: []string{"/srv"},
+			Excludes: []string{"*.tmp"}, OneFileSystem: true, Application: &Application{Before: []AppStep{{Command: "sync", Timeout: time.Minute, FailJob: true}}},
+			Schedule: "daily 02:00", TimeZone: "Europe/Berlin", MaxFullAge: time.Hour, Pool: "p", LevelPools: map[Level]string{LevelFull: "t"},
+			Priority: 3, RPO: 26 * time.Hour, Retention: PolicyRetention{All: KeepRules{Last: -1}, Levels: map[Level]KeepRules{LevelFull: {Monthly: 12}}},
+			Created: at, Updated: at}}},
+		{Op: OpDeletePolicy, Time: at, PolicyDelete: &PolicyDelete{Name: "web"}},
 	}
 }
 

@@ -20,9 +20,12 @@ type Client struct {
 	Version     string `json:"version,omitempty"`
 	DefaultPool string `json:"default_pool,omitempty"`
 	// Site places the client, so backups prefer a storage node of the same site.
-	Site       string    `json:"site,omitempty"`
-	Registered time.Time `json:"registered"`
-	LastSeen   time.Time `json:"last_seen"`
+	Site string `json:"site,omitempty"`
+	// Labels are what the agent's config says of the client
+	// (role=db, env=prod); a policy selects clients by them.
+	Labels     map[string]string `json:"labels,omitempty"`
+	Registered time.Time         `json:"registered"`
+	LastSeen   time.Time         `json:"last_seen"`
 }
 
 // StorageNode is a process that owns devices and writes volumes.

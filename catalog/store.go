@@ -37,6 +37,7 @@ var (
 	bSegData         = []byte("segment_data")      // backup(8) no(4) -> bucket {"d": encoded segment}
 	bRequests        = []byte("requests")          // request id -> Request
 	bRequestsByTime  = []byte("requests_by_time")  // unix nanos(8) request id -> nil
+	bPolicies        = []byte("policies")          // name -> Policy
 )
 
 // buckets1 are the buckets of format 1; format 2 added the request index.
@@ -45,7 +46,10 @@ var buckets1 = [][]byte{
 	bJobs, bJobLog, bJobsByClient, bJobsActive, bBackups, bBackupsByClient, bSegMeta, bSegData,
 }
 
-var allBuckets = append(slices.Clone(buckets1), bRequests, bRequestsByTime)
+// buckets2 are the buckets of format 2; format 3 added the policies.
+var buckets2 = append(slices.Clone(buckets1), bRequests, bRequestsByTime)
+
+var allBuckets = append(slices.Clone(buckets2), bPolicies)
 
 var (
 	keyFormat       = []byte("format")
@@ -57,8 +61,10 @@ var (
 // storeFormat is the layout version in meta/format. A catalog of a newer
 // format is refused rather than misread. Format 2 added the request index
 // and the pending and void job states, which an older server would leave
-// pending forever; opening a format 1 catalog for writing upgrades it.
-const storeFormat = 2
+// pending forever; format 3 added the policies, which an older server would
+// neither run nor keep. Opening a catalog of an older format for writing
+// upgrades it.
+const storeFormat = 3
 
 // Store is the catalog in one bbolt file. Reads may run on any goroutine,
 // concurrently with Apply and Restore.
@@ -125,9 +131,13 @@ func OpenReadOnly(path string) (*Store, error) {
 		if f > storeFormat {
 			return fmt.Errorf("catalog format %d is newer than this server reads (%d); upgrade cairn", f, storeFormat)
 		}
+		// Read as is: nothing may be written to add the rest.
 		need := allBuckets
-		if f < 2 {
-			need = buckets1 // read as is: nothing may be written to add the rest
+		switch {
+		case f < 2:
+			need = buckets1
+		case f < 3:
+			need = buckets2
 		}
 		for _, b := range need {
 			if tx.Bucket(b) == nil {

@@ -47,7 +47,7 @@ func (s *Server) agentRegister(ctx context.Context, subject string, req wire.Age
 		return wire.AgentRegisterResp{}, err
 	}
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{
-		Name: name, Hostname: req.Hostname, OS: req.OS, Arch: req.Arch, Version: req.Version, Site: req.Site,
+		Name: name, Hostname: req.Hostname, OS: req.OS, Arch: req.Arch, Version: req.Version, Site: req.Site, Labels: req.Labels,
 	}}); err != nil {
 		return wire.AgentRegisterResp{}, err
 	}

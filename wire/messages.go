@@ -908,15 +908,18 @@ type SessionAbortReq struct {
 // instance, the old one silent) from a second agent under the same name
 // (two instances alive at once).
 type AgentRegisterReq struct {
-	Name     string   `json:"name"`
-	Hostname string   `json:"hostname"`
-	OS       string   `json:"os"`
-	Arch     string   `json:"arch"`
-	Version  string   `json:"version"`
-	Site     string   `json:"site,omitempty"`
-	Instance string   `json:"instance,omitempty"`
-	PID      int      `json:"pid,omitempty"`
-	Running  []uint64 `json:"running,omitempty"`
+	Name     string `json:"name"`
+	Hostname string `json:"hostname"`
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
+	Version  string `json:"version"`
+	Site     string `json:"site,omitempty"`
+	// Labels are the agent's labels (its config's labels, KEY=VALUE), by
+	// which policies select clients.
+	Labels   map[string]string `json:"labels,omitempty"`
+	Instance string            `json:"instance,omitempty"`
+	PID      int               `json:"pid,omitempty"`
+	Running  []uint64          `json:"running,omitempty"`
 }
 
 // AgentRegisterResp answers a registration: Duplicate is set while another

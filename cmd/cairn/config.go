@@ -192,6 +192,7 @@ func agentExample(def roleConfig) configfile.Example {
 	cfg.Name = "web1"
 	cfg.NATSAuth = exampleNATSAuth("web1", "agent-web1")
 	cfg.Site = "dc1"
+	cfg.Labels = []string{"role=web", "env=prod"}
 	cfg.MaxBytesPerSecond = 20 << 20
 	cfg.AllowedCommandDirs = []string{"/etc/cairn/scripts"}
 	cfg.AllowedCommands = []string{"/usr/sbin/runuser -u postgres -- /usr/bin/pg_dump appdb"}

@@ -22,6 +22,7 @@ var configDocs = configfile.Merge(
 		"DataTimeout":        "DataTimeout bounds every wait on a storage node's data port: a\nwrite the node does not take and a read that gets nothing fail\nafter it, so a dead or unreachable node fails the job instead of\nholding it. A node that works without sending (mounting a tape,\nwaiting for one) sends keepalives, which count.",
 		"Group":              "Group is the id of the group of servers the agent belongs to\n('cairn cluster status' shows it). Empty: the agent learns it from\nits first registration and keeps it until it stops; set it where\nservers of several groups share the NATS, since a request that\nnames no group is refused there.",
 		"HeartbeatInterval":  "HeartbeatInterval is how often the agent tells the servers it lives.",
+		"Labels":             "Labels describe the client as KEY=VALUE (\"role=db\", \"env=prod\"),\nreported at every registration: a policy that selects clients by\nlabel covers this one, even one defined before the agent first\nstarted. An agent that reports none keeps the labels it had.",
 		"MaxBytesPerSecond":  "MaxBytesPerSecond caps the rate a backup streams at, in bytes per\nsecond (\"20M\"), so that a backup in working hours leaves the\nclient's uplink usable; 0 is no cap.",
 		"NATSURL":            "NATSURL is the NATS server (or servers, separated by commas) where\nthe agent reaches the servers; it connects out, so a client needs no\ninbound port.",
 		"Name":               "Name is the client's name in the catalog and in NATS subjects:\nletters, digits, '-' and '_'.",

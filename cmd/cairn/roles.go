@@ -484,6 +484,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&cfg.Name, "name", cfg.Name, "client name")
 	f.StringVar(&cfg.Site, "site", "", "the client's site: backups prefer a storage node of the same site")
+	f.StringArrayVar(&cfg.Labels, "label", nil, "a label of the client, KEY=VALUE (role=db), by which policies select it; repeat for several")
 	f.StringVar(&cfg.Group, "group", "", groupUsage)
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the agent tells the servers it lives")
 	f.DurationVar(&cfg.ProgressInterval, "progress-interval", cfg.ProgressInterval, "how often a running job reports its progress")

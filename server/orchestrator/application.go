@@ -1,10 +1,7 @@
 package orchestrator
 
 import (
-	"path"
-
 	"github.com/cairnbackup/cairn/catalog"
-	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -43,38 +40,12 @@ func wireApplication(a catalog.Application) wire.Application {
 }
 
 // checkApplication refuses a request whose steps or sources cannot be
-// run as given, before a job is made for it.
+// run as given, before a job is made for it. The catalog checks a policy's
+// the same way (catalog.Application.Check).
 func checkApplication(a wire.Application, paths []string) error {
-	for _, steps := range [][]wire.AppStep{a.Before, a.After} {
-		for _, s := range steps {
-			if s.Command == "" {
-				return wire.Errorf(wire.CodeInvalidArgument, "give each --before and --after a command", "an application step has no command")
-			}
-			if s.Timeout < 0 {
-				return wire.Errorf(wire.CodeInvalidArgument, "give a positive timeout, or none for the agent's default", "application step %q has a negative timeout", s.Command)
-			}
-		}
-	}
-	seen := map[fileindex.Path]bool{}
-	for _, s := range a.Sources {
-		p := string(s.Path)
-		if s.Command == "" || !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
-			return wire.Errorf(wire.CodeInvalidArgument, "give a command source as PATH=COMMAND, PATH the absolute path the output is stored as",
-				"command source %q=%q: it needs a clean absolute path and a command", fileindex.Escape(p), s.Command)
-		}
-		if seen[s.Path] {
-			return wire.Errorf(wire.CodeInvalidArgument, "give each command source its own path", "two command sources are stored as %s", fileindex.Escape(p))
-		}
-		seen[s.Path] = true
-		if s.Timeout < 0 {
-			return wire.Errorf(wire.CodeInvalidArgument, "give a positive timeout, or none", "command source %s has a negative timeout", fileindex.Escape(p))
-		}
-		for _, root := range paths {
-			if fileindex.Within(p, root) || fileindex.Within(root, p) {
-				return wire.Errorf(wire.CodeInvalidArgument, "store a command source outside the paths the backup walks, where no file of the walk can take its place",
-					"command source %s and %s, a path of the backup, lie one inside the other", fileindex.Escape(p), fileindex.Escape(root))
-			}
-		}
+	app := catalogApplication(a)
+	if err := app.Check(paths); err != nil {
+		return CatalogError(err)
 	}
 	return nil
 }
