@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/rpo"
 	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -39,11 +40,24 @@ func (s *Server) routeAPI(r *wire.Router) {
 
 func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, error) {
 	st := s.raft.Stats()
-	return wire.StatusResp{
+	resp := wire.StatusResp{
 		Server: s.cfg.Name, Version: Version, Leader: st.Leader, IsLeader: s.raft.IsLeader(),
 		RaftState: st.State, Term: st.Term, AppliedIndex: st.AppliedIndex, Group: s.groupName(), CatalogError: st.FSMError,
 		OtherGroups: func() []wire.OtherServer { o, _ := s.otherServers(); return o }(),
-	}, nil
+	}
+	clients, err := s.store.Clients()
+	if err != nil {
+		return resp, err
+	}
+	sts, err := s.assessRPO(clients)
+	if err != nil {
+		return resp, err
+	}
+	resp.RPOTargets = len(sts)
+	for _, b := range rpo.Breaches(sts) {
+		resp.RPOBreaches = append(resp.RPOBreaches, wireRPO(b))
+	}
+	return resp, nil
 }
 
 func (s *Server) clientList(_ context.Context, _ string, req wire.ClientListReq) (wire.ClientListResp, error) {
@@ -70,6 +84,13 @@ func (s *Server) clientList(_ context.Context, _ string, req wire.ClientListReq)
 		}
 		if dup := s.duplicate(c.Name); dup != nil {
 			info.Duplicate, info.Instances = dup.Message, dup.Instances
+		}
+		sts, err := s.assessRPO([]catalog.Client{c})
+		if err != nil {
+			return resp, err
+		}
+		for _, st := range sts {
+			info.RPO = append(info.RPO, wireRPO(st))
 		}
 		if bs, err := s.store.Backups(catalog.BackupFilter{Client: c.Name, States: []catalog.BackupState{catalog.BackupComplete}}); err == nil {
 			info.Backups = len(bs)

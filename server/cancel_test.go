@@ -109,12 +109,20 @@ func TestFailedJobIsStoppedAtNodeAndAgent(t *testing.T) {
 // node and the agent would, and returns its session.
 func (h *harness) committedBackup(orders chan *nats.Msg, entries []fileindex.Entry) uuid.UUID {
 	h.t.Helper()
+	return h.committedBackupOf([]fileindex.Path{"/srv"}, orders, entries)
+}
+
+// committedBackupOf is committedBackup of other paths than /srv.
+func (h *harness) committedBackupOf(paths []fileindex.Path, orders chan *nats.Msg, entries []fileindex.Entry) uuid.UUID {
+	h.t.Helper()
 	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths, Level: "full"}, &started))
 	<-orders
 	var g wire.VolumeGrant
 	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
-	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+	if g.New {
+		h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+	}
 	b := fileindex.NewSegmentBuilder(0)
 	for i := range entries {
 		h.must(b.Add(&entries[i]))
@@ -122,9 +130,11 @@ func (h *harness) committedBackup(orders chan *nats.Msg, entries []fileindex.Ent
 	seg := b.Flush()
 	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
 	session := uuid.New()
+	// After the label block, or after the sessions already on the volume.
+	start := max(g.Bytes, 256<<10)
 	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
 		JobID: started.JobID, SessionID: session, Segments: 1,
-		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: 512 << 10, Final: true}},
+		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: start, DataStart: start + 64, End: start + 256<<10, Final: true}},
 		Stats: wire.SessionStats{Entries: int64(len(entries))},
 	}, nil))
 	return session

@@ -160,6 +160,11 @@ func (s *Server) beginTerm(ctx context.Context) error {
 	if lctx, ok := s.decide(); ok && lctx == tctx {
 		s.orch.Adopt(tctx)
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watchRPO(tctx)
+	}()
 	return nil
 }
 

@@ -63,11 +63,15 @@ var (
 	descStopped     = prometheus.NewDesc("cairn_catalog_stopped", "1 while this server's catalog does not apply the Raft log (a full disk; the log says why).", nil, nil)
 	descBehind      = prometheus.NewDesc("cairn_catalog_behind", "Commands Raft handed this server's catalog that it did not apply since it stopped.", nil, nil)
 	descDataFree    = prometheus.NewDesc("cairn_server_free_bytes", "Free bytes on the filesystem of the server's catalog and of its Raft log.", []string{"dir"}, nil)
+	descLastGood    = prometheus.NewDesc("cairn_client_last_good_backup_timestamp_seconds", "The time the newest good restore point of a client under a policy with an RPO represents (absent when there is none).", []string{"client", "policy"}, nil)
+	descRPOTarget   = prometheus.NewDesc("cairn_client_rpo_target_seconds", "The RPO target of a client under a policy.", []string{"client", "policy"}, nil)
+	descRPOAge      = prometheus.NewDesc("cairn_client_rpo_age_seconds", "Age of a client's newest good restore point under a policy (or how long the policy has covered it, with none).", []string{"client", "policy"}, nil)
+	descRPOBreach   = prometheus.NewDesc("cairn_client_rpo_breach", "1 when a client's newest good restore point under a policy is older than its RPO target.", []string{"client", "policy"}, nil)
 )
 
 func (c *catalogCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descVolumes, descPoolBytes, descPoolFree, descRaftState, descRaftTerm, descRaftApplied, descRunning, descClients,
-		descStopped, descBehind, descDataFree} {
+		descStopped, descBehind, descDataFree, descLastGood, descRPOTarget, descRPOAge, descRPOBreach} {
 		ch <- d
 	}
 }
@@ -132,6 +136,21 @@ func (c *catalogCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(running[t]), string(t))
 	}
 	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(online))
+	if clients, err := s.store.Clients(); err == nil {
+		sts, _ := s.assessRPO(clients)
+		for _, st := range sts {
+			if !st.LastGood.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descLastGood, prometheus.GaugeValue, float64(st.LastGood.UnixNano())/1e9, st.Client, st.Policy)
+			}
+			ch <- prometheus.MustNewConstMetric(descRPOTarget, prometheus.GaugeValue, st.RPO.Seconds(), st.Client, st.Policy)
+			ch <- prometheus.MustNewConstMetric(descRPOAge, prometheus.GaugeValue, st.Age.Seconds(), st.Client, st.Policy)
+			breach := 0.0
+			if st.Breach {
+				breach = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descRPOBreach, prometheus.GaugeValue, breach, st.Client, st.Policy)
+		}
+	}
 }
 
 // jobEnded counts a job that this server ended, and tells the
@@ -151,7 +170,5 @@ func (s *Server) jobEnded(j *catalog.Job) {
 	if j.Type == catalog.JobBackup {
 		level = string(j.Level)
 	}
-	if _, err := s.alerts.Send(alert.NewJobFailed(at, j.ID, j.Client, "", level, j.Error)); err != nil {
-		s.log.Warn("could not queue the alert of a failed job", "job", j.ID, "err", err)
-	}
+	s.sendAlert(alert.NewJobFailed(at, j.ID, j.Client, "", level, j.Error))
 }

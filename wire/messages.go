@@ -285,6 +285,25 @@ type StatusResp struct {
 	// CatalogError says why the answering server's catalog stopped
 	// applying the log.
 	CatalogError string `json:"catalog_error,omitempty"`
+	// RPOTargets counts the clients under a policy with an RPO, each
+	// policy once; RPOBreaches are those whose newest good restore point
+	// is older than the target (package rpo says how it is judged).
+	RPOTargets  int         `json:"rpo_targets,omitempty"`
+	RPOBreaches []RPOStatus `json:"rpo_breaches,omitempty"`
+}
+
+// RPOStatus is one client under one policy with an RPO target: the age of
+// its newest good restore point of the policy's file set against it.
+type RPOStatus struct {
+	Client string        `json:"client"`
+	Policy string        `json:"policy"`
+	Target time.Duration `json:"target"`
+	// Backup is the newest good restore point, 0 when there is none yet;
+	// Age then counts from when the policy began to cover the client.
+	Backup   uint64        `json:"backup,omitempty"`
+	LastGood time.Time     `json:"last_good,omitzero"`
+	Age      time.Duration `json:"age"`
+	Breach   bool          `json:"breach,omitempty"`
 }
 
 // ClientInfo is a client (a host running an agent) as the servers see it.
@@ -298,6 +317,8 @@ type ClientInfo struct {
 	Backups     int       `json:"backups"`
 	LastBackup  time.Time `json:"last_backup,omitzero"`
 	DefaultPool string    `json:"default_pool,omitempty"`
+	// RPO is the client's state under each policy with an RPO target.
+	RPO []RPOStatus `json:"rpo,omitempty"`
 	// Duplicate says that two agents run under this name at once, naming
 	// their hosts; Instances lists them.
 	Duplicate string          `json:"duplicate,omitempty"`

@@ -40,7 +40,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			for _, o := range st.OtherGroups {
 				fmt.Fprintf(g.out, "WARNING: server %s (%s) of ANOTHER GROUP %s runs on this NATS: see 'cairn cluster status'\n", o.Name, o.RaftAddr, o.Group)
 			}
-			return nil
+			return printRPOSummary(g.out, st)
 		},
 	}
 }
@@ -79,7 +79,7 @@ func runClientList(ctx context.Context, g *globals) error {
 	if g.json {
 		return printJSON(g.out, nonNil(clients))
 	}
-	t := newTable(g.out, "CLIENT", "HOST", "STATUS", "BACKUPS", "LAST BACKUP", "VERSION")
+	t := newTable(g.out, "CLIENT", "HOST", "STATUS", "BACKUPS", "LAST BACKUP", "RPO", "VERSION")
 	for _, c := range clients {
 		status := "offline"
 		if c.Online {
@@ -94,7 +94,7 @@ func runClientList(ctx context.Context, g *globals) error {
 			}
 			host = strings.Join(hosts, ",")
 		}
-		t.row(c.Name, host, status, c.Backups, humanTime(c.LastBackup), c.Version)
+		t.row(c.Name, host, status, c.Backups, humanTime(c.LastBackup), rpoCell(c.RPO), c.Version)
 	}
 	if err := t.flush(); err != nil {
 		return err

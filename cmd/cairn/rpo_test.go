@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/wire"
+)
+
+func TestStatusNamesTheClientsThatBreachTheirRPO(t *testing.T) {
+	var out bytes.Buffer
+	if err := printRPOSummary(&out, wire.StatusResp{}); err != nil || out.Len() != 0 {
+		t.Fatalf("no policy with an RPO: printed %q, %v", out.String(), err)
+	}
+	if err := printRPOSummary(&out, wire.StatusResp{RPOTargets: 3}); err != nil || !strings.Contains(out.String(), "every one of 3") {
+		t.Fatalf("no breach: printed %q, %v", out.String(), err)
+	}
+	out.Reset()
+	st := wire.StatusResp{RPOTargets: 3, RPOBreaches: []wire.RPOStatus{
+		{Client: "db1", Policy: "nightly", Target: 26 * time.Hour, Backup: 412, LastGood: time.Now().Add(-50 * time.Hour), Age: 50 * time.Hour, Breach: true},
+		{Client: "web2", Policy: "nightly", Target: 26 * time.Hour, Age: 30 * time.Hour, Breach: true},
+	}}
+	if err := printRPOSummary(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"2 of 3 client policies BREACH", "db1", "backup 412", "2 days 2 hours", "1 day 2 hours", "web2", "none yet"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestClientListShowsEachPolicysRPO(t *testing.T) {
+	if got := rpoCell(nil); got != "-" {
+		t.Errorf("no target: %q", got)
+	}
+	got := rpoCell([]wire.RPOStatus{
+		{Policy: "nightly", Target: 26 * time.Hour, Backup: 7, Age: 3 * time.Hour},
+		{Policy: "hourly", Target: 2 * time.Hour, Age: 5 * time.Hour, Breach: true},
+	})
+	want := "nightly ok (3 hours of 1 day 2 hours); hourly BREACH (none for 5 hours of 2 hours)"
+	if got != want {
+		t.Errorf("cell = %q\nwant   %q", got, want)
+	}
+}
