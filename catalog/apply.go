@@ -76,6 +76,8 @@ func (a *applier) apply(c *Command) error {
 		return a.putPolicy(c.PolicyPut)
 	case OpDeletePolicy:
 		return a.deletePolicy(c.PolicyDelete)
+	case OpApplyPolicies:
+		return a.applyPolicies(c.PolicyApply)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }

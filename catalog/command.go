@@ -41,6 +41,7 @@ const (
 	OpForgetRequests  Op = "forget_requests"
 	OpPutPolicy       Op = "put_policy"
 	OpDeletePolicy    Op = "delete_policy"
+	OpApplyPolicies   Op = "apply_policies"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -75,6 +76,7 @@ type Command struct {
 	Rotation     *SecretsRotation `json:"rotation,omitempty"`      // OpRotateSecrets
 	PolicyPut    *PolicyPut       `json:"policy_put,omitempty"`    // OpPutPolicy
 	PolicyDelete *PolicyDelete    `json:"policy_delete,omitempty"` // OpDeletePolicy
+	PolicyApply  *PolicyApply     `json:"policy_apply,omitempty"`  // OpApplyPolicies
 
 	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
 	// the command carries out. A command whose request id the catalog
@@ -357,6 +359,8 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.PolicyPut != nil
 	case OpDeletePolicy:
 		return true, c.PolicyDelete != nil
+	case OpApplyPolicies:
+		return true, c.PolicyApply != nil
 	}
 	return false, false
 }

@@ -49,6 +49,8 @@ func sampleCommands() []*Command {
 			Priority: 3, RPO: 26 * time.Hour, Retention: PolicyRetention{All: KeepRules{Last: -1}, Levels: map[Level]KeepRules{LevelFull: {Monthly: 12}}},
 			Created: at, Updated: at}}},
 		{Op: OpDeletePolicy, Time: at, PolicyDelete: &PolicyDelete{Name: "web"}},
+		{Op: OpApplyPolicies, Time: at, PolicyApply: &PolicyApply{Prune: true, Policies: []Policy{{Name: "db", Clients: []string{"db1"}, Paths: []string{"/var/lib/pg"},
+			Schedule: "daily 03:00", Pool: "p", Retention: PolicyRetention{All: KeepRules{Daily: 7}}}}}},
 	}
 }
 

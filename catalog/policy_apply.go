@@ -56,6 +56,47 @@ type PolicyDelete struct {
 	Name string `json:"name"`
 }
 
+// PolicyApply stores every one of Policies (creating or replacing each) and,
+// with Prune, deletes every other policy: all in one change, or nothing
+// when one of them is refused ('cairn policy apply -f').
+type PolicyApply struct {
+	Policies []Policy `json:"policies"`
+	Prune    bool     `json:"prune,omitempty"`
+}
+
+func (a *applier) applyPolicies(c *PolicyApply) error {
+	keep := make(map[string]bool, len(c.Policies))
+	for i := range c.Policies {
+		name := c.Policies[i].Name
+		if keep[name] {
+			return refuse(CodeInvalidArgument, "give each policy once", "policy %s is given twice", name)
+		}
+		keep[name] = true
+		// A refusal rolls back the policies put before it.
+		if err := a.putPolicy(&PolicyPut{Policy: c.Policies[i], Mode: PutAny}); err != nil {
+			return err
+		}
+	}
+	if !c.Prune {
+		return nil
+	}
+	var gone [][]byte
+	if err := a.tx.Bucket(bPolicies).ForEach(func(k, _ []byte) error {
+		if !keep[string(k)] {
+			gone = append(gone, slices.Clone(k))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range gone {
+		if err := a.tx.Bucket(bPolicies).Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (a *applier) policy(name string) (*Policy, error) {
 	var p Policy
 	ok, err := getJSON(a.tx, bPolicies, []byte(name), &p)

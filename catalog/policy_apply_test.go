@@ -258,3 +258,34 @@ func TestFormat2CatalogGetsThePolicies(t *testing.T) {
 		t.Fatalf("policies of an upgraded catalog: %v, %v", ps, err)
 	}
 }
+
+// TestApplyPoliciesIsAllOrNothing: one refused policy of a file stores none
+// of them; with Prune, the policies not given go in the same change.
+func TestApplyPoliciesIsAllOrNothing(t *testing.T) {
+	c := newTestCatalog(t)
+	c.policySetup()
+	old := testPolicy()
+	old.Name = "old"
+	c.must(putPolicy(PutCreate, old))
+
+	good := testPolicy()
+	bad := testPolicy()
+	bad.Name, bad.Pool = "bad", "nosuch"
+	e := c.refused(CodeNotFound, &Command{Op: OpApplyPolicies, PolicyApply: &PolicyApply{Policies: []Policy{good, bad}, Prune: true}})
+	if !strings.Contains(e.Msg, "policy bad") {
+		t.Errorf("refusal %q does not name the policy", e.Msg)
+	}
+	if ps, _ := c.s.Policies(); len(ps) != 1 || ps[0].Name != "old" {
+		t.Fatalf("after a refused apply: %v", ps)
+	}
+	c.refused(CodeInvalidArgument, &Command{Op: OpApplyPolicies, PolicyApply: &PolicyApply{Policies: []Policy{good, good}}})
+
+	c.must(&Command{Op: OpApplyPolicies, PolicyApply: &PolicyApply{Policies: []Policy{good}}})
+	if ps, _ := c.s.Policies(); len(ps) != 2 {
+		t.Fatalf("apply without prune: %v", ps)
+	}
+	c.must(&Command{Op: OpApplyPolicies, PolicyApply: &PolicyApply{Policies: []Policy{good}, Prune: true}})
+	if ps, _ := c.s.Policies(); len(ps) != 1 || ps[0].Name != "web" {
+		t.Fatalf("apply with prune: %v", ps)
+	}
+}

@@ -36,6 +36,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpClusterJoin, wire.Typed(s.clusterJoin))
 	r.Handle(wire.OpClusterRemove, wire.Typed(s.clusterRemove))
 	s.routeTapeAPI(r)
+	s.routePolicyAPI(r)
 }
 
 func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, error) {
@@ -80,7 +81,7 @@ func (s *Server) clientList(_ context.Context, _ string, req wire.ClientListReq)
 		}
 		info := wire.ClientInfo{
 			Name: c.Name, Hostname: c.Hostname, OS: c.OS, Version: c.Version, Online: online,
-			LastSeen: seen, DefaultPool: c.DefaultPool,
+			LastSeen: seen, DefaultPool: c.DefaultPool, Labels: c.Labels,
 		}
 		if dup := s.duplicate(c.Name); dup != nil {
 			info.Duplicate, info.Instances = dup.Message, dup.Instances

@@ -26,6 +26,9 @@ var localOps = map[string]bool{
 	wire.OpBackupList:    true,
 	wire.OpTreeList:      true,
 	wire.OpClusterStatus: true,
+	wire.OpPolicyShow:    true,
+	wire.OpPolicyList:    true,
+	wire.OpPolicyPreview: true,
 }
 
 // needsLeader reports whether a request on subject must be answered by the leader.

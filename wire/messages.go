@@ -319,6 +319,9 @@ type ClientInfo struct {
 	DefaultPool string    `json:"default_pool,omitempty"`
 	// RPO is the client's state under each policy with an RPO target.
 	RPO []RPOStatus `json:"rpo,omitempty"`
+	// Labels are what the client's agent reports of it; policies select
+	// clients by them.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Duplicate says that two agents run under this name at once, naming
 	// their hosts; Instances lists them.
 	Duplicate string          `json:"duplicate,omitempty"`

@@ -52,6 +52,10 @@ var received = []messageType{
 	typeOf[CheckBackup](), typeOf[CheckRestore](),
 	// volume.show and its answer.
 	typeOf[VolumeShowReq](), typeOf[VolumeShowResp](),
+	// The policy operations and their answers.
+	typeOf[PolicyPutReq](), typeOf[PolicyApplyReq](), typeOf[PolicyApplyResp](), typeOf[PolicyNameReq](),
+	typeOf[PolicyListResp](), typeOf[Policy](), typeOf[PolicyDeleteResp](), typeOf[PolicyPreviewReq](),
+	typeOf[PolicyPreviewResp](),
 }
 
 type messageType struct {
