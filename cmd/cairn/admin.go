@@ -79,7 +79,7 @@ func runClientList(ctx context.Context, g *globals) error {
 	if g.json {
 		return printJSON(g.out, nonNil(clients))
 	}
-	t := newTable(g.out, "CLIENT", "HOST", "STATUS", "BACKUPS", "LAST BACKUP", "RPO", "VERSION")
+	t := newTable(g.out, "CLIENT", "HOST", "STATUS", "BACKUPS", "LAST BACKUP", "RPO", "VERSION", "LABELS")
 	for _, c := range clients {
 		status := "offline"
 		if c.Online {
@@ -94,7 +94,11 @@ func runClientList(ctx context.Context, g *globals) error {
 			}
 			host = strings.Join(hosts, ",")
 		}
-		t.row(c.Name, host, status, c.Backups, humanTime(c.LastBackup), rpoCell(c.RPO), c.Version)
+		var labels []string
+		for _, k := range sortedKeys(c.Labels) {
+			labels = append(labels, k+"="+c.Labels[k])
+		}
+		t.row(c.Name, host, status, c.Backups, humanTime(c.LastBackup), rpoCell(c.RPO), c.Version, orDash(strings.Join(labels, ",")))
 	}
 	if err := t.flush(); err != nil {
 		return err

@@ -31,6 +31,10 @@ const (
 	// have been carried out. Running it again with the --request-id the
 	// error names carries it out once, whatever became of the first.
 	exitUnknown = 4
+	// exitDiffers: 'policy diff' found what applying the file would
+	// change. diff(1) says 1, which here is a failure: a script must tell
+	// "the file differs" from "the file could not be read".
+	exitDiffers = 5
 	// exitSignal + the signal's number: the command was interrupted, as
 	// shells report it (130 for Ctrl-C, 143 for SIGTERM). A job waited
 	// for goes on.
@@ -55,6 +59,7 @@ const exitCodesHelp = `Exit codes:
   4    outcome unknown: a start (backup, restore, media label, library move)
        got no clear answer, even after trying again; run it again with the
        --request-id the error names: it is carried out once
+  5    differences: 'policy diff' found what applying the file would change
   130  interrupted (Ctrl-C; 143 for SIGTERM): a job waited for goes on
 
 Errors go to stderr as 'error: MESSAGE' and 'hint: WHAT TO DO' lines. With
@@ -113,6 +118,7 @@ func exitCode(ctx context.Context, err error) int {
 	var ie *interruptedError
 	var we *warningsError
 	var se *signalError
+	var de *differsError
 	switch {
 	case isUsage(err):
 		return exitUsage
@@ -123,6 +129,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitSignal + int(syscall.SIGINT)
 	case errors.As(err, &we):
 		return exitWarnings
+	case errors.As(err, &de):
+		return exitDiffers
 	case errors.As(context.Cause(ctx), &se):
 		// Whatever failed, it failed because it was interrupted.
 		return se.exitStatus()
@@ -171,6 +179,10 @@ func cliError(cmdPath string, err error) *wire.Error {
 // line, and --json nothing (the job printed on stdout says it).
 func reportError(w io.Writer, asJSON bool, cmdPath string, err error) {
 	var we *warningsError
+	var de *differsError
+	if errors.As(err, &de) {
+		return // the diff printed is the answer
+	}
 	if errors.As(err, &we) {
 		if !asJSON {
 			fmt.Fprintf(w, "warning: %s\n", printable(err.Error()))

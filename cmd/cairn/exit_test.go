@@ -113,7 +113,7 @@ var documentedExitCodes = []struct {
 	word string
 }{
 	{exitOK, "success"}, {exitFailure, "failure"}, {exitUsage, "usage"},
-	{exitWarnings, "finished with warnings"}, {exitSignal + int(syscall.SIGINT), "interrupted"},
+	{exitWarnings, "finished with warnings"}, {exitDiffers, "differences"}, {exitSignal + int(syscall.SIGINT), "interrupted"},
 }
 
 // TestExitCodesDocumented: 'cairn --help' and the README list every exit

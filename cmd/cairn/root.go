@@ -90,7 +90,7 @@ Tape:       cairn media label, cairn library status|load|unload|import|export, c
 		newServerCmd(g), newStorageNodeCmd(g), newAgentCmd(g), newDevCmd(g), newDemoCmd(g),
 		newStatusCmd(g), newClientCmd(g), newPoolCmd(g), newVolumeCmd(g), newJobCmd(g),
 		newBackupCmd(g), newLsCmd(g), newRestoreCmd(g), newKeyCmd(g), newClusterCmd(g),
-		newCertCmd(g), newMediaCmd(g), newLibraryCmd(g), newDriveCmd(g), newConfigCmd(g),
+		newCertCmd(g), newMediaCmd(g), newLibraryCmd(g), newDriveCmd(g), newConfigCmd(g), newPolicyCmd(g),
 	)
 	addVersion(root, g)
 	root.AddCommand(newManCmd(g))
