@@ -1,11 +1,12 @@
 package catalog
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"path"
-	"reflect"
 	"slices"
 	"time"
 	// A policy's time zone is checked as every server applies the command,
@@ -150,11 +151,14 @@ func (a *applier) putPolicy(c *PolicyPut) error {
 }
 
 // sameAs reports whether p and q are the same policy but for when they
-// were created and changed.
+// were created and changed. They are compared as stored, so an empty list
+// and none are the same.
 func (p *Policy) sameAs(q *Policy) bool {
 	a, b := *p, *q
 	a.Created, a.Updated, b.Created, b.Updated = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-	return reflect.DeepEqual(a, b)
+	ja, errA := json.Marshal(&a)
+	jb, errB := json.Marshal(&b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
 func (a *applier) deletePolicy(d *PolicyDelete) error {

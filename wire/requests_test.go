@@ -39,3 +39,18 @@ func TestRequestsCloseWaitsThenRefuses(t *testing.T) {
 		t.Fatal("a request after Close was taken")
 	}
 }
+
+func TestParseLabels(t *testing.T) {
+	got, err := ParseLabels([]string{"role=db", "env=prod=eu", "empty="})
+	if err != nil || len(got) != 3 || got["role"] != "db" || got["env"] != "prod=eu" || got["empty"] != "" {
+		t.Fatalf("%v %v", got, err)
+	}
+	for _, bad := range [][]string{{"role"}, {"=db"}, {"a=1", "a=2"}} {
+		if _, err := ParseLabels(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if got, err := ParseLabels(nil); got != nil || err != nil {
+		t.Errorf("no labels: %v %v", got, err)
+	}
+}

@@ -588,12 +588,14 @@ func (e *differsError) Error() string {
 
 func newPolicyDiffCmd(g *globals) *cobra.Command {
 	var file string
+	var prune bool
 	c := &cobra.Command{
-		Use:   "diff -f FILE",
+		Use:   "diff -f FILE [--prune]",
 		Short: "Show what 'policy apply -f FILE' would change",
 		Long: `Show what 'cairn policy apply -f FILE' would change: policies the file adds
-(+), changes (~, with each field's value now and in the file), and those
-the servers hold that it lacks (-, which only apply --prune deletes).
+(+) and changes (~, with each field's value now and in the file). With
+--prune, as apply --prune, the policies the servers hold that the file
+lacks are deleted (-); without it they are kept, and listed apart.
 Exit status: 0 when applying would change nothing, 5 when it would change
 something, 1 on an error (a file that does not read, no server).`,
 		Args: noArgs,
@@ -609,7 +611,7 @@ something, 1 on an error (a file that does not read, no server).`,
 			if err := g.request(cmd.Context(), wire.OpPolicyList, wire.Empty{}, &list); err != nil {
 				return err
 			}
-			d, err := diffPolicies(list.Policies, ps)
+			d, err := diffPolicies(list.Policies, ps, prune)
 			if err != nil {
 				return err
 			}
@@ -627,14 +629,17 @@ something, 1 on an error (a file that does not read, no server).`,
 		},
 	}
 	c.Flags().StringVarP(&file, "file", "f", "", "policy file (- for stdin)")
+	c.Flags().BoolVar(&prune, "prune", false, "as apply --prune: the policies the file lacks would be deleted")
 	return c
 }
 
-// policyDiff is what applying a file would change.
+// policyDiff is what applying a file would change. Kept are the policies
+// the file lacks that apply keeps (without --prune): no change.
 type policyDiff struct {
 	Added   []string        `json:"added,omitempty"`
 	Changed []policyChanged `json:"changed,omitempty"`
 	Removed []string        `json:"removed,omitempty"`
+	Kept    []string        `json:"kept,omitempty"`
 }
 
 type policyChanged struct {
@@ -650,7 +655,7 @@ type fieldChange struct {
 
 // diffPolicies compares the policies stored with a file's, field by field
 // in the file's own form, so a change reads as the file writes it.
-func diffPolicies(stored, file []wire.Policy) (policyDiff, error) {
+func diffPolicies(stored, file []wire.Policy, prune bool) (policyDiff, error) {
 	var d policyDiff
 	have := map[string]wire.Policy{}
 	for _, p := range stored {
@@ -680,7 +685,11 @@ func diffPolicies(stored, file []wire.Policy) (policyDiff, error) {
 			d.Changed = append(d.Changed, policyChanged{Name: p.Name, Fields: ch})
 		}
 	}
-	d.Removed = pruned(stored, file)
+	if prune {
+		d.Removed = pruned(stored, file)
+	} else {
+		d.Kept = pruned(stored, file)
+	}
 	return d, nil
 }
 
@@ -733,10 +742,13 @@ func printPolicyDiff(w io.Writer, d policyDiff) {
 		}
 	}
 	for _, n := range d.Removed {
-		fmt.Fprintf(w, "- %s (not in the file: only 'apply --prune' deletes it)\n", n)
+		fmt.Fprintf(w, "- %s (not in the file)\n", n)
 	}
 	if len(d.Added)+len(d.Changed)+len(d.Removed) == 0 {
 		fmt.Fprintln(w, "no change")
+	}
+	if len(d.Kept) > 0 {
+		fmt.Fprintf(w, "not in the file, and kept (apply --prune would delete them): %s\n", strings.Join(d.Kept, ", "))
 	}
 }
 

@@ -167,13 +167,24 @@ func TestPolicyCommandsAgainstDevStack(t *testing.T) {
 	if code, out, _ := cli(ctx, "policy", "diff", "-f", file); code != 0 || !strings.Contains(out, "no change") {
 		t.Fatalf("diff after apply: %d %q", code, out)
 	}
+	// A policy the file lacks is no change, unless the diff is of a prune.
+	extra := []string{"policy", "create", "extra", "--client", "web", "--path", "/var", "--schedule", "daily 02:00", "--pool", "Default", "--keep-last", "3"}
+	if code, out, stderr := cli(ctx, extra...); code != 0 {
+		t.Fatalf("create extra: %d %q %q", code, out, stderr)
+	}
+	if code, out, _ := cli(ctx, "policy", "diff", "-f", file); code != 0 || !strings.Contains(out, "no change") || !strings.Contains(out, "kept (apply --prune would delete them): extra") {
+		t.Fatalf("diff with a policy the file lacks: %d %q", code, out)
+	}
+	if code, out, _ := cli(ctx, "policy", "diff", "-f", file, "--prune"); code != exitDiffers || !strings.Contains(out, "- extra (not in the file)") {
+		t.Fatalf("diff --prune with a policy the file lacks: %d %q", code, out)
+	}
 
 	only := filepath.Join(t.TempDir(), "only.yaml")
 	os.WriteFile(only, []byte(strings.SplitN(changed, "  - name: by-label", 2)[0]), 0o644)
-	if code, _, stderr := cli(ctx, "policy", "apply", "-f", only, "--prune"); code != 2 || !strings.Contains(stderr, "by-label") || !strings.Contains(stderr, "--yes") {
+	if code, _, stderr := cli(ctx, "policy", "apply", "-f", only, "--prune"); code != 2 || !strings.Contains(stderr, "by-label, extra") || !strings.Contains(stderr, "--yes") {
 		t.Fatalf("apply --prune without --yes: %d %q", code, stderr)
 	}
-	if code, out, stderr := cli(ctx, "policy", "apply", "-f", only, "--prune", "--yes"); code != 0 || !strings.Contains(out, "deleted policy by-label") {
+	if code, out, stderr := cli(ctx, "policy", "apply", "-f", only, "--prune", "--yes"); code != 0 || !strings.Contains(out, "deleted policy by-label\ndeleted policy extra") {
 		t.Fatalf("apply --prune --yes: %d %q %q", code, out, stderr)
 	}
 	if code, out, stderr := cli(ctx, "policy", "delete", "etc"); code != 0 || !strings.Contains(out, "stay until deleted by hand") {

@@ -554,21 +554,17 @@ func parseAge(s string) (time.Duration, error) {
 	return total, nil
 }
 
-// formatAge writes a duration the way parseAge reads it: "14d", "1d12h",
-// "26h" stays "1d2h"; "" for zero.
+// formatAge writes a duration the way parseAge reads it: whole days as
+// days ("14d"), anything else as Go writes it ("26h", "90m"); "" for zero.
 func formatAge(d time.Duration) string {
-	if d == 0 {
-		return ""
-	}
 	const day = 24 * time.Hour
-	days, rest := d/day, d%day
 	switch {
-	case days == 0:
-		return configfile.FormatDuration(d)
-	case rest == 0:
-		return fmt.Sprintf("%dd", days)
+	case d == 0:
+		return ""
+	case d%day == 0:
+		return fmt.Sprintf("%dd", d/day)
 	}
-	return fmt.Sprintf("%dd%s", days, configfile.FormatDuration(rest))
+	return configfile.FormatDuration(d)
 }
 
 // marshalPolicies writes policies as a policy file.

@@ -143,3 +143,26 @@ func FuzzParsePolicyFile(f *testing.F) {
 		}
 	})
 }
+
+// TestReadmePolicyFiles: every policy file README.md shows (a yaml block
+// that starts 'policies:') reads.
+func TestReadmePolicyFiles(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, block := range strings.Split(string(readme), "```yaml\n")[1:] {
+		text, _, _ := strings.Cut(block, "```")
+		if !strings.HasPrefix(text, "policies:") {
+			continue
+		}
+		n++
+		if _, err := parsePolicyFile("README.md", []byte(text)); err != nil {
+			t.Errorf("a policy file of README.md: %v", err)
+		}
+	}
+	if n == 0 {
+		t.Error("README.md shows no policy file")
+	}
+}
