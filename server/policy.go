@@ -253,7 +253,7 @@ func (s *Server) policyPreview(_ context.Context, _ string, req wire.PolicyPrevi
 	}
 	from := s.clock.Now()
 	to := from.Add(time.Duration(days) * 24 * time.Hour)
-	resp := wire.PolicyPreviewResp{Policy: p.Name, TimeZone: sched.Location().String(), From: from, To: to, Clients: clients, Runs: []wire.PreviewRun{}}
+	resp := wire.PolicyPreviewResp{Policy: p.Name, TimeZone: sched.Location().String(), From: from, To: to, Clients: clients, Disabled: p.Disabled, Runs: []wire.PreviewRun{}}
 	var runs []wire.PreviewRun
 	for _, client := range clients {
 		history, err := s.retentionHistory(client, p.FileSet())

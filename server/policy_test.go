@@ -235,6 +235,14 @@ func TestPolicyPreview(t *testing.T) {
 		t.Errorf("the third run expires %+v, want the first run's backup %d", e, prev.Runs[0].Backup)
 	}
 
+	fulls.Disabled = true
+	h.must(h.api(wire.OpPolicySet, wire.PolicyPutReq{Policy: fulls}, nil))
+	prev = wire.PolicyPreviewResp{}
+	h.must(h.api(wire.OpPolicyPreview, wire.PolicyPreviewReq{Name: "fulls", Days: 1}, &prev))
+	if !prev.Disabled || len(prev.Runs) != 1 {
+		t.Errorf("preview of a disabled policy: %+v", prev)
+	}
+
 	wantCode(t, h.api(wire.OpPolicyPreview, wire.PolicyPreviewReq{Name: "web", Days: 3, Client: "other"}, nil), wire.CodeNotFound)
 	wantCode(t, h.api(wire.OpPolicyPreview, wire.PolicyPreviewReq{Name: "web", Days: 9999}, nil), wire.CodeInvalidArgument)
 

@@ -123,11 +123,14 @@ type PolicyPreviewReq struct {
 // what the expiry after each would expire. From is the server's time the
 // preview starts at.
 type PolicyPreviewResp struct {
-	Policy   string       `json:"policy"`
-	TimeZone string       `json:"time_zone"`
-	From     time.Time    `json:"from"`
-	To       time.Time    `json:"to"`
-	Clients  []string     `json:"clients"`
+	Policy   string    `json:"policy"`
+	TimeZone string    `json:"time_zone"`
+	From     time.Time `json:"from"`
+	To       time.Time `json:"to"`
+	Clients  []string  `json:"clients"`
+	// Disabled: the policy runs nothing now; the runs are those it makes
+	// once enabled.
+	Disabled bool         `json:"disabled,omitempty"`
 	Runs     []PreviewRun `json:"runs"`
 	// More says the runs did not all fit one answer: those shown are the
 	// first in time order.

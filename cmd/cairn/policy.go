@@ -799,6 +799,9 @@ func printPreview(w io.Writer, resp wire.PolicyPreviewResp) {
 	}
 	fmt.Fprintf(w, "policy %s, %s, from %s to %s, clients: %s\n", resp.Policy, resp.TimeZone,
 		resp.From.In(loc).Format("2006-01-02 15:04"), resp.To.In(loc).Format("2006-01-02 15:04"), strings.Join(resp.Clients, ", "))
+	if resp.Disabled {
+		fmt.Fprintf(w, "the policy is disabled and runs nothing: these are the runs it makes once enabled ('cairn policy set %s --disabled=false')\n", resp.Policy)
+	}
 	if len(resp.Runs) == 0 {
 		fmt.Fprintln(w, "no run")
 		return
