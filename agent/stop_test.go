@@ -81,8 +81,9 @@ func TestRestorerWritesNothingOnceRefused(t *testing.T) {
 // fakeServers answers an agent's requests as the servers would for one
 // restore job, and keeps its report.
 type fakeServers struct {
-	mu   sync.Mutex
-	done []wire.JobDoneReq
+	mu         sync.Mutex
+	done       []wire.JobDoneReq
+	registered []wire.AgentRegisterReq
 }
 
 func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
@@ -92,6 +93,11 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 		req, _ := wire.Decode[wire.JobDoneReq](body)
 		f.mu.Lock()
 		f.done = append(f.done, req)
+		f.mu.Unlock()
+	case wire.OpAgentRegister:
+		req, _ := wire.Decode[wire.AgentRegisterReq](body)
+		f.mu.Lock()
+		f.registered = append(f.registered, req)
 		f.mu.Unlock()
 	}
 	return wire.Empty{}, nil

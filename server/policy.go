@@ -36,12 +36,12 @@ func catalogPolicy(p wire.Policy) (catalog.Policy, error) {
 	return out, convertJSON(p, &out)
 }
 
-func wirePolicy(p catalog.Policy) wire.Policy {
+func wirePolicy(p catalog.Policy) (wire.Policy, error) {
 	var out wire.Policy
 	if err := convertJSON(p, &out); err != nil {
-		panic(fmt.Sprintf("catalog.Policy does not convert to wire.Policy: %v", err)) // TestPolicyIsCarried
+		return out, fmt.Errorf("policy %s: %w", p.Name, err)
 	}
-	return out
+	return out, nil
 }
 
 func convertJSON(from, to any) error {
@@ -70,7 +70,7 @@ func (s *Server) putPolicy(ctx context.Context, req wire.PolicyPutReq, mode cata
 		return wire.Policy{}, catalogError(err)
 	}
 	s.log.Info("policy stored", "policy", p.Name, "mode", mode)
-	return wirePolicy(*stored), nil
+	return wirePolicy(*stored)
 }
 
 func (s *Server) policyCreate(ctx context.Context, _ string, req wire.PolicyPutReq) (wire.Policy, error) {
@@ -152,7 +152,7 @@ func (s *Server) policyShow(_ context.Context, _ string, req wire.PolicyNameReq)
 	if err != nil {
 		return wire.Policy{}, err
 	}
-	return wirePolicy(*p), nil
+	return wirePolicy(*p)
 }
 
 func (s *Server) policyList(context.Context, string, wire.Empty) (wire.PolicyListResp, error) {
@@ -162,7 +162,11 @@ func (s *Server) policyList(context.Context, string, wire.Empty) (wire.PolicyLis
 	}
 	resp := wire.PolicyListResp{Policies: []wire.Policy{}}
 	for _, p := range ps {
-		resp.Policies = append(resp.Policies, wirePolicy(p))
+		wp, err := wirePolicy(p)
+		if err != nil {
+			return resp, err
+		}
+		resp.Policies = append(resp.Policies, wp)
 	}
 	return resp, nil
 }

@@ -50,7 +50,11 @@ func TestPolicyIsCarried(t *testing.T) {
 			Levels: map[catalog.Level]catalog.KeepRules{catalog.LevelIncremental: {Within: 15}}},
 		Created: at, Updated: at.Add(time.Hour),
 	}
-	back, err := catalogPolicy(wirePolicy(p))
+	wp, err := wirePolicy(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := catalogPolicy(wp)
 	if err != nil {
 		t.Fatal(err)
 	}
