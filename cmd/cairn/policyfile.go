@@ -165,7 +165,20 @@ const maxPolicyFile = 4 << 20
 var (
 	yamlLine     = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 	unknownField = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+	// cannot unmarshal !!str `web` into []main.filePolicy
+	cannotUnmarshal = regexp.MustCompile("^cannot unmarshal (.*) into (\\S+)$")
 )
+
+// yamlTypeNames say in a policy file's words what the YAML package's
+// errors name by Go type.
+var yamlTypeNames = map[string]string{
+	"main.policyFile": "a mapping with 'policies:'", "[]main.filePolicy": "a list of policies", "main.filePolicy": "a policy",
+	"main.fileKeep": "keep rules ({daily: 7, ...})", "*main.fileKeep": "keep rules ({daily: 7, ...})",
+	"[]main.fileStep": "a list of commands", "main.fileStep": "a command ({command: ..., timeout: ...})",
+	"[]main.fileSource": "a list of command sources", "main.fileSource": "a command source ({path: ..., command: ...})",
+	"main.keepCount": "a count", "map[string]string": "labels ({KEY: VALUE})", "[]string": "a list", "string": "a text",
+	"int": "a number", "bool": "true or false",
+}
 
 // parsePolicyFile reads a policy file named name: every policy, or the first
 // error, which names the file, the line when there is one, the policy and
@@ -294,6 +307,11 @@ func yamlError(name string, items []*yaml.Node, err error) error {
 	what := m[2]
 	if f := unknownField.FindStringSubmatch(what); f != nil {
 		what = fmt.Sprintf("field %s is not known: see the fields a policy takes in 'cairn policy --help'", f[1])
+	}
+	if m := cannotUnmarshal.FindStringSubmatch(what); m != nil {
+		if want, ok := yamlTypeNames[m[2]]; ok {
+			what = fmt.Sprintf("%s where %s belongs", m[1], want)
+		}
 	}
 	return &policyFileError{File: name, Line: line, Policy: policy, Msg: what}
 }
