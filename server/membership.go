@@ -16,6 +16,7 @@ import (
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/server/cluster"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -107,7 +108,7 @@ func (s *Server) initGroup(ctx context.Context) {
 	g := &catalog.Group{ID: uuid.NewString(), KEKFingerprint: s.keys().kekFP, TicketKeys: [][]byte{s.ticketPublic()}}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := s.apply(actx, &catalog.Command{Op: catalog.OpInitGroup, Group: g}); err != nil && wire.CodeOf(err) != wire.CodeAlreadyExists {
+	if _, err := s.apply(actx, &catalog.Command{Op: catalog.OpInitGroup, Group: g}); err != nil && !errors.Is(err, orchestrator.ErrAlreadyExists) {
 		s.log.Warn("record the group's identity", "err", err)
 		return
 	}

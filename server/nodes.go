@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -126,7 +128,7 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 		BlockSize: defaultBlockSize, BlockRawSize: defaultBlockRawSize, LabelPrefix: p.Name,
 		KeyID: keyID, Compression: true,
 	}})
-	if err != nil && wire.CodeOf(err) != wire.CodeAlreadyExists {
+	if err != nil && !errors.Is(err, orchestrator.ErrAlreadyExists) {
 		return err
 	}
 	s.log.Info("pool created", "pool", p.Name, "node", node, "key", keyID)

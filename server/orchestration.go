@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"maps"
 	"time"
 
@@ -13,8 +14,35 @@ import (
 )
 
 // What the server gives the orchestrator (package orchestrator), and the
-// handlers that hand it requests: each decodes, calls and answers, the
-// errors already in the wire's terms.
+// handlers that hand it requests: each decodes, calls and answers. The
+// orchestrator's errors (and the catalog's, which it wraps) are domain
+// errors; atEdge makes them the wire's on the way out of every handler.
+
+// wireError is the answer to a request that failed with err: the code and
+// hint of the orchestrator's *Error (or of a *wire.Error) outermost in its
+// chain, the code's usual hint when it has none, and the whole chain's
+// message. The error stays the cause, so errors.Is and errors.As on this
+// side of the wire still see the domain error.
+func wireError(err error) *wire.Error {
+	if err == nil {
+		return nil
+	}
+	if code, hint, ok := orchestrator.Describe(err); ok {
+		return wire.Errorf(code, hint, "%w", err)
+	}
+	return wire.AsError(err)
+}
+
+// atEdge answers the errors of h in the wire's terms (wireError).
+func atEdge(h wire.Handler) wire.Handler {
+	return func(ctx context.Context, subject string, body json.RawMessage) (any, error) {
+		res, err := h(ctx, subject, body)
+		if err != nil {
+			return res, wireError(err)
+		}
+		return res, nil
+	}
+}
 
 func (s *Server) newOrchestrator() *orchestrator.Orchestrator {
 	return orchestrator.New(orchestrator.Config{
@@ -98,7 +126,7 @@ type member struct{ s *Server }
 
 func (m member) Admit() error                         { return m.s.admit() }
 func (m member) CatalogStopped() error                { return m.s.raft.FSM().Failed() }
-func (m member) ApplyError(err error) *wire.Error     { return m.s.applyError(err) }
+func (m member) ApplyError(err error) error           { return m.s.applyError(err) }
 func (m member) Sign(t ticket.Ticket) (string, error) { return m.s.sign(t) }
 func (m member) JobEnded(j *catalog.Job)              { m.s.jobEnded(j) }
 

@@ -97,10 +97,10 @@ func (s *Server) subscribe(ctx context.Context) error {
 		return op, ok
 	}
 	s.dispatch = map[string]wire.Handler{
-		wire.APIWildcard:       api.Dispatch(wire.TrimAPI),
-		wire.EscrowWildcard:    api.Dispatch(wire.TrimAPI),
-		wire.FromNodeWildcard:  fromNode.Dispatch(splitOp),
-		wire.FromAgentWildcard: fromAgent.Dispatch(splitOp),
+		wire.APIWildcard:       atEdge(api.Dispatch(wire.TrimAPI)),
+		wire.EscrowWildcard:    atEdge(api.Dispatch(wire.TrimAPI)),
+		wire.FromNodeWildcard:  atEdge(fromNode.Dispatch(splitOp)),
+		wire.FromAgentWildcard: atEdge(fromAgent.Dispatch(splitOp)),
 	}
 	// The role-facing subjects are subscribed by serveRoles, while this
 	// server is a member of its group.
@@ -113,9 +113,9 @@ func (s *Server) subscribe(ctx context.Context) error {
 	mine.Handle(wire.OpServerStatus, wire.Typed(s.serverStatus))
 	mine.Handle(wire.OpServerPrepareSecrets, wire.Typed(s.prepareSecrets))
 	prefix := wire.ServerSubject(s.cfg.Name, "")
-	sub, err := wire.ServeIn(ctx, s.nc, prefix+">", "", s.log, &s.requests, mine.Dispatch(func(subject string) (string, bool) {
+	sub, err := wire.ServeIn(ctx, s.nc, prefix+">", "", s.log, &s.requests, atEdge(mine.Dispatch(func(subject string) (string, bool) {
 		return strings.TrimPrefix(subject, prefix), strings.HasPrefix(subject, prefix)
-	}))
+	})))
 	if err != nil {
 		return err
 	}

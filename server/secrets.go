@@ -196,7 +196,7 @@ func (s *Server) rotateSecrets(ctx context.Context, _ string, req wire.SecretsRo
 	}
 	mine, err := s.prepareSecrets(ctx, "", req)
 	if err != nil {
-		we := wire.AsError(err)
+		we := wireError(err)
 		return resp, refused(we.Code, we.Hint, "%s", we.Message)
 	}
 	if mine.KEKFingerprint == g.KEKFingerprint {

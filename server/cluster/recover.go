@@ -15,6 +15,10 @@ import (
 	"github.com/cairnbackup/cairn/catalog"
 )
 
+// ErrServerRunning is wrapped by Recover's error when the server's Raft
+// log cannot be opened: the server most likely still runs, and holds it.
+var ErrServerRunning = errors.New("stop the server first: it holds the file while it runs")
+
 // ReadPeers reads a peers file in hashicorp/raft's peers.json format, the
 // members a recovered group starts with:
 //
@@ -81,7 +85,7 @@ func Recover(cfg Config, store *catalog.Store, peers []Peer, logger *slog.Logger
 		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, FreelistType: bbolt.FreelistMapType},
 	})
 	if err != nil {
-		return fmt.Errorf("recover: open %s: %w (stop the server first: it holds the file while it runs)", raftDB, err)
+		return fmt.Errorf("recover: open %s: %w (%w)", raftDB, err, ErrServerRunning)
 	}
 	defer logs.Close()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotRetain, hlog)

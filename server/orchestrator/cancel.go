@@ -25,11 +25,11 @@ type CancelSpec struct {
 // if this one dies before the job is stopped.
 func (o *Orchestrator) Cancel(ctx context.Context, req CancelSpec) (*catalog.Job, error) {
 	if req.ID == 0 {
-		return nil, wire.Errorf(wire.CodeInvalidArgument, "list jobs with 'cairn job list'", "no job id given")
+		return nil, errorf(ErrInvalidArgument, "list jobs with 'cairn job list'", "no job id given")
 	}
 	before, err := o.store.Job(req.ID)
 	if err != nil {
-		return nil, wire.Errorf(wire.CodeNotFound, "list jobs with 'cairn job list'", "job %d does not exist", req.ID)
+		return nil, errorf(ErrNotFound, "list jobs with 'cairn job list'", "job %d does not exist", req.ID)
 	}
 	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpCancelJob, Cancel: &catalog.JobCancel{
 		JobID: req.ID, By: req.By, Reason: req.Reason,
@@ -114,13 +114,12 @@ func (o *Orchestrator) stopCanceled(ctx context.Context, job *catalog.Job) {
 	_, err := o.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
 		ID: job.ID, State: catalog.JobCanceled, Ended: o.clock.Now().UTC(), Attempt: job.Attempt,
 	}})
-	var we *wire.Error
 	switch {
 	case err == nil:
 		if j, err := o.store.Job(job.ID); err == nil {
 			o.Ended(j)
 		}
-	case errors.As(err, &we) && we.Code == wire.CodeWrongState:
+	case errors.Is(err, ErrWrongState):
 		// It ended meanwhile: its node's or agent's report of the stop
 		// canceled it, or a commit that got in first.
 		o.finishRun(job.ID)

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -129,7 +130,7 @@ func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job) error 
 		// Both agents would take the order; the one whose ticket comes
 		// second fails with "ticket already used", which says nothing
 		// of the cause.
-		e := wire.Errorf(wire.CodeDuplicateAgent, "", "%s", dup.Message)
+		e := errorf(ErrDuplicateAgent, "", "%s", dup.Message)
 		o.failJob(ctx, job.ID, e)
 		return e
 	}
@@ -290,29 +291,30 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 		o.log.Warn("order not confirmed by the agent", "job", job.ID, "err", err)
 		return nil
 	}
-	we := wire.AsError(err)
-	o.failJob(ctx, job.ID, we)
-	return we
+	err = relay(err)
+	o.failJob(ctx, job.ID, err)
+	return err
 }
 
 // requeueOrFail sends a backup whose storage node failed back to the queue,
 // or fails it when it had its attempts; any other job fails.
-func (o *Orchestrator) requeueOrFail(ctx context.Context, id uint64, e *wire.Error) {
+func (o *Orchestrator) requeueOrFail(ctx context.Context, id uint64, e error) {
 	job, err := o.store.Job(id)
 	if err != nil || job.State != catalog.JobRunning {
 		return
 	}
-	if e.Code == wire.CodeAgentLost {
+	if code, _, _ := Describe(e); code == wire.CodeAgentLost {
 		o.live.AgentLost(job.Client)
 	}
 	if job.Type != catalog.JobBackup || job.Attempt >= maxAttempts {
 		if job.Type == catalog.JobBackup {
-			e.Message = fmt.Sprintf("%s (attempt %d of %d)", e.Message, job.Attempt, maxAttempts)
+			code, msg, hint := failure(e)
+			e = &Error{Code: code, Msg: fmt.Sprintf("%s (attempt %d of %d)", msg, job.Attempt, maxAttempts), Hint: hint, Err: e}
 		}
 		o.failJob(ctx, id, e)
 		return
 	}
-	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpRequeueJob, Requeue: &catalog.JobRequeue{JobID: id, Reason: e.Message, Attempt: job.Attempt}}); err != nil {
+	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpRequeueJob, Requeue: &catalog.JobRequeue{JobID: id, Reason: e.Error(), Attempt: job.Attempt}}); err != nil {
 		o.log.Warn("requeue job", "job", id, "err", err)
 		return
 	}
@@ -324,9 +326,9 @@ func (o *Orchestrator) requeueOrFail(ctx context.Context, id uint64, e *wire.Err
 	}
 	// The attempt is over: its session, if its node still has it open,
 	// goes, and with it the drive or volume it holds.
-	o.stopJob(job, job.Attempt, e.Message)
+	o.stopJob(job, job.Attempt, e.Error())
 	o.finishRun(id)
-	o.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobQueued), Message: e.Message})
+	o.publishEvent(wire.JobEvent{JobID: id, State: string(catalog.JobQueued), Message: e.Error()})
 	o.kick()
 }
 
@@ -351,11 +353,11 @@ func (o *Orchestrator) dispatchQueued(ctx context.Context) {
 			if why == "" {
 				why = "it could not be dispatched"
 			}
-			o.failJob(ctx, j.ID, wire.Errorf(wire.CodeTimeout, "bring the agent or a storage node of the pool back, then rerun the job",
+			o.failJob(ctx, j.ID, errorf(ErrTimeout, "bring the agent or a storage node of the pool back, then rerun the job",
 				"job waited %s in the queue: %s", waited.Round(time.Second), why))
 			continue
 		}
-		if err := o.tryDispatch(ctx, j); err != nil && wire.CodeOf(err) == wire.CodeNotLeader {
+		if err := o.tryDispatch(ctx, j); err != nil && errors.Is(err, ErrNotLeader) {
 			return
 		}
 	}
@@ -376,7 +378,7 @@ func (o *Orchestrator) watchRunning(ctx context.Context) {
 	}
 	for _, r := range runs {
 		if n := o.live.Node(r.node); !n.Online {
-			o.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the storage node; restart it",
+			o.requeueOrFail(ctx, r.id, errorf(ErrUnavailable, "check the storage node; restart it",
 				"storage node %s stopped answering (%s)", r.node, LastSeen(n.LastSeen)))
 			continue
 		}
@@ -384,7 +386,7 @@ func (o *Orchestrator) watchRunning(ctx context.Context) {
 		if !agent.Online {
 			// A backup waits in the queue for the agent to come back
 			// (up to the queue timeout); a restore fails.
-			o.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeAgentLost, "check the agent; restart it",
+			o.requeueOrFail(ctx, r.id, errorf(ErrAgentLost, "check the agent; restart it",
 				"the agent of client %s stopped answering (%s)", r.client, LastSeen(agent.LastSeen)))
 			continue
 		}
@@ -402,7 +404,7 @@ func (o *Orchestrator) watchRunning(ctx context.Context) {
 			// it what it knew of the attempt, whose session may still be
 			// open on the storage node. The same attempt must not run
 			// again: the job goes on with the next one.
-			o.requeueOrFail(ctx, r.id, wire.Errorf(wire.CodeUnavailable, "check the agent's log",
+			o.requeueOrFail(ctx, r.id, errorf(ErrUnavailable, "check the agent's log",
 				"the agent of client %s does not run the job (it restarted, or the order was lost with a leader)", r.client))
 			continue
 		}
@@ -421,7 +423,7 @@ func (o *Orchestrator) watchRunning(ctx context.Context) {
 		o.mu.Unlock()
 		// A job that waits for an operator (a tape to insert) is not stalled.
 		if idle > o.cfg.StallTimeout && !waiting {
-			o.failJob(ctx, r.id, wire.Errorf(wire.CodeTimeout, "check the agent's and storage node's logs",
+			o.failJob(ctx, r.id, errorf(ErrTimeout, "check the agent's and storage node's logs",
 				"job made no progress for %s", idle.Round(time.Second)))
 		}
 	}

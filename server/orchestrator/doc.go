@@ -21,8 +21,11 @@
 // storage nodes and agents, job events), Liveness (what heartbeats say)
 // and a clock. server/DESIGN.md has the structs, goroutines and locks.
 //
-// Errors are the wire's (*wire.Error with its code and hint) for now: the
-// caller at the NATS edge passes them on, and a Go caller reads the code,
-// above all outcome_unknown, which says a start may have taken effect and
-// is to be repeated under the same request id.
+// Errors are the orchestrator's own (*Error: a code, a message, a hint and
+// the cause), told apart with errors.Is against the sentinels
+// (ErrUnknownClient, ErrInvalidArgument, ErrOutcomeUnknown, ...); above all
+// ErrOutcomeUnknown says a start may have taken effect and is to be
+// repeated under the same request id. The codes are the wire's, so the
+// NATS edge (server/orchestration.go, wireError) answers with the same
+// code and hint; the orchestrator builds no wire error itself.
 package orchestrator

@@ -100,10 +100,11 @@ func (o *Orchestrator) AgentRestarted(ctx context.Context, client, what string, 
 		j := &jobs[i]
 		switch {
 		case j.State == catalog.JobRunning && !slices.Contains(running, j.ID):
-			e := wire.Errorf(wire.CodeAgentLost, "", "%s and no longer runs the %s", what, j.Type)
+			hint := ""
 			if j.Type == catalog.JobRestore {
-				e.Hint = fmt.Sprintf("rerun the restore; pass --force to restore over what is in %s", j.Target)
+				hint = fmt.Sprintf("rerun the restore; pass --force to restore over what is in %s", j.Target)
 			}
+			e := errorf(ErrAgentLost, hint, "%s and no longer runs the %s", what, j.Type)
 			o.requeueOrFail(ctx, j.ID, e)
 		case j.State == catalog.JobQueued && j.Attempt > 0:
 			o.jobLog(ctx, j.ID, "info", "%s; the job goes on with attempt %d", what, j.Attempt+1)
@@ -138,11 +139,11 @@ func (o *Orchestrator) AgentDone(ctx context.Context, job *catalog.Job, req wire
 		if req.Error.Code == wire.CodeNodeLost {
 			// The storage node is gone or unreachable from the client: a
 			// backup goes to another node of its pool.
-			e := req.Error
+			var e error = req.Error
 			if o.live.Node(job.Node).Draining {
 				// It stopped and cut the stream off: the agent may tell
 				// before the node's own report of it comes in.
-				e = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the %s and handed it back (%s)", job.Node, job.Type, e.Message)
+				e = errorf(ErrHandedBack, "", "storage node %s stopped during the %s and handed it back (%s)", job.Node, job.Type, req.Error.Message)
 			}
 			o.live.Suspect(job.Node)
 			o.requeueOrFail(ctx, job.ID, e)

@@ -20,7 +20,7 @@ func (o *Orchestrator) endpoint(nodeID string) (wire.DataEndpoint, error) {
 		return wire.DataEndpoint{}, CatalogError(err)
 	}
 	if l := o.live.Node(nodeID); !l.Online {
-		return wire.DataEndpoint{}, wire.Errorf(wire.CodeUnavailable, fmt.Sprintf("start 'cairn storagenode' for node %s", nodeID),
+		return wire.DataEndpoint{}, errorf(ErrUnavailable, fmt.Sprintf("start 'cairn storagenode' for node %s", nodeID),
 			"storage node %s is offline (%s)", nodeID, LastSeen(l.LastSeen))
 	}
 	return wire.DataEndpoint{Node: n.ID, Addr: n.DataAddr, CertSHA256: n.CertSHA256}, nil
@@ -37,11 +37,11 @@ func LastSeen(t time.Time) string {
 // offline: the job then waits for it in the queue.
 func (o *Orchestrator) knownClient(name string) (*catalog.Client, error) {
 	if err := wire.ValidateName("client", name); err != nil {
-		return nil, err
+		return nil, relay(err)
 	}
 	c, err := o.store.Client(name)
 	if err != nil {
-		return nil, wire.Errorf(wire.CodeUnknownClient, "",
+		return nil, errorf(ErrUnknownClient, "",
 			"client %q is not known: no agent of that name has registered", name)
 	}
 	return c, nil
@@ -51,7 +51,7 @@ func cleanPaths(kind string, paths []fileindex.Path) ([]string, error) {
 	var out []string
 	for _, p := range paths {
 		if !filepath.IsAbs(string(p)) {
-			return nil, wire.Errorf(wire.CodeInvalidArgument, "give absolute paths, as they are on the client", "%s \"%s\" is not an absolute path", kind, fileindex.Escape(string(p)))
+			return nil, errorf(ErrInvalidArgument, "give absolute paths, as they are on the client", "%s \"%s\" is not an absolute path", kind, fileindex.Escape(string(p)))
 		}
 		out = append(out, filepath.Clean(string(p)))
 	}
@@ -106,7 +106,7 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 		return nil, nil, err
 	}
 	if len(req.Paths) == 0 {
-		return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "pass --path DIR (repeat it for several)", "nothing to back up: no path given")
+		return nil, nil, errorf(ErrInvalidArgument, "pass --path DIR (repeat it for several)", "nothing to back up: no path given")
 	}
 	paths, err := cleanPaths("path", req.Paths)
 	if err != nil {
@@ -116,7 +116,7 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 		// As the agent's walk parses it: a pattern it would refuse
 		// fails the request, not a job.
 		if _, err := fileindex.ParseExclude(string(ex)); err != nil {
-			return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "see 'cairn backup --help' for the patterns --exclude takes", "%w", err)
+			return nil, nil, errorf(ErrInvalidArgument, "see 'cairn backup --help' for the patterns --exclude takes", "%w", err)
 		}
 	}
 	level := catalog.Level(req.Level)
@@ -125,7 +125,7 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 		level = catalog.LevelIncremental
 	case catalog.LevelFull, catalog.LevelIncremental, catalog.LevelDifferential:
 	default:
-		return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "use full, incremental or differential", "backup level %q is not known", req.Level)
+		return nil, nil, errorf(ErrInvalidArgument, "use full, incremental or differential", "backup level %q is not known", req.Level)
 	}
 	poolName := req.Pool
 	if poolName == "" {
@@ -136,10 +136,10 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 	}
 	pool, err := o.store.Pool(poolName)
 	if err != nil {
-		return nil, nil, wire.Errorf(wire.CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", poolName)
+		return nil, nil, errorf(ErrNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", poolName)
 	}
 	if len(pool.Nodes) == 0 {
-		return nil, nil, wire.Errorf(wire.CodeUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
+		return nil, nil, errorf(ErrUnavailable, "start a storage node that serves it", "no storage node serves pool %s", pool.Name)
 	}
 	if err := checkApplication(req.Application, paths); err != nil {
 		return nil, nil, err
@@ -173,7 +173,7 @@ func (o *Orchestrator) checkOrder(ctx context.Context, client, op string, req an
 	switch code := wire.CodeOf(err); {
 	case err == nil:
 	case code == wire.CodeInvalidArgument, code == wire.CodeTargetNotEmpty:
-		return err
+		return relay(err)
 	default:
 		o.log.Debug("agent did not answer whether it would take an order; making the job", "client", client, "op", op, "err", err)
 	}
@@ -204,33 +204,33 @@ func (o *Orchestrator) estimate(b *catalog.Backup) (files, bytes int64) {
 // reads with it too.
 func (o *Orchestrator) ResolveBackup(pit wire.PointInTime) (*catalog.Backup, error) {
 	if pit.Client == "" {
-		return nil, wire.Errorf(wire.CodeInvalidArgument, "pass --client NAME", "no client given")
+		return nil, errorf(ErrInvalidArgument, "pass --client NAME", "no client given")
 	}
 	if _, err := o.store.Client(pit.Client); err != nil {
-		return nil, wire.Errorf(wire.CodeUnknownClient, "", "client %q is not known: no agent of that name has registered", pit.Client)
+		return nil, errorf(ErrUnknownClient, "", "client %q is not known: no agent of that name has registered", pit.Client)
 	}
 	switch {
 	case pit.BackupID != 0:
 		b, err := o.store.Backup(pit.BackupID)
 		if err != nil || b.Client != pit.Client {
-			return nil, wire.Errorf(wire.CodeNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
+			return nil, errorf(ErrNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
 				"client %s has no backup %d", pit.Client, pit.BackupID)
 		}
 		if b.State != catalog.BackupComplete {
-			return nil, wire.Errorf(wire.CodeNotFound, "choose a complete backup", "backup %d is %s, not complete", b.ID, b.State)
+			return nil, errorf(ErrNotFound, "choose a complete backup", "backup %d is %s, not complete", b.ID, b.State)
 		}
 		return b, nil
 	case !pit.At.IsZero():
 		b, err := o.store.BackupAt(pit.Client, pit.At)
 		if err != nil {
-			return nil, wire.Errorf(wire.CodeNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
+			return nil, errorf(ErrNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
 				"client %s has no complete backup at or before %s", pit.Client, pit.At.Format(time.RFC3339))
 		}
 		return b, nil
 	}
 	bs, err := o.store.Backups(catalog.BackupFilter{Client: pit.Client, States: []catalog.BackupState{catalog.BackupComplete}})
 	if err != nil || len(bs) == 0 {
-		return nil, wire.Errorf(wire.CodeNotFound, "run a backup first", "client %s has no complete backup", pit.Client)
+		return nil, errorf(ErrNotFound, "run a backup first", "client %s has no complete backup", pit.Client)
 	}
 	return &bs[0], nil
 }
@@ -277,7 +277,7 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 		return nil, nil, err
 	}
 	if !filepath.IsAbs(req.To) {
-		return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "pass --to with an absolute directory on the target client",
+		return nil, nil, errorf(ErrInvalidArgument, "pass --to with an absolute directory on the target client",
 			"restore target %q is not an absolute path", req.To)
 	}
 	roots, err := cleanPaths("restore path", req.Paths)
@@ -290,7 +290,7 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 	}
 	for _, b := range chain {
 		if b.Node != backup.Node {
-			return nil, nil, wire.Errorf(wire.CodeUnavailable, "",
+			return nil, nil, errorf(ErrUnavailable, "",
 				"backup %d's chain spans storage nodes %s and %s, which a restore cannot read yet", backup.ID, b.Node, backup.Node)
 		}
 	}
@@ -301,10 +301,10 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 	}
 	if files == 0 {
 		if len(roots) > 0 {
-			return nil, nil, wire.Errorf(wire.CodeNotFound, fmt.Sprintf("browse the backup with 'cairn ls --client %s --backup %d'", backup.Client, backup.ID),
+			return nil, nil, errorf(ErrNotFound, fmt.Sprintf("browse the backup with 'cairn ls --client %s --backup %d'", backup.Client, backup.ID),
 				"backup %d of %s holds nothing at %s", backup.ID, backup.Client, escapedList(roots))
 		}
-		return nil, nil, wire.Errorf(wire.CodeNotFound, "", "backup %d is empty", backup.ID)
+		return nil, nil, errorf(ErrNotFound, "", "backup %d is empty", backup.ID)
 	}
 	if err := o.checkOrder(ctx, target, wire.OpCheckRestore, wire.CheckRestore{To: filepath.Clean(req.To), Force: req.Force}); err != nil {
 		return nil, nil, err
@@ -325,17 +325,15 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 // failJob ends a job as failed, once: later reports of the same failure
 // (the node's and the agent's) find it ended and change nothing. A backup's
 // uncommitted index is dropped with it.
-func (o *Orchestrator) failJob(ctx context.Context, id uint64, e *wire.Error) {
+func (o *Orchestrator) failJob(ctx context.Context, id uint64, e error) {
 	job, err := o.store.Job(id)
 	if err != nil || job.State.Done() {
 		return
 	}
-	if e.Hint == "" {
-		e.Hint = wire.HintFor(e.Code)
-	}
-	o.jobLog(ctx, id, "error", "%s", e.Message)
-	if e.Hint != "" {
-		o.jobLog(ctx, id, "info", "hint: %s", e.Hint)
+	code, msg, hint := failure(e)
+	o.jobLog(ctx, id, "error", "%s", msg)
+	if hint != "" {
+		o.jobLog(ctx, id, "info", "hint: %s", hint)
 	}
 	// A running job fails at the attempt seen here: if it went back to the
 	// queue and on to another attempt before this applies, the catalog
@@ -346,7 +344,7 @@ func (o *Orchestrator) failJob(ctx context.Context, id uint64, e *wire.Error) {
 	}
 	if job.Type == catalog.JobBackup {
 		if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpAbortBackup, Abort: &catalog.BackupAbort{
-			BackupID: job.BackupID, Code: e.Code, Msg: e.Message, Attempt: attempt,
+			BackupID: job.BackupID, Code: code, Msg: msg, Attempt: attempt,
 		}}); err != nil {
 			o.log.Warn("abort backup", "job", id, "err", err)
 		}
@@ -354,7 +352,7 @@ func (o *Orchestrator) failJob(ctx context.Context, id uint64, e *wire.Error) {
 	running := job.State == catalog.JobRunning
 	if job, err = o.store.Job(id); err == nil && !job.State.Done() {
 		_, err = o.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: &catalog.JobUpdate{
-			ID: id, State: catalog.JobFailed, ErrorCode: e.Code, Error: e.Message, Ended: o.clock.Now().UTC(), Attempt: attempt,
+			ID: id, State: catalog.JobFailed, ErrorCode: code, Error: msg, Ended: o.clock.Now().UTC(), Attempt: attempt,
 		}})
 		if err != nil {
 			o.log.Warn("fail job", "job", id, "err", err)
@@ -363,7 +361,7 @@ func (o *Orchestrator) failJob(ctx context.Context, id uint64, e *wire.Error) {
 	if running && err == nil {
 		// What the caller is told failed must not go on: the storage node
 		// gives its drive back, the agent writes nothing more.
-		o.stopJob(job, attempt, e.Message)
+		o.stopJob(job, attempt, msg)
 	}
 	o.finishRun(id)
 	state := catalog.JobFailed
@@ -371,7 +369,7 @@ func (o *Orchestrator) failJob(ctx context.Context, id uint64, e *wire.Error) {
 		o.mem.JobEnded(job)
 		state = job.State // canceled, when the failure came of a cancel
 	}
-	o.publishEvent(wire.JobEvent{JobID: id, State: string(state), Message: e.Message})
+	o.publishEvent(wire.JobEvent{JobID: id, State: string(state), Message: msg})
 }
 
 // stopJob orders the storage node and the agent of a job's attempt to

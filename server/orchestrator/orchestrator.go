@@ -42,7 +42,7 @@ type Member interface {
 	CatalogStopped() error
 	// ApplyError says why a catalog change did not apply here, as the
 	// caller is told: a full disk names the server and the directory.
-	ApplyError(err error) *wire.Error
+	ApplyError(err error) error
 	// Sign signs a job ticket with the group's key.
 	Sign(t ticket.Ticket) (string, error)
 	// JobEnded counts a job that ended (metrics).
@@ -183,12 +183,12 @@ func (o *Orchestrator) Wait() { o.wg.Wait() }
 
 // Fail ends a job as failed with e, once (later reports of the same
 // failure change nothing), and stops its attempt at the node and agent.
-func (o *Orchestrator) Fail(ctx context.Context, id uint64, e *wire.Error) { o.failJob(ctx, id, e) }
+func (o *Orchestrator) Fail(ctx context.Context, id uint64, e error) { o.failJob(ctx, id, e) }
 
 // Requeue sends a backup whose attempt ended for a reason that is not its
 // data's (its node or agent went away, handed it back) back to the queue,
 // or fails it after its attempts; a restore fails.
-func (o *Orchestrator) Requeue(ctx context.Context, id uint64, e *wire.Error) {
+func (o *Orchestrator) Requeue(ctx context.Context, id uint64, e error) {
 	o.requeueOrFail(ctx, id, e)
 }
 
@@ -207,11 +207,11 @@ func (o *Orchestrator) JobLog(ctx context.Context, id uint64, level string, form
 }
 
 // apply proposes a catalog command and turns refusals and failures into
-// wire errors.
+// the orchestrator's errors.
 func (o *Orchestrator) apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
 	res, err := o.propose(ctx, c)
 	if err != nil {
-		return res, o.mem.ApplyError(err)
+		return res, relay(o.mem.ApplyError(err))
 	}
 	if res.Err != nil {
 		return res, CatalogError(res.Err)
@@ -220,7 +220,9 @@ func (o *Orchestrator) apply(ctx context.Context, c *catalog.Command) (catalog.A
 }
 
 // Apply proposes a catalog command through Raft, stamped with the
-// leader's time, and says in the wire's terms why it did not apply. The
+// leader's time, and says with an *Error why it did not apply: a catalog
+// refusal (its code and hint, the *catalog.Error its cause), or what the
+// server's ApplyError said. The
 // server's handlers write the catalog through it too.
 func (o *Orchestrator) Apply(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
 	return o.apply(ctx, c)
@@ -255,18 +257,16 @@ func (o *Orchestrator) jobLog(ctx context.Context, id uint64, level string, form
 
 func (o *Orchestrator) publishEvent(ev wire.JobEvent) { o.roles.Publish(ev) }
 
-// CatalogError maps a catalog refusal onto the wire's error catalog.
+// CatalogError makes a catalog refusal, or a read that found nothing, an
+// *Error of the same code (the catalog's codes are the wire's), with the
+// catalog's error as its cause.
 func CatalogError(err error) error {
 	var ce *catalog.Error
 	if errors.As(err, &ce) {
-		code := ce.Code
-		if wire.HintFor(code) == "" && code != wire.CodeAlreadyExists {
-			code = wire.CodeInvalidArgument
-		}
-		return wire.Errorf(code, ce.Hint, "%s", ce.Msg)
+		return &Error{Code: ce.Code, Msg: ce.Msg, Hint: ce.Hint, Err: err}
 	}
 	if errors.Is(err, catalog.ErrNotFound) {
-		return wire.Errorf(wire.CodeNotFound, "", "%w", err)
+		return errorf(ErrNotFound, "", "%w", err)
 	}
 	return err
 }
@@ -309,7 +309,7 @@ func Shared[T any](o *Orchestrator, ctx context.Context, key string, fn func() (
 			return resp, c.err
 		case <-ctx.Done():
 			var zero T
-			return zero, wire.Errorf(wire.CodeOutcomeUnknown, "", "request %s is still being carried out", key)
+			return zero, errorf(ErrOutcomeUnknown, "", "request %s is still being carried out", key)
 		}
 	}
 	c := &call{done: make(chan struct{})}

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -34,6 +35,9 @@ type world struct {
 	agents map[string]*AgentState
 	orders []string // subjects of the orders and questions sent
 	ended  []catalog.JobState
+	// applyErr, when set, is what Raft answers every command with
+	// instead of applying it: a leader lost under it, say.
+	applyErr error
 }
 
 func newWorld(t *testing.T, cfg Config) *world {
@@ -105,6 +109,11 @@ func (w *world) job(id uint64) *catalog.Job {
 // Raft: the catalog itself, in proposal order.
 func (w *world) Apply(_ context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
 	w.mu.Lock()
+	if w.applyErr != nil {
+		err := w.applyErr
+		w.mu.Unlock()
+		return catalog.ApplyResult{}, err
+	}
 	w.index++
 	i := w.index
 	w.mu.Unlock()
@@ -115,7 +124,7 @@ func (w *world) Barrier(context.Context) error { return nil }
 // Member.
 func (w *world) Admit() error          { return nil }
 func (w *world) CatalogStopped() error { return nil }
-func (w *world) ApplyError(err error) *wire.Error {
+func (w *world) ApplyError(err error) error {
 	return wire.Errorf(wire.CodeUnavailable, "", "%v", err)
 }
 func (w *world) Sign(t ticket.Ticket) (string, error) { return "ticket", nil }
@@ -202,7 +211,7 @@ func TestStartBackupAndTheLivenessTimeout(t *testing.T) {
 		t.Fatalf("repeat: %+v, %v, %d orders", again, err, w.ordersTo(wire.OpRunBackup))
 	}
 	spec.Paths = []fileindex.Path{"/other"}
-	if _, err := w.o.StartBackup(ctx, spec); wire.CodeOf(err) != wire.CodeAlreadyExists {
+	if _, err := w.o.StartBackup(ctx, spec); !errors.Is(err, ErrAlreadyExists) {
 		t.Fatalf("the same request id for another backup: %v", err)
 	}
 

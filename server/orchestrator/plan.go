@@ -250,7 +250,7 @@ func (p *planner) page(cursor int) (wire.RestorePlanResp, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if cursor < 0 {
-		return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "", "restore plan page %d does not exist", cursor)
+		return wire.RestorePlanResp{}, errorf(ErrInvalidArgument, "", "restore plan page %d does not exist", cursor)
 	}
 	if cursor == p.served-1 && p.last != nil {
 		return *p.last, nil
@@ -263,7 +263,7 @@ func (p *planner) page(cursor int) (wire.RestorePlanResp, error) {
 			return wire.RestorePlanResp{}, err
 		}
 		if p.done && p.served < cursor {
-			return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "restart the restore", "restore plan page %d does not exist", cursor)
+			return wire.RestorePlanResp{}, errorf(ErrInvalidArgument, "restart the restore", "restore plan page %d does not exist", cursor)
 		}
 	}
 	return p.next()
@@ -480,9 +480,9 @@ func (t *treePager) page(after string) ([]byte, bool, error) {
 func IndexError(err error) error {
 	var damaged *catalog.IndexDamagedError
 	if errors.As(err, &damaged) {
-		return wire.Errorf(wire.CodeCorrupt, "the catalog's copy of the index is damaged, not the backup: its volumes hold their own index; "+
+		return errorf(ErrCorrupt, "the catalog's copy of the index is damaged, not the backup: its volumes hold their own index; "+
 			"list and restore its files from them with 'cairn volume ls' and 'cairn volume extract' and the escrow key file",
 			"%w", err)
 	}
-	return wire.Errorf(wire.CodeCorrupt, "", "reading the catalog's file index: %w", err)
+	return errorf(ErrCorrupt, "", "reading the catalog's file index: %w", err)
 }

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -542,8 +543,8 @@ func TestPlanPagesRetryAndReplay(t *testing.T) {
 		}
 	}
 	_, err := newPlanner(c.store, chain, roots, PageBytes(limit)).page(len(pages) + 3)
-	if wire.CodeOf(err) != wire.CodeInvalidArgument {
-		t.Fatalf("a cursor past the plan: %v, want code %s", err, wire.CodeInvalidArgument)
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a cursor past the plan: %v, want ErrInvalidArgument", err)
 	}
 
 	// The base tree resumes after any path, as an agent that retried.

@@ -81,17 +81,17 @@ func RequestID(st wire.Start) (string, bool, error) {
 		return uuid.NewString(), false, nil
 	}
 	if err := wire.ValidateRequestID(st.RequestID); err != nil {
-		return "", false, err
+		return "", false, relay(err)
 	}
 	return st.RequestID, st.Retry, nil
 }
 
 // UnknownOutcome says a start may or may not have taken effect, and how to
 // find out without doing it twice.
-func UnknownOutcome(what, rid string, cause error) *wire.Error {
-	return wire.Errorf(wire.CodeOutcomeUnknown,
+func UnknownOutcome(what, rid string, cause error) error {
+	return errorf(ErrOutcomeUnknown,
 		fmt.Sprintf("run the same command again with --request-id %s (it never starts a second one), or look for it with 'cairn job list --request-id %s'", rid, rid),
-		"the servers could not confirm whether %s (request %s) took effect; it may still: %v", what, rid, cause)
+		"the servers could not confirm whether %s (request %s) took effect; it may still: %w", what, rid, cause)
 }
 
 // startJobOnce serialises the tries of one request id on this server, so
@@ -102,7 +102,7 @@ func (o *Orchestrator) startJobOnce(ctx context.Context, what string, st wire.St
 		st.RequestID, st.Retry = uuid.NewString(), false // an older client: the request cannot be repeated
 	}
 	if err := wire.ValidateRequestID(st.RequestID); err != nil {
-		return wire.JobStarted{}, err
+		return wire.JobStarted{}, relay(err)
 	}
 	return Shared(o, ctx, "job/"+st.RequestID, func() (wire.JobStarted, error) {
 		// A try that may repeat an earlier one reads the request index
@@ -119,7 +119,7 @@ func (o *Orchestrator) startJobOnce(ctx context.Context, what string, st wire.St
 		}
 		if rec, err := o.store.Request(st.RequestID); err == nil {
 			if rec.Op != catalog.OpCreateJob || (rec.Digest != "" && rec.Digest != digest) {
-				return wire.JobStarted{}, wire.Errorf(wire.CodeAlreadyExists, "give each request its own id: only a repeat of the very same command may reuse one",
+				return wire.JobStarted{}, errorf(ErrAlreadyExists, "give each request its own id: only a repeat of the very same command may reuse one",
 					"request id %s was used for another request", st.RequestID)
 			}
 			return o.confirm(ctx, what, st.RequestID, rec.JobID, true)
@@ -205,7 +205,7 @@ func (o *Orchestrator) confirm(ctx context.Context, what, rid string, id uint64,
 		}
 	}
 	if job.State == catalog.JobVoid {
-		return wire.JobStarted{}, voided(wire.Errorf(wire.CodeWrongState, "", "job %d was voided: %s", job.ID, job.Error), what, rid)
+		return wire.JobStarted{}, voided(errorf(ErrWrongState, "", "job %d was voided: %s", job.ID, job.Error), what, rid)
 	}
 	if accepted {
 		o.publishEvent(wire.JobEvent{JobID: id, State: string(job.State)})
@@ -224,19 +224,18 @@ func (o *Orchestrator) confirm(ctx context.Context, what, rid string, id uint64,
 		RequestID: rid, Repeated: repeated}, nil
 }
 
-// NotStarted says a start failed: nothing of it will run.
-func NotStarted(we *wire.Error, what string) *wire.Error {
-	out := *we
-	out.Message = fmt.Sprintf("%s; %s was not started", we.Message, what)
-	return &out
+// NotStarted says a start failed, with the code and hint of err, why:
+// nothing of it will run.
+func NotStarted(err error, what string) error {
+	code, msg, hint := failure(err)
+	return &Error{Code: code, Msg: fmt.Sprintf("%s; %s was not started", msg, what), Hint: hint, Err: err}
 }
 
 // voided says a start failed for good: its job was voided and never ran.
-func voided(e error, what, rid string) *wire.Error {
-	we := wire.AsError(e)
-	we.Message = fmt.Sprintf("%s (request %s) did not start: %s; nothing of it ran", what, rid, we.Message)
-	we.Hint = "start it again without --request-id, or with a new one"
-	return we
+func voided(err error, what, rid string) error {
+	code, msg, _ := failure(err)
+	return &Error{Code: code, Msg: fmt.Sprintf("%s (request %s) did not start: %s; nothing of it ran", what, rid, msg),
+		Hint: "start it again without --request-id, or with a new one", Err: err}
 }
 
 // sweepStarts voids the jobs whose start nobody confirmed in time, and
