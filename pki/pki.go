@@ -116,20 +116,38 @@ func CreateCA(dir, name string, validity time.Duration) (*CA, error) {
 	return &CA{Cert: cert, Key: key, Dir: dir}, nil
 }
 
+// MissingCAError is a CA directory that lacks the CA's certificate or its
+// key: certificates are issued on the machine where 'cairn cert ca' made
+// the CA, which alone holds ca.key.
+type MissingCAError struct {
+	Dir  string
+	Path string // the missing file: ca.crt or ca.key in Dir
+	Err  error  // what opening it said
+}
+
+func (e *MissingCAError) Error() string {
+	if filepath.Base(e.Path) == CAKeyFile {
+		return fmt.Sprintf("the CA key %s is missing: issue certificates on the machine that holds it (only ca.crt is copied to hosts)", e.Path)
+	}
+	return fmt.Sprintf("no CA in %s: %s is missing; make one with 'cairn cert ca --out %s'", e.Dir, e.Path, e.Dir)
+}
+
+func (e *MissingCAError) Unwrap() error { return e.Err }
+
 // LoadCA reads the CA in dir, its private key included.
 func LoadCA(dir string) (*CA, error) {
 	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
 	certs, err := readCerts(certPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no CA in %s: %s is missing; make one with 'cairn cert ca --out %s'", dir, certPath, dir)
+			return nil, &MissingCAError{Dir: dir, Path: certPath, Err: err}
 		}
 		return nil, err
 	}
 	data, err := os.ReadFile(keyPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("the CA key %s is missing: issue certificates on the machine that holds it (only ca.crt is copied to hosts)", keyPath)
+			return nil, &MissingCAError{Dir: dir, Path: keyPath, Err: err}
 		}
 		return nil, fmt.Errorf("read CA key: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,7 +44,10 @@ func TestCreateAndLoadCA(t *testing.T) {
 		t.Fatalf("load: %v", err)
 	}
 
-	if _, err := LoadCA(t.TempDir()); err == nil || !strings.Contains(err.Error(), "cairn cert ca") {
+	var missing *MissingCAError
+	empty := t.TempDir()
+	if _, err := LoadCA(empty); !errors.As(err, &missing) || missing.Path != filepath.Join(empty, CACertFile) ||
+		!errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "cairn cert ca") {
 		t.Fatalf("load from an empty directory: %v", err)
 	}
 	other := mustCA(t, filepath.Join(t.TempDir(), "other"))
@@ -54,7 +58,8 @@ func TestCreateAndLoadCA(t *testing.T) {
 		t.Fatalf("certificate and key of different CAs: %v", err)
 	}
 	os.Remove(filepath.Join(mixed, CAKeyFile))
-	if _, err := LoadCA(mixed); err == nil || !strings.Contains(err.Error(), "key") || !strings.Contains(err.Error(), "missing") {
+	if _, err := LoadCA(mixed); !errors.As(err, &missing) || missing.Path != filepath.Join(mixed, CAKeyFile) ||
+		!strings.Contains(err.Error(), "key") || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("CA without its key: %v", err)
 	}
 }

@@ -272,11 +272,11 @@ func runCertRenew(o certRenewOpts, certs []string, now time.Time, out io.Writer)
 // certError gives a certificate operation's error its hint.
 func certError(err error) error {
 	var hint string
-	msg := err.Error()
+	var missing *pki.MissingCAError
 	switch {
 	case errors.Is(err, pki.ErrExists):
 		hint = "existing certificates and keys are never replaced; remove the file yourself or choose another --out"
-	case strings.Contains(msg, "cairn cert ca"), strings.Contains(msg, "missing"):
+	case errors.As(err, &missing):
 		hint = "pass --ca the directory 'cairn cert ca --out DIR' made, on the machine that holds ca.key"
 	default:
 		hint = "correct what the message names; 'cairn cert --help' shows the steps"

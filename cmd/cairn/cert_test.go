@@ -12,7 +12,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"go.etcd.io/bbolt"
 
+	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/pki"
@@ -64,7 +66,18 @@ func TestCertCommands(t *testing.T) {
 	}
 	wantOK(t, "cert", "issue", "--ca", ca, "--name", "web1", "--client", "--out", filepath.Join(dir, "web1"))
 	wantFail(t, 1, []string{"already exists"}, "cert", "issue", "--ca", ca, "--name", "s1", "--ip", "127.0.0.1", "--out", filepath.Join(dir, "s1"))
-	wantFail(t, 1, []string{"no CA in", "cairn cert ca"}, "cert", "issue", "--ca", filepath.Join(dir, "nothing"), "--name", "x", "--client", "--out", dir)
+	const whereTheCAIs = "hint: pass --ca the directory 'cairn cert ca --out DIR' made, on the machine that holds ca.key"
+	wantFail(t, 1, []string{"no CA in", "cairn cert ca", whereTheCAIs}, "cert", "issue", "--ca", filepath.Join(dir, "nothing"), "--name", "x", "--client", "--out", dir)
+	// A host's copy of the CA: its certificate without its key.
+	hostCopy := filepath.Join(dir, "host-copy")
+	os.MkdirAll(hostCopy, 0o700)
+	crt, err := os.ReadFile(filepath.Join(ca, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(hostCopy, pki.CACertFile), crt, 0o600)
+	wantFail(t, 1, []string{"the CA key", "is missing", whereTheCAIs}, "cert", "issue", "--ca", hostCopy, "--name", "x", "--client", "--out", dir)
+	wantFail(t, 1, []string{whereTheCAIs}, "cert", "renew", "--ca", hostCopy, filepath.Join(dir, "web1", "web1.crt"))
 	wantFail(t, 2, []string{"not valid"}, "cert", "issue", "--ca", ca, "--name", "../etc/x", "--client", "--out", dir)
 	wantFail(t, 2, []string{"not an IP"}, "cert", "issue", "--ca", ca, "--name", "x", "--ip", "10.0.0", "--out", dir)
 	wantFail(t, 1, []string{"--ip or --dns"}, "cert", "issue", "--ca", ca, "--name", "nats_1", "--out", dir)
@@ -136,6 +149,20 @@ func TestClusterInitAndRecoverErrors(t *testing.T) {
 	wantFail(t, 2, []string{"--data"}, "cluster", "recover", "--peers", peers)
 	wantFail(t, 2, []string{"pass --name"}, "cluster", "recover", "--data", dir, "--peers", peers)
 	wantFail(t, 1, []string{"no catalog"}, "cluster", "recover", "--data", dir, "--peers", peers, "--name", "s1")
+	// A Raft log another process holds open: the server still runs.
+	store, err := catalog.Open(filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	os.MkdirAll(filepath.Join(dir, "raft"), 0o700)
+	held, err := bbolt.Open(filepath.Join(dir, "raft", "raft.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFail(t, 1, []string{"raft.db", "hint: stop the server first: it holds its catalog and Raft log while it runs"},
+		"cluster", "recover", "--data", dir, "--peers", peers, "--name", "s1")
+	held.Close()
 	os.WriteFile(peers, []byte(`{`), 0o600)
 	wantFail(t, 1, []string{"peers file"}, "cluster", "recover", "--data", dir, "--peers", peers)
 }

@@ -337,7 +337,7 @@ func runClusterRecover(o recoverOpts, out, errOut io.Writer) error {
 	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := cluster.Recover(cfg, store, peers, log); err != nil {
 		hint := "correct what the message names; 'cairn cluster recover --help' has the steps"
-		if strings.Contains(err.Error(), "stop the server") {
+		if errors.Is(err, cluster.ErrServerRunning) {
 			hint = "stop the server first: it holds its catalog and Raft log while it runs"
 		}
 		return wire.Errorf(wire.CodeInvalidArgument, hint, "%w", err)
