@@ -32,6 +32,15 @@ func TestApplyErrorKeepsTheCause(t *testing.T) {
 			t.Errorf("applyError(%v) = %s %q; errors.Is(cause) = %v", c.err, we.Code, we.Message, errors.Is(we, c.cause))
 		}
 	}
+	full := &catalog.DiskFullError{Dir: s.raftDir(), Free: 10, Need: 100}
+	var got *catalog.DiskFullError
+	if we := s.applyError(fmt.Errorf("apply: %w", full)); we.Code != wire.CodeDiskFull || !errors.As(we, &got) || got != full {
+		t.Errorf("applyError of a full disk = %s %q; the DiskFullError kept: %v", we.Code, we.Message, got)
+	}
+	unwrap := errors.New("cipher: message authentication failed")
+	if we := s.unwrapError("k1", unwrap); we.Error() != "server s1 cannot unwrap data key k1: "+unwrap.Error() || !errors.Is(we, unwrap) {
+		t.Errorf("unwrapError = %q; the cause kept: %v", we.Error(), errors.Is(we, unwrap))
+	}
 }
 
 // Every refusal of the orchestrator reaches a caller over NATS with the

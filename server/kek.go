@@ -156,5 +156,5 @@ func warnInsecureRaft(cfg Config, logger *slog.Logger) {
 // unwrapError is the answer of a key operation whose unwrap failed.
 func (s *Server) unwrapError(id string, err error) error {
 	return wire.Errorf(wire.CodeKey, kekHint+"; or pass the escrowed key with 'cairn volume extract --key-file'",
-		"server %s cannot unwrap data key %s: %v", s.cfg.Name, id, fmt.Sprint(err))
+		"server %s cannot unwrap data key %s: %w", s.cfg.Name, id, err)
 }

@@ -351,7 +351,7 @@ func (s *Server) applyError(err error) *wire.Error {
 		}
 		return wire.Errorf(wire.CodeDiskFull,
 			fmt.Sprintf("free space in %s, or move the server's data directory to a larger filesystem; %s goes on by itself once there is room", full.Dir, s.cfg.Name),
-			"server %s cannot write %s: %v", s.cfg.Name, what, full)
+			"server %s cannot write %s: %w", s.cfg.Name, what, full)
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
 		return wire.Errorf(wire.CodeOutcomeUnknown, "check with 'cairn job list' or 'cairn cluster status' what happened, then retry",
 			"catalog change of unknown outcome: %w", err)

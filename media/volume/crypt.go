@@ -261,7 +261,7 @@ func (o *opener) decode(dst []byte, h *BlockHeader, block []byte) (out []byte, i
 	}
 	out, err = zstdDec().DecodeAll(p, dst[:0:h.RawLen])
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: zstd: %v", errDecode, err)
+		return nil, false, fmt.Errorf("%w: zstd: %w", errDecode, err)
 	}
 	if len(out) != int(h.RawLen) {
 		return nil, false, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(out), h.RawLen)

@@ -77,7 +77,7 @@ func ReadLabel(r io.ReaderAt) (Label, error) {
 		return l, fmt.Errorf("%w: offset 0 holds a %s block, not a label", ErrNotVolume, h.Kind)
 	}
 	if err := json.Unmarshal(payload, &l); err != nil {
-		return l, fmt.Errorf("read volume label: %w: label JSON: %v", ErrBadHeader, err)
+		return l, fmt.Errorf("read volume label: %w: label JSON: %w", ErrBadHeader, err)
 	}
 	if l.FormatVersion > FormatVersion {
 		return l, fmt.Errorf("volume %s: %w: format version %d, this program reads up to %d; upgrade cairn", l.VolumeID, ErrNewerFormat, l.FormatVersion, FormatVersion)

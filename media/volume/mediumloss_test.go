@@ -260,3 +260,44 @@ func TestMediumLossInTheTrailer(t *testing.T) {
 		})
 	}
 }
+
+// A medium that fails with no next volume to go on with fails the
+// session with an error that keeps why the medium failed, and one whose
+// next volume cannot be had keeps both causes.
+func TestMediumLossKeepsItsCause(t *testing.T) {
+	key := testKey("pool-Tape-1")
+	files := makeTree(3, 40, []int{100, 20000})
+	errNoScratch := errors.New("no scratch tape")
+	for _, c := range []struct {
+		name string
+		next func(Appender) (Appender, error)
+		want []error
+	}{
+		{"no next volume", nil, []error{ErrMediumLost}},
+		{"next volume refused", func(Appender) (Appender, error) { return nil, errNoScratch }, []error{ErrMediumLost, errNoScratch}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			info := sessionInfo()
+			info.BlockRawSize = MinBlockRawSize
+			w, err := NewSessionWriter(info, key, newLossyVolume(t, MinBlockSize, 0, 2), WriterOptions{TempDir: t.TempDir(), Next: c.next})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			var werr error
+			for i := range files {
+				if werr = w.Write(appendEntryRecords(nil, &files[i], 16<<10)); werr != nil {
+					break
+				}
+			}
+			if werr == nil {
+				_, werr = w.Close()
+			}
+			for _, cause := range c.want {
+				if !errors.Is(werr, cause) {
+					t.Errorf("session error %v does not keep %v", werr, cause)
+				}
+			}
+		})
+	}
+}

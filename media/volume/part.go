@@ -81,7 +81,7 @@ func (h *PartHeader) CheckKey(key *Key) error {
 func decodeJSON[T any](kind Kind, off int64, payload []byte) (T, error) {
 	var v T
 	if err := json.Unmarshal(payload, &v); err != nil {
-		return v, fmt.Errorf("%s block at offset %d: %w: %v", kind, off, ErrBadHeader, err)
+		return v, fmt.Errorf("%s block at offset %d: %w: %w", kind, off, ErrBadHeader, err)
 	}
 	return v, nil
 }

@@ -387,7 +387,7 @@ func (v *volWriter) recover(cause error, upto uint64) error {
 	for _, b := range v.recent[i:j] {
 		blk := make([]byte, b.n)
 		if err := ra.ReadBack(blk, b.start); err != nil {
-			return fmt.Errorf("session %s: volume %s failed (%v) and block seq %d cannot be read back to write it again: %w", v.w.info.SessionID, lost.VolumeID(), cause, b.seq, err)
+			return fmt.Errorf("session %s: volume %s failed (%w) and block seq %d cannot be read back to write it again: %w", v.w.info.SessionID, lost.VolumeID(), cause, b.seq, err)
 		}
 		again = append(again, resend{b, blk})
 	}
@@ -415,14 +415,14 @@ func (v *volWriter) recover(cause error, upto uint64) error {
 		v.w.opts.Lost(lost, cause)
 	}
 	if v.w.opts.Next == nil {
-		return fmt.Errorf("session %s: volume %s failed and there is no next volume to go on with: %v", v.w.info.SessionID, lost.VolumeID(), cause)
+		return fmt.Errorf("session %s: volume %s failed and there is no next volume to go on with: %w", v.w.info.SessionID, lost.VolumeID(), cause)
 	}
 	next, err := v.w.opts.Next(lost)
 	if err != nil {
-		return fmt.Errorf("session %s: volume %s failed (%v); next volume: %w", v.w.info.SessionID, lost.VolumeID(), cause, err)
+		return fmt.Errorf("session %s: volume %s failed (%w); next volume: %w", v.w.info.SessionID, lost.VolumeID(), cause, err)
 	}
 	if next == nil {
-		return v.sessionErr("volume %s failed (%v); Next returned no volume", lost.VolumeID(), cause)
+		return fmt.Errorf("session %s: volume %s failed (%w); Next returned no volume", v.w.info.SessionID, lost.VolumeID(), cause)
 	}
 	v.app = next
 	id := next.VolumeID()
