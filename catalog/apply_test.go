@@ -527,7 +527,7 @@ func TestParentIsSoughtInTheSamePool(t *testing.T) {
 			t.Fatalf("first %s to pool %s: backup %s on %d, job %s; want a full on nothing", first.level, pool, base.Level, base.Parent, job.Level)
 		}
 		if len(job.Log) != 1 || job.Log[0].Level != "info" ||
-			!strings.Contains(job.Log[0].Msg, "no full of this client in pool "+pool+": running a full") ||
+			!strings.HasPrefix(job.Log[0].Msg, "promoted to full: no full of this fileset yet in pool "+pool+" (") ||
 			!strings.Contains(job.Log[0].Msg, "/srv") {
 			t.Fatalf("job log of the first %s to pool %s: %+v", first.level, pool, job.Log)
 		}

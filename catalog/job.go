@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/schedule"
 )
 
 // Jobs: OpCreateJob makes a job (and a backup's Backup, its parent
@@ -79,18 +80,25 @@ func (a *applier) createJob(j *Job, req *RequestKey) error {
 		fs := FileSetOf(fileindex.Strings(job.Paths), fileindex.Strings(job.Excludes))
 		var parent *Backup
 		if job.Level != LevelFull {
-			parent, err = a.latestComplete(job.Client, fs, pool.Name, job.Level == LevelDifferential)
+			// As Bacula and Bareos do ("No prior Full backup Job record
+			// found, upgrading to Full"): an incremental or differential
+			// of a file set with no full in its pool is a full, by the
+			// first rule of schedule.Promote, whose sentence the log gives.
+			full, err := a.latestComplete(job.Client, fs, pool.Name, true)
 			if err != nil {
 				return err
 			}
-			if parent == nil {
-				// As Bacula and Bareos do ("No prior Full backup Job record
-				// found, upgrading to Full"): an incremental or differential
-				// with nothing to compare against in its pool is a full.
+			var chain schedule.Chain
+			if full != nil {
+				chain.LastFull = full.StartTime
+			}
+			if level, why := schedule.Promote(schedule.Level(job.Level), a.now, chain, schedule.Limits{}); level == schedule.Full {
 				logLines = append(logLines, LogLine{Time: a.now, Level: "info", Msg: fmt.Sprintf(
-					"no full of this client in pool %s: running a full (a %s of %s builds only on a complete backup of the same paths in the same pool)",
-					pool.Name, job.Level, strings.Join(escapeAll(job.Paths), ", "))})
+					"%s in pool %s (%s %s builds only on a complete backup of the same file set, %s, in the same pool)",
+					why, pool.Name, article(job.Level), job.Level, DescribeFileSet(fs, job.Paths, job.Excludes))})
 				job.Level = LevelFull
+			} else if parent, err = a.latestComplete(job.Client, fs, pool.Name, job.Level == LevelDifferential); err != nil {
+				return err
 			}
 		}
 		backup = &Backup{
@@ -284,6 +292,14 @@ func (a *applier) appendJobLog(l *JobLog) error {
 }
 
 // escapeAll writes paths as fileindex.Escape does, for a log line.
+// article is the indefinite article of a level's name.
+func article(l Level) string {
+	if strings.IndexByte("aeiou", string(l)[0]) >= 0 {
+		return "an"
+	}
+	return "a"
+}
+
 func escapeAll(paths []fileindex.Path) []string {
 	out := make([]string, len(paths))
 	for i, p := range paths {

@@ -209,7 +209,7 @@ func TestTapePoolStartsWithItsOwnFull(t *testing.T) {
 	}
 	said := false
 	for _, l := range tapeFull.Log {
-		said = said || strings.Contains(l.Msg, "no full of this client in pool "+e.st.Config.TapePool+": running a full")
+		said = said || strings.HasPrefix(l.Msg, "promoted to full: no full of this fileset yet in pool "+e.st.Config.TapePool)
 	}
 	if !said {
 		t.Errorf("the job log does not say why it ran a full: %+v", tapeFull.Log)

@@ -267,7 +267,13 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 	if t := j.Tape; t != nil {
 		info.Tape = &wire.TapeStats{DriveBytes: t.DriveBytes, DriveSeconds: t.DriveSeconds, Stops: t.Stops, Tapes: t.Tapes, Spooled: t.Spooled}
 	}
+	if j.Type == catalog.JobRestore {
+		if b, err := s.store.Backup(j.BackupID); err == nil {
+			info.FileSet = orchestrator.FileSetInfo(b)
+		}
+	}
 	if j.Type == catalog.JobBackup {
+		info.FileSet = &wire.FileSetInfo{ID: catalog.FileSetOf(fileindex.Strings(j.Paths), fileindex.Strings(j.Excludes)), Paths: j.Paths, Excludes: j.Excludes}
 		if b, err := s.store.Backup(j.BackupID); err == nil {
 			for _, p := range b.Parts {
 				name := s.volumeName(p.VolumeID)
@@ -424,7 +430,7 @@ func (p *page) add(v any) (bool, error) {
 
 func (s *Server) backupInfo(b *catalog.Backup) wire.BackupInfo {
 	info := wire.BackupInfo{
-		ID: b.ID, Client: b.Client, Level: string(b.Level), Parent: b.Parent, Paths: b.Paths, State: string(b.State),
+		ID: b.ID, Client: b.Client, Level: string(b.Level), Parent: b.Parent, Paths: b.Paths, Excludes: b.Excludes, FileSet: b.FileSet, State: string(b.State),
 		StartTime: b.StartTime, EndTime: b.EndTime, Files: b.Files, Bytes: b.Bytes, StoredBytes: b.StoredBytes, Pool: b.Pool,
 	}
 	for _, p := range b.Parts {
@@ -464,7 +470,12 @@ func (s *Server) backupList(_ context.Context, _ string, req wire.BackupListReq)
 const treeListLimit = 5000
 
 func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wire.TreeListResp, error) {
-	b, err := s.orch.ResolveBackup(req.PointInTime)
+	dir, after := string(req.Path), string(req.After)
+	if dir == "" {
+		dir = "/"
+	}
+	dir = path.Clean(dir)
+	b, err := s.orch.ResolveBackup(req.PointInTime, []string{dir})
 	if err != nil {
 		return wire.TreeListResp{}, err
 	}
@@ -472,11 +483,6 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 	if err != nil {
 		return wire.TreeListResp{}, catalogError(err)
 	}
-	dir, after := string(req.Path), string(req.After)
-	if dir == "" {
-		dir = "/"
-	}
-	dir = path.Clean(dir)
 	limit := req.Limit
 	if limit <= 0 || limit > treeListLimit {
 		limit = treeListLimit

@@ -496,6 +496,9 @@ type JobInfo struct {
 	Progress *Progress `json:"progress,omitempty"`
 	// Tape is the drive's figures of a backup that went to tape.
 	Tape *TapeStats `json:"tape,omitempty"`
+	// FileSet is a backup's file set, or the file set of the backup a
+	// restore reads.
+	FileSet *FileSetInfo `json:"file_set,omitempty"`
 }
 
 // JobListResp answers job.list, newest first. A list too long for one
@@ -579,6 +582,10 @@ type JobStarted struct {
 	RequestID string `json:"request_id,omitempty"`
 	// Repeated says an earlier request with this id started the job.
 	Repeated bool `json:"repeated,omitempty"`
+	// BackupID and FileSet are, for a restore, the backup it reads and
+	// that backup's file set.
+	BackupID uint64       `json:"backup_id,omitempty"`
+	FileSet  *FileSetInfo `json:"file_set,omitempty"`
 }
 
 // BackupListReq filters backup.list.
@@ -594,6 +601,8 @@ type BackupInfo struct {
 	Level       string           `json:"level"`
 	Parent      uint64           `json:"parent,omitempty"`
 	Paths       []fileindex.Path `json:"paths"`
+	Excludes    []fileindex.Path `json:"excludes,omitempty"`
+	FileSet     string           `json:"file_set,omitempty"`
 	State       string           `json:"state"`
 	StartTime   time.Time        `json:"start_time"`
 	EndTime     time.Time        `json:"end_time,omitzero"`
@@ -611,11 +620,23 @@ type BackupListResp struct {
 	More    bool         `json:"more,omitempty"`
 }
 
-// PointInTime selects a backup of a client: by id, at a time, or the latest.
+// PointInTime selects a backup of a client: by id, or the latest (at or
+// before At, when given) of the file set that holds the paths asked for
+// (FileSet, when given: that file set's).
 type PointInTime struct {
 	Client   string    `json:"client"`
 	BackupID uint64    `json:"backup_id,omitempty"`
 	At       time.Time `json:"at,omitzero"`
+	// FileSet is a file set id, or an unambiguous prefix of one.
+	FileSet string `json:"file_set,omitempty"`
+}
+
+// FileSetInfo is a file set: the paths and excludes that a client's
+// backups chain within, and its id (a prefix of which commands print).
+type FileSetInfo struct {
+	ID       string           `json:"id"`
+	Paths    []fileindex.Path `json:"paths"`
+	Excludes []fileindex.Path `json:"excludes,omitempty"`
 }
 
 // TreeListReq browses the tree of a backup: the entries directly inside

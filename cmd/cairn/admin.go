@@ -318,13 +318,17 @@ func runJobList(ctx context.Context, g *globals, req wire.JobListReq) error {
 	if g.json {
 		return printJSON(g.out, nonNil(jobs))
 	}
-	t := newTable(g.out, "ID", "TYPE", "CLIENT", "LEVEL", "STATE", "STARTED", "DURATION", "FILES", "BYTES")
+	t := newTable(g.out, "ID", "TYPE", "CLIENT", "LEVEL", "STATE", "STARTED", "DURATION", "FILES", "BYTES", "FILE SET")
 	for _, j := range jobs {
 		dur := "-"
 		if !j.Started.IsZero() && !j.Ended.IsZero() {
 			dur = humanDuration(j.Ended.Sub(j.Started))
 		}
-		t.row(j.ID, j.Type, j.Client, dash(j.Level), j.State, humanTime(j.Started), dur, j.Files, humanBytes(j.Bytes))
+		fs := "-"
+		if j.FileSet != nil {
+			fs = describeFileSet(j.FileSet)
+		}
+		t.row(j.ID, j.Type, j.Client, dash(j.Level), j.State, humanTime(j.Started), dur, j.Files, humanBytes(j.Bytes), fs)
 	}
 	return t.flush()
 }
@@ -407,6 +411,9 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 	}
 	if len(j.Paths) > 0 {
 		kv.row("paths", strings.Join(fileindex.Strings(j.Paths), ", "))
+	}
+	if j.FileSet != nil {
+		kv.row("file set", describeFileSet(j.FileSet))
 	}
 	kv.row("pool", dash(j.Pool))
 	kv.row("storage node", dash(j.Node))

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -105,10 +106,10 @@ func newBackupCmd(g *globals) *cobra.Command {
 
 Levels: full (everything), incremental (what changed since the last backup of
 the same paths, the default), differential (what changed since the last full).
-A backup builds only on backups of the same paths in the same pool, so each
-pool holds whole chains (a tape pool's tapes restore without the disk pool):
-an incremental or differential with no full of them in its pool runs as a
-full, and the job log says so.
+A backup builds only on backups of the same file set (the same paths and
+excludes) in the same pool, so each pool holds whole chains (a tape pool's
+tapes restore without the disk pool): an incremental or differential with no
+full of its file set in its pool runs as a full, and the job log says so.
 
 --exclude leaves out what a pattern matches, a directory with all it holds:
   *.tmp, node_modules   without a slash: a name, at any depth
@@ -247,7 +248,14 @@ func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, er
 // afterStart says what a start did, or follows its job with wait. A
 // repeated request's job may have ended since: a failure fails the command.
 func afterStart(ctx context.Context, g *globals, nc *nats.Conn, kind string, started wire.JobStarted, wait bool) (*wire.JobInfo, error) {
+	from := ""
+	if fs := started.FileSet; fs != nil {
+		from = fmt.Sprintf("from backup %d, file set %s", started.BackupID, describeFileSet(fs))
+	}
 	if wait {
+		if from != "" && !g.json {
+			fmt.Fprintf(g.out, "%s job %d %s\n", kind, started.JobID, from)
+		}
 		return waitJob(ctx, g, nc, started.JobID)
 	}
 	var ended error
@@ -281,12 +289,16 @@ func afterStart(ctx context.Context, g *globals, nc *nats.Conn, kind string, sta
 	default:
 		fmt.Fprintf(g.out, "%s %s job %d; follow it with 'cairn job show %d'\n", verb, what, started.JobID, started.JobID)
 	}
+	if from != "" && ended == nil {
+		fmt.Fprintf(g.out, "  %s\n", from)
+	}
 	return &wire.JobInfo{ID: started.JobID, State: started.State}, ended
 }
 
 type restoreOpts struct {
 	client       string
 	backupID     uint64
+	fileSet      string
 	at           string
 	to           string
 	targetClient string
@@ -298,7 +310,10 @@ type restoreOpts struct {
 }
 
 func (o *restoreOpts) pointInTime() (wire.PointInTime, error) {
-	pit := wire.PointInTime{Client: o.client, BackupID: o.backupID}
+	pit := wire.PointInTime{Client: o.client, BackupID: o.backupID, FileSet: o.fileSet}
+	if o.fileSet != "" && o.backupID != 0 {
+		return pit, &usageError{fmt.Errorf("pass --backup or --fileset, not both: a backup is of one file set")}
+	}
 	if o.at != "" {
 		if o.backupID != 0 {
 			return pit, &usageError{fmt.Errorf("pass --backup or --at, not both")}
@@ -315,16 +330,20 @@ func (o *restoreOpts) pointInTime() (wire.PointInTime, error) {
 func newRestoreCmd(g *globals) *cobra.Command {
 	var o restoreOpts
 	c := &cobra.Command{
-		Use:   "restore --client NAME --to DIR [--backup ID|--at TIME] [PATH...]",
+		Use:   "restore --client NAME --to DIR [--backup ID|--at TIME] [--fileset ID] [PATH...]",
 		Short: "Restore a backup, a subtree or single files into a directory",
 		Long: `Restore a backup, a subtree or single files into a directory of a client.
 
 Files come back under DIR with their full original path (DIR/etc/hosts for
-/etc/hosts). Without --backup or --at, the latest backup is used; --at picks
-the latest backup made at or before a time: now, yesterday (this time
-yesterday), '1 hour ago', '3 days ago', 'yesterday 22:00', '2026-11-23 10:00'
-(local time) or RFC 3339. Single files are read by seeking
-to their blocks, not by reading volumes from the start.
+/etc/hosts). Without --backup, the latest backup that holds every PATH is
+used: backups chain per file set (the paths and excludes they were made
+with), and the latest of the file set that holds them is taken, whatever was
+backed up since of other paths; --fileset ID (a prefix of the id 'cairn job
+show' and 'cairn ls' print) picks the file set. --at picks the latest backup
+made at or before a time: now, yesterday (this time yesterday), '1 hour
+ago', '3 days ago', 'yesterday 22:00', '2026-11-23 10:00' (local time) or
+RFC 3339. Single files are read by seeking to their blocks, not by reading
+volumes from the start.
 
 The directories above a chosen path come back too, with the mode, owner,
 times and flags they had, when the restore creates them (~/.ssh restored
@@ -362,6 +381,7 @@ non-zero.`,
 	f.StringVar(&o.client, "client", "", "client whose backup to restore")
 	f.Uint64Var(&o.backupID, "backup", 0, "backup id (see 'cairn backup list')")
 	f.StringVar(&o.at, "at", "", "restore the tree as it was at this time: "+atForms)
+	f.StringVar(&o.fileSet, "fileset", "", "restore from the latest backup of this file set (an id or a prefix of one)")
 	f.StringVar(&o.to, "to", "", "absolute directory on the target client to restore into")
 	f.StringVar(&o.targetClient, "target-client", "", "restore onto another client")
 	f.BoolVar(&o.force, "force", false, "restore into a directory that is not empty")
@@ -539,6 +559,7 @@ func lostLine(l wire.JobLogLine) bool {
 type lsOpts struct {
 	client    string
 	backupID  uint64
+	fileSet   string
 	at        string
 	recursive bool
 	long      bool
@@ -547,9 +568,18 @@ type lsOpts struct {
 func newLsCmd(g *globals) *cobra.Command {
 	var o lsOpts
 	c := &cobra.Command{
-		Use:   "ls --client NAME [--backup ID|--at TIME] [PATH]",
+		Use:   "ls --client NAME [--backup ID|--at TIME] [--fileset ID] [PATH]",
 		Short: "Browse the files of a backup in the catalog",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Browse the files of a backup in the catalog: the entries in PATH (/ when
+not given), or the whole subtree with -R.
+
+Without --backup, the latest backup that holds PATH is browsed: backups chain
+per file set (the paths and excludes they were made with), and the latest of
+the file set that holds PATH is taken, whatever was backed up since of other
+paths. The first line names the backup and its file set. --fileset ID (a
+prefix of the id printed) picks the file set; --at the latest backup made at
+or before a time.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.client == "" {
 				return &usageError{fmt.Errorf("pass --client NAME (see 'cairn client list')")}
@@ -566,14 +596,15 @@ func newLsCmd(g *globals) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&o.client, "client", "", "client whose backup to browse")
-	f.Uint64Var(&o.backupID, "backup", 0, "backup id (the latest when not given)")
+	f.Uint64Var(&o.backupID, "backup", 0, "backup id (the latest that holds PATH when not given)")
 	f.StringVar(&o.at, "at", "", "browse the tree as it was at this time: "+atForms)
+	f.StringVar(&o.fileSet, "fileset", "", "browse the latest backup of this file set (an id or a prefix of one)")
 	f.BoolVarP(&o.recursive, "recursive", "R", false, "list the whole subtree")
 	return c
 }
 
 func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
-	ro := restoreOpts{client: o.client, backupID: o.backupID, at: o.at}
+	ro := restoreOpts{client: o.client, backupID: o.backupID, at: o.at, fileSet: o.fileSet}
 	pit, err := ro.pointInTime()
 	if err != nil {
 		return err
@@ -595,6 +626,9 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 			break
 		}
 		req.After = resp.Entries[len(resp.Entries)-1].Path
+		// The next pages are of the backup the first one found, even if
+		// another completes meanwhile.
+		req.PointInTime = wire.PointInTime{Client: o.client, BackupID: resp.Backup.ID}
 	}
 	if g.json {
 		entries := make([]lsEntryJSON, len(all))
@@ -604,7 +638,8 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 		return printJSON(g.out, map[string]any{"backup": resp.Backup, "entries": entries})
 	}
 	b := resp.Backup
-	fmt.Fprintf(g.out, "backup %d of %s, %s, %s\n", b.ID, b.Client, b.Level, humanTime(b.StartTime))
+	fmt.Fprintf(g.out, "backup %d of %s, %s, %s, file set %s\n", b.ID, b.Client, b.Level, humanTime(b.StartTime),
+		describeFileSet(&wire.FileSetInfo{ID: b.FileSet, Paths: b.Paths, Excludes: b.Excludes}))
 	t := newTable(g.out, "MODE", "OWNER", "SIZE", "MODIFIED", "BACKUP", "PATH")
 	for _, e := range all {
 		name := string(e.Path)
@@ -653,6 +688,12 @@ func modeString(typ string, mode uint32) string {
 		b[9] = map[bool]byte{true: 't', false: 'T'}[b[9] == 'x']
 	}
 	return string(b)
+}
+
+// describeFileSet writes a file set as the catalog's messages do: its
+// short id and its paths.
+func describeFileSet(fs *wire.FileSetInfo) string {
+	return catalog.DescribeFileSet(fs.ID, fs.Paths, fs.Excludes)
 }
 
 // argPath reads a path given on the command line as 'cairn ls' prints it

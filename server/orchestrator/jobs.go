@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -199,10 +200,17 @@ func (o *Orchestrator) estimate(b *catalog.Backup) (files, bytes int64) {
 	return 0, 0
 }
 
-// ResolveBackup finds the backup a point in time names: by id, the last
-// complete one at or before a time, or the last complete one; tree.list
-// reads with it too.
-func (o *Orchestrator) ResolveBackup(pit wire.PointInTime) (*catalog.Backup, error) {
+// FileSetInfo is a backup's file set as the wire carries it.
+func FileSetInfo(b *catalog.Backup) *wire.FileSetInfo {
+	return &wire.FileSetInfo{ID: b.FileSet, Paths: b.Paths, Excludes: b.Excludes}
+}
+
+// ResolveBackup finds the backup a point in time names for the paths
+// asked for (absolute and clean; none: the whole backup): by id, or the
+// last complete one (at or before a time) of the file set that holds every
+// path (of pit.FileSet, when given); tree.list reads with it too. A path
+// that no backup holds is refused with the client's file sets listed.
+func (o *Orchestrator) ResolveBackup(pit wire.PointInTime, paths []string) (*catalog.Backup, error) {
 	if pit.Client == "" {
 		return nil, errorf(ErrInvalidArgument, "pass --client NAME", "no client given")
 	}
@@ -220,19 +228,25 @@ func (o *Orchestrator) ResolveBackup(pit wire.PointInTime) (*catalog.Backup, err
 			return nil, errorf(ErrNotFound, "choose a complete backup", "backup %d is %s, not complete", b.ID, b.State)
 		}
 		return b, nil
-	case !pit.At.IsZero():
-		b, err := o.store.BackupAt(pit.Client, pit.At)
-		if err != nil {
-			return nil, errorf(ErrNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
-				"client %s has no complete backup at or before %s", pit.Client, pit.At.Format(time.RFC3339))
-		}
+	}
+	b, err := o.store.LatestBackup(catalog.BackupQuery{Client: pit.Client, At: pit.At, FileSet: pit.FileSet, Paths: paths})
+	var uncovered *catalog.UncoveredError
+	switch {
+	case err == nil:
 		return b, nil
+	case errors.As(err, &uncovered):
+		hint := "ask for a path one of them holds, or pass --fileset ID; back up the path first if none does"
+		if uncovered.UnknownFileSet {
+			hint = "pass --fileset one of the ids listed (a prefix will do), or leave it out"
+		}
+		return nil, errorf(ErrNotFound, hint, "%w", err)
+	case !errors.Is(err, catalog.ErrNotFound):
+		return nil, CatalogError(err)
+	case !pit.At.IsZero():
+		return nil, errorf(ErrNotFound, "list backups with 'cairn backup list --client "+pit.Client+"'",
+			"client %s has no complete backup at or before %s", pit.Client, pit.At.Format(time.RFC3339))
 	}
-	bs, err := o.store.Backups(catalog.BackupFilter{Client: pit.Client, States: []catalog.BackupState{catalog.BackupComplete}})
-	if err != nil || len(bs) == 0 {
-		return nil, errorf(ErrNotFound, "run a backup first", "client %s has no complete backup", pit.Client)
-	}
-	return &bs[0], nil
+	return nil, errorf(ErrNotFound, "run a backup first", "client %s has no complete backup", pit.Client)
 }
 
 // RestoreSpec is a restore to start: which backup (the latest complete
@@ -265,7 +279,11 @@ func (o *Orchestrator) StartRestore(ctx context.Context, spec RestoreSpec) (wire
 // restoreJob checks a restore request and makes its job, and the note its
 // log starts with.
 func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalog.Job, func(uint64), error) {
-	backup, err := o.ResolveBackup(req.PointInTime)
+	roots, err := cleanPaths("restore path", req.Paths)
+	if err != nil {
+		return nil, nil, err
+	}
+	backup, err := o.ResolveBackup(req.PointInTime, roots)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -279,10 +297,6 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 	if !filepath.IsAbs(req.To) {
 		return nil, nil, errorf(ErrInvalidArgument, "pass --to with an absolute directory on the target client",
 			"restore target %q is not an absolute path", req.To)
-	}
-	roots, err := cleanPaths("restore path", req.Paths)
-	if err != nil {
-		return nil, nil, err
 	}
 	chain, err := o.store.Chain(backup.ID)
 	if err != nil {
@@ -317,8 +331,9 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 			Type: catalog.JobRestore, Client: target, Node: backup.Node, Pool: backup.Pool,
 			Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
 		}, func(id uint64) {
-			o.jobLog(ctx, id, "info", "restore of %s from backup %d of %s (%d entries, %s) to %s:%s",
-				what, backup.ID, backup.Client, files, HumanBytes(bytes), target, filepath.Clean(req.To))
+			o.jobLog(ctx, id, "info", "restore of %s from backup %d of %s, file set %s (%d entries, %s) to %s:%s",
+				what, backup.ID, backup.Client, catalog.DescribeFileSet(backup.FileSet, backup.Paths, backup.Excludes),
+				files, HumanBytes(bytes), target, filepath.Clean(req.To))
 		}, nil
 }
 

@@ -220,8 +220,16 @@ func (o *Orchestrator) confirm(ctx context.Context, what, rid string, id uint64,
 			return wire.JobStarted{}, CatalogError(err)
 		}
 	}
-	return wire.JobStarted{JobID: job.ID, Level: string(job.Level), Waiting: job.Waiting, State: string(job.State),
-		RequestID: rid, Repeated: repeated}, nil
+	started := wire.JobStarted{JobID: job.ID, Level: string(job.Level), Waiting: job.Waiting, State: string(job.State),
+		RequestID: rid, Repeated: repeated}
+	if job.Type == catalog.JobRestore {
+		// Which backup "the latest" was, and of which file set.
+		started.BackupID = job.BackupID
+		if b, err := o.store.Backup(job.BackupID); err == nil {
+			started.FileSet = FileSetInfo(b)
+		}
+	}
+	return started, nil
 }
 
 // NotStarted says a start failed, with the code and hint of err, why:

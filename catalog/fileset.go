@@ -1,0 +1,252 @@
+package catalog
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+// A file set is the paths and excludes of a backup (FileSetOf): backups
+// chain within one file set, and "the latest backup" of a client is the
+// latest of the file set that holds what is asked for, so that backing up
+// a second tree does not hide the first from 'cairn ls' and 'cairn
+// restore'.
+
+// FileSet is one file set of a client, as its complete backups know it.
+type FileSet struct {
+	ID       string
+	Paths    []fileindex.Path
+	Excludes []fileindex.Path
+	// Latest is its complete backup of the latest point in time, LatestAt
+	// that point in time.
+	Latest   uint64
+	LatestAt time.Time
+	// Backups counts its complete backups.
+	Backups int
+}
+
+// ShortFileSet is a file set id as commands print it; any unambiguous
+// prefix of an id selects it (BackupQuery.FileSet).
+func ShortFileSet(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// DescribeFileSet writes a file set for a message or a table: its short
+// id and its paths (and excludes).
+func DescribeFileSet(id string, paths, excludes []fileindex.Path) string {
+	s := ShortFileSet(id) + " (" + strings.Join(escapeAll(paths), ", ")
+	if len(excludes) > 0 {
+		s += " excluding " + strings.Join(escapeAll(excludes), ", ")
+	}
+	return s + ")"
+}
+
+// FileSets returns the file sets of a client's complete backups, the one
+// with the latest backup first.
+func (s *Store) FileSets(client string) ([]FileSet, error) {
+	var out []FileSet
+	err := s.view(func(tx *bbolt.Tx) error {
+		var err error
+		out, err = fileSets(tx, client, time.Time{})
+		return err
+	})
+	return out, err
+}
+
+func fileSets(tx *bbolt.Tx, client string, at time.Time) ([]FileSet, error) {
+	var out []FileSet
+	index := map[string]int{}
+	err := eachClientBackup(tx, client, func(b *Backup) bool {
+		if b.State != BackupComplete || (!at.IsZero() && b.StartTime.After(at)) {
+			return true
+		}
+		i, ok := index[b.FileSet]
+		if !ok {
+			i = len(out)
+			index[b.FileSet] = i
+			out = append(out, FileSet{ID: b.FileSet, Paths: b.Paths, Excludes: b.Excludes})
+		}
+		fs := &out[i]
+		fs.Backups++
+		if fs.Latest == 0 || b.StartTime.After(fs.LatestAt) {
+			fs.Latest, fs.LatestAt = b.ID, b.StartTime
+		}
+		return true
+	})
+	slices.SortStableFunc(out, func(a, b FileSet) int { return b.LatestAt.Compare(a.LatestAt) })
+	return out, err
+}
+
+// Covers reports whether the backup's file set holds path p (absolute and
+// clean): p lies within one of its paths and neither p nor a directory
+// between that path and p is excluded, or p is a directory above one of
+// its paths ("/" holds every backup's tree).
+func (b *Backup) Covers(p string) bool {
+	var excludes []fileindex.Exclude
+	for _, raw := range b.Excludes {
+		if ex, err := fileindex.ParseExclude(string(raw)); err == nil {
+			excludes = append(excludes, ex)
+		}
+	}
+	for _, root := range fileindex.Strings(b.Paths) {
+		if fileindex.Within(root, p) {
+			return true
+		}
+		if !fileindex.Within(p, root) {
+			continue
+		}
+		excluded := false
+		// Each directory from below the root down to p, p last (whose
+		// type is not known here).
+		for q := p; q != root && !excluded; q = path.Dir(q) {
+			isDir := 1
+			if q == p {
+				isDir = -1
+			}
+			for i := range excludes {
+				if excludes[i].Match(q, path.Base(q), root, isDir) {
+					excluded = true
+					break
+				}
+			}
+			if q == "/" {
+				break
+			}
+		}
+		if !excluded {
+			return true
+		}
+	}
+	return false
+}
+
+// BackupQuery picks a client's backup when no backup id is given: the
+// complete backup of the latest point in time at or before At (zero: the
+// latest of all) among those that cover every path of Paths, of the file
+// set FileSet when it is given.
+type BackupQuery struct {
+	Client string
+	At     time.Time
+	// FileSet is a file set id, or an unambiguous prefix of one
+	// (ShortFileSet).
+	FileSet string
+	// Paths are the paths asked for, absolute and clean; none: any
+	// backup.
+	Paths []string
+}
+
+// UncoveredError says that no complete backup of a client (at or before
+// At, of the file set asked for) holds the paths asked for, and lists the
+// file sets the client has. It matches ErrNotFound.
+type UncoveredError struct {
+	Client  string
+	Paths   []string
+	At      time.Time
+	FileSet string // the file set asked for, "" for any
+	// UnknownFileSet: the client has no file set FileSet names.
+	UnknownFileSet bool
+	// FileSets are the client's file sets with a complete backup at or
+	// before At, the latest first.
+	FileSets []FileSet
+}
+
+func (e *UncoveredError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.UnknownFileSet:
+		fmt.Fprintf(&b, "client %s has no file set %s", e.Client, e.FileSet)
+	case e.FileSet != "":
+		fmt.Fprintf(&b, "file set %s of client %s does not hold %s", e.FileSet, e.Client, strings.Join(escapeStrings(e.Paths), ", "))
+	default:
+		fmt.Fprintf(&b, "no backup of client %s holds %s", e.Client, strings.Join(escapeStrings(e.Paths), ", "))
+	}
+	if !e.At.IsZero() {
+		fmt.Fprintf(&b, " at or before %s", e.At.UTC().Format(time.RFC3339))
+	}
+	if len(e.FileSets) == 0 {
+		return b.String()
+	}
+	b.WriteString("; its file sets are ")
+	for i, fs := range e.FileSets {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(DescribeFileSet(fs.ID, fs.Paths, fs.Excludes))
+	}
+	return b.String()
+}
+
+// Is makes an UncoveredError match ErrNotFound.
+func (e *UncoveredError) Is(target error) bool { return target == ErrNotFound }
+
+// LatestBackup returns the backup q picks. With no complete backup at all
+// (at or before q.At) its error wraps ErrNotFound; with some, none of
+// which holds the paths (or is of the file set) asked for, it is an
+// *UncoveredError; a file set prefix that names two file sets is refused
+// as ambiguous.
+func (s *Store) LatestBackup(q BackupQuery) (*Backup, error) {
+	var best *Backup
+	var sets []FileSet
+	named := map[string]bool{}
+	err := s.view(func(tx *bbolt.Tx) error {
+		any := false
+		err := eachClientBackup(tx, q.Client, func(b *Backup) bool {
+			if b.State != BackupComplete || (!q.At.IsZero() && b.StartTime.After(q.At)) {
+				return true
+			}
+			any = true
+			if q.FileSet != "" {
+				if !strings.HasPrefix(b.FileSet, q.FileSet) {
+					return true
+				}
+				named[b.FileSet] = true
+			}
+			for _, p := range q.Paths {
+				if !b.Covers(p) {
+					return true
+				}
+			}
+			if best == nil || b.StartTime.After(best.StartTime) {
+				best = b
+			}
+			return true
+		})
+		if err != nil || best != nil || !any {
+			return err
+		}
+		if len(named) > 1 {
+			return refuse(CodeInvalidArgument, "give more of the file set's id", "file set %s of client %s is ambiguous: %d file sets begin with it", q.FileSet, q.Client, len(named))
+		}
+		sets, err = fileSets(tx, q.Client, q.At)
+		return err
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case best != nil:
+		return best, nil
+	case sets == nil && q.At.IsZero():
+		return nil, notFound("client %q has no complete backup", q.Client)
+	case sets == nil:
+		return nil, notFound("client %q has no complete backup at or before %s", q.Client, q.At.UTC().Format(time.RFC3339))
+	}
+	return nil, &UncoveredError{Client: q.Client, Paths: q.Paths, At: q.At, FileSet: q.FileSet,
+		UnknownFileSet: q.FileSet != "" && len(named) == 0, FileSets: sets}
+}
+
+func escapeStrings(ps []string) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = fileindex.Escape(p)
+	}
+	return out
+}
