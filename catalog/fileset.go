@@ -210,8 +210,17 @@ func (s *Store) LatestBackup(q BackupQuery) (*Backup, error) {
 				}
 				named[b.FileSet] = true
 			}
+			var sources []fileindex.Path
 			for _, p := range q.Paths {
-				if !b.Covers(p) {
+				if b.Covers(p) {
+					continue
+				}
+				// A command source's output is a file of the backup
+				// outside its paths; its job knows where.
+				if sources == nil {
+					sources = jobSources(tx, b.ID)
+				}
+				if !slices.ContainsFunc(sources, func(s fileindex.Path) bool { return fileindex.Within(string(s), p) }) {
 					return true
 				}
 			}
@@ -241,6 +250,20 @@ func (s *Store) LatestBackup(q BackupQuery) (*Backup, error) {
 	}
 	return nil, &UncoveredError{Client: q.Client, Paths: q.Paths, At: q.At, FileSet: q.FileSet,
 		UnknownFileSet: q.FileSet != "" && len(named) == 0, FileSets: sets}
+}
+
+// jobSources are the paths of the command sources of backup id's job, an
+// empty (not nil) list when it had none.
+func jobSources(tx *bbolt.Tx, id uint64) []fileindex.Path {
+	out := []fileindex.Path{}
+	var j Job
+	if ok, err := getJSON(tx, bJobs, u64(id), &j); err != nil || !ok {
+		return out
+	}
+	for _, s := range j.Application.Sources {
+		out = append(out, s.Path)
+	}
+	return out
 }
 
 func escapeStrings(ps []string) []string {

@@ -12,11 +12,15 @@ import (
 )
 
 // backupOfSet runs a whole backup of one file set (paths and excludes) to
-// pool disk1 and returns it.
-func (c *testCatalog) backupOfSet(level Level, paths, excludes []string, entries []fileindex.Entry) *Backup {
+// pool disk1, with command sources stored at sources, and returns it.
+func (c *testCatalog) backupOfSet(level Level, paths, excludes []string, entries []fileindex.Entry, sources ...string) *Backup {
 	c.t.Helper()
+	var app Application
+	for _, s := range sources {
+		app.Sources = append(app.Sources, CommandSource{Path: fileindex.Path(s), Command: "pg_dump app"})
+	}
 	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: level, Pool: "disk1",
-		Paths: fileindex.Paths(paths), Excludes: fileindex.Paths(excludes)}})
+		Paths: fileindex.Paths(paths), Excludes: fileindex.Paths(excludes), Application: app}})
 	id := res.JobID
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: id, Node: "sn1"}})
 	segs := c.writeIndex(id, entries, 4<<10)
@@ -132,9 +136,20 @@ func TestLatestBackupPerFileSet(t *testing.T) {
 	if _, err := latest(BackupQuery{Paths: []string{"/etc"}, At: etcFull.StartTime.Add(-time.Second)}); !errors.Is(err, ErrNotFound) || errors.As(err, new(*UncoveredError)) {
 		t.Errorf("before the first backup: %v", err)
 	}
+	// A command source's file is held by its backup, outside its paths.
+	dump := c.backupOfSet(LevelFull, []string{"/var/lib/app"}, nil, []fileindex.Entry{dir("/db"), file("/db/app.sql", 9), dir("/var/lib/app")}, "/db/app.sql")
+	for _, p := range []string{"/db/app.sql", "/db"} {
+		if got, err := latest(BackupQuery{Paths: []string{p}}); err != nil || got != dump.ID {
+			t.Errorf("LatestBackup of %s, a command source's file: %d, %v; want %d", p, got, err, dump.ID)
+		}
+	}
+	if got, err := latest(BackupQuery{Paths: []string{"/etc/hosts"}}); err != nil || got != etcInc.ID {
+		t.Errorf("LatestBackup of /etc/hosts after a backup with a command source: %d, %v", got, err)
+	}
+
 	sets, err := c.s.FileSets("web1")
-	if err != nil || len(sets) != 2 || sets[0].ID != srvFull.FileSet || sets[0].Latest != srvFull2.ID || sets[0].Backups != 2 ||
-		sets[1].ID != etcFull.FileSet || sets[1].Latest != etcInc.ID || sets[1].Backups != 2 {
+	if err != nil || len(sets) != 3 || sets[0].ID != dump.FileSet || sets[1].ID != srvFull.FileSet || sets[1].Latest != srvFull2.ID || sets[1].Backups != 2 ||
+		sets[2].ID != etcFull.FileSet || sets[2].Latest != etcInc.ID || sets[2].Backups != 2 {
 		t.Fatalf("file sets %+v, %v", sets, err)
 	}
 }

@@ -111,10 +111,15 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("a forced restore harmed a file outside what it restores: %q, %v", data, err)
 	}
 
-	// With a backup: a path it does not hold, a malformed time and one
-	// before it.
-	s.fails(1, []string{"holds nothing at /no/such", "cairn ls"}, "restore", "--client", c, "--to", filepath.Join(dir, "r1"), "/no/such")
-	s.fails(1, []string{"holds nothing at /no/such"}, "ls", "--client", c, "/no/such")
+	// With a backup: a path no backup's file set holds (the error lists
+	// them), one that its file set holds but it does not, a malformed
+	// time and one before it.
+	s.fails(1, []string{"no backup of client " + c + " holds /no/such", "its file sets are", src, "--fileset"},
+		"restore", "--client", c, "--to", filepath.Join(dir, "r1"), "/no/such")
+	s.fails(1, []string{"no backup of client " + c + " holds /no/such", "its file sets are", src}, "ls", "--client", c, "/no/such")
+	s.fails(1, []string{"holds nothing at " + filepath.Join(src, "no-such"), "cairn ls"},
+		"restore", "--client", c, "--to", filepath.Join(dir, "r1"), filepath.Join(src, "no-such"))
+	s.fails(1, []string{"holds nothing at " + filepath.Join(src, "no-such")}, "ls", "--client", c, filepath.Join(src, "no-such"))
 	s.fails(1, []string{"no complete backup at or before"}, "restore", "--client", c, "--to", filepath.Join(dir, "r1"), "--at", "2001-01-01")
 	s.fails(1, []string{"has no backup 9999"}, "restore", "--client", c, "--to", filepath.Join(dir, "r1"), "--backup", "9999")
 	emptyOrMissing(t, filepath.Join(dir, "r1"))
