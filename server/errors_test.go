@@ -88,6 +88,9 @@ func TestOrchestratorRefusalsReachTheCLIUnchanged(t *testing.T) {
 		{wire.OpJobCancel, wire.JobCancelReq{}, wire.CodeInvalidArgument, "list jobs with 'cairn job list'", "no job id given"},
 		{wire.OpJobCancel, wire.JobCancelReq{ID: 999}, wire.CodeNotFound, "list jobs with 'cairn job list'", "job 999 does not exist"},
 		{wire.OpJobShow, wire.JobShowReq{ID: 999}, wire.CodeNotFound, "list jobs with 'cairn job list'", "job 999 does not exist"},
+		// Not the orchestrator's, but a read that maps the catalog's
+		// not-found as it did.
+		{wire.OpPolicyShow, wire.PolicyNameReq{Name: "nosuch"}, wire.CodeNotFound, "list policies with 'cairn policy list'", `policy "nosuch" does not exist`},
 	} {
 		err := h.api(c.op, c.req, nil)
 		var we *wire.Error

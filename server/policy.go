@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -139,7 +140,7 @@ func (s *Server) storedUpdated(name string) time.Time {
 func (s *Server) policyByName(name string) (*catalog.Policy, error) {
 	p, err := s.store.Policy(name)
 	if err != nil {
-		if wire.CodeOf(catalogError(err)) == wire.CodeNotFound {
+		if errors.Is(err, catalog.ErrNotFound) {
 			return nil, wire.Errorf(wire.CodeNotFound, "list policies with 'cairn policy list'", "policy %q does not exist", name)
 		}
 		return nil, err
