@@ -78,6 +78,10 @@ func (a *applier) apply(c *Command) error {
 		return a.deletePolicy(c.PolicyDelete)
 	case OpApplyPolicies:
 		return a.applyPolicies(c.PolicyApply)
+	case OpRecordRuns:
+		return a.recordRuns(c.Runs)
+	case OpUpdateRun:
+		return a.updateRun(c.RunUpdate)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }

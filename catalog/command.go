@@ -42,6 +42,8 @@ const (
 	OpPutPolicy       Op = "put_policy"
 	OpDeletePolicy    Op = "delete_policy"
 	OpApplyPolicies   Op = "apply_policies"
+	OpRecordRuns      Op = "record_runs"
+	OpUpdateRun       Op = "update_run"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -77,6 +79,8 @@ type Command struct {
 	PolicyPut    *PolicyPut       `json:"policy_put,omitempty"`    // OpPutPolicy
 	PolicyDelete *PolicyDelete    `json:"policy_delete,omitempty"` // OpDeletePolicy
 	PolicyApply  *PolicyApply     `json:"policy_apply,omitempty"`  // OpApplyPolicies
+	Runs         *RunsRecord      `json:"runs,omitempty"`          // OpRecordRuns
+	RunUpdate    *RunUpdate       `json:"run_update,omitempty"`    // OpUpdateRun
 
 	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
 	// the command carries out. A command whose request id the catalog
@@ -361,6 +365,10 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.PolicyDelete != nil
 	case OpApplyPolicies:
 		return true, c.PolicyApply != nil
+	case OpRecordRuns:
+		return true, c.Runs != nil
+	case OpUpdateRun:
+		return true, c.RunUpdate != nil
 	}
 	return false, false
 }

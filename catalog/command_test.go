@@ -40,6 +40,9 @@ func sampleCommands() []*Command {
 		{Op: OpAcceptJob, Time: at, Accept: &JobAccept{JobID: 4}},
 		{Op: OpVoidJobs, Time: at, Void: &JobsVoid{JobIDs: []uint64{4, 5}, CreatedBefore: at, Reason: "not confirmed"}},
 		{Op: OpForgetRequests, Time: at, Forget: &RequestsForget{Before: at}},
+		{Op: OpRecordRuns, Time: at, Runs: &RunsRecord{Runs: []Run{{Policy: "nightly", Client: "web1", Scheduled: at, Asked: LevelIncremental,
+			Level: LevelFull, Promotion: "promoted to full: no full of this fileset yet", State: RunStarting, Recorded: at, Updated: at}}}},
+		{Op: OpUpdateRun, Time: at, RunUpdate: &RunUpdate{Key: RunKey{Policy: "nightly", Client: "web1", Scheduled: at}, State: RunDispatched, JobID: 3}},
 		{Op: OpLabelTape, Time: at, TapeLabel: &TapeLabel{VolumeID: vol, Barcode: "CRN001L9", Library: "lib1", Pool: "Weekly", BlockSize: 65536},
 			Request: &RequestKey{ID: "label-1/slot-3"}},
 		{Op: OpPutPolicy, Time: at, PolicyPut: &PolicyPut{Mode: PutReplace, IfUpdated: at, Policy: Policy{

@@ -42,6 +42,8 @@ func fuzzCommands(c *testCatalog, job uint64, vol uuid.UUID) []*Command {
 		&Command{Op: OpAcceptJob, Time: at, Accept: &JobAccept{JobID: job}},
 		&Command{Op: OpVoidJobs, Time: at, Void: &JobsVoid{JobIDs: []uint64{job, job + 1}, CreatedBefore: at, Reason: "not confirmed"}},
 		&Command{Op: OpForgetRequests, Time: at, Forget: &RequestsForget{Before: at}},
+		&Command{Op: OpRecordRuns, Time: at, Runs: &RunsRecord{Runs: []Run{{Policy: "nightly", Client: "web1", Scheduled: at, Level: LevelFull, State: RunStarting}}}},
+		&Command{Op: OpUpdateRun, Time: at, RunUpdate: &RunUpdate{Key: RunKey{Policy: "nightly", Client: "web1", Scheduled: at}, State: RunDispatched, JobID: job}},
 	)
 }
 

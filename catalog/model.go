@@ -383,7 +383,13 @@ type Job struct {
 	Devices bool `json:"devices,omitempty"`
 	// RequestID is the client-chosen id of the start that created the job
 	// (Request): a repeat of that start answers this job.
-	RequestID   string    `json:"request_id,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	// Policy, Scheduled and Priority are set on a scheduled run's job: the
+	// policy and the run's scheduled time, and the policy's priority, which
+	// orders the queue (the higher first, then the earlier scheduled).
+	Policy      string    `json:"policy,omitempty"`
+	Scheduled   time.Time `json:"scheduled,omitzero"`
+	Priority    int       `json:"priority,omitempty"`
 	Created     time.Time `json:"created"`
 	Started     time.Time `json:"started"`
 	Ended       time.Time `json:"ended"`

@@ -38,6 +38,7 @@ var (
 	bRequests        = []byte("requests")          // request id -> Request
 	bRequestsByTime  = []byte("requests_by_time")  // unix nanos(8) request id -> nil
 	bPolicies        = []byte("policies")          // name -> Policy
+	bRuns            = []byte("runs")              // policy 0 client 0 unix nanos(8) -> Run
 )
 
 // buckets1 are the buckets of format 1; format 2 added the request index.
@@ -46,10 +47,11 @@ var buckets1 = [][]byte{
 	bJobs, bJobLog, bJobsByClient, bJobsActive, bBackups, bBackupsByClient, bSegMeta, bSegData,
 }
 
-// buckets2 are the buckets of format 2; format 3 added the policies.
+// buckets2 are the buckets of format 2; format 3 added the policies and
+// the runs of their schedules.
 var buckets2 = append(slices.Clone(buckets1), bRequests, bRequestsByTime)
 
-var allBuckets = append(slices.Clone(buckets2), bPolicies)
+var allBuckets = append(slices.Clone(buckets2), bPolicies, bRuns)
 
 var (
 	keyFormat       = []byte("format")
