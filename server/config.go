@@ -114,6 +114,33 @@ type Config struct {
 	// person (a job that failed), as webhooks and commands: see package
 	// alert and README's Alerts for every field.
 	Alerts alert.Config `json:"alerts" config:"fileonly"`
+
+	// MaxJobsPerClient is how many backups run at once on one client; a
+	// backup past it waits in the queue ("client web1 runs job 41"). 0 is
+	// no limit. Restores are never held back by it, nor by the limits
+	// below, but they count.
+	MaxJobsPerClient int `json:"max_jobs_per_client"`
+	// MaxJobsPerNode is how many jobs one storage node runs at once; a
+	// backup goes to another node of its pool, or waits. 0 is no limit.
+	MaxJobsPerNode int `json:"max_jobs_per_node,omitempty"`
+	// PoolJobLimits caps the backups running at once into some pools
+	// ([{"pool": "Offsite", "max_jobs": 2}]); a pool not named has no
+	// limit. A tape pool runs at most as many as its library has drives,
+	// one a drive, whatever it says.
+	PoolJobLimits []PoolJobLimit `json:"pool_job_limits,omitempty" config:"fileonly"`
+	// ScheduleTick is how often the leader's scheduler looks for runs that
+	// fell due; a run starts at most this late. Keep it well under the
+	// policies' catch-up windows.
+	ScheduleTick time.Duration `json:"schedule_tick"`
+}
+
+// PoolJobLimit caps the backups running at once into one pool.
+type PoolJobLimit struct {
+	// Pool names the pool.
+	Pool string `json:"pool"`
+	// MaxJobs is how many of its backups run at once; more wait in the
+	// queue.
+	MaxJobs int `json:"max_jobs"`
 }
 
 // IsLoopback reports whether a host:port listens on this machine only:
@@ -185,6 +212,8 @@ func DefaultConfig() Config {
 		CatalogFloorBytes:   64 << 20,
 		StartConfirmTimeout: 2 * time.Minute,
 		RequestIDTTL:        7 * 24 * time.Hour,
+		MaxJobsPerClient:    1,
+		ScheduleTick:        30 * time.Second,
 	}
 }
 
@@ -245,6 +274,20 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Alerts.Validate(); err != nil {
 		errs = append(errs, configfile.In("alerts", err))
+	}
+	if c.MaxJobsPerClient < 0 {
+		bad("max_jobs_per_client", "job limit per client %d is negative: use 0 (no limit) or more", c.MaxJobsPerClient)
+	}
+	if c.MaxJobsPerNode < 0 {
+		bad("max_jobs_per_node", "job limit per storage node %d is negative: use 0 (no limit) or more", c.MaxJobsPerNode)
+	}
+	for _, l := range c.PoolJobLimits {
+		if l.Pool == "" || l.MaxJobs < 0 {
+			bad("pool_job_limits", "job limit %d of pool %q: name the pool, and use 0 (no limit) or more", l.MaxJobs, l.Pool)
+		}
+	}
+	if c.ScheduleTick < time.Second || c.ScheduleTick > 10*time.Minute {
+		bad("schedule_tick", "schedule tick %s is out of range: use 1s to 10m (a run starts at most one tick late)", c.ScheduleTick)
 	}
 	if c.StallTimeout < c.LivenessTimeout {
 		bad("stall_timeout", "stall timeout %s is shorter than the liveness timeout %s: make it longer", c.StallTimeout, c.LivenessTimeout)

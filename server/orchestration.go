@@ -48,12 +48,21 @@ func (s *Server) newOrchestrator() *orchestrator.Orchestrator {
 	return orchestrator.New(orchestrator.Config{
 		LivenessTimeout: s.cfg.LivenessTimeout, StallTimeout: s.cfg.StallTimeout, QueueTimeout: s.cfg.QueueTimeout,
 		StartConfirmTimeout: s.cfg.StartConfirmTimeout, RequestIDTTL: s.cfg.RequestIDTTL, DefaultPool: s.cfg.DefaultPool,
+		Limits: orchestrator.Limits{PerClient: s.cfg.MaxJobsPerClient, PerNode: s.cfg.MaxJobsPerNode, PerPool: poolJobLimits(s.cfg.PoolJobLimits)},
 	}, orchestrator.Deps{
 		Store: s.store, Raft: s.raft, Member: member{s}, Roles: roles{s}, Liveness: heartbeats{s},
 		// Read through s, so a test that swaps the server's clock before
 		// Start swaps the orchestrator's too.
 		Clock: serverClock{s}, Log: s.log,
 	})
+}
+
+func poolJobLimits(ls []PoolJobLimit) map[string]int {
+	m := map[string]int{}
+	for _, l := range ls {
+		m[l.Pool] = l.MaxJobs
+	}
+	return m
 }
 
 func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStartReq) (wire.JobStarted, error) {

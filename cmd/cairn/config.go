@@ -142,6 +142,7 @@ func serverExample(def roleConfig) configfile.Example {
 	cfg.RaftTLS = pki.Files{CA: "/etc/cairn/hosts/s1/ca.crt", Cert: "/etc/cairn/hosts/s1/s1.crt", Key: "/etc/cairn/hosts/s1/s1.key"}
 	cfg.SecretsFile = "/etc/cairn/secrets.json"
 	cfg.KEKFile = "/mnt/kek/cairn-kek"
+	cfg.PoolJobLimits = []server.PoolJobLimit{{Pool: "Offsite", MaxJobs: 2}}
 	common := *def.common
 	common.LogFormat = "json"
 	return configfile.Example{

@@ -361,6 +361,9 @@ flag may stay in s1's unit file.`,
 	f.Var((*sizeValue)(&cfg.CatalogFloorBytes), "catalog-floor", "below this much free space the catalog stops applying the log until there is room (keep it under --min-free)")
 	f.DurationVar(&cfg.StartConfirmTimeout, "start-confirm-timeout", cfg.StartConfirmTimeout, "a job whose start was not confirmed to its caller this long is voided, never run (longer than a client retries a lost answer)")
 	f.DurationVar(&cfg.RequestIDTTL, "request-id-ttl", cfg.RequestIDTTL, "how long a request id is remembered, so that a repeat of the request answers what the first did")
+	f.IntVar(&cfg.MaxJobsPerClient, "max-jobs-per-client", cfg.MaxJobsPerClient, "backups running at once on one client; more wait in the queue (0: no limit)")
+	f.IntVar(&cfg.MaxJobsPerNode, "max-jobs-per-node", cfg.MaxJobsPerNode, "jobs running at once on one storage node (0: no limit)")
+	f.DurationVar(&cfg.ScheduleTick, "schedule-tick", cfg.ScheduleTick, "how often the leader looks for scheduled runs that fell due")
 	ro.bind(f, "127.0.0.1:9464")
 	return c
 }

@@ -27,7 +27,7 @@ const suspectFor = time.Minute
 // candidates ranks the online nodes that can take a backup for pool p:
 // same site as the client first, then the most free space for the pool,
 // then the fewest streams running.
-func (o *Orchestrator) candidates(p *catalog.Pool, client *catalog.Client) (ranked []string, why string) {
+func (o *Orchestrator) candidates(p *catalog.Pool, client *catalog.Client, ld *load) (ranked []string, why string) {
 	type cand struct {
 		id      string
 		near    bool
@@ -56,6 +56,10 @@ func (o *Orchestrator) candidates(p *catalog.Pool, client *catalog.Client) (rank
 			continue
 		case o.clock.Since(l.Suspect) < suspectFor:
 			down = append(down, id+" (an agent lost its stream to it; waiting for it to restart, or a minute)")
+			continue
+		}
+		if full := o.nodeFull(ld, id); full != "" {
+			down = append(down, full)
 			continue
 		}
 		u := l.Usage[p.Name]
@@ -121,10 +125,29 @@ func (o *Orchestrator) setWaiting(ctx context.Context, job *catalog.Job, why str
 	job.Waiting = why
 }
 
-// tryDispatch starts a queued job if its storage node and agent are
-// available, or records why not. It returns the agent's refusal of the
-// order, if any, which has already failed the job.
-func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job) error {
+// tryDispatch starts a queued job if no limit holds it, its storage node
+// and agent are available, or records why not. It returns the agent's
+// refusal of the order, if any, which has already failed the job. ld is
+// the load the round counted (nil: counted now); a job dispatched is added
+// to it.
+func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job, ld *load) error {
+	if ld == nil {
+		// A job just started: the queue is served in its order, so it
+		// goes ahead at once only when no backup waits before it.
+		if ahead := o.queuedAhead(job); ahead > 0 {
+			o.setWaiting(ctx, job, fmt.Sprintf("%d queued backups come before it (higher priority, or scheduled earlier)", ahead))
+			o.kick()
+			return nil
+		}
+		var err error
+		if ld, err = o.currentLoad(); err != nil {
+			return CatalogError(err)
+		}
+	}
+	if why := o.limited(ld, job); why != "" {
+		o.setWaiting(ctx, job, why)
+		return nil
+	}
 	agent := o.live.Agent(job.Client)
 	if dup := agent.Duplicate; dup != nil {
 		// Both agents would take the order; the one whose ticket comes
@@ -154,7 +177,7 @@ func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job) error 
 			return err
 		}
 		client, _ := o.store.Client(job.Client)
-		ranked, why := o.candidates(pool, client)
+		ranked, why := o.candidates(pool, client, ld)
 		if len(ranked) == 0 {
 			o.setWaiting(ctx, job, why)
 			return nil
@@ -193,6 +216,7 @@ func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job) error 
 		return CatalogError(err)
 	}
 	run := o.startRun(job)
+	o.count(ld, job)
 	o.publishEvent(wire.JobEvent{JobID: job.ID, State: string(job.State)})
 	return o.order(ctx, run, job)
 }
@@ -340,13 +364,20 @@ func (o *Orchestrator) kick() {
 	}
 }
 
-// dispatchQueued tries every queued job, oldest first.
+// dispatchQueued tries every queued job in the queue's order (queueOrder),
+// against the load of the running jobs.
 func (o *Orchestrator) dispatchQueued(ctx context.Context) {
 	jobs, err := o.store.Jobs(catalog.JobFilter{States: []catalog.JobState{catalog.JobQueued}})
-	if err != nil {
+	if err != nil || len(jobs) == 0 {
 		return
 	}
-	for i := len(jobs) - 1; i >= 0; i-- {
+	ld, err := o.currentLoad()
+	if err != nil {
+		o.log.Warn("count the running jobs", "err", err)
+		return
+	}
+	queueOrder(jobs)
+	for i := range jobs {
 		j := &jobs[i]
 		if waited := o.clock.Since(j.Created); waited > o.cfg.QueueTimeout {
 			why := j.Waiting
@@ -357,7 +388,7 @@ func (o *Orchestrator) dispatchQueued(ctx context.Context) {
 				"job waited %s in the queue: %s", waited.Round(time.Second), why))
 			continue
 		}
-		if err := o.tryDispatch(ctx, j); err != nil && errors.Is(err, ErrNotLeader) {
+		if err := o.tryDispatch(ctx, j, ld); err != nil && errors.Is(err, ErrNotLeader) {
 			return
 		}
 	}

@@ -77,6 +77,12 @@ type BackupSpec struct {
 	RequestID string
 	// Retry says this may repeat a start whose answer was lost.
 	Retry bool
+	// Policy, Scheduled and Priority are a scheduled run's: its policy,
+	// its scheduled time and the policy's priority, which orders the
+	// queue (catalog.Job).
+	Policy    string
+	Scheduled time.Time
+	Priority  int
 }
 
 // request is the start as the wire carries it, without its id: what its
@@ -152,6 +158,7 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 		Type: catalog.JobBackup, Client: client.Name, Level: level,
 		Pool: pool.Name, Paths: fileindex.Paths(paths), Excludes: req.Excludes, SkipNodump: req.SkipNodump,
 		Application: catalogApplication(req.Application),
+		Policy:      req.Policy, Scheduled: req.Scheduled, Priority: req.Priority,
 	}, nil, nil
 }
 

@@ -23,6 +23,21 @@ type Config struct {
 	StartConfirmTimeout time.Duration
 	RequestIDTTL        time.Duration
 	DefaultPool         string
+	Limits              Limits
+}
+
+// Limits bound how many jobs run at once; a backup past one waits in the
+// queue, which is served by priority (catalog.Job.Priority, the higher
+// first), then by scheduled time (a job started by hand: its creation),
+// then by id. Zero is no limit. Restores are counted but never held back:
+// an administrator who needs data back should not wait for the night's
+// backups. Per drive the limit is one job: a tape pool runs at most as many
+// jobs as its library has drives.
+type Limits struct {
+	PerClient int
+	PerNode   int
+	// PerPool holds a limit for some pools, by name.
+	PerPool map[string]int
 }
 
 // Raft is the replicated log the catalog changes go through

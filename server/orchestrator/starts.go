@@ -209,7 +209,7 @@ func (o *Orchestrator) confirm(ctx context.Context, what, rid string, id uint64,
 	}
 	if accepted {
 		o.publishEvent(wire.JobEvent{JobID: id, State: string(job.State)})
-		if err := o.tryDispatch(ctx, job); err != nil {
+		if err := o.tryDispatch(ctx, job, nil); err != nil {
 			if j, jerr := o.store.Job(id); jerr == nil && j.State.Done() {
 				return wire.JobStarted{}, err // the agent refused the order: the job failed
 			}
