@@ -49,3 +49,7 @@ func checkApplication(a wire.Application, paths []string) error {
 	}
 	return nil
 }
+
+// WireApplication is a job's application as its orders carry it: the
+// scheduler starts a policy's run with the policy's steps and sources.
+func WireApplication(a catalog.Application) wire.Application { return wireApplication(a) }

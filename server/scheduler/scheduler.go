@@ -1,0 +1,374 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/cairnbackup/cairn/alert"
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/clock"
+	"github.com/cairnbackup/cairn/schedule"
+	"github.com/cairnbackup/cairn/server/orchestrator"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// Policies are the policies the catalog holds (catalog.Store.Policies).
+type Policies interface {
+	Policies() ([]catalog.Policy, error)
+}
+
+// Raft proposes catalog commands, stamped with the leader's time, and
+// returns the cluster's error as it is (orchestrator.Orchestrator.Propose).
+type Raft interface {
+	Propose(ctx context.Context, c *catalog.Command) (catalog.ApplyResult, error)
+}
+
+// Jobs starts backups and writes their logs (orchestrator.Orchestrator).
+type Jobs interface {
+	StartBackup(ctx context.Context, spec orchestrator.BackupSpec) (wire.JobStarted, error)
+	JobLog(ctx context.Context, id uint64, level string, format string, args ...any)
+}
+
+// Alerts takes the alerts the scheduler raises (alert.Dispatcher).
+type Alerts interface {
+	Send(e alert.Event) (bool, error)
+}
+
+// Config is what the scheduler's decisions depend on.
+type Config struct {
+	// Tick is how often Run looks for runs that fell due.
+	Tick time.Duration
+}
+
+// Deps are the scheduler's collaborators.
+type Deps struct {
+	Store    *catalog.Store
+	Policies Policies
+	Raft     Raft
+	Jobs     Jobs
+	Alerts   Alerts // nil: no alerts
+	Clock    clock.Clock
+	Log      *slog.Logger
+}
+
+// Scheduler decides the runs of every policy. One goroutine runs it (Run),
+// on the leader; Decide may be called directly by a test, never beside Run.
+type Scheduler struct {
+	cfg Config
+	d   Deps
+}
+
+// New returns a scheduler; the server runs it while it leads.
+func New(cfg Config, d Deps) *Scheduler {
+	if d.Clock == nil {
+		d.Clock = clock.Real()
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 30 * time.Second
+	}
+	return &Scheduler{cfg: cfg, d: d}
+}
+
+// Run decides at once, then at every tick of the clock, until ctx (the
+// leader term's) ends.
+func (s *Scheduler) Run(ctx context.Context) {
+	t := s.d.Clock.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		if err := s.Decide(ctx); err != nil && ctx.Err() == nil {
+			s.d.Log.Warn("scheduler", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// Decide looks at every enabled policy and each of its clients once, at
+// the clock's time: it records what fell due and starts what must run.
+func (s *Scheduler) Decide(ctx context.Context) error {
+	policies, err := s.d.Policies.Policies()
+	if err != nil {
+		return fmt.Errorf("read the policies: %w", err)
+	}
+	now := s.d.Clock.Now()
+	var errs []error
+	for i := range policies {
+		p := &policies[i]
+		if p.Disabled {
+			continue
+		}
+		sch, err := p.ParsedSchedule()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, client := range p.Clients {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := s.decide(ctx, p, sch, client, now); err != nil {
+				errs = append(errs, fmt.Errorf("policy %s, client %s: %w", p.Name, client, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Plan is what one decision for a policy and client comes to: the runs to
+// record (missed, skipped, or the one to start), or nothing.
+type Plan struct {
+	// Finish is a run a leader recorded and did not see started: it is
+	// started again under its own request id before anything else.
+	Finish *catalog.Run
+	Record []catalog.Run
+	// Start is the run of Record to start, nil when none.
+	Start *catalog.Run
+}
+
+// Plan decides, from the catalog alone, what is owed for client under p
+// at now. It writes nothing: Decide records and carries it out.
+func (s *Scheduler) Plan(p *catalog.Policy, sch *schedule.Schedule, client string, now time.Time) (Plan, error) {
+	var plan Plan
+	last, err := s.d.Store.LastRun(p.Name, client)
+	if err != nil {
+		return plan, err
+	}
+	from := p.Created
+	if p.Updated.After(from) {
+		from = p.Updated
+	}
+	if last != nil {
+		if last.State == catalog.RunStarting {
+			plan.Finish = last
+		}
+		if last.Scheduled.After(from) {
+			from = last.Scheduled
+		}
+	}
+	window := p.CatchUpWindow
+	if window <= 0 {
+		window = catalog.DefaultCatchUpWindow
+	}
+	cu := sch.CatchUp(from, now, window)
+	for _, m := range cu.Missed {
+		reason := fmt.Sprintf("no server started it within its catch-up window of %s", schedule.FormatAge(window))
+		if cu.Due {
+			reason = fmt.Sprintf("the servers were down when it was due; the run at %s made up for the downtime", cu.Run.Time.UTC().Format(time.RFC3339))
+		}
+		plan.Record = append(plan.Record, catalog.Run{Policy: p.Name, Client: client, Scheduled: m.Time, Asked: catalog.Level(m.Level),
+			Level: catalog.Level(m.Level), State: catalog.RunMissed, Reason: reason})
+	}
+	if !cu.Due {
+		return plan, nil
+	}
+	run := catalog.Run{Policy: p.Name, Client: client, Scheduled: cu.Run.Time, Asked: catalog.Level(cu.Run.Level), Level: catalog.Level(cu.Run.Level)}
+	busy, err := s.activeJob(p.Name, client)
+	if err != nil {
+		return plan, err
+	}
+	if busy != nil || plan.Finish != nil {
+		run.State = catalog.RunSkipped
+		if busy != nil {
+			run.Reason = fmt.Sprintf("job %d of the run at %s is still %s", busy.ID, busy.Scheduled.UTC().Format(time.RFC3339), busy.State)
+		} else {
+			run.Reason = fmt.Sprintf("the run at %s is still being started", plan.Finish.Scheduled.UTC().Format(time.RFC3339))
+		}
+		plan.Record = append(plan.Record, run)
+		return plan, nil
+	}
+	chain, err := s.d.Store.ChainOf(client, p.FileSet())
+	if err != nil {
+		return plan, err
+	}
+	level, why := schedule.Promote(cu.Run.Level, cu.Run.Time, chain, p.Limits())
+	run.Level, run.Promotion, run.State = catalog.Level(level), why, catalog.RunStarting
+	plan.Record = append(plan.Record, run)
+	plan.Start = &plan.Record[len(plan.Record)-1]
+	return plan, nil
+}
+
+// activeJob is a job of policy for client that has not ended, nil when
+// none: a new run of the policy would overlap it.
+func (s *Scheduler) activeJob(policy, client string) (*catalog.Job, error) {
+	jobs, err := s.d.Store.Jobs(catalog.JobFilter{Client: client, Type: catalog.JobBackup,
+		States: []catalog.JobState{catalog.JobPending, catalog.JobQueued, catalog.JobRunning}})
+	if err != nil {
+		return nil, err
+	}
+	for i := range jobs {
+		if jobs[i].Policy == policy {
+			return &jobs[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func (s *Scheduler) decide(ctx context.Context, p *catalog.Policy, sch *schedule.Schedule, client string, now time.Time) error {
+	plan, err := s.Plan(p, sch, client, now)
+	if err != nil {
+		return err
+	}
+	if plan.Finish != nil {
+		s.start(ctx, p, plan.Finish, true, now)
+		if len(plan.Record) == 0 {
+			return nil
+		}
+		// The start may have ended the run's overlap (a failed start):
+		// decide again with it settled.
+		if plan, err = s.Plan(p, sch, client, now); err != nil {
+			return err
+		}
+		if plan.Finish != nil {
+			plan.Finish = nil // still starting: the new run is skipped
+		}
+	}
+	return s.carryOut(ctx, p, plan, now)
+}
+
+// carryOut records a plan's runs, alerts on those not started and starts
+// the one to start. A record the catalog refuses because another leader
+// recorded one of its runs first is dropped whole: that leader's decision
+// stands, and the next tick plans again from it.
+func (s *Scheduler) carryOut(ctx context.Context, p *catalog.Policy, plan Plan, now time.Time) error {
+	if len(plan.Record) == 0 {
+		return nil
+	}
+	client := plan.Record[0].Client
+	res, err := s.d.Raft.Propose(ctx, &catalog.Command{Op: catalog.OpRecordRuns, Runs: &catalog.RunsRecord{Runs: plan.Record}})
+	if err != nil {
+		return fmt.Errorf("record runs: %w", err)
+	}
+	if res.Err != nil {
+		var ce *catalog.Error
+		if errors.As(res.Err, &ce) && ce.Code == catalog.CodeAlreadyExists {
+			// Another leader recorded them first; the next tick sees
+			// what it recorded and finishes its start if need be.
+			s.d.Log.Info("runs already recorded by another leader", "policy", p.Name, "client", client)
+			return nil
+		}
+		return fmt.Errorf("record runs: %w", res.Err)
+	}
+	s.alertMissed(p, client, plan.Record, now)
+	if plan.Start != nil {
+		s.start(ctx, p, plan.Start, false, now)
+	}
+	return nil
+}
+
+// alertMissed sends one missed_run alert for the runs recorded missed or
+// skipped.
+func (s *Scheduler) alertMissed(p *catalog.Policy, client string, runs []catalog.Run, now time.Time) {
+	var missed []catalog.Run
+	for _, r := range runs {
+		if r.State == catalog.RunMissed || r.State == catalog.RunSkipped {
+			missed = append(missed, r)
+		}
+	}
+	if len(missed) == 0 {
+		return
+	}
+	newest := missed[len(missed)-1]
+	s.d.Log.Warn("runs not started", "policy", p.Name, "client", client, "runs", len(missed), "newest", newest.Scheduled, "reason", newest.Reason)
+	if s.d.Alerts == nil {
+		return
+	}
+	if _, err := s.d.Alerts.Send(alert.NewMissedRun(now, p.Name, client, newest.Scheduled, len(missed), newest.Reason)); err != nil {
+		s.d.Log.Warn("could not queue the alert of a missed run", "policy", p.Name, "client", client, "err", err)
+	}
+}
+
+// start starts the job of a run recorded starting, under the run's request
+// id, and records what became of it. retry says an earlier leader may
+// have started it already.
+func (s *Scheduler) start(ctx context.Context, p *catalog.Policy, run *catalog.Run, retry bool, now time.Time) {
+	key := run.Key()
+	rid := catalog.RunRequestID(key)
+	spec := orchestrator.BackupSpec{
+		Client: run.Client, Paths: paths(p.Paths), Excludes: paths(p.Excludes), Level: string(run.Level), Pool: p.PoolFor(run.Level),
+		RequestID: rid, Retry: retry, Policy: p.Name, Scheduled: run.Scheduled, Priority: p.Priority,
+	}
+	if p.Application != nil {
+		spec.Application = orchestrator.WireApplication(*p.Application)
+	}
+	started, err := s.d.Jobs.StartBackup(ctx, spec)
+	jobID := started.JobID
+	if err != nil {
+		// A start that failed may still have made its job (its agent
+		// refused the order): the request index says.
+		if req, rerr := s.d.Store.Request(rid); rerr == nil && req.JobID != 0 {
+			jobID = req.JobID
+		}
+	}
+	update := &catalog.RunUpdate{Key: key}
+	switch {
+	case jobID != 0:
+		update.State, update.JobID = catalog.RunDispatched, jobID
+	case definite(err):
+		update.State, update.Reason = catalog.RunFailed, err.Error()
+	default:
+		window := p.CatchUpWindow
+		if window <= 0 {
+			window = catalog.DefaultCatchUpWindow
+		}
+		if now.Sub(run.Scheduled) <= window {
+			s.d.Log.Warn("the start of a run was not confirmed; trying again at the next tick", "run", key.String(), "err", err)
+			return
+		}
+		update.State, update.Reason = catalog.RunFailed, fmt.Sprintf("not started within its catch-up window of %s: %v", schedule.FormatAge(window), err)
+	}
+	if update.State == catalog.RunDispatched {
+		// Before the run is marked dispatched: a leader that dies after
+		// the job was made leaves the run starting, and the next one
+		// writes these lines (a second time only if this one died
+		// between them and the mark).
+		s.d.Jobs.JobLog(ctx, jobID, "info", "run of policy %s scheduled at %s, level %s", p.Name, run.Scheduled.UTC().Format(time.RFC3339), run.Asked)
+		if run.Promotion != "" {
+			s.d.Jobs.JobLog(ctx, jobID, "info", "%s", run.Promotion)
+		}
+	}
+	res, uerr := s.d.Raft.Propose(ctx, &catalog.Command{Op: catalog.OpUpdateRun, RunUpdate: update})
+	if uerr == nil {
+		uerr = res.Err
+	}
+	if uerr != nil {
+		// The run stays starting: the next tick (or leader) starts it
+		// again under its request id, which answers the same job.
+		s.d.Log.Warn("record the start of a run", "run", key.String(), "err", uerr)
+		return
+	}
+	if update.State == catalog.RunFailed {
+		s.d.Log.Warn("a run could not be started", "run", key.String(), "reason", update.Reason)
+	}
+}
+
+// definite reports whether a start's error says it will never take effect
+// as asked: bad input, or a thing that does not exist. Anything else (no
+// quorum, a lost leadership, an unknown outcome) may pass, and the start is
+// tried again.
+func definite(err error) bool {
+	if err == nil {
+		return false
+	}
+	code, _, _ := orchestrator.Describe(err)
+	return slices.Contains([]string{wire.CodeInvalidArgument, wire.CodeUnknownClient, wire.CodeNotFound, wire.CodeAlreadyExists,
+		wire.CodeWrongState, wire.CodeCommandRefused, wire.CodeDuplicateAgent}, code)
+}
+
+func paths(ps []string) []fileindex.Path {
+	out := make([]fileindex.Path, len(ps))
+	for i, p := range ps {
+		out[i] = fileindex.Path(p)
+	}
+	return out
+}
