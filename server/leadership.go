@@ -159,6 +159,7 @@ func (s *Server) beginTerm(ctx context.Context) error {
 	s.log.Info("leading the group: serving writes and dispatching jobs", "group", group, "term", raftTerm)
 	if lctx, ok := s.decide(); ok && lctx == tctx {
 		s.orch.Adopt(tctx)
+		s.startScheduler(tctx)
 	}
 	s.wg.Add(1)
 	go func() {

@@ -24,6 +24,7 @@ import (
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/server/cluster"
 	"github.com/cairnbackup/cairn/server/orchestrator"
+	"github.com/cairnbackup/cairn/server/scheduler"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -63,7 +64,18 @@ type Server struct {
 	// orch starts and runs the jobs (package orchestrator); the server's
 	// handlers and leader loop call it.
 	orch *orchestrator.Orchestrator
-	wg   sync.WaitGroup // the server's loops
+	// sched turns policies into runs while this server leads; schedWG is
+	// its goroutine, one per term (scheduling.go).
+	sched   *scheduler.Scheduler
+	schedWG sync.WaitGroup
+	// policies, set by tests before Start, stands in for the policies
+	// the catalog will store.
+	policies func() ([]catalog.Policy, error)
+	// afterRunStart, set by tests before Start, runs in the scheduler
+	// after each start of a run's job, before the run is marked
+	// dispatched.
+	afterRunStart func(ctx context.Context)
+	wg            sync.WaitGroup // the server's loops
 	// requests owns the goroutines answering requests: Close waits for
 	// them before Raft and the catalog they use are closed.
 	requests wire.Requests
@@ -209,6 +221,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 		seen: make(chan seenEvent, 64),
 	}
 	s.orch = s.newOrchestrator()
+	s.sched = s.newScheduler()
 	s.secrets.Store(newGroupSecrets(kek, signer))
 	s.metrics = newMetrics(s, reg)
 	// Read now, as its CA and token files are: a bad one stops the start,
@@ -302,6 +315,7 @@ func (s *Server) Close() error {
 		_ = sub.Unsubscribe()
 	}
 	s.wg.Wait()
+	s.schedWG.Wait()
 	s.orch.Wait()
 	s.requests.Close()
 	if s.alerts != nil {

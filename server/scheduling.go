@@ -1,0 +1,68 @@
+package server
+
+import (
+	"context"
+
+	"github.com/cairnbackup/cairn/alert"
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/server/orchestrator"
+	"github.com/cairnbackup/cairn/server/scheduler"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// The scheduler (package server/scheduler) runs on the leader only: each
+// term starts it after the term's barrier, under the term's context, on a
+// goroutine the server owns (schedWG), and the end of the term stops it.
+// A new term waits for the previous term's scheduler to be gone, and Close
+// waits for it before Raft and the catalog close.
+
+func (s *Server) newScheduler() *scheduler.Scheduler {
+	return scheduler.New(scheduler.Config{Tick: s.cfg.ScheduleTick}, scheduler.Deps{
+		Store: s.store, Policies: policySource{s}, Raft: s.orch, Jobs: schedulerJobs{s}, Alerts: alertSink{s},
+		Clock: serverClock{s}, Log: s.log.With("component", "scheduler"),
+	})
+}
+
+// startScheduler runs the scheduler for the term whose context is ctx.
+func (s *Server) startScheduler(ctx context.Context) {
+	s.schedWG.Wait() // the previous term's, which its end stopped
+	s.schedWG.Go(func() { s.sched.Run(ctx) })
+}
+
+// policySource reads the policies the scheduler runs. Until the catalog
+// stores policies (issue 13, the policy commands), none are stored and
+// the scheduler runs nothing, unless a test set policies.
+type policySource struct{ s *Server }
+
+func (p policySource) Policies() ([]catalog.Policy, error) {
+	if p.s.policies != nil {
+		return p.s.policies()
+	}
+	return nil, nil
+}
+
+// schedulerJobs is the orchestrator as the scheduler starts jobs through
+// it, with a test's hook after each start.
+type schedulerJobs struct{ s *Server }
+
+func (j schedulerJobs) StartBackup(ctx context.Context, spec orchestrator.BackupSpec) (wire.JobStarted, error) {
+	st, err := j.s.orch.StartBackup(ctx, spec)
+	if h := j.s.afterRunStart; h != nil {
+		h(ctx)
+	}
+	return st, err
+}
+
+func (j schedulerJobs) JobLog(ctx context.Context, id uint64, level string, format string, args ...any) {
+	j.s.orch.JobLog(ctx, id, level, format, args...)
+}
+
+// alertSink hands the scheduler's alerts to the server's dispatcher.
+type alertSink struct{ s *Server }
+
+func (a alertSink) Send(e alert.Event) (bool, error) {
+	if a.s.alerts == nil {
+		return false, nil
+	}
+	return a.s.alerts.Send(e)
+}

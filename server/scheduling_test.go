@@ -1,0 +1,119 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/internal/clock"
+	"github.com/cairnbackup/cairn/internal/poll"
+)
+
+// TestScheduledRunHappensOnceAcrossLeaders: a group of three on real Raft
+// and NATS runs a policy on one fake clock. The leader is killed at the
+// instant the run falls due (before, during or after its record: whatever
+// the race gives), or after it started the run's job and before it marked
+// the run dispatched; the next leader's scheduler finishes the run, and
+// the catalog holds one run and one job.
+func TestScheduledRunHappensOnceAcrossLeaders(t *testing.T) {
+	for _, acrossDispatch := range []bool{false, true} {
+		name := "killed at the scheduled instant"
+		if acrossDispatch {
+			name = "killed across the dispatch"
+		}
+		t.Run(name, func(t *testing.T) {
+			at := time.Date(2026, 3, 2, 21, 0, 0, 0, time.UTC)
+			fake := clock.NewFake(at.Add(-time.Minute))
+			policy := catalog.Policy{Name: "nightly", Clients: []string{"web1"}, Paths: []string{"/srv"}, Pool: "Default", TimeZone: "UTC",
+				Schedule: "daily 21:00 incremental", Created: at.Add(-24 * time.Hour)}
+			started := make(chan string, 3)
+			release := make(chan struct{})
+			srvs, _ := newGroupOfThree(t, func(s *Server) {
+				s.clock = fake
+				s.policies = func() ([]catalog.Policy, error) { return []catalog.Policy{policy}, nil }
+				if acrossDispatch {
+					name := s.cfg.Name
+					s.afterRunStart = func(ctx context.Context) {
+						select {
+						case started <- name:
+						default:
+						}
+						select {
+						case <-release:
+						case <-ctx.Done():
+						}
+					}
+				}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var old int
+			poll.Until(t, 30*time.Second, func() (err error) {
+				old, err = leaderOf(srvs)
+				return err
+			})
+			for _, c := range []*catalog.Command{
+				{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "web1", Hostname: "web1.example"}},
+				{Op: catalog.OpPutKey, Key: &catalog.Key{ID: "k1", Pool: "Default", Wrapped: []byte("wrapped")}},
+				{Op: catalog.OpCreatePool, Pool: &catalog.Pool{Name: "Default", Nodes: []string{"sn1"}, KeyID: "k1", BlockSize: 1 << 16, BlockRawSize: 1 << 20}},
+				{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1", DataAddr: "127.0.0.1:7020", Pools: []catalog.NodePool{{Name: "Default", Dir: "/srv/pool"}}}},
+			} {
+				if _, err := srvs[old].orch.Apply(ctx, c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fake.Advance(time.Minute) // 21:00: the run falls due
+			if acrossDispatch {
+				var who string
+				select {
+				case who = <-started:
+				case <-ctx.Done():
+					t.Fatal("no leader started the run's job")
+				}
+				if who != srvs[old].cfg.Name {
+					t.Fatalf("%s started the run, %s leads", who, srvs[old].cfg.Name)
+				}
+			}
+			if err := srvs[old].Close(); err != nil {
+				t.Logf("close the old leader: %v", err)
+			}
+			close(release)
+			var survivors []*Server
+			for i, s := range srvs {
+				if i != old {
+					survivors = append(survivors, s)
+				}
+			}
+			poll.Until(t, 30*time.Second, func() error {
+				for _, s := range survivors {
+					r, err := s.store.LastRun("nightly", "web1")
+					if err != nil {
+						return err
+					}
+					if r == nil || r.State != catalog.RunDispatched {
+						return fmt.Errorf("%s: the run is %+v", s.cfg.Name, r)
+					}
+				}
+				return nil
+			})
+			for _, s := range survivors {
+				runs, err := s.store.Runs(catalog.RunFilter{Policy: "nightly"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				jobs, err := s.store.Jobs(catalog.JobFilter{Client: "web1"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(runs) != 1 || len(jobs) != 1 || runs[0].JobID != jobs[0].ID || jobs[0].Policy != "nightly" || !jobs[0].Scheduled.Equal(at) {
+					t.Fatalf("%s: runs %+v, jobs %+v", s.cfg.Name, runs, jobs)
+				}
+				if jobs[0].RequestID != catalog.RunRequestID(runs[0].Key()) {
+					t.Fatalf("%s: the job's request id %s is not the run's", s.cfg.Name, jobs[0].RequestID)
+				}
+			}
+		})
+	}
+}
