@@ -29,17 +29,10 @@ func (s *Server) startScheduler(ctx context.Context) {
 	s.schedWG.Go(func() { s.sched.Run(ctx) })
 }
 
-// policySource reads the policies the scheduler runs. Until the catalog
-// stores policies (issue 13, the policy commands), none are stored and
-// the scheduler runs nothing, unless a test set policies.
+// policySource is the catalog's policies, as the scheduler reads them.
 type policySource struct{ s *Server }
 
-func (p policySource) Policies() ([]catalog.Policy, error) {
-	if p.s.policies != nil {
-		return p.s.policies()
-	}
-	return nil, nil
-}
+func (p policySource) Policies() ([]catalog.Policy, error) { return p.s.store.Policies() }
 
 // schedulerJobs is the orchestrator as the scheduler starts jobs through
 // it, with a test's hook after each start.

@@ -26,13 +26,13 @@ func TestScheduledRunHappensOnceAcrossLeaders(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			at := time.Date(2026, 3, 2, 21, 0, 0, 0, time.UTC)
 			fake := clock.NewFake(at.Add(-time.Minute))
+			// Created at 20:59, the leader's time when it is stored.
 			policy := catalog.Policy{Name: "nightly", Clients: []string{"web1"}, Paths: []string{"/srv"}, Pool: "Default", TimeZone: "UTC",
-				Schedule: "daily 21:00 incremental", Created: at.Add(-24 * time.Hour)}
+				Schedule: "daily 21:00 incremental", Retention: catalog.PolicyRetention{All: catalog.KeepRules{Last: 7}}}
 			started := make(chan string, 3)
 			release := make(chan struct{})
 			srvs, _ := newGroupOfThree(t, func(s *Server) {
 				s.clock = fake
-				s.policies = func() ([]catalog.Policy, error) { return []catalog.Policy{policy}, nil }
 				if acrossDispatch {
 					name := s.cfg.Name
 					s.afterRunStart = func(ctx context.Context) {
@@ -59,6 +59,7 @@ func TestScheduledRunHappensOnceAcrossLeaders(t *testing.T) {
 				{Op: catalog.OpPutKey, Key: &catalog.Key{ID: "k1", Pool: "Default", Wrapped: []byte("wrapped")}},
 				{Op: catalog.OpCreatePool, Pool: &catalog.Pool{Name: "Default", Nodes: []string{"sn1"}, KeyID: "k1", BlockSize: 1 << 16, BlockRawSize: 1 << 20}},
 				{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1", DataAddr: "127.0.0.1:7020", Pools: []catalog.NodePool{{Name: "Default", Dir: "/srv/pool"}}}},
+				{Op: catalog.OpPutPolicy, PolicyPut: &catalog.PolicyPut{Policy: policy, Mode: catalog.PutCreate}},
 			} {
 				if _, err := srvs[old].orch.Apply(ctx, c); err != nil {
 					t.Fatal(err)

@@ -68,9 +68,6 @@ type Server struct {
 	// its goroutine, one per term (scheduling.go).
 	sched   *scheduler.Scheduler
 	schedWG sync.WaitGroup
-	// policies, set by tests before Start, stands in for the policies
-	// the catalog will store.
-	policies func() ([]catalog.Policy, error)
 	// afterRunStart, set by tests before Start, runs in the scheduler
 	// after each start of a run's job, before the run is marked
 	// dispatched.

@@ -49,9 +49,10 @@
 //     policy's priority and the run's scheduled time, by which the queue is
 //     served when a limit holds jobs back.
 //
-// A policy's clients are the names it lists; the labels it selects clients
-// by are not resolved yet (agents do not report labels), and a disabled
-// policy is not looked at.
+// A policy's clients are the names it lists and the clients whose agents
+// report every label it selects by (catalog.Policy.AppliesTo); a disabled
+// policy is not looked at, and the runs it would have had meanwhile are not
+// owed when it is enabled again (its change is where catch-up starts).
 //
 // Time comes only from the injected clock (internal/clock), so tests run
 // months of schedule in milliseconds on a clock.Fake.

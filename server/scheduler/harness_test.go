@@ -33,10 +33,9 @@ type world struct {
 	orch  *orchestrator.Orchestrator
 	sched *Scheduler
 
-	mu       sync.Mutex
-	index    uint64
-	policies []catalog.Policy
-	alerts   []alert.Event
+	mu     sync.Mutex
+	index  uint64
+	alerts []alert.Event
 }
 
 var testOrchestratorConfig = orchestrator.Config{LivenessTimeout: time.Minute, StallTimeout: time.Hour, QueueTimeout: 24 * time.Hour,
@@ -70,18 +69,23 @@ func newWorld(t testing.TB, start time.Time, clients ...string) *world {
 	return w
 }
 
+// setPolicies stores policies in the catalog, as 'cairn policy' does, at
+// the clock's time (their Created).
 func (w *world) setPolicies(ps ...catalog.Policy) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.policies = ps
+	w.t.Helper()
+	for _, p := range ps {
+		if p.Retention.All.Last == 0 {
+			p.Retention.All.Last = 30
+		}
+		if _, err := w.orch.Apply(context.Background(), &catalog.Command{Op: catalog.OpPutPolicy,
+			PolicyPut: &catalog.PolicyPut{Policy: p, Mode: catalog.PutCreate}}); err != nil {
+			w.t.Fatal(err)
+		}
+	}
 }
 
-// Policies.
-func (w *world) Policies() ([]catalog.Policy, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]catalog.Policy(nil), w.policies...), nil
-}
+// Policies: the catalog's.
+func (w *world) Policies() ([]catalog.Policy, error) { return w.store.Policies() }
 
 // Alerts.
 func (w *world) Send(e alert.Event) (bool, error) {

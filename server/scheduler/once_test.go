@@ -68,8 +68,9 @@ func (l *leader) JobLog(ctx context.Context, id uint64, level string, format str
 func TestRunHappensOnce(t *testing.T) {
 	at := time.Date(2026, 3, 1, 21, 0, 0, 0, time.UTC)
 	t.Run("two leaders at once", func(t *testing.T) {
-		w := newWorld(t, at, "web1")
+		w := newWorld(t, at.Add(-time.Minute), "web1")
 		w.setPolicies(daily)
+		w.clock.Advance(time.Minute)
 		a, b := w.newLeader(), w.newLeader()
 		var wg sync.WaitGroup
 		for _, l := range []*leader{a, b} {
@@ -88,8 +89,9 @@ func TestRunHappensOnce(t *testing.T) {
 		}
 	})
 	t.Run("dies after the record", func(t *testing.T) {
-		w := newWorld(t, at, "web1")
+		w := newWorld(t, at.Add(-time.Minute), "web1")
 		w.setPolicies(daily)
+		w.clock.Advance(time.Minute)
 		old := w.newLeader()
 		old.dieStart = true
 		if err := old.sched.Decide(context.Background()); err != nil {
@@ -107,8 +109,9 @@ func TestRunHappensOnce(t *testing.T) {
 		}
 	})
 	t.Run("dies across the dispatch", func(t *testing.T) {
-		w := newWorld(t, at, "web1")
+		w := newWorld(t, at.Add(-time.Minute), "web1")
 		w.setPolicies(daily)
+		w.clock.Advance(time.Minute)
 		old := w.newLeader()
 		old.dieBefore = catalog.OpUpdateRun
 		if err := old.sched.Decide(context.Background()); err != nil {

@@ -102,6 +102,7 @@ func (s *Scheduler) Decide(ctx context.Context) error {
 		return fmt.Errorf("read the policies: %w", err)
 	}
 	now := s.d.Clock.Now()
+	var clients []catalog.Client // read once, when a policy selects clients by label
 	var errs []error
 	for i := range policies {
 		p := &policies[i]
@@ -113,7 +114,21 @@ func (s *Scheduler) Decide(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		for _, client := range p.Clients {
+		names := p.Clients
+		if len(p.ClientLabels) > 0 {
+			if clients == nil {
+				if clients, err = s.d.Store.Clients(); err != nil {
+					return fmt.Errorf("read the clients: %w", err)
+				}
+			}
+			names = slices.Clone(names)
+			for _, c := range clients {
+				if !slices.Contains(names, c.Name) && p.AppliesTo(c.Name, c.Labels) {
+					names = append(names, c.Name)
+				}
+			}
+		}
+		for _, client := range names {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
