@@ -24,6 +24,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpVolumeList, wire.Typed(s.volumeList))
 	r.Handle(wire.OpVolumeShow, wire.Typed(s.volumeShow))
 	r.Handle(wire.OpJobList, wire.Typed(s.jobList))
+	r.Handle(wire.OpRunList, wire.Typed(s.runList))
 	r.Handle(wire.OpJobShow, wire.Typed(s.jobShow))
 	r.Handle(wire.OpJobCancel, wire.Typed(s.cancelJob))
 	r.Handle(wire.OpBackupStart, wire.Typed(s.startBackup))
@@ -260,6 +261,7 @@ func (s *Server) jobInfo(j *catalog.Job, withLog bool) wire.JobInfo {
 		StoredBytes: j.StoredBytes, Warnings: j.Warnings, Entries: j.Entries, Restored: j.Restored, Lost: j.Lost,
 		ErrorCode: j.ErrorCode, Error: j.Error,
 		Hint: wire.HintFor(j.ErrorCode), Waiting: j.Waiting, Attempt: j.Attempt, RequestID: j.RequestID,
+		Policy: j.Policy, Scheduled: j.Scheduled, Priority: j.Priority,
 	}
 	if c := j.Cancel; c != nil {
 		info.CanceledBy, info.CancelReason = c.By, c.Reason

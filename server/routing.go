@@ -29,6 +29,7 @@ var localOps = map[string]bool{
 	wire.OpPolicyShow:    true,
 	wire.OpPolicyList:    true,
 	wire.OpPolicyPreview: true,
+	wire.OpRunList:       true,
 }
 
 // needsLeader reports whether a request on subject must be answered by the leader.

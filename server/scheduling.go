@@ -59,3 +59,42 @@ func (a alertSink) Send(e alert.Event) (bool, error) {
 	}
 	return a.s.alerts.Send(e)
 }
+
+// runList answers run.list from this member's catalog.
+func (s *Server) runList(_ context.Context, _ string, req wire.RunListReq) (wire.RunListResp, error) {
+	if req.Client != "" && req.Policy == "" {
+		return wire.RunListResp{}, wire.Errorf(wire.CodeInvalidArgument, "pass --policy NAME with --client", "runs are listed by policy, then client")
+	}
+	if req.Policy != "" {
+		if _, err := s.store.Policy(req.Policy); err != nil {
+			return wire.RunListResp{}, wire.Errorf(wire.CodeNotFound, "list policies with 'cairn policy list'", "policy %q does not exist", req.Policy)
+		}
+	}
+	limit := req.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	f := catalog.RunFilter{Policy: req.Policy, Client: req.Client, Limit: min(limit, listPageLimit) + 1}
+	for _, st := range req.States {
+		f.States = append(f.States, catalog.RunState(st))
+	}
+	runs, err := s.store.Runs(f)
+	if err != nil {
+		return wire.RunListResp{}, err
+	}
+	resp := wire.RunListResp{Runs: []wire.RunInfo{}}
+	if len(runs) > f.Limit-1 {
+		runs, resp.More = runs[:f.Limit-1], true
+	}
+	for _, r := range runs {
+		info := wire.RunInfo{Policy: r.Policy, Client: r.Client, Scheduled: r.Scheduled, Asked: string(r.Asked), Level: string(r.Level),
+			Promotion: r.Promotion, State: string(r.State), Reason: r.Reason, JobID: r.JobID, Recorded: r.Recorded}
+		if r.JobID != 0 {
+			if j, err := s.store.Job(r.JobID); err == nil {
+				info.JobState = string(j.State)
+			}
+		}
+		resp.Runs = append(resp.Runs, info)
+	}
+	return resp, nil
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/internal/clock"
 	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // TestScheduledRunHappensOnceAcrossLeaders: a group of three on real Raft
@@ -117,4 +118,36 @@ func TestScheduledRunHappensOnceAcrossLeaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// run.list answers the runs of a policy, newest first, with their jobs'
+// states, and refuses a policy that does not exist or a client without
+// its policy.
+func TestRunList(t *testing.T) {
+	h := newHarness(t)
+	h.setup()
+	at := time.Date(2026, 3, 2, 21, 0, 0, 0, time.UTC)
+	for _, c := range []*catalog.Command{
+		{Op: catalog.OpPutPolicy, PolicyPut: &catalog.PolicyPut{Mode: catalog.PutCreate, Policy: catalog.Policy{Name: "nightly", Clients: []string{"web"},
+			Paths: []string{"/srv"}, Pool: "Default", Schedule: "daily 21:00", Retention: catalog.PolicyRetention{All: catalog.KeepRules{Last: 7}}}}},
+		{Op: catalog.OpRecordRuns, Runs: &catalog.RunsRecord{Runs: []catalog.Run{
+			{Policy: "nightly", Client: "web", Scheduled: at.Add(-24 * time.Hour), State: catalog.RunMissed, Reason: "down"},
+			{Policy: "nightly", Client: "web", Scheduled: at, Asked: catalog.LevelIncremental, Level: catalog.LevelFull, State: catalog.RunSkipped, Reason: "busy"},
+		}}},
+	} {
+		if _, err := h.srv.orch.Apply(h.ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var resp wire.RunListResp
+	h.must(h.api(wire.OpRunList, wire.RunListReq{Policy: "nightly", Client: "web"}, &resp))
+	if len(resp.Runs) != 2 || resp.Runs[0].State != "skipped" || resp.Runs[0].Reason != "busy" || resp.Runs[1].State != "missed" || resp.More {
+		t.Fatalf("runs %+v", resp)
+	}
+	h.must(h.api(wire.OpRunList, wire.RunListReq{Limit: 1}, &resp))
+	if len(resp.Runs) != 1 || !resp.More || !resp.Runs[0].Scheduled.Equal(at) {
+		t.Fatalf("one run: %+v", resp)
+	}
+	wantCode(t, h.api(wire.OpRunList, wire.RunListReq{Policy: "weekly"}, &resp), wire.CodeNotFound)
+	wantCode(t, h.api(wire.OpRunList, wire.RunListReq{Client: "web"}, &resp), wire.CodeInvalidArgument)
 }

@@ -479,6 +479,12 @@ type JobInfo struct {
 	Waiting   string `json:"waiting,omitempty"`
 	Attempt   int    `json:"attempt,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// Policy, Scheduled and Priority are a scheduled run's job's: its
+	// policy, the run's time and the policy's priority, by which the
+	// queue is served.
+	Policy    string    `json:"policy,omitempty"`
+	Scheduled time.Time `json:"scheduled,omitzero"`
+	Priority  int       `json:"priority,omitempty"`
 	// CanceledBy and CancelReason are set once a cancel was asked: the job
 	// is canceled, or will be when the leader has stopped it.
 	CanceledBy   string   `json:"canceled_by,omitempty"`

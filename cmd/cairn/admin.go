@@ -264,14 +264,22 @@ func newJobCmd(g *globals) *cobra.Command {
 	var client, requestID string
 	var states []string
 	var limit int
+	var queued bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List jobs, newest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if queued {
+				if len(states) > 0 {
+					return &usageError{fmt.Errorf("--queued lists the queued jobs: leave --state out")}
+				}
+				return runJobQueue(cmd.Context(), g, wire.JobListReq{Client: client, Limit: limit, RequestID: requestID})
+			}
 			return runJobList(cmd.Context(), g, wire.JobListReq{Client: client, States: states, Limit: limit, RequestID: requestID})
 		},
 	}
+	list.Flags().BoolVar(&queued, "queued", false, "the queued jobs in the order they will run, and what each waits for")
 	list.Flags().StringVar(&client, "client", "", "only jobs of this client")
 	list.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (pending, queued, running, success, warning, failed, canceled, void)")
 	list.Flags().StringVar(&requestID, "request-id", "", "only the job the start with this request id made")
@@ -288,7 +296,7 @@ func newJobCmd(g *globals) *cobra.Command {
 			return runJobShow(cmd.Context(), g, id)
 		},
 	}
-	c.AddCommand(list, show, newJobCancelCmd(g))
+	c.AddCommand(list, show, newJobCancelCmd(g), newJobRunsCmd(g))
 	return c
 }
 
