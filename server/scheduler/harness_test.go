@@ -43,11 +43,19 @@ var testOrchestratorConfig = orchestrator.Config{LivenessTimeout: time.Minute, S
 
 func newWorld(t testing.TB, start time.Time, clients ...string) *world {
 	t.Helper()
-	store, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+	w := newWorldIn(t, t.TempDir(), start, clients...)
+	t.Cleanup(func() { w.store.Close() })
+	return w
+}
+
+// newWorldIn is newWorld with its catalog in dir, which the caller
+// closes (w.store).
+func newWorldIn(t testing.TB, dir string, start time.Time, clients ...string) *world {
+	t.Helper()
+	store, err := catalog.Open(filepath.Join(dir, "catalog.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
 	w := &world{t: t, store: store, clock: clock.NewFake(start)}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w.orch = orchestrator.New(testOrchestratorConfig, orchestrator.Deps{Store: store, Raft: w, Member: w, Roles: w, Liveness: w, Clock: w.clock, Log: log})
