@@ -117,8 +117,10 @@ type Config struct {
 
 	// MaxJobsPerClient is how many backups run at once on one client; a
 	// backup past it waits in the queue ("client web1 runs job 41"). 0 is
-	// no limit. Restores are never held back by it, nor by the limits
-	// below, but they count.
+	// no limit, the default: a policy's runs never overlap on a client
+	// anyway (the scheduler skips a run while the previous one goes on);
+	// 1 is Bacula's default, one job per client. Restores are never held
+	// back by it, nor by the limits below, but they count.
 	MaxJobsPerClient int `json:"max_jobs_per_client"`
 	// MaxJobsPerNode is how many jobs one storage node runs at once; a
 	// backup goes to another node of its pool, or waits. 0 is no limit.
@@ -212,7 +214,6 @@ func DefaultConfig() Config {
 		CatalogFloorBytes:   64 << 20,
 		StartConfirmTimeout: 2 * time.Minute,
 		RequestIDTTL:        7 * 24 * time.Hour,
-		MaxJobsPerClient:    1,
 		ScheduleTick:        30 * time.Second,
 	}
 }

@@ -103,9 +103,6 @@ func startHarness(t *testing.T, ncfg natsd.Config, fake *clock.Fake, tune ...fun
 	cfg.RaftAddr = "127.0.0.1:0" // Raft advertises the port it bound
 	cfg.LivenessTimeout = 2 * time.Second
 	cfg.StallTimeout = time.Minute
-	// These tests run several jobs of one client at once; the limits
-	// have their own (TestQueueOrderAndReasons).
-	cfg.MaxJobsPerClient = 0
 	for _, f := range tune {
 		f(&cfg)
 	}
