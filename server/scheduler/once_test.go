@@ -222,3 +222,26 @@ func TestStalePlanIsRefused(t *testing.T) {
 		t.Fatalf("runs:\n%s%d jobs; want:\n%s1 job", got, w.jobCount(), want)
 	}
 }
+
+// TestLabelledClientsAreScheduled: a policy that selects clients by label
+// runs for every client whose agent reports its labels, and for none
+// other.
+func TestLabelledClientsAreScheduled(t *testing.T) {
+	w := newWorld(t, daily.Created, "web1")
+	for _, c := range []*catalog.Client{{Name: "db1", Labels: map[string]string{"role": "db"}}, {Name: "db2", Labels: map[string]string{"role": "db"}}} {
+		if _, err := w.orch.Apply(context.Background(), &catalog.Command{Op: catalog.OpRegisterClient, Client: c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := daily
+	p.Name, p.Clients, p.ClientLabels = "databases", nil, map[string]string{"role": "db"}
+	w.setPolicies(p)
+	w.clock.Advance(9 * time.Hour)
+	if err := w.sched.Decide(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := w.runs("databases")
+	if !strings.Contains(got, "db1 incremental->full dispatched") || !strings.Contains(got, "db2 incremental->full dispatched") || strings.Contains(got, "web1") {
+		t.Fatalf("runs:\n%s", got)
+	}
+}
