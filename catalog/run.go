@@ -241,7 +241,7 @@ func (s *Store) LastRun(policy, client string) (*Run, error) {
 // RunFilter selects runs; empty fields match everything.
 type RunFilter struct {
 	Policy string
-	Client string // only with Policy
+	Client string
 	States []RunState
 	// Limit caps the number of runs returned, 0 for no cap.
 	Limit int
@@ -270,7 +270,7 @@ func (s *Store) Runs(f RunFilter) ([]Run, error) {
 			if err := jsonUnmarshal(bRuns, k, b.Get(k), &r); err != nil {
 				return false, err
 			}
-			if len(f.States) == 0 || slices.Contains(f.States, r.State) {
+			if (f.Client == "" || r.Client == f.Client) && (len(f.States) == 0 || slices.Contains(f.States, r.State)) {
 				out = append(out, r)
 			}
 			return !ordered || f.Limit <= 0 || len(out) < f.Limit, nil
@@ -290,13 +290,21 @@ func (s *Store) Runs(f RunFilter) ([]Run, error) {
 // start times of its last complete full and of the last complete
 // differential after it (zero when there is none). It reads the client's
 // backups newest first and stops at the first full of the file set, so its
-// cost is the length of the chain, not of the client's history.
+// cost is the length of the chain, not of the client's history; and it
+// decodes only the four fields it looks at, which a scheduler tick does for
+// every client whose run is due.
 func (s *Store) ChainOf(client, fileSet string) (schedule.Chain, error) {
 	var ch schedule.Chain
 	err := s.view(func(tx *bbolt.Tx) error {
-		return eachClientBackup(tx, client, func(b *Backup) bool {
+		backups := tx.Bucket(bBackups)
+		return reverse(tx.Bucket(bBackupsByClient), append([]byte(client), 0), func(k []byte) (bool, error) {
+			id := k[len(k)-8:]
+			var b chainLink
+			if err := jsonUnmarshal(bBackups, id, backups.Get(id), &b); err != nil {
+				return false, err
+			}
 			if b.State != BackupComplete || b.FileSet != fileSet {
-				return true
+				return true, nil
 			}
 			switch b.Level {
 			case LevelDifferential:
@@ -305,10 +313,18 @@ func (s *Store) ChainOf(client, fileSet string) (schedule.Chain, error) {
 				}
 			case LevelFull:
 				ch.LastFull = b.StartTime
-				return false
+				return false, nil
 			}
-			return true
+			return true, nil
 		})
 	})
 	return ch, err
+}
+
+// chainLink is the part of a Backup that ChainOf reads.
+type chainLink struct {
+	FileSet   string      `json:"file_set"`
+	Level     Level       `json:"level"`
+	StartTime time.Time   `json:"start_time"`
+	State     BackupState `json:"state"`
 }

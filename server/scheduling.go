@@ -62,8 +62,10 @@ func (a alertSink) Send(e alert.Event) (bool, error) {
 
 // runList answers run.list from this member's catalog.
 func (s *Server) runList(_ context.Context, _ string, req wire.RunListReq) (wire.RunListResp, error) {
-	if req.Client != "" && req.Policy == "" {
-		return wire.RunListResp{}, wire.Errorf(wire.CodeInvalidArgument, "pass --policy NAME with --client", "runs are listed by policy, then client")
+	if req.Client != "" {
+		if _, err := s.store.Client(req.Client); err != nil {
+			return wire.RunListResp{}, wire.Errorf(wire.CodeUnknownClient, "list clients with 'cairn client list'", "client %q is not known", req.Client)
+		}
 	}
 	if req.Policy != "" {
 		if _, err := s.store.Policy(req.Policy); err != nil {

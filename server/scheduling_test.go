@@ -121,8 +121,7 @@ func TestScheduledRunHappensOnceAcrossLeaders(t *testing.T) {
 }
 
 // run.list answers the runs of a policy, newest first, with their jobs'
-// states, and refuses a policy that does not exist or a client without
-// its policy.
+// states, and refuses a policy or a client that does not exist.
 func TestRunList(t *testing.T) {
 	h := newHarness(t)
 	h.setup()
@@ -149,5 +148,9 @@ func TestRunList(t *testing.T) {
 		t.Fatalf("one run: %+v", resp)
 	}
 	wantCode(t, h.api(wire.OpRunList, wire.RunListReq{Policy: "weekly"}, &resp), wire.CodeNotFound)
-	wantCode(t, h.api(wire.OpRunList, wire.RunListReq{Client: "web"}, &resp), wire.CodeInvalidArgument)
+	wantCode(t, h.api(wire.OpRunList, wire.RunListReq{Client: "nosuch"}, &resp), wire.CodeUnknownClient)
+	h.must(h.api(wire.OpRunList, wire.RunListReq{Client: "web", States: []string{"missed"}}, &resp))
+	if len(resp.Runs) != 1 || resp.Runs[0].Reason != "down" {
+		t.Fatalf("missed runs of client web: %+v", resp)
+	}
 }

@@ -10,7 +10,7 @@ const OpRunList = "run.list"
 // RunListReq filters run.list; empty fields match everything.
 type RunListReq struct {
 	Policy string   `json:"policy,omitempty"`
-	Client string   `json:"client,omitempty"` // only with Policy
+	Client string   `json:"client,omitempty"`
 	States []string `json:"states,omitempty"`
 	Limit  int      `json:"limit,omitempty"`
 }

@@ -264,12 +264,18 @@ func newJobCmd(g *globals) *cobra.Command {
 	var client, requestID string
 	var states []string
 	var limit int
-	var queued bool
+	var queued, runs bool
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List jobs, newest first",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runs {
+				if queued || requestID != "" {
+					return &usageError{fmt.Errorf("--runs lists the scheduled runs: leave --queued and --request-id out")}
+				}
+				return runJobRuns(cmd.Context(), g, wire.RunListReq{Client: client, States: states, Limit: limit})
+			}
 			if queued {
 				if len(states) > 0 {
 					return &usageError{fmt.Errorf("--queued lists the queued jobs: leave --state out")}
@@ -280,6 +286,7 @@ func newJobCmd(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().BoolVar(&queued, "queued", false, "the queued jobs in the order they will run, and what each waits for")
+	list.Flags().BoolVar(&runs, "runs", false, "the policies' scheduled runs instead, skipped and missed ones too, with why ('cairn job runs')")
 	list.Flags().StringVar(&client, "client", "", "only jobs of this client")
 	list.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states (pending, queued, running, success, warning, failed, canceled, void)")
 	list.Flags().StringVar(&requestID, "request-id", "", "only the job the start with this request id made")

@@ -28,7 +28,7 @@ func newJobRunsCmd(g *globals) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&req.Policy, "policy", "", "only the runs of this policy")
-	f.StringVar(&req.Client, "client", "", "only the runs for this client (with --policy)")
+	f.StringVar(&req.Client, "client", "", "only the runs for this client")
 	f.StringSliceVar(&req.States, "state", nil, "only runs in these states (starting, dispatched, skipped, missed, failed)")
 	f.IntVar(&req.Limit, "limit", 50, "at most this many runs")
 	return c

@@ -82,4 +82,7 @@ func TestJobQueueAndRuns(t *testing.T) {
 		t.Fatalf("job runs: exit %d\n%s%s", code, out, stderr)
 	}
 	t.Logf("job runs:\n%s", out)
+	if code, out2, stderr := cli(ctx, "--nats", ns.URL(), "job", "list", "--runs"); code != 0 || out2 != out {
+		t.Fatalf("job list --runs: exit %d, %q, %q; want what job runs printed", code, out2, stderr)
+	}
 }
