@@ -123,21 +123,33 @@ func queueOrder(jobs []catalog.Job) {
 	})
 }
 
-// queuedAhead counts the queued backups the queue serves before job.
+// queuedAhead counts the queued backups the queue serves before job that
+// a limit could make it wait behind: of the same client, of the same pool,
+// or any when the storage nodes have a limit. With no limit, none is.
 func (o *Orchestrator) queuedAhead(job *catalog.Job) int {
 	if job.Type != catalog.JobBackup {
 		return 0
+	}
+	lim := o.cfg.Limits
+	sharesLimit := func(j *catalog.Job) bool {
+		switch {
+		case lim.PerNode > 0:
+			return true
+		case lim.PerClient > 0 && j.Client == job.Client:
+			return true
+		case j.Pool == job.Pool && (lim.PerPool[j.Pool] > 0 || o.libraryOf(j.Pool) != ""):
+			return true
+		}
+		return false
 	}
 	queued, err := o.store.Jobs(catalog.JobFilter{Type: catalog.JobBackup, States: []catalog.JobState{catalog.JobQueued}})
 	if err != nil {
 		return 0
 	}
-	queued = append(queued, *job)
-	queueOrder(queued)
-	for i := range queued {
-		if queued[i].ID == job.ID {
-			return i
-		}
+	queued = slices.DeleteFunc(queued, func(j catalog.Job) bool { return j.ID != job.ID && !sharesLimit(&j) })
+	if !slices.ContainsFunc(queued, func(j catalog.Job) bool { return j.ID == job.ID }) {
+		queued = append(queued, *job)
 	}
-	return 0
+	queueOrder(queued)
+	return slices.IndexFunc(queued, func(j catalog.Job) bool { return j.ID == job.ID })
 }

@@ -30,6 +30,23 @@ import (
 // client's chain (since its last full) and with the depth of the B-trees,
 // not with other clients' backups, so a few clients with the whole history
 // measure the decision, and 10,000 clients with their runs measure a tick.
+//
+// Measured on this project's 2-core machine, shared with other work (so the
+// same code varied up to 2x between runs), catalog on tmpfs, no Raft; two
+// runs of ChainOf decoding whole backups (before) and two decoding only the
+// four fields it reads (after), alternating, -benchtime 300x:
+//
+//	                                 before         after
+//	Decision/monthly_full        609, 272 µs    434, 252 µs   (chain of about 30 backups)
+//	Decision/five_year_chain   124, 28.4 ms   25.8, 18.7 ms   (1826 backups since the full)
+//	Decision/no_history          14, 8.7 µs      16, 13 µs
+//	Tick (10,000 clients)       226, 130 ms    125, 148 ms    (13-23 µs a client)
+//	RecordRun                   152, 51 µs      60, 67 µs
+//	catalog                        32 MiB, built in 1.5-2.5 minutes
+//
+// A tick with nothing due costs a seek and a decode per client; a decision
+// for a due run adds the chain, whose cost grows with the backups since the
+// last full (the policy's MaxFullAge bounds it), not with history.
 const (
 	benchClients  = 10000
 	benchPolicies = benchClients / 100
