@@ -36,7 +36,11 @@ func TestRPOBreachIsShownAndAlertedOnceEachWay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err := h.srv.apply(ctx, &catalog.Command{Op: catalog.OpPutPolicy, PolicyPut: &catalog.PolicyPut{Mode: catalog.PutCreate, Policy: catalog.Policy{
-		Name: "nightly", Clients: []string{"web"}, Paths: []string{"/srv"}, Schedule: "daily 02:00 incremental",
+		// The leader's scheduler runs the policy: a schedule that falls
+		// due only on a 29 February keeps its runs out of this test, which
+		// makes its backups itself (and a missed run's alert, should the
+		// test run then, is not what it waits for).
+		Name: "nightly", Clients: []string{"web"}, Paths: []string{"/srv"}, Schedule: "Feb 29 day 02:00 incremental",
 		Pool: "Default", RPO: 26 * time.Hour, Retention: catalog.PolicyRetention{All: catalog.KeepRules{Last: 7}},
 	}}})
 	h.must(err)
@@ -56,25 +60,36 @@ func TestRPOBreachIsShownAndAlertedOnceEachWay(t *testing.T) {
 	}
 	noAlert := func() {
 		t.Helper()
-		select {
-		case e := <-alerts:
-			t.Fatalf("unexpected alert %+v", e)
-		default:
+		for {
+			select {
+			case e := <-alerts:
+				if e.Kind == alert.MissedRun {
+					continue
+				}
+				t.Fatalf("unexpected alert %+v", e)
+			default:
+				return
+			}
 		}
 	}
 	waitAlert := func(kind alert.Kind) alert.Event {
 		t.Helper()
-		select {
-		case e := <-alerts:
-			if e.Kind != kind || e.Client != "web" || e.Policy != "nightly" {
-				t.Fatalf("alert %+v, want %s of web under nightly", e, kind)
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case e := <-alerts:
+				if e.Kind == alert.MissedRun {
+					continue
+				}
+				if e.Kind != kind || e.Client != "web" || e.Policy != "nightly" {
+					t.Fatalf("alert %+v, want %s of web under nightly", e, kind)
+				}
+				t.Logf("alert: %s", e.Summary)
+				return e
+			case <-deadline:
+				t.Fatalf("no %s alert", kind)
 			}
-			t.Logf("alert: %s", e.Summary)
-			return e
-		case <-time.After(20 * time.Second):
-			t.Fatalf("no %s alert", kind)
 		}
-		return alert.Event{}
 	}
 
 	if st := status(); st.RPOTargets != 1 || len(st.RPOBreaches) != 0 {
