@@ -127,9 +127,15 @@ type Config struct {
 	MaxJobsPerNode int `json:"max_jobs_per_node,omitempty"`
 	// PoolJobLimits caps the backups running at once into some pools
 	// ([{"pool": "Offsite", "max_jobs": 2}]); a pool not named has no
-	// limit. A tape pool runs at most as many as its library has drives,
-	// one a drive, whatever it says.
+	// limit.
 	PoolJobLimits []PoolJobLimit `json:"pool_job_limits,omitempty" config:"fileonly"`
+	// MaxJobsPerDrive, when not 0, holds a tape pool's backups past that
+	// many a drive of its library in the queue, in priority order ("pool
+	// Tape: 2 of 2 drives busy"). 0, the default, leaves it to the storage
+	// node, where a drive writes one session at a time and a backup that
+	// finds every drive busy runs waiting for one (a spooled backup spools
+	// meanwhile, which a limit here would forbid).
+	MaxJobsPerDrive int `json:"max_jobs_per_drive,omitempty"`
 	// ScheduleTick is how often the leader's scheduler looks for runs that
 	// fell due; a run starts at most this late. Keep it well under the
 	// policies' catch-up windows.
@@ -281,6 +287,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxJobsPerNode < 0 {
 		bad("max_jobs_per_node", "job limit per storage node %d is negative: use 0 (no limit) or more", c.MaxJobsPerNode)
+	}
+	if c.MaxJobsPerDrive < 0 {
+		bad("max_jobs_per_drive", "job limit per drive %d is negative: use 0 (left to the storage node) or more", c.MaxJobsPerDrive)
 	}
 	for _, l := range c.PoolJobLimits {
 		if l.Pool == "" || l.MaxJobs < 0 {

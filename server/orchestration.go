@@ -48,7 +48,8 @@ func (s *Server) newOrchestrator() *orchestrator.Orchestrator {
 	return orchestrator.New(orchestrator.Config{
 		LivenessTimeout: s.cfg.LivenessTimeout, StallTimeout: s.cfg.StallTimeout, QueueTimeout: s.cfg.QueueTimeout,
 		StartConfirmTimeout: s.cfg.StartConfirmTimeout, RequestIDTTL: s.cfg.RequestIDTTL, DefaultPool: s.cfg.DefaultPool,
-		Limits: orchestrator.Limits{PerClient: s.cfg.MaxJobsPerClient, PerNode: s.cfg.MaxJobsPerNode, PerPool: poolJobLimits(s.cfg.PoolJobLimits)},
+		Limits: orchestrator.Limits{PerClient: s.cfg.MaxJobsPerClient, PerNode: s.cfg.MaxJobsPerNode, PerPool: poolJobLimits(s.cfg.PoolJobLimits),
+			PerDrive: s.cfg.MaxJobsPerDrive},
 	}, orchestrator.Deps{
 		Store: s.store, Raft: s.raft, Member: member{s}, Roles: roles{s}, Liveness: heartbeats{s},
 		// Read through s, so a test that swaps the server's clock before

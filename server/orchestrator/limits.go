@@ -86,9 +86,14 @@ func (o *Orchestrator) limited(ld *load, j *catalog.Job) string {
 	if n := lim.PerPool[j.Pool]; n > 0 && ld.pool[j.Pool] >= n {
 		return fmt.Sprintf("pool %s: %d of %d jobs running (the pool's limit)", j.Pool, ld.pool[j.Pool], n)
 	}
-	if lib := o.libraryOf(j.Pool); lib != "" {
-		if d := ld.drives[lib]; d > 0 && ld.library[lib] >= d {
-			return fmt.Sprintf("pool %s: %d of %d drives busy", j.Pool, ld.library[lib], d)
+	if lim.PerDrive > 0 {
+		if lib := o.libraryOf(j.Pool); lib != "" {
+			if d := ld.drives[lib]; d > 0 && ld.library[lib] >= d*lim.PerDrive {
+				if lim.PerDrive == 1 {
+					return fmt.Sprintf("pool %s: %d of %d drives busy", j.Pool, ld.library[lib], d)
+				}
+				return fmt.Sprintf("pool %s: %d jobs on %d drives, %d a drive", j.Pool, ld.library[lib], d, lim.PerDrive)
+			}
 		}
 	}
 	return ""
@@ -137,7 +142,7 @@ func (o *Orchestrator) queuedAhead(job *catalog.Job) int {
 			return true
 		case lim.PerClient > 0 && j.Client == job.Client:
 			return true
-		case j.Pool == job.Pool && (lim.PerPool[j.Pool] > 0 || o.libraryOf(j.Pool) != ""):
+		case j.Pool == job.Pool && (lim.PerPool[j.Pool] > 0 || (lim.PerDrive > 0 && o.libraryOf(j.Pool) != "")):
 			return true
 		}
 		return false

@@ -77,8 +77,9 @@ func TestQueueOrderAndReasons(t *testing.T) {
 	w.o.Fail(ctx, a, wire.Errorf(wire.CodeIO, "", "done"))
 	w.o.Fail(ctx, b, wire.Errorf(wire.CodeIO, "", "done"))
 
-	// Two drives in the library of pool Tape: the third backup waits.
-	w.o.cfg.Limits = Limits{}
+	// Two drives in the library of pool Tape, one job a drive: the third
+	// backup waits.
+	w.o.cfg.Limits = Limits{PerDrive: 1}
 	for _, c := range []*catalog.Command{
 		{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1", DataAddr: "127.0.0.1:7020",
 			Pools:     []catalog.NodePool{{Name: "Default", Dir: "/srv/pool"}},

@@ -31,13 +31,18 @@ type Config struct {
 // first), then by scheduled time (a job started by hand: its creation),
 // then by id. Zero is no limit. Restores are counted but never held back:
 // an administrator who needs data back should not wait for the night's
-// backups. Per drive the limit is one job: a tape pool runs at most as many
-// jobs as its library has drives.
+// backups.
 type Limits struct {
 	PerClient int
 	PerNode   int
 	// PerPool holds a limit for some pools, by name.
 	PerPool map[string]int
+	// PerDrive, when not 0, holds a tape pool's backups past that many a
+	// drive of its library in the queue. At 0 the storage node's own
+	// rule stands: a drive writes one session at a time, and a backup
+	// that finds them all busy runs "waiting for a drive" there (which a
+	// spooled backup does while it spools).
+	PerDrive int
 }
 
 // Raft is the replicated log the catalog changes go through
