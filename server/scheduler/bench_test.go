@@ -82,6 +82,19 @@ func benchDir(b *testing.B) string {
 	return d
 }
 
+// TestMain removes the benchmarks' catalog, built once for all of them,
+// when they are done: on tmpfs it would hold memory until a reboot.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if w := benchWorld.w; w != nil {
+		w.store.Close()
+	}
+	if benchWorld.dir != "" {
+		os.RemoveAll(benchWorld.dir)
+	}
+	os.Exit(code)
+}
+
 func benchPolicy(i int) catalog.Policy {
 	p := catalog.Policy{Name: fmt.Sprintf("p%03d", i), Paths: []string{"/srv"}, Pool: "Default", TimeZone: "UTC",
 		Schedule: "Sun 1st 02:00 full\nMon-Sat 21:00 incremental", MaxFullAge: 40 * 24 * time.Hour,
