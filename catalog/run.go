@@ -100,6 +100,11 @@ func RunRequestID(k RunKey) string {
 // dies half-way leaves either all of them or none for the next.
 type RunsRecord struct {
 	Runs []Run `json:"runs"`
+	// ForgetBefore, when set, drops the runs of the same policies and
+	// clients scheduled before it, but the newest of each (the one the
+	// scheduler reads): the run history is kept for a while, not for
+	// ever, at the cost of a few deletes per record.
+	ForgetBefore time.Time `json:"forget_before,omitzero"`
 }
 
 // RunUpdate moves a starting run on: to dispatched with its job, or to
@@ -164,6 +169,44 @@ func (a *applier) recordRuns(rec *RunsRecord) error {
 		r.JobID = 0
 		r.Recorded, r.Updated = a.now, a.now
 		if err := putJSON(a.tx, bRuns, k, &r); err != nil {
+			return err
+		}
+	}
+	if rec.ForgetBefore.IsZero() {
+		return nil
+	}
+	done := map[string]bool{}
+	for _, r := range rec.Runs {
+		prefix := runPrefix(r.Policy, r.Client)
+		if done[string(prefix)] {
+			continue
+		}
+		done[string(prefix)] = true
+		if err := forgetRuns(b, prefix, runKey(r.Policy, r.Client, rec.ForgetBefore)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forgetRuns deletes the keys of prefix below end, but the newest key of
+// prefix.
+func forgetRuns(b *bbolt.Bucket, prefix, end []byte) error {
+	var old [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && bytes.Compare(k, end) < 0; k, _ = c.Next() {
+		old = append(old, bytes.Clone(k))
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	if k, _ := c.Seek(old[len(old)-1]); k != nil {
+		if next, _ := c.Next(); next == nil || !bytes.HasPrefix(next, prefix) {
+			old = old[:len(old)-1] // the newest run: kept
+		}
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
 			return err
 		}
 	}

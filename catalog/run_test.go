@@ -87,3 +87,37 @@ func TestChainOfStopsAtTheFull(t *testing.T) {
 		t.Fatalf("chain of another file set: %+v, %v", ch, err)
 	}
 }
+
+// TestRunsAreForgotten: a record that says so drops the runs of its
+// policies and clients scheduled before a time, and never the newest of
+// each, nor another client's.
+func TestRunsAreForgotten(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	at := time.Date(2026, 3, 1, 21, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	rec := func(client string, when time.Time, forget time.Time) {
+		t.Helper()
+		c.must(&Command{Op: OpRecordRuns, Runs: &RunsRecord{ForgetBefore: forget, Runs: []Run{
+			{Policy: "nightly", Client: client, Scheduled: when, State: RunSkipped, Reason: "test"}}}})
+	}
+	for i := range 5 {
+		rec("web1", at.Add(time.Duration(i)*day), time.Time{})
+		rec("web2", at.Add(time.Duration(i)*day), time.Time{})
+	}
+	// Keep three days: the runs of web1 before day 3 go, web2's stay.
+	rec("web1", at.Add(5*day), at.Add(3*day))
+	runs, err := c.s.Runs(RunFilter{Policy: "nightly", Client: "web1"})
+	if err != nil || len(runs) != 3 || !runs[2].Scheduled.Equal(at.Add(3*day)) {
+		t.Fatalf("web1's runs after forgetting: %+v, %v", runs, err)
+	}
+	if runs, _ := c.s.Runs(RunFilter{Policy: "nightly", Client: "web2"}); len(runs) != 5 {
+		t.Fatalf("web2's runs: %d", len(runs))
+	}
+	// A record older than the cutoff (a long downtime) keeps the newest.
+	rec("web2", at.Add(5*day), at.Add(30*day))
+	runs, err = c.s.Runs(RunFilter{Policy: "nightly", Client: "web2"})
+	if err != nil || len(runs) != 1 || !runs[0].Scheduled.Equal(at.Add(5*day)) {
+		t.Fatalf("web2's runs after forgetting them all: %+v, %v", runs, err)
+	}
+}

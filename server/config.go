@@ -140,6 +140,11 @@ type Config struct {
 	// fell due; a run starts at most this late. Keep it well under the
 	// policies' catch-up windows.
 	ScheduleTick time.Duration `json:"schedule_tick"`
+	// RunHistory is how long the catalog keeps the policies' runs ('cairn
+	// job runs'); the newest run of each policy and client is kept
+	// whatever its age, since the scheduler starts from it. 0 keeps them
+	// all (about 250 bytes a run).
+	RunHistory time.Duration `json:"run_history"`
 }
 
 // PoolJobLimit caps the backups running at once into one pool.
@@ -221,6 +226,7 @@ func DefaultConfig() Config {
 		StartConfirmTimeout: 2 * time.Minute,
 		RequestIDTTL:        7 * 24 * time.Hour,
 		ScheduleTick:        30 * time.Second,
+		RunHistory:          90 * 24 * time.Hour,
 	}
 }
 
@@ -287,6 +293,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxJobsPerNode < 0 {
 		bad("max_jobs_per_node", "job limit per storage node %d is negative: use 0 (no limit) or more", c.MaxJobsPerNode)
+	}
+	if c.RunHistory < 0 {
+		bad("run_history", "run history %s is negative: use 0 (keep every run) or more", c.RunHistory)
 	}
 	if c.MaxJobsPerDrive < 0 {
 		bad("max_jobs_per_drive", "job limit per drive %d is negative: use 0 (left to the storage node) or more", c.MaxJobsPerDrive)

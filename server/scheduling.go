@@ -17,7 +17,7 @@ import (
 // waits for it before Raft and the catalog close.
 
 func (s *Server) newScheduler() *scheduler.Scheduler {
-	return scheduler.New(scheduler.Config{Tick: s.cfg.ScheduleTick}, scheduler.Deps{
+	return scheduler.New(scheduler.Config{Tick: s.cfg.ScheduleTick, RunHistory: s.cfg.RunHistory}, scheduler.Deps{
 		Store: s.store, Policies: policySource{s}, Raft: s.orch, Jobs: schedulerJobs{s}, Alerts: alertSink{s},
 		Clock: serverClock{s}, Log: s.log.With("component", "scheduler"),
 	})

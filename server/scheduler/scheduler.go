@@ -43,6 +43,10 @@ type Alerts interface {
 type Config struct {
 	// Tick is how often Run looks for runs that fell due.
 	Tick time.Duration
+	// RunHistory is how long the runs are kept in the catalog ('cairn job
+	// runs'): each record of a client's runs drops that client's runs
+	// older than this, but the newest. Zero keeps them all.
+	RunHistory time.Duration
 }
 
 // Deps are the scheduler's collaborators.
@@ -260,7 +264,11 @@ func (s *Scheduler) carryOut(ctx context.Context, p *catalog.Policy, plan Plan, 
 		return nil
 	}
 	client := plan.Record[0].Client
-	res, err := s.d.Raft.Propose(ctx, &catalog.Command{Op: catalog.OpRecordRuns, Runs: &catalog.RunsRecord{Runs: plan.Record}})
+	rec := &catalog.RunsRecord{Runs: plan.Record}
+	if s.cfg.RunHistory > 0 {
+		rec.ForgetBefore = now.Add(-s.cfg.RunHistory)
+	}
+	res, err := s.d.Raft.Propose(ctx, &catalog.Command{Op: catalog.OpRecordRuns, Runs: rec})
 	if err != nil {
 		return fmt.Errorf("record runs: %w", err)
 	}

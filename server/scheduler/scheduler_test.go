@@ -125,3 +125,26 @@ Sun 03-29 02:00 web1 differential dispatched job 26
 Mon 03-30 21:00 web1 incremental dispatched job 27
 Tue 03-31 21:00 web1 incremental dispatched job 28
 `
+
+// TestRunHistoryIsForgotten: with a run history of a week, a month of
+// daily runs leaves the last week's runs in the catalog (the jobs stay),
+// and the schedule goes on from the newest.
+func TestRunHistoryIsForgotten(t *testing.T) {
+	p := nightly
+	p.Schedule, p.MaxFullAge = "daily 21:00 incremental", 0
+	w := newWorld(t, p.Created, "web1")
+	w.sched = New(Config{Tick: time.Minute, RunHistory: 7 * 24 * time.Hour}, w.sched.d)
+	w.setPolicies(p)
+	w.simulate(p.Created.AddDate(0, 1, 0), time.Hour, func(time.Time) bool { return false })
+	runs, err := w.store.Runs(catalog.RunFilter{Policy: p.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Recorded at 21:00 each day: the week before it, and itself.
+	if len(runs) != 8 || !runs[0].Scheduled.Equal(time.Date(2026, 3, 27, 21, 0, 0, 0, time.UTC)) {
+		t.Fatalf("%d runs, newest %v:\n%s", len(runs), runs[0].Scheduled, w.runs(p.Name))
+	}
+	if n := w.jobCount(); n != 28 {
+		t.Fatalf("%d jobs, want one a day from 02-28 to 03-27", n)
+	}
+}
