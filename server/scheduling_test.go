@@ -2,10 +2,15 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/alert"
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/internal/clock"
 	"github.com/cairnbackup/cairn/internal/poll"
@@ -152,5 +157,46 @@ func TestRunList(t *testing.T) {
 	h.must(h.api(wire.OpRunList, wire.RunListReq{Client: "web", States: []string{"missed"}}, &resp))
 	if len(resp.Runs) != 1 || resp.Runs[0].Reason != "down" {
 		t.Fatalf("missed runs of client web: %+v", resp)
+	}
+}
+
+// A run missed while the servers were down (here: the leader's clock jumps
+// past its catch-up window) is recorded missed and alerted to the
+// webhook of the servers' config, as a failed job is.
+func TestMissedRunIsAlerted(t *testing.T) {
+	alerts := make(chan alert.Event, 8)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e alert.Event
+		if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		alerts <- e
+	}))
+	t.Cleanup(hook.Close)
+	h := newFakeClockHarness(t, func(c *Config) {
+		c.Alerts.Webhooks = []alert.WebhookConfig{{Name: "ops", URL: hook.URL}}
+	})
+	h.setup()
+	due := h.fake.Now().Add(time.Hour).UTC()
+	policy := catalog.Policy{Name: "hourly", Clients: []string{"web"}, Paths: []string{"/srv"}, Pool: "Default", TimeZone: "UTC",
+		Schedule:      fmt.Sprintf("daily %02d:%02d incremental", due.Hour(), due.Minute()),
+		CatchUpWindow: time.Hour, Retention: catalog.PolicyRetention{All: catalog.KeepRules{Last: 7}}}
+	if _, err := h.srv.orch.Apply(h.ctx, &catalog.Command{Op: catalog.OpPutPolicy, PolicyPut: &catalog.PolicyPut{Policy: policy, Mode: catalog.PutCreate}}); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(3 * time.Hour) // two hours past the run, one past its window
+	select {
+	case e := <-alerts:
+		if e.Kind != alert.MissedRun || e.Policy != "hourly" || e.Client != "web" || e.Missed != 1 || e.Scheduled == nil ||
+			!strings.Contains(e.Error, "catch-up window of 1 hour") {
+			t.Fatalf("alert %+v", e)
+		}
+		t.Logf("alert: %s", e.Summary)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no missed_run alert")
+	}
+	r, err := h.srv.store.LastRun("hourly", "web")
+	if err != nil || r == nil || r.State != catalog.RunMissed {
+		t.Fatalf("the run: %+v, %v", r, err)
 	}
 }
