@@ -414,6 +414,9 @@ func printJob(w io.Writer, j *wire.JobInfo) {
 		kv.row("level", j.Level)
 	}
 	kv.row("state", j.State)
+	if j.Policy != "" {
+		kv.row("policy", fmt.Sprintf("%s, run scheduled at %s, priority %d", j.Policy, humanTime(j.Scheduled), j.Priority))
+	}
 	if j.CanceledBy != "" {
 		kv.row("canceled by", j.CanceledBy)
 		if j.CancelReason != "" {
