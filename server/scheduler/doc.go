@@ -45,7 +45,11 @@
 //     starting and is tried again at the next tick, under the same request
 //     id, until its catch-up window has passed; then it is recorded failed.
 //
-//  7. Limits and the queue are the orchestrator's: a run's job carries the
+//  7. History: each record of runs drops the same policy's and client's
+//     runs older than Config.RunHistory, but the newest, which is the only
+//     one the rules above read.
+//
+//  8. Limits and the queue are the orchestrator's: a run's job carries the
 //     policy's priority and the run's scheduled time, by which the queue is
 //     served when a limit holds jobs back.
 //

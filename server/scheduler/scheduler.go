@@ -328,9 +328,13 @@ func (s *Scheduler) start(ctx context.Context, p *catalog.Policy, run *catalog.R
 	jobID := started.JobID
 	if err != nil {
 		// A start that failed may still have made its job (its agent
-		// refused the order): the request index says.
+		// refused the order): the request index says. A job voided
+		// (its start never confirmed) never ran: the next tick's start
+		// under the same id is told so, and the run fails.
 		if req, rerr := s.d.Store.Request(rid); rerr == nil && req.JobID != 0 {
-			jobID = req.JobID
+			if j, jerr := s.d.Store.Job(req.JobID); jerr == nil && j.State != catalog.JobVoid {
+				jobID = req.JobID
+			}
 		}
 	}
 	update := &catalog.RunUpdate{Key: key}
