@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cairnbackup/cairn/alert"
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/clock"
 	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/ticket"
@@ -36,6 +38,8 @@ type world struct {
 	mu     sync.Mutex
 	index  uint64
 	alerts []alert.Event
+
+	refusePath string // set before the scheduler runs
 }
 
 var testOrchestratorConfig = orchestrator.Config{LivenessTimeout: time.Minute, StallTimeout: time.Hour, QueueTimeout: 24 * time.Hour,
@@ -122,10 +126,17 @@ func (w *world) ApplyError(err error) error {
 func (w *world) Sign(ticket.Ticket) (string, error) { return "ticket", nil }
 func (w *world) JobEnded(*catalog.Job)              {}
 
-// Roles: every agent takes every order.
-func (w *world) Request(context.Context, string, any, any) error { return nil }
-func (w *world) Publish(wire.JobEvent)                           {}
-func (w *world) PageBytes() int                                  { return orchestrator.PageBytes(0) }
+// Roles: every agent takes every order, but refuses a backup of a path
+// that does not exist (refusePath), as an agent checks one before its job
+// is made.
+func (w *world) Request(_ context.Context, _ string, req, _ any) error {
+	if cb, ok := req.(wire.CheckBackup); ok && w.refusePath != "" && slices.Contains(cb.Paths, fileindex.Path(w.refusePath)) {
+		return wire.Errorf(wire.CodeInvalidArgument, "", "%s does not exist on the client", w.refusePath)
+	}
+	return nil
+}
+func (w *world) Publish(wire.JobEvent) {}
+func (w *world) PageBytes() int        { return orchestrator.PageBytes(0) }
 
 // Liveness: everything heard from just now.
 func (w *world) Node(string) orchestrator.NodeState {

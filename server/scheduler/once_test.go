@@ -245,3 +245,39 @@ func TestLabelledClientsAreScheduled(t *testing.T) {
 		t.Fatalf("runs:\n%s", got)
 	}
 }
+
+// TestRunThatCannotStartFails: a run whose backup the servers refuse (its
+// client's agent says the path does not exist) is recorded failed with the
+// refusal, makes no job, and is not tried again; the next run is decided
+// afresh.
+func TestRunThatCannotStartFails(t *testing.T) {
+	w := newWorld(t, daily.Created, "web1")
+	w.refusePath = "/srv"
+	w.setPolicies(daily)
+	ctx := context.Background()
+	for range 3 {
+		w.clock.Advance(3 * time.Hour) // 15:00, 18:00, 21:00
+		if err := w.sched.Decide(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.clock.Advance(time.Minute)
+	if err := w.sched.Decide(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := w.store.Run(catalog.RunKey{Policy: "daily", Client: "web1", Scheduled: time.Date(2026, 3, 1, 21, 0, 0, 0, time.UTC)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != catalog.RunFailed || r.Reason != "/srv does not exist on the client" || w.jobCount() != 0 {
+		t.Fatalf("run %+v, %d jobs", r, w.jobCount())
+	}
+	w.refusePath = ""
+	w.clock.Advance(24 * time.Hour)
+	if err := w.sched.Decide(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.runs("daily"); !strings.HasSuffix(got, "Mon 03-02 21:00 web1 incremental->full dispatched job 1\n") {
+		t.Fatalf("runs:\n%s", got)
+	}
+}
