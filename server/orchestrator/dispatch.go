@@ -379,6 +379,13 @@ func (o *Orchestrator) dispatchQueued(ctx context.Context) {
 	queueOrder(jobs)
 	for i := range jobs {
 		j := &jobs[i]
+		// A job a limit holds waits its turn, however long: the queue
+		// timeout is for a job nothing can run (its agent or every node
+		// of its pool gone), not for the night's runs behind a limit.
+		if why := o.limited(ld, j); why != "" {
+			o.setWaiting(ctx, j, why)
+			continue
+		}
 		if waited := o.clock.Since(j.Created); waited > o.cfg.QueueTimeout {
 			why := j.Waiting
 			if why == "" {

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -104,5 +105,30 @@ func TestQueueOrderAndReasons(t *testing.T) {
 	w.o.Round(ctx)
 	if j := w.job(tape[2]); j.State != catalog.JobQueued || j.Waiting != "pool Tape: 2 of 2 drives busy" {
 		t.Fatalf("a third tape backup with two drives: %s, waiting %q", j.State, j.Waiting)
+	}
+}
+
+// TestLimitHeldJobDoesNotTimeOut: a backup held by a limit waits its turn
+// past the queue timeout; one that nothing can run still times out.
+func TestLimitHeldJobDoesNotTimeOut(t *testing.T) {
+	cfg := testConfig
+	cfg.Limits = Limits{PerClient: 1}
+	cfg.QueueTimeout = time.Hour
+	w := newWorld(t, cfg)
+	ctx := context.Background()
+	first, err := w.o.StartBackup(ctx, BackupSpec{Client: "web", Paths: []fileindex.Path{"/a"}, Level: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.o.Waiting(first.JobID, "insert tape CRN007L9 into library lib1") // not stalled
+	second, err := w.o.StartBackup(ctx, BackupSpec{Client: "web", Paths: []fileindex.Path{"/b"}, Level: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 * 60 { // five hours of rounds, heartbeats every minute
+		w.advance(time.Minute, false)
+	}
+	if j := w.job(second.JobID); j.State != catalog.JobQueued || j.Waiting != fmt.Sprintf("client web runs job %d", first.JobID) {
+		t.Fatalf("a backup behind the client's limit for 5 hours: %s %q %q", j.State, j.Waiting, j.Error)
 	}
 }
