@@ -758,3 +758,59 @@ func TestRotateSecrets(t *testing.T) {
 		t.Errorf("after a second rotation: %+v", g)
 	}
 }
+
+// TestPolicyRunChainsAcrossItsPools: a policy that sends fulls to one pool
+// and incrementals to another chains its incrementals onto the fulls, as
+// Bacula's Full and Incremental Backup Pools do; an ad hoc incremental to
+// the incremental pool still finds no full there and is promoted.
+func TestPolicyRunChainsAcrossItsPools(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	pools := []NodePool{{Name: "disk1", Dir: "/srv/cairn"}}
+	for _, name := range []string{"Fulls", "Incrementals"} {
+		c.must(&Command{Op: OpPutKey, Key: &Key{ID: "k-" + name, Pool: name, Wrapped: []byte("wrapped-key-material")}})
+		c.must(&Command{Op: OpCreatePool, Pool: &Pool{Name: name, Nodes: []string{"sn1"}, KeyID: "k-" + name}})
+		pools = append(pools, NodePool{Name: name, Dir: "/srv/" + name})
+	}
+	c.must(&Command{Op: OpRegisterNode, Node: &StorageNode{ID: "sn1", DataAddr: "127.0.0.1:7020", Pools: pools}})
+	c.must(&Command{Op: OpPutPolicy, PolicyPut: &PolicyPut{Mode: PutCreate, Policy: Policy{
+		Name: "split", Clients: []string{"web1"}, Paths: []string{"/srv"}, Schedule: "daily 02:00 incremental",
+		Pool: "Incrementals", LevelPools: map[Level]string{LevelFull: "Fulls"},
+		Retention: PolicyRetention{All: KeepRules{Last: 10}},
+	}}})
+	run := func(policy, pool string, level Level) *Backup {
+		t.Helper()
+		res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: level, Pool: pool, Paths: fileindex.Paths([]string{"/srv"}), Policy: policy}})
+		id := res.JobID
+		c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: id, Node: "sn1"}})
+		entries := []fileindex.Entry{dir("/srv"), file("/srv/a", 1)}
+		segs := c.writeIndex(id, entries, 4<<10)
+		vol := c.volumeIn(pool, id)
+		v, err := c.s.Volume(vol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{
+			BackupID: id, SessionID: uuid.New(), Segments: segs, Entries: 2, Files: 2,
+			Parts: []Part{{VolumeID: vol, Part: 1, VolumeStart: v.Bytes, DataStart: v.Bytes + 4096, End: v.Bytes + 1<<20, Final: true}},
+		}})
+		b, err := c.s.Backup(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	full := run("split", "Fulls", LevelFull)
+	inc := run("split", "Incrementals", LevelIncremental)
+	if inc.Level != LevelIncremental || inc.Parent != full.ID {
+		t.Fatalf("the policy's incremental: %s on %d, want an incremental on the full %d in pool Fulls", inc.Level, inc.Parent, full.ID)
+	}
+	inc2 := run("split", "Incrementals", LevelIncremental)
+	if inc2.Parent != inc.ID {
+		t.Fatalf("the policy's second incremental: on %d, want on %d", inc2.Parent, inc.ID)
+	}
+	adhoc := run("", "Incrementals", LevelIncremental)
+	if adhoc.Level != LevelFull {
+		t.Fatalf("an ad hoc incremental to pool Incrementals: %s on %d, want a full (its chain is its own pool's)", adhoc.Level, adhoc.Parent)
+	}
+}

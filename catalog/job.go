@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,13 +79,17 @@ func (a *applier) createJob(j *Job, req *RequestKey) error {
 			return refuse(CodeInvalidArgument, "", "storage node %s does not serve pool %s", job.Node, pool.Name)
 		}
 		fs := FileSetOf(fileindex.Strings(job.Paths), fileindex.Strings(job.Excludes))
+		chainPools, err := a.chainPools(&job, pool.Name)
+		if err != nil {
+			return err
+		}
 		var parent *Backup
 		if job.Level != LevelFull {
 			// As Bacula and Bareos do ("No prior Full backup Job record
 			// found, upgrading to Full"): an incremental or differential
 			// of a file set with no full in its pool is a full, by the
 			// first rule of schedule.Promote, whose sentence the log gives.
-			full, err := a.latestComplete(job.Client, fs, pool.Name, true)
+			full, err := a.latestComplete(job.Client, fs, chainPools, true)
 			if err != nil {
 				return err
 			}
@@ -94,10 +99,10 @@ func (a *applier) createJob(j *Job, req *RequestKey) error {
 			}
 			if level, why := schedule.Promote(schedule.Level(job.Level), a.now, chain, schedule.Limits{}); level == schedule.Full {
 				logLines = append(logLines, LogLine{Time: a.now, Level: "info", Msg: fmt.Sprintf(
-					"%s in pool %s (%s %s builds only on a complete backup of the same file set, %s, in the same pool)",
-					why, pool.Name, article(job.Level), job.Level, DescribeFileSet(fs, job.Paths, job.Excludes))})
+					"%s in %s (%s %s builds only on a complete backup of the same file set, %s, in %s)",
+					why, poolWords(chainPools), article(job.Level), job.Level, DescribeFileSet(fs, job.Paths, job.Excludes), chainWords(chainPools))})
 				job.Level = LevelFull
-			} else if parent, err = a.latestComplete(job.Client, fs, pool.Name, job.Level == LevelDifferential); err != nil {
+			} else if parent, err = a.latestComplete(job.Client, fs, chainPools, job.Level == LevelDifferential); err != nil {
 				return err
 			}
 		}
@@ -149,20 +154,54 @@ func (a *applier) createJob(j *Job, req *RequestKey) error {
 	return a.recordRequest(req, &Request{Op: OpCreateJob, JobID: id})
 }
 
+// chainPools are the pools a backup's chain may lie in. An ad hoc backup's
+// chain lies in its own pool only: a tape pool's chain restores from its
+// tapes alone once they are in the vault, and a backup sent to a pool that
+// holds none of the file set yet starts there with a full rather than an
+// incremental on a full in another pool, which would leave the tapes
+// holding only changes. A policy's run chains across the pools its levels
+// write to (Policy.Pools), as Bacula's Full, Differential and Incremental
+// Backup Pools do: the administrator who sends fulls to tape and
+// incrementals to disk asked for that chain, and an incremental that found
+// no full in its own pool would otherwise be a full every time.
+func (a *applier) chainPools(job *Job, pool string) ([]string, error) {
+	if job.Policy == "" {
+		return []string{pool}, nil
+	}
+	p, err := a.policy(job.Policy)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil || !slices.Contains(p.Pools(), pool) {
+		// The policy went, or changed its pools, since the run was
+		// planned: the run's own pool is the one sure chain.
+		return []string{pool}, nil
+	}
+	return p.Pools(), nil
+}
+
+func poolWords(pools []string) string {
+	if len(pools) == 1 {
+		return "pool " + pools[0]
+	}
+	return "pools " + strings.Join(pools, ", ")
+}
+
+func chainWords(pools []string) string {
+	if len(pools) == 1 {
+		return "the same pool"
+	}
+	return "the pools of its policy"
+}
+
 // latestComplete finds the base of an incremental (the latest complete backup
-// of the file set in the pool, any level) or of a differential (the latest
-// complete full in the pool). Latest means the latest point in time, not the
-// highest id: two runs can complete out of order.
-//
-// The base is sought in the backup's own pool only, so that every chain
-// lies in one pool: a tape pool's chain restores from its tapes alone once
-// they are in the vault, and a backup sent to a pool that holds none of the
-// file set yet starts there with a full rather than an incremental on a
-// full in another pool, which would leave the tapes holding only changes.
-func (a *applier) latestComplete(client, fileSet, pool string, fullOnly bool) (*Backup, error) {
+// of the file set in the chain's pools, any level) or of a differential (the
+// latest complete full there). Latest means the latest point in time, not
+// the highest id: two runs can complete out of order.
+func (a *applier) latestComplete(client, fileSet string, pools []string, fullOnly bool) (*Backup, error) {
 	var best *Backup
 	err := eachClientBackup(a.tx, client, func(b *Backup) bool {
-		if b.State != BackupComplete || b.FileSet != fileSet || b.Pool != pool || (fullOnly && b.Level != LevelFull) {
+		if b.State != BackupComplete || b.FileSet != fileSet || !slices.Contains(pools, b.Pool) || (fullOnly && b.Level != LevelFull) {
 			return true
 		}
 		if best == nil || b.StartTime.After(best.StartTime) {

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cairnbackup/cairn/retention"
@@ -141,4 +142,16 @@ func (p *Policy) PoolFor(l Level) string {
 		return pool
 	}
 	return p.Pool
+}
+
+// Pools are the pools the policy's runs write to: Pool and every level's,
+// each once, in that order. A run's chain spans them.
+func (p *Policy) Pools() []string {
+	var out []string
+	for _, l := range []Level{"", LevelFull, LevelDifferential, LevelIncremental} {
+		if pool := p.PoolFor(l); pool != "" && !slices.Contains(out, pool) {
+			out = append(out, pool)
+		}
+	}
+	return out
 }
