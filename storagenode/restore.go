@@ -252,7 +252,7 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccou
 	defer sr.Close()
 	onRecord := func(t volume.RecordType, body []byte) error {
 		acct.record(t, body)
-		if len(body) >= directRecord && !copyBaseline {
+		if len(body) >= directRecord {
 			if err := r.sendRecord(t, body); err != nil {
 				return &stopStream{err}
 			}

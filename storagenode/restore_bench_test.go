@@ -18,9 +18,9 @@ import (
 // through the data port, as an agent reads it (TLS, every frame taken,
 // nothing written): the node's path from the volume read to the socket,
 // for a file that does not compress (its blocks are stored as they are)
-// and one that does. bench/restore-copies.sh runs it built with and
-// without the tag cairn_copybaseline, side by side, for the copies that
-// path used to take; storagenode/DESIGN.md has the figures.
+// and one that does. bench/restore-copies.sh runs it from this tree and
+// from an older revision built out of git, side by side, for the copies
+// that path used to take; storagenode/DESIGN.md has the figures.
 // CAIRN_BENCH_RESTORE_MIB sets the file's size (default 64).
 func BenchmarkRestoreFromDiskPool(b *testing.B) {
 	size := int(benchEnvInt("CAIRN_BENCH_RESTORE_MIB", 64)) << 20

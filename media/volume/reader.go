@@ -1,7 +1,6 @@
 package volume
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
@@ -315,12 +314,6 @@ func (r *SessionReader) start(ctx context.Context, from, seq, lastSeq uint64, ex
 // decode turns it.raw into it.plain. A block stored uncompressed keeps
 // its raw buffer, its plaintext decrypted in place: no copy.
 func (r *SessionReader) decode(op *opener, it *item) {
-	if copyBaseline {
-		it.plain, it.err = op.open(r.getPlain(), &it.h, it.raw)
-		r.rawBuf.Put(it.raw[:0])
-		it.raw = nil
-		return
-	}
 	dst := r.getPlain()
 	plain, inBlock, err := op.decode(dst, &it.h, it.raw)
 	it.plain, it.err = plain, err
@@ -440,10 +433,7 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 		end := p.DataStart + int64(p.StreamEnd-p.StreamStart)
 		// Blocks are read straight into their raw buffers: a header, then
 		// the rest. A buffered reader would copy every byte once more.
-		var br io.Reader = io.NewSectionReader(ra, pos, end-pos)
-		if copyBaseline {
-			br = bufio.NewReaderSize(br, int(min(1<<20, max(end-pos, 4096))))
-		}
+		br := io.NewSectionReader(ra, pos, end-pos)
 		damage := func(reason string) {
 			if pend == nil {
 				pend = &CorruptBlockError{VolumeID: p.VolumeID, SessionID: r.session, Seq: seq, Offset: pos, Reason: reason}
@@ -481,7 +471,7 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 				copy(raw, hb[:])
 				// Not past the last block wanted: on tape the header
 				// could cost a record read for nothing.
-				ahead := !copyBaseline && h.Seq < lastSeq && pos+h.Size()+HeaderSize <= end && cap(raw) >= len(raw)+HeaderSize
+				ahead := h.Seq < lastSeq && pos+h.Size()+HeaderSize <= end && cap(raw) >= len(raw)+HeaderSize
 				body := raw[HeaderSize:]
 				if ahead {
 					body = raw[HeaderSize : len(raw)+HeaderSize]
@@ -538,9 +528,6 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 			pos = f.off
 			haveNext = false
 			br = io.NewSectionReader(ra, pos, end-pos)
-			if copyBaseline {
-				br = bufio.NewReaderSize(br, int(min(1<<20, max(end-pos, 4096))))
-			}
 		}
 		stream = p.StreamEnd
 	}

@@ -1,5 +1,0 @@
-//go:build cairn_copybaseline
-
-package volume
-
-const copyBaseline = true
