@@ -11,34 +11,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cairnbackup/cairn/dataplane"
-	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
 )
-
-// sendBackup streams fs as job's backup and returns the node's answer; it
-// may run on any goroutine.
-func (r *rig) sendBackup(job uint64, fs []testFile) error {
-	conn, err := r.dial(r.ticket(job))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	for _, f := range fs {
-		b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
-		for off := 0; off < len(f.content); off += 256 << 10 {
-			b = volume.AppendDataRecord(b, int64(off), f.content[off:min(off+256<<10, len(f.content))])
-		}
-		if err := conn.WriteFrame(dataplane.FrameRecords, volume.AppendFileEnd(b, volume.EndOK, nil)); err != nil {
-			return err
-		}
-	}
-	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{Entries: int64(len(fs))}); err != nil {
-		return err
-	}
-	return conn.ReadJSON(dataplane.FrameResult, &dataplane.Result{})
-}
 
 // Two backups to one disk pool at once, granted new volumes of different
 // block sizes (the pool's block size changed between the grants): each
@@ -76,7 +51,10 @@ func TestOverlappingBackupsKeepTheirBlockSizes(t *testing.T) {
 
 	errs := make(chan error, 2)
 	for job := range sizes {
-		go func() { errs <- r.sendBackup(job, randomFiles(job, 4, 300<<10)) }()
+		go func() {
+			_, err := r.sendFiles(job, randomFiles(job, 4, 300<<10), sendOpts{})
+			errs <- err
+		}()
 	}
 	for range sizes {
 		if err := <-errs; err != nil {

@@ -3,16 +3,12 @@ package storagenode
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/cairnbackup/cairn/internal/poll"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,175 +18,31 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
-	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// fakeServer answers a storage node's requests as the servers would, and
-// records what the node reported.
-type fakeServer struct {
-	mu      sync.Mutex
-	signer  ed25519.PrivateKey
-	key     []byte
-	volID   uuid.UUID
-	aborts  []wire.SessionAbortReq
-	commits []wire.SessionCommitReq
-	index   map[uint64][][]byte // each job's index segments
-	hearts  int
-	// registers counts registrations.
-	registers int
-	// grant, when set, answers volume.acquire in place of the one volume
-	// above; it runs outside mu, so it may wait for other requests.
-	grant func(wire.VolumeAcquireReq) (wire.VolumeGrant, error)
-	plans planBook
-}
-
-func (f *fakeServer) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
-	_, op, _ := wire.SplitFrom(subject)
-	if op == wire.OpRestorePlan {
-		return f.plans.page(body)
-	}
-	f.mu.Lock()
-	grant := f.grant
-	f.mu.Unlock()
-	if op == wire.OpVolumeAcquire && grant != nil {
-		req, err := wire.Decode[wire.VolumeAcquireReq](body)
-		if err != nil {
-			return nil, err
-		}
-		return grant(req)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch op {
-	case wire.OpNodeRegister:
-		f.registers++
-		pub := f.signer.Public().(ed25519.PublicKey)
-		return wire.NodeRegisterResp{TicketKey: pub, TicketKeys: [][]byte{pub}}, nil
-	case wire.OpKeyGet:
-		return wire.KeyGetResp{ID: "k1", Key: f.key}, nil
-	case wire.OpVolumeAcquire:
-		req, _ := wire.Decode[wire.VolumeAcquireReq](body)
-		isNew := f.volID == uuid.Nil
-		if isNew {
-			f.volID = uuid.New()
-		}
-		bytes := int64(0)
-		if !isNew {
-			bytes = 64 << 10
-		}
-		return wire.VolumeGrant{ID: f.volID, Name: "Default-0001", Pool: req.Pool, New: isNew, Bytes: bytes,
-			BlockSize: 64 << 10, BlockRawSize: 512 << 10, Compression: true}, nil
-	case wire.OpSessionIndex:
-		req, _ := wire.Decode[wire.SessionIndexReq](body)
-		if f.index == nil {
-			f.index = map[uint64][][]byte{}
-		}
-		f.index[req.JobID] = append(f.index[req.JobID], req.Data)
-		return wire.Empty{}, nil
-	case wire.OpVolumeLabeled:
-		return wire.Empty{}, nil
-	case wire.OpSessionCommit:
-		req, _ := wire.Decode[wire.SessionCommitReq](body)
-		f.commits = append(f.commits, req)
-		return wire.Empty{}, nil
-	case wire.OpSessionAbort:
-		req, _ := wire.Decode[wire.SessionAbortReq](body)
-		f.aborts = append(f.aborts, req)
-		return wire.Empty{}, nil
-	}
-	return nil, wire.Errorf(wire.CodeUnknownOperation, "", "fake server: %s", op)
-}
-
+// rig is a storage node with one disk pool, Default, whose servers may
+// not answer yet.
 type rig struct {
-	t      *testing.T
-	ns     *natsd.Server
-	node   *Node
-	fake   *fakeServer
-	pool   string
-	signer ed25519.PrivateKey
+	*nodeRig
+	pool string
 }
 
 func newRig(t *testing.T, serveNow bool, tune ...func(*Config)) *rig {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	_, signer, _ := ed25519.GenerateKey(nil)
-	r := &rig{t: t, ns: ns, signer: signer, fake: &fakeServer{signer: signer, key: keyring.NewKey()}, pool: t.TempDir()}
-	cfg := DefaultConfig()
-	cfg.ID = "sn1"
-	cfg.DataDir = t.TempDir()
-	cfg.NATSURL = ns.URL()
-	cfg.DataAddr = "127.0.0.1:0"
-	cfg.HeartbeatInterval = 100 * time.Millisecond
+	r := &rig{nodeRig: newNodeRig(t, fakePool{name: "Default", newVolumes: true, compression: true}), pool: t.TempDir()}
+	cfg := r.config()
 	cfg.Pools = []PoolConfig{{Name: "Default", Dir: r.pool}}
 	for _, f := range tune {
 		f(&cfg)
 	}
-	n, err := New(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if serveNow {
 		r.serve()
 	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	r.node = n
+	r.start(cfg)
 	return r
-}
-
-func (r *rig) serve() {
-	nc, err := nats.Connect(r.ns.URL())
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.t.Cleanup(nc.Close)
-	if _, err := wire.Serve(context.Background(), nc, wire.FromNodeWildcard, "", slog.New(slog.NewTextHandler(io.Discard, nil)), r.fake.handle); err != nil {
-		r.t.Fatal(err)
-	}
-	if _, err := nc.Subscribe(wire.NodeBeatSubject("sn1"), func(*nats.Msg) {
-		r.fake.mu.Lock()
-		r.fake.hearts++
-		r.fake.mu.Unlock()
-	}); err != nil {
-		r.t.Fatal(err)
-	}
-	nc.Flush()
-}
-
-func (r *rig) dial(tk string) (*dataplane.Conn, error) {
-	_, fp, err := dataplane.LoadOrCreateCert(r.node.cfg.DataDir, "sn1")
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	conn, err := dataplane.Dial(context.Background(), r.node.DataAddr(), fp)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web"}); err != nil {
-		r.t.Fatal(err)
-	}
-	return conn, conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{})
-}
-
-func (r *rig) ticket(job uint64) string {
-	now := time.Now()
-	s, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: ticket.OpBackup, Pool: "Default",
-		BackupID: job, Level: "full", KeyID: "k1", Issued: now, Expires: now.Add(time.Minute)}, r.signer)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return s
 }
 
 // A node refuses data connections until it has registered, since it cannot
@@ -201,18 +53,13 @@ func (r *rig) ticket(job uint64) string {
 // answer a NATS server took with it when it was killed.
 func TestRegistersWhenAServerAppearsAndRefusesUntilThen(t *testing.T) {
 	r := newRig(t, false)
-	conn, err := r.dial(r.ticket(1))
+	conn, err := r.open(r.ticket(1, ticket.OpBackup))
 	if err == nil || !strings.Contains(err.Error(), "has not registered") || wire.CodeOf(err) != wire.CodeNodeLost {
 		t.Fatalf("before registration: %v (code %q), want a %s error saying the node has not registered", err, wire.CodeOf(err), wire.CodeNodeLost)
 	}
 	conn.Close()
 	r.serve()
-	poll.Until(t, 10*time.Second, func() error {
-		if !r.node.Registered() {
-			return errors.New("not registered")
-		}
-		return nil
-	})
+	r.waitRegistered()
 	poll.Until(t, 5*time.Second, func() error {
 		r.fake.mu.Lock()
 		defer r.fake.mu.Unlock()
@@ -231,19 +78,14 @@ func TestRegistersWhenAServerAppearsAndRefusesUntilThen(t *testing.T) {
 // again.
 func TestTicketOfAKeyNotYetKnownAsksTheGroupOnce(t *testing.T) {
 	r := newRig(t, true)
-	poll.Until(t, 10*time.Second, func() error {
-		if !r.node.Registered() {
-			return errors.New("not registered")
-		}
-		return nil
-	})
+	r.waitRegistered()
 	_, groupKey, _ := ed25519.GenerateKey(nil)
 	r.fake.mu.Lock()
 	r.fake.signer = groupKey
 	before := r.fake.registers
 	r.fake.mu.Unlock()
 	r.signer = groupKey
-	conn, err := r.dial(r.ticket(1))
+	conn, err := r.open(r.ticket(1, ticket.OpBackup))
 	if err != nil {
 		t.Fatalf("a ticket signed with the group's key the node had not learnt yet: %v", err)
 	}
@@ -258,7 +100,7 @@ func TestTicketOfAKeyNotYetKnownAsksTheGroupOnce(t *testing.T) {
 	_, forger, _ := ed25519.GenerateKey(nil)
 	r.signer = forger
 	for i := range 3 {
-		conn, err := r.dial(r.ticket(uint64(10 + i)))
+		conn, err := r.open(r.ticket(uint64(10+i), ticket.OpBackup))
 		if err == nil || !strings.Contains(err.Error(), "invalid signature") {
 			t.Fatalf("forged ticket %d: %v", i, err)
 		}
@@ -289,13 +131,8 @@ func records(t *testing.T, n int) []byte {
 
 func TestAgentVanishingMidStreamCutsTheSessionOff(t *testing.T) {
 	r := newRig(t, true)
-	poll.Until(t, 10*time.Second, func() error {
-		if !r.node.Registered() {
-			return errors.New("not registered")
-		}
-		return nil
-	})
-	conn, err := r.dial(r.ticket(7))
+	r.waitRegistered()
+	conn, err := r.open(r.ticket(7, ticket.OpBackup))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,13 +256,8 @@ func TestAnswersOrdersAndGarbage(t *testing.T) {
 
 func TestSilentAgentTimesOut(t *testing.T) {
 	r := newRig(t, true, func(c *Config) { c.IdleTimeout = time.Second })
-	poll.Until(t, 10*time.Second, func() error {
-		if !r.node.Registered() {
-			return errors.New("not registered")
-		}
-		return nil
-	})
-	conn, err := r.dial(r.ticket(9))
+	r.waitRegistered()
+	conn, err := r.open(r.ticket(9, ticket.OpBackup))
 	if err != nil {
 		t.Fatal(err)
 	}

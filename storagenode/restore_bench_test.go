@@ -34,15 +34,15 @@ func BenchmarkRestoreFromDiskPool(b *testing.B) {
 			if err := r.backupLarge(1, f); err != nil {
 				b.Fatal(err)
 			}
-			rr := r.cat.readRequest(b, 1)
+			rr := r.fake.readRequest(b, 1)
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			cpu0 := cpuTime(b)
 			b.ResetTimer()
 			for i := range b.N {
 				job := uint64(100 + i)
-				r.cat.plans.set(job, rr)
-				conn, err := r.dial(job, ticket.OpRestore, rr.SessionID.String())
+				r.fake.plans.set(job, rr)
+				conn, err := r.open(r.ticket(job, ticket.OpRestore, rr.SessionID.String()))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -74,8 +74,8 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 // backupLarge streams f as job's backup, in frames of about a MiB.
-func (r *mediaRig) backupLarge(job uint64, f testFile) error {
-	conn, err := r.dial(job, ticket.OpBackup)
+func (r *nodeRig) backupLarge(job uint64, f testFile) error {
+	conn, err := r.open(r.ticket(job, ticket.OpBackup))
 	if err != nil {
 		return err
 	}
@@ -93,10 +93,8 @@ func (r *mediaRig) backupLarge(job uint64, f testFile) error {
 	if err := conn.WriteFrame(dataplane.FrameRecords, volume.AppendFileEnd(b, volume.EndOK, nil)); err != nil {
 		return err
 	}
-	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{Entries: 1}); err != nil {
-		return err
-	}
-	return conn.ReadJSON(dataplane.FrameResult, &dataplane.Result{})
+	_, err = endBackup(conn, 1)
+	return err
 }
 
 // drain takes in a restore stream to its End and counts its record bytes.

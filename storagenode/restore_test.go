@@ -172,99 +172,16 @@ func mixedFiles() []testFile {
 	return fs
 }
 
-// backupFiles backs fs up as job to the rig's disk pool.
-func (r *rig) backupFiles(job uint64, fs []testFile) {
-	r.t.Helper()
-	conn, err := r.dial(r.ticket(job))
-	if err != nil {
-		r.t.Fatal(err)
+// newBackedUpRig is a rig whose disk pool holds fs, backed up as job 1 a
+// frame a file, and the read of all of it.
+func newBackedUpRig(t *testing.T, fs []testFile) (*rig, wire.ReadRequest) {
+	t.Helper()
+	r := newRig(t, true)
+	r.waitRegistered()
+	if _, err := r.sendFiles(1, fs, sendOpts{}); err != nil {
+		t.Fatal(err)
 	}
-	defer conn.Close()
-	var batch []byte
-	for _, f := range fs {
-		batch = volume.AppendRecord(batch, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
-		for off := 0; off < len(f.content); off += 256 << 10 {
-			batch = volume.AppendDataRecord(batch, int64(off), f.content[off:min(off+256<<10, len(f.content))])
-		}
-		batch = volume.AppendFileEnd(batch, volume.EndOK, nil)
-		if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
-			r.t.Fatal(err)
-		}
-		batch = batch[:0]
-	}
-	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{Entries: int64(len(fs))}); err != nil {
-		r.t.Fatal(err)
-	}
-	if err := conn.ReadJSON(dataplane.FrameResult, &dataplane.Result{}); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
-// readRequest is what the servers' plan asks for all of job's entries.
-func (r *rig) readRequest(job uint64) wire.ReadRequest {
-	r.t.Helper()
-	r.fake.mu.Lock()
-	defer r.fake.mu.Unlock()
-	for _, c := range r.fake.commits {
-		if c.JobID != job {
-			continue
-		}
-		rr := wire.ReadRequest{SessionID: c.SessionID, KeyID: "k1"}
-		for _, p := range c.Parts {
-			rr.Parts = append(rr.Parts, wire.ReadPart{VolumeID: p.VolumeID, Volume: "Default-0001", Pool: "Default",
-				VolumeStart: p.VolumeStart, DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd})
-		}
-		for _, seg := range r.fake.index[job] {
-			es, err := fileindex.DecodeSegment(seg)
-			if err != nil {
-				r.t.Fatal(err)
-			}
-			for _, e := range es {
-				rr.Locs = append(rr.Locs, wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: e.Loc})
-			}
-		}
-		return rr
-	}
-	r.t.Fatalf("job %d was not committed", job)
-	return wire.ReadRequest{}
-}
-
-// restoreConn opens the restore stream of job, whose plan is reads.
-func (r *rig) restoreConn(job uint64, reads ...wire.ReadRequest) *dataplane.Conn {
-	r.t.Helper()
-	r.fake.plans.set(job, reads...)
-	var sessions []string
-	for _, rr := range reads {
-		sessions = append(sessions, rr.SessionID.String())
-	}
-	return r.restoreTicketConn(job, sessions...)
-}
-
-// restoreTicketConn opens a restore stream with a ticket for sessions.
-func (r *rig) restoreTicketConn(job uint64, sessions ...string) *dataplane.Conn {
-	r.t.Helper()
-	now := time.Now()
-	tk, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: ticket.OpRestore, Sessions: sessions,
-		Issued: now, Expires: now.Add(time.Minute)}, r.signer)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	conn, err := r.dial(tk)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
-func (r *rig) waitRegistered() {
-	r.t.Helper()
-	poll.Until(r.t, 10*time.Second, func() error {
-		if !r.node.Registered() {
-			return errors.New("not registered")
-		}
-		return nil
-	})
+	return r, r.fake.readRequest(t, 1)
 }
 
 // blockOffset is where data block seq of the session's only part lies in
@@ -300,11 +217,8 @@ func blockOffset(t *testing.T, path string, p wire.ReadPart, seq uint64) int64 {
 // gets to), every entry before it comes back byte for byte, and ReadDone
 // accounts for all of them.
 func TestRestoreNamesEveryEntryATruncatedVolumeLoses(t *testing.T) {
-	r := newRig(t, true)
-	r.waitRegistered()
 	fs := mixedFiles()
-	r.backupFiles(1, fs)
-	rr := r.readRequest(1)
+	r, rr := newBackedUpRig(t, fs)
 	if len(rr.Parts) != 1 || len(rr.Locs) != len(fs) {
 		t.Fatalf("read request %+v", rr)
 	}
@@ -340,11 +254,8 @@ func TestRestoreNamesEveryEntryATruncatedVolumeLoses(t *testing.T) {
 // A volume that is gone loses the entries of its read, named with the
 // reason, and the stream goes on: the next read is served.
 func TestRestoreGoesOnPastAMissingVolume(t *testing.T) {
-	r := newRig(t, true)
-	r.waitRegistered()
 	fs := mixedFiles()[:4]
-	r.backupFiles(1, fs)
-	rr := r.readRequest(1)
+	r, rr := newBackedUpRig(t, fs)
 	path := filepath.Join(r.pool, "Default-0001.cvol")
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -355,7 +266,10 @@ func TestRestoreGoesOnPastAMissingVolume(t *testing.T) {
 	}
 	// The second read is in the plan only once the volume is back.
 	r.fake.plans.add(2, rr)
-	conn := r.restoreTicketConn(2, rr.SessionID.String())
+	conn, err := r.open(r.ticket(2, ticket.OpRestore, rr.SessionID.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	res := readOnce(t, conn, rr)
 	res.check(t, rr, fs, func(fileindex.Location) bool { return true }, "Default-0001")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -379,7 +293,7 @@ func TestRestoreGoesOnPastAMissingVolume(t *testing.T) {
 func TestRestoreNamesEntriesRunningIntoADamagedBlock(t *testing.T) {
 	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1})
 	fs := mixedFiles()
-	if _, err := r.backup(t, 1, fs); err != nil {
+	if _, err := r.backup(1, fs); err != nil {
 		t.Fatal(err)
 	}
 	rr := r.fake.readRequest(t, 1)
@@ -388,11 +302,7 @@ func TestRestoreNamesEntriesRunningIntoADamagedBlock(t *testing.T) {
 	// Tape records are 64 KiB; a 512 KiB volume block takes eight or nine.
 	for _, rec := range []int64{17, 35, 62, 80} {
 		r.lib.EmulatedDrive(0).SetFaults(tape.Faults{MediumErrorAt: []int64{rec}})
-		r.fake.plans.set(100+uint64(rec), rr)
-		conn := r.dial(t, r.ticket(t, 100+uint64(rec), ticket.OpRestore, rr.SessionID.String()))
-		if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
-			t.Fatal(err)
-		}
+		conn := r.restoreConn(100+uint64(rec), rr)
 		res := readOnce(t, conn, rr)
 		conn.Close()
 		var seqs []uint64
@@ -438,12 +348,7 @@ func (r *nodeTapeRig) driveJob(t testing.TB) uint64 {
 // the drive.
 func (r *nodeTapeRig) stalledRestore(t testing.TB, job uint64, rr wire.ReadRequest) *dataplane.Conn {
 	t.Helper()
-	r.fake.plans.set(job, rr)
-	conn := r.dial(t, r.ticket(t, job, ticket.OpRestore, rr.SessionID.String()))
-	t.Cleanup(func() { conn.Close() })
-	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
-		t.Fatal(err)
-	}
+	conn := r.restoreConn(job, rr)
 	poll.Until(t, 10*time.Second, func() error {
 		if j := r.driveJob(t); j != job {
 			return fmt.Errorf("the drive is held by job %d, not %d", j, job)
@@ -474,7 +379,7 @@ func TestStalledRestoreClientReleasesTheDrive(t *testing.T) {
 	// the time to take a frame.
 	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1, idle: 3 * time.Second})
 	fs := randomFiles(21, 6, 2<<20) // 12 MiB: more than the socket buffers take
-	if _, err := r.backup(t, 1, fs); err != nil {
+	if _, err := r.backup(1, fs); err != nil {
 		t.Fatal(err)
 	}
 	rr := r.fake.readRequest(t, 1)
@@ -488,12 +393,7 @@ func TestStalledRestoreClientReleasesTheDrive(t *testing.T) {
 	})
 	t.Logf("the drive was given back %s after the stalled client got it", time.Since(held).Round(time.Millisecond))
 
-	r.fake.plans.set(3, rr)
-	conn := r.dial(t, r.ticket(t, 3, ticket.OpRestore, rr.SessionID.String()))
-	defer conn.Close()
-	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
-		t.Fatal(err)
-	}
+	conn := r.restoreConn(3, rr)
 	readOnce(t, conn, rr).check(t, rr, fs, func(fileindex.Location) bool { return false }, "")
 
 	err := resumed(t, stalled)
@@ -506,7 +406,7 @@ func TestStalledRestoreClientReleasesTheDrive(t *testing.T) {
 func TestCancelOrderStopsARestore(t *testing.T) {
 	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1, idle: 10 * time.Minute})
 	fs := randomFiles(22, 6, 2<<20)
-	if _, err := r.backup(t, 1, fs); err != nil {
+	if _, err := r.backup(1, fs); err != nil {
 		t.Fatal(err)
 	}
 	rr := r.fake.readRequest(t, 1)
@@ -526,12 +426,7 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 	if err := wire.Request(context.Background(), r.nc, wire.NodeSubject("sn1", wire.OpCancel), wire.CancelJob{JobID: 2, Reason: "again"}, &res); err != nil || res.Running {
 		t.Fatalf("cancel again: %+v %v", res, err)
 	}
-	r.fake.plans.set(3, rr)
-	conn := r.dial(t, r.ticket(t, 3, ticket.OpRestore, rr.SessionID.String()))
-	defer conn.Close()
-	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
-		t.Fatal(err)
-	}
+	conn := r.restoreConn(3, rr)
 	readOnce(t, conn, rr).check(t, rr, fs, func(fileindex.Location) bool { return false }, "")
 	t.Logf("the stalled client reading again: %v", resumed(t, stalled))
 }
@@ -542,13 +437,12 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 func TestCancelOrderRollsBackABackup(t *testing.T) {
 	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 1, idle: 10 * time.Minute})
 	fs := randomFiles(23, 3, 300<<10)
-	if _, err := r.backup(t, 1, fs); err != nil {
+	if _, err := r.backup(1, fs); err != nil {
 		t.Fatal(err)
 	}
 	end := r.fake.vols[0].end
-	conn := r.dial(t, r.ticket(t, 2, ticket.OpBackup))
-	defer conn.Close()
-	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+	conn, err := r.open(r.ticket(2, ticket.OpBackup))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var batch []byte
@@ -595,13 +489,13 @@ func TestCancelOrderRollsBackABackup(t *testing.T) {
 		t.Fatalf("after the cancelled backup: %d commits, tape end %d (was %d)", commits, endAfter, end)
 	}
 	fs3 := randomFiles(25, 3, 300<<10)
-	if _, err := r.backup(t, 3, fs3); err != nil {
+	if _, err := r.backup(3, fs3); err != nil {
 		t.Fatal(err)
 	}
-	if c := r.commit(t, 3); c.Parts[0].VolumeStart != end {
+	if c := r.fake.commit(t, 3); c.Parts[0].VolumeStart != end {
 		t.Fatalf("the next backup starts at %d, the tape's committed end is %d", c.Parts[0].VolumeStart, end)
 	}
-	checkRestored(t, r.restore(t, 3, r.fake.readRequest(t, 3)).whole, fs3)
+	checkRestored(t, r.restore(1000+3, r.fake.readRequest(t, 3)).whole, fs3)
 }
 
 // What an agent receives in a restore is the stream and the entries' paths,
@@ -610,14 +504,10 @@ func TestCancelOrderRollsBackABackup(t *testing.T) {
 // volume, a part, an offset or the key. The node asked the servers for the
 // plan itself, as the job and attempt of its ticket.
 func TestRestoreStreamCarriesNoVolumeLayout(t *testing.T) {
-	r := newRig(t, true)
-	r.waitRegistered()
 	fs := mixedFiles()
-	r.backupFiles(1, fs)
-	rr := r.readRequest(1)
+	r, rr := newBackedUpRig(t, fs)
 	rr.Locs[0].Ancestor = true
-	conn := r.restoreTicketConn(2, rr.SessionID.String())
-	r.fake.plans.set(2, rr, rr)
+	conn := r.restoreConn(2, rr, rr)
 	layout := []string{rr.Parts[0].VolumeID.String(), rr.Parts[0].Volume, rr.Parts[0].Pool, rr.KeyID,
 		"volume", "part", "offset", "start", "barcode", "loc", "key", "seq"}
 	strict := func(p []byte, v any) {
@@ -709,20 +599,14 @@ func TestRestoreOfAnOlderAgentIsRefusedWithTheVersions(t *testing.T) {
 		}
 		return nil
 	}
-	now := time.Now()
-	tk, err := ticket.Sign(ticket.Ticket{JobID: 2, Client: "web", Node: "sn1", Op: ticket.OpRestore, Sessions: []string{"s"},
-		Issued: now, Expires: now.Add(time.Minute)}, r.signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = hello(1, tk)
+	err = hello(1, r.ticket(2, ticket.OpRestore, "s"))
 	if wire.CodeOf(err) != wire.CodeUnsupportedVersion || !strings.Contains(err.Error(), "the agent speaks data-port protocol version 1 and this side version 2") {
 		t.Fatalf("restore of a version-1 agent: %v", err)
 	}
-	if err := hello(dataplane.Version+1, r.ticket(3)); wire.CodeOf(err) != wire.CodeUnsupportedVersion {
+	if err := hello(dataplane.Version+1, r.ticket(3, ticket.OpBackup)); wire.CodeOf(err) != wire.CodeUnsupportedVersion {
 		t.Fatalf("a hello of version %d: %v", dataplane.Version+1, err)
 	}
-	if err := hello(1, r.ticket(4)); err != nil {
+	if err := hello(1, r.ticket(4, ticket.OpBackup)); err != nil {
 		t.Fatalf("backup of a version-1 agent: %v", err)
 	}
 }

@@ -1,7 +1,6 @@
 package storagenode
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
-	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/ticket"
@@ -32,31 +30,23 @@ func benchEnvInt(name string, def int64) int64 {
 // bytes a second when rate > 0, and returns the wall time.
 func (r *nodeTapeRig) streamRandom(b testing.TB, job uint64, n int, size int, rate int64) time.Duration {
 	b.Helper()
-	// The client's pace is wall time, the clock of a client on a network.
-	pace := tape.RealClock()
-	start := pace.Now()
-	conn := r.dial(b, r.ticket(b, job, ticket.OpBackup))
-	defer conn.Close()
-	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
+	pace := newPacer(rate)
+	conn, err := r.open(r.ticket(job, ticket.OpBackup))
+	if err != nil {
 		b.Fatal(err)
 	}
+	defer conn.Close()
 	rnd := rand.NewChaCha8([32]byte{byte(job), byte(job >> 8)})
 	content := make([]byte, 256<<10)
 	var batch []byte
-	var sent int64
 	flush := func() {
 		if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
 			b.Fatal(err)
 		}
-		sent += int64(len(batch))
-		batch = batch[:0]
-		if rate > 0 {
-			if ahead := time.Duration(sent*int64(time.Second)/rate) - pace.Now().Sub(start); ahead > 0 {
-				if err := pace.Sleep(context.Background(), ahead); err != nil {
-					b.Fatal(err)
-				}
-			}
+		if err := pace.sent(len(batch)); err != nil {
+			b.Fatal(err)
 		}
+		batch = batch[:0]
 	}
 	for i := range n {
 		batch = volume.AppendRecord(batch, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: fmt.Sprintf("/data/f%06d", i), Type: fileindex.TypeFile, Size: int64(size)}))
@@ -71,15 +61,10 @@ func (r *nodeTapeRig) streamRandom(b testing.TB, job uint64, n int, size int, ra
 		batch = volume.AppendFileEnd(batch, volume.EndOK, nil)
 	}
 	flush()
-	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{Entries: int64(n)}); err != nil {
+	if _, err := endBackup(conn, n); err != nil {
 		b.Fatal(err)
 	}
-	conn.Flush()
-	var res dataplane.Result
-	if err := conn.ReadJSON(dataplane.FrameResult, &res); err != nil {
-		b.Fatal(err)
-	}
-	return pace.Now().Sub(start)
+	return pace.elapsed()
 }
 
 // BenchmarkTapeBackup backs up CAIRN_BENCH_TAPE_MB (default 1024) MiB of
@@ -120,7 +105,7 @@ func BenchmarkTapeBackup(b *testing.B) {
 					b.StartTimer()
 					d := r.streamRandom(b, uint64(i+1), int(total/fileSize), fileSize, client.rate)
 					b.StopTimer()
-					c := r.commit(b, uint64(i+1))
+					c := r.fake.commit(b, uint64(i+1))
 					secs += d.Seconds()
 					stops += float64(c.Tape.Stops)
 					driveBytes += float64(c.Tape.DriveBytes)
@@ -176,7 +161,7 @@ func BenchmarkTapeRestoreOneFile(b *testing.B) {
 			d := r.lib.EmulatedDrive(0)
 			before := d.Stats()
 			start := time.Now()
-			got := r.restore(b, want, r.fake.readRequest(b, want, "/data/f000002")).whole
+			got := r.restore(1000+want, r.fake.readRequest(b, want, "/data/f000002")).whole
 			took := time.Since(start)
 			after := d.Stats()
 			if len(got["/data/f000002"]) != 1<<20 {

@@ -2,179 +2,26 @@ package storagenode
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
 	"github.com/cairnbackup/cairn/dataplane"
-	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/poll"
-	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
-
-// tapeVol is the fake catalog's view of one labeled tape.
-type tapeVol struct {
-	id      uuid.UUID
-	barcode string
-	end     int64
-	starts  []int64 // VolumeStart of every part committed on it
-	state   string  // "append", "full", "bad"
-	reason  string
-}
-
-// tapeServer answers a storage node as the servers would for tape pools:
-// it grants the pool's appendable tapes in barcode order, records what the
-// node reports, and builds read requests from the commits.
-type tapeServer struct {
-	mu       sync.Mutex
-	signer   ed25519.PrivateKey
-	key      []byte
-	vols     []*tapeVol // in grant order
-	noVolume bool       // answer CodeNoVolume while set
-	grants   []wire.VolumeAcquireReq
-	waiting  []string
-	moves    []wire.TapeMoved
-	commits  []wire.SessionCommitReq
-	segments map[uint64][][]byte
-	aborts   []wire.SessionAbortReq
-	plans    planBook
-}
-
-func (f *tapeServer) vol(id uuid.UUID) *tapeVol {
-	for _, v := range f.vols {
-		if v.id == id {
-			return v
-		}
-	}
-	return nil
-}
-
-func (f *tapeServer) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
-	_, op, _ := wire.SplitFrom(subject)
-	if op == wire.OpRestorePlan {
-		return f.plans.page(body)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch op {
-	case wire.OpNodeRegister:
-		return wire.NodeRegisterResp{TicketKey: f.signer.Public().(ed25519.PublicKey)}, nil
-	case wire.OpKeyGet:
-		return wire.KeyGetResp{ID: "k1", Key: f.key}, nil
-	case wire.OpVolumeAcquire:
-		req, _ := wire.Decode[wire.VolumeAcquireReq](body)
-		f.grants = append(f.grants, req)
-		if v := f.vol(req.Full); v != nil {
-			v.state = "full"
-		}
-		if v := f.vol(req.Bad); v != nil {
-			v.state, v.reason = "bad", req.BadReason
-		}
-		if f.noVolume {
-			return nil, wire.Errorf(wire.CodeNoVolume, "label or import tapes", "no appendable volume in pool %s in library lib1; 2 scratch tapes in vault", req.Pool)
-		}
-		for _, v := range f.vols {
-			if v.state == "append" && !slices.Contains(req.Used, v.id) {
-				return wire.VolumeGrant{ID: v.id, Name: v.barcode, Pool: req.Pool, Bytes: v.end, BlockSize: tapeTestBS,
-					BlockRawSize: volume.MinBlockRawSize, MediaType: "tape", Barcode: v.barcode, Library: "lib1", Parts: len(v.starts)}, nil
-			}
-		}
-		return nil, wire.Errorf(wire.CodeNoVolume, "label tapes", "no appendable volume in pool %s", req.Pool)
-	case wire.OpJobWaiting:
-		req, _ := wire.Decode[wire.JobWaitingReq](body)
-		f.waiting = append(f.waiting, req.Reason)
-		return wire.Empty{}, nil
-	case wire.OpTapeMoved:
-		req, _ := wire.Decode[wire.TapeMoved](body)
-		f.moves = append(f.moves, req)
-		return wire.Empty{}, nil
-	case wire.OpSessionIndex:
-		req, _ := wire.Decode[wire.SessionIndexReq](body)
-		if f.segments == nil {
-			f.segments = map[uint64][][]byte{}
-		}
-		f.segments[req.JobID] = append(f.segments[req.JobID], req.Data)
-		return wire.Empty{}, nil
-	case wire.OpSessionCommit:
-		req, _ := wire.Decode[wire.SessionCommitReq](body)
-		f.commits = append(f.commits, req)
-		for _, p := range req.Parts {
-			v := f.vol(p.VolumeID)
-			v.starts = append(v.starts, p.VolumeStart)
-			if v.state != "bad" {
-				v.end = p.End
-			}
-		}
-		return wire.Empty{}, nil
-	case wire.OpSessionAbort:
-		req, _ := wire.Decode[wire.SessionAbortReq](body)
-		f.aborts = append(f.aborts, req)
-		return wire.Empty{}, nil
-	}
-	return nil, wire.Errorf(wire.CodeUnknownOperation, "", "fake server: %s", op)
-}
-
-// readRequest is what the servers' restore plan asks the node for: the
-// entries of paths in the job's session.
-func (f *tapeServer) readRequest(t testing.TB, job uint64, paths ...string) wire.ReadRequest {
-	t.Helper()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var c *wire.SessionCommitReq
-	for i := range f.commits {
-		if f.commits[i].JobID == job {
-			c = &f.commits[i]
-		}
-	}
-	if c == nil {
-		t.Fatalf("job %d was not committed", job)
-	}
-	rr := wire.ReadRequest{SessionID: c.SessionID, KeyID: "k1"}
-	for _, p := range c.Parts {
-		v := f.vol(p.VolumeID)
-		var starts []int64
-		for _, s := range v.starts {
-			if s <= p.VolumeStart {
-				starts = append(starts, s)
-			}
-		}
-		rr.Parts = append(rr.Parts, wire.ReadPart{VolumeID: p.VolumeID, Volume: v.barcode, Pool: "Tape", VolumeStart: p.VolumeStart,
-			DataStart: p.DataStart, StreamStart: p.StreamStart, StreamEnd: p.StreamEnd, MediaType: "tape", Barcode: v.barcode,
-			Library: "lib1", BlockSize: tapeTestBS, PartStarts: starts, VolumeBytes: v.end})
-	}
-	for _, seg := range f.segments[job] {
-		es, err := fileindex.DecodeSegment(seg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range es {
-			if len(paths) == 0 || slices.Contains(paths, e.Path) {
-				rr.Locs = append(rr.Locs, wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: e.Loc})
-			}
-		}
-	}
-	return rr
-}
 
 const tapeTestBS = volume.MinBlockSize
 
@@ -189,54 +36,27 @@ type tapeRigOpts struct {
 	idle            time.Duration // the node's IdleTimeout; its default when 0
 }
 
+// nodeTapeRig is a storage node with one emulated library, lib1, and its
+// tape pool, Tape.
 type nodeTapeRig struct {
-	ns     *natsd.Server
-	nc     *nats.Conn
-	node   *Node
-	fake   *tapeServer
-	signer ed25519.PrivateKey
-	lib    *library.Manager
-	spool  string
-	opts   tapeRigOpts
+	*nodeRig
+	lib   *library.Manager
+	spool string
+	opts  tapeRigOpts
 }
 
-// newNodeTapeRig starts NATS, a fake catalog and a storage node with one
+// newNodeTapeRig starts NATS, the fake servers and a storage node with one
 // emulated library of o.tapes cartridges, all labeled for pool Tape
 // through the node's tape.label order.
 func newNodeTapeRig(t testing.TB, o tapeRigOpts) *nodeTapeRig {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	_, signer, _ := ed25519.GenerateKey(nil)
-	r := &nodeTapeRig{ns: ns, signer: signer, fake: &tapeServer{signer: signer, key: keyring.NewKey()}}
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	r.nc = nc
-	if _, err := wire.Serve(context.Background(), nc, wire.FromNodeWildcard, "", logger, r.fake.handle); err != nil {
-		t.Fatal(err)
-	}
+	r := &nodeTapeRig{nodeRig: newNodeRig(t, fakePool{name: "Tape", mediaType: "tape", library: "lib1"})}
+	r.serve()
 	if o.libDir == "" {
 		o.libDir = filepath.Join(t.TempDir(), "lib1")
 	}
 	r.startNode(t, o)
-	// Label every tape through the node's order, as 'cairn media label'.
-	for i, b := range r.barcodes() {
-		id := uuid.New()
-		var res wire.TapeLabelResult
-		if err := wire.Request(context.Background(), nc, wire.NodeSubject("sn1", wire.OpNodeTapeLabel), wire.TapeLabelOrder{
-			Library: "lib1", Slot: i + 1, Barcode: b, VolumeID: id, Name: b, Pool: "Tape", BlockSize: tapeTestBS, Created: time.Now(),
-		}, &res); err != nil {
-			t.Fatalf("label %s: %v", b, err)
-		}
-		r.fake.vols = append(r.fake.vols, &tapeVol{id: id, barcode: b, end: tapeTestBS, state: "append"})
-	}
+	r.labelTapes(r.barcodes()...)
 	return r
 }
 
@@ -253,14 +73,7 @@ func (r *nodeTapeRig) barcodes() []string {
 func (r *nodeTapeRig) startNode(t testing.TB, o tapeRigOpts) {
 	t.Helper()
 	r.opts = o
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := DefaultConfig()
-	cfg.ID = "sn1"
-	cfg.DataDir = t.TempDir()
-	cfg.NATSURL = r.ns.URL()
-	cfg.DataAddr = "127.0.0.1:0"
-	cfg.HeartbeatInterval = 100 * time.Millisecond
-	cfg.VolumeWaitPoll = 50 * time.Millisecond
+	cfg := r.config()
 	if o.idle > 0 {
 		cfg.IdleTimeout = o.idle
 	}
@@ -274,116 +87,17 @@ func (r *nodeTapeRig) startNode(t testing.TB, o tapeRigOpts) {
 		tp.SpoolDir, tp.SpoolChunkBytes = r.spool, o.chunk
 	}
 	cfg.TapePools = []TapePoolConfig{tp}
-	n, err := New(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	r.node, r.lib = n, n.libs["lib1"]
-	poll.Until(t, 10*time.Second, func() error {
-		if !n.Registered() {
-			return fmt.Errorf("node did not register")
-		}
-		return nil
-	})
+	r.start(cfg)
+	r.lib = r.node.libs["lib1"]
+	r.waitRegistered()
 }
 
 func (r *nodeTapeRig) stopNode() { r.node.Close() }
 
-func (r *nodeTapeRig) ticket(t testing.TB, job uint64, op ticket.Op, sessions ...string) string {
-	now := time.Now()
-	s, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: op, Pool: "Tape",
-		BackupID: job, Level: "full", KeyID: "k1", Issued: now, Expires: now.Add(10 * time.Minute), Sessions: sessions}, r.signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (r *nodeTapeRig) dial(t testing.TB, tk string) *dataplane.Conn {
-	t.Helper()
-	_, fp, err := dataplane.LoadOrCreateCert(r.node.cfg.DataDir, "sn1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := dataplane.Dial(context.Background(), r.node.DataAddr(), fp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web"}); err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
-// backup streams fs as job's backup to the tape pool and returns the result.
-func (r *nodeTapeRig) backup(t testing.TB, job uint64, fs []testFile) (*dataplane.Result, error) {
-	return r.backupPaced(t, job, fs, 0)
-}
-
-// backupPaced sends at most rate bytes a second (0: as fast as it can).
-func (r *nodeTapeRig) backupPaced(t testing.TB, job uint64, fs []testFile, rate int64) (*dataplane.Result, error) {
-	t.Helper()
-	// The client's pace is wall time, the clock of a client on a network.
-	pace := tape.RealClock()
-	start := pace.Now()
-	var sent int64
-	conn := r.dial(t, r.ticket(t, job, ticket.OpBackup))
-	defer conn.Close()
-	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
-		return nil, err
-	}
-	var batch []byte
-	for _, f := range fs {
-		batch = volume.AppendRecord(batch, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
-		for off := 0; off < len(f.content); off += 256 << 10 {
-			batch = volume.AppendDataRecord(batch, int64(off), f.content[off:min(off+256<<10, len(f.content))])
-		}
-		batch = volume.AppendFileEnd(batch, volume.EndOK, nil)
-		if len(batch) > 1<<20 {
-			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
-				return nil, err
-			}
-			sent += int64(len(batch))
-			batch = batch[:0]
-			if rate > 0 {
-				if ahead := time.Duration(sent*int64(time.Second)/rate) - pace.Now().Sub(start); ahead > 0 {
-					if err := pace.Sleep(context.Background(), ahead); err != nil {
-						return nil, err
-					}
-				}
-			}
-		}
-	}
-	if len(batch) > 0 {
-		if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
-			return nil, err
-		}
-	}
-	if err := conn.WriteJSON(dataplane.FrameEnd, dataplane.End{Entries: int64(len(fs))}); err != nil {
-		return nil, err
-	}
-	conn.Flush()
-	var res dataplane.Result
-	if err := conn.ReadJSON(dataplane.FrameResult, &res); err != nil {
-		return nil, err
-	}
-	return &res, nil
-}
-
-// restore reads the paths (all when none) of job's session back.
-func (r *nodeTapeRig) restore(t testing.TB, job uint64, rr wire.ReadRequest) readResult {
-	t.Helper()
-	r.fake.plans.set(job+1000, rr)
-	conn := r.dial(t, r.ticket(t, job+1000, ticket.OpRestore, rr.SessionID.String()))
-	defer conn.Close()
-	if err := conn.ReadJSON(dataplane.FrameAccept, &dataplane.Accept{}); err != nil {
-		t.Fatal(err)
-	}
-	return readOnce(t, conn, rr)
+// backup streams fs as job's backup to the tape pool, in frames of a MiB,
+// and returns the result.
+func (r *nodeTapeRig) backup(job uint64, fs []testFile) (*dataplane.Result, error) {
+	return r.sendFiles(job, fs, sendOpts{batch: 1 << 20})
 }
 
 func checkRestored(t testing.TB, got map[string][]byte, fs []testFile) {
@@ -393,19 +107,6 @@ func checkRestored(t testing.TB, got map[string][]byte, fs []testFile) {
 			t.Fatalf("%s: %d bytes restored, want %d", f.path, len(got[f.path]), len(f.content))
 		}
 	}
-}
-
-func (r *nodeTapeRig) commit(t testing.TB, job uint64) wire.SessionCommitReq {
-	t.Helper()
-	r.fake.mu.Lock()
-	defer r.fake.mu.Unlock()
-	for _, c := range r.fake.commits {
-		if c.JobID == job {
-			return c
-		}
-	}
-	t.Fatalf("job %d not committed; aborts %+v", job, r.fake.aborts)
-	return wire.SessionCommitReq{}
 }
 
 // A session spans two small cartridges, with spooling off and on: the
@@ -419,11 +120,11 @@ func TestTapeBackupSpansCartridges(t *testing.T) {
 			// block, a part's end and its padding.
 			r := newNodeTapeRig(t, tapeRigOpts{cartridge: 40 << 20, zone: 20 << 20, tapes: 3, spool: spool, chunk: 1 << 20})
 			fs := randomFiles(5, 12, 2<<20+100_000) // 26 MB
-			res, err := r.backup(t, 1, fs)
+			res, err := r.backup(1, fs)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := r.commit(t, 1)
+			c := r.fake.commit(t, 1)
 			if len(c.Parts) != 2 || c.Parts[0].VolumeID == c.Parts[1].VolumeID || c.Parts[0].Final || !c.Parts[1].Final {
 				t.Fatalf("parts %+v", c.Parts)
 			}
@@ -450,7 +151,7 @@ func TestTapeBackupSpansCartridges(t *testing.T) {
 			if split == "" {
 				t.Fatalf("no file is split across the tapes: parts %+v, locs %+v", c.Parts, rr.Locs)
 			}
-			back := r.restore(t, 1, r.fake.readRequest(t, 1, split))
+			back := r.restore(1000+1, r.fake.readRequest(t, 1, split))
 			got := back.whole
 			if len(got) != 1 || len(back.lost) > 0 {
 				t.Fatalf("restored %d files, lost %v", len(got), back.lost)
@@ -460,7 +161,7 @@ func TestTapeBackupSpansCartridges(t *testing.T) {
 					t.Fatalf("split file %s: %d bytes restored", split, len(got[split]))
 				}
 			}
-			checkRestored(t, r.restore(t, 1, rr).whole, fs)
+			checkRestored(t, r.restore(1000+1, rr).whole, fs)
 			if r.spool != "" {
 				if left := spoolFiles(t, r.spool); len(left) > 0 {
 					t.Fatalf("spool left %v", left)
@@ -483,7 +184,7 @@ func TestTapeRestoreOneFileReadsLittle(t *testing.T) {
 	var all [][]testFile
 	for job := uint64(1); job <= 40; job++ {
 		fs := randomFiles(job, 16, 256<<10)
-		if _, err := r.backup(t, job, fs); err != nil {
+		if _, err := r.backup(job, fs); err != nil {
 			t.Fatal(err)
 		}
 		all = append(all, fs)
@@ -491,7 +192,7 @@ func TestTapeRestoreOneFileReadsLittle(t *testing.T) {
 	d := r.lib.EmulatedDrive(0)
 	before := d.Stats()
 	want := all[26][9]
-	got := r.restore(t, 27, r.fake.readRequest(t, 27, want.path)).whole
+	got := r.restore(1000+27, r.fake.readRequest(t, 27, want.path)).whole
 	after := d.Stats()
 	if string(got[want.path]) != string(want.content) || len(got) != 1 {
 		t.Fatalf("restored %d files", len(got))
@@ -522,10 +223,10 @@ func TestTapeMediumErrorMidBackup(t *testing.T) {
 			// does not reach.
 			r.lib.EmulatedDrive(0).SetFaults(tape.Faults{MediumErrorAt: []int64{2 + 96}})
 			fs := randomFiles(8, 8, 1<<20)
-			if _, err := r.backup(t, 1, fs); err != nil {
+			if _, err := r.backup(1, fs); err != nil {
 				t.Fatal(err)
 			}
-			c := r.commit(t, 1)
+			c := r.fake.commit(t, 1)
 			r.fake.mu.Lock()
 			bad := r.fake.vols[0]
 			r.fake.mu.Unlock()
@@ -539,7 +240,7 @@ func TestTapeMediumErrorMidBackup(t *testing.T) {
 				t.Fatalf("the part on the bad tape is not committed torn, the next one whole: %+v", c.Parts)
 			}
 			r.lib.EmulatedDrive(0).SetFaults(tape.Faults{})
-			res := r.restore(t, 1, r.fake.readRequest(t, 1))
+			res := r.restore(1000+1, r.fake.readRequest(t, 1))
 			if len(res.lost) > 0 {
 				t.Fatalf("lost %v", res.lost)
 			}
@@ -555,7 +256,7 @@ func TestTapeWriteProtectedIsReportedBad(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs := randomFiles(9, 4, 300<<10)
-	res, err := r.backup(t, 1, fs)
+	res, err := r.backup(1, fs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +270,7 @@ func TestTapeWriteProtectedIsReportedBad(t *testing.T) {
 	if len(res.Volumes) != 1 || res.Volumes[0] != "CRN002L9" {
 		t.Fatalf("volumes %v", res.Volumes)
 	}
-	checkRestored(t, r.restore(t, 1, r.fake.readRequest(t, 1)).whole, fs)
+	checkRestored(t, r.restore(1000+1, r.fake.readRequest(t, 1)).whole, fs)
 }
 
 // No volume: the job reports the servers' reason and asks again; when a
@@ -582,7 +283,7 @@ func TestTapeBackupWaitsForAVolume(t *testing.T) {
 	fs := randomFiles(10, 3, 100<<10)
 	done := make(chan error, 1)
 	go func() {
-		_, err := r.backup(t, 1, fs)
+		_, err := r.backup(1, fs)
 		done <- err
 	}()
 	poll.Until(t, 10*time.Second, func() error {
@@ -614,7 +315,7 @@ func TestTapeBackupWaitsForAVolume(t *testing.T) {
 		}
 		return fmt.Errorf("waiting reports %q: never cleared", w)
 	})
-	checkRestored(t, r.restore(t, 1, r.fake.readRequest(t, 1)).whole, fs)
+	checkRestored(t, r.restore(1000+1, r.fake.readRequest(t, 1)).whole, fs)
 }
 
 func TestTapeConfigValidate(t *testing.T) {
@@ -734,13 +435,7 @@ func TestAttemptsOfAJobNeverOverlap(t *testing.T) {
 	defer cancel()
 	dialAttempt := func(job uint64, attempt int) *dataplane.Conn {
 		t.Helper()
-		now := time.Now()
-		tk, err := ticket.Sign(ticket.Ticket{JobID: job, Client: "web", Node: "sn1", Op: ticket.OpBackup, Pool: "Tape", Attempt: attempt,
-			BackupID: job, Level: "full", KeyID: "k1", Issued: now, Expires: now.Add(10 * time.Minute)}, r.signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.dial(t, tk)
+		return r.hello(r.sign(ticket.Ticket{JobID: job, Op: ticket.OpBackup, Attempt: attempt}))
 	}
 	stop := func(job uint64, attempt int) {
 		t.Helper()
