@@ -3,11 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,7 +21,6 @@ import (
 	"github.com/cairnbackup/cairn/internal/configfile"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -223,15 +219,7 @@ func startBackupNode(t *testing.T) *backupNode { return startBackupNodeIdle(t, 0
 // startBackupNodeIdle starts a node that ends a stream whose agent sends
 // nothing, not even a keepalive, for idle (0: never).
 func startBackupNodeIdle(t *testing.T, idle time.Duration) *backupNode {
-	cert, fp, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l, fp := listenNode(t)
 	n := &backupNode{addr: l.Addr().String(), fp: fp, done: make(chan struct{})}
 	go func() {
 		defer close(n.done)
@@ -268,43 +256,6 @@ func startBackupNodeIdle(t *testing.T, idle time.Duration) *backupNode {
 	return n
 }
 
-// startAgent runs an agent with cfg on an embedded NATS server whose
-// fake servers keep its reports.
-func startAgent(t *testing.T, dirs []string, configFile string, tune ...func(*Agent)) (*Agent, *nats.Conn, *fakeServers) {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	srv := &fakeServers{}
-	if _, err := wire.Serve(context.Background(), nc, wire.FromAgentWildcard, "", logger, srv.handle); err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Name = "web"
-	cfg.NATSURL = ns.URL()
-	cfg.AllowedCommandDirs, cfg.ConfigFile = dirs, configFile
-	a, err := New(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.killGrace = 200 * time.Millisecond
-	for _, f := range tune {
-		f(a)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a, nc, srv
-}
-
 // runOrder sends a backup order with app to the agent and returns its
 // report once the node's side has ended.
 func runOrder(t *testing.T, nc *nats.Conn, srv *fakeServers, node *backupNode, paths []string, app wire.Application) wire.JobDoneReq {
@@ -317,17 +268,7 @@ func runOrder(t *testing.T, nc *nats.Conn, srv *fakeServers, node *backupNode, p
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	var done wire.JobDoneReq
-	poll.Until(t, 20*time.Second, func() error {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		if len(srv.done) == 0 {
-			return errors.New("no report")
-		}
-		done = srv.done[0]
-		return nil
-	})
-	return done
+	return srv.report(t, 20*time.Second)
 }
 
 // A backup runs its before-step, stores a command source's output as a
@@ -508,16 +449,7 @@ func TestStoppedJobStillRunsAfterSteps(t *testing.T) {
 	if err := wire.Request(ctx, nc, wire.AgentSubject("web", wire.OpCancel), wire.CancelJob{JobID: 7, Attempt: 1, Reason: "canceled by the operator"}, &res); err != nil || !res.Running {
 		t.Fatalf("cancel: %+v %v", res, err)
 	}
-	var done wire.JobDoneReq
-	poll.Until(t, 10*time.Second, func() error {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		if len(srv.done) == 0 {
-			return errors.New("no report")
-		}
-		done = srv.done[0]
-		return nil
-	})
+	done := srv.report(t, 10*time.Second)
 	if time.Since(t0) > 8*time.Second {
 		t.Fatalf("the stopped step took %s to end", time.Since(t0))
 	}
@@ -603,16 +535,7 @@ func TestSourceInsideTheWalkIsRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var done wire.JobDoneReq
-		poll.Until(t, 10*time.Second, func() error {
-			srv.mu.Lock()
-			defer srv.mu.Unlock()
-			if len(srv.done) == 0 {
-				return errors.New("no report")
-			}
-			done = srv.done[0]
-			return nil
-		})
+		done := srv.report(t, 10*time.Second)
 		if done.Error == nil || done.Error.Code != wire.CodeInvalidArgument || !strings.Contains(done.Error.Message, "one inside the other") {
 			t.Fatalf("%s: report %+v", p, done.Error)
 		}

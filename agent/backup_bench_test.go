@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -116,11 +115,7 @@ func BenchmarkBackup(b *testing.B) {
 }
 
 func benchBackupOnce(b *testing.B, tree benchTree, pool *disk.Pool) {
-	cert, fp, err := dataplane.LoadOrCreateCert(b.TempDir(), "sn1")
-	mustDo(b, err)
-	l, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
-	mustDo(b, err)
-	defer l.Close()
+	l, fp := listenNode(b)
 	node := make(chan error, 1)
 	go func() { node <- benchNodeSession(l, pool) }()
 	conn, err := dataplane.Dial(context.Background(), l.Addr().String(), fp)

@@ -12,10 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/cairnbackup/cairn/fileindex"
-	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -25,29 +22,9 @@ import (
 // something, is refused with the order's code; it only looks, so a target
 // that does not exist yet is still not there afterwards.
 func TestAgentAnswersWhetherItWouldTakeAnOrder(t *testing.T) {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	cfg := DefaultConfig()
-	cfg.Name, cfg.NATSURL = "web", ns.URL()
-	a, err := New(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, nc, _ := startAgent(t, nil, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	nc, err := nats.Connect(ns.URL()) // as the servers
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 
 	dir := t.TempDir()
 	busy := filepath.Join(dir, "busy")

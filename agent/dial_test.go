@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"strings"
@@ -17,15 +16,7 @@ import (
 // is a node lost, for the server to send the job to another node: not the
 // client's failure, and not a bare "EOF".
 func TestDialNodeDiesBeforeAccepting(t *testing.T) {
-	cert, fp, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, fp := listenNode(t)
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
@@ -37,7 +28,7 @@ func TestDialNodeDiesBeforeAccepting(t *testing.T) {
 	a := &Agent{cfg: Config{Name: "web"}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = a.dial(ctx, wire.DataEndpoint{Node: "sn1", Addr: l.Addr().String(), CertSHA256: fp}, "ticket", 1)
+	_, err := a.dial(ctx, wire.DataEndpoint{Node: "sn1", Addr: l.Addr().String(), CertSHA256: fp}, "ticket", 1)
 	var we *wire.Error
 	if !errors.As(err, &we) || we.Code != wire.CodeNodeLost || !strings.Contains(we.Message, "storage node sn1") {
 		t.Fatalf("dial a node that closes before accepting: %v, want a node-lost error naming sn1", err)
@@ -54,15 +45,7 @@ func TestDialNodeDiesBeforeAccepting(t *testing.T) {
 // get: a restore refuses it at once, saying which versions met, while a
 // backup, whose frames did not change, goes on.
 func TestDialRefusesANodeOfAnOlderProtocolForARestore(t *testing.T) {
-	cert, fp, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, fp := listenNode(t)
 	hellos := make(chan dataplane.Hello, 2)
 	go func() {
 		for {
@@ -81,7 +64,7 @@ func TestDialRefusesANodeOfAnOlderProtocolForARestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ep := wire.DataEndpoint{Node: "sn1", Addr: l.Addr().String(), CertSHA256: fp}
-	_, err = a.dial(ctx, ep, "ticket", dataplane.Version)
+	_, err := a.dial(ctx, ep, "ticket", dataplane.Version)
 	if h := <-hellos; h.V != dataplane.Version {
 		t.Fatalf("the hello says version %d, want %d", h.V, dataplane.Version)
 	}

@@ -2,26 +2,18 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -78,63 +70,16 @@ func TestRestorerWritesNothingOnceRefused(t *testing.T) {
 	}
 }
 
-// fakeServers answers an agent's requests as the servers would for one
-// restore job, and keeps its report.
-type fakeServers struct {
-	mu         sync.Mutex
-	done       []wire.JobDoneReq
-	registered []wire.AgentRegisterReq
-}
-
-func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMessage) (any, error) {
-	_, op, _ := wire.SplitFrom(subject)
-	switch op {
-	case wire.OpJobDone:
-		req, _ := wire.Decode[wire.JobDoneReq](body)
-		f.mu.Lock()
-		f.done = append(f.done, req)
-		f.mu.Unlock()
-	case wire.OpAgentRegister:
-		req, _ := wire.Decode[wire.AgentRegisterReq](body)
-		f.mu.Lock()
-		f.registered = append(f.registered, req)
-		f.mu.Unlock()
-	}
-	return wire.Empty{}, nil
-}
-
 // A cancel order stops a running restore at once: what was restored stays,
 // the file under way is never renamed into place even though its last
 // records come after the order, nothing after it is written, and the
 // agent reports the job stopped with the servers' reason.
 func TestCancelOrderStopsARestore(t *testing.T) {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	srv := &fakeServers{}
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	if _, err := wire.Serve(context.Background(), nc, wire.FromAgentWildcard, "", logger, srv.handle); err != nil {
-		t.Fatal(err)
-	}
+	_, nc, srv := startAgent(t, nil, "")
 
 	// The storage node: it sends a whole and half of b, and the rest once
 	// the order was taken.
-	cert, fp, err := dataplane.LoadOrCreateCert(t.TempDir(), "sn1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", dataplane.ServerConfig(cert))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, fp := listenNode(t)
 	ordered := make(chan struct{})
 	go func() {
 		c, err := l.Accept()
@@ -157,17 +102,6 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 		_ = conn.WriteJSON(dataplane.FrameReadDone, dataplane.ReadDone{Entries: 3, Asked: 3})
 	}()
 
-	cfg := DefaultConfig()
-	cfg.Name = "web"
-	cfg.NATSURL = ns.URL()
-	a, err := New(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
 	root := filepath.Join(t.TempDir(), "r")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -200,16 +134,7 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 		t.Fatalf("cancel: %+v %v", res, err)
 	}
 	close(ordered)
-	var done wire.JobDoneReq
-	poll.Until(t, 10*time.Second, func() error {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		if len(srv.done) == 0 {
-			return errors.New("no report")
-		}
-		done = srv.done[0]
-		return nil
-	})
+	done := srv.report(t, 10*time.Second)
 	if done.Error == nil || done.Error.Code != wire.CodeAborted || !strings.Contains(done.Error.Message, "stopped by the servers: job made no progress") {
 		t.Fatalf("report %+v", done)
 	}
