@@ -26,41 +26,13 @@ func startBackup(c *clusterSys, client, level, src string) uint64 {
 // waitJob waits until job id ended and returns it.
 func waitJob(c *clusterSys, id uint64, timeout time.Duration) wire.JobInfo {
 	c.t.Helper()
-	var j wire.JobInfo
-	a := c.as("")
-	poll.Until(c.t, timeout, func() error {
-		if err := a.tryJSON(&j, "job", "show", strconv.FormatUint(id, 10)); err != nil {
-			return err
-		}
-		if j.State == "queued" || j.State == "running" {
-			return fmt.Errorf("job %d is %s (attempt %d, waiting %q)", id, j.State, j.Attempt, j.Waiting)
-		}
-		return nil
-	})
-	return j
+	return c.as("").waitEnded(id, timeout)
 }
 
 // waitStreaming waits until a backup reports progress, and returns it.
 func waitStreaming(c *clusterSys, id uint64) wire.JobInfo {
 	c.t.Helper()
-	var j wire.JobInfo
-	a := c.as("")
-	poll.Until(c.t, 30*time.Second, func() error {
-		if err := a.tryJSON(&j, "job", "show", strconv.FormatUint(id, 10)); err != nil {
-			return err
-		}
-		if j.State != "running" {
-			if j.State == "queued" {
-				return fmt.Errorf("job %d is queued: %s", id, j.Waiting)
-			}
-			c.t.Fatalf("job %d ended (%s: %s) before it could be interrupted; make its tree bigger or the agents slower", id, j.State, j.Error)
-		}
-		if j.Progress == nil || j.Progress.Bytes == 0 {
-			return fmt.Errorf("job %d shows no progress yet", id)
-		}
-		return nil
-	})
-	return j
+	return c.as("").waitStreaming(id, 30*time.Second, nil)
 }
 
 // slowRate is the agents' stream cap in the tests that kill a role under a

@@ -2,17 +2,14 @@ package integration
 
 import (
 	"fmt"
-	"github.com/cairnbackup/cairn/internal/poll"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/wire"
 )
 
 // writeRandomFiles fills dir with n files of size random bytes each.
@@ -78,56 +75,20 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 	vol := s.volumes()[0]
 
 	// Enough random data that the stream takes a few seconds.
-	big := filepath.Join(t.TempDir(), "big")
-	writeRandomFiles(t, big, 12, 32<<20, 13)
-	snapBig := snapshot(t, big)
-	var started wire.JobStarted
-	s.json(&started, "backup", "--client", s.client, "--path", big, "--level", "full")
-	var progress int64
-	poll.Until(t, 30*time.Second, func() error {
-		j := s.job(started.JobID)
-		if j.State != "running" {
-			t.Fatalf("the big backup ended %s before the storage node could be killed in its middle: %+v", j.State, j)
-		}
-		if j.Progress == nil || j.Progress.Bytes == 0 {
-			return fmt.Errorf("job %d shows no progress yet", started.JobID)
-		}
-		progress = j.Progress.Bytes
-		return nil
-	})
-	s.storage.kill()
-	killed := time.Now()
-	t.Logf("killed the storage node after %d bytes of the backup", progress)
+	big, snapBig := randomFilesTree(t, 12, 32<<20, 13)
+	id := s.startStreaming(big)
 
 	// The agent notices the broken stream and the job goes back to the
 	// queue, waiting for a storage node of its pool; the server's liveness
 	// watchdog (5s here) is only the last resort.
-	var queued wire.JobInfo
-	poll.Until(t, 20*time.Second, func() error {
-		queued = s.job(started.JobID)
-		if queued.State != "queued" || queued.Waiting == "" {
-			return fmt.Errorf("job %d is %s (waiting %q) %s after the storage node died", queued.ID, queued.State, queued.Waiting, time.Since(killed).Round(time.Millisecond))
-		}
-		return nil
-	})
-	t.Logf("job requeued %s after the kill, waiting: %s", time.Since(killed).Round(time.Millisecond), queued.Waiting)
+	queued, _ := s.killMidBackup(s.storage, id)
 	if !strings.Contains(queued.Waiting, s.node) || queued.Attempt != 1 {
 		t.Errorf("the requeued backup does not say it waits for storage node %s: %+v", s.node, queued)
 	}
-	log := ""
-	for _, l := range queued.Log {
-		log += l.Msg + "\n"
-	}
-	if !strings.Contains(log, "back in the queue after attempt 1 on storage node "+s.node) || !strings.Contains(log, "broke during the backup") {
+	if log := jobLogText(queued); !strings.Contains(log, "back in the queue after attempt 1 on storage node "+s.node) || !strings.Contains(log, "broke during the backup") {
 		t.Errorf("the job log does not tell why it went back to the queue:\n%s", log)
 	}
-	var backups []wire.BackupInfo
-	s.json(&backups, "backup", "list", "--client", s.client)
-	for _, b := range backups {
-		if b.ID != earlier.BackupID && b.State == "complete" {
-			t.Errorf("the interrupted backup is listed as complete: %+v", b)
-		}
-	}
+	s.checkNoneComplete("the interrupted backup", earlier.BackupID)
 	// What the dead node left on the volume is a torn part past the
 	// committed end.
 	if parts := volumeParts(t, vol.Path); len(parts) != 2 || !parts[1].Torn {
@@ -141,27 +102,12 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 	if !s.storage.alive() {
 		t.Fatalf("the storage node did not restart: %v", s.storage.exitErr())
 	}
-	var retried wire.JobInfo
-	poll.Until(t, 60*time.Second, func() error {
-		retried = s.job(started.JobID)
-		if retried.State == "queued" || retried.State == "running" {
-			return fmt.Errorf("job %d still %s", retried.ID, retried.State)
-		}
-		return nil
-	})
-	if retried.State != "success" || retried.Attempt != 2 {
-		t.Fatalf("the retried backup: %+v", retried)
-	}
+	retried := s.waitRetried(id, 60*time.Second)
 	if !strings.Contains(s.storage.logText(), "cut off an uncommitted tail") {
 		t.Errorf("the storage node did not report cutting the torn tail off a volume")
 	}
-	to := filepath.Join(t.TempDir(), "big")
-	s.restore(to, "--backup", strconv.FormatUint(started.JobID, 10))
-	checkRestored(t, snapBig, to, big)
-
-	to = filepath.Join(t.TempDir(), "earlier")
-	s.restore(to, "--backup", strconv.FormatUint(earlier.BackupID, 10))
-	checkRestored(t, snapSmall, to, small)
+	s.checkBackupRestores(retried.BackupID, snapBig, big)
+	s.checkBackupRestores(earlier.BackupID, snapSmall, small)
 
 	next := s.backup("incremental", small)
 	vols := s.volumes()
@@ -180,7 +126,5 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 	if sessions != 3 {
 		t.Errorf("the volumes hold %d sessions, want 3 (earlier, the retried one, next): %+v", sessions, vols)
 	}
-	to = filepath.Join(t.TempDir(), "next")
-	s.restore(to, "--backup", strconv.FormatUint(next.BackupID, 10))
-	checkRestored(t, snapSmall, to, small)
+	s.checkBackupRestores(next.BackupID, snapSmall, small)
 }

@@ -25,8 +25,7 @@ import (
 // on and how to follow it, and the job ends as it would have.
 func TestWaitFromAScript(t *testing.T) {
 	s := slowStack(t, 4<<20)
-	big := filepath.Join(t.TempDir(), "big")
-	writeRandomFiles(t, big, 3, 8<<20, 51) // 24 MiB at 4 MiB/s: 6 s
+	big, _ := randomFilesTree(t, 3, 8<<20, 51) // 24 MiB at 4 MiB/s: 6 s
 
 	// With its agent away, the job waits, and says what for.
 	s.agent.stop()

@@ -73,39 +73,6 @@ func slowStack(t *testing.T, rate int64, nodeArgs ...string) *stack {
 	return newStack(t, stackOpts{agentConfig: map[string]any{"max_bytes_per_second": rate}, nodeArgs: nodeArgs})
 }
 
-// startStreaming starts a full backup of dir without waiting for it, and
-// waits until it has streamed some data.
-func (s *stack) startStreaming(dir string) uint64 {
-	s.t.Helper()
-	var started wire.JobStarted
-	s.json(&started, "backup", "--client", s.client, "--path", dir, "--level", "full")
-	poll.Until(s.t, 30*time.Second, func() error {
-		j := s.job(started.JobID)
-		if j.State != "running" {
-			s.t.Fatalf("backup %d ended %s before it could be interrupted: %+v", j.ID, j.State, j)
-		}
-		if j.Progress == nil || j.Progress.Bytes == 0 {
-			return fmt.Errorf("job %d shows no progress yet", j.ID)
-		}
-		return nil
-	})
-	return started.JobID
-}
-
-// waitEnded waits for a job to leave the queue and the running state.
-func (s *stack) waitEnded(id uint64, timeout time.Duration) wire.JobInfo {
-	s.t.Helper()
-	var j wire.JobInfo
-	poll.Until(s.t, timeout, func() error {
-		j = s.job(id)
-		if j.State == "queued" || j.State == "running" {
-			return fmt.Errorf("job %d is %s (attempt %d, waiting %q)", id, j.State, j.Attempt, j.Waiting)
-		}
-		return nil
-	})
-	return j
-}
-
 func jobLogText(j wire.JobInfo) string {
 	var b strings.Builder
 	for _, l := range j.Log {
@@ -191,9 +158,7 @@ func TestSIGHUPKeepsRolesRunning(t *testing.T) {
 // queue, never half recorded; the node exits 0, and the job succeeds on its
 // next attempt when a node is back.
 func TestStorageNodeDrainsOnSIGTERM(t *testing.T) {
-	big := filepath.Join(t.TempDir(), "big")
-	writeRandomFiles(t, big, 6, 8<<20, 31)
-	snapBig := snapshot(t, big)
+	big, snapBig := randomFilesTree(t, 6, 8<<20, 31)
 
 	t.Run("finishes", func(t *testing.T) {
 		s := slowStack(t, 8<<20)
@@ -231,9 +196,7 @@ func TestStorageNodeDrainsOnSIGTERM(t *testing.T) {
 		if j := s.waitEnded(queued.JobID, 60*time.Second); j.State != "success" {
 			t.Errorf("the queued backup ended %s once the node was back: %s", j.State, j.Error)
 		}
-		to := filepath.Join(t.TempDir(), "big")
-		s.restore(to, "--backup", strconv.FormatUint(s.job(id).BackupID, 10))
-		checkRestored(t, snapBig, to, big)
+		s.checkBackupRestores(s.job(id).BackupID, snapBig, big)
 	})
 
 	for _, how := range []string{"drain timeout", "second SIGTERM"} {
@@ -276,26 +239,15 @@ func handedBack(t *testing.T, big string, snapBig *sample.Manifest, second bool)
 	if log := jobLogText(j); !strings.Contains(log, "handed it back") {
 		t.Errorf("the job log does not say the storage node handed the backup back:\n%s", log)
 	}
-	var backups []wire.BackupInfo
-	s.json(&backups, "backup", "list", "--client", s.client)
-	for _, b := range backups {
-		if b.State == "complete" {
-			t.Errorf("the handed-back backup is recorded complete: %+v", b)
-		}
-	}
+	s.checkNoneComplete("the handed-back backup")
 	s.storage.start()
-	j = s.waitEnded(id, 120*time.Second)
-	if j.State != "success" || j.Attempt != 2 {
-		t.Fatalf("the handed-back backup ended %s at attempt %d: %s\n%s", j.State, j.Attempt, j.Error, jobLogText(j))
-	}
+	j = s.waitRetried(id, 120*time.Second)
 	for _, v := range s.volumes() {
 		if size := fileSize(t, v.Path); size != v.Bytes {
 			t.Errorf("volume %s: %d bytes on disk, %d committed", v.Name, size, v.Bytes)
 		}
 	}
-	to := filepath.Join(t.TempDir(), "big")
-	s.restore(to, "--backup", strconv.FormatUint(j.BackupID, 10))
-	checkRestored(t, snapBig, to, big)
+	s.checkBackupRestores(j.BackupID, snapBig, big)
 	if second && !strings.Contains(s.storage.logText(), "second signal: cutting the drain short") {
 		t.Errorf("the storage node does not say the second SIGTERM cut its drain short")
 	}
@@ -310,9 +262,7 @@ func handedBack(t *testing.T, big string, snapBig *sample.Manifest, second bool)
 // once the agent is back.
 func TestAgentRestartedMidBackup(t *testing.T) {
 	s := slowStack(t, 8<<20)
-	big := filepath.Join(t.TempDir(), "big")
-	writeRandomFiles(t, big, 6, 8<<20, 41)
-	snapBig := snapshot(t, big)
+	big, snapBig := randomFilesTree(t, 6, 8<<20, 41)
 
 	id := s.startStreaming(big)
 	s.agent.kill()
@@ -324,9 +274,7 @@ func TestAgentRestartedMidBackup(t *testing.T) {
 	if log := jobLogText(j); !strings.Contains(log, "the agent of client "+s.client+" restarted") {
 		t.Errorf("the job log does not say the agent restarted:\n%s", log)
 	}
-	to := filepath.Join(t.TempDir(), "big")
-	s.restore(to, "--backup", strconv.FormatUint(j.BackupID, 10))
-	checkRestored(t, snapBig, to, big)
+	s.checkBackupRestores(j.BackupID, snapBig, big)
 
 	id = s.startStreaming(big)
 	if !s.agent.signal(syscall.SIGTERM, 30*time.Second) {
@@ -346,10 +294,7 @@ func TestAgentRestartedMidBackup(t *testing.T) {
 		return nil
 	})
 	s.agent.start()
-	j = s.waitEnded(id, 90*time.Second)
-	if j.State != "success" || j.Attempt != 2 {
-		t.Fatalf("the backup handed back by a stopping agent ended %s at attempt %d: %s\n%s", j.State, j.Attempt, j.Error, jobLogText(j))
-	}
+	s.waitRetried(id, 90*time.Second)
 }
 
 // TestDuplicateAgent starts a second agent under the name of a running one,

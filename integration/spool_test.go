@@ -65,28 +65,20 @@ func TestStorageNodeKilledMidSpooledTapeBackup(t *testing.T) {
 		t.Fatalf("a backup that completed left spool chunks: %v", left)
 	}
 
-	big := filepath.Join(t.TempDir(), "big")
-	writeRandomFiles(t, big, 8, 8<<20, 73)
-	snapBig := snapshot(t, big)
-	var started wire.JobStarted
-	s.json(&started, "backup", "--client", s.client, "--path", big, "--level", "full", "--pool", "Weekly")
-	var orphans map[string]os.FileInfo
-	poll.Until(t, 60*time.Second, func() error {
-		j := s.job(started.JobID)
-		if j.State != "running" && j.State != "queued" {
-			t.Fatalf("the big backup ended %s before the storage node could be killed in its middle: %+v", j.State, j)
+	big, snapBig := randomFilesTree(t, 8, 8<<20, 73)
+	id := s.startBackup(big, "--pool", "Weekly")
+	s.waitStreaming(id, 60*time.Second, func(j wire.JobInfo) error {
+		if j.Progress.Bytes < 6<<20 {
+			return fmt.Errorf("job %d has not streamed 6 MiB yet: %+v", id, j.Progress)
 		}
-		if j.Progress == nil || j.Progress.Bytes < 6<<20 {
-			return fmt.Errorf("job %d has not streamed 6 MiB yet: %+v", started.JobID, j.Progress)
-		}
-		if orphans = spoolChunks(t, spoolDir); len(orphans) == 0 {
-			return fmt.Errorf("job %d has no spool chunk on disk", started.JobID)
+		if len(spoolChunks(t, spoolDir)) == 0 {
+			return fmt.Errorf("job %d has no spool chunk on disk", id)
 		}
 		return nil
 	})
-	s.storage.kill()
-	killed := time.Now()
-	orphans = spoolChunks(t, spoolDir)
+	// The job goes back to the queue: the node is gone.
+	s.killMidBackup(s.storage, id)
+	orphans := spoolChunks(t, spoolDir)
 	if len(orphans) == 0 {
 		t.Fatal("the killed node left no spool chunk: nothing to test")
 	}
@@ -95,15 +87,6 @@ func TestStorageNodeKilledMidSpooledTapeBackup(t *testing.T) {
 		bytes += fi.Size()
 		t.Logf("left by the killed node: %s (%d bytes)", p, fi.Size())
 	}
-
-	// The job goes back to the queue: the node is gone.
-	poll.Until(t, 20*time.Second, func() error {
-		j := s.job(started.JobID)
-		if j.State != "queued" {
-			return fmt.Errorf("job %d is %s %s after the storage node died", j.ID, j.State, time.Since(killed).Round(time.Millisecond))
-		}
-		return nil
-	})
 
 	s.storage.start()
 	poll.Until(t, 30*time.Second, func() error {
@@ -130,24 +113,10 @@ func TestStorageNodeKilledMidSpooledTapeBackup(t *testing.T) {
 		}
 	}
 
-	var retried wire.JobInfo
-	poll.Until(t, 2*time.Minute, func() error {
-		retried = s.job(started.JobID)
-		if retried.State == "queued" || retried.State == "running" {
-			return fmt.Errorf("job %d still %s", retried.ID, retried.State)
-		}
-		return nil
-	})
-	if retried.State != "success" || retried.Attempt != 2 {
-		t.Fatalf("the backup retried after the kill: %+v", retried)
-	}
+	retried := s.waitRetried(id, 2*time.Minute)
 	if left := spoolChunks(t, spoolDir); len(left) != 0 {
 		t.Errorf("spool chunks left after the retried backup completed: %v", left)
 	}
-	to := filepath.Join(t.TempDir(), "big")
-	s.restore(to, "--backup", strconv.FormatUint(retried.BackupID, 10))
-	checkRestored(t, snapBig, to, big)
-	to = filepath.Join(t.TempDir(), "earlier")
-	s.restore(to, "--backup", strconv.FormatUint(earlier.BackupID, 10))
-	checkRestored(t, snapSmall, to, small)
+	s.checkBackupRestores(retried.BackupID, snapBig, big)
+	s.checkBackupRestores(earlier.BackupID, snapSmall, small)
 }
