@@ -3,18 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -57,41 +51,25 @@ func TestJobCancelOfEndedJob(t *testing.T) {
 // to a job.show) keeps waiting for the job as it was, and does not take
 // the failed answer for a job that ended in no state.
 func TestJobCancelWaitsThroughAnElection(t *testing.T) {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
-	if err != nil {
-		t.Fatal(err)
+	job := func(state string) scriptedAnswer {
+		return func(json.RawMessage) (any, error) {
+			j := wire.JobInfo{ID: 5, Type: "backup", State: state}
+			if state == "canceled" {
+				j.Error = "canceled by admin"
+			}
+			return j, nil
+		}
 	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
+	noLeader := func(json.RawMessage) (any, error) {
+		return nil, wire.Errorf(wire.CodeNotLeader, "", "no leader: the servers are electing one")
 	}
-	t.Cleanup(nc.Close)
+	s := newScriptedServer(t)
+	s.script(wire.OpJobCancel, job("running"))
+	s.script(wire.OpJobShow, noLeader, noLeader, job("running"), job("canceled"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var shows atomic.Int32
-	r := wire.NewRouter()
-	r.Handle(wire.OpJobCancel, func(context.Context, string, json.RawMessage) (any, error) {
-		return wire.JobInfo{ID: 5, Type: "backup", State: "running"}, nil
-	})
-	r.Handle(wire.OpJobShow, func(context.Context, string, json.RawMessage) (any, error) {
-		switch shows.Add(1) {
-		case 1, 2:
-			return nil, wire.Errorf(wire.CodeNotLeader, "", "no leader: the servers are electing one")
-		case 3:
-			return wire.JobInfo{ID: 5, Type: "backup", State: "running"}, nil
-		}
-		return wire.JobInfo{ID: 5, Type: "backup", State: "canceled", Error: "canceled by admin"}, nil
-	})
-	if _, err := wire.Serve(ctx, nc, wire.APIWildcard, wire.ServerQueue, logger, r.Dispatch(wire.TrimAPI)); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
 	t.Setenv("CAIRN_NATS", "")
-	code, out, stderr := cli(ctx, "--nats", ns.URL(), "job", "cancel", "5")
+	code, out, stderr := cli(ctx, "--nats", s.url, "job", "cancel", "5")
 	if code != 0 || !strings.Contains(out, "job 5 canceled") {
 		t.Fatalf("cancel across an election: exit %d, %q, %q", code, out, stderr)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
@@ -14,17 +15,23 @@ import (
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// scriptedServer answers backup.start on an embedded NATS server with the
-// answers it is given, in order (the last one again and again), and keeps
-// the requests. A nil answer is no answer at all.
+// scriptedServer answers API requests on an embedded NATS server with the
+// answers it is given for each operation, in order (the last one again and
+// again), and keeps the requests. A nil answer is no answer at all.
 type scriptedServer struct {
+	t   *testing.T
 	url string
+	nc  *nats.Conn
 
-	mu      sync.Mutex
-	answers []func(wire.BackupStartReq) (wire.JobStarted, error)
-	seen    []wire.BackupStartReq
+	mu   sync.Mutex
+	seen map[string][]json.RawMessage
 }
 
+// scriptedAnswer is one answer of a scripted server to a request's body.
+type scriptedAnswer func(json.RawMessage) (any, error)
+
+// newScriptedServer starts a scripted server that answers backup.start
+// with answers (and nothing else until told with script).
 func newScriptedServer(t *testing.T, answers ...func(wire.BackupStartReq) (wire.JobStarted, error)) *scriptedServer {
 	t.Helper()
 	ns, err := natsd.Start(natsd.Config{Anonymous: true}, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -32,50 +39,82 @@ func newScriptedServer(t *testing.T, answers ...func(wire.BackupStartReq) (wire.
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	s := &scriptedServer{url: ns.URL(), answers: answers}
 	nc, err := wire.Connect(ns.URL(), "scripted-server", wire.NATSAuth{}, "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	sub, err := nc.Subscribe(wire.APISubject(wire.OpBackupStart), func(m *nats.Msg) {
-		body, err := wire.Unmarshal(m.Data)
-		if err != nil {
-			return
-		}
-		req, err := wire.Decode[wire.BackupStartReq](body)
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.seen = append(s.seen, req)
-		answer := s.answers[min(len(s.seen), len(s.answers))-1]
-		s.mu.Unlock()
-		if answer == nil {
-			return // the answer is lost
-		}
-		resp, err := answer(req)
-		if err != nil {
-			wire.Respond(m, wire.MarshalError(wire.AsError(err)), slog.New(slog.NewTextHandler(io.Discard, nil)))
-			return
-		}
-		data, _ := wire.Marshal(resp)
-		wire.Respond(m, data, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
+	s := &scriptedServer{t: t, url: ns.URL(), nc: nc, seen: map[string][]json.RawMessage{}}
+	if len(answers) > 0 {
+		s.script(wire.OpBackupStart, typedAnswers(answers)...)
 	}
 	return s
 }
 
+// script has the server answer op with answers.
+func (s *scriptedServer) script(op string, answers ...scriptedAnswer) {
+	s.t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sub, err := s.nc.Subscribe(wire.APISubject(op), func(m *nats.Msg) {
+		body, err := wire.Unmarshal(m.Data)
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.seen[op] = append(s.seen[op], body)
+		answer := answers[min(len(s.seen[op]), len(answers))-1]
+		s.mu.Unlock()
+		if answer == nil {
+			return // the answer is lost
+		}
+		resp, err := answer(body)
+		if err != nil {
+			wire.Respond(m, wire.MarshalError(wire.AsError(err)), logger)
+			return
+		}
+		data, _ := wire.Marshal(resp)
+		wire.Respond(m, data, logger)
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { sub.Unsubscribe() })
+	if err := s.nc.Flush(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// typedAnswers are answers to requests of type Req as a scripted server's.
+func typedAnswers[Req, Resp any](answers []func(Req) (Resp, error)) []scriptedAnswer {
+	out := make([]scriptedAnswer, len(answers))
+	for i, answer := range answers {
+		if answer == nil {
+			continue
+		}
+		out[i] = func(body json.RawMessage) (any, error) {
+			req, err := wire.Decode[Req](body)
+			if err != nil {
+				return nil, err
+			}
+			return answer(req)
+		}
+	}
+	return out
+}
+
+// requests are the backup.start requests the server got.
 func (s *scriptedServer) requests() []wire.BackupStartReq {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]wire.BackupStartReq(nil), s.seen...)
+	var out []wire.BackupStartReq
+	for _, body := range s.seen[wire.OpBackupStart] {
+		req, err := wire.Decode[wire.BackupStartReq](body)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		out = append(out, req)
+	}
+	return out
 }
 
 func fails(code, msg string) func(wire.BackupStartReq) (wire.JobStarted, error) {
