@@ -170,12 +170,12 @@ type Agent struct {
 	instance string
 	hostname string
 	pid      int
+	// group is the group the agent belongs to: Config.Group, or what its
+	// first registration answered. Every request names it.
+	group *wire.Group
 
 	mu         sync.Mutex
 	registered bool
-	// group is the group the agent belongs to: Config.Group, or what its
-	// first registration answered. Every request names it.
-	group string
 	// stopping: Drain runs; no order is taken, and the jobs that end are
 	// handed back. idle is closed when the last job ends after that.
 	stopping bool
@@ -204,7 +204,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 	instance := uuid.NewString()
 	return &Agent{
 		cfg: cfg, killGrace: killGrace, keepaliveEvery: dataplane.KeepaliveInterval, log: logger.With("component", "agent", "client", cfg.Name, "instance", instance[:8]),
-		instance: instance, hostname: host, pid: os.Getpid(), group: cfg.Group,
+		instance: instance, hostname: host, pid: os.Getpid(), group: wire.NewGroup(cfg.Group),
 		metrics: newMetrics(reg), jobs: map[uint64]*runningJob{}, finished: map[uint64]wire.JobDoneReq{},
 	}, nil
 }
@@ -231,7 +231,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return wire.Empty{}, nil
 	}))
 	prefix := wire.AgentSubject(a.cfg.Name, "")
-	sub, err := wire.ServeOrders(a.ctx, nc, prefix+">", "agent", a.cfg.Name, a.log, &a.requests, a.groupID, r.Dispatch(func(subject string) (string, bool) {
+	sub, err := wire.ServeOrders(a.ctx, nc, prefix+">", "agent", a.cfg.Name, a.log, &a.requests, a.group.ID, r.Dispatch(func(subject string) (string, bool) {
 		if len(subject) > len(prefix) {
 			return subject[len(prefix):], true
 		}
@@ -283,79 +283,41 @@ func (a *Agent) Close() error {
 }
 
 func (a *Agent) heartbeatLoop(ctx context.Context) {
+	wire.KeepRegistered(ctx, a.log, a.cfg.HeartbeatInterval, a.Registered, a.register, a.beat)
+}
+
+// register registers the agent with the servers: its host, its instance
+// and the jobs it runs.
+func (a *Agent) register(ctx context.Context) error {
 	labels, _ := wire.ParseLabels(a.cfg.Labels) // Validate refused bad ones
 	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: a.hostname, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version, Site: a.cfg.Site, Labels: labels,
-		Instance: a.instance, PID: a.pid}
-	retry := 250 * time.Millisecond
-	var lastRegister time.Time
-	for {
-		if !a.Registered() || time.Since(lastRegister) > time.Minute {
-			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			req.Running = a.running()
-			var resp wire.AgentRegisterResp
-			err := wire.RequestIn(rctx, a.nc, a.groupID(), wire.FromAgentSubject(a.cfg.Name, wire.OpAgentRegister), req, &resp)
-			cancel()
-			switch {
-			case err == nil:
-				learned := a.learnGroup(resp.Group)
-				if !a.Registered() {
-					a.log.Info("registered with the servers", "hostname", a.hostname, "pid", a.pid, "group", a.groupID())
-				}
-				if learned {
-					a.log.Info("the servers' group is learned from the registration: every request names it from now on, until the agent stops", "group", resp.Group)
-				}
-				a.noteDuplicate(resp.Duplicate)
-				a.mu.Lock()
-				a.registered = true
-				a.mu.Unlock()
-				lastRegister = time.Now()
-			case ctx.Err() != nil:
-				return
-			case !a.Registered():
-				a.log.Warn("registration with the servers failed; retrying", "err", err)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(retry):
-				}
-				retry = min(2*retry, 5*time.Second)
-				continue
-			}
-		}
-		a.beat()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(a.cfg.HeartbeatInterval):
-		}
+		Instance: a.instance, PID: a.pid, Running: a.running()}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var resp wire.AgentRegisterResp
+	if err := wire.RequestIn(rctx, a.nc, a.group.ID(), wire.FromAgentSubject(a.cfg.Name, wire.OpAgentRegister), req, &resp); err != nil {
+		return err
 	}
+	learned := a.group.Learn(resp.Group)
+	if !a.Registered() {
+		a.log.Info("registered with the servers", "hostname", a.hostname, "pid", a.pid, "group", a.group.ID())
+	}
+	if learned {
+		a.log.Info("the servers' group is learned from the registration: every request names it from now on, until the agent stops", "group", resp.Group)
+	}
+	a.noteDuplicate(resp.Duplicate)
+	a.mu.Lock()
+	a.registered = true
+	a.mu.Unlock()
+	return nil
 }
 
 // beat tells the servers the agent lives, what it runs and whether it
 // stops.
 func (a *Agent) beat() {
 	_ = wire.Publish(a.nc, wire.AgentBeatSubject(a.cfg.Name), wire.AgentHeartbeat{
-		Running: a.running(), Instance: a.instance, Hostname: a.hostname, PID: a.pid, Stopping: a.isStopping(), Group: a.groupID(),
+		Running: a.running(), Instance: a.instance, Hostname: a.hostname, PID: a.pid, Stopping: a.isStopping(), Group: a.group.ID(),
 	})
-}
-
-// groupID is the group the agent belongs to, empty until it knows.
-func (a *Agent) groupID() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.group
-}
-
-// learnGroup keeps the group a registration answered when the agent knew
-// none, and reports whether it did.
-func (a *Agent) learnGroup(group string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.group != "" || group == "" {
-		return false
-	}
-	a.group = group
-	return true
 }
 
 // noteDuplicate logs that another agent runs under this client's name, as
@@ -382,7 +344,7 @@ func (a *Agent) noteDuplicate(d *wire.AgentDuplicate) {
 func (a *Agent) request(ctx context.Context, op string, req, resp any) error {
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	return wire.RequestRetryIn(rctx, a.nc, a.groupID(), wire.FromAgentSubject(a.cfg.Name, op), req, resp, 10*time.Second)
+	return wire.RequestRetryIn(rctx, a.nc, a.group.ID(), wire.FromAgentSubject(a.cfg.Name, op), req, resp, 10*time.Second)
 }
 
 // report tells the servers how a job ended. It is retried for a while: a
@@ -668,7 +630,7 @@ func (a *Agent) progressLoop(stop <-chan struct{}, p func() wire.Progress) {
 			return
 		case <-t.C:
 			progress := p()
-			progress.Group = a.groupID()
+			progress.Group = a.group.ID()
 			_ = wire.Publish(a.nc, wire.AgentProgressSubject(a.cfg.Name), progress)
 		}
 	}

@@ -24,17 +24,7 @@ func TestRestoreAccountsForATruncatedVolume(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	src := makeTree(t, sample.Spec{TextFiles: 150, RandomFiles: 60, MaxFileSize: 96 << 10, SparseSize: 8 << 20, Seed: 11})
 	snap := snapshot(t, src)
-	s.backup("full", src)
-	vols := s.volumes()
-	if len(vols) != 1 {
-		t.Fatalf("volumes: %+v", vols)
-	}
-	volPath := vols[0].Path
-	keys := filepath.Join(t.TempDir(), "keys.json")
-	s.ok("key", "export", "--to", keys)
-	var listing volumeListing
-	s.json(&listing, "volume", "ls", volPath, "--key-file", keys)
-	entries := listing.Sessions[0].Entries
+	volPath, _, entries := s.backupOnOneVolume(src)
 
 	// Cut in the middle of the middle data block.
 	blocks := dataBlocks(t, volPath)

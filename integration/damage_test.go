@@ -16,6 +16,27 @@ import (
 	"github.com/cairnbackup/cairn/wire"
 )
 
+// backupOnOneVolume backs src up, in full, onto the one volume of the
+// stack's pool, and returns its file, the escrowed keys exported to a file,
+// and the entries of its one session as the volume's own index (read with
+// that key, no catalog) says which lie in which blocks.
+func (s *stack) backupOnOneVolume(src string) (volPath, keys string, entries []fileindex.Entry) {
+	s.t.Helper()
+	s.backup("full", src)
+	vols := s.volumes()
+	if len(vols) != 1 {
+		s.t.Fatalf("volumes: %+v", vols)
+	}
+	keys = filepath.Join(s.t.TempDir(), "keys.json")
+	s.ok("key", "export", "--to", keys)
+	var listing volumeListing
+	s.json(&listing, "volume", "ls", vols[0].Path, "--key-file", keys)
+	if len(listing.Sessions) != 1 {
+		s.t.Fatalf("volume ls: %d sessions, want 1", len(listing.Sessions))
+	}
+	return vols[0].Path, keys, listing.Sessions[0].Entries
+}
+
 // volumeListing is the output of 'cairn volume ls --json'.
 type volumeListing struct {
 	Label    volume.Label `json:"label"`
@@ -96,23 +117,7 @@ func TestCorruptBlockNamesExactlyTheDamagedFiles(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	src := makeTree(t, smallSpec(3))
 	snap := snapshot(t, src)
-	s.backup("full", src)
-	vols := s.volumes()
-	if len(vols) != 1 {
-		t.Fatalf("volumes: %+v", vols)
-	}
-	volPath := vols[0].Path
-
-	// The volume's own index (read with the escrowed key, no catalog) says
-	// which entries lie in which blocks.
-	keys := filepath.Join(t.TempDir(), "keys.json")
-	s.ok("key", "export", "--to", keys)
-	var listing volumeListing
-	s.json(&listing, "volume", "ls", volPath, "--key-file", keys)
-	if len(listing.Sessions) != 1 {
-		t.Fatalf("volume ls: %d sessions, want 1", len(listing.Sessions))
-	}
-	entries := listing.Sessions[0].Entries
+	volPath, keys, entries := s.backupOnOneVolume(src)
 
 	// Damage the data block that holds the most entries, to show that all
 	// of them, and only they, are named.

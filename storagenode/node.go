@@ -48,13 +48,13 @@ type Node struct {
 	ln         net.Listener
 	nc         *nats.Conn
 	spoolLocks map[string]*os.File // by spool directory, held while the node runs
+	// group is the group the node belongs to: Config.Group, or what its
+	// first registration answered. Every request names it.
+	group *wire.Group
 
 	mu          sync.Mutex
 	cert        tls.Certificate // the data port's, as last loaded (Reload)
 	fingerprint string
-	// group is the group the node belongs to: Config.Group, or what its
-	// first registration answered. Every request names it.
-	group string
 	// ticketKeys are the group's ticket public keys, as the servers' catalog
 	// records them, from the last registration; keysRefreshed is when a
 	// ticket that did not verify last made the node ask again.
@@ -97,7 +97,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 		return nil, fmt.Errorf("storage node data directory: %w", err)
 	}
 	n := &Node{cfg: cfg, log: logger, byPool: map[string]medium{}, conns: map[net.Conn]struct{}{}, jobs: map[uint64]*jobStream{}, stopped: map[uint64]stoppedAttempt{},
-		libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1), group: cfg.Group}
+		libs: map[string]*library.Manager{}, reportCh: make(chan struct{}, 1), group: wire.NewGroup(cfg.Group)}
 	if err := n.claimSpoolDirs(); err != nil {
 		return nil, err
 	}
@@ -243,7 +243,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		})
 	}))
 	prefix := wire.NodeSubject(n.cfg.ID, "")
-	if _, err := wire.ServeOrders(ctx, n.nc, prefix+">", "storage node", n.cfg.ID, n.log, &n.orderRuns, n.groupID, r.Dispatch(func(subject string) (string, bool) {
+	if _, err := wire.ServeOrders(ctx, n.nc, prefix+">", "storage node", n.cfg.ID, n.log, &n.orderRuns, n.group.ID, r.Dispatch(func(subject string) (string, bool) {
 		if len(subject) > len(prefix) {
 			return subject[len(prefix):], true
 		}
@@ -459,10 +459,10 @@ func (n *Node) register(ctx context.Context) error {
 	var resp wire.NodeRegisterResp
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := wire.RequestIn(rctx, n.nc, n.groupID(), wire.FromNodeSubject(n.cfg.ID, wire.OpNodeRegister), req, &resp); err != nil {
+	if err := wire.RequestIn(rctx, n.nc, n.group.ID(), wire.FromNodeSubject(n.cfg.ID, wire.OpNodeRegister), req, &resp); err != nil {
 		return err
 	}
-	if n.learnGroup(resp.Group) {
+	if n.group.Learn(resp.Group) {
 		n.log.Info("the servers' group is learned from the registration: every request names it from now on, until the node stops", "group", resp.Group)
 	}
 	keys := resp.TicketKeys
@@ -486,45 +486,20 @@ func (n *Node) register(ctx context.Context) error {
 // registers again now and then so a server that lost its state relearns the
 // node.
 func (n *Node) heartbeatLoop(ctx context.Context) {
-	const reregister = time.Minute
-	var lastRegister time.Time
-	retry := 250 * time.Millisecond
-	for {
-		if !n.Registered() || time.Since(lastRegister) > reregister {
-			if err := n.register(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				if !n.Registered() {
-					n.log.Warn("registration with the servers failed; retrying", "err", err)
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(retry):
-					}
-					retry = min(2*retry, 5*time.Second)
-					continue
-				}
-			} else {
-				if lastRegister.IsZero() {
-					n.log.Info("registered with the servers")
-				}
-				lastRegister = time.Now()
-			}
+	wire.KeepRegistered(ctx, n.log, n.cfg.HeartbeatInterval, n.Registered, func(ctx context.Context) error {
+		first := !n.Registered()
+		err := n.register(ctx)
+		if err == nil && first {
+			n.log.Info("registered with the servers")
 		}
-		n.beat()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(n.cfg.HeartbeatInterval):
-		}
-	}
+		return err
+	}, n.beat)
 }
 
 // beat tells the servers the node lives, its pools' free space and
 // whether it drains.
 func (n *Node) beat() {
-	hb := wire.NodeHeartbeat{ID: n.cfg.ID, Site: n.cfg.Site, Streams: n.streams(), Pools: n.usage(), Draining: n.isDraining(), Group: n.groupID()}
+	hb := wire.NodeHeartbeat{ID: n.cfg.ID, Site: n.cfg.Site, Streams: n.streams(), Pools: n.usage(), Draining: n.isDraining(), Group: n.group.ID()}
 	if err := wire.Publish(n.nc, wire.NodeBeatSubject(n.cfg.ID), hb); err != nil {
 		n.log.Debug("heartbeat", "err", err)
 	}
@@ -893,27 +868,7 @@ func (n *Node) refreshKeys(ctx context.Context) bool {
 func (n *Node) request(ctx context.Context, op string, req, resp any) error {
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.ServerWait)
 	defer cancel()
-	return wire.RequestRetryIn(rctx, n.nc, n.groupID(), wire.FromNodeSubject(n.cfg.ID, op), req, resp, 10*time.Second)
-}
-
-// groupID is the group the node belongs to: Config.Group, or what its
-// first registration answered; empty until it knows.
-func (n *Node) groupID() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.group
-}
-
-// learnGroup keeps the group a registration answered when the node knew
-// none, and reports whether it did.
-func (n *Node) learnGroup(group string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.group != "" || group == "" {
-		return false
-	}
-	n.group = group
-	return true
+	return wire.RequestRetryIn(rctx, n.nc, n.group.ID(), wire.FromNodeSubject(n.cfg.ID, op), req, resp, 10*time.Second)
 }
 
 // LoadedCerts are the certificates the node presents and trusts now: its

@@ -123,7 +123,7 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 	case wire.OpKeyGet:
 		return wire.KeyGetResp{ID: "k1", Key: f.key}, nil
 	case wire.OpVolumeAcquire:
-		req, err := wire.Decode[wire.VolumeAcquireReq](body)
+		req, err := appendDecoded(body, &f.grants)
 		if err != nil {
 			return nil, err
 		}
@@ -138,12 +138,8 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 		f.waiting = append(f.waiting, req.Reason)
 		return wire.Empty{}, nil
 	case wire.OpTapeMoved:
-		req, err := wire.Decode[wire.TapeMoved](body)
-		if err != nil {
-			return nil, err
-		}
-		f.moves = append(f.moves, req)
-		return wire.Empty{}, nil
+		_, err := appendDecoded(body, &f.moves)
+		return wire.Empty{}, err
 	case wire.OpSessionIndex:
 		req, err := wire.Decode[wire.SessionIndexReq](body)
 		if err != nil {
@@ -155,11 +151,7 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 		f.segments[req.JobID] = append(f.segments[req.JobID], req.Data)
 		return wire.Empty{}, nil
 	case wire.OpSessionCommit:
-		req, err := wire.Decode[wire.SessionCommitReq](body)
-		if err != nil {
-			return nil, err
-		}
-		f.commits = append(f.commits, req)
+		req, err := appendDecoded(body, &f.commits)
 		for _, p := range req.Parts {
 			// A volume a test's own grant named is not the fake's to track.
 			if v := f.vol(p.VolumeID); v != nil {
@@ -169,22 +161,26 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 				}
 			}
 		}
-		return wire.Empty{}, nil
+		return wire.Empty{}, err
 	case wire.OpSessionAbort:
-		req, err := wire.Decode[wire.SessionAbortReq](body)
-		if err != nil {
-			return nil, err
-		}
-		f.aborts = append(f.aborts, req)
-		return wire.Empty{}, nil
+		_, err := appendDecoded(body, &f.aborts)
+		return wire.Empty{}, err
 	}
 	return nil, wire.Errorf(wire.CodeUnknownOperation, "", "fake servers: %s", op)
+}
+
+// appendDecoded decodes a request's body into list's type and appends it.
+func appendDecoded[T any](body json.RawMessage, list *[]T) (T, error) {
+	req, err := wire.Decode[T](body)
+	if err == nil {
+		*list = append(*list, req)
+	}
+	return req, err
 }
 
 // acquire grants the first appendable volume the node has not used in
 // this session, after it marked what the node reported full or bad.
 func (f *fakeServers) acquire(req wire.VolumeAcquireReq) (any, error) {
-	f.grants = append(f.grants, req)
 	if v := f.vol(req.Full); v != nil {
 		v.state = "full"
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/media/volume/volumetest"
@@ -124,10 +123,7 @@ func writeFiles(t *testing.T, first volume.Appender, opts volume.WriterOptions, 
 	}
 	defer w.Abort()
 	for _, f := range fs {
-		b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
-		b = volume.AppendDataRecord(b, 0, f.content)
-		h := sha256.Sum256(f.content)
-		if err := w.Write(volume.AppendFileEnd(b, volume.EndOK, h[:])); err != nil {
+		if err := w.Write(volumetest.AppendFile(nil, f.path, f.content)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,22 +143,8 @@ func checkSession(t *testing.T, sid uuid.UUID, res *volume.SessionResult, open v
 	}
 	sr := volume.NewSessionReader(sid, testDataKey(), refs, open, volume.ReaderOptions{SeekGap: 1 << 40})
 	defer sr.Close()
-	got := map[string][]byte{}
-	var cur string
-	err := sr.ReadAll(context.Background(), func(rt volume.RecordType, body []byte) error {
-		switch rt {
-		case volume.RecFileHeader:
-			e, err := fileindex.DecodeEntry(body)
-			cur = e.Path
-			got[cur] = []byte{}
-			return err
-		case volume.RecData:
-			_, d, err := volume.DecodeData(body)
-			got[cur] = append(got[cur], d...)
-			return err
-		}
-		return nil
-	}, func(e *volume.CorruptBlockError) error { return e })
+	got := volumetest.Contents{}
+	err := sr.ReadAll(context.Background(), got.OnRecord(), func(e *volume.CorruptBlockError) error { return e })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/media/volume/volumetest"
 	"github.com/google/uuid"
-
-	"crypto/sha256"
 )
 
 // A medium error while a session is written ends its part on that tape at
@@ -51,10 +49,7 @@ func TestMediumErrorMovesTheSessionOn(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, f := range fs {
-			b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
-			b = volume.AppendDataRecord(b, 0, f.content)
-			h := sha256.Sum256(f.content)
-			if err := w.Write(volume.AppendFileEnd(b, volume.EndOK, h[:])); err != nil {
+			if err := w.Write(volumetest.AppendFile(nil, f.path, f.content)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -159,12 +159,7 @@ func session(t *testing.T, id uuid.UUID, first volume.Appender, next func(volume
 	}
 	defer w.Abort()
 	for _, f := range fs {
-		b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
-		if len(f.content) > 0 {
-			b = volume.AppendDataRecord(b, 0, f.content)
-		}
-		h := sha256.Sum256(f.content)
-		if err := w.Write(volume.AppendFileEnd(b, volume.EndOK, h[:])); err != nil {
+		if err := w.Write(volumetest.AppendFile(nil, f.path, f.content)); err != nil {
 			return nil, err
 		}
 	}
@@ -196,22 +191,8 @@ func readAll(t *testing.T, sessionID uuid.UUID, res *volume.SessionResult, open 
 	}
 	sr := volume.NewSessionReader(sessionID, testKey(), refs, open, volume.ReaderOptions{SeekGap: 1 << 40})
 	defer sr.Close()
-	got := map[string][]byte{}
-	var cur string
-	err := sr.ReadEntries(context.Background(), locations(t, res), func(rt volume.RecordType, body []byte) error {
-		switch rt {
-		case volume.RecFileHeader:
-			e, err := fileindex.DecodeEntry(body)
-			cur = e.Path
-			got[cur] = []byte{}
-			return err
-		case volume.RecData:
-			_, d, err := volume.DecodeData(body)
-			got[cur] = append(got[cur], d...)
-			return err
-		}
-		return nil
-	}, damaged)
+	got := volumetest.Contents{}
+	err := sr.ReadEntries(context.Background(), locations(t, res), got.OnRecord(), damaged)
 	return got, err
 }
 

@@ -211,10 +211,7 @@ func write(t *testing.T, first volume.Appender, next func(volume.Appender) (volu
 	}
 	defer w.Abort()
 	for _, f := range fs {
-		b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
-		b = volume.AppendDataRecord(b, 0, f.content)
-		h := sha256.Sum256(f.content)
-		if err := w.Write(volume.AppendFileEnd(b, volume.EndOK, h[:])); err != nil {
+		if err := w.Write(AppendFile(nil, f.path, f.content)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -259,21 +256,8 @@ func readBack(t *testing.T, m Medium, info volume.SessionInfo, res *volume.Sessi
 		return r, nil
 	}, volume.ReaderOptions{})
 	defer sr.Close()
-	got := map[string][]byte{}
-	var cur string
-	err = sr.ReadEntries(context.Background(), locs, func(rt volume.RecordType, body []byte) error {
-		switch rt {
-		case volume.RecFileHeader:
-			e, err := fileindex.DecodeEntry(body)
-			cur = e.Path
-			return err
-		case volume.RecData:
-			_, d, err := volume.DecodeData(body)
-			got[cur] = append(got[cur], d...)
-			return err
-		}
-		return nil
-	}, nil)
+	got := Contents{}
+	err = sr.ReadEntries(context.Background(), locs, got.OnRecord(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,4 +307,45 @@ func testSpanning(t *testing.T, m Medium) {
 		}
 	}
 	readBack(t, m, info, res, fs)
+}
+
+// AppendFile appends the records of a file as an agent sends them: its
+// header, its content in one data record (none when empty), and its end
+// with the content's SHA-256. The media's tests write their sessions with
+// it.
+func AppendFile(b []byte, path string, content []byte) []byte {
+	b = volume.AppendRecord(b, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: path, Type: fileindex.TypeFile, Size: int64(len(content))}))
+	if len(content) > 0 {
+		b = volume.AppendDataRecord(b, 0, content)
+	}
+	h := sha256.Sum256(content)
+	return volume.AppendFileEnd(b, volume.EndOK, h[:])
+}
+
+// Contents is what a session reader gave back, by path: the media's tests
+// read their sessions into it.
+type Contents map[string][]byte
+
+// OnRecord is the session reader's record callback that fills c: every
+// file it starts, with the data that follows.
+func (c Contents) OnRecord() func(volume.RecordType, []byte) error {
+	var cur string
+	return func(rt volume.RecordType, body []byte) error {
+		switch rt {
+		case volume.RecFileHeader:
+			e, err := fileindex.DecodeEntry(body)
+			if err != nil {
+				return err
+			}
+			cur = e.Path
+			c[cur] = []byte{}
+		case volume.RecData:
+			_, d, err := volume.DecodeData(body)
+			if err != nil {
+				return err
+			}
+			c[cur] = append(c[cur], d...)
+		}
+		return nil
+	}
 }
