@@ -137,11 +137,7 @@ func writeFiles(t *testing.T, first volume.Appender, opts volume.WriterOptions, 
 // checkSession reads every file of the session back and compares.
 func checkSession(t *testing.T, sid uuid.UUID, res *volume.SessionResult, open volume.Opener, fs []testFile) {
 	t.Helper()
-	var refs []volume.PartRef
-	for _, p := range res.Parts {
-		refs = append(refs, p.Ref())
-	}
-	sr := volume.NewSessionReader(sid, testDataKey(), refs, open, volume.ReaderOptions{SeekGap: 1 << 40})
+	sr := volume.NewSessionReader(sid, testDataKey(), res.Refs(), open, volume.ReaderOptions{SeekGap: 1 << 40})
 	defer sr.Close()
 	got := volumetest.Contents{}
 	err := sr.ReadAll(context.Background(), got.OnRecord(), func(e *volume.CorruptBlockError) error { return e })

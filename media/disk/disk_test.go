@@ -161,14 +161,6 @@ func (rb *readBack) damaged(d *volume.CorruptBlockError) error {
 	return nil
 }
 
-func refs(parts []volume.PartResult) []volume.PartRef {
-	var out []volume.PartRef
-	for _, p := range parts {
-		out = append(out, p.Ref())
-	}
-	return out
-}
-
 func TestCreate(t *testing.T) {
 	dir := t.TempDir()
 	p := testPool(dir, 0)
@@ -389,7 +381,7 @@ func TestFullVolumeContinuesOnNext(t *testing.T) {
 			for _, e := range idx {
 				locs = append(locs, e.Loc)
 			}
-			r := volume.NewSessionReader(in.SessionID, key, refs(res.Parts), opener(t, p), volume.ReaderOptions{})
+			r := volume.NewSessionReader(in.SessionID, key, res.Refs(), opener(t, p), volume.ReaderOptions{})
 			rb := newReadBack()
 			if err := r.ReadEntries(context.Background(), locs, rb.fn, nil); err != nil {
 				t.Fatal(err)
@@ -460,7 +452,7 @@ func TestReadingOnDisk(t *testing.T) {
 		if it, err := volume.ReadIndex(f, k, ps[0]); err == nil {
 			idx, _ = fileindex.Collect(it)
 		}
-		r := volume.NewSessionReader(in.SessionID, k, refs(res.Parts), opener(t, p), volume.ReaderOptions{})
+		r := volume.NewSessionReader(in.SessionID, k, res.Refs(), opener(t, p), volume.ReaderOptions{})
 		defer r.Close()
 		rb := newReadBack()
 		err = r.ReadAll(context.Background(), rb.fn, rb.damaged)

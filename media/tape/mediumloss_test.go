@@ -21,12 +21,8 @@ func TestMediumErrorMovesTheSessionOn(t *testing.T) {
 	// The PartHeader's record, the one after it (the first block is not
 	// whole yet), mid-part.
 	for _, bad := range []int64{2, 3, 40} {
-		m := &tapeMedium{newDrive: emulatorDrives, drives: map[uuid.UUID]tape.Drive{}}
-		id, d := m.label(t, 1<<30, 64<<20)
-		first, err := tape.OpenAppender(ctxT(t), d, id, testBS, 0, tape.AppenderOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := newEmulatedMedium()
+		id, d, first := m.labeledAppender(t)
 		d.(*tape.Emulator).SetFaults(tape.Faults{MediumErrorAt: []int64{bad}})
 		var lost []volume.Appender
 		opts := volume.WriterOptions{TempDir: t.TempDir(),

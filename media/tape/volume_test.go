@@ -51,6 +51,23 @@ func (m *tapeMedium) label(t *testing.T, capacity, zone int64) (uuid.UUID, tape.
 	return id, d
 }
 
+// newEmulatedMedium is a medium of emulated drives, a cartridge each.
+func newEmulatedMedium() *tapeMedium {
+	return &tapeMedium{newDrive: emulatorDrives, drives: map[uuid.UUID]tape.Drive{}}
+}
+
+// labeledAppender labels a cartridge of 1 GiB (64 MiB of early warning)
+// and opens it for appending at the start.
+func (m *tapeMedium) labeledAppender(t *testing.T) (uuid.UUID, tape.Drive, *tape.Appender) {
+	t.Helper()
+	id, d := m.label(t, 1<<30, 64<<20)
+	a, err := tape.OpenAppender(ctxT(t), d, id, testBS, 0, tape.AppenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, d, a
+}
+
 func (m *tapeMedium) medium() volumetest.Medium {
 	return volumetest.Medium{
 		New: func(t *testing.T, limit int64) volume.Appender {
@@ -185,11 +202,7 @@ func locations(t *testing.T, res *volume.SessionResult) []fileindex.Location {
 // readAll reads every entry of a session, its volumes opened by open.
 func readAll(t *testing.T, sessionID uuid.UUID, res *volume.SessionResult, open volume.Opener, damaged func(*volume.CorruptBlockError) error) (map[string][]byte, error) {
 	t.Helper()
-	var refs []volume.PartRef
-	for _, p := range res.Parts {
-		refs = append(refs, p.Ref())
-	}
-	sr := volume.NewSessionReader(sessionID, testKey(), refs, open, volume.ReaderOptions{SeekGap: 1 << 40})
+	sr := volume.NewSessionReader(sessionID, testKey(), res.Refs(), open, volume.ReaderOptions{SeekGap: 1 << 40})
 	defer sr.Close()
 	got := volumetest.Contents{}
 	err := sr.ReadEntries(context.Background(), locations(t, res), got.OnRecord(), damaged)
@@ -208,12 +221,7 @@ func checkFiles(t *testing.T, got map[string][]byte, fs []file) {
 // A session is read back from tape with one locate, then streaming: the
 // catalog's part starts map offsets to blocks.
 func TestSessionReadsWithOneLocate(t *testing.T) {
-	m := &tapeMedium{newDrive: emulatorDrives, drives: map[uuid.UUID]tape.Drive{}}
-	id, d := m.label(t, 1<<30, 64<<20)
-	a, err := tape.OpenAppender(ctxT(t), d, id, testBS, 0, tape.AppenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, d, a := newEmulatedMedium().labeledAppender(t)
 	var starts []int64
 	var sids []uuid.UUID
 	var results []*volume.SessionResult
@@ -354,7 +362,7 @@ func TestEarlyWarningMovesTheSessionOn(t *testing.T) {
 // and the trailer stays whole on one volume (FORMAT.md: the index lives in
 // the final part).
 func TestEarlyWarningInTheTrailer(t *testing.T) {
-	m := &tapeMedium{newDrive: emulatorDrives, drives: map[uuid.UUID]tape.Drive{}}
+	m := newEmulatedMedium()
 	// Many small files make a trailer of several records.
 	var fs []file
 	for i := range 12000 {
@@ -434,12 +442,7 @@ func sortFiles(fs []file) {
 // block; with OnMediumError it reads as zeros, and the volume format names
 // the damaged blocks while every other file comes back.
 func TestMediumErrorInAVolume(t *testing.T) {
-	m := &tapeMedium{newDrive: emulatorDrives, drives: map[uuid.UUID]tape.Drive{}}
-	id, d := m.label(t, 1<<30, 64<<20)
-	a, err := tape.OpenAppender(ctxT(t), d, id, testBS, 0, tape.AppenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, d, a := newEmulatedMedium().labeledAppender(t)
 	fs := files(3, 30, 120000)
 	sid := uuid.New()
 	res, err := session(t, sid, a, nil, fs)
@@ -497,12 +500,7 @@ func TestMediumErrorInAVolume(t *testing.T) {
 // A part a crash left torn is cut off by the next OpenAppender, as the
 // disk pool cuts a torn tail.
 func TestOpenAppenderCutsATornPart(t *testing.T) {
-	m := &tapeMedium{newDrive: emulatorDrives, drives: map[uuid.UUID]tape.Drive{}}
-	id, d := m.label(t, 1<<30, 64<<20)
-	a, err := tape.OpenAppender(ctxT(t), d, id, testBS, 0, tape.AppenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, d, a := newEmulatedMedium().labeledAppender(t)
 	fs1 := files(1, 10, 100000)
 	sid1 := uuid.New()
 	res1, err := session(t, sid1, a, nil, fs1)

@@ -236,7 +236,7 @@ func TestSplitDataFillsBlocks(t *testing.T) {
 			t.Errorf("block %d holds %d bytes, want about %d", i, r, MinBlockRawSize)
 		}
 	}
-	r := NewSessionReader(info.SessionID, testKey("k"), refs(res), memOpener(vol), ReaderOptions{})
+	r := NewSessionReader(info.SessionID, testKey("k"), res.Refs(), memOpener(vol), ReaderOptions{})
 	rb := newReadBack(t)
 	if err := r.ReadAll(context.Background(), rb.fn, nil); err != nil {
 		t.Fatal(err)

@@ -106,7 +106,7 @@ func TestSessionSpansVolumes(t *testing.T) {
 	if len(idx) != len(files) {
 		t.Fatalf("index: %d entries", len(idx))
 	}
-	r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vols...), ReaderOptions{})
+	r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vols...), ReaderOptions{})
 	rb := newReadBack(t)
 	if err := r.ReadEntries(context.Background(), locsOf(idx), rb.fn, nil); err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func TestSessionSpansVolumes(t *testing.T) {
 		opened = append(opened, id)
 		return memOpener(vols...)(id)
 	}
-	r = NewSessionReader(info.SessionID, key, refs(res), open, ReaderOptions{})
+	r = NewSessionReader(info.SessionID, key, res.Refs(), open, ReaderOptions{})
 	rb = newReadBack(t)
 	if err := r.ReadEntries(context.Background(), []fileindex.Location{e.Loc}, rb.fn, nil); err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func TestIndexMovesToNextVolume(t *testing.T) {
 	if e := ps[0].PartEnd; e.DataBlocks != 0 || e.IndexBlocks != pe.IndexBlocks || ps[0].Header.StreamStart != e.IndexStreamStart {
 		t.Fatalf("final part %+v", e)
 	}
-	r := NewSessionReader(info.SessionID, key, refs(res), memOpener(first, second), ReaderOptions{})
+	r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(first, second), ReaderOptions{})
 	rb := newReadBack(t)
 	if err := r.ReadEntries(context.Background(), locsOf(idx), rb.fn, nil); err != nil {
 		t.Fatal(err)
@@ -236,7 +236,7 @@ func blockAt(t *testing.T, vol *memVolume, p PartResult, idx []fileindex.Entry, 
 func checkDamage(t *testing.T, vol *memVolume, key *Key, info SessionInfo, res *SessionResult, idx []fileindex.Entry, files []tfile, seq uint64, off int64, reason string) {
 	t.Helper()
 	for _, mode := range []string{"entries", "all"} {
-		r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{})
+		r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
 		rb := newReadBack(t)
 		var err error
 		lost := map[fileindex.Location]LostEntry{}
@@ -340,7 +340,7 @@ func TestDamagedCallbackStops(t *testing.T) {
 	vol, key, info, res, idx, _ := damageSetup(t)
 	off, _ := blockAt(t, vol, res.Parts[0], idx, idx[len(idx)/2].Loc.Seq)
 	vol.buf[off+100] ^= 1
-	r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{})
+	r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
 	stop := errors.New("stop")
 	err := r.ReadEntries(context.Background(), locsOf(idx), func(RecordType, []byte) error { return nil }, func(*CorruptBlockError) error { return stop })
 	if err != stop {
@@ -375,7 +375,7 @@ func TestTruncatedVolume(t *testing.T) {
 
 	// With the catalog's part table, the entries before the cut read and
 	// the first block past it is reported.
-	r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{})
+	r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
 	rb := newReadBack(t)
 	lost := lostOf(t, r.ReadEntries(context.Background(), locsOf(idx), rb.fn, rb.damaged))
 	if len(rb.damages) != 1 || rb.damages[0].Seq != cutSeq || rb.damages[0].Offset != cut || !strings.Contains(rb.damages[0].Reason, "truncated") {
@@ -431,7 +431,7 @@ func TestKeys(t *testing.T) {
 		r := NewSessionReader(info.SessionID, k, parts, memOpener(vol), ReaderOptions{})
 		return r.ReadEntries(context.Background(), locsOf(idx[:3]), func(RecordType, []byte) error { return nil }, nil)
 	}
-	noStart := refs(res)
+	noStart := res.Refs()
 	noStart[0].VolumeStart = 0
 	other := testKey("pool-Other")
 	sameID := testKey("x")
@@ -442,9 +442,9 @@ func TestKeys(t *testing.T) {
 		parts []PartRef
 		want  string
 	}{
-		{"wrong key", other, refs(res), `needs key "pool-Default-1" (key check mismatch: key "pool-Other" is a different key)`},
-		{"wrong key, same id", sameID, refs(res), `needs key "pool-Default-1" (key check mismatch: the key file holds a different key under that id); pass the key exported with "cairn key export"`},
-		{"missing key", nil, refs(res), `needs key "pool-Default-1" (no key given)`},
+		{"wrong key", other, res.Refs(), `needs key "pool-Default-1" (key check mismatch: key "pool-Other" is a different key)`},
+		{"wrong key, same id", sameID, res.Refs(), `needs key "pool-Default-1" (key check mismatch: the key file holds a different key under that id); pass the key exported with "cairn key export"`},
+		{"missing key", nil, res.Refs(), `needs key "pool-Default-1" (no key given)`},
 		{"wrong key, no part header", other, noStart, `does not decrypt block seq`},
 		{"short key", &Key{ID: "short", Material: []byte("abc")}, noStart, `has 3 bytes`},
 	} {
@@ -533,7 +533,7 @@ func TestEmptySession(t *testing.T) {
 	if len(idx) != 0 || !ps[0].PartEnd.Final {
 		t.Fatalf("%+v %v", ps, idx)
 	}
-	r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{})
+	r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
 	if err := r.ReadAll(context.Background(), func(RecordType, []byte) error { t.Fatal("a record"); return nil }, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -568,7 +568,7 @@ func TestReadEntriesSeeks(t *testing.T) {
 
 	read := func(gap int64, es ...fileindex.Entry) *readLog {
 		log := &readLog{r: vol}
-		r := NewSessionReader(info.SessionID, key, refs(res), func(uuid.UUID) (io.ReaderAt, error) { return log, nil }, ReaderOptions{SeekGap: gap})
+		r := NewSessionReader(info.SessionID, key, res.Refs(), func(uuid.UUID) (io.ReaderAt, error) { return log, nil }, ReaderOptions{SeekGap: gap})
 		rb := newReadBack(t)
 		var locs []fileindex.Location
 		for _, e := range es {
@@ -779,7 +779,7 @@ func TestLazyKeyCheck(t *testing.T) {
 	p := res.Parts[0]
 	read := func(k *Key, want []fileindex.Entry) (*readLog, *readBack, error) {
 		log := &readLog{r: vol}
-		r := NewSessionReader(info.SessionID, k, refs(res), func(uuid.UUID) (io.ReaderAt, error) { return log, nil }, ReaderOptions{CheckKeyLazily: true})
+		r := NewSessionReader(info.SessionID, k, res.Refs(), func(uuid.UUID) (io.ReaderAt, error) { return log, nil }, ReaderOptions{CheckKeyLazily: true})
 		rb := newReadBack(t)
 		err := r.ReadEntries(context.Background(), locsOf(want), rb.fn, rb.damaged)
 		return log, rb, err
@@ -850,7 +850,7 @@ func TestReadEntriesStopsAtLastBlock(t *testing.T) {
 	want := idx[20]
 	endOff, h := blockAtSeq(t, vol, res.Parts[0], want.Loc.EndSeq)
 	log := &readLog{r: vol}
-	r := NewSessionReader(info.SessionID, key, refs(res), func(uuid.UUID) (io.ReaderAt, error) { return log, nil }, ReaderOptions{})
+	r := NewSessionReader(info.SessionID, key, res.Refs(), func(uuid.UUID) (io.ReaderAt, error) { return log, nil }, ReaderOptions{})
 	rb := newReadBack(t)
 	if err := r.ReadEntries(context.Background(), locsOf([]fileindex.Entry{want}), rb.fn, nil); err != nil {
 		t.Fatal(err)

@@ -403,7 +403,7 @@ func FuzzRecords(f *testing.F) {
 			t.Fatalf("the writer counts %d entries, %d were sent", res.Entries, len(sent))
 		}
 		_, idx := readIndexOf(t, vol, key)
-		sr := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{Workers: 1})
+		sr := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{Workers: 1})
 		defer sr.Close()
 		var back []sentEntry
 		err = sr.ReadEntries(context.Background(), locsOf(idx), func(rt RecordType, body []byte) error {

@@ -255,14 +255,6 @@ func memOpener(vols ...*memVolume) Opener {
 	}
 }
 
-func refs(res *SessionResult) []PartRef {
-	var out []PartRef
-	for _, p := range res.Parts {
-		out = append(out, p.Ref())
-	}
-	return out
-}
-
 func indexEntries(t testing.TB, res *SessionResult) []fileindex.Entry {
 	t.Helper()
 	var all []fileindex.Entry

@@ -150,7 +150,7 @@ func TestMediumLossMovesTheSessionOn(t *testing.T) {
 		for _, v := range vols {
 			media = append(media, v.onMedium())
 		}
-		r := NewSessionReader(info.SessionID, key, refs(res), memOpener(media...), ReaderOptions{})
+		r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(media...), ReaderOptions{})
 		defer r.Close()
 		rb := newReadBack(t)
 		if err := r.ReadAll(context.Background(), rb.fn, rb.damaged); err != nil {
@@ -247,7 +247,7 @@ func TestMediumLossInTheTrailer(t *testing.T) {
 			if n != len(files) || parts[0].Ref() != final.Ref() {
 				t.Fatalf("index on the next volume has %d entries, want %d; part %+v, result %+v", n, len(files), parts[0].Ref(), final.Ref())
 			}
-			r := NewSessionReader(info.SessionID, key, refs(res), memOpener(first.onMedium(), second.onMedium()), ReaderOptions{})
+			r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(first.onMedium(), second.onMedium()), ReaderOptions{})
 			defer r.Close()
 			rb := newReadBack(t)
 			if err := r.ReadAll(context.Background(), rb.fn, rb.damaged); err != nil {

@@ -104,7 +104,7 @@ func TestSessionRoundTrip(t *testing.T) {
 		}
 	}
 
-	r := NewSessionReader(info.SessionID, key, refs(res), memOpener(vol), ReaderOptions{Workers: 2})
+	r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{Workers: 2})
 	defer r.Close()
 	rb := newReadBack(t)
 	if err := r.ReadAll(context.Background(), rb.fn, rb.damaged); err != nil {

@@ -153,6 +153,15 @@ type SessionResult struct {
 	Blocks       int64
 }
 
+// Refs are the session's parts as a SessionReader reads them back.
+func (r *SessionResult) Refs() []PartRef {
+	out := make([]PartRef, len(r.Parts))
+	for i, p := range r.Parts {
+		out[i] = p.Ref()
+	}
+	return out
+}
+
 // SessionWriter packs a session's records into blocks, compresses and
 // encrypts them on worker goroutines, and writes them in order to one
 // volume after another. Write and Close are called from one goroutine;

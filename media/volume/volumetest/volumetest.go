@@ -243,15 +243,11 @@ func readBack(t *testing.T, m Medium, info volume.SessionInfo, res *volume.Sessi
 	if err != nil || len(idx) != len(fs) {
 		t.Fatalf("index: %d entries, %v", len(idx), err)
 	}
-	var refs []volume.PartRef
-	for _, p := range res.Parts {
-		refs = append(refs, p.Ref())
-	}
 	var locs []fileindex.Location
 	for _, e := range idx {
 		locs = append(locs, e.Loc)
 	}
-	sr := volume.NewSessionReader(info.SessionID, key, refs, func(id uuid.UUID) (io.ReaderAt, error) {
+	sr := volume.NewSessionReader(info.SessionID, key, res.Refs(), func(id uuid.UUID) (io.ReaderAt, error) {
 		r, _ := m.Read(t, id)
 		return r, nil
 	}, volume.ReaderOptions{})
