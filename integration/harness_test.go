@@ -660,37 +660,42 @@ func (s *stack) waitReady() {
 	s.t.Helper()
 	poll.Until(s.t, 60*time.Second, func() error {
 		failIfCrashed(s.t, s.procs...)
-		var st wire.StatusResp
-		if err := s.tryJSON(&st, "status"); err != nil {
-			return err
+		return rolesReady(s.tryJSON, []string{s.client}, s.pool)
+	})
+}
+
+// rolesReady says what is not ready yet, as the command line answers
+// through get: the server does not lead, one of clients is not online, or
+// no storage node of pool ("": of any pool) is.
+func rolesReady(get func(v any, args ...string) error, clients []string, pool string) error {
+	var st wire.StatusResp
+	if err := get(&st, "status"); err != nil {
+		return err
+	}
+	if !st.IsLeader {
+		return fmt.Errorf("server %s is %s, not leader", st.Server, st.RaftState)
+	}
+	var listed []wire.ClientInfo
+	if err := get(&listed, "client", "list"); err != nil {
+		return err
+	}
+	for _, name := range clients {
+		if !slices.ContainsFunc(listed, func(c wire.ClientInfo) bool { return c.Name == name && c.Online }) {
+			return fmt.Errorf("client %s is not online: %+v", name, listed)
 		}
-		if !st.IsLeader {
-			return fmt.Errorf("server %s is %s, not leader", st.Server, st.RaftState)
-		}
-		var clients []wire.ClientInfo
-		if err := s.tryJSON(&clients, "client", "list"); err != nil {
-			return err
-		}
-		online := false
-		for _, c := range clients {
-			online = online || (c.Name == s.client && c.Online)
-		}
-		if !online {
-			return fmt.Errorf("client %s is not online: %+v", s.client, clients)
-		}
-		var pools []wire.PoolInfo
-		if err := s.tryJSON(&pools, "pool", "list"); err != nil {
-			return err
-		}
-		for _, p := range pools {
-			for _, n := range p.Nodes {
-				if p.Name == s.pool && n.Online {
-					return nil
-				}
+	}
+	var pools []wire.PoolInfo
+	if err := get(&pools, "pool", "list"); err != nil {
+		return err
+	}
+	for _, p := range pools {
+		for _, n := range p.Nodes {
+			if (pool == "" || p.Name == pool) && n.Online {
+				return nil
 			}
 		}
-		return fmt.Errorf("pool %s has no online storage node: %+v", s.pool, pools)
-	})
+	}
+	return fmt.Errorf("pool %q has no online storage node: %+v", pool, pools)
 }
 
 // ---- the command line ----
@@ -798,12 +803,17 @@ func hasLinePrefix(s, prefix string) bool {
 
 // tryJSON runs a command with --json and decodes its output.
 func (s *stack) tryJSON(v any, args ...string) error {
-	r := s.cairn(append(args, "--json")...)
+	return s.cairn(append(args, "--json")...).decodeJSON(v)
+}
+
+// decodeJSON decodes what the command, run with --json, printed into v, or
+// says why it cannot: the command failed, or printed something else.
+func (r result) decodeJSON(v any) error {
 	if r.code != 0 {
 		return fmt.Errorf("%s", r)
 	}
 	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
-		return fmt.Errorf("decode the output of cairn %s: %v\n%s", strings.Join(args, " "), err, r.stdout)
+		return fmt.Errorf("decode the output of cairn %s: %v\n%s", strings.Join(r.args, " "), err, r.stdout)
 	}
 	return nil
 }

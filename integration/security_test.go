@@ -157,14 +157,7 @@ func (d *secSys) admin(args ...string) result {
 }
 
 func (d *secSys) adminJSON(v any, args ...string) error {
-	r := d.admin(append(args, "--json")...)
-	if r.code != 0 {
-		return fmt.Errorf("%s", r)
-	}
-	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
-		return fmt.Errorf("decode the output of cairn %s: %v\n%s", strings.Join(args, " "), err, r.stdout)
-	}
-	return nil
+	return d.admin(append(args, "--json")...).decodeJSON(v)
 }
 
 // secOpts shape a secured deployment.
@@ -307,38 +300,7 @@ func (d *secSys) waitReady() {
 	t.Helper()
 	poll.Until(t, 60*time.Second, func() error {
 		failIfCrashed(t, d.server, d.node, d.agents["web1"], d.agents["web2"])
-		var st wire.StatusResp
-		if err := d.adminJSON(&st, "status"); err != nil {
-			return err
-		}
-		if !st.IsLeader {
-			return fmt.Errorf("server %s is %s, not leader", st.Server, st.RaftState)
-		}
-		var clients []wire.ClientInfo
-		if err := d.adminJSON(&clients, "client", "list"); err != nil {
-			return err
-		}
-		online := 0
-		for _, c := range clients {
-			if c.Online {
-				online++
-			}
-		}
-		if online != len(secClients) {
-			return fmt.Errorf("not every client is online: %+v", clients)
-		}
-		var pools []wire.PoolInfo
-		if err := d.adminJSON(&pools, "pool", "list"); err != nil {
-			return err
-		}
-		for _, p := range pools {
-			for _, n := range p.Nodes {
-				if n.Online {
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("no storage node online: %+v", pools)
+		return rolesReady(d.adminJSON, secClients, "")
 	})
 }
 
