@@ -546,37 +546,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		s.serverData = o.serverData
 	}
 	s.logs.printOnFailure(t)
-	natsLog := filepath.Join(dir, "nats.log")
-	s.logs.add(natsLog)
-	lf, err := os.Create(natsLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Every role with its own nkey user and its role's permissions, as in
-	// 'cairn dev' and a secured deployment; nothing gets in anonymously.
-	s.nkeys = filepath.Join(dir, "nkeys")
-	var users []natsd.User
-	for _, u := range []struct{ kind, name string }{
-		{wire.KindServer, "s1"}, {wire.KindNode, s.node}, {wire.KindAgent, s.client}, {wire.KindAdmin, "admin"},
-	} {
-		user, err := natsauth.LoadOrCreateUser(s.nkeys, u.kind, u.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		user.KeyAdmin = u.kind == wire.KindAdmin
-		users = append(users, user.Embedded())
-	}
-	s.adminFlags = []string{"--nats-nkey", s.seed(wire.KindAdmin, "admin")}
-	ns, err := natsd.Start(natsd.Config{Users: users}, slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		lf.Close()
-		t.Fatal(err)
-	}
-	s.nats, s.url = ns, ns.URL()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		lf.Close()
-	})
+	s.startNATS(natsRole{wire.KindServer, "s1"}, natsRole{wire.KindNode, s.node}, natsRole{wire.KindAgent, s.client}, natsRole{wire.KindAdmin, "admin"})
 
 	// Heartbeats every 300ms and progress every 100ms, so that liveness and
 	// progress show within a test's patience.
@@ -619,6 +589,47 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	s.agent.start()
 	s.waitReady()
 	return s
+}
+
+// natsRole is one role's user of the stack's NATS server.
+type natsRole struct{ kind, name string }
+
+// startNATS starts the stack's NATS server, logging to nats.log: every
+// role with its own nkey user and its role's permissions, as in 'cairn
+// dev' and a secured deployment (an admin is a key admin too); nothing
+// gets in anonymously. The admin flags are the last admin's.
+func (s *stack) startNATS(roles ...natsRole) {
+	t := s.t
+	t.Helper()
+	natsLog := filepath.Join(s.dir, "nats.log")
+	s.logs.add(natsLog)
+	lf, err := os.Create(natsLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.nkeys = filepath.Join(s.dir, "nkeys")
+	var users []natsd.User
+	for _, r := range roles {
+		user, err := natsauth.LoadOrCreateUser(s.nkeys, r.kind, r.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		user.KeyAdmin = r.kind == wire.KindAdmin
+		users = append(users, user.Embedded())
+		if r.kind == wire.KindAdmin {
+			s.adminFlags = []string{"--nats-nkey", s.seed(wire.KindAdmin, r.name)}
+		}
+	}
+	ns, err := natsd.Start(natsd.Config{Users: users}, slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		lf.Close()
+		t.Fatal(err)
+	}
+	s.nats, s.url = ns, ns.URL()
+	t.Cleanup(func() {
+		ns.Shutdown()
+		lf.Close()
+	})
 }
 
 // seed is the nkey seed file of a role of the stack.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,8 +15,6 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/internal/poll"
-	"github.com/cairnbackup/cairn/natsauth"
-	"github.com/cairnbackup/cairn/natsd"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -37,34 +34,7 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 	s := &stack{t: t, dir: dir, logs: &logs{}, client: "web01", node: "sn1", pool: "Tape",
 		serverData: filepath.Join(dir, "server"), nodeData: filepath.Join(dir, "node"), raftAddr: reservedAddr(t)}
 	s.logs.printOnFailure(t)
-	natsLog := filepath.Join(dir, "nats.log")
-	s.logs.add(natsLog)
-	lf, err := os.Create(natsLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.nkeys = filepath.Join(dir, "nkeys")
-	var users []natsd.User
-	for _, u := range []struct{ kind, name string }{
-		{wire.KindServer, "s1"}, {wire.KindNode, s.node}, {wire.KindAgent, "web01"}, {wire.KindAgent, "web02"}, {wire.KindAdmin, "admin"},
-	} {
-		user, err := natsauth.LoadOrCreateUser(s.nkeys, u.kind, u.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		users = append(users, user.Embedded())
-	}
-	s.adminFlags = []string{"--nats-nkey", s.seed(wire.KindAdmin, "admin")}
-	ns, err := natsd.Start(natsd.Config{Users: users}, slog.New(slog.NewTextHandler(lf, nil)))
-	if err != nil {
-		lf.Close()
-		t.Fatal(err)
-	}
-	s.nats, s.url = ns, ns.URL()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		lf.Close()
-	})
+	s.startNATS(natsRole{wire.KindServer, "s1"}, natsRole{wire.KindNode, s.node}, natsRole{wire.KindAgent, "web01"}, natsRole{wire.KindAgent, "web02"}, natsRole{wire.KindAdmin, "admin"})
 	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{
 		"heartbeat_interval": int64(300 * time.Millisecond),
 		"idle_timeout":       int64(10 * time.Minute),
