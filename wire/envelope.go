@@ -228,9 +228,14 @@ type Handler func(ctx context.Context, subject string, body json.RawMessage) (an
 // message runs in its own goroutine; a panic in h is recovered, logged and
 // answered as an internal error, so one bad message never takes a process down.
 func Serve(ctx context.Context, nc *nats.Conn, subject, queue string, logger *slog.Logger, h Handler) (*nats.Subscription, error) {
-	cb := func(m *nats.Msg) {
+	return subscribe(nc, subject, queue, func(m *nats.Msg) {
 		go HandleMsg(ctx, m, logger, h)
-	}
+	})
+}
+
+// subscribe subscribes cb to subject, in queue group queue unless it is
+// empty.
+func subscribe(nc *nats.Conn, subject, queue string, cb nats.MsgHandler) (*nats.Subscription, error) {
 	var sub *nats.Subscription
 	var err error
 	if queue != "" {

@@ -75,18 +75,7 @@ func (r *Requests) Refuse(m *nats.Msg, logger *slog.Logger) {
 
 // ServeIn is Serve with each message's goroutine owned by reqs.
 func ServeIn(ctx context.Context, nc *nats.Conn, subject, queue string, logger *slog.Logger, reqs *Requests, h Handler) (*nats.Subscription, error) {
-	cb := func(m *nats.Msg) { reqs.Handle(ctx, m, logger, h) }
-	var sub *nats.Subscription
-	var err error
-	if queue != "" {
-		sub, err = nc.QueueSubscribe(subject, queue, cb)
-	} else {
-		sub, err = nc.Subscribe(subject, cb)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
-	}
-	return sub, nil
+	return subscribe(nc, subject, queue, func(m *nats.Msg) { reqs.Handle(ctx, m, logger, h) })
 }
 
 // ServeOrders is ServeIn for the orders the servers send a storage node or
