@@ -40,11 +40,19 @@ func fileSize(t *testing.T, path string) int64 {
 // volumeParts lists the session parts on a volume file.
 func volumeParts(t *testing.T, path string) []volume.PartInfo {
 	t.Helper()
+	_, parts := openVolumeFile(t, path)
+	return parts
+}
+
+// openVolumeFile opens a volume file, closed when the test ends, and reads
+// its parts.
+func openVolumeFile(t *testing.T, path string) (*os.File, []volume.PartInfo) {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	st, err := f.Stat()
 	if err != nil {
 		t.Fatal(err)
@@ -55,9 +63,9 @@ func volumeParts(t *testing.T, path string) []volume.PartInfo {
 	}
 	parts, err := v.Parts()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("parts of %s: %v", path, err)
 	}
-	return parts
+	return f, parts
 }
 
 // TestStorageNodeKilledMidBackup kills the storage node with SIGKILL while

@@ -58,19 +58,9 @@ type dataBlock struct {
 // dataBlocks hops the headers of the data blocks of the volume's first part.
 func dataBlocks(t *testing.T, path string) []dataBlock {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	v, err := volume.OpenVolume(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts, err := v.Parts()
-	if err != nil || len(parts) == 0 || parts[0].PartEnd == nil {
-		t.Fatalf("parts of %s: %+v, %v", path, parts, err)
+	f, parts := openVolumeFile(t, path)
+	if len(parts) == 0 || parts[0].PartEnd == nil {
+		t.Fatalf("parts of %s: %+v", path, parts)
 	}
 	p := parts[0]
 	var out []dataBlock
