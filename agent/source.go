@@ -606,23 +606,6 @@ func hashZeros(h io.Writer, n int64) {
 	}
 }
 
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
-}
-
-// putDataHeader writes the head of a Data record carrying n bytes at off
-// into b (as volume.AppendDataRecord would) and returns its length.
-func putDataHeader(b []byte, off int64, n int) int {
-	b[0] = byte(volume.RecData)
-	k := 1 + binary.PutUvarint(b[1:], uint64(uvarintLen(uint64(off))+n))
-	return k + binary.PutUvarint(b[k:], uint64(off))
-}
-
 // readRange reads [off, end) of the file straight into the batch as Data
 // records, hashing it as it goes, in records of volume.MaxDataBody: one
 // pread per record, no copy. With probe, the last read asks for one byte
@@ -636,7 +619,7 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 			return off - start, err
 		}
 		n := int(min(end-off, volume.MaxDataBody))
-		if err := s.reserve(1 + 2*binary.MaxVarintLen64 + n); err != nil {
+		if err := s.reserve(volume.MaxDataHeader + n); err != nil {
 			return off - start, err
 		}
 		ask := n
@@ -645,8 +628,8 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 			ask++
 		}
 		rec := len(s.batch)
-		var head [1 + 2*binary.MaxVarintLen64]byte
-		h := putDataHeader(head[:], off, n)
+		var head [volume.MaxDataHeader]byte
+		h := volume.PutDataHeader(head[:], off, n)
 		if need := rec + h + ask; need > cap(s.batch) {
 			s.batch = append(s.batch[:cap(s.batch)], make([]byte, need-cap(s.batch))...)[:rec]
 		}
@@ -661,7 +644,7 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 		if got != n {
 			// Short: the record is smaller than planned, and so may be
 			// its length varint.
-			h2 := putDataHeader(head[:], off, got)
+			h2 := volume.PutDataHeader(head[:], off, got)
 			copy(s.batch[rec+h2:rec+h2+got], buf[:got])
 			h = h2
 		}

@@ -365,20 +365,6 @@ func TestSourceDropsXattrsThatOverflowTheHeader(t *testing.T) {
 	}
 }
 
-func TestPutDataHeaderMatchesVolumeEncoding(t *testing.T) {
-	data := randomBytes(4, volume.MaxDataBody)
-	for _, off := range []int64{0, 1, 127, 128, 1 << 20, 1<<40 + 3} {
-		for _, n := range []int{0, 1, 100, 127, 128, 16383, 16384, volume.MaxDataBody} {
-			want := volume.AppendDataRecord(nil, off, data[:n])
-			var head [32]byte
-			h := putDataHeader(head[:], off, n)
-			if got := append(head[:h:h], data[:n]...); !bytes.Equal(got, want) {
-				t.Fatalf("off %d n %d: header %x, want %x", off, n, head[:h], want[:h])
-			}
-		}
-	}
-}
-
 func TestSourceStopsOnEmitError(t *testing.T) {
 	dir := t.TempDir()
 	mustWrite(t, filepath.Join(dir, "f"), randomBytes(5, 3<<20), 0o644)

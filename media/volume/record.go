@@ -82,6 +82,20 @@ func AppendDataRecord(dst []byte, offset int64, data []byte) []byte {
 	return append(dst, data...)
 }
 
+// MaxDataHeader is the most bytes the head of a Data record takes: its
+// type, its length and its offset.
+const MaxDataHeader = 1 + 2*binary.MaxVarintLen64
+
+// PutDataHeader writes the head of a Data record carrying n bytes at
+// offset into b, which holds at least MaxDataHeader bytes, and returns its
+// length: with the n bytes after it, the record AppendDataRecord makes. A
+// reader that reads file data straight in after the head needs no copy.
+func PutDataHeader(b []byte, offset int64, n int) int {
+	b[0] = byte(RecData)
+	k := 1 + binary.PutUvarint(b[1:], uint64(uvarintLen(uint64(offset))+n))
+	return k + binary.PutUvarint(b[k:], uint64(offset))
+}
+
 // AppendFileEnd appends a FileEnd record.
 func AppendFileEnd(dst []byte, status uint8, hash []byte) []byte {
 	dst = append(dst, byte(RecFileEnd))
