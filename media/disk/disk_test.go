@@ -87,6 +87,25 @@ func writeFiles(w *volume.SessionWriter, files []file) error {
 	return nil
 }
 
+// writeSession writes files as one session in, first and opts.Next on,
+// and closes it.
+func writeSession(t *testing.T, in volume.SessionInfo, key *volume.Key, first volume.Appender, opts volume.WriterOptions, files []file) *volume.SessionResult {
+	t.Helper()
+	opts.TempDir = t.TempDir()
+	w, err := volume.NewSessionWriter(in, key, first, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFiles(w, files); err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // mountTmpfs mounts a tmpfs of size on a fresh directory: the only honest
 // way to get ENOSPC from the kernel. It needs root; without it the test
 // fails rather than skips.
@@ -337,17 +356,7 @@ func TestFullVolumeContinuesOnNext(t *testing.T) {
 	files := randomFiles(2, 25, 100000)
 	key := testKey("pool-Default-1")
 	in := info()
-	w, err := volume.NewSessionWriter(in, key, first, volume.WriterOptions{Next: next, TempDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := writeFiles(w, files); err != nil {
-		t.Fatal(err)
-	}
-	res, err := w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := writeSession(t, in, key, first, volume.WriterOptions{Next: next}, files)
 	vols, _ := p.Volumes()
 	if len(vols) < 3 || len(res.Parts) != len(vols) || names[0] != "Default-0001" {
 		t.Fatalf("volumes %v, parts %d, Next got %v", vols, len(res.Parts), names)
@@ -419,17 +428,7 @@ func TestReadingOnDisk(t *testing.T) {
 	key := testKey("pool-Default-1")
 	in := info()
 	files := randomFiles(3, 30, 100000)
-	w, err := volume.NewSessionWriter(in, key, a, volume.WriterOptions{TempDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := writeFiles(w, files); err != nil {
-		t.Fatal(err)
-	}
-	res, err := w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := writeSession(t, in, key, a, volume.WriterOptions{}, files)
 	a.Close()
 	path, _ := p.Path("Default-0001")
 
