@@ -34,7 +34,8 @@
 // group is a header, not a subject token, so that NATS permissions stay
 // those of RoleSubjects, and a role that does not know its group yet
 // still reaches the servers: it learns the group from its first
-// registration's answer, or is told it (--group).
+// registration's answer, or is told it (--group). An agent and a storage
+// node keep it in a Group, and register and beat in KeepRegistered.
 //
 // # Envelope
 //
