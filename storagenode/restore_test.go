@@ -446,10 +446,11 @@ func TestCancelOrderRollsBackABackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	var batch []byte
+	// Records an agent sends (Data records of at most volume.MaxDataBody:
+	// one of a whole MiB is malformed, and the node failed the session on
+	// it when it read it before the cancel came).
 	for _, f := range randomFiles(24, 6, 1<<20) {
-		batch = volume.AppendRecord(batch, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: f.path, Type: fileindex.TypeFile, Size: int64(len(f.content))}))
-		batch = volume.AppendDataRecord(batch, 0, f.content)
-		batch = volume.AppendFileEnd(batch, volume.EndOK, nil)
+		batch = appendFile(batch, f)
 	}
 	if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
 		t.Fatal(err)
