@@ -286,7 +286,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	wire.KeepRegistered(ctx, a.log, a.cfg.HeartbeatInterval, a.Registered, a.register, a.beat)
 }
 
-// register registers the agent with the servers: its host, its instance
+// register registers the agent with the servers: its host, its labels, its instance
 // and the jobs it runs.
 func (a *Agent) register(ctx context.Context) error {
 	labels, _ := wire.ParseLabels(a.cfg.Labels) // Validate refused bad ones
