@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"time"
 
@@ -82,6 +83,14 @@ func (a *applier) apply(c *Command) error {
 		return a.recordRuns(c.Runs)
 	case OpUpdateRun:
 		return a.updateRun(c.RunUpdate)
+	case OpHold:
+		return a.hold(c.Hold)
+	case OpRelease:
+		return a.release(c.Hold)
+	case OpExpireBackups:
+		return a.expireBackups(c.Expire)
+	case OpForgetVolume:
+		return a.forgetVolume(c.VolumeForget)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }
@@ -192,6 +201,13 @@ func (a *applier) putBackup(old, b *Backup) error {
 			return err
 		}
 	}
+	var oldParts []Part
+	if old != nil {
+		oldParts = old.Parts
+	}
+	if err := indexParts(a.tx, b.ID, oldParts, b.Parts); err != nil {
+		return err
+	}
 	if old != nil && old.State == b.State {
 		return nil
 	}
@@ -201,6 +217,44 @@ func (a *applier) putBackup(old, b *Backup) error {
 		}
 	}
 	return addCount(a.tx, "backup", string(b.State), 1)
+}
+
+// volBackupKey indexes the backups with a part on a volume, so that the
+// expiry of a backup tells without a scan whether its volumes hold anything
+// else.
+func volBackupKey(vol uuid.UUID, backup uint64) []byte {
+	return append(bytes.Clone(vol[:]), u64(backup)...)
+}
+
+// indexParts moves a backup's entries in the volume_backups index from the
+// volumes of its old parts to those of its new ones.
+func indexParts(tx *bbolt.Tx, backup uint64, old, parts []Part) error {
+	idx := tx.Bucket(bVolumeBackups)
+	for _, p := range old {
+		if !slices.ContainsFunc(parts, func(q Part) bool { return q.VolumeID == p.VolumeID }) {
+			if err := idx.Delete(volBackupKey(p.VolumeID, backup)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range parts {
+		if err := idx.Put(volBackupKey(p.VolumeID, backup), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// indexVolumeBackups fills the volume_backups index of a catalog written
+// before it existed (format 3).
+func indexVolumeBackups(tx *bbolt.Tx) error {
+	return tx.Bucket(bBackups).ForEach(func(k, v []byte) error {
+		var b Backup
+		if err := jsonUnmarshal(bBackups, k, v, &b); err != nil {
+			return err
+		}
+		return indexParts(tx, b.ID, nil, b.Parts)
+	})
 }
 
 // heldKey indexes the volumes a job holds, so releasing them needs no scan.

@@ -44,6 +44,10 @@ const (
 	OpApplyPolicies   Op = "apply_policies"
 	OpRecordRuns      Op = "record_runs"
 	OpUpdateRun       Op = "update_run"
+	OpHold            Op = "hold"
+	OpRelease         Op = "release"
+	OpExpireBackups   Op = "expire_backups"
+	OpForgetVolume    Op = "forget_volume"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -81,6 +85,9 @@ type Command struct {
 	PolicyApply  *PolicyApply     `json:"policy_apply,omitempty"`  // OpApplyPolicies
 	Runs         *RunsRecord      `json:"runs,omitempty"`          // OpRecordRuns
 	RunUpdate    *RunUpdate       `json:"run_update,omitempty"`    // OpUpdateRun
+	Hold         *Hold            `json:"hold,omitempty"`          // OpHold, OpRelease
+	Expire       *BackupsExpire   `json:"expire,omitempty"`        // OpExpireBackups
+	VolumeForget *VolumeForget    `json:"volume_forget,omitempty"` // OpForgetVolume
 
 	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
 	// the command carries out. A command whose request id the catalog
@@ -295,7 +302,13 @@ type ApplyResult struct {
 	// Repeat is set when the command's request id was known: nothing was
 	// done, and JobID or VolumeID are what the first command made.
 	Repeat bool
-	Err    error
+	// Expired are the backups OpExpireBackups removed, Kept those it was
+	// asked to remove and kept (and why), Emptied the volumes that no
+	// backup is on any more.
+	Expired []uint64
+	Kept    []ExpiryKept
+	Emptied []uuid.UUID
+	Err     error
 }
 
 // CommandVersion is the first byte of every encoded command. A server reads
@@ -369,6 +382,12 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Runs != nil
 	case OpUpdateRun:
 		return true, c.RunUpdate != nil
+	case OpHold, OpRelease:
+		return true, c.Hold != nil
+	case OpExpireBackups:
+		return true, c.Expire != nil
+	case OpForgetVolume:
+		return true, c.VolumeForget != nil
 	}
 	return false, false
 }

@@ -54,6 +54,11 @@ func sampleCommands() []*Command {
 		{Op: OpDeletePolicy, Time: at, PolicyDelete: &PolicyDelete{Name: "web"}},
 		{Op: OpApplyPolicies, Time: at, PolicyApply: &PolicyApply{Prune: true, Policies: []Policy{{Name: "db", Clients: []string{"db1"}, Paths: []string{"/var/lib/pg"},
 			Schedule: "daily 03:00", Pool: "p", Retention: PolicyRetention{All: KeepRules{Daily: 7}}}}}},
+		{Op: OpHold, Time: at, Hold: &Hold{Backup: 3, Reason: "case 4711", By: "alice"}},
+		{Op: OpRelease, Time: at, Hold: &Hold{Client: "web1"}},
+		{Op: OpExpireBackups, Time: at, Expire: &BackupsExpire{Backups: []ExpiringBackup{{ID: 3, Reason: "keep-last 2"}}, By: "expiry pass"}},
+		{Op: OpExpireBackups, Time: at, Expire: &BackupsExpire{Backups: []ExpiringBackup{{ID: 3}, {ID: 4}}, By: "alice", Manual: true}},
+		{Op: OpForgetVolume, Time: at, VolumeForget: &VolumeForget{VolumeID: vol}},
 	}
 }
 

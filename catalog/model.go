@@ -213,12 +213,18 @@ const (
 	VolumeFull     VolumeState = "full"
 	VolumeError    VolumeState = "error"
 	VolumeRetired  VolumeState = "retired"
+	// VolumeExpired is a disk volume whose backups have all expired: its
+	// storage node deletes the file, then the catalog forgets it.
+	VolumeExpired VolumeState = "expired"
+	// VolumeRecyclable is a tape whose backups have all expired: the next
+	// backup of its pool that needs a new tape may relabel it.
+	VolumeRecyclable VolumeState = "recyclable"
 )
 
 // Valid reports whether s is a state this version knows.
 func (s VolumeState) Valid() bool {
 	switch s {
-	case VolumeLabeling, VolumeAppend, VolumeFull, VolumeError, VolumeRetired:
+	case VolumeLabeling, VolumeAppend, VolumeFull, VolumeError, VolumeRetired, VolumeExpired, VolumeRecyclable:
 		return true
 	}
 	return false

@@ -39,6 +39,9 @@ var (
 	bRequestsByTime  = []byte("requests_by_time")  // unix nanos(8) request id -> nil
 	bPolicies        = []byte("policies")          // name -> Policy
 	bRuns            = []byte("runs")              // policy 0 client 0 unix nanos(8) -> Run
+	bHolds           = []byte("holds")             // "b" id(8) | "c" client -> Hold
+	bVolumeBackups   = []byte("volume_backups")    // uuid(16) backup(8) -> nil, the backups with a part on a volume
+	bExpiries        = []byte("expiries")          // seq(8) -> Expiry, the expiry history
 )
 
 // buckets1 are the buckets of format 1; format 2 added the request index.
@@ -51,7 +54,11 @@ var buckets1 = [][]byte{
 // the runs of their schedules.
 var buckets2 = append(slices.Clone(buckets1), bRequests, bRequestsByTime)
 
-var allBuckets = append(slices.Clone(buckets2), bPolicies, bRuns)
+// buckets3 are the buckets of format 3; format 4 added holds, the index of
+// backups by volume and the expiry history.
+var buckets3 = append(slices.Clone(buckets2), bPolicies, bRuns)
+
+var allBuckets = append(slices.Clone(buckets3), bHolds, bVolumeBackups, bExpiries)
 
 var (
 	keyFormat       = []byte("format")
@@ -64,9 +71,10 @@ var (
 // format is refused rather than misread. Format 2 added the request index
 // and the pending and void job states, which an older server would leave
 // pending forever; format 3 added the policies, which an older server would
-// neither run nor keep. Opening a catalog of an older format for writing
-// upgrades it.
-const storeFormat = 3
+// neither run nor keep; format 4 added legal holds, the expiry history and
+// the index of backups by volume, which the upgrade fills from the backups
+// there are. Opening a catalog of an older format for writing upgrades it.
+const storeFormat = 4
 
 // Store is the catalog in one bbolt file. Reads may run on any goroutine,
 // concurrently with Apply and Restore.
@@ -140,6 +148,8 @@ func OpenReadOnly(path string) (*Store, error) {
 			need = buckets1
 		case f < 3:
 			need = buckets2
+		case f < 4:
+			need = buckets3
 		}
 		for _, b := range need {
 			if tx.Bucket(b) == nil {
@@ -170,6 +180,11 @@ func openDB(path string) (*bbolt.DB, error) {
 		switch f := getU64(meta, keyFormat); {
 		case f < storeFormat:
 			// New, or of an older format whose buckets were just added.
+			if f > 0 && f < 4 {
+				if err := indexVolumeBackups(tx); err != nil {
+					return err
+				}
+			}
 			return meta.Put(keyFormat, u64(storeFormat))
 		case f > storeFormat:
 			return fmt.Errorf("catalog format %d is newer than this server reads (%d); upgrade cairn", f, storeFormat)

@@ -93,6 +93,11 @@ func (a *applier) updateVolume(u *VolumeUpdate) error {
 		return refuse(CodeNotFound, "list volumes with 'cairn media list'", "volume %s does not exist", u.ID)
 	}
 	old := *v
+	if v.State == VolumeExpired && u.State != "" && u.State != VolumeExpired {
+		// Its backups are gone and its node is deleting it: a late report
+		// must not make it writable again.
+		return refuse(CodeWrongState, "", "volume %s expired: its file is being deleted", v.Name)
+	}
 	if u.State != "" {
 		if !u.State.Valid() {
 			return refuse(CodeInvalidArgument, "", "volume state %q is not known", u.State)

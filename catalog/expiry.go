@@ -1,0 +1,495 @@
+package catalog
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"go.etcd.io/bbolt"
+
+	"github.com/cairnbackup/cairn/retention"
+	"github.com/cairnbackup/cairn/schedule"
+)
+
+// Expiry: OpExpireBackups removes backups from the catalog, with their
+// index segments, for the expiry pass (what package retention expires) or
+// for an operator's 'cairn backup delete'. The leader computes the list;
+// the applier checks it again against the catalog as of its place in the
+// log, because a hold, a new incremental or a restore may have come in
+// between:
+//
+//   - a backup on hold (its own or its client's) stays;
+//   - a backup that a backup staying builds on stays (its dependents are
+//     every backup naming it as parent that is not aborted);
+//   - a backup that a queued or running restore reads (any backup of the
+//     chain of the restore's backup) stays.
+//
+// The expiry pass's batch expires what may go and reports the rest
+// (ApplyResult.Kept); an operator's deletion is all or nothing, refused
+// naming what keeps it. Every expired backup leaves a record in the expiry
+// history (Expiries). A volume that no backup is on any more becomes
+// VolumeExpired (a disk volume: its node deletes the file, then
+// OpForgetVolume removes it) or VolumeRecyclable (a tape: the next backup of
+// its pool that needs a new tape may relabel it). DESIGN.md, "Expiry".
+
+// BackupsExpire lists the backups to remove.
+type BackupsExpire struct {
+	Backups []ExpiringBackup `json:"backups"`
+	// By is who expires them: "expiry pass", or the operator who deletes.
+	By string `json:"by,omitempty"`
+	// Manual is an operator's deletion: all of Backups go, or none.
+	Manual bool `json:"manual,omitempty"`
+}
+
+// ExpiringBackup is one backup to remove, and why.
+type ExpiringBackup struct {
+	ID     uint64 `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// VolumeForget removes a volume that is expired and whose file its
+// storage node has deleted.
+type VolumeForget struct {
+	VolumeID uuid.UUID `json:"volume_id"`
+}
+
+// ExpiryKept is a backup the expiry command was asked to remove and kept.
+type ExpiryKept struct {
+	ID     uint64 `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// MaxExpiries bounds the expiry history; the oldest records go first.
+const MaxExpiries = 100_000
+
+// Expiry is one record of the expiry history: a backup that left the
+// catalog, when, why and on whose order.
+type Expiry struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Backup    uint64    `json:"backup"`
+	Client    string    `json:"client"`
+	FileSet   string    `json:"file_set"`
+	Level     Level     `json:"level"`
+	StartTime time.Time `json:"start_time"`
+	Pool      string    `json:"pool"`
+	Bytes     int64     `json:"bytes"`
+	Reason    string    `json:"reason"`
+	By        string    `json:"by"`
+}
+
+var keyNextExpiry = []byte("next_expiry")
+
+// restoreReads is every backup a queued or running restore reads, and the
+// restore that reads it.
+func restoreReads(tx *bbolt.Tx) (map[uint64]uint64, error) {
+	reads := map[uint64]uint64{}
+	err := tx.Bucket(bJobsActive).ForEach(func(k, _ []byte) error {
+		var j Job
+		ok, err := getJSON(tx, bJobs, k, &j)
+		if err != nil || !ok || j.Type != JobRestore {
+			return err
+		}
+		for id := j.BackupID; id != 0; {
+			reads[id] = j.ID
+			var b Backup
+			ok, err := getJSON(tx, bBackups, u64(id), &b)
+			if err != nil || !ok || b.Parent >= id {
+				return err
+			}
+			id = b.Parent
+		}
+		return nil
+	})
+	return reads, err
+}
+
+// children maps each backup of a client to the backups naming it as parent
+// that are not aborted: what a restore of them would read it for.
+func children(tx *bbolt.Tx, client string) (map[uint64][]uint64, error) {
+	out := map[uint64][]uint64{}
+	err := eachClientBackup(tx, client, func(b *Backup) bool {
+		if b.Parent != 0 && b.State != BackupAborted {
+			out[b.Parent] = append(out[b.Parent], b.ID)
+		}
+		return true
+	})
+	return out, err
+}
+
+func (a *applier) expireBackups(e *BackupsExpire) error {
+	batch := slices.Clone(e.Backups)
+	// Children have larger ids than their parents (Chain): deciding from the
+	// largest down decides every dependent before the backup it needs.
+	slices.SortFunc(batch, func(x, y ExpiringBackup) int { return cmp.Compare(y.ID, x.ID) })
+	batch = slices.CompactFunc(batch, func(x, y ExpiringBackup) bool { return x.ID == y.ID })
+	reads, err := restoreReads(a.tx)
+	if err != nil {
+		return err
+	}
+	inBatch := map[uint64]bool{}
+	for _, x := range batch {
+		inBatch[x.ID] = true
+	}
+	kids := map[string]map[uint64][]uint64{}
+	going := map[uint64]bool{}
+	var gone []*Backup
+	var reasons []string
+	for _, x := range batch {
+		b, err := a.backup(x.ID)
+		if err != nil {
+			return err
+		}
+		if b == nil {
+			if e.Manual {
+				return refuse(CodeNotFound, "list backups with 'cairn backup list'", "backup %d does not exist", x.ID)
+			}
+			continue // expired by an earlier command: a retried batch
+		}
+		keep := ""
+		if b.State == BackupWriting {
+			keep = "it is being written"
+		} else if h, err := heldBy(a.tx, b); err != nil {
+			return err
+		} else if h != nil {
+			keep = fmt.Sprintf("%s is on legal hold", h.What())
+			if h.Reason != "" {
+				keep += " (" + h.Reason + ")"
+			}
+			keep += ": release it with 'cairn backup release'"
+		}
+		if job, ok := reads[b.ID]; ok && keep == "" {
+			keep = fmt.Sprintf("restore job %d reads it", job)
+		}
+		if keep == "" {
+			ks, ok := kids[b.Client]
+			if !ok {
+				if ks, err = children(a.tx, b.Client); err != nil {
+					return err
+				}
+				kids[b.Client] = ks
+			}
+			var staying []uint64
+			for _, c := range ks[b.ID] {
+				if !going[c] {
+					staying = append(staying, c)
+				}
+			}
+			if len(staying) > 0 {
+				slices.Sort(staying)
+				keep = fmt.Sprintf("backups %s build on it", joinIDs(staying))
+				if len(staying) == 1 {
+					keep = fmt.Sprintf("backup %d builds on it", staying[0])
+				}
+				if e.Manual && !allIn(staying, inBatch) {
+					return refuse(CodeWrongState, "delete its dependents too with --with-dependents, or delete them first",
+						"backup %d cannot be deleted: %s", b.ID, keep)
+				}
+			}
+		}
+		if keep != "" {
+			if e.Manual {
+				return refuse(CodeWrongState, "", "backup %d cannot be deleted: %s", b.ID, keep)
+			}
+			a.res.Kept = append(a.res.Kept, ExpiryKept{ID: b.ID, Reason: keep})
+			continue
+		}
+		going[b.ID] = true
+		gone = append(gone, b)
+		reasons = append(reasons, x.Reason)
+	}
+	// Oldest first, so the history reads in the order the backups were made.
+	slices.Reverse(gone)
+	slices.Reverse(reasons)
+	vols := map[uuid.UUID]bool{}
+	for i, b := range gone {
+		if err := a.removeBackup(b, reasons[i], e.By); err != nil {
+			return err
+		}
+		for _, p := range b.Parts {
+			vols[p.VolumeID] = true
+		}
+		a.res.Expired = append(a.res.Expired, b.ID)
+	}
+	slices.Sort(a.res.Expired)
+	ids := make([]uuid.UUID, 0, len(vols))
+	for id := range vols {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(x, y uuid.UUID) int { return bytes.Compare(x[:], y[:]) })
+	for _, id := range ids {
+		if err := a.volumeMaybeEmpty(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func allIn(ids []uint64, set map[uint64]bool) bool {
+	for _, id := range ids {
+		if !set[id] {
+			return false
+		}
+	}
+	return true
+}
+
+func joinIDs(ids []uint64) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = fmt.Sprint(id)
+	}
+	return strings.Join(s, ", ")
+}
+
+// removeBackup takes a backup and its index out of the catalog and records
+// its expiry.
+func (a *applier) removeBackup(b *Backup, reason, by string) error {
+	if err := a.deleteSegments(b.ID); err != nil {
+		return err
+	}
+	if err := indexParts(a.tx, b.ID, b.Parts, nil); err != nil {
+		return err
+	}
+	if err := a.tx.Bucket(bBackups).Delete(u64(b.ID)); err != nil {
+		return err
+	}
+	if err := a.tx.Bucket(bBackupsByClient).Delete(nameKey(b.Client, b.ID)); err != nil {
+		return err
+	}
+	if err := a.tx.Bucket(bHolds).Delete(backupHoldKey(b.ID)); err != nil {
+		return err
+	}
+	if err := addCount(a.tx, "backup", string(b.State), -1); err != nil {
+		return err
+	}
+	meta := a.tx.Bucket(bMeta)
+	seq := getU64(meta, keyNextExpiry)
+	if err := meta.Put(keyNextExpiry, u64(seq+1)); err != nil {
+		return err
+	}
+	rec := Expiry{Seq: seq, Time: a.now, Backup: b.ID, Client: b.Client, FileSet: b.FileSet, Level: b.Level,
+		StartTime: b.StartTime, Pool: b.Pool, Bytes: b.StoredBytes, Reason: reason, By: by}
+	if err := putJSON(a.tx, bExpiries, u64(seq), &rec); err != nil {
+		return err
+	}
+	if seq >= MaxExpiries {
+		return a.tx.Bucket(bExpiries).Delete(u64(seq - MaxExpiries))
+	}
+	return nil
+}
+
+// volumeHasBackups reports whether any backup has a part on the volume.
+func volumeHasBackups(tx *bbolt.Tx, id uuid.UUID) bool {
+	k, _ := tx.Bucket(bVolumeBackups).Cursor().Seek(id[:])
+	return k != nil && bytes.HasPrefix(k, id[:])
+}
+
+// volumeMaybeEmpty marks a volume that no backup is on any more: a disk
+// volume expired (its node deletes it), a tape recyclable. A volume a job
+// writes is left alone: its session is not committed yet.
+func (a *applier) volumeMaybeEmpty(id uuid.UUID) error {
+	v, err := a.volume(id)
+	if err != nil || v == nil {
+		return err
+	}
+	if volumeHasBackups(a.tx, id) || v.WriterJob != 0 {
+		return nil
+	}
+	switch v.State {
+	case VolumeAppend, VolumeFull, VolumeError:
+	default:
+		return nil
+	}
+	old := *v
+	if v.MediaType.HasLibrary() {
+		v.State = VolumeRecyclable
+	} else {
+		v.State = VolumeExpired
+	}
+	a.res.Emptied = append(a.res.Emptied, id)
+	return a.putVolume(&old, v)
+}
+
+func (a *applier) forgetVolume(f *VolumeForget) error {
+	v, err := a.volume(f.VolumeID)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		return nil // forgotten before: a retry
+	}
+	if v.State != VolumeExpired {
+		return refuse(CodeWrongState, "", "volume %s is %s: only an expired volume is forgotten", v.Name, v.State)
+	}
+	if volumeHasBackups(a.tx, v.ID) || v.WriterJob != 0 {
+		return refuse(CodeWrongState, "", "volume %s holds backups again", v.Name)
+	}
+	if err := a.tx.Bucket(bVolumes).Delete(v.ID[:]); err != nil {
+		return err
+	}
+	return a.tx.Bucket(bVolumeNames).Delete([]byte(v.Name))
+}
+
+// Expiries returns the expiry history, newest first: at most limit records
+// (0: all) older than before (0: from the newest).
+func (s *Store) Expiries(before uint64, limit int) ([]Expiry, error) {
+	var out []Expiry
+	err := s.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bExpiries)
+		if b == nil {
+			return nil
+		}
+		return reverse(b, nil, func(k []byte) (bool, error) {
+			if before != 0 && binary.BigEndian.Uint64(k) >= before {
+				return true, nil
+			}
+			var e Expiry
+			if err := jsonUnmarshal(bExpiries, k, b.Get(k), &e); err != nil {
+				return false, err
+			}
+			out = append(out, e)
+			return limit <= 0 || len(out) < limit, nil
+		})
+	})
+	return out, err
+}
+
+// Dependents returns the backups that build on id, directly or through
+// others, that are not aborted: what a deletion of id would take along.
+func (s *Store) Dependents(id uint64) ([]Backup, error) {
+	var out []Backup
+	err := s.view(func(tx *bbolt.Tx) error {
+		var b Backup
+		ok, err := getJSON(tx, bBackups, u64(id), &b)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return notFound("backup %d does not exist", id)
+		}
+		byID := map[uint64]Backup{}
+		kids := map[uint64][]uint64{}
+		err = eachClientBackup(tx, b.Client, func(c *Backup) bool {
+			byID[c.ID] = *c
+			if c.Parent != 0 && c.State != BackupAborted {
+				kids[c.Parent] = append(kids[c.Parent], c.ID)
+			}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		queue := slices.Clone(kids[id])
+		for len(queue) > 0 {
+			c := queue[0]
+			queue = queue[1:]
+			out = append(out, byID[c])
+			queue = append(queue, kids[c]...)
+		}
+		slices.SortFunc(out, func(x, y Backup) int { return cmp.Compare(x.ID, y.ID) })
+		return nil
+	})
+	return out, err
+}
+
+// RetentionFor gives the retention of a client's file set, and false when
+// none covers it: its backups are kept until deleted by hand.
+type RetentionFor func(client, fileSet string) (*retention.Policy, bool)
+
+// ExpiryPlan is what the expiry pass would do now: the decisions on the
+// backups of every client and file set that a retention covers.
+type ExpiryPlan struct {
+	Decisions []retention.Decision
+	// Groups counts the client and file sets a retention covers.
+	Groups int
+	// Backups counts the backups decided on.
+	Backups int
+}
+
+// Expired are the decisions that expire a backup.
+func (p *ExpiryPlan) Expired() []retention.Decision {
+	var out []retention.Decision
+	for _, d := range p.Decisions {
+		if !d.Keep {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// PlanExpiry decides, with package retention, on the backups of every
+// client and file set that retentionFor covers; the others are not looked
+// at. Holds are read from the catalog. With expiredOnly, kept backups are
+// left out of the plan (the pass needs only what goes).
+func (s *Store) PlanExpiry(retentionFor RetentionFor, expiredOnly bool) (*ExpiryPlan, error) {
+	plan := &ExpiryPlan{}
+	var planner retention.Planner
+	var group []retention.Backup
+	var decisions []retention.Decision
+	err := s.view(func(tx *bbolt.Tx) error {
+		holds := tx.Bucket(bHolds)
+		backups := tx.Bucket(bBackups)
+		byClient := tx.Bucket(bBackupsByClient).Cursor()
+		// backups_by_client is sorted by client then id: one client at a
+		// time, its backups bucketed by file set.
+		var client string
+		sets := map[string][]retention.Backup{}
+		flush := func() error {
+			clientHeld := holds != nil && holds.Get(clientHoldKey(client)) != nil
+			names := make([]string, 0, len(sets))
+			for fs := range sets {
+				names = append(names, fs)
+			}
+			slices.Sort(names)
+			for _, fs := range names {
+				pol, ok := retentionFor(client, fs)
+				if !ok || pol == nil {
+					continue
+				}
+				group = sets[fs]
+				for i := range group {
+					group[i].Held = clientHeld || (holds != nil && holds.Get(backupHoldKey(group[i].ID)) != nil)
+				}
+				plan.Groups++
+				plan.Backups += len(group)
+				decisions = planner.PlanGroup(group, pol, decisions[:0])
+				for _, d := range decisions {
+					if !expiredOnly || !d.Keep {
+						plan.Decisions = append(plan.Decisions, d)
+					}
+				}
+			}
+			clear(sets)
+			return nil
+		}
+		for k, _ := byClient.First(); k != nil; k, _ = byClient.Next() {
+			i := bytes.IndexByte(k, 0)
+			if i < 0 || len(k) != i+9 {
+				return fmt.Errorf("catalog %s: bad key %x", bBackupsByClient, k)
+			}
+			if c := string(k[:i]); c != client {
+				if err := flush(); err != nil {
+					return err
+				}
+				client = c
+			}
+			id := k[i+1:]
+			var b Backup
+			if err := jsonUnmarshal(bBackups, id, backups.Get(id), &b); err != nil {
+				return err
+			}
+			sets[b.FileSet] = append(sets[b.FileSet], retention.Backup{
+				ID: b.ID, Time: b.StartTime, Level: schedule.Level(b.Level), Parent: b.Parent,
+				Client: b.Client, FileSet: b.FileSet, State: retention.State(b.State),
+			})
+		}
+		return flush()
+	})
+	return plan, err
+}
