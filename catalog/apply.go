@@ -91,6 +91,8 @@ func (a *applier) apply(c *Command) error {
 		return a.expireBackups(c.Expire)
 	case OpForgetVolume:
 		return a.forgetVolume(c.VolumeForget)
+	case OpRecycleTape:
+		return a.recycleTape(c.TapeRecycle)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }

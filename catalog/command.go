@@ -48,6 +48,7 @@ const (
 	OpRelease         Op = "release"
 	OpExpireBackups   Op = "expire_backups"
 	OpForgetVolume    Op = "forget_volume"
+	OpRecycleTape     Op = "recycle_tape"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -88,6 +89,7 @@ type Command struct {
 	Hold         *Hold            `json:"hold,omitempty"`          // OpHold, OpRelease
 	Expire       *BackupsExpire   `json:"expire,omitempty"`        // OpExpireBackups
 	VolumeForget *VolumeForget    `json:"volume_forget,omitempty"` // OpForgetVolume
+	TapeRecycle  *TapeRecycle     `json:"tape_recycle,omitempty"`  // OpRecycleTape
 
 	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
 	// the command carries out. A command whose request id the catalog
@@ -388,6 +390,8 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Expire != nil
 	case OpForgetVolume:
 		return true, c.VolumeForget != nil
+	case OpRecycleTape:
+		return true, c.TapeRecycle != nil
 	}
 	return false, false
 }

@@ -59,6 +59,7 @@ func sampleCommands() []*Command {
 		{Op: OpExpireBackups, Time: at, Expire: &BackupsExpire{Backups: []ExpiringBackup{{ID: 3, Reason: "keep-last 2"}}, By: "expiry pass"}},
 		{Op: OpExpireBackups, Time: at, Expire: &BackupsExpire{Backups: []ExpiringBackup{{ID: 3}, {ID: 4}}, By: "alice", Manual: true}},
 		{Op: OpForgetVolume, Time: at, VolumeForget: &VolumeForget{VolumeID: vol}},
+		{Op: OpRecycleTape, Time: at, TapeRecycle: &TapeRecycle{VolumeID: vol, WriterJob: 9}},
 	}
 }
 

@@ -493,3 +493,44 @@ func (s *Store) PlanExpiry(retentionFor RetentionFor, expiredOnly bool) (*Expiry
 	})
 	return plan, err
 }
+
+// TapeRecycle reuses a recyclable tape of a pool for a backup that needs a
+// new tape (WriterJob): the tape starts over after its label, as if just
+// labeled, and its old sessions are overwritten.
+type TapeRecycle struct {
+	VolumeID  uuid.UUID `json:"volume_id"`
+	WriterJob uint64    `json:"writer_job"`
+}
+
+func (a *applier) recycleTape(r *TapeRecycle) error {
+	v, err := a.volume(r.VolumeID)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		return refuse(CodeNotFound, "", "volume %s does not exist", r.VolumeID)
+	}
+	if v.State == VolumeAppend && v.WriterJob == r.WriterJob && v.Sessions == 0 {
+		return nil // a retry
+	}
+	switch {
+	case !v.MediaType.HasLibrary():
+		return refuse(CodeInvalidArgument, "", "volume %s is not a tape", v.Name)
+	case v.State != VolumeRecyclable:
+		return refuse(CodeWrongState, "", "tape %s is %s, not recyclable", v.Name, v.State)
+	case volumeHasBackups(a.tx, v.ID):
+		return refuse(CodeWrongState, "", "tape %s holds backups", v.Name)
+	}
+	if err := a.checkWriter(r.WriterJob); err != nil {
+		return err
+	}
+	old := *v
+	v.State = VolumeAppend
+	v.Bytes = int64(v.BlockSize)
+	v.Sessions = 0
+	v.PartStarts = nil
+	v.LastWritten = time.Time{}
+	v.Error = ""
+	v.WriterJob = r.WriterJob
+	return a.putVolume(&old, v)
+}

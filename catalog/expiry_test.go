@@ -274,6 +274,15 @@ func TestTapeOfExpiredBackupsBecomesRecyclable(t *testing.T) {
 	if v, _ := c.s.Volume(w1); v.State != VolumeRecyclable {
 		t.Fatalf("tape %s", v.State)
 	}
+	// The next backup of the pool that needs a tape may start it over.
+	next := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
+	c.must(&Command{Op: OpRecycleTape, TapeRecycle: &TapeRecycle{VolumeID: w1, WriterJob: next}})
+	v, _ := c.s.Volume(w1)
+	if v.State != VolumeAppend || v.Bytes != 64<<10 || v.Sessions != 0 || len(v.PartStarts) != 0 || v.WriterJob != next {
+		t.Fatalf("recycled tape %+v", v)
+	}
+	c.must(&Command{Op: OpRecycleTape, TapeRecycle: &TapeRecycle{VolumeID: w1, WriterJob: next}}) // a retry
+	c.refused(CodeWrongState, &Command{Op: OpRecycleTape, TapeRecycle: &TapeRecycle{VolumeID: w1, WriterJob: job}})
 }
 
 func TestPlanExpiryKeepsAdHocBackups(t *testing.T) {

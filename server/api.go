@@ -38,6 +38,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpClusterRemove, wire.Typed(s.clusterRemove))
 	s.routeTapeAPI(r)
 	s.routePolicyAPI(r)
+	s.routeBackupAPI(r)
 }
 
 func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, error) {
@@ -145,6 +146,12 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 		vols, _ := s.store.Volumes(catalog.VolumeFilter{Pool: p.Name})
 		for _, v := range vols {
 			info.Volumes++
+			if v.State == catalog.VolumeExpired || v.State == catalog.VolumeRecyclable {
+				// Its backups have all expired: the space comes back once
+				// its node deletes it, or a backup relabels the tape.
+				info.ReclaimableBytes += v.Bytes
+				continue
+			}
 			info.UsedBytes += v.Bytes
 		}
 		resp.Pools = append(resp.Pools, info)
@@ -428,43 +435,6 @@ func (p *page) add(v any) (bool, error) {
 	p.size += n + 1
 	p.items++
 	return true, nil
-}
-
-func (s *Server) backupInfo(b *catalog.Backup) wire.BackupInfo {
-	info := wire.BackupInfo{
-		ID: b.ID, Client: b.Client, Level: string(b.Level), Parent: b.Parent, Paths: b.Paths, Excludes: b.Excludes, FileSet: b.FileSet, State: string(b.State),
-		StartTime: b.StartTime, EndTime: b.EndTime, Files: b.Files, Bytes: b.Bytes, StoredBytes: b.StoredBytes, Pool: b.Pool,
-	}
-	for _, p := range b.Parts {
-		info.Volumes = append(info.Volumes, s.volumeName(p.VolumeID))
-	}
-	return info
-}
-
-func (s *Server) backupList(_ context.Context, _ string, req wire.BackupListReq) (wire.BackupListResp, error) {
-	if req.Client != "" {
-		if _, err := s.store.Client(req.Client); err != nil {
-			return wire.BackupListResp{}, wire.Errorf(wire.CodeUnknownClient, "", "client %q is not known", req.Client)
-		}
-	}
-	bs, err := s.store.Backups(catalog.BackupFilter{Client: req.Client, Before: req.Before, Limit: listPageLimit})
-	if err != nil {
-		return wire.BackupListResp{}, err
-	}
-	resp := wire.BackupListResp{Backups: []wire.BackupInfo{}, More: len(bs) == listPageLimit}
-	pg, err := newPage(s.pageBytes(), resp)
-	if err != nil {
-		return resp, err
-	}
-	for i := range bs {
-		info := s.backupInfo(&bs[i])
-		if ok, err := pg.add(info); err != nil || !ok {
-			resp.More = true
-			return resp, err
-		}
-		resp.Backups = append(resp.Backups, info)
-	}
-	return resp, nil
 }
 
 // treeListLimit bounds the entries of one page of a listing; its bytes are

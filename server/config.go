@@ -110,6 +110,11 @@ type Config struct {
 	// RequestIDTTL is how long the catalog remembers a request id, so that
 	// a repeat of the request answers what the first one did.
 	RequestIDTTL time.Duration `json:"request_id_ttl"`
+	// ExpiryInterval is how often the leader runs the expiry pass: the
+	// backups that their policy's retention no longer keeps leave the
+	// catalog, and the volumes no backup is on any more are deleted (disk)
+	// or made recyclable (tape).
+	ExpiryInterval time.Duration `json:"expiry_interval"`
 	// Alerts are where the leader tells an administrator what needs a
 	// person (a job that failed), as webhooks and commands: see package
 	// alert and README's Alerts for every field.
@@ -227,6 +232,7 @@ func DefaultConfig() Config {
 		RequestIDTTL:        7 * 24 * time.Hour,
 		ScheduleTick:        30 * time.Second,
 		RunHistory:          90 * 24 * time.Hour,
+		ExpiryInterval:      time.Hour,
 	}
 }
 
@@ -278,6 +284,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CatalogFloorBytes < 0 {
 		bad("catalog_floor", "catalog floor %d is negative: use 0 (no check) or more", c.CatalogFloorBytes)
+	}
+	if c.ExpiryInterval < time.Second {
+		bad("expiry_interval", "expiry interval %s is too short: use at least 1s (an hour is the default)", c.ExpiryInterval)
 	}
 	if c.StartConfirmTimeout < time.Second {
 		bad("start_confirm_timeout", "start confirm timeout %s is too short: use at least 1s (minutes: a client retries a lost answer for about one)", c.StartConfirmTimeout)

@@ -103,6 +103,16 @@ type Server struct {
 	waitLogged  bool
 	keysChecked bool
 
+	// expiryMu runs one expiry pass at a time (expiry.go): the scheduled
+	// one and 'cairn prune'. The hooks are for tests, set before Start:
+	// retentionsHook stands in for the policies, expiryTrace hears every
+	// scheduled pass, afterVolumeDelete runs between a node's deletion of
+	// a volume file and the catalog's forgetting it.
+	expiryMu          sync.Mutex
+	retentionsHook    func() (*retentions, error)
+	expiryTrace       func(wire.PruneResp, error)
+	afterVolumeDelete func(volume string)
+
 	mu       sync.Mutex
 	others   map[string]*otherServer // servers heard that are not members
 	nodes    map[string]*liveness
@@ -289,6 +299,11 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		s.diskLoop(ctx)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.expiryLoop(ctx)
 	}()
 	s.log.Info("server started", "nats", s.cfg.NATSURL, "raft", s.cfg.RaftAddr)
 	return nil

@@ -511,6 +511,34 @@ func (s *Server) acquireTape(ctx context.Context, job *catalog.Job, node string,
 		s.orch.JobLog(ctx, job.ID, "info", "writing to tape %s (%s of library %s) at offset %d", v.Name, v.Location, library, v.Bytes)
 		return grant(v), nil
 	}
+	// A tape of the pool whose backups have all expired comes before a
+	// scratch tape: the pool reuses its own tapes, and Scratch is left
+	// for pools that have none to reuse. The oldest written first.
+	recyclable, err := s.store.Volumes(catalog.VolumeFilter{Pool: pool.Name, State: catalog.VolumeRecyclable, Library: library})
+	if err != nil {
+		return wire.VolumeGrant{}, err
+	}
+	recyclable = slices.DeleteFunc(recyclable, func(v catalog.Volume) bool { return skip(&v) })
+	sort.SliceStable(recyclable, func(i, j int) bool {
+		a, b := &recyclable[i], &recyclable[j]
+		if da, db := inDrive(a.Location), inDrive(b.Location); da != db {
+			return da
+		}
+		return a.LastWritten.Before(b.LastWritten)
+	})
+	if len(recyclable) > 0 {
+		v := &recyclable[0]
+		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRecycleTape, TapeRecycle: &catalog.TapeRecycle{VolumeID: v.ID, WriterJob: job.ID}}); err != nil {
+			return wire.VolumeGrant{}, err
+		}
+		nv, err := s.store.Volume(v.ID)
+		if err != nil {
+			return wire.VolumeGrant{}, catalogError(err)
+		}
+		s.orch.JobLog(ctx, job.ID, "info", "tape %s of pool %s is recyclable (its backups have all expired); writing over it from its label on (%s of library %s)",
+			v.Name, pool.Name, v.Location, library)
+		return grant(nv), nil
+	}
 	scratch, err := s.store.Volumes(catalog.VolumeFilter{Pool: catalog.ScratchPool, State: catalog.VolumeAppend, Library: library})
 	if err != nil {
 		return wire.VolumeGrant{}, err

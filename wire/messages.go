@@ -358,6 +358,9 @@ type PoolInfo struct {
 	FreeBytes      int64      `json:"free_bytes"`
 	MaxVolumeBytes int64      `json:"max_volume_bytes"`
 	KeyID          string     `json:"key_id"`
+	// ReclaimableBytes are held by volumes whose backups have all expired:
+	// disk volumes not deleted yet, recyclable tapes.
+	ReclaimableBytes int64 `json:"reclaimable_bytes"`
 }
 
 // PoolListResp answers pool.list.
@@ -597,7 +600,12 @@ type JobStarted struct {
 // BackupListReq filters backup.list.
 type BackupListReq struct {
 	Client string `json:"client,omitempty"`
-	Before uint64 `json:"before,omitempty"` // resume with the backups older than this one
+	// FileSet, Path and Policy narrow the list to a file set: by its id,
+	// to the file sets that back up Path, or to a policy's.
+	FileSet string `json:"file_set,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Policy  string `json:"policy,omitempty"`
+	Before  uint64 `json:"before,omitempty"` // resume with the backups older than this one
 }
 
 // BackupInfo is one backup (a point in time of a client's file set).
@@ -617,6 +625,11 @@ type BackupInfo struct {
 	StoredBytes int64            `json:"stored_bytes"`
 	Pool        string           `json:"pool"`
 	Volumes     []string         `json:"volumes,omitempty"`
+	// Hold is the legal hold that covers the backup, nil for none.
+	Hold *HoldInfo `json:"hold,omitempty"`
+	// Expires is why the expiry pass would expire it now, empty when it
+	// keeps it (or no retention covers it).
+	Expires string `json:"expires,omitempty"`
 }
 
 // BackupListResp answers backup.list, newest first. A list too long for

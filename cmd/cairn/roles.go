@@ -359,6 +359,7 @@ flag may stay in s1's unit file.`,
 	f.DurationVar(&cfg.RaftSnapshotInterval, "raft-snapshot-interval", 0, "how often Raft checks whether a snapshot is due (0: 2m)")
 	f.Var((*sizeValue)(&cfg.MinFreeBytes), "min-free", "below this much free space for the catalog or the Raft log, start no new backup, restore or label (512M, 1G; 0: no check)")
 	f.Var((*sizeValue)(&cfg.CatalogFloorBytes), "catalog-floor", "below this much free space the catalog stops applying the log until there is room (keep it under --min-free)")
+	f.DurationVar(&cfg.ExpiryInterval, "expiry-interval", cfg.ExpiryInterval, "how often the leader expires what retention no longer keeps, and deletes the disk volumes it emptied")
 	f.DurationVar(&cfg.StartConfirmTimeout, "start-confirm-timeout", cfg.StartConfirmTimeout, "a job whose start was not confirmed to its caller this long is voided, never run (longer than a client retries a lost answer)")
 	f.DurationVar(&cfg.RequestIDTTL, "request-id-ttl", cfg.RequestIDTTL, "how long a request id is remembered, so that a repeat of the request answers what the first did")
 	f.IntVar(&cfg.MaxJobsPerClient, "max-jobs-per-client", cfg.MaxJobsPerClient, "backups running at once on one client; more wait in the queue (0: no limit)")

@@ -392,3 +392,47 @@ func (a *Appender) Close() error {
 	}
 	return nil
 }
+
+// Delete removes volume name, which the catalog says is volume id, and
+// syncs the directory, so that once Delete returns the file is gone for
+// good. A file that is already gone is no error: the servers repeat a
+// deletion whose answer they lost, or that a crash cut short. A file that
+// holds another volume (ErrWrongVolume) or that a writer holds
+// (ErrBusy) is left alone. Readers that have the file open go on reading
+// it until they close it.
+func (p *Pool) Delete(name string, id uuid.UUID) error {
+	path, err := p.Path(name)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return syncDir(p.Dir)
+	}
+	if err != nil {
+		return fmt.Errorf("disk pool %q: open volume %s to delete it: %w", p.Name, name, err)
+	}
+	defer f.Close()
+	l, err := volume.ReadLabel(f)
+	if err != nil {
+		return fmt.Errorf("disk pool %q: volume file %s: %w; not deleted", p.Name, path, err)
+	}
+	if l.VolumeID != id {
+		return fmt.Errorf("disk pool %q: volume file %s holds volume %s, not %s: not deleted: %w", p.Name, path, l.VolumeID, id, ErrWrongVolume)
+	}
+	// The writer's lock: held until the file is unlinked, so no writer
+	// opens it in between.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("disk pool %q: volume file %s: %w", p.Name, path, ErrBusy)
+		}
+		return fmt.Errorf("disk pool %q: lock volume file %s: %w", p.Name, path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("disk pool %q: delete volume %s: %w", p.Name, name, err)
+	}
+	if err := syncDir(p.Dir); err != nil {
+		return fmt.Errorf("disk pool %q: sync directory %s: %w", p.Name, p.Dir, err)
+	}
+	return nil
+}

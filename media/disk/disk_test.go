@@ -679,3 +679,35 @@ func TestAppenderContract(t *testing.T) {
 		},
 	})
 }
+
+func TestDelete(t *testing.T) {
+	p := testPool(t.TempDir(), 0)
+	a := newVolume(t, p, "Default-0001")
+	id := a.VolumeID()
+	if err := p.Delete("Default-0001", id); !errors.Is(err, ErrBusy) {
+		t.Fatalf("delete of a volume being written: %v", err)
+	}
+	a.Close()
+	if err := p.Delete("Default-0001", uuid.New()); !errors.Is(err, ErrWrongVolume) {
+		t.Fatalf("delete naming another volume: %v", err)
+	}
+	// A reader keeps what it opened.
+	r, _, err := p.OpenRead("Default-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := p.Delete("Default-0001", id); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := p.Volumes(); len(names) != 0 {
+		t.Fatalf("volumes after delete: %v", names)
+	}
+	if _, err := volume.ReadLabel(r); err != nil {
+		t.Fatalf("open reader after the delete: %v", err)
+	}
+	// Again: the file is gone, which is what was asked.
+	if err := p.Delete("Default-0001", id); err != nil {
+		t.Fatalf("repeated delete: %v", err)
+	}
+}

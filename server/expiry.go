@@ -1,0 +1,282 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/retention"
+	"github.com/cairnbackup/cairn/schedule"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// The expiry pass: on the leader, every ExpiryInterval of the server's
+// clock (and on 'cairn prune'), package retention decides on the backups of
+// every client and file set that a policy with a retention covers; backups
+// no policy covers (ad hoc ones) are kept until deleted by hand. The expired
+// ones go to the catalog in batches, one OpExpireBackups command each, which
+// checks holds, dependents and running restores again as it applies
+// (catalog/DESIGN.md, "Expiry"). Then the disk volumes no backup is on any
+// more are deleted by the storage node that owns them, and forgotten
+// (storagenode/DESIGN.md, "Deleting volumes").
+
+// expiryBatch bounds the backups of one expiry command: its transaction
+// and its Raft entry stay small, and a pass over a big catalog is many
+// commands, each of which stands on its own.
+const expiryBatch = 2000
+
+// volumeDeleteTimeout bounds a storage node's deletion of one volume file.
+const volumeDeleteTimeout = 30 * time.Second
+
+// retentions is the retention of each client's file sets, as the policies
+// say, and the policy that says it.
+type retentions struct {
+	byGroup map[[2]string]*retentionOf
+}
+
+type retentionOf struct {
+	policy retention.Policy
+	names  []string
+}
+
+// newRetentions reads the retention of every client and file set from the
+// policies. Two policies that cover one client's file set (the same paths)
+// keep what either keeps: each rule is taken at its larger setting.
+func newRetentions(policies []catalog.Policy, applies func(p *catalog.Policy, client string) bool, clients []string) (*retentions, error) {
+	r := &retentions{byGroup: map[[2]string]*retentionOf{}}
+	for i := range policies {
+		p := &policies[i]
+		if p.Retention.All == (catalog.KeepRules{}) && len(p.Retention.Levels) == 0 {
+			continue // no retention: its backups stay until deleted by hand
+		}
+		rp, err := p.RetentionPolicy()
+		if err != nil {
+			return nil, err
+		}
+		fs := p.FileSet()
+		for _, c := range clients {
+			if !applies(p, c) {
+				continue
+			}
+			k := [2]string{c, fs}
+			if cur := r.byGroup[k]; cur != nil {
+				cur.policy = unionRetention(cur.policy, rp)
+				cur.names = append(cur.names, p.Name)
+				continue
+			}
+			r.byGroup[k] = &retentionOf{policy: rp, names: []string{p.Name}}
+		}
+	}
+	return r, nil
+}
+
+func (r *retentions) retentionFor(client, fileSet string) (*retention.Policy, bool) {
+	if e := r.byGroup[[2]string{client, fileSet}]; e != nil {
+		return &e.policy, true
+	}
+	return nil, false
+}
+
+func (r *retentions) policyOf(client, fileSet string) string {
+	if e := r.byGroup[[2]string{client, fileSet}]; e != nil {
+		return fmt.Sprint(e.names)[1 : len(fmt.Sprint(e.names))-1]
+	}
+	return ""
+}
+
+// unionRetention keeps what either policy keeps: every rule at the larger
+// of its two settings (unlimited, -1, is the largest).
+func unionRetention(a, b retention.Policy) retention.Policy {
+	out := a
+	out.Rules = unionRules(a.Rules, b.Rules)
+	if len(b.Levels) > 0 {
+		out.Levels = maps.Clone(a.Levels)
+		if out.Levels == nil {
+			out.Levels = map[schedule.Level]retention.Rules{}
+		}
+		for l, r := range b.Levels {
+			out.Levels[l] = unionRules(out.Levels[l], r)
+		}
+	}
+	return out
+}
+
+func unionRules(a, b retention.Rules) retention.Rules {
+	n := func(x, y int) int {
+		if x == retention.Unlimited || y == retention.Unlimited {
+			return retention.Unlimited
+		}
+		return max(x, y)
+	}
+	return retention.Rules{Within: max(a.Within, b.Within), Last: n(a.Last, b.Last), Hourly: n(a.Hourly, b.Hourly),
+		Daily: n(a.Daily, b.Daily), Weekly: n(a.Weekly, b.Weekly), Monthly: n(a.Monthly, b.Monthly), Yearly: n(a.Yearly, b.Yearly)}
+}
+
+// currentRetentions reads the policies as the catalog holds them now.
+func (s *Server) currentRetentions() (*retentions, error) {
+	if s.retentionsHook != nil {
+		return s.retentionsHook()
+	}
+	policies, err := s.storedPolicies()
+	if err != nil {
+		return nil, err
+	}
+	clients, err := s.store.Clients()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(clients))
+	for i, c := range clients {
+		names[i] = c.Name
+	}
+	return newRetentions(policies, func(p *catalog.Policy, c string) bool { return slices.Contains(p.Clients, c) }, names)
+}
+
+// storedPolicies are the policies of the catalog. Until the catalog stores
+// policies (issue 13, policy commands) there are none, and nothing expires
+// by itself.
+func (s *Server) storedPolicies() ([]catalog.Policy, error) { return nil, nil }
+
+// expiryLoop runs the expiry pass every ExpiryInterval while this server
+// leads.
+func (s *Server) expiryLoop(ctx context.Context) {
+	t := s.clock.NewTicker(s.cfg.ExpiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		lctx, ok := s.decide()
+		if !ok {
+			continue
+		}
+		resp, err := s.expire(lctx, false)
+		switch {
+		case err != nil:
+			s.log.Warn("expiry pass failed; the next one tries again", "err", err)
+		case resp.Expired > 0 || resp.Kept > 0 || len(resp.Volumes) > 0:
+			s.log.Info("expiry pass", "expired", resp.Expired, "kept", resp.Kept, "volumes", resp.Volumes)
+		}
+		if s.expiryTrace != nil {
+			s.expiryTrace(resp, err)
+		}
+	}
+}
+
+// prune answers 'cairn prune': the pass now, or what it would do.
+func (s *Server) prune(ctx context.Context, _ string, req wire.PruneReq) (wire.PruneResp, error) {
+	if !req.DryRun && !s.deciding() {
+		return wire.PruneResp{}, wire.Errorf(wire.CodeNotLeader, "", "this server does not lead")
+	}
+	return s.expire(ctx, req.DryRun)
+}
+
+// expire plans the expiry with package retention and, unless dryRun,
+// carries it out: the expiry commands, then the volumes emptied.
+func (s *Server) expire(ctx context.Context, dryRun bool) (wire.PruneResp, error) {
+	s.expiryMu.Lock()
+	defer s.expiryMu.Unlock()
+	rets, err := s.currentRetentions()
+	if err != nil {
+		return wire.PruneResp{}, err
+	}
+	plan, err := s.store.PlanExpiry(rets.retentionFor, true)
+	if err != nil {
+		return wire.PruneResp{}, err
+	}
+	resp := wire.PruneResp{DryRun: dryRun, Groups: []wire.PruneGroup{}}
+	where := map[uint64][2]int{} // backup -> group, entry
+	for _, d := range plan.Decisions {
+		n := len(resp.Groups)
+		if n == 0 || resp.Groups[n-1].Client != d.Client || resp.Groups[n-1].FileSet != d.FileSet {
+			g := wire.PruneGroup{Client: d.Client, FileSet: d.FileSet, Policy: rets.policyOf(d.Client, d.FileSet)}
+			if b, err := s.store.Backup(d.ID); err == nil {
+				g.Paths = fileindex.Strings(b.Paths)
+			}
+			resp.Groups = append(resp.Groups, g)
+			n++
+		}
+		g := &resp.Groups[n-1]
+		where[d.ID] = [2]int{n - 1, len(g.Expire)}
+		g.Expire = append(g.Expire, wire.PruneBackup{ID: d.ID, Level: string(d.Level), StartTime: d.Time, Reason: d.Why()})
+	}
+	if dryRun {
+		resp.Expired = len(plan.Decisions)
+		return resp, nil
+	}
+	for start := 0; start < len(plan.Decisions); start += expiryBatch {
+		batch := plan.Decisions[start:min(start+expiryBatch, len(plan.Decisions))]
+		e := &catalog.BackupsExpire{By: "expiry pass"}
+		for _, d := range batch {
+			e.Backups = append(e.Backups, catalog.ExpiringBackup{ID: d.ID, Reason: d.Why()})
+		}
+		res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpExpireBackups, Expire: e})
+		if err != nil {
+			return resp, err
+		}
+		resp.Expired += len(res.Expired)
+		resp.Kept += len(res.Kept)
+		for _, k := range res.Kept {
+			if w, ok := where[k.ID]; ok {
+				resp.Groups[w[0]].Expire[w[1]].Refused = k.Reason
+			}
+		}
+	}
+	vols, err := s.reclaimVolumes(ctx)
+	resp.Volumes = vols
+	return resp, err
+}
+
+// reclaimVolumes has every expired disk volume deleted by its storage node
+// and then forgotten by the catalog, in that order: a crash in between
+// leaves a catalog volume whose file is gone, which the next pass orders
+// deleted again (a file already gone is success) and forgets, never a file
+// the catalog does not know. It returns the volumes it reclaimed and the
+// tapes that are recyclable. A node that is offline keeps its volumes for a
+// later pass.
+func (s *Server) reclaimVolumes(ctx context.Context) ([]string, error) {
+	vols, err := s.store.Volumes(catalog.VolumeFilter{State: catalog.VolumeExpired})
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	var errs []error
+	for _, v := range vols {
+		if ok, seen := s.online(s.nodes, v.Node); !ok {
+			s.log.Info("expired volume waits for its storage node", "volume", v.Name, "node", v.Node, "seen", seen)
+			continue
+		}
+		octx, cancel := context.WithTimeout(ctx, volumeDeleteTimeout)
+		err := wire.RequestIn(octx, s.nc, s.groupName(), wire.NodeSubject(v.Node, wire.OpNodeVolumeDelete),
+			wire.VolumeDeleteOrder{Pool: v.Pool, Volume: v.Name, VolumeID: v.ID}, nil)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("volume %s on storage node %s: %w", v.Name, v.Node, err))
+			continue
+		}
+		if s.afterVolumeDelete != nil {
+			s.afterVolumeDelete(v.Name)
+		}
+		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpForgetVolume, VolumeForget: &catalog.VolumeForget{VolumeID: v.ID}}); err != nil {
+			errs = append(errs, fmt.Errorf("forget volume %s: %w", v.Name, err))
+			continue
+		}
+		s.log.Info("expired volume deleted", "volume", v.Name, "pool", v.Pool, "node", v.Node, "bytes", v.Bytes)
+		done = append(done, v.Name)
+	}
+	tapes, err := s.store.Volumes(catalog.VolumeFilter{State: catalog.VolumeRecyclable})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, t := range tapes {
+		done = append(done, t.Name+" (recyclable)")
+	}
+	return done, errors.Join(errs...)
+}

@@ -1,0 +1,32 @@
+package storagenode
+
+import (
+	"errors"
+
+	"github.com/cairnbackup/cairn/media/disk"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// deleteVolume carries out the servers' order to delete an expired disk
+// volume's file (DESIGN.md, "Deleting volumes"). The servers forget the
+// volume only after this answered, so a file already gone is success: it
+// is the repeat of a deletion whose answer was lost, or that a crash cut
+// short.
+func (n *Node) deleteVolume(o wire.VolumeDeleteOrder) error {
+	m := n.byPool[o.Pool]
+	d, ok := m.(*diskPool)
+	if !ok {
+		return wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s has no disk pool %q", n.cfg.ID, o.Pool)
+	}
+	err := d.pool.Delete(o.Volume, o.VolumeID)
+	switch {
+	case err == nil:
+		n.log.Info("deleted expired volume", "pool", o.Pool, "volume", o.Volume, "id", o.VolumeID)
+		return nil
+	case errors.Is(err, disk.ErrBusy):
+		return wire.Errorf(wire.CodeWrongState, "the expiry pass tries again later", "%w", err)
+	case errors.Is(err, disk.ErrWrongVolume):
+		return wire.Errorf(wire.CodeInvalidArgument, "check the pool directory: the file is not the catalog's volume, and is kept", "%w", err)
+	}
+	return edgeError(err)
+}
