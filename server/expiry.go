@@ -164,8 +164,11 @@ func (s *Server) expiryLoop(ctx context.Context) {
 		case resp.Expired > 0 || resp.Kept > 0 || len(resp.Volumes) > 0:
 			s.log.Info("expiry pass", "expired", resp.Expired, "kept", resp.Kept, "volumes", resp.Volumes)
 		}
-		if s.expiryTrace != nil {
-			s.expiryTrace(resp, err)
+		s.expiryMu.Lock()
+		trace := s.expiryTrace
+		s.expiryMu.Unlock()
+		if trace != nil {
+			trace(resp, err)
 		}
 	}
 }
@@ -262,7 +265,9 @@ func (s *Server) reclaimVolumes(ctx context.Context) ([]string, error) {
 			continue
 		}
 		if s.afterVolumeDelete != nil {
-			s.afterVolumeDelete(v.Name)
+			if err := s.afterVolumeDelete(v.Name); err != nil {
+				return done, err // a crash, as a test makes one
+			}
 		}
 		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpForgetVolume, VolumeForget: &catalog.VolumeForget{VolumeID: v.ID}}); err != nil {
 			errs = append(errs, fmt.Errorf("forget volume %s: %w", v.Name, err))

@@ -104,14 +104,14 @@ type Server struct {
 	keysChecked bool
 
 	// expiryMu runs one expiry pass at a time (expiry.go): the scheduled
-	// one and 'cairn prune'. The hooks are for tests, set before Start:
+	// one and 'cairn prune'. The hooks are for tests, set under expiryMu:
 	// retentionsHook stands in for the policies, expiryTrace hears every
 	// scheduled pass, afterVolumeDelete runs between a node's deletion of
 	// a volume file and the catalog's forgetting it.
 	expiryMu          sync.Mutex
 	retentionsHook    func() (*retentions, error)
 	expiryTrace       func(wire.PruneResp, error)
-	afterVolumeDelete func(volume string)
+	afterVolumeDelete func(volume string) error
 
 	mu       sync.Mutex
 	others   map[string]*otherServer // servers heard that are not members

@@ -1,0 +1,254 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/retention"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// fullVolumeBackup runs a full of /srv that fills the volume it is given,
+// so the next backup gets a volume of its own.
+func (h *harness) fullVolumeBackup(orders chan *nats.Msg) (uint64, string) {
+	h.t.Helper()
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
+	<-orders
+	var g wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+	b := fileindex.NewSegmentBuilder(0)
+	h.must(b.Add(&fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir, Mode: 0o755}))
+	seg := b.Flush()
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
+	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
+		JobID: started.JobID, SessionID: uuid.New(), Segments: 1,
+		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: 62 << 20, Final: true}},
+		Stats: wire.SessionStats{Entries: 1},
+	}, nil))
+	return started.JobID, g.Name
+}
+
+// volumeDeletes answers the node's volume.delete orders and records them.
+type volumeDeletes struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (h *harness) volumeDeletes() *volumeDeletes {
+	d := &volumeDeletes{}
+	sub, err := h.nc.Subscribe(wire.NodeSubject("sn1", wire.OpNodeVolumeDelete), func(m *nats.Msg) {
+		body, err := wire.Unmarshal(m.Data)
+		var o wire.VolumeDeleteOrder
+		if err == nil {
+			err = json.Unmarshal(body, &o)
+		}
+		if err != nil {
+			m.Respond(wire.MarshalError(wire.Errorf(wire.CodeBadRequest, "", "%v", err)))
+			return
+		}
+		d.mu.Lock()
+		d.names = append(d.names, o.Volume)
+		d.mu.Unlock()
+		data, _ := wire.Marshal(wire.Empty{})
+		m.Respond(data)
+	})
+	h.must(err)
+	h.t.Cleanup(func() { sub.Unsubscribe() })
+	h.must(h.nc.Flush())
+	return d
+}
+
+func (d *volumeDeletes) list() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.names)
+}
+
+// keepLast makes the server's retention keep-last n for web's /srv.
+func (h *harness) keepLast(n int) {
+	fs := catalog.FileSetOf([]string{"/srv"}, nil)
+	r := &retentions{byGroup: map[[2]string]*retentionOf{
+		{"web", fs}: {policy: retention.Policy{Rules: retention.Rules{Last: n}}, names: []string{"daily"}},
+	}}
+	h.srv.expiryMu.Lock()
+	h.srv.retentionsHook = func() (*retentions, error) { return r, nil }
+	h.srv.expiryMu.Unlock()
+}
+
+func (h *harness) backupIDs() []uint64 {
+	var resp wire.BackupListResp
+	h.must(h.api(wire.OpBackupList, wire.BackupListReq{Client: "web"}, &resp))
+	var ids []uint64
+	for _, b := range resp.Backups {
+		ids = append(ids, b.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestExpiryPassRunsOnItsSchedule: the leader's pass runs every
+// expiry_interval of its clock, expires what keep-last 2 does not keep,
+// has the node delete the volume it emptied and forgets it only then; a
+// crash between the two leaves the volume to the next pass; a hold keeps
+// a backup past its retention.
+func TestExpiryPassRunsOnItsSchedule(t *testing.T) {
+	h := newFakeClockHarness(t, func(c *Config) {
+		c.ExpiryInterval = time.Hour
+		// The node stays online across the clock's jumps, which the
+		// heartbeats of the fake node follow only after the tick.
+		c.LivenessTimeout, c.StallTimeout = 3*time.Hour, 3*time.Hour
+	})
+	_, orders := h.setup()
+	deletes := h.volumeDeletes()
+	passes := make(chan wire.PruneResp, 10)
+	crash := true
+	h.srv.expiryMu.Lock()
+	h.srv.expiryTrace = func(r wire.PruneResp, err error) { t.Logf("pass: %+v, %v", r, err); passes <- r }
+	h.srv.afterVolumeDelete = func(string) error {
+		if crash {
+			crash = false
+			return errors.New("crashed after the node deleted the file")
+		}
+		return nil
+	}
+	h.srv.expiryMu.Unlock()
+	h.keepLast(2)
+
+	var ids []uint64
+	var vols []string
+	for range 3 {
+		id, vol := h.fullVolumeBackup(orders)
+		ids, vols = append(ids, id), append(vols, vol)
+	}
+	if vols[0] == vols[1] || vols[1] == vols[2] {
+		t.Fatalf("backups share volumes: %v", vols)
+	}
+	var dry wire.PruneResp
+	h.must(h.api(wire.OpPrune, wire.PruneReq{DryRun: true}, &dry))
+	if dry.Expired != 1 || len(dry.Groups) != 1 || dry.Groups[0].Expire[0].ID != ids[0] || dry.Groups[0].Policy != "daily" ||
+		dry.Groups[0].Expire[0].Reason != "no rule keeps it" || !slices.Equal(dry.Groups[0].Paths, []string{"/srv"}) {
+		t.Fatalf("dry run %+v", dry)
+	}
+	if got := h.backupIDs(); !slices.Equal(got, ids) {
+		t.Fatalf("a dry run expired something: %v", got)
+	}
+	var list wire.BackupListResp
+	h.must(h.api(wire.OpBackupList, wire.BackupListReq{Client: "web"}, &list))
+	if list.Backups[2].ID != ids[0] || list.Backups[2].Expires != "no rule keeps it" || list.Backups[0].Expires != "" {
+		t.Fatalf("list %+v", list.Backups)
+	}
+
+	// Nothing runs before the interval is up.
+	h.advance(30 * time.Minute)
+	select {
+	case r := <-passes:
+		t.Fatalf("a pass ran before its time: %+v", r)
+	default:
+	}
+	// The first pass expires the oldest; the node deletes its volume, and
+	// the server "crashes" before the catalog forgets it.
+	h.advance(30 * time.Minute)
+	r := waitPass(t, passes)
+	if r.Expired != 1 {
+		t.Fatalf("first pass %+v", r)
+	}
+	if got := h.backupIDs(); !slices.Equal(got, ids[1:]) {
+		t.Fatalf("backups after the first pass %v", got)
+	}
+	if got := deletes.list(); !slices.Equal(got, vols[:1]) {
+		v, err := h.srv.store.VolumeByName(vols[0])
+		t.Fatalf("deletion orders %v; volume %+v %v", got, v, err)
+	}
+	if v, err := h.srv.store.VolumeByName(vols[0]); err != nil || v.State != catalog.VolumeExpired {
+		t.Fatalf("volume after the crash: %+v %v", v, err)
+	}
+	var pools wire.PoolListResp
+	h.must(h.api(wire.OpPoolList, wire.Empty{}, &pools))
+	if pools.Pools[0].ReclaimableBytes != 62<<20 {
+		t.Fatalf("pool %+v", pools.Pools[0])
+	}
+
+	// A hold on the oldest survivor keeps it past keep-last 2.
+	var hold wire.HoldInfo
+	h.must(h.api(wire.OpBackupHold, wire.HoldReq{BackupID: ids[1], Reason: "case 4711", By: "alice"}, &hold))
+	id4, _ := h.fullVolumeBackup(orders)
+
+	// The next pass orders the deletion again and forgets the volume.
+	h.advance(time.Hour)
+	r = waitPass(t, passes)
+	if r.Expired != 0 || !slices.Contains(r.Volumes, vols[0]) {
+		t.Fatalf("second pass %+v", r)
+	}
+	if got := deletes.list(); !slices.Equal(got, []string{vols[0], vols[0]}) {
+		t.Fatalf("deletion orders %v", got)
+	}
+	if _, err := h.srv.store.VolumeByName(vols[0]); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("volume after the second pass: %v", err)
+	}
+	h.must(h.api(wire.OpPoolList, wire.Empty{}, &pools))
+	if pools.Pools[0].ReclaimableBytes != 0 {
+		t.Fatalf("pool %+v", pools.Pools[0])
+	}
+	if got := h.backupIDs(); !slices.Equal(got, []uint64{ids[1], ids[2], id4}) {
+		t.Fatalf("backups under the hold %v", got)
+	}
+	var show wire.BackupShowResp
+	h.must(h.api(wire.OpBackupShow, wire.BackupShowReq{BackupID: ids[1]}, &show))
+	if show.Backup.Hold == nil || show.Backup.Hold.Reason != "case 4711" || show.Retention != "on legal hold" {
+		t.Fatalf("show %+v", show)
+	}
+
+	// Released, it goes with the next pass; an operator's deletion of the
+	// newest is in the history beside it.
+	h.must(h.api(wire.OpBackupRelease, wire.HoldReq{BackupID: ids[1]}, nil))
+	wantCode(t, h.api(wire.OpBackupRelease, wire.HoldReq{BackupID: ids[1]}, nil), wire.CodeNotFound)
+	h.advance(time.Hour)
+	if r := waitPass(t, passes); r.Expired != 1 {
+		t.Fatalf("pass after the release %+v", r)
+	}
+	var del wire.BackupDeleteResp
+	h.must(h.api(wire.OpBackupDelete, wire.BackupDeleteReq{BackupID: id4, By: "bob"}, &del))
+	wantCode(t, h.api(wire.OpBackupDelete, wire.BackupDeleteReq{BackupID: id4}, nil), wire.CodeNotFound)
+	var hist wire.PruneHistoryResp
+	h.must(h.api(wire.OpPruneHistory, wire.PruneHistoryReq{}, &hist))
+	var got []string
+	for _, e := range hist.Expiries {
+		got = append(got, fmt.Sprintf("%d %s %s", e.BackupID, e.By, e.Reason))
+	}
+	want := []string{
+		fmt.Sprintf("%d bob deleted by hand", id4),
+		fmt.Sprintf("%d expiry pass no rule keeps it", ids[1]),
+		fmt.Sprintf("%d expiry pass no rule keeps it", ids[0]),
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("history\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func waitPass(t *testing.T, passes chan wire.PruneResp) wire.PruneResp {
+	t.Helper()
+	var r wire.PruneResp
+	poll.Until(t, 20*time.Second, func() error {
+		select {
+		case r = <-passes:
+			return nil
+		default:
+			return errors.New("no expiry pass yet")
+		}
+	})
+	return r
+}
