@@ -125,7 +125,7 @@ func newPoolCmd(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(g.out, resp.Pools)
 			}
-			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "FREE", "MAX VOLUME", "WHERE")
+			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "RECLAIMABLE", "FREE", "MAX VOLUME", "WHERE")
 			for _, p := range resp.Pools {
 				var nodes, dirs []string
 				for _, n := range p.Nodes {
@@ -143,7 +143,7 @@ func newPoolCmd(g *globals) *cobra.Command {
 				if p.MaxVolumeBytes > 0 {
 					maxv = humanBytes(p.MaxVolumeBytes)
 				}
-				t.row(p.Name, p.Type, strings.Join(nodes, ", "), p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.FreeBytes), maxv, strings.Join(dirs, ", "))
+				t.row(p.Name, p.Type, strings.Join(nodes, ", "), p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.ReclaimableBytes), humanBytes(p.FreeBytes), maxv, strings.Join(dirs, ", "))
 			}
 			return t.flush()
 		},

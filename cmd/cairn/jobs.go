@@ -172,54 +172,8 @@ or another character only a shell understands is refused (see 'cairn agent
 	bindWaitFlags(c, g, &o.wait, false)
 	bindRequestID(f, &o.requestID, g)
 
-	var listClient string
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List backups (points in time you can restore)",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			backups, err := listBackups(cmd.Context(), g, listClient)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(g.out, nonNil(backups))
-			}
-			t := newTable(g.out, "BACKUP", "CLIENT", "LEVEL", "BASE", "STATE", "TIME", "FILES", "BYTES", "STORED", "VOLUMES")
-			for _, b := range backups {
-				base := "-"
-				if b.Parent != 0 {
-					base = strconv.FormatUint(b.Parent, 10)
-				}
-				t.row(b.ID, b.Client, b.Level, base, b.State, humanTime(b.StartTime), b.Files, humanBytes(b.Bytes), humanBytes(b.StoredBytes), strings.Join(b.Volumes, ","))
-			}
-			return t.flush()
-		},
-	}
-	list.Flags().StringVar(&listClient, "client", "", "only backups of this client")
-	c.AddCommand(list)
+	addBackupAdminCmds(c, g)
 	return c
-}
-
-// listBackups gets the backups, newest first, in as many pages as it takes.
-func listBackups(ctx context.Context, g *globals, client string) ([]wire.BackupInfo, error) {
-	nc, err := g.connect()
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	var backups []wire.BackupInfo
-	for req := (wire.BackupListReq{Client: client}); ; {
-		var resp wire.BackupListResp
-		if err := g.call(ctx, nc, wire.OpBackupList, req, &resp); err != nil {
-			return nil, err
-		}
-		backups = append(backups, resp.Backups...)
-		if !resp.More || len(resp.Backups) == 0 {
-			return backups, nil
-		}
-		req.Before = resp.Backups[len(resp.Backups)-1].ID
-	}
 }
 
 // runBackup starts a backup and, with wait, follows it to its end. It

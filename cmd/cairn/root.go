@@ -91,6 +91,7 @@ Tape:       cairn media label, cairn library status|load|unload|import|export, c
 		newStatusCmd(g), newClientCmd(g), newPoolCmd(g), newVolumeCmd(g), newJobCmd(g),
 		newBackupCmd(g), newLsCmd(g), newRestoreCmd(g), newKeyCmd(g), newClusterCmd(g),
 		newCertCmd(g), newMediaCmd(g), newLibraryCmd(g), newDriveCmd(g), newConfigCmd(g), newPolicyCmd(g),
+		newPruneCmd(g),
 	)
 	addVersion(root, g)
 	root.AddCommand(newManCmd(g))
