@@ -491,6 +491,9 @@ func (p *proc) logText() string {
 type stackOpts struct {
 	// poolDir is the Default pool's directory; a new one when empty.
 	poolDir string
+	// poolOpts follow the pool's directory in its --pool flag
+	// (",volume-size=6m").
+	poolOpts string
 	// agentConfig adds fields to the agent's config file
 	// (max_bytes_per_second, to make a backup last).
 	agentConfig map[string]any
@@ -573,7 +576,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	serverArgs = append(serverArgs, logFlags...)
 	s.server = newProc(t, s.logs, dir, "server", serverArgs...)
 	s.storage = newProc(t, s.logs, dir, "storagenode", append([]string{"storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
-		"--data", s.nodeData, "--data-addr", reservedAddr(t), "--pool", s.pool + "=" + s.poolDir, "--metrics-addr", anyAddr}, o.nodeArgs...)...)
+		"--data", s.nodeData, "--data-addr", reservedAddr(t), "--pool", s.pool + "=" + s.poolDir + o.poolOpts, "--metrics-addr", anyAddr}, o.nodeArgs...)...)
 	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, s.client), "--config", agentCfg, "--name", s.client,
 		"--metrics-addr", anyAddr)
 	s.agent.args = append(s.agent.args, logFlags...)

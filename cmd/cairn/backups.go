@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/wire"
@@ -315,14 +316,15 @@ func runBackupDelete(ctx context.Context, g *globals, id uint64, o backupDeleteO
 }
 
 // isTerminalReader reports whether r is a terminal, where a person can
-// answer a question.
+// answer a question. A character device is not enough: /dev/null is one,
+// and a script's empty stdin must not read as "no" from a person.
 func isTerminalReader(r io.Reader) bool {
 	f, ok := r.(*os.File)
 	if !ok {
 		return false
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func newPruneCmd(g *globals) *cobra.Command {
