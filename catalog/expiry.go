@@ -423,6 +423,27 @@ func (p *ExpiryPlan) Expired() []retention.Decision {
 	return out
 }
 
+// Batches cuts the expired backups of the plan into expiry commands of at
+// most n backups each, newest first: a backup's dependents are newer than
+// it, so they leave in the same command or an earlier one, and a chain cut
+// by a batch boundary still goes whole in one pass.
+func (p *ExpiryPlan) Batches(n int, by string) []*BackupsExpire {
+	var out []*BackupsExpire
+	var cur *BackupsExpire
+	for i := len(p.Decisions) - 1; i >= 0; i-- {
+		d := &p.Decisions[i]
+		if d.Keep {
+			continue
+		}
+		if cur == nil || len(cur.Backups) == n {
+			cur = &BackupsExpire{By: by}
+			out = append(out, cur)
+		}
+		cur.Backups = append(cur.Backups, ExpiringBackup{ID: d.ID, Reason: d.Why()})
+	}
+	return out
+}
+
 // PlanExpiry decides, with package retention, on the backups of every
 // client and file set that retentionFor covers; the others are not looked
 // at. Holds are read from the catalog. With expiredOnly, kept backups are

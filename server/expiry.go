@@ -214,12 +214,7 @@ func (s *Server) expire(ctx context.Context, dryRun bool) (wire.PruneResp, error
 		resp.Expired = len(plan.Decisions)
 		return resp, nil
 	}
-	for start := 0; start < len(plan.Decisions); start += expiryBatch {
-		batch := plan.Decisions[start:min(start+expiryBatch, len(plan.Decisions))]
-		e := &catalog.BackupsExpire{By: "expiry pass"}
-		for _, d := range batch {
-			e.Backups = append(e.Backups, catalog.ExpiringBackup{ID: d.ID, Reason: d.Why()})
-		}
+	for _, e := range plan.Batches(expiryBatch, "expiry pass") {
 		res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpExpireBackups, Expire: e})
 		if err != nil {
 			return resp, err
