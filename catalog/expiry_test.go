@@ -365,3 +365,52 @@ func TestFormat2CatalogGetsTheVolumeIndex(t *testing.T) {
 		t.Fatalf("the upgraded catalog does not know the volume's backups: %+v", res)
 	}
 }
+
+// TestBatchesExpireAChainInOnePass: a pass cut into commands of one backup
+// each still expires a whole chain, since its batches go newest first.
+func TestBatchesExpireAChainInOnePass(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	ids := c.chain(3)
+	c.backup(LevelFull, []fileindex.Entry{dir("/srv")})
+	keep1 := &retention.Policy{Rules: retention.Rules{Last: 1}}
+	plan, err := c.s.PlanExpiry(func(string, string) (*retention.Policy, bool) { return keep1, true }, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expired []uint64
+	for _, e := range plan.Batches(1, "expiry pass") {
+		res := c.must(&Command{Op: OpExpireBackups, Expire: e})
+		if len(res.Kept) != 0 {
+			t.Fatalf("batch %+v kept %+v", e.Backups, res.Kept)
+		}
+		expired = append(expired, res.Expired...)
+	}
+	slices.Sort(expired)
+	if !slices.Equal(expired, ids) {
+		t.Fatalf("expired %v, want %v", expired, ids)
+	}
+}
+
+// TestVolumeStaysWhileABackupIsOnIt: a volume that another backup is on
+// stays writable when one of its backups expires.
+func TestVolumeStaysWhileABackupIsOnIt(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	first := c.chain(0)[0]
+	vol := c.volumeOf(first)
+	second := c.startBackup(LevelFull, "/etc")
+	segs := c.writeIndex(second, []fileindex.Entry{dir("/etc")}, 4<<10)
+	c.must(&Command{Op: OpUpdateVolume, VolumeUpdate: &VolumeUpdate{ID: vol.ID, WriterJob: &second}})
+	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{BackupID: second, SessionID: uuid.New(), Segments: segs,
+		Parts: []Part{{VolumeID: vol.ID, VolumeStart: vol.Bytes, End: vol.Bytes + 1<<20, Final: true}}}})
+	if res := c.must(expire("expiry pass", first)); len(res.Emptied) != 0 {
+		t.Fatalf("%+v", res)
+	}
+	if v, _ := c.s.Volume(vol.ID); v.State != VolumeAppend {
+		t.Fatalf("volume with a backup left is %s", v.State)
+	}
+	if res := c.must(expire("expiry pass", second)); len(res.Emptied) != 1 {
+		t.Fatalf("%+v", res)
+	}
+}
