@@ -252,3 +252,63 @@ func waitPass(t *testing.T, passes chan wire.PruneResp) wire.PruneResp {
 	})
 	return r
 }
+
+// TestRecyclableTapeIsReusedBeforeScratch: once a tape's backups are all
+// gone, the next backup of its pool that needs a tape writes over it from
+// its label on, and leaves the scratch tape for pools with nothing to reuse.
+func TestRecyclableTapeIsReusedBeforeScratch(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.tapeSetup()
+	h.must(h.api(wire.OpMediaLabel, wire.MediaLabelReq{Slot: 1, Pool: "Weekly"}, nil))
+	h.must(h.api(wire.OpMediaLabel, wire.MediaLabelReq{Slot: 2, Pool: catalog.ScratchPool, Overwrite: true}, nil))
+	const bs = defaultBlockSize
+	backup := func() uint64 {
+		var started wire.JobStarted
+		h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full", Pool: "Weekly"}, &started))
+		<-orders
+		return started.JobID
+	}
+	first := backup()
+	var g1 wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: first, Pool: "Weekly"}, &g1))
+	b := fileindex.NewSegmentBuilder(0)
+	h.must(b.Add(&fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir}))
+	seg := b.Flush()
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: first, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
+	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{JobID: first, SessionID: uuid.New(), Segments: 1,
+		Parts: []wire.SessionPart{{VolumeID: g1.ID, VolumeStart: bs, DataStart: bs + 64, End: 9 * bs, Final: true}}}, nil))
+	if v := h.volume(g1.Barcode); v.State != "append" || v.Bytes != 9*bs {
+		t.Fatalf("tape after the backup %+v", v)
+	}
+
+	h.must(h.api(wire.OpBackupDelete, wire.BackupDeleteReq{BackupID: first}, nil))
+	if v := h.volume(g1.Barcode); v.State != "recyclable" {
+		t.Fatalf("tape of a deleted backup is %s", v.State)
+	}
+	var pools wire.PoolListResp
+	h.must(h.api(wire.OpPoolList, wire.Empty{}, &pools))
+	for _, p := range pools.Pools {
+		if p.Name == "Weekly" && p.ReclaimableBytes != 9*bs {
+			t.Fatalf("pool %+v", p)
+		}
+	}
+
+	second := backup()
+	var g2 wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: second, Pool: "Weekly"}, &g2))
+	if g2.ID != g1.ID || g2.Bytes != bs || g2.Parts != 0 {
+		t.Fatalf("grant %+v, want tape %s from its label on", g2, g1.Barcode)
+	}
+	if v := h.volume("CRN002L9"); v.Pool != catalog.ScratchPool {
+		t.Fatalf("scratch tape went to %s", v.Pool)
+	}
+	var ji wire.JobInfo
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: second}, &ji))
+	logged := false
+	for _, l := range ji.Log {
+		logged = logged || strings.Contains(l.Msg, "is recyclable")
+	}
+	if !logged {
+		t.Fatalf("the job log does not say the tape is reused: %+v", ji.Log)
+	}
+}
