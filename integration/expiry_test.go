@@ -87,8 +87,8 @@ func TestDeletedBackupsGiveTheirSpaceBack(t *testing.T) {
 	s.storage.kill()
 	var del wire.BackupDeleteResp
 	s.json(&del, "backup", "delete", id, "--with-dependents", "--yes")
-	if !slices.Equal(del.Deleted, []uint64{full1.BackupID, incr1.BackupID}) {
-		t.Fatalf("deleted %v", del.Deleted)
+	if !slices.Equal(del.Deleted, []uint64{full1.BackupID, incr1.BackupID}) || len(del.Pending) != len(old) {
+		t.Fatalf("deleted %v, waiting %v", del.Deleted, del.Pending)
 	}
 	for _, v := range s.volumes() {
 		if slices.Contains(old, v.Name) {

@@ -84,18 +84,14 @@ func (s *Server) backupList(_ context.Context, _ string, req wire.BackupListReq)
 	}
 	fileSet := req.FileSet
 	if req.Policy != "" {
-		policies, err := s.storedPolicies()
+		p, err := s.store.Policy(req.Policy)
 		if err != nil {
-			return wire.BackupListResp{}, err
-		}
-		i := slices.IndexFunc(policies, func(p catalog.Policy) bool { return p.Name == req.Policy })
-		if i < 0 {
 			return wire.BackupListResp{}, wire.Errorf(wire.CodeNotFound, "list policies with 'cairn policy list'", "policy %q does not exist", req.Policy)
 		}
-		if fileSet != "" && fileSet != policies[i].FileSet() {
+		if fileSet != "" && fileSet != p.FileSet() {
 			return wire.BackupListResp{Backups: []wire.BackupInfo{}}, nil
 		}
-		fileSet = policies[i].FileSet()
+		fileSet = p.FileSet()
 	}
 	expires, _, err := s.expiring(req.Client)
 	if err != nil {
@@ -222,10 +218,8 @@ func (s *Server) backupDelete(ctx context.Context, _ string, req wire.BackupDele
 	if err != nil {
 		return wire.BackupDeleteResp{}, err
 	}
-	if _, err := s.reclaimVolumes(ctx); err != nil {
-		s.log.Warn("volumes of the deleted backups are not reclaimed yet; the expiry pass tries again", "err", err)
-	}
-	return wire.BackupDeleteResp{Deleted: res.Expired}, nil
+	_, pending := s.reclaimVolumes(ctx)
+	return wire.BackupDeleteResp{Deleted: res.Expired, Pending: pending}, nil
 }
 
 // pruneHistoryLimit bounds one page of the expiry history.

@@ -2,16 +2,15 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/retention"
 	"github.com/cairnbackup/cairn/schedule"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -117,12 +116,13 @@ func unionRules(a, b retention.Rules) retention.Rules {
 		Daily: n(a.Daily, b.Daily), Weekly: n(a.Weekly, b.Weekly), Monthly: n(a.Monthly, b.Monthly), Yearly: n(a.Yearly, b.Yearly)}
 }
 
-// currentRetentions reads the policies as the catalog holds them now.
+// currentRetentions reads the policies as the catalog holds them now, and
+// the clients each covers (by name or by the labels their agent reports).
 func (s *Server) currentRetentions() (*retentions, error) {
 	if s.retentionsHook != nil {
 		return s.retentionsHook()
 	}
-	policies, err := s.storedPolicies()
+	policies, err := s.store.Policies()
 	if err != nil {
 		return nil, err
 	}
@@ -130,17 +130,14 @@ func (s *Server) currentRetentions() (*retentions, error) {
 	if err != nil {
 		return nil, err
 	}
+	labels := make(map[string]map[string]string, len(clients))
 	names := make([]string, len(clients))
 	for i, c := range clients {
 		names[i] = c.Name
+		labels[c.Name] = c.Labels
 	}
-	return newRetentions(policies, func(p *catalog.Policy, c string) bool { return slices.Contains(p.Clients, c) }, names)
+	return newRetentions(policies, func(p *catalog.Policy, c string) bool { return p.AppliesTo(c, labels[c]) }, names)
 }
-
-// storedPolicies are the policies of the catalog. Until the catalog stores
-// policies (issue 13, policy commands) there are none, and nothing expires
-// by itself.
-func (s *Server) storedPolicies() ([]catalog.Policy, error) { return nil, nil }
 
 // expiryLoop runs the expiry pass every ExpiryInterval while this server
 // leads.
@@ -161,8 +158,8 @@ func (s *Server) expiryLoop(ctx context.Context) {
 		switch {
 		case err != nil:
 			s.log.Warn("expiry pass failed; the next one tries again", "err", err)
-		case resp.Expired > 0 || resp.Kept > 0 || len(resp.Volumes) > 0:
-			s.log.Info("expiry pass", "expired", resp.Expired, "kept", resp.Kept, "volumes", resp.Volumes)
+		case resp.Expired > 0 || resp.Kept > 0 || len(resp.Volumes) > 0 || len(resp.Pending) > 0:
+			s.log.Info("expiry pass", "expired", resp.Expired, "kept", resp.Kept, "volumes", resp.Volumes, "waiting", len(resp.Pending))
 		}
 		s.expiryMu.Lock()
 		trace := s.expiryTrace
@@ -227,9 +224,8 @@ func (s *Server) expire(ctx context.Context, dryRun bool) (wire.PruneResp, error
 			}
 		}
 	}
-	vols, err := s.reclaimVolumes(ctx)
-	resp.Volumes = vols
-	return resp, err
+	resp.Volumes, resp.Pending = s.reclaimVolumes(ctx)
+	return resp, nil
 }
 
 // reclaimVolumes has every expired disk volume deleted by its storage node
@@ -237,18 +233,23 @@ func (s *Server) expire(ctx context.Context, dryRun bool) (wire.PruneResp, error
 // leaves a catalog volume whose file is gone, which the next pass orders
 // deleted again (a file already gone is success) and forgets, never a file
 // the catalog does not know. It returns the volumes it reclaimed and the
-// tapes that are recyclable. A node that is offline keeps its volumes for a
-// later pass.
-func (s *Server) reclaimVolumes(ctx context.Context) ([]string, error) {
+// tapes that are recyclable, and why the others wait. A node that is
+// offline, or that could not delete a file, keeps its volumes for a later
+// pass.
+func (s *Server) reclaimVolumes(ctx context.Context) (done, pending []string) {
 	vols, err := s.store.Volumes(catalog.VolumeFilter{State: catalog.VolumeExpired})
 	if err != nil {
-		return nil, err
+		return nil, []string{fmt.Sprintf("expired volumes not read: %v", err)}
 	}
-	var done []string
-	var errs []error
-	for _, v := range vols {
+	wait := func(v *catalog.Volume, err error) {
+		msg := fmt.Sprintf("volume %s on storage node %s: %v", v.Name, v.Node, err)
+		s.log.Warn("expired volume not deleted yet; the next expiry pass tries again", "volume", v.Name, "node", v.Node, "err", err)
+		pending = append(pending, msg)
+	}
+	for i := range vols {
+		v := &vols[i]
 		if ok, seen := s.online(s.nodes, v.Node); !ok {
-			s.log.Info("expired volume waits for its storage node", "volume", v.Name, "node", v.Node, "seen", seen)
+			wait(v, fmt.Errorf("the node is offline (%s)", orchestrator.LastSeen(seen)))
 			continue
 		}
 		octx, cancel := context.WithTimeout(ctx, volumeDeleteTimeout)
@@ -256,27 +257,24 @@ func (s *Server) reclaimVolumes(ctx context.Context) ([]string, error) {
 			wire.VolumeDeleteOrder{Pool: v.Pool, Volume: v.Name, VolumeID: v.ID}, nil)
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("volume %s on storage node %s: %w", v.Name, v.Node, err))
+			wait(v, err)
 			continue
 		}
 		if s.afterVolumeDelete != nil {
 			if err := s.afterVolumeDelete(v.Name); err != nil {
-				return done, err // a crash, as a test makes one
+				return done, append(pending, err.Error()) // a crash, as a test makes one
 			}
 		}
 		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpForgetVolume, VolumeForget: &catalog.VolumeForget{VolumeID: v.ID}}); err != nil {
-			errs = append(errs, fmt.Errorf("forget volume %s: %w", v.Name, err))
+			wait(v, fmt.Errorf("deleted, not forgotten yet: %w", err))
 			continue
 		}
 		s.log.Info("expired volume deleted", "volume", v.Name, "pool", v.Pool, "node", v.Node, "bytes", v.Bytes)
 		done = append(done, v.Name)
 	}
-	tapes, err := s.store.Volumes(catalog.VolumeFilter{State: catalog.VolumeRecyclable})
-	if err != nil {
-		errs = append(errs, err)
-	}
+	tapes, _ := s.store.Volumes(catalog.VolumeFilter{State: catalog.VolumeRecyclable})
 	for _, t := range tapes {
 		done = append(done, t.Name+" (recyclable)")
 	}
-	return done, errors.Join(errs...)
+	return done, pending
 }

@@ -312,3 +312,41 @@ func TestRecyclableTapeIsReusedBeforeScratch(t *testing.T) {
 		t.Fatalf("the job log does not say the tape is reused: %+v", ji.Log)
 	}
 }
+
+// TestStoredPolicyDecidesTheExpiry: the pass takes the retention from the
+// policies of the catalog, for the clients each covers, and leaves a
+// file set no policy covers alone.
+func TestStoredPolicyDecidesTheExpiry(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	var ids []uint64
+	for range 3 {
+		id, _ := h.fullVolumeBackup(orders)
+		ids = append(ids, id)
+	}
+	var dry wire.PruneResp
+	h.must(h.api(wire.OpPrune, wire.PruneReq{DryRun: true}, &dry))
+	if dry.Expired != 0 || len(dry.Groups) != 0 {
+		t.Fatalf("with no policy the pass would expire %+v", dry)
+	}
+	_, err := h.srv.apply(h.ctx, &catalog.Command{Op: catalog.OpPutPolicy, PolicyPut: &catalog.PolicyPut{Mode: catalog.PutCreate, Policy: catalog.Policy{
+		Name: "nightly", Clients: []string{"web"}, Paths: []string{"/srv"}, Schedule: "daily 02:00", Pool: "Default",
+		Retention: catalog.PolicyRetention{All: catalog.KeepRules{Last: 2}},
+	}}})
+	h.must(err)
+	h.must(h.api(wire.OpPrune, wire.PruneReq{DryRun: true}, &dry))
+	if dry.Expired != 1 || len(dry.Groups) != 1 || dry.Groups[0].Policy != "nightly" || dry.Groups[0].Expire[0].ID != ids[0] {
+		t.Fatalf("dry run under keep-last 2: %+v", dry)
+	}
+	var list wire.BackupListResp
+	h.must(h.api(wire.OpBackupList, wire.BackupListReq{Policy: "nightly"}, &list))
+	if len(list.Backups) != 3 || list.Backups[2].Expires == "" {
+		t.Fatalf("list of the policy's backups %+v", list.Backups)
+	}
+	wantCode(t, h.api(wire.OpBackupList, wire.BackupListReq{Policy: "nope"}, nil), wire.CodeNotFound)
+	var run wire.PruneResp
+	h.must(h.api(wire.OpPrune, wire.PruneReq{}, &run))
+	if run.Expired != 1 || !slices.Equal(h.backupIDs(), ids[1:]) {
+		t.Fatalf("prune %+v, backups %v", run, h.backupIDs())
+	}
+}

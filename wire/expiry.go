@@ -68,6 +68,8 @@ type BackupDeleteReq struct {
 // BackupDeleteResp lists the backups deleted.
 type BackupDeleteResp struct {
 	Deleted []uint64 `json:"deleted"`
+	// Pending says why volumes the backups were on wait to be deleted.
+	Pending []string `json:"pending,omitempty"`
 }
 
 // PruneReq runs the expiry pass now, or with DryRun says what it would
@@ -108,6 +110,9 @@ type PruneResp struct {
 	// Volumes are the volumes no backup is on any more: disk volumes
 	// deleted, tapes recyclable.
 	Volumes []string `json:"volumes,omitempty"`
+	// Pending says why volumes no backup is on wait to be deleted (their
+	// storage node is offline, or failed): the next pass tries again.
+	Pending []string `json:"pending,omitempty"`
 }
 
 // PruneHistoryReq pages through the expiry history, newest first.

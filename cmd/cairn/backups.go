@@ -312,6 +312,9 @@ func runBackupDelete(ctx context.Context, g *globals, id uint64, o backupDeleteO
 		return printJSON(g.out, resp)
 	}
 	fmt.Fprintf(g.out, "deleted backups %s\n", joinUints(resp.Deleted))
+	for _, p := range resp.Pending {
+		fmt.Fprintf(g.out, "waiting: %s; 'cairn prune' tries again\n", p)
+	}
 	return nil
 }
 
@@ -395,6 +398,9 @@ func printPrune(w io.Writer, r wire.PruneResp) {
 	fmt.Fprintln(w)
 	for _, v := range r.Volumes {
 		fmt.Fprintf(w, "volume %s reclaimed\n", v)
+	}
+	for _, p := range r.Pending {
+		fmt.Fprintf(w, "waiting: %s\n", p)
 	}
 }
 
