@@ -301,16 +301,16 @@ func (a *applier) volumeMaybeEmpty(id uuid.UUID) error {
 	if volumeHasBackups(a.tx, id) || v.WriterJob != 0 {
 		return nil
 	}
-	switch v.State {
-	case VolumeAppend, VolumeFull, VolumeError:
-	default:
-		return nil
-	}
 	old := *v
-	if v.MediaType.HasLibrary() {
+	switch {
+	case v.MediaType.HasLibrary() && (v.State == VolumeAppend || v.State == VolumeFull):
 		v.State = VolumeRecyclable
-	} else {
+	case !v.MediaType.HasLibrary() && (v.State == VolumeAppend || v.State == VolumeFull || v.State == VolumeError):
+		// A damaged disk volume goes too: its file is all it is.
 		v.State = VolumeExpired
+	default:
+		// A tape in error stays so: recycled, it would be written again.
+		return nil
 	}
 	a.res.Emptied = append(a.res.Emptied, id)
 	return a.putVolume(&old, v)

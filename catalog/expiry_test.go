@@ -274,6 +274,20 @@ func TestTapeOfExpiredBackupsBecomesRecyclable(t *testing.T) {
 	if v, _ := c.s.Volume(w1); v.State != VolumeRecyclable {
 		t.Fatalf("tape %s", v.State)
 	}
+	// A tape that failed stays in error when its backups go.
+	w2 := c.label("CRN002L9", "Weekly", 2)
+	bad := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
+	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: bad, Node: "sn1"}})
+	segs = c.writeIndex(bad, []fileindex.Entry{file("/srv/a", 10)}, 4<<10)
+	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{BackupID: bad, SessionID: uuid.New(), Segments: segs,
+		Parts: []Part{{VolumeID: w2, VolumeStart: bs, End: 3 * bs, Final: true}}}})
+	c.must(&Command{Op: OpUpdateVolume, VolumeUpdate: &VolumeUpdate{ID: w2, State: VolumeError, Error: "medium error"}})
+	if res := c.must(expire("expiry pass", bad)); len(res.Expired) != 1 || len(res.Emptied) != 0 {
+		t.Fatalf("%+v", res)
+	}
+	if v, _ := c.s.Volume(w2); v.State != VolumeError {
+		t.Fatalf("failed tape after its backups went: %s", v.State)
+	}
 	// The next backup of the pool that needs a tape may start it over.
 	next := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
 	c.must(&Command{Op: OpRecycleTape, TapeRecycle: &TapeRecycle{VolumeID: w1, WriterJob: next}})
