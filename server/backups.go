@@ -218,7 +218,10 @@ func (s *Server) backupDelete(ctx context.Context, _ string, req wire.BackupDele
 	if err != nil {
 		return wire.BackupDeleteResp{}, err
 	}
+	// One reclaim at a time: the expiry pass may be at it too.
+	s.expiryMu.Lock()
 	_, pending := s.reclaimVolumes(ctx)
+	s.expiryMu.Unlock()
 	return wire.BackupDeleteResp{Deleted: res.Expired, Pending: pending}, nil
 }
 

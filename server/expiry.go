@@ -235,7 +235,7 @@ func (s *Server) expire(ctx context.Context, dryRun bool) (wire.PruneResp, error
 // the catalog does not know. It returns the volumes it reclaimed and the
 // tapes that are recyclable, and why the others wait. A node that is
 // offline, or that could not delete a file, keeps its volumes for a later
-// pass.
+// pass. The caller holds expiryMu.
 func (s *Server) reclaimVolumes(ctx context.Context) (done, pending []string) {
 	vols, err := s.store.Volumes(catalog.VolumeFilter{State: catalog.VolumeExpired})
 	if err != nil {
@@ -252,7 +252,11 @@ func (s *Server) reclaimVolumes(ctx context.Context) (done, pending []string) {
 			wait(v, fmt.Errorf("the node is offline (%s)", orchestrator.LastSeen(seen)))
 			continue
 		}
-		octx, cancel := context.WithTimeout(ctx, volumeDeleteTimeout)
+		patience := volumeDeleteTimeout
+		if s.volumeDeleteWait > 0 {
+			patience = s.volumeDeleteWait
+		}
+		octx, cancel := context.WithTimeout(ctx, patience)
 		err := wire.RequestIn(octx, s.nc, s.groupName(), wire.NodeSubject(v.Node, wire.OpNodeVolumeDelete),
 			wire.VolumeDeleteOrder{Pool: v.Pool, Volume: v.Name, VolumeID: v.ID}, nil)
 		cancel()

@@ -1,12 +1,17 @@
 package server
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +21,8 @@ import (
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/media/disk"
+	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/retention"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -348,5 +355,156 @@ func TestStoredPolicyDecidesTheExpiry(t *testing.T) {
 	h.must(h.api(wire.OpPrune, wire.PruneReq{}, &run))
 	if run.Expired != 1 || !slices.Equal(h.backupIDs(), ids[1:]) {
 		t.Fatalf("prune %+v, backups %v", run, h.backupIDs())
+	}
+}
+
+// TestVolumeDeleteHelper is the storage node TestNodeKilledMidDeletion
+// runs as a process of its own: it deletes the volume file it is ordered
+// to delete, as a node does (disk.Pool.Delete), and then, unless told to
+// answer, hangs before answering, to be killed there.
+func TestVolumeDeleteHelper(t *testing.T) {
+	url := os.Getenv("CAIRN_DELETE_HELPER_NATS")
+	if url == "" {
+		return
+	}
+	answer := os.Getenv("CAIRN_DELETE_HELPER_ANSWER") != ""
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = nc.Subscribe(wire.NodeSubject("sn1", wire.OpNodeVolumeDelete), func(m *nats.Msg) {
+		body, err := wire.Unmarshal(m.Data)
+		var o wire.VolumeDeleteOrder
+		if err == nil {
+			err = json.Unmarshal(body, &o)
+		}
+		if err == nil {
+			p := &disk.Pool{Name: o.Pool, Dir: os.Getenv("CAIRN_DELETE_HELPER_DIR")}
+			err = p.Delete(o.Volume, o.VolumeID)
+		}
+		if err != nil {
+			m.Respond(wire.MarshalError(wire.AsError(err)))
+			return
+		}
+		fmt.Println("deleted", o.Volume)
+		if !answer {
+			select {} // the file is gone, the answer never comes: killed here
+		}
+		data, _ := wire.Marshal(wire.Empty{})
+		m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("ready")
+	select {}
+}
+
+// startDeleteHelper runs TestVolumeDeleteHelper as a process and waits
+// until it listens.
+func startDeleteHelper(t *testing.T, h *harness, dir string, answer bool) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestVolumeDeleteHelper$", "-test.v=false")
+	cmd.Env = append(os.Environ(), "CAIRN_DELETE_HELPER_NATS="+h.nc.ConnectedUrl(), "CAIRN_DELETE_HELPER_DIR="+dir)
+	if answer {
+		cmd.Env = append(cmd.Env, "CAIRN_DELETE_HELPER_ANSWER=1")
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- nil
+			}
+		}
+		ready <- errors.New("the helper ended before it was ready")
+	}()
+	poll.Until(t, 30*time.Second, func() error {
+		select {
+		case err := <-ready:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return nil
+		default:
+			return errors.New("the delete helper is not listening yet")
+		}
+	})
+	return cmd
+}
+
+// TestNodeKilledMidDeletion: the process that deletes an expired volume's
+// file is killed with SIGKILL after the file is gone and before it
+// answers. The catalog keeps the volume, expired and reclaimable, never
+// forgets it without the node's answer; once a node answers again, the
+// next pass orders the deletion again, the file already gone is success,
+// and the catalog forgets the volume.
+func TestNodeKilledMidDeletion(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	h.srv.expiryMu.Lock()
+	h.srv.volumeDeleteWait = 2 * time.Second
+	h.srv.expiryMu.Unlock()
+	first, name := h.fullVolumeBackup(orders)
+	h.fullVolumeBackup(orders)
+	v, err := h.srv.store.VolumeByName(name)
+	h.must(err)
+	dir := t.TempDir()
+	p := &disk.Pool{Name: "Default", Dir: dir}
+	h.must(p.Create(name, volume.Label{VolumeID: v.ID}))
+	file := filepath.Join(dir, name+".cvol")
+
+	helper := startDeleteHelper(t, h, dir, false)
+	done := make(chan wire.BackupDeleteResp, 1)
+	go func() {
+		var resp wire.BackupDeleteResp
+		if err := h.api(wire.OpBackupDelete, wire.BackupDeleteReq{BackupID: first}, &resp); err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	poll.Until(t, 20*time.Second, func() error {
+		if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("volume file still there: %v", err)
+		}
+		return nil
+	})
+	h.must(helper.Process.Signal(syscall.SIGKILL))
+	helper.Wait()
+	resp := <-done
+	if !slices.Equal(resp.Deleted, []uint64{first}) || len(resp.Pending) != 1 || !strings.Contains(resp.Pending[0], name) {
+		t.Fatalf("delete with the node killed mid deletion: %+v", resp)
+	}
+	if v, err := h.srv.store.VolumeByName(name); err != nil || v.State != catalog.VolumeExpired {
+		t.Fatalf("volume after the kill: %+v %v", v, err)
+	}
+	var pools wire.PoolListResp
+	h.must(h.api(wire.OpPoolList, wire.Empty{}, &pools))
+	if pools.Pools[0].ReclaimableBytes != v.Bytes {
+		t.Fatalf("pool after the kill %+v", pools.Pools[0])
+	}
+
+	startDeleteHelper(t, h, dir, true)
+	var pr wire.PruneResp
+	h.must(h.api(wire.OpPrune, wire.PruneReq{}, &pr))
+	if !slices.Contains(pr.Volumes, name) || len(pr.Pending) != 0 {
+		t.Fatalf("prune after the node is back: %+v", pr)
+	}
+	if _, err := h.srv.store.VolumeByName(name); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("volume after the prune: %v", err)
 	}
 }

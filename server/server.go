@@ -112,6 +112,8 @@ type Server struct {
 	retentionsHook    func() (*retentions, error)
 	expiryTrace       func(wire.PruneResp, error)
 	afterVolumeDelete func(volume string) error
+	// volumeDeleteWait, when set by a test, replaces volumeDeleteTimeout.
+	volumeDeleteWait time.Duration
 
 	mu       sync.Mutex
 	others   map[string]*otherServer // servers heard that are not members
