@@ -449,6 +449,14 @@ func (p *ExpiryPlan) Batches(n int, by string) []*BackupsExpire {
 // at. Holds are read from the catalog. With expiredOnly, kept backups are
 // left out of the plan (the pass needs only what goes).
 func (s *Store) PlanExpiry(retentionFor RetentionFor, expiredOnly bool) (*ExpiryPlan, error) {
+	return s.PlanExpiryOf(nil, retentionFor, expiredOnly)
+}
+
+// PlanExpiryOf is PlanExpiry for the backups of clients only (every client
+// when nil), which it reads without going through the others': a list of
+// a few clients' backups says what would expire of them at the cost of
+// those backups, not of the whole catalog.
+func (s *Store) PlanExpiryOf(clients []string, retentionFor RetentionFor, expiredOnly bool) (*ExpiryPlan, error) {
 	plan := &ExpiryPlan{}
 	var planner retention.Planner
 	var group []retention.Backup
@@ -489,7 +497,7 @@ func (s *Store) PlanExpiry(retentionFor RetentionFor, expiredOnly bool) (*Expiry
 			clear(sets)
 			return nil
 		}
-		for k, _ := byClient.First(); k != nil; k, _ = byClient.Next() {
+		visit := func(k []byte) error {
 			i := bytes.IndexByte(k, 0)
 			if i < 0 || len(k) != i+9 {
 				return fmt.Errorf("catalog %s: bad key %x", bBackupsByClient, k)
@@ -509,6 +517,23 @@ func (s *Store) PlanExpiry(retentionFor RetentionFor, expiredOnly bool) (*Expiry
 				ID: b.ID, Time: b.StartTime, Level: schedule.Level(b.Level), Parent: b.Parent,
 				Client: b.Client, FileSet: b.FileSet, State: retention.State(b.State),
 			})
+			return nil
+		}
+		if clients == nil {
+			for k, _ := byClient.First(); k != nil; k, _ = byClient.Next() {
+				if err := visit(k); err != nil {
+					return err
+				}
+			}
+			return flush()
+		}
+		for _, c := range slices.Compact(slices.Sorted(slices.Values(clients))) {
+			prefix := append([]byte(c), 0)
+			for k, _ := byClient.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = byClient.Next() {
+				if err := visit(k); err != nil {
+					return err
+				}
+			}
 		}
 		return flush()
 	})

@@ -45,30 +45,21 @@ func (s *Server) backupInfo(b *catalog.Backup) wire.BackupInfo {
 }
 
 // expiring is what the expiry pass would expire now, and why, among the
-// backups of client (every client when empty).
-func (s *Server) expiring(client string) (map[uint64]string, *retentions, error) {
+// backups of clients.
+func (s *Server) expiring(clients []string) (map[uint64]string, error) {
 	rets, err := s.currentRetentions()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	rf := rets.retentionFor
-	if client != "" {
-		rf = func(c, fs string) (*retention.Policy, bool) {
-			if c != client {
-				return nil, false
-			}
-			return rets.retentionFor(c, fs)
-		}
-	}
-	plan, err := s.store.PlanExpiry(rf, true)
+	plan, err := s.store.PlanExpiryOf(clients, rets.retentionFor, true)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	out := make(map[uint64]string, len(plan.Decisions))
 	for _, d := range plan.Decisions {
 		out[d.ID] = d.Why()
 	}
-	return out, rets, nil
+	return out, nil
 }
 
 // backsUp reports whether a backup of paths holds path.
@@ -93,43 +84,52 @@ func (s *Server) backupList(_ context.Context, _ string, req wire.BackupListReq)
 		}
 		fileSet = p.FileSet()
 	}
-	expires, _, err := s.expiring(req.Client)
-	if err != nil {
-		return wire.BackupListResp{}, err
-	}
 	resp := wire.BackupListResp{Backups: []wire.BackupInfo{}}
 	pg, err := newPage(s.pageBytes(), resp)
 	if err != nil {
 		return resp, err
 	}
-	before := req.Before
-	for {
+	var page []catalog.Backup
+	more := false
+	for before := req.Before; ; {
 		bs, err := s.store.Backups(catalog.BackupFilter{Client: req.Client, FileSet: fileSet, Before: before, Limit: listPageLimit})
 		if err != nil {
 			return wire.BackupListResp{}, err
 		}
 		for i := range bs {
-			if req.Path != "" && !backsUp(bs[i].Paths, req.Path) {
-				continue
+			if req.Path == "" || backsUp(bs[i].Paths, req.Path) {
+				page = append(page, bs[i])
 			}
-			info := s.backupInfo(&bs[i])
-			info.Expires = expires[bs[i].ID]
-			if ok, err := pg.add(info); err != nil || !ok {
-				resp.More = true
-				return resp, err
-			}
-			resp.Backups = append(resp.Backups, info)
 		}
 		if len(bs) < listPageLimit {
-			return resp, nil
+			break
 		}
 		if req.Path == "" {
-			// A full page: the caller asks for the next one.
-			resp.More = true
-			return resp, nil
+			more = true // a full page: the caller asks for the next one
+			break
 		}
 		before = bs[len(bs)-1].ID
 	}
+	// What the pass would expire, planned for the clients of this page only.
+	clients := []string{} // none for an empty page, not every client
+	for i := range page {
+		clients = append(clients, page[i].Client)
+	}
+	expires, err := s.expiring(clients)
+	if err != nil {
+		return wire.BackupListResp{}, err
+	}
+	for i := range page {
+		info := s.backupInfo(&page[i])
+		info.Expires = expires[page[i].ID]
+		if ok, err := pg.add(info); err != nil || !ok {
+			resp.More = true
+			return resp, err
+		}
+		resp.Backups = append(resp.Backups, info)
+	}
+	resp.More = more
+	return resp, nil
 }
 
 func (s *Server) backupShow(_ context.Context, _ string, req wire.BackupShowReq) (wire.BackupShowResp, error) {
@@ -149,8 +149,8 @@ func (s *Server) backupShow(_ context.Context, _ string, req wire.BackupShowReq)
 	if err != nil {
 		return resp, err
 	}
-	plan, err := s.store.PlanExpiry(func(c, fs string) (*retention.Policy, bool) {
-		if c != b.Client || fs != b.FileSet {
+	plan, err := s.store.PlanExpiryOf([]string{b.Client}, func(c, fs string) (*retention.Policy, bool) {
+		if fs != b.FileSet {
 			return nil, false
 		}
 		return rets.retentionFor(c, fs)
