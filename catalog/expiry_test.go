@@ -322,6 +322,14 @@ func TestPlanExpiryKeepsAdHocBackups(t *testing.T) {
 	if plan.Groups != 1 || plan.Backups != 3 || !slices.Equal(got, srv[:1]) || etc == 0 {
 		t.Fatalf("plan: groups %d backups %d expires %v", plan.Groups, plan.Backups, got)
 	}
+	// Planned for some clients only.
+	all := func(string, string) (*retention.Policy, bool) { return keep2, true }
+	if p, _ := c.s.PlanExpiryOf([]string{"web1"}, all, true); p.Backups != 6 || len(p.Decisions) != 2 {
+		t.Fatalf("plan of web1: %d backups, %d expire", p.Backups, len(p.Decisions))
+	}
+	if p, _ := c.s.PlanExpiryOf([]string{}, all, true); p.Backups != 0 {
+		t.Fatalf("plan of no client read %d backups", p.Backups)
+	}
 	// A hold is seen.
 	c.must(&Command{Op: OpHold, Hold: &Hold{Backup: srv[0]}})
 	plan, _ = c.s.PlanExpiry(func(string, string) (*retention.Policy, bool) { return keep2, true }, true)
