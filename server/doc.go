@@ -130,4 +130,15 @@
 // by the leader's loop, which finds running jobs whose cancel the catalog
 // holds, orders their node and agent to stop the attempt and ends them as
 // canceled; a leader killed in between leaves the cancel to the next one.
+//
+// Expiry (expiry.go, backups.go): every expiry_interval of its clock the
+// leader plans with package retention, for each client and file set a
+// policy's retention covers (two policies over one file set keep what
+// either keeps; a disabled policy's retention still applies), and commits
+// the expiries in batches of catalog.OpExpireBackups, which check holds,
+// dependents and running restores again as they apply. Then it orders each
+// emptied disk volume's node to delete the file and only after the answer
+// forgets the volume (storagenode/DESIGN.md, "Deleting volumes"). prune,
+// backup.delete, hold and release go to the leader; backup.list and
+// backup.show say what the pass would expire of the backups they show.
 package server

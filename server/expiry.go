@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
@@ -83,7 +84,7 @@ func (r *retentions) retentionFor(client, fileSet string) (*retention.Policy, bo
 
 func (r *retentions) policyOf(client, fileSet string) string {
 	if e := r.byGroup[[2]string{client, fileSet}]; e != nil {
-		return fmt.Sprint(e.names)[1 : len(fmt.Sprint(e.names))-1]
+		return strings.Join(e.names, ", ")
 	}
 	return ""
 }
