@@ -508,3 +508,35 @@ func TestNodeKilledMidDeletion(t *testing.T) {
 		t.Fatalf("volume after the prune: %v", err)
 	}
 }
+
+// TestTwoPoliciesOverOneFileSetKeepWhatEitherKeeps: the retention of a
+// client's file set that two policies cover takes each rule at its larger
+// setting, and a client a policy does not cover has none.
+func TestTwoPoliciesOverOneFileSetKeepWhatEitherKeeps(t *testing.T) {
+	policies := []catalog.Policy{
+		{Name: "a", Clients: []string{"web"}, Paths: []string{"/srv"}, Retention: catalog.PolicyRetention{All: catalog.KeepRules{Last: 2, Daily: 7}}},
+		{Name: "b", Clients: []string{"web", "db"}, Paths: []string{"/srv"}, Retention: catalog.PolicyRetention{
+			All: catalog.KeepRules{Last: retention.Unlimited}, Levels: map[catalog.Level]catalog.KeepRules{catalog.LevelFull: {Monthly: 12}}}},
+	}
+	for i := range policies {
+		policies[i].TimeZone = "UTC"
+	}
+	r, err := newRetentions(policies, func(p *catalog.Policy, c string) bool { return slices.Contains(p.Clients, c) }, []string{"web", "db", "mail"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := catalog.FileSetOf([]string{"/srv"}, nil)
+	p, ok := r.retentionFor("web", fs)
+	if !ok || p.Rules != (retention.Rules{Last: retention.Unlimited, Daily: 7}) || p.Levels["full"] != (retention.Rules{Monthly: 12}) {
+		t.Fatalf("web's retention %+v", p)
+	}
+	if r.policyOf("web", fs) != "a, b" || r.policyOf("db", fs) != "b" {
+		t.Fatalf("policies %q %q", r.policyOf("web", fs), r.policyOf("db", fs))
+	}
+	if _, ok := r.retentionFor("mail", fs); ok {
+		t.Fatal("a client no policy covers has a retention")
+	}
+	if _, ok := r.retentionFor("web", catalog.FileSetOf([]string{"/etc"}, nil)); ok {
+		t.Fatal("a file set no policy covers has a retention")
+	}
+}
