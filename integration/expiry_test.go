@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -132,4 +134,58 @@ func TestDeletedBackupsGiveTheirSpaceBack(t *testing.T) {
 	to := filepath.Join(t.TempDir(), "restored")
 	s.restore(to, "--backup", strconv.FormatUint(incr2.BackupID, 10))
 	checkRestored(t, snap, to, src)
+}
+
+// TestPruneUnderKeepLast2, with real processes: three fulls of a file set,
+// each on volumes of its own, under a policy that keeps the last 2. prune
+// --dry-run says the oldest would go and why; prune expires it, its volume
+// file leaves the pool directory, pool list shows the space back, and the
+// two kept backups restore what they held.
+func TestPruneUnderKeepLast2(t *testing.T) {
+	s := newStack(t, stackOpts{poolOpts: ",volume-size=6m"})
+	src := filepath.Join(t.TempDir(), "src")
+	var fulls []wire.JobInfo
+	var snaps []*sample.Manifest
+	for i := range 3 {
+		writeRandomFiles(t, src, 3, 512<<10, uint64(10+i))
+		snaps = append(snaps, snapshot(t, src))
+		fulls = append(fulls, s.backup("full", src))
+	}
+	var backups []wire.BackupInfo
+	s.json(&backups, "backup", "list", "--client", s.client)
+	oldVols := volumesOf(t, backups, fulls[0].BackupID)
+	before := s.poolOf()
+
+	s.ok("policy", "create", "nightly", "--client", s.client, "--path", src, "--schedule", "daily 02:00", "--pool", s.pool, "--keep-last", "2")
+	var dry wire.PruneResp
+	s.json(&dry, "prune", "--dry-run")
+	if dry.Expired != 1 || len(dry.Groups) != 1 || dry.Groups[0].Policy != "nightly" || dry.Groups[0].Expire[0].ID != fulls[0].BackupID ||
+		dry.Groups[0].Expire[0].Reason != "no rule keeps it" {
+		t.Fatalf("prune --dry-run: %+v", dry)
+	}
+	if r := s.ok("prune", "--dry-run"); !strings.Contains(r.stdout, "would expire: no rule keeps it") {
+		t.Errorf("prune --dry-run for people:\n%s", r.stdout)
+	}
+	s.json(&backups, "backup", "list", "--policy", "nightly")
+	if len(backups) != 3 || backups[2].Expires != "no rule keeps it" || backups[0].Expires != "" {
+		t.Fatalf("backup list --policy: %+v", backups)
+	}
+	var pr wire.PruneResp
+	s.json(&pr, "prune")
+	if pr.Expired != 1 || len(pr.Pending) != 0 {
+		t.Fatalf("prune: %+v", pr)
+	}
+	for _, v := range oldVols {
+		if _, err := os.Stat(filepath.Join(s.poolDir, v+".cvol")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("volume file %s after prune: %v", v, err)
+		}
+	}
+	if after := s.poolOf(); after.ReclaimableBytes != 0 || after.UsedBytes >= before.UsedBytes || after.Volumes != before.Volumes-len(oldVols) {
+		t.Errorf("pool after prune %+v, before %+v", after, before)
+	}
+	for i := 1; i < 3; i++ {
+		to := filepath.Join(t.TempDir(), fmt.Sprint("restored", i))
+		s.restore(to, "--backup", strconv.FormatUint(fulls[i].BackupID, 10))
+		checkRestored(t, snaps[i], to, src)
+	}
 }
