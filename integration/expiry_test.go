@@ -157,6 +157,24 @@ func TestPruneUnderKeepLast2(t *testing.T) {
 	before := s.poolOf()
 
 	s.ok("policy", "create", "nightly", "--client", s.client, "--path", src, "--schedule", "daily 02:00", "--pool", s.pool, "--keep-last", "2")
+
+	// On hold, the oldest stays whatever the policy says, and cannot be
+	// deleted; released, it goes.
+	oldest := strconv.FormatUint(fulls[0].BackupID, 10)
+	s.ok("backup", "hold", oldest, "--reason", "case 4711")
+	var held wire.PruneResp
+	s.json(&held, "prune", "--dry-run")
+	if held.Expired != 0 {
+		t.Fatalf("prune --dry-run with the oldest on hold: %+v", held)
+	}
+	var show wire.BackupShowResp
+	s.json(&show, "backup", "show", oldest)
+	if show.Backup.Hold == nil || show.Backup.Hold.Reason != "case 4711" || show.Retention != "on legal hold" {
+		t.Fatalf("backup show of the held backup: %+v", show)
+	}
+	s.fails(1, []string{"on legal hold (case 4711)", "cairn backup release"}, "backup", "delete", oldest)
+	s.ok("backup", "release", oldest)
+
 	var dry wire.PruneResp
 	s.json(&dry, "prune", "--dry-run")
 	if dry.Expired != 1 || len(dry.Groups) != 1 || dry.Groups[0].Policy != "nightly" || dry.Groups[0].Expire[0].ID != fulls[0].BackupID ||
