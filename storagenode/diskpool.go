@@ -78,7 +78,7 @@ func (s *diskSession) acquire(ctx context.Context, done volume.Appender) (volume
 	}
 	if g.New {
 		err := s.d.pool.Create(g.Name, volume.Label{
-			FormatVersion: 1, VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: mediaDisk,
+			VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: mediaDisk,
 			BlockSize: g.BlockSize, Created: g.Created,
 		})
 		report := wire.VolumeLabeled{JobID: s.j.t.JobID, VolumeID: g.ID}

@@ -233,7 +233,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		if err != nil {
 			return wire.TapeLabelResult{}, err
 		}
-		l := volume.Label{FormatVersion: volume.FormatVersion, VolumeID: o.VolumeID, Name: o.Name, Barcode: o.Barcode,
+		l := volume.Label{FormatVersion: 1, VolumeID: o.VolumeID, Name: o.Name, Barcode: o.Barcode,
 			Pool: o.Pool, BlockSize: o.BlockSize, Created: o.Created, MediaType: mediaTape}
 		params := o
 		params.RequestID, params.Created = "", time.Time{} // a repeat from another leader has its own clock

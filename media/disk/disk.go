@@ -145,7 +145,12 @@ func (p *Pool) Create(name string, label volume.Label) (err error) {
 		label.MediaType = "disk"
 	}
 	if label.FormatVersion == 0 {
+		// Format 2: a part takes what it holds, rounded up to a page,
+		// where format 1 rounds it up to a whole block (FORMAT.md, 1).
 		label.FormatVersion = volume.FormatVersion
+		if label.PartAlign == 0 {
+			label.PartAlign = volume.DiskPartAlign
+		}
 	}
 	data, err := volume.EncodeLabel(label)
 	if err != nil {
@@ -311,9 +316,8 @@ func (p *Pool) openAppend(f *os.File, name, path string, id uuid.UUID, committed
 		}
 		return nil, fmt.Errorf("disk pool %q: lock volume file %s: %w", p.Name, path, err)
 	}
-	bs := int64(l.BlockSize)
-	if committedEnd < bs || committedEnd%bs != 0 {
-		return nil, fmt.Errorf("disk pool %q: volume %s: committed end %d is not a multiple of the block size %d past the label", p.Name, name, committedEnd, bs)
+	if pa := int64(l.PartAlignment()); committedEnd < int64(l.BlockSize) || committedEnd%pa != 0 {
+		return nil, fmt.Errorf("disk pool %q: volume %s: committed end %d is not a multiple of the part alignment %d past the label", p.Name, name, committedEnd, pa)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -334,6 +338,11 @@ func (p *Pool) openAppend(f *os.File, name, path string, id uuid.UUID, committed
 
 func (a *Appender) VolumeID() uuid.UUID { return a.label.VolumeID }
 func (a *Appender) BlockSize() int      { return a.label.BlockSize }
+
+// PartAlign makes the session writer start parts on the volume's part
+// alignment: a page on the volumes of format 2, a block on format 1 ones,
+// which keep the layout they were labeled with.
+func (a *Appender) PartAlign() int      { return a.label.PartAlignment() }
 func (a *Appender) Label() volume.Label { return a.label }
 func (a *Appender) Name() string        { return a.name }
 func (a *Appender) Offset() int64       { return a.off }

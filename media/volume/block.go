@@ -9,8 +9,25 @@ import (
 	"github.com/google/uuid"
 )
 
-// FormatVersion is the volume format this package writes and the newest it reads.
-const FormatVersion = 1
+// FormatVersion is the newest volume format this package reads, and the
+// one it writes on disk: version 2 starts each part at the next multiple of
+// the label's part_align (4 KiB on disk) instead of the next multiple of
+// the block size, so a small session costs what it holds. Version 1 (parts
+// on block size multiples) is still written on tape, where a block is a
+// tape record, and still appended to on the volumes that have it.
+const FormatVersion = 2
+
+// BlockVersion is the encoding of a block (header, payload transforms),
+// which every block header carries. It did not change with volume format
+// 2, which changed only where parts start: a block reads, and copies to a
+// volume of either format, unchanged.
+const BlockVersion = 1
+
+// DiskPartAlign is the part alignment of the disk volumes this package
+// creates (format 2): the page size of the file systems and the sector
+// size of the disks under them, so an append starts on a page of its own
+// and a torn tail is cut at a page boundary.
+const DiskPartAlign = 4096
 
 // Sizes of the format; FORMAT.md gives the reasons.
 const (
@@ -141,8 +158,8 @@ func ParseBlockHeader(b []byte) (BlockHeader, error) {
 	if h.Version == 0 {
 		return h, fmt.Errorf("%w: version 0", ErrBadHeader)
 	}
-	if h.Version > FormatVersion {
-		return h, fmt.Errorf("%w: format version %d, this program reads up to %d; upgrade cairn", ErrNewerFormat, h.Version, FormatVersion)
+	if h.Version > BlockVersion {
+		return h, fmt.Errorf("%w: block format version %d, this program reads up to %d; upgrade cairn", ErrNewerFormat, h.Version, BlockVersion)
 	}
 	h.Kind = Kind(b[5])
 	if h.Kind < KindLabel || h.Kind > KindPartEnd {
@@ -184,7 +201,7 @@ func encodeControlBlock(kind Kind, volumeID, sessionID uuid.UUID, seq uint64, pa
 	}
 	b := make([]byte, HeaderSize+len(payload))
 	h := BlockHeader{
-		Version: FormatVersion, Kind: kind, VolumeID: volumeID, SessionID: sessionID, Seq: seq,
+		Version: BlockVersion, Kind: kind, VolumeID: volumeID, SessionID: sessionID, Seq: seq,
 		RawLen: uint32(len(payload)), StoredLen: uint32(len(payload)),
 	}
 	h.put(b)

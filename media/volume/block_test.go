@@ -15,7 +15,7 @@ import (
 
 func TestBlockHeaderRoundTrip(t *testing.T) {
 	h := BlockHeader{
-		Version: FormatVersion, Kind: KindData, Flags: FlagZstd | FlagAESGCM,
+		Version: BlockVersion, Kind: KindData, Flags: FlagZstd | FlagAESGCM,
 		VolumeID: uuid.New(), SessionID: uuid.New(), Seq: 1<<40 + 3, RawLen: 1 << 20, StoredLen: 1000, CRC: 0xdeadbeef,
 	}
 	b := make([]byte, HeaderSize)

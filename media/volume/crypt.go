@@ -175,7 +175,7 @@ func (s *sealer) seal(dst []byte, h BlockHeader, plain []byte) []byte {
 		dst = make([]byte, 0, sealedCap(len(plain)))
 	}
 	dst = dst[:HeaderSize]
-	h.Version = FormatVersion
+	h.Version = BlockVersion
 	h.Flags = FlagAESGCM
 	h.RawLen = uint32(len(plain))
 	payload := plain

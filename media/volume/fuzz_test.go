@@ -57,7 +57,7 @@ func FuzzBlockHeader(f *testing.F) {
 		if !bytes.Equal(out[:], want) {
 			t.Fatalf("round trip:\n% x\n% x", out, want)
 		}
-		if h.StoredLen > maxPayload || h.Version != FormatVersion {
+		if h.StoredLen > maxPayload || h.Version != BlockVersion {
 			t.Fatalf("accepted %+v", h)
 		}
 	})

@@ -22,6 +22,30 @@ type Label struct {
 	BlockSize     int       `json:"block_size"`
 	Created       time.Time `json:"created"`
 	MediaType     string    `json:"media_type"`
+	// PartAlign (format 2) is what part starts are multiples of; 0 in
+	// format 1, where they are multiples of BlockSize. PartAlignment says
+	// which applies.
+	PartAlign int `json:"part_align,omitempty"`
+}
+
+// PartAlignment is the multiple every part of the volume starts on:
+// PartAlign in format 2, BlockSize in format 1.
+func (l Label) PartAlignment() int {
+	if l.FormatVersion >= 2 && l.PartAlign > 0 {
+		return l.PartAlign
+	}
+	return l.BlockSize
+}
+
+// validPartAlign reports why a format 2 label's part_align cannot be, or
+// nil: a multiple of 4096 that divides the block size, so a part start is
+// still a whole number of pages, and the first part (at BlockSize, after
+// the label) is aligned too.
+func validPartAlign(l Label) error {
+	if l.PartAlign < 4096 || l.PartAlign%4096 != 0 || l.BlockSize%l.PartAlign != 0 {
+		return fmt.Errorf("part alignment %d is invalid: it must be a multiple of 4096 that divides the block size %d", l.PartAlign, l.BlockSize)
+	}
+	return nil
 }
 
 // ErrNotVolume means the medium does not start with a Cairn label.
@@ -35,20 +59,34 @@ func ValidBlockSize(n int) error {
 	return nil
 }
 
-// EncodeLabel returns the label block padded with zeros to l.BlockSize. A
-// zero FormatVersion means the current one.
+// EncodeLabel returns the label block padded with zeros to l.BlockSize.
+// A zero FormatVersion means format 2 when PartAlign is set, format 1
+// (parts on block size multiples: tape) when it is not. Both are written:
+// format 1 where a part must fill whole records.
 func EncodeLabel(l Label) ([]byte, error) {
 	if l.FormatVersion == 0 {
-		l.FormatVersion = FormatVersion
-	}
-	if l.FormatVersion != FormatVersion {
-		return nil, fmt.Errorf("this program writes volume format %d, not %d", FormatVersion, l.FormatVersion)
+		l.FormatVersion = 1
+		if l.PartAlign != 0 {
+			l.FormatVersion = 2
+		}
 	}
 	if l.VolumeID == uuid.Nil {
 		return nil, errors.New("label has no volume id")
 	}
 	if err := ValidBlockSize(l.BlockSize); err != nil {
 		return nil, err
+	}
+	switch l.FormatVersion {
+	case 1:
+		if l.PartAlign != 0 {
+			return nil, fmt.Errorf("volume format 1 has no part alignment (parts start on block size multiples); part_align %d needs format 2", l.PartAlign)
+		}
+	case 2:
+		if err := validPartAlign(l); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("this program writes volume formats 1 and 2, not %d", l.FormatVersion)
 	}
 	js, err := json.Marshal(l)
 	if err != nil {
@@ -87,6 +125,13 @@ func ReadLabel(r io.ReaderAt) (Label, error) {
 	}
 	if err := ValidBlockSize(l.BlockSize); err != nil {
 		return l, fmt.Errorf("volume %s label: %w", l.VolumeID, err)
+	}
+	if l.FormatVersion >= 2 {
+		if err := validPartAlign(l); err != nil {
+			return l, fmt.Errorf("volume %s label: %w: %w", l.VolumeID, ErrBadHeader, err)
+		}
+	} else {
+		l.PartAlign = 0 // format 1 has none; a stray field changes nothing
 	}
 	return l, nil
 }

@@ -19,6 +19,11 @@ type Volume struct {
 	labelDamage *CorruptBlockError
 	// damaged is what Parts found outside the parts' own blocks.
 	damaged []*CorruptBlockError
+	// align is what part starts are multiples of: the label's
+	// PartAlignment, or, when the label is lost, DiskPartAlign, the
+	// smallest any format uses (a format 1 part's padding is zeros up to
+	// the block size, which scanPart steps over).
+	align int64
 }
 
 // OpenVolume reads the label of the volume held by r, size bytes long.
@@ -33,7 +38,7 @@ func OpenVolume(r io.ReaderAt, size int64) (*Volume, error) {
 	sr := io.NewSectionReader(r, 0, size)
 	l, err := ReadLabel(sr)
 	if err == nil {
-		return &Volume{r: r, size: size, label: l}, nil
+		return &Volume{r: r, size: size, label: l, align: int64(l.PartAlignment())}, nil
 	}
 	if errors.Is(err, ErrNewerFormat) {
 		return nil, err
@@ -43,7 +48,7 @@ func OpenVolume(r io.ReaderAt, size int64) (*Volume, error) {
 		return nil, err
 	}
 	d := &CorruptBlockError{VolumeID: l.VolumeID, Offset: 0, Reason: fmt.Sprintf("the label cannot be read (%v); the volume id and block size %d are those of the part at offset %d", err, l.BlockSize, l.BlockSize)}
-	return &Volume{r: r, size: size, label: l, labelDamage: d}, nil
+	return &Volume{r: r, size: size, label: l, labelDamage: d, align: DiskPartAlign}, nil
 }
 
 // labelFromFirstPart finds the first part of a volume whose label is
@@ -178,6 +183,12 @@ func (v *Volume) scanPart(off int64) (*PartInfo, int64, error) {
 		return nil, -1, fmt.Errorf("volume %s: read offset %d: %w", v.label.VolumeID, off, err)
 	}
 	if allZero(hb) {
+		if bs := int64(v.label.BlockSize); off%bs != 0 && v.align < bs {
+			// The padding of a format 1 part, read with the smaller
+			// alignment of a volume whose label is lost: the next part
+			// starts at the block boundary, if anywhere.
+			return nil, alignUp(off, int(bs)), nil
+		}
 		return nil, -1, nil // unwritten space: the end of the data
 	}
 	p := &PartInfo{VolumeID: v.label.VolumeID, VolumeStart: off, DataStart: off, End: off}
@@ -221,12 +232,12 @@ func (v *Volume) scanPart(off int64) (*PartInfo, int64, error) {
 	// No intact PartHeader where a part must start: go on at the next
 	// intact block of this volume, which is either the next part or the
 	// rest of the part whose header was lost.
-	bs := int64(v.label.BlockSize)
+	pa := v.align
 	f, err := findBlock(v.r, off+1, v.size, func(c BlockHeader, at int64) bool {
 		if c.VolumeID != v.label.VolumeID {
 			return false
 		}
-		return c.Kind == KindData || c.Kind == KindIndex || c.Kind == KindPartEnd || (c.Kind == KindPartHeader && at%bs == 0)
+		return c.Kind == KindData || c.Kind == KindIndex || c.Kind == KindPartEnd || (c.Kind == KindPartHeader && at%pa == 0)
 	})
 	if err != nil {
 		return nil, -1, fmt.Errorf("volume %s: %w", v.label.VolumeID, err)
@@ -251,7 +262,7 @@ func (v *Volume) scanPart(off int64) (*PartInfo, int64, error) {
 // to its PartEnd.
 func (v *Volume) scanBlocks(p *PartInfo, pos int64, seq uint64) (*PartInfo, int64, error) {
 	hb := make([]byte, HeaderSize)
-	bs := int64(v.label.BlockSize)
+	pa := v.align
 	torn := func(format string, args ...any) (*PartInfo, int64, error) {
 		p.Torn, p.TornReason, p.End = true, fmt.Sprintf(format, args...), pos
 		return p, -1, nil
@@ -279,7 +290,7 @@ func (v *Volume) scanBlocks(p *PartInfo, pos int64, seq uint64) (*PartInfo, int6
 			if _, payload, err := readControlBlock(v.r, pos); err == nil {
 				if pe, err := decodeJSON[PartEnd](KindPartEnd, pos, payload); err == nil && pe.SessionID == p.Header.SessionID {
 					v.endPart(p, &pe, pos)
-					p.End = alignUp(pos+h.Size(), v.label.BlockSize)
+					p.End = alignUp(pos+h.Size(), int(pa))
 					return p, p.End, nil
 				}
 			} else if pos+h.Size() > v.size {
@@ -296,13 +307,13 @@ func (v *Volume) scanBlocks(p *PartInfo, pos int64, seq uint64) (*PartInfo, int6
 		} else {
 			reason = "the PartEnd is damaged"
 		}
-		next := alignUp(pos, int(bs))
+		next := alignUp(pos, int(pa))
 		f, err := findBlock(v.r, pos+1, v.size, func(c BlockHeader, at int64) bool {
 			if c.VolumeID != v.label.VolumeID {
 				return false
 			}
 			if c.Kind == KindPartHeader {
-				return at%bs == 0
+				return at%pa == 0
 			}
 			if c.SessionID != p.Header.SessionID {
 				// Another session's block: the next part, whose header is
@@ -326,7 +337,7 @@ func (v *Volume) scanBlocks(p *PartInfo, pos int64, seq uint64) (*PartInfo, int6
 			// The next part's header is lost too: it starts at the
 			// block boundary before its first intact block.
 			p.Torn, p.TornReason, p.End = true, fmt.Sprintf("no PartEnd: blocks of session %s follow at offset %d", f.h.SessionID, f.off), pos
-			return p, max(f.off/bs*bs, next), nil
+			return p, max(f.off/pa*pa, next), nil
 		}
 		pos, seq = f.off, f.h.Seq
 	}

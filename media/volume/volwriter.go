@@ -73,7 +73,7 @@ func (v *volWriter) fits(n int64) (bool, error) {
 		}
 		extra = int64(len(h))
 	}
-	end := alignUp(off+extra+n+partEndReserve, v.app.BlockSize())
+	end := alignUp(off+extra+n+partEndReserve, PartAlignOf(v.app))
 	return end-off <= v.app.Remaining(), nil
 }
 
@@ -165,8 +165,8 @@ func (v *volWriter) openPart() error {
 	if err != nil {
 		return err
 	}
-	if bs := int64(v.app.BlockSize()); v.app.Offset()%bs != 0 {
-		return v.sessionErr("volume %s: a part must start on a multiple of the block size %d, the volume is at offset %d", v.app.VolumeID(), bs, v.app.Offset())
+	if pa := int64(PartAlignOf(v.app)); v.app.Offset()%pa != 0 {
+		return v.sessionErr("volume %s: a part must start on a multiple of the part alignment %d, the volume is at offset %d", v.app.VolumeID(), pa, v.app.Offset())
 	}
 	v.volStart = v.app.Offset()
 	if err := v.write(h); err != nil {
@@ -250,7 +250,7 @@ func (v *volWriter) putBlock(blk []byte, kind Kind, seq uint64, counts partCount
 	return nil
 }
 
-// closePart writes the PartEnd, pads to the block size and syncs.
+// closePart writes the PartEnd, pads to the part alignment and syncs.
 func (v *volWriter) closePart(final bool) error {
 	pe := PartEnd{
 		SessionID: v.w.info.SessionID, Part: v.part, Final: final,
@@ -277,7 +277,7 @@ func (v *volWriter) closePart(final bool) error {
 		return err
 	}
 	off := v.app.Offset()
-	if pad := alignUp(off, v.app.BlockSize()) - off; pad > 0 {
+	if pad := alignUp(off, PartAlignOf(v.app)) - off; pad > 0 {
 		if err := v.write(make([]byte, pad)); err != nil {
 			return err
 		}

@@ -21,7 +21,7 @@ import (
 // an error that says why (the medium's own error wrapped, so errors.Is
 // finds syscall.ENOSPC and the like). Sync returns once everything
 // written is durable. BlockSize is the volume's label block size: parts
-// start on multiples of it. An Appender is used by one goroutine at a time.
+// start on multiples of it, unless the Appender is a PartAligner. An Appender is used by one goroutine at a time.
 type Appender interface {
 	VolumeID() uuid.UUID
 	BlockSize() int
@@ -29,6 +29,23 @@ type Appender interface {
 	Remaining() int64
 	Write(p []byte) (int, error)
 	Sync() error
+}
+
+// PartAligner is an Appender on a volume whose parts start on multiples
+// of PartAlign rather than of BlockSize (format 2: a disk volume, where
+// a tiny session then takes a few KiB, not a whole block). An Appender
+// that is not one starts parts on BlockSize multiples (format 1: tape,
+// where a part must fill whole records).
+type PartAligner interface {
+	PartAlign() int
+}
+
+// PartAlignOf is the multiple a part on a's volume starts on.
+func PartAlignOf(a Appender) int {
+	if pa, ok := a.(PartAligner); ok && pa.PartAlign() > 0 {
+		return pa.PartAlign()
+	}
+	return a.BlockSize()
 }
 
 // MaxBlockBytes is the longest block a writer writes: a header and the

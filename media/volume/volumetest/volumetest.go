@@ -181,8 +181,8 @@ func testOffset(t *testing.T, m Medium) {
 		t.Fatalf("read back: %v", err)
 	}
 	l, err := volume.ReadLabel(r)
-	if err != nil || l.VolumeID != a.VolumeID() || l.BlockSize != a.BlockSize() {
-		t.Fatalf("label %+v, %v; the appender says volume %s, block size %d", l, err, a.VolumeID(), a.BlockSize())
+	if err != nil || l.VolumeID != a.VolumeID() || l.BlockSize != a.BlockSize() || l.PartAlignment() != volume.PartAlignOf(a) {
+		t.Fatalf("label %+v, %v; the appender says volume %s, block size %d, part alignment %d", l, err, a.VolumeID(), a.BlockSize(), volume.PartAlignOf(a))
 	}
 }
 
@@ -268,8 +268,8 @@ func testSession(t *testing.T, m Medium) {
 	a := m.New(t, 0)
 	fs := files(12, 200000)
 	info, res := write(t, a, nil, fs)
-	if len(res.Parts) != 1 || res.Parts[0].End != a.Offset() || a.Offset()%int64(a.BlockSize()) != 0 {
-		t.Fatalf("parts %+v, appender at %d", res.Parts, a.Offset())
+	if len(res.Parts) != 1 || res.Parts[0].End != a.Offset() || a.Offset()%int64(volume.PartAlignOf(a)) != 0 {
+		t.Fatalf("parts %+v, appender at %d, part alignment %d", res.Parts, a.Offset(), volume.PartAlignOf(a))
 	}
 	readBack(t, m, info, res, fs)
 	// A second session appends after the first.
@@ -279,6 +279,13 @@ func testSession(t *testing.T, m Medium) {
 		t.Fatalf("second session starts at %d, the first ends at %d", res2.Parts[0].VolumeStart, res.Parts[0].End)
 	}
 	readBack(t, m, info2, res2, fs2)
+	// A part takes its blocks and its header and end, padded to the part
+	// alignment and no further: a tiny session on disk costs a few KiB,
+	// not a block.
+	p2 := res2.Parts[0]
+	if got, max := p2.End-p2.VolumeStart, int64(volume.PartAlignOf(a))+16<<10; got > max || got != res2.StoredBytes || p2.End%int64(volume.PartAlignOf(a)) != 0 {
+		t.Fatalf("the second session's part (3 files of 1000 bytes) takes %d bytes on the volume, ending at %d; it wrote %d; want at most %d, ending on a multiple of %d", got, p2.End, res2.StoredBytes, max, volume.PartAlignOf(a))
+	}
 }
 
 func testSpanning(t *testing.T, m Medium) {
