@@ -166,6 +166,15 @@ func FuzzOpenVolume(f *testing.F) {
 	f.Add(compactVolume(g[:64<<10]))
 	f.Add(compactVolume(g[:100000]))
 	f.Add(compactVolume(g[:len(g)-1000]))
+	// Format 2 (parts on pages, the same key): whole, cut inside its
+	// second part, and cut on a page boundary inside its first.
+	g2, err := os.ReadFile(goldenV2Volume)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(compactVolume(g2))
+	f.Add(compactVolume(g2[:75000]))
+	f.Add(compactVolume(g2[:69632]))
 	key := loadGoldenKey(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		readEverything(t, expandVolume(data), key)

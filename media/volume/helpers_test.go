@@ -24,7 +24,12 @@ type memVolume struct {
 	max   int64 // 0: unlimited
 	syncs int
 	err   error // returned by Write once set
+	// align, when set, makes the volume a PartAligner: format 2, parts
+	// on multiples of it.
+	align int
 }
+
+func (v *memVolume) PartAlign() int { return v.align }
 
 func newMemVolume(t testing.TB, bs int, max int64) *memVolume {
 	t.Helper()

@@ -1,0 +1,219 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/google/uuid"
+)
+
+// The golden volume of format 2: the golden volume's two sessions and an
+// hourly incremental of 13 bytes, on a disk volume whose parts start on
+// 4 KiB pages. Like golden-v1 it is written once, by
+//
+//	go test ./media/volume -run TestGoldenGenerateV2 -update-golden
+//
+// (which refuses to overwrite it), and read forever after. It is
+// encrypted with the golden key of version 1, which golden-v2.key.json
+// repeats, so the fuzz targets can read both volumes with one key.
+const (
+	goldenV2Volume = "testdata/golden-v2.cvol"
+	goldenV2Key    = "testdata/golden-v2.key.json"
+	// goldenV2SHA256 is the digest of the committed golden-v2 volume.
+	goldenV2SHA256 = "3985644326434e496c0b48739e8f146e0479896fe0dde03e358ee97b7f945a27"
+)
+
+var goldenHourly = uuid.MustParse("c0ffee00-0002-4000-8000-000000000003")
+
+func goldenV2Infos() [3]SessionInfo {
+	in := goldenInfos()
+	return [3]SessionInfo{in[0], in[1], {SessionID: goldenHourly, JobID: 3, BackupID: 3, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(2 * time.Hour), Compression: true, BlockRawSize: 512 << 10}}
+}
+
+func goldenV2Sessions() [3][]tfile {
+	s := goldenSessions()
+	m := int64(1763899200) * 1e9
+	motd := []byte("hello, world\n")
+	hourly := []tfile{{e: fileindex.Entry{Path: "/etc/motd", Type: fileindex.TypeFile, Mode: 0o644, Size: int64(len(motd)), MTime: m + 7200e9}, content: motd}}
+	return [3][]tfile{s[0], s[1], hourly}
+}
+
+var goldenV2Want = [3][]goldenFile{goldenWant[0], goldenWant[1], {{path: "/etc/motd", typ: "file", size: 13, content: "hello, world\n"}}}
+
+func TestGoldenGenerateV2(t *testing.T) {
+	if !*updateGolden {
+		return
+	}
+	for _, p := range []string{goldenV2Volume, goldenV2Key} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s exists: the golden volume is never regenerated (see FORMAT.md); add a golden file for a new format version instead", p)
+		}
+	}
+	kf, err := os.ReadFile(goldenKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := loadGoldenKey(t)
+	id := uuid.MustParse("c0ffee00-0001-4000-8000-0000000cafe2")
+	vol := &memVolume{id: id, bs: 64 << 10, align: DiskPartAlign}
+	lbl, err := EncodeLabel(Label{VolumeID: id, Name: "golden-v2", Pool: "Golden", BlockSize: 64 << 10, PartAlign: DiskPartAlign, Created: goldenCreated, MediaType: "disk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol.buf = lbl
+	sessions, infos := goldenV2Sessions(), goldenV2Infos()
+	for i := range sessions {
+		writeSession(t, key, infos[i], vol, WriterOptions{Workers: 1, TempDir: t.TempDir()}, sessions[i], 100000)
+	}
+	if err := os.WriteFile(goldenV2Key, kf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(goldenV2Volume, vol.buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(vol.buf)
+	t.Logf("wrote %s: %d bytes, sha256 %x", goldenV2Volume, len(vol.buf), sum)
+}
+
+func TestGoldenV2(t *testing.T) {
+	data, err := os.ReadFile(goldenV2Volume)
+	if err != nil {
+		t.Fatalf("%v (the golden volume is committed; it is never regenerated)", err)
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != goldenV2SHA256 {
+		t.Fatalf("%s has changed (sha256 %x): it must never be rewritten", goldenV2Volume, sum)
+	}
+	key := loadGoldenKey(t)
+	r := bytes.NewReader(data)
+	v, err := OpenVolume(r, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.MustParse("c0ffee00-0001-4000-8000-0000000cafe2")
+	wantLabel := Label{FormatVersion: 2, VolumeID: id, Name: "golden-v2", Pool: "Golden", BlockSize: 64 << 10, PartAlign: 4096, Created: goldenCreated, MediaType: "disk"}
+	if l := v.Label(); !reflect.DeepEqual(l, wantLabel) {
+		t.Fatalf("label %+v, want %+v", l, wantLabel)
+	}
+	parts, err := v.Parts()
+	if err != nil || len(v.Damaged()) != 0 {
+		t.Fatal(err, v.Damaged())
+	}
+	// Where the parts lie, written out: the first after the label's
+	// block, each next one on the first page after the last.
+	wantAt := [][2]int64{{65536, 73728}, {73728, 77824}, {77824, 81920}}
+	if len(parts) != len(wantAt) || int64(len(data)) != wantAt[len(wantAt)-1][1] {
+		t.Fatalf("%d parts, %d bytes", len(parts), len(data))
+	}
+	infos := goldenV2Infos()
+	for i, p := range parts {
+		h, pe := p.Header, p.PartEnd
+		if p.Torn || pe == nil || !pe.Final || pe.Status != StatusComplete || h.SessionID != infos[i].SessionID || h.KeyCheck != KeyCheck(key) ||
+			pe.Entries != int64(len(goldenV2Want[i])) || p.VolumeStart != wantAt[i][0] || p.End != wantAt[i][1] {
+			t.Fatalf("part %d: %+v, %+v at %d..%d", i, h, pe, p.VolumeStart, p.End)
+		}
+		checkGoldenSession(t, r, key, p, goldenV2Want[i])
+	}
+}
+
+// checkGoldenSession reads session part p's index from its trailer, every
+// entry's content by its location, and the index rebuilt from its data,
+// and holds them to want.
+func checkGoldenSession(t *testing.T, r io.ReaderAt, key *Key, p PartInfo, want []goldenFile) {
+	t.Helper()
+	it, err := ReadIndex(r, key, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fileindex.Collect(it)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx) != len(want) {
+		t.Fatalf("session %s: %d entries, want %d", p.Header.SessionID, len(idx), len(want))
+	}
+	wantHash := map[string]string{}
+	var locs []fileindex.Location
+	for j, e := range idx {
+		w := want[j]
+		if e.Path != w.path || e.Type.String() != w.typ || e.Target != w.target {
+			t.Errorf("entry %d: %s %s -> %q, want %s %s -> %q", j, e.Type, e.Path, e.Target, w.typ, w.path, w.target)
+		}
+		if w.typ == "file" {
+			h := w.sha256
+			if h == "" {
+				sum := sha256.Sum256([]byte(w.content))
+				h = hex.EncodeToString(sum[:])
+			}
+			wantHash[w.path] = h
+			if e.Size != w.size || hex.EncodeToString(e.Hash) != h {
+				t.Errorf("%s: size %d hash %x, want %d %s", e.Path, e.Size, e.Hash, w.size, h)
+			}
+		}
+		locs = append(locs, e.Loc)
+	}
+	sr := NewSessionReader(p.Header.SessionID, key, []PartRef{p.Ref()}, func(uuid.UUID) (io.ReaderAt, error) { return r, nil }, ReaderOptions{})
+	defer sr.Close()
+	rb := newReadBack(t)
+	if err := sr.ReadEntries(context.Background(), locs, rb.fn, nil); err != nil {
+		t.Fatal(err)
+	}
+	for path, h := range wantHash {
+		sum := sha256.Sum256(rb.got[path])
+		if hex.EncodeToString(sum[:]) != h || !rb.ended[path] {
+			t.Errorf("%s: content read back has sha256 %x, want %s", path, sum, h)
+		}
+	}
+	var rec []fileindex.Entry
+	if err := sr.RecoverIndex(context.Background(), func(e fileindex.Entry) error { rec = append(rec, e); return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(rec, idx) {
+		t.Errorf("session %s: the index rebuilt from data differs from the trailer", p.Header.SessionID)
+	}
+}
+
+// TestDamagedLabelBothFormats damages the label of each golden volume: with
+// the label's part alignment lost, a reader scans for parts on pages, and
+// still finds every part of both formats (a format 1 part's padding is
+// zeros up to the block boundary, which it steps over).
+func TestDamagedLabelBothFormats(t *testing.T) {
+	for _, name := range []string{goldenVolume, goldenV2Volume} {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := OpenVolume(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := v.Parts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := bytes.Clone(data)
+		bad[HeaderSize+5] ^= 0xff
+		v, err = OpenVolume(bytes.NewReader(bad), int64(len(bad)))
+		if err != nil {
+			t.Fatalf("%s with a damaged label: %v", name, err)
+		}
+		got, err := v.Parts()
+		if err != nil || len(got) != len(want) || len(v.Damaged()) != 1 {
+			t.Fatalf("%s with a damaged label: %d parts, %v, damage %v; want %d parts and the label's damage", name, len(got), err, v.Damaged(), len(want))
+		}
+		for i := range got {
+			if got[i].Torn || got[i].VolumeStart != want[i].VolumeStart || got[i].Header.SessionID != want[i].Header.SessionID {
+				t.Errorf("%s part %d: %+v, want %+v", name, i, got[i], want[i])
+			}
+		}
+	}
+}
