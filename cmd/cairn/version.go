@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -23,8 +24,9 @@ type versionInfo struct {
 	Go      string `json:"go"`
 	OS      string `json:"os"`
 	Arch    string `json:"arch"`
-	// Volume is the on-media format (media/volume/FORMAT.md): written at
-	// one version, and every earlier one read, forever.
+	// Volume is the on-media format (media/volume/FORMAT.md): every
+	// version read, forever; written at the newest on disk and at
+	// version 1 on tape, where a part must fill whole tape records.
 	Volume formatVersions `json:"volume_format"`
 	// IndexSegment is the encoding of the file index in session trailers
 	// and in the catalog.
@@ -37,8 +39,17 @@ type versionInfo struct {
 }
 
 type formatVersions struct {
-	Writes int   `json:"writes"`
-	Reads  []int `json:"reads"`
+	// Writes is the newest version written.
+	Writes int `json:"writes"`
+	// WritesOn, when the version written depends on the medium, says
+	// which each one gets.
+	WritesOn []mediumVersion `json:"writes_on,omitempty"`
+	Reads    []int           `json:"reads"`
+}
+
+type mediumVersion struct {
+	Medium  string `json:"medium"`
+	Version int    `json:"version"`
 }
 
 func currentVersion() versionInfo {
@@ -51,7 +62,9 @@ func currentVersion() versionInfo {
 	return versionInfo{
 		Version: buildinfo.Version(), Commit: buildinfo.Commit(),
 		Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
-		Volume:         formatVersions{Writes: volume.FormatVersion, Reads: volumeReads},
+		Volume: formatVersions{Writes: volume.FormatVersion, Reads: volumeReads, WritesOn: []mediumVersion{
+			{Medium: "disk", Version: volume.FormatVersion}, {Medium: "tape", Version: 1},
+		}},
 		IndexSegment:   formatVersions{Writes: fileindex.SegmentVersion, Reads: []int{fileindex.SegmentVersion}},
 		CatalogCommand: formatVersions{Writes: catalog.CommandVersion, Reads: []int{catalog.CommandVersion}},
 		Wire:           wire.Version,
@@ -82,7 +95,14 @@ func (f formatVersions) String() string {
 	if n := len(f.Reads); n > 1 {
 		reads = fmt.Sprintf("%d to %d", f.Reads[0], f.Reads[n-1])
 	}
-	return fmt.Sprintf("writes version %d, reads %s", f.Writes, reads)
+	if len(f.WritesOn) == 0 {
+		return fmt.Sprintf("writes version %d, reads %s", f.Writes, reads)
+	}
+	var on []string
+	for _, m := range f.WritesOn {
+		on = append(on, fmt.Sprintf("%d on %s", m.Version, m.Medium))
+	}
+	return fmt.Sprintf("writes version %s, reads %s", strings.Join(on, ", "), reads)
 }
 
 // addVersion gives the root command --version, and the same as the command
