@@ -345,8 +345,8 @@ func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessions
 			return err
 		}
 	} else {
-		fmt.Fprintf(g.out, "volume %s (%s) pool %s, block size %d, created %s, %d session parts\n",
-			l.Name, l.VolumeID, l.Pool, l.BlockSize, humanTime(l.Created), len(out))
+		fmt.Fprintf(g.out, "volume %s (%s) pool %s, format %d, block size %d, parts on multiples of %d, created %s, %d session parts\n",
+			l.Name, l.VolumeID, l.Pool, l.FormatVersion, l.BlockSize, l.PartAlignment(), humanTime(l.Created), len(out))
 		for _, s := range out {
 			if s.Session == uuid.Nil {
 				// Torn inside its header: nothing says whose it was.
