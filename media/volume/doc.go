@@ -2,8 +2,13 @@
 // SFTP or tape: a label, then session parts made of blocks, each block
 // CRC-checked, compressed when it pays and encrypted with AES-256-GCM.
 // FORMAT.md in this directory is the byte-level specification and the
-// reasons for it; testdata/golden-v1.cvol is a volume that every version
-// of this package must keep reading.
+// reasons for it; testdata/golden-v1.cvol and golden-v2.cvol are volumes
+// that every version of this package must keep reading. The two formats
+// differ only in where parts start: on block boundaries in format 1
+// (tape, and disk volumes labeled before format 2), on the label's
+// part_align (a 4 KiB page) in format 2, the disk volumes' format, so a
+// small session costs what it holds. An Appender that is a PartAligner
+// makes the writer use its alignment.
 //
 // Writing: a SessionWriter takes the records an agent sends (record.go),
 // packs them into blocks, seals the blocks on worker goroutines and writes
