@@ -217,3 +217,44 @@ func TestDamagedLabelBothFormats(t *testing.T) {
 		}
 	}
 }
+
+// TestLabelPartAlign: format 2 needs a part alignment that is a whole
+// number of pages dividing the block size, on writing and on reading;
+// format 1 has none, and a label that asks for none is format 1.
+func TestLabelPartAlign(t *testing.T) {
+	l := Label{VolumeID: uuid.New(), BlockSize: 64 << 10}
+	for _, c := range []struct {
+		version, align int
+		want           int // the version written; 0: refused
+	}{
+		{0, 0, 1}, {0, 4096, 2}, {2, 8192, 2}, {1, 0, 1}, {2, 64 << 10, 2},
+		{1, 4096, 0}, {2, 0, 0}, {2, 1000, 0}, {2, 12288, 0}, {2, 128 << 10, 0}, {3, 4096, 0},
+	} {
+		l.FormatVersion, l.PartAlign = c.version, c.align
+		b, err := EncodeLabel(l)
+		if c.want == 0 {
+			if err == nil {
+				t.Errorf("format %d, part_align %d: accepted", c.version, c.align)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("format %d, part_align %d: %v", c.version, c.align, err)
+			continue
+		}
+		wantAlign := c.align
+		if wantAlign == 0 {
+			wantAlign = l.BlockSize
+		}
+		got, err := ReadLabel(bytes.NewReader(b))
+		if err != nil || got.FormatVersion != c.want || got.PartAlignment() != wantAlign {
+			t.Errorf("format %d, part_align %d: read back %+v (alignment %d), %v", c.version, c.align, got, got.PartAlignment(), err)
+		}
+	}
+	// A format 2 label whose part_align is not one is damaged.
+	js := []byte(`{"format_version":2,"volume_id":"` + l.VolumeID.String() + `","block_size":65536,"part_align":1000}`)
+	blk, _ := encodeControlBlock(KindLabel, l.VolumeID, uuid.Nil, 0, js)
+	if _, err := ReadLabel(bytes.NewReader(blk)); !errors.Is(err, ErrBadHeader) {
+		t.Errorf("format 2 label with part_align 1000: %v", err)
+	}
+}
