@@ -280,7 +280,7 @@ func (a *Agent) stream(ctx context.Context, o wire.RunBackup, conn *dataplane.Co
 		base = a.baseTree(ctx, o.JobID)
 	}
 	pace := newPacer(a.cfg.MaxBytesPerSecond)
-	walkOpts := WalkOptions{Paths: fileindex.Strings(o.Paths), Excludes: fileindex.Strings(o.Excludes), SkipNodump: o.SkipNodump}
+	walkOpts := WalkOptions{Paths: fileindex.Strings(o.Paths), Excludes: fileindex.Strings(o.Excludes), SkipNodump: o.SkipNodump, OneFileSystem: o.OneFileSystem}
 	src, err := NewSource(SourceOptions{
 		Walk: walkOpts,
 		Base: base,

@@ -370,6 +370,8 @@ type Job struct {
 	Excludes []fileindex.Path `json:"excludes,omitempty"`
 	// SkipNodump: a backup leaves out what carries the nodump inode flag.
 	SkipNodump bool `json:"skip_nodump,omitempty"`
+	// OneFileSystem: a backup's walk stays on the filesystem of each path.
+	OneFileSystem bool `json:"one_file_system,omitempty"`
 	// Application: the commands a backup runs on its client, carried to
 	// the agent's order.
 	Application Application `json:"application,omitzero"`

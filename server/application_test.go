@@ -64,3 +64,23 @@ func TestApplicationBadInput(t *testing.T) {
 		wantCode(t, h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv/www"}, Application: app}, nil), wire.CodeInvalidArgument)
 	}
 }
+
+// TestWalkOptionsAreCarried: what a backup start asks of the agent's walk
+// reaches its order.
+func TestWalkOptionsAreCarried(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv/www"}, SkipNodump: true, OneFileSystem: true}, nil))
+	var order wire.RunBackup
+	select {
+	case m := <-orders:
+		body, err := wire.Unmarshal(m.Data)
+		h.must(err)
+		h.must(json.Unmarshal(body, &order))
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent got no order")
+	}
+	if !order.SkipNodump || !order.OneFileSystem {
+		t.Fatalf("order: skip nodump %v, one filesystem %v; want both", order.SkipNodump, order.OneFileSystem)
+	}
+}

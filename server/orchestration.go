@@ -68,7 +68,7 @@ func poolJobLimits(ls []PoolJobLimit) map[string]int {
 
 func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStartReq) (wire.JobStarted, error) {
 	return s.orch.StartBackup(ctx, orchestrator.BackupSpec{
-		Client: req.Client, Paths: req.Paths, Excludes: req.Excludes, Level: req.Level, Pool: req.Pool, SkipNodump: req.SkipNodump,
+		Client: req.Client, Paths: req.Paths, Excludes: req.Excludes, Level: req.Level, Pool: req.Pool, SkipNodump: req.SkipNodump, OneFileSystem: req.OneFileSystem,
 		Application: req.Application, RequestID: req.RequestID, Retry: req.Retry,
 	})
 }

@@ -547,6 +547,10 @@ type BackupStartReq struct {
 	// nodump inode flag (chattr +d), as dump(8) does; the job log counts
 	// them.
 	SkipNodump bool `json:"skip_nodump,omitempty"`
+	// OneFileSystem keeps the walk on the filesystem of each path, as
+	// tar --one-file-system does: a mount point below one is backed up as
+	// an empty directory, its contents not.
+	OneFileSystem bool `json:"one_file_system,omitempty"`
 	// Application steps and command sources, carried to the agent's order.
 	Application
 	Start
@@ -1010,10 +1014,13 @@ type RunBackup struct {
 	Excludes []fileindex.Path `json:"excludes,omitempty"`
 	// SkipNodump leaves out what carries the nodump inode flag
 	// (BackupStartReq.SkipNodump).
-	SkipNodump bool         `json:"skip_nodump,omitempty"`
-	Base       uint64       `json:"base,omitempty"` // compare against this backup's tree (incremental, differential)
-	Node       DataEndpoint `json:"node"`
-	Ticket     string       `json:"ticket"`
+	SkipNodump bool `json:"skip_nodump,omitempty"`
+	// OneFileSystem keeps the walk on the filesystem of each path
+	// (BackupStartReq.OneFileSystem).
+	OneFileSystem bool         `json:"one_file_system,omitempty"`
+	Base          uint64       `json:"base,omitempty"` // compare against this backup's tree (incremental, differential)
+	Node          DataEndpoint `json:"node"`
+	Ticket        string       `json:"ticket"`
 	// EstimateBytes is the size of the last backup of this file set, for an ETA.
 	EstimateBytes int64 `json:"estimate_bytes,omitempty"`
 	EstimateFiles int64 `json:"estimate_files,omitempty"`

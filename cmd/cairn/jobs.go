@@ -28,8 +28,10 @@ type backupOpts struct {
 	wait     bool
 	// skipNodump leaves out what carries the nodump inode flag.
 	skipNodump bool
-	requestID  string
-	app        appOpts
+	// oneFileSystem keeps the walk on the filesystem of each path.
+	oneFileSystem bool
+	requestID     string
+	app           appOpts
 }
 
 // appOpts are the flags of a backup's application steps and command
@@ -123,7 +125,9 @@ typo.
 
 --skip-nodump leaves out the files and directories that carry the nodump
 flag (chattr +d), a directory with all it holds, as dump(8) does; the job
-log counts them. Sockets are never backed up (the job log names them).
+log counts them. --one-file-system stays on the filesystem of each --path, as
+tar does: a mount point below it is kept as an empty directory. Sockets are
+never backed up (the job log names them).
 Inode flags (chattr: immutable, append only, nodump, noatime...) are backed
 up and restored.
 
@@ -166,6 +170,7 @@ or another character only a shell understands is refused (see 'cairn agent
 	f.StringArrayVar(&o.paths, "path", nil, "absolute path on the client; repeat for several")
 	f.StringArrayVar(&o.excludes, "exclude", nil, "pattern of names or paths to leave out (see above); repeat for several")
 	f.BoolVar(&o.skipNodump, "skip-nodump", false, "leave out files and directories with the nodump flag (chattr +d)")
+	f.BoolVar(&o.oneFileSystem, "one-file-system", false, "stay on the filesystem of each --path: a mount point below one is kept as an empty directory")
 	o.app.bind(f)
 	f.StringVar(&o.level, "level", "incremental", "full, incremental or differential")
 	f.StringVar(&o.pool, "pool", "", "pool to write to (the client's default pool when empty)")
@@ -191,7 +196,7 @@ func runBackup(ctx context.Context, g *globals, o backupOpts) (*wire.JobInfo, er
 	var started wire.JobStarted
 	err = g.start(ctx, nc, wire.OpBackupStart, "the backup of "+o.client, newStart(o.requestID), func(st wire.Start) any {
 		return wire.BackupStartReq{Client: o.client, Paths: fileindex.Paths(o.paths), Excludes: fileindex.Paths(o.excludes), Level: o.level, Pool: o.pool,
-			SkipNodump: o.skipNodump, Application: app, Start: st}
+			SkipNodump: o.skipNodump, OneFileSystem: o.oneFileSystem, Application: app, Start: st}
 	}, &started)
 	if err != nil {
 		return nil, err

@@ -249,7 +249,7 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 			return err
 		}
 		rb := wire.RunBackup{JobID: job.ID, Attempt: job.Attempt, Level: string(job.Level), Paths: job.Paths, Excludes: job.Excludes,
-			SkipNodump: job.SkipNodump, Base: backup.Parent, Node: ep, Ticket: tk, Application: wireApplication(job.Application)}
+			SkipNodump: job.SkipNodump, OneFileSystem: job.OneFileSystem, Base: backup.Parent, Node: ep, Ticket: tk, Application: wireApplication(job.Application)}
 		rb.EstimateFiles, rb.EstimateBytes = o.estimate(backup)
 		o.mu.Lock()
 		if backup.Parent != 0 && run.base == nil {

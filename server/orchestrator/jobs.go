@@ -68,6 +68,8 @@ type BackupSpec struct {
 	Level      string // full, incremental (the default) or differential
 	Pool       string // empty: the client's default pool, else the server's
 	SkipNodump bool
+	// OneFileSystem keeps the walk on the filesystem of each path.
+	OneFileSystem bool
 	// Application: the commands the backup runs on its client (steps and
 	// command sources), carried to every order of the job.
 	Application wire.Application
@@ -88,7 +90,7 @@ type BackupSpec struct {
 // request is the start as the wire carries it, without its id: what its
 // request digest is taken of, the same for a start from any caller.
 func (b BackupSpec) request() wire.BackupStartReq {
-	return wire.BackupStartReq{Client: b.Client, Paths: b.Paths, Excludes: b.Excludes, Level: b.Level, Pool: b.Pool, SkipNodump: b.SkipNodump,
+	return wire.BackupStartReq{Client: b.Client, Paths: b.Paths, Excludes: b.Excludes, Level: b.Level, Pool: b.Pool, SkipNodump: b.SkipNodump, OneFileSystem: b.OneFileSystem,
 		Application: b.Application}
 }
 
@@ -156,7 +158,7 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 	}
 	return &catalog.Job{
 		Type: catalog.JobBackup, Client: client.Name, Level: level,
-		Pool: pool.Name, Paths: fileindex.Paths(paths), Excludes: req.Excludes, SkipNodump: req.SkipNodump,
+		Pool: pool.Name, Paths: fileindex.Paths(paths), Excludes: req.Excludes, SkipNodump: req.SkipNodump, OneFileSystem: req.OneFileSystem,
 		Application: catalogApplication(req.Application),
 		Policy:      req.Policy, Scheduled: req.Scheduled, Priority: req.Priority,
 	}, nil, nil

@@ -281,3 +281,25 @@ func TestRunThatCannotStartFails(t *testing.T) {
 		t.Fatalf("runs:\n%s", got)
 	}
 }
+
+// TestRunCarriesThePolicysWalk: a scheduled run's job walks as its policy
+// says: its excludes, and one filesystem when the policy asks.
+func TestRunCarriesThePolicysWalk(t *testing.T) {
+	at := time.Date(2026, 3, 1, 21, 0, 0, 0, time.UTC)
+	w := newWorld(t, at.Add(-time.Minute), "web1")
+	p := daily
+	p.OneFileSystem = true
+	p.Excludes = []string{"*.tmp"}
+	w.setPolicies(p)
+	w.clock.Advance(time.Minute)
+	if err := w.newLeader().sched.Decide(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	j, err := w.store.Job(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !j.OneFileSystem || len(j.Excludes) != 1 || j.Excludes[0] != "*.tmp" {
+		t.Fatalf("job of the run: one filesystem %v, excludes %v", j.OneFileSystem, j.Excludes)
+	}
+}

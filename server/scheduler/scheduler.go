@@ -320,6 +320,7 @@ func (s *Scheduler) start(ctx context.Context, p *catalog.Policy, run *catalog.R
 	spec := orchestrator.BackupSpec{
 		Client: run.Client, Paths: paths(p.Paths), Excludes: paths(p.Excludes), Level: string(run.Level), Pool: p.PoolFor(run.Level),
 		RequestID: rid, Retry: retry, Policy: p.Name, Scheduled: run.Scheduled, Priority: p.Priority,
+		OneFileSystem: p.OneFileSystem,
 	}
 	if p.Application != nil {
 		spec.Application = orchestrator.WireApplication(*p.Application)
