@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 
 	"github.com/cairnbackup/cairn/alert"
 	"github.com/cairnbackup/cairn/catalog"
@@ -39,7 +40,11 @@ func (p policySource) Policies() ([]catalog.Policy, error) { return p.s.store.Po
 type schedulerJobs struct{ s *Server }
 
 func (j schedulerJobs) StartBackup(ctx context.Context, spec orchestrator.BackupSpec) (wire.JobStarted, error) {
+	short := j.s.checkPoolShort(spec) // before the run writes, so its job's log says it first
 	st, err := j.s.orch.StartBackup(ctx, spec)
+	if short != "" && err == nil && st.JobID != 0 {
+		j.s.orch.JobLog(ctx, st.JobID, "warning", "%s%s", poolShortLog, short)
+	}
 	if h := j.s.afterRunStart; h != nil {
 		h(ctx)
 	}
@@ -94,6 +99,11 @@ func (s *Server) runList(_ context.Context, _ string, req wire.RunListReq) (wire
 		if r.JobID != 0 {
 			if j, err := s.store.Job(r.JobID); err == nil {
 				info.JobState = string(j.State)
+				for _, l := range j.Log {
+					if w, ok := strings.CutPrefix(l.Msg, poolShortLog); ok {
+						info.Warning = w
+					}
+				}
 			}
 		}
 		resp.Runs = append(resp.Runs, info)

@@ -54,6 +54,8 @@ type harness struct {
 	reg *prometheus.Registry
 	// fake is the server's clock, nil when it runs on the real one.
 	fake *clock.Fake
+	// poolFree is what the fake node reports free in its pool; 0 is 1 TiB.
+	poolFree int64
 }
 
 // freeAddr is a loopback address with a port that was free a moment ago,
@@ -252,9 +254,12 @@ func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 	go func() {
 		for {
 			h.mu.Lock()
-			draining := h.nodeDraining
+			draining, free := h.nodeDraining, h.poolFree
 			h.mu.Unlock()
-			wire.Publish(h.nc, wire.NodeBeatSubject("sn1"), wire.NodeHeartbeat{ID: "sn1", Pools: []wire.PoolUsage{{Name: "Default", FreeBytes: 1 << 40, TotalBytes: 2 << 40}}, Draining: draining})
+			if free == 0 {
+				free = 1 << 40
+			}
+			wire.Publish(h.nc, wire.NodeBeatSubject("sn1"), wire.NodeHeartbeat{ID: "sn1", Pools: []wire.PoolUsage{{Name: "Default", FreeBytes: free, TotalBytes: 2 << 40}}, Draining: draining})
 			h.mu.Lock()
 			if !h.agentSilent {
 				wire.Publish(h.nc, wire.AgentBeatSubject("web"), wire.AgentHeartbeat{Running: h.running})

@@ -39,4 +39,7 @@ type RunInfo struct {
 	JobID    uint64    `json:"job_id,omitempty"`
 	JobState string    `json:"job_state,omitempty"`
 	Recorded time.Time `json:"recorded"`
+	// Warning is what the leader found wrong before the run started: its
+	// pool could not take it (alert pool_short).
+	Warning string `json:"warning,omitempty"`
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,6 +59,9 @@ func runJobRuns(ctx context.Context, g *globals, req wire.RunListReq) error {
 		why := r.Reason
 		if why == "" {
 			why = r.Promotion
+		}
+		if r.Warning != "" {
+			why = strings.TrimPrefix(why+"; ", "; ") + "warning: " + r.Warning
 		}
 		t.row(humanTime(r.Scheduled), r.Policy, r.Client, level, r.State, job, dash(why))
 	}

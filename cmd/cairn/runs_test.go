@@ -52,7 +52,8 @@ func TestJobQueueAndRuns(t *testing.T) {
 			{Policy: "nightly", Client: "web1", Scheduled: at.Add(24 * time.Hour), Asked: "incremental", Level: "incremental", State: "skipped",
 				Reason: "job 41 of the run at 2026-03-02T21:00:00Z is still running"},
 			{Policy: "nightly", Client: "web1", Scheduled: at, Asked: "incremental", Level: "full", State: "dispatched", JobID: 41, JobState: "running",
-				Promotion: "promoted to full: no full of this fileset yet"},
+				Promotion: "promoted to full: no full of this fileset yet",
+				Warning:   "pool Default cannot take the run of policy nightly at 2026-03-02T21:00:00Z: it needs about 8.0 MiB and has 1.0 MiB free"},
 		}}, nil
 	})
 	if _, err := wire.Serve(ctx, nc, wire.APIWildcard, wire.ServerQueue, logger, r.Dispatch(wire.TrimAPI)); err != nil {
@@ -78,7 +79,8 @@ func TestJobQueueAndRuns(t *testing.T) {
 
 	code, out, stderr = cli(ctx, "--nats", ns.URL(), "job", "runs", "--policy", "nightly")
 	if code != 0 || !strings.Contains(out, "skipped") || !strings.Contains(out, "job 41 of the run at 2026-03-02T21:00:00Z is still running") ||
-		!strings.Contains(out, "incremental->full") || !strings.Contains(out, "41 (running)") || !strings.Contains(out, "no full of this fileset yet") {
+		!strings.Contains(out, "incremental->full") || !strings.Contains(out, "41 (running)") || !strings.Contains(out, "no full of this fileset yet") ||
+		!strings.Contains(out, "no full of this fileset yet; warning: pool Default cannot take the run") {
 		t.Fatalf("job runs: exit %d\n%s%s", code, out, stderr)
 	}
 	t.Logf("job runs:\n%s", out)
