@@ -24,9 +24,10 @@ import (
 // What the pool can take: on disk, the most free bytes one of its nodes
 // reports (a backup is written on one node; an offline node's last report
 // is not counted); on tape, the room left on its appendable cartridges,
-// and a whole cartridge (the pool's max_volume_bytes) for each recyclable
-// one of the pool and each scratch cartridge of its library. A tape pool
-// with no max_volume_bytes is not judged: its cartridges' size is unknown.
+// and a whole cartridge for each recyclable one of the pool and each
+// scratch cartridge of its library. A cartridge ends where its tape does,
+// so its size is what the fullest full cartridge of the pool held; a tape
+// pool none of whose cartridges filled yet is not judged.
 
 // poolShortLog starts the job log line of a run whose pool was short, by
 // which run.list finds it again for 'cairn job runs'.
@@ -77,15 +78,12 @@ func (s *Server) shortage(spec orchestrator.BackupSpec) (*poolShortage, error) {
 	need := last.StoredBytes
 	sized := fmt.Sprintf("the size of %s %d of %s", level, last.ID, last.StartTime.UTC().Format(time.RFC3339))
 	if pool.Type.HasLibrary() {
-		if pool.MaxVolumeBytes <= 0 {
-			return nil, nil
-		}
 		free, tapes, err := s.tapeRoom(pool)
-		if err != nil || need <= free {
+		if err != nil || tapes < 0 || need <= free {
 			return nil, err
 		}
 		return &poolShortage{pool: pool.Name, need: need, free: free,
-			reason: fmt.Sprintf("%s; %d tapes appendable, recyclable or scratch", sized, tapes)}, nil
+			reason: fmt.Sprintf("%s; appendable, recyclable or scratch tapes: %d", sized, tapes)}, nil
 	}
 	var free int64
 	reported := false
@@ -109,8 +107,20 @@ func (s *Server) shortage(spec orchestrator.BackupSpec) (*poolShortage, error) {
 
 // tapeRoom is what a tape pool can still take: the room left on its
 // appendable tapes and a whole tape for each recyclable and each scratch
-// tape of its library, and how many tapes that is.
+// tape of its library, and how many tapes that is; -1 tapes when no tape
+// of the pool filled yet, which would say how much one holds.
 func (s *Server) tapeRoom(pool *catalog.Pool) (int64, int, error) {
+	full, err := s.store.Volumes(catalog.VolumeFilter{Pool: pool.Name, State: catalog.VolumeFull})
+	if err != nil {
+		return 0, 0, err
+	}
+	var capacity int64
+	for _, v := range full {
+		capacity = max(capacity, v.Bytes)
+	}
+	if capacity == 0 {
+		return 0, -1, nil
+	}
 	var room int64
 	var tapes int
 	for _, f := range []catalog.VolumeFilter{
@@ -126,7 +136,7 @@ func (s *Server) tapeRoom(pool *catalog.Pool) (int64, int, error) {
 			if f.Pool == catalog.ScratchPool && pool.Library != "" && v.Library != pool.Library {
 				continue
 			}
-			left := pool.MaxVolumeBytes
+			left := capacity
 			if f.State == catalog.VolumeAppend && f.Pool == pool.Name {
 				left -= v.Bytes
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/cairnbackup/cairn/alert"
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -140,5 +141,65 @@ func (h *harness) completeOrderOfStart(orders chan *nats.Msg, size int64) {
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
 	if id := h.completeOrder(orders, size); id != started.JobID {
 		h.t.Fatalf("ordered job %d, started %d", id, started.JobID)
+	}
+}
+
+// A tape pool is short when the run needs more than the room left on its
+// appendable tapes, a tape holding what the fullest full tape of the pool
+// held.
+func TestPoolShortOfATapePool(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.tapeSetup()
+	const bs = defaultBlockSize
+	h.must(h.api(wire.OpMediaLabel, wire.MediaLabelReq{Slot: 1, Pool: "Weekly"}, nil))
+	h.must(h.api(wire.OpMediaLabel, wire.MediaLabelReq{Slot: 2, Pool: catalog.ScratchPool, Overwrite: true}, nil))
+	start := func(level string) uint64 {
+		var started wire.JobStarted
+		h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: level, Pool: "Weekly"}, &started))
+		<-orders
+		return started.JobID
+	}
+	full := orchestrator.BackupSpec{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full", Pool: "Weekly", Policy: "weekly"}
+
+	// A full of 200 blocks stored, its part on CRN001L9 ending at block 10.
+	job := start("full")
+	var g1 wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: job, Pool: "Weekly"}, &g1))
+	b := fileindex.NewSegmentBuilder(0)
+	h.must(b.Add(&fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir, Mode: 0o755}))
+	seg := b.Flush()
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: job, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
+	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
+		JobID: job, SessionID: uuid.New(), Segments: 1,
+		Parts: []wire.SessionPart{{VolumeID: g1.ID, VolumeStart: bs, DataStart: bs + 64, End: 10 * bs, Final: true}},
+		Stats: wire.SessionStats{Entries: 1, StoredBytes: 200 * bs},
+	}, nil))
+	// No tape of the pool filled yet: how much one holds is not known.
+	if short, err := h.srv.shortage(full); err != nil || short != nil {
+		t.Fatalf("shortage before a tape filled: %+v, %v", short, err)
+	}
+	// The next backup fills CRN001L9 at 10 blocks and takes the scratch
+	// tape CRN002L9, whose label block it holds.
+	next := start("incremental")
+	var g2 wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: next, Pool: "Weekly", Full: g1.ID, Used: []uuid.UUID{g1.ID}}, &g2))
+	if g2.Barcode != "CRN002L9" || g2.Bytes != bs {
+		t.Fatalf("grant %+v", g2)
+	}
+	short, err := h.srv.shortage(full)
+	h.must(err)
+	if short == nil || short.need != 200*bs || short.free != 9*bs || !strings.HasSuffix(short.reason, "scratch tapes: 1") {
+		t.Fatalf("shortage %+v", short)
+	}
+	// An incremental has no incremental before it to be judged by; the
+	// disk pool has room for the full.
+	incr := full
+	incr.Level = "incremental"
+	onDisk := full
+	onDisk.Pool = "Default"
+	for _, spec := range []orchestrator.BackupSpec{incr, onDisk} {
+		if short, err := h.srv.shortage(spec); err != nil || short != nil {
+			t.Fatalf("%+v: shortage %+v, %v", spec, short, err)
+		}
 	}
 }
