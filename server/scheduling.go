@@ -42,7 +42,7 @@ type schedulerJobs struct{ s *Server }
 func (j schedulerJobs) StartBackup(ctx context.Context, spec orchestrator.BackupSpec) (wire.JobStarted, error) {
 	short := j.s.checkPoolShort(spec) // before the run writes, so its job's log says it first
 	st, err := j.s.orch.StartBackup(ctx, spec)
-	if short != "" && err == nil && st.JobID != 0 {
+	if short != "" && err == nil && st.JobID != 0 && !st.Repeated { // a repeat: its first start logged it, unless that leader died first
 		j.s.orch.JobLog(ctx, st.JobID, "warning", "%s%s", poolShortLog, short)
 	}
 	if h := j.s.afterRunStart; h != nil {
