@@ -40,7 +40,8 @@ const (
 	// until past its catch-up window (Reason says so).
 	RunMissed RunState = "missed"
 	// RunFailed: its job could not be made (an unknown client, a pool that
-	// does not exist): Reason has the servers' refusal.
+	// does not exist): Reason has the servers' refusal; or its policy was
+	// deleted while it was starting, and no job was made for it.
 	RunFailed RunState = "failed"
 )
 
@@ -115,6 +116,12 @@ type RunUpdate struct {
 	State  RunState `json:"state"`
 	JobID  uint64   `json:"job_id,omitempty"`
 	Reason string   `json:"reason,omitempty"`
+	// Level, when set with a dispatch, is the level the job was made at
+	// and Promotion why: the catalog promotes a job further than the
+	// scheduler did when the run's chain has no full in the policy's
+	// pools (createJob), and the run then shows the level that ran.
+	Level     Level  `json:"level,omitempty"`
+	Promotion string `json:"promotion,omitempty"`
 }
 
 // runKey is policy 0 client 0 scheduled (unix nanoseconds, 8 bytes), so
@@ -232,8 +239,13 @@ func (a *applier) updateRun(u *RunUpdate) error {
 		return refuse(CodeInvalidArgument, "", "the %s is dispatched without a job", u.Key)
 	case u.State != RunDispatched && u.State != RunFailed:
 		return refuse(CodeInvalidArgument, "", "a starting run becomes dispatched or failed, not %q", u.State)
+	case u.Level != "" && (u.State != RunDispatched || !u.Level.Valid()):
+		return refuse(CodeInvalidArgument, "", "the %s gets a level (%q) only with its job, and a valid one", u.Key, u.Level)
 	}
 	r.State, r.JobID, r.Reason, r.Updated = u.State, u.JobID, u.Reason, a.now
+	if u.Level != "" {
+		r.Level, r.Promotion = u.Level, u.Promotion
+	}
 	return putJSON(a.tx, bRuns, k, &r)
 }
 
@@ -279,6 +291,30 @@ func (s *Store) LastRun(policy, client string) (*Run, error) {
 		})
 	})
 	return last, err
+}
+
+// RunPolicies returns the names of the policies that have runs recorded,
+// in name order: one seek per policy, however many runs each has. The
+// scheduler finds in it the runs of policies since deleted.
+func (s *Store) RunPolicies() ([]string, error) {
+	var out []string
+	err := s.view(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bRuns)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil; {
+			name, _, ok := bytes.Cut(k, []byte{0})
+			if !ok {
+				return fmt.Errorf("catalog: run key %q has no policy", k)
+			}
+			out = append(out, string(name))
+			k, _ = c.Seek(append(bytes.Clone(name), 1)) // past every key of the policy
+		}
+		return nil
+	})
+	return out, err
 }
 
 // RunFilter selects runs; empty fields match everything.

@@ -121,3 +121,32 @@ func TestRunsAreForgotten(t *testing.T) {
 		t.Fatalf("web2's runs after forgetting them all: %+v, %v", runs, err)
 	}
 }
+
+// TestRunDispatchCarriesTheLevelRun: a dispatch may say the level the job
+// was made at, which the run then shows; a failure may not, nor a level
+// that is not one. RunPolicies names each policy with runs once, policies
+// whose names are prefixes of others included.
+func TestRunDispatchCarriesTheLevelRun(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	at := time.Date(2026, 3, 2, 21, 0, 0, 0, time.UTC)
+	var runs []Run
+	for _, p := range []string{"night", "nightly", "a"} {
+		for _, cl := range []string{"web1", "web2"} {
+			runs = append(runs, Run{Policy: p, Client: cl, Scheduled: at, Asked: LevelIncremental, Level: LevelIncremental, State: RunStarting})
+		}
+	}
+	c.must(&Command{Op: OpRecordRuns, Runs: &RunsRecord{Runs: runs}})
+	names, err := c.s.RunPolicies()
+	if err != nil || strings.Join(names, ",") != "a,night,nightly" {
+		t.Fatalf("policies of the runs %q, %v", names, err)
+	}
+	key := runs[0].Key()
+	c.refused(CodeInvalidArgument, &Command{Op: OpUpdateRun, RunUpdate: &RunUpdate{Key: key, State: RunFailed, Reason: "x", Level: LevelFull}})
+	c.refused(CodeInvalidArgument, &Command{Op: OpUpdateRun, RunUpdate: &RunUpdate{Key: key, State: RunDispatched, JobID: 3, Level: "weekly"}})
+	c.must(&Command{Op: OpUpdateRun, RunUpdate: &RunUpdate{Key: key, State: RunDispatched, JobID: 3, Level: LevelFull, Promotion: "promoted to full: none in the pool"}})
+	got, err := c.s.Run(key)
+	if err != nil || got.Level != LevelFull || got.Asked != LevelIncremental || got.Promotion != "promoted to full: none in the pool" {
+		t.Fatalf("run %+v, %v", got, err)
+	}
+}

@@ -45,11 +45,19 @@
 //     starting and is tried again at the next tick, under the same request
 //     id, until its catch-up window has passed; then it is recorded failed.
 //
-//  7. History: each record of runs drops the same policy's and client's
+//  7. A run whose policy was deleted while it was starting is ended at the
+//     next tick (once a term for each deleted policy): dispatched with the
+//     job a start made for it under its request id, else failed, saying the
+//     policy was deleted. A run dispatched records the level its job was
+//     made at when the catalog promoted it further than rule 4 did (the
+//     catalog looks for the chain in the policy's pools only, rule 4 in
+//     every pool), with the catalog's reason.
+//
+//  8. History: each record of runs drops the same policy's and client's
 //     runs older than Config.RunHistory, but the newest, which is the only
 //     one the rules above read.
 //
-//  8. Limits and the queue are the orchestrator's: a run's job carries the
+//  9. Limits and the queue are the orchestrator's: a run's job carries the
 //     policy's priority and the run's scheduled time, by which the queue is
 //     served when a limit holds jobs back.
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cairnbackup/cairn/alert"
@@ -65,6 +66,9 @@ type Deps struct {
 type Scheduler struct {
 	cfg Config
 	d   Deps
+	// swept are the deleted policies whose starting runs this term
+	// ended already (endOrphans); Run starts each term with none.
+	swept map[string]bool
 }
 
 // New returns a scheduler; the server runs it while it leads.
@@ -86,6 +90,7 @@ func New(cfg Config, d Deps) *Scheduler {
 func (s *Scheduler) Run(ctx context.Context) {
 	t := s.d.Clock.NewTicker(s.cfg.Tick)
 	defer t.Stop()
+	s.swept = nil
 	for {
 		if err := s.Decide(ctx); err != nil && ctx.Err() == nil {
 			s.d.Log.Warn("scheduler", "err", err)
@@ -141,7 +146,74 @@ func (s *Scheduler) Decide(ctx context.Context) error {
 			}
 		}
 	}
+	if err := s.endOrphans(ctx, policies); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// endOrphans ends the runs left starting of policies since deleted, which
+// no decision above looks at again: dispatched with the job a start made
+// for it (the leader died before the mark), else failed, saying so. A
+// deleted policy's runs are read once a term (swept), not at every tick.
+func (s *Scheduler) endOrphans(ctx context.Context, policies []catalog.Policy) error {
+	names, err := s.d.Store.RunPolicies()
+	if err != nil {
+		return fmt.Errorf("read the policies of the runs: %w", err)
+	}
+	if s.swept == nil {
+		s.swept = map[string]bool{}
+	}
+	var errs []error
+	for _, name := range names {
+		if s.swept[name] || slices.ContainsFunc(policies, func(p catalog.Policy) bool { return p.Name == name }) {
+			continue
+		}
+		if _, err := s.d.Store.Policy(name); !errors.Is(err, catalog.ErrNotFound) {
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue // or made since the policies were read: the next tick decides its runs
+		}
+		runs, err := s.d.Store.Runs(catalog.RunFilter{Policy: name, States: []catalog.RunState{catalog.RunStarting}})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ended := true
+		for i := range runs {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := s.endOrphan(ctx, &runs[i]); err != nil {
+				errs = append(errs, err)
+				ended = false
+			}
+		}
+		s.swept[name] = ended
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Scheduler) endOrphan(ctx context.Context, run *catalog.Run) error {
+	key := run.Key()
+	update := &catalog.RunUpdate{Key: key, State: catalog.RunFailed,
+		Reason: fmt.Sprintf("policy %s was deleted before the run was started", run.Policy)}
+	if req, err := s.d.Store.Request(catalog.RunRequestID(key)); err == nil && req.JobID != 0 {
+		if j, err := s.d.Store.Job(req.JobID); err == nil && j.State != catalog.JobVoid {
+			update = &catalog.RunUpdate{Key: key, State: catalog.RunDispatched, JobID: j.ID}
+			update.Level, update.Promotion = s.ranAt(run, j.ID)
+		}
+	}
+	res, err := s.d.Raft.Propose(ctx, &catalog.Command{Op: catalog.OpUpdateRun, RunUpdate: update})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		return fmt.Errorf("end the %s: %w", key, err)
+	}
+	s.d.Log.Info("ended a run of a deleted policy", "run", key.String(), "state", update.State, "job", update.JobID)
+	return nil
 }
 
 // Plan is what one decision for a policy and client comes to: the runs to
@@ -356,6 +428,7 @@ func (s *Scheduler) start(ctx context.Context, p *catalog.Policy, run *catalog.R
 		update.State, update.Reason = catalog.RunFailed, fmt.Sprintf("not started within its catch-up window of %s: %v", schedule.FormatAge(window), err)
 	}
 	if update.State == catalog.RunDispatched {
+		update.Level, update.Promotion = s.ranAt(run, jobID)
 		// Before the run is marked dispatched: a leader that dies after
 		// the job was made leaves the run starting, and the next one
 		// writes these lines (a second time only if this one died
@@ -378,6 +451,28 @@ func (s *Scheduler) start(ctx context.Context, p *catalog.Policy, run *catalog.R
 	if update.State == catalog.RunFailed {
 		s.d.Log.Warn("a run could not be started", "run", key.String(), "reason", update.Reason)
 	}
+}
+
+// ranAt is the level run's job was made at and why, when the catalog
+// made it at another level than the run asked (createJob promotes a run
+// whose chain has no full in the policy's pools, which Store.ChainOf, read
+// across every pool, may not have seen); empty when it did not.
+func (s *Scheduler) ranAt(run *catalog.Run, jobID uint64) (catalog.Level, string) {
+	j, err := s.d.Store.Job(jobID)
+	if err != nil || j.Level == "" || j.Level == run.Level {
+		return "", ""
+	}
+	why := fmt.Sprintf("promoted to %s when its job was made (job %d's log says why)", j.Level, j.ID)
+	for _, l := range j.Log {
+		if strings.HasPrefix(l.Msg, "promoted to ") {
+			why = l.Msg
+			break
+		}
+	}
+	if run.Promotion != "" {
+		why = run.Promotion + "; then " + why
+	}
+	return j.Level, why
 }
 
 // definite reports whether a start's error says it will never take effect
