@@ -37,7 +37,10 @@ type Policy struct {
 	Application   *Application `json:"application,omitempty"`
 
 	// Schedule is the text package schedule parses, evaluated in TimeZone
-	// (an IANA name; empty is the leader's local zone).
+	// (an IANA name; empty is UTC, never a server's local zone, so that
+	// leaders in different zones compute the same runs). 'cairn policy
+	// create' without --timezone stores the zone of the machine it runs on
+	// when it has an IANA name, else UTC.
 	Schedule string `json:"schedule"`
 	TimeZone string `json:"time_zone,omitempty"`
 	// CatchUpWindow is how late a run missed while no server led may still
@@ -94,7 +97,7 @@ func (k KeepRules) rules() retention.Rules {
 // retention cuts days.
 func (p *Policy) Location() (*time.Location, error) {
 	if p.TimeZone == "" {
-		return time.Local, nil
+		return time.UTC, nil
 	}
 	loc, err := time.LoadLocation(p.TimeZone)
 	if err != nil {

@@ -48,3 +48,29 @@ func TestPolicyConvertsForTheSchedulerAndRetention(t *testing.T) {
 		t.Error("an unknown time zone is accepted")
 	}
 }
+
+// TestEmptyTimeZoneIsUTC: a policy stored without a time zone runs and cuts
+// days in UTC on every server, not in each leader's local zone, so that two
+// leaders in different zones compute the same runs.
+func TestEmptyTimeZoneIsUTC(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := time.Local
+	time.Local = ny // the zone of a leader elsewhere
+	t.Cleanup(func() { time.Local = local })
+	p := Policy{Name: "web", Schedule: "daily 21:00 incremental"}
+	s, err := p.ParsedSchedule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, ok := s.Next(time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC))
+	if !ok || !run.Time.Equal(time.Date(2026, 3, 2, 21, 0, 0, 0, time.UTC)) || s.Location() != time.UTC {
+		t.Fatalf("next run %v (%v) in %v, want 2026-03-02 21:00 UTC", run.Time, ok, s.Location())
+	}
+	loc, err := p.Location()
+	if err != nil || loc != time.UTC {
+		t.Fatalf("location %v, %v", loc, err)
+	}
+}

@@ -68,7 +68,8 @@
 // # Time zone and daylight saving time
 //
 // Times are wall-clock times in the schedule's time zone (an IANA name,
-// default the server's local zone). A run is due at the first instant at
+// default UTC, never the server's local zone, so that every server runs the
+// same schedule at the same instants). A run is due at the first instant at
 // which that clock shows its time or later. So:
 //
 //   - on a spring-forward day a time the clock skips (02:30 when clocks go

@@ -90,7 +90,8 @@ func tokenize(s string) []token {
 }
 
 // Parse reads a schedule: one rule a line, blank lines and text after # left
-// out, evaluated in the IANA time zone zone ("" for the server's local zone).
+// out, evaluated in the IANA time zone zone ("" for UTC, "Local" for this process's
+// local zone).
 // A list of rules kept elsewhere (a YAML list) is parsed joined by newlines, so
 // the line of an error is the rule's place in the list.
 func Parse(text, zone string) (*Schedule, error) {
@@ -136,7 +137,12 @@ func (e *ZoneError) Error() string {
 func (e *ZoneError) Unwrap() error { return e.Err }
 
 func loadZone(zone string) (*time.Location, error) {
-	if zone == "" || zone == "Local" {
+	switch zone {
+	case "":
+		// Not the local zone: servers in different zones would run the
+		// same schedule at different instants.
+		return time.UTC, nil
+	case "Local":
 		return time.Local, nil
 	}
 	loc, err := time.LoadLocation(zone)

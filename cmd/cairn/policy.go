@@ -24,8 +24,9 @@ const policyHelp = `Policies: what Cairn backs up on its own, when, where, and f
 
 A policy names clients (--client NAME, or --label KEY=VALUE for every client
 whose agent reports that label: agent --label, or labels in its config),
-paths, a schedule and its time zone, pools, and keep rules. The servers run
-it (the scheduler on the leader) and expire its backups by its keep rules.
+paths, a schedule and its time zone (--timezone; by default this machine's,
+else UTC, never a server's own), pools, and keep rules. The servers run it
+(the scheduler on the leader) and expire its backups by its keep rules.
 
 Schedule (--schedule, repeat it for several rules, or one text with a rule a
 line): 'Sun 1st 02:00 full', 'Sun 2nd-5th 02:00 differential',
@@ -103,7 +104,7 @@ func (o *policyFlags) bind(f *pflag.FlagSet, set bool) {
 	f.StringArrayVar(&o.excludes, "exclude", nil, "pattern of names or paths to leave out (see 'cairn backup --help'); repeat for several")
 	f.BoolVar(&o.oneFS, "one-file-system", false, "stay on the filesystem of each path")
 	f.StringArrayVar(&o.schedule, "schedule", nil, "a rule of the schedule ('Mon-Sat 21:00 incremental'); repeat for several")
-	f.StringVar(&o.timeZone, "timezone", "", "IANA time zone the schedule runs in and days are cut in (empty: the servers')")
+	f.StringVar(&o.timeZone, "timezone", "", "IANA time zone the schedule runs in and days are cut in (default: this machine's, else UTC)")
 	f.StringVar(&o.catchUp, "catch-up-window", "", "how late a run missed while no server led may still start (default 6h)")
 	f.StringVar(&o.pool, "pool", "", "pool the runs write to")
 	f.StringVar(&o.poolFull, "pool-full", "", "pool the full runs write to instead of --pool")
@@ -352,6 +353,12 @@ func runPolicyPut(ctx context.Context, g *globals, f *pflag.FlagSet, o *policyFl
 	if err := o.apply(f, &req.Policy); err != nil {
 		return err
 	}
+	var zoneFrom string
+	if create && !f.Changed("timezone") {
+		// An empty zone is UTC on every server; the administrator who
+		// wrote "21:00" meant this machine's 21:00.
+		req.Policy.TimeZone, zoneFrom = machineZone("/")
+	}
 	var stored wire.Policy
 	if err := g.call(ctx, nc, op, req, &stored); err != nil {
 		return err
@@ -364,6 +371,9 @@ func runPolicyPut(ctx context.Context, g *globals, f *pflag.FlagSet, o *policyFl
 		verb = "changed"
 	}
 	fmt.Fprintf(g.out, "%s policy %s; see what it will do with 'cairn policy preview %s'\n", verb, stored.Name, stored.Name)
+	if zoneFrom != "" {
+		fmt.Fprintf(g.out, "its schedule runs in time zone %s (from %s); change it with --timezone\n", stored.TimeZone, zoneFrom)
+	}
 	return nil
 }
 

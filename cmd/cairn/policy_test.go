@@ -87,6 +87,20 @@ func TestPolicyCommandsAgainstDevStack(t *testing.T) {
 	if code, out, stderr := cli(ctx, create...); code != 0 || !strings.Contains(out, "created policy etc") {
 		t.Fatalf("create: %d %q %q", code, out, stderr)
 	}
+	// Without --timezone, the zone of the machine running the command,
+	// said so: not an empty zone each leader would read as its own.
+	t.Setenv("TZ", "Asia/Tokyo")
+	if code, out, stderr := cli(ctx, "policy", "create", "tokyo", "--client", "web", "--path", "/srv", "--schedule", "daily 02:00",
+		"--pool", "Default", "--keep-last", "3"); code != 0 || !strings.Contains(out, "time zone Asia/Tokyo (from the TZ variable)") {
+		t.Fatalf("create without --timezone: %d %q %q", code, out, stderr)
+	}
+	var tokyo wire.Policy
+	if code, out, _ := cli(ctx, "--json", "policy", "show", "tokyo"); code != 0 || json.Unmarshal([]byte(out), &tokyo) != nil || tokyo.TimeZone != "Asia/Tokyo" {
+		t.Fatalf("show: %d %s", code, out)
+	}
+	if code, out, stderr := cli(ctx, "policy", "delete", "tokyo"); code != 0 {
+		t.Fatalf("delete: %d %q %q", code, out, stderr)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int
