@@ -66,6 +66,27 @@ func TestDeletedPolicyRunEnds(t *testing.T) {
 			if got := w.runs("daily"); got != tc.want || w.jobCount() > 1 {
 				t.Fatalf("runs at a later tick:\n%s, %d jobs", got, w.jobCount())
 			}
+			// Made again, left starting, deleted again: the same
+			// scheduler ends that run too.
+			w.finishRunning()
+			w.setPolicies(daily)
+			w.clock.Advance(at.Add(24 * time.Hour).Sub(w.clock.Now()))
+			next.dieStart = true
+			if err := next.sched.Decide(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.orch.Apply(context.Background(), &catalog.Command{Op: catalog.OpDeletePolicy,
+				PolicyDelete: &catalog.PolicyDelete{Name: "daily"}}); err != nil {
+				t.Fatal(err)
+			}
+			next.dieStart = false
+			w.clock.Advance(time.Minute)
+			if err := next.sched.Decide(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := w.runs("daily"); !strings.HasSuffix(got, "Mon 03-02 21:00 web1 incremental failed\n") {
+				t.Fatalf("runs after the policy was made and deleted again:\n%s", got)
+			}
 		})
 	}
 }

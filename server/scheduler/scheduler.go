@@ -166,7 +166,11 @@ func (s *Scheduler) endOrphans(ctx context.Context, policies []catalog.Policy) e
 	}
 	var errs []error
 	for _, name := range names {
-		if s.swept[name] || slices.ContainsFunc(policies, func(p catalog.Policy) bool { return p.Name == name }) {
+		if slices.ContainsFunc(policies, func(p catalog.Policy) bool { return p.Name == name }) {
+			delete(s.swept, name) // made again: deleted again, it is swept again
+			continue
+		}
+		if s.swept[name] {
 			continue
 		}
 		if _, err := s.d.Store.Policy(name); !errors.Is(err, catalog.ErrNotFound) {
