@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -64,38 +66,71 @@ func TestScheduledRunsOnceWhileLeadersAreKilled(t *testing.T) {
 	}
 	instants := []time.Time{first, first.Add(time.Minute), first.Add(2 * time.Minute)}
 
-	// 1. At the instant, then the next leader as it takes over.
-	untilAt(instants[0])
-	l1 := c.leader()
-	if l1 == nil {
-		t.Fatal("no leader at the first instant")
+	// leaderBefore is the leader a second before at, found then so that
+	// the kill at at is not late by the questions to find it.
+	leaderBefore := func(at time.Time) *member {
+		t.Helper()
+		untilAt(at.Add(-time.Second))
+		l := c.waitLeader(10*time.Second, nil)
+		untilAt(at)
+		return l
 	}
+
+	// killInDispatch SIGKILLs the server that writes the job log line of
+	// the run at at ("run of policy ..."), the last thing a leader does
+	// before it marks the run dispatched: so between the start, which made
+	// the job, and the mark, a few Raft writes. Only the logs written since
+	// from are read. A server that wrote it and is dead already (killed at
+	// the instant just after) is not waited for: the run is then its
+	// successor's to finish.
+	logSizes := func() map[*member]int64 {
+		sizes := map[*member]int64{}
+		for _, m := range c.servers {
+			sizes[m] = int64(len(m.proc.logText()))
+		}
+		return sizes
+	}
+	killInDispatch := func(at time.Time, from map[*member]int64) string {
+		t.Helper()
+		line := "run of policy minutely scheduled at " + at.UTC().Format(time.RFC3339)
+		logs := map[*member]*logFollower{}
+		for _, m := range c.servers {
+			logs[m] = followLog(t, m.proc.logPath, from[m])
+		}
+		victim := watchLogs(t, 30*time.Second, logs, line)
+		if !victim.proc.alive() {
+			return victim.name + ", killed already, had written the run's job log"
+		}
+		kill(victim.proc)
+		restart(victim)
+		return victim.name + " killed in its dispatch"
+	}
+
+	// 1. At the instant, then the next leader across its dispatch.
+	before := logSizes()
+	l1 := leaderBefore(instants[0])
 	kill(l1.proc)
 	restart(l1)
-	l2 := c.waitLeader(30*time.Second, l1)
-	kill(l2.proc)
-	t.Logf("instant %s: killed leader %s at it, then %s as it led", instants[0].Format(time.TimeOnly), l1.name, l2.name)
-	restart(l2)
+	t.Logf("instant %s: killed leader %s at it; then %s", instants[0].Format(time.TimeOnly), l1.name, killInDispatch(instants[0], before))
 	c.waitSettled()
 
-	// 2. In the middle of the leader's tick after the instant.
-	untilAt(instants[1].Add(400 * time.Millisecond))
-	l3 := c.leader()
-	if l3 == nil {
-		t.Fatal("no leader at the second instant")
-	}
+	// 2. Somewhere in the leader's tick after the instant, a delay
+	// drawn anew each run; then the next leader as it leads, across its
+	// first decision.
+	delay := 100*time.Millisecond + rand.N(800*time.Millisecond)
+	l2 := leaderBefore(instants[1].Add(delay))
+	kill(l2.proc)
+	restart(l2)
+	l3 := c.waitLeader(30*time.Second, l2)
 	kill(l3.proc)
-	t.Logf("instant %s: killed leader %s 400ms after it", instants[1].Format(time.TimeOnly), l3.name)
+	t.Logf("instant %s: killed leader %s %s after it, then %s as it led", instants[1].Format(time.TimeOnly), l2.name, delay, l3.name)
 	restart(l3)
 	c.waitSettled()
 
 	// 3. No leader at the instant: the leader and a follower are down
 	// across it, for a few seconds.
-	untilAt(instants[2].Add(-2 * time.Second))
-	l4 := c.leader()
-	if l4 == nil {
-		t.Fatal("no leader before the third instant")
-	}
+	before = logSizes()
+	l4 := leaderBefore(instants[2].Add(-2 * time.Second))
 	down := []*member{l4}
 	for _, m := range c.servers {
 		if m != l4 {
@@ -111,7 +146,8 @@ func TestScheduledRunsOnceWhileLeadersAreKilled(t *testing.T) {
 		m.proc.start()
 	}
 	back := time.Now()
-	t.Logf("instant %s: no quorum from 2s before it to 4s after it (%s and %s killed)", instants[2].Format(time.TimeOnly), down[0].name, down[1].name)
+	t.Logf("instant %s: no quorum from 2s before it to 4s after it (%s and %s killed); then %s", instants[2].Format(time.TimeOnly),
+		down[0].name, down[1].name, killInDispatch(instants[2], before))
 	c.waitReady()
 
 	// Every instant's run is recorded and no longer starting, and its job
@@ -136,6 +172,9 @@ func TestScheduledRunsOnceWhileLeadersAreKilled(t *testing.T) {
 	})
 	var jobs []wire.JobInfo
 	c.as("").json(&jobs, "job", "list", "--client", "web01", "--limit", "100")
+	for _, j := range jobs {
+		t.Logf("job %d: %s, policy %q scheduled %s, request id %s", j.ID, j.State, j.Policy, j.Scheduled.Format(time.TimeOnly), j.RequestID)
+	}
 
 	perInstant := map[time.Time]int{}
 	jobOfRun := map[uint64]wire.RunInfo{}
@@ -209,4 +248,56 @@ func TestScheduledRunsOnceWhileLeadersAreKilled(t *testing.T) {
 			t.Errorf("no job for the run at %s", at)
 		}
 	}
+}
+
+// logFollower reads what a process appends to its log, from an offset, a
+// read of the new bytes at a time.
+type logFollower struct {
+	f    *os.File
+	off  int64
+	seen strings.Builder
+}
+
+func followLog(t *testing.T, path string, from int64) *logFollower {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &logFollower{f: f, off: from}
+}
+
+// has reports whether the log holds line since the offset.
+func (l *logFollower) has(line string) bool {
+	buf := make([]byte, 64<<10)
+	for {
+		n, _ := l.f.ReadAt(buf, l.off)
+		l.off += int64(n)
+		l.seen.Write(buf[:n])
+		if n < len(buf) {
+			break
+		}
+	}
+	return strings.Contains(l.seen.String(), line)
+}
+
+// watchLogs waits for one of the logs to hold line and returns its
+// member, looking every millisecond: poll.Until's pauses grow to 100 ms,
+// longer than the few Raft writes a kill must land between.
+func watchLogs(t *testing.T, timeout time.Duration, logs map[*member]*logFollower, line string) *member {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for m, l := range logs {
+			if l.has(line) {
+				return m
+			}
+		}
+		<-tick.C
+	}
+	t.Fatalf("no server wrote %q within %s", line, timeout)
+	return nil
 }
