@@ -13,6 +13,8 @@ declare -A tools=(
 	[systemd-analyze]=systemd
 	[man]=man-db
 	[objdump]=binutils
+	# internal/sshdtest: a real OpenSSH sshd serving the SFTP pool tests
+	[/usr/sbin/sshd]=openssh-server
 )
 for cmd in "${!tools[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("${tools[$cmd]}")
