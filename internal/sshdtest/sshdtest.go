@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,7 +58,8 @@ type Server struct {
 	// Log is sshd's log file, for a test's failure message.
 	Log string
 
-	cmd *exec.Cmd
+	cmd  *exec.Cmd
+	stop func()
 }
 
 // Start starts sshd, or fails the test when it cannot: sshd missing fails
@@ -179,16 +181,21 @@ func (s *Server) run(t testing.TB, dir, hostKey, authorized string) error {
 		return err
 	}
 	s.cmd = cmd
-	t.Cleanup(func() {
+	s.stop = sync.OnceFunc(func() {
 		s.KillSessions(t)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		<-exited
 	})
+	t.Cleanup(s.stop)
 	return nil
 }
 
 // Addr is host:port.
 func (s *Server) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
+
+// Stop kills sshd and its sessions, as a target that goes away does;
+// the test's cleanup does it too.
+func (s *Server) Stop() { s.stop() }
 
 // PID is the listening sshd's process id.
 func (s *Server) PID() int { return s.cmd.Process.Pid }

@@ -1,0 +1,784 @@
+// Package sftpvol keeps volumes as files on an SFTP server: NAME.cvol in
+// one remote directory, each holding the volume format of media/volume
+// byte for byte, as a disk pool's files do (media/disk), so a volume
+// copied off the target reads with `cairn volume` as it is.
+//
+// The target is an administrator's offsite server, reached over SSH
+// (golang.org/x/crypto/ssh) with github.com/pkg/sftp:
+//
+//   - Its host key is checked against a known_hosts file and never
+//     accepted blindly: an unknown or changed key is a *HostKeyError with
+//     the fingerprint seen and the ones expected.
+//   - A new volume is written under a temporary name (its label, synced)
+//     and renamed to NAME.cvol once complete, with the plain SFTP rename,
+//     which never replaces a file: a volume file on the target always
+//     starts with a whole label, and no volume is ever overwritten.
+//   - Sessions append in place. What counts on a volume is what the
+//     catalog records as its committed end: bytes past it are a session
+//     that never committed, cut off when the volume is next opened for
+//     appending (or by the rollback of the failed session), as on disk.
+//     So an upload cut mid-way is never recorded half.
+//   - A dropped connection is redialled with backoff, and the write,
+//     sync or read that it broke is redone at the same offset (SFTP
+//     writes and reads are positional, so redoing one is harmless). A
+//     target that stays away past the retries is an *UnreachableError.
+//
+// A volume has one writer at a time because the catalog grants it to one
+// session at a time; SFTP has no lock to enforce that on the target.
+package sftpvol
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/cairnbackup/cairn/media/volume"
+)
+
+// Ext is the file name extension of volumes, as on disk.
+const Ext = ".cvol"
+
+// tmpInfix marks a volume file being created: NAME.cvol.tmp-RANDOM.
+const tmpInfix = ".tmp-"
+
+// Config is one SFTP target.
+type Config struct {
+	// Pool names the pool in errors.
+	Pool string
+	Host string
+	Port int // 0 is 22
+	User string
+	// KeyFile is the private key to log in with (OpenSSH or PEM format,
+	// unencrypted). Empty uses the ssh-agent at $SSH_AUTH_SOCK.
+	KeyFile string
+	// KnownHosts is the known_hosts file the target's host key must be
+	// in.
+	KnownHosts string
+	// Dir is the remote directory of the volume files (absolute).
+	Dir string
+	// MaxVolumeBytes caps each volume file; 0 means no cap.
+	MaxVolumeBytes int64
+	// Retry is how a dropped or refused connection is tried again.
+	Retry Retry
+}
+
+// Retry says how often and how long a pool tries to reach its target
+// again.
+type Retry struct {
+	// Attempts is how many times a connection is tried in all before the
+	// operation fails (0: 6).
+	Attempts int
+	// Backoff is the wait after the first failure, doubled after each
+	// one (0: 1s), up to MaxBackoff (0: 30s).
+	Backoff, MaxBackoff time.Duration
+	// DialTimeout bounds one TCP connection and SSH handshake (0: 15s).
+	DialTimeout time.Duration
+}
+
+func (r Retry) withDefaults() Retry {
+	if r.Attempts <= 0 {
+		r.Attempts = 6
+	}
+	if r.Backoff <= 0 {
+		r.Backoff = time.Second
+	}
+	if r.MaxBackoff <= 0 {
+		r.MaxBackoff = 30 * time.Second
+	}
+	if r.DialTimeout <= 0 {
+		r.DialTimeout = 15 * time.Second
+	}
+	return r
+}
+
+// Addr is the target's host:port.
+func (c Config) Addr() string {
+	port := c.Port
+	if port == 0 {
+		port = 22
+	}
+	return net.JoinHostPort(c.Host, strconv.Itoa(port))
+}
+
+// Validate names the first field that is wrong and how to fix it.
+func (c Config) Validate() error {
+	switch {
+	case c.Pool == "":
+		return errors.New("sftp pool: no name")
+	case c.Host == "":
+		return fmt.Errorf("sftp pool %q: no host", c.Pool)
+	case c.Port < 0 || c.Port > 65535:
+		return fmt.Errorf("sftp pool %q: port %d is not a TCP port", c.Pool, c.Port)
+	case c.User == "":
+		return fmt.Errorf("sftp pool %q: no user", c.Pool)
+	case c.KnownHosts == "":
+		return fmt.Errorf("sftp pool %q: no known_hosts file: the target's host key is never accepted unchecked; add it with ssh-keyscan -p PORT HOST >> FILE after checking its fingerprint", c.Pool)
+	case c.Dir == "" || !path.IsAbs(c.Dir):
+		return fmt.Errorf("sftp pool %q: remote directory %q must be an absolute path", c.Pool, c.Dir)
+	case c.MaxVolumeBytes < 0:
+		return fmt.Errorf("sftp pool %q: max volume bytes %d is negative; use 0 for no limit", c.Pool, c.MaxVolumeBytes)
+	}
+	return nil
+}
+
+// Errors a caller acts on.
+var (
+	// ErrWrongVolume: the file holds another volume than the catalog expects.
+	ErrWrongVolume = errors.New("volume file holds another volume")
+	// ErrMissingData: the file is shorter than what the catalog records
+	// as committed: data is lost on the target.
+	ErrMissingData = errors.New("volume file is shorter than its committed data")
+)
+
+// HostKeyError is a host key the known_hosts file does not vouch for.
+type HostKeyError struct {
+	Pool, Addr, KnownHosts string
+	// Seen is the SHA256 fingerprint of the key the target showed.
+	Seen string
+	// Expected are the fingerprints known_hosts names for the target;
+	// none when the target is unknown there.
+	Expected []string
+	Err      error
+}
+
+func (e *HostKeyError) Error() string {
+	if len(e.Expected) == 0 {
+		return fmt.Sprintf("sftp pool %q: host %s is not in %s (its key is %s): check that fingerprint with the target's administrator, then add the key (ssh-keyscan -p PORT HOST >> %s)", e.Pool, e.Addr, e.KnownHosts, e.Seen, e.KnownHosts)
+	}
+	return fmt.Sprintf("sftp pool %q: host key of %s changed: it is %s, %s expects %s; refusing to connect: someone may be in between, or the target was reinstalled (then check the new key with its administrator and replace its line)", e.Pool, e.Addr, e.Seen, e.KnownHosts, strings.Join(e.Expected, " or "))
+}
+
+func (e *HostKeyError) Unwrap() error { return e.Err }
+
+// AuthError is a login the target refused.
+type AuthError struct {
+	Pool, Addr, User, KeyFile string
+	Err                       error
+}
+
+func (e *AuthError) Error() string {
+	key := "the ssh-agent's keys"
+	if e.KeyFile != "" {
+		key = "key " + e.KeyFile
+	}
+	return fmt.Sprintf("sftp pool %q: %s refused user %s with %s: add its public key to the user's authorized_keys on the target: %v", e.Pool, e.Addr, e.User, key, e.Err)
+}
+
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// UnreachableError is a target that stayed away through every retry.
+type UnreachableError struct {
+	Pool, Addr string
+	Attempts   int
+	For        time.Duration
+	Err        error // the last failure
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("sftp pool %q: target %s unreachable after %d attempts over %s: %v", e.Pool, e.Addr, e.Attempts, e.For.Round(time.Millisecond), e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Pool is one SFTP target's volume directory. Its connection is shared
+// by every Appender and reader of the pool, and redialled when it drops.
+type Pool struct {
+	cfg   Config
+	retry Retry
+
+	mu   sync.Mutex
+	conn *conn // nil until the first use, or after a drop
+	gen  int   // counts connections, so a drop is redialled once
+}
+
+// conn is one SSH connection and its SFTP session.
+type conn struct {
+	gen  int
+	ssh  *ssh.Client
+	sftp *sftp.Client
+	dead chan struct{} // closed when the SSH connection ends
+}
+
+// New returns the pool of cfg; it connects on first use.
+func New(cfg Config) (*Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Pool{cfg: cfg, retry: cfg.Retry.withDefaults()}, nil
+}
+
+// Config is the pool's configuration.
+func (p *Pool) Config() Config { return p.cfg }
+
+// Close drops the connection.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == nil {
+		return nil
+	}
+	c := p.conn
+	p.conn = nil
+	c.sftp.Close()
+	return c.ssh.Close()
+}
+
+// client returns the live connection, dialling one (with backoff) when
+// there is none or the one there is has dropped.
+func (p *Pool) client(ctx context.Context) (*conn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.conn; c != nil {
+		select {
+		case <-c.dead:
+			c.sftp.Close()
+			p.conn = nil
+		default:
+			return c, nil
+		}
+	}
+	start := time.Now()
+	wait := p.retry.Backoff
+	var last error
+	for attempt := 1; ; attempt++ {
+		c, err := p.dial(ctx)
+		if err == nil {
+			p.gen++
+			c.gen = p.gen
+			p.conn = c
+			return c, nil
+		}
+		var hk *HostKeyError
+		var ae *AuthError
+		if errors.As(err, &hk) || errors.As(err, &ae) || ctx.Err() != nil {
+			return nil, err // trying again changes nothing
+		}
+		last = err
+		if attempt >= p.retry.Attempts {
+			return nil, &UnreachableError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), Attempts: attempt, For: time.Since(start), Err: last}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("sftp pool %q: reaching %s: %w (last failure: %v)", p.cfg.Pool, p.cfg.Addr(), ctx.Err(), last)
+		case <-t.C:
+		}
+		wait = min(2*wait, p.retry.MaxBackoff)
+	}
+}
+
+// drop forgets connection c after an operation on it failed for want of
+// the transport, so the next client call dials again; a newer connection
+// is kept.
+func (p *Pool) drop(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == c {
+		p.conn = nil
+		c.sftp.Close()
+		c.ssh.Close()
+	}
+}
+
+func (p *Pool) dial(ctx context.Context) (*conn, error) {
+	hostKeys, err := knownhosts.New(p.cfg.KnownHosts)
+	if err != nil {
+		return nil, &HostKeyError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), KnownHosts: p.cfg.KnownHosts, Seen: "(not connected)", Err: fmt.Errorf("read known_hosts: %w", err)}
+	}
+	auth, err := p.auth()
+	if err != nil {
+		return nil, err
+	}
+	cc := &ssh.ClientConfig{
+		User: p.cfg.User,
+		Auth: []ssh.AuthMethod{auth},
+		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
+			err := hostKeys(host, remote, key)
+			var ke *knownhosts.KeyError
+			if errors.As(err, &ke) {
+				e := &HostKeyError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), KnownHosts: p.cfg.KnownHosts, Seen: ssh.FingerprintSHA256(key), Err: err}
+				for _, k := range ke.Want {
+					e.Expected = append(e.Expected, ssh.FingerprintSHA256(k.Key))
+				}
+				return e
+			}
+			return err
+		},
+		Timeout: p.retry.DialTimeout,
+	}
+	d := net.Dialer{Timeout: p.retry.DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", p.cfg.Addr())
+	if err != nil {
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Now().Add(p.retry.DialTimeout))
+	sc, chans, reqs, err := ssh.NewClientConn(nc, p.cfg.Addr(), cc)
+	if err != nil {
+		nc.Close()
+		var hk *HostKeyError
+		if errors.As(err, &hk) {
+			return nil, hk
+		}
+		if strings.Contains(err.Error(), "unable to authenticate") {
+			return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, KeyFile: p.cfg.KeyFile, Err: err}
+		}
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	client := ssh.NewClient(sc, chans, reqs)
+	s, err := sftp.NewClient(client, sftp.UseConcurrentWrites(true))
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("start SFTP on %s (is the sftp subsystem enabled?): %w", p.cfg.Addr(), err)
+	}
+	c := &conn{ssh: client, sftp: s, dead: make(chan struct{})}
+	go func() {
+		_ = client.Wait()
+		close(c.dead)
+	}()
+	return c, nil
+}
+
+func (p *Pool) auth() (ssh.AuthMethod, error) {
+	if p.cfg.KeyFile == "" {
+		sock := os.Getenv("SSH_AUTH_SOCK")
+		if sock == "" {
+			return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, Err: errors.New("no key file configured and no ssh-agent ($SSH_AUTH_SOCK is empty)")}
+		}
+		ac, err := net.Dial("unix", sock)
+		if err != nil {
+			return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, Err: fmt.Errorf("reach the ssh-agent: %w", err)}
+		}
+		return ssh.PublicKeysCallback(agent.NewClient(ac).Signers), nil
+	}
+	b, err := os.ReadFile(p.cfg.KeyFile)
+	if err != nil {
+		return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, KeyFile: p.cfg.KeyFile, Err: err}
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, KeyFile: p.cfg.KeyFile, Err: fmt.Errorf("read the key: %w", err)}
+	}
+	return ssh.PublicKeys(signer), nil
+}
+
+// transport says whether err is the connection failing rather than the
+// target answering: the operation is then redone on a new connection.
+func transport(c *conn, err error) bool {
+	if err == nil {
+		return false
+	}
+	select {
+	case <-c.dead:
+		return true
+	default:
+	}
+	var ne net.Error
+	return errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &ne)
+}
+
+// do runs op on a live connection, and again on a new one while the
+// connection drops under it, within the pool's retries.
+func (p *Pool) do(ctx context.Context, op func(c *conn) error) error {
+	var err error
+	for range p.retry.Attempts {
+		var c *conn
+		if c, err = p.client(ctx); err != nil {
+			return err
+		}
+		if err = op(c); !transport(c, err) {
+			return err
+		}
+		p.drop(c)
+	}
+	return &UnreachableError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), Attempts: p.retry.Attempts, Err: err}
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$`)
+
+// Path is the remote file of volume name.
+func (p *Pool) Path(name string) (string, error) {
+	if !validName.MatchString(name) {
+		return "", fmt.Errorf("sftp pool %q: %q is not a valid volume name (letters, digits, '.', '_' and '-', starting with a letter or digit)", p.cfg.Pool, name)
+	}
+	return path.Join(p.cfg.Dir, name+Ext), nil
+}
+
+// Create writes a new volume holding only its label: under a temporary
+// name, synced, then renamed to the volume's name (a rename that never
+// replaces a file), and the label read back. It leaves no file behind
+// when it fails.
+func (p *Pool) Create(ctx context.Context, name string, label volume.Label) error {
+	final, err := p.Path(name)
+	if err != nil {
+		return err
+	}
+	if err := volume.ValidBlockSize(label.BlockSize); err != nil {
+		return fmt.Errorf("sftp pool %q: volume %s: %w", p.cfg.Pool, name, err)
+	}
+	if label.Pool == "" {
+		label.Pool = p.cfg.Pool
+	}
+	if label.Name == "" {
+		label.Name = name
+	}
+	if label.FormatVersion == 0 {
+		label.FormatVersion = volume.FormatVersion
+	}
+	data, err := volume.EncodeLabel(label)
+	if err != nil {
+		return fmt.Errorf("sftp pool %q: create volume %s: %w", p.cfg.Pool, name, err)
+	}
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	tmp := final + tmpInfix + hex.EncodeToString(r[:])
+	err = p.do(ctx, func(c *conn) error {
+		f, err := c.sftp.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(data, 0); err != nil {
+			return err
+		}
+		return syncFile(f)
+	})
+	if err == nil {
+		err = p.do(ctx, func(c *conn) error {
+			err := c.sftp.Rename(tmp, final)
+			if err != nil {
+				// A rename redone after a drop may find it done already.
+				if _, serr := c.sftp.Stat(tmp); errors.Is(serr, os.ErrNotExist) {
+					if _, ferr := c.sftp.Stat(final); ferr == nil {
+						return nil
+					}
+				}
+			}
+			return err
+		})
+		if err != nil {
+			err = fmt.Errorf("rename it to %s (a file of that name exists, or the target refused): %w", final, err)
+		}
+	}
+	if err != nil {
+		_ = p.do(ctx, func(c *conn) error {
+			if err := c.sftp.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			return nil
+		})
+		return fmt.Errorf("sftp pool %q: create volume %s: %w", p.cfg.Pool, name, err)
+	}
+	rd, err := p.OpenRead(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	got, err := volume.ReadLabel(rd)
+	if err != nil {
+		return fmt.Errorf("sftp pool %q: read back the label of volume %s: %w", p.cfg.Pool, name, err)
+	}
+	if got.VolumeID != label.VolumeID || got.Name != label.Name || got.BlockSize != label.BlockSize {
+		return fmt.Errorf("sftp pool %q: the label read back from %s differs from the one written: the target is not keeping what is written", p.cfg.Pool, final)
+	}
+	return nil
+}
+
+// syncFile asks the target to make f durable (fsync@openssh.com). A
+// target without the extension cannot promise durability; its writes are
+// taken as they are, which is all SFTP offers there.
+func syncFile(f *sftp.File) error {
+	err := f.Sync()
+	var se *sftp.StatusError
+	if errors.As(err, &se) && se.FxCode() == sftp.ErrSSHFxOpUnsupported {
+		return nil
+	}
+	return err
+}
+
+// Usage reports the free and total bytes of the target's filesystem
+// (statvfs@openssh.com); ok is false when the target does not tell.
+func (p *Pool) Usage(ctx context.Context) (free, total int64, ok bool) {
+	var st *sftp.StatVFS
+	err := p.do(ctx, func(c *conn) error {
+		var err error
+		st, err = c.sftp.StatVFS(p.cfg.Dir)
+		return err
+	})
+	if err != nil {
+		return 0, 0, false
+	}
+	return int64(st.Bavail * st.Frsize), int64(st.Blocks * st.Frsize), true
+}
+
+// file is a remote file reopened on the pool's current connection when
+// the one it was opened on dropped.
+type file struct {
+	p    *Pool
+	path string
+	flag int
+	c    *conn
+	f    *sftp.File
+}
+
+func (p *Pool) open(ctx context.Context, pth string, flag int) (*file, error) {
+	fl := &file{p: p, path: pth, flag: flag}
+	if err := p.do(ctx, func(c *conn) error { return fl.reopen(c) }); err != nil {
+		return nil, err
+	}
+	return fl, nil
+}
+
+func (fl *file) reopen(c *conn) error {
+	if fl.c == c {
+		return nil
+	}
+	f, err := c.sftp.OpenFile(fl.path, fl.flag)
+	if err != nil {
+		return err
+	}
+	if fl.f != nil {
+		_ = fl.f.Close()
+	}
+	fl.c, fl.f = c, f
+	return nil
+}
+
+// run does op on the file, reopening it on a new connection while the
+// connection drops under it.
+func (fl *file) run(ctx context.Context, op func(f *sftp.File) error) error {
+	return fl.p.do(ctx, func(c *conn) error {
+		if err := fl.reopen(c); err != nil {
+			return err
+		}
+		return op(fl.f)
+	})
+}
+
+func (fl *file) close() error {
+	if fl.f == nil {
+		return nil
+	}
+	err := fl.f.Close()
+	c := fl.c
+	fl.f, fl.c = nil, nil
+	if err != nil && transport(c, err) {
+		return nil // the handle went with the connection
+	}
+	return err
+}
+
+// Reader reads a remote volume file with range reads.
+type Reader struct {
+	fl   *file
+	ctx  context.Context
+	size int64
+}
+
+// OpenRead opens volume name for reading.
+func (p *Pool) OpenRead(ctx context.Context, name string) (*Reader, error) {
+	pth, err := p.Path(name)
+	if err != nil {
+		return nil, err
+	}
+	fl, err := p.open(ctx, pth, os.O_RDONLY)
+	if err != nil {
+		return nil, fmt.Errorf("sftp pool %q: open volume %s: %w", p.cfg.Pool, name, err)
+	}
+	r := &Reader{fl: fl, ctx: ctx}
+	if err := fl.run(ctx, func(f *sftp.File) error {
+		st, err := f.Stat()
+		if err == nil {
+			r.size = st.Size()
+		}
+		return err
+	}); err != nil {
+		fl.close()
+		return nil, fmt.Errorf("sftp pool %q: open volume %s: %w", p.cfg.Pool, name, err)
+	}
+	return r, nil
+}
+
+// Size is the file's size when it was opened.
+func (r *Reader) Size() int64 { return r.size }
+
+// ReadAt reads len(b) bytes at off, redone on a new connection when the
+// connection drops.
+func (r *Reader) ReadAt(b []byte, off int64) (int, error) {
+	var n int
+	err := r.fl.run(r.ctx, func(f *sftp.File) error {
+		var err error
+		n, err = f.ReadAt(b, off)
+		return err
+	})
+	return n, err
+}
+
+func (r *Reader) Close() error { return r.fl.close() }
+
+// Appender is a remote volume file open for appending one session part
+// after another. It implements volume.Appender.
+type Appender struct {
+	pool  *Pool
+	name  string
+	fl    *file
+	ctx   context.Context
+	label volume.Label
+	off   int64
+	// TornBytes is what OpenAppend cut off past the committed end: a
+	// session that never committed. The caller logs it.
+	TornBytes int64
+}
+
+var _ volume.Appender = (*Appender)(nil)
+
+// OpenAppend opens volume name, which the catalog says is volume id with
+// committedEnd bytes committed, for appending at committedEnd. Bytes past
+// committedEnd are cut off and counted in TornBytes. ctx bounds every
+// operation of the Appender (its retries included).
+func (p *Pool) OpenAppend(ctx context.Context, name string, id uuid.UUID, committedEnd int64) (*Appender, error) {
+	pth, err := p.Path(name)
+	if err != nil {
+		return nil, err
+	}
+	fl, err := p.open(ctx, pth, os.O_RDWR)
+	if err != nil {
+		return nil, fmt.Errorf("sftp pool %q: open volume %s for appending: %w", p.cfg.Pool, name, err)
+	}
+	a, err := p.openAppend(ctx, fl, name, id, committedEnd)
+	if err != nil {
+		fl.close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (p *Pool) openAppend(ctx context.Context, fl *file, name string, id uuid.UUID, committedEnd int64) (*Appender, error) {
+	var l volume.Label
+	var size int64
+	err := fl.run(ctx, func(f *sftp.File) error {
+		var err error
+		if l, err = volume.ReadLabel(f); err != nil {
+			return err
+		}
+		st, err := f.Stat()
+		if err == nil {
+			size = st.Size()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sftp pool %q: volume %s: %w", p.cfg.Pool, name, err)
+	}
+	if l.VolumeID != id {
+		return nil, fmt.Errorf("sftp pool %q: volume file %s holds volume %s, catalog expects %s: %w", p.cfg.Pool, fl.path, l.VolumeID, id, ErrWrongVolume)
+	}
+	bs := int64(l.BlockSize)
+	if committedEnd < bs || committedEnd%bs != 0 {
+		return nil, fmt.Errorf("sftp pool %q: volume %s: committed end %d is not a multiple of the block size %d past the label", p.cfg.Pool, name, committedEnd, bs)
+	}
+	if size < committedEnd {
+		return nil, fmt.Errorf("sftp pool %q: volume file %s on %s is %d bytes, but the catalog has %d bytes committed on it: mark the volume damaged and check the target: %w", p.cfg.Pool, fl.path, p.cfg.Addr(), size, committedEnd, ErrMissingData)
+	}
+	a := &Appender{pool: p, name: name, fl: fl, ctx: ctx, label: l, off: committedEnd}
+	if torn := size - committedEnd; torn > 0 {
+		if err := a.truncate(committedEnd); err != nil {
+			return nil, err
+		}
+		a.TornBytes = torn
+	}
+	return a, nil
+}
+
+func (a *Appender) VolumeID() uuid.UUID { return a.label.VolumeID }
+func (a *Appender) BlockSize() int      { return a.label.BlockSize }
+func (a *Appender) Label() volume.Label { return a.label }
+func (a *Appender) Name() string        { return a.name }
+func (a *Appender) Offset() int64       { return a.off }
+func (a *Appender) Remaining() int64 {
+	if a.pool.cfg.MaxVolumeBytes == 0 {
+		return math.MaxInt64 - a.off
+	}
+	return max(0, a.pool.cfg.MaxVolumeBytes-a.off)
+}
+
+// Write writes p at Offset; a write the connection broke is redone whole
+// at the same offset on a new connection.
+func (a *Appender) Write(p []byte) (int, error) {
+	off := a.off
+	err := a.fl.run(a.ctx, func(f *sftp.File) error {
+		n, err := f.WriteAt(p, off)
+		if err == nil && n != len(p) {
+			err = io.ErrShortWrite
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sftp pool %q: write volume %s at offset %d: %w", a.pool.cfg.Pool, a.name, off, err)
+	}
+	a.off += int64(len(p))
+	return len(p), nil
+}
+
+// Sync makes what was written durable on the target. After a redial it
+// syncs the file through the new handle, which covers the writes the old
+// one made: they reached the target's file before they were answered.
+func (a *Appender) Sync() error {
+	if err := a.fl.run(a.ctx, syncFile); err != nil {
+		return fmt.Errorf("sftp pool %q: sync volume %s: %w", a.pool.cfg.Pool, a.name, err)
+	}
+	return nil
+}
+
+// Truncate cuts the volume back to to (at or past the label, at most
+// Offset), to roll back a session that failed, and syncs.
+func (a *Appender) Truncate(to int64) error {
+	if to < int64(a.label.BlockSize) || to > a.off {
+		return fmt.Errorf("sftp pool %q: volume %s: cannot truncate to %d: it must lie between the label end %d and the write offset %d", a.pool.cfg.Pool, a.name, to, a.label.BlockSize, a.off)
+	}
+	return a.truncate(to)
+}
+
+func (a *Appender) truncate(to int64) error {
+	err := a.fl.run(a.ctx, func(f *sftp.File) error {
+		if err := f.Truncate(to); err != nil {
+			return err
+		}
+		return syncFile(f)
+	})
+	if err != nil {
+		return fmt.Errorf("sftp pool %q: truncate volume %s to %d: %w", a.pool.cfg.Pool, a.name, to, err)
+	}
+	a.off = to
+	return nil
+}
+
+// Close releases the remote file. It does not sync: the session writer
+// syncs every part it closes.
+func (a *Appender) Close() error {
+	if err := a.fl.close(); err != nil {
+		return fmt.Errorf("sftp pool %q: close volume %s: %w", a.pool.cfg.Pool, a.name, err)
+	}
+	return nil
+}
