@@ -76,6 +76,9 @@ const (
 	// PoolTypeTape is a pool of labeled cartridges; each volume is one
 	// cartridge of a library, named by its barcode.
 	PoolTypeTape PoolType = "tape"
+	// PoolTypeSFTP is a pool of volume files in a directory of an SFTP
+	// server (an offsite target) that one storage node writes over SSH.
+	PoolTypeSFTP PoolType = "sftp"
 )
 
 // ParsePoolType reads a pool type as a storage node announces it; ""
@@ -89,7 +92,7 @@ func ParsePoolType(s string) (PoolType, bool) {
 }
 
 // Valid says whether t is a type the catalog knows.
-func (t PoolType) Valid() bool { return t == PoolTypeDisk || t == PoolTypeTape }
+func (t PoolType) Valid() bool { return t == PoolTypeDisk || t == PoolTypeTape || t == PoolTypeSFTP }
 
 // Sequential: a volume is written and read in order, its blocks found by
 // position (a tape). A new part starts only at the committed end, and a
@@ -102,11 +105,11 @@ func (t PoolType) Sequential() bool { return t == PoolTypeTape }
 // moved between slots, drives, mail slots and the vault.
 func (t PoolType) HasLibrary() bool { return t == PoolTypeTape }
 
-// FileBacked: each volume is a file in a directory of its storage node,
-// created by the node when a backup needs it, with a path; it may be
-// capped by the pool's MaxVolumeBytes (a cartridge ends where its tape
-// does).
-func (t PoolType) FileBacked() bool { return t == PoolTypeDisk }
+// FileBacked: each volume is a file in a directory of its storage node
+// (or of the SFTP target the node writes), created by the node when a
+// backup needs it, with a path; it may be capped by the pool's
+// MaxVolumeBytes (a cartridge ends where its tape does).
+func (t PoolType) FileBacked() bool { return t == PoolTypeDisk || t == PoolTypeSFTP }
 
 // ScratchPool holds labeled tapes that belong to no pool yet: a tape pool
 // with no appendable volume takes one of them (OpAssignTape).

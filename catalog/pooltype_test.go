@@ -17,6 +17,7 @@ func TestPoolTypeSaysWhatItsMediumDoes(t *testing.T) {
 		{"disk", PoolTypeDisk, true, false, false, true},
 		{"", PoolTypeDisk, true, false, false, true},
 		{"tape", PoolTypeTape, true, true, true, false},
+		{"sftp", PoolTypeSFTP, true, false, false, true},
 		{"floppy", "floppy", false, false, false, false},
 	} {
 		typ, ok := ParsePoolType(c.in)
