@@ -1147,10 +1147,13 @@ type ReadPart struct {
 	DataStart   int64     `json:"data_start"`
 	StreamStart uint64    `json:"stream_start"`
 	StreamEnd   uint64    `json:"stream_end"`
+	// MediaType is the volume's medium (disk, tape, sftp; "" from a
+	// server older than SFTP pools is disk or tape): a node reads the
+	// part with its pool of that type and name.
+	MediaType string `json:"media_type,omitempty"`
 	// Tape volumes: the cartridge, the label's block size, the start of
 	// every part on the volume up to this one (tape.NewReader maps offsets
 	// to blocks with them) and the volume's committed end.
-	MediaType   string  `json:"media_type,omitempty"`
 	Barcode     string  `json:"barcode,omitempty"`
 	Library     string  `json:"library,omitempty"`
 	BlockSize   int     `json:"block_size,omitempty"`

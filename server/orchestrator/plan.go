@@ -217,10 +217,10 @@ func (p *planner) readParts(layer int) ([]wire.ReadPart, error) {
 		}
 		r := wire.ReadPart{
 			VolumeID: v.ID, Volume: v.Name, Pool: v.Pool, VolumeStart: part.VolumeStart, DataStart: part.DataStart,
-			StreamStart: part.StreamStart, StreamEnd: part.StreamEnd,
+			StreamStart: part.StreamStart, StreamEnd: part.StreamEnd, MediaType: string(v.MediaType),
 		}
 		if v.MediaType.HasLibrary() {
-			r.MediaType, r.Barcode, r.Library = string(v.MediaType), v.Barcode, v.Library
+			r.Barcode, r.Library = v.Barcode, v.Library
 		}
 		if v.MediaType.Sequential() {
 			r.BlockSize, r.VolumeBytes = v.BlockSize, v.Bytes

@@ -729,3 +729,35 @@ func TestTapeReadOrderNeedsEachTapeOnce(t *testing.T) {
 		t.Fatalf("read order %v", got)
 	}
 }
+
+// A read part names its volume's medium whatever it is, not only a tape's:
+// a storage node finds the pool that reads it by type and name, and an
+// SFTP pool reads only parts marked sftp.
+func TestReadPartsNameTheirMedium(t *testing.T) {
+	store, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	idx := uint64(0)
+	apply := func(c *catalog.Command) {
+		idx++
+		c.Time = time.Now()
+		if res := store.Apply(idx, c); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	apply(&catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1",
+		Pools: []catalog.NodePool{{Name: "Local", Dir: "/srv/pool"}, {Name: "Offsite", Type: "sftp", Dir: "/backups"}}}})
+	local, offsite := uuid.New(), uuid.New()
+	apply(&catalog.Command{Op: catalog.OpCreateVolume, Volume: &catalog.Volume{ID: local, Name: "Local-0001", Pool: "Local", BlockSize: 1}})
+	apply(&catalog.Command{Op: catalog.OpCreateVolume, Volume: &catalog.Volume{ID: offsite, Name: "Offsite-0001", Pool: "Offsite", BlockSize: 1}})
+	p := &planner{store: store, chain: []catalog.Backup{{Parts: []catalog.Part{{VolumeID: local}, {VolumeID: offsite, Part: 1}}}}, parts: map[int][]wire.ReadPart{}, heads: map[int]int{}, targets: map[string]bool{}}
+	rp, err := p.readParts(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rp) != 2 || rp[0].MediaType != "disk" || rp[1].MediaType != "sftp" || rp[1].Pool != "Offsite" {
+		t.Fatalf("read parts %+v", rp)
+	}
+}
