@@ -141,6 +141,8 @@ type Config struct {
 	// TapePools are the tape pools this node serves, each in one of
 	// Libraries.
 	TapePools []TapePoolConfig `json:"tape_pools" config:"fileonly"`
+	// SFTPPools are the pools this node writes to SFTP targets.
+	SFTPPools []SFTPPoolConfig `json:"sftp_pools" config:"fileonly"`
 	// VolumeWaitPoll is how often a backup that found no volume to write
 	// asks the servers again (a tape pool with no appendable tape waits
 	// for one to be labeled or imported).
@@ -209,8 +211,8 @@ func (c *Config) Validate() error {
 	if c.DataAddr == "" {
 		bad("data_addr", "the data port address is empty: set --data-addr host:port")
 	}
-	if len(c.Pools) == 0 && len(c.TapePools) == 0 {
-		bad("pools", "no disk pool and no tape pool: add --pool NAME=DIR (and optionally ,volume-size=SIZE), or a pool or tape pool in the config file")
+	if len(c.Pools) == 0 && len(c.TapePools) == 0 && len(c.SFTPPools) == 0 {
+		bad("pools", "no disk pool and no tape pool: add --pool NAME=DIR (and optionally ,volume-size=SIZE), or a pool, tape pool or SFTP pool in the config file")
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Pools {
@@ -268,6 +270,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	validateSFTPPools(c.SFTPPools, seen, bad)
 	if c.VolumeWaitPoll <= 0 && len(c.TapePools) > 0 {
 		bad("volume_wait_poll", "the volume wait poll must be positive: give a duration, like 30s")
 	}

@@ -36,6 +36,7 @@ var mediaCases = []mediumCase{
 	{name: "disk", servers: fakePool{name: "P", mediaType: "disk", compression: true, newVolumes: true}, pool: diskCase, rolledBack: diskRolledBack},
 	{name: "tape", servers: tapePoolP, pool: tapeCase(false), ready: labelTapes, rolledBack: tapeRolledBack},
 	{name: "tape+spool", servers: tapePoolP, pool: tapeCase(true), ready: labelTapes, rolledBack: tapeRolledBack},
+	{name: "sftp", servers: sftpPoolP, pool: sftpCase, rolledBack: sftpRolledBack},
 }
 
 // Every medium takes the same backup, gives it back, rolls back a

@@ -111,6 +111,14 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 	for _, p := range cfg.TapePools {
 		n.addMedium(p.Name, newTapePool(n, p))
 	}
+	for _, p := range cfg.SFTPPools {
+		m, err := newSFTPPool(p)
+		if err != nil {
+			n.releaseSpoolDirs()
+			return nil, err
+		}
+		n.addMedium(p.Name, m)
+	}
 	n.readers = append(n.readers, n.media...)
 	for _, lc := range cfg.Libraries {
 		if !slices.ContainsFunc(cfg.TapePools, func(p TapePoolConfig) bool { return p.Library == lc.Name }) {
@@ -406,6 +414,11 @@ func (n *Node) Close() error {
 	// before its library and the connection it answers on go.
 	n.orderRuns.Close()
 	n.closeLibraries()
+	for _, m := range n.media {
+		if c, ok := m.(interface{ close() }); ok {
+			c.close()
+		}
+	}
 	if n.nc != nil {
 		n.nc.Close()
 	}

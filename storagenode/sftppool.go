@@ -1,0 +1,200 @@
+package storagenode
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/media/sftpvol"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// mediaSFTP is the medium type of SFTP pools.
+const mediaSFTP = "sftp"
+
+// SFTPPoolConfig is a pool whose volume files are on an SFTP server, an
+// offsite target this node writes over SSH (media/sftpvol).
+type SFTPPoolConfig struct {
+	// Name of the pool in the catalog.
+	Name string `json:"name"`
+	// Host and Port of the target's sshd (Port 0 is 22).
+	Host string `json:"host"`
+	Port int    `json:"port,omitempty"`
+	// User logs in with KeyFile (a private key, unencrypted, mode 0600),
+	// or with the ssh-agent at $SSH_AUTH_SOCK when KeyFile is empty.
+	User    string `json:"user"`
+	KeyFile string `json:"key_file,omitempty"`
+	// KnownHosts must name the target's host key: it is never accepted
+	// unchecked.
+	KnownHosts string `json:"known_hosts"`
+	// Dir is the directory of the volume files on the target (absolute).
+	Dir string `json:"remote_dir"`
+	// MaxVolumeBytes caps each volume file, as for a disk pool; 0 means
+	// no limit.
+	MaxVolumeBytes int64 `json:"volume_size,omitempty" config:"size,alias=max_volume_bytes"`
+	// Retry is how a dropped or refused connection is tried again (tests
+	// shorten it; the defaults ride out about a minute).
+	Retry sftpvol.Retry `json:"-"`
+}
+
+func (c SFTPPoolConfig) target() sftpvol.Config {
+	return sftpvol.Config{Pool: c.Name, Host: c.Host, Port: c.Port, User: c.User, KeyFile: c.KeyFile,
+		KnownHosts: c.KnownHosts, Dir: c.Dir, MaxVolumeBytes: c.MaxVolumeBytes, Retry: c.Retry}
+}
+
+// validateSFTPPools adds what is wrong with each SFTP pool to errs.
+func validateSFTPPools(pools []SFTPPoolConfig, seen map[string]bool, bad func(field, format string, args ...any)) {
+	for i, p := range pools {
+		at := fmt.Sprintf("sftp_pools[%d]", i)
+		if seen[p.Name] {
+			bad(at+".name", "pool %s is given twice: keep one", p.Name)
+		}
+		seen[p.Name] = true
+		if err := p.target().Validate(); err != nil {
+			bad(at, "%v", err)
+		}
+	}
+}
+
+// sftpPool is a medium of volume files in a directory of an SFTP target.
+// It is a disk pool at a distance: a new volume is labeled by the session
+// that is granted it, and a failed session is cut off every volume it
+// appended to. The connection is the target's (sftpvol.Pool), shared by
+// every stream of the pool and redialled when it drops.
+type sftpPool struct {
+	cfg    SFTPPoolConfig
+	target *sftpvol.Pool
+}
+
+func newSFTPPool(c SFTPPoolConfig) (*sftpPool, error) {
+	t, err := sftpvol.New(c.target())
+	if err != nil {
+		return nil, err
+	}
+	return &sftpPool{cfg: c, target: t}, nil
+}
+
+func (d *sftpPool) close() { _ = d.target.Close() }
+
+func (d *sftpPool) register() wire.NodePool {
+	return wire.NodePool{Name: d.cfg.Name, Type: mediaSFTP, Dir: d.cfg.Dir, MaxVolumeBytes: d.cfg.MaxVolumeBytes}
+}
+
+func (d *sftpPool) usage() (wire.PoolUsage, bool) {
+	free, total, ok := d.target.Usage(context.Background())
+	return wire.PoolUsage{Name: d.cfg.Name, FreeBytes: free, TotalBytes: total}, ok
+}
+
+func (d *sftpPool) reads(p wire.ReadPart) bool {
+	return p.MediaType == mediaSFTP && p.Pool == d.cfg.Name
+}
+
+func (d *sftpPool) appendTo(j *stream) appendSession { return &sftpSession{d: d, j: j} }
+
+func (d *sftpPool) readFrom(*stream) partReader { return sftpReader{d} }
+
+// sftpSession is a backup session's volumes in an SFTP pool.
+type sftpSession struct {
+	d      *sftpPool
+	j      *stream
+	opened []*openedSFTPVolume
+}
+
+type openedSFTPVolume struct {
+	app   *sftpvol.Appender
+	start int64
+}
+
+// acquire asks the servers for a volume and opens it on the target,
+// creating it first when it is new (under a temporary name, renamed once
+// its label is durable).
+func (s *sftpSession) acquire(ctx context.Context, done volume.Appender) (volume.Appender, wire.VolumeGrant, error) {
+	var g wire.VolumeGrant
+	req := wire.VolumeAcquireReq{JobID: s.j.t.JobID, Pool: s.j.t.Pool}
+	if done != nil {
+		req.Full = done.VolumeID()
+	}
+	for _, o := range s.opened {
+		req.Used = append(req.Used, o.app.VolumeID())
+	}
+	if err := s.j.n.request(ctx, wire.OpVolumeAcquire, req, &g); err != nil {
+		return nil, g, fmt.Errorf("get a volume in pool %s: %w", s.j.t.Pool, err)
+	}
+	// The volume outlives this call: its writes, and the rollback of a
+	// session whose stream was canceled, must still reach the target. The
+	// pool's retries bound them.
+	vctx := context.WithoutCancel(ctx)
+	if g.New {
+		err := s.d.target.Create(vctx, g.Name, volume.Label{
+			FormatVersion: 1, VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: mediaSFTP,
+			BlockSize: g.BlockSize, Created: g.Created,
+		})
+		report := wire.VolumeLabeled{JobID: s.j.t.JobID, VolumeID: g.ID}
+		if err != nil {
+			report.Error = err.Error()
+		}
+		if rerr := s.j.n.request(ctx, wire.OpVolumeLabeled, report, nil); rerr != nil && err == nil {
+			err = fmt.Errorf("record the label of volume %s: %w", g.Name, rerr)
+		}
+		if err != nil {
+			return nil, g, fmt.Errorf("label volume %s: %w", g.Name, err)
+		}
+		g.Bytes = int64(g.BlockSize)
+		s.j.log.Info("labeled volume", "volume", g.Name, "target", s.d.target.Config().Addr())
+	}
+	app, err := s.d.target.OpenAppend(vctx, g.Name, g.ID, g.Bytes)
+	if err != nil {
+		return nil, g, fmt.Errorf("open volume %s: %w", g.Name, err)
+	}
+	if app.TornBytes > 0 {
+		s.j.log.Warn("cut off an uncommitted tail of a volume (an earlier session did not finish)", "volume", g.Name, "at", g.Bytes, "bytes", app.TornBytes)
+	}
+	s.opened = append(s.opened, &openedSFTPVolume{app: app, start: g.Bytes})
+	return app, g, nil
+}
+
+// lost is never called: an SFTP Appender is not recoverable; a write the
+// target refuses, or that no redial gets through, fails the session.
+func (s *sftpSession) lost(volume.Appender, error) {}
+
+func (s *sftpSession) finish(*wire.SessionCommitReq, *volume.SessionResult) {}
+
+func (s *sftpSession) committing() map[uuid.UUID]string {
+	names := map[uuid.UUID]string{}
+	for _, o := range s.opened {
+		names[o.app.VolumeID()] = o.app.Name()
+		_ = o.app.Close()
+	}
+	s.opened = nil
+	return names
+}
+
+// rollback cuts each volume back to where the session started on it.
+// When the target cannot be reached, what the session left stays past the
+// catalog's committed end, where the next session's OpenAppend cuts it.
+func (s *sftpSession) rollback(error) {
+	for _, o := range s.opened {
+		if err := o.app.Truncate(o.start); err != nil {
+			s.j.log.Error("could not cut a failed session off its volume on the SFTP target; the next session on it will", "volume", o.app.Name(), "err", err)
+		}
+		_ = o.app.Close()
+	}
+	s.opened = nil
+}
+
+// sftpReader opens volumes on the target for range reads.
+type sftpReader struct{ d *sftpPool }
+
+func (r sftpReader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error) {
+	f, err := r.d.target.OpenRead(context.WithoutCancel(ctx), p.Volume)
+	if err != nil {
+		return nil, &unreadableError{volume: p.Volume, err: err}
+	}
+	return f, nil
+}
+
+func (sftpReader) tune(*volume.ReaderOptions) {}
+func (sftpReader) release(error)              {}
