@@ -241,4 +241,3 @@ func sftpRolledBack(t testing.TB, r *nodeRig) {
 		t.Fatalf("the target holds %d files for %d volumes", len(ents), len(r.fake.vols))
 	}
 }
-

@@ -150,6 +150,8 @@ var (
 )
 
 // HostKeyError is a host key the known_hosts file does not vouch for.
+// Its message, as AuthError's and UnreachableError's, leaves the pool to
+// the operation that wraps it ("sftp pool P: open volume V: ...").
 type HostKeyError struct {
 	Pool, Addr, KnownHosts string
 	// Seen is the SHA256 fingerprint of the key the target showed.
@@ -162,9 +164,9 @@ type HostKeyError struct {
 
 func (e *HostKeyError) Error() string {
 	if len(e.Expected) == 0 {
-		return fmt.Sprintf("sftp pool %q: host %s is not in %s (its key is %s): check that fingerprint with the target's administrator, then add the key (ssh-keyscan -p PORT HOST >> %s)", e.Pool, e.Addr, e.KnownHosts, e.Seen, e.KnownHosts)
+		return fmt.Sprintf("host %s is not in %s (its key is %s): check that fingerprint with the target's administrator, then add the key (ssh-keyscan -p PORT HOST >> %s)", e.Addr, e.KnownHosts, e.Seen, e.KnownHosts)
 	}
-	return fmt.Sprintf("sftp pool %q: host key of %s changed: it is %s, %s expects %s; refusing to connect: someone may be in between, or the target was reinstalled (then check the new key with its administrator and replace its line)", e.Pool, e.Addr, e.Seen, e.KnownHosts, strings.Join(e.Expected, " or "))
+	return fmt.Sprintf("host key of %s changed: it is %s, %s expects %s; refusing to connect: someone may be in between, or the target was reinstalled (then check the new key with its administrator and replace its line)", e.Addr, e.Seen, e.KnownHosts, strings.Join(e.Expected, " or "))
 }
 
 func (e *HostKeyError) Unwrap() error { return e.Err }
@@ -180,7 +182,7 @@ func (e *AuthError) Error() string {
 	if e.KeyFile != "" {
 		key = "key " + e.KeyFile
 	}
-	return fmt.Sprintf("sftp pool %q: %s refused user %s with %s: add its public key to the user's authorized_keys on the target: %v", e.Pool, e.Addr, e.User, key, e.Err)
+	return fmt.Sprintf("%s refused user %s with %s: add its public key to the user's authorized_keys on the target: %v", e.Addr, e.User, key, e.Err)
 }
 
 func (e *AuthError) Unwrap() error { return e.Err }
@@ -194,10 +196,23 @@ type UnreachableError struct {
 }
 
 func (e *UnreachableError) Error() string {
-	return fmt.Sprintf("sftp pool %q: target %s unreachable after %d attempts over %s: %v", e.Pool, e.Addr, e.Attempts, e.For.Round(time.Millisecond), e.Err)
+	return fmt.Sprintf("target %s unreachable after %d attempts over %s: %v", e.Addr, e.Attempts, e.For.Round(time.Millisecond), e.Err)
 }
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// knownHostsError is a known_hosts file that cannot be read: the target
+// is not tried at all.
+type knownHostsError struct {
+	path string
+	err  error
+}
+
+func (e *knownHostsError) Error() string {
+	return fmt.Sprintf("read known_hosts file %s (the target's host key is checked against it): %v", e.path, e.err)
+}
+
+func (e *knownHostsError) Unwrap() error { return e.err }
 
 // Pool is one SFTP target's volume directory. Its connection is shared
 // by every Appender and reader of the pool, and redialled when it drops.
@@ -269,7 +284,8 @@ func (p *Pool) client(ctx context.Context) (*conn, error) {
 		}
 		var hk *HostKeyError
 		var ae *AuthError
-		if errors.As(err, &hk) || errors.As(err, &ae) || ctx.Err() != nil {
+		var ke *knownHostsError
+		if errors.As(err, &hk) || errors.As(err, &ae) || errors.As(err, &ke) || ctx.Err() != nil {
 			return nil, err // trying again changes nothing
 		}
 		last = err
@@ -303,7 +319,7 @@ func (p *Pool) drop(c *conn) {
 func (p *Pool) dial(ctx context.Context) (*conn, error) {
 	hostKeys, err := knownhosts.New(p.cfg.KnownHosts)
 	if err != nil {
-		return nil, &HostKeyError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), KnownHosts: p.cfg.KnownHosts, Seen: "(not connected)", Err: fmt.Errorf("read known_hosts: %w", err)}
+		return nil, &knownHostsError{p.cfg.KnownHosts, err}
 	}
 	auth, err := p.auth()
 	if err != nil {

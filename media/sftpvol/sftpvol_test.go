@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,6 +155,15 @@ func TestHostKeyChecked(t *testing.T) {
 		t.Fatalf("an unknown host gave %v, want a *HostKeyError naming %s", err, seen)
 	}
 	t.Log(err)
+
+	// A known_hosts file that is not there is said so at once, not taken
+	// for an absent target.
+	cfg.KnownHosts = filepath.Join(t.TempDir(), "missing")
+	cfg.Retry.Backoff = time.Hour
+	_, err = testPool(t, cfg).OpenRead(context.Background(), "X")
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), cfg.KnownHosts) {
+		t.Fatalf("a missing known_hosts file gave %v", err)
+	}
 }
 
 // A user key the target does not authorize is refused at once, not
