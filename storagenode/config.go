@@ -1,14 +1,15 @@
-// Package storagenode is the storage node role: it owns devices (disk pools
-// and tape libraries; SFTP targets later), accepts agents' streams on its
+// Package storagenode is the storage node role: it owns devices (disk pools,
+// tape libraries and SFTP targets), accepts agents' streams on its
 // TLS data port, runs the transform pipeline of package media/volume, and
 // writes and reads volumes. It trusts the servers' job ticket, not the
 // client, for what a connection may write or read, and it talks to the
 // servers only over NATS (package wire): it never imports package server.
 //
 // Media (medium.go): a backup session and a restore see a pool only
-// through the medium interface, which the disk pool (diskpool.go) and the
-// tape pool (tapepool.go, spool.go) implement; backup.go and restore.go
-// never ask which one they have. To add a medium (SFTP, S3): write its
+// through the medium interface, which the disk pool (diskpool.go), the
+// tape pool (tapepool.go, spool.go) and the SFTP pool (sftppool.go)
+// implement; backup.go and restore.go never ask which one they have. To
+// add a medium (S3): write its
 // file (its pool config, and the types that implement medium,
 // appendSession and partReader as medium.go's contract says), give
 // Config the list of its pools and New the line that makes a medium of
@@ -31,6 +32,11 @@
 // backup leaves its spool chunks behind; the next start removes them
 // before it takes any work and logs how many (a requeued backup starts
 // over, it never resumes from chunks).
+//
+// SFTP (sftppool.go): a disk pool at a distance, its volume files in a
+// directory of an SFTP server (media/sftpvol), over one SSH connection per
+// pool that is redialled when it drops; the target's host key is checked
+// against a known_hosts file.
 //
 // Group (node.go): the node names the group of servers it belongs to in
 // every request, heartbeat and order it takes (wire.GroupHeader): its

@@ -20,15 +20,19 @@ const mediaSFTP = "sftp"
 type SFTPPoolConfig struct {
 	// Name of the pool in the catalog.
 	Name string `json:"name"`
-	// Host and Port of the target's sshd (Port 0 is 22).
+	// Host is the target's name or address.
 	Host string `json:"host"`
-	Port int    `json:"port,omitempty"`
-	// User logs in with KeyFile (a private key, unencrypted, mode 0600),
-	// or with the ssh-agent at $SSH_AUTH_SOCK when KeyFile is empty.
-	User    string `json:"user"`
+	// Port is the target sshd's port; 0 is 22.
+	Port int `json:"port,omitempty"`
+	// User is the user the node logs in as on the target: give it SFTP
+	// only (ForceCommand internal-sftp).
+	User string `json:"user"`
+	// KeyFile is the private key the node logs in with (unencrypted,
+	// readable by the node only); empty uses the ssh-agent at
+	// $SSH_AUTH_SOCK.
 	KeyFile string `json:"key_file,omitempty"`
-	// KnownHosts must name the target's host key: it is never accepted
-	// unchecked.
+	// KnownHosts is a known_hosts file that must name the target's host
+	// key: it is never accepted unchecked.
 	KnownHosts string `json:"known_hosts"`
 	// Dir is the directory of the volume files on the target (absolute).
 	Dir string `json:"remote_dir"`
@@ -36,7 +40,7 @@ type SFTPPoolConfig struct {
 	// no limit.
 	MaxVolumeBytes int64 `json:"volume_size,omitempty" config:"size,alias=max_volume_bytes"`
 	// Retry is how a dropped or refused connection is tried again (tests
-	// shorten it; the defaults ride out about a minute).
+	// shorten it; the defaults try six times over about half a minute).
 	Retry sftpvol.Retry `json:"-"`
 }
 

@@ -171,6 +171,8 @@ func storageNodeExample(def roleConfig) configfile.Example {
 	cfg.Pools = []storagenode.PoolConfig{{Name: "Default", Dir: "/var/lib/cairn/pool", MaxVolumeBytes: 50 << 30}}
 	cfg.Libraries = []library.Config{{Name: "lib1", Changer: "/dev/sg3", Drives: []string{"/dev/nst0", "/dev/nst1"}}}
 	cfg.TapePools = []storagenode.TapePoolConfig{{Name: "Weekly", Library: "lib1", SpoolDir: "/var/lib/cairn/storagenode/spool"}}
+	cfg.SFTPPools = []storagenode.SFTPPoolConfig{{Name: "Offsite", Host: "vault.example.net", User: "cairn-sn1",
+		KeyFile: "/etc/cairn/sftp/id_ed25519", KnownHosts: "/etc/cairn/sftp/known_hosts", Dir: "/srv/cairn/sn1", MaxVolumeBytes: 50 << 30}}
 	common := *def.common
 	common.LogFormat = "json"
 	return configfile.Example{

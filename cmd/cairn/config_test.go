@@ -290,7 +290,8 @@ func TestConfigFileOlderNamesStillLoad(t *testing.T) {
 // TestREADMEConfigSnippets checks every config file the README shows (a
 // ```jsonc block whose first line names the file, as // /etc/cairn/ROLE.json)
 // with 'cairn config check', the role from the file's name, as a reader who
-// copies it would; and that the tape setup outside cairn dev is among them.
+// copies it would; and that the tape setup outside cairn dev and an SFTP
+// pool are among them.
 func TestREADMEConfigSnippets(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
 	if err != nil {
@@ -300,7 +301,7 @@ func TestREADMEConfigSnippets(t *testing.T) {
 	if len(blocks) == 0 {
 		t.Fatal("the README shows no config file (a ```jsonc block)")
 	}
-	tape := false
+	tape, sftp := false, false
 	for i, b := range blocks {
 		body, _, ok := strings.Cut(b, "```")
 		if !ok {
@@ -322,6 +323,10 @@ func TestREADMEConfigSnippets(t *testing.T) {
 		if strings.Contains(body, `"libraries"`) && strings.Contains(body, `"changer"`) && strings.Contains(body, `"tape_pools"`) {
 			tape = true
 		}
+		sftp = sftp || strings.Contains(body, `"sftp_pools"`)
+	}
+	if !sftp {
+		t.Error("no config snippet of the README sets up an SFTP pool (sftp_pools)")
 	}
 	if !tape {
 		t.Error("no config snippet of the README sets up a tape library (libraries with a changer and drives, tape_pools)")
