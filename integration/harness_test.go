@@ -499,6 +499,9 @@ type stackOpts struct {
 	agentConfig map[string]any
 	// nodeArgs are more flags for the storage node.
 	nodeArgs []string
+	// nodeConfig adds fields to the storage node's config file
+	// (sftp_pools, which have no flag).
+	nodeConfig map[string]any
 	// logFormat is the roles' log format: the server's and the agent's
 	// --log-format, the storage node's config file's log_format.
 	logFormat string
@@ -554,6 +557,9 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	// Heartbeats every 300ms and progress every 100ms, so that liveness and
 	// progress show within a test's patience.
 	nodeFields := map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)}
+	for k, v := range o.nodeConfig {
+		nodeFields[k] = v
+	}
 	var logFlags []string
 	if o.logFormat != "" {
 		nodeFields["log_format"] = o.logFormat
