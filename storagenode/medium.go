@@ -35,7 +35,9 @@ import (
 // Implementations are shared by every stream of the node at once: the
 // per-stream state lives in what appendTo and readFrom return, and a
 // medium itself changes nothing after the node starts (a session's block
-// size, for one, is its grant's, never written into the medium).
+// size, for one, is its grant's, never written into the medium), but for
+// the SFTP pool's last figures of its target's free space, under its own
+// lock.
 type medium interface {
 	register() wire.NodePool
 	usage() (u wire.PoolUsage, ok bool)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -71,6 +72,14 @@ func validateSFTPPools(pools []SFTPPoolConfig, seen map[string]bool, bad func(fi
 type sftpPool struct {
 	cfg    SFTPPoolConfig
 	target *sftpvol.Pool
+
+	// The target's free space, as last asked: a heartbeat must not wait
+	// on a target that hangs or redials, so usage answers with the last
+	// figures and asks again in the background, one question at a time.
+	mu         sync.Mutex
+	last       wire.PoolUsage
+	lastOK     bool
+	refreshing bool
 }
 
 func newSFTPPool(c SFTPPoolConfig) (*sftpPool, error) {
@@ -88,8 +97,18 @@ func (d *sftpPool) register() wire.NodePool {
 }
 
 func (d *sftpPool) usage() (wire.PoolUsage, bool) {
-	free, total, ok := d.target.Usage(context.Background())
-	return wire.PoolUsage{Name: d.cfg.Name, FreeBytes: free, TotalBytes: total}, ok
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.refreshing {
+		d.refreshing = true
+		go func() {
+			free, total, ok := d.target.Usage(context.Background())
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			d.last, d.lastOK, d.refreshing = wire.PoolUsage{Name: d.cfg.Name, FreeBytes: free, TotalBytes: total}, ok, false
+		}()
+	}
+	return d.last, d.lastOK
 }
 
 func (d *sftpPool) reads(p wire.ReadPart) bool {

@@ -241,3 +241,36 @@ func sftpRolledBack(t testing.TB, r *nodeRig) {
 		t.Fatalf("the target holds %d files for %d volumes", len(ents), len(r.fake.vols))
 	}
 }
+
+// The heartbeat asks every pool for its usage: an SFTP pool answers at
+// once, with its target's figures once it has them, and still at once
+// when the target is gone and redialling it would wait an hour.
+func TestSFTPUsageNeverHoldsTheHeartbeat(t *testing.T) {
+	var s *sshdtest.Server
+	r := newMediaRig(t, mediumCase{name: "sftp", servers: sftpPoolP, pool: sftpOn(&s, func(_ testing.TB, _ *sshdtest.Server, p *SFTPPoolConfig) {
+		p.Retry = sftpvol.Retry{Attempts: 10, Backoff: time.Hour}
+	})})
+	m := r.node.byPool["P"]
+	poll.Until(t, 10*time.Second, func() error {
+		if u, ok := m.usage(); !ok || u.TotalBytes == 0 || u.Name != "P" {
+			return fmt.Errorf("usage %+v, %v", u, ok)
+		}
+		return nil
+	})
+	s.Stop()
+	for range 3 {
+		done := make(chan struct{})
+		go func() {
+			m.usage()
+			close(done)
+		}()
+		poll.Until(t, 5*time.Second, func() error {
+			select {
+			case <-done:
+				return nil
+			default:
+				return errors.New("usage is waiting on the gone target")
+			}
+		})
+	}
+}

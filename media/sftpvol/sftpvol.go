@@ -220,10 +220,19 @@ type Pool struct {
 	cfg   Config
 	retry Retry
 
-	mu   sync.Mutex
-	conn *conn // nil until the first use, or after a drop
-	gen  int   // counts connections, so a drop is redialled once
+	mu     sync.Mutex
+	conn   *conn // nil until the first use, or after a drop
+	gen    int   // counts connections, so a drop is redialled once
+	closed bool
+
+	// done is closed by Close, which a redial waiting out its backoff
+	// (holding mu) heeds.
+	done      chan struct{}
+	closeOnce sync.Once
 }
+
+// ErrClosed is an operation on a pool after Close.
+var ErrClosed = errors.New("sftp pool closed")
 
 // conn is one SSH connection and its SFTP session.
 type conn struct {
@@ -238,16 +247,18 @@ func New(cfg Config) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Pool{cfg: cfg, retry: cfg.Retry.withDefaults()}, nil
+	return &Pool{cfg: cfg, retry: cfg.Retry.withDefaults(), done: make(chan struct{})}, nil
 }
 
 // Config is the pool's configuration.
 func (p *Pool) Config() Config { return p.cfg }
 
-// Close drops the connection.
+// Close drops the connection; the pool dials no more.
 func (p *Pool) Close() error {
+	p.closeOnce.Do(func() { close(p.done) })
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	if p.conn == nil {
 		return nil
 	}
@@ -257,11 +268,14 @@ func (p *Pool) Close() error {
 	return c.ssh.Close()
 }
 
-// client returns the live connection, dialling one (with backoff) when
-// there is none or the one there is has dropped.
-func (p *Pool) client(ctx context.Context) (*conn, error) {
+// client returns the live connection, dialling one (up to attempts
+// times, with backoff) when there is none or the one there is has dropped.
+func (p *Pool) client(ctx context.Context, attempts int) (*conn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("sftp pool %q: %w", p.cfg.Pool, ErrClosed)
+	}
 	if c := p.conn; c != nil {
 		select {
 		case <-c.dead:
@@ -289,7 +303,7 @@ func (p *Pool) client(ctx context.Context) (*conn, error) {
 			return nil, err // trying again changes nothing
 		}
 		last = err
-		if attempt >= p.retry.Attempts {
+		if attempt >= attempts {
 			return nil, &UnreachableError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), Attempts: attempt, For: time.Since(start), Err: last}
 		}
 		t := time.NewTimer(wait)
@@ -297,6 +311,9 @@ func (p *Pool) client(ctx context.Context) (*conn, error) {
 		case <-ctx.Done():
 			t.Stop()
 			return nil, fmt.Errorf("sftp pool %q: reaching %s: %w (last failure: %v)", p.cfg.Pool, p.cfg.Addr(), ctx.Err(), last)
+		case <-p.done:
+			t.Stop()
+			return nil, fmt.Errorf("sftp pool %q: %w while reaching %s (last failure: %v)", p.cfg.Pool, ErrClosed, p.cfg.Addr(), last)
 		case <-t.C:
 		}
 		wait = min(2*wait, p.retry.MaxBackoff)
@@ -420,7 +437,7 @@ func (p *Pool) do(ctx context.Context, op func(c *conn) error) error {
 	var err error
 	for range p.retry.Attempts {
 		var c *conn
-		if c, err = p.client(ctx); err != nil {
+		if c, err = p.client(ctx, p.retry.Attempts); err != nil {
 			return err
 		}
 		if err = op(c); !transport(c, err) {
@@ -534,15 +551,19 @@ func syncFile(f *sftp.File) error {
 }
 
 // Usage reports the free and total bytes of the target's filesystem
-// (statvfs@openssh.com); ok is false when the target does not tell.
+// (statvfs@openssh.com); ok is false when the target does not tell. It
+// tries once, with no retry: it is a figure for a report, and the next
+// report asks again.
 func (p *Pool) Usage(ctx context.Context) (free, total int64, ok bool) {
-	var st *sftp.StatVFS
-	err := p.do(ctx, func(c *conn) error {
-		var err error
-		st, err = c.sftp.StatVFS(p.cfg.Dir)
-		return err
-	})
+	c, err := p.client(ctx, 1)
 	if err != nil {
+		return 0, 0, false
+	}
+	st, err := c.sftp.StatVFS(p.cfg.Dir)
+	if err != nil {
+		if transport(c, err) {
+			p.drop(c)
+		}
 		return 0, 0, false
 	}
 	return int64(st.Bavail * st.Frsize), int64(st.Blocks * st.Frsize), true

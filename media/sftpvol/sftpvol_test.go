@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/internal/sshdtest"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/media/volume/volumetest"
@@ -61,6 +62,7 @@ func newVolume(t *testing.T, p *Pool, name string) *Appender {
 // on, written and read back over SFTP from a real sshd.
 func TestAppenderContract(t *testing.T) {
 	s := sshdtest.Start(t)
+	outer := t // the pools outlive the subtest that makes each
 	pools := map[int64]*Pool{}
 	byID := map[uuid.UUID]struct {
 		p    *Pool
@@ -73,7 +75,7 @@ func TestAppenderContract(t *testing.T) {
 			if p == nil {
 				cfg := testConfig(s, filepath.Join(s.Dir, fmt.Sprint(limit)))
 				cfg.MaxVolumeBytes = limit
-				p = testPool(t, cfg)
+				p = testPool(outer, cfg)
 				pools[limit] = p
 			}
 			n++
@@ -263,5 +265,47 @@ func TestOpenAppendKeepsTheCommittedEnd(t *testing.T) {
 	}
 	if _, err := p.OpenAppend(ctx, "Offsite-0001", uuid.New(), 2*volume.MinBlockSize); !errors.Is(err, ErrWrongVolume) {
 		t.Fatalf("another volume's id gave %v", err)
+	}
+}
+
+// Close stops a redial that waits out its backoff: a node that stops does
+// not wait for a target that is gone.
+func TestCloseStopsARedial(t *testing.T) {
+	s := sshdtest.Start(t)
+	cfg := testConfig(s, filepath.Join(s.Dir, "vols"))
+	cfg.Retry.Backoff = time.Hour
+	p := testPool(t, cfg)
+	a := newVolume(t, p, "Offsite-0001")
+	s.Stop()
+	failed := make(chan error, 1)
+	go func() {
+		_, err := a.Write(make([]byte, volume.MinBlockSize))
+		failed <- err
+	}()
+	// The write is in its backoff once the pool's lock is held.
+	poll.Until(t, 10*time.Second, func() error {
+		if p.mu.TryLock() {
+			p.mu.Unlock()
+			return errors.New("the write is not redialling")
+		}
+		return nil
+	})
+	closed := make(chan struct{})
+	go func() {
+		p.Close()
+		close(closed)
+	}()
+	var err error
+	poll.Until(t, 5*time.Second, func() error {
+		select {
+		case err = <-failed:
+		default:
+			return errors.New("the write still waits")
+		}
+		<-closed
+		return nil
+	})
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("the write cut off by Close failed with %v", err)
 	}
 }
