@@ -152,7 +152,7 @@ func (s *sftpSession) acquire(ctx context.Context, done volume.Appender) (volume
 	vctx := context.WithoutCancel(ctx)
 	if g.New {
 		err := s.d.target.Create(vctx, g.Name, volume.Label{
-			FormatVersion: 1, VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: mediaSFTP,
+			VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: mediaSFTP,
 			BlockSize: g.BlockSize, Created: g.Created,
 		})
 		report := wire.VolumeLabeled{JobID: s.j.t.JobID, VolumeID: g.ID}

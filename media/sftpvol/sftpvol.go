@@ -477,7 +477,12 @@ func (p *Pool) Create(ctx context.Context, name string, label volume.Label) erro
 		label.Name = name
 	}
 	if label.FormatVersion == 0 {
+		// Format 2, as a disk volume: parts start on 4 KiB pages, not
+		// whole blocks (FORMAT.md).
 		label.FormatVersion = volume.FormatVersion
+		if label.PartAlign == 0 {
+			label.PartAlign = volume.DiskPartAlign
+		}
 	}
 	data, err := volume.EncodeLabel(label)
 	if err != nil {
@@ -688,7 +693,10 @@ type Appender struct {
 	TornBytes int64
 }
 
-var _ volume.Appender = (*Appender)(nil)
+var (
+	_ volume.Appender    = (*Appender)(nil)
+	_ volume.PartAligner = (*Appender)(nil)
+)
 
 // OpenAppend opens volume name, which the catalog says is volume id with
 // committedEnd bytes committed, for appending at committedEnd. Bytes past
@@ -731,9 +739,8 @@ func (p *Pool) openAppend(ctx context.Context, fl *file, name string, id uuid.UU
 	if l.VolumeID != id {
 		return nil, fmt.Errorf("sftp pool %q: volume file %s holds volume %s, catalog expects %s: %w", p.cfg.Pool, fl.path, l.VolumeID, id, ErrWrongVolume)
 	}
-	bs := int64(l.BlockSize)
-	if committedEnd < bs || committedEnd%bs != 0 {
-		return nil, fmt.Errorf("sftp pool %q: volume %s: committed end %d is not a multiple of the block size %d past the label", p.cfg.Pool, name, committedEnd, bs)
+	if pa := int64(l.PartAlignment()); committedEnd < int64(l.BlockSize) || committedEnd%pa != 0 {
+		return nil, fmt.Errorf("sftp pool %q: volume %s: committed end %d is not a multiple of the part alignment %d past the label", p.cfg.Pool, name, committedEnd, pa)
 	}
 	if size < committedEnd {
 		return nil, fmt.Errorf("sftp pool %q: volume file %s on %s is %d bytes, but the catalog has %d bytes committed on it: mark the volume damaged and check the target: %w", p.cfg.Pool, fl.path, p.cfg.Addr(), size, committedEnd, ErrMissingData)
@@ -753,6 +760,10 @@ func (a *Appender) BlockSize() int      { return a.label.BlockSize }
 func (a *Appender) Label() volume.Label { return a.label }
 func (a *Appender) Name() string        { return a.name }
 func (a *Appender) Offset() int64       { return a.off }
+
+// PartAlign makes the session writer start parts on the volume's part
+// alignment (volume.PartAligner): a page in format 2.
+func (a *Appender) PartAlign() int { return a.label.PartAlignment() }
 func (a *Appender) Remaining() int64 {
 	if a.pool.cfg.MaxVolumeBytes == 0 {
 		return math.MaxInt64 - a.off
