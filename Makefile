@@ -44,17 +44,23 @@ tidy-check:
 # few seconds past its committed corpus: a crash fails the build.
 #
 # The integration tests are the longest package by far and mostly wait on
-# the processes they start: they run beside the other packages and the
-# fuzz runs, so make test takes about as long as they do. Their output
-# comes after the rest's.
+# the processes they start (elections, kills, a scheduled minute): they run
+# beside the other packages and the fuzz runs, in two processes, the tests
+# of whole clusters in one (CLUSTER_TESTS) and the others in the second, so
+# make test takes about as long as the longer half. Their output comes
+# after the rest's. A new test that runs a cluster for minutes belongs in
+# CLUSTER_TESTS.
 INTEGRATION := ./integration
+CLUSTER_TESTS := ^(TestClusterChaos|TestClusterStorageNodes|TestNATSClusterHelper|TestLeaderKilledDuringBackup|TestQuorumLoss|TestRecoverLostMajority|TestScheduledRunsOnceWhileLeadersAreKilled)$$
 UNIT_PKGS = $(shell $(GO) list $(PKGS) | grep -v '/integration$$')
 test: deps fmt-check tidy-check vet
-	@log=$$(mktemp); \
-	CAIRN_CI=1 $(GO) test -race -timeout 12m $(INTEGRATION) >"$$log" 2>&1 & integ=$$!; \
+	@clog=$$(mktemp); olog=$$(mktemp); \
+	CAIRN_CI=1 $(GO) test -race -timeout 12m -run '$(CLUSTER_TESTS)' $(INTEGRATION) >"$$clog" 2>&1 & cluster=$$!; \
+	CAIRN_CI=1 $(GO) test -race -timeout 12m -skip '$(CLUSTER_TESTS)' $(INTEGRATION) >"$$olog" 2>&1 & others=$$!; \
 	CAIRN_CI=1 $(GO) test -race -timeout 12m $(UNIT_PKGS) && $(MAKE) fuzz-short; rest=$$?; \
-	wait $$integ; ok=$$?; cat "$$log"; rm -f "$$log"; \
-	if [ $$rest -ne 0 ] || [ $$ok -ne 0 ]; then echo "make test: FAILED (packages and fuzz: exit $$rest; integration: exit $$ok)"; exit 1; fi
+	wait $$cluster; c=$$?; wait $$others; o=$$?; \
+	echo "integration, clusters:"; cat "$$clog"; echo "integration, the rest:"; cat "$$olog"; rm -f "$$clog" "$$olog"; \
+	if [ $$rest -ne 0 ] || [ $$c -ne 0 ] || [ $$o -ne 0 ]; then echo "make test: FAILED (packages and fuzz: exit $$rest; integration clusters: exit $$c; integration rest: exit $$o)"; exit 1; fi
 
 # FUZZTIME is how long each fuzz target runs: `make fuzz FUZZTIME=5m`.
 FUZZTIME ?= 1m
