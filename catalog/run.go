@@ -370,9 +370,11 @@ func (s *Store) Runs(f RunFilter) ([]Run, error) {
 // differential after it (zero when there is none). It reads the client's
 // backups newest first and stops at the first full of the file set, so its
 // cost is the length of the chain, not of the client's history; and it
-// decodes only the four fields it looks at, which a scheduler tick does for
-// every client whose run is due.
-func (s *Store) ChainOf(client, fileSet string) (schedule.Chain, error) {
+// decodes only the fields it looks at, which a scheduler tick does for
+// every client whose run is due. Pools, when given, are the pools the
+// chain may lie in (Policy.Pools, as createJob seeks a policy run's base):
+// a full elsewhere is no base of this chain.
+func (s *Store) ChainOf(client, fileSet string, pools []string) (schedule.Chain, error) {
 	var ch schedule.Chain
 	err := s.view(func(tx *bbolt.Tx) error {
 		backups := tx.Bucket(bBackups)
@@ -382,7 +384,7 @@ func (s *Store) ChainOf(client, fileSet string) (schedule.Chain, error) {
 			if err := jsonUnmarshal(bBackups, id, backups.Get(id), &b); err != nil {
 				return false, err
 			}
-			if b.State != BackupComplete || b.FileSet != fileSet {
+			if b.State != BackupComplete || b.FileSet != fileSet || (pools != nil && !slices.Contains(pools, b.Pool)) {
 				return true, nil
 			}
 			switch b.Level {
@@ -406,4 +408,5 @@ type chainLink struct {
 	Level     Level       `json:"level"`
 	StartTime time.Time   `json:"start_time"`
 	State     BackupState `json:"state"`
+	Pool      string      `json:"pool"`
 }

@@ -74,7 +74,7 @@ func TestChainOfStopsAtTheFull(t *testing.T) {
 	c.backup(LevelDifferential, entries)
 	diff := c.backup(LevelDifferential, entries)
 	c.backup(LevelIncremental, entries)
-	ch, err := c.s.ChainOf("web1", FileSetOf([]string{"/srv"}, nil))
+	ch, err := c.s.ChainOf("web1", FileSetOf([]string{"/srv"}, nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +83,16 @@ func TestChainOfStopsAtTheFull(t *testing.T) {
 	if !ch.LastFull.Equal(fb.StartTime) || !ch.LastDifferential.Equal(db.StartTime) {
 		t.Fatalf("chain %+v, full at %s, differential at %s", ch, fb.StartTime, db.StartTime)
 	}
-	if ch, err := c.s.ChainOf("web1", FileSetOf([]string{"/etc"}, nil)); err != nil || !ch.LastFull.IsZero() {
+	if ch, err := c.s.ChainOf("web1", FileSetOf([]string{"/etc"}, nil), nil); err != nil || !ch.LastFull.IsZero() {
 		t.Fatalf("chain of another file set: %+v, %v", ch, err)
+	}
+	// A policy's chain lies in its pools: a full in another pool is no
+	// base of it, as createJob will not take it for one.
+	if ch, err := c.s.ChainOf("web1", FileSetOf([]string{"/srv"}, nil), []string{"Weekly"}); err != nil || !ch.LastFull.IsZero() {
+		t.Fatalf("chain in a pool that holds none of it: %+v, %v", ch, err)
+	}
+	if ch, err := c.s.ChainOf("web1", FileSetOf([]string{"/srv"}, nil), []string{"Weekly", fb.Pool}); err != nil || !ch.LastFull.Equal(fb.StartTime) {
+		t.Fatalf("chain in the policy's pools: %+v, %v", ch, err)
 	}
 }
 

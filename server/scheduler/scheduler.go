@@ -282,7 +282,7 @@ func (s *Scheduler) Plan(p *catalog.Policy, sch *schedule.Schedule, client strin
 		plan.Record = append(plan.Record, run)
 		return plan, nil
 	}
-	chain, err := s.d.Store.ChainOf(client, p.FileSet())
+	chain, err := s.d.Store.ChainOf(client, p.FileSet(), p.Pools())
 	if err != nil {
 		return plan, err
 	}
@@ -458,9 +458,8 @@ func (s *Scheduler) start(ctx context.Context, p *catalog.Policy, run *catalog.R
 }
 
 // ranAt is the level run's job was made at and why, when the catalog
-// made it at another level than the run asked (createJob promotes a run
-// whose chain has no full in the policy's pools, which Store.ChainOf, read
-// across every pool, may not have seen); empty when it did not.
+// made it at another level than the run asked (a chain's full expired or
+// was deleted between the run's plan and its job); empty when it did not.
 func (s *Scheduler) ranAt(run *catalog.Run, jobID uint64) (catalog.Level, string) {
 	j, err := s.d.Store.Job(jobID)
 	if err != nil || j.Level == "" || j.Level == run.Level {
