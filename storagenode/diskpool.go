@@ -65,16 +65,13 @@ type openedVolume struct {
 // acquire asks the servers for a volume to append to and opens it,
 // labeling it first when it is new, with the grant's block size.
 func (s *diskSession) acquire(ctx context.Context, done volume.Appender) (volume.Appender, wire.VolumeGrant, error) {
-	var g wire.VolumeGrant
-	req := wire.VolumeAcquireReq{JobID: s.j.t.JobID, Pool: s.j.t.Pool}
-	if done != nil {
-		req.Full = done.VolumeID()
-	}
+	var used []uuid.UUID
 	for _, o := range s.opened {
-		req.Used = append(req.Used, o.app.VolumeID())
+		used = append(used, o.app.VolumeID())
 	}
-	if err := s.j.n.request(ctx, wire.OpVolumeAcquire, req, &g); err != nil {
-		return nil, g, fmt.Errorf("get a volume in pool %s: %w", s.j.t.Pool, err)
+	g, err := s.j.grantVolume(ctx, done, used)
+	if err != nil {
+		return nil, g, err
 	}
 	if g.New {
 		err := s.d.pool.Create(g.Name, volume.Label{

@@ -2,6 +2,7 @@ package storagenode
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 
@@ -112,4 +113,19 @@ type stream struct {
 	n   *Node
 	t   ticket.Ticket
 	log *slog.Logger
+}
+
+// grantVolume asks the servers for a volume of the stream's pool to append
+// to: a volume other than done, which is full, and than those the session
+// already wrote to (used).
+func (j *stream) grantVolume(ctx context.Context, done volume.Appender, used []uuid.UUID) (wire.VolumeGrant, error) {
+	var g wire.VolumeGrant
+	req := wire.VolumeAcquireReq{JobID: j.t.JobID, Pool: j.t.Pool, Used: used}
+	if done != nil {
+		req.Full = done.VolumeID()
+	}
+	if err := j.n.request(ctx, wire.OpVolumeAcquire, req, &g); err != nil {
+		return g, fmt.Errorf("get a volume in pool %s: %w", j.t.Pool, err)
+	}
+	return g, nil
 }

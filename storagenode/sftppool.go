@@ -135,16 +135,13 @@ type openedSFTPVolume struct {
 // creating it first when it is new (under a temporary name, renamed once
 // its label is durable).
 func (s *sftpSession) acquire(ctx context.Context, done volume.Appender) (volume.Appender, wire.VolumeGrant, error) {
-	var g wire.VolumeGrant
-	req := wire.VolumeAcquireReq{JobID: s.j.t.JobID, Pool: s.j.t.Pool}
-	if done != nil {
-		req.Full = done.VolumeID()
-	}
+	var used []uuid.UUID
 	for _, o := range s.opened {
-		req.Used = append(req.Used, o.app.VolumeID())
+		used = append(used, o.app.VolumeID())
 	}
-	if err := s.j.n.request(ctx, wire.OpVolumeAcquire, req, &g); err != nil {
-		return nil, g, fmt.Errorf("get a volume in pool %s: %w", s.j.t.Pool, err)
+	g, err := s.j.grantVolume(ctx, done, used)
+	if err != nil {
+		return nil, g, err
 	}
 	// The volume outlives this call: its writes, and the rollback of a
 	// session whose stream was canceled, must still reach the target. The
