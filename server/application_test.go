@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
@@ -34,15 +33,7 @@ func TestApplicationIsCarried(t *testing.T) {
 		Sources: []wire.CommandSource{{Path: "/db/app.sql", Command: "/usr/bin/pg_dump app", Timeout: time.Hour}},
 	}
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv/www"}, Application: app}, nil))
-	var order wire.RunBackup
-	select {
-	case m := <-orders:
-		body, err := wire.Unmarshal(m.Data)
-		h.must(err)
-		h.must(json.Unmarshal(body, &order))
-	case <-time.After(10 * time.Second):
-		t.Fatal("agent got no order")
-	}
+	order := h.backupOrder(orders)
 	if !reflect.DeepEqual(order.Application, app) {
 		t.Fatalf("order carries %+v, want %+v", order.Application, app)
 	}
@@ -71,15 +62,7 @@ func TestWalkOptionsAreCarried(t *testing.T) {
 	h := newHarness(t)
 	_, orders := h.setup()
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv/www"}, SkipNodump: true, OneFileSystem: true}, nil))
-	var order wire.RunBackup
-	select {
-	case m := <-orders:
-		body, err := wire.Unmarshal(m.Data)
-		h.must(err)
-		h.must(json.Unmarshal(body, &order))
-	case <-time.After(10 * time.Second):
-		t.Fatal("agent got no order")
-	}
+	order := h.backupOrder(orders)
 	if !order.SkipNodump || !order.OneFileSystem {
 		t.Fatalf("order: skip nodump %v, one filesystem %v; want both", order.SkipNodump, order.OneFileSystem)
 	}

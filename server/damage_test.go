@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,15 +25,7 @@ func (h *harness) commitBackup(tkKey ed25519.PublicKey, orders chan *nats.Msg, e
 	h.t.Helper()
 	var started wire.JobStarted
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
-	var order wire.RunBackup
-	select {
-	case m := <-orders:
-		body, err := wire.Unmarshal(m.Data)
-		h.must(err)
-		h.must(json.Unmarshal(body, &order))
-	case <-time.After(10 * time.Second):
-		h.t.Fatal("agent got no order")
-	}
+	order := h.backupOrder(orders)
 	tk, err := ticket.Verify(order.Ticket, tkKey, time.Now(), time.Second)
 	h.must(err)
 	var g wire.VolumeGrant

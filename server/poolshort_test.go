@@ -23,16 +23,7 @@ import (
 // a volume, the index, the commit of size bytes.
 func (h *harness) completeOrder(orders chan *nats.Msg, size int64) uint64 {
 	h.t.Helper()
-	var m *nats.Msg
-	select {
-	case m = <-orders:
-	case <-time.After(20 * time.Second):
-		h.t.Fatal("no backup order")
-	}
-	body, err := wire.Unmarshal(m.Data)
-	h.must(err)
-	var o wire.RunBackup
-	h.must(json.Unmarshal(body, &o))
+	o := h.backupOrder(orders)
 	var g wire.VolumeGrant
 	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: o.JobID, Pool: "Default"}, &g))
 	if g.New {

@@ -197,6 +197,21 @@ func wantCode(t *testing.T, err error, code string) {
 
 // setup registers a storage node with one pool and an agent whose orders
 // land on orders.
+// backupOrder is the next backup order the fake agent received.
+func (h *harness) backupOrder(orders chan *nats.Msg) wire.RunBackup {
+	h.t.Helper()
+	var order wire.RunBackup
+	select {
+	case m := <-orders:
+		body, err := wire.Unmarshal(m.Data)
+		h.must(err)
+		h.must(json.Unmarshal(body, &order))
+	case <-time.After(20 * time.Second):
+		h.t.Fatal("agent got no backup order")
+	}
+	return order
+}
+
 func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 	var reg wire.NodeRegisterResp
 	h.must(h.node(wire.OpNodeRegister, wire.NodeRegisterReq{
@@ -321,15 +336,7 @@ func TestBackupProtocolCommitAndRestorePlan(t *testing.T) {
 	if started.Level != "full" {
 		t.Fatalf("first incremental ran as %q, want full", started.Level)
 	}
-	var order wire.RunBackup
-	select {
-	case m := <-orders:
-		body, err := wire.Unmarshal(m.Data)
-		h.must(err)
-		h.must(json.Unmarshal(body, &order))
-	case <-time.After(10 * time.Second):
-		t.Fatal("agent got no order")
-	}
+	order := h.backupOrder(orders)
 	tk, err := ticket.Verify(order.Ticket, tkKey, time.Now(), time.Second)
 	h.must(err)
 	if tk.JobID != started.JobID || tk.Node != "sn1" || tk.Client != "web" || tk.Op != ticket.OpBackup || tk.KeyID == "" {
