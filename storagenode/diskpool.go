@@ -74,21 +74,9 @@ func (s *diskSession) acquire(ctx context.Context, done volume.Appender) (volume
 		return nil, g, err
 	}
 	if g.New {
-		err := s.d.pool.Create(g.Name, volume.Label{
-			VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: mediaDisk,
-			BlockSize: g.BlockSize, Created: g.Created,
-		})
-		report := wire.VolumeLabeled{JobID: s.j.t.JobID, VolumeID: g.ID}
-		if err != nil {
-			report.Error = err.Error()
+		if err := s.j.labelVolume(ctx, &g, mediaDisk, func(l volume.Label) error { return s.d.pool.Create(g.Name, l) }); err != nil {
+			return nil, g, err
 		}
-		if rerr := s.j.n.request(ctx, wire.OpVolumeLabeled, report, nil); rerr != nil && err == nil {
-			err = fmt.Errorf("record the label of volume %s: %w", g.Name, rerr)
-		}
-		if err != nil {
-			return nil, g, fmt.Errorf("label volume %s: %w", g.Name, err)
-		}
-		g.Bytes = int64(g.BlockSize)
 		s.j.log.Info("labeled volume", "volume", g.Name)
 	}
 	app, err := s.d.pool.OpenAppend(g.Name, g.ID, g.Bytes)

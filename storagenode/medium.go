@@ -129,3 +129,26 @@ func (j *stream) grantVolume(ctx context.Context, done volume.Appender, used []u
 	}
 	return g, nil
 }
+
+// labelVolume writes the label of a new volume the servers granted, with
+// create, and tells them whether it took (a label that failed puts the
+// volume in state error); the volume's data then starts after its label
+// block.
+func (j *stream) labelVolume(ctx context.Context, g *wire.VolumeGrant, mediaType string, create func(volume.Label) error) error {
+	err := create(volume.Label{
+		VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: mediaType,
+		BlockSize: g.BlockSize, Created: g.Created,
+	})
+	report := wire.VolumeLabeled{JobID: j.t.JobID, VolumeID: g.ID}
+	if err != nil {
+		report.Error = err.Error()
+	}
+	if rerr := j.n.request(ctx, wire.OpVolumeLabeled, report, nil); rerr != nil && err == nil {
+		err = fmt.Errorf("record the label of volume %s: %w", g.Name, rerr)
+	}
+	if err != nil {
+		return fmt.Errorf("label volume %s: %w", g.Name, err)
+	}
+	g.Bytes = int64(g.BlockSize)
+	return nil
+}

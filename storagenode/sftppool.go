@@ -148,21 +148,9 @@ func (s *sftpSession) acquire(ctx context.Context, done volume.Appender) (volume
 	// pool's retries bound them.
 	vctx := context.WithoutCancel(ctx)
 	if g.New {
-		err := s.d.target.Create(vctx, g.Name, volume.Label{
-			VolumeID: g.ID, Name: g.Name, Pool: g.Pool, MediaType: mediaSFTP,
-			BlockSize: g.BlockSize, Created: g.Created,
-		})
-		report := wire.VolumeLabeled{JobID: s.j.t.JobID, VolumeID: g.ID}
-		if err != nil {
-			report.Error = err.Error()
+		if err := s.j.labelVolume(ctx, &g, mediaSFTP, func(l volume.Label) error { return s.d.target.Create(vctx, g.Name, l) }); err != nil {
+			return nil, g, err
 		}
-		if rerr := s.j.n.request(ctx, wire.OpVolumeLabeled, report, nil); rerr != nil && err == nil {
-			err = fmt.Errorf("record the label of volume %s: %w", g.Name, rerr)
-		}
-		if err != nil {
-			return nil, g, fmt.Errorf("label volume %s: %w", g.Name, err)
-		}
-		g.Bytes = int64(g.BlockSize)
 		s.j.log.Info("labeled volume", "volume", g.Name, "target", s.d.target.Config().Addr())
 	}
 	app, err := s.d.target.OpenAppend(vctx, g.Name, g.ID, g.Bytes)
