@@ -427,8 +427,19 @@ func transport(c *conn, err error) bool {
 	default:
 	}
 	var ne net.Error
-	return errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &ne)
+	if errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &ne) {
+		return true
+	}
+	var se *sftp.StatusError
+	if errors.As(err, &se) || !errors.Is(err, io.EOF) {
+		return false
+	}
+	// io.EOF is both a read's end of file and a request that could not be
+	// sent ("failed to send packet: EOF") on a connection whose end the
+	// watcher has not yet seen: only asking the target tells them apart.
+	_, _, perr := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
+	return perr != nil
 }
 
 // do runs op on a live connection, and again on a new one while the
