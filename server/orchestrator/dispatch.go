@@ -251,11 +251,6 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 		rb := wire.RunBackup{JobID: job.ID, Attempt: job.Attempt, Level: string(job.Level), Paths: job.Paths, Excludes: job.Excludes,
 			SkipNodump: job.SkipNodump, OneFileSystem: job.OneFileSystem, Base: backup.Parent, Node: ep, Ticket: tk, Application: wireApplication(job.Application)}
 		rb.EstimateFiles, rb.EstimateBytes = o.estimate(backup)
-		o.mu.Lock()
-		if backup.Parent != 0 && run.base == nil {
-			run.base = &treePager{store: o.store, backup: backup.Parent, bytes: o.roles.PageBytes()}
-		}
-		o.mu.Unlock()
 		subject, body = wire.AgentSubject(job.Client, wire.OpRunBackup), rb
 	case catalog.JobRestore:
 		chain, err := o.store.Chain(job.BackupID)

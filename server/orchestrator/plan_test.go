@@ -761,3 +761,88 @@ func TestReadPartsNameTheirMedium(t *testing.T) {
 		t.Fatalf("read parts %+v", rp)
 	}
 }
+
+// A server that leads after the order went out (or lost and regained the
+// lead, which drops the pagers) still hands the agent its base tree, from
+// where it asks: an empty answer there would make the agent mark none of
+// the parent's files deleted, and the incremental would restore them.
+func TestBaseTreeSurvivesANewLeader(t *testing.T) {
+	w := newWorld(t, Config{})
+	c := &planCatalog{t: t, store: w.store, index: 1 << 20, clock: w.clock.Now()}
+	full := c.backup(catalog.LevelFull, bigTree(3, 40, 4))
+	id := c.apply(&catalog.Command{Op: catalog.OpCreateJob, Job: &catalog.Job{Type: catalog.JobBackup, Client: "web",
+		Level: catalog.LevelIncremental, Pool: "Default", Paths: []fileindex.Path{"/data"}}}).JobID
+	job := w.job(id)
+	if b, err := w.store.Backup(job.BackupID); err != nil || b.Parent != full.ID {
+		t.Fatalf("the incremental's backup %+v (%v) does not build on the full %d", b, err, full.ID)
+	}
+	const limit = 4 << 10
+	pager := func(o *Orchestrator) func(after string) ([]byte, bool) {
+		return func(after string) ([]byte, bool) {
+			seg, done, err := o.BaseTree(job, after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return seg, done
+		}
+	}
+	// The first pages come from the leader that ordered the job, the rest
+	// from one that never saw the order, then from the first again after
+	// it lost and regained the lead.
+	leader := func() *Orchestrator {
+		return New(Config{}, Deps{Store: w.store, Raft: w, Member: w, Roles: pageRoles{w, limit}, Liveness: w, Clock: w.clock, Log: w.o.log})
+	}
+	first, second := leader(), leader()
+	var got []string
+	after := ""
+	for page := 0; ; page++ {
+		var seg []byte
+		var done bool
+		switch {
+		case page < 2:
+			seg, done = pager(first)(after)
+		case page < 4:
+			seg, done = pager(second)(after)
+		default:
+			if page == 4 {
+				first.lostLeadership()
+			}
+			seg, done = pager(first)(after)
+		}
+		it := fileindex.SegmentIterator(func() ([]byte, bool, error) {
+			if seg == nil {
+				return nil, false, nil
+			}
+			s := seg
+			seg = nil
+			return s, true, nil
+		})
+		for e, ok := it.Next(); ok; e, ok = it.Next() {
+			got = append(got, e.Path)
+			after = e.Path
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			if page < 5 {
+				t.Fatalf("the base tree ended on page %d, after %d of the parent's %d entries", page, len(got), full.Files)
+			}
+			break
+		}
+	}
+	if int64(len(got)) != full.Files {
+		t.Fatalf("the agent got %d of the parent's %d entries across the leaders", len(got), full.Files)
+	}
+	if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+		t.Fatal("the entries came out of order or twice")
+	}
+}
+
+// pageRoles is the world's roles with a small page, so a tree takes pages.
+type pageRoles struct {
+	*world
+	bytes int64
+}
+
+func (p pageRoles) PageBytes() int { return PageBytes(p.bytes) }

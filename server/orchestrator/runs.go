@@ -148,13 +148,33 @@ func (o *Orchestrator) attach(job *catalog.Job) *jobRun {
 
 // BaseTree is a page of the tree a running backup is compared against,
 // after the path after; done when there is no more (or no base).
+//
+// The pager is the run's, made when the order went out; a server that
+// became leader since (or lost and regained it, which drops the pagers)
+// makes it again from the catalog: the agent's next page must continue
+// the parent's tree, never end it. An early end would make the agent take
+// every path it had not compared yet for new, and mark none of the
+// parent's deleted, so a restore of the backup would bring back files
+// deleted before it.
 func (o *Orchestrator) BaseTree(job *catalog.Job, after string) (segment []byte, done bool, err error) {
 	r := o.attach(job)
 	o.mu.Lock()
 	pager := r.base
 	o.mu.Unlock()
 	if pager == nil {
-		return nil, true, nil
+		backup, err := o.store.Backup(job.BackupID)
+		if err != nil {
+			return nil, false, CatalogError(err)
+		}
+		if backup.Parent == 0 {
+			return nil, true, nil
+		}
+		o.mu.Lock()
+		if r.base == nil {
+			r.base = &treePager{store: o.store, backup: backup.Parent, bytes: o.roles.PageBytes()}
+		}
+		pager = r.base
+		o.mu.Unlock()
 	}
 	return pager.page(after)
 }
