@@ -45,10 +45,12 @@
 //     starting and is tried again at the next tick, under the same request
 //     id, until its catch-up window has passed; then it is recorded failed.
 //
-//  7. A run whose policy was deleted while it was starting is ended at the
-//     next tick (once a term for each deleted policy): dispatched with the
-//     job a start made for it under its request id, else failed, saying the
-//     policy was deleted. A run dispatched records the level its job was
+//  7. A run left starting whose policy was since deleted or disabled, or
+//     no longer names its client, is ended at the next tick (a policy's
+//     starting runs are read again only when what orphaned them changes):
+//     dispatched with the job a start made for it under its request id,
+//     else failed, saying which. An administrator who disabled a policy
+//     does not see its old run start when it is enabled again. A run dispatched records the level its job was
 //     made at when the catalog promoted it further than rule 4 did (the
 //     catalog looks for the chain in the policy's pools only, rule 4 in
 //     every pool), with the catalog's reason.

@@ -11,83 +11,126 @@ import (
 	"github.com/cairnbackup/cairn/server/orchestrator"
 )
 
-// TestDeletedPolicyRunEnds: a run a leader left starting (it died after
-// the record, or after the start and before the mark) whose policy is then
-// deleted is ended at the next tick: failed with the reason when no job
-// was made for it, dispatched with its job when one was. Before, nothing
-// looked at it again and it stayed starting for ever.
-func TestDeletedPolicyRunEnds(t *testing.T) {
+// TestOrphanedRunEnds: a run a leader left starting (it died after the
+// record, or after the start and before the mark) whose policy is then
+// deleted or disabled, or no longer names the client, is ended at the next
+// tick: failed with the reason when no job was made for it, dispatched with
+// its job when one was. Before, a deleted policy's run stayed starting for
+// ever, and a disabled policy's run started when the policy was enabled
+// again, days later.
+func TestOrphanedRunEnds(t *testing.T) {
 	at := time.Date(2026, 3, 1, 21, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name string
-		die  func(*leader)
-		want string
+	put := func(w *world, p catalog.Policy) {
+		if p.Retention.All.Last == 0 {
+			p.Retention.All.Last = 30
+		}
+		if res, err := w.orch.Apply(context.Background(), &catalog.Command{Op: catalog.OpPutPolicy,
+			PolicyPut: &catalog.PolicyPut{Policy: p, Mode: catalog.PutAny}}); err != nil || res.Err != nil {
+			w.t.Fatal(err, res.Err)
+		}
+	}
+	deleted := func(w *world) {
+		if _, err := w.orch.Apply(context.Background(), &catalog.Command{Op: catalog.OpDeletePolicy,
+			PolicyDelete: &catalog.PolicyDelete{Name: "daily"}}); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	disabled := func(w *world) {
+		p, err := w.store.Policy("daily")
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		p.Disabled = true
+		put(w, *p)
+	}
+	takenOut := func(w *world) {
+		p, err := w.store.Policy("daily")
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		p.Clients = []string{"web2"}
+		put(w, *p)
+	}
+	for _, how := range []struct {
+		name   string
+		orphan func(*world)
+		reason string
 	}{
-		{"dies after the record", func(l *leader) { l.dieStart = true }, "Sun 03-01 21:00 web1 incremental failed\n"},
-		{"dies across the dispatch", func(l *leader) { l.dieBefore = catalog.OpUpdateRun }, "Sun 03-01 21:00 web1 incremental->full dispatched job 1\n"},
+		{"policy deleted", deleted, "policy daily was deleted"},
+		{"policy disabled", disabled, "policy daily was disabled"},
+		{"client taken out", takenOut, "client web1 was taken out of policy daily"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(t, at.Add(-time.Minute), "web1")
-			w.setPolicies(daily)
-			w.clock.Advance(time.Minute)
-			old := w.newLeader()
-			tc.die(old)
-			if err := old.sched.Decide(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if got := w.runs("daily"); got != "Sun 03-01 21:00 web1 incremental starting\n" {
-				t.Fatalf("runs after the old leader died:\n%s", got)
-			}
-			if _, err := w.orch.Apply(context.Background(), &catalog.Command{Op: catalog.OpDeletePolicy,
-				PolicyDelete: &catalog.PolicyDelete{Name: "daily"}}); err != nil {
-				t.Fatal(err)
-			}
-			w.clock.Advance(time.Minute)
-			next := w.newLeader()
-			next.orch.Adopt(context.Background())
-			if err := next.sched.Decide(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if got := w.runs("daily"); got != tc.want {
-				t.Fatalf("runs after the policy was deleted:\n%s\nwant:\n%s", got, tc.want)
-			}
-			r, err := w.store.Run(catalog.RunKey{Policy: "daily", Client: "web1", Scheduled: at})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.State == catalog.RunFailed && !strings.Contains(r.Reason, "policy daily was deleted") {
-				t.Fatalf("reason %q", r.Reason)
-			}
-			// Later ticks change nothing.
-			w.clock.Advance(time.Minute)
-			if err := next.sched.Decide(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if got := w.runs("daily"); got != tc.want || w.jobCount() > 1 {
-				t.Fatalf("runs at a later tick:\n%s, %d jobs", got, w.jobCount())
-			}
-			// Made again, left starting, deleted again: the same
-			// scheduler ends that run too.
-			w.finishRunning()
-			w.setPolicies(daily)
-			w.clock.Advance(at.Add(24 * time.Hour).Sub(w.clock.Now()))
-			next.dieStart = true
-			if err := next.sched.Decide(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.orch.Apply(context.Background(), &catalog.Command{Op: catalog.OpDeletePolicy,
-				PolicyDelete: &catalog.PolicyDelete{Name: "daily"}}); err != nil {
-				t.Fatal(err)
-			}
-			next.dieStart = false
-			w.clock.Advance(time.Minute)
-			if err := next.sched.Decide(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if got := w.runs("daily"); !strings.HasSuffix(got, "Mon 03-02 21:00 web1 incremental failed\n") {
-				t.Fatalf("runs after the policy was made and deleted again:\n%s", got)
-			}
-		})
+		for _, tc := range []struct {
+			name string
+			die  func(*leader)
+			want string
+		}{
+			{"dies after the record", func(l *leader) { l.dieStart = true }, "Sun 03-01 21:00 web1 incremental failed\n"},
+			{"dies across the dispatch", func(l *leader) { l.dieBefore = catalog.OpUpdateRun }, "Sun 03-01 21:00 web1 incremental->full dispatched job 1\n"},
+		} {
+			t.Run(how.name+"/"+tc.name, func(t *testing.T) {
+				w := newWorld(t, at.Add(-time.Minute), "web1", "web2")
+				w.setPolicies(daily)
+				w.clock.Advance(time.Minute)
+				old := w.newLeader()
+				tc.die(old)
+				if err := old.sched.Decide(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := w.runs("daily"); got != "Sun 03-01 21:00 web1 incremental starting\n" {
+					t.Fatalf("runs after the old leader died:\n%s", got)
+				}
+				how.orphan(w)
+				w.clock.Advance(time.Minute)
+				next := w.newLeader()
+				next.orch.Adopt(context.Background())
+				if err := next.sched.Decide(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := w.runs("daily"); got != tc.want {
+					t.Fatalf("runs once the run was orphaned:\n%s\nwant:\n%s", got, tc.want)
+				}
+				r, err := w.store.Run(catalog.RunKey{Policy: "daily", Client: "web1", Scheduled: at})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.State == catalog.RunFailed && !strings.Contains(r.Reason, how.reason) {
+					t.Fatalf("reason %q, want it to say %q", r.Reason, how.reason)
+				}
+				// Later ticks change nothing, and the policy made whole
+				// again does not start the run.
+				w.clock.Advance(time.Minute)
+				if err := next.sched.Decide(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := w.runs("daily"); got != tc.want || w.jobCount() > 1 {
+					t.Fatalf("runs at a later tick:\n%s, %d jobs", got, w.jobCount())
+				}
+				// Made whole, left starting, orphaned again: the same
+				// scheduler ends that run too.
+				w.finishRunning()
+				d := daily
+				d.Created = w.clock.Now()
+				put(w, d)
+				w.clock.Advance(at.Add(24 * time.Hour).Sub(w.clock.Now()))
+				next.dieStart = true
+				if err := next.sched.Decide(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := w.runs("daily"); !strings.HasSuffix(got, "Mon 03-02 21:00 web1 incremental starting\n") {
+					t.Fatalf("runs after the policy was made whole again:\n%s", got)
+				}
+				how.orphan(w)
+				next.dieStart = false
+				w.clock.Advance(time.Minute)
+				if err := next.sched.Decide(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := w.runs("daily"); !strings.HasSuffix(got, "Mon 03-02 21:00 web1 incremental failed\n") {
+					t.Fatalf("runs after the policy was orphaned again:\n%s", got)
+				}
+			})
+		}
 	}
 }
 

@@ -66,9 +66,11 @@ type Deps struct {
 type Scheduler struct {
 	cfg Config
 	d   Deps
-	// swept are the deleted policies whose starting runs this term
-	// ended already (endOrphans); Run starts each term with none.
-	swept map[string]bool
+	// swept is, per policy whose runs endOrphans looked at this term,
+	// the state of the policy it found them orphaned by (deleted,
+	// disabled, or the clients it names): they are read again only when
+	// that changes. Run starts each term with none.
+	swept map[string]string
 }
 
 // New returns a scheduler; the server runs it while it leads.
@@ -113,6 +115,7 @@ func (s *Scheduler) Decide(ctx context.Context) error {
 	now := s.d.Clock.Now()
 	var clients []catalog.Client // read once, when a policy selects clients by label
 	var errs []error
+	applies := map[string][]string{} // an enabled policy's clients
 	for i := range policies {
 		p := &policies[i]
 		if p.Disabled {
@@ -137,6 +140,7 @@ func (s *Scheduler) Decide(ctx context.Context) error {
 				}
 			}
 		}
+		applies[p.Name] = names
 		for _, client := range names {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -146,38 +150,44 @@ func (s *Scheduler) Decide(ctx context.Context) error {
 			}
 		}
 	}
-	if err := s.endOrphans(ctx, policies); err != nil {
+	if err := s.endOrphans(ctx, policies, applies); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// endOrphans ends the runs left starting of policies since deleted, which
-// no decision above looks at again: dispatched with the job a start made
-// for it (the leader died before the mark), else failed, saying so. A
-// deleted policy's runs are read once a term (swept), not at every tick.
-func (s *Scheduler) endOrphans(ctx context.Context, policies []catalog.Policy) error {
+// endOrphans ends the runs left starting that no decision above looks at
+// again: those of a policy since deleted or disabled, or of a client the
+// policy no longer names. Each is marked dispatched with the job a start
+// made for it (the leader died before the mark), else failed, saying why;
+// an administrator who disabled a policy, or took a client out of it,
+// expects no backup of it to start later. A policy's runs are read again
+// only when what orphaned them changes, not at every tick.
+func (s *Scheduler) endOrphans(ctx context.Context, policies []catalog.Policy, applies map[string][]string) error {
 	names, err := s.d.Store.RunPolicies()
 	if err != nil {
 		return fmt.Errorf("read the policies of the runs: %w", err)
 	}
 	if s.swept == nil {
-		s.swept = map[string]bool{}
+		s.swept = map[string]string{}
 	}
 	var errs []error
 	for _, name := range names {
-		if slices.ContainsFunc(policies, func(p catalog.Policy) bool { return p.Name == name }) {
-			delete(s.swept, name) // made again: deleted again, it is swept again
-			continue
-		}
-		if s.swept[name] {
-			continue
-		}
-		if _, err := s.d.Store.Policy(name); !errors.Is(err, catalog.ErrNotFound) {
+		state, clients := "deleted", []string(nil)
+		if i := slices.IndexFunc(policies, func(p catalog.Policy) bool { return p.Name == name }); i >= 0 {
+			state = "disabled"
+			if !policies[i].Disabled {
+				clients = slices.Sorted(slices.Values(applies[name]))
+				state = "clients " + strings.Join(clients, ",")
+			}
+		} else if _, err := s.d.Store.Policy(name); !errors.Is(err, catalog.ErrNotFound) {
 			if err != nil {
 				errs = append(errs, err)
 			}
-			continue // or made since the policies were read: the next tick decides its runs
+			continue // made since the policies were read: the next tick decides its runs
+		}
+		if s.swept[name] == state {
+			continue
 		}
 		runs, err := s.d.Store.Runs(catalog.RunFilter{Policy: name, States: []catalog.RunState{catalog.RunStarting}})
 		if err != nil {
@@ -189,20 +199,32 @@ func (s *Scheduler) endOrphans(ctx context.Context, policies []catalog.Policy) e
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if err := s.endOrphan(ctx, &runs[i]); err != nil {
+			var why string
+			switch {
+			case state == "deleted":
+				why = fmt.Sprintf("policy %s was deleted before the run was started", name)
+			case state == "disabled":
+				why = fmt.Sprintf("policy %s was disabled before the run was started", name)
+			case !slices.Contains(clients, runs[i].Client):
+				why = fmt.Sprintf("client %s was taken out of policy %s before the run was started", runs[i].Client, name)
+			default:
+				continue // the client's decision finishes it
+			}
+			if err := s.endOrphan(ctx, &runs[i], why); err != nil {
 				errs = append(errs, err)
 				ended = false
 			}
 		}
-		s.swept[name] = ended
+		if ended {
+			s.swept[name] = state
+		}
 	}
 	return errors.Join(errs...)
 }
 
-func (s *Scheduler) endOrphan(ctx context.Context, run *catalog.Run) error {
+func (s *Scheduler) endOrphan(ctx context.Context, run *catalog.Run, why string) error {
 	key := run.Key()
-	update := &catalog.RunUpdate{Key: key, State: catalog.RunFailed,
-		Reason: fmt.Sprintf("policy %s was deleted before the run was started", run.Policy)}
+	update := &catalog.RunUpdate{Key: key, State: catalog.RunFailed, Reason: why}
 	if req, err := s.d.Store.Request(catalog.RunRequestID(key)); err == nil && req.JobID != 0 {
 		if j, err := s.d.Store.Job(req.JobID); err == nil && j.State != catalog.JobVoid {
 			update = &catalog.RunUpdate{Key: key, State: catalog.RunDispatched, JobID: j.ID}
@@ -216,7 +238,7 @@ func (s *Scheduler) endOrphan(ctx context.Context, run *catalog.Run) error {
 	if err != nil {
 		return fmt.Errorf("end the %s: %w", key, err)
 	}
-	s.d.Log.Info("ended a run of a deleted policy", "run", key.String(), "state", update.State, "job", update.JobID)
+	s.d.Log.Info("ended a run no decision looks at", "run", key.String(), "state", update.State, "job", update.JobID, "why", why)
 	return nil
 }
 
