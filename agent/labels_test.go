@@ -23,10 +23,10 @@ func TestAgentReportsItsLabels(t *testing.T) {
 		return nil
 	})
 	srv.mu.Lock()
-	got := srv.registered[0].Labels
+	got, reported := srv.registered[0].Labels, srv.registered[0].ReportsLabels
 	srv.mu.Unlock()
-	if !reflect.DeepEqual(got, map[string]string{"role": "db", "env": "prod"}) {
-		t.Fatalf("registered with labels %v", got)
+	if !reflect.DeepEqual(got, map[string]string{"role": "db", "env": "prod"}) || !reported {
+		t.Fatalf("registered with labels %v (reported: %v)", got, reported)
 	}
 
 	cfg := DefaultConfig()

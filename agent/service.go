@@ -290,7 +290,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 // and the jobs it runs.
 func (a *Agent) register(ctx context.Context) error {
 	labels, _ := wire.ParseLabels(a.cfg.Labels) // Validate refused bad ones
-	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: a.hostname, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version, Site: a.cfg.Site, Labels: labels,
+	req := wire.AgentRegisterReq{Name: a.cfg.Name, Hostname: a.hostname, OS: runtime.GOOS, Arch: runtime.GOARCH, Version: Version, Site: a.cfg.Site, Labels: labels, ReportsLabels: true,
 		Instance: a.instance, PID: a.pid, Running: a.running()}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -2,10 +2,11 @@ package catalog
 
 // Clients: an agent registers under its name (OpRegisterClient) each time it
 // starts; a repeat keeps when the client first registered and its default
-// pool, which an administrator may have set meanwhile. It keeps the labels
-// too when the agent reports none (an agent older than labels): an agent
-// that reports labels replaces them, so its config is what counts. Labels
-// are checked as a policy's are, since policies select clients by them.
+// pool, which an administrator may have set meanwhile. An agent that
+// reports its labels replaces them, so its config is what counts, and one
+// whose config has none clears them; an agent older than labels reports
+// nothing and keeps them. Labels are checked as a policy's are, since
+// policies select clients by them.
 
 func (a *applier) registerClient(c *Client) error {
 	if err := validName("client", c.Name); err != nil {
@@ -27,9 +28,13 @@ func (a *applier) registerClient(c *Client) error {
 		if n.DefaultPool == "" {
 			n.DefaultPool = old.DefaultPool
 		}
-		if len(n.Labels) == 0 {
+		if !n.LabelsReported {
 			n.Labels = old.Labels
 		}
+	}
+	n.LabelsReported = false
+	if len(n.Labels) == 0 {
+		n.Labels = nil
 	}
 	return putJSON(a.tx, bClients, []byte(n.Name), &n)
 }

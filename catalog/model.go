@@ -26,6 +26,10 @@ type Client struct {
 	Labels     map[string]string `json:"labels,omitempty"`
 	Registered time.Time         `json:"registered"`
 	LastSeen   time.Time         `json:"last_seen"`
+	// LabelsReported, on a registration only (it is not stored), says
+	// the agent reports its labels, none included: they then replace the
+	// stored ones. An older agent, which reports none, keeps them.
+	LabelsReported bool `json:"labels_reported,omitempty"`
 }
 
 // StorageNode is a process that owns devices and writes volumes.

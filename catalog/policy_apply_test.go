@@ -131,18 +131,29 @@ func TestPoliciesOfAClient(t *testing.T) {
 	}
 }
 
-func TestClientLabelsSurviveARegistrationWithout(t *testing.T) {
+// An agent's labels are its config's: a registration that reports them
+// replaces the stored ones, none clearing them, while a registration by
+// an agent older than labels (which reports nothing) keeps them.
+func TestClientLabelsFollowTheAgent(t *testing.T) {
 	c := newTestCatalog(t)
 	c.policySetup()
 	c.must(&Command{Op: OpRegisterClient, Client: &Client{Name: "db1", Version: "older"}})
 	if cl, _ := c.s.Client("db1"); cl.Labels["role"] != "db" {
-		t.Errorf("labels after a registration without any: %v", cl.Labels)
+		t.Errorf("labels after a registration by an older agent: %v", cl.Labels)
 	}
-	c.must(&Command{Op: OpRegisterClient, Client: &Client{Name: "db1", Labels: map[string]string{"role": "web"}}})
-	if cl, _ := c.s.Client("db1"); !reflect.DeepEqual(cl.Labels, map[string]string{"role": "web"}) {
+	c.must(&Command{Op: OpRegisterClient, Client: &Client{Name: "db1", Labels: map[string]string{"role": "web"}, LabelsReported: true}})
+	cl, _ := c.s.Client("db1")
+	if !reflect.DeepEqual(cl.Labels, map[string]string{"role": "web"}) {
 		t.Errorf("labels the agent reports do not replace the old: %v", cl.Labels)
 	}
-	c.refused(CodeInvalidArgument, &Command{Op: OpRegisterClient, Client: &Client{Name: "db1", Labels: map[string]string{"bad key": "x"}}})
+	if cl.LabelsReported {
+		t.Error("the registration's LabelsReported was stored")
+	}
+	c.must(&Command{Op: OpRegisterClient, Client: &Client{Name: "db1", LabelsReported: true}})
+	if cl, _ := c.s.Client("db1"); cl.Labels != nil {
+		t.Errorf("an agent whose config lost its labels left %v", cl.Labels)
+	}
+	c.refused(CodeInvalidArgument, &Command{Op: OpRegisterClient, Client: &Client{Name: "db1", Labels: map[string]string{"bad key": "x"}, LabelsReported: true}})
 }
 
 // TestPolicyRefusals holds every check of a policy, each refused with a code

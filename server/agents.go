@@ -48,6 +48,7 @@ func (s *Server) agentRegister(ctx context.Context, subject string, req wire.Age
 	}
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{
 		Name: name, Hostname: req.Hostname, OS: req.OS, Arch: req.Arch, Version: req.Version, Site: req.Site, Labels: req.Labels,
+		LabelsReported: req.ReportsLabels,
 	}}); err != nil {
 		return wire.AgentRegisterResp{}, err
 	}

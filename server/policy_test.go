@@ -141,7 +141,7 @@ func TestPolicyAPI(t *testing.T) {
 func TestPolicyApplyAndLabels(t *testing.T) {
 	h := newHarness(t)
 	h.setup()
-	h.must(h.agent(wire.OpAgentRegister, wire.AgentRegisterReq{Name: "web", Hostname: "web.example", Labels: map[string]string{"role": "web"}}, nil))
+	h.must(h.agent(wire.OpAgentRegister, wire.AgentRegisterReq{Name: "web", Hostname: "web.example", Labels: map[string]string{"role": "web"}, ReportsLabels: true}, nil))
 	var clients wire.ClientListResp
 	h.must(h.api(wire.OpClientList, wire.ClientListReq{}, &clients))
 	if len(clients.Clients) != 1 || clients.Clients[0].Labels["role"] != "web" {
@@ -181,6 +181,15 @@ func TestPolicyApplyAndLabels(t *testing.T) {
 	h.must(h.api(wire.OpPolicyPreview, wire.PolicyPreviewReq{Name: "by-label", Days: 2}, &prev))
 	if !reflect.DeepEqual(prev.Clients, []string{"web"}) {
 		t.Fatalf("the policy selecting role=web covers %v", prev.Clients)
+	}
+
+	// The agent restarted with no labels in its config: the client no
+	// longer has any, and the policy selecting role=web covers nobody.
+	h.must(h.agent(wire.OpAgentRegister, wire.AgentRegisterReq{Name: "web", Hostname: "web.example", ReportsLabels: true}, nil))
+	prev = wire.PolicyPreviewResp{}
+	h.must(h.api(wire.OpPolicyPreview, wire.PolicyPreviewReq{Name: "by-label", Days: 2}, &prev))
+	if len(prev.Clients) != 0 {
+		t.Fatalf("once the agent dropped its labels the policy selecting role=web covers %v", prev.Clients)
 	}
 }
 

@@ -984,10 +984,14 @@ type AgentRegisterReq struct {
 	Site     string `json:"site,omitempty"`
 	// Labels are the agent's labels (its config's labels, KEY=VALUE), by
 	// which policies select clients.
-	Labels   map[string]string `json:"labels,omitempty"`
-	Instance string            `json:"instance,omitempty"`
-	PID      int               `json:"pid,omitempty"`
-	Running  []uint64          `json:"running,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// ReportsLabels is set by every agent that knows labels: its Labels
+	// replace the client's, none clearing them; an older agent's
+	// registration keeps them.
+	ReportsLabels bool     `json:"reports_labels,omitempty"`
+	Instance      string   `json:"instance,omitempty"`
+	PID           int      `json:"pid,omitempty"`
+	Running       []uint64 `json:"running,omitempty"`
 }
 
 // AgentRegisterResp answers a registration: Duplicate is set while another
