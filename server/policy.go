@@ -23,6 +23,7 @@ func (s *Server) routePolicyAPI(r *wire.Router) {
 	r.Handle(wire.OpPolicySet, wire.Typed(s.policySet))
 	r.Handle(wire.OpPolicyApply, wire.Typed(s.policyApply))
 	r.Handle(wire.OpPolicyShow, wire.Typed(s.policyShow))
+	r.Handle(wire.OpPolicyGet, wire.Typed(s.policyShow))
 	r.Handle(wire.OpPolicyList, wire.Typed(s.policyList))
 	r.Handle(wire.OpPolicyDelete, wire.Typed(s.policyDelete))
 	r.Handle(wire.OpPolicyPreview, wire.Typed(s.policyPreview))

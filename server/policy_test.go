@@ -118,6 +118,13 @@ func TestPolicyAPI(t *testing.T) {
 	if !reflect.DeepEqual(shown, set) {
 		t.Errorf("show\n%+v\nset answered\n%+v", shown, set)
 	}
+	// What 'policy set' changes is read from the leader: a follower's copy
+	// may lag the last change, and the set's IfUpdated would refuse it.
+	var got2 wire.Policy
+	h.must(h.api(wire.OpPolicyGet, wire.PolicyNameReq{Name: "web"}, &got2))
+	if !reflect.DeepEqual(got2, set) || !needsLeader(wire.APISubject(wire.OpPolicyGet)) || needsLeader(wire.APISubject(wire.OpPolicyShow)) {
+		t.Errorf("policy.get answered %+v; only it needs the leader: %v", got2, needsLeader(wire.APISubject(wire.OpPolicyGet)))
+	}
 	var list wire.PolicyListResp
 	h.must(h.api(wire.OpPolicyList, wire.Empty{}, &list))
 	if len(list.Policies) != 1 || list.Policies[0].Name != "web" {

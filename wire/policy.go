@@ -5,10 +5,15 @@ import "time"
 // Policy operations (cairn.api.policy.<op>). Writes go to the leader; show,
 // list and preview are answered by any server from its own catalog.
 const (
-	OpPolicyCreate  = "policy.create"
-	OpPolicySet     = "policy.set"
-	OpPolicyApply   = "policy.apply"
-	OpPolicyShow    = "policy.show"
+	OpPolicyCreate = "policy.create"
+	OpPolicySet    = "policy.set"
+	OpPolicyApply  = "policy.apply"
+	OpPolicyShow   = "policy.show"
+	// OpPolicyGet is OpPolicyShow answered by the leader, for a change
+	// made on top of what it reads: a follower's copy may lag the
+	// policy's last change, which the change's IfUpdated would then
+	// refuse.
+	OpPolicyGet     = "policy.get"
 	OpPolicyList    = "policy.list"
 	OpPolicyDelete  = "policy.delete"
 	OpPolicyPreview = "policy.preview"

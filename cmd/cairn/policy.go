@@ -345,7 +345,7 @@ func runPolicyPut(ctx context.Context, g *globals, f *pflag.FlagSet, o *policyFl
 		if f.NFlag() == 0 {
 			return &usageError{fmt.Errorf("give the flags of what to change (see 'cairn policy set --help')")}
 		}
-		if err := g.call(ctx, nc, wire.OpPolicyShow, wire.PolicyNameReq{Name: name}, &req.Policy); err != nil {
+		if err := g.call(ctx, nc, wire.OpPolicyGet, wire.PolicyNameReq{Name: name}, &req.Policy); err != nil {
 			return err
 		}
 		req.IfUpdated = req.Policy.Updated
