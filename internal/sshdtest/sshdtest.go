@@ -58,14 +58,58 @@ type Server struct {
 	// Log is sshd's log file, for a test's failure message.
 	Log string
 
+	opts Options
 	cmd  *exec.Cmd
 	stop func()
 }
 
+// asNobody makes nobody the SFTP user: the owner of Dir, able to reach it
+// and to read the authorized keys (sshd reads them as the user).
+func (s *Server) asNobody(t testing.TB, dir string) {
+	t.Helper()
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("an append-only target needs a user other than root, and there is no nobody: %v", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(s.Dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(s.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.User = nobody.Username
+}
+
+// Options change how the server is set up.
+type Options struct {
+	// AppendOnly serves SFTP the way an administrator sets up an
+	// append-only target: internal-sftp refuses removes, renames,
+	// attribute changes and links (-P), and creates every file read-only
+	// (-u 0222), so the user may create a file and write it through the
+	// handle that created it, and never open it for writing again. The
+	// user must not be root, whom file modes do not stop: a test running
+	// as root logs in as nobody, whose directory Dir then is.
+	AppendOnly bool
+}
+
+// AppendOnlyCommand is the ForceCommand of an append-only target, as
+// storagenode/DESIGN.md gives it to administrators.
+const AppendOnlyCommand = "internal-sftp -u 0222 -P remove,rmdir,rename,posix-rename,setstat,fsetstat,lsetstat,hardlink,symlink,copy-data"
+
 // Start starts sshd, or fails the test when it cannot: sshd missing fails
 // under CAIRN_CI=1 (scripts/install-test-deps.sh installs it), and skips
 // elsewhere.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return StartWith(t, Options{}) }
+
+// StartWith starts sshd set up as o says.
+func StartWith(t testing.TB, o Options) *Server {
 	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		if os.Getenv("CAIRN_CI") != "" {
@@ -78,16 +122,19 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	s := &Server{Host: "127.0.0.1", User: u.Username, Dir: filepath.Join(dir, "remote"), Log: filepath.Join(dir, "sshd.log")}
+	s := &Server{Host: "127.0.0.1", User: u.Username, Dir: filepath.Join(dir, "remote"), Log: filepath.Join(dir, "sshd.log"), opts: o}
 	if err := os.Mkdir(s.Dir, 0o700); err != nil {
 		t.Fatal(err)
+	}
+	if o.AppendOnly && os.Geteuid() == 0 {
+		s.asNobody(t, dir)
 	}
 	hostKey, hostPub := writeKey(t, filepath.Join(dir, "host_ed25519"))
 	s.HostKey = hostPub
 	s.KeyFile, _ = writeKey(t, filepath.Join(dir, "user_ed25519"))
 	userPub := mustPub(t, s.KeyFile)
 	authorized := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authorized, ssh.MarshalAuthorizedKey(userPub), 0o600); err != nil {
+	if err := os.WriteFile(authorized, ssh.MarshalAuthorizedKey(userPub), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if os.Geteuid() == 0 {
@@ -118,6 +165,10 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) run(t testing.TB, dir, hostKey, authorized string) error {
 	conf := filepath.Join(dir, "sshd_config")
+	force := "internal-sftp"
+	if s.opts.AppendOnly {
+		force = AppendOnlyCommand
+	}
 	text := strings.Join([]string{
 		"ListenAddress 127.0.0.1",
 		"Port " + strconv.Itoa(s.Port),
@@ -135,7 +186,7 @@ func (s *Server) run(t testing.TB, dir, hostKey, authorized string) error {
 		"AllowTcpForwarding no",
 		"X11Forwarding no",
 		"Subsystem sftp internal-sftp",
-		"ForceCommand internal-sftp",
+		"ForceCommand " + force,
 		"LogLevel VERBOSE",
 		"",
 	}, "\n")
@@ -329,4 +380,39 @@ func (s *Server) WrongKnownHosts(t testing.TB) (string, ssh.PublicKey) {
 		t.Fatal(err)
 	}
 	return path, other
+}
+
+// SmallDir mounts a filesystem of size bytes (a tmpfs) at a new
+// directory name under Dir, owned by the SFTP user, as a target whose
+// disk fills up; the test's cleanup unmounts it. Mounting needs root: the
+// test skips without it, and fails under CAIRN_CI=1.
+func (s *Server) SmallDir(t testing.TB, name string, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CAIRN_CI") != "" {
+			t.Fatal("this test mounts a small filesystem for the target, which needs root; under CAIRN_CI=1 it may not skip")
+		}
+		t.Skip("SKIPPED: this test mounts a small filesystem for the target, which needs root; it fails instead under CAIRN_CI=1")
+	}
+	u, err := user.Lookup(s.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(s.Dir, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := fmt.Sprintf("size=%d,mode=0755,uid=%s,gid=%s", size, u.Uid, u.Gid)
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		if os.Getenv("CAIRN_CI") != "" {
+			t.Fatalf("mount a %d-byte tmpfs at %s: %v", size, dir, err)
+		}
+		t.Skipf("SKIPPED: mount a %d-byte tmpfs at %s: %v (the machine forbids mounts); it fails instead under CAIRN_CI=1", size, dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }

@@ -42,6 +42,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -77,9 +78,25 @@ type Config struct {
 	Dir string
 	// MaxVolumeBytes caps each volume file; 0 means no cap.
 	MaxVolumeBytes int64
+	// AppendOnly says the target lets this user create files but not
+	// delete, rename or rewrite them (DESIGN.md, "Append-only SFTP
+	// targets"): each volume is then written once, under its final name,
+	// and never cut back or deleted; the target's owner deletes expired
+	// volumes.
+	AppendOnly bool
+	// BytesPerSecond caps the pool's reads and writes together, over all
+	// its streams; 0 means no limit.
+	BytesPerSecond int64
+	// Streams is how many connections the pool opens to the target, a
+	// long write or read going out in ranges over all of them at once
+	// (0: 1). More than one helps where one TCP stream cannot fill the
+	// link (a long round trip); an append-only target takes one.
+	Streams int
 	// Retry is how a dropped or refused connection is tried again.
 	Retry Retry
 }
+
+func (c Config) streams() int { return max(1, c.Streams) }
 
 // Retry says how often and how long a pool tries to reach its target
 // again.
@@ -136,6 +153,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sftp pool %q: remote directory %q must be an absolute path", c.Pool, c.Dir)
 	case c.MaxVolumeBytes < 0:
 		return fmt.Errorf("sftp pool %q: max volume bytes %d is negative; use 0 for no limit", c.Pool, c.MaxVolumeBytes)
+	case c.BytesPerSecond < 0:
+		return fmt.Errorf("sftp pool %q: bandwidth limit %d bytes/s is negative; use 0 for no limit", c.Pool, c.BytesPerSecond)
+	case c.BytesPerSecond > 0 && c.BytesPerSecond < minBytesPerSecond:
+		return fmt.Errorf("sftp pool %q: bandwidth limit %d bytes/s is below the least of %d: raise it, or use 0 for no limit", c.Pool, c.BytesPerSecond, minBytesPerSecond)
+	case c.Streams < 0 || c.Streams > maxStreams:
+		return fmt.Errorf("sftp pool %q: %d streams: give 1 to %d (0 is 1)", c.Pool, c.Streams, maxStreams)
+	case c.AppendOnly && c.Streams > 1:
+		return fmt.Errorf("sftp pool %q: an append-only target lets a volume be written only through the connection that created it: set streams to 1", c.Pool)
 	}
 	return nil
 }
@@ -147,7 +172,17 @@ var (
 	// ErrMissingData: the file is shorter than what the catalog records
 	// as committed: data is lost on the target.
 	ErrMissingData = errors.New("volume file is shorter than its committed data")
+	// ErrSealed: an append-only target takes nothing more on the volume
+	// (it was written before, or the connection writing it dropped).
+	ErrSealed = errors.New("volume is sealed on an append-only target")
+	// ErrOwnerReclaims: the volume is on an append-only target, where its
+	// file is the target owner's to delete.
+	ErrOwnerReclaims = errors.New("the target is append-only: its owner deletes expired volumes")
 )
+
+// maxStreams bounds Config.Streams: each is a connection and an sshd
+// process on the target.
+const maxStreams = 16
 
 // HostKeyError is a host key the known_hosts file does not vouch for.
 // Its message, as AuthError's and UnreachableError's, leaves the pool to
@@ -214,21 +249,35 @@ func (e *knownHostsError) Error() string {
 
 func (e *knownHostsError) Unwrap() error { return e.err }
 
-// Pool is one SFTP target's volume directory. Its connection is shared
-// by every Appender and reader of the pool, and redialled when it drops.
+// Pool is one SFTP target's volume directory. Its connections (one per
+// stream, Config.Streams) are shared by every Appender and reader of the
+// pool, and each is redialled when it drops.
 type Pool struct {
 	cfg   Config
 	retry Retry
+	links []*link
+	limit *limiter // nil: no bandwidth limit
+	stats stats
 
-	mu     sync.Mutex
-	conn   *conn // nil until the first use, or after a drop
-	gen    int   // counts connections, so a drop is redialled once
-	closed bool
+	// fresh are the handles of volumes Create made on an append-only
+	// target, which OpenAppend takes: there a volume file can be written
+	// only through the handle that created it.
+	freshMu sync.Mutex
+	fresh   map[string]*file
+
+	// dials counts connections made, for tests of a cut connection.
+	dials atomic.Int64
 
 	// done is closed by Close, which a redial waiting out its backoff
-	// (holding mu) heeds.
+	// (holding a link's mu) heeds.
 	done      chan struct{}
 	closeOnce sync.Once
+}
+
+// link is one of the pool's connections to the target.
+type link struct {
+	mu   sync.Mutex
+	conn *conn // nil until the first use, or after a drop
 }
 
 // ErrClosed is an operation on a pool after Close.
@@ -236,7 +285,6 @@ var ErrClosed = errors.New("sftp pool closed")
 
 // conn is one SSH connection and its SFTP session.
 type conn struct {
-	gen  int
 	ssh  *ssh.Client
 	sftp *sftp.Client
 	dead chan struct{} // closed when the SSH connection ends
@@ -247,40 +295,57 @@ func New(cfg Config) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Pool{cfg: cfg, retry: cfg.Retry.withDefaults(), done: make(chan struct{})}, nil
+	p := &Pool{cfg: cfg, retry: cfg.Retry.withDefaults(), done: make(chan struct{}), fresh: map[string]*file{}}
+	for range cfg.streams() {
+		p.links = append(p.links, &link{})
+	}
+	if cfg.BytesPerSecond > 0 {
+		p.limit = newLimiter(cfg.BytesPerSecond)
+	}
+	return p, nil
 }
 
 // Config is the pool's configuration.
 func (p *Pool) Config() Config { return p.cfg }
 
-// Close drops the connection; the pool dials no more.
+// Close drops the connections; the pool dials no more.
 func (p *Pool) Close() error {
 	p.closeOnce.Do(func() { close(p.done) })
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	if p.conn == nil {
-		return nil
+	var err error
+	for _, l := range p.links {
+		l.mu.Lock()
+		if c := l.conn; c != nil {
+			l.conn = nil
+			c.sftp.Close()
+			err = errors.Join(err, c.ssh.Close())
+		}
+		l.mu.Unlock()
 	}
-	c := p.conn
-	p.conn = nil
-	c.sftp.Close()
-	return c.ssh.Close()
+	return err
 }
 
-// client returns the live connection, dialling one (up to attempts
+func (p *Pool) closed() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// client returns link l's live connection, dialling one (up to attempts
 // times, with backoff) when there is none or the one there is has dropped.
-func (p *Pool) client(ctx context.Context, attempts int) (*conn, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+func (p *Pool) client(ctx context.Context, l *link, attempts int) (*conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.closed() {
 		return nil, fmt.Errorf("sftp pool %q: %w", p.cfg.Pool, ErrClosed)
 	}
-	if c := p.conn; c != nil {
+	if c := l.conn; c != nil {
 		select {
 		case <-c.dead:
 			c.sftp.Close()
-			p.conn = nil
+			l.conn = nil
 		default:
 			return c, nil
 		}
@@ -291,11 +356,12 @@ func (p *Pool) client(ctx context.Context, attempts int) (*conn, error) {
 	for attempt := 1; ; attempt++ {
 		c, err := p.dial(ctx)
 		if err == nil {
-			p.gen++
-			c.gen = p.gen
-			p.conn = c
+			p.dials.Add(1)
+			l.conn = c
+			p.stats.reached()
 			return c, nil
 		}
+		p.stats.failed(err)
 		var hk *HostKeyError
 		var ae *AuthError
 		var ke *knownHostsError
@@ -304,7 +370,9 @@ func (p *Pool) client(ctx context.Context, attempts int) (*conn, error) {
 		}
 		last = err
 		if attempt >= attempts {
-			return nil, &UnreachableError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), Attempts: attempt, For: time.Since(start), Err: last}
+			err := &UnreachableError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), Attempts: attempt, For: time.Since(start), Err: last}
+			p.stats.unreachable(err)
+			return nil, err
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -320,14 +388,14 @@ func (p *Pool) client(ctx context.Context, attempts int) (*conn, error) {
 	}
 }
 
-// drop forgets connection c after an operation on it failed for want of
-// the transport, so the next client call dials again; a newer connection
-// is kept.
-func (p *Pool) drop(c *conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.conn == c {
-		p.conn = nil
+// drop forgets link l's connection c after an operation on it failed for
+// want of the transport, so the next client call dials again; a newer
+// connection is kept.
+func (p *Pool) drop(l *link, c *conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == c {
+		l.conn = nil
 		c.sftp.Close()
 		c.ssh.Close()
 	}
@@ -442,21 +510,24 @@ func transport(c *conn, err error) bool {
 	return perr != nil
 }
 
-// do runs op on a live connection, and again on a new one while the
-// connection drops under it, within the pool's retries.
-func (p *Pool) do(ctx context.Context, op func(c *conn) error) error {
+// do runs op on a live connection of link l, and again on a new one
+// while the connection drops under it, within the pool's retries.
+func (p *Pool) do(ctx context.Context, l *link, op func(c *conn) error) error {
 	var err error
 	for range p.retry.Attempts {
 		var c *conn
-		if c, err = p.client(ctx, p.retry.Attempts); err != nil {
+		if c, err = p.client(ctx, l, p.retry.Attempts); err != nil {
 			return err
 		}
 		if err = op(c); !transport(c, err) {
 			return err
 		}
-		p.drop(c)
+		p.stats.failed(err)
+		p.drop(l, c)
 	}
-	return &UnreachableError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), Attempts: p.retry.Attempts, Err: err}
+	err = &UnreachableError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), Attempts: p.retry.Attempts, Err: err}
+	p.stats.unreachable(err)
+	return err
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$`)
@@ -473,6 +544,12 @@ func (p *Pool) Path(name string) (string, error) {
 // name, synced, then renamed to the volume's name (a rename that never
 // replaces a file), and the label read back. It leaves no file behind
 // when it fails.
+//
+// On an append-only target, which refuses renames and a second opening
+// for writing, the label is written under the volume's name itself, with
+// an exclusive create, and the handle is kept for OpenAppend: the volume
+// is written once, through it. A failure there leaves the file, which
+// the target's owner removes (DESIGN.md, "Append-only SFTP targets").
 func (p *Pool) Create(ctx context.Context, name string, label volume.Label) error {
 	final, err := p.Path(name)
 	if err != nil {
@@ -499,10 +576,14 @@ func (p *Pool) Create(ctx context.Context, name string, label volume.Label) erro
 	if err != nil {
 		return fmt.Errorf("sftp pool %q: create volume %s: %w", p.cfg.Pool, name, err)
 	}
+	if p.cfg.AppendOnly {
+		return p.createOnce(ctx, name, final, label, data)
+	}
 	var r [8]byte
 	_, _ = rand.Read(r[:])
 	tmp := final + tmpInfix + hex.EncodeToString(r[:])
-	err = p.do(ctx, func(c *conn) error {
+	l := p.links[0]
+	err = p.do(ctx, l, func(c *conn) error {
 		f, err := c.sftp.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 		if err != nil {
 			return err
@@ -514,7 +595,7 @@ func (p *Pool) Create(ctx context.Context, name string, label volume.Label) erro
 		return syncFile(f)
 	})
 	if err == nil {
-		err = p.do(ctx, func(c *conn) error {
+		err = p.do(ctx, l, func(c *conn) error {
 			err := c.sftp.Rename(tmp, final)
 			if err != nil {
 				// A rename redone after a drop may find it done already.
@@ -531,7 +612,7 @@ func (p *Pool) Create(ctx context.Context, name string, label volume.Label) erro
 		}
 	}
 	if err != nil {
-		_ = p.do(ctx, func(c *conn) error {
+		_ = p.do(ctx, l, func(c *conn) error {
 			if err := c.sftp.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
@@ -544,13 +625,60 @@ func (p *Pool) Create(ctx context.Context, name string, label volume.Label) erro
 		return err
 	}
 	defer rd.Close()
-	got, err := volume.ReadLabel(rd)
+	return p.checkLabel(rd, final, label)
+}
+
+func (p *Pool) checkLabel(r io.ReaderAt, file string, label volume.Label) error {
+	got, err := volume.ReadLabel(r)
 	if err != nil {
-		return fmt.Errorf("sftp pool %q: read back the label of volume %s: %w", p.cfg.Pool, name, err)
+		return fmt.Errorf("sftp pool %q: read back the label of %s: %w", p.cfg.Pool, file, err)
 	}
 	if got.VolumeID != label.VolumeID || got.Name != label.Name || got.BlockSize != label.BlockSize {
-		return fmt.Errorf("sftp pool %q: the label read back from %s differs from the one written: the target is not keeping what is written", p.cfg.Pool, final)
+		return fmt.Errorf("sftp pool %q: the label read back from %s differs from the one written: the target is not keeping what is written", p.cfg.Pool, file)
 	}
+	return nil
+}
+
+// createOnce is Create on an append-only target.
+func (p *Pool) createOnce(ctx context.Context, name, final string, label volume.Label, data []byte) error {
+	fl := &file{p: p, l: p.links[0], path: final, flag: os.O_RDWR, once: true}
+	err := p.do(ctx, fl.l, func(c *conn) error {
+		if fl.c == c {
+			return nil
+		}
+		if fl.c != nil {
+			// The connection dropped after the create went through: the
+			// file is there and may no more be written.
+			return fmt.Errorf("the connection dropped while creating %s: %w", final, ErrSealed)
+		}
+		f, err := c.sftp.OpenFile(final, os.O_RDWR|os.O_CREATE|os.O_EXCL)
+		if err != nil {
+			return err
+		}
+		fl.c, fl.f = c, f
+		return nil
+	})
+	if err == nil {
+		err = fl.run(ctx, func(f *sftp.File) error {
+			if _, err := f.WriteAt(data, 0); err != nil {
+				return err
+			}
+			if err := syncFile(f); err != nil {
+				return err
+			}
+			return p.checkLabel(f, final, label)
+		})
+	}
+	if err != nil {
+		_ = fl.close()
+		return fmt.Errorf("sftp pool %q: create volume %s on the append-only target (a file of that name exists, or the target refused): %w", p.cfg.Pool, name, err)
+	}
+	p.freshMu.Lock()
+	if old := p.fresh[name]; old != nil {
+		_ = old.close()
+	}
+	p.fresh[name] = fl
+	p.freshMu.Unlock()
 	return nil
 }
 
@@ -571,33 +699,107 @@ func syncFile(f *sftp.File) error {
 // tries once, with no retry: it is a figure for a report, and the next
 // report asks again.
 func (p *Pool) Usage(ctx context.Context) (free, total int64, ok bool) {
-	c, err := p.client(ctx, 1)
+	l := p.links[0]
+	c, err := p.client(ctx, l, 1)
 	if err != nil {
 		return 0, 0, false
 	}
 	st, err := c.sftp.StatVFS(p.cfg.Dir)
 	if err != nil {
 		if transport(c, err) {
-			p.drop(c)
+			p.stats.failed(err)
+			p.drop(l, c)
 		}
 		return 0, 0, false
 	}
 	return int64(st.Bavail * st.Frsize), int64(st.Blocks * st.Frsize), true
 }
 
-// file is a remote file reopened on the pool's current connection when
+// whyFailed tells a full target from other failures of a write of n
+// bytes: OpenSSH answers a write that found no room with the generic
+// "failure" (it has no status code for ENOSPC), so the target is asked
+// how much room its filesystem has.
+func (p *Pool) whyFailed(ctx context.Context, err error, n int) error {
+	var se *sftp.StatusError
+	if !errors.As(err, &se) || se.FxCode() != sftp.ErrSSHFxFailure {
+		return err
+	}
+	free, total, ok := p.Usage(ctx)
+	if !ok || free > int64(n)+fullSlack {
+		return err
+	}
+	return &FullError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), Dir: p.cfg.Dir, Free: free, Total: total, Err: err}
+}
+
+// fullSlack is room a filesystem keeps from a write that fills it (its
+// last partial blocks, metadata).
+const fullSlack = 64 << 10
+
+// FullError is a write the target refused for want of room.
+type FullError struct {
+	Pool, Addr, Dir string
+	Free, Total     int64
+	Err             error
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("the target's filesystem holding %s on %s is full (%d of %d bytes free): free space there, or give the pool a volume size limit", e.Dir, e.Addr, e.Free, e.Total)
+}
+
+func (e *FullError) Unwrap() error { return e.Err }
+
+// Delete removes volume name, which the catalog says is volume id, once
+// its backups have all expired. A file already gone is success. On an
+// append-only target it removes nothing: it is ErrOwnerReclaims while
+// the file is there, and success once the target's owner removed it.
+func (p *Pool) Delete(ctx context.Context, name string, id uuid.UUID) error {
+	pth, err := p.Path(name)
+	if err != nil {
+		return err
+	}
+	err = p.do(ctx, p.links[0], func(c *conn) error {
+		f, err := c.sftp.Open(pth)
+		if err != nil {
+			return err
+		}
+		l, err := volume.ReadLabel(f)
+		f.Close()
+		if err == nil && l.VolumeID != id {
+			return fmt.Errorf("volume file %s holds volume %s, the catalog's is %s; it is kept: %w", pth, l.VolumeID, id, ErrWrongVolume)
+		}
+		if p.cfg.AppendOnly {
+			return fmt.Errorf("volume file %s: %w", pth, ErrOwnerReclaims)
+		}
+		return c.sftp.Remove(pth)
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sftp pool %q: delete volume %s: %w", p.cfg.Pool, name, err)
+	}
+	return nil
+}
+
+// file is a remote file reopened on its link's current connection when
 // the one it was opened on dropped.
 type file struct {
 	p    *Pool
+	l    *link
 	path string
 	flag int
-	c    *conn
-	f    *sftp.File
+	// once: the file was created on an append-only target, where it may
+	// not be opened for writing again.
+	once bool
+
+	mu sync.Mutex // guards c and f against the reads of a ReaderAt at once
+	c  *conn
+	f  *sftp.File
 }
 
-func (p *Pool) open(ctx context.Context, pth string, flag int) (*file, error) {
-	fl := &file{p: p, path: pth, flag: flag}
-	if err := p.do(ctx, func(c *conn) error { return fl.reopen(c) }); err != nil {
+func (p *Pool) open(ctx context.Context, l *link, pth string, flag int) (*file, error) {
+	fl := &file{p: p, l: l, path: pth, flag: flag}
+	if err := p.do(ctx, l, func(c *conn) error { return fl.reopen(c) }); err != nil {
 		return nil, err
 	}
 	return fl, nil
@@ -606,6 +808,9 @@ func (p *Pool) open(ctx context.Context, pth string, flag int) (*file, error) {
 func (fl *file) reopen(c *conn) error {
 	if fl.c == c {
 		return nil
+	}
+	if fl.once {
+		return fmt.Errorf("the connection dropped while writing %s, which an append-only target lets no one open for writing again: %w", fl.path, ErrSealed)
 	}
 	f, err := c.sftp.OpenFile(fl.path, fl.flag)
 	if err != nil {
@@ -621,15 +826,21 @@ func (fl *file) reopen(c *conn) error {
 // run does op on the file, reopening it on a new connection while the
 // connection drops under it.
 func (fl *file) run(ctx context.Context, op func(f *sftp.File) error) error {
-	return fl.p.do(ctx, func(c *conn) error {
-		if err := fl.reopen(c); err != nil {
+	return fl.p.do(ctx, fl.l, func(c *conn) error {
+		fl.mu.Lock()
+		err := fl.reopen(c)
+		f := fl.f
+		fl.mu.Unlock()
+		if err != nil {
 			return err
 		}
-		return op(fl.f)
+		return op(f)
 	})
 }
 
 func (fl *file) close() error {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
 	if fl.f == nil {
 		return nil
 	}
@@ -642,10 +853,109 @@ func (fl *file) close() error {
 	return err
 }
 
+// striped is one remote file opened on each of the pool's links, so a
+// long read or write is cut into as many ranges, each sent on its own
+// connection at once: one TCP stream with SSH's window may not fill a
+// long, fat link. The handle of link 0 is opened first; the others when a
+// transfer first needs them.
+type striped struct {
+	p     *Pool
+	ctx   context.Context
+	mu    sync.Mutex // guards files: a ReaderAt is read from at once
+	files []*file
+}
+
+// minStripe is the least a range of a striped transfer carries: below
+// it, one connection's round trips cost less than waiting for several.
+const minStripe = 64 << 10
+
+func (p *Pool) openStriped(ctx context.Context, first *file) *striped {
+	st := &striped{p: p, ctx: ctx, files: make([]*file, len(p.links))}
+	st.files[0] = first
+	return st
+}
+
+// each runs op on len(b) bytes at off, cut into ranges on several links
+// when b is long enough, after the bandwidth limit lets them through; n
+// is what all ranges did, the first error is returned.
+func (st *striped) each(b []byte, off int64, op func(f *sftp.File, b []byte, off int64) (int, error)) (int, error) {
+	ways := min(len(st.files), len(b)/minStripe)
+	if ways <= 1 {
+		if err := st.p.limit.wait(st.ctx, len(b)); err != nil {
+			return 0, err
+		}
+		var n int
+		err := st.files[0].run(st.ctx, func(f *sftp.File) error {
+			var err error
+			n, err = op(f, b, off)
+			return err
+		})
+		return n, err
+	}
+	size := (len(b) + ways - 1) / ways
+	ns := make([]int, ways)
+	errs := make([]error, ways)
+	var wg sync.WaitGroup
+	for i := range ways {
+		lo, hi := i*size, min(len(b), (i+1)*size)
+		wg.Go(func() {
+			if errs[i] = st.p.limit.wait(st.ctx, hi-lo); errs[i] != nil {
+				return
+			}
+			st.mu.Lock()
+			fl := st.files[i]
+			if fl == nil {
+				first := st.files[0]
+				fl = &file{p: st.p, l: st.p.links[i], path: first.path, flag: first.flag}
+				st.files[i] = fl
+			}
+			st.mu.Unlock()
+			errs[i] = fl.run(st.ctx, func(f *sftp.File) error {
+				var err error
+				ns[i], err = op(f, b[lo:hi], off+int64(lo))
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	n := 0
+	for i := range ways {
+		n += ns[i]
+		if errs[i] != nil {
+			return n, errs[i]
+		}
+		if lo, hi := i*size, min(len(b), (i+1)*size); ns[i] < hi-lo {
+			return n, io.ErrUnexpectedEOF
+		}
+	}
+	return n, nil
+}
+
+// sync makes every handle's writes durable.
+func (st *striped) sync() error {
+	for _, fl := range st.files {
+		if fl != nil {
+			if err := fl.run(st.ctx, syncFile); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (st *striped) close() error {
+	var err error
+	for _, fl := range st.files {
+		if fl != nil {
+			err = errors.Join(err, fl.close())
+		}
+	}
+	return err
+}
+
 // Reader reads a remote volume file with range reads.
 type Reader struct {
-	fl   *file
-	ctx  context.Context
+	st   *striped
 	size int64
 }
 
@@ -655,11 +965,11 @@ func (p *Pool) OpenRead(ctx context.Context, name string) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	fl, err := p.open(ctx, pth, os.O_RDONLY)
+	fl, err := p.open(ctx, p.links[0], pth, os.O_RDONLY)
 	if err != nil {
 		return nil, fmt.Errorf("sftp pool %q: open volume %s: %w", p.cfg.Pool, name, err)
 	}
-	r := &Reader{fl: fl, ctx: ctx}
+	r := &Reader{st: p.openStriped(ctx, fl)}
 	if err := fl.run(ctx, func(f *sftp.File) error {
 		st, err := f.Stat()
 		if err == nil {
@@ -679,23 +989,29 @@ func (r *Reader) Size() int64 { return r.size }
 // ReadAt reads len(b) bytes at off, redone on a new connection when the
 // connection drops.
 func (r *Reader) ReadAt(b []byte, off int64) (int, error) {
-	var n int
-	err := r.fl.run(r.ctx, func(f *sftp.File) error {
-		var err error
-		n, err = f.ReadAt(b, off)
-		return err
+	start := time.Now()
+	n, err := r.st.each(b, off, func(f *sftp.File, b []byte, off int64) (int, error) {
+		n, err := f.ReadAt(b, off)
+		if err == io.EOF && n == len(b) {
+			err = nil
+		}
+		return n, err
 	})
+	r.st.p.stats.read(n, time.Since(start))
+	if err == nil && n < len(b) {
+		err = io.EOF
+	}
 	return n, err
 }
 
-func (r *Reader) Close() error { return r.fl.close() }
+func (r *Reader) Close() error { return r.st.close() }
 
 // Appender is a remote volume file open for appending one session part
 // after another. It implements volume.Appender.
 type Appender struct {
 	pool  *Pool
 	name  string
-	fl    *file
+	st    *striped
 	ctx   context.Context
 	label volume.Label
 	off   int64
@@ -713,13 +1029,24 @@ var (
 // committedEnd bytes committed, for appending at committedEnd. Bytes past
 // committedEnd are cut off and counted in TornBytes. ctx bounds every
 // operation of the Appender (its retries included).
+//
+// On an append-only target only a volume Create just made can be opened,
+// once: any other is ErrSealed.
 func (p *Pool) OpenAppend(ctx context.Context, name string, id uuid.UUID, committedEnd int64) (*Appender, error) {
 	pth, err := p.Path(name)
 	if err != nil {
 		return nil, err
 	}
-	fl, err := p.open(ctx, pth, os.O_RDWR)
-	if err != nil {
+	var fl *file
+	if p.cfg.AppendOnly {
+		p.freshMu.Lock()
+		fl = p.fresh[name]
+		delete(p.fresh, name)
+		p.freshMu.Unlock()
+		if fl == nil {
+			return nil, fmt.Errorf("sftp pool %q: volume %s was written before; on an append-only target it takes no more: %w", p.cfg.Pool, name, ErrSealed)
+		}
+	} else if fl, err = p.open(ctx, p.links[0], pth, os.O_RDWR); err != nil {
 		return nil, fmt.Errorf("sftp pool %q: open volume %s for appending: %w", p.cfg.Pool, name, err)
 	}
 	a, err := p.openAppend(ctx, fl, name, id, committedEnd)
@@ -756,7 +1083,7 @@ func (p *Pool) openAppend(ctx context.Context, fl *file, name string, id uuid.UU
 	if size < committedEnd {
 		return nil, fmt.Errorf("sftp pool %q: volume file %s on %s is %d bytes, but the catalog has %d bytes committed on it: mark the volume damaged and check the target: %w", p.cfg.Pool, fl.path, p.cfg.Addr(), size, committedEnd, ErrMissingData)
 	}
-	a := &Appender{pool: p, name: name, fl: fl, ctx: ctx, label: l, off: committedEnd}
+	a := &Appender{pool: p, name: name, st: p.openStriped(ctx, fl), ctx: ctx, label: l, off: committedEnd}
 	if torn := size - committedEnd; torn > 0 {
 		if err := a.truncate(committedEnd); err != nil {
 			return nil, err
@@ -783,17 +1110,22 @@ func (a *Appender) Remaining() int64 {
 }
 
 // Write writes p at Offset; a write the connection broke is redone whole
-// at the same offset on a new connection.
+// at the same offset on a new connection. With several streams, a long
+// p goes out in ranges over them at once.
 func (a *Appender) Write(p []byte) (int, error) {
 	off := a.off
-	err := a.fl.run(a.ctx, func(f *sftp.File) error {
-		n, err := f.WriteAt(p, off)
-		if err == nil && n != len(p) {
+	start := time.Now()
+	n, err := a.st.each(p, off, func(f *sftp.File, b []byte, off int64) (int, error) {
+		n, err := f.WriteAt(b, off)
+		if err == nil && n != len(b) {
 			err = io.ErrShortWrite
 		}
-		return err
+		return n, err
 	})
+	a.pool.stats.wrote(n, time.Since(start))
 	if err != nil {
+		a.pool.stats.failed(err)
+		err = a.pool.whyFailed(a.ctx, err, len(p))
 		return 0, fmt.Errorf("sftp pool %q: write volume %s at offset %d: %w", a.pool.cfg.Pool, a.name, off, err)
 	}
 	a.off += int64(len(p))
@@ -804,14 +1136,17 @@ func (a *Appender) Write(p []byte) (int, error) {
 // syncs the file through the new handle, which covers the writes the old
 // one made: they reached the target's file before they were answered.
 func (a *Appender) Sync() error {
-	if err := a.fl.run(a.ctx, syncFile); err != nil {
+	if err := a.st.sync(); err != nil {
+		a.pool.stats.failed(err)
+		err = a.pool.whyFailed(a.ctx, err, 0)
 		return fmt.Errorf("sftp pool %q: sync volume %s: %w", a.pool.cfg.Pool, a.name, err)
 	}
 	return nil
 }
 
 // Truncate cuts the volume back to to (at or past the label, at most
-// Offset), to roll back a session that failed, and syncs.
+// Offset), to roll back a session that failed, and syncs. An append-only
+// target cuts nothing: ErrSealed.
 func (a *Appender) Truncate(to int64) error {
 	if to < int64(a.label.BlockSize) || to > a.off {
 		return fmt.Errorf("sftp pool %q: volume %s: cannot truncate to %d: it must lie between the label end %d and the write offset %d", a.pool.cfg.Pool, a.name, to, a.label.BlockSize, a.off)
@@ -820,7 +1155,10 @@ func (a *Appender) Truncate(to int64) error {
 }
 
 func (a *Appender) truncate(to int64) error {
-	err := a.fl.run(a.ctx, func(f *sftp.File) error {
+	if a.pool.cfg.AppendOnly {
+		return fmt.Errorf("sftp pool %q: volume %s: an append-only target cuts nothing back: %w", a.pool.cfg.Pool, a.name, ErrSealed)
+	}
+	err := a.st.files[0].run(a.ctx, func(f *sftp.File) error {
 		if err := f.Truncate(to); err != nil {
 			return err
 		}
@@ -836,7 +1174,7 @@ func (a *Appender) truncate(to int64) error {
 // Close releases the remote file. It does not sync: the session writer
 // syncs every part it closes.
 func (a *Appender) Close() error {
-	if err := a.fl.close(); err != nil {
+	if err := a.st.close(); err != nil {
 		return fmt.Errorf("sftp pool %q: close volume %s: %w", a.pool.cfg.Pool, a.name, err)
 	}
 	return nil

@@ -210,8 +210,8 @@ func TestWriteResumesAfterSessionKilled(t *testing.T) {
 	if err := a.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if p.gen < 2 {
-		t.Fatalf("the pool dialled %d times: the connection was not cut", p.gen)
+	if p.dials.Load() < 2 {
+		t.Fatalf("the pool dialled %d times: the connection was not cut", p.dials.Load())
 	}
 	got, err := os.ReadFile(filepath.Join(s.Dir, "vols", "Offsite-0001.cvol"))
 	if err != nil {
@@ -284,8 +284,8 @@ func TestCloseStopsARedial(t *testing.T) {
 	}()
 	// The write is in its backoff once the pool's lock is held.
 	poll.Until(t, 10*time.Second, func() error {
-		if p.mu.TryLock() {
-			p.mu.Unlock()
+		if p.links[0].mu.TryLock() {
+			p.links[0].mu.Unlock()
 			return errors.New("the write is not redialling")
 		}
 		return nil
