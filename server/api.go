@@ -138,6 +138,7 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 			s.mu.Lock()
 			if l := s.nodes[id]; l != nil {
 				pn.FreeBytes = l.usage[p.Name].FreeBytes
+				pn.Target = l.usage[p.Name].Target
 			}
 			s.mu.Unlock()
 			info.FreeBytes += pn.FreeBytes

@@ -93,7 +93,8 @@ func (s *Server) shortage(spec orchestrator.BackupSpec) (*poolShortage, error) {
 		if l == nil || !s.alive(l) {
 			continue
 		}
-		if u, ok := l.usage[pool.Name]; ok {
+		// A remote target's usage may carry only its state, no size.
+		if u, ok := l.usage[pool.Name]; ok && u.TotalBytes > 0 {
 			reported = true
 			free = max(free, u.FreeBytes)
 		}

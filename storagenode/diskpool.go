@@ -69,7 +69,7 @@ func (s *diskSession) acquire(ctx context.Context, done volume.Appender) (volume
 	for _, o := range s.opened {
 		used = append(used, o.app.VolumeID())
 	}
-	g, err := s.j.grantVolume(ctx, done, used)
+	g, err := s.j.grantVolume(ctx, done, used, nil)
 	if err != nil {
 		return nil, g, err
 	}

@@ -38,6 +38,9 @@ func edgeError(err error) *wire.Error {
 	if errors.As(err, &we) && we.Code != wire.CodeInternal {
 		return wire.AsError(err)
 	}
+	if we := sftpError(err); we != nil {
+		return we
+	}
 	var le *library.Error
 	if errors.As(err, &le) {
 		for _, c := range libraryCodes {

@@ -117,12 +117,16 @@ type stream struct {
 
 // grantVolume asks the servers for a volume of the stream's pool to append
 // to: a volume other than done, which is full, and than those the session
-// already wrote to (used).
-func (j *stream) grantVolume(ctx context.Context, done volume.Appender, used []uuid.UUID) (wire.VolumeGrant, error) {
+// already wrote to (used). bad, when not nil, names a volume the servers
+// are to mark error, and why.
+func (j *stream) grantVolume(ctx context.Context, done volume.Appender, used []uuid.UUID, bad *wire.VolumeAcquireReq) (wire.VolumeGrant, error) {
 	var g wire.VolumeGrant
 	req := wire.VolumeAcquireReq{JobID: j.t.JobID, Pool: j.t.Pool, Used: used}
 	if done != nil {
 		req.Full = done.VolumeID()
+	}
+	if bad != nil {
+		req.Bad, req.BadReason = bad.Bad, bad.BadReason
 	}
 	if err := j.n.request(ctx, wire.OpVolumeAcquire, req, &g); err != nil {
 		return g, fmt.Errorf("get a volume in pool %s: %w", j.t.Pool, err)

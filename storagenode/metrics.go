@@ -46,6 +46,14 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 var (
 	descPoolFree  = prometheus.NewDesc("cairn_node_pool_free_bytes", "Free bytes of the filesystem holding a pool's volumes.", []string{"node", "pool"}, nil)
 	descPoolTotal = prometheus.NewDesc("cairn_node_pool_size_bytes", "Size of the filesystem holding a pool's volumes.", []string{"node", "pool"}, nil)
+
+	// A pool on a remote target (SFTP, object storage): one set of series
+	// for every kind, labeled with the target's address.
+	poolTarget        = []string{"node", "pool", "target"}
+	descTargetUp      = prometheus.NewDesc("cairn_node_pool_target_up", "1 when the last try reached the pool's remote target, 0 when it did not (absent before the first try).", poolTarget, nil)
+	descTargetBytes   = prometheus.NewDesc("cairn_node_pool_target_bytes_total", "Volume bytes sent to (direction=write) and received from (read) the pool's remote target.", append(poolTarget, "direction"), nil)
+	descTargetSeconds = prometheus.NewDesc("cairn_node_pool_target_transfer_seconds_total", "Time spent sending to and receiving from the pool's remote target; bytes over seconds is its throughput while in use.", append(poolTarget, "direction"), nil)
+	descTargetErrors  = prometheus.NewDesc("cairn_node_pool_target_errors_total", "Failed connections to and operations on the pool's remote target, each retry counted.", poolTarget, nil)
 )
 
 // poolCollector reads filesystem usage at scrape time.
@@ -54,11 +62,32 @@ type poolCollector struct{ n *Node }
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPoolFree
 	ch <- descPoolTotal
+	ch <- descTargetUp
+	ch <- descTargetBytes
+	ch <- descTargetSeconds
+	ch <- descTargetErrors
 }
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, u := range c.n.usage() {
 		ch <- prometheus.MustNewConstMetric(descPoolFree, prometheus.GaugeValue, float64(u.FreeBytes), c.n.cfg.ID, u.Name)
 		ch <- prometheus.MustNewConstMetric(descPoolTotal, prometheus.GaugeValue, float64(u.TotalBytes), c.n.cfg.ID, u.Name)
+		t := u.Target
+		if t == nil {
+			continue
+		}
+		l := []string{c.n.cfg.ID, u.Name, t.Addr}
+		if t.Tried {
+			up := 0.0
+			if t.Reachable {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descTargetUp, prometheus.GaugeValue, up, l...)
+		}
+		ch <- prometheus.MustNewConstMetric(descTargetBytes, prometheus.CounterValue, float64(t.BytesWritten), append(l, "write")...)
+		ch <- prometheus.MustNewConstMetric(descTargetBytes, prometheus.CounterValue, float64(t.BytesRead), append(l, "read")...)
+		ch <- prometheus.MustNewConstMetric(descTargetSeconds, prometheus.CounterValue, t.WriteSeconds, append(l, "write")...)
+		ch <- prometheus.MustNewConstMetric(descTargetSeconds, prometheus.CounterValue, t.ReadSeconds, append(l, "read")...)
+		ch <- prometheus.MustNewConstMetric(descTargetErrors, prometheus.CounterValue, float64(t.Errors), l...)
 	}
 }

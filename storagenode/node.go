@@ -233,8 +233,8 @@ func (n *Node) serveOrders(ctx context.Context) error {
 			return resp, orderError(err)
 		})
 	}))
-	r.Handle(wire.OpNodeVolumeDelete, wire.Typed(func(_ context.Context, _ string, o wire.VolumeDeleteOrder) (wire.Empty, error) {
-		return wire.Empty{}, n.deleteVolume(o)
+	r.Handle(wire.OpNodeVolumeDelete, wire.Typed(func(ctx context.Context, _ string, o wire.VolumeDeleteOrder) (wire.Empty, error) {
+		return wire.Empty{}, n.deleteVolume(ctx, o)
 	}))
 	r.Handle(wire.OpNodeTapeLabel, wire.Typed(func(ctx context.Context, _ string, o wire.TapeLabelOrder) (wire.TapeLabelResult, error) {
 		m, err := n.library(o.Library)

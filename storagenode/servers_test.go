@@ -152,6 +152,11 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 		return wire.Empty{}, nil
 	case wire.OpSessionCommit:
 		req, err := appendDecoded(body, &f.commits)
+		for _, id := range req.Sealed {
+			if v := f.vol(id); v != nil && v.state == "append" {
+				v.state = "full"
+			}
+		}
 		for _, p := range req.Parts {
 			// A volume a test's own grant named is not the fake's to track.
 			if v := f.vol(p.VolumeID); v != nil {

@@ -2,6 +2,7 @@ package storagenode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -40,6 +41,18 @@ type SFTPPoolConfig struct {
 	// MaxVolumeBytes caps each volume file, as for a disk pool; 0 means
 	// no limit.
 	MaxVolumeBytes int64 `json:"volume_size,omitempty" config:"size,alias=max_volume_bytes"`
+	// AppendOnly says the target lets User create files but not delete,
+	// rename or rewrite them (DESIGN.md, "Append-only SFTP targets"): each
+	// volume is written once, by one session, and expired volumes are
+	// left for the target's owner to delete.
+	AppendOnly bool `json:"append_only,omitempty"`
+	// BytesPerSecond caps what the pool sends and receives, over all its
+	// streams (a size per second, like "20M"); 0 means no limit.
+	BytesPerSecond int64 `json:"bandwidth,omitempty" config:"size,alias=bytes_per_second"`
+	// Streams is how many connections the pool opens to the target, a
+	// long write or read going out in ranges over all of them (0: 1).
+	// More help where one TCP stream cannot fill the link.
+	Streams int `json:"streams,omitempty"`
 	// Retry is how a dropped or refused connection is tried again (tests
 	// shorten it; the defaults try six times over about half a minute).
 	Retry sftpvol.Retry `json:"-"`
@@ -47,7 +60,8 @@ type SFTPPoolConfig struct {
 
 func (c SFTPPoolConfig) target() sftpvol.Config {
 	return sftpvol.Config{Pool: c.Name, Host: c.Host, Port: c.Port, User: c.User, KeyFile: c.KeyFile,
-		KnownHosts: c.KnownHosts, Dir: c.Dir, MaxVolumeBytes: c.MaxVolumeBytes, Retry: c.Retry}
+		KnownHosts: c.KnownHosts, Dir: c.Dir, MaxVolumeBytes: c.MaxVolumeBytes,
+		AppendOnly: c.AppendOnly, BytesPerSecond: c.BytesPerSecond, Streams: c.Streams, Retry: c.Retry}
 }
 
 // validateSFTPPools adds what is wrong with each SFTP pool to errs.
@@ -108,7 +122,23 @@ func (d *sftpPool) usage() (wire.PoolUsage, bool) {
 			d.last, d.lastOK, d.refreshing = wire.PoolUsage{Name: d.cfg.Name, FreeBytes: free, TotalBytes: total}, ok, false
 		}()
 	}
-	return d.last, d.lastOK
+	u := d.last
+	u.Name = d.cfg.Name
+	u.Target = d.status()
+	return u, d.lastOK || u.Target.Tried
+}
+
+// status is the target's reachability and traffic, for pool list and the
+// metrics.
+func (d *sftpPool) status() *wire.TargetStatus {
+	st := d.target.Stats()
+	return &wire.TargetStatus{
+		Addr: d.target.Config().Addr(), Tried: st.Tried, Reachable: st.Reachable,
+		BytesWritten: st.BytesWritten, BytesRead: st.BytesRead,
+		WriteSeconds: st.WriteBusy.Seconds(), ReadSeconds: st.ReadBusy.Seconds(),
+		Errors: st.Errors, LastError: st.LastError, LastErrorAt: st.LastErrorAt,
+		AppendOnly: d.cfg.AppendOnly,
+	}
 }
 
 func (d *sftpPool) reads(p wire.ReadPart) bool {
@@ -139,9 +169,18 @@ func (s *sftpSession) acquire(ctx context.Context, done volume.Appender) (volume
 	for _, o := range s.opened {
 		used = append(used, o.app.VolumeID())
 	}
-	g, err := s.j.grantVolume(ctx, done, used)
+	g, err := s.j.grantVolume(ctx, done, used, nil)
 	if err != nil {
 		return nil, g, err
+	}
+	// An append-only target takes each volume once: one that a session
+	// started and did not commit (its connection dropped, it failed) is
+	// sealed there, and the servers mark it error and grant another.
+	for !g.New && s.d.cfg.AppendOnly {
+		s.j.log.Warn("a volume on the append-only target takes no more writes; asking for a new one", "volume", g.Name)
+		if g, err = s.j.grantVolume(ctx, nil, used, &wire.VolumeAcquireReq{Bad: g.ID, BadReason: "sealed on the append-only SFTP target after a session that did not commit; its file is the target owner's to delete"}); err != nil {
+			return nil, g, err
+		}
 	}
 	// The volume outlives this call: its writes, and the rollback of a
 	// session whose stream was canceled, must still reach the target. The
@@ -168,7 +207,16 @@ func (s *sftpSession) acquire(ctx context.Context, done volume.Appender) (volume
 // target refuses, or that no redial gets through, fails the session.
 func (s *sftpSession) lost(volume.Appender, error) {}
 
-func (s *sftpSession) finish(*wire.SessionCommitReq, *volume.SessionResult) {}
+// finish seals every volume of the session on an append-only target: its
+// file cannot be opened for writing again, so the servers mark it full.
+func (s *sftpSession) finish(req *wire.SessionCommitReq, _ *volume.SessionResult) {
+	if !s.d.cfg.AppendOnly {
+		return
+	}
+	for _, o := range s.opened {
+		req.Sealed = append(req.Sealed, o.app.VolumeID())
+	}
+}
 
 func (s *sftpSession) committing() map[uuid.UUID]string {
 	names := map[uuid.UUID]string{}
@@ -183,8 +231,15 @@ func (s *sftpSession) committing() map[uuid.UUID]string {
 // rollback cuts each volume back to where the session started on it.
 // When the target cannot be reached, what the session left stays past the
 // catalog's committed end, where the next session's OpenAppend cuts it.
+//
+// An append-only target cuts nothing: the session's bytes stay past the
+// committed end of a volume that the next acquire has marked error.
 func (s *sftpSession) rollback(error) {
 	for _, o := range s.opened {
+		if s.d.cfg.AppendOnly {
+			_ = o.app.Close()
+			continue
+		}
 		if err := o.app.Truncate(o.start); err != nil {
 			s.j.log.Error("could not cut a failed session off its volume on the SFTP target; the next session on it will", "volume", o.app.Name(), "err", err)
 		}
@@ -205,4 +260,27 @@ func (r sftpReader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, err
 }
 
 func (sftpReader) tune(*volume.ReaderOptions) {}
+
+// sftpError gives the SFTP target's failures their code and hint.
+func sftpError(err error) *wire.Error {
+	var fe *sftpvol.FullError
+	var ue *sftpvol.UnreachableError
+	var he *sftpvol.HostKeyError
+	var ae *sftpvol.AuthError
+	switch {
+	case errors.As(err, &fe):
+		return wire.Errorf(wire.CodePoolFull, "free space on the target (or give the pool a smaller volume size), then rerun the job; earlier backups are intact", "%w", err)
+	case errors.Is(err, sftpvol.ErrSealed):
+		return wire.Errorf(wire.CodeIO, "rerun the job: it writes a new volume; the sealed one is the target owner's to delete", "%w", err)
+	case errors.Is(err, sftpvol.ErrWrongVolume):
+		return wire.Errorf(wire.CodeInvalidArgument, "check the target's directory: the file is not the catalog's volume, and is kept", "%w", err)
+	case errors.Is(err, sftpvol.ErrOwnerReclaims):
+		return wire.Errorf(wire.CodeWrongState, "the target's owner deletes expired volumes there (README, 'Append-only SFTP targets'); the catalog forgets each once its file is gone", "%w", err)
+	case errors.As(err, &ue):
+		return wire.Errorf(wire.CodeUnavailable, "check that the target is up and reachable from the storage node ('cairn pool list' shows its state), then rerun the job", "%w", err)
+	case errors.As(err, &he), errors.As(err, &ae):
+		return wire.Errorf(wire.CodeInvalidArgument, "", "%w", err)
+	}
+	return nil
+}
 func (sftpReader) release(error)              {}

@@ -346,6 +346,9 @@ type PoolNode struct {
 	Online    bool   `json:"online"`
 	Dir       string `json:"dir,omitempty"`
 	FreeBytes int64  `json:"free_bytes"`
+	// Target is the node's view of the pool's remote target, if it has
+	// one, as of its last heartbeat.
+	Target *TargetStatus `json:"target,omitempty"`
 }
 
 // PoolInfo is a pool with its usage.
@@ -792,6 +795,46 @@ type PoolUsage struct {
 	Name       string `json:"name"`
 	FreeBytes  int64  `json:"free_bytes"`
 	TotalBytes int64  `json:"total_bytes"`
+	// Target is the state of a pool whose volumes are on a remote target
+	// (SFTP, object storage); nil for local disks and tapes.
+	Target *TargetStatus `json:"target,omitempty"`
+}
+
+// TargetStatus is what a storage node saw of a pool's remote target
+// since it started: whether it reaches it, what went over the wire, and
+// the errors. Rates are bytes over the time spent transferring.
+type TargetStatus struct {
+	// Addr is where the target is (host:port, an endpoint).
+	Addr string `json:"addr"`
+	// Tried: the node has tried the target; Reachable is then whether
+	// the last try reached it.
+	Tried     bool `json:"tried"`
+	Reachable bool `json:"reachable"`
+	// BytesWritten and BytesRead count volume bytes sent and received;
+	// WriteSeconds and ReadSeconds the time spent doing it.
+	BytesWritten int64   `json:"bytes_written"`
+	BytesRead    int64   `json:"bytes_read"`
+	WriteSeconds float64 `json:"write_seconds"`
+	ReadSeconds  float64 `json:"read_seconds"`
+	// Errors counts failed connections and operations (each retry).
+	Errors      int64     `json:"errors"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// AppendOnly: the target refuses deletes and overwrites; its owner
+	// deletes expired volumes.
+	AppendOnly bool `json:"append_only,omitempty"`
+}
+
+// WriteRate and ReadRate are bytes per second while transferring; 0
+// before any transfer.
+func (t *TargetStatus) WriteRate() float64 { return rate(t.BytesWritten, t.WriteSeconds) }
+func (t *TargetStatus) ReadRate() float64  { return rate(t.BytesRead, t.ReadSeconds) }
+
+func rate(bytes int64, seconds float64) float64 {
+	if seconds <= 0 {
+		return 0
+	}
+	return float64(bytes) / seconds
 }
 
 // AgentHeartbeat is published every few seconds by an agent. Running lists
@@ -957,6 +1000,10 @@ type SessionCommitReq struct {
 	Notes []string `json:"notes,omitempty"`
 	// Tape is the drive's figures when the session went to tape.
 	Tape *TapeStats `json:"tape,omitempty"`
+	// Sealed are volumes of Parts the medium takes nothing more on (an
+	// append-only target writes each volume once): the servers mark them
+	// full.
+	Sealed []uuid.UUID `json:"sealed,omitempty"`
 }
 
 // SessionAbortReq reports that a session failed; nothing of it is kept.

@@ -111,6 +111,26 @@ func runClientList(ctx context.Context, g *globals) error {
 	return nil
 }
 
+// targetState is a remote target in one cell: where, whether the node
+// reaches it, its throughput while in use and its errors.
+func targetState(t *wire.TargetStatus) string {
+	state := "not tried yet"
+	if t.Tried {
+		state = "reachable"
+		if !t.Reachable {
+			state = "UNREACHABLE"
+		}
+	}
+	s := fmt.Sprintf("%s %s, write %s/s, read %s/s, %d errors", t.Addr, state, humanBytes(int64(t.WriteRate())), humanBytes(int64(t.ReadRate())), t.Errors)
+	if t.AppendOnly {
+		s += ", append-only"
+	}
+	if t.Tried && !t.Reachable && t.LastError != "" {
+		s += ": " + t.LastError
+	}
+	return s
+}
+
 func newPoolCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "pool", Short: "Pools: sets of volumes backups are written to"}
 	c.AddCommand(&cobra.Command{
@@ -125,9 +145,9 @@ func newPoolCmd(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(g.out, resp.Pools)
 			}
-			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "RECLAIMABLE", "FREE", "MAX VOLUME", "WHERE")
+			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "RECLAIMABLE", "FREE", "MAX VOLUME", "WHERE", "TARGET")
 			for _, p := range resp.Pools {
-				var nodes, dirs []string
+				var nodes, dirs, targets []string
 				for _, n := range p.Nodes {
 					name := n.Name
 					if !n.Online {
@@ -135,6 +155,12 @@ func newPoolCmd(g *globals) *cobra.Command {
 					}
 					nodes = append(nodes, name)
 					dirs = append(dirs, n.Dir)
+					if n.Target != nil {
+						targets = append(targets, targetState(n.Target))
+					}
+				}
+				if len(targets) == 0 {
+					targets = []string{"-"}
 				}
 				maxv := "unlimited"
 				if catalog.PoolType(p.Type).HasLibrary() {
@@ -143,7 +169,7 @@ func newPoolCmd(g *globals) *cobra.Command {
 				if p.MaxVolumeBytes > 0 {
 					maxv = humanBytes(p.MaxVolumeBytes)
 				}
-				t.row(p.Name, p.Type, strings.Join(nodes, ", "), p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.ReclaimableBytes), humanBytes(p.FreeBytes), maxv, strings.Join(dirs, ", "))
+				t.row(p.Name, p.Type, strings.Join(nodes, ", "), p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.ReclaimableBytes), humanBytes(p.FreeBytes), maxv, strings.Join(dirs, ", "), strings.Join(targets, "; "))
 			}
 			return t.flush()
 		},

@@ -35,6 +35,11 @@ func (o *Orchestrator) Commit(ctx context.Context, job *catalog.Job, req wire.Se
 		parts = append(parts, catalog.Part(p))
 		names = append(names, o.VolumeName(p.VolumeID))
 	}
+	for _, id := range req.Sealed {
+		if !slices.Contains(full, id) && slices.ContainsFunc(req.Parts, func(p wire.SessionPart) bool { return p.VolumeID == id }) {
+			full = append(full, id)
+		}
+	}
 	st := req.Stats
 	_, err := o.apply(ctx, &catalog.Command{Op: catalog.OpCommitBackup, Commit: &catalog.BackupCommit{
 		BackupID: job.BackupID, SessionID: req.SessionID, Node: job.Node, Parts: parts, Segments: req.Segments,
