@@ -283,4 +283,4 @@ func sftpError(err error) *wire.Error {
 	}
 	return nil
 }
-func (sftpReader) release(error)              {}
+func (sftpReader) release(error) {}
