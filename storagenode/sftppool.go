@@ -260,6 +260,7 @@ func (r sftpReader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, err
 }
 
 func (sftpReader) tune(*volume.ReaderOptions) {}
+func (sftpReader) release(error)              {}
 
 // sftpError gives the SFTP target's failures their code and hint.
 func sftpError(err error) *wire.Error {
@@ -283,4 +284,3 @@ func sftpError(err error) *wire.Error {
 	}
 	return nil
 }
-func (sftpReader) release(error) {}
