@@ -136,6 +136,8 @@ var configDocs = configfile.Merge(
 		"Name":           "Name of the pool in the catalog; pools are created when a node\nfirst announces them.",
 	}),
 	configfile.For[storagenode.SFTPPoolConfig](map[string]string{
+		"AppendOnly":     "AppendOnly says the target lets User create files but not delete,\nrename or rewrite them (DESIGN.md, \"Append-only SFTP targets\"): each\nvolume is written once, by one session, and expired volumes are\nleft for the target's owner to delete.",
+		"BytesPerSecond": "BytesPerSecond caps what the pool sends and receives, over all its\nstreams (a size per second, like \"20M\"); 0 means no limit.",
 		"Dir":            "Dir is the directory of the volume files on the target (absolute).",
 		"Host":           "Host is the target's name or address.",
 		"KeyFile":        "KeyFile is the private key the node logs in with (unencrypted,\nreadable by the node only); empty uses the ssh-agent at\n$SSH_AUTH_SOCK.",
@@ -143,6 +145,7 @@ var configDocs = configfile.Merge(
 		"MaxVolumeBytes": "MaxVolumeBytes caps each volume file, as for a disk pool; 0 means\nno limit.",
 		"Name":           "Name of the pool in the catalog.",
 		"Port":           "Port is the target sshd's port; 0 is 22.",
+		"Streams":        "Streams is how many connections the pool opens to the target, a\nlong write or read going out in ranges over all of them (0: 1).\nMore help where one TCP stream cannot fill the link.",
 		"User":           "User is the user the node logs in as on the target: give it SFTP\nonly (ForceCommand internal-sftp).",
 	}),
 	configfile.For[storagenode.TapePoolConfig](map[string]string{
