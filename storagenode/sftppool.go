@@ -175,10 +175,19 @@ func (s *sftpSession) acquire(ctx context.Context, done volume.Appender) (volume
 	}
 	// An append-only target takes each volume once: one that a session
 	// started and did not commit (its connection dropped, it failed) is
-	// sealed there, and the servers mark it error and grant another.
+	// sealed there with nothing committed, and the servers mark it error
+	// and grant another. One that holds committed sessions (the servers
+	// that recorded them did not mark it full) is passed over, never
+	// marked error: its backups stay readable.
 	for !g.New && s.d.cfg.AppendOnly {
 		s.j.log.Warn("a volume on the append-only target takes no more writes; asking for a new one", "volume", g.Name)
-		if g, err = s.j.grantVolume(ctx, nil, used, &wire.VolumeAcquireReq{Bad: g.ID, BadReason: "sealed on the append-only SFTP target after a session that did not commit; its file is the target owner's to delete"}); err != nil {
+		var bad *wire.VolumeAcquireReq
+		if g.Bytes <= int64(g.BlockSize) {
+			bad = &wire.VolumeAcquireReq{Bad: g.ID, BadReason: "sealed on the append-only SFTP target after a session that did not commit; its file is the target owner's to delete"}
+		} else {
+			used = append(used, g.ID)
+		}
+		if g, err = s.j.grantVolume(ctx, nil, used, bad); err != nil {
 			return nil, g, err
 		}
 	}

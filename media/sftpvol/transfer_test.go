@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -144,4 +145,29 @@ func TestFullTargetSaysSo(t *testing.T) {
 		t.Fatalf("writing 2 MiB to a 1 MiB filesystem gave %v, want a *FullError", err)
 	}
 	t.Log(err)
+}
+
+// Validate names a bad bandwidth, stream count, or streams on an
+// append-only target.
+func TestValidateTransferFields(t *testing.T) {
+	ok := Config{Pool: "P", Host: "h", User: "u", KnownHosts: "k", Dir: "/d"}
+	for _, c := range []struct {
+		change func(*Config)
+		says   string
+	}{
+		{func(c *Config) { c.BytesPerSecond = -1 }, "negative"},
+		{func(c *Config) { c.BytesPerSecond = 1000 }, "below the least"},
+		{func(c *Config) { c.Streams = maxStreams + 1 }, "streams"},
+		{func(c *Config) { c.AppendOnly, c.Streams = true, 2 }, "set streams to 1"},
+	} {
+		cfg := ok
+		c.change(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%+v: %v, want an error saying %q", cfg, err, c.says)
+		}
+	}
+	ok.AppendOnly, ok.Streams, ok.BytesPerSecond = true, 1, 1<<20
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
 }
