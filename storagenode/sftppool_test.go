@@ -141,9 +141,20 @@ func backupCut(t *testing.T, r *nodeRig, job uint64, fs []testFile, cut func()) 
 func TestSFTPBackupGoesOnAfterTheConnectionIsCut(t *testing.T) {
 	var s *sshdtest.Server
 	r := newMediaRig(t, mediumCase{name: "sftp", servers: sftpPoolP, pool: sftpOn(&s, retry(sftpvol.Retry{Backoff: 50 * time.Millisecond}))})
-	fs := randomFiles(7, 16, 400<<10)
+	backupKilledRestores(t, r, s, randomFiles(7, 16, 400<<10), func() {})
+}
+
+// backupKilledRestores backs fs up as job 1, killing the target's session
+// processes mid-way (after before, which sees them), and checks that the
+// backup committed, restores whole, and that the volume ends at its
+// committed end.
+func backupKilledRestores(t *testing.T, r *nodeRig, s *sshdtest.Server, fs []testFile, before func()) {
+	t.Helper()
 	killed := 0
-	if err := backupCut(t, r, 1, fs, func() { killed = s.KillSessions(t) }); err != nil {
+	if err := backupCut(t, r, 1, fs, func() {
+		before()
+		killed = s.KillSessions(t)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if killed == 0 {
@@ -152,7 +163,7 @@ func TestSFTPBackupGoesOnAfterTheConnectionIsCut(t *testing.T) {
 	r.fake.commit(t, 1)
 	rr := r.fake.readRequest(t, 1)
 	r.restore(2, rr).check(t, rr, fs, noLoss, "")
-	sftpRolledBack(t, r) // the volume ends at its committed end
+	sftpRolledBack(t, r)
 }
 
 // A target that goes away in the middle of a backup and stays away fails

@@ -224,21 +224,9 @@ func TestSFTPBackupOverSeveralStreams(t *testing.T) {
 		p.Streams = 3
 		p.Retry = sftpvol.Retry{Backoff: 50 * time.Millisecond}
 	})})
-	fs := randomFiles(61, 16, 400<<10)
-	killed := 0
-	if err := backupCut(t, r, 1, fs, func() {
+	backupKilledRestores(t, r, s, randomFiles(61, 16, 400<<10), func() {
 		if n := len(s.Sessions(t)); n < 6 { // a monitor and a child per connection
 			t.Errorf("%d sshd session processes during the backup, want those of three connections", n)
 		}
-		killed = s.KillSessions(t)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if killed == 0 {
-		t.Fatal("no SSH session to kill: the cut did not happen")
-	}
-	r.fake.commit(t, 1)
-	rr := r.fake.readRequest(t, 1)
-	r.restore(2, rr).check(t, rr, fs, noLoss, "")
-	sftpRolledBack(t, r)
+	})
 }

@@ -241,6 +241,31 @@ func (s *Server) run(t testing.TB, dir, hostKey, authorized string) error {
 	return nil
 }
 
+// Dial logs in to the server as its user with its key, checking its host
+// key, as a client of the target would; the test's cleanup closes the
+// connection.
+func (s *Server) Dial(t testing.TB) *ssh.Client {
+	t.Helper()
+	b, err := os.ReadFile(s.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hk, err := knownhosts.New(s.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ssh.Dial("tcp", s.Addr(), &ssh.ClientConfig{User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: hk})
+	if err != nil {
+		t.Fatalf("log in to sshd at %s: %v\n%s", s.Addr(), err, s.logText())
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // Addr is host:port.
 func (s *Server) Addr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
 

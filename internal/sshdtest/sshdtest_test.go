@@ -6,31 +6,13 @@ import (
 	"testing"
 
 	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // The fixture's sshd takes its user's key, checks out against its
 // known_hosts, serves SFTP into Dir, and runs no command but internal-sftp.
 func TestServerServesSFTPOnly(t *testing.T) {
 	s := Start(t)
-	b, err := os.ReadFile(s.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.ParsePrivateKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hk, err := knownhosts.New(s.KnownHosts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ssh.Dial("tcp", s.Addr(), &ssh.ClientConfig{User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: hk})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, s.logText())
-	}
-	defer c.Close()
+	c := s.Dial(t)
 	sc, err := sftp.NewClient(c)
 	if err != nil {
 		t.Fatal(err)

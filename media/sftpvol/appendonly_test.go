@@ -12,8 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/pkg/sftp"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/cairnbackup/cairn/internal/sshdtest"
 	"github.com/cairnbackup/cairn/media/volume"
@@ -23,24 +21,7 @@ import (
 // a test to try what a compromised backup server would.
 func rawClient(t *testing.T, s *sshdtest.Server) *sftp.Client {
 	t.Helper()
-	b, err := os.ReadFile(s.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.ParsePrivateKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hk, err := knownhosts.New(s.KnownHosts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := ssh.Dial("tcp", s.Addr(), &ssh.ClientConfig{User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: hk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	c, err := sftp.NewClient(sc)
+	c, err := sftp.NewClient(s.Dial(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,24 +29,23 @@ func rawClient(t *testing.T, s *sshdtest.Server) *sftp.Client {
 	return c
 }
 
+// appendOnlyPool is a pool on an append-only sshd, told so.
+func appendOnlyPool(t *testing.T) (*sshdtest.Server, *Pool) {
+	s := sshdtest.StartWith(t, sshdtest.Options{AppendOnly: true})
+	cfg := testConfig(s, s.Dir)
+	cfg.AppendOnly = true
+	return s, testPool(t, cfg)
+}
+
 // On an append-only target (sshd set up as DESIGN.md tells the target's
 // administrator) a volume is written whole, once, under its name; then
 // neither the pool nor anyone with the node's key can delete, rename,
 // cut or overwrite it, and the pool leaves its deletion to the owner.
 func TestAppendOnlyTargetKeepsAWrittenVolume(t *testing.T) {
-	s := sshdtest.StartWith(t, sshdtest.Options{AppendOnly: true})
-	cfg := testConfig(s, s.Dir)
-	cfg.AppendOnly = true
-	p := testPool(t, cfg)
+	s, p := appendOnlyPool(t)
 	ctx := context.Background()
-	id := uuid.New()
-	if err := p.Create(ctx, "Vault-0001", volume.Label{VolumeID: id, BlockSize: volume.MinBlockSize, MediaType: "sftp", Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := p.OpenAppend(ctx, "Vault-0001", id, volume.MinBlockSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newVolume(t, p, "Vault-0001")
+	id := a.VolumeID()
 	data := bytes.Repeat([]byte("offsite!"), 3*volume.MinBlockSize/8)
 	if _, err := a.Write(data); err != nil {
 		t.Fatal(err)
@@ -154,20 +134,8 @@ func closeIf(f *sftp.File) {
 // fails with ErrSealed, and the caller's session fails rather than
 // leaving a half volume recorded.
 func TestAppendOnlyCutSealsTheVolume(t *testing.T) {
-	s := sshdtest.StartWith(t, sshdtest.Options{AppendOnly: true})
-	cfg := testConfig(s, s.Dir)
-	cfg.AppendOnly = true
-	p := testPool(t, cfg)
-	ctx := context.Background()
-	id := uuid.New()
-	if err := p.Create(ctx, "Vault-0001", volume.Label{VolumeID: id, BlockSize: volume.MinBlockSize, MediaType: "sftp", Created: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	a, err := p.OpenAppend(ctx, "Vault-0001", id, volume.MinBlockSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	s, p := appendOnlyPool(t)
+	a := newVolume(t, p, "Vault-0001")
 	if _, err := a.Write(make([]byte, volume.MinBlockSize)); err != nil {
 		t.Fatal(err)
 	}
