@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestCompareMatchesSortedDepthFirstWalk(t *testing.T) {
@@ -252,5 +256,39 @@ func TestMergeLayer(t *testing.T) {
 	}
 	if !reflect.DeepEqual(layers, []int{0, 1}) {
 		t.Fatalf("layers %v", layers)
+	}
+}
+
+// TestSegmentWindowHoldsAFullSegment: the smaller zstd window of segment
+// compression (a memory saving) must hold the largest segment a builder
+// makes, a full one whose last entry is as large as a FileHeader may be
+// (256 KiB), and compress it to the same bytes as zstd's default window:
+// segments already in catalogs and on volumes are compared and deduplicated
+// by their bytes.
+func TestSegmentWindowHoldsAFullSegment(t *testing.T) {
+	b := NewSegmentBuilder(0)
+	for i := 0; !b.Full(); i++ {
+		e := Entry{Path: fmt.Sprintf("/srv/data/%06d/file-%06d.log", i/100, i), Type: TypeFile, Size: int64(i) * 4099, Mode: 0o644, UID: uint32(i % 7)}
+		if len(b.raw) > DefaultSegmentBytes-1024 {
+			e.Xattrs = []Xattr{{Name: "user.big", Value: bytes.Repeat([]byte("xattr value "), (256<<10)/12)}}
+		}
+		if err := b.Add(&e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, count := slices.Clone(b.raw), b.count
+	if len(raw) > segmentWindow {
+		t.Fatalf("a full segment holds %d bytes, more than the window of %d", len(raw), segmentWindow)
+	}
+	def, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := zenc.EncodeAll(raw, nil), def.EncodeAll(raw, nil)
+	if data := b.Flush().Data; !bytes.HasSuffix(data, got) {
+		t.Fatal("the segment does not end in its entries compressed")
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("a full segment of %d entries, %d bytes, compresses to %d bytes with the 2 MiB window and %d with the default", count, len(raw), len(got), len(want))
 	}
 }

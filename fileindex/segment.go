@@ -35,6 +35,9 @@ const (
 // or one NATS message carries it comfortably.
 const DefaultSegmentBytes = 1 << 20
 
+// segmentWindow is the zstd window of segment compression.
+const segmentWindow = 2 << 20
+
 // MaxSegmentRawBytes bounds what a decoder accepts, so a corrupt length
 // cannot make it allocate without limit.
 const MaxSegmentRawBytes = 64 << 20
@@ -55,7 +58,13 @@ const (
 )
 
 var (
-	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+	// A window of 2 MiB holds every segment a builder makes (its budget,
+	// at most DefaultSegmentBytes, plus one entry), so each is one zstd
+	// segment and compresses to the same bytes as with the default 8 MiB
+	// window; the default's history buffer took 16 MiB, live in every
+	// process that writes an index (the storage node, the servers), the
+	// largest thing in a storage node's heap during a restore.
+	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(segmentWindow))
 	// zdec stops at the capacity of DecodeAll's destination, which is the
 	// segment's stated raw length: a frame that holds more is corrupt, and
 	// must not be decompressed to find out.
