@@ -5,8 +5,8 @@
 #   bench/e2e.sh                       # one run
 #   RUNS=3 bench/e2e.sh                # three runs, then the ranges
 #   CAIRN_BENCH_DIR=/data/bench bench/e2e.sh
-#   BASELINE=f4805ec RUNS=3 bench/e2e.sh  # this checkout against an older
-#                                        # revision instead of restic
+#   BASELINE=f4805ec RUNS=3 bench/e2e.sh  # this checkout, an older revision
+#                                        # and restic, side by side
 #
 # Needs root (to drop the page cache and, when missing, to install restic).
 set -euo pipefail
@@ -21,12 +21,16 @@ CLIENT=bench
 CAIRN_BIN=${CAIRN_BIN:-}
 # PPROF_ADDR makes `cairn dev` serve net/http/pprof there (e.g. 127.0.0.1:6060).
 PPROF_ADDR=${PPROF_ADDR:-}
-# BASELINE, a git revision of this repository, is built and run in place
-# of restic, in alternating order within each run: a before/after of a
-# change, side by side.
+# BASELINE, a git revision of this repository, is built and run beside
+# this checkout and restic, the three in rotating order from one run to
+# the next: a before/after of a change, and both against restic.
 BASELINE=${BASELINE:-}
-OTHER=restic
-[ -n "$BASELINE" ] && OTHER=baseline
+# RESTIC=0 leaves restic out (a before/after of Cairn alone).
+RESTIC=${RESTIC:-1}
+SYSTEMS=(cairn)
+[ -n "$BASELINE" ] && SYSTEMS+=(baseline)
+[ "$RESTIC" = 1 ] && SYSTEMS+=(restic)
+[ ${#SYSTEMS[@]} -gt 1 ] || { echo "e2e: nothing to compare: set BASELINE or leave RESTIC=1" >&2; exit 1; }
 
 die() { echo "e2e: $*" >&2; exit 1; }
 log() { echo "e2e: $*" >&2; }
@@ -34,14 +38,15 @@ log() { echo "e2e: $*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "run as root: every timed step starts from a dropped page cache (echo 3 > /proc/sys/vm/drop_caches)"
 [ "$(uname -s)" = Linux ] || die "Linux only (/proc, drop_caches)"
 
-if { [ -z "$BASELINE" ] && ! command -v restic >/dev/null 2>&1; } || [ ! -x /usr/bin/time ]; then
+if { [ "$RESTIC" = 1 ] && ! command -v restic >/dev/null 2>&1; } || [ ! -x /usr/bin/time ]; then
 	log "installing restic and time (Debian packages)"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends restic time >/dev/null
 fi
+RESTIC_VERSION=none
+[ "$RESTIC" = 1 ] && RESTIC_VERSION=$(restic version | awk '{print $2}')
 if [ -n "$BASELINE" ]; then
-	RESTIC_VERSION=none
 	BASELINE_REV=$(cd "$REPO" && git rev-parse --short "$BASELINE") || die "BASELINE=$BASELINE is not a revision of $REPO"
 	BASELINE_BIN=$WORK/bin/cairn-$BASELINE_REV
 	if [ ! -x "$BASELINE_BIN" ]; then
@@ -52,8 +57,6 @@ if [ -n "$BASELINE" ]; then
 		(cd "$src" && go build -o "$BASELINE_BIN" ./cmd/cairn)
 		rm -rf "$src"
 	fi
-else
-	RESTIC_VERSION=$(restic version | awk '{print $2}')
 fi
 
 mkdir -p "$WORK/bin"
@@ -200,66 +203,82 @@ run_restic() {
 
 mb() { awk -v b="$1" 'BEGIN {printf "%.0f", b/1e6}'; }
 
-# table RUN: the side-by-side table of one run.
+# table RUN: the side-by-side table of one run: every system, then
+# cairn's MB/s over each other's.
 table() {
-	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" -v other="$OTHER" '
+	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" -v systems="${SYSTEMS[*]}" '
 	$1 == run { k = $2 "/" $3; sec[k] = $4; cpu[k] = $5; rss[k] = $6; st[k] = $7 }
 	END {
-		printf "%-8s | %-26s | %-26s | %s\n", "", "cairn", other, "cairn/" other
-		printf "%-8s | %8s %7s %4s %5s | %8s %7s %4s %5s | %s\n", "op", "s", "MB/s", "CPU", "RSS", "s", "MB/s", "CPU", "RSS", "MB/s ratio"
+		ns = split(systems, sys, " ")
+		printf "%-8s %-9s | %8s %7s %6s %5s %5s\n", "op", "system", "s", "MB/s", "CPU s", "cores", "RSS"
 		split("backup restore", ops, " ")
 		for (i = 1; i <= 2; i++) {
-			o = ops[i]; c = "cairn/" o; r = other "/" o
-			cm = bytes / 1e6 / sec[c]; rm = bytes / 1e6 / sec[r]
-			printf "%-8s | %8.2f %7.1f %4.1f %5d | %8.2f %7.1f %4.1f %5d | %.2fx\n", o, sec[c], cm, cpu[c], rss[c], sec[r], rm, cpu[r], rss[r], cm / rm
+			o = ops[i]
+			for (j = 1; j <= ns; j++) {
+				k = sys[j] "/" o
+				printf "%-8s %-9s | %8.2f %7.1f %6.2f %5.2f %5d\n", o, sys[j], sec[k], bytes / 1e6 / sec[k], cpu[k], cpu[k] / sec[k], rss[k]
+			}
+			for (j = 2; j <= ns; j++) printf "%-8s cairn/%s MB/s: %.2fx, CPU s: %.2fx\n", o, sys[j], sec[sys[j] "/" o] / sec["cairn/" o], cpu["cairn/" o] / cpu[sys[j] "/" o]
 		}
-		printf "stored   | %s MB (%.1f%% of the tree)   | %s MB (%.1f%% of the tree)\n", int(st["cairn/backup"]/1e6), 100*st["cairn/backup"]/bytes, int(st[other "/backup"]/1e6), 100*st[other "/backup"]/bytes
+		for (j = 1; j <= ns; j++) printf "stored   %-9s | %d MB (%.1f%% of the tree)\n", sys[j], int(st[sys[j] "/backup"] / 1e6), 100 * st[sys[j] "/backup"] / bytes
 	}' "$RESULTS"
 }
 
-if [ -n "$BASELINE" ]; then AGAINST="cairn $BASELINE_REV (baseline)"; else AGAINST="restic $RESTIC_VERSION"; fi
+run_system() {
+	case $2 in
+	cairn) run_cairn "$1" ;;
+	baseline) run_cairn "$1" baseline "$BASELINE_BIN" ;;
+	restic) run_restic "$1" ;;
+	esac
+}
+
+AGAINST=
+[ -n "$BASELINE" ] && AGAINST="cairn $BASELINE_REV (baseline)"
+[ "$RESTIC" = 1 ] && AGAINST="${AGAINST:+$AGAINST and }restic $RESTIC_VERSION"
 echo "Cairn $CAIRN_REV vs $AGAINST on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(df -T "$WORK" | awk 'NR==2 {print $2}') ($WORK)"
 echo "tree: $TREE: $TREE_FILES files, $(mb "$TREE_BYTES") MB ($(cat "$TREE.done" | sed 's/^gentree: [^:]*: //'))"
 echo "each timed step starts with: sync; echo 3 > /proc/sys/vm/drop_caches"
-echo "s = wall seconds, MB/s = tree bytes / s, CPU = user+sys seconds of every process involved,"
+echo "s = wall seconds, MB/s = tree bytes / s, CPU s = user+sys seconds of every process involved,"
+echo "cores = CPU s / s (2 would be both cores busy end to end),"
 echo "RSS = peak resident MB (cairn: the dev process, which holds every role, + the CLI; restic: its process)"
 [ -n "$BASELINE" ] && echo "baseline: cairn built from $BASELINE_REV, measured as cairn is"
+echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for n in $(seq 1 "$RUNS"); do
-	if [ -n "$BASELINE" ]; then
-		# Alternating order, so a drift of the machine favours neither.
-		if [ $((n % 2)) -eq 1 ]; then
-			log "run $n of $RUNS: cairn, then the baseline"
-			run_cairn "$n"
-			run_cairn "$n" baseline "$BASELINE_BIN"
-		else
-			log "run $n of $RUNS: the baseline, then cairn"
-			run_cairn "$n" baseline "$BASELINE_BIN"
-			run_cairn "$n"
-		fi
-	else
-		log "run $n of $RUNS: cairn"
-		run_cairn "$n"
-		log "run $n of $RUNS: restic"
-		run_restic "$n"
-	fi
+	# Rotating order, so a drift of the machine favours no system.
+	order=()
+	for i in "${!SYSTEMS[@]}"; do order+=("${SYSTEMS[$(((i + n - 1) % ${#SYSTEMS[@]}))]}"); done
+	for sys in "${order[@]}"; do
+		log "run $n of $RUNS: $sys (order: ${order[*]})"
+		run_system "$n" "$sys"
+	done
 	echo
-	echo "run $n:"
+	echo "run $n (order: ${order[*]}; load average $(cut -d' ' -f1-3 /proc/loadavg)):"
 	table "$n"
 done
 
 if [ "$RUNS" -gt 1 ]; then
 	echo
 	echo "ranges over $RUNS runs (min-max):"
-	awk -F'\t' -v bytes="$TREE_BYTES" -v other="$OTHER" '
+	awk -F'\t' -v bytes="$TREE_BYTES" -v systems="${SYSTEMS[*]}" '
 	function upd(k, v) { if (!(k in lo) || v < lo[k]) lo[k] = v; if (!(k in hi) || v > hi[k]) hi[k] = v }
-	{ k = $2 "/" $3; mbs[$1, k] = bytes / 1e6 / $4; upd(k " MB/s", mbs[$1, k]); upd(k " CPU s", $5); upd(k " RSS MB", $6); runs[$1] = 1 }
+	{ k = $2 "/" $3; mbs[$1, k] = bytes / 1e6 / $4; cpu[$1, k] = $5; upd(k " MB/s", mbs[$1, k]); upd(k " CPU s", $5); upd(k " cores", $5 / $4); upd(k " RSS MB", $6); runs[$1] = 1 }
 	END {
+		ns = split(systems, sys, " ")
 		split("backup restore", ops, " ")
-		for (r in runs) for (i = 1; i <= 2; i++) upd(ops[i] " ratio", mbs[r, "cairn/" ops[i]] / mbs[r, other "/" ops[i]])
-		list = "cairn/backup MB/s|restic/backup MB/s|backup ratio|cairn/restore MB/s|restic/restore MB/s|restore ratio|cairn/backup CPU s|restic/backup CPU s|cairn/restore CPU s|restic/restore CPU s|cairn/backup RSS MB|restic/backup RSS MB|cairn/restore RSS MB|restic/restore RSS MB"
-		gsub(/restic/, other, list)
-		n = split(list, keys, "|")
-		for (i = 1; i <= n; i++) printf "  %-22s %8.2f - %-8.2f\n", keys[i], lo[keys[i]], hi[keys[i]]
+		for (r in runs) for (i = 1; i <= 2; i++) for (j = 2; j <= ns; j++) {
+			upd(ops[i] " cairn/" sys[j] " MB/s", mbs[r, "cairn/" ops[i]] / mbs[r, sys[j] "/" ops[i]])
+			upd(ops[i] " cairn/" sys[j] " CPU s", cpu[r, "cairn/" ops[i]] / cpu[r, sys[j] "/" ops[i]])
+		}
+		for (i = 1; i <= 2; i++) {
+			for (m = 1; m <= 4; m++) {
+				split("MB/s|CPU s|cores|RSS MB", what, "|")
+				for (j = 1; j <= ns; j++) { k = sys[j] "/" ops[i] " " what[m]; printf "  %-28s %8.2f - %-8.2f\n", k, lo[k], hi[k] }
+			}
+			for (j = 2; j <= ns; j++) for (m = 1; m <= 2; m++) {
+				split("MB/s|CPU s", what, "|")
+				k = ops[i] " cairn/" sys[j] " " what[m]; printf "  %-28s %8.2f - %-8.2f\n", k, lo[k], hi[k]
+			}
+		}
 	}' "$RESULTS"
 fi
 echo
