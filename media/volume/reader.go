@@ -71,8 +71,6 @@ type SessionReader struct {
 	ready    bool
 	keyOK    bool // the key is known to be right: later GCM failures are damage
 	keyID    string
-	rawBuf   sync.Pool
-	plainBuf sync.Pool
 }
 
 // NewSessionReader returns a reader of the session whose parts are given
@@ -243,6 +241,11 @@ func (c *cursor) stop() {
 	}
 	c.cancel()
 	c.wg.Wait()
+	// What was read ahead and not taken goes back for the next cursor:
+	// a restore seeks from entry to entry and stops one cursor a seek.
+	for it := range c.order {
+		it.release()
+	}
 }
 
 // next returns the next item, nil at the end of the session's stream.
@@ -319,37 +322,35 @@ func (r *SessionReader) decode(op *opener, it *item) {
 	it.plain, it.err = plain, err
 	if inBlock {
 		it.held = it.raw
-		if dst != nil {
-			r.plainBuf.Put(dst)
-		}
+		putBlockBuf(dst)
 	} else {
-		r.rawBuf.Put(it.raw[:0])
+		putBlockBuf(it.raw)
 	}
 	it.raw = nil
 }
 
+// getRaw returns a buffer of n bytes, with room past them for the next
+// block's header that the producer reads ahead.
 func (r *SessionReader) getRaw(n int) []byte {
-	if b, ok := r.rawBuf.Get().([]byte); ok && cap(b) >= n {
-		return b[:n]
-	}
-	// Rounded up so that the next block, a little larger, fits too.
-	return make([]byte, n, alignUp(int64(n), 64<<10))
+	return getBlockBuf(n + HeaderSize)[:n]
 }
 
 func (r *SessionReader) getPlain() []byte {
-	if b, ok := r.plainBuf.Get().([]byte); ok {
-		return b[:0]
-	}
-	return nil
+	return getBlockBuf(0)
 }
 
-func (r *SessionReader) release(it *item) {
+// release gives the item's buffers back, decoded or not.
+func (it *item) release() {
+	if it.raw != nil {
+		putBlockBuf(it.raw)
+		it.raw = nil
+	}
 	switch {
 	case it.held != nil:
-		r.rawBuf.Put(it.held[:0])
+		putBlockBuf(it.held)
 		it.held, it.plain = nil, nil
 	case it.plain != nil:
-		r.plainBuf.Put(it.plain[:0])
+		putBlockBuf(it.plain)
 		it.plain = nil
 	}
 }
@@ -512,7 +513,7 @@ func (r *SessionReader) produce(ctx context.Context, from, seq, lastSeq uint64, 
 				continue
 			}
 			if raw != nil {
-				r.rawBuf.Put(raw[:0])
+				putBlockBuf(raw)
 			}
 			damage(reason)
 			f, err := findBlock(ra, pos+1, end, func(c BlockHeader, _ int64) bool {
@@ -680,7 +681,7 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 					w.cut = d // the entry goes on with a hole
 				}
 			}
-			r.release(it)
+			it.release()
 			continue
 		}
 		if in := w.in; in != nil && ((in.EndSeq >= in.Seq && it.h.Seq > in.EndSeq) || it.h.Kind != KindData) {
@@ -694,7 +695,7 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 		if err := r.walkBlock(it, w, fn); err != nil {
 			return err
 		}
-		r.release(it)
+		it.release()
 	}
 	return w.err(r.session)
 }
@@ -914,6 +915,6 @@ func (r *SessionReader) walkAll(ctx context.Context, fn func(it *item, p int, t 
 			}
 			p += n
 		}
-		r.release(it)
+		it.release()
 	}
 }

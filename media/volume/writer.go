@@ -205,8 +205,6 @@ type SessionWriter struct {
 	errMu    sync.Mutex
 	err      error
 	wg       sync.WaitGroup
-	plainBuf sync.Pool
-	outBuf   sync.Pool
 	curVol   atomic.Pointer[uuid.UUID] // volume blocks are being sealed for
 
 	vw *volWriter
@@ -290,19 +288,9 @@ func NewSessionWriter(info SessionInfo, key *Key, first Appender, opts WriterOpt
 	return w, nil
 }
 
-func (w *SessionWriter) getPlain() []byte {
-	if b, ok := w.plainBuf.Get().([]byte); ok {
-		return b[:0]
-	}
-	return make([]byte, 0, w.blockRaw)
-}
+func (w *SessionWriter) getPlain() []byte { return getBlockBuf(w.blockRaw) }
 
-func (w *SessionWriter) getOut() []byte {
-	if b, ok := w.outBuf.Get().([]byte); ok {
-		return b[:0]
-	}
-	return make([]byte, 0, sealedCap(w.blockRaw))
-}
+func (w *SessionWriter) getOut() []byte { return getBlockBuf(sealedCap(w.blockRaw)) }
 
 // fail records the first error and stops the pipeline.
 func (w *SessionWriter) fail(err error) error {
@@ -332,7 +320,7 @@ func (w *SessionWriter) work(s *sealer) {
 			}
 			j.h.VolumeID = *w.curVol.Load()
 			j.out = s.seal(w.getOut(), j.h, j.plain)
-			w.plainBuf.Put(j.plain[:0])
+			putBlockBuf(j.plain)
 			j.plain = nil
 			close(j.ready)
 		case <-w.done:
@@ -359,7 +347,7 @@ func (w *SessionWriter) writeLoop() {
 			return
 		}
 		err := w.vw.writeBlock(j.out, j.h.Kind, j.h.Seq, j.counts)
-		w.outBuf.Put(j.out[:0])
+		putBlockBuf(j.out)
 		if err != nil {
 			w.fail(err)
 			return
