@@ -63,8 +63,10 @@ var (
 	// segment and compresses to the same bytes as with the default 8 MiB
 	// window; the default's history buffer took 16 MiB, live in every
 	// process that writes an index (the storage node, the servers), the
-	// largest thing in a storage node's heap during a restore.
-	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(segmentWindow))
+	// largest thing in a storage node's heap during a restore. Lower
+	// memory then sizes it to the window and a zstd block (2.1 MiB, not
+	// 4), which changes no output byte either.
+	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(segmentWindow), zstd.WithLowerEncoderMem(true))
 	// zdec stops at the capacity of DecodeAll's destination, which is the
 	// segment's stated raw length: a frame that holds more is corrupt, and
 	// must not be decompressed to find out.
