@@ -56,8 +56,9 @@ func (a *applier) dispatchJob(d *JobDispatch) error {
 		}
 		ob := *b
 		b.Node = d.Node
-		if old.Started.IsZero() {
-			// The point in time a backup represents is when it started.
+		if old.Started.IsZero() && b.Consolidates == 0 {
+			// The point in time a backup represents is when it started;
+			// a synthetic full's is that of the chain it folds.
 			b.StartTime = a.now
 		}
 		if err := a.putBackup(&ob, b); err != nil {

@@ -59,6 +59,12 @@ func (a *applier) createJob(j *Job, req *RequestKey) error {
 	var logLines []LogLine
 	switch job.Type {
 	case JobBackup:
+		if job.Level == LevelSyntheticFull {
+			if backup, logLines, err = a.consolidation(&job); err != nil {
+				return err
+			}
+			break
+		}
 		if job.Level == "" {
 			job.Level = LevelIncremental
 		}
@@ -152,6 +158,82 @@ func (a *applier) createJob(j *Job, req *RequestKey) error {
 	}
 	a.res.JobID = id
 	return a.recordRequest(req, &Request{Op: OpCreateJob, JobID: id})
+}
+
+// consolidation makes the backup of a synthetic full: a full of the chain
+// that ends with job.BackupID (or, when 0, the newest backup of the job's
+// file set in its chain's pools), at that backup's point in time, written
+// to job.Pool (the chain's full's pool when empty) by the storage node
+// that holds the chain, which must serve that pool. It refuses what it
+// could not run: a chain that is a full alone, or whose links are not all
+// complete.
+func (a *applier) consolidation(job *Job) (*Backup, []LogLine, error) {
+	tip, err := a.backup(job.BackupID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if job.BackupID == 0 {
+		if len(job.Paths) == 0 {
+			return nil, nil, refuse(CodeInvalidArgument, "name the backup or the file set to consolidate", "a synthetic full of %s names no chain", job.Client)
+		}
+		fs := FileSetOf(fileindex.Strings(job.Paths), fileindex.Strings(job.Excludes))
+		pools := []string{job.Pool}
+		if job.Pool == "" || job.Policy != "" {
+			if pools, err = a.chainPools(job, job.Pool); err != nil {
+				return nil, nil, err
+			}
+		}
+		if tip, err = a.latestComplete(job.Client, fs, pools, false); err != nil {
+			return nil, nil, err
+		}
+		if tip == nil {
+			return nil, nil, refuse(CodeNotFound, fmt.Sprintf("run a full backup of %s first", job.Client),
+				"client %s has no full backup of file set %s to consolidate", job.Client, DescribeFileSet(fs, job.Paths, job.Excludes))
+		}
+	}
+	if tip == nil || tip.Client != job.Client {
+		return nil, nil, refuse(CodeNotFound, "list backups with 'cairn backup list'", "client %s has no backup %d", job.Client, job.BackupID)
+	}
+	if tip.State != BackupComplete {
+		return nil, nil, refuse(CodeWrongState, "consolidate a complete backup", "backup %d is %s, not complete", tip.ID, tip.State)
+	}
+	if tip.Parent == 0 {
+		return nil, nil, refuse(CodeWrongState, "a synthetic full folds incrementals or differentials into their full: run backups first",
+			"backup %d of client %s is a full with nothing after it to fold in", tip.ID, job.Client)
+	}
+	// Every link must be complete and present: the node reads them all.
+	var full *Backup
+	for id := tip.Parent; id != 0; {
+		b, err := a.backup(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		if b == nil || b.State != BackupComplete {
+			return nil, nil, refuse(CodeWrongState, "", "backup %d builds on backup %d, which is not complete or no longer exists", tip.ID, id)
+		}
+		full, id = b, b.Parent
+	}
+	if job.Pool == "" {
+		job.Pool = full.Pool
+	}
+	pool, err := a.pool(job.Pool)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pool == nil {
+		return nil, nil, refuse(CodeNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", job.Pool)
+	}
+	if !pool.Serves(tip.Node) {
+		return nil, nil, refuse(CodeInvalidArgument, fmt.Sprintf("give a pool of storage node %s, which reads the chain", tip.Node),
+			"storage node %s, which holds the chain of backup %d, does not serve pool %s", tip.Node, tip.ID, pool.Name)
+	}
+	job.Node = tip.Node
+	job.Paths, job.Excludes = tip.Paths, tip.Excludes
+	b := &Backup{
+		Client: job.Client, FileSet: tip.FileSet, Paths: tip.Paths, Excludes: tip.Excludes, Level: LevelFull,
+		StartTime: tip.StartTime, KeyID: pool.KeyID, Pool: pool.Name, Node: tip.Node, State: BackupWriting, Consolidates: tip.ID,
+	}
+	return b, nil, nil
 }
 
 // chainPools are the pools a backup's chain may lie in. An ad hoc backup's
@@ -303,7 +385,9 @@ func (a *applier) updateJob(u *JobUpdate) error {
 				if err := a.dropBackup(b); err != nil {
 					return err
 				}
-			case old.State != JobRunning && j.State == JobRunning:
+			case old.State != JobRunning && j.State == JobRunning && b.Consolidates == 0:
+				// A synthetic full keeps the point in time of what it
+				// folds.
 				ob := *b
 				b.StartTime = j.Started
 				if err := a.putBackup(&ob, b); err != nil {

@@ -319,11 +319,15 @@ const (
 	LevelFull         Level = "full"
 	LevelIncremental  Level = "incremental"
 	LevelDifferential Level = "differential"
+	// LevelSyntheticFull is a job's level only: the job folds a chain into
+	// one new full on its storage node, with no agent, and its backup is a
+	// full (Backup.Consolidates says which chain it folded).
+	LevelSyntheticFull Level = "synthetic-full"
 )
 
 // Valid reports whether l is a level this version knows.
 func (l Level) Valid() bool {
-	return l == LevelFull || l == LevelIncremental || l == LevelDifferential
+	return l == LevelFull || l == LevelIncremental || l == LevelDifferential || l == LevelSyntheticFull
 }
 
 // MaxJobLogLines bounds the log a job keeps; older lines are dropped first.
@@ -457,6 +461,11 @@ type Backup struct {
 	Level    Level            `json:"level"`
 	// Parent is the backup this one was compared against, 0 for a full.
 	Parent uint64 `json:"parent,omitempty"`
+	// Consolidates is, for a synthetic full, the newest backup of the
+	// chain it folded: it holds the tree of that backup's point in time
+	// (StartTime is that backup's), read from the chain on its storage
+	// node, with no agent.
+	Consolidates uint64 `json:"consolidates,omitempty"`
 	// StartTime is the point in time the backup represents.
 	StartTime   time.Time   `json:"start_time"`
 	EndTime     time.Time   `json:"end_time"`

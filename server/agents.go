@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -290,7 +291,7 @@ func (s *Server) restorePlan(_ context.Context, subject string, req wire.Restore
 	if err != nil {
 		return wire.RestorePlanResp{}, err
 	}
-	if job.Type != catalog.JobRestore {
+	if !orchestrator.ReadsPlan(job) {
 		return wire.RestorePlanResp{}, wire.Errorf(wire.CodeInvalidArgument, "", "job %d is not a restore", job.ID)
 	}
 	if job.State != catalog.JobRunning || req.Attempt != job.Attempt {

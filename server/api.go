@@ -28,6 +28,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpJobShow, wire.Typed(s.jobShow))
 	r.Handle(wire.OpJobCancel, wire.Typed(s.cancelJob))
 	r.Handle(wire.OpBackupStart, wire.Typed(s.startBackup))
+	r.Handle(wire.OpBackupConsolidate, wire.Typed(s.startConsolidate))
 	r.Handle(wire.OpBackupList, wire.Typed(s.backupList))
 	r.Handle(wire.OpTreeList, wire.Typed(s.treeList))
 	r.Handle(wire.OpRestoreStart, wire.Typed(s.startRestore))

@@ -272,12 +272,9 @@ func (s *Server) keyGet(ctx context.Context, subject string, req wire.KeyGetReq)
 	case catalog.JobBackup:
 		pool, err := s.store.Pool(job.Pool)
 		allowed = err == nil && pool.KeyID == req.KeyID
-	case catalog.JobRestore:
-		chain, err := s.store.Chain(job.BackupID)
-		for _, b := range chain {
-			allowed = allowed || (err == nil && b.KeyID == req.KeyID)
-		}
 	}
+	// A restore reads its chain; a synthetic full, the chain it folds.
+	allowed = allowed || s.orch.ReadsKey(job, req.KeyID)
 	if !allowed {
 		return wire.KeyGetResp{}, wire.Errorf(wire.CodeKey, "", "job %d has no use for key %q", job.ID, req.KeyID)
 	}

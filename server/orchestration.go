@@ -73,6 +73,12 @@ func (s *Server) startBackup(ctx context.Context, _ string, req wire.BackupStart
 	})
 }
 
+func (s *Server) startConsolidate(ctx context.Context, _ string, req wire.BackupConsolidateReq) (wire.JobStarted, error) {
+	return s.orch.StartConsolidate(ctx, orchestrator.ConsolidateSpec{
+		Client: req.Client, FileSet: req.FileSet, Pool: req.Pool, RequestID: req.RequestID, Retry: req.Retry,
+	})
+}
+
 func (s *Server) startRestore(ctx context.Context, _ string, req wire.RestoreStartReq) (wire.JobStarted, error) {
 	return s.orch.StartRestore(ctx, orchestrator.RestoreSpec{
 		PointInTime: req.PointInTime, Paths: req.Paths, TargetClient: req.TargetClient, To: req.To, Force: req.Force, Devices: req.Devices,

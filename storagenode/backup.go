@@ -55,35 +55,9 @@ func (n *Node) backup(ctx context.Context, log *slog.Logger, conn *dataplane.Con
 // run writes the stream and commits it; any error leaves nothing committed.
 func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Result, error) {
 	t := s.t
-	m := s.n.byPool[t.Pool]
-	if m == nil {
-		return nil, wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s does not serve pool %s", s.n.cfg.ID, t.Pool)
-	}
-	s.app = m.appendTo(&s.stream)
-	var kr wire.KeyGetResp
-	if err := s.n.request(ctx, wire.OpKeyGet, wire.KeyGetReq{JobID: t.JobID, KeyID: t.KeyID}, &kr); err != nil {
-		return nil, fmt.Errorf("get the data key of pool %s: %w", t.Pool, err)
-	}
-	key := &volume.Key{ID: kr.ID, Material: kr.Key}
-	first, grant, err := s.app.acquire(ctx, nil)
+	w, sessionID, err := s.open(ctx)
 	if err != nil {
 		return nil, err
-	}
-	sessionID := uuid.New()
-	w, err := volume.NewSessionWriter(volume.SessionInfo{
-		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, Client: t.Client, Level: t.Level,
-		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.Compression, BlockRawSize: grant.BlockRawSize,
-	}, key, first, volume.WriterOptions{
-		Workers: s.n.cfg.Workers,
-		TempDir: filepath.Join(s.n.cfg.DataDir, "tmp"),
-		Next: func(full volume.Appender) (volume.Appender, error) {
-			app, _, err := s.app.acquire(ctx, full)
-			return app, err
-		},
-		Lost: s.app.lost,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start session: %w", err)
 	}
 	defer w.Abort() // no-op after a successful Close
 	if err := conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{V: dataplane.Version, JobID: t.JobID, Node: s.n.cfg.ID}); err != nil {
@@ -124,6 +98,45 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 		return nil, err
 	}
 	return s.commit(ctx, sessionID, res, end)
+}
+
+// open starts the session on the first volume of its pool the servers
+// grant: whoever feeds it records (an agent's stream, a consolidation's
+// merge) writes them to the writer it returns, then closes and commits, or
+// aborts it.
+func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, error) {
+	t := s.t
+	m := s.n.byPool[t.Pool]
+	if m == nil {
+		return nil, uuid.Nil, wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s does not serve pool %s", s.n.cfg.ID, t.Pool)
+	}
+	s.app = m.appendTo(&s.stream)
+	var kr wire.KeyGetResp
+	if err := s.n.request(ctx, wire.OpKeyGet, wire.KeyGetReq{JobID: t.JobID, KeyID: t.KeyID}, &kr); err != nil {
+		return nil, uuid.Nil, fmt.Errorf("get the data key of pool %s: %w", t.Pool, err)
+	}
+	key := &volume.Key{ID: kr.ID, Material: kr.Key}
+	first, grant, err := s.app.acquire(ctx, nil)
+	if err != nil {
+		return nil, uuid.Nil, err
+	}
+	sessionID := uuid.New()
+	w, err := volume.NewSessionWriter(volume.SessionInfo{
+		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, Client: t.Client, Level: t.Level,
+		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.Compression, BlockRawSize: grant.BlockRawSize,
+	}, key, first, volume.WriterOptions{
+		Workers: s.n.cfg.Workers,
+		TempDir: filepath.Join(s.n.cfg.DataDir, "tmp"),
+		Next: func(full volume.Appender) (volume.Appender, error) {
+			app, _, err := s.app.acquire(ctx, full)
+			return app, err
+		},
+		Lost: s.app.lost,
+	})
+	if err != nil {
+		return nil, uuid.Nil, fmt.Errorf("start session: %w", err)
+	}
+	return w, sessionID, nil
 }
 
 // commit sends the index and asks the servers to record the backup. The

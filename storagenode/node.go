@@ -233,6 +233,9 @@ func (n *Node) serveOrders(ctx context.Context) error {
 			return resp, orderError(err)
 		})
 	}))
+	r.Handle(wire.OpRunConsolidate, wire.Typed(func(_ context.Context, _ string, o wire.RunConsolidate) (wire.Empty, error) {
+		return n.runConsolidate(ctx, o) // the node's context: the job outlives the order's answer
+	}))
 	r.Handle(wire.OpNodeVolumeDelete, wire.Typed(func(ctx context.Context, _ string, o wire.VolumeDeleteOrder) (wire.Empty, error) {
 		return wire.Empty{}, n.deleteVolume(ctx, o)
 	}))
@@ -713,6 +716,15 @@ type jobStream struct {
 	conn    *dataplane.Conn
 }
 
+// close closes the stream's connection, so that a read or write blocked on
+// its agent returns now; a consolidation has none, and stops with its
+// context.
+func (js *jobStream) close() {
+	if js.conn != nil {
+		_ = js.conn.Close()
+	}
+}
+
 // startJob registers the stream of a job for cancelJob. A stream of a
 // newer attempt of the same job stops the one of an older attempt still
 // here (the servers gave up on it), and an attempt the servers stopped, or
@@ -738,7 +750,7 @@ func (n *Node) startJob(ctx context.Context, t ticket.Ticket, conn *dataplane.Co
 	if prev != nil && t.Attempt != 0 && prev.attempt < t.Attempt {
 		n.log.Warn("stopping the stream of an earlier attempt of a job whose next attempt connected", "job", t.JobID, "attempt", prev.attempt, "next", t.Attempt)
 		prev.cancel(wire.Errorf(wire.CodeAborted, "", "attempt %d of job %d is over: attempt %d connected", prev.attempt, t.JobID, t.Attempt))
-		_ = prev.conn.Close()
+		prev.close()
 	}
 	return ctx, func() {
 		n.mu.Lock()
@@ -797,7 +809,7 @@ func (n *Node) cancelJob(o wire.CancelJob) wire.CancelResult {
 	}
 	n.log.Warn("stopping a job on the servers' order", "job", o.JobID, "attempt", o.Attempt, "reason", o.Reason)
 	js.cancel(wire.Errorf(wire.CodeAborted, "", "job %d was stopped by the servers: %s", o.JobID, o.Reason))
-	_ = js.conn.Close()
+	js.close()
 	return wire.CancelResult{Running: true}
 }
 

@@ -81,18 +81,35 @@ type reader struct {
 	cur   medium
 }
 
-// run serves the restore's plan, which the node takes from the servers page
-// by page, read by read: the agent only receives. Pages go by bytes, so a
-// plan of millions of entries is never held whole.
+// run serves the restore's plan: the agent only receives.
 func (r *reader) run(ctx context.Context) error {
-	allowed := map[string]bool{}
-	for _, s := range r.t.Sessions {
-		allowed[s] = true
-	}
 	if err := r.conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{V: dataplane.Version, JobID: r.t.JobID, Node: r.n.cfg.ID}); err != nil {
 		return err
 	}
 	var end dataplane.RestoreEnd
+	err := r.plan(ctx, func(rr *wire.ReadRequest) error {
+		if err := r.serve(ctx, rr); err != nil {
+			return err
+		}
+		end.Reads++
+		end.Entries += int64(len(rr.Locs))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return r.conn.WriteJSON(dataplane.FrameEnd, end)
+}
+
+// plan hands fn the read requests of the job's plan, in order, which the
+// node takes from the servers page by page. Pages go by bytes, so a plan of
+// millions of entries is never held whole. A read of a session the ticket
+// does not name ends it.
+func (r *reader) plan(ctx context.Context, fn func(rr *wire.ReadRequest) error) error {
+	allowed := map[string]bool{}
+	for _, s := range r.t.Sessions {
+		allowed[s] = true
+	}
 	for cursor := 0; ; {
 		var page wire.RestorePlanResp
 		if err := r.n.request(ctx, wire.OpRestorePlan, wire.RestorePlanReq{JobID: r.t.JobID, Attempt: r.t.Attempt, Cursor: cursor}, &page); err != nil {
@@ -103,21 +120,18 @@ func (r *reader) run(ctx context.Context) error {
 			if !allowed[rr.SessionID.String()] {
 				return wire.Errorf(wire.CodeTicketRejected, "", "the ticket of job %d does not allow reading session %s", r.t.JobID, rr.SessionID)
 			}
-			if err := r.serve(ctx, rr); err != nil {
+			if err := fn(rr); err != nil {
 				return err
 			}
-			end.Reads++
-			end.Entries += int64(len(rr.Locs))
 		}
 		if page.Done {
-			break
+			return nil
 		}
 		if page.Cursor <= cursor {
 			return &planError{job: r.t.JobID, cursor: cursor, err: fmt.Errorf("the servers answered with cursor %d, which does not move on", page.Cursor)}
 		}
 		cursor = page.Cursor
 	}
-	return r.conn.WriteJSON(dataplane.FrameEnd, end)
 }
 
 // planError is a page of the restore's plan the servers did not give.
@@ -170,7 +184,36 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 		return &stopStream{err}
 	}
 	acct := newReadAccount(rr)
-	err := r.read(ctx, rr, acct)
+	onRecord := func(t volume.RecordType, body []byte) error {
+		acct.record(t, body)
+		if len(body) >= directRecord {
+			if err := r.sendRecord(t, body); err != nil {
+				return &stopStream{err}
+			}
+			return nil
+		}
+		r.batch = volume.AppendRecord(r.batch, t, body)
+		if len(r.batch) >= recordBatch {
+			if err := r.flush(); err != nil {
+				return &stopStream{err}
+			}
+		}
+		return nil
+	}
+	onDamage := func(cbe *volume.CorruptBlockError) error {
+		// The records before the damage go first: the agent drops the
+		// rest of an entry it names from where the name comes.
+		if err := r.flush(); err != nil {
+			return &stopStream{err}
+		}
+		r.log.Error("damaged block", "session", rr.SessionID, "seq", cbe.Seq, "err", cbe)
+		r.n.metrics.damagedBlocks.Inc()
+		if err := r.sendDamaged(acct.damage(cbe)); err != nil {
+			return &stopStream{err}
+		}
+		return nil
+	}
+	err := r.read(ctx, rr, onRecord, onDamage)
 	var stop *stopStream
 	if errors.As(err, &stop) || ctx.Err() != nil {
 		return err
@@ -210,9 +253,10 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	return r.conn.WriteJSON(dataplane.FrameReadDone, done)
 }
 
-// read streams what the volumes give of rr's entries and names the ones
-// damage hurts as it finds it.
-func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccount) error {
+// read passes what the volumes give of rr's entries, record by record, to
+// onRecord, and each damaged block it finds to onDamage. A body is only
+// valid during the call.
+func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, onRecord func(volume.RecordType, []byte) error, onDamage func(*volume.CorruptBlockError) error) error {
 	key, err := r.key(ctx, rr.KeyID)
 	if err != nil {
 		// The servers do not answer, or cannot hand out the key (their
@@ -250,35 +294,6 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, acct *readAccou
 	}
 	sr := volume.NewSessionReader(rr.SessionID, key, refs, open, opts)
 	defer sr.Close()
-	onRecord := func(t volume.RecordType, body []byte) error {
-		acct.record(t, body)
-		if len(body) >= directRecord {
-			if err := r.sendRecord(t, body); err != nil {
-				return &stopStream{err}
-			}
-			return nil
-		}
-		r.batch = volume.AppendRecord(r.batch, t, body)
-		if len(r.batch) >= recordBatch {
-			if err := r.flush(); err != nil {
-				return &stopStream{err}
-			}
-		}
-		return nil
-	}
-	onDamage := func(cbe *volume.CorruptBlockError) error {
-		// The records before the damage go first: the agent drops the
-		// rest of an entry it names from where the name comes.
-		if err := r.flush(); err != nil {
-			return &stopStream{err}
-		}
-		r.log.Error("damaged block", "session", rr.SessionID, "seq", cbe.Seq, "err", cbe)
-		r.n.metrics.damagedBlocks.Inc()
-		if err := r.sendDamaged(acct.damage(cbe)); err != nil {
-			return &stopStream{err}
-		}
-		return nil
-	}
 	return sr.ReadEntries(ctx, locs, onRecord, onDamage)
 }
 

@@ -20,7 +20,7 @@ import (
 // hold, release, delete' and 'cairn prune'.
 
 func addBackupAdminCmds(c *cobra.Command, g *globals) {
-	c.AddCommand(newBackupListCmd(g), newBackupShowCmd(g), newBackupHoldCmd(g, true), newBackupHoldCmd(g, false), newBackupDeleteCmd(g))
+	c.AddCommand(newBackupListCmd(g), newBackupShowCmd(g), newBackupConsolidateCmd(g), newBackupHoldCmd(g, true), newBackupHoldCmd(g, false), newBackupDeleteCmd(g))
 }
 
 type backupListOpts struct {

@@ -148,6 +148,9 @@ func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job, ld *lo
 		o.setWaiting(ctx, job, why)
 		return nil
 	}
+	if isConsolidation(job) {
+		return o.dispatchConsolidation(ctx, job, ld)
+	}
 	agent := o.live.Agent(job.Client)
 	if dup := agent.Duplicate; dup != nil {
 		// Both agents would take the order; the one whose ticket comes
@@ -208,6 +211,11 @@ func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job, ld *lo
 			return nil
 		}
 	}
+	return o.dispatchTo(ctx, job, node, ld)
+}
+
+// dispatchTo records a job running on node and sends its order.
+func (o *Orchestrator) dispatchTo(ctx context.Context, job *catalog.Job, node string, ld *load) error {
 	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpDispatchJob, Dispatch: &catalog.JobDispatch{JobID: job.ID, Node: node}}); err != nil {
 		return err
 	}
@@ -231,8 +239,13 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 	}
 	var subject string
 	var body any
-	switch job.Type {
-	case catalog.JobBackup:
+	switch {
+	case isConsolidation(job):
+		if subject, body, err = o.orderConsolidation(ctx, run, job); err != nil {
+			o.failJob(ctx, job.ID, err)
+			return err
+		}
+	case job.Type == catalog.JobBackup:
 		backup, err := o.store.Backup(job.BackupID)
 		if err != nil {
 			return CatalogError(err)
@@ -252,7 +265,7 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 			SkipNodump: job.SkipNodump, OneFileSystem: job.OneFileSystem, Base: backup.Parent, Node: ep, Ticket: tk, Application: wireApplication(job.Application)}
 		rb.EstimateFiles, rb.EstimateBytes = o.estimate(backup)
 		subject, body = wire.AgentSubject(job.Client, wire.OpRunBackup), rb
-	case catalog.JobRestore:
+	case job.Type == catalog.JobRestore:
 		chain, err := o.store.Chain(job.BackupID)
 		if err != nil {
 			return CatalogError(err)
@@ -415,6 +428,19 @@ func (o *Orchestrator) watchRunning(ctx context.Context) {
 				"storage node %s stopped answering (%s)", r.node, LastSeen(n.LastSeen)))
 			continue
 		}
+		if r.nodeOnly {
+			// A synthetic full has no agent: its node's requests are its
+			// activity.
+			o.mu.Lock()
+			idle := o.clock.Since(r.lastActivity)
+			waiting := r.waiting != ""
+			o.mu.Unlock()
+			if idle > o.cfg.StallTimeout && !waiting {
+				o.failJob(ctx, r.id, errorf(ErrTimeout, "check the storage node's log",
+					"job made no progress for %s", idle.Round(time.Second)))
+			}
+			continue
+		}
 		agent := o.live.Agent(r.client)
 		if !agent.Online {
 			// A backup waits in the queue for the agent to come back
@@ -479,6 +505,17 @@ func (o *Orchestrator) becameLeader(ctx context.Context) {
 			// heartbeats the time to confirm it.
 			r.ordered = o.clock.Now()
 			o.log.Info("adopted a running job", "job", jobs[i].ID, "node", jobs[i].Node, "client", jobs[i].Client)
+			if r.nodeOnly {
+				// No agent's heartbeat tells whether the node has the
+				// order: it is sent again, and a node that runs the
+				// attempt answers without starting it twice.
+				job := jobs[i]
+				o.wg.Add(1)
+				go func() {
+					defer o.wg.Done()
+					_ = o.order(ctx, r, &job)
+				}()
+			}
 		}
 	}
 	o.kick()

@@ -104,6 +104,8 @@ func (o *Orchestrator) AgentRestarted(ctx context.Context, client, what string, 
 	for i := range jobs {
 		j := &jobs[i]
 		switch {
+		case isConsolidation(j):
+			// Runs on its storage node alone: the agent has no part in it.
 		case j.State == catalog.JobRunning && !slices.Contains(running, j.ID):
 			hint := ""
 			if j.Type == catalog.JobRestore {

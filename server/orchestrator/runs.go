@@ -22,7 +22,8 @@ type jobRun struct {
 	progress     *wire.Progress
 	waiting      string     // what the job waits for on its storage node ("insert tape X")
 	base         *treePager // backup: the tree it is compared against
-	plan         *planner   // restore: which blocks to read
+	plan         *planner   // restore, synthetic full: which blocks to read
+	nodeOnly     bool       // a synthetic full: no agent takes part
 }
 
 // agentOrderTimeout bounds how long an agent may take to accept an order.
@@ -32,7 +33,7 @@ func (o *Orchestrator) startRun(job *catalog.Job) *jobRun {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	r := &jobRun{id: job.ID, typ: job.Type, node: job.Node, client: job.Client, started: o.clock.Now(), lastActivity: o.clock.Now(),
-		waiting: job.Waiting}
+		waiting: job.Waiting, nodeOnly: isConsolidation(job)}
 	o.runs[job.ID] = r
 	return r
 }
@@ -185,6 +186,18 @@ func (o *Orchestrator) BaseTree(job *catalog.Job, after string) (segment []byte,
 func (o *Orchestrator) PlanPage(job *catalog.Job, cursor int) (wire.RestorePlanResp, error) {
 	r := o.attach(job)
 	o.mu.Lock()
+	if r.plan == nil && isConsolidation(job) {
+		o.mu.Unlock()
+		chain, err := o.consolidationChain(job)
+		if err != nil {
+			return wire.RestorePlanResp{}, err
+		}
+		plan := o.consolidationPlan(chain)
+		o.mu.Lock()
+		if r.plan == nil {
+			r.plan = plan
+		}
+	}
 	if r.plan == nil {
 		chain, err := o.store.Chain(job.BackupID)
 		if err != nil {
