@@ -32,7 +32,7 @@ func holdInfo(h *catalog.Hold) *wire.HoldInfo {
 
 func (s *Server) backupInfo(b *catalog.Backup) wire.BackupInfo {
 	info := wire.BackupInfo{
-		ID: b.ID, Client: b.Client, Level: string(b.Level), Parent: b.Parent, Paths: b.Paths, Excludes: b.Excludes, FileSet: b.FileSet, State: string(b.State),
+		ID: b.ID, Client: b.Client, Level: string(b.Level), Parent: b.Parent, Consolidates: b.Consolidates, Paths: b.Paths, Excludes: b.Excludes, FileSet: b.FileSet, State: string(b.State),
 		StartTime: b.StartTime, EndTime: b.EndTime, Files: b.Files, Bytes: b.Bytes, StoredBytes: b.StoredBytes, Pool: b.Pool,
 	}
 	for _, p := range b.Parts {

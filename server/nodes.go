@@ -172,6 +172,9 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 	}
 	defer s.grants.lock(grantKey(pool, library))()
 	if pool.Type.HasLibrary() {
+		// A synthetic full reads its chain's tapes while it writes: it
+		// writes none of them, since a tape is in one drive at a time.
+		req.Used = append(req.Used, s.orch.SourceVolumes(job)...)
 		return s.acquireTape(ctx, job, node, pool, req)
 	}
 	if req.Bad != uuid.Nil {

@@ -617,21 +617,24 @@ type BackupListReq struct {
 
 // BackupInfo is one backup (a point in time of a client's file set).
 type BackupInfo struct {
-	ID          uint64           `json:"id"`
-	Client      string           `json:"client"`
-	Level       string           `json:"level"`
-	Parent      uint64           `json:"parent,omitempty"`
-	Paths       []fileindex.Path `json:"paths"`
-	Excludes    []fileindex.Path `json:"excludes,omitempty"`
-	FileSet     string           `json:"file_set,omitempty"`
-	State       string           `json:"state"`
-	StartTime   time.Time        `json:"start_time"`
-	EndTime     time.Time        `json:"end_time,omitzero"`
-	Files       int64            `json:"files"`
-	Bytes       int64            `json:"bytes"`
-	StoredBytes int64            `json:"stored_bytes"`
-	Pool        string           `json:"pool"`
-	Volumes     []string         `json:"volumes,omitempty"`
+	ID     uint64 `json:"id"`
+	Client string `json:"client"`
+	Level  string `json:"level"`
+	Parent uint64 `json:"parent,omitempty"`
+	// Consolidates is, for a synthetic full, the newest backup of the
+	// chain it folded in: it holds that backup's point in time.
+	Consolidates uint64           `json:"consolidates,omitempty"`
+	Paths        []fileindex.Path `json:"paths"`
+	Excludes     []fileindex.Path `json:"excludes,omitempty"`
+	FileSet      string           `json:"file_set,omitempty"`
+	State        string           `json:"state"`
+	StartTime    time.Time        `json:"start_time"`
+	EndTime      time.Time        `json:"end_time,omitzero"`
+	Files        int64            `json:"files"`
+	Bytes        int64            `json:"bytes"`
+	StoredBytes  int64            `json:"stored_bytes"`
+	Pool         string           `json:"pool"`
+	Volumes      []string         `json:"volumes,omitempty"`
 	// Hold is the legal hold that covers the backup, nil for none.
 	Hold *HoldInfo `json:"hold,omitempty"`
 	// Expires is why the expiry pass would expire it now, empty when it

@@ -71,6 +71,9 @@ func runBackupList(ctx context.Context, g *globals, o backupListOpts) error {
 		if b.Parent != 0 {
 			base = strconv.FormatUint(b.Parent, 10)
 		}
+		if b.Consolidates != 0 {
+			base = "synth:" + strconv.FormatUint(b.Consolidates, 10)
+		}
 		held := "-"
 		if b.Hold != nil {
 			held = "yes"
@@ -162,6 +165,9 @@ func newBackupShowCmd(g *globals) *cobra.Command {
 				shortPaths(fileindex.Strings(b.Paths), 200), b.Level)
 			if b.Parent != 0 {
 				fmt.Fprintf(w, "base:       %d\n", b.Parent)
+			}
+			if b.Consolidates != 0 {
+				fmt.Fprintf(w, "synthetic:  folds the chain up to backup %d, made on the storage node without the client\n", b.Consolidates)
 			}
 			fmt.Fprintf(w, "time:       %s\nstate:      %s\npool:       %s\nvolumes:    %s\nbytes:      %s (%s stored)\n",
 				humanTime(b.StartTime), b.State, b.Pool, strings.Join(b.Volumes, ", "), humanBytes(b.Bytes), humanBytes(b.StoredBytes))

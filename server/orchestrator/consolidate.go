@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/uuid"
+
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -203,4 +205,25 @@ func (o *Orchestrator) dispatchConsolidation(ctx context.Context, job *catalog.J
 		return nil
 	}
 	return o.dispatchTo(ctx, job, job.Node, ld)
+}
+
+// SourceVolumes are the volumes a synthetic full's job reads, none for
+// any other job.
+func (o *Orchestrator) SourceVolumes(job *catalog.Job) []uuid.UUID {
+	if !isConsolidation(job) {
+		return nil
+	}
+	chain, err := o.consolidationChain(job)
+	if err != nil {
+		return nil
+	}
+	var out []uuid.UUID
+	for _, b := range chain {
+		for _, p := range b.Parts {
+			if !slices.Contains(out, p.VolumeID) {
+				out = append(out, p.VolumeID)
+			}
+		}
+	}
+	return out
 }
