@@ -49,6 +49,10 @@ type Policy struct {
 	// MaxFullAge and MaxDifferentialAge promote a run (schedule.Limits).
 	MaxFullAge         time.Duration `json:"max_full_age,omitempty"`
 	MaxDifferentialAge time.Duration `json:"max_differential_age,omitempty"`
+	// MaxChain folds a client's chain into a synthetic full once a restore
+	// of its newest backup reads this many sessions (schedule.Limits);
+	// zero is no bound.
+	MaxChain int `json:"max_chain,omitempty"`
 
 	// Pool receives every run; LevelPools overrides it for a level.
 	Pool       string           `json:"pool"`
@@ -133,7 +137,7 @@ func (p *Policy) RetentionPolicy() (retention.Policy, error) {
 
 // Limits are the policy's promotion bounds.
 func (p *Policy) Limits() schedule.Limits {
-	return schedule.Limits{MaxFullAge: p.MaxFullAge, MaxDifferentialAge: p.MaxDifferentialAge}
+	return schedule.Limits{MaxFullAge: p.MaxFullAge, MaxDifferentialAge: p.MaxDifferentialAge, MaxChain: p.MaxChain}
 }
 
 // FileSet is the file set of the policy's backups (FileSetOf).
@@ -151,7 +155,7 @@ func (p *Policy) PoolFor(l Level) string {
 // each once, in that order. A run's chain spans them.
 func (p *Policy) Pools() []string {
 	var out []string
-	for _, l := range []Level{"", LevelFull, LevelDifferential, LevelIncremental} {
+	for _, l := range []Level{"", LevelFull, LevelSyntheticFull, LevelDifferential, LevelIncremental} {
 		if pool := p.PoolFor(l); pool != "" && !slices.Contains(out, pool) {
 			out = append(out, pool)
 		}

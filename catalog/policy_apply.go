@@ -252,6 +252,10 @@ func (a *applier) checkPolicy(p *Policy) error {
 		}
 	}
 
+	if p.MaxChain < 0 || p.MaxChain == 1 {
+		return bad("give 2 or more (a full and one backup on it), or 0 for no bound", "maximum chain length %d", p.MaxChain)
+	}
+
 	// Where.
 	if p.Pool == "" {
 		for _, l := range []Level{LevelFull, LevelDifferential, LevelIncremental} {

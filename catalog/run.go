@@ -378,7 +378,8 @@ func (s *Store) ChainOf(client, fileSet string, pools []string) (schedule.Chain,
 	var ch schedule.Chain
 	err := s.view(func(tx *bbolt.Tx) error {
 		backups := tx.Bucket(bBackups)
-		return reverse(tx.Bucket(bBackupsByClient), append([]byte(client), 0), func(k []byte) (bool, error) {
+		var parent uint64 // of the newest backup of the chain
+		err := reverse(tx.Bucket(bBackupsByClient), append([]byte(client), 0), func(k []byte) (bool, error) {
 			id := k[len(k)-8:]
 			var b chainLink
 			if err := jsonUnmarshal(bBackups, id, backups.Get(id), &b); err != nil {
@@ -386,6 +387,9 @@ func (s *Store) ChainOf(client, fileSet string, pools []string) (schedule.Chain,
 			}
 			if b.State != BackupComplete || b.FileSet != fileSet || (pools != nil && !slices.Contains(pools, b.Pool)) {
 				return true, nil
+			}
+			if ch.Length == 0 {
+				ch.Length, parent = 1, b.Parent
 			}
 			switch b.Level {
 			case LevelDifferential:
@@ -398,12 +402,31 @@ func (s *Store) ChainOf(client, fileSet string, pools []string) (schedule.Chain,
 			}
 			return true, nil
 		})
+		if err != nil {
+			return err
+		}
+		// The sessions a restore of the newest reads: its parents, which
+		// a differential makes fewer than the backups since the full.
+		for parent != 0 && ch.Length <= maxChainWalk {
+			var b chainLink
+			if err := jsonUnmarshal(bBackups, u64(parent), backups.Get(u64(parent)), &b); err != nil {
+				return err
+			}
+			ch.Length++
+			parent = b.Parent
+		}
+		return nil
 	})
 	return ch, err
 }
 
+// maxChainWalk bounds the parents ChainOf follows: a chain longer than any
+// policy's limit is long enough to be folded, whatever its length.
+const maxChainWalk = 10000
+
 // chainLink is the part of a Backup that ChainOf reads.
 type chainLink struct {
+	Parent    uint64      `json:"parent"`
 	FileSet   string      `json:"file_set"`
 	Level     Level       `json:"level"`
 	StartTime time.Time   `json:"start_time"`

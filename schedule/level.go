@@ -11,9 +11,13 @@ const (
 	Full         Level = "full"
 	Differential Level = "differential"
 	Incremental  Level = "incremental"
+	// SyntheticFull folds the last full and the backups after it into a
+	// new full on the storage node, without the client (Bacula's
+	// VirtualFull): it copies nothing new from the client.
+	SyntheticFull Level = "synthetic-full"
 )
 
-// Valid reports whether l is one of the three levels.
+// Valid reports whether l is one of the four levels.
 func (l Level) Valid() bool { return l.rank() > 0 }
 
 // rank orders the levels by how much a run of that level copies, so that when
@@ -23,6 +27,8 @@ func (l Level) Valid() bool { return l.rank() > 0 }
 func (l Level) rank() int {
 	switch l {
 	case Full:
+		return 4
+	case SyntheticFull:
 		return 3
 	case Differential:
 		return 2
@@ -32,8 +38,9 @@ func (l Level) rank() int {
 	return 0
 }
 
-// Higher reports whether l copies more than m (full > differential >
-// incremental).
+// Higher reports whether l copies more than m (full > synthetic full >
+// differential > incremental): a synthetic full's run makes the chain one
+// session long, as a full does, but brings nothing new from the client.
 func (l Level) Higher(m Level) bool { return l.rank() > m.rank() }
 
 // ParseLevel reads a level as an administrator writes it: the full word or
@@ -42,11 +49,12 @@ func ParseLevel(s string) (Level, error) {
 	if l, ok := levelWords[lower(s)]; ok {
 		return l, nil
 	}
-	return "", fmt.Errorf("level %q is not known: use full, differential or incremental", s)
+	return "", fmt.Errorf("level %q is not known: use full, synthetic-full, differential or incremental", s)
 }
 
 var levelWords = map[string]Level{
-	"full":         Full,
+	"full":           Full,
+	"synthetic-full": SyntheticFull, "synthetic": SyntheticFull, "virtualfull": SyntheticFull,
 	"differential": Differential, "diff": Differential,
 	"incremental": Incremental, "incr": Incremental, "inc": Incremental,
 }

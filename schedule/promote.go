@@ -10,6 +10,10 @@ import (
 type Chain struct {
 	LastFull         time.Time
 	LastDifferential time.Time
+	// Length is how many sessions a restore of the newest backup reads:
+	// its full, a differential and the incrementals after it; 0 with no
+	// backup.
+	Length int
 }
 
 // Limits are a policy's bounds on the age of a chain's base.
@@ -22,6 +26,19 @@ type Limits struct {
 	// (Bacula's Max Diff Interval), so the incrementals a restore must read
 	// stay few. Zero means no bound.
 	MaxDifferentialAge time.Duration
+	// MaxChain is the most sessions a restore of the newest backup may
+	// read: a chain that reaches it is folded into a synthetic full, so
+	// the next incremental starts a chain of two. Zero means no bound.
+	MaxChain int
+}
+
+// Consolidate says whether a chain should be folded into a synthetic full
+// now, and why: it reached the policy's MaxChain.
+func Consolidate(chain Chain, lim Limits) (bool, string) {
+	if lim.MaxChain < 2 || chain.Length < lim.MaxChain {
+		return false, ""
+	}
+	return true, fmt.Sprintf("the chain is %d backups long, the policy's maximum is %d: it is folded into a synthetic full", chain.Length, lim.MaxChain)
 }
 
 // Promote returns the level a run due at at should run with, and why it

@@ -41,6 +41,9 @@ type Policy struct {
 	CatchUpWindow      time.Duration `json:"catch_up_window,omitempty"`
 	MaxFullAge         time.Duration `json:"max_full_age,omitempty"`
 	MaxDifferentialAge time.Duration `json:"max_differential_age,omitempty"`
+	// MaxChain folds a chain into a synthetic full once a restore of its
+	// newest backup reads this many sessions; 0 is no bound.
+	MaxChain int `json:"max_chain,omitempty"`
 
 	Pool string `json:"pool"`
 	// LevelPools maps a level (full, differential, incremental) to the

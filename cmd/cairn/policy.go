@@ -86,6 +86,7 @@ type policyFlags struct {
 	rpo           string
 	maxFullAge    string
 	maxDiffAge    string
+	maxChain      int
 	keepWithin    string
 	keepCounts    map[string]*string
 	keep          []string
@@ -114,6 +115,7 @@ func (o *policyFlags) bind(f *pflag.FlagSet, set bool) {
 	f.StringVar(&o.rpo, "rpo", "", "age the newest good backup of each client may reach before it breaches the target (26h)")
 	f.StringVar(&o.maxFullAge, "max-full-age", "", "run a full when the last full is older than this (35d)")
 	f.StringVar(&o.maxDiffAge, "max-diff-age", "", "run a differential instead of an incremental when the last full or differential is older than this (8d)")
+	f.IntVar(&o.maxChain, "max-chain", 0, "fold a client's chain into a synthetic full once a restore of its newest backup reads this many sessions (0: no bound)")
 	f.StringVar(&o.keepWithin, "keep-within", "", "keep every backup of this long before the newest (14d)")
 	o.keepCounts = map[string]*string{}
 	for _, r := range keepCountRules {
@@ -190,6 +192,9 @@ func (o *policyFlags) apply(f *pflag.FlagSet, p *wire.Policy) error {
 	}
 	if given("priority") {
 		p.Priority = o.priority
+	}
+	if given("max-chain") {
+		p.MaxChain = o.maxChain
 	}
 	for _, d := range []struct {
 		flag, text string

@@ -61,6 +61,7 @@ type filePolicy struct {
 	PoolDiff       string            `yaml:"pool_differential,omitempty"`
 	PoolIncr       string            `yaml:"pool_incremental,omitempty"`
 	Priority       int               `yaml:"priority,omitempty"`
+	MaxChain       int               `yaml:"max_chain,omitempty"`
 	RPO            string            `yaml:"rpo,omitempty"`
 	Keep           *fileKeep         `yaml:"keep,omitempty,flow"`
 	KeepFull       *fileKeep         `yaml:"keep_full,omitempty,flow"`
@@ -344,7 +345,7 @@ func (fp *filePolicy) policy() (wire.Policy, error) {
 	p := wire.Policy{
 		Name: fp.Name, Description: fp.Description, Disabled: fp.Disabled, Clients: fp.Clients,
 		ClientLabels: fp.Labels, Excludes: fp.Excludes, OneFileSystem: fp.OneFileSystem,
-		Schedule: strings.TrimRight(string(fp.Schedule), "\n\t "), TimeZone: fp.TimeZone, Pool: fp.Pool, Priority: fp.Priority,
+		Schedule: strings.TrimRight(string(fp.Schedule), "\n\t "), TimeZone: fp.TimeZone, Pool: fp.Pool, Priority: fp.Priority, MaxChain: fp.MaxChain,
 	}
 	for _, x := range fp.Paths {
 		p.Paths = append(p.Paths, cleanPolicyPath(x))
@@ -475,7 +476,7 @@ func filePolicyOf(p wire.Policy) filePolicy {
 		Paths: p.Paths, Excludes: p.Excludes, OneFileSystem: p.OneFileSystem, Schedule: scheduleText(p.Schedule),
 		TimeZone: p.TimeZone, CatchUpWindow: formatAge(p.CatchUpWindow), MaxFullAge: formatAge(p.MaxFullAge),
 		MaxDiffAge: formatAge(p.MaxDifferentialAge), Pool: p.Pool, PoolFull: p.LevelPools["full"],
-		PoolDiff: p.LevelPools["differential"], PoolIncr: p.LevelPools["incremental"], Priority: p.Priority, RPO: formatAge(p.RPO),
+		PoolDiff: p.LevelPools["differential"], PoolIncr: p.LevelPools["incremental"], Priority: p.Priority, MaxChain: p.MaxChain, RPO: formatAge(p.RPO),
 		Keep: fileKeepOf(p.Retention.All), KeepFull: fileKeepOf(p.Retention.Levels["full"]),
 		KeepDiff: fileKeepOf(p.Retention.Levels["differential"]), KeepIncr: fileKeepOf(p.Retention.Levels["incremental"]),
 	}

@@ -227,3 +227,21 @@ func (o *Orchestrator) SourceVolumes(job *catalog.Job) []uuid.UUID {
 	}
 	return out
 }
+
+// policyConsolidateJob makes the job of a synthetic full a policy asks for
+// (a run of level synthetic-full, or a chain over its maximum length): the
+// catalog finds the chain of the policy's file set in its pools.
+func (o *Orchestrator) policyConsolidateJob(client *catalog.Client, req BackupSpec) (*catalog.Job, func(uint64), error) {
+	if len(req.Paths) == 0 {
+		return nil, nil, errorf(ErrInvalidArgument, "give the paths of the file set whose chain to fold", "a synthetic full of %s names no paths", client.Name)
+	}
+	if req.Pool != "" {
+		if _, err := o.store.Pool(req.Pool); err != nil {
+			return nil, nil, errorf(ErrNotFound, "list pools with 'cairn pool list'", "pool %q does not exist", req.Pool)
+		}
+	}
+	return &catalog.Job{
+		Type: catalog.JobBackup, Client: client.Name, Level: catalog.LevelSyntheticFull, Pool: req.Pool,
+		Paths: req.Paths, Excludes: req.Excludes, Policy: req.Policy, Scheduled: req.Scheduled, Priority: req.Priority,
+	}, nil, nil
+}

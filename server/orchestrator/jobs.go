@@ -114,6 +114,9 @@ func (o *Orchestrator) backupJob(ctx context.Context, req BackupSpec) (*catalog.
 	if err != nil {
 		return nil, nil, err
 	}
+	if catalog.Level(req.Level) == catalog.LevelSyntheticFull {
+		return o.policyConsolidateJob(client, req)
+	}
 	if len(req.Paths) == 0 {
 		return nil, nil, errorf(ErrInvalidArgument, "pass --path DIR (repeat it for several)", "nothing to back up: no path given")
 	}

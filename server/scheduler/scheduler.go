@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"context"
 	"errors"
 	"fmt"
@@ -290,7 +292,7 @@ func (s *Scheduler) Plan(p *catalog.Policy, sch *schedule.Schedule, client strin
 		return plan, nil
 	}
 	run := catalog.Run{Policy: p.Name, Client: client, Scheduled: cu.Run.Time, Asked: catalog.Level(cu.Run.Level), Level: catalog.Level(cu.Run.Level)}
-	busy, err := s.activeJob(p.Name, client)
+	busy, err := s.activeJob(p.Name, client, false)
 	if err != nil {
 		return plan, err
 	}
@@ -316,15 +318,18 @@ func (s *Scheduler) Plan(p *catalog.Policy, sch *schedule.Schedule, client strin
 }
 
 // activeJob is a job of policy for client that has not ended, nil when
-// none: a new run of the policy would overlap it.
-func (s *Scheduler) activeJob(policy, client string) (*catalog.Job, error) {
+// none: a new run of the policy would overlap it. A synthetic full (a fold)
+// counts only when folds is set: a run is not skipped for one, which
+// brings nothing new from the client and may take long; the run builds on
+// the chain as it is, and the next fold takes it in.
+func (s *Scheduler) activeJob(policy, client string, folds bool) (*catalog.Job, error) {
 	jobs, err := s.d.Store.Jobs(catalog.JobFilter{Client: client, Type: catalog.JobBackup,
 		States: []catalog.JobState{catalog.JobPending, catalog.JobQueued, catalog.JobRunning}})
 	if err != nil {
 		return nil, err
 	}
 	for i := range jobs {
-		if jobs[i].Policy == policy {
+		if jobs[i].Policy == policy && (folds || jobs[i].Level != catalog.LevelSyntheticFull) {
 			return &jobs[i], nil
 		}
 	}
@@ -332,6 +337,51 @@ func (s *Scheduler) activeJob(policy, client string) (*catalog.Job, error) {
 }
 
 func (s *Scheduler) decide(ctx context.Context, p *catalog.Policy, sch *schedule.Schedule, client string, now time.Time) error {
+	if err := s.decideRun(ctx, p, sch, client, now); err != nil {
+		return err
+	}
+	return s.fold(ctx, p, client)
+}
+
+// fold starts a synthetic full of the client's chain once a restore of its
+// newest backup reads the policy's MaxChain sessions, while no job of the
+// policy runs for the client: the next incremental then builds on it, and
+// no restore of the chain's newest point reads more than MaxChain. Its
+// request id names the chain's state, so every leader and every tick
+// starts it once, and a fold that failed is not tried again until the
+// chain changes.
+func (s *Scheduler) fold(ctx context.Context, p *catalog.Policy, client string) error {
+	if p.MaxChain < 2 {
+		return nil
+	}
+	chain, err := s.d.Store.ChainOf(client, p.FileSet(), p.Pools())
+	if err != nil {
+		return err
+	}
+	ok, why := schedule.Consolidate(chain, p.Limits())
+	if !ok {
+		return nil
+	}
+	if busy, err := s.activeJob(p.Name, client, true); err != nil || busy != nil {
+		return err
+	}
+	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%d", p.Name, client, chain.LastFull.UnixNano(), chain.Length))
+	started, err := s.d.Jobs.StartBackup(ctx, orchestrator.BackupSpec{
+		Client: client, Paths: paths(p.Paths), Excludes: paths(p.Excludes), Level: string(catalog.LevelSyntheticFull),
+		Pool: p.PoolFor(catalog.LevelSyntheticFull), RequestID: "fold-" + hex.EncodeToString(h[:16]), Retry: true,
+		Policy: p.Name, Priority: p.Priority,
+	})
+	if err != nil {
+		s.d.Log.Warn("a chain over the policy's maximum length could not be folded", "policy", p.Name, "client", client, "err", err)
+		return nil
+	}
+	if !started.Repeated {
+		s.d.Jobs.JobLog(ctx, started.JobID, "info", "policy %s: %s", p.Name, why)
+	}
+	return nil
+}
+
+func (s *Scheduler) decideRun(ctx context.Context, p *catalog.Policy, sch *schedule.Schedule, client string, now time.Time) error {
 	plan, err := s.Plan(p, sch, client, now)
 	if err != nil {
 		return err

@@ -1,0 +1,257 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// commitOrder commits the backup of an order the fake agent received, as
+// its node would, with an index of entries; it returns the session.
+func (h *harness) commitOrder(jobID uint64, entries []fileindex.Entry) uuid.UUID {
+	h.t.Helper()
+	var g wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: jobID, Pool: "Default"}, &g))
+	if g.New {
+		h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: jobID, VolumeID: g.ID}, nil))
+	}
+	b := fileindex.NewSegmentBuilder(0)
+	for i := range entries {
+		h.must(b.Add(&entries[i]))
+	}
+	seg := b.Flush()
+	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: jobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
+	session := uuid.New()
+	start := max(g.Bytes, 256<<10)
+	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
+		JobID: jobID, SessionID: session, Segments: 1,
+		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: start, DataStart: start + 64, End: start + 256<<10, Final: true}},
+		Stats: wire.SessionStats{Entries: int64(len(entries))},
+	}, nil))
+	return session
+}
+
+// TestPolicyFoldsAChainAtItsMaximumLength runs a policy of hourly
+// incrementals with a maximum chain of 3 on the fake clock: once a chain
+// reaches 3 backups the scheduler starts a synthetic full (ordered to the
+// storage node, no agent), whose plan reads every backup of the chain with
+// the full's reads last and each path once; committed, it is a full at the
+// point in time of the chain's newest backup, the next incremental builds
+// on it, and no restore of the newest point ever reads more than 3
+// sessions. A failed fold records nothing and is not retried on the same
+// chain.
+func TestPolicyFoldsAChainAtItsMaximumLength(t *testing.T) {
+	// The clock goes by hours: heartbeats of an hour ago still count.
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout, c.StallTimeout = 3*time.Hour, 3*time.Hour })
+	_, orders := h.setup()
+	consolidations := make(chan *nats.Msg, 4)
+	sub, err := h.nc.Subscribe(wire.NodeSubject("sn1", wire.OpRunConsolidate), func(m *nats.Msg) {
+		consolidations <- m
+		data, _ := wire.Marshal(wire.Empty{})
+		m.Respond(data)
+	})
+	h.must(err)
+	t.Cleanup(func() { sub.Unsubscribe() })
+	h.must(h.nc.Flush())
+	_, err = h.srv.apply(h.ctx, &catalog.Command{Op: catalog.OpPutPolicy, PolicyPut: &catalog.PolicyPut{Mode: catalog.PutCreate, Policy: catalog.Policy{
+		Name: "hourly", Clients: []string{"web"}, Paths: []string{"/srv"}, Schedule: "hourly incremental", Pool: "Default", MaxChain: 3,
+		Retention: catalog.PolicyRetention{All: catalog.KeepRules{Last: 100}},
+	}}})
+	h.must(err)
+
+	// Each hour's backup changes /srv/f<hour> and deletes the file of the
+	// hour before.
+	hour := 0
+	runBackup := func() (uint64, uuid.UUID) {
+		t.Helper()
+		h.advance(time.Hour)
+		order := h.backupOrder(orders)
+		entries := []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}}
+		if order.Level == "full" {
+			for i := range 5 {
+				entries = append(entries, fileindex.Entry{Path: fmt.Sprintf("/srv/f%d", i), Type: fileindex.TypeFile, Size: 10, Loc: fileindex.Location{Seq: uint64(i + 1), EndSeq: uint64(i + 1)}})
+			}
+		} else {
+			entries = append(entries, fileindex.Entry{Path: fmt.Sprintf("/srv/f%d", hour%5), Type: fileindex.TypeFile, Size: 20, Loc: fileindex.Location{Seq: 1, EndSeq: 1}})
+			entries = append(entries, fileindex.Entry{Path: fmt.Sprintf("/srv/f%d", (hour+4)%5), Type: fileindex.TypeDeleted})
+			slices.SortFunc(entries, func(a, b fileindex.Entry) int { return fileindex.Compare(a.Path, b.Path) })
+		}
+		hour++
+		return order.JobID, h.commitOrder(order.JobID, entries)
+	}
+	chainLen := func(id uint64) int {
+		t.Helper()
+		chain, err := h.srv.store.Chain(id)
+		h.must(err)
+		return len(chain)
+	}
+
+	full, fullSession := runBackup()
+	if b, _ := h.srv.store.Backup(full); b.Level != catalog.LevelFull {
+		t.Fatalf("the first run is %s, want a full", b.Level)
+	}
+	runBackup()
+	tip, _ := runBackup()
+	if n := chainLen(tip); n != 3 {
+		t.Fatalf("chain of %d, want 3", n)
+	}
+
+	// The chain reached 3: the next tick folds it. The clock goes on in
+	// steps meanwhile: the leader's rounds, which dispatch, go by it.
+	var order wire.RunConsolidate
+	h.must(json.Unmarshal(h.consolidationOrder(consolidations), &order))
+	if len(order.Sessions) != 3 || order.Stream != fullSession || order.Pool != "Default" {
+		t.Fatalf("consolidation order %+v: want the chain's 3 sessions, the full's streamed", order)
+	}
+	job, err := h.srv.store.Job(order.JobID)
+	h.must(err)
+	if job.Policy != "hourly" || job.Level != catalog.LevelSyntheticFull || job.State != catalog.JobRunning {
+		t.Fatalf("the fold's job: %+v", job)
+	}
+	// The plan: every path of the point in time once, the deleted ones
+	// not, the full's reads last.
+	var reads []wire.ReadRequest
+	for cursor := 0; ; {
+		var page wire.RestorePlanResp
+		h.must(h.node(wire.OpRestorePlan, wire.RestorePlanReq{JobID: order.JobID, Attempt: job.Attempt, Cursor: cursor}, &page))
+		reads = append(reads, page.Reads...)
+		if page.Done {
+			break
+		}
+		cursor = page.Cursor
+	}
+	if len(reads) == 0 || reads[len(reads)-1].SessionID != fullSession {
+		t.Fatalf("the plan does not read the full last: %+v", reads)
+	}
+	seen := map[fileindex.Path]bool{}
+	for _, rr := range reads {
+		for _, l := range rr.Locs {
+			if seen[l.Path] {
+				t.Fatalf("the plan reads %s twice", l.Path)
+			}
+			seen[l.Path] = true
+		}
+	}
+	// Hour 1 changed f1 and deleted f0, hour 2 changed f2 and deleted f1.
+	want := []fileindex.Path{"/srv", "/srv/f2", "/srv/f3", "/srv/f4"}
+	if len(seen) != len(want) {
+		t.Fatalf("the plan reads %v, want %v", seen, want)
+	}
+	for _, p := range want {
+		if !seen[p] {
+			t.Fatalf("the plan reads %v, want %v", seen, want)
+		}
+	}
+	tipBackup, err := h.srv.store.Backup(tip)
+	h.must(err)
+	synth := h.commitOrder(order.JobID, []fileindex.Entry{
+		{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/f1", Type: fileindex.TypeFile, Size: 20, Loc: fileindex.Location{Seq: 1, EndSeq: 1}},
+	})
+	b, err := h.srv.store.Backup(order.BackupID)
+	h.must(err)
+	if b.State != catalog.BackupComplete || b.Level != catalog.LevelFull || b.Parent != 0 || b.Consolidates != tip || !b.StartTime.Equal(tipBackup.StartTime) || b.SessionID != synth {
+		t.Fatalf("the synthetic full %+v: want a complete full at the point in time of backup %d (%s)", b, tip, tipBackup.StartTime)
+	}
+	if n := chainLen(b.ID); n != 1 {
+		t.Fatalf("a restore of the synthetic full reads %d sessions", n)
+	}
+	job, err = h.srv.store.Job(order.JobID)
+	h.must(err)
+	if job.State != catalog.JobSuccess || !logHas(job, "the chain is 3 backups long, the policy's maximum is 3") || !logHas(job, fmt.Sprintf("folds in %d (full", full)) {
+		t.Fatalf("the fold's job %s, log:\n%v", job.State, job.Log)
+	}
+
+	// The next incremental builds on it, and the chain never passes 3:
+	// each backup is followed by a scheduler tick before the next run.
+	next, _ := runBackup()
+	if nb, _ := h.srv.store.Backup(next); nb.Parent != b.ID || nb.Level != catalog.LevelIncremental {
+		t.Fatalf("the incremental after the fold: %+v, want it on backup %d", nb, b.ID)
+	}
+	h.advance(30 * time.Second)
+	if id := newOrder(consolidations, order.JobID); id != 0 {
+		t.Fatalf("a chain of 2 was folded (job %d)", id)
+	}
+	third, _ := runBackup()
+	if n := chainLen(third); n != 3 {
+		t.Fatalf("chain of %d, want 3", n)
+	}
+	var o wire.RunConsolidate
+	for o.JobID == 0 || o.JobID == order.JobID {
+		h.must(json.Unmarshal(h.consolidationOrder(consolidations), &o))
+	}
+	// The node fails it: nothing of it is recorded, and the same chain
+	// is not folded again at every tick.
+	j, err := h.srv.store.Job(o.JobID)
+	h.must(err)
+	h.must(h.node(wire.OpSessionAbort, wire.SessionAbortReq{JobID: o.JobID, Attempt: j.Attempt,
+		Error: *wire.Errorf(wire.CodeIO, "bring back the volume", "volume Default-0001 is missing")}, nil))
+	fb, err := h.srv.store.Backup(o.BackupID)
+	h.must(err)
+	if fb.State != catalog.BackupAborted {
+		t.Fatalf("a failed fold left backup %+v", fb)
+	}
+	h.advance(30 * time.Second)
+	h.advance(30 * time.Second)
+	if id := newOrder(consolidations, o.JobID); id != 0 {
+		t.Fatalf("a failed fold was tried again on the same chain (job %d)", id)
+	}
+}
+
+// consolidationOrder is the body of the next synthetic full ordered to the
+// node, the clock going on a second at a time until it comes.
+func (h *harness) consolidationOrder(orders chan *nats.Msg) []byte {
+	h.t.Helper()
+	var body []byte
+	poll.Until(h.t, 20*time.Second, func() error {
+		select {
+		case m := <-orders:
+			var err error
+			body, err = wire.Unmarshal(m.Data)
+			return err
+		default:
+			h.advance(time.Second)
+			return errors.New("no synthetic full was ordered of a chain at the policy's maximum")
+		}
+	})
+	return body
+}
+
+// newOrder is the job of an order waiting in orders other than a repeat of
+// job's (an order may be sent more than once; the node runs it once), 0
+// for none.
+func newOrder(orders chan *nats.Msg, job uint64) uint64 {
+	for {
+		select {
+		case m := <-orders:
+			body, _ := wire.Unmarshal(m.Data)
+			var o wire.RunConsolidate
+			if json.Unmarshal(body, &o) == nil && o.JobID == job {
+				continue
+			}
+			return o.JobID
+		default:
+			return 0
+		}
+	}
+}
+
+func logHas(j *catalog.Job, what string) bool {
+	for _, l := range j.Log {
+		if strings.Contains(l.Msg, what) {
+			return true
+		}
+	}
+	return false
+}
