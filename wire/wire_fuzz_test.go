@@ -56,6 +56,8 @@ var received = []messageType{
 	typeOf[PolicyPutReq](), typeOf[PolicyApplyReq](), typeOf[PolicyApplyResp](), typeOf[PolicyNameReq](),
 	typeOf[PolicyListResp](), typeOf[Policy](), typeOf[PolicyDeleteResp](), typeOf[PolicyPreviewReq](),
 	typeOf[PolicyPreviewResp](),
+	// A synthetic full: the admin's start and the order to the node.
+	typeOf[BackupConsolidateReq](), typeOf[RunConsolidate](),
 }
 
 type messageType struct {
