@@ -255,3 +255,81 @@ func logHas(j *catalog.Job, what string) bool {
 	}
 	return false
 }
+
+// TestConsolidationRefusalsAndCancel: 'backup consolidate' of a client with
+// nothing to fold, of a full alone, to an unknown pool, or to a pool its
+// chain's node does not serve is refused with a hint and makes no job; a
+// running one that an admin cancels is ordered stopped at its node and ends
+// canceled, its backup dropped.
+func TestConsolidationRefusalsAndCancel(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	nodeOrders := make(chan string, 8)
+	sub, err := h.nc.Subscribe(wire.NodeSubject("sn1", ">"), func(m *nats.Msg) {
+		nodeOrders <- m.Subject
+		data, _ := wire.Marshal(wire.CancelResult{Running: true})
+		m.Respond(data)
+	})
+	h.must(err)
+	t.Cleanup(func() { sub.Unsubscribe() })
+	h.must(h.nc.Flush())
+	start := func(req wire.BackupConsolidateReq) (wire.JobStarted, error) {
+		var st wire.JobStarted
+		err := h.api(wire.OpBackupConsolidate, req, &st)
+		return st, err
+	}
+	noJobs := func() {
+		t.Helper()
+		jobs, err := h.srv.store.Jobs(catalog.JobFilter{Type: catalog.JobBackup})
+		h.must(err)
+		for _, j := range jobs {
+			if j.Level == catalog.LevelSyntheticFull {
+				t.Fatalf("a refused consolidation made job %+v", j)
+			}
+		}
+	}
+	_, err = start(wire.BackupConsolidateReq{Client: "web"})
+	wantCode(t, err, wire.CodeNotFound)
+	_, err = start(wire.BackupConsolidateReq{Client: "nobody"})
+	wantCode(t, err, wire.CodeUnknownClient)
+	paths := []fileindex.Path{"/srv"}
+	entries := []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}}
+	h.committedBackupOf(paths, orders, entries)
+	_, err = start(wire.BackupConsolidateReq{Client: "web"})
+	wantCode(t, err, wire.CodeWrongState)
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths}, &started))
+	<-orders
+	h.commitOrder(started.JobID, entries[1:])
+	_, err = start(wire.BackupConsolidateReq{Client: "web", Pool: "Nowhere"})
+	wantCode(t, err, wire.CodeNotFound)
+	_, err = start(wire.BackupConsolidateReq{Client: "web", FileSet: "ffff"})
+	wantCode(t, err, wire.CodeNotFound)
+	noJobs()
+
+	st, err := start(wire.BackupConsolidateReq{Client: "web"})
+	h.must(err)
+	if got := <-nodeOrders; got != wire.NodeSubject("sn1", wire.OpRunConsolidate) {
+		t.Fatalf("the node got %s, want the consolidation's order", got)
+	}
+	var info wire.JobInfo
+	h.must(h.api(wire.OpJobCancel, wire.JobCancelReq{ID: st.JobID, By: "alice", Reason: "wrong pool"}, &info))
+	poll.Until(t, 20*time.Second, func() error {
+		j, err := h.srv.store.Job(st.JobID)
+		if err != nil {
+			return err
+		}
+		if j.State != catalog.JobCanceled {
+			return fmt.Errorf("the canceled consolidation is %s", j.State)
+		}
+		return nil
+	})
+	if got := <-nodeOrders; got != wire.NodeSubject("sn1", wire.OpCancel) {
+		t.Fatalf("the node got %s, want the cancel", got)
+	}
+	b, err := h.srv.store.Backup(st.JobID)
+	h.must(err)
+	if b.State != catalog.BackupAborted {
+		t.Fatalf("a canceled consolidation left backup %+v", b)
+	}
+}
