@@ -333,3 +333,152 @@ func TestConsolidationRefusalsAndCancel(t *testing.T) {
 		t.Fatalf("a canceled consolidation left backup %+v", b)
 	}
 }
+
+// TestConsolidationAcrossALeaderChange: a group of three runs a synthetic
+// full; its leader is stopped while the node reads the plan. The next
+// leader adopts the job, sends the node its order again (the node runs the
+// attempt once), replays the plan from the page the node asks for, and
+// takes the commit: the job succeeds at its first attempt, as a backup
+// does across a leader change.
+func TestConsolidationAcrossALeaderChange(t *testing.T) {
+	srvs, _ := newGroupOfThree(t)
+	nc, err := nats.Connect(srvs[0].cfg.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := t.Context()
+	req := func(subject string, in, out any) error { return wire.Request(ctx, nc, subject, in, out) }
+	node := func(op string, in, out any) error { return req(wire.FromNodeSubject("sn1", op), in, out) }
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(node(wire.OpNodeRegister, wire.NodeRegisterReq{ID: "sn1", DataAddr: "127.0.0.1:1", CertSHA256: strings.Repeat("ab", 32),
+		Pools: []wire.NodePool{{Name: "Default", Type: "disk", Dir: "/srv/pool", MaxVolumeBytes: 64 << 20}}}, nil))
+	must(req(wire.FromAgentSubject("web", wire.OpAgentRegister), wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil))
+	agentOrders := make(chan uint64, 8)
+	nodeOrders := make(chan wire.RunConsolidate, 8)
+	respond := func(m *nats.Msg) {
+		data, _ := wire.Marshal(wire.Empty{})
+		m.Respond(data)
+	}
+	for _, s := range []struct {
+		subject string
+		fn      nats.MsgHandler
+	}{
+		{wire.AgentSubject("web", ">"), func(m *nats.Msg) {
+			if strings.HasSuffix(m.Subject, "."+wire.OpRunBackup) {
+				body, _ := wire.Unmarshal(m.Data)
+				var o wire.RunBackup
+				json.Unmarshal(body, &o)
+				agentOrders <- o.JobID
+			}
+			respond(m)
+		}},
+		{wire.NodeSubject("sn1", wire.OpRunConsolidate), func(m *nats.Msg) {
+			body, _ := wire.Unmarshal(m.Data)
+			var o wire.RunConsolidate
+			json.Unmarshal(body, &o)
+			nodeOrders <- o
+			respond(m)
+		}},
+	} {
+		sub, err := nc.Subscribe(s.subject, s.fn)
+		must(err)
+		t.Cleanup(func() { sub.Unsubscribe() })
+	}
+	must(nc.Flush())
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			wire.Publish(nc, wire.NodeBeatSubject("sn1"), wire.NodeHeartbeat{ID: "sn1", Pools: []wire.PoolUsage{{Name: "Default", FreeBytes: 1 << 40, TotalBytes: 2 << 40}}})
+			wire.Publish(nc, wire.AgentBeatSubject("web"), wire.AgentHeartbeat{})
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	commit := func(jobID uint64, entries []fileindex.Entry) {
+		t.Helper()
+		var g wire.VolumeGrant
+		must(node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: jobID, Pool: "Default"}, &g))
+		if g.New {
+			must(node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: jobID, VolumeID: g.ID}, nil))
+		}
+		b := fileindex.NewSegmentBuilder(0)
+		for i := range entries {
+			must(b.Add(&entries[i]))
+		}
+		seg := b.Flush()
+		must(node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: jobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
+		start := max(g.Bytes, 256<<10)
+		must(node(wire.OpSessionCommit, wire.SessionCommitReq{JobID: jobID, SessionID: uuid.New(), Segments: 1,
+			Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: start, DataStart: start + 64, End: start + 256<<10, Final: true}}}, nil))
+	}
+	backup := func(level string, entries []fileindex.Entry) {
+		t.Helper()
+		var st wire.JobStarted
+		must(req(wire.APISubject(wire.OpBackupStart), wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: level}, &st))
+		select {
+		case id := <-agentOrders:
+			if id != st.JobID {
+				t.Fatalf("the agent got job %d, want %d", id, st.JobID)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the agent got no backup order")
+		}
+		commit(st.JobID, entries)
+	}
+	backup("full", []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}})
+	backup("incremental", []fileindex.Entry{{Path: "/srv/b", Type: fileindex.TypeFile, Size: 2, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}})
+
+	var st wire.JobStarted
+	must(req(wire.APISubject(wire.OpBackupConsolidate), wire.BackupConsolidateReq{Client: "web"}, &st))
+	var order wire.RunConsolidate
+	select {
+	case order = <-nodeOrders:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the node got no consolidation order")
+	}
+	var page wire.RestorePlanResp
+	must(node(wire.OpRestorePlan, wire.RestorePlanReq{JobID: order.JobID, Attempt: order.Attempt}, &page))
+
+	old, err := leaderOf(srvs)
+	must(err)
+	must(srvs[old].Close())
+	// What the old leader sent is in before the flush's answer: an order
+	// after it comes from the new leader.
+	must(nc.Flush())
+	for len(nodeOrders) > 0 {
+		<-nodeOrders
+	}
+	var again wire.RunConsolidate
+	select {
+	case again = <-nodeOrders:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the new leader did not send the running consolidation's order again")
+	}
+	if again.JobID != order.JobID || again.Attempt != order.Attempt || again.Stream != order.Stream {
+		t.Fatalf("the order again: %+v, first %+v", again, order)
+	}
+	var replay wire.RestorePlanResp
+	poll.Until(t, 30*time.Second, func() error {
+		return node(wire.OpRestorePlan, wire.RestorePlanReq{JobID: order.JobID, Attempt: order.Attempt}, &replay)
+	})
+	if len(replay.Reads) != len(page.Reads) || replay.Done != page.Done {
+		t.Fatalf("the new leader's plan %+v, the old one's %+v", replay, page)
+	}
+	commit(order.JobID, []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}},
+		{Path: "/srv/b", Type: fileindex.TypeFile, Size: 2, Loc: fileindex.Location{Seq: 2, EndSeq: 2}}})
+	var info wire.JobInfo
+	must(req(wire.APISubject(wire.OpJobShow), wire.JobShowReq{ID: order.JobID}, &info))
+	if info.State != "success" || info.Attempt != 1 {
+		t.Fatalf("the consolidation across the leader change: %s at attempt %d (%s)", info.State, info.Attempt, info.Error)
+	}
+}
