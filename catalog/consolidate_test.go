@@ -4,8 +4,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/google/uuid"
-
 	"github.com/cairnbackup/cairn/fileindex"
 )
 
@@ -16,16 +14,7 @@ func (c *testCatalog) consolidate(tip uint64, pool string, entries []fileindex.E
 	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelSyntheticFull, BackupID: tip, Pool: pool}})
 	id := res.JobID
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: id, Node: "sn1"}})
-	segs := c.writeIndex(id, entries, 4<<10)
-	vol := c.volumeIn("disk1", id)
-	v, err := c.s.Volume(vol)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{
-		BackupID: id, SessionID: uuid.New(), Segments: segs, Entries: int64(len(entries)),
-		Parts: []Part{{VolumeID: vol, Part: 1, VolumeStart: v.Bytes, DataStart: v.Bytes + 4096, End: v.Bytes + 1<<20, Final: true}},
-	}})
+	c.commitSession(id, "disk1", entries)
 	return id
 }
 

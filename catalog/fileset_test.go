@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/cairnbackup/cairn/fileindex"
 )
 
@@ -23,16 +21,7 @@ func (c *testCatalog) backupOfSet(level Level, paths, excludes []string, entries
 		Paths: fileindex.Paths(paths), Excludes: fileindex.Paths(excludes), Application: app}})
 	id := res.JobID
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: id, Node: "sn1"}})
-	segs := c.writeIndex(id, entries, 4<<10)
-	vol := c.volumeIn("disk1", id)
-	v, err := c.s.Volume(vol)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{
-		BackupID: id, SessionID: uuid.New(), Segments: segs, Entries: int64(len(entries)), Files: int64(len(entries)),
-		Parts: []Part{{VolumeID: vol, Part: 1, VolumeStart: v.Bytes, DataStart: v.Bytes + 4096, End: v.Bytes + 1<<20, Final: true}},
-	}})
+	c.commitSession(id, "disk1", entries)
 	b, err := c.s.Backup(id)
 	if err != nil {
 		c.t.Fatal(err)

@@ -152,6 +152,14 @@ func (c *testCatalog) backup(level Level, entries []fileindex.Entry) uint64 {
 func (c *testCatalog) backupIn(pool string, level Level, entries []fileindex.Entry) uint64 {
 	c.t.Helper()
 	id := c.startBackupIn(pool, level)
+	c.commitSession(id, pool, entries)
+	return id
+}
+
+// commitSession commits the session of running backup job id: its index
+// of entries and one part on a new volume of pool.
+func (c *testCatalog) commitSession(id uint64, pool string, entries []fileindex.Entry) {
+	c.t.Helper()
 	segs := c.writeIndex(id, entries, 4<<10)
 	vol := c.volumeIn(pool, id)
 	v, err := c.s.Volume(vol)
@@ -162,7 +170,6 @@ func (c *testCatalog) backupIn(pool string, level Level, entries []fileindex.Ent
 		BackupID: id, SessionID: uuid.New(), Segments: segs, Entries: int64(len(entries)), Files: int64(len(entries)),
 		Parts: []Part{{VolumeID: vol, Part: 1, VolumeStart: v.Bytes, DataStart: v.Bytes + 4096, End: v.Bytes + 1<<20, Final: true}},
 	}})
-	return id
 }
 
 func file(p string, size int64) fileindex.Entry {

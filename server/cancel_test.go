@@ -118,26 +118,7 @@ func (h *harness) committedBackupOf(paths []fileindex.Path, orders chan *nats.Ms
 	var started wire.JobStarted
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths, Level: "full"}, &started))
 	<-orders
-	var g wire.VolumeGrant
-	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
-	if g.New {
-		h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
-	}
-	b := fileindex.NewSegmentBuilder(0)
-	for i := range entries {
-		h.must(b.Add(&entries[i]))
-	}
-	seg := b.Flush()
-	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
-	session := uuid.New()
-	// After the label block, or after the sessions already on the volume.
-	start := max(g.Bytes, 256<<10)
-	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
-		JobID: started.JobID, SessionID: session, Segments: 1,
-		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: start, DataStart: start + 64, End: start + 256<<10, Final: true}},
-		Stats: wire.SessionStats{Entries: int64(len(entries))},
-	}, nil))
-	return session
+	return commitSession(h.t, h.node, started.JobID, entries)
 }
 
 // A restore that lost entries fails, and says how many of how many it

@@ -22,20 +22,34 @@ import (
 // its node would, with an index of entries; it returns the session.
 func (h *harness) commitOrder(jobID uint64, entries []fileindex.Entry) uuid.UUID {
 	h.t.Helper()
+	return commitSession(h.t, h.node, jobID, entries)
+}
+
+// commitSession commits the session of running backup job jobID as
+// storage node sn1 does, through node (its requests to the servers): a
+// volume of pool Default, the index of entries, the commit.
+func commitSession(t *testing.T, node func(op string, req, resp any) error, jobID uint64, entries []fileindex.Entry) uuid.UUID {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	var g wire.VolumeGrant
-	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: jobID, Pool: "Default"}, &g))
+	must(node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: jobID, Pool: "Default"}, &g))
 	if g.New {
-		h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: jobID, VolumeID: g.ID}, nil))
+		must(node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: jobID, VolumeID: g.ID}, nil))
 	}
 	b := fileindex.NewSegmentBuilder(0)
 	for i := range entries {
-		h.must(b.Add(&entries[i]))
+		must(b.Add(&entries[i]))
 	}
 	seg := b.Flush()
-	h.must(h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: jobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
+	must(node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: jobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
 	session := uuid.New()
 	start := max(g.Bytes, 256<<10)
-	h.must(h.node(wire.OpSessionCommit, wire.SessionCommitReq{
+	must(node(wire.OpSessionCommit, wire.SessionCommitReq{
 		JobID: jobID, SessionID: session, Segments: 1,
 		Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: start, DataStart: start + 64, End: start + 256<<10, Final: true}},
 		Stats: wire.SessionStats{Entries: int64(len(entries))},
@@ -404,23 +418,7 @@ func TestConsolidationAcrossALeaderChange(t *testing.T) {
 			}
 		}
 	}()
-	commit := func(jobID uint64, entries []fileindex.Entry) {
-		t.Helper()
-		var g wire.VolumeGrant
-		must(node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: jobID, Pool: "Default"}, &g))
-		if g.New {
-			must(node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: jobID, VolumeID: g.ID}, nil))
-		}
-		b := fileindex.NewSegmentBuilder(0)
-		for i := range entries {
-			must(b.Add(&entries[i]))
-		}
-		seg := b.Flush()
-		must(node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: jobID, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil))
-		start := max(g.Bytes, 256<<10)
-		must(node(wire.OpSessionCommit, wire.SessionCommitReq{JobID: jobID, SessionID: uuid.New(), Segments: 1,
-			Parts: []wire.SessionPart{{VolumeID: g.ID, VolumeStart: start, DataStart: start + 64, End: start + 256<<10, Final: true}}}, nil))
-	}
+	commit := func(jobID uint64, entries []fileindex.Entry) { commitSession(t, node, jobID, entries) }
 	backup := func(level string, entries []fileindex.Entry) {
 		t.Helper()
 		var st wire.JobStarted

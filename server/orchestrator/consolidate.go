@@ -191,13 +191,8 @@ func ReadsPlan(job *catalog.Job) bool {
 // dispatchConsolidation starts a queued synthetic full on the storage node
 // that holds its chain, the only one that reads it, when that node is up.
 func (o *Orchestrator) dispatchConsolidation(ctx context.Context, job *catalog.Job, ld *load) error {
-	n := o.live.Node(job.Node)
-	if !n.Online {
-		o.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the chain, is offline (%s)", job.Node, LastSeen(n.LastSeen)))
-		return nil
-	}
-	if n.Draining {
-		o.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the chain, is stopping", job.Node))
+	if why := o.nodeDown(job.Node, "the chain"); why != "" {
+		o.setWaiting(ctx, job, why)
 		return nil
 	}
 	if why := o.nodeFull(ld, job.Node); why != "" {

@@ -201,17 +201,25 @@ func (o *Orchestrator) tryDispatch(ctx context.Context, job *catalog.Job, ld *lo
 		}
 	case catalog.JobRestore:
 		node = job.Node
-		n := o.live.Node(node)
-		if !n.Online {
-			o.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is offline (%s)", node, job.BackupID, LastSeen(n.LastSeen)))
-			return nil
-		}
-		if n.Draining {
-			o.setWaiting(ctx, job, fmt.Sprintf("storage node %s, which holds the volumes of backup %d, is stopping", node, job.BackupID))
+		if why := o.nodeDown(node, fmt.Sprintf("the volumes of backup %d", job.BackupID)); why != "" {
+			o.setWaiting(ctx, job, why)
 			return nil
 		}
 	}
 	return o.dispatchTo(ctx, job, node, ld)
+}
+
+// nodeDown says why the storage node that alone holds what a job reads
+// (holds) cannot take it now, "" when it can.
+func (o *Orchestrator) nodeDown(node, holds string) string {
+	n := o.live.Node(node)
+	if !n.Online {
+		return fmt.Sprintf("storage node %s, which holds %s, is offline (%s)", node, holds, LastSeen(n.LastSeen))
+	}
+	if n.Draining {
+		return fmt.Sprintf("storage node %s, which holds %s, is stopping", node, holds)
+	}
+	return ""
 }
 
 // dispatchTo records a job running on node and sends its order.
