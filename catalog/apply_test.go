@@ -232,7 +232,8 @@ func TestBackupCommitAndVolumes(t *testing.T) {
 	}
 	// A resent segment is accepted once more and changes nothing.
 	infos, _ := c.s.SegmentInfos(id)
-	seg0, _, _ := c.s.Segments(id)()
+	built, _ := segmentsOf(t, entries, 40)
+	seg0 := built[0].Data
 	c.must(&Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: 0, First: fileindex.Path(infos[0].First), Last: fileindex.Path(infos[0].Last), Count: infos[0].Count, Data: seg0}})
 	c.refused(CodeAlreadyExists, &Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: 0, First: "/0", Last: "/1", Count: 1, Data: seg0}})
 	c.refused(CodeInvalidArgument, &Command{Op: OpAddIndexSegment, Segment: &IndexSegment{BackupID: id, No: segs, First: "/a", Last: "/b", Count: 1, Data: seg0}})
@@ -285,7 +286,7 @@ func TestBackupCommitAndVolumes(t *testing.T) {
 	if ob.State != BackupAborted || oj.State != JobFailed || oj.ErrorCode != "io_error" || oj.Error != "disk gone" || v2.WriterJob != 0 {
 		t.Fatalf("aborted: backup %+v job %+v volume %+v", ob, oj, v2)
 	}
-	if entries, err := fileindex.Collect(fileindex.SegmentIterator(c.s.Segments(other))); err != nil || len(entries) != 0 {
+	if entries, err := fileindex.Collect(c.s.Index(other)); err != nil || len(entries) != 0 {
 		t.Fatalf("aborted backup's index: %v %v", entries, err)
 	}
 	// Ended jobs hold nothing and cannot start holding.

@@ -151,7 +151,7 @@ func TestReadsDuringRestore(t *testing.T) {
 		if err != nil {
 			return "", err
 		}
-		entries, err := fileindex.Collect(fileindex.SegmentIterator(c.s.Segments(1)))
+		entries, err := fileindex.Collect(c.s.Index(1))
 		if err != nil {
 			return "", err
 		}

@@ -217,7 +217,7 @@ func dump(t testing.TB, s *Store) string {
 	must(backups, err)
 	for _, b := range backups {
 		must(s.SegmentInfos(b.ID))
-		entries, err := fileindex.Collect(fileindex.SegmentIterator(s.Segments(b.ID)))
+		entries, err := fileindex.Collect(s.Index(b.ID))
 		must(entries, err)
 		if b.State == BackupComplete {
 			must(s.Chain(b.ID))

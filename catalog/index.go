@@ -2,10 +2,9 @@ package catalog
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"path"
-	"sort"
+	"slices"
+	"strings"
 
 	"go.etcd.io/bbolt"
 
@@ -51,145 +50,29 @@ func (s *Store) SegmentInfos(backupID uint64) ([]SegmentInfo, error) {
 	return out, err
 }
 
-// Segments returns a source of a backup's encoded index segments, in order.
-// Each call copies one segment out in its own short read transaction, so a
-// slow reader never holds the catalog open. If the backup is aborted while
-// being read, the source reports an error rather than ending early.
-func (s *Store) Segments(backupID uint64) fileindex.SegmentSource {
-	return s.segmentsAt(backupID, 0)
+// Index returns a backup's own index, in index order, one chunk in memory
+// at a time; it is a fileindex.Seeker. A segment that does not decode ends
+// it with an *IndexDamagedError naming the backup and the segment.
+func (s *Store) Index(backupID uint64) fileindex.Seeker {
+	return &layerReader{s: s, backup: backupID, total: -1, seg: -1, metas: map[int]*segMeta{}}
 }
 
-// SegmentsFrom is Segments without the leading segments that hold only
-// paths before from, in index order: a listing or a pager that resumes in
-// the middle of a tree starts there instead of decoding all that comes
-// before. Entries before from can still come first; the caller skips them.
-func (s *Store) SegmentsFrom(backupID uint64, from string) fileindex.SegmentSource {
-	var src fileindex.SegmentSource
-	return func() ([]byte, bool, error) {
-		if src == nil {
-			first, err := s.firstSegmentFor(backupID, from)
-			if err != nil {
-				return nil, false, err
-			}
-			src = s.segmentsAt(backupID, first)
-		}
-		return src()
-	}
-}
-
-// firstSegmentFor is the number of the first segment of a backup that can
-// hold from or a path after it.
-func (s *Store) firstSegmentFor(backupID uint64, from string) (int, error) {
-	infos, err := s.SegmentInfos(backupID)
-	if err != nil {
-		return 0, err
-	}
-	// Ranges ascend without overlap, numbered from 0.
-	return sort.Search(len(infos), func(j int) bool { return fileindex.Compare(infos[j].Last, from) >= 0 }), nil
-}
-
-func (s *Store) segmentsAt(backupID uint64, first int) fileindex.SegmentSource {
-	no, total := first, -1
-	return func() ([]byte, bool, error) {
-		var data []byte
-		err := s.view(func(tx *bbolt.Tx) error {
-			if total < 0 {
-				var b Backup
-				ok, err := getJSON(tx, bBackups, u64(backupID), &b)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return notFound("backup %d does not exist", backupID)
-				}
-				total = b.Segments
-			}
-			if no >= total {
-				return nil
-			}
-			v := getSegData(tx, segKey(backupID, no))
-			if v == nil {
-				return fmt.Errorf("index segment %d of backup %d is gone: the backup was aborted or removed while being read", no, backupID)
-			}
-			data = bytes.Clone(v)
-			return nil
-		})
-		if err != nil || data == nil {
-			return nil, false, err
-		}
-		no++
-		return data, true, nil
-	}
-}
-
-// segment decodes one segment, counting the decode.
-func (s *Store) segment(backupID uint64, no int) ([]fileindex.Entry, error) {
-	var data []byte
-	err := s.view(func(tx *bbolt.Tx) error {
-		v := getSegData(tx, segKey(backupID, no))
-		if v == nil {
-			return notFound("index segment %d of backup %d", no, backupID)
-		}
-		data = bytes.Clone(v)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.decodes.Add(1)
-	entries, err := fileindex.DecodeSegment(data)
-	if err != nil {
-		return nil, &IndexDamagedError{Backup: backupID, Segment: no, Err: err}
-	}
-	return entries, nil
-}
-
-// Index returns a backup's own index, in index order, decoded one segment
-// at a time. A segment that does not decode ends it with an
-// *IndexDamagedError naming the backup.
-func (s *Store) Index(backupID uint64) fileindex.Iterator {
-	return s.index(backupID, func() (int, error) { return 0, nil })
-}
-
-// IndexFrom is Index from the first segment that can hold from, as
-// SegmentsFrom; entries before from can still come first.
+// IndexFrom is Index from the first entry at or after from.
 func (s *Store) IndexFrom(backupID uint64, from string) fileindex.Iterator {
-	return s.index(backupID, func() (int, error) { return s.firstSegmentFor(backupID, from) })
-}
-
-func (s *Store) index(backupID uint64, first func() (int, error)) fileindex.Iterator {
-	it := &indexIterator{backup: backupID}
-	var src fileindex.SegmentSource
-	it.Iterator = fileindex.SegmentIterator(func() ([]byte, bool, error) {
-		if src == nil {
-			no, err := first()
-			if err != nil {
-				return nil, false, err
-			}
-			src, it.no = s.segmentsAt(backupID, no), no-1
-		}
-		data, ok, err := src()
-		if ok {
-			it.no++
-		}
-		return data, ok, err
-	})
+	it := s.Index(backupID)
+	it.Seek(fileindex.From(from))
 	return it
 }
 
-// indexIterator names the backup and segment of a decoding error.
-type indexIterator struct {
-	fileindex.Iterator
-	backup uint64
-	no     int // the segment read last
-}
-
-func (it *indexIterator) Err() error {
-	err := it.Iterator.Err()
-	if errors.Is(err, fileindex.ErrCorrupt) {
-		return &IndexDamagedError{Backup: it.backup, Segment: it.no, Err: err}
+// TreeOf merges the indexes of a chain, oldest first, into the tree at its
+// last backup; the merge seeks (MergeIterator.Seek) by seeking each index.
+// Layer() of the iterator is the position in chain.
+func (s *Store) TreeOf(chain []Backup) *fileindex.MergeIterator {
+	layers := make([]fileindex.Iterator, len(chain))
+	for i, b := range chain {
+		layers[i] = s.Index(b.ID)
 	}
-	return err
+	return fileindex.Merge(layers...)
 }
 
 // Tree returns the tree at a backup: the merge of its chain's indexes, with
@@ -199,56 +82,48 @@ func (s *Store) Tree(backupID uint64) (*fileindex.MergeIterator, []Backup, error
 	if err != nil {
 		return nil, nil, err
 	}
-	layers := make([]fileindex.Iterator, len(chain))
-	for i, b := range chain {
-		layers[i] = s.Index(b.ID)
-	}
-	return fileindex.Merge(layers...), chain, nil
+	return s.TreeOf(chain), chain, nil
 }
 
 // Lookup finds paths in the tree at a backup. The result holds the paths
-// that exist there; a path that is absent or deleted is not in it. Only the
-// segments whose range can hold a path are decoded.
+// that exist there; a path that is absent or deleted is not in it. Each
+// index is sought for each path, so only the chunks that can hold one are
+// decoded.
 func (s *Store) Lookup(backupID uint64, paths []string) (map[string]TreeEntry, error) {
 	chain, err := s.Chain(backupID)
 	if err != nil {
 		return nil, err
 	}
+	sorted := slices.Clone(paths)
+	slices.SortFunc(sorted, fileindex.Compare)
+	sorted = slices.Compact(sorted)
 	out := map[string]TreeEntry{}
 	decided := map[string]bool{}
 	// Newest first: the first layer that holds a path decides it.
-	for i := len(chain) - 1; i >= 0 && len(decided) < len(paths); i-- {
-		b := chain[i]
-		infos, err := s.SegmentInfos(b.ID)
-		if err != nil {
-			return nil, err
-		}
-		bySeg := map[int][]string{}
-		for _, p := range paths {
+	for i := len(chain) - 1; i >= 0 && len(decided) < len(sorted); i-- {
+		it := s.Index(chain[i].ID)
+		var head *fileindex.Entry // read, not yet matched
+		for _, p := range sorted {
 			if decided[p] {
 				continue
 			}
-			// Ranges ascend without overlap: the first segment ending at or
-			// after p is the only one that can hold it.
-			j := sort.Search(len(infos), func(j int) bool { return fileindex.Compare(infos[j].Last, p) >= 0 })
-			if j < len(infos) && fileindex.Compare(infos[j].First, p) <= 0 {
-				bySeg[infos[j].No] = append(bySeg[infos[j].No], p)
-			}
-		}
-		for no, ps := range bySeg {
-			entries, err := s.segment(b.ID, no)
-			if err != nil {
-				return nil, err
-			}
-			for _, p := range ps {
-				k := sort.Search(len(entries), func(k int) bool { return fileindex.Compare(entries[k].Path, p) >= 0 })
-				if k == len(entries) || entries[k].Path != p {
-					continue
+			if head == nil || fileindex.Compare(head.Path, p) < 0 {
+				it.Seek(fileindex.From(p))
+				e, ok := it.Next()
+				if !ok {
+					if err := it.Err(); err != nil {
+						return nil, err
+					}
+					break
 				}
-				decided[p] = true
-				if entries[k].Type != fileindex.TypeDeleted {
-					out[p] = TreeEntry{Entry: entries[k], Backup: b.ID}
-				}
+				head = &e
+			}
+			if head.Path != p {
+				continue
+			}
+			decided[p] = true
+			if head.Type != fileindex.TypeDeleted {
+				out[p] = TreeEntry{Entry: *head, Backup: chain[i].ID}
 			}
 		}
 	}
@@ -256,58 +131,70 @@ func (s *Store) Lookup(backupID uint64, paths []string) (map[string]TreeEntry, e
 }
 
 // ListDir returns the entries directly inside dir in the tree at a backup, in
-// index order. Only the segments whose range can hold something below dir
-// are decoded.
+// index order, or dir alone when it is not a directory (ListTree).
 func (s *Store) ListDir(backupID uint64, dir string) ([]TreeEntry, error) {
-	dir = path.Clean("/" + dir)
 	chain, err := s.Chain(backupID)
 	if err != nil {
 		return nil, err
 	}
-	layers := make([]fileindex.Iterator, len(chain))
-	for i, b := range chain {
-		infos, err := s.SegmentInfos(b.ID)
-		if err != nil {
-			return nil, err
-		}
-		var children []fileindex.Entry
-		for _, info := range infos {
-			if !mayHoldBelow(info, dir) {
-				continue
-			}
-			entries, err := s.segment(b.ID, info.No)
-			if err != nil {
-				return nil, err
-			}
-			for _, e := range entries {
-				if e.Path != dir && path.Dir(e.Path) == dir {
-					children = append(children, e)
-				}
-			}
-		}
-		layers[i] = fileindex.SliceIterator(children)
-	}
-	it := fileindex.Merge(layers...)
 	var out []TreeEntry
-	for {
-		e, ok := it.Next()
-		if !ok {
-			return out, it.Err()
-		}
-		out = append(out, TreeEntry{Entry: e, Backup: chain[it.Layer()].ID})
-	}
+	_, err = s.ListTree(chain, path.Clean("/"+dir), "", false, func(e *TreeEntry) bool {
+		out = append(out, *e)
+		return true
+	})
+	return out, err
 }
 
-// mayHoldBelow reports whether a segment's range can hold a path below dir.
-// In index order everything below dir follows dir directly and comes before
-// any path after dir that is not below it, so the range can hold one exactly
-// when it ends after dir and does not start past dir's subtree.
-func mayHoldBelow(info SegmentInfo, dir string) bool {
-	if dir == "/" {
-		return true
+// ListTree visits what a listing of dir shows in the tree of chain, in index
+// order: the entries directly in dir (dir itself when it is not a
+// directory) or, recursive, dir and everything below it; after, when set,
+// resumes after that path. A subdirectory's subtree is sought over, not
+// read, so a listing costs a seek per subdirectory whatever lies below.
+// visit returns false to stop. found tells whether the tree holds dir or
+// anything below it, as far as the listing went.
+func (s *Store) ListTree(chain []Backup, dir, after string, recursive bool, visit func(*TreeEntry) bool) (found bool, err error) {
+	it := s.TreeOf(chain)
+	from := dir
+	if after != "" && fileindex.Compare(after, dir) > 0 {
+		from = after
 	}
-	return fileindex.Compare(info.Last, dir) > 0 &&
-		(fileindex.Compare(info.First, dir) <= 0 || fileindex.Within(info.First, dir))
+	it.Seek(fileindex.From(from))
+	// The page before found the directory; it may hold nothing more.
+	found = after != "" && fileindex.Within(after, dir)
+	for {
+		e, ok := it.Next()
+		if !ok || !fileindex.Within(e.Path, dir) {
+			break // past the subtree: index order keeps it contiguous
+		}
+		found = true
+		if after != "" && fileindex.Compare(e.Path, after) <= 0 {
+			continue
+		}
+		if e.Path == dir && e.Type == fileindex.TypeDir && !recursive {
+			continue // list a directory's content, not the directory
+		}
+		if !recursive && e.Path != dir && path.Dir(e.Path) != dir {
+			it.Seek(fileindex.After(childOf(dir, e.Path)))
+			continue
+		}
+		if !visit(&TreeEntry{Entry: e, Backup: chain[it.Layer()].ID}) {
+			break
+		}
+	}
+	return found, it.Err()
+}
+
+// childOf is the entry directly in dir that p lies in or is.
+func childOf(dir, p string) string {
+	prefix := dir
+	if dir != "/" {
+		prefix += "/"
+	}
+	rest := p[len(prefix):]
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	return prefix + rest
 }
 
 // Index segments are written here as a backup's session sends them
@@ -360,8 +247,7 @@ func (a *applier) addIndexSegment(s *IndexSegment) error {
 		if err != nil {
 			return err
 		}
-		if m != nil && m.First == s.First && m.Last == s.Last && m.Count == s.Count &&
-			bytes.Equal(getSegData(a.tx, segKey(b.ID, s.No)), s.Data) {
+		if m != nil && m.First == s.First && m.Last == s.Last && m.Count == s.Count && segDataEqual(a.tx, segKey(b.ID, s.No), s.Data) {
 			return nil
 		}
 		return refuse(CodeAlreadyExists, "", "backup %d already holds a different index segment %d", b.ID, s.No)

@@ -170,8 +170,8 @@ func TestLookupAndListDirSkipSegments(t *testing.T) {
 	if len(ls) != 200 || ls[0].Path != "/data/d000" || ls[0].Type != fileindex.TypeDir {
 		t.Fatalf("ListDir /data: %d entries", len(ls))
 	}
-	if ls, _ := c.s.ListDir(id, "/data/d123/file-00456.dat"); len(ls) != 0 {
-		t.Fatalf("ListDir of a file: %v", paths(ls))
+	if ls, _ := c.s.ListDir(id, "/data/d123/file-00456.dat"); len(ls) != 1 || ls[0].Path != "/data/d123/file-00456.dat" {
+		t.Fatalf("ListDir of a file: %v, want the file", paths(ls))
 	}
 
 	// The whole tree reads back in order.
@@ -188,69 +188,34 @@ func TestLookupAndListDirSkipSegments(t *testing.T) {
 	}
 }
 
-func TestMayHoldBelow(t *testing.T) {
-	for _, tc := range []struct {
-		first, last, dir string
-		want             bool
-	}{
-		{"/a", "/z", "/m", true},
-		{"/m", "/m", "/m", false},      // only the directory itself
-		{"/l", "/m", "/m", false},      // ends at the directory
-		{"/m/a", "/m/b", "/m", true},   // inside
-		{"/m/z", "/m0", "/m", true},    // starts inside, ends past
-		{"/m.x", "/n", "/m", false},    // "/m.x" follows all of /m/ in index order
-		{"/m0", "/n", "/m", false},     // past the subtree
-		{"/a", "/l", "/m", false},      // before it
-		{"/a", "/m/a/b", "/m/a", true}, // ends inside
-	} {
-		if got := mayHoldBelow(SegmentInfo{First: tc.first, Last: tc.last}, tc.dir); got != tc.want {
-			t.Errorf("mayHoldBelow(%s..%s, %s) = %v", tc.first, tc.last, tc.dir, got)
-		}
-	}
-}
-
-// A pager that resumes mid-tree reads from the segment that holds its
-// place on, not every segment before it.
-func TestSegmentsFromSkipsWhatComesBefore(t *testing.T) {
+// A reader that resumes mid-tree starts at the chunk that holds its place,
+// not at the segments before it, and yields nothing before it.
+func TestIndexFromSkipsWhatComesBefore(t *testing.T) {
 	c := newTestCatalog(t)
 	c.noSync()
 	c.setup()
 	entries := bigTree(20, 1000)
 	id := c.startBackup(LevelFull, "/data")
-	segs := c.writeIndex(id, entries, 16<<10)
+	c.writeIndex(id, entries, 0)
 	for _, from := range []string{"", "/", "/data/d005/file-00500.dat", "/data/d005/file-00500.dat-not-there", "/data/d019/file-00999.dat", "/data/d999"} {
-		src := c.s.SegmentsFrom(id, from)
-		read := 0
-		var got []fileindex.Entry
-		for {
-			data, ok, err := src()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ok {
-				break
-			}
-			read++
-			es, err := fileindex.DecodeSegment(data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, es...)
+		c.s.decodes.Store(0)
+		got, err := fileindex.Collect(c.s.IndexFrom(id, from))
+		if err != nil {
+			t.Fatal(err)
 		}
-		// Everything from "from" on comes out, and at most one segment's
-		// worth of what precedes it.
 		i := sort.Search(len(entries), func(i int) bool { return fileindex.Compare(entries[i].Path, from) >= 0 })
 		rest := entries[i:]
-		if len(got) < len(rest) || len(got)-len(rest) > len(entries)/segs*2 {
-			t.Fatalf("from %q: %d entries, want the %d from there on and less than a segment before", from, len(got), len(rest))
+		if len(got) != len(rest) {
+			t.Fatalf("from %q: %d entries, want the %d from there on", from, len(got), len(rest))
 		}
 		for k := range rest {
-			if got[len(got)-len(rest)+k].Path != rest[k].Path {
-				t.Fatalf("from %q: entry %d is %q, want %q", from, k, got[len(got)-len(rest)+k].Path, rest[k].Path)
+			if got[k].Path != rest[k].Path {
+				t.Fatalf("from %q: entry %d is %q, want %q", from, k, got[k].Path, rest[k].Path)
 			}
 		}
-		if want := segs * len(rest) / len(entries); read > want+2 {
-			t.Fatalf("from %q: read %d of %d segments, want about %d", from, read, segs, want)
+		// About 100 entries a chunk.
+		if want := len(rest)/80 + 2; c.s.decodes.Load() > int64(want) {
+			t.Fatalf("from %q: decoded %d chunks for %d entries", from, c.s.decodes.Load(), len(rest))
 		}
 	}
 }

@@ -1,13 +1,16 @@
 package catalog
 
-// benchLs and benchPlan as the revision before the catalog could seek
-// (6651f1c) read the catalog: bench/catalog10m.sh copies this file into
-// that revision beside scale_bench_test.go. benchLs is server.treeList's
-// loop over orchestrator.TreeFrom; benchPlan is the planner's count pass
-// and its pass per backup of the chain, each over the whole merged tree.
+// benchLs and benchPlan read the catalog as the server does: benchLs as
+// server.treeList (ListTree, a page of at most 5000 entries), benchPlan as
+// the restore planner (server/orchestrator/plan.go): a count pass, then a
+// pass per backup of the chain, each over the selection of the chosen paths
+// and the directories above them. bench/catalog10m/baseline_ops_test.go.txt
+// is the same for the revision before seeks.
 
 import (
+	"maps"
 	"path"
+	"slices"
 
 	"github.com/cairnbackup/cairn/fileindex"
 )
@@ -17,33 +20,12 @@ func benchLs(s *Store, backup uint64, dir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	layers := make([]fileindex.Iterator, len(chain))
-	for i, b := range chain {
-		layers[i] = s.IndexFrom(b.ID, dir)
-	}
-	it := fileindex.Merge(layers...)
-	n, found := 0, false
-	for {
-		e, ok := it.Next()
-		if !ok {
-			break
-		}
-		if !fileindex.Within(e.Path, dir) {
-			if found && fileindex.Compare(e.Path, dir) > 0 {
-				break
-			}
-			continue
-		}
-		found = true
-		if e.Path == dir || path.Dir(e.Path) != dir {
-			continue
-		}
+	n := 0
+	_, err = s.ListTree(chain, dir, "", false, func(*TreeEntry) bool {
 		n++
-		if n == 5000 {
-			break
-		}
-	}
-	return n, it.Err()
+		return n < 5000
+	})
+	return n, err
 }
 
 func benchPlan(s *Store, backup uint64, roots []string) (int, error) {
@@ -58,18 +40,10 @@ func benchPlan(s *Store, backup uint64, roots []string) (int, error) {
 			ancestors[q] = true
 		}
 	}
-	tree := func() *fileindex.MergeIterator {
-		layers := make([]fileindex.Iterator, len(chain))
-		for i, b := range chain {
-			layers[i] = s.Index(b.ID)
-		}
-		return fileindex.Merge(layers...)
-	}
 	inRoot := fileindex.WithinAny(roots)
 	n := 0
-	// The count, then one pass per backup of the chain.
 	for pass := -1; pass < len(chain); pass++ {
-		it := tree()
+		it := fileindex.Select(s.TreeOf(chain), roots, slices.Collect(maps.Keys(ancestors)))
 		for {
 			e, ok := it.Next()
 			if !ok {

@@ -73,8 +73,10 @@ var (
 // pending forever; format 3 added the policies, which an older server would
 // neither run nor keep; format 4 added legal holds, the expiry history and
 // the index of backups by volume, which the upgrade fills from the backups
-// there are. Opening a catalog of an older format for writing upgrades it.
-const storeFormat = 4
+// there are; format 5 stores index segments chunked (layer.go), which an
+// older server would not find, and the upgrade chunks the segments there
+// are. Opening a catalog of an older format for writing upgrades it.
+const storeFormat = 5
 
 // Store is the catalog in one bbolt file. Reads may run on any goroutine,
 // concurrently with Apply and Restore.
@@ -86,9 +88,12 @@ type Store struct {
 	db     *bbolt.DB
 	broken error // why db is nil after a failed Restore
 
-	// decodes counts the segments Lookup and ListDir decoded, so tests can
+	// decodes counts the chunks the index readers decoded, so tests can
 	// prove they skip the others.
 	decodes atomic.Int64
+	// chunks keeps the chunks decoded last: a restore plan reads the same
+	// few chunks of every backup of a chain once per pass.
+	chunks chunkCache
 
 	// groupChanges counts the changes of the group's identity applied
 	// (its first record, a rotation of its secrets, a restored snapshot),
@@ -182,6 +187,11 @@ func openDB(path string) (*bbolt.DB, error) {
 			// New, or of an older format whose buckets were just added.
 			if f > 0 && f < 4 {
 				if err := indexVolumeBackups(tx); err != nil {
+					return err
+				}
+			}
+			if f > 0 && f < 5 {
+				if err := chunkSegments(tx); err != nil {
 					return err
 				}
 			}
@@ -431,35 +441,3 @@ func addCount(tx *bbolt.Tx, kind, state string, delta int64) error {
 	return meta.Put(k, u64(uint64(int64(getU64(meta, k))+delta)))
 }
 
-// segDataKey holds a segment's bytes inside the segment's own bucket.
-var segDataKey = []byte("d")
-
-// Each segment lives in a bucket of its own. Stored side by side as plain
-// values, four ~400 KiB segments share a leaf that bbolt never splits, and
-// every new segment rewrote the ones before it: 4.4 bytes written per byte
-// stored. In separate buckets a new segment writes only itself and a small
-// parent page.
-
-func getSegData(tx *bbolt.Tx, k []byte) []byte {
-	b := tx.Bucket(bSegData).Bucket(k)
-	if b == nil {
-		return nil
-	}
-	return b.Get(segDataKey)
-}
-
-func putSegData(tx *bbolt.Tx, k, data []byte) error {
-	b, err := tx.Bucket(bSegData).CreateBucket(k)
-	if err != nil {
-		return err
-	}
-	return b.Put(segDataKey, data)
-}
-
-func deleteSegData(tx *bbolt.Tx, k []byte) error {
-	err := tx.Bucket(bSegData).DeleteBucket(k)
-	if errors.Is(err, bbolt.ErrBucketNotFound) {
-		return nil
-	}
-	return err
-}

@@ -168,6 +168,11 @@ func DecodeSegment(data []byte) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeEntries(raw, count)
+}
+
+// decodeEntries decodes count length-prefixed entries, all that raw holds.
+func decodeEntries(raw []byte, count int) ([]Entry, error) {
 	entries := make([]Entry, 0, count)
 	for len(raw) > 0 {
 		l, n := binary.Uvarint(raw)

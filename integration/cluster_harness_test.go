@@ -507,7 +507,7 @@ func dumpCatalog(t *testing.T, path string) *catalogDump {
 		infos, err := st.SegmentInfos(b.ID)
 		put(fmt.Sprintf("backup %d index segments", b.ID), infos, err)
 		h := sha256.New()
-		next := st.Segments(b.ID)
+		next := st.SegmentBytes(b.ID)
 		for {
 			seg, ok, err := next()
 			if err != nil {

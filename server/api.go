@@ -461,61 +461,40 @@ func (s *Server) treeList(_ context.Context, _ string, req wire.TreeListReq) (wi
 	if limit <= 0 || limit > treeListLimit {
 		limit = treeListLimit
 	}
-	// A page after the first starts at the segments that hold its place,
-	// so listing a whole tree page by page reads it once, not once a page.
-	from := dir
-	if after != "" && fileindex.Compare(after, dir) > 0 {
-		from = after
-	}
-	it := orchestrator.TreeFrom(s.store, chain, from)
 	resp := wire.TreeListResp{Backup: s.backupInfo(b), Entries: []wire.EntryInfo{}}
 	size, err := jsonLen(resp)
 	if err != nil {
 		return resp, err
 	}
 	budget := s.pageBytes()
-	// The page before found the directory; it may hold nothing more.
-	found := after != "" && fileindex.Within(after, dir)
-	for {
-		e, ok := it.Next()
-		if !ok {
-			break
-		}
-		if !fileindex.Within(e.Path, dir) {
-			if found && fileindex.Compare(e.Path, dir) > 0 {
-				break // past the subtree: index order keeps it contiguous
-			}
-			continue
-		}
-		found = true
-		if after != "" && fileindex.Compare(e.Path, after) <= 0 {
-			continue
-		}
-		direct := e.Path == dir || path.Dir(e.Path) == dir
-		if e.Path == dir && e.Type == fileindex.TypeDir && !req.Recursive {
-			continue // list a directory's content, not the directory
-		}
-		if !req.Recursive && !direct {
-			continue
-		}
+	// A page after the first seeks to its place, so listing a whole tree
+	// page by page reads it once, not once a page.
+	var jerr error
+	found, err := s.store.ListTree(chain, dir, after, req.Recursive, func(te *catalog.TreeEntry) bool {
+		e := &te.Entry
 		info := wire.EntryInfo{
 			Path: fileindex.Path(e.Path), Type: e.Type.String(), Mode: e.Mode, Size: e.Size, MTime: time.Unix(0, e.MTime).UTC(),
 			User: e.User, Group: e.Group, UID: e.UID, GID: e.GID, Target: fileindex.Path(e.Target), Flags: e.Flags,
-			Backup: chain[it.Layer()].ID,
+			Backup: te.Backup,
 		}
 		n, err := jsonLen(info)
 		if err != nil {
-			return resp, err
+			jerr = err
+			return false
 		}
 		if len(resp.Entries) == limit || (len(resp.Entries) > 0 && size+n+1 > budget) {
 			resp.More = true
-			break
+			return false
 		}
 		resp.Entries = append(resp.Entries, info)
 		size += n + 1
-	}
-	if err := it.Err(); err != nil {
+		return true
+	})
+	if err != nil {
 		return resp, orchestrator.IndexError(err)
+	}
+	if jerr != nil {
+		return resp, jerr
 	}
 	if !found {
 		return resp, wire.Errorf(wire.CodeNotFound, "list the parent directory to see what the backup holds",

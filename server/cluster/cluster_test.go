@@ -156,7 +156,7 @@ func dump(t testing.TB, s *catalog.Store) string {
 	backups, err := s.Backups(catalog.BackupFilter{})
 	add(backups, err)
 	for _, bk := range backups {
-		add(fileindex.Collect(fileindex.SegmentIterator(s.Segments(bk.ID))))
+		add(fileindex.Collect(s.Index(bk.ID)))
 	}
 	counts, err := s.Counts()
 	add(counts, err)

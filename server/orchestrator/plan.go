@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"sync"
@@ -73,7 +74,7 @@ type planner struct {
 	// targetAncestors are the directories above the targets, in no root
 	// and above no root, computed when the hard-link passes start.
 	targetAncestors map[string]bool
-	it              *fileindex.MergeIterator
+	it              *fileindex.Selection
 	held            *wire.ReadLoc         // read from it, left for the next page when this one was full
 	served          int                   // pages handed out
 	last            *wire.RestorePlanResp // the last page, for a retried request
@@ -164,32 +165,33 @@ func readOrder(store *catalog.Store, chain []catalog.Backup) []int {
 	return order
 }
 
-func (p *planner) tree() (*fileindex.MergeIterator, error) {
-	layers := make([]fileindex.Iterator, len(p.chain))
-	for i, b := range p.chain {
-		layers[i] = p.store.Index(b.ID)
+// tree is the tree of the chain as the current pass reads it: the chosen
+// subtrees and the directories above them, or, in the hard-link passes,
+// the targets and the directories above them. It seeks from one to the
+// next, so a pass costs what it reads, not the whole tree.
+func (p *planner) tree() *fileindex.Selection {
+	it := p.store.TreeOf(p.chain)
+	if p.links {
+		return fileindex.Select(it, nil, append(slices.Collect(maps.Keys(p.targets)), slices.Collect(maps.Keys(p.targetAncestors))...))
 	}
-	return fileindex.Merge(layers...), nil
+	roots := p.roots
+	if len(roots) == 0 {
+		roots = []string{"/"}
+	}
+	return fileindex.Select(it, roots, slices.Collect(maps.Keys(p.ancestors)))
 }
 
-// TreeFrom merges the indexes of a chain from the segments that can hold
-// from on, leaving out the ones before; entries before from can still come
-// first, for the caller to skip. Layer() is the position in chain.
+// TreeFrom is the tree of a chain from the first path at or after from on.
+// Layer() is the position in chain.
 func TreeFrom(store *catalog.Store, chain []catalog.Backup, from string) *fileindex.MergeIterator {
-	layers := make([]fileindex.Iterator, len(chain))
-	for i, b := range chain {
-		layers[i] = store.IndexFrom(b.ID, from)
-	}
-	return fileindex.Merge(layers...)
+	it := store.TreeOf(chain)
+	it.Seek(fileindex.From(from))
+	return it
 }
 
 // count totals the entries and content bytes the restore will bring back.
 func (p *planner) count() (files, bytes int64, err error) {
-	it, err := p.tree()
-	if err != nil {
-		return 0, 0, err
-	}
-	sel := fileindex.Filter(it, fileindex.WithinAny(p.roots))
+	sel := fileindex.Filter(p.tree(), fileindex.WithinAny(p.roots))
 	for {
 		e, ok := sel.Next()
 		if !ok {
@@ -282,11 +284,7 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 	size, full := 0, false
 	for !p.done && !full {
 		if p.it == nil {
-			it, err := p.tree()
-			if err != nil {
-				return resp, err
-			}
-			p.it = it
+			p.it = p.tree()
 		}
 		layer := p.order[p.layer]
 		var locs []wire.ReadLoc
