@@ -440,4 +440,3 @@ func addCount(tx *bbolt.Tx, kind, state string, delta int64) error {
 	k := countKey(kind, state)
 	return meta.Put(k, u64(uint64(int64(getU64(meta, k))+delta)))
 }
-
