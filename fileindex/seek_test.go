@@ -10,20 +10,9 @@ import (
 
 // seekSlice is a Seeker over entries in memory, counting its seeks.
 type seekSlice struct {
-	entries []Entry
-	i       int
-	seeks   *int
+	sliceIterator
+	seeks *int
 }
-
-func (s *seekSlice) Next() (Entry, bool) {
-	if s.i >= len(s.entries) {
-		return Entry{}, false
-	}
-	s.i++
-	return s.entries[s.i-1], true
-}
-
-func (s *seekSlice) Err() error { return nil }
 
 func (s *seekSlice) Seek(past Past) {
 	*s.seeks++
@@ -99,7 +88,7 @@ func TestSelectIsTheFilteredTree(t *testing.T) {
 		seeks := 0
 		var seekers []Iterator
 		for _, l := range layers {
-			seekers = append(seekers, &seekSlice{entries: l, seeks: &seeks})
+			seekers = append(seekers, &seekSlice{sliceIterator{entries: l}, &seeks})
 		}
 		var fresh []Iterator // plain was read to the end above
 		for _, l := range layers {
@@ -135,7 +124,7 @@ func TestMergeSeekAfterSubtree(t *testing.T) {
 	full := []Entry{{Path: "/a", Type: TypeDir}, {Path: "/a/b", Type: TypeDir}, {Path: "/a/b/c"}, {Path: "/a/b.x"}, {Path: "/a/c"}}
 	inc := []Entry{{Path: "/a/b/d"}, {Path: "/a/b.x", Type: TypeDeleted}, {Path: "/a/d"}}
 	seeks := 0
-	m := Merge(&seekSlice{entries: full, seeks: &seeks}, &seekSlice{entries: inc, seeks: &seeks})
+	m := Merge(&seekSlice{sliceIterator{entries: full}, &seeks}, &seekSlice{sliceIterator{entries: inc}, &seeks})
 	if e, _ := m.Next(); e.Path != "/a" {
 		t.Fatalf("first: %s", e.Path)
 	}
