@@ -45,15 +45,17 @@ func ChunkSegment(seg []byte, chunkBytes int) (index, data []byte, err error) {
 		return nil, nil, err
 	}
 	var chunks []Chunk
+	var frame []byte // each chunk's frame, then appended: EncodeAll onto data copies all of data when it grows it
+	data = make([]byte, 0, len(seg)+len(seg)/8)
 	start, n, entries := 0, 0, 0
 	flush := func(end int) error {
 		first, err := firstPath(raw[start:end])
 		if err != nil {
 			return err
 		}
-		before := len(data)
-		data = zenc.EncodeAll(raw[start:end], data)
-		chunks = append(chunks, Chunk{First: first, Count: n, Raw: end - start, Len: len(data) - before})
+		frame = zenc.EncodeAll(raw[start:end], frame[:0])
+		data = append(data, frame...)
+		chunks = append(chunks, Chunk{First: first, Count: n, Raw: end - start, Len: len(frame)})
 		start, n = end, 0
 		return nil
 	}
