@@ -5,7 +5,7 @@
 # 6651f1c, the revision before the catalog could seek), taken from git into
 # a temporary directory with the same benchmark and the baseline's way of
 # reading (bench/catalog10m/baseline_ops_test.go.txt). Each side builds its
-# own catalog in WORK (default /var/tmp/cairn-catalog10m, about 1.5 GB per
+# own catalog in WORK (default /var/tmp/cairn-catalog10m, about 750 MB per
 # side at a time) and removes it after.
 #
 #   bench/catalog10m.sh                      # full size, -benchtime 5x
