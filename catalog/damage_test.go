@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -69,11 +68,8 @@ func storedChunks(t *testing.T, s *Store, backup uint64, no int) []byte {
 
 func TestDamagedSegmentInTheFileNamesTheBackup(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "catalog.db")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &testCatalog{t: t, s: s, clock: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	c := openTestCatalog(t, path)
+	s := c.s
 	c.setup()
 	entries := []fileindex.Entry{dir("/srv"), file("/srv/a", 1), file("/srv/b", 2)}
 	good := c.backup(LevelFull, entries)
@@ -87,7 +83,7 @@ func TestDamagedSegmentInTheFileNamesTheBackup(t *testing.T) {
 	}
 	damageFile(t, path, data, hugeCountSegment(len(data)))
 
-	s, err = Open(path)
+	s, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

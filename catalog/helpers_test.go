@@ -24,7 +24,13 @@ type testCatalog struct {
 
 func newTestCatalog(t testing.TB) *testCatalog {
 	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "catalog.db"))
+	return openTestCatalog(t, filepath.Join(t.TempDir(), "catalog.db"))
+}
+
+// openTestCatalog is newTestCatalog in a file of the test's choosing.
+func openTestCatalog(t testing.TB, file string) *testCatalog {
+	t.Helper()
+	s, err := Open(file)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -147,17 +146,14 @@ func sameEntry(a, b fileindex.Entry) bool {
 // same, with the resend of a segment still recognised.
 func TestFormat4SegmentsUpgradeToChunks(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "catalog.db")
-	s, err := Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &testCatalog{t: t, s: s, clock: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	c := openTestCatalog(t, file)
+	s := c.s
 	c.setup()
 	ids, indexes := seekChain(t, c)
 	wantTree := dump(t, s)
 	// Back to format 4: every segment whole, as that format stored it.
 	segs, _ := segmentsOf(t, indexes[0], 48<<10)
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
 		for _, id := range ids {
 			b, _ := s.Backup(id)
 			var built []fileindex.Segment
