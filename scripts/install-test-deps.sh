@@ -48,6 +48,31 @@ if ! command -v nats-server >/dev/null 2>&1 && ! [ -x "$(go env GOPATH)/bin/nats
 	go install github.com/nats-io/nats-server/v2@v2.15.2
 fi
 
+# versitygw: the S3 pool tests (internal/s3test) run a real S3 server that
+# enforces object lock. A Go program too, but it takes about 3 minutes to
+# build cold: it builds in the background, niced, into a staging directory
+# and is moved into $(go env GOPATH)/bin whole when done, while the rest of
+# make test goes on; the marker file holds the build's process id, and
+# internal/s3test waits for the binary while that process lives.
+gobin="$(go env GOPATH)/bin"
+if ! command -v versitygw >/dev/null 2>&1 && ! [ -x "$gobin/versitygw" ]; then
+	marker="$gobin/.versitygw-building"
+	if ! { [ -f "$marker" ] && kill -0 "$(cat "$marker")" 2>/dev/null; }; then
+		echo "installing: versitygw (go install, in the background)"
+		mkdir -p "$gobin"
+		stage=$(mktemp -d)
+		(
+			if GOBIN="$stage" nice go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 >"$stage/build.log" 2>&1; then
+				mv "$stage/versitygw" "$gobin/versitygw"
+			else
+				cat "$stage/build.log" >&2
+			fi
+			rm -f "$marker"
+		) </dev/null &
+		echo $! >"$marker"
+	fi
+fi
+
 # nfpm, which 'make deb' runs with 'go run' (packaging/deb_test.go builds
 # the package): fetched and built once here into the Go caches, at the
 # version packaging/build-deb.sh names, so the test does not wait for it.

@@ -9,6 +9,7 @@ package s3test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -53,29 +55,59 @@ type Server struct {
 	stop func()
 }
 
-// Binary finds versitygw on PATH or in the Go binary directory.
+// buildWait bounds the wait for a versitygw that
+// scripts/install-test-deps.sh is building in the background.
+const buildWait = 8 * time.Minute
+
+// Binary finds versitygw on PATH or in the Go binary directory. While
+// scripts/install-test-deps.sh builds it in the background (its marker
+// file names a live process), it waits for the build to end.
 func Binary() (string, bool) {
-	if p, err := exec.LookPath(Name); err == nil {
-		return p, true
-	}
-	dirs := []string{os.Getenv("GOBIN")}
-	if gp := os.Getenv("GOPATH"); gp != "" {
-		dirs = append(dirs, filepath.Join(filepath.SplitList(gp)[0], "bin"))
+	var dirs []string
+	for _, d := range []string{os.Getenv("GOBIN"), os.Getenv("GOPATH")} {
+		if d != "" {
+			dirs = append(dirs, d, filepath.Join(filepath.SplitList(d)[0], "bin"))
+		}
 	}
 	if h, err := os.UserHomeDir(); err == nil {
 		dirs = append(dirs, filepath.Join(h, "go", "bin"))
 	}
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		p := filepath.Join(d, Name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+	find := func() (string, bool) {
+		if p, err := exec.LookPath(Name); err == nil {
 			return p, true
 		}
+		for _, d := range dirs {
+			p := filepath.Join(d, Name)
+			if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+				return p, true
+			}
+		}
+		return "", false
 	}
-	return "", false
+	building := func() bool {
+		for _, d := range dirs {
+			b, err := os.ReadFile(filepath.Join(d, ".versitygw-building"))
+			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && syscall.Kill(pid, 0) == nil {
+				return true
+			}
+		}
+		return false
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	var p string
+	var ok bool
+	_ = poll.Wait(buildWait, func() error {
+		if p, ok = find(); ok || !building() {
+			return nil
+		}
+		return errors.New("versitygw is being built")
+	})
+	return p, ok
 }
+
+// buildMu makes the tests of a package wait for a build one at a time.
+var buildMu sync.Mutex
 
 // Start starts versitygw, or fails the test when it cannot: the binary
 // missing fails under CAIRN_CI=1 (scripts/install-test-deps.sh installs
