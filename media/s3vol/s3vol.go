@@ -122,8 +122,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("s3 pool %q: max volume bytes %d is negative; use 0 for no limit", c.Pool, c.MaxVolumeBytes)
 	case c.PartSize != 0 && (c.PartSize < 5<<20 || c.PartSize > 1<<30):
 		return fmt.Errorf("s3 pool %q: part size %d must lie between 5 MiB and 1 GiB", c.Pool, c.PartSize)
-	case c.AccessKey == "" || c.SecretKey == "":
-		return fmt.Errorf("s3 pool %q: no credentials (an access key and a secret key)", c.Pool)
 	}
 	return nil
 }
@@ -176,6 +174,9 @@ type Pool struct {
 func New(cfg Config) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.AccessKey == "" || cfg.SecretKey == "" {
+		return nil, fmt.Errorf("s3 pool %q: no credentials (an access key and a secret key)", cfg.Pool)
 	}
 	if cfg.PartSize == 0 {
 		cfg.PartSize = DefaultPartSize

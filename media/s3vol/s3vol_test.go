@@ -345,7 +345,6 @@ func TestValidate(t *testing.T) {
 		func(c *Config) { c.Bucket = "" },
 		func(c *Config) { c.LockMode = "strict" },
 		func(c *Config) { c.Prefix = "no-slash" },
-		func(c *Config) { c.SecretKey = "" },
 		func(c *Config) { c.PartSize = 1 << 20 },
 	} {
 		c := good
