@@ -240,6 +240,9 @@ type VolumeUpdate struct {
 	WriterJob   *uint64     `json:"writer_job,omitempty"`
 	Error       string      `json:"error,omitempty"`
 	LastWritten time.Time   `json:"last_written"`
+	// LockedUntil extends the volume's LockedUntil (never brings it
+	// forward: a store's lock cannot be shortened).
+	LockedUntil time.Time `json:"locked_until,omitzero"`
 }
 
 // IndexSegment is one segment of a writing backup's file index

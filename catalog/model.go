@@ -3,6 +3,7 @@ package catalog
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"path"
 	"slices"
 	"time"
 
@@ -83,6 +84,10 @@ const (
 	// PoolTypeSFTP is a pool of volume files in a directory of an SFTP
 	// server (an offsite target) that one storage node writes over SSH.
 	PoolTypeSFTP PoolType = "sftp"
+	// PoolTypeS3 is a pool of volumes in an S3 bucket (an offsite target,
+	// AWS or S3-compatible) that one storage node writes: each volume a
+	// prefix of immutable objects, locked when the bucket has object lock.
+	PoolTypeS3 PoolType = "s3"
 )
 
 // ParsePoolType reads a pool type as a storage node announces it; ""
@@ -96,7 +101,9 @@ func ParsePoolType(s string) (PoolType, bool) {
 }
 
 // Valid says whether t is a type the catalog knows.
-func (t PoolType) Valid() bool { return t == PoolTypeDisk || t == PoolTypeTape || t == PoolTypeSFTP }
+func (t PoolType) Valid() bool {
+	return t == PoolTypeDisk || t == PoolTypeTape || t == PoolTypeSFTP || t == PoolTypeS3
+}
 
 // Sequential: a volume is written and read in order, its blocks found by
 // position (a tape). A new part starts only at the committed end, and a
@@ -110,10 +117,26 @@ func (t PoolType) Sequential() bool { return t == PoolTypeTape }
 func (t PoolType) HasLibrary() bool { return t == PoolTypeTape }
 
 // FileBacked: each volume is a file in a directory of its storage node
-// (or of the SFTP target the node writes), created by the node when a
-// backup needs it, with a path; it may be capped by the pool's
-// MaxVolumeBytes (a cartridge ends where its tape does).
-func (t PoolType) FileBacked() bool { return t == PoolTypeDisk || t == PoolTypeSFTP }
+// (or of the SFTP target the node writes; or a prefix of objects in the
+// bucket of an S3 pool), created by the node when a backup needs it, with
+// a path; it may be capped by the pool's MaxVolumeBytes (a cartridge ends
+// where its tape does).
+func (t PoolType) FileBacked() bool { return t == PoolTypeDisk || t == PoolTypeSFTP || t == PoolTypeS3 }
+
+// Locks: the store may hold a volume's objects under object lock until a
+// date (Volume.LockedUntil) that no one can bring forward, so a volume is
+// deleted only once that date has passed.
+func (t PoolType) Locks() bool { return t == PoolTypeS3 }
+
+// VolumePath is where volume name lies in a pool whose storage node
+// names dir as the pool's place: a file NAME.cvol in a directory, or the
+// prefix NAME/ of an S3 pool's objects.
+func (t PoolType) VolumePath(dir, name string) string {
+	if t == PoolTypeS3 {
+		return dir + name + "/"
+	}
+	return path.Join(dir, name+".cvol")
+}
 
 // ScratchPool holds labeled tapes that belong to no pool yet: a tape pool
 // with no appendable volume takes one of them (OpAssignTape).
@@ -254,6 +277,11 @@ type Volume struct {
 	// WriterJob is the job holding the volume for appending, 0 for none.
 	WriterJob uint64 `json:"writer_job,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// LockedUntil is, in a pool whose type Locks, the latest retain-until
+	// date the store was asked to lock the volume's objects until (by
+	// every session granted it, committed or not: a failed session's
+	// objects may be locked too): the volume cannot be deleted before.
+	LockedUntil time.Time `json:"locked_until,omitzero"`
 
 	// Tape volumes: the cartridge's Barcode (also the volume's Name), the
 	// Library it belongs to and where it is ("slot 3", "drive 0",

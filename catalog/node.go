@@ -36,7 +36,7 @@ func (a *applier) registerNode(n *StorageNode) error {
 		typ, ok := ParsePoolType(string(np.Type))
 		switch {
 		case !ok:
-			return refuse(CodeInvalidArgument, "use type disk, tape or sftp", "pool %s: type %q is not known", np.Name, np.Type)
+			return refuse(CodeInvalidArgument, "use type disk, tape, sftp or s3", "pool %s: type %q is not known", np.Name, np.Type)
 		case typ.HasLibrary() && np.Library != "" && !libs[np.Library]:
 			return refuse(CodeInvalidArgument, "configure the library on the same storage node as its pools",
 				"storage node %s serves %s pool %s in library %s, which it does not own", n.ID, typ, np.Name, np.Library)

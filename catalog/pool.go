@@ -18,7 +18,7 @@ func (a *applier) createPool(p *Pool) error {
 	n.Type = typ
 	switch {
 	case !ok:
-		return refuse(CodeInvalidArgument, "use type disk, tape or sftp", "pool %s: type %q is not known", p.Name, p.Type)
+		return refuse(CodeInvalidArgument, "use type disk, tape, sftp or s3", "pool %s: type %q is not known", p.Name, p.Type)
 	case !typ.HasLibrary() && n.Library != "":
 		return refuse(CodeInvalidArgument, "", "%s pool %s cannot be in library %s", typ, p.Name, p.Library)
 	case !typ.FileBacked() && n.MaxVolumeBytes != 0:

@@ -18,6 +18,7 @@ func TestPoolTypeSaysWhatItsMediumDoes(t *testing.T) {
 		{"", PoolTypeDisk, true, false, false, true},
 		{"tape", PoolTypeTape, true, true, true, false},
 		{"sftp", PoolTypeSFTP, true, false, false, true},
+		{"s3", PoolTypeS3, true, false, false, true},
 		{"floppy", "floppy", false, false, false, false},
 	} {
 		typ, ok := ParsePoolType(c.in)

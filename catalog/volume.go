@@ -123,6 +123,9 @@ func (a *applier) updateVolume(u *VolumeUpdate) error {
 	if !u.LastWritten.IsZero() {
 		v.LastWritten = u.LastWritten
 	}
+	if u.LockedUntil.After(v.LockedUntil) {
+		v.LockedUntil = u.LockedUntil
+	}
 	if u.WriterJob != nil && *u.WriterJob != v.WriterJob {
 		if w := *u.WriterJob; w != 0 {
 			if err := a.checkWriter(w); err != nil {

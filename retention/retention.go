@@ -570,3 +570,37 @@ func (p *Planner) find(dec []Decision, id uint64) (int, bool) {
 	k, ok := p.index[id]
 	return int(k), ok
 }
+
+// Longest is the longest the policy's rules may keep a restore point,
+// counted from its own time: the greatest of Within and each period
+// rule's periods (a day for each of Daily's, a 31-day month for each of
+// Monthly's, a 366-day year for each of Yearly's; one period more for the
+// one the point falls in). Last and unlimited counts keep a point for as
+// long as no newer one displaces it, which no date bounds: they add
+// nothing. ok is false when no rule gives a date. A medium that locks
+// what it stores (S3 object lock) locks a backup's data this long, so
+// that nothing can delete it while its retention may still want it.
+func (p *Policy) Longest() (d time.Duration, ok bool) {
+	const day = 24 * time.Hour
+	span := func(r Rules) {
+		periods := []struct {
+			n   int
+			per time.Duration
+		}{{r.Hourly, time.Hour}, {r.Daily, day}, {r.Weekly, 7 * day}, {r.Monthly, 31 * day}, {r.Yearly, 366 * day}}
+		if r.Within > d {
+			d, ok = r.Within, true
+		}
+		for _, pr := range periods {
+			if pr.n > 0 {
+				if x := time.Duration(pr.n+1) * pr.per; x > d {
+					d, ok = x, true
+				}
+			}
+		}
+	}
+	span(p.Rules)
+	for _, r := range p.Levels {
+		span(r)
+	}
+	return d, ok
+}

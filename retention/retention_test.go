@@ -239,3 +239,24 @@ func TestInvalidCountKeepsMore(t *testing.T) {
 		}
 	}
 }
+
+// Longest is the longest span any rule may keep a point for, and says
+// when no rule gives one.
+func TestLongest(t *testing.T) {
+	day := 24 * time.Hour
+	for _, c := range []struct {
+		p    Policy
+		want time.Duration
+		ok   bool
+	}{
+		{Policy{Rules: Rules{Within: 10 * day}}, 10 * day, true},
+		{Policy{Rules: Rules{Daily: 7, Weekly: 4}}, 5 * 7 * day, true},
+		{Policy{Rules: Rules{Daily: 7}, Levels: map[schedule.Level]Rules{schedule.Full: {Monthly: 12}}}, 13 * 31 * day, true},
+		{Policy{Rules: Rules{Last: 5, Yearly: Unlimited}}, 0, false},
+		{Policy{Rules: Rules{Hourly: 24, Last: 3}}, 25 * time.Hour, true},
+	} {
+		if d, ok := c.p.Longest(); d != c.want || ok != c.ok {
+			t.Errorf("%+v: %s, %v; want %s, %v", c.p, d, ok, c.want, c.ok)
+		}
+	}
+}

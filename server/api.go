@@ -168,7 +168,7 @@ func volumeInfo(v *catalog.Volume, dir string) wire.VolumeInfo {
 		Barcode: v.Barcode, Library: v.Library, Location: v.Location,
 	}
 	if dir != "" && v.MediaType.FileBacked() {
-		info.Path = path.Join(dir, v.Name+".cvol")
+		info.Path = v.MediaType.VolumePath(dir, v.Name)
 	}
 	return info
 }

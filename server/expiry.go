@@ -249,6 +249,12 @@ func (s *Server) reclaimVolumes(ctx context.Context) (done, pending []string) {
 	}
 	for i := range vols {
 		v := &vols[i]
+		if v.MediaType.Locks() && v.LockedUntil.After(s.clock.Now()) {
+			// Its objects are locked in the store: a delete would be
+			// refused, and no one can bring the date forward.
+			wait(v, fmt.Errorf("its objects are locked in the store until %s; it is deleted once that date has passed", v.LockedUntil.UTC().Format(time.RFC3339)))
+			continue
+		}
 		if ok, seen := s.online(s.nodes, v.Node); !ok {
 			wait(v, fmt.Errorf("the node is offline (%s)", orchestrator.LastSeen(seen)))
 			continue

@@ -185,11 +185,15 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 		// fails, its part is cut off and the volume takes appends again.
 		s.orch.JobLog(ctx, job.ID, "info", "volume %s is full; continuing on another volume", s.volumeName(req.Full))
 	}
+	var retainUntil time.Time
+	if pool.Type.Locks() {
+		retainUntil = s.retainUntil(job)
+	}
 	grant := func(v *catalog.Volume, isNew bool) wire.VolumeGrant {
 		return wire.VolumeGrant{
 			ID: v.ID, Name: v.Name, Pool: v.Pool, Bytes: v.Bytes, New: isNew,
 			BlockSize: pool.BlockSize, BlockRawSize: pool.BlockRawSize, Compression: pool.Compression,
-			MaxBytes: pool.MaxVolumeBytes, Created: v.Created,
+			MaxBytes: pool.MaxVolumeBytes, Created: v.Created, RetainUntil: retainUntil,
 		}
 	}
 	vols, err := s.store.Volumes(catalog.VolumeFilter{Pool: pool.Name, Node: node, State: catalog.VolumeAppend})
@@ -208,7 +212,7 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 			continue
 		}
 		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateVolume, VolumeUpdate: &catalog.VolumeUpdate{
-			ID: v.ID, WriterJob: &job.ID,
+			ID: v.ID, WriterJob: &job.ID, LockedUntil: retainUntil,
 		}}); err != nil {
 			return wire.VolumeGrant{}, err
 		}
@@ -216,7 +220,7 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 		return grant(v, false), nil
 	}
 	res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpCreateVolume, Volume: &catalog.Volume{
-		ID: uuid.New(), Pool: pool.Name, Node: node, MediaType: pool.Type, WriterJob: job.ID,
+		ID: uuid.New(), Pool: pool.Name, Node: node, MediaType: pool.Type, WriterJob: job.ID, LockedUntil: retainUntil,
 	}})
 	if err != nil {
 		return wire.VolumeGrant{}, err
@@ -340,3 +344,31 @@ func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.Sess
 }
 
 func (s *Server) volumeName(id uuid.UUID) string { return s.orch.VolumeName(id) }
+
+// retainUntil is the date a backup job's data must stay locked until on
+// a medium that locks: the job's start plus the longest its policy's
+// retention may keep it (retention.Policy.Longest). A job with no
+// policy, or a retention no date bounds, gets none: the storage node
+// then locks for its pool's default, if it has one.
+func (s *Server) retainUntil(job *catalog.Job) time.Time {
+	if job.Policy == "" {
+		return time.Time{}
+	}
+	p, err := s.store.Policy(job.Policy)
+	if err != nil {
+		return time.Time{}
+	}
+	rp, err := p.RetentionPolicy()
+	if err != nil {
+		return time.Time{}
+	}
+	d, ok := rp.Longest()
+	if !ok {
+		return time.Time{}
+	}
+	start := job.Started
+	if start.IsZero() {
+		start = job.Created
+	}
+	return start.Add(d)
+}

@@ -149,6 +149,8 @@ type Config struct {
 	TapePools []TapePoolConfig `json:"tape_pools" config:"fileonly"`
 	// SFTPPools are the pools this node writes to SFTP targets.
 	SFTPPools []SFTPPoolConfig `json:"sftp_pools" config:"fileonly"`
+	// S3Pools are the pools this node writes to S3 buckets.
+	S3Pools []S3PoolConfig `json:"s3_pools" config:"fileonly"`
 	// VolumeWaitPoll is how often a backup that found no volume to write
 	// asks the servers again (a tape pool with no appendable tape waits
 	// for one to be labeled or imported).
@@ -217,8 +219,8 @@ func (c *Config) Validate() error {
 	if c.DataAddr == "" {
 		bad("data_addr", "the data port address is empty: set --data-addr host:port")
 	}
-	if len(c.Pools) == 0 && len(c.TapePools) == 0 && len(c.SFTPPools) == 0 {
-		bad("pools", "no disk pool and no tape pool: add --pool NAME=DIR (and optionally ,volume-size=SIZE), or a pool, tape pool or SFTP pool in the config file")
+	if len(c.Pools) == 0 && len(c.TapePools) == 0 && len(c.SFTPPools) == 0 && len(c.S3Pools) == 0 {
+		bad("pools", "no disk pool and no tape pool: add --pool NAME=DIR (and optionally ,volume-size=SIZE), or a pool, tape pool, SFTP pool or S3 pool in the config file")
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Pools {
@@ -277,6 +279,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	validateSFTPPools(c.SFTPPools, seen, bad)
+	validateS3Pools(c.S3Pools, seen, bad)
 	if c.VolumeWaitPoll <= 0 && len(c.TapePools) > 0 {
 		bad("volume_wait_poll", "the volume wait poll must be positive: give a duration, like 30s")
 	}

@@ -37,6 +37,7 @@ var mediaCases = []mediumCase{
 	{name: "tape", servers: tapePoolP, pool: tapeCase(false), ready: labelTapes, rolledBack: tapeRolledBack},
 	{name: "tape+spool", servers: tapePoolP, pool: tapeCase(true), ready: labelTapes, rolledBack: tapeRolledBack},
 	{name: "sftp", servers: sftpPoolP, pool: sftpCase, rolledBack: sftpRolledBack},
+	{name: "s3", servers: s3PoolP, pool: s3Case, rolledBack: s3RolledBack},
 }
 
 // Every medium takes the same backup, gives it back, rolls back a

@@ -119,6 +119,14 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Node, err
 		}
 		n.addMedium(p.Name, m)
 	}
+	for _, p := range cfg.S3Pools {
+		m, err := newS3Pool(p)
+		if err != nil {
+			n.releaseSpoolDirs()
+			return nil, err
+		}
+		n.addMedium(p.Name, m)
+	}
 	n.readers = append(n.readers, n.media...)
 	for _, lc := range cfg.Libraries {
 		if !slices.ContainsFunc(cfg.TapePools, func(p TapePoolConfig) bool { return p.Library == lc.Name }) {

@@ -4,43 +4,67 @@ import (
 	"context"
 	"errors"
 
+	"github.com/google/uuid"
+
 	"github.com/cairnbackup/cairn/media/disk"
+	"github.com/cairnbackup/cairn/media/s3vol"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// deleteVolume carries out the servers' order to delete an expired disk
-// volume's file (DESIGN.md, "Deleting volumes"). The servers forget the
-// volume only after this answered, so a file already gone is success: it
-// is the repeat of a deletion whose answer was lost, or that a crash cut
+// volumeDeleter is a medium whose expired volumes the node deletes: a
+// disk pool's files, an SFTP target's (an append-only target refuses
+// while the file is there: its owner deletes), an S3 pool's objects once
+// their lock has passed.
+type volumeDeleter interface {
+	deleteVolume(ctx context.Context, name string, id uuid.UUID) error
+}
+
+// deleteVolume carries out the servers' order to delete an expired
+// volume (DESIGN.md, "Deleting volumes"). The servers forget the volume
+// only after this answered, so a volume already gone is success: it is
+// the repeat of a deletion whose answer was lost, or that a crash cut
 // short.
 //
-// On an SFTP pool the target deletes the file; an append-only target
-// deletes nothing (its owner does, DESIGN.md "Append-only SFTP targets"),
-// so the order is refused while the file is there (the volume stays
-// expired in the catalog: reclaimable by the owner) and succeeds once the
-// owner has deleted it, when the servers forget it.
+// On an append-only SFTP target the order is refused while the file is
+// there (the volume stays expired in the catalog: reclaimable by the
+// owner) and succeeds once the owner has deleted it, when the servers
+// forget it (DESIGN.md "Append-only SFTP targets").
 func (n *Node) deleteVolume(ctx context.Context, o wire.VolumeDeleteOrder) error {
-	m := n.byPool[o.Pool]
-	if sp, ok := m.(*sftpPool); ok {
-		if err := sp.target.Delete(ctx, o.Volume, o.VolumeID); err != nil {
-			return edgeError(err)
-		}
-		n.log.Info("deleted expired volume", "pool", o.Pool, "volume", o.Volume, "id", o.VolumeID, "target", sp.target.Config().Addr())
-		return nil
-	}
-	d, ok := m.(*diskPool)
+	d, ok := n.byPool[o.Pool].(volumeDeleter)
 	if !ok {
-		return wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s has no disk pool %q", n.cfg.ID, o.Pool)
+		return wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s has no disk, SFTP or S3 pool %q", n.cfg.ID, o.Pool)
 	}
-	err := d.pool.Delete(o.Volume, o.VolumeID)
+	err := d.deleteVolume(ctx, o.Volume, o.VolumeID)
 	switch {
 	case err == nil:
 		n.log.Info("deleted expired volume", "pool", o.Pool, "volume", o.Volume, "id", o.VolumeID)
 		return nil
 	case errors.Is(err, disk.ErrBusy):
 		return wire.Errorf(wire.CodeWrongState, "the expiry pass tries again later", "%w", err)
-	case errors.Is(err, disk.ErrWrongVolume):
-		return wire.Errorf(wire.CodeInvalidArgument, "check the pool directory: the file is not the catalog's volume, and is kept", "%w", err)
+	case errors.Is(err, s3vol.ErrLocked):
+		return wire.Errorf(wire.CodeWrongState, "the expiry pass tries again once the lock's date has passed", "%w", err)
+	case errors.Is(err, disk.ErrWrongVolume), errors.Is(err, s3vol.ErrWrongVolume):
+		return wire.Errorf(wire.CodeInvalidArgument, "check the pool: it holds another volume under that name than the catalog's, which is kept", "%w", err)
 	}
 	return edgeError(err)
+}
+
+func (d *diskPool) deleteVolume(_ context.Context, name string, id uuid.UUID) error {
+	return d.pool.Delete(name, id)
+}
+
+func (d *sftpPool) deleteVolume(ctx context.Context, name string, id uuid.UUID) error {
+	return d.target.Delete(ctx, name, id)
+}
+
+// deleteVolume deletes every object of the volume, after checking its
+// label names the catalog's volume; a volume with no object is gone.
+func (d *s3Pool) deleteVolume(ctx context.Context, name string, id uuid.UUID) error {
+	if err := d.target.CheckLabel(ctx, name, id); err != nil {
+		if errors.Is(err, s3vol.ErrNoVolume) {
+			return nil
+		}
+		return err
+	}
+	return d.target.Delete(ctx, name)
 }

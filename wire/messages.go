@@ -923,6 +923,11 @@ type VolumeGrant struct {
 	Barcode   string `json:"barcode,omitempty"`
 	Library   string `json:"library,omitempty"`
 	Parts     int    `json:"parts,omitempty"`
+	// RetainUntil is how long the session's data must outlive it, from
+	// its backup's retention (the longest the retention may keep it): a
+	// medium with object lock (an S3 pool) locks what it writes until
+	// then. Zero: the retention gives no date, and nothing is locked.
+	RetainUntil time.Time `json:"retain_until,omitzero"`
 }
 
 // VolumeLabeled reports that a new volume's label was written and read back.

@@ -853,6 +853,24 @@ func (a *Appender) Close() error {
 	return nil
 }
 
+// CheckLabel reads volume name's label and checks it names volume id:
+// ErrNoVolume when the volume has no object, ErrWrongVolume when it holds
+// another.
+func (p *Pool) CheckLabel(ctx context.Context, name string, id uuid.UUID) error {
+	r, err := p.OpenRead(ctx, name)
+	if err != nil {
+		return err
+	}
+	l, err := volume.ReadLabel(r)
+	if err != nil {
+		return fmt.Errorf("s3 pool %q: volume %s: %w", p.cfg.Pool, name, err)
+	}
+	if l.VolumeID != id {
+		return fmt.Errorf("s3 pool %q: volume %s holds volume %s, catalog expects %s: %w", p.cfg.Pool, name, l.VolumeID, id, ErrWrongVolume)
+	}
+	return nil
+}
+
 // Delete removes every object of volume name (every version), for a
 // volume the catalog no longer needs. A locked object is ErrLocked, and
 // the volume stays whole but for what was deleted before it (objects

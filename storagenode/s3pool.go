@@ -1,0 +1,240 @@
+package storagenode
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/media/s3vol"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// mediaS3 is the medium type of S3 pools.
+const mediaS3 = "s3"
+
+// The environment variables an S3 pool without a credentials file takes
+// its credentials from, as the AWS tools name them.
+const (
+	envS3AccessKey = "AWS_ACCESS_KEY_ID"
+	envS3SecretKey = "AWS_SECRET_ACCESS_KEY"
+)
+
+// S3PoolConfig is a pool whose volumes are objects in an S3 bucket (AWS
+// or any S3-compatible store), an offsite target that can keep what it
+// holds under object lock (media/s3vol). Its credentials come from
+// CredentialsFile, or else from $AWS_ACCESS_KEY_ID and
+// $AWS_SECRET_ACCESS_KEY; never from a flag, which every user of the
+// machine can read in the process list.
+type S3PoolConfig struct {
+	// Name of the pool in the catalog.
+	Name string `json:"name"`
+	// Endpoint is the store's URL: https://... (TLS) or http://....
+	Endpoint string `json:"endpoint"`
+	Bucket   string `json:"bucket"`
+	// Region is the bucket's region; empty lets the store say.
+	Region string `json:"region,omitempty"`
+	// Prefix is where in the bucket the volumes are (empty, or ending in /).
+	Prefix string `json:"prefix,omitempty"`
+	// CAFile is a PEM file of the CAs that sign the store's certificate,
+	// for a store with its own CA; empty trusts the system's.
+	CAFile string `json:"ca_file,omitempty"`
+	// CredentialsFile is a JSON file {"access_key": ..., "secret_key":
+	// ...}, mode 0600: a file its group or others may read is refused.
+	CredentialsFile string `json:"credentials_file,omitempty"`
+	// LockMode is governance or compliance: every object is locked in that
+	// mode until the retain-until date of its backup's retention (the
+	// bucket must have object lock enabled). Empty locks nothing.
+	LockMode string `json:"lock_mode,omitempty"`
+	// DefaultLock is how long objects of a backup whose retention gives
+	// no date (a backup with no policy) stay locked; 0 locks them not at
+	// all.
+	DefaultLock time.Duration `json:"default_lock,omitempty"`
+	// MaxVolumeBytes caps each volume, as for a disk pool; 0 means no
+	// limit.
+	MaxVolumeBytes int64 `json:"volume_size,omitempty" config:"size,alias=max_volume_bytes"`
+	// PartSize is the size of each upload part (5 MiB to 1 GiB; 0 is 16
+	// MiB); the node holds one in memory per stream.
+	PartSize int64 `json:"part_size,omitempty" config:"size"`
+}
+
+func (c S3PoolConfig) target() s3vol.Config {
+	return s3vol.Config{Pool: c.Name, Endpoint: c.Endpoint, Bucket: c.Bucket, Region: c.Region, Prefix: c.Prefix,
+		CAFile: c.CAFile, LockMode: c.LockMode, MaxVolumeBytes: c.MaxVolumeBytes, PartSize: c.PartSize}
+}
+
+// credentials are the pool's access key and secret, from its file or
+// the environment.
+func (c S3PoolConfig) credentials() (s3vol.Credentials, error) {
+	if c.CredentialsFile != "" {
+		cr, err := s3vol.LoadCredentials(c.CredentialsFile)
+		if err != nil {
+			return cr, fmt.Errorf("s3 pool %s: %w", c.Name, err)
+		}
+		return cr, nil
+	}
+	cr := s3vol.Credentials{AccessKey: os.Getenv(envS3AccessKey), SecretKey: os.Getenv(envS3SecretKey)}
+	if cr.AccessKey == "" || cr.SecretKey == "" {
+		return cr, fmt.Errorf("s3 pool %s: no credentials: give credentials_file (a JSON file of mode 0600 with access_key and secret_key), or set %s and %s in the storage node's environment", c.Name, envS3AccessKey, envS3SecretKey)
+	}
+	return cr, nil
+}
+
+// validateS3Pools adds what is wrong with each S3 pool to errs.
+func validateS3Pools(pools []S3PoolConfig, seen map[string]bool, bad func(field, format string, args ...any)) {
+	for i, p := range pools {
+		at := fmt.Sprintf("s3_pools[%d]", i)
+		if seen[p.Name] {
+			bad(at+".name", "pool %s is given twice: keep one", p.Name)
+		}
+		seen[p.Name] = true
+		if err := p.target().Validate(); err != nil {
+			bad(at, "%v", err)
+		}
+		if p.DefaultLock < 0 {
+			bad(at+".default_lock", "s3 pool %s: the default lock is negative: give a duration, or 0 for none", p.Name)
+		}
+		if _, err := p.credentials(); err != nil {
+			bad(at+".credentials_file", "%v", err)
+		}
+	}
+}
+
+// s3Pool is a medium of volumes in an S3 bucket: a volume is a prefix and
+// each session part an object, born locked when the pool locks (see
+// media/s3vol). A new volume is labeled by the session granted it; a
+// failed session's upload is never completed, and what it completed is
+// deleted where the store lets it, else left past the committed end.
+type s3Pool struct {
+	cfg    S3PoolConfig
+	target *s3vol.Pool
+}
+
+func newS3Pool(c S3PoolConfig) (*s3Pool, error) {
+	cr, err := c.credentials()
+	if err != nil {
+		return nil, err
+	}
+	t := c.target()
+	t.AccessKey, t.SecretKey = cr.AccessKey, cr.SecretKey
+	p, err := s3vol.New(t)
+	if err != nil {
+		return nil, err
+	}
+	return &s3Pool{cfg: c, target: p}, nil
+}
+
+func (d *s3Pool) register() wire.NodePool {
+	return wire.NodePool{Name: d.cfg.Name, Type: mediaS3, Dir: d.cfg.Endpoint + "/" + d.cfg.Bucket + "/" + d.cfg.Prefix, MaxVolumeBytes: d.cfg.MaxVolumeBytes}
+}
+
+// usage cannot tell: a bucket has no size to fill.
+func (d *s3Pool) usage() (wire.PoolUsage, bool) { return wire.PoolUsage{}, false }
+
+func (d *s3Pool) reads(p wire.ReadPart) bool {
+	return p.MediaType == mediaS3 && p.Pool == d.cfg.Name
+}
+
+func (d *s3Pool) appendTo(j *stream) appendSession { return &s3Session{d: d, j: j} }
+
+func (d *s3Pool) readFrom(*stream) partReader { return s3Reader{d} }
+
+// lock is the lock of what a session granted g writes.
+func (d *s3Pool) lock(g wire.VolumeGrant, now time.Time) s3vol.Lock {
+	if d.cfg.LockMode == s3vol.LockNone {
+		return s3vol.Lock{}
+	}
+	if !g.RetainUntil.IsZero() {
+		return s3vol.Lock{Until: g.RetainUntil}
+	}
+	if d.cfg.DefaultLock > 0 {
+		return s3vol.Lock{Until: now.Add(d.cfg.DefaultLock)}
+	}
+	return s3vol.Lock{}
+}
+
+// s3Session is a backup session's volumes in an S3 pool.
+type s3Session struct {
+	d      *s3Pool
+	j      *stream
+	opened []*s3vol.Appender
+}
+
+// acquire asks the servers for a volume and opens it in the bucket,
+// creating its label object first when it is new.
+func (s *s3Session) acquire(ctx context.Context, done volume.Appender) (volume.Appender, wire.VolumeGrant, error) {
+	var used []uuid.UUID
+	for _, o := range s.opened {
+		used = append(used, o.VolumeID())
+	}
+	g, err := s.j.grantVolume(ctx, done, used, nil)
+	if err != nil {
+		return nil, g, err
+	}
+	// The volume outlives this call: its uploads, and the rollback of a
+	// session whose stream was canceled, must still reach the store.
+	vctx := context.WithoutCancel(ctx)
+	lock := s.d.lock(g, time.Now())
+	if g.New {
+		if err := s.j.labelVolume(ctx, &g, mediaS3, func(l volume.Label) error { return s.d.target.Create(vctx, g.Name, l, lock) }); err != nil {
+			return nil, g, err
+		}
+		s.j.log.Info("labeled volume", "volume", g.Name, "bucket", s.d.cfg.Bucket, "locked_until", lock.Until)
+	}
+	app, err := s.d.target.OpenAppend(vctx, g.Name, g.ID, g.Bytes, lock)
+	if err != nil {
+		return nil, g, fmt.Errorf("open volume %s: %w", g.Name, err)
+	}
+	if app.TornBytes > 0 {
+		s.j.log.Warn("found parts past the committed end of a volume (an earlier session did not commit); deleted what is not locked", "volume", g.Name, "at", g.Bytes, "bytes", app.TornBytes, "locked_bytes", app.TornLocked)
+	}
+	s.opened = append(s.opened, app)
+	return app, g, nil
+}
+
+// lost is never called: an S3 Appender is not recoverable.
+func (s *s3Session) lost(volume.Appender, error) {}
+
+func (s *s3Session) finish(*wire.SessionCommitReq, *volume.SessionResult) {}
+
+func (s *s3Session) committing() map[uuid.UUID]string {
+	names := map[uuid.UUID]string{}
+	for _, a := range s.opened {
+		names[a.VolumeID()] = a.Name()
+		_ = a.Close()
+	}
+	s.opened = nil
+	return names
+}
+
+// rollback aborts the upload in progress and deletes what the session
+// completed where the store lets it; what stays (locked, or the store
+// away) lies past the committed end, where the next session passes over
+// it.
+func (s *s3Session) rollback(error) {
+	for _, a := range s.opened {
+		if err := a.Rollback(); err != nil {
+			s.j.log.Error("could not remove all of a failed session from its volume in the bucket; what stays lies past the committed end and never counts", "volume", a.Name(), "err", err)
+		}
+		_ = a.Close()
+	}
+	s.opened = nil
+}
+
+// s3Reader opens volumes in the bucket for range reads.
+type s3Reader struct{ d *s3Pool }
+
+func (r s3Reader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error) {
+	rd, err := r.d.target.OpenRead(context.WithoutCancel(ctx), p.Volume)
+	if err != nil {
+		return nil, &unreadableError{volume: p.Volume, err: err}
+	}
+	return rd, nil
+}
+
+func (s3Reader) tune(*volume.ReaderOptions) {}
+func (s3Reader) release(error)              {}

@@ -1,0 +1,97 @@
+package storagenode
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnbackup/cairn/internal/s3test"
+	"github.com/cairnbackup/cairn/media/s3vol"
+)
+
+// s3Case is pool P in a bucket with object lock on a real versitygw on
+// loopback, every object locked in compliance mode.
+func s3Case(t testing.TB, cfg *Config) { s3On(nil, nil)(t, cfg) }
+
+// s3On is s3Case that hands the test its server and lets it change the
+// pool's configuration.
+func s3On(srv **s3test.Server, tweak func(testing.TB, *s3test.Server, *S3PoolConfig)) func(testing.TB, *Config) {
+	return func(t testing.TB, cfg *Config) {
+		s := s3test.Start(t)
+		if srv != nil {
+			*srv = s
+		}
+		s.Bucket(t, "offsite", true)
+		p := S3PoolConfig{Name: "P", Endpoint: s.Endpoint(), Bucket: "offsite", Region: "us-east-1", Prefix: "cairn/",
+			CredentialsFile: writeS3Credentials(t, s3test.AccessKey, s3test.SecretKey),
+			LockMode:        s3vol.LockCompliance, DefaultLock: time.Hour}
+		if tweak != nil {
+			tweak(t, s, &p)
+		}
+		cfg.S3Pools = append(cfg.S3Pools, p)
+	}
+}
+
+// writeS3Credentials writes a credentials file of mode 0600.
+func writeS3Credentials(t testing.TB, access, secret string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "s3.json")
+	if err := os.WriteFile(p, fmt.Appendf(nil, `{"access_key": %q, "secret_key": %q}`, access, secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// s3PoolP is how the fake servers grant pool P's volumes: as a disk
+// pool's, which the node labels, with the s3 medium type.
+var s3PoolP = fakePool{name: "P", mediaType: "s3", compression: true, newVolumes: true}
+
+// s3RolledBack: every volume ends, as a reader of the bucket sees it, at
+// its committed end, and no upload is left open.
+func s3RolledBack(t testing.TB, r *nodeRig) {
+	p := r.node.byPool["P"].(*s3Pool)
+	r.fake.mu.Lock()
+	defer r.fake.mu.Unlock()
+	for _, v := range r.fake.vols {
+		rd, err := p.target.OpenRead(context.Background(), v.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rd.Size() != v.end {
+			t.Fatalf("volume %s reads %d bytes long; %d are committed", v.name, rd.Size(), v.end)
+		}
+	}
+}
+
+// The node refuses an S3 pool whose credentials file its group or others
+// may read, and one with no credentials at all, saying what to do.
+func TestS3CredentialsNeverLoose(t *testing.T) {
+	loose := writeS3Credentials(t, "a", "b")
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envS3AccessKey, "")
+	t.Setenv(envS3SecretKey, "")
+	for _, c := range []struct {
+		file string
+		want string
+	}{
+		{loose, "chmod 600"},
+		{"", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"},
+	} {
+		_, err := newS3Pool(S3PoolConfig{Name: "P", Endpoint: "http://127.0.0.1:9", Bucket: "b", CredentialsFile: c.file})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("credentials file %q: %v; want it to say %q", c.file, err, c.want)
+		}
+	}
+	t.Setenv(envS3AccessKey, "from-env")
+	t.Setenv(envS3SecretKey, "secret")
+	p, err := newS3Pool(S3PoolConfig{Name: "P", Endpoint: "http://127.0.0.1:9", Bucket: "b"})
+	if err != nil || p.target.Config().AccessKey != "from-env" {
+		t.Fatalf("credentials from the environment: %v", err)
+	}
+}
