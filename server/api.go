@@ -146,8 +146,12 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 			info.Nodes = append(info.Nodes, pn)
 		}
 		vols, _ := s.store.Volumes(catalog.VolumeFilter{Pool: p.Name})
+		now := s.clock.Now()
 		for _, v := range vols {
 			info.Volumes++
+			if v.MediaType.Locks() && v.LockedUntil.After(now) {
+				info.LockedBytes += v.Bytes
+			}
 			if v.State == catalog.VolumeExpired || v.State == catalog.VolumeRecyclable {
 				// Its backups have all expired: the space comes back once
 				// its node deletes it, or a backup relabels the tape.

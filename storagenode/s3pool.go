@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,13 +16,6 @@ import (
 // mediaS3 is the medium type of S3 pools.
 const mediaS3 = "s3"
 
-// The environment variables an S3 pool without a credentials file takes
-// its credentials from, as the AWS tools name them.
-const (
-	envS3AccessKey = "AWS_ACCESS_KEY_ID"
-	envS3SecretKey = "AWS_SECRET_ACCESS_KEY"
-)
-
 // S3PoolConfig is a pool whose volumes are objects in an S3 bucket (AWS
 // or any S3-compatible store), an offsite target that can keep what it
 // holds under object lock (media/s3vol). Its credentials come from
@@ -35,7 +27,9 @@ type S3PoolConfig struct {
 	Name string `json:"name"`
 	// Endpoint is the store's URL: https://... (TLS) or http://....
 	Endpoint string `json:"endpoint"`
-	Bucket   string `json:"bucket"`
+	// Bucket holds the volumes; with object lock enabled when LockMode is
+	// set (it can only be enabled when the bucket is made).
+	Bucket string `json:"bucket"`
 	// Region is the bucket's region; empty lets the store say.
 	Region string `json:"region,omitempty"`
 	// Prefix is where in the bucket the volumes are (empty, or ending in /).
@@ -70,16 +64,9 @@ func (c S3PoolConfig) target() s3vol.Config {
 // credentials are the pool's access key and secret, from its file or
 // the environment.
 func (c S3PoolConfig) credentials() (s3vol.Credentials, error) {
-	if c.CredentialsFile != "" {
-		cr, err := s3vol.LoadCredentials(c.CredentialsFile)
-		if err != nil {
-			return cr, fmt.Errorf("s3 pool %s: %w", c.Name, err)
-		}
-		return cr, nil
-	}
-	cr := s3vol.Credentials{AccessKey: os.Getenv(envS3AccessKey), SecretKey: os.Getenv(envS3SecretKey)}
-	if cr.AccessKey == "" || cr.SecretKey == "" {
-		return cr, fmt.Errorf("s3 pool %s: no credentials: give credentials_file (a JSON file of mode 0600 with access_key and secret_key), or set %s and %s in the storage node's environment", c.Name, envS3AccessKey, envS3SecretKey)
+	cr, err := s3vol.ResolveCredentials(c.CredentialsFile)
+	if err != nil {
+		return cr, fmt.Errorf("s3 pool %s: %w", c.Name, err)
 	}
 	return cr, nil
 }
@@ -97,9 +84,6 @@ func validateS3Pools(pools []S3PoolConfig, seen map[string]bool, bad func(field,
 		}
 		if p.DefaultLock < 0 {
 			bad(at+".default_lock", "s3 pool %s: the default lock is negative: give a duration, or 0 for none", p.Name)
-		}
-		if _, err := p.credentials(); err != nil {
-			bad(at+".credentials_file", "%v", err)
 		}
 	}
 }

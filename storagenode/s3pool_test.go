@@ -74,8 +74,8 @@ func TestS3CredentialsNeverLoose(t *testing.T) {
 	if err := os.Chmod(loose, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(envS3AccessKey, "")
-	t.Setenv(envS3SecretKey, "")
+	t.Setenv(s3vol.EnvAccessKey, "")
+	t.Setenv(s3vol.EnvSecretKey, "")
 	for _, c := range []struct {
 		file string
 		want string
@@ -88,8 +88,8 @@ func TestS3CredentialsNeverLoose(t *testing.T) {
 			t.Errorf("credentials file %q: %v; want it to say %q", c.file, err, c.want)
 		}
 	}
-	t.Setenv(envS3AccessKey, "from-env")
-	t.Setenv(envS3SecretKey, "secret")
+	t.Setenv(s3vol.EnvAccessKey, "from-env")
+	t.Setenv(s3vol.EnvSecretKey, "secret")
 	p, err := newS3Pool(S3PoolConfig{Name: "P", Endpoint: "http://127.0.0.1:9", Bucket: "b"})
 	if err != nil || p.target.Config().AccessKey != "from-env" {
 		t.Fatalf("credentials from the environment: %v", err)

@@ -364,6 +364,10 @@ type PoolInfo struct {
 	// ReclaimableBytes are held by volumes whose backups have all expired:
 	// disk volumes not deleted yet, recyclable tapes.
 	ReclaimableBytes int64 `json:"reclaimable_bytes"`
+	// LockedBytes are held by volumes whose objects the store keeps
+	// under object lock (an S3 pool) past now: nothing can delete them
+	// before their date, expired or not.
+	LockedBytes int64 `json:"locked_bytes,omitempty"`
 }
 
 // PoolListResp answers pool.list.

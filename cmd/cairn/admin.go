@@ -145,7 +145,7 @@ func newPoolCmd(g *globals) *cobra.Command {
 			if g.json {
 				return printJSON(g.out, resp.Pools)
 			}
-			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "RECLAIMABLE", "FREE", "MAX VOLUME", "WHERE", "TARGET")
+			t := newTable(g.out, "POOL", "TYPE", "NODES", "VOLUMES", "USED", "RECLAIMABLE", "LOCKED", "FREE", "MAX VOLUME", "WHERE", "TARGET")
 			for _, p := range resp.Pools {
 				var nodes, dirs, targets []string
 				for _, n := range p.Nodes {
@@ -169,7 +169,7 @@ func newPoolCmd(g *globals) *cobra.Command {
 				if p.MaxVolumeBytes > 0 {
 					maxv = humanBytes(p.MaxVolumeBytes)
 				}
-				t.row(p.Name, p.Type, strings.Join(nodes, ", "), p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.ReclaimableBytes), humanBytes(p.FreeBytes), maxv, strings.Join(dirs, ", "), strings.Join(targets, "; "))
+				t.row(p.Name, p.Type, strings.Join(nodes, ", "), p.Volumes, humanBytes(p.UsedBytes), humanBytes(p.ReclaimableBytes), humanBytes(p.LockedBytes), humanBytes(p.FreeBytes), maxv, strings.Join(dirs, ", "), strings.Join(targets, "; "))
 			}
 			return t.flush()
 		},

@@ -173,6 +173,8 @@ func storageNodeExample(def roleConfig) configfile.Example {
 	cfg.TapePools = []storagenode.TapePoolConfig{{Name: "Weekly", Library: "lib1", SpoolDir: "/var/lib/cairn/storagenode/spool"}}
 	cfg.SFTPPools = []storagenode.SFTPPoolConfig{{Name: "Offsite", Host: "vault.example.net", User: "cairn-sn1",
 		KeyFile: "/etc/cairn/sftp/id_ed25519", KnownHosts: "/etc/cairn/sftp/known_hosts", Dir: "/srv/cairn/sn1", MaxVolumeBytes: 50 << 30}}
+	cfg.S3Pools = []storagenode.S3PoolConfig{{Name: "Vault", Endpoint: "https://s3.eu-central-1.amazonaws.com", Bucket: "example-cairn-vault",
+		Region: "eu-central-1", Prefix: "sn1/", CredentialsFile: "/etc/cairn/s3/vault.json", LockMode: "compliance", MaxVolumeBytes: 50 << 30}}
 	common := *def.common
 	common.LogFormat = "json"
 	return configfile.Example{

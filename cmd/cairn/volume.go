@@ -48,21 +48,26 @@ its next part, on another volume.`,
 
 	var keyFile string
 	var sessionsOnly bool
+	var s3 s3Source
 	ls := &cobra.Command{
 		Use:   "ls FILE --key-file KEYS",
 		Short: "List the sessions and files on a volume file, with no server or catalog",
 		Long: `List the sessions and files on a volume file, with no server or catalog.
+A volume of an S3 pool is read in place: give s3://BUCKET/PREFIX/NAME and
+--s3-endpoint, with the credentials in --s3-credentials-file or the
+environment.
 
 A session whose trailer is damaged, or that has none, is listed from its data
 blocks (with a warning); entries damage cut are listed as LOST, and make the
 exit code 1.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runVolumeLs(cmd.Context(), g, args[0], keyFile, sessionsOnly)
+			return runVolumeLs(cmd.Context(), g, args[0], keyFile, sessionsOnly, s3)
 		},
 	}
 	ls.Flags().StringVar(&keyFile, "key-file", "", "key file written by 'cairn key export'")
 	ls.Flags().BoolVar(&sessionsOnly, "sessions", false, "list sessions only, not their files (needs no key)")
+	s3.flags(ls)
 
 	var xo extractOpts
 	extract := &cobra.Command{
@@ -95,34 +100,50 @@ not extracted.`,
 	extract.Flags().StringVar(&xo.session, "session", "", "read only this session (its id or id prefix)")
 	extract.Flags().BoolVar(&xo.force, "force", false, "restore into a directory that is not empty")
 	extract.Flags().BoolVar(&xo.devices, "devices", false, "create block and character device nodes (refused without it: only for a volume you trust)")
+	xo.s3.flags(extract)
 	c.AddCommand(list, show, ls, extract)
 	return c
 }
 
 // offlineVolume is a volume file opened with no catalog.
 type offlineVolume struct {
-	f     *os.File
+	f     io.ReaderAt
+	close func() error
 	vol   *volume.Volume
 	parts []volume.PartInfo
 	keys  *keyring.File
 	path  string
 }
 
-func openOffline(path, keyFile string, needKeys bool) (*offlineVolume, error) {
-	const whereVolumes = "give the path of a volume file (NAME.cvol); 'cairn volume list' shows where each volume is"
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, wire.Errorf(wire.CodeNotFound, whereVolumes, "open volume file: %w", err)
+func openOffline(ctx context.Context, path, keyFile string, needKeys bool, s3 s3Source) (*offlineVolume, error) {
+	const whereVolumes = "give the path of a volume file (NAME.cvol), or s3://BUCKET/PREFIX/NAME with --s3-endpoint for a volume in an S3 pool; 'cairn volume list' shows where each volume is"
+	var f interface {
+		io.ReaderAt
+		io.Closer
 	}
-	if err != nil {
-		return nil, wire.Errorf(wire.CodeIO, whereVolumes, "open volume file: %w", err)
+	var size int64
+	if strings.HasPrefix(path, "s3://") {
+		r, err := s3.open(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		f, size = r, r.Size()
+	} else {
+		osf, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, wire.Errorf(wire.CodeNotFound, whereVolumes, "open volume file: %w", err)
+		}
+		if err != nil {
+			return nil, wire.Errorf(wire.CodeIO, whereVolumes, "open volume file: %w", err)
+		}
+		st, err := osf.Stat()
+		if err != nil {
+			osf.Close()
+			return nil, wire.Errorf(wire.CodeIO, whereVolumes, "volume file %s: %w", path, err)
+		}
+		f, size = osf, st.Size()
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, wire.Errorf(wire.CodeIO, whereVolumes, "volume file %s: %w", path, err)
-	}
-	vol, err := volume.OpenVolume(f, st.Size())
+	vol, err := volume.OpenVolume(f, size)
 	if err != nil {
 		f.Close()
 		switch {
@@ -140,7 +161,7 @@ func openOffline(path, keyFile string, needKeys bool) (*offlineVolume, error) {
 		return nil, wire.Errorf(wire.CodeCorrupt, "the volume is damaged where the message says; restore from another backup or copy of it",
 			"%s: %w", path, err)
 	}
-	ov := &offlineVolume{f: f, vol: vol, parts: parts, path: path}
+	ov := &offlineVolume{f: f, close: f.Close, vol: vol, parts: parts, path: path}
 	if keyFile != "" {
 		if ov.keys, err = keyring.ReadFile(keyFile); err != nil {
 			f.Close()
@@ -154,7 +175,7 @@ func openOffline(path, keyFile string, needKeys bool) (*offlineVolume, error) {
 	return ov, nil
 }
 
-func (ov *offlineVolume) Close() error { return ov.f.Close() }
+func (ov *offlineVolume) Close() error { return ov.close() }
 
 // damage says what is damaged on the volume outside the sessions' data:
 // the label, bytes that hold no part, a volume cut short, part headers.
@@ -293,8 +314,8 @@ func partState(p *volume.PartInfo) string {
 	return s
 }
 
-func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessionsOnly bool) error {
-	ov, err := openOffline(path, keyFile, !sessionsOnly)
+func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessionsOnly bool, s3 s3Source) error {
+	ov, err := openOffline(ctx, path, keyFile, !sessionsOnly, s3)
 	if err != nil {
 		return err
 	}
@@ -465,7 +486,7 @@ func unnamedLoss(p *volume.PartInfo, pi *volume.PartIndex, paths []string) []str
 // countVolumeEntries reads a volume's file indexes with a key file, as
 // 'cairn volume ls' does.
 func countVolumeEntries(path, keyFile string) (int, error) {
-	ov, err := openOffline(path, keyFile, true)
+	ov, err := openOffline(context.Background(), path, keyFile, true, s3Source{})
 	if err != nil {
 		return 0, err
 	}
@@ -485,6 +506,7 @@ type extractOpts struct {
 	file, keyFile, to, session string
 	paths                      []string
 	force, devices             bool
+	s3                         s3Source
 }
 
 // extractSummary is what 'volume extract --json' prints: the restore's
@@ -498,7 +520,7 @@ type extractSummary struct {
 }
 
 func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
-	ov, err := openOffline(o.file, o.keyFile, true)
+	ov, err := openOffline(ctx, o.file, o.keyFile, true, o.s3)
 	if err != nil {
 		return err
 	}

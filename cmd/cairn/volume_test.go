@@ -363,7 +363,7 @@ func TestVolumeOpenErrorsKeepTheirCause(t *testing.T) {
 		{filepath.Join(dir, "missing.cvol"), wire.CodeNotFound, fs.ErrNotExist},
 		{notVolume, wire.CodeInvalidArgument, volume.ErrNotVolume},
 	} {
-		err := runVolumeLs(context.Background(), &globals{}, c.path, "", true)
+		err := runVolumeLs(context.Background(), &globals{}, c.path, "", true, s3Source{})
 		if wire.CodeOf(err) != c.code || !errors.Is(err, c.cause) {
 			t.Errorf("volume ls %s: %v (code %q), want code %q wrapping %v", c.path, err, wire.CodeOf(err), c.code, c.cause)
 		}

@@ -58,3 +58,25 @@ func LoadCredentials(path string) (Credentials, error) {
 	}
 	return c, nil
 }
+
+// The environment variables credentials come from when no file is
+// given, as the AWS tools name them.
+const (
+	EnvAccessKey = "AWS_ACCESS_KEY_ID"
+	EnvSecretKey = "AWS_SECRET_ACCESS_KEY"
+)
+
+// ResolveCredentials reads the credentials file at path (LoadCredentials)
+// or, when path is empty, takes $AWS_ACCESS_KEY_ID and
+// $AWS_SECRET_ACCESS_KEY. Never a flag: a command line is readable by
+// every user of the machine.
+func ResolveCredentials(path string) (Credentials, error) {
+	if path != "" {
+		return LoadCredentials(path)
+	}
+	c := Credentials{AccessKey: os.Getenv(EnvAccessKey), SecretKey: os.Getenv(EnvSecretKey)}
+	if c.AccessKey == "" || c.SecretKey == "" {
+		return c, fmt.Errorf("no S3 credentials: give a credentials file (JSON with access_key and secret_key, mode 0600), or set %s and %s in the environment", EnvAccessKey, EnvSecretKey)
+	}
+	return c, nil
+}
