@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
@@ -346,20 +347,20 @@ func (s *Server) sessionAbort(ctx context.Context, subject string, req wire.Sess
 func (s *Server) volumeName(id uuid.UUID) string { return s.orch.VolumeName(id) }
 
 // retainUntil is the date a backup job's data must stay locked until on
-// a medium that locks: the job's start plus the longest its policy's
-// retention may keep it (retention.Policy.Longest). A job with no
-// policy, or a retention no date bounds, gets none: the storage node
-// then locks for its pool's default, if it has one.
+// a medium that locks: the job's start plus the longest the retention
+// that governs its client and file set (as the expiry pass finds it,
+// whether a policy's run or an ad hoc backup) may keep it
+// (retention.Policy.Longest). A backup no retention governs, or whose
+// retention no date bounds, gets none: the storage node then locks for
+// its pool's default, if it has one.
 func (s *Server) retainUntil(job *catalog.Job) time.Time {
-	if job.Policy == "" {
+	rets, err := s.currentRetentions()
+	if err != nil {
+		s.log.Warn("retention not read; the job's objects are locked for the pool's default", "job", job.ID, "err", err)
 		return time.Time{}
 	}
-	p, err := s.store.Policy(job.Policy)
-	if err != nil {
-		return time.Time{}
-	}
-	rp, err := p.RetentionPolicy()
-	if err != nil {
+	rp, ok := rets.retentionFor(job.Client, catalog.FileSetOf(fileindex.Strings(job.Paths), fileindex.Strings(job.Excludes)))
+	if !ok {
 		return time.Time{}
 	}
 	d, ok := rp.Longest()
