@@ -41,8 +41,12 @@ func TestS3PoolEndToEnd(t *testing.T) {
 	src := makeTree(t, sample.Spec{TextFiles: 40, RandomFiles: 30, MaxFileSize: 256 << 10, SparseSize: 1 << 20, Seed: 16})
 	snap := snapshot(t, src)
 	s.ok("policy", "create", "offsite", "--client", s.client, "--path", src, "--schedule", "daily 02:00", "--pool", "Vault", "--keep-within", "3d")
+	// The README's lines, with its names for the test's.
+	keys := filepath.Join(t.TempDir(), "keys.json")
+	readme := readmeS3Lines(t, strings.NewReplacer("/etc/cairn/s3/vault.json", creds, "web1", s.client, "/etc", src,
+		"example-cairn-vault", "cairn-vault", "https://s3.eu-central-1.amazonaws.com", s3.Endpoint(), "keys.json", keys))
 	var job wire.JobInfo
-	s.json(&job, "backup", "--client", s.client, "--path", src, "--level", "full", "--pool", "Vault", "--wait")
+	s.json(&job, readme[0]...)
 	if job.State != "success" || len(job.Volumes) != 1 {
 		t.Fatalf("backup to the S3 pool: %+v", job)
 	}
@@ -82,7 +86,7 @@ func TestS3PoolEndToEnd(t *testing.T) {
 		t.Fatalf("the volume has %d objects; want its label and the session's part", n)
 	}
 	var pools []wire.PoolInfo
-	s.json(&pools, "pool", "list")
+	s.json(&pools, readme[1]...)
 	for _, pl := range pools {
 		if pl.Name == "Vault" && pl.LockedBytes != vault.Bytes {
 			t.Fatalf("pool list: Vault has %d bytes locked; its volume holds %d", pl.LockedBytes, vault.Bytes)
@@ -93,10 +97,9 @@ func TestS3PoolEndToEnd(t *testing.T) {
 	s.restore(to, "--backup", strconv.FormatUint(job.BackupID, 10))
 	checkRestored(t, snap, to, src)
 
-	keys := filepath.Join(t.TempDir(), "keys.json")
-	s.ok("key", "export", "--to", keys)
+	s.ok(readme[2]...)
 	var listing volumeListing
-	s.json(&listing, "volume", "ls", "s3://cairn-vault/sn1/"+vault.Name, "--s3-endpoint", s3.Endpoint(), "--s3-credentials-file", creds, "--key-file", keys)
+	s.json(&listing, readme[3]...)
 	if len(listing.Sessions) != 1 || len(listing.Sessions[0].Entries) == 0 {
 		t.Fatalf("cairn volume ls of the volume in the bucket: %+v", listing)
 	}
@@ -115,4 +118,29 @@ func TestS3PoolEndToEnd(t *testing.T) {
 	if _, err := p.OpenRead(ctx, vault.Name); err != nil {
 		t.Fatalf("the locked volume after prune: %v", err)
 	}
+}
+
+// readmeS3Lines are the cairn commands of the README's S3 pool block (the
+// one TestReadme does not run, for want of a store), each as its
+// arguments after "cairn", with repl's names for the README's.
+func readmeS3Lines(t *testing.T, repl *strings.Replacer) [][]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(b), "```sh-notest needs an S3 store: TestS3PoolEndToEnd runs these lines")
+	block, _, _ = strings.Cut(block, "```")
+	var out [][]string
+	for _, l := range commandLines(block)[1:] { // past the fence line's end
+		f := strings.Fields(repl.Replace(l))
+		if f[0] != "cairn" {
+			t.Fatalf("README's S3 block: %q is not a cairn command", l)
+		}
+		out = append(out, f[1:])
+	}
+	if !ok || len(out) != 4 {
+		t.Fatalf("README's S3 block: want its 4 cairn commands (backup, pool list, key export, volume ls), found %d", len(out))
+	}
+	return out
 }

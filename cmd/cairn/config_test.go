@@ -301,7 +301,7 @@ func TestREADMEConfigSnippets(t *testing.T) {
 	if len(blocks) == 0 {
 		t.Fatal("the README shows no config file (a ```jsonc block)")
 	}
-	tape, sftp := false, false
+	tape, sftp, s3 := false, false, false
 	for i, b := range blocks {
 		body, _, ok := strings.Cut(b, "```")
 		if !ok {
@@ -324,6 +324,10 @@ func TestREADMEConfigSnippets(t *testing.T) {
 			tape = true
 		}
 		sftp = sftp || strings.Contains(body, `"sftp_pools"`)
+		s3 = s3 || strings.Contains(body, `"s3_pools"`)
+	}
+	if !s3 {
+		t.Error("no config snippet of the README sets up an S3 pool (s3_pools)")
 	}
 	if !sftp {
 		t.Error("no config snippet of the README sets up an SFTP pool (sftp_pools)")
