@@ -2,6 +2,7 @@ package storagenode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,8 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/internal/s3test"
 	"github.com/cairnbackup/cairn/media/s3vol"
+	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // s3Case is pool P in a bucket with object lock on a real versitygw on
@@ -93,5 +99,38 @@ func TestS3CredentialsNeverLoose(t *testing.T) {
 	p, err := newS3Pool(S3PoolConfig{Name: "P", Endpoint: "http://127.0.0.1:9", Bucket: "b"})
 	if err != nil || p.target.Config().AccessKey != "from-env" {
 		t.Fatalf("credentials from the environment: %v", err)
+	}
+}
+
+// The servers' order to delete an expired volume of an S3 pool is
+// refused as wrong_state while the store holds its objects locked, and
+// carried out, every object gone, once the lock's date has passed; a
+// repeat is done.
+func TestS3VolumeDeleteWaitsForTheLock(t *testing.T) {
+	var srv *s3test.Server
+	r := newMediaRig(t, mediumCase{name: "s3", servers: s3PoolP, pool: s3On(&srv, func(_ testing.TB, _ *s3test.Server, c *S3PoolConfig) {
+		c.DefaultLock = 2 * time.Second
+	})})
+	p := r.node.byPool["P"].(*s3Pool)
+	ctx := context.Background()
+	id := uuid.New()
+	if err := p.target.Create(ctx, "P-0001", volume.Label{VolumeID: id, BlockSize: volume.MinBlockSize, Created: time.Now()}, p.lock(wire.VolumeGrant{}, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	order := func() error {
+		return wire.Request(ctx, r.nc, wire.NodeSubject("sn1", wire.OpNodeVolumeDelete), wire.VolumeDeleteOrder{Pool: "P", Volume: "P-0001", VolumeID: id}, nil)
+	}
+	if err := order(); wire.CodeOf(err) != wire.CodeWrongState || !strings.Contains(err.Error(), "locked until") {
+		t.Fatalf("order while locked: %v; want wrong_state naming the lock", err)
+	}
+	if _, err := p.target.OpenRead(ctx, "P-0001"); err != nil {
+		t.Fatalf("the volume after a refused order: %v", err)
+	}
+	poll.Until(t, 15*time.Second, order)
+	if _, err := p.target.OpenRead(ctx, "P-0001"); !errors.Is(err, s3vol.ErrNoVolume) {
+		t.Fatalf("the volume after the order: %v", err)
+	}
+	if err := order(); err != nil {
+		t.Fatalf("a repeat of the order: %v", err)
 	}
 }
