@@ -7,9 +7,9 @@
 //
 // Media (medium.go): a backup session and a restore see a pool only
 // through the medium interface, which the disk pool (diskpool.go), the
-// tape pool (tapepool.go, spool.go) and the SFTP pool (sftppool.go)
-// implement; backup.go and restore.go never ask which one they have. To
-// add a medium (S3): write its
+// tape pool (tapepool.go, spool.go), the SFTP pool (sftppool.go) and the
+// S3 pool (s3pool.go) implement; backup.go and restore.go never ask which
+// one they have. To add a medium: write its
 // file (its pool config, and the types that implement medium,
 // appendSession and partReader as medium.go's contract says), give
 // Config the list of its pools and New the line that makes a medium of
@@ -37,6 +37,11 @@
 // directory of an SFTP server (media/sftpvol), over one SSH connection per
 // pool that is redialled when it drops; the target's host key is checked
 // against a known_hosts file.
+//
+// S3 (s3pool.go): volumes in a bucket, each a prefix of immutable objects,
+// one per session part, completed at the part's sync point and born
+// locked until the backup's retention date when the pool locks
+// (media/s3vol); DESIGN.md, "S3 pools".
 //
 // Group (node.go): the node names the group of servers it belongs to in
 // every request, heartbeat and order it takes (wire.GroupHeader): its

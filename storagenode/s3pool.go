@@ -151,6 +151,15 @@ type s3Session struct {
 // acquire asks the servers for a volume and opens it in the bucket,
 // creating its label object first when it is new.
 func (s *s3Session) acquire(ctx context.Context, done volume.Appender) (volume.Appender, wire.VolumeGrant, error) {
+	if done == nil {
+		// Before the servers grant a volume: a store that refuses the
+		// credentials, a bucket missing or without the object lock the
+		// pool needs fail the session with what to do, having written
+		// nothing.
+		if err := s.d.target.Check(ctx); err != nil {
+			return nil, wire.VolumeGrant{}, err
+		}
+	}
 	var used []uuid.UUID
 	for _, o := range s.opened {
 		used = append(used, o.VolumeID())

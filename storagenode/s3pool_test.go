@@ -134,3 +134,50 @@ func TestS3VolumeDeleteWaitsForTheLock(t *testing.T) {
 		t.Fatalf("a repeat of the order: %v", err)
 	}
 }
+
+// A backup to a store that refuses the node's credentials, to a bucket
+// that does not exist, or to a bucket without object lock for a pool
+// that locks, fails at once with the reason and what to do, and no
+// volume is granted.
+func TestS3BackupSaysWhatIsWrongWithTheStore(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		tweak func(testing.TB, *s3test.Server, *S3PoolConfig)
+		want  []string
+	}{
+		{"credentials", func(t testing.TB, _ *s3test.Server, c *S3PoolConfig) {
+			c.CredentialsFile = writeS3Credentials(t, s3test.AccessKey, "not-the-secret")
+		}, []string{"refused the node's credentials", "credentials file"}},
+		{"bucket", func(_ testing.TB, _ *s3test.Server, c *S3PoolConfig) { c.Bucket = "no-such-bucket" },
+			[]string{"bucket no-such-bucket", "create the bucket"}},
+		{"no lock", func(t testing.TB, s *s3test.Server, c *S3PoolConfig) {
+			s.Bucket(t, "plain", false)
+			c.Bucket = "plain"
+		}, []string{"does not have object lock enabled", "set no lock mode"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newMediaRig(t, mediumCase{name: "s3", servers: s3PoolP, pool: s3On(nil, c.tweak)})
+			if _, err := r.sendFiles(1, randomFiles(9, 2, 10<<10), sendOpts{}); err == nil {
+				t.Fatal("the backup succeeded")
+			}
+			poll.Until(t, 20*time.Second, func() error {
+				r.fake.mu.Lock()
+				defer r.fake.mu.Unlock()
+				if len(r.fake.aborts) == 0 {
+					return errors.New("the failed session was not reported")
+				}
+				for _, w := range c.want {
+					if msg := r.fake.aborts[0].Error.Message; !strings.Contains(msg, w) {
+						return fmt.Errorf("the session failed with %q, which does not say %q", msg, w)
+					}
+				}
+				return nil
+			})
+			r.fake.mu.Lock()
+			defer r.fake.mu.Unlock()
+			if len(r.fake.vols) != 0 {
+				t.Fatalf("volumes were granted: %+v", r.fake.vols)
+			}
+		})
+	}
+}
