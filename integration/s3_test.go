@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/internal/s3test"
 	"github.com/cairnbackup/cairn/media/s3vol"
 	"github.com/cairnbackup/cairn/sample"
@@ -97,6 +99,23 @@ func TestS3PoolEndToEnd(t *testing.T) {
 	s.restore(to, "--backup", strconv.FormatUint(job.BackupID, 10))
 	checkRestored(t, snap, to, src)
 
+	// The pool's target, as the node's heartbeat tells the servers.
+	poll.Until(t, 10*time.Second, func() error {
+		s.json(&pools, "pool", "list")
+		for _, pl := range pools {
+			if pl.Name != "Vault" {
+				continue
+			}
+			if tg := pl.Nodes[0].Target; tg == nil || !tg.Reachable || tg.BytesWritten == 0 || tg.BytesRead == 0 || tg.Errors != 0 {
+				return fmt.Errorf("pool list: Vault's target %+v", tg)
+			}
+			return nil
+		}
+		return errors.New("pool list has no Vault")
+	})
+	if out := s.ok("pool", "list").stdout; !strings.Contains(out, s3.Endpoint()+"/cairn-vault reachable, write ") {
+		t.Errorf("pool list does not say the target is reachable and how fast it took the backup:\n%s", out)
+	}
 	s.ok(readme[2]...)
 	var listing volumeListing
 	s.json(&listing, readme[3]...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -96,6 +97,8 @@ func validateS3Pools(pools []S3PoolConfig, seen map[string]bool, bad func(field,
 type s3Pool struct {
 	cfg    S3PoolConfig
 	target *s3vol.Pool
+	// probing: a check of the store is under way in the background.
+	probing atomic.Bool
 }
 
 func newS3Pool(c S3PoolConfig) (*s3Pool, error) {
@@ -116,8 +119,31 @@ func (d *s3Pool) register() wire.NodePool {
 	return wire.NodePool{Name: d.cfg.Name, Type: mediaS3, Dir: d.cfg.Endpoint + "/" + d.cfg.Bucket + "/" + d.cfg.Prefix, MaxVolumeBytes: d.cfg.MaxVolumeBytes}
 }
 
-// usage cannot tell: a bucket has no size to fill.
-func (d *s3Pool) usage() (wire.PoolUsage, bool) { return wire.PoolUsage{}, false }
+// probeAge is how old the store's last answer may be before a report
+// asks it again: a pool no backup uses still says whether it is reachable.
+const probeAge = 30 * time.Second
+
+// usage is the store's state, for pool list and the metrics: a bucket has
+// no size to fill. It never waits on the store: an answer older than
+// probeAge starts a check in the background, one at a time, which the
+// next report shows.
+func (d *s3Pool) usage() (wire.PoolUsage, bool) {
+	st := d.target.Stats()
+	if time.Since(st.Checked) > probeAge && d.probing.CompareAndSwap(false, true) {
+		go func() {
+			defer d.probing.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), probeAge)
+			defer cancel()
+			_ = d.target.Check(ctx)
+		}()
+	}
+	return wire.PoolUsage{Name: d.cfg.Name, Target: &wire.TargetStatus{
+		Addr: d.cfg.Endpoint + "/" + d.cfg.Bucket, Tried: st.Tried, Reachable: st.Reachable,
+		BytesWritten: st.BytesWritten, BytesRead: st.BytesRead,
+		WriteSeconds: st.WriteBusy.Seconds(), ReadSeconds: st.ReadBusy.Seconds(),
+		Errors: st.Errors, LastError: st.LastError, LastErrorAt: st.LastErrorAt,
+	}}, st.Tried
+}
 
 func (d *s3Pool) reads(p wire.ReadPart) bool {
 	return p.MediaType == mediaS3 && p.Pool == d.cfg.Name

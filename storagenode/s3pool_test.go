@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/internal/s3test"
@@ -179,5 +180,63 @@ func TestS3BackupSaysWhatIsWrongWithTheStore(t *testing.T) {
 				t.Fatalf("volumes were granted: %+v", r.fake.vols)
 			}
 		})
+	}
+}
+
+// The node reports how its S3 store fares, in its pool usage and its
+// metrics: reachable with the bytes a backup sent and the time it took,
+// then unreachable with the error once the store is killed.
+func TestS3TargetReachabilityThroughputErrors(t *testing.T) {
+	var srv *s3test.Server
+	r := newMediaRig(t, mediumCase{name: "s3", servers: s3PoolP, pool: s3On(&srv, nil)})
+	target := func() *wire.TargetStatus {
+		for _, u := range r.node.usage() {
+			if u.Name == "P" {
+				if u.FreeBytes != 0 || u.TotalBytes != 0 {
+					t.Fatalf("an S3 pool reports a size: %+v", u)
+				}
+				return u.Target
+			}
+		}
+		t.Fatal("no usage of pool P")
+		return nil
+	}
+	if _, err := r.sendFiles(1, randomFiles(21, 4, 300<<10), sendOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	r.fake.commit(t, 1)
+	if ts := target(); !ts.Tried || !ts.Reachable || ts.BytesWritten < 4*300<<10/2 || ts.WriteRate() <= 0 || ts.Errors != 0 {
+		t.Fatalf("target after a backup: %+v", ts)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&poolCollector{n: r.node})
+	up := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "cairn_node_pool_target_up" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no cairn_node_pool_target_up")
+		return 0
+	}
+	if up() != 1 {
+		t.Fatal("cairn_node_pool_target_up is not 1 for a store that answers")
+	}
+	srv.Stop()
+	if _, err := r.sendFiles(2, randomFiles(22, 2, 10<<10), sendOpts{}); err == nil {
+		t.Fatal("a backup to a store that is gone succeeded")
+	}
+	poll.Until(t, 30*time.Second, func() error {
+		if ts := target(); ts.Reachable || ts.Errors == 0 || !strings.Contains(ts.LastError, "did not answer") {
+			return fmt.Errorf("target with the store gone: %+v", ts)
+		}
+		return nil
+	})
+	if up() != 0 {
+		t.Fatal("cairn_node_pool_target_up is not 0 for a store that is gone")
 	}
 }

@@ -165,9 +165,10 @@ func (e *StoreError) Unreachable() bool { return e.Code == "" }
 
 // Pool is one bucket's volumes.
 type Pool struct {
-	cfg  Config
-	c    *minio.Client
-	core minio.Core
+	cfg   Config
+	c     *minio.Client
+	core  minio.Core
+	stats stats
 }
 
 // New returns the pool of cfg; it connects on first use.
@@ -249,7 +250,9 @@ func (p *Pool) storeErr(err error) error {
 func (p *Pool) Check(ctx context.Context) error {
 	// A listing, not a HEAD: a HEAD's refusal has no body, so wrong
 	// credentials and a missing permission would look alike.
-	if _, err := p.core.ListObjectsV2(p.cfg.Bucket, p.cfg.Prefix, "", "", "/", 1); err != nil {
+	_, err := p.core.ListObjectsV2(p.cfg.Bucket, p.cfg.Prefix, "", "", "/", 1)
+	p.stats.note(p.storeErr(err), time.Now())
+	if err != nil {
 		return fmt.Errorf("s3 pool %q: %w", p.cfg.Pool, p.storeErr(err))
 	}
 	if p.cfg.LockMode == LockNone {
@@ -551,15 +554,21 @@ func (r *Reader) ReadAt(b []byte, off int64) (int, error) {
 		if err := opts.SetRange(at, at+want-1); err != nil {
 			return n, err
 		}
+		t0 := time.Now()
 		body, _, _, err := r.p.core.GetObject(r.ctx, r.p.cfg.Bucket, o.key, opts)
 		if err != nil {
-			return n, fmt.Errorf("s3 pool %q: read %s at %d: %w", r.p.cfg.Pool, o.key, at, r.p.storeErr(err))
+			err = r.p.storeErr(err)
+			r.p.stats.note(err, time.Now())
+			return n, fmt.Errorf("s3 pool %q: read %s at %d: %w", r.p.cfg.Pool, o.key, at, err)
 		}
 		k, err := io.ReadFull(body, b[n:n+int(want)])
 		body.Close()
 		n += k
+		err = r.p.storeErr(err)
+		r.p.stats.note(err, time.Now())
+		r.p.stats.read(int64(k), time.Since(t0))
 		if err != nil {
-			return n, fmt.Errorf("s3 pool %q: read %s at %d: %w", r.p.cfg.Pool, o.key, at, r.p.storeErr(err))
+			return n, fmt.Errorf("s3 pool %q: read %s at %d: %w", r.p.cfg.Pool, o.key, at, err)
 		}
 		i++
 	}
@@ -734,18 +743,22 @@ func (a *Appender) uploadPart() error {
 		o := minio.PutObjectOptions{}
 		a.pool.lockOpts(&o, a.lock)
 		id, err := a.pool.core.NewMultipartUpload(a.ctx, a.pool.cfg.Bucket, a.key, o)
+		a.pool.stats.note(a.pool.storeErr(err), time.Now())
 		if err != nil {
 			return fmt.Errorf("s3 pool %q: volume %s: begin the upload of %s: %w", a.pool.cfg.Pool, a.name, a.key, a.pool.storeErr(err))
 		}
 		a.uploadID = id
 	}
 	sum := md5.Sum(a.buf)
+	t0 := time.Now()
 	part, err := a.pool.core.PutObjectPart(a.ctx, a.pool.cfg.Bucket, a.key, a.uploadID, len(a.parts)+1,
 		bytes.NewReader(a.buf), int64(len(a.buf)), minio.PutObjectPartOptions{Md5Base64: base64.StdEncoding.EncodeToString(sum[:])})
+	a.pool.stats.note(a.pool.storeErr(err), time.Now())
 	if err != nil {
 		return fmt.Errorf("s3 pool %q: write volume %s at offset %d: %w", a.pool.cfg.Pool, a.name, a.objStart+a.uploaded, a.pool.storeErr(err))
 	}
 	a.parts = append(a.parts, minio.CompletePart{PartNumber: part.PartNumber, ETag: part.ETag})
+	a.pool.stats.wrote(int64(len(a.buf)), time.Since(t0))
 	a.uploaded += int64(len(a.buf))
 	a.buf = a.buf[:0]
 	return nil
@@ -761,7 +774,12 @@ func (a *Appender) Sync() error {
 	if a.uploadID == "" {
 		a.gen++
 		key := objectKey(a.prefix, a.objStart, a.gen)
+		t0 := time.Now()
 		info, err := a.pool.put(a.ctx, key, a.buf, a.lock)
+		a.pool.stats.note(err, time.Now())
+		if err == nil {
+			a.pool.stats.wrote(size, time.Since(t0))
+		}
 		if err != nil {
 			return fmt.Errorf("s3 pool %q: write volume %s at offset %d: %w", a.pool.cfg.Pool, a.name, a.objStart, err)
 		}
@@ -773,7 +791,12 @@ func (a *Appender) Sync() error {
 			return err
 		}
 	}
+	t0 := time.Now()
 	info, err := a.pool.core.CompleteMultipartUpload(a.ctx, a.pool.cfg.Bucket, a.key, a.uploadID, a.parts, minio.PutObjectOptions{})
+	a.pool.stats.note(a.pool.storeErr(err), time.Now())
+	if err == nil {
+		a.pool.stats.wrote(0, time.Since(t0))
+	}
 	if err != nil {
 		return fmt.Errorf("s3 pool %q: volume %s: complete the upload of %s: %w", a.pool.cfg.Pool, a.name, a.key, a.pool.storeErr(err))
 	}
