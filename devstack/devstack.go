@@ -69,6 +69,9 @@ type Config struct {
 	// MountPoll is how often a job waiting for a tape or a drive looks
 	// again, and how often a backup waiting for a volume asks; 1s when 0.
 	MountPoll time.Duration
+	// S3Pools are more pools of the storage node, in S3 buckets (a
+	// benchmark or a trial of an offsite store).
+	S3Pools []storagenode.S3PoolConfig
 	// Logger receives every role's log; discarded when nil.
 	Logger *slog.Logger
 	// Registry receives every role's metrics, each labelled with its role
@@ -208,6 +211,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		nc.TapePools = []storagenode.TapePoolConfig{tp}
 		nc.VolumeWaitPoll = cfg.MountPoll
 	}
+	nc.S3Pools = cfg.S3Pools
 	node, err := storagenode.New(nc, cfg.Logger, cfg.registry("storagenode"))
 	if err != nil {
 		return nil, err

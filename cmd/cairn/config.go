@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -223,6 +224,8 @@ func devExample(def roleConfig) configfile.Example {
 	cfg.Client = "web1"
 	cfg.MaxVolumeSize = 4 << 30
 	cfg.PprofAddr = "127.0.0.1:6060"
+	cfg.S3Pools = []storagenode.S3PoolConfig{{Name: "Vault", Endpoint: "http://127.0.0.1:7070", Bucket: "cairn-dev", Region: "us-east-1",
+		CredentialsFile: "/var/tmp/cairn-s3.json", LockMode: "governance", DefaultLock: 24 * time.Hour}}
 	common := *def.common
 	common.LogLevel = "debug"
 	return configfile.Example{

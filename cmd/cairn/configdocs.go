@@ -64,6 +64,7 @@ var configDocs = configfile.Merge(
 		"NATSPort":      "NATSPort is the port of the embedded NATS server, which listens on\n127.0.0.1 only.",
 		"PprofAddr":     "PprofAddr serves net/http/pprof on this address (/debug/pprof/),\nfor profiling; empty serves none.",
 		"RaftAddr":      "RaftAddr is the address of the server's Raft transport.",
+		"S3Pools":       "S3Pools are more pools of the storage node, in S3 buckets, as in a\nstorage node's config (a trial of an offsite store, bench/s3.sh).",
 	}),
 	configfile.For[roleFields](map[string]string{
 		"LogFormat":   "LogFormat is \"text\" for people, or \"json\" for a log shipper: one\nJSON object a line (time, level, msg and the attributes as fields).",

@@ -523,6 +523,9 @@ type devConfig struct {
 	// PprofAddr serves net/http/pprof on this address (/debug/pprof/),
 	// for profiling; empty serves none.
 	PprofAddr string `json:"pprof_addr"`
+	// S3Pools are more pools of the storage node, in S3 buckets, as in a
+	// storage node's config (a trial of an offsite store, bench/s3.sh).
+	S3Pools []storagenode.S3PoolConfig `json:"s3_pools" config:"fileonly"`
 }
 
 // defaultDevConfig is cairn dev's defaults.
@@ -596,7 +599,7 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 			reg := newRegistry()
 			st, err := devstack.Start(ctx, devstack.Config{
 				Dir: abs, NATSPort: dc.NATSPort, RaftAddr: dc.RaftAddr, Client: dc.Client,
-				MaxVolumeBytes: dc.MaxVolumeSize, Logger: log, Registry: reg,
+				MaxVolumeBytes: dc.MaxVolumeSize, S3Pools: dc.S3Pools, Logger: log, Registry: reg,
 			})
 			if err != nil {
 				return err
