@@ -26,6 +26,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 )
 
@@ -130,7 +131,7 @@ func Start(t testing.TB) *Server {
 	}
 	var err error
 	for range 5 {
-		s.Port = freePort(t)
+		s.Port = freeport.Loopback(t)
 		if err = s.run(); err == nil {
 			break
 		}
@@ -246,14 +247,4 @@ func (s *Server) Bucket(t testing.TB, name string, lock bool) {
 	if err := s.Client(t).MakeBucket(context.Background(), name, minio.MakeBucketOptions{Region: "us-east-1", ObjectLocking: lock}); err != nil {
 		t.Fatalf("make bucket %s: %v", name, err)
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

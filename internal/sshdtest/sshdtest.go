@@ -34,6 +34,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 )
 
@@ -148,7 +149,7 @@ func StartWith(t testing.TB, o Options) *Server {
 	// another.
 	var lastErr error
 	for range 5 {
-		s.Port = freePort(t)
+		s.Port = freeport.Loopback(t)
 		if lastErr = s.run(t, dir, hostKey, authorized); lastErr == nil {
 			break
 		}
@@ -338,16 +339,6 @@ func descendants(t testing.TB, pid int) []int {
 		}
 	}
 	return out
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // writeKey writes a new ed25519 private key in OpenSSH format at path,

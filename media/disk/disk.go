@@ -135,22 +135,9 @@ func (p *Pool) Create(name string, label volume.Label) (err error) {
 	if min := 8 * int64(label.BlockSize); p.MaxVolumeBytes != 0 && p.MaxVolumeBytes < min {
 		return fmt.Errorf("disk pool %q: volume %s: max volume bytes %d is below %d (8 blocks of %d)", p.Name, name, p.MaxVolumeBytes, min, label.BlockSize)
 	}
-	if label.Pool == "" {
-		label.Pool = p.Name
-	}
-	if label.Name == "" {
-		label.Name = name
-	}
+	label = volume.PagedLabel(label, p.Name, name)
 	if label.MediaType == "" {
 		label.MediaType = "disk"
-	}
-	if label.FormatVersion == 0 {
-		// Format 2: a part takes what it holds, rounded up to a page,
-		// where format 1 rounds it up to a whole block (FORMAT.md, 1).
-		label.FormatVersion = volume.FormatVersion
-		if label.PartAlign == 0 {
-			label.PartAlign = volume.DiskPartAlign
-		}
 	}
 	data, err := volume.EncodeLabel(label)
 	if err != nil {

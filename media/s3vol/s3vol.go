@@ -397,19 +397,7 @@ func (p *Pool) Create(ctx context.Context, name string, label volume.Label, lock
 	if err := volume.ValidBlockSize(label.BlockSize); err != nil {
 		return fmt.Errorf("s3 pool %q: volume %s: %w", p.cfg.Pool, name, err)
 	}
-	if label.Pool == "" {
-		label.Pool = p.cfg.Pool
-	}
-	if label.Name == "" {
-		label.Name = name
-	}
-	if label.FormatVersion == 0 {
-		// Format 2, as a disk volume: parts start on 4 KiB pages.
-		label.FormatVersion = volume.FormatVersion
-		if label.PartAlign == 0 {
-			label.PartAlign = volume.DiskPartAlign
-		}
-	}
+	label = volume.PagedLabel(label, p.cfg.Pool, name)
 	data, err := volume.EncodeLabel(label)
 	if err != nil {
 		return fmt.Errorf("s3 pool %q: create volume %s: %w", p.cfg.Pool, name, err)

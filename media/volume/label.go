@@ -59,6 +59,27 @@ func ValidBlockSize(n int) error {
 	return nil
 }
 
+// PagedLabel is l as the label of a new volume on a random-access medium
+// (a disk file, a file on an SFTP target, a prefix of S3 objects): pool
+// and name filled in where l leaves them empty, and format 2, whose parts
+// take what they hold rounded up to a DiskPartAlign page where format 1
+// rounds up to a whole block (FORMAT.md), unless l names a format.
+func PagedLabel(l Label, pool, name string) Label {
+	if l.Pool == "" {
+		l.Pool = pool
+	}
+	if l.Name == "" {
+		l.Name = name
+	}
+	if l.FormatVersion == 0 {
+		l.FormatVersion = FormatVersion
+		if l.PartAlign == 0 {
+			l.PartAlign = DiskPartAlign
+		}
+	}
+	return l
+}
+
 // EncodeLabel returns the label block padded with zeros to l.BlockSize.
 // A zero FormatVersion means format 2 when PartAlign is set, format 1
 // (parts on block size multiples: tape) when it is not. Both are written:
