@@ -14,6 +14,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/bench/lib.sh"
 WORK=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench}
 RUNS=${RUNS:-1}
 TREE_SIZE=${TREE_SIZE:-268435456}
@@ -50,7 +51,6 @@ fi
 TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d", s}')
 TREE_FILES=$(find "$TREE" -type f | wc -l)
 
-CLK_TCK=$(getconf CLK_TCK)
 RUN=$WORK/s3run
 RESULTS=$WORK/s3-results.tsv
 : >"$RESULTS"
@@ -61,21 +61,6 @@ if [ "${DROP_CACHES:-}" = 1 ]; then
 fi
 
 drop_caches() { sync; [ "$COLD" = yes ] && echo 3 >/proc/sys/vm/drop_caches || true; }
-now() { date +%s.%N; }
-cpu_secs() { awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12+$13)/t }' "/proc/$1/stat"; }
-hwm_mb() { awk '/^VmHWM:/ {printf "%.0f", $2*1024/1e6}' "/proc/$1/status"; }
-reset_hwm() { echo 5 >"/proc/$1/clear_refs"; }
-timev() { awk -F': ' -v k="$2" 'index($0, k) {print $2}' "$1"; }
-time_cpu() { echo "$(timev "$1" 'User time (seconds)') $(timev "$1" 'System time (seconds)')" | awk '{printf "%.2f", $1+$2}'; }
-time_rss_mb() { timev "$1" 'Maximum resident set size (kbytes)' | awk '{printf "%.0f", $1*1024/1e6}'; }
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 20000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-	done
-}
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
 
 VGW_PID= DEV_PID=
 cleanup() {
