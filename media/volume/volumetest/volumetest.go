@@ -1,5 +1,5 @@
 // Package volumetest is the contract test suite of volume.Appender: every
-// medium (disk, SFTP, tape, the storage node's tape spool) runs it in a
+// medium (disk, SFTP, S3, tape, the storage node's tape spool) runs it in a
 // few lines, so they all keep the contract the session writer relies on.
 // An Appender that is also a volume.RecoverableAppender runs the
 // recoverable half of the contract too (Durable, ReadBack), and with
