@@ -18,6 +18,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/bench/lib.sh"
 WORK=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench-consolidate}
 RUNS=${RUNS:-1}
 TREE_SIZE=${TREE_SIZE:-1073741824}
@@ -44,14 +45,6 @@ fi
 drop_caches() {
 	sync
 	if [ "$(id -u)" -eq 0 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
-}
-now() { date +%s.%N; }
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 20000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-	done
 }
 DEV_PID=
 cleanup() {

@@ -1,5 +1,5 @@
 # Measuring helpers of the benchmarks that run Cairn and restic side by
-# side (e2e.sh, s3.sh), sourced by them.
+# side (e2e.sh, s3.sh, consolidate.sh), sourced by them.
 
 CLK_TCK=$(getconf CLK_TCK)
 now() { date +%s.%N; }
