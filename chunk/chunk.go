@@ -1,0 +1,112 @@
+// Package chunk cuts the content of a large file into content-defined
+// blocks, so that a backup of a file changed in place or appended to sends
+// only the blocks that changed: a block boundary depends on the bytes
+// around it (a Rabin fingerprint over a 64-byte window, restic's chunker),
+// not on its offset, so an insertion moves the boundaries after it along
+// with the data instead of changing every block after it.
+//
+// The agent cuts what it sends; anything that must cut a file's content
+// the same way later (a storage node building a synthetic full) uses the
+// same Splitter, with the same size class, and gets the same blocks.
+package chunk
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/restic/chunker"
+)
+
+// Threshold is the size from which a file is cut into blocks. Below it a
+// changed file is sent whole: at most a block or two of it would be saved,
+// and its index entry stays as small as it was.
+const Threshold = 1 << 20
+
+// MaxBlocks bounds the blocks of one file version, so that its block list
+// (about 45 bytes a block in the index) fits one FileEnd record and one
+// index segment: a larger file gets larger blocks (Bits).
+const MaxBlocks = 4096
+
+// Pol is the irreducible polynomial of the fingerprint. It is fixed, not
+// drawn per client as restic draws one per repository: blocks are never
+// shared between clients (a file's blocks come from its own earlier
+// versions only), so there is no store in which one client could learn
+// from block boundaries what another holds, and a fixed one lets every
+// component cut a file the same way without being told how.
+const Pol = chunker.Pol(0x3DA3358B4DC173)
+
+// MinBits and MaxBits bound the size class: 2^Bits is the average block.
+const (
+	MinBits = 20 // 1 MiB blocks, restic's
+	MaxBits = 30
+)
+
+// Bits is the size class for a file of size bytes: the smallest, from
+// MinBits, whose smallest block (half the average) keeps the file within
+// MaxBlocks blocks. A file keeps the class of its previous version while
+// that still holds (Keep), so that growth does not move every boundary.
+func Bits(size int64) int {
+	b := MinBits
+	for b < MaxBits && size/(int64(1)<<(b-1)) >= MaxBlocks {
+		b++
+	}
+	return b
+}
+
+// Keep reports whether a file of size bytes may still be cut with size
+// class bits: it then stays within MaxBlocks blocks.
+func Keep(size int64, bits int) bool {
+	return bits >= MinBits && bits <= MaxBits && size/(int64(1)<<(bits-1)) < MaxBlocks
+}
+
+// Sizes are the smallest and largest block of a size class: half and eight
+// times the average, restic's proportions.
+func Sizes(bits int) (minSize, maxSize int) {
+	return 1 << (bits - 1), 1 << (bits + 3)
+}
+
+// Splitter cuts one stream into blocks. It keeps a buffer of the largest
+// block between calls; Reset reuses it for the next file.
+type Splitter struct {
+	c    *chunker.Chunker
+	buf  []byte
+	bits int
+}
+
+// ErrBits is returned for a size class outside MinBits..MaxBits.
+var ErrBits = errors.New("block size class out of range")
+
+// Reset makes s cut r with size class bits.
+func (s *Splitter) Reset(r io.Reader, bits int) error {
+	if bits < MinBits || bits > MaxBits {
+		return fmt.Errorf("%w: %d, want %d..%d", ErrBits, bits, MinBits, MaxBits)
+	}
+	lo, hi := Sizes(bits)
+	if s.c == nil {
+		s.c = chunker.NewWithBoundaries(r, Pol, uint(lo), uint(hi))
+	} else {
+		s.c.ResetWithBoundaries(r, Pol, uint(lo), uint(hi))
+	}
+	s.c.SetAverageBits(bits)
+	if cap(s.buf) < hi {
+		s.buf = make([]byte, hi)
+	}
+	s.bits = bits
+	return nil
+}
+
+// Next returns the next block's bytes, valid until the next call, or
+// io.EOF after the last block. An error of the reader is returned as it
+// came.
+func (s *Splitter) Next() ([]byte, error) {
+	if s.c == nil {
+		return nil, io.EOF
+	}
+	c, err := s.c.Next(s.buf)
+	if err != nil {
+		return nil, err
+	}
+	return c.Data, nil
+}
+

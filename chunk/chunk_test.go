@@ -1,0 +1,95 @@
+package chunk
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+)
+
+func cut(t *testing.T, data []byte, bits int) [][32]byte {
+	t.Helper()
+	var s Splitter
+	if err := s.Reset(bytes.NewReader(data), bits); err != nil {
+		t.Fatal(err)
+	}
+	var out [][32]byte
+	total := 0
+	for {
+		b, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(b)
+		out = append(out, sha256.Sum256(b))
+	}
+	if total != len(data) {
+		t.Fatalf("blocks cover %d bytes of %d", total, len(data))
+	}
+	return out
+}
+
+func shared(a, b [][32]byte) int {
+	in := map[[32]byte]bool{}
+	for _, h := range a {
+		in[h] = true
+	}
+	n := 0
+	for _, h := range b {
+		if in[h] {
+			n++
+		}
+	}
+	return n
+}
+
+// TestInPlaceAndInsert: an overwrite in place changes the one or two
+// blocks around it, and so does an insertion, which fixed blocks would not
+// survive; an append changes only the last block.
+func TestInPlaceAndInsert(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	data := make([]byte, 16<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	base := cut(t, data, MinBits)
+	if len(base) < 8 || len(base) > 32 {
+		t.Fatalf("%d blocks of 16 MiB, want about 16", len(base))
+	}
+	over := bytes.Clone(data)
+	copy(over[5<<20:], bytes.Repeat([]byte{7}, 4096))
+	ins := append(append(bytes.Clone(data[:10<<20]), bytes.Repeat([]byte{9}, 1000)...), data[10<<20:]...)
+	app := append(bytes.Clone(data), bytes.Repeat([]byte{5}, 3<<20)...)
+	for name, c := range map[string][]byte{"overwrite": over, "insert": ins, "append": app} {
+		got := cut(t, c, MinBits)
+		if changed := len(got) - shared(base, got); changed > 3+len(got)-len(base) {
+			t.Errorf("%s: %d of %d blocks new", name, changed, len(got))
+		}
+	}
+}
+
+func TestBits(t *testing.T) {
+	for _, c := range []struct {
+		size int64
+		bits int
+	}{{0, 20}, {1 << 30, 20}, {2 << 30, 21}, {100 << 30, 26}, {1 << 62, MaxBits}} {
+		if got := Bits(c.size); got != c.bits {
+			t.Errorf("Bits(%d) = %d, want %d", c.size, got, c.bits)
+		}
+		if c.bits < MaxBits && !Keep(c.size, c.bits) {
+			t.Errorf("Keep(%d, %d) false for its own class", c.size, c.bits)
+		}
+	}
+	if Keep(4<<30, 20) {
+		t.Error("4 GiB in 1 MiB blocks may exceed MaxBlocks, yet kept")
+	}
+	var s Splitter
+	if err := s.Reset(bytes.NewReader(nil), 12); !errors.Is(err, ErrBits) {
+		t.Fatalf("class 12: %v", err)
+	}
+}
