@@ -109,4 +109,3 @@ func (s *Splitter) Next() ([]byte, error) {
 	}
 	return c.Data, nil
 }
-
