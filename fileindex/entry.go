@@ -63,6 +63,11 @@ type Location struct {
 	// EndSeq is the block that holds the entry's FileEnd record; a damaged
 	// block between Seq and EndSeq damages this entry.
 	EndSeq uint64 `json:"end_seq"`
+	// Len is set on the location of a block of a large file's content
+	// (Block.Loc) only: the bytes of content to read from the Data record
+	// at Seq and InBlock on, where an entry is read from its FileHeader to
+	// its FileEnd.
+	Len uint64 `json:"len,omitempty"`
 }
 
 // Entry is one version of one path.
@@ -94,8 +99,12 @@ type Entry struct {
 	// Flags are the inode flags of chattr(1) that a restore can set again
 	// (FlagsKept of what FS_IOC_GETFLAGS gave), for regular files and
 	// directories.
-	Flags uint32   `json:"flags,omitempty"`
-	Loc   Location `json:"loc"`
+	Flags uint32 `json:"flags,omitempty"`
+	// Blocks is the block list of a large regular file (chunk.Threshold
+	// and up) sent by blocks; nil for every other entry, whose content
+	// lies whole between its FileHeader and its FileEnd.
+	Blocks *BlockList `json:"blocks,omitempty"`
+	Loc    Location   `json:"loc"`
 }
 
 // HashKind says what an entry's Hash is the digest of.
@@ -240,6 +249,8 @@ const (
 	// Added after the first release; decoders that predate them skip them.
 	tagFlags    = 23
 	tagHashKind = 24
+	// Version 3 of the volume format: a large file's block list.
+	tagBlocks = 25
 )
 
 // ErrCorrupt is wrapped by every decoding error.
@@ -312,6 +323,9 @@ func AppendEntry(dst []byte, e *Entry) []byte {
 	num(tagHashKind, uint64(e.HashKind))
 	num(tagInBlock, uint64(e.Loc.InBlock))
 	num(tagEndSeq, e.Loc.EndSeq)
+	if e.Blocks != nil {
+		dst = appendBytesField(dst, tagBlocks, AppendBlockList(nil, e.Blocks))
+	}
 	return dst
 }
 
@@ -333,12 +347,12 @@ func DecodeEntry(b []byte) (Entry, error) {
 		b = b[n+int(l):]
 		var u uint64
 		switch tag {
-		case tagPath, tagUser, tagGroup, tagTarget, tagXattr, tagHash:
+		case tagPath, tagUser, tagGroup, tagTarget, tagXattr, tagHash, tagBlocks:
 		default:
 			var m int
 			u, m = binary.Uvarint(v)
 			if m <= 0 || m != len(v) {
-				if tag <= tagHashKind {
+				if tag <= tagBlocks {
 					return e, fmt.Errorf("%w: field %d is not a varint", ErrCorrupt, tag)
 				}
 				continue
@@ -401,6 +415,12 @@ func DecodeEntry(b []byte) (Entry, error) {
 			e.Flags = uint32(u)
 		case tagHashKind:
 			e.HashKind = HashKind(u)
+		case tagBlocks:
+			bl, err := DecodeBlockList(v)
+			if err != nil {
+				return e, fmt.Errorf("entry %q: %w", e.Path, err)
+			}
+			e.Blocks = bl
 		}
 	}
 	if e.Path == "" {

@@ -16,6 +16,7 @@ func seedEntries() []Entry {
 		{Path: "/srv/link", Type: TypeSymlink, Target: "data"},
 		{Path: "/srv/old", Type: TypeDeleted},
 		{Path: "/srv/x", Type: TypeHardlink, Target: "/srv/data/ünïcode name.txt"},
+		largeVersion(3),
 	}
 }
 

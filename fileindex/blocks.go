@@ -1,0 +1,161 @@
+package fileindex
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// BlockList is how a large file's version is made of content-defined
+// blocks (package chunk): each block's digest, and where its bytes lie,
+// in the session of the entry or in the session of an earlier version of
+// the same file. An incremental sends only the blocks its base version did
+// not have; a restore reads each block where it lies.
+//
+// Blocks come only from the file's own earlier versions, in the chain of
+// the backup that holds the entry, never from another client or another
+// path: a restore of one client never needs another's media.
+type BlockList struct {
+	// Bits is the size class the file was cut with (chunk.Bits): the next
+	// version is cut the same way while the class still suits its size.
+	Bits uint8 `json:"bits"`
+	// Sessions are the other sessions the blocks lie in, referred to by
+	// Block.Session 1 to len(Sessions); 0 is the entry's own session.
+	Sessions [][16]byte `json:"sessions,omitempty"`
+	Blocks   []Block    `json:"blocks"`
+}
+
+// Block is one block of a file's content, in file order: the blocks of a
+// list tile the file from offset 0.
+type Block struct {
+	Hash [32]byte `json:"hash"` // SHA-256 of the block's bytes
+	// Session says which session holds the bytes: 0 the entry's own, n
+	// BlockList.Sessions[n-1].
+	Session uint32 `json:"session,omitempty"`
+	// Loc is where the block's first Data record lies in that session,
+	// Loc.Len its length in bytes, Loc.EndSeq the block (of the volume)
+	// holding its last byte. In the FileEnd record of a stream, a block
+	// sent in that stream has only Len: the storage node places it.
+	Loc Location `json:"loc"`
+}
+
+// Size is the number of content bytes the list covers.
+func (bl *BlockList) Size() uint64 {
+	var n uint64
+	for i := range bl.Blocks {
+		n += bl.Blocks[i].Loc.Len
+	}
+	return n
+}
+
+// SessionOf is the session that holds block i, with own standing for
+// the entry's own session.
+func (bl *BlockList) SessionOf(i int, own [16]byte) [16]byte {
+	if s := bl.Blocks[i].Session; s > 0 {
+		return bl.Sessions[s-1]
+	}
+	return own
+}
+
+// minBlockEncoding is the fewest bytes a block's encoding takes: its
+// digest and six one-byte varints.
+const minBlockEncoding = 32 + 6
+
+// AppendBlockList appends the encoding of bl: uvarint bits, uvarint count
+// of sessions and their 16 bytes each, uvarint count of blocks, and per
+// block its 32-byte digest, then uvarints session, length, seq, off,
+// in_block and end_seq - seq (media/volume/FORMAT.md, section 8).
+func AppendBlockList(dst []byte, bl *BlockList) []byte {
+	dst = binary.AppendUvarint(dst, uint64(bl.Bits))
+	dst = binary.AppendUvarint(dst, uint64(len(bl.Sessions)))
+	for _, s := range bl.Sessions {
+		dst = append(dst, s[:]...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(bl.Blocks)))
+	for i := range bl.Blocks {
+		b := &bl.Blocks[i]
+		dst = append(dst, b.Hash[:]...)
+		dst = binary.AppendUvarint(dst, uint64(b.Session))
+		dst = binary.AppendUvarint(dst, b.Loc.Len)
+		dst = binary.AppendUvarint(dst, b.Loc.Seq)
+		dst = binary.AppendUvarint(dst, b.Loc.Off)
+		dst = binary.AppendUvarint(dst, uint64(b.Loc.InBlock))
+		dst = binary.AppendUvarint(dst, b.Loc.EndSeq-min(b.Loc.EndSeq, b.Loc.Seq))
+	}
+	return dst
+}
+
+// DecodeBlockList decodes what AppendBlockList wrote, all of b. Counts
+// are checked against the bytes left before anything is allocated by
+// them.
+func DecodeBlockList(b []byte) (*BlockList, error) {
+	var err error
+	next := func() uint64 {
+		if err != nil {
+			return 0
+		}
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			err = fmt.Errorf("%w: block list: bad varint", ErrCorrupt)
+			return 0
+		}
+		b = b[n:]
+		return v
+	}
+	bl := &BlockList{}
+	bits := next()
+	ns := next()
+	if err != nil {
+		return nil, err
+	}
+	if bits > 63 {
+		return nil, fmt.Errorf("%w: block list: size class %d", ErrCorrupt, bits)
+	}
+	bl.Bits = uint8(bits)
+	if ns > uint64(len(b)/16) {
+		return nil, fmt.Errorf("%w: block list: %d sessions in %d bytes", ErrCorrupt, ns, len(b))
+	}
+	if ns > 0 {
+		bl.Sessions = make([][16]byte, ns)
+		for i := range bl.Sessions {
+			copy(bl.Sessions[i][:], b[:16])
+			b = b[16:]
+		}
+	}
+	nb := next()
+	if err != nil {
+		return nil, err
+	}
+	if nb > uint64(len(b)/minBlockEncoding) {
+		return nil, fmt.Errorf("%w: block list: %d blocks in %d bytes", ErrCorrupt, nb, len(b))
+	}
+	if nb > 0 {
+		bl.Blocks = make([]Block, nb)
+	}
+	for i := range bl.Blocks {
+		blk := &bl.Blocks[i]
+		if len(b) < 32 {
+			return nil, fmt.Errorf("%w: block list: block %d cut short", ErrCorrupt, i)
+		}
+		copy(blk.Hash[:], b[:32])
+		b = b[32:]
+		s := next()
+		blk.Loc.Len = next()
+		blk.Loc.Seq = next()
+		blk.Loc.Off = next()
+		in := next()
+		end := next()
+		if err != nil {
+			return nil, err
+		}
+		if s > ns || in > 1<<32-1 || end > ^uint64(0)-blk.Loc.Seq || blk.Loc.Len == 0 {
+			return nil, fmt.Errorf("%w: block list: block %d: session %d of %d, in_block %d, length %d", ErrCorrupt, i, s, ns, in, blk.Loc.Len)
+		}
+		blk.Session = uint32(s)
+		blk.Loc.InBlock = uint32(in)
+		blk.Loc.EndSeq = blk.Loc.Seq + end
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%w: block list: %d bytes after its last block", ErrCorrupt, len(b))
+	}
+	return bl, nil
+}
