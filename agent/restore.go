@@ -388,7 +388,7 @@ func (r *Restorer) Record(t volume.RecordType, body []byte) error {
 		if r.cur == nil {
 			return fmt.Errorf("restore stream: %w: a FileEnd without its FileHeader", volume.ErrBadRecord)
 		}
-		status, sum, err := volume.DecodeFileEnd(body)
+		status, sum, _, err := volume.DecodeFileEnd(body)
 		if err != nil {
 			return fmt.Errorf("restore stream: %s: %w", r.cur.e.Path, err)
 		}

@@ -126,7 +126,7 @@ func entriesOf(t testing.TB, stream []byte) []streamEntry {
 			if cur == nil {
 				t.Fatal("FileEnd outside an entry")
 			}
-			st, h, err := volume.DecodeFileEnd(r.body)
+			st, h, _, err := volume.DecodeFileEnd(r.body)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -168,7 +168,7 @@ func (rb *readBack) fn(t volume.RecordType, body []byte) error {
 		}
 		rb.got[rb.cur] = append(rb.got[rb.cur], data...)
 	case volume.RecFileEnd:
-		_, hash, _ := volume.DecodeFileEnd(body)
+		_, hash, _, _ := volume.DecodeFileEnd(body)
 		h := sha256.Sum256(rb.got[rb.cur])
 		rb.ok[rb.cur] = bytes.Equal(h[:], hash)
 	}

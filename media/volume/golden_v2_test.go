@@ -251,7 +251,7 @@ func TestLabelPartAlign(t *testing.T) {
 		want           int // the version written; 0: refused
 	}{
 		{0, 0, 1}, {0, 4096, 2}, {2, 8192, 2}, {1, 0, 1}, {2, 64 << 10, 2},
-		{1, 4096, 0}, {2, 0, 0}, {2, 1000, 0}, {2, 12288, 0}, {2, 128 << 10, 0}, {3, 4096, 0},
+		{1, 4096, 0}, {2, 0, 0}, {2, 1000, 0}, {2, 12288, 0}, {2, 128 << 10, 0}, {3, 4096, 3}, {3, 0, 0}, {4, 4096, 0},
 	} {
 		l.FormatVersion, l.PartAlign = c.version, c.align
 		b, err := EncodeLabel(l)

@@ -229,7 +229,7 @@ func (rb *readBack) fn(rt RecordType, body []byte) error {
 		copy(c[off:], data)
 		rb.got[rb.cur.Path] = c
 	case RecFileEnd:
-		_, hash, err := DecodeFileEnd(body)
+		_, hash, _, err := DecodeFileEnd(body)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package volume
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -601,6 +602,18 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 		return nil
 	}
 	ls := slices.Clone(locs)
+	// A block read by its location (Len set) is announced to fn by a
+	// RecBlockStart whose body is its index in locs (BlockIndex).
+	type at struct {
+		seq uint64
+		in  uint32
+	}
+	index := map[at]int{}
+	for i, l := range locs {
+		if _, ok := index[at{l.Seq, l.InBlock}]; !ok && l.Len > 0 {
+			index[at{l.Seq, l.InBlock}] = i
+		}
+	}
 	slices.SortFunc(ls, func(a, b fileindex.Location) int {
 		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.InBlock, b.InBlock))
 	})
@@ -622,6 +635,7 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 	var c *cursor
 	defer func() { c.stop() }()
 	w := &wanted{ls: ls, seen: map[uint64]*CorruptBlockError{}}
+	w.index = func(l *fileindex.Location) int { return index[at{l.Seq, l.InBlock}] }
 	for w.i < len(ls) && ls[w.i].Off < r.parts[0].StreamStart {
 		// A volume read without the catalog whose part lost its header
 		// and first blocks starts after these.
@@ -712,6 +726,9 @@ type wanted struct {
 	last *CorruptBlockError  // the latest damage met
 	seen map[uint64]*CorruptBlockError
 	lost []LostEntry
+	// left is what the block being passed on (in, with Len) still holds.
+	left  uint64
+	index func(*fileindex.Location) int
 }
 
 func (w *wanted) lose(l fileindex.Location, d *CorruptBlockError, why string) {
@@ -760,6 +777,17 @@ func (r *SessionReader) walkBlock(it *item, w *wanted, fn func(RecordType, []byt
 			}
 			p = int(l.InBlock)
 			t, body, n, err := ParseRecord(plain[min(p, len(plain)):])
+			if l.Len > 0 {
+				if err != nil || t != RecData {
+					return fmt.Errorf("session %s: %w: seq %d in_block %d is not a Data record", r.session, ErrBadLocation, l.Seq, l.InBlock)
+				}
+				w.in, w.left = l, l.Len
+				w.i++
+				if err := fn(RecBlockStart, binary.AppendUvarint(nil, uint64(w.index(l)))); err != nil {
+					return err
+				}
+				continue // its first Data record is passed on below
+			}
 			if err != nil || t != RecFileHeader {
 				return fmt.Errorf("session %s: %w: seq %d in_block %d is not a FileHeader record", r.session, ErrBadLocation, l.Seq, l.InBlock)
 			}
@@ -776,6 +804,10 @@ func (r *SessionReader) walkBlock(it *item, w *wanted, fn func(RecordType, []byt
 			// CRC and GCM both hold, so this is a writer's bug, not the medium.
 			return fmt.Errorf("session %s: block seq %d at offset %d on volume %s: record at %d: %w", r.session, it.h.Seq, it.off, it.vol, p, err)
 		}
+		if w.in.Len > 0 && t != RecData {
+			w.loseIn(cmp.Or(w.cut, w.last), "its Data records end before the block does")
+			continue
+		}
 		if t == RecFileHeader {
 			// The entry's end was lost with damage; this is the next one.
 			w.loseIn(cmp.Or(w.cut, w.last), "its FileEnd is missing: the next entry begins before it")
@@ -785,6 +817,20 @@ func (r *SessionReader) walkBlock(it *item, w *wanted, fn func(RecordType, []byt
 			return err
 		}
 		p += n
+		if w.in.Len > 0 {
+			_, data, err := DecodeData(body)
+			if err != nil {
+				return fmt.Errorf("session %s: block seq %d: %w", r.session, it.h.Seq, err)
+			}
+			w.left -= min(w.left, uint64(len(data)))
+			if w.left == 0 {
+				if w.cut != nil {
+					w.loseIn(w.cut, "")
+				}
+				w.in = nil
+			}
+			continue
+		}
 		if t == RecFileEnd {
 			if w.cut != nil {
 				w.loseIn(w.cut, "")
@@ -793,6 +839,17 @@ func (r *SessionReader) walkBlock(it *item, w *wanted, fn func(RecordType, []byt
 		}
 	}
 	return nil
+}
+
+// BlockIndex decodes the body of the RecBlockStart that ReadEntries
+// passes before a block read by its location: the block's index in the
+// locations it was given.
+func BlockIndex(body []byte) (int, error) {
+	i, n := binary.Uvarint(body)
+	if n != len(body) || i > math.MaxInt32 {
+		return 0, fmt.Errorf("%w: malformed BlockStart from the reader", ErrBadRecord)
+	}
+	return int(i), nil
 }
 
 // ReadAll reads every record of the session, in order: an extract with no
@@ -813,8 +870,13 @@ func (r *SessionReader) ReadAll(ctx context.Context, fn func(t RecordType, body 
 func (r *SessionReader) RecoverIndex(ctx context.Context, fn func(e fileindex.Entry) error, damaged func(*CorruptBlockError) error) error {
 	var cur *fileindex.Entry
 	var lost []LostEntry
+	var placed placements
 	err := r.walkAll(ctx, func(it *item, p int, t RecordType, body []byte) error {
 		switch t {
+		case RecData:
+			if off, data, err := DecodeData(body); cur != nil && err == nil {
+				placed.add(off, len(data), it.h.Seq, p, it.stream)
+			}
 		case RecFileHeader:
 			e, err := fileindex.DecodeEntry(body)
 			if err != nil {
@@ -823,16 +885,23 @@ func (r *SessionReader) RecoverIndex(ctx context.Context, fn func(e fileindex.En
 			if cur != nil {
 				lost = append(lost, lostEntry(cur.Loc, cur.Path, nil, "its FileEnd is missing: the next entry begins before it"))
 			}
-			e.Hash = nil
+			e.Hash, e.Blocks = nil, nil
 			e.Loc = fileindex.Location{Seq: it.h.Seq, Off: it.stream, InBlock: uint32(p)}
 			cur = &e
+			placed.reset()
 		case RecFileEnd:
 			if cur == nil {
 				return nil
 			}
-			status, hash, err := DecodeFileEnd(body)
+			status, hash, blocks, err := DecodeFileEnd(body)
 			if err != nil {
 				return fmt.Errorf("session %s: block seq %d: %w", r.session, it.h.Seq, err)
+			}
+			if blocks != nil {
+				if err := placed.locate(blocks); err != nil {
+					return fmt.Errorf("session %s: block seq %d: entry %q: %w", r.session, it.h.Seq, cur.Path, err)
+				}
+				cur.Blocks = blocks
 			}
 			if status == EndOK && len(hash) > 0 {
 				cur.Hash = append([]byte(nil), hash...)

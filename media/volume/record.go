@@ -1,9 +1,12 @@
 package volume
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/cairnbackup/cairn/fileindex"
 )
 
 // RecordType tags a record of a session's data stream. The agent sends these
@@ -19,8 +22,18 @@ const (
 	// RecData carries a run of the file's content at an offset; holes of
 	// sparse files are simply not sent.
 	RecData RecordType = 2
-	// RecFileEnd closes the entry opened by the last FileHeader.
+	// RecFileEnd closes the entry opened by the last FileHeader. For a
+	// large file sent by blocks (format 3) it carries the file's block
+	// list after its digest.
 	RecFileEnd RecordType = 3
+	// RecBlockStart is never on a volume and never in a backup stream: a
+	// restore stream gives it before the Data records of one block of a
+	// large file that a restore reads where the block lies, in the session
+	// of an earlier version (fileindex.Location.Len). From
+	// SessionReader.ReadEntries its body is the block's index in the
+	// locations asked for (BlockIndex); in the stream a storage node sends
+	// an agent, where the block goes (BlockStart).
+	RecBlockStart RecordType = 4
 )
 
 func (t RecordType) String() string {
@@ -31,6 +44,8 @@ func (t RecordType) String() string {
 		return "Data"
 	case RecFileEnd:
 		return "FileEnd"
+	case RecBlockStart:
+		return "BlockStart"
 	}
 	return fmt.Sprintf("record(%d)", uint8(t))
 }
@@ -104,6 +119,17 @@ func AppendFileEnd(dst []byte, status uint8, hash []byte) []byte {
 	return append(dst, hash...)
 }
 
+// AppendFileEndBlocks appends the FileEnd record of a large file sent by
+// blocks: its status, its digest (32 bytes) and its block list.
+func AppendFileEndBlocks(dst []byte, status uint8, hash []byte, bl *fileindex.BlockList) []byte {
+	list := fileindex.AppendBlockList(nil, bl)
+	dst = append(dst, byte(RecFileEnd))
+	dst = binary.AppendUvarint(dst, uint64(1+len(hash)+len(list)))
+	dst = append(dst, status)
+	dst = append(dst, hash...)
+	return append(dst, list...)
+}
+
 // ParseRecord reads the record at the start of b and returns its type, body
 // (aliasing b) and encoded length. It returns ErrShortRecord when b ends
 // inside the record.
@@ -138,12 +164,87 @@ func DecodeData(body []byte) (offset int64, data []byte, err error) {
 	return int64(off), body[n:], nil
 }
 
-// DecodeFileEnd splits a FileEnd record body into its status and hash.
-func DecodeFileEnd(body []byte) (status uint8, hash []byte, err error) {
+// DecodeFileEnd splits a FileEnd record body into its status, hash and,
+// for a file sent by blocks, its block list (nil otherwise).
+func DecodeFileEnd(body []byte) (status uint8, hash []byte, blocks *fileindex.BlockList, err error) {
 	if len(body) == 0 {
-		return 0, nil, fmt.Errorf("%w: empty FileEnd", ErrBadRecord)
+		return 0, nil, nil, fmt.Errorf("%w: empty FileEnd", ErrBadRecord)
 	}
-	return body[0], body[1:], nil
+	if len(body) <= 1+sha256.Size {
+		return body[0], body[1:], nil, nil
+	}
+	bl, err := fileindex.DecodeBlockList(body[1+sha256.Size:])
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("%w: FileEnd: %w", ErrBadRecord, err)
+	}
+	return body[0], body[1 : 1+sha256.Size], bl, nil
+}
+
+// BlockStart is the body of a RecBlockStart record: the path of the file
+// the block belongs to, its length, and the offsets in that file where its
+// bytes go (more than one when the file holds the same block twice).
+type BlockStart struct {
+	Path string
+	Len  uint64
+	At   []int64
+}
+
+// AppendBlockStart appends a RecBlockStart record.
+func AppendBlockStart(dst []byte, b *BlockStart) []byte {
+	body := binary.AppendUvarint(nil, b.Len)
+	body = binary.AppendUvarint(body, uint64(len(b.At)))
+	for _, at := range b.At {
+		body = binary.AppendUvarint(body, uint64(at))
+	}
+	return AppendRecord(dst, RecBlockStart, append(body, b.Path...))
+}
+
+// DecodeBlockStart decodes the body of a RecBlockStart record.
+func DecodeBlockStart(body []byte) (BlockStart, error) {
+	var b BlockStart
+	bad := fmt.Errorf("%w: malformed BlockStart", ErrBadRecord)
+	l, n := binary.Uvarint(body)
+	if n <= 0 || l == 0 || l > 1<<62 {
+		return b, bad
+	}
+	body = body[n:]
+	c, n := binary.Uvarint(body)
+	if n <= 0 || c == 0 || c > uint64(len(body)) {
+		return b, bad
+	}
+	body = body[n:]
+	b.Len, b.At = l, make([]int64, c)
+	for i := range b.At {
+		at, n := binary.Uvarint(body)
+		if n <= 0 || at > 1<<62-l {
+			return b, bad
+		}
+		b.At[i] = int64(at)
+		body = body[n:]
+	}
+	if len(body) == 0 {
+		return b, bad
+	}
+	b.Path = string(body)
+	return b, nil
+}
+
+// ParseRestoreRecord is ParseRecord for a restore stream, which may also
+// carry RecBlockStart records.
+func ParseRestoreRecord(b []byte) (t RecordType, body []byte, n int, err error) {
+	if len(b) == 0 || RecordType(b[0]) != RecBlockStart {
+		return ParseRecord(b)
+	}
+	l, m := binary.Uvarint(b[1:])
+	switch {
+	case m == 0:
+		return 0, nil, 0, ErrShortRecord
+	case m < 0 || l > MaxHeaderBody:
+		return 0, nil, 0, fmt.Errorf("%w: BlockStart record length out of range", ErrBadRecord)
+	case 1+m+int(l) > len(b):
+		return 0, nil, 0, ErrShortRecord
+	}
+	return RecBlockStart, b[1+m : 1+m+int(l)], 1 + m + int(l), nil
 }
 
 func uvarintLen(v uint64) int {

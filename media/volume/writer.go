@@ -193,6 +193,7 @@ type SessionWriter struct {
 	cur      []byte
 	curSeq   uint64
 	open     *fileindex.Entry // entry whose FileEnd has not arrived
+	placed   placements       // of open's Data records
 	lastPath string
 	anyEntry bool
 	spill    *spill
@@ -414,8 +415,9 @@ func (w *SessionWriter) fileHeader(rec, body []byte) error {
 		return err
 	}
 	e.Loc = fileindex.Location{Seq: w.curSeq, InBlock: uint32(len(w.cur) - len(rec))}
-	e.Hash = nil
+	e.Hash, e.Blocks = nil, nil
 	w.open = &e
+	w.placed.reset()
 	w.lastPath = e.Path
 	w.anyEntry = true
 	return nil
@@ -437,6 +439,7 @@ func (w *SessionWriter) data(rec, body []byte) error {
 		return fmt.Errorf("session %s: %w: entry %q: %w", w.info.SessionID, ErrBadStream, w.open.Path, err)
 	}
 	if len(rec) <= w.blockRaw-len(w.cur) {
+		w.placed.add(off, len(content), w.curSeq, len(w.cur), 0)
 		w.cur = append(w.cur, rec...)
 		w.content.Add(int64(len(content)))
 		return nil
@@ -446,11 +449,13 @@ func (w *SessionWriter) data(rec, body []byte) error {
 	for {
 		room := w.blockRaw - len(w.cur)
 		if dataRecordLen(off, len(content)) <= room {
+			w.placed.add(off, len(content), w.curSeq, len(w.cur), 0)
 			w.cur = AppendDataRecord(w.cur, off, content)
 			w.content.Add(int64(len(content)))
 			return nil
 		}
 		if c := dataFit(off, room); c >= minSplit {
+			w.placed.add(off, c, w.curSeq, len(w.cur), 0)
 			w.cur = AppendDataRecord(w.cur, off, content[:c])
 			w.content.Add(int64(c))
 			off += int64(c)
@@ -466,14 +471,23 @@ func (w *SessionWriter) fileEnd(rec, body []byte) error {
 	if w.open == nil {
 		return w.streamErr("FileEnd record outside an entry")
 	}
-	status, hash, err := DecodeFileEnd(body)
+	status, hash, blocks, err := DecodeFileEnd(body)
 	if err != nil {
 		return fmt.Errorf("session %s: %w: entry %q: %w", w.info.SessionID, ErrBadStream, w.open.Path, err)
+	}
+	if blocks != nil {
+		if w.open.Type != fileindex.TypeFile || blocks.Size() > uint64(max(w.open.Size, 0)) {
+			return w.streamErr("entry %q: a block list of %d bytes for a %s of %d", w.open.Path, blocks.Size(), w.open.Type, w.open.Size)
+		}
+		if err := w.placed.locate(blocks); err != nil {
+			return w.streamErr("entry %q: %v", w.open.Path, err)
+		}
 	}
 	if err := w.place(rec); err != nil {
 		return err
 	}
 	e := w.open
+	e.Blocks = blocks
 	e.Loc.EndSeq = w.curSeq
 	// An entry whose content could not be read whole keeps no hash: the
 	// index then says "no verified content" rather than vouching for it.
@@ -610,6 +624,13 @@ func (w *SessionWriter) buildIndex() ([]fileindex.Segment, error) {
 			break
 		}
 		e.Loc.Off = w.vw.offsets[e.Loc.Seq]
+		if e.Blocks != nil {
+			for i := range e.Blocks.Blocks {
+				if b := &e.Blocks.Blocks[i]; b.Session == 0 {
+					b.Loc.Off = w.vw.offsets[b.Loc.Seq]
+				}
+			}
+		}
 		if err := b.Add(&e); err != nil {
 			return nil, fmt.Errorf("session %s: build index: %w", w.info.SessionID, err)
 		}
