@@ -153,6 +153,7 @@ func (j *joiner) visit(n *node) error {
 			if !Changed(n.e, &j.head) {
 				c = ChangeUnchanged
 			}
+			n.base = j.head.Blocks
 		}
 		if err := j.advance(); err != nil {
 			return err

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cairnbackup/cairn/chunk"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
 )
@@ -95,7 +96,10 @@ type SourceStats struct {
 	Dirs      int64 `json:"dirs"`      // directories sent
 	Unchanged int64 `json:"unchanged"` // entries equal to the base, not sent
 	Deleted   int64 `json:"deleted"`   // tombstones sent
-	Bytes     int64 `json:"bytes"`     // content bytes read from files
+	Bytes     int64 `json:"bytes"`     // content bytes read from files and sent
+	// Reused counts the content bytes of large files read and not sent:
+	// blocks the file's version in the base backup holds.
+	Reused int64 `json:"reused,omitempty"`
 	// Incomplete counts files sent with volume.EndReadError.
 	Incomplete int64 `json:"incomplete"`
 	// Warnings are the first MaxWarnings of WarningCount.
@@ -147,7 +151,7 @@ type Source struct {
 	opts SourceOptions
 	log  *slog.Logger
 
-	entries, files, dirs, unchanged, deleted, bytes, incomplete atomic.Int64
+	entries, files, dirs, unchanged, deleted, bytes, incomplete, reused atomic.Int64
 	mu                                                          sync.Mutex
 	warnings                                                    []Warning
 	warnCount                                                   int64
@@ -169,6 +173,9 @@ type Source struct {
 	sparse     bool
 	sparseSum  *sparseHash
 	size, sent int64
+	// Of a large file sent by blocks: its block list, for its FileEnd.
+	split     chunk.Splitter
+	blockList *fileindex.BlockList
 }
 
 // NewSource checks opts and prepares a Source.
@@ -188,7 +195,7 @@ func (s *Source) Stats() SourceStats {
 	st := SourceStats{
 		Entries: s.entries.Load(), Files: s.files.Load(), Dirs: s.dirs.Load(),
 		Unchanged: s.unchanged.Load(), Deleted: s.deleted.Load(), Bytes: s.bytes.Load(),
-		Incomplete: s.incomplete.Load(),
+		Incomplete: s.incomplete.Load(), Reused: s.reused.Load(),
 	}
 	s.mu.Lock()
 	st.Warnings = append([]Warning(nil), s.warnings...)
@@ -386,7 +393,13 @@ func (s *Source) appendHeader(e *fileindex.Entry) error {
 // of the entry's hash kind: for a file read whole, its size is the
 // entry's; for one that could not be, the end of its last Data record.
 func (s *Source) appendEnd(status uint8, withHash bool) error {
-	if err := s.reserve(2 + 1 + sha256.Size); err != nil {
+	bl := s.blockList
+	s.blockList = nil
+	list := 0
+	if bl != nil { // at most what AppendBlockList takes
+		list = 3*binary.MaxVarintLen64 + 16*len(bl.Sessions) + len(bl.Blocks)*(sha256.Size+6*binary.MaxVarintLen64)
+	}
+	if err := s.reserve(2*binary.MaxVarintLen32 + 1 + sha256.Size + list); err != nil {
 		return err
 	}
 	var h []byte
@@ -400,6 +413,10 @@ func (s *Source) appendEnd(status uint8, withHash bool) error {
 		h = s.sparseSum.sum(s.sumBuf[:0], size)
 	default:
 		h = s.sum.Sum(s.sumBuf[:0])
+	}
+	if bl != nil {
+		s.batch = volume.AppendFileEndBlocks(s.batch, status, h, bl)
+		return nil
 	}
 	s.batch = volume.AppendFileEnd(s.batch, status, h)
 	return nil
@@ -466,6 +483,7 @@ func (s *Source) sendFile(n *node) error {
 	s.sum.Reset()
 	s.sparseSum.reset()
 	s.sparse, s.size, s.sent = e.HashKind == fileindex.HashSparseSHA256, e.Size, 0
+	s.blockList = nil
 	if e.Size == 0 {
 		// Nothing to read: one that could not be opened (another
 		// user's, to an agent that is not root) is no less complete.
@@ -487,9 +505,12 @@ func (s *Source) sendFile(n *node) error {
 		return readErr(ErrFileReplaced)
 	}
 	var err error
-	if n.blocks*512 < e.Size {
+	switch {
+	case n.blocks*512 < e.Size:
 		err = s.sendSparse(fd, e)
-	} else {
+	case e.Size >= chunk.Threshold:
+		err = s.sendBlocks(fd, e, n.base)
+	default:
 		_, err = s.readRange(fd, 0, e.Size, true)
 	}
 	if re := (*readError)(nil); errors.As(err, &re) {

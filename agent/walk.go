@@ -108,6 +108,9 @@ type node struct {
 	dirfd  int    // open directory that holds the entry (unix.AT_FDCWD for a root)
 	name   string // the entry's name in dirfd
 	blocks int64  // allocated 512-byte blocks; fewer than the size means holes
+	// base is the block list of the path's version in the base backup,
+	// for a large file sent by blocks: what an incremental need not send.
+	base *fileindex.BlockList
 }
 
 type devIno struct{ dev, ino uint64 }

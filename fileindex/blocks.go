@@ -159,3 +159,24 @@ func DecodeBlockList(b []byte) (*BlockList, error) {
 	}
 	return bl, nil
 }
+
+// Rebased is bl with the blocks of the entry's own session (Session 0)
+// referring to own instead, so that the list means the same away from
+// that session's index: in the base tree an agent compares a new version
+// of the file with.
+func (bl *BlockList) Rebased(own [16]byte) *BlockList {
+	out := &BlockList{Bits: bl.Bits, Sessions: bl.Sessions, Blocks: make([]Block, len(bl.Blocks))}
+	copy(out.Blocks, bl.Blocks)
+	ref := uint32(0)
+	for i := range out.Blocks {
+		if out.Blocks[i].Session != 0 {
+			continue
+		}
+		if ref == 0 {
+			out.Sessions = append(append([][16]byte(nil), bl.Sessions...), own)
+			ref = uint32(len(out.Sessions))
+		}
+		out.Blocks[i].Session = ref
+	}
+	return out
+}

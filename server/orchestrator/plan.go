@@ -399,7 +399,8 @@ type treePager struct {
 	bytes  int // what one page may fill
 
 	mu      sync.Mutex
-	it      fileindex.Iterator
+	chain   []catalog.Backup
+	it      *fileindex.MergeIterator
 	last    string // path of the last entry handed out
 	peek    *fileindex.Entry
 	scratch []byte
@@ -424,7 +425,7 @@ func (t *treePager) page(after string) ([]byte, bool, error) {
 			return nil, false, CatalogError(err)
 		}
 		it := TreeFrom(t.store, chain, after)
-		t.it, t.peek = it, nil
+		t.it, t.peek, t.chain = it, nil, chain
 		if after != "" {
 			for {
 				e, ok := it.Next()
@@ -452,8 +453,13 @@ func (t *treePager) page(after string) ([]byte, bool, error) {
 				break
 			}
 		}
-		// The agent compares metadata only; locations and attributes stay here.
+		// The agent compares metadata only; locations and attributes stay
+		// here. A large file's block list goes along, its blocks named by
+		// their sessions, so the agent sends only blocks it does not list.
 		e.Loc, e.Xattrs, e.Hash = fileindex.Location{}, nil, nil
+		if e.Blocks != nil { // a no-op on one rebased already (held over from the last page)
+			e.Blocks = e.Blocks.Rebased(t.chain[t.it.Layer()].SessionID)
+		}
 		t.scratch = fileindex.AppendEntry(t.scratch[:0], &e)
 		n := len(t.scratch) + binary.MaxVarintLen32 // and its length prefix
 		if raw+n > budget && b.Len() > 0 {
