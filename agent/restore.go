@@ -154,6 +154,10 @@ type Restorer struct {
 	dirFd    int // the last parent directory, open; -1 when none
 	cur      *current
 	skipping bool // drop records until the next FileHeader
+	// assembling are the large files whose blocks come in several reads,
+	// by path; blk is the block whose Data records are coming.
+	assembling map[string]*assembly
+	blk        *blockIn
 	tmpSeq   uint64
 	sum      hash.Hash
 	sparse   *sparseHash
@@ -191,6 +195,9 @@ type current struct {
 	hashed  int64 // content hashed so far, from offset 0
 	end     int64 // end of the last Data record
 	badData string
+	// assembled: the content came from several reads (assembly), and is
+	// checked by reading it back, not as it was written.
+	assembled bool
 }
 
 type dirMeta struct {
@@ -255,7 +262,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 	return &Restorer{
 		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
 		rootFd: -1, dirFd: -1, sum: sha256.New(), sparse: newSparseHash(),
-		linkable: map[string]inodeID{}, damaged: map[string]string{},
+		linkable: map[string]inodeID{}, damaged: map[string]string{}, assembling: map[string]*assembly{},
 		ancestors: map[string]bool{}, madeDirs: map[inodeID]bool{},
 	}, nil
 }
@@ -309,6 +316,13 @@ func (r *Restorer) Damaged(p, reason string) {
 		r.discard()
 		r.skipping = true
 	}
+	if r.blk != nil && r.blk.a != nil && r.blk.a.path == p {
+		unix.Close(r.blk.fd)
+		r.blk.fd, r.blk.a = -1, nil
+	}
+	if a := r.assembling[p]; a != nil {
+		r.dropAssembly(a)
+	}
 	r.markDamaged(p, reason)
 }
 
@@ -329,7 +343,7 @@ func (r *Restorer) markDamaged(p, reason string) {
 // Records feeds a batch of whole records, as a Records frame carries them.
 func (r *Restorer) Records(batch []byte) error {
 	for len(batch) > 0 {
-		t, body, n, err := volume.ParseRecord(batch)
+		t, body, n, err := volume.ParseRestoreRecord(batch)
 		if err != nil {
 			return fmt.Errorf("restore stream: %w", err)
 		}
@@ -350,6 +364,21 @@ func (r *Restorer) Record(t volume.RecordType, body []byte) error {
 	if r.opts.Admit != nil {
 		if err := r.opts.Admit(); err != nil {
 			r.stopped = err
+			return err
+		}
+	}
+	if t == volume.RecBlockStart {
+		return r.blockStart(body)
+	}
+	if r.blk != nil {
+		if t == volume.RecData {
+			off, data, err := volume.DecodeData(body)
+			if err != nil {
+				return fmt.Errorf("restore stream: a block of %s: %w", r.blk.a.path, err)
+			}
+			return r.blockData(off, data)
+		}
+		if err := r.endBlock(); err != nil {
 			return err
 		}
 	}
@@ -388,9 +417,12 @@ func (r *Restorer) Record(t volume.RecordType, body []byte) error {
 		if r.cur == nil {
 			return fmt.Errorf("restore stream: %w: a FileEnd without its FileHeader", volume.ErrBadRecord)
 		}
-		status, sum, _, err := volume.DecodeFileEnd(body)
+		status, sum, blocks, err := volume.DecodeFileEnd(body)
 		if err != nil {
 			return fmt.Errorf("restore stream: %s: %w", r.cur.e.Path, err)
+		}
+		if blocks != nil && r.cur.e.Type == fileindex.TypeFile && r.cur.fd >= 0 && len(blocks.Sessions) > 0 {
+			return r.endByBlocks(status, sum, blocks)
 		}
 		return r.end(status, sum)
 	}
@@ -426,11 +458,22 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 		}
 		c.dirfd, c.name = fd, name
 	}
+	if a := r.assembling[e.Path]; a != nil && e.Type == fileindex.TypeFile {
+		// Blocks of it came first, in the reads of earlier sessions.
+		fd, err := unix.Openat(c.dirfd, a.tmp, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return fmt.Errorf("restore %s: reopen its temporary file: %w", e.Path, err)
+		}
+		c.fd, c.tmp = fd, a.tmp
+		r.sum.Reset()
+		r.cur = c
+		return nil
+	}
 	if e.Type == fileindex.TypeFile {
 		for {
 			r.tmpSeq++
 			c.tmp = fmt.Sprintf(".cairn-restore-%d-%d", os.Getpid(), r.tmpSeq)
-			fd, err := unix.Openat(c.dirfd, c.tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+			fd, err := unix.Openat(c.dirfd, c.tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 			if errors.Is(err, unix.EEXIST) {
 				continue
 			}
@@ -687,13 +730,19 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 		r.warn(e.Path, errors.New("restored incomplete: the file changed or could not be read during the backup"))
 	}
 	var got []byte
-	switch e.HashKind {
-	case fileindex.HashSHA256:
+	switch {
+	case c.assembled && e.HashKind == fileindex.HashSHA256:
+		var err error
+		if got, err = hashFile(c.fd, size); err != nil {
+			r.discard()
+			return fmt.Errorf("restore %s: read back its content: %w", e.Path, err)
+		}
+	case e.HashKind == fileindex.HashSHA256:
 		if c.badData == "" && size > c.hashed {
 			hashZeros(r.sum, size-c.hashed) // a trailing hole
 		}
 		got = r.sum.Sum(r.sumBuf[:0])
-	case fileindex.HashSparseSHA256:
+	case e.HashKind == fileindex.HashSparseSHA256:
 		got = r.sparse.sum(r.sumBuf[:0], size)
 	default:
 		if len(sum) > 0 {
@@ -1032,12 +1081,16 @@ func (r *Restorer) Finish() (RestoreStats, error) {
 	if r.stopped == nil && r.opts.Admit != nil {
 		r.stopped = r.opts.Admit() // links and directories write to the target too
 	}
+	if r.blk != nil {
+		_ = r.endBlock()
+	}
 	if r.cur != nil {
 		if r.stopped == nil {
 			r.markDamaged(r.cur.e.Path, "the stream ended before its FileEnd")
 		}
 		r.discard()
 	}
+	r.finishAssemblies()
 	defer func() {
 		r.closeDir()
 		if r.rootFd >= 0 {

@@ -185,6 +185,18 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	}
 	acct := newReadAccount(rr)
 	onRecord := func(t volume.RecordType, body []byte) error {
+		if t == volume.RecBlockStart {
+			// The reader names the block by its place in locs; the agent
+			// needs to know which file it belongs to and where it goes.
+			i, err := volume.BlockIndex(body)
+			if err != nil || i >= len(rr.Locs) || rr.Locs[i].Block == nil {
+				return fmt.Errorf("session %s: the reader announced block %d, which the read did not ask for", rr.SessionID, i)
+			}
+			acct.block(i)
+			l := &rr.Locs[i]
+			r.batch = volume.AppendBlockStart(r.batch, &volume.BlockStart{Path: string(l.Path), Len: l.Loc.Len, At: l.Block.At})
+			return nil
+		}
 		acct.record(t, body)
 		if len(body) >= directRecord {
 			if err := r.sendRecord(t, body); err != nil {
@@ -383,6 +395,7 @@ type readAccount struct {
 	out      []bool // its FileHeader went out
 	lostAt   []bool // named lost
 	open     int    // the entry whose FileHeader went out and whose FileEnd has not; -1 for none
+	left     uint64 // of a block being passed on (open): the bytes still to come
 	damages  []*volume.CorruptBlockError
 	produced int
 	lost     int
@@ -391,16 +404,27 @@ type readAccount struct {
 func newReadAccount(rr *wire.ReadRequest) *readAccount {
 	a := &readAccount{rr: rr, byPath: make(map[string]int, len(rr.Locs)), out: make([]bool, len(rr.Locs)), lostAt: make([]bool, len(rr.Locs)), open: -1}
 	for i, l := range rr.Locs {
-		a.byPath[string(l.Path)] = i
+		if l.Block == nil { // a file's blocks share its path; they are named by place
+			a.byPath[string(l.Path)] = i
+		}
 	}
 	return a
+}
+
+// block notes that the block at rr.Locs[i] is on its way.
+func (a *readAccount) block(i int) {
+	if !a.out[i] {
+		a.out[i] = true
+		a.produced++
+	}
+	a.open, a.left = i, a.rr.Locs[i].Loc.Len
 }
 
 // record notes a record on its way to the agent.
 func (a *readAccount) record(t volume.RecordType, body []byte) {
 	switch t {
 	case volume.RecFileHeader:
-		a.open = -1
+		a.open, a.left = -1, 0
 		e, err := fileindex.DecodeEntry(body)
 		if err != nil {
 			return // the agent refuses the stream on it
@@ -411,6 +435,15 @@ func (a *readAccount) record(t volume.RecordType, body []byte) {
 				a.produced++
 			}
 			a.open = i
+		}
+	case volume.RecData:
+		if a.left > 0 {
+			if _, data, err := volume.DecodeData(body); err == nil {
+				a.left -= min(a.left, uint64(len(data)))
+				if a.left == 0 {
+					a.open = -1 // the block is whole: it has no FileEnd
+				}
+			}
 		}
 	case volume.RecFileEnd:
 		a.open = -1

@@ -1199,6 +1199,17 @@ type ReadLoc struct {
 	// chosen for the restore: the agent creates it with its metadata when
 	// it is missing, and leaves it as it is when it exists.
 	Ancestor bool `json:"ancestor,omitempty"`
+	// Block is set for a block of a large file whose entry lies in another
+	// session: Loc is where the block lies (Loc.Len its length), and the
+	// storage node reads only it and tells the agent where it goes.
+	Block *BlockRead `json:"block,omitempty"`
+}
+
+// BlockRead says where a block read by its location goes in the file:
+// the offsets of the file that hold it (more than one when the file holds
+// the same bytes twice).
+type BlockRead struct {
+	At []int64 `json:"at"`
 }
 
 // ReadPart locates a part of a session for a storage node.

@@ -61,6 +61,15 @@ func (l *ReadLoc) EncodedLen() int {
 	if l.Ancestor {
 		n += len(`,"ancestor":true`)
 	}
+	if l.Loc.Len != 0 {
+		n += len(`,"len":`) + uintLen(l.Loc.Len)
+	}
+	if l.Block != nil {
+		n += len(`,"block":{"at":[]}`) + len(l.Block.At) - 1
+		for _, at := range l.Block.At {
+			n += uintLen(uint64(at))
+		}
+	}
 	return n
 }
 

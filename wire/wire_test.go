@@ -272,6 +272,8 @@ func TestEncodedLenIsExact(t *testing.T) {
 	check(ReadLoc{})
 	check(ReadLoc{Path: "/srv", Ancestor: true})
 	check(ReadLoc{Path: "/srv/www/index.html", Loc: fileindex.Location{Seq: math.MaxUint64, Off: 10, InBlock: math.MaxUint32, EndSeq: 9}})
+	check(ReadLoc{Path: "/var/db", Loc: fileindex.Location{Seq: 3, Len: 1 << 20}, Block: &BlockRead{At: []int64{0}}})
+	check(ReadLoc{Path: "/var/db", Loc: fileindex.Location{Seq: 3, Len: math.MaxUint64}, Block: &BlockRead{At: []int64{1 << 40, 7, 0}}})
 	for range 20000 {
 		var b strings.Builder
 		for range rng.IntN(40) {

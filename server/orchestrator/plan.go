@@ -76,6 +76,7 @@ type planner struct {
 	targetAncestors map[string]bool
 	it              *fileindex.Selection
 	held            *wire.ReadLoc         // read from it, left for the next page when this one was full
+	pending         []wire.ReadLoc        // the blocks of the last entry read that this pass still owes
 	served          int                   // pages handed out
 	last            *wire.RestorePlanResp // the last page, for a retried request
 	done            bool
@@ -272,7 +273,7 @@ func (p *planner) page(cursor int) (wire.RestorePlanResp, error) {
 }
 
 func (p *planner) reset() {
-	p.layer, p.links, p.it, p.held, p.served, p.last, p.done = 0, false, nil, nil, 0, nil, false
+	p.layer, p.links, p.it, p.held, p.pending, p.served, p.last, p.done = 0, false, nil, nil, nil, 0, nil, false
 	p.targets, p.targetAncestors = map[string]bool{}, nil
 }
 
@@ -333,6 +334,11 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 		p.held = nil
 		return loc, true, nil
 	}
+	if len(p.pending) > 0 {
+		loc := p.pending[0]
+		p.pending = p.pending[1:]
+		return loc, true, nil
+	}
 	for {
 		e, ok := p.it.Next()
 		if !ok {
@@ -342,7 +348,20 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 			return wire.ReadLoc{}, false, nil
 		}
 		if p.it.Layer() != layer {
-			continue
+			// A large file whose entry lies in another layer may have
+			// blocks in this one, which this pass reads.
+			if e.Blocks == nil {
+				continue
+			}
+			if sel, _ := p.selected(&e); !sel {
+				continue
+			}
+			locs := blockReads(&e, p.chain[p.it.Layer()].SessionID, p.chain[layer].SessionID)
+			if len(locs) == 0 {
+				continue
+			}
+			p.pending = locs[1:]
+			return locs[0], true, nil
 		}
 		sel, ancestor := p.selected(&e)
 		if !sel {
@@ -353,6 +372,32 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 		}
 		return wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: e.Loc, Ancestor: ancestor}, true, nil
 	}
+}
+
+// blockReads are the reads of the blocks of e, whose entry lies in
+// session own, that lie in session in: one per block, in file order, with
+// every offset of the file that holds it.
+func blockReads(e *fileindex.Entry, own, in uuid.UUID) []wire.ReadLoc {
+	bl := e.Blocks
+	var out []wire.ReadLoc
+	at := map[[2]uint64]int{}
+	var y int64
+	for i := range bl.Blocks {
+		b := &bl.Blocks[i]
+		off := y
+		y += int64(b.Loc.Len)
+		if b.Session == 0 || uuid.UUID(bl.SessionOf(i, own)) != in {
+			continue
+		}
+		k := [2]uint64{b.Loc.Seq, uint64(b.Loc.InBlock)}
+		if j, ok := at[k]; ok {
+			out[j].Block.At = append(out[j].Block.At, off)
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: b.Loc, Block: &wire.BlockRead{At: []int64{off}}})
+	}
+	return out
 }
 
 // selected tells whether the current pass reads e, and whether as an

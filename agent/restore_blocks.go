@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
+)
+
+// A large file backed up by blocks (package chunk) is restored from
+// several sessions: the blocks its version sent with its entry, and the
+// blocks it kept from earlier versions, each read where it lies. Those
+// come in the reads of their own sessions, before or after the entry,
+// since the plan reads each session (each tape) once, in the order the
+// media want. The file is assembled in its temporary file until every
+// block is in, then checked against the digest of its whole content and
+// given its name and metadata, as any other file.
+
+// assembly is a file being put together from blocks of several reads.
+type assembly struct {
+	path string
+	tmp  string // its temporary file, in the file's directory
+	// Of the entry, once its FileEnd came: what endFile needs.
+	e      *fileindex.Entry
+	status uint8
+	sum    []byte
+	need   uint64 // bytes of blocks read by location the entry lists
+	got    uint64 // bytes of such blocks written so far
+}
+
+// blockIn is the block whose Data records are coming.
+type blockIn struct {
+	a    *assembly // nil: its file is damaged, the data is dropped
+	fd   int
+	at   []int64
+	base int64 // file offset of the block in the version that stored it; -1 until its first record
+	left uint64
+}
+
+// blockStart takes a BlockStart: the Data records after it are a block of
+// the named file, to be written at the offsets it gives.
+func (r *Restorer) blockStart(body []byte) error {
+	bs, err := volume.DecodeBlockStart(body)
+	if err != nil {
+		return fmt.Errorf("restore stream: %w", err)
+	}
+	if err := r.endBlock(); err != nil {
+		return err
+	}
+	if r.cur != nil {
+		r.markDamaged(r.cur.e.Path, "its FileEnd was lost: the stream moved on inside the entry")
+		r.discard()
+	}
+	r.skipping = false
+	if r.opts.OnEntry != nil {
+		r.opts.OnEntry(bs.Path)
+	}
+	b := &blockIn{fd: -1, at: bs.At, base: -1, left: bs.Len}
+	r.blk = b
+	if _, bad := r.damaged[bs.Path]; bad || !cleanEntryPath(bs.Path) || bs.Path == "/" {
+		return nil
+	}
+	if err := r.ensureRoot(); err != nil {
+		return err
+	}
+	a := r.assembling[bs.Path]
+	fresh := a == nil
+	if fresh {
+		a = &assembly{path: bs.Path}
+	}
+	fd, err := r.openAssembly(a, fresh)
+	if err != nil {
+		r.refuse(bs.Path, fmt.Errorf("not restored: %w", err))
+		r.dropAssembly(a)
+		return nil
+	}
+	r.assembling[bs.Path] = a
+	b.a, b.fd = a, fd
+	return nil
+}
+
+// openAssembly opens a's temporary file, creating it when fresh.
+func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
+	dirfd, _, err := r.parent(a.path)
+	if err != nil {
+		return -1, err
+	}
+	flags := unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	for {
+		if fresh {
+			r.tmpSeq++
+			a.tmp = fmt.Sprintf(".cairn-restore-%d-%d", os.Getpid(), r.tmpSeq)
+			flags |= unix.O_CREAT | unix.O_EXCL
+		}
+		fd, err := unix.Openat(dirfd, a.tmp, flags, 0o600)
+		if fresh && errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// blockData writes a Data record of the block under way at each offset
+// the block goes to.
+func (r *Restorer) blockData(off int64, data []byte) error {
+	b := r.blk
+	if b.base < 0 {
+		b.base = off
+	}
+	n := uint64(len(data))
+	if n > b.left || off < b.base {
+		if b.a != nil {
+			r.markDamaged(b.a.path, fmt.Sprintf("a block's data runs past its length or out of order at offset %d", off))
+			r.dropAssembly(b.a)
+			b.a = nil
+		}
+	}
+	b.left -= min(b.left, n)
+	if b.a != nil {
+		for _, at := range b.at {
+			if err := pwriteAll(b.fd, data, at+off-b.base); err != nil {
+				return fmt.Errorf("restore %s: write: %w", b.a.path, err)
+			}
+			b.a.got += n
+			r.bytes.Add(int64(n))
+		}
+	}
+	if b.left == 0 {
+		return r.endBlock()
+	}
+	return nil
+}
+
+// endBlock closes the block under way; a file whose last block it was is
+// finished.
+func (r *Restorer) endBlock() error {
+	b := r.blk
+	if b == nil {
+		return nil
+	}
+	r.blk = nil
+	if b.fd >= 0 {
+		unix.Close(b.fd)
+	}
+	a := b.a
+	if a == nil {
+		return nil
+	}
+	if b.left > 0 {
+		r.markDamaged(a.path, "the data of one of its blocks ends early")
+		r.dropAssembly(a)
+		return nil
+	}
+	if a.e == nil || a.got < a.need {
+		return nil // more to come
+	}
+	dirfd, name, err := r.parent(a.path)
+	if err != nil {
+		r.refuse(a.path, fmt.Errorf("not restored: %w", err))
+		r.dropAssembly(a)
+		return nil
+	}
+	fd, err := unix.Openat(dirfd, a.tmp, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("restore %s: reopen its temporary file: %w", a.path, err)
+	}
+	delete(r.assembling, a.path)
+	r.cur = &current{e: *a.e, fd: fd, tmp: a.tmp, dirfd: dirfd, name: name, end: a.e.Size, assembled: true}
+	return r.endFile(a.status, a.sum)
+}
+
+// endByBlocks ends the entry under way, a file whose block list names
+// blocks in other sessions: it is finished now if they all came, and
+// otherwise waits for them with its temporary file.
+func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList) error {
+	c := r.cur
+	var need uint64
+	for i := range bl.Blocks {
+		if bl.Blocks[i].Session != 0 {
+			need += bl.Blocks[i].Loc.Len
+		}
+	}
+	a := r.assembling[c.e.Path]
+	if a == nil {
+		a = &assembly{path: c.e.Path, tmp: c.tmp}
+	}
+	a.need = need
+	c.assembled = true
+	if a.got >= need {
+		delete(r.assembling, a.path)
+		return r.endFile(status, sum)
+	}
+	e := c.e
+	a.e, a.status, a.sum = &e, status, append([]byte(nil), sum...)
+	r.assembling[a.path] = a
+	unix.Close(c.fd)
+	r.cur = nil
+	return nil
+}
+
+// dropAssembly forgets a and removes its temporary file.
+func (r *Restorer) dropAssembly(a *assembly) {
+	delete(r.assembling, a.path)
+	if a.tmp == "" {
+		return
+	}
+	if dirfd, _, err := r.parent(a.path); err == nil {
+		unix.Unlinkat(dirfd, a.tmp, 0)
+	}
+}
+
+// finishAssemblies names the files whose blocks did not all come.
+func (r *Restorer) finishAssemblies() {
+	for _, a := range r.assembling {
+		if a.e != nil {
+			r.markDamaged(a.path, fmt.Sprintf("%d of the %d bytes of its blocks kept from earlier backups did not come", a.need-a.got, a.need))
+		}
+		r.dropAssembly(a)
+	}
+}
+
+// hashFile is the SHA-256 of the first size bytes of the file open on fd,
+// zeros past its end: the digest an assembled file is checked against.
+func hashFile(fd int, size int64) ([]byte, error) {
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; {
+		n, err := unix.Pread(fd, buf[:min(int64(len(buf)), size-off)], off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			hashZeros(h, size-off)
+			break
+		}
+		h.Write(buf[:n])
+		off += int64(n)
+	}
+	return h.Sum(nil), nil
+}
+
+func pwriteAll(fd int, data []byte, off int64) error {
+	for done := 0; done < len(data); {
+		n, err := unix.Pwrite(fd, data[done:], off+int64(done))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
