@@ -158,10 +158,10 @@ type Restorer struct {
 	// by path; blk is the block whose Data records are coming.
 	assembling map[string]*assembly
 	blk        *blockIn
-	tmpSeq   uint64
-	sum      hash.Hash
-	sparse   *sparseHash
-	sumBuf   [sha256.Size]byte
+	tmpSeq     uint64
+	sum        hash.Hash
+	sparse     *sparseHash
+	sumBuf     [sha256.Size]byte
 
 	dirs      []dirMeta
 	links     []linkReq

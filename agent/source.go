@@ -152,11 +152,11 @@ type Source struct {
 	log  *slog.Logger
 
 	entries, files, dirs, unchanged, deleted, bytes, incomplete, reused atomic.Int64
-	mu                                                          sync.Mutex
-	warnings                                                    []Warning
-	warnCount                                                   int64
-	sockets, nodump                                             int64
-	socketPaths, nodumpPaths                                    []string
+	mu                                                                  sync.Mutex
+	warnings                                                            []Warning
+	warnCount                                                           int64
+	sockets, nodump                                                     int64
+	socketPaths, nodumpPaths                                            []string
 
 	// Used by Run's goroutine only.
 	ran    bool
