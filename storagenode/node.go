@@ -252,7 +252,9 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		if err != nil {
 			return wire.TapeLabelResult{}, err
 		}
-		l := volume.Label{FormatVersion: 1, VolumeID: o.VolumeID, Name: o.Name, Barcode: o.Barcode,
+		// Format 3 with parts on whole records: format 1's layout, and
+		// sessions whose large files hold blocks of earlier sessions.
+		l := volume.Label{FormatVersion: volume.FormatVersion, PartAlign: o.BlockSize, VolumeID: o.VolumeID, Name: o.Name, Barcode: o.Barcode,
 			Pool: o.Pool, BlockSize: o.BlockSize, Created: o.Created, MediaType: mediaTape}
 		params := o
 		params.RequestID, params.Created = "", time.Time{} // a repeat from another leader has its own clock

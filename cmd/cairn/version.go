@@ -63,7 +63,7 @@ func currentVersion() versionInfo {
 		Version: buildinfo.Version(), Commit: buildinfo.Commit(),
 		Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
 		Volume: formatVersions{Writes: volume.FormatVersion, Reads: volumeReads, WritesOn: []mediumVersion{
-			{Medium: "disk", Version: volume.FormatVersion}, {Medium: "tape", Version: 1},
+			{Medium: "disk", Version: volume.FormatVersion}, {Medium: "tape", Version: volume.FormatVersion},
 		}},
 		IndexSegment:   formatVersions{Writes: fileindex.SegmentVersion, Reads: []int{fileindex.SegmentVersion}},
 		CatalogCommand: formatVersions{Writes: catalog.CommandVersion, Reads: []int{catalog.CommandVersion}},

@@ -25,7 +25,7 @@ func TestVersion(t *testing.T) {
 			"cairn " + buildinfo.Version() + "\n",
 			"commit", buildinfo.Commit(),
 			runtime.Version(),
-			"volume format", "writes version 2 on disk, 1 on tape, reads 1 to 2\n",
+			"volume format", "writes version 3 on disk, 3 on tape, reads 1 to 3\n",
 			"index segments", "catalog commands",
 			"wire messages     version 1\n",
 		} {
@@ -46,7 +46,7 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("--version --json is not the JSON object: %v\n%s", err, out)
 	}
 	if v.Version != buildinfo.Version() || v.Commit != buildinfo.Commit() || v.Go != runtime.Version() ||
-		v.Volume.Writes != volume.FormatVersion || v.Volume.Reads[0] != 1 || len(v.Volume.WritesOn) != 2 || v.Volume.WritesOn[0] != (mediumVersion{"disk", 2}) || v.Volume.WritesOn[1] != (mediumVersion{"tape", 1}) || v.Volume.Reads[len(v.Volume.Reads)-1] != volume.FormatVersion ||
+		v.Volume.Writes != volume.FormatVersion || v.Volume.Reads[0] != 1 || len(v.Volume.WritesOn) != 2 || v.Volume.WritesOn[0] != (mediumVersion{"disk", volume.FormatVersion}) || v.Volume.WritesOn[1] != (mediumVersion{"tape", volume.FormatVersion}) || v.Volume.Reads[len(v.Volume.Reads)-1] != volume.FormatVersion ||
 		v.IndexSegment.Writes != fileindex.SegmentVersion || v.CatalogCommand.Writes != catalog.CommandVersion || v.Wire != wire.Version {
 		t.Errorf("--version --json says %+v", v)
 	}

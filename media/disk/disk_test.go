@@ -197,7 +197,7 @@ func TestCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := volume.Label{FormatVersion: 2, VolumeID: id, Name: "Default-0001", Barcode: "CRN001", Pool: "Default", BlockSize: volume.MinBlockSize, Created: created, MediaType: "disk", PartAlign: volume.DiskPartAlign}
+	want := volume.Label{FormatVersion: volume.FormatVersion, VolumeID: id, Name: "Default-0001", Barcode: "CRN001", Pool: "Default", BlockSize: volume.MinBlockSize, Created: created, MediaType: "disk", PartAlign: volume.DiskPartAlign}
 	if l != want || size != volume.MinBlockSize {
 		t.Fatalf("label %+v (file %d bytes), want %+v", l, size, want)
 	}

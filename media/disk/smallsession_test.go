@@ -67,7 +67,7 @@ func TestSmallSessionsCostWhatTheyHold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := v.Label(); l.FormatVersion != 2 || l.PartAlign != volume.DiskPartAlign {
+	if l := v.Label(); l.FormatVersion != volume.FormatVersion || l.PartAlign != volume.DiskPartAlign {
 		t.Fatalf("label %+v: a new disk volume is of format 2, parts on pages", l)
 	}
 	ps, err := v.Parts()
