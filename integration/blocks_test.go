@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/cairnbackup/cairn/devstack"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // TestIncrementalSendsChangedBlocks: after a full backup, 4 KiB changed in
@@ -20,6 +23,35 @@ import (
 // give back exactly what was there.
 func TestIncrementalSendsChangedBlocks(t *testing.T) {
 	s := newStack(t, stackOpts{})
+	changedBlocks(t, s, func(level, src string) uint64 { return s.backup(level, src).BackupID })
+}
+
+// TestIncrementalSendsChangedBlocksOnTape: the same on tapes of 24 MiB, so
+// that the full spans tapes: a restore reads the blocks of each session
+// where they lie, each tape once, positioned.
+func TestIncrementalSendsChangedBlocksOnTape(t *testing.T) {
+	s, _ := startTapeStack(t, devstack.Config{CartridgeBytes: 24 << 20, EarlyWarningBytes: 15 << 20, SpoolChunkBytes: 1 << 20})
+	s.ok("media", "label", "--library", "lib1", "--slots", "1-4", "--pool", "Weekly")
+	changedBlocks(t, s, func(level, src string) uint64 {
+		var j wire.JobInfo
+		s.json(&j, "backup", "--client", s.client, "--path", src, "--level", level, "--pool", "Weekly", "--wait")
+		if j.State != "success" || j.BackupID == 0 {
+			t.Fatalf("backup job %d ended %s (backup %d): %s", j.ID, j.State, j.BackupID, j.Error)
+		}
+		return j.BackupID
+	})
+	used := 0
+	for _, v := range s.volumes() {
+		if v.Bytes > 0 {
+			used++
+		}
+	}
+	if used < 2 {
+		t.Fatalf("the chain lies on %d tape, want it to span tapes", used)
+	}
+}
+
+func changedBlocks(t *testing.T, s *stack, backup func(level, src string) uint64) {
 	src := filepath.Join(t.TempDir(), "db")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
@@ -53,13 +85,12 @@ func TestIncrementalSendsChangedBlocks(t *testing.T) {
 	vol := func() int64 {
 		var n int64
 		for _, v := range s.volumes() {
-			n += fileSize(t, v.Path)
+			n += v.Bytes
 		}
 		return n
 	}
-	full := s.backup("full", src)
+	backups := []uint64{backup("full", src)}
 	snapshot()
-	backups := []uint64{full.BackupID}
 	grown := []int64{vol()}
 
 	// In place inside the large file, an append to the other, a new small file.
@@ -68,14 +99,14 @@ func TestIncrementalSendsChangedBlocks(t *testing.T) {
 	logData = append(logData, random(1<<20)...)
 	put(log, logData, 1)
 	put(filepath.Join(src, "new.txt"), []byte("hello\n"), 1)
-	backups = append(backups, s.backup("incremental", src).BackupID)
+	backups = append(backups, backup("incremental", src))
 	snapshot()
 	grown = append(grown, vol())
 
 	// Another change in place: the blocks now come from three sessions.
 	copy(mainData[20<<20:], random(4096))
 	put(main, mainData, 2)
-	backups = append(backups, s.backup("incremental", src).BackupID)
+	backups = append(backups, backup("incremental", src))
 	snapshot()
 	grown = append(grown, vol())
 
