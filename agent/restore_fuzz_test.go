@@ -96,6 +96,16 @@ func FuzzRestoreStream(f *testing.F) {
 	f.Add(flagsSeed(), uint16(0))
 	f.Add(append(headerRecord(fileindex.Entry{Path: "/../escape", Type: fileindex.TypeFile}), volume.AppendFileEnd(nil, 0, nil)...), uint16(0))
 	f.Add(append(headerRecord(fileindex.Entry{Path: "/x", Type: fileindex.TypeSymlink, Target: "/"}), volume.AppendFileEnd(nil, 0, nil)...), uint16(0))
+	// A large file assembled from a block of an earlier session (its
+	// BlockStart first, as on disk) and one sent with its entry.
+	blocks := volume.AppendBlockStart(nil, &volume.BlockStart{Path: "/db", Len: 4, At: []int64{0, 8}})
+	blocks = volume.AppendDataRecord(blocks, 100, []byte("abcd"))
+	blocks = append(blocks, headerRecord(fileindex.Entry{Path: "/db", Type: fileindex.TypeFile, Size: 12})...)
+	blocks = volume.AppendDataRecord(blocks, 4, []byte("efgh"))
+	sum := sha256.Sum256([]byte("abcdefghabcd"))
+	f.Add(volume.AppendFileEndBlocks(blocks, 0, sum[:], &fileindex.BlockList{Bits: 20, Sessions: [][16]byte{{1}}, Blocks: []fileindex.Block{
+		{Session: 1, Loc: fileindex.Location{Len: 4}}, {Loc: fileindex.Location{Len: 4}}, {Session: 1, Loc: fileindex.Location{Len: 4}},
+	}}), uint16(0))
 	sandbox := f.TempDir()
 	// Links that point out of the target, then entries through them: a
 	// restorer that followed them would write into the sandbox.

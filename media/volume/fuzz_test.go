@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"reflect"
 	"testing"
 
 	"github.com/cairnbackup/cairn/fileindex"
@@ -379,6 +380,7 @@ func FuzzRecords(f *testing.F) {
 	f.Add(AppendRecord(nil, RecData, []byte{0xff, 0xff}))
 	f.Add(AppendFileEnd(AppendRecord(nil, RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: "/x", Type: fileindex.TypeFile})), EndOK, make([]byte, 32)))
 	f.Add([]byte{2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
+	f.Add(blocksSeed())
 	key := testKey("fuzz")
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		if len(stream) > 4*MaxBlockRawSize {
@@ -521,4 +523,45 @@ func parseStream(t *testing.T, stream []byte) ([]sentEntry, bool) {
 		stream = stream[n:]
 	}
 	return es, true
+}
+
+// blocksSeed is a large file sent by blocks: two blocks sent, one kept
+// from an earlier session, and the FileEnd with its block list.
+func blocksSeed() []byte {
+	s := AppendRecord(nil, RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: "/db", Type: fileindex.TypeFile, Size: 3000}))
+	s = AppendDataRecord(s, 0, bytes.Repeat([]byte{1}, 1000))
+	s = AppendDataRecord(s, 2000, bytes.Repeat([]byte{3}, 1000))
+	bl := &fileindex.BlockList{Bits: 20, Sessions: [][16]byte{{7}}, Blocks: []fileindex.Block{
+		{Hash: [32]byte{1}, Loc: fileindex.Location{Len: 1000}},
+		{Hash: [32]byte{2}, Session: 1, Loc: fileindex.Location{Seq: 4, Off: 9000, InBlock: 12, EndSeq: 4, Len: 1000}},
+		{Hash: [32]byte{3}, Loc: fileindex.Location{Len: 1000}},
+	}}
+	return AppendFileEndBlocks(s, EndOK, make([]byte, 32), bl)
+}
+
+// FuzzDecodeBlockStart decodes arbitrary bytes as the body of a BlockStart
+// record, which an agent gets from a storage node: a malformed one is
+// ErrBadRecord, and one that decodes encodes back to a record that
+// decodes to the same.
+func FuzzDecodeBlockStart(f *testing.F) {
+	body := func(b *BlockStart) []byte {
+		_, body, _, _ := ParseRestoreRecord(AppendBlockStart(nil, b))
+		return body
+	}
+	f.Add(body(&BlockStart{Path: "/var/db", Len: 1 << 20, At: []int64{0, 1 << 30}}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 1, 0, 'x'})
+	f.Add([]byte{1, 0xff, 0xff, 0x03})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := DecodeBlockStart(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadRecord) {
+				t.Fatalf("error %v does not wrap ErrBadRecord", err)
+			}
+			return
+		}
+		again, err := DecodeBlockStart(body(&b))
+		if err != nil || !reflect.DeepEqual(again, b) {
+			t.Fatalf("BlockStart %+v does not encode back to itself: %+v, %v", b, again, err)
+		}
+	})
 }
