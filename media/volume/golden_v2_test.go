@@ -210,7 +210,7 @@ func checkGoldenSession(t *testing.T, r io.ReaderAt, key *Key, p PartInfo, want 
 // still finds every part of both formats (a format 1 part's padding is
 // zeros up to the block boundary, which it steps over).
 func TestDamagedLabelBothFormats(t *testing.T) {
-	for _, name := range []string{goldenVolume, goldenV2Volume} {
+	for _, name := range []string{goldenVolume, goldenV2Volume, goldenV3Volume} {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
