@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -76,7 +77,11 @@ exit code 1.`,
 		Long: `Restore files from a volume file with no server or catalog, as bextract does.
 
 Every session on the volume is read in order, so a later session's version of
-a file replaces an earlier one; --session picks one. Files land under DIR
+a file replaces an earlier one; --session picks one. An incremental stores
+only the changed blocks of a large file and finds the others in the sessions
+before it: give the volumes that hold them with --volume, and the file is
+assembled from all of them; a file whose blocks lie on a volume not given is
+named, with the session that holds them. Files land under DIR
 with their full original path. Block and character device nodes are created
 only with --devices (as root, for a volume you trust); without it each is left
 out, named, and the command exits non-zero.
@@ -101,6 +106,7 @@ not extracted.`,
 	extract.Flags().BoolVar(&xo.force, "force", false, "restore into a directory that is not empty")
 	extract.Flags().BoolVar(&xo.devices, "devices", false, "create block and character device nodes (refused without it: only for a volume you trust)")
 	xo.s3.flags(extract)
+	extract.Flags().StringArrayVar(&xo.volumes, "volume", nil, "another volume file of the chain, read with FILE (repeat it): an incremental's large files keep blocks of earlier sessions")
 	c.AddCommand(list, show, ls, extract)
 	return c
 }
@@ -507,6 +513,9 @@ type extractOpts struct {
 	paths                      []string
 	force, devices             bool
 	s3                         s3Source
+	// volumes are the other volumes of the chain: where the blocks of
+	// large files that the sessions kept from earlier ones lie.
+	volumes []string
 }
 
 // extractSummary is what 'volume extract --json' prints: the restore's
@@ -526,36 +535,100 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 	}
 	defer ov.Close()
 	damage := ov.warnDamage(g)
+	vols := []*offlineVolume{ov}
+	for _, f := range o.volumes {
+		other, err := openOffline(ctx, f, o.keyFile, true, o.s3)
+		if err != nil {
+			return err
+		}
+		defer other.Close()
+		damage = append(damage, other.warnDamage(g)...)
+		vols = append(vols, other)
+	}
 	// Every key is checked before anything is written, so a wrong key
 	// leaves no partial files behind.
 	type job struct {
+		ov   *offlineVolume
 		p    *volume.PartInfo
 		key  *volume.Key
 		locs []fileindex.Location
-		ents []fileindex.Entry
+		// paths are the file each location is of; blocks, for the
+		// locations of blocks, where they go.
+		paths  []string
+		blocks map[int]*volume.BlockStart
+		ents   []fileindex.Entry
+		// refs are the session's parts given, on any of the volumes.
+		refs []volume.PartRef
 	}
-	var jobs []job
+	// Older volumes first, by their first session that says when it was
+	// made (a damaged part header does not), and each volume's sessions
+	// in their order on it: a later version of a file replaces an earlier
+	// one.
+	first := func(v *offlineVolume) time.Time {
+		for i := range v.parts {
+			if c := v.parts[i].Header.Created; !c.IsZero() {
+				return c
+			}
+		}
+		return time.Time{}
+	}
+	slices.SortStableFunc(vols, func(a, b *offlineVolume) int { return first(a).Compare(first(b)) })
+	var parts []*job
+	given := map[uuid.UUID][]volume.PartRef{} // by session
+	final := map[uuid.UUID]bool{}
+	byVolume := map[uuid.UUID]*offlineVolume{}
+	for _, v := range vols {
+		byVolume[v.vol.Label().VolumeID] = v
+		for i := range v.parts {
+			p := &v.parts[i]
+			parts = append(parts, &job{ov: v, p: p})
+			sid := p.Header.SessionID
+			given[sid] = append(given[sid], p.Ref())
+			if p.PartEnd != nil && p.PartEnd.Final {
+				final[sid] = true
+			}
+		}
+	}
+	// A session that spans the volumes given is read from all its parts,
+	// by the index in the trailer of its final part.
+	opener := func(id uuid.UUID) (io.ReaderAt, error) {
+		v := byVolume[id]
+		if v == nil {
+			return nil, fmt.Errorf("the session continues on volume %s, which is not among the files given", id)
+		}
+		return v.opener()(id)
+	}
+	var jobs []*job
 	var lost []lostEntry // asked for and not extracted
 	var notes []string   // losses no entry name says
 	var unnamed, asked int64
 	sel := fileindex.WithinAny(o.paths)
-	for i := range ov.parts {
-		p := &ov.parts[i]
+	type at struct{ job, ent int }
+	newest := map[string]at{}
+	for _, j := range parts {
+		p := j.p
 		if o.session != "" && !strings.HasPrefix(p.Header.SessionID.String(), o.session) {
 			continue
 		}
-		pi, key, err := ov.index(ctx, p)
+		j.refs = []volume.PartRef{p.Ref()}
+		if sid := p.Header.SessionID; final[sid] && len(given[sid]) > 1 && !p.HeaderLost {
+			if p.PartEnd == nil || !p.PartEnd.Final {
+				continue // its entries are in the final part's trailer
+			}
+			j.refs = given[sid]
+		}
+		pi, key, err := j.ov.index(ctx, p)
 		if err != nil {
 			return err
 		}
 		if pi.Rebuilt && (p.PartEnd == nil || p.PartEnd.Final) {
 			fmt.Fprintf(g.errOut, "warning: session %s: the index is rebuilt from the data blocks: %s\n", p.Header.SessionID, pi.Why)
 		}
-		j := job{p: p, key: key}
+		j.key = key
 		for _, e := range pi.Entries {
 			if e.Type != fileindex.TypeDeleted && sel(&e) {
+				newest[e.Path] = at{len(jobs), len(j.ents)}
 				j.ents = append(j.ents, e)
-				j.locs = append(j.locs, e.Loc)
 			}
 		}
 		for _, l := range append(pi.Lost, pi.Continues...) {
@@ -569,11 +642,68 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 			unnamed += pi.Unnamed
 		}
 		notes = append(notes, unnamedLoss(p, pi, o.paths)...)
-		asked += int64(len(j.ents))
-		if len(j.locs) > 0 {
-			jobs = append(jobs, j)
+		jobs = append(jobs, j)
+	}
+	// The blocks a large file kept from earlier sessions come from the
+	// parts that hold them, and its earlier versions are not read: they
+	// would be replaced, and their data is where the blocks are read.
+	for ji, j := range jobs {
+		for ei, e := range j.ents {
+			if n := newest[e.Path]; n != (at{ji, ei}) {
+				if bl := jobs[n.job].ents[n.ent].Blocks; bl != nil && len(bl.Sessions) > 0 {
+					continue
+				}
+			}
+			j.locs = append(j.locs, e.Loc)
+			j.paths = append(j.paths, e.Path)
+			asked++
+			if e.Blocks == nil {
+				continue
+			}
+			var y int64
+			missing := map[uuid.UUID]bool{}
+			for bi, b := range e.Blocks.Blocks {
+				off := y
+				y += int64(b.Loc.Len)
+				if b.Session == 0 {
+					continue
+				}
+				sid := uuid.UUID(e.Blocks.SessionOf(bi, [16]byte{}))
+				var in *job
+				for _, k := range jobs {
+					if k.p.Header.SessionID == sid && slices.ContainsFunc(k.refs, func(r volume.PartRef) bool { return r.StreamStart <= b.Loc.Off && b.Loc.Off < r.StreamEnd }) {
+						in = k
+						break
+					}
+				}
+				if in == nil {
+					missing[sid] = true
+					continue
+				}
+				if in.blocks == nil {
+					in.blocks = map[int]*volume.BlockStart{}
+				}
+				found := false
+				for i, l := range in.locs {
+					if bs := in.blocks[i]; bs != nil && bs.Path == e.Path && l.Seq == b.Loc.Seq && l.InBlock == b.Loc.InBlock {
+						bs.At, found = append(bs.At, off), true
+						break
+					}
+				}
+				if !found {
+					in.blocks[len(in.locs)] = &volume.BlockStart{Path: e.Path, Len: b.Loc.Len, At: []int64{off}}
+					in.locs = append(in.locs, b.Loc)
+					in.paths = append(in.paths, e.Path)
+				}
+			}
+			for sid := range missing {
+				asked-- // counted above, and again with the lost below
+				lost = append(lost, lostEntry{Session: j.p.Header.SessionID, Path: e.Path, Reason: fmt.Sprintf(
+					"blocks of it lie in session %s, which none of the volumes given holds (or not that part of it): give every volume of the chain with --volume ('cairn volume ls --sessions' lists a volume's sessions)", sid)})
+			}
 		}
 	}
+	jobs = slices.DeleteFunc(jobs, func(j *job) bool { return len(j.locs) == 0 })
 	asked += int64(len(lost)) + unnamed
 	if len(jobs) == 0 && asked == 0 && len(notes) == 0 {
 		if o.session != "" {
@@ -592,11 +722,21 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 	t0 := time.Now()
 	for _, j := range jobs {
 		sid := j.p.Header.SessionID
-		sr := volume.NewSessionReader(sid, j.key, []volume.PartRef{j.p.Ref()}, ov.opener(), volume.ReaderOptions{Workers: 2})
-		err := sr.ReadEntries(ctx, j.locs, r.Record, func(cbe *volume.CorruptBlockError) error {
-			for _, e := range j.ents {
-				if e.Loc.Seq <= cbe.Seq && cbe.Seq <= e.Loc.EndSeq {
-					r.Damaged(e.Path, cbe.Error())
+		sr := volume.NewSessionReader(sid, j.key, j.refs, opener, volume.ReaderOptions{Workers: 2})
+		record := func(t volume.RecordType, body []byte) error {
+			if t != volume.RecBlockStart {
+				return r.Record(t, body)
+			}
+			i, err := volume.BlockIndex(body)
+			if err != nil || j.blocks[i] == nil {
+				return fmt.Errorf("session %s: the reader announced a block not asked for", sid)
+			}
+			return r.Record(t, volume.AppendBlockStartBody(nil, j.blocks[i]))
+		}
+		err := sr.ReadEntries(ctx, j.locs, record, func(cbe *volume.CorruptBlockError) error {
+			for i, l := range j.locs {
+				if l.Seq <= cbe.Seq && cbe.Seq <= l.EndSeq {
+					r.Damaged(j.paths[i], cbe.Error())
 				}
 			}
 			return nil
@@ -606,8 +746,8 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 		if errors.As(err, &le) {
 			// The reader names every entry it could not pass on whole.
 			at := map[fileindex.Location][]string{}
-			for _, e := range j.ents {
-				at[e.Loc] = append(at[e.Loc], e.Path)
+			for i, l := range j.locs {
+				at[l] = append(at[l], j.paths[i])
 			}
 			for _, l := range le.Lost {
 				for _, p := range at[l.Loc] {

@@ -191,12 +191,17 @@ type BlockStart struct {
 
 // AppendBlockStart appends a RecBlockStart record.
 func AppendBlockStart(dst []byte, b *BlockStart) []byte {
-	body := binary.AppendUvarint(nil, b.Len)
-	body = binary.AppendUvarint(body, uint64(len(b.At)))
+	return AppendRecord(dst, RecBlockStart, AppendBlockStartBody(nil, b))
+}
+
+// AppendBlockStartBody appends the body of a RecBlockStart record.
+func AppendBlockStartBody(dst []byte, b *BlockStart) []byte {
+	dst = binary.AppendUvarint(dst, b.Len)
+	dst = binary.AppendUvarint(dst, uint64(len(b.At)))
 	for _, at := range b.At {
-		body = binary.AppendUvarint(body, uint64(at))
+		dst = binary.AppendUvarint(dst, uint64(at))
 	}
-	return AppendRecord(dst, RecBlockStart, append(body, b.Path...))
+	return append(dst, b.Path...)
 }
 
 // DecodeBlockStart decodes the body of a RecBlockStart record.
