@@ -93,3 +93,33 @@ func TestBits(t *testing.T) {
 		t.Fatalf("class 12: %v", err)
 	}
 }
+
+// BenchmarkSplit measures the cost of cutting, side by side with the
+// SHA-256 the agent computes over the same bytes anyway.
+func BenchmarkSplit(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	data := make([]byte, 32<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	b.Run("chunker", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		var s Splitter
+		for b.Loop() {
+			if err := s.Reset(bytes.NewReader(data), MinBits); err != nil {
+				b.Fatal(err)
+			}
+			for {
+				if _, err := s.Next(); err != nil {
+					break
+				}
+			}
+		}
+	})
+	b.Run("sha256", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			sha256.Sum256(data)
+		}
+	})
+}
