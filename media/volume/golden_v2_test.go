@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"io/fs"
 	"os"
 	"reflect"
 	"testing"
@@ -54,24 +53,8 @@ func TestGoldenGenerateV2(t *testing.T) {
 	if !*updateGolden {
 		return
 	}
-	for _, p := range []string{goldenV2Volume, goldenV2Key} {
-		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-			t.Fatalf("%s exists: the golden volume is never regenerated (see FORMAT.md); add a golden file for a new format version instead", p)
-		}
-	}
-	kf, err := os.ReadFile(goldenKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := writeGoldenV2(t, 1)
-	if err := os.WriteFile(goldenV2Key, kf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(goldenV2Volume, buf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(buf)
-	t.Logf("wrote %s: %d bytes, sha256 %x", goldenV2Volume, len(buf), sum)
+	goldenFresh(t, goldenV2Volume, goldenV2Key)
+	saveGolden(t, goldenV2Volume, goldenV2Key, writeGoldenV2(t, 1))
 }
 
 // writeGoldenV2 writes the golden-v2 volume's sessions with the golden
@@ -109,19 +92,8 @@ func TestGoldenV2WrittenAgain(t *testing.T) {
 }
 
 func TestGoldenV2(t *testing.T) {
-	data, err := os.ReadFile(goldenV2Volume)
-	if err != nil {
-		t.Fatalf("%v (the golden volume is committed; it is never regenerated)", err)
-	}
-	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != goldenV2SHA256 {
-		t.Fatalf("%s has changed (sha256 %x): it must never be rewritten", goldenV2Volume, sum)
-	}
+	r, v := openGolden(t, goldenV2Volume, goldenV2SHA256)
 	key := loadGoldenKey(t)
-	r := bytes.NewReader(data)
-	v, err := OpenVolume(r, int64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	id := uuid.MustParse("c0ffee00-0001-4000-8000-0000000cafe2")
 	wantLabel := Label{FormatVersion: 2, VolumeID: id, Name: "golden-v2", Pool: "Golden", BlockSize: 64 << 10, PartAlign: 4096, Created: goldenCreated, MediaType: "disk"}
 	if l := v.Label(); !reflect.DeepEqual(l, wantLabel) {
@@ -134,8 +106,8 @@ func TestGoldenV2(t *testing.T) {
 	// Where the parts lie, written out: the first after the label's
 	// block, each next one on the first page after the last.
 	wantAt := [][2]int64{{65536, 73728}, {73728, 77824}, {77824, 81920}}
-	if len(parts) != len(wantAt) || int64(len(data)) != wantAt[len(wantAt)-1][1] {
-		t.Fatalf("%d parts, %d bytes", len(parts), len(data))
+	if len(parts) != len(wantAt) || r.Size() != wantAt[len(wantAt)-1][1] {
+		t.Fatalf("%d parts, %d bytes", len(parts), r.Size())
 	}
 	infos := goldenV2Infos()
 	for i, p := range parts {

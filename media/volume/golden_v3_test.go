@@ -104,15 +104,7 @@ func TestGoldenGenerateV3(t *testing.T) {
 	if !*updateGolden {
 		return
 	}
-	for _, p := range []string{goldenV3Volume, goldenV3Key} {
-		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-			t.Fatalf("%s exists: the golden volume is never regenerated (see FORMAT.md); add a golden file for a new format version instead", p)
-		}
-	}
-	kf, err := os.ReadFile(goldenKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	goldenFresh(t, goldenV3Volume, goldenV3Key)
 	key := loadGoldenKey(t)
 	vol := &memVolume{id: goldenV3ID, bs: 64 << 10, align: DiskPartAlign}
 	lbl, err := EncodeLabel(Label{FormatVersion: 3, VolumeID: goldenV3ID, Name: "golden-v3", Pool: "Golden", BlockSize: 64 << 10, PartAlign: DiskPartAlign, Created: goldenCreated, MediaType: "disk"})
@@ -138,14 +130,55 @@ func TestGoldenGenerateV3(t *testing.T) {
 		}
 		base = indexEntries(t, res)[0].Blocks
 	}
-	if err := os.WriteFile(goldenV3Key, kf, 0o644); err != nil {
+	saveGolden(t, goldenV3Volume, goldenV3Key, vol.buf)
+}
+
+// goldenFresh stops a golden volume from being written over: it is never
+// regenerated.
+func goldenFresh(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s exists: the golden volume is never regenerated (see FORMAT.md); add a golden file for a new format version instead", p)
+		}
+	}
+}
+
+// saveGolden writes a new golden volume, and beside it the golden key file
+// it is encrypted with.
+func saveGolden(t *testing.T, volPath, keyPath string, buf []byte) {
+	t.Helper()
+	kf, err := os.ReadFile(goldenKey)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(goldenV3Volume, vol.buf, 0o644); err != nil {
+	if err := os.WriteFile(keyPath, kf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(vol.buf)
-	t.Logf("wrote %s: %d bytes, sha256 %x", goldenV3Volume, len(vol.buf), sum)
+	if err := os.WriteFile(volPath, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(buf)
+	t.Logf("wrote %s: %d bytes, sha256 %x", volPath, len(buf), sum)
+}
+
+// openGolden reads a committed golden volume, holds it to its digest and
+// opens it.
+func openGolden(t *testing.T, path, digest string) (*bytes.Reader, *Volume) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (the golden volume is committed; it is never regenerated)", err)
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != digest {
+		t.Fatalf("%s has changed (sha256 %x): it must never be rewritten", path, sum)
+	}
+	r := bytes.NewReader(data)
+	v, err := OpenVolume(r, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, v
 }
 
 // TestGoldenV3 reads the committed golden volume of format 3: its label,
@@ -154,19 +187,8 @@ func TestGoldenGenerateV3(t *testing.T) {
 // second assembled from the blocks of both sessions, each read by its
 // place alone.
 func TestGoldenV3(t *testing.T) {
-	data, err := os.ReadFile(goldenV3Volume)
-	if err != nil {
-		t.Fatalf("%v (the golden volume is committed; it is never regenerated)", err)
-	}
-	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != goldenV3SHA256 {
-		t.Fatalf("%s has changed (sha256 %x): it must never be rewritten", goldenV3Volume, sum)
-	}
+	r, v := openGolden(t, goldenV3Volume, goldenV3SHA256)
 	key := loadGoldenKey(t)
-	r := bytes.NewReader(data)
-	v, err := OpenVolume(r, int64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	if l := v.Label(); l.FormatVersion != 3 || l.PartAlign != DiskPartAlign || l.VolumeID != goldenV3ID {
 		t.Fatalf("label %+v", l)
 	}
