@@ -81,6 +81,18 @@ if [ ! -f "$TREE.done" ]; then
 	(cd "$REPO" && go run ./bench/gentree -root "$TREE" -size "$TREE_SIZE" -small-files "$SMALL_FILES") | tee "$TREE.done"
 fi
 TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d", s}')
+# The incremental's changes: CHANGE of the tree's bytes, the same for both
+# systems (a fixed seed), made on each system's copy of the tree.
+CHANGE=${CHANGE:-0.05}
+(cd "$REPO" && go build -o "$WORK/bin/gentree" ./bench/gentree)
+# prepare_copy DIR: a fresh copy of the tree to back up (not timed), so the
+# incremental's changes leave the tree as it was.
+prepare_copy() { rm -rf "$1" && cp -a "$TREE" "$1"; }
+# mutate DIR SYSTEM RUN: make the incremental's changes, note the bytes.
+mutate() {
+	"$WORK/bin/gentree" -mutate "$1" -fraction "$CHANGE" -seed 14 | tee "$RUN/$2-$3.changed" >&2
+	awk '{print $3}' "$RUN/$2-$3.changed" >"$WORK/changed-$3-$2"
+}
 TREE_FILES=$(find "$TREE" -type f | wc -l)
 
 RUN=$WORK/run
@@ -122,26 +134,45 @@ run_cairn() {
 		sleep 0.2
 	done
 
-	local op t0 t1 c0 c1 hwm
-	for op in backup restore; do
+	local op t0 t1 c0 c1 hwm full=0
+	prepare_copy "$d/tree"
+	for op in backup restore incremental increstore; do
+		case $op in
+		incremental)
+			log "verifying the $sys restore (not timed)"
+			diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the $sys restore differs from the tree: diff -r $d/tree $d/restore$d/tree"
+			rm -rf "$d/restore" && mkdir -p "$d/restore"
+			mutate "$d/tree" "$sys" "$n"
+			;;
+		esac
 		drop_caches
 		reset_hwm "$DEV_PID"
 		c0=$(cpu_secs "$DEV_PID")
 		t0=$(now)
-		if [ $op = backup ]; then
-			/usr/bin/time -v -o "$d/cli-$op.time" "$bin" backup --client "$CLIENT" --path "$TREE" --level full --wait --json >"$d/$op.json" ||
-				die "$sys backup failed: $(cat "$d/$op.json")"
-		else
+		case $op in
+		backup | incremental)
+			local level=full
+			[ $op = incremental ] && level=incremental
+			/usr/bin/time -v -o "$d/cli-$op.time" "$bin" backup --client "$CLIENT" --path "$d/tree" --level $level --wait --json >"$d/$op.json" ||
+				die "$sys $op failed: $(cat "$d/$op.json")"
+			;;
+		*)
 			/usr/bin/time -v -o "$d/cli-$op.time" "$bin" restore --client "$CLIENT" --to "$d/restore" --wait --json >"$d/$op.json" ||
-				die "$sys restore failed: $(cat "$d/$op.json")"
-		fi
+				die "$sys $op failed: $(cat "$d/$op.json")"
+			;;
+		esac
 		t1=$(now)
 		c1=$(cpu_secs "$DEV_PID")
 		hwm=$(hwm_mb "$DEV_PID")
 		local cpu rss stored=-
 		cpu=$(echo "$c0 $c1 $(time_cpu "$d/cli-$op.time")" | awk '{printf "%.2f", $2-$1+$3}')
 		rss=$(echo "$hwm $(time_rss_mb "$d/cli-$op.time")" | awk '{printf "%.0f", $1+$2}')
-		[ $op = backup ] && stored=$(du -sb "$d/data/pool" | awk '{print $1}')
+		if [ $op = backup ]; then
+			stored=$(du -sb "$d/data/pool" | awk '{print $1}')
+			full=$stored
+		elif [ $op = incremental ]; then
+			stored=$(($(du -sb "$d/data/pool" | awk '{print $1}') - full)) # the growth
+		fi
 		record "$n" "$sys" "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$cpu" "$rss" "$stored"
 		grep -q '"state": *"success"' "$d/$op.json" || die "$sys $op did not succeed: $(cat "$d/$op.json")"
 	done
@@ -149,9 +180,9 @@ run_cairn() {
 	wait "$DEV_PID" 2>/dev/null || true
 	DEV_PID=
 
-	log "verifying the $sys restore (not timed)"
-	diff -r "$TREE" "$d/restore$TREE" >/dev/null || die "the $sys restore differs from the tree: diff -r $TREE $d/restore$TREE"
-	rm -rf "$d/restore"
+	log "verifying the $sys restore of the incremental (not timed)"
+	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the $sys restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"
+	rm -rf "$d/restore" "$d/tree"
 }
 
 run_restic() {
@@ -160,24 +191,39 @@ run_restic() {
 	mkdir -p "$d/restore"
 	export RESTIC_PASSWORD=cairn-bench RESTIC_REPOSITORY=$d/repo RESTIC_CACHE_DIR=$d/cache
 	restic init --repository-version 2 >/dev/null
-	local op t0 t1
-	for op in backup restore; do
+	local op t0 t1 full=0
+	prepare_copy "$d/tree"
+	for op in backup restore incremental increstore; do
+		if [ $op = incremental ]; then
+			log "verifying the restic restore (not timed)"
+			diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the restic restore differs from the tree: diff -r $d/tree $d/restore$d/tree"
+			rm -rf "$d/restore" && mkdir -p "$d/restore"
+			mutate "$d/tree" restic "$n"
+		fi
 		drop_caches
 		t0=$(now)
-		if [ $op = backup ]; then
-			/usr/bin/time -v -o "$d/$op.time" restic backup --quiet "$TREE" >"$d/$op.out" 2>&1 ||
-				die "restic backup failed: $(cat "$d/$op.out")"
-		else
+		case $op in
+		backup | incremental)
+			/usr/bin/time -v -o "$d/$op.time" restic backup --quiet "$d/tree" >"$d/$op.out" 2>&1 ||
+				die "restic $op failed: $(cat "$d/$op.out")"
+			;;
+		*)
 			/usr/bin/time -v -o "$d/$op.time" restic restore latest --target "$d/restore" >"$d/$op.out" 2>&1 ||
-				die "restic restore failed: $(cat "$d/$op.out")"
-		fi
+				die "restic $op failed: $(cat "$d/$op.out")"
+			;;
+		esac
 		t1=$(now)
 		local stored=-
-		[ $op = backup ] && stored=$(du -sb "$d/repo" | awk '{print $1}')
+		if [ $op = backup ]; then
+			stored=$(du -sb "$d/repo" | awk '{print $1}')
+			full=$stored
+		elif [ $op = incremental ]; then
+			stored=$(($(du -sb "$d/repo" | awk '{print $1}') - full))
+		fi
 		record "$n" restic "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$(time_cpu "$d/$op.time")" "$(time_rss_mb "$d/$op.time")" "$stored"
 	done
-	log "verifying the restic restore (not timed)"
-	diff -r "$TREE" "$d/restore$TREE" >/dev/null || die "the restic restore differs from the tree: diff -r $TREE $d/restore$TREE"
+	log "verifying the restic restore of the incremental (not timed)"
+	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the restic restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"
 	rm -rf "$d"
 }
 
@@ -186,7 +232,7 @@ mb() { awk -v b="$1" 'BEGIN {printf "%.0f", b/1e6}'; }
 # table RUN: the side-by-side table of one run: every system, then
 # cairn's MB/s over each other's.
 table() {
-	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" -v systems="${SYSTEMS[*]}" '
+	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" -v systems="${SYSTEMS[*]}" -v work="$WORK" '
 	$1 == run { k = $2 "/" $3; sec[k] = $4; cpu[k] = $5; rss[k] = $6; st[k] = $7 }
 	END {
 		ns = split(systems, sys, " ")
@@ -201,6 +247,23 @@ table() {
 			for (j = 2; j <= ns; j++) printf "%-8s cairn/%s MB/s: %.2fx, CPU s: %.2fx\n", o, sys[j], sec[sys[j] "/" o] / sec["cairn/" o], cpu["cairn/" o] / cpu[sys[j] "/" o]
 		}
 		for (j = 1; j <= ns; j++) printf "stored   %-9s | %d MB (%.1f%% of the tree)\n", sys[j], int(st[sys[j] "/backup"] / 1e6), 100 * st[sys[j] "/backup"] / bytes
+		# The incremental after CHANGE of the bytes changed, and the
+		# restore of its point in time; growth is the stored bytes the
+		# incremental added over the bytes changed.
+		split("incremental increstore", iops, " ")
+		for (i = 1; i <= 2; i++) {
+			o = iops[i]
+			for (j = 1; j <= ns; j++) {
+				k = sys[j] "/" o
+				printf "%-8s %-9s | %8.2f %7s %6.2f %5.2f %5d\n", substr(o, 1, 8), sys[j], sec[k], "", cpu[k], cpu[k] / sec[k], rss[k]
+			}
+			for (j = 2; j <= ns; j++) printf "%-8s %s/cairn wall: %.2fx\n", substr(o, 1, 8), sys[j], sec[sys[j] "/" o] / sec["cairn/" o]
+		}
+		for (j = 1; j <= ns; j++) {
+			f = work "/changed-" run "-" sys[j]; ch = 1
+			getline ch < f; close(f)
+			printf "growth   %-9s | %.1f MB, %.2fx the %.1f MB changed\n", sys[j], st[sys[j] "/incremental"] / 1e6, st[sys[j] "/incremental"] / ch, ch / 1e6
+		}
 	}' "$RESULTS"
 }
 

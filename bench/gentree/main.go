@@ -5,6 +5,7 @@
 // runs on different days back up the same bytes.
 //
 //	go run ./bench/gentree -root /var/tmp/cairn-bench/tree
+//	go run ./bench/gentree -mutate /var/tmp/cairn-bench/copy -fraction 0.05
 package main
 
 import (
@@ -23,7 +24,16 @@ func main() {
 	total := flag.Int64("size", 1<<30, "total bytes of file content")
 	small := flag.Int("small-files", 50_000, "number of small files (1-16 KiB)")
 	seed := flag.Uint64("seed", 1, "random seed")
+	change := flag.String("mutate", "", "change about -fraction of the bytes of this existing tree instead (the incremental's changes)")
+	fraction := flag.Float64("fraction", 0.05, "with -mutate: the share of the tree's bytes to change")
 	flag.Parse()
+	if *change != "" {
+		if err := mutate(*change, *fraction, *seed); err != nil {
+			fmt.Fprintln(os.Stderr, "gentree:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *root == "" {
 		fmt.Fprintln(os.Stderr, "gentree: pass -root DIR")
 		os.Exit(2)
