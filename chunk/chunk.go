@@ -36,9 +36,11 @@ const MaxBlocks = 4096
 // component cut a file the same way without being told how.
 const Pol = chunker.Pol(0x3DA3358B4DC173)
 
-// MinBits and MaxBits bound the size class: 2^Bits is the average block.
+// MinBits and MaxBits bound the size class: a block is at least half of
+// 2^bits and then ends with a chance of 2^-bits at each byte, so it is
+// 1.5 × 2^bits on average (1.5 MiB in class 20).
 const (
-	MinBits = 20 // 1 MiB blocks, restic's
+	MinBits = 20 // restic's
 	MaxBits = 30
 )
 
