@@ -210,6 +210,9 @@ func (a *applier) putBackup(old, b *Backup) error {
 	if err := indexParts(a.tx, b.ID, oldParts, b.Parts); err != nil {
 		return err
 	}
+	if err := indexBackupTime(a.tx, old, b); err != nil {
+		return err
+	}
 	if old != nil && old.State == b.State {
 		return nil
 	}

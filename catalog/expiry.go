@@ -113,11 +113,11 @@ func restoreReads(tx *bbolt.Tx) (map[uint64]uint64, error) {
 // that are not aborted: what a restore of them would read it for.
 func children(tx *bbolt.Tx, client string) (map[uint64][]uint64, error) {
 	out := map[uint64][]uint64{}
-	err := eachClientBackup(tx, client, func(b *Backup) bool {
-		if b.Parent != 0 && b.State != BackupAborted {
-			out[b.Parent] = append(out[b.Parent], b.ID)
+	err := eachBackupTime(tx, client, func(e backupTime) (bool, error) {
+		if e.Parent != 0 && e.State != BackupAborted {
+			out[e.Parent] = append(out[e.Parent], e.ID)
 		}
-		return true
+		return true, nil
 	})
 	return out, err
 }
@@ -260,6 +260,9 @@ func (a *applier) removeBackup(b *Backup, reason, by string) error {
 		return err
 	}
 	if err := a.tx.Bucket(bBackupsByClient).Delete(nameKey(b.Client, b.ID)); err != nil {
+		return err
+	}
+	if err := indexBackupTime(a.tx, b, nil); err != nil {
 		return err
 	}
 	if err := a.tx.Bucket(bHolds).Delete(backupHoldKey(b.ID)); err != nil {
@@ -457,87 +460,138 @@ func (s *Store) PlanExpiry(retentionFor RetentionFor, expiredOnly bool) (*Expiry
 // a few clients' backups says what would expire of them at the cost of
 // those backups, not of the whole catalog.
 func (s *Store) PlanExpiryOf(clients []string, retentionFor RetentionFor, expiredOnly bool) (*ExpiryPlan, error) {
-	plan := &ExpiryPlan{}
-	var planner retention.Planner
-	var group []retention.Backup
-	var decisions []retention.Decision
+	if clients == nil {
+		plan, _, err := s.PlanExpiryFrom("", 0, retentionFor, expiredOnly)
+		return plan, err
+	}
+	p := newExpiryPlanner(retentionFor, expiredOnly)
 	err := s.view(func(tx *bbolt.Tx) error {
-		holds := tx.Bucket(bHolds)
-		backups := tx.Bucket(bBackups)
-		byClient := tx.Bucket(bBackupsByClient).Cursor()
-		// backups_by_client is sorted by client then id: one client at a
-		// time, its backups bucketed by file set.
-		var client string
-		sets := map[string][]retention.Backup{}
-		flush := func() error {
-			clientHeld := holds != nil && holds.Get(clientHoldKey(client)) != nil
-			names := make([]string, 0, len(sets))
-			for fs := range sets {
-				names = append(names, fs)
-			}
-			slices.Sort(names)
-			for _, fs := range names {
-				pol, ok := retentionFor(client, fs)
-				if !ok || pol == nil {
-					continue
-				}
-				group = sets[fs]
-				for i := range group {
-					group[i].Held = clientHeld || (holds != nil && holds.Get(backupHoldKey(group[i].ID)) != nil)
-				}
-				plan.Groups++
-				plan.Backups += len(group)
-				decisions = planner.PlanGroup(group, pol, decisions[:0])
-				for _, d := range decisions {
-					if !expiredOnly || !d.Keep {
-						plan.Decisions = append(plan.Decisions, d)
-					}
-				}
-			}
-			clear(sets)
-			return nil
+		idx, err := timeIndex(tx)
+		if err != nil {
+			return err
 		}
-		visit := func(k []byte) error {
-			i := bytes.IndexByte(k, 0)
-			if i < 0 || len(k) != i+9 {
-				return fmt.Errorf("catalog %s: bad key %x", bBackupsByClient, k)
-			}
-			if c := string(k[:i]); c != client {
-				if err := flush(); err != nil {
+		c := idx.Cursor()
+		for _, name := range slices.Compact(slices.Sorted(slices.Values(clients))) {
+			prefix := clientPrefix(name)
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				if _, err := p.visit(tx, k, v); err != nil {
 					return err
 				}
-				client = c
 			}
-			id := k[i+1:]
-			var b Backup
-			if err := jsonUnmarshal(bBackups, id, backups.Get(id), &b); err != nil {
+		}
+		return p.flush(tx)
+	})
+	return p.plan, err
+}
+
+// PlanExpiryFrom is PlanExpiry for the clients after the client named
+// after ("": from the first), by name, whole clients at a time, until the
+// plan holds limit decisions or more (0: no limit). Next is the last
+// client planned, where the following call starts, "" when the plan
+// reached the last client. A pass over a big catalog plans and expires it
+// a part at a time: it never holds the decisions on every backup, and a
+// read transaction never spans the pass.
+func (s *Store) PlanExpiryFrom(after string, limit int, retentionFor RetentionFor, expiredOnly bool) (plan *ExpiryPlan, next string, err error) {
+	p := newExpiryPlanner(retentionFor, expiredOnly)
+	err = s.view(func(tx *bbolt.Tx) error {
+		idx, err := timeIndex(tx)
+		if err != nil {
+			return err
+		}
+		c := idx.Cursor()
+		k, v := c.First()
+		if after != "" {
+			// Past every key of after: its 0 separator made 1.
+			k, v = c.Seek(append([]byte(after), 1))
+		}
+		for ; k != nil; k, v = c.Next() {
+			changed, err := p.visit(tx, k, v)
+			if err != nil {
 				return err
 			}
-			sets[b.FileSet] = append(sets[b.FileSet], retention.Backup{
-				ID: b.ID, Time: b.StartTime, Level: schedule.Level(b.Level), Parent: b.Parent,
-				Client: b.Client, FileSet: b.FileSet, State: retention.State(b.State),
-			})
-			return nil
-		}
-		if clients == nil {
-			for k, _ := byClient.First(); k != nil; k, _ = byClient.Next() {
-				if err := visit(k); err != nil {
-					return err
-				}
-			}
-			return flush()
-		}
-		for _, c := range slices.Compact(slices.Sorted(slices.Values(clients))) {
-			prefix := append([]byte(c), 0)
-			for k, _ := byClient.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = byClient.Next() {
-				if err := visit(k); err != nil {
-					return err
-				}
+			if changed && limit > 0 && len(p.plan.Decisions) >= limit {
+				next = p.last
+				return nil
 			}
 		}
-		return flush()
+		return p.flush(tx)
 	})
-	return plan, err
+	return p.plan, next, err
+}
+
+// expiryPlanner decides on the backups of one client at a time, as the
+// index hands them over: by client, file set, then time.
+type expiryPlanner struct {
+	retentionFor RetentionFor
+	expiredOnly  bool
+	plan         *ExpiryPlan
+	planner      retention.Planner
+	decisions    []retention.Decision
+	// client is the one being read, sets its backups by file set in the
+	// order met; last is the last client decided on.
+	client string
+	sets   [][]retention.Backup
+	last   string
+}
+
+func newExpiryPlanner(rf RetentionFor, expiredOnly bool) *expiryPlanner {
+	return &expiryPlanner{retentionFor: rf, expiredOnly: expiredOnly, plan: &ExpiryPlan{}}
+}
+
+// visit adds an index entry; at a new client it first decides on the one
+// before, and reports that it did.
+func (p *expiryPlanner) visit(tx *bbolt.Tx, k, v []byte) (bool, error) {
+	i := bytes.IndexByte(k, 0)
+	if i < 0 {
+		return false, fmt.Errorf("catalog %s: bad key %x", bBackupTimes, k)
+	}
+	changed := false
+	if client := k[:i]; string(client) != p.client {
+		if err := p.flush(tx); err != nil {
+			return false, err
+		}
+		p.client, changed = string(client), p.client != ""
+	}
+	e, err := decodeBackupTime(k, v, i+1)
+	if err != nil {
+		return false, err
+	}
+	b := retention.Backup{ID: e.ID, Time: e.StartTime, Level: schedule.Level(e.Level), Parent: e.Parent,
+		Client: p.client, FileSet: e.FileSet, State: retention.State(e.State)}
+	if n := len(p.sets); n == 0 || p.sets[n-1][0].FileSet != e.FileSet {
+		p.sets = append(p.sets, nil)
+	}
+	p.sets[len(p.sets)-1] = append(p.sets[len(p.sets)-1], b)
+	return changed, nil
+}
+
+// flush decides on the backups of the client read so far.
+func (p *expiryPlanner) flush(tx *bbolt.Tx) error {
+	if len(p.sets) == 0 {
+		return nil
+	}
+	holds := tx.Bucket(bHolds)
+	clientHeld := holds != nil && holds.Get(clientHoldKey(p.client)) != nil
+	for _, group := range p.sets {
+		pol, ok := p.retentionFor(p.client, group[0].FileSet)
+		if !ok || pol == nil {
+			continue
+		}
+		for i := range group {
+			group[i].Held = clientHeld || (holds != nil && holds.Get(backupHoldKey(group[i].ID)) != nil)
+		}
+		p.plan.Groups++
+		p.plan.Backups += len(group)
+		p.decisions = p.planner.PlanGroup(group, pol, p.decisions[:0])
+		for _, d := range p.decisions {
+			if !p.expiredOnly || !d.Keep {
+				p.plan.Decisions = append(p.plan.Decisions, d)
+			}
+		}
+	}
+	p.sets = p.sets[:0]
+	p.last = p.client
+	return nil
 }
 
 // TapeRecycle reuses a recyclable tape of a pool for a backup that needs a

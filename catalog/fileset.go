@@ -64,23 +64,27 @@ func (s *Store) FileSets(client string) ([]FileSet, error) {
 
 func fileSets(tx *bbolt.Tx, client string, at time.Time) ([]FileSet, error) {
 	var out []FileSet
-	index := map[string]int{}
-	err := eachClientBackup(tx, client, func(b *Backup) bool {
-		if b.State != BackupComplete || (!at.IsZero() && b.StartTime.After(at)) {
-			return true
+	err := eachFileSet(tx, client, func(c *bbolt.Cursor, set []byte) (bool, error) {
+		var fs FileSet
+		err := newestFirst(c, set, at, func(e backupTime) (bool, error) {
+			if e.State == BackupComplete {
+				if fs.Latest == 0 {
+					fs.ID, fs.Latest, fs.LatestAt = e.FileSet, e.ID, e.StartTime
+				}
+				fs.Backups++
+			}
+			return true, nil
+		})
+		if err != nil || fs.Latest == 0 {
+			return err == nil, err
 		}
-		i, ok := index[b.FileSet]
-		if !ok {
-			i = len(out)
-			index[b.FileSet] = i
-			out = append(out, FileSet{ID: b.FileSet, Paths: b.Paths, Excludes: b.Excludes})
+		var b Backup
+		if err := jsonUnmarshal(bBackups, u64(fs.Latest), tx.Bucket(bBackups).Get(u64(fs.Latest)), &b); err != nil {
+			return false, err
 		}
-		fs := &out[i]
-		fs.Backups++
-		if fs.Latest == 0 || b.StartTime.After(fs.LatestAt) {
-			fs.Latest, fs.LatestAt = b.ID, b.StartTime
-		}
-		return true
+		fs.Paths, fs.Excludes = b.Paths, b.Excludes
+		out = append(out, fs)
+		return true, nil
 	})
 	slices.SortStableFunc(out, func(a, b FileSet) int { return b.LatestAt.Compare(a.LatestAt) })
 	return out, err
@@ -199,35 +203,35 @@ func (s *Store) LatestBackup(q BackupQuery) (*Backup, error) {
 	named := map[string]bool{}
 	err := s.view(func(tx *bbolt.Tx) error {
 		any := false
-		err := eachClientBackup(tx, q.Client, func(b *Backup) bool {
-			if b.State != BackupComplete || (!q.At.IsZero() && b.StartTime.After(q.At)) {
-				return true
-			}
-			any = true
-			if q.FileSet != "" {
-				if !strings.HasPrefix(b.FileSet, q.FileSet) {
-					return true
+		prefix := len(clientPrefix(q.Client))
+		// The newest backup of each file set that holds the paths; the
+		// latest of those is the one.
+		err := eachFileSet(tx, q.Client, func(c *bbolt.Cursor, set []byte) (bool, error) {
+			fileSet := string(set[prefix : len(set)-1])
+			return true, newestFirst(c, set, q.At, func(e backupTime) (bool, error) {
+				if e.State != BackupComplete {
+					return true, nil
 				}
-				named[b.FileSet] = true
-			}
-			var sources []fileindex.Path
-			for _, p := range q.Paths {
-				if b.Covers(p) {
-					continue
+				any = true
+				if q.FileSet != "" {
+					if !strings.HasPrefix(fileSet, q.FileSet) {
+						return false, nil
+					}
+					named[fileSet] = true
 				}
-				// A command source's output is a file of the backup
-				// outside its paths; its job knows where.
-				if sources == nil {
-					sources = jobSources(tx, b.ID)
+				if best != nil && !later(e.StartTime, e.ID, best) {
+					return false, nil // nothing older of this file set wins
 				}
-				if !slices.ContainsFunc(sources, func(s fileindex.Path) bool { return fileindex.Within(string(s), p) }) {
-					return true
+				var b Backup
+				if err := jsonUnmarshal(bBackups, u64(e.ID), tx.Bucket(bBackups).Get(u64(e.ID)), &b); err != nil {
+					return false, err
 				}
-			}
-			if best == nil || b.StartTime.After(best.StartTime) {
-				best = b
-			}
-			return true
+				if !holdsPaths(tx, &b, q.Paths) {
+					return true, nil
+				}
+				best = &b
+				return false, nil
+			})
 		})
 		if err != nil || best != nil || !any {
 			return err
@@ -250,6 +254,31 @@ func (s *Store) LatestBackup(q BackupQuery) (*Backup, error) {
 	}
 	return nil, &UncoveredError{Client: q.Client, Paths: q.Paths, At: q.At, FileSet: q.FileSet,
 		UnknownFileSet: q.FileSet != "" && len(named) == 0, FileSets: sets}
+}
+
+// later reports whether a backup of start time t and id comes after b: the
+// later point in time, or of two at one time the one made last.
+func later(t time.Time, id uint64, b *Backup) bool {
+	return t.After(b.StartTime) || (t.Equal(b.StartTime) && id > b.ID)
+}
+
+// holdsPaths reports whether backup b holds every one of paths: within its
+// file set, or as the output of one of its job's command sources, which is
+// a file of the backup outside its paths.
+func holdsPaths(tx *bbolt.Tx, b *Backup, paths []string) bool {
+	var sources []fileindex.Path
+	for _, p := range paths {
+		if b.Covers(p) {
+			continue
+		}
+		if sources == nil {
+			sources = jobSources(tx, b.ID)
+		}
+		if !slices.ContainsFunc(sources, func(s fileindex.Path) bool { return fileindex.Within(string(s), p) }) {
+			return false
+		}
+	}
+	return true
 }
 
 // jobSources are the paths of the command sources of backup id's job, an

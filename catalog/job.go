@@ -281,17 +281,9 @@ func chainWords(pools []string) string {
 // latest complete full there). Latest means the latest point in time, not
 // the highest id: two runs can complete out of order.
 func (a *applier) latestComplete(client, fileSet string, pools []string, fullOnly bool) (*Backup, error) {
-	var best *Backup
-	err := eachClientBackup(a.tx, client, func(b *Backup) bool {
-		if b.State != BackupComplete || b.FileSet != fileSet || !slices.Contains(pools, b.Pool) || (fullOnly && b.Level != LevelFull) {
-			return true
-		}
-		if best == nil || b.StartTime.After(best.StartTime) {
-			best = b
-		}
-		return true
+	return latestOf(a.tx, client, fileSet, time.Time{}, func(e *backupTime) bool {
+		return e.State == BackupComplete && slices.Contains(pools, e.Pool) && (!fullOnly || e.Level == LevelFull)
 	})
-	return best, err
 }
 
 func (a *applier) updateJob(u *JobUpdate) error {

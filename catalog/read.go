@@ -305,11 +305,13 @@ func eachClientBackup(tx *bbolt.Tx, client string, fn func(*Backup) bool) error 
 func (s *Store) BackupAt(client string, t time.Time) (*Backup, error) {
 	var best *Backup
 	err := s.view(func(tx *bbolt.Tx) error {
-		return eachClientBackup(tx, client, func(b *Backup) bool {
-			if b.State == BackupComplete && !b.StartTime.After(t) && (best == nil || b.StartTime.After(best.StartTime)) {
+		prefix := len(clientPrefix(client))
+		return eachFileSet(tx, client, func(_ *bbolt.Cursor, set []byte) (bool, error) {
+			b, err := latestOf(tx, client, string(set[prefix:len(set)-1]), t, func(e *backupTime) bool { return e.State == BackupComplete })
+			if b != nil && (best == nil || later(b.StartTime, b.ID, best)) {
 				best = b
 			}
-			return true
+			return err == nil, err
 		})
 	})
 	if err != nil {

@@ -367,11 +367,11 @@ func (s *Store) Runs(f RunFilter) ([]Run, error) {
 
 // ChainOf is what a new backup of client and file set would build on: the
 // start times of its last complete full and of the last complete
-// differential after it (zero when there is none). It reads the client's
-// backups newest first and stops at the first full of the file set, so its
-// cost is the length of the chain, not of the client's history; and it
-// decodes only the fields it looks at, which a scheduler tick does for
-// every client whose run is due. Pools, when given, are the pools the
+// differential after it (zero when there is none). It reads the index of
+// the file set's backups by time newest first and stops at the first full,
+// so its cost is the length of the chain, not of the client's history; it
+// decodes only the parents of the newest (the chain's length), which a
+// scheduler tick does for every client whose run is due. Pools, when given, are the pools the
 // chain may lie in (Policy.Pools, as createJob seeks a policy run's base):
 // a full elsewhere is no base of this chain.
 func (s *Store) ChainOf(client, fileSet string, pools []string) (schedule.Chain, error) {
@@ -379,28 +379,23 @@ func (s *Store) ChainOf(client, fileSet string, pools []string) (schedule.Chain,
 	err := s.view(func(tx *bbolt.Tx) error {
 		backups := tx.Bucket(bBackups)
 		var parent uint64 // of the newest backup of the chain
-		err := reverse(tx.Bucket(bBackupsByClient), append([]byte(client), 0), func(k []byte) (bool, error) {
-			id := k[len(k)-8:]
-			var b chainLink
-			if err := jsonUnmarshal(bBackups, id, backups.Get(id), &b); err != nil {
-				return false, err
-			}
-			if b.State != BackupComplete || b.FileSet != fileSet || (pools != nil && !slices.Contains(pools, b.Pool)) {
-				return true, nil
+		_, _, err := latestEntry(tx, client, fileSet, time.Time{}, func(e *backupTime) bool {
+			if e.State != BackupComplete || (pools != nil && !slices.Contains(pools, e.Pool)) {
+				return false
 			}
 			if ch.Length == 0 {
-				ch.Length, parent = 1, b.Parent
+				ch.Length, parent = 1, e.Parent
 			}
-			switch b.Level {
+			switch e.Level {
 			case LevelDifferential:
 				if ch.LastDifferential.IsZero() {
-					ch.LastDifferential = b.StartTime
+					ch.LastDifferential = e.StartTime
 				}
 			case LevelFull:
-				ch.LastFull = b.StartTime
-				return false, nil
+				ch.LastFull = e.StartTime
+				return true
 			}
-			return true, nil
+			return false
 		})
 		if err != nil {
 			return err
@@ -426,10 +421,5 @@ const maxChainWalk = 10000
 
 // chainLink is the part of a Backup that ChainOf reads.
 type chainLink struct {
-	Parent    uint64      `json:"parent"`
-	FileSet   string      `json:"file_set"`
-	Level     Level       `json:"level"`
-	StartTime time.Time   `json:"start_time"`
-	State     BackupState `json:"state"`
-	Pool      string      `json:"pool"`
+	Parent uint64 `json:"parent"`
 }

@@ -42,6 +42,8 @@ var (
 	bHolds           = []byte("holds")             // "b" id(8) | "c" client -> Hold
 	bVolumeBackups   = []byte("volume_backups")    // uuid(16) backup(8) -> nil, the backups with a part on a volume
 	bExpiries        = []byte("expiries")          // seq(8) -> Expiry, the expiry history
+	bBackupTimes     = []byte("backup_times")      // client 0 fileset 0 start(8) id(8) -> parent(8) level state pool
+	bClientBackups   = []byte("client_backups")    // client -> its complete backups(8)
 )
 
 // buckets1 are the buckets of format 1; format 2 added the request index.
@@ -58,7 +60,12 @@ var buckets2 = append(slices.Clone(buckets1), bRequests, bRequestsByTime)
 // backups by volume and the expiry history.
 var buckets3 = append(slices.Clone(buckets2), bPolicies, bRuns)
 
-var allBuckets = append(slices.Clone(buckets3), bHolds, bVolumeBackups, bExpiries)
+// buckets4 are the buckets of formats 4 and 5 (5 chunked the segments);
+// format 6 added the index of backups by client, file set and time, and
+// the count of each client's complete backups.
+var buckets4 = append(slices.Clone(buckets3), bHolds, bVolumeBackups, bExpiries)
+
+var allBuckets = append(slices.Clone(buckets4), bBackupTimes, bClientBackups)
 
 var (
 	keyFormat       = []byte("format")
@@ -75,8 +82,11 @@ var (
 // the index of backups by volume, which the upgrade fills from the backups
 // there are; format 5 stores index segments chunked (layer.go), which an
 // older server would not find, and the upgrade chunks the segments there
-// are. Opening a catalog of an older format for writing upgrades it.
-const storeFormat = 5
+// are; format 6 added the index of backups by client, file set and time
+// and the count of each client's complete backups, which an older server
+// would not keep, and the upgrade fills from the backups there are.
+// Opening a catalog of an older format for writing upgrades it.
+const storeFormat = 6
 
 // Store is the catalog in one bbolt file. Reads may run on any goroutine,
 // concurrently with Apply and Restore.
@@ -155,6 +165,8 @@ func OpenReadOnly(path string) (*Store, error) {
 			need = buckets2
 		case f < 4:
 			need = buckets3
+		case f < 6:
+			need = buckets4
 		}
 		for _, b := range need {
 			if tx.Bucket(b) == nil {
@@ -192,6 +204,11 @@ func openDB(path string) (*bbolt.DB, error) {
 			}
 			if f > 0 && f < 5 {
 				if err := chunkSegments(tx); err != nil {
+					return err
+				}
+			}
+			if f > 0 && f < 6 {
+				if err := indexBackupTimes(tx); err != nil {
 					return err
 				}
 			}
