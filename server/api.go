@@ -96,11 +96,8 @@ func (s *Server) clientList(_ context.Context, _ string, req wire.ClientListReq)
 		for _, st := range sts {
 			info.RPO = append(info.RPO, wireRPO(st))
 		}
-		if bs, err := s.store.Backups(catalog.BackupFilter{Client: c.Name, States: []catalog.BackupState{catalog.BackupComplete}}); err == nil {
-			info.Backups = len(bs)
-			if len(bs) > 0 {
-				info.LastBackup = bs[0].StartTime
-			}
+		if sum, err := s.store.BackupSummary(c.Name); err == nil {
+			info.Backups, info.LastBackup = sum.Complete, sum.Latest
 		}
 		if ok, err := pg.add(info); err != nil || !ok {
 			resp.More = true

@@ -30,6 +30,18 @@ import (
 // commands, each of which stands on its own.
 const expiryBatch = 2000
 
+// expiryChunk bounds the decisions the pass plans at once: it plans whole
+// clients until it has this many, expires them, and goes on after the last
+// client planned, so that its memory and its read transactions stay small
+// however big the catalog (catalog.PlanExpiryFrom).
+const expiryChunk = 20_000
+
+// pruneBudget bounds the time 'cairn prune' spends before it answers, well
+// within the command's default timeout (30s): a first pass over years of
+// backups takes minutes, and goes on in the next pass (or the next 'cairn
+// prune') from where the catalog stands then.
+const pruneBudget = 20 * time.Second
+
 // volumeDeleteTimeout bounds a storage node's deletion of one volume file.
 const volumeDeleteTimeout = 30 * time.Second
 
@@ -155,7 +167,7 @@ func (s *Server) expiryLoop(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		resp, err := s.expire(lctx, false)
+		resp, err := s.expire(lctx, false, 0)
 		switch {
 		case err != nil:
 			s.log.Warn("expiry pass failed; the next one tries again", "err", err)
@@ -176,46 +188,104 @@ func (s *Server) prune(ctx context.Context, _ string, req wire.PruneReq) (wire.P
 	if !req.DryRun && !s.deciding() {
 		return wire.PruneResp{}, wire.Errorf(wire.CodeNotLeader, "", "this server does not lead")
 	}
-	return s.expire(ctx, req.DryRun)
+	return s.expire(ctx, req.DryRun, pruneBudget)
 }
 
 // expire plans the expiry with package retention and, unless dryRun,
-// carries it out: the expiry commands, then the volumes emptied.
-func (s *Server) expire(ctx context.Context, dryRun bool) (wire.PruneResp, error) {
+// carries it out: the expiry commands, then the volumes emptied. It goes
+// through the clients a chunk at a time (expiryChunk) and, given a budget,
+// stops after the chunk that passes it (PruneResp.More).
+func (s *Server) expire(ctx context.Context, dryRun bool, budget time.Duration) (wire.PruneResp, error) {
 	s.expiryMu.Lock()
 	defer s.expiryMu.Unlock()
 	rets, err := s.currentRetentions()
 	if err != nil {
 		return wire.PruneResp{}, err
 	}
-	plan, err := s.store.PlanExpiry(rets.retentionFor, true)
-	if err != nil {
-		return wire.PruneResp{}, err
-	}
 	resp := wire.PruneResp{DryRun: dryRun, Groups: []wire.PruneGroup{}}
-	where := map[uint64][2]int{} // backup -> group, entry
+	pg, err := newPage(s.pageBytes(), resp)
+	if err != nil {
+		return resp, err
+	}
+	start := s.clock.Now()
+	for after := ""; ; {
+		plan, next, err := s.store.PlanExpiryFrom(after, expiryChunk, rets.retentionFor, true)
+		if err != nil {
+			return resp, err
+		}
+		where, err := s.listExpiry(&resp, pg, plan, rets)
+		if err != nil {
+			return resp, err
+		}
+		if dryRun {
+			resp.Expired += len(plan.Decisions)
+		} else if err := s.applyExpiry(ctx, &resp, plan, where); err != nil {
+			return resp, err
+		}
+		if next == "" {
+			break
+		}
+		after = next
+		if budget > 0 && s.clock.Since(start) >= budget {
+			resp.More = true
+			break
+		}
+	}
+	if !dryRun {
+		resp.Volumes, resp.Pending = s.reclaimVolumes(ctx)
+	}
+	return resp, nil
+}
+
+// listExpiry adds the plan's decisions to the answer, by client and file
+// set, while they fit in one message; it counts the others as Unlisted. It
+// returns where each listed backup is (group, entry).
+func (s *Server) listExpiry(resp *wire.PruneResp, pg *page, plan *catalog.ExpiryPlan, rets *retentions) (map[uint64][2]int, error) {
+	where := map[uint64][2]int{}
 	for _, d := range plan.Decisions {
+		entry := wire.PruneBackup{ID: d.ID, Level: string(d.Level), StartTime: d.Time, Reason: d.Why()}
 		n := len(resp.Groups)
-		if n == 0 || resp.Groups[n-1].Client != d.Client || resp.Groups[n-1].FileSet != d.FileSet {
-			g := wire.PruneGroup{Client: d.Client, FileSet: d.FileSet, Policy: rets.policyOf(d.Client, d.FileSet)}
+		newGroup := n == 0 || resp.Groups[n-1].Client != d.Client || resp.Groups[n-1].FileSet != d.FileSet
+		var g wire.PruneGroup
+		if newGroup {
+			g = wire.PruneGroup{Client: d.Client, FileSet: d.FileSet, Policy: rets.policyOf(d.Client, d.FileSet)}
 			if b, err := s.store.Backup(d.ID); err == nil {
 				g.Paths = fileindex.Strings(b.Paths)
 			}
+			g.Expire = []wire.PruneBackup{entry}
+		}
+		var fits bool
+		var err error
+		if newGroup {
+			fits, err = pg.add(g)
+		} else {
+			fits, err = pg.add(entry)
+		}
+		if err != nil {
+			return where, err
+		}
+		if !fits || resp.Unlisted > 0 {
+			resp.Unlisted++
+			continue
+		}
+		if newGroup {
 			resp.Groups = append(resp.Groups, g)
 			n++
+		} else {
+			resp.Groups[n-1].Expire = append(resp.Groups[n-1].Expire, entry)
 		}
-		g := &resp.Groups[n-1]
-		where[d.ID] = [2]int{n - 1, len(g.Expire)}
-		g.Expire = append(g.Expire, wire.PruneBackup{ID: d.ID, Level: string(d.Level), StartTime: d.Time, Reason: d.Why()})
+		where[d.ID] = [2]int{n - 1, len(resp.Groups[n-1].Expire) - 1}
 	}
-	if dryRun {
-		resp.Expired = len(plan.Decisions)
-		return resp, nil
-	}
+	return where, nil
+}
+
+// applyExpiry expires a plan's backups, expiryBatch to a command, and
+// marks in the answer those the catalog kept.
+func (s *Server) applyExpiry(ctx context.Context, resp *wire.PruneResp, plan *catalog.ExpiryPlan, where map[uint64][2]int) error {
 	for _, e := range plan.Batches(expiryBatch, "expiry pass") {
 		res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpExpireBackups, Expire: e})
 		if err != nil {
-			return resp, err
+			return err
 		}
 		resp.Expired += len(res.Expired)
 		resp.Kept += len(res.Kept)
@@ -225,8 +295,7 @@ func (s *Server) expire(ctx context.Context, dryRun bool) (wire.PruneResp, error
 			}
 		}
 	}
-	resp.Volumes, resp.Pending = s.reclaimVolumes(ctx)
-	return resp, nil
+	return nil
 }
 
 // reclaimVolumes has every expired disk volume deleted by its storage node

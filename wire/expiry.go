@@ -113,6 +113,13 @@ type PruneResp struct {
 	// Pending says why volumes no backup is on wait to be deleted (their
 	// storage node is offline, or failed): the next pass tries again.
 	Pending []string `json:"pending,omitempty"`
+	// More: the pass stopped at its time limit with clients it has not
+	// gone through yet; the next pass, or 'cairn prune' again, goes on.
+	More bool `json:"more,omitempty"`
+	// Unlisted counts the backups counted in Expired that Groups leaves
+	// out to keep the answer within one message ('cairn prune --history'
+	// lists them).
+	Unlisted int `json:"unlisted,omitempty"`
 }
 
 // PruneHistoryReq pages through the expiry history, newest first.

@@ -397,11 +397,20 @@ func printPrune(w io.Writer, r wire.PruneResp) {
 			fmt.Fprintf(w, "  %d %s %s  %s: %s\n", b.ID, b.Level, humanTime(b.StartTime), verb, b.Reason)
 		}
 	}
+	switch {
+	case r.Unlisted > 0 && r.DryRun:
+		fmt.Fprintf(w, "(%d more not listed)\n", r.Unlisted)
+	case r.Unlisted > 0:
+		fmt.Fprintf(w, "(%d more not listed: see 'cairn prune --history')\n", r.Unlisted)
+	}
 	fmt.Fprintf(w, "%d backups %s", r.Expired, verb)
 	if r.Kept > 0 {
 		fmt.Fprintf(w, ", %d kept at the last moment", r.Kept)
 	}
 	fmt.Fprintln(w)
+	if r.More {
+		fmt.Fprintln(w, "the pass stopped at its time limit before the last client: run 'cairn prune' again, or let the next expiry pass go on")
+	}
 	for _, v := range r.Volumes {
 		fmt.Fprintf(w, "volume %s reclaimed\n", v)
 	}
