@@ -62,25 +62,37 @@ func backupTimeValue(b *Backup) []byte {
 // decodeBackupTime reads an index entry; prefixLen is the length of its
 // client's prefix (the client and a 0 byte).
 func decodeBackupTime(k, v []byte, prefixLen int) (backupTime, error) {
-	bad := fmt.Errorf("catalog %s: bad entry %x", bBackupTimes, k)
 	rest := k[prefixLen:]
 	i := bytes.IndexByte(rest, 0)
-	if i < 0 || len(rest) != i+17 || len(v) < 10 {
-		return backupTime{}, bad
+	if i < 0 || len(rest) != i+17 {
+		return backupTime{}, badTimeEntry(k)
 	}
-	e := backupTime{FileSet: string(rest[:i]), ID: binary.BigEndian.Uint64(rest[i+9:]), Parent: binary.BigEndian.Uint64(v)}
+	e := backupTime{FileSet: string(rest[:i]), ID: binary.BigEndian.Uint64(rest[i+9:])}
 	e.StartTime = time.Unix(0, int64(binary.BigEndian.Uint64(rest[i+1:])^(1<<63))).UTC()
+	parent, level, state, pool, ok := splitTimeValue(v)
+	if !ok {
+		return backupTime{}, badTimeEntry(k)
+	}
+	e.Parent, e.Level, e.State, e.Pool = parent, Level(level), BackupState(state), string(pool)
+	return e, nil
+}
+
+func badTimeEntry(k []byte) error { return fmt.Errorf("catalog %s: bad entry %x", bBackupTimes, k) }
+
+// splitTimeValue takes an entry's value apart without copying it.
+func splitTimeValue(v []byte) (parent uint64, level, state, pool []byte, ok bool) {
+	if len(v) < 10 {
+		return 0, nil, nil, nil, false
+	}
+	parent = binary.BigEndian.Uint64(v)
 	v = v[8:]
 	n := int(v[0])
 	if len(v) < 2+n || len(v) < 2+n+int(v[1+n]) {
-		return backupTime{}, bad
+		return 0, nil, nil, nil, false
 	}
-	e.Level = Level(v[1 : 1+n])
-	v = v[1+n:]
+	level, v = v[1:1+n], v[1+n:]
 	m := int(v[0])
-	e.State = BackupState(v[1 : 1+m])
-	e.Pool = string(v[1+m:])
-	return e, nil
+	return parent, level, v[1 : 1+m], v[1+m:], true
 }
 
 // indexBackupTime moves a backup's entry from where old had it to where b

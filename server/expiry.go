@@ -32,9 +32,12 @@ const expiryBatch = 2000
 
 // expiryChunk bounds the decisions the pass plans at once: it plans whole
 // clients until it has this many, expires them, and goes on after the last
-// client planned, so that its memory and its read transactions stay small
-// however big the catalog (catalog.PlanExpiryFrom).
-const expiryChunk = 20_000
+// client planned, so that its memory (some 15 MB) and its read
+// transactions stay small however big the catalog
+// (catalog.PlanExpiryFrom). It is big enough that a first pass over years
+// of history expires a hundred clients' nights together, which lie side by
+// side in the catalog (ExpiryPlan.Batches).
+const expiryChunk = 100_000
 
 // pruneBudget bounds the time 'cairn prune' spends before it answers, well
 // within the command's default timeout (30s): a first pass over years of

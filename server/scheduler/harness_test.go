@@ -56,14 +56,7 @@ func newWorld(t testing.TB, start time.Time, clients ...string) *world {
 // closes (w.store).
 func newWorldIn(t testing.TB, dir string, start time.Time, clients ...string) *world {
 	t.Helper()
-	store, err := catalog.Open(filepath.Join(dir, "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &world{t: t, store: store, clock: clock.NewFake(start)}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	w.orch = orchestrator.New(testOrchestratorConfig, orchestrator.Deps{Store: store, Raft: w, Member: w, Roles: w, Liveness: w, Clock: w.clock, Log: log})
-	w.sched = New(Config{Tick: time.Minute}, Deps{Store: store, Policies: w, Raft: w.orch, Jobs: w.orch, Alerts: w, Clock: w.clock, Log: log})
+	w := openWorld(t, filepath.Join(dir, "catalog.db"), start)
 	cmds := []*catalog.Command{
 		{Op: catalog.OpPutKey, Key: &catalog.Key{ID: "k1", Pool: "Default", Wrapped: []byte("wrapped")}},
 		{Op: catalog.OpCreatePool, Pool: &catalog.Pool{Name: "Default", Nodes: []string{"sn1"}, KeyID: "k1", BlockSize: 1 << 16, BlockRawSize: 1 << 20}},
@@ -78,6 +71,20 @@ func newWorldIn(t testing.TB, dir string, start time.Time, clients ...string) *w
 		}
 	}
 	w.orch.Adopt(context.Background())
+	return w
+}
+
+// openWorld is a scheduler on the catalog at path as it is.
+func openWorld(t testing.TB, path string, start time.Time) *world {
+	t.Helper()
+	store, err := catalog.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, store: store, clock: clock.NewFake(start)}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	w.orch = orchestrator.New(testOrchestratorConfig, orchestrator.Deps{Store: store, Raft: w, Member: w, Roles: w, Liveness: w, Clock: w.clock, Log: log})
+	w.sched = New(Config{Tick: time.Minute}, Deps{Store: store, Policies: w, Raft: w.orch, Jobs: w.orch, Alerts: w, Clock: w.clock, Log: log})
 	return w
 }
 
