@@ -369,6 +369,10 @@ func BenchmarkScaleExpiry(b *testing.B) {
 			}
 			slowest = max(slowest, time.Since(c0))
 			expired, kept, commands = expired+len(res.Expired), kept+len(res.Kept), commands+1
+			if commands%500 == 0 {
+				// A long pass says how far it is, as it goes.
+				fmt.Fprintf(os.Stderr, "%s pass: %d commands, %d expired, %s\n", name, commands, expired, time.Since(t0).Round(time.Second))
+			}
 		}
 		if err := expiryPass(s, rf, apply); err != nil {
 			b.Fatal(err)
