@@ -44,6 +44,7 @@ git archive "$rev" | tar -x -C "$work/src"
 rm -f "$work/src/catalog/expiry_bench_test.go"
 cp catalog/scale_bench_test.go "$work/src/catalog/"
 cp server/scheduler/scale_bench_test.go server/scheduler/harness_test.go "$work/src/server/scheduler/"
+cp -r internal/scalebench "$work/src/internal/"
 cat >"$work/src/catalog/scale_version_test.go" <<'EOF'
 package catalog
 

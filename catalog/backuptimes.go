@@ -259,28 +259,6 @@ func latestOf(tx *bbolt.Tx, client, fileSet string, at time.Time, ok func(e *bac
 	return &b, nil
 }
 
-// eachBackupTime visits every entry of a client, by file set then time,
-// until fn returns false.
-func eachBackupTime(tx *bbolt.Tx, client string, fn func(e backupTime) (bool, error)) error {
-	idx, err := timeIndex(tx)
-	if err != nil {
-		return err
-	}
-	c := idx.Cursor()
-	cp := clientPrefix(client)
-	for k, v := c.Seek(cp); k != nil && bytes.HasPrefix(k, cp); k, v = c.Next() {
-		e, err := decodeBackupTime(k, v, len(cp))
-		if err != nil {
-			return err
-		}
-		more, err := fn(e)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
-}
-
 // completeBackups is the number of a client's complete backups.
 func completeBackups(tx *bbolt.Tx, client string) (int, error) {
 	counts := tx.Bucket(bClientBackups)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/scalebench"
 	"github.com/cairnbackup/cairn/retention"
 )
 
@@ -46,7 +45,7 @@ import (
 // scaleSchedule is the policies' schedule, their retention the issue's.
 const scaleSchedule = "Sun 1st 02:00 full\nSun 2nd-5th 02:00 differential\nMon-Sat 21:00 incremental"
 
-var scaleStart = time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)
+var scaleStart = scalebench.Start
 
 func scaleClient(i int) string { return fmt.Sprintf("c%05d", i) }
 
@@ -60,32 +59,15 @@ func scalePolicy(i, clients int) Policy {
 	return p
 }
 
-// scaleEnv is the benchmark's catalog, or a skip when none is asked for.
+// scaleEnv is the benchmark's catalog (scalebench.Env).
 type scaleEnv struct {
 	dir           string
 	clients, days int
 }
 
 func scaleSetup(b *testing.B) scaleEnv {
-	dir := os.Getenv("CAIRN_SCALE_DIR")
-	if dir == "" {
-		b.Skip("CAIRN_SCALE_DIR is not set: bench/catalogscale.sh runs this")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	return scaleEnv{dir: dir, clients: scaleInt(b, "CAIRN_SCALE_CLIENTS", 1000), days: scaleInt(b, "CAIRN_SCALE_DAYS", 1826)}
-}
-
-func scaleInt(b *testing.B, name string, def int) int {
-	if v := os.Getenv(name); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			b.Fatalf("%s=%q is not a positive number", name, v)
-		}
-		return n
-	}
-	return def
+	dir, clients, days := scalebench.Env(b)
+	return scaleEnv{dir: dir, clients: clients, days: days}
 }
 
 func (e scaleEnv) path() string { return filepath.Join(e.dir, "catalog.db") }
@@ -274,22 +256,6 @@ func BenchmarkScaleBuild(b *testing.B) {
 	b.ReportMetric(float64(fileBytes(b, s))/1e6, "file-MB")
 }
 
-// spread times fn n times and reports its fastest, median and slowest run.
-func spread(b *testing.B, name string, n int, fn func()) {
-	ts := make([]time.Duration, n)
-	for i := range ts {
-		t0 := time.Now()
-		fn()
-		ts[i] = time.Since(t0)
-	}
-	slices.Sort(ts)
-	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-	b.Logf("%s: %d runs, fastest %s, median %s, slowest %s", name, n, ts[0], ts[n/2], ts[n-1])
-	b.ReportMetric(us(ts[0]), name+"-min-µs")
-	b.ReportMetric(us(ts[n/2]), name+"-med-µs")
-	b.ReportMetric(us(ts[n-1]), name+"-max-µs")
-}
-
 // errRollback undoes a transaction that measured a command.
 var errRollback = errors.New("measured: roll back")
 
@@ -303,13 +269,13 @@ func BenchmarkScaleReads(b *testing.B) {
 	s := env.open(b)
 	fs := FileSetOf([]string{"/srv"}, nil)
 	client := scaleClient(env.clients / 2)
-	spread(b, "chain", 200, func() {
+	scalebench.Spread(b, "chain", 200, func() {
 		if ch, err := s.ChainOf(client, fs, []string{"Default"}); err != nil || ch.LastFull.IsZero() {
 			b.Fatalf("chain %+v, %v", ch, err)
 		}
 	})
 	at := scaleStart.AddDate(0, 0, env.days+1).Add(21 * time.Hour)
-	spread(b, "create-job", 50, func() {
+	scalebench.Spread(b, "create-job", 50, func() {
 		err := s.db.Update(func(tx *bbolt.Tx) error {
 			a := &applier{tx: tx, now: at, res: &ApplyResult{}}
 			if err := a.apply(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: client, Level: LevelIncremental, Pool: "Default",
@@ -322,13 +288,13 @@ func BenchmarkScaleReads(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
-	spread(b, "latest-backup", 50, func() {
+	scalebench.Spread(b, "latest-backup", 50, func() {
 		if _, err := s.LatestBackup(BackupQuery{Client: client, Paths: []string{"/srv/a"}}); err != nil {
 			b.Fatal(err)
 		}
 	})
 	n := min(1000, env.clients)
-	spread(b, "client-list-1000", 3, func() {
+	scalebench.Spread(b, "client-list-1000", 3, func() {
 		for i := range n {
 			if sum, err := clientSummary(s, scaleClient(i)); err != nil || sum.Complete == 0 {
 				b.Fatalf("%+v, %v", sum, err)
