@@ -11,7 +11,7 @@
 # each run.
 #
 # Side by side in one run, round after round: BASELINE (default: the
-# revision before the catalog's format 5, taken out of git and built in a
+# revision before the catalog's format 6, taken out of git and built in a
 # temporary tree as bench/restore-copies.sh does, with these benchmarks
 # copied in and its own client list and expiry pass) and this checkout, at
 # CLIENTS clients, where the baseline finishes; then this checkout alone at
@@ -31,9 +31,9 @@ DAYS=${DAYS:-1826}
 ROUNDS=${ROUNDS:-2}
 WORK=${WORK:-/var/tmp}
 if [ -z "${BASELINE:-}" ]; then
-	five=$(git log --format=%H -S'const storeFormat = 5' -- catalog/store.go | tail -1)
-	[ -n "$five" ] || { echo "catalogscale: no revision here made catalog format 5; set BASELINE" >&2; exit 1; }
-	BASELINE=$five^
+	six=$(git log --format=%H -S'const storeFormat = 6' -- catalog/store.go | tail -1)
+	[ -n "$six" ] || { echo "catalogscale: no revision here made catalog format 6; set BASELINE" >&2; exit 1; }
+	BASELINE=$six^
 fi
 rev=$(git rev-parse --short "$BASELINE") || { echo "catalogscale: BASELINE=$BASELINE is not a revision" >&2; exit 1; }
 work=$(mktemp -d "$WORK/cairn-catalogscale-XXXXXX")
@@ -42,7 +42,7 @@ mkdir "$work/src"
 git archive "$rev" | tar -x -C "$work/src"
 # The benchmarks, and the baseline's own client list and expiry pass.
 rm -f "$work/src/catalog/expiry_bench_test.go"
-cp catalog/scale_bench_test.go "$work/src/catalog/"
+cp catalog/history_bench_test.go "$work/src/catalog/"
 cp server/scheduler/scale_bench_test.go server/scheduler/harness_test.go "$work/src/server/scheduler/"
 cp -r internal/scalebench "$work/src/internal/"
 cat >"$work/src/catalog/scale_version_test.go" <<'EOF'
@@ -50,7 +50,7 @@ package catalog
 
 import "time"
 
-// What server.clientList and server.expire did before format 5.
+// What server.clientList and server.expire did before format 6.
 
 type BackupSummary struct {
 	Complete int

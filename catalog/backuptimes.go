@@ -12,7 +12,7 @@ import (
 )
 
 // The index of backups by client, file set and time (backup_times, format
-// 5): what the scheduler, a backup's parent, the latest backup and the
+// 6): what the scheduler, a backup's parent, the latest backup and the
 // expiry pass ask of a client's backups is about the newest of one file
 // set, or about every backup's level, state and parent, never about their
 // parts. Read from backups_by_client, each of those questions decoded every
@@ -137,7 +137,7 @@ func indexBackupTime(tx *bbolt.Tx, old, b *Backup) error {
 }
 
 // indexBackupTimes fills the index and the counts from the backups there
-// are, for a catalog of a format before 5: one read of every backup, once.
+// are, for a catalog of a format before 6: one read of every backup, once.
 func indexBackupTimes(tx *bbolt.Tx) error {
 	return tx.Bucket(bBackups).ForEach(func(k, v []byte) error {
 		var b Backup
@@ -148,9 +148,9 @@ func indexBackupTimes(tx *bbolt.Tx) error {
 	})
 }
 
-// ErrNoTimeIndex: a catalog of a format before 5, opened read-only, has no
+// ErrNoTimeIndex: a catalog of a format before 6, opened read-only, has no
 // index of backups by time, and reads that need it cannot answer.
-var ErrNoTimeIndex = errors.New("this catalog is of a format before 5 and has no index of backups by time: " +
+var ErrNoTimeIndex = errors.New("this catalog is of a format before 6 and has no index of backups by time: " +
 	"open it once with a server of this version, which upgrades it")
 
 func timeIndex(tx *bbolt.Tx) (*bbolt.Bucket, error) {

@@ -172,10 +172,10 @@ func TestTimeIndexAnswersAsTheBackupsDo(t *testing.T) {
 	}
 }
 
-// TestFormat4CatalogGetsTheTimeIndex: a catalog of format 4 is read as it
+// TestFormat5CatalogGetsTheTimeIndex: a catalog of format 5 is read as it
 // is when opened read-only (a read that needs the index says so), and
 // opened for writing gets the index and counts of its backups.
-func TestFormat4CatalogGetsTheTimeIndex(t *testing.T) {
+func TestFormat5CatalogGetsTheTimeIndex(t *testing.T) {
 	c := newTestCatalog(t)
 	c.setup()
 	c.history(10)
@@ -191,7 +191,7 @@ func TestFormat4CatalogGetsTheTimeIndex(t *testing.T) {
 				return err
 			}
 		}
-		return tx.Bucket(bMeta).Put(keyFormat, u64(4))
+		return tx.Bucket(bMeta).Put(keyFormat, u64(5))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -200,13 +200,13 @@ func TestFormat4CatalogGetsTheTimeIndex(t *testing.T) {
 
 	ro, err := OpenReadOnly(path)
 	if err != nil {
-		t.Fatalf("read-only open of format 4: %v", err)
+		t.Fatalf("read-only open of format 5: %v", err)
 	}
 	if _, err := ro.ChainOf("mail1", fs, nil); !errors.Is(err, ErrNoTimeIndex) {
-		t.Errorf("chain of a format 4 catalog read as is: %v, want ErrNoTimeIndex", err)
+		t.Errorf("chain of a format 5 catalog read as is: %v, want ErrNoTimeIndex", err)
 	}
 	if bs, err := ro.Backups(BackupFilter{Client: "mail1"}); err != nil || len(bs) != 10 {
-		t.Errorf("backups of a format 4 catalog: %d, %v", len(bs), err)
+		t.Errorf("backups of a format 5 catalog: %d, %v", len(bs), err)
 	}
 	ro.Close()
 

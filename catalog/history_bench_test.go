@@ -151,7 +151,7 @@ func (w *scaleWriter) write(b *testing.B, runs []scaleRun) {
 			// catalog would not fit the disk it is built on. (Not
 			// volume_backups: a new volume's keys go anywhere, and full
 			// pages split into a full and an empty one.) By name, as a
-			// baseline without format 5 has no backup_times.
+			// baseline without format 6 has no backup_times.
 			for _, name := range []string{"backups", "backups_by_client", "backup_times"} {
 				if bk := tx.Bucket([]byte(name)); bk != nil {
 					bk.FillPercent = 1

@@ -1,6 +1,6 @@
 package catalog
 
-// What BenchmarkScale* measures that changed with format 5: the server's
+// What BenchmarkScale* measures that changed with format 6: the server's
 // client list and its expiry pass, as this revision does them.
 // bench/catalogscale.sh gives the baseline revision its own version of
 // this file.
