@@ -43,7 +43,7 @@ git archive "$rev" | tar -x -C "$work/src"
 # The benchmarks, and the baseline's own client list and expiry pass.
 rm -f "$work/src/catalog/expiry_bench_test.go"
 cp catalog/history_bench_test.go "$work/src/catalog/"
-cp server/scheduler/scale_bench_test.go server/scheduler/harness_test.go "$work/src/server/scheduler/"
+cp server/scheduler/scale_bench_test.go server/scheduler/harness_test.go server/scheduler/bench_test.go "$work/src/server/scheduler/"
 cp -r internal/scalebench "$work/src/internal/"
 cat >"$work/src/catalog/scale_version_test.go" <<'EOF'
 package catalog

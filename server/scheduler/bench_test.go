@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/schedule"
 )
 
 // The scheduler's benchmarks run on one catalog built once, through the
@@ -183,16 +184,7 @@ func buildBenchWorld(b *testing.B) *world {
 // (Plan, which reads only; the record is BenchmarkRecordRun).
 func BenchmarkDecision(b *testing.B) {
 	w := buildBenchWorld(b)
-	p, err := w.store.Policy("p000")
-	if err != nil {
-		b.Fatal(err)
-	}
-	sch, err := p.ParsedSchedule()
-	if err != nil {
-		b.Fatal(err)
-	}
-	next, _ := sch.Next(w.clock.Now())
-	due := next.Time.Add(time.Minute)
+	p, sch, due := nextDue(b, w)
 	for _, c := range []struct{ name, client string }{
 		{"monthly_full", benchClient(0)},
 		{"five_year_chain", benchClient(benchHistory)},
@@ -207,6 +199,21 @@ func BenchmarkDecision(b *testing.B) {
 			}
 		})
 	}
+}
+
+// nextDue is policy p000, its schedule, and a minute after its next run
+// from the world's clock: when that run is due.
+func nextDue(b *testing.B, w *world) (*catalog.Policy, *schedule.Schedule, time.Time) {
+	p, err := w.store.Policy("p000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sch, err := p.ParsedSchedule()
+	if err != nil {
+		b.Fatal(err)
+	}
+	next, _ := sch.Next(w.clock.Now())
+	return p, sch, next.Time.Add(time.Minute)
 }
 
 // BenchmarkTick is one tick of the scheduler over every client of every

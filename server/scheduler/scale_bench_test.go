@@ -32,16 +32,7 @@ func BenchmarkScaleTick(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
-	p, err := w.store.Policy("p000")
-	if err != nil {
-		b.Fatal(err)
-	}
-	sch, err := p.ParsedSchedule()
-	if err != nil {
-		b.Fatal(err)
-	}
-	next, _ := sch.Next(now)
-	due := next.Time.Add(time.Minute)
+	p, sch, due := nextDue(b, w)
 	scalebench.Spread(b, "decision", 200, func() {
 		plan, err := w.sched.Plan(p, sch, p.Clients[len(p.Clients)/2], due)
 		if err != nil || plan.Start == nil {
