@@ -45,22 +45,25 @@ tidy-check:
 #
 # The integration tests are the longest package by far and mostly wait on
 # the processes they start (elections, kills, a scheduled minute): they run
-# beside the other packages and the fuzz runs, in two processes, the tests
-# of whole clusters in one (CLUSTER_TESTS) and the others in the second, so
-# make test takes about as long as the longer half. Their output comes
-# after the rest's. A new test that runs a cluster for minutes belongs in
-# CLUSTER_TESTS.
+# beside the other packages and the fuzz runs, in three processes: the
+# tests of whole clusters (CLUSTER_TESTS), the longest of the others, which
+# mostly wait on kills, drains and tape (LONG_TESTS), and the rest, so make
+# test takes about as long as the longest third. Their output comes after
+# the packages'. A new test that runs a cluster for minutes belongs in
+# CLUSTER_TESTS; one that waits for half a minute or more, in LONG_TESTS.
 INTEGRATION := ./integration
 CLUSTER_TESTS := ^(TestClusterChaos|TestClusterStorageNodes|TestNATSClusterHelper|TestLeaderKilledDuringBackup|TestQuorumLoss|TestRecoverLostMajority|TestScheduledRunsOnceWhileLeadersAreKilled)$$
+LONG_TESTS := ^(TestReadme|TestStorageNodeDrainsOnSIGTERM|TestIncrementalSendsChangedBlocksOnTape|TestStalledClientsReleaseTheDrive|TestSecuredDeployment|TestStorageNodeKilledMidSpooledTapeBackup|TestCancelJob|TestAgentRestartedMidBackup)$$
 UNIT_PKGS = $(shell $(GO) list $(PKGS) | grep -v '/integration$$')
 test: deps fmt-check tidy-check vet
-	@clog=$$(mktemp); olog=$$(mktemp); \
+	@clog=$$(mktemp); llog=$$(mktemp); olog=$$(mktemp); \
 	CAIRN_CI=1 $(GO) test -race -timeout 12m -run '$(CLUSTER_TESTS)' $(INTEGRATION) >"$$clog" 2>&1 & cluster=$$!; \
-	CAIRN_CI=1 $(GO) test -race -timeout 12m -skip '$(CLUSTER_TESTS)' $(INTEGRATION) >"$$olog" 2>&1 & others=$$!; \
+	CAIRN_CI=1 $(GO) test -race -timeout 12m -run '$(LONG_TESTS)' $(INTEGRATION) >"$$llog" 2>&1 & long=$$!; \
+	CAIRN_CI=1 $(GO) test -race -timeout 12m -skip '$(CLUSTER_TESTS)|$(LONG_TESTS)' $(INTEGRATION) >"$$olog" 2>&1 & others=$$!; \
 	CAIRN_CI=1 $(GO) test -race -timeout 12m $(UNIT_PKGS) && $(MAKE) fuzz-short; rest=$$?; \
-	wait $$cluster; c=$$?; wait $$others; o=$$?; \
-	echo "integration, clusters:"; cat "$$clog"; echo "integration, the rest:"; cat "$$olog"; rm -f "$$clog" "$$olog"; \
-	if [ $$rest -ne 0 ] || [ $$c -ne 0 ] || [ $$o -ne 0 ]; then echo "make test: FAILED (packages and fuzz: exit $$rest; integration clusters: exit $$c; integration rest: exit $$o)"; exit 1; fi
+	wait $$cluster; c=$$?; wait $$long; l=$$?; wait $$others; o=$$?; \
+	echo "integration, clusters:"; cat "$$clog"; echo "integration, the long ones:"; cat "$$llog"; echo "integration, the rest:"; cat "$$olog"; rm -f "$$clog" "$$llog" "$$olog"; \
+	if [ $$rest -ne 0 ] || [ $$c -ne 0 ] || [ $$l -ne 0 ] || [ $$o -ne 0 ]; then echo "make test: FAILED (packages and fuzz: exit $$rest; integration clusters: exit $$c; integration long: exit $$l; integration rest: exit $$o)"; exit 1; fi
 
 # FUZZTIME is how long each fuzz target runs: `make fuzz FUZZTIME=5m`.
 FUZZTIME ?= 1m
