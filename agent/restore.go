@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cairnbackup/cairn/assemble"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
 )
@@ -733,7 +734,7 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 	switch {
 	case c.assembled && e.HashKind == fileindex.HashSHA256:
 		var err error
-		if got, err = hashFile(c.fd, size); err != nil {
+		if got, err = assemble.HashFile(assemble.FD(c.fd), size); err != nil {
 			r.discard()
 			return fmt.Errorf("restore %s: read back its content: %w", e.Path, err)
 		}

@@ -1,13 +1,14 @@
 package agent
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cairnbackup/cairn/assemble"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
 )
@@ -35,11 +36,9 @@ type assembly struct {
 
 // blockIn is the block whose Data records are coming.
 type blockIn struct {
-	a    *assembly // nil: its file is damaged, the data is dropped
-	fd   int
-	at   []int64
-	base int64 // file offset of the block in the version that stored it; -1 until its first record
-	left uint64
+	a  *assembly // nil: its file is damaged, the data is dropped
+	fd int
+	*assemble.Block
 }
 
 // blockStart takes a BlockStart: the Data records after it are a block of
@@ -60,7 +59,7 @@ func (r *Restorer) blockStart(body []byte) error {
 	if r.opts.OnEntry != nil {
 		r.opts.OnEntry(bs.Path)
 	}
-	b := &blockIn{fd: -1, at: bs.At, base: -1, left: bs.Len}
+	b := &blockIn{fd: -1, Block: assemble.NewBlock(bs.At, bs.Len)}
 	r.blk = b
 	if _, bad := r.damaged[bs.Path]; bad || !cleanEntryPath(bs.Path) || bs.Path == "/" {
 		return nil
@@ -109,28 +108,24 @@ func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 // the block goes to.
 func (r *Restorer) blockData(off int64, data []byte) error {
 	b := r.blk
-	if b.base < 0 {
-		b.base = off
-	}
-	n := uint64(len(data))
-	if n > b.left || off < b.base {
-		if b.a != nil {
-			r.markDamaged(b.a.path, fmt.Sprintf("a block's data runs past its length or out of order at offset %d", off))
-			r.dropAssembly(b.a)
-			b.a = nil
-		}
-	}
-	b.left -= min(b.left, n)
+	var w io.WriterAt
 	if b.a != nil {
-		for _, at := range b.at {
-			if err := pwriteAll(b.fd, data, at+off-b.base); err != nil {
-				return fmt.Errorf("restore %s: write: %w", b.a.path, err)
-			}
-			b.a.got += n
-			r.bytes.Add(int64(n))
-		}
+		w = assemble.FD(b.fd)
 	}
-	if b.left == 0 {
+	n, err := b.Write(w, off, data)
+	r.bytes.Add(int64(n))
+	switch {
+	case b.a == nil:
+	case errors.Is(err, assemble.ErrOverrun):
+		r.markDamaged(b.a.path, err.Error())
+		r.dropAssembly(b.a)
+		b.a = nil
+	case err != nil:
+		return fmt.Errorf("restore %s: write: %w", b.a.path, err)
+	default:
+		b.a.got += n
+	}
+	if b.Done() {
 		return r.endBlock()
 	}
 	return nil
@@ -151,7 +146,7 @@ func (r *Restorer) endBlock() error {
 	if a == nil {
 		return nil
 	}
-	if b.left > 0 {
+	if !b.Done() {
 		r.markDamaged(a.path, "the data of one of its blocks ends early")
 		r.dropAssembly(a)
 		return nil
@@ -179,12 +174,7 @@ func (r *Restorer) endBlock() error {
 // otherwise waits for them with its temporary file.
 func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList) error {
 	c := r.cur
-	var need uint64
-	for i := range bl.Blocks {
-		if bl.Blocks[i].Session != 0 {
-			need += bl.Blocks[i].Loc.Len
-		}
-	}
+	need := assemble.Kept(bl)
 	a := r.assembling[c.e.Path]
 	if a == nil {
 		a = &assembly{path: c.e.Path, tmp: c.tmp}
@@ -222,41 +212,4 @@ func (r *Restorer) finishAssemblies() {
 		}
 		r.dropAssembly(a)
 	}
-}
-
-// hashFile is the SHA-256 of the first size bytes of the file open on fd,
-// zeros past its end: the digest an assembled file is checked against.
-func hashFile(fd int, size int64) ([]byte, error) {
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < size; {
-		n, err := unix.Pread(fd, buf[:min(int64(len(buf)), size-off)], off)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			hashZeros(h, size-off)
-			break
-		}
-		h.Write(buf[:n])
-		off += int64(n)
-	}
-	return h.Sum(nil), nil
-}
-
-func pwriteAll(fd int, data []byte, off int64) error {
-	for done := 0; done < len(data); {
-		n, err := unix.Pwrite(fd, data[done:], off+int64(done))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		done += n
-	}
-	return nil
 }
