@@ -121,6 +121,7 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID) (res *volume.
 		}
 	}()
 	err = r.plan(ctx, func(rr *wire.ReadRequest) error {
+		m.asm.expect(rr)
 		var onRecord func(volume.RecordType, []byte) error
 		if rr.SessionID == live {
 			if w == nil {
@@ -149,9 +150,15 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID) (res *volume.
 		}
 		counted := func(t volume.RecordType, body []byte) error {
 			read += int64(len(body))
+			if took, err := m.asm.record(rr, t, body); took || err != nil {
+				return err
+			}
 			return onRecord(t, body)
 		}
 		err := r.read(ctx, rr, counted, nil)
+		if err == nil {
+			err = m.asm.endBlock()
+		}
 		var lost *volume.LostEntriesError
 		var cbe *volume.CorruptBlockError
 		switch {
@@ -202,6 +209,7 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID) (res *volume.
 type merge struct {
 	dir    string
 	w      *volume.SessionWriter
+	asm    *rebuild
 	batch  []byte
 	staged map[uuid.UUID]*stagedSource
 	order  []*stagedSource
@@ -213,7 +221,7 @@ func newMerge(dir string) (*merge, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("temporary directory of the consolidation: %w", err)
 	}
-	return &merge{dir: dir, staged: map[uuid.UUID]*stagedSource{}}, nil
+	return &merge{dir: dir, asm: newRebuild(dir), staged: map[uuid.UUID]*stagedSource{}}, nil
 }
 
 // mergeBatch is how many bytes of records go to the session writer at once.
@@ -249,12 +257,38 @@ func (m *merge) live(t volume.RecordType, body []byte) error {
 		if err := m.drain(e.Path); err != nil {
 			return err
 		}
+		return m.header(&e, body)
 	}
 	return m.add(t, body)
 }
 
+// header writes the FileHeader of entry e, or holds it while the entry is
+// assembled from its blocks.
+func (m *merge) header(e *fileindex.Entry, body []byte) error {
+	if held, err := m.asm.header(e, body); held || err != nil {
+		return err
+	}
+	return m.add(volume.RecFileHeader, body)
+}
+
+// add writes a record of an entry after its FileHeader.
 func (m *merge) add(t volume.RecordType, body []byte) error {
+	if m.asm.cur != nil {
+		switch t {
+		case volume.RecData:
+			return m.asm.data(body)
+		case volume.RecFileEnd:
+			return m.asm.end(body, m.put)
+		}
+		return fmt.Errorf("entry %q: a %s record inside a file's records", m.asm.cur.path, t)
+	}
 	m.batch = volume.AppendRecord(m.batch, t, body)
+	return m.put(nil)
+}
+
+// put queues encoded records for the writer.
+func (m *merge) put(recs []byte) error {
+	m.batch = append(m.batch, recs...)
 	if len(m.batch) < mergeBatch {
 		return nil
 	}
@@ -300,10 +334,14 @@ func (m *merge) finish() error {
 	if err := m.drain(""); err != nil {
 		return err
 	}
+	if err := m.asm.finish(); err != nil {
+		return err
+	}
 	return m.flush()
 }
 
 func (m *merge) close() {
+	m.asm.close()
 	for _, sp := range m.order {
 		sp.f.Close()
 	}
@@ -399,7 +437,7 @@ func (sp *stagedSource) record() (volume.RecordType, []byte, error) {
 // copyEntry writes the head entry, its records up to its FileEnd, to m,
 // and reads the next head.
 func (sp *stagedSource) copyEntry(m *merge) error {
-	if err := m.add(volume.RecFileHeader, sp.rec); err != nil {
+	if err := m.header(&sp.head, sp.rec); err != nil {
 		return err
 	}
 	for {
