@@ -27,8 +27,8 @@ import (
 // in time exactly once, from the backup that holds its version then
 // (deleted entries are in none), and the merge below puts them in index
 // order for the session writer. So the volume format stays one, and what
-// the restore reader assembles (a whole file today, a file made of blocks
-// of earlier sessions tomorrow) is what the new full holds.
+// the restore reader gives is what the new full holds: a large file kept
+// by blocks across the chain is assembled first (consolidate_blocks.go).
 //
 // The plan reads one backup after another, each in index order. The
 // servers put the reads of Stream (the chain's full, its largest backup)
