@@ -74,30 +74,9 @@ func TestIncrementalSendsChangedBlocksOnTape(t *testing.T) {
 // changedBlocks runs the chain and its restores, and returns the tree's
 // path and its state at each backup.
 func changedBlocks(t *testing.T, s *stack, backup func(level, src string) uint64) (string, []map[string][32]byte) {
-	src := filepath.Join(t.TempDir(), "db")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(14, 14))
-	random := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		return b
-	}
+	src, random, put := largeFiles(t, 14)
 	main, log := filepath.Join(src, "main.db"), filepath.Join(src, "wal.log")
 	mainData, logData := random(24<<20), random(8<<20)
-	put := func(p string, data []byte, hour int) {
-		t.Helper()
-		if err := os.WriteFile(p, data, 0o640); err != nil {
-			t.Fatal(err)
-		}
-		at := time.Date(2026, 1, 1, hour, 0, 0, 0, time.UTC)
-		if err := os.Chtimes(p, at, at); err != nil {
-			t.Fatal(err)
-		}
-	}
 	put(main, mainData, 0)
 	put(log, logData, 0)
 	put(filepath.Join(src, "small.conf"), []byte("threads = 4\n"), 0)
@@ -154,6 +133,35 @@ func changedBlocks(t *testing.T, s *stack, backup func(level, src string) uint64
 		t.Fatalf("single-file restore of main.db: %d files, digest %x, want %x", len(got), got["main.db"], states[2]["main.db"])
 	}
 	return src, states
+}
+
+// largeFiles makes an empty tree for large files, and gives random bytes
+// (the same for the same seed) and put, which writes a file with an mtime
+// of the given hour.
+func largeFiles(t *testing.T, seed uint64) (src string, random func(n int) []byte, put func(p string, data []byte, hour int)) {
+	src = filepath.Join(t.TempDir(), "db")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, seed))
+	random = func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	put = func(p string, data []byte, hour int) {
+		t.Helper()
+		if err := os.WriteFile(p, data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Date(2026, 1, 1, hour, 0, 0, 0, time.UTC)
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return src, random, put
 }
 
 // digests are the SHA-256 of each regular file under dir, by its path

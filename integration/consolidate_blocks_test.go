@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/cairnbackup/cairn/devstack"
 	"github.com/cairnbackup/cairn/wire"
@@ -22,30 +19,9 @@ import (
 // again once the disk chain is gone.
 func TestConsolidateChangedBlocks(t *testing.T) {
 	s, _ := startTapeStack(t, devstack.Config{CartridgeBytes: 64 << 20, EarlyWarningBytes: 48 << 20, SpoolChunkBytes: 1 << 20})
-	src := filepath.Join(t.TempDir(), "db")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(14, 15))
-	random := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		return b
-	}
+	src, random, put := largeFiles(t, 15)
 	main, log := filepath.Join(src, "main.db"), filepath.Join(src, "wal.log")
 	mainData, logData := random(16<<20), random(6<<20)
-	put := func(p string, data []byte, hour int) {
-		t.Helper()
-		if err := os.WriteFile(p, data, 0o640); err != nil {
-			t.Fatal(err)
-		}
-		at := time.Date(2026, 1, 1, hour, 0, 0, 0, time.UTC)
-		if err := os.Chtimes(p, at, at); err != nil {
-			t.Fatal(err)
-		}
-	}
 	info := func(id uint64) wire.BackupInfo {
 		t.Helper()
 		var list []wire.BackupInfo
