@@ -43,10 +43,11 @@ func TestConsolidateChangedBlocks(t *testing.T) {
 		}
 		return info(j.BackupID)
 	}
+	var consolidated wire.JobInfo // the last synthetic full's job
 	consolidate := func(args ...string) wire.BackupInfo {
 		t.Helper()
-		var j wire.JobInfo
-		s.json(&j, append([]string{"backup", "consolidate", "--client", s.client, "--wait"}, args...)...)
+		j := &consolidated
+		s.json(j, append([]string{"backup", "consolidate", "--client", s.client, "--wait"}, args...)...)
 		if j.State != "success" || j.BackupID == 0 {
 			t.Fatalf("synthetic full job %d ended %s: %s", j.ID, j.State, j.Error)
 		}
@@ -88,6 +89,9 @@ func TestConsolidateChangedBlocks(t *testing.T) {
 
 	// Disk to disk; the chain it came from deleted and pruned.
 	synth := consolidate()
+	if job := s.job(consolidated.ID); !logSays(job, "bytes of large files assembled there from their blocks") {
+		t.Errorf("the job log does not say what was assembled:\n%v", job.Log)
+	}
 	restored("synthetic full", synth.ID, state)
 	deleteChain(full.ID)
 	restored("synthetic full alone", synth.ID, state)

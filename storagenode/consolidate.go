@@ -196,6 +196,9 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID) (res *volume.
 	w = nil
 	note := fmt.Sprintf("synthetic full: read %d bytes of records from %d sessions of the chain, %d of them staged on storage node %s first",
 		read, len(s.t.Sessions), m.stagedBytes, s.n.cfg.ID)
+	if m.asm.assembled > 0 {
+		note += fmt.Sprintf("; %d bytes of large files assembled there from their blocks", m.asm.assembled)
+	}
 	if _, err := s.commit(ctx, sessionID, res, dataplane.End{Notes: []string{note}}); err != nil {
 		return nil, read, err
 	}

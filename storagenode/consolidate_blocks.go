@@ -41,6 +41,9 @@ type rebuild struct {
 	into  *rebuilt // the file of blk
 	cur   *rebuilt // the entry being assembled in the merge
 	buf   []byte
+	// assembled counts the bytes of the files assembled, which went
+	// through the node's disk as the staged changes do.
+	assembled int64
 }
 
 // rebuilt is a file being assembled.
@@ -179,6 +182,7 @@ func (a *rebuild) end(body []byte, put func([]byte) error) error {
 		return fmt.Errorf("entry %q: %d of the %d bytes of its blocks kept from earlier backups did not come", b.path, kept-b.got, kept)
 	}
 	size := int64(bl.Size())
+	a.assembled += size
 	if len(sum) > 0 {
 		got, err := assemble.HashFile(b.f, size)
 		if err != nil {
