@@ -1,12 +1,11 @@
 package agent
 
 import (
-	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/assemble/assembletest"
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
@@ -15,17 +14,13 @@ import (
 // block's read or the entry's, and checked against its digest: a block
 // that does not come, or comes wrong, loses the file, named.
 func TestRestoreAssemblesBlocks(t *testing.T) {
-	want := []byte("abcdefghabcd")
-	sum := sha256.Sum256(want)
+	f := assembletest.Sample()
+	want := f.Content
 	block := func(data string) []byte {
-		b := volume.AppendBlockStart(nil, &volume.BlockStart{Path: "/db", Len: 4, At: []int64{0, 8}})
-		return volume.AppendDataRecord(b, 100, []byte(data))
+		b := volume.AppendBlockStart(nil, &volume.BlockStart{Path: f.Entry.Path, Len: uint64(len(f.Kept)), At: f.At})
+		return append(b, f.BlockData([]byte(data))...)
 	}
-	entry := headerRecord(fileindex.Entry{Path: "/db", Type: fileindex.TypeFile, Size: 12, Mode: 0o640})
-	entry = volume.AppendDataRecord(entry, 4, []byte("efgh"))
-	entry = volume.AppendFileEndBlocks(entry, 0, sum[:], &fileindex.BlockList{Bits: 20, Sessions: [][16]byte{{1}}, Blocks: []fileindex.Block{
-		{Session: 1, Loc: fileindex.Location{Len: 4}}, {Loc: fileindex.Location{Len: 4}}, {Session: 1, Loc: fileindex.Location{Len: 4}},
-	}})
+	entry := f.EntryRecords()
 	for _, c := range []struct {
 		name    string
 		frames  [][]byte

@@ -1,12 +1,13 @@
 package storagenode
 
 import (
-	"crypto/sha256"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 
+	"github.com/cairnbackup/cairn/assemble/assembletest"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
@@ -19,35 +20,43 @@ import (
 // other session; a block that does not come, or comes wrong, fails the
 // consolidation, named.
 func TestRebuildAssemblesBlocks(t *testing.T) {
-	want := []byte("abcdefghabcd")
-	sum := sha256.Sum256(want)
+	f := assembletest.Sample()
+	want := f.Content
 	rr := &wire.ReadRequest{SessionID: uuid.New(), Locs: []wire.ReadLoc{
-		{Path: "/db", Loc: fileindex.Location{Len: 4}, Block: &wire.BlockRead{At: []int64{0, 8}}},
+		{Path: fileindex.Path(f.Entry.Path), Loc: f.List.Blocks[0].Loc, Block: &wire.BlockRead{At: f.At}},
 	}}
-	hashes := [][32]byte{sha256.Sum256([]byte("abcd")), sha256.Sum256([]byte("efgh"))}
-	e := fileindex.Entry{Path: "/db", Type: fileindex.TypeFile, Size: 12, Mode: 0o640}
-	hdr := fileindex.AppendEntry(nil, &e)
-	end := volume.AppendFileEndBlocks(nil, volume.EndOK, sum[:], &fileindex.BlockList{Bits: 20, Sessions: [][16]byte{{1}}, Blocks: []fileindex.Block{
-		{Hash: hashes[0], Session: 1, Loc: fileindex.Location{Seq: 3, Len: 4}}, {Hash: hashes[1], Loc: fileindex.Location{Len: 4}}, {Hash: hashes[0], Session: 1, Loc: fileindex.Location{Seq: 3, Len: 4}},
-	}})
-	_, endBody, _, _ := volume.ParseRecord(end)
 	block := func(a *rebuild, data string) error {
 		if took, err := a.record(rr, volume.RecBlockStart, []byte{0}); !took || err != nil {
 			return err
 		}
-		_, body, _, _ := volume.ParseRecord(volume.AppendDataRecord(nil, 100, []byte(data)))
+		_, body, _, _ := volume.ParseRecord(f.BlockData([]byte(data)))
 		_, err := a.record(rr, volume.RecData, body)
 		return err
 	}
 	entry := func(a *rebuild, put func([]byte) error) error {
-		if held, err := a.header(&e, hdr); !held || err != nil {
-			t.Fatalf("the entry's header was not held: %v", err)
+		recs := f.EntryRecords()
+		for len(recs) > 0 {
+			t, body, n, err := volume.ParseRecord(recs)
+			if err != nil {
+				return err
+			}
+			recs = recs[n:]
+			switch t {
+			case volume.RecFileHeader:
+				var held bool
+				if held, err = a.header(&f.Entry, body); err == nil && !held {
+					err = errors.New("the entry's header was not held for the assembly")
+				}
+			case volume.RecData:
+				err = a.data(body)
+			case volume.RecFileEnd:
+				err = a.end(body, put)
+			}
+			if err != nil {
+				return err
+			}
 		}
-		_, body, _, _ := volume.ParseRecord(volume.AppendDataRecord(nil, 4, []byte("efgh")))
-		if err := a.data(body); err != nil {
-			return err
-		}
-		return a.end(endBody, put)
+		return nil
 	}
 	for _, c := range []struct {
 		name, data, fails string
@@ -104,7 +113,7 @@ func TestRebuildAssemblesBlocks(t *testing.T) {
 				t.Fatalf("block list %+v: want the three blocks in the new session", list)
 			}
 			for i, b := range list.Blocks {
-				if b.Session != 0 || b.Loc != (fileindex.Location{Len: 4}) || b.Hash != hashes[[]int{0, 1, 0}[i]] {
+				if b.Session != 0 || b.Loc != (fileindex.Location{Len: 4}) || b.Hash != f.Hashes[[]int{0, 1, 0}[i]] {
 					t.Fatalf("block %d: %+v", i, b)
 				}
 			}
