@@ -234,6 +234,11 @@ func (s *Server) run(t testing.TB, dir, hostKey, authorized string) error {
 	}
 	s.cmd = cmd
 	s.stop = sync.OnceFunc(func() {
+		// Stopped first, so it accepts no connection and forks no
+		// session between the sessions' kill and its own: a client
+		// redialling in that moment got a session that outlived the
+		// server, and a backup went on to a target said to be gone.
+		_ = cmd.Process.Signal(syscall.SIGSTOP)
 		s.KillSessions(t)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		<-exited
