@@ -840,6 +840,16 @@ func (n *Node) checkTicket(ctx context.Context, s string) (ticket.Ticket, error)
 	n.mu.Lock()
 	keys := n.ticketKeys
 	n.mu.Unlock()
+	if keys == nil && n.refreshKeys(ctx) {
+		// The servers may have taken this node's registration, and sent
+		// an agent here, before their answer reached it: asked again,
+		// they answer at once. Refused instead, the agent's backup went
+		// back to the queue and waited a minute for a node restart that
+		// had already happened.
+		n.mu.Lock()
+		keys = n.ticketKeys
+		n.mu.Unlock()
+	}
 	if keys == nil {
 		return ticket.Ticket{}, errNotRegistered
 	}
@@ -895,10 +905,10 @@ func (n *Node) refreshKeys(ctx context.Context) bool {
 		return false
 	}
 	if err := n.register(ctx); err != nil {
-		n.log.Warn("a ticket did not verify, and asking the servers for the group's ticket keys failed", "err", err)
+		n.log.Warn("asking the servers for the group's ticket keys failed", "err", err)
 		return false
 	}
-	n.log.Info("a ticket did not verify: asked the servers for the group's ticket keys again")
+	n.log.Info("asked the servers for the group's ticket keys again (a ticket did not verify, or came before the registration's answer)")
 	return true
 }
 

@@ -70,6 +70,22 @@ func TestRegistersWhenAServerAppearsAndRefusesUntilThen(t *testing.T) {
 	})
 }
 
+// A ticket that comes before the answer to the node's registration (the
+// servers took the registration and sent an agent here at once) makes the
+// node ask the servers for the group's keys, and the backup goes on:
+// refused, it went back to the queue and waited a minute for a restart of
+// the node that had already happened (TestStorageNodeKilledMidBackup).
+func TestTicketBeforeTheRegistrationsAnswerIsChecked(t *testing.T) {
+	r := newRig(t, true)
+	r.waitRegistered()
+	r.node.mu.Lock()
+	r.node.ticketKeys, r.node.keysRefreshed = nil, time.Time{} // the answer not yet in
+	r.node.mu.Unlock()
+	if _, err := r.sendFiles(1, randomFiles(3, 2, 4<<10), sendOpts{}); err != nil {
+		t.Fatalf("a backup whose ticket came before the registration's answer: %v", err)
+	}
+}
+
 // TestTicketOfAKeyNotYetKnownAsksTheGroupOnce: a ticket signed with a key
 // the node did not learn at registration (the group's keys changed, or it
 // registered with the wrong server) makes it ask the servers for the
