@@ -290,6 +290,7 @@ type object struct {
 	gen       uint32
 	size      int64
 	modified  time.Time
+	latest    bool // the key's newest version, in a versioned listing
 	uploading bool
 }
 
@@ -325,13 +326,11 @@ func (p *Pool) list(ctx context.Context, prefix string) ([]object, error) {
 		if !ok || oi.IsDeleteMarker {
 			return
 		}
-		o := object{key: oi.Key, version: oi.VersionID, start: start, gen: gen, size: oi.Size, modified: oi.LastModified}
+		o := object{key: oi.Key, version: oi.VersionID, start: start, gen: gen, size: oi.Size, modified: oi.LastModified, latest: oi.IsLatest}
 		if o.version == "null" {
 			o.version = ""
 		}
-		if f, seen := first[oi.Key]; !seen || o.modified.Before(f.modified) || (o.modified.Equal(f.modified) && o.version != f.version) {
-			// Versions come newest first: one written in the same second
-			// as the one seen before it is older.
+		if f, seen := first[oi.Key]; !seen || older(o, f) {
 			first[oi.Key] = o
 		}
 	}
@@ -364,6 +363,25 @@ func (p *Pool) list(ctx context.Context, prefix string) ([]object, error) {
 		return out[i].gen < out[j].gen
 	})
 	return out, nil
+}
+
+// older says whether version o of a key was written before version f.
+// Modification times may be whole seconds, and an overwrite behind
+// Cairn's back can come within the second of the upload: then the newest
+// version (IsLatest) is the later one whatever order the store lists
+// them in, and between two older ones the listing's order, newest first,
+// decides.
+func older(o, f object) bool {
+	switch {
+	case !o.modified.Equal(f.modified):
+		return o.modified.Before(f.modified)
+	case o.version == f.version:
+		return false
+	case o.latest != f.latest:
+		return f.latest
+	default:
+		return true
+	}
 }
 
 // chain follows the volume from its label: at each offset, the object

@@ -404,3 +404,19 @@ func TestStoreKilledMidUpload(t *testing.T) {
 		t.Fatalf("uploads after OpenAppend: %+v, %v; want none", ups.Uploads, err)
 	}
 }
+
+// Of two versions of a key written within one second (an overwrite behind
+// Cairn's back right after the upload), the one the store calls latest is
+// the later, in whatever order it lists them; times decide otherwise.
+func TestOlderVersion(t *testing.T) {
+	sec := time.Date(2026, 12, 2, 13, 0, 0, 0, time.UTC)
+	orig := object{key: "k", version: "a", modified: sec}
+	junk := object{key: "k", version: "b", modified: sec, latest: true}
+	if !older(orig, junk) || older(junk, orig) {
+		t.Fatal("within one second, the latest version was taken for the first")
+	}
+	later := object{key: "k", version: "c", modified: sec.Add(time.Second)}
+	if older(later, orig) || !older(orig, later) || older(orig, orig) {
+		t.Fatal("modification times do not decide")
+	}
+}
