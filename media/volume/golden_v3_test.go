@@ -49,12 +49,17 @@ func goldenV3Contents() ([]byte, []byte) {
 	return v1, v2
 }
 
+// goldenV3Bits is the size class the golden volume was written with,
+// chunk.MinBits then: the volume is a fixed artifact, and the class is the
+// writer's choice, so a later MinBits must not change what it holds.
+const goldenV3Bits = 20
+
 // goldenV3Stream is the stream an agent sends for content, given the
 // block list of its base version (whose blocks are in session base).
 func goldenV3Stream(t testing.TB, content []byte, mtime int64, base *fileindex.BlockList, baseSession uuid.UUID) []byte {
 	t.Helper()
 	var s chunk.Splitter
-	if err := s.Reset(bytes.NewReader(content), chunk.MinBits); err != nil {
+	if err := s.Reset(bytes.NewReader(content), goldenV3Bits); err != nil {
 		t.Fatal(err)
 	}
 	known := map[[32]byte]fileindex.Block{}
@@ -65,7 +70,7 @@ func goldenV3Stream(t testing.TB, content []byte, mtime int64, base *fileindex.B
 	}
 	stream := AppendRecord(nil, RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{
 		Path: "/srv/db", Type: fileindex.TypeFile, Mode: 0o640, Size: int64(len(content)), MTime: mtime}))
-	bl := &fileindex.BlockList{Bits: chunk.MinBits}
+	bl := &fileindex.BlockList{Bits: goldenV3Bits}
 	var y int64
 	for {
 		data, err := s.Next()
