@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,8 +14,11 @@ import (
 
 // mutate changes about fraction of a tree's bytes the way a day changes a
 // server's files, the same way for the same seed: 45% of the budget as
-// regions of 4-64 KiB overwritten in place inside files of 1 MiB or more
-// (a database, an image), 35% appended to such files (logs, mailboxes),
+// regions overwritten in place inside files of 1 MiB or more (a database's
+// pages, a disk image's blocks, a rewritten section of a document), of
+// sizes spread evenly on a log scale from 4 KiB to 4 MiB (as many of 4-8
+// KiB as of 2-4 MiB, so most places change a little and most changed
+// bytes lie in the larger regions), 35% appended to such files (logs, mailboxes),
 // 20% as new small files; and 1% of the small files deleted. It prints the
 // bytes written, the changed bytes an incremental must store.
 func mutate(root string, fraction float64, seed uint64) error {
@@ -46,19 +50,21 @@ func mutate(root string, fraction float64, seed uint64) error {
 	}
 	r := rand.New(rand.NewPCG(seed, seed^0x5eed))
 	budget := int64(fraction * float64(total))
-	var inPlace, appended, created int64
+	var inPlace, appended, created, regions int64
 	for inPlace < budget*45/100 {
 		p := large[r.IntN(len(large))]
 		st, err := os.Stat(p)
 		if err != nil {
 			return err
 		}
-		n := 4<<10 + r.IntN(60<<10)
+		n := int(math.Exp2(12 + 10*r.Float64())) // 2^12..2^22
+		n = min(n, int(st.Size()/2))
 		at := r.Int64N(st.Size() - int64(n))
 		if err := writeAt(p, sample.RandomBytes(r, n), at); err != nil {
 			return err
 		}
 		inPlace += int64(n)
+		regions++
 	}
 	for appended < budget*35/100 {
 		p := large[r.IntN(len(large))]
@@ -91,8 +97,8 @@ func mutate(root string, fraction float64, seed uint64) error {
 		}
 		deleted++
 	}
-	fmt.Printf("gentree: changed %d bytes of %d: %d in place, %d appended, %d in new files; %d small files deleted\n",
-		inPlace+appended+created, total, inPlace, appended, created, deleted)
+	fmt.Printf("gentree: changed %d bytes of %d: %d in place (%d regions), %d appended, %d in new files; %d small files deleted\n",
+		inPlace+appended+created, total, inPlace, regions, appended, created, deleted)
 	return nil
 }
 
