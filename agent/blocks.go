@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -33,12 +32,16 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 	bl := &fileindex.BlockList{Bits: uint8(bits)}
 	sessions := map[[16]byte]uint32{}
 	rd := &fdReader{s: s, fd: fd, end: e.Size}
-	if err := s.split.Reset(rd, bits); err != nil {
+	// The read and the cut run ahead on the Stream's goroutine while this
+	// one hashes the whole content and frames the blocks; Stop before the
+	// caller closes fd.
+	if err := s.split.Start(rd, bits); err != nil {
 		return err
 	}
+	defer s.split.Stop()
 	var y int64
 	for {
-		data, err := s.split.Next()
+		blk, err := s.split.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -52,8 +55,8 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 			}
 			return &readError{err}
 		}
+		data, h := blk.Data, blk.Hash
 		s.sum.Write(data)
-		h := sha256.Sum256(data)
 		b := fileindex.Block{Hash: h, Loc: fileindex.Location{Len: uint64(len(data))}}
 		if i, ok := known[h]; ok && base.Blocks[i].Loc.Len == uint64(len(data)) {
 			old := base.Blocks[i]

@@ -174,7 +174,7 @@ type Source struct {
 	sparseSum  *sparseHash
 	size, sent int64
 	// Of a large file sent by blocks: its block list, for its FileEnd.
-	split     chunk.Splitter
+	split     chunk.Stream
 	blockList *fileindex.BlockList
 }
 

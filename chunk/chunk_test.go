@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 )
 
@@ -122,4 +123,91 @@ func BenchmarkSplit(b *testing.B) {
 			sha256.Sum256(data)
 		}
 	})
+}
+
+// TestStream: the blocks a Stream cuts on its goroutine are the Splitter's
+// with their hashes, a reader's error comes through, and after Stop the
+// reader is read no more, whenever Stop comes.
+func TestStream(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	want := cut(t, data, MinBits)
+	var st Stream
+	for range 2 { // the second reuses the buffers
+		if err := st.Start(bytes.NewReader(data), MinBits); err != nil {
+			t.Fatal(err)
+		}
+		var got [][32]byte
+		total := 0
+		for {
+			b, err := st.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Hash != sha256.Sum256(b.Data) {
+				t.Fatalf("block %d: hash is not of its data", len(got))
+			}
+			total += len(b.Data)
+			got = append(got, b.Hash)
+		}
+		if total != len(data) || len(got) != len(want) || shared(want, got) != len(want) {
+			t.Fatalf("stream: %d blocks of %d bytes, splitter: %d blocks of %d", len(got), total, len(want), len(data))
+		}
+	}
+	st.Stop()
+
+	bad := errors.New("disk on fire")
+	if err := st.Start(io.MultiReader(bytes.NewReader(data[:3<<20]), iotestErr{bad}), MinBits); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for err == nil {
+		_, err = st.Next()
+	}
+	if !errors.Is(err, bad) {
+		t.Fatalf("reader's error: got %v", err)
+	}
+
+	for _, after := range []int{0, 1, 5} {
+		r := &countReader{r: bytes.NewReader(data)}
+		if err := st.Start(r, MinBits); err != nil {
+			t.Fatal(err)
+		}
+		for range after {
+			if _, err := st.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st.Stop()
+		n := r.n.Load()
+		if _, err := st.Next(); !errors.Is(err, io.EOF) {
+			t.Fatalf("Next after Stop: %v", err)
+		}
+		if r.n.Load() != n {
+			t.Fatalf("stopped after %d blocks, yet read on", after)
+		}
+	}
+	if err := st.Start(bytes.NewReader(nil), 12); !errors.Is(err, ErrBits) {
+		t.Fatalf("class 12: %v", err)
+	}
+}
+
+type iotestErr struct{ err error }
+
+func (r iotestErr) Read([]byte) (int, error) { return 0, r.err }
+
+type countReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.r.Read(p)
 }
