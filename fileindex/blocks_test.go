@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+
+	"github.com/cairnbackup/cairn/chunk"
 )
 
 // largeVersion is the entry of a 64 MiB file cut into 1 MiB blocks, as an
@@ -110,4 +112,30 @@ func FuzzDecodeBlockList(f *testing.F) {
 			t.Fatalf("re-encoded list does not decode to itself: %v", err)
 		}
 	})
+}
+
+// TestBlockListBytesByClass holds what the writer's size classes
+// (chunk.Bits) cost the index per large file version, logged for the
+// design notes: blocks of 1.5 × 2^bits on average, never more than
+// chunk.MaxBlocks, whatever the file's size.
+func TestBlockListBytesByClass(t *testing.T) {
+	bare := largeVersion(0)
+	bare.Blocks = nil
+	head := len(AppendEntry(nil, &bare))
+	worst := largeVersion(chunk.MaxBlocks)
+	limit := len(AppendEntry(nil, &worst))
+	if limit > 200<<10 {
+		t.Fatalf("an entry of %d blocks is %d bytes, want it under 200 KiB (a segment, a FileEnd)", chunk.MaxBlocks, limit)
+	}
+	for _, size := range []int64{1 << 20, 64 << 20, 255 << 20, 1 << 30, 16 << 30} {
+		bits := chunk.Bits(size)
+		n := int(size * 2 / (3 << bits))
+		e := largeVersion(max(n, 1))
+		got := len(AppendEntry(nil, &e)) - head
+		t.Logf("%d MiB, class %d: about %d blocks, %d bytes of list (%.3f%% of the file)", size>>20, bits, n, got, 100*float64(got)/float64(size))
+		if float64(got) > 0.0005*float64(size)+64 {
+			t.Errorf("%d MiB: %d bytes of list, more than 0.05%% of the file", size>>20, got)
+		}
+	}
+	t.Logf("at most %d blocks: %d bytes", chunk.MaxBlocks, limit)
 }
