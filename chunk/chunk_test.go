@@ -86,6 +86,9 @@ func TestBits(t *testing.T) {
 			t.Errorf("Keep(%d, %d) false for its own class", c.size, c.bits)
 		}
 	}
+	if !Keep(64<<20, 20) || !Keep(1<<30, 20) {
+		t.Error("a file first cut in class 20 (before class 17) must keep it while it holds, or none of its blocks match")
+	}
 	if Keep(4<<30, 20) {
 		t.Error("4 GiB in 1 MiB blocks may exceed MaxBlocks, yet kept")
 	}
