@@ -16,10 +16,20 @@ func cut(t *testing.T, data []byte, bits int) [][32]byte {
 	if err := s.Reset(bytes.NewReader(data), bits); err != nil {
 		t.Fatal(err)
 	}
+	return drain(t, len(data), func() ([]byte, [32]byte, error) {
+		b, err := s.Next()
+		return b, sha256.Sum256(b), err
+	})
+}
+
+// drain takes blocks from next until io.EOF and returns their hashes,
+// checking that they cover size bytes.
+func drain(t *testing.T, size int, next func() ([]byte, [32]byte, error)) [][32]byte {
+	t.Helper()
 	var out [][32]byte
 	total := 0
 	for {
-		b, err := s.Next()
+		b, h, err := next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -27,12 +37,22 @@ func cut(t *testing.T, data []byte, bits int) [][32]byte {
 			t.Fatal(err)
 		}
 		total += len(b)
-		out = append(out, sha256.Sum256(b))
+		out = append(out, h)
 	}
-	if total != len(data) {
-		t.Fatalf("blocks cover %d bytes of %d", total, len(data))
+	if total != size {
+		t.Fatalf("blocks cover %d bytes of %d", total, size)
 	}
 	return out
+}
+
+// random is size bytes that depend on nothing but the seeds.
+func random(s1, s2 uint64, size int) []byte {
+	rng := rand.New(rand.NewPCG(s1, s2))
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	return data
 }
 
 func shared(a, b [][32]byte) int {
@@ -53,11 +73,7 @@ func shared(a, b [][32]byte) int {
 // blocks around it, and so does an insertion, which fixed blocks would not
 // survive; an append changes only the last block.
 func TestInPlaceAndInsert(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	data := make([]byte, 16<<20)
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
+	data := random(1, 2, 16<<20)
 	base := cut(t, data, MinBits)
 	if len(base) < 40 || len(base) > 130 {
 		t.Fatalf("%d blocks of 16 MiB, want about 85", len(base))
@@ -101,11 +117,7 @@ func TestBits(t *testing.T) {
 // BenchmarkSplit measures the cost of cutting, side by side with the
 // SHA-256 the agent computes over the same bytes anyway.
 func BenchmarkSplit(b *testing.B) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	data := make([]byte, 32<<20)
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
+	data := random(3, 4, 32<<20)
 	b.Run("chunker", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		var s Splitter
@@ -132,35 +144,22 @@ func BenchmarkSplit(b *testing.B) {
 // with their hashes, a reader's error comes through, and after Stop the
 // reader is read no more, whenever Stop comes.
 func TestStream(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	data := make([]byte, 8<<20)
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
+	data := random(5, 6, 8<<20)
 	want := cut(t, data, MinBits)
 	var st Stream
 	for range 2 { // the second reuses the buffers
 		if err := st.Start(bytes.NewReader(data), MinBits); err != nil {
 			t.Fatal(err)
 		}
-		var got [][32]byte
-		total := 0
-		for {
+		got := drain(t, len(data), func() ([]byte, [32]byte, error) {
 			b, err := st.Next()
-			if errors.Is(err, io.EOF) {
-				break
+			if err == nil && b.Hash != sha256.Sum256(b.Data) {
+				t.Fatal("a block's hash is not of its data")
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if b.Hash != sha256.Sum256(b.Data) {
-				t.Fatalf("block %d: hash is not of its data", len(got))
-			}
-			total += len(b.Data)
-			got = append(got, b.Hash)
-		}
-		if total != len(data) || len(got) != len(want) || shared(want, got) != len(want) {
-			t.Fatalf("stream: %d blocks of %d bytes, splitter: %d blocks of %d", len(got), total, len(want), len(data))
+			return b.Data, b.Hash, err
+		})
+		if len(got) != len(want) || shared(want, got) != len(want) {
+			t.Fatalf("stream: %d blocks, splitter: %d, not all the same", len(got), len(want))
 		}
 	}
 	st.Stop()
