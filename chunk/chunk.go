@@ -28,17 +28,23 @@ const Threshold = 1 << 20
 // index segment: a larger file gets larger blocks (Bits).
 const MaxBlocks = 4096
 
-// Pol is the irreducible polynomial of the fingerprint. It is fixed, not
-// drawn per client as restic draws one per repository: blocks are never
-// shared between clients (a file's blocks come from its own earlier
-// versions only), so there is no store in which one client could learn
-// from block boundaries what another holds, and a fixed one lets every
-// component cut a file the same way without being told how.
+// Pol is the irreducible polynomial of the fingerprint of the Rabin
+// classes. It is fixed, not drawn per client as restic draws one per
+// repository: blocks are never shared between clients (a file's blocks
+// come from its own earlier versions only), so there is no store in which
+// one client could learn from block boundaries what another holds, and a
+// fixed one lets every component cut a file the same way without being
+// told how.
 const Pol = chunker.Pol(0x3DA3358B4DC173)
 
-// MinBits and MaxBits bound the size class: a block is at least half of
-// 2^bits and then ends with a chance of 2^-bits at each byte, so it is
-// 1.5 × 2^bits on average (192 KiB in class 17).
+// A size class names how a file was cut, and is recorded in its block
+// list: Gear+bits for the gear hash (gear.go), what Bits gives; bits alone,
+// MinBits to MaxBits, for restic's Rabin chunker, what writers used
+// before, still cut by Splitter so that anything holding such a list (a
+// golden volume, a re-cut of an old version) gets the same blocks. Either
+// way a block is at least half of 2^bits and then ends with a chance of
+// 2^-bits at each byte, so it is 1.5 × 2^bits on average (192 KiB in
+// class 17).
 //
 // MinBits is below restic's 20 because a change in place costs the block
 // it falls in, about 2.2 × 2^bits whatever the change's size: with 1.5 MiB
@@ -47,42 +53,46 @@ const Pol = chunker.Pol(0x3DA3358B4DC173)
 // the catalog 45 bytes per 192 KiB of a large file's version (0.02%), and
 // no more per file than before: Bits still keeps every file within
 // MaxBlocks, so files from 256 MiB get larger classes as they did from 2
-// GiB. The class is the writer's choice, recorded in each block list: a
-// file cut in another class (20, before) keeps it while Keep holds, and
-// everything that reads blocks reads them by location and length.
+// GiB. The gear hash because the Rabin fingerprint cost the agent more CPU
+// per byte than all the rest of a full backup (catalog/DESIGN.md).
 const (
 	MinBits = 17
 	MaxBits = 30
+	Gear    = 32
 )
 
-// Bits is the size class for a file of size bytes: the smallest, from
-// MinBits, whose smallest block (half the average) keeps the file within
-// MaxBlocks blocks. A file keeps the class of its previous version while
-// that still holds (Keep), so that growth does not move every boundary.
+// Bits is the size class for a file of size bytes: the gear class of the
+// smallest bits, from MinBits, whose smallest block (half the average)
+// keeps the file within MaxBlocks blocks. A file keeps the class of its
+// previous version while that still holds (Keep), so that growth does not
+// move every boundary.
 func Bits(size int64) int {
 	b := MinBits
 	for b < MaxBits && size/(int64(1)<<(b-1)) >= MaxBlocks {
 		b++
 	}
-	return b
+	return Gear + b
 }
 
 // Keep reports whether a file of size bytes may still be cut with size
-// class bits: it then stays within MaxBlocks blocks.
-func Keep(size int64, bits int) bool {
-	return bits >= MinBits && bits <= MaxBits && size/(int64(1)<<(bits-1)) < MaxBlocks
+// class class: a gear class that keeps it within MaxBlocks blocks. A file
+// last cut in a Rabin class is cut anew (its blocks are sent once more).
+func Keep(size int64, class int) bool {
+	return class >= Gear+MinBits && class <= Gear+MaxBits && size/(int64(1)<<(class-Gear-1)) < MaxBlocks
 }
 
 // Sizes are the smallest and largest block of a size class: half and eight
 // times the average, restic's proportions.
-func Sizes(bits int) (minSize, maxSize int) {
+func Sizes(class int) (minSize, maxSize int) {
+	bits := class &^ Gear
 	return 1 << (bits - 1), 1 << (bits + 3)
 }
 
 // Splitter cuts one stream into blocks. It keeps a buffer of the largest
 // block between calls; Reset reuses it for the next file.
 type Splitter struct {
-	c    *chunker.Chunker
+	c    *chunker.Chunker // a Rabin class
+	g    gearCutter       // a gear class
 	buf  []byte
 	bits int
 }
@@ -90,22 +100,24 @@ type Splitter struct {
 // ErrBits is returned for a size class outside MinBits..MaxBits.
 var ErrBits = errors.New("block size class out of range")
 
-// Reset makes s cut r with size class bits.
-func (s *Splitter) Reset(r io.Reader, bits int) error {
-	if bits < MinBits || bits > MaxBits {
-		return fmt.Errorf("%w: %d, want %d..%d", ErrBits, bits, MinBits, MaxBits)
+// Reset makes s cut r with size class class.
+func (s *Splitter) Reset(r io.Reader, class int) error {
+	bits := class &^ Gear
+	if bits < MinBits || bits > MaxBits || class&^(Gear|63) != 0 {
+		return fmt.Errorf("%w: %d, want %d..%d or %d..%d", ErrBits, class, Gear+MinBits, Gear+MaxBits, MinBits, MaxBits)
 	}
-	lo, hi := Sizes(bits)
+	lo, hi := Sizes(class)
+	s.bits = class
+	if class&Gear != 0 {
+		s.g.reset(r, class)
+		return nil
+	}
 	if s.c == nil {
 		s.c = chunker.NewWithBoundaries(r, Pol, uint(lo), uint(hi))
 	} else {
 		s.c.ResetWithBoundaries(r, Pol, uint(lo), uint(hi))
 	}
 	s.c.SetAverageBits(bits)
-	if cap(s.buf) < hi {
-		s.buf = make([]byte, hi)
-	}
-	s.bits = bits
 	return nil
 }
 
@@ -113,12 +125,19 @@ func (s *Splitter) Reset(r io.Reader, bits int) error {
 // io.EOF after the last block. An error of the reader is returned as it
 // came.
 func (s *Splitter) Next() ([]byte, error) {
-	if s.c == nil {
-		return nil, io.EOF
+	var err error
+	s.buf, err = s.next(s.buf)
+	return s.buf, err
+}
+
+// next cuts the next block into dst[:0], growing it as needed.
+func (s *Splitter) next(dst []byte) ([]byte, error) {
+	switch {
+	case s.bits&Gear != 0:
+		return s.g.next(dst)
+	case s.c != nil:
+		c, err := s.c.Next(dst)
+		return c.Data, err
 	}
-	c, err := s.c.Next(s.buf)
-	if err != nil {
-		return nil, err
-	}
-	return c.Data, nil
+	return nil, io.EOF
 }

@@ -71,21 +71,28 @@ func shared(a, b [][32]byte) int {
 
 // TestInPlaceAndInsert: an overwrite in place changes the one or two
 // blocks around it, and so does an insertion, which fixed blocks would not
-// survive; an append changes only the last block.
+// survive; an append changes only the last block. Both cuts, gear and
+// Rabin, and with the block sizes their class says.
 func TestInPlaceAndInsert(t *testing.T) {
 	data := random(1, 2, 16<<20)
-	base := cut(t, data, MinBits)
-	if len(base) < 40 || len(base) > 130 {
-		t.Fatalf("%d blocks of 16 MiB, want about 85", len(base))
-	}
 	over := bytes.Clone(data)
 	copy(over[5<<20:], bytes.Repeat([]byte{7}, 4096))
 	ins := append(append(bytes.Clone(data[:10<<20]), bytes.Repeat([]byte{9}, 1000)...), data[10<<20:]...)
 	app := append(bytes.Clone(data), bytes.Repeat([]byte{5}, 3<<20)...)
-	for name, c := range map[string][]byte{"overwrite": over, "insert": ins, "append": app} {
-		got := cut(t, c, MinBits)
-		if changed := len(got) - shared(base, got); changed > 3+len(got)-len(base) {
-			t.Errorf("%s: %d of %d blocks new", name, changed, len(got))
+	for _, class := range []int{Gear + MinBits, MinBits, Gear + 20, 20} {
+		base := cut(t, data, class)
+		avg := 3 << (class&^Gear - 1)
+		if n := len(base); n < len(data)/avg/2 || n > len(data)/avg*2 {
+			t.Fatalf("class %d: %d blocks of 16 MiB, want about %d", class, n, len(data)/avg)
+		}
+		for name, c := range map[string][]byte{"overwrite": over, "insert": ins, "append": app} {
+			got := cut(t, c, class)
+			if changed := len(got) - shared(base, got); changed > 3+len(got)-len(base) {
+				t.Errorf("class %d, %s: %d of %d blocks new", class, name, changed, len(got))
+			}
+		}
+		if class&Gear != 0 && shared(base, cut(t, data, class&^Gear)) > 0 {
+			t.Errorf("class %d shares blocks with the Rabin cut", class)
 		}
 	}
 }
@@ -95,22 +102,24 @@ func TestBits(t *testing.T) {
 		size int64
 		bits int
 	}{{0, 17}, {255 << 20, 17}, {256 << 20, 18}, {1 << 30, 20}, {2 << 30, 21}, {100 << 30, 26}, {1 << 62, MaxBits}} {
-		if got := Bits(c.size); got != c.bits {
-			t.Errorf("Bits(%d) = %d, want %d", c.size, got, c.bits)
+		if got := Bits(c.size); got != Gear+c.bits {
+			t.Errorf("Bits(%d) = %d, want %d", c.size, got, Gear+c.bits)
 		}
-		if c.bits < MaxBits && !Keep(c.size, c.bits) {
-			t.Errorf("Keep(%d, %d) false for its own class", c.size, c.bits)
+		if c.bits < MaxBits && !Keep(c.size, Gear+c.bits) {
+			t.Errorf("Keep(%d, %d) false for its own class", c.size, Gear+c.bits)
 		}
 	}
-	if !Keep(64<<20, 20) || !Keep(1<<30, 20) {
-		t.Error("a file first cut in class 20 (before class 17) must keep it while it holds, or none of its blocks match")
+	if Keep(64<<20, 20) {
+		t.Error("a file last cut in Rabin class 20 kept it: it must be cut anew by the gear hash")
 	}
-	if Keep(4<<30, 20) {
+	if Keep(4<<30, Gear+20) {
 		t.Error("4 GiB in 1 MiB blocks may exceed MaxBlocks, yet kept")
 	}
 	var s Splitter
-	if err := s.Reset(bytes.NewReader(nil), 12); !errors.Is(err, ErrBits) {
-		t.Fatalf("class 12: %v", err)
+	for _, class := range []int{12, Gear + 12, Gear + 31, 64 + 20} {
+		if err := s.Reset(bytes.NewReader(nil), class); !errors.Is(err, ErrBits) {
+			t.Fatalf("class %d: %v", class, err)
+		}
 	}
 }
 
@@ -118,20 +127,22 @@ func TestBits(t *testing.T) {
 // SHA-256 the agent computes over the same bytes anyway.
 func BenchmarkSplit(b *testing.B) {
 	data := random(3, 4, 32<<20)
-	b.Run("chunker", func(b *testing.B) {
-		b.SetBytes(int64(len(data)))
-		var s Splitter
-		for b.Loop() {
-			if err := s.Reset(bytes.NewReader(data), MinBits); err != nil {
-				b.Fatal(err)
-			}
-			for {
-				if _, err := s.Next(); err != nil {
-					break
+	for name, class := range map[string]int{"gear": Bits(0), "rabin": MinBits} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			var s Splitter
+			for b.Loop() {
+				if err := s.Reset(bytes.NewReader(data), class); err != nil {
+					b.Fatal(err)
+				}
+				for {
+					if _, err := s.Next(); err != nil {
+						break
+					}
 				}
 			}
-		}
-	})
+		})
+	}
 	b.Run("sha256", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
@@ -145,10 +156,10 @@ func BenchmarkSplit(b *testing.B) {
 // reader is read no more, whenever Stop comes.
 func TestStream(t *testing.T) {
 	data := random(5, 6, 8<<20)
-	want := cut(t, data, MinBits)
+	want := cut(t, data, Bits(0))
 	var st Stream
 	for range 2 { // the second reuses the buffers
-		if err := st.Start(bytes.NewReader(data), MinBits); err != nil {
+		if err := st.Start(bytes.NewReader(data), Bits(0)); err != nil {
 			t.Fatal(err)
 		}
 		got := drain(t, len(data), func() ([]byte, [32]byte, error) {
@@ -165,7 +176,7 @@ func TestStream(t *testing.T) {
 	st.Stop()
 
 	bad := errors.New("disk on fire")
-	if err := st.Start(io.MultiReader(bytes.NewReader(data[:3<<20]), iotestErr{bad}), MinBits); err != nil {
+	if err := st.Start(io.MultiReader(bytes.NewReader(data[:3<<20]), iotestErr{bad}), Bits(0)); err != nil {
 		t.Fatal(err)
 	}
 	var err error
@@ -178,7 +189,7 @@ func TestStream(t *testing.T) {
 
 	for _, after := range []int{0, 1, 5} {
 		r := &countReader{r: bytes.NewReader(data)}
-		if err := st.Start(r, MinBits); err != nil {
+		if err := st.Start(r, Bits(0)); err != nil {
 			t.Fatal(err)
 		}
 		for range after {

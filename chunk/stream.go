@@ -13,18 +13,21 @@ type Block struct {
 	Hash [sha256.Size]byte
 }
 
-// streamDepth is how many blocks a Stream cuts ahead of its reader: enough
-// that neither side waits for the other's next block, few enough that its
-// buffers stay a few blocks (each grows to the largest block it held).
-const streamDepth = 3
+// streamDepth is how many blocks each stage of a Stream holds ahead of the
+// next: enough that no stage waits for another's next block, few enough
+// that its buffers stay a few blocks (each grows to the largest block it
+// held).
+const streamDepth = 2
 
-// Stream cuts a stream into blocks and hashes them on a goroutine of its
-// own, so that the cut (a rolling hash over every byte, slower than
-// SHA-256) runs beside whatever its caller does with the blocks (hash the
-// whole file, frame, compress) instead of before it. The reader r is read
-// from that goroutine only. Its buffers are kept for the next Start.
+// Stream cuts a stream into blocks on one goroutine of its own and hashes
+// them on another, so that the cut (a rolling hash over every byte) and
+// the blocks' SHA-256 run beside whatever the caller does with the blocks
+// (hash the whole file, frame, compress) instead of before it. The reader
+// r is read from the cutting goroutine only. Its buffers are kept for the
+// next Start.
 type Stream struct {
 	s    Splitter
+	cut  chan streamed // cut, not hashed yet
 	out  chan streamed
 	free chan []byte
 	stop chan struct{}
@@ -37,27 +40,46 @@ type streamed struct {
 	err error
 }
 
-// Start makes st cut r with size class bits. A Stream already started is
-// stopped first.
-func (st *Stream) Start(r io.Reader, bits int) error {
+// streamBuffers is every buffer a Stream has: one per place a block can
+// be (each stage's channel, each goroutine, the caller).
+const streamBuffers = 2*streamDepth + 3
+
+// Start makes st cut r with size class class. A Stream already started
+// is stopped first.
+func (st *Stream) Start(r io.Reader, class int) error {
 	st.Stop()
-	if err := st.s.Reset(r, bits); err != nil {
+	if err := st.s.Reset(r, class); err != nil {
 		return err
 	}
 	if st.free == nil {
-		st.free = make(chan []byte, streamDepth+1)
-		for range streamDepth + 1 {
+		st.free = make(chan []byte, streamBuffers)
+		for range streamBuffers {
 			st.free <- nil // allocated by the cut, as large as it needs
 		}
 	}
+	st.cut = make(chan streamed, streamDepth)
 	st.out = make(chan streamed, streamDepth)
 	st.stop = make(chan struct{})
-	st.wg.Add(1)
-	go st.cut(st.out, st.stop)
+	st.wg.Add(2)
+	go st.cutting(st.cut, st.stop)
+	go st.hashing(st.cut, st.out, st.stop)
 	return nil
 }
 
-func (st *Stream) cut(out chan<- streamed, stop <-chan struct{}) {
+// give passes r on, or gives its buffer back when the Stream stops.
+func (st *Stream) give(out chan<- streamed, r streamed, stop <-chan struct{}) bool {
+	select {
+	case out <- r:
+		return true
+	case <-stop:
+		if r.err == nil {
+			st.free <- r.b.Data
+		}
+		return false
+	}
+}
+
+func (st *Stream) cutting(out chan<- streamed, stop <-chan struct{}) {
 	defer st.wg.Done()
 	defer close(out)
 	for {
@@ -67,24 +89,30 @@ func (st *Stream) cut(out chan<- streamed, stop <-chan struct{}) {
 		case <-stop:
 			return
 		}
-		c, err := st.s.c.Next(buf)
-		var r streamed
+		data, err := st.s.next(buf)
 		if err != nil {
 			st.free <- buf
-			r.err = err
-		} else {
-			r.b = Block{Data: c.Data, Hash: sha256.Sum256(c.Data)}
 		}
-		select {
-		case out <- r:
-		case <-stop:
-			if err == nil {
-				st.free <- c.Data
-			}
+		if !st.give(out, streamed{Block{Data: data}, err}, stop) || err != nil {
 			return
 		}
-		if err != nil {
-			return
+	}
+}
+
+func (st *Stream) hashing(in <-chan streamed, out chan<- streamed, stop <-chan struct{}) {
+	defer st.wg.Done()
+	defer close(out)
+	for r := range in {
+		if r.err == nil {
+			r.b.Hash = sha256.Sum256(r.b.Data)
+		}
+		if !st.give(out, r, stop) {
+			break
+		}
+	}
+	for r := range in { // what the cut made before it saw stop
+		if r.err == nil {
+			st.free <- r.b.Data
 		}
 	}
 }
@@ -111,7 +139,7 @@ func (st *Stream) Next() (Block, error) {
 	return r.b, nil
 }
 
-// Stop ends the cut early and waits until its goroutine no longer reads
+// Stop ends the cut early and waits until its goroutines no longer read
 // the reader of Start, so that the caller may close what it reads. It
 // may be called at any time, also more than once.
 func (st *Stream) Stop() {
@@ -129,5 +157,5 @@ func (st *Stream) Stop() {
 		st.free <- st.held
 		st.held = nil
 	}
-	st.stop, st.out = nil, nil
+	st.stop, st.cut, st.out = nil, nil, nil
 }
