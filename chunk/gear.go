@@ -22,7 +22,8 @@ var gear = func() (t [256]uint64) {
 // gearCutter cuts by a gear hash (FastCDC's rolling hash: a shift and an
 // add per byte, each byte's influence gone after 64): a block ends after
 // its smallest size where the hash's top bits bits are zero. It does per
-// byte what Rabin's does in several table lookups, several times faster.
+// byte what Rabin's does in several table lookups: 1.6 times as fast here
+// (BenchmarkSplit).
 // readSize is the least a refill of the cutter's buffer reads.
 const readSize = 512 << 10
 
