@@ -19,14 +19,14 @@ var gear = func() (t [256]uint64) {
 	return t
 }()
 
+// readSize is the least a refill of the cutter's buffer reads.
+const readSize = 512 << 10
+
 // gearCutter cuts by a gear hash (FastCDC's rolling hash: a shift and an
 // add per byte, each byte's influence gone after 64): a block ends after
 // its smallest size where the hash's top bits bits are zero. It does per
 // byte what Rabin's does in several table lookups: 1.6 times as fast here
 // (BenchmarkSplit).
-// readSize is the least a refill of the cutter's buffer reads.
-const readSize = 512 << 10
-
 type gearCutter struct {
 	rd       io.Reader
 	buf      []byte
