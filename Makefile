@@ -40,8 +40,9 @@ tidy-check:
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit the result"; exit 1; }
 
 # The race detector runs on every package; CAIRN_CI=1 makes a test that
-# lacks a tool fail instead of skipping. Then every fuzz target runs for a
-# few seconds past its committed corpus: a crash fails the build.
+# lacks a tool fail instead of skipping. Beside them every fuzz target runs
+# for a few seconds past its committed corpus, one at a time on one core (84
+# targets, about 7 minutes): a crash fails the build.
 #
 # The integration tests are the longest package by far and mostly wait on
 # the processes they start (elections, kills, a scheduled minute): they run
@@ -56,14 +57,15 @@ CLUSTER_TESTS := ^(TestClusterChaos|TestClusterStorageNodes|TestNATSClusterHelpe
 LONG_TESTS := ^(TestReadme|TestStorageNodeDrainsOnSIGTERM|TestIncrementalSendsChangedBlocksOnTape|TestStalledClientsReleaseTheDrive|TestSecuredDeployment|TestStorageNodeKilledMidSpooledTapeBackup|TestCancelJob|TestAgentRestartedMidBackup)$$
 UNIT_PKGS = $(shell $(GO) list $(PKGS) | grep -v '/integration$$')
 test: deps fmt-check tidy-check vet
-	@clog=$$(mktemp); llog=$$(mktemp); olog=$$(mktemp); \
+	@clog=$$(mktemp); llog=$$(mktemp); olog=$$(mktemp); flog=$$(mktemp); \
+	$(MAKE) --no-print-directory fuzz-short >"$$flog" 2>&1 & fuzz=$$!; \
 	CAIRN_CI=1 $(GO) test -race -timeout 12m -run '$(CLUSTER_TESTS)' $(INTEGRATION) >"$$clog" 2>&1 & cluster=$$!; \
 	CAIRN_CI=1 $(GO) test -race -timeout 12m -run '$(LONG_TESTS)' $(INTEGRATION) >"$$llog" 2>&1 & long=$$!; \
 	CAIRN_CI=1 $(GO) test -race -timeout 12m -skip '$(CLUSTER_TESTS)|$(LONG_TESTS)' $(INTEGRATION) >"$$olog" 2>&1 & others=$$!; \
-	CAIRN_CI=1 $(GO) test -race -timeout 12m $(UNIT_PKGS) && $(MAKE) fuzz-short; rest=$$?; \
-	wait $$cluster; c=$$?; wait $$long; l=$$?; wait $$others; o=$$?; \
-	echo "integration, clusters:"; cat "$$clog"; echo "integration, the long ones:"; cat "$$llog"; echo "integration, the rest:"; cat "$$olog"; rm -f "$$clog" "$$llog" "$$olog"; \
-	if [ $$rest -ne 0 ] || [ $$c -ne 0 ] || [ $$l -ne 0 ] || [ $$o -ne 0 ]; then echo "make test: FAILED (packages and fuzz: exit $$rest; integration clusters: exit $$c; integration long: exit $$l; integration rest: exit $$o)"; exit 1; fi
+	CAIRN_CI=1 $(GO) test -race -timeout 12m $(UNIT_PKGS); rest=$$?; \
+	wait $$fuzz; f=$$?; wait $$cluster; c=$$?; wait $$long; l=$$?; wait $$others; o=$$?; \
+	echo "fuzz targets:"; cat "$$flog"; echo "integration, clusters:"; cat "$$clog"; echo "integration, the long ones:"; cat "$$llog"; echo "integration, the rest:"; cat "$$olog"; rm -f "$$clog" "$$llog" "$$olog" "$$flog"; \
+	if [ $$rest -ne 0 ] || [ $$f -ne 0 ] || [ $$c -ne 0 ] || [ $$l -ne 0 ] || [ $$o -ne 0 ]; then echo "make test: FAILED (packages: exit $$rest; fuzz: exit $$f; integration clusters: exit $$c; integration long: exit $$l; integration rest: exit $$o)"; exit 1; fi
 
 # FUZZTIME is how long each fuzz target runs: `make fuzz FUZZTIME=5m`.
 FUZZTIME ?= 1m
