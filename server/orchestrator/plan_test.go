@@ -31,14 +31,20 @@ type planCatalog struct {
 	clock time.Time
 }
 
-func newPlanCatalog(t testing.TB) *planCatalog {
+// newBareCatalog is an empty catalog, whose commands the test applies.
+func newBareCatalog(t testing.TB) *planCatalog {
 	t.Helper()
 	store, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	c := &planCatalog{t: t, store: store, clock: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	return &planCatalog{t: t, store: store, clock: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+}
+
+func newPlanCatalog(t testing.TB) *planCatalog {
+	t.Helper()
+	c := newBareCatalog(t)
 	c.apply(&catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: "web", Hostname: "web.example"}})
 	c.apply(&catalog.Command{Op: catalog.OpPutKey, Key: &catalog.Key{ID: "k1", Pool: "Default", Wrapped: []byte("wrapped")}})
 	c.apply(&catalog.Command{Op: catalog.OpCreatePool, Pool: &catalog.Pool{Name: "Default", Nodes: []string{"sn1"}, KeyID: "k1"}})
@@ -697,19 +703,9 @@ func TestPlanBringsTheParentsOfWhatIsChosen(t *testing.T) {
 }
 
 func TestTapeReadOrderNeedsEachTapeOnce(t *testing.T) {
-	store, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	idx := uint64(0)
-	apply := func(c *catalog.Command) {
-		idx++
-		c.Time = time.Now()
-		if res := store.Apply(idx, c); res.Err != nil {
-			t.Fatal(res.Err)
-		}
-	}
+	c := newBareCatalog(t)
+	store := c.store
+	apply := c.apply
 	apply(&catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1", Libraries: []catalog.NodeLibrary{{Name: "lib1"}},
 		Pools: []catalog.NodePool{{Name: "Weekly", Type: "tape", Library: "lib1"}}}})
 	a, b := uuid.New(), uuid.New()
@@ -734,19 +730,9 @@ func TestTapeReadOrderNeedsEachTapeOnce(t *testing.T) {
 // a storage node finds the pool that reads it by type and name, and an
 // SFTP pool reads only parts marked sftp.
 func TestReadPartsNameTheirMedium(t *testing.T) {
-	store, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	idx := uint64(0)
-	apply := func(c *catalog.Command) {
-		idx++
-		c.Time = time.Now()
-		if res := store.Apply(idx, c); res.Err != nil {
-			t.Fatal(res.Err)
-		}
-	}
+	c := newBareCatalog(t)
+	store := c.store
+	apply := c.apply
 	apply(&catalog.Command{Op: catalog.OpRegisterNode, Node: &catalog.StorageNode{ID: "sn1",
 		Pools: []catalog.NodePool{{Name: "Local", Dir: "/srv/pool"}, {Name: "Offsite", Type: "sftp", Dir: "/backups"}}}})
 	local, offsite := uuid.New(), uuid.New()
