@@ -815,3 +815,46 @@ func TestPolicyRunChainsAcrossItsPools(t *testing.T) {
 		t.Fatalf("an ad hoc incremental to pool Incrementals: %s on %d, want a full (its chain is its own pool's)", adhoc.Level, adhoc.Parent)
 	}
 }
+
+// The lines that say how a job ended are written in the change that ends
+// it: a reader that sees a backup committed or a restore ended (`cairn
+// backup --wait`, then `cairn job show`) sees them too.
+func TestAJobsLastLinesComeWithItsEnd(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	id := c.startBackup(LevelFull, "/srv")
+	segs := c.writeIndex(id, []fileindex.Entry{dir("/srv"), file("/srv/a", 2)}, 0)
+	vol := c.volumeFor(id)
+	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{
+		BackupID: id, SessionID: uuid.New(), Segments: segs, Entries: 2, Files: 1,
+		Parts: []Part{{VolumeID: vol, Part: 1, VolumeStart: 4096, DataStart: 8192, End: 1 << 20, Final: true}},
+		Log:   []LogLine{{Level: "info", Msg: "backup committed: 2 entries"}},
+	}})
+	lastLine := func(id uint64) LogLine {
+		t.Helper()
+		j, err := c.s.Job(id)
+		if err != nil || len(j.Log) == 0 {
+			t.Fatalf("job %d: %+v %v", id, j, err)
+		}
+		return j.Log[len(j.Log)-1]
+	}
+	if j, _ := c.s.Job(id); j.State != JobSuccess {
+		t.Fatalf("backup job %+v", j)
+	}
+	if l := lastLine(id); l.Msg != "backup committed: 2 entries" || l.Time.IsZero() {
+		t.Fatalf("last line of the committed backup's job: %+v", l)
+	}
+	res := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobRestore, Client: "web1", BackupID: id, Target: "/tmp/r"}})
+	c.must(&Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: res.JobID, State: JobRunning}})
+	c.must(&Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: res.JobID, State: JobSuccess, Files: 1,
+		Log: []LogLine{{Level: "info", Msg: "restore ended: 2 of 2 entries restored"}}}})
+	if l := lastLine(res.JobID); l.Msg != "restore ended: 2 of 2 entries restored" {
+		t.Fatalf("last line of the ended restore's job: %+v", l)
+	}
+	// A refused end adds nothing.
+	c.refused(CodeWrongState, &Command{Op: OpUpdateJob, JobUpdate: &JobUpdate{ID: res.JobID, State: JobFailed,
+		Log: []LogLine{{Level: "error", Msg: "late"}}}})
+	if l := lastLine(res.JobID); l.Msg == "late" {
+		t.Fatal("a refused update wrote its log line")
+	}
+}

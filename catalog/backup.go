@@ -142,7 +142,7 @@ func (a *applier) commitBackup(cm *BackupCommit) error {
 		j.Started = b.StartTime
 	}
 	j.Ended = endTime
-	if err := a.appendLog(j, lines); err != nil {
+	if err := a.appendLog(j, append(lines, cm.Log...)); err != nil {
 		return err
 	}
 	return a.putJob(&oldJ, j)

@@ -222,6 +222,9 @@ type JobUpdate struct {
 	// attempt: a late report about an earlier attempt (its storage node
 	// aborting, its agent failing) must not end the one that replaced it.
 	Attempt int `json:"attempt,omitempty"`
+	// Log is appended to the job's log in the update's own change (an
+	// ended job's last lines are there when its end is seen).
+	Log []LogLine `json:"log,omitempty"`
 }
 
 // JobLog appends lines to a job's log. Lines without a time get the
@@ -284,6 +287,9 @@ type BackupCommit struct {
 	Full []uuid.UUID `json:"full,omitempty"`
 	// Tape is the drive's figures when the session went to tape.
 	Tape *TapeStats `json:"tape,omitempty"`
+	// Log is appended to the job's log in the commit's own change, so
+	// that whoever sees the job ended also sees what its log says of it.
+	Log []LogLine `json:"log,omitempty"`
 }
 
 // BackupAbort drops a writing backup: its index, its claim on volumes, and

@@ -364,6 +364,9 @@ func (a *applier) updateJob(u *JobUpdate) error {
 	if u.Error != "" {
 		j.Error = u.Error
 	}
+	if err := a.appendLog(j, u.Log); err != nil {
+		return err
+	}
 	if j.Type == JobBackup {
 		b, err := a.backup(j.BackupID)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/cairnbackup/cairn/alert"
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -84,8 +85,19 @@ func TestPoolShortIsAlertedBeforeTheRun(t *testing.T) {
 	// Room enough: the run starts, and nothing is said.
 	h.advance(time.Hour)
 	h.completeOrder(orders, size)
-	first, err := h.srv.store.LastRun("nightly", "web")
-	h.must(err)
+	// The run names its job once the start returned, which can be after
+	// the order was sent and done.
+	var first *catalog.Run
+	poll.Until(t, 10*time.Second, func() error {
+		run, err := h.srv.store.LastRun("nightly", "web")
+		if err == nil && run.JobID == 0 {
+			err = fmt.Errorf("run %s names no job yet", run.Key())
+		}
+		if err == nil {
+			first = run
+		}
+		return err
+	})
 	if log := jobLog(first.JobID); strings.Contains(log, "pool_short") {
 		t.Fatalf("a pool with room was found short:\n%s", log)
 	}

@@ -41,24 +41,27 @@ func (o *Orchestrator) Commit(ctx context.Context, job *catalog.Job, req wire.Se
 		}
 	}
 	st := req.Stats
-	_, err := o.apply(ctx, &catalog.Command{Op: catalog.OpCommitBackup, Commit: &catalog.BackupCommit{
-		BackupID: job.BackupID, SessionID: req.SessionID, Node: job.Node, Parts: parts, Segments: req.Segments,
-		Entries: st.Entries, Files: st.Files, Bytes: st.ContentBytes, StoredBytes: st.StoredBytes,
-		Warnings: len(req.Warnings), EndTime: o.clock.Now().UTC(), Full: full, Tape: tapeStats(req.Tape),
-	}})
-	if err != nil {
-		return err
-	}
 	ratio := 0.0
 	if st.StoredBytes > 0 {
 		ratio = float64(st.StreamBytes) / float64(st.StoredBytes)
 	}
+	var lines []catalog.LogLine
 	if t := req.Tape; t != nil {
-		o.jobLog(ctx, job.ID, "info", "tape: %s written in %.2f s of drive time (%s), %d stops, %d tapes%s",
-			HumanBytes(t.DriveBytes), t.DriveSeconds, driveRate(t), t.Stops, t.Tapes, map[bool]string{true: ", spooled to disk first"}[t.Spooled])
+		lines = append(lines, o.logLine("info", "tape: %s written in %.2f s of drive time (%s), %d stops, %d tapes%s",
+			HumanBytes(t.DriveBytes), t.DriveSeconds, driveRate(t), t.Stops, t.Tapes, map[bool]string{true: ", spooled to disk first"}[t.Spooled]))
 	}
-	o.jobLog(ctx, job.ID, "info", "backup committed: %d entries, %d files, %s content, %s stored (ratio %.2f) on %s",
-		st.Entries, st.Files, HumanBytes(st.ContentBytes), HumanBytes(st.StoredBytes), ratio, strings.Join(names, ", "))
+	lines = append(lines, o.logLine("info", "backup committed: %d entries, %d files, %s content, %s stored (ratio %.2f) on %s",
+		st.Entries, st.Files, HumanBytes(st.ContentBytes), HumanBytes(st.StoredBytes), ratio, strings.Join(names, ", ")))
+	_, err := o.apply(ctx, &catalog.Command{Op: catalog.OpCommitBackup, Commit: &catalog.BackupCommit{
+		BackupID: job.BackupID, SessionID: req.SessionID, Node: job.Node, Parts: parts, Segments: req.Segments,
+		Entries: st.Entries, Files: st.Files, Bytes: st.ContentBytes, StoredBytes: st.StoredBytes,
+		Warnings: len(req.Warnings), EndTime: o.clock.Now().UTC(), Full: full, Tape: tapeStats(req.Tape),
+		Log: lines,
+	}})
+	if err != nil {
+		return err
+	}
+	o.logged(job.ID, lines)
 	if done, err := o.store.Job(job.ID); err == nil {
 		o.Ended(done)
 	} else {
@@ -189,22 +192,23 @@ func (o *Orchestrator) AgentDone(ctx context.Context, job *catalog.Job, req wire
 		}
 		upd.Error = fmt.Sprintf("%d of %s entries could not be restored: their data is lost on the volumes (damaged, cut off or unreadable); %d were restored%s, and the job log names every one lost",
 			lost, ofEntries(req.Entries), req.Restored, leftOut)
-		o.jobLog(ctx, job.ID, "error", "%s", upd.Error)
+		upd.Log = append(upd.Log, o.logLine("error", "%s", upd.Error))
 	case req.Refused > 0:
 		// Left out, not lost: the job fails so that the command that
 		// waits for it exits non-zero, and says how many.
 		upd.State = catalog.JobFailed
 		upd.ErrorCode = wire.CodeRefused
 		upd.Error = fmt.Sprintf("%d entries were not restored (refused, or the target would not take them); every other entry was restored, and the warnings name each and why", req.Refused)
-		o.jobLog(ctx, job.ID, "error", "%s", upd.Error)
+		upd.Log = append(upd.Log, o.logLine("error", "%s", upd.Error))
 	case len(req.Warnings) > 0:
 		upd.State = catalog.JobWarning
 	}
+	upd.Log = append(upd.Log, o.logLine("info", "restore ended: %d of %s entries restored (%d files, %s), %d lost, %d left out",
+		req.Restored, ofEntries(req.Entries), req.Files, HumanBytes(req.Bytes), lost, req.Refused))
 	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
 		return err
 	}
-	o.jobLog(ctx, job.ID, "info", "restore ended: %d of %s entries restored (%d files, %s), %d lost, %d left out",
-		req.Restored, ofEntries(req.Entries), req.Files, HumanBytes(req.Bytes), lost, req.Refused)
+	o.logged(job.ID, upd.Log)
 	if done, err := o.store.Job(job.ID); err == nil {
 		o.Ended(done)
 	} else {

@@ -265,14 +265,28 @@ func (o *Orchestrator) propose(ctx context.Context, c *catalog.Command) (catalog
 }
 
 func (o *Orchestrator) jobLog(ctx context.Context, id uint64, level string, format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	o.log.Info("job log", "job", id, "level", level, "msg", msg)
+	l := o.logLine(level, format, args...)
+	o.logged(id, []catalog.LogLine{l})
 	_, err := o.apply(ctx, &catalog.Command{Op: catalog.OpAppendJobLog, JobLog: &catalog.JobLog{
-		JobID: id, Lines: []catalog.LogLine{{Time: o.clock.Now().UTC(), Level: level, Msg: msg}},
+		JobID: id, Lines: []catalog.LogLine{l},
 	}})
 	if err != nil {
 		o.log.Warn("job log not recorded", "job", id, "err", err)
 	}
+}
+
+// logged writes a job's log lines to the server's log too.
+func (o *Orchestrator) logged(id uint64, lines []catalog.LogLine) {
+	for _, l := range lines {
+		o.log.Info("job log", "job", id, "level", l.Level, "msg", l.Msg)
+	}
+}
+
+// logLine makes a job log line for a command that changes the job itself
+// (a commit, an end): in the same change, a reader that sees the job
+// ended also sees the lines that say how.
+func (o *Orchestrator) logLine(level string, format string, args ...any) catalog.LogLine {
+	return catalog.LogLine{Time: o.clock.Now().UTC(), Level: level, Msg: fmt.Sprintf(format, args...)}
 }
 
 func (o *Orchestrator) publishEvent(ev wire.JobEvent) { o.roles.Publish(ev) }
