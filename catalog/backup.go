@@ -120,7 +120,13 @@ func (a *applier) commitBackup(cm *BackupCommit) error {
 	b.Files, b.Bytes, b.StoredBytes = cm.Files, cm.Bytes, cm.StoredBytes
 	b.EndTime = endTime
 	b.State = BackupComplete
+	if cm.LockedUntil.After(b.LockedUntil) {
+		b.LockedUntil = cm.LockedUntil
+	}
 	if err := a.putBackup(&oldB, b); err != nil {
+		return err
+	}
+	if err := a.extendChainLocks(b); err != nil {
 		return err
 	}
 

@@ -290,6 +290,10 @@ type BackupCommit struct {
 	// Log is appended to the job's log in the commit's own change, so
 	// that whoever sees the job ended also sees what its log says of it.
 	Log []LogLine `json:"log,omitempty"`
+	// LockedUntil is the retain-until date the store locked the session's
+	// objects with (zero: none): the backup's, and at least that of every
+	// backup it builds on.
+	LockedUntil time.Time `json:"locked_until,omitzero"`
 }
 
 // BackupAbort drops a writing backup: its index, its claim on volumes, and

@@ -508,6 +508,12 @@ type Backup struct {
 	StoredBytes int64       `json:"stored_bytes"`
 	Segments    int         `json:"segments"`
 	State       BackupState `json:"state"`
+	// LockedUntil is, for a backup whose objects a store keeps under
+	// object lock, the latest date they must stay locked until: the one
+	// its session's objects were born with, extended (never brought
+	// forward) by every later backup that builds on it, since a restore
+	// of that one reads this one's objects (objectlock.go).
+	LockedUntil time.Time `json:"locked_until,omitzero"`
 }
 
 // Part is the piece of a backup's session that lies on one volume, as the

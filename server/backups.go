@@ -175,6 +175,7 @@ func (s *Server) backupHold(ctx context.Context, _ string, req wire.HoldReq) (wi
 	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpHold, Hold: h}); err != nil {
 		return wire.HoldInfo{}, err
 	}
+	s.relockHeld(h)
 	holds, err := s.store.Holds()
 	if err != nil {
 		return wire.HoldInfo{}, err
@@ -188,8 +189,23 @@ func (s *Server) backupHold(ctx context.Context, _ string, req wire.HoldReq) (wi
 }
 
 func (s *Server) backupRelease(ctx context.Context, _ string, req wire.HoldReq) (wire.Empty, error) {
-	_, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRelease, Hold: &catalog.Hold{Backup: req.BackupID, Client: req.Client, By: req.By}})
-	return wire.Empty{}, err
+	h := &catalog.Hold{Backup: req.BackupID, Client: req.Client, By: req.By}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRelease, Hold: h}); err != nil {
+		return wire.Empty{}, err
+	}
+	s.relockHeld(h)
+	return wire.Empty{}, nil
+}
+
+// relockHeld queues the volumes whose objects' legal holds a hold or a
+// release of h may change: its backup's chain, or, for a client, every
+// volume that locks.
+func (s *Server) relockHeld(h *catalog.Hold) {
+	if h.Client != "" {
+		s.relockWhere(catalog.VolumeFilter{})
+		return
+	}
+	s.relockBackups(h.Backup)
 }
 
 func (s *Server) backupDelete(ctx context.Context, _ string, req wire.BackupDeleteReq) (wire.BackupDeleteResp, error) {

@@ -90,6 +90,9 @@ func (s *Server) nodeRegister(ctx context.Context, subject string, req wire.Node
 	l.suspect = time.Time{} // a node that registers again has restarted
 	s.mu.Unlock()
 	s.orch.Kick()
+	// A hold or a release while it was away, or an order it failed, is
+	// set now.
+	s.relockWhere(catalog.VolumeFilter{Node: id})
 	s.log.Info("storage node registered", "node", id, "data_addr", req.DataAddr, "pools", len(pools))
 	resp := wire.NodeRegisterResp{TicketKey: s.ticketPublic(), ServerTime: s.clock.Now().UTC()}
 	if g := s.group(); g != nil {
@@ -321,7 +324,15 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 		}
 		return wire.Empty{}, err
 	}
-	return wire.Empty{}, s.orch.Commit(ctx, job, req)
+	if err := s.orch.Commit(ctx, job, req); err != nil {
+		return wire.Empty{}, err
+	}
+	if !req.LockedUntil.IsZero() {
+		// The backups it builds on are locked as long as it now
+		// (catalog: extendChainLocks); their objects are told so.
+		s.relockBackups(job.BackupID)
+	}
+	return wire.Empty{}, nil
 }
 
 // committed reports whether the catalog already holds this session of the

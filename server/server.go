@@ -114,6 +114,8 @@ type Server struct {
 	afterVolumeDelete func(volume string) error
 	// volumeDeleteWait, when set by a test, replaces volumeDeleteTimeout.
 	volumeDeleteWait time.Duration
+	// relock queues the orders that set volumes' object locks (objectlock.go).
+	relock relocks
 
 	mu       sync.Mutex
 	others   map[string]*otherServer // servers heard that are not members
@@ -227,7 +229,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	s := &Server{
 		cfg: cfg, log: logger, clock: clock.Real(), store: store, raft: node, kekPath: kekPath, kekSource: kekSource, raftCert: raftCert,
 		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, others: map[string]*otherServer{},
-		seen: make(chan seenEvent, 64),
+		seen:   make(chan seenEvent, 64),
+		relock: relocks{kick: make(chan struct{}, 1)},
 	}
 	s.orch = s.newOrchestrator()
 	s.sched = s.newScheduler()
@@ -302,10 +305,14 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.diskLoop(ctx)
 	}()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.expiryLoop(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.relockLoop(ctx)
 	}()
 	s.log.Info("server started", "nats", s.cfg.NATSURL, "raft", s.cfg.RaftAddr)
 	return nil

@@ -247,6 +247,7 @@ func (n *Node) serveOrders(ctx context.Context) error {
 	r.Handle(wire.OpNodeVolumeDelete, wire.Typed(func(ctx context.Context, _ string, o wire.VolumeDeleteOrder) (wire.Empty, error) {
 		return wire.Empty{}, n.deleteVolume(ctx, o)
 	}))
+	r.Handle(wire.OpNodeObjectLocks, wire.Typed(n.relock))
 	r.Handle(wire.OpNodeTapeLabel, wire.Typed(func(ctx context.Context, _ string, o wire.TapeLabelOrder) (wire.TapeLabelResult, error) {
 		m, err := n.library(o.Library)
 		if err != nil {

@@ -2,6 +2,7 @@ package storagenode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -172,6 +173,10 @@ type s3Session struct {
 	d      *s3Pool
 	j      *stream
 	opened []*s3vol.Appender
+	// lockedUntil is the latest date the session's objects are locked
+	// until, for the commit: the servers extend the locks of the backups
+	// this one builds on to it.
+	lockedUntil time.Time
 }
 
 // acquire asks the servers for a volume and opens it in the bucket,
@@ -198,6 +203,9 @@ func (s *s3Session) acquire(ctx context.Context, done volume.Appender) (volume.A
 	// session whose stream was canceled, must still reach the store.
 	vctx := context.WithoutCancel(ctx)
 	lock := s.d.lock(g, time.Now())
+	if lock.Until.After(s.lockedUntil) {
+		s.lockedUntil = lock.Until
+	}
 	if g.New {
 		if err := s.j.labelVolume(ctx, &g, mediaS3, func(l volume.Label) error { return s.d.target.Create(vctx, g.Name, l, lock) }); err != nil {
 			return nil, g, err
@@ -218,7 +226,9 @@ func (s *s3Session) acquire(ctx context.Context, done volume.Appender) (volume.A
 // lost is never called: an S3 Appender is not recoverable.
 func (s *s3Session) lost(volume.Appender, error) {}
 
-func (s *s3Session) finish(*wire.SessionCommitReq, *volume.SessionResult) {}
+func (s *s3Session) finish(req *wire.SessionCommitReq, _ *volume.SessionResult) {
+	req.LockedUntil = s.lockedUntil
+}
 
 func (s *s3Session) committing() map[uuid.UUID]string {
 	names := map[uuid.UUID]string{}
@@ -257,3 +267,32 @@ func (r s3Reader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error
 
 func (s3Reader) tune(*volume.ReaderOptions) {}
 func (s3Reader) release(error)              {}
+
+// relock carries out the servers' order to make a volume's objects keep
+// the catalog's locks and legal holds (DESIGN.md, "Object locks"). It
+// changes only what differs, so the servers send it again as often as
+// they like: after a hold, a release, a commit, when the node registers.
+func (n *Node) relock(ctx context.Context, _ string, o wire.ObjectLockOrder) (wire.ObjectLockResult, error) {
+	d, ok := n.byPool[o.Pool].(*s3Pool)
+	if !ok {
+		return wire.ObjectLockResult{}, wire.Errorf(wire.CodeInvalidArgument, "", "storage node %s has no S3 pool %q", n.cfg.ID, o.Pool)
+	}
+	want := make([]s3vol.Want, len(o.Objects))
+	for i, w := range o.Objects {
+		want[i] = s3vol.Want{Start: w.Start, End: w.End, Until: w.Until, Hold: w.Hold}
+	}
+	r, err := d.target.Relock(ctx, o.Volume, o.VolumeID, want)
+	res := wire.ObjectLockResult{Objects: r.Objects, Extended: r.Extended, Held: r.Held, Released: r.Released}
+	if r.Extended+r.Held+r.Released > 0 {
+		n.log.Info("changed the locks of a volume's objects", "pool", o.Pool, "volume", o.Volume, "extended", r.Extended, "held", r.Held, "released", r.Released)
+	}
+	switch {
+	case err == nil:
+		return res, nil
+	case errors.Is(err, s3vol.ErrWrongVolume):
+		return res, wire.Errorf(wire.CodeInvalidArgument, "check the pool: it holds another volume under that name than the catalog's", "%w", err)
+	case errors.Is(err, s3vol.ErrNoVolume):
+		return res, wire.Errorf(wire.CodeNotFound, "the volume's objects are gone from the bucket: check the store", "%w", err)
+	}
+	return res, edgeError(err)
+}

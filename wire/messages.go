@@ -1016,6 +1016,10 @@ type SessionCommitReq struct {
 	// append-only target writes each volume once): the servers mark them
 	// full.
 	Sealed []uuid.UUID `json:"sealed,omitempty"`
+	// LockedUntil is the retain-until date the store locked the
+	// session's objects with, zero when it locked none: the servers
+	// extend the locks of the backups this one builds on to it.
+	LockedUntil time.Time `json:"locked_until,omitzero"`
 }
 
 // SessionAbortReq reports that a session failed; nothing of it is kept.

@@ -58,6 +58,8 @@ var received = []messageType{
 	typeOf[PolicyPreviewResp](),
 	// A synthetic full: the admin's start and the order to the node.
 	typeOf[BackupConsolidateReq](), typeOf[RunConsolidate](),
+	// The order that makes a store's object locks the catalog's, and its answer.
+	typeOf[ObjectLockOrder](), typeOf[ObjectLockResult](),
 }
 
 type messageType struct {

@@ -56,7 +56,7 @@ func (o *Orchestrator) Commit(ctx context.Context, job *catalog.Job, req wire.Se
 		BackupID: job.BackupID, SessionID: req.SessionID, Node: job.Node, Parts: parts, Segments: req.Segments,
 		Entries: st.Entries, Files: st.Files, Bytes: st.ContentBytes, StoredBytes: st.StoredBytes,
 		Warnings: len(req.Warnings), EndTime: o.clock.Now().UTC(), Full: full, Tape: tapeStats(req.Tape),
-		Log: lines,
+		Log: lines, LockedUntil: req.LockedUntil,
 	}})
 	if err != nil {
 		return err
