@@ -185,7 +185,8 @@ func TestS3BackupSaysWhatIsWrongWithTheStore(t *testing.T) {
 
 // The node reports how its S3 store fares, in its pool usage and its
 // metrics: reachable with the bytes a backup sent and the time it took,
-// then unreachable with the error once the store is killed.
+// then unreachable with the error once the store is killed, the outage
+// counted once however often the store is probed while it lasts.
 func TestS3TargetReachabilityThroughputErrors(t *testing.T) {
 	var srv *s3test.Server
 	r := newMediaRig(t, mediumCase{name: "s3", servers: s3PoolP, pool: s3On(&srv, nil)})
@@ -238,5 +239,14 @@ func TestS3TargetReachabilityThroughputErrors(t *testing.T) {
 	})
 	if up() != 0 {
 		t.Fatal("cairn_node_pool_target_up is not 0 for a store that is gone")
+	}
+	errs := target().Errors
+	for range 3 { // the probes of a pool list every 30 s
+		if err := r.node.byPool["P"].(*s3Pool).target.Check(context.Background()); err == nil {
+			t.Fatal("a store that is gone answered")
+		}
+	}
+	if ts := target(); ts.Errors != errs {
+		t.Fatalf("errors %d after three probes of the store that is gone, %d before: an outage counts once", ts.Errors, errs)
 	}
 }

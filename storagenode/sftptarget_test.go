@@ -168,7 +168,8 @@ func TestSFTPTargetFullFailsTheBackup(t *testing.T) {
 
 // The node reports each SFTP target's state: reachable, bytes and time
 // written and read, and errors, in its pool usage (pool list) and its
-// metrics; and unreachable once the target is gone.
+// metrics; and unreachable once the target is gone, an outage counted
+// once however many heartbeats ask the target while it lasts.
 func TestSFTPTargetStateIsReported(t *testing.T) {
 	var s *sshdtest.Server
 	r := newMediaRig(t, mediumCase{name: "sftp", servers: sftpPoolP, pool: sftpOn(&s, retry(sftpvol.Retry{Attempts: 2, Backoff: 10 * time.Millisecond}))})
@@ -213,6 +214,15 @@ func TestSFTPTargetStateIsReported(t *testing.T) {
 		}
 		return nil
 	})
+	// What every heartbeat's probe does, while the target stays away.
+	for range 5 {
+		if _, _, ok := m.(*sftpPool).target.Usage(context.Background()); ok {
+			t.Fatal("the target answered a probe after it stopped")
+		}
+	}
+	if u, _ := m.usage(); u.Target.Errors != 1 || u.Target.Reachable {
+		t.Fatalf("after the target stopped and was probed 5 times more: %+v; want one error, the outage", u.Target)
+	}
 }
 
 // A backup over several streams to one target, with every connection

@@ -23,8 +23,10 @@ type Stats struct {
 	// them; a rate is bytes over busy time, the store's speed while in
 	// use.
 	WriteBusy, ReadBusy time.Duration
-	// Errors counts requests that failed; LastError is the latest, at
-	// LastErrorAt.
+	// Errors counts requests the store refused or failed, and outages: of
+	// the requests that get no answer, only the first after one that got
+	// one counts (the probes while it lasts are the same outage).
+	// LastError is the latest, at LastErrorAt.
 	Errors      int64
 	LastError   string
 	LastErrorAt time.Time
@@ -39,14 +41,18 @@ type stats struct {
 func (st *stats) note(err error, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.s.Tried, st.s.Checked = true, now
 	if err == nil || errors.Is(err, ErrLocked) {
+		st.s.Tried, st.s.Checked = true, now
 		st.s.Reachable = true
 		return
 	}
 	var se *StoreError
+	was := st.s.Reachable || !st.s.Tried
+	st.s.Tried, st.s.Checked = true, now
 	st.s.Reachable = errors.As(err, &se) && !se.Unreachable()
-	st.s.Errors++
+	if st.s.Reachable || was {
+		st.s.Errors++
+	}
 	st.s.LastError, st.s.LastErrorAt = err.Error(), now
 }
 

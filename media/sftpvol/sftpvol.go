@@ -361,7 +361,7 @@ func (p *Pool) client(ctx context.Context, l *link, attempts int) (*conn, error)
 			p.stats.reached()
 			return c, nil
 		}
-		p.stats.failed(err)
+		p.stats.dialFailed(err)
 		var hk *HostKeyError
 		var ae *AuthError
 		var ke *knownHostsError
@@ -694,7 +694,8 @@ func (p *Pool) Usage(ctx context.Context) (free, total int64, ok bool) {
 	st, err := c.sftp.StatVFS(p.cfg.Dir)
 	if err != nil {
 		if transport(c, err) {
-			p.stats.failed(err)
+			// A probe, not an operation: the outage, if it is one, counts
+			// at the next connection attempt.
 			p.drop(l, c)
 		}
 		return 0, 0, false

@@ -18,8 +18,10 @@ type Stats struct {
 	// WriteBusy and ReadBusy are the time spent in writes and reads; a
 	// rate is bytes over busy time, the target's speed while in use.
 	WriteBusy, ReadBusy time.Duration
-	// Errors counts failed connection attempts and operations the
-	// target or the transport broke (each retry counts).
+	// Errors counts outages (a connection attempt that failed after one
+	// that reached the target, or the first try; the attempts that fail
+	// after it, the heartbeats' probes among them, are the same outage)
+	// and operations the target or the transport broke.
 	Errors int64
 	// LastError is the latest of them, at LastErrorAt.
 	LastError   string
@@ -29,6 +31,8 @@ type Stats struct {
 type stats struct {
 	mu sync.Mutex
 	s  Stats
+	// down: the last connection attempt failed, an outage already counted.
+	down bool
 }
 
 // Stats is a copy of the pool's figures.
@@ -41,6 +45,19 @@ func (p *Pool) Stats() Stats {
 func (st *stats) reached() {
 	st.mu.Lock()
 	st.s.Reachable, st.s.Tried = true, true
+	st.down = false
+	st.mu.Unlock()
+}
+
+// dialFailed records a connection attempt that failed: the start of an
+// outage counts, the attempts that fail while it lasts do not.
+func (st *stats) dialFailed(err error) {
+	st.mu.Lock()
+	if !st.down {
+		st.s.Errors++
+	}
+	st.down, st.s.Reachable, st.s.Tried = true, false, true
+	st.s.LastError, st.s.LastErrorAt = err.Error(), time.Now()
 	st.mu.Unlock()
 }
 
