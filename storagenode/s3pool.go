@@ -262,6 +262,9 @@ func (r s3Reader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error
 	if err != nil {
 		return nil, &unreadableError{volume: p.Volume, err: err}
 	}
+	// A restore reads blocks in order: a few ranges in flight hide the
+	// store's latency (s3vol's read-ahead). The session reader closes it.
+	rd.ReadAhead(0, 0)
 	return rd, nil
 }
 

@@ -531,6 +531,8 @@ type Reader struct {
 	ctx  context.Context
 	objs []object
 	size int64
+	// ahead, when set, reads ahead of a run of reads in order.
+	ahead *ahead
 }
 
 // OpenRead opens volume name for reading: its objects as they are now.
@@ -545,11 +547,19 @@ func (p *Pool) OpenRead(ctx context.Context, name string) (*Reader, error) {
 // Size is the volume's length when it was opened.
 func (r *Reader) Size() int64 { return r.size }
 
-// ReadAt reads len(b) bytes at off, a range read of each object it spans.
+// ReadAt reads len(b) bytes at off, a range read of each object it spans
+// (or, reading ahead, from the ranges read ahead).
 func (r *Reader) ReadAt(b []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("s3 pool %q: read at negative offset %d", r.p.cfg.Pool, off)
 	}
+	if r.ahead != nil {
+		return r.ahead.readAt(b, off)
+	}
+	return r.readAt(r.ctx, b, off)
+}
+
+func (r *Reader) readAt(ctx context.Context, b []byte, off int64) (int, error) {
 	n := 0
 	i := sort.Search(len(r.objs), func(i int) bool { return r.objs[i].end() > off })
 	for n < len(b) && i < len(r.objs) {
@@ -561,7 +571,7 @@ func (r *Reader) ReadAt(b []byte, off int64) (int, error) {
 			return n, err
 		}
 		t0 := time.Now()
-		body, _, _, err := r.p.core.GetObject(r.ctx, r.p.cfg.Bucket, o.key, opts)
+		body, _, _, err := r.p.core.GetObject(ctx, r.p.cfg.Bucket, o.key, opts)
 		if err != nil {
 			err = r.p.storeErr(err)
 			r.p.stats.note(err, time.Now())
@@ -584,8 +594,13 @@ func (r *Reader) ReadAt(b []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// Close releases nothing: each read is its own request.
-func (r *Reader) Close() error { return nil }
+// Close stops the reads ahead, if any, and waits for them.
+func (r *Reader) Close() error {
+	if r.ahead != nil {
+		r.ahead.close()
+	}
+	return nil
+}
 
 // Appender is a volume open for appending one session part after
 // another, each part one object. It implements volume.Appender.

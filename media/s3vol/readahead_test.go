@@ -1,0 +1,80 @@
+package s3vol
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cairnbackup/cairn/internal/s3test"
+)
+
+// A Reader reading ahead reads what a plain one does, in order (each read
+// starting where the last ended, as a restore reads blocks), at random
+// (a single file's blocks), across objects and past the end; in order, it
+// has the next chunks fetched before they are asked for.
+func TestReadAheadReadsAsRangeReads(t *testing.T) {
+	s := s3test.Start(t)
+	s.Bucket(t, "ahead", false)
+	p := testPool(t, testConfig(s, "ahead"))
+	a := newVolume(t, p, "Ahead-0001", Lock{})
+	for _, n := range []int{3<<20 + 77, 64 << 10, 5<<20 + 4096, 1 << 20} {
+		writeSession(t, a, n)
+	}
+	ctx := context.Background()
+	plain, err := p.OpenRead(ctx, "Ahead-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, plain.Size())
+	if _, err := plain.ReadAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := p.OpenRead(ctx, "Ahead-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunk = 1 << 20
+	r.ReadAhead(3, chunk)
+	defer r.Close()
+	rng := rand.New(rand.NewPCG(15, 3))
+	// In order, in reads of a block and a header's worth, to the end.
+	for off := int64(0); off < r.Size(); {
+		b := make([]byte, 200<<10+rng.IntN(100<<10))
+		n, err := r.ReadAt(b, off)
+		if err != nil && !(err == io.EOF && off+int64(n) == r.Size()) {
+			t.Fatalf("read %d at %d: %d, %v", len(b), off, n, err)
+		}
+		if !bytes.Equal(b[:n], want[off:off+int64(n)]) {
+			t.Fatalf("read %d at %d differs from the volume", len(b), off)
+		}
+		off += int64(n)
+		if off > 4*chunk && off < 6*chunk {
+			// Reading in order: the chunks after this one are under way.
+			r.ahead.mu.Lock()
+			ahead := 0
+			for i := range r.ahead.chunks {
+				if i > off/chunk {
+					ahead++
+				}
+			}
+			r.ahead.mu.Unlock()
+			if ahead < 2 {
+				t.Fatalf("at %d, reading in order, %d chunks ahead are fetched; want the depth's", off, ahead)
+			}
+		}
+	}
+	// At random, and past the end.
+	for range 50 {
+		off := rng.Int64N(r.Size())
+		b := make([]byte, 1+rng.IntN(300<<10))
+		n, err := r.ReadAt(b, off)
+		if end := min(off+int64(len(b)), r.Size()); int64(n) != end-off || (end < off+int64(len(b))) != (err == io.EOF) {
+			t.Fatalf("read %d at %d of %d: %d, %v", len(b), off, r.Size(), n, err)
+		}
+		if !bytes.Equal(b[:n], want[off:off+int64(n)]) {
+			t.Fatalf("read %d at %d differs from the volume", len(b), off)
+		}
+	}
+}
