@@ -6,6 +6,12 @@
 #   bench/s3.sh                          # one run
 #   RUNS=3 bench/s3.sh                   # three runs, in alternating order, then the ranges
 #   TREE_SIZE=1073741824 SMALL_FILES=50000 bench/s3.sh   # the e2e tree
+#   BASELINE=main SKIP_RESTIC=1 RUNS=3 bench/s3.sh   # this checkout against another revision
+#
+# With BASELINE, Cairn at that revision (built from git archive) runs too,
+# in the same runs, on the same store, in rotating order, and a table of
+# this checkout against it follows each run's; SKIP_RESTIC=1 leaves restic
+# out.
 #
 # Everything it starts runs under nice: the machine is shared. With
 # DROP_CACHES=1 (as root) it drops the page cache before every timed step,
@@ -39,6 +45,15 @@ mkdir -p "$WORK/bin"
 log "building cairn from $REPO"
 (cd "$REPO" && go build -o "$WORK/bin/cairn" ./cmd/cairn)
 CAIRN_BIN=$WORK/bin/cairn
+BASE_BIN=
+if [ -n "${BASELINE:-}" ]; then
+	BASE_REV=$(cd "$REPO" && git rev-parse --short "$BASELINE") || die "BASELINE=$BASELINE is not a revision"
+	log "building cairn $BASE_REV (BASELINE)"
+	rm -rf "$WORK/base-src" && mkdir -p "$WORK/base-src"
+	(cd "$REPO" && git archive "$BASE_REV") | tar -x -C "$WORK/base-src"
+	(cd "$WORK/base-src" && go build -o "$WORK/bin/cairn-base" ./cmd/cairn)
+	BASE_BIN=$WORK/bin/cairn-base
+fi
 CAIRN_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if (cd "$REPO" && ! git diff --quiet HEAD -- . 2>/dev/null); then CAIRN_REV="$CAIRN_REV+dirty"; fi
 
@@ -94,10 +109,11 @@ CREDS=$RUN/s3-credentials.json
 printf '{"access_key": "%s", "secret_key": "%s"}\n' "$AK" "$SK" >"$CREDS"
 chmod 600 "$CREDS"
 
-run_cairn() {
-	local n=$1 d=$RUN/cairn-$1
+run_cairn() { # RUN [SYSTEM BINARY]
+	local n=$1 sys=${2:-cairn} bin=${3:-$CAIRN_BIN}
+	local d=$RUN/$sys-$1
 	rm -rf "$d" && mkdir -p "$d/restore"
-	mkbucket "cairn-$n" lock
+	mkbucket "$sys-$n" lock
 	local nats raft
 	nats=$(free_port)
 	raft=$(free_port)
@@ -110,15 +126,15 @@ run_cairn() {
 	"raft_addr": "127.0.0.1:$raft",
 	"client": "$CLIENT",
 	"metrics_addr": "",
-	"s3_pools": [{"name": "Vault", "endpoint": "$ENDPOINT", "bucket": "cairn-$n", "region": "us-east-1",
+	"s3_pools": [{"name": "Vault", "endpoint": "$ENDPOINT", "bucket": "$sys-$n", "region": "us-east-1",
 		"credentials_file": "$CREDS", "lock_mode": "compliance", "default_lock": "1h"}]
 }
 JSON
-	"${NICE[@]}" "$CAIRN_BIN" dev --config "$d/dev.json" >"$d/dev.log" 2>&1 &
+	"${NICE[@]}" "$bin" dev --config "$d/dev.json" >"$d/dev.log" 2>&1 &
 	DEV_PID=$!
 	local deadline=$((SECONDS + 60))
-	until "$CAIRN_BIN" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
-		kill -0 "$DEV_PID" 2>/dev/null || die "cairn dev exited; see $d/dev.log"
+	until "$bin" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
+		kill -0 "$DEV_PID" 2>/dev/null || die "$sys dev exited; see $d/dev.log"
 		[ $SECONDS -lt $deadline ] || die "client $CLIENT not online after 60s; see $d/dev.log"
 		sleep 0.2
 	done
@@ -129,11 +145,11 @@ JSON
 		c0=$(cpu_secs "$DEV_PID")
 		t0=$(now)
 		if [ $op = backup ]; then
-			/usr/bin/time -v -o "$d/cli-$op.time" "$CAIRN_BIN" backup --client "$CLIENT" --path "$TREE" --level full --pool Vault --wait --json >"$d/$op.json" ||
-				die "cairn backup failed: $(cat "$d/$op.json")"
+			/usr/bin/time -v -o "$d/cli-$op.time" "$bin" backup --client "$CLIENT" --path "$TREE" --level full --pool Vault --wait --json >"$d/$op.json" ||
+				die "$sys backup failed: $(cat "$d/$op.json")"
 		else
-			/usr/bin/time -v -o "$d/cli-$op.time" "$CAIRN_BIN" restore --client "$CLIENT" --to "$d/restore" --wait --json >"$d/$op.json" ||
-				die "cairn restore failed: $(cat "$d/$op.json")"
+			/usr/bin/time -v -o "$d/cli-$op.time" "$bin" restore --client "$CLIENT" --to "$d/restore" --wait --json >"$d/$op.json" ||
+				die "$sys restore failed: $(cat "$d/$op.json")"
 		fi
 		t1=$(now)
 		c1=$(cpu_secs "$DEV_PID")
@@ -141,9 +157,9 @@ JSON
 		cpu=$(echo "$c0 $c1 $(time_cpu "$d/cli-$op.time")" | awk '{printf "%.2f", $2-$1+$3}')
 		rss=$(echo "$hwm $(time_rss_mb "$d/cli-$op.time")" | awk '{printf "%.0f", $1+$2}')
 		stored=-
-		[ $op = backup ] && stored=$(du -sb "$RUN/s3root/cairn-$n" | awk '{print $1}')
-		record "$n" cairn "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$cpu" "$rss" "$stored"
-		grep -q '"state": *"success"' "$d/$op.json" || die "cairn $op did not succeed: $(cat "$d/$op.json")"
+		[ $op = backup ] && stored=$(du -sb "$RUN/s3root/$sys-$n" | awk '{print $1}')
+		record "$n" "$sys" "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$cpu" "$rss" "$stored"
+		grep -q '"state": *"success"' "$d/$op.json" || die "$sys $op did not succeed: $(cat "$d/$op.json")"
 	done
 	kill "$DEV_PID"
 	wait "$DEV_PID" 2>/dev/null || true
@@ -182,6 +198,22 @@ run_restic() {
 	rm -rf "$d"
 }
 
+# base_table RUN: this checkout against BASELINE.
+base_table() {
+	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" -v rev="$BASE_REV" '
+	$1 == run { k = $2 "/" $3; sec[k] = $4; cpu[k] = $5; rss[k] = $6 }
+	END {
+		printf "%-8s | %-26s | %-26s | %s\n", "", "cairn (this checkout)", "cairn " rev " (BASELINE)", "this/baseline"
+		printf "%-8s | %8s %7s %4s %5s | %8s %7s %4s %5s | %s\n", "op", "s", "MB/s", "CPU", "RSS", "s", "MB/s", "CPU", "RSS", "MB/s, CPU"
+		split("backup restore", ops, " ")
+		for (i = 1; i <= 2; i++) {
+			o = ops[i]; c = "cairn/" o; r = "base/" o
+			cm = bytes / 1e6 / sec[c]; rm = bytes / 1e6 / sec[r]
+			printf "%-8s | %8.2f %7.1f %4.1f %5d | %8.2f %7.1f %4.1f %5d | %.2fx, %.2fx\n", o, sec[c], cm, cpu[c], rss[c], sec[r], rm, cpu[r], rss[r], cm / rm, cpu[c] / cpu[r]
+		}
+	}' "$RESULTS"
+}
+
 table() {
 	awk -F'\t' -v run="$1" -v bytes="$TREE_BYTES" '
 	$1 == run { k = $2 "/" $3; sec[k] = $4; cpu[k] = $5; rss[k] = $6; st[k] = $7 }
@@ -205,30 +237,39 @@ if [ "$COLD" = yes ]; then echo "each timed step starts with: sync; echo 3 > /pr
 echo "s = wall seconds, MB/s = tree bytes / s, CPU = user+sys seconds (cairn: the dev process + the CLI; restic: its process; not versitygw's),"
 echo "RSS = peak resident MB (cairn: the dev process, which holds every role, + the CLI; restic: its process)"
 for n in $(seq 1 "$RUNS"); do
-	if [ $((n % 2)) -eq 1 ]; then
-		log "run $n of $RUNS: cairn, then restic"
-		run_cairn "$n"
-		run_restic "$n"
-	else
-		log "run $n of $RUNS: restic, then cairn"
-		run_restic "$n"
-		run_cairn "$n"
-	fi
+	systems=(cairn)
+	[ -n "$BASE_BIN" ] && systems+=(base)
+	[ "${SKIP_RESTIC:-}" = 1 ] || systems+=(restic)
+	# Rotate the order, run by run: whoever goes first meets a fresher store.
+	k=$(((n - 1) % ${#systems[@]}))
+	order=("${systems[@]:k}" "${systems[@]:0:k}")
+	log "run $n of $RUNS: ${order[*]}"
+	for sys in "${order[@]}"; do
+		case $sys in
+		cairn) run_cairn "$n" ;;
+		base) run_cairn "$n" base "$BASE_BIN" ;;
+		restic) run_restic "$n" ;;
+		esac
+	done
 	echo
 	echo "run $n:"
-	table "$n"
+	[ "${SKIP_RESTIC:-}" = 1 ] || table "$n"
+	[ -z "$BASE_BIN" ] || base_table "$n"
 done
 if [ "$RUNS" -gt 1 ]; then
 	echo
 	echo "ranges over $RUNS runs (min-max):"
 	awk -F'\t' -v bytes="$TREE_BYTES" '
 	function upd(k, v) { if (!(k in lo) || v < lo[k]) lo[k] = v; if (!(k in hi) || v > hi[k]) hi[k] = v }
-	{ k = $2 "/" $3; mbs[$1, k] = bytes / 1e6 / $4; upd(k " MB/s", mbs[$1, k]); upd(k " RSS MB", $6); runs[$1] = 1 }
+	{ k = $2 "/" $3; mbs[$1, k] = bytes / 1e6 / $4; upd(k " MB/s", mbs[$1, k]); upd(k " CPU s", $5); upd(k " RSS MB", $6); runs[$1] = 1 }
 	END {
 		split("backup restore", ops, " ")
-		for (r in runs) for (i = 1; i <= 2; i++) upd(ops[i] " ratio", mbs[r, "cairn/" ops[i]] / mbs[r, "restic/" ops[i]])
-		n = split("cairn/backup MB/s|restic/backup MB/s|backup ratio|cairn/restore MB/s|restic/restore MB/s|restore ratio|cairn/backup RSS MB|restic/backup RSS MB|cairn/restore RSS MB|restic/restore RSS MB", keys, "|")
-		for (i = 1; i <= n; i++) printf "  %-22s %8.2f - %-8.2f\n", keys[i], lo[keys[i]], hi[keys[i]]
+		for (r in runs) for (i = 1; i <= 2; i++) {
+			if (("restic/" ops[i] " MB/s") in lo) upd(ops[i] " ratio", mbs[r, "cairn/" ops[i]] / mbs[r, "restic/" ops[i]])
+			if (("base/" ops[i] " MB/s") in lo) upd(ops[i] " this/baseline", mbs[r, "cairn/" ops[i]] / mbs[r, "base/" ops[i]])
+		}
+		n = split("cairn/backup MB/s|base/backup MB/s|restic/backup MB/s|backup ratio|backup this/baseline|cairn/restore MB/s|base/restore MB/s|restic/restore MB/s|restore ratio|restore this/baseline|cairn/backup CPU s|base/backup CPU s|cairn/restore CPU s|base/restore CPU s|cairn/backup RSS MB|base/backup RSS MB|restic/backup RSS MB|cairn/restore RSS MB|base/restore RSS MB|restic/restore RSS MB", keys, "|")
+		for (i = 1; i <= n; i++) if (keys[i] in lo) printf "  %-24s %8.2f - %-8.2f\n", keys[i], lo[keys[i]], hi[keys[i]]
 	}' "$RESULTS"
 fi
 echo
