@@ -24,7 +24,7 @@ func testConfig(s *s3test.Server, bucket string) Config {
 		AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey, PartSize: 5 << 20}
 }
 
-func testPool(t *testing.T, cfg Config) *Pool {
+func testPool(t testing.TB, cfg Config) *Pool {
 	t.Helper()
 	p, err := New(cfg)
 	if err != nil {
@@ -36,7 +36,7 @@ func testPool(t *testing.T, cfg Config) *Pool {
 	return p
 }
 
-func newVolume(t *testing.T, p *Pool, name string, lock Lock) *Appender {
+func newVolume(t testing.TB, p *Pool, name string, lock Lock) *Appender {
 	t.Helper()
 	ctx := context.Background()
 	id := uuid.New()
@@ -97,7 +97,7 @@ func TestAppenderContract(t *testing.T) {
 
 // writeSession writes one session of files on a and syncs it, as the
 // session writer does at a part's end.
-func writeSession(t *testing.T, a *Appender, size int) []byte {
+func writeSession(t testing.TB, a *Appender, size int) []byte {
 	t.Helper()
 	data := make([]byte, size)
 	rand.NewChaCha8([32]byte{byte(size)}).Read(data)
