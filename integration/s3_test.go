@@ -30,16 +30,7 @@ import (
 // deleted, the expiry pass waits for the lock rather than asking for a
 // deletion the store would refuse.
 func TestS3PoolEndToEnd(t *testing.T) {
-	s3 := s3test.Start(t)
-	s3.Bucket(t, "cairn-vault", true)
-	creds := filepath.Join(t.TempDir(), "s3.json")
-	if err := os.WriteFile(creds, fmt.Appendf(nil, `{"access_key": %q, "secret_key": %q}`, s3test.AccessKey, s3test.SecretKey), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := newStack(t, stackOpts{nodeConfig: map[string]any{"s3_pools": []map[string]any{{
-		"name": "Vault", "endpoint": s3.Endpoint(), "bucket": "cairn-vault", "region": "us-east-1", "prefix": "sn1/",
-		"credentials_file": creds, "lock_mode": "compliance",
-	}}}})
+	s, s3, creds := newS3Stack(t, "compliance")
 	src := makeTree(t, sample.Spec{TextFiles: 40, RandomFiles: 30, MaxFileSize: 256 << 10, SparseSize: 1 << 20, Seed: 16})
 	snap := snapshot(t, src)
 	s.ok("policy", "create", "offsite", "--client", s.client, "--path", src, "--schedule", "daily 02:00", "--pool", "Vault", "--keep-within", "3d")
@@ -137,6 +128,23 @@ func TestS3PoolEndToEnd(t *testing.T) {
 	if _, err := p.OpenRead(ctx, vault.Name); err != nil {
 		t.Fatalf("the locked volume after prune: %v", err)
 	}
+}
+
+// newS3Stack is a stack whose node has pool Vault in bucket cairn-vault
+// (object lock enabled) of a real versitygw, under prefix sn1/, locking in
+// mode; and the store, and the node's credentials file.
+func newS3Stack(t *testing.T, mode string) (*stack, *s3test.Server, string) {
+	s3 := s3test.Start(t)
+	s3.Bucket(t, "cairn-vault", true)
+	creds := filepath.Join(t.TempDir(), "s3.json")
+	if err := os.WriteFile(creds, fmt.Appendf(nil, `{"access_key": %q, "secret_key": %q}`, s3test.AccessKey, s3test.SecretKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, stackOpts{nodeConfig: map[string]any{"s3_pools": []map[string]any{{
+		"name": "Vault", "endpoint": s3.Endpoint(), "bucket": "cairn-vault", "region": "us-east-1", "prefix": "sn1/",
+		"credentials_file": creds, "lock_mode": mode,
+	}}}})
+	return s, s3, creds
 }
 
 // readmeS3Lines are the cairn commands of the README's S3 pool block (the

@@ -12,7 +12,6 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/cairnbackup/cairn/internal/poll"
-	"github.com/cairnbackup/cairn/internal/s3test"
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -47,16 +46,7 @@ func s3Locks(ctx context.Context, t *testing.T, mc *minio.Client, bucket, prefix
 // release lifts them; a hold placed while the storage node is down is set
 // once the node is back.
 func TestS3LocksFollowTheCatalog(t *testing.T) {
-	s3 := s3test.Start(t)
-	s3.Bucket(t, "cairn-vault", true)
-	creds := filepath.Join(t.TempDir(), "s3.json")
-	if err := os.WriteFile(creds, fmt.Appendf(nil, `{"access_key": %q, "secret_key": %q}`, s3test.AccessKey, s3test.SecretKey), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := newStack(t, stackOpts{nodeConfig: map[string]any{"s3_pools": []map[string]any{{
-		"name": "Vault", "endpoint": s3.Endpoint(), "bucket": "cairn-vault", "region": "us-east-1", "prefix": "sn1/",
-		"credentials_file": creds, "lock_mode": "governance",
-	}}}})
+	s, s3, _ := newS3Stack(t, "governance")
 	src := makeTree(t, sample.Spec{TextFiles: 10, RandomFiles: 5, MaxFileSize: 64 << 10, Seed: 15})
 	s.ok("policy", "create", "offsite", "--client", s.client, "--path", src, "--schedule", "daily 02:00", "--pool", "Vault", "--keep-within", "3d")
 	backup := func(level string) wire.JobInfo {

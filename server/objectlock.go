@@ -36,19 +36,23 @@ type relocks struct {
 	trace func(volume string, res wire.ObjectLockResult, err error)
 }
 
+func (r *relocks) queue(ids []uuid.UUID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending == nil {
+		r.pending = map[uuid.UUID]bool{}
+	}
+	for _, id := range ids {
+		r.pending[id] = true
+	}
+}
+
 // markRelock queues the volumes' orders and wakes the loop.
 func (s *Server) markRelock(ids ...uuid.UUID) {
 	if len(ids) == 0 {
 		return
 	}
-	s.relock.mu.Lock()
-	if s.relock.pending == nil {
-		s.relock.pending = map[uuid.UUID]bool{}
-	}
-	for _, id := range ids {
-		s.relock.pending[id] = true
-	}
-	s.relock.mu.Unlock()
+	s.relock.queue(ids)
 	select {
 	case s.relock.kick <- struct{}{}:
 	default:
@@ -115,14 +119,7 @@ func (s *Server) relockLoop(ctx context.Context) {
 		if len(failed) > 0 {
 			// Again at the next tick, not at once: the node is away or
 			// failing, and a kick would spin.
-			s.relock.mu.Lock()
-			if s.relock.pending == nil {
-				s.relock.pending = map[uuid.UUID]bool{}
-			}
-			for _, id := range failed {
-				s.relock.pending[id] = true
-			}
-			s.relock.mu.Unlock()
+			s.relock.queue(failed)
 		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/internal/poll"
-	"github.com/cairnbackup/cairn/internal/s3test"
 )
 
 // A legal hold that Relock sets keeps an object from being deleted, by the
@@ -24,11 +23,7 @@ import (
 // does; so the refusal is shown on objects held with no date (a backup no
 // retention dates), and past a date the hold is shown to stay set.
 func TestRelockHoldsAndReleases(t *testing.T) {
-	s := s3test.Start(t)
-	s.Bucket(t, "held", true)
-	cfg := testConfig(s, "held")
-	cfg.LockMode = LockGovernance
-	p := testPool(t, cfg)
+	p, _ := lockedPool(t, "held", LockGovernance)
 	ctx := context.Background()
 
 	// Objects with no retain-until date: the hold is all that keeps them.

@@ -36,6 +36,17 @@ func testPool(t testing.TB, cfg Config) *Pool {
 	return p
 }
 
+// lockedPool is a pool locking in mode, in a new bucket with object lock
+// of a real versitygw of its own.
+func lockedPool(t testing.TB, bucket, mode string) (*Pool, Config) {
+	t.Helper()
+	s := s3test.Start(t)
+	s.Bucket(t, bucket, true)
+	cfg := testConfig(s, bucket)
+	cfg.LockMode = mode
+	return testPool(t, cfg), cfg
+}
+
 func newVolume(t testing.TB, p *Pool, name string, lock Lock) *Appender {
 	t.Helper()
 	ctx := context.Background()
@@ -116,11 +127,7 @@ func writeSession(t testing.TB, a *Appender, size int) []byte {
 // latest part's; and the volume reads back byte for byte with range
 // reads, across objects and across the multipart upload's parts.
 func TestLockedObjectsResistDeleteAndOverwrite(t *testing.T) {
-	s := s3test.Start(t)
-	s.Bucket(t, "locked", true)
-	cfg := testConfig(s, "locked")
-	cfg.LockMode = LockCompliance
-	p := testPool(t, cfg)
+	p, cfg := lockedPool(t, "locked", LockCompliance)
 	ctx := context.Background()
 	early := Lock{Until: time.Now().Add(time.Hour)}
 	a := newVolume(t, p, "Vault-0001", early)
