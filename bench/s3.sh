@@ -230,10 +230,10 @@ table() {
 	}' "$RESULTS"
 }
 
-others=()
-[ -z "$BASE_BIN" ] || others+=("Cairn $BASE_REV (BASELINE, the same pool)")
-[ "${SKIP_RESTIC:-}" = 1 ] || others+=("restic $RESTIC_VERSION (s3: repository)")
-echo "Cairn $CAIRN_REV (S3 pool, object lock compliance) vs $(IFS=,; echo "${others[*]}" | sed 's/,/ and /g'), on versitygw $("$VGW" --version 2>/dev/null | head -1 | awk '{print $NF}') on 127.0.0.1"
+others=
+[ -z "$BASE_BIN" ] || others="Cairn $BASE_REV (BASELINE: the same pool)"
+[ "${SKIP_RESTIC:-}" = 1 ] || others="${others:+$others and }restic $RESTIC_VERSION (s3: repository)"
+echo "Cairn $CAIRN_REV (S3 pool, object lock compliance) vs $others, on versitygw $("$VGW" --version 2>/dev/null | head -1 | awk '{print $NF}') on 127.0.0.1"
 echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), buckets on $(df -T "$RUN" | awk 'NR==2 {print $2}') ($RUN); everything under nice -n 10"
 echo "tree: $TREE: $TREE_FILES files, $(awk -v b="$TREE_BYTES" 'BEGIN {printf "%.0f", b/1e6}') MB"
 if [ "$COLD" = yes ]; then echo "each timed step starts with: sync; echo 3 > /proc/sys/vm/drop_caches"; else echo "the page cache is not dropped (warm for both; DROP_CACHES=1 as root drops it)"; fi
