@@ -18,11 +18,23 @@ import (
 // storage node can place it; the block list goes in the FileEnd. The
 // whole file is still read and hashed: the digest of the whole content is
 // what a restore checks the assembled file against.
-func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockList) error {
-	bits := chunk.Bits(e.Size)
-	if base != nil && chunk.Keep(e.Size, int(base.Bits)) {
-		bits = int(base.Bits) // the same cuts as last time, or nothing matches
+//
+// A file with holes is sent by its data runs (runs not nil): each run is
+// cut on its own, so that no block crosses a hole and a block always lies
+// in one piece of the file, in this version and in every later one that
+// keeps it; the holes are neither read nor sent, and the list records the
+// runs so that a restore leaves them holes.
+func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockList, runs []fileindex.Run) error {
+	data := e.Size
+	whole := []fileindex.Run{{Len: uint64(e.Size)}}
+	if runs != nil {
+		data = 0
+		for _, r := range runs {
+			data += int64(r.Len)
+		}
+		whole = runs
 	}
+	bits := blockClass(data, len(runs), base)
 	known := map[[32]byte]int{}
 	if base != nil && int(base.Bits) == bits {
 		for i := range base.Blocks {
@@ -31,15 +43,117 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 	}
 	bl := &fileindex.BlockList{Bits: uint8(bits)}
 	sessions := map[[16]byte]uint32{}
-	rd := &fdReader{s: s, fd: fd, end: e.Size}
+	// What a file that could not be read whole keeps: the runs up to
+	// what was read, which is what a restore rebuilds.
+	read := func(k int, y int64) {
+		if runs != nil {
+			bl.Runs = append(runs[:k:k], fileindex.Run{Off: runs[k].Off, Len: uint64(y) - runs[k].Off})
+			if y == int64(runs[k].Off) {
+				bl.Runs = bl.Runs[:k]
+			}
+		}
+		s.blockList = bl
+	}
+	for k, run := range whole {
+		y, err := s.sendRun(fd, int64(run.Off), int64(run.Off+run.Len), bits, base, known, bl, sessions)
+		if err != nil {
+			if re := (*readError)(nil); errors.As(err, &re) {
+				read(k, y)
+			}
+			return err
+		}
+	}
+	bl.Runs = runs
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		s.blockList = bl
+		return &readError{fmt.Errorf("fstat: %w", err)}
+	}
+	s.blockList = bl
+	switch {
+	case st.Size > e.Size:
+		return &readError{ErrFileGrew}
+	case st.Size < e.Size:
+		return &readError{ErrFileShrank}
+	}
+	return nil
+}
+
+// maxRuns bounds the data runs of a file with holes sent by blocks, so
+// that its block list (a run costs a block more at most, and a few bytes)
+// still fits one FileEnd record. A file in more pieces is sent by its
+// data regions whole, as before blocks: it is a file of many small
+// extents, whose blocks would be as small.
+const maxRuns = 1024
+
+// dataRuns maps the data regions of [0, size) of the file with
+// SEEK_DATA and SEEK_HOLE, and returns them if the file is to be sent by
+// blocks: at least chunk.Threshold bytes of data in at most maxRuns runs.
+// Otherwise it returns nil.
+func dataRuns(fd int, size int64) ([]fileindex.Run, error) {
+	var runs []fileindex.Run
+	var data int64
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // a hole up to the end
+		}
+		if err != nil {
+			return nil, &readError{fmt.Errorf("seek data at offset %d: %w", off, err)}
+		}
+		if start >= size {
+			break
+		}
+		end, err := unix.Seek(fd, start, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, &readError{fmt.Errorf("seek hole at offset %d: %w", start, err)}
+		}
+		end = min(end, size)
+		if len(runs) == maxRuns {
+			return nil, nil
+		}
+		runs = append(runs, fileindex.Run{Off: uint64(start), Len: uint64(end - start)})
+		data += end - start
+		off = end
+	}
+	if data < chunk.Threshold {
+		return nil, nil
+	}
+	return runs, nil
+}
+
+// blockClass is the size class of a file of data bytes in runs data runs
+// (0: read whole): its base version's while that keeps it within
+// chunk.MaxBlocks, the smallest that does otherwise. Each run may end
+// with a block shorter than the class's smallest, so runs count as a
+// block each.
+func blockClass(data int64, runs int, base *fileindex.BlockList) int {
+	fits := func(class int) bool {
+		return chunk.Keep(data, class) && data>>(class-chunk.Gear-1)+int64(runs) < chunk.MaxBlocks
+	}
+	bits := chunk.Bits(data)
+	for runs > 0 && bits < chunk.Gear+chunk.MaxBits && !fits(bits) {
+		bits++
+	}
+	if base != nil && fits(int(base.Bits)) {
+		bits = int(base.Bits) // the same cuts as last time, or nothing matches
+	}
+	return bits
+}
+
+// sendRun cuts [off, end) of the file into blocks and adds them to bl,
+// sending those that known (the base version's, by hash) does not hold.
+// It returns the offset it reached.
+func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.BlockList, known map[[32]byte]int, bl *fileindex.BlockList, sessions map[[16]byte]uint32) (int64, error) {
+	rd := &fdReader{s: s, fd: fd, off: off, end: end}
 	// The read and the cut run ahead on the Stream's goroutine while this
 	// one hashes the whole content and frames the blocks; Stop before the
 	// caller closes fd.
 	if err := s.split.Start(rd, bits); err != nil {
-		return err
+		return off, err
 	}
 	defer s.split.Stop()
-	var y int64
+	y := off
 	for {
 		blk, err := s.split.Next()
 		if errors.Is(err, io.EOF) {
@@ -47,16 +161,19 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 		}
 		if err != nil {
 			if cerr := s.ctx.Err(); cerr != nil {
-				return cerr
+				return y, cerr
 			}
 			if re := (*readError)(nil); errors.As(err, &re) {
-				s.blockList = bl // what was read is what a restore rebuilds
-				return err
+				return y, err
 			}
-			return &readError{err}
+			return y, &readError{err}
 		}
 		data, h := blk.Data, blk.Hash
-		s.sum.Write(data)
+		if s.sparse {
+			s.sparseSum.Add(y, data)
+		} else {
+			s.sum.Write(data)
+		}
 		b := fileindex.Block{Hash: h, Loc: fileindex.Location{Len: uint64(len(data))}}
 		if i, ok := known[h]; ok && base.Blocks[i].Loc.Len == uint64(len(data)) {
 			old := base.Blocks[i]
@@ -71,6 +188,7 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 				b.Session, b.Loc = n, old.Loc
 				bl.Blocks = append(bl.Blocks, b)
 				y += int64(len(data))
+				s.sent = y
 				s.reused.Add(int64(len(data)))
 				continue
 			}
@@ -78,7 +196,7 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 		for off := 0; off < len(data); {
 			n := min(len(data)-off, volume.MaxDataBody)
 			if err := s.reserve(volume.MaxDataHeader + n); err != nil {
-				return err
+				return y, err
 			}
 			s.batch = volume.AppendDataRecord(s.batch, y+int64(off), data[off:off+n])
 			off += n
@@ -86,19 +204,9 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 		s.bytes.Add(int64(len(data)))
 		bl.Blocks = append(bl.Blocks, b)
 		y += int64(len(data))
+		s.sent = y
 	}
-	s.sent = y
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		s.blockList = bl
-		return &readError{fmt.Errorf("fstat: %w", err)}
-	}
-	if st.Size > e.Size {
-		s.blockList = bl
-		return &readError{ErrFileGrew}
-	}
-	s.blockList = bl
-	return nil
+	return y, nil
 }
 
 // fdReader reads [0, end) of a file for the block splitter: a file that

@@ -55,7 +55,7 @@ func Changes(ctx context.Context, opts WalkOptions, base fileindex.Iterator, fn 
 	if err != nil {
 		return err
 	}
-	return runChanges(w, base, func(n *node, c Change) error { return fn(n.e, c) })
+	return runChanges(w, base, func(n *node, c Change) error { return fn(n.e, c) }, nil)
 }
 
 // Changed reports whether a walked entry differs from the base's entry for
@@ -78,11 +78,14 @@ type joiner struct {
 	prev    string
 	started bool
 	fn      func(n *node, c Change) error
+	// outside, if set, gets the base entries outside the backup's scope,
+	// which are no deletions: the command sources' among them.
+	outside func(e *fileindex.Entry)
 	tomb    fileindex.Entry
 }
 
-func runChanges(w *walker, base fileindex.Iterator, fn func(n *node, c Change) error) error {
-	j := &joiner{w: w, base: base, fn: fn}
+func runChanges(w *walker, base fileindex.Iterator, fn func(n *node, c Change) error, outside func(e *fileindex.Entry)) error {
+	j := &joiner{w: w, base: base, fn: fn, outside: outside}
 	if err := j.advance(); err != nil {
 		return err
 	}
@@ -123,11 +126,15 @@ func (j *joiner) advance() error {
 // deleteHead consumes the base's head, which the walk did not find, and
 // sends a tombstone for it if it lies in the backup's scope.
 func (j *joiner) deleteHead() error {
-	if j.head.Type != fileindex.TypeDeleted && j.w.inScope(j.head.Path, j.head.Type) {
+	switch {
+	case j.head.Type == fileindex.TypeDeleted:
+	case j.w.inScope(j.head.Path, j.head.Type):
 		j.tomb = fileindex.Entry{Path: j.head.Path, Type: fileindex.TypeDeleted}
 		if err := j.fn(&node{e: &j.tomb, dirfd: -1}, ChangeDeleted); err != nil {
 			return err
 		}
+	case j.outside != nil:
+		j.outside(&j.head)
 	}
 	return j.advance()
 }

@@ -161,7 +161,7 @@ type Restorer struct {
 	blk        *blockIn
 	tmpSeq     uint64
 	sum        hash.Hash
-	sparse     *sparseHash
+	sparse     *fileindex.SparseHash
 	sumBuf     [sha256.Size]byte
 
 	dirs      []dirMeta
@@ -199,6 +199,8 @@ type current struct {
 	// assembled: the content came from several reads (assembly), and is
 	// checked by reading it back, not as it was written.
 	assembled bool
+	// runs: of an assembled file with holes, where its data lies.
+	runs []fileindex.Run
 }
 
 type dirMeta struct {
@@ -262,7 +264,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 	}
 	return &Restorer{
 		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
-		rootFd: -1, dirFd: -1, sum: sha256.New(), sparse: newSparseHash(),
+		rootFd: -1, dirFd: -1, sum: sha256.New(), sparse: fileindex.NewSparseHash(),
 		linkable: map[string]inodeID{}, damaged: map[string]string{}, assembling: map[string]*assembly{},
 		ancestors: map[string]bool{}, madeDirs: map[inodeID]bool{},
 	}, nil
@@ -498,7 +500,7 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 			}
 		}
 		r.sum.Reset()
-		r.sparse.reset()
+		r.sparse.Reset()
 	}
 	r.cur = c
 	return nil
@@ -668,7 +670,7 @@ func (r *Restorer) write(off int64, data []byte) error {
 		r.sum.Write(data)
 		c.hashed = off + int64(len(data))
 	case c.e.HashKind == fileindex.HashSparseSHA256:
-		r.sparse.add(off, data)
+		r.sparse.Add(off, data)
 		c.hashed = off + int64(len(data))
 	default:
 		// A kind this program does not know goes unchecked (endFile),
@@ -738,13 +740,19 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 			r.discard()
 			return fmt.Errorf("restore %s: read back its content: %w", e.Path, err)
 		}
+	case c.assembled && e.HashKind == fileindex.HashSparseSHA256:
+		var err error
+		if got, err = assemble.HashRuns(assemble.FD(c.fd), c.runs, size); err != nil {
+			r.discard()
+			return fmt.Errorf("restore %s: read back its content: %w", e.Path, err)
+		}
 	case e.HashKind == fileindex.HashSHA256:
 		if c.badData == "" && size > c.hashed {
 			hashZeros(r.sum, size-c.hashed) // a trailing hole
 		}
 		got = r.sum.Sum(r.sumBuf[:0])
 	case e.HashKind == fileindex.HashSparseSHA256:
-		got = r.sparse.sum(r.sumBuf[:0], size)
+		got = r.sparse.Sum(r.sumBuf[:0], size)
 	default:
 		if len(sum) > 0 {
 			r.warn(e.Path, fmt.Errorf("content restored unchecked: its digest is of a kind (%v) this program does not know; a newer one checks it", e.HashKind))
@@ -765,7 +773,7 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 		r.discard()
 		return nil
 	}
-	if c.end < size {
+	if c.end < size || c.runs != nil {
 		// Holes stay holes: the size comes from ftruncate, not zeros.
 		if err := unix.Ftruncate(c.fd, size); err != nil {
 			r.discard()

@@ -32,6 +32,8 @@ type assembly struct {
 	sum    []byte
 	need   uint64 // bytes of blocks read by location the entry lists
 	got    uint64 // bytes of such blocks written so far
+	end    int64  // where the content ends: the end of the list's blocks
+	runs   []fileindex.Run
 }
 
 // blockIn is the block whose Data records are coming.
@@ -165,7 +167,7 @@ func (r *Restorer) endBlock() error {
 		return fmt.Errorf("restore %s: reopen its temporary file: %w", a.path, err)
 	}
 	delete(r.assembling, a.path)
-	r.cur = &current{e: *a.e, fd: fd, tmp: a.tmp, dirfd: dirfd, name: name, end: a.e.Size, assembled: true}
+	r.cur = &current{e: *a.e, fd: fd, tmp: a.tmp, dirfd: dirfd, name: name, end: a.end, assembled: true, runs: a.runs}
 	return r.endFile(a.status, a.sum)
 }
 
@@ -180,13 +182,15 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 		a = &assembly{path: c.e.Path, tmp: c.tmp}
 	}
 	a.need = need
-	c.assembled = true
+	c.assembled, c.runs = true, bl.Runs
+	c.end = max(c.end, int64(bl.End()))
 	if a.got >= need {
 		delete(r.assembling, a.path)
 		return r.endFile(status, sum)
 	}
 	e := c.e
 	a.e, a.status, a.sum = &e, status, append([]byte(nil), sum...)
+	a.end, a.runs = c.end, c.runs
 	r.assembling[a.path] = a
 	unix.Close(c.fd)
 	r.cur = nil

@@ -45,14 +45,14 @@ func flagsSeed() []byte {
 	var s []byte
 	s = append(s, headerRecord(fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir, Mode: 0o755, Flags: fileindex.FlagAppend | fileindex.FlagNoatime})...)
 	s = volume.AppendFileEnd(s, 0, nil)
-	h := newSparseHash()
+	h := fileindex.NewSparseHash()
 	s = append(s, headerRecord(fileindex.Entry{Path: "/srv/disk.img", Type: fileindex.TypeFile, Mode: 0o600, Size: 1 << 40,
 		HashKind: fileindex.HashSparseSHA256, Flags: fileindex.FlagNodump | fileindex.FlagNoCOW})...)
 	for _, off := range []int64{4096, 4099, 1 << 30} {
 		s = volume.AppendDataRecord(s, off, []byte("abc"))
-		h.add(off, []byte("abc"))
+		h.Add(off, []byte("abc"))
 	}
-	s = volume.AppendFileEnd(s, 0, h.sum(nil, 1<<40))
+	s = volume.AppendFileEnd(s, 0, h.Sum(nil, 1<<40))
 	content := []byte("cannot change\n")
 	sum := sha256.Sum256(content)
 	s = append(s, headerRecord(fileindex.Entry{Path: "/srv/immutable", Type: fileindex.TypeFile, Mode: 0o644, Size: int64(len(content)),

@@ -171,11 +171,14 @@ type Source struct {
 	// Of the file being sent: its hash kind is the sparse one, its size,
 	// and the end of its last Data record.
 	sparse     bool
-	sparseSum  *sparseHash
+	sparseSum  *fileindex.SparseHash
 	size, sent int64
 	// Of a large file sent by blocks: its block list, for its FileEnd.
 	split     chunk.Stream
 	blockList *fileindex.BlockList
+	// The block lists of the spooled paths' versions in the base, which
+	// the walk passes by: those paths lie outside it.
+	spooledBase map[string]*fileindex.BlockList
 }
 
 // NewSource checks opts and prepares a Source.
@@ -263,7 +266,7 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	s.hdr = make([]byte, 0, 4096)
 	s.sum = sha256.New()
-	s.sparseSum = newSparseHash()
+	s.sparseSum = fileindex.NewSparseHash()
 	if prefetchPolicy != prefetchNever {
 		pf := startPrefetch()
 		defer pf.stop()
@@ -296,7 +299,13 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		return s.sendEntry(n, c)
 	}
-	if err := runChanges(w, s.opts.Base, entry); err != nil {
+	s.spooledBase = map[string]*fileindex.BlockList{}
+	outside := func(e *fileindex.Entry) {
+		if e.Type == fileindex.TypeFile && e.Blocks != nil && slices.ContainsFunc(spooled, func(f SpooledFile) bool { return f.Path == e.Path }) {
+			s.spooledBase[e.Path] = e.Blocks
+		}
+	}
+	if err := runChanges(w, s.opts.Base, entry, outside); err != nil {
 		return err
 	}
 	for i := range spooled {
@@ -410,7 +419,7 @@ func (s *Source) appendEnd(status uint8, withHash bool) error {
 		if status != volume.EndOK {
 			size = s.sent
 		}
-		h = s.sparseSum.sum(s.sumBuf[:0], size)
+		h = s.sparseSum.Sum(s.sumBuf[:0], size)
 	default:
 		h = s.sum.Sum(s.sumBuf[:0])
 	}
@@ -481,7 +490,7 @@ func (s *Source) sendFile(n *node) error {
 	s.entries.Add(1)
 	s.files.Add(1)
 	s.sum.Reset()
-	s.sparseSum.reset()
+	s.sparseSum.Reset()
 	s.sparse, s.size, s.sent = e.HashKind == fileindex.HashSparseSHA256, e.Size, 0
 	s.blockList = nil
 	if e.Size == 0 {
@@ -507,9 +516,9 @@ func (s *Source) sendFile(n *node) error {
 	var err error
 	switch {
 	case n.blocks*512 < e.Size:
-		err = s.sendSparse(fd, e)
+		err = s.sendSparse(fd, e, n.blocks*512, n.base)
 	case e.Size >= chunk.Threshold:
-		err = s.sendBlocks(fd, e, n.base)
+		err = s.sendBlocks(fd, e, n.base, nil)
 	default:
 		_, err = s.readRange(fd, 0, e.Size, true)
 	}
@@ -537,7 +546,17 @@ func (s *Source) sendSpooled(f *SpooledFile) error {
 	s.files.Add(1)
 	s.sum.Reset()
 	s.sparse, s.size, s.sent = false, f.Size, 0
-	if _, err := s.readRange(int(f.File.Fd()), 0, f.Size, true); err != nil {
+	s.blockList = nil
+	var err error
+	if f.Size >= chunk.Threshold {
+		// A dump changes a little from one day to the next: its blocks
+		// that the previous version of the path held are not sent again.
+		err = s.sendBlocks(int(f.File.Fd()), e, s.spooledBase[f.Path], nil)
+	} else {
+		_, err = s.readRange(int(f.File.Fd()), 0, f.Size, true)
+	}
+	if err != nil {
+		s.blockList = nil
 		return fmt.Errorf("command source %s: read its spooled output: %w", f.Path, err)
 	}
 	return s.appendEnd(volume.EndOK, true)
@@ -571,9 +590,19 @@ func (e *readError) Error() string { return e.err.Error() }
 func (e *readError) Unwrap() error { return e.err }
 
 // sendSparse sends only the data regions of a file with holes (fewer
-// blocks than its size), found with SEEK_DATA and SEEK_HOLE: the holes are
-// never read, and hashed as the zeros they read as.
-func (s *Source) sendSparse(fd int, e *fileindex.Entry) error {
+// blocks than its size, allocated bytes), found with SEEK_DATA and
+// SEEK_HOLE: the holes are never read. One with enough data is sent by
+// blocks (dataRuns), so that an incremental sends the blocks that changed.
+func (s *Source) sendSparse(fd int, e *fileindex.Entry, allocated int64, base *fileindex.BlockList) error {
+	if allocated >= chunk.Threshold && s.sparse {
+		runs, err := dataRuns(fd, e.Size)
+		if err != nil {
+			return err
+		}
+		if runs != nil {
+			return s.sendBlocks(fd, e, base, runs)
+		}
+	}
 	off := int64(0)
 	for off < e.Size {
 		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
@@ -673,7 +702,7 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 		if got > 0 {
 			s.batch = s.batch[:rec+h+got]
 			if s.sparse {
-				s.sparseSum.add(off, s.batch[rec+h:])
+				s.sparseSum.Add(off, s.batch[rec+h:])
 			} else {
 				s.sum.Write(s.batch[rec+h:])
 			}

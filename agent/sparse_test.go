@@ -18,50 +18,6 @@ import (
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
-// The digest of a file with holes does not depend on where the stream split
-// its data into records, and changes with its content, the place of its
-// data, and its size.
-func TestSparseHashIsOfTheFileNotOfTheStream(t *testing.T) {
-	// The byte at each offset of the file.
-	content := func(off, n int64) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(uint64(off+int64(i)) * 2654435761 >> 13)
-		}
-		return b
-	}
-	digest := func(size int64, parts ...[2]int64) []byte {
-		h := newSparseHash()
-		for _, p := range parts {
-			h.add(p[0], content(p[0], p[1]))
-		}
-		return h.sum(nil, size)
-	}
-	whole := digest(1<<30, [2]int64{4096, 200 << 10}, [2]int64{1 << 20, 50 << 10})
-	split := digest(1<<30, [2]int64{4096, 1}, [2]int64{4097, 100<<10 - 1}, [2]int64{4096 + 100<<10, 100 << 10},
-		[2]int64{1 << 20, 50 << 10})
-	if !bytes.Equal(whole, split) {
-		t.Fatal("the same regions split into other records give another digest")
-	}
-	for name, other := range map[string][]byte{
-		"data moved":       digest(1<<30, [2]int64{8192, 200 << 10}, [2]int64{1 << 20, 50 << 10}),
-		"size":             digest(1<<30+1, [2]int64{4096, 200 << 10}, [2]int64{1 << 20, 50 << 10}),
-		"region cut short": digest(1<<30, [2]int64{4096, 200<<10 - 1}, [2]int64{1 << 20, 50 << 10}),
-		"hole filled":      digest(1<<30, [2]int64{4096, 200 << 10}, [2]int64{1 << 20, 50 << 10}, [2]int64{2 << 20, 1}),
-	} {
-		if bytes.Equal(whole, other) {
-			t.Errorf("%s: same digest", name)
-		}
-	}
-	h := newSparseHash()
-	h.add(0, []byte("ab"))
-	flipped := newSparseHash()
-	flipped.add(0, []byte("ac"))
-	if bytes.Equal(h.sum(nil, 2), flipped.sum(nil, 2)) {
-		t.Error("a changed byte gives the same digest")
-	}
-}
-
 // sparseRegions lists the data regions of a file.
 func sparseRegions(t testing.TB, f *os.File, size int64) [][2]int64 {
 	t.Helper()

@@ -105,3 +105,24 @@ func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// HashRuns is the fileindex.HashSparseSHA256 digest of a file of size
+// bytes whose data lies in runs (a block list's Runs) of r: the digest an
+// assembled file with holes is checked against. Only the runs are read.
+func HashRuns(r io.ReaderAt, runs []fileindex.Run, size int64) ([]byte, error) {
+	h := fileindex.NewSparseHash()
+	buf := make([]byte, 256<<10)
+	for _, run := range runs {
+		for off, end := int64(run.Off), int64(run.Off+run.Len); off < end; {
+			p := buf[:min(int64(len(buf)), end-off)]
+			n, err := r.ReadAt(p, off)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			clear(p[n:]) // past the end of what was written: zeros
+			h.Add(off, p)
+			off += int64(len(p))
+		}
+	}
+	return h.Sum(nil, size), nil
+}

@@ -98,6 +98,7 @@ func TestDecodeBlockListRefuses(t *testing.T) {
 func FuzzDecodeBlockList(f *testing.F) {
 	f.Add(AppendBlockList(nil, largeVersion(3).Blocks))
 	f.Add(AppendBlockList(nil, &BlockList{Bits: 21}))
+	f.Add(AppendBlockList(nil, sparseVersion()))
 	f.Add([]byte{20, 0xff, 0xff, 0x03})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		bl, err := DecodeBlockList(data)
@@ -138,4 +139,68 @@ func TestBlockListBytesByClass(t *testing.T) {
 		}
 	}
 	t.Logf("at most %d blocks: %d bytes", chunk.MaxBlocks, limit)
+}
+
+// sparseVersion is the block list of a 1 GiB disk image holding 3 MiB of
+// data in two runs: the blocks tile the runs, none crossing a hole.
+func sparseVersion() *BlockList {
+	bl := &BlockList{Bits: 49, Runs: []Run{{Off: 1 << 20, Len: 2 << 20}, {Off: 512 << 20, Len: 1 << 20}}}
+	for i, n := range []uint64{700 << 10, 1348 << 10, 1 << 20} {
+		bl.Blocks = append(bl.Blocks, Block{Hash: sha256.Sum256(fmt.Appendf(nil, "%d", i)), Loc: Location{Seq: uint64(i), Off: uint64(i) << 18, Len: n, EndSeq: uint64(i) + 1}})
+	}
+	return bl
+}
+
+func TestBlockListRuns(t *testing.T) {
+	bl := sparseVersion()
+	got, err := DecodeBlockList(AppendBlockList(nil, bl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, bl) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, bl)
+	}
+	if offs := got.Offsets(); !reflect.DeepEqual(offs, []int64{1 << 20, 1<<20 + 700<<10, 512 << 20}) {
+		t.Fatalf("offsets %v", offs)
+	}
+	if got.Size() != 3<<20 || got.End() != 513<<20 {
+		t.Fatalf("size %d, end %d", got.Size(), got.End())
+	}
+	// A list without runs encodes as it did before runs existed, and its
+	// blocks tile the file from 0.
+	plain := largeVersion(3).Blocks
+	if b := AppendBlockList(nil, plain); len(b) != len(AppendBlockList(nil, &BlockList{Bits: plain.Bits, Sessions: plain.Sessions, Blocks: plain.Blocks})) {
+		t.Fatal("a list without runs changed its encoding")
+	}
+	if offs := plain.Offsets(); !reflect.DeepEqual(offs, []int64{0, 1 << 20, 2 << 20}) || plain.End() != 3<<20 {
+		t.Fatalf("offsets %v, end %d", offs, plain.End())
+	}
+	// What rebasing keeps: the runs.
+	if r := bl.Rebased([16]byte{7}); !reflect.DeepEqual(r.Runs, bl.Runs) {
+		t.Fatal("Rebased dropped the runs")
+	}
+}
+
+func TestDecodeBlockListRefusesRuns(t *testing.T) {
+	enc := func(f func(bl *BlockList)) []byte {
+		bl := sparseVersion()
+		f(bl)
+		return AppendBlockList(nil, bl)
+	}
+	for name, b := range map[string][]byte{
+		// A block that would go on past a hole: its Data records would
+		// not lie in one piece.
+		"block crosses a hole": enc(func(bl *BlockList) { bl.Blocks[1].Loc.Len += 512 << 10; bl.Blocks[2].Loc.Len -= 512 << 10 }),
+		"runs not filled":      enc(func(bl *BlockList) { bl.Runs[1].Len++ }),
+		"blocks past the runs": enc(func(bl *BlockList) { bl.Runs[1].Len-- }),
+		"runs touch":           enc(func(bl *BlockList) { bl.Runs[1].Off = 3 << 20 }),
+		"empty run":            enc(func(bl *BlockList) { bl.Runs = append(bl.Runs, Run{Off: 1 << 30}) }),
+		"no runs":              append(AppendBlockList(nil, largeVersion(1).Blocks), 0),
+		"runs past int64":      enc(func(bl *BlockList) { bl.Runs[1].Off = 1<<63 - 1<<19 }),
+		"cut run":              enc(func(bl *BlockList) {})[:len(enc(func(bl *BlockList) {}))-1],
+	} {
+		if _, err := DecodeBlockList(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", name, err)
+		}
+	}
 }

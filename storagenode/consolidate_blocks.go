@@ -181,10 +181,21 @@ func (a *rebuild) end(body []byte, put func([]byte) error) error {
 	if kept := assemble.Kept(bl); b.got < kept {
 		return fmt.Errorf("entry %q: %d of the %d bytes of its blocks kept from earlier backups did not come", b.path, kept-b.got, kept)
 	}
-	size := int64(bl.Size())
-	a.assembled += size
+	a.assembled += int64(bl.Size())
 	if len(sum) > 0 {
-		got, err := assemble.HashFile(b.f, size)
+		// A file with holes is checked, and written, by its data runs:
+		// its holes stay holes in the synthetic full.
+		size := int64(bl.End())
+		if status == volume.EndOK {
+			size = b.e.Size
+		}
+		var got []byte
+		var err error
+		if b.e.HashKind == fileindex.HashSparseSHA256 {
+			got, err = assemble.HashRuns(b.f, bl.Runs, size)
+		} else {
+			got, err = assemble.HashFile(b.f, int64(bl.Size()))
+		}
 		if err != nil {
 			return fmt.Errorf("assemble %s: %w", b.path, err)
 		}
@@ -193,13 +204,13 @@ func (a *rebuild) end(body []byte, put func([]byte) error) error {
 		}
 	}
 	out := volume.AppendRecord(nil, volume.RecFileHeader, b.hdr)
-	list := &fileindex.BlockList{Bits: bl.Bits, Blocks: make([]fileindex.Block, len(bl.Blocks))}
+	list := &fileindex.BlockList{Bits: bl.Bits, Blocks: make([]fileindex.Block, len(bl.Blocks)), Runs: bl.Runs}
 	if cap(a.buf) < volume.MaxDataBody {
 		a.buf = make([]byte, volume.MaxDataBody)
 	}
-	var y int64
+	offs := bl.Offsets()
 	for i := range bl.Blocks {
-		n := int64(bl.Blocks[i].Loc.Len)
+		y, n := offs[i], int64(bl.Blocks[i].Loc.Len)
 		list.Blocks[i] = fileindex.Block{Hash: bl.Blocks[i].Hash, Loc: fileindex.Location{Len: uint64(n)}}
 		// Each block starts a Data record of its own: the writer
 		// places the blocks by them.
@@ -220,7 +231,6 @@ func (a *rebuild) end(body []byte, put func([]byte) error) error {
 				out = out[:0]
 			}
 		}
-		y += n
 	}
 	return put(volume.AppendFileEndBlocks(out, status, sum, list))
 }

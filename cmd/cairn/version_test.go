@@ -25,7 +25,7 @@ func TestVersion(t *testing.T) {
 			"cairn " + buildinfo.Version() + "\n",
 			"commit", buildinfo.Commit(),
 			runtime.Version(),
-			"volume format", "writes version 3 on disk, 3 on tape, reads 1 to 3\n",
+			"volume format", "writes version 4 on disk, 4 on tape, reads 1 to 4\n",
 			"index segments", "catalog commands",
 			"wire messages     version 1\n",
 		} {

@@ -660,11 +660,10 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 			if e.Blocks == nil {
 				continue
 			}
-			var y int64
+			offs := e.Blocks.Offsets()
 			missing := map[uuid.UUID]bool{}
 			for bi, b := range e.Blocks.Blocks {
-				off := y
-				y += int64(b.Loc.Len)
+				off := offs[bi]
 				if b.Session == 0 {
 					continue
 				}

@@ -10,7 +10,8 @@ import (
 )
 
 // FormatVersion is the newest volume format this package reads, and the
-// one it writes on disk. Version 3 lets a large file's FileEnd carry its
+// one it writes on disk. Version 4 lets a block list carry the data runs
+// of a file with holes sent by blocks, so its holes stay holes. Version 3 lets a large file's FileEnd carry its
 // block list (the blocks of an incremental that did not change lie in an
 // earlier session), with version 2's layout; version 2 starts each part at
 // the next multiple of the label's part_align (4 KiB on disk) instead of
@@ -18,7 +19,7 @@ import (
 // holds. Version 1 (parts on block size multiples) is still written on
 // tape, where a block is a tape record, and still appended to on the
 // volumes that have it.
-const FormatVersion = 3
+const FormatVersion = 4
 
 // BlockVersion is the encoding of a block (header, payload transforms),
 // which every block header carries. It did not change with volume format

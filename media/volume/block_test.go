@@ -96,10 +96,10 @@ func TestLabel(t *testing.T) {
 	if _, err := ReadLabel(bytes.NewReader(v2)); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 2") {
 		t.Errorf("v2 header: %v", err)
 	}
-	js := []byte(`{"format_version":4,"volume_id":"` + l.VolumeID.String() + `","block_size":65536}`)
+	js := []byte(`{"format_version":5,"volume_id":"` + l.VolumeID.String() + `","block_size":65536}`)
 	blk, _ := encodeControlBlock(KindLabel, l.VolumeID, uuid.Nil, 0, js)
-	if _, err := ReadLabel(bytes.NewReader(blk)); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 4,") {
-		t.Errorf("v4 JSON: %v", err)
+	if _, err := ReadLabel(bytes.NewReader(blk)); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 5,") {
+		t.Errorf("v5 JSON: %v", err)
 	}
 	flipped := bytes.Clone(b)
 	flipped[HeaderSize+3] ^= 1

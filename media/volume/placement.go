@@ -28,13 +28,14 @@ func (p *placements) add(off int64, n int, seq uint64, in int, stream uint64) {
 
 // locate sets the location of each block of bl that lies in the entry's
 // own session, from the Data records: the blocks tile the file from offset
-// 0, and one sent in the stream starts a Data record of its own.
+// 0 (or its data runs), and one sent in the stream starts a Data record of
+// its own.
 func (p *placements) locate(bl *fileindex.BlockList) error {
-	var y int64
+	offs := bl.Offsets()
 	for i := range bl.Blocks {
 		b := &bl.Blocks[i]
-		start, end := y, y+int64(b.Loc.Len)
-		y = end
+		start := offs[i]
+		end := start + int64(b.Loc.Len)
 		if b.Session != 0 {
 			continue
 		}

@@ -23,7 +23,7 @@ const (
 	// sparse files are simply not sent.
 	RecData RecordType = 2
 	// RecFileEnd closes the entry opened by the last FileHeader. For a
-	// large file sent by blocks (format 3) it carries the file's block
+	// large file sent by blocks (formats 3 and 4) it carries the file's block
 	// list after its digest.
 	RecFileEnd RecordType = 3
 	// RecBlockStart is never on a volume and never in a backup stream: a

@@ -476,8 +476,8 @@ func (w *SessionWriter) fileEnd(rec, body []byte) error {
 		return fmt.Errorf("session %s: %w: entry %q: %w", w.info.SessionID, ErrBadStream, w.open.Path, err)
 	}
 	if blocks != nil {
-		if w.open.Type != fileindex.TypeFile || blocks.Size() > uint64(max(w.open.Size, 0)) {
-			return w.streamErr("entry %q: a block list of %d bytes for a %s of %d", w.open.Path, blocks.Size(), w.open.Type, w.open.Size)
+		if w.open.Type != fileindex.TypeFile || blocks.End() > uint64(max(w.open.Size, 0)) {
+			return w.streamErr("entry %q: a block list up to offset %d for a %s of %d", w.open.Path, blocks.End(), w.open.Type, w.open.Size)
 		}
 		if err := w.placed.locate(blocks); err != nil {
 			return w.streamErr("entry %q: %v", w.open.Path, err)

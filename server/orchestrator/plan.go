@@ -381,11 +381,10 @@ func blockReads(e *fileindex.Entry, own, in uuid.UUID) []wire.ReadLoc {
 	bl := e.Blocks
 	var out []wire.ReadLoc
 	at := map[[2]uint64]int{}
-	var y int64
+	offs := bl.Offsets()
 	for i := range bl.Blocks {
 		b := &bl.Blocks[i]
-		off := y
-		y += int64(b.Loc.Len)
+		off := offs[i]
 		if b.Session == 0 || uuid.UUID(bl.SessionOf(i, own)) != in {
 			continue
 		}

@@ -1,4 +1,4 @@
-package agent
+package fileindex
 
 import (
 	"crypto/sha256"
@@ -6,10 +6,10 @@ import (
 	"hash"
 )
 
-// sparseHashTag starts the input of a fileindex.HashSparseSHA256 digest.
+// sparseHashTag starts the input of a HashSparseSHA256 digest.
 const sparseHashTag = "cairn sparse-sha256 v1"
 
-// sparseHash computes the fileindex.HashSparseSHA256 digest of a file from
+// SparseHash computes the HashSparseSHA256 digest of a file from
 // its data regions, as media/volume/FORMAT.md (section 8) defines it: the
 // SHA-256 of the tag, the SHA-256 of the data bytes in offset order, the
 // SHA-256 of the map of the runs they form (start and length of each, as
@@ -19,27 +19,30 @@ const sparseHashTag = "cairn sparse-sha256 v1"
 // The SHA-256 of the whole content, holes as zeros, costs a pass over the
 // zeros: seconds for a 6 GiB file holding 1 MiB, on backup and again on
 // restore (BenchmarkSparseFile). This costs the data and one map entry per
-// region: milliseconds.
-type sparseHash struct {
+// region: milliseconds. The agent computes it as it reads and as it
+// restores, and so does an assembly from blocks (package assemble).
+type SparseHash struct {
 	data, runs hash.Hash
 	start, end int64 // the run being read; end == start: none yet
 	open       bool
 	varint     [2 * binary.MaxVarintLen64]byte
 }
 
-func newSparseHash() *sparseHash {
-	return &sparseHash{data: sha256.New(), runs: sha256.New()}
+// NewSparseHash returns a SparseHash ready for the first region.
+func NewSparseHash() *SparseHash {
+	return &SparseHash{data: sha256.New(), runs: sha256.New()}
 }
 
-func (h *sparseHash) reset() {
+// Reset makes h ready for another file.
+func (h *SparseHash) Reset() {
 	h.data.Reset()
 	h.runs.Reset()
 	h.start, h.end, h.open = 0, 0, false
 }
 
-// add hashes b, the content at off. Offsets must not go back: a caller
+// Add hashes b, the content at off. Offsets must not go back: a caller
 // that sees one that does has damage to report, not a digest to take.
-func (h *sparseHash) add(off int64, b []byte) {
+func (h *SparseHash) Add(off int64, b []byte) {
 	if len(b) == 0 {
 		return
 	}
@@ -51,7 +54,7 @@ func (h *sparseHash) add(off int64, b []byte) {
 	h.end += int64(len(b))
 }
 
-func (h *sparseHash) closeRun() {
+func (h *SparseHash) closeRun() {
 	if !h.open {
 		return
 	}
@@ -61,9 +64,9 @@ func (h *sparseHash) closeRun() {
 	h.open = false
 }
 
-// sum appends the digest of a file of size bytes to dst. The hash is done
+// Sum appends the digest of a file of size bytes to dst. The hash is done
 // after it.
-func (h *sparseHash) sum(dst []byte, size int64) []byte {
+func (h *SparseHash) Sum(dst []byte, size int64) []byte {
 	h.closeRun()
 	outer := sha256.New()
 	outer.Write([]byte(sparseHashTag))
