@@ -87,6 +87,7 @@ type streamEntry struct {
 	data    int64   // content bytes in Data records
 	status  uint8
 	hash    []byte
+	blocks  *fileindex.BlockList
 }
 
 // entriesOf checks the stream's grammar (FileHeader, Data*, FileEnd) and
@@ -126,11 +127,11 @@ func entriesOf(t testing.TB, stream []byte) []streamEntry {
 			if cur == nil {
 				t.Fatal("FileEnd outside an entry")
 			}
-			st, h, _, err := volume.DecodeFileEnd(r.body)
+			st, h, bl, err := volume.DecodeFileEnd(r.body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			cur.status, cur.hash = st, h
+			cur.status, cur.hash, cur.blocks = st, h, bl
 			out = append(out, *cur)
 			cur = nil
 		}
