@@ -53,6 +53,12 @@
 // its session is rolled back. The file is stored with mode 0600, owner
 // root and the command's start as its times, at its place in index order
 // among the walked entries; its path must lie outside the walked paths.
+// Output of chunk.Threshold or more goes by blocks, as a large walked file
+// does, against the block list of the version of its path in the base
+// (which the walk passes by, the path lying outside it): a dump that
+// changed a little sends the blocks around its changes. Since the whole
+// output is spooled first, the blocks are cut only once the command
+// succeeded, and a failed command leaves no version at all.
 //
 // # Restore
 //
