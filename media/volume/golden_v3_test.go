@@ -186,15 +186,15 @@ func openGolden(t *testing.T, path, digest string) (*bytes.Reader, *Volume) {
 	return r, v
 }
 
-// TestGoldenV3 reads the committed golden volume of format 3: its label,
-// its two sessions, the incremental's block list (blocks in the full's
-// session, and the ones it sent), and both versions of the file, the
-// second assembled from the blocks of both sessions, each read by its
-// place alone.
-func TestGoldenV3(t *testing.T) {
-	r, v := openGolden(t, goldenV3Volume, goldenV3SHA256)
+// goldenBlockSessions opens a golden volume of format version holding a
+// full and an incremental of one large file by blocks, and returns its
+// two parts, the file's entry in each session's index (checked against
+// the index rebuilt from its data blocks), and how to read them.
+func goldenBlockSessions(t *testing.T, path, digest string, version int, id uuid.UUID) (*Key, []PartInfo, [2]fileindex.Entry, func(uuid.UUID) (io.ReaderAt, error)) {
+	t.Helper()
+	r, v := openGolden(t, path, digest)
 	key := loadGoldenKey(t)
-	if l := v.Label(); l.FormatVersion != 3 || l.PartAlign != DiskPartAlign || l.VolumeID != goldenV3ID {
+	if l := v.Label(); l.FormatVersion != version || l.PartAlign != DiskPartAlign || l.VolumeID != id {
 		t.Fatalf("label %+v", l)
 	}
 	parts, err := v.Parts()
@@ -224,6 +224,16 @@ func TestGoldenV3(t *testing.T) {
 			t.Errorf("session %d: the index rebuilt from data differs from the trailer", i)
 		}
 	}
+	return key, parts, entries, open
+}
+
+// TestGoldenV3 reads the committed golden volume of format 3: its label,
+// its two sessions, the incremental's block list (blocks in the full's
+// session, and the ones it sent), and both versions of the file, the
+// second assembled from the blocks of both sessions, each read by its
+// place alone.
+func TestGoldenV3(t *testing.T) {
+	key, parts, entries, open := goldenBlockSessions(t, goldenV3Volume, goldenV3SHA256, 3, goldenV3ID)
 	v1, v2 := goldenV3Contents()
 	kept, sent := 0, 0
 	for _, b := range entries[1].Blocks.Blocks {

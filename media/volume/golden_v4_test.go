@@ -157,37 +157,7 @@ func TestGoldenGenerateV4(t *testing.T) {
 // both sessions, each read by its place alone and put at the offset its
 // list's runs give, the holes left untouched.
 func TestGoldenV4(t *testing.T) {
-	r, v := openGolden(t, goldenV4Volume, goldenV4SHA256)
-	key := loadGoldenKey(t)
-	if l := v.Label(); l.FormatVersion != 4 || l.PartAlign != DiskPartAlign || l.VolumeID != goldenV4ID {
-		t.Fatalf("label %+v", l)
-	}
-	parts, err := v.Parts()
-	if err != nil || len(parts) != 2 || len(v.Damaged()) != 0 {
-		t.Fatalf("%d parts, %v, damage %v", len(parts), err, v.Damaged())
-	}
-	open := func(uuid.UUID) (io.ReaderAt, error) { return r, nil }
-	var entries [2]fileindex.Entry
-	for i, p := range parts {
-		it, err := ReadIndex(r, key, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx, err := fileindex.Collect(it)
-		if err != nil || len(idx) != 1 || idx[0].Blocks == nil {
-			t.Fatalf("session %d index: %+v, %v", i, idx, err)
-		}
-		entries[i] = idx[0]
-		sr := NewSessionReader(p.Header.SessionID, key, []PartRef{p.Ref()}, open, ReaderOptions{})
-		var rec []fileindex.Entry
-		if err := sr.RecoverIndex(context.Background(), func(e fileindex.Entry) error { rec = append(rec, e); return nil }, nil); err != nil {
-			t.Fatal(err)
-		}
-		sr.Close()
-		if len(rec) != 1 || string(fileindex.AppendEntry(nil, &rec[0])) != string(fileindex.AppendEntry(nil, &idx[0])) {
-			t.Errorf("session %d: the index rebuilt from data differs from the trailer", i)
-		}
-	}
+	key, parts, entries, open := goldenBlockSessions(t, goldenV4Volume, goldenV4SHA256, 4, goldenV4ID)
 	r1, r2, d1, d2 := goldenV4Contents()
 	kept, sent := 0, 0
 	for _, b := range entries[1].Blocks.Blocks {
