@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -98,35 +99,36 @@ func goldenV3Stream(t testing.TB, content []byte, mtime int64, base *fileindex.B
 	return AppendFileEndBlocks(stream, EndOK, sum[:], bl)
 }
 
-func goldenV3Infos() [2]SessionInfo {
+// goldenBlockInfos are the sessions of a golden volume of a large file by
+// blocks: a full, and an incremental an hour later.
+func goldenBlockInfos(full, incr uuid.UUID) [2]SessionInfo {
 	return [2]SessionInfo{
-		{SessionID: goldenV3Full, JobID: 1, BackupID: 1, Client: "golden-client", Level: "full", Pool: "Golden", Created: goldenCreated, Compression: true, BlockRawSize: 512 << 10},
-		{SessionID: goldenV3Incr, JobID: 2, BackupID: 2, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(time.Hour), Compression: true, BlockRawSize: 512 << 10},
+		{SessionID: full, JobID: 1, BackupID: 1, Client: "golden-client", Level: "full", Pool: "Golden", Created: goldenCreated, Compression: true, BlockRawSize: 512 << 10},
+		{SessionID: incr, JobID: 2, BackupID: 2, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(time.Hour), Compression: true, BlockRawSize: 512 << 10},
 	}
 }
 
-func TestGoldenGenerateV3(t *testing.T) {
-	if !*updateGolden {
-		return
-	}
-	goldenFresh(t, goldenV3Volume, goldenV3Key)
+// goldenGenerateBlocks writes a golden volume of format version: the full
+// and the incremental of one large file, whose streams stream gives for
+// session i and mtime, given the block list of the version before.
+func goldenGenerateBlocks(t *testing.T, volPath, keyPath string, version int, id, full, incr uuid.UUID, stream func(i int, mtime int64, base *fileindex.BlockList) []byte) {
+	goldenFresh(t, volPath, keyPath)
 	key := loadGoldenKey(t)
-	vol := &memVolume{id: goldenV3ID, bs: 64 << 10, align: DiskPartAlign}
-	lbl, err := EncodeLabel(Label{FormatVersion: 3, VolumeID: goldenV3ID, Name: "golden-v3", Pool: "Golden", BlockSize: 64 << 10, PartAlign: DiskPartAlign, Created: goldenCreated, MediaType: "disk"})
+	vol := &memVolume{id: id, bs: 64 << 10, align: DiskPartAlign}
+	lbl, err := EncodeLabel(Label{FormatVersion: version, VolumeID: id, Name: fmt.Sprintf("golden-v%d", version), Pool: "Golden", BlockSize: 64 << 10, PartAlign: DiskPartAlign, Created: goldenCreated, MediaType: "disk"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	vol.buf = lbl
-	v1, v2 := goldenV3Contents()
-	infos := goldenV3Infos()
+	infos := goldenBlockInfos(full, incr)
 	m := int64(1763899200) * 1e9
 	var base *fileindex.BlockList
-	for i, content := range [][]byte{v1, v2} {
+	for i := range infos {
 		w, err := NewSessionWriter(infos[i], key, vol, WriterOptions{Workers: 1, TempDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Write(goldenV3Stream(t, content, m+int64(i)*3600e9, base, goldenV3Full)); err != nil {
+		if err := w.Write(stream(i, m+int64(i)*3600e9, base)); err != nil {
 			t.Fatal(err)
 		}
 		res, err := w.Close()
@@ -135,7 +137,17 @@ func TestGoldenGenerateV3(t *testing.T) {
 		}
 		base = indexEntries(t, res)[0].Blocks
 	}
-	saveGolden(t, goldenV3Volume, goldenV3Key, vol.buf)
+	saveGolden(t, volPath, keyPath, vol.buf)
+}
+
+func TestGoldenGenerateV3(t *testing.T) {
+	if !*updateGolden {
+		return
+	}
+	v1, v2 := goldenV3Contents()
+	goldenGenerateBlocks(t, goldenV3Volume, goldenV3Key, 3, goldenV3ID, goldenV3Full, goldenV3Incr, func(i int, mtime int64, base *fileindex.BlockList) []byte {
+		return goldenV3Stream(t, [][]byte{v1, v2}[i], mtime, base, goldenV3Full)
+	})
 }
 
 // goldenFresh stops a golden volume from being written over: it is never

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/cairnbackup/cairn/chunk"
 	"github.com/cairnbackup/cairn/fileindex"
@@ -107,47 +106,14 @@ func goldenV4Stream(t testing.TB, runs []fileindex.Run, data [][]byte, mtime int
 	return AppendFileEndBlocks(stream, EndOK, sum.Sum(nil, goldenV4Size), bl)
 }
 
-func goldenV4Infos() [2]SessionInfo {
-	return [2]SessionInfo{
-		{SessionID: goldenV4Full, JobID: 1, BackupID: 1, Client: "golden-client", Level: "full", Pool: "Golden", Created: goldenCreated, Compression: true, BlockRawSize: 512 << 10},
-		{SessionID: goldenV4Incr, JobID: 2, BackupID: 2, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(time.Hour), Compression: true, BlockRawSize: 512 << 10},
-	}
-}
-
 func TestGoldenGenerateV4(t *testing.T) {
 	if !*updateGolden {
 		return
 	}
-	goldenFresh(t, goldenV4Volume, goldenV4Key)
-	key := loadGoldenKey(t)
-	vol := &memVolume{id: goldenV4ID, bs: 64 << 10, align: DiskPartAlign}
-	lbl, err := EncodeLabel(Label{FormatVersion: 4, VolumeID: goldenV4ID, Name: "golden-v4", Pool: "Golden", BlockSize: 64 << 10, PartAlign: DiskPartAlign, Created: goldenCreated, MediaType: "disk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vol.buf = lbl
 	r1, r2, d1, d2 := goldenV4Contents()
-	infos := goldenV4Infos()
-	m := int64(1763899200) * 1e9
-	var base *fileindex.BlockList
-	for i, v := range []struct {
-		runs []fileindex.Run
-		data [][]byte
-	}{{r1, d1}, {r2, d2}} {
-		w, err := NewSessionWriter(infos[i], key, vol, WriterOptions{Workers: 1, TempDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Write(goldenV4Stream(t, v.runs, v.data, m+int64(i)*3600e9, base, goldenV4Full)); err != nil {
-			t.Fatal(err)
-		}
-		res, err := w.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		base = indexEntries(t, res)[0].Blocks
-	}
-	saveGolden(t, goldenV4Volume, goldenV4Key, vol.buf)
+	goldenGenerateBlocks(t, goldenV4Volume, goldenV4Key, 4, goldenV4ID, goldenV4Full, goldenV4Incr, func(i int, mtime int64, base *fileindex.BlockList) []byte {
+		return goldenV4Stream(t, [][]fileindex.Run{r1, r2}[i], [][][]byte{d1, d2}[i], mtime, base, goldenV4Full)
+	})
 }
 
 // TestGoldenV4 reads the committed golden volume of format 4: its label,
