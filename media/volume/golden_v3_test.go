@@ -59,8 +59,22 @@ const goldenV3Bits = 20
 // block list of its base version (whose blocks are in session base).
 func goldenV3Stream(t testing.TB, content []byte, mtime int64, base *fileindex.BlockList, baseSession uuid.UUID) []byte {
 	t.Helper()
+	stream := AppendRecord(nil, RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{
+		Path: "/srv/db", Type: fileindex.TypeFile, Mode: 0o640, Size: int64(len(content)), MTime: mtime}))
+	bl := &fileindex.BlockList{Bits: goldenV3Bits}
+	stream = goldenCut(t, stream, bl, 0, content, base, baseSession, nil)
+	sum := sha256.Sum256(content)
+	return AppendFileEndBlocks(stream, EndOK, sum[:], bl)
+}
+
+// goldenCut cuts content, which lies at offset y of the file, into blocks
+// of bl's class as an agent does: those base holds are added to bl where
+// base has them (in session baseSession), the others sent as Data records
+// appended to stream. each, if set, gets every block at its offset.
+func goldenCut(t testing.TB, stream []byte, bl *fileindex.BlockList, y int64, content []byte, base *fileindex.BlockList, baseSession uuid.UUID, each func(off int64, data []byte)) []byte {
+	t.Helper()
 	var s chunk.Splitter
-	if err := s.Reset(bytes.NewReader(content), goldenV3Bits); err != nil {
+	if err := s.Reset(bytes.NewReader(content), int(bl.Bits)); err != nil {
 		t.Fatal(err)
 	}
 	known := map[[32]byte]fileindex.Block{}
@@ -69,17 +83,16 @@ func goldenV3Stream(t testing.TB, content []byte, mtime int64, base *fileindex.B
 			known[b.Hash] = b
 		}
 	}
-	stream := AppendRecord(nil, RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{
-		Path: "/srv/db", Type: fileindex.TypeFile, Mode: 0o640, Size: int64(len(content)), MTime: mtime}))
-	bl := &fileindex.BlockList{Bits: goldenV3Bits}
-	var y int64
 	for {
 		data, err := s.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return stream
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if each != nil {
+			each(y, data)
 		}
 		b := fileindex.Block{Hash: sha256.Sum256(data), Loc: fileindex.Location{Len: uint64(len(data))}}
 		if old, ok := known[b.Hash]; ok {
@@ -95,8 +108,6 @@ func goldenV3Stream(t testing.TB, content []byte, mtime int64, base *fileindex.B
 		bl.Blocks = append(bl.Blocks, b)
 		y += int64(len(data))
 	}
-	sum := sha256.Sum256(content)
-	return AppendFileEndBlocks(stream, EndOK, sum[:], bl)
 }
 
 // goldenBlockInfos are the sessions of a golden volume of a large file by

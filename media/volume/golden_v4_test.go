@@ -3,9 +3,6 @@ package volume
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
-	"io"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -63,45 +60,12 @@ func goldenV4Contents() (v1, v2 []fileindex.Run, d1, d2 [][]byte) {
 // block list of its base version (whose blocks are in session base).
 func goldenV4Stream(t testing.TB, runs []fileindex.Run, data [][]byte, mtime int64, base *fileindex.BlockList, baseSession uuid.UUID) []byte {
 	t.Helper()
-	known := map[[32]byte]fileindex.Block{}
-	if base != nil {
-		for _, b := range base.Blocks {
-			known[b.Hash] = b
-		}
-	}
 	stream := AppendRecord(nil, RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{
 		Path: "/var/lib/vm/disk.img", Type: fileindex.TypeFile, Mode: 0o600, Size: goldenV4Size, MTime: mtime, HashKind: fileindex.HashSparseSHA256}))
 	bl := &fileindex.BlockList{Bits: goldenV4Bits, Runs: runs}
 	sum := fileindex.NewSparseHash()
 	for k, run := range runs {
-		var s chunk.Splitter
-		if err := s.Reset(bytes.NewReader(data[k]), goldenV4Bits); err != nil {
-			t.Fatal(err)
-		}
-		y := int64(run.Off)
-		for {
-			d, err := s.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum.Add(y, d)
-			b := fileindex.Block{Hash: sha256.Sum256(d), Loc: fileindex.Location{Len: uint64(len(d))}}
-			if old, ok := known[b.Hash]; ok {
-				if len(bl.Sessions) == 0 {
-					bl.Sessions = [][16]byte{baseSession}
-				}
-				b.Session, b.Loc = 1, old.Loc
-			} else {
-				for off := 0; off < len(d); off += MaxDataBody {
-					stream = AppendDataRecord(stream, y+int64(off), d[off:min(off+MaxDataBody, len(d))])
-				}
-			}
-			bl.Blocks = append(bl.Blocks, b)
-			y += int64(len(d))
-		}
+		stream = goldenCut(t, stream, bl, int64(run.Off), data[k], base, baseSession, sum.Add)
 	}
 	return AppendFileEndBlocks(stream, EndOK, sum.Sum(nil, goldenV4Size), bl)
 }
