@@ -106,6 +106,7 @@ func FuzzRestoreStream(f *testing.F) {
 	f.Add(volume.AppendFileEndBlocks(blocks, 0, sum[:], &fileindex.BlockList{Bits: 20, Sessions: [][16]byte{{1}}, Blocks: []fileindex.Block{
 		{Session: 1, Loc: fileindex.Location{Len: 4}}, {Loc: fileindex.Location{Len: 4}}, {Session: 1, Loc: fileindex.Location{Len: 4}},
 	}}), uint16(0))
+	f.Add(sparseBlocksSeed(), uint16(0))
 	sandbox := f.TempDir()
 	// Links that point out of the target, then entries through them: a
 	// restorer that followed them would write into the sandbox.
