@@ -21,7 +21,8 @@ import (
 // incremental stores about the changed blocks, not the image; a restore
 // of each point in time, whole and of the image alone, gives it back with
 // the same size, content (SHA-256) and data regions, its holes holes (its
-// allocated blocks those of the original). A synthetic full of the chain
+// allocated blocks those of the original), and so does 'cairn volume
+// extract' of its volumes with no server. A synthetic full of the chain
 // holds the image with its holes, restores the same, and the next
 // incremental builds on it by blocks again.
 func TestSparseIncrementalSendsChangedBlocks(t *testing.T) {
@@ -66,11 +67,11 @@ func TestSparseIncrementalSendsChangedBlocks(t *testing.T) {
 		t.Fatalf("backup %d is not in the list", id)
 		return 0
 	}
-	// restored checks the restores of backup id, whole and of the image
-	// alone, against the image's state want.
-	restored := func(what string, id uint64, want sparseState) {
+	// restored checks the restores of backup id, whole or of the image
+	// alone or both, against the image's state want.
+	restored := func(what string, id uint64, want sparseState, kinds ...bool) {
 		t.Helper()
-		for _, one := range []bool{false, true} {
+		for _, one := range kinds {
 			to := filepath.Join(dir, fmt.Sprintf("r%d-%v", id, one))
 			args := []string{"--backup", strconv.FormatUint(id, 10)}
 			if one {
@@ -111,21 +112,38 @@ func TestSparseIncrementalSendsChangedBlocks(t *testing.T) {
 	if len(incrState.regions) != len(fullState.regions)+1 {
 		t.Fatalf("the image has %d data regions after a write into a hole, %d before", len(incrState.regions), len(fullState.regions))
 	}
-	restored("full", full.BackupID, fullState)
-	restored("incremental", incr.BackupID, incrState)
+	whole, alone := false, true
+	restored("full", full.BackupID, fullState, whole)
+	restored("incremental", incr.BackupID, incrState, whole, alone)
+	// With no server: 'cairn volume extract' of the volumes assembles the
+	// image from the blocks of both sessions the same way.
+	keys := filepath.Join(t.TempDir(), "keys.json")
+	s.ok("key", "export", "--to", keys)
+	vols := s.volumes()
+	args := []string{"volume", "extract", vols[len(vols)-1].Path, "--key-file", keys, "--to", filepath.Join(dir, "extract")}
+	for _, v := range vols[:len(vols)-1] {
+		args = append(args, "--volume", v.Path)
+	}
+	s.ok(args...)
+	if got := sparseStateOf(t, filepath.Join(dir, "extract", img)); got.size != incrState.size || got.sum != incrState.sum || !slices.Equal(got.regions, incrState.regions) || got.blocks > incrState.blocks+incrState.blocks/16 {
+		t.Errorf("volume extract: size %d, sha256 %x, %d data regions, %d bytes allocated; want %d, %x, %d, %d", got.size, got.sum, len(got.regions), got.blocks*512, incrState.size, incrState.sum, len(incrState.regions), incrState.blocks*512)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "extract")); err != nil {
+		t.Fatal(err)
+	}
 
 	var j wire.JobInfo
 	s.json(&j, "backup", "consolidate", "--client", s.client, "--wait")
 	if j.State != "success" || j.BackupID == 0 {
 		t.Fatalf("synthetic full job %d ended %s: %s", j.ID, j.State, j.Error)
 	}
-	restored("synthetic full", j.BackupID, incrState)
+	restored("synthetic full", j.BackupID, incrState, whole)
 	write(5*100<<20+1<<20, random(4096))
 	next := s.backup("incremental", src)
 	if nextStored := stored(next.BackupID); nextStored > 4096+2<<20 {
 		t.Errorf("the incremental after the synthetic full stored %d bytes for 4096 changed", nextStored)
 	}
-	restored("incremental after the synthetic full", next.BackupID, sparseStateOf(t, img))
+	restored("incremental after the synthetic full", next.BackupID, sparseStateOf(t, img), alone)
 }
 
 // holesDir is a directory for test files with holes: the test's own when
