@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/sample"
 )
 
 // sparseRegions lists the data regions of a file.
@@ -168,16 +169,18 @@ func TestSparseFileDigestIsChecked(t *testing.T) {
 	}
 }
 
-// holesKept skips a test on a filesystem that does not keep holes (the
-// file would be sent as data regions of zeros, with nothing to test).
-func holesKept(t *testing.T, dir string) {
+// holesDir is a directory for test files with holes: in the test's
+// temporary directory if its filesystem keeps holes, else under /var/tmp;
+// a test skips on a machine where neither does.
+func holesDir(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join(dir, ".holes")
-	makeSparse(t, p, 64<<20, []byte{1}, 32<<20)
-	defer os.Remove(p)
-	if blocksOf(t, p)*512 >= 1<<20 {
-		t.Skipf("the filesystem of %s does not keep holes", dir)
+	dir, err := sample.HolesDir("", "/var/tmp")
+	mustDo(t, err)
+	if dir == "" {
+		t.Skip("neither the temporary directory nor /var/tmp keeps holes")
 	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // A file with holes and enough data is sent by blocks, cut run by run: its
@@ -187,8 +190,7 @@ func holesKept(t *testing.T, dir string) {
 // blocks around them, keeps the others where the base has them, and
 // records the new runs.
 func TestSparseFileByBlocks(t *testing.T) {
-	dir := t.TempDir()
-	holesKept(t, dir)
+	dir := holesDir(t)
 	p := filepath.Join(dir, "vm.img")
 	const size = 256 << 20
 	data := randomBytes(31, 3<<20)
@@ -276,8 +278,7 @@ func sparseBlocksSeed() []byte {
 // against its sparse digest over its runs, has its size, and keeps its
 // holes; a kept block that comes wrong loses it.
 func TestRestoreAssemblesSparseBlocks(t *testing.T) {
-	dir := t.TempDir()
-	holesKept(t, dir)
+	dir := holesDir(t)
 	root := filepath.Join(dir, "to")
 	st := restoreStream(t, sparseBlocksSeed(), RestoreOptions{Root: root})
 	if st.Files != 1 || st.DamagedCount != 0 || st.WarningCount != 0 {

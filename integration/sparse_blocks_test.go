@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -146,33 +147,20 @@ func TestSparseIncrementalSendsChangedBlocks(t *testing.T) {
 	restored("incremental after the synthetic full", next.BackupID, sparseStateOf(t, img), alone)
 }
 
-// holesDir is a directory for test files with holes: the test's own when
-// its filesystem keeps holes, else one under /var/tmp.
+// holesDir is a directory for test files with holes: in the test's
+// temporary directory if its filesystem keeps holes, else under /var/tmp;
+// a test skips on a machine where neither does.
 func holesDir(t *testing.T) string {
 	t.Helper()
-	for _, parent := range []string{"", "/var/tmp"} {
-		dir, err := os.MkdirTemp(parent, "cairn-sparse-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		p := filepath.Join(dir, "probe")
-		if err := os.WriteFile(p, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(p, 64<<20); err != nil {
-			t.Fatal(err)
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			t.Fatal(err)
-		}
-		if st.Blocks*512 < 1<<20 {
-			return dir
-		}
+	dir, err := sample.HolesDir("", "/var/tmp")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Skip("neither the test's temporary directory nor /var/tmp keeps holes")
-	return ""
+	if dir == "" {
+		t.Skip("neither the temporary directory nor /var/tmp keeps holes")
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // sparseState is what a restore of a file with holes must give back.

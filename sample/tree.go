@@ -306,3 +306,35 @@ func Change(root string, seed uint64) error {
 	}
 	return nil
 }
+
+// HolesDir makes a directory for files with holes in the first of parents
+// ("" for the system's temporary directory) whose filesystem keeps holes,
+// and returns it, or "" when none does: a test of sparse files needs real
+// holes, and some filesystems (an overlay's, an old tmpfs) fill them. The
+// caller removes it.
+func HolesDir(parents ...string) (string, error) {
+	for _, parent := range parents {
+		dir, err := os.MkdirTemp(parent, "cairn-sparse-")
+		if err != nil {
+			return "", err
+		}
+		probe := filepath.Join(dir, "probe")
+		err = os.WriteFile(probe, []byte{1}, 0o600)
+		if err == nil {
+			err = os.Truncate(probe, 64<<20)
+		}
+		var st unix.Stat_t
+		if err == nil {
+			err = unix.Stat(probe, &st)
+		}
+		os.Remove(probe)
+		if err == nil && st.Blocks*512 < 1<<20 {
+			return dir, nil
+		}
+		os.RemoveAll(dir)
+		if err != nil {
+			return "", fmt.Errorf("probe %s for holes: %w", dir, err)
+		}
+	}
+	return "", nil
+}
