@@ -206,13 +206,18 @@ func (e *HostKeyError) Error() string {
 
 func (e *HostKeyError) Unwrap() error { return e.Err }
 
-// AuthError is a login the target refused.
+// AuthError is a login the target refused, or one the node could not try:
+// no key file configured and no ssh-agent to ask (NoAgent).
 type AuthError struct {
 	Pool, Addr, User, KeyFile string
+	NoAgent                   bool
 	Err                       error
 }
 
 func (e *AuthError) Error() string {
+	if e.NoAgent {
+		return fmt.Sprintf("no key to log in to %s as user %s: set key_file in the pool's configuration, or run the storage node with an ssh-agent holding the key ($SSH_AUTH_SOCK): %v", e.Addr, e.User, e.Err)
+	}
 	key := "the ssh-agent's keys"
 	if e.KeyFile != "" {
 		key = "key " + e.KeyFile
@@ -406,10 +411,13 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, &knownHostsError{p.cfg.KnownHosts, err}
 	}
-	auth, err := p.auth()
+	auth, done, err := p.auth()
 	if err != nil {
 		return nil, err
 	}
+	// The agent signs during the handshake only: its connection is not
+	// kept for the life of the SSH one (a redial would open one more).
+	defer done()
 	cc := &ssh.ClientConfig{
 		User: p.cfg.User,
 		Auth: []ssh.AuthMethod{auth},
@@ -460,27 +468,30 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 	return c, nil
 }
 
-func (p *Pool) auth() (ssh.AuthMethod, error) {
+// auth is how the pool's user proves itself: its key file, or the keys of
+// the ssh-agent at $SSH_AUTH_SOCK. done releases what the method holds,
+// once the handshake is over.
+func (p *Pool) auth() (m ssh.AuthMethod, done func(), err error) {
 	if p.cfg.KeyFile == "" {
 		sock := os.Getenv("SSH_AUTH_SOCK")
 		if sock == "" {
-			return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, Err: errors.New("no key file configured and no ssh-agent ($SSH_AUTH_SOCK is empty)")}
+			return nil, nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, NoAgent: true, Err: errors.New("no key file configured and no ssh-agent ($SSH_AUTH_SOCK is empty)")}
 		}
 		ac, err := net.Dial("unix", sock)
 		if err != nil {
-			return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, Err: fmt.Errorf("reach the ssh-agent: %w", err)}
+			return nil, nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, NoAgent: true, Err: fmt.Errorf("reach the ssh-agent at %s: %w", sock, err)}
 		}
-		return ssh.PublicKeysCallback(agent.NewClient(ac).Signers), nil
+		return ssh.PublicKeysCallback(agent.NewClient(ac).Signers), func() { ac.Close() }, nil
 	}
 	b, err := os.ReadFile(p.cfg.KeyFile)
 	if err != nil {
-		return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, KeyFile: p.cfg.KeyFile, Err: err}
+		return nil, nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, KeyFile: p.cfg.KeyFile, Err: err}
 	}
 	signer, err := ssh.ParsePrivateKey(b)
 	if err != nil {
-		return nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, KeyFile: p.cfg.KeyFile, Err: fmt.Errorf("read the key: %w", err)}
+		return nil, nil, &AuthError{Pool: p.cfg.Pool, Addr: p.cfg.Addr(), User: p.cfg.User, KeyFile: p.cfg.KeyFile, Err: fmt.Errorf("read the key: %w", err)}
 	}
-	return ssh.PublicKeys(signer), nil
+	return ssh.PublicKeys(signer), func() {}, nil
 }
 
 // transport says whether err is the connection failing rather than the

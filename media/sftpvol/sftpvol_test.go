@@ -309,3 +309,50 @@ func TestCloseStopsARedial(t *testing.T) {
 		t.Fatalf("the write cut off by Close failed with %v", err)
 	}
 }
+
+// With no key file, the pool logs in with the keys of the ssh-agent at
+// $SSH_AUTH_SOCK (a real OpenSSH ssh-agent): one that holds the user's key
+// is let in; one that holds only another key is refused as a wrong key
+// is, naming the agent; no agent at all says to configure one.
+func TestSSHAgentLogsIn(t *testing.T) {
+	s := sshdtest.Start(t)
+	cfg := testConfig(s, filepath.Join(s.Dir, "vols"))
+	cfg.KeyFile = ""
+	cfg.Retry.Backoff = time.Hour // a retry would hang the test
+
+	t.Setenv("SSH_AUTH_SOCK", sshdtest.Agent(t, s.KeyFile))
+	p := testPool(t, cfg)
+	a := newVolume(t, p, "Offsite-0001")
+	data := bytes.Repeat([]byte("agent"), volume.MinBlockSize)
+	if _, err := a.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	// A second connection (a dropped one redialled) logs in the same way.
+	if s.KillSessions(t) == 0 {
+		t.Fatal("no session process to kill")
+	}
+	if _, err := a.Write(data); err != nil {
+		t.Fatalf("a redial through the agent: %v", err)
+	}
+	if err := a.Sync(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Setenv("SSH_AUTH_SOCK", sshdtest.Agent(t, sshdtest.NewKey(t)))
+	_, err := testPool(t, cfg).OpenRead(context.Background(), "X")
+	var ae *AuthError
+	if !errors.As(err, &ae) || ae.KeyFile != "" || !strings.Contains(err.Error(), "ssh-agent") {
+		t.Fatalf("an agent without the user's key gave %v, want an *AuthError naming the agent", err)
+	}
+	t.Log(err)
+
+	t.Setenv("SSH_AUTH_SOCK", "")
+	_, err = testPool(t, cfg).OpenRead(context.Background(), "X")
+	if !errors.As(err, &ae) || !ae.NoAgent || !strings.Contains(err.Error(), "set key_file") {
+		t.Fatalf("no agent gave %v, want an *AuthError saying to set key_file or run an agent", err)
+	}
+	t.Log(err)
+}
