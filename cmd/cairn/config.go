@@ -55,8 +55,8 @@ func (rc roleConfig) check() error {
 	return errors.Join(rc.validate(), rc.common.Validate())
 }
 
-func commonDefaults(metricsAddr string) *roleFields {
-	return &roleFields{LogLevel: defaultLogLevel, LogFormat: "text", MetricsAddr: metricsAddr}
+func commonDefaults(metricsAddr string, memoryLimit int64) *roleFields {
+	return &roleFields{LogLevel: defaultLogLevel, LogFormat: "text", MetricsAddr: metricsAddr, MemoryLimit: memoryLimit}
 }
 
 // configRoles are the roles with a config file, in the order 'cairn config
@@ -66,7 +66,7 @@ var configRoles = []configRole{
 		name: "server", command: newServerCmd,
 		defaults: func() roleConfig {
 			cfg := server.DefaultConfig()
-			return roleConfig{&cfg, commonDefaults("127.0.0.1:9464"), cfg.Validate}
+			return roleConfig{&cfg, commonDefaults("127.0.0.1:9464", 0), cfg.Validate}
 		},
 		example: serverExample,
 	},
@@ -74,7 +74,7 @@ var configRoles = []configRole{
 		name: "storagenode", command: newStorageNodeCmd,
 		defaults: func() roleConfig {
 			cfg := storagenode.DefaultConfig()
-			return roleConfig{&cfg, commonDefaults("127.0.0.1:9465"), cfg.Validate}
+			return roleConfig{&cfg, commonDefaults("127.0.0.1:9465", 0), cfg.Validate}
 		},
 		example: storageNodeExample,
 	},
@@ -82,7 +82,7 @@ var configRoles = []configRole{
 		name: "agent", command: newAgentCmd,
 		defaults: func() roleConfig {
 			cfg := agent.DefaultConfig()
-			return roleConfig{&cfg, commonDefaults("127.0.0.1:9466"), cfg.Validate}
+			return roleConfig{&cfg, commonDefaults("127.0.0.1:9466", agentMemoryLimit), cfg.Validate}
 		},
 		example: agentExample,
 	},
@@ -90,7 +90,7 @@ var configRoles = []configRole{
 		name: "dev", command: newDevCmd,
 		defaults: func() roleConfig {
 			cfg := defaultDevConfig()
-			return roleConfig{&cfg, commonDefaults("127.0.0.1:9464"), cfg.Validate}
+			return roleConfig{&cfg, commonDefaults("127.0.0.1:9464", devMemoryLimit), cfg.Validate}
 		},
 		example: devExample,
 	},

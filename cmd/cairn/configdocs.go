@@ -69,6 +69,7 @@ var configDocs = configfile.Merge(
 	configfile.For[roleFields](map[string]string{
 		"LogFormat":   "LogFormat is \"text\" for people, or \"json\" for a log shipper: one\nJSON object a line (time, level, msg and the attributes as fields).",
 		"LogLevel":    "LogLevel is the least severe level logged: debug, info, warn or\nerror. SIGHUP reads it again from the file, unless --log-level was\ngiven.",
+		"MemoryLimit": "MemoryLimit is a soft limit on the memory the process's Go runtime\nholds (\"96M\"): nearing it, the garbage collector runs sooner than\nits usual heap goal of twice the live heap, trading CPU for resident\nmemory (the buffers of a stream are short-lived, so most of a\nrole's heap between collections is garbage). It is not a cap: a\nlive heap above it costs CPU (at most half of it on collection),\nnot a failure. 0 sets none. GOMEMLIMIT in the environment wins over\nthe role's default, not over a value given here or as a flag.",
 		"MetricsAddr": "MetricsAddr is the address Prometheus metrics are served on\n(http://ADDR/metrics); empty serves none.",
 	}),
 	configfile.For[pki.Files](map[string]string{

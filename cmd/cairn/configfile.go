@@ -27,6 +27,15 @@ type roleFields struct {
 	// MetricsAddr is the address Prometheus metrics are served on
 	// (http://ADDR/metrics); empty serves none.
 	MetricsAddr string `json:"metrics_addr"`
+	// MemoryLimit is a soft limit on the memory the process's Go runtime
+	// holds ("96M"): nearing it, the garbage collector runs sooner than
+	// its usual heap goal of twice the live heap, trading CPU for resident
+	// memory (the buffers of a stream are short-lived, so most of a
+	// role's heap between collections is garbage). It is not a cap: a
+	// live heap above it costs CPU (at most half of it on collection),
+	// not a failure. 0 sets none. GOMEMLIMIT in the environment wins over
+	// the role's default, not over a value given here or as a flag.
+	MemoryLimit int64 `json:"memory_limit" config:"size"`
 }
 
 const defaultLogLevel = "info"
@@ -40,6 +49,9 @@ func (r *roleFields) Validate() error {
 	}
 	if r.LogFormat != "text" && r.LogFormat != "json" {
 		errs = append(errs, configfile.Fieldf("log_format", "%q is no log format: use text or json", r.LogFormat))
+	}
+	if r.MemoryLimit < 0 {
+		errs = append(errs, configfile.Fieldf("memory_limit", "%d is below 0: give a size such as 96M, or 0 for no limit", r.MemoryLimit))
 	}
 	return errors.Join(errs...)
 }

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -42,14 +43,47 @@ type roleOpts struct {
 	level slog.LevelVar
 	// levelFlag is whether --log-level was given, which wins over the file.
 	levelFlag bool
+	// memDefault is the role's default memory_limit.
+	memDefault int64
 }
 
-func (o *roleOpts) bind(f *pflag.FlagSet, defMetrics string) {
+func (o *roleOpts) bind(f *pflag.FlagSet, defMetrics string, defMemory int64) {
 	f.StringVar(&o.config, "config", "", "config file: JSON with // comment lines, whose fields are these flags' names with _ for - "+
 		"('cairn config example' writes one, 'cairn config check' checks one); flags given on the command line override it")
 	f.StringVar(&o.MetricsAddr, "metrics-addr", defMetrics, "serve Prometheus metrics on this address (/metrics); empty to disable")
 	f.StringVar(&o.LogLevel, "log-level", defaultLogLevel, "debug, info, warn or error (or log_level in the config file; SIGHUP reads the file's again)")
 	f.StringVar(&o.LogFormat, "log-format", "text", logFormatUsage)
+	o.MemoryLimit, o.memDefault = defMemory, defMemory
+	f.Var((*sizeValue)(&o.MemoryLimit), "memory-limit", "soft limit of the memory the process's Go runtime holds, e.g. 96M: the garbage collector runs sooner as it nears it (0: none; GOMEMLIMIT wins over the default)")
+}
+
+// The roles' default soft memory limits. A restore or backup stream holds
+// a few megabytes of buffers that it allocates and drops block after
+// block, so with the collector's usual goal (twice the live heap) about
+// half of a busy role's resident memory is garbage waiting for the next
+// collection. The agent runs on every client, beside the client's own
+// work, and keeps little live: it gets a limit. The storage node's live
+// heap grows with its streams and the server's with its catalog, so a
+// fixed default there would only cost CPU; an operator sets theirs.
+// cairn dev, every role in one process, gets a limit that keeps its
+// stack (and the CLI beside it) within issue 14's 150 MB on the bench's
+// restore (bench/README.md, "Restore: memory and cores").
+const (
+	agentMemoryLimit = 64 << 20
+	devMemoryLimit   = 80 << 20
+)
+
+// applyMemoryLimit sets the process's soft memory limit from
+// --memory-limit or memory_limit. The role's default gives way to
+// GOMEMLIMIT, which the runtime has already applied.
+func (o *roleOpts) applyMemoryLimit(log *slog.Logger) {
+	if o.MemoryLimit == o.memDefault && os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	if o.MemoryLimit > 0 {
+		debug.SetMemoryLimit(o.MemoryLimit)
+		log.Debug("soft memory limit set", "bytes", o.MemoryLimit)
+	}
 }
 
 // logger makes the role's logger at the level of --log-level, or of the
@@ -221,6 +255,7 @@ func runRole(cmd *cobra.Command, g *globals, ro *roleOpts, cfg any, natsURL *str
 		return err
 	}
 	logConfigWarnings(log, ro.config, warns)
+	ro.applyMemoryLimit(log)
 	ctx := cmd.Context()
 	reg := newRegistry()
 	r, err := build(log, reg)
@@ -367,7 +402,7 @@ flag may stay in s1's unit file.`,
 	f.IntVar(&cfg.MaxJobsPerDrive, "max-jobs-per-drive", cfg.MaxJobsPerDrive, "tape backups running at once per drive of a library; more wait in the queue (0: the storage node has them wait for a drive)")
 	f.DurationVar(&cfg.RunHistory, "run-history", cfg.RunHistory, "how long the policies' runs are kept for 'cairn job runs' (0: for ever)")
 	f.DurationVar(&cfg.ScheduleTick, "schedule-tick", cfg.ScheduleTick, "how often the leader looks for scheduled runs that fell due")
-	ro.bind(f, "127.0.0.1:9464")
+	ro.bind(f, "127.0.0.1:9464", 0)
 	return c
 }
 
@@ -462,7 +497,7 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.ServerWait, "server-wait", cfg.ServerWait, "how long a request to the servers is retried while they elect a leader")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "a stream whose agent sends nothing this long ends")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "on SIGTERM, how long running sessions may go on before they are handed back to the servers (a second SIGTERM cuts it short)")
-	ro.bind(f, "127.0.0.1:9465")
+	ro.bind(f, "127.0.0.1:9465", 0)
 	return c
 }
 
@@ -500,7 +535,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 	f.StringArrayVar(&cfg.AllowedCommands, "allowed-commands", nil, "exact command line a backup may run on this client; repeat for several")
 	f.BoolVar(&cfg.AllowShellCommands, "allow-shell-commands", false, "run a command that --allowed-commands lists verbatim with /bin/sh -c (pipes, redirections); otherwise no shell runs")
 	f.StringVar(&cfg.SpoolDir, "spool-dir", "", "directory that holds a command source's output while its command runs (empty: $TMPDIR or /tmp)")
-	ro.bind(f, "127.0.0.1:9466")
+	ro.bind(f, "127.0.0.1:9466", agentMemoryLimit)
 	return c
 }
 
@@ -595,6 +630,7 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 				return err
 			}
 			logConfigWarnings(log, ro.config, warns)
+			ro.applyMemoryLimit(log)
 			ctx := cmd.Context()
 			reg := newRegistry()
 			st, err := devstack.Start(ctx, devstack.Config{
@@ -636,7 +672,7 @@ and the admin commands read it when given no --nats-nkey (nor --nats, or
 	f.StringVar(&dc.Client, "client", dc.Client, "client name of the local agent")
 	f.Var((*sizeValue)(&dc.MaxVolumeSize), "max-volume-size", "size at which a volume is full, e.g. 4G (0: no limit)")
 	f.StringVar(&dc.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (/debug/pprof/), for profiling; empty to disable")
-	ro.bind(f, "127.0.0.1:9464")
+	ro.bind(f, "127.0.0.1:9464", devMemoryLimit)
 	return c
 }
 
