@@ -70,7 +70,7 @@ func (o *roleOpts) bind(f *pflag.FlagSet, defMetrics string, defMemory int64) {
 // restore (bench/README.md, "Restore: memory and cores").
 const (
 	agentMemoryLimit = 64 << 20
-	devMemoryLimit   = 80 << 20
+	devMemoryLimit   = 72 << 20
 )
 
 // applyMemoryLimit sets the process's soft memory limit from
