@@ -1,0 +1,60 @@
+package chunk
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"io"
+	"testing"
+)
+
+// cutLengths is the block lengths of data cut in class, hashed: what a
+// block list records of the cut, in 32 bytes.
+func cutLengths(t *testing.T, data []byte, class int) string {
+	t.Helper()
+	var s Splitter
+	if err := s.Reset(bytes.NewReader(data), class); err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	for {
+		b, err := s.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// TestGearCutsPinned pins where the gear hash cuts: a block list names a
+// file's blocks by these cuts, so a cutter that moved one boundary would
+// make the next incremental of every large file send it whole again.
+// Runs of one byte value (a hash that stops changing) and text are there
+// as well as random bytes.
+func TestGearCutsPinned(t *testing.T) {
+	runs := bytes.Repeat(append(bytes.Repeat([]byte{0}, 300<<10), bytes.Repeat([]byte{0xff}, 200<<10)...), 8)
+	text := bytes.Repeat([]byte("2026-12-02T14:35:00Z INFO backup session started pool=Default client=web01\n"), 100000)
+	for _, c := range []struct {
+		name  string
+		data  []byte
+		class int
+		want  string
+	}{
+		{"random", random(7, 8, 24<<20), Gear + MinBits, "7fe1001fbcb01cae"},
+		{"random", random(7, 8, 24<<20), Gear + 18, "5a68670bf8418e9f"},
+		{"random", random(9, 10, 40<<20), Gear + 20, "d67b09af1af8445e"},
+		{"runs", runs, Gear + MinBits, "a1aacc33524ed9f9"},
+		{"text", text, Gear + MinBits, "a141bcea9c7374be"},
+		{"short", random(1, 1, 70<<10), Gear + MinBits, "68f8c2887600f145"},
+	} {
+		if got := cutLengths(t, c.data, c.class); got != c.want {
+			t.Errorf("%s, class %d: cuts hash to %s, want %s", c.name, c.class, got, c.want)
+		}
+	}
+}
