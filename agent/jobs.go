@@ -351,7 +351,7 @@ func (t *totals) get() (int64, int64) {
 // count walks the tree once more, metadata only, to size a full backup.
 func (t *totals) count(ctx context.Context, opts WalkOptions) {
 	var files, bytes int64
-	err := Walk(ctx, opts, func(e *fileindex.Entry) error {
+	err := walkSizes(ctx, opts, func(e *fileindex.Entry) error {
 		if e.Type == fileindex.TypeFile {
 			files++
 			bytes += e.Size
