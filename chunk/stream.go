@@ -13,11 +13,37 @@ type Block struct {
 	Hash [sha256.Size]byte
 }
 
-// streamDepth is how many blocks each stage of a Stream holds ahead of the
-// next: enough that no stage waits for another's next block, few enough
-// that its buffers stay a few blocks (each grows to the largest block it
-// held).
-const streamDepth = 2
+// batchBytes is how much a batch of blocks holds before it goes on: the
+// goroutines of a Stream hand each other batches, not blocks. A handoff to
+// a goroutine that waits wakes a thread, and on a busy machine the
+// scheduler makes it wait for that: per 192 KiB block, three handoffs
+// each way held a backup up more than the cut and the hash cost
+// (bench/README.md). About a megabyte keeps them rare and the buffers few.
+const batchBytes = 1 << 20
+
+// batchRoom caps the room a batch buffer is made with past batchBytes for
+// the last block: a block larger than that (only size classes of files of
+// gigabytes have them) grows the buffer, which is kept for the next batch.
+const batchRoom = 8 << 20
+
+// streamBatches is how many batches a Stream has: one each for the cut,
+// the hash and the caller, and one that waits between two of them, so that
+// no stage waits for another's next batch.
+const streamBatches = 4
+
+// batch is consecutive blocks, back to back in buf, ends[i] the end of
+// block i, then err (io.EOF after the last block) when the cut stopped
+// after them.
+type batch struct {
+	buf    []byte
+	ends   []int
+	hashes [][sha256.Size]byte
+	err    error
+}
+
+func (b *batch) reset() {
+	b.buf, b.ends, b.hashes, b.err = b.buf[:0], b.ends[:0], b.hashes[:0], nil
+}
 
 // Stream cuts a stream into blocks on one goroutine of its own and hashes
 // them on another, so that the cut (a rolling hash over every byte) and
@@ -27,22 +53,16 @@ const streamDepth = 2
 // next Start.
 type Stream struct {
 	s    Splitter
-	cut  chan streamed // cut, not hashed yet
-	out  chan streamed
-	free chan []byte
+	max  int         // the largest block of the class
+	cut  chan *batch // cut, not hashed yet
+	out  chan *batch // hashed
+	free chan *batch
 	stop chan struct{}
 	wg   sync.WaitGroup
-	held []byte // the buffer of the block last returned
+	cur  *batch // the caller's: Next returns its blocks in turn
+	next int    // of cur
+	done bool   // the last batch was taken: Next ends the stream
 }
-
-type streamed struct {
-	b   Block
-	err error
-}
-
-// streamBuffers is every buffer a Stream has: one per place a block can
-// be (each stage's channel, each goroutine, the caller).
-const streamBuffers = 2*streamDepth + 3
 
 // Start makes st cut r with size class class. A Stream already started
 // is stopped first.
@@ -51,14 +71,15 @@ func (st *Stream) Start(r io.Reader, class int) error {
 	if err := st.s.Reset(r, class); err != nil {
 		return err
 	}
+	_, st.max = Sizes(class)
 	if st.free == nil {
-		st.free = make(chan []byte, streamBuffers)
-		for range streamBuffers {
-			st.free <- nil // allocated by the cut, as large as it needs
+		st.free = make(chan *batch, streamBatches)
+		for range streamBatches {
+			st.free <- &batch{}
 		}
 	}
-	st.cut = make(chan streamed, streamDepth)
-	st.out = make(chan streamed, streamDepth)
+	st.cut = make(chan *batch, 1)
+	st.out = make(chan *batch, 1)
 	st.stop = make(chan struct{})
 	st.wg.Add(2)
 	go st.cutting(st.cut, st.stop)
@@ -66,54 +87,72 @@ func (st *Stream) Start(r io.Reader, class int) error {
 	return nil
 }
 
-// give passes r on, or gives its buffer back when the Stream stops.
-func (st *Stream) give(out chan<- streamed, r streamed, stop <-chan struct{}) bool {
+// give passes b on, or gives it back when the Stream stops.
+func (st *Stream) give(out chan<- *batch, b *batch, stop <-chan struct{}) bool {
 	select {
-	case out <- r:
+	case out <- b:
 		return true
 	case <-stop:
-		if r.err == nil {
-			st.free <- r.b.Data
-		}
+		st.free <- b
 		return false
 	}
 }
 
-func (st *Stream) cutting(out chan<- streamed, stop <-chan struct{}) {
+func (st *Stream) cutting(out chan<- *batch, stop <-chan struct{}) {
 	defer st.wg.Done()
 	defer close(out)
 	for {
-		var buf []byte
+		var b *batch
 		select {
-		case buf = <-st.free:
+		case b = <-st.free:
 		case <-stop:
 			return
 		}
-		data, err := st.s.next(buf)
-		if err != nil {
-			st.free <- buf
+		b.reset()
+		if want := batchBytes + min(st.max, batchRoom); cap(b.buf) < want {
+			b.buf = make([]byte, 0, want)
 		}
-		if !st.give(out, streamed{Block{Data: data}, err}, stop) || err != nil {
+		for b.err == nil && len(b.buf) < batchBytes {
+			// The block is cut into the room after the blocks before
+			// it, so it is copied once, straight where it goes; one
+			// larger than the room comes back elsewhere and is appended.
+			at := len(b.buf)
+			room := b.buf[at:cap(b.buf)]
+			data, err := st.s.next(room[:0])
+			switch {
+			case err != nil:
+				b.err = err
+			case len(data) > 0 && len(room) > 0 && &data[0] == &room[0]:
+				b.buf = b.buf[:at+len(data)]
+			default:
+				b.buf = append(b.buf, data...)
+			}
+			if err == nil {
+				b.ends = append(b.ends, len(b.buf))
+			}
+		}
+		last := b.err != nil // b is the caller's once given
+		if !st.give(out, b, stop) || last {
 			return
 		}
 	}
 }
 
-func (st *Stream) hashing(in <-chan streamed, out chan<- streamed, stop <-chan struct{}) {
+func (st *Stream) hashing(in <-chan *batch, out chan<- *batch, stop <-chan struct{}) {
 	defer st.wg.Done()
 	defer close(out)
-	for r := range in {
-		if r.err == nil {
-			r.b.Hash = sha256.Sum256(r.b.Data)
+	for b := range in {
+		start := 0
+		for _, end := range b.ends {
+			b.hashes = append(b.hashes, sha256.Sum256(b.buf[start:end]))
+			start = end
 		}
-		if !st.give(out, r, stop) {
+		if !st.give(out, b, stop) {
 			break
 		}
 	}
-	for r := range in { // what the cut made before it saw stop
-		if r.err == nil {
-			st.free <- r.b.Data
-		}
+	for b := range in { // what the cut made before it saw stop
+		st.free <- b
 	}
 }
 
@@ -121,22 +160,34 @@ func (st *Stream) hashing(in <-chan streamed, out chan<- streamed, stop <-chan s
 // io.EOF after the last block. An error of the reader is returned as it
 // came, and ends the stream.
 func (st *Stream) Next() (Block, error) {
-	if st.held != nil {
-		st.free <- st.held
-		st.held = nil
+	for !st.done {
+		b := st.cur
+		if b == nil {
+			var ok bool
+			if st.out == nil {
+				break
+			}
+			if b, ok = <-st.out; !ok {
+				break
+			}
+			st.cur, st.next = b, 0
+		}
+		if i := st.next; i < len(b.ends) {
+			st.next++
+			start := 0
+			if i > 0 {
+				start = b.ends[i-1]
+			}
+			return Block{Data: b.buf[start:b.ends[i]:b.ends[i]], Hash: b.hashes[i]}, nil
+		}
+		if b.err != nil {
+			st.done = true // b stays the caller's until Stop
+			return Block{}, b.err
+		}
+		st.free <- b
+		st.cur = nil
 	}
-	if st.out == nil {
-		return Block{}, io.EOF
-	}
-	r, ok := <-st.out
-	if !ok {
-		return Block{}, io.EOF
-	}
-	if r.err != nil {
-		return Block{}, r.err
-	}
-	st.held = r.b.Data
-	return r.b, nil
+	return Block{}, io.EOF
 }
 
 // Stop ends the cut early and waits until its goroutines no longer read
@@ -148,14 +199,12 @@ func (st *Stream) Stop() {
 	}
 	close(st.stop)
 	st.wg.Wait()
-	for r := range st.out {
-		if r.err == nil {
-			st.free <- r.b.Data
-		}
+	for b := range st.out {
+		st.free <- b
 	}
-	if st.held != nil {
-		st.free <- st.held
-		st.held = nil
+	if st.cur != nil {
+		st.free <- st.cur
+		st.cur = nil
 	}
-	st.stop, st.cut, st.out = nil, nil, nil
+	st.stop, st.cut, st.out, st.done = nil, nil, nil, false
 }
