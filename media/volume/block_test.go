@@ -243,3 +243,40 @@ func TestSplitDataFillsBlocks(t *testing.T) {
 	}
 	checkAll(t, rb, files)
 }
+
+// TestSealAfterBlocksThatShrank: a sealer that just compressed a block well
+// compresses the next one without the probe; whatever came before, a block
+// that compresses is stored compressed, one that does not is stored raw,
+// and every one opens to its plaintext.
+func TestSealAfterBlocksThatShrank(t *testing.T) {
+	key := testKey("k")
+	sess := uuid.New()
+	text := textLike(rand.New(rand.NewPCG(3, 4)), 700<<10)
+	random := make([]byte, 700<<10)
+	rand.NewChaCha8([32]byte{2}).Read(random)
+	s, err := newSealer(key, sess, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := newOpener(key, sess)
+	for i, c := range []struct {
+		plain      []byte
+		wantZstd   bool
+		thenShrank bool
+	}{
+		{text, true, true}, {text, true, true}, {random, false, false}, {random, false, false},
+		{text, true, true}, {random, false, false}, {text, true, true}, {[]byte("hello"), false, false}, {random, false, false},
+	} {
+		blk := s.seal(nil, BlockHeader{Kind: KindData, SessionID: sess, Seq: uint64(i)}, c.plain)
+		h, err := ParseBlockHeader(blk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Flags&FlagZstd != 0 != c.wantZstd || s.shrank != c.thenShrank {
+			t.Fatalf("block %d: compressed %v, want %v; sealer takes the next for compressible %v, want %v", i, h.Flags&FlagZstd != 0, c.wantZstd, s.shrank, c.thenShrank)
+		}
+		if got, err := o.open(nil, &h, bytes.Clone(blk)); err != nil || !bytes.Equal(got, c.plain) {
+			t.Fatalf("block %d does not open: %v", i, err)
+		}
+	}
+}
