@@ -45,8 +45,8 @@ func streamAll(t *testing.T, st *Stream, r io.Reader, class int) ([][32]byte, er
 func TestStreamOrder(t *testing.T) {
 	var st Stream
 	defer st.Stop()
-	small := random(11, 12, 9<<20+12345)
-	large := random(13, 14, 40<<20)
+	small := random(11, 12, 5<<20+12345)
+	large := random(13, 14, 24<<20)
 	for _, c := range []struct {
 		data  []byte
 		class int
@@ -85,7 +85,8 @@ func (f *failAfter) Read(p []byte) (int, error) {
 // it, in order, as it came, and every Next after it says the stream ended;
 // nothing is cut after it.
 func TestStreamReadError(t *testing.T) {
-	data := random(15, 16, 12<<20)
+	data := random(15, 16, 7<<20)
+	whole := cut(t, data, Gear+MinBits)
 	bad := errors.New("disk on fire")
 	var st Stream
 	defer st.Stop()
@@ -96,7 +97,6 @@ func TestStreamReadError(t *testing.T) {
 		}
 		// The blocks before the error are the first blocks of the file,
 		// all of them but the one the error cut short.
-		whole := cut(t, data, Gear+MinBits)
 		if len(got) > len(whole) || !slices.Equal(got, whole[:len(got)]) {
 			t.Fatalf("error after %d bytes: the blocks before it are not the file's first", at)
 		}
@@ -116,7 +116,7 @@ func TestStreamReadError(t *testing.T) {
 // the Stream's goroutines, reads the reader no more, and keeps every batch
 // for the next Start (which gives the same blocks).
 func TestStreamStopLeavesNothing(t *testing.T) {
-	data := random(17, 18, 10<<20)
+	data := random(17, 18, 5<<20)
 	want := cut(t, data, Gear+MinBits)
 	before := runtime.NumGoroutine()
 	var st Stream
