@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -210,6 +211,18 @@ func (d *Dispatcher) Register(reg prometheus.Registerer) error {
 // even when its sinks then drop it or give it up: their metrics and log
 // say so.
 func (d *Dispatcher) Send(e Event) (bool, error) {
+	return d.SendAck(e, nil)
+}
+
+// SendAck is Send, and then calls done (when not nil) once the Dispatcher
+// is finished with e: every sink that takes its kind delivered it, gave it
+// up after its last attempt or dropped it for a newer one from a full
+// queue; or at once when e is not queued (held back by the repeat
+// interval, or no sink takes its kind). done is never called when a sink
+// dropped e because the Dispatcher closed first: whoever owes the alert
+// still owes it then (the servers' catalog, which the next leader reads).
+// done runs on a worker goroutine, or on Send's: it must not block.
+func (d *Dispatcher) SendAck(e Event, done func()) (bool, error) {
 	if e.Version == 0 {
 		e.Version = Version
 	}
@@ -229,6 +242,9 @@ func (d *Dispatcher) Send(e Event) (bool, error) {
 			d.mu.Unlock()
 			d.m.suppressed.WithLabelValues(string(e.Kind)).Inc()
 			d.log.Debug("alert not sent again within the repeat interval", "kind", e.Kind, "subject", e.Subject(), "sent", prev.at, "repeat_interval", d.repeat)
+			if done != nil {
+				done()
+			}
 			return false, nil
 		}
 		e.Suppressed = prev.suppressed
@@ -245,12 +261,24 @@ func (d *Dispatcher) Send(e Event) (bool, error) {
 	// Queued under d.mu, which Close takes to close: an alert accepted
 	// before Close is in a queue before the workers are told to stop,
 	// and so is delivered or counted dropped, never left behind.
+	var takers []*worker
 	for _, w := range d.workers {
 		if w.kinds == nil || w.kinds[e.Kind] {
-			w.push(queued{e: e, body: body})
+			takers = append(takers, w)
 		}
 	}
+	var a *ack
+	if done != nil && len(takers) > 0 {
+		a = &ack{done: done}
+		a.left.Store(int32(len(takers)))
+	}
+	for _, w := range takers {
+		w.push(queued{e: e, body: body, ack: a})
+	}
 	d.mu.Unlock()
+	if done != nil && len(takers) == 0 {
+		done()
+	}
 	return true, nil
 }
 
@@ -326,6 +354,29 @@ func (p retryPolicy) wait(attempt int) time.Duration {
 type queued struct {
 	e    Event
 	body []byte
+	ack  *ack // nil: nobody waits for the outcome
+}
+
+// ack calls done once every worker that took an alert is finished with it,
+// unless one dropped it unsent because the Dispatcher closed.
+type ack struct {
+	left atomic.Int32
+	lost atomic.Bool
+	done func()
+}
+
+// finish is one worker's end with the alert; lost says it was dropped
+// because the Dispatcher closed.
+func (a *ack) finish(lost bool) {
+	if a == nil {
+		return
+	}
+	if lost {
+		a.lost.Store(true)
+	}
+	if a.left.Add(-1) == 0 && !a.lost.Load() {
+		a.done()
+	}
 }
 
 // worker delivers the alerts of one sink, in the order they were sent. It
@@ -361,6 +412,7 @@ func (w *worker) push(q queued) {
 		w.log.Warn("alert queue full: the oldest alert is dropped unsent", "queue_size", w.size,
 			"kind", old.e.Kind, "subject", old.e.Subject(), "time", old.e.Time)
 		w.dropped.Inc()
+		old.ack.finish(false)
 	}
 	select {
 	case w.wake <- struct{}{}:
@@ -412,32 +464,43 @@ func (w *worker) run() {
 // passed.
 func (w *worker) dropRest(q queued) {
 	w.mu.Lock()
-	n := 1 + len(w.queue)
+	rest := w.queue
+	n := 1 + len(rest)
 	w.queue = nil
 	w.mu.Unlock()
+	q.ack.finish(true)
+	for _, r := range rest {
+		r.ack.finish(true)
+	}
 	w.log.Warn("alerts dropped unsent: the server stopped before they were delivered", "alerts", n, "first_kind", q.e.Kind, "first_subject", q.e.Subject())
 	w.dropped.Add(float64(n))
 }
 
 func (w *worker) deliver(q queued) {
+	q.ack.finish(!w.attempt(q))
+}
+
+// attempt delivers q, trying again as its sink's retry policy says; false
+// when it was dropped because the Dispatcher closed.
+func (w *worker) attempt(q queued) bool {
 	ctx := w.d.ctx
 	for attempt := 1; ; attempt++ {
 		err := w.sink.deliver(ctx, q.e, q.body)
 		if err == nil {
 			w.sent.Inc()
-			return
+			return true
 		}
 		if ctx.Err() != nil {
 			w.log.Warn("alert dropped: the server stopped while it was delivered", "kind", q.e.Kind, "subject", q.e.Subject(), "attempt", attempt, "err", err)
 			w.dropped.Inc()
-			return
+			return false
 		}
 		if attempt >= w.retry.attempts || !retryable(err) {
 			// Logged before counted: whoever sees the count finds the
 			// reason in the log.
 			w.log.Error("alert given up", "kind", q.e.Kind, "subject", q.e.Subject(), "attempts", attempt, "err", err)
 			w.failed.Inc()
-			return
+			return true
 		}
 		wait := w.retry.wait(attempt)
 		var se *StatusError
@@ -452,7 +515,7 @@ func (w *worker) deliver(q queued) {
 		case <-ctx.Done():
 			w.log.Warn("alert dropped: the server stopped before it was tried again", "kind", q.e.Kind, "subject", q.e.Subject(), "attempts", attempt)
 			w.dropped.Inc()
-			return
+			return false
 		}
 	}
 }

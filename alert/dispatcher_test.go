@@ -222,3 +222,59 @@ func TestSendDuringClose(t *testing.T) {
 		}
 	}
 }
+
+// blocker is a sink that holds every delivery until its context ends.
+type blocker struct{ started chan struct{} }
+
+func (b *blocker) name() string { return "blocker" }
+func (b *blocker) close()       {}
+func (b *blocker) deliver(ctx context.Context, _ Event, _ []byte) error {
+	b.started <- struct{}{}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// SendAck's done says the Dispatcher is finished with the alert: after its
+// delivery, at once when the repeat interval holds it back, and never
+// when the Dispatcher closed before the alert went out, so whoever owes
+// it still does.
+func TestSendAckOnlyWhenFinished(t *testing.T) {
+	d, r, clock := newRecorded(t, Config{RepeatInterval: time.Hour})
+	var mu sync.Mutex
+	acked := 0
+	done := func() { mu.Lock(); acked++; mu.Unlock() }
+	count := func() int { mu.Lock(); defer mu.Unlock(); return acked }
+	e := NewMissedRun(clock.Now(), "nightly", "web1", clock.Now(), 1, "down")
+	if sent, err := d.SendAck(e, done); !sent || err != nil {
+		t.Fatalf("SendAck = %v, %v", sent, err)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if count() != 1 || len(r.got()) != 1 {
+			return fmt.Errorf("acked %d, delivered %d", count(), len(r.got()))
+		}
+		return nil
+	})
+	if sent, _ := d.SendAck(e, done); sent || count() != 2 {
+		t.Fatalf("held back: sent %v, acked %d", sent, count())
+	}
+
+	log, _ := testLogger(t)
+	bd := newDispatcher(Config{}, Options{Logger: log, Clock: clock})
+	b := &blocker{started: make(chan struct{}, 1)}
+	bd.add(b, retryPolicy{attempts: 1, backoff: time.Second, max: time.Second}, nil, DefaultQueueSize)
+	if _, err := bd.SendAck(e, done); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bd.SendAck(NewMissedRun(clock.Now(), "nightly", "web2", clock.Now(), 1, "down"), done); err != nil {
+		t.Fatal(err)
+	}
+	<-b.started
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := bd.Close(ctx); err == nil {
+		t.Fatal("Close with a delivery held: no error")
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("acked %d after a close that dropped two alerts, want the 2 before", n)
+	}
+}

@@ -34,6 +34,9 @@
 //
 //	version         1
 //	kind            job_failed, rpo_breach, rpo_resolved, missed_run or pool_short
+//	id              the alert's name, the same from every server that sends
+//	                it (rpo_*, missed_run): a receiver that gets one id
+//	                twice drops the second
 //	time            when the condition was seen
 //	summary         one line for a person (a chat message, a mail subject)
 //	client          the client (job_failed, rpo_*, missed_run of one client)
@@ -81,8 +84,11 @@
 // held back. A change of state is sent at once: rpo_resolved is the
 // resolved state of the rpo_breach condition, so the end of a breach goes
 // out the moment it is seen, and a new breach after it too. The memory of
-// what was sent lives in the Dispatcher: a server that starts leading
-// sends a condition that still holds once more.
+// what was sent within the interval lives in the Dispatcher. The servers
+// keep more in their catalog: which RPO breaches and missed runs were
+// raised and whether each was handed over (SendAck says when the
+// Dispatcher is finished with an alert), so a new leader neither sends
+// one again nor drops one its predecessor raised and did not send.
 //
 // # Delivery
 //

@@ -61,6 +61,12 @@ func (k Kind) condition() string {
 type Event struct {
 	Version int  `json:"version"`
 	Kind    Kind `json:"kind"`
+	// ID names this alert, the same on every attempt and from every
+	// server that sends it: a receiver that gets it twice (a leader died
+	// after its delivery and before it recorded it) drops the second.
+	// Empty for an alert the servers do not record (job_failed,
+	// pool_short).
+	ID string `json:"id,omitempty"`
 	// Time is when the condition was seen; the dispatcher's clock's time
 	// when left zero.
 	Time time.Time `json:"time"`

@@ -93,6 +93,10 @@ func (a *applier) apply(c *Command) error {
 		return a.forgetVolume(c.VolumeForget)
 	case OpRecycleTape:
 		return a.recycleTape(c.TapeRecycle)
+	case OpRaiseAlert:
+		return a.raiseAlert(c.Alert, true)
+	case OpAlertSent:
+		return a.alertSent(c.AlertSent)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }

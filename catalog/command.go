@@ -49,6 +49,8 @@ const (
 	OpExpireBackups   Op = "expire_backups"
 	OpForgetVolume    Op = "forget_volume"
 	OpRecycleTape     Op = "recycle_tape"
+	OpRaiseAlert      Op = "raise_alert"
+	OpAlertSent       Op = "alert_sent"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -90,6 +92,8 @@ type Command struct {
 	Expire       *BackupsExpire   `json:"expire,omitempty"`        // OpExpireBackups
 	VolumeForget *VolumeForget    `json:"volume_forget,omitempty"` // OpForgetVolume
 	TapeRecycle  *TapeRecycle     `json:"tape_recycle,omitempty"`  // OpRecycleTape
+	Alert        *AlertRaise      `json:"alert,omitempty"`         // OpRaiseAlert
+	AlertSent    *AlertSent       `json:"alert_sent,omitempty"`    // OpAlertSent
 
 	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
 	// the command carries out. A command whose request id the catalog
@@ -405,6 +409,10 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.VolumeForget != nil
 	case OpRecycleTape:
 		return true, c.TapeRecycle != nil
+	case OpRaiseAlert:
+		return true, c.Alert != nil
+	case OpAlertSent:
+		return true, c.AlertSent != nil
 	}
 	return false, false
 }

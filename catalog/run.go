@@ -106,6 +106,10 @@ type RunsRecord struct {
 	// scheduler reads): the run history is kept for a while, not for
 	// ever, at the cost of a few deletes per record.
 	ForgetBefore time.Time `json:"forget_before,omitzero"`
+	// Alert, when set, is raised with the runs (the missed_run alert of
+	// those not started): recorded together, a leader that dies after the
+	// record still leaves the alert owed to the next.
+	Alert *AlertRaise `json:"alert,omitempty"`
 }
 
 // RunUpdate moves a starting run on: to dispatched with its job, or to
@@ -176,6 +180,11 @@ func (a *applier) recordRuns(rec *RunsRecord) error {
 		r.JobID = 0
 		r.Recorded, r.Updated = a.now, a.now
 		if err := putJSON(a.tx, bRuns, k, &r); err != nil {
+			return err
+		}
+	}
+	if rec.Alert != nil {
+		if err := a.raiseAlert(rec.Alert, false); err != nil {
 			return err
 		}
 	}

@@ -44,6 +44,7 @@ var (
 	bExpiries        = []byte("expiries")          // seq(8) -> Expiry, the expiry history
 	bBackupTimes     = []byte("backup_times")      // client 0 fileset 0 start(8) id(8) -> parent(8) level state pool
 	bClientBackups   = []byte("client_backups")    // client -> its complete backups(8)
+	bAlerts          = []byte("alerts")            // condition -> Alert, owed or a breach sent
 )
 
 // buckets1 are the buckets of format 1; format 2 added the request index.
@@ -65,7 +66,10 @@ var buckets3 = append(slices.Clone(buckets2), bPolicies, bRuns)
 // the count of each client's complete backups.
 var buckets4 = append(slices.Clone(buckets3), bHolds, bVolumeBackups, bExpiries)
 
-var allBuckets = append(slices.Clone(buckets4), bBackupTimes, bClientBackups)
+// buckets6 are the buckets of format 6; format 7 added the alerts.
+var buckets6 = append(slices.Clone(buckets4), bBackupTimes, bClientBackups)
+
+var allBuckets = append(slices.Clone(buckets6), bAlerts)
 
 var (
 	keyFormat       = []byte("format")
@@ -84,9 +88,12 @@ var (
 // older server would not find, and the upgrade chunks the segments there
 // are; format 6 added the index of backups by client, file set and time
 // and the count of each client's complete backups, which an older server
-// would not keep, and the upgrade fills from the backups there are.
+// would not keep, and the upgrade fills from the backups there are;
+// format 7 added the alerts owed and the breaches sent, which an older
+// leader would neither send nor clear, and which start empty (a breach
+// that goes on is alerted once more by the first leader of format 7).
 // Opening a catalog of an older format for writing upgrades it.
-const storeFormat = 6
+const storeFormat = 7
 
 // Store is the catalog in one bbolt file. Reads may run on any goroutine,
 // concurrently with Apply and Restore.
@@ -167,6 +174,8 @@ func OpenReadOnly(path string) (*Store, error) {
 			need = buckets3
 		case f < 6:
 			need = buckets4
+		case f < 7:
+			need = buckets6
 		}
 		for _, b := range need {
 			if tx.Bucket(b) == nil {

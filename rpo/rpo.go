@@ -100,11 +100,21 @@ func Breaches(sts []Status) []Status {
 type key struct{ client, policy string }
 
 // Tracker remembers which targets breach between assessments. It is not
-// safe for use by several goroutines; the leader's RPO loop owns it. A new
-// leader starts with an empty Tracker, so breaches that go on are said again
-// once after a change of leader.
+// safe for use by several goroutines; the leader's RPO loop owns it. What
+// it remembers may be kept elsewhere and given back (Remember): the servers
+// keep the breaches they alerted in the catalog, so a new leader's Tracker
+// starts from them and does not say again a breach that goes on.
 type Tracker struct {
 	breaching map[key]Status
+}
+
+// Remember records that s's target breaches already, as the last
+// assessment said: Update reports its end, not its beginning.
+func (tr *Tracker) Remember(s Status) {
+	if tr.breaching == nil {
+		tr.breaching = map[key]Status{}
+	}
+	tr.breaching[key{s.Client, s.Policy}] = s
 }
 
 // Update takes the newest assessment and returns the breaches that began and

@@ -116,3 +116,20 @@ func TestTrackerSaysABreachOnceWhenItBeginsAndOnceWhenItEnds(t *testing.T) {
 		}
 	}
 }
+
+// A Tracker given the breaches alerted already (the catalog's, on a new
+// leader) does not say them again, and says their end, with what it was
+// given when the target went away.
+func TestTrackerRemembersBreachesKeptElsewhere(t *testing.T) {
+	var tr Tracker
+	tr.Remember(Status{Target: Target{Client: "a", Policy: "p", RPO: time.Hour}, LastGood: t0, Breach: true})
+	tr.Remember(Status{Target: Target{Client: "b", Policy: "p", RPO: time.Hour}, Breach: true})
+	began, ended := tr.Update([]Status{{Target: Target{Client: "a", Policy: "p"}, LastGood: t0, Breach: true}})
+	if len(began) != 0 || len(ended) != 1 || ended[0].Client != "b" || ended[0].RPO != time.Hour {
+		t.Fatalf("began %+v, ended %+v", began, ended)
+	}
+	began, ended = tr.Update(nil)
+	if len(began) != 0 || len(ended) != 1 || ended[0].Client != "a" || !ended[0].LastGood.Equal(t0) {
+		t.Fatalf("began %+v, ended %+v", began, ended)
+	}
+}

@@ -161,10 +161,14 @@ func (s *Server) beginTerm(ctx context.Context) error {
 		s.orch.Adopt(tctx)
 		s.startScheduler(tctx)
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.watchRPO(tctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.sendAlertsOwed(tctx)
 	}()
 	return nil
 }

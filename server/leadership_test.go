@@ -60,6 +60,13 @@ func checkTerms(events []string) error {
 // and the others added as voters, each with its leadership traced.
 func newGroupOfThree(t *testing.T, tune ...func(*Server)) ([]*Server, []*trace) {
 	t.Helper()
+	return newGroupOfThreeWith(t, nil, tune...)
+}
+
+// newGroupOfThreeWith is newGroupOfThree with each server's config
+// changed by configure first.
+func newGroupOfThreeWith(t *testing.T, configure func(*Config), tune ...func(*Server)) ([]*Server, []*trace) {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)
 	if err != nil {
@@ -78,6 +85,9 @@ func newGroupOfThree(t *testing.T, tune ...func(*Server)) ([]*Server, []*trace) 
 		cfg.NATSURL = ns.URL()
 		cfg.RaftAddr = "127.0.0.1:0"
 		cfg.LivenessTimeout = 2 * time.Second
+		if configure != nil {
+			configure(&cfg)
+		}
 		s, err := New(cfg, logger, prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)

@@ -108,8 +108,15 @@ func TestPoolShortIsAlertedBeforeTheRun(t *testing.T) {
 	for range 6 {
 		h.advance(4 * time.Hour)
 	}
-	run, err := h.srv.store.LastRun("nightly", "web")
-	h.must(err)
+	// The run is marked dispatched once its start returned, after the
+	// alert was queued.
+	var run *catalog.Run
+	poll.Until(t, 20*time.Second, func() (err error) {
+		if run, err = h.srv.store.LastRun("nightly", "web"); err == nil && (run == nil || run.State != catalog.RunDispatched) {
+			err = fmt.Errorf("the last run: %+v", run)
+		}
+		return err
+	})
 	select {
 	case e := <-alerts:
 		if e.Kind != alert.PoolShort || e.Pool != "Default" || e.Policy != "nightly" || e.Scheduled == nil || !e.Scheduled.Equal(run.Scheduled) || run.Scheduled.Sub(first.Scheduled) != 24*time.Hour ||

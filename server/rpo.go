@@ -72,15 +72,16 @@ func wireRPO(st rpo.Status) wire.RPOStatus {
 }
 
 // watchRPO runs on the leader for one term: every rpoInterval of the
-// server's clock it assesses every client and alerts when a breach begins
-// and when it ends. Its tracker starts empty with each term, so a breach
-// that goes on is alerted once more after a change of leader.
+// server's clock it assesses every client and raises an alert when a
+// breach begins and when it ends. Which breaches were alerted is the
+// catalog's (catalog.Alert), not this term's: a breach that goes on is not
+// alerted again by a new leader, and one whose alert a leader raised and
+// died before sending is sent by the next (alerts.go).
 func (s *Server) watchRPO(ctx context.Context) {
-	var tr rpo.Tracker
 	t := s.clock.NewTicker(rpoInterval)
 	defer t.Stop()
 	for {
-		s.checkRPO(&tr)
+		s.checkRPO(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -89,7 +90,7 @@ func (s *Server) watchRPO(ctx context.Context) {
 	}
 }
 
-func (s *Server) checkRPO(tr *rpo.Tracker) {
+func (s *Server) checkRPO(ctx context.Context) {
 	clients, err := s.store.Clients()
 	if err != nil {
 		s.log.Warn("cannot assess the RPO of the clients", "err", err)
@@ -100,15 +101,28 @@ func (s *Server) checkRPO(tr *rpo.Tracker) {
 		s.log.Warn("cannot assess the RPO of the clients", "err", err)
 		return
 	}
+	als, err := s.store.Alerts()
+	if err != nil {
+		s.log.Warn("cannot read the RPO breaches alerted", "err", err)
+		return
+	}
+	var tr rpo.Tracker
+	for _, al := range als {
+		if al.Kind == catalog.AlertRPOBreach {
+			tr.Remember(breachStatus(al))
+		}
+	}
 	began, ended := tr.Update(sts)
 	now := s.clock.Now()
 	for _, b := range began {
-		s.log.Warn("a client breaches its RPO", "client", b.Client, "policy", b.Policy, "age", b.Age.Round(time.Second), "target", b.RPO, "backup", b.Backup)
-		s.sendAlert(alert.NewRPOBreach(now, b.Client, b.Policy, b.LastGood, b.RPO))
+		if s.raiseAlert(ctx, rpoCondition(b.Client, b.Policy), "", alert.NewRPOBreach(now, b.Client, b.Policy, b.LastGood, b.RPO)) {
+			s.log.Warn("a client breaches its RPO", "client", b.Client, "policy", b.Policy, "age", b.Age.Round(time.Second), "target", b.RPO, "backup", b.Backup)
+		}
 	}
 	for _, e := range ended {
-		s.log.Info("a client's RPO breach is over", "client", e.Client, "policy", e.Policy)
-		s.sendAlert(alert.NewRPOResolved(now, e.Client, e.Policy, e.LastGood, e.RPO))
+		if s.raiseAlert(ctx, rpoCondition(e.Client, e.Policy), catalog.AlertRPOBreach, alert.NewRPOResolved(now, e.Client, e.Policy, e.LastGood, e.RPO)) {
+			s.log.Info("a client's RPO breach is over", "client", e.Client, "policy", e.Policy)
+		}
 	}
 }
 

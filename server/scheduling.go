@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 
-	"github.com/cairnbackup/cairn/alert"
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/server/scheduler"
@@ -55,15 +54,11 @@ func (j schedulerJobs) JobLog(ctx context.Context, id uint64, level string, form
 	j.s.orch.JobLog(ctx, id, level, format, args...)
 }
 
-// alertSink hands the scheduler's alerts to the server's dispatcher.
+// alertSink is the server's outbox, told of the alerts the scheduler
+// raised with its runs.
 type alertSink struct{ s *Server }
 
-func (a alertSink) Send(e alert.Event) (bool, error) {
-	if a.s.alerts == nil {
-		return false, nil
-	}
-	return a.s.alerts.Send(e)
-}
+func (a alertSink) Raised() { a.s.outbox.wake() }
 
 // runList answers run.list from this member's catalog.
 func (s *Server) runList(_ context.Context, _ string, req wire.RunListReq) (wire.RunListResp, error) {

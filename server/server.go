@@ -48,13 +48,17 @@ type Server struct {
 	// secrets are the KEK and ticket signing key in use; next, those a
 	// rotation prepared, adopted once the group has rotated to them
 	// (keys, secrets.go).
-	secrets  atomic.Pointer[groupSecrets]
-	next     atomic.Pointer[groupSecrets]
-	prev     atomic.Pointer[groupSecrets] // the secrets a rotation replaced
-	adoptMu  sync.Mutex
-	metrics  *metrics
-	alerts   *alert.Dispatcher // a job that failed, to webhooks and commands
-	raftCert *pki.KeyPair      // nil without Raft TLS
+	secrets atomic.Pointer[groupSecrets]
+	next    atomic.Pointer[groupSecrets]
+	prev    atomic.Pointer[groupSecrets] // the secrets a rotation replaced
+	adoptMu sync.Mutex
+	metrics *metrics
+	alerts  *alert.Dispatcher // a job that failed, to webhooks and commands
+	outbox  *alertOutbox      // the alerts the catalog owes, while leading (alerts.go)
+	// alertDrain bounds how long Close waits for alerts still queued
+	// (alertDrain, the constant, but in tests).
+	alertDrain time.Duration
+	raftCert   *pki.KeyPair // nil without Raft TLS
 
 	nc       *nats.Conn
 	subs     []*nats.Subscription
@@ -231,6 +235,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, others: map[string]*otherServer{},
 		seen:   make(chan seenEvent, 64),
 		relock: relocks{kick: make(chan struct{}, 1)},
+		outbox: newAlertOutbox(), alertDrain: alertDrain,
 	}
 	s.orch = s.newOrchestrator()
 	s.sched = s.newScheduler()
@@ -341,7 +346,7 @@ func (s *Server) Close() error {
 	s.requests.Close()
 	if s.alerts != nil {
 		// What the leader decided to tell goes out, within a bound.
-		actx, cancel := context.WithTimeout(context.Background(), alertDrain)
+		actx, cancel := context.WithTimeout(context.Background(), s.alertDrain)
 		_ = s.alerts.Close(actx)
 		cancel()
 	}

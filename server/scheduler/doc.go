@@ -25,8 +25,10 @@
 //     created or last changed, when that is later), the newest runs if it is
 //     at most the policy's catch-up window late; every other one is recorded
 //     missed, with the record of the one that runs, in one command, and one
-//     alert of kind missed_run goes out for them. So a week of downtime
-//     starts one backup per client and policy, not seven.
+//     alert of kind missed_run is raised for them in that command
+//     (catalog.RunsRecord.Alert): the catalog owes it until a leader sent
+//     it, so it is neither lost with a leader nor sent by two. So a week
+//     of downtime starts one backup per client and policy, not seven.
 //
 //  4. Level (schedule.Promote): the level the schedule gives the run is
 //     raised when the chain of the client and the policy's file set needs it

@@ -1,7 +1,9 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,7 +39,7 @@ type world struct {
 
 	mu     sync.Mutex
 	index  uint64
-	alerts []alert.Event
+	raised int
 
 	refusePath string // set before the scheduler runs
 }
@@ -106,12 +108,28 @@ func (w *world) setPolicies(ps ...catalog.Policy) {
 // Policies: the catalog's.
 func (w *world) Policies() ([]catalog.Policy, error) { return w.store.Policies() }
 
-// Alerts.
-func (w *world) Send(e alert.Event) (bool, error) {
+// Alerts: the catalog holds them; raised counts the scheduler's word.
+func (w *world) Raised() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.alerts = append(w.alerts, e)
-	return true, nil
+	w.raised++
+}
+
+// alerts are the alerts the catalog owes, in the order they were raised.
+func (w *world) alerts() []alert.Event {
+	w.t.Helper()
+	als, err := w.store.Alerts()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	slices.SortFunc(als, func(a, b catalog.Alert) int { return cmp.Compare(a.Seq, b.Seq) })
+	out := make([]alert.Event, len(als))
+	for i, al := range als {
+		if err := json.Unmarshal(al.Event, &out[i]); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	return out
 }
 
 // Raft: the catalog itself, in proposal order.

@@ -175,10 +175,8 @@ func TestOverlappingRunIsSkipped(t *testing.T) {
 	if r.Reason != "job 1 of the run at 2026-03-01T21:00:00Z is still running" {
 		t.Fatalf("reason %q", r.Reason)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.alerts) != 1 || w.alerts[0].Kind != alert.MissedRun || !strings.Contains(w.alerts[0].Summary, "still running") {
-		t.Fatalf("alerts %+v", w.alerts)
+	if als := w.alerts(); len(als) != 1 || als[0].Kind != alert.MissedRun || !strings.Contains(als[0].Summary, "still running") || w.raised != 1 {
+		t.Fatalf("alerts %+v (raised %d)", als, w.raised)
 	}
 }
 

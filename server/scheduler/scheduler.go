@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,9 +38,11 @@ type Jobs interface {
 	JobLog(ctx context.Context, id uint64, level string, format string, args ...any)
 }
 
-// Alerts takes the alerts the scheduler raises (alert.Dispatcher).
+// Alerts is told when the scheduler raised alerts: it records them in
+// the catalog with its runs (catalog.RunsRecord.Alert), and whoever sends
+// the alerts the catalog owes sends them.
 type Alerts interface {
-	Send(e alert.Event) (bool, error)
+	Raised()
 }
 
 // Config is what the scheduler's decisions depend on.
@@ -412,7 +415,7 @@ func (s *Scheduler) carryOut(ctx context.Context, p *catalog.Policy, plan Plan, 
 		return nil
 	}
 	client := plan.Record[0].Client
-	rec := &catalog.RunsRecord{Runs: plan.Record}
+	rec := &catalog.RunsRecord{Runs: plan.Record, Alert: s.missedAlert(p, client, plan.Record, now)}
 	if s.cfg.RunHistory > 0 {
 		rec.ForgetBefore = now.Add(-s.cfg.RunHistory)
 	}
@@ -430,16 +433,22 @@ func (s *Scheduler) carryOut(ctx context.Context, p *catalog.Policy, plan Plan, 
 		}
 		return fmt.Errorf("record runs: %w", res.Err)
 	}
-	s.alertMissed(p, client, plan.Record, now)
+	if rec.Alert != nil {
+		s.d.Log.Warn("runs not started; alert raised", "policy", p.Name, "client", client, "alert", strings.ReplaceAll(rec.Alert.Condition, "\x00", " "))
+		if s.d.Alerts != nil {
+			s.d.Alerts.Raised()
+		}
+	}
 	if plan.Start != nil {
 		s.start(ctx, p, plan.Start, false, now)
 	}
 	return nil
 }
 
-// alertMissed sends one missed_run alert for the runs recorded missed or
-// skipped.
-func (s *Scheduler) alertMissed(p *catalog.Policy, client string, runs []catalog.Run, now time.Time) {
+// missedAlert is the one missed_run alert of the runs recorded missed or
+// skipped, raised with them (so a leader that dies after the record
+// leaves it owed, and none sends it twice); nil when there are none.
+func (s *Scheduler) missedAlert(p *catalog.Policy, client string, runs []catalog.Run, now time.Time) *catalog.AlertRaise {
 	var missed []catalog.Run
 	for _, r := range runs {
 		if r.State == catalog.RunMissed || r.State == catalog.RunSkipped {
@@ -447,16 +456,22 @@ func (s *Scheduler) alertMissed(p *catalog.Policy, client string, runs []catalog
 		}
 	}
 	if len(missed) == 0 {
-		return
+		return nil
 	}
 	newest := missed[len(missed)-1]
-	s.d.Log.Warn("runs not started", "policy", p.Name, "client", client, "runs", len(missed), "newest", newest.Scheduled, "reason", newest.Reason)
-	if s.d.Alerts == nil {
-		return
+	body, err := json.Marshal(alert.NewMissedRun(now, p.Name, client, newest.Scheduled, len(missed), newest.Reason))
+	if err != nil {
+		s.d.Log.Error("encode the alert of a missed run", "policy", p.Name, "client", client, "err", err)
+		return nil
 	}
-	if _, err := s.d.Alerts.Send(alert.NewMissedRun(now, p.Name, client, newest.Scheduled, len(missed), newest.Reason)); err != nil {
-		s.d.Log.Warn("could not queue the alert of a missed run", "policy", p.Name, "client", client, "err", err)
-	}
+	return &catalog.AlertRaise{Condition: MissedCondition(p.Name, client, newest.Scheduled), Kind: string(alert.MissedRun),
+		Client: client, Policy: p.Name, Event: body}
+}
+
+// MissedCondition names the missed_run alert of a record of runs by its
+// newest run: each record has its own.
+func MissedCondition(policy, client string, newest time.Time) string {
+	return "missed_run\x00" + policy + "\x00" + client + "\x00" + newest.UTC().Format(time.RFC3339Nano)
 }
 
 // start starts the job of a run recorded starting, under the run's request
