@@ -65,6 +65,14 @@
 //     policy's priority and the run's scheduled time, by which the queue is
 //     served when a limit holds jobs back.
 //
+//  10. The decisions of one tick (each a policy and a client) are carried
+//     out Config.Starts at once, policies of higher priority first: every
+//     one of a priority has its run recorded and its job started
+//     (dispatched, or queued by a limit) before one of a lower priority
+//     begins, and those of one priority start together, so the last of
+//     many clients due at 21:00 does not start minutes late. Each decision
+//     is its own policy's and client's, and rule 2 holds for each.
+//
 // A policy's clients are the names it lists and the clients whose agents
 // report every label it selects by (catalog.Policy.AppliesTo); a disabled
 // policy is not looked at, and the runs it would have had meanwhile are not

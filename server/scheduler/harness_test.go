@@ -132,13 +132,14 @@ func (w *world) alerts() []alert.Event {
 	return out
 }
 
-// Raft: the catalog itself, in proposal order.
+// Raft: the catalog itself, in proposal order, one command at a time as
+// Raft's log applies them (an index applied after a higher one would be
+// skipped as applied).
 func (w *world) Apply(_ context.Context, c *catalog.Command) (catalog.ApplyResult, error) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.index++
-	i := w.index
-	w.mu.Unlock()
-	return w.store.Apply(i, c), nil
+	return w.store.Apply(w.index, c), nil
 }
 func (w *world) Barrier(context.Context) error { return nil }
 

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairnbackup/cairn/alert"
@@ -53,7 +55,16 @@ type Config struct {
 	// runs'): each record of a client's runs drops that client's runs
 	// older than this, but the newest. Zero keeps them all.
 	RunHistory time.Duration
+	// Starts is how many decisions (each a policy and a client: its
+	// record, its job's start, its mark) a tick carries out at once; 0
+	// means DefaultStarts. A start waits on the client's agent and on
+	// Raft, so many clients due at 21:00 start together, not one after
+	// another.
+	Starts int
 }
+
+// DefaultStarts is Config.Starts when not set.
+const DefaultStarts = 32
 
 // Deps are the scheduler's collaborators.
 type Deps struct {
@@ -89,6 +100,9 @@ func New(cfg Config, d Deps) *Scheduler {
 	if cfg.Tick <= 0 {
 		cfg.Tick = 30 * time.Second
 	}
+	if cfg.Starts <= 0 {
+		cfg.Starts = DefaultStarts
+	}
 	return &Scheduler{cfg: cfg, d: d}
 }
 
@@ -120,6 +134,7 @@ func (s *Scheduler) Decide(ctx context.Context) error {
 	now := s.d.Clock.Now()
 	var clients []catalog.Client // read once, when a policy selects clients by label
 	var errs []error
+	var work []decision
 	applies := map[string][]string{} // an enabled policy's clients
 	for i := range policies {
 		p := &policies[i]
@@ -147,16 +162,69 @@ func (s *Scheduler) Decide(ctx context.Context) error {
 		}
 		applies[p.Name] = names
 		for _, client := range names {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err := s.decide(ctx, p, sch, client, now); err != nil {
-				errs = append(errs, fmt.Errorf("policy %s, client %s: %w", p.Name, client, err))
-			}
+			work = append(work, decision{p: p, sch: sch, client: client})
 		}
+	}
+	if err := s.decideAll(ctx, work, now); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, err)
 	}
 	if err := s.endOrphans(ctx, policies, applies); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// decision is one policy and client to decide for.
+type decision struct {
+	p      *catalog.Policy
+	sch    *schedule.Schedule
+	client string
+}
+
+// decideAll carries out the decisions of one tick, Config.Starts at once,
+// by priority: every decision of a policy of higher priority is done
+// (its run recorded, its job started, so dispatched or queued) before one
+// of lower priority begins, so a run of lower priority never takes the
+// place a limit leaves to one of higher priority due at the same tick.
+// Runs of one priority start together; the orchestrator's limits (per
+// client, node, pool, drive) queue what they hold back, and the queue
+// serves by priority and scheduled time. Each decision is of its own
+// policy and client, and the catalog refuses a second record of a run, so
+// running them side by side changes nothing of rule 2.
+func (s *Scheduler) decideAll(ctx context.Context, work []decision, now time.Time) error {
+	slices.SortStableFunc(work, func(a, b decision) int { return cmp.Compare(b.p.Priority, a.p.Priority) })
+	var mu sync.Mutex
+	var errs []error
+	for len(work) > 0 {
+		n := 1
+		for n < len(work) && work[n].p.Priority == work[0].p.Priority {
+			n++
+		}
+		wave := work[:n]
+		work = work[n:]
+		sem := make(chan struct{}, s.cfg.Starts)
+		var wg sync.WaitGroup
+		for _, d := range wave {
+			if ctx.Err() != nil {
+				break
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if err := s.decide(ctx, d.p, d.sch, d.client, now); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("policy %s, client %s: %w", d.p.Name, d.client, err))
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
 	return errors.Join(errs...)
 }
