@@ -97,6 +97,8 @@ func (a *applier) apply(c *Command) error {
 		return a.raiseAlert(c.Alert, true)
 	case OpAlertSent:
 		return a.alertSent(c.AlertSent)
+	case OpPruneJobs:
+		return a.pruneJobs(c.PruneJobs)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }

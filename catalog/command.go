@@ -51,6 +51,7 @@ const (
 	OpRecycleTape     Op = "recycle_tape"
 	OpRaiseAlert      Op = "raise_alert"
 	OpAlertSent       Op = "alert_sent"
+	OpPruneJobs       Op = "prune_jobs"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -94,6 +95,7 @@ type Command struct {
 	TapeRecycle  *TapeRecycle     `json:"tape_recycle,omitempty"`  // OpRecycleTape
 	Alert        *AlertRaise      `json:"alert,omitempty"`         // OpRaiseAlert
 	AlertSent    *AlertSent       `json:"alert_sent,omitempty"`    // OpAlertSent
+	PruneJobs    *JobsPrune       `json:"prune_jobs,omitempty"`    // OpPruneJobs
 
 	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
 	// the command carries out. A command whose request id the catalog
@@ -327,7 +329,9 @@ type ApplyResult struct {
 	Expired []uint64
 	Kept    []ExpiryKept
 	Emptied []uuid.UUID
-	Err     error
+	// Pruned counts the jobs OpPruneJobs dropped.
+	Pruned int
+	Err    error
 }
 
 // CommandVersion is the first byte of every encoded command. A server reads
@@ -413,6 +417,8 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Alert != nil
 	case OpAlertSent:
 		return true, c.AlertSent != nil
+	case OpPruneJobs:
+		return true, c.PruneJobs != nil
 	}
 	return false, false
 }

@@ -264,6 +264,28 @@ func joinIDs(ids []uint64) string {
 // removeBackup takes a backup and its index out of the catalog and records
 // its expiry.
 func (a *applier) removeBackup(b *Backup, reason, by string) error {
+	if err := a.deleteBackup(b); err != nil {
+		return err
+	}
+	meta := a.tx.Bucket(bMeta)
+	seq := getU64(meta, keyNextExpiry)
+	if err := meta.Put(keyNextExpiry, u64(seq+1)); err != nil {
+		return err
+	}
+	rec := Expiry{Seq: seq, Time: a.now, Backup: b.ID, Client: b.Client, FileSet: b.FileSet, Level: b.Level,
+		StartTime: b.StartTime, Pool: b.Pool, Bytes: b.StoredBytes, Reason: reason, By: by}
+	if err := putJSON(a.tx, bExpiries, u64(seq), &rec); err != nil {
+		return err
+	}
+	if seq >= MaxExpiries {
+		return a.tx.Bucket(bExpiries).Delete(u64(seq - MaxExpiries))
+	}
+	return nil
+}
+
+// deleteBackup takes a backup, its index and every entry of it in the
+// catalog's indexes and counters out of the catalog.
+func (a *applier) deleteBackup(b *Backup) error {
 	if err := a.deleteSegments(b.ID); err != nil {
 		return err
 	}
@@ -282,23 +304,7 @@ func (a *applier) removeBackup(b *Backup, reason, by string) error {
 	if err := a.tx.Bucket(bHolds).Delete(backupHoldKey(b.ID)); err != nil {
 		return err
 	}
-	if err := addCount(a.tx, "backup", string(b.State), -1); err != nil {
-		return err
-	}
-	meta := a.tx.Bucket(bMeta)
-	seq := getU64(meta, keyNextExpiry)
-	if err := meta.Put(keyNextExpiry, u64(seq+1)); err != nil {
-		return err
-	}
-	rec := Expiry{Seq: seq, Time: a.now, Backup: b.ID, Client: b.Client, FileSet: b.FileSet, Level: b.Level,
-		StartTime: b.StartTime, Pool: b.Pool, Bytes: b.StoredBytes, Reason: reason, By: by}
-	if err := putJSON(a.tx, bExpiries, u64(seq), &rec); err != nil {
-		return err
-	}
-	if seq >= MaxExpiries {
-		return a.tx.Bucket(bExpiries).Delete(u64(seq - MaxExpiries))
-	}
-	return nil
+	return addCount(a.tx, "backup", string(b.State), -1)
 }
 
 // volumeHasBackups reports whether any backup has a part on the volume.

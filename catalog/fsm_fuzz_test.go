@@ -46,6 +46,7 @@ func fuzzCommands(c *testCatalog, job uint64, vol uuid.UUID) []*Command {
 		&Command{Op: OpUpdateRun, Time: at, RunUpdate: &RunUpdate{Key: RunKey{Policy: "nightly", Client: "web1", Scheduled: at}, State: RunDispatched, JobID: job}},
 		&Command{Op: OpRaiseAlert, Time: at, Alert: &AlertRaise{Condition: "rpo\x00web1\x00nightly", Kind: AlertRPOBreach, Event: []byte(`{"kind":"rpo_breach"}`)}},
 		&Command{Op: OpAlertSent, Time: at, AlertSent: &AlertSent{Condition: "rpo\x00web1\x00nightly", Seq: 1}},
+		&Command{Op: OpPruneJobs, Time: at, PruneJobs: &JobsPrune{IDs: []uint64{job, job + 1}, EndedBefore: at}},
 	)
 }
 

@@ -1,10 +1,14 @@
 package catalog
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/schedule"
@@ -424,4 +428,132 @@ func escapeAll(paths []fileindex.Path) []string {
 		out[i] = fileindex.Escape(string(p))
 	}
 	return out
+}
+
+// JobsPrune drops the records and logs of ended jobs that nothing in the
+// catalog needs any more: each listed job that ended before EndedBefore
+// and has no backup in the catalog (it expired or was deleted, or the job
+// made none: a restore), or only an aborted one (a failed or canceled
+// backup), which goes with it. A job that does not qualify when the
+// command applies is left as it is, so a list planned from a read a
+// little old is safe. The leader plans the list (Store.PrunableJobs) and
+// sends it in batches.
+type JobsPrune struct {
+	IDs         []uint64  `json:"ids"`
+	EndedBefore time.Time `json:"ended_before"`
+}
+
+// MaxJobsPrune bounds the jobs of one JobsPrune: its transaction and its
+// Raft entry stay small, as an expiry's do.
+const MaxJobsPrune = 2000
+
+func (a *applier) pruneJobs(p *JobsPrune) error {
+	if p == nil {
+		return missing(OpPruneJobs)
+	}
+	if len(p.IDs) > MaxJobsPrune {
+		return refuse(CodeInvalidArgument, "", "a prune of %d jobs; at most %d a command", len(p.IDs), MaxJobsPrune)
+	}
+	for _, id := range p.IDs {
+		j, err := a.job(id)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			continue
+		}
+		ok, aborted, err := prunable(a.tx, j, p.EndedBefore)
+		if err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if aborted != nil {
+			if err := a.deleteBackup(aborted); err != nil {
+				return err
+			}
+		}
+		if err := a.removeJob(j); err != nil {
+			return err
+		}
+		a.res.Pruned++
+	}
+	return nil
+}
+
+// prunable says whether j may go: ended before endedBefore, and without a
+// backup in the catalog but an aborted one, which it returns.
+func prunable(tx *bbolt.Tx, j *Job, endedBefore time.Time) (bool, *Backup, error) {
+	if !j.State.Done() || j.Ended.IsZero() || !j.Ended.Before(endedBefore) {
+		return false, nil, nil
+	}
+	data := tx.Bucket(bBackups).Get(u64(j.ID))
+	if data == nil {
+		return true, nil, nil
+	}
+	var b Backup
+	if err := jsonUnmarshal(bBackups, u64(j.ID), data, &b); err != nil {
+		return false, nil, err
+	}
+	if b.State != BackupAborted {
+		return false, nil, nil
+	}
+	return true, &b, nil
+}
+
+// removeJob deletes a job, its log and its index entries, and takes it
+// out of the state counters.
+func (a *applier) removeJob(j *Job) error {
+	if err := a.tx.Bucket(bJobs).Delete(u64(j.ID)); err != nil {
+		return err
+	}
+	if err := a.tx.Bucket(bJobsByClient).Delete(nameKey(j.Client, j.ID)); err != nil {
+		return err
+	}
+	if err := a.tx.Bucket(bJobsActive).Delete(u64(j.ID)); err != nil {
+		return err
+	}
+	logs := a.tx.Bucket(bJobLog)
+	prefix := u64(j.ID)
+	c := logs.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := logs.Delete(k); err != nil {
+			return err
+		}
+	}
+	return addCount(a.tx, "job", string(j.State), -1)
+}
+
+// PrunableJobs lists, in id order from after (exclusive), up to limit jobs
+// a JobsPrune of endedBefore would drop, and the id to go on after (0 when
+// the scan reached the end). One call reads at most scanLimit jobs, so its
+// read transaction stays short however many jobs the catalog holds.
+func (s *Store) PrunableJobs(endedBefore time.Time, after uint64, limit int) (ids []uint64, next uint64, err error) {
+	const scanLimit = 100_000
+	err = s.view(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bJobs).Cursor()
+		scanned := 0
+		for k, v := c.Seek(u64(after + 1)); k != nil; k, v = c.Next() {
+			id := binary.BigEndian.Uint64(k)
+			if len(ids) >= limit || scanned >= scanLimit {
+				next = id - 1
+				return nil
+			}
+			scanned++
+			var j Job
+			if err := jsonUnmarshal(bJobs, k, v, &j); err != nil {
+				return err
+			}
+			ok, _, err := prunable(tx, &j, endedBefore)
+			if err != nil {
+				return err
+			}
+			if ok {
+				ids = append(ids, id)
+			}
+		}
+		return nil
+	})
+	return ids, next, err
 }

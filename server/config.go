@@ -150,6 +150,13 @@ type Config struct {
 	// whatever its age, since the scheduler starts from it. 0 keeps them
 	// all (about 250 bytes a run).
 	RunHistory time.Duration `json:"run_history"`
+	// JobHistory is how long the catalog keeps an ended job ('cairn job
+	// list', its log) that has no backup in the catalog: a restore, a
+	// failed backup, a backup since expired or deleted. A job whose backup
+	// is in the catalog is kept with it. The leader prunes the others once
+	// a day, in its expiry pass. 0 keeps every job; else at least
+	// request_id_ttl, so a repeated request finds the job it made.
+	JobHistory time.Duration `json:"job_history"`
 }
 
 // PoolJobLimit caps the backups running at once into one pool.
@@ -232,6 +239,7 @@ func DefaultConfig() Config {
 		RequestIDTTL:        7 * 24 * time.Hour,
 		ScheduleTick:        30 * time.Second,
 		RunHistory:          90 * 24 * time.Hour,
+		JobHistory:          90 * 24 * time.Hour,
 		ExpiryInterval:      time.Hour,
 	}
 }
@@ -305,6 +313,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RunHistory < 0 {
 		bad("run_history", "run history %s is negative: use 0 (keep every run) or more", c.RunHistory)
+	}
+	if c.JobHistory < 0 || (c.JobHistory > 0 && c.JobHistory < c.RequestIDTTL) {
+		bad("job_history", "job history %s is shorter than the request id TTL %s: use 0 (keep every job) or at least that", c.JobHistory, c.RequestIDTTL)
 	}
 	if c.MaxJobsPerDrive < 0 {
 		bad("max_jobs_per_drive", "job limit per drive %d is negative: use 0 (left to the storage node) or more", c.MaxJobsPerDrive)

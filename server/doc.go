@@ -141,4 +141,6 @@
 // forgets the volume (storagenode/DESIGN.md, "Deleting volumes"). prune,
 // backup.delete, hold and release go to the leader; backup.list and
 // backup.show say what the pass would expire of the backups they show.
+// Once a day the pass also prunes the jobs that ended more than
+// job_history ago and have no backup in the catalog (catalog.JobsPrune).
 package server

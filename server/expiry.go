@@ -155,11 +155,17 @@ func (s *Server) currentRetentions() (*retentions, error) {
 	return newRetentions(policies, func(p *catalog.Policy, c string) bool { return p.AppliesTo(c, labels[c]) }, names)
 }
 
+// jobPruneInterval is how often the expiry pass prunes the jobs too: that
+// reads every job record of the catalog, and a day more of old jobs is
+// nothing against job_history.
+const jobPruneInterval = 24 * time.Hour
+
 // expiryLoop runs the expiry pass every ExpiryInterval while this server
-// leads.
+// leads, and prunes the jobs every jobPruneInterval of them.
 func (s *Server) expiryLoop(ctx context.Context) {
 	t := s.clock.NewTicker(s.cfg.ExpiryInterval)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -177,12 +183,47 @@ func (s *Server) expiryLoop(ctx context.Context) {
 		case resp.Expired > 0 || resp.Kept > 0 || len(resp.Volumes) > 0 || len(resp.Pending) > 0:
 			s.log.Info("expiry pass", "expired", resp.Expired, "kept", resp.Kept, "volumes", resp.Volumes, "waiting", len(resp.Pending))
 		}
+		if s.cfg.JobHistory > 0 && (pruned.IsZero() || s.clock.Since(pruned) >= jobPruneInterval) {
+			pruned = s.clock.Now()
+			n, err := s.pruneJobs(lctx, pruned.Add(-s.cfg.JobHistory))
+			switch {
+			case err != nil:
+				s.log.Warn("pruning the jobs failed; the next day's pass tries again", "pruned", n, "err", err)
+			case n > 0:
+				s.log.Info("pruned the jobs ended before the job history without a backup", "jobs", n, "job_history", s.cfg.JobHistory)
+			}
+		}
 		s.expiryMu.Lock()
 		trace := s.expiryTrace
 		s.expiryMu.Unlock()
 		if trace != nil {
 			trace(resp, err)
 		}
+	}
+}
+
+// pruneJobs drops the records and logs of the jobs that ended before
+// endedBefore and have no backup in the catalog but an aborted one (see
+// catalog.JobsPrune), a batch of catalog.MaxJobsPrune to a command, as
+// the chunked expiry does. It returns how many went.
+func (s *Server) pruneJobs(ctx context.Context, endedBefore time.Time) (int, error) {
+	n := 0
+	for after := uint64(0); ; {
+		ids, next, err := s.store.PrunableJobs(endedBefore, after, catalog.MaxJobsPrune)
+		if err != nil {
+			return n, err
+		}
+		if len(ids) > 0 {
+			res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpPruneJobs, PruneJobs: &catalog.JobsPrune{IDs: ids, EndedBefore: endedBefore}})
+			if err != nil {
+				return n, err
+			}
+			n += res.Pruned
+		}
+		if next == 0 {
+			return n, nil
+		}
+		after = next
 	}
 }
 

@@ -540,3 +540,51 @@ func TestTwoPoliciesOverOneFileSetKeepWhatEitherKeeps(t *testing.T) {
 		t.Fatal("a file set no policy covers has a retention")
 	}
 }
+
+// TestExpiredJobsArePruned: the job of a backup the pass expired stays
+// while it is younger than job_history and goes after (with its log: job
+// show says it does not exist); the jobs of the backups kept stay, and
+// job.list lists them as before.
+func TestExpiredJobsArePruned(t *testing.T) {
+	h := newFakeClockHarness(t, func(c *Config) {
+		c.ExpiryInterval = time.Hour
+		c.JobHistory = 8 * 24 * time.Hour
+		c.LivenessTimeout, c.StallTimeout = 20*24*time.Hour, 20*24*time.Hour
+	})
+	_, orders := h.setup()
+	passes := make(chan wire.PruneResp, 10)
+	h.srv.expiryMu.Lock()
+	h.srv.expiryTrace = func(r wire.PruneResp, err error) { passes <- r }
+	h.srv.expiryMu.Unlock()
+	h.keepLast(2)
+	var ids []uint64
+	for range 3 {
+		id, _ := h.fullVolumeBackup(orders)
+		ids = append(ids, id)
+	}
+	jobs := func() []uint64 {
+		var resp wire.JobListResp
+		h.must(h.api(wire.OpJobList, wire.JobListReq{Client: "web"}, &resp))
+		var out []uint64
+		for _, j := range resp.Jobs {
+			out = append(out, j.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	h.advance(time.Hour)
+	if r := waitPass(t, passes); r.Expired != 1 {
+		t.Fatalf("first pass %+v", r)
+	}
+	if got := jobs(); !slices.Equal(got, ids) {
+		t.Fatalf("jobs after the expiry %v, want all of %v (none older than the job history)", got, ids)
+	}
+	h.advance(9 * 24 * time.Hour)
+	waitPass(t, passes)
+	if got := jobs(); !slices.Equal(got, ids[1:]) {
+		t.Fatalf("jobs 9 days on %v, want %v", got, ids[1:])
+	}
+	var job wire.JobInfo
+	wantCode(t, h.api(wire.OpJobShow, wire.JobShowReq{ID: ids[0]}, &job), wire.CodeNotFound)
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: ids[1]}, &job))
+}
