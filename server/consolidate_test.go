@@ -480,3 +480,65 @@ func TestConsolidationAcrossALeaderChange(t *testing.T) {
 		t.Fatalf("the consolidation across the leader change: %s at attempt %d (%s)", info.State, info.Attempt, info.Error)
 	}
 }
+
+// TestConsolidationProgressKeepsItFromStalling: a synthetic full whose
+// node reads its chain for longer than the stall timeout, with no request
+// to the servers but its progress reports, runs on (job show has the
+// report), and fails as stalled only once the reports stop.
+func TestConsolidationProgressKeepsItFromStalling(t *testing.T) {
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout, c.StallTimeout = 10*time.Minute, 10*time.Minute })
+	_, orders := h.setup()
+	nodeOrders := make(chan string, 8)
+	sub, err := h.nc.Subscribe(wire.NodeSubject("sn1", ">"), func(m *nats.Msg) {
+		nodeOrders <- m.Subject
+		data, _ := wire.Marshal(wire.Empty{})
+		m.Respond(data)
+	})
+	h.must(err)
+	t.Cleanup(func() { sub.Unsubscribe() })
+	h.must(h.nc.Flush())
+	paths := []fileindex.Path{"/srv"}
+	entries := []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}}
+	h.committedBackupOf(paths, orders, entries)
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths}, &started))
+	<-orders
+	h.commitOrder(started.JobID, entries[1:])
+	var st wire.JobStarted
+	h.must(h.api(wire.OpBackupConsolidate, wire.BackupConsolidateReq{Client: "web"}, &st))
+	if got := <-nodeOrders; got != wire.NodeSubject("sn1", wire.OpRunConsolidate) {
+		t.Fatalf("the node got %s, want the consolidation's order", got)
+	}
+	job := func() wire.JobInfo {
+		var j wire.JobInfo
+		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: st.JobID}, &j))
+		return j
+	}
+	// Five steps of 4 minutes, 20 in all against a stall timeout of 10,
+	// each after a report of what the node read.
+	for i := range int64(5) {
+		read := (i + 1) << 30
+		h.must(wire.Publish(h.nc, wire.NodeProgressSubject("sn1"), wire.Progress{JobID: st.JobID, Group: h.srv.groupName(), Phase: "reading the chain", Bytes: read}))
+		poll.Until(t, 10*time.Second, func() error {
+			if p := h.srv.orch.Progress(st.JobID); p == nil || p.Bytes != read {
+				return fmt.Errorf("the server has the report %+v, want %d bytes read", p, read)
+			}
+			return nil
+		})
+		h.advance(4 * time.Minute)
+	}
+	if j := job(); j.State != string(catalog.JobRunning) || j.Progress == nil || j.Progress.Bytes != 5<<30 {
+		t.Fatalf("after 20 minutes of reports the job is %s (%s), progress %+v", j.State, j.Error, j.Progress)
+	}
+	// A report from another node does not count for it.
+	h.must(wire.Publish(h.nc, wire.NodeProgressSubject("sn2"), wire.Progress{JobID: st.JobID, Group: h.srv.groupName(), Bytes: 6 << 30}))
+	// In steps shorter than the liveness timeout: the node stays online.
+	h.advance(6 * time.Minute)
+	h.advance(6 * time.Minute)
+	poll.Until(t, 20*time.Second, func() error {
+		if j := job(); j.State != string(catalog.JobFailed) || !strings.Contains(j.Error, "made no progress") {
+			return fmt.Errorf("once the reports stopped the job is %s (%s)", j.State, j.Error)
+		}
+		return nil
+	})
+}

@@ -336,6 +336,17 @@ func (s *Server) beat(m *nats.Msg) {
 		l.streams = hb.Streams
 		l.draining = hb.Draining
 		s.mu.Unlock()
+	case kind == "node" && what == "progress":
+		p, err := wire.Decode[wire.Progress](body)
+		if err != nil || !s.ofMyGroup(p.Group) {
+			return
+		}
+		// Only the node that runs the job speaks for it; the report is
+		// the job's activity, so a synthetic full that reads for long
+		// between two requests is not taken for stalled.
+		if s.orch.NodeProgressed(name, &p) && s.raft.IsLeader() {
+			s.publishEvent(wire.JobEvent{JobID: p.JobID, State: string(catalog.JobRunning), Progress: &p})
+		}
 	case kind == "agent" && what == "alive":
 		hb, err := wire.Decode[wire.AgentHeartbeat](body)
 		if err != nil || !s.ofMyGroup(hb.Group) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,7 +80,10 @@ func (n *Node) consolidate(ctx context.Context, log *slog.Logger, t ticket.Ticke
 	s := &session{stream: stream{n: n, t: t, log: log}}
 	log.Info("consolidation started", "pool", t.Pool, "sessions", len(t.Sessions))
 	started := time.Now()
-	res, read, err := s.consolidate(ctx, live)
+	pr := &consolidateProgress{job: t.JobID}
+	stop := n.reportProgress(pr)
+	res, read, err := s.consolidate(ctx, live, pr)
+	stop()
 	if err != nil && ctx.Err() != nil {
 		if cause := context.Cause(ctx); cause != nil {
 			err = cause
@@ -96,9 +100,56 @@ func (n *Node) consolidate(ctx context.Context, log *slog.Logger, t ticket.Ticke
 	n.metrics.sessions.WithLabelValues("consolidate", outcome).Inc()
 }
 
+// consolidateProgress is what a consolidation has done so far, read by
+// its progress reports while it goes on.
+type consolidateProgress struct {
+	job    uint64
+	read   atomic.Int64                         // bytes of records the volumes gave
+	writer atomic.Pointer[volume.SessionWriter] // the new full's, once opened
+}
+
+func (p *consolidateProgress) report() wire.Progress {
+	out := wire.Progress{JobID: p.job, Phase: "reading the chain", Bytes: p.read.Load()}
+	if w := p.writer.Load(); w != nil {
+		wp := w.Progress()
+		out.Phase, out.Files, out.Stored = "writing", wp.Files, wp.StoredBytes
+	}
+	return out
+}
+
+// reportProgress publishes p's progress to the servers at every heartbeat
+// interval until stop is called: a synthetic full has no agent to report
+// for it, and may read a chain for longer than the servers' stall timeout
+// between two of its requests; the reports are its activity
+// (storagenode/DESIGN.md, "Consolidation: a synthetic full").
+func (n *Node) reportProgress(p *consolidateProgress) (stop func()) {
+	done, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		t := time.NewTicker(n.cfg.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				r := p.report()
+				r.Group = n.group.ID()
+				if err := wire.Publish(n.nc, wire.NodeProgressSubject(n.cfg.ID), r); err != nil {
+					n.log.Debug("progress report", "job", p.job, "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-ended
+	}
+}
+
 // consolidate reads the plan, merges and writes; read is the bytes of
 // records the volumes gave.
-func (s *session) consolidate(ctx context.Context, live uuid.UUID) (res *volume.SessionResult, read int64, err error) {
+func (s *session) consolidate(ctx context.Context, live uuid.UUID, pr *consolidateProgress) (res *volume.SessionResult, read int64, err error) {
 	r := &reader{stream: s.stream, keys: map[string]*volume.Key{}, media: map[medium]partReader{}}
 	defer func() {
 		for _, pr := range r.media {
@@ -136,6 +187,7 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID) (res *volume.
 					return err
 				}
 				m.w = w
+				pr.writer.Store(w)
 			}
 			onRecord = m.live
 		} else {
@@ -150,6 +202,7 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID) (res *volume.
 		}
 		counted := func(t volume.RecordType, body []byte) error {
 			read += int64(len(body))
+			pr.read.Store(read)
 			if took, err := m.asm.record(rr, t, body); took || err != nil {
 				return err
 			}
@@ -185,6 +238,7 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID) (res *volume.
 			return nil, read, err
 		}
 		m.w = w
+		pr.writer.Store(w)
 	}
 	if err := m.finish(); err != nil {
 		return nil, read, err

@@ -87,6 +87,10 @@ const FromAgentWildcard = fromAgentPrefix + "*.>"
 // already knows who is alive.
 func NodeBeatSubject(id string) string { return beatPrefix + "node." + id + ".alive" }
 
+// NodeProgressSubject carries the progress of the jobs a storage node runs
+// without an agent (a synthetic full).
+func NodeProgressSubject(id string) string { return beatPrefix + "node." + id + ".progress" }
+
 // AgentBeatSubject carries an agent's heartbeats.
 func AgentBeatSubject(client string) string { return beatPrefix + "agent." + client + ".alive" }
 

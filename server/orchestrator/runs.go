@@ -112,6 +112,23 @@ func (o *Orchestrator) Progressed(client string, p *wire.Progress) bool {
 	return true
 }
 
+// NodeProgressed records a storage node's progress report of a job it
+// runs without an agent (a synthetic full), if the job is such a run of
+// that node's, and counts it as the job's activity. It reports whether it
+// was.
+func (o *Orchestrator) NodeProgressed(node string, p *wire.Progress) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r := o.runs[p.JobID]
+	if r == nil || !r.nodeOnly || r.node != node {
+		return false
+	}
+	c := *p
+	r.progress = &c
+	r.lastActivity = o.clock.Now()
+	return true
+}
+
 // RunsOf lists the running jobs of a client.
 func (o *Orchestrator) RunsOf(client string) []uint64 {
 	o.mu.Lock()
