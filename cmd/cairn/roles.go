@@ -401,6 +401,7 @@ flag may stay in s1's unit file.`,
 	f.IntVar(&cfg.MaxJobsPerNode, "max-jobs-per-node", cfg.MaxJobsPerNode, "jobs running at once on one storage node (0: no limit)")
 	f.IntVar(&cfg.MaxJobsPerDrive, "max-jobs-per-drive", cfg.MaxJobsPerDrive, "tape backups running at once per drive of a library; more wait in the queue (0: the storage node has them wait for a drive)")
 	f.DurationVar(&cfg.RunHistory, "run-history", cfg.RunHistory, "how long the policies' runs are kept for 'cairn job runs' (0: for ever)")
+	f.DurationVar(&cfg.JobHistory, "job-history", cfg.JobHistory, "how long an ended job without a backup in the catalog is kept for 'cairn job list' (0: for ever)")
 	f.DurationVar(&cfg.ScheduleTick, "schedule-tick", cfg.ScheduleTick, "how often the leader looks for scheduled runs that fell due")
 	ro.bind(f, "127.0.0.1:9464", 0)
 	return c
