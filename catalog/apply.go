@@ -91,7 +91,13 @@ func (a *applier) apply(c *Command) error {
 		return a.expireBackups(c.Expire)
 	case OpForgetVolume:
 		return a.forgetVolume(c.VolumeForget)
-	case OpRecycleTape:
+	case OpRecycleTape, OpRenewTape:
+		// Two ops: a server that does not know the new id's meaning
+		// stops at an op it does not know rather than apply the command
+		// without it.
+		if (c.Op == OpRenewTape) != (c.TapeRecycle != nil && c.TapeRecycle.NewID != uuid.Nil) {
+			return refuse(CodeInvalidArgument, "", "%s takes a new volume id with %s only", c.Op, OpRenewTape)
+		}
 		return a.recycleTape(c.TapeRecycle)
 	case OpRaiseAlert:
 		return a.raiseAlert(c.Alert, true)

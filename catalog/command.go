@@ -52,6 +52,7 @@ const (
 	OpRaiseAlert      Op = "raise_alert"
 	OpAlertSent       Op = "alert_sent"
 	OpPruneJobs       Op = "prune_jobs"
+	OpRenewTape       Op = "renew_tape"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -92,7 +93,7 @@ type Command struct {
 	Hold         *Hold            `json:"hold,omitempty"`          // OpHold, OpRelease
 	Expire       *BackupsExpire   `json:"expire,omitempty"`        // OpExpireBackups
 	VolumeForget *VolumeForget    `json:"volume_forget,omitempty"` // OpForgetVolume
-	TapeRecycle  *TapeRecycle     `json:"tape_recycle,omitempty"`  // OpRecycleTape
+	TapeRecycle  *TapeRecycle     `json:"tape_recycle,omitempty"`  // OpRecycleTape, OpRenewTape
 	Alert        *AlertRaise      `json:"alert,omitempty"`         // OpRaiseAlert
 	AlertSent    *AlertSent       `json:"alert_sent,omitempty"`    // OpAlertSent
 	PruneJobs    *JobsPrune       `json:"prune_jobs,omitempty"`    // OpPruneJobs
@@ -252,6 +253,9 @@ type VolumeUpdate struct {
 	// LockedUntil extends the volume's LockedUntil (never brings it
 	// forward: a store's lock cannot be shortened).
 	LockedUntil time.Time `json:"locked_until,omitzero"`
+	// Relabeled says the tape's label names the volume now: its Relabel
+	// is cleared.
+	Relabeled bool `json:"relabeled,omitempty"`
 }
 
 // IndexSegment is one segment of a writing backup's file index
@@ -411,7 +415,7 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.Expire != nil
 	case OpForgetVolume:
 		return true, c.VolumeForget != nil
-	case OpRecycleTape:
+	case OpRecycleTape, OpRenewTape:
 		return true, c.TapeRecycle != nil
 	case OpRaiseAlert:
 		return true, c.Alert != nil

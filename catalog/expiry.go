@@ -623,16 +623,30 @@ func (p *expiryPlanner) flush(tx *bbolt.Tx) error {
 
 // TapeRecycle reuses a recyclable tape of a pool for a backup that needs a
 // new tape (WriterJob): the tape starts over after its label, as if just
-// labeled, and its old sessions are overwritten.
+// labeled, and its old sessions are overwritten. With NewID (the leader's
+// choice; OpRenewTape), the cartridge becomes a new volume of that id, created now,
+// whose label its writer writes over the old one before any data (the
+// volume's Relabel names the old one until it reports so): every life of a
+// cartridge is a volume of its own, so nothing read from the tape without
+// the catalog takes an old session for the new volume's.
 type TapeRecycle struct {
 	VolumeID  uuid.UUID `json:"volume_id"`
 	WriterJob uint64    `json:"writer_job"`
+	NewID     uuid.UUID `json:"new_id,omitzero"`
 }
 
 func (a *applier) recycleTape(r *TapeRecycle) error {
 	v, err := a.volume(r.VolumeID)
 	if err != nil {
 		return err
+	}
+	if v == nil && r.NewID != uuid.Nil {
+		if nv, err := a.volume(r.NewID); err != nil || (nv != nil && nv.Relabel == r.VolumeID && nv.WriterJob == r.WriterJob) {
+			if nv != nil {
+				a.res.VolumeID = nv.ID
+			}
+			return err // a retry
+		}
 	}
 	if v == nil {
 		return refuse(CodeNotFound, "", "volume %s does not exist", r.VolumeID)
@@ -659,5 +673,25 @@ func (a *applier) recycleTape(r *TapeRecycle) error {
 	v.LastWritten = time.Time{}
 	v.Error = ""
 	v.WriterJob = r.WriterJob
-	return a.putVolume(&old, v)
+	a.res.VolumeID = v.ID
+	if r.NewID == uuid.Nil || r.NewID == v.ID {
+		return a.putVolume(&old, v)
+	}
+	if other, err := a.volume(r.NewID); err != nil || other != nil {
+		if err == nil {
+			err = refuse(CodeAlreadyExists, "", "volume %s exists already", r.NewID)
+		}
+		return err
+	}
+	if err := a.tx.Bucket(bVolumes).Delete(old.ID[:]); err != nil {
+		return err
+	}
+	if old.WriterJob != 0 {
+		if err := a.tx.Bucket(bVolumesHeld).Delete(heldKey(old.WriterJob, old.ID)); err != nil {
+			return err
+		}
+	}
+	v.ID, v.Relabel, v.Created = r.NewID, old.ID, a.now
+	a.res.VolumeID = v.ID
+	return a.putVolume(nil, v)
 }

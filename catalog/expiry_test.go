@@ -436,3 +436,43 @@ func TestVolumeStaysWhileABackupIsOnIt(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 }
+
+// A recyclable tape recycled with a new id becomes a new volume of the
+// same cartridge: created now, its old id gone (by name, the barcode finds
+// the new one), the old id named as the label still on the tape until its
+// writer reports the new label; a retry changes nothing.
+func TestRecycledTapeBecomesANewVolume(t *testing.T) {
+	c := newTestCatalog(t)
+	c.tapeSetup()
+	w1 := c.label("CRN001L9", "Weekly", 1)
+	const bs = 64 << 10
+	job := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
+	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: job, Node: "sn1"}})
+	segs := c.writeIndex(job, []fileindex.Entry{file("/srv/a", 10)}, 4<<10)
+	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{BackupID: job, SessionID: uuid.New(), Segments: segs,
+		Parts: []Part{{VolumeID: w1, VolumeStart: bs, End: 3 * bs, Final: true}}}})
+	c.must(expire("expiry pass", job))
+	next := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
+	nid := uuid.New()
+	c.refused(CodeInvalidArgument, &Command{Op: OpRecycleTape, TapeRecycle: &TapeRecycle{VolumeID: w1, WriterJob: next, NewID: nid}})
+	c.refused(CodeInvalidArgument, &Command{Op: OpRenewTape, TapeRecycle: &TapeRecycle{VolumeID: w1, WriterJob: next}})
+	recycle := &Command{Op: OpRenewTape, TapeRecycle: &TapeRecycle{VolumeID: w1, WriterJob: next, NewID: nid}}
+	if res := c.must(recycle); res.VolumeID != nid {
+		t.Fatalf("recycled into %s, want %s", res.VolumeID, nid)
+	}
+	if _, err := c.s.Volume(w1); err == nil {
+		t.Fatal("the old volume is still there")
+	}
+	v, err := c.s.VolumeByName("CRN001L9")
+	if err != nil || v.ID != nid || v.Relabel != w1 || v.State != VolumeAppend || v.Bytes != bs || v.WriterJob != next || v.Barcode != "CRN001L9" ||
+		!v.Created.Equal(c.clock) {
+		t.Fatalf("recycled tape %+v, %v", v, err)
+	}
+	if res := c.must(&Command{Op: OpRenewTape, TapeRecycle: &TapeRecycle{VolumeID: w1, WriterJob: next, NewID: nid}}); res.VolumeID != nid {
+		t.Fatalf("a retry answered %s", res.VolumeID)
+	}
+	c.must(&Command{Op: OpUpdateVolume, VolumeUpdate: &VolumeUpdate{ID: nid, Relabeled: true}})
+	if v, _ := c.s.Volume(nid); v.Relabel != uuid.Nil {
+		t.Fatalf("relabeled tape still names %s", v.Relabel)
+	}
+}

@@ -295,6 +295,10 @@ type Volume struct {
 	BlockSize  int          `json:"block_size,omitempty"`
 	PartStarts []int64      `json:"part_starts,omitempty"`
 	Moves      []VolumeMove `json:"moves,omitempty"`
+	// Relabel is the volume a recycled tape's label still names
+	// (RecycleTape with a NewID): the next writer writes this volume's
+	// label over it before any data, and its report clears it.
+	Relabel uuid.UUID `json:"relabel,omitzero"`
 }
 
 // JobType is what a job does.

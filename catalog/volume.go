@@ -126,6 +126,9 @@ func (a *applier) updateVolume(u *VolumeUpdate) error {
 	if u.LockedUntil.After(v.LockedUntil) {
 		v.LockedUntil = u.LockedUntil
 	}
+	if u.Relabeled {
+		v.Relabel = uuid.Nil
+	}
 	if u.WriterJob != nil && *u.WriterJob != v.WriterJob {
 		if w := *u.WriterJob; w != 0 {
 			if err := a.checkWriter(w); err != nil {

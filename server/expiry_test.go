@@ -303,8 +303,20 @@ func TestRecyclableTapeIsReusedBeforeScratch(t *testing.T) {
 	second := backup()
 	var g2 wire.VolumeGrant
 	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: second, Pool: "Weekly"}, &g2))
-	if g2.ID != g1.ID || g2.Bytes != bs || g2.Parts != 0 {
-		t.Fatalf("grant %+v, want tape %s from its label on", g2, g1.Barcode)
+	if g2.ID == g1.ID || g2.Relabel != g1.ID || g2.Barcode != g1.Barcode || g2.Bytes != bs || g2.Parts != 0 {
+		t.Fatalf("grant %+v, want tape %s as a new volume from its label on, to relabel", g2, g1.Barcode)
+	}
+	if v := h.volume(g1.Barcode); v.ID != g2.ID {
+		t.Fatalf("the barcode names volume %s, want the new %s", v.ID, g2.ID)
+	}
+	// The node writes the new label first and says so; only the job
+	// that holds the tape may.
+	if err := h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: first, VolumeID: g2.ID}, nil); wire.CodeOf(err) != wire.CodeAborted {
+		t.Fatalf("the relabel reported by an ended job: %v", err)
+	}
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: second, VolumeID: g2.ID}, nil))
+	if v, err := h.srv.store.Volume(g2.ID); err != nil || v.Relabel != uuid.Nil {
+		t.Fatalf("after the relabel: %+v, %v", v, err)
 	}
 	if v := h.volume("CRN002L9"); v.Pool != catalog.ScratchPool {
 		t.Fatalf("scratch tape went to %s", v.Pool)
@@ -314,6 +326,7 @@ func TestRecyclableTapeIsReusedBeforeScratch(t *testing.T) {
 	logged := false
 	for _, l := range ji.Log {
 		logged = logged || strings.Contains(l.Msg, "is recyclable")
+		logged = logged && !strings.Contains(l.Msg, "relabeled as volume") || strings.Contains(l.Msg, "relabeled as volume "+g2.ID.String())
 	}
 	if !logged {
 		t.Fatalf("the job log does not say the tape is reused: %+v", ji.Log)

@@ -243,6 +243,9 @@ func (s *Server) volumeLabeled(ctx context.Context, subject string, req wire.Vol
 	if err != nil {
 		return wire.Empty{}, catalogError(err)
 	}
+	if v.MediaType.HasLibrary() {
+		return wire.Empty{}, s.tapeRelabeled(ctx, node, v, req)
+	}
 	if v.Node != node {
 		return wire.Empty{}, wire.Errorf(wire.CodeInvalidArgument, "", "volume %s belongs to storage node %s", v.Name, v.Node)
 	}

@@ -488,7 +488,7 @@ func (s *Server) acquireTape(ctx context.Context, job *catalog.Job, node string,
 		return wire.VolumeGrant{
 			ID: v.ID, Name: v.Name, Pool: pool.Name, Bytes: v.Bytes, BlockSize: bs, BlockRawSize: pool.BlockRawSize,
 			Compression: pool.Compression, Created: v.Created, MediaType: string(v.MediaType), Barcode: v.Barcode,
-			Library: v.Library, Parts: len(v.PartStarts),
+			Library: v.Library, Parts: len(v.PartStarts), Relabel: v.Relabel,
 		}
 	}
 	vols, err := s.store.Volumes(catalog.VolumeFilter{Pool: pool.Name, State: catalog.VolumeAppend, Library: library})
@@ -528,15 +528,19 @@ func (s *Server) acquireTape(ctx context.Context, job *catalog.Job, node string,
 	})
 	if len(recyclable) > 0 {
 		v := &recyclable[0]
-		if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRecycleTape, TapeRecycle: &catalog.TapeRecycle{VolumeID: v.ID, WriterJob: job.ID}}); err != nil {
+		// A new volume id for the cartridge's new life, chosen here (the
+		// leader's choice travels in the command): its writer writes the
+		// label anew before any data.
+		res, err := s.apply(ctx, &catalog.Command{Op: catalog.OpRenewTape, TapeRecycle: &catalog.TapeRecycle{VolumeID: v.ID, WriterJob: job.ID, NewID: uuid.New()}})
+		if err != nil {
 			return wire.VolumeGrant{}, err
 		}
-		nv, err := s.store.Volume(v.ID)
+		nv, err := s.store.Volume(res.VolumeID)
 		if err != nil {
 			return wire.VolumeGrant{}, catalogError(err)
 		}
-		s.orch.JobLog(ctx, job.ID, "info", "tape %s of pool %s is recyclable (its backups have all expired); writing over it from its label on (%s of library %s)",
-			v.Name, pool.Name, v.Location, library)
+		s.orch.JobLog(ctx, job.ID, "info", "tape %s of pool %s is recyclable (its backups have all expired); it becomes volume %s, relabeled before it is written (%s of library %s)",
+			v.Name, pool.Name, nv.ID, v.Location, library)
 		return grant(nv), nil
 	}
 	scratch, err := s.store.Volumes(catalog.VolumeFilter{Pool: catalog.ScratchPool, State: catalog.VolumeAppend, Library: library})
@@ -649,3 +653,24 @@ func inDrive(loc string) bool { return strings.HasPrefix(loc, "drive ") }
 // inLibrary reports whether a location is one a changer can load from
 // without an operator: a storage slot or a drive.
 func inLibrary(loc string) bool { return strings.HasPrefix(loc, "slot ") || inDrive(loc) }
+
+// tapeRelabeled records that the writer of a recycled tape wrote its new
+// volume's label over the old one (catalog.TapeRecycle): only the job
+// that holds the tape, on the node that runs it, says so.
+func (s *Server) tapeRelabeled(ctx context.Context, node string, v *catalog.Volume, req wire.VolumeLabeled) error {
+	job, err := s.runningJobOf(node, req.JobID)
+	if err != nil {
+		return err
+	}
+	if v.WriterJob != job.ID {
+		return wire.Errorf(wire.CodeWrongState, "", "tape %s is not held by job %d", v.Name, job.ID)
+	}
+	if v.Relabel == uuid.Nil {
+		return nil // a repeat
+	}
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpUpdateVolume, VolumeUpdate: &catalog.VolumeUpdate{ID: v.ID, Relabeled: true}}); err != nil {
+		return err
+	}
+	s.orch.JobLog(ctx, job.ID, "info", "tape %s relabeled as volume %s of pool %s (it was volume %s)", v.Name, v.ID, v.Pool, v.Relabel)
+	return nil
+}

@@ -83,6 +83,7 @@ type fakeServers struct {
 	grants            []wire.VolumeAcquireReq
 	waiting           []string
 	moves             []wire.TapeMoved
+	labeled           []wire.VolumeLabeled
 	commits           []wire.SessionCommitReq
 	segments          map[uint64][][]byte // each job's index segments
 	aborts            []wire.SessionAbortReq
@@ -129,7 +130,8 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 		}
 		return f.acquire(req)
 	case wire.OpVolumeLabeled:
-		return wire.Empty{}, nil
+		_, err := appendDecoded(body, &f.labeled)
+		return wire.Empty{}, err
 	case wire.OpJobWaiting:
 		req, err := wire.Decode[wire.JobWaitingReq](body)
 		if err != nil {

@@ -484,3 +484,60 @@ func TestAttemptsOfAJobNeverOverlap(t *testing.T) {
 		t.Fatalf("attempt 2 again while attempt 3 runs: %v", err)
 	}
 }
+
+// TestRecycledTapeIsRelabeledBeforeData: a tape the servers recycled into
+// a new volume (its old backups all expired) is granted with the volume
+// its label still names; the node writes the new volume's label over the
+// old one before the session's data, reads it back and reports it. The
+// tape then holds the new volume only: a mount that expects the old one
+// finds another label, and a read of the old session loses its entries
+// instead of reading what the new session wrote in its place.
+func TestRecycledTapeIsRelabeledBeforeData(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 40 << 20, zone: 20 << 20, tapes: 1})
+	old := randomFiles(21, 3, 300_000)
+	if _, err := r.backup(1, old); err != nil {
+		t.Fatal(err)
+	}
+	oldID := r.fake.commit(t, 1).Parts[0].VolumeID
+
+	newID := uuid.New()
+	r.fake.mu.Lock()
+	r.fake.grant = func(req wire.VolumeAcquireReq) (wire.VolumeGrant, error) {
+		return wire.VolumeGrant{ID: newID, Name: "CRN001L9", Pool: "Tape", Bytes: int64(r.fake.bs), BlockSize: r.fake.bs,
+			BlockRawSize: volume.MinBlockRawSize, MediaType: "tape", Barcode: "CRN001L9", Library: "lib1", Relabel: oldID, Created: time.Now()}, nil
+	}
+	// The fake servers plan the reads of either volume of the cartridge.
+	r.fake.vols = append(r.fake.vols, &fakeVol{id: newID, name: "CRN001L9", barcode: "CRN001L9", end: int64(r.fake.bs), state: "full"})
+	r.fake.mu.Unlock()
+	fresh := randomFiles(22, 3, 200_000)
+	if _, err := r.backup(2, fresh); err != nil {
+		t.Fatal(err)
+	}
+	c := r.fake.commit(t, 2)
+	if len(c.Parts) != 1 || c.Parts[0].VolumeID != newID || c.Parts[0].VolumeStart != int64(r.fake.bs) {
+		t.Fatalf("parts of the session on the recycled tape %+v", c.Parts)
+	}
+	r.fake.mu.Lock()
+	labeled := slices.Clone(r.fake.labeled)
+	r.fake.mu.Unlock()
+	if len(labeled) != 1 || labeled[0].VolumeID != newID || labeled[0].JobID != 2 {
+		t.Fatalf("volume.labeled reports %+v, want one of volume %s by job 2", labeled, newID)
+	}
+	checkRestored(t, r.restore(1002, r.fake.readRequest(t, 2)).whole, fresh)
+
+	ctx := context.Background()
+	mt, err := r.lib.Mount(ctx, library.MountRequest{Job: 3, Barcode: "CRN001L9", Volume: newID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := mt.Label(); l.VolumeID != newID || l.Pool != "Tape" || l.Name != "CRN001L9" {
+		t.Fatalf("label on the recycled tape %+v", l)
+	}
+	mt.Release(nil)
+	if _, err := r.lib.Mount(ctx, library.MountRequest{Job: 4, Barcode: "CRN001L9", Volume: oldID}); !errors.Is(err, library.ErrBarcodeMismatch) {
+		t.Fatalf("mount of the volume recycled away: %v, want a label mismatch", err)
+	}
+	if back := r.restore(1001, r.fake.readRequest(t, 1)); len(back.whole) != 0 || len(back.lost) != len(old) {
+		t.Fatalf("a read of the old session restored %d files and lost %d, want all %d lost", len(back.whole), len(back.lost), len(old))
+	}
+}

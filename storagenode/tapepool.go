@@ -1,6 +1,7 @@
 package storagenode
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -178,12 +179,18 @@ func (s *tapeSession) open(ctx context.Context, g wire.VolumeGrant) (app volume.
 	if err != nil {
 		return nil, nil, err
 	}
-	mt, err := lib.Mount(ctx, library.MountRequest{Job: s.j.t.JobID, Barcode: g.Barcode, Volume: g.ID, Why: "writing volume " + g.Name})
+	mt, err := lib.Mount(ctx, library.MountRequest{Job: s.j.t.JobID, Barcode: g.Barcode, Volume: g.ID, Relabel: g.Relabel, Why: "writing volume " + g.Name})
 	if err != nil {
 		if errors.Is(err, library.ErrBarcodeMismatch) || errors.Is(err, library.ErrForeignLabel) || errors.Is(err, library.ErrWriteProtected) {
 			return nil, err, nil
 		}
 		return nil, nil, fmt.Errorf("mount tape %s (volume %s): %w", g.Barcode, g.Name, err)
+	}
+	if g.Relabel != uuid.Nil {
+		if bad, err := s.relabel(ctx, mt, g); bad != nil || err != nil {
+			mt.Release(cmp.Or(bad, err))
+			return nil, bad, err
+		}
 	}
 	end := g.Bytes
 	if end == 0 {
@@ -213,6 +220,29 @@ func (s *tapeSession) open(ctx context.Context, g wire.VolumeGrant) (app volume.
 	s.tapes = append(s.tapes, o)
 	s.j.log.Info("writing tape", "barcode", g.Barcode, "volume", g.Name, "drive", mt.Drive().Name(), "at", end, "spooled", o.spool != nil)
 	return app, nil, nil
+}
+
+// relabel writes the label of the volume the servers recycled the mounted
+// tape into, unless the tape has it already, and tells the servers: the
+// old volume's sessions go with the old label, before a byte of the new
+// session is written. bad is set when the tape is the problem.
+func (s *tapeSession) relabel(ctx context.Context, mt *library.Mount, g wire.VolumeGrant) (bad, err error) {
+	if mt.Label().VolumeID != g.ID {
+		old := mt.Label()
+		l := volume.Label{FormatVersion: volume.FormatVersion, PartAlign: g.BlockSize, VolumeID: g.ID, Name: g.Name, Barcode: g.Barcode,
+			Pool: g.Pool, BlockSize: g.BlockSize, Created: g.Created, MediaType: mediaTape}
+		if err := mt.Relabel(ctx, l); err != nil {
+			if errors.Is(err, tape.ErrWriteProtected) || errors.Is(err, tape.ErrMedium) || errors.Is(err, library.ErrReadBack) {
+				return err, nil
+			}
+			return nil, fmt.Errorf("relabel recycled tape %s (volume %s): %w", g.Barcode, g.Name, err)
+		}
+		s.j.log.Info("recycled tape relabeled", "barcode", g.Barcode, "volume", g.ID, "was", old.VolumeID, "pool", g.Pool)
+	}
+	if err := s.j.n.request(ctx, wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: s.j.t.JobID, VolumeID: g.ID}, nil); err != nil {
+		return nil, fmt.Errorf("report recycled tape %s relabeled: %w", g.Barcode, err)
+	}
+	return nil, nil
 }
 
 func (s *tapeSession) lost(v volume.Appender, cause error) {

@@ -927,6 +927,12 @@ type VolumeGrant struct {
 	Barcode   string `json:"barcode,omitempty"`
 	Library   string `json:"library,omitempty"`
 	Parts     int    `json:"parts,omitempty"`
+	// Relabel, on a tape, is the volume its label still names: the
+	// servers recycled the cartridge into this volume (its backups all
+	// expired), and the node writes this volume's label over the old one
+	// before any data, then sends volume.labeled. The label it finds may
+	// be this volume's already (a node that died after writing it).
+	Relabel uuid.UUID `json:"relabel,omitzero"`
 	// RetainUntil is how long the session's data must outlive it, from
 	// its backup's retention (the longest the retention may keep it): a
 	// medium with object lock (an S3 pool) locks what it writes until

@@ -149,7 +149,7 @@ func (m *Manager) labelLoaded(ctx context.Context, d *drive, slot int, barcode s
 			"tape %s (slot %d of library %s) is write-protected", barcode, slot, m.cfg.Name)
 	}
 	d.verified.Store(nil)
-	err = tape.WriteLabel(cctx, d.dev, l, overwrite)
+	err = m.writeLabel(cctx, d, barcode, l, overwrite)
 	switch {
 	case errors.Is(err, tape.ErrLabelled):
 		if got, rerr := tape.ReadLabel(cctx, d.dev); rerr == nil && got.VolumeID == l.VolumeID && got.Name == l.Name &&
@@ -163,7 +163,14 @@ func (m *Manager) labelLoaded(ctx context.Context, d *drive, slot int, barcode s
 	case errors.Is(err, tape.ErrWriteProtected):
 		return m.fail(ErrWriteProtected, "slide the cartridge's write-protect tab to write, or label another tape",
 			"tape %s (slot %d of library %s) is write-protected", barcode, slot, m.cfg.Name)
-	case err != nil:
+	}
+	return err
+}
+
+// writeLabel writes l on the cartridge in d and reads it back. It runs on
+// d's owner.
+func (m *Manager) writeLabel(cctx context.Context, d *drive, barcode string, l volume.Label, overwrite bool) error {
+	if err := tape.WriteLabel(cctx, d.dev, l, overwrite); err != nil {
 		return fmt.Errorf("label tape %s: %w", barcode, err)
 	}
 	got, err := tape.ReadLabel(cctx, d.dev)

@@ -23,6 +23,10 @@ type MountRequest struct {
 	// Volume is the volume the catalog says the cartridge holds: the label
 	// read at the drive must name it (else ErrBarcodeMismatch).
 	Volume uuid.UUID
+	// Relabel, when set, is a volume the label may name instead: the
+	// catalog recycled the cartridge into Volume, and its label is to be
+	// written again (Mount.Relabel) before anything else.
+	Relabel uuid.UUID
 	// Why is what the job will do, for DriveInfo.Doing ("writing volume
 	// W00012").
 	Why string
@@ -269,7 +273,7 @@ func (m *Manager) load(ctx context.Context, d *drive, inv *changer.Inventory, re
 	if err := d.dev.Load(cctx); err != nil {
 		return nil, fmt.Errorf("library %s: drive %d: load tape %s: %w", m.cfg.Name, d.n, req.Barcode, err)
 	}
-	if v := d.verified.Load(); v != nil && v.barcode == req.Barcode && v.label.VolumeID == req.Volume {
+	if v := d.verified.Load(); v != nil && v.barcode == req.Barcode && req.names(v.label.VolumeID) {
 		// Load sets the drive's default block size; ReadLabel would
 		// have set the label's.
 		if err := d.dev.SetBlockSize(cctx, v.label.BlockSize); err != nil {
@@ -285,12 +289,17 @@ func (m *Manager) load(ctx context.Context, d *drive, inv *changer.Inventory, re
 			"tape %s in drive %d of library %s holds no Cairn label (%w); the catalog says it holds volume %s", req.Barcode, d.n, m.cfg.Name, err, req.Volume)
 	case err != nil:
 		return nil, fmt.Errorf("library %s: drive %d: read the label of tape %s: %w", m.cfg.Name, d.n, req.Barcode, err)
-	case lbl.VolumeID != req.Volume:
+	case !req.names(lbl.VolumeID):
 		return nil, m.fail(ErrBarcodeMismatch, "the barcode on the cartridge does not match the volume on the tape (a swapped or misread barcode): check the cartridge, relabel its case, or correct the catalog before using it",
 			"tape %s in drive %d of library %s holds volume %s (name %q, pool %q), not volume %s that the catalog has for barcode %s", req.Barcode, d.n, m.cfg.Name, lbl.VolumeID, lbl.Name, lbl.Pool, req.Volume, req.Barcode)
 	}
 	d.verified.Store(&verifiedLabel{barcode: req.Barcode, label: lbl})
 	return m.mounted(cctx, d, lbl, req)
+}
+
+// names reports whether a label of volume id is the one req expects.
+func (req MountRequest) names(id uuid.UUID) bool {
+	return id == req.Volume || (req.Relabel != uuid.Nil && id == req.Relabel)
 }
 
 // mounted completes a mount of the cartridge whose label is lbl.
@@ -419,6 +428,23 @@ func (mt *Mount) Stats() wire.TapeStats {
 		st.Tapes = 1
 	}
 	return st
+}
+
+// Relabel writes l over the label of the mounted cartridge and reads it
+// back: everything after the label on the tape is gone with it (a tape
+// ends where it was last written), so what a recycled tape held before
+// can no more be read, nor taken for the new volume's by a scan that has
+// no catalog. The Mount's label is l from then on.
+func (mt *Mount) Relabel(ctx context.Context, l volume.Label) error {
+	cctx, cancel := mt.m.cmd(ctx)
+	defer cancel()
+	mt.d.verified.Store(nil)
+	if err := mt.m.writeLabel(cctx, mt.d, mt.barcode, l, true); err != nil {
+		return err
+	}
+	mt.label = l
+	mt.d.verified.Store(&verifiedLabel{barcode: mt.barcode, label: l})
+	return nil
 }
 
 // Release gives the drive back; the cartridge stays loaded until another
