@@ -257,8 +257,10 @@ func TestForgetExpiredVolume(t *testing.T) {
 	c.must(&Command{Op: OpForgetVolume, VolumeForget: &VolumeForget{VolumeID: v.ID}}) // a retry
 }
 
-func TestTapeOfExpiredBackupsBecomesRecyclable(t *testing.T) {
-	c := newTestCatalog(t)
+// tapeBackup labels tape CRN001L9 for pool Weekly and commits a backup on
+// it; it returns the tape's volume and the backup.
+func (c *testCatalog) tapeBackup() (uuid.UUID, uint64) {
+	c.t.Helper()
 	c.tapeSetup()
 	w1 := c.label("CRN001L9", "Weekly", 1)
 	const bs = 64 << 10
@@ -267,6 +269,13 @@ func TestTapeOfExpiredBackupsBecomesRecyclable(t *testing.T) {
 	segs := c.writeIndex(job, []fileindex.Entry{file("/srv/a", 10)}, 4<<10)
 	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{BackupID: job, SessionID: uuid.New(), Segments: segs,
 		Parts: []Part{{VolumeID: w1, VolumeStart: bs, End: 3 * bs, Final: true}}}})
+	return w1, job
+}
+
+func TestTapeOfExpiredBackupsBecomesRecyclable(t *testing.T) {
+	c := newTestCatalog(t)
+	w1, job := c.tapeBackup()
+	const bs = 64 << 10
 	res := c.must(expire("expiry pass", job))
 	if len(res.Emptied) != 1 {
 		t.Fatalf("%+v", res)
@@ -278,7 +287,7 @@ func TestTapeOfExpiredBackupsBecomesRecyclable(t *testing.T) {
 	w2 := c.label("CRN002L9", "Weekly", 2)
 	bad := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
 	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: bad, Node: "sn1"}})
-	segs = c.writeIndex(bad, []fileindex.Entry{file("/srv/a", 10)}, 4<<10)
+	segs := c.writeIndex(bad, []fileindex.Entry{file("/srv/a", 10)}, 4<<10)
 	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{BackupID: bad, SessionID: uuid.New(), Segments: segs,
 		Parts: []Part{{VolumeID: w2, VolumeStart: bs, End: 3 * bs, Final: true}}}})
 	c.must(&Command{Op: OpUpdateVolume, VolumeUpdate: &VolumeUpdate{ID: w2, State: VolumeError, Error: "medium error"}})
@@ -443,14 +452,8 @@ func TestVolumeStaysWhileABackupIsOnIt(t *testing.T) {
 // writer reports the new label; a retry changes nothing.
 func TestRecycledTapeBecomesANewVolume(t *testing.T) {
 	c := newTestCatalog(t)
-	c.tapeSetup()
-	w1 := c.label("CRN001L9", "Weekly", 1)
+	w1, job := c.tapeBackup()
 	const bs = 64 << 10
-	job := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
-	c.must(&Command{Op: OpDispatchJob, Dispatch: &JobDispatch{JobID: job, Node: "sn1"}})
-	segs := c.writeIndex(job, []fileindex.Entry{file("/srv/a", 10)}, 4<<10)
-	c.must(&Command{Op: OpCommitBackup, Commit: &BackupCommit{BackupID: job, SessionID: uuid.New(), Segments: segs,
-		Parts: []Part{{VolumeID: w1, VolumeStart: bs, End: 3 * bs, Final: true}}}})
 	c.must(expire("expiry pass", job))
 	next := c.must(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "web1", Level: LevelFull, Pool: "Weekly", Paths: []fileindex.Path{"/srv"}}}).JobID
 	nid := uuid.New()
