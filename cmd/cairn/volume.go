@@ -19,6 +19,7 @@ import (
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/volchain"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -50,41 +51,70 @@ its next part, on another volume.`,
 	var keyFile string
 	var sessionsOnly bool
 	var s3 s3Source
+	var lsAt, lsClient string
 	ls := &cobra.Command{
-		Use:   "ls FILE --key-file KEYS",
-		Short: "List the sessions and files on a volume file, with no server or catalog",
+		Use:   "ls FILE... --key-file KEYS",
+		Short: "List the sessions and files on volume files, with no server or catalog",
 		Long: `List the sessions and files on a volume file, with no server or catalog.
 A volume of an S3 pool is read in place: give s3://BUCKET/PREFIX/NAME and
 --s3-endpoint, with the credentials in --s3-credentials-file or the
 environment.
 
+Given several volumes (in any order; one given twice is read once), it lists
+the sessions they hold, each with its client, level and the volumes its parts
+lie on, and needs no key. With --at (a session, or a time and, when the
+volumes hold several clients, --client) it lists the files of the tree as it
+was at that point: the chain of sessions it is made of (the full, the
+differential after it, the incrementals after that), each file with the
+session and volume it comes from and, for a large file an incremental kept
+blocks of, the sessions and volumes those lie in. What the volumes given do
+not hold is named, with what to give, and makes the exit code 1.
+
 A session whose trailer is damaged, or that has none, is listed from its data
 blocks (with a warning); entries damage cut are listed as LOST, and make the
 exit code 1.`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 || lsAt != "" {
+				return runVolumeLsChain(cmd.Context(), g, args, keyFile, lsAt, lsClient, s3)
+			}
+			if lsClient != "" {
+				return &usageError{errors.New("--client picks the client of --at TIME; give --at too")}
+			}
 			return runVolumeLs(cmd.Context(), g, args[0], keyFile, sessionsOnly, s3)
 		},
 	}
+	ls.Flags().StringVar(&lsAt, "at", "", "list the tree as it was at this point: a session (its id or id prefix), or a time ("+atForms+")")
+	ls.Flags().StringVar(&lsClient, "client", "", "with --at TIME: the client whose tree, when the volumes hold several")
 	ls.Flags().StringVar(&keyFile, "key-file", "", "key file written by 'cairn key export'")
 	ls.Flags().BoolVar(&sessionsOnly, "sessions", false, "list sessions only, not their files (needs no key)")
 	s3.flags(ls)
 
 	var xo extractOpts
 	extract := &cobra.Command{
-		Use:   "extract FILE --to DIR --key-file KEYS [PATH...]",
+		Use:   "extract FILE --to DIR --key-file KEYS [--volume FILE...] [--at POINT] [PATH...]",
 		Short: "Restore files from a volume file, with no server or catalog",
 		Long: `Restore files from a volume file with no server or catalog, as bextract does.
 
-Every session on the volume is read in order, so a later session's version of
-a file replaces an earlier one; --session picks one. An incremental stores
-only the changed blocks of a large file and finds the others in the sessions
-before it: give the volumes that hold them with --volume, and the file is
-assembled from all of them; a file whose blocks lie on a volume not given is
-named, with the session that holds them. Files land under DIR
+Every session on the volumes given is read in the order they were made, so a
+later session's version of a file replaces an earlier one; --session reads one
+session's own entries. --at reads the tree as it was at a point (a session, or
+a time and, when the volumes hold several clients, --client): the chain of
+sessions it is made of, the full, the differential after it, the incrementals
+after that, where a deleted file stays deleted. An incremental stores only the
+changed blocks of a large file and finds the others in the sessions before
+it: give the volumes that hold them with --volume (FILE and the volumes are
+one pile: their order does not matter, and one given twice is read once), and
+the file is assembled from all of them and checked against the SHA-256 of its
+content. When a session needed, or a part of one, is on no volume given,
+nothing is extracted: the error names it, the files that need it, what the
+volumes given say of where it lies, and what to give. Files land under DIR
 with their full original path. Block and character device nodes are created
 only with --devices (as root, for a volume you trust); without it each is left
 out, named, and the command exits non-zero.
+
+Keys come from --key-file: each session is read with the key its part header
+names, and only the sessions read need theirs.
 
 A damaged volume is read as far as it goes: past a damaged label, part header
 or trailer (with a warning), and past damaged blocks. Every entry that cannot
@@ -102,7 +132,9 @@ not extracted.`,
 	}
 	extract.Flags().StringVar(&keyFile, "key-file", "", "key file written by 'cairn key export'")
 	extract.Flags().StringVar(&xo.to, "to", "", "directory to restore into")
-	extract.Flags().StringVar(&xo.session, "session", "", "read only this session (its id or id prefix)")
+	extract.Flags().StringVar(&xo.session, "session", "", "read only this session's own entries (its id or id prefix)")
+	extract.Flags().StringVar(&xo.at, "at", "", "the tree as it was at this point: a session (its id or id prefix), whose chain is read, or a time ("+atForms+")")
+	extract.Flags().StringVar(&xo.client, "client", "", "with --at TIME: the client whose tree, when the volumes hold several")
 	extract.Flags().BoolVar(&xo.force, "force", false, "restore into a directory that is not empty")
 	extract.Flags().BoolVar(&xo.devices, "devices", false, "create block and character device nodes (refused without it: only for a volume you trust)")
 	xo.s3.flags(extract)
@@ -510,9 +542,11 @@ func countVolumeEntries(path, keyFile string) (int, error) {
 
 type extractOpts struct {
 	file, keyFile, to, session string
-	paths                      []string
-	force, devices             bool
-	s3                         s3Source
+	// at is a point in time (a session, or a time), of client's chain.
+	at, client     string
+	paths          []string
+	force, devices bool
+	s3             s3Source
 	// volumes are the other volumes of the chain: where the blocks of
 	// large files that the sessions kept from earlier ones lie.
 	volumes []string
@@ -529,24 +563,18 @@ type extractSummary struct {
 }
 
 func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
-	ov, err := openOffline(ctx, o.file, o.keyFile, true, o.s3)
+	if o.at != "" && o.session != "" {
+		return &usageError{errors.New("--at and --session: give one (--at is the tree as of a point in time, --session one session's own entries)")}
+	}
+	vs, err := openSet(ctx, g, append([]string{o.file}, o.volumes...), o.keyFile, true, o.s3)
 	if err != nil {
 		return err
 	}
-	defer ov.Close()
-	damage := ov.warnDamage(g)
-	vols := []*offlineVolume{ov}
-	for _, f := range o.volumes {
-		other, err := openOffline(ctx, f, o.keyFile, true, o.s3)
-		if err != nil {
-			return err
-		}
-		defer other.Close()
-		damage = append(damage, other.warnDamage(g)...)
-		vols = append(vols, other)
-	}
-	// Every key is checked before anything is written, so a wrong key
-	// leaves no partial files behind.
+	defer vs.Close()
+	damage := vs.damage
+	// Every key is checked, and every volume needed found, before anything
+	// is written, so a wrong key or a volume not given leaves no partial
+	// files behind.
 	type job struct {
 		ov   *offlineVolume
 		p    *volume.PartInfo
@@ -560,43 +588,36 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 		// refs are the session's parts given, on any of the volumes.
 		refs []volume.PartRef
 	}
-	// Older volumes first, by their first session that says when it was
-	// made (a damaged part header does not), and each volume's sessions
-	// in their order on it: a later version of a file replaces an earlier
-	// one.
-	first := func(v *offlineVolume) time.Time {
-		for i := range v.parts {
-			if c := v.parts[i].Header.Created; !c.IsZero() {
-				return c
-			}
+	// The sessions whose entries are extracted: with --at the chain of
+	// that point in time, which is the tree as it was then (a later
+	// session's version of a file replaces an earlier one, a deletion
+	// removes it); with --session that session; else every session, in
+	// the order they were made.
+	sessions := vs.set.Sessions
+	switch {
+	case o.at != "":
+		at, err := vs.point(o.at, o.client)
+		if err != nil {
+			return err
 		}
-		return time.Time{}
+		if sessions, err = vs.chain(at); err != nil {
+			return err
+		}
+	case o.session != "":
+		sessions = slices.DeleteFunc(slices.Clone(sessions), func(ss *volchain.Session) bool {
+			return !strings.HasPrefix(ss.ID.String(), o.session)
+		})
+	case o.client != "":
+		return &usageError{errors.New("--client picks the client of --at TIME; give --at too")}
 	}
-	slices.SortStableFunc(vols, func(a, b *offlineVolume) int { return first(a).Compare(first(b)) })
-	var parts []*job
-	given := map[uuid.UUID][]volume.PartRef{} // by session
-	final := map[uuid.UUID]bool{}
-	byVolume := map[uuid.UUID]*offlineVolume{}
-	for _, v := range vols {
-		byVolume[v.vol.Label().VolumeID] = v
-		for i := range v.parts {
-			p := &v.parts[i]
-			parts = append(parts, &job{ov: v, p: p})
-			sid := p.Header.SessionID
-			given[sid] = append(given[sid], p.Ref())
-			if p.PartEnd != nil && p.PartEnd.Final {
-				final[sid] = true
-			}
+	var miss volchain.MissingError
+	for _, ss := range sessions {
+		if ss.Absent() != "" {
+			miss.Add(volchain.Missing{Session: ss.ID, Known: ss})
 		}
 	}
-	// A session that spans the volumes given is read from all its parts,
-	// by the index in the trailer of its final part.
-	opener := func(id uuid.UUID) (io.ReaderAt, error) {
-		v := byVolume[id]
-		if v == nil {
-			return nil, fmt.Errorf("the session continues on volume %s, which is not among the files given", id)
-		}
-		return v.opener()(id)
+	if len(miss.Missing) > 0 {
+		return vs.missingError(&miss)
 	}
 	var jobs []*job
 	var lost []lostEntry // asked for and not extracted
@@ -605,51 +626,79 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 	sel := fileindex.WithinAny(o.paths)
 	type at struct{ job, ent int }
 	newest := map[string]at{}
-	for _, j := range parts {
-		p := j.p
-		if o.session != "" && !strings.HasPrefix(p.Header.SessionID.String(), o.session) {
-			continue
-		}
-		j.refs = []volume.PartRef{p.Ref()}
-		if sid := p.Header.SessionID; final[sid] && len(given[sid]) > 1 && !p.HeaderLost {
-			if p.PartEnd == nil || !p.PartEnd.Final {
-				continue // its entries are in the final part's trailer
+	for _, ss := range sessions {
+		for _, rd := range vs.reads(ss) {
+			j := &job{ov: rd.ov, p: rd.p, refs: rd.refs}
+			p := j.p
+			pi, key, err := j.ov.index(ctx, p)
+			if err != nil {
+				return err
 			}
-			j.refs = given[sid]
-		}
-		pi, key, err := j.ov.index(ctx, p)
-		if err != nil {
-			return err
-		}
-		if pi.Rebuilt && (p.PartEnd == nil || p.PartEnd.Final) {
-			fmt.Fprintf(g.errOut, "warning: session %s: the index is rebuilt from the data blocks: %s\n", p.Header.SessionID, pi.Why)
-		}
-		j.key = key
-		for _, e := range pi.Entries {
-			if e.Type != fileindex.TypeDeleted && sel(&e) {
+			if pi.Rebuilt && (p.PartEnd == nil || p.PartEnd.Final) {
+				fmt.Fprintf(g.errOut, "warning: session %s: the index is rebuilt from the data blocks: %s\n", p.Header.SessionID, pi.Why)
+			}
+			j.key = key
+			for _, e := range pi.Entries {
+				if !sel(&e) {
+					continue
+				}
+				if e.Type == fileindex.TypeDeleted {
+					if o.at != "" {
+						delete(newest, e.Path) // not in the tree at that point
+					}
+					continue
+				}
 				newest[e.Path] = at{len(jobs), len(j.ents)}
 				j.ents = append(j.ents, e)
 			}
+			for _, l := range append(pi.Lost, pi.Continues...) {
+				if sel(&fileindex.Entry{Path: l.Path}) {
+					lost = append(lost, lostEntry{Session: p.Header.SessionID, Path: l.Path, Reason: l.Reason})
+				}
+			}
+			if pi.Unnamed > 0 && len(o.paths) == 0 {
+				// Whether they are among the paths asked for is lost with
+				// their names; asked for everything, they are.
+				unnamed += pi.Unnamed
+			}
+			notes = append(notes, unnamedLoss(p, pi, o.paths)...)
+			jobs = append(jobs, j)
 		}
-		for _, l := range append(pi.Lost, pi.Continues...) {
-			if sel(&fileindex.Entry{Path: l.Path}) {
-				lost = append(lost, lostEntry{Session: p.Header.SessionID, Path: l.Path, Reason: l.Reason})
+	}
+	// The job that reads the part holding a block kept from an earlier
+	// session: the job of that session's entries when it reads that
+	// part, else a job of its own, which reads only blocks.
+	source := func(part volchain.Part) (*job, error) {
+		for _, k := range jobs {
+			if k.p.Header.SessionID == part.Info.Header.SessionID && slices.ContainsFunc(k.refs, func(r volume.PartRef) bool {
+				return r.VolumeID == part.Info.VolumeID && r.DataStart == part.Info.DataStart
+			}) {
+				return k, nil
 			}
 		}
-		if pi.Unnamed > 0 && len(o.paths) == 0 {
-			// Whether they are among the paths asked for is lost with
-			// their names; asked for everything, they are.
-			unnamed += pi.Unnamed
+		k := &job{ov: vs.of(part), p: part.Info, refs: []volume.PartRef{part.Info.Ref()}}
+		var err error
+		if part.Info.HeaderLost {
+			_, k.key, err = k.ov.index(ctx, part.Info)
+		} else {
+			k.key, err = k.ov.key(part.Info)
 		}
-		notes = append(notes, unnamedLoss(p, pi, o.paths)...)
-		jobs = append(jobs, j)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, k)
+		return k, nil
 	}
 	// The blocks a large file kept from earlier sessions come from the
 	// parts that hold them, and its earlier versions are not read: they
 	// would be replaced, and their data is where the blocks are read.
-	for ji, j := range jobs {
+	for ji := 0; ji < len(jobs); ji++ {
+		j := jobs[ji]
 		for ei, e := range j.ents {
 			if n := newest[e.Path]; n != (at{ji, ei}) {
+				if o.at != "" {
+					continue // replaced, or deleted, by the time asked for
+				}
 				if bl := jobs[n.job].ents[n.ent].Blocks; bl != nil && len(bl.Sessions) > 0 {
 					continue
 				}
@@ -661,23 +710,33 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 				continue
 			}
 			offs := e.Blocks.Offsets()
-			missing := map[uuid.UUID]bool{}
+			cut := map[uuid.UUID]string{}
 			for bi, b := range e.Blocks.Blocks {
 				off := offs[bi]
 				if b.Session == 0 {
 					continue
 				}
 				sid := uuid.UUID(e.Blocks.SessionOf(bi, [16]byte{}))
-				var in *job
-				for _, k := range jobs {
-					if k.p.Header.SessionID == sid && slices.ContainsFunc(k.refs, func(r volume.PartRef) bool { return r.StreamStart <= b.Loc.Off && b.Loc.Off < r.StreamEnd }) {
-						in = k
-						break
+				part, err := vs.set.Locate(sid, b.Loc.Off)
+				var me *volchain.MissingError
+				var ce *volchain.CutError
+				switch {
+				case errors.As(err, &me):
+					m := me.Missing[0]
+					if m.Known == nil {
+						m.Where = vs.set.Around(j.p.Header.Client, j.p.Header.Created)
 					}
-				}
-				if in == nil {
-					missing[sid] = true
+					miss.Add(m, volchain.Need{Session: j.p.Header.SessionID, Path: e.Path})
 					continue
+				case errors.As(err, &ce):
+					cut[sid] = ce.Error()
+					continue
+				case err != nil:
+					return err
+				}
+				in, err := source(part)
+				if err != nil {
+					return err
 				}
 				if in.blocks == nil {
 					in.blocks = map[int]*volume.BlockStart{}
@@ -695,20 +754,27 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 					in.paths = append(in.paths, e.Path)
 				}
 			}
-			for sid := range missing {
+			for _, why := range cut {
 				asked-- // counted above, and again with the lost below
-				lost = append(lost, lostEntry{Session: j.p.Header.SessionID, Path: e.Path, Reason: fmt.Sprintf(
-					"blocks of it lie in session %s, which none of the volumes given holds (or not that part of it): give every volume of the chain with --volume ('cairn volume ls --sessions' lists a volume's sessions)", sid)})
+				lost = append(lost, lostEntry{Session: j.p.Header.SessionID, Path: e.Path, Reason: "blocks of it are lost: " + why})
+				break
 			}
 		}
+	}
+	if len(miss.Missing) > 0 {
+		return vs.missingError(&miss)
 	}
 	jobs = slices.DeleteFunc(jobs, func(j *job) bool { return len(j.locs) == 0 })
 	asked += int64(len(lost)) + unnamed
 	if len(jobs) == 0 && asked == 0 && len(notes) == 0 {
-		if o.session != "" {
-			return wire.Errorf(wire.CodeNotFound, "list the sessions with 'cairn volume ls --sessions'", "no session %s on %s holds what was asked", o.session, o.file)
+		on := o.file
+		if len(o.volumes) > 0 {
+			on = "the volumes given"
 		}
-		return wire.Errorf(wire.CodeNotFound, "list the files with 'cairn volume ls'", "nothing on %s matches %s", o.file, strings.Join(o.paths, ", "))
+		if o.session != "" {
+			return wire.Errorf(wire.CodeNotFound, "list the sessions with 'cairn volume ls --sessions'", "no session %s on %s holds what was asked", o.session, on)
+		}
+		return wire.Errorf(wire.CodeNotFound, "list the files with 'cairn volume ls'", "nothing on %s matches %s", on, strings.Join(o.paths, ", "))
 	}
 	r, err := agent.NewRestorer(agent.RestoreOptions{Root: o.to, Force: o.force, Devices: o.devices})
 	if err != nil {
@@ -721,7 +787,7 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 	t0 := time.Now()
 	for _, j := range jobs {
 		sid := j.p.Header.SessionID
-		sr := volume.NewSessionReader(sid, j.key, j.refs, opener, volume.ReaderOptions{Workers: 2})
+		sr := volume.NewSessionReader(sid, j.key, j.refs, vs.opener(), volume.ReaderOptions{Workers: 2})
 		record := func(t volume.RecordType, body []byte) error {
 			if t != volume.RecBlockStart {
 				return r.Record(t, body)
