@@ -78,17 +78,23 @@ func (s *Session) Final() *Part {
 // "" when they hold all of it. A part torn by damage or a cut counts as
 // given: that is damage, which the reading names.
 func (s *Session) Absent() string {
-	have := map[int]bool{}
+	have := map[int]*volume.PartInfo{}
 	for _, p := range s.Parts {
-		have[p.Info.Header.Part] = true
+		have[p.Info.Header.Part] = p.Info
 	}
 	last := s.Parts[len(s.Parts)-1]
 	if f := s.Final(); f != nil {
 		var gaps []string
 		for n := 0; n < f.Info.Header.Part; n++ {
-			if !have[n] {
-				gaps = append(gaps, fmt.Sprint(n))
+			if have[n] != nil {
+				continue
 			}
+			gap := fmt.Sprint(n)
+			// The part after it names the volume it lies on.
+			if next := have[n+1]; next != nil && !next.HeaderLost && next.Header.PrevVolume != uuid.Nil {
+				gap += fmt.Sprintf(" (on volume [%s])", next.Header.PrevVolume)
+			}
+			gaps = append(gaps, gap)
 		}
 		if len(gaps) == 0 {
 			return ""
@@ -409,6 +415,7 @@ func (e *MissingError) Error() string {
 	for _, m := range e.Missing {
 		lines = append(lines, m.String())
 	}
+	slices.Sort(lines)
 	return "not every volume of the chain is given:\n  " + strings.Join(lines, "\n  ")
 }
 

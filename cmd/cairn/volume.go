@@ -610,14 +610,17 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 	case o.client != "":
 		return &usageError{errors.New("--client picks the client of --at TIME; give --at too")}
 	}
+	// A session a part of which is not given is read from what is; what
+	// lies in the parts not given is named, with the files that need it.
 	var miss volchain.MissingError
+	absent := map[uuid.UUID]*volchain.Session{}
 	for _, ss := range sessions {
 		if ss.Absent() != "" {
-			miss.Add(volchain.Missing{Session: ss.ID, Known: ss})
+			absent[ss.ID] = ss
 		}
 	}
-	if len(miss.Missing) > 0 {
-		return vs.missingError(&miss)
+	needs := func(ss *volchain.Session, path string) {
+		miss.Add(volchain.Missing{Session: ss.ID, Known: ss}, volchain.Need{Session: ss.ID, Path: path})
 	}
 	var jobs []*job
 	var lost []lostEntry // asked for and not extracted
@@ -651,8 +654,18 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 				newest[e.Path] = at{len(jobs), len(j.ents)}
 				j.ents = append(j.ents, e)
 			}
-			for _, l := range append(pi.Lost, pi.Continues...) {
+			for _, l := range pi.Lost {
 				if sel(&fileindex.Entry{Path: l.Path}) {
+					lost = append(lost, lostEntry{Session: p.Header.SessionID, Path: l.Path, Reason: l.Reason})
+				}
+			}
+			for _, l := range pi.Continues {
+				if !sel(&fileindex.Entry{Path: l.Path}) {
+					continue
+				}
+				if a := absent[ss.ID]; a != nil {
+					needs(a, l.Path)
+				} else {
 					lost = append(lost, lostEntry{Session: p.Header.SessionID, Path: l.Path, Reason: l.Reason})
 				}
 			}
@@ -701,6 +714,11 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 				}
 				if bl := jobs[n.job].ents[n.ent].Blocks; bl != nil && len(bl.Sessions) > 0 {
 					continue
+				}
+			}
+			if a := absent[j.p.Header.SessionID]; a != nil {
+				if _, err := vs.set.Locate(a.ID, e.Loc.Off); errors.Is(err, volchain.ErrMissing) {
+					needs(a, e.Path)
 				}
 			}
 			j.locs = append(j.locs, e.Loc)
@@ -760,6 +778,11 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 				break
 			}
 		}
+	}
+	for _, a := range absent {
+		// What its parts not given held cannot be named: it may be
+		// asked for.
+		miss.Add(volchain.Missing{Session: a.ID, Known: a})
 	}
 	if len(miss.Missing) > 0 {
 		return vs.missingError(&miss)

@@ -27,7 +27,7 @@ type offlineSet struct {
 }
 
 // whatToGive is the hint of every error that a volume not given causes.
-const whatToGive = "give every volume of the chain, in any order ('cairn volume ls VOL...' lists the sessions a pile of volumes holds, no key needed; 'cairn volume list' on a server says where each volume is)"
+const whatToGive = "give every volume of the chain, in any order (volume extract FILE --volume FILE ...; 'cairn volume ls VOL...' lists the sessions a pile of volumes holds, no key needed; 'cairn volume list' on a server says where each volume is)"
 
 func openSet(ctx context.Context, g *globals, paths []string, keyFile string, needKeys bool, s3 s3Source) (*offlineSet, error) {
 	var opened []*offlineVolume

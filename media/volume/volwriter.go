@@ -149,6 +149,9 @@ func (v *volWriter) partHeader() ([]byte, error) {
 		KeyID: v.w.key.ID, KeyCheck: KeyCheck(v.w.key), Compression: comp, Encryption: EncryptionGCM,
 		BlockRawSize: info.BlockRawSize, StreamStart: v.stream, FirstSeq: v.nextSeq,
 	}
+	if n := len(v.parts); n > 0 && v.parts[n-1].Part == v.part-1 {
+		ph.PrevVolume = v.parts[n-1].VolumeID
+	}
 	js, err := json.Marshal(ph)
 	if err != nil {
 		return nil, v.sessionErr("encode PartHeader: %v", err)

@@ -304,9 +304,27 @@ func testSpanning(t *testing.T, m Medium) {
 	if n < 1 || len(res.Parts) != n+1 {
 		t.Fatalf("Next called %d times, %d parts", n, len(res.Parts))
 	}
-	for _, p := range res.Parts {
-		if _, size := m.Read(t, p.VolumeID); size > limit {
+	for i, p := range res.Parts {
+		r, size := m.Read(t, p.VolumeID)
+		if size > limit {
 			t.Fatalf("volume %s holds %d bytes, over the %d limit", p.VolumeID, size, limit)
+		}
+		// Each part after the first names the volume of the part before
+		// it, for a reader given this volume and not that one.
+		v, err := volume.OpenVolume(r, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps, err := v.Parts()
+		if err != nil || len(ps) != 1 {
+			t.Fatalf("volume %s: %d parts, %v", p.VolumeID, len(ps), err)
+		}
+		want := uuid.Nil
+		if i > 0 {
+			want = res.Parts[i-1].VolumeID
+		}
+		if got := ps[0].Header.PrevVolume; got != want {
+			t.Errorf("part %d on volume %s names %s as the volume of the part before, want %s", i, p.VolumeID, got, want)
 		}
 	}
 	readBack(t, m, info, res, fs)
