@@ -716,13 +716,31 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 					continue
 				}
 			}
-			if a := absent[j.p.Header.SessionID]; a != nil {
-				if _, err := vs.set.Locate(a.ID, e.Loc.Off); errors.Is(err, volchain.ErrMissing) {
-					needs(a, e.Path)
+			// An entry lies where its FileHeader is: in a part of its
+			// session this read does not hold (one cut short before the
+			// rest), a part not given, or past a cut.
+			into := j
+			if sid := j.p.Header.SessionID; !covers(j.refs, e.Loc.Off) {
+				part, err := vs.set.Locate(sid, e.Loc.Off)
+				var ce *volchain.CutError
+				switch {
+				case errors.Is(err, volchain.ErrMissing):
+					if a := absent[sid]; a != nil {
+						needs(a, e.Path)
+					}
+				case errors.As(err, &ce):
+					lost = append(lost, lostEntry{Session: sid, Path: e.Path, Reason: ce.Error()})
+					continue
+				case err != nil:
+					return err
+				default:
+					if into, err = source(part); err != nil {
+						return err
+					}
 				}
 			}
-			j.locs = append(j.locs, e.Loc)
-			j.paths = append(j.paths, e.Path)
+			into.locs = append(into.locs, e.Loc)
+			into.paths = append(into.paths, e.Path)
 			asked++
 			if e.Blocks == nil {
 				continue

@@ -106,14 +106,32 @@ func (s *offlineSet) reads(ss *volchain.Session) []sessionRead {
 			if part.Info != f.Info {
 				continue // its entries are in the final part's trailer
 			}
-			r.refs = nil
-			for _, q := range ss.Parts {
-				r.refs = append(r.refs, q.Info.Ref())
-			}
+			r.refs = contiguous(ss)
 		}
 		out = append(out, r)
 	}
 	return out
+}
+
+// contiguous are the parts of a session that end with its final part and
+// hold its stream without a gap: what one reader reads. A part cut short
+// (a volume copied in part, or torn by damage) leaves a gap; the parts
+// before it are read by readers of their own.
+func contiguous(ss *volchain.Session) []volume.PartRef {
+	var refs []volume.PartRef
+	for i := len(ss.Parts) - 1; i >= 0; i-- {
+		r := ss.Parts[i].Info.Ref()
+		if len(refs) > 0 && r.StreamEnd != refs[0].StreamStart {
+			break
+		}
+		refs = append([]volume.PartRef{r}, refs...)
+	}
+	return refs
+}
+
+// covers tells whether the parts refs hold stream offset off.
+func covers(refs []volume.PartRef, off uint64) bool {
+	return slices.ContainsFunc(refs, func(r volume.PartRef) bool { return r.StreamStart <= off && off < r.StreamEnd })
 }
 
 // point is a point in time asked for with --at: a session of the set, or
@@ -143,20 +161,12 @@ func (s *offlineSet) point(at, client string) (*volchain.Session, error) {
 }
 
 // chain is the sessions the point in time at is made of, oldest first.
-// Its full missing is an error that says what to give.
+// Its full missing is an error that says what to give; a part of one
+// missing is for the reader to name, with the files that need it.
 func (s *offlineSet) chain(at *volchain.Session) ([]*volchain.Session, error) {
 	chain, err := s.set.Chain(at)
 	if err != nil {
 		return nil, s.missingError(err)
-	}
-	var miss volchain.MissingError
-	for _, ss := range chain {
-		if ss.Absent() != "" {
-			miss.Add(volchain.Missing{Session: ss.ID, Known: ss})
-		}
-	}
-	if len(miss.Missing) > 0 {
-		return nil, s.missingError(&miss)
 	}
 	return chain, nil
 }
