@@ -107,6 +107,14 @@ func (s *Session) Absent() string {
 	return fmt.Sprintf("its parts after part %d, which lies on %s and says the session goes on on another volume", last.Info.Header.Part, last.Vol)
 }
 
+// Torn tells whether the session ends torn: its last part given has no
+// PartEnd and no final part is given. Such a session was never committed
+// (its writer died) or the volume it ends on was cut short; a later
+// backup does not build on it, so a chain passes over it.
+func (s *Session) Torn() bool {
+	return s.Final() == nil && s.Parts[len(s.Parts)-1].Info.Torn
+}
+
 // Set is what a pile of volumes holds.
 type Set struct {
 	// Volumes are the volumes given, each once, oldest first.
@@ -278,7 +286,7 @@ func (s *Set) At(client string, t time.Time) (*Session, error) {
 	}
 	var best *Session
 	for _, ss := range s.Sessions {
-		if ss.Header.Client == client && !ss.Header.Created.After(t) && !ss.Header.Created.IsZero() {
+		if ss.Header.Client == client && !ss.Header.Created.After(t) && !ss.Header.Created.IsZero() && !ss.Torn() {
 			best = ss
 		}
 	}
@@ -298,7 +306,7 @@ var (
 // Chain is the sessions a restore of the point in time at reads, oldest
 // first: the last full of its client at or before it, the last
 // differential between that full and at, and the incrementals after
-// that. A chain whose full is not given comes back as far as it goes,
+// that, passing over sessions that end torn. A chain whose full is not given comes back as far as it goes,
 // with a *MissingError.
 func (s *Set) Chain(at *Session) ([]*Session, error) {
 	if at.Header.Created.IsZero() {
@@ -309,7 +317,7 @@ func (s *Set) Chain(at *Session) ([]*Session, error) {
 	i := slices.Index(s.Sessions, at)
 	for ; i >= 0; i-- {
 		ss := s.Sessions[i]
-		if ss.Header.Client != at.Header.Client || ss.Header.Created.IsZero() {
+		if ss.Header.Client != at.Header.Client || ss.Header.Created.IsZero() || ss != at && ss.Torn() {
 			continue
 		}
 		switch ss.Header.Level {

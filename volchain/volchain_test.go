@@ -56,7 +56,8 @@ func sid(n int) uuid.UUID { return uuid.UUID{0: byte(n), 15: 1} }
 var v1, v2, v3, v4 = uuid.UUID{1}, uuid.UUID{2}, uuid.UUID{3}, uuid.UUID{4}
 
 // The week of one client: a full spanning A and B, incrementals on B, a
-// differential and an incremental on C; another client's full on C.
+// differential, an incremental torn (its writer died) and one more on C;
+// another client's full on C.
 func week() []*Volume {
 	return []*Volume{
 		vol("A", v1, part{session: 1, level: "full", hour: 0, start: 0, end: 100}),
@@ -65,6 +66,7 @@ func week() []*Volume {
 			part{session: 2, level: "incremental", hour: 1, end: 10, final: true},
 			part{session: 3, level: "incremental", hour: 2, end: 10, final: true}),
 		vol("C", v3,
+			part{session: 6, level: "incremental", hour: 3, end: 20, torn: true},
 			part{session: 4, level: "differential", hour: 3, end: 20, final: true},
 			part{session: 5, level: "incremental", hour: 4, end: 10, final: true},
 			part{session: 9, level: "full", client: "db02", hour: 5, end: 10, final: true}),
@@ -83,7 +85,7 @@ func ids(ss []*Session) []uuid.UUID {
 // found: the same sessions, the same chains.
 func TestGatherIgnoresOrderAndTwice(t *testing.T) {
 	want := Gather(week())
-	if got := ids(want.Sessions); !slices.Equal(got, []uuid.UUID{sid(1), sid(2), sid(3), sid(4), sid(5), sid(9)}) {
+	if got := ids(want.Sessions); !slices.Equal(got, []uuid.UUID{sid(1), sid(2), sid(3), sid(4), sid(6), sid(5), sid(9)}) {
 		t.Fatalf("sessions %v", got)
 	}
 	w := week()
@@ -121,7 +123,8 @@ func TestChain(t *testing.T) {
 		2: {1, 2},    // an earlier point
 		3: {1, 2, 3}, // the full and the incrementals after it
 		4: {1, 4},    // a differential folds the incrementals before it
-		5: {1, 4, 5}, // an incremental after it builds on it
+		5: {1, 4, 5}, // an incremental after it builds on it, not on one torn
+		6: {1, 4, 6}, // one torn, asked for, is read as far as it goes
 		9: {9},       // another client's chain is its own
 	} {
 		ss, err := s.Session(sid(at).String())

@@ -60,7 +60,8 @@ A volume of an S3 pool is read in place: give s3://BUCKET/PREFIX/NAME and
 --s3-endpoint, with the credentials in --s3-credentials-file or the
 environment.
 
-Given several volumes (in any order; one given twice is read once), it lists
+Given several volumes, or a directory of volume files (in any order; one
+given twice is read once), it lists
 the sessions they hold, each with its client, level and the volumes its parts
 lie on, and needs no key. With --at (a session, or a time and, when the
 volumes hold several clients, --client) it lists the files of the tree as it
@@ -75,7 +76,7 @@ blocks (with a warning); entries damage cut are listed as LOST, and make the
 exit code 1.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 1 || lsAt != "" {
+			if st, err := os.Stat(args[0]); len(args) > 1 || lsAt != "" || err == nil && st.IsDir() {
 				return runVolumeLsChain(cmd.Context(), g, args, keyFile, lsAt, lsClient, s3)
 			}
 			if lsClient != "" {
@@ -104,7 +105,8 @@ sessions it is made of, the full, the differential after it, the incrementals
 after that, where a deleted file stays deleted. An incremental stores only the
 changed blocks of a large file and finds the others in the sessions before
 it: give the volumes that hold them with --volume (FILE and the volumes are
-one pile: their order does not matter, and one given twice is read once), and
+one pile: their order does not matter, one given twice is read once, and a
+directory stands for the volume files in it), and
 the file is assembled from all of them and checked against the SHA-256 of its
 content. When a session needed, or a part of one, is on no volume given,
 nothing is extracted: the error names it, the files that need it, what the

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/disk"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/volchain"
 	"github.com/cairnbackup/cairn/wire"
@@ -39,6 +42,10 @@ func openSet(ctx context.Context, g *globals, paths []string, keyFile string, ne
 	}
 	of := map[*volchain.Volume]*offlineVolume{}
 	var vs []*volchain.Volume
+	paths, err := volumeFiles(paths)
+	if err != nil {
+		return nil, err
+	}
 	for _, p := range paths {
 		ov, err := openOffline(ctx, p, keyFile, needKeys, s3)
 		if err != nil {
@@ -425,4 +432,27 @@ func (s *offlineSet) byVolumeName(id uuid.UUID) string {
 		return ov.vol.Label().Name
 	}
 	return id.String()
+}
+
+// volumeFiles is the volumes given, a directory standing for the volume
+// files (*.cvol) in it: a disk pool, or the copies an administrator
+// gathered.
+func volumeFiles(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		if st, err := os.Stat(p); strings.HasPrefix(p, "s3://") || err != nil || !st.IsDir() {
+			out = append(out, p) // opening it says what is wrong with it
+			continue
+		}
+		in, err := filepath.Glob(filepath.Join(p, "*"+disk.Ext))
+		if err != nil {
+			return nil, wire.Errorf(wire.CodeInvalidArgument, "", "%s: %w", p, err)
+		}
+		if len(in) == 0 {
+			return nil, wire.Errorf(wire.CodeNotFound, "give volume files (NAME"+disk.Ext+"), or a directory holding them",
+				"directory %s holds no volume files (*%s)", p, disk.Ext)
+		}
+		out = append(out, in...)
+	}
+	return out, nil
 }
