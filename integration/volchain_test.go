@@ -43,8 +43,9 @@ type chainListing struct {
 // lie on (the full spans vols, the incrementals lie on the last): 'cairn
 // volume ls' of them all lists the sessions and, at each point in time,
 // the files and where their blocks lie; 'volume extract --at' of each
-// point gives back every file byte for byte, whatever order the volumes
-// come in and if one comes twice; a volume left out stops it before it
+// point gives back every file byte for byte (a file deleted by then
+// stays deleted), whatever order the volumes come in and if one comes
+// twice, and '--session' of an incremental its own files, assembled; a volume left out stops it before it
 // writes anything, naming the volume; a volume cut short loses only what
 // lay past the cut, named; and the volume of another client, with a key
 // the key file does not hold, is no trouble unless it is read.
@@ -100,12 +101,16 @@ func volumeChainWithNoCatalog(t *testing.T, s *stack, src string, states []map[s
 			slices.Reverse(order)
 		}
 		to := filepath.Join(t.TempDir(), "at")
-		args := []string{"volume", "extract", order[0], "--key-file", keys, "--to", to, "--at", ss}
-		for _, v := range order[1:] {
-			args = append(args, "--volume", v)
-		}
-		s.ok(args...)
+		s.ok(append([]string{"volume", "extract", order[0], "--key-file", keys, "--to", to, "--at", ss}, volumeFlags(order[1:])...)...)
 		sameDigests(t, "volume extract --at session "+ss, digests(t, filepath.Join(to, src)), states[i])
+	}
+
+	// One session's own entries: the last incremental holds main.db
+	// alone, whose blocks come from the two sessions before it.
+	to := filepath.Join(t.TempDir(), "session")
+	s.ok(append([]string{"volume", "extract", all[len(all)-1], "--key-file", keys, "--to", to, "--session", last}, volumeFlags(all)...)...)
+	if got := digests(t, filepath.Join(to, src)); len(got) != 1 || got["main.db"] != states[len(states)-1]["main.db"] {
+		t.Errorf("volume extract --session of the last incremental: %d files, main.db right %v", len(got), got["main.db"] == states[len(states)-1]["main.db"])
 	}
 
 	extract := func(to string, at string, vs ...string) []string {
@@ -113,10 +118,7 @@ func volumeChainWithNoCatalog(t *testing.T, s *stack, src string, states []map[s
 		if at != "" {
 			args = append(args, "--at", at)
 		}
-		for _, v := range vs[1:] {
-			args = append(args, "--volume", v)
-		}
-		return args
+		return append(args, volumeFlags(vs[1:])...)
 	}
 	nothingIn := func(what, dir string) {
 		t.Helper()
@@ -149,7 +151,7 @@ func volumeChainWithNoCatalog(t *testing.T, s *stack, src string, states []map[s
 	if err := os.WriteFile(cut, b[:len(b)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	to := filepath.Join(t.TempDir(), "cut")
+	to = filepath.Join(t.TempDir(), "cut")
 	s.fails(1, []string{"main.db", vols[0].Name, "stops at stream offset"}, extract(to, last, append([]string{cut}, all[1:]...)...)...)
 	got := digests(t, filepath.Join(to, src))
 	for p, d := range states[len(states)-1] {
@@ -173,6 +175,15 @@ func volumeChainWithNoCatalog(t *testing.T, s *stack, src string, states []map[s
 	to = filepath.Join(t.TempDir(), "everything")
 	s.fails(1, []string{"other-key", "db02.cvol"}, extract(to, "", withOther...)...)
 	nothingIn("volume extract of a session whose key is not given", to)
+}
+
+// volumeFlags gives each volume with --volume.
+func volumeFlags(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, "--volume", v)
+	}
+	return out
 }
 
 // otherClientVolume writes, with the volume writer, a disk volume holding

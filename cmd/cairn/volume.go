@@ -98,7 +98,8 @@ exit code 1.`,
 		Long: `Restore files from a volume file with no server or catalog, as bextract does.
 
 Every session on the volumes given is read in the order they were made, so a
-later session's version of a file replaces an earlier one; --session reads one
+later session's version of a file replaces an earlier one (and a file a later
+session marks deleted still comes from the one before); --session reads one
 session's own entries. --at reads the tree as it was at a point (a session, or
 a time and, when the volumes hold several clients, --client): the chain of
 sessions it is made of, the full, the differential after it, the incrementals
@@ -691,7 +692,7 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 				return k, nil
 			}
 		}
-		k := &job{ov: vs.of(part), p: part.Info, refs: []volume.PartRef{part.Info.Ref()}}
+		k := &job{ov: vs.of(part), p: part.Info, refs: vs.run(part)}
 		var err error
 		if part.Info.HeaderLost {
 			_, k.key, err = k.ov.index(ctx, part.Info)

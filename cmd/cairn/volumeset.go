@@ -136,6 +136,29 @@ func contiguous(ss *volchain.Session) []volume.PartRef {
 	return refs
 }
 
+// run are the parts of the session of p given that hold its stream
+// without a gap on either side of p: what one reader of a block that
+// starts in p reads, since the block may go on in the next part.
+func (s *offlineSet) run(p volchain.Part) []volume.PartRef {
+	ss, err := s.set.Session(p.Info.Header.SessionID.String())
+	if err != nil {
+		return []volume.PartRef{p.Info.Ref()}
+	}
+	i := slices.IndexFunc(ss.Parts, func(q volchain.Part) bool { return q.Info == p.Info })
+	lo, hi := i, i
+	for lo > 0 && ss.Parts[lo-1].Info.StreamEnd() == ss.Parts[lo].Info.Header.StreamStart && !ss.Parts[lo-1].Info.Torn {
+		lo--
+	}
+	for hi+1 < len(ss.Parts) && ss.Parts[hi].Info.StreamEnd() == ss.Parts[hi+1].Info.Header.StreamStart && !ss.Parts[hi].Info.Torn {
+		hi++
+	}
+	var refs []volume.PartRef
+	for _, q := range ss.Parts[lo : hi+1] {
+		refs = append(refs, q.Info.Ref())
+	}
+	return refs
+}
+
 // covers tells whether the parts refs hold stream offset off.
 func covers(refs []volume.PartRef, off uint64) bool {
 	return slices.ContainsFunc(refs, func(r volume.PartRef) bool { return r.StreamStart <= off && off < r.StreamEnd })
