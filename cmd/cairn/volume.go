@@ -18,6 +18,7 @@ import (
 	"github.com/cairnbackup/cairn/agent"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/keyring"
+	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/volchain"
 	"github.com/cairnbackup/cairn/wire"
@@ -157,7 +158,7 @@ type offlineVolume struct {
 }
 
 func openOffline(ctx context.Context, path, keyFile string, needKeys bool, s3 s3Source) (*offlineVolume, error) {
-	const whereVolumes = "give the path of a volume file (NAME.cvol), or s3://BUCKET/PREFIX/NAME with --s3-endpoint for a volume in an S3 pool; 'cairn volume list' shows where each volume is"
+	const whereVolumes = "give the path of a volume file (NAME.cvol), an emulated tape cartridge file (BARCODE.tape), or s3://BUCKET/PREFIX/NAME with --s3-endpoint for a volume in an S3 pool; 'cairn volume list' shows where each volume is"
 	var f interface {
 		io.ReaderAt
 		io.Closer
@@ -169,6 +170,15 @@ func openOffline(ctx context.Context, path, keyFile string, needKeys bool, s3 s3
 			return nil, err
 		}
 		f, size = r, r.Size()
+	} else if tape.IsCartridgeFile(path) {
+		c, err := tape.OpenCartridge(ctx, path)
+		if errors.Is(err, tape.ErrBusy) {
+			return nil, wire.Errorf(wire.CodeIO, "read a copy of the cartridge file, or unload it from its drive first", "%w", err)
+		}
+		if err != nil {
+			return nil, wire.Errorf(wire.CodeCorrupt, whereVolumes, "%w", err)
+		}
+		f, size = c, c.Size()
 	} else {
 		osf, err := os.Open(path)
 		if errors.Is(err, fs.ErrNotExist) {

@@ -42,12 +42,19 @@ func openSet(ctx context.Context, g *globals, paths []string, keyFile string, ne
 	}
 	of := map[*volchain.Volume]*offlineVolume{}
 	var vs []*volchain.Volume
-	paths, err := volumeFiles(paths)
+	paths, inDir, err := volumeFiles(paths)
 	if err != nil {
 		return nil, err
 	}
+	var skipped []string
 	for _, p := range paths {
 		ov, err := openOffline(ctx, p, keyFile, needKeys, s3)
+		if err != nil && inDir[p] && errors.Is(err, volume.ErrNotVolume) {
+			// A blank cartridge of a library, a file that is no volume:
+			// only a file named on its own must be one.
+			skipped = append(skipped, fmt.Sprintf("%s is not a volume, passed over: %v", p, err))
+			continue
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -68,7 +75,7 @@ func openSet(ctx context.Context, g *globals, paths []string, keyFile string, ne
 			ov.Close()
 		}
 	}
-	for _, w := range s.set.Twice {
+	for _, w := range append(skipped, s.set.Twice...) {
 		fmt.Fprintf(g.errOut, "warning: %s\n", printable(w))
 		s.damage = append(s.damage, w)
 	}
@@ -458,24 +465,33 @@ func (s *offlineSet) byVolumeName(id uuid.UUID) string {
 }
 
 // volumeFiles is the volumes given, a directory standing for the volume
-// files (*.cvol) in it: a disk pool, or the copies an administrator
-// gathered.
-func volumeFiles(paths []string) ([]string, error) {
-	var out []string
+// files (*.cvol) and emulated cartridges (*.tape) in it: a disk pool, a
+// library's cartridges, or the copies an administrator gathered.
+func volumeFiles(paths []string) (out []string, inDir map[string]bool, err error) {
+	inDir = map[string]bool{}
 	for _, p := range paths {
 		if st, err := os.Stat(p); strings.HasPrefix(p, "s3://") || err != nil || !st.IsDir() {
 			out = append(out, p) // opening it says what is wrong with it
 			continue
 		}
-		in, err := filepath.Glob(filepath.Join(p, "*"+disk.Ext))
-		if err != nil {
-			return nil, wire.Errorf(wire.CodeInvalidArgument, "", "%s: %w", p, err)
+		var in []string
+		// Disk volumes, and emulated cartridges (the library names each
+		// by its barcode).
+		for _, ext := range []string{disk.Ext, ".tape"} {
+			m, err := filepath.Glob(filepath.Join(p, "*"+ext))
+			if err != nil {
+				return nil, nil, wire.Errorf(wire.CodeInvalidArgument, "", "%s: %w", p, err)
+			}
+			in = append(in, m...)
 		}
 		if len(in) == 0 {
-			return nil, wire.Errorf(wire.CodeNotFound, "give volume files (NAME"+disk.Ext+"), or a directory holding them",
-				"directory %s holds no volume files (*%s)", p, disk.Ext)
+			return nil, nil, wire.Errorf(wire.CodeNotFound, "give volume files (NAME"+disk.Ext+", BARCODE.tape), or a directory holding them",
+				"directory %s holds no volume files (*%s) or cartridges (*.tape)", p, disk.Ext)
+		}
+		for _, f := range in {
+			inDir[f] = true
 		}
 		out = append(out, in...)
 	}
-	return out, nil
+	return out, inDir, nil
 }
