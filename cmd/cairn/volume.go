@@ -59,7 +59,8 @@ its next part, on another volume.`,
 		Long: `List the sessions and files on a volume file, with no server or catalog.
 A volume of an S3 pool is read in place: give s3://BUCKET/PREFIX/NAME and
 --s3-endpoint, with the credentials in --s3-credentials-file or the
-environment.
+environment. An emulated library's cartridge file (BARCODE.tape) is read
+as a tape, in a drive of its own.
 
 Given several volumes, or a directory of volume files (in any order; one
 given twice is read once), it lists
