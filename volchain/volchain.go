@@ -341,16 +341,55 @@ func (s *Set) Chain(at *Session) ([]*Session, error) {
 	return chain, &MissingError{Missing: []Missing{{Client: at.Header.Client, Before: chain[0].Header.Created, Full: true}}}
 }
 
-// Locate finds the part of session id that holds stream offset off: where
-// a block kept from that session lies. A session the volumes do not hold,
-// or do not hold that part of, is a *MissingError; a part given that ends
-// before off (cut short, or torn by damage) is a *CutError.
-func (s *Set) Locate(id uuid.UUID, off uint64) (Part, error) {
+// Locate finds the part of session id that holds stream offset off, where
+// an entry or a block kept from that session starts, and checks that the
+// parts given hold the blocks seq to endSeq, where it lies: its records
+// may go on in the next part. A session the volumes do not hold, or do
+// not hold a part of that it needs, is a *MissingError; a part given that
+// ends before (cut short, or torn by damage) is a *CutError.
+func (s *Set) Locate(id uuid.UUID, off, seq, endSeq uint64) (Part, error) {
+	p, err := s.locate(id, off)
+	if err != nil {
+		return p, err
+	}
+	ss := s.session(id)
+	for next := seq; next <= endSeq; {
+		var in, before *Part
+		for j := range ss.Parts {
+			q := &ss.Parts[j]
+			if q.Info.Header.FirstSeq <= next && next <= q.Info.LastSeq {
+				in = q
+				break
+			}
+			if q.Info.Header.FirstSeq <= next && (before == nil || q.Info.Header.FirstSeq > before.Info.Header.FirstSeq) {
+				before = q
+			}
+		}
+		switch {
+		case in != nil:
+			next = in.Info.LastSeq + 1
+		case before != nil && before.Info.Torn:
+			return Part{}, &CutError{Part: *before, Off: off}
+		default:
+			return Part{}, &MissingError{Missing: []Missing{{Session: id, Known: ss}}}
+		}
+	}
+	return p, nil
+}
+
+func (s *Set) session(id uuid.UUID) *Session {
 	i := slices.IndexFunc(s.Sessions, func(ss *Session) bool { return ss.ID == id })
 	if i < 0 {
+		return nil
+	}
+	return s.Sessions[i]
+}
+
+func (s *Set) locate(id uuid.UUID, off uint64) (Part, error) {
+	ss := s.session(id)
+	if ss == nil {
 		return Part{}, &MissingError{Missing: []Missing{{Session: id}}}
 	}
-	ss := s.Sessions[i]
 	var cut *Part
 	for j := range ss.Parts {
 		p := &ss.Parts[j]
@@ -379,7 +418,7 @@ type CutError struct {
 }
 
 func (e *CutError) Error() string {
-	return fmt.Sprintf("session %s: its part %d on %s stops at stream offset %d (%s), before offset %d, where the data lies",
+	return fmt.Sprintf("session %s: its part %d on %s stops at stream offset %d (%s), and the data from offset %d goes on past that",
 		e.Part.Info.Header.SessionID, e.Part.Info.Header.Part, e.Part.Vol, e.Part.Info.StreamEnd(), e.Part.Info.TornReason, e.Off)
 }
 

@@ -37,7 +37,8 @@ func vol(name string, id uuid.UUID, parts ...part) *Volume {
 		pi := volume.PartInfo{VolumeID: id, Header: volume.PartHeader{
 			SessionID: sid(p.session), Part: p.n, Client: client, Level: p.level, StreamStart: p.start,
 			Created: time.Date(2026, 12, 1, p.hour, 0, 0, 0, time.UTC), PrevVolume: p.prev,
-		}, DataStart: int64(p.start), End: int64(p.end)}
+			FirstSeq: p.start / 10,
+		}, DataStart: int64(p.start), End: int64(p.end), LastSeq: p.end/10 - 1} // a block per 10 bytes
 		if p.torn {
 			pi.Torn, pi.TornReason = true, "the volume ends"
 		} else {
@@ -163,11 +164,18 @@ func TestChain(t *testing.T) {
 // names; one past a part cut short is lost to the cut.
 func TestLocate(t *testing.T) {
 	s := Gather(week())
-	if p, err := s.Locate(sid(1), 120); err != nil || p.Vol.Label.Name != "B" {
+	if p, err := s.Locate(sid(1), 120, 12, 12); err != nil || p.Vol.Label.Name != "B" {
 		t.Errorf("offset 120 of the full: %v, %v; want its part on B", p.Vol, err)
 	}
+	// A block that starts at the end of A goes on on B.
+	if p, err := s.Locate(sid(1), 95, 9, 10); err != nil || p.Vol.Label.Name != "A" {
+		t.Errorf("offset 95 of the full, to block 10: %v, %v; want its part on A", p.Vol, err)
+	}
+	if _, err := Gather([]*Volume{week()[0]}).Locate(sid(1), 95, 9, 10); !errors.Is(err, ErrMissing) {
+		t.Errorf("a block going on on B, B not given: %v", err)
+	}
 	noA := Gather(week()[1:])
-	_, err := noA.Locate(sid(1), 50)
+	_, err := noA.Locate(sid(1), 50, 5, 5)
 	var me *MissingError
 	if !errors.As(err, &me) || !errors.Is(err, ErrMissing) || me.Missing[0].Known == nil {
 		t.Fatalf("offset 50 with A not given: %v", err)
@@ -176,7 +184,7 @@ func TestLocate(t *testing.T) {
 	if msg := me.Error(); !strings.Contains(msg, "its part 0 (on volume ["+v1.String()+"])") || !strings.Contains(msg, "/db/main.db") {
 		t.Errorf("missing part 0: %s", msg)
 	}
-	_, err = noA.Locate(sid(7), 0)
+	_, err = noA.Locate(sid(7), 0, 0, 0)
 	if !errors.As(err, &me) || me.Missing[0].Known != nil {
 		t.Fatalf("a session on no volume: %v", err)
 	}
@@ -186,10 +194,13 @@ func TestLocate(t *testing.T) {
 		t.Errorf("a session on no volume: %s", msg)
 	}
 	cut := Gather([]*Volume{vol("A", v1, part{session: 1, level: "full", end: 60, torn: true}), week()[1]})
-	_, err = cut.Locate(sid(1), 80)
+	_, err = cut.Locate(sid(1), 80, 8, 8)
 	var ce *CutError
 	if !errors.As(err, &ce) || !strings.Contains(ce.Error(), "volume A") {
 		t.Errorf("offset 80 past A cut at 60: %v", err)
+	}
+	if _, err = cut.Locate(sid(1), 50, 5, 10); !errors.As(err, &ce) {
+		t.Errorf("a block from before the cut of A on into B: %v", err)
 	}
 	// The full's last part not given: the part before says it goes on.
 	noB := Gather([]*Volume{week()[0]})

@@ -633,9 +633,6 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 			absent[ss.ID] = ss
 		}
 	}
-	needs := func(ss *volchain.Session, path string) {
-		miss.Add(volchain.Missing{Session: ss.ID, Known: ss}, volchain.Need{Session: ss.ID, Path: path})
-	}
 	var jobs []*job
 	var lost []lostEntry // asked for and not extracted
 	var notes []string   // losses no entry name says
@@ -678,7 +675,7 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 					continue
 				}
 				if a := absent[ss.ID]; a != nil {
-					needs(a, l.Path)
+					miss.Add(volchain.Missing{Session: a.ID, Known: a}, volchain.Need{Session: a.ID, Path: l.Path})
 				} else {
 					lost = append(lost, lostEntry{Session: p.Header.SessionID, Path: l.Path, Reason: l.Reason})
 				}
@@ -734,20 +731,19 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 			// session this read does not hold (one cut short before the
 			// rest), a part not given, or past a cut.
 			into := j
-			if sid := j.p.Header.SessionID; !covers(j.refs, e.Loc.Off) {
-				part, err := vs.set.Locate(sid, e.Loc.Off)
+			if sid := j.p.Header.SessionID; !covers(j.refs, e.Loc.Off) || absent[sid] != nil {
+				part, err := vs.set.Locate(sid, e.Loc.Off, e.Loc.Seq, e.Loc.EndSeq)
+				var me *volchain.MissingError
 				var ce *volchain.CutError
 				switch {
-				case errors.Is(err, volchain.ErrMissing):
-					if a := absent[sid]; a != nil {
-						needs(a, e.Path)
-					}
+				case errors.As(err, &me):
+					miss.Add(me.Missing[0], volchain.Need{Session: sid, Path: e.Path})
 				case errors.As(err, &ce):
 					lost = append(lost, lostEntry{Session: sid, Path: e.Path, Reason: ce.Error()})
 					continue
 				case err != nil:
 					return err
-				default:
+				case !covers(j.refs, e.Loc.Off):
 					if into, err = source(part); err != nil {
 						return err
 					}
@@ -767,7 +763,7 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 					continue
 				}
 				sid := uuid.UUID(e.Blocks.SessionOf(bi, [16]byte{}))
-				part, err := vs.set.Locate(sid, b.Loc.Off)
+				part, err := vs.set.Locate(sid, b.Loc.Off, b.Loc.Seq, b.Loc.EndSeq)
 				var me *volchain.MissingError
 				var ce *volchain.CutError
 				switch {
@@ -812,9 +808,11 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 		}
 	}
 	for _, a := range absent {
-		// What its parts not given held cannot be named: it may be
-		// asked for.
-		miss.Add(volchain.Missing{Session: a.ID, Known: a})
+		if a.Final() == nil {
+			// Its index is in the part not given: what the parts not
+			// given hold cannot be named, and may be asked for.
+			miss.Add(volchain.Missing{Session: a.ID, Known: a})
+		}
 	}
 	if len(miss.Missing) > 0 {
 		return vs.missingError(&miss)

@@ -364,7 +364,7 @@ func runVolumeLsChain(ctx context.Context, g *globals, paths []string, keyFile, 
 					}
 					sid := uuid.UUID(bl.SessionOf(bi, [16]byte{}))
 					src := blockSource{Session: sid}
-					part, err := vs.set.Locate(sid, b.Loc.Off)
+					part, err := vs.set.Locate(sid, b.Loc.Off, b.Loc.Seq, b.Loc.EndSeq)
 					var me *volchain.MissingError
 					var ce *volchain.CutError
 					switch {
