@@ -23,6 +23,8 @@ type chainListing struct {
 		Session string `json:"session"`
 		Client  string `json:"client"`
 		Level   string `json:"level"`
+		Backup  uint64 `json:"backup_id"`
+		Parent  uint64 `json:"parent_backup"`
 		State   string `json:"state"`
 	} `json:"sessions"`
 	Chain []string `json:"chain"`
@@ -68,6 +70,13 @@ func volumeChainWithNoCatalog(t *testing.T, s *stack, src string, states []map[s
 	s.json(&l, append(append([]string{"volume", "ls"}, pile...), "--key-file", keys)...)
 	if len(l.Sessions) != len(states) || l.Sessions[0].Level != "full" || l.Sessions[1].Level != "incremental" {
 		t.Fatalf("volume ls of the pile: %+v", l.Sessions)
+	}
+	// Each session's header names the backup it builds on, as the
+	// catalog's parents.
+	for i := 1; i < len(l.Sessions); i++ {
+		if l.Sessions[i].Parent != l.Sessions[i-1].Backup || l.Sessions[i].Parent == 0 {
+			t.Errorf("session %d, backup %d, builds on backup %d; want %d", i, l.Sessions[i].Backup, l.Sessions[i].Parent, l.Sessions[i-1].Backup)
+		}
 	}
 	if !slices.ContainsFunc(l.Warnings, func(w string) bool { return strings.Contains(w, "are the same volume") }) {
 		t.Errorf("volume ls of a pile with a volume twice does not say so: %q", l.Warnings)

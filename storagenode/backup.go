@@ -122,7 +122,7 @@ func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, e
 	}
 	sessionID := uuid.New()
 	w, err := volume.NewSessionWriter(volume.SessionInfo{
-		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, Client: t.Client, Level: t.Level,
+		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, ParentBackup: t.Parent, Client: t.Client, Level: t.Level,
 		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.Compression, BlockRawSize: grant.BlockRawSize,
 	}, key, first, volume.WriterOptions{
 		Workers: s.n.cfg.Workers,

@@ -35,8 +35,12 @@ type Ticket struct {
 	Op       Op     `json:"op"`
 	Pool     string `json:"pool,omitempty"`
 	BackupID uint64 `json:"backup_id,omitempty"`
-	Level    string `json:"level,omitempty"`
-	KeyID    string `json:"key_id,omitempty"`
+	// Parent is the backup a backup builds on (its catalog parent, 0 for
+	// a full): the node writes it into the session's part headers, so
+	// that a reader with no catalog follows the chain as the catalog does.
+	Parent uint64 `json:"parent,omitempty"`
+	Level  string `json:"level,omitempty"`
+	KeyID  string `json:"key_id,omitempty"`
 	// Attempt is the job's attempt the ticket was issued for: a storage
 	// node's report about the session names it, so that a late report
 	// about an attempt that is over does not end the one that replaced it.

@@ -3,10 +3,11 @@
 // span several, a volume may be given twice), the chain of sessions a
 // point in time is made of (its full, the differential after it if any,
 // the incrementals after that), and where each block a large file kept
-// from an earlier session lies. What the catalog's backup parents say,
-// the volumes do not: the chain is found by level and time, as the
-// scheduler made it (an incremental builds on the backup before it, a
-// differential on the full).
+// from an earlier session lies. The chain follows the parent backup each
+// part header names, as the catalog's parents; in volumes written before
+// headers named it, it is found by level and time, as the scheduler made
+// it (an incremental builds on the backup before it, a differential on
+// the full), which cannot tell apart two file sets of one client.
 //
 // It reads nothing but the part headers and ends that volume.Volume.Parts
 // found, and says what is missing before anything is read: a session the
@@ -304,14 +305,57 @@ var (
 )
 
 // Chain is the sessions a restore of the point in time at reads, oldest
-// first: the last full of its client at or before it, the last
-// differential between that full and at, and the incrementals after
-// that, passing over sessions that end torn. A chain whose full is not given comes back as far as it goes,
-// with a *MissingError.
+// first. A session whose part header names its parent backup
+// (parent_backup) is chained as the catalog chains it: by its parent, and
+// that one's, up to a full. One written before headers named it is
+// chained by level and time: the last full of its client at or before
+// it, the last differential between that full and it, and the
+// incrementals after that, passing over sessions that end torn. A chain
+// whose link is not given comes back as far as it goes, with a
+// *MissingError.
 func (s *Set) Chain(at *Session) ([]*Session, error) {
 	if at.Header.Created.IsZero() {
 		return nil, fmt.Errorf("%w: every part header of session %s is damaged, so when it was made and whose it is are lost: it cannot be placed in a chain", ErrNoSession, at.ID)
 	}
+	back := []*Session{at} // newest first
+	for cur := at; !isFull(cur); {
+		h := cur.Header
+		if h.ParentBackup == 0 {
+			older, err := s.chainByTime(cur)
+			slices.Reverse(back)
+			return append(older, back[1:]...), err
+		}
+		parent := s.backup(h.Client, h.ParentBackup)
+		if parent == nil {
+			slices.Reverse(back)
+			return back, &MissingError{Missing: []Missing{{Backup: h.ParentBackup, Of: h.BackupID, Client: h.Client, Before: h.Created}}}
+		}
+		back = append(back, parent)
+		cur = parent
+	}
+	slices.Reverse(back)
+	return back, nil
+}
+
+func isFull(ss *Session) bool {
+	return ss.Header.Level == "full" || ss.Header.Level == "synthetic-full"
+}
+
+// backup is the session of client's backup id: of two (an attempt that
+// died, then the one that committed), the one not torn.
+func (s *Set) backup(client string, id uint64) *Session {
+	var found *Session
+	for _, ss := range s.Sessions {
+		if ss.Header.Client == client && ss.Header.BackupID == id && (found == nil || found.Torn()) {
+			found = ss
+		}
+	}
+	return found
+}
+
+// chainByTime is the chain of a session whose header does not name its
+// parent, by level and time.
+func (s *Set) chainByTime(at *Session) ([]*Session, error) {
 	var chain []*Session
 	wantDiff := true
 	i := slices.Index(s.Sessions, at)
@@ -431,9 +475,12 @@ type Missing struct {
 	Known   *Session
 	// Full: the chain's full backup is missing (its id is unknown):
 	// Client's last before Before.
-	Full   bool
-	Client string
-	Before time.Time
+	Full bool
+	// Backup: the backup Of builds on is missing, a backup of Client
+	// made before Before.
+	Backup, Of uint64
+	Client     string
+	Before     time.Time
 	// Where says where to look for it, from the sessions given around
 	// it (Set.Around).
 	Where string
@@ -473,6 +520,9 @@ func (m Missing) String() string {
 	case m.Full:
 		fmt.Fprintf(&b, "the full backup of client %s that the chain before %s builds on: no volume given holds a full of that client before it",
 			m.Client, m.Before.UTC().Format(time.RFC3339))
+	case m.Backup != 0:
+		fmt.Fprintf(&b, "backup %d of client %s, which backup %d (of %s) builds on: no volume given holds it",
+			m.Backup, m.Client, m.Of, m.Before.UTC().Format(time.RFC3339))
 	case m.Known != nil:
 		fmt.Fprintf(&b, "session %s (%s of client %s, %s): %s", m.Session, m.Known.Header.Level, m.Known.Header.Client,
 			m.Known.Header.Created.UTC().Format(time.RFC3339), m.Known.Absent())
@@ -500,7 +550,7 @@ func (m Missing) String() string {
 func (e *MissingError) Add(m Missing, need ...Need) {
 	for i := range e.Missing {
 		x := &e.Missing[i]
-		if x.Session == m.Session && x.Full == m.Full && x.Client == m.Client {
+		if x.Session == m.Session && x.Full == m.Full && x.Backup == m.Backup && x.Client == m.Client {
 			for _, n := range need {
 				if !slices.Contains(x.Need, n) {
 					x.Need = append(x.Need, n)

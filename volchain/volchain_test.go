@@ -25,6 +25,7 @@ type part struct {
 	final, torn    bool
 	prev           uuid.UUID
 	headerLostOnly bool
+	backup, parent uint64
 }
 
 func vol(name string, id uuid.UUID, parts ...part) *Volume {
@@ -37,7 +38,7 @@ func vol(name string, id uuid.UUID, parts ...part) *Volume {
 		pi := volume.PartInfo{VolumeID: id, Header: volume.PartHeader{
 			SessionID: sid(p.session), Part: p.n, Client: client, Level: p.level, StreamStart: p.start,
 			Created: time.Date(2026, 12, 1, p.hour, 0, 0, 0, time.UTC), PrevVolume: p.prev,
-			FirstSeq: p.start / 10,
+			FirstSeq: p.start / 10, BackupID: p.backup, ParentBackup: p.parent,
 		}, DataStart: int64(p.start), End: int64(p.end), LastSeq: p.end/10 - 1} // a block per 10 bytes
 		if p.torn {
 			pi.Torn, pi.TornReason = true, "the volume ends"
@@ -218,5 +219,38 @@ func TestHeaderLostPartIsKept(t *testing.T) {
 	})
 	if len(s.Sessions) != 1 || len(s.Sessions[0].Parts) != 2 {
 		t.Fatalf("sessions %d, parts %d", len(s.Sessions), len(s.Sessions[0].Parts))
+	}
+}
+
+// Sessions whose headers name their parents chain as the catalog did: two
+// file sets of one client, whose sessions interleave, are two chains; a
+// parent not given is named by its backup id.
+func TestChainByParents(t *testing.T) {
+	pile := []*Volume{vol("P", v1,
+		part{session: 1, level: "full", hour: 0, end: 10, final: true, backup: 1},
+		part{session: 2, level: "full", hour: 1, end: 10, final: true, backup: 2},
+		part{session: 3, level: "incremental", hour: 2, end: 10, final: true, backup: 3, parent: 1},
+		part{session: 4, level: "incremental", hour: 3, end: 10, final: true, backup: 4, parent: 2},
+		part{session: 5, level: "differential", hour: 4, end: 10, final: true, backup: 5, parent: 1},
+		part{session: 6, level: "incremental", hour: 5, end: 10, final: true, backup: 6, parent: 5})}
+	s := Gather(pile)
+	for at, want := range map[int][]uuid.UUID{
+		3: {sid(1), sid(3)},
+		4: {sid(2), sid(4)},
+		6: {sid(1), sid(5), sid(6)},
+	} {
+		ss, _ := s.Session(sid(at).String())
+		chain, err := s.Chain(ss)
+		if err != nil || !slices.Equal(ids(chain), want) {
+			t.Errorf("chain at session %d: %v, %v; want %v", at, ids(chain), err, want)
+		}
+	}
+	pile[0].Parts = slices.Delete(pile[0].Parts, 4, 5) // the differential
+	s = Gather(pile)
+	ss, _ := s.Session(sid(6).String())
+	chain, err := s.Chain(ss)
+	var me *MissingError
+	if !errors.As(err, &me) || me.Missing[0].Backup != 5 || !strings.Contains(err.Error(), "backup 5 of client web01, which backup 6") || len(chain) != 1 {
+		t.Errorf("chain with its differential not given: %v, %v", ids(chain), err)
 	}
 }

@@ -203,9 +203,22 @@ func (s *offlineSet) point(at, client string) (*volchain.Session, error) {
 func (s *offlineSet) chain(at *volchain.Session) ([]*volchain.Session, error) {
 	chain, err := s.set.Chain(at)
 	if err != nil {
-		return nil, s.missingError(err)
+		return nil, s.missingError(s.where(err))
 	}
 	return chain, nil
+}
+
+// where adds to a missing link of a chain where to look for it.
+func (s *offlineSet) where(err error) error {
+	var me *volchain.MissingError
+	if errors.As(err, &me) {
+		for i := range me.Missing {
+			if m := &me.Missing[i]; m.Backup != 0 && m.Where == "" {
+				m.Where = s.set.Around(m.Client, m.Before)
+			}
+		}
+	}
+	return err
 }
 
 // missingError maps what volchain says is missing to the error the
@@ -267,6 +280,10 @@ type setSession struct {
 	Session uuid.UUID `json:"session"`
 	Client  string    `json:"client"`
 	Level   string    `json:"level"`
+	// Backup is the session's backup id; Parent the backup it builds on
+	// (0 for a full, or when the volume is older than headers naming it).
+	Backup  uint64    `json:"backup_id"`
+	Parent  uint64    `json:"parent_backup,omitempty"`
 	Created time.Time `json:"created"`
 	KeyID   string    `json:"key_id"`
 	Parts   string    `json:"parts"`
@@ -307,6 +324,7 @@ func runVolumeLsChain(ctx context.Context, g *globals, paths []string, keyFile, 
 	for _, ss := range vs.set.Sessions {
 		where, state := describeSession(ss)
 		out.Sessions = append(out.Sessions, setSession{Session: ss.ID, Client: ss.Header.Client, Level: ss.Header.Level,
+			Backup: ss.Header.BackupID, Parent: ss.Header.ParentBackup,
 			Created: ss.Header.Created, KeyID: ss.Header.KeyID, Parts: where, State: state})
 	}
 	var miss volchain.MissingError
@@ -319,6 +337,7 @@ func runVolumeLsChain(ctx context.Context, g *globals, paths []string, keyFile, 
 		}
 		out.At = &point.ID
 		chain, err := vs.set.Chain(point)
+		err = vs.where(err)
 		var me *volchain.MissingError
 		if errors.As(err, &me) {
 			miss.Add(me.Missing[0])
@@ -417,9 +436,13 @@ func printSetListing(g *globals, out *setListing) {
 			v.Label.FormatVersion, v.Parts, printable(v.Given))
 	}
 	fmt.Fprintln(g.out)
-	t := newTable(g.out, "SESSION", "CLIENT", "LEVEL", "CREATED", "KEY", "PARTS", "STATE")
+	t := newTable(g.out, "SESSION", "CLIENT", "BACKUP", "LEVEL", "CREATED", "KEY", "PARTS", "STATE")
 	for _, s := range out.Sessions {
-		t.row(s.Session.String(), s.Client, s.Level, createdText(s.Created), s.KeyID, s.Parts, s.State)
+		level := s.Level
+		if s.Parent != 0 {
+			level += fmt.Sprintf(" on %d", s.Parent)
+		}
+		t.row(s.Session.String(), s.Client, fmt.Sprint(s.Backup), level, createdText(s.Created), s.KeyID, s.Parts, s.State)
 	}
 	t.flush()
 	if out.At == nil {

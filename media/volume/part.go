@@ -35,6 +35,10 @@ type PartHeader struct {
 	BlockRawSize int       `json:"block_raw_size"`
 	StreamStart  uint64    `json:"stream_start"`
 	FirstSeq     uint64    `json:"first_seq"`
+	// ParentBackup is the backup the session's backup builds on, 0 for a
+	// full and in volumes written before it was kept: with BackupID, the
+	// chain a reader with no catalog follows.
+	ParentBackup uint64 `json:"parent_backup,omitempty"`
 	// PrevVolume is the volume of the session's part before this one
 	// (uuid.Nil on part 0, and in volumes written before it was kept):
 	// what a reader with no catalog names when that part is not given.

@@ -87,10 +87,12 @@ type SessionInfo struct {
 	SessionID uuid.UUID
 	JobID     uint64
 	BackupID  uint64
-	Client    string
-	Level     string
-	Pool      string
-	Created   time.Time
+	// ParentBackup is the backup this one builds on (0 for a full).
+	ParentBackup uint64
+	Client       string
+	Level        string
+	Pool         string
+	Created      time.Time
 	// Compression turns on zstd for data blocks (skipped per block when
 	// it does not pay).
 	Compression bool

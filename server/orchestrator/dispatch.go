@@ -264,7 +264,7 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 		}
 		tk, err := o.mem.Sign(ticket.Ticket{
 			JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpBackup,
-			Pool: pool.Name, BackupID: backup.ID, Level: string(job.Level), KeyID: pool.KeyID, Attempt: job.Attempt,
+			Pool: pool.Name, BackupID: backup.ID, Parent: backup.Parent, Level: string(job.Level), KeyID: pool.KeyID, Attempt: job.Attempt,
 		})
 		if err != nil {
 			return err
