@@ -169,6 +169,16 @@ func volumeChainWithNoCatalog(t *testing.T, s *stack, src string, states []map[s
 		}
 	}
 
+	// A file among them that is no volume (a damaged copy whose label
+	// and blocks are gone): named, and nothing written.
+	junk := filepath.Join(t.TempDir(), "Default-0009.cvol")
+	if err := os.WriteFile(junk, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	to = filepath.Join(t.TempDir(), "junk")
+	s.fails(1, []string{"Default-0009.cvol", "not a Cairn volume"}, extract(to, last, append(slices.Clone(all), junk)...)...)
+	nothingIn("volume extract with a file that is no volume", to)
+
 	// The volume of another client, with a key the key file does not
 	// hold, made later than the chain.
 	other := otherClientVolume(t)
