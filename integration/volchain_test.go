@@ -2,6 +2,7 @@ package integration
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -137,12 +138,15 @@ func volumeChainWithNoCatalog(t *testing.T, s *stack, src string, states []map[s
 	}
 	// A volume left out: the full's first, its second, its last. The
 	// error names the session, the files that need it, and the volume:
-	// by its id, which the part after it names, or, for the last part,
-	// by the volume of the part before, which says the session goes on.
+	// by its id, which the part after it names, and by its name and id,
+	// which the incrementals' headers recorded of their chain (the only
+	// word of the last part's volume: the part before it says only that
+	// the session goes on).
 	for left, want := range map[int]string{0: vols[0].ID.String(), 1: vols[1].ID.String(), 2: "after part 1, which lies on volume " + vols[1].Name} {
 		given := slices.Delete(slices.Clone(all), left, left+1)
 		to := filepath.Join(t.TempDir(), "missing")
-		s.fails(1, []string{"not every volume of the chain is given", sessions[0], want, "main.db", "nothing was extracted", "--volume"},
+		recorded := fmt.Sprintf("%s [%s]", vols[left].Name, vols[left].ID)
+		s.fails(1, []string{"not every volume of the chain is given", sessions[0], want, recorded, "main.db", "nothing was extracted", "--volume"},
 			extract(to, last, given...)...)
 		nothingIn("volume extract with a volume left out", to)
 		s.fails(1, []string{sessions[0], want, "main.db"},

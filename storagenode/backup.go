@@ -122,7 +122,7 @@ func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, e
 	}
 	sessionID := uuid.New()
 	w, err := volume.NewSessionWriter(volume.SessionInfo{
-		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, ParentBackup: t.Parent, Client: t.Client, Level: t.Level,
+		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, ParentBackup: t.Parent, Chain: chainParts(t.Chain), Client: t.Client, Level: t.Level,
 		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.Compression, BlockRawSize: grant.BlockRawSize,
 	}, key, first, volume.WriterOptions{
 		Workers: s.n.cfg.Workers,
@@ -265,4 +265,19 @@ func (s *session) classify(err error) *wire.Error {
 		return wire.Errorf(wire.CodeBadRequest, "upgrade the agent", "the agent sent entries out of order: %w", err)
 	}
 	return wire.Errorf(wire.CodeIO, "", "storage node %s: %w", s.n.cfg.ID, err)
+}
+
+// chainParts is the ticket's chain as the part headers record it; a part
+// whose ids do not parse is left out (it is a hint for a reader with no
+// catalog, not something the session needs).
+func chainParts(in []ticket.ChainPart) []volume.ChainPart {
+	var out []volume.ChainPart
+	for _, c := range in {
+		s, err1 := uuid.Parse(c.Session)
+		v, err2 := uuid.Parse(c.Volume)
+		if err1 == nil && err2 == nil {
+			out = append(out, volume.ChainPart{Session: s, Backup: c.Backup, Volume: v, Name: c.Name})
+		}
+	}
+	return out
 }

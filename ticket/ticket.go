@@ -39,8 +39,13 @@ type Ticket struct {
 	// a full): the node writes it into the session's part headers, so
 	// that a reader with no catalog follows the chain as the catalog does.
 	Parent uint64 `json:"parent,omitempty"`
-	Level  string `json:"level,omitempty"`
-	KeyID  string `json:"key_id,omitempty"`
+	// Chain is where the sessions of the chain the backup builds on lie
+	// (its parent's, and theirs, to the full): the node writes it into
+	// the session's part headers too, for a reader with no catalog to
+	// name the volume of one it is not given.
+	Chain []ChainPart `json:"chain,omitempty"`
+	Level string      `json:"level,omitempty"`
+	KeyID string      `json:"key_id,omitempty"`
 	// Attempt is the job's attempt the ticket was issued for: a storage
 	// node's report about the session names it, so that a late report
 	// about an attempt that is over does not end the one that replaced it.
@@ -49,6 +54,14 @@ type Ticket struct {
 	Sessions []string  `json:"sessions,omitempty"`
 	Issued   time.Time `json:"issued"`
 	Expires  time.Time `json:"expires"`
+}
+
+// ChainPart is a part of a session of a backup's chain, on its volume.
+type ChainPart struct {
+	Session string `json:"session"`
+	Backup  uint64 `json:"backup"`
+	Volume  string `json:"volume"`
+	Name    string `json:"name,omitempty"`
 }
 
 // Reason says why a ticket was refused.

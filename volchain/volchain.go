@@ -580,3 +580,68 @@ func (s *Set) Around(client string, before time.Time) string {
 	return fmt.Sprintf("it is a backup of client %s made before %s; the last earlier session of that client given is %s (%s, %s) on %s",
 		client, before.UTC().Format(time.RFC3339), prev.ID, prev.Header.Level, prev.Header.Created.UTC().Format(time.RFC3339), prev.Parts[0].Vol)
 }
+
+// Explain says, of each missing thing e names that says nothing yet, where
+// to look: where the part headers of the sessions given recorded it to
+// lie when they were written (PartHeader.Chain), else which sessions of
+// its client the volumes given hold around it.
+func (s *Set) Explain(e *MissingError) {
+	for i := range e.Missing {
+		m := &e.Missing[i]
+		if m.Where != "" {
+			continue
+		}
+		client, before := m.Client, m.Before
+		if len(m.Need) > 0 {
+			if ss := s.session(m.Need[0].Session); ss != nil {
+				client, before = ss.Header.Client, ss.Header.Created
+			}
+		}
+		if m.Known != nil {
+			client = m.Known.Header.Client
+		}
+		if r := s.recorded(m, client, before); r != "" {
+			m.Where = r
+		} else if m.Known == nil && client != "" {
+			m.Where = s.Around(client, before)
+		}
+	}
+}
+
+// recorded is where the chains recorded in the part headers of client's
+// sessions put what m names, "" when none does.
+func (s *Set) recorded(m *Missing, client string, before time.Time) string {
+	var fullOf *Session // for a full not given: the oldest of the chain given
+	for _, ss := range s.Sessions {
+		if ss.Header.Client == client && ss.Header.Created.Equal(before) {
+			fullOf = ss
+		}
+	}
+	var at []string
+	seen := map[uuid.UUID]bool{}
+	for _, ss := range s.Sessions {
+		if ss.Header.Client != client {
+			continue
+		}
+		oldest := uint64(0)
+		for _, c := range ss.Header.Chain {
+			if oldest == 0 || c.Backup < oldest {
+				oldest = c.Backup
+			}
+		}
+		for _, c := range ss.Header.Chain {
+			match := m.Session != uuid.Nil && c.Session == m.Session ||
+				m.Backup != 0 && c.Backup == m.Backup ||
+				m.Full && ss == fullOf && c.Backup == oldest
+			if !match || seen[c.Volume] {
+				continue
+			}
+			seen[c.Volume] = true
+			at = append(at, fmt.Sprintf("%s [%s]", c.Name, c.Volume))
+		}
+	}
+	if len(at) == 0 {
+		return ""
+	}
+	return "when later backups of the chain were made, it lay on volume " + strings.Join(at, ", ")
+}

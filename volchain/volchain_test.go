@@ -254,3 +254,33 @@ func TestChainByParents(t *testing.T) {
 		t.Errorf("chain with its differential not given: %v, %v", ids(chain), err)
 	}
 }
+
+// A session none of whose parts are given is named by the volume the
+// chains recorded in the headers of later sessions put it on.
+func TestExplainByRecordedChain(t *testing.T) {
+	pile := []*Volume{vol("C", v3, part{session: 5, level: "incremental", hour: 4, end: 10, final: true, backup: 5, parent: 4})}
+	pile[0].Parts[0].Header.Chain = []volume.ChainPart{
+		{Session: sid(1), Backup: 1, Volume: v1, Name: "Default-0001"},
+		{Session: sid(4), Backup: 4, Volume: v2, Name: "Default-0002"},
+	}
+	s := Gather(pile)
+	ss, _ := s.Session(sid(5).String())
+	_, err := s.Chain(ss)
+	var me *MissingError
+	if !errors.As(err, &me) {
+		t.Fatalf("chain with its parent not given: %v", err)
+	}
+	s.Explain(me)
+	if msg := me.Error(); !strings.Contains(msg, "backup 4") || !strings.Contains(msg, "Default-0002 ["+v2.String()+"]") || strings.Contains(msg, "Default-0001") {
+		t.Errorf("the parent not given: %s", msg)
+	}
+	_, err = s.Locate(sid(1), 0, 0, 0)
+	if !errors.As(err, &me) {
+		t.Fatalf("a block of the full: %v", err)
+	}
+	me.Add(me.Missing[0], Need{Session: sid(5), Path: "/db/main.db"})
+	s.Explain(me)
+	if msg := me.Error(); !strings.Contains(msg, "Default-0001 ["+v1.String()+"]") || !strings.Contains(msg, "/db/main.db") {
+		t.Errorf("the full's session not given: %s", msg)
+	}
+}

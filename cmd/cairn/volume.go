@@ -768,11 +768,7 @@ func runVolumeExtract(ctx context.Context, g *globals, o extractOpts) error {
 				var ce *volchain.CutError
 				switch {
 				case errors.As(err, &me):
-					m := me.Missing[0]
-					if m.Known == nil {
-						m.Where = vs.set.Around(j.p.Header.Client, j.p.Header.Created)
-					}
-					miss.Add(m, volchain.Need{Session: j.p.Header.SessionID, Path: e.Path})
+					miss.Add(me.Missing[0], volchain.Need{Session: j.p.Header.SessionID, Path: e.Path})
 					continue
 				case errors.As(err, &ce):
 					cut[sid] = ce.Error()

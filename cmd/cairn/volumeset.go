@@ -203,22 +203,9 @@ func (s *offlineSet) point(at, client string) (*volchain.Session, error) {
 func (s *offlineSet) chain(at *volchain.Session) ([]*volchain.Session, error) {
 	chain, err := s.set.Chain(at)
 	if err != nil {
-		return nil, s.missingError(s.where(err))
+		return nil, s.missingError(err)
 	}
 	return chain, nil
-}
-
-// where adds to a missing link of a chain where to look for it.
-func (s *offlineSet) where(err error) error {
-	var me *volchain.MissingError
-	if errors.As(err, &me) {
-		for i := range me.Missing {
-			if m := &me.Missing[i]; m.Backup != 0 && m.Where == "" {
-				m.Where = s.set.Around(m.Client, m.Before)
-			}
-		}
-	}
-	return err
 }
 
 // missingError maps what volchain says is missing to the error the
@@ -226,6 +213,7 @@ func (s *offlineSet) where(err error) error {
 func (s *offlineSet) missingError(err error) error {
 	var me *volchain.MissingError
 	if errors.As(err, &me) {
+		s.set.Explain(me)
 		return wire.Errorf(wire.CodeNotFound, whatToGive, "%w\nnothing was extracted", me)
 	}
 	if errors.Is(err, volchain.ErrNoSession) {
@@ -337,7 +325,6 @@ func runVolumeLsChain(ctx context.Context, g *globals, paths []string, keyFile, 
 		}
 		out.At = &point.ID
 		chain, err := vs.set.Chain(point)
-		err = vs.where(err)
 		var me *volchain.MissingError
 		if errors.As(err, &me) {
 			miss.Add(me.Missing[0])
@@ -388,11 +375,7 @@ func runVolumeLsChain(ctx context.Context, g *globals, paths []string, keyFile, 
 					var ce *volchain.CutError
 					switch {
 					case errors.As(err, &me):
-						m := me.Missing[0]
-						if m.Known == nil {
-							m.Where = vs.set.Around(f.ss.Header.Client, f.ss.Header.Created)
-						}
-						miss.Add(m, volchain.Need{Session: f.ss.ID, Path: f.e.Path})
+						miss.Add(me.Missing[0], volchain.Need{Session: f.ss.ID, Path: f.e.Path})
 						src.Problem = "MISSING"
 					case errors.As(err, &ce):
 						src.Volume, src.Problem = ce.Part.Vol.Label.Name, "CUT SHORT"
@@ -412,6 +395,7 @@ func runVolumeLsChain(ctx context.Context, g *globals, paths []string, keyFile, 
 		}
 		slices.SortFunc(out.Files, func(a, b chainFile) int { return fileindex.Compare(a.Path, b.Path) })
 	}
+	vs.set.Explain(&miss)
 	for _, m := range miss.Missing {
 		out.Missing = append(out.Missing, m.String())
 	}

@@ -39,11 +39,29 @@ type PartHeader struct {
 	// full and in volumes written before it was kept: with BackupID, the
 	// chain a reader with no catalog follows.
 	ParentBackup uint64 `json:"parent_backup,omitempty"`
+	// Chain is where the sessions of the chain the backup builds on lay
+	// when it was written, at most MaxChainParts parts (the newest): what
+	// a reader with no catalog names when one of them is not given.
+	Chain []ChainPart `json:"chain,omitempty"`
 	// PrevVolume is the volume of the session's part before this one
 	// (uuid.Nil on part 0, and in volumes written before it was kept):
 	// what a reader with no catalog names when that part is not given.
 	PrevVolume uuid.UUID `json:"prev_volume,omitzero"`
 }
+
+// ChainPart is a part of a session of the chain a backup builds on, on
+// its volume.
+type ChainPart struct {
+	Session uuid.UUID `json:"session"`
+	Backup  uint64    `json:"backup"`
+	Volume  uuid.UUID `json:"volume"`
+	Name    string    `json:"name,omitempty"`
+}
+
+// MaxChainParts bounds PartHeader.Chain, so that a part header stays far
+// below the 16 KiB of a control block (about 140 bytes a part) however
+// long a chain grows.
+const MaxChainParts = 64
 
 // PartEnd closes a session part: the JSON payload of a PartEnd block.
 // Entries, Files and ContentBytes count the session from its start up to

@@ -145,6 +145,7 @@ func (v *volWriter) partHeader() ([]byte, error) {
 	}
 	ph := PartHeader{
 		SessionID: info.SessionID, Part: v.part, JobID: info.JobID, BackupID: info.BackupID, ParentBackup: info.ParentBackup,
+		Chain:  info.Chain[max(0, len(info.Chain)-MaxChainParts):],
 		Client: info.Client, Level: info.Level, Pool: info.Pool, Created: info.Created,
 		KeyID: v.w.key.ID, KeyCheck: KeyCheck(v.w.key), Compression: comp, Encryption: EncryptionGCM,
 		BlockRawSize: info.BlockRawSize, StreamStart: v.stream, FirstSeq: v.nextSeq,

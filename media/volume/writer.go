@@ -87,8 +87,11 @@ type SessionInfo struct {
 	SessionID uuid.UUID
 	JobID     uint64
 	BackupID  uint64
-	// ParentBackup is the backup this one builds on (0 for a full).
+	// ParentBackup is the backup this one builds on (0 for a full), and
+	// Chain where the sessions of its chain lie (PartHeader.Chain; the
+	// newest MaxChainParts are kept).
 	ParentBackup uint64
+	Chain        []ChainPart
 	Client       string
 	Level        string
 	Pool         string

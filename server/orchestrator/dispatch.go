@@ -264,7 +264,8 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 		}
 		tk, err := o.mem.Sign(ticket.Ticket{
 			JobID: job.ID, Client: job.Client, Node: job.Node, Op: ticket.OpBackup,
-			Pool: pool.Name, BackupID: backup.ID, Parent: backup.Parent, Level: string(job.Level), KeyID: pool.KeyID, Attempt: job.Attempt,
+			Pool: pool.Name, BackupID: backup.ID, Parent: backup.Parent, Chain: o.chainParts(backup.Parent),
+			Level: string(job.Level), KeyID: pool.KeyID, Attempt: job.Attempt,
 		})
 		if err != nil {
 			return err
@@ -536,4 +537,30 @@ func (o *Orchestrator) lostLeadership() {
 	for _, r := range o.runs {
 		r.plan, r.base = nil, nil
 	}
+}
+
+// chainParts is where the sessions of the chain ending in backup parent
+// lie, for the backup's part headers (ticket.Ticket.Chain; the writer
+// keeps the newest volume.MaxChainParts). It is a reader's hint, so a chain the
+// catalog cannot follow, or a volume it no longer knows, leaves out what
+// it cannot say.
+func (o *Orchestrator) chainParts(parent uint64) []ticket.ChainPart {
+	if parent == 0 {
+		return nil
+	}
+	chain, err := o.store.Chain(parent)
+	if err != nil {
+		return nil
+	}
+	var out []ticket.ChainPart
+	for _, b := range chain {
+		for _, p := range b.Parts {
+			cp := ticket.ChainPart{Session: b.SessionID.String(), Backup: b.ID, Volume: p.VolumeID.String()}
+			if v, err := o.store.Volume(p.VolumeID); err == nil {
+				cp.Name = v.Name
+			}
+			out = append(out, cp)
+		}
+	}
+	return out
 }
