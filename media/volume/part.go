@@ -40,8 +40,9 @@ type PartHeader struct {
 	// chain a reader with no catalog follows.
 	ParentBackup uint64 `json:"parent_backup,omitempty"`
 	// Chain is where the sessions of the chain the backup builds on lay
-	// when it was written, at most MaxChainParts parts (the newest): what
-	// a reader with no catalog names when one of them is not given.
+	// when it was written, on volumes other than this one, at most
+	// MaxChainParts parts (the newest): what a reader with no catalog
+	// names when one of them is not given.
 	Chain []ChainPart `json:"chain,omitempty"`
 	// PrevVolume is the volume of the session's part before this one
 	// (uuid.Nil on part 0, and in volumes written before it was kept):

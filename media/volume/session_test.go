@@ -213,3 +213,35 @@ func TestWriterRejectsBadStreams(t *testing.T) {
 		}
 	})
 }
+
+// A part header records the chain its backup builds on as far as it lies
+// on other volumes: a reader given this volume holds the rest, and a
+// session whose chain is all here pays nothing for it.
+func TestPartHeaderRecordsTheChainElsewhere(t *testing.T) {
+	vol := newMemVolume(t, MinBlockSize, 0)
+	other := uuid.New()
+	chain := []ChainPart{
+		{Session: uuid.New(), Backup: 1, Volume: other, Name: "Default-0001"},
+		{Session: uuid.New(), Backup: 2, Volume: vol.id, Name: "Default-0002"},
+	}
+	info := SessionInfo{SessionID: uuid.New(), BackupID: 3, ParentBackup: 2, Chain: chain, Client: "web01", Level: "incremental"}
+	w, err := NewSessionWriter(info, testKey("k"), vol, WriterOptions{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := OpenVolume(bytes.NewReader(vol.buf), int64(len(vol.buf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := v.Parts()
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("%d parts, %v", len(ps), err)
+	}
+	h := ps[0].Header
+	if h.ParentBackup != 2 || len(h.Chain) != 1 || h.Chain[0] != chain[0] {
+		t.Errorf("part header: parent %d, chain %+v; want parent 2 and the part on the other volume alone", h.ParentBackup, h.Chain)
+	}
+}

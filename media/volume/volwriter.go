@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/google/uuid"
+
 	"github.com/cairnbackup/cairn/fileindex"
 )
 
@@ -145,7 +147,7 @@ func (v *volWriter) partHeader() ([]byte, error) {
 	}
 	ph := PartHeader{
 		SessionID: info.SessionID, Part: v.part, JobID: info.JobID, BackupID: info.BackupID, ParentBackup: info.ParentBackup,
-		Chain:  info.Chain[max(0, len(info.Chain)-MaxChainParts):],
+		Chain:  chainElsewhere(info.Chain, v.app.VolumeID()),
 		Client: info.Client, Level: info.Level, Pool: info.Pool, Created: info.Created,
 		KeyID: v.w.key.ID, KeyCheck: KeyCheck(v.w.key), Compression: comp, Encryption: EncryptionGCM,
 		BlockRawSize: info.BlockRawSize, StreamStart: v.stream, FirstSeq: v.nextSeq,
@@ -437,4 +439,19 @@ func (v *volWriter) recover(cause error, upto uint64) error {
 		}
 	}
 	return nil
+}
+
+// chainElsewhere is what a part header on volume id records of its
+// backup's chain: the parts on other volumes, the newest MaxChainParts. A
+// reader given this volume holds the parts on it; so an hourly
+// incremental of a quiet client, whose chain lies on its own volume,
+// records nothing and still costs a page.
+func chainElsewhere(chain []ChainPart, id uuid.UUID) []ChainPart {
+	var out []ChainPart
+	for _, c := range chain {
+		if c.Volume != id {
+			out = append(out, c)
+		}
+	}
+	return out[max(0, len(out)-MaxChainParts):]
 }
