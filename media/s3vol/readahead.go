@@ -74,8 +74,10 @@ func (a *ahead) readAt(b []byte, off int64) (int, error) {
 		return a.r.readAt(a.ctx, b, off)
 	}
 	for i := range a.chunks {
-		if i < first {
-			delete(a.chunks, i) // behind the reader: a fetch in flight keeps its own
+		if i < first || i > last+a.depth {
+			// Behind the reader, or ahead of where it reads now (it
+			// went back): a fetch in flight keeps its own buffer.
+			delete(a.chunks, i)
 		}
 	}
 	for i := first; i <= last+a.depth && i*a.chunk < a.r.size; i++ {

@@ -78,3 +78,37 @@ func TestReadAheadReadsAsRangeReads(t *testing.T) {
 		}
 	}
 }
+
+// A Reader reading ahead holds about the chunks of the window it reads in,
+// however its runs of reads in order jump about the volume: a reader that
+// read a session's blocks and then, back at an earlier offset, another's,
+// must not keep what it fetched ahead of the first run.
+func TestReadAheadHoldsItsWindowOnly(t *testing.T) {
+	s := s3test.Start(t)
+	s.Bucket(t, "window", false)
+	p := testPool(t, testConfig(s, "window"))
+	a := newVolume(t, p, "Window-0001", Lock{})
+	writeSession(t, a, 4<<20)
+	r, err := p.OpenRead(context.Background(), "Window-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunk, depth = 64 << 10, 2
+	r.ReadAhead(depth, chunk)
+	defer r.Close()
+	b := make([]byte, 16<<10)
+	// Runs of reads in order, each further back in the volume.
+	for start := r.Size() - 8*chunk; start > 0; start -= 4 * chunk {
+		for k := range int64(minRun + 2) {
+			if _, err := r.ReadAt(b, start+k*int64(len(b))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.ahead.mu.Lock()
+		held := len(r.ahead.chunks)
+		r.ahead.mu.Unlock()
+		if held > depth+2 {
+			t.Fatalf("reading at %d, %d chunks of %d bytes are held; want the window's, at most %d", start, held, chunk, depth+2)
+		}
+	}
+}
