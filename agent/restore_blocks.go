@@ -176,6 +176,14 @@ func (r *Restorer) endBlock() error {
 // otherwise waits for them with its temporary file.
 func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList) error {
 	c := r.cur
+	if bl.End() > uint64(max(c.e.Size, 0)) {
+		// As a Data record past the size: the runs are read back and
+		// hashed, and a list of a few bytes could claim a terabyte.
+		r.markDamaged(c.e.Path, fmt.Sprintf("its block list runs to offset %d, past the file's size %d", bl.End(), c.e.Size))
+		delete(r.assembling, c.e.Path) // its blocks that came are in c.tmp
+		r.discard()
+		return nil
+	}
 	need := assemble.Kept(bl)
 	a := r.assembling[c.e.Path]
 	if a == nil {

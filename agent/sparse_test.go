@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/sample"
 )
@@ -298,5 +299,34 @@ func TestRestoreAssemblesSparseBlocks(t *testing.T) {
 	bad := bytes.Replace(sparseBlocksSeed(), []byte("abcd"), []byte("abcX"), 1)
 	if st := restoreStream(t, bad, RestoreOptions{Root: filepath.Join(dir, "bad")}); st.DamagedCount != 1 {
 		t.Fatalf("a kept block that came wrong: %+v", st)
+	}
+}
+
+// A block list whose runs reach past the size its FileHeader gave loses
+// the file, as a Data record past it does: the restore reads back and
+// hashes the runs, and a list of a few bytes claiming a terabyte of them
+// would have it read a terabyte of hole.
+func TestRestoreRefusesRunsPastTheSize(t *testing.T) {
+	const far = 1 << 40
+	s := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: "/img", Type: fileindex.TypeFile, Mode: 0o600, Size: 1 << 20, HashKind: fileindex.HashSparseSHA256}))
+	s = volume.AppendDataRecord(s, 0, []byte("efgh"))
+	h := fileindex.NewSparseHash()
+	h.Add(0, []byte("efgh"))
+	s = volume.AppendFileEndBlocks(s, volume.EndOK, h.Sum(nil, 1<<20), &fileindex.BlockList{Bits: 49, Sessions: [][16]byte{{1}},
+		Blocks: []fileindex.Block{{Loc: fileindex.Location{Len: far}}},
+		Runs:   []fileindex.Run{{Off: 0, Len: far}}})
+	done := make(chan RestoreStats, 1)
+	go func() { done <- restoreStream(t, s, RestoreOptions{Root: filepath.Join(t.TempDir(), "to")}) }()
+	var st RestoreStats
+	poll.Until(t, 20*time.Second, func() error {
+		select {
+		case st = <-done:
+			return nil
+		default:
+			return errors.New("the restore is still reading the runs")
+		}
+	})
+	if st.DamagedCount != 1 || st.Files != 0 {
+		t.Fatalf("a list with runs up to offset %d for a file of 1 MiB: %+v", int64(far), st)
 	}
 }
