@@ -137,4 +137,21 @@ func TestS3LocksFollowTheCatalog(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Released while the node is down, and deleted before it is back: the
+	// holds are lifted all the same, or the store refuses the volume's
+	// deletion for ever once its dates have passed.
+	s.storage.kill()
+	s.ok("backup", "release", strconv.FormatUint(full.BackupID, 10))
+	s.ok("backup", "delete", strconv.FormatUint(full.BackupID, 10), "--with-dependents", "--yes")
+	s.storage.start()
+	s.waitReady()
+	poll.Until(t, 20*time.Second, func() error {
+		for k, o := range locks() {
+			if o.hold {
+				return fmt.Errorf("object %s of a released and deleted backup is still under legal hold", k)
+			}
+		}
+		return nil
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -81,7 +82,7 @@ func (s *Server) relockWhere(f catalog.VolumeFilter) {
 	}
 	var ids []uuid.UUID
 	for _, v := range vols {
-		if v.MediaType.Locks() && v.State != catalog.VolumeExpired {
+		if v.MediaType.Locks() {
 			ids = append(ids, v.ID)
 		}
 	}
@@ -134,7 +135,9 @@ func (s *Server) relockVolume(ctx context.Context, id uuid.UUID) error {
 		}
 		return err
 	}
-	if !v.MediaType.Locks() || v.State == catalog.VolumeExpired || v.State == catalog.VolumeLabeling {
+	// An expired volume still gets its order: the holds on its objects
+	// must go, or the store refuses its deletion for ever.
+	if !v.MediaType.Locks() || v.State == catalog.VolumeLabeling {
 		return nil
 	}
 	locks, err := s.store.ObjectLocks(id)
@@ -148,6 +151,12 @@ func (s *Server) relockVolume(ctx context.Context, id uuid.UUID) error {
 	for _, l := range locks {
 		o.Objects = append(o.Objects, wire.ObjectLock{Start: l.Start, End: l.End, Until: l.Until, Hold: l.Hold})
 	}
+	// Last, and so for the objects no part above covers: those of a
+	// backup expired or deleted since a hold on it was set (a release
+	// whose order had not gone out yet), which no hold keeps any more.
+	// No date is asked of them, and what a session writing now stores
+	// is born without a hold.
+	o.Objects = append(o.Objects, wire.ObjectLock{Start: 0, End: math.MaxInt64})
 	octx, cancel := context.WithTimeout(ctx, relockTimeout)
 	defer cancel()
 	var res wire.ObjectLockResult

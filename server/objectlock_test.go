@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -73,7 +74,8 @@ func TestObjectLockOrdersAreRetried(t *testing.T) {
 		mu.Lock()
 		o := got[n-1]
 		mu.Unlock()
-		if o.VolumeID != vol || o.Pool != "Vault" || len(o.Objects) != 1 || o.Objects[0].Start != 0 || !o.Objects[0].Until.Equal(until) {
+		if o.VolumeID != vol || o.Pool != "Vault" || len(o.Objects) != 2 || o.Objects[0].Start != 0 || !o.Objects[0].Until.Equal(until) ||
+			o.Objects[1] != (wire.ObjectLock{Start: 0, End: math.MaxInt64}) {
 			t.Fatalf("order %d: %+v", n, o)
 		}
 	}
