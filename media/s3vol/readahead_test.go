@@ -112,3 +112,49 @@ func TestReadAheadHoldsItsWindowOnly(t *testing.T) {
 		}
 	}
 }
+
+// A Reader closed with reads ahead in flight cancels them, and that is no
+// failure of the store: its figures still say it answers and count no
+// error (a restore that ended would otherwise show the pool unreachable).
+func TestReadAheadClosedIsNoStoreError(t *testing.T) {
+	s := s3test.Start(t)
+	s.Bucket(t, "closed", false)
+	p := testPool(t, testConfig(s, "closed"))
+	a := newVolume(t, p, "Closed-0001", Lock{})
+	writeSession(t, a, 24<<20)
+	before := p.Stats()
+	if !before.Reachable || before.Errors != 0 {
+		t.Fatalf("before the reads: %+v", before)
+	}
+	r, err := p.OpenRead(context.Background(), "Closed-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunk = 4 << 20
+	r.ReadAhead(4, chunk)
+	b := make([]byte, 64<<10)
+	for k := range int64(minRun + 1) {
+		if _, err := r.ReadAt(b, k*int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.ahead.mu.Lock()
+	inFlight := 0
+	for _, c := range r.ahead.chunks {
+		select {
+		case <-c.done:
+		default:
+			inFlight++
+		}
+	}
+	r.ahead.mu.Unlock()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); !st.Reachable || st.Errors != 0 {
+		t.Fatalf("after a close with %d reads ahead in flight: reachable %v, %d errors (%s)", inFlight, st.Reachable, st.Errors, st.LastError)
+	}
+	if inFlight == 0 {
+		t.Skip("every read ahead ended before the close: nothing was canceled")
+	}
+}

@@ -574,14 +574,14 @@ func (r *Reader) readAt(ctx context.Context, b []byte, off int64) (int, error) {
 		body, _, _, err := r.p.core.GetObject(ctx, r.p.cfg.Bucket, o.key, opts)
 		if err != nil {
 			err = r.p.storeErr(err)
-			r.p.stats.note(err, time.Now())
+			r.noteRead(ctx, err)
 			return n, fmt.Errorf("s3 pool %q: read %s at %d: %w", r.p.cfg.Pool, o.key, at, err)
 		}
 		k, err := io.ReadFull(body, b[n:n+int(want)])
 		body.Close()
 		n += k
 		err = r.p.storeErr(err)
-		r.p.stats.note(err, time.Now())
+		r.noteRead(ctx, err)
 		r.p.stats.read(int64(k), time.Since(t0))
 		if err != nil {
 			return n, fmt.Errorf("s3 pool %q: read %s at %d: %w", r.p.cfg.Pool, o.key, at, err)
@@ -592,6 +592,16 @@ func (r *Reader) readAt(ctx context.Context, b []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// noteRead counts a read's outcome in the pool's figures, but not a read
+// its caller canceled (a read ahead that Close stopped): that says
+// nothing of the store.
+func (r *Reader) noteRead(ctx context.Context, err error) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	r.p.stats.note(err, time.Now())
 }
 
 // Close stops the reads ahead, if any, and waits for them.
