@@ -377,7 +377,9 @@ func (r *Restorer) Record(t volume.RecordType, body []byte) error {
 		if t == volume.RecData {
 			off, data, err := volume.DecodeData(body)
 			if err != nil {
-				return fmt.Errorf("restore stream: a block of %s: %w", r.blk.a.path, err)
+				// Not r.blk.a's path: a block of a path refused or
+				// already lost has no assembly.
+				return fmt.Errorf("restore stream: a block of %q: %w", r.blk.path, err)
 			}
 			return r.blockData(off, data)
 		}

@@ -38,8 +38,9 @@ type assembly struct {
 
 // blockIn is the block whose Data records are coming.
 type blockIn struct {
-	a  *assembly // nil: its file is damaged, the data is dropped
-	fd int
+	a    *assembly // nil: its file is damaged, the data is dropped
+	fd   int
+	path string // as its BlockStart named it, for errors
 	*assemble.Block
 }
 
@@ -61,7 +62,7 @@ func (r *Restorer) blockStart(body []byte) error {
 	if r.opts.OnEntry != nil {
 		r.opts.OnEntry(bs.Path)
 	}
-	b := &blockIn{fd: -1, Block: assemble.NewBlock(bs.At, bs.Len)}
+	b := &blockIn{fd: -1, path: bs.Path, Block: assemble.NewBlock(bs.At, bs.Len)}
 	r.blk = b
 	if _, bad := r.damaged[bs.Path]; bad || !cleanEntryPath(bs.Path) || bs.Path == "/" {
 		return nil
