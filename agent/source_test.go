@@ -302,28 +302,31 @@ func TestSourceIncremental(t *testing.T) {
 // A file that changes size while it is read is sent with what was read,
 // an EndReadError whose hash covers that, and a warning.
 func TestSourceFileChangingSizeWhileRead(t *testing.T) {
+	// Large enough that the change comes while the file is still being
+	// read (a 3 MiB file could be read whole before the first Emit).
+	const changingSize = 16 << 20
 	for _, tc := range []struct {
 		name   string
 		change func(f *os.File) error
 		want   error
 		sent   int64
 	}{
-		{"grows", func(f *os.File) error { _, err := f.WriteAt([]byte("more"), 3<<20); return err }, ErrFileGrew, 3 << 20},
-		{"shrinks", func(f *os.File) error { return f.Truncate(5 << 19) }, ErrFileShrank, 5 << 19},
+		{"grows", func(f *os.File) error { _, err := f.WriteAt([]byte("more"), changingSize); return err }, ErrFileGrew, changingSize},
+		{"shrinks", func(f *os.File) error { return f.Truncate(changingSize * 5 / 8) }, ErrFileShrank, changingSize * 5 / 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			p := filepath.Join(dir, "log")
-			content := randomBytes(3, 3<<20)
+			content := randomBytes(3, changingSize)
 			mustWrite(t, p, content, 0o644)
 			f, err := os.OpenFile(p, os.O_RDWR, 0)
 			mustDo(t, err)
 			defer f.Close()
 			changed := false
 			var warned []error
-			// The first batch goes out while the file is being read:
-			// Run reads at most one batch ahead of Emit, so less than
-			// 2 MiB of the file until the first Emit returns.
+			// The first batch goes out while the file is being read: the
+			// blocks' stream reads a few batches of about 1 MiB ahead of
+			// Emit (chunk.Stream), far less than 5/8 of the file.
 			stream, st := runSource(t, SourceOptions{
 				Walk: WalkOptions{Paths: []string{dir}, Warn: func(_ string, err error) { warned = append(warned, err) }},
 				Emit: func([]byte) error {
