@@ -56,6 +56,12 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("--memory-limit 50M under GOMEMLIMIT: limit %d, want %d", got, 50<<20)
 	}
 
+	// 0 given over a role's default sets none, GOMEMLIMIT's neither.
+	bind(devMemoryLimit, "--memory-limit", "0").applyMemoryLimit(log)
+	if got := limit(); got != math.MaxInt64 {
+		t.Errorf("--memory-limit 0 under GOMEMLIMIT: limit %d, want none", got)
+	}
+
 	// 0 sets none: the limit stays what it was.
 	debug.SetMemoryLimit(math.MaxInt64)
 	os.Unsetenv("GOMEMLIMIT")

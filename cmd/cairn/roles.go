@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -80,9 +81,13 @@ func (o *roleOpts) applyMemoryLimit(log *slog.Logger) {
 	if o.MemoryLimit == o.memDefault && os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	if o.MemoryLimit > 0 {
+	switch {
+	case o.MemoryLimit > 0:
 		debug.SetMemoryLimit(o.MemoryLimit)
 		log.Debug("soft memory limit set", "bytes", o.MemoryLimit)
+	case o.MemoryLimit == 0 && o.memDefault != 0:
+		// 0 given over a role's default is "none", GOMEMLIMIT's too.
+		debug.SetMemoryLimit(math.MaxInt64)
 	}
 }
 
