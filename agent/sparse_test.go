@@ -16,9 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/holesdir"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
-	"github.com/cairnbackup/cairn/sample"
 )
 
 // sparseRegions lists the data regions of a file.
@@ -170,20 +170,6 @@ func TestSparseFileDigestIsChecked(t *testing.T) {
 	}
 }
 
-// holesDir is a directory for test files with holes: in the test's
-// temporary directory if its filesystem keeps holes, else under /var/tmp;
-// a test skips on a machine where neither does.
-func holesDir(t *testing.T) string {
-	t.Helper()
-	dir, err := sample.HolesDir("", "/var/tmp")
-	mustDo(t, err)
-	if dir == "" {
-		t.Skip("neither the temporary directory nor /var/tmp keeps holes")
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 // A file with holes and enough data is sent by blocks, cut run by run: its
 // block list records its data runs, no block crosses a hole, and the
 // restore of the stream is sparse again with the same content. An
@@ -191,7 +177,7 @@ func holesDir(t *testing.T) string {
 // blocks around them, keeps the others where the base has them, and
 // records the new runs.
 func TestSparseFileByBlocks(t *testing.T) {
-	dir := holesDir(t)
+	dir := holesdir.Dir(t)
 	p := filepath.Join(dir, "vm.img")
 	const size = 256 << 20
 	data := randomBytes(31, 3<<20)
@@ -279,7 +265,7 @@ func sparseBlocksSeed() []byte {
 // against its sparse digest over its runs, has its size, and keeps its
 // holes; a kept block that comes wrong loses it.
 func TestRestoreAssemblesSparseBlocks(t *testing.T) {
-	dir := holesDir(t)
+	dir := holesdir.Dir(t)
 	root := filepath.Join(dir, "to")
 	st := restoreStream(t, sparseBlocksSeed(), RestoreOptions{Root: root})
 	if st.Files != 1 || st.DamagedCount != 0 || st.WarningCount != 0 {

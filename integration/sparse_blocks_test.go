@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cairnbackup/cairn/sample"
+	"github.com/cairnbackup/cairn/internal/holesdir"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -27,7 +27,7 @@ import (
 // holds the image with its holes, restores the same, and the next
 // incremental builds on it by blocks again.
 func TestSparseIncrementalSendsChangedBlocks(t *testing.T) {
-	dir := holesDir(t)
+	dir := holesdir.Dir(t)
 	s := newStack(t, stackOpts{})
 	src := filepath.Join(dir, "vm")
 	if err := os.MkdirAll(src, 0o755); err != nil {
@@ -145,22 +145,6 @@ func TestSparseIncrementalSendsChangedBlocks(t *testing.T) {
 		t.Errorf("the incremental after the synthetic full stored %d bytes for 4096 changed", nextStored)
 	}
 	restored("incremental after the synthetic full", next.BackupID, sparseStateOf(t, img), alone)
-}
-
-// holesDir is a directory for test files with holes: in the test's
-// temporary directory if its filesystem keeps holes, else under /var/tmp;
-// a test skips on a machine where neither does.
-func holesDir(t *testing.T) string {
-	t.Helper()
-	dir, err := sample.HolesDir("", "/var/tmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dir == "" {
-		t.Skip("neither the temporary directory nor /var/tmp keeps holes")
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 // sparseState is what a restore of a file with holes must give back.
