@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -146,12 +147,14 @@ func benchRestore(b *testing.B, tree benchTree, batches [][]byte, base string) {
 	b.SetBytes(tree.bytes)
 	b.ReportAllocs()
 	i := 0
+	var cpu, wall time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		i++
 		dst := filepath.Join(base, fmt.Sprint(i))
 		unix.Sync() // each pass starts without the last one's dirty pages
 		b.StartTimer()
+		t0, c0 := time.Now(), cpuTime(b)
 		r, err := NewRestorer(RestoreOptions{Root: dst})
 		mustDo(b, err)
 		for _, batch := range batches {
@@ -159,6 +162,8 @@ func benchRestore(b *testing.B, tree benchTree, batches [][]byte, base string) {
 		}
 		st, err := r.Finish()
 		mustDo(b, err)
+		wall += time.Since(t0)
+		cpu += cpuTime(b) - c0
 		if st.Bytes != tree.bytes || st.WarningCount != 0 || st.DamagedCount != 0 {
 			b.Fatalf("restore stats %+v", st)
 		}
@@ -166,6 +171,8 @@ func benchRestore(b *testing.B, tree benchTree, batches [][]byte, base string) {
 		mustDo(b, os.RemoveAll(dst))
 		b.StartTimer()
 	}
+	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cores")
+	b.ReportMetric(cpu.Seconds()/(float64(tree.bytes)*float64(b.N)/(1<<30)), "CPU-s/GiB")
 }
 
 func dropCaches(b *testing.B) {

@@ -2,10 +2,8 @@ package agent
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"log/slog"
 	"os"
 	"path"
@@ -152,7 +150,7 @@ type Restorer struct {
 	rootFd   int  // -1 until the first entry creates the root
 	rootMade bool // the restore created the root
 	dirPath  string
-	dirFd    int // the last parent directory, open; -1 when none
+	dir      *dirRef // the last parent directory, open; nil when none
 	cur      *current
 	skipping bool // drop records until the next FileHeader
 	// assembling are the large files whose blocks come in several reads,
@@ -160,30 +158,34 @@ type Restorer struct {
 	assembling map[string]*assembly
 	blk        *blockIn
 	tmpSeq     uint64
-	sum        hash.Hash
-	sparse     *fileindex.SparseHash
-	sumBuf     [sha256.Size]byte
+	// hash digests the content of a file Record writes itself (one
+	// assembled from blocks); wk are the workers that write the others
+	// (restore_workers.go), frame the copy of the records being applied.
+	hash  *contentHash
+	wk    *workers
+	frame *frameBuf
 
-	dirs      []dirMeta
-	links     []linkReq
-	lateFlags []lateFlags
+	dirs  []dirMeta
+	links []linkReq
 	// ancestors are the directories the plan reads only because they lie
 	// above what was chosen (Ancestor); madeDirs, those the restore
 	// created, as parents of an entry that came first or for their entry.
 	ancestors map[string]bool
 	madeDirs  map[inodeID]bool
-	linkable  map[string]inodeID // restored files that have further names
-	damaged   map[string]string  // path -> reason
-	stopped   error              // what Admit said: the restore stopped
+	stopped   error // what Admit said: the restore stopped
 
 	refused atomic.Int64 // entries not restored for a reason other than damage
 
 	files, dirsN, linksN, specials, bytes atomic.Int64
-	mu                                    sync.Mutex
-	damage                                []Damage
-	damageCount                           int64
-	warnings                              []Warning
-	warnCount                             int64
+	// mu guards what the workers change too.
+	mu          sync.Mutex
+	linkable    map[string]inodeID // restored files that have further names
+	lateFlags   []lateFlags
+	damaged     map[string]string // path -> reason
+	damage      []Damage
+	damageCount int64
+	warnings    []Warning
+	warnCount   int64
 }
 
 // current is the entry between its FileHeader and its FileEnd.
@@ -196,6 +198,10 @@ type current struct {
 	hashed  int64 // content hashed so far, from offset 0
 	end     int64 // end of the last Data record
 	badData string
+	// w is the worker the file is handed to, nil while Record writes it
+	// itself; dir, the reference to dirfd the file holds meanwhile.
+	w   *fileWorker
+	dir *dirRef
 	// assembled: the content came from several reads (assembly), and is
 	// checked by reading it back, not as it was written.
 	assembled bool
@@ -264,7 +270,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 	}
 	return &Restorer{
 		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
-		rootFd: -1, dirFd: -1, sum: sha256.New(), sparse: fileindex.NewSparseHash(),
+		rootFd: -1, hash: newContentHash(),
 		linkable: map[string]inodeID{}, damaged: map[string]string{}, assembling: map[string]*assembly{},
 		ancestors: map[string]bool{}, madeDirs: map[inodeID]bool{},
 	}, nil
@@ -330,11 +336,12 @@ func (r *Restorer) Damaged(p, reason string) {
 }
 
 func (r *Restorer) markDamaged(p, reason string) {
+	r.mu.Lock()
 	if _, dup := r.damaged[p]; dup {
+		r.mu.Unlock()
 		return
 	}
 	r.damaged[p] = reason
-	r.mu.Lock()
 	r.damageCount++
 	if len(r.damage) < MaxWarnings {
 		r.damage = append(r.damage, Damage{Path: p, Reason: reason})
@@ -343,14 +350,30 @@ func (r *Restorer) markDamaged(p, reason string) {
 	r.log.Error("entry not restored: damaged", "path", p, "reason", reason)
 }
 
+// damageOf is why p was named damaged, if it was.
+func (r *Restorer) damageOf(p string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	reason, ok := r.damaged[p]
+	return reason, ok
+}
+
 // Records feeds a batch of whole records, as a Records frame carries them.
+// The batch is the caller's again when it returns.
 func (r *Restorer) Records(batch []byte) error {
+	f := r.startWorkers().copyFrame(batch)
+	r.frame = f
+	defer func() {
+		r.frame = nil
+		f.release()
+	}()
+	batch = f.b
 	for len(batch) > 0 {
 		t, body, n, err := volume.ParseRestoreRecord(batch)
 		if err != nil {
 			return fmt.Errorf("restore stream: %w", err)
 		}
-		if err := r.Record(t, body); err != nil {
+		if err := r.record(t, body); err != nil {
 			return err
 		}
 		batch = batch[n:]
@@ -360,13 +383,28 @@ func (r *Restorer) Records(batch []byte) error {
 
 // Record consumes one record, in stream order: per entry a FileHeader,
 // Data records for a regular file, and a FileEnd, which applies the entry.
+// The body is the caller's again when it returns.
 func (r *Restorer) Record(t volume.RecordType, body []byte) error {
+	f := r.startWorkers().copyFrame(body)
+	r.frame = f
+	defer func() {
+		r.frame = nil
+		f.release()
+	}()
+	return r.record(t, f.b)
+}
+
+func (r *Restorer) record(t volume.RecordType, body []byte) error {
 	if r.stopped != nil {
 		return r.stopped
+	}
+	if err := r.wk.failed(); err != nil {
+		return err
 	}
 	if r.opts.Admit != nil {
 		if err := r.opts.Admit(); err != nil {
 			r.stopped = err
+			r.wk.halt.Store(true)
 			return err
 		}
 	}
@@ -453,6 +491,9 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 	if err := r.ensureRoot(); err != nil {
 		return err
 	}
+	if r.wk.conflicts(e.Path) {
+		r.wk.settle()
+	}
 	c := &current{e: *e, fd: -1, dirfd: -1}
 	if e.Path != "/" {
 		fd, name, err := r.parent(e.Path)
@@ -470,7 +511,7 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 			return fmt.Errorf("restore %s: reopen its temporary file: %w", e.Path, err)
 		}
 		c.fd, c.tmp = fd, a.tmp
-		r.sum.Reset()
+		r.hash.reset()
 		r.cur = c
 		return nil
 	}
@@ -501,11 +542,21 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 				_ = unix.IoctlSetPointerInt(c.fd, unix.FS_IOC_SETFLAGS, int(cur|early))
 			}
 		}
-		r.sum.Reset()
-		r.sparse.Reset()
+		r.handOver(c)
 	}
 	r.cur = c
 	return nil
+}
+
+// handOver gives the file c, just created, to a worker, which writes,
+// checks and names it; Record goes on with the stream.
+func (r *Restorer) handOver(c *current) {
+	wk := r.wk
+	if len(wk.inflight) >= maxInflight {
+		wk.settle()
+	}
+	wk.inflight[c.e.Path] = true
+	c.w, c.dir = wk.pick(), r.dir.hold()
 }
 
 func (r *Restorer) full(p string) string {
@@ -633,22 +684,25 @@ func (r *Restorer) parent(p string) (int, string, error) {
 	if dir != "/" {
 		dir = dir[:len(dir)-1]
 	}
-	if r.dirFd >= 0 && dir == r.dirPath {
-		return r.dirFd, name, nil
+	if r.dir != nil && dir == r.dirPath {
+		return r.dir.fd, name, nil
 	}
 	r.closeDir()
+	if r.wk.conflicts(dir) {
+		r.wk.settle() // a worker may still be naming a file in the way
+	}
 	fd, err := r.openDir(dir)
 	if err != nil {
 		return -1, "", err
 	}
-	r.dirFd, r.dirPath = fd, dir
+	r.dir, r.dirPath = newDirRef(fd), dir
 	return fd, name, nil
 }
 
 func (r *Restorer) closeDir() {
-	if r.dirFd >= 0 {
-		unix.Close(r.dirFd)
-		r.dirFd, r.dirPath = -1, ""
+	if r.dir != nil {
+		r.dir.release()
+		r.dir, r.dirPath = nil, ""
 	}
 }
 
@@ -664,32 +718,27 @@ func (r *Restorer) write(off int64, data []byte) error {
 	if c.badData != "" {
 		return nil
 	}
-	switch {
-	case off < c.hashed:
+	if off < c.hashed {
 		c.badData = fmt.Sprintf("its data records overlap or come out of order at offset %d", off)
-	case c.e.HashKind == fileindex.HashSHA256:
-		hashZeros(r.sum, off-c.hashed)
-		r.sum.Write(data)
-		c.hashed = off + int64(len(data))
-	case c.e.HashKind == fileindex.HashSparseSHA256:
-		r.sparse.Add(off, data)
-		c.hashed = off + int64(len(data))
-	default:
-		// A kind this program does not know goes unchecked (endFile),
-		// so nothing is hashed, least of all the zeros of a hole.
-		c.hashed = off + int64(len(data))
 	}
-	for done := 0; done < len(data); {
-		n, err := unix.Pwrite(c.fd, data[done:], off+int64(done))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("restore %s: write: %w", c.e.Path, err)
-		}
-		done += n
+	// The zeros of a hole before the record are hashed too, for the
+	// whole content's SHA-256; a kind this program does not know goes
+	// unchecked (place), so nothing is hashed, least of all those.
+	var zeros int64
+	if c.badData == "" && c.e.HashKind == fileindex.HashSHA256 {
+		zeros = off - c.hashed
+	}
+	if c.badData == "" {
+		c.hashed = off + int64(len(data))
 	}
 	c.end = max(c.end, off+int64(len(data)))
+	if c.w != nil {
+		r.wk.send(c.w, fileOp{kind: opData, c: c, off: off, zeros: zeros, data: data, frame: r.frame})
+		return nil
+	}
+	if err := writeHashed(r.hash, c, off, zeros, data); err != nil {
+		return err
+	}
 	r.bytes.Add(int64(len(data)))
 	return nil
 }
@@ -698,9 +747,16 @@ func (r *Restorer) write(off int64, data []byte) error {
 func (r *Restorer) discard() {
 	c := r.cur
 	r.cur = nil
-	if c != nil && c.fd >= 0 {
-		unix.Close(c.fd)
-		unix.Unlinkat(c.dirfd, c.tmp, 0)
+	if c == nil {
+		return
+	}
+	if c.w != nil {
+		r.wk.send(c.w, fileOp{kind: opDiscard, c: c})
+		return
+	}
+	removeTemp(c)
+	if c.dir != nil {
+		c.dir.release()
 	}
 }
 
@@ -724,8 +780,28 @@ func (r *Restorer) end(status uint8, sum []byte) error {
 	return r.makeOther(c)
 }
 
+// endFile ends the regular file under way: its worker checks and names it,
+// or Record itself when it writes the file.
 func (r *Restorer) endFile(status uint8, sum []byte) error {
 	c := r.cur
+	r.cur = nil
+	if c.w != nil {
+		r.wk.send(c.w, fileOp{kind: opEnd, c: c, status: status, sum: sum, frame: r.frame})
+		return nil
+	}
+	err := r.place(c, status, sum, r.hash)
+	if c.dir != nil {
+		c.dir.release()
+	}
+	return err
+}
+
+// place checks the content of the regular file c against sum and, if it
+// holds, gives the file its metadata and its name. h digested the content
+// as it was written, unless c was assembled from blocks: then it is read
+// back. An error is fatal to the restore; a file that does not check is
+// named damaged and removed.
+func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) error {
 	e := &c.e
 	size := e.Size
 	if status != volume.EndOK {
@@ -739,22 +815,22 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 	case c.assembled && e.HashKind == fileindex.HashSHA256:
 		var err error
 		if got, err = assemble.HashFile(assemble.FD(c.fd), size); err != nil {
-			r.discard()
+			removeTemp(c)
 			return fmt.Errorf("restore %s: read back its content: %w", e.Path, err)
 		}
 	case c.assembled && e.HashKind == fileindex.HashSparseSHA256:
 		var err error
 		if got, err = assemble.HashRuns(assemble.FD(c.fd), c.runs, size); err != nil {
-			r.discard()
+			removeTemp(c)
 			return fmt.Errorf("restore %s: read back its content: %w", e.Path, err)
 		}
 	case e.HashKind == fileindex.HashSHA256:
 		if c.badData == "" && size > c.hashed {
-			hashZeros(r.sum, size-c.hashed) // a trailing hole
+			hashZeros(h.sum, size-c.hashed) // a trailing hole
 		}
-		got = r.sum.Sum(r.sumBuf[:0])
+		got = h.sum.Sum(h.buf[:0])
 	case e.HashKind == fileindex.HashSparseSHA256:
-		got = r.sparse.Sum(r.sumBuf[:0], size)
+		got = h.sparse.Sum(h.buf[:0], size)
 	default:
 		if len(sum) > 0 {
 			r.warn(e.Path, fmt.Errorf("content restored unchecked: its digest is of a kind (%v) this program does not know; a newer one checks it", e.HashKind))
@@ -764,7 +840,7 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 	switch {
 	case c.badData != "":
 		r.markDamaged(e.Path, c.badData)
-		r.discard()
+		removeTemp(c)
 		return nil
 	case len(sum) > 0 && !bytes.Equal(got, sum):
 		what := "SHA-256"
@@ -772,46 +848,50 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 			what = "SHA-256 of its data regions and their map"
 		}
 		r.markDamaged(e.Path, fmt.Sprintf("content does not match its %s (got %x, want %x)", what, got, sum))
-		r.discard()
+		removeTemp(c)
 		return nil
 	}
 	if c.end < size || c.runs != nil {
 		// Holes stay holes: the size comes from ftruncate, not zeros.
 		if err := unix.Ftruncate(c.fd, size); err != nil {
-			r.discard()
+			removeTemp(c)
 			return fmt.Errorf("restore %s: truncate: %w", e.Path, err)
 		}
 	}
 	// The file open since its O_EXCL create takes all of its metadata.
 	f := pinned{fd: c.fd}
 	r.applyMeta(&f, e, r.owner)
-	id, err := fdID(c.fd)
-	if err != nil {
-		r.discard()
-		return fmt.Errorf("restore %s: stat: %w", e.Path, err)
-	}
 	// Inode flags come last, and an immutable or append-only file can
 	// be neither renamed nor linked to: its flags go to the descriptor
 	// once it has its name, or for a file with further names to come, at
 	// Finish, once they are made.
 	flagsNow := e.Flags != 0 && (e.NLink <= 1 || e.Flags&protectingFlags == 0)
+	// Finish finds such a file again by its inode.
+	var id inodeID
+	if e.NLink > 1 || (e.Flags != 0 && !flagsNow) {
+		var err error
+		if id, err = fdID(c.fd); err != nil {
+			removeTemp(c)
+			return fmt.Errorf("restore %s: stat: %w", e.Path, err)
+		}
+	}
 	if e.Flags != 0 && !flagsNow {
+		r.mu.Lock()
 		r.lateFlags = append(r.lateFlags, lateFlags{path: e.Path, id: id, flags: e.Flags})
+		r.mu.Unlock()
 	}
 	if !flagsNow {
 		if err := unix.Close(c.fd); err != nil {
 			c.fd = -1
 			unix.Unlinkat(c.dirfd, c.tmp, 0)
-			r.cur = nil
 			return fmt.Errorf("restore %s: close: %w", e.Path, err)
 		}
 		c.fd = -1
 	}
-	err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
+	err := unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
 	if err != nil && r.clearWay(c.dirfd, c.name) == nil {
 		err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
 	}
-	r.cur = nil
 	if err != nil {
 		if c.fd >= 0 {
 			unix.Close(c.fd)
@@ -829,7 +909,9 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 		}
 	}
 	if e.NLink > 1 {
+		r.mu.Lock()
 		r.linkable[e.Path] = id
+		r.mu.Unlock()
 	}
 	r.files.Add(1)
 	return nil
@@ -1101,6 +1183,14 @@ func (r *Restorer) Finish() (RestoreStats, error) {
 		}
 		r.discard()
 	}
+	var failed error
+	if r.wk != nil {
+		if r.stopped != nil {
+			r.wk.halt.Store(true)
+		}
+		r.wk.stop()
+		failed = r.wk.failed()
+	}
 	r.finishAssemblies()
 	defer func() {
 		r.closeDir()
@@ -1112,6 +1202,7 @@ func (r *Restorer) Finish() (RestoreStats, error) {
 	if r.stopped != nil {
 		return r.Stats(), nil
 	}
+	// The workers are done: what they changed under mu is Finish's alone.
 	for _, l := range r.links {
 		r.link(l)
 	}
@@ -1127,11 +1218,11 @@ func (r *Restorer) Finish() (RestoreStats, error) {
 		r.finishDir(d)
 	}
 	r.dirs = nil
-	return r.Stats(), nil
+	return r.Stats(), failed
 }
 
 func (r *Restorer) link(l linkReq) {
-	if reason, ok := r.damaged[l.target]; ok {
+	if reason, ok := r.damageOf(l.target); ok {
 		r.markDamaged(l.path, fmt.Sprintf("its hard link target %s was damaged: %s", l.target, reason))
 		return
 	}

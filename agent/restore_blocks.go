@@ -64,11 +64,14 @@ func (r *Restorer) blockStart(body []byte) error {
 	}
 	b := &blockIn{fd: -1, path: bs.Path, Block: assemble.NewBlock(bs.At, bs.Len)}
 	r.blk = b
-	if _, bad := r.damaged[bs.Path]; bad || !cleanEntryPath(bs.Path) || bs.Path == "/" {
+	if _, bad := r.damageOf(bs.Path); bad || !cleanEntryPath(bs.Path) || bs.Path == "/" {
 		return nil
 	}
 	if err := r.ensureRoot(); err != nil {
 		return err
+	}
+	if r.wk.conflicts(bs.Path) {
+		r.wk.settle()
 	}
 	a := r.assembling[bs.Path]
 	fresh := a == nil
@@ -177,6 +180,13 @@ func (r *Restorer) endBlock() error {
 // otherwise waits for them with its temporary file.
 func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList) error {
 	c := r.cur
+	if c.w != nil {
+		// Its content so far is written; the rest is Record's.
+		done := make(chan struct{})
+		r.wk.send(c.w, fileOp{kind: opHandBack, done: done})
+		<-done
+		c.w = nil
+	}
 	if bl.End() > uint64(max(c.e.Size, 0)) {
 		// As a Data record past the size: the runs are read back and
 		// hashed, and a list of a few bytes could claim a terabyte.
@@ -203,6 +213,9 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 	r.assembling[a.path] = a
 	unix.Close(c.fd)
 	r.cur = nil
+	if c.dir != nil {
+		c.dir.release()
+	}
 	return nil
 }
 

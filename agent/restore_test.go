@@ -331,6 +331,7 @@ func TestRestoreDamage(t *testing.T) {
 					t.Fatal("no temporary file while a file is written")
 				}
 				r.Damaged(p, "block 7 of volume V1: checksum mismatch")
+				r.wk.settle() // its worker removes it
 				if tmpFiles() != 0 {
 					t.Fatal("the damaged file's partial content was kept")
 				}
@@ -606,6 +607,7 @@ func TestRestoreFinishTouchesOnlyWhatItMade(t *testing.T) {
 	feedEntry(t, r, fileindex.Entry{Path: "/a/hg", Type: fileindex.TypeHardlink, Target: "/a/g", NLink: 2}, "")
 	feedEntry(t, r, fileindex.Entry{Path: "/b", Type: fileindex.TypeDir, Mode: 0o751,
 		Xattrs: []fileindex.Xattr{{Name: "user.b", Value: []byte("b")}}}, "")
+	r.wk.settle() // the files are in place: the workers are idle
 
 	mustDo(t, os.Rename(dst+"/a/f", dst+"/a/f.moved"))
 	mustDo(t, os.Symlink(secret, dst+"/a/f"))

@@ -24,8 +24,9 @@ func fileRecords(path string, content []byte) []byte {
 }
 
 // Once Admit refuses, the Restorer applies nothing more: the entry under
-// way is not renamed into place, its temporary file goes, and Finish sets
-// no directory's mode or times.
+// way is not renamed into place, its temporary file goes, a file whose
+// worker has not named it yet is not named either, and Finish sets no
+// directory's mode or times.
 func TestRestorerWritesNothingOnceRefused(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "r")
 	stop := errors.New("the servers ended the job")
@@ -44,7 +45,11 @@ func TestRestorerWritesNothingOnceRefused(t *testing.T) {
 	stream := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: "/d", Type: fileindex.TypeDir, Mode: 0o750}))
 	stream = volume.AppendFileEnd(stream, volume.EndOK, nil)
 	stream = append(stream, fileRecords("/d/a", []byte("first"))...)
-	stream = append(stream, fileRecords("/d/b", []byte("second"))...)
+	if err := r.Records(stream); err != nil {
+		t.Fatal(err)
+	}
+	r.wk.settle() // a is in place
+	stream = fileRecords("/d/b", []byte("second"))
 	stream = append(stream, fileRecords("/d/c", []byte("third"))...)
 	if err := r.Records(stream); !errors.Is(err, stop) {
 		t.Fatalf("records past the refusal: %v", err)

@@ -1,0 +1,334 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/fileindex"
+)
+
+// How a restore spreads its work over the cores
+//
+// One goroutine applies the stream in order (Record): it checks every
+// record, resolves every entry's directory and creates each regular file's
+// temporary file, O_EXCL, as "How a restore touches the filesystem" says,
+// and makes directories, symlinks, fifos and devices itself. What a regular
+// file costs after its create (the SHA-256 of its content, the writes, its
+// metadata calls and its rename) goes to one of a few file workers. A
+// worker holds the file by the descriptor Record opened and its directory by
+// a counted reference to the one Record opened: no worker resolves a name,
+// so the descriptor-only rules hold whichever goroutine makes a call.
+//
+// Order. A file's records go to one worker, in stream order, and a worker
+// takes one file at a time, so its content is hashed and written as it
+// came. Entries of different paths do not depend on one another, except
+// where the stream names a path twice (the same file in two sessions of a
+// chain) or a path below a file still with a worker: Record then waits
+// until the workers are idle (settle) and goes on as if it were alone, so
+// the target ends as a serial restore leaves it. Finish settles before
+// hard links, late inode flags and directories.
+//
+// Memory. A worker's records are slices of a copy of the frame they came
+// in (frameBuf), counted: at most frameCopies of them are held, so a
+// fast node and a slow disk cost a few MiB, not the stream.
+//
+// Failure. A worker that cannot write (a full disk) records the error; the
+// next Record returns it, and Finish does. Once Admit refused, or a worker
+// failed, the workers write nothing more: what they still hold is removed.
+
+// frameCopies is how many copies of frames may be held by workers at once.
+const frameCopies = 6
+
+// restoreWorkers is how many file workers a restore runs: one per core,
+// beside the goroutine that reads the stream, at most four.
+func restoreWorkers() int { return min(max(runtime.GOMAXPROCS(0), 1), 4) }
+
+// maxInflight bounds how many paths a restore remembers as handed to the
+// workers since they were last idle; past it, it settles and forgets them.
+const maxInflight = 1 << 16
+
+// dirRef is an open directory shared by Record and the workers finishing
+// files in it; the last to let go closes it.
+type dirRef struct {
+	fd   int
+	refs atomic.Int32
+}
+
+func newDirRef(fd int) *dirRef {
+	d := &dirRef{fd: fd}
+	d.refs.Store(1)
+	return d
+}
+
+func (d *dirRef) hold() *dirRef { d.refs.Add(1); return d }
+
+func (d *dirRef) release() {
+	if d.refs.Add(-1) == 0 {
+		unix.Close(d.fd)
+	}
+}
+
+// frameBuf is a copy of a batch of records that workers hold slices of.
+type frameBuf struct {
+	b    []byte
+	refs atomic.Int32
+	free chan *frameBuf
+}
+
+func (f *frameBuf) hold() { f.refs.Add(1) }
+
+func (f *frameBuf) release() {
+	if f.refs.Add(-1) == 0 {
+		f.free <- f
+	}
+}
+
+// contentHash is the digest of a file's content as it is written.
+type contentHash struct {
+	sum    hash.Hash
+	sparse *fileindex.SparseHash
+	buf    [sha256.Size]byte
+}
+
+func newContentHash() *contentHash {
+	return &contentHash{sum: sha256.New(), sparse: fileindex.NewSparseHash()}
+}
+
+func (h *contentHash) reset() {
+	h.sum.Reset()
+	h.sparse.Reset()
+}
+
+type fileOpKind uint8
+
+const (
+	opData     fileOpKind = iota // write data at off, hashing zeros first
+	opEnd                        // check, name and finish the file (c)
+	opDiscard                    // remove the file's temporary file (c)
+	opHandBack                   // give the file back to Record, written so far
+)
+
+// fileOp is one step of a file for its worker.
+type fileOp struct {
+	kind fileOpKind
+	// c is the file. Record changes none of what a worker reads of it
+	// (its descriptor, directory, entry) once it is handed over, nor
+	// anything of it after its opEnd or opDiscard.
+	c      *current
+	off    int64
+	zeros  int64 // opData: bytes of a hole before off, to hash as zeros
+	data   []byte
+	frame  *frameBuf // what data and sum lie in, held until the op is done
+	status uint8
+	sum    []byte
+	done   chan struct{} // opHandBack, and settle
+}
+
+type fileWorker struct {
+	ops chan fileOp
+	h   *contentHash
+}
+
+// workers are a restore's file workers, started with its first file.
+type workers struct {
+	r      *Restorer
+	ws     []*fileWorker
+	frames chan *frameBuf
+	wg     sync.WaitGroup
+	// inflight are the paths handed to a worker since they were last all
+	// idle; Record's goroutine alone touches it.
+	inflight map[string]bool
+	halt     atomic.Bool // write nothing more: Admit refused, or a worker failed
+	mu       sync.Mutex
+	err      error // the first worker's failure
+}
+
+func (r *Restorer) startWorkers() *workers {
+	if r.wk != nil {
+		return r.wk
+	}
+	n := restoreWorkers()
+	wk := &workers{r: r, frames: make(chan *frameBuf, frameCopies), inflight: map[string]bool{}}
+	for range frameCopies {
+		wk.frames <- &frameBuf{free: wk.frames}
+	}
+	for range n {
+		w := &fileWorker{ops: make(chan fileOp, 256), h: newContentHash()}
+		wk.ws = append(wk.ws, w)
+		wk.wg.Add(1)
+		go func() {
+			defer wk.wg.Done()
+			wk.run(w)
+		}()
+	}
+	r.wk = wk
+	return wk
+}
+
+// copyFrame copies a batch of records into a frame buffer the workers can
+// hold, waiting for one when they hold them all. The caller releases it.
+func (wk *workers) copyFrame(batch []byte) *frameBuf {
+	f := <-wk.frames
+	f.b = append(f.b[:0], batch...)
+	f.refs.Store(1)
+	return f
+}
+
+// failed is the first error a worker met, or nil.
+func (wk *workers) failed() error {
+	wk.mu.Lock()
+	defer wk.mu.Unlock()
+	return wk.err
+}
+
+func (wk *workers) fail(err error) {
+	wk.mu.Lock()
+	if wk.err == nil {
+		wk.err = err
+	}
+	wk.mu.Unlock()
+	wk.halt.Store(true)
+}
+
+// pick chooses the worker with the fewest steps waiting.
+func (wk *workers) pick() *fileWorker {
+	best := wk.ws[0]
+	for _, w := range wk.ws[1:] {
+		if len(w.ops) < len(best.ops) {
+			best = w
+		}
+	}
+	return best
+}
+
+// send gives a worker a step, holding the frame the step's bytes lie in.
+func (wk *workers) send(w *fileWorker, op fileOp) {
+	if op.frame != nil {
+		op.frame.hold()
+	}
+	w.ops <- op
+}
+
+// settle waits until every worker has done every step it was given.
+func (wk *workers) settle() {
+	if wk == nil {
+		return
+	}
+	dones := make([]chan struct{}, len(wk.ws))
+	for i, w := range wk.ws {
+		dones[i] = make(chan struct{})
+		w.ops <- fileOp{kind: opHandBack, done: dones[i]}
+	}
+	for _, d := range dones {
+		<-d
+	}
+	clear(wk.inflight)
+}
+
+// stop ends the workers once they have done what they were given.
+func (wk *workers) stop() {
+	for _, w := range wk.ws {
+		close(w.ops)
+	}
+	wk.wg.Wait()
+}
+
+// conflicts says whether p, or a directory above it, is a file a worker
+// may still hold: Record then settles before it touches p.
+func (wk *workers) conflicts(p string) bool {
+	if wk == nil || len(wk.inflight) == 0 {
+		return false
+	}
+	for {
+		if wk.inflight[p] {
+			return true
+		}
+		i := strings.LastIndexByte(p, '/')
+		if i <= 0 {
+			return false
+		}
+		p = p[:i]
+	}
+}
+
+func (wk *workers) run(w *fileWorker) {
+	for op := range w.ops {
+		wk.do(w, &op)
+		if op.frame != nil {
+			op.frame.release()
+		}
+		if op.done != nil {
+			close(op.done)
+		}
+	}
+}
+
+func (wk *workers) do(w *fileWorker, op *fileOp) {
+	r := wk.r
+	switch op.kind {
+	case opData:
+		if wk.halt.Load() {
+			return
+		}
+		if err := writeHashed(w.h, op.c, op.off, op.zeros, op.data); err != nil {
+			wk.fail(err)
+			return
+		}
+		r.bytes.Add(int64(len(op.data)))
+	case opEnd:
+		c := op.c
+		if wk.halt.Load() {
+			removeTemp(c)
+		} else if err := r.place(c, op.status, op.sum, w.h); err != nil {
+			wk.fail(err)
+		}
+		c.dir.release()
+		w.h.reset()
+	case opDiscard:
+		removeTemp(op.c)
+		op.c.dir.release()
+		w.h.reset()
+	case opHandBack:
+		w.h.reset()
+	}
+}
+
+// writeHashed hashes a Data record of c (the zeros of a hole before it
+// first) and writes it at off.
+func writeHashed(h *contentHash, c *current, off, zeros int64, data []byte) error {
+	switch c.e.HashKind {
+	case fileindex.HashSHA256:
+		hashZeros(h.sum, zeros)
+		h.sum.Write(data)
+	case fileindex.HashSparseSHA256:
+		h.sparse.Add(off, data)
+	}
+	for done := 0; done < len(data); {
+		n, err := unix.Pwrite(c.fd, data[done:], off+int64(done))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s: write: %w", c.e.Path, err)
+		}
+		done += n
+	}
+	return nil
+}
+
+// removeTemp closes and removes the temporary file of c.
+func removeTemp(c *current) {
+	if c.fd >= 0 {
+		unix.Close(c.fd)
+		unix.Unlinkat(c.dirfd, c.tmp, 0)
+		c.fd = -1
+	}
+}

@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
+)
+
+// checkedFile is the records of a regular file whose FileEnd carries the
+// SHA-256 of its content, in Data records of at most volume.MaxDataBody.
+func checkedFile(path string, content []byte) []byte {
+	b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: path, Type: fileindex.TypeFile, Mode: 0o644, Size: int64(len(content))}))
+	for off := 0; off < len(content); off += volume.MaxDataBody {
+		b = volume.AppendDataRecord(b, int64(off), content[off:min(off+volume.MaxDataBody, len(content))])
+	}
+	sum := sha256.Sum256(content)
+	return volume.AppendFileEnd(b, volume.EndOK, sum[:])
+}
+
+func dirRecords(path string) []byte {
+	b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: path, Type: fileindex.TypeDir, Mode: 0o755}))
+	return volume.AppendFileEnd(b, volume.EndOK, nil)
+}
+
+// The workers that write files leave the target as a restore that applied
+// the stream in order would, also where one entry depends on another that
+// a worker may still be writing: a path that comes twice (the last wins),
+// a directory in place of a file, an entry below a file. Each large file
+// comes first, so its worker is still writing it when the next entry
+// arrives, in the same batch.
+func TestRestoreWorkersKeepTheStreamsOrder(t *testing.T) {
+	big := func(b byte) []byte { return bytes.Repeat([]byte{b}, 8<<20) }
+	var stream []byte
+	stream = append(stream, checkedFile("/twice", big('a'))...)
+	stream = append(stream, checkedFile("/twice", []byte("second\n"))...)
+	stream = append(stream, checkedFile("/becomes-dir", big('b'))...)
+	stream = append(stream, dirRecords("/becomes-dir")...)
+	stream = append(stream, checkedFile("/becomes-dir/in", []byte("inside\n"))...)
+	stream = append(stream, checkedFile("/file", big('c'))...)
+	stream = append(stream, checkedFile("/file/below", []byte("below a file\n"))...)
+	want := map[string][]byte{"/twice": []byte("second\n"), "/becomes-dir/in": []byte("inside\n"), "/file": big('c')}
+	for i := range 300 {
+		p := fmt.Sprintf("/many/%03d", i)
+		want[p] = bytes.Repeat([]byte{byte(i)}, 1+i*997)
+		stream = append(stream, checkedFile(p, want[p])...)
+	}
+	dst := filepath.Join(t.TempDir(), "r")
+	st := restoreStream(t, stream, RestoreOptions{Root: dst})
+	for p, content := range want {
+		got, err := os.ReadFile(dst + p)
+		if err != nil || !bytes.Equal(got, content) {
+			t.Errorf("%s: %d bytes, want %d (%v)", p, len(got), len(content), err)
+		}
+	}
+	if fi, err := os.Stat(dst + "/becomes-dir"); err != nil || !fi.IsDir() {
+		t.Errorf("/becomes-dir is not the directory that came last: %v", err)
+	}
+	if st.Files != 305 || st.Refused != 1 || st.DamagedCount != 0 {
+		t.Fatalf("stats %+v, want 305 files (/twice and /becomes-dir placed and replaced) and /file/below refused", st)
+	}
+	if len(st.Warnings) != 1 || st.Warnings[0].Path != "/file/below" {
+		t.Fatalf("warnings %+v", st.Warnings)
+	}
+	names, _ := os.ReadDir(dst)
+	for _, n := range names {
+		if n.Name()[0] == '.' {
+			t.Errorf("a temporary file is left: %s", n.Name())
+		}
+	}
+}
