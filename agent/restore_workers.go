@@ -114,6 +114,7 @@ const (
 	opEnd                        // check, name and finish the file (c)
 	opDiscard                    // remove the file's temporary file (c)
 	opHandBack                   // give the file back to Record, written so far
+	opSync                       // tell done once the steps before are done
 )
 
 // fileOp is one step of a file for its worker.
@@ -129,7 +130,7 @@ type fileOp struct {
 	frame  *frameBuf // what data and sum lie in, held until the op is done
 	status uint8
 	sum    []byte
-	done   chan struct{} // opHandBack, and settle
+	done   chan struct{} // opHandBack, opSync
 }
 
 type fileWorker struct {
@@ -217,7 +218,8 @@ func (wk *workers) send(w *fileWorker, op fileOp) {
 	w.ops <- op
 }
 
-// settle waits until every worker has done every step it was given.
+// settle waits until every worker has done every step it was given. The
+// file under way, if a worker has it, stays with it.
 func (wk *workers) settle() {
 	if wk == nil {
 		return
@@ -225,12 +227,15 @@ func (wk *workers) settle() {
 	dones := make([]chan struct{}, len(wk.ws))
 	for i, w := range wk.ws {
 		dones[i] = make(chan struct{})
-		w.ops <- fileOp{kind: opHandBack, done: dones[i]}
+		w.ops <- fileOp{kind: opSync, done: dones[i]}
 	}
 	for _, d := range dones {
 		<-d
 	}
 	clear(wk.inflight)
+	if c := wk.r.cur; c != nil && c.w != nil {
+		wk.inflight[c.e.Path] = true
+	}
 }
 
 // stop ends the workers once they have done what they were given.

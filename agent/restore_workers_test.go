@@ -74,3 +74,36 @@ func TestRestoreWorkersKeepTheStreamsOrder(t *testing.T) {
 		}
 	}
 }
+
+// Waiting for the workers (settle) in the middle of a file a worker has
+// leaves that file with it, its digest so far included: the stream's
+// goroutine settles whenever an entry may depend on a file still being
+// written, and a Damaged report between two records can make it do so.
+func TestSettlingKeepsTheFileUnderWay(t *testing.T) {
+	content := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB, four Data records
+	recs := checkedFile("/f", content)
+	dst := filepath.Join(t.TempDir(), "r")
+	r, err := NewRestorer(RestoreOptions{Root: dst})
+	mustDo(t, err)
+	n := 0
+	for len(recs) > 0 {
+		typ, body, k, err := volume.ParseRestoreRecord(recs)
+		mustDo(t, err)
+		mustDo(t, r.Record(typ, body))
+		if n++; n == 3 { // the header and two Data records
+			r.wk.settle()
+			if !r.wk.inflight["/f"] {
+				t.Fatal("after settling, the file under way is no longer known to be with a worker")
+			}
+		}
+		recs = recs[k:]
+	}
+	st, err := r.Finish()
+	mustDo(t, err)
+	if st.Files != 1 || st.DamagedCount != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if got, err := os.ReadFile(dst + "/f"); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("restored %d bytes, %v", len(got), err)
+	}
+}
