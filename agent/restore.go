@@ -365,6 +365,7 @@ func (r *Restorer) Records(batch []byte) error {
 	r.frame = f
 	defer func() {
 		r.frame = nil
+		r.wk.flush()
 		f.release()
 	}()
 	batch = f.b
@@ -389,6 +390,7 @@ func (r *Restorer) Record(t volume.RecordType, body []byte) error {
 	r.frame = f
 	defer func() {
 		r.frame = nil
+		r.wk.flush()
 		f.release()
 	}()
 	return r.record(t, f.b)

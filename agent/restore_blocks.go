@@ -182,9 +182,7 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 	c := r.cur
 	if c.w != nil {
 		// Its content so far is written; the rest is Record's.
-		done := make(chan struct{})
-		r.wk.send(c.w, fileOp{kind: opHandBack, done: done})
-		<-done
+		r.wk.wait(c.w, opHandBack)
 		c.w = nil
 	}
 	if bl.End() > uint64(max(c.e.Size, 0)) {

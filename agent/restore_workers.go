@@ -134,8 +134,12 @@ type fileOp struct {
 }
 
 type fileWorker struct {
-	ops chan fileOp
+	ops chan []fileOp
 	h   *contentHash
+	// pending are the steps Record has for the worker and has not sent:
+	// they go in one batch per frame, since waking a worker that waits
+	// costs more than a small file's step.
+	pending []fileOp
 }
 
 // workers are a restore's file workers, started with its first file.
@@ -147,6 +151,7 @@ type workers struct {
 	// inflight are the paths handed to a worker since they were last all
 	// idle; Record's goroutine alone touches it.
 	inflight map[string]bool
+	next     int         // the worker the next file goes to
 	halt     atomic.Bool // write nothing more: Admit refused, or a worker failed
 	mu       sync.Mutex
 	err      error // the first worker's failure
@@ -162,7 +167,7 @@ func (r *Restorer) startWorkers() *workers {
 		wk.frames <- &frameBuf{free: wk.frames}
 	}
 	for range n {
-		w := &fileWorker{ops: make(chan fileOp, 256), h: newContentHash()}
+		w := &fileWorker{ops: make(chan []fileOp, 16), h: newContentHash()}
 		wk.ws = append(wk.ws, w)
 		wk.wg.Add(1)
 		go func() {
@@ -199,23 +204,51 @@ func (wk *workers) fail(err error) {
 	wk.halt.Store(true)
 }
 
-// pick chooses the worker with the fewest steps waiting.
+// pick chooses the worker of the next file, in turn.
 func (wk *workers) pick() *fileWorker {
-	best := wk.ws[0]
-	for _, w := range wk.ws[1:] {
-		if len(w.ops) < len(best.ops) {
-			best = w
-		}
-	}
-	return best
+	w := wk.ws[wk.next]
+	wk.next = (wk.next + 1) % len(wk.ws)
+	return w
 }
 
+// maxBatch is how many steps a worker gets at most in one batch.
+const maxBatch = 128
+
 // send gives a worker a step, holding the frame the step's bytes lie in.
+// It goes with the next batch (flush).
 func (wk *workers) send(w *fileWorker, op fileOp) {
 	if op.frame != nil {
 		op.frame.hold()
 	}
-	w.ops <- op
+	w.pending = append(w.pending, op)
+	if len(w.pending) >= maxBatch {
+		wk.flushTo(w)
+	}
+}
+
+func (wk *workers) flushTo(w *fileWorker) {
+	if len(w.pending) > 0 {
+		w.ops <- w.pending
+		w.pending = make([]fileOp, 0, maxBatch)
+	}
+}
+
+// flush sends every worker the steps it has waiting.
+func (wk *workers) flush() {
+	if wk == nil {
+		return
+	}
+	for _, w := range wk.ws {
+		wk.flushTo(w)
+	}
+}
+
+// wait sends w its steps and waits until it has done them.
+func (wk *workers) wait(w *fileWorker, kind fileOpKind) {
+	done := make(chan struct{})
+	w.pending = append(w.pending, fileOp{kind: kind, done: done})
+	wk.flushTo(w)
+	<-done
 }
 
 // settle waits until every worker has done every step it was given. The
@@ -227,7 +260,8 @@ func (wk *workers) settle() {
 	dones := make([]chan struct{}, len(wk.ws))
 	for i, w := range wk.ws {
 		dones[i] = make(chan struct{})
-		w.ops <- fileOp{kind: opSync, done: dones[i]}
+		w.pending = append(w.pending, fileOp{kind: opSync, done: dones[i]})
+		wk.flushTo(w)
 	}
 	for _, d := range dones {
 		<-d
@@ -241,6 +275,7 @@ func (wk *workers) settle() {
 // stop ends the workers once they have done what they were given.
 func (wk *workers) stop() {
 	for _, w := range wk.ws {
+		wk.flushTo(w)
 		close(w.ops)
 	}
 	wk.wg.Wait()
@@ -265,13 +300,16 @@ func (wk *workers) conflicts(p string) bool {
 }
 
 func (wk *workers) run(w *fileWorker) {
-	for op := range w.ops {
-		wk.do(w, &op)
-		if op.frame != nil {
-			op.frame.release()
-		}
-		if op.done != nil {
-			close(op.done)
+	for batch := range w.ops {
+		for i := range batch {
+			op := &batch[i]
+			wk.do(w, op)
+			if op.frame != nil {
+				op.frame.release()
+			}
+			if op.done != nil {
+				close(op.done)
+			}
 		}
 	}
 }
