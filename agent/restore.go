@@ -177,6 +177,8 @@ type Restorer struct {
 	refused atomic.Int64 // entries not restored for a reason other than damage
 
 	files, dirsN, linksN, specials, bytes atomic.Int64
+	// admitMu serializes Admit, which the workers call too.
+	admitMu sync.Mutex
 	// mu guards what the workers change too.
 	mu          sync.Mutex
 	linkable    map[string]inodeID // restored files that have further names
@@ -350,6 +352,19 @@ func (r *Restorer) markDamaged(p, reason string) {
 	r.log.Error("entry not restored: damaged", "path", p, "reason", reason)
 }
 
+// admit asks Admit whether the restore may still write; nil without one.
+// A worker asks too before it writes or names a file, since the servers may
+// have ended the job after the file's records came and before the worker
+// got to it (the agent's process stopped meanwhile, say).
+func (r *Restorer) admit() error {
+	if r.opts.Admit == nil {
+		return nil
+	}
+	r.admitMu.Lock()
+	defer r.admitMu.Unlock()
+	return r.opts.Admit()
+}
+
 // damageOf is why p was named damaged, if it was.
 func (r *Restorer) damageOf(p string) (string, bool) {
 	r.mu.Lock()
@@ -361,39 +376,39 @@ func (r *Restorer) damageOf(p string) (string, bool) {
 // Records feeds a batch of whole records, as a Records frame carries them.
 // The batch is the caller's again when it returns.
 func (r *Restorer) Records(batch []byte) error {
-	f := r.startWorkers().copyFrame(batch)
-	r.frame = f
-	defer func() {
-		r.frame = nil
-		r.wk.flush()
-		f.release()
-	}()
-	batch = f.b
-	for len(batch) > 0 {
-		t, body, n, err := volume.ParseRestoreRecord(batch)
-		if err != nil {
-			return fmt.Errorf("restore stream: %w", err)
+	return r.inFrame(batch, func(batch []byte) error {
+		for len(batch) > 0 {
+			t, body, n, err := volume.ParseRestoreRecord(batch)
+			if err != nil {
+				return fmt.Errorf("restore stream: %w", err)
+			}
+			if err := r.record(t, body); err != nil {
+				return err
+			}
+			batch = batch[n:]
 		}
-		if err := r.record(t, body); err != nil {
-			return err
-		}
-		batch = batch[n:]
-	}
-	return nil
+		return nil
+	})
 }
 
 // Record consumes one record, in stream order: per entry a FileHeader,
 // Data records for a regular file, and a FileEnd, which applies the entry.
 // The body is the caller's again when it returns.
 func (r *Restorer) Record(t volume.RecordType, body []byte) error {
-	f := r.startWorkers().copyFrame(body)
+	return r.inFrame(body, func(body []byte) error { return r.record(t, body) })
+}
+
+// inFrame applies b from a copy the workers can hold slices of, and sends
+// them what it gave them.
+func (r *Restorer) inFrame(b []byte, apply func([]byte) error) error {
+	f := r.startWorkers().copyFrame(b)
 	r.frame = f
 	defer func() {
 		r.frame = nil
 		r.wk.flush()
 		f.release()
 	}()
-	return r.record(t, f.b)
+	return apply(f.b)
 }
 
 func (r *Restorer) record(t volume.RecordType, body []byte) error {
@@ -404,7 +419,7 @@ func (r *Restorer) record(t volume.RecordType, body []byte) error {
 		return err
 	}
 	if r.opts.Admit != nil {
-		if err := r.opts.Admit(); err != nil {
+		if err := r.admit(); err != nil {
 			r.stopped = err
 			r.wk.halt.Store(true)
 			return err
@@ -1174,7 +1189,7 @@ func (r *Restorer) makeDir(c *current) error {
 // Restorer is done after it.
 func (r *Restorer) Finish() (RestoreStats, error) {
 	if r.stopped == nil && r.opts.Admit != nil {
-		r.stopped = r.opts.Admit() // links and directories write to the target too
+		r.stopped = r.admit() // links and directories write to the target too
 	}
 	if r.blk != nil {
 		_ = r.endBlock()

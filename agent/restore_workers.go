@@ -321,6 +321,10 @@ func (wk *workers) do(w *fileWorker, op *fileOp) {
 		if wk.halt.Load() {
 			return
 		}
+		if err := r.admit(); err != nil {
+			wk.halt.Store(true)
+			return
+		}
 		if err := writeHashed(w.h, op.c, op.off, op.zeros, op.data); err != nil {
 			wk.fail(err)
 			return
@@ -328,6 +332,9 @@ func (wk *workers) do(w *fileWorker, op *fileOp) {
 		r.bytes.Add(int64(len(op.data)))
 	case opEnd:
 		c := op.c
+		if !wk.halt.Load() && r.admit() != nil {
+			wk.halt.Store(true)
+		}
 		if wk.halt.Load() {
 			removeTemp(c)
 		} else if err := r.place(c, op.status, op.sum, w.h); err != nil {

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,12 +19,6 @@ import (
 	"github.com/cairnbackup/cairn/wire"
 )
 
-func fileRecords(path string, content []byte) []byte {
-	b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: path, Type: fileindex.TypeFile, Mode: 0o644, Size: int64(len(content))}))
-	b = volume.AppendDataRecord(b, 0, content)
-	return volume.AppendFileEnd(b, volume.EndOK, nil)
-}
-
 // Once Admit refuses, the Restorer applies nothing more: the entry under
 // way is not renamed into place, its temporary file goes, a file whose
 // worker has not named it yet is not named either, and Finish sets no
@@ -31,12 +27,19 @@ func TestRestorerWritesNothingOnceRefused(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "r")
 	stop := errors.New("the servers ended the job")
 	var entries []string
-	admitted := 0
-	r, err := NewRestorer(RestoreOptions{Root: root, OnEntry: func(p string) { entries = append(entries, p) }, Admit: func() error {
-		if admitted == 7 { // the dir (2 records), a (3), b's header and data
+	// The servers end the job once b's header came: its data is refused.
+	// Admit is asked by the workers too, so it is told by what came, not
+	// by how often it was asked.
+	var ended atomic.Bool
+	r, err := NewRestorer(RestoreOptions{Root: root, OnEntry: func(p string) {
+		entries = append(entries, p)
+		if p == "/d/b" {
+			ended.Store(true)
+		}
+	}, Admit: func() error {
+		if ended.Load() {
 			return stop
 		}
-		admitted++
 		return nil
 	}})
 	if err != nil {
@@ -44,17 +47,17 @@ func TestRestorerWritesNothingOnceRefused(t *testing.T) {
 	}
 	stream := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: "/d", Type: fileindex.TypeDir, Mode: 0o750}))
 	stream = volume.AppendFileEnd(stream, volume.EndOK, nil)
-	stream = append(stream, fileRecords("/d/a", []byte("first"))...)
+	stream = append(stream, checkedFile("/d/a", []byte("first"))...)
 	if err := r.Records(stream); err != nil {
 		t.Fatal(err)
 	}
 	r.wk.settle() // a is in place
-	stream = fileRecords("/d/b", []byte("second"))
-	stream = append(stream, fileRecords("/d/c", []byte("third"))...)
+	stream = checkedFile("/d/b", []byte("second"))
+	stream = append(stream, checkedFile("/d/c", []byte("third"))...)
 	if err := r.Records(stream); !errors.Is(err, stop) {
 		t.Fatalf("records past the refusal: %v", err)
 	}
-	if err := r.Records(fileRecords("/d/e", nil)); !errors.Is(err, stop) {
+	if err := r.Records(checkedFile("/d/e", nil)); !errors.Is(err, stop) {
 		t.Fatalf("a batch after the refusal: %v", err)
 	}
 	if _, err := r.Finish(); err != nil {
@@ -98,12 +101,13 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 		}
 		_ = conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{V: dataplane.Version, JobID: 7, Node: "sn1"})
 		_ = conn.WriteJSON(dataplane.FrameReadStart, dataplane.ReadStart{Entries: []dataplane.ReadEntry{{Path: "/d/a"}, {Path: "/d/b"}, {Path: "/d/c"}}})
-		b := fileRecords("/d/b", []byte("second"))
-		end := volume.AppendFileEnd(nil, volume.EndOK, nil)
-		_ = conn.WriteFrame(dataplane.FrameRecords, append(fileRecords("/d/a", []byte("first")), b[:len(b)-len(end)]...))
+		b := checkedFile("/d/b", []byte("second"))
+		sum := sha256.Sum256([]byte("second"))
+		end := volume.AppendFileEnd(nil, volume.EndOK, sum[:])
+		_ = conn.WriteFrame(dataplane.FrameRecords, append(checkedFile("/d/a", []byte("first")), b[:len(b)-len(end)]...))
 		_ = conn.Flush()
 		<-ordered
-		_ = conn.WriteFrame(dataplane.FrameRecords, append(end, fileRecords("/d/c", []byte("third"))...))
+		_ = conn.WriteFrame(dataplane.FrameRecords, append(end, checkedFile("/d/c", []byte("third"))...))
 		_ = conn.WriteJSON(dataplane.FrameReadDone, dataplane.ReadDone{Entries: 3, Asked: 3})
 	}()
 
