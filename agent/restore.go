@@ -418,12 +418,10 @@ func (r *Restorer) record(t volume.RecordType, body []byte) error {
 	if err := r.wk.failed(); err != nil {
 		return err
 	}
-	if r.opts.Admit != nil {
-		if err := r.admit(); err != nil {
-			r.stopped = err
-			r.wk.halt.Store(true)
-			return err
-		}
+	if err := r.admit(); err != nil {
+		r.stopped = err
+		r.wk.halt.Store(true)
+		return err
 	}
 	if t == volume.RecBlockStart {
 		return r.blockStart(body)
@@ -1188,7 +1186,7 @@ func (r *Restorer) makeDir(c *current) error {
 // damaged. After Admit refused, it only removes the partial file. The
 // Restorer is done after it.
 func (r *Restorer) Finish() (RestoreStats, error) {
-	if r.stopped == nil && r.opts.Admit != nil {
+	if r.stopped == nil {
 		r.stopped = r.admit() // links and directories write to the target too
 	}
 	if r.blk != nil {

@@ -20,9 +20,9 @@ import (
 )
 
 // Once Admit refuses, the Restorer applies nothing more: the entry under
-// way is not renamed into place, its temporary file goes, a file whose
-// worker has not named it yet is not named either, and Finish sets no
-// directory's mode or times.
+// way is not renamed into place, its temporary file goes, and Finish sets
+// no directory's mode or times. (A file whose worker had not named it when
+// the servers ended the job: TestStalledClientsReleaseTheDrive.)
 func TestRestorerWritesNothingOnceRefused(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "r")
 	stop := errors.New("the servers ended the job")
