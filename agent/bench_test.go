@@ -69,19 +69,25 @@ func benchSource(b *testing.B, tree benchTree, emit func([]byte) error) {
 	if cold {
 		emit = func([]byte) error { return nil }
 	}
+	var cpu, wall time.Duration
 	for b.Loop() {
 		if cold {
 			b.StopTimer()
 			dropCaches(b)
 			b.StartTimer()
 		}
+		t0, c0 := time.Now(), cpuTime(b)
 		s, err := NewSource(SourceOptions{Walk: WalkOptions{Paths: []string{tree.dir}}, Emit: emit})
 		mustDo(b, err)
 		mustDo(b, s.Run(context.Background()))
+		wall += time.Since(t0)
+		cpu += cpuTime(b) - c0
 		if st := s.Stats(); st.Bytes != tree.bytes {
 			b.Fatalf("read %d bytes of %d", st.Bytes, tree.bytes)
 		}
 	}
+	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cores")
+	b.ReportMetric(cpu.Seconds()/(float64(tree.bytes)*float64(b.N)/(1<<30)), "CPU-s/GiB")
 }
 
 func BenchmarkSource(b *testing.B) {
@@ -96,18 +102,42 @@ func BenchmarkSource(b *testing.B) {
 			// Cold: the page cache dropped before each pass, so the
 			// files come from the disk (needs root).
 			b.Run("emit=discard/cold", func(b *testing.B) { benchSource(b, tree, nil) })
+			// The readers against reading each file when the stream
+			// reaches it (readers=0), with the prefetch as it decides.
+			for _, n := range []int{0, 2, 4, 8} {
+				b.Run(fmt.Sprintf("emit=aes-gcm/readers=%d", n), func(b *testing.B) {
+					defer func(n int) { fileReaders = n }(fileReaders)
+					fileReaders = n
+					benchSource(b, tree, sealEmit())
+				})
+				b.Run(fmt.Sprintf("emit=discard/cold/readers=%d", n), func(b *testing.B) {
+					defer func(n int) { fileReaders = n }(fileReaders)
+					fileReaders = n
+					benchSource(b, tree, nil)
+				})
+			}
 			for _, pf := range []struct {
 				name   string
 				policy int
 			}{{"never", prefetchNever}, {"always", prefetchAlways}} {
-				b.Run("emit=discard/prefetch="+pf.name, func(b *testing.B) {
-					defer func(p int) { prefetchPolicy = p }(prefetchPolicy)
-					prefetchPolicy = pf.policy
+				b.Run("emit=discard/readers=0/prefetch="+pf.name, func(b *testing.B) {
+					defer func(p, n int) { prefetchPolicy, fileReaders = p, n }(prefetchPolicy, fileReaders)
+					prefetchPolicy, fileReaders = pf.policy, 0
 					benchSource(b, tree, func([]byte) error { return nil })
 				})
-				b.Run("emit=discard/cold/prefetch="+pf.name, func(b *testing.B) {
-					defer func(p int) { prefetchPolicy = p }(prefetchPolicy)
-					prefetchPolicy = pf.policy
+				b.Run("emit=aes-gcm/readers=4/prefetch="+pf.name, func(b *testing.B) {
+					defer func(p, n int) { prefetchPolicy, fileReaders = p, n }(prefetchPolicy, fileReaders)
+					prefetchPolicy, fileReaders = pf.policy, 4
+					benchSource(b, tree, sealEmit())
+				})
+				b.Run("emit=discard/cold/readers=4/prefetch="+pf.name, func(b *testing.B) {
+					defer func(p, n int) { prefetchPolicy, fileReaders = p, n }(prefetchPolicy, fileReaders)
+					prefetchPolicy, fileReaders = pf.policy, 4
+					benchSource(b, tree, nil)
+				})
+				b.Run("emit=discard/cold/readers=0/prefetch="+pf.name, func(b *testing.B) {
+					defer func(p, n int) { prefetchPolicy, fileReaders = p, n }(prefetchPolicy, fileReaders)
+					prefetchPolicy, fileReaders = pf.policy, 0
 					benchSource(b, tree, nil)
 				})
 			}

@@ -18,9 +18,14 @@
 // media/volume (a FileHeader, Data records and a FileEnd per entry), in
 // batches of whole records of about BatchSize bytes, handed in order to a
 // goroutine that sends them (TLS and the socket) while the next batch is
-// read and hashed, two batches in all. Memory stays flat whatever the size
-// of the tree: only the hard links still waiting for their other names are
-// remembered.
+// read and hashed, two batches in all. Small files (below chunk.Threshold,
+// without holes) are opened, read and hashed by readers a bounded
+// distance ahead of the stream, several at a time, so that one file's wait
+// for the disk does not hold the next (readers.go); the stream is the one
+// Run's goroutine would make alone, entry for entry. Memory stays flat
+// whatever the size of the tree: only the hard links still waiting for
+// their other names are remembered, and what the readers hold is bounded
+// (aheadFiles, aheadBytes).
 //
 // # Application steps and command sources
 //

@@ -162,6 +162,7 @@ type Source struct {
 	ran    bool
 	ctx    context.Context
 	ahead  aheadControl
+	ra     *readAhead    // nil: every file is read when the stream reaches it
 	ioWait time.Duration // of the current file: open, fstat, reads
 	batch  []byte
 	send   *sender // nil: Emit runs on Run's goroutine (emitInline)
@@ -267,6 +268,11 @@ func (s *Source) Run(ctx context.Context) error {
 	s.hdr = make([]byte, 0, 4096)
 	s.sum = sha256.New()
 	s.sparseSum = fileindex.NewSparseHash()
+	if fileReaders > 0 {
+		s.ra = startReadAhead(ctx, fileReaders)
+		defer s.ra.stop()
+		w.closeDir = s.closeDir
+	}
 	if prefetchPolicy != prefetchNever {
 		pf := startPrefetch()
 		defer pf.stop()
@@ -316,6 +322,9 @@ func (s *Source) Run(ctx context.Context) error {
 	for _, pat := range w.unmatchedExcludes() {
 		s.warn("", fmt.Errorf("exclude pattern %q left nothing out: check it for a typo (a pattern with a slash is anchored at the backup root, or at / when it starts with one; see 'cairn backup --help')", pat))
 	}
+	if err := s.drain(); err != nil {
+		return err
+	}
 	if err := s.flush(); err != nil {
 		return err
 	}
@@ -360,6 +369,22 @@ func (s *Source) sendEntry(n *node, c Change) error {
 		s.unchanged.Add(1)
 		return nil
 	}
+	if s.ra != nil {
+		switch {
+		case readable(n):
+			return s.enqueue(n, c, queuedRead)
+		case n.e.Type != fileindex.TypeFile && len(s.ra.queue) > 0:
+			return s.enqueue(n, c, queuedEntry)
+		}
+		if err := s.drain(); err != nil {
+			return err
+		}
+	}
+	return s.sendNow(n)
+}
+
+// sendNow sends an entry on Run's goroutine, after everything queued.
+func (s *Source) sendNow(n *node) error {
 	e := n.e
 	if e.Type == fileindex.TypeFile {
 		return s.sendFile(n)
@@ -402,15 +427,6 @@ func (s *Source) appendHeader(e *fileindex.Entry) error {
 // of the entry's hash kind: for a file read whole, its size is the
 // entry's; for one that could not be, the end of its last Data record.
 func (s *Source) appendEnd(status uint8, withHash bool) error {
-	bl := s.blockList
-	s.blockList = nil
-	list := 0
-	if bl != nil { // at most what AppendBlockList takes
-		list = 3*binary.MaxVarintLen64 + 16*len(bl.Sessions) + len(bl.Blocks)*(sha256.Size+6*binary.MaxVarintLen64)
-	}
-	if err := s.reserve(2*binary.MaxVarintLen32 + 1 + sha256.Size + list); err != nil {
-		return err
-	}
 	var h []byte
 	switch {
 	case !withHash:
@@ -422,6 +438,20 @@ func (s *Source) appendEnd(status uint8, withHash bool) error {
 		h = s.sparseSum.Sum(s.sumBuf[:0], size)
 	default:
 		h = s.sum.Sum(s.sumBuf[:0])
+	}
+	return s.appendEndSum(status, h)
+}
+
+// appendEndSum closes the entry with the digest h (none if nil).
+func (s *Source) appendEndSum(status uint8, h []byte) error {
+	bl := s.blockList
+	s.blockList = nil
+	list := 0
+	if bl != nil { // at most what AppendBlockList takes
+		list = 3*binary.MaxVarintLen64 + 16*len(bl.Sessions) + len(bl.Blocks)*(sha256.Size+6*binary.MaxVarintLen64)
+	}
+	if err := s.reserve(2*binary.MaxVarintLen32 + 1 + sha256.Size + list); err != nil {
+		return err
 	}
 	if bl != nil {
 		s.batch = volume.AppendFileEndBlocks(s.batch, status, h, bl)
@@ -536,6 +566,9 @@ func (s *Source) sendFile(n *node) error {
 // the spool's fault, and fails the backup rather than store a dump cut
 // short as a warning.
 func (s *Source) sendSpooled(f *SpooledFile) error {
+	if err := s.drain(); err != nil {
+		return err
+	}
 	t := f.MTime.UnixNano()
 	e := &fileindex.Entry{Path: f.Path, Type: fileindex.TypeFile, Mode: 0o600, User: "root", Group: "root",
 		Size: f.Size, MTime: t, ATime: t, CTime: t, NLink: 1}

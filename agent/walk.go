@@ -165,6 +165,9 @@ type walker struct {
 	// aheadDepth entries before it), so their content can be fetched from
 	// the disk while earlier files are read.
 	ahead func(dir, name string)
+	// closeDir closes a directory's descriptor when the walk leaves it:
+	// Source closes it later if files it holds are still to be read.
+	closeDir func(fd int)
 }
 
 func newWalker(ctx context.Context, opts WalkOptions) (*walker, error) {
@@ -180,6 +183,7 @@ func newWalker(ctx context.Context, opts WalkOptions) (*walker, error) {
 		ctx: ctx, opts: opts, roots: roots, excludes: excludes,
 		users: map[uint32]string{}, groups: map[uint32]string{}, links: map[devIno]*linkGroup{},
 		listBuf: make([]byte, 1024), valueBuf: make([]byte, 4096),
+		closeDir: func(fd int) { unix.Close(fd) },
 	}, nil
 }
 
@@ -410,7 +414,7 @@ func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t, attrs ui
 	if typ == fileindex.TypeDir {
 		dirFd, dirErr = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if dirErr == nil {
-			defer unix.Close(dirFd)
+			defer w.closeDir(dirFd)
 		}
 		if dirErr == nil && (!w.sizesOnly || w.opts.SkipNodump) {
 			var err error
