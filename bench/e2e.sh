@@ -290,12 +290,14 @@ for n in $(seq 1 "$RUNS"); do
 	# Rotating order, so a drift of the machine favours no system.
 	order=()
 	for i in "${!SYSTEMS[@]}"; do order+=("${SYSTEMS[$(((i + n - 1) % ${#SYSTEMS[@]}))]}"); done
+	steal0=$(steal_secs) t0=$(now)
 	for sys in "${order[@]}"; do
 		log "run $n of $RUNS: $sys (order: ${order[*]})"
 		run_system "$n" "$sys"
 	done
 	echo
-	echo "run $n (order: ${order[*]}; load average $(cut -d' ' -f1-3 /proc/loadavg)):"
+	echo "run $n (order: ${order[*]}; load average $(cut -d' ' -f1-3 /proc/loadavg);" \
+		"host steal $(echo "$(steal_secs) $steal0 $(now) $t0" | awk '{printf "%.1f s of the cores in %.0f s", $1 - $2, $3 - $4}')):"
 	table "$n"
 done
 

@@ -5,6 +5,10 @@ CLK_TCK=$(getconf CLK_TCK)
 now() { date +%s.%N; }
 # cpu_secs PID: user+system seconds the process has used so far.
 cpu_secs() { awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12+$13)/t }' "/proc/$1/stat"; }
+# steal_secs: the seconds the host gave this virtual machine's cores to
+# others so far (all cores summed; 0 on bare metal). A run with much of it
+# says more of the host than of what was measured.
+steal_secs() { awk -v t="$CLK_TCK" '/^cpu / {printf "%.1f", $9/t}' /proc/stat; }
 # hwm_mb PID: the process's peak resident set (VmHWM) in MB.
 hwm_mb() { awk '/^VmHWM:/ {printf "%.0f", $2*1024/1e6}' "/proc/$1/status"; }
 # reset_hwm PID: start VmHWM afresh, so each step reports its own peak.
