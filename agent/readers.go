@@ -133,18 +133,16 @@ func (ra *readAhead) read(q *queued, h hashWriter) {
 		return
 	}
 	defer unix.Close(fd)
-	q.flags, q.flagsErr = inodeFlags(fd)
+	identErr := sameFile(fd, &q.e)
+	if identErr == nil {
+		q.flags, q.flagsErr = inodeFlags(fd)
+	}
 	q.sum = sha256.Sum256(nil)
 	if q.e.Size == 0 {
 		return
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		q.err = fmt.Errorf("content not backed up: fstat: %w", err)
-		return
-	}
-	if st.Ino != q.e.Inode || st.Dev != q.e.Dev {
-		q.err = ErrFileReplaced
+	if identErr != nil {
+		q.err = identErr
 		return
 	}
 	size := int(q.e.Size)

@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
@@ -213,6 +215,70 @@ func TestReadAheadClosesWhatItHeld(t *testing.T) {
 			}
 			if open := treeDescriptors(t, dir); len(open) > 0 {
 				t.Fatalf("still open after Run: %q", open)
+			}
+		})
+	}
+}
+
+// A file that another user swaps for a fifo between the walk and its read
+// is not opened in a way that waits for a writer: the backup would hang
+// until one came, and any user may make a fifo in a directory of theirs.
+// It is sent as replaced, small or large, read ahead or not.
+func TestSourceFileSwappedForAFifo(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size    int
+		readers int
+	}{
+		{"small, readers", 5000, 4},
+		{"small, no readers", 5000, 0},
+		{"large", 3 << 20, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			withReaders(t, tc.readers)
+			dir := t.TempDir()
+			victim := filepath.Join(dir, "b")
+			mustWrite(t, filepath.Join(dir, "a"), []byte("a"), 0o644)
+			mustWrite(t, victim, randomBytes(14, tc.size), 0o644)
+			beforeRead = func(p string) {
+				if p == victim {
+					mustDo(t, os.Remove(p))
+					mustDo(t, unix.Mkfifo(p, 0o644))
+				}
+			}
+			t.Cleanup(func() { beforeRead = nil })
+			var warned []string
+			var stream []byte
+			s, err := NewSource(SourceOptions{
+				Walk: WalkOptions{Paths: []string{dir}, Warn: func(p string, err error) { warned = append(warned, p+": "+err.Error()) }},
+				Emit: func(b []byte) error { stream = append(stream, b...); return nil },
+			})
+			mustDo(t, err)
+			done := make(chan error, 1)
+			go func() { done <- s.Run(context.Background()) }()
+			var runErr error
+			if err := poll.Wait(20*time.Second, func() error {
+				select {
+				case runErr = <-done:
+					return nil
+				default:
+					return errors.New("the backup waits on the fifo's open for a writer")
+				}
+			}); err != nil {
+				// Release the open that waits, so the test ends.
+				if fd, err := unix.Open(victim, unix.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+					unix.Close(fd)
+				}
+				<-done
+				t.Fatal(err)
+			}
+			mustDo(t, runErr)
+			es := entriesOf(t, stream)
+			if len(es) != 3 || es[2].e.Path != victim || es[2].status != volume.EndReadError || es[2].data != 0 {
+				t.Fatalf("entries %+v", es)
+			}
+			if len(warned) != 1 || warned[0] != victim+": "+ErrFileReplaced.Error() {
+				t.Fatalf("warnings %q, want one: %v", warned, ErrFileReplaced)
 			}
 		})
 	}

@@ -463,9 +463,13 @@ func (s *Source) appendEndSum(status uint8, h []byte) error {
 
 // openFile opens a walked file without following a symlink that replaced
 // it, and without touching its atime where the kernel lets us (the owner or
-// root), so that a backup does not change what the next one sees.
+// root), so that a backup does not change what the next one sees. It does
+// not wait either: a fifo that replaced the file (any user can make one in
+// a directory of theirs) would hold an open for reading until a writer
+// came, and the backup with it. O_NONBLOCK changes nothing for a regular
+// file; sameFile then tells the walked file from what replaced it.
 func openFile(n *node) (int, error) {
-	flags := unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NOCTTY
+	flags := unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NOCTTY | unix.O_NONBLOCK
 	for {
 		fd, err := unix.Openat(n.dirfd, n.name, flags|unix.O_NOATIME, 0)
 		if errors.Is(err, unix.EPERM) {
@@ -476,6 +480,21 @@ func openFile(n *node) (int, error) {
 		}
 		return fd, err
 	}
+}
+
+// sameFile reports whether fd is the regular file the walk found for e: a
+// file replaced since (renamed over, or swapped for a fifo) is not read.
+// The type counts as much as the inode: a file removed and a fifo made in
+// its place may well get the inode number it freed.
+func sameFile(fd int, e *fileindex.Entry) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("content not backed up: fstat: %w", err)
+	}
+	if st.Ino != e.Inode || st.Dev != e.Dev || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return ErrFileReplaced
+	}
+	return nil
 }
 
 // sparseHashing is the hash kind of files with holes: the old kind only in
@@ -495,18 +514,25 @@ func (s *Source) sendFile(n *node) error {
 		t0 = time.Now()
 		s.ioWait = 0
 	}
+	if beforeRead != nil {
+		beforeRead(e.Path)
+	}
 	fd, openErr := openFile(n)
 	if small {
 		s.ioWait = time.Since(t0)
 		defer func() { s.ahead.observe(s.ioWait, e.Size) }()
 	}
+	var identErr error
 	if openErr == nil {
 		defer unix.Close(fd)
-		flags, err := inodeFlags(fd)
-		if err != nil {
-			s.warn(e.Path, fmt.Errorf("inode flags not backed up: %w", err))
+		// The flags of whatever replaced the file are not its own.
+		if identErr = sameFile(fd, e); identErr == nil {
+			flags, err := inodeFlags(fd)
+			if err != nil {
+				s.warn(e.Path, fmt.Errorf("inode flags not backed up: %w", err))
+			}
+			e.Flags = flags
 		}
-		e.Flags = flags
 	}
 	// A file with holes is read by its data regions and hashed by them:
 	// hashing its holes as zeros would cost as much as reading them.
@@ -536,12 +562,8 @@ func (s *Source) sendFile(n *node) error {
 	if openErr != nil {
 		return readErr(fmt.Errorf("content not backed up: open: %w", openErr))
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return readErr(fmt.Errorf("content not backed up: fstat: %w", err))
-	}
-	if st.Ino != e.Inode || st.Dev != e.Dev {
-		return readErr(ErrFileReplaced)
+	if identErr != nil {
+		return readErr(identErr)
 	}
 	var err error
 	switch {
