@@ -521,7 +521,13 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 	}
 	if a := r.assembling[e.Path]; a != nil && e.Type == fileindex.TypeFile {
 		// Blocks of it came first, in the reads of earlier sessions.
-		fd, err := unix.Openat(c.dirfd, a.tmp, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		fd, err := reopenTemp(c.dirfd, a.tmp)
+		if errors.Is(err, errTempReplaced) {
+			r.refuse(e.Path, fmt.Errorf("not restored: %w", err))
+			delete(r.assembling, e.Path)
+			r.skipping = true
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("restore %s: reopen its temporary file: %w", e.Path, err)
 		}

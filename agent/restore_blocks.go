@@ -81,6 +81,9 @@ func (r *Restorer) blockStart(body []byte) error {
 	fd, err := r.openAssembly(a, fresh)
 	if err != nil {
 		r.refuse(bs.Path, fmt.Errorf("not restored: %w", err))
+		if errors.Is(err, errTempReplaced) {
+			a.tmp = "" // what has the name now is not the restore's to remove
+		}
 		r.dropAssembly(a)
 		return nil
 	}
@@ -89,21 +92,51 @@ func (r *Restorer) blockStart(body []byte) error {
 	return nil
 }
 
+// errTempReplaced: a file being assembled lost its temporary file to
+// another, which the restore does not write into.
+var errTempReplaced = errors.New("its temporary file was removed or replaced while the restore ran (someone who can write its directory changed it): the restore wrote nothing into what took its place")
+
+// reopenTemp opens by name a temporary file this restore made earlier, and
+// checks that it still is that file: a regular file of this process's user
+// with one name. Between the reads of two sessions it lies in the target
+// directory under a name anyone who can write there may replace: written
+// into, another user's file (of which they keep another name) would hold
+// the restored content, readable by them before its owner and mode are
+// set.
+func reopenTemp(dirfd int, name string) (int, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
+		return -1, fmt.Errorf("%w (open: %w)", errTempReplaced, err)
+	}
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uint32(os.Geteuid()) || st.Nlink != 1 {
+		unix.Close(fd)
+		return -1, errTempReplaced
+	}
+	return fd, nil
+}
+
 // openAssembly opens a's temporary file, creating it when fresh.
 func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 	dirfd, _, err := r.parent(a.path)
 	if err != nil {
 		return -1, err
 	}
-	flags := unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	if !fresh {
+		return reopenTemp(dirfd, a.tmp)
+	}
 	for {
-		if fresh {
-			r.tmpSeq++
-			a.tmp = fmt.Sprintf(".cairn-restore-%d-%d", os.Getpid(), r.tmpSeq)
-			flags |= unix.O_CREAT | unix.O_EXCL
-		}
-		fd, err := unix.Openat(dirfd, a.tmp, flags, 0o600)
-		if fresh && errors.Is(err, unix.EEXIST) {
+		r.tmpSeq++
+		a.tmp = fmt.Sprintf(".cairn-restore-%d-%d", os.Getpid(), r.tmpSeq)
+		fd, err := unix.Openat(dirfd, a.tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
 		return fd, err
@@ -166,7 +199,13 @@ func (r *Restorer) endBlock() error {
 		r.dropAssembly(a)
 		return nil
 	}
-	fd, err := unix.Openat(dirfd, a.tmp, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	fd, err := reopenTemp(dirfd, a.tmp)
+	if errors.Is(err, errTempReplaced) {
+		r.refuse(a.path, fmt.Errorf("not restored: %w", err))
+		a.tmp = "" // what has the name now is not the restore's to remove
+		r.dropAssembly(a)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("restore %s: reopen its temporary file: %w", a.path, err)
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cairnbackup/cairn/assemble/assembletest"
@@ -64,5 +65,71 @@ func TestRestoreAssemblesBlocks(t *testing.T) {
 				t.Fatalf("mode %v", fi.Mode())
 			}
 		})
+	}
+}
+
+// The temporary file a large file is assembled in waits in the target
+// directory between the reads of two sessions. Whoever can write there
+// may remove it or put something else under its name; the restore then
+// writes nothing into what took its place (another user's file would
+// hold the content, readable by them), refuses that file and goes on.
+func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
+	f := assembletest.Sample()
+	block := append(volume.AppendBlockStart(nil, &volume.BlockStart{Path: f.Entry.Path, Len: uint64(len(f.Kept)), At: f.At}), f.BlockData([]byte("abcd"))...)
+	entry := f.EntryRecords()
+	for _, order := range []string{"block first", "entry first"} {
+		for _, swap := range []struct {
+			name string
+			do   func(t *testing.T, tmp string)
+		}{
+			{"another user's file", func(t *testing.T, tmp string) {
+				mustDo(t, os.Remove(tmp))
+				mustDo(t, os.WriteFile(tmp, []byte("mine"), 0o644))
+				mustDo(t, os.Chown(tmp, 65534, 65534))
+			}},
+			{"a second name", func(t *testing.T, tmp string) {
+				mustDo(t, os.Link(tmp, tmp+".kept"))
+			}},
+			{"a symlink", func(t *testing.T, tmp string) {
+				mustDo(t, os.Remove(tmp))
+				mustDo(t, os.Symlink("/etc/passwd", tmp))
+			}},
+			{"removed", func(t *testing.T, tmp string) { mustDo(t, os.Remove(tmp)) }},
+		} {
+			t.Run(order+"/"+swap.name, func(t *testing.T) {
+				root := filepath.Join(t.TempDir(), "to")
+				r, err := NewRestorer(RestoreOptions{Root: root})
+				mustDo(t, err)
+				first, second := block, entry
+				if order == "entry first" {
+					first, second = entry, block
+				}
+				mustDo(t, r.Records(first))
+				r.wk.settle()
+				tmps, err := filepath.Glob(filepath.Join(root, ".cairn-restore-*"))
+				mustDo(t, err)
+				if len(tmps) != 1 {
+					t.Fatalf("temporary files %q, want the one waiting for its blocks", tmps)
+				}
+				var before os.FileInfo
+				swap.do(t, tmps[0])
+				before, _ = os.Lstat(tmps[0])
+				mustDo(t, r.Records(second))
+				st, err := r.Finish()
+				mustDo(t, err)
+				if st.Refused != 1 || st.Files != 0 || st.WarningCount != 1 || !strings.Contains(st.Warnings[0].Err, "temporary file was removed or replaced") {
+					t.Fatalf("stats %+v", st)
+				}
+				if _, err := os.Lstat(filepath.Join(root, "db")); err == nil {
+					t.Fatal("the file was named")
+				}
+				if before != nil {
+					after, err := os.Lstat(tmps[0])
+					if err != nil || after.Size() != before.Size() || after.Mode() != before.Mode() {
+						t.Fatalf("what took the temporary file's name changed: %v, %v (was %v)", after, err, before)
+					}
+				}
+			})
+		}
 	}
 }
