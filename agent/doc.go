@@ -82,7 +82,10 @@
 // resolves a name it does not hold: directories are walked one component at
 // a time without following symlinks, and every change of owner, mode, times
 // or xattrs goes to a descriptor of the inode the restore created (the
-// comment at the top of restore.go says why and how). Device nodes are
+// comment at the top of restore.go says why and how). The one name it opens
+// again, the temporary file of a large file assembled from the reads of
+// several sessions, is written into only while it still is the restore's
+// (reopenTemp). Device nodes are
 // created only when RestoreOptions.Devices asks for them. An entry refused or
 // not restored is counted in RestoreStats.Refused, apart from damage, so the
 // job cannot end as a plain success.
