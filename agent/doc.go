@@ -25,7 +25,8 @@
 // Run's goroutine would make alone, entry for entry. Memory stays flat
 // whatever the size of the tree: only the hard links still waiting for
 // their other names are remembered, and what the readers hold is bounded
-// (aheadFiles, aheadBytes).
+// (aheadFiles, aheadBytes, and the descriptors of the directories their
+// queued files lie in).
 //
 // # Application steps and command sources
 //

@@ -45,25 +45,28 @@ const (
 //
 // A reader opens a file by the descriptor of its directory the walk
 // opened, as Run's goroutine would: the walk hands a directory's
-// descriptor to closeDir when it leaves it, which closes it only once
-// every queued entry before it is sent, so no reader ever opens by a
-// descriptor that was closed (and perhaps reused by another open).
+// descriptor to closeDir when it leaves it, which closes it once no queued
+// read needs it, so no reader ever opens by a descriptor that was closed
+// (and perhaps reused by another open), and the descriptors held open are
+// those of the queued reads' directories, at most aheadFiles.
 type readAhead struct {
 	ctx     context.Context
 	stopped atomic.Bool // the stream ended early: what is left is not read
 	jobs    chan *queued
 	wg      sync.WaitGroup
 	queue   []*queued // in stream order
-	files   int       // reads and entries in queue, not closes
 	bytes   int64     // content of the queued reads
+	// uses counts the queued reads of each directory descriptor; closing
+	// are those the walk has left, closed when their last read is sent.
+	uses    map[int]int
+	closing map[int]bool
 }
 
 type queuedKind uint8
 
 const (
-	queuedRead     queuedKind = iota // a small file, read by a reader
-	queuedEntry                      // an entry sent as sendEntry sends it
-	queuedCloseDir                   // a directory's descriptor to close
+	queuedRead  queuedKind = iota // a small file, read by a reader
+	queuedEntry                   // an entry sent as sendEntry sends it
 )
 
 // queued is an entry waiting for its turn in the stream.
@@ -87,7 +90,7 @@ type queued struct {
 }
 
 func startReadAhead(ctx context.Context, readers int) *readAhead {
-	ra := &readAhead{ctx: ctx, jobs: make(chan *queued, aheadFiles)}
+	ra := &readAhead{ctx: ctx, jobs: make(chan *queued, aheadFiles), uses: map[int]int{}, closing: map[int]bool{}}
 	for range readers {
 		ra.wg.Add(1)
 		go func() {
@@ -174,34 +177,36 @@ type hashWriter interface {
 // full reports whether the queue holds as much as it may: the next entry
 // waits until the head is sent.
 func (ra *readAhead) full() bool {
-	return ra.files >= aheadFiles || ra.bytes >= aheadBytes
+	return len(ra.queue) >= aheadFiles || ra.bytes >= aheadBytes
 }
 
 // push queues an entry; a read goes to the readers at once.
 func (ra *readAhead) push(q *queued) {
 	ra.queue = append(ra.queue, q)
-	switch q.kind {
-	case queuedRead:
-		ra.files++
+	if q.kind == queuedRead {
 		ra.bytes += q.e.Size
+		ra.uses[q.dirfd]++
 		q.done = make(chan struct{})
 		ra.jobs <- q // never blocks: no more than aheadFiles are queued
-	case queuedEntry:
-		ra.files++
 	}
 }
 
-// pop takes the head, once its read is done.
+// pop takes the head, once its read is done, and closes its directory's
+// descriptor if the walk has left it and no other read needs it.
 func (ra *readAhead) pop() *queued {
 	q := ra.queue[0]
 	ra.queue[0] = nil
 	ra.queue = ra.queue[1:]
 	if q.kind == queuedRead {
 		<-q.done
-		ra.files--
 		ra.bytes -= q.e.Size
-	} else if q.kind == queuedEntry {
-		ra.files--
+		if ra.uses[q.dirfd]--; ra.uses[q.dirfd] == 0 {
+			delete(ra.uses, q.dirfd)
+			if ra.closing[q.dirfd] {
+				delete(ra.closing, q.dirfd)
+				unix.Close(q.dirfd)
+			}
+		}
 	}
 	return q
 }
@@ -213,11 +218,7 @@ func (ra *readAhead) stop() {
 	close(ra.jobs)
 	ra.wg.Wait()
 	for len(ra.queue) > 0 {
-		q := ra.pop()
-		putBuf(q.buf)
-		if q.kind == queuedCloseDir {
-			unix.Close(q.dirfd)
-		}
+		putBuf(ra.pop().buf)
 	}
 }
 
@@ -245,22 +246,18 @@ func (s *Source) drain() error {
 }
 
 // closeDir is the walk's: a directory's descriptor is closed once the
-// entries queued before it, which may still be read through it, are sent.
+// queued reads of its files, which open them through it, are sent.
 func (s *Source) closeDir(fd int) {
-	if s.ra == nil || len(s.ra.queue) == 0 {
+	if s.ra == nil || s.ra.uses[fd] == 0 {
 		unix.Close(fd)
 		return
 	}
-	s.ra.push(&queued{kind: queuedCloseDir, dirfd: fd})
+	s.ra.closing[fd] = true
 }
 
 func (s *Source) sendHead() error {
 	q := s.ra.pop()
-	switch q.kind {
-	case queuedCloseDir:
-		unix.Close(q.dirfd)
-		return nil
-	case queuedEntry:
+	if q.kind == queuedEntry {
 		return s.sendNow(&node{e: &q.e, dirfd: -1})
 	}
 	defer putBuf(q.buf)

@@ -283,3 +283,41 @@ func TestSourceFileSwappedForAFifo(t *testing.T) {
 		})
 	}
 }
+
+// The walk's directory descriptors stay few while a read waits at the
+// head of the queue: in an incremental, the directories after a changed
+// file are unchanged and queue nothing, so nothing sends that head until
+// the end, and each would stay open till then (a large tree ran out of
+// descriptors: "directory content not backed up: too many open files").
+func TestReadAheadHoldsOnlyTheDirectoriesItReadsFrom(t *testing.T) {
+	withReaders(t, 4)
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "a0"), []byte("v1"), 0o644)
+	for i := range 300 {
+		mustDo(t, os.MkdirAll(filepath.Join(dir, "b", fmt.Sprintf("d%04d", i)), 0o755))
+	}
+	opts := WalkOptions{Paths: []string{dir}}
+	full, _ := runSource(t, SourceOptions{Walk: opts})
+	var base []fileindex.Entry
+	for _, se := range entriesOf(t, full) {
+		base = append(base, se.e)
+	}
+	mustWrite(t, filepath.Join(dir, "a0"), []byte("v2, changed"), 0o644)
+
+	fds, err := os.ReadDir("/proc/self/fd")
+	mustDo(t, err)
+	var old unix.Rlimit
+	mustDo(t, unix.Getrlimit(unix.RLIMIT_NOFILE, &old))
+	lim := old
+	lim.Cur = uint64(len(fds) + 50) // the walk's depth and the readers' files, with room
+	mustDo(t, unix.Setrlimit(unix.RLIMIT_NOFILE, &lim))
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+
+	inc, st := runSource(t, SourceOptions{Walk: opts, Base: fileindex.SliceIterator(base)})
+	if st.WarningCount != 0 || st.Files != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if es := entriesOf(t, inc); len(es) != 1 || es[0].e.Path != filepath.Join(dir, "a0") {
+		t.Fatalf("incremental entries %+v, want a0 alone", es)
+	}
+}
