@@ -521,7 +521,7 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 	}
 	if a := r.assembling[e.Path]; a != nil && e.Type == fileindex.TypeFile {
 		// Blocks of it came first, in the reads of earlier sessions.
-		fd, err := reopenTemp(c.dirfd, a.tmp)
+		fd, err := reopenTemp(c.dirfd, a.tmp, a.made)
 		if errors.Is(err, errTempReplaced) {
 			r.refuse(e.Path, fmt.Errorf("not restored: %w", err))
 			delete(r.assembling, e.Path)

@@ -26,6 +26,7 @@ import (
 type assembly struct {
 	path string
 	tmp  string // its temporary file, in the file's directory
+	made tempID // that file as the restore made it
 	// Of the entry, once its FileEnd came: what endFile needs.
 	e      *fileindex.Entry
 	status uint8
@@ -96,27 +97,46 @@ func (r *Restorer) blockStart(body []byte) error {
 // another, which the restore does not write into.
 var errTempReplaced = errors.New("its temporary file was removed or replaced while the restore ran (someone who can write its directory changed it): the restore wrote nothing into what took its place")
 
+// tempID is a temporary file as the restore made it: its inode, and the
+// owner the filesystem gave it (not always the restore's user: NFS with
+// root_squash, or a mount with uid=).
+type tempID struct {
+	dev, ino uint64
+	uid      uint32
+}
+
+func tempIDOf(fd int) (tempID, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return tempID{}, fmt.Errorf("fstat its temporary file: %w", err)
+	}
+	return tempID{st.Dev, st.Ino, st.Uid}, nil
+}
+
 // reopenTemp opens by name a temporary file this restore made earlier, and
-// checks that it still is that file: a regular file of this process's user
-// with one name. Between the reads of two sessions it lies in the target
-// directory under a name anyone who can write there may replace: written
-// into, another user's file (of which they keep another name) would hold
-// the restored content, readable by them before its owner and mode are
-// set.
-func reopenTemp(dirfd int, name string) (int, error) {
+// checks that it still is that file: the same inode, a regular file with
+// the same owner and one name (an inode number freed by a removal may come
+// back for another file). Between the reads of two sessions it lies in the
+// target directory under a name anyone who can write there may replace:
+// written into, another user's file (of which they keep another name)
+// would hold the restored content, readable by them before its owner and
+// mode are set. Whatever keeps the name from opening as it did (removed,
+// a symlink, a directory, a socket, a file leased by its owner) is the
+// same: only running out of descriptors or memory is the restore's own.
+func reopenTemp(dirfd int, name string, made tempID) (int, error) {
 	fd, err := unix.Openat(dirfd, name, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
-		return -1, fmt.Errorf("%w (open: %w)", errTempReplaced, err)
+	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOMEM) {
+		return -1, err
 	}
 	if err != nil {
-		return -1, err
+		return -1, fmt.Errorf("%w (open: %w)", errTempReplaced, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uint32(os.Geteuid()) || st.Nlink != 1 {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || (tempID{st.Dev, st.Ino, st.Uid}) != made || st.Nlink != 1 {
 		unix.Close(fd)
 		return -1, errTempReplaced
 	}
@@ -130,7 +150,7 @@ func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 		return -1, err
 	}
 	if !fresh {
-		return reopenTemp(dirfd, a.tmp)
+		return reopenTemp(dirfd, a.tmp, a.made)
 	}
 	for {
 		r.tmpSeq++
@@ -139,7 +159,14 @@ func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 		if errors.Is(err, unix.EEXIST) {
 			continue
 		}
-		return fd, err
+		if err != nil {
+			return -1, err
+		}
+		if a.made, err = tempIDOf(fd); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		return fd, nil
 	}
 }
 
@@ -199,7 +226,7 @@ func (r *Restorer) endBlock() error {
 		r.dropAssembly(a)
 		return nil
 	}
-	fd, err := reopenTemp(dirfd, a.tmp)
+	fd, err := reopenTemp(dirfd, a.tmp, a.made)
 	if errors.Is(err, errTempReplaced) {
 		r.refuse(a.path, fmt.Errorf("not restored: %w", err))
 		a.tmp = "" // what has the name now is not the restore's to remove
@@ -235,7 +262,11 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 	need := assemble.Kept(bl)
 	a := r.assembling[c.e.Path]
 	if a == nil {
-		a = &assembly{path: c.e.Path, tmp: c.tmp}
+		made, err := tempIDOf(c.fd)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", c.e.Path, err)
+		}
+		a = &assembly{path: c.e.Path, tmp: c.tmp, made: made}
 	}
 	a.need = need
 	c.assembled, c.runs = true, bl.Runs

@@ -83,6 +83,8 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 			do   func(t *testing.T, tmp string)
 		}{
 			{"another user's file", func(t *testing.T, tmp string) {
+				// Often on the inode number the removal freed: the
+				// owner tells it from the restore's.
 				mustDo(t, os.Remove(tmp))
 				mustDo(t, os.WriteFile(tmp, []byte("mine"), 0o644))
 				mustDo(t, os.Chown(tmp, 65534, 65534))
@@ -95,6 +97,11 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 				mustDo(t, os.Symlink("/etc/passwd", tmp))
 			}},
 			{"removed", func(t *testing.T, tmp string) { mustDo(t, os.Remove(tmp)) }},
+			{"a directory", func(t *testing.T, tmp string) {
+				mustDo(t, os.Remove(tmp))
+				mustDo(t, os.Mkdir(tmp, 0o755))
+			}},
+
 		} {
 			t.Run(order+"/"+swap.name, func(t *testing.T) {
 				root := filepath.Join(t.TempDir(), "to")
