@@ -321,3 +321,47 @@ func TestReadAheadHoldsOnlyTheDirectoriesItReadsFrom(t *testing.T) {
 		t.Fatalf("incremental entries %+v, want a0 alone", es)
 	}
 }
+
+// A file another process holds a lease on (Samba's oplocks, an NFS
+// server's delegations) is read once the holder gives the lease up, as an
+// open that waits would read it: the open that does not wait for a fifo
+// must not take the lease for a failure.
+func TestSourceWaitsForALeaseOnAFile(t *testing.T) {
+	for _, readers := range []int{0, 4} {
+		t.Run(fmt.Sprintf("readers=%d", readers), func(t *testing.T) {
+			withReaders(t, readers)
+			dir := t.TempDir()
+			p := filepath.Join(dir, "leased")
+			content := randomBytes(15, 5000)
+			mustWrite(t, p, content, 0o644)
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			mustDo(t, err)
+			defer f.Close()
+			fd := int(f.Fd())
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_WRLCK); err != nil {
+				t.Fatalf("take a write lease: %v", err)
+			}
+			released := make(chan error, 1)
+			go func() {
+				// The holder gives the lease up once the backup's open
+				// asks for it, as a lease holder does.
+				err := poll.Wait(20*time.Second, func() error {
+					locks, err := os.ReadFile("/proc/locks")
+					if err != nil || !bytes.Contains(locks, []byte("BREAKING")) {
+						return fmt.Errorf("no open has asked for the lease (%v)", err)
+					}
+					return nil
+				})
+				_, uerr := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+				released <- errors.Join(err, uerr)
+			}()
+			stream, st := runSource(t, SourceOptions{Walk: WalkOptions{Paths: []string{dir}}})
+			mustDo(t, <-released)
+			es := entriesOf(t, stream)
+			sum := sha256.Sum256(content)
+			if len(es) != 2 || es[1].status != volume.EndOK || es[1].data != int64(len(content)) || !bytes.Equal(es[1].hash, sum[:]) || st.WarningCount != 0 {
+				t.Fatalf("entries %+v, stats %+v", es, st)
+			}
+		})
+	}
+}

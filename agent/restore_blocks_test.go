@@ -101,7 +101,6 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 				mustDo(t, os.Remove(tmp))
 				mustDo(t, os.Mkdir(tmp, 0o755))
 			}},
-
 		} {
 			t.Run(order+"/"+swap.name, func(t *testing.T) {
 				root := filepath.Join(t.TempDir(), "to")

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -466,14 +467,48 @@ func (s *Source) appendEndSum(status uint8, h []byte) error {
 // root), so that a backup does not change what the next one sees. It does
 // not wait either: a fifo that replaced the file (any user can make one in
 // a directory of theirs) would hold an open for reading until a writer
-// came, and the backup with it. O_NONBLOCK changes nothing for a regular
-// file; sameFile then tells the walked file from what replaced it.
+// came, and the backup with it. sameFile then tells the walked file from
+// what replaced it. For a regular file O_NONBLOCK changes one thing: where
+// another process holds a lease on it (Samba's oplocks, an NFS server's
+// delegations), the open fails with EWOULDBLOCK instead of waiting for the
+// lease to be given up; openLeased then waits, as an open without it would.
 func openFile(n *node) (int, error) {
 	flags := unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NOCTTY | unix.O_NONBLOCK
 	for {
 		fd, err := unix.Openat(n.dirfd, n.name, flags|unix.O_NOATIME, 0)
 		if errors.Is(err, unix.EPERM) {
 			fd, err = unix.Openat(n.dirfd, n.name, flags, 0)
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			// The magic link of /proc/self/fd is followed on purpose.
+			return openLeased(n, flags&^(unix.O_NONBLOCK|unix.O_NOFOLLOW))
+		}
+		return fd, err
+	}
+}
+
+// openLeased opens a file whose open would wait for a lease, without
+// letting a fifo in: it holds the name's inode by an O_PATH descriptor,
+// which opens nothing, checks that it is the walked regular file, and then
+// opens that very inode through /proc/self/fd, waiting for the lease's
+// holder (at most the kernel's lease-break-time).
+func openLeased(n *node, flags int) (int, error) {
+	pfd, err := unix.Openat(n.dirfd, n.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	if err := sameFile(pfd, n.e); err != nil {
+		return -1, err
+	}
+	proc := "/proc/self/fd/" + strconv.Itoa(pfd)
+	for {
+		fd, err := unix.Open(proc, flags|unix.O_NOATIME, 0)
+		if errors.Is(err, unix.EPERM) {
+			fd, err = unix.Open(proc, flags, 0)
 		}
 		if errors.Is(err, unix.EINTR) {
 			continue
