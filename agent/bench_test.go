@@ -102,44 +102,34 @@ func BenchmarkSource(b *testing.B) {
 			// Cold: the page cache dropped before each pass, so the
 			// files come from the disk (needs root).
 			b.Run("emit=discard/cold", func(b *testing.B) { benchSource(b, tree, nil) })
+			// with runs benchSource with the readers and the prefetch
+			// set; emit makes its Emit (nil: cold, the page cache dropped).
+			with := func(readers, policy int, emit func() func([]byte) error) func(*testing.B) {
+				return func(b *testing.B) {
+					defer func(n, p int) { fileReaders, prefetchPolicy = n, p }(fileReaders, prefetchPolicy)
+					fileReaders, prefetchPolicy = readers, policy
+					var e func([]byte) error
+					if emit != nil {
+						e = emit()
+					}
+					benchSource(b, tree, e)
+				}
+			}
+			discard := func() func([]byte) error { return func([]byte) error { return nil } }
 			// The readers against reading each file when the stream
 			// reaches it (readers=0), with the prefetch as it decides.
 			for _, n := range []int{0, 2, 4, 8} {
-				b.Run(fmt.Sprintf("emit=aes-gcm/readers=%d", n), func(b *testing.B) {
-					defer func(n int) { fileReaders = n }(fileReaders)
-					fileReaders = n
-					benchSource(b, tree, sealEmit())
-				})
-				b.Run(fmt.Sprintf("emit=discard/cold/readers=%d", n), func(b *testing.B) {
-					defer func(n int) { fileReaders = n }(fileReaders)
-					fileReaders = n
-					benchSource(b, tree, nil)
-				})
+				b.Run(fmt.Sprintf("emit=aes-gcm/readers=%d", n), with(n, prefetchAuto, sealEmit))
+				b.Run(fmt.Sprintf("emit=discard/cold/readers=%d", n), with(n, prefetchAuto, nil))
 			}
 			for _, pf := range []struct {
 				name   string
 				policy int
 			}{{"never", prefetchNever}, {"always", prefetchAlways}} {
-				b.Run("emit=discard/readers=0/prefetch="+pf.name, func(b *testing.B) {
-					defer func(p, n int) { prefetchPolicy, fileReaders = p, n }(prefetchPolicy, fileReaders)
-					prefetchPolicy, fileReaders = pf.policy, 0
-					benchSource(b, tree, func([]byte) error { return nil })
-				})
-				b.Run("emit=aes-gcm/readers=4/prefetch="+pf.name, func(b *testing.B) {
-					defer func(p, n int) { prefetchPolicy, fileReaders = p, n }(prefetchPolicy, fileReaders)
-					prefetchPolicy, fileReaders = pf.policy, 4
-					benchSource(b, tree, sealEmit())
-				})
-				b.Run("emit=discard/cold/readers=4/prefetch="+pf.name, func(b *testing.B) {
-					defer func(p, n int) { prefetchPolicy, fileReaders = p, n }(prefetchPolicy, fileReaders)
-					prefetchPolicy, fileReaders = pf.policy, 4
-					benchSource(b, tree, nil)
-				})
-				b.Run("emit=discard/cold/readers=0/prefetch="+pf.name, func(b *testing.B) {
-					defer func(p, n int) { prefetchPolicy, fileReaders = p, n }(prefetchPolicy, fileReaders)
-					prefetchPolicy, fileReaders = pf.policy, 0
-					benchSource(b, tree, nil)
-				})
+				b.Run("emit=discard/readers=0/prefetch="+pf.name, with(0, pf.policy, discard))
+				b.Run("emit=aes-gcm/readers=4/prefetch="+pf.name, with(4, pf.policy, sealEmit))
+				b.Run("emit=discard/cold/readers=4/prefetch="+pf.name, with(4, pf.policy, nil))
+				b.Run("emit=discard/cold/readers=0/prefetch="+pf.name, with(0, pf.policy, nil))
 			}
 		})
 	}

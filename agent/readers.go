@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -73,7 +74,6 @@ const (
 type queued struct {
 	kind  queuedKind
 	e     fileindex.Entry // a copy: the walk reuses its entry
-	c     Change
 	dirfd int
 	name  string
 	done  chan struct{} // closed by the reader
@@ -86,7 +86,7 @@ type queued struct {
 	sum      [sha256.Size]byte
 	// ioWait is how long the open, fstat and read took: what tells
 	// aheadControl whether the files come from the disk.
-	ioWait, hashing time.Duration
+	ioWait time.Duration
 }
 
 func startReadAhead(ctx context.Context, readers int) *readAhead {
@@ -114,7 +114,7 @@ func readable(n *node) bool {
 
 // read does what sendFile does for a small file, up to the records: open,
 // inode flags, fstat, one read with a probe byte, the SHA-256.
-func (ra *readAhead) read(q *queued, h hashWriter) {
+func (ra *readAhead) read(q *queued, h hash.Hash) {
 	if err := ra.ctx.Err(); err != nil {
 		q.err = err
 		return
@@ -125,14 +125,14 @@ func (ra *readAhead) read(q *queued, h hashWriter) {
 	if beforeRead != nil {
 		beforeRead(q.e.Path)
 	}
+	q.sum = emptySum // of what is sent when nothing can be read
 	t0 := time.Now()
-	defer func() { q.ioWait = time.Since(t0) - q.hashing }()
 	fd, err := openFile(&node{e: &q.e, dirfd: q.dirfd, name: q.name})
 	if err != nil {
 		if q.e.Size > 0 {
 			q.err = fmt.Errorf("content not backed up: open: %w", err)
 		}
-		q.sum = sha256.Sum256(nil)
+		q.ioWait = time.Since(t0)
 		return
 	}
 	defer unix.Close(fd)
@@ -140,7 +140,7 @@ func (ra *readAhead) read(q *queued, h hashWriter) {
 	if identErr == nil {
 		q.flags, q.flagsErr = inodeFlags(fd)
 	}
-	q.sum = sha256.Sum256(nil)
+	q.ioWait = time.Since(t0)
 	if q.e.Size == 0 {
 		return
 	}
@@ -161,18 +161,13 @@ func (ra *readAhead) read(q *queued, h hashWriter) {
 	case grew:
 		q.err = ErrFileGrew
 	}
-	t1 := time.Now()
+	q.ioWait = time.Since(t0)
 	h.Reset()
 	h.Write(q.buf[:q.got])
 	h.Sum(q.sum[:0])
-	q.hashing = time.Since(t1)
 }
 
-type hashWriter interface {
-	Reset()
-	Write([]byte) (int, error)
-	Sum([]byte) []byte
-}
+var emptySum = sha256.Sum256(nil)
 
 // full reports whether the queue holds as much as it may: the next entry
 // waits until the head is sent.
@@ -224,13 +219,13 @@ func (ra *readAhead) stop() {
 
 // enqueue puts an entry in the stream after what is queued, sending the
 // head first while the queue is full.
-func (s *Source) enqueue(n *node, c Change, kind queuedKind) error {
+func (s *Source) enqueue(n *node, kind queuedKind) error {
 	for s.ra.full() {
 		if err := s.sendHead(); err != nil {
 			return err
 		}
 	}
-	s.ra.push(&queued{kind: kind, e: *n.e, c: c, dirfd: n.dirfd, name: n.name})
+	s.ra.push(&queued{kind: kind, e: *n.e, dirfd: n.dirfd, name: n.name})
 	return nil
 }
 

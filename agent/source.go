@@ -373,9 +373,9 @@ func (s *Source) sendEntry(n *node, c Change) error {
 	if s.ra != nil {
 		switch {
 		case readable(n):
-			return s.enqueue(n, c, queuedRead)
+			return s.enqueue(n, queuedRead)
 		case n.e.Type != fileindex.TypeFile && len(s.ra.queue) > 0:
-			return s.enqueue(n, c, queuedEntry)
+			return s.enqueue(n, queuedEntry)
 		}
 		if err := s.drain(); err != nil {
 			return err
