@@ -580,6 +580,27 @@ func (r *Restorer) handOver(c *current) {
 	c.w, c.dir = wk.pick(), r.dir.hold()
 }
 
+// beforePlace, in tests, runs as a file's content is checked: where, and
+// while what else goes on.
+var beforePlace func(path string)
+
+// handOverAssembled gives a file assembled from blocks, whose temporary
+// file Record holds again, to a worker to check and name. Its check reads
+// all of it back and hashes it: on Record's goroutine that held up the
+// stream for every changed large file of a chain, one after another, while
+// the workers waited.
+func (r *Restorer) handOverAssembled(c *current) {
+	wk := r.wk
+	if len(wk.inflight) >= maxInflight {
+		wk.settle()
+	}
+	wk.inflight[c.e.Path] = true
+	c.w = wk.pick()
+	if c.dir == nil {
+		c.dir = r.dir.hold() // the parent r.parent opened it in, still current
+	}
+}
+
 func (r *Restorer) full(p string) string {
 	if p == "/" {
 		return r.root
@@ -806,6 +827,9 @@ func (r *Restorer) end(status uint8, sum []byte) error {
 func (r *Restorer) endFile(status uint8, sum []byte) error {
 	c := r.cur
 	r.cur = nil
+	if c.w == nil && c.assembled && r.wk != nil {
+		r.handOverAssembled(c)
+	}
 	if c.w != nil {
 		r.wk.send(c.w, fileOp{kind: opEnd, c: c, status: status, sum: sum, frame: r.frame})
 		return nil
@@ -824,6 +848,9 @@ func (r *Restorer) endFile(status uint8, sum []byte) error {
 // named damaged and removed.
 func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) error {
 	e := &c.e
+	if beforePlace != nil {
+		beforePlace(e.Path)
+	}
 	size := e.Size
 	if status != volume.EndOK {
 		// The backup read only part of the file; its content is what

@@ -1,12 +1,19 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cairnbackup/cairn/assemble/assembletest"
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
@@ -137,5 +144,69 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// An assembled file is checked (read back whole and hashed) and named on a
+// file worker, as every other file is: the stream goes on meanwhile. On
+// Record's goroutine the check held up the next entry, so a chain's changed
+// large files were read back one after another while the workers waited.
+func TestRestoreChecksAnAssembledFileBesideTheStream(t *testing.T) {
+	f := assembletest.Sample()
+	block := volume.AppendBlockStart(nil, &volume.BlockStart{Path: f.Entry.Path, Len: uint64(len(f.Kept)), At: f.At})
+	block = append(block, f.BlockData(f.Kept)...)
+	next := fileindex.Entry{Path: "/next", Type: fileindex.TypeFile, Size: 2, Mode: 0o600}
+	nextSum := sha256.Sum256([]byte("hi"))
+	later := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &next))
+	later = volume.AppendDataRecord(later, 0, []byte("hi"))
+	later = volume.AppendFileEnd(later, volume.EndOK, nextSum[:])
+
+	release := make(chan struct{})
+	var released sync.Once
+	unblock := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	beforePlace = func(p string) {
+		if p == f.Entry.Path {
+			<-release
+		}
+	}
+	t.Cleanup(func() { beforePlace = nil })
+
+	root := filepath.Join(t.TempDir(), "to")
+	r, err := NewRestorer(RestoreOptions{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Records(block); err != nil {
+		t.Fatal(err)
+	}
+	// The entry's FileEnd completes the file, and the next entry follows.
+	var streamed atomic.Bool
+	errc := make(chan error, 1)
+	go func() {
+		err := r.Records(f.EntryRecords())
+		if err == nil {
+			err = r.Records(later)
+		}
+		streamed.Store(true)
+		errc <- err
+	}()
+	poll.Until(t, 10*time.Second, func() error {
+		if !streamed.Load() {
+			return errors.New("the stream waits for the check of the assembled file")
+		}
+		return nil
+	})
+	unblock()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, rerr := os.ReadFile(filepath.Join(root, "db"))
+	if rerr != nil || string(got) != string(f.Content) || st.Files != 2 || st.DamagedCount != 0 {
+		t.Fatalf("restored %q (%v), stats %+v", got, rerr, st)
 	}
 }
