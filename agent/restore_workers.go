@@ -22,7 +22,9 @@ import (
 // temporary file, O_EXCL, as "How a restore touches the filesystem" says,
 // and makes directories, symlinks, fifos and devices itself. What a regular
 // file costs after its create (the SHA-256 of its content, the writes, its
-// metadata calls and its rename) goes to one of a few file workers. A
+// metadata calls and its rename) goes to one of a few file workers, and so
+// does the check of a file assembled from blocks of several sessions (its
+// content read back and hashed) when its last block or its entry comes. A
 // worker holds the file by the descriptor Record opened and its directory by
 // a counted reference to the one Record opened: no worker resolves a name,
 // so the descriptor-only rules hold whichever goroutine makes a call.
