@@ -83,7 +83,16 @@ for entry in "${testpkgs[@]}"; do
 			mkdir -p "$dir/testdata/fuzz/$t"
 			cp -n "$cache/$pkg/$t"/* "$dir/testdata/fuzz/$t/" 2>/dev/null || true
 		fi
-		line=$(printf '%-48s %-30s execs %10s  new %5s  corpus %6s  %4ss  %s' "$pkg" "$t" "${execs:-0}" "${newc:-0}" "${total:-0}" "$secs" "$found")
+		# A run whose time ran out while it still replayed the committed
+		# corpus (the "baseline coverage" every fuzz run starts with) made
+		# no new inputs: it says how far it got, not "execs 0". The plain
+		# `go test` of the package runs every committed input anyway.
+		base=$(grep -E 'gathering baseline coverage: [0-9]+/[0-9]+' "$log" | tail -n 1 | sed -nE 's/.*coverage: ([0-9]+\/[0-9]+).*/\1/p')
+		if [ -z "$last" ] && [ -n "$base" ]; then
+			line=$(printf '%-48s %-30s corpus replayed %s, no time left to mutate  %4ss  %s' "$pkg" "$t" "$base" "$secs" "$found")
+		else
+			line=$(printf '%-48s %-30s execs %10s  new %5s  corpus %6s  %4ss  %s' "$pkg" "$t" "${execs:-0}" "${newc:-0}" "${total:-0}" "$secs" "$found")
+		fi
 		echo "$line"
 		results+=("$line")
 	done
