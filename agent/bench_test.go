@@ -39,6 +39,26 @@ func smallTree(b *testing.B) benchTree {
 	return benchTree{dir, total}
 }
 
+// smallDirsTree is bench/e2e.sh's small files in small: 20,000 files of
+// 1-16 KiB in 1,000 directories of 20, two levels deep, where a
+// directory's files are too few for a prefetch within it to run ahead.
+func smallDirsTree(b *testing.B) benchTree {
+	dir := b.TempDir()
+	data := randomBytes(44, 16<<10)
+	var total int64
+	for i := range 20000 {
+		n := 1<<10 + (i*7919)%(15<<10)
+		d := i / 20
+		p := filepath.Join(dir, fmt.Sprintf("d%02d", d/50), fmt.Sprintf("e%02d", d%50), fmt.Sprintf("f%02d", i%20))
+		if i%20 == 0 {
+			mustDo(b, os.MkdirAll(filepath.Dir(p), 0o755))
+		}
+		mustDo(b, os.WriteFile(p, data[:n], 0o644))
+		total += int64(n)
+	}
+	return benchTree{dir, total}
+}
+
 // largeTree is "a few large files": 4 files of 64 MiB.
 func largeTree(b *testing.B) benchTree {
 	dir := b.TempDir()
@@ -62,6 +82,12 @@ func sealEmit() func([]byte) error {
 	}
 }
 
+// coldData makes a cold benchSource (emit nil) walk the tree's names and
+// inodes back into the cache after dropping it, as the count that sizes a
+// backup's progress does beside the backup's walk: only the files' content
+// comes from the disk.
+var coldData bool
+
 func benchSource(b *testing.B, tree benchTree, emit func([]byte) error) {
 	b.SetBytes(tree.bytes)
 	b.ReportAllocs()
@@ -74,6 +100,9 @@ func benchSource(b *testing.B, tree benchTree, emit func([]byte) error) {
 		if cold {
 			b.StopTimer()
 			dropCaches(b)
+			if coldData {
+				mustDo(b, walkSizes(context.Background(), WalkOptions{Paths: []string{tree.dir}}, func(*fileindex.Entry) error { return nil }))
+			}
 			b.StartTimer()
 		}
 		t0, c0 := time.Now(), cpuTime(b)
@@ -94,9 +123,21 @@ func BenchmarkSource(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		tree func(*testing.B) benchTree
-	}{{"small-files", smallTree}, {"large-files", largeTree}} {
+	}{{"small-files", smallTree}, {"small-dirs", smallDirsTree}, {"large-files", largeTree}} {
 		b.Run(tc.name, func(b *testing.B) {
 			tree := tc.tree(b)
+			// The content cold, names and inodes cached as in a backup
+			// (coldData), with the readers' window as it is and wider.
+			for _, w := range []struct {
+				readers, files int
+				bytes          int64
+			}{{4, 64, 4 << 20}, {4, 256, 16 << 20}, {8, 256, 16 << 20}, {16, 512, 16 << 20}} {
+				b.Run(fmt.Sprintf("emit=discard/cold-data/readers=%d/ahead=%d", w.readers, w.files), func(b *testing.B) {
+					defer func(n, f int, by int64, c bool) { fileReaders, aheadFiles, aheadBytes, coldData = n, f, by, c }(fileReaders, aheadFiles, aheadBytes, coldData)
+					fileReaders, aheadFiles, aheadBytes, coldData = w.readers, w.files, w.bytes, true
+					benchSource(b, tree, nil)
+				})
+			}
 			b.Run("emit=discard", func(b *testing.B) { benchSource(b, tree, func([]byte) error { return nil }) })
 			b.Run("emit=aes-gcm", func(b *testing.B) { benchSource(b, tree, sealEmit()) })
 			// Cold: the page cache dropped before each pass, so the

@@ -27,13 +27,14 @@ var fileReaders = 4
 // path: what the file becomes between the walk and its read.
 var beforeRead func(path string)
 
-const (
+// Variables, not constants, for the benchmark that tries others.
+var (
 	// aheadFiles bounds the entries queued ahead of the stream: enough
 	// that the readers always have files to open while the disk serves
 	// another, few enough that the directories they hold open stay few.
 	aheadFiles = 64
 	// aheadBytes bounds the content read ahead and not yet sent.
-	aheadBytes = 4 << 20
+	aheadBytes int64 = 4 << 20
 )
 
 // A small file waits for the disk on its open, its inode and its one
