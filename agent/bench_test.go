@@ -24,35 +24,26 @@ type benchTree struct {
 // smallTree is "many small files": 20,000 files of 1 to 32 KiB in 200
 // directories, about 330 MB.
 func smallTree(b *testing.B) benchTree {
-	dir := b.TempDir()
-	data := randomBytes(42, 32<<10)
-	var total int64
-	for i := range 20000 {
-		n := 1<<10 + (i*7919)%(31<<10)
-		p := filepath.Join(dir, fmt.Sprintf("d%03d", i%200), fmt.Sprintf("f%05d", i))
-		if i < 200 {
-			mustDo(b, os.MkdirAll(filepath.Dir(p), 0o755))
-		}
-		mustDo(b, os.WriteFile(p, data[:n], 0o644))
-		total += int64(n)
-	}
-	return benchTree{dir, total}
+	return filesTree(b, 42, 32, func(i int) string { return fmt.Sprintf("d%03d/f%05d", i%200, i) })
 }
 
 // smallDirsTree is bench/e2e.sh's small files in small: 20,000 files of
 // 1-16 KiB in 1,000 directories of 20, two levels deep, where a
 // directory's files are too few for a prefetch within it to run ahead.
 func smallDirsTree(b *testing.B) benchTree {
+	return filesTree(b, 44, 16, func(i int) string { return fmt.Sprintf("d%02d/e%02d/f%02d", i/1000, i/20%50, i%20) })
+}
+
+// filesTree writes 20,000 files of 1 to maxKiB KiB of random bytes (seed),
+// file i at the relative path name gives it.
+func filesTree(b *testing.B, seed uint64, maxKiB int, name func(i int) string) benchTree {
 	dir := b.TempDir()
-	data := randomBytes(44, 16<<10)
+	data := randomBytes(seed, maxKiB<<10)
 	var total int64
 	for i := range 20000 {
-		n := 1<<10 + (i*7919)%(15<<10)
-		d := i / 20
-		p := filepath.Join(dir, fmt.Sprintf("d%02d", d/50), fmt.Sprintf("e%02d", d%50), fmt.Sprintf("f%02d", i%20))
-		if i%20 == 0 {
-			mustDo(b, os.MkdirAll(filepath.Dir(p), 0o755))
-		}
+		n := 1<<10 + (i*7919)%((maxKiB-1)<<10)
+		p := filepath.Join(dir, name(i))
+		mustDo(b, os.MkdirAll(filepath.Dir(p), 0o755))
 		mustDo(b, os.WriteFile(p, data[:n], 0o644))
 		total += int64(n)
 	}
