@@ -98,3 +98,28 @@ func TestPruneJobs(t *testing.T) {
 	}
 	c.refused(CodeInvalidArgument, &Command{Op: OpPruneJobs, PruneJobs: &JobsPrune{IDs: make([]uint64, MaxJobsPrune+1), EndedBefore: limit}})
 }
+
+// The scan ends at the first job created at or after the limit: no job
+// made since can have ended before it, so the job history's own jobs are
+// not read (a record past that point that does not decode shows it).
+func TestPrunableJobsStopAtTheLimit(t *testing.T) {
+	c := newTestCatalog(t)
+	c.setup()
+	failed := c.startBackup(LevelFull)
+	c.must(&Command{Op: OpAbortBackup, Abort: &BackupAbort{BackupID: failed, Code: "io_error", Msg: "disk on fire"}})
+	limit := c.clock.Add(30 * time.Second)
+	recent := c.startBackup(LevelFull) // created a minute after the limit
+	c.must(&Command{Op: OpAbortBackup, Abort: &BackupAbort{BackupID: recent, Code: "io_error", Msg: "disk on fire"}})
+	c.s.mu.RLock()
+	err := c.s.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bJobs).Put(u64(recent+100), []byte("{not a job"))
+	})
+	c.s.mu.RUnlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, next, err := c.s.PrunableJobs(limit, 0, 10)
+	if err != nil || !slices.Equal(ids, []uint64{failed}) || next != 0 {
+		t.Fatalf("prunable %v, next %d, %v; want [%d], 0 and no error", ids, next, err, failed)
+	}
+}

@@ -156,8 +156,8 @@ func (s *Server) currentRetentions() (*retentions, error) {
 }
 
 // jobPruneInterval is how often the expiry pass prunes the jobs too: that
-// reads every job record of the catalog, and a day more of old jobs is
-// nothing against job_history.
+// reads every job record older than job_history, and a day more of old
+// jobs is nothing against it.
 const jobPruneInterval = 24 * time.Hour
 
 // expiryLoop runs the expiry pass every ExpiryInterval while this server
