@@ -474,19 +474,26 @@ func (s *Source) appendEndSum(status uint8, h []byte) error {
 // lease to be given up; openLeased then waits, as an open without it would.
 func openFile(n *node) (int, error) {
 	flags := unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NOCTTY | unix.O_NONBLOCK
+	fd, err := openNoATime(n.dirfd, n.name, flags)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		// The magic link of /proc/self/fd is followed on purpose.
+		return openLeased(n, flags&^(unix.O_NONBLOCK|unix.O_NOFOLLOW))
+	}
+	return fd, err
+}
+
+// openNoATime opens name in dirfd with O_NOATIME where it may (it needs
+// the file's owner or CAP_FOWNER: EPERM otherwise), and again after a
+// signal.
+func openNoATime(dirfd int, name string, flags int) (int, error) {
 	for {
-		fd, err := unix.Openat(n.dirfd, n.name, flags|unix.O_NOATIME, 0)
+		fd, err := unix.Openat(dirfd, name, flags|unix.O_NOATIME, 0)
 		if errors.Is(err, unix.EPERM) {
-			fd, err = unix.Openat(n.dirfd, n.name, flags, 0)
+			fd, err = unix.Openat(dirfd, name, flags, 0)
 		}
-		if errors.Is(err, unix.EINTR) {
-			continue
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
 		}
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			// The magic link of /proc/self/fd is followed on purpose.
-			return openLeased(n, flags&^(unix.O_NONBLOCK|unix.O_NOFOLLOW))
-		}
-		return fd, err
 	}
 }
 
@@ -504,17 +511,7 @@ func openLeased(n *node, flags int) (int, error) {
 	if err := sameFile(pfd, n.e); err != nil {
 		return -1, err
 	}
-	proc := "/proc/self/fd/" + strconv.Itoa(pfd)
-	for {
-		fd, err := unix.Open(proc, flags|unix.O_NOATIME, 0)
-		if errors.Is(err, unix.EPERM) {
-			fd, err = unix.Open(proc, flags, 0)
-		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return fd, err
-	}
+	return openNoATime(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(pfd), flags)
 }
 
 // sameFile reports whether fd is the regular file the walk found for e: a
