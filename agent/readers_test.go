@@ -87,10 +87,7 @@ func TestReadAheadSendsWhatOneGoroutineSends(t *testing.T) {
 	if n := len(entriesOf(t, full)); n < 12*24 {
 		t.Fatalf("the full holds %d entries", n)
 	}
-	var base []fileindex.Entry
-	for _, se := range entriesOf(t, full) {
-		base = append(base, se.e)
-	}
+	base := baseOf(t, full)
 	for d := range 12 {
 		sub := filepath.Join(dir, fmt.Sprintf("d%02d", d))
 		mustWrite(t, filepath.Join(sub, "f03"), []byte("changed"), 0o644)
@@ -298,10 +295,7 @@ func TestReadAheadHoldsOnlyTheDirectoriesItReadsFrom(t *testing.T) {
 	}
 	opts := WalkOptions{Paths: []string{dir}}
 	full, _ := runSource(t, SourceOptions{Walk: opts})
-	var base []fileindex.Entry
-	for _, se := range entriesOf(t, full) {
-		base = append(base, se.e)
-	}
+	base := baseOf(t, full)
 	mustWrite(t, filepath.Join(dir, "a0"), []byte("v2, changed"), 0o644)
 
 	fds, err := os.ReadDir("/proc/self/fd")

@@ -92,6 +92,17 @@ type streamEntry struct {
 
 // entriesOf checks the stream's grammar (FileHeader, Data*, FileEnd) and
 // returns its entries.
+// baseOf is what an incremental after the backup that made stream
+// compares against: its entries.
+func baseOf(t testing.TB, stream []byte) []fileindex.Entry {
+	t.Helper()
+	var base []fileindex.Entry
+	for _, se := range entriesOf(t, stream) {
+		base = append(base, se.e)
+	}
+	return base
+}
+
 func entriesOf(t testing.TB, stream []byte) []streamEntry {
 	t.Helper()
 	var out []streamEntry
@@ -278,10 +289,7 @@ func TestSourceIncremental(t *testing.T) {
 	mustWrite(t, filepath.Join(dir, "gone"), []byte("gone"), 0o644)
 	opts := WalkOptions{Paths: []string{dir}}
 	full, _ := runSource(t, SourceOptions{Walk: opts})
-	var base []fileindex.Entry
-	for _, se := range entriesOf(t, full) {
-		base = append(base, se.e)
-	}
+	base := baseOf(t, full)
 	mustWrite(t, filepath.Join(dir, "edit"), []byte("v2 is longer"), 0o644)
 	mustDo(t, os.Remove(filepath.Join(dir, "gone")))
 
