@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,18 +180,16 @@ func TestRestoreChecksAnAssembledFileBesideTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The entry's FileEnd completes the file, and the next entry follows.
-	var streamed atomic.Bool
 	errc := make(chan error, 1)
 	go func() {
 		err := r.Records(f.EntryRecords())
 		if err == nil {
 			err = r.Records(later)
 		}
-		streamed.Store(true)
 		errc <- err
 	}()
 	poll.Until(t, 10*time.Second, func() error {
-		if !streamed.Load() {
+		if len(errc) == 0 {
 			return errors.New("the stream waits for the check of the assembled file")
 		}
 		return nil
