@@ -79,6 +79,21 @@ func sealEmit() func([]byte) error {
 // comes from the disk.
 var coldData bool
 
+// benchKnobs are the package's settings the benchmarks vary.
+type benchKnobs struct {
+	readers, policy, files int
+	bytes                  int64
+	coldData               bool
+}
+
+func benchKnobsNow() benchKnobs {
+	return benchKnobs{fileReaders, prefetchPolicy, aheadFiles, aheadBytes, coldData}
+}
+
+func (k benchKnobs) set() {
+	fileReaders, prefetchPolicy, aheadFiles, aheadBytes, coldData = k.readers, k.policy, k.files, k.bytes, k.coldData
+}
+
 func benchSource(b *testing.B, tree benchTree, emit func([]byte) error) {
 	b.SetBytes(tree.bytes)
 	b.ReportAllocs()
@@ -117,33 +132,18 @@ func BenchmarkSource(b *testing.B) {
 	}{{"small-files", smallTree}, {"small-dirs", smallDirsTree}, {"large-files", largeTree}} {
 		b.Run(tc.name, func(b *testing.B) {
 			tree := tc.tree(b)
-			// The content cold, names and inodes cached as in a backup
-			// (coldData), with the readers' window as it is and wider;
-			// the readers take small files only.
-			for _, w := range []struct {
-				readers, files int
-				bytes          int64
-			}{{4, 64, 4 << 20}, {4, 256, 16 << 20}, {8, 256, 16 << 20}, {16, 512, 16 << 20}} {
-				if tc.name == "large-files" {
-					break
-				}
-				b.Run(fmt.Sprintf("emit=discard/cold-data/readers=%d/ahead=%d", w.readers, w.files), func(b *testing.B) {
-					defer func(n, f int, by int64, c bool) { fileReaders, aheadFiles, aheadBytes, coldData = n, f, by, c }(fileReaders, aheadFiles, aheadBytes, coldData)
-					fileReaders, aheadFiles, aheadBytes, coldData = w.readers, w.files, w.bytes, true
-					benchSource(b, tree, nil)
-				})
-			}
 			b.Run("emit=discard", func(b *testing.B) { benchSource(b, tree, func([]byte) error { return nil }) })
 			b.Run("emit=aes-gcm", func(b *testing.B) { benchSource(b, tree, sealEmit()) })
 			// Cold: the page cache dropped before each pass, so the
 			// files come from the disk (needs root).
 			b.Run("emit=discard/cold", func(b *testing.B) { benchSource(b, tree, nil) })
-			// with runs benchSource with the readers and the prefetch
-			// set; emit makes its Emit (nil: cold, the page cache dropped).
-			with := func(readers, policy int, emit func() func([]byte) error) func(*testing.B) {
+			// with runs benchSource with the package's knobs set as k
+			// says, and set back after; emit makes its Emit (nil: cold,
+			// the page cache dropped).
+			with := func(k benchKnobs, emit func() func([]byte) error) func(*testing.B) {
 				return func(b *testing.B) {
-					defer func(n, p int) { fileReaders, prefetchPolicy = n, p }(fileReaders, prefetchPolicy)
-					fileReaders, prefetchPolicy = readers, policy
+					defer benchKnobsNow().set()
+					k.set()
 					var e func([]byte) error
 					if emit != nil {
 						e = emit()
@@ -151,21 +151,41 @@ func BenchmarkSource(b *testing.B) {
 					benchSource(b, tree, e)
 				}
 			}
+			// readers is the knobs as they are, but for the readers and
+			// the prefetch.
+			readers := func(n, policy int) benchKnobs {
+				k := benchKnobsNow()
+				k.readers, k.policy = n, policy
+				return k
+			}
 			discard := func() func([]byte) error { return func([]byte) error { return nil } }
+			if tc.name != "large-files" { // the readers take small files only
+				// The content cold, names and inodes cached as in a
+				// backup (coldData), with the readers' window as it is
+				// and wider.
+				for _, w := range []struct {
+					readers, files int
+					bytes          int64
+				}{{4, 64, 4 << 20}, {4, 256, 16 << 20}, {8, 256, 16 << 20}, {16, 512, 16 << 20}} {
+					k := readers(w.readers, prefetchAuto)
+					k.files, k.bytes, k.coldData = w.files, w.bytes, true
+					b.Run(fmt.Sprintf("emit=discard/cold-data/readers=%d/ahead=%d", w.readers, w.files), with(k, nil))
+				}
+			}
 			// The readers against reading each file when the stream
 			// reaches it (readers=0), with the prefetch as it decides.
 			for _, n := range []int{0, 2, 4, 8} {
-				b.Run(fmt.Sprintf("emit=aes-gcm/readers=%d", n), with(n, prefetchAuto, sealEmit))
-				b.Run(fmt.Sprintf("emit=discard/cold/readers=%d", n), with(n, prefetchAuto, nil))
+				b.Run(fmt.Sprintf("emit=aes-gcm/readers=%d", n), with(readers(n, prefetchAuto), sealEmit))
+				b.Run(fmt.Sprintf("emit=discard/cold/readers=%d", n), with(readers(n, prefetchAuto), nil))
 			}
 			for _, pf := range []struct {
 				name   string
 				policy int
 			}{{"never", prefetchNever}, {"always", prefetchAlways}} {
-				b.Run("emit=discard/readers=0/prefetch="+pf.name, with(0, pf.policy, discard))
-				b.Run("emit=aes-gcm/readers=4/prefetch="+pf.name, with(4, pf.policy, sealEmit))
-				b.Run("emit=discard/cold/readers=4/prefetch="+pf.name, with(4, pf.policy, nil))
-				b.Run("emit=discard/cold/readers=0/prefetch="+pf.name, with(0, pf.policy, nil))
+				b.Run("emit=discard/readers=0/prefetch="+pf.name, with(readers(0, pf.policy), discard))
+				b.Run("emit=aes-gcm/readers=4/prefetch="+pf.name, with(readers(4, pf.policy), sealEmit))
+				b.Run("emit=discard/cold/readers=4/prefetch="+pf.name, with(readers(4, pf.policy), nil))
+				b.Run("emit=discard/cold/readers=0/prefetch="+pf.name, with(readers(0, pf.policy), nil))
 			}
 		})
 	}
