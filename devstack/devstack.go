@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"time"
 
@@ -40,8 +39,9 @@ type Config struct {
 	Dir string
 	// NATSPort for the embedded NATS server; 0 picks a free port.
 	NATSPort int
-	// RaftAddr for the server; a free loopback port when empty. Keep it
-	// fixed for a stack that restarts on the same Dir.
+	// RaftAddr for the server; when empty, the transport binds a port of
+	// 127.0.0.1 the kernel picks, and Start sets it to that address. Keep
+	// it fixed for a stack that restarts on the same Dir.
 	RaftAddr string
 	// Client is the agent's client name.
 	Client string
@@ -130,13 +130,6 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Client == "" {
 		return nil, errors.New("devstack: no client name")
 	}
-	if cfg.RaftAddr == "" {
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		cfg.RaftAddr = addr
-	}
 	// First of all: a second stack on the directory would take the NATS
 	// port and write its client file over the first's before its server
 	// found the catalog in use.
@@ -179,12 +172,18 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	sc.NATSURL = ns.URL()
 	sc.NATSAuth = auth(wire.KindServer, ServerName)
 	sc.RaftAddr = cfg.RaftAddr
+	if sc.RaftAddr == "" {
+		// Bound at once: a port found free and bound later can be taken
+		// meanwhile by any socket of the machine.
+		sc.RaftAddr = "127.0.0.1:0"
+	}
 	sc.DefaultPool = cfg.Pool
 	srv, err := server.New(sc, cfg.Logger, cfg.registry("server"))
 	if err != nil {
 		return nil, err
 	}
 	st.Server = srv
+	st.Config.RaftAddr = srv.RaftAddr()
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := srv.WaitLeader(lctx); err != nil {
@@ -311,13 +310,4 @@ func (s *Stack) Close() error {
 	}
 	errs = append(errs, s.lock.Release())
 	return errors.Join(errs...)
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -135,7 +136,7 @@ func TestBadInput(t *testing.T) {
 	// A role started with a configuration it cannot run with.
 	for _, args := range [][]string{
 		{"storagenode", "--name", "x", "--data", filepath.Join(dir, "sn"), "--metrics-addr", ""},
-		{"server", "--data", filepath.Join(dir, "srv"), "--raft-addr", reservedAddr(t), "--liveness-timeout", "1ms", "--metrics-addr", ""},
+		{"server", "--data", filepath.Join(dir, "srv"), "--raft-addr", freeport.LoopbackAddr(t), "--liveness-timeout", "1ms", "--metrics-addr", ""},
 		{"agent", "--name", "bad.name", "--metrics-addr", ""},
 	} {
 		r := runCairn(t, s.url, args...)

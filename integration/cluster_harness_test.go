@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/cairnbackup/cairn/internal/poll"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +16,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairnbackup/cairn/internal/freeport"
+	"github.com/cairnbackup/cairn/internal/poll"
 
 	"github.com/nats-io/nats.go"
 
@@ -118,7 +120,7 @@ func newClusterSys(t *testing.T, o clusterOpts) *clusterSys {
 		serverCfg = append(serverCfg, "--config", writeJSON(t, filepath.Join(dir, "server.json"), o.server))
 	}
 	for i := 1; i <= 3; i++ {
-		m := &member{name: fmt.Sprintf("s%d", i), raftAddr: reservedAddr(t), data: filepath.Join(dir, fmt.Sprintf("s%d", i))}
+		m := &member{name: fmt.Sprintf("s%d", i), raftAddr: freeport.LoopbackAddr(t), data: filepath.Join(dir, fmt.Sprintf("s%d", i))}
 		args := append([]string{"server", "--nats", c.url}, serverCfg...)
 		args = append(args, "--name", m.name, "--data", m.data, "--raft-addr", m.raftAddr,
 			"--bootstrap="+strconv.FormatBool(i == 1), "--liveness-timeout", o.liveness,
@@ -131,7 +133,7 @@ func newClusterSys(t *testing.T, o clusterOpts) *clusterSys {
 		n := &storageNode{name: fmt.Sprintf("sn%d", i),
 			data: filepath.Join(dir, fmt.Sprintf("sn%d", i)), poolDir: filepath.Join(dir, fmt.Sprintf("pool-sn%d", i))}
 		n.proc = newProc(t, c.logs, dir, n.name, "storagenode", "--nats", c.url, "--config", nodeCfg, "--name", n.name,
-			"--data", n.data, "--data-addr", reservedAddr(t), "--pool", "Default="+n.poolDir, "--metrics-addr", anyAddr)
+			"--data", n.data, "--data-addr", freeport.LoopbackAddr(t), "--pool", "Default="+n.poolDir, "--metrics-addr", anyAddr)
 		c.nodes = append(c.nodes, n)
 	}
 	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cairnbackup/cairn/internal/poll"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairnbackup/cairn/internal/freeport"
+	"github.com/cairnbackup/cairn/internal/poll"
 )
 
 // natsServerBin finds the nats-server program: on PATH, or where
@@ -79,7 +81,7 @@ func newNATSCluster(t *testing.T, l *logs, dir string, o natsOpts) *natsCluster 
 	c := &natsCluster{t: t, scheme: o.scheme}
 	for i := 0; i < o.size; i++ {
 		c.servers = append(c.servers, &natsServer{
-			name: fmt.Sprintf("n%d", i+1), client: reservedAddr(t), route: reservedAddr(t), monitor: reservedAddr(t),
+			name: fmt.Sprintf("n%d", i+1), client: freeport.LoopbackAddr(t), route: freeport.LoopbackAddr(t), monitor: freeport.LoopbackAddr(t),
 		})
 	}
 	for i, ns := range c.servers {

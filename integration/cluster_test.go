@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"github.com/cairnbackup/cairn/internal/poll"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairnbackup/cairn/internal/poll"
 
 	"github.com/cairnbackup/cairn/wire"
 )

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -25,13 +26,13 @@ func TestDevPersistence(t *testing.T) {
 	dir := t.TempDir()
 	s := &stack{
 		t: t, dir: dir, logs: &logs{}, client: "devhost", node: "dev-node", pool: "Default",
-		url: fmt.Sprintf("nats://127.0.0.1:%d", reservedPort(t)),
+		url: fmt.Sprintf("nats://127.0.0.1:%d", freeport.Loopback(t)),
 	}
 	s.logs.printOnFailure(t)
 	_, port, _ := strings.Cut(strings.TrimPrefix(s.url, "nats://"), ":")
 	data := filepath.Join(dir, "dev")
 	s.adminFlags = []string{"--nats-nkey", filepath.Join(data, "nats", "admin-admin.nk")}
-	dev := newProc(t, s.logs, dir, "dev", "dev", "--data", data, "--nats-port", port, "--raft-addr", reservedAddr(t),
+	dev := newProc(t, s.logs, dir, "dev", "dev", "--data", data, "--nats-port", port, "--raft-addr", freeport.LoopbackAddr(t),
 		"--client", s.client, "--metrics-addr", anyAddr)
 	s.procs = []*proc{dev}
 	t.Cleanup(dev.stop)
@@ -127,9 +128,9 @@ func TestDevIsClosedToOtherUsers(t *testing.T) {
 	t.Setenv("CAIRN_DEV_FILE", clientFile)
 	l := &logs{}
 	l.printOnFailure(t)
-	natsPort := reservedPort(t)
+	natsPort := freeport.Loopback(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	dev := newProc(t, l, dir, "dev", "dev", "--data", data, "--nats-port", strconv.Itoa(natsPort), "--raft-addr", reservedAddr(t),
+	dev := newProc(t, l, dir, "dev", "dev", "--data", data, "--nats-port", strconv.Itoa(natsPort), "--raft-addr", freeport.LoopbackAddr(t),
 		"--client", "devhost", "--metrics-addr", anyAddr)
 	t.Cleanup(dev.stop)
 	dev.start()
@@ -199,7 +200,7 @@ func TestDevBannerReachesItsInstance(t *testing.T) {
 	t.Setenv("CAIRN_DEV_FILE", filepath.Join(dir, "dev.json"))
 	l := &logs{}
 	l.printOnFailure(t)
-	natsPort, raftAddr := reservedPort(t), reservedAddr(t)
+	natsPort, raftAddr := freeport.Loopback(t), freeport.LoopbackAddr(t)
 	dev := newProc(t, l, dir, "dev", "dev", "--data", filepath.Join(dir, "dev"), "--nats-port", strconv.Itoa(natsPort),
 		"--raft-addr", raftAddr, "--client", "devhost", "--metrics-addr", anyAddr)
 	t.Cleanup(dev.stop)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -40,7 +41,7 @@ func TestGroupsOnOneNATSAnswerOnlyTheirOwn(t *testing.T) {
 	// same NATS user as A's server: the servers' permissions are all of
 	// NATS anyway).
 	b := newProc(t, s.logs, s.dir, "server-b1", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"),
-		"--name", "b1", "--data", filepath.Join(s.dir, "b1"), "--raft-addr", reservedAddr(t),
+		"--name", "b1", "--data", filepath.Join(s.dir, "b1"), "--raft-addr", freeport.LoopbackAddr(t),
 		"--liveness-timeout", "5s", "--metrics-addr", anyAddr, "--log-level", "debug")
 	b.start()
 	t.Cleanup(b.stop)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/natsauth"
 	"github.com/cairnbackup/cairn/natsd"
@@ -126,81 +127,11 @@ func need(t *testing.T, what string, err error) {
 // before the process starts, and all three must stay the same across a
 // restart (agents and servers hold a storage node's data address; with a
 // new port per restart the jobs dispatched meanwhile dial a closed port).
-// Those come from reservedAddr, from below the kernel's ephemeral port
-// range, which neither outgoing connections nor port-0 listeners use,
-// reserved among concurrent test processes by a lock held until this
-// process exits.
+// Those come from freeport.LoopbackAddr, from below the kernel's ephemeral
+// port range, which neither outgoing connections nor port-0 listeners use.
 
 // anyAddr asks the kernel for a port when the process binds.
 const anyAddr = "127.0.0.1:0"
-
-var (
-	reserveMu sync.Mutex
-	reserved  []*os.File // the port locks, held until the process exits
-)
-
-// reservedAddr returns a loopback address whose port no other Cairn test
-// process hands out, and that the kernel hands out to no socket, until this
-// test process exits.
-func reservedAddr(t testing.TB) string {
-	t.Helper()
-	lo, hi := reservablePorts()
-	dir := filepath.Join(os.TempDir(), "cairn-test-ports")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	reserveMu.Lock()
-	defer reserveMu.Unlock()
-	start := lo + int(time.Now().UnixNano()%int64(hi-lo))
-	for i := range hi - lo {
-		port := lo + (start-lo+i)%(hi-lo)
-		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-			f.Close() // another test process holds it
-			continue
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			f.Close() // something outside the tests listens there
-			continue
-		}
-		l.Close()
-		reserved = append(reserved, f)
-		return addr
-	}
-	t.Fatalf("no free port in %d-%d", lo, hi)
-	return ""
-}
-
-// reservablePorts is a range of 10000 ports outside the kernel's ephemeral
-// range (net.ipv4.ip_local_port_range).
-func reservablePorts() (lo, hi int) {
-	eLo, eHi := 32768, 60999
-	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(data)); len(f) == 2 {
-			if a, err := strconv.Atoi(f[0]); err == nil {
-				eLo = a
-			}
-			if b, err := strconv.Atoi(f[1]); err == nil {
-				eHi = b
-			}
-		}
-	}
-	if eLo-10000 >= 1024 {
-		return eLo - 10000, eLo
-	}
-	return eHi + 1, min(eHi+10001, 65536)
-}
-
-func reservedPort(t testing.TB) int {
-	_, p, _ := net.SplitHostPort(reservedAddr(t))
-	n, _ := strconv.Atoi(p)
-	return n
-}
 
 // ---- processes ----
 
@@ -543,7 +474,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	s := &stack{
 		t: t, dir: dir, logs: &logs{}, client: "web01", node: "sn1", pool: "Default",
 		serverData: filepath.Join(dir, "server"), nodeData: filepath.Join(dir, "node"),
-		poolDir: o.poolDir, raftAddr: reservedAddr(t),
+		poolDir: o.poolDir, raftAddr: freeport.LoopbackAddr(t),
 	}
 	if s.poolDir == "" {
 		s.poolDir = filepath.Join(dir, "pool")
@@ -582,7 +513,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	serverArgs = append(serverArgs, logFlags...)
 	s.server = newProc(t, s.logs, dir, "server", serverArgs...)
 	s.storage = newProc(t, s.logs, dir, "storagenode", append([]string{"storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg, "--name", s.node,
-		"--data", s.nodeData, "--data-addr", reservedAddr(t), "--pool", s.pool + "=" + s.poolDir + o.poolOpts, "--metrics-addr", anyAddr}, o.nodeArgs...)...)
+		"--data", s.nodeData, "--data-addr", freeport.LoopbackAddr(t), "--pool", s.pool + "=" + s.poolDir + o.poolOpts, "--metrics-addr", anyAddr}, o.nodeArgs...)...)
 	s.agent = newProc(t, s.logs, dir, "agent", "agent", "--nats", s.url, "--nats-nkey", s.seed(wire.KindAgent, s.client), "--config", agentCfg, "--name", s.client,
 		"--metrics-addr", anyAddr)
 	s.agent.args = append(s.agent.args, logFlags...)
@@ -971,7 +902,7 @@ func emptyOrMissing(t testing.TB, dir string) {
 func TestHarnessTellsACrashFromAStop(t *testing.T) {
 	l := &logs{}
 	dir := t.TempDir()
-	bad := newProc(t, l, dir, "bad", "server", "--data", filepath.Join(dir, "srv"), "--raft-addr", reservedAddr(t), "--no-such-flag")
+	bad := newProc(t, l, dir, "bad", "server", "--data", filepath.Join(dir, "srv"), "--raft-addr", freeport.LoopbackAddr(t), "--no-such-flag")
 	bad.start()
 	poll.Until(t, 30*time.Second, func() error {
 		if bad.alive() {

@@ -2,13 +2,14 @@ package integration
 
 import (
 	"fmt"
-	"github.com/cairnbackup/cairn/internal/poll"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairnbackup/cairn/internal/poll"
 
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -16,7 +17,7 @@ import (
 // the harness's flags and extra, and stops it when the test ends.
 func (c *clusterSys) extraServer(name string, extra ...string) *member {
 	c.t.Helper()
-	m := &member{name: name, raftAddr: reservedAddr(c.t), data: filepath.Join(c.dir, name)}
+	m := &member{name: name, raftAddr: freeport.LoopbackAddr(c.t), data: filepath.Join(c.dir, name)}
 	args := append([]string{"server", "--nats", c.url, "--name", name, "--data", m.data, "--raft-addr", m.raftAddr,
 		"--liveness-timeout", "4s", "--metrics-addr", anyAddr, "--log-level", "debug"}, extra...)
 	m.proc = newProc(c.t, c.logs, c.dir, name, args...)
@@ -121,7 +122,7 @@ func TestJoinChecksTheNewServer(t *testing.T) {
 	if !strings.Contains(table, "s3") || !strings.Contains(table, "no: ") {
 		t.Errorf("cluster status does not mark s3 unreachable:\n%s", table)
 	}
-	r := c.cairn("cluster", "join", "--name", "s4", "--raft-addr", reservedAddr(t))
+	r := c.cairn("cluster", "join", "--name", "s4", "--raft-addr", freeport.LoopbackAddr(t))
 	checkFailure(t, r, 1, "s4", "does not answer", "unchanged")
 	t.Logf("join of a server that does not run: %s", strings.TrimSpace(r.stderr))
 	c.wantMembers("s1", "s2", "s3")
@@ -139,7 +140,7 @@ func TestJoinChecksTheNewServer(t *testing.T) {
 
 	// The right server, at a Raft address it does not listen at.
 	good := c.extraServer("s5", "--secrets", c.secrets())
-	r = c.cairn("cluster", "join", "--name", "s5", "--raft-addr", reservedAddr(t))
+	r = c.cairn("cluster", "join", "--name", "s5", "--raft-addr", freeport.LoopbackAddr(t))
 	checkFailure(t, r, 1, "listens for Raft at "+good.raftAddr, "--raft-addr "+good.raftAddr)
 	c.wantMembers("s1", "s2", "s3")
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -101,7 +102,7 @@ func TestReadme(t *testing.T) {
 		// and runs the binary in the shell's place, so the process stopped
 		// at the end is cairn dev itself.
 		script := fmt.Sprintf("cairn() { exec cairn \"$@\" --nats-port %d --raft-addr %s --metrics-addr %s; }\n%s",
-			reservedPort(t), reservedAddr(t), anyAddr, b.text)
+			freeport.Loopback(t), freeport.LoopbackAddr(t), anyAddr, b.text)
 		dev = newProc(t, l, work, "dev", "-c", script)
 		dev.bin, dev.env, dev.dir = "bash", env, clone
 		t.Cleanup(dev.stop)

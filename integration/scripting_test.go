@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -103,7 +104,7 @@ func TestDataDirectoryInUse(t *testing.T) {
 	l.printOnFailure(t)
 	data := filepath.Join(dir, "dev")
 	devArgs := func() []string {
-		return []string{"dev", "--data", data, "--nats-port", strconv.Itoa(reservedPort(t)), "--raft-addr", reservedAddr(t),
+		return []string{"dev", "--data", data, "--nats-port", strconv.Itoa(freeport.Loopback(t)), "--raft-addr", freeport.LoopbackAddr(t),
 			"--client", "devhost", "--metrics-addr", ""}
 	}
 	first := newProc(t, l, dir, "dev", devArgs()...)
@@ -118,7 +119,7 @@ func TestDataDirectoryInUse(t *testing.T) {
 		role string
 	}{
 		{devArgs(), data, "dev"},
-		{[]string{"server", "--data", filepath.Join(data, "server"), "--raft-addr", reservedAddr(t), "--metrics-addr", ""}, filepath.Join(data, "server"), "server"},
+		{[]string{"server", "--data", filepath.Join(data, "server"), "--raft-addr", freeport.LoopbackAddr(t), "--metrics-addr", ""}, filepath.Join(data, "server"), "server"},
 		{[]string{"cluster", "recover", "--data", filepath.Join(data, "server"), "--peers", peers}, filepath.Join(data, "server"), "server"},
 	} {
 		start := time.Now()

@@ -13,8 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cairnbackup/cairn/fileindex"
-	"github.com/cairnbackup/cairn/internal/poll"
 	"io"
 	"net"
 	"net/http"
@@ -27,6 +25,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/freeport"
+	"github.com/cairnbackup/cairn/internal/poll"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -175,7 +177,7 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 	natsBin := natsServerBin(t)
 	dir := t.TempDir()
 	d := &secSys{t: t, dir: dir, logs: &logs{}, ca: filepath.Join(dir, "ca"), hosts: filepath.Join(dir, "hosts"),
-		raftAddr: reservedAddr(t), agents: map[string]*proc{}}
+		raftAddr: freeport.LoopbackAddr(t), agents: map[string]*proc{}}
 	d.logs.printOnFailure(t)
 	d.logs.keepIn(t, os.Getenv("CAIRN_TEST_LOGS"))
 
@@ -204,10 +206,10 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 		"--tls-ca", filepath.Join(nh, pki.CACertFile), "--tls-cert", filepath.Join(nh, "nats.crt"), "--tls-key", filepath.Join(nh, "nats.key")}
 	var natsProcs []*proc
 	if o.natsCluster == 0 {
-		natsAddr := reservedAddr(t)
+		natsAddr := freeport.LoopbackAddr(t)
 		d.url = "tls://" + natsAddr
 		natsConf := filepath.Join(dir, "nats", "nats.conf")
-		d.natsConfig = append(natsArgs, "--out", natsConf, "--listen", natsAddr, "--monitor", reservedAddr(t))
+		d.natsConfig = append(natsArgs, "--out", natsConf, "--listen", natsAddr, "--monitor", freeport.LoopbackAddr(t))
 		d.writeNATSConfig(secUsers())
 		p := newProc(t, d.logs, dir, "nats-server", "-c", natsConf)
 		p.bin = natsBin
@@ -220,7 +222,7 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 		d.natsCluster = &natsCluster{t: t, scheme: "tls"}
 		var routes, listens, monitors []string
 		for i := range o.natsCluster {
-			ns := &natsServer{name: fmt.Sprintf("n%d", i+1), client: reservedAddr(t), route: reservedAddr(t), monitor: reservedAddr(t)}
+			ns := &natsServer{name: fmt.Sprintf("n%d", i+1), client: freeport.LoopbackAddr(t), route: freeport.LoopbackAddr(t), monitor: freeport.LoopbackAddr(t)}
 			d.natsCluster.servers = append(d.natsCluster.servers, ns)
 			routes = append(routes, ns.name+"="+ns.route)
 			listens, monitors = append(listens, ns.client), append(monitors, ns.monitor)
@@ -249,7 +251,7 @@ func newSecSysWith(t *testing.T, o secOpts) *secSys {
 		"--liveness-timeout", "4s", "--metrics-addr", anyAddr, "--log-level", "debug")...)
 	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{"heartbeat_interval": int64(300 * time.Millisecond)})
 	d.node = newProc(t, d.logs, dir, "storagenode", append(d.natsFlags(wire.KindNode, "sn1"),
-		"storagenode", "--config", nodeCfg, "--name", "sn1", "--data", filepath.Join(dir, "sn1"), "--data-addr", reservedAddr(t),
+		"storagenode", "--config", nodeCfg, "--name", "sn1", "--data", filepath.Join(dir, "sn1"), "--data-addr", freeport.LoopbackAddr(t),
 		"--pool", "Default="+filepath.Join(dir, "pool"), "--metrics-addr", anyAddr)...)
 	agentCfg := writeJSON(t, filepath.Join(dir, "agent.json"), map[string]any{
 		"heartbeat_interval": int64(300 * time.Millisecond), "progress_interval": int64(100 * time.Millisecond),

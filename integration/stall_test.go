@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
@@ -33,7 +34,7 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 	t.Helper()
 	dir := t.TempDir()
 	s := &stack{t: t, dir: dir, logs: &logs{}, client: "web01", node: "sn1", pool: "Tape",
-		serverData: filepath.Join(dir, "server"), nodeData: filepath.Join(dir, "node"), raftAddr: reservedAddr(t)}
+		serverData: filepath.Join(dir, "server"), nodeData: filepath.Join(dir, "node"), raftAddr: freeport.LoopbackAddr(t)}
 	s.logs.printOnFailure(t)
 	s.startNATS(natsRole{wire.KindServer, "s1"}, natsRole{wire.KindNode, s.node}, natsRole{wire.KindAgent, "web01"}, natsRole{wire.KindAgent, "web02"}, natsRole{wire.KindAdmin, "admin"})
 	nodeCfg := writeJSON(t, filepath.Join(dir, "storagenode.json"), map[string]any{
@@ -52,7 +53,7 @@ func newTapeSystem(t *testing.T) *tapeSystem {
 	s.server = newProc(t, s.logs, dir, "server", "server", "--bootstrap", "--nats", s.url, "--nats-nkey", s.seed(wire.KindServer, "s1"), "--name", "s1",
 		"--data", s.serverData, "--raft-addr", s.raftAddr, "--liveness-timeout", "2s", "--metrics-addr", anyAddr, "--log-level", "debug")
 	s.storage = newProc(t, s.logs, dir, "storagenode", "storagenode", "--nats", s.url, "--nats-nkey", s.seed(wire.KindNode, s.node), "--config", nodeCfg,
-		"--name", s.node, "--data", s.nodeData, "--data-addr", reservedAddr(t), "--metrics-addr", anyAddr)
+		"--name", s.node, "--data", s.nodeData, "--data-addr", freeport.LoopbackAddr(t), "--metrics-addr", anyAddr)
 	ts := &tapeSystem{stack: s, agents: map[string]*proc{}}
 	for name, extra := range map[string]map[string]any{
 		"web01": {},

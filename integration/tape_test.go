@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/cairnbackup/cairn/internal/poll"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairnbackup/cairn/internal/poll"
 
 	"github.com/cairnbackup/cairn/devstack"
 	"github.com/cairnbackup/cairn/media/tape"

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/keyring"
 	"github.com/cairnbackup/cairn/pki"
 	"github.com/cairnbackup/cairn/wire"
@@ -174,7 +175,9 @@ func newServer(t *testing.T, cfg Config) (*Server, error) {
 
 func kekConfig(t *testing.T) Config {
 	c := DefaultConfig()
-	c.Name, c.DataDir, c.RaftAddr = "s1", t.TempDir(), freeAddr(t)
+	// Restarted on the same directory, with the address its Raft
+	// configuration holds.
+	c.Name, c.DataDir, c.RaftAddr = "s1", t.TempDir(), freeport.LoopbackAddr(t)
 	return c
 }
 

@@ -319,9 +319,13 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.relockLoop(ctx)
 	}()
-	s.log.Info("server started", "nats", s.cfg.NATSURL, "raft", s.cfg.RaftAddr)
+	s.log.Info("server started", "nats", s.cfg.NATSURL, "raft", s.RaftAddr())
 	return nil
 }
+
+// RaftAddr is the address the Raft transport listens on: the port it bound
+// when the configuration gave port 0.
+func (s *Server) RaftAddr() string { return s.raft.Addr() }
 
 // WaitLeader blocks until the Raft group has a leader.
 func (s *Server) WaitLeader(ctx context.Context) error { return s.raft.WaitLeader(ctx) }

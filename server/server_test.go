@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -56,18 +55,6 @@ type harness struct {
 	fake *clock.Fake
 	// poolFree is what the fake node reports free in its pool; 0 is 1 TiB.
 	poolFree int64
-}
-
-// freeAddr is a loopback address with a port that was free a moment ago,
-// for a server restarted on the same data directory: its Raft configuration
-// holds the address, so port 0 would not do.
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func newHarness(t *testing.T, tune ...func(*Config)) *harness {

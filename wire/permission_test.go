@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 )
 
@@ -124,7 +124,7 @@ func mustMarshal(t *testing.T, v any) []byte {
 // refused comes back once they are accepted again, instead of giving up
 // after the second refusal as nats.go does by default.
 func TestConnectWaitsForNATSAndSurvivesRefusals(t *testing.T) {
-	port := freeTCPPort(t)
+	port := freeport.Loopback(t)
 	var log syncBuffer
 	logger := slog.New(slog.NewTextHandler(&log, nil))
 	nc, err := Connect(fmt.Sprintf("nats://127.0.0.1:%d", port), "waiting", NATSAuth{User: "role", Password: "good"}, "", logger)
@@ -174,16 +174,6 @@ func TestConnectWaitsForNATSAndSurvivesRefusals(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 type syncBuffer struct {

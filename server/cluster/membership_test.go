@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairnbackup/cairn/catalog"
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/internal/poll"
 )
 
@@ -103,16 +103,11 @@ func TestJoinThatCannotCatchUpChangesNothing(t *testing.T) {
 	s1 := startServer(t, "s1", t.TempDir(), true)
 	s1.waitLeader()
 	ctx := ctxT(t)
-	// A closed port: nothing listens there.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := l.Addr().String()
-	l.Close()
+	// A port nothing listens on, which no other socket is given meanwhile.
+	dead := freeport.LoopbackAddr(t)
 	before := peersOf(t, s1.node)
 	during := 0
-	_, err = s1.node.Join(ctx, "s3", dead, 1500*time.Millisecond, func(context.Context) (Progress, error) {
+	_, err := s1.node.Join(ctx, "s3", dead, 1500*time.Millisecond, func(context.Context) (Progress, error) {
 		during++
 		res, err := s1.node.Apply(ctx, &catalog.Command{Op: catalog.OpRegisterClient, Client: &catalog.Client{Name: fmt.Sprintf("c%d", during)}})
 		if err != nil || res.Err != nil {
