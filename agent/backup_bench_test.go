@@ -152,7 +152,7 @@ func benchNodeSession(l net.Listener, pool *disk.Pool) error {
 	}
 	defer app.Close()
 	key := &volume.Key{ID: "bench", Material: make([]byte, 32)}
-	w, err := volume.NewSessionWriter(volume.SessionInfo{SessionID: uuid.New(), Client: "bench", Level: "full", Pool: "bench", Created: time.Now(), Compression: true},
+	w, err := volume.NewSessionWriter(volume.SessionInfo{SessionID: uuid.New(), Client: "bench", Level: "full", Pool: "bench", Created: time.Now(), Compression: volume.CompressionZstd},
 		key, app, volume.WriterOptions{Workers: 2, TempDir: os.TempDir()})
 	if err != nil {
 		return err

@@ -123,7 +123,7 @@ func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, e
 	sessionID := uuid.New()
 	w, err := volume.NewSessionWriter(volume.SessionInfo{
 		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, ParentBackup: t.Parent, Chain: chainParts(t.Chain), Client: t.Client, Level: t.Level,
-		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.Compression, BlockRawSize: grant.BlockRawSize,
+		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.DataCodec(), BlockRawSize: grant.BlockRawSize,
 	}, key, first, volume.WriterOptions{
 		Workers: s.n.cfg.Workers,
 		TempDir: filepath.Join(s.n.cfg.DataDir, "tmp"),

@@ -45,7 +45,7 @@ func TestOverlappingBackupsKeepTheirBlockSizes(t *testing.T) {
 		}
 		bs := sizes[req.JobID]
 		return wire.VolumeGrant{ID: uuid.New(), Name: fmt.Sprintf("Default-%04d", req.JobID), Pool: req.Pool, New: true,
-			BlockSize: bs, BlockRawSize: volume.MinBlockRawSize, Compression: true}, nil
+			BlockSize: bs, BlockRawSize: volume.MinBlockRawSize, Compression: true, Codec: volume.CompressionZstd}, nil
 	}
 	r.fake.mu.Unlock()
 

@@ -908,6 +908,17 @@ type VolumeAcquireReq struct {
 	BadReason string    `json:"bad_reason,omitempty"`
 }
 
+// DataCodec is the codec the session compresses its data blocks with.
+func (g *VolumeGrant) DataCodec() string {
+	switch {
+	case !g.Compression:
+		return "none"
+	case g.Codec == "":
+		return "zstd"
+	}
+	return g.Codec
+}
+
 // VolumeGrant is a volume reserved for one job.
 type VolumeGrant struct {
 	ID           uuid.UUID `json:"id"`
@@ -917,9 +928,13 @@ type VolumeGrant struct {
 	New          bool      `json:"new"`   // not labeled yet: label it, then send volume.labeled
 	BlockSize    int       `json:"block_size"`
 	BlockRawSize int       `json:"block_raw_size"`
-	Compression  bool      `json:"compression"`
-	MaxBytes     int64     `json:"max_bytes"`
-	Created      time.Time `json:"created"`
+	// Compression is true when data blocks are compressed: with Codec,
+	// or with zstd when Codec is empty (servers before Codec).
+	Compression bool `json:"compression"`
+	// Codec is the pool's codec: zstd, s2 or none.
+	Codec    string    `json:"codec,omitempty"`
+	MaxBytes int64     `json:"max_bytes"`
+	Created  time.Time `json:"created"`
 	// Tape volumes: the volume is the cartridge with Barcode in Library,
 	// already labeled; Parts is the number of session parts on it (what
 	// tape.OpenAppender checks with Bytes).

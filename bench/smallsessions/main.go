@@ -57,7 +57,7 @@ func main() {
 			log.Fatal(err)
 		}
 		info := volume.SessionInfo{SessionID: uuid.New(), JobID: uint64(i + 1), BackupID: uint64(i + 1), Client: "quiet", Level: "incremental",
-			Pool: "Quiet", Created: start.Add(time.Duration(i) * time.Hour), Compression: true}
+			Pool: "Quiet", Created: start.Add(time.Duration(i) * time.Hour), Compression: volume.CompressionZstd}
 		w, err := volume.NewSessionWriter(info, key, a, volume.WriterOptions{TempDir: *dir})
 		if err != nil {
 			log.Fatal(err)

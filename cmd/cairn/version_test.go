@@ -25,7 +25,7 @@ func TestVersion(t *testing.T) {
 			"cairn " + buildinfo.Version() + "\n",
 			"commit", buildinfo.Commit(),
 			runtime.Version(),
-			"volume format", "writes version 4 on disk, 4 on tape, reads 1 to 4\n",
+			"volume format", "writes version 5 on disk, 5 on tape, reads 1 to 5\n",
 			"index segments", "catalog commands",
 			"wire messages     version 1\n",
 		} {

@@ -60,7 +60,7 @@ func records(f file) []byte {
 }
 
 func info() volume.SessionInfo {
-	return volume.SessionInfo{SessionID: uuid.New(), JobID: 1, Client: "web-01", Level: "full", Pool: "Default", Compression: true, BlockRawSize: volume.MinBlockRawSize}
+	return volume.SessionInfo{SessionID: uuid.New(), JobID: 1, Client: "web-01", Level: "full", Pool: "Default", Compression: volume.CompressionZstd, BlockRawSize: volume.MinBlockRawSize}
 }
 
 // newVolume creates volume name in p and opens it for appending.

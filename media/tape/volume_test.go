@@ -169,7 +169,7 @@ func files(seed byte, n, size int) []file {
 // bytes.
 func session(t *testing.T, id uuid.UUID, first volume.Appender, next func(volume.Appender) (volume.Appender, error), fs []file) (*volume.SessionResult, error) {
 	t.Helper()
-	info := volume.SessionInfo{SessionID: id, Client: "db-01", Level: "full", Pool: "Tape", Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Compression: true, BlockRawSize: volume.MinBlockRawSize}
+	info := volume.SessionInfo{SessionID: id, Client: "db-01", Level: "full", Pool: "Tape", Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Compression: volume.CompressionZstd, BlockRawSize: volume.MinBlockRawSize}
 	w, err := volume.NewSessionWriter(info, testKey(), first, volume.WriterOptions{Next: next, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ func BenchmarkBlockPipeline(b *testing.B) {
 	sess := uuid.New()
 	for _, kind := range []string{"text", "random"} {
 		plain := benchData(kind, DefaultBlockRawSize)
-		s, _ := newSealer(key, sess, true)
+		s, _ := newSealer(key, sess, CompressionZstd)
 		sealed := s.seal(nil, BlockHeader{Kind: KindData, SessionID: sess, Seq: 1}, plain)
 		h, _ := ParseBlockHeader(sealed)
 		for _, dir := range []string{"seal", "open"} {
@@ -74,7 +74,7 @@ func BenchmarkBlockPipeline(b *testing.B) {
 							out []byte
 						}
 						parallel(b, workers, func() *st {
-							s, _ := newSealer(key, sess, true)
+							s, _ := newSealer(key, sess, CompressionZstd)
 							return &st{s: s, out: make([]byte, 0, sealedCap(len(plain)))}
 						}, func(x *st) {
 							x.out = x.s.seal(x.out, BlockHeader{Kind: KindData, SessionID: sess, Seq: 1}, plain)
@@ -135,9 +135,9 @@ func BenchmarkCompressChoice(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("data=%s/probe", kind), func(b *testing.B) {
 			b.SetBytes(int64(len(plain)))
-			scratch := make([]byte, 0, 2*sampleSize*sampleCount)
+			scratch := make([]byte, 0, probeCap)
 			for b.Loop() {
-				looksIncompressible(plain, scratch)
+				looksIncompressible(CompressionZstd, plain, scratch)
 			}
 		})
 	}
@@ -153,7 +153,7 @@ func BenchmarkSessionWriter(b *testing.B) {
 		content := benchData(kind, 1<<20)
 		for _, workers := range []int{1, 2} {
 			b.Run(fmt.Sprintf("data=%s/workers=%d", kind, workers), func(b *testing.B) {
-				info := SessionInfo{SessionID: uuid.New(), Compression: true}
+				info := SessionInfo{SessionID: uuid.New(), Compression: CompressionZstd}
 				w, err := NewSessionWriter(info, key, &discardAppender{id: uuid.New()}, WriterOptions{Workers: workers, TempDir: b.TempDir()})
 				if err != nil {
 					b.Fatal(err)

@@ -10,7 +10,10 @@ import (
 )
 
 // FormatVersion is the newest volume format this package reads, and the
-// one it writes on disk. Version 4 lets a block list carry the data runs
+// one it labels new volumes with. Version 5 lets a data block's payload be
+// S2-compressed (FlagS2), for pools that trade stored bytes for backup
+// speed; a session whose pool asks for S2 writes zstd on the older
+// volumes it is appended to, which older readers must still read. Version 4 lets a block list carry the data runs
 // of a file with holes sent by blocks, so its holes stay holes. Version 3 lets a large file's FileEnd carry its
 // block list (the blocks of an incremental that did not change lie in an
 // earlier session), with version 2's layout; version 2 starts each part at
@@ -19,7 +22,7 @@ import (
 // holds. Version 1 (parts on block size multiples) is still written on
 // tape, where a block is a tape record, and still appended to on the
 // volumes that have it.
-const FormatVersion = 4
+const FormatVersion = 5
 
 // BlockVersion is the encoding of a block (header, payload transforms),
 // which every block header carries. It did not change with volume format
@@ -89,8 +92,11 @@ type Flags uint16
 const (
 	FlagZstd   Flags = 1 << 0
 	FlagAESGCM Flags = 1 << 1
+	// FlagS2 (format 5): the payload is one S2 block, a codec several
+	// times faster than zstd that stores more.
+	FlagS2 Flags = 1 << 2
 
-	knownFlags = FlagZstd | FlagAESGCM
+	knownFlags = FlagZstd | FlagAESGCM | FlagS2
 )
 
 var blockMagic = [4]byte{'C', 'R', 'N', 'B'}
@@ -172,6 +178,9 @@ func ParseBlockHeader(b []byte) (BlockHeader, error) {
 	h.Flags = Flags(binary.BigEndian.Uint16(b[6:8]))
 	if h.Flags&^knownFlags != 0 {
 		return h, fmt.Errorf("%w: unknown flags %#04x", ErrBadHeader, uint16(h.Flags))
+	}
+	if h.Flags&FlagZstd != 0 && h.Flags&FlagS2 != 0 {
+		return h, fmt.Errorf("%w: flags %#04x name two codecs", ErrBadHeader, uint16(h.Flags))
 	}
 	copy(h.VolumeID[:], b[8:24])
 	copy(h.SessionID[:], b[24:40])

@@ -44,7 +44,8 @@ func TestParseBlockHeaderRejects(t *testing.T) {
 		{"newer version", mut(func(b []byte) { b[4] = 2 }), ErrNewerFormat},
 		{"version 0", mut(func(b []byte) { b[4] = 0 }), ErrBadHeader},
 		{"kind", mut(func(b []byte) { b[5] = 6 }), ErrBadHeader},
-		{"flags", mut(func(b []byte) { b[7] = 4 }), ErrBadHeader},
+		{"flags", mut(func(b []byte) { b[7] = 8 }), ErrBadHeader},
+		{"two codecs", mut(func(b []byte) { b[7] = 7 }), ErrBadHeader},
 		{"huge", mut(func(b []byte) { binary.BigEndian.PutUint32(b[52:], 1<<30) }), ErrBadHeader},
 		{"control with flags", mut(func(b []byte) { b[5] = byte(KindPartEnd) }), ErrBadHeader},
 	}
@@ -96,10 +97,10 @@ func TestLabel(t *testing.T) {
 	if _, err := ReadLabel(bytes.NewReader(v2)); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 2") {
 		t.Errorf("v2 header: %v", err)
 	}
-	js := []byte(`{"format_version":5,"volume_id":"` + l.VolumeID.String() + `","block_size":65536}`)
+	js := []byte(`{"format_version":6,"volume_id":"` + l.VolumeID.String() + `","block_size":65536}`)
 	blk, _ := encodeControlBlock(KindLabel, l.VolumeID, uuid.Nil, 0, js)
-	if _, err := ReadLabel(bytes.NewReader(blk)); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 5,") {
-		t.Errorf("v5 JSON: %v", err)
+	if _, err := ReadLabel(bytes.NewReader(blk)); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "format version 6,") {
+		t.Errorf("v6 JSON: %v", err)
 	}
 	flipped := bytes.Clone(b)
 	flipped[HeaderSize+3] ^= 1
@@ -126,19 +127,22 @@ func TestSealOpen(t *testing.T) {
 	random := make([]byte, 700<<10)
 	rand.NewChaCha8([32]byte{1}).Read(random)
 	for _, c := range []struct {
-		name     string
-		plain    []byte
-		compress bool
-		wantZstd bool
+		name  string
+		plain []byte
+		codec string
+		want  Flags // the codec's flag, 0 for a block stored as it is
 	}{
-		{"text", text, true, true},
-		{"text no compression", text, false, false},
-		{"random", random, true, false},
-		{"empty", nil, true, false},
-		{"small", []byte("hello"), true, false},
+		{"text", text, CompressionZstd, FlagZstd},
+		{"text s2", text, CompressionS2, FlagS2},
+		{"text no compression", text, CompressionNone, 0},
+		{"random", random, CompressionZstd, 0},
+		{"random s2", random, CompressionS2, 0},
+		{"empty", nil, CompressionZstd, 0},
+		{"small", []byte("hello"), CompressionZstd, 0},
+		{"small s2", []byte("hello"), CompressionS2, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s, err := newSealer(key, sess, c.compress)
+			s, err := newSealer(key, sess, c.codec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -148,13 +152,13 @@ func TestSealOpen(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if h.Flags&FlagZstd != 0 != c.wantZstd || h.Flags&FlagAESGCM == 0 {
+			if h.Flags&(FlagZstd|FlagS2) != c.want || h.Flags&FlagAESGCM == 0 {
 				t.Fatalf("flags %b", h.Flags)
 			}
 			if int(h.Size()) != len(blk) || h.RawLen != uint32(len(c.plain)) || h.VolumeID != vol || h.Seq != 42 {
 				t.Fatalf("header %+v for a %d-byte block", h, len(blk))
 			}
-			if c.wantZstd && float64(h.StoredLen) > 0.5*float64(len(c.plain)) {
+			if c.want != 0 && float64(h.StoredLen) > 0.5*float64(len(c.plain)) {
 				t.Fatalf("text compressed to only %d of %d bytes", h.StoredLen, len(c.plain))
 			}
 			if blockCRC(blk, blk[HeaderSize:]) != h.CRC {
@@ -254,7 +258,7 @@ func TestSealAfterBlocksThatShrank(t *testing.T) {
 	text := textLike(rand.New(rand.NewPCG(3, 4)), 700<<10)
 	random := make([]byte, 700<<10)
 	rand.NewChaCha8([32]byte{2}).Read(random)
-	s, err := newSealer(key, sess, true)
+	s, err := newSealer(key, sess, CompressionZstd)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/google/uuid"
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -136,9 +137,12 @@ const (
 	sampleCount = 3
 )
 
-// looksIncompressible compresses a sample of plain and reports whether it
-// did not shrink enough to be worth compressing the whole block.
-func looksIncompressible(plain, scratch []byte) bool {
+// probeCap holds the sample and its compression by either codec.
+var probeCap = sampleSize*sampleCount + s2.MaxEncodedLen(sampleSize*sampleCount)
+
+// looksIncompressible compresses a sample of plain with codec and reports
+// whether it did not shrink enough to be worth compressing the whole block.
+func looksIncompressible(codec string, plain, scratch []byte) bool {
 	if len(plain) < 4*sampleSize*sampleCount {
 		return false
 	}
@@ -147,17 +151,32 @@ func looksIncompressible(plain, scratch []byte) bool {
 	for i := 0; i < sampleCount; i++ {
 		scratch = append(scratch, plain[i*step:i*step+sampleSize]...)
 	}
-	out := zstdEnc().EncodeAll(scratch, scratch[len(scratch):])
+	out := compress(codec, scratch, scratch[len(scratch):])
 	return float64(len(out)) > compressKeepRatio*float64(len(scratch))
+}
+
+// compress appends plain compressed with codec (CompressionZstd or
+// CompressionS2) to dst[:0], in place when dst has the room (sealedCap).
+func compress(codec string, plain, dst []byte) []byte {
+	if codec == CompressionS2 {
+		// The fastest S2 level: the codec is chosen for speed. Encode
+		// writes into dst when its capacity is MaxEncodedLen, which
+		// sealedCap leaves.
+		return s2.Encode(dst[:0], plain)
+	}
+	return zstdEnc().EncodeAll(plain, dst[:0])
 }
 
 // sealer turns a block's plaintext into a finished block. A sealer is used
 // by one goroutine at a time.
 type sealer struct {
-	aead     cipher.AEAD
-	compress bool
-	probe    []byte
-	aad      []byte
+	aead cipher.AEAD
+	// codec compresses data blocks: CompressionZstd, CompressionS2, or
+	// CompressionNone ("" too). The session writer sets it per block to
+	// what the volume it seals for holds.
+	codec string
+	probe []byte
+	aad   []byte
 	// shrank: the last data block this sealer sealed compressed to at
 	// most shrankRatio. The next one is most likely of the same file or
 	// the same kind of files, and is compressed without the probe.
@@ -172,16 +191,19 @@ type sealer struct {
 // to random bytes pays it once per sealer.
 const shrankRatio = 0.75
 
-func newSealer(key *Key, session uuid.UUID, compress bool) (*sealer, error) {
+func newSealer(key *Key, session uuid.UUID, codec string) (*sealer, error) {
 	a, err := sessionAEAD(key, session)
 	if err != nil {
 		return nil, err
 	}
-	return &sealer{aead: a, compress: compress}, nil
+	return &sealer{aead: a, codec: codec}, nil
 }
 
-// sealedCap is the buffer size seal needs for a plaintext of n bytes.
-func sealedCap(n int) int { return HeaderSize + n + n/64 + 1024 + gcmTag }
+// sealedCap is the buffer size seal needs for a plaintext of n bytes: room
+// for the worst case of either codec, so both compress in place.
+func sealedCap(n int) int {
+	return HeaderSize + max(n+n/64+1024, s2.MaxEncodedLen(n)) + gcmTag
+}
 
 // seal appends the whole block (header, then payload) for plain to dst[:0]
 // and returns it. h gives Kind, VolumeID, SessionID and Seq; seal sets the
@@ -195,16 +217,19 @@ func (s *sealer) seal(dst []byte, h BlockHeader, plain []byte) []byte {
 	h.Flags = FlagAESGCM
 	h.RawLen = uint32(len(plain))
 	payload := plain
-	if s.compress && h.Kind == KindData && len(plain) > 0 {
-		if cap(s.probe) < sampleSize*sampleCount*2 {
-			s.probe = make([]byte, 0, sampleSize*sampleCount*2)
+	if (s.codec == CompressionZstd || s.codec == CompressionS2) && h.Kind == KindData && len(plain) > 0 {
+		if cap(s.probe) < probeCap {
+			s.probe = make([]byte, 0, probeCap)
 		}
 		shrank := s.shrank
 		s.shrank = false
-		if shrank || !looksIncompressible(plain, s.probe) {
-			c := zstdEnc().EncodeAll(plain, dst[HeaderSize:HeaderSize])
+		if shrank || !looksIncompressible(s.codec, plain, s.probe) {
+			c := compress(s.codec, plain, dst[HeaderSize:HeaderSize])
 			if float64(len(c)) <= compressKeepRatio*float64(len(plain)) {
 				h.Flags |= FlagZstd
+				if s.codec == CompressionS2 {
+					h.Flags = h.Flags&^FlagZstd | FlagS2
+				}
 				payload = c
 			}
 			s.shrank = float64(len(c)) <= shrankRatio*float64(len(plain))
@@ -269,7 +294,7 @@ func (o *opener) decode(dst []byte, h *BlockHeader, block []byte) (out []byte, i
 	if err != nil {
 		return nil, false, errAuth
 	}
-	if h.Flags&FlagZstd == 0 {
+	if h.Flags&(FlagZstd|FlagS2) == 0 {
 		if len(p) != int(h.RawLen) {
 			return nil, false, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(p), h.RawLen)
 		}
@@ -277,6 +302,21 @@ func (o *opener) decode(dst []byte, h *BlockHeader, block []byte) (out []byte, i
 	}
 	if cap(dst) < int(h.RawLen) {
 		dst = make([]byte, 0, h.RawLen)
+	}
+	if h.Flags&FlagS2 != 0 {
+		// The length S2 claims is checked first: Decode would allocate
+		// whatever a crafted payload asks for.
+		n, err := s2.DecodedLen(p)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: s2: %w", errDecode, err)
+		}
+		if n != int(h.RawLen) {
+			return nil, false, fmt.Errorf("%w: s2 payload of %d plaintext bytes, header says %d", errDecode, n, h.RawLen)
+		}
+		if out, err = s2.Decode(dst[:h.RawLen], p); err != nil {
+			return nil, false, fmt.Errorf("%w: s2: %w", errDecode, err)
+		}
+		return out, false, nil
 	}
 	out, err = zstdDec().DecodeAll(p, dst[:0:h.RawLen])
 	if err != nil {

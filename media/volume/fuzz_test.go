@@ -339,7 +339,7 @@ func craftedVolume(t testing.TB, key *Key, datas [][]byte, idx []byte) []byte {
 	blk, _ := encodeControlBlock(KindPartHeader, vid, sid, 0, ph)
 	out = append(out, blk...)
 	stream, seq := uint64(0), uint64(0)
-	s, _ := newSealer(key, sid, true)
+	s, _ := newSealer(key, sid, CompressionZstd)
 	for _, d := range datas {
 		b := s.seal(nil, BlockHeader{Kind: KindData, VolumeID: vid, SessionID: sid, Seq: seq}, d)
 		out = append(out, b...)
@@ -348,7 +348,7 @@ func craftedVolume(t testing.TB, key *Key, datas [][]byte, idx []byte) []byte {
 	}
 	pe := PartEnd{SessionID: sid, Final: true, DataBlocks: seq, LastSeq: seq - 1, IndexFirstSeq: seq, IndexStreamStart: stream, Status: StatusComplete}
 	if len(idx) > 0 {
-		s, _ := newSealer(key, sid, false)
+		s, _ := newSealer(key, sid, CompressionNone)
 		b := s.seal(nil, BlockHeader{Kind: KindIndex, VolumeID: vid, SessionID: sid, Seq: seq}, idx)
 		out = append(out, b...)
 		stream += uint64(len(b))

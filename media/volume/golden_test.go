@@ -94,8 +94,8 @@ func goldenSessions() [2][]tfile {
 
 func goldenInfos() [2]SessionInfo {
 	return [2]SessionInfo{
-		{SessionID: goldenFull, JobID: 1, BackupID: 1, Client: "golden-client", Level: "full", Pool: "Golden", Created: goldenCreated, Compression: true, BlockRawSize: 512 << 10},
-		{SessionID: goldenIncr, JobID: 2, BackupID: 2, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(time.Hour), Compression: false, BlockRawSize: 512 << 10},
+		{SessionID: goldenFull, JobID: 1, BackupID: 1, Client: "golden-client", Level: "full", Pool: "Golden", Created: goldenCreated, Compression: CompressionZstd, BlockRawSize: 512 << 10},
+		{SessionID: goldenIncr, JobID: 2, BackupID: 2, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(time.Hour), Compression: CompressionNone, BlockRawSize: 512 << 10},
 	}
 }
 

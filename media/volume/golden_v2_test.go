@@ -36,7 +36,7 @@ var goldenHourly = uuid.MustParse("c0ffee00-0002-4000-8000-000000000003")
 
 func goldenV2Infos() [3]SessionInfo {
 	in := goldenInfos()
-	return [3]SessionInfo{in[0], in[1], {SessionID: goldenHourly, JobID: 3, BackupID: 3, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(2 * time.Hour), Compression: true, BlockRawSize: 512 << 10}}
+	return [3]SessionInfo{in[0], in[1], {SessionID: goldenHourly, JobID: 3, BackupID: 3, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(2 * time.Hour), Compression: CompressionZstd, BlockRawSize: 512 << 10}}
 }
 
 func goldenV2Sessions() [3][]tfile {
@@ -223,7 +223,7 @@ func TestLabelPartAlign(t *testing.T) {
 		want           int // the version written; 0: refused
 	}{
 		{0, 0, 1}, {0, 4096, 2}, {2, 8192, 2}, {1, 0, 1}, {2, 64 << 10, 2},
-		{1, 4096, 0}, {2, 0, 0}, {2, 1000, 0}, {2, 12288, 0}, {2, 128 << 10, 0}, {3, 4096, 3}, {3, 0, 0}, {4, 4096, 4}, {4, 0, 0}, {5, 4096, 0},
+		{1, 4096, 0}, {2, 0, 0}, {2, 1000, 0}, {2, 12288, 0}, {2, 128 << 10, 0}, {3, 4096, 3}, {3, 0, 0}, {4, 4096, 4}, {4, 0, 0}, {5, 4096, 5}, {5, 0, 0}, {6, 4096, 0},
 	} {
 		l.FormatVersion, l.PartAlign = c.version, c.align
 		b, err := EncodeLabel(l)

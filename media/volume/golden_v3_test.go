@@ -114,8 +114,8 @@ func goldenCut(t testing.TB, stream []byte, bl *fileindex.BlockList, y int64, co
 // blocks: a full, and an incremental an hour later.
 func goldenBlockInfos(full, incr uuid.UUID) [2]SessionInfo {
 	return [2]SessionInfo{
-		{SessionID: full, JobID: 1, BackupID: 1, Client: "golden-client", Level: "full", Pool: "Golden", Created: goldenCreated, Compression: true, BlockRawSize: 512 << 10},
-		{SessionID: incr, JobID: 2, BackupID: 2, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(time.Hour), Compression: true, BlockRawSize: 512 << 10},
+		{SessionID: full, JobID: 1, BackupID: 1, Client: "golden-client", Level: "full", Pool: "Golden", Created: goldenCreated, Compression: CompressionZstd, BlockRawSize: 512 << 10},
+		{SessionID: incr, JobID: 2, BackupID: 2, Client: "golden-client", Level: "incremental", Pool: "Golden", Created: goldenCreated.Add(time.Hour), Compression: CompressionZstd, BlockRawSize: 512 << 10},
 	}
 }
 

@@ -102,12 +102,12 @@ func EncodeLabel(l Label) ([]byte, error) {
 		if l.PartAlign != 0 {
 			return nil, fmt.Errorf("volume format 1 has no part alignment (parts start on block size multiples); part_align %d needs format 2", l.PartAlign)
 		}
-	case 2, 3, 4:
+	case 2, 3, 4, 5:
 		if err := validPartAlign(l); err != nil {
 			return nil, err
 		}
 	default:
-		return nil, fmt.Errorf("this program writes volume formats 1 to 4, not %d", l.FormatVersion)
+		return nil, fmt.Errorf("this program writes volume formats 1 to %d, not %d", FormatVersion, l.FormatVersion)
 	}
 	js, err := json.Marshal(l)
 	if err != nil {

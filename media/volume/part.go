@@ -2,6 +2,7 @@ package volume
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,8 +13,24 @@ import (
 const (
 	CompressionZstd = "zstd"
 	CompressionNone = "none"
-	EncryptionGCM   = "aes-256-gcm"
+	// CompressionS2 (format 5) compresses several times faster than zstd
+	// and stores more: about 35% of text where zstd stores 23%.
+	CompressionS2 = "s2"
+	EncryptionGCM = "aes-256-gcm"
 )
+
+// ErrUnknownCompression: a codec name this program does not know.
+var ErrUnknownCompression = errors.New("unknown compression")
+
+// ParseCompression checks a codec name as an administrator gives it: zstd,
+// s2 or none.
+func ParseCompression(s string) (string, error) {
+	switch s {
+	case CompressionZstd, CompressionS2, CompressionNone:
+		return s, nil
+	}
+	return "", fmt.Errorf("%w %q: use zstd (the default: smallest), s2 (fastest, stores more) or none", ErrUnknownCompression, s)
+}
 
 // StatusComplete is the only PartEnd status v1 writes.
 const StatusComplete = "complete"

@@ -12,7 +12,7 @@ import (
 )
 
 func sessionInfo() SessionInfo {
-	return SessionInfo{SessionID: uuid.New(), JobID: 7, BackupID: 9, Client: "web-01", Level: "full", Pool: "Default", Compression: true, BlockRawSize: MinBlockRawSize}
+	return SessionInfo{SessionID: uuid.New(), JobID: 7, BackupID: 9, Client: "web-01", Level: "full", Pool: "Default", Compression: CompressionZstd, BlockRawSize: MinBlockRawSize}
 }
 
 // checkAll verifies that every file of files came back whole.

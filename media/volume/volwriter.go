@@ -1,6 +1,8 @@
 package volume
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,8 +113,7 @@ func (v *volWriter) room(n int64) error {
 		return v.sessionErr("next volume after %s: Next returned no volume", full.VolumeID())
 	}
 	v.app = next
-	id := next.VolumeID()
-	v.w.curVol.Store(&id)
+	v.w.sealFor(next)
 	v.header = nil
 	if ok, err := v.fits(n); err != nil || !ok {
 		if err != nil {
@@ -141,10 +142,7 @@ func (v *volWriter) partHeader() ([]byte, error) {
 		return v.header, nil
 	}
 	info := v.w.info
-	comp := CompressionNone
-	if info.Compression {
-		comp = CompressionZstd
-	}
+	comp := codecOn(v.app, info.Compression)
 	ph := PartHeader{
 		SessionID: info.SessionID, Part: v.part, JobID: info.JobID, BackupID: info.BackupID, ParentBackup: info.ParentBackup,
 		Chain:  chainElsewhere(info.Chain, v.app.VolumeID()),
@@ -211,6 +209,15 @@ func (v *volWriter) putBlock(blk []byte, kind Kind, seq uint64, counts partCount
 	}
 	if err := v.room(int64(len(blk))); err != nil {
 		return err
+	}
+	if Flags(binary.BigEndian.Uint16(blk[6:8]))&FlagS2 != 0 && FormatOf(v.app) < 5 {
+		var err error
+		if blk, err = v.reseal(blk); err != nil {
+			return err
+		}
+		if err := v.room(int64(len(blk))); err != nil {
+			return err
+		}
 	}
 	if !v.open {
 		if err := v.openPart(); err != nil {
@@ -338,7 +345,7 @@ func (v *volWriter) writeTrailer(segs []fileindex.Segment, counts partCounts) er
 			return err
 		}
 	}
-	s, err := newSealer(v.w.key, v.w.info.SessionID, false)
+	s, err := newSealer(v.w.key, v.w.info.SessionID, CompressionNone)
 	if err != nil {
 		return err
 	}
@@ -357,6 +364,31 @@ func (v *volWriter) writeTrailer(segs []fileindex.Segment, counts partCounts) er
 func (v *volWriter) recoverable(err error) bool {
 	_, ok := v.app.(RecoverableAppender)
 	return ok && errors.Is(err, ErrMediumLost)
+}
+
+// reseal seals blk, an S2 block sealed for a volume of format 5, again
+// with zstd, for an older volume the session went on to: what the programs
+// that labeled that volume read. Only the few blocks sealed ahead of the
+// move to it come here; the workers seal the rest for it.
+func (v *volWriter) reseal(blk []byte) ([]byte, error) {
+	h, err := ParseBlockHeader(blk)
+	if err != nil {
+		return nil, v.sessionErr("internal error: reseal a block: %v", err)
+	}
+	o, err := newOpener(v.w.key, h.SessionID)
+	if err != nil {
+		return nil, v.sessionErr("reseal block seq %d: %v", h.Seq, err)
+	}
+	plain, err := o.open(nil, &h, bytes.Clone(blk))
+	if err != nil {
+		return nil, v.sessionErr("internal error: reseal block seq %d: %v", h.Seq, err)
+	}
+	s, err := newSealer(v.w.key, h.SessionID, CompressionZstd)
+	if err != nil {
+		return nil, v.sessionErr("reseal block seq %d: %v", h.Seq, err)
+	}
+	h.VolumeID = v.app.VolumeID()
+	return s.seal(nil, h, plain), nil
 }
 
 // recover gives up the volume whose medium failed with cause: the open
@@ -431,8 +463,7 @@ func (v *volWriter) recover(cause error, upto uint64) error {
 		return fmt.Errorf("session %s: volume %s failed (%w); Next returned no volume", v.w.info.SessionID, lost.VolumeID(), cause)
 	}
 	v.app = next
-	id := next.VolumeID()
-	v.w.curVol.Store(&id)
+	v.w.sealFor(next)
 	for _, r := range again {
 		if err := v.writeBlock(r.blk, r.b.kind, r.b.seq, r.b.counts); err != nil {
 			return err

@@ -40,6 +40,33 @@ type PartAligner interface {
 	PartAlign() int
 }
 
+// Versioned is an Appender that knows its volume's format version, from
+// its label. The writer puts on a volume only what its version holds. An
+// Appender that is not one is taken to be of the newest version, so every
+// medium that appends to volumes older programs labeled must be one.
+type Versioned interface {
+	FormatVersion() int
+}
+
+// FormatOf is the format version of a's volume.
+func FormatOf(a Appender) int {
+	if v, ok := a.(Versioned); ok {
+		return v.FormatVersion()
+	}
+	return FormatVersion
+}
+
+// codecOn is the codec a session that asks for codec writes on a's volume.
+func codecOn(a Appender, codec string) string {
+	if codec == CompressionS2 && FormatOf(a) < 5 {
+		return CompressionZstd
+	}
+	if codec == "" {
+		return CompressionNone
+	}
+	return codec
+}
+
 // PartAlignOf is the multiple a part on a's volume starts on.
 func PartAlignOf(a Appender) int {
 	if pa, ok := a.(PartAligner); ok && pa.PartAlign() > 0 {
@@ -96,9 +123,11 @@ type SessionInfo struct {
 	Level        string
 	Pool         string
 	Created      time.Time
-	// Compression turns on zstd for data blocks (skipped per block when
-	// it does not pay).
-	Compression bool
+	// Compression is the codec of data blocks (a block is stored as it
+	// is when compressing does not pay): CompressionZstd, CompressionS2,
+	// or CompressionNone ("" too). S2 goes only on volumes of format 5
+	// and later; the parts on older volumes are zstd.
+	Compression string
 	// BlockRawSize is the plaintext per data block; 0 means
 	// DefaultBlockRawSize.
 	BlockRawSize int
@@ -211,12 +240,23 @@ type SessionWriter struct {
 	errMu    sync.Mutex
 	err      error
 	wg       sync.WaitGroup
-	curVol   atomic.Pointer[uuid.UUID] // volume blocks are being sealed for
+	curVol   atomic.Pointer[sealTarget] // volume blocks are being sealed for
 
 	vw *volWriter
 
 	entries, files, content, streamed atomic.Int64
 	stored, blocks                    atomic.Int64
+}
+
+// sealTarget is the volume workers seal blocks for, and the codec it holds.
+type sealTarget struct {
+	id    uuid.UUID
+	codec string
+}
+
+// sealFor makes a the volume the workers seal for.
+func (w *SessionWriter) sealFor(a Appender) {
+	w.curVol.Store(&sealTarget{id: a.VolumeID(), codec: codecOn(a, w.info.Compression)})
 }
 
 // job is one block on its way through the pipeline.
@@ -259,6 +299,11 @@ func NewSessionWriter(info SessionInfo, key *Key, first Appender, opts WriterOpt
 	if info.Created.IsZero() {
 		info.Created = time.Now()
 	}
+	if info.Compression != "" {
+		if _, err := ParseCompression(info.Compression); err != nil {
+			return nil, fmt.Errorf("new session writer: %w", err)
+		}
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = 2
 	}
@@ -282,8 +327,7 @@ func NewSessionWriter(info SessionInfo, key *Key, first Appender, opts WriterOpt
 		done:  make(chan struct{}),
 	}
 	w.vw = &volWriter{w: w, app: first}
-	id := first.VolumeID()
-	w.curVol.Store(&id)
+	w.sealFor(first)
 	w.cur = w.getPlain()
 	for _, s := range sealers {
 		w.wg.Add(1)
@@ -324,7 +368,8 @@ func (w *SessionWriter) work(s *sealer) {
 			if !ok {
 				return
 			}
-			j.h.VolumeID = *w.curVol.Load()
+			t := w.curVol.Load()
+			j.h.VolumeID, s.codec = t.id, t.codec
 			j.out = s.seal(w.getOut(), j.h, j.plain)
 			putBlockBuf(j.plain)
 			j.plain = nil

@@ -204,7 +204,7 @@ func files(n, size int) []file {
 func write(t *testing.T, first volume.Appender, next func(volume.Appender) (volume.Appender, error), fs []file) (volume.SessionInfo, *volume.SessionResult) {
 	m := sha256.Sum256([]byte(t.Name()))
 	key := &volume.Key{ID: "contract", Material: m[:]}
-	info := volume.SessionInfo{SessionID: uuid.New(), Compression: true, BlockRawSize: volume.MinBlockRawSize}
+	info := volume.SessionInfo{SessionID: uuid.New(), Compression: volume.CompressionZstd, BlockRawSize: volume.MinBlockRawSize}
 	w, err := volume.NewSessionWriter(info, key, first, volume.WriterOptions{Next: next, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
