@@ -365,20 +365,20 @@ func (p *Pool) list(ctx context.Context, prefix string) ([]object, error) {
 	return out, nil
 }
 
-// older says whether version o of a key was written before version f.
-// Modification times may be whole seconds, and an overwrite behind
-// Cairn's back can come within the second of the upload: then the newest
-// version (IsLatest) is the later one whatever order the store lists
-// them in, and between two older ones the listing's order, newest first,
-// decides.
+// older says whether version o of a key was written before version f. The
+// store's latest version (IsLatest) is the newest, whatever its time says:
+// a store may stamp the version an overwrite pushes aside when it moves it
+// there, after the overwrite's own time, and listings give whole seconds.
+// Between two older versions the times decide, and within one second the
+// listing's order, newest first.
 func older(o, f object) bool {
 	switch {
-	case !o.modified.Equal(f.modified):
-		return o.modified.Before(f.modified)
 	case o.version == f.version:
 		return false
 	case o.latest != f.latest:
 		return f.latest
+	case !o.modified.Equal(f.modified):
+		return o.modified.Before(f.modified)
 	default:
 		return true
 	}
