@@ -51,8 +51,9 @@ type spool struct {
 
 	id      uuid.UUID
 	bs      int
-	off     int64 // volume offset of the next byte
-	trailer bool  // the last block written is an Index block (see Remaining)
+	label   volume.Label // the tape's, for the writer (volume.Labeled)
+	off     int64        // volume offset of the next byte
+	trailer bool         // the last block written is an Index block (see Remaining)
 	fill    *spoolChunk
 	busy    *spoolChunk // despooling, or done and not yet waited for
 	err     error       // a despool failure, returned from then on
@@ -95,6 +96,10 @@ func newSpool(t volume.RecoverableAppender, dir string, chunk int64) (*spool, er
 		return nil, fmt.Errorf("spool directory: %w", err)
 	}
 	s := &spool{tape: t, dir: dir, chunk: chunk, id: t.VolumeID(), bs: t.BlockSize(), off: t.Offset()}
+	s.label = volume.Label{FormatVersion: volume.FormatVersion, VolumeID: s.id, BlockSize: s.bs}
+	if l, ok := t.(volume.Labeled); ok {
+		s.label = l.Label()
+	}
 	s.durable.Store(t.Durable())
 	s.full.Store(t.Remaining() == 0)
 	return s, nil
@@ -102,6 +107,7 @@ func newSpool(t volume.RecoverableAppender, dir string, chunk int64) (*spool, er
 
 func (s *spool) VolumeID() uuid.UUID { return s.id }
 func (s *spool) BlockSize() int      { return s.bs }
+func (s *spool) Label() volume.Label { return s.label }
 func (s *spool) Offset() int64       { return s.off }
 func (s *spool) Durable() int64      { return s.durable.Load() }
 

@@ -40,18 +40,18 @@ type PartAligner interface {
 	PartAlign() int
 }
 
-// Versioned is an Appender that knows its volume's format version, from
-// its label. The writer puts on a volume only what its version holds. An
-// Appender that is not one is taken to be of the newest version, so every
-// medium that appends to volumes older programs labeled must be one.
-type Versioned interface {
-	FormatVersion() int
+// Labeled is an Appender that knows its volume's label, as written on the
+// volume. The writer puts on a volume only what its format version holds.
+// An Appender that is not one is taken to be of the newest version, so
+// every medium that appends to volumes older programs labeled must be one.
+type Labeled interface {
+	Label() Label
 }
 
 // FormatOf is the format version of a's volume.
 func FormatOf(a Appender) int {
-	if v, ok := a.(Versioned); ok {
-		return v.FormatVersion()
+	if l, ok := a.(Labeled); ok {
+		return l.Label().FormatVersion
 	}
 	return FormatVersion
 }

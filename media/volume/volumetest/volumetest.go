@@ -43,6 +43,7 @@ func TestAppender(t *testing.T, m Medium) {
 	t.Run("Offset", func(t *testing.T) { testOffset(t, m) })
 	t.Run("Session", func(t *testing.T) { testSession(t, m) })
 	t.Run("Spanning", func(t *testing.T) { testSpanning(t, m) })
+	t.Run("Label", func(t *testing.T) { testLabel(t, m) })
 	probe := m.New(t, 0)
 	if _, ok := probe.(volume.RecoverableAppender); ok {
 		t.Run("Recoverable", func(t *testing.T) { testRecoverable(t, m) })
@@ -285,6 +286,30 @@ func testSession(t *testing.T, m Medium) {
 	p2 := res2.Parts[0]
 	if got, max := p2.End-p2.VolumeStart, int64(volume.PartAlignOf(a))+16<<10; got > max || got != res2.StoredBytes || p2.End%int64(volume.PartAlignOf(a)) != 0 {
 		t.Fatalf("the second session's part (3 files of 1000 bytes) takes %d bytes on the volume, ending at %d; it wrote %d; want at most %d, ending on a multiple of %d", got, p2.End, res2.StoredBytes, max, volume.PartAlignOf(a))
+	}
+}
+
+// testLabel: the Appender says its volume's label (volume.Labeled), as the
+// volume holds it, so the writer puts on it only what its format holds.
+func testLabel(t *testing.T, m Medium) {
+	a := m.New(t, 0)
+	l, ok := a.(volume.Labeled)
+	if !ok {
+		t.Fatalf("%T is not a volume.Labeled: the writer would take every volume for one of format %d", a, volume.FormatVersion)
+	}
+	write(t, a, nil, files(2, 1000))
+	r, size := m.Read(t, a.VolumeID())
+	onVolume, err := volume.ReadLabel(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := l.Label()
+	if got.VolumeID != a.VolumeID() || got.FormatVersion != onVolume.FormatVersion || got.VolumeID != onVolume.VolumeID {
+		t.Fatalf("Label() says volume %s of format %d; the volume's label says %s of format %d; Appender.VolumeID %s",
+			got.VolumeID, got.FormatVersion, onVolume.VolumeID, onVolume.FormatVersion, a.VolumeID())
+	}
+	if volume.FormatOf(a) != onVolume.FormatVersion {
+		t.Fatalf("volume.FormatOf says format %d, the label %d", volume.FormatOf(a), onVolume.FormatVersion)
 	}
 }
 

@@ -1,0 +1,135 @@
+package volume
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// labeledMem is a memVolume that says its label's format (Labeled), as the
+// media's Appenders do.
+type labeledMem struct {
+	*memVolume
+	format int
+}
+
+func (v labeledMem) Label() Label {
+	return Label{VolumeID: v.id, BlockSize: v.bs, PartAlign: v.align, FormatVersion: v.format}
+}
+
+func newLabeledMem(t *testing.T, format int, max int64) labeledMem {
+	t.Helper()
+	v := &memVolume{id: uuid.New(), bs: MinBlockSize, max: max, align: DiskPartAlign}
+	lbl, err := EncodeLabel(Label{FormatVersion: format, PartAlign: DiskPartAlign, VolumeID: v.id, Name: "mem", Pool: "test", BlockSize: v.bs,
+		Created: time.Unix(1700000000, 0).UTC(), MediaType: "memory"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.buf = lbl
+	return labeledMem{v, format}
+}
+
+// codecFlags counts the data blocks of each codec on a volume, by part.
+func codecFlags(t *testing.T, v io.ReaderAt, size int64) (parts []PartInfo, s2, zstd, raw []int) {
+	t.Helper()
+	vol, err := OpenVolume(v, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parts, err = vol.Parts(); err != nil {
+		t.Fatal(err)
+	}
+	s2, zstd, raw = make([]int, len(parts)), make([]int, len(parts)), make([]int, len(parts))
+	for i, p := range parts {
+		for off := p.DataStart; off < p.End; {
+			hb := make([]byte, HeaderSize)
+			if _, err := v.ReadAt(hb, off); err != nil {
+				t.Fatal(err)
+			}
+			h, err := ParseBlockHeader(hb)
+			if err != nil {
+				t.Fatalf("block at %d: %v", off, err)
+			}
+			if h.Kind != KindData {
+				break
+			}
+			switch {
+			case h.Flags&FlagS2 != 0:
+				s2[i]++
+			case h.Flags&FlagZstd != 0:
+				zstd[i]++
+			default:
+				raw[i]++
+			}
+			off += h.Size()
+		}
+	}
+	return parts, s2, zstd, raw
+}
+
+// A session that asks for S2 writes S2 blocks on a volume of format 5. When
+// it goes on to a volume of format 4, which the programs that labeled it
+// read with no S2, its blocks there are zstd: the workers seal for that
+// volume from the move on, and the blocks they sealed as S2 for the first
+// just before it are sealed again. The part header there says zstd, and
+// the session reads back whole across both.
+func TestS2SessionSpansOntoAnOlderVolume(t *testing.T) {
+	key := testKey("pool-Fast-1")
+	first, second := newLabeledMem(t, 5, 3<<20), newLabeledMem(t, 4, 0)
+	files := makeTree(7, 120, []int{20000, 150000, 700000})
+	info := sessionInfo()
+	info.Compression = CompressionS2
+	next := 0
+	res := writeSession(t, key, info, first, WriterOptions{Workers: 3, TempDir: t.TempDir(), Next: func(Appender) (Appender, error) {
+		next++
+		return second, nil
+	}}, files, 64<<10)
+	if next != 1 || len(res.Parts) != 2 {
+		t.Fatalf("parts %+v after %d moves: want the session on two volumes", res.Parts, next)
+	}
+
+	parts, s2, zstd, _ := codecFlags(t, first, first.size())
+	if len(parts) != 1 || parts[0].Header.Compression != CompressionS2 || s2[0] == 0 || zstd[0] != 0 {
+		t.Fatalf("format 5 volume: %d parts, header says %q, %v S2 and %v zstd blocks", len(parts), parts[0].Header.Compression, s2, zstd)
+	}
+	parts, s2, zstd, _ = codecFlags(t, second, second.size())
+	if len(parts) != 1 || parts[0].Header.Compression != CompressionZstd || s2[0] != 0 || zstd[0] == 0 {
+		t.Fatalf("format 4 volume: %d parts, header says %q, %v S2 and %v zstd blocks", len(parts), parts[0].Header.Compression, s2, zstd)
+	}
+
+	rb := newReadBack(t)
+	sr := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(first.memVolume, second.memVolume), ReaderOptions{})
+	defer sr.Close()
+	if err := sr.ReadAll(t.Context(), rb.fn, rb.damaged); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, rb, files)
+}
+
+// S2 stores text in fewer bytes than it came in, and less well than zstd:
+// the trade the setting makes, on the same files.
+func TestS2StoresMoreThanZstd(t *testing.T) {
+	key := testKey("pool-Fast-1")
+	files := makeTree(8, 60, []int{150000, 700000}) // two thirds text
+	stored := map[string]int64{}
+	for _, codec := range []string{CompressionS2, CompressionZstd, CompressionNone} {
+		info := sessionInfo()
+		info.Compression = codec
+		res := writeSession(t, key, info, newLabeledMem(t, 5, 0), WriterOptions{TempDir: t.TempDir()}, files, 64<<10)
+		stored[codec] = res.StoredBytes
+	}
+	if !(stored[CompressionZstd] < stored[CompressionS2] && stored[CompressionS2] < stored[CompressionNone]) {
+		t.Fatalf("stored bytes %v: want zstd < s2 < none", stored)
+	}
+}
+
+// A codec this program does not know is refused before anything is written.
+func TestWriterRefusesAnUnknownCodec(t *testing.T) {
+	info := sessionInfo()
+	info.Compression = "lz4"
+	if _, err := NewSessionWriter(info, testKey("k"), newMemVolume(t, MinBlockSize, 0), WriterOptions{}); err == nil {
+		t.Fatal("a session writer took codec lz4")
+	}
+}
