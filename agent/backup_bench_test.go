@@ -74,8 +74,10 @@ func cpuTime(b *testing.B) time.Duration {
 // them into a volume.SessionWriter, whose workers compress with zstd and
 // encrypt) writes a disk volume, on a tmpfs. path=serial is the agent as
 // it was, Emit on the reading goroutine; path=pipelined sends from a
-// goroutine of its own (sender). cores is CPU time over wall time
-// (getrusage) of the whole process, out of the machine's GOMAXPROCS.
+// goroutine of its own (sender); path=pipelined,codec=s2 is that with the
+// pool's compression set to S2. cores is CPU time over wall time
+// (getrusage) of the whole process, out of the machine's GOMAXPROCS;
+// stored/raw is the volume's bytes over the tree's.
 func BenchmarkBackup(b *testing.B) {
 	tree := mixedTree(b)
 	// The volume goes to a tmpfs: on the shared test disk an fsync'd
@@ -88,12 +90,14 @@ func BenchmarkBackup(b *testing.B) {
 	for _, path := range []struct {
 		name   string
 		inline bool
-	}{{"serial", true}, {"pipelined", false}} {
+		codec  string
+	}{{"serial", true, volume.CompressionZstd}, {"pipelined", false, volume.CompressionZstd}, {"pipelined,codec=s2", false, volume.CompressionS2}} {
 		b.Run("path="+path.name, func(b *testing.B) {
 			defer func(v bool) { emitInline = v }(emitInline)
 			emitInline = path.inline
 			b.SetBytes(tree.bytes)
 			var cpu, wall time.Duration
+			var stored int64
 			for b.Loop() {
 				b.StopTimer()
 				dir, err := os.MkdirTemp(pools, "pool")
@@ -102,14 +106,18 @@ func BenchmarkBackup(b *testing.B) {
 				mustDo(b, pool.Create("v1", volume.Label{VolumeID: benchVolume, BlockSize: volume.DefaultBlockSize}))
 				b.StartTimer()
 				t0, c0 := time.Now(), cpuTime(b)
-				benchBackupOnce(b, tree, pool)
+				benchBackupOnce(b, tree, pool, path.codec)
 				wall += time.Since(t0)
 				cpu += cpuTime(b) - c0
 				b.StopTimer()
+				st, err := os.Stat(filepath.Join(dir, "v1"+disk.Ext))
+				mustDo(b, err)
+				stored = st.Size()
 				mustDo(b, os.RemoveAll(dir))
 				b.StartTimer()
 			}
 			b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cores")
+			b.ReportMetric(float64(stored)/float64(tree.bytes), "stored/raw")
 			// What the backup costs whatever else runs on the machine:
 			// the process's CPU seconds per GiB backed up.
 			b.ReportMetric(cpu.Seconds()/(float64(tree.bytes)*float64(b.N)/(1<<30)), "CPU-s/GiB")
@@ -117,10 +125,10 @@ func BenchmarkBackup(b *testing.B) {
 	}
 }
 
-func benchBackupOnce(b *testing.B, tree benchTree, pool *disk.Pool) {
+func benchBackupOnce(b *testing.B, tree benchTree, pool *disk.Pool, codec string) {
 	l, fp := listenNode(b)
 	node := make(chan error, 1)
-	go func() { node <- benchNodeSession(l, pool) }()
+	go func() { node <- benchNodeSession(l, pool, codec) }()
 	conn, err := dataplane.Dial(context.Background(), l.Addr().String(), fp)
 	mustDo(b, err)
 	defer conn.Close()
@@ -139,7 +147,7 @@ func benchBackupOnce(b *testing.B, tree benchTree, pool *disk.Pool) {
 // benchNodeSession is the storage node's loop of a backup session
 // (storagenode/backup.go) without the catalog: frames into a
 // SessionWriter on a disk volume, closed (synced) at the end.
-func benchNodeSession(l net.Listener, pool *disk.Pool) error {
+func benchNodeSession(l net.Listener, pool *disk.Pool, codec string) error {
 	c, err := l.Accept()
 	if err != nil {
 		return err
@@ -152,7 +160,7 @@ func benchNodeSession(l net.Listener, pool *disk.Pool) error {
 	}
 	defer app.Close()
 	key := &volume.Key{ID: "bench", Material: make([]byte, 32)}
-	w, err := volume.NewSessionWriter(volume.SessionInfo{SessionID: uuid.New(), Client: "bench", Level: "full", Pool: "bench", Created: time.Now(), Compression: volume.CompressionZstd},
+	w, err := volume.NewSessionWriter(volume.SessionInfo{SessionID: uuid.New(), Client: "bench", Level: "full", Pool: "bench", Created: time.Now(), Compression: codec},
 		key, app, volume.WriterOptions{Workers: 2, TempDir: os.TempDir()})
 	if err != nil {
 		return err

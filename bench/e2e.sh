@@ -7,6 +7,7 @@
 #   CAIRN_BENCH_DIR=/data/bench bench/e2e.sh
 #   BASELINE=f4805ec RUNS=3 bench/e2e.sh  # this checkout, an older revision
 #                                        # and restic, side by side
+#   COMPRESSION=s2 BASELINE=HEAD bench/e2e.sh  # the pool's codecs side by side
 #
 # Needs root (to drop the page cache and, when missing, to install restic).
 set -euo pipefail
@@ -28,6 +29,9 @@ PPROF_ADDR=${PPROF_ADDR:-}
 BASELINE=${BASELINE:-}
 # RESTIC=0 leaves restic out (a before/after of Cairn alone).
 RESTIC=${RESTIC:-1}
+# COMPRESSION sets the pool's compression of this checkout's row (zstd,
+# s2 or none; `cairn pool set`); the baseline keeps its default, zstd.
+COMPRESSION=${COMPRESSION:-}
 SYSTEMS=(cairn)
 [ -n "$BASELINE" ] && SYSTEMS+=(baseline)
 [ "$RESTIC" = 1 ] && SYSTEMS+=(restic)
@@ -133,6 +137,9 @@ run_cairn() {
 		[ $SECONDS -lt $deadline ] || die "client $CLIENT not online after 60s; see $d/dev.log"
 		sleep 0.2
 	done
+	if [ "$sys" = cairn ] && [ -n "$COMPRESSION" ]; then
+		"$bin" pool set Default --compression "$COMPRESSION" >/dev/null || die "cairn pool set Default --compression $COMPRESSION failed"
+	fi
 
 	local op t0 t1 c0 c1 hwm full=0
 	prepare_copy "$d/tree"
@@ -285,6 +292,7 @@ echo "s = wall seconds, MB/s = tree bytes / s, CPU s = user+sys seconds of every
 echo "cores = CPU s / s (2 would be both cores busy end to end),"
 echo "RSS = peak resident MB (cairn: the dev process, which holds every role, + the CLI; restic: its process)"
 [ -n "$BASELINE" ] && echo "baseline: cairn built from $BASELINE_REV, measured as cairn is"
+[ -n "$COMPRESSION" ] && echo "cairn's pool compression: $COMPRESSION (the baseline's: its default)"
 echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for n in $(seq 1 "$RUNS"); do
 	# Rotating order, so a drift of the machine favours no system.

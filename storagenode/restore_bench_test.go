@@ -21,15 +21,19 @@ import (
 // and one that does. bench/restore-copies.sh runs it from this tree and
 // from an older revision built out of git, side by side, for the copies
 // that path used to take; storagenode/DESIGN.md has the figures.
+// text,codec=s2 is the text written by a pool whose compression is S2.
 // CAIRN_BENCH_RESTORE_MIB sets the file's size (default 64).
 func BenchmarkRestoreFromDiskPool(b *testing.B) {
 	size := int(benchEnvInt("CAIRN_BENCH_RESTORE_MIB", 64)) << 20
 	for _, kind := range []struct {
-		name string
-		make func(*rand.Rand, int) []byte
-	}{{"random", sample.RandomBytes}, {"text", sample.LogText}} {
+		name  string
+		make  func(*rand.Rand, int) []byte
+		codec string
+	}{{"random", sample.RandomBytes, ""}, {"text", sample.LogText, ""}, {"text,codec=s2", sample.LogText, volume.CompressionS2}} {
 		b.Run(kind.name, func(b *testing.B) {
-			r := newMediaRig(b, mediaCases[0])
+			mc := mediaCases[0]
+			mc.servers.codec = kind.codec
+			r := newMediaRig(b, mc)
 			f := testFile{path: "/data/big", content: kind.make(rand.New(rand.NewPCG(1, 2)), size)}
 			if err := r.backupLarge(1, f); err != nil {
 				b.Fatal(err)

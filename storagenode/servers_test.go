@@ -45,6 +45,7 @@ type fakePool struct {
 	// library is a tape pool's library.
 	library     string
 	compression bool
+	codec       string // the pool's codec when compression is on; zstd when empty
 	// newVolumes: when no volume is left to append to, the servers name a
 	// new one, which the node labels (a disk pool); else they answer
 	// that there is none (a tape pool, whose tapes an operator labels).
@@ -194,7 +195,7 @@ func (f *fakeServers) acquire(req wire.VolumeAcquireReq) (any, error) {
 	if v := f.vol(req.Bad); v != nil {
 		v.state, v.reason = "bad", req.BadReason
 	}
-	g := wire.VolumeGrant{Pool: req.Pool, BlockSize: f.bs, BlockRawSize: volume.MinBlockRawSize, Compression: f.pool.compression,
+	g := wire.VolumeGrant{Pool: req.Pool, BlockSize: f.bs, BlockRawSize: volume.MinBlockRawSize, Compression: f.pool.compression, Codec: f.pool.codec,
 		MediaType: f.pool.mediaType, Library: f.pool.library}
 	for _, v := range f.vols {
 		if !f.noVolume && v.state == "append" && !slices.Contains(req.Used, v.id) {
