@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
 )
 
 // Client is a host that runs an agent.
@@ -194,10 +195,29 @@ type Pool struct {
 	NextVolume int `json:"next_volume"`
 	// Library is the library whose cartridges a tape pool's volumes are;
 	// empty for disk pools and for the Scratch pool, which spans libraries.
-	Library     string    `json:"library,omitempty"`
-	KeyID       string    `json:"key_id,omitempty"`
-	Compression bool      `json:"compression"`
-	Created     time.Time `json:"created"`
+	Library string `json:"library,omitempty"`
+	KeyID   string `json:"key_id,omitempty"`
+	// Compression is false when the pool's data blocks are stored as they
+	// are. Records from before Codec have only this, true: zstd.
+	Compression bool `json:"compression"`
+	// Codec is what compresses the pool's data blocks (volume's
+	// CompressionZstd, CompressionS2 or CompressionNone); empty is zstd.
+	// A change applies to the sessions that start after it: each block
+	// says on the volume what it was written with.
+	Codec   string    `json:"codec,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// DataCodec is the codec the pool's sessions compress their data blocks
+// with: none, zstd or s2.
+func (p *Pool) DataCodec() string {
+	switch {
+	case !p.Compression:
+		return volume.CompressionNone
+	case p.Codec == "":
+		return volume.CompressionZstd
+	}
+	return p.Codec
 }
 
 // Group is the identity of the Raft group whose catalog this is, written
