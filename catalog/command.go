@@ -162,7 +162,7 @@ type RewrappedKey struct {
 }
 
 // PoolCompression sets the codec a pool's sessions compress their data
-// blocks with: zstd, s2 or none (volume.ParseCompression). Sessions that
+// blocks with: CodecZstd, CodecS2 or CodecNone. Sessions that
 // started before keep theirs.
 type PoolCompression struct {
 	Pool  string `json:"pool"`

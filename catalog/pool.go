@@ -1,7 +1,5 @@
 package catalog
 
-import "github.com/cairnbackup/cairn/media/volume"
-
 // Pools: OpCreatePool makes one by hand; a node's announcement makes the
 // others (node.go). Both refuse a type they do not know, and a library or a
 // size limit the type has no use for. OpSetPoolCompression changes the
@@ -47,7 +45,7 @@ func (a *applier) createPool(p *Pool) error {
 		if err := checkCodec(p.Name, n.Codec); err != nil {
 			return err
 		}
-		n.Compression = n.Codec != volume.CompressionNone
+		n.Compression = n.Codec != CodecNone
 	}
 	if n.KeyID != "" {
 		if a.tx.Bucket(bKeys).Get([]byte(n.KeyID)) == nil {
@@ -74,7 +72,7 @@ func (a *applier) setPoolCompression(pc *PoolCompression) error {
 	}
 	// Compression stays what it says to a server that predates Codec:
 	// one that reads this record compresses with zstd, or not at all.
-	p.Compression, p.Codec = pc.Codec != volume.CompressionNone, pc.Codec
+	p.Compression, p.Codec = pc.Codec != CodecNone, pc.Codec
 	return putJSON(a.tx, bPools, []byte(p.Name), p)
 }
 
@@ -82,7 +80,7 @@ func (a *applier) setPoolCompression(pc *PoolCompression) error {
 // group must know a codec before a pool is set to it: one that does not
 // would refuse what the others applied.
 func checkCodec(pool, codec string) error {
-	if _, err := volume.ParseCompression(codec); err != nil {
+	if !ValidCodec(codec) {
 		return refuse(CodeInvalidArgument, "use zstd (the default: smallest), s2 (fastest, stores more) or none",
 			"pool %s: compression %q is not known", pool, codec)
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/keyring"
-	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/server/orchestrator"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -142,7 +141,7 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 
 // compresses is a grant's Compression for pool: what a storage node from
 // before VolumeGrant.Codec goes by, compressing with zstd or not at all.
-func compresses(pool *catalog.Pool) bool { return pool.DataCodec() != volume.CompressionNone }
+func compresses(pool *catalog.Pool) bool { return pool.DataCodec() != catalog.CodecNone }
 
 // runningJobOf checks that a node request concerns a running job of that node.
 func (s *Server) runningJobOf(node string, id uint64) (*catalog.Job, error) {

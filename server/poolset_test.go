@@ -4,9 +4,32 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
 )
+
+// TestPoolCodecsAreTheVolumes: the catalog names a pool's codecs itself,
+// since it imports no medium, and the storage node hands the name to
+// media/volume as it is: each must be the volume's name, and both must
+// refuse the same names.
+func TestPoolCodecsAreTheVolumes(t *testing.T) {
+	for codec, want := range map[string]string{
+		catalog.CodecZstd: volume.CompressionZstd,
+		catalog.CodecS2:   volume.CompressionS2,
+		catalog.CodecNone: volume.CompressionNone,
+	} {
+		if got, err := volume.ParseCompression(codec); err != nil || got != want || !catalog.ValidCodec(codec) {
+			t.Errorf("catalog codec %q: the volume reads it as %q (%v), want %q; catalog takes it: %v", codec, got, err, want, catalog.ValidCodec(codec))
+		}
+	}
+	for _, bad := range []string{"", "lz4", "S2", "zstd ", "gzip"} {
+		if _, err := volume.ParseCompression(bad); err == nil || catalog.ValidCodec(bad) {
+			t.Errorf("codec %q: the volume refuses it: %v; the catalog takes it: %v", bad, err != nil, catalog.ValidCodec(bad))
+		}
+	}
+}
 
 // TestPoolSetCompression: pool.set changes the codec pool.list shows and
 // the grants of disk and tape volumes carry, for jobs that start after it;
