@@ -105,6 +105,8 @@ func (a *applier) apply(c *Command) error {
 		return a.alertSent(c.AlertSent)
 	case OpPruneJobs:
 		return a.pruneJobs(c.PruneJobs)
+	case OpSetPoolCompression:
+		return a.setPoolCompression(c.PoolCompression)
 	}
 	return refuse(CodeInvalidArgument, "upgrade this server to the leader's version", "unknown catalog operation %q", c.Op)
 }

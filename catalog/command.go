@@ -53,6 +53,8 @@ const (
 	OpAlertSent       Op = "alert_sent"
 	OpPruneJobs       Op = "prune_jobs"
 	OpRenewTape       Op = "renew_tape"
+	// OpSetPoolCompression changes the codec of a pool's sessions.
+	OpSetPoolCompression Op = "set_pool_compression"
 )
 
 // Command is one change to the catalog, as the leader proposes it. Time and
@@ -97,6 +99,8 @@ type Command struct {
 	Alert        *AlertRaise      `json:"alert,omitempty"`         // OpRaiseAlert
 	AlertSent    *AlertSent       `json:"alert_sent,omitempty"`    // OpAlertSent
 	PruneJobs    *JobsPrune       `json:"prune_jobs,omitempty"`    // OpPruneJobs
+	// PoolCompression goes with OpSetPoolCompression.
+	PoolCompression *PoolCompression `json:"pool_compression,omitempty"`
 
 	// Request, on OpCreateJob and OpLabelTape, is the client-chosen request
 	// the command carries out. A command whose request id the catalog
@@ -155,6 +159,14 @@ type SecretsRotation struct {
 type RewrappedKey struct {
 	ID      string `json:"id"`
 	Wrapped []byte `json:"wrapped"`
+}
+
+// PoolCompression sets the codec a pool's sessions compress their data
+// blocks with: CodecZstd, CodecS2 or CodecNone. Sessions that
+// started before keep theirs.
+type PoolCompression struct {
+	Pool  string `json:"pool"`
+	Codec string `json:"codec"`
 }
 
 // TapeLabel records a cartridge that a storage node labeled and read back:
@@ -423,6 +435,8 @@ func (c *Command) payloadOK() (known, present bool) {
 		return true, c.AlertSent != nil
 	case OpPruneJobs:
 		return true, c.PruneJobs != nil
+	case OpSetPoolCompression:
+		return true, c.PoolCompression != nil
 	}
 	return false, false
 }

@@ -60,6 +60,7 @@ func sampleCommands() []*Command {
 		{Op: OpExpireBackups, Time: at, Expire: &BackupsExpire{Backups: []ExpiringBackup{{ID: 3}, {ID: 4}}, By: "alice", Manual: true}},
 		{Op: OpForgetVolume, Time: at, VolumeForget: &VolumeForget{VolumeID: vol}},
 		{Op: OpRecycleTape, Time: at, TapeRecycle: &TapeRecycle{VolumeID: vol, WriterJob: 9}},
+		{Op: OpSetPoolCompression, Time: at, PoolCompression: &PoolCompression{Pool: "p", Codec: "s2"}},
 	}
 }
 

@@ -47,6 +47,7 @@ func fuzzCommands(c *testCatalog, job uint64, vol uuid.UUID) []*Command {
 		&Command{Op: OpRaiseAlert, Time: at, Alert: &AlertRaise{Condition: "rpo\x00web1\x00nightly", Kind: AlertRPOBreach, Event: []byte(`{"kind":"rpo_breach"}`)}},
 		&Command{Op: OpAlertSent, Time: at, AlertSent: &AlertSent{Condition: "rpo\x00web1\x00nightly", Seq: 1}},
 		&Command{Op: OpPruneJobs, Time: at, PruneJobs: &JobsPrune{IDs: []uint64{job, job + 1}, EndedBefore: at}},
+		&Command{Op: OpSetPoolCompression, Time: at, PoolCompression: &PoolCompression{Pool: "disk1", Codec: "none"}},
 		&Command{Op: OpRenewTape, Time: at, TapeRecycle: &TapeRecycle{VolumeID: vol, WriterJob: job, NewID: uuid.MustParse("0b8f6a1e-5c3d-4f2a-9e7b-1d2c3b4a5f60")}},
 	)
 }

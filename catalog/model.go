@@ -194,10 +194,44 @@ type Pool struct {
 	NextVolume int `json:"next_volume"`
 	// Library is the library whose cartridges a tape pool's volumes are;
 	// empty for disk pools and for the Scratch pool, which spans libraries.
-	Library     string    `json:"library,omitempty"`
-	KeyID       string    `json:"key_id,omitempty"`
-	Compression bool      `json:"compression"`
-	Created     time.Time `json:"created"`
+	Library string `json:"library,omitempty"`
+	KeyID   string `json:"key_id,omitempty"`
+	// Compression is false when the pool's data blocks are stored as they
+	// are. Records from before Codec have only this, true: zstd.
+	Compression bool `json:"compression"`
+	// Codec is what compresses the pool's data blocks: CodecZstd,
+	// CodecS2 or CodecNone; empty is zstd.
+	// A change applies to the sessions that start after it: each block
+	// says on the volume what it was written with.
+	Codec   string    `json:"codec,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// Codecs a pool's data blocks are compressed with. They are the names
+// media/volume takes for a session (volume.CompressionZstd, …), which the
+// catalog does not import (server.TestPoolCodecsAreTheVolumes holds them
+// equal).
+const (
+	CodecZstd = "zstd"
+	CodecS2   = "s2"
+	CodecNone = "none"
+)
+
+// DataCodec is the codec the pool's sessions compress their data blocks
+// with: CodecZstd, CodecS2 or CodecNone.
+func (p *Pool) DataCodec() string {
+	switch {
+	case !p.Compression:
+		return CodecNone
+	case p.Codec == "":
+		return CodecZstd
+	}
+	return p.Codec
+}
+
+// ValidCodec reports whether this version writes codec.
+func ValidCodec(codec string) bool {
+	return codec == CodecZstd || codec == CodecS2 || codec == CodecNone
 }
 
 // Group is the identity of the Raft group whose catalog this is, written

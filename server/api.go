@@ -21,6 +21,7 @@ func (s *Server) routeAPI(r *wire.Router) {
 	r.Handle(wire.OpStatus, wire.Typed(s.status))
 	r.Handle(wire.OpClientList, wire.Typed(s.clientList))
 	r.Handle(wire.OpPoolList, wire.Typed(s.poolList))
+	r.Handle(wire.OpPoolSet, wire.Typed(s.poolSet))
 	r.Handle(wire.OpVolumeList, wire.Typed(s.volumeList))
 	r.Handle(wire.OpVolumeShow, wire.Typed(s.volumeShow))
 	r.Handle(wire.OpJobList, wire.Typed(s.jobList))
@@ -115,7 +116,7 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 	}
 	resp := wire.PoolListResp{Pools: []wire.PoolInfo{}}
 	for _, p := range pools {
-		info := wire.PoolInfo{Name: p.Name, Type: string(p.Type), MaxVolumeBytes: p.MaxVolumeBytes, KeyID: p.KeyID}
+		info := wire.PoolInfo{Name: p.Name, Type: string(p.Type), MaxVolumeBytes: p.MaxVolumeBytes, KeyID: p.KeyID, Compression: p.DataCodec()}
 		for _, id := range p.Nodes {
 			pn := wire.PoolNode{Name: id}
 			pn.Online, _ = s.online(s.nodes, id)
@@ -160,6 +161,23 @@ func (s *Server) poolList(context.Context, string, wire.Empty) (wire.PoolListRes
 		resp.Pools = append(resp.Pools, info)
 	}
 	return resp, nil
+}
+
+// poolSet changes a pool's compression. The catalog checks the pool and
+// the codec, so every server refuses the same; the sessions that start
+// after it get the new codec with their first volume.
+func (s *Server) poolSet(ctx context.Context, _ string, req wire.PoolSetReq) (wire.PoolSetResp, error) {
+	if _, err := s.apply(ctx, &catalog.Command{Op: catalog.OpSetPoolCompression, PoolCompression: &catalog.PoolCompression{
+		Pool: req.Name, Codec: req.Compression,
+	}}); err != nil {
+		return wire.PoolSetResp{}, err
+	}
+	p, err := s.store.Pool(req.Name)
+	if err != nil {
+		return wire.PoolSetResp{}, catalogError(err)
+	}
+	s.log.Info("pool compression set", "pool", p.Name, "compression", p.DataCodec())
+	return wire.PoolSetResp{Name: p.Name, Compression: p.DataCodec()}, nil
 }
 
 func volumeInfo(v *catalog.Volume, dir string) wire.VolumeInfo {

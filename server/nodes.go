@@ -139,6 +139,10 @@ func (s *Server) ensurePool(ctx context.Context, node string, p wire.NodePool) e
 	return nil
 }
 
+// compresses is a grant's Compression for pool: what a storage node from
+// before VolumeGrant.Codec goes by, compressing with zstd or not at all.
+func compresses(pool *catalog.Pool) bool { return pool.DataCodec() != catalog.CodecNone }
+
 // runningJobOf checks that a node request concerns a running job of that node.
 func (s *Server) runningJobOf(node string, id uint64) (*catalog.Job, error) {
 	job, err := s.store.Job(id)
@@ -196,7 +200,8 @@ func (s *Server) volumeAcquire(ctx context.Context, subject string, req wire.Vol
 	grant := func(v *catalog.Volume, isNew bool) wire.VolumeGrant {
 		return wire.VolumeGrant{
 			ID: v.ID, Name: v.Name, Pool: v.Pool, Bytes: v.Bytes, New: isNew,
-			BlockSize: pool.BlockSize, BlockRawSize: pool.BlockRawSize, Compression: pool.Compression,
+			BlockSize: pool.BlockSize, BlockRawSize: pool.BlockRawSize,
+			Compression: compresses(pool), Codec: pool.DataCodec(),
 			MaxBytes: pool.MaxVolumeBytes, Created: v.Created, RetainUntil: retainUntil,
 		}
 	}

@@ -487,7 +487,8 @@ func (s *Server) acquireTape(ctx context.Context, job *catalog.Job, node string,
 		}
 		return wire.VolumeGrant{
 			ID: v.ID, Name: v.Name, Pool: pool.Name, Bytes: v.Bytes, BlockSize: bs, BlockRawSize: pool.BlockRawSize,
-			Compression: pool.Compression, Created: v.Created, MediaType: string(v.MediaType), Barcode: v.Barcode,
+			Compression: compresses(pool), Codec: pool.DataCodec(),
+			Created: v.Created, MediaType: string(v.MediaType), Barcode: v.Barcode,
 			Library: v.Library, Parts: len(v.PartStarts), Relabel: v.Relabel,
 		}
 	}

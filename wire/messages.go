@@ -14,6 +14,7 @@ const (
 	OpStatus        = "status"
 	OpClientList    = "client.list"
 	OpPoolList      = "pool.list"
+	OpPoolSet       = "pool.set" // a pool's compression, for the sessions that start after
 	OpVolumeList    = "volume.list"
 	OpVolumeShow    = "volume.show"
 	OpJobList       = "job.list"
@@ -361,6 +362,9 @@ type PoolInfo struct {
 	FreeBytes      int64      `json:"free_bytes"`
 	MaxVolumeBytes int64      `json:"max_volume_bytes"`
 	KeyID          string     `json:"key_id"`
+	// Compression is the codec the pool's new sessions compress their
+	// data blocks with: zstd, s2 or none.
+	Compression string `json:"compression"`
 	// ReclaimableBytes are held by volumes whose backups have all expired:
 	// disk volumes not deleted yet, recyclable tapes.
 	ReclaimableBytes int64 `json:"reclaimable_bytes"`
@@ -373,6 +377,20 @@ type PoolInfo struct {
 // PoolListResp answers pool.list.
 type PoolListResp struct {
 	Pools []PoolInfo `json:"pools"`
+}
+
+// PoolSetReq asks pool.set to change pool Name. Compression is the codec
+// its sessions compress data blocks with from then on: zstd, s2 or none
+// (volume.ParseCompression); sessions written before keep theirs.
+type PoolSetReq struct {
+	Name        string `json:"name"`
+	Compression string `json:"compression"`
+}
+
+// PoolSetResp answers pool.set with the pool's settings after the change.
+type PoolSetResp struct {
+	Name        string `json:"name"`
+	Compression string `json:"compression"`
 }
 
 // VolumeListReq filters volume.list.

@@ -60,6 +60,8 @@ var received = []messageType{
 	typeOf[BackupConsolidateReq](), typeOf[RunConsolidate](),
 	// The order that makes a store's object locks the catalog's, and its answer.
 	typeOf[ObjectLockOrder](), typeOf[ObjectLockResult](),
+	// pool.set and its answer.
+	typeOf[PoolSetReq](), typeOf[PoolSetResp](),
 }
 
 type messageType struct {

@@ -118,6 +118,8 @@ func TestUsageErrorsExitTwoWithHint(t *testing.T) {
 		{"backup", "--client", "c", "--path", "/x", "--before", "/bin/true", "--before-failure", "ignore"},
 		{"backup", "--client", "c", "--path", "/x", "--after", "/bin/true", "--step-timeout", "0s"},
 		{"backup", "--client", "c", "--path", "/x", "--command-source", "/db.sql=/bin/x", "--source-timeout", "-1s"},
+		{"pool", "set", "Default", "--compression", "lz4"},
+		{"pool", "set", "Default"},
 	} {
 		code, _, stderr := cli(ctx, args...)
 		if code != 2 || !strings.Contains(stderr, "error: ") || !strings.Contains(stderr, "hint: ") {
