@@ -253,8 +253,9 @@ func (n *Node) serveOrders(ctx context.Context) error {
 		if err != nil {
 			return wire.TapeLabelResult{}, err
 		}
-		// Format 3 with parts on whole records: format 1's layout, and
-		// sessions whose large files hold blocks of earlier sessions.
+		// The newest format, with parts on whole records: format 1's
+		// layout, sessions whose large files hold blocks of earlier
+		// sessions, and S2 blocks.
 		l := volume.Label{FormatVersion: volume.FormatVersion, PartAlign: o.BlockSize, VolumeID: o.VolumeID, Name: o.Name, Barcode: o.Barcode,
 			Pool: o.Pool, BlockSize: o.BlockSize, Created: o.Created, MediaType: mediaTape}
 		params := o

@@ -138,7 +138,7 @@ const (
 )
 
 // probeCap holds the sample and its compression by either codec.
-var probeCap = sampleSize*sampleCount + s2.MaxEncodedLen(sampleSize*sampleCount)
+var probeCap = sampleSize*sampleCount + compressedCap(sampleSize*sampleCount)
 
 // looksIncompressible compresses a sample of plain with codec and reports
 // whether it did not shrink enough to be worth compressing the whole block.
@@ -202,8 +202,12 @@ func newSealer(key *Key, session uuid.UUID, codec string) (*sealer, error) {
 // sealedCap is the buffer size seal needs for a plaintext of n bytes: room
 // for the worst case of either codec, so both compress in place.
 func sealedCap(n int) int {
-	return HeaderSize + max(n+n/64+1024, s2.MaxEncodedLen(n)) + gcmTag
+	return HeaderSize + compressedCap(n) + gcmTag
 }
+
+// compressedCap is room for n bytes compressed by either codec, however
+// little they compress.
+func compressedCap(n int) int { return max(n+n/64+1024, s2.MaxEncodedLen(n)) }
 
 // seal appends the whole block (header, then payload) for plain to dst[:0]
 // and returns it. h gives Kind, VolumeID, SessionID and Seq; seal sets the

@@ -1,7 +1,9 @@
 package volume
 
 import (
+	"bytes"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,5 +133,105 @@ func TestWriterRefusesAnUnknownCodec(t *testing.T) {
 	info.Compression = "lz4"
 	if _, err := NewSessionWriter(info, testKey("k"), newMemVolume(t, MinBlockSize, 0), WriterOptions{}); err == nil {
 		t.Fatal("a session writer took codec lz4")
+	}
+}
+
+// lossyV4 is a tape-like volume labeled format 4 by an older program.
+type lossyV4 struct{ *lossyVolume }
+
+func (v lossyV4) Label() Label {
+	return Label{VolumeID: v.id, BlockSize: v.bs, FormatVersion: 4}
+}
+
+// dataPayloads maps the seq of every data block on a volume to its stored
+// payload, or to what a torn part holds of it when the volume ends in it.
+func dataPayloads(t *testing.T, r io.ReaderAt, size int64) map[uint64][]byte {
+	t.Helper()
+	vol, err := OpenVolume(r, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := vol.Parts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64][]byte{}
+	for _, p := range parts {
+		end := p.End
+		if p.Torn {
+			end = size
+		}
+		for off := p.DataStart; off+HeaderSize <= end; {
+			hb := make([]byte, HeaderSize)
+			if _, err := r.ReadAt(hb, off); err != nil {
+				t.Fatal(err)
+			}
+			h, err := ParseBlockHeader(hb)
+			if err != nil || h.Kind != KindData {
+				break
+			}
+			payload := make([]byte, min(int64(h.StoredLen), end-off-HeaderSize))
+			if _, err := r.ReadAt(payload, off+HeaderSize); err != nil {
+				t.Fatal(err)
+			}
+			out[h.Seq] = payload
+			off += h.Size()
+		}
+	}
+	return out
+}
+
+// When a tape fails under an S2 session and the next volume is of format
+// 4, the blocks the failed tape took are not sealed again as zstd: the new
+// ciphertext would take the nonce (the session key and the seq) of the
+// one on the failed tape, and two plaintexts under one GCM nonce give the
+// key's secrets away. The session stops with an error that says what to
+// do; no seq is ever on media with two ciphertexts.
+func TestS2BlocksSentToAFailedTapeAreNotSealedAgain(t *testing.T) {
+	key := testKey("pool-Tape-1")
+	files := makeTree(11, 40, []int{30000, 200000})
+	stopped := 0
+	for failAt := 2; failAt < 12; failAt++ {
+		info := sessionInfo()
+		info.SessionID, info.BlockRawSize, info.Compression = uuid.New(), MinBlockRawSize, CompressionS2
+		first := newLossyVolume(t, MinBlockSize, 0, failAt)
+		var next *lossyVolume
+		w, err := NewSessionWriter(info, key, first, WriterOptions{TempDir: t.TempDir(), Next: func(Appender) (Appender, error) {
+			next = newLossyVolume(t, MinBlockSize, 0, -1)
+			return lossyV4{next}, nil
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf []byte
+		for i := range files {
+			buf = appendEntryRecords(buf[:0], &files[i], 16<<10)
+			if err = w.Write(buf); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			_, err = w.Close()
+		} else {
+			w.Abort()
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "would reuse its nonce") {
+				t.Fatalf("record %d failed: %v", failAt, err)
+			}
+			stopped++
+		}
+		if next == nil {
+			continue
+		}
+		lost := dataPayloads(t, bytes.NewReader(first.all[:first.durable]), int64(first.durable))
+		for seq, p := range dataPayloads(t, bytes.NewReader(next.all), int64(len(next.all))) {
+			if q, ok := lost[seq]; ok && !bytes.HasPrefix(p, q) {
+				t.Fatalf("record %d failed: seq %d is on both volumes with different ciphertexts", failAt, seq)
+			}
+		}
+	}
+	if stopped == 0 {
+		t.Fatal("no session met an S2 block sent to the failed tape: the test does not reach the case")
 	}
 }

@@ -191,19 +191,28 @@ func (v *volWriter) openPart() error {
 // A medium error on a RecoverableAppender moves it, and the blocks before
 // it that the medium lost, to the next volume.
 func (v *volWriter) writeBlock(blk []byte, kind Kind, seq uint64, counts partCounts) error {
+	return v.sendBlock(blk, kind, seq, counts, false)
+}
+
+// sendBlock is writeBlock for a block that may have gone, whole or in
+// part, to a volume that failed (sent).
+func (v *volWriter) sendBlock(blk []byte, kind Kind, seq uint64, counts partCounts, sent bool) error {
 	for {
-		err := v.putBlock(blk, kind, seq, counts)
+		err := v.putBlock(blk, kind, seq, counts, sent)
 		if err == nil || !v.recoverable(err) {
 			return err
 		}
 		if err := v.recover(err, seq); err != nil {
 			return err
 		}
+		// The failed write may have put some of blk on the medium.
+		sent = true
 	}
 }
 
-// putBlock writes one sealed block, whose seq must be the next one.
-func (v *volWriter) putBlock(blk []byte, kind Kind, seq uint64, counts partCounts) error {
+// putBlock writes one sealed block, whose seq must be the next one. sent:
+// the block may be on a failed medium already (sendBlock).
+func (v *volWriter) putBlock(blk []byte, kind Kind, seq uint64, counts partCounts, sent bool) error {
 	if seq != v.nextSeq {
 		return v.sessionErr("internal error: block seq %d written when %d is next", seq, v.nextSeq)
 	}
@@ -211,6 +220,13 @@ func (v *volWriter) putBlock(blk []byte, kind Kind, seq uint64, counts partCount
 		return err
 	}
 	if Flags(binary.BigEndian.Uint16(blk[6:8]))&FlagS2 != 0 && FormatOf(v.app) < 5 {
+		if sent {
+			// Sealed again under the same session key and seq, its
+			// nonce, the block would put two ciphertexts of different
+			// plaintexts under one nonce on media: GCM's one rule.
+			return v.sessionErr("block seq %d went to a volume that failed compressed with S2, and volume %s, the next, is of format %d, which holds no S2; sealing it again as zstd would reuse its nonce, so the session stops here: run the backup again (a new session), and label the pool's tapes anew (format %d) to keep S2 on them",
+				seq, v.app.VolumeID(), FormatOf(v.app), FormatVersion)
+		}
 		var err error
 		if blk, err = v.reseal(blk); err != nil {
 			return err
@@ -352,7 +368,7 @@ func (v *volWriter) writeTrailer(segs []fileindex.Segment, counts partCounts) er
 	var buf []byte
 	for _, seg := range segs {
 		buf = s.seal(buf, BlockHeader{Kind: KindIndex, VolumeID: v.app.VolumeID(), SessionID: v.w.info.SessionID, Seq: v.nextSeq}, seg.Data)
-		if err := v.putBlock(buf, KindIndex, v.nextSeq, counts); err != nil {
+		if err := v.putBlock(buf, KindIndex, v.nextSeq, counts, false); err != nil {
 			return err
 		}
 	}
@@ -369,7 +385,8 @@ func (v *volWriter) recoverable(err error) bool {
 // reseal seals blk, an S2 block sealed for a volume of format 5, again
 // with zstd, for an older volume the session went on to: what the programs
 // that labeled that volume read. Only the few blocks sealed ahead of the
-// move to it come here; the workers seal the rest for it.
+// move to it come here, never one written anywhere (putBlock): the new
+// ciphertext takes the old one's nonce, which only one may ever use.
 func (v *volWriter) reseal(blk []byte) ([]byte, error) {
 	h, err := ParseBlockHeader(blk)
 	if err != nil {
@@ -465,7 +482,7 @@ func (v *volWriter) recover(cause error, upto uint64) error {
 	v.app = next
 	v.w.sealFor(next)
 	for _, r := range again {
-		if err := v.writeBlock(r.blk, r.b.kind, r.b.seq, r.b.counts); err != nil {
+		if err := v.sendBlock(r.blk, r.b.kind, r.b.seq, r.b.counts, true); err != nil {
 			return err
 		}
 	}
