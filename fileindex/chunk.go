@@ -124,6 +124,11 @@ func DecodeChunkIndex(b []byte) ([]Chunk, error) {
 		if n <= 0 {
 			return 0, fmt.Errorf("%w: chunk index truncated", ErrCorrupt)
 		}
+		// One encoding per index: a number padded with zero groups
+		// (binary.Uvarint takes them) is not what EncodeChunkIndex writes.
+		if n > 1 && rest[n-1] == 0 {
+			return 0, fmt.Errorf("%w: chunk index number %d is not minimally encoded", ErrCorrupt, v)
+		}
 		rest = rest[n:]
 		return v, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -115,7 +116,7 @@ func TestQuietClientIncrementalsCostWhatTheyHold(t *testing.T) {
 	s.ok("key", "export", "--to", keys)
 	var listing volumeListing
 	s.json(&listing, "volume", "ls", vol.Path, "--key-file", keys)
-	if len(listing.Sessions) != sessions || listing.Label.FormatVersion != 4 || listing.Label.PartAlign != 4096 {
+	if len(listing.Sessions) != sessions || listing.Label.FormatVersion != volume.FormatVersion || listing.Label.PartAlign != 4096 {
 		t.Fatalf("volume ls: %d sessions (want %d), label %+v", len(listing.Sessions), sessions, listing.Label)
 	}
 	last := listing.Sessions[len(listing.Sessions)-1]
