@@ -60,17 +60,28 @@ func TestGoldenGenerateV2(t *testing.T) {
 // writeGoldenV2 writes the golden-v2 volume's sessions with the golden
 // key, as TestGoldenGenerateV2 did, with workers sealing blocks.
 func writeGoldenV2(t *testing.T, workers int) []byte {
-	key := loadGoldenKey(t)
 	id := uuid.MustParse("c0ffee00-0001-4000-8000-0000000cafe2")
-	vol := &memVolume{id: id, bs: 64 << 10, align: DiskPartAlign}
-	lbl, err := EncodeLabel(Label{VolumeID: id, Name: "golden-v2", Pool: "Golden", BlockSize: 64 << 10, PartAlign: DiskPartAlign, Created: goldenCreated, MediaType: "disk"})
+	l := Label{VolumeID: id, Name: "golden-v2", Pool: "Golden", BlockSize: 64 << 10, PartAlign: DiskPartAlign, Created: goldenCreated, MediaType: "disk"}
+	s, infos := goldenV2Sessions(), goldenV2Infos()
+	return writeGoldenSessions(t, l, workers, s[:], infos[:])
+}
+
+// writeGoldenSessions writes sessions, each with its info, with the golden
+// key on a disk volume labelled l, with workers sealing blocks.
+func writeGoldenSessions(t *testing.T, l Label, workers int, sessions [][]tfile, infos []SessionInfo) []byte {
+	t.Helper()
+	vol := &memVolume{id: l.VolumeID, bs: l.BlockSize, align: l.PartAlign}
+	lbl, err := EncodeLabel(l)
 	if err != nil {
 		t.Fatal(err)
 	}
 	vol.buf = lbl
-	sessions, infos := goldenV2Sessions(), goldenV2Infos()
+	a := labeledMem{vol, l.FormatVersion}
+	if l.FormatVersion == 0 {
+		a.format = 2 // what EncodeLabel writes for a part alignment
+	}
 	for i := range sessions {
-		writeSession(t, key, infos[i], vol, WriterOptions{Workers: workers, TempDir: t.TempDir()}, sessions[i], 100000)
+		writeSession(t, loadGoldenKey(t), infos[i], a, WriterOptions{Workers: workers, TempDir: t.TempDir()}, sessions[i], 100000)
 	}
 	return vol.buf
 }
@@ -79,14 +90,18 @@ func writeGoldenV2(t *testing.T, workers int) []byte {
 // parallel, writes the golden volume's sessions byte for byte as the
 // writer that made it did: what changes in the pipeline (buffers, workers,
 // zstd's memory settings) changes nothing on the volume.
-func TestGoldenV2WrittenAgain(t *testing.T) {
-	want, err := os.ReadFile(goldenV2Volume)
+func TestGoldenV2WrittenAgain(t *testing.T) { goldenWrittenAgain(t, goldenV2Volume, writeGoldenV2) }
+
+// goldenWrittenAgain holds what write gives, with one worker and with
+// three, to the committed golden volume at path.
+func goldenWrittenAgain(t *testing.T, path string, write func(*testing.T, int) []byte) {
+	want, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, workers := range []int{1, 3} {
-		if got := writeGoldenV2(t, workers); !bytes.Equal(got, want) {
-			t.Errorf("with %d workers the golden sessions are written as %d bytes that differ from %s's %d", workers, len(got), goldenV2Volume, len(want))
+		if got := write(t, workers); !bytes.Equal(got, want) {
+			t.Errorf("with %d workers the golden sessions are written as %d bytes that differ from %s's %d", workers, len(got), path, len(want))
 		}
 	}
 }
