@@ -327,17 +327,21 @@ type lostEntry struct {
 }
 
 type sessionListing struct {
-	Session uuid.UUID         `json:"session"`
-	Part    int               `json:"part"`
-	JobID   uint64            `json:"job_id"`
-	Client  string            `json:"client"`
-	Level   string            `json:"level"`
-	Created time.Time         `json:"created"`
-	KeyID   string            `json:"key_id"`
-	State   string            `json:"state"`
-	Offset  int64             `json:"offset"`
-	Bytes   int64             `json:"bytes"`
-	Entries []fileindex.Entry `json:"entries,omitempty"`
+	Session uuid.UUID `json:"session"`
+	Part    int       `json:"part"`
+	JobID   uint64    `json:"job_id"`
+	Client  string    `json:"client"`
+	Level   string    `json:"level"`
+	Created time.Time `json:"created"`
+	KeyID   string    `json:"key_id"`
+	// Compression is what the part's writer aimed at (zstd, s2 or none;
+	// empty when the part header is lost): s2 needs a reader of volume
+	// format 5.
+	Compression string            `json:"compression,omitempty"`
+	State       string            `json:"state"`
+	Offset      int64             `json:"offset"`
+	Bytes       int64             `json:"bytes"`
+	Entries     []fileindex.Entry `json:"entries,omitempty"`
 	// Index says where the entries come from when not from the trailer.
 	Index string `json:"index,omitempty"`
 	// Lost are entries whose records damage cut; Unnamed counts those the
@@ -381,7 +385,7 @@ func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessions
 		p := &ov.parts[i]
 		s := sessionListing{
 			Session: p.Header.SessionID, Part: p.Header.Part, JobID: p.Header.JobID, Client: p.Header.Client,
-			Level: p.Header.Level, Created: p.Header.Created, KeyID: p.Header.KeyID, State: partState(p),
+			Level: p.Header.Level, Created: p.Header.Created, KeyID: p.Header.KeyID, Compression: p.Header.Compression, State: partState(p),
 			Offset: p.VolumeStart, Bytes: p.End - p.VolumeStart,
 		}
 		if !sessionsOnly {
@@ -426,8 +430,8 @@ func runVolumeLs(ctx context.Context, g *globals, path, keyFile string, sessions
 				fmt.Fprintf(g.out, "\npart at offset %d: %s\n", s.Offset, s.State)
 				continue
 			}
-			fmt.Fprintf(g.out, "\nsession %s part %d: job %d, client %s, %s, %s, %s at offset %d, key %s\n",
-				s.Session, s.Part, s.JobID, s.Client, s.Level, humanTime(s.Created), s.State, s.Offset, s.KeyID)
+			fmt.Fprintf(g.out, "\nsession %s part %d: job %d, client %s, %s, %s, %s at offset %d, key %s, compression %s\n",
+				s.Session, s.Part, s.JobID, s.Client, s.Level, humanTime(s.Created), s.State, s.Offset, s.KeyID, dash(s.Compression))
 			if sessionsOnly {
 				continue
 			}
