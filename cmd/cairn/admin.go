@@ -186,7 +186,7 @@ func newPoolSetCmd(g *globals) *cobra.Command {
 		Use:   "set POOL --compression zstd|s2|none",
 		Short: "Change a pool's compression",
 		Long: `Change what compresses the data of a pool's backups: zstd (the default: the
-smallest), s2 (several times faster, at the cost of storing more: about 35% of
+smallest), s2 (compresses two to three times as fast, at the cost of storing more: about 35% of
 text where zstd stores 23%) or none (for data that is compressed already, such
 as media files or compressed dumps). The change applies to the backups that
 start after it; what is written keeps what it was written with, and restores

@@ -13,7 +13,7 @@ import (
 const (
 	CompressionZstd = "zstd"
 	CompressionNone = "none"
-	// CompressionS2 (format 5) compresses several times faster than zstd
+	// CompressionS2 (format 5) compresses two to three times as fast as zstd
 	// and stores more: about 35% of text where zstd stores 23%.
 	CompressionS2 = "s2"
 	EncryptionGCM = "aes-256-gcm"
