@@ -92,8 +92,8 @@ type Flags uint16
 const (
 	FlagZstd   Flags = 1 << 0
 	FlagAESGCM Flags = 1 << 1
-	// FlagS2 (format 5): the payload is one S2 block, a codec several
-	// times faster than zstd that stores more.
+	// FlagS2 (format 5): the payload is one S2 block, a codec that
+	// compresses two to three times as fast as zstd and stores more.
 	FlagS2 Flags = 1 << 2
 
 	knownFlags = FlagZstd | FlagAESGCM | FlagS2
