@@ -167,6 +167,14 @@ func compress(codec string, plain, dst []byte) []byte {
 	return zstdEnc().EncodeAll(plain, dst[:0])
 }
 
+// codecFlag is the block flag of a payload compressed with codec.
+func codecFlag(codec string) Flags {
+	if codec == CompressionS2 {
+		return FlagS2
+	}
+	return FlagZstd
+}
+
 // sealer turns a block's plaintext into a finished block. A sealer is used
 // by one goroutine at a time.
 type sealer struct {
@@ -230,10 +238,7 @@ func (s *sealer) seal(dst []byte, h BlockHeader, plain []byte) []byte {
 		if shrank || !looksIncompressible(s.codec, plain, s.probe) {
 			c := compress(s.codec, plain, dst[HeaderSize:HeaderSize])
 			if float64(len(c)) <= compressKeepRatio*float64(len(plain)) {
-				h.Flags |= FlagZstd
-				if s.codec == CompressionS2 {
-					h.Flags = h.Flags&^FlagZstd | FlagS2
-				}
+				h.Flags |= codecFlag(s.codec)
 				payload = c
 			}
 			s.shrank = float64(len(c)) <= shrankRatio*float64(len(plain))
