@@ -33,40 +33,49 @@ func newLabeledMem(t *testing.T, format int, max int64) labeledMem {
 	return labeledMem{v, format}
 }
 
-// codecFlags counts the data blocks of each codec on a volume, by part.
-func codecFlags(t *testing.T, v io.ReaderAt, size int64) (parts []PartInfo, s2, zstd, raw []int) {
+// dataBlocks hops the data blocks of every part of a volume, to the end
+// of a torn part's bytes, and calls fn with the part's number, where the
+// block starts and its header.
+func dataBlocks(t *testing.T, r io.ReaderAt, size int64, fn func(part int, off int64, h BlockHeader)) []PartInfo {
 	t.Helper()
-	vol, err := OpenVolume(v, size)
+	vol, err := OpenVolume(r, size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if parts, err = vol.Parts(); err != nil {
+	parts, err := vol.Parts()
+	if err != nil {
 		t.Fatal(err)
 	}
-	s2, zstd, raw = make([]int, len(parts)), make([]int, len(parts)), make([]int, len(parts))
 	for i, p := range parts {
-		for off := p.DataStart; off < p.End; {
+		end := p.End
+		if p.Torn {
+			end = size
+		}
+		for off := p.DataStart; off+HeaderSize <= end; {
 			hb := make([]byte, HeaderSize)
-			if _, err := v.ReadAt(hb, off); err != nil {
+			if _, err := r.ReadAt(hb, off); err != nil {
 				t.Fatal(err)
 			}
 			h, err := ParseBlockHeader(hb)
-			if err != nil {
-				t.Fatalf("block at %d: %v", off, err)
+			if err != nil || h.Kind != KindData {
+				break // the trailer, or a torn part's end
 			}
-			if h.Kind != KindData {
-				break
-			}
-			switch {
-			case h.Flags&FlagS2 != 0:
-				s2[i]++
-			case h.Flags&FlagZstd != 0:
-				zstd[i]++
-			default:
-				raw[i]++
-			}
+			fn(i, off, h)
 			off += h.Size()
 		}
+	}
+	return parts
+}
+
+// codecFlags counts the data blocks of each codec on a volume, by part.
+func codecFlags(t *testing.T, r io.ReaderAt, size int64) (parts []PartInfo, s2, zstd, raw []int) {
+	t.Helper()
+	counts := map[Flags]map[int]int{FlagS2: {}, FlagZstd: {}, 0: {}}
+	parts = dataBlocks(t, r, size, func(part int, _ int64, h BlockHeader) {
+		counts[h.Flags&(FlagS2|FlagZstd)][part]++
+	})
+	for i := range parts {
+		s2, zstd, raw = append(s2, counts[FlagS2][i]), append(zstd, counts[FlagZstd][i]), append(raw, counts[0][i])
 	}
 	return parts, s2, zstd, raw
 }
@@ -147,37 +156,14 @@ func (v lossyV4) Label() Label {
 // payload, or to what a torn part holds of it when the volume ends in it.
 func dataPayloads(t *testing.T, r io.ReaderAt, size int64) map[uint64][]byte {
 	t.Helper()
-	vol, err := OpenVolume(r, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts, err := vol.Parts()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[uint64][]byte{}
-	for _, p := range parts {
-		end := p.End
-		if p.Torn {
-			end = size
+	dataBlocks(t, r, size, func(_ int, off int64, h BlockHeader) {
+		payload := make([]byte, min(int64(h.StoredLen), size-off-HeaderSize))
+		if _, err := r.ReadAt(payload, off+HeaderSize); err != nil {
+			t.Fatal(err)
 		}
-		for off := p.DataStart; off+HeaderSize <= end; {
-			hb := make([]byte, HeaderSize)
-			if _, err := r.ReadAt(hb, off); err != nil {
-				t.Fatal(err)
-			}
-			h, err := ParseBlockHeader(hb)
-			if err != nil || h.Kind != KindData {
-				break
-			}
-			payload := make([]byte, min(int64(h.StoredLen), end-off-HeaderSize))
-			if _, err := r.ReadAt(payload, off+HeaderSize); err != nil {
-				t.Fatal(err)
-			}
-			out[h.Seq] = payload
-			off += h.Size()
-		}
-	}
+		out[h.Seq] = payload
+	})
 	return out
 }
 
