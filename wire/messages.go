@@ -381,7 +381,7 @@ type PoolListResp struct {
 
 // PoolSetReq asks pool.set to change pool Name. Compression is the codec
 // its sessions compress data blocks with from then on: zstd, s2 or none
-// (volume.ParseCompression); sessions written before keep theirs.
+// (volume.CheckCompression); sessions written before keep theirs.
 type PoolSetReq struct {
 	Name        string `json:"name"`
 	Compression string `json:"compression"`

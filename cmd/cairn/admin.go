@@ -197,7 +197,7 @@ as before.`,
 			if !cmd.Flags().Changed("compression") {
 				return &usageError{errors.New("pass --compression zstd, s2 or none")}
 			}
-			if _, err := volume.ParseCompression(codec); err != nil {
+			if err := volume.CheckCompression(codec); err != nil {
 				return &usageError{fmt.Errorf("--compression: %w", err)}
 			}
 			return runPoolSet(cmd.Context(), g, args[0], codec)

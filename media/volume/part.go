@@ -22,14 +22,14 @@ const (
 // ErrUnknownCompression: a codec name this program does not know.
 var ErrUnknownCompression = errors.New("unknown compression")
 
-// ParseCompression checks a codec name as an administrator gives it: zstd,
+// CheckCompression checks a codec name as an administrator gives it: zstd,
 // s2 or none.
-func ParseCompression(s string) (string, error) {
+func CheckCompression(s string) error {
 	switch s {
 	case CompressionZstd, CompressionS2, CompressionNone:
-		return s, nil
+		return nil
 	}
-	return "", fmt.Errorf("%w %q: use zstd (the default: smallest), s2 (fastest, stores more) or none", ErrUnknownCompression, s)
+	return fmt.Errorf("%w %q: use zstd (the default: smallest), s2 (fastest, stores more) or none", ErrUnknownCompression, s)
 }
 
 // StatusComplete is the only PartEnd status v1 writes.

@@ -300,7 +300,7 @@ func NewSessionWriter(info SessionInfo, key *Key, first Appender, opts WriterOpt
 		info.Created = time.Now()
 	}
 	if info.Compression != "" {
-		if _, err := ParseCompression(info.Compression); err != nil {
+		if err := CheckCompression(info.Compression); err != nil {
 			return nil, fmt.Errorf("new session writer: %w", err)
 		}
 	}
