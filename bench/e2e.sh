@@ -32,6 +32,15 @@ RESTIC=${RESTIC:-1}
 # COMPRESSION sets the pool's compression of this checkout's row (zstd,
 # s2 or none; `cairn pool set`); the baseline keeps its default, zstd.
 COMPRESSION=${COMPRESSION:-}
+# RESTORE_FS=fresh (the default) restores into a new ext4 file system,
+# made for each restore on a loop device outside the timing; here restores
+# into the work directory's own file system, as before. On a file system
+# without a journal (this machine's root is one) ext4 passes over every
+# inode freed in the last minutes, one by one, when it allocates one: the
+# restore that follows the deletion of the last restore then creates its
+# files at half the speed, and which system's restore pays it depends on
+# the order they ran in.
+RESTORE_FS=${RESTORE_FS:-fresh}
 SYSTEMS=(cairn)
 [ -n "$BASELINE" ] && SYSTEMS+=(baseline)
 [ "$RESTIC" = 1 ] && SYSTEMS+=(restic)
@@ -39,6 +48,11 @@ SYSTEMS=(cairn)
 
 die() { echo "e2e: $*" >&2; exit 1; }
 log() { echo "e2e: $*" >&2; }
+case $RESTORE_FS in
+fresh) command -v mkfs.ext4 >/dev/null || die "RESTORE_FS=fresh needs mkfs.ext4 (Debian package e2fsprogs); or set RESTORE_FS=here" ;;
+here) ;;
+*) die "RESTORE_FS is fresh or here, not $RESTORE_FS" ;;
+esac
 
 [ "$(id -u)" -eq 0 ] || die "run as root: every timed step starts from a dropped page cache (echo 3 > /proc/sys/vm/drop_caches)"
 [ "$(uname -s)" = Linux ] || die "Linux only (/proc, drop_caches)"
@@ -105,8 +119,32 @@ RESULTS=$WORK/results.tsv
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
+# release_target DIR: DIR gone, unmounted first if a restore file system
+# is mounted there, and its image gone.
+release_target() {
+	if mountpoint -q "$1"; then umount "$1" || die "umount $1 failed"; fi
+	rm -rf "$1" "$1.img"
+}
+# fresh_target DIR: an empty DIR to restore into; with RESTORE_FS=fresh, a
+# new ext4 mounted there (inode tables and journal written now, not by a
+# kernel thread during the timing).
+fresh_target() {
+	release_target "$1"
+	mkdir -p "$1"
+	[ "$RESTORE_FS" = fresh ] || return 0
+	truncate -s "$((TREE_BYTES * 3 + (1 << 30)))" "$1.img"
+	mkfs.ext4 -q -F -N "$((TREE_FILES * 3 + 100000))" -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" ||
+		die "mkfs.ext4 of $1.img failed"
+	mount -o loop "$1.img" "$1" || die "mount -o loop $1.img $1 failed: are loop devices available? (or set RESTORE_FS=here)"
+	rmdir "$1/lost+found" # the target must be empty
+}
+
 DEV_PID=
 cleanup() {
+	local m
+	for m in "$RUN"/*/restore; do
+		if mountpoint -q "$m" 2>/dev/null; then umount "$m" || true; fi
+	done
 	if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
 		kill "$DEV_PID" 2>/dev/null || true
 		wait "$DEV_PID" 2>/dev/null || true
@@ -117,8 +155,10 @@ trap cleanup EXIT
 # run_cairn RUN [SYSTEM BIN]: SYSTEM names the row (cairn, or baseline).
 run_cairn() {
 	local n=$1 sys=${2:-cairn} bin=${3:-$CAIRN_BIN} d=$RUN/${2:-cairn}
+	release_target "$d/restore"
 	rm -rf "$d"
-	mkdir -p "$d/restore"
+	mkdir -p "$d"
+	fresh_target "$d/restore"
 	local nats raft
 	nats=$(free_port)
 	raft=$(free_port)
@@ -148,7 +188,7 @@ run_cairn() {
 		incremental)
 			log "verifying the $sys restore (not timed)"
 			diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the $sys restore differs from the tree: diff -r $d/tree $d/restore$d/tree"
-			rm -rf "$d/restore" && mkdir -p "$d/restore"
+			fresh_target "$d/restore"
 			mutate "$d/tree" "$sys" "$n"
 			;;
 		esac
@@ -189,13 +229,16 @@ run_cairn() {
 
 	log "verifying the $sys restore of the incremental (not timed)"
 	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the $sys restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"
-	rm -rf "$d/restore" "$d/tree"
+	release_target "$d/restore"
+	rm -rf "$d/tree"
 }
 
 run_restic() {
 	local n=$1 d=$RUN/restic
+	release_target "$d/restore"
 	rm -rf "$d"
-	mkdir -p "$d/restore"
+	mkdir -p "$d"
+	fresh_target "$d/restore"
 	export RESTIC_PASSWORD=cairn-bench RESTIC_REPOSITORY=$d/repo RESTIC_CACHE_DIR=$d/cache
 	restic init --repository-version 2 >/dev/null
 	local op t0 t1 full=0
@@ -204,7 +247,7 @@ run_restic() {
 		if [ $op = incremental ]; then
 			log "verifying the restic restore (not timed)"
 			diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the restic restore differs from the tree: diff -r $d/tree $d/restore$d/tree"
-			rm -rf "$d/restore" && mkdir -p "$d/restore"
+			fresh_target "$d/restore"
 			mutate "$d/tree" restic "$n"
 		fi
 		drop_caches
@@ -231,6 +274,7 @@ run_restic() {
 	done
 	log "verifying the restic restore of the incremental (not timed)"
 	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the restic restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"
+	release_target "$d/restore"
 	rm -rf "$d"
 }
 
@@ -288,6 +332,11 @@ AGAINST=
 echo "Cairn $CAIRN_REV vs $AGAINST on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(df -T "$WORK" | awk 'NR==2 {print $2}') ($WORK)"
 echo "tree: $TREE: $TREE_FILES files, $(mb "$TREE_BYTES") MB ($(cat "$TREE.done" | sed 's/^gentree: [^:]*: //'))"
 echo "each timed step starts with: sync; echo 3 > /proc/sys/vm/drop_caches"
+if [ "$RESTORE_FS" = fresh ]; then
+	echo "restores go to a new ext4 made for each (loop device, journal, made outside the timing)"
+else
+	echo "restores go to $WORK's own file system (RESTORE_FS=here)"
+fi
 echo "s = wall seconds, MB/s = tree bytes / s, CPU s = user+sys seconds of every process involved,"
 echo "cores = CPU s / s (2 would be both cores busy end to end),"
 echo "RSS = peak resident MB (cairn: the dev process, which holds every role, + the CLI; restic: its process)"

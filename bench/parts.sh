@@ -4,9 +4,13 @@
 #
 #   bench/parts.sh                        # small, data, logs; page cache dropped (root)
 #   WARM=1 bench/parts.sh                 # the page cache kept
+#   PREWARM=data bench/parts.sh           # page cache dropped, then the part read back in
+#   PREWARM=meta bench/parts.sh           # page cache dropped, then its names and inodes read back
+#   CAT=32 bench/parts.sh                 # no backup: the part read by 32 cats at once, the disk's floor
 #   BIN=/path/to/other/cairn bench/parts.sh   # another build, for a before/after
 #
-# Prints per part the wall seconds and the CPU seconds of the dev process.
+# Prints per part the wall seconds, the CPU seconds of the dev process (of
+# the cats with CAT) and the megabytes read from the block devices.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$REPO/bench/lib.sh"
@@ -39,10 +43,28 @@ until "$BIN" client list 2>/dev/null | awk '$1 == "bench" && $3 == "online" {f=1
 	sleep 0.2
 done
 cpu() { awk '{print ($14 + $15) / 100}' "/proc/$pid/stat"; }
+# Kilobytes read from the block devices since boot.
+readkb() { awk '$1 == "pgpgin" {print $2}' /proc/vmstat; }
 for part in $PARTS; do
 	[ -n "${WARM:-}" ] || { sync; echo 3 >/proc/sys/vm/drop_caches; }
-	c0=$(cpu) t0=$(date +%s.%N)
-	"$BIN" backup --client bench --path "$TREE/$part" --level full --wait --json >"$d/$part.json"
-	t1=$(date +%s.%N) c1=$(cpu)
-	echo "$part: wall $(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}') s, cpu $(echo "$c1 $c0" | awk '{printf "%.2f", $1 - $2}') s"
+	# What the cold backup waits for: the files' content (data) or their
+	# names and inodes (meta), read back in before the timing starts.
+	case ${PREWARM:-} in
+	"") ;;
+	data) find "$TREE/$part" -type f -print0 | xargs -0 -n 500 -P 32 cat >/dev/null ;;
+	meta) find "$TREE/$part" -printf '%s\n' >/dev/null ;;
+	*) echo "parts: PREWARM is data or meta, not $PREWARM" >&2; exit 2 ;;
+	esac
+	r0=$(readkb)
+	if [ -n "${CAT:-}" ]; then
+		t0=$(date +%s.%N)
+		c=$( { /usr/bin/time -f '%U %S' bash -c 'find "$1" -type f -print0 | xargs -0 -n 500 -P "$2" cat >/dev/null' _ "$TREE/$part" "$CAT"; } 2>&1 | awk '{print $1 + $2}')
+		t1=$(date +%s.%N) c0=0 c1=$c
+	else
+		c0=$(cpu) t0=$(date +%s.%N)
+		"$BIN" backup --client bench --path "$TREE/$part" --level full --wait --json >"$d/$part.json"
+		t1=$(date +%s.%N) c1=$(cpu)
+	fi
+	r1=$(readkb)
+	echo "$part: wall $(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}') s, cpu $(echo "$c1 $c0" | awk '{printf "%.2f", $1 - $2}') s, read $(( (r1 - r0) / 1024 )) MB"
 done
