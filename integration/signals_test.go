@@ -110,13 +110,16 @@ func TestSIGHUPKeepsRolesRunning(t *testing.T) {
 	for _, h := range all {
 		h.p.waitLog(t, 15*time.Second, h.before, h.want...)
 	}
-	// A second one, as the next day's rotation sends.
+	// A second one, as the next day's rotation sends. Waited for to its
+	// last line: the agent's handler still reading its config file when
+	// the file is changed below would take the new level from this
+	// SIGHUP, and the next one's lines would then go unlogged.
 	for _, h := range all {
 		h.before = h.p.logText()
 		h.p.send(syscall.SIGHUP)
 	}
 	for _, h := range all {
-		h.p.waitLog(t, 15*time.Second, h.before, "SIGHUP: reloading")
+		h.p.waitLog(t, 15*time.Second, h.before, h.want...)
 	}
 
 	// The agent's config file asks for warnings only from now on: after
