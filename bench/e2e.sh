@@ -142,13 +142,14 @@ fresh_target() {
 DEV_PID=
 cleanup() {
 	local m
-	for m in "$RUN"/*/restore; do
-		if mountpoint -q "$m" 2>/dev/null; then umount "$m" || true; fi
-	done
 	if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
 		kill "$DEV_PID" 2>/dev/null || true
 		wait "$DEV_PID" 2>/dev/null || true
 	fi
+	# After cairn dev is gone: a restore it was writing keeps the mount busy.
+	for m in "$RUN"/*/restore; do
+		if mountpoint -q "$m" 2>/dev/null; then umount "$m" || echo "e2e: could not unmount $m: umount it by hand" >&2; fi
+	done
 }
 trap cleanup EXIT
 
