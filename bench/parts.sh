@@ -7,6 +7,7 @@
 #   PREWARM=data bench/parts.sh           # page cache dropped, then the part read back in
 #   PREWARM=meta bench/parts.sh           # page cache dropped, then its names and inodes read back
 #   CAT=32 bench/parts.sh                 # no backup: the part read by 32 cats at once, the disk's floor
+#   RUNDIR=/dev/shm/parts-run bench/parts.sh  # the volumes on a tmpfs, not the tree's disk
 #   BIN=/path/to/other/cairn bench/parts.sh   # another build, for a before/after
 #
 # Prints per part the wall seconds, the CPU seconds of the dev process (of
@@ -28,7 +29,8 @@ if [ -z "$BIN" ]; then
 	(cd "$REPO" && go build -o "$WORK/bin/cairn-parts" ./cmd/cairn)
 	BIN=$WORK/bin/cairn-parts
 fi
-d=$WORK/parts-run
+# RUNDIR holds cairn dev's data directory and volumes (e.g. on a tmpfs).
+d=${RUNDIR:-$WORK/parts-run}
 rm -rf "$d" && mkdir -p "$d"
 nats=$(free_port)
 raft=$(free_port)
