@@ -57,6 +57,9 @@ func dataBlocks(t *testing.T, r io.ReaderAt, size int64, fn func(part int, off i
 				t.Fatal(err)
 			}
 			h, err := ParseBlockHeader(hb)
+			if err != nil && !p.Torn {
+				t.Fatalf("part %d: block at %d: %v", i, off, err)
+			}
 			if err != nil || h.Kind != KindData {
 				break // the trailer, or a torn part's end
 			}
