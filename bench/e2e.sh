@@ -156,9 +156,8 @@ trap cleanup EXIT
 # run_cairn RUN [SYSTEM BIN]: SYSTEM names the row (cairn, or baseline).
 run_cairn() {
 	local n=$1 sys=${2:-cairn} bin=${3:-$CAIRN_BIN} d=$RUN/${2:-cairn}
-	release_target "$d/restore"
+	release_target "$d/restore" # before the rm: it may be a mount
 	rm -rf "$d"
-	mkdir -p "$d"
 	fresh_target "$d/restore"
 	local nats raft
 	nats=$(free_port)
@@ -236,9 +235,8 @@ run_cairn() {
 
 run_restic() {
 	local n=$1 d=$RUN/restic
-	release_target "$d/restore"
+	release_target "$d/restore" # before the rm: it may be a mount
 	rm -rf "$d"
-	mkdir -p "$d"
 	fresh_target "$d/restore"
 	export RESTIC_PASSWORD=cairn-bench RESTIC_REPOSITORY=$d/repo RESTIC_CACHE_DIR=$d/cache
 	restic init --repository-version 2 >/dev/null
