@@ -38,8 +38,8 @@ COMPRESSION=${COMPRESSION:-}
 # without a journal (this machine's root is one) ext4 passes over every
 # inode freed in the last minutes, one by one, when it allocates one: the
 # restore that follows the deletion of the last restore then creates its
-# files at half the speed, and which system's restore pays it depends on
-# the order they ran in.
+# files more slowly (bench/creates.sh), and which system's restore pays it
+# depends on the order they ran in.
 RESTORE_FS=${RESTORE_FS:-fresh}
 SYSTEMS=(cairn)
 [ -n "$BASELINE" ] && SYSTEMS+=(baseline)
