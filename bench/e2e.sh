@@ -41,6 +41,11 @@ COMPRESSION=${COMPRESSION:-}
 # files more slowly (bench/creates.sh), and which system's restore pays it
 # depends on the order they ran in.
 RESTORE_FS=${RESTORE_FS:-fresh}
+# TREE_FS=fresh (the default) makes each system's copy of the tree on a new
+# ext4 the same way, so no system backs up a copy laid out among the inodes
+# and blocks the system before it just freed; here copies it into the work
+# directory, as before.
+TREE_FS=${TREE_FS:-fresh}
 SYSTEMS=(cairn)
 [ -n "$BASELINE" ] && SYSTEMS+=(baseline)
 [ "$RESTIC" = 1 ] && SYSTEMS+=(restic)
@@ -48,11 +53,13 @@ SYSTEMS=(cairn)
 
 die() { echo "e2e: $*" >&2; exit 1; }
 log() { echo "e2e: $*" >&2; }
-case $RESTORE_FS in
-fresh) command -v mkfs.ext4 >/dev/null || die "RESTORE_FS=fresh needs mkfs.ext4 (Debian package e2fsprogs); or set RESTORE_FS=here" ;;
-here) ;;
-*) die "RESTORE_FS is fresh or here, not $RESTORE_FS" ;;
-esac
+for v in RESTORE_FS TREE_FS; do
+	case ${!v} in
+	fresh) command -v mkfs.ext4 >/dev/null || die "$v=fresh needs mkfs.ext4 (Debian package e2fsprogs); or set $v=here" ;;
+	here) ;;
+	*) die "$v is fresh or here, not ${!v}" ;;
+	esac
+done
 
 [ "$(id -u)" -eq 0 ] || die "run as root: every timed step starts from a dropped page cache (echo 3 > /proc/sys/vm/drop_caches)"
 [ "$(uname -s)" = Linux ] || die "Linux only (/proc, drop_caches)"
@@ -104,8 +111,17 @@ TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d"
 CHANGE=${CHANGE:-0.05}
 (cd "$REPO" && go build -o "$WORK/bin/gentree" ./bench/gentree)
 # prepare_copy DIR: a fresh copy of the tree to back up (not timed), so the
-# incremental's changes leave the tree as it was.
-prepare_copy() { rm -rf "$1" && cp -a "$TREE" "$1"; }
+# incremental's changes leave the tree as it was; with TREE_FS=fresh, on a
+# new file system of its own.
+prepare_copy() {
+	release_target "$1"
+	if [ "$TREE_FS" = fresh ]; then
+		new_fs "$1" "$((TREE_BYTES * 2 + (1 << 30)))" "$((TREE_FILES * 2 + 100000))"
+		cp -a "$TREE/." "$1"
+	else
+		cp -a "$TREE" "$1"
+	fi
+}
 # mutate DIR SYSTEM RUN: make the incremental's changes, note the bytes.
 mutate() {
 	"$WORK/bin/gentree" -mutate "$1" -fraction "$CHANGE" -seed 14 | tee "$RUN/$2-$3.changed" >&2
@@ -119,24 +135,32 @@ RESULTS=$WORK/results.tsv
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-# release_target DIR: DIR gone, unmounted first if a restore file system
-# is mounted there, and its image gone.
+# release_target DIR: DIR gone, unmounted first if a file system of
+# new_fs is mounted there, and its image gone.
 release_target() {
 	if mountpoint -q "$1"; then umount "$1" || die "umount $1 failed"; fi
 	rm -rf "$1" "$1.img"
 }
-# fresh_target DIR: an empty DIR to restore into; with RESTORE_FS=fresh, a
-# new ext4 mounted there (inode tables and journal written now, not by a
-# kernel thread during the timing).
+# new_fs DIR BYTES INODES: a new, empty ext4 mounted on DIR, its inode
+# tables and journal written now, not by a kernel thread during the timing.
+# The loop device reads and writes its image with direct I/O, as a disk of
+# its own would: no second copy of every block in the page cache.
+new_fs() {
+	mkdir -p "$1"
+	truncate -s "$2" "$1.img"
+	mkfs.ext4 -q -F -N "$3" -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" ||
+		die "mkfs.ext4 of $1.img failed"
+	mount -o loop "$1.img" "$1" || die "mount -o loop $1.img $1 failed: are loop devices available? (or set RESTORE_FS=here and TREE_FS=here)"
+	losetup --direct-io=on "$(findmnt -n -o SOURCE "$1")" || die "losetup --direct-io=on for $1 failed"
+	rmdir "$1/lost+found" # the target must be empty
+}
+# fresh_target DIR: an empty DIR to restore into; with RESTORE_FS=fresh, on
+# a new file system of its own.
 fresh_target() {
 	release_target "$1"
 	mkdir -p "$1"
 	[ "$RESTORE_FS" = fresh ] || return 0
-	truncate -s "$((TREE_BYTES * 3 + (1 << 30)))" "$1.img"
-	mkfs.ext4 -q -F -N "$((TREE_FILES * 3 + 100000))" -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" ||
-		die "mkfs.ext4 of $1.img failed"
-	mount -o loop "$1.img" "$1" || die "mount -o loop $1.img $1 failed: are loop devices available? (or set RESTORE_FS=here)"
-	rmdir "$1/lost+found" # the target must be empty
+	new_fs "$1" "$((TREE_BYTES * 3 + (1 << 30)))" "$((TREE_FILES * 3 + 100000))"
 }
 
 DEV_PID=
@@ -147,7 +171,7 @@ cleanup() {
 		wait "$DEV_PID" 2>/dev/null || true
 	fi
 	# After cairn dev is gone: a restore it was writing keeps the mount busy.
-	for m in "$RUN"/*/restore; do
+	for m in "$RUN"/*/restore "$RUN"/*/tree; do
 		if mountpoint -q "$m" 2>/dev/null; then umount "$m" || echo "e2e: could not unmount $m: umount it by hand" >&2; fi
 	done
 }
@@ -156,7 +180,8 @@ trap cleanup EXIT
 # run_cairn RUN [SYSTEM BIN]: SYSTEM names the row (cairn, or baseline).
 run_cairn() {
 	local n=$1 sys=${2:-cairn} bin=${3:-$CAIRN_BIN} d=$RUN/${2:-cairn}
-	release_target "$d/restore" # before the rm: it may be a mount
+	release_target "$d/restore" # before the rm: these may be mounts
+	release_target "$d/tree"
 	rm -rf "$d"
 	fresh_target "$d/restore"
 	local nats raft
@@ -230,12 +255,13 @@ run_cairn() {
 	log "verifying the $sys restore of the incremental (not timed)"
 	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the $sys restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"
 	release_target "$d/restore"
-	rm -rf "$d/tree"
+	release_target "$d/tree"
 }
 
 run_restic() {
 	local n=$1 d=$RUN/restic
-	release_target "$d/restore" # before the rm: it may be a mount
+	release_target "$d/restore" # before the rm: these may be mounts
+	release_target "$d/tree"
 	rm -rf "$d"
 	fresh_target "$d/restore"
 	export RESTIC_PASSWORD=cairn-bench RESTIC_REPOSITORY=$d/repo RESTIC_CACHE_DIR=$d/cache
@@ -274,6 +300,7 @@ run_restic() {
 	log "verifying the restic restore of the incremental (not timed)"
 	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the restic restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"
 	release_target "$d/restore"
+	release_target "$d/tree"
 	rm -rf "$d"
 }
 
@@ -332,9 +359,14 @@ echo "Cairn $CAIRN_REV vs $AGAINST on $(nproc) cores, $(awk '/MemTotal/ {printf 
 echo "tree: $TREE: $TREE_FILES files, $(mb "$TREE_BYTES") MB ($(cat "$TREE.done" | sed 's/^gentree: [^:]*: //'))"
 echo "each timed step starts with: sync; echo 3 > /proc/sys/vm/drop_caches"
 if [ "$RESTORE_FS" = fresh ]; then
-	echo "restores go to a new ext4 made for each (loop device, journal, made outside the timing)"
+	echo "restores go to a new ext4 made for each (loop device with direct I/O, journal, made outside the timing)"
 else
 	echo "restores go to $WORK's own file system (RESTORE_FS=here)"
+fi
+if [ "$TREE_FS" = fresh ]; then
+	echo "each system backs up its own copy of the tree, on a new ext4 made for it the same way"
+else
+	echo "each system backs up its own copy of the tree, made in $WORK (TREE_FS=here)"
 fi
 echo "s = wall seconds, MB/s = tree bytes / s, CPU s = user+sys seconds of every process involved,"
 echo "cores = CPU s / s (2 would be both cores busy end to end),"
