@@ -313,6 +313,18 @@ func (a *Agent) stream(ctx context.Context, o wire.RunBackup, conn *dataplane.Co
 			stopCount()
 			<-counted
 		}()
+		if budget := scoutBudget(memAvailable()); budget > 0 && scoutEnabled {
+			sc := newScout(budget, src.bytesRead)
+			scouted := make(chan struct{})
+			go func() {
+				defer close(scouted)
+				sc.run(cctx, walkOpts) // advisory: an error only ends the fetching
+			}()
+			defer func() {
+				stopCount()
+				<-scouted
+			}()
+		}
 	}
 	stopProgress := a.progressWhile(func() wire.Progress {
 		st := src.Stats()

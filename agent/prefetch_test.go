@@ -1,10 +1,21 @@
 package agent
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/internal/poll"
 )
 
 func TestAheadControlFollowsTheDisk(t *testing.T) {
@@ -55,5 +66,125 @@ func TestPrefetchSkipsFifosAndDevices(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("prefetch blocked on a fifo")
+	}
+}
+
+// The scout fetches the small regular files in walk order, no further
+// ahead of the backup than its budget, and goes on as the backup reaches
+// what it fetched.
+func TestScoutFetchesAheadWithinItsBudget(t *testing.T) {
+	dir := t.TempDir()
+	const big = prefetchMax + 1
+	mustDo(t, os.WriteFile(dir+"/a-big", make([]byte, big), 0o644))
+	mustWrite(t, dir+"/b-empty", nil, 0o644)
+	mustDo(t, os.Symlink("a-big", dir+"/c-link"))
+	mustDo(t, unix.Mkfifo(dir+"/d-fifo", 0o644))
+	var want []string
+	for i := range 20 {
+		p := fmt.Sprintf("%s/f%02d", dir, i)
+		mustWrite(t, p, bytes.Repeat([]byte{'x'}, pageSize), 0o644)
+		want = append(want, p)
+	}
+	mustDo(t, os.Mkdir(dir+"/g", 0o755))
+	for i := range 5 {
+		p := fmt.Sprintf("%s/g/h%02d", dir, i)
+		mustWrite(t, p, []byte("a small file"), 0o644) // a page in the budget
+		want = append(want, p)
+	}
+
+	var reached atomic.Int64
+	var mu sync.Mutex
+	var fetched []string
+	s := newScout(5*pageSize, reached.Load)
+	s.fetch = func(p string) {
+		mu.Lock()
+		fetched = append(fetched, p)
+		mu.Unlock()
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(t.Context(), WalkOptions{Paths: []string{dir}}) }()
+	// waitFor: the scout fetched exactly want[:n] and waits for the backup.
+	waitFor := func(n int, waits int64) {
+		t.Helper()
+		poll.Until(t, 10*time.Second, func() error {
+			mu.Lock()
+			got := slices.Clone(fetched)
+			mu.Unlock()
+			slices.Sort(got)
+			if !slices.Equal(got, want[:n]) || s.waits.Load() < waits {
+				return fmt.Errorf("fetched %q, %d waits; want %q and %d waits", got, s.waits.Load(), want[:n], waits)
+			}
+			return nil
+		})
+	}
+	waitFor(5, 1)
+	// The backup passed the large file and began f02: f00-f02 are no
+	// longer ahead of it, and three more fit.
+	reached.Store(big + 2*pageSize + 1)
+	waitFor(8, 2)
+	mu.Lock()
+	if len(fetched) != 8 {
+		t.Fatalf("fetched %d files with room for 8", len(fetched))
+	}
+	mu.Unlock()
+	reached.Store(math.MaxInt64)
+	poll.Until(t, 10*time.Second, func() error {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("scout: %v", err)
+			}
+			return nil
+		default:
+			return errors.New("the scout is still walking")
+		}
+	})
+	waitFor(len(want), 2)
+}
+
+// A backup that ends stops its scout, even one waiting for the backup.
+func TestScoutStopsWithTheBackup(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 4 {
+		mustWrite(t, fmt.Sprintf("%s/f%d", dir, i), []byte("x"), 0o644)
+	}
+	s := newScout(pageSize, func() int64 { return 0 })
+	s.fetch = func(string) {}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx, WalkOptions{Paths: []string{dir}}) }()
+	poll.Until(t, 10*time.Second, func() error {
+		if s.waits.Load() == 0 {
+			return errors.New("the scout has not waited for the backup")
+		}
+		return nil
+	})
+	cancel()
+	poll.Until(t, 10*time.Second, func() error {
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("scout ended with %v, want context.Canceled", err)
+			}
+			return nil
+		default:
+			return errors.New("the scout has not stopped")
+		}
+	})
+}
+
+func TestScoutBudgetFollowsTheMemory(t *testing.T) {
+	for _, c := range []struct{ avail, want int64 }{
+		{0, 0},
+		{-1, 0},
+		{1 << 30, 128 << 20},
+		{24 << 30, scoutMaxBudget},
+	} {
+		if got := scoutBudget(c.avail); got != c.want {
+			t.Errorf("scoutBudget(%d) = %d, want %d", c.avail, got, c.want)
+		}
+	}
+	if memAvailable() <= 0 {
+		t.Errorf("memAvailable() = %d: /proc/meminfo has no MemAvailable this code can read", memAvailable())
 	}
 }

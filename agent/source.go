@@ -196,6 +196,9 @@ func NewSource(opts SourceOptions) (*Source, error) {
 }
 
 // Stats may be called at any time, also while Run runs, for progress.
+// bytesRead is Stats().Bytes alone, for the scout, which asks often.
+func (s *Source) bytesRead() int64 { return s.bytes.Load() }
+
 func (s *Source) Stats() SourceStats {
 	st := SourceStats{
 		Entries: s.entries.Load(), Files: s.files.Load(), Dirs: s.dirs.Load(),
