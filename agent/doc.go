@@ -22,7 +22,11 @@
 // without holes) are opened, read and hashed by readers a bounded
 // distance ahead of the stream, several at a time, so that one file's wait
 // for the disk does not hold the next (readers.go); the stream is the one
-// Run's goroutine would make alone, entry for entry. Memory stays flat
+// Run's goroutine would make alone, entry for entry. A full backup also
+// has a scout (prefetch.go): a second walk, in the same order, that asks
+// the kernel for the small files' content up to a page-cache budget ahead
+// of the bytes the stream has read, so the small files after a stretch of
+// large ones come from the disk while those are compressed. Memory stays flat
 // whatever the size of the tree: only the hard links still waiting for
 // their other names are remembered, and what the readers hold is bounded
 // (aheadFiles, aheadBytes, and the descriptors of the directories their
