@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +19,7 @@ import (
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/storagenode/library"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
@@ -539,5 +541,53 @@ func TestRecycledTapeIsRelabeledBeforeData(t *testing.T) {
 	}
 	if back := r.restore(1001, r.fake.readRequest(t, 1)); len(back.whole) != 0 || len(back.lost) != len(old) {
 		t.Fatalf("a read of the old session restored %d files and lost %d, want all %d lost", len(back.whole), len(back.lost), len(old))
+	}
+}
+
+// An S2 pool's empty tape labeled at a format before S2 (a scratch tape
+// labeled before an upgrade) is labeled again at this format, the same
+// volume, when a session goes on to it: here after a medium error on the
+// first tape, with S2 blocks in flight, which could not be sealed again
+// as zstd without reusing their nonces.
+func TestS2PoolUpgradesAnEmptyOlderTapesLabel(t *testing.T) {
+	r := newNodeTapeRig(t, tapeRigOpts{cartridge: 1 << 30, zone: 64 << 20, tapes: 2})
+	r.fake.mu.Lock()
+	r.fake.pool.compression, r.fake.pool.codec = true, volume.CompressionS2
+	second := *r.fake.vols[1]
+	r.fake.mu.Unlock()
+	old := volume.Label{FormatVersion: 4, VolumeID: second.id, Name: second.name, Barcode: second.barcode, Pool: "Tape",
+		BlockSize: r.fake.bs, PartAlign: r.fake.bs, Created: time.Now(), MediaType: "tape"}
+	if err := r.lib.Label(t.Context(), 2, second.barcode, old, true); err != nil {
+		t.Fatal(err)
+	}
+	// A medium error about two thirds into the session, its blocks S2;
+	// what is left (on the next tape, in the same drive) does not reach
+	// the same record.
+	r.lib.EmulatedDrive(0).SetFaults(tape.Faults{MediumErrorAt: []int64{2 + 90}})
+	rnd := rand.New(rand.NewPCG(23, 4))
+	var fs []testFile
+	for i := range 24 {
+		fs = append(fs, testFile{fmt.Sprintf("/logs/app-%02d.log", i), sample.LogText(rnd, 1<<20)})
+	}
+	if _, err := r.backup(1, fs); err != nil {
+		t.Fatalf("the session did not go on to the older tape: %v", err)
+	}
+	c := r.fake.commit(t, 1)
+	if len(c.Parts) != 2 || c.Parts[1].VolumeID != second.id || !c.Parts[0].Torn {
+		t.Fatalf("parts %+v: want a torn part on the failed tape, then one on %s", c.Parts, second.name)
+	}
+	r.lib.EmulatedDrive(0).SetFaults(tape.Faults{})
+	res := r.restore(1001, r.fake.readRequest(t, 1))
+	if len(res.lost) > 0 {
+		t.Fatalf("lost %v", res.lost)
+	}
+	checkRestored(t, res.whole, fs)
+	mt, err := r.lib.Mount(t.Context(), library.MountRequest{Job: 2, Barcode: second.barcode, Volume: second.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mt.Release(nil)
+	if l := mt.Label(); l.FormatVersion != volume.FormatVersion || l.VolumeID != second.id || l.Name != second.name || l.PartAlign != r.fake.bs {
+		t.Fatalf("label of the second tape %+v, want format %d and the same volume", l, volume.FormatVersion)
 	}
 }

@@ -191,6 +191,9 @@ func (s *tapeSession) open(ctx context.Context, g wire.VolumeGrant) (app volume.
 			mt.Release(cmp.Or(bad, err))
 			return nil, bad, err
 		}
+	} else if bad, err := s.upgradeLabel(ctx, mt, g); bad != nil || err != nil {
+		mt.Release(cmp.Or(bad, err))
+		return nil, bad, err
 	}
 	end := g.Bytes
 	if end == 0 {
@@ -242,6 +245,36 @@ func (s *tapeSession) relabel(ctx context.Context, mt *library.Mount, g wire.Vol
 	if err := s.j.n.request(ctx, wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: s.j.t.JobID, VolumeID: g.ID}, nil); err != nil {
 		return nil, fmt.Errorf("report recycled tape %s relabeled: %w", g.Barcode, err)
 	}
+	return nil, nil
+}
+
+// upgradeLabel writes the label of an empty tape of an S2 pool again at
+// this format, the same volume in every other field, when it was labeled
+// at a format that holds no S2 (before 5). Scratch tapes labeled before an
+// upgrade would otherwise take the pool's sessions as zstd, and a session
+// whose tape fails with S2 blocks in flight could not go on to one: those
+// blocks, sealed again as zstd, would reuse their nonces (volume.
+// SessionWriter stops the session instead). Nothing is lost: the catalog
+// has no part on the tape, and an uncommitted tail after the label would
+// be written over anyway. bad is set when the tape is the problem.
+func (s *tapeSession) upgradeLabel(ctx context.Context, mt *library.Mount, g wire.VolumeGrant) (bad, err error) {
+	l := mt.Label()
+	if g.DataCodec() != volume.CompressionS2 || l.FormatVersion >= volume.FormatS2 || g.Parts > 0 || g.Bytes > int64(g.BlockSize) {
+		return nil, nil
+	}
+	was := l.FormatVersion
+	l.FormatVersion = volume.FormatVersion
+	if l.PartAlign == 0 {
+		// Format 1 had no part alignment; a tape's parts start on blocks.
+		l.PartAlign = l.BlockSize
+	}
+	if err := mt.Relabel(ctx, l); err != nil {
+		if errors.Is(err, tape.ErrWriteProtected) || errors.Is(err, tape.ErrMedium) || errors.Is(err, library.ErrReadBack) {
+			return err, nil
+		}
+		return nil, fmt.Errorf("write the label of empty tape %s (volume %s) at format %d: %w", g.Barcode, g.Name, volume.FormatVersion, err)
+	}
+	s.j.log.Info("empty tape labeled again at this format, for the pool's S2 compression", "barcode", g.Barcode, "volume", g.ID, "was", was, "format", volume.FormatVersion, "pool", g.Pool)
 	return nil, nil
 }
 

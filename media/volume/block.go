@@ -24,6 +24,10 @@ import (
 // volumes that have it.
 const FormatVersion = 5
 
+// FormatS2 is the first volume format whose blocks may be compressed with
+// S2 (FlagS2).
+const FormatS2 = 5
+
 // BlockVersion is the encoding of a block (header, payload transforms),
 // which every block header carries. It did not change with volume format
 // 2, which changed only where parts start: a block reads, and copies to a

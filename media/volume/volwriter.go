@@ -219,13 +219,13 @@ func (v *volWriter) putBlock(blk []byte, kind Kind, seq uint64, counts partCount
 	if err := v.room(int64(len(blk))); err != nil {
 		return err
 	}
-	if Flags(binary.BigEndian.Uint16(blk[6:8]))&FlagS2 != 0 && FormatOf(v.app) < 5 {
+	if Flags(binary.BigEndian.Uint16(blk[6:8]))&FlagS2 != 0 && FormatOf(v.app) < FormatS2 {
 		if sent {
 			// Sealed again under the same session key and seq, its
 			// nonce, the block would put two ciphertexts of different
 			// plaintexts under one nonce on media: GCM's one rule.
-			return v.sessionErr("block seq %d went to a volume that failed compressed with S2, and volume %s, the next, is of format %d, which holds no S2; sealing it again as zstd would reuse its nonce, so the session stops here: run the backup again (a new session), and label the pool's tapes anew (format %d) to keep S2 on them",
-				seq, v.app.VolumeID(), FormatOf(v.app), FormatVersion)
+			return v.sessionErr("block seq %d went to a volume that failed compressed with S2, and volume %s, the next, is of format %d, which holds no S2; sealing it again as zstd would reuse its nonce, so the session stops here: run the backup again (a new session, which writes zstd on that volume from its first block)",
+				seq, v.app.VolumeID(), FormatOf(v.app))
 		}
 		var err error
 		if blk, err = v.reseal(blk); err != nil {

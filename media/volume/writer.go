@@ -58,7 +58,7 @@ func FormatOf(a Appender) int {
 
 // codecOn is the codec a session that asks for codec writes on a's volume.
 func codecOn(a Appender, codec string) string {
-	if codec == CompressionS2 && FormatOf(a) < 5 {
+	if codec == CompressionS2 && FormatOf(a) < FormatS2 {
 		return CompressionZstd
 	}
 	if codec == "" {
