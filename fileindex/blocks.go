@@ -147,7 +147,7 @@ func DecodeBlockList(b []byte) (*BlockList, error) {
 		if err != nil {
 			return 0
 		}
-		v, n := binary.Uvarint(b)
+		v, n := uvarint(b)
 		if n <= 0 {
 			err = fmt.Errorf("%w: block list: bad varint", ErrCorrupt)
 			return 0

@@ -60,7 +60,7 @@ func ChunkSegment(seg []byte, chunkBytes int) (index, data []byte, err error) {
 		return nil
 	}
 	for off := 0; off < len(raw); {
-		l, k := binary.Uvarint(raw[off:])
+		l, k := uvarint(raw[off:])
 		if k <= 0 || l > uint64(len(raw)-off-k) {
 			return nil, nil, fmt.Errorf("%w: segment entry length out of range", ErrCorrupt)
 		}
@@ -86,7 +86,7 @@ func ChunkSegment(seg []byte, chunkBytes int) (index, data []byte, err error) {
 
 // firstPath is the path of the first entry of raw entries.
 func firstPath(raw []byte) (string, error) {
-	l, k := binary.Uvarint(raw)
+	l, k := uvarint(raw)
 	if k <= 0 || l > uint64(len(raw)-k) {
 		return "", fmt.Errorf("%w: segment entry length out of range", ErrCorrupt)
 	}
@@ -120,14 +120,9 @@ func DecodeChunkIndex(b []byte) ([]Chunk, error) {
 	}
 	rest := b[5:]
 	uvarint := func() (uint64, error) {
-		v, n := binary.Uvarint(rest)
+		v, n := uvarint(rest)
 		if n <= 0 {
-			return 0, fmt.Errorf("%w: chunk index truncated", ErrCorrupt)
-		}
-		// One encoding per index: a number padded with zero groups
-		// (binary.Uvarint takes them) is not what EncodeChunkIndex writes.
-		if n > 1 && rest[n-1] == 0 {
-			return 0, fmt.Errorf("%w: chunk index number %d is not minimally encoded", ErrCorrupt, v)
+			return 0, fmt.Errorf("%w: chunk index truncated, or a number in it not minimally encoded", ErrCorrupt)
 		}
 		rest = rest[n:]
 		return v, nil

@@ -175,7 +175,7 @@ func DecodeSegment(data []byte) ([]Entry, error) {
 func decodeEntries(raw []byte, count int) ([]Entry, error) {
 	entries := make([]Entry, 0, count)
 	for len(raw) > 0 {
-		l, n := binary.Uvarint(raw)
+		l, n := uvarint(raw)
 		if n <= 0 || l > uint64(len(raw)-n) {
 			return nil, fmt.Errorf("%w: segment entry length out of range", ErrCorrupt)
 		}
@@ -201,12 +201,12 @@ func segmentPayload(data []byte) (raw []byte, count int, err error) {
 	}
 	flags := data[5]
 	rest := data[segmentHeaderLen:]
-	c, n := binary.Uvarint(rest)
+	c, n := uvarint(rest)
 	if n <= 0 {
 		return nil, 0, fmt.Errorf("%w: bad segment count", ErrCorrupt)
 	}
 	rest = rest[n:]
-	rawLen, n := binary.Uvarint(rest)
+	rawLen, n := uvarint(rest)
 	if n <= 0 || rawLen > MaxSegmentRawBytes {
 		return nil, 0, fmt.Errorf("%w: bad segment length", ErrCorrupt)
 	}
