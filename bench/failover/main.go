@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cairnbackup/cairn/internal/freeport"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -45,13 +46,18 @@ func main() {
 	}
 }
 
+// freePort is a port of 127.0.0.1 outside the kernel's ephemeral range,
+// reserved until this program exits (internal/freeport): a port picked by
+// binding port 0 may be taken by any outgoing connection before the server
+// that is told it binds it.
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 func run(cairn, natsBin string, rounds int, work string) error {

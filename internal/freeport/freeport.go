@@ -12,6 +12,7 @@
 package freeport
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -32,10 +33,20 @@ var (
 // hands out and the kernel gives to no socket, until this process exits.
 func LoopbackAddr(t testing.TB) string {
 	t.Helper()
+	addr, err := Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// Addr is LoopbackAddr for a program that is not a test (a benchmark's
+// driver, bench/failover): the port stays reserved until it exits.
+func Addr() (string, error) {
 	lo, hi := reservablePorts()
 	dir := filepath.Join(os.TempDir(), "cairn-test-ports")
 	if err := os.MkdirAll(dir, 0o777); err != nil {
-		t.Fatal(err)
+		return "", fmt.Errorf("free port: %w", err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -44,7 +55,7 @@ func LoopbackAddr(t testing.TB) string {
 		port := lo + (start-lo+i)%(hi-lo)
 		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
 		if err != nil {
-			t.Fatal(err)
+			return "", fmt.Errorf("free port: %w", err)
 		}
 		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 			f.Close() // another test process holds it
@@ -58,10 +69,9 @@ func LoopbackAddr(t testing.TB) string {
 		}
 		l.Close()
 		locked = append(locked, f)
-		return addr
+		return addr, nil
 	}
-	t.Fatalf("no free port in %d-%d", lo, hi)
-	return ""
+	return "", fmt.Errorf("no free port in %d-%d", lo, hi)
 }
 
 // Loopback is LoopbackAddr's port.
