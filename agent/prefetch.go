@@ -66,12 +66,24 @@ func (p *prefetcher) stop() {
 	p.wg.Wait()
 }
 
+// prefetchOpen is how prefetch opens a file by its path. The path was
+// walked a moment ago, and a user who owns a directory in it may have put
+// a symlink in its place since: following it, the agent (root) would open
+// whatever it names, and opening a device may act (a tape rewinds, a
+// watchdog arms). So no symlink is followed anywhere in the path
+// (RESOLVE_NO_SYMLINKS): a file whose path has one, or a kernel without
+// openat2 (before 5.6), is just not prefetched.
+var prefetchOpen = &unix.OpenHow{
+	Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOATIME,
+	Resolve: unix.RESOLVE_NO_SYMLINKS,
+}
+
 func prefetch(path string) {
 	var st unix.Stat_t
 	if unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 || st.Size > prefetchMax {
 		return
 	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOATIME, 0)
+	fd, err := unix.Openat2(unix.AT_FDCWD, path, prefetchOpen)
 	if err != nil {
 		return
 	}

@@ -188,3 +188,38 @@ func TestScoutBudgetFollowsTheMemory(t *testing.T) {
 		t.Errorf("memAvailable() = %d: /proc/meminfo has no MemAvailable this code can read", memAvailable())
 	}
 }
+
+// A directory of the path swapped for a symlink between the walk and the
+// prefetch (a user who owns it can) does not make the agent open what the
+// symlink names: the prefetch follows no symlink anywhere in the path.
+func TestPrefetchFollowsNoSymlinkInThePath(t *testing.T) {
+	dir := t.TempDir()
+	mustDo(t, os.Mkdir(dir+"/elsewhere", 0o755))
+	mustWrite(t, dir+"/elsewhere/f", []byte("not the user's to make root open"), 0o644)
+	mustDo(t, os.Symlink("elsewhere", dir+"/mine"))
+
+	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	mustDo(t, err)
+	defer unix.Close(in)
+	_, err = unix.InotifyAddWatch(in, dir+"/elsewhere", unix.IN_OPEN)
+	mustDo(t, err)
+	opened := func() bool {
+		buf := make([]byte, 4096)
+		n, err := unix.Read(in, buf)
+		if errors.Is(err, unix.EAGAIN) {
+			return false
+		}
+		mustDo(t, err)
+		return n > 0
+	}
+
+	prefetch(dir + "/mine/f")
+	if opened() {
+		t.Fatal("the prefetch opened a file through a symlink in its path")
+	}
+	// The same file by its own path is opened: the watch sees opens.
+	prefetch(dir + "/elsewhere/f")
+	if !opened() {
+		t.Fatal("no open seen of the file by its own path: the test sees nothing")
+	}
+}
