@@ -153,15 +153,22 @@ func TestLeaderDecidesOnlyAfterItsBarrier(t *testing.T) {
 			t.Fatalf("round %d: transfer from %s: %v", round, srvs[old].cfg.Name, err)
 		}
 		// Raft's notification ends the term, not the next poll of a
-		// loop: well within a 100 ms tick on an idle machine, and surely
-		// before the new leader decides.
+		// loop. The new leader may begin deciding before the old one has
+		// heard of the new term (a deposed leader learns it from the
+		// others), so what the test waits for is both: the old one no
+		// longer deciding, and another one deciding.
 		var next int
-		poll.Until(t, 30*time.Second, func() (err error) {
-			next, err = leaderOf(srvs)
-			if err == nil && next == old {
+		poll.Until(t, 30*time.Second, func() error {
+			if srvs[old].deciding() {
 				return fmt.Errorf("%s still decides", srvs[old].cfg.Name)
 			}
-			return err
+			for i, s := range srvs {
+				if i != old && s.deciding() {
+					next = i
+					return nil
+				}
+			}
+			return fmt.Errorf("no server decides after %s", srvs[old].cfg.Name)
 		})
 		if oldCtx.Err() == nil {
 			t.Fatalf("round %d: %s lost the leadership and its dispatcher's context is not ended", round, srvs[old].cfg.Name)
