@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/varint"
 )
 
 // Op names a catalog change.
@@ -477,7 +478,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: version %d, this server reads version %d; upgrade it to the leader's version",
 			ErrBadCommand, b[0], CommandVersion)
 	}
-	n, m := binary.Uvarint(b[1:])
+	n, m := varint.Uvarint(b[1:])
 	if m <= 0 || n > maxCommandJSON || n > uint64(len(b)-1-m) {
 		return nil, fmt.Errorf("%w: bad length of the JSON part", ErrBadCommand)
 	}

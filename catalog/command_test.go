@@ -106,6 +106,11 @@ func TestDecodeCommandRejectsGarbage(t *testing.T) {
 		"null payload":   envelope(`{"op":"register_client","client":null}`, nil),
 		"blob for json":  envelope(`{"op":"register_client","client":{"name":"x"}}`, []byte{1}),
 		"json array":     envelope(`[1,2]`, nil),
+		// The length of a good command's JSON, padded with a zero group.
+		"padded length": append([]byte{1, byte(len(goodJSON)) | 0x80, 0}, goodJSON...),
+	}
+	if _, err := DecodeCommand(envelope(goodJSON, nil)); err != nil {
+		t.Fatalf("the padded case's command itself: %v", err)
 	}
 	for name, b := range bad {
 		if c, err := DecodeCommand(b); !errors.Is(err, ErrBadCommand) {
@@ -119,6 +124,9 @@ func TestDecodeCommandRejectsGarbage(t *testing.T) {
 		t.Errorf("encode without payload: %v", err)
 	}
 }
+
+// goodJSON is a command's JSON part that decodes.
+const goodJSON = `{"op":"register_client","client":{"name":"x"}}`
 
 func envelope(js string, blob []byte) []byte {
 	b := []byte{1, byte(len(js))}

@@ -3,6 +3,8 @@ package fileindex
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/cairnbackup/cairn/internal/varint"
 )
 
 // BlockList is how a large file's version is made of content-defined
@@ -147,7 +149,7 @@ func DecodeBlockList(b []byte) (*BlockList, error) {
 		if err != nil {
 			return 0
 		}
-		v, n := uvarint(b)
+		v, n := varint.Uvarint(b)
 		if n <= 0 {
 			err = fmt.Errorf("%w: block list: bad varint", ErrCorrupt)
 			return 0

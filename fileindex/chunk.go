@@ -3,6 +3,8 @@ package fileindex
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/cairnbackup/cairn/internal/varint"
 )
 
 // A segment re-cut for seeking. A segment is one zstd frame of about a MiB
@@ -60,7 +62,7 @@ func ChunkSegment(seg []byte, chunkBytes int) (index, data []byte, err error) {
 		return nil
 	}
 	for off := 0; off < len(raw); {
-		l, k := uvarint(raw[off:])
+		l, k := varint.Uvarint(raw[off:])
 		if k <= 0 || l > uint64(len(raw)-off-k) {
 			return nil, nil, fmt.Errorf("%w: segment entry length out of range", ErrCorrupt)
 		}
@@ -86,7 +88,7 @@ func ChunkSegment(seg []byte, chunkBytes int) (index, data []byte, err error) {
 
 // firstPath is the path of the first entry of raw entries.
 func firstPath(raw []byte) (string, error) {
-	l, k := uvarint(raw)
+	l, k := varint.Uvarint(raw)
 	if k <= 0 || l > uint64(len(raw)-k) {
 		return "", fmt.Errorf("%w: segment entry length out of range", ErrCorrupt)
 	}
@@ -120,7 +122,7 @@ func DecodeChunkIndex(b []byte) ([]Chunk, error) {
 	}
 	rest := b[5:]
 	uvarint := func() (uint64, error) {
-		v, n := uvarint(rest)
+		v, n := varint.Uvarint(rest)
 		if n <= 0 {
 			return 0, fmt.Errorf("%w: chunk index truncated, or a number in it not minimally encoded", ErrCorrupt)
 		}

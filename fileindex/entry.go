@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/cairnbackup/cairn/internal/varint"
 )
 
 // Type is the kind of filesystem object an Entry describes.
@@ -334,12 +336,12 @@ func AppendEntry(dst []byte, e *Entry) []byte {
 func DecodeEntry(b []byte) (Entry, error) {
 	var e Entry
 	for len(b) > 0 {
-		tag, n := uvarint(b)
+		tag, n := varint.Uvarint(b)
 		if n <= 0 {
 			return e, fmt.Errorf("%w: bad field tag", ErrCorrupt)
 		}
 		b = b[n:]
-		l, n := uvarint(b)
+		l, n := varint.Uvarint(b)
 		if n <= 0 || l > uint64(len(b)-n) {
 			return e, fmt.Errorf("%w: field %d length out of range", ErrCorrupt, tag)
 		}
@@ -350,7 +352,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 		case tagPath, tagUser, tagGroup, tagTarget, tagXattr, tagHash, tagBlocks:
 		default:
 			var m int
-			u, m = uvarint(v)
+			u, m = varint.Uvarint(v)
 			if m <= 0 || m != len(v) {
 				if tag <= tagBlocks {
 					return e, fmt.Errorf("%w: field %d is not a varint", ErrCorrupt, tag)
@@ -393,7 +395,7 @@ func DecodeEntry(b []byte) (Entry, error) {
 		case tagTarget:
 			e.Target = string(v)
 		case tagXattr:
-			nl, m := uvarint(v)
+			nl, m := varint.Uvarint(v)
 			if m <= 0 || nl > uint64(len(v)-m) {
 				return e, fmt.Errorf("%w: bad xattr", ErrCorrupt)
 			}
@@ -430,16 +432,4 @@ func DecodeEntry(b []byte) (Entry, error) {
 		return e, fmt.Errorf("%w: entry %q without a type", ErrCorrupt, e.Path)
 	}
 	return e, nil
-}
-
-// uvarint is binary.Uvarint for the decoders, which also refuses a number
-// padded with zero groups (n is 0 then): the encoders write every number
-// in its shortest form, so each value has one encoding, and a decoded
-// index encodes back to the bytes it came from.
-func uvarint(b []byte) (v uint64, n int) {
-	v, n = binary.Uvarint(b)
-	if n > 1 && b[n-1] == 0 {
-		return 0, 0
-	}
-	return v, n
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/cairnbackup/cairn/internal/varint"
 )
 
 // Segment is an immutable run of entries in index order, encoded and
@@ -175,7 +177,7 @@ func DecodeSegment(data []byte) ([]Entry, error) {
 func decodeEntries(raw []byte, count int) ([]Entry, error) {
 	entries := make([]Entry, 0, count)
 	for len(raw) > 0 {
-		l, n := uvarint(raw)
+		l, n := varint.Uvarint(raw)
 		if n <= 0 || l > uint64(len(raw)-n) {
 			return nil, fmt.Errorf("%w: segment entry length out of range", ErrCorrupt)
 		}
@@ -201,12 +203,12 @@ func segmentPayload(data []byte) (raw []byte, count int, err error) {
 	}
 	flags := data[5]
 	rest := data[segmentHeaderLen:]
-	c, n := uvarint(rest)
+	c, n := varint.Uvarint(rest)
 	if n <= 0 {
 		return nil, 0, fmt.Errorf("%w: bad segment count", ErrCorrupt)
 	}
 	rest = rest[n:]
-	rawLen, n := uvarint(rest)
+	rawLen, n := varint.Uvarint(rest)
 	if n <= 0 || rawLen > MaxSegmentRawBytes {
 		return nil, 0, fmt.Errorf("%w: bad segment length", ErrCorrupt)
 	}

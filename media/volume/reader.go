@@ -11,8 +11,10 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/varint"
 )
 
 // PartRef is what a reader needs to know about one part of a session:
@@ -845,7 +847,7 @@ func (r *SessionReader) walkBlock(it *item, w *wanted, fn func(RecordType, []byt
 // passes before a block read by its location: the block's index in the
 // locations it was given.
 func BlockIndex(body []byte) (int, error) {
-	i, n := binary.Uvarint(body)
+	i, n := varint.Uvarint(body)
 	if n != len(body) || i > math.MaxInt32 {
 		return 0, fmt.Errorf("%w: malformed BlockStart from the reader", ErrBadRecord)
 	}

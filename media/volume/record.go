@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/varint"
 )
 
 // RecordType tags a record of a session's data stream. The agent sends these
@@ -141,7 +142,7 @@ func ParseRecord(b []byte) (t RecordType, body []byte, n int, err error) {
 	if t < RecFileHeader || t > RecFileEnd {
 		return 0, nil, 0, fmt.Errorf("%w: unknown record type %d", ErrBadRecord, b[0])
 	}
-	l, m := binary.Uvarint(b[1:])
+	l, m := varint.Uvarint(b[1:])
 	if m == 0 {
 		return 0, nil, 0, ErrShortRecord
 	}
@@ -157,7 +158,7 @@ func ParseRecord(b []byte) (t RecordType, body []byte, n int, err error) {
 
 // DecodeData splits a Data record body into its file offset and content.
 func DecodeData(body []byte) (offset int64, data []byte, err error) {
-	off, n := binary.Uvarint(body)
+	off, n := varint.Uvarint(body)
 	if n <= 0 || off > 1<<62 {
 		return 0, nil, fmt.Errorf("%w: bad data offset", ErrBadRecord)
 	}
@@ -208,19 +209,19 @@ func AppendBlockStartBody(dst []byte, b *BlockStart) []byte {
 func DecodeBlockStart(body []byte) (BlockStart, error) {
 	var b BlockStart
 	bad := fmt.Errorf("%w: malformed BlockStart", ErrBadRecord)
-	l, n := binary.Uvarint(body)
+	l, n := varint.Uvarint(body)
 	if n <= 0 || l == 0 || l > 1<<62 {
 		return b, bad
 	}
 	body = body[n:]
-	c, n := binary.Uvarint(body)
+	c, n := varint.Uvarint(body)
 	if n <= 0 || c == 0 || c > uint64(len(body)) {
 		return b, bad
 	}
 	body = body[n:]
 	b.Len, b.At = l, make([]int64, c)
 	for i := range b.At {
-		at, n := binary.Uvarint(body)
+		at, n := varint.Uvarint(body)
 		if n <= 0 || at > 1<<62-l {
 			return b, bad
 		}
@@ -240,7 +241,7 @@ func ParseRestoreRecord(b []byte) (t RecordType, body []byte, n int, err error) 
 	if len(b) == 0 || RecordType(b[0]) != RecBlockStart {
 		return ParseRecord(b)
 	}
-	l, m := binary.Uvarint(b[1:])
+	l, m := varint.Uvarint(b[1:])
 	switch {
 	case m == 0:
 		return 0, nil, 0, ErrShortRecord
