@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,18 +35,19 @@ const (
 // only: it opens nothing but regular files (opening a device or a fifo may
 // have effects), and a failure just means no prefetch.
 type prefetcher struct {
-	ch chan string
-	wg sync.WaitGroup
+	ch    chan string
+	wg    sync.WaitGroup
+	roots *prefetchRoots
 }
 
-func startPrefetch() *prefetcher {
-	p := &prefetcher{ch: make(chan string, aheadDepth)}
+func startPrefetch(roots *prefetchRoots) *prefetcher {
+	p := &prefetcher{ch: make(chan string, aheadDepth), roots: roots}
 	for range prefetchWorkers {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
 			for path := range p.ch {
-				prefetch(path)
+				roots.prefetch(path)
 			}
 		}()
 	}
@@ -66,29 +68,75 @@ func (p *prefetcher) stop() {
 	p.wg.Wait()
 }
 
-// prefetchOpen is how prefetch opens a file by its path. The path was
-// walked a moment ago, and a user who owns a directory in it may have put
-// a symlink in its place since: following it, the agent (root) would open
-// whatever it names, and opening a device may act (a tape rewinds, a
-// watchdog arms). So no symlink is followed anywhere in the path
-// (RESOLVE_NO_SYMLINKS): a file whose path has one, or a kernel without
-// openat2 (before 5.6), is just not prefetched.
+// prefetchOpen is how a prefetch opens a file, relative to the directory
+// above its backup root. The path was walked a moment ago, and a user who
+// owns a directory in the tree may have put a symlink in its place since:
+// following it, the agent (root) would open whatever it names, and opening
+// a device may act (a tape rewinds, a watchdog arms). So no symlink is
+// followed from the root down (RESOLVE_NO_SYMLINKS), nor a path that leaves
+// it (RESOLVE_BENEATH): such a file, or any on a kernel without openat2
+// (before 5.6), is just not prefetched. The root's ancestors, which the
+// administrator chose, may be symlinks (/var/lib on another disk): they
+// were resolved once, when the backup began.
 var prefetchOpen = &unix.OpenHow{
 	Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOATIME,
-	Resolve: unix.RESOLVE_NO_SYMLINKS,
+	Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH,
 }
 
-func prefetch(path string) {
+// prefetchRoots holds, for each root of a backup, a descriptor of the
+// directory above it, which prefetches open their files beneath.
+type prefetchRoots struct {
+	roots []string // cleaned, none inside another
+	dirs  []int    // O_PATH descriptors of their parents; -1 if it failed
+}
+
+// openPrefetchRoots opens the directories above the backup's paths. What
+// fails to open leaves its files without a prefetch.
+func openPrefetchRoots(paths []string) *prefetchRoots {
+	r := &prefetchRoots{}
+	roots, err := cleanRoots(paths)
+	if err != nil {
+		return r
+	}
+	for _, root := range roots {
+		fd, err := unix.Open(filepath.Dir(root), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fd = -1
+		}
+		r.roots, r.dirs = append(r.roots, root), append(r.dirs, fd)
+	}
+	return r
+}
+
+func (r *prefetchRoots) close() {
+	for i, fd := range r.dirs {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		r.dirs[i] = -1
+	}
+}
+
+// prefetch asks the kernel for the content of path, a small regular file
+// under one of the roots.
+func (r *prefetchRoots) prefetch(path string) {
 	var st unix.Stat_t
 	if unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 || st.Size > prefetchMax {
 		return
 	}
-	fd, err := unix.Openat2(unix.AT_FDCWD, path, prefetchOpen)
-	if err != nil {
+	for i, root := range r.roots {
+		if r.dirs[i] < 0 || !fileindex.Within(path, root) {
+			continue
+		}
+		rel := strings.TrimPrefix(path[len(filepath.Dir(root)):], "/")
+		fd, err := unix.Openat2(r.dirs[i], rel, prefetchOpen)
+		if err != nil {
+			return
+		}
+		unix.Fadvise(fd, 0, 0, unix.FADV_WILLNEED)
+		unix.Close(fd)
 		return
 	}
-	unix.Fadvise(fd, 0, 0, unix.FADV_WILLNEED)
-	unix.Close(fd)
 }
 
 // The prefetch policy; anything but auto is for benchmarks.
@@ -209,7 +257,8 @@ type scout struct {
 	budget int64
 	// reached is how many file bytes the backup has read so far.
 	reached func() int64
-	// fetch asks for one file's content (prefetch; a test records it).
+	// fetch asks for one file's content: nil for prefetchRoots.prefetch,
+	// a recorder in tests.
 	fetch func(path string)
 	tick  time.Duration
 	// waits counts the times the scout stopped for the backup to catch up.
@@ -223,19 +272,25 @@ type scout struct {
 type scouted struct{ start, cost int64 }
 
 func newScout(budget int64, reached func() int64) *scout {
-	return &scout{budget: budget, reached: reached, fetch: prefetch, tick: scoutTick}
+	return &scout{budget: budget, reached: reached, tick: scoutTick}
 }
 
 // run walks the backup's paths as the backup does and fetches the small
 // files, until the walk ends or ctx does. A file that changed or vanished
 // since costs nothing but its fetch: what the backup reads is its own walk.
 func (s *scout) run(ctx context.Context, opts WalkOptions) error {
+	fetch := s.fetch
+	if fetch == nil {
+		roots := openPrefetchRoots(opts.Paths)
+		defer roots.close() // after the workers are done (deferred below)
+		fetch = roots.prefetch
+	}
 	paths := make(chan string, scoutWorkers)
 	var wg sync.WaitGroup
 	for range scoutWorkers {
 		wg.Go(func() {
 			for p := range paths {
-				s.fetch(p)
+				fetch(p)
 			}
 		})
 	}

@@ -55,10 +55,12 @@ func TestPrefetchSkipsFifosAndDevices(t *testing.T) {
 	mustDo(t, unix.Mkfifo(dir+"/fifo", 0o644))
 	mustDo(t, unix.Mknod(dir+"/null", unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	mustWrite(t, dir+"/file", []byte("x"), 0o644)
+	roots := openPrefetchRoots([]string{dir})
+	defer roots.close()
 	done := make(chan struct{})
 	go func() {
 		for _, p := range []string{"/fifo", "/null", "/file", "/missing"} {
-			prefetch(dir + p)
+			roots.prefetch(dir + p)
 		}
 		close(done)
 	}()
@@ -189,21 +191,16 @@ func TestScoutBudgetFollowsTheMemory(t *testing.T) {
 	}
 }
 
-// A directory of the path swapped for a symlink between the walk and the
-// prefetch (a user who owns it can) does not make the agent open what the
-// symlink names: the prefetch follows no symlink anywhere in the path.
-func TestPrefetchFollowsNoSymlinkInThePath(t *testing.T) {
-	dir := t.TempDir()
-	mustDo(t, os.Mkdir(dir+"/elsewhere", 0o755))
-	mustWrite(t, dir+"/elsewhere/f", []byte("not the user's to make root open"), 0o644)
-	mustDo(t, os.Symlink("elsewhere", dir+"/mine"))
-
+// watchOpens reports whether files in dir were opened since it last
+// asked, by inotify.
+func watchOpens(t *testing.T, dir string) func() bool {
+	t.Helper()
 	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	mustDo(t, err)
-	defer unix.Close(in)
-	_, err = unix.InotifyAddWatch(in, dir+"/elsewhere", unix.IN_OPEN)
+	t.Cleanup(func() { unix.Close(in) })
+	_, err = unix.InotifyAddWatch(in, dir, unix.IN_OPEN)
 	mustDo(t, err)
-	opened := func() bool {
+	return func() bool {
 		buf := make([]byte, 4096)
 		n, err := unix.Read(in, buf)
 		if errors.Is(err, unix.EAGAIN) {
@@ -212,14 +209,55 @@ func TestPrefetchFollowsNoSymlinkInThePath(t *testing.T) {
 		mustDo(t, err)
 		return n > 0
 	}
+}
 
-	prefetch(dir + "/mine/f")
+// A directory of the path swapped for a symlink between the walk and the
+// prefetch (a user who owns it can) does not make the agent open what the
+// symlink names: the prefetch follows no symlink below the backup's root.
+func TestPrefetchFollowsNoSymlinkInThePath(t *testing.T) {
+	dir := t.TempDir()
+	mustDo(t, os.MkdirAll(dir+"/root/elsewhere", 0o755))
+	mustWrite(t, dir+"/root/elsewhere/f", []byte("not the user's to make root open"), 0o644)
+	mustDo(t, os.Symlink("elsewhere", dir+"/root/mine"))
+	mustDo(t, os.Symlink("..", dir+"/root/up"))
+	mustWrite(t, dir+"/outside", []byte("above the root"), 0o644)
+	roots := openPrefetchRoots([]string{dir + "/root"})
+	defer roots.close()
+	opened := watchOpens(t, dir+"/root/elsewhere")
+	openedAbove := watchOpens(t, dir)
+
+	roots.prefetch(dir + "/root/mine/f")
 	if opened() {
 		t.Fatal("the prefetch opened a file through a symlink in its path")
 	}
+	roots.prefetch(dir + "/root/up/outside")
+	if openedAbove() {
+		t.Fatal("the prefetch opened a file above the root through a symlink")
+	}
 	// The same file by its own path is opened: the watch sees opens.
-	prefetch(dir + "/elsewhere/f")
+	roots.prefetch(dir + "/root/elsewhere/f")
 	if !opened() {
 		t.Fatal("no open seen of the file by its own path: the test sees nothing")
+	}
+}
+
+// The directories above a backup root are the administrator's to choose,
+// and one may be a symlink (/var/lib on a disk of its own): the files
+// below that root are still prefetched.
+func TestPrefetchUnderASymlinkedAncestor(t *testing.T) {
+	dir := t.TempDir()
+	mustDo(t, os.MkdirAll(dir+"/disk2/lib/tree", 0o755))
+	mustWrite(t, dir+"/disk2/lib/tree/f", []byte("a small file"), 0o644)
+	mustDo(t, os.Symlink("disk2/lib", dir+"/lib"))
+	roots := openPrefetchRoots([]string{dir + "/lib/tree"})
+	defer roots.close()
+	opened := watchOpens(t, dir+"/disk2/lib/tree")
+	roots.prefetch(dir + "/lib/tree/f")
+	if !opened() {
+		t.Fatal("a file under a root whose parent is a symlink was not prefetched")
+	}
+	roots.prefetch(dir + "/disk2/lib/tree/f") // not under the root as given
+	if opened() {
+		t.Fatal("a path under no root of the backup was prefetched")
 	}
 }

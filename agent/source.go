@@ -278,7 +278,9 @@ func (s *Source) Run(ctx context.Context) error {
 		w.closeDir = s.closeDir
 	}
 	if prefetchPolicy != prefetchNever {
-		pf := startPrefetch()
+		roots := openPrefetchRoots(s.opts.Walk.Paths)
+		defer roots.close()
+		pf := startPrefetch(roots)
 		defer pf.stop()
 		w.ahead = func(dir, name string) {
 			if s.ahead.on || prefetchPolicy == prefetchAlways {
