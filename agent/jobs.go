@@ -301,30 +301,21 @@ func (a *Agent) stream(ctx context.Context, o wire.RunBackup, conn *dataplane.Co
 	}
 	total := totals{files: o.EstimateFiles, bytes: o.EstimateBytes}
 	if o.Level == "full" {
-		// The count is an estimate: it stops with the backup, and the
-		// job waits for it, so no walk outlives the agent's Close.
-		cctx, stopCount := context.WithCancel(ctx)
-		counted := make(chan struct{})
-		go func() {
-			defer close(counted)
-			total.count(cctx, walkOpts)
-		}()
-		defer func() {
-			stopCount()
-			<-counted
-		}()
-		if budget := scoutBudget(memAvailable()); budget > 0 && scoutEnabled {
+		// The count (an estimate) and the scout run beside the backup and
+		// stop with it, and the job waits for them, so no walk outlives
+		// the agent's Close. The scout is advisory: an error only ends
+		// its fetching.
+		wctx, stopWalks := context.WithCancel(ctx)
+		var walks sync.WaitGroup
+		walks.Go(func() { total.count(wctx, walkOpts) })
+		if budget := scoutBudget(memAvailable()); budget > 0 {
 			sc := newScout(budget, src.bytesRead)
-			scouted := make(chan struct{})
-			go func() {
-				defer close(scouted)
-				sc.run(cctx, walkOpts) // advisory: an error only ends the fetching
-			}()
-			defer func() {
-				stopCount()
-				<-scouted
-			}()
+			walks.Go(func() { sc.run(wctx, walkOpts) })
 		}
+		defer func() {
+			stopWalks()
+			walks.Wait()
+		}()
 	}
 	stopProgress := a.progressWhile(func() wire.Progress {
 		st := src.Stats()

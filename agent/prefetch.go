@@ -35,13 +35,12 @@ const (
 // only: it opens nothing but regular files (opening a device or a fifo may
 // have effects), and a failure just means no prefetch.
 type prefetcher struct {
-	ch    chan string
-	wg    sync.WaitGroup
-	roots *prefetchRoots
+	ch chan string
+	wg sync.WaitGroup
 }
 
 func startPrefetch(roots *prefetchRoots) *prefetcher {
-	p := &prefetcher{ch: make(chan string, aheadDepth), roots: roots}
+	p := &prefetcher{ch: make(chan string, aheadDepth)}
 	for range prefetchWorkers {
 		p.wg.Add(1)
 		go func() {
@@ -86,8 +85,9 @@ var prefetchOpen = &unix.OpenHow{
 // prefetchRoots holds, for each root of a backup, a descriptor of the
 // directory above it, which prefetches open their files beneath.
 type prefetchRoots struct {
-	roots []string // cleaned, none inside another
-	dirs  []int    // O_PATH descriptors of their parents; -1 if it failed
+	roots   []string // cleaned, none inside another
+	parents []string // filepath.Dir of each
+	dirs    []int    // O_PATH descriptors of the parents; -1 if it failed
 }
 
 // openPrefetchRoots opens the directories above the backup's paths. What
@@ -99,11 +99,12 @@ func openPrefetchRoots(paths []string) *prefetchRoots {
 		return r
 	}
 	for _, root := range roots {
-		fd, err := unix.Open(filepath.Dir(root), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		parent := filepath.Dir(root)
+		fd, err := unix.Open(parent, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			fd = -1
 		}
-		r.roots, r.dirs = append(r.roots, root), append(r.dirs, fd)
+		r.roots, r.parents, r.dirs = append(r.roots, root), append(r.parents, parent), append(r.dirs, fd)
 	}
 	return r
 }
@@ -128,7 +129,7 @@ func (r *prefetchRoots) prefetch(path string) {
 		if r.dirs[i] < 0 || !fileindex.Within(path, root) {
 			continue
 		}
-		rel := strings.TrimPrefix(path[len(filepath.Dir(root)):], "/")
+		rel := strings.TrimPrefix(path[len(r.parents[i]):], "/")
 		fd, err := unix.Openat2(r.dirs[i], rel, prefetchOpen)
 		if err != nil {
 			return
@@ -147,10 +148,6 @@ const (
 )
 
 var prefetchPolicy = prefetchAuto
-
-// scoutEnabled is false only in benchmarks that measure what the scout
-// gives.
-var scoutEnabled = true
 
 const (
 	probeFiles = 32   // files read without prefetch to tell if it is needed
@@ -210,7 +207,7 @@ const (
 	// scoutWorkers is how many files the scout is fetching at once: the
 	// queue depth a disk turns into throughput (bench/parts.sh CAT=N: 32
 	// cats read the e2e tree's small files in 1.3 s, one in 3.4-3.6 s;
-	// a scout of 32 did no better than 16).
+	// 32 fetches at once, tried in a build not kept, showed no gain).
 	scoutWorkers = 16
 	// scoutMaxBudget bounds the page cache the scout fills ahead of the
 	// backup. It is not the process's memory, and the kernel takes it back
@@ -238,8 +235,8 @@ func memAvailable() int64 {
 		return 0
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64) // in kB, as the next field says
 			if err != nil {
 				return 0
 			}

@@ -125,11 +125,6 @@ func TestScoutFetchesAheadWithinItsBudget(t *testing.T) {
 	// longer ahead of it, and three more fit.
 	reached.Store(big + 2*pageSize + 1)
 	waitFor(8, 2)
-	mu.Lock()
-	if len(fetched) != 8 {
-		t.Fatalf("fetched %d files with room for 8", len(fetched))
-	}
-	mu.Unlock()
 	reached.Store(math.MaxInt64)
 	poll.Until(t, 10*time.Second, func() error {
 		select {

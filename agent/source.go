@@ -195,10 +195,10 @@ func NewSource(opts SourceOptions) (*Source, error) {
 	return &Source{opts: opts, log: log}, nil
 }
 
-// Stats may be called at any time, also while Run runs, for progress.
 // bytesRead is Stats().Bytes alone, for the scout, which asks often.
 func (s *Source) bytesRead() int64 { return s.bytes.Load() }
 
+// Stats may be called at any time, also while Run runs, for progress.
 func (s *Source) Stats() SourceStats {
 	st := SourceStats{
 		Entries: s.entries.Load(), Files: s.files.Load(), Dirs: s.dirs.Load(),

@@ -141,6 +141,12 @@ release_target() {
 	if mountpoint -q "$1"; then umount "$1" || die "umount $1 failed"; fi
 	rm -rf "$1" "$1.img"
 }
+# release_system DIR: a system's tree copy and restore target released
+# (they may be mounts, so before any rm of DIR).
+release_system() {
+	release_target "$1/restore"
+	release_target "$1/tree"
+}
 # new_fs DIR BYTES INODES: a new, empty ext4 mounted on DIR, its inode
 # tables and journal written now, not by a kernel thread during the timing.
 # The loop device reads and writes its image with direct I/O, as a disk of
@@ -180,8 +186,7 @@ trap cleanup EXIT
 # run_cairn RUN [SYSTEM BIN]: SYSTEM names the row (cairn, or baseline).
 run_cairn() {
 	local n=$1 sys=${2:-cairn} bin=${3:-$CAIRN_BIN} d=$RUN/${2:-cairn}
-	release_target "$d/restore" # before the rm: these may be mounts
-	release_target "$d/tree"
+	release_system "$d"
 	rm -rf "$d"
 	fresh_target "$d/restore"
 	local nats raft
@@ -254,14 +259,12 @@ run_cairn() {
 
 	log "verifying the $sys restore of the incremental (not timed)"
 	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the $sys restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"
-	release_target "$d/restore"
-	release_target "$d/tree"
+	release_system "$d"
 }
 
 run_restic() {
 	local n=$1 d=$RUN/restic
-	release_target "$d/restore" # before the rm: these may be mounts
-	release_target "$d/tree"
+	release_system "$d"
 	rm -rf "$d"
 	fresh_target "$d/restore"
 	export RESTIC_PASSWORD=cairn-bench RESTIC_REPOSITORY=$d/repo RESTIC_CACHE_DIR=$d/cache
@@ -299,8 +302,7 @@ run_restic() {
 	done
 	log "verifying the restic restore of the incremental (not timed)"
 	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the restic restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"
-	release_target "$d/restore"
-	release_target "$d/tree"
+	release_system "$d"
 	rm -rf "$d"
 }
 

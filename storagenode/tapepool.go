@@ -235,7 +235,7 @@ func (s *tapeSession) relabel(ctx context.Context, mt *library.Mount, g wire.Vol
 		l := volume.Label{FormatVersion: volume.FormatVersion, PartAlign: g.BlockSize, VolumeID: g.ID, Name: g.Name, Barcode: g.Barcode,
 			Pool: g.Pool, BlockSize: g.BlockSize, Created: g.Created, MediaType: mediaTape}
 		if err := mt.Relabel(ctx, l); err != nil {
-			if errors.Is(err, tape.ErrWriteProtected) || errors.Is(err, tape.ErrMedium) || errors.Is(err, library.ErrReadBack) {
+			if labelIsBad(err) {
 				return err, nil
 			}
 			return nil, fmt.Errorf("relabel recycled tape %s (volume %s): %w", g.Barcode, g.Name, err)
@@ -246,6 +246,12 @@ func (s *tapeSession) relabel(ctx context.Context, mt *library.Mount, g wire.Vol
 		return nil, fmt.Errorf("report recycled tape %s relabeled: %w", g.Barcode, err)
 	}
 	return nil, nil
+}
+
+// labelIsBad tells whether a label that could not be written says the
+// tape is the problem (reported bad, and another asked for), not the job.
+func labelIsBad(err error) bool {
+	return errors.Is(err, tape.ErrWriteProtected) || errors.Is(err, tape.ErrMedium) || errors.Is(err, library.ErrReadBack)
 }
 
 // upgradeLabel writes the label of an empty tape of an S2 pool again at
@@ -269,7 +275,7 @@ func (s *tapeSession) upgradeLabel(ctx context.Context, mt *library.Mount, g wir
 		l.PartAlign = l.BlockSize
 	}
 	if err := mt.Relabel(ctx, l); err != nil {
-		if errors.Is(err, tape.ErrWriteProtected) || errors.Is(err, tape.ErrMedium) || errors.Is(err, library.ErrReadBack) {
+		if labelIsBad(err) {
 			return err, nil
 		}
 		return nil, fmt.Errorf("write the label of empty tape %s (volume %s) at format %d: %w", g.Barcode, g.Name, volume.FormatVersion, err)

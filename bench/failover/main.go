@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,13 +50,11 @@ func main() {
 // binding port 0 may be taken by any outgoing connection before the server
 // that is told it binds it.
 func freePort() int {
-	addr, err := freeport.Addr()
+	p, err := freeport.Port()
 	if err != nil {
 		panic(err)
 	}
-	_, p, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(p)
-	return n
+	return p
 }
 
 func run(cairn, natsBin string, rounds int, work string) error {

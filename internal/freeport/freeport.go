@@ -77,9 +77,21 @@ func Addr() (string, error) {
 // Loopback is LoopbackAddr's port.
 func Loopback(t testing.TB) int {
 	t.Helper()
-	_, p, _ := net.SplitHostPort(LoopbackAddr(t))
-	n, _ := strconv.Atoi(p)
-	return n
+	p, err := Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Port is Addr's port.
+func Port() (int, error) {
+	addr, err := Addr()
+	if err != nil {
+		return 0, err
+	}
+	_, p, _ := net.SplitHostPort(addr)
+	return strconv.Atoi(p)
 }
 
 // reservablePorts is a range of 10000 ports outside the kernel's ephemeral
