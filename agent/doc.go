@@ -9,7 +9,11 @@
 // tree. It reads entries with statx, whose attributes tell the nodump flag
 // without opening anything; the inode flags (chattr) of a directory come
 // from the descriptor that reads its names, those of a file from the one
-// that reads its content. Sockets, and entries with the nodump flag when
+// that reads its content. Everything of an entry is read by its name in
+// the directory the walk holds open, never by its full path: a path may be
+// longer than PATH_MAX, and one resolved again from the root would follow
+// a symlink a user put in place of a directory the walk had passed
+// (xattr.go). Sockets, and entries with the nodump flag when
 // asked (WalkOptions.SkipNodump), are left out and said so, apart from
 // warnings; an exclude pattern that left nothing out is a warning. Changes joins that walk with the index of the level's base backup,
 // both in index order, in one streaming pass: what differs is sent, what is

@@ -444,7 +444,7 @@ func (w *walker) visitEntry(dirfd int, name, p string, st *unix.Stat_t, attrs ui
 			}
 			e.Target = t
 		}
-		xs, err := w.xattrs(p)
+		xs, err := w.xattrs(dirfd, name, p)
 		if err != nil {
 			w.warn(p, fmt.Errorf("extended attributes not backed up: %w", err))
 		}
@@ -554,13 +554,14 @@ func (w *walker) readlink(dirfd int, name string, size int64) (string, error) {
 	}
 }
 
-// xattrs reads every extended attribute of p that the process may read,
-// ACLs (system.posix_acl_*) included. A filesystem without xattrs has none.
-func (w *walker) xattrs(p string) ([]fileindex.Xattr, error) {
+// xattrs reads every extended attribute of name in dirfd (p, its full path)
+// that the process may read, ACLs (system.posix_acl_*) included. A
+// filesystem without xattrs has none.
+func (w *walker) xattrs(dirfd int, name, p string) ([]fileindex.Xattr, error) {
 	var n int
 	for {
 		var err error
-		n, err = unix.Llistxattr(p, w.listBuf)
+		n, err = llistxattrAt(dirfd, name, p, w.listBuf)
 		if err == nil {
 			break
 		}
@@ -570,7 +571,7 @@ func (w *walker) xattrs(p string) ([]fileindex.Xattr, error) {
 		if !errors.Is(err, unix.ERANGE) {
 			return nil, fmt.Errorf("list: %w", err)
 		}
-		size, err := unix.Llistxattr(p, nil)
+		size, err := llistxattrAt(dirfd, name, p, nil)
 		if err != nil {
 			return nil, fmt.Errorf("list: %w", err)
 		}
@@ -581,35 +582,35 @@ func (w *walker) xattrs(p string) ([]fileindex.Xattr, error) {
 	}
 	var xs []fileindex.Xattr
 	var firstErr error
-	for name := range strings.SplitSeq(string(w.listBuf[:n]), "\x00") {
-		if name == "" {
+	for attr := range strings.SplitSeq(string(w.listBuf[:n]), "\x00") {
+		if attr == "" {
 			continue
 		}
-		v, err := w.xattr(p, name)
+		v, err := w.xattr(dirfd, name, p, attr)
 		if err != nil {
 			if errors.Is(err, unix.ENODATA) {
 				continue // removed since the list was read
 			}
 			if firstErr == nil {
-				firstErr = fmt.Errorf("get %s: %w", name, err)
+				firstErr = fmt.Errorf("get %s: %w", attr, err)
 			}
 			continue
 		}
-		xs = append(xs, fileindex.Xattr{Name: name, Value: v})
+		xs = append(xs, fileindex.Xattr{Name: attr, Value: v})
 	}
 	return xs, firstErr
 }
 
-func (w *walker) xattr(p, name string) ([]byte, error) {
+func (w *walker) xattr(dirfd int, name, p, attr string) ([]byte, error) {
 	for {
-		n, err := unix.Lgetxattr(p, name, w.valueBuf)
+		n, err := lgetxattrAt(dirfd, name, p, attr, w.valueBuf)
 		if err == nil {
 			return slices.Clone(w.valueBuf[:n]), nil
 		}
 		if !errors.Is(err, unix.ERANGE) {
 			return nil, err
 		}
-		size, err := unix.Lgetxattr(p, name, nil)
+		size, err := lgetxattrAt(dirfd, name, p, attr, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"errors"
+	"runtime"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The walk reads an entry's extended attributes by its name in the
+// directory it holds open, never by its full path: a full path longer than
+// PATH_MAX cannot be named at all (the deep entries' xattrs were lost with
+// ENAMETOOLONG), and one resolved again from the root follows whatever a
+// user who owns a directory on the way has put there since the walk passed
+// it, a symlink to a tree whose trusted.* or security.* attributes only
+// root may read.
+//
+// listxattrat and getxattrat (Linux 6.13) take a directory descriptor and
+// AT_SYMLINK_NOFOLLOW. On an older kernel the name is reached through the
+// directory's magic link, /proc/self/fd/N/name, which leads to the open
+// directory itself, not to a name; only without /proc is the full path
+// used, as before.
+
+// xattrAtMissing records that this kernel has no listxattrat/getxattrat.
+var xattrAtMissing atomic.Bool
+
+// xattrArgs is the kernel's struct xattr_args.
+type xattrArgs struct {
+	value uint64
+	size  uint32
+	flags uint32
+}
+
+// xattrName is how the fallback reaches name in dirfd: through the
+// directory's magic link, or by full path p where /proc is missing.
+func xattrName(dirfd int, name, p string) string {
+	if dirfd == unix.AT_FDCWD {
+		return name
+	}
+	dir, err := procFd(dirfd)
+	if err != nil {
+		return p
+	}
+	return dir + "/" + name
+}
+
+// llistxattrAt is llistxattr of name in dirfd (p its full path).
+func llistxattrAt(dirfd int, name, p string, buf []byte) (int, error) {
+	if !xattrAtMissing.Load() {
+		n, err := listxattrat(dirfd, name, buf)
+		if !errors.Is(err, unix.ENOSYS) {
+			return n, err
+		}
+		xattrAtMissing.Store(true)
+	}
+	return unix.Llistxattr(xattrName(dirfd, name, p), buf)
+}
+
+// lgetxattrAt is lgetxattr of name in dirfd (p its full path).
+func lgetxattrAt(dirfd int, name, p, attr string, buf []byte) (int, error) {
+	if !xattrAtMissing.Load() {
+		n, err := getxattrat(dirfd, name, attr, buf)
+		if !errors.Is(err, unix.ENOSYS) {
+			return n, err
+		}
+		xattrAtMissing.Store(true)
+	}
+	return unix.Lgetxattr(xattrName(dirfd, name, p), attr, buf)
+}
+
+func listxattrat(dirfd int, name string, buf []byte) (int, error) {
+	path, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	var p unsafe.Pointer
+	if len(buf) > 0 {
+		p = unsafe.Pointer(&buf[0])
+	}
+	n, _, e := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)),
+		unix.AT_SYMLINK_NOFOLLOW, uintptr(p), uintptr(len(buf)), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func getxattrat(dirfd int, name, attr string, buf []byte) (int, error) {
+	path, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	a, err := unix.BytePtrFromString(attr)
+	if err != nil {
+		return 0, err
+	}
+	args := xattrArgs{size: uint32(len(buf))}
+	if len(buf) > 0 {
+		args.value = uint64(uintptr(unsafe.Pointer(&buf[0])))
+	}
+	n, _, e := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(path)),
+		unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+	runtime.KeepAlive(buf) // args.value holds its address as a number
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
