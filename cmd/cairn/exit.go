@@ -58,7 +58,9 @@ const exitCodesHelp = `Exit codes:
        its log says what it could not do as asked ('cairn job show ID')
   4    outcome unknown: a start (backup, restore, media label, library move)
        got no clear answer, even after trying again; run it again with the
-       --request-id the error names: it is carried out once
+       --request-id the error names: it is carried out once. Or a --wait
+       whose servers stopped answering for 5 minutes: the job goes on, follow
+       it with 'cairn job show ID'
   5    differences: 'policy diff' found what applying the file would change
   130  interrupted (Ctrl-C; 143 for SIGTERM): a job waited for goes on
 

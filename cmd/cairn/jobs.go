@@ -382,14 +382,44 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 	if !g.json {
 		prog = newProgressReporter(g.out, isTerminal(g.out), g.progressEvery, id)
 	}
+	var lostSince time.Time
+	pause := jobPollInterval
 	for {
 		var j wire.JobInfo
 		if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
 			if ctx.Err() != nil {
 				return nil, stopWaiting(ctx, prog, id)
 			}
-			return nil, err
+			if !wire.Transient(err) {
+				return nil, err
+			}
+			// The servers restart or elect a leader: the job is where
+			// it was, and a script waiting for it should not take the
+			// silence for its end.
+			now := time.Now()
+			if lostSince.IsZero() {
+				lostSince = now
+				if prog != nil {
+					prog.lost(err)
+				}
+			}
+			if now.Sub(lostSince) >= waitOutage {
+				if prog != nil {
+					prog.done()
+				}
+				return nil, wire.Errorf(wire.CodeOutcomeUnknown,
+					fmt.Sprintf("the job goes on if the servers run; once one answers, follow it with 'cairn job show %d'", id),
+					"stopped waiting for job %d: no server answered for %s: %w", id, waitOutage, err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, stopWaiting(ctx, prog, id)
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, 2*time.Second)
+			continue
 		}
+		lostSince, pause = time.Time{}, jobPollInterval
 		if j.State != "queued" && j.State != "running" {
 			if prog != nil {
 				prog.done()
@@ -428,6 +458,11 @@ func stopWaiting(ctx context.Context, prog *progressReporter, id uint64) error {
 // second on each backup and restore (a quarter of a second of a small
 // one), for a request that costs the server a catalog read.
 const jobPollInterval = 50 * time.Millisecond
+
+// waitOutage is how long --wait goes on asking for its job while no server
+// answers (a restart of the servers, an election without a majority)
+// before it gives up and says the outcome is unknown.
+var waitOutage = 5 * time.Minute
 
 // defaultProgressEvery is how often --wait prints a progress line when not
 // on a terminal: often enough that a job run from cron or CI shows it is

@@ -134,6 +134,17 @@ func (p *progressReporter) update(now time.Time, j *wire.JobInfo) {
 	}
 }
 
+// lost says, once per outage, that the servers stopped answering.
+func (p *progressReporter) lost(err error) {
+	line := fmt.Sprintf("job %d: no answer from the servers (%v); still asking", p.id, err)
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K"+line)
+		return
+	}
+	fmt.Fprintln(p.w, line)
+	p.printed, p.lastLine = true, time.Now()
+}
+
 // done clears the live line on a terminal before the summary.
 func (p *progressReporter) done() {
 	if p.tty {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -182,5 +183,42 @@ func TestStartOutcomeUnknownExitsThree(t *testing.T) {
 	code, _, stderr = cli(context.Background(), backupArgs(full.url)...)
 	if code != 1 || !strings.Contains(stderr, "the disk is full: free space in /srv") || len(full.requests()) != 1 {
 		t.Fatalf("exit %d after %d requests\n%s", code, len(full.requests()), stderr)
+	}
+}
+
+// A --wait whose servers stop answering for a while (a restart of cairn
+// dev, an election) keeps asking for its job and reports how it ended; it
+// does not exit as if the job had failed while it goes on.
+func TestWaitOutlivesServersThatStopAnswering(t *testing.T) {
+	job := func(state string) scriptedAnswer {
+		return func(json.RawMessage) (any, error) {
+			return wire.JobInfo{ID: 7, Type: "backup", State: state, Client: "web"}, nil
+		}
+	}
+	gone := func(json.RawMessage) (any, error) {
+		return nil, wire.Errorf(wire.CodeUnavailable, "", "nothing answers the job.show of the API")
+	}
+	s := newScriptedServer(t, starts(7))
+	s.script(wire.OpJobShow, job("running"), gone, nil, gone, job("running"), job("success"))
+	code, stdout, stderr := cli(context.Background(), backupArgs(s.url, "--wait")...)
+	if code != 0 || !strings.Contains(stdout, "no answer from the servers") || !strings.Contains(stdout, "backup job 7 success") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// One whose servers stay silent past waitOutage exits 4 (outcome unknown)
+// and says how to follow the job.
+func TestWaitGivesUpOnServersGoneTooLong(t *testing.T) {
+	was := waitOutage
+	waitOutage = 500 * time.Millisecond
+	t.Cleanup(func() { waitOutage = was })
+	gone := func(json.RawMessage) (any, error) {
+		return nil, wire.Errorf(wire.CodeUnavailable, "", "nothing answers the job.show of the API")
+	}
+	s := newScriptedServer(t, starts(7))
+	s.script(wire.OpJobShow, gone)
+	code, stdout, stderr := cli(context.Background(), backupArgs(s.url, "--wait")...)
+	if code != exitUnknown || !strings.Contains(stderr, "stopped waiting for job 7") || !strings.Contains(stderr, "cairn job show 7") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}
 }
