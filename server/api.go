@@ -62,6 +62,28 @@ func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, e
 	for _, b := range rpo.Breaches(sts) {
 		resp.RPOBreaches = append(resp.RPOBreaches, wireRPO(b))
 	}
+	nodes, err := s.store.Nodes()
+	if err != nil {
+		return resp, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range nodes {
+		nl := wire.NodeLiveness{ID: n.ID, LastSeen: n.LastSeen, Version: n.Version}
+		if l := s.nodes[n.ID]; l != nil {
+			nl.Online, nl.LastSeen, nl.Draining, nl.Streams = s.alive(l), l.lastSeen, l.draining, l.streams
+		}
+		resp.Nodes = append(resp.Nodes, nl)
+	}
+	for _, c := range clients { // by name
+		if l := s.agents[c.Name]; l != nil && s.alive(l) {
+			resp.Agents.Online++
+			continue
+		}
+		if resp.Agents.Offline++; len(resp.Agents.Named) < wire.MaxOfflineNamed {
+			resp.Agents.Named = append(resp.Agents.Named, c.Name)
+		}
+	}
 	return resp, nil
 }
 

@@ -752,3 +752,26 @@ func TestFailedJobIsAlerted(t *testing.T) {
 		t.Fatal("no alert of the failed job")
 	}
 }
+
+// 'cairn status' names the storage nodes and counts the agents as the
+// server hears them: an agent that stops heartbeating is offline, by name.
+func TestStatusShowsNodesAndAgents(t *testing.T) {
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout = time.Minute })
+	h.setup()
+	h.must(h.agent(wire.OpAgentRegister, wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil))
+	var st wire.StatusResp
+	h.must(h.api(wire.OpStatus, wire.Empty{}, &st))
+	if len(st.Nodes) != 1 || st.Nodes[0].ID != "sn1" || !st.Nodes[0].Online || st.Agents.Online != 1 || st.Agents.Offline != 0 {
+		t.Fatalf("status with node and agent heartbeating: nodes %+v, agents %+v", st.Nodes, st.Agents)
+	}
+	h.mu.Lock()
+	h.agentSilent = true
+	h.mu.Unlock()
+	for range 4 {
+		h.advance(20 * time.Second)
+	}
+	h.must(h.api(wire.OpStatus, wire.Empty{}, &st))
+	if !st.Nodes[0].Online || st.Agents.Online != 0 || st.Agents.Offline != 1 || !slices.Equal(st.Agents.Named, []string{"web"}) {
+		t.Fatalf("status once the agent went silent: nodes %+v, agents %+v", st.Nodes, st.Agents)
+	}
+}

@@ -291,7 +291,34 @@ type StatusResp struct {
 	// is older than the target (package rpo says how it is judged).
 	RPOTargets  int         `json:"rpo_targets,omitempty"`
 	RPOBreaches []RPOStatus `json:"rpo_breaches,omitempty"`
+	// Nodes are the storage nodes the catalog knows, by id, as the
+	// answering server hears their heartbeats.
+	Nodes []NodeLiveness `json:"nodes,omitempty"`
+	// Agents counts the clients the catalog knows whose agent the answering
+	// server hears, and names those it does not (the first
+	// MaxOfflineNamed, in name order).
+	Agents AgentsSummary `json:"agents"`
 }
+
+// NodeLiveness is a storage node as a server hears it.
+type NodeLiveness struct {
+	ID       string    `json:"id"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Draining bool      `json:"draining,omitempty"`
+	Streams  int       `json:"streams,omitempty"`
+	Version  string    `json:"version,omitempty"`
+}
+
+// AgentsSummary counts agents online and offline.
+type AgentsSummary struct {
+	Online  int      `json:"online"`
+	Offline int      `json:"offline"`
+	Named   []string `json:"offline_named,omitempty"`
+}
+
+// MaxOfflineNamed bounds the offline clients a status names.
+const MaxOfflineNamed = 20
 
 // RPOStatus is one client under one policy with an RPO target: the age of
 // its newest good restore point of the policy's file set against it.

@@ -21,7 +21,7 @@ import (
 func newStatusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show the server that answers and its Raft group",
+		Short: "Show the server that answers, the storage nodes and agents it hears, and the clients past their RPO",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st wire.StatusResp
@@ -42,9 +42,46 @@ func newStatusCmd(g *globals) *cobra.Command {
 			for _, o := range st.OtherGroups {
 				fmt.Fprintf(g.out, "WARNING: server %s (%s) of ANOTHER GROUP %s runs on this NATS: see 'cairn cluster status'\n", o.Name, o.RaftAddr, o.Group)
 			}
+			if err := printLiveness(g.out, st); err != nil {
+				return err
+			}
 			return printRPOSummary(g.out, st)
 		},
 	}
+}
+
+// printLiveness shows the storage nodes and agents as the answering server
+// hears them: what an administrator looks at first in the morning.
+func printLiveness(w io.Writer, st wire.StatusResp) error {
+	if len(st.Nodes) == 0 {
+		fmt.Fprintln(w, "storage nodes: none has registered")
+	} else {
+		t := newTable(w, "STORAGE NODE", "STATE", "LAST SEEN", "STREAMS", "VERSION")
+		for _, n := range st.Nodes {
+			state := "OFFLINE"
+			switch {
+			case n.Online && n.Draining:
+				state = "draining"
+			case n.Online:
+				state = "online"
+			}
+			t.row(n.ID, state, humanTime(n.LastSeen), n.Streams, orDash(n.Version))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	a := st.Agents
+	line := fmt.Sprintf("agents: %d online, %d offline", a.Online, a.Offline)
+	if a.Offline > 0 {
+		line += " (" + strings.Join(a.Named, ", ")
+		if a.Offline > len(a.Named) {
+			line += fmt.Sprintf(" and %d more", a.Offline-len(a.Named))
+		}
+		line += "; 'cairn client list' shows when each was last seen)"
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
 }
 
 func newClientCmd(g *globals) *cobra.Command {

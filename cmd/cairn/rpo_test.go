@@ -45,3 +45,37 @@ func TestClientListShowsEachPolicysRPO(t *testing.T) {
 		t.Errorf("cell = %q\nwant   %q", got, want)
 	}
 }
+
+// The status names an offline node and the offline agents, the first
+// wire.MaxOfflineNamed of them and how many more.
+func TestStatusLiveness(t *testing.T) {
+	st := wire.StatusResp{
+		Nodes: []wire.NodeLiveness{
+			{ID: "sn1", Online: true, Streams: 2, Version: "1.2"},
+			{ID: "sn2", LastSeen: time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)},
+			{ID: "sn3", Online: true, Draining: true},
+		},
+		Agents: wire.AgentsSummary{Online: 5, Offline: 22, Named: []string{"a", "b"}},
+	}
+	var out strings.Builder
+	if err := printLiveness(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"sn1           online    -                    2        1.2",
+		"sn2           OFFLINE   2026-01-02 03:04:05  0        -",
+		"sn3           draining",
+		"agents: 5 online, 22 offline (a, b and 20 more; 'cairn client list' shows when each was last seen)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("no %q in:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := printLiveness(&out, wire.StatusResp{}); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "storage nodes: none has registered\nagents: 0 online, 0 offline\n" {
+		t.Fatalf("empty status:\n%s", out.String())
+	}
+}
