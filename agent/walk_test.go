@@ -396,43 +396,48 @@ func TestWalkSizes(t *testing.T) {
 // holds, with listxattrat or, on kernels without it, through the
 // directory's /proc magic link: its full path may be longer than PATH_MAX.
 func TestWalkReadsXattrsBeyondPathMax(t *testing.T) {
-	for _, fallback := range []bool{false, true} {
-		t.Run(fmt.Sprintf("proc-fallback=%v", fallback), func(t *testing.T) {
-			if fallback {
-				was := xattrAtMissing.Load()
-				xattrAtMissing.Store(true)
-				t.Cleanup(func() { xattrAtMissing.Store(was) })
-			}
-			root := t.TempDir()
-			dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	forXattrCalls(t, func(t *testing.T) {
+		root := t.TempDir()
+		dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		mustDo(t, err)
+		deep := root
+		for i := range 30 { // 30 × 200 bytes: past PATH_MAX (4096)
+			name := fmt.Sprintf("%02d%s", i, strings.Repeat("d", 198))
+			mustDo(t, unix.Mkdirat(dirfd, name, 0o755))
+			next, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 			mustDo(t, err)
-			deep := root
-			for i := range 30 { // 30 × 200 bytes: past PATH_MAX (4096)
-				name := fmt.Sprintf("%02d%s", i, strings.Repeat("d", 198))
-				mustDo(t, unix.Mkdirat(dirfd, name, 0o755))
-				next, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-				mustDo(t, err)
-				unix.Close(dirfd)
-				dirfd, deep = next, deep+"/"+name
-			}
-			fd, err := unix.Openat(dirfd, "file", unix.O_CREAT|unix.O_WRONLY, 0o644)
-			mustDo(t, err)
-			mustDo(t, unix.Fsetxattr(fd, "user.deep", []byte("v1"), 0))
-			unix.Close(fd)
 			unix.Close(dirfd)
-			var warned []string
-			es := walkAll(t, WalkOptions{Paths: []string{root}, Warn: func(p string, err error) {
-				warned = append(warned, err.Error())
-			}})
-			if len(warned) != 0 {
-				t.Fatalf("warnings: %q", warned)
-			}
-			last := es[len(es)-1]
-			if last.Path != deep+"/file" || len(last.Xattrs) != 1 || string(last.Xattrs[0].Value) != "v1" {
-				t.Fatalf("deepest entry (path of %d bytes): %d xattrs %+v", len(last.Path), len(last.Xattrs), last.Xattrs)
-			}
-		})
-	}
+			dirfd, deep = next, deep+"/"+name
+		}
+		fd, err := unix.Openat(dirfd, "file", unix.O_CREAT|unix.O_WRONLY, 0o644)
+		mustDo(t, err)
+		mustDo(t, unix.Fsetxattr(fd, "user.deep", []byte("v1"), 0))
+		unix.Close(fd)
+		unix.Close(dirfd)
+		var warned []string
+		es := walkAll(t, WalkOptions{Paths: []string{root}, Warn: func(p string, err error) {
+			warned = append(warned, err.Error())
+		}})
+		if len(warned) != 0 {
+			t.Fatalf("warnings: %q", warned)
+		}
+		last := es[len(es)-1]
+		if last.Path != deep+"/file" || len(last.Xattrs) != 1 || string(last.Xattrs[0].Value) != "v1" {
+			t.Fatalf("deepest entry (path of %d bytes): %d xattrs %+v", len(last.Path), len(last.Xattrs), last.Xattrs)
+		}
+	})
+}
+
+// forXattrCalls runs test with the xattr calls of this kernel
+// (listxattrat, getxattrat) and with the /proc fallback of older ones.
+func forXattrCalls(t *testing.T, test func(*testing.T)) {
+	t.Run("xattrat", test)
+	t.Run("proc-fallback", func(t *testing.T) {
+		was := xattrAtMissing.Load()
+		xattrAtMissing.Store(true)
+		t.Cleanup(func() { xattrAtMissing.Store(was) })
+		test(t)
+	})
 }
 
 // A directory swapped for a symlink once the walk holds it open leads the
@@ -441,37 +446,30 @@ func TestWalkReadsXattrsBeyondPathMax(t *testing.T) {
 // attributes, trusted.* and security.* ones included, under their file's
 // name.
 func TestWalkXattrsFollowNoSwappedDirectory(t *testing.T) {
-	for _, fallback := range []bool{false, true} {
-		t.Run(fmt.Sprintf("proc-fallback=%v", fallback), func(t *testing.T) {
-			if fallback {
-				was := xattrAtMissing.Load()
-				xattrAtMissing.Store(true)
-				t.Cleanup(func() { xattrAtMissing.Store(was) })
+	forXattrCalls(t, func(t *testing.T) {
+		root := t.TempDir()
+		mustWrite(t, filepath.Join(root, "tree", "u", "f"), []byte("mine"), 0o644)
+		mustDo(t, unix.Setxattr(filepath.Join(root, "tree", "u", "f"), "user.who", []byte("user"), 0))
+		mustWrite(t, filepath.Join(root, "secret", "f"), []byte("root's"), 0o600)
+		mustDo(t, unix.Setxattr(filepath.Join(root, "secret", "f"), "trusted.who", []byte("root"), 0))
+		u := filepath.Join(root, "tree", "u")
+		es := walkAllVisiting(t, WalkOptions{Paths: []string{filepath.Join(root, "tree")}}, func(e *fileindex.Entry) {
+			if e.Path == u { // the walk holds u open: swap it now
+				mustDo(t, os.Rename(u, u+".moved"))
+				mustDo(t, os.Symlink(filepath.Join(root, "secret"), u))
 			}
-			root := t.TempDir()
-			mustWrite(t, filepath.Join(root, "tree", "u", "f"), []byte("mine"), 0o644)
-			mustDo(t, unix.Setxattr(filepath.Join(root, "tree", "u", "f"), "user.who", []byte("user"), 0))
-			mustWrite(t, filepath.Join(root, "secret", "f"), []byte("root's"), 0o600)
-			mustDo(t, unix.Setxattr(filepath.Join(root, "secret", "f"), "trusted.who", []byte("root"), 0))
-			u := filepath.Join(root, "tree", "u")
-			es := walkAllVisiting(t, WalkOptions{Paths: []string{filepath.Join(root, "tree")}}, func(e *fileindex.Entry) {
-				if e.Path == u { // the walk holds u open: swap it now
-					mustDo(t, os.Rename(u, u+".moved"))
-					mustDo(t, os.Symlink(filepath.Join(root, "secret"), u))
-				}
-			})
-			for _, e := range es {
-				if e.Path != u+"/f" {
-					continue
-				}
-				if len(e.Xattrs) != 1 || e.Xattrs[0].Name != "user.who" || string(e.Xattrs[0].Value) != "user" {
-					t.Fatalf("%s has the xattrs %+v: read through the swapped directory", e.Path, e.Xattrs)
-				}
-				return
-			}
-			t.Fatalf("no entry %s/f in %q", u, paths(es))
 		})
-	}
+		for _, e := range es {
+			if e.Path != u+"/f" {
+				continue
+			}
+			if len(e.Xattrs) != 1 || e.Xattrs[0].Name != "user.who" || string(e.Xattrs[0].Value) != "user" {
+				t.Fatalf("%s has the xattrs %+v: read through the swapped directory", e.Path, e.Xattrs)
+			}
+			return
+		}
+		t.Fatalf("no entry %s/f in %q", u, paths(es))
+	})
 }
 
 func walkAllVisiting(t testing.TB, opts WalkOptions, visit func(*fileindex.Entry)) []fileindex.Entry {
