@@ -485,3 +485,33 @@ func walkAllVisiting(t testing.TB, opts WalkOptions, visit func(*fileindex.Entry
 	}
 	return out
 }
+
+// The *xattrat calls stop for good when the kernel lacks them, or when a
+// seccomp filter refuses them (EPERM) and the older call works; an EPERM
+// both calls give is the file's, and the newer calls go on.
+func TestXattrAtRefusals(t *testing.T) {
+	was := xattrAtMissing.Load()
+	t.Cleanup(func() { xattrAtMissing.Store(was) })
+	for _, c := range []struct {
+		at, fallback error
+		stop         bool
+	}{
+		{unix.ENOSYS, nil, true},
+		{unix.ENOSYS, unix.EPERM, true},
+		{unix.EPERM, nil, true},
+		{unix.EPERM, unix.ENODATA, true},
+		{unix.EPERM, unix.EPERM, false},
+	} {
+		xattrAtMissing.Store(false)
+		if !xattrAtRefused(c.at) {
+			t.Fatalf("%v is not taken for a refusal of the call", c.at)
+		}
+		noteXattrAtRefused(c.at, c.fallback)
+		if xattrAtMissing.Load() != c.stop {
+			t.Fatalf("%v then %v: the *xattrat calls stop %v, want %v", c.at, c.fallback, xattrAtMissing.Load(), c.stop)
+		}
+	}
+	if xattrAtRefused(unix.ENOENT) || xattrAtRefused(nil) {
+		t.Fatal("ENOENT or success taken for a refusal of the call")
+	}
+}

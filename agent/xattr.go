@@ -18,7 +18,8 @@ import (
 // root may read.
 //
 // listxattrat and getxattrat (Linux 6.13) take a directory descriptor and
-// AT_SYMLINK_NOFOLLOW. On an older kernel the name is reached through the
+// AT_SYMLINK_NOFOLLOW. On an older kernel, or under a seccomp filter that
+// refuses them, the name is reached through the
 // directory's magic link, /proc/self/fd/N/name, which leads to the open
 // directory itself, not to a name; only without /proc is the full path
 // used, as before.
@@ -50,10 +51,12 @@ func xattrName(dirfd int, name, p string) string {
 func llistxattrAt(dirfd int, name, p string, buf []byte) (int, error) {
 	if !xattrAtMissing.Load() {
 		n, err := listxattrat(dirfd, name, buf)
-		if !errors.Is(err, unix.ENOSYS) {
+		if !xattrAtRefused(err) {
 			return n, err
 		}
-		xattrAtMissing.Store(true)
+		n, ferr := unix.Llistxattr(xattrName(dirfd, name, p), buf)
+		noteXattrAtRefused(err, ferr)
+		return n, ferr
 	}
 	return unix.Llistxattr(xattrName(dirfd, name, p), buf)
 }
@@ -62,12 +65,30 @@ func llistxattrAt(dirfd int, name, p string, buf []byte) (int, error) {
 func lgetxattrAt(dirfd int, name, p, attr string, buf []byte) (int, error) {
 	if !xattrAtMissing.Load() {
 		n, err := getxattrat(dirfd, name, attr, buf)
-		if !errors.Is(err, unix.ENOSYS) {
+		if !xattrAtRefused(err) {
 			return n, err
 		}
-		xattrAtMissing.Store(true)
+		n, ferr := unix.Lgetxattr(xattrName(dirfd, name, p), attr, buf)
+		noteXattrAtRefused(err, ferr)
+		return n, ferr
 	}
 	return unix.Lgetxattr(xattrName(dirfd, name, p), attr, buf)
+}
+
+// xattrAtRefused says whether the *xattrat call may not have run at all:
+// ENOSYS from a kernel before 6.13, or EPERM from a seccomp filter that
+// knows no newer calls (container runtimes' default profiles).
+func xattrAtRefused(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM)
+}
+
+// noteXattrAtRefused stops the *xattrat calls for good when the kernel
+// lacks them, or when the older call did what the newer was refused:
+// the refusal was the filter's, not the file's.
+func noteXattrAtRefused(atErr, fallbackErr error) {
+	if errors.Is(atErr, unix.ENOSYS) || !errors.Is(fallbackErr, unix.EPERM) {
+		xattrAtMissing.Store(true)
+	}
 }
 
 func listxattrat(dirfd int, name string, buf []byte) (int, error) {
