@@ -1227,7 +1227,15 @@ func (r *Restorer) Finish() (RestoreStats, error) {
 	}
 	if r.cur != nil {
 		if r.stopped == nil {
-			r.markDamaged(r.cur.e.Path, "the stream ended before its FileEnd")
+			reason := "the stream ended before its FileEnd"
+			if r.wk != nil {
+				if err := r.wk.failed(); err != nil {
+					// The stream stopped because a write failed (a full
+					// disk): that, not the stream, is why.
+					reason = "not restored: the restore stopped: " + err.Error()
+				}
+			}
+			r.markDamaged(r.cur.e.Path, reason)
 		}
 		r.discard()
 	}

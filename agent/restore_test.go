@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -692,4 +693,38 @@ func TestRestoreProcFallback(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	sameTree(t, src, dst+src)
+}
+
+// A restore whose target fills up stops with the write's error, names that
+// error as why the file it was writing is not restored, and leaves no
+// partial file behind.
+func TestRestoreOntoAFullDiskSaysWhy(t *testing.T) {
+	dst := t.TempDir()
+	mountTmpfs(t, dst) // 1 MiB
+	r, err := NewRestorer(RestoreOptions{Root: dst})
+	mustDo(t, err)
+	e := fileindex.Entry{Path: "/big", Type: fileindex.TypeFile, Mode: 0o644, Size: 4 << 20}
+	mustDo(t, r.Record(volume.RecFileHeader, header(e)))
+	chunk := bytes.Repeat([]byte("x"), 256<<10)
+	var streamErr error
+	for off := 0; off < 4<<20 && streamErr == nil; off += len(chunk) {
+		streamErr = r.Record(volume.RecData, append(binary.AppendUvarint(nil, uint64(off)), chunk...))
+		if streamErr == nil {
+			r.wk.settle() // the worker has written what it was given
+		}
+	}
+	if !errors.Is(streamErr, unix.ENOSPC) {
+		t.Fatalf("the stream went on past a full disk: %v", streamErr)
+	}
+	st, err := r.Finish()
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("Finish: %v", err)
+	}
+	if len(st.Damaged) != 1 || st.Damaged[0].Path != "/big" || !strings.Contains(st.Damaged[0].Reason, "no space left on device") {
+		t.Fatalf("what is said of the file: %+v", st.Damaged)
+	}
+	names, _ := os.ReadDir(dst)
+	if len(names) != 0 {
+		t.Fatalf("left in the target: %v", names)
+	}
 }
