@@ -75,6 +75,7 @@ func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, e
 		}
 		resp.Nodes = append(resp.Nodes, nl)
 	}
+	resp.Agents = &wire.AgentsSummary{}
 	for _, c := range clients { // by name
 		if l := s.agents[c.Name]; l != nil && s.alive(l) {
 			resp.Agents.Online++

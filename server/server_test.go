@@ -761,7 +761,7 @@ func TestStatusShowsNodesAndAgents(t *testing.T) {
 	h.must(h.agent(wire.OpAgentRegister, wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil))
 	var st wire.StatusResp
 	h.must(h.api(wire.OpStatus, wire.Empty{}, &st))
-	if len(st.Nodes) != 1 || st.Nodes[0].ID != "sn1" || !st.Nodes[0].Online || st.Agents.Online != 1 || st.Agents.Offline != 0 {
+	if len(st.Nodes) != 1 || st.Nodes[0].ID != "sn1" || !st.Nodes[0].Online || st.Agents == nil || st.Agents.Online != 1 || st.Agents.Offline != 0 {
 		t.Fatalf("status with node and agent heartbeating: nodes %+v, agents %+v", st.Nodes, st.Agents)
 	}
 	h.mu.Lock()

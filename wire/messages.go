@@ -296,8 +296,8 @@ type StatusResp struct {
 	Nodes []NodeLiveness `json:"nodes,omitempty"`
 	// Agents counts the clients the catalog knows whose agent the answering
 	// server hears, and names those it does not (the first
-	// MaxOfflineNamed, in name order).
-	Agents AgentsSummary `json:"agents"`
+	// MaxOfflineNamed, in name order). Nil from a server older than it.
+	Agents *AgentsSummary `json:"agents,omitempty"`
 }
 
 // NodeLiveness is a storage node as a server hears it.

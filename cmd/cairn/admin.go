@@ -53,6 +53,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 // printLiveness shows the storage nodes and agents as the answering server
 // hears them: what an administrator looks at first in the morning.
 func printLiveness(w io.Writer, st wire.StatusResp) error {
+	if st.Agents == nil {
+		return nil // a server older than the liveness in its status
+	}
 	if len(st.Nodes) == 0 {
 		fmt.Fprintln(w, "storage nodes: none has registered")
 	} else {
@@ -71,7 +74,7 @@ func printLiveness(w io.Writer, st wire.StatusResp) error {
 			return err
 		}
 	}
-	a := st.Agents
+	a := *st.Agents
 	line := fmt.Sprintf("agents: %d online, %d offline", a.Online, a.Offline)
 	if a.Offline > 0 {
 		line += " (" + strings.Join(a.Named, ", ")

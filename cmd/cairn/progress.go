@@ -136,12 +136,12 @@ func (p *progressReporter) update(now time.Time, j *wire.JobInfo) {
 
 // lost says, once per outage, that the servers stopped answering.
 func (p *progressReporter) lost(err error) {
-	line := fmt.Sprintf("job %d: no answer from the servers (%v); still asking", p.id, err)
 	if p.tty {
-		fmt.Fprint(p.w, "\r\033[K"+line)
+		// One short line: the next update clears only the last row.
+		fmt.Fprintf(p.w, "\r\033[Kjob %d: no answer from the servers; still asking", p.id)
 		return
 	}
-	fmt.Fprintln(p.w, line)
+	fmt.Fprintln(p.w, printable(fmt.Sprintf("job %d: no answer from the servers (%v); still asking", p.id, err)))
 	p.printed, p.lastLine = true, time.Now()
 }
 

@@ -255,6 +255,11 @@ func (g *globals) connect() (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Once connected, never give up the connection: nats.go's default
+	// closes it after 60 tries (about two minutes), and a --wait through
+	// a longer outage then failed with 'connection closed' while its job
+	// went on. Each request has its own timeout all the same.
+	opts = append(opts, nats.MaxReconnects(-1))
 	nc, err := nats.Connect(g.natsURL, opts...)
 	if err != nil {
 		we := wire.ConnectError(g.natsURL, err, "start 'cairn dev' (or the servers), or point --nats / CAIRN_NATS at your NATS server")

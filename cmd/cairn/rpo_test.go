@@ -55,7 +55,7 @@ func TestStatusLiveness(t *testing.T) {
 			{ID: "sn2", LastSeen: time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)},
 			{ID: "sn3", Online: true, Draining: true},
 		},
-		Agents: wire.AgentsSummary{Online: 5, Offline: 22, Named: []string{"a", "b"}},
+		Agents: &wire.AgentsSummary{Online: 5, Offline: 22, Named: []string{"a", "b"}},
 	}
 	var out strings.Builder
 	if err := printLiveness(&out, st); err != nil {
@@ -72,10 +72,15 @@ func TestStatusLiveness(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if err := printLiveness(&out, wire.StatusResp{}); err != nil {
+	if err := printLiveness(&out, wire.StatusResp{Agents: &wire.AgentsSummary{}}); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "storage nodes: none has registered\nagents: 0 online, 0 offline\n" {
 		t.Fatalf("empty status:\n%s", out.String())
+	}
+	// A server older than the liveness in a status says nothing of it.
+	out.Reset()
+	if err := printLiveness(&out, wire.StatusResp{}); err != nil || out.Len() != 0 {
+		t.Fatalf("status of an older server: %q, %v", out.String(), err)
 	}
 }

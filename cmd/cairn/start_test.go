@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -220,5 +221,22 @@ func TestWaitGivesUpOnServersGoneTooLong(t *testing.T) {
 	code, stdout, stderr := cli(context.Background(), backupArgs(s.url, "--wait")...)
 	if code != exitUnknown || !strings.Contains(stderr, "stopped waiting for job 7") || !strings.Contains(stderr, "cairn job show 7") {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// The admin connection never stops reconnecting: with nats.go's default
+// (60 tries, about two minutes) a --wait through a longer outage ended
+// with 'connection closed', exit 1, while its job went on.
+func TestAdminConnectionKeepsReconnecting(t *testing.T) {
+	s := newScriptedServer(t)
+	t.Setenv(devFileEnv, filepath.Join(t.TempDir(), "none.json"))
+	g := &globals{natsURL: s.url}
+	nc, err := g.connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if nc.Opts.MaxReconnect != -1 || !nc.Opts.AllowReconnect {
+		t.Fatalf("the admin connection reconnects at most %d times (allowed %v)", nc.Opts.MaxReconnect, nc.Opts.AllowReconnect)
 	}
 }
