@@ -143,6 +143,22 @@ func BenchmarkSplit(b *testing.B) {
 			}
 		})
 	}
+	// The class of a 12 GiB file: 64 MiB largest blocks.
+	big := random(5, 7, 256<<20)
+	b.Run("gear-class-23", func(b *testing.B) {
+		b.SetBytes(int64(len(big)))
+		var s Splitter
+		for b.Loop() {
+			if err := s.Reset(bytes.NewReader(big), Gear+23); err != nil {
+				b.Fatal(err)
+			}
+			for {
+				if _, err := s.Next(); err != nil {
+					break
+				}
+			}
+		}
+	})
 	b.Run("sha256", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {

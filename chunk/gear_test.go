@@ -58,3 +58,59 @@ func TestGearCutsPinned(t *testing.T) {
 		}
 	}
 }
+
+// The gear cutter's blocks are the input, byte for byte, in order, however
+// its reader splits the reads and however often the blocks wrap around its
+// ring; and the cuts are those of the input read whole.
+func TestGearBlocksAreTheInput(t *testing.T) {
+	text := bytes.Repeat([]byte("2026-12-02T14:35:00Z INFO backup session started pool=Default client=web01\n"), 60000)
+	for _, c := range []struct {
+		name  string
+		data  []byte
+		class int
+	}{
+		{"random", random(11, 12, 9<<20+12345), Gear + MinBits},
+		{"random", random(13, 14, 20<<20+7), Gear + 18},
+		{"text", text, Gear + MinBits},
+	} {
+		whole := cutLengths(t, c.data, c.class)
+		var s Splitter
+		if err := s.Reset(&shortReads{r: bytes.NewReader(c.data), n: 1}, c.class); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		lengths := sha256.New()
+		for {
+			b, err := s.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, b...)
+			lengths.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+		}
+		if !bytes.Equal(got, c.data) {
+			t.Fatalf("%s, class %d: the blocks are not the input (%d bytes of %d)", c.name, c.class, len(got), len(c.data))
+		}
+		if short := hex.EncodeToString(lengths.Sum(nil))[:16]; short != whole {
+			t.Fatalf("%s, class %d: cut by short reads %s, read whole %s", c.name, c.class, short, whole)
+		}
+	}
+}
+
+// shortReads returns reads of irregular lengths, some far shorter than
+// asked.
+type shortReads struct {
+	r io.Reader
+	n uint32
+}
+
+func (s *shortReads) Read(p []byte) (int, error) {
+	s.n = s.n*1103515245 + 12345
+	if k := 1 + int(s.n>>8)%(256<<10); k < len(p) {
+		p = p[:k]
+	}
+	return s.r.Read(p)
+}
