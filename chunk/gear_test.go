@@ -14,8 +14,16 @@ import (
 // block list records of the cut, in 32 bytes.
 func cutLengths(t *testing.T, data []byte, class int) string {
 	t.Helper()
+	_, lengths := splitAll(t, bytes.NewReader(data), class)
+	return lengths
+}
+
+// splitAll cuts what r reads in class and returns the blocks joined, and
+// their lengths hashed as cutLengths does.
+func splitAll(t *testing.T, r io.Reader, class int) (joined []byte, lengths string) {
+	t.Helper()
 	var s Splitter
-	if err := s.Reset(bytes.NewReader(data), class); err != nil {
+	if err := s.Reset(r, class); err != nil {
 		t.Fatal(err)
 	}
 	h := sha256.New()
@@ -27,9 +35,10 @@ func cutLengths(t *testing.T, data []byte, class int) string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		joined = append(joined, b...)
 		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	return joined, hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // TestGearCutsPinned pins where the gear hash cuts: a block list names a
@@ -74,27 +83,11 @@ func TestGearBlocksAreTheInput(t *testing.T) {
 		{"text", text, Gear + MinBits},
 	} {
 		whole := cutLengths(t, c.data, c.class)
-		var s Splitter
-		if err := s.Reset(&shortReads{r: bytes.NewReader(c.data), n: 1}, c.class); err != nil {
-			t.Fatal(err)
-		}
-		var got []byte
-		lengths := sha256.New()
-		for {
-			b, err := s.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, b...)
-			lengths.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
-		}
+		got, short := splitAll(t, &shortReads{r: bytes.NewReader(c.data), n: 1}, c.class)
 		if !bytes.Equal(got, c.data) {
 			t.Fatalf("%s, class %d: the blocks are not the input (%d bytes of %d)", c.name, c.class, len(got), len(c.data))
 		}
-		if short := hex.EncodeToString(lengths.Sum(nil))[:16]; short != whole {
+		if short != whole {
 			t.Fatalf("%s, class %d: cut by short reads %s, read whole %s", c.name, c.class, short, whole)
 		}
 	}
