@@ -49,30 +49,29 @@ func xattrName(dirfd int, name, p string) string {
 
 // llistxattrAt is llistxattr of name in dirfd (p its full path).
 func llistxattrAt(dirfd int, name, p string, buf []byte) (int, error) {
-	if !xattrAtMissing.Load() {
-		n, err := listxattrat(dirfd, name, buf)
-		if !xattrAtRefused(err) {
-			return n, err
-		}
-		n, ferr := unix.Llistxattr(xattrName(dirfd, name, p), buf)
-		noteXattrAtRefused(err, ferr)
-		return n, ferr
-	}
-	return unix.Llistxattr(xattrName(dirfd, name, p), buf)
+	return xattrCall(func() (int, error) { return listxattrat(dirfd, name, buf) },
+		func() (int, error) { return unix.Llistxattr(xattrName(dirfd, name, p), buf) })
 }
 
 // lgetxattrAt is lgetxattr of name in dirfd (p its full path).
 func lgetxattrAt(dirfd int, name, p, attr string, buf []byte) (int, error) {
-	if !xattrAtMissing.Load() {
-		n, err := getxattrat(dirfd, name, attr, buf)
-		if !xattrAtRefused(err) {
-			return n, err
-		}
-		n, ferr := unix.Lgetxattr(xattrName(dirfd, name, p), attr, buf)
-		noteXattrAtRefused(err, ferr)
-		return n, ferr
+	return xattrCall(func() (int, error) { return getxattrat(dirfd, name, attr, buf) },
+		func() (int, error) { return unix.Lgetxattr(xattrName(dirfd, name, p), attr, buf) })
+}
+
+// xattrCall makes the *xattrat call at, or its older form old where the
+// newer is missing or refused.
+func xattrCall(at, old func() (int, error)) (int, error) {
+	if xattrAtMissing.Load() {
+		return old()
 	}
-	return unix.Lgetxattr(xattrName(dirfd, name, p), attr, buf)
+	n, err := at()
+	if !xattrAtRefused(err) {
+		return n, err
+	}
+	n, oldErr := old()
+	noteXattrAtRefused(err, oldErr)
+	return n, oldErr
 }
 
 // xattrAtRefused says whether the *xattrat call may not have run at all:

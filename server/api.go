@@ -66,18 +66,18 @@ func (s *Server) status(context.Context, string, wire.Empty) (wire.StatusResp, e
 	if err != nil {
 		return resp, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	hb := heartbeats{s}
 	for _, n := range nodes {
-		nl := wire.NodeLiveness{ID: n.ID, LastSeen: n.LastSeen, Version: n.Version}
-		if l := s.nodes[n.ID]; l != nil {
-			nl.Online, nl.LastSeen, nl.Draining, nl.Streams = s.alive(l), l.lastSeen, l.draining, l.streams
+		ns := hb.Node(n.ID)
+		nl := wire.NodeLiveness{ID: n.ID, Online: ns.Online, LastSeen: ns.LastSeen, Draining: ns.Draining, Streams: ns.Streams, Version: n.Version}
+		if nl.LastSeen.IsZero() {
+			nl.LastSeen = n.LastSeen // not heard since this server started
 		}
 		resp.Nodes = append(resp.Nodes, nl)
 	}
 	resp.Agents = &wire.AgentsSummary{}
 	for _, c := range clients { // by name
-		if l := s.agents[c.Name]; l != nil && s.alive(l) {
+		if online, _ := s.online(s.agents, c.Name); online {
 			resp.Agents.Online++
 			continue
 		}

@@ -383,16 +383,36 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 		prog = newProgressReporter(g.out, isTerminal(g.out), g.progressEvery, id)
 	}
 	var lostSince time.Time
-	pause := jobPollInterval
+	retry := jobPollInterval // the pause before the next try after no answer
 	for {
 		var j wire.JobInfo
-		if err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &j); err != nil {
-			if ctx.Err() != nil {
-				return nil, stopWaiting(ctx, prog, id)
+		err := g.call(ctx, nc, wire.OpJobShow, wire.JobShowReq{ID: id}, &j)
+		wait := jobPollInterval
+		switch {
+		case err == nil:
+			lostSince, retry = time.Time{}, jobPollInterval
+			if j.State != "queued" && j.State != "running" {
+				if prog != nil {
+					prog.done()
+				}
+				if j.LogNext != 0 {
+					// The summary shows the warnings of the whole log.
+					whole, err := showJob(ctx, g, nc, id)
+					if err != nil {
+						return nil, err
+					}
+					j = *whole
+				}
+				return &j, jobOutcome(g, &j)
 			}
-			if !wire.Transient(err) {
-				return nil, err
+			if prog != nil {
+				prog.update(time.Now(), &j)
 			}
+		case ctx.Err() != nil:
+			return nil, stopWaiting(ctx, prog, id)
+		case !wire.Transient(err):
+			return nil, err
+		default:
 			// The servers restart or elect a leader: the job is where
 			// it was, and a script waiting for it should not take the
 			// silence for its end.
@@ -411,36 +431,12 @@ func waitJob(ctx context.Context, g *globals, nc *nats.Conn, id uint64) (*wire.J
 					fmt.Sprintf("the job goes on if the servers run; once one answers, follow it with 'cairn job show %d'", id),
 					"stopped waiting for job %d: no server answered for %s: %w", id, waitOutage, err)
 			}
-			select {
-			case <-ctx.Done():
-				return nil, stopWaiting(ctx, prog, id)
-			case <-time.After(pause):
-			}
-			pause = min(2*pause, 2*time.Second)
-			continue
-		}
-		lostSince, pause = time.Time{}, jobPollInterval
-		if j.State != "queued" && j.State != "running" {
-			if prog != nil {
-				prog.done()
-			}
-			if j.LogNext != 0 {
-				// The summary shows the warnings of the whole log.
-				whole, err := showJob(ctx, g, nc, id)
-				if err != nil {
-					return nil, err
-				}
-				j = *whole
-			}
-			return &j, jobOutcome(g, &j)
-		}
-		if prog != nil {
-			prog.update(time.Now(), &j)
+			wait, retry = retry, min(2*retry, 2*time.Second)
 		}
 		select {
 		case <-ctx.Done():
 			return nil, stopWaiting(ctx, prog, id)
-		case <-time.After(jobPollInterval):
+		case <-time.After(wait):
 		}
 	}
 }

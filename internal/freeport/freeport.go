@@ -33,11 +33,7 @@ var (
 // hands out and the kernel gives to no socket, until this process exits.
 func LoopbackAddr(t testing.TB) string {
 	t.Helper()
-	addr, err := Addr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	return must[string](t)(Addr())
 }
 
 // Addr is LoopbackAddr for a program that is not a test (a benchmark's
@@ -77,11 +73,18 @@ func Addr() (string, error) {
 // Loopback is LoopbackAddr's port.
 func Loopback(t testing.TB) int {
 	t.Helper()
-	p, err := Port()
-	if err != nil {
-		t.Fatal(err)
+	return must[int](t)(Port())
+}
+
+// must ends the test t on an error, or gives the value.
+func must[V any](t testing.TB) func(V, error) V {
+	return func(v V, err error) V {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
 	}
-	return p
 }
 
 // Port is Addr's port.
