@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -143,7 +144,13 @@ func blockClass(data int64, runs int, base *fileindex.BlockList) int {
 
 // sendRun cuts [off, end) of the file into blocks and adds them to bl,
 // sending those that known (the base version's, by hash) does not hold.
-// It returns the offset it reached.
+// It returns the offset the blocks listed reach.
+//
+// A block larger than chunk.PieceSize comes from the cut in pieces, so
+// that no whole one is held in memory. When nothing is known every piece
+// is sent as it comes. Otherwise the pieces are only hashed: whether the
+// block is sent is known at its last piece, and one that is sent is read
+// again (resend), most often from the page cache.
 func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.BlockList, known map[[32]byte]int, bl *fileindex.BlockList, sessions map[[16]byte]uint32) (int64, error) {
 	rd := &fdReader{s: s, fd: fd, off: off, end: end}
 	// The read and the cut run ahead on the Stream's goroutine while this
@@ -153,7 +160,9 @@ func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.Block
 		return off, err
 	}
 	defer s.split.Stop()
-	y := off
+	y := off                // the end of the blocks listed
+	at := off               // the end of what the cut gave
+	send := len(known) == 0 // nothing to refer to: every piece goes as it comes
 	for {
 		blk, err := s.split.Next()
 		if errors.Is(err, io.EOF) {
@@ -163,6 +172,19 @@ func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.Block
 			if cerr := s.ctx.Err(); cerr != nil {
 				return y, cerr
 			}
+			// The pieces of a block the error cut short are in the
+			// file's digest: the list must cover them too.
+			if at > y {
+				if send {
+					bl.Blocks = append(bl.Blocks, fileindex.Block{Hash: blk.Hash, Loc: fileindex.Location{Len: uint64(at - y)}})
+					y = at
+				} else {
+					var rerr error
+					if y, rerr = s.resend(fd, y, at, blk.Hash, bl); rerr != nil {
+						return y, rerr
+					}
+				}
+			}
 			if re := (*readError)(nil); errors.As(err, &re) {
 				return y, err
 			}
@@ -170,12 +192,30 @@ func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.Block
 		}
 		data, h := blk.Data, blk.Hash
 		if s.sparse {
-			s.sparseSum.Add(y, data)
+			s.sparseSum.Add(at, data)
 		} else {
 			s.sum.Write(data)
 		}
-		b := fileindex.Block{Hash: h, Loc: fileindex.Location{Len: uint64(len(data))}}
-		if i, ok := known[h]; ok && base.Blocks[i].Loc.Len == uint64(len(data)) {
+		piece := at
+		at += int64(len(data))
+		switch {
+		case send:
+			if err := s.appendData(piece, data); err != nil {
+				return y, err
+			}
+			s.bytes.Add(int64(len(data)))
+			s.sent = at
+			if !blk.More {
+				bl.Blocks = append(bl.Blocks, fileindex.Block{Hash: h, Loc: fileindex.Location{Len: uint64(at - y)}})
+				y = at
+			}
+			continue
+		case blk.More:
+			continue // held until its hash says whether it is sent
+		}
+		size := at - y
+		b := fileindex.Block{Hash: h, Loc: fileindex.Location{Len: uint64(size)}}
+		if i, ok := known[h]; ok && base.Blocks[i].Loc.Len == uint64(size) {
 			old := base.Blocks[i]
 			sid := base.SessionOf(i, [16]byte{})
 			if sid != ([16]byte{}) {
@@ -187,26 +227,87 @@ func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.Block
 				}
 				b.Session, b.Loc = n, old.Loc
 				bl.Blocks = append(bl.Blocks, b)
-				y += int64(len(data))
+				y = at
 				s.sent = y
-				s.reused.Add(int64(len(data)))
+				s.reused.Add(size)
 				continue
 			}
 		}
-		for off := 0; off < len(data); {
-			n := min(len(data)-off, volume.MaxDataBody)
-			if err := s.reserve(volume.MaxDataHeader + n); err != nil {
+		if size > int64(len(data)) {
+			if y, err = s.resend(fd, y, at, h, bl); err != nil {
 				return y, err
 			}
-			s.batch = volume.AppendDataRecord(s.batch, y+int64(off), data[off:off+n])
-			off += n
+			s.sent = y
+			continue
 		}
-		s.bytes.Add(int64(len(data)))
+		if err := s.appendData(y, data); err != nil {
+			return y, err
+		}
+		s.bytes.Add(size)
 		bl.Blocks = append(bl.Blocks, b)
-		y += int64(len(data))
+		y = at
 		s.sent = y
 	}
 	return y, nil
+}
+
+// appendData adds the Data records of data, the content at off.
+func (s *Source) appendData(off int64, data []byte) error {
+	for k := 0; k < len(data); {
+		n := min(len(data)-k, volume.MaxDataBody)
+		if err := s.reserve(volume.MaxDataHeader + n); err != nil {
+			return err
+		}
+		s.batch = volume.AppendDataRecord(s.batch, off+int64(k), data[k:k+n])
+		k += n
+	}
+	return nil
+}
+
+// resend reads [start, end) of the file again, a block whose pieces were
+// held, and sends it, adding it to bl. What it reads must hash to want,
+// the hash of what the cut read: a file that changed in between is sent
+// as it is now, listed by the hash of what was sent, and named changed,
+// since its digest is of what was read first. It returns the offset the
+// blocks listed reach.
+func (s *Source) resend(fd int, start, end int64, want [32]byte, bl *fileindex.BlockList) (int64, error) {
+	if s.blockSum == nil {
+		s.blockSum = sha256.New()
+	}
+	s.blockSum.Reset()
+	list := func(to int64) {
+		if to > start {
+			bl.Blocks = append(bl.Blocks, fileindex.Block{Hash: [32]byte(s.blockSum.Sum(nil)), Loc: fileindex.Location{Len: uint64(to - start)}})
+		}
+	}
+	for off := start; off < end; {
+		if err := s.ctx.Err(); err != nil {
+			return start, err
+		}
+		n := int(min(end-off, volume.MaxDataBody))
+		if err := s.reserve(volume.MaxDataHeader + n); err != nil {
+			return start, err
+		}
+		data, got, err := s.readRecord(fd, off, n, n)
+		if got > 0 {
+			s.blockSum.Write(data)
+			s.bytes.Add(int64(got))
+			off += int64(got)
+		}
+		switch {
+		case err != nil:
+			list(off)
+			return off, &readError{fmt.Errorf("read at offset %d: %w", off, err)}
+		case got < n:
+			list(off)
+			return off, &readError{ErrFileShrank}
+		}
+	}
+	list(end)
+	if [32]byte(s.blockSum.Sum(nil)) != want {
+		return end, &readError{ErrFileChanged}
+	}
+	return end, nil
 }
 
 // fdReader reads [0, end) of a file for the block splitter: a file that

@@ -2,13 +2,18 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/chunk"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
 )
 
 // placedAt is the block list bl as the storage node placed it, in a
@@ -78,4 +83,151 @@ func TestSpooledFileByBlocks(t *testing.T) {
 		t.Fatalf("incremental sent %d bytes of the dump and kept %d: want only the blocks around the changes sent", st.Bytes, st.Reused)
 	}
 	t.Logf("incremental: %d bytes sent, %d kept from the base", st.Bytes, st.Reused)
+}
+
+// dataOf is the content the Data records of the entry at path in stream
+// put at their offsets, in a buffer of size bytes, and which bytes they
+// covered.
+func dataOf(t *testing.T, stream []byte, path string, size int) (content []byte, covered []bool) {
+	t.Helper()
+	content, covered = make([]byte, size), make([]bool, size)
+	in := false
+	for _, r := range parseStream(t, stream) {
+		switch r.t {
+		case volume.RecFileHeader:
+			e, err := fileindex.DecodeEntry(r.body)
+			mustDo(t, err)
+			in = e.Path == path
+		case volume.RecData:
+			if !in {
+				continue
+			}
+			off, data, err := volume.DecodeData(r.body)
+			mustDo(t, err)
+			copy(content[off:], data)
+			for i := range data {
+				covered[int(off)+i] = true
+			}
+		}
+	}
+	return content, covered
+}
+
+// A block larger than chunk.PieceSize comes from the cut in pieces: the
+// block list is the one of a cut that held blocks whole; a full backup
+// sends every piece; an incremental sends only the changed blocks, read
+// again once their hash says they are to be sent, and keeps the others.
+// Each file version is whole again from what was sent and what was kept.
+func TestLargeBlocksGoInPieces(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "disk.img")
+	v1 := randomBytes(43, 6<<20)
+	mustWrite(t, p, v1, 0o644)
+	opts := WalkOptions{Paths: []string{dir}}
+	entryOf := func(stream []byte) streamEntry {
+		for _, se := range entriesOf(t, stream) {
+			if se.e.Path == p {
+				return se
+			}
+		}
+		t.Fatal("no entry of the file")
+		return streamEntry{}
+	}
+	whole, _ := runSource(t, SourceOptions{Walk: opts})
+	wholeList := entryOf(whole).blocks
+
+	defer func(n int) { chunk.PieceSize = n }(chunk.PieceSize)
+	chunk.PieceSize = 64 << 10 // every block of class 17 is larger
+	full, st := runSource(t, SourceOptions{Walk: opts})
+	fe := entryOf(full)
+	if !reflect.DeepEqual(fe.blocks, wholeList) || len(fe.blocks.Blocks) < 10 {
+		t.Fatalf("the block list cut in pieces differs from the one cut whole (%d and %d blocks)", len(fe.blocks.Blocks), len(wholeList.Blocks))
+	}
+	if sum := sha256.Sum256(v1); fe.status != volume.EndOK || !bytes.Equal(fe.hash, sum[:]) || st.Bytes != int64(len(v1)) {
+		t.Fatalf("full: status %d, %d bytes sent of %d", fe.status, st.Bytes, len(v1))
+	}
+	if got, _ := dataOf(t, full, p, len(v1)); !bytes.Equal(got, v1) {
+		t.Fatal("full: the Data records are not the file")
+	}
+
+	// The base: the full as placed in a session, block i at Seq i.
+	var base []fileindex.Entry
+	for _, se := range entriesOf(t, full) {
+		se.e.Hash = se.hash
+		if se.e.Path == p {
+			se.e.Blocks = placedAt(se.blocks, [16]byte{1})
+		}
+		base = append(base, se.e)
+	}
+	v2 := bytes.Clone(v1)
+	copy(v2[1<<20:], "a changed sector")
+	copy(v2[4<<20+12345:], "and another one")
+	mustWrite(t, p, v2, 0o644)
+	inc, st := runSource(t, SourceOptions{Walk: opts, Base: fileindex.SliceIterator(base)})
+	ie := entryOf(inc)
+	if sum := sha256.Sum256(v2); ie.status != volume.EndOK || !bytes.Equal(ie.hash, sum[:]) {
+		t.Fatalf("incremental: status %d, hash %x", ie.status, ie.hash)
+	}
+	if st.Bytes > 3<<20 || st.Bytes+st.Reused != int64(len(v2)) {
+		t.Fatalf("incremental sent %d bytes and kept %d of %d", st.Bytes, st.Reused, len(v2))
+	}
+	sent, covered := dataOf(t, inc, p, len(v2))
+	got := make([]byte, 0, len(v2))
+	offs := ie.blocks.Offsets()
+	baseOffs := fe.blocks.Offsets()
+	for i, b := range ie.blocks.Blocks {
+		at, n := offs[i], int64(b.Loc.Len)
+		if b.Session == 0 {
+			if !covered[at] || !covered[at+n-1] {
+				t.Fatalf("block %d, sent, has no Data records", i)
+			}
+			got = append(got, sent[at:at+n]...)
+			continue
+		}
+		old := baseOffs[b.Loc.Seq]
+		got = append(got, v1[old:old+n]...)
+	}
+	if !bytes.Equal(got, v2) {
+		t.Fatal("incremental: the blocks sent and kept are not the file")
+	}
+}
+
+// A block read again to be sent (resend) that differs from what the cut
+// read is sent as it is now, listed by the hash of what was sent, and
+// names the file changed; one the file no longer holds whole is sent as
+// far as it goes, listed so.
+func TestResendNamesAChangedFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	content := randomBytes(44, 3<<20)
+	mustWrite(t, p, content, 0o644)
+	f, err := os.Open(p)
+	mustDo(t, err)
+	defer f.Close()
+	s, err := NewSource(SourceOptions{Emit: func([]byte) error { return nil }})
+	mustDo(t, err)
+	s.batch = make([]byte, 0, BatchSize)
+	s.ctx = context.Background()
+	for _, c := range []struct {
+		name       string
+		start, end int64
+		want       [32]byte
+		err        error
+		listed     int64
+	}{
+		{"same", 1 << 20, 2<<20 + 7, sha256.Sum256(content[1<<20 : 2<<20+7]), nil, 2<<20 + 7},
+		{"changed", 1 << 20, 2 << 20, sha256.Sum256([]byte("before")), ErrFileChanged, 2 << 20},
+		{"shrank", 2 << 20, 4 << 20, sha256.Sum256(content[2<<20:]), ErrFileShrank, 3 << 20},
+	} {
+		bl := &fileindex.BlockList{}
+		y, err := s.resend(int(f.Fd()), c.start, c.end, c.want, bl)
+		if !errors.Is(err, c.err) || y != c.listed {
+			t.Fatalf("%s: resend reached %d with %v, want %d and %v", c.name, y, err, c.listed, c.err)
+		}
+		if c.err != nil && !errors.As(err, new(*readError)) {
+			t.Fatalf("%s: %v is not a read error: it would stop the backup", c.name, err)
+		}
+		if len(bl.Blocks) != 1 || bl.Blocks[0].Loc.Len != uint64(y-c.start) || bl.Blocks[0].Hash != sha256.Sum256(content[c.start:y]) {
+			t.Fatalf("%s: listed %+v, want one block of what was sent", c.name, bl.Blocks)
+		}
+	}
 }

@@ -56,6 +56,7 @@ var (
 	ErrFileShrank   = errors.New("the file shrank while it was read: its content is incomplete")
 	ErrFileGrew     = errors.New("the file grew while it was read: only its size at the walk was read")
 	ErrFileReplaced = errors.New("the file was replaced by another between the walk and the read")
+	ErrFileChanged  = errors.New("the file changed while it was read: a block of it read twice differed")
 )
 
 // SourceOptions configures a Source.
@@ -174,6 +175,7 @@ type Source struct {
 	// and the end of its last Data record.
 	sparse     bool
 	sparseSum  *fileindex.SparseHash
+	blockSum   hash.Hash // of a block read again to be sent (resend)
 	size, sent int64
 	// Of a large file sent by blocks: its block list, for its FileEnd.
 	split     chunk.Stream
@@ -769,34 +771,16 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 		if probe && last {
 			ask++
 		}
-		rec := len(s.batch)
-		var head [volume.MaxDataHeader]byte
-		h := volume.PutDataHeader(head[:], off, n)
-		if need := rec + h + ask; need > cap(s.batch) {
-			s.batch = append(s.batch[:cap(s.batch)], make([]byte, need-cap(s.batch))...)[:rec]
-		}
-		buf := s.batch[rec+h : rec+h+ask]
-		t0 := time.Now()
-		got, err := preadFull(fd, buf, off, n)
-		s.ioWait += time.Since(t0)
+		data, got, err := s.readRecord(fd, off, n, ask)
 		grew := got > n
 		if grew {
 			got = n
 		}
-		if got != n {
-			// Short: the record is smaller than planned, and so may be
-			// its length varint.
-			h2 := volume.PutDataHeader(head[:], off, got)
-			copy(s.batch[rec+h2:rec+h2+got], buf[:got])
-			h = h2
-		}
-		copy(s.batch[rec:rec+h], head[:h])
 		if got > 0 {
-			s.batch = s.batch[:rec+h+got]
 			if s.sparse {
-				s.sparseSum.Add(off, s.batch[rec+h:])
+				s.sparseSum.Add(off, data)
 			} else {
-				s.sum.Write(s.batch[rec+h:])
+				s.sum.Write(data)
 			}
 			s.sent = off + int64(got)
 			s.bytes.Add(int64(got))
@@ -816,6 +800,37 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 
 // preadFull reads into buf at off until buf is full, the end of the file,
 // or an error; a read that ends at or past want bytes is taken as the end,
+// readRecord reads up to n bytes of the file at off straight into a Data
+// record at the end of the batch, which the caller reserved room for, and
+// returns the content the record holds (at most n bytes) and what the
+// read gave: ask may be n+1, to learn whether the file goes on past n.
+func (s *Source) readRecord(fd int, off int64, n, ask int) (data []byte, got int, err error) {
+	rec := len(s.batch)
+	var head [volume.MaxDataHeader]byte
+	h := volume.PutDataHeader(head[:], off, n)
+	if need := rec + h + ask; need > cap(s.batch) {
+		s.batch = append(s.batch[:cap(s.batch)], make([]byte, need-cap(s.batch))...)[:rec]
+	}
+	buf := s.batch[rec+h : rec+h+ask]
+	t0 := time.Now()
+	got, err = preadFull(fd, buf, off, n)
+	s.ioWait += time.Since(t0)
+	k := min(got, n)
+	if k != n {
+		// Short: the record is smaller than planned, and so may be its
+		// length varint.
+		h2 := volume.PutDataHeader(head[:], off, k)
+		copy(s.batch[rec+h2:rec+h2+k], buf[:k])
+		h = h2
+	}
+	copy(s.batch[rec:rec+h], head[:h])
+	if k > 0 {
+		s.batch = s.batch[:rec+h+k]
+		data = s.batch[rec+h:]
+	}
+	return data, got, err
+}
+
 // which saves the extra read that would only return 0.
 func preadFull(fd int, buf []byte, off int64, want int) (int, error) {
 	got := 0

@@ -121,23 +121,31 @@ func (s *Splitter) Reset(r io.Reader, class int) error {
 	return nil
 }
 
-// Next returns the next block's bytes, valid until the next call, or
-// io.EOF after the last block. An error of the reader is returned as it
+// Next returns the next block's bytes, whole, valid until the next call,
+// or io.EOF after the last block. An error of the reader is returned as it
 // came.
 func (s *Splitter) Next() ([]byte, error) {
-	var err error
-	s.buf, err = s.next(s.buf)
-	return s.buf, err
+	s.buf = s.buf[:0]
+	for {
+		var last bool
+		var err error
+		s.buf, last, err = s.next(s.buf)
+		if err != nil || last {
+			return s.buf, err
+		}
+	}
 }
 
-// next cuts the next block into dst[:0], growing it as needed.
-func (s *Splitter) next(dst []byte) ([]byte, error) {
+// next appends the next piece of a block to dst and reports whether it
+// ends the block: a gear class gives a block larger than PieceSize in
+// pieces, a Rabin class every block whole.
+func (s *Splitter) next(dst []byte) ([]byte, bool, error) {
 	switch {
 	case s.bits&Gear != 0:
 		return s.g.next(dst)
 	case s.c != nil:
-		c, err := s.c.Next(dst)
-		return c.Data, err
+		c, err := s.c.Next(dst[:0])
+		return c.Data, true, err
 	}
-	return nil, io.EOF
+	return nil, false, io.EOF
 }

@@ -22,33 +22,49 @@ var gear = func() (t [256]uint64) {
 // readSize is the least a refill of the cutter's buffer reads.
 const readSize = 512 << 10
 
+// PieceSize is the most of a block the gear cutter gives at a time: a
+// block of a larger class (files from 1 GiB, whose largest blocks are 8
+// MiB to 8 GiB) comes in pieces of it, so that neither the cutter's ring
+// nor anything after it holds a whole block. A 12 GiB file cut whole held
+// its 64 MiB largest blocks several times over: about 440 MB of memory.
+// A variable only so that the tests of what sends blocks can make small
+// blocks come in pieces; nothing else sets it.
+var PieceSize = 4 << 20
+
 // gearCutter cuts by a gear hash (FastCDC's rolling hash: a shift and an
 // add per byte, each byte's influence gone after 64): a block ends after
 // its smallest size where the hash's top bits bits are zero. It does per
 // byte what Rabin's does in several table lookups: 1.6 times as fast here
 // (BenchmarkSplit).
 //
-// Its buffer is a ring of the largest block and a read's worth: a flat
-// buffer had to move its unread tail, up to a largest block, to the front
-// before every read, which moved each byte about twice at 1 MiB blocks and
-// four times at the 64 MiB blocks of a file of 12 GiB.
+// Its buffer is a ring of a piece and a read's worth: a flat buffer had to
+// move its unread tail, up to a piece, to the front before every read,
+// which moved each byte about twice at 1 MiB blocks.
+//
+// Because a byte's influence is gone after 64 more, the hash rolled over
+// a whole piece carries into the next one as if the block were cut whole:
+// the cuts do not depend on the pieces.
 type gearCutter struct {
 	rd       io.Reader
 	buf      []byte
 	pos, n   int // the unread bytes: n of them from buf[pos], wrapping
 	eof      bool
 	min, max int
+	piece    int // the most one call gives
 	bits     uint
+	at       int    // of the block being cut, the bytes given so far
+	h        uint64 // the hash rolled to at, once at passes min-64
 }
 
 func (g *gearCutter) reset(rd io.Reader, bits int) {
 	lo, hi := Sizes(bits)
-	// Room for the largest block and a read's worth after it.
-	if cap(g.buf) < hi+readSize {
-		g.buf = make([]byte, hi+readSize)
+	piece := min(hi, PieceSize)
+	// Room for a piece and a read's worth after it.
+	if cap(g.buf) < piece+readSize {
+		g.buf = make([]byte, piece+readSize)
 	}
 	g.buf = g.buf[:cap(g.buf)]
-	*g = gearCutter{rd: rd, buf: g.buf, min: lo, max: hi, bits: uint(bits & (Gear - 1))}
+	*g = gearCutter{rd: rd, buf: g.buf, min: lo, max: hi, piece: piece, bits: uint(bits & (Gear - 1))}
 }
 
 // fill reads until the ring is full or the reader ends. It is called when
@@ -92,47 +108,65 @@ func (g *gearCutter) span(i, j int) (a, b []byte) {
 	return g.buf[from:], g.buf[:from+j-i-size]
 }
 
-// next appends the next block to dst[:0]; io.EOF after the last. An error
-// of the reader abandons the block being cut and is returned as it came.
-func (g *gearCutter) next(dst []byte) ([]byte, error) {
-	if g.n < g.max && !g.eof {
+// next appends the next piece of a block to dst and reports whether it
+// ends the block; io.EOF after the last. A block that ends at the end of
+// a piece is given whole, so a piece that does not end its block always
+// has bytes after it. An error of the reader abandons the block being cut
+// and is returned as it came.
+func (g *gearCutter) next(dst []byte) ([]byte, bool, error) {
+	if g.n < g.piece && !g.eof {
 		if err := g.fill(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	if g.n == 0 {
-		return nil, io.EOF
+		return nil, false, io.EOF
 	}
-	cut := min(g.n, g.max)
-	if cut > g.min {
-		var h uint64
-		// The 64 bytes before the smallest size fill the hash, so a
-		// boundary depends on the bytes around it only.
-		a, b := g.span(max(0, g.min-64), g.min)
-		for _, p := range [][]byte{a, b} {
-			for _, c := range p {
-				h = h<<1 + gear[c]
+	lim := min(g.n, g.max-g.at, g.piece)
+	cut, last := lim, g.at+lim == g.max || (g.eof && lim == g.n)
+	// The 64 bytes before the smallest size fill the hash, so a boundary
+	// depends on the bytes around it only; those before are not rolled.
+	if from := max(g.at, g.min-64) - g.at; from < lim {
+		h := g.h
+		check := max(g.at, g.min) - g.at
+		a, b := g.span(from, min(check, lim))
+		h = gearRoll(gearRoll(h, a), b)
+		if check < lim {
+			mask := ^uint64(0) << (64 - g.bits)
+			a, b := g.span(check, lim)
+			k, ha := gearScan(a, h, mask)
+			h = ha
+			if k == 0 && len(b) > 0 {
+				if k, h = gearScan(b, ha, mask); k > 0 {
+					k += len(a)
+				}
+			}
+			if k > 0 {
+				cut, last = check+k, true
 			}
 		}
-		mask := ^uint64(0) << (64 - g.bits)
-		a, b = g.span(g.min, cut)
-		k, h := gearScan(a, h, mask)
-		if k == 0 && len(b) > 0 {
-			if k, _ = gearScan(b, h, mask); k > 0 {
-				k += len(a)
-			}
-		}
-		if k > 0 {
-			cut = g.min + k
-		}
+		g.h = h
 	}
 	a, b := g.span(0, cut)
-	dst = append(append(dst[:0], a...), b...)
+	dst = append(append(dst, a...), b...)
 	if g.pos += cut; g.pos >= len(g.buf) {
 		g.pos -= len(g.buf)
 	}
 	g.n -= cut
-	return dst, nil
+	if last {
+		g.at, g.h = 0, 0
+	} else {
+		g.at += cut
+	}
+	return dst, last, nil
+}
+
+// gearRoll rolls h over p without looking for a boundary.
+func gearRoll(h uint64, p []byte) uint64 {
+	for _, c := range p {
+		h = h<<1 + gear[c]
+	}
+	return h
 }
 
 // gearScan rolls h over p and returns how many bytes of p end at the first

@@ -61,6 +61,11 @@ func TestGearCutsPinned(t *testing.T) {
 		{"runs", runs, Gear + MinBits, "94872d0715653db9"},
 		{"text", text, Gear + MinBits, "62d5e905de0ed16c"},
 		{"short", random(1, 1, 70<<10), Gear + MinBits, "68f8c2887600f145"},
+		// Classes whose blocks the cutter gives in pieces: the cuts are
+		// those of a cutter that held each block whole.
+		{"random", random(15, 16, 40<<20), Gear + 21, "1c351bf7ff19a9c2"},
+		{"random", random(17, 18, 48<<20), Gear + 23, "c1c62277a5738f5e"},
+		{"runs", append(bytes.Repeat([]byte{0}, 70<<20), random(19, 20, 9<<20)...), Gear + 22, "2ecd6baa06cdae74"},
 	} {
 		if got := cutLengths(t, c.data, c.class); got != c.want {
 			t.Errorf("%s, class %d: cuts hash to %s, want %s", c.name, c.class, got, c.want)

@@ -2,15 +2,19 @@ package chunk
 
 import (
 	"crypto/sha256"
+	"hash"
 	"io"
 	"sync"
 )
 
 // Block is one block cut by a Stream with the SHA-256 of its bytes, by
-// which a block list names it.
+// which a block list names it, or a piece of one: a block larger than
+// PieceSize comes in pieces, each but the last with More set, and the
+// last with the Hash of the whole block.
 type Block struct {
 	Data []byte
-	Hash [sha256.Size]byte
+	Hash [sha256.Size]byte // on a block's last piece only
+	More bool              // the block goes on in the next piece
 }
 
 // batchBytes is how much a batch of blocks holds before it goes on: the
@@ -31,18 +35,22 @@ const batchRoom = 8 << 20
 // no stage waits for another's next batch.
 const streamBatches = 4
 
-// batch is consecutive blocks, back to back in buf, ends[i] the end of
-// block i, then err (io.EOF after the last block) when the cut stopped
-// after them.
+// batch is consecutive blocks or pieces, back to back in buf, ends[i]
+// the end of piece i and more[i] whether its block goes on after it, then
+// err (io.EOF after the last block) when the cut stopped after them, with
+// partial, the hash of the pieces given of a block the error cut short.
 type batch struct {
-	buf    []byte
-	ends   []int
-	hashes [][sha256.Size]byte
-	err    error
+	buf     []byte
+	ends    []int
+	more    []bool
+	hashes  [][sha256.Size]byte
+	err     error
+	partial [sha256.Size]byte
 }
 
 func (b *batch) reset() {
-	b.buf, b.ends, b.hashes, b.err = b.buf[:0], b.ends[:0], b.hashes[:0], nil
+	b.buf, b.ends, b.more, b.hashes, b.err = b.buf[:0], b.ends[:0], b.more[:0], b.hashes[:0], nil
+	b.partial = [sha256.Size]byte{}
 }
 
 // Stream cuts a stream into blocks on one goroutine of its own and hashes
@@ -53,7 +61,8 @@ func (b *batch) reset() {
 // next Start.
 type Stream struct {
 	s    Splitter
-	max  int         // the largest block of the class
+	max  int         // the largest piece of the class
+	sum  hash.Hash   // of the block given in pieces so far
 	cut  chan *batch // cut, not hashed yet
 	out  chan *batch // hashed
 	free chan *batch
@@ -72,6 +81,13 @@ func (st *Stream) Start(r io.Reader, class int) error {
 		return err
 	}
 	_, st.max = Sizes(class)
+	if class&Gear != 0 {
+		st.max = min(st.max, PieceSize)
+	}
+	if st.sum == nil {
+		st.sum = sha256.New()
+	}
+	st.sum.Reset()
 	if st.free == nil {
 		st.free = make(chan *batch, streamBatches)
 		for range streamBatches {
@@ -118,7 +134,7 @@ func (st *Stream) cutting(out chan<- *batch, stop <-chan struct{}) {
 			// larger than the room comes back elsewhere and is appended.
 			at := len(b.buf)
 			room := b.buf[at:cap(b.buf)]
-			data, err := st.s.next(room[:0])
+			data, last, err := st.s.next(room[:0])
 			switch {
 			case err != nil:
 				b.err = err
@@ -129,6 +145,7 @@ func (st *Stream) cutting(out chan<- *batch, stop <-chan struct{}) {
 			}
 			if err == nil {
 				b.ends = append(b.ends, len(b.buf))
+				b.more = append(b.more, !last)
 			}
 		}
 		last := b.err != nil // b is the caller's once given
@@ -141,11 +158,27 @@ func (st *Stream) cutting(out chan<- *batch, stop <-chan struct{}) {
 func (st *Stream) hashing(in <-chan *batch, out chan<- *batch, stop <-chan struct{}) {
 	defer st.wg.Done()
 	defer close(out)
+	pieces := false // st.sum holds the pieces of a block so far
 	for b := range in {
 		start := 0
-		for _, end := range b.ends {
-			b.hashes = append(b.hashes, sha256.Sum256(b.buf[start:end]))
+		for i, end := range b.ends {
+			var h [sha256.Size]byte
+			switch {
+			case b.more[i] || pieces:
+				st.sum.Write(b.buf[start:end])
+				pieces = b.more[i]
+				if !pieces {
+					st.sum.Sum(h[:0])
+					st.sum.Reset()
+				}
+			default:
+				h = sha256.Sum256(b.buf[start:end])
+			}
+			b.hashes = append(b.hashes, h)
 			start = end
+		}
+		if b.err != nil && pieces {
+			st.sum.Sum(b.partial[:0])
 		}
 		if !st.give(out, b, stop) {
 			break
@@ -156,9 +189,10 @@ func (st *Stream) hashing(in <-chan *batch, out chan<- *batch, stop <-chan struc
 	}
 }
 
-// Next returns the next block, its Data valid until the next call, or
-// io.EOF after the last block. An error of the reader is returned as it
-// came, and ends the stream.
+// Next returns the next block or piece, its Data valid until the next
+// call, or io.EOF after the last block. An error of the reader is returned
+// as it came, and ends the stream; if it cut a block short after pieces of
+// it were given, the Block returned with it has the Hash of those pieces.
 func (st *Stream) Next() (Block, error) {
 	for !st.done {
 		b := st.cur
@@ -178,11 +212,11 @@ func (st *Stream) Next() (Block, error) {
 			if i > 0 {
 				start = b.ends[i-1]
 			}
-			return Block{Data: b.buf[start:b.ends[i]:b.ends[i]], Hash: b.hashes[i]}, nil
+			return Block{Data: b.buf[start:b.ends[i]:b.ends[i]], Hash: b.hashes[i], More: b.more[i]}, nil
 		}
 		if b.err != nil {
 			st.done = true // b stays the caller's until Stop
-			return Block{}, b.err
+			return Block{Hash: b.partial}, b.err
 		}
 		st.free <- b
 		st.cur = nil

@@ -14,24 +14,42 @@ import (
 	"github.com/cairnbackup/cairn/internal/poll"
 )
 
-// streamAll takes every block of a Stream of r, checking each one's hash.
+// streamAll takes every block of a Stream of r, checking each one's hash,
+// and that no piece is larger than PieceSize in a gear class.
 func streamAll(t *testing.T, st *Stream, r io.Reader, class int) ([][32]byte, error) {
 	t.Helper()
 	if err := st.Start(r, class); err != nil {
 		t.Fatal(err)
 	}
 	var out [][32]byte
+	sum := sha256.New()
+	pieces := false // sum holds pieces of a block
 	for {
 		b, err := st.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = nil
 			}
+			var partial [32]byte
+			if pieces {
+				partial = [32]byte(sum.Sum(nil))
+			}
+			if err != nil && b.Hash != partial {
+				t.Fatalf("the stream failed after block %d: the hash it gave is not of the pieces given of the next (%v)", len(out), pieces)
+			}
 			return out, err
 		}
-		if b.Hash != sha256.Sum256(b.Data) {
+		if class&Gear != 0 && len(b.Data) > PieceSize {
+			t.Fatalf("block %d: a piece of %d bytes, more than PieceSize", len(out), len(b.Data))
+		}
+		sum.Write(b.Data)
+		if pieces = b.More; pieces {
+			continue
+		}
+		if h := [32]byte(sum.Sum(nil)); b.Hash != h {
 			t.Fatalf("block %d: its hash is not of its data", len(out))
 		}
+		sum.Reset()
 		out = append(out, b.Hash)
 	}
 }
@@ -84,14 +102,32 @@ func (f *failAfter) Read(p []byte) (int, error) {
 // TestStreamReadError: a reader's error comes after every block cut before
 // it, in order, as it came, and every Next after it says the stream ended;
 // nothing is cut after it.
+//
+// In a class whose blocks come in pieces, an error inside a block comes
+// with the hash of the pieces of it given before (streamAll checks it).
 func TestStreamReadError(t *testing.T) {
-	data := random(15, 16, 7<<20)
-	whole := cut(t, data, Gear+MinBits)
 	bad := errors.New("disk on fire")
 	var st Stream
 	defer st.Stop()
-	for _, at := range []int{0, 100 << 10, 3 << 20, 5<<20 + 7} {
-		got, err := streamAll(t, &st, &failAfter{r: bytes.NewReader(data), n: at, err: bad}, Gear+MinBits)
+	for _, c := range []struct {
+		class int
+		data  []byte
+		at    []int
+	}{
+		{Gear + MinBits, random(15, 16, 7<<20), []int{0, 100 << 10, 3 << 20, 5<<20 + 7}},
+		{Gear + 23, random(21, 22, 40<<20), []int{0, 3 << 20, 9<<20 + 5, 30 << 20}},
+	} {
+		whole := cut(t, c.data, c.class)
+		for _, at := range c.at {
+			testStreamReadError(t, &st, c.class, c.data, whole, at, bad)
+		}
+	}
+}
+
+func testStreamReadError(t *testing.T, st *Stream, class int, data []byte, whole [][32]byte, at int, bad error) {
+	t.Helper()
+	{
+		got, err := streamAll(t, st, &failAfter{r: bytes.NewReader(data), n: at, err: bad}, class)
 		if !errors.Is(err, bad) {
 			t.Fatalf("error after %d bytes: got %v", at, err)
 		}
@@ -100,7 +136,7 @@ func TestStreamReadError(t *testing.T) {
 		if len(got) > len(whole) || !slices.Equal(got, whole[:len(got)]) {
 			t.Fatalf("error after %d bytes: the blocks before it are not the file's first", at)
 		}
-		if at >= 5<<20 && len(got) == 0 {
+		if _, largest := Sizes(class); at >= largest && len(got) == 0 {
 			t.Fatalf("error after %d bytes: no block before it", at)
 		}
 		for range 2 {
