@@ -8,6 +8,8 @@
 #   BASELINE=f4805ec RUNS=3 bench/e2e.sh  # this checkout, an older revision
 #                                        # and restic, side by side
 #   COMPRESSION=s2 BASELINE=HEAD bench/e2e.sh  # the pool's codecs side by side
+#   ONE_FILE=1 TREE_SIZE=8589934592 RESTIC=0 BASELINE=686cbbd bench/e2e.sh
+#                                        # one 8 GiB file, before and after
 #
 # Needs root (to drop the page cache and, when missing, to install restic).
 set -euo pipefail
@@ -18,6 +20,9 @@ WORK=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench}
 RUNS=${RUNS:-1}
 TREE_SIZE=${TREE_SIZE:-1073741824}
 SMALL_FILES=${SMALL_FILES:-50000}
+# ONE_FILE=1 makes the tree one file of TREE_SIZE bytes, like a disk image
+# (and 100 small files): the memory of a file cut into the largest blocks.
+ONE_FILE=${ONE_FILE:-0}
 CLIENT=bench
 # CAIRN_BIN runs a prebuilt binary instead of building the checkout.
 CAIRN_BIN=${CAIRN_BIN:-}
@@ -100,10 +105,15 @@ fi
 
 # The tree is made once and kept: its name says what it holds.
 TREE=$WORK/tree-$TREE_SIZE-$SMALL_FILES
+gentree_args=(-size "$TREE_SIZE" -small-files "$SMALL_FILES")
+if [ "$ONE_FILE" = 1 ]; then
+	TREE=$WORK/tree-$TREE_SIZE-one
+	gentree_args=(-size "$TREE_SIZE" -one-file)
+fi
 if [ ! -f "$TREE.done" ]; then
 	rm -rf "$TREE"
 	log "generating the tree in $TREE (once)"
-	(cd "$REPO" && go run ./bench/gentree -root "$TREE" -size "$TREE_SIZE" -small-files "$SMALL_FILES") | tee "$TREE.done"
+	(cd "$REPO" && go run ./bench/gentree -root "$TREE" "${gentree_args[@]}") | tee "$TREE.done"
 fi
 TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d", s}')
 # The incremental's changes: CHANGE of the tree's bytes, the same for both
