@@ -100,7 +100,7 @@ run() {
 	change "$src" 2
 	"$CAIRN" backup --client "$CLIENT" --path "$src" --wait --json >"$d/incr2.json"
 	local tree_bytes chain_stored
-	tree_bytes=$(find "$src" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d", s}')
+	tree_bytes=$(find "$src" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f", s}')
 	chain_stored=$(jq -s 'map(.stored_bytes) | add' "$d/full.json" "$d/incr1.json" "$d/incr2.json")
 	local incr2 fileset
 	incr2=$(jq .backup_id "$d/incr2.json")

@@ -115,7 +115,7 @@ if [ ! -f "$TREE.done" ]; then
 	log "generating the tree in $TREE (once)"
 	(cd "$REPO" && go run ./bench/gentree -root "$TREE" "${gentree_args[@]}") | tee "$TREE.done"
 fi
-TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d", s}')
+TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f", s}')
 # The incremental's changes: CHANGE of the tree's bytes, the same for both
 # systems (a fixed seed), made on each system's copy of the tree.
 CHANGE=${CHANGE:-0.05}

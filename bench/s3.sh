@@ -63,7 +63,7 @@ if [ ! -f "$TREE.done" ]; then
 	log "generating the tree in $TREE (once)"
 	(cd "$REPO" && go run ./bench/gentree -root "$TREE" -size "$TREE_SIZE" -small-files "$SMALL_FILES") | tee "$TREE.done"
 fi
-TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%d", s}')
+TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f", s}')
 TREE_FILES=$(find "$TREE" -type f | wc -l)
 
 RUN=$WORK/s3run
