@@ -88,14 +88,26 @@ func TestGearBlocksAreTheInput(t *testing.T) {
 		{"text", text, Gear + MinBits},
 	} {
 		whole := cutLengths(t, c.data, c.class)
-		got, short := splitAll(t, &shortReads{r: bytes.NewReader(c.data), n: 1}, c.class)
-		if !bytes.Equal(got, c.data) {
-			t.Fatalf("%s, class %d: the blocks are not the input (%d bytes of %d)", c.name, c.class, len(got), len(c.data))
-		}
-		if short != whole {
-			t.Fatalf("%s, class %d: cut by short reads %s, read whole %s", c.name, c.class, short, whole)
+		// In pieces too: of an odd size, shorter than the smallest
+		// block, and shorter than the hash's 64-byte window.
+		for _, piece := range []int{PieceSize, 100_000, 37} {
+			setPieceSize(t, piece)
+			got, short := splitAll(t, &shortReads{r: bytes.NewReader(c.data), n: 1}, c.class)
+			if !bytes.Equal(got, c.data) {
+				t.Fatalf("%s, class %d, pieces of %d: the blocks are not the input (%d bytes of %d)", c.name, c.class, piece, len(got), len(c.data))
+			}
+			if short != whole {
+				t.Fatalf("%s, class %d, pieces of %d: cut by short reads %s, read whole %s", c.name, c.class, piece, short, whole)
+			}
 		}
 	}
+}
+
+// setPieceSize makes PieceSize n for the rest of the test.
+func setPieceSize(t *testing.T, n int) {
+	old := PieceSize
+	PieceSize = n
+	t.Cleanup(func() { PieceSize = old })
 }
 
 // shortReads returns reads of irregular lengths, some far shorter than
