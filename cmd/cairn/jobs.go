@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -605,13 +607,27 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 	}
 	defer nc.Close()
 	req := wire.TreeListReq{PointInTime: pit, Path: fileindex.Path(p), Recursive: o.recursive}
-	var all []wire.EntryInfo
+	// Each page is printed as it comes, so that the listing of a directory
+	// of millions of files (or -R of a whole backup) holds one page in
+	// memory, not all of them: a table aligns its columns page by page.
+	var out lsPrinter = &lsTable{g: g}
+	if g.json {
+		out = &lsJSON{w: bufio.NewWriterSize(g.out, 64<<10)}
+	}
 	var resp wire.TreeListResp
-	for {
+	for page := 0; ; page++ {
 		if err := g.call(ctx, nc, wire.OpTreeList, req, &resp); err != nil {
+			if page > 0 {
+				_ = out.flush() // what was listed before the error
+			}
 			return err
 		}
-		all = append(all, resp.Entries...)
+		if page == 0 {
+			out.begin(&resp.Backup)
+		}
+		if err := out.entries(resp.Entries); err != nil {
+			return err
+		}
 		if !resp.More || len(resp.Entries) == 0 {
 			break
 		}
@@ -620,18 +636,31 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 		// another completes meanwhile.
 		req.PointInTime = wire.PointInTime{Client: o.client, BackupID: resp.Backup.ID}
 	}
-	if g.json {
-		entries := make([]lsEntryJSON, len(all))
-		for i := range all {
-			entries[i] = lsEntryOf(&all[i])
-		}
-		return printJSON(g.out, map[string]any{"backup": resp.Backup, "entries": entries})
-	}
-	b := resp.Backup
-	fmt.Fprintf(g.out, "backup %d of %s, %s, %s, file set %s\n", b.ID, b.Client, b.Level, humanTime(b.StartTime),
+	return out.end()
+}
+
+// lsPrinter prints a listing page by page.
+type lsPrinter interface {
+	begin(b *wire.BackupInfo)
+	entries(es []wire.EntryInfo) error
+	flush() error
+	end() error
+}
+
+type lsTable struct {
+	g *globals
+	t *table
+}
+
+func (l *lsTable) begin(b *wire.BackupInfo) {
+	fmt.Fprintf(l.g.out, "backup %d of %s, %s, %s, file set %s\n", b.ID, b.Client, b.Level, humanTime(b.StartTime),
 		describeFileSet(&wire.FileSetInfo{ID: b.FileSet, Paths: b.Paths, Excludes: b.Excludes}))
-	t := newTable(g.out, "MODE", "OWNER", "SIZE", "MODIFIED", "BACKUP", "PATH")
-	for _, e := range all {
+	l.t = newTable(l.g.out, "MODE", "OWNER", "SIZE", "MODIFIED", "BACKUP", "PATH")
+}
+
+func (l *lsTable) entries(es []wire.EntryInfo) error {
+	for i := range es {
+		e := &es[i]
 		name := string(e.Path)
 		switch e.Type {
 		case "dir":
@@ -649,9 +678,59 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 		if group == "" {
 			group = strconv.Itoa(int(e.GID))
 		}
-		t.row(modeString(e.Type, e.Mode), owner+":"+group, humanBytes(e.Size), humanTime(e.MTime), e.Backup, name)
+		l.t.row(modeString(e.Type, e.Mode), owner+":"+group, humanBytes(e.Size), humanTime(e.MTime), e.Backup, name)
 	}
-	return t.flush()
+	return l.t.flush()
+}
+
+func (l *lsTable) flush() error {
+	if l.t == nil {
+		return nil
+	}
+	return l.t.flush()
+}
+
+func (l *lsTable) end() error { return l.flush() }
+
+// lsJSON writes what printJSON would of {"backup": ..., "entries": [...]},
+// an entry at a time.
+type lsJSON struct {
+	w *bufio.Writer
+	n int
+}
+
+func (l *lsJSON) begin(b *wire.BackupInfo) {
+	backup, err := json.MarshalIndent(b, "  ", "  ")
+	if err != nil {
+		backup = []byte("null")
+	}
+	fmt.Fprintf(l.w, "{\n  \"backup\": %s,\n  \"entries\": [", backup)
+}
+
+func (l *lsJSON) entries(es []wire.EntryInfo) error {
+	for i := range es {
+		e, err := json.MarshalIndent(lsEntryOf(&es[i]), "    ", "  ")
+		if err != nil {
+			return err
+		}
+		if l.n > 0 {
+			l.w.WriteByte(',')
+		}
+		l.w.WriteString("\n    ")
+		l.w.Write(e)
+		l.n++
+	}
+	return l.w.Flush()
+}
+
+func (l *lsJSON) flush() error { return l.w.Flush() }
+
+func (l *lsJSON) end() error {
+	if l.n > 0 {
+		l.w.WriteString("\n  ")
+	}
+	l.w.WriteString("]\n}\n")
+	return l.w.Flush()
 }
 
 func modeString(typ string, mode uint32) string {

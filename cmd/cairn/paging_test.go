@@ -121,4 +121,14 @@ func TestLongPathsRestoreAndListThroughTheServer(t *testing.T) {
 	if !slices.Equal(listed, wantListed) {
 		t.Fatalf("ls -R lists %d entries, the tree holds %d", len(listed), len(wantListed))
 	}
+	// The table, printed a page at a time: the backup's line, the header
+	// once, and a row per entry.
+	code, out, stderr = cli(ctx, append(n, "ls", "-R", "--client", "web", src)...)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if code != 0 || len(lines) != 2+len(wantListed) || !strings.HasPrefix(lines[0], "backup ") || !strings.HasPrefix(lines[1], "MODE ") {
+		t.Fatalf("ls -R: %d, %d lines for %d entries, %q", code, len(lines), len(wantListed), stderr)
+	}
+	if strings.Count(out, "MODE ") != 1 {
+		t.Fatal("ls -R printed its header more than once")
+	}
 }
