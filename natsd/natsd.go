@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -70,6 +71,8 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	port := cfg.Port
 	if port == 0 {
 		port = -1 // nats-server's "any free port"
+	} else if err := portFree(host, port); err != nil {
+		return nil, err
 	}
 	opts := &server.Options{
 		ServerName: "cairn-embedded",
@@ -97,6 +100,25 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 			net.JoinHostPort(host, strconv.Itoa(cfg.Port)), cfg.Port)
 	}
 	return &Server{srv: srv}, nil
+}
+
+// ErrPortInUse is returned by Start when another process listens on the
+// port it was given.
+var ErrPortInUse = errors.New("the port is in use")
+
+// portFree tells at once whether the port can be listened on: nats-server
+// retries a busy port until its start times out, so a second 'cairn dev'
+// on the same port said so only after ten seconds, and vaguely.
+func portFree(host string, port int) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("embedded NATS server on %s: %w by another process (another cairn dev or server?): stop it, or choose another port", addr, ErrPortInUse)
+		}
+		return fmt.Errorf("embedded NATS server on %s: %w", addr, err)
+	}
+	return ln.Close()
 }
 
 // nkeyUser is u as nats-server's options hold it.

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +42,26 @@ func TestStartServesClients(t *testing.T) {
 	m, err := sub.NextMsg(5e9)
 	if err != nil || string(m.Data) != "hello" {
 		t.Fatalf("got %v %v", m, err)
+	}
+}
+
+// A port another process listens on is refused at once, named, not
+// after the server's start times out.
+func TestStartSaysAtOnceThatThePortIsInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	start := time.Now()
+	s, err := natsd.Start(natsd.Config{Anonymous: true, Port: port}, discard())
+	if err == nil {
+		s.Shutdown()
+		t.Fatal("started on a port in use")
+	}
+	if !errors.Is(err, natsd.ErrPortInUse) || !strings.Contains(err.Error(), strconv.Itoa(port)) || time.Since(start) > 5*time.Second {
+		t.Fatalf("after %s: %v", time.Since(start), err)
 	}
 }
 
