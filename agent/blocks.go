@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,7 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 		}
 		whole = runs
 	}
+	s.changed = false
 	bits := blockClass(data, len(runs), base)
 	known := map[[32]byte]int{}
 	if base != nil && int(base.Bits) == bits {
@@ -76,6 +78,8 @@ func (s *Source) sendBlocks(fd int, e *fileindex.Entry, base *fileindex.BlockLis
 		return &readError{ErrFileGrew}
 	case st.Size < e.Size:
 		return &readError{ErrFileShrank}
+	case s.changed:
+		return &readError{ErrFileChanged}
 	}
 	return nil
 }
@@ -191,6 +195,13 @@ func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.Block
 			return y, &readError{err}
 		}
 		data, h := blk.Data, blk.Hash
+		if !send && blk.More && at == y {
+			// The first piece of a block held: what the digest was
+			// before it, in case the block is sent other than read.
+			if s.held, err = s.saveDigest(s.held[:0]); err != nil {
+				return y, err
+			}
+		}
 		if s.sparse {
 			s.sparseSum.Add(at, data)
 		} else {
@@ -264,21 +275,41 @@ func (s *Source) appendData(off int64, data []byte) error {
 	return nil
 }
 
+// beforeResend, in tests, runs before a block is read again: what the
+// file becomes between the two reads.
+var beforeResend func()
+
 // resend reads [start, end) of the file again, a block whose pieces were
 // held, and sends it, adding it to bl. What it reads must hash to want,
 // the hash of what the cut read: a file that changed in between is sent
-// as it is now, listed by the hash of what was sent, and named changed,
-// since its digest is of what was read first. It returns the offset the
-// blocks listed reach.
+// as it is now, listed by the hash of what was sent, and the file is named
+// changed once sent whole (s.changed); the file's digest becomes that of
+// what the list holds. It returns the offset the blocks listed reach.
 func (s *Source) resend(fd int, start, end int64, want [32]byte, bl *fileindex.BlockList) (int64, error) {
+	if beforeResend != nil {
+		beforeResend()
+	}
 	if s.blockSum == nil {
 		s.blockSum = sha256.New()
 	}
 	s.blockSum.Reset()
-	list := func(to int64) {
+	// The digest took the block as the cut read it; alt takes it as it is
+	// sent, from the state before it, and replaces the digest if the two
+	// differ, so that the digest is always of what the list holds.
+	alt, err := s.altDigest()
+	if err != nil {
+		return start, err
+	}
+	done := func(to int64, err error) (int64, error) {
 		if to > start {
 			bl.Blocks = append(bl.Blocks, fileindex.Block{Hash: [32]byte(s.blockSum.Sum(nil)), Loc: fileindex.Location{Len: uint64(to - start)}})
 		}
+		if err != nil || bl.Blocks[len(bl.Blocks)-1].Hash != want {
+			s.useAltDigest()
+			s.changed = err == nil
+		}
+		s.sent = to
+		return to, err
 	}
 	for off := start; off < end; {
 		if err := s.ctx.Err(); err != nil {
@@ -291,23 +322,61 @@ func (s *Source) resend(fd int, start, end int64, want [32]byte, bl *fileindex.B
 		data, got, err := s.readRecord(fd, off, n, n)
 		if got > 0 {
 			s.blockSum.Write(data)
+			alt(off, data)
 			s.bytes.Add(int64(got))
 			off += int64(got)
 		}
 		switch {
 		case err != nil:
-			list(off)
-			return off, &readError{fmt.Errorf("read at offset %d: %w", off, err)}
+			return done(off, &readError{fmt.Errorf("read at offset %d: %w", off, err)})
 		case got < n:
-			list(off)
-			return off, &readError{ErrFileShrank}
+			return done(off, &readError{ErrFileShrank})
 		}
 	}
-	list(end)
-	if [32]byte(s.blockSum.Sum(nil)) != want {
-		return end, &readError{ErrFileChanged}
+	return done(end, nil)
+}
+
+// saveDigest appends the state of the whole-file digest to dst.
+func (s *Source) saveDigest(dst []byte) ([]byte, error) {
+	var m encoding.BinaryMarshaler = s.sparseSum
+	if !s.sparse {
+		m = s.sum.(encoding.BinaryMarshaler)
 	}
-	return end, nil
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return dst, fmt.Errorf("save the file's digest: %w", err)
+	}
+	return append(dst, b...), nil
+}
+
+// altDigest sets the alternative digest to the state held and returns
+// what feeds it.
+func (s *Source) altDigest() (func(off int64, data []byte), error) {
+	if s.sparse {
+		if s.altSparse == nil {
+			s.altSparse = fileindex.NewSparseHash()
+		}
+		if err := s.altSparse.UnmarshalBinary(s.held); err != nil {
+			return nil, fmt.Errorf("take back the file's digest: %w", err)
+		}
+		return s.altSparse.Add, nil
+	}
+	if s.altSum == nil {
+		s.altSum = sha256.New()
+	}
+	if err := s.altSum.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.held); err != nil {
+		return nil, fmt.Errorf("take back the file's digest: %w", err)
+	}
+	return func(_ int64, data []byte) { s.altSum.Write(data) }, nil
+}
+
+// useAltDigest makes the alternative digest the file's.
+func (s *Source) useAltDigest() {
+	if s.sparse {
+		s.sparseSum, s.altSparse = s.altSparse, s.sparseSum
+	} else {
+		s.sum, s.altSum = s.altSum, s.sum
+	}
 }
 
 // fdReader reads [0, end) of a file for the block splitter: a file that

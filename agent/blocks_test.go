@@ -194,8 +194,9 @@ func TestLargeBlocksGoInPieces(t *testing.T) {
 
 // A block read again to be sent (resend) that differs from what the cut
 // read is sent as it is now, listed by the hash of what was sent, and
-// names the file changed; one the file no longer holds whole is sent as
-// far as it goes, listed so.
+// marks the file changed (the rest of it is still sent); one the file no
+// longer holds whole is sent as far as it goes, listed so, and is a read
+// error. Either way the file's digest becomes that of what was sent.
 func TestResendNamesAChangedFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "f")
 	content := randomBytes(44, 3<<20)
@@ -207,6 +208,7 @@ func TestResendNamesAChangedFile(t *testing.T) {
 	mustDo(t, err)
 	s.batch = make([]byte, 0, BatchSize)
 	s.ctx = context.Background()
+	s.sum = sha256.New()
 	for _, c := range []struct {
 		name       string
 		start, end int64
@@ -215,13 +217,20 @@ func TestResendNamesAChangedFile(t *testing.T) {
 		listed     int64
 	}{
 		{"same", 1 << 20, 2<<20 + 7, sha256.Sum256(content[1<<20 : 2<<20+7]), nil, 2<<20 + 7},
-		{"changed", 1 << 20, 2 << 20, sha256.Sum256([]byte("before")), ErrFileChanged, 2 << 20},
+		{"changed", 1 << 20, 2 << 20, sha256.Sum256([]byte("before")), nil, 2 << 20},
 		{"shrank", 2 << 20, 4 << 20, sha256.Sum256(content[2<<20:]), ErrFileShrank, 3 << 20},
 	} {
 		bl := &fileindex.BlockList{}
+		// The digest before the block, then the block as the cut read
+		// it (what want is the hash of).
+		s.sum.Reset()
+		s.sum.Write(content[:c.start])
+		s.held, err = s.saveDigest(s.held[:0])
+		mustDo(t, err)
+		s.sum.Write([]byte("what the cut read"))
 		y, err := s.resend(int(f.Fd()), c.start, c.end, c.want, bl)
-		if !errors.Is(err, c.err) || y != c.listed {
-			t.Fatalf("%s: resend reached %d with %v, want %d and %v", c.name, y, err, c.listed, c.err)
+		if !errors.Is(err, c.err) || y != c.listed || s.changed != (c.name == "changed") {
+			t.Fatalf("%s: resend reached %d with %v, changed %v; want %d and %v", c.name, y, err, s.changed, c.listed, c.err)
 		}
 		if c.err != nil && !errors.As(err, new(*readError)) {
 			t.Fatalf("%s: %v is not a read error: it would stop the backup", c.name, err)
@@ -229,5 +238,83 @@ func TestResendNamesAChangedFile(t *testing.T) {
 		if len(bl.Blocks) != 1 || bl.Blocks[0].Loc.Len != uint64(y-c.start) || bl.Blocks[0].Hash != sha256.Sum256(content[c.start:y]) {
 			t.Fatalf("%s: listed %+v, want one block of what was sent", c.name, bl.Blocks)
 		}
+		// The digest is of what the list holds: as the cut read it when
+		// that is what was sent, else as it was sent.
+		want := sha256.Sum256(append(bytes.Clone(content[:c.start]), "what the cut read"...))
+		if c.name != "same" {
+			want = sha256.Sum256(content[:y])
+		}
+		if [32]byte(s.sum.Sum(nil)) != want {
+			t.Fatalf("%s: the file's digest is not of what the list holds", c.name)
+		}
+	}
+}
+
+// A file changed between the cut's read of a block and the read that
+// sends it is sent as it then was, listed by what was sent, and named
+// changed while read; its digest is of what the list holds, so a restore
+// checks it and writes it (named incomplete) rather than refuses it as
+// damaged.
+func TestFileChangedBeforeItsBlockIsSentAgain(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "db")
+	v1 := randomBytes(45, 4<<20)
+	mustWrite(t, p, v1, 0o644)
+	opts := WalkOptions{Paths: []string{dir}}
+	defer func(n int) { chunk.PieceSize = n }(chunk.PieceSize)
+	chunk.PieceSize = 64 << 10
+	full, _ := runSource(t, SourceOptions{Walk: opts})
+	var base []fileindex.Entry
+	for _, se := range entriesOf(t, full) {
+		se.e.Hash = se.hash
+		if se.e.Path == p {
+			se.e.Blocks = placedAt(se.blocks, [16]byte{1})
+		}
+		base = append(base, se.e)
+	}
+	v2 := bytes.Clone(v1)
+	copy(v2[2<<20:], "changed once")
+	mustWrite(t, p, v2, 0o644)
+	v3 := bytes.Clone(v2)
+	copy(v3[2<<20:], "CHANGED AGAIN")
+	beforeResend = func() {
+		beforeResend = nil
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		mustDo(t, err)
+		_, err = f.WriteAt(v3[2<<20:2<<20+13], 2<<20)
+		mustDo(t, err)
+		mustDo(t, f.Close())
+	}
+	defer func() { beforeResend = nil }()
+	var warned []error
+	inc, st := runSource(t, SourceOptions{Walk: WalkOptions{Paths: []string{dir}, Warn: func(_ string, err error) { warned = append(warned, err) }}, Base: fileindex.SliceIterator(base)})
+	var ie *streamEntry
+	es := entriesOf(t, inc)
+	for i := range es {
+		if es[i].e.Path == p {
+			ie = &es[i]
+		}
+	}
+	if ie == nil || ie.status != volume.EndReadError {
+		t.Fatalf("entry %+v: want EndReadError", ie)
+	}
+	if st.Incomplete != 1 || len(warned) != 1 || !errors.Is(warned[0], ErrFileChanged) {
+		t.Fatalf("stats %+v, warnings %v", st, warned)
+	}
+	sent, _ := dataOf(t, inc, p, len(v3))
+	offs := ie.blocks.Offsets()
+	for i, b := range ie.blocks.Blocks {
+		at, n := offs[i], int64(b.Loc.Len)
+		if b.Session == 0 && sha256.Sum256(sent[at:at+n]) != b.Hash {
+			t.Fatalf("block %d, sent, is listed by a hash not of what was sent", i)
+		}
+	}
+	if !bytes.Equal(sent[2<<20:2<<20+13], v3[2<<20:2<<20+13]) {
+		t.Fatal("the changed block was not sent as the file now is")
+	}
+	// The digest is of the version the list makes: v3 (every block kept
+	// or sent is as v3 has it), which a restore checks and accepts.
+	if sum := sha256.Sum256(v3); !bytes.Equal(ie.hash, sum[:]) {
+		t.Fatal("the digest is not of what the block list holds")
 	}
 }

@@ -173,9 +173,16 @@ type Source struct {
 	sumBuf [sha256.Size]byte
 	// Of the file being sent: its hash kind is the sparse one, its size,
 	// and the end of its last Data record.
-	sparse     bool
-	sparseSum  *fileindex.SparseHash
-	blockSum   hash.Hash // of a block read again to be sent (resend)
+	sparse    bool
+	sparseSum *fileindex.SparseHash
+	blockSum  hash.Hash // of a block read again to be sent (resend)
+	// held is the whole-file digest's state before the pieces of the
+	// block being held (sendRun); resend takes it back into altSum or
+	// altSparse when what it sends is not what was digested.
+	held       []byte
+	altSum     hash.Hash
+	altSparse  *fileindex.SparseHash
+	changed    bool // a block read again was not as first read (resend)
 	size, sent int64
 	// Of a large file sent by blocks: its block list, for its FileEnd.
 	split     chunk.Stream

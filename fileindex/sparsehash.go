@@ -2,7 +2,9 @@ package fileindex
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"encoding/binary"
+	"errors"
 	"hash"
 )
 
@@ -76,4 +78,53 @@ func (h *SparseHash) Sum(dst []byte, size int64) []byte {
 	n := binary.PutUvarint(h.varint[:], uint64(size))
 	outer.Write(h.varint[:n])
 	return outer.Sum(dst)
+}
+
+// MarshalBinary saves the hash's state, so that a caller that fed it
+// bytes it must take back can start again from here (UnmarshalBinary).
+func (h *SparseHash) MarshalBinary() ([]byte, error) {
+	b := []byte{0}
+	if h.open {
+		b[0] = 1
+	}
+	b = binary.AppendVarint(b, h.start)
+	b = binary.AppendVarint(b, h.end)
+	for _, x := range []hash.Hash{h.data, h.runs} {
+		s, err := x.(encoding.BinaryMarshaler).MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b, nil
+}
+
+// UnmarshalBinary sets the hash to a state MarshalBinary saved.
+func (h *SparseHash) UnmarshalBinary(b []byte) error {
+	bad := errors.New("sparse hash state: malformed")
+	if len(b) < 1 {
+		return bad
+	}
+	h.open, b = b[0] == 1, b[1:]
+	var n int
+	if h.start, n = binary.Varint(b); n <= 0 {
+		return bad
+	}
+	b = b[n:]
+	if h.end, n = binary.Varint(b); n <= 0 {
+		return bad
+	}
+	b = b[n:]
+	for _, x := range []hash.Hash{h.data, h.runs} {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return bad
+		}
+		if err := x.(encoding.BinaryUnmarshaler).UnmarshalBinary(b[n : n+int(l)]); err != nil {
+			return err
+		}
+		b = b[n+int(l):]
+	}
+	return nil
 }
