@@ -654,6 +654,13 @@ func (p *ruleParser) parseCron() error {
 	}
 	var spec []string
 	for _, f := range fields[:5] {
+		// robfig/cron takes an empty item ("," or "1,") as naming
+		// nothing, and a field of nothing makes a rule that never runs.
+		for _, item := range splitList(f) {
+			if item.text == "" {
+				return &SyntaxError{Column: item.col, Msg: "an empty item in a list: remove the extra comma"}
+			}
+		}
 		spec = append(spec, f.text)
 	}
 	joined := strings.Join(spec, " ")
@@ -684,6 +691,11 @@ func (p *ruleParser) parseCron() error {
 				p.r.minutes = append(p.r.minutes, uint16(h*60+m))
 			}
 		}
+	}
+	if len(p.r.minutes) == 0 {
+		// What robfig/cron parses to no minute at all: a rule that
+		// would never run.
+		return &SyntaxError{Column: fields[0].col, Token: joined, Msg: "the minute and hour fields name no time of day: check them for an empty item (a comma with nothing on one side)"}
 	}
 	p.r.months = uint16(s.Month) & allMonths
 	p.r.days = uint32(s.Dom) & allDays
