@@ -85,6 +85,34 @@ func TestSpooledFileByBlocks(t *testing.T) {
 	t.Logf("incremental: %d bytes sent, %d kept from the base", st.Bytes, st.Reused)
 }
 
+// placedBase is the base tree an incremental after stream gets: its
+// entries with their digests, the file at path with its block list placed
+// in a session of its own (placedAt).
+func placedBase(t *testing.T, stream []byte, path string) []fileindex.Entry {
+	t.Helper()
+	var base []fileindex.Entry
+	for _, se := range entriesOf(t, stream) {
+		se.e.Hash = se.hash
+		if se.e.Path == path {
+			se.e.Blocks = placedAt(se.blocks, [16]byte{1})
+		}
+		base = append(base, se.e)
+	}
+	return base
+}
+
+// entryIn is the entry of path in stream.
+func entryIn(t *testing.T, stream []byte, path string) *streamEntry {
+	t.Helper()
+	for _, se := range entriesOf(t, stream) {
+		if se.e.Path == path {
+			return &se
+		}
+	}
+	t.Fatalf("no entry of %s in the stream", path)
+	return nil
+}
+
 // dataOf is the content the Data records of the entry at path in stream
 // put at their offsets, in a buffer of size bytes, and which bytes they
 // covered.
@@ -124,15 +152,7 @@ func TestLargeBlocksGoInPieces(t *testing.T) {
 	v1 := randomBytes(43, 6<<20)
 	mustWrite(t, p, v1, 0o644)
 	opts := WalkOptions{Paths: []string{dir}}
-	entryOf := func(stream []byte) streamEntry {
-		for _, se := range entriesOf(t, stream) {
-			if se.e.Path == p {
-				return se
-			}
-		}
-		t.Fatal("no entry of the file")
-		return streamEntry{}
-	}
+	entryOf := func(stream []byte) streamEntry { return *entryIn(t, stream, p) }
 	whole, _ := runSource(t, SourceOptions{Walk: opts})
 	wholeList := entryOf(whole).blocks
 
@@ -151,14 +171,7 @@ func TestLargeBlocksGoInPieces(t *testing.T) {
 	}
 
 	// The base: the full as placed in a session, block i at Seq i.
-	var base []fileindex.Entry
-	for _, se := range entriesOf(t, full) {
-		se.e.Hash = se.hash
-		if se.e.Path == p {
-			se.e.Blocks = placedAt(se.blocks, [16]byte{1})
-		}
-		base = append(base, se.e)
-	}
+	base := placedBase(t, full, p)
 	v2 := bytes.Clone(v1)
 	copy(v2[1<<20:], "a changed sector")
 	copy(v2[4<<20+12345:], "and another one")
@@ -264,14 +277,7 @@ func TestFileChangedBeforeItsBlockIsSentAgain(t *testing.T) {
 	defer func(n int) { chunk.PieceSize = n }(chunk.PieceSize)
 	chunk.PieceSize = 64 << 10
 	full, _ := runSource(t, SourceOptions{Walk: opts})
-	var base []fileindex.Entry
-	for _, se := range entriesOf(t, full) {
-		se.e.Hash = se.hash
-		if se.e.Path == p {
-			se.e.Blocks = placedAt(se.blocks, [16]byte{1})
-		}
-		base = append(base, se.e)
-	}
+	base := placedBase(t, full, p)
 	v2 := bytes.Clone(v1)
 	copy(v2[2<<20:], "changed once")
 	mustWrite(t, p, v2, 0o644)
@@ -288,14 +294,8 @@ func TestFileChangedBeforeItsBlockIsSentAgain(t *testing.T) {
 	defer func() { beforeResend = nil }()
 	var warned []error
 	inc, st := runSource(t, SourceOptions{Walk: WalkOptions{Paths: []string{dir}, Warn: func(_ string, err error) { warned = append(warned, err) }}, Base: fileindex.SliceIterator(base)})
-	var ie *streamEntry
-	es := entriesOf(t, inc)
-	for i := range es {
-		if es[i].e.Path == p {
-			ie = &es[i]
-		}
-	}
-	if ie == nil || ie.status != volume.EndReadError {
+	ie := entryIn(t, inc, p)
+	if ie.status != volume.EndReadError {
 		t.Fatalf("entry %+v: want EndReadError", ie)
 	}
 	if st.Incomplete != 1 || len(warned) != 1 || !errors.Is(warned[0], ErrFileChanged) {
