@@ -259,6 +259,12 @@ func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.Block
 		y = at
 		s.sent = y
 	}
+	if at != y || y != end {
+		// The list must tile the run: a cut that ended inside a block,
+		// or short of the run with no error, would store a version
+		// whose list does not hold its digest's content.
+		return y, fmt.Errorf("the cut of [%d, %d) ended at %d with blocks listed to %d", off, end, at, y)
+	}
 	return y, nil
 }
 
@@ -306,7 +312,7 @@ func (s *Source) resend(fd int, start, end int64, want [32]byte, bl *fileindex.B
 		}
 		if err != nil || bl.Blocks[len(bl.Blocks)-1].Hash != want {
 			s.useAltDigest()
-			s.changed = err == nil
+			s.changed = s.changed || err == nil
 		}
 		s.sent = to
 		return to, err

@@ -805,8 +805,6 @@ func (s *Source) readRange(fd int, off, end int64, probe bool) (int64, error) {
 	return off - start, nil
 }
 
-// preadFull reads into buf at off until buf is full, the end of the file,
-// or an error; a read that ends at or past want bytes is taken as the end,
 // readRecord reads up to n bytes of the file at off straight into a Data
 // record at the end of the batch, which the caller reserved room for, and
 // returns the content the record holds (at most n bytes) and what the
@@ -838,6 +836,8 @@ func (s *Source) readRecord(fd int, off int64, n, ask int) (data []byte, got int
 	return data, got, err
 }
 
+// preadFull reads into buf at off until buf is full, the end of the file,
+// or an error; a read that ends at or past want bytes is taken as the end,
 // which saves the extra read that would only return 0.
 func preadFull(fd int, buf []byte, off int64, want int) (int, error) {
 	got := 0

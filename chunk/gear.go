@@ -68,8 +68,7 @@ func (g *gearCutter) reset(rd io.Reader, bits int) {
 }
 
 // fill reads until the ring is full or the reader ends. It is called when
-// fewer than a largest block are buffered, so each read is of at least
-// readSize bytes.
+// at most a piece is buffered, so each read is of at least readSize bytes.
 func (g *gearCutter) fill() error {
 	size := len(g.buf)
 	for g.n < size && !g.eof {
@@ -114,7 +113,10 @@ func (g *gearCutter) span(i, j int) (a, b []byte) {
 // has bytes after it. An error of the reader abandons the block being cut
 // and is returned as it came.
 func (g *gearCutter) next(dst []byte) ([]byte, bool, error) {
-	if g.n < g.piece && !g.eof {
+	// Refill also at exactly a piece: unless the reader is known to have
+	// ended, that piece may be the stream's last bytes, and a piece that
+	// does not end its block must have bytes after it.
+	if g.n <= g.piece && !g.eof {
 		if err := g.fill(); err != nil {
 			return nil, false, err
 		}

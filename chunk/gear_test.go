@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -63,9 +65,9 @@ func TestGearCutsPinned(t *testing.T) {
 		{"short", random(1, 1, 70<<10), Gear + MinBits, "68f8c2887600f145"},
 		// Classes whose blocks the cutter gives in pieces: the cuts are
 		// those of a cutter that held each block whole.
-		{"random", random(15, 16, 40<<20), Gear + 21, "1c351bf7ff19a9c2"},
-		{"random", random(17, 18, 48<<20), Gear + 23, "c1c62277a5738f5e"},
-		{"runs", append(bytes.Repeat([]byte{0}, 70<<20), random(19, 20, 9<<20)...), Gear + 22, "2ecd6baa06cdae74"},
+		{"random", random(15, 16, 24<<20), Gear + 21, "6ade12b8dac91cb7"},
+		{"random", random(17, 18, 40<<20), Gear + 23, "f6d06de2c0898478"},
+		{"runs", append(bytes.Repeat([]byte{0}, 36<<20), random(19, 20, 5<<20)...), Gear + 22, "b4d5bece64688c94"},
 	} {
 		if got := cutLengths(t, c.data, c.class); got != c.want {
 			t.Errorf("%s, class %d: cuts hash to %s, want %s", c.name, c.class, got, c.want)
@@ -123,4 +125,114 @@ func (s *shortReads) Read(p []byte) (int, error) {
 		p = p[:k]
 	}
 	return s.r.Read(p)
+}
+
+// plainCuts cuts data as the gear classes are defined, the whole input in
+// hand, one byte at a time: the lengths of its blocks.
+func plainCuts(data []byte, class int) []int {
+	lo, hi := Sizes(class)
+	mask := ^uint64(0) << (64 - uint(class&^Gear))
+	var out []int
+	for len(data) > 0 {
+		n := min(len(data), hi)
+		cut := n
+		if n > lo {
+			var h uint64
+			for _, c := range data[lo-64 : lo] {
+				h = h<<1 + gear[c]
+			}
+			for i := lo; i < n; i++ {
+				if h = h<<1 + gear[data[i]]; h&mask == 0 {
+					cut = i + 1
+					break
+				}
+			}
+		}
+		out = append(out, cut)
+		data = data[cut:]
+	}
+	return out
+}
+
+// endingReader reads r in reads of random lengths (when short) and gives
+// io.EOF with the last bytes (when withEOF), as some readers do, rather
+// than on a read of its own.
+type endingReader struct {
+	r              *bytes.Reader
+	rng            *rand.Rand
+	short, withEOF bool
+}
+
+func (e *endingReader) Read(p []byte) (int, error) {
+	if e.short && len(p) > 1 {
+		p = p[:1+e.rng.IntN(len(p))]
+	}
+	n, err := e.r.Read(p)
+	if err == nil && e.withEOF && e.r.Len() == 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// The cutter, in pieces of any size, over any reader, gives the blocks of
+// plainCuts: inputs of random sizes and of sizes around the smallest and
+// largest block and the read size, with runs of zeros (cut at the largest
+// size); pieces from one byte to the largest block; readers that end with
+// their last bytes or after them, in long or short reads. A stream ending
+// exactly at a piece's end once lost its last block.
+func TestGearCutsAsThePlainCutter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	class := Gear + MinBits
+	lo, hi := Sizes(class)
+	var st Stream
+	defer st.Stop()
+	for iter := range 61 {
+		size := rng.IntN(3 << 19)
+		if iter%3 == 0 {
+			size = max(0, []int{lo, hi, readSize, readSize + hi, 2 * hi, 3 * hi / 2}[rng.IntN(6)]+rng.IntN(3)-1)
+		}
+		data := random(uint64(iter), 23, size)
+		for k := rng.IntN(4); k > 0 && size > 0; k-- {
+			a := rng.IntN(size)
+			clear(data[a:min(size, a+rng.IntN(1<<20))])
+		}
+		piece := []int{1, 37, 63, 64, 65, 1000, lo - 1, lo, lo + 1, 100_000, readSize, hi / 3, hi / 2, hi - 1, hi}[rng.IntN(15)]
+		short, withEOF := rng.IntN(2) == 0, rng.IntN(2) == 0
+		if iter == 60 {
+			// The stream ends where a refill filled the ring, a piece
+			// before its end, with no boundary in the last piece: a ring
+			// of a piece and a read, three pieces of zeros.
+			piece, data, short, withEOF = readSize/2, make([]byte, readSize*3/2), false, false
+		}
+		want := plainCuts(data, class)
+		setPieceSize(t, piece)
+		r := &endingReader{r: bytes.NewReader(data), rng: rng, short: short, withEOF: withEOF}
+		var s Splitter
+		if err := s.Reset(r, class); err != nil {
+			t.Fatal(err)
+		}
+		var got []int
+		at := 0
+		for {
+			b, err := s.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(b, data[at:at+len(b)]) {
+				t.Fatalf("case %d: block %d is not the input at %d", iter, len(got), at)
+			}
+			got = append(got, len(b))
+			at += len(b)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("case %d: %d bytes in pieces of %d (short reads %v, EOF with the data %v): %d blocks, want %d", iter, len(data), piece, r.short, r.withEOF, len(got), len(want))
+		}
+		r = &endingReader{r: bytes.NewReader(data), rng: rng, short: rng.IntN(2) == 0, withEOF: rng.IntN(2) == 0}
+		if hashes, err := streamAll(t, &st, r, class); err != nil || len(hashes) != len(want) {
+			t.Fatalf("case %d: the stream gave %d blocks (%v), want %d", iter, len(hashes), err, len(want))
+		}
+	}
 }

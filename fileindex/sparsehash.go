@@ -103,7 +103,7 @@ func (h *SparseHash) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary sets the hash to a state MarshalBinary saved.
 func (h *SparseHash) UnmarshalBinary(b []byte) error {
 	bad := errors.New("sparse hash state: malformed")
-	if len(b) < 1 {
+	if len(b) < 1 || b[0] > 1 {
 		return bad
 	}
 	h.open, b = b[0] == 1, b[1:]
@@ -125,6 +125,9 @@ func (h *SparseHash) UnmarshalBinary(b []byte) error {
 			return err
 		}
 		b = b[n+int(l):]
+	}
+	if len(b) > 0 {
+		return bad
 	}
 	return nil
 }

@@ -69,7 +69,7 @@ func TestSparseHashStateTakenBack(t *testing.T) {
 	if x, y := a.Sum(nil, 9000), b.Sum(nil, 9000); !bytes.Equal(x, y) {
 		t.Fatalf("%x after the state taken back, want %x", y, x)
 	}
-	for _, bad := range [][]byte{nil, {1}, state[:len(state)-3]} {
+	for _, bad := range [][]byte{nil, {1}, state[:len(state)-3], append(bytes.Clone(state), 0), append([]byte{2}, state[1:]...)} {
 		if err := b.UnmarshalBinary(bad); err == nil {
 			t.Fatalf("state %x taken", bad)
 		}

@@ -616,9 +616,13 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 	}
 	var resp wire.TreeListResp
 	for page := 0; ; page++ {
+		// A fresh answer each page: decoding into the last one would
+		// keep, in each entry, the fields this page's omits (an owner's
+		// name, a link's target) from the entry at its place before.
+		resp = wire.TreeListResp{}
 		if err := g.call(ctx, nc, wire.OpTreeList, req, &resp); err != nil {
 			if page > 0 {
-				_ = out.flush() // what was listed before the error
+				_ = out.abort() // what was listed before the error, said to be short
 			}
 			return err
 		}
@@ -639,11 +643,12 @@ func runLs(ctx context.Context, g *globals, o lsOpts, p string) error {
 	return out.end()
 }
 
-// lsPrinter prints a listing page by page.
+// lsPrinter prints a listing page by page; abort ends one a page's error
+// cut short.
 type lsPrinter interface {
 	begin(b *wire.BackupInfo)
 	entries(es []wire.EntryInfo) error
-	flush() error
+	abort() error
 	end() error
 }
 
@@ -683,14 +688,9 @@ func (l *lsTable) entries(es []wire.EntryInfo) error {
 	return l.t.flush()
 }
 
-func (l *lsTable) flush() error {
-	if l.t == nil {
-		return nil
-	}
-	return l.t.flush()
-}
+func (l *lsTable) abort() error { return l.t.flush() } // the error follows on stderr
 
-func (l *lsTable) end() error { return l.flush() }
+func (l *lsTable) end() error { return l.t.flush() }
 
 // lsJSON writes what printJSON would of {"backup": ..., "entries": [...]},
 // an entry at a time.
@@ -723,13 +723,17 @@ func (l *lsJSON) entries(es []wire.EntryInfo) error {
 	return l.w.Flush()
 }
 
-func (l *lsJSON) flush() error { return l.w.Flush() }
+// abort closes the document, so that what was printed stays JSON, and
+// marks it incomplete; the error goes to stderr and the exit code says it.
+func (l *lsJSON) abort() error { return l.close(",\n  \"incomplete\": true") }
 
-func (l *lsJSON) end() error {
+func (l *lsJSON) end() error { return l.close("") }
+
+func (l *lsJSON) close(extra string) error {
 	if l.n > 0 {
 		l.w.WriteString("\n  ")
 	}
-	l.w.WriteString("]\n}\n")
+	l.w.WriteString("]" + extra + "\n}\n")
 	return l.w.Flush()
 }
 
