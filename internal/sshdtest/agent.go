@@ -2,6 +2,7 @@ package sshdtest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,11 +40,14 @@ func Agent(t testing.TB, keyFiles ...string) string {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
+	// The socket's file appears at bind, before ssh-agent listens on it:
+	// an ssh-add in between was refused. Wait for a connection.
 	poll.Until(t, 10*time.Second, func() error {
-		if _, err := os.Stat(sock); err != nil {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
 			return fmt.Errorf("ssh-agent's socket: %w", err)
 		}
-		return nil
+		return c.Close()
 	})
 	for _, k := range keyFiles {
 		add := exec.Command("ssh-add", k)
