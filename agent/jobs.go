@@ -421,6 +421,9 @@ type restoreRun struct {
 
 	want  map[string]bool // the paths of the read under way not accounted for yet
 	asked int64
+	// blocks are the reads of asked that bring a block of a large file,
+	// not an entry: what the job reports as entries leaves them out.
+	blocks int64
 }
 
 func (a *Agent) newRestoreRun(o wire.RunRestore) *restoreRun {
@@ -471,7 +474,7 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 			err = ferr
 		}
 		done.Files, done.Bytes = st.Files, st.Bytes
-		done.Entries, done.Restored, done.Lost = run.asked, st.Files+st.Dirs+st.Links+st.Specials, st.DamagedCount
+		done.Entries, done.Restored, done.Lost = run.asked-run.blocks, st.Files+st.Dirs+st.Links+st.Specials, st.DamagedCount
 		for _, w := range st.Warnings {
 			done.Warnings = append(done.Warnings, w.String())
 		}
@@ -602,6 +605,11 @@ func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
 			}
 		}
 		run.asked += int64(len(rs.Entries))
+		for _, e := range rs.Entries {
+			if e.Block {
+				run.blocks++
+			}
+		}
 		return false, nil
 	case dataplane.FrameRecords:
 		return false, r.Records(p)

@@ -126,6 +126,11 @@ type ReadEntry struct {
 	// Ancestor marks a directory read only because it lies above a path
 	// chosen for the restore (wire.ReadLoc.Ancestor).
 	Ancestor bool `json:"ancestor,omitempty"`
+	// Block marks a block of a large file read where it lies
+	// (wire.ReadLoc.Block), not an entry of its own: the counts of
+	// entries asked and restored leave it out. An older node does not
+	// set it, and its blocks are counted as entries.
+	Block bool `json:"block,omitempty"`
 }
 
 // RestoreEnd closes a restore stream: the node served every read of the

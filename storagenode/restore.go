@@ -178,7 +178,7 @@ func (e *stopStream) Unwrap() error { return e.err }
 func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	start := dataplane.ReadStart{SessionID: rr.SessionID, Entries: make([]dataplane.ReadEntry, len(rr.Locs))}
 	for i, l := range rr.Locs {
-		start.Entries[i] = dataplane.ReadEntry{Path: l.Path, Ancestor: l.Ancestor}
+		start.Entries[i] = dataplane.ReadEntry{Path: l.Path, Ancestor: l.Ancestor, Block: l.Block != nil}
 	}
 	if err := r.conn.WriteJSON(dataplane.FrameReadStart, start); err != nil {
 		return &stopStream{err}
