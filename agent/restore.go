@@ -1227,15 +1227,19 @@ func (r *Restorer) Finish() (RestoreStats, error) {
 	}
 	if r.cur != nil {
 		if r.stopped == nil {
-			reason := "the stream ended before its FileEnd"
+			var werr error
 			if r.wk != nil {
-				if err := r.wk.failed(); err != nil {
-					// The stream stopped because a write failed (a full
-					// disk): that, not the stream, is why.
-					reason = "not restored: the restore stopped: " + err.Error()
-				}
+				werr = r.wk.failed()
 			}
-			r.markDamaged(r.cur.e.Path, reason)
+			if werr != nil {
+				// The stream stopped because a write failed (a full
+				// disk): the file is not restored for that, and its data
+				// is not lost, so it is counted with the refused, not
+				// the lost.
+				r.refuse(r.cur.e.Path, fmt.Errorf("not restored: the restore stopped: %w", werr))
+			} else {
+				r.markDamaged(r.cur.e.Path, "the stream ended before its FileEnd")
+			}
 		}
 		r.discard()
 	}
