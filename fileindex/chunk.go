@@ -38,6 +38,9 @@ const chunkIndexVersion = 1
 // entries (ChunkBytes when chunkBytes <= 0). It returns the encoded chunk
 // index and the compressed chunks, one after another. The same segment
 // always gives the same bytes, so every server of a group stores the same.
+// A segment of no entries has no chunk to index: it is refused as
+// ErrCorrupt, and the catalog keeps it whole, as it keeps any segment
+// that does not chunk.
 func ChunkSegment(seg []byte, chunkBytes int) (index, data []byte, err error) {
 	if chunkBytes <= 0 {
 		chunkBytes = ChunkBytes
