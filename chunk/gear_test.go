@@ -24,23 +24,33 @@ func cutLengths(t *testing.T, data []byte, class int) string {
 // their lengths hashed as cutLengths does.
 func splitAll(t *testing.T, r io.Reader, class int) (joined []byte, lengths string) {
 	t.Helper()
+	joined, lens := splitLengths(t, r, class)
+	h := sha256.New()
+	for _, n := range lens {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(n)))
+	}
+	return joined, hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// splitLengths cuts what r reads in class with a Splitter and returns the
+// blocks joined and their lengths.
+func splitLengths(t *testing.T, r io.Reader, class int) (joined []byte, lens []int) {
+	t.Helper()
 	var s Splitter
 	if err := s.Reset(r, class); err != nil {
 		t.Fatal(err)
 	}
-	h := sha256.New()
 	for {
 		b, err := s.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return joined, lens
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		joined = append(joined, b...)
-		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+		lens = append(lens, len(b))
 	}
-	return joined, hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // TestGearCutsPinned pins where the gear hash cuts: a block list names a
@@ -207,25 +217,9 @@ func TestGearCutsAsThePlainCutter(t *testing.T) {
 		want := plainCuts(data, class)
 		setPieceSize(t, piece)
 		r := &endingReader{r: bytes.NewReader(data), rng: rng, short: short, withEOF: withEOF}
-		var s Splitter
-		if err := s.Reset(r, class); err != nil {
-			t.Fatal(err)
-		}
-		var got []int
-		at := 0
-		for {
-			b, err := s.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(b, data[at:at+len(b)]) {
-				t.Fatalf("case %d: block %d is not the input at %d", iter, len(got), at)
-			}
-			got = append(got, len(b))
-			at += len(b)
+		joined, got := splitLengths(t, r, class)
+		if !bytes.Equal(joined, data) {
+			t.Fatalf("case %d: the blocks are not the input", iter)
 		}
 		if !slices.Equal(got, want) {
 			t.Fatalf("case %d: %d bytes in pieces of %d (short reads %v, EOF with the data %v): %d blocks, want %d", iter, len(data), piece, r.short, r.withEOF, len(got), len(want))
