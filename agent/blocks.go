@@ -248,7 +248,6 @@ func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.Block
 			if y, err = s.resend(fd, y, at, h, bl); err != nil {
 				return y, err
 			}
-			s.sent = y
 			continue
 		}
 		if err := s.appendData(y, data); err != nil {

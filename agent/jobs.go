@@ -603,13 +603,11 @@ func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
 			if e.Ancestor {
 				r.Ancestor(string(e.Path))
 			}
-		}
-		run.asked += int64(len(rs.Entries))
-		for _, e := range rs.Entries {
 			if e.Block {
 				run.blocks++
 			}
 		}
+		run.asked += int64(len(rs.Entries))
 		return false, nil
 	case dataplane.FrameRecords:
 		return false, r.Records(p)

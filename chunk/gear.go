@@ -31,6 +31,16 @@ const readSize = 512 << 10
 // blocks come in pieces; nothing else sets it.
 var PieceSize = 4 << 20
 
+// largestPiece is the most of a block one cut of size class class gives:
+// a gear class's largest block up to PieceSize, a Rabin class's whole.
+func largestPiece(class int) int {
+	_, hi := Sizes(class)
+	if class&Gear != 0 {
+		return min(hi, PieceSize)
+	}
+	return hi
+}
+
 // gearCutter cuts by a gear hash (FastCDC's rolling hash: a shift and an
 // add per byte, each byte's influence gone after 64): a block ends after
 // its smallest size where the hash's top bits bits are zero. It does per
@@ -58,7 +68,7 @@ type gearCutter struct {
 
 func (g *gearCutter) reset(rd io.Reader, bits int) {
 	lo, hi := Sizes(bits)
-	piece := min(hi, PieceSize)
+	piece := largestPiece(bits)
 	// Room for a piece and a read's worth after it.
 	if cap(g.buf) < piece+readSize {
 		g.buf = make([]byte, piece+readSize)
@@ -136,10 +146,10 @@ func (g *gearCutter) next(dst []byte) ([]byte, bool, error) {
 		if check < lim {
 			mask := ^uint64(0) << (64 - g.bits)
 			a, b := g.span(check, lim)
-			k, ha := gearScan(a, h, mask)
-			h = ha
+			var k int
+			k, h = gearScan(a, h, mask)
 			if k == 0 && len(b) > 0 {
-				if k, h = gearScan(b, ha, mask); k > 0 {
+				if k, h = gearScan(b, h, mask); k > 0 {
 					k += len(a)
 				}
 			}

@@ -80,10 +80,7 @@ func (st *Stream) Start(r io.Reader, class int) error {
 	if err := st.s.Reset(r, class); err != nil {
 		return err
 	}
-	_, st.max = Sizes(class)
-	if class&Gear != 0 {
-		st.max = min(st.max, PieceSize)
-	}
+	st.max = largestPiece(class)
 	if st.sum == nil {
 		st.sum = sha256.New()
 	}
