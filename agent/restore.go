@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,8 +38,10 @@ import (
 //     named by whoever runs the restore; it is opened once, and its last
 //     component is not followed either.
 //   - What the restore creates it holds by a descriptor at once: a regular
-//     file is created O_EXCL under a temporary name and renamed into place
-//     when its hash matches; a fifo, device or symlink is opened O_PATH and
+//     file is created unnamed (O_TMPFILE) and linked into place when its
+//     hash matches, or, where the filesystem or a missing /proc allows no
+//     unnamed file, created O_EXCL under a temporary name and renamed into
+//     place; a fifo, device or symlink is opened O_PATH and
 //     O_NOFOLLOW right after mknodat or symlinkat and checked to be what was
 //     made (type, one name, device numbers, symlink target); a directory
 //     made is checked to be empty, and its device and inode are kept for
@@ -157,7 +160,11 @@ type Restorer struct {
 	// by path; blk is the block whose Data records are coming.
 	assembling map[string]*assembly
 	blk        *blockIn
-	tmpSeq     uint64
+	// unnamed: regular files are created without a name (createTemp);
+	// tmpSeq and pid make the names of those that have one.
+	unnamed bool
+	tmpSeq  atomic.Uint64
+	pid     string
 	// hash digests the content of a file Record writes itself (one
 	// assembled from blocks); wk are the workers that write the others
 	// (restore_workers.go), frame the copy of the records being applied.
@@ -272,7 +279,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 	}
 	return &Restorer{
 		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
-		rootFd: -1, hash: newContentHash(),
+		rootFd: -1, hash: newContentHash(), unnamed: preferUnnamedFiles && procAvailable(), pid: strconv.Itoa(os.Getpid()),
 		linkable: map[string]inodeID{}, damaged: map[string]string{}, assembling: map[string]*assembly{},
 		ancestors: map[string]bool{}, madeDirs: map[inodeID]bool{},
 	}, nil
@@ -537,26 +544,18 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 		return nil
 	}
 	if e.Type == fileindex.TypeFile {
-		for {
-			r.tmpSeq++
-			c.tmp = fmt.Sprintf(".cairn-restore-%d-%d", os.Getpid(), r.tmpSeq)
-			fd, err := unix.Openat(c.dirfd, c.tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
-			if errors.Is(err, unix.EEXIST) {
-				continue
-			}
-			if errors.Is(err, unix.EPERM) {
-				// An immutable or append-only directory in a forced
-				// target: this entry cannot go there, the others can.
-				r.refuse(e.Path, fmt.Errorf("not restored: %w", r.explainEPERM(c.dirfd, c.name, err)))
-				r.skipping = true
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("restore %s: create a temporary file in %s: %w", e.Path, r.full(path.Dir(e.Path)), err)
-			}
-			c.fd = fd
-			break
+		fd, tmp, err := r.createTemp(c.dirfd)
+		if errors.Is(err, unix.EPERM) {
+			// An immutable or append-only directory in a forced
+			// target: this entry cannot go there, the others can.
+			r.refuse(e.Path, fmt.Errorf("not restored: %w", r.explainEPERM(c.dirfd, c.name, err)))
+			r.skipping = true
+			return nil
 		}
+		if err != nil {
+			return fmt.Errorf("restore %s: create a temporary file in %s: %w", e.Path, r.full(path.Dir(e.Path)), err)
+		}
+		c.fd, c.tmp = fd, tmp
 		if early := e.Flags & shapingFlags; early != 0 {
 			// Errors are told when all the flags are set, at the end.
 			if cur, err := unix.IoctlGetUint32(c.fd, unix.FS_IOC_GETFLAGS); err == nil {
@@ -928,7 +927,7 @@ func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) e
 		r.lateFlags = append(r.lateFlags, lateFlags{path: e.Path, id: id, flags: e.Flags})
 		r.mu.Unlock()
 	}
-	if !flagsNow {
+	if !flagsNow && c.tmp != "" {
 		if err := unix.Close(c.fd); err != nil {
 			c.fd = -1
 			unix.Unlinkat(c.dirfd, c.tmp, 0)
@@ -936,20 +935,21 @@ func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) e
 		}
 		c.fd = -1
 	}
-	err := unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
-	if err != nil && r.clearWay(c.dirfd, c.name) == nil {
-		err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
-	}
-	if err != nil {
+	if err := r.nameFile(c); err != nil {
 		if c.fd >= 0 {
 			unix.Close(c.fd)
+			c.fd = -1
 		}
-		unix.Unlinkat(c.dirfd, c.tmp, 0)
+		if c.tmp != "" {
+			unix.Unlinkat(c.dirfd, c.tmp, 0)
+		}
 		r.refuse(e.Path, fmt.Errorf("not restored: %w", r.explainEPERM(c.dirfd, c.name, err)))
 		return nil
 	}
 	if c.fd >= 0 {
-		r.setFlags(c.fd, e.Path, e.Flags)
+		if flagsNow {
+			r.setFlags(c.fd, e.Path, e.Flags)
+		}
 		err := unix.Close(c.fd)
 		c.fd = -1
 		if err != nil {
@@ -963,6 +963,81 @@ func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) e
 	}
 	r.files.Add(1)
 	return nil
+}
+
+// createTemp creates the file an entry's content is written to until it
+// checks: unnamed (O_TMPFILE) where it can be, so that no one reaches it by
+// a name meanwhile and a restore killed halfway leaves nothing behind; and
+// it costs less than a name made and then renamed: the restore of the bench
+// tree (50,000 files) took 11-16% less CPU (bench/README.md, "Unnamed
+// files").
+// Otherwise, and from the first filesystem that takes no unnamed file on,
+// it is created O_EXCL under a temporary name, which it returns.
+func (r *Restorer) createTemp(dirfd int) (int, string, error) {
+	if r.unnamed {
+		fd, err := openUnnamed(dirfd)
+		// Filesystems without it answer EOPNOTSUPP; kernels before 3.11,
+		// which know no O_TMPFILE, EISDIR.
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
+			return fd, "", err
+		}
+		r.unnamed = false
+	}
+	for {
+		tmp := r.tempName()
+		fd, err := unix.Openat(dirfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+		if !errors.Is(err, unix.EEXIST) {
+			return fd, tmp, err
+		}
+	}
+}
+
+// openUnnamed creates an unnamed file in dirfd; tests make it answer as a
+// filesystem without O_TMPFILE does.
+var openUnnamed = func(dirfd int) (int, error) {
+	return unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+}
+
+// tempName is a name for a temporary file no other restore uses.
+func (r *Restorer) tempName() string {
+	return ".cairn-restore-" + r.pid + "-" + strconv.FormatUint(r.tmpSeq.Add(1), 10)
+}
+
+// linkTemp gives the unnamed file open on fd a temporary name in dirfd.
+func (r *Restorer) linkTemp(fd, dirfd int) (string, error) {
+	p := pinned{fd: fd}
+	for {
+		tmp := r.tempName()
+		err := p.linkAs(dirfd, tmp)
+		if err == nil {
+			return tmp, nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return "", err
+		}
+	}
+}
+
+// nameFile gives the checked file c its name: it replaces what stood there
+// in one step, as rename does, or, a non-directory or an empty directory
+// in the way, once that is removed.
+func (r *Restorer) nameFile(c *current) error {
+	if c.tmp == "" {
+		err := (&pinned{fd: c.fd}).linkAs(c.dirfd, c.name)
+		if !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		// Something has the name (a forced target): linkat does not
+		// replace it, rename does.
+		if c.tmp, err = r.linkTemp(c.fd, c.dirfd); err != nil {
+			return err
+		}
+	}
+	err := unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
+	if err != nil && r.clearWay(c.dirfd, c.name) == nil {
+		err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
+	}
+	return err
 }
 
 // protectingFlags are the inode flags that stop what a restore does to an

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -153,8 +152,7 @@ func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 		return reopenTemp(dirfd, a.tmp, a.made)
 	}
 	for {
-		r.tmpSeq++
-		a.tmp = fmt.Sprintf(".cairn-restore-%d-%d", os.Getpid(), r.tmpSeq)
+		a.tmp = r.tempName()
 		fd, err := unix.Openat(dirfd, a.tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 		if errors.Is(err, unix.EEXIST) {
 			continue
@@ -262,6 +260,14 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 	need := assemble.Kept(bl)
 	a := r.assembling[c.e.Path]
 	if a == nil {
+		if c.tmp == "" {
+			// It waits closed, to be opened again by this name.
+			tmp, err := r.linkTemp(c.fd, c.dirfd)
+			if err != nil {
+				return fmt.Errorf("restore %s: name its temporary file: %w", c.e.Path, err)
+			}
+			c.tmp = tmp
+		}
 		made, err := tempIDOf(c.fd)
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", c.e.Path, err)

@@ -21,6 +21,10 @@ var ErrReplaced = errors.New("it was replaced while it was restored: another use
 // fallbacks of older kernels on this one.
 var preferEmptyPathCalls = true
 
+// preferUnnamedFiles is false only in tests, which run the restore with
+// named temporary files too, as on a filesystem without O_TMPFILE.
+var preferUnnamedFiles = true
+
 // pinned is an inode the restore holds by a descriptor: every change of
 // its metadata goes to that inode, whatever its name holds meanwhile.
 type pinned struct {
@@ -185,6 +189,12 @@ var (
 	procOnce sync.Once
 	procErr  error
 )
+
+// procAvailable reports whether procFd can name descriptors.
+func procAvailable() bool {
+	_, err := procFd(0)
+	return err == nil
+}
 
 // procFd names a descriptor's inode in /proc. The magic link leads to the
 // inode itself, not to a name a racer could change; only /proc must be the

@@ -175,14 +175,21 @@ func stateOf(t *testing.T, root string) map[string]inodeState {
 // time. It needs root, and fails under CAIRN_CI=1 without it, or when the
 // racer does not show that it lost its privileges.
 func TestRestoreRacer(t *testing.T) {
-	for _, fallback := range []bool{false, true} {
-		name := "fd-calls"
-		if fallback {
-			name = "proc-fallback"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		fallback, named bool
+	}{
+		{"fd-calls", false, false},
+		{"proc-fallback", true, false},
+		{"named-temporary-files", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			needRoot(t, "a restore runs as root, and the racer drops to nobody")
-			runRacerTest(t, fallback, 2*time.Second)
+			if tc.named {
+				preferUnnamedFiles = false
+				defer func() { preferUnnamedFiles = true }()
+			}
+			runRacerTest(t, tc.fallback, 2*time.Second)
 		})
 	}
 }

@@ -133,7 +133,9 @@ func sameTree(t *testing.T, want, got string) {
 	}
 }
 
-func TestRoundTrip(t *testing.T) {
+func TestRoundTrip(t *testing.T) { eachTempKind(t, testRoundTrip) }
+
+func testRoundTrip(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	mustDo(t, os.Mkdir(src, 0o755))
 	mustDo(t, sample.Generate(src, sample.Spec{TextFiles: 60, RandomFiles: 20, MaxFileSize: 300 << 10, SparseSize: 64 << 20, Seed: 3}))
@@ -305,7 +307,9 @@ func streamOf(t *testing.T, mk func(dir string)) (string, []byte) {
 	return dir, s
 }
 
-func TestRestoreDamage(t *testing.T) {
+func TestRestoreDamage(t *testing.T) { eachTempKind(t, testRestoreDamage) }
+
+func testRestoreDamage(t *testing.T) {
 	src, stream := streamOf(t, func(dir string) {
 		for _, n := range []string{"a-cut", "b-ok", "c-corrupt", "d-no-end", "e-ok"} {
 			mustWrite(t, filepath.Join(dir, n), randomBytes(uint64(len(n)), 700<<10), 0o644)
@@ -315,21 +319,15 @@ func TestRestoreDamage(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "r")
 	r, err := NewRestorer(RestoreOptions{Root: dst})
 	mustDo(t, err)
-	tmpFiles := func() (n int) {
-		ents, _ := os.ReadDir(dst + src)
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), ".cairn-restore-") {
-				n++
-			}
-		}
-		return n
-	}
+	tmpFiles := func() int { return len(filesUnderWay(t, dst+src)) }
 	for i, p := range ps {
 		for j, rec := range recs[i] {
 			switch base := filepath.Base(p); {
 			case base == "a-cut" && j == 2:
-				if tmpFiles() != 1 {
+				if under := filesUnderWay(t, dst+src); len(under) != 1 {
 					t.Fatal("no temporary file while a file is written")
+				} else if unnamed := strings.HasPrefix(under[0], "#"); unnamed != preferUnnamedFiles {
+					t.Fatalf("the file under way is %s, unnamed wanted: %v", under[0], preferUnnamedFiles)
 				}
 				r.Damaged(p, "block 7 of volume V1: checksum mismatch")
 				r.wk.settle() // its worker removes it
@@ -374,6 +372,76 @@ func TestRestoreDamage(t *testing.T) {
 	if tmpFiles() != 0 {
 		t.Fatal("temporary files left")
 	}
+}
+
+// A filesystem without O_TMPFILE (vfat, NFS) gets its files under
+// temporary names from its first file on, and the restore is whole.
+func TestRestoreWithoutUnnamedFiles(t *testing.T) {
+	src, stream := streamOf(t, func(dir string) {
+		for i := range 5 {
+			mustWrite(t, filepath.Join(dir, fmt.Sprint("f", i)), randomBytes(uint64(i), 10<<10), 0o640)
+		}
+	})
+	tries := 0
+	openUnnamed = func(int) (int, error) { tries++; return -1, unix.EOPNOTSUPP }
+	defer func() {
+		openUnnamed = func(dirfd int) (int, error) {
+			return unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		}
+	}()
+	dst := t.TempDir()
+	st := restoreStream(t, stream, RestoreOptions{Root: dst, Force: true})
+	if st.WarningCount != 0 || st.Files != 5 {
+		t.Fatalf("stats %+v", st)
+	}
+	if tries != 1 {
+		t.Fatalf("an unnamed file was tried %d times, want once", tries)
+	}
+	sameTree(t, src, dst+src)
+	if under := filesUnderWay(t, dst+src); len(under) != 0 {
+		t.Fatalf("left behind: %q", under)
+	}
+}
+
+// eachTempKind runs f with the restore's files created unnamed and with
+// them created under temporary names, as on a filesystem without O_TMPFILE.
+func eachTempKind(t *testing.T, f func(t *testing.T)) {
+	for _, unnamed := range []bool{true, false} {
+		name := "unnamed"
+		if !unnamed {
+			name = "named"
+		}
+		t.Run(name, func(t *testing.T) {
+			preferUnnamedFiles = unnamed
+			defer func() { preferUnnamedFiles = true }()
+			f(t)
+		})
+	}
+}
+
+// filesUnderWay lists the files a restore in this process has under way in
+// dir: those under temporary names, and the unnamed ones it holds open
+// there (a descriptor's link reads "dir/#inode (deleted)").
+func filesUnderWay(t *testing.T, dir string) []string {
+	var out []string
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".cairn-restore-") {
+			out = append(out, e.Name())
+		}
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	mustDo(t, err)
+	for _, fd := range fds {
+		target, err := os.Readlink("/proc/self/fd/" + fd.Name())
+		if err != nil {
+			continue // closed meanwhile, or the directory's own descriptor
+		}
+		if p, ok := strings.CutSuffix(target, " (deleted)"); ok && filepath.Dir(p) == dir && strings.HasPrefix(filepath.Base(p), "#") {
+			out = append(out, filepath.Base(p))
+		}
+	}
+	return out
 }
 
 func header(e fileindex.Entry) []byte { return fileindex.AppendEntry(nil, &e) }
@@ -466,15 +534,19 @@ func TestRestoreIncompleteFile(t *testing.T) {
 }
 
 // With Force, restored entries replace what is in their way.
-func TestRestoreForceReplaces(t *testing.T) {
+func TestRestoreForceReplaces(t *testing.T) { eachTempKind(t, testRestoreForceReplaces) }
+
+func testRestoreForceReplaces(t *testing.T) {
 	src, stream := streamOf(t, func(dir string) {
 		mustWrite(t, filepath.Join(dir, "file"), []byte("new content"), 0o644)
+		mustWrite(t, filepath.Join(dir, "file2"), []byte("where a directory was"), 0o640)
 		mustDo(t, os.Symlink("file", filepath.Join(dir, "link")))
 		mustDo(t, os.Mkdir(filepath.Join(dir, "dir"), 0o755))
 	})
 	dst := t.TempDir()
 	mustWrite(t, dst+src+"/file", []byte("old"), 0o600)
 	mustDo(t, os.Mkdir(dst+src+"/link", 0o755)) // an empty directory where the symlink goes
+	mustDo(t, os.Mkdir(dst+src+"/file2", 0o755))
 	mustWrite(t, dst+src+"/dir", []byte("a file where the directory goes"), 0o644)
 	st := restoreStream(t, stream, RestoreOptions{Root: dst, Force: true})
 	if st.WarningCount != 0 {

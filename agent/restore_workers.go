@@ -380,7 +380,9 @@ func writeHashed(h *contentHash, c *current, off, zeros int64, data []byte) erro
 func removeTemp(c *current) {
 	if c.fd >= 0 {
 		unix.Close(c.fd)
-		unix.Unlinkat(c.dirfd, c.tmp, 0)
+		if c.tmp != "" {
+			unix.Unlinkat(c.dirfd, c.tmp, 0)
+		}
 		c.fd = -1
 	}
 }

@@ -119,16 +119,7 @@ func TestCancelOrderStopsARestore(t *testing.T) {
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	temp := func() []string {
-		var out []string
-		names, _ := os.ReadDir(filepath.Join(root, "d"))
-		for _, n := range names {
-			if strings.HasPrefix(n.Name(), ".cairn-restore-") {
-				out = append(out, n.Name())
-			}
-		}
-		return out
-	}
+	temp := func() []string { return filesUnderWay(t, filepath.Join(root, "d")) }
 	poll.Until(t, 10*time.Second, func() error {
 		if _, err := os.Stat(filepath.Join(root, "d", "a")); err != nil {
 			return err
