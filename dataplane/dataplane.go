@@ -208,6 +208,7 @@ func (e *StallError) Unwrap() error { return e.Err }
 // a net.Conn; Keepalive's goroutine writes too, under wmu.
 type Conn struct {
 	c     net.Conn
+	batch *recordBatcher // nil on a connection made by NewConn
 	r     *bufio.Reader
 	buf   []byte
 	ahead *readAhead // nil unless ReadAhead was called
@@ -258,9 +259,12 @@ func (c *Conn) Keepalive(interval time.Duration) {
 			c.wmu.Lock()
 			var err error
 			if time.Since(c.wrote) >= interval {
-				if err = c.writeFrame(FrameKeepalive, nil); err == nil {
-					err = c.flush()
-				}
+				err = c.gathered(func() error {
+					if err := c.writeFrame(FrameKeepalive, nil); err != nil {
+						return err
+					}
+					return c.flush()
+				})
 			}
 			c.wmu.Unlock()
 			if err != nil {
@@ -274,7 +278,23 @@ func (c *Conn) Keepalive(interval time.Duration) {
 func (c *Conn) WriteFrame(t byte, payload []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.writeFrame(t, payload)
+	return c.gathered(func() error { return c.writeFrame(t, payload) })
+}
+
+// gathered runs write, under wmu, with the TLS records it makes sent
+// together (recordBatcher).
+func (c *Conn) gathered(write func() error) error {
+	if c.batch == nil || !c.batch.handshakeDone(c.c) {
+		// A write runs the handshake first, whose messages must go at
+		// once: the peer answers them.
+		return write()
+	}
+	c.batch.gather()
+	err := write()
+	if serr := c.batch.send(); err == nil && serr != nil {
+		err = c.stalled(true, serr)
+	}
+	return err
 }
 
 func (c *Conn) writeFrame(t byte, payload []byte) error {
@@ -300,6 +320,10 @@ func (c *Conn) writeFrame(t byte, payload []byte) error {
 func (c *Conn) WriteFrameTail(t byte, head, tail []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.gathered(func() error { return c.writeFrameTail(t, head, tail) })
+}
+
+func (c *Conn) writeFrameTail(t byte, head, tail []byte) error {
 	n := len(head) + len(tail)
 	if n > MaxFrame {
 		return fmt.Errorf("data frame of %d bytes exceeds %d", n, MaxFrame)
@@ -385,7 +409,7 @@ func (c *Conn) WriteError(e *wire.Error) error { return c.WriteJSON(FrameError, 
 func (c *Conn) Flush() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.flush()
+	return c.gathered(c.flush)
 }
 
 func (c *Conn) flush() error {

@@ -12,23 +12,25 @@ import (
 	"github.com/cairnbackup/cairn/wire"
 )
 
-func listen(t *testing.T, dir string) (net.Listener, string) {
+// listen opens a data port as a storage node does: TCP, each connection
+// taking TLS with the node's certificate from dir.
+func listen(t *testing.T, dir string) (net.Listener, string, *tls.Config) {
 	t.Helper()
 	cert, fp, err := LoadOrCreateCert(dir, "sn1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", ServerConfig(cert))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	return ln, fp
+	return ln, fp, ServerConfig(cert)
 }
 
 func TestFramesOverPinnedTLS(t *testing.T) {
 	dir := t.TempDir()
-	ln, fp := listen(t, dir)
+	ln, fp, cfg := listen(t, dir)
 	_, fp2, err := LoadOrCreateCert(dir, "sn1")
 	if err != nil || fp2 != fp {
 		t.Fatalf("certificate not reused: %v", err)
@@ -40,7 +42,7 @@ func TestFramesOverPinnedTLS(t *testing.T) {
 			done <- err
 			return
 		}
-		conn := NewConn(c)
+		conn := ServerConn(c, cfg)
 		defer conn.Close()
 		var h Hello
 		if err := conn.ReadJSON(FrameHello, &h); err != nil {
@@ -76,12 +78,12 @@ func TestFramesOverPinnedTLS(t *testing.T) {
 }
 
 func TestDialRefusesWrongCertificate(t *testing.T) {
-	ln, _ := listen(t, t.TempDir())
+	ln, _, cfg := listen(t, t.TempDir())
 	_, other, _ := LoadOrCreateCert(t.TempDir(), "impostor")
 	go func() {
 		c, err := ln.Accept()
 		if err == nil {
-			c.(*tls.Conn).Handshake()
+			tls.Server(c, cfg).Handshake()
 			c.Close()
 		}
 	}()

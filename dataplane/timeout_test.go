@@ -16,10 +16,23 @@ import (
 
 // A peer that stops reading makes the writer fail after its timeout, with
 // an error that says so, instead of holding it forever.
+// Over TLS too, with its records gathered (recordBatcher): the write that
+// blocks is the batcher's, outside TLS.
 func TestWriteToAStalledPeerFails(t *testing.T) {
+	t.Run("pipe", func(t *testing.T) {
+		testWriteToAStalledPeerFails(t, func(t *testing.T) (*Conn, *Conn) {
+			a, b := net.Pipe()
+			return NewConn(a), NewConn(b)
+		})
+	})
+	t.Run("tls-gathered", func(t *testing.T) {
+		testWriteToAStalledPeerFails(t, func(t *testing.T) (*Conn, *Conn) { return tlsPair(t, true, nil) })
+	})
+}
+
+func testWriteToAStalledPeerFails(t *testing.T, pair func(t *testing.T) (*Conn, *Conn)) {
 	synctest.Test(t, func(t *testing.T) {
-		a, b := net.Pipe()
-		w, stalled := NewConn(a), NewConn(b) // stalled never reads
+		w, stalled := pair(t) // stalled never reads
 		defer w.Close()
 		defer stalled.Close()
 		w.SetTimeout(5 * time.Second)

@@ -108,10 +108,17 @@ func Dial(ctx context.Context, addr, fingerprint string) (*Conn, error) {
 			return nil
 		},
 	}
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: cfg}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to storage node data port %s: %w", addr, err)
 	}
-	return NewConn(c), nil
+	c, tc := clientConn(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, d.Timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("connect to storage node data port %s: %w", addr, err)
+	}
+	return c, nil
 }

@@ -45,7 +45,8 @@ type Node struct {
 	guard   *ticket.Guard
 	metrics *metrics
 
-	ln         net.Listener
+	ln         net.Listener // the data port, TCP; each connection takes tls
+	tls        *tls.Config
 	nc         *nats.Conn
 	spoolLocks map[string]*os.File // by spool directory, held while the node runs
 	// group is the group the node belongs to: Config.Group, or what its
@@ -159,11 +160,11 @@ func (n *Node) Start(ctx context.Context) error {
 		defer n.mu.Unlock()
 		return &n.cert, nil
 	}
-	ln, err := tls.Listen("tcp", n.cfg.DataAddr, tc)
+	ln, err := net.Listen("tcp", n.cfg.DataAddr)
 	if err != nil {
 		return fmt.Errorf("storage node data port %s: %w", n.cfg.DataAddr, err)
 	}
-	n.ln = ln
+	n.ln, n.tls = ln, tc
 	nc, err := wire.Connect(n.cfg.NATSURL, "cairn-storagenode-"+n.cfg.ID, n.cfg.NATSAuth, wire.Inbox(wire.KindNode, n.cfg.ID), n.log)
 	if err != nil {
 		ln.Close()
@@ -641,7 +642,7 @@ func (n *Node) acceptLoop(ctx context.Context) {
 				n.mu.Unlock()
 				c.Close()
 			}()
-			n.serveConn(ctx, dataplane.NewConn(c))
+			n.serveConn(ctx, dataplane.ServerConn(c, n.tls))
 		}()
 	}
 }

@@ -1,0 +1,109 @@
+package dataplane
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"sync"
+)
+
+// recordBatcher sits between a TLS connection and its socket. TLS cuts what
+// it is given into records of at most 16 KiB and writes each with a system
+// call of its own; while Conn writes a frame, the batcher gathers those
+// records and sends them in one call, and it reads the socket in large
+// pieces for the records coming in. On loopback both ends together took
+// 1.15-1.24 CPU seconds per GiB of restore frames, against 1.48-1.78 with a
+// write per record (BenchmarkTLSBatching). Outside a frame, and until the
+// handshake is done, writes go straight through: the handshake, alerts, a
+// key update.
+type recordBatcher struct {
+	net.Conn
+	in *bufio.Reader
+
+	mu   sync.Mutex // TLS writes under its own lock; Conn gathers under wmu
+	hold bool
+	out  []byte
+
+	shaken bool // the handshake is done; under Conn's wmu
+}
+
+// handshakeDone reports whether the TLS connection c has done its
+// handshake, after which its writes may be gathered.
+func (b *recordBatcher) handshakeDone(c net.Conn) bool {
+	if !b.shaken {
+		tc, ok := c.(*tls.Conn)
+		b.shaken = ok && tc.ConnectionState().HandshakeComplete
+	}
+	return b.shaken
+}
+
+// batchSize bounds what is gathered: Conn's write buffer, flushed at once,
+// is 256 KiB of frames, which TLS makes into 16 records and their overhead.
+const batchSize = 272 << 10
+
+func newRecordBatcher(c net.Conn) *recordBatcher {
+	return &recordBatcher{Conn: c, in: bufio.NewReaderSize(c, 256<<10), out: make([]byte, 0, batchSize)}
+}
+
+func (b *recordBatcher) Read(p []byte) (int, error) { return b.in.Read(p) }
+
+func (b *recordBatcher) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.hold {
+		return b.Conn.Write(p)
+	}
+	if len(b.out)+len(p) > cap(b.out) {
+		if err := b.sendLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) > cap(b.out) {
+			return b.Conn.Write(p)
+		}
+	}
+	b.out = append(b.out, p...)
+	return len(p), nil
+}
+
+func (b *recordBatcher) sendLocked() error {
+	if len(b.out) == 0 {
+		return nil
+	}
+	_, err := b.Conn.Write(b.out)
+	// A part written is lost with the rest: the TLS stream is broken
+	// either way, and the caller closes the connection.
+	b.out = b.out[:0]
+	return err
+}
+
+// gather starts holding TLS records; send sends what was held and stops.
+func (b *recordBatcher) gather() {
+	b.mu.Lock()
+	b.hold = true
+	b.mu.Unlock()
+}
+
+func (b *recordBatcher) send() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.hold = false
+	return b.sendLocked()
+}
+
+// ServerConn is the storage node's side of an accepted data connection; the
+// TLS handshake runs on its first read or write.
+func ServerConn(raw net.Conn, cfg *tls.Config) *Conn {
+	b := newRecordBatcher(raw)
+	c := NewConn(tls.Server(b, cfg))
+	c.batch = b
+	return c
+}
+
+// clientConn is the agent's side, before the handshake.
+func clientConn(raw net.Conn, cfg *tls.Config) (*Conn, *tls.Conn) {
+	b := newRecordBatcher(raw)
+	tc := tls.Client(b, cfg)
+	c := NewConn(tc)
+	c.batch = b
+	return c, tc
+}
