@@ -120,6 +120,71 @@ func TestForcedRestoreOverAnImmutableFile(t *testing.T) {
 	}
 }
 
+// A forced restore into an append-only directory of the target adds what
+// is new there (a name linked in is what +a allows) and refuses, saying
+// so, to replace what is there, leaving no temporary name behind. With
+// named temporary files, which must be renamed out of the directory,
+// both are refused.
+func TestForcedRestoreIntoAnAppendOnlyDirectory(t *testing.T) {
+	eachTempKind(t, func(t *testing.T) {
+		fs := loopfs.Ext4(t, 256<<20)
+		src := filepath.Join(fs, "src")
+		mustWrite(t, filepath.Join(src, "new"), []byte("new in the target\n"), 0o644)
+		mustWrite(t, filepath.Join(src, "old"), []byte("from the backup\n"), 0o644)
+		stream, _ := runSource(t, SourceOptions{Walk: WalkOptions{Paths: []string{src}}})
+		dst := filepath.Join(fs, "dst")
+		mustWrite(t, dst+src+"/old", []byte("in the target\n"), 0o600)
+		chattr(t, dst+src, fileindex.FlagAppend)
+		defer func() {
+			fd, err := unix.Open(dst+src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			mustDo(t, err)
+			defer unix.Close(fd)
+			mustDo(t, unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, 0))
+		}()
+		rst := restoreStream(t, stream, RestoreOptions{Root: dst, Force: true})
+		refused := 1
+		if !preferUnnamedFiles {
+			refused = 2
+		}
+		if rst.Refused != int64(refused) {
+			t.Fatalf("restore into an append-only directory: %+v", rst)
+		}
+		// The directory itself takes no owner, mode or times either:
+		// warnings of its own.
+		told := 0
+		for _, w := range rst.Warnings {
+			if !strings.HasSuffix(w.Path, "/old") && !strings.HasSuffix(w.Path, "/new") {
+				continue
+			}
+			told++
+			if !strings.Contains(w.Err, "append only (chattr +a)") || !strings.Contains(w.Err, "chattr -a") {
+				t.Fatalf("warning %+v does not say why or what to do", w)
+			}
+		}
+		if told != refused {
+			t.Fatalf("%d warnings about files, want %d: %+v", told, refused, rst.Warnings)
+		}
+		if b, _ := os.ReadFile(dst + src + "/old"); string(b) != "in the target\n" {
+			t.Fatalf("the file in the append-only directory was replaced: %q", b)
+		}
+		want := []string{"old"}
+		if preferUnnamedFiles {
+			want = []string{"new", "old"}
+			if b, _ := os.ReadFile(dst + src + "/new"); string(b) != "new in the target\n" {
+				t.Fatalf("the new file: %q", b)
+			}
+		}
+		var names []string
+		ents, _ := os.ReadDir(dst + src)
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		if !slices.Equal(names, want) {
+			t.Fatalf("the append-only directory holds %q, want %q", names, want)
+		}
+	})
+}
+
 // SkipNodump leaves out files and directories with the nodump flag, a
 // directory with all it holds, counts them apart from warnings, and names
 // them for the job log; without it they are backed up, flag and all.

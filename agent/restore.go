@@ -59,12 +59,14 @@ import (
 //     chown, which clears file capabilities.
 //   - Inode flags (chattr) last, with FS_IOC_SETFLAGS on the descriptor: an
 //     immutable or append-only inode takes no change after them, not even
-//     a rename or a link. A file gets them once renamed into place; one
+//     a rename or a link. A file gets them once named; one
 //     with further names, at Finish once they are linked (reopened from
 //     /proc/self/fd of its O_PATH descriptor, the ioctl wanting a file
 //     open for reading); a directory after its mode and times, children
 //     first. An immutable or append-only inode in a forced target is not
-//     the restore's to clear: the entry is refused, saying so.
+//     the restore's to clear: the entry is refused, saying so. An
+//     append-only directory takes a new name (an unnamed file linked in),
+//     not a replacement of a name it holds.
 //
 // What another user can still do is what the directory lets them do anyway:
 // move or remove names in it, so an entry may be lost (it is refused, with a
@@ -905,7 +907,8 @@ func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) e
 			return fmt.Errorf("restore %s: truncate: %w", e.Path, err)
 		}
 	}
-	// The file open since its O_EXCL create takes all of its metadata.
+	// The file open since its create (unnamed, or O_EXCL) takes all of
+	// its metadata.
 	f := pinned{fd: c.fd}
 	r.applyMeta(&f, e, r.owner)
 	// Inode flags come last, and an immutable or append-only file can
@@ -983,6 +986,10 @@ func (r *Restorer) createTemp(dirfd int) (int, string, error) {
 		}
 		r.unnamed = false
 	}
+	if appendOnly(dirfd) {
+		// A name made there could be neither renamed nor removed.
+		return -1, "", unix.EPERM
+	}
 	for {
 		tmp := r.tempName()
 		fd, err := unix.Openat(dirfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
@@ -1028,7 +1035,12 @@ func (r *Restorer) nameFile(c *current) error {
 			return err
 		}
 		// Something has the name (a forced target): linkat does not
-		// replace it, rename does.
+		// replace it, rename does. An append-only directory takes new
+		// names, this one too, but lets none be renamed or removed:
+		// the entry is refused, leaving no temporary name behind.
+		if appendOnly(c.dirfd) {
+			return unix.EPERM
+		}
 		if c.tmp, err = r.linkTemp(c.fd, c.dirfd); err != nil {
 			return err
 		}
@@ -1038,6 +1050,16 @@ func (r *Restorer) nameFile(c *current) error {
 		err = unix.Renameat(c.dirfd, c.tmp, c.dirfd, c.name)
 	}
 	return err
+}
+
+// appendOnly reports whether the directory open on dirfd is append only
+// (chattr +a).
+func appendOnly(dirfd int) bool {
+	var sx unix.Statx_t
+	if unix.Statx(dirfd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &sx) != nil {
+		return false
+	}
+	return sx.Attributes&sx.Attributes_mask&unix.STATX_ATTR_APPEND != 0
 }
 
 // protectingFlags are the inode flags that stop what a restore does to an

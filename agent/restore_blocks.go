@@ -264,7 +264,12 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 			// It waits closed, to be opened again by this name.
 			tmp, err := r.linkTemp(c.fd, c.dirfd)
 			if err != nil {
-				return fmt.Errorf("restore %s: name its temporary file: %w", c.e.Path, err)
+				// Another user who may write the directory's parent
+				// removed it meanwhile (unnamed, the file kept it
+				// empty): this entry is lost, the others are not.
+				r.refuse(c.e.Path, fmt.Errorf("not restored: its temporary file could not be named: %w", r.explainEPERM(c.dirfd, "", err)))
+				r.discard()
+				return nil
 			}
 			c.tmp = tmp
 		}

@@ -207,3 +207,46 @@ func TestRestoreChecksAnAssembledFileBesideTheStream(t *testing.T) {
 		t.Fatalf("restored %q (%v), stats %+v", got, rerr, st)
 	}
 }
+
+// A large file waiting for its blocks from later reads keeps its directory
+// empty while it is unnamed; another user who may write the parent can
+// remove that directory. That entry is lost, saying so, and the restore
+// goes on with the others.
+func TestRestoreGoesOnWhenAWaitingFilesDirectoryIsRemoved(t *testing.T) {
+	eachTempKind(t, func(t *testing.T) {
+		f := assembletest.Sample()
+		e := f.Entry
+		e.Path = "/d/db"
+		sum := sha256.Sum256(f.Content)
+		first := headerRecord(fileindex.Entry{Path: "/d", Type: fileindex.TypeDir, Mode: 0o755})
+		first = volume.AppendFileEnd(first, 0, nil)
+		first = append(first, headerRecord(e)...)
+		first = volume.AppendDataRecord(first, 4, f.Content[4:8])
+		end := volume.AppendFileEndBlocks(nil, volume.EndOK, sum[:], f.List)
+		next := fileindex.Entry{Path: "/next", Type: fileindex.TypeFile, Size: 2, Mode: 0o600}
+		nextSum := sha256.Sum256([]byte("hi"))
+		end = append(end, headerRecord(next)...)
+		end = volume.AppendDataRecord(end, 0, []byte("hi"))
+		end = volume.AppendFileEnd(end, volume.EndOK, nextSum[:])
+
+		root := filepath.Join(t.TempDir(), "to")
+		r, err := NewRestorer(RestoreOptions{Root: root})
+		mustDo(t, err)
+		mustDo(t, r.Records(first))
+		r.wk.settle()
+		tmps, _ := filepath.Glob(filepath.Join(root, "d", ".cairn-restore-*"))
+		for _, p := range tmps {
+			mustDo(t, os.Remove(p))
+		}
+		mustDo(t, os.Remove(filepath.Join(root, "d")))
+		mustDo(t, r.Records(end))
+		st, err := r.Finish()
+		mustDo(t, err)
+		if b, err := os.ReadFile(filepath.Join(root, "next")); err != nil || string(b) != "hi" {
+			t.Fatalf("the entry after it: %q, %v", b, err)
+		}
+		if st.Files != 1 || st.Refused+st.DamagedCount != 1 {
+			t.Fatalf("stats %+v: want /next restored and /d/db named as not restored", st)
+		}
+	})
+}

@@ -163,7 +163,8 @@ func (p *pinned) setTimes(ts []unix.Timespec) error {
 func (p *pinned) linkAs(dirfd int, name string) error {
 	if preferEmptyPathCalls {
 		err := unix.Linkat(p.fd, "", dirfd, name, unix.AT_EMPTY_PATH)
-		// Without CAP_DAC_READ_SEARCH the kernel answers ENOENT.
+		// Without CAP_DAC_READ_SEARCH kernels before 6.10 answer ENOENT
+		// (later ones let the file's opener link it).
 		if !errors.Is(err, unix.ENOENT) {
 			return err
 		}

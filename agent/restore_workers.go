@@ -18,11 +18,11 @@ import (
 // How a restore spreads its work over the cores
 //
 // One goroutine applies the stream in order (Record): it checks every
-// record, resolves every entry's directory and creates each regular file's
-// temporary file, O_EXCL, as "How a restore touches the filesystem" says,
+// record, resolves every entry's directory and creates each regular file,
+// unnamed or O_EXCL, as "How a restore touches the filesystem" says,
 // and makes directories, symlinks, fifos and devices itself. What a regular
 // file costs after its create (the SHA-256 of its content, the writes, its
-// metadata calls and its rename) goes to one of a few file workers, and so
+// metadata calls and its link or rename) goes to one of a few file workers, and so
 // does the check of a file assembled from blocks of several sessions (its
 // content read back and hashed) when its last block or its entry comes. A
 // worker holds the file by the descriptor Record opened and its directory by
