@@ -22,7 +22,11 @@ type recordBatcher struct {
 
 	mu   sync.Mutex // TLS writes under its own lock; Conn gathers under wmu
 	hold bool
-	out  []byte
+	out  []byte // allocated at the first gathering, after the handshake
+	// err is the first failed write to the socket. TLS took the records
+	// it held as sent, so the stream is broken from there on: every
+	// later write fails with it, as TLS itself would after a failed write.
+	err error
 
 	shaken bool // the handshake is done; under Conn's wmu
 }
@@ -42,7 +46,7 @@ func (b *recordBatcher) handshakeDone(c net.Conn) bool {
 const batchSize = 272 << 10
 
 func newRecordBatcher(c net.Conn) *recordBatcher {
-	return &recordBatcher{Conn: c, in: bufio.NewReaderSize(c, 256<<10), out: make([]byte, 0, batchSize)}
+	return &recordBatcher{Conn: c, in: bufio.NewReaderSize(c, 256<<10)}
 }
 
 func (b *recordBatcher) Read(p []byte) (int, error) { return b.in.Read(p) }
@@ -50,15 +54,22 @@ func (b *recordBatcher) Read(p []byte) (int, error) { return b.in.Read(p) }
 func (b *recordBatcher) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.err != nil {
+		return 0, b.err
+	}
 	if !b.hold {
-		return b.Conn.Write(p)
+		n, err := b.Conn.Write(p)
+		b.err = err
+		return n, err
 	}
 	if len(b.out)+len(p) > cap(b.out) {
 		if err := b.sendLocked(); err != nil {
 			return 0, err
 		}
 		if len(p) > cap(b.out) {
-			return b.Conn.Write(p)
+			n, err := b.Conn.Write(p)
+			b.err = err
+			return n, err
 		}
 	}
 	b.out = append(b.out, p...)
@@ -66,20 +77,21 @@ func (b *recordBatcher) Write(p []byte) (int, error) {
 }
 
 func (b *recordBatcher) sendLocked() error {
-	if len(b.out) == 0 {
-		return nil
+	if b.err != nil || len(b.out) == 0 {
+		return b.err
 	}
-	_, err := b.Conn.Write(b.out)
-	// A part written is lost with the rest: the TLS stream is broken
-	// either way, and the caller closes the connection.
+	_, b.err = b.Conn.Write(b.out)
 	b.out = b.out[:0]
-	return err
+	return b.err
 }
 
 // gather starts holding TLS records; send sends what was held and stops.
 func (b *recordBatcher) gather() {
 	b.mu.Lock()
 	b.hold = true
+	if b.out == nil {
+		b.out = make([]byte, 0, batchSize)
+	}
 	b.mu.Unlock()
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // The timeouts run in synctest bubbles over net.Pipe: a pipe takes nothing
@@ -135,4 +137,39 @@ func TestKeepaliveHoldsAPendingWrite(t *testing.T) {
 			t.Fatalf("a write to a busy peer that sends keepalives: %v", err)
 		}
 	})
+}
+
+// A write that stalled leaves the connection broken: TLS took the records
+// the batcher held as sent. Every later write fails at once with that
+// error, as TLS's own does, and nothing more goes to the peer: not the
+// node's best-effort Error frame after a timeout, which would wait a whole
+// timeout again, nor a frame that would reach the peer as a broken record.
+func TestWritesAfterAStalledWriteFailAtOnce(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		name := "tls"
+		if batched {
+			name = "tls-gathered"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				w, stalled := tlsPair(t, batched, nil)
+				w.SetTimeout(5 * time.Second)
+				// Under the batch's size: its records wait in the batcher
+				// when the socket stops taking them.
+				err := w.WriteFrameTail(FrameRecords, nil, bytes.Repeat([]byte{1}, 100<<10))
+				var se *StallError
+				if !errors.As(err, &se) {
+					t.Fatalf("writing to a peer that reads nothing: %v", err)
+				}
+				start := time.Now()
+				if err := w.WriteError(&wire.Error{Code: wire.CodeTimeout, Message: "stalled"}); err == nil {
+					t.Fatal("a write after the stall succeeded")
+				}
+				if took := time.Since(start); took != 0 {
+					t.Fatalf("a write after the stall took %s to fail", took)
+				}
+				stalled.Close()
+			})
+		})
+	}
 }

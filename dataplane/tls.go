@@ -108,15 +108,16 @@ func Dial(ctx context.Context, addr, fingerprint string) (*Conn, error) {
 			return nil
 		},
 	}
-	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}
+	// One bound for the connection and the handshake together.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 15 * time.Second}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to storage node data port %s: %w", addr, err)
 	}
 	c, tc := clientConn(raw, cfg)
-	hctx, cancel := context.WithTimeout(ctx, d.Timeout)
-	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
+	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("connect to storage node data port %s: %w", addr, err)
 	}
