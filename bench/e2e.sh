@@ -160,10 +160,14 @@ release_system() {
 # new_fs DIR BYTES INODES: a new, empty ext4 mounted on DIR, its inode
 # tables and journal written now, not by a kernel thread during the timing.
 # The loop device reads and writes its image with direct I/O, as a disk of
-# its own would: no second copy of every block in the page cache.
+# its own would: no second copy of every block in the page cache. The image
+# is allocated whole first (fallocate), as a disk of its own has its blocks:
+# a sparse image had the file system under it allocate blocks during the
+# timing, which made the same restore take 10-20% more CPU and time in
+# some runs than in others (bench/README.md, "Loop images allocated whole").
 new_fs() {
 	mkdir -p "$1"
-	truncate -s "$2" "$1.img"
+	fallocate -l "$2" "$1.img" 2>/dev/null || truncate -s "$2" "$1.img"
 	mkfs.ext4 -q -F -N "$3" -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" ||
 		die "mkfs.ext4 of $1.img failed"
 	mount -o loop "$1.img" "$1" || die "mount -o loop $1.img $1 failed: are loop devices available? (or set RESTORE_FS=here and TREE_FS=here)"
