@@ -195,12 +195,7 @@ func TestRestoreRacer(t *testing.T) {
 }
 
 func runRacerTest(t *testing.T, fallback bool, d time.Duration) {
-	uid, gid := uint32(65534), uint32(65534)
-	if u, err := user.Lookup("nobody"); err == nil {
-		a, _ := strconv.Atoi(u.Uid)
-		b, _ := strconv.Atoi(u.Gid)
-		uid, gid = uint32(a), uint32(b)
-	}
+	uid, gid := nobody()
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
 	mustDo(t, os.Mkdir(secret, 0o700))
@@ -265,6 +260,18 @@ func runRacerTest(t *testing.T, fallback bool, d time.Duration) {
 	if len(after) != len(before) {
 		t.Errorf("the secret directory holds %d entries, had %d", len(after), len(before))
 	}
+}
+
+// nobody is the user and group ids of nobody, 65534 where the system has
+// no such user.
+func nobody() (uid, gid uint32) {
+	uid, gid = 65534, 65534
+	if u, err := user.Lookup("nobody"); err == nil {
+		a, _ := strconv.Atoi(u.Uid)
+		b, _ := strconv.Atoi(u.Gid)
+		uid, gid = uint32(a), uint32(b)
+	}
+	return uid, gid
 }
 
 // startRacer runs this test binary as the racer, as uid:gid, on the open

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,11 +25,8 @@ const (
 // beside it.
 func TestRestoreAsAnUnprivilegedUser(t *testing.T) {
 	needRoot(t, "the restore runs in a child process as nobody")
-	uid, gid := 65534, 65534
-	if u, err := user.Lookup("nobody"); err == nil {
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
-	}
+	u, g := nobody()
+	uid, gid := int(u), int(g)
 	// Every directory on the way must let nobody through.
 	work, err := os.MkdirTemp("", "cairn-unpriv-")
 	mustDo(t, err)
