@@ -576,10 +576,28 @@ type treeAt struct {
 // restoreAll restores every backup the catalog calls complete and compares
 // it with the tree as it was when that backup started; every complete
 // backup must be one the test started. It returns the backups restored.
-func (c *clusterSys) restoreAll(trees map[uint64]treeAt) []uint64 {
+//
+// 'backup list' is answered by any server from its own catalog, which may
+// be a moment behind the leader's (a follower that has just installed a
+// snapshot, say): the list is read again until it holds the backups in
+// known, which the caller saw complete.
+func (c *clusterSys) restoreAll(trees map[uint64]treeAt, known ...uint64) []uint64 {
 	c.t.Helper()
 	var bs []wire.BackupInfo
-	c.json(&bs, "backup", "list")
+	poll.Until(c.t, 30*time.Second, func() error {
+		bs = nil
+		c.json(&bs, "backup", "list")
+		complete := map[uint64]bool{}
+		for _, b := range bs {
+			complete[b.ID] = b.State == string(catalog.BackupComplete)
+		}
+		for _, id := range known {
+			if !complete[id] {
+				return fmt.Errorf("backup %d, which ended complete, is not listed complete yet", id)
+			}
+		}
+		return nil
+	})
 	var restored []uint64
 	for _, b := range bs {
 		if b.State != string(catalog.BackupComplete) {

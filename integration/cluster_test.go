@@ -192,7 +192,7 @@ func TestLeaderKilledDuringBackup(t *testing.T) {
 	last := c.as("web01").backup("incremental", small)
 	trees[last.BackupID] = treeAt{"web01", small, snapshot(t, small)}
 	started = append(started, last.ID)
-	restored := c.restoreAll(trees)
+	restored := c.restoreAll(trees, last.BackupID)
 	if len(restored) != 4+tinies {
 		t.Errorf("restored backups %v, want %d", restored, 4+tinies)
 	}
