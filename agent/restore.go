@@ -990,6 +990,11 @@ func (r *Restorer) createTemp(dirfd int) (int, string, error) {
 		// A name made there could be neither renamed nor removed.
 		return -1, "", unix.EPERM
 	}
+	return r.createNamed(dirfd)
+}
+
+// createNamed creates a file O_EXCL under a temporary name in dirfd.
+func (r *Restorer) createNamed(dirfd int) (int, string, error) {
 	for {
 		tmp := r.tempName()
 		fd, err := unix.Openat(dirfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)

@@ -151,21 +151,16 @@ func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 	if !fresh {
 		return reopenTemp(dirfd, a.tmp, a.made)
 	}
-	for {
-		a.tmp = r.tempName()
-		fd, err := unix.Openat(dirfd, a.tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
-		if errors.Is(err, unix.EEXIST) {
-			continue
-		}
-		if err != nil {
-			return -1, err
-		}
-		if a.made, err = tempIDOf(fd); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
-		return fd, nil
+	fd, tmp, err := r.createNamed(dirfd)
+	if err != nil {
+		return -1, err
 	}
+	a.tmp = tmp
+	if a.made, err = tempIDOf(fd); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // blockData writes a Data record of the block under way at each offset

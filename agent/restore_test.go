@@ -383,12 +383,9 @@ func TestRestoreWithoutUnnamedFiles(t *testing.T) {
 		}
 	})
 	tries := 0
+	saved := openUnnamed
 	openUnnamed = func(int) (int, error) { tries++; return -1, unix.EOPNOTSUPP }
-	defer func() {
-		openUnnamed = func(dirfd int) (int, error) {
-			return unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-		}
-	}()
+	defer func() { openUnnamed = saved }()
 	dst := t.TempDir()
 	st := restoreStream(t, stream, RestoreOptions{Root: dst, Force: true})
 	if st.WarningCount != 0 || st.Files != 5 {

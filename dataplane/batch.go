@@ -28,15 +28,15 @@ type recordBatcher struct {
 	// later write fails with it, as TLS itself would after a failed write.
 	err error
 
-	shaken bool // the handshake is done; under Conn's wmu
+	tls    *tls.Conn // the connection the batcher is under
+	shaken bool      // its handshake is done; under Conn's wmu
 }
 
-// handshakeDone reports whether the TLS connection c has done its
-// handshake, after which its writes may be gathered.
-func (b *recordBatcher) handshakeDone(c net.Conn) bool {
+// handshakeDone reports whether the TLS connection has done its handshake,
+// after which its writes may be gathered.
+func (b *recordBatcher) handshakeDone() bool {
 	if !b.shaken {
-		tc, ok := c.(*tls.Conn)
-		b.shaken = ok && tc.ConnectionState().HandshakeComplete
+		b.shaken = b.tls.ConnectionState().HandshakeComplete
 	}
 	return b.shaken
 }
@@ -106,7 +106,8 @@ func (b *recordBatcher) send() error {
 // TLS handshake runs on its first read or write.
 func ServerConn(raw net.Conn, cfg *tls.Config) *Conn {
 	b := newRecordBatcher(raw)
-	c := NewConn(tls.Server(b, cfg))
+	b.tls = tls.Server(b, cfg)
+	c := NewConn(b.tls)
 	c.batch = b
 	return c
 }
@@ -114,8 +115,8 @@ func ServerConn(raw net.Conn, cfg *tls.Config) *Conn {
 // clientConn is the agent's side, before the handshake.
 func clientConn(raw net.Conn, cfg *tls.Config) (*Conn, *tls.Conn) {
 	b := newRecordBatcher(raw)
-	tc := tls.Client(b, cfg)
-	c := NewConn(tc)
+	b.tls = tls.Client(b, cfg)
+	c := NewConn(b.tls)
 	c.batch = b
-	return c, tc
+	return c, b.tls
 }

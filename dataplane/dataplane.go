@@ -284,7 +284,7 @@ func (c *Conn) WriteFrame(t byte, payload []byte) error {
 // gathered runs write, under wmu, with the TLS records it makes sent
 // together (recordBatcher).
 func (c *Conn) gathered(write func() error) error {
-	if c.batch == nil || !c.batch.handshakeDone(c.c) {
+	if c.batch == nil || !c.batch.handshakeDone() {
 		// A write runs the handshake first, whose messages must go at
 		// once: the peer answers them.
 		return write()
