@@ -163,8 +163,8 @@ release_system() {
 # its own would: no second copy of every block in the page cache. The image
 # is allocated whole first (fallocate), as a disk of its own has its blocks:
 # a sparse image had the file system under it allocate blocks during the
-# timing, which made the same restore take 10-20% more CPU and time in
-# some runs than in others (bench/README.md, "Loop images allocated whole").
+# timing, which a disk of its own does not do (bench/README.md, "Loop
+# images allocated whole", has what was seen by hand).
 new_fs() {
 	mkdir -p "$1"
 	fallocate -l "$2" "$1.img" 2>/dev/null || truncate -s "$2" "$1.img"
