@@ -77,18 +77,7 @@ if { [ "$RESTIC" = 1 ] && ! command -v restic >/dev/null 2>&1; } || [ ! -x /usr/
 fi
 RESTIC_VERSION=none
 [ "$RESTIC" = 1 ] && RESTIC_VERSION=$(restic version | awk '{print $2}')
-if [ -n "$BASELINE" ]; then
-	BASELINE_REV=$(cd "$REPO" && git rev-parse --short "$BASELINE") || die "BASELINE=$BASELINE is not a revision of $REPO"
-	BASELINE_BIN=$WORK/bin/cairn-$BASELINE_REV
-	if [ ! -x "$BASELINE_BIN" ]; then
-		log "building cairn $BASELINE_REV (the baseline)"
-		src=$WORK/src-$BASELINE_REV
-		rm -rf "$src" && mkdir -p "$src"
-		(cd "$REPO" && git archive "$BASELINE_REV") | tar -x -C "$src"
-		(cd "$src" && go build -o "$BASELINE_BIN" ./cmd/cairn)
-		rm -rf "$src"
-	fi
-fi
+[ -n "$BASELINE" ] && build_baseline
 
 mkdir -p "$WORK/bin"
 if [ -z "$CAIRN_BIN" ]; then
@@ -103,19 +92,7 @@ else
 	CAIRN_REV=$CAIRN_BIN
 fi
 
-# The tree is made once and kept: its name says what it holds.
-TREE=$WORK/tree-$TREE_SIZE-$SMALL_FILES
-gentree_args=(-size "$TREE_SIZE" -small-files "$SMALL_FILES")
-if [ "$ONE_FILE" = 1 ]; then
-	TREE=$WORK/tree-$TREE_SIZE-one
-	gentree_args=(-size "$TREE_SIZE" -one-file)
-fi
-if [ ! -f "$TREE.done" ]; then
-	rm -rf "$TREE"
-	log "generating the tree in $TREE (once)"
-	(cd "$REPO" && go run ./bench/gentree -root "$TREE" "${gentree_args[@]}") | tee "$TREE.done"
-fi
-TREE_BYTES=$(find "$TREE" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f", s}')
+make_tree
 # The incremental's changes: CHANGE of the tree's bytes, the same for both
 # systems (a fixed seed), made on each system's copy of the tree.
 CHANGE=${CHANGE:-0.05}
@@ -137,7 +114,6 @@ mutate() {
 	"$WORK/bin/gentree" -mutate "$1" -fraction "$CHANGE" -seed 14 | tee "$RUN/$2-$3.changed" >&2
 	awk '{print $3}' "$RUN/$2-$3.changed" >"$WORK/changed-$3-$2"
 }
-TREE_FILES=$(find "$TREE" -type f | wc -l)
 
 RUN=$WORK/run
 RESULTS=$WORK/results.tsv
@@ -145,34 +121,11 @@ RESULTS=$WORK/results.tsv
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-# release_target DIR: DIR gone, unmounted first if a file system of
-# new_fs is mounted there, and its image gone.
-release_target() {
-	if mountpoint -q "$1"; then umount "$1" || die "umount $1 failed"; fi
-	rm -rf "$1" "$1.img"
-}
 # release_system DIR: a system's tree copy and restore target released
 # (they may be mounts, so before any rm of DIR).
 release_system() {
 	release_target "$1/restore"
 	release_target "$1/tree"
-}
-# new_fs DIR BYTES INODES: a new, empty ext4 mounted on DIR, its inode
-# tables and journal written now, not by a kernel thread during the timing.
-# The loop device reads and writes its image with direct I/O, as a disk of
-# its own would: no second copy of every block in the page cache. The image
-# is allocated whole first (fallocate), as a disk of its own has its blocks:
-# a sparse image had the file system under it allocate blocks during the
-# timing, which a disk of its own does not do (bench/README.md, "Loop
-# images allocated whole", has what was seen by hand).
-new_fs() {
-	mkdir -p "$1"
-	fallocate -l "$2" "$1.img" 2>/dev/null || truncate -s "$2" "$1.img"
-	mkfs.ext4 -q -F -N "$3" -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" ||
-		die "mkfs.ext4 of $1.img failed"
-	mount -o loop "$1.img" "$1" || die "mount -o loop $1.img $1 failed: are loop devices available? (or set RESTORE_FS=here and TREE_FS=here)"
-	losetup --direct-io=on "$(findmnt -n -o SOURCE "$1")" || die "losetup --direct-io=on for $1 failed"
-	rmdir "$1/lost+found" # the target must be empty
 }
 # fresh_target DIR: an empty DIR to restore into; with RESTORE_FS=fresh, on
 # a new file system of its own.
@@ -203,24 +156,7 @@ run_cairn() {
 	release_system "$d"
 	rm -rf "$d"
 	fresh_target "$d/restore"
-	local nats raft
-	nats=$(free_port)
-	raft=$(free_port)
-	export CAIRN_NATS=nats://127.0.0.1:$nats
-	# cairn dev's client file (URL and admin seed), which the admin
-	# commands below read: here rather than in /run/cairn or ~/.config.
-	export CAIRN_DEV_FILE=$d/dev-client.json
-	local extra=()
-	[ -n "$PPROF_ADDR" ] && extra+=(--pprof-addr "$PPROF_ADDR")
-	"$bin" dev --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" \
-		--metrics-addr "" --client "$CLIENT" "${extra[@]}" >"$d/dev.log" 2>&1 &
-	DEV_PID=$!
-	local deadline=$((SECONDS + 60))
-	until "$bin" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
-		kill -0 "$DEV_PID" 2>/dev/null || die "cairn dev exited; see $d/dev.log"
-		[ $SECONDS -lt $deadline ] || die "client $CLIENT not online after 60s; see $d/dev.log"
-		sleep 0.2
-	done
+	start_dev "$d" "$bin"
 	if [ "$sys" = cairn ] && [ -n "$COMPRESSION" ]; then
 		"$bin" pool set Default --compression "$COMPRESSION" >/dev/null || die "cairn pool set Default --compression $COMPRESSION failed"
 	fi

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Restores of the e2e tree, many, by this checkout and a baseline revision
+# side by side: the quick before/after of a change to the restore path,
+# without the backups, incrementals and restic of bench/e2e.sh. Each system
+# backs up the tree once; then each round restores it once with each
+# system, in rotating order, each restore into a new ext4 (allocated whole,
+# a loop device with direct I/O) from a dropped page cache, with only that
+# system's `cairn dev` running. See bench/README.md.
+#
+#   BASELINE=0a82d75 bench/restores.sh            # 5 rounds
+#   BASELINE=HEAD ROUNDS=8 bench/restores.sh      # the noise of one build
+#   PROFILE=1 BASELINE=HEAD bench/restores.sh     # a CPU profile of each restore
+#
+# Needs root (drop_caches, loop devices), mkfs.ext4 and /usr/bin/time.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/bench/lib.sh"
+WORK=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench}
+ROUNDS=${ROUNDS:-5}
+TREE_SIZE=${TREE_SIZE:-1073741824}
+SMALL_FILES=${SMALL_FILES:-50000}
+ONE_FILE=${ONE_FILE:-0}
+BASELINE=${BASELINE:-}
+# PROFILE=1 takes a CPU profile of `cairn dev` over PROFILE_SECS from the
+# start of each restore, into $WORK/restores/SYSTEM/restore-ROUND.prof (go
+# tool pprof reads it). It costs a little CPU itself: compare profiled
+# rounds with profiled ones.
+PROFILE=${PROFILE:-0}
+PROFILE_SECS=${PROFILE_SECS:-8}
+CLIENT=bench
+
+die() { echo "restores: $*" >&2; exit 1; }
+log() { echo "restores: $*" >&2; }
+[ -n "$BASELINE" ] || die "set BASELINE to a revision to compare with (BASELINE=HEAD for the noise of this build)"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS is a number of rounds, not $ROUNDS"
+[ "$(id -u)" -eq 0 ] || die "run as root: each restore starts from a dropped page cache and goes to a new loop-mounted ext4"
+command -v mkfs.ext4 >/dev/null || die "needs mkfs.ext4 (Debian package e2fsprogs)"
+[ -x /usr/bin/time ] || die "needs /usr/bin/time (Debian package time)"
+[ "$PROFILE" = 0 ] || command -v curl >/dev/null || die "PROFILE=1 needs curl"
+
+[ "$PROFILE" = 0 ] || PPROF_ADDR=127.0.0.1:$(free_port)
+build_baseline
+mkdir -p "$WORK/bin"
+log "building cairn from $REPO"
+(cd "$REPO" && go build -o "$WORK/bin/cairn" ./cmd/cairn)
+CAIRN_REV=$(cd "$REPO" && git rev-parse --short HEAD)
+if (cd "$REPO" && ! git diff --quiet HEAD -- .); then CAIRN_REV="$CAIRN_REV+dirty"; fi
+make_tree
+
+RUN=$WORK/restores
+RESULTS=$RUN/results.tsv
+SYSTEMS=(cairn baseline)
+declare -A BIN=([cairn]=$WORK/bin/cairn [baseline]=$BASELINE_BIN)
+
+DEV_PID=
+stop_dev() {
+	[ -n "$DEV_PID" ] || return 0
+	kill "$DEV_PID" 2>/dev/null || true
+	wait "$DEV_PID" 2>/dev/null || true
+	DEV_PID=
+}
+cleanup() {
+	stop_dev
+	local sys
+	for sys in "${SYSTEMS[@]}"; do
+		if mountpoint -q "$RUN/$sys/restore" 2>/dev/null; then umount "$RUN/$sys/restore" || echo "restores: could not unmount $RUN/$sys/restore: umount it by hand" >&2; fi
+	done
+}
+trap cleanup EXIT
+
+for sys in "${SYSTEMS[@]}"; do
+	release_target "$RUN/$sys/restore"
+done
+rm -rf "$RUN"
+mkdir -p "$RUN"
+: >"$RESULTS"
+for sys in "${SYSTEMS[@]}"; do
+	d=$RUN/$sys
+	mkdir -p "$d"
+	log "backing up the tree with $sys (once, not timed)"
+	start_dev "$d" "${BIN[$sys]}"
+	"${BIN[$sys]}" backup --client "$CLIENT" --path "$TREE" --wait --json >"$d/backup.json" ||
+		die "the $sys backup failed: $(cat "$d/backup.json")"
+	stop_dev
+done
+
+# new_fs_target DIR: an empty ext4 of its own on DIR for a restore.
+new_fs_target() {
+	release_target "$1"
+	new_fs "$1" "$((TREE_BYTES * 2 + (1 << 30)))" "$((TREE_FILES * 2 + 100000))"
+}
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+gcs() { grep -c '^gc ' "$1/dev.log" || true; }
+
+# restore ROUND SYSTEM: one timed restore, recorded.
+restore() {
+	local n=$1 sys=$2 d=$RUN/$2 bin=${BIN[$2]}
+	new_fs_target "$d/restore"
+	# The gc lines of GODEBUG=gctrace=1 in dev.log count its collections.
+	GODEBUG=gctrace=1 start_dev "$d" "$bin"
+	drop_caches
+	local g0 c0 t0 t1 c1 g1 prof=
+	if [ "$PROFILE" = 1 ]; then
+		curl -sf "http://$PPROF_ADDR/debug/pprof/profile?seconds=$PROFILE_SECS" >"$d/restore-$n.prof" &
+		prof=$!
+	fi
+	g0=$(gcs "$d")
+	c0=$(cpu_secs "$DEV_PID")
+	t0=$(now)
+	/usr/bin/time -v -o "$d/cli-$n.time" "$bin" restore --client "$CLIENT" --to "$d/restore" --wait --json >"$d/restore-$n.json" ||
+		die "the $sys restore of round $n failed: $(cat "$d/restore-$n.json")"
+	t1=$(now)
+	c1=$(cpu_secs "$DEV_PID")
+	g1=$(gcs "$d")
+	grep -q '"state": *"success"' "$d/restore-$n.json" || die "the $sys restore of round $n did not succeed: $(cat "$d/restore-$n.json")"
+	[ -z "$prof" ] || wait "$prof" || log "the profile of the $sys restore of round $n failed"
+	stop_dev
+	printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$sys" \
+		"$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" \
+		"$(echo "$c0 $c1 $(time_cpu "$d/cli-$n.time")" | awk '{printf "%.2f", $2-$1+$3}')" \
+		"$((g1 - g0))" >>"$RESULTS"
+	if [ "$n" = 1 ]; then
+		log "verifying the $sys restore (not timed)"
+		diff -r "$TREE" "$d/restore$TREE" >/dev/null || die "the $sys restore differs from the tree: diff -r $TREE $d/restore$TREE"
+	fi
+	release_target "$d/restore"
+}
+
+for n in $(seq "$ROUNDS"); do
+	# Rotating order: neither build always restores first.
+	if ((n % 2)); then order=(cairn baseline); else order=(baseline cairn); fi
+	for sys in "${order[@]}"; do
+		log "round $n/$ROUNDS: $sys"
+		restore "$n" "$sys"
+	done
+done
+
+echo "restores of $TREE ($TREE_FILES files, $(awk -v b="$TREE_BYTES" 'BEGIN {printf "%.0f", b/1e6}') MB), each into a new ext4, page cache dropped"
+echo "cairn: $CAIRN_REV; baseline: $BASELINE_REV; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+awk -F'\t' -v bytes="$TREE_BYTES" '
+{ sec[$1, $2] = $3; cpu[$1, $2] = $4; gc[$1, $2] = $5; if ($1 > rounds) rounds = $1 }
+function lo(a, b) { return a < b ? a : b }
+function hi(a, b) { return a > b ? a : b }
+END {
+	printf "%-6s %10s %10s %6s %10s %10s %6s %9s %9s\n", "round", "cairn s", "CPU s", "GCs", "base s", "CPU s", "GCs", "MB/s x", "CPU x"
+	for (n = 1; n <= rounds; n++) {
+		r = sec[n, "baseline"] / sec[n, "cairn"]; c = cpu[n, "cairn"] / cpu[n, "baseline"]
+		printf "%-6d %10.2f %10.2f %6d %10.2f %10.2f %6d %9.2f %9.2f\n", n, sec[n, "cairn"], cpu[n, "cairn"], gc[n, "cairn"], sec[n, "baseline"], cpu[n, "baseline"], gc[n, "baseline"], r, c
+		rl = n == 1 ? r : lo(rl, r); rh = n == 1 ? r : hi(rh, r)
+		cl = n == 1 ? c : lo(cl, c); ch = n == 1 ? c : hi(ch, c)
+	}
+	printf "cairn MB/s over the baseline: %.2f-%.2fx; CPU seconds: %.2f-%.2fx\n", rl, rh, cl, ch
+}' "$RESULTS"
