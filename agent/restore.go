@@ -546,7 +546,7 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 		return nil
 	}
 	if e.Type == fileindex.TypeFile {
-		fd, tmp, err := r.createTemp(c.dirfd)
+		fd, tmp, err := r.createTemp(c.dirfd, e.Mode)
 		if errors.Is(err, unix.EPERM) {
 			// An immutable or append-only directory in a forced
 			// target: this entry cannot go there, the others can.
@@ -908,8 +908,11 @@ func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) e
 		}
 	}
 	// The file open since its create (unnamed, or O_EXCL) takes all of
-	// its metadata.
+	// its metadata, but for what it has already: most files are made
+	// with their owner and mode, and a chown and a chmod of each were a
+	// tenth of the system time of a restore of many small files.
 	f := pinned{fd: c.fd}
+	f.known = unix.Fstat(c.fd, &f.st) == nil
 	r.applyMeta(&f, e, r.owner)
 	// Inode flags come last, and an immutable or append-only file can
 	// be neither renamed nor linked to: its flags go to the descriptor
@@ -976,9 +979,13 @@ func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) e
 // files").
 // Otherwise, and from the first filesystem that takes no unnamed file on,
 // it is created O_EXCL under a temporary name, which it returns.
-func (r *Restorer) createTemp(dirfd int) (int, string, error) {
+func (r *Restorer) createTemp(dirfd int, mode uint32) (int, string, error) {
 	if r.unnamed {
-		fd, err := openUnnamed(dirfd)
+		// Made with its permissions already (the umask allowing), the
+		// file needs no chmod at the end; never writable by others, for
+		// a name it may get while it waits for blocks. No one else can
+		// open it while it has none.
+		fd, err := openUnnamed(dirfd, mode&0o755)
 		// Filesystems without it answer EOPNOTSUPP; kernels before 3.11,
 		// which know no O_TMPFILE, EISDIR.
 		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
@@ -1006,8 +1013,8 @@ func (r *Restorer) createNamed(dirfd int) (int, string, error) {
 
 // openUnnamed creates an unnamed file in dirfd; tests make it answer as a
 // filesystem without O_TMPFILE does.
-var openUnnamed = func(dirfd int) (int, error) {
-	return unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+var openUnnamed = func(dirfd int, perm uint32) (int, error) {
+	return unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, perm)
 }
 
 // tempName is a name for a temporary file no other restore uses.
@@ -1140,7 +1147,7 @@ func (r *Restorer) explainEPERM(dirfd int, name string, err error) error {
 // setgid; xattrs after chown, which clears file capabilities
 // (security.capability). A symlink has no mode of its own.
 func (r *Restorer) applyMeta(p *pinned, e *fileindex.Entry, chown bool) {
-	if chown {
+	if chown && !(p.known && p.st.Uid == e.UID && p.st.Gid == e.GID) {
 		if err := p.chown(int(e.UID), int(e.GID)); err != nil {
 			r.warn(e.Path, fmt.Errorf("owner not restored: %w", err))
 		}
@@ -1150,7 +1157,9 @@ func (r *Restorer) applyMeta(p *pinned, e *fileindex.Entry, chown bool) {
 			r.warn(e.Path, fmt.Errorf("extended attribute %s not restored: %w", x.Name, err))
 		}
 	}
-	if e.Type != fileindex.TypeSymlink {
+	// A chown clears setuid and setgid, which a file known here does not
+	// have yet; an ACL set as an xattr sets the mode's bits.
+	if e.Type != fileindex.TypeSymlink && !(p.known && len(e.Xattrs) == 0 && p.st.Mode&0o7777 == e.Mode&0o7777) {
 		if err := p.chmod(e.Mode & 0o7777); err != nil {
 			r.warn(e.Path, fmt.Errorf("mode not restored: %w", err))
 		}

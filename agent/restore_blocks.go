@@ -256,8 +256,14 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 	a := r.assembling[c.e.Path]
 	if a == nil {
 		if c.tmp == "" {
-			// It waits closed, to be opened again by this name.
-			tmp, err := r.linkTemp(c.fd, c.dirfd)
+			// It waits closed, to be opened again by this name, and
+			// private, as a named temporary file is made: unnamed, it
+			// was made with the permissions it will have.
+			err := unix.Fchmod(c.fd, 0o600)
+			var tmp string
+			if err == nil {
+				tmp, err = r.linkTemp(c.fd, c.dirfd)
+			}
 			if err != nil {
 				// Another user who may write the directory's parent
 				// removed it meanwhile (unnamed, the file kept it

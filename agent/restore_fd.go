@@ -33,6 +33,9 @@ type pinned struct {
 	// side effects, which fchown, fchmod and fsetxattr refuse.
 	opath bool
 	st    unix.Stat_t
+	// known: st is what the inode is now, so applyMeta leaves out an
+	// owner or a mode it has already.
+	known bool
 }
 
 func (p *pinned) close() { unix.Close(p.fd) }

@@ -384,7 +384,7 @@ func TestRestoreWithoutUnnamedFiles(t *testing.T) {
 	})
 	tries := 0
 	saved := openUnnamed
-	openUnnamed = func(int) (int, error) { tries++; return -1, unix.EOPNOTSUPP }
+	openUnnamed = func(int, uint32) (int, error) { tries++; return -1, unix.EOPNOTSUPP }
 	defer func() { openUnnamed = saved }()
 	dst := t.TempDir()
 	st := restoreStream(t, stream, RestoreOptions{Root: dst, Force: true})
@@ -796,5 +796,50 @@ func TestRestoreOntoAFullDiskSaysWhy(t *testing.T) {
 	names, _ := os.ReadDir(dst)
 	if len(names) != 0 {
 		t.Fatalf("left in the target: %v", names)
+	}
+}
+
+// Files are made with the permissions they will have where the umask lets
+// them, and the chown and chmod that would change nothing are left out:
+// every mode and owner still comes out as it was, whatever the umask, the
+// owner, special bits or an ACL.
+func TestRestoreModesUnderEveryUmask(t *testing.T) {
+	needRoot(t, "files owned by another user")
+	src, stream := streamOf(t, func(dir string) {
+		modes := []uint32{0o644, 0o600, 0o664, 0o666, 0o755, 0o777, 0o444, 0o000, 0o4755, 0o2755, 0o1644, 0o6711}
+		for i, m := range modes {
+			for _, owner := range []int{0, 1234} {
+				p := filepath.Join(dir, fmt.Sprintf("%04o-%d", m, owner))
+				mustWrite(t, p, randomBytes(uint64(i), 100+i), 0o600)
+				mustDo(t, os.Lchown(p, owner, owner+1))
+				mustDo(t, unix.Chmod(p, m))
+			}
+		}
+		acl := filepath.Join(dir, "acl-0640")
+		mustWrite(t, acl, []byte("acl'd\n"), 0o640)
+		mustDo(t, unix.Setxattr(acl, "system.posix_acl_access", posixACL(
+			[3]uint32{0x01, 6, aclUndefinedID}, [3]uint32{0x02, 6, 1234}, [3]uint32{0x04, 4, aclUndefinedID},
+			[3]uint32{0x10, 4, aclUndefinedID}, [3]uint32{0x20, 0, aclUndefinedID}), 0))
+		sub := filepath.Join(dir, "setgid-dir")
+		mustDo(t, os.Mkdir(sub, 0o755))
+		mustDo(t, os.Lchown(sub, 0, 4321))
+		mustDo(t, unix.Chmod(sub, 0o2775))
+		mustWrite(t, filepath.Join(sub, "root-group"), []byte("group 0 in a setgid directory\n"), 0o644)
+		mustWrite(t, filepath.Join(sub, "dir-group"), []byte("the directory's group\n"), 0o644)
+		mustDo(t, os.Lchown(filepath.Join(sub, "dir-group"), 0, 4321))
+	})
+	for _, mask := range []int{0o022, 0o077, 0o002, 0o000} {
+		t.Run(fmt.Sprintf("umask %03o", mask), func(t *testing.T) {
+			eachTempKind(t, func(t *testing.T) {
+				old := unix.Umask(mask)
+				defer unix.Umask(old)
+				dst := t.TempDir()
+				st := restoreStream(t, stream, RestoreOptions{Root: dst})
+				if st.WarningCount != 0 || st.DamagedCount != 0 || st.Refused != 0 {
+					t.Fatalf("restore warnings %+v, damaged %+v", st.Warnings, st.Damaged)
+				}
+				sameTree(t, src, dst+src)
+			})
+		})
 	}
 }
