@@ -10,6 +10,7 @@
 #   BASELINE=0a82d75 bench/restores.sh            # 5 rounds
 #   BASELINE=HEAD ROUNDS=8 bench/restores.sh      # the noise of one build
 #   PROFILE=1 BASELINE=HEAD bench/restores.sh     # a CPU profile of each restore
+#   TARGET_SCALE=2 BASELINE=HEAD bench/restores.sh  # into smaller file systems
 #
 # Needs root (drop_caches, loop devices), mkfs.ext4 and /usr/bin/time.
 set -euo pipefail
@@ -28,12 +29,18 @@ BASELINE=${BASELINE:-}
 # rounds with profiled ones.
 PROFILE=${PROFILE:-0}
 PROFILE_SECS=${PROFILE_SECS:-8}
+# TARGET_SCALE sizes each restore's new ext4: TARGET_SCALE times the tree's
+# bytes and files, and 1 GiB and 100,000 inodes more. 3 is what e2e.sh
+# makes; the file system's size changes what the kernel spends creating
+# files (bench/README.md, "Restores side by side").
+TARGET_SCALE=${TARGET_SCALE:-3}
 CLIENT=bench
 
 die() { echo "restores: $*" >&2; exit 1; }
 log() { echo "restores: $*" >&2; }
 [ -n "$BASELINE" ] || die "set BASELINE to a revision to compare with (BASELINE=HEAD for the noise of this build)"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS is a number of rounds, not $ROUNDS"
+[[ $TARGET_SCALE =~ ^[1-9][0-9]*$ ]] || die "TARGET_SCALE is a whole number (the target file system's size over the tree's), not $TARGET_SCALE"
 [ "$(id -u)" -eq 0 ] || die "run as root: each restore starts from a dropped page cache and goes to a new loop-mounted ext4"
 command -v mkfs.ext4 >/dev/null || die "needs mkfs.ext4 (Debian package e2fsprogs)"
 [ -x /usr/bin/time ] || die "needs /usr/bin/time (Debian package time)"
@@ -88,7 +95,7 @@ done
 # new_fs_target DIR: an empty ext4 of its own on DIR for a restore.
 new_fs_target() {
 	release_target "$1"
-	new_fs "$1" "$((TREE_BYTES * 2 + (1 << 30)))" "$((TREE_FILES * 2 + 100000))"
+	new_fs "$1" "$((TREE_BYTES * TARGET_SCALE + (1 << 30)))" "$((TREE_FILES * TARGET_SCALE + 100000))"
 }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 gcs() { grep -c '^gc ' "$1/dev.log" || true; }
@@ -136,7 +143,7 @@ for n in $(seq "$ROUNDS"); do
 	done
 done
 
-echo "restores of $TREE ($TREE_FILES files, $(awk -v b="$TREE_BYTES" 'BEGIN {printf "%.0f", b/1e6}') MB), each into a new ext4, page cache dropped"
+echo "restores of $TREE ($TREE_FILES files, $(awk -v b="$TREE_BYTES" 'BEGIN {printf "%.0f", b/1e6}') MB), each into a new ext4 (TARGET_SCALE=$TARGET_SCALE), page cache dropped"
 echo "cairn: $CAIRN_REV; baseline: $BASELINE_REV; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -F'\t' -v bytes="$TREE_BYTES" '
 { sec[$1, $2] = $3; cpu[$1, $2] = $4; gc[$1, $2] = $5; if ($1 > rounds) rounds = $1 }
