@@ -31,8 +31,7 @@ PROFILE=${PROFILE:-0}
 PROFILE_SECS=${PROFILE_SECS:-8}
 # TARGET_SCALE sizes each restore's new ext4: TARGET_SCALE times the tree's
 # bytes and files, and 1 GiB and 100,000 inodes more. 3 is what e2e.sh
-# makes; the file system's size changes what the kernel spends creating
-# files (bench/README.md, "Restores side by side").
+# makes; the runs before 805411a made 2.
 TARGET_SCALE=${TARGET_SCALE:-3}
 CLIENT=bench
 

@@ -314,6 +314,12 @@ func (s *Server) restorePlan(_ context.Context, subject string, req wire.Restore
 			}
 		}
 	}
+	if req.Packed {
+		if page.Packed, err = wire.PackReads(page.Reads); err != nil {
+			return wire.RestorePlanResp{}, err
+		}
+		page.Reads = nil
+	}
 	return page, nil
 }
 

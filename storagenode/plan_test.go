@@ -18,6 +18,8 @@ type planBook struct {
 	reads map[uint64][]wire.ReadRequest
 	ended map[uint64]bool
 	asked []wire.RestorePlanReq
+	// packed, when set, packs every page in place of the servers.
+	packed func(page *wire.RestorePlanResp, req wire.RestorePlanReq) error
 }
 
 // set gives job the plan reads, and no more, in place of what it had.
@@ -83,12 +85,28 @@ func (b *planBook) page(body json.RawMessage) (any, error) {
 		b.cond.Wait()
 	}
 	reads := b.reads[req.JobID]
+	var page wire.RestorePlanResp
 	switch {
 	case req.Cursor < len(reads):
-		return wire.RestorePlanResp{Reads: reads[req.Cursor : req.Cursor+1], Cursor: req.Cursor + 1,
-			Done: b.ended[req.JobID] && req.Cursor+1 == len(reads)}, nil
+		page = wire.RestorePlanResp{Reads: reads[req.Cursor : req.Cursor+1], Cursor: req.Cursor + 1,
+			Done: b.ended[req.JobID] && req.Cursor+1 == len(reads)}
 	case b.ended[req.JobID]:
-		return wire.RestorePlanResp{Cursor: req.Cursor + 1, Done: true}, nil
+		page = wire.RestorePlanResp{Cursor: req.Cursor + 1, Done: true}
+	default:
+		return nil, wire.Errorf(wire.CodeNotFound, "", "job %d has no restore plan", req.JobID)
 	}
-	return nil, wire.Errorf(wire.CodeNotFound, "", "job %d has no restore plan", req.JobID)
+	if b.packed != nil {
+		return page, b.packed(&page, req)
+	}
+	// Every other page comes packed when asked, as the servers answer
+	// now, the others in JSON, as a server older than packed pages does:
+	// a node reads both.
+	if req.Packed && req.Cursor%2 == 1 {
+		packed, err := wire.PackReads(page.Reads)
+		if err != nil {
+			return nil, err
+		}
+		page.Reads, page.Packed = nil, packed
+	}
+	return page, nil
 }

@@ -565,8 +565,51 @@ func TestRestoreStreamCarriesNoVolumeLayout(t *testing.T) {
 		t.Fatalf("%d reads, %d records", reads, records)
 	}
 	asked := r.fake.plans.requests()
-	if len(asked) != 2 || asked[0].JobID != 2 || asked[0].Cursor != 0 || asked[1].Cursor != 1 {
+	if len(asked) != 2 || asked[0].JobID != 2 || asked[0].Cursor != 0 || asked[1].Cursor != 1 || !asked[0].Packed || !asked[1].Packed {
 		t.Fatalf("the node asked the servers for %+v", asked)
+	}
+}
+
+// A packed page the node cannot read ends the restore with an error that
+// names the plan's page, and nothing of it is served.
+func TestRestoreRefusesAPackedPageItCannotRead(t *testing.T) {
+	fs := mixedFiles()[:4]
+	r, rr := newBackedUpRig(t, fs)
+	r.fake.plans.mu.Lock()
+	r.fake.plans.packed = func(page *wire.RestorePlanResp, req wire.RestorePlanReq) error {
+		good, err := wire.PackReads(page.Reads)
+		if err != nil {
+			return err
+		}
+		page.Reads, page.Packed = nil, good[:len(good)-1]
+		return nil
+	}
+	r.fake.plans.mu.Unlock()
+	r.fake.plans.set(2, rr)
+	conn, err := r.open(r.ticket(2, ticket.OpRestore, rr.SessionID.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		typ, p, err := conn.ReadFrame()
+		if err != nil {
+			t.Fatalf("the stream ended without an error frame: %v", err)
+		}
+		switch typ {
+		case dataplane.FrameAccept:
+			continue
+		case dataplane.FrameError:
+			var we wire.Error
+			if err := json.Unmarshal(p, &we); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(we.Message, "restore plan of job 2, page 0") || !strings.Contains(we.Message, "malformed packed restore reads") {
+				t.Fatalf("error %q does not say the plan's page was unreadable", we.Message)
+			}
+			return
+		default:
+			t.Fatalf("frame %d before the error: %s", typ, p)
+		}
 	}
 }
 

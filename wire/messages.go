@@ -1259,6 +1259,9 @@ type RestorePlanReq struct {
 	JobID   uint64 `json:"job_id"`
 	Attempt int    `json:"attempt,omitempty"`
 	Cursor  int    `json:"cursor"`
+	// Packed asks for the page's reads in RestorePlanResp.Packed
+	// (PackReads); a server older than it answers in Reads.
+	Packed bool `json:"packed,omitempty"`
 }
 
 // ReadLoc is one entry to read: where its FileHeader lies in its session.
@@ -1318,9 +1321,12 @@ type ReadRequest struct {
 
 // RestorePlanResp is one page of a restore plan.
 type RestorePlanResp struct {
-	Reads  []ReadRequest `json:"reads"`
-	Cursor int           `json:"cursor"`
-	Done   bool          `json:"done"`
+	Reads []ReadRequest `json:"reads"`
+	// Packed holds the reads instead, in the form of PackReads, when the
+	// request asked for it.
+	Packed []byte `json:"packed,omitempty"`
+	Cursor int    `json:"cursor"`
+	Done   bool   `json:"done"`
 }
 
 // JobDoneReq is an agent's final report on a job.
