@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"slices"
 	"sort"
@@ -315,10 +316,17 @@ func (s *Server) restorePlan(_ context.Context, subject string, req wire.Restore
 		}
 	}
 	if req.Packed {
-		if page.Packed, err = wire.PackReads(page.Reads); err != nil {
+		packed, err := wire.PackReads(page.Reads)
+		if err != nil {
 			return wire.RestorePlanResp{}, err
 		}
-		page.Reads = nil
+		// The page was cut to fit one message in JSON. Packed, its bytes
+		// go as base64, a third more: a page of long paths, whose packed
+		// form is hardly smaller, would outgrow the message, and goes in
+		// JSON.
+		if base64.StdEncoding.EncodedLen(len(packed)) <= s.pageBytes() {
+			page.Reads, page.Packed = nil, packed
+		}
 	}
 	return page, nil
 }

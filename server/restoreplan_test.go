@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -46,8 +47,21 @@ func TestRestorePlanGoesOnlyToTheNodeThatHoldsTheTicket(t *testing.T) {
 
 	var plan wire.RestorePlanResp
 	h.must(h.node(wire.OpRestorePlan, req, &plan))
-	if !plan.Done || len(plan.Reads) != 1 || len(plan.Reads[0].Parts) != 1 || plan.Reads[0].Parts[0].VolumeID != g.ID {
+	if !plan.Done || len(plan.Reads) != 1 || len(plan.Reads[0].Parts) != 1 || plan.Reads[0].Parts[0].VolumeID != g.ID || plan.Packed != nil {
 		t.Fatalf("plan %+v", plan)
+	}
+	// Asked for packed reads, the page holds the same reads packed.
+	packedReq := req
+	packedReq.Packed = true
+	var packed wire.RestorePlanResp
+	h.must(h.node(wire.OpRestorePlan, packedReq, &packed))
+	if packed.Reads != nil || packed.Packed == nil || packed.Cursor != plan.Cursor || packed.Done != plan.Done {
+		t.Fatalf("packed plan %+v", packed)
+	}
+	unpacked, err := wire.UnpackReads(packed.Packed)
+	h.must(err)
+	if !reflect.DeepEqual(unpacked, plan.Reads) {
+		t.Fatalf("packed reads %+v, want %+v", unpacked, plan.Reads)
 	}
 
 	// The node no longer serves the pool: its volumes are not its to read.

@@ -16,7 +16,9 @@ import (
 // the form PackReads writes; a server that does not know the field answers
 // in JSON, which the node still reads. A page holds what it would hold in
 // JSON (pages go by their JSON size, and a new leader must cut the same
-// pages), in fewer bytes.
+// pages), in fewer bytes; but the packed bytes go as base64 in the JSON
+// envelope, so a page of long paths, which packing hardly shrinks, would
+// outgrow its message packed, and the server sends that one in JSON.
 //
 // The packed form, every number an unsigned varint (binary.AppendUvarint):
 //
