@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cairnbackup/cairn/assemble/assembletest"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/sample"
@@ -808,10 +809,11 @@ func TestRestoreModesUnderEveryUmask(t *testing.T) {
 	src, stream := streamOf(t, func(dir string) {
 		modes := []uint32{0o644, 0o600, 0o664, 0o666, 0o755, 0o777, 0o444, 0o000, 0o4755, 0o2755, 0o1644, 0o6711}
 		for i, m := range modes {
-			for _, owner := range []int{0, 1234} {
-				p := filepath.Join(dir, fmt.Sprintf("%04o-%d", m, owner))
+			// Both ids the restore's own, one of them, neither.
+			for _, owner := range [][2]int{{0, 0}, {1234, 0}, {0, 1235}, {1234, 1235}} {
+				p := filepath.Join(dir, fmt.Sprintf("%04o-%d-%d", m, owner[0], owner[1]))
 				mustWrite(t, p, randomBytes(uint64(i), 100+i), 0o600)
-				mustDo(t, os.Lchown(p, owner, owner+1))
+				mustDo(t, os.Lchown(p, owner[0], owner[1]))
 				mustDo(t, unix.Chmod(p, m))
 			}
 		}
@@ -842,4 +844,49 @@ func TestRestoreModesUnderEveryUmask(t *testing.T) {
 			})
 		})
 	}
+	// Over a target whose setgid directory is there already, files are
+	// made with its group: the one the directory's own file has, not the
+	// one root's has.
+	t.Run("into a setgid directory", func(t *testing.T) {
+		eachTempKind(t, func(t *testing.T) {
+			dst := t.TempDir()
+			sub := dst + src + "/setgid-dir"
+			mustDo(t, os.MkdirAll(sub, 0o755))
+			mustDo(t, os.Lchown(sub, 0, 4321))
+			mustDo(t, unix.Chmod(sub, 0o2775))
+			st := restoreStream(t, stream, RestoreOptions{Root: dst, Force: true})
+			if st.WarningCount != 0 || st.DamagedCount != 0 || st.Refused != 0 {
+				t.Fatalf("restore warnings %+v, damaged %+v", st.Warnings, st.Damaged)
+			}
+			sameTree(t, src, dst+src)
+		})
+	})
+}
+
+// A large file whose blocks come in a later read waits under a temporary
+// name: private until it is checked, whatever mode it will have, though
+// an unnamed file is made with that mode.
+func TestAFileWaitingForBlocksIsPrivate(t *testing.T) {
+	eachTempKind(t, func(t *testing.T) {
+		f := assembletest.Sample()
+		f.Entry.Mode = 0o644
+		root := filepath.Join(t.TempDir(), "to")
+		r, err := NewRestorer(RestoreOptions{Root: root})
+		mustDo(t, err)
+		mustDo(t, r.Records(f.EntryRecords()))
+		r.wk.settle()
+		tmps, err := filepath.Glob(filepath.Join(root, ".cairn-restore-*"))
+		mustDo(t, err)
+		if len(tmps) != 1 {
+			t.Fatalf("temporary files %v, want the one that waits", tmps)
+		}
+		var st unix.Stat_t
+		mustDo(t, unix.Lstat(tmps[0], &st))
+		if st.Mode&0o7777 != 0o600 {
+			t.Errorf("the file waiting for its blocks has mode %04o, want 0600", st.Mode&0o7777)
+		}
+		if _, err := r.Finish(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

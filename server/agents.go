@@ -315,7 +315,7 @@ func (s *Server) restorePlan(_ context.Context, subject string, req wire.Restore
 			}
 		}
 	}
-	if req.Packed {
+	if req.Packed >= wire.PackedVersion {
 		packed, err := wire.PackReads(page.Reads)
 		if err != nil {
 			return wire.RestorePlanResp{}, err

@@ -52,7 +52,7 @@ func TestRestorePlanGoesOnlyToTheNodeThatHoldsTheTicket(t *testing.T) {
 	}
 	// Asked for packed reads, the page holds the same reads packed.
 	packedReq := req
-	packedReq.Packed = true
+	packedReq.Packed = wire.PackedVersion
 	var packed wire.RestorePlanResp
 	h.must(h.node(wire.OpRestorePlan, packedReq, &packed))
 	if packed.Reads != nil || packed.Packed == nil || packed.Cursor != plan.Cursor || packed.Done != plan.Done {

@@ -101,7 +101,7 @@ func (b *planBook) page(body json.RawMessage) (any, error) {
 	// Every other page comes packed when asked, as the servers answer
 	// now, the others in JSON, as a server older than packed pages does:
 	// a node reads both.
-	if req.Packed && req.Cursor%2 == 1 {
+	if req.Packed >= wire.PackedVersion && req.Cursor%2 == 1 {
 		packed, err := wire.PackReads(page.Reads)
 		if err != nil {
 			return nil, err

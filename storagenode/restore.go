@@ -112,7 +112,7 @@ func (r *reader) plan(ctx context.Context, fn func(rr *wire.ReadRequest) error) 
 	}
 	for cursor := 0; ; {
 		var page wire.RestorePlanResp
-		if err := r.n.request(ctx, wire.OpRestorePlan, wire.RestorePlanReq{JobID: r.t.JobID, Attempt: r.t.Attempt, Cursor: cursor, Packed: true}, &page); err != nil {
+		if err := r.n.request(ctx, wire.OpRestorePlan, wire.RestorePlanReq{JobID: r.t.JobID, Attempt: r.t.Attempt, Cursor: cursor, Packed: wire.PackedVersion}, &page); err != nil {
 			return &planError{job: r.t.JobID, cursor: cursor, err: err}
 		}
 		if page.Packed != nil {

@@ -565,7 +565,7 @@ func TestRestoreStreamCarriesNoVolumeLayout(t *testing.T) {
 		t.Fatalf("%d reads, %d records", reads, records)
 	}
 	asked := r.fake.plans.requests()
-	if len(asked) != 2 || asked[0].JobID != 2 || asked[0].Cursor != 0 || asked[1].Cursor != 1 || !asked[0].Packed || !asked[1].Packed {
+	if len(asked) != 2 || asked[0].JobID != 2 || asked[0].Cursor != 0 || asked[1].Cursor != 1 || asked[0].Packed != wire.PackedVersion || asked[1].Packed != wire.PackedVersion {
 		t.Fatalf("the node asked the servers for %+v", asked)
 	}
 }

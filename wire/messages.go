@@ -1259,9 +1259,11 @@ type RestorePlanReq struct {
 	JobID   uint64 `json:"job_id"`
 	Attempt int    `json:"attempt,omitempty"`
 	Cursor  int    `json:"cursor"`
-	// Packed asks for the page's reads in RestorePlanResp.Packed
-	// (PackReads); a server older than it answers in Reads.
-	Packed bool `json:"packed,omitempty"`
+	// Packed asks for the page's reads in RestorePlanResp.Packed, in the
+	// packed form (PackReads) of this version or an older one: the
+	// newest the node reads. 0, or a server older than packed pages,
+	// answers in Reads.
+	Packed int `json:"packed,omitempty"`
 }
 
 // ReadLoc is one entry to read: where its FileHeader lies in its session.

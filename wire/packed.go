@@ -32,7 +32,10 @@ import (
 //
 // Every field of ReadLoc, fileindex.Location and BlockRead is in it; a test
 // fails when one of them gains a field this form does not carry.
-const packedVersion = 1
+//
+// A form that changes is a new version: the node says in its request the
+// newest it reads, and the servers write no newer one.
+const PackedVersion = 1
 
 const (
 	packedAncestor = 1 << iota
@@ -43,7 +46,7 @@ const (
 
 // PackReads writes reads in the packed form.
 func PackReads(reads []ReadRequest) ([]byte, error) {
-	b := binary.AppendUvarint(nil, packedVersion)
+	b := binary.AppendUvarint(nil, PackedVersion)
 	b = binary.AppendUvarint(b, uint64(len(reads)))
 	for i := range reads {
 		head := reads[i]
@@ -99,11 +102,14 @@ var ErrPacked = errors.New("malformed packed restore reads")
 // no count is believed beyond what the bytes left can hold.
 func UnpackReads(data []byte) ([]ReadRequest, error) {
 	d := unpacker{b: data}
-	if v := d.uint(); d.err == nil && v != packedVersion {
-		return nil, fmt.Errorf("%w: version %d, this program reads %d", ErrPacked, v, packedVersion)
+	if v := d.uint(); d.err == nil && v != PackedVersion {
+		return nil, fmt.Errorf("%w: version %d, this program reads %d", ErrPacked, v, PackedVersion)
 	}
-	n := d.count(2) // a read is at least its two lengths
-	reads := make([]ReadRequest, 0, n)
+	// A read is at least its head's length, a head of "{}" and its
+	// locations' count. What is reserved ahead stays small whatever the
+	// counts say: a count the bytes cannot back fails on the way.
+	n := d.count(4)
+	reads := make([]ReadRequest, 0, min(n, 256))
 	for i := 0; i < n && d.err == nil; i++ {
 		var rr ReadRequest
 		if js := d.bytes(); d.err == nil {
@@ -113,13 +119,15 @@ func UnpackReads(data []byte) ([]ReadRequest, error) {
 		}
 		// A loc is at least its flags, its path's length and four
 		// numbers.
-		if m := d.count(6); m > 0 {
-			rr.Locs = make([]ReadLoc, m)
-			for j := range rr.Locs {
-				d.loc(&rr.Locs[j])
-			}
-		} else {
-			rr.Locs = nil
+		m := d.count(6)
+		rr.Locs = nil // empty lists come back nil, as from no JSON list
+		if m > 0 {
+			rr.Locs = make([]ReadLoc, 0, min(m, 4096))
+		}
+		for j := 0; j < m && d.err == nil; j++ {
+			var l ReadLoc
+			d.loc(&l)
+			rr.Locs = append(rr.Locs, l)
 		}
 		reads = append(reads, rr)
 	}
@@ -213,11 +221,12 @@ func (d *unpacker) loc(l *ReadLoc) {
 	}
 	if flags&packedBlock != 0 {
 		l.Block = &BlockRead{}
-		if n := d.count(1); n > 0 {
-			l.Block.At = make([]int64, n)
-			for i := range l.Block.At {
-				l.Block.At[i] = d.int()
-			}
+		n := d.count(1)
+		if n > 0 {
+			l.Block.At = make([]int64, 0, min(n, 64))
+		}
+		for i := 0; i < n && d.err == nil; i++ {
+			l.Block.At = append(l.Block.At, d.int())
 		}
 	}
 }
