@@ -118,14 +118,10 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 				}
 				mustDo(t, r.Records(first))
 				r.wk.settle()
-				tmps, err := filepath.Glob(filepath.Join(root, ".cairn-restore-*"))
-				mustDo(t, err)
-				if len(tmps) != 1 {
-					t.Fatalf("temporary files %q, want the one waiting for its blocks", tmps)
-				}
+				tmp := waitingTemp(t, root)
 				var before os.FileInfo
-				swap.do(t, tmps[0])
-				before, _ = os.Lstat(tmps[0])
+				swap.do(t, tmp)
+				before, _ = os.Lstat(tmp)
 				mustDo(t, r.Records(second))
 				st, err := r.Finish()
 				mustDo(t, err)
@@ -136,7 +132,7 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 					t.Fatal("the file was named")
 				}
 				if before != nil {
-					after, err := os.Lstat(tmps[0])
+					after, err := os.Lstat(tmp)
 					if err != nil || after.Size() != before.Size() || after.Mode() != before.Mode() {
 						t.Fatalf("what took the temporary file's name changed: %v, %v (was %v)", after, err, before)
 					}
@@ -255,4 +251,16 @@ func TestRestoreGoesOnWhenAWaitingFilesDirectoryIsRemoved(t *testing.T) {
 			t.Fatalf("stats %+v: want /next restored and /d/db named as not restored", st)
 		}
 	})
+}
+
+// waitingTemp is the one temporary file in dir: a file waiting for its
+// blocks.
+func waitingTemp(t *testing.T, dir string) string {
+	t.Helper()
+	tmps, err := filepath.Glob(filepath.Join(dir, ".cairn-restore-*"))
+	mustDo(t, err)
+	if len(tmps) != 1 {
+		t.Fatalf("temporary files %q, want the one waiting for its blocks", tmps)
+	}
+	return tmps[0]
 }

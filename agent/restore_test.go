@@ -875,13 +875,8 @@ func TestAFileWaitingForBlocksIsPrivate(t *testing.T) {
 		mustDo(t, err)
 		mustDo(t, r.Records(f.EntryRecords()))
 		r.wk.settle()
-		tmps, err := filepath.Glob(filepath.Join(root, ".cairn-restore-*"))
-		mustDo(t, err)
-		if len(tmps) != 1 {
-			t.Fatalf("temporary files %v, want the one that waits", tmps)
-		}
 		var st unix.Stat_t
-		mustDo(t, unix.Lstat(tmps[0], &st))
+		mustDo(t, unix.Lstat(waitingTemp(t, root), &st))
 		if st.Mode&0o7777 != 0o600 {
 			t.Errorf("the file waiting for its blocks has mode %04o, want 0600", st.Mode&0o7777)
 		}
