@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/varint"
 )
 
 // A restore plan's page in JSON took the servers and the storage node
@@ -150,26 +151,23 @@ func (d *unpacker) uint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	v, n := varint.Uvarint(d.b)
+	switch {
+	case n == 0:
 		d.err = errors.New("a number runs past the end")
-		return 0
+	case n < 0:
+		d.err = errors.New("a number longer than 64 bits, or padded")
+	default:
+		d.b = d.b[n:]
 	}
-	d.b = d.b[n:]
 	return v
 }
 
+// int reads a signed number, zigzag on an unsigned one as
+// binary.AppendVarint writes it.
 func (d *unpacker) int() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err = errors.New("a number runs past the end")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	u := d.uint()
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 // count reads a number of items of at least min bytes each.

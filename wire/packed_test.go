@@ -152,6 +152,7 @@ func TestUnpackReadsRefusesDamage(t *testing.T) {
 	for _, bad := range [][]byte{
 		{2, 0},                          // a later version
 		{1, 0, 0},                       // a byte after the end
+		{1, 0x80, 0x00},                 // no reads, padded: one encoding per number
 		{1, 0xff, 0xff, 0xff, 0x7f},     // 268 million reads in no bytes
 		{1, 1, 2, '{', '}', 0x80, 0x80}, // locs' count runs past the end
 		{1, 1, 2, '{', '}', 1, 8, 0, 0, 0, 0, 0, 0},                         // an unknown flag
