@@ -274,23 +274,30 @@ func nobody() (uid, gid uint32) {
 	return uid, gid
 }
 
+// copyTestBinary copies this test binary into dir, which another user
+// can enter, and returns its path: the go tool keeps the binary in a
+// directory only root may enter.
+func copyTestBinary(t *testing.T, dir string) string {
+	t.Helper()
+	exe, err := os.Executable()
+	mustDo(t, err)
+	data, err := os.ReadFile(exe)
+	mustDo(t, err)
+	bin := filepath.Join(dir, "agent.test")
+	mustDo(t, os.WriteFile(bin, data, 0o755))
+	return bin
+}
+
 // startRacer runs this test binary as the racer, as uid:gid, on the open
 // racer directories. It returns once the racer has shown it runs without
 // privileges; stop ends it and returns what it did.
 func startRacer(t *testing.T, uid, gid uint32, secret string, dirs []*os.File) (*exec.Cmd, func() string) {
 	t.Helper()
-	// The go tool keeps the test binary in a directory only root may
-	// enter: nobody runs a copy.
-	exe, err := os.Executable()
-	mustDo(t, err)
 	binDir, err := os.MkdirTemp("", "cairn-racer-")
 	mustDo(t, err)
 	t.Cleanup(func() { os.RemoveAll(binDir) })
 	mustDo(t, os.Chmod(binDir, 0o755))
-	bin := filepath.Join(binDir, "racer.test")
-	data, err := os.ReadFile(exe)
-	mustDo(t, err)
-	mustDo(t, os.WriteFile(bin, data, 0o755))
+	bin := copyTestBinary(t, binDir)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)

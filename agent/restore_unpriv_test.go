@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 const (
@@ -50,12 +52,7 @@ func TestRestoreAsAnUnprivilegedUser(t *testing.T) {
 	stream, _ := runSource(t, SourceOptions{Walk: WalkOptions{Paths: []string{src}}})
 	streamFile := filepath.Join(work, "stream")
 	mustDo(t, os.WriteFile(streamFile, stream, 0o644))
-	exe, err := os.Executable()
-	mustDo(t, err)
-	bin := filepath.Join(work, "agent.test")
-	data, err := os.ReadFile(exe)
-	mustDo(t, err)
-	mustDo(t, os.WriteFile(bin, data, 0o755))
+	bin := copyTestBinary(t, work)
 
 	for _, mode := range []string{"unnamed", "unnamed-proc", "named"} {
 		t.Run(mode, func(t *testing.T) {
@@ -63,10 +60,15 @@ func TestRestoreAsAnUnprivilegedUser(t *testing.T) {
 			mustDo(t, os.Mkdir(home, 0o700))
 			mustDo(t, os.Chown(home, uid, gid))
 			dst := filepath.Join(home, "restore")
-			cmd := exec.Command(bin, "-test.run=^TestUnprivilegedRestoreProcess$", "-test.count=1")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "-test.run=^TestUnprivilegedRestoreProcess$", "-test.count=1")
 			cmd.Dir = work
 			cmd.Env = append(os.Environ(), unprivEnv+"="+mode, unprivStream+"="+streamFile, unprivRoot+"="+dst)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+			cmd.SysProcAttr = &syscall.SysProcAttr{
+				Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}},
+				Pdeathsig:  syscall.SIGKILL,
+			}
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("the restore as nobody failed: %v\n%s", err, out)
