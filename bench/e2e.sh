@@ -103,7 +103,7 @@ CHANGE=${CHANGE:-0.05}
 prepare_copy() {
 	release_target "$1"
 	if [ "$TREE_FS" = fresh ]; then
-		new_fs "$1" "$((TREE_BYTES * 2 + (1 << 30)))" "$((TREE_FILES * 2 + 100000))"
+		tree_fs "$1" 2
 		cp -a "$TREE/." "$1"
 	else
 		cp -a "$TREE" "$1"
@@ -119,7 +119,6 @@ RUN=$WORK/run
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # release_system DIR: a system's tree copy and restore target released
 # (they may be mounts, so before any rm of DIR).
@@ -133,7 +132,7 @@ fresh_target() {
 	release_target "$1"
 	mkdir -p "$1"
 	[ "$RESTORE_FS" = fresh ] || return 0
-	new_fs "$1" "$((TREE_BYTES * 3 + (1 << 30)))" "$((TREE_FILES * 3 + 100000))"
+	tree_fs "$1" 3
 }
 
 DEV_PID=

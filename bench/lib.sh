@@ -62,6 +62,10 @@ new_fs() {
 	losetup --direct-io=on "$(findmnt -n -o SOURCE "$1")" || die "losetup --direct-io=on for $1 failed"
 	rmdir "$1/lost+found" # the target must be empty
 }
+# tree_fs DIR SCALE: new_fs on DIR sized SCALE times the tree's bytes and
+# files, and 1 GiB and 100,000 inodes more.
+tree_fs() { new_fs "$1" "$((TREE_BYTES * $2 + (1 << 30)))" "$((TREE_FILES * $2 + 100000))"; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # make_tree: TREE, the tree bench/gentree makes for TREE_SIZE, SMALL_FILES
 # and ONE_FILE, made once and kept (its name says what it holds), and
 # TREE_BYTES and TREE_FILES, what it holds.

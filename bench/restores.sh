@@ -91,18 +91,13 @@ for sys in "${SYSTEMS[@]}"; do
 	stop_dev
 done
 
-# new_fs_target DIR: an empty ext4 of its own on DIR for a restore.
-new_fs_target() {
-	release_target "$1"
-	new_fs "$1" "$((TREE_BYTES * TARGET_SCALE + (1 << 30)))" "$((TREE_FILES * TARGET_SCALE + 100000))"
-}
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 gcs() { grep -c '^gc ' "$1/dev.log" || true; }
 
 # restore ROUND SYSTEM: one timed restore, recorded.
 restore() {
 	local n=$1 sys=$2 d=$RUN/$2 bin=${BIN[$2]}
-	new_fs_target "$d/restore"
+	release_target "$d/restore"
+	tree_fs "$d/restore" "$TARGET_SCALE"
 	# The gc lines of GODEBUG=gctrace=1 in dev.log count its collections.
 	GODEBUG=gctrace=1 start_dev "$d" "$bin"
 	drop_caches
