@@ -293,9 +293,11 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 		}
 		plan := run.plan
 		o.mu.Unlock()
-		files, bytes, err := plan.count()
-		if err != nil {
-			return err
+		files, bytes := job.PlanFiles, job.PlanBytes
+		if files == 0 {
+			if files, bytes, err = plan.count(); err != nil {
+				return err
+			}
 		}
 		o.mu.Lock()
 		if run.progress == nil {

@@ -342,6 +342,7 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 	return &catalog.Job{
 			Type: catalog.JobRestore, Client: target, Node: backup.Node, Pool: backup.Pool,
 			Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
+			PlanFiles: files, PlanBytes: bytes,
 		}, func(id uint64) {
 			o.jobLog(ctx, id, "info", "restore of %s from backup %d of %s, file set %s (%d entries, %s) to %s:%s",
 				what, backup.ID, backup.Client, catalog.DescribeFileSet(backup.FileSet, backup.Paths, backup.Excludes),
