@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -54,6 +55,68 @@ func framesSeed() [][]byte {
 	}
 }
 
+// packedStarts is frames with each ReadStart packed, as a storage node
+// sends them to an agent that asks for the packed form.
+func packedStarts(t testing.TB, frames [][]byte) [][]byte {
+	out := make([][]byte, len(frames))
+	for i, f := range frames {
+		out[i] = f
+		if f[0] == dataplane.FrameReadStart {
+			var rs dataplane.ReadStart
+			if err := json.Unmarshal(f[1:], &rs); err != nil {
+				t.Fatal(err)
+			}
+			out[i] = append([]byte{dataplane.FrameReadStartPacked}, dataplane.PackReadStart(&rs)...)
+		}
+	}
+	return out
+}
+
+// A restore stream reads the same with its ReadStarts in JSON and packed:
+// the file of the first read restored, the entry of the second named
+// lost, and the stream ended by End. A packed ReadStart that does not
+// decode ends the restore, saying so.
+func TestRestoreFramesTakeBothFormsOfReadStart(t *testing.T) {
+	for name, frames := range map[string][][]byte{"json": framesSeed(), "packed": packedStarts(t, framesSeed())} {
+		t.Run(name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "target")
+			run := &restoreRun{}
+			r, err := NewRestorer(RestoreOptions{Root: root, OnEntry: run.arrived})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &restoreFrames{log: slog.New(slog.DiscardHandler), r: r, run: run}
+			for i, f := range frames {
+				done, err := st.frame(f[0], f[1:])
+				if err != nil || done != (i == len(frames)-1) {
+					t.Fatalf("frame %d (type %d): done %v, %v", i, f[0], done, err)
+				}
+			}
+			stats, err := r.Finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := os.ReadFile(filepath.Join(root, "srv", "a")); err != nil || string(got) != "hello" {
+				t.Fatalf("/srv/a restored as %q, %v", got, err)
+			}
+			if run.asked != 3 || len(stats.Damaged) != 1 || stats.Damaged[0].Path != "/srv/b" {
+				t.Fatalf("asked %d, damaged %+v", run.asked, stats.Damaged)
+			}
+		})
+	}
+	r, err := NewRestorer(RestoreOptions{Root: filepath.Join(t.TempDir(), "target")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Finish()
+	st := &restoreFrames{log: slog.New(slog.DiscardHandler), r: r, run: &restoreRun{}}
+	bad := packedStarts(t, framesSeed())[0]
+	bad = bad[:len(bad)-1] // cut short
+	if _, err := st.frame(bad[0], bad[1:]); err == nil || !strings.Contains(err.Error(), "malformed packed read start") {
+		t.Fatalf("a packed read start cut short: %v", err)
+	}
+}
+
 // FuzzRestoreFrames feeds arbitrary frames to the agent's side of a restore
 // stream, the frames a storage node sends: a malformed or out-of-order
 // frame ends the restore with an error, never a panic; every entry a read
@@ -62,6 +125,7 @@ func framesSeed() [][]byte {
 func FuzzRestoreFrames(f *testing.F) {
 	seed := framesSeed()
 	f.Add(fuzzFrames(seed...))
+	f.Add(fuzzFrames(packedStarts(f, seed)...))
 	f.Add(fuzzFrames(seed[:3]...))
 	f.Add(fuzzFrames(append(seed[:1], seed[2:]...)...))                                                                     // records left out
 	f.Add(fuzzFrames(seed[0], seed[1], seed[2], jsonFrame(dataplane.FrameEnd, dataplane.RestoreEnd{Reads: 1, Entries: 9}))) // a count that differs

@@ -121,7 +121,8 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string, need 
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	conn.SetTimeout(a.cfg.DataTimeout)
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: a.cfg.Name, Version: Version}); err != nil {
+	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: a.cfg.Name, Version: Version,
+		PackedReadStart: dataplane.PackedReadStartVersion}); err != nil {
 		stop()
 		conn.Close()
 		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log", "data connection to storage node %s: %w", ep.Node, err)
@@ -588,12 +589,17 @@ func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
 		return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: frame %d outside a read", typ)
 	}
 	switch typ {
-	case dataplane.FrameReadStart:
+	case dataplane.FrameReadStart, dataplane.FrameReadStartPacked:
 		if s.cur != nil {
 			return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: a read starts inside the read of session %s", s.cur.SessionID)
 		}
 		var rs dataplane.ReadStart
-		if err := dataplane.DecodeJSON(typ, p, dataplane.FrameReadStart, &rs); err != nil {
+		if typ == dataplane.FrameReadStartPacked {
+			var err error
+			if rs, err = dataplane.UnpackReadStart(p); err != nil {
+				return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: %w", err)
+			}
+		} else if err := dataplane.DecodeJSON(typ, p, dataplane.FrameReadStart, &rs); err != nil {
 			return false, err
 		}
 		s.cur = &rs

@@ -9,7 +9,8 @@
 // media/volume encoding) and End; the node answers Result once the session is
 // durable and in the catalog. A restore sends nothing more: the node takes
 // the restore's plan from the servers itself (the ticket names the job), and
-// streams, for each read of it, a ReadStart naming the entries, Records and
+// streams, for each read of it, a ReadStart naming the entries (packed,
+// to an agent that reads it: readstart.go), Records and
 // Damaged frames, and a ReadDone; then End, with the count of every entry it
 // was asked for. The agent never sees where the data lies on the volumes. An
 // Error frame from either side ends the connection.
@@ -70,6 +71,9 @@ const (
 	// send yet. ReadFrame swallows it.
 	FrameKeepalive byte = 10
 	FrameReadStart byte = 11
+	// FrameReadStartPacked is a ReadStart in the packed form
+	// (PackReadStart), sent only to an agent whose Hello says it reads it.
+	FrameReadStartPacked byte = 12
 )
 
 // Version is the data-port protocol this program speaks. Version 2: the
@@ -103,6 +107,9 @@ type Hello struct {
 	Ticket  string `json:"ticket"`
 	Client  string `json:"client"`
 	Version string `json:"version"`
+	// PackedReadStart is the newest packed ReadStart form the agent reads
+	// (PackedReadStartVersion); 0, as from an older agent, is JSON only.
+	PackedReadStart int `json:"packed_read_start,omitempty"`
 }
 
 // Accept answers a valid Hello.

@@ -89,6 +89,7 @@ func seedFrames(f *testing.F) {
 		jsonFrame(FrameEnd, RestoreEnd{Reads: 1, Entries: 2}),
 		jsonFrame(FrameDamaged, Damaged{SessionID: uuid.New(), Seq: 3, Reason: "bad block", Paths: []fileindex.Path{"/a"}}),
 		jsonFrame(FrameReadDone, ReadDone{SessionID: uuid.New(), Entries: 2}),
+		frame(FrameReadStartPacked, PackReadStart(&ReadStart{SessionID: uuid.New(), Entries: []ReadEntry{{Path: "/a"}, {Path: "/ab", Block: true}}})),
 	} {
 		f.Add(fr, false)
 		all = append(all, fr...)
@@ -126,6 +127,9 @@ func FuzzReadFrames(f *testing.F) {
 			read += 5 + len(p)
 			if newV, ok := frameTypes[typ]; ok {
 				_ = DecodeJSON(typ, p, typ, newV())
+			}
+			if typ == FrameReadStartPacked {
+				_, _ = UnpackReadStart(p)
 			}
 			if typ == FrameError {
 				var we *wire.Error

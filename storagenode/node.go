@@ -711,7 +711,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 	case ticket.OpBackup:
 		n.backup(ctx, log, conn, t)
 	case ticket.OpRestore:
-		n.restore(ctx, log, conn, t)
+		n.restore(ctx, log, conn, t, hello.PackedReadStart >= dataplane.PackedReadStartVersion)
 	}
 }
 

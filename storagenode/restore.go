@@ -22,10 +22,10 @@ import (
 // recordBatch is how many bytes of records a restore sends per frame.
 const recordBatch = 1 << 20
 
-func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Conn, t ticket.Ticket) {
+func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Conn, t ticket.Ticket, packedStarts bool) {
 	n.metrics.streams.WithLabelValues("restore").Inc()
 	defer n.metrics.streams.WithLabelValues("restore").Dec()
-	r := &reader{stream: stream{n: n, t: t, log: log}, conn: conn, keys: map[string]*volume.Key{}, media: map[medium]partReader{}}
+	r := &reader{stream: stream{n: n, t: t, log: log}, conn: conn, packedStarts: packedStarts, keys: map[string]*volume.Key{}, media: map[medium]partReader{}}
 	err := r.run(ctx)
 	if err != nil {
 		err = r.streamError(ctx, err)
@@ -71,9 +71,11 @@ func (r *reader) streamError(ctx context.Context, err error) error {
 
 type reader struct {
 	stream
-	conn  *dataplane.Conn
-	keys  map[string]*volume.Key
-	batch []byte
+	conn *dataplane.Conn
+	// packedStarts: the agent reads packed ReadStart frames.
+	packedStarts bool
+	keys         map[string]*volume.Key
+	batch        []byte
 	// media are the media the stream read from, each with what it keeps
 	// between reads (a mounted tape); cur is the last one, the only one
 	// that keeps anything.
@@ -187,7 +189,13 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	for i, l := range rr.Locs {
 		start.Entries[i] = dataplane.ReadEntry{Path: l.Path, Ancestor: l.Ancestor, Block: l.Block != nil}
 	}
-	if err := r.conn.WriteJSON(dataplane.FrameReadStart, start); err != nil {
+	var err error
+	if r.packedStarts {
+		err = r.conn.WriteFrame(dataplane.FrameReadStartPacked, dataplane.PackReadStart(&start))
+	} else {
+		err = r.conn.WriteJSON(dataplane.FrameReadStart, start)
+	}
+	if err != nil {
 		return &stopStream{err}
 	}
 	acct := newReadAccount(rr)
@@ -232,7 +240,7 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 		}
 		return nil
 	}
-	err := r.read(ctx, rr, onRecord, onDamage)
+	err = r.read(ctx, rr, onRecord, onDamage)
 	var stop *stopStream
 	if errors.As(err, &stop) || ctx.Err() != nil {
 		return err

@@ -112,7 +112,7 @@ func drain(conn *dataplane.Conn) (int64, error) {
 		switch typ {
 		case dataplane.FrameRecords:
 			n += int64(len(p))
-		case dataplane.FrameReadStart, dataplane.FrameReadDone:
+		case dataplane.FrameReadStart, dataplane.FrameReadStartPacked, dataplane.FrameReadDone:
 		case dataplane.FrameEnd:
 			return n, nil
 		default:

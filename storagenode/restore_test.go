@@ -40,7 +40,12 @@ func readOnce(t testing.TB, conn *dataplane.Conn, rr wire.ReadRequest) readResul
 		t.Fatal(err)
 	}
 	var start dataplane.ReadStart
-	if err := dataplane.DecodeJSON(typ, payload, dataplane.FrameReadStart, &start); err != nil {
+	if typ == dataplane.FrameReadStartPacked {
+		start, err = dataplane.UnpackReadStart(payload)
+	} else {
+		err = dataplane.DecodeJSON(typ, payload, dataplane.FrameReadStart, &start)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	if start.SessionID != rr.SessionID || len(start.Entries) != len(rr.Locs) {
@@ -73,7 +78,7 @@ func readAnswer(t testing.TB, conn *dataplane.Conn) (readResult, error) {
 			return res, err
 		}
 		switch typ {
-		case dataplane.FrameReadStart: // readOnce checks it
+		case dataplane.FrameReadStart, dataplane.FrameReadStartPacked: // readOnce checks it
 		case dataplane.FrameRecords:
 			for len(payload) > 0 {
 				rt, body, n, err := volume.ParseRecord(payload)
@@ -503,10 +508,18 @@ func TestCancelOrderRollsBackABackup(t *testing.T) {
 // nothing of where they lie: every frame decodes into its agent-facing type
 // with no field left over, records are whole records, and no frame names a
 // volume, a part, an offset or the key. The node asked the servers for the
-// plan itself, as the job and attempt of its ticket.
+// plan itself, as the job and attempt of its ticket. ReadStarts come
+// packed to an agent that asks for them, and in JSON to one that does not.
 func TestRestoreStreamCarriesNoVolumeLayout(t *testing.T) {
+	for _, packed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("packed=%v", packed), func(t *testing.T) { restoreStreamCarriesNoVolumeLayout(t, packed) })
+	}
+}
+
+func restoreStreamCarriesNoVolumeLayout(t *testing.T, packed bool) {
 	fs := mixedFiles()
 	r, rr := newBackedUpRig(t, fs)
+	r.jsonStarts = !packed
 	rr.Locs[0].Ancestor = true
 	conn := r.restoreConn(2, rr, rr)
 	layout := []string{rr.Parts[0].VolumeID.String(), rr.Parts[0].Volume, rr.Parts[0].Pool, rr.KeyID,
@@ -532,11 +545,25 @@ func TestRestoreStreamCarriesNoVolumeLayout(t *testing.T) {
 			}
 		}
 		switch typ {
-		case dataplane.FrameReadStart:
+		case dataplane.FrameReadStart, dataplane.FrameReadStartPacked:
+			if packed != (typ == dataplane.FrameReadStartPacked) {
+				t.Fatalf("a read start of frame type %d to an agent that asked packed=%v", typ, packed)
+			}
 			var rs dataplane.ReadStart
-			strict(p, &rs)
-			if !rs.Entries[0].Ancestor || len(rs.Entries) != len(rr.Locs) {
+			if packed {
+				if rs, err = dataplane.UnpackReadStart(p); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				strict(p, &rs)
+			}
+			if rs.SessionID != rr.SessionID || len(rs.Entries) != len(rr.Locs) {
 				t.Fatalf("read start %+v", rs)
+			}
+			for i, e := range rs.Entries {
+				if e != (dataplane.ReadEntry{Path: rr.Locs[i].Path, Ancestor: rr.Locs[i].Ancestor, Block: rr.Locs[i].Block != nil}) {
+					t.Fatalf("entry %d of the read start is %+v, want %+v", i, e, rr.Locs[i])
+				}
 			}
 			reads++
 		case dataplane.FrameRecords:

@@ -282,6 +282,9 @@ type nodeRig struct {
 	// signer signs the tickets of the rig's agents; a test may swap it
 	// (for a forger's, say) apart from the group's key the servers give.
 	signer ed25519.PrivateKey
+	// jsonStarts: the rig's agents ask for no packed ReadStart, as an
+	// agent older than the form does; by default they ask, as agents do.
+	jsonStarts bool
 }
 
 // newNodeRig starts NATS and the fake servers for pool, not serving yet.
@@ -407,7 +410,11 @@ func (r *nodeRig) hello(tk string) *dataplane.Conn {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { conn.Close() })
-	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web"}); err != nil {
+	hello := dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web", PackedReadStart: dataplane.PackedReadStartVersion}
+	if r.jsonStarts {
+		hello.PackedReadStart = 0
+	}
+	if err := conn.WriteJSON(dataplane.FrameHello, hello); err != nil {
 		r.t.Fatal(err)
 	}
 	return conn

@@ -1,0 +1,156 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/varint"
+)
+
+// A restore's ReadStart frames name every entry it brings back: in JSON,
+// an object per entry, encoded by the node and decoded by the agent, which
+// took about 2% of a restore's CPU on the bench tree (50,000 small files).
+// An agent that says in its Hello that it reads the packed form (Packed)
+// gets them as FrameReadStartPacked; a node that does not know the field
+// sends JSON, which the agent still reads, and an agent that does not set
+// it gets JSON.
+//
+// The packed form, every number an unsigned varint (binary.AppendUvarint):
+//
+//	version (1), the session's 16 bytes, number of entries
+//	per entry: flags (1 ancestor, 2 block), the bytes its path shares
+//	           with the previous entry's path, the length and bytes of
+//	           the rest
+//
+// Entries come in stream order, which is mostly the tree's, so a path
+// shares its directory with the one before it: the form is about a third
+// of the JSON's size on the bench tree.
+//
+// A form that changes is a new version: the agent names the newest it
+// reads in its Hello, and a node writes no newer one.
+const PackedReadStartVersion = 1
+
+const (
+	startAncestor = 1 << iota
+	startBlock
+	startFlags = startAncestor | startBlock
+)
+
+// ErrPackedReadStart is a packed ReadStart that does not decode.
+var ErrPackedReadStart = errors.New("malformed packed read start")
+
+// PackReadStart writes rs in the packed form.
+func PackReadStart(rs *ReadStart) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, 32+len(rs.Entries)*16), PackedReadStartVersion)
+	b = append(b, rs.SessionID[:]...)
+	b = binary.AppendUvarint(b, uint64(len(rs.Entries)))
+	var prev fileindex.Path
+	for _, e := range rs.Entries {
+		var flags uint64
+		if e.Ancestor {
+			flags |= startAncestor
+		}
+		if e.Block {
+			flags |= startBlock
+		}
+		shared := 0
+		for shared < len(prev) && shared < len(e.Path) && prev[shared] == e.Path[shared] {
+			shared++
+		}
+		b = binary.AppendUvarint(b, flags)
+		b = binary.AppendUvarint(b, uint64(shared))
+		b = binary.AppendUvarint(b, uint64(len(e.Path)-shared))
+		b = append(b, e.Path[shared:]...)
+		prev = e.Path
+	}
+	return b
+}
+
+// UnpackReadStart reads what PackReadStart wrote. The bytes come from the
+// storage node: no count is believed beyond what the bytes left can hold,
+// and the paths together are at most MaxFrame bytes, as in the JSON
+// ReadStart a frame could carry, however much they share.
+func UnpackReadStart(data []byte) (ReadStart, error) {
+	rs, err := unpackReadStart(data)
+	if err != nil {
+		return ReadStart{}, fmt.Errorf("%w: %v", ErrPackedReadStart, err)
+	}
+	return rs, nil
+}
+
+func unpackReadStart(b []byte) (ReadStart, error) {
+	var rs ReadStart
+	next := func(what string) (uint64, error) {
+		v, n := varint.Uvarint(b)
+		switch {
+		case n == 0:
+			return 0, fmt.Errorf("%s runs past the end", what)
+		case n < 0:
+			return 0, fmt.Errorf("%s is longer than 64 bits, or padded", what)
+		}
+		b = b[n:]
+		return v, nil
+	}
+	v, err := next("the version")
+	if err != nil {
+		return rs, err
+	}
+	if v != PackedReadStartVersion {
+		return rs, fmt.Errorf("version %d, this program reads %d", v, PackedReadStartVersion)
+	}
+	if len(b) < len(rs.SessionID) {
+		return rs, errors.New("the session id runs past the end")
+	}
+	rs.SessionID = uuid.UUID(b[:len(rs.SessionID)])
+	b = b[len(rs.SessionID):]
+	n, err := next("the number of entries")
+	if err != nil {
+		return rs, err
+	}
+	// An entry is at least its flags and two lengths.
+	if n > uint64(len(b)/3) {
+		return rs, fmt.Errorf("%d entries announced, with %d bytes left", n, len(b))
+	}
+	if n > 0 {
+		rs.Entries = make([]ReadEntry, 0, min(n, 4096)) // empty comes back nil, as from JSON
+	}
+	var prev []byte
+	total := uint64(0)
+	for i := range n {
+		flags, err := next("an entry's flags")
+		if err != nil {
+			return rs, err
+		}
+		if flags&^startFlags != 0 {
+			return rs, fmt.Errorf("entry %d has flags %#x, which this program does not know", i, flags)
+		}
+		shared, err := next("an entry's shared length")
+		if err != nil {
+			return rs, err
+		}
+		rest, err := next("an entry's path length")
+		if err != nil {
+			return rs, err
+		}
+		if shared > uint64(len(prev)) {
+			return rs, fmt.Errorf("entry %d shares %d bytes of a path of %d", i, shared, len(prev))
+		}
+		if rest > uint64(len(b)) {
+			return rs, fmt.Errorf("entry %d: %d path bytes announced, %d left", i, rest, len(b))
+		}
+		if total += shared + rest; total > MaxFrame {
+			return rs, fmt.Errorf("entry %d: paths of more than %d bytes in all", i, MaxFrame)
+		}
+		prev = append(prev[:shared], b[:rest]...)
+		b = b[rest:]
+		rs.Entries = append(rs.Entries, ReadEntry{Path: fileindex.Path(prev), Ancestor: flags&startAncestor != 0, Block: flags&startBlock != 0})
+	}
+	if len(b) > 0 {
+		return rs, fmt.Errorf("%d bytes after the last entry", len(b))
+	}
+	return rs, nil
+}
