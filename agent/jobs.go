@@ -521,7 +521,7 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 	})()
 	// The node takes the plan from the servers and streams it: nothing
 	// goes back to it.
-	st := &restoreFrames{log: log, r: r, run: run}
+	st := &restoreFrames{log: log, r: r, run: run, lender: conn}
 	for {
 		typ, p, err := conn.ReadFrame()
 		if err != nil {
@@ -578,6 +578,9 @@ type restoreFrames struct {
 	r   *Restorer
 	run *restoreRun
 	cur *dataplane.ReadStart // the read under way; nil between reads
+	// lender, when set, is the connection the frames came from, which
+	// lends the restorer its Records frames rather than have them copied.
+	lender *dataplane.Conn
 	// reads counts the reads that came, to check against End.
 	reads int
 }
@@ -616,6 +619,9 @@ func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
 		run.asked += int64(len(rs.Entries))
 		return false, nil
 	case dataplane.FrameRecords:
+		if s.lender != nil {
+			return false, r.RecordsLent(s.lender.TakeFrame(), s.lender.GiveFrame)
+		}
 		return false, r.Records(p)
 	case dataplane.FrameDamaged:
 		var d dataplane.Damaged

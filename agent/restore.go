@@ -385,32 +385,41 @@ func (r *Restorer) damageOf(p string) (string, bool) {
 // Records feeds a batch of whole records, as a Records frame carries them.
 // The batch is the caller's again when it returns.
 func (r *Restorer) Records(batch []byte) error {
-	return r.inFrame(batch, func(batch []byte) error {
-		for len(batch) > 0 {
-			t, body, n, err := volume.ParseRestoreRecord(batch)
-			if err != nil {
-				return fmt.Errorf("restore stream: %w", err)
-			}
-			if err := r.record(t, body); err != nil {
-				return err
-			}
-			batch = batch[n:]
+	return r.inFrame(batch, nil, r.records)
+}
+
+// RecordsLent is Records with a batch the Restorer keeps, without a copy,
+// until it calls giveBack(batch), from any goroutine; the caller changes
+// nothing of it before.
+func (r *Restorer) RecordsLent(batch []byte, giveBack func([]byte)) error {
+	return r.inFrame(batch, giveBack, r.records)
+}
+
+func (r *Restorer) records(batch []byte) error {
+	for len(batch) > 0 {
+		t, body, n, err := volume.ParseRestoreRecord(batch)
+		if err != nil {
+			return fmt.Errorf("restore stream: %w", err)
 		}
-		return nil
-	})
+		if err := r.record(t, body); err != nil {
+			return err
+		}
+		batch = batch[n:]
+	}
+	return nil
 }
 
 // Record consumes one record, in stream order: per entry a FileHeader,
 // Data records for a regular file, and a FileEnd, which applies the entry.
 // The body is the caller's again when it returns.
 func (r *Restorer) Record(t volume.RecordType, body []byte) error {
-	return r.inFrame(body, func(body []byte) error { return r.record(t, body) })
+	return r.inFrame(body, nil, func(body []byte) error { return r.record(t, body) })
 }
 
-// inFrame applies b from a copy the workers can hold slices of, and sends
-// them what it gave them.
-func (r *Restorer) inFrame(b []byte, apply func([]byte) error) error {
-	f := r.startWorkers().copyFrame(b)
+// inFrame applies b from a copy the workers can hold slices of, or from b
+// itself when it is lent (giveBack), and sends them what it gave them.
+func (r *Restorer) inFrame(b []byte, giveBack func([]byte), apply func([]byte) error) error {
+	f := r.startWorkers().frameOf(b, giveBack)
 	r.frame = f
 	defer func() {
 		r.frame = nil

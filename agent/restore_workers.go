@@ -38,16 +38,18 @@ import (
 // the target ends as a serial restore leaves it. Finish settles before
 // hard links, late inode flags and directories.
 //
-// Memory. A worker's records are slices of a copy of the frame they came
-// in (frameBuf), counted: at most frameCopies of them are held, so a
-// fast node and a slow disk cost a few MiB, not the stream.
+// Memory. A worker's records are slices of the frame they came in
+// (frameBuf): a copy, or the frame itself when the connection lends it
+// (RecordsLent), saving a copy of every restored byte. They are counted:
+// at most heldFrames of them are held, so a fast node and a slow disk
+// cost a few MiB, not the stream.
 //
 // Failure. A worker that cannot write (a full disk) records the error; the
 // next Record returns it, and Finish does. Once Admit refused, or a worker
 // failed, the workers write nothing more: what they still hold is removed.
 
-// frameCopies is how many copies of frames may be held by workers at once.
-const frameCopies = 6
+// heldFrames is how many frames (copies or lent) workers may hold at once.
+const heldFrames = 6
 
 // restoreWorkers is how many file workers a restore runs: one per core,
 // beside the goroutine that reads the stream, at most four.
@@ -78,17 +80,26 @@ func (d *dirRef) release() {
 	}
 }
 
-// frameBuf is a copy of a batch of records that workers hold slices of.
+// frameBuf is a batch of records that workers hold slices of: a copy in
+// a buffer of its own, or a batch lent by the caller (RecordsLent).
 type frameBuf struct {
-	b    []byte
-	refs atomic.Int32
-	free chan *frameBuf
+	b        []byte
+	own      []byte // the buffer of copies
+	lent     []byte
+	giveBack func([]byte)
+	refs     atomic.Int32
+	free     chan *frameBuf
 }
 
 func (f *frameBuf) hold() { f.refs.Add(1) }
 
 func (f *frameBuf) release() {
 	if f.refs.Add(-1) == 0 {
+		if f.giveBack != nil {
+			f.giveBack(f.lent)
+			f.lent, f.giveBack = nil, nil
+		}
+		f.b = nil
 		f.free <- f
 	}
 }
@@ -149,7 +160,12 @@ type workers struct {
 	r      *Restorer
 	ws     []*fileWorker
 	frames chan *frameBuf
-	wg     sync.WaitGroup
+	// spare are batches of steps the workers are done with, for Record
+	// to fill again: a batch is sent per worker and frame, most of them
+	// with a step or two, and a new one each time was a sixth of the
+	// bytes a restore of many small files allocated.
+	spare chan []fileOp
+	wg    sync.WaitGroup
 	// inflight are the paths handed to a worker since they were last all
 	// idle; Record's goroutine alone touches it.
 	inflight map[string]bool
@@ -164,8 +180,8 @@ func (r *Restorer) startWorkers() *workers {
 		return r.wk
 	}
 	n := restoreWorkers()
-	wk := &workers{r: r, frames: make(chan *frameBuf, frameCopies), inflight: map[string]bool{}}
-	for range frameCopies {
+	wk := &workers{r: r, frames: make(chan *frameBuf, heldFrames), spare: make(chan []fileOp, 4*n), inflight: map[string]bool{}}
+	for range heldFrames {
 		wk.frames <- &frameBuf{free: wk.frames}
 	}
 	for range n {
@@ -181,11 +197,18 @@ func (r *Restorer) startWorkers() *workers {
 	return wk
 }
 
-// copyFrame copies a batch of records into a frame buffer the workers can
-// hold, waiting for one when they hold them all. The caller releases it.
-func (wk *workers) copyFrame(batch []byte) *frameBuf {
+// frameOf makes a batch of records a frame the workers can hold, waiting
+// for one when they hold them all: a copy of it, or, lent (giveBack), the
+// batch itself, handed back once no one holds it. The caller releases it.
+func (wk *workers) frameOf(batch []byte, giveBack func([]byte)) *frameBuf {
 	f := <-wk.frames
-	f.b = append(f.b[:0], batch...)
+	if giveBack != nil {
+		f.lent, f.giveBack = batch, giveBack
+		f.b = batch
+	} else {
+		f.b = append(f.own[:0], batch...)
+		f.own = f.b
+	}
 	f.refs.Store(1)
 	return f
 }
@@ -231,7 +254,11 @@ func (wk *workers) send(w *fileWorker, op fileOp) {
 func (wk *workers) flushTo(w *fileWorker) {
 	if len(w.pending) > 0 {
 		w.ops <- w.pending
-		w.pending = make([]fileOp, 0, maxBatch)
+		select {
+		case w.pending = <-wk.spare:
+		default:
+			w.pending = make([]fileOp, 0, maxBatch)
+		}
 	}
 }
 
@@ -312,6 +339,11 @@ func (wk *workers) run(w *fileWorker) {
 			if op.done != nil {
 				close(op.done)
 			}
+		}
+		clear(batch) // what it points to is not kept alive by a spare
+		select {
+		case wk.spare <- batch[:0]:
+		default:
 		}
 	}
 }

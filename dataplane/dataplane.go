@@ -492,8 +492,9 @@ const frameChunk = 64 << 10
 // ReadFrame stays valid until the next call, as without read-ahead, and
 // read deadlines bound the wait for the next frame as before. Call it
 // once, from the goroutine that reads, before the ReadFrame calls it
-// should speed up; the goroutine ends when the connection is closed or a
-// read fails. It holds up to depth+2 frame buffers.
+// should speed up and before any TakeFrame; the goroutine ends when the
+// connection is closed or a read fails. It holds up to depth+2 frame
+// buffers, and up to maxLent more in place of frames taken.
 func (c *Conn) ReadAhead(depth int) {
 	if c.ahead != nil {
 		return
@@ -501,8 +502,10 @@ func (c *Conn) ReadAhead(depth int) {
 	depth = max(depth, 1)
 	a := &readAhead{
 		frames: make(chan aheadFrame, depth),
-		free:   make(chan []byte, depth+2),
-		done:   c.closed,
+		// Room for every buffer there can be: depth+2 of its own, and
+		// a nil for each of the first maxLent taken (TakeFrame).
+		free: make(chan []byte, depth+2+maxLent),
+		done: c.closed,
 	}
 	for range depth + 1 {
 		a.free <- nil
@@ -540,14 +543,58 @@ func (c *Conn) ReadAhead(depth int) {
 	}()
 }
 
+// TakeFrame makes the payload ReadFrame returned last the caller's: the
+// next ReadFrame does not read into it, and the caller may keep it while it
+// reads on, on any goroutine. GiveFrame hands it back once the caller is
+// done with it. With ReadAhead, the frames taken and not given back count
+// against the read-ahead's buffers beyond the first maxLent of them: a
+// caller that keeps more waits for its next frame until it gives one back.
+// It saves the copy of each frame a caller that hands frames to other
+// goroutines would otherwise make (a restore's Records frames, a copy of
+// every restored byte).
+func (c *Conn) TakeFrame() []byte {
+	a := c.ahead
+	if a == nil {
+		p := c.buf
+		c.buf = nil
+		return p
+	}
+	p := a.last
+	a.last = nil
+	if a.lent < maxLent {
+		// A buffer more for the goroutine to fill, while this one is
+		// away; there is room for it (ReadAhead).
+		a.lent++
+		a.free <- nil
+	}
+	return p
+}
+
+// GiveFrame hands back a payload TakeFrame took, for a later frame. Without
+// ReadAhead it is left to the collector.
+func (c *Conn) GiveFrame(p []byte) {
+	if a := c.ahead; a != nil && p != nil {
+		select {
+		case a.free <- p[:0]:
+		default: // never: free has room for every buffer there is
+		}
+	}
+}
+
+// maxLent is how many frames taken (TakeFrame) the read-ahead replaces with
+// buffers of its own.
+const maxLent = 8
+
 // readAhead is the state of ReadAhead. Its goroutine owns the bufio
-// reader; the one that calls ReadFrame owns last, err and the deadline.
+// reader; the one that calls ReadFrame owns last, lent, err and the
+// deadline.
 type readAhead struct {
 	frames chan aheadFrame
 	free   chan []byte   // buffers the goroutine may fill
 	done   chan struct{} // the connection's closed
 
 	last     []byte // the payload ReadFrame returned last
+	lent     int    // buffers added for frames taken
 	err      error  // the read error that ended the goroutine
 	mu       sync.Mutex
 	deadline time.Time

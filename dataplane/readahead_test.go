@@ -111,3 +111,96 @@ func testReadAheadClose(t *testing.T) {
 		t.Fatal("ReadFrame still waits after Close")
 	}
 }
+
+// Frames taken (TakeFrame) stay intact while the reader goes on, with and
+// without read-ahead; with it, a reader that keeps every frame gets
+// maxLent of them beyond the read-ahead's buffers and then waits for one
+// to be given back, and buffers given back are filled again rather than new
+// ones made.
+func TestTakenFramesStayTheTakers(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "ahead"}[ahead], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { testTakenFrames(t, ahead) })
+		})
+	}
+}
+
+func testTakenFrames(t *testing.T, ahead bool) {
+	a, b := net.Pipe()
+	w, r := NewConn(a), NewConn(b)
+	defer r.Close()
+	// Frames of one size: a buffer given back holds any of them.
+	frame := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 50<<10) }
+	const n = 60
+	go func() {
+		defer w.Close()
+		for i := range n {
+			if w.WriteFrame(FrameRecords, frame(i)) != nil || w.Flush() != nil {
+				return
+			}
+		}
+	}()
+	const depth = 2
+	if ahead {
+		r.ReadAhead(depth)
+	}
+	var kept [][]byte
+	read := func(i int) error {
+		typ, p, err := r.ReadFrame()
+		if err != nil {
+			return err
+		}
+		if typ != FrameRecords || !bytes.Equal(p, frame(i)) {
+			t.Fatalf("frame %d: type %d, %d bytes", i, typ, len(p))
+		}
+		taken := r.TakeFrame()
+		if &taken[0] != &p[0] || len(taken) != len(p) {
+			t.Fatalf("frame %d: TakeFrame gave another payload than ReadFrame", i)
+		}
+		kept = append(kept, taken)
+		return nil
+	}
+	i := 0
+	if ahead {
+		// Every frame kept: the read-ahead's own buffers and maxLent
+		// more, and then no frame until one comes back.
+		for ; i < depth+2+maxLent; i++ {
+			if err := read(i); err != nil {
+				t.Fatalf("frame %d of those the read-ahead has room for: %v", i, err)
+			}
+		}
+		r.SetReadDeadline(time.Now().Add(time.Second))
+		if err := read(i); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a frame beyond every buffer kept: %v", err)
+		}
+		r.SetReadDeadline(time.Time{})
+	}
+	for j, p := range kept {
+		if !bytes.Equal(p, frame(j)) {
+			t.Fatalf("kept frame %d changed", j)
+		}
+	}
+	held := map[*byte]bool{}
+	for _, p := range kept {
+		held[&p[:1][0]] = true
+		r.GiveFrame(p)
+	}
+	kept = nil
+	// From here on each frame is given back once the next is read: the
+	// buffers are those given back, and the frames read into them whole.
+	var prev []byte
+	for ; i < n; i++ {
+		if err := read(i); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		p := kept[len(kept)-1]
+		kept = kept[:0]
+		if prev != nil {
+			r.GiveFrame(prev)
+		}
+		if ahead && !held[&p[:1][0]] {
+			t.Fatalf("frame %d came in a new buffer, not one given back", i)
+		}
+		prev = p
+	}
+}
