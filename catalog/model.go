@@ -485,16 +485,9 @@ type Job struct {
 	// A restore's accounting: of Entries asked of its storage node,
 	// Restored came back and Lost did not, their data lost on the
 	// volumes (the job log names them).
-	Entries  int64 `json:"entries,omitempty"`
-	Restored int64 `json:"restored,omitempty"`
-	Lost     int64 `json:"lost,omitempty"`
-	// PlanFiles and PlanBytes are a restore's totals (entries, content
-	// bytes), counted once when its job is made: its progress shows them,
-	// and no dispatch walks the plan again to learn them, a walk of the
-	// whole chain's index before the agent may start. 0 on a job made
-	// before they were kept: its dispatch counts.
-	PlanFiles int64  `json:"plan_files,omitempty"`
-	PlanBytes int64  `json:"plan_bytes,omitempty"`
+	Entries   int64  `json:"entries,omitempty"`
+	Restored  int64  `json:"restored,omitempty"`
+	Lost      int64  `json:"lost,omitempty"`
 	ErrorCode string `json:"error_code,omitempty"`
 	Error     string `json:"error,omitempty"`
 	// Tape is the drive's figures of a backup that went to tape.

@@ -291,19 +291,23 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 		if run.plan == nil {
 			run.plan = newPlanner(o.store, chain, fileindex.Strings(job.Paths), o.roles.PageBytes())
 		}
-		plan := run.plan
-		o.mu.Unlock()
-		files, bytes := job.PlanFiles, job.PlanBytes
-		if files == 0 {
-			if files, bytes, err = plan.count(); err != nil {
-				return err
-			}
+		// The totals the restore's progress shows, when counted already;
+		// else the agent starts without them and they come to its
+		// progress from the count (countRestore).
+		var files, bytes int64
+		if run.progress != nil {
+			files, bytes = run.progress.TotalFiles, run.progress.TotalBytes
 		}
-		o.mu.Lock()
-		if run.progress == nil {
-			run.progress = &wire.Progress{JobID: job.ID, TotalFiles: files, TotalBytes: bytes}
-		}
+		count := files == 0 && !run.counting
+		run.counting = run.counting || count
 		o.mu.Unlock()
+		if count {
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				o.countRestore(context.WithoutCancel(ctx), run, *job, chain)
+			}()
+		}
 		subject, body = wire.AgentSubject(job.Client, wire.OpRunRestore), wire.RunRestore{
 			JobID: job.ID, Attempt: job.Attempt, To: job.Target, Force: job.Force, Devices: job.Devices, Node: ep, Ticket: tk, Files: files, Bytes: bytes,
 			// An agent silent for the liveness timeout has its jobs failed:

@@ -320,12 +320,13 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 				"backup %d's chain spans storage nodes %s and %s, which a restore cannot read yet", backup.ID, b.Node, backup.Node)
 		}
 	}
-	plan := newPlanner(o.store, chain, roots, o.roles.PageBytes())
-	files, bytes, err := plan.count()
+	// Only whether it holds anything: its totals are counted beside the
+	// running restore (countRestore), not on the way to its start.
+	empty, err := newPlanner(o.store, chain, roots, o.roles.PageBytes()).empty()
 	if err != nil {
 		return nil, nil, err
 	}
-	if files == 0 {
+	if empty {
 		if len(roots) > 0 {
 			return nil, nil, errorf(ErrNotFound, fmt.Sprintf("browse the backup with 'cairn ls --client %s --backup %d'", backup.Client, backup.ID),
 				"backup %d of %s holds nothing at %s", backup.ID, backup.Client, escapedList(roots))
@@ -342,12 +343,39 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 	return &catalog.Job{
 			Type: catalog.JobRestore, Client: target, Node: backup.Node, Pool: backup.Pool,
 			Paths: fileindex.Paths(roots), BackupID: backup.ID, Target: filepath.Clean(req.To), Force: req.Force, Devices: req.Devices,
-			PlanFiles: files, PlanBytes: bytes,
 		}, func(id uint64) {
-			o.jobLog(ctx, id, "info", "restore of %s from backup %d of %s, file set %s (%d entries, %s) to %s:%s",
+			o.jobLog(ctx, id, "info", "restore of %s from backup %d of %s, file set %s to %s:%s",
 				what, backup.ID, backup.Client, catalog.DescribeFileSet(backup.FileSet, backup.Paths, backup.Excludes),
-				files, HumanBytes(bytes), target, filepath.Clean(req.To))
+				target, filepath.Clean(req.To))
 		}, nil
+}
+
+// countRestore totals the entries and bytes a restore brings back, beside
+// it: its progress shows them, and its log. A walk of the whole chain's
+// index, it took 124 ms of a 3 s restore of the bench tree (50,000 files)
+// from a catalog not in the page cache, when it ran before the job started
+// (and again before its order went to the agent).
+func (o *Orchestrator) countRestore(ctx context.Context, run *jobRun, job catalog.Job, chain []catalog.Backup) {
+	files, bytes, err := newPlanner(o.store, chain, fileindex.Strings(job.Paths), o.roles.PageBytes()).count()
+	o.mu.Lock()
+	run.counting = false
+	if err == nil {
+		if run.progress == nil {
+			run.progress = &wire.Progress{JobID: job.ID}
+		}
+		if run.progress.TotalFiles == 0 {
+			run.progress.TotalFiles, run.progress.TotalBytes = files, bytes
+		}
+	}
+	o.mu.Unlock()
+	if err != nil {
+		o.log.Warn("restore not counted: its progress shows no totals", "job", job.ID, "err", err)
+		return
+	}
+	if j, err := o.store.Job(job.ID); err != nil || j.State.Done() {
+		return
+	}
+	o.jobLog(ctx, job.ID, "info", "restore plan: %d entries, %s", files, HumanBytes(bytes))
 }
 
 // failJob ends a job as failed, once: later reports of the same failure

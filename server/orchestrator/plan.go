@@ -190,6 +190,17 @@ func TreeFrom(store *catalog.Store, chain []catalog.Backup, from string) *filein
 	return it
 }
 
+// empty reports whether the restore brings back nothing at all: its first
+// entry is all it reads.
+func (p *planner) empty() (bool, error) {
+	sel := fileindex.Filter(p.tree(), fileindex.WithinAny(p.roots))
+	_, ok := sel.Next()
+	if err := sel.Err(); err != nil {
+		return false, IndexError(err)
+	}
+	return !ok, nil
+}
+
 // count totals the entries and content bytes the restore will bring back.
 func (p *planner) count() (files, bytes int64, err error) {
 	sel := fileindex.Filter(p.tree(), fileindex.WithinAny(p.roots))

@@ -23,6 +23,7 @@ type jobRun struct {
 	waiting      string     // what the job waits for on its storage node ("insert tape X")
 	base         *treePager // backup: the tree it is compared against
 	plan         *planner   // restore, synthetic full: which blocks to read
+	counting     bool       // restore: its totals are being counted (countRestore)
 	nodeOnly     bool       // a synthetic full: no agent takes part
 }
 
