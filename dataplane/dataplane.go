@@ -560,7 +560,7 @@ func (c *Conn) TakeFrame() []byte {
 		return p
 	}
 	p := a.last
-	a.last = nil
+	a.last, a.held = nil, false
 	if a.lent < maxLent {
 		// A buffer more for the goroutine to fill, while this one is
 		// away; there is room for it (ReadAhead).
@@ -593,9 +593,12 @@ type readAhead struct {
 	free   chan []byte   // buffers the goroutine may fill
 	done   chan struct{} // the connection's closed
 
-	last     []byte // the payload ReadFrame returned last
-	lent     int    // buffers added for frames taken
-	err      error  // the read error that ended the goroutine
+	last []byte // the payload ReadFrame returned last
+	// held: last is a buffer of free's to give back, even when nil (an
+	// empty frame read into a buffer not made yet).
+	held     bool
+	lent     int   // buffers added for frames taken
+	err      error // the read error that ended the goroutine
 	mu       sync.Mutex
 	deadline time.Time
 }
@@ -610,9 +613,9 @@ func (a *readAhead) next(c *Conn) (byte, []byte, error) {
 	if a.err != nil {
 		return 0, nil, a.err
 	}
-	if a.last != nil {
+	if a.held {
 		a.free <- a.last // never blocks: free has room for every buffer
-		a.last = nil
+		a.last, a.held = nil, false
 	}
 	a.mu.Lock()
 	d := a.deadline
@@ -651,7 +654,7 @@ func (a *readAhead) next(c *Conn) (byte, []byte, error) {
 				a.err = c.stalled(false, f.err)
 				return 0, nil, a.err
 			}
-			a.last = f.p
+			a.last, a.held = f.p, true
 			return f.t, f.p, nil
 		case closed:
 			return 0, nil, fmt.Errorf("read data frame: %w", net.ErrClosed)

@@ -204,3 +204,37 @@ func testTakenFrames(t *testing.T, ahead bool) {
 		prev = p
 	}
 }
+
+// Empty frames cost the read-ahead none of its buffers: one read into a
+// buffer not made yet is nil, and was once taken for no buffer at all, so
+// that a few of them left the read-ahead none to read the next frame into.
+func TestReadAheadKeepsItsBuffersOverEmptyFrames(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		w, r := NewConn(a), NewConn(b)
+		defer r.Close()
+		const empty = 20
+		go func() {
+			defer w.Close()
+			for range empty {
+				if w.WriteFrame(FrameRecords, nil) != nil {
+					return
+				}
+			}
+			if w.WriteFrame(FrameRecords, []byte("after")) != nil || w.Flush() != nil {
+				return
+			}
+		}()
+		r.ReadAhead(1)
+		r.SetReadDeadline(time.Now().Add(time.Minute))
+		for i := range empty + 1 {
+			typ, p, err := r.ReadFrame()
+			if err != nil || typ != FrameRecords {
+				t.Fatalf("frame %d: type %d, %v", i, typ, err)
+			}
+			if i == empty && string(p) != "after" {
+				t.Fatalf("the frame after the empty ones: %q", p)
+			}
+		}
+	})
+}

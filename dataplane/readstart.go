@@ -40,6 +40,10 @@ const (
 	startFlags = startAncestor | startBlock
 )
 
+// minJSONEntry is the size of the smallest entry of a ReadStart in JSON:
+// {"path":""} and a comma.
+const minJSONEntry = len(`{"path":""},`)
+
 // ErrPackedReadStart is a packed ReadStart that does not decode.
 var ErrPackedReadStart = errors.New("malformed packed read start")
 
@@ -72,8 +76,8 @@ func PackReadStart(rs *ReadStart) []byte {
 
 // UnpackReadStart reads what PackReadStart wrote. The bytes come from the
 // storage node: no count is believed beyond what the bytes left can hold,
-// and the paths together are at most MaxFrame bytes, as in the JSON
-// ReadStart a frame could carry, however much they share.
+// and the entries are no more, and their paths together no longer, than
+// in the JSON ReadStart a frame could carry, however much they share.
 func UnpackReadStart(data []byte) (ReadStart, error) {
 	rs, err := unpackReadStart(data)
 	if err != nil {
@@ -111,8 +115,11 @@ func unpackReadStart(b []byte) (ReadStart, error) {
 	if err != nil {
 		return rs, err
 	}
-	// An entry is at least its flags and two lengths.
-	if n > uint64(len(b)/3) {
+	// An entry is at least its flags and two lengths; and a frame names
+	// no more entries than one in JSON could, where the smallest takes
+	// minJSONEntry bytes, so that its few bytes each cannot make the agent
+	// hold more entries than before.
+	if n > uint64(len(b)/3) || n > uint64(MaxFrame/minJSONEntry) {
 		return rs, fmt.Errorf("%d entries announced, with %d bytes left", n, len(b))
 	}
 	if n > 0 {

@@ -90,15 +90,21 @@ func TestUnpackReadStartRefusesDamage(t *testing.T) {
 	for range 39 {
 		amplified = entry(amplified, 0, 1<<20, "")
 	}
+	// Entries of three bytes each, more than a frame of JSON could name.
+	tooMany := head(1, uint64(MaxFrame/minJSONEntry+1))
+	for range MaxFrame/minJSONEntry + 1 {
+		tooMany = entry(tooMany, 0, 0, "")
+	}
 	for name, b := range map[string][]byte{
-		"a later version":             entry(head(2, 1), 0, 0, "/a"),
-		"version 0":                   entry(head(0, 1), 0, 0, "/a"),
-		"unknown flags":               entry(head(1, 1), 4, 0, "/a"),
-		"a byte after the last entry": append(entry(head(1, 1), 0, 0, "/a"), 0),
-		"more shared than was before": entry(entry(head(1, 2), 0, 0, "/a"), 0, 3, "b"),
-		"a count past the bytes":      entry(head(1, 3), 0, 0, "/a"),
-		"a padded count":              entry(append(append(binary.AppendUvarint(nil, 1), make([]byte, 16)...), 0x81, 0x00), 0, 0, "/a"),
-		"paths past a frame in all":   amplified,
+		"more entries than JSON could carry": tooMany,
+		"a later version":                    entry(head(2, 1), 0, 0, "/a"),
+		"version 0":                          entry(head(0, 1), 0, 0, "/a"),
+		"unknown flags":                      entry(head(1, 1), 4, 0, "/a"),
+		"a byte after the last entry":        append(entry(head(1, 1), 0, 0, "/a"), 0),
+		"more shared than was before":        entry(entry(head(1, 2), 0, 0, "/a"), 0, 3, "b"),
+		"a count past the bytes":             entry(head(1, 3), 0, 0, "/a"),
+		"a padded count":                     entry(append(append(binary.AppendUvarint(nil, 1), make([]byte, 16)...), 0x81, 0x00), 0, 0, "/a"),
+		"paths past a frame in all":          amplified,
 	} {
 		if _, err := UnpackReadStart(b); !errors.Is(err, ErrPackedReadStart) {
 			t.Errorf("%s: %v", name, err)

@@ -191,7 +191,9 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 	}
 	var err error
 	if r.packedStarts {
-		err = r.conn.WriteFrame(dataplane.FrameReadStartPacked, dataplane.PackReadStart(&start))
+		if err = r.conn.WriteFrame(dataplane.FrameReadStartPacked, dataplane.PackReadStart(&start)); err == nil {
+			err = r.conn.Flush() // as WriteJSON does: the agent learns of the read at once
+		}
 	} else {
 		err = r.conn.WriteJSON(dataplane.FrameReadStart, start)
 	}

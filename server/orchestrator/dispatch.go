@@ -298,16 +298,18 @@ func (o *Orchestrator) order(ctx context.Context, run *jobRun, job *catalog.Job)
 		if run.progress != nil {
 			files, bytes = run.progress.TotalFiles, run.progress.TotalBytes
 		}
-		count := files == 0 && !run.counting
-		run.counting = run.counting || count
-		o.mu.Unlock()
-		if count {
+		var cctx context.Context
+		if files == 0 && run.stopCount == nil {
+			// It outlives the request that may have started the job,
+			// not the run, the leadership or the server (Wait).
+			cctx, run.stopCount = context.WithCancel(context.WithoutCancel(ctx))
 			o.wg.Add(1)
-			go func() {
+			go func(job catalog.Job) {
 				defer o.wg.Done()
-				o.countRestore(context.WithoutCancel(ctx), run, *job, chain)
-			}()
+				o.countRestore(cctx, run, job, chain)
+			}(*job)
 		}
+		o.mu.Unlock()
 		subject, body = wire.AgentSubject(job.Client, wire.OpRunRestore), wire.RunRestore{
 			JobID: job.ID, Attempt: job.Attempt, To: job.Target, Force: job.Force, Devices: job.Devices, Node: ep, Ticket: tk, Files: files, Bytes: bytes,
 			// An agent silent for the liveness timeout has its jobs failed:
@@ -539,9 +541,14 @@ func (o *Orchestrator) becameLeader(ctx context.Context) {
 func (o *Orchestrator) lostLeadership() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	// Paged plans are rebuilt by whoever leads next.
+	// Paged plans are rebuilt by whoever leads next, and the totals of
+	// restores counted again.
 	for _, r := range o.runs {
 		r.plan, r.base = nil, nil
+		if r.stopCount != nil {
+			r.stopCount()
+			r.stopCount = nil
+		}
 	}
 }
 

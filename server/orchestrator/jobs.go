@@ -355,27 +355,34 @@ func (o *Orchestrator) restoreJob(ctx context.Context, req RestoreSpec) (*catalo
 // index, it took 124 ms of a 3 s restore of the bench tree (50,000 files)
 // from a catalog not in the page cache, when it ran before the job started
 // (and again before its order went to the agent).
+//
+// ctx ends it when the run ends, the leadership is lost or the server
+// stops; a count that did not finish leaves the totals to the next
+// order's.
 func (o *Orchestrator) countRestore(ctx context.Context, run *jobRun, job catalog.Job, chain []catalog.Backup) {
-	files, bytes, err := newPlanner(o.store, chain, fileindex.Strings(job.Paths), o.roles.PageBytes()).count()
+	files, bytes, err := newPlanner(o.store, chain, fileindex.Strings(job.Paths), o.roles.PageBytes()).count(ctx)
 	o.mu.Lock()
-	run.counting = false
-	if err == nil {
-		if run.progress == nil {
-			run.progress = &wire.Progress{JobID: job.ID}
-		}
-		if run.progress.TotalFiles == 0 {
-			run.progress.TotalFiles, run.progress.TotalBytes = files, bytes
+	current := o.runs[job.ID] == run && ctx.Err() == nil
+	if current {
+		defer run.stopCount() // its context's resources, once it is logged
+		run.stopCount = nil
+		if err == nil {
+			if run.progress == nil {
+				run.progress = &wire.Progress{JobID: job.ID}
+			}
+			if run.progress.TotalFiles == 0 {
+				run.progress.TotalFiles, run.progress.TotalBytes = files, bytes
+			}
 		}
 	}
 	o.mu.Unlock()
-	if err != nil {
+	switch {
+	case !current:
+	case err != nil:
 		o.log.Warn("restore not counted: its progress shows no totals", "job", job.ID, "err", err)
-		return
+	default:
+		o.jobLog(ctx, job.ID, "info", "restore plan: %d entries, %s", files, HumanBytes(bytes))
 	}
-	if j, err := o.store.Job(job.ID); err != nil || j.State.Done() {
-		return
-	}
-	o.jobLog(ctx, job.ID, "info", "restore plan: %d entries, %s", files, HumanBytes(bytes))
 }
 
 // failJob ends a job as failed, once: later reports of the same failure

@@ -197,9 +197,20 @@ func (o *Orchestrator) Lost() { o.lostLeadership() }
 // ctx ends, and waits for those under way.
 func (o *Orchestrator) RunStops(ctx context.Context) { o.stopLoop(ctx) }
 
-// Wait waits for the goroutines carrying out cancels; the server calls it
-// once its loops have stopped, before Raft and the catalog close.
-func (o *Orchestrator) Wait() { o.wg.Wait() }
+// Wait stops the counts of restores' totals under way and waits for them
+// and for the goroutines carrying out cancels; the server calls it once its
+// loops have stopped, before Raft and the catalog close.
+func (o *Orchestrator) Wait() {
+	o.mu.Lock()
+	for _, r := range o.runs {
+		if r.stopCount != nil {
+			r.stopCount()
+			r.stopCount = nil
+		}
+	}
+	o.mu.Unlock()
+	o.wg.Wait()
+}
 
 // Fail ends a job as failed with e, once (later reports of the same
 // failure change nothing), and stops its attempt at the node and agent.

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -201,8 +202,9 @@ func (p *planner) empty() (bool, error) {
 	return !ok, nil
 }
 
-// count totals the entries and content bytes the restore will bring back.
-func (p *planner) count() (files, bytes int64, err error) {
+// count totals the entries and content bytes the restore will bring back,
+// until ctx ends.
+func (p *planner) count(ctx context.Context) (files, bytes int64, err error) {
 	sel := fileindex.Filter(p.tree(), fileindex.WithinAny(p.roots))
 	for {
 		e, ok := sel.Next()
@@ -211,6 +213,9 @@ func (p *planner) count() (files, bytes int64, err error) {
 		}
 		files++
 		bytes += e.Size
+		if files%4096 == 0 && ctx.Err() != nil {
+			return 0, 0, ctx.Err()
+		}
 	}
 	if err := sel.Err(); err != nil {
 		return 0, 0, IndexError(err)

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -421,12 +422,24 @@ func TestMillionFilePlanPagesFitAMessage(t *testing.T) {
 	p := newPlanner(c.store, chain, nil, PageBytes(natsDefaultPayload))
 	pages, entries := checkPlan(t, c.store, chain, p, natsDefaultPayload)
 	t.Logf("restore plan: %d entries in %d pages in %s", entries, pages, time.Since(start).Round(time.Millisecond))
-	total, _, err := p.count()
+	total, _, err := p.count(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if int64(entries) != total {
 		t.Fatalf("the plan reads %d entries, the tree holds %d", entries, total)
+	}
+	// A count is stopped: the run ended, the leadership was lost.
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := p.count(stopped); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a count whose context ended: %v", err)
+	}
+	if empty, err := p.empty(); err != nil || empty {
+		t.Fatalf("the chain's tree is empty? %v, %v", empty, err)
+	}
+	if empty, err := newPlanner(c.store, chain, []string{"/no/such/path"}, PageBytes(natsDefaultPayload)).empty(); err != nil || !empty {
+		t.Fatalf("a restore of a path the chain does not hold is empty? %v, %v", empty, err)
 	}
 
 	start = time.Now()
@@ -695,10 +708,15 @@ func TestPlanBringsTheParentsOfWhatIsChosen(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("plan reads\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	// The count that refuses a path holding nothing counts no ancestor.
-	files, _, err := newPlanner(c.store, c.chain(incr.ID), []string{"/data/home/bob/nope"}, PageBytes(natsDefaultPayload)).count()
+	// A path holding nothing is refused by its start (empty) and counts
+	// nothing: no ancestor of it either.
+	nope := newPlanner(c.store, c.chain(incr.ID), []string{"/data/home/bob/nope"}, PageBytes(natsDefaultPayload))
+	files, _, err := nope.count(context.Background())
 	if err != nil || files != 0 {
 		t.Fatalf("a path that holds nothing counts %d entries (%v)", files, err)
+	}
+	if empty, err := nope.empty(); err != nil || !empty {
+		t.Fatalf("a path that holds nothing is empty? %v, %v", empty, err)
 	}
 }
 

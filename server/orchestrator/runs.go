@@ -23,7 +23,7 @@ type jobRun struct {
 	waiting      string     // what the job waits for on its storage node ("insert tape X")
 	base         *treePager // backup: the tree it is compared against
 	plan         *planner   // restore, synthetic full: which blocks to read
-	counting     bool       // restore: its totals are being counted (countRestore)
+	stopCount    func()     // restore: stops the count of its totals under way (countRestore)
 	nodeOnly     bool       // a synthetic full: no agent takes part
 }
 
@@ -56,6 +56,9 @@ func (o *Orchestrator) noteActivity(id uint64) {
 func (o *Orchestrator) finishRun(id uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if r := o.runs[id]; r != nil && r.stopCount != nil {
+		r.stopCount()
+	}
 	delete(o.runs, id)
 }
 
