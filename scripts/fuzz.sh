@@ -26,6 +26,7 @@ FUZZPARALLEL=${FUZZPARALLEL:-1}
 FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-10s}
 FUZZSAVE=${FUZZSAVE:-}
 LOGDIR=${FUZZLOGDIR:-$(mktemp -d)}
+mkdir -p "$LOGDIR" || { echo "fuzz.sh: cannot make the log directory $LOGDIR" >&2; exit 2; }
 pkgs=("$@")
 [ ${#pkgs[@]} -eq 0 ] && pkgs=(./...)
 
