@@ -340,9 +340,10 @@ func (c *clusterSys) waitSettled() {
 			if err != nil {
 				return fmt.Errorf("%s: %v", m.name, err)
 			}
-			if st.Leader != lst.Name || st.AppliedIndex != lst.LastIndex || lst.AppliedIndex != lst.LastIndex {
-				return fmt.Errorf("%s (leader %q, applied %d) is not caught up with leader %s (last index %d, applied %d)",
-					m.name, st.Leader, st.AppliedIndex, l.name, lst.LastIndex, lst.AppliedIndex)
+			// Raft's applied index runs a little ahead of the catalog's.
+			if st.Leader != lst.Name || st.AppliedIndex != lst.LastIndex || lst.AppliedIndex != lst.LastIndex || st.CatalogIndex != lst.CatalogIndex {
+				return fmt.Errorf("%s (leader %q, applied %d, catalog at %d) is not caught up with leader %s (last index %d, applied %d, catalog at %d)",
+					m.name, st.Leader, st.AppliedIndex, st.CatalogIndex, l.name, lst.LastIndex, lst.AppliedIndex, lst.CatalogIndex)
 			}
 		}
 		return nil
