@@ -88,76 +88,44 @@ func UnpackReadStart(data []byte) (ReadStart, error) {
 
 func unpackReadStart(b []byte) (ReadStart, error) {
 	var rs ReadStart
-	next := func(what string) (uint64, error) {
-		v, n := varint.Uvarint(b)
-		switch {
-		case n == 0:
-			return 0, fmt.Errorf("%s runs past the end", what)
-		case n < 0:
-			return 0, fmt.Errorf("%s is longer than 64 bits, or padded", what)
-		}
-		b = b[n:]
-		return v, nil
-	}
-	v, err := next("the version")
-	if err != nil {
-		return rs, err
-	}
-	if v != PackedReadStartVersion {
+	d := varint.Reader{B: b}
+	if v := d.Uint(); d.Err == nil && v != PackedReadStartVersion {
 		return rs, fmt.Errorf("version %d, this program reads %d", v, PackedReadStartVersion)
 	}
-	if len(b) < len(rs.SessionID) {
-		return rs, errors.New("the session id runs past the end")
-	}
-	rs.SessionID = uuid.UUID(b[:len(rs.SessionID)])
-	b = b[len(rs.SessionID):]
-	n, err := next("the number of entries")
-	if err != nil {
-		return rs, err
+	if id := d.Next(uint64(len(rs.SessionID))); d.Err == nil {
+		rs.SessionID = uuid.UUID(id)
 	}
 	// An entry is at least its flags and two lengths; and a frame names
 	// no more entries than one in JSON could, where the smallest takes
 	// minJSONEntry bytes, so that its few bytes each cannot make the agent
 	// hold more entries than before.
-	if n > uint64(len(b)/3) || n > uint64(MaxFrame/minJSONEntry) {
-		return rs, fmt.Errorf("%d entries announced, with %d bytes left", n, len(b))
+	n := d.Count(3)
+	if n > MaxFrame/minJSONEntry {
+		return rs, fmt.Errorf("%d entries announced, more than a frame of JSON could name", n)
 	}
 	if n > 0 {
 		rs.Entries = make([]ReadEntry, 0, min(n, 4096)) // empty comes back nil, as from JSON
 	}
 	var prev []byte
-	total := uint64(0)
-	for i := range n {
-		flags, err := next("an entry's flags")
-		if err != nil {
-			return rs, err
-		}
-		if flags&^startFlags != 0 {
+	total := 0
+	for i := 0; i < n && d.Err == nil; i++ {
+		flags := d.Uint()
+		if d.Err == nil && flags&^startFlags != 0 {
 			return rs, fmt.Errorf("entry %d has flags %#x, which this program does not know", i, flags)
 		}
-		shared, err := next("an entry's shared length")
-		if err != nil {
-			return rs, err
-		}
-		rest, err := next("an entry's path length")
-		if err != nil {
-			return rs, err
-		}
-		if shared > uint64(len(prev)) {
+		shared := d.Uint()
+		if d.Err == nil && shared > uint64(len(prev)) {
 			return rs, fmt.Errorf("entry %d shares %d bytes of a path of %d", i, shared, len(prev))
 		}
-		if rest > uint64(len(b)) {
-			return rs, fmt.Errorf("entry %d: %d path bytes announced, %d left", i, rest, len(b))
-		}
-		if total += shared + rest; total > MaxFrame {
+		rest := d.Bytes()
+		if total += int(shared) + len(rest); total > MaxFrame {
 			return rs, fmt.Errorf("entry %d: paths of more than %d bytes in all", i, MaxFrame)
 		}
-		prev = append(prev[:shared], b[:rest]...)
-		b = b[rest:]
+		prev = append(prev[:shared], rest...)
 		rs.Entries = append(rs.Entries, ReadEntry{Path: fileindex.Path(prev), Ancestor: flags&startAncestor != 0, Block: flags&startBlock != 0})
 	}
-	if len(b) > 0 {
-		return rs, fmt.Errorf("%d bytes after the last entry", len(b))
+	if d.Err == nil && len(d.B) > 0 {
+		d.Err = fmt.Errorf("%d bytes after the last entry", len(d.B))
 	}
-	return rs, nil
+	return rs, d.Err
 }

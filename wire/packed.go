@@ -102,129 +102,76 @@ var ErrPacked = errors.New("malformed packed restore reads")
 // UnpackReads reads what PackReads wrote. The bytes come from the servers:
 // no count is believed beyond what the bytes left can hold.
 func UnpackReads(data []byte) ([]ReadRequest, error) {
-	d := unpacker{b: data}
-	if v := d.uint(); d.err == nil && v != PackedVersion {
+	d := varint.Reader{B: data}
+	if v := d.Uint(); d.Err == nil && v != PackedVersion {
 		return nil, fmt.Errorf("%w: version %d, this program reads %d", ErrPacked, v, PackedVersion)
 	}
 	// A read is at least its head's length, a head of "{}" and its
 	// locations' count. What is reserved ahead stays small whatever the
 	// counts say: a count the bytes cannot back fails on the way.
-	n := d.count(4)
+	n := d.Count(4)
 	reads := make([]ReadRequest, 0, min(n, 256))
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err == nil; i++ {
 		var rr ReadRequest
-		if js := d.bytes(); d.err == nil {
+		if js := d.Bytes(); d.Err == nil {
 			if err := json.Unmarshal(js, &rr); err != nil {
 				return nil, fmt.Errorf("%w: read %d: %v", ErrPacked, i, err)
 			}
 		}
 		// A loc is at least its flags, its path's length and four
 		// numbers.
-		m := d.count(6)
+		m := d.Count(6)
 		rr.Locs = nil // empty lists come back nil, as from no JSON list
 		if m > 0 {
 			rr.Locs = make([]ReadLoc, 0, min(m, 4096))
 		}
-		for j := 0; j < m && d.err == nil; j++ {
+		for j := 0; j < m && d.Err == nil; j++ {
 			var l ReadLoc
-			d.loc(&l)
+			loc(&d, &l)
 			rr.Locs = append(rr.Locs, l)
 		}
 		reads = append(reads, rr)
 	}
-	if d.err == nil && len(d.b) > 0 {
-		d.err = fmt.Errorf("%d bytes after the last read", len(d.b))
+	if d.Err == nil && len(d.B) > 0 {
+		d.Err = fmt.Errorf("%d bytes after the last read", len(d.B))
 	}
-	if d.err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrPacked, d.err)
+	if d.Err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrPacked, d.Err)
 	}
 	return reads, nil
 }
 
-// unpacker reads varints and byte strings off b; the first error stops it.
-type unpacker struct {
-	b   []byte
-	err error
-}
-
-func (d *unpacker) uint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := varint.Uvarint(d.b)
-	switch {
-	case n == 0:
-		d.err = errors.New("a number runs past the end")
-	case n < 0:
-		d.err = errors.New("a number longer than 64 bits, or padded")
-	default:
-		d.b = d.b[n:]
-	}
-	return v
-}
-
-// int reads a signed number, zigzag on an unsigned one as
-// binary.AppendVarint writes it.
-func (d *unpacker) int() int64 {
-	u := d.uint()
-	return int64(u>>1) ^ -int64(u&1)
-}
-
-// count reads a number of items of at least min bytes each.
-func (d *unpacker) count(min int) int {
-	v := d.uint()
-	if d.err == nil && v > uint64(len(d.b)/min) {
-		d.err = fmt.Errorf("%d items announced, with %d bytes left", v, len(d.b))
-	}
-	if d.err != nil {
-		return 0
-	}
-	return int(v)
-}
-
-func (d *unpacker) bytes() []byte {
-	n := d.uint()
-	if d.err == nil && n > uint64(len(d.b)) {
-		d.err = fmt.Errorf("%d bytes announced, %d left", n, len(d.b))
-	}
-	if d.err != nil {
-		return nil
-	}
-	out := d.b[:n:n]
-	d.b = d.b[n:]
-	return out
-}
-
-func (d *unpacker) loc(l *ReadLoc) {
-	flags := d.uint()
-	if d.err == nil && flags&^packedFlags != 0 {
-		d.err = fmt.Errorf("unknown flags %#x", flags)
+// loc reads one location of a read.
+func loc(d *varint.Reader, l *ReadLoc) {
+	flags := d.Uint()
+	if d.Err == nil && flags&^packedFlags != 0 {
+		d.Err = fmt.Errorf("unknown flags %#x", flags)
 		return
 	}
 	l.Ancestor = flags&packedAncestor != 0
-	l.Path = fileindex.Path(d.bytes())
-	l.Loc.Seq = d.uint()
-	l.Loc.Off = d.uint()
-	inBlock := d.uint()
-	if d.err == nil && inBlock > 1<<32-1 {
-		d.err = fmt.Errorf("in-block offset %d", inBlock)
+	l.Path = fileindex.Path(d.Bytes())
+	l.Loc.Seq = d.Uint()
+	l.Loc.Off = d.Uint()
+	inBlock := d.Uint()
+	if d.Err == nil && inBlock > 1<<32-1 {
+		d.Err = fmt.Errorf("in-block offset %d", inBlock)
 		return
 	}
 	l.Loc.InBlock = uint32(inBlock)
-	l.Loc.EndSeq = d.uint()
+	l.Loc.EndSeq = d.Uint()
 	if flags&packedLen != 0 {
-		if l.Loc.Len = d.uint(); d.err == nil && l.Loc.Len == 0 {
-			d.err = errors.New("a length flagged and zero")
+		if l.Loc.Len = d.Uint(); d.Err == nil && l.Loc.Len == 0 {
+			d.Err = errors.New("a length flagged and zero")
 		}
 	}
 	if flags&packedBlock != 0 {
 		l.Block = &BlockRead{}
-		n := d.count(1)
+		n := d.Count(1)
 		if n > 0 {
 			l.Block.At = make([]int64, 0, min(n, 64))
 		}
-		for i := 0; i < n && d.err == nil; i++ {
-			l.Block.At = append(l.Block.At, d.int())
+		for i := 0; i < n && d.Err == nil; i++ {
+			l.Block.At = append(l.Block.At, d.Int())
 		}
 	}
 }
