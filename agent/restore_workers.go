@@ -85,7 +85,6 @@ func (d *dirRef) release() {
 type frameBuf struct {
 	b        []byte
 	own      []byte // the buffer of copies
-	lent     []byte
 	giveBack func([]byte)
 	refs     atomic.Int32
 	free     chan *frameBuf
@@ -96,8 +95,8 @@ func (f *frameBuf) hold() { f.refs.Add(1) }
 func (f *frameBuf) release() {
 	if f.refs.Add(-1) == 0 {
 		if f.giveBack != nil {
-			f.giveBack(f.lent)
-			f.lent, f.giveBack = nil, nil
+			f.giveBack(f.b)
+			f.giveBack = nil
 		}
 		f.b = nil
 		f.free <- f
@@ -203,8 +202,7 @@ func (r *Restorer) startWorkers() *workers {
 func (wk *workers) frameOf(batch []byte, giveBack func([]byte)) *frameBuf {
 	f := <-wk.frames
 	if giveBack != nil {
-		f.lent, f.giveBack = batch, giveBack
-		f.b = batch
+		f.b, f.giveBack = batch, giveBack
 	} else {
 		f.b = append(f.own[:0], batch...)
 		f.own = f.b

@@ -191,10 +191,16 @@ func TreeFrom(store *catalog.Store, chain []catalog.Backup, from string) *filein
 	return it
 }
 
+// restored is what the restore brings back: the chosen subtrees, without
+// the directories above them.
+func (p *planner) restored() fileindex.Iterator {
+	return fileindex.Filter(p.tree(), fileindex.WithinAny(p.roots))
+}
+
 // empty reports whether the restore brings back nothing at all: its first
 // entry is all it reads.
 func (p *planner) empty() (bool, error) {
-	sel := fileindex.Filter(p.tree(), fileindex.WithinAny(p.roots))
+	sel := p.restored()
 	_, ok := sel.Next()
 	if err := sel.Err(); err != nil {
 		return false, IndexError(err)
@@ -205,7 +211,7 @@ func (p *planner) empty() (bool, error) {
 // count totals the entries and content bytes the restore will bring back,
 // until ctx ends.
 func (p *planner) count(ctx context.Context) (files, bytes int64, err error) {
-	sel := fileindex.Filter(p.tree(), fileindex.WithinAny(p.roots))
+	sel := p.restored()
 	for {
 		e, ok := sel.Next()
 		if !ok {
