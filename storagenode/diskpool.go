@@ -123,7 +123,7 @@ func (s *diskSession) rollback(error) {
 type diskReader struct{ d *diskPool }
 
 func (r diskReader) open(_ context.Context, p wire.ReadPart) (io.ReaderAt, error) {
-	f, _, err := r.d.pool.OpenRead(p.Volume)
+	f, err := r.d.pool.OpenStream(p.Volume)
 	if err != nil {
 		return nil, &unreadableError{volume: p.Volume, err: err}
 	}

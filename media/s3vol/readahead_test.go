@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/cairnbackup/cairn/internal/readahead"
 	"github.com/cairnbackup/cairn/internal/s3test"
 )
 
@@ -52,16 +53,8 @@ func TestReadAheadReadsAsRangeReads(t *testing.T) {
 		off += int64(n)
 		if off > 4*chunk && off < 6*chunk {
 			// Reading in order: the chunks after this one are under way.
-			r.ahead.mu.Lock()
-			ahead := 0
-			for i := range r.ahead.chunks {
-				if i > off/chunk {
-					ahead++
-				}
-			}
-			r.ahead.mu.Unlock()
-			if ahead < 2 {
-				t.Fatalf("at %d, reading in order, %d chunks ahead are fetched; want the depth's", off, ahead)
+			if held, _ := r.ahead.Window(); held-1 < 2 {
+				t.Fatalf("at %d, reading in order, %d chunks are held; want the one read and the depth's after it", off, held)
 			}
 		}
 	}
@@ -99,15 +92,12 @@ func TestReadAheadHoldsItsWindowOnly(t *testing.T) {
 	b := make([]byte, 16<<10)
 	// Runs of reads in order, each further back in the volume.
 	for start := r.Size() - 8*chunk; start > 0; start -= 4 * chunk {
-		for k := range int64(minRun + 2) {
+		for k := range int64(readahead.MinRun + 2) {
 			if _, err := r.ReadAt(b, start+k*int64(len(b))); err != nil {
 				t.Fatal(err)
 			}
 		}
-		r.ahead.mu.Lock()
-		held := len(r.ahead.chunks)
-		r.ahead.mu.Unlock()
-		if held > depth+2 {
+		if held, _ := r.ahead.Window(); held > depth+2 {
 			t.Fatalf("reading at %d, %d chunks of %d bytes are held; want the window's, at most %d", start, held, chunk, depth+2)
 		}
 	}
@@ -133,21 +123,12 @@ func TestReadAheadClosedIsNoStoreError(t *testing.T) {
 	const chunk = 4 << 20
 	r.ReadAhead(4, chunk)
 	b := make([]byte, 64<<10)
-	for k := range int64(minRun + 1) {
+	for k := range int64(readahead.MinRun + 1) {
 		if _, err := r.ReadAt(b, k*int64(len(b))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r.ahead.mu.Lock()
-	inFlight := 0
-	for _, c := range r.ahead.chunks {
-		select {
-		case <-c.done:
-		default:
-			inFlight++
-		}
-	}
-	r.ahead.mu.Unlock()
+	_, inFlight := r.ahead.Window()
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}

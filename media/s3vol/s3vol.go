@@ -61,6 +61,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/cairnbackup/cairn/internal/readahead"
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
@@ -532,7 +533,7 @@ type Reader struct {
 	objs []object
 	size int64
 	// ahead, when set, reads ahead of a run of reads in order.
-	ahead *ahead
+	ahead *readahead.Reader
 }
 
 // OpenRead opens volume name for reading: its objects as they are now.
@@ -554,7 +555,7 @@ func (r *Reader) ReadAt(b []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("s3 pool %q: read at negative offset %d", r.p.cfg.Pool, off)
 	}
 	if r.ahead != nil {
-		return r.ahead.readAt(b, off)
+		return r.ahead.ReadAt(b, off)
 	}
 	return r.readAt(r.ctx, b, off)
 }
@@ -607,7 +608,7 @@ func (r *Reader) noteRead(ctx context.Context, err error) {
 // Close stops the reads ahead, if any, and waits for them.
 func (r *Reader) Close() error {
 	if r.ahead != nil {
-		r.ahead.close()
+		r.ahead.Close()
 	}
 	return nil
 }
