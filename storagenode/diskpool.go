@@ -45,7 +45,7 @@ func (d *diskPool) reads(p wire.ReadPart) bool {
 
 func (d *diskPool) appendTo(j *stream) appendSession { return &diskSession{d: d, j: j} }
 
-func (d *diskPool) readFrom(*stream) partReader { return diskReader{d} }
+func (d *diskPool) readFrom(*stream) partReader { return &diskReader{d: d, kept: keptVolumes{}} }
 
 // diskSession is a backup session's volumes in a disk pool.
 type diskSession struct {
@@ -119,16 +119,22 @@ func (s *diskSession) rollback(error) {
 }
 
 // diskReader opens volume files read-only: any number of streams read a
-// volume at once, and one may append to it meanwhile.
-type diskReader struct{ d *diskPool }
-
-func (r diskReader) open(_ context.Context, p wire.ReadPart) (io.ReaderAt, error) {
-	f, err := r.d.pool.OpenStream(p.Volume)
-	if err != nil {
-		return nil, &unreadableError{volume: p.Volume, err: err}
-	}
-	return f, nil
+// volume at once, and one may append to it meanwhile. A stream keeps the
+// volumes it opened until it ends.
+type diskReader struct {
+	d    *diskPool
+	kept keptVolumes
 }
 
-func (diskReader) tune(*volume.ReaderOptions) {}
-func (diskReader) release(error)              {}
+func (r *diskReader) open(_ context.Context, p wire.ReadPart) (io.ReaderAt, error) {
+	return r.kept.open(p.Volume, func() (readerAtCloser, error) {
+		f, err := r.d.pool.OpenStream(p.Volume)
+		if err != nil {
+			return nil, &unreadableError{volume: p.Volume, err: err}
+		}
+		return f, nil
+	})
+}
+
+func (*diskReader) tune(*volume.ReaderOptions) {}
+func (r *diskReader) release(error)            { r.kept.closeAll() }

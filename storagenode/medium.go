@@ -156,3 +156,39 @@ func (j *stream) labelVolume(ctx context.Context, g *wire.VolumeGrant, mediaType
 	g.Bytes = int64(g.BlockSize)
 	return nil
 }
+
+// keptVolumes holds the volumes one restore stream opened until the
+// stream ends or goes on to another medium. A plan comes in many read
+// requests, each read by a session reader of its own that closes what it
+// opens; a volume opened anew for each would start its read-ahead over
+// and drop the chunks it fetched past the request's last block, which
+// the next request reads first.
+type keptVolumes map[string]readerAtCloser
+
+// readerAtCloser is a volume open for reading, which can be closed.
+type readerAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}
+
+// open is the stream's reader of volume name, opened by openNew the first
+// time. The session reader gets it without its Close.
+func (k keptVolumes) open(name string, openNew func() (readerAtCloser, error)) (io.ReaderAt, error) {
+	if r, ok := k[name]; ok {
+		return struct{ io.ReaderAt }{r}, nil
+	}
+	r, err := openNew()
+	if err != nil {
+		return nil, err
+	}
+	k[name] = r
+	return struct{ io.ReaderAt }{r}, nil
+}
+
+// closeAll closes every volume kept.
+func (k keptVolumes) closeAll() {
+	for name, r := range k {
+		_ = r.Close()
+		delete(k, name)
+	}
+}

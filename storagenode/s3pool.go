@@ -152,7 +152,7 @@ func (d *s3Pool) reads(p wire.ReadPart) bool {
 
 func (d *s3Pool) appendTo(j *stream) appendSession { return &s3Session{d: d, j: j} }
 
-func (d *s3Pool) readFrom(*stream) partReader { return s3Reader{d} }
+func (d *s3Pool) readFrom(*stream) partReader { return &s3Reader{d: d, kept: keptVolumes{}} }
 
 // lock is the lock of what a session granted g writes.
 func (d *s3Pool) lock(g wire.VolumeGrant, now time.Time) s3vol.Lock {
@@ -254,22 +254,28 @@ func (s *s3Session) rollback(error) {
 	s.opened = nil
 }
 
-// s3Reader opens volumes in the bucket for range reads.
-type s3Reader struct{ d *s3Pool }
-
-func (r s3Reader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error) {
-	rd, err := r.d.target.OpenRead(context.WithoutCancel(ctx), p.Volume)
-	if err != nil {
-		return nil, &unreadableError{volume: p.Volume, err: err}
-	}
-	// A restore reads blocks in order: a few ranges in flight hide the
-	// store's latency (s3vol's read-ahead). The session reader closes it.
-	rd.ReadAhead(0, 0)
-	return rd, nil
+// s3Reader opens volumes in the bucket for range reads. A stream keeps
+// the volumes it opened until it ends.
+type s3Reader struct {
+	d    *s3Pool
+	kept keptVolumes
 }
 
-func (s3Reader) tune(*volume.ReaderOptions) {}
-func (s3Reader) release(error)              {}
+func (r *s3Reader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error) {
+	return r.kept.open(p.Volume, func() (readerAtCloser, error) {
+		rd, err := r.d.target.OpenRead(context.WithoutCancel(ctx), p.Volume)
+		if err != nil {
+			return nil, &unreadableError{volume: p.Volume, err: err}
+		}
+		// A restore reads blocks in order: a few ranges in flight hide
+		// the store's latency (s3vol's read-ahead).
+		rd.ReadAhead(0, 0)
+		return rd, nil
+	})
+}
+
+func (*s3Reader) tune(*volume.ReaderOptions) {}
+func (r *s3Reader) release(error)            { r.kept.closeAll() }
 
 // relock carries out the servers' order to make a volume's objects keep
 // the catalog's locks and legal holds (DESIGN.md, "Object locks"). It
