@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/google/uuid"
@@ -69,7 +70,7 @@ func cached(t *testing.T, path string) float64 {
 
 // uncache drops path's pages from the page cache (they are clean: the
 // volume was synced).
-func uncache(t *testing.T, path string) {
+func uncache(t testing.TB, path string) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -164,5 +165,72 @@ func TestStreamOnTmpfs(t *testing.T) {
 		if !rb.ok[f.path] {
 			t.Fatalf("%s was not read back whole", f.path)
 		}
+	}
+}
+
+// BenchmarkStreamReads reads a 256 MiB volume file the way a restore
+// reads a session, a block and the next block's header at a time, from a
+// dropped page cache: through the cache (cached) and as a stream (stream),
+// side by side in one run. -benchtime=Nx with -count to compare; the
+// system time is in the sys-ns/op figure.
+func BenchmarkStreamReads(b *testing.B) {
+	p := testPool(b.TempDir(), 0)
+	path, _ := p.Path("Bench-0001")
+	const size = 256 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	if err := os.WriteFile(path, data, 0o640); err != nil {
+		b.Fatal(err)
+	}
+	const block = 256<<10 + 64
+	for _, c := range []struct {
+		name string
+		open func() (io.ReaderAt, func() error, error)
+	}{
+		{"cached", func() (io.ReaderAt, func() error, error) {
+			f, _, err := p.OpenRead("Bench-0001")
+			if err != nil {
+				return nil, nil, err
+			}
+			return f, f.Close, nil
+		}},
+		{"stream", func() (io.ReaderAt, func() error, error) {
+			s, err := p.OpenStream("Bench-0001")
+			if err != nil {
+				return nil, nil, err
+			}
+			return s, s.Close, nil
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			buf := make([]byte, block)
+			var sys time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				uncache(b, path)
+				var before unix.Rusage
+				unix.Getrusage(unix.RUSAGE_SELF, &before)
+				b.StartTimer()
+				r, closeIt, err := c.open()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for off := int64(0); off < size; off += block {
+					if _, err := r.ReadAt(buf[:min(block, size-off)], off); err != nil && err != io.EOF {
+						b.Fatal(err)
+					}
+				}
+				closeIt()
+				b.StopTimer()
+				var after unix.Rusage
+				unix.Getrusage(unix.RUSAGE_SELF, &after)
+				sys += time.Duration(after.Stime.Nano() - before.Stime.Nano())
+				b.StartTimer()
+			}
+			b.SetBytes(size)
+			b.ReportMetric(float64(sys.Nanoseconds())/float64(b.N), "sys-ns/op")
+		})
 	}
 }
