@@ -128,7 +128,7 @@ type diskReader struct {
 
 func (r *diskReader) open(_ context.Context, p wire.ReadPart) (io.ReaderAt, error) {
 	return r.kept.open(p.Volume, func() (readerAtCloser, error) {
-		f, err := r.d.pool.OpenStream(p.Volume)
+		f, _, err := r.d.pool.OpenRead(p.Volume)
 		if err != nil {
 			return nil, &unreadableError{volume: p.Volume, err: err}
 		}

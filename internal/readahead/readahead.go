@@ -1,16 +1,15 @@
 // Package readahead reads a volume ahead of a reader that reads it in
 // order. A restore reads a session's blocks one after another, each read a
 // block and the next block's header; a medium that pays for each read (a
-// round trip to an object store, a read past the page cache that waits
-// for the disk) pays it per block when read one at a time. A Reader, once
+// round trip to an object store) pays it per block when read one at a
+// time. A Reader, once
 // reads come in order, fetches the next chunks at once while the caller
 // works on the one it reads. Reads out of order (one file of a large
 // session, an index lookup) go to the medium as they are: reading ahead
 // starts only after MinRun reads in a row each began where the last ended.
 //
 // Chunk buffers are kept and filled again: a restore of a terabyte goes
-// through the same few, which costs neither the collector nor, on a
-// machine that hands freed memory back to its host, a fault per page.
+// through the same few instead of leaving one to the collector per chunk.
 package readahead
 
 import (
@@ -18,7 +17,6 @@ import (
 	"errors"
 	"io"
 	"sync"
-	"unsafe"
 )
 
 // Fetch reads len(p) bytes at off into p, as io.ReaderAt does. ctx ends
@@ -27,14 +25,10 @@ type Fetch func(ctx context.Context, p []byte, off int64) (int, error)
 
 // Options size a Reader.
 type Options struct {
-	// Chunk is the bytes of one fetch, a multiple of Align.
+	// Chunk is the bytes of one fetch.
 	Chunk int64
 	// Depth is how many chunks past the one read are fetched.
 	Depth int
-	// Align, a power of two, is where chunk buffers start in memory and
-	// what their fetched lengths are multiples of (a file read past the
-	// page cache needs both). 0 means 1.
-	Align int
 }
 
 // MinRun is how many reads in a row must each begin where the last ended
@@ -52,7 +46,6 @@ type Reader struct {
 	size   int64
 	chunk  int64
 	depth  int64
-	align  int
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -82,13 +75,10 @@ type chunk struct {
 // reads out of order, and reads past size (a file that grew since it was
 // opened), go to direct. Close ends the fetches under way.
 func New(ctx context.Context, size int64, fetch, direct Fetch, o Options) *Reader {
-	if o.Align <= 0 {
-		o.Align = 1
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	return &Reader{
 		fetch: fetch, direct: direct, size: size,
-		chunk: o.Chunk, depth: int64(o.Depth), align: o.Align,
+		chunk: o.Chunk, depth: int64(o.Depth),
 		ctx: ctx, cancel: cancel, next: -1, chunks: map[int64]*chunk{},
 	}
 }
@@ -168,9 +158,7 @@ func (r *Reader) ReadAt(b []byte, off int64) (int, error) {
 func (r *Reader) start(i int64) *chunk {
 	c := &chunk{done: make(chan struct{}), buf: r.buffer()}
 	off := i * r.chunk
-	// A chunk past the last whole one is read to the end of the medium,
-	// in whole units of the alignment.
-	want := min(r.chunk, (r.size-off+int64(r.align)-1)/int64(r.align)*int64(r.align))
+	want := min(r.chunk, r.size-off)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -192,12 +180,7 @@ func (r *Reader) buffer() []byte {
 		r.free = r.free[:k-1]
 		return b
 	}
-	b := make([]byte, r.chunk+int64(r.align)-1)
-	skip := 0
-	if rem := int(uintptr(unsafe.Pointer(&b[0])) & uintptr(r.align-1)); rem != 0 {
-		skip = r.align - rem
-	}
-	return b[skip : skip+int(r.chunk) : skip+int(r.chunk)]
+	return make([]byte, r.chunk)
 }
 
 // recycle frees c's buffer once no one needs it. The caller holds r.mu.

@@ -17,24 +17,22 @@ import (
 // medium is a volume in memory that counts its fetches and the buffers
 // they fill, and can be made to fail or to hold fetches until released.
 type medium struct {
-	data  []byte
-	align int
+	data []byte
 
 	mu      sync.Mutex
 	fetches int
 	buffers map[uintptr]bool
-	misfit  string // a fetch that broke the alignment
 	fail    map[int64]int
 	hold    chan struct{}
 }
 
-func newMedium(size, align int) *medium {
+func newMedium(size int) *medium {
 	d := make([]byte, size)
 	rng := rand.New(rand.NewPCG(uint64(size), 9))
 	for i := range d {
 		d[i] = byte(rng.Uint32())
 	}
-	return &medium{data: d, align: align, buffers: map[uintptr]bool{}, fail: map[int64]int{}}
+	return &medium{data: d, buffers: map[uintptr]bool{}, fail: map[int64]int{}}
 }
 
 func (m *medium) read(p []byte, off int64) (int, error) {
@@ -55,9 +53,6 @@ func (m *medium) fetch(ctx context.Context, p []byte, off int64) (int, error) {
 	m.mu.Lock()
 	m.fetches++
 	m.buffers[uintptr(unsafe.Pointer(&p[0]))] = true
-	if m.align > 1 && (uintptr(unsafe.Pointer(&p[0]))%uintptr(m.align) != 0 || len(p)%m.align != 0 || off%int64(m.align) != 0) {
-		m.misfit = "a fetch of a buffer, length or offset off the alignment"
-	}
 	fail := m.fail[off] > 0
 	if fail {
 		m.fail[off]--
@@ -79,8 +74,8 @@ func (m *medium) fetch(ctx context.Context, p []byte, off int64) (int, error) {
 
 func (m *medium) direct(_ context.Context, p []byte, off int64) (int, error) { return m.read(p, off) }
 
-func (m *medium) reader(chunk int64, depth, align int) *Reader {
-	return New(context.Background(), int64(len(m.data)), m.fetch, m.direct, Options{Chunk: chunk, Depth: depth, Align: align})
+func (m *medium) reader(chunk int64, depth int) *Reader {
+	return New(context.Background(), int64(len(m.data)), m.fetch, m.direct, Options{Chunk: chunk, Depth: depth})
 }
 
 func checkRead(t *testing.T, m *medium, r *Reader, n int, off int64) int {
@@ -99,11 +94,11 @@ func checkRead(t *testing.T, m *medium, r *Reader, n int, off int64) int {
 
 // Read in order the way a restore reads blocks, at random, and past the
 // end, a Reader reads what the medium holds; in order, it fetches ahead
-// in aligned chunks, through the same few buffers from start to end.
+// in chunks, through the same few buffers from start to end.
 func TestReadsWhatTheMediumHolds(t *testing.T) {
-	const chunk, depth, align = 64 << 10, 3, 4096
-	m := newMedium(5<<20+777, align)
-	r := m.reader(chunk, depth, align)
+	const chunk, depth = 64 << 10, 3
+	m := newMedium(5<<20 + 777)
+	r := m.reader(chunk, depth)
 	defer r.Close()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for off := int64(0); off < int64(len(m.data)); {
@@ -115,11 +110,8 @@ func TestReadsWhatTheMediumHolds(t *testing.T) {
 		}
 	}
 	m.mu.Lock()
-	fetches, buffers, misfit := m.fetches, len(m.buffers), m.misfit
+	fetches, buffers := m.fetches, len(m.buffers)
 	m.mu.Unlock()
-	if misfit != "" {
-		t.Fatal(misfit)
-	}
 	if want := len(m.data)/chunk - 2; fetches < want {
 		t.Fatalf("%d fetches for %d bytes in chunks of %d: the reads in order were not read ahead", fetches, len(m.data), chunk)
 	}
@@ -136,8 +128,8 @@ func TestReadsWhatTheMediumHolds(t *testing.T) {
 // given to another chunk).
 func TestReadsAtOnce(t *testing.T) {
 	const chunk = 32 << 10
-	m := newMedium(4<<20, 1)
-	r := m.reader(chunk, 2, 0)
+	m := newMedium(4 << 20)
+	r := m.reader(chunk, 2)
 	defer r.Close()
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -165,8 +157,8 @@ func TestReadsAtOnce(t *testing.T) {
 // nothing of the runs before them held.
 func TestHoldsItsWindowOnly(t *testing.T) {
 	const chunk, depth = 16 << 10, 2
-	m := newMedium(2<<20, 1)
-	r := m.reader(chunk, depth, 0)
+	m := newMedium(2 << 20)
+	r := m.reader(chunk, depth)
 	defer r.Close()
 	for start := int64(len(m.data)) - 8*chunk; start > 0; start -= 4 * chunk {
 		for k := range int64(MinRun + 2) {
@@ -182,9 +174,9 @@ func TestHoldsItsWindowOnly(t *testing.T) {
 // the medium again instead of keeping the failure.
 func TestFailedFetchIsAskedAgain(t *testing.T) {
 	const chunk = 16 << 10
-	m := newMedium(1<<20, 1)
+	m := newMedium(1 << 20)
 	m.fail[4*chunk] = 1
-	r := m.reader(chunk, 2, 0)
+	r := m.reader(chunk, 2)
 	defer r.Close()
 	off := int64(0)
 	for off < 4*chunk {
@@ -201,8 +193,8 @@ func TestFailedFetchIsAskedAgain(t *testing.T) {
 // Close ends fetches under way, and a read waiting on one returns.
 func TestCloseEndsFetches(t *testing.T) {
 	const chunk = 16 << 10
-	m := newMedium(1<<20, 1)
-	r := m.reader(chunk, 4, 0)
+	m := newMedium(1 << 20)
+	r := m.reader(chunk, 4)
 	for k := range int64(MinRun) {
 		checkRead(t, m, r, 4<<10, k*(4<<10))
 	}
