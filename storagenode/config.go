@@ -169,6 +169,15 @@ type Config struct {
 	ClockSkew time.Duration `json:"clock_skew"`
 	// HelloTimeout bounds how long a connection may take to present its ticket.
 	HelloTimeout time.Duration `json:"hello_timeout"`
+	// MaxPendingConns bounds the connections to the data port that have
+	// not shown a valid ticket yet, each holding about 800 KiB of
+	// buffers: past it the node accepts no more until one does or its
+	// hello_timeout ends, and new ones wait in the kernel's backlog.
+	MaxPendingConns int `json:"max_pending_conns"`
+	// MaxPendingPerHost bounds those of one address: past it a new
+	// connection from there is closed at once, so no one host takes every
+	// place of max_pending_conns.
+	MaxPendingPerHost int `json:"max_pending_per_host"`
 	// ServerWait is how long a request to the servers is retried while
 	// they elect a leader or a majority returns.
 	ServerWait time.Duration `json:"server_wait"`
@@ -195,6 +204,8 @@ func DefaultConfig() Config {
 		Workers:           2,
 		ClockSkew:         30 * time.Second,
 		HelloTimeout:      30 * time.Second,
+		MaxPendingConns:   128,
+		MaxPendingPerHost: 32,
 		IdleTimeout:       5 * time.Minute,
 		ServerWait:        time.Minute,
 		VolumeWaitPoll:    30 * time.Second,
@@ -223,6 +234,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DataAddr == "" {
 		bad("data_addr", "the data port address is empty: set --data-addr host:port")
+	}
+	if c.MaxPendingConns < 1 {
+		bad("max_pending_conns", "%d connections waiting to show a ticket would let no agent in: set --max-pending-conns to 1 or more (default 128)", c.MaxPendingConns)
+	}
+	if c.MaxPendingPerHost < 1 {
+		bad("max_pending_per_host", "%d connections per address waiting to show a ticket would let no agent in: set --max-pending-per-host to 1 or more (default 32)", c.MaxPendingPerHost)
 	}
 	if len(c.Pools) == 0 && len(c.TapePools) == 0 && len(c.SFTPPools) == 0 && len(c.S3Pools) == 0 {
 		bad("pools", "no disk pool and no tape pool: add --pool NAME=DIR (and optionally ,volume-size=SIZE), or a pool, tape pool, SFTP pool or S3 pool in the config file")

@@ -79,7 +79,7 @@ func FuzzServeConnHello(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		conn := &streamConn{in: bytes.NewReader(data)}
-		n.serveConn(context.Background(), dataplane.NewConn(conn))
+		n.serveConn(context.Background(), dataplane.NewConn(conn), func() {})
 		answer := dataplane.NewConn(&streamConn{in: bytes.NewReader(conn.out.Bytes())})
 		err := answer.ReadJSON(dataplane.FrameAccept, new(dataplane.Accept))
 		switch wire.CodeOf(err) {

@@ -613,14 +613,29 @@ func (n *Node) streams() int {
 }
 
 func (n *Node) acceptLoop(ctx context.Context) {
+	pending := newPendingConns(n.cfg.MaxPendingConns, n.cfg.MaxPendingPerHost)
 	for {
+		if !pending.wait(ctx) {
+			return
+		}
 		c, err := n.ln.Accept()
 		if err != nil {
+			pending.unused()
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			n.log.Warn("accept on data port", "err", err)
 			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		admitted, ok := pending.admit(c)
+		if !ok {
+			n.metrics.ticketsRejected.WithLabelValues("too_many_pending").Inc()
+			c.Close()
+			if k := pending.refusedSince(time.Now(), 10*time.Second); k > 0 {
+				n.log.Warn("data connections closed unread: their address has too many connections that have not shown a ticket yet (max_pending_per_host)",
+					"peer", hostOf(c.RemoteAddr()), "closed", k, "max_pending_per_host", n.cfg.MaxPendingPerHost)
+			}
 			continue
 		}
 		n.mu.Lock()
@@ -629,6 +644,7 @@ func (n *Node) acceptLoop(ctx context.Context) {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
+			defer admitted()
 			defer func() {
 				n.mu.Lock()
 				delete(n.conns, c)
@@ -642,13 +658,15 @@ func (n *Node) acceptLoop(ctx context.Context) {
 				n.mu.Unlock()
 				c.Close()
 			}()
-			n.serveConn(ctx, dataplane.ServerConn(c, n.tls))
+			n.serveConn(ctx, dataplane.ServerConn(c, n.tls), admitted)
 		}()
 	}
 }
 
-// serveConn checks a connection's ticket and runs what it allows.
-func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
+// serveConn checks a connection's ticket and runs what it allows. admitted
+// is called once the ticket is found valid: the connection no longer
+// counts as pending.
+func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn, admitted func()) {
 	defer conn.Close()
 	log := n.log.With("peer", conn.RemoteAddr().String())
 	_ = conn.SetDeadline(time.Now().Add(n.cfg.HelloTimeout))
@@ -692,6 +710,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn) {
 		_ = conn.WriteError(versionError(hello.V))
 		return
 	}
+	admitted()
 	_ = conn.SetDeadline(time.Time{})
 	// From here on neither side waits for the other forever: a stalled
 	// agent fails the stream within IdleTimeout, and the drive it holds

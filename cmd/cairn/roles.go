@@ -500,6 +500,8 @@ func newStorageNodeCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node tells the servers it lives")
 	f.DurationVar(&cfg.ClockSkew, "clock-skew", cfg.ClockSkew, "how far the servers' clock may be from this node's when it checks a ticket's times")
 	f.DurationVar(&cfg.HelloTimeout, "hello-timeout", cfg.HelloTimeout, "how long a connection to the data port may take to present its ticket")
+	f.IntVar(&cfg.MaxPendingConns, "max-pending-conns", cfg.MaxPendingConns, "data port connections that have not shown a ticket yet, at most; past it new ones wait")
+	f.IntVar(&cfg.MaxPendingPerHost, "max-pending-per-host", cfg.MaxPendingPerHost, "data port connections of one address that have not shown a ticket yet, at most; past it new ones are closed")
 	f.DurationVar(&cfg.ServerWait, "server-wait", cfg.ServerWait, "how long a request to the servers is retried while they elect a leader")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "a stream whose agent sends nothing this long ends")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "on SIGTERM, how long running sessions may go on before they are handed back to the servers (a second SIGTERM cuts it short)")
