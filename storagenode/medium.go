@@ -162,7 +162,7 @@ func (j *stream) labelVolume(ctx context.Context, g *wire.VolumeGrant, mediaType
 // requests, each read by a session reader of its own that closes what it
 // opens; a volume opened anew for each would start its read-ahead over
 // and drop the chunks it fetched past the request's last block, which
-// the next request reads first.
+// the next request reads first (S3), or pay its open again (SFTP).
 type keptVolumes map[string]readerAtCloser
 
 // readerAtCloser is a volume open for reading, which can be closed.
