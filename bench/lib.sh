@@ -102,7 +102,9 @@ start_dev() {
 		--metrics-addr "" --client "$CLIENT" "${extra[@]}" >>"$d/dev.log" 2>&1 &
 	DEV_PID=$!
 	local deadline=$((SECONDS + 60))
-	until "$bin" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
+	# The client file first: asked before it exists, the command connects
+	# with no credentials, and the dev log shows an authentication error.
+	until [ -s "$CAIRN_DEV_FILE" ] && "$bin" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
 		kill -0 "$DEV_PID" 2>/dev/null || die "cairn dev exited; see $d/dev.log"
 		[ $SECONDS -lt $deadline ] || die "client $CLIENT not online after 60s; see $d/dev.log"
 		sleep 0.2
