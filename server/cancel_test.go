@@ -170,6 +170,47 @@ func TestRestoreReportAccountsForEveryEntry(t *testing.T) {
 	}
 }
 
+// A restore that failed part way (its target filled up) says what it did
+// before: how many entries it restored, lost and left out, and why it left
+// each out.
+func TestFailedRestoreSaysWhatItLeftOut(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	var entries []fileindex.Entry
+	for i := range 5 {
+		entries = append(entries, fileindex.Entry{Path: fmt.Sprintf("/srv/f%d", i), Type: fileindex.TypeFile, Size: 10, Loc: fileindex.Location{Seq: uint64(i), EndSeq: uint64(i)}})
+	}
+	h.committedBackup(orders, entries)
+	var rs wire.JobStarted
+	h.must(h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r"}, &rs))
+	m := <-orders
+	body, err := wire.Unmarshal(m.Data)
+	h.must(err)
+	var order wire.RunRestore
+	h.must(json.Unmarshal(body, &order))
+	h.must(h.agent(wire.OpJobDone, wire.JobDoneReq{JobID: rs.JobID, Attempt: order.Attempt, Files: 2, Bytes: 20,
+		Entries: 5, Restored: 2, Refused: 1, Warnings: []string{"/srv/f1: refused: the target would not take it"},
+		Error: &wire.Error{Code: wire.CodeDiskFull, Message: "restore target /r is full"}}, nil))
+	var job wire.JobInfo
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: rs.JobID}, &job))
+	if job.State != "failed" || job.Restored != 2 {
+		t.Fatalf("a restore whose target filled up: %+v", job)
+	}
+	var log []string
+	for _, l := range job.Log {
+		log = append(log, l.Level+": "+l.Msg)
+	}
+	all := strings.Join(log, "\n")
+	for _, want := range []string{
+		"warning: /srv/f1: refused: the target would not take it",
+		"info: before it failed, the restore restored 2 of 5 entries (2 files, 20 B), lost 0 and left 1 out (the warnings say why)",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("the job log does not say %q:\n%s", want, all)
+		}
+	}
+}
+
 // nextOrder returns the next order the agent gets whose subject ends in op.
 func nextOrder(t *testing.T, orders chan *nats.Msg, op string) *nats.Msg {
 	t.Helper()

@@ -143,6 +143,12 @@ func (o *Orchestrator) AgentDone(ctx context.Context, job *catalog.Job, req wire
 		o.logLost(ctx, job, req)
 	}
 	if req.Error != nil {
+		if job.Type == catalog.JobRestore {
+			// What it left out before it failed, and why.
+			for _, w := range req.Warnings {
+				o.jobLog(ctx, job.ID, "warning", "%s", w)
+			}
+		}
 		if job.Type == catalog.JobRestore && req.Entries > 0 {
 			o.recordAccount(ctx, job, req)
 		}
@@ -269,8 +275,13 @@ func (o *Orchestrator) recordAccount(ctx context.Context, job *catalog.Job, req 
 	if _, err := o.apply(ctx, &catalog.Command{Op: catalog.OpUpdateJob, JobUpdate: upd}); err != nil {
 		o.log.Warn("record what a failed restore restored", "job", job.ID, "err", err)
 	}
-	o.jobLog(ctx, job.ID, "info", "before it failed, the restore restored %d of %s entries (%d files, %s) and lost %d",
-		req.Restored, ofEntries(req.Entries), req.Files, HumanBytes(req.Bytes), lostCount(req))
+	done := fmt.Sprintf("before it failed, the restore restored %d of %s entries (%d files, %s)",
+		req.Restored, ofEntries(req.Entries), req.Files, HumanBytes(req.Bytes))
+	if req.Refused > 0 {
+		o.jobLog(ctx, job.ID, "info", "%s, lost %d and left %d out (the warnings say why)", done, lostCount(req), req.Refused)
+		return
+	}
+	o.jobLog(ctx, job.ID, "info", "%s and lost %d", done, lostCount(req))
 }
 
 func tapeStats(t *wire.TapeStats) *catalog.TapeStats {
