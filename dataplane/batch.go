@@ -45,8 +45,16 @@ func (b *recordBatcher) handshakeDone() bool {
 // is 256 KiB of frames, which TLS makes into 16 records and their overhead.
 const batchSize = 272 << 10
 
-func newRecordBatcher(c net.Conn) *recordBatcher {
-	return &recordBatcher{Conn: c, in: bufio.NewReaderSize(c, 256<<10)}
+func newRecordBatcher(c net.Conn, readBuffer int) *recordBatcher {
+	return &recordBatcher{Conn: c, in: bufio.NewReaderSize(c, readBuffer)}
+}
+
+// admit gives the batcher a stream's read buffer (Conn.Admit). TLS holds
+// what it read from the socket already; the old buffer's bytes are kept.
+func (b *recordBatcher) admit() {
+	if b.in.Size() < streamBuffer {
+		b.in = bufio.NewReaderSize(keepBuffered(b.in, b.Conn), streamBuffer)
+	}
 }
 
 func (b *recordBatcher) Read(p []byte) (int, error) { return b.in.Read(p) }
@@ -105,16 +113,16 @@ func (b *recordBatcher) send() error {
 // ServerConn is the storage node's side of an accepted data connection; the
 // TLS handshake runs on its first read or write.
 func ServerConn(raw net.Conn, cfg *tls.Config) *Conn {
-	b := newRecordBatcher(raw)
+	b := newRecordBatcher(raw, strangerBuffer)
 	b.tls = tls.Server(b, cfg)
-	c := NewConn(b.tls)
+	c := newStrangerConn(b.tls)
 	c.batch = b
 	return c
 }
 
 // clientConn is the agent's side, before the handshake.
 func clientConn(raw net.Conn, cfg *tls.Config) (*Conn, *tls.Conn) {
-	b := newRecordBatcher(raw)
+	b := newRecordBatcher(raw, streamBuffer)
 	b.tls = tls.Client(b, cfg)
 	c := NewConn(b.tls)
 	c.batch = b

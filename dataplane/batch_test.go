@@ -55,6 +55,7 @@ func tlsPair(t testing.TB, batched bool, wrapClient func(net.Conn) net.Conn) (cl
 	if err := errors.Join(cerr, serr); err != nil {
 		t.Fatal(err)
 	}
+	server.Admit() // as the node does once the ticket holds
 	t.Cleanup(func() { client.Close(); server.Close() })
 	return client, server
 }
@@ -169,6 +170,7 @@ func BenchmarkTLSBatching(b *testing.B) {
 				var c *Conn
 				if batched {
 					c = ServerConn(raw, ServerConfig(cert))
+					c.Admit()
 				} else {
 					c = NewConn(tls.Server(raw, ServerConfig(cert)))
 				}

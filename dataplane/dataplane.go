@@ -36,6 +36,7 @@ package dataplane
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -219,6 +220,9 @@ type Conn struct {
 	r     *bufio.Reader
 	buf   []byte
 	ahead *readAhead // nil unless ReadAhead was called
+	// maxFrame bounds the frames read: MaxFrame, or strangerFrame until
+	// a server's connection is admitted.
+	maxFrame uint32
 
 	wmu   sync.Mutex
 	w     *bufio.Writer
@@ -232,9 +236,59 @@ type Conn struct {
 	closeOnce sync.Once
 }
 
+// streamBuffer is the size of a stream's read and write buffers.
+const streamBuffer = 256 << 10
+
 // NewConn wraps an established (TLS) connection.
 func NewConn(c net.Conn) *Conn {
-	return &Conn{c: c, r: bufio.NewReaderSize(c, 256<<10), w: bufio.NewWriterSize(c, 256<<10), closed: make(chan struct{})}
+	return &Conn{c: c, r: bufio.NewReaderSize(c, streamBuffer), w: bufio.NewWriterSize(c, streamBuffer), maxFrame: MaxFrame, closed: make(chan struct{})}
+}
+
+// A server's connection is a stranger's until it shows a ticket: anyone who
+// reaches the port can open many and keep them until the hello timeout.
+// Until Admit, it reads and writes through small buffers, and takes frames
+// of at most strangerFrame (a hello with its ticket is a few KiB), so that
+// each holds tens of KiB, not the 768 KiB of a stream's buffers or a frame
+// of MaxFrame sent slowly.
+const (
+	strangerBuffer = 16 << 10
+	strangerFrame  = 64 << 10
+)
+
+func newStrangerConn(c net.Conn) *Conn {
+	return &Conn{c: c, r: bufio.NewReaderSize(c, strangerBuffer), w: bufio.NewWriterSize(c, strangerBuffer), maxFrame: strangerFrame, closed: make(chan struct{})}
+}
+
+// Admit gives a server's connection, whose peer showed a valid ticket, the
+// buffers and frame limit of a stream. Call it from the reading goroutine,
+// between frames, before ReadAhead and Keepalive; what the peer sent past
+// the last frame read is kept.
+func (c *Conn) Admit() {
+	if c.r.Size() < streamBuffer {
+		c.r = bufio.NewReaderSize(keepBuffered(c.r, c.c), streamBuffer)
+	}
+	c.wmu.Lock()
+	if c.w.Size() < streamBuffer {
+		// Empty, or its bytes go out first, as they would have.
+		_ = c.w.Flush()
+		c.w = bufio.NewWriterSize(c.c, streamBuffer)
+	}
+	c.wmu.Unlock()
+	c.maxFrame = MaxFrame
+	if c.batch != nil {
+		c.batch.admit()
+	}
+}
+
+// keepBuffered is a reader of what r holds already, then of src: r's
+// buffered bytes, copied out, before the source r read them from.
+func keepBuffered(r *bufio.Reader, src io.Reader) io.Reader {
+	n := r.Buffered()
+	if n == 0 {
+		return src
+	}
+	held, _ := r.Peek(n)
+	return io.MultiReader(bytes.NewReader(bytes.Clone(held)), src)
 }
 
 // SetTimeout bounds every wait of the connection from now on: a write the
@@ -457,8 +511,8 @@ func (c *Conn) readFrame(buf []byte) (byte, []byte, error) {
 		return 0, buf, err
 	}
 	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > MaxFrame {
-		return 0, buf, fmt.Errorf("data frame of %d bytes exceeds %d: the peer is not a Cairn agent or node", n, MaxFrame)
+	if n > c.maxFrame {
+		return 0, buf, fmt.Errorf("data frame of %d bytes exceeds %d: the peer is not a Cairn agent or node", n, c.maxFrame)
 	}
 	if cap(buf) >= int(n) {
 		p := buf[:n]

@@ -49,6 +49,7 @@ func TestFramesOverPinnedTLS(t *testing.T) {
 			done <- err
 			return
 		}
+		conn.Admit() // as the node does once the ticket holds
 		typ, p, err := conn.ReadFrame()
 		if err != nil || typ != FrameRecords || !bytes.Equal(p, bytes.Repeat([]byte{7}, 1<<20)) {
 			done <- errors.New("records frame mangled")

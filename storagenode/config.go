@@ -170,9 +170,9 @@ type Config struct {
 	// HelloTimeout bounds how long a connection may take to present its ticket.
 	HelloTimeout time.Duration `json:"hello_timeout"`
 	// MaxPendingConns bounds the connections to the data port that have
-	// not shown a valid ticket yet, each holding about 800 KiB of
-	// buffers: past it the node accepts no more until one does or its
-	// hello_timeout ends, and new ones wait in the kernel's backlog.
+	// not shown a valid ticket yet: past it the node accepts no more until
+	// one does or its hello_timeout ends, and new ones wait in the
+	// kernel's backlog.
 	MaxPendingConns int `json:"max_pending_conns"`
 	// MaxPendingPerHost bounds those of one address: past it a new
 	// connection from there is closed at once, so no one host takes every

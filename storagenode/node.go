@@ -711,6 +711,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn, admitted fun
 		return
 	}
 	admitted()
+	conn.Admit()
 	_ = conn.SetDeadline(time.Time{})
 	// From here on neither side waits for the other forever: a stalled
 	// agent fails the stream within IdleTimeout, and the drive it holds

@@ -7,15 +7,16 @@ import (
 	"time"
 )
 
-// A connection to the data port holds its TLS state and about 800 KiB of
-// buffers (the socket's read buffer, the frame reader's and writer's)
-// from its accept on, before it has shown a ticket: anyone who reaches the
-// port can make the node hold that much per connection for HelloTimeout.
-// pendingConns bounds those connections: past MaxPendingConns in all the
-// node accepts no more until one shows its ticket or goes (the kernel's
-// backlog holds the rest, so a burst of agents waits instead of failing),
-// and past MaxPendingPerHost from one address it closes the new one at
-// once, so one host cannot take every place.
+// A connection to the data port holds its TLS state, small buffers, a
+// hello of at most 64 KiB and a goroutine from its accept on, before it
+// has shown a ticket (dataplane.Conn.Admit gives it a stream's buffers):
+// anyone who reaches the port can make the node hold that per connection
+// for HelloTimeout. pendingConns bounds those connections: past
+// MaxPendingConns in all the node accepts no more until one shows its
+// ticket or goes (the kernel's backlog holds the rest, so a burst of
+// agents waits instead of failing), and past MaxPendingPerHost from one
+// address it closes the new one at once, so one host cannot take every
+// place.
 type pendingConns struct {
 	slots   chan struct{}
 	perHost int

@@ -124,7 +124,7 @@ var configDocs = configfile.Merge(
 		"ID":                "ID is the node's name in the catalog and in NATS subjects (the\nflag --name; \"id\" in older files).",
 		"IdleTimeout":       "IdleTimeout ends a stream whose agent sent nothing for this long, so\na hung client cannot hold a volume forever.",
 		"Libraries":         "Libraries are the tape libraries this node owns: each a changer and\nits drives, or an emulated library.",
-		"MaxPendingConns":   "MaxPendingConns bounds the connections to the data port that have\nnot shown a valid ticket yet, each holding about 800 KiB of\nbuffers: past it the node accepts no more until one does or its\nhello_timeout ends, and new ones wait in the kernel's backlog.",
+		"MaxPendingConns":   "MaxPendingConns bounds the connections to the data port that have\nnot shown a valid ticket yet: past it the node accepts no more until\none does or its hello_timeout ends, and new ones wait in the\nkernel's backlog.",
 		"MaxPendingPerHost": "MaxPendingPerHost bounds those of one address: past it a new\nconnection from there is closed at once, so no one host takes every\nplace of max_pending_conns.",
 		"NATSURL":           "NATSURL is the NATS server (or servers, separated by commas) where\nthe node reaches the servers.",
 		"Pools":             "Pools are the disk pools this node serves, each also given by a\nflag --pool NAME=DIR[,volume-size=SIZE].",
