@@ -22,14 +22,17 @@ import (
 
 // streamConn is a Conn that reads data, then sees the peer close: what a
 // node's data port reads from whoever connects.
-func streamConn(t testing.TB, data []byte) *Conn {
+func streamConn(t testing.TB, data []byte) *Conn { return NewConn(sentConn(t, data)) }
+
+// sentConn is a connection whose peer sends data and closes.
+func sentConn(t testing.TB, data []byte) net.Conn {
 	a, b := net.Pipe()
 	go func() {
 		b.Write(data)
 		b.Close()
 	}()
 	t.Cleanup(func() { a.Close() })
-	return NewConn(a)
+	return a
 }
 
 func frame(t byte, payload []byte) []byte {

@@ -2,22 +2,13 @@ package dataplane
 
 import (
 	"bytes"
-	"net"
 	"strings"
 	"testing"
 )
 
 // strangerConn is a server's connection before Admit that reads data,
 // then sees the peer close.
-func strangerConn(t *testing.T, data []byte) *Conn {
-	a, b := net.Pipe()
-	go func() {
-		b.Write(data)
-		b.Close()
-	}()
-	t.Cleanup(func() { a.Close() })
-	return newStrangerConn(a)
-}
+func strangerConn(t *testing.T, data []byte) *Conn { return newStrangerConn(sentConn(t, data)) }
 
 // Until it is admitted, a server's connection takes no frame larger than a
 // hello needs, and holds small buffers; admitted, it takes a stream's

@@ -121,11 +121,10 @@ func (h *harness) committedBackupOf(paths []fileindex.Path, orders chan *nats.Ms
 	return commitSession(h.t, h.node, started.JobID, entries)
 }
 
-// A restore that lost entries fails, and says how many of how many it
-// restored and lost; its log names every lost entry the agent listed and
-// how many more there are, never "every other entry was restored".
-func TestRestoreReportAccountsForEveryEntry(t *testing.T) {
-	h := newHarness(t)
+// restoreOfFiveFiles backs up five files of /srv and starts a restore of
+// them, returning the job and the agent's order.
+func (h *harness) restoreOfFiveFiles() (wire.JobStarted, wire.RunRestore) {
+	h.t.Helper()
 	_, orders := h.setup()
 	var entries []fileindex.Entry
 	for i := range 5 {
@@ -139,6 +138,15 @@ func TestRestoreReportAccountsForEveryEntry(t *testing.T) {
 	h.must(err)
 	var order wire.RunRestore
 	h.must(json.Unmarshal(body, &order))
+	return rs, order
+}
+
+// A restore that lost entries fails, and says how many of how many it
+// restored and lost; its log names every lost entry the agent listed and
+// how many more there are, never "every other entry was restored".
+func TestRestoreReportAccountsForEveryEntry(t *testing.T) {
+	h := newHarness(t)
+	rs, order := h.restoreOfFiveFiles()
 	if order.Recheck != time.Second {
 		t.Fatalf("restore order %+v: want a recheck of half the liveness timeout", order)
 	}
@@ -175,19 +183,7 @@ func TestRestoreReportAccountsForEveryEntry(t *testing.T) {
 // each out.
 func TestFailedRestoreSaysWhatItLeftOut(t *testing.T) {
 	h := newHarness(t)
-	_, orders := h.setup()
-	var entries []fileindex.Entry
-	for i := range 5 {
-		entries = append(entries, fileindex.Entry{Path: fmt.Sprintf("/srv/f%d", i), Type: fileindex.TypeFile, Size: 10, Loc: fileindex.Location{Seq: uint64(i), EndSeq: uint64(i)}})
-	}
-	h.committedBackup(orders, entries)
-	var rs wire.JobStarted
-	h.must(h.api(wire.OpRestoreStart, wire.RestoreStartReq{PointInTime: wire.PointInTime{Client: "web"}, To: "/r"}, &rs))
-	m := <-orders
-	body, err := wire.Unmarshal(m.Data)
-	h.must(err)
-	var order wire.RunRestore
-	h.must(json.Unmarshal(body, &order))
+	rs, order := h.restoreOfFiveFiles()
 	h.must(h.agent(wire.OpJobDone, wire.JobDoneReq{JobID: rs.JobID, Attempt: order.Attempt, Files: 2, Bytes: 20,
 		Entries: 5, Restored: 2, Refused: 1, Warnings: []string{"/srv/f1: refused: the target would not take it"},
 		Error: &wire.Error{Code: wire.CodeDiskFull, Message: "restore target /r is full"}}, nil))
