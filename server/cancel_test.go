@@ -158,21 +158,11 @@ func TestRestoreReportAccountsForEveryEntry(t *testing.T) {
 		!strings.Contains(job.Error, "3 of 5 entries could not be restored") || !strings.Contains(job.Error, "2 were restored") {
 		t.Fatalf("restore with lost entries: %+v", job)
 	}
-	var log []string
-	for _, l := range job.Log {
-		log = append(log, l.Level+": "+l.Msg)
-	}
-	all := strings.Join(log, "\n")
-	for _, want := range []string{
+	all := logSays(t, job,
 		"error: lost: /srv/f2: block seq 2 is damaged",
 		"error: lost: /srv/f3: the volume was truncated",
 		"error: ... and 1 more lost entries not listed here",
-		"info: restore ended: 2 of 5 entries restored (2 files, 20 B), 3 lost, 0 left out",
-	} {
-		if !strings.Contains(all, want) {
-			t.Errorf("the job log does not say %q:\n%s", want, all)
-		}
-	}
+		"info: restore ended: 2 of 5 entries restored (2 files, 20 B), 3 lost, 0 left out")
 	if strings.Contains(all, "every other entry") {
 		t.Errorf("the job log claims the rest was restored:\n%s", all)
 	}
@@ -192,19 +182,26 @@ func TestFailedRestoreSaysWhatItLeftOut(t *testing.T) {
 	if job.State != "failed" || job.Restored != 2 {
 		t.Fatalf("a restore whose target filled up: %+v", job)
 	}
+	logSays(t, job,
+		"warning: /srv/f1: refused: the target would not take it",
+		"info: before it failed, the restore restored 2 of 5 entries (2 files, 20 B), lost 0 and left 1 out (the warnings say why)")
+}
+
+// logSays checks that job's log holds each of wants ("level: message")
+// and returns the whole log, a line each.
+func logSays(t *testing.T, job wire.JobInfo, wants ...string) string {
+	t.Helper()
 	var log []string
 	for _, l := range job.Log {
 		log = append(log, l.Level+": "+l.Msg)
 	}
 	all := strings.Join(log, "\n")
-	for _, want := range []string{
-		"warning: /srv/f1: refused: the target would not take it",
-		"info: before it failed, the restore restored 2 of 5 entries (2 files, 20 B), lost 0 and left 1 out (the warnings say why)",
-	} {
+	for _, want := range wants {
 		if !strings.Contains(all, want) {
 			t.Errorf("the job log does not say %q:\n%s", want, all)
 		}
 	}
+	return all
 }
 
 // nextOrder returns the next order the agent gets whose subject ends in op.
