@@ -45,7 +45,7 @@ func (d *diskPool) reads(p wire.ReadPart) bool {
 
 func (d *diskPool) appendTo(j *stream) appendSession { return &diskSession{d: d, j: j} }
 
-func (d *diskPool) readFrom(*stream) partReader { return &diskReader{d: d, kept: keptVolumes{}} }
+func (d *diskPool) readFrom(*stream) partReader { return &diskReader{d: d, keptVolumes: keptVolumes{}} }
 
 // diskSession is a backup session's volumes in a disk pool.
 type diskSession struct {
@@ -122,12 +122,12 @@ func (s *diskSession) rollback(error) {
 // volume at once, and one may append to it meanwhile. A stream keeps the
 // volumes it opened until it ends.
 type diskReader struct {
-	d    *diskPool
-	kept keptVolumes
+	d *diskPool
+	keptVolumes
 }
 
 func (r *diskReader) open(_ context.Context, p wire.ReadPart) (io.ReaderAt, error) {
-	return r.kept.open(p.Volume, func() (readerAtCloser, error) {
+	return r.keptVolumes.open(p.Volume, func() (readerAtCloser, error) {
 		f, _, err := r.d.pool.OpenRead(p.Volume)
 		if err != nil {
 			return nil, &unreadableError{volume: p.Volume, err: err}
@@ -137,4 +137,3 @@ func (r *diskReader) open(_ context.Context, p wire.ReadPart) (io.ReaderAt, erro
 }
 
 func (*diskReader) tune(*volume.ReaderOptions) {}
-func (r *diskReader) release(error)            { r.kept.closeAll() }

@@ -56,7 +56,7 @@ func TestKeptVolumesOpenOncePerStream(t *testing.T) {
 			t.Fatalf("volume %s over three requests: opened %d times, closed %d before the stream ended", name, len(opened[name]), opened[name][0].closed)
 		}
 	}
-	k.closeAll()
+	k.release(nil)
 	for _, name := range []string{"A", "B"} {
 		if c := opened[name][0].closed; c != 1 {
 			t.Fatalf("volume %s closed %d times at the stream's end", name, c)

@@ -185,8 +185,9 @@ func (k keptVolumes) open(name string, openNew func() (readerAtCloser, error)) (
 	return struct{ io.ReaderAt }{r}, nil
 }
 
-// closeAll closes every volume kept.
-func (k keptVolumes) closeAll() {
+// release closes every volume kept: the stream ended or went on to
+// another medium (partReader.release).
+func (k keptVolumes) release(error) {
 	for name, r := range k {
 		_ = r.Close()
 		delete(k, name)

@@ -152,7 +152,7 @@ func (d *s3Pool) reads(p wire.ReadPart) bool {
 
 func (d *s3Pool) appendTo(j *stream) appendSession { return &s3Session{d: d, j: j} }
 
-func (d *s3Pool) readFrom(*stream) partReader { return &s3Reader{d: d, kept: keptVolumes{}} }
+func (d *s3Pool) readFrom(*stream) partReader { return &s3Reader{d: d, keptVolumes: keptVolumes{}} }
 
 // lock is the lock of what a session granted g writes.
 func (d *s3Pool) lock(g wire.VolumeGrant, now time.Time) s3vol.Lock {
@@ -257,12 +257,12 @@ func (s *s3Session) rollback(error) {
 // s3Reader opens volumes in the bucket for range reads. A stream keeps
 // the volumes it opened until it ends.
 type s3Reader struct {
-	d    *s3Pool
-	kept keptVolumes
+	d *s3Pool
+	keptVolumes
 }
 
 func (r *s3Reader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error) {
-	return r.kept.open(p.Volume, func() (readerAtCloser, error) {
+	return r.keptVolumes.open(p.Volume, func() (readerAtCloser, error) {
 		rd, err := r.d.target.OpenRead(context.WithoutCancel(ctx), p.Volume)
 		if err != nil {
 			return nil, &unreadableError{volume: p.Volume, err: err}
@@ -275,7 +275,6 @@ func (r *s3Reader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, erro
 }
 
 func (*s3Reader) tune(*volume.ReaderOptions) {}
-func (r *s3Reader) release(error)            { r.kept.closeAll() }
 
 // relock carries out the servers' order to make a volume's objects keep
 // the catalog's locks and legal holds (DESIGN.md, "Object locks"). It

@@ -147,7 +147,7 @@ func (d *sftpPool) reads(p wire.ReadPart) bool {
 
 func (d *sftpPool) appendTo(j *stream) appendSession { return &sftpSession{d: d, j: j} }
 
-func (d *sftpPool) readFrom(*stream) partReader { return &sftpReader{d: d, kept: keptVolumes{}} }
+func (d *sftpPool) readFrom(*stream) partReader { return &sftpReader{d: d, keptVolumes: keptVolumes{}} }
 
 // sftpSession is a backup session's volumes in an SFTP pool.
 type sftpSession struct {
@@ -261,12 +261,12 @@ func (s *sftpSession) rollback(error) {
 // the volumes it opened until it ends: an open is an open and a stat on
 // the target, each a round trip.
 type sftpReader struct {
-	d    *sftpPool
-	kept keptVolumes
+	d *sftpPool
+	keptVolumes
 }
 
 func (r *sftpReader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, error) {
-	return r.kept.open(p.Volume, func() (readerAtCloser, error) {
+	return r.keptVolumes.open(p.Volume, func() (readerAtCloser, error) {
 		f, err := r.d.target.OpenRead(context.WithoutCancel(ctx), p.Volume)
 		if err != nil {
 			return nil, &unreadableError{volume: p.Volume, err: err}
@@ -276,7 +276,6 @@ func (r *sftpReader) open(ctx context.Context, p wire.ReadPart) (io.ReaderAt, er
 }
 
 func (*sftpReader) tune(*volume.ReaderOptions) {}
-func (r *sftpReader) release(error)            { r.kept.closeAll() }
 
 // sftpError gives the SFTP target's failures their code and hint.
 func sftpError(err error) *wire.Error {

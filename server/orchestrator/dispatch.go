@@ -545,10 +545,7 @@ func (o *Orchestrator) lostLeadership() {
 	// restores counted again.
 	for _, r := range o.runs {
 		r.plan, r.base = nil, nil
-		if r.stopCount != nil {
-			r.stopCount()
-			r.stopCount = nil
-		}
+		r.stopCounting()
 	}
 }
 

@@ -141,14 +141,12 @@ func (o *Orchestrator) AgentDone(ctx context.Context, job *catalog.Job, req wire
 	}
 	if job.Type == catalog.JobRestore {
 		o.logLost(ctx, job, req)
+		// What it left out, and why, whether it ended or failed.
+		for _, w := range req.Warnings {
+			o.jobLog(ctx, job.ID, "warning", "%s", w)
+		}
 	}
 	if req.Error != nil {
-		if job.Type == catalog.JobRestore {
-			// What it left out before it failed, and why.
-			for _, w := range req.Warnings {
-				o.jobLog(ctx, job.ID, "warning", "%s", w)
-			}
-		}
 		if job.Type == catalog.JobRestore && req.Entries > 0 {
 			o.recordAccount(ctx, job, req)
 		}
@@ -179,9 +177,6 @@ func (o *Orchestrator) AgentDone(ctx context.Context, job *catalog.Job, req wire
 	if job.Type != catalog.JobRestore {
 		// A backup ends when its storage node commits the session.
 		return nil
-	}
-	for _, w := range req.Warnings {
-		o.jobLog(ctx, job.ID, "warning", "%s", w)
 	}
 	lost := lostCount(req)
 	upd := &catalog.JobUpdate{ID: job.ID, State: catalog.JobSuccess, Files: req.Files, Bytes: req.Bytes, Warnings: len(req.Warnings),

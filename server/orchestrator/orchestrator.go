@@ -203,10 +203,7 @@ func (o *Orchestrator) RunStops(ctx context.Context) { o.stopLoop(ctx) }
 func (o *Orchestrator) Wait() {
 	o.mu.Lock()
 	for _, r := range o.runs {
-		if r.stopCount != nil {
-			r.stopCount()
-			r.stopCount = nil
-		}
+		r.stopCounting()
 	}
 	o.mu.Unlock()
 	o.wg.Wait()

@@ -56,10 +56,19 @@ func (o *Orchestrator) noteActivity(id uint64) {
 func (o *Orchestrator) finishRun(id uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if r := o.runs[id]; r != nil && r.stopCount != nil {
-		r.stopCount()
+	if r := o.runs[id]; r != nil {
+		r.stopCounting()
 	}
 	delete(o.runs, id)
+}
+
+// stopCounting stops the count of a restore's totals under way, if any.
+// The caller holds o.mu.
+func (r *jobRun) stopCounting() {
+	if r.stopCount != nil {
+		r.stopCount()
+		r.stopCount = nil
+	}
 }
 
 // Activity notes that a running job did something (a node's request, an
