@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -51,6 +52,16 @@ type FSM struct {
 
 	// skipped counts replayed commands the catalog already held.
 	skipped atomic.Uint64
+
+	// appliedNow is applied for readers outside applyMu; moved, under
+	// waitMu, is closed each time it advances, for WaitApplied.
+	appliedNow atomic.Uint64
+	waitMu     sync.Mutex
+	moved      chan struct{}
+
+	// beforeApply, when set, runs before each command: a test holds a
+	// server's catalog behind the group's with it.
+	beforeApply atomic.Pointer[func(index uint64)]
 }
 
 var (
@@ -63,7 +74,56 @@ func NewFSM(store *Store, logger *slog.Logger) *FSM {
 	f := &FSM{store: store, log: logger.With("component", "catalog-fsm")}
 	f.applied, _ = store.AppliedIndex()
 	f.handed = f.applied
+	f.appliedNow.Store(f.applied)
 	return f
+}
+
+// Applied is the index of the last command the catalog holds.
+func (f *FSM) Applied() uint64 { return f.appliedNow.Load() }
+
+// WaitApplied returns once the catalog holds every command up to index,
+// or ctx's error when it ends first.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.waitMu.Lock()
+		if f.appliedNow.Load() >= index {
+			f.waitMu.Unlock()
+			return nil
+		}
+		if f.moved == nil {
+			f.moved = make(chan struct{})
+		}
+		moved := f.moved
+		f.waitMu.Unlock()
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// setApplied records applied (under applyMu) and wakes WaitApplied.
+func (f *FSM) setApplied(index uint64) {
+	f.applied = index
+	f.waitMu.Lock()
+	f.appliedNow.Store(index)
+	if f.moved != nil {
+		close(f.moved)
+		f.moved = nil
+	}
+	f.waitMu.Unlock()
+}
+
+// SetBeforeApply has fn run before each command the FSM applies, on
+// Raft's FSM goroutine; nil removes it. Tests use it to hold one server's
+// catalog behind the others'.
+func (f *FSM) SetBeforeApply(fn func(index uint64)) {
+	if fn == nil {
+		f.beforeApply.Store(nil)
+		return
+	}
+	f.beforeApply.Store(&fn)
 }
 
 // SetSpaceFloor makes the FSM stop before a command once fewer than bytes
@@ -108,6 +168,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	if fn := f.beforeApply.Load(); fn != nil {
+		(*fn)(l.Index)
+	}
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	f.handed = max(f.handed, l.Index)
@@ -136,7 +199,7 @@ func (f *FSM) applyLocked(index uint64, data []byte) ApplyResult {
 		res.Err = f.fail(res.Err)
 		return res
 	}
-	f.applied = max(f.applied, index)
+	f.setApplied(max(f.applied, index))
 	return res
 }
 
@@ -218,7 +281,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Unlock()
 	idx, _ := f.store.AppliedIndex()
 	f.applyMu.Lock()
-	f.applied, f.handed = idx, max(f.handed, idx)
+	f.setApplied(idx)
+	f.handed = max(f.handed, idx)
 	f.applyMu.Unlock()
 	f.log.Info("catalog restored from a snapshot", "applied_index", idx)
 	return nil

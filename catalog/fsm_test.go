@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -279,5 +280,73 @@ func TestResumeKeepsTheRaftLogsError(t *testing.T) {
 	err := l.f.Resume(l.logs)
 	if !errors.Is(err, ErrFSMStopped) || !errors.Is(err, raft.ErrLogNotFound) || !strings.Contains(err.Error(), "restart the server") {
 		t.Fatalf("resume without the log: %v, want the stop wrapping raft.ErrLogNotFound and saying to restart", err)
+	}
+}
+
+// TestWaitAppliedWakesOnEachApply: a reader waiting for an index returns
+// once a command at or past it is applied (a refusal counts: the catalog
+// holds its outcome), and gives up with its context; a snapshot restored
+// past the index ends the wait too.
+func TestWaitAppliedWakesOnEachApply(t *testing.T) {
+	c := populated(t)
+	f := NewFSM(c.s, testLogger(t))
+	if got, _ := c.s.AppliedIndex(); f.Applied() != got {
+		t.Fatalf("a new FSM says %d applied, the catalog %d", f.Applied(), got)
+	}
+	apply := func(cmd *Command) {
+		t.Helper()
+		data, err := EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.index++
+		f.Apply(&raft.Log{Type: raft.LogCommand, Index: c.index, Data: data})
+	}
+	wait := func(index uint64, d time.Duration) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), d)
+			defer cancel()
+			done <- f.WaitApplied(ctx, index)
+		}()
+		return done
+	}
+	pending := func(done <-chan error) func() error {
+		return func() error {
+			select {
+			case err := <-done:
+				return fmt.Errorf("the wait ended before its index was applied: %v", err)
+			default:
+				return nil
+			}
+		}
+	}
+
+	if err := <-wait(f.Applied(), time.Minute); err != nil {
+		t.Fatalf("wait for what is applied: %v", err)
+	}
+	done := wait(c.index+2, time.Minute)
+	apply(&Command{Op: OpRegisterClient, Client: &Client{Name: "one"}})
+	poll.Holds(t, 50*time.Millisecond, pending(done))
+	apply(&Command{Op: OpCreateJob, Job: &Job{Type: JobBackup, Client: "ghost"}}) // refused
+	if err := <-done; err != nil {
+		t.Fatalf("wait past a refusal: %v", err)
+	}
+	if err := <-wait(c.index+1, 20*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait for an index never applied: %v", err)
+	}
+
+	ahead := populated(t)
+	for range 5 {
+		ahead.must(&Command{Op: OpRegisterClient, Client: &Client{Name: fmt.Sprintf("c%d", ahead.index)}})
+	}
+	target, _ := ahead.s.AppliedIndex()
+	done = wait(target, time.Minute)
+	poll.Holds(t, 50*time.Millisecond, pending(done))
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshot(t, NewFSM(ahead.s, testLogger(t)))))); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("wait past a restored snapshot: %v", err)
 	}
 }

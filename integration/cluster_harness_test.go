@@ -578,10 +578,10 @@ type treeAt struct {
 // it with the tree as it was when that backup started; every complete
 // backup must be one the test started. It returns the backups restored.
 //
-// 'backup list' is answered by any server from its own catalog, which may
-// be a moment behind the leader's (a follower that has just installed a
-// snapshot, say): the list is read again until it holds the backups in
-// known, which the caller saw complete.
+// 'backup list' is answered by any server from its own catalog, caught up
+// with the leader's first; a server with no leader to ask (right after a
+// kill) answers from its catalog as it is: the list is read again until it
+// holds the backups in known, which the caller saw complete.
 func (c *clusterSys) restoreAll(trees map[uint64]treeAt, known ...uint64) []uint64 {
 	c.t.Helper()
 	var bs []wire.BackupInfo

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairnbackup/cairn/internal/poll"
 
+	"github.com/cairnbackup/cairn/catalog"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -435,6 +436,12 @@ func TestClusterStorageNodes(t *testing.T) {
 		track(cl, src, inc.BackupID)
 		if inc.Node != fullOn[cl] {
 			t.Errorf("the incremental %d of %s ran on %s; its full is on %s", inc.BackupID, cl, inc.Node, fullOn[cl])
+		}
+		// Whichever server answers, the list right after --wait holds it.
+		var bs []wire.BackupInfo
+		c.json(&bs, "backup", "list", "--client", cl)
+		if i := slices.IndexFunc(bs, func(b wire.BackupInfo) bool { return b.ID == inc.BackupID }); i < 0 || bs[i].State != string(catalog.BackupComplete) {
+			t.Errorf("backup list right after the incremental %d of %s ended: %+v", inc.BackupID, cl, bs)
 		}
 	}
 

@@ -136,6 +136,10 @@ func (s *Server) beginTerm(ctx context.Context) error {
 				return
 			}
 			orig, ok := wire.TrimLeader(group, m.Subject)
+			if ok && orig == wire.ReadIndexSubject {
+				s.requests.Handle(ctx, m, s.log, s.readIndex)
+				return
+			}
 			h := s.handlerFor(orig)
 			if !ok || h == nil {
 				wire.Respond(m, wire.MarshalError(wire.Errorf(wire.CodeUnknownOperation, "", "nothing answers %s", m.Subject)), s.log)

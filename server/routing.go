@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,9 +15,9 @@ import (
 )
 
 // localOps are the admin reads any member answers from its own catalog,
-// which may be a few milliseconds behind the leader's. Everything else —
-// writes, job state and progress, volume selection, and the paged plans
-// whose place the leader keeps — goes to the leader.
+// once it holds every write the leader had applied when asked (caughtUp).
+// Everything else — writes, job state and progress, volume selection, and
+// the paged plans whose place the leader keeps — goes to the leader.
 var localOps = map[string]bool{
 	wire.OpStatus:        true,
 	wire.OpClientList:    true,
@@ -50,6 +51,59 @@ func (s *Server) answersLocally(subject string) bool {
 	}
 	op, _ := wire.TrimAPI(subject)
 	return s.raft.FSM().Failed() == nil || op == wire.OpStatus || op == wire.OpClusterStatus
+}
+
+// readIndexTimeout bounds a follower's question to the leader before a
+// read of its own catalog, and catchUpTimeout its wait for its catalog to
+// reach the leader's answer: a follower further behind than that (one
+// that restores a snapshot) forwards the read instead.
+const (
+	readIndexTimeout = 2 * time.Second
+	catchUpTimeout   = 2 * time.Second
+)
+
+// caughtUp reports whether this follower may answer a read on subject
+// from its own catalog: once its catalog holds every command the leader
+// had applied when asked, so a read sees every write acknowledged before
+// it, whichever member the read reaches (a script's 'backup --wait' then
+// 'backup list'). A follower with no leader to ask answers from its
+// catalog as it is: reads go on while the group has no majority. One that
+// does not catch up in time leaves the read to the leader. The requests
+// that report a server's own state never wait.
+func (s *Server) caughtUp(ctx context.Context, subject string) bool {
+	if op, _ := wire.TrimAPI(subject); op == wire.OpStatus || op == wire.OpClusterStatus {
+		return true
+	}
+	group := s.groupName()
+	if group == "" {
+		return true
+	}
+	rctx, cancel := context.WithTimeout(ctx, readIndexTimeout)
+	defer cancel()
+	var idx wire.ReadIndexResp
+	if err := wire.Request(rctx, s.nc, wire.LeaderSubject(group, wire.ReadIndexSubject), nil, &idx); err != nil {
+		s.log.Debug("no leader's index to wait for; answering from this catalog", "subject", subject, "err", err)
+		return true
+	}
+	wctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	if err := s.raft.FSM().WaitApplied(wctx, idx.Applied); err != nil {
+		s.log.Info("catalog behind the leader's; forwarding the read", "subject", subject,
+			"applied", s.raft.FSM().Applied(), "leader_applied", idx.Applied)
+		return false
+	}
+	return true
+}
+
+// readIndex answers a follower's ReadIndexSubject: the leader's applied
+// index, once a majority confirmed it still leads.
+func (s *Server) readIndex(ctx context.Context, _ string, _ json.RawMessage) (any, error) {
+	vctx, cancel := context.WithTimeout(ctx, readIndexTimeout)
+	defer cancel()
+	if err := s.raft.VerifyLeader(vctx); err != nil {
+		return nil, err
+	}
+	return wire.ReadIndexResp{Applied: s.raft.FSM().Applied()}, nil
 }
 
 // forwardTimeout bounds a follower's wait for the leader's answer; the
@@ -158,7 +212,7 @@ func (s *Server) serveOrForward(ctx context.Context, m *nats.Msg) {
 	if !s.ownGroupRequest(ctx, m) {
 		return
 	}
-	if s.answersLocally(m.Subject) || s.deciding() {
+	if s.deciding() || (s.answersLocally(m.Subject) && s.caughtUp(ctx, m.Subject)) {
 		wire.HandleMsg(ctx, m, s.log, s.handlerFor(m.Subject))
 		return
 	}

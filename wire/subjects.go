@@ -186,6 +186,17 @@ func SplitBeat(subject string) (kind, name, what string, ok bool) {
 // and reachability checks.
 func ServerSubject(name, op string) string { return serverPrefix + name + "." + op }
 
+// ReadIndexSubject is what a follower asks of its group's leader, through
+// LeaderSubject, before a read of its own catalog: the leader's applied
+// index (ReadIndexResp). Only servers may publish to leader subjects.
+const ReadIndexSubject = serverPrefix + "readindex"
+
+// ReadIndexResp is the leader's applied index: every write acknowledged
+// before it was asked is at or below it.
+type ReadIndexResp struct {
+	Applied uint64 `json:"applied"`
+}
+
 // LeaderSubject is where a follower of group forwards a request that only
 // the leader may answer; only the group's current leader subscribes to it.
 // The group's id is in the subject so that the leader of another group on

@@ -335,6 +335,16 @@ func (n *Node) Barrier(ctx context.Context) error {
 	return n.wait(ctx, "barrier", n.raft.Barrier(n.timeout(ctx)))
 }
 
+// VerifyLeader returns once a majority of the group has confirmed this
+// server still leads: what it then reports of its catalog is the group's,
+// not a deposed leader's that has not heard of the election yet.
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	if n.raft.State() != raft.Leader {
+		return fmt.Errorf("verify leadership: %w", n.notLeader())
+	}
+	return n.wait(ctx, "verify leadership", n.raft.VerifyLeader())
+}
+
 // LeaderCh delivers true when this server becomes the leader and false when
 // it stops leading, as Raft changes state. A reader that falls behind sees
 // only the latest change, so a lost and regained leadership may arrive as

@@ -1,0 +1,160 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cairnbackup/cairn/internal/poll"
+	"github.com/cairnbackup/cairn/wire"
+)
+
+// readOn sends an API request to server s alone, as the NATS queue group
+// would hand it to that member, and returns where its answer comes.
+func readOn(t *testing.T, ctx context.Context, nc *nats.Conn, s *Server, op string, req any) <-chan error {
+	t.Helper()
+	subject := "test.on." + s.cfg.Name + "." + op
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		m.Subject = wire.APISubject(op)
+		s.serveOrForward(ctx, m)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		defer sub.Unsubscribe()
+		var p wire.Policy
+		err := wire.Request(ctx, nc, subject, req, &p)
+		if err == nil && p.Name != req.(wire.PolicyNameReq).Name {
+			err = fmt.Errorf("answered with policy %q", p.Name)
+		}
+		answered <- err
+	}()
+	return answered
+}
+
+// holdApplies makes s's catalog take no command until the returned
+// function is called, and reports through held once one waits.
+func holdApplies(t *testing.T, s *Server) (held func() bool, release func()) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	waiting := false
+	s.raft.FSM().SetBeforeApply(func(uint64) {
+		mu.Lock()
+		waiting = true
+		mu.Unlock()
+		<-gate
+	})
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			s.raft.FSM().SetBeforeApply(nil)
+			close(gate)
+		})
+	}
+	t.Cleanup(release)
+	return func() bool { mu.Lock(); defer mu.Unlock(); return waiting }, release
+}
+
+// TestFollowerReadsSeeAcknowledgedWrites holds one follower's catalog
+// behind the group's and reads on it what was just written through the
+// leader, as a script does with 'cairn backup --wait' and then 'cairn
+// backup list', whichever member each request reaches:
+//   - a follower that catches up in time waits for the write, then
+//     answers from its own catalog;
+//   - one that does not leaves the read to the leader;
+//   - with no leader to ask, a follower answers from its catalog at once.
+func TestFollowerReadsSeeAcknowledgedWrites(t *testing.T) {
+	srvs, _ := newGroupOfThree(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nc, err := nats.Connect(srvs[0].cfg.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	follower := srvs[1]
+	var reg wire.NodeRegisterResp
+	if err := wire.Request(ctx, nc, wire.FromNodeSubject("sn1", wire.OpNodeRegister), wire.NodeRegisterReq{
+		ID: "sn1", DataAddr: "127.0.0.1:1", CertSHA256: strings.Repeat("ab", 32),
+		Pools: []wire.NodePool{{Name: "Default", Type: "disk", Dir: "/srv/pool", MaxVolumeBytes: 64 << 20}},
+	}, &reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.Request(ctx, nc, wire.FromAgentSubject("web", wire.OpAgentRegister), wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	create := func(name string) {
+		p := testWirePolicy()
+		p.Name = name
+		if err := wire.Request(ctx, nc, wire.APISubject(wire.OpPolicyCreate), wire.PolicyPutReq{Policy: p}, nil); err != nil {
+			t.Fatalf("create policy %s: %v", name, err)
+		}
+	}
+	heldUntil := func(held func() bool) {
+		poll.Until(t, 30*time.Second, func() error {
+			if !held() {
+				return errors.New("the follower has not been handed the write yet")
+			}
+			return nil
+		})
+	}
+
+	// Caught up in time: the read waits for the write, then shows it.
+	held, release := holdApplies(t, follower)
+	create("web")
+	heldUntil(held)
+	answered := readOn(t, ctx, nc, follower, wire.OpPolicyShow, wire.PolicyNameReq{Name: "web"})
+	poll.Holds(t, 300*time.Millisecond, func() error {
+		select {
+		case err := <-answered:
+			return fmt.Errorf("the follower answered before it held the write: %v", err)
+		default:
+			return nil
+		}
+	})
+	release()
+	if err := <-answered; err != nil {
+		t.Fatalf("read on the follower once it caught up: %v", err)
+	}
+
+	// Too far behind: the leader answers.
+	held, release = holdApplies(t, follower)
+	create("mail")
+	heldUntil(held)
+	before := follower.raft.FSM().Applied()
+	if err := <-readOn(t, ctx, nc, follower, wire.OpPolicyShow, wire.PolicyNameReq{Name: "mail"}); err != nil {
+		t.Fatalf("read on a follower that stays behind: %v", err)
+	}
+	if got := follower.raft.FSM().Applied(); got != before {
+		t.Fatalf("the follower applied %d to %d while held", before, got)
+	}
+	release()
+
+	// No leader: the follower answers from what it holds, without waiting
+	// out the question to a leader.
+	poll.Until(t, 30*time.Second, func() error {
+		if err := <-readOn(t, ctx, nc, follower, wire.OpPolicyShow, wire.PolicyNameReq{Name: "mail"}); err != nil {
+			return fmt.Errorf("the follower has not caught up again: %w", err)
+		}
+		return nil
+	})
+	for _, s := range []*Server{srvs[0], srvs[2]} {
+		s.Close()
+	}
+	start := time.Now()
+	err = <-readOn(t, ctx, nc, follower, wire.OpPolicyShow, wire.PolicyNameReq{Name: "mail"})
+	if err != nil {
+		t.Fatalf("read on a follower with no leader: %v", err)
+	}
+	if took := time.Since(start); took >= readIndexTimeout {
+		t.Fatalf("the read with no leader took %s, as long as a question to a leader may", took)
+	}
+}
