@@ -141,7 +141,7 @@ func ConnectError(url string, err error, reachHint string) *Error {
 		// role's user from its certificate and lists no nkey.
 		return Errorf(CodeInvalidArgument, "this NATS server takes each role's user from its client certificate: start the role without --nats-nkey (CAIRN_NATS_NKEY, nkey_file)",
 			"NATS at %s takes no nkey: %w", url, err)
-	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
+	case IsAuthError(err):
 		return Errorf(CodeInvalidArgument, "pass this role's credential: its certificate (--nats-cert, --nats-key) where the NATS server maps users from certificates, else --nats-nkey (or --nats-user and --nats-password), as 'cairn cert nats-config' or 'cairn dev' wrote it; "+
 			"an admin command on the machine of 'cairn dev' finds its credential by itself when run as the user who started it",
 			"NATS at %s refused this role's credentials (none given, or not ones it knows): %w", url, err)
@@ -200,7 +200,7 @@ func Connect(url, name string, auth NATSAuth, inbox string, logger *slog.Logger)
 			if sub != nil {
 				subj = sub.Subject
 			}
-			if isAuthError(err) {
+			if IsAuthError(err) {
 				logNATSDown(logger, url, err)
 				return
 			}
@@ -227,7 +227,8 @@ func Connect(url, name string, auth NATSAuth, inbox string, logger *slog.Logger)
 	return nc, nil
 }
 
-func isAuthError(err error) bool {
+// IsAuthError reports whether NATS refused a connection's credentials.
+func IsAuthError(err error) bool {
 	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked)
 }
 
@@ -244,7 +245,7 @@ func logNATSDown(logger *slog.Logger, url string, err error) {
 func reportUntilConnected(nc *nats.Conn, url string, logger *slog.Logger) {
 	var last string
 	for !nc.IsConnected() && !nc.IsClosed() {
-		if err := nc.LastError(); err != nil && err.Error() != last && isAuthError(err) {
+		if err := nc.LastError(); err != nil && err.Error() != last && IsAuthError(err) {
 			last = err.Error()
 			logNATSDown(logger, url, err)
 		}

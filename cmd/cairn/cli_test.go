@@ -273,9 +273,12 @@ func TestAdminCommandsAgainstDevStack(t *testing.T) {
 	}
 
 	// Without the client file, nothing gets in anonymously.
-	t.Setenv(devFileEnv, filepath.Join(t.TempDir(), "none.json"))
+	// It says where it looked, and to wait for a 'cairn dev' that starts.
+	none := filepath.Join(t.TempDir(), "none.json")
+	t.Setenv(devFileEnv, none)
 	code, _, stderr = cli(ctx, "--nats", st.URL(), "--timeout", "5s", "status")
-	if code != 1 || !strings.Contains(stderr, "refused this role's credentials") || !strings.Contains(stderr, "hint: ") {
+	if code != 1 || !strings.Contains(stderr, "refused this role's credentials") || !strings.Contains(stderr, "no client file of 'cairn dev' is in "+none) ||
+		!strings.Contains(stderr, "hint: if 'cairn dev' is starting on this machine, run the command again once it prints 'cairn dev is running'") {
 		t.Fatalf("HOLE or unclear: an anonymous admin command against the dev stack: exit %d, %q", code, stderr)
 	}
 }

@@ -263,8 +263,14 @@ func (g *globals) connect() (*nats.Conn, error) {
 	nc, err := nats.Connect(g.natsURL, opts...)
 	if err != nil {
 		we := wire.ConnectError(g.natsURL, err, "start 'cairn dev' (or the servers), or point --nats / CAIRN_NATS at your NATS server")
-		if devNote != "" && we.Code == wire.CodeInvalidArgument {
+		switch {
+		case devNote != "" && we.Code == wire.CodeInvalidArgument:
 			we.Message += "; " + devNote
+		case g.natsAuth == (wire.NATSAuth{}) && wire.IsAuthError(err):
+			// No credential at all: most often a command run while
+			// 'cairn dev' starts, before it wrote its client file.
+			we.Message += "; no credential was given, and no client file of 'cairn dev' is in " + strings.Join(devClientFiles(), " or ")
+			we.Hint = "if 'cairn dev' is starting on this machine, run the command again once it prints 'cairn dev is running' (it writes its client file then); else " + we.Hint
 		}
 		return nil, we
 	}
