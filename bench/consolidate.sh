@@ -79,18 +79,7 @@ change() {
 run() {
 	local n=$1 d=$WORK/run
 	rm -rf "$d" && mkdir -p "$d"
-	local nats raft
-	nats=$(free_port)
-	raft=$(free_port)
-	export CAIRN_NATS=nats://127.0.0.1:$nats CAIRN_DEV_FILE=$d/dev-client.json
-	"$CAIRN" dev --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" --metrics-addr "" --client "$CLIENT" >"$d/dev.log" 2>&1 &
-	DEV_PID=$!
-	local deadline=$((SECONDS + 60))
-	until "$CAIRN" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
-		kill -0 "$DEV_PID" 2>/dev/null || die "cairn dev exited; see $d/dev.log"
-		[ $SECONDS -lt $deadline ] || die "client $CLIENT not online after 60s"
-		sleep 0.2
-	done
+	start_dev "$d" "$CAIRN"
 	local src=$d/src
 	cp -a "$TREE" "$src"
 	log "run $n: full backup and two incrementals of $src"

@@ -94,12 +94,22 @@ start_dev() {
 	nats=$(free_port)
 	raft=$(free_port)
 	export CAIRN_NATS=nats://127.0.0.1:$nats
+	[ -n "${PPROF_ADDR:-}" ] && extra+=(--pprof-addr "$PPROF_ADDR")
+	launch_dev "$d" "$bin" --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" \
+		--metrics-addr "" --client "$CLIENT" "${extra[@]}"
+}
+# launch_dev DIR BIN ARGS...: `BIN dev ARGS...` (under DEV_PREFIX, a
+# command such as `nice -n 10`, when set), its log in DIR/dev.log, until
+# client $CLIENT is online; DEV_PID is its process. The caller exports
+# CAIRN_NATS with the port the arguments give it; CAIRN_DEV_FILE points
+# the admin commands at its client file.
+launch_dev() {
+	local d=$1 bin=$2
+	shift 2
 	# cairn dev's client file (URL and admin seed), which the admin
 	# commands read: here rather than in /run/cairn or ~/.config.
 	export CAIRN_DEV_FILE=$d/dev-client.json
-	[ -n "${PPROF_ADDR:-}" ] && extra+=(--pprof-addr "$PPROF_ADDR")
-	"$bin" dev --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" \
-		--metrics-addr "" --client "$CLIENT" "${extra[@]}" >>"$d/dev.log" 2>&1 &
+	${DEV_PREFIX:-} "$bin" dev "$@" >>"$d/dev.log" 2>&1 &
 	DEV_PID=$!
 	local deadline=$((SECONDS + 60))
 	# The client file first: asked before it exists, the command connects

@@ -118,7 +118,6 @@ run_cairn() { # RUN [SYSTEM BINARY]
 	nats=$(free_port)
 	raft=$(free_port)
 	export CAIRN_NATS=nats://127.0.0.1:$nats
-	export CAIRN_DEV_FILE=$d/dev-client.json
 	cat >"$d/dev.json" <<JSON
 {
 	"data": "$d/data",
@@ -130,14 +129,7 @@ run_cairn() { # RUN [SYSTEM BINARY]
 		"credentials_file": "$CREDS", "lock_mode": "compliance", "default_lock": "1h"}]
 }
 JSON
-	"${NICE[@]}" "$bin" dev --config "$d/dev.json" >"$d/dev.log" 2>&1 &
-	DEV_PID=$!
-	local deadline=$((SECONDS + 60))
-	until "$bin" client list 2>/dev/null | awk -v c="$CLIENT" '$1 == c && $3 == "online" {f=1} END {exit !f}'; do
-		kill -0 "$DEV_PID" 2>/dev/null || die "$sys dev exited; see $d/dev.log"
-		[ $SECONDS -lt $deadline ] || die "client $CLIENT not online after 60s; see $d/dev.log"
-		sleep 0.2
-	done
+	DEV_PREFIX="${NICE[*]}" launch_dev "$d" "$bin" --config "$d/dev.json"
 	local op t0 t1 c0 c1 hwm cpu rss stored
 	for op in backup restore; do
 		drop_caches
