@@ -542,3 +542,76 @@ func TestConsolidationProgressKeepsItFromStalling(t *testing.T) {
 		return nil
 	})
 }
+
+// TestConsolidationRequeuedRunsAgainOnItsNode: the storage node of a
+// running synthetic full stops answering; the job goes back to the queue
+// and waits for that node, the one that holds the chain, by name; once the
+// node is heard again, the job is ordered to it again (attempt 2). The
+// catalog clears a requeued backup's node, and a synthetic full cannot go
+// to any other: it waited for a node with no name, for ever.
+func TestConsolidationRequeuedRunsAgainOnItsNode(t *testing.T) {
+	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout, c.StallTimeout = time.Minute, time.Hour })
+	_, orders := h.setup()
+	consolidations := make(chan wire.RunConsolidate, 4)
+	sub, err := h.nc.Subscribe(wire.NodeSubject("sn1", wire.OpRunConsolidate), func(m *nats.Msg) {
+		if body, err := wire.Unmarshal(m.Data); err == nil {
+			var o wire.RunConsolidate
+			json.Unmarshal(body, &o)
+			consolidations <- o
+		}
+		data, _ := wire.Marshal(wire.Empty{})
+		m.Respond(data)
+	})
+	h.must(err)
+	t.Cleanup(func() { sub.Unsubscribe() })
+	h.must(h.nc.Flush())
+	paths := []fileindex.Path{"/srv"}
+	entries := []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}}
+	h.committedBackupOf(paths, orders, entries)
+	var incr wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths}, &incr))
+	<-orders
+	h.commitOrder(incr.JobID, entries[1:])
+	var st wire.JobStarted
+	h.must(h.api(wire.OpBackupConsolidate, wire.BackupConsolidateReq{Client: "web"}, &st))
+	if o := <-consolidations; o.JobID != st.JobID || o.Attempt != 1 {
+		t.Fatalf("the node's first order: %+v", o)
+	}
+	job := func() wire.JobInfo {
+		var j wire.JobInfo
+		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: st.JobID}, &j))
+		return j
+	}
+
+	h.mu.Lock()
+	h.nodeSilent = true
+	h.mu.Unlock()
+	h.advance(2 * time.Minute)
+	poll.Until(t, 20*time.Second, func() error {
+		if j := job(); j.State != string(catalog.JobQueued) || !strings.Contains(j.Waiting, "storage node sn1, which holds the chain, is offline") {
+			return fmt.Errorf("with its node silent the job is %s, waiting %q", j.State, j.Waiting)
+		}
+		return nil
+	})
+
+	h.mu.Lock()
+	h.nodeSilent = false
+	h.mu.Unlock()
+	// The dispatcher's rounds go by the server's clock.
+	poll.Until(t, 30*time.Second, func() error {
+		h.advance(10 * time.Second)
+		select {
+		case o := <-consolidations:
+			if o.JobID != st.JobID || o.Attempt != 2 {
+				t.Fatalf("the node's order once it is back: %+v", o)
+			}
+			return nil
+		default:
+			j := job()
+			return fmt.Errorf("the node is back and the job was not ordered again: %s, waiting %q", j.State, j.Waiting)
+		}
+	})
+	if j := job(); j.State != string(catalog.JobRunning) || j.Node != "sn1" || j.Attempt != 2 {
+		t.Fatalf("the job once ordered again: %s on %q, attempt %d", j.State, j.Node, j.Attempt)
+	}
+}

@@ -40,6 +40,8 @@ type harness struct {
 	mu          sync.Mutex
 	running     []uint64 // jobs the fake agent was ordered to run
 	agentSilent bool
+	// nodeSilent stops the fake node's heartbeats, as a node that died.
+	nodeSilent bool
 	// nodeDraining makes the fake node's heartbeats say it is stopping.
 	nodeDraining bool
 	// orderHold, when set, keeps the fake agent from answering an order
@@ -138,11 +140,11 @@ func (h *harness) advance(d time.Duration) {
 	now := h.fake.Now()
 	poll.Until(h.t, 10*time.Second, func() error {
 		h.mu.Lock()
-		silent := h.agentSilent
+		silent, nodeSilent := h.agentSilent, h.nodeSilent
 		h.mu.Unlock()
 		h.srv.mu.Lock()
 		defer h.srv.mu.Unlock()
-		if l := h.srv.nodes["sn1"]; l == nil || l.lastSeen.Before(now) {
+		if l := h.srv.nodes["sn1"]; !nodeSilent && (l == nil || l.lastSeen.Before(now)) {
 			return errors.New("no heartbeat of the node since the clock moved")
 		}
 		if l := h.srv.agents["web"]; !silent && (l == nil || l.lastSeen.Before(now)) {
@@ -256,12 +258,14 @@ func (h *harness) setup() (ticketKey ed25519.PublicKey, orders chan *nats.Msg) {
 	go func() {
 		for {
 			h.mu.Lock()
-			draining, free := h.nodeDraining, h.poolFree
+			draining, free, nodeSilent := h.nodeDraining, h.poolFree, h.nodeSilent
 			h.mu.Unlock()
 			if free == 0 {
 				free = 1 << 40
 			}
-			wire.Publish(h.nc, wire.NodeBeatSubject("sn1"), wire.NodeHeartbeat{ID: "sn1", Pools: []wire.PoolUsage{{Name: "Default", FreeBytes: free, TotalBytes: 2 << 40}}, Draining: draining})
+			if !nodeSilent {
+				wire.Publish(h.nc, wire.NodeBeatSubject("sn1"), wire.NodeHeartbeat{ID: "sn1", Pools: []wire.PoolUsage{{Name: "Default", FreeBytes: free, TotalBytes: 2 << 40}}, Draining: draining})
+			}
 			h.mu.Lock()
 			if !h.agentSilent {
 				wire.Publish(h.nc, wire.AgentBeatSubject("web"), wire.AgentHeartbeat{Running: h.running})

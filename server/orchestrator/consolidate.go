@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -191,15 +192,40 @@ func ReadsPlan(job *catalog.Job) bool {
 // dispatchConsolidation starts a queued synthetic full on the storage node
 // that holds its chain, the only one that reads it, when that node is up.
 func (o *Orchestrator) dispatchConsolidation(ctx context.Context, job *catalog.Job, ld *load) error {
-	if why := o.nodeDown(job.Node, "the chain"); why != "" {
+	node, err := o.consolidationNode(job)
+	if errors.Is(err, ErrWrongState) {
+		// The chain went (deleted, expired) while the job waited: it
+		// cannot run, now or later.
+		o.failJob(ctx, job.ID, err)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if why := o.nodeDown(node, "the chain"); why != "" {
 		o.setWaiting(ctx, job, why)
 		return nil
 	}
-	if why := o.nodeFull(ld, job.Node); why != "" {
+	if why := o.nodeFull(ld, node); why != "" {
 		o.setWaiting(ctx, job, "storage node "+why)
 		return nil
 	}
-	return o.dispatchTo(ctx, job, job.Node, ld)
+	return o.dispatchTo(ctx, job, node, ld)
+}
+
+// consolidationNode is the storage node that holds a synthetic full's
+// chain: the job's own, recorded when it was made, until the job goes back
+// to the queue (a node that stopped answering), where the catalog clears
+// it as for any backup; then the chain's.
+func (o *Orchestrator) consolidationNode(job *catalog.Job) (string, error) {
+	if job.Node != "" {
+		return job.Node, nil
+	}
+	chain, err := o.consolidationChain(job)
+	if err != nil {
+		return "", err
+	}
+	return chain[len(chain)-1].Node, nil
 }
 
 // SourceVolumes are the volumes a synthetic full's job reads, none for
