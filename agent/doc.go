@@ -91,10 +91,12 @@
 // resolves a name it does not hold: directories are walked one component at
 // a time without following symlinks, and every change of owner, mode, times
 // or xattrs goes to a descriptor of the inode the restore created (the
-// comment at the top of restore.go says why and how). The one name it opens
-// again, the temporary file of a large file assembled from the reads of
-// several sessions, is written into only while it still is the restore's
-// (reopenTemp). Device nodes are
+// comment at the top of restore.go says why and how). A large file
+// assembled from the reads of several sessions waits unnamed, its
+// descriptor held, so an agent killed meanwhile leaves nothing in the
+// target; past a quarter of the descriptors the process may open it waits
+// under a temporary name, the one name the restore opens again, and is
+// written into only while it still is the restore's (reopenTemp). Device nodes are
 // created only when RestoreOptions.Devices asks for them. An entry refused or
 // not restored is counted in RestoreStats.Refused, apart from damage, so the
 // job cannot end as a plain success.

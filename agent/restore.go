@@ -162,6 +162,9 @@ type Restorer struct {
 	// by path; blk is the block whose Data records are coming.
 	assembling map[string]*assembly
 	blk        *blockIn
+	// held counts the assemblies kept open and unnamed, at most
+	// maxHeld; past it they wait under a temporary name.
+	held, maxHeld int
 	// unnamed: regular files are created without a name (createTemp);
 	// tmpSeq and pid make the names of those that have one.
 	unnamed bool
@@ -283,7 +286,7 @@ func NewRestorer(opts RestoreOptions) (*Restorer, error) {
 		opts: opts, log: log, root: root, owner: os.Geteuid() == 0,
 		rootFd: -1, hash: newContentHash(), unnamed: preferUnnamedFiles && procAvailable(), pid: strconv.Itoa(os.Getpid()),
 		linkable: map[string]inodeID{}, damaged: map[string]string{}, assembling: map[string]*assembly{},
-		ancestors: map[string]bool{}, madeDirs: map[inodeID]bool{},
+		ancestors: map[string]bool{}, madeDirs: map[inodeID]bool{}, maxHeld: maxHeldAssemblies(),
 	}, nil
 }
 
@@ -539,10 +542,10 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 	}
 	if a := r.assembling[e.Path]; a != nil && e.Type == fileindex.TypeFile {
 		// Blocks of it came first, in the reads of earlier sessions.
-		fd, err := reopenTemp(c.dirfd, a.tmp, a.made)
+		fd, err := r.reopenAssembly(c.dirfd, a)
 		if errors.Is(err, errTempReplaced) {
 			r.refuse(e.Path, fmt.Errorf("not restored: %w", err))
-			delete(r.assembling, e.Path)
+			r.forget(a)
 			r.skipping = true
 			return nil
 		}

@@ -20,11 +20,18 @@ import (
 // media want. The file is assembled in its temporary file until every
 // block is in, then checked against the digest of its whole content and
 // given its name and metadata, as any other file.
+//
+// The file waits unnamed (O_TMPFILE), its descriptor held, so that an
+// agent killed in the middle leaves nothing behind; a restore with more
+// such files waiting than it may hold descriptors for (maxHeldAssemblies)
+// names the rest, private, in their directories, and opens them again by
+// name (reopenTemp), as on a filesystem without O_TMPFILE.
 
 // assembly is a file being put together from blocks of several reads.
 type assembly struct {
 	path string
-	tmp  string // its temporary file, in the file's directory
+	fd   int    // its unnamed file, held open; -1 when it has a name
+	tmp  string // its named temporary file, in the file's directory
 	made tempID // that file as the restore made it
 	// Of the entry, once its FileEnd came: what endFile needs.
 	e      *fileindex.Entry
@@ -76,7 +83,7 @@ func (r *Restorer) blockStart(body []byte) error {
 	a := r.assembling[bs.Path]
 	fresh := a == nil
 	if fresh {
-		a = &assembly{path: bs.Path}
+		a = &assembly{path: bs.Path, fd: -1}
 	}
 	fd, err := r.openAssembly(a, fresh)
 	if err != nil {
@@ -142,14 +149,73 @@ func reopenTemp(dirfd int, name string, made tempID) (int, error) {
 	return fd, nil
 }
 
-// openAssembly opens a's temporary file, creating it when fresh.
+// maxHeldAssemblies is how many files waiting for blocks a restore keeps
+// open: a quarter of the descriptors it may have, at most 4096.
+func maxHeldAssemblies() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0
+	}
+	return int(min(lim.Cur/4, 4096))
+}
+
+// reopenAssembly opens a's file again: a copy of its held descriptor, or
+// its named temporary file, checked to be the one the restore made.
+func (r *Restorer) reopenAssembly(dirfd int, a *assembly) (int, error) {
+	if a.fd >= 0 {
+		return unix.FcntlInt(uintptr(a.fd), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	return reopenTemp(dirfd, a.tmp, a.made)
+}
+
+// hold keeps fd, a copy of it, as a's unnamed file, when the restore may
+// hold one more.
+func (r *Restorer) hold(a *assembly, fd int) bool {
+	if r.held >= r.maxHeld {
+		return false
+	}
+	kept, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	a.fd = kept
+	r.held++
+	return true
+}
+
+// forget drops a, done or lost: its held file goes with its descriptor.
+func (r *Restorer) forget(a *assembly) {
+	delete(r.assembling, a.path)
+	if a.fd >= 0 {
+		unix.Close(a.fd)
+		a.fd = -1
+		r.held--
+	}
+}
+
+// openAssembly opens a's temporary file, creating it when fresh: unnamed
+// and held where it can be.
 func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 	dirfd, _, err := r.parent(a.path)
 	if err != nil {
 		return -1, err
 	}
 	if !fresh {
-		return reopenTemp(dirfd, a.tmp, a.made)
+		return r.reopenAssembly(dirfd, a)
+	}
+	if r.unnamed && r.held < r.maxHeld {
+		fd, err := openUnnamed(dirfd, 0o600)
+		switch {
+		case err == nil:
+			if r.hold(a, fd) {
+				return fd, nil
+			}
+			unix.Close(fd)
+		case !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR):
+			return -1, err
+		default:
+			r.unnamed = false
+		}
 	}
 	fd, tmp, err := r.createNamed(dirfd)
 	if err != nil {
@@ -219,7 +285,7 @@ func (r *Restorer) endBlock() error {
 		r.dropAssembly(a)
 		return nil
 	}
-	fd, err := reopenTemp(dirfd, a.tmp, a.made)
+	fd, err := r.reopenAssembly(dirfd, a)
 	if errors.Is(err, errTempReplaced) {
 		r.refuse(a.path, fmt.Errorf("not restored: %w", err))
 		a.tmp = "" // what has the name now is not the restore's to remove
@@ -229,7 +295,7 @@ func (r *Restorer) endBlock() error {
 	if err != nil {
 		return fmt.Errorf("restore %s: reopen its temporary file: %w", a.path, err)
 	}
-	delete(r.assembling, a.path)
+	r.forget(a)
 	r.cur = &current{e: *a.e, fd: fd, tmp: a.tmp, dirfd: dirfd, name: name, end: a.end, assembled: true, runs: a.runs}
 	return r.endFile(a.status, a.sum)
 }
@@ -248,12 +314,20 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 		// As a Data record past the size: the runs are read back and
 		// hashed, and a list of a few bytes could claim a terabyte.
 		r.markDamaged(c.e.Path, fmt.Sprintf("its block list runs to offset %d, past the file's size %d", bl.End(), c.e.Size))
-		delete(r.assembling, c.e.Path) // its blocks that came are in c.tmp
+		if a := r.assembling[c.e.Path]; a != nil {
+			r.forget(a) // its blocks that came are in c's file
+		}
 		r.discard()
 		return nil
 	}
 	need := assemble.Kept(bl)
 	a := r.assembling[c.e.Path]
+	if a == nil && c.tmp == "" {
+		a = &assembly{path: c.e.Path, fd: -1}
+		if !r.hold(a, c.fd) {
+			a = nil
+		}
+	}
 	if a == nil {
 		if c.tmp == "" {
 			// It waits closed, to be opened again by this name, and
@@ -278,13 +352,13 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", c.e.Path, err)
 		}
-		a = &assembly{path: c.e.Path, tmp: c.tmp, made: made}
+		a = &assembly{path: c.e.Path, fd: -1, tmp: c.tmp, made: made}
 	}
 	a.need = need
 	c.assembled, c.runs = true, bl.Runs
 	c.end = max(c.end, int64(bl.End()))
 	if a.got >= need {
-		delete(r.assembling, a.path)
+		r.forget(a)
 		return r.endFile(status, sum)
 	}
 	e := c.e
@@ -301,7 +375,7 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 
 // dropAssembly forgets a and removes its temporary file.
 func (r *Restorer) dropAssembly(a *assembly) {
-	delete(r.assembling, a.path)
+	r.forget(a)
 	if a.tmp == "" {
 		return
 	}

@@ -75,7 +75,8 @@ func TestRestoreAssemblesBlocks(t *testing.T) {
 }
 
 // The temporary file a large file is assembled in waits in the target
-// directory between the reads of two sessions. Whoever can write there
+// directory between the reads of two sessions, when the restore holds as
+// many unnamed ones as it may (maxHeld 0 here). Whoever can write there
 // may remove it or put something else under its name; the restore then
 // writes nothing into what took its place (another user's file would
 // hold the content, readable by them), refuses that file and goes on.
@@ -112,6 +113,7 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 				root := filepath.Join(t.TempDir(), "to")
 				r, err := NewRestorer(RestoreOptions{Root: root})
 				mustDo(t, err)
+				r.maxHeld = 0
 				first, second := block, entry
 				if order == "entry first" {
 					first, second = entry, block
@@ -206,8 +208,8 @@ func TestRestoreChecksAnAssembledFileBesideTheStream(t *testing.T) {
 
 // A large file waiting for its blocks from later reads keeps its directory
 // empty while it is unnamed; another user who may write the parent can
-// remove that directory. That entry is lost, saying so, and the restore
-// goes on with the others.
+// remove that directory. That entry is lost, saying so (here its blocks
+// never come either), and the restore goes on with the others.
 func TestRestoreGoesOnWhenAWaitingFilesDirectoryIsRemoved(t *testing.T) {
 	eachTempKind(t, func(t *testing.T) {
 		f := assembletest.Sample()
@@ -241,13 +243,9 @@ func TestRestoreGoesOnWhenAWaitingFilesDirectoryIsRemoved(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(root, "next")); err != nil || string(b) != "hi" {
 			t.Fatalf("the entry after it: %q, %v", b, err)
 		}
-		// Unnamed, it is refused when it cannot be named; named, its
-		// temporary file is gone and its blocks never came.
-		lost, refused := int64(0), int64(1)
-		if !preferUnnamedFiles {
-			lost, refused = 1, 0
-		}
-		if st.Files != 1 || st.Refused != refused || st.DamagedCount != lost {
+		// Unnamed and held, its blocks never came; named, its temporary
+		// file is gone and its blocks never came.
+		if st.Files != 1 || st.Refused != 0 || st.DamagedCount != 1 || st.Damaged[0].Path != "/d/db" {
 			t.Fatalf("stats %+v: want /next restored and /d/db named as not restored", st)
 		}
 	})
@@ -263,4 +261,93 @@ func waitingTemp(t *testing.T, dir string) string {
 		t.Fatalf("temporary files %q, want the one waiting for its blocks", tmps)
 	}
 	return tmps[0]
+}
+
+// Files waiting for blocks of later reads wait unnamed, held open, so
+// that an agent killed in the middle leaves nothing under a name in the
+// target; past the restore's bound on them (maxHeld) the next waits under
+// a temporary name. Each is restored whole whichever comes first, its
+// entry or its block, and no descriptor is left held at the end, also for
+// a file whose block (or entry) never came.
+func TestFilesWaitingForBlocksLeaveNoName(t *testing.T) {
+	sample := func(path string) (entry, block []byte, want []byte) {
+		f := assembletest.Sample()
+		f.Entry.Path = path
+		block = append(volume.AppendBlockStart(nil, &volume.BlockStart{Path: path, Len: uint64(len(f.Kept)), At: f.At}), f.BlockData([]byte("abcd"))...)
+		return f.EntryRecords(), block, f.Content
+	}
+	for _, order := range []string{"block first", "entry first"} {
+		t.Run(order, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "to")
+			r, err := NewRestorer(RestoreOptions{Root: root})
+			mustDo(t, err)
+			if r.maxHeld < 2 {
+				t.Fatalf("the restore may hold %d files waiting for blocks", r.maxHeld)
+			}
+			r.maxHeld = 1
+			var firsts, seconds [][]byte
+			want := map[string][]byte{}
+			for _, name := range []string{"db1", "db2", "gone"} {
+				entry, block, content := sample("/" + name)
+				first, second := block, entry
+				if order == "entry first" {
+					first, second = entry, block
+				}
+				firsts = append(firsts, first)
+				if name != "gone" {
+					seconds = append(seconds, second)
+					want[name] = content
+				}
+			}
+			for _, f := range firsts {
+				mustDo(t, r.Records(f))
+			}
+			r.wk.settle()
+			// The first held, the other two named, private.
+			tmps, err := filepath.Glob(filepath.Join(root, ".cairn-restore-*"))
+			mustDo(t, err)
+			if len(tmps) != 2 || r.held != 1 {
+				t.Fatalf("with one file held: temporary files %q, %d held", tmps, r.held)
+			}
+			for _, f := range seconds {
+				mustDo(t, r.Records(f))
+			}
+			st, err := r.Finish()
+			mustDo(t, err)
+			// Its entry named what it lost; a block alone names nothing.
+			lost := order == "entry first"
+			if st.Files != 2 || (st.DamagedCount == 1) != lost || (lost && st.Damaged[0].Path != "/gone") {
+				t.Fatalf("stats %+v", st)
+			}
+			if _, err := os.Lstat(filepath.Join(root, "gone")); err == nil {
+				t.Fatal("the file whose block never came was named")
+			}
+			for name, content := range want {
+				if got, err := os.ReadFile(filepath.Join(root, name)); err != nil || string(got) != string(content) {
+					t.Fatalf("%s restored %q (%v)", name, got, err)
+				}
+			}
+			if left := filesUnderWay(t, root); len(left) != 0 || r.held != 0 {
+				t.Fatalf("after the restore: under way %q, %d held", left, r.held)
+			}
+
+			// With room for them all, none has a name while it waits.
+			root2 := filepath.Join(t.TempDir(), "to")
+			r2, err := NewRestorer(RestoreOptions{Root: root2})
+			mustDo(t, err)
+			for _, f := range firsts {
+				mustDo(t, r2.Records(f))
+			}
+			r2.wk.settle()
+			if ents, _ := os.ReadDir(root2); len(ents) != 0 || r2.held != 3 {
+				t.Fatalf("files waiting for their blocks: %v in the target, %d held", ents, r2.held)
+			}
+			for _, f := range seconds {
+				mustDo(t, r2.Records(f))
+			}
+			if st, err := r2.Finish(); err != nil || st.Files != 2 || r2.held != 0 {
+				t.Fatalf("the second restore: %+v, %v, %d held", st, err, r2.held)
+			}
+		})
+	}
 }

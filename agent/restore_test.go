@@ -863,7 +863,8 @@ func TestRestoreModesUnderEveryUmask(t *testing.T) {
 	})
 }
 
-// A large file whose blocks come in a later read waits under a temporary
+// A large file whose blocks come in a later read, past the files the
+// restore holds open unnamed (maxHeld 0 here), waits under a temporary
 // name: private until it is checked, whatever mode it will have, though
 // an unnamed file is made with that mode.
 func TestAFileWaitingForBlocksIsPrivate(t *testing.T) {
@@ -873,6 +874,7 @@ func TestAFileWaitingForBlocksIsPrivate(t *testing.T) {
 		root := filepath.Join(t.TempDir(), "to")
 		r, err := NewRestorer(RestoreOptions{Root: root})
 		mustDo(t, err)
+		r.maxHeld = 0
 		mustDo(t, r.Records(f.EntryRecords()))
 		r.wk.settle()
 		var st unix.Stat_t
