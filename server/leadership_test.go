@@ -58,14 +58,14 @@ func checkTerms(events []string) error {
 
 // newGroupOfThree starts three servers on one NATS server, s1 bootstrapped
 // and the others added as voters, each with its leadership traced.
-func newGroupOfThree(t *testing.T, tune ...func(*Server)) ([]*Server, []*trace) {
+func newGroupOfThree(t testing.TB, tune ...func(*Server)) ([]*Server, []*trace) {
 	t.Helper()
 	return newGroupOfThreeWith(t, nil, tune...)
 }
 
 // newGroupOfThreeWith is newGroupOfThree with each server's config
 // changed by configure first.
-func newGroupOfThreeWith(t *testing.T, configure func(*Config), tune ...func(*Server)) ([]*Server, []*trace) {
+func newGroupOfThreeWith(t testing.TB, configure func(*Config), tune ...func(*Server)) ([]*Server, []*trace) {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns, err := natsd.Start(natsd.Config{Anonymous: true}, logger)

@@ -158,3 +158,53 @@ func TestFollowerReadsSeeAcknowledgedWrites(t *testing.T) {
 		t.Fatalf("the read with no leader took %s, as long as a question to a leader may", took)
 	}
 }
+
+// BenchmarkLocalReads is what a follower's wait for the leader's applied
+// index costs a read: the same read (a policy) answered by the leader,
+// from its catalog at once, and by a follower, which asks the leader
+// first; side by side in one run, a group of three on one NATS server.
+func BenchmarkLocalReads(b *testing.B) {
+	srvs, _ := newGroupOfThree(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	nc, err := nats.Connect(srvs[0].cfg.NATSURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	var reg wire.NodeRegisterResp
+	if err := wire.Request(ctx, nc, wire.FromNodeSubject("sn1", wire.OpNodeRegister), wire.NodeRegisterReq{
+		ID: "sn1", DataAddr: "127.0.0.1:1", CertSHA256: strings.Repeat("ab", 32),
+		Pools: []wire.NodePool{{Name: "Default", Type: "disk", Dir: "/srv/pool", MaxVolumeBytes: 64 << 20}},
+	}, &reg); err != nil {
+		b.Fatal(err)
+	}
+	if err := wire.Request(ctx, nc, wire.FromAgentSubject("web", wire.OpAgentRegister), wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := wire.Request(ctx, nc, wire.APISubject(wire.OpPolicyCreate), wire.PolicyPutReq{Policy: testWirePolicy()}, nil); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		s    *Server
+	}{{"leader", srvs[0]}, {"follower", srvs[1]}} {
+		subject := "bench.on." + c.s.cfg.Name
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+			m.Subject = wire.APISubject(wire.OpPolicyShow)
+			c.s.serveOrForward(ctx, m)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				var p wire.Policy
+				if err := wire.Request(ctx, nc, subject, wire.PolicyNameReq{Name: "web"}, &p); err != nil || p.Name != "web" {
+					b.Fatalf("read on the %s: %+v, %v", c.name, p, err)
+				}
+			}
+		})
+		sub.Unsubscribe()
+	}
+}
