@@ -48,18 +48,7 @@ func TestStorageNodeKilledMidChainRestore(t *testing.T) {
 		var started wire.JobStarted
 		s.json(&started, "restore", "--client", s.client, "--to", to, "--backup", strconv.FormatUint(incr.BackupID, 10), "--wait=false")
 		id := started.JobID
-		s.waitJob(id, 60*time.Second, func(j wire.JobInfo) error {
-			if j.State != "running" {
-				if j.State != "queued" {
-					t.Fatalf("the restore ended (%s: %s) before it could be cut off; make the tree bigger", j.State, j.Error)
-				}
-				return fmt.Errorf("job %d is queued: %s", id, j.Waiting)
-			}
-			if j.Progress == nil || j.Progress.Bytes == 0 {
-				return fmt.Errorf("job %d shows no progress yet", id)
-			}
-			return nil
-		})
+		s.waitStreaming(id, 60*time.Second, nil)
 		pause(t, p)
 		if j := s.job(id); j.State != "running" {
 			t.Fatalf("the restore ended (%s) before %s was stopped; make the tree bigger", j.State, p.name)

@@ -57,6 +57,32 @@ func commitSession(t *testing.T, node func(op string, req, resp any) error, jobI
 	return session
 }
 
+// srvPaths and srvEntries are the tree the consolidation tests back up:
+// /srv with one file.
+var srvPaths = []fileindex.Path{"/srv"}
+
+func srvEntries() []fileindex.Entry {
+	return []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}}
+}
+
+// incrementalOfSrv commits an incremental of /srv, as the agent and the
+// node would, on the full before it.
+func (h *harness) incrementalOfSrv(orders chan *nats.Msg) {
+	h.t.Helper()
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: srvPaths}, &started))
+	<-orders
+	h.commitOrder(started.JobID, srvEntries()[1:])
+}
+
+// jobInfo is job id as 'cairn job show' has it.
+func (h *harness) jobInfo(id uint64) wire.JobInfo {
+	h.t.Helper()
+	var j wire.JobInfo
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: id}, &j))
+	return j
+}
+
 // TestPolicyFoldsAChainAtItsMaximumLength runs a policy of hourly
 // incrementals with a maximum chain of 3 on the fake clock: once a chain
 // reaches 3 backups the scheduler starts a synthetic full (ordered to the
@@ -306,15 +332,10 @@ func TestConsolidationRefusalsAndCancel(t *testing.T) {
 	wantCode(t, err, wire.CodeNotFound)
 	_, err = start(wire.BackupConsolidateReq{Client: "nobody"})
 	wantCode(t, err, wire.CodeUnknownClient)
-	paths := []fileindex.Path{"/srv"}
-	entries := []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}}
-	h.committedBackupOf(paths, orders, entries)
+	h.committedBackupOf(srvPaths, orders, srvEntries())
 	_, err = start(wire.BackupConsolidateReq{Client: "web"})
 	wantCode(t, err, wire.CodeWrongState)
-	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths}, &started))
-	<-orders
-	h.commitOrder(started.JobID, entries[1:])
+	h.incrementalOfSrv(orders)
 	_, err = start(wire.BackupConsolidateReq{Client: "web", Pool: "Nowhere"})
 	wantCode(t, err, wire.CodeNotFound)
 	_, err = start(wire.BackupConsolidateReq{Client: "web", FileSet: "ffff"})
@@ -497,23 +518,14 @@ func TestConsolidationProgressKeepsItFromStalling(t *testing.T) {
 	h.must(err)
 	t.Cleanup(func() { sub.Unsubscribe() })
 	h.must(h.nc.Flush())
-	paths := []fileindex.Path{"/srv"}
-	entries := []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}}
-	h.committedBackupOf(paths, orders, entries)
-	var started wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths}, &started))
-	<-orders
-	h.commitOrder(started.JobID, entries[1:])
+	h.committedBackupOf(srvPaths, orders, srvEntries())
+	h.incrementalOfSrv(orders)
 	var st wire.JobStarted
 	h.must(h.api(wire.OpBackupConsolidate, wire.BackupConsolidateReq{Client: "web"}, &st))
 	if got := <-nodeOrders; got != wire.NodeSubject("sn1", wire.OpRunConsolidate) {
 		t.Fatalf("the node got %s, want the consolidation's order", got)
 	}
-	job := func() wire.JobInfo {
-		var j wire.JobInfo
-		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: st.JobID}, &j))
-		return j
-	}
+	job := func() wire.JobInfo { return h.jobInfo(st.JobID) }
 	// Five steps of 4 minutes, 20 in all against a stall timeout of 10,
 	// each after a report of what the node read.
 	for i := range int64(5) {
@@ -565,23 +577,14 @@ func TestConsolidationRequeuedRunsAgainOnItsNode(t *testing.T) {
 	h.must(err)
 	t.Cleanup(func() { sub.Unsubscribe() })
 	h.must(h.nc.Flush())
-	paths := []fileindex.Path{"/srv"}
-	entries := []fileindex.Entry{{Path: "/srv", Type: fileindex.TypeDir}, {Path: "/srv/a", Type: fileindex.TypeFile, Size: 1, Loc: fileindex.Location{Seq: 1, EndSeq: 1}}}
-	h.committedBackupOf(paths, orders, entries)
-	var incr wire.JobStarted
-	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: paths}, &incr))
-	<-orders
-	h.commitOrder(incr.JobID, entries[1:])
+	h.committedBackupOf(srvPaths, orders, srvEntries())
+	h.incrementalOfSrv(orders)
 	var st wire.JobStarted
 	h.must(h.api(wire.OpBackupConsolidate, wire.BackupConsolidateReq{Client: "web"}, &st))
 	if o := <-consolidations; o.JobID != st.JobID || o.Attempt != 1 {
 		t.Fatalf("the node's first order: %+v", o)
 	}
-	job := func() wire.JobInfo {
-		var j wire.JobInfo
-		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: st.JobID}, &j))
-		return j
-	}
+	job := func() wire.JobInfo { return h.jobInfo(st.JobID) }
 
 	h.mu.Lock()
 	h.nodeSilent = true

@@ -40,6 +40,22 @@ func readOn(t *testing.T, ctx context.Context, nc *nats.Conn, s *Server, op stri
 	return answered
 }
 
+// registerWeb registers storage node sn1, with pool Default, and client
+// web, as they would themselves: what a policy of web needs.
+func registerWeb(t testing.TB, ctx context.Context, nc *nats.Conn) {
+	t.Helper()
+	var reg wire.NodeRegisterResp
+	if err := wire.Request(ctx, nc, wire.FromNodeSubject("sn1", wire.OpNodeRegister), wire.NodeRegisterReq{
+		ID: "sn1", DataAddr: "127.0.0.1:1", CertSHA256: strings.Repeat("ab", 32),
+		Pools: []wire.NodePool{{Name: "Default", Type: "disk", Dir: "/srv/pool", MaxVolumeBytes: 64 << 20}},
+	}, &reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.Request(ctx, nc, wire.FromAgentSubject("web", wire.OpAgentRegister), wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // holdApplies makes s's catalog take no command until the returned
 // function is called, and reports through held once one waits.
 func holdApplies(t *testing.T, s *Server) (held func() bool, release func()) {
@@ -81,16 +97,7 @@ func TestFollowerReadsSeeAcknowledgedWrites(t *testing.T) {
 	}
 	defer nc.Close()
 	follower := srvs[1]
-	var reg wire.NodeRegisterResp
-	if err := wire.Request(ctx, nc, wire.FromNodeSubject("sn1", wire.OpNodeRegister), wire.NodeRegisterReq{
-		ID: "sn1", DataAddr: "127.0.0.1:1", CertSHA256: strings.Repeat("ab", 32),
-		Pools: []wire.NodePool{{Name: "Default", Type: "disk", Dir: "/srv/pool", MaxVolumeBytes: 64 << 20}},
-	}, &reg); err != nil {
-		t.Fatal(err)
-	}
-	if err := wire.Request(ctx, nc, wire.FromAgentSubject("web", wire.OpAgentRegister), wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	registerWeb(t, ctx, nc)
 	create := func(name string) {
 		p := testWirePolicy()
 		p.Name = name
@@ -172,16 +179,7 @@ func BenchmarkLocalReads(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	var reg wire.NodeRegisterResp
-	if err := wire.Request(ctx, nc, wire.FromNodeSubject("sn1", wire.OpNodeRegister), wire.NodeRegisterReq{
-		ID: "sn1", DataAddr: "127.0.0.1:1", CertSHA256: strings.Repeat("ab", 32),
-		Pools: []wire.NodePool{{Name: "Default", Type: "disk", Dir: "/srv/pool", MaxVolumeBytes: 64 << 20}},
-	}, &reg); err != nil {
-		b.Fatal(err)
-	}
-	if err := wire.Request(ctx, nc, wire.FromAgentSubject("web", wire.OpAgentRegister), wire.AgentRegisterReq{Name: "web", Hostname: "web.example"}, nil); err != nil {
-		b.Fatal(err)
-	}
+	registerWeb(b, ctx, nc)
 	if err := wire.Request(ctx, nc, wire.APISubject(wire.OpPolicyCreate), wire.PolicyPutReq{Policy: testWirePolicy()}, nil); err != nil {
 		b.Fatal(err)
 	}
