@@ -96,3 +96,55 @@ func TestPoolFull(t *testing.T) {
 	s.restore(to, "--backup", strconv.FormatUint(next.BackupID, 10))
 	checkRestored(t, snapshot(t, src), to, src)
 }
+
+// TestPoolFullDuringConsolidation: a synthetic full that does not fit its
+// pool (a 24 MiB filesystem holding a 14 MiB chain) fails with the pool's
+// message, is cut off its volume, records no backup, and leaves the chain
+// whole; once the filesystem has room, the same fold succeeds and restores.
+func TestPoolFullDuringConsolidation(t *testing.T) {
+	poolDir := filepath.Join(t.TempDir(), "pool")
+	if err := os.MkdirAll(poolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, poolDir, "24m")
+	s := newStack(t, stackOpts{poolDir: poolDir})
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, filepath.Join(src, "data.bin"), 14<<20, 11)
+	full := s.backup("full", src)
+	writeRandom(t, filepath.Join(src, "more.bin"), 64<<10, 12)
+	incr := s.backup("incremental", src)
+	want := snapshot(t, src)
+	vols := s.volumes()
+
+	r := s.fails(1, []string{"pool Default", "full", "free space in " + poolDir},
+		"backup", "consolidate", "--client", s.client, "--wait")
+	t.Logf("the fold that did not fit:\n%s", r)
+	var failed []wire.JobInfo
+	s.json(&failed, "job", "list", "--state", "failed")
+	if len(failed) != 1 || failed[0].Level != "synthetic-full" || failed[0].ErrorCode != wire.CodePoolFull {
+		t.Fatalf("failed jobs: %+v\n%s", failed, r)
+	}
+	s.checkNoneComplete("the failed synthetic full", full.BackupID, incr.BackupID)
+	for _, v := range vols {
+		if size := fileSize(t, v.Path); size != v.Bytes {
+			t.Errorf("volume file %s after the failed fold has %d bytes; the catalog has %d", v.Path, size, v.Bytes)
+		}
+	}
+	if after := s.volumes(); len(after) != len(vols) {
+		t.Errorf("volumes after the failed fold: %+v, before: %+v", after, vols)
+	}
+	s.checkBackupRestores(incr.BackupID, want, src)
+
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", poolDir).CombinedOutput(); err != nil {
+		t.Fatalf("remount the pool's tmpfs larger: %v: %s", err, out)
+	}
+	var j wire.JobInfo
+	s.json(&j, "backup", "consolidate", "--client", s.client, "--wait")
+	if j.State != "success" || j.BackupID == 0 {
+		t.Fatalf("the fold once there is room: %+v", j)
+	}
+	s.checkBackupRestores(j.BackupID, want, src)
+}
