@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/tmpfile"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -227,29 +228,10 @@ func (r *appRun) close() {
 	r.spooled = nil
 }
 
-// spoolFile makes a file without a name in dir (O_TMPFILE): nothing is
-// left behind by an agent that dies. A filesystem without O_TMPFILE gets
-// a named file, removed at once.
+// spoolFile makes a file without a name in dir: nothing is left behind by
+// an agent that dies.
 func spoolFile(dir string) (*os.File, error) {
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err == nil {
-		return os.NewFile(uintptr(fd), path.Join(dir, "(command source)")), nil
-	}
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
-		return nil, fmt.Errorf("spool file in %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, ".cairn-source-*")
-	if err != nil {
-		return nil, fmt.Errorf("spool file in %s: %w", dir, err)
-	}
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("spool file in %s: %w", dir, err)
-	}
-	return f, nil
+	return tmpfile.Open(dir, ".cairn-source-*", "spool file")
 }
 
 // keepalive sends keepalive frames on the data connection until the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/tmpfile"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
@@ -292,12 +293,12 @@ func (m *merge) stage(id uuid.UUID) (*stagedSource, error) {
 		}
 		return sp, nil
 	}
-	f, err := os.CreateTemp(m.dir, "consolidate-*.rec")
+	// Nobody else needs the file by name: it goes when it is closed, or
+	// with the node.
+	f, err := tmpfile.Open(m.dir, "consolidate-*.rec", "staging file")
 	if err != nil {
 		return nil, fmt.Errorf("stage the changes of session %s: %w", id, err)
 	}
-	// Nobody else needs the file by name: it goes when it is closed.
-	_ = os.Remove(f.Name())
 	sp := &stagedSource{session: id, f: f, w: bufio.NewWriterSize(f, 1<<20)}
 	m.staged[id] = sp
 	m.order = append(m.order, sp)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairnbackup/cairn/assemble"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/tmpfile"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -73,12 +74,12 @@ func (a *rebuild) file(path string) (*rebuilt, error) {
 	if b := a.files[path]; b != nil {
 		return b, nil
 	}
-	f, err := os.CreateTemp(a.dir, "consolidate-*.file")
+	// Nobody else needs the file by name: it goes when it is closed, or
+	// with the node.
+	f, err := tmpfile.Open(a.dir, "consolidate-*.file", "assembly file")
 	if err != nil {
 		return nil, fmt.Errorf("assemble %s: %w", path, err)
 	}
-	// Nobody else needs the file by name: it goes when it is closed.
-	_ = os.Remove(f.Name())
 	b := &rebuilt{path: path, f: f}
 	a.files[path] = b
 	return b, nil

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/tmpfile"
 )
 
 // spill keeps a session's index entries on disk until Close, when their
@@ -23,15 +24,11 @@ type spill struct {
 }
 
 func newSpill(dir string) (*spill, error) {
-	f, err := os.CreateTemp(dir, "cairn-index-*.spill")
-	if err != nil {
-		return nil, fmt.Errorf("create index spill file: %w", err)
-	}
-	// Unlinked at once: the open file is all we need, and a crash leaves
+	// Without a name: the open file is all we need, and a crash leaves
 	// nothing behind to clean up.
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("create index spill file: %w", err)
+	f, err := tmpfile.Open(dir, "cairn-index-*.spill", "index spill file")
+	if err != nil {
+		return nil, err
 	}
 	return &spill{f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
 }

@@ -1,0 +1,48 @@
+// Package tmpfile makes scratch files that nothing can find by name and
+// that go with the process: a spool, a spill, a staging file.
+package tmpfile
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Open makes a file without a name in dir (O_TMPFILE), open for reading and
+// writing: a process killed while it holds the file leaves nothing behind.
+// On a filesystem without O_TMPFILE it makes a file named after pattern
+// (as os.CreateTemp) and removes the name at once; only a kill between the
+// two leaves that name. what names the file in errors and in the returned
+// file's Name.
+func Open(dir, pattern, what string) (*os.File, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	fd, err := openUnnamed(dir)
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(dir, "("+what+")")), nil
+	}
+	// EOPNOTSUPP: a filesystem without it; EISDIR: a kernel before 3.11,
+	// which takes the flag for O_DIRECTORY; EINVAL: some FUSE filesystems.
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+		return nil, fmt.Errorf("%s in %s: %w", what, dir, err)
+	}
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, fmt.Errorf("%s in %s: %w", what, dir, err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s in %s: %w", what, dir, err)
+	}
+	return f, nil
+}
+
+// openUnnamed opens an unnamed file in dir; tests make it answer as a
+// filesystem without O_TMPFILE does.
+var openUnnamed = func(dir string) (int, error) {
+	return unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+}
