@@ -80,7 +80,9 @@ func TestStorageNodeKilledMidChainRestore(t *testing.T) {
 	checkLeft("the killed agent", to)
 	s.agent.start()
 	s.waitReady()
-	if j := s.waitEnded(id, 2*time.Minute); j.State == "success" {
+	j := s.waitEnded(id, 2*time.Minute)
+	t.Logf("the restore its agent was killed in ended %s at attempt %d: %s", j.State, j.Attempt, j.Error)
+	if j.State == "success" {
 		sameDigests(t, "the restore its agent was killed in", digests(t, filepath.Join(to, src)), want)
 	} else {
 		checkLeft("the restore its agent was killed in", to)
