@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairnbackup/cairn/devstack"
 	"github.com/cairnbackup/cairn/sample"
@@ -106,9 +107,22 @@ func TestConsolidateDiskAndTape(t *testing.T) {
 		t.Fatalf("the incremental after the synthetic full builds on backup %d, want %d", p, synth.BackupID)
 	}
 
-	// Disk to tape.
+	// Disk to tape: with no tape labeled for the pool yet, the job waits,
+	// saying what to do, and goes on once tapes are labeled.
+	var started wire.JobStarted
+	s.json(&started, "backup", "consolidate", "--client", "web", "--pool", "Weekly")
+	s.waitJob(started.JobID, 60*time.Second, func(j wire.JobInfo) error {
+		if j.State != "running" || !strings.Contains(j.Waiting, "no appendable volume in pool Weekly") ||
+			!strings.Contains(j.Waiting, "cairn media label --library lib1 --slots N-M --pool Weekly") {
+			return fmt.Errorf("job %d is %s, waiting %q", j.ID, j.State, j.Waiting)
+		}
+		return nil
+	})
 	s.ok("media", "label", "--library", "lib1", "--slots", "1-4", "--pool", "Weekly")
-	onTape := consolidate("--pool", "Weekly")
+	onTape := s.waitEnded(started.JobID, 2*time.Minute)
+	if onTape.State != "success" {
+		t.Fatalf("the synthetic full to tape, once tapes were labeled: %+v", onTape)
+	}
 	if b := backups()[onTape.BackupID]; b.Pool != "Weekly" || b.Consolidates != incr3.BackupID || len(b.Volumes) == 0 {
 		t.Fatalf("synthetic full to tape: %+v", b)
 	}

@@ -136,7 +136,14 @@ func (s *tapeSession) acquire(ctx context.Context, done volume.Appender) (volume
 		var g wire.VolumeGrant
 		err := s.j.n.request(ctx, wire.OpVolumeAcquire, req, &g)
 		if wire.CodeOf(err) == wire.CodeNoVolume {
-			if reason := wire.AsError(err).Message; reason != waiting {
+			// What to do goes with it: the operator reads it in 'cairn
+			// job show' and 'cairn job list --queued'.
+			e := wire.AsError(err)
+			reason := e.Message
+			if e.Hint != "" {
+				reason += ": " + e.Hint
+			}
+			if reason != waiting {
 				waiting = reason
 				reporter{s.j.n}.JobWaiting(s.j.t.JobID, reason)
 				s.j.log.Info("backup waits for a tape", "reason", reason)
