@@ -75,6 +75,33 @@ func (h *harness) incrementalOfSrv(orders chan *nats.Msg) {
 	h.commitOrder(started.JobID, srvEntries()[1:])
 }
 
+// fakeNodeOn answers, as storage node sn1 does, every order on subject
+// with an empty reply, and hands each on.
+func (h *harness) fakeNodeOn(subject string) <-chan *nats.Msg {
+	h.t.Helper()
+	got := make(chan *nats.Msg, 8)
+	sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) {
+		got <- m
+		data, _ := wire.Marshal(wire.Empty{})
+		m.Respond(data)
+	})
+	h.must(err)
+	h.t.Cleanup(func() { sub.Unsubscribe() })
+	h.must(h.nc.Flush())
+	return got
+}
+
+// consolidateSrv commits a full and an incremental of /srv and starts
+// their synthetic full.
+func (h *harness) consolidateSrv(orders chan *nats.Msg) wire.JobStarted {
+	h.t.Helper()
+	h.committedBackupOf(srvPaths, orders, srvEntries())
+	h.incrementalOfSrv(orders)
+	var st wire.JobStarted
+	h.must(h.api(wire.OpBackupConsolidate, wire.BackupConsolidateReq{Client: "web"}, &st))
+	return st
+}
+
 // jobInfo is job id as 'cairn job show' has it.
 func (h *harness) jobInfo(id uint64) wire.JobInfo {
 	h.t.Helper()
@@ -509,20 +536,9 @@ func TestConsolidationAcrossALeaderChange(t *testing.T) {
 func TestConsolidationProgressKeepsItFromStalling(t *testing.T) {
 	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout, c.StallTimeout = 10*time.Minute, 10*time.Minute })
 	_, orders := h.setup()
-	nodeOrders := make(chan string, 8)
-	sub, err := h.nc.Subscribe(wire.NodeSubject("sn1", ">"), func(m *nats.Msg) {
-		nodeOrders <- m.Subject
-		data, _ := wire.Marshal(wire.Empty{})
-		m.Respond(data)
-	})
-	h.must(err)
-	t.Cleanup(func() { sub.Unsubscribe() })
-	h.must(h.nc.Flush())
-	h.committedBackupOf(srvPaths, orders, srvEntries())
-	h.incrementalOfSrv(orders)
-	var st wire.JobStarted
-	h.must(h.api(wire.OpBackupConsolidate, wire.BackupConsolidateReq{Client: "web"}, &st))
-	if got := <-nodeOrders; got != wire.NodeSubject("sn1", wire.OpRunConsolidate) {
+	nodeOrders := h.fakeNodeOn(wire.NodeSubject("sn1", ">"))
+	st := h.consolidateSrv(orders)
+	if got := (<-nodeOrders).Subject; got != wire.NodeSubject("sn1", wire.OpRunConsolidate) {
 		t.Fatalf("the node got %s, want the consolidation's order", got)
 	}
 	job := func() wire.JobInfo { return h.jobInfo(st.JobID) }
@@ -564,24 +580,16 @@ func TestConsolidationProgressKeepsItFromStalling(t *testing.T) {
 func TestConsolidationRequeuedRunsAgainOnItsNode(t *testing.T) {
 	h := newFakeClockHarness(t, func(c *Config) { c.LivenessTimeout, c.StallTimeout = time.Minute, time.Hour })
 	_, orders := h.setup()
-	consolidations := make(chan wire.RunConsolidate, 4)
-	sub, err := h.nc.Subscribe(wire.NodeSubject("sn1", wire.OpRunConsolidate), func(m *nats.Msg) {
+	orderMsgs := h.fakeNodeOn(wire.NodeSubject("sn1", wire.OpRunConsolidate))
+	order := func(m *nats.Msg) wire.RunConsolidate {
+		var o wire.RunConsolidate
 		if body, err := wire.Unmarshal(m.Data); err == nil {
-			var o wire.RunConsolidate
 			json.Unmarshal(body, &o)
-			consolidations <- o
 		}
-		data, _ := wire.Marshal(wire.Empty{})
-		m.Respond(data)
-	})
-	h.must(err)
-	t.Cleanup(func() { sub.Unsubscribe() })
-	h.must(h.nc.Flush())
-	h.committedBackupOf(srvPaths, orders, srvEntries())
-	h.incrementalOfSrv(orders)
-	var st wire.JobStarted
-	h.must(h.api(wire.OpBackupConsolidate, wire.BackupConsolidateReq{Client: "web"}, &st))
-	if o := <-consolidations; o.JobID != st.JobID || o.Attempt != 1 {
+		return o
+	}
+	st := h.consolidateSrv(orders)
+	if o := order(<-orderMsgs); o.JobID != st.JobID || o.Attempt != 1 {
 		t.Fatalf("the node's first order: %+v", o)
 	}
 	job := func() wire.JobInfo { return h.jobInfo(st.JobID) }
@@ -604,8 +612,8 @@ func TestConsolidationRequeuedRunsAgainOnItsNode(t *testing.T) {
 	poll.Until(t, 30*time.Second, func() error {
 		h.advance(10 * time.Second)
 		select {
-		case o := <-consolidations:
-			if o.JobID != st.JobID || o.Attempt != 2 {
+		case m := <-orderMsgs:
+			if o := order(m); o.JobID != st.JobID || o.Attempt != 2 {
 				t.Fatalf("the node's order once it is back: %+v", o)
 			}
 			return nil
