@@ -79,6 +79,39 @@ func holdApplies(t *testing.T, s *Server) (held func() bool, release func()) {
 	return func() bool { mu.Lock(); defer mu.Unlock(); return waiting }, release
 }
 
+// readIndexSetup connects to the group's NATS, registers what a policy of
+// client web needs, and gives create (a policy named so, through any
+// member) and heldUntil (a wait until a held follower was handed a write).
+func readIndexSetup(t *testing.T, srvs []*Server) (context.Context, *nats.Conn, func(name string), func(held func() bool)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	nc, err := nats.Connect(srvs[0].cfg.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	registerWeb(t, ctx, nc)
+	create := func(name string) {
+		t.Helper()
+		p := testWirePolicy()
+		p.Name = name
+		if err := wire.Request(ctx, nc, wire.APISubject(wire.OpPolicyCreate), wire.PolicyPutReq{Policy: p}, nil); err != nil {
+			t.Fatalf("create policy %s: %v", name, err)
+		}
+	}
+	heldUntil := func(held func() bool) {
+		t.Helper()
+		poll.Until(t, 30*time.Second, func() error {
+			if !held() {
+				return errors.New("the follower has not been handed the write yet")
+			}
+			return nil
+		})
+	}
+	return ctx, nc, create, heldUntil
+}
+
 // TestFollowerReadsSeeAcknowledgedWrites holds one follower's catalog
 // behind the group's and reads on it what was just written through the
 // leader, as a script does with 'cairn backup --wait' and then 'cairn
@@ -89,30 +122,9 @@ func holdApplies(t *testing.T, s *Server) (held func() bool, release func()) {
 //   - with no leader to ask, a follower answers from its catalog at once.
 func TestFollowerReadsSeeAcknowledgedWrites(t *testing.T) {
 	srvs, _ := newGroupOfThree(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	nc, err := nats.Connect(srvs[0].cfg.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	ctx, nc, create, heldUntil := readIndexSetup(t, srvs)
 	follower := srvs[1]
-	registerWeb(t, ctx, nc)
-	create := func(name string) {
-		p := testWirePolicy()
-		p.Name = name
-		if err := wire.Request(ctx, nc, wire.APISubject(wire.OpPolicyCreate), wire.PolicyPutReq{Policy: p}, nil); err != nil {
-			t.Fatalf("create policy %s: %v", name, err)
-		}
-	}
-	heldUntil := func(held func() bool) {
-		poll.Until(t, 30*time.Second, func() error {
-			if !held() {
-				return errors.New("the follower has not been handed the write yet")
-			}
-			return nil
-		})
-	}
+	var err error
 
 	// Caught up in time: the read waits for the write, then shows it.
 	held, release := holdApplies(t, follower)
@@ -163,6 +175,34 @@ func TestFollowerReadsSeeAcknowledgedWrites(t *testing.T) {
 	}
 	if took := time.Since(start); took >= readIndexTimeout {
 		t.Fatalf("the read with no leader took %s, as long as a question to a leader may", took)
+	}
+}
+
+// TestFarBehindFollowerForwardsAtOnce: a follower further behind the
+// leader than farBehind (0 here, so one command is too many) forwards a
+// read at once rather than wait catchUpTimeout for its catalog, as one
+// installing a snapshot would make every page of a listing wait.
+func TestFarBehindFollowerForwardsAtOnce(t *testing.T) {
+	srvs, _ := newGroupOfThree(t, func(s *Server) {
+		zero := uint64(0)
+		s.farBehind = &zero
+	})
+	ctx, nc, create, heldUntil := readIndexSetup(t, srvs)
+	follower := srvs[1]
+	held, release := holdApplies(t, follower)
+	defer release()
+	create("web")
+	heldUntil(held)
+	before := follower.raft.FSM().Applied()
+	start := time.Now()
+	if err := <-readOn(t, ctx, nc, follower, wire.OpPolicyShow, wire.PolicyNameReq{Name: "web"}); err != nil {
+		t.Fatalf("read on a follower far behind: %v", err)
+	}
+	if took := time.Since(start); took >= catchUpTimeout {
+		t.Fatalf("the read took %s: it waited for the catalog (%s) before it was forwarded", took, catchUpTimeout)
+	}
+	if got := follower.raft.FSM().Applied(); got != before {
+		t.Fatalf("the follower applied %d to %d while held", before, got)
 	}
 }
 

@@ -62,6 +62,13 @@ const (
 	catchUpTimeout   = 2 * time.Second
 )
 
+// farBehind is how many commands a follower's catalog may lag the
+// leader's and still wait to catch up before it answers a read; further
+// behind (installing a snapshot, or joining) it forwards the read at once,
+// instead of making each read, each page of a listing, wait catchUpTimeout
+// first. A follower in step lags by a few commands.
+const farBehind = 256
+
 // caughtUp reports whether this follower may answer a read on subject
 // from its own catalog: once its catalog holds every command the leader
 // had applied when asked, so a read sees every write acknowledged before
@@ -85,6 +92,10 @@ func (s *Server) caughtUp(ctx context.Context, subject string) bool {
 		s.log.Debug("no leader's index to wait for; answering from this catalog", "subject", subject, "err", err)
 		return true
 	}
+	if own := s.raft.FSM().Applied(); idx.Applied > own+s.readBehindLimit() {
+		s.log.Debug("catalog far behind the leader's; forwarding the read", "subject", subject, "applied", own, "leader_applied", idx.Applied)
+		return false
+	}
 	wctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
 	if err := s.raft.FSM().WaitApplied(wctx, idx.Applied); err != nil {
@@ -93,6 +104,14 @@ func (s *Server) caughtUp(ctx context.Context, subject string) bool {
 		return false
 	}
 	return true
+}
+
+// readBehindLimit is farBehind, or what a test set.
+func (s *Server) readBehindLimit() uint64 {
+	if s.farBehind != nil {
+		return *s.farBehind
+	}
+	return farBehind
 }
 
 // readIndex answers a follower's ReadIndexSubject: the leader's applied

@@ -91,6 +91,8 @@ type Server struct {
 	// beforeHandle, set by tests before Start, runs first in every request
 	// a member answers or forwards.
 	beforeHandle func(ctx context.Context, m *nats.Msg)
+	// farBehind, set by tests before Start, replaces the constant.
+	farBehind *uint64
 
 	// grants serialise volume selection per pool (per library for tape), so
 	// two jobs never get the same volume for appending.
