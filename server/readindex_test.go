@@ -183,10 +183,7 @@ func TestFollowerReadsSeeAcknowledgedWrites(t *testing.T) {
 // read at once rather than wait catchUpTimeout for its catalog, as one
 // installing a snapshot would make every page of a listing wait.
 func TestFarBehindFollowerForwardsAtOnce(t *testing.T) {
-	srvs, _ := newGroupOfThree(t, func(s *Server) {
-		zero := uint64(0)
-		s.farBehind = &zero
-	})
+	srvs, _ := newGroupOfThree(t, func(s *Server) { s.farBehind = 0 })
 	ctx, nc, create, heldUntil := readIndexSetup(t, srvs)
 	follower := srvs[1]
 	held, release := holdApplies(t, follower)

@@ -55,8 +55,8 @@ func (s *Server) answersLocally(subject string) bool {
 
 // readIndexTimeout bounds a follower's question to the leader before a
 // read of its own catalog, and catchUpTimeout its wait for its catalog to
-// reach the leader's answer: a follower further behind than that (one
-// that restores a snapshot) forwards the read instead.
+// reach the leader's answer: a follower that does not get there in time
+// forwards the read instead.
 const (
 	readIndexTimeout = 2 * time.Second
 	catchUpTimeout   = 2 * time.Second
@@ -92,7 +92,7 @@ func (s *Server) caughtUp(ctx context.Context, subject string) bool {
 		s.log.Debug("no leader's index to wait for; answering from this catalog", "subject", subject, "err", err)
 		return true
 	}
-	if own := s.raft.FSM().Applied(); idx.Applied > own+s.readBehindLimit() {
+	if own := s.raft.FSM().Applied(); idx.Applied > own+s.farBehind {
 		s.log.Debug("catalog far behind the leader's; forwarding the read", "subject", subject, "applied", own, "leader_applied", idx.Applied)
 		return false
 	}
@@ -104,14 +104,6 @@ func (s *Server) caughtUp(ctx context.Context, subject string) bool {
 		return false
 	}
 	return true
-}
-
-// readBehindLimit is farBehind, or what a test set.
-func (s *Server) readBehindLimit() uint64 {
-	if s.farBehind != nil {
-		return *s.farBehind
-	}
-	return farBehind
 }
 
 // readIndex answers a follower's ReadIndexSubject: the leader's applied

@@ -91,8 +91,9 @@ type Server struct {
 	// beforeHandle, set by tests before Start, runs first in every request
 	// a member answers or forwards.
 	beforeHandle func(ctx context.Context, m *nats.Msg)
-	// farBehind, set by tests before Start, replaces the constant.
-	farBehind *uint64
+	// farBehind is how far a follower's catalog may lag the leader's
+	// before it forwards a read at once; tests change it before Start.
+	farBehind uint64
 
 	// grants serialise volume selection per pool (per library for tape), so
 	// two jobs never get the same volume for appending.
@@ -234,7 +235,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Server, e
 	}
 	s := &Server{
 		cfg: cfg, log: logger, clock: clock.Real(), store: store, raft: node, kekPath: kekPath, kekSource: kekSource, raftCert: raftCert,
-		nodes: map[string]*liveness{}, agents: map[string]*liveness{}, others: map[string]*otherServer{},
+		farBehind: farBehind,
+		nodes:     map[string]*liveness{}, agents: map[string]*liveness{}, others: map[string]*otherServer{},
 		seen:   make(chan seenEvent, 64),
 		relock: relocks{kick: make(chan struct{}, 1)},
 		outbox: newAlertOutbox(), alertDrain: alertDrain,
