@@ -293,46 +293,83 @@ func (o *opener) open(dst []byte, h *BlockHeader, block []byte) ([]byte, error) 
 // (inBlock), valid for as long as block is. A compressed block is
 // decompressed into dst.
 func (o *opener) decode(dst []byte, h *BlockHeader, block []byte) (out []byte, inBlock bool, err error) {
+	p, err := o.decrypt(h, block)
+	if err != nil {
+		return nil, false, err
+	}
+	if h.Flags&(FlagZstd|FlagS2) == 0 {
+		return p, true, nil
+	}
+	out, err = decompress(dst, h.Flags, h.RawLen, p)
+	return out, false, err
+}
+
+// decrypt opens block's payload in place and returns it: the plaintext of
+// a block stored uncompressed (its length checked), the compressed
+// plaintext otherwise.
+func (o *opener) decrypt(h *BlockHeader, block []byte) ([]byte, error) {
 	hdr, payload := block[:HeaderSize], block[HeaderSize:]
 	if h.Flags&FlagAESGCM == 0 {
 		// v1 writers always encrypt; a plaintext data block is not ours.
-		return nil, false, fmt.Errorf("%w: %s block is not encrypted", errDecode, h.Kind)
+		return nil, fmt.Errorf("%w: %s block is not encrypted", errDecode, h.Kind)
 	}
 	o.aad = blockAAD(o.aad[:0], hdr, h.SessionID, h.Seq, h.RawLen)
 	p, err := o.aead.Open(payload[:0], blockNonce(h.Seq), payload, o.aad)
 	if err != nil {
-		return nil, false, errAuth
+		return nil, errAuth
 	}
-	if h.Flags&(FlagZstd|FlagS2) == 0 {
-		if len(p) != int(h.RawLen) {
-			return nil, false, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(p), h.RawLen)
-		}
-		return p, true, nil
+	if h.Flags&(FlagZstd|FlagS2) == 0 && len(p) != int(h.RawLen) {
+		return nil, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(p), h.RawLen)
 	}
-	if cap(dst) < int(h.RawLen) {
-		dst = make([]byte, 0, h.RawLen)
+	return p, nil
+}
+
+// decompress decodes p, compressed as flags say (FlagZstd or FlagS2), into
+// dst (grown when it has no room) and checks that it gives rawLen bytes.
+func decompress(dst []byte, flags Flags, rawLen uint32, p []byte) (out []byte, err error) {
+	if cap(dst) < int(rawLen) {
+		dst = make([]byte, 0, rawLen)
 	}
-	if h.Flags&FlagS2 != 0 {
+	if flags&FlagS2 != 0 {
 		// The length S2 claims is checked first: Decode would allocate
 		// whatever a crafted payload asks for.
 		n, err := s2.DecodedLen(p)
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: s2: %w", errDecode, err)
+			return nil, fmt.Errorf("%w: s2: %w", errDecode, err)
 		}
-		if n != int(h.RawLen) {
-			return nil, false, fmt.Errorf("%w: s2 payload of %d plaintext bytes, header says %d", errDecode, n, h.RawLen)
+		if n != int(rawLen) {
+			return nil, fmt.Errorf("%w: s2 payload of %d plaintext bytes, header says %d", errDecode, n, rawLen)
 		}
-		if out, err = s2.Decode(dst[:h.RawLen], p); err != nil {
-			return nil, false, fmt.Errorf("%w: s2: %w", errDecode, err)
+		if out, err = s2.Decode(dst[:rawLen], p); err != nil {
+			return nil, fmt.Errorf("%w: s2: %w", errDecode, err)
 		}
-		return out, false, nil
+		return out, nil
 	}
-	out, err = zstdDec().DecodeAll(p, dst[:0:h.RawLen])
+	out, err = zstdDec().DecodeAll(p, dst[:0:rawLen])
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: zstd: %w", errDecode, err)
+		return nil, fmt.Errorf("%w: zstd: %w", errDecode, err)
 	}
-	if len(out) != int(h.RawLen) {
-		return nil, false, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(out), h.RawLen)
+	if len(out) != int(rawLen) {
+		return nil, fmt.Errorf("%w: %d plaintext bytes, header says %d", errDecode, len(out), rawLen)
 	}
-	return out, false, nil
+	return out, nil
+}
+
+// Decompress decodes the payload of a stored block (StoredBlock) into dst,
+// grown when it has no room: codec is FlagZstd or FlagS2, rawLen the
+// plaintext's length, which the result must have. The bytes may come from
+// another process: rawLen is bounded by MaxBlockRawSize and no decoder
+// writes past it.
+func Decompress(dst []byte, codec Flags, rawLen int, p []byte) ([]byte, error) {
+	if codec != FlagZstd && codec != FlagS2 {
+		return nil, fmt.Errorf("%w: stored block compressed with flags %#x, not zstd or s2", ErrBadRecord, uint16(codec))
+	}
+	if rawLen <= 0 || rawLen > MaxBlockRawSize {
+		return nil, fmt.Errorf("%w: stored block of %d plaintext bytes, outside 1..%d", ErrBadRecord, rawLen, MaxBlockRawSize)
+	}
+	out, err := decompress(dst, codec, uint32(rawLen), p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: stored block: %w", ErrBadRecord, err)
+	}
+	return out, nil
 }

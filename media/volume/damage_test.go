@@ -235,16 +235,26 @@ func blockAt(t *testing.T, vol *memVolume, p PartResult, idx []fileindex.Entry, 
 // touch block seq are hurt and that the damage report names it.
 func checkDamage(t *testing.T, vol *memVolume, key *Key, info SessionInfo, res *SessionResult, idx []fileindex.Entry, files []tfile, seq uint64, off int64, reason string) {
 	t.Helper()
-	for _, mode := range []string{"entries", "all"} {
+	for _, mode := range []string{"entries", "adjacent", "all"} {
 		r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
 		rb := newReadBack(t)
 		var err error
 		lost := map[fileindex.Location]LostEntry{}
-		if mode == "entries" {
+		switch mode {
+		case "entries":
 			err = r.ReadEntries(context.Background(), locsOf(idx), rb.fn, rb.damaged)
 			lost = lostOf(t, err)
-		} else if err = r.ReadAll(context.Background(), rb.fn, rb.damaged); err != nil {
-			t.Fatalf("%s: %v", mode, err)
+		case "adjacent":
+			sf := &storedFeeder{t: t, rb: rb}
+			err = r.ReadAdjacent(context.Background(), locsOf(idx), rb.fn, sf.stored, rb.damaged)
+			lost = lostOf(t, err)
+			if sf.blocks == 0 {
+				t.Fatalf("%s: no block passed on as stored", mode)
+			}
+		default:
+			if err = r.ReadAll(context.Background(), rb.fn, rb.damaged); err != nil {
+				t.Fatalf("%s: %v", mode, err)
+			}
 		}
 		if len(rb.damages) != 1 {
 			t.Fatalf("%s: damage reports %v, want one", mode, rb.damages)
@@ -268,11 +278,11 @@ func checkDamage(t *testing.T, vol *memVolume, key *Key, info SessionInfo, res *
 			}
 			// ReadEntries names exactly the entries it did not pass on
 			// whole, each with the damage that hurt it.
-			if l, named := lost[e.Loc]; mode == "entries" && (named != touches || (named && (l.Damage == nil || l.Damage.Seq != seq))) {
+			if l, named := lost[e.Loc]; mode != "all" && (named != touches || (named && (l.Damage == nil || l.Damage.Seq != seq))) {
 				t.Errorf("%s: %s (blocks %d..%d), damage in block %d: named lost %v (%+v)", mode, e.Path, e.Loc.Seq, e.Loc.EndSeq, seq, named, l)
 			}
 		}
-		if mode == "entries" && len(lost) != hurt {
+		if mode != "all" && len(lost) != hurt {
 			t.Errorf("%d entries named lost, %d hurt", len(lost), hurt)
 		}
 		if hurt == 0 || hurt == len(idx) {

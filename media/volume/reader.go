@@ -74,7 +74,14 @@ type SessionReader struct {
 	ready    bool
 	keyOK    bool // the key is known to be right: later GCM failures are damage
 	keyID    string
+	// passed, when set, is the range of data blocks ReadAdjacent may pass
+	// on as stored: the workers only decrypt those.
+	passed *seqRange
 }
+
+type seqRange struct{ lo, hi uint64 }
+
+func (s *seqRange) has(seq uint64) bool { return s != nil && s.lo <= seq && seq <= s.hi }
 
 // NewSessionReader returns a reader of the session whose parts are given
 // (in any order; together they must cover its stream without gaps).
@@ -215,7 +222,10 @@ type item struct {
 	// held is the raw buffer plain lies in, for a block stored
 	// uncompressed: it was decrypted in place rather than copied out, and
 	// goes back to the pool once plain is consumed.
-	held   []byte
+	held []byte
+	// stored is the compressed plaintext of a block decrypted only, for
+	// ReadAdjacent to pass on as it is; it lies in held.
+	stored []byte
 	err    error // from decoding
 	damage *CorruptBlockError
 	fatal  error
@@ -320,6 +330,11 @@ func (r *SessionReader) start(ctx context.Context, from, seq, lastSeq uint64, ex
 // decode turns it.raw into it.plain. A block stored uncompressed keeps
 // its raw buffer, its plaintext decrypted in place: no copy.
 func (r *SessionReader) decode(op *opener, it *item) {
+	if it.h.Kind == KindData && it.h.Flags&(FlagZstd|FlagS2) != 0 && r.passed.has(it.h.Seq) {
+		it.stored, it.err = op.decrypt(&it.h, it.raw)
+		it.held, it.raw = it.raw, nil
+		return
+	}
 	dst := r.getPlain()
 	plain, inBlock, err := op.decode(dst, &it.h, it.raw)
 	it.plain, it.err = plain, err
@@ -330,6 +345,19 @@ func (r *SessionReader) decode(op *opener, it *item) {
 		putBlockBuf(it.raw)
 	}
 	it.raw = nil
+}
+
+// inflate decompresses a block the workers only decrypted, for a walk of
+// its records after all. A failure is the block's, as it would have been
+// the worker's.
+func (r *SessionReader) inflate(it *item) {
+	plain, err := decompress(r.getPlain(), it.h.Flags, it.h.RawLen, it.stored)
+	if err != nil {
+		it.err = err
+		return
+	}
+	putBlockBuf(it.held)
+	it.held, it.stored, it.plain = nil, nil, plain
 }
 
 // getRaw returns a buffer of n bytes, with room past them for the next
@@ -351,7 +379,7 @@ func (it *item) release() {
 	switch {
 	case it.held != nil:
 		putBlockBuf(it.held)
-		it.held, it.plain = nil, nil
+		it.held, it.plain, it.stored = nil, nil, nil
 	case it.plain != nil:
 		putBlockBuf(it.plain)
 		it.plain = nil
@@ -600,8 +628,89 @@ func reportDamage(damaged func(*CorruptBlockError) error, d *CorruptBlockError) 
 // *LostEntriesError naming each such location and the damage that lost
 // it; every location it does not name was passed on whole.
 func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Location, fn func(t RecordType, body []byte) error, damaged func(*CorruptBlockError) error) error {
+	return r.readEntries(ctx, locs, fn, nil, damaged)
+}
+
+// StoredBlock is a data block ReadAdjacent passes on as the volume holds
+// it, decrypted: every record in it, from its first byte to its last,
+// belongs to the entries asked for. Payload is valid only during the call.
+type StoredBlock struct {
+	Seq uint64
+	// Codec is FlagZstd or FlagS2 for a compressed block (Decompress
+	// gives its records), 0 for a block stored uncompressed, whose
+	// Payload is its records.
+	Codec   Flags
+	RawLen  int
+	Payload []byte
+	// Begun are the entries whose FileHeader lies in the block, by their
+	// index in the locations given, in stream order.
+	Begun []int
+	// Open is the entry whose records go on past the block (by index),
+	// -1 for none.
+	Open int
+}
+
+// ReadAdjacent is ReadEntries for locations that are consecutive entries
+// of the session's index, none left out between the first and the last (a
+// whole session restored, a page at a time). A data block that lies
+// wholly inside them holds nothing else, so it goes to stored as the
+// volume holds it, decrypted and still compressed, rather than record by
+// record to fn: whoever takes the records decompresses it, and the reader
+// neither decompresses nor walks it. The blocks at either end, the blocks
+// after damage until an entry starts a block again, and any block where
+// the index disagrees with itself, go to fn record by record. Locations
+// without EndSeq, or reads of blocks by place (Len), are read as
+// ReadEntries reads them.
+//
+// Only the index vouches for a stored block: the reader does not look
+// inside it. A stored block whose records disagree with the index is for
+// the taker of the records to refuse, as it refuses any malformed stream.
+func (r *SessionReader) ReadAdjacent(ctx context.Context, locs []fileindex.Location, fn func(t RecordType, body []byte) error, stored func(*StoredBlock) error, damaged func(*CorruptBlockError) error) error {
+	return r.readEntries(ctx, locs, fn, stored, damaged)
+}
+
+// adjacentOrder is the order ReadAdjacent reads locs in, by index, and the
+// range of data blocks that lie wholly inside them; ok is false when it
+// cannot pass blocks on as stored (see ReadAdjacent).
+func adjacentOrder(locs []fileindex.Location) (order []int, passed *seqRange, ok bool) {
+	order = make([]int, len(locs))
+	for i, l := range locs {
+		if l.Len > 0 || l.EndSeq < l.Seq {
+			return nil, nil, false
+		}
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return cmp.Or(cmp.Compare(locs[a].Seq, locs[b].Seq), cmp.Compare(locs[a].InBlock, locs[b].InBlock))
+	})
+	for k := 1; k < len(order); k++ {
+		if a, b := locs[order[k-1]], locs[order[k]]; a.Seq == b.Seq && a.InBlock == b.InBlock {
+			return nil, nil, false
+		}
+	}
+	first, last := locs[order[0]], locs[order[len(order)-1]]
+	lo := first.Seq
+	if first.InBlock != 0 {
+		lo++
+	}
+	if last.EndSeq == 0 || lo > last.EndSeq-1 {
+		return order, nil, true
+	}
+	return order, &seqRange{lo: lo, hi: last.EndSeq - 1}, true
+}
+
+func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Location, fn func(t RecordType, body []byte) error, stored func(*StoredBlock) error, damaged func(*CorruptBlockError) error) error {
 	if len(locs) == 0 {
 		return nil
+	}
+	var order []int
+	if stored != nil {
+		var ok bool
+		if order, r.passed, ok = adjacentOrder(locs); !ok {
+			stored = nil
+		}
+		// After the cursors stop (defers run last to first).
+		defer func() { r.passed = nil }()
 	}
 	ls := slices.Clone(locs)
 	// A block read by its location (Len set) is announced to fn by a
@@ -623,6 +732,9 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 		return err
 	}
 	ls = slices.CompactFunc(ls, func(a, b fileindex.Location) bool { return a.Seq == b.Seq && a.InBlock == b.InBlock })
+	if stored == nil {
+		order = nil
+	}
 	streamEnd := r.parts[len(r.parts)-1].StreamEnd
 	// The last block any wanted entry needs, when the index says for each.
 	lastSeq := uint64(0)
@@ -636,7 +748,7 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 
 	var c *cursor
 	defer func() { c.stop() }()
-	w := &wanted{ls: ls, seen: map[uint64]*CorruptBlockError{}}
+	w := &wanted{ls: ls, order: order, seen: map[uint64]*CorruptBlockError{}}
 	w.index = func(l *fileindex.Location) int { return index[at{l.Seq, l.InBlock}] }
 	for w.i < len(ls) && ls[w.i].Off < r.parts[0].StreamStart {
 		// A volume read without the catalog whose part lost its header
@@ -678,6 +790,9 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 			return it.fatal
 		}
 		if it.damage == nil {
+			if it.stored != nil && it.err == nil && !w.passable(it.h.Seq) {
+				r.inflate(it)
+			}
 			if err := r.checkDecoded(it); err != nil {
 				return err
 			}
@@ -708,6 +823,13 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 			w.lose(ls[w.i], w.damageAt(ls[w.i].Seq), "its block is not where the index puts it")
 			w.i++
 		}
+		if stored != nil && r.passed.has(it.h.Seq) && it.h.Kind == KindData && w.passable(it.h.Seq) {
+			if err := stored(w.pass(it)); err != nil {
+				return err
+			}
+			it.release()
+			continue
+		}
 		if err := r.walkBlock(it, w, fn); err != nil {
 			return err
 		}
@@ -731,6 +853,65 @@ type wanted struct {
 	// left is what the block being passed on (in, with Len) still holds.
 	left  uint64
 	index func(*fileindex.Location) int
+	// order maps ls to the locations given, by index: set by ReadAdjacent.
+	order []int
+}
+
+// passable tells whether block seq holds only records of wanted entries by
+// what the index says, the reader's account being whole: it starts inside
+// the entry being passed on, or with the next entry's FileHeader; every
+// entry that ends in it is followed by the next; and the last record goes
+// on into the next block, or the next entry starts that block.
+func (w *wanted) passable(seq uint64) bool {
+	if w.order == nil || w.cut != nil {
+		return false
+	}
+	in, i := w.in, w.i
+	if in == nil {
+		if i == len(w.ls) || w.ls[i].Seq != seq || w.ls[i].InBlock != 0 {
+			return false
+		}
+	} else if in.Len > 0 || in.EndSeq < seq {
+		return false
+	}
+	if in != nil && in.EndSeq == seq {
+		in = nil
+	}
+	for ; i < len(w.ls) && w.ls[i].Seq == seq; i++ {
+		if in != nil {
+			return false // an entry begins before the one before it ends
+		}
+		if in = &w.ls[i]; in.EndSeq == seq {
+			in = nil
+		}
+	}
+	return in != nil || (i < len(w.ls) && w.ls[i].Seq == seq+1 && w.ls[i].InBlock == 0)
+}
+
+// pass accounts for block it, which passable allowed, as passed on whole,
+// and describes it.
+func (w *wanted) pass(it *item) *StoredBlock {
+	seq := it.h.Seq
+	b := &StoredBlock{Seq: seq, RawLen: int(it.h.RawLen), Payload: it.plain, Open: -1}
+	if it.stored != nil {
+		b.Codec, b.Payload = it.h.Flags&(FlagZstd|FlagS2), it.stored
+	}
+	if w.in != nil && w.in.EndSeq == seq {
+		w.in = nil
+	}
+	for ; w.i < len(w.ls) && w.ls[w.i].Seq == seq; w.i++ {
+		b.Begun = append(b.Begun, w.order[w.i])
+		if w.in = &w.ls[w.i]; w.in.EndSeq == seq {
+			w.in = nil
+		}
+	}
+	if w.in != nil {
+		k, _ := slices.BinarySearchFunc(w.ls, *w.in, func(a, b fileindex.Location) int {
+			return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.InBlock, b.InBlock))
+		})
+		b.Open = w.order[k]
+	}
+	return b
 }
 
 func (w *wanted) lose(l fileindex.Location, d *CorruptBlockError, why string) {
