@@ -1319,6 +1319,12 @@ type ReadRequest struct {
 	KeyID     string     `json:"key_id"`
 	Parts     []ReadPart `json:"parts"`
 	Locs      []ReadLoc  `json:"locs"`
+	// Adjacent says that Locs are consecutive entries of the session's
+	// index, none left out between the first and the last (a whole
+	// session restored): a data block that lies wholly inside them holds
+	// nothing else, and the storage node may pass it on as stored
+	// (volume.SessionReader.ReadAdjacent). Older servers leave it unset.
+	Adjacent bool `json:"adjacent,omitempty"`
 }
 
 // RestorePlanResp is one page of a restore plan.

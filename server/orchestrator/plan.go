@@ -259,7 +259,7 @@ func (p *planner) readParts(layer int) ([]wire.ReadPart, error) {
 		}
 		rp = append(rp, r)
 	}
-	head, err := json.Marshal(wire.ReadRequest{SessionID: b.SessionID, KeyID: b.KeyID, Parts: rp})
+	head, err := json.Marshal(wire.ReadRequest{SessionID: b.SessionID, KeyID: b.KeyID, Parts: rp, Adjacent: true})
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +336,7 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 		}
 		if len(locs) > 0 {
 			b := p.chain[layer]
-			resp.Reads = append(resp.Reads, wire.ReadRequest{SessionID: b.SessionID, KeyID: b.KeyID, Parts: p.parts[layer], Locs: locs})
+			resp.Reads = append(resp.Reads, wire.ReadRequest{SessionID: b.SessionID, KeyID: b.KeyID, Parts: p.parts[layer], Locs: locs, Adjacent: p.adjacent()})
 		}
 		if p.it == nil {
 			p.advance()
@@ -346,6 +346,22 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 	p.served++
 	p.last = &resp
 	return resp, nil
+}
+
+// adjacent tells whether the current pass hands out every entry of its
+// layer's index, in order: a whole restore of a chain of one backup (a
+// full, or a synthetic full), where nothing is chosen, shadowed by a newer
+// layer, deleted or pulled in as a hard link's target.
+func (p *planner) adjacent() bool {
+	if len(p.chain) != 1 || p.links {
+		return false
+	}
+	for _, r := range p.roots {
+		if r != "/" {
+			return false
+		}
+	}
+	return true
 }
 
 // nextLoc returns the next entry of the current pass that layer stored: the

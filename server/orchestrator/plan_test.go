@@ -850,3 +850,60 @@ type pageRoles struct {
 }
 
 func (p pageRoles) PageBytes() int { return PageBytes(p.bytes) }
+
+// A whole restore of a chain of one backup says its reads are adjacent,
+// and they are: each read's locations are the next entries of the index,
+// in order, none left out. A restore of a chosen path, or of a chain of
+// more than one backup, does not say so.
+func TestPlanSaysWhenItsReadsAreAdjacent(t *testing.T) {
+	c := newPlanCatalog(t)
+	full := c.backup(catalog.LevelFull, bigTree(20, 500, 0))
+	var index []string
+	it := c.store.TreeOf(c.chain(full.ID))
+	for e, ok := it.Next(); ok; e, ok = it.Next() {
+		index = append(index, e.Path)
+	}
+	incr := c.backup(catalog.LevelIncremental, func(add func(*fileindex.Entry)) {
+		e := fileEntry("/data/d0003/new", 1)
+		add(&e)
+	})
+	reads := func(chain []catalog.Backup, roots []string) (adjacent, not int, paths []string) {
+		p := newPlanner(c.store, chain, roots, 64<<10) // small pages: many reads
+		for cursor := 0; ; {
+			resp, err := p.page(cursor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rr := range resp.Reads {
+				if rr.Adjacent {
+					adjacent++
+				} else {
+					not++
+				}
+				for _, l := range rr.Locs {
+					paths = append(paths, string(l.Path))
+				}
+			}
+			if resp.Done {
+				return adjacent, not, paths
+			}
+			cursor = resp.Cursor
+		}
+	}
+	adjacent, not, paths := reads(c.chain(full.ID), nil)
+	if adjacent < 5 || not != 0 {
+		t.Fatalf("whole restore of a full: %d reads adjacent, %d not", adjacent, not)
+	}
+	if !slices.Equal(paths, index) {
+		t.Fatalf("whole restore of a full reads %d entries, the index holds %d, or not in its order", len(paths), len(index))
+	}
+	if adjacent, _, _ := reads(c.chain(full.ID), []string{"/"}); adjacent == 0 {
+		t.Fatal(`a restore of "/" is a whole restore too`)
+	}
+	if adjacent, not, _ := reads(c.chain(full.ID), []string{"/data/d0004"}); adjacent != 0 || not == 0 {
+		t.Fatalf("restore of a directory: %d reads adjacent, %d not", adjacent, not)
+	}
+	if adjacent, not, _ := reads(c.chain(incr.ID), nil); adjacent != 0 || not == 0 {
+		t.Fatalf("restore of a chain of two: %d reads adjacent, %d not", adjacent, not)
+	}
+}
