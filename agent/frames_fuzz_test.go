@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,10 +11,13 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/wire"
 )
 
 // fuzzFrames encodes frames for FuzzRestoreFrames: a type byte and a
@@ -72,12 +76,37 @@ func packedStarts(t testing.TB, frames [][]byte) [][]byte {
 	return out
 }
 
+// storedBlocks is frames with each Records frame sent as a StoredBlock of
+// the codec (volume.FlagZstd or FlagS2), as a storage node sends a block
+// wholly inside an adjacent read.
+func storedBlocks(t testing.TB, frames [][]byte, codec volume.Flags) [][]byte {
+	out := make([][]byte, len(frames))
+	for i, f := range frames {
+		out[i] = f
+		if f[0] == dataplane.FrameRecords {
+			var c []byte
+			if codec == volume.FlagS2 {
+				c = s2.Encode(nil, f[1:])
+			} else {
+				enc, err := zstd.NewWriter(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c = enc.EncodeAll(f[1:], nil)
+			}
+			out[i] = append(dataplane.AppendStoredHead([]byte{dataplane.FrameStoredBlock}, uint16(codec), len(f)-1), c...)
+		}
+	}
+	return out
+}
+
 // A restore stream reads the same with its ReadStarts in JSON and packed:
 // the file of the first read restored, the entry of the second named
 // lost, and the stream ended by End. A packed ReadStart that does not
 // decode ends the restore, saying so.
 func TestRestoreFramesTakeBothFormsOfReadStart(t *testing.T) {
-	for name, frames := range map[string][][]byte{"json": framesSeed(), "packed": packedStarts(t, framesSeed())} {
+	for name, frames := range map[string][][]byte{"json": framesSeed(), "packed": packedStarts(t, framesSeed()),
+		"stored zstd": storedBlocks(t, framesSeed(), volume.FlagZstd), "stored s2": storedBlocks(t, packedStarts(t, framesSeed()), volume.FlagS2)} {
 		t.Run(name, func(t *testing.T) {
 			root := filepath.Join(t.TempDir(), "target")
 			run := &restoreRun{}
@@ -117,6 +146,48 @@ func TestRestoreFramesTakeBothFormsOfReadStart(t *testing.T) {
 	}
 }
 
+// A StoredBlock that does not decode (cut short, another length than it
+// claims, a codec no volume uses) ends the restore saying so, and writes
+// nothing of it.
+func TestRestoreFramesRefuseABadStoredBlock(t *testing.T) {
+	good := storedBlocks(t, framesSeed(), volume.FlagZstd)
+	block := good[1]
+	codec, n, data, err := dataplane.ParseStoredBlock(block[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string][]byte{
+		"cut short":     block[1 : len(block)-3],
+		"longer":        append(dataplane.AppendStoredHead(nil, codec, n+1), data...),
+		"shorter":       append(dataplane.AppendStoredHead(nil, codec, n-1), data...),
+		"codec 2":       append(dataplane.AppendStoredHead(nil, 2, n), data...),
+		"s2, not zstd":  append(dataplane.AppendStoredHead(nil, uint16(volume.FlagS2), n), data...),
+		"over 4 MiB":    append(dataplane.AppendStoredHead(nil, codec, volume.MaxBlockRawSize+1), data...),
+		"version later": append([]byte{2}, block[2:]...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "target")
+			r, err := NewRestorer(RestoreOptions{Root: root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Finish()
+			st := &restoreFrames{log: slog.New(slog.DiscardHandler), r: r, run: &restoreRun{}}
+			if _, err := st.frame(good[0][0], good[0][1:]); err != nil {
+				t.Fatal(err)
+			}
+			_, err = st.frame(dataplane.FrameStoredBlock, p)
+			var we *wire.Error
+			if !errors.As(err, &we) || !strings.Contains(we.Message, "stored block") || !strings.Contains(we.Hint, "storage node") {
+				t.Fatalf("err = %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(root, "srv", "a")); err == nil {
+				t.Fatal("/srv/a restored from a block that did not decode")
+			}
+		})
+	}
+}
+
 // FuzzRestoreFrames feeds arbitrary frames to the agent's side of a restore
 // stream, the frames a storage node sends: a malformed or out-of-order
 // frame ends the restore with an error, never a panic; every entry a read
@@ -126,6 +197,8 @@ func FuzzRestoreFrames(f *testing.F) {
 	seed := framesSeed()
 	f.Add(fuzzFrames(seed...))
 	f.Add(fuzzFrames(packedStarts(f, seed)...))
+	f.Add(fuzzFrames(storedBlocks(f, seed, volume.FlagZstd)...))
+	f.Add(fuzzFrames(storedBlocks(f, seed, volume.FlagS2)...))
 	f.Add(fuzzFrames(seed[:3]...))
 	f.Add(fuzzFrames(append(seed[:1], seed[2:]...)...))                                                                     // records left out
 	f.Add(fuzzFrames(seed[0], seed[1], seed[2], jsonFrame(dataplane.FrameEnd, dataplane.RestoreEnd{Reads: 1, Entries: 9}))) // a count that differs

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
 )
 
@@ -122,7 +123,7 @@ func (a *Agent) dial(ctx context.Context, ep wire.DataEndpoint, tk string, need 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	conn.SetTimeout(a.cfg.DataTimeout)
 	if err := conn.WriteJSON(dataplane.FrameHello, dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: a.cfg.Name, Version: Version,
-		PackedReadStart: dataplane.PackedReadStartVersion}); err != nil {
+		PackedReadStart: dataplane.PackedReadStartVersion, StoredBlocks: dataplane.StoredBlockVersion}); err != nil {
 		stop()
 		conn.Close()
 		return nil, wire.Errorf(wire.CodeNodeLost, "check the storage node's log", "data connection to storage node %s: %w", ep.Node, err)
@@ -546,6 +547,20 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 	finish(nil)
 }
 
+// storedBufs hold the records of StoredBlock frames, decompressed, until
+// the file workers are done with them.
+var storedBufs sync.Pool
+
+func getStoredBuf(n int) []byte {
+	n = min(n, volume.MaxBlockRawSize) // a longer block is refused before it is decoded
+	if b, ok := storedBufs.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, max(n, volume.DefaultBlockRawSize))
+}
+
+func putStoredBuf(b []byte) { storedBufs.Put(&b) }
+
 // Bounds of the list of lost entries a job report carries: the job log
 // keeps MaxJobLogLines lines, and a report is one NATS message.
 const (
@@ -588,7 +603,7 @@ type restoreFrames struct {
 // frame takes one frame of the stream; done once the node ended it.
 func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
 	run, r := s.run, s.r
-	if s.cur == nil && (typ == dataplane.FrameRecords || typ == dataplane.FrameDamaged || typ == dataplane.FrameReadDone) {
+	if s.cur == nil && (typ == dataplane.FrameRecords || typ == dataplane.FrameStoredBlock || typ == dataplane.FrameDamaged || typ == dataplane.FrameReadDone) {
 		return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: frame %d outside a read", typ)
 	}
 	switch typ {
@@ -623,6 +638,16 @@ func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
 			return false, r.RecordsLent(s.lender.TakeFrame(), s.lender.GiveFrame)
 		}
 		return false, r.Records(p)
+	case dataplane.FrameStoredBlock:
+		codec, rawLen, data, err := dataplane.ParseStoredBlock(p)
+		if err != nil {
+			return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: %w", err)
+		}
+		recs, err := volume.Decompress(getStoredBuf(rawLen), volume.Flags(codec), rawLen, data)
+		if err != nil {
+			return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: %w", err)
+		}
+		return false, r.RecordsLent(recs, putStoredBuf)
 	case dataplane.FrameDamaged:
 		var d dataplane.Damaged
 		if err := dataplane.DecodeJSON(typ, p, dataplane.FrameDamaged, &d); err != nil {

@@ -10,8 +10,8 @@
 // durable and in the catalog. A restore sends nothing more: the node takes
 // the restore's plan from the servers itself (the ticket names the job), and
 // streams, for each read of it, a ReadStart naming the entries (packed,
-// to an agent that reads it: readstart.go), Records and
-// Damaged frames, and a ReadDone; then End, with the count of every entry it
+// to an agent that reads it: readstart.go), Records, StoredBlock (to an
+// agent that reads them: stored.go) and Damaged frames, and a ReadDone; then End, with the count of every entry it
 // was asked for. The agent never sees where the data lies on the volumes. An
 // Error frame from either side ends the connection.
 //
@@ -75,6 +75,11 @@ const (
 	// FrameReadStartPacked is a ReadStart in the packed form
 	// (PackReadStart), sent only to an agent whose Hello says it reads it.
 	FrameReadStartPacked byte = 12
+	// FrameStoredBlock is a data block of the session a read reads, as
+	// its volume stores it, decrypted and still compressed
+	// (AppendStoredHead): every record in it belongs to the read's
+	// entries. Sent only to an agent whose Hello says it reads it.
+	FrameStoredBlock byte = 13
 )
 
 // Version is the data-port protocol this program speaks. Version 2: the
@@ -111,6 +116,9 @@ type Hello struct {
 	// PackedReadStart is the newest packed ReadStart form the agent reads
 	// (PackedReadStartVersion); 0, as from an older agent, is JSON only.
 	PackedReadStart int `json:"packed_read_start,omitempty"`
+	// StoredBlocks is the newest StoredBlock form the agent reads
+	// (StoredBlockVersion); 0, as from an older agent, is Records only.
+	StoredBlocks int `json:"stored_blocks,omitempty"`
 }
 
 // Accept answers a valid Hello.

@@ -93,6 +93,7 @@ func seedFrames(f *testing.F) {
 		jsonFrame(FrameDamaged, Damaged{SessionID: uuid.New(), Seq: 3, Reason: "bad block", Paths: []fileindex.Path{"/a"}}),
 		jsonFrame(FrameReadDone, ReadDone{SessionID: uuid.New(), Entries: 2}),
 		frame(FrameReadStartPacked, PackReadStart(&ReadStart{SessionID: uuid.New(), Entries: []ReadEntry{{Path: "/a"}, {Path: "/ab", Block: true}}})),
+		frame(FrameStoredBlock, append(AppendStoredHead(nil, 1, 7), 0x28, 0xb5, 0x2f, 0xfd)),
 	} {
 		f.Add(fr, false)
 		all = append(all, fr...)
@@ -133,6 +134,11 @@ func FuzzReadFrames(f *testing.F) {
 			}
 			if typ == FrameReadStartPacked {
 				_, _ = UnpackReadStart(p)
+			}
+			if typ == FrameStoredBlock {
+				if codec, n, data, err := ParseStoredBlock(p); err == nil && (codec == 0 || n <= 0 || n > MaxFrame || len(data) >= len(p)) {
+					t.Fatalf("stored block %x parsed to codec %d, %d bytes, %d compressed", p, codec, n, len(data))
+				}
 			}
 			if typ == FrameError {
 				var we *wire.Error

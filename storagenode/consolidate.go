@@ -209,7 +209,7 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID, pr *consolida
 			}
 			return onRecord(t, body)
 		}
-		err := r.read(ctx, rr, counted, nil)
+		err := r.read(ctx, rr, counted, nil, nil)
 		if err == nil {
 			err = m.asm.endBlock()
 		}

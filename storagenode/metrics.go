@@ -13,6 +13,7 @@ type metrics struct {
 	bytesRead       prometheus.Counter
 	ticketsRejected *prometheus.CounterVec
 	damagedBlocks   prometheus.Counter
+	storedBlocks    prometheus.Counter
 	nats            wire.ConnCollector
 }
 
@@ -36,9 +37,12 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		damagedBlocks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cairn_node_damaged_blocks_total", Help: "Blocks found damaged while reading volumes.",
 		}),
+		storedBlocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_node_stored_blocks_sent_total", Help: "Compressed data blocks sent to agents for restores as the volumes store them, for the agent to decompress.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.streams, m.sessions, m.bytesWritten, m.bytesRead, m.ticketsRejected, m.damagedBlocks, &poolCollector{n: n}, &m.nats)
+		reg.MustRegister(m.streams, m.sessions, m.bytesWritten, m.bytesRead, m.ticketsRejected, m.damagedBlocks, m.storedBlocks, &poolCollector{n: n}, &m.nats)
 	}
 	return m
 }

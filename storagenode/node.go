@@ -731,7 +731,7 @@ func (n *Node) serveConn(ctx context.Context, conn *dataplane.Conn, admitted fun
 	case ticket.OpBackup:
 		n.backup(ctx, log, conn, t)
 	case ticket.OpRestore:
-		n.restore(ctx, log, conn, t, hello.PackedReadStart >= dataplane.PackedReadStartVersion)
+		n.restore(ctx, log, conn, t, agentReads{packedStarts: hello.PackedReadStart >= dataplane.PackedReadStartVersion, storedBlocks: hello.StoredBlocks >= dataplane.StoredBlockVersion})
 	}
 }
 

@@ -22,10 +22,17 @@ import (
 // recordBatch is how many bytes of records a restore sends per frame.
 const recordBatch = 1 << 20
 
-func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Conn, t ticket.Ticket, packedStarts bool) {
+// agentReads is what the agent's Hello says it reads beyond the oldest
+// forms of the restore stream.
+type agentReads struct {
+	packedStarts bool // packed ReadStart frames
+	storedBlocks bool // StoredBlock frames
+}
+
+func (n *Node) restore(ctx context.Context, log *slog.Logger, conn *dataplane.Conn, t ticket.Ticket, reads agentReads) {
 	n.metrics.streams.WithLabelValues("restore").Inc()
 	defer n.metrics.streams.WithLabelValues("restore").Dec()
-	r := &reader{stream: stream{n: n, t: t, log: log}, conn: conn, packedStarts: packedStarts, keys: map[string]*volume.Key{}, media: map[medium]partReader{}}
+	r := &reader{stream: stream{n: n, t: t, log: log}, conn: conn, agentReads: reads, keys: map[string]*volume.Key{}, media: map[medium]partReader{}}
 	err := r.run(ctx)
 	if err != nil {
 		err = r.streamError(ctx, err)
@@ -72,10 +79,9 @@ func (r *reader) streamError(ctx context.Context, err error) error {
 type reader struct {
 	stream
 	conn *dataplane.Conn
-	// packedStarts: the agent reads packed ReadStart frames.
-	packedStarts bool
-	keys         map[string]*volume.Key
-	batch        []byte
+	agentReads
+	keys  map[string]*volume.Key
+	batch []byte
 	// media are the media the stream read from, each with what it keeps
 	// between reads (a mounted tape); cur is the last one, the only one
 	// that keeps anything.
@@ -242,7 +248,17 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 		}
 		return nil
 	}
-	err = r.read(ctx, rr, onRecord, onDamage)
+	var onStored func(*volume.StoredBlock) error
+	if rr.Adjacent && r.storedBlocks {
+		onStored = func(b *volume.StoredBlock) error {
+			acct.stored(b)
+			if err := r.sendStored(b); err != nil {
+				return &stopStream{err}
+			}
+			return nil
+		}
+	}
+	err = r.read(ctx, rr, onRecord, onStored, onDamage)
 	var stop *stopStream
 	if errors.As(err, &stop) || ctx.Err() != nil {
 		return err
@@ -285,7 +301,7 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 // read passes what the volumes give of rr's entries, record by record, to
 // onRecord, and each damaged block it finds to onDamage. A body is only
 // valid during the call.
-func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, onRecord func(volume.RecordType, []byte) error, onDamage func(*volume.CorruptBlockError) error) error {
+func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, onRecord func(volume.RecordType, []byte) error, onStored func(*volume.StoredBlock) error, onDamage func(*volume.CorruptBlockError) error) error {
 	key, err := r.key(ctx, rr.KeyID)
 	if err != nil {
 		// The servers do not answer, or cannot hand out the key (their
@@ -323,6 +339,9 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, onRecord func(v
 	}
 	sr := volume.NewSessionReader(rr.SessionID, key, refs, open, opts)
 	defer sr.Close()
+	if onStored != nil {
+		return sr.ReadAdjacent(ctx, locs, onRecord, onStored, onDamage)
+	}
 	return sr.ReadEntries(ctx, locs, onRecord, onDamage)
 }
 
@@ -384,6 +403,34 @@ func (r *reader) sendRecord(t volume.RecordType, body []byte) error {
 	}
 	r.n.metrics.bytesRead.Add(float64(len(head) + len(body)))
 	r.batch = head[:0]
+	return nil
+}
+
+// sendStored sends a block the volume reader passed on whole, after the
+// records batched before it: its records with the batch when it is stored
+// uncompressed, a StoredBlock frame when compressed, the agent to
+// decompress it.
+func (r *reader) sendStored(b *volume.StoredBlock) error {
+	if b.Codec == 0 && len(r.batch)+len(b.Payload) <= dataplane.MaxFrame {
+		if err := r.conn.WriteFrameTail(dataplane.FrameRecords, r.batch, b.Payload); err != nil {
+			return err
+		}
+		r.n.metrics.bytesRead.Add(float64(len(r.batch) + len(b.Payload)))
+		r.batch = r.batch[:0]
+		return nil
+	}
+	if err := r.flush(); err != nil {
+		return err
+	}
+	if b.Codec == 0 {
+		return r.conn.WriteFrame(dataplane.FrameRecords, b.Payload)
+	}
+	head := dataplane.AppendStoredHead(r.batch[:0], uint16(b.Codec), b.RawLen)
+	if err := r.conn.WriteFrameTail(dataplane.FrameStoredBlock, head, b.Payload); err != nil {
+		return err
+	}
+	r.n.metrics.bytesRead.Add(float64(len(head) + len(b.Payload)))
+	r.n.metrics.storedBlocks.Inc()
 	return nil
 }
 
@@ -465,6 +512,18 @@ func (a *readAccount) record(t volume.RecordType, body []byte) {
 	case volume.RecFileEnd:
 		a.open = -1
 	}
+}
+
+// stored notes a block passed on whole: the entries begun in it went out,
+// and the one left open, if any, is under way.
+func (a *readAccount) stored(b *volume.StoredBlock) {
+	for _, i := range b.Begun {
+		if !a.out[i] {
+			a.out[i] = true
+			a.produced++
+		}
+	}
+	a.open, a.left = b.Open, 0
 }
 
 // damage names the entries a damaged block hurts: every one whose blocks,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
+	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
 )
@@ -28,6 +30,22 @@ type readResult struct {
 	whole map[string][]byte
 	lost  map[string]string // path -> reason
 	done  dataplane.ReadDone
+	// stored counts the StoredBlock frames that came.
+	stored int
+}
+
+// storedRecords decompresses a StoredBlock frame as an agent does.
+func storedRecords(t testing.TB, p []byte) []byte {
+	t.Helper()
+	codec, n, data, err := dataplane.ParseStoredBlock(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := volume.Decompress(nil, volume.Flags(codec), n, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
 }
 
 // readOnce takes in the node's answer to rr, the next read of the plan,
@@ -79,7 +97,11 @@ func readAnswer(t testing.TB, conn *dataplane.Conn) (readResult, error) {
 		}
 		switch typ {
 		case dataplane.FrameReadStart, dataplane.FrameReadStartPacked: // readOnce checks it
-		case dataplane.FrameRecords:
+		case dataplane.FrameRecords, dataplane.FrameStoredBlock:
+			if typ == dataplane.FrameStoredBlock {
+				payload = storedRecords(t, payload)
+				res.stored++
+			}
 			for len(payload) > 0 {
 				rt, body, n, err := volume.ParseRecord(payload)
 				if err != nil {
@@ -177,6 +199,17 @@ func mixedFiles() []testFile {
 	return fs
 }
 
+// compressibleFiles are mixedFiles of log text, for a pool that
+// compresses.
+func compressibleFiles() []testFile {
+	fs := mixedFiles()
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for i := range fs {
+		fs[i].content = sample.LogText(rnd, len(fs[i].content))
+	}
+	return fs
+}
+
 // newBackedUpRig is a rig whose disk pool holds fs, backed up as job 1 a
 // frame a file, and the read of all of it.
 func newBackedUpRig(t *testing.T, fs []testFile) (*rig, wire.ReadRequest) {
@@ -214,6 +247,46 @@ func blockOffset(t *testing.T, path string, p wire.ReadPart, seq uint64) int64 {
 	}
 	t.Fatalf("no block seq %d in %s", seq, path)
 	return 0
+}
+
+// A whole session of compressed blocks, one of them altered, restored to
+// an agent that takes StoredBlock frames: the blocks before and after the
+// damage go as stored, each entry that touches the damaged block is named
+// lost with it, every other comes back byte for byte, and ReadDone counts
+// them all. The block after the damage starts inside an entry named lost,
+// so it goes record by record, and the entries after come whole.
+func TestRestoreOfStoredBlocksAroundDamage(t *testing.T) {
+	fs := compressibleFiles()
+	r, rr := newBackedUpRig(t, fs)
+	var bad uint64
+	for _, l := range rr.Locs[1:] {
+		if l.Loc.EndSeq > l.Loc.Seq {
+			bad = l.Loc.EndSeq // an entry runs into it from the block before
+			break
+		}
+	}
+	path := filepath.Join(r.pool, "Default-0001.cvol")
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := blockOffset(t, path, rr.Parts[0], bad) + volume.HeaderSize + 100
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x40
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	res := readOnce(t, r.restoreConn(2, rr), rr)
+	res.check(t, rr, fs, func(l fileindex.Location) bool { return l.Seq <= bad && bad <= l.EndSeq }, fmt.Sprintf("block seq %d", bad))
+	last := rr.Locs[len(rr.Locs)-1].Loc.EndSeq
+	t.Logf("block %d of 0..%d damaged: %d entries restored, %d named lost, %d blocks as stored", bad, last, len(res.whole), len(res.lost), res.stored)
+	if res.stored < 2 || len(res.lost) == 0 || len(res.whole) < 2 {
+		t.Fatalf("%d blocks as stored, %d lost, %d whole", res.stored, len(res.lost), len(res.whole))
+	}
 }
 
 // A volume cut short in the middle of a block: every entry whose blocks
@@ -510,16 +583,21 @@ func TestCancelOrderRollsBackABackup(t *testing.T) {
 // volume, a part, an offset or the key. The node asked the servers for the
 // plan itself, as the job and attempt of its ticket. ReadStarts come
 // packed to an agent that asks for them, and in JSON to one that does not.
+//
+// Blocks of a whole session's read go as StoredBlock frames to an agent
+// that reads them, and never to one that does not.
 func TestRestoreStreamCarriesNoVolumeLayout(t *testing.T) {
 	for _, packed := range []bool{false, true} {
-		t.Run(fmt.Sprintf("packed=%v", packed), func(t *testing.T) { restoreStreamCarriesNoVolumeLayout(t, packed) })
+		t.Run(fmt.Sprintf("packed=%v", packed), func(t *testing.T) { restoreStreamCarriesNoVolumeLayout(t, packed, packed) })
 	}
+	t.Run("packed=true,stored=false", func(t *testing.T) { restoreStreamCarriesNoVolumeLayout(t, true, false) })
 }
 
-func restoreStreamCarriesNoVolumeLayout(t *testing.T, packed bool) {
-	fs := mixedFiles()
+func restoreStreamCarriesNoVolumeLayout(t *testing.T, packed, stored bool) {
+	fs := compressibleFiles()
 	r, rr := newBackedUpRig(t, fs)
 	r.jsonStarts = !packed
+	r.recordsOnly = !stored
 	rr.Locs[0].Ancestor = true
 	conn := r.restoreConn(2, rr, rr)
 	layout := []string{rr.Parts[0].VolumeID.String(), rr.Parts[0].Volume, rr.Parts[0].Pool, rr.KeyID,
@@ -531,11 +609,15 @@ func restoreStreamCarriesNoVolumeLayout(t *testing.T, packed bool) {
 			t.Fatalf("frame %s: %v", p, err)
 		}
 	}
-	var reads, records int
+	var reads, records, blocks int
 	for done := false; !done; {
 		typ, p, err := conn.ReadFrame()
 		if err != nil {
 			t.Fatal(err)
+		}
+		if typ == dataplane.FrameStoredBlock {
+			p, typ = storedRecords(t, p), dataplane.FrameRecords
+			blocks++
 		}
 		if typ != dataplane.FrameRecords {
 			for _, s := range layout {
@@ -588,8 +670,8 @@ func restoreStreamCarriesNoVolumeLayout(t *testing.T, packed bool) {
 			t.Fatalf("frame %d: %s", typ, p)
 		}
 	}
-	if reads != 2 || records == 0 {
-		t.Fatalf("%d reads, %d records", reads, records)
+	if reads != 2 || records == 0 || (blocks > 0) != stored {
+		t.Fatalf("%d reads, %d records, %d stored blocks to an agent that reads them: %v", reads, records, blocks, stored)
 	}
 	asked := r.fake.plans.requests()
 	if len(asked) != 2 || asked[0].JobID != 2 || asked[0].Cursor != 0 || asked[1].Cursor != 1 || asked[0].Packed != wire.PackedVersion || asked[1].Packed != wire.PackedVersion {

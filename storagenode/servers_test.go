@@ -241,7 +241,9 @@ func (f *fakeServers) readRequest(t testing.TB, job uint64, paths ...string) wir
 	c := f.commit(t, job)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	rr := wire.ReadRequest{SessionID: c.SessionID, KeyID: "k1"}
+	// A whole session's read is adjacent, as the servers' plan says of a
+	// whole restore of a full.
+	rr := wire.ReadRequest{SessionID: c.SessionID, KeyID: "k1", Adjacent: len(paths) == 0}
 	for _, p := range c.Parts {
 		v := f.vol(p.VolumeID)
 		if v == nil {
@@ -285,6 +287,9 @@ type nodeRig struct {
 	// jsonStarts: the rig's agents ask for no packed ReadStart, as an
 	// agent older than the form does; by default they ask, as agents do.
 	jsonStarts bool
+	// recordsOnly: the rig's agents ask for no StoredBlock frames, as an
+	// agent older than them does.
+	recordsOnly bool
 }
 
 // newNodeRig starts NATS and the fake servers for pool, not serving yet.
@@ -413,6 +418,9 @@ func (r *nodeRig) hello(tk string) *dataplane.Conn {
 	hello := dataplane.Hello{V: dataplane.Version, Ticket: tk, Client: "web", PackedReadStart: dataplane.PackedReadStartVersion}
 	if r.jsonStarts {
 		hello.PackedReadStart = 0
+	}
+	if !r.recordsOnly {
+		hello.StoredBlocks = dataplane.StoredBlockVersion
 	}
 	if err := conn.WriteJSON(dataplane.FrameHello, hello); err != nil {
 		r.t.Fatal(err)
