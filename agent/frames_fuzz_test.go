@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -252,4 +255,67 @@ func FuzzRestoreFrames(f *testing.F) {
 			}
 		}
 	})
+}
+
+// readFrames hands a restore stream's frames on in order, over a real
+// connection with read-ahead: Records frames as they came, StoredBlocks
+// decompressed into Records, the others copied (valid after the next
+// read); a StoredBlock that does not decode ends it with an error saying
+// so, the last thing it sends; and it stops when told to while a frame
+// waits, giving back what it held.
+func TestReadFramesDecompressesInOrder(t *testing.T) {
+	seed := framesSeed()
+	stored := storedBlocks(t, seed, volume.FlagZstd)
+	bad := slices.Clone(stored[1])
+	bad = bad[:len(bad)-2]
+	for name, tc := range map[string]struct {
+		send    [][]byte
+		want    [][]byte // as the reader hands them on, the type byte first
+		wantErr string
+	}{
+		"stored":  {send: stored, want: seed},
+		"records": {send: seed, want: seed},
+		"bad":     {send: append([][]byte{stored[0], bad}, stored[2:]...), want: seed[:1], wantErr: "stored block"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer b.Close()
+			go func() {
+				defer a.Close() // the reader then sees the end, whatever it expects
+				w := dataplane.NewConn(a)
+				for _, f := range tc.send {
+					if err := w.WriteFrame(f[0], f[1:]); err != nil {
+						return
+					}
+				}
+				_ = w.Flush()
+			}()
+			conn := dataplane.NewConn(b)
+			conn.ReadAhead(2)
+			stop := make(chan struct{})
+			defer close(stop)
+			var got []lentFrame
+			for f := range readFrames(conn, stop) {
+				got = append(got, f)
+				if f.err != nil || len(got) == len(tc.want) && tc.wantErr == "" {
+					break
+				}
+			}
+			if tc.wantErr != "" {
+				last := got[len(got)-1]
+				if last.err == nil || !strings.Contains(last.err.Error(), tc.wantErr) {
+					t.Fatalf("the stream ended with %v, want an error saying %q", last.err, tc.wantErr)
+				}
+				got = got[:len(got)-1]
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d frames, want %d", len(got), len(tc.want))
+			}
+			for i, f := range got {
+				if f.err != nil || f.t != tc.want[i][0] || !bytes.Equal(f.p, tc.want[i][1:]) {
+					t.Fatalf("frame %d: type %d, %d bytes, %v; want type %d, %d bytes", i, f.t, len(f.p), f.err, tc.want[i][0], len(tc.want[i])-1)
+				}
+			}
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -522,20 +523,22 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 	})()
 	// The node takes the plan from the servers and streams it: nothing
 	// goes back to it.
-	st := &restoreFrames{log: log, r: r, run: run, lender: conn}
-	for {
-		typ, p, err := conn.ReadFrame()
-		if err != nil {
+	st := &restoreFrames{log: log, r: r, run: run}
+	stop := make(chan struct{})
+	defer close(stop)
+	for f := range readFrames(conn, stop) {
+		if f.err != nil {
+			err := f.err
 			if ctx.Err() != nil {
 				err = context.Cause(ctx)
-			} else {
+			} else if !errors.As(err, new(*wire.Error)) {
 				err = wire.Errorf(wire.CodeNodeLost, "check the storage node's log; rerun the restore",
 					"the connection to the storage node broke during the restore: %w", err)
 			}
 			finish(err)
 			return
 		}
-		done, err := st.frame(typ, p)
+		done, err := st.frameLent(f.t, f.p, f.giveBack)
 		if err != nil {
 			finish(err)
 			return
@@ -547,19 +550,94 @@ func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 	finish(nil)
 }
 
+// lentFrame is a frame of a restore stream that its receiver keeps: given
+// back with giveBack when set, the collector's otherwise.
+type lentFrame struct {
+	t        byte
+	p        []byte
+	giveBack func([]byte)
+	err      error // the last: why the stream ended
+}
+
+// readFrames reads conn's frames on a goroutine of its own and hands them
+// on in order: Records frames taken from the connection (no copy),
+// StoredBlock frames decompressed into Records, the rest copied. So a
+// block's decompression, like the wait for the network and TLS (the
+// connection's read-ahead), overlaps with the records before it being
+// applied. It ends at a read error, sent last, or when stop closes.
+func readFrames(conn *dataplane.Conn, stop <-chan struct{}) <-chan lentFrame {
+	out := make(chan lentFrame, 2)
+	go func() {
+		defer close(out)
+		for {
+			var f lentFrame
+			t, p, err := conn.ReadFrame()
+			switch {
+			case err != nil:
+				f.err = err
+			case t == dataplane.FrameRecords:
+				f = lentFrame{t: t, p: conn.TakeFrame(), giveBack: conn.GiveFrame}
+			case t == dataplane.FrameStoredBlock:
+				recs, err := storedRecords(p)
+				f = lentFrame{t: dataplane.FrameRecords, p: recs, giveBack: putStoredBuf, err: err}
+			default:
+				f = lentFrame{t: t, p: slices.Clone(p)}
+			}
+			select {
+			case out <- f:
+			case <-stop:
+				if f.giveBack != nil {
+					f.giveBack(f.p)
+				}
+				return
+			}
+			if f.err != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// storedRecords decompresses a StoredBlock frame into a buffer of
+// storedBufs.
+func storedRecords(p []byte) ([]byte, error) {
+	codec, rawLen, data, err := dataplane.ParseStoredBlock(p)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: %w", err)
+	}
+	buf := getStoredBuf(rawLen)
+	recs, err := volume.Decompress(buf, volume.Flags(codec), rawLen, data)
+	if err != nil {
+		putStoredBuf(buf)
+		return nil, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: %w", err)
+	}
+	return recs, nil
+}
+
 // storedBufs hold the records of StoredBlock frames, decompressed, until
-// the file workers are done with them.
-var storedBufs sync.Pool
+// the file workers are done with them: a few, kept across collections
+// (a sync.Pool drops them at each, and a restore is a stream of them).
+var storedBufs = make(chan []byte, heldFrames+4)
 
 func getStoredBuf(n int) []byte {
 	n = min(n, volume.MaxBlockRawSize) // a longer block is refused before it is decoded
-	if b, ok := storedBufs.Get().(*[]byte); ok && cap(*b) >= n {
-		return (*b)[:0]
+	select {
+	case b := <-storedBufs:
+		if cap(b) >= n {
+			return b[:0]
+		}
+	default:
 	}
 	return make([]byte, 0, max(n, volume.DefaultBlockRawSize))
 }
 
-func putStoredBuf(b []byte) { storedBufs.Put(&b) }
+func putStoredBuf(b []byte) {
+	select {
+	case storedBufs <- b:
+	default:
+	}
+}
 
 // Bounds of the list of lost entries a job report carries: the job log
 // keeps MaxJobLogLines lines, and a report is one NATS message.
@@ -593,15 +671,19 @@ type restoreFrames struct {
 	r   *Restorer
 	run *restoreRun
 	cur *dataplane.ReadStart // the read under way; nil between reads
-	// lender, when set, is the connection the frames came from, which
-	// lends the restorer its Records frames rather than have them copied.
-	lender *dataplane.Conn
 	// reads counts the reads that came, to check against End.
 	reads int
 }
 
-// frame takes one frame of the stream; done once the node ended it.
+// frame takes one frame of the stream; done once the node ended it. The
+// payload is the caller's again when it returns.
 func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
+	return s.frameLent(typ, p, nil)
+}
+
+// frameLent is frame with a payload the restorer may keep until it calls
+// giveBack(p), when giveBack is set.
+func (s *restoreFrames) frameLent(typ byte, p []byte, giveBack func([]byte)) (done bool, err error) {
 	run, r := s.run, s.r
 	if s.cur == nil && (typ == dataplane.FrameRecords || typ == dataplane.FrameStoredBlock || typ == dataplane.FrameDamaged || typ == dataplane.FrameReadDone) {
 		return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: frame %d outside a read", typ)
@@ -634,18 +716,14 @@ func (s *restoreFrames) frame(typ byte, p []byte) (done bool, err error) {
 		run.asked += int64(len(rs.Entries))
 		return false, nil
 	case dataplane.FrameRecords:
-		if s.lender != nil {
-			return false, r.RecordsLent(s.lender.TakeFrame(), s.lender.GiveFrame)
+		if giveBack != nil {
+			return false, r.RecordsLent(p, giveBack)
 		}
 		return false, r.Records(p)
 	case dataplane.FrameStoredBlock:
-		codec, rawLen, data, err := dataplane.ParseStoredBlock(p)
+		recs, err := storedRecords(p)
 		if err != nil {
-			return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: %w", err)
-		}
-		recs, err := volume.Decompress(getStoredBuf(rawLen), volume.Flags(codec), rawLen, data)
-		if err != nil {
-			return false, wire.Errorf(wire.CodeIO, "check the storage node's version and log", "restore stream: %w", err)
+			return false, err
 		}
 		return false, r.RecordsLent(recs, putStoredBuf)
 	case dataplane.FrameDamaged:
