@@ -114,6 +114,13 @@ func readEverything(t *testing.T, data []byte, key *Key) {
 		}
 		locs = append(locs, fileindex.Location{}, fileindex.Location{Seq: 1, Off: 1 << 40, InBlock: 7, EndSeq: 0})
 		sr.ReadEntries(context.Background(), locs, func(RecordType, []byte) error { return nil }, ignore)
+		sr.ReadAdjacent(context.Background(), locs, func(RecordType, []byte) error { return nil }, func(b *StoredBlock) error {
+			if b.Codec != 0 {
+				_, err := Decompress(nil, b.Codec, b.RawLen, b.Payload)
+				return err
+			}
+			return nil
+		}, ignore)
 		sr.Close()
 	}
 }
@@ -250,30 +257,60 @@ func FuzzSession(f *testing.F) {
 		// The entries the rebuild found, read again by location: each is
 		// passed on whole (FileHeader to FileEnd, nothing between them
 		// missing) or named lost.
-		var cur string
-		whole := map[string]int{}
-		err = sr.ReadEntries(ctx, locsOf(rebuilt), func(rt RecordType, body []byte) error {
-			switch rt {
-			case RecFileHeader:
-				e, err := fileindex.DecodeEntry(body)
-				if err != nil {
-					return err
+		// So are they read as one adjacent run, the blocks inside it
+		// passed on as stored and their records taken from them.
+		for _, adjacent := range []bool{false, true} {
+			var cur string
+			whole := map[string]int{}
+			record := func(rt RecordType, body []byte) error {
+				switch rt {
+				case RecFileHeader:
+					e, err := fileindex.DecodeEntry(body)
+					if err != nil {
+						return err
+					}
+					cur = e.Path
+				case RecFileEnd:
+					whole[cur]++
+					cur = ""
 				}
-				cur = e.Path
-			case RecFileEnd:
-				whole[cur]++
-				cur = ""
+				return nil
 			}
-			return nil
-		}, func(d *CorruptBlockError) error {
-			t.Fatalf("damage in a session with none: %v", d)
-			return nil
-		})
-		lost := lostOf(t, err)
-		for _, e := range rebuilt {
-			_, named := lost[e.Loc]
-			if named == (whole[e.Path] == 1) {
-				t.Fatalf("%s at %+v: passed on whole %d times, named lost %v", e.Path, e.Loc, whole[e.Path], named)
+			stored := func(b *StoredBlock) error {
+				recs := b.Payload
+				if b.Codec != 0 {
+					var err error
+					if recs, err = Decompress(nil, b.Codec, b.RawLen, b.Payload); err != nil {
+						t.Fatalf("stored block %d of a session with no damage: %v", b.Seq, err)
+					}
+				}
+				for len(recs) > 0 {
+					rt, body, n, err := ParseRecord(recs)
+					if err != nil {
+						return err
+					}
+					if err := record(rt, body); err != nil {
+						return err
+					}
+					recs = recs[n:]
+				}
+				return nil
+			}
+			noDamage := func(d *CorruptBlockError) error {
+				t.Fatalf("damage in a session with none: %v", d)
+				return nil
+			}
+			if adjacent {
+				err = sr.ReadAdjacent(ctx, locsOf(rebuilt), record, stored, noDamage)
+			} else {
+				err = sr.ReadEntries(ctx, locsOf(rebuilt), record, noDamage)
+			}
+			lost := lostOf(t, err)
+			for _, e := range rebuilt {
+				_, named := lost[e.Loc]
+				if named == (whole[e.Path] == 1) {
+					t.Fatalf("adjacent %v: %s at %+v: passed on whole %d times, named lost %v", adjacent, e.Path, e.Loc, whole[e.Path], named)
+				}
 			}
 		}
 	})
