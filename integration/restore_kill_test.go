@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,17 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
 )
 
-// TestStorageNodeKilledMidChainRestore kills the storage node with SIGKILL
-// in the middle of a restore of a chain whose large files were changed in
-// place, so that each is assembled from blocks of two sessions and waits
-// for the second's while the first is read, and before that the agent.
-// The target holds no temporary file and no file under its name with
-// anything but its backed-up content, after either kill; the restore whose
-// node was killed fails, saying so; once the node is back the same
-// restore succeeds.
+// TestStorageNodeKilledMidChainRestore kills the agent, then the storage
+// node, with SIGKILL in the middle of a restore of a chain whose large
+// files were changed in place, so that each is assembled from blocks of
+// two sessions and waits for the second's while the first is read
+// (killMidRestore says what must hold).
 func TestStorageNodeKilledMidChainRestore(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	src, random, put := largeFiles(t, 23)
@@ -39,14 +38,48 @@ func TestStorageNodeKilledMidChainRestore(t *testing.T) {
 	incr := s.backup("incremental", src)
 	want := digests(t, src)
 
-	// start starts the restore of the incremental into a new directory,
+	killMidRestore(t, s, src, want, incr.BackupID)
+}
+
+// TestKilledMidWholeRestore kills the agent, then the storage node, with
+// SIGKILL in the middle of a whole restore of a full of compressible
+// files, whose blocks go to the agent as stored and are decompressed
+// there: the same holds as for a chain (TestStorageNodeKilledMidChainRestore),
+// and the restore that succeeds went by stored blocks.
+func TestKilledMidWholeRestore(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	src, _, put := largeFiles(t, 29)
+	rnd := rand.New(rand.NewPCG(29, 30))
+	for i := range 8 {
+		put(filepath.Join(src, fmt.Sprintf("app%d.log", i)), sample.LogText(rnd, 24<<20), 0)
+	}
+	for i := range 300 {
+		put(filepath.Join(src, fmt.Sprintf("small%03d.txt", i)), sample.LogText(rnd, 1000+i*37), 0)
+	}
+	full := s.backup("full", src)
+	killMidRestore(t, s, src, digests(t, src), full.BackupID)
+	sent, err := metricValue(s.storage.metricsAddr(), "cairn_node_stored_blocks_sent_total")
+	if err != nil || sent == 0 {
+		t.Fatalf("the storage node sent %v stored blocks (%v) for a whole restore of compressible files", sent, err)
+	}
+}
+
+// killMidRestore restores backup of src, whose files have the digests
+// want, three times: the agent killed in the middle, then the storage
+// node. The target holds no temporary file and no file under its name
+// with anything but its backed-up content, after either kill; the restore
+// whose node was killed fails, saying so; once the node is back the same
+// restore succeeds.
+func killMidRestore(t *testing.T, s *stack, src string, want map[string][32]byte, backup uint64) {
+	t.Helper()
+	// start starts the restore of the backup into a new directory,
 	// and stops p once the restore shows progress; it returns the job and
 	// the directory.
 	start := func(p *proc) (uint64, string) {
 		t.Helper()
 		to := filepath.Join(t.TempDir(), "restored")
 		var started wire.JobStarted
-		s.json(&started, "restore", "--client", s.client, "--to", to, "--backup", strconv.FormatUint(incr.BackupID, 10), "--wait=false")
+		s.json(&started, "restore", "--client", s.client, "--to", to, "--backup", strconv.FormatUint(backup, 10), "--wait=false")
 		id := started.JobID
 		s.waitStreaming(id, 60*time.Second, nil)
 		pause(t, p)
@@ -102,6 +135,6 @@ func TestStorageNodeKilledMidChainRestore(t *testing.T) {
 	s.storage.start()
 	s.waitReady()
 	again := filepath.Join(t.TempDir(), "again")
-	s.restore(again, "--backup", strconv.FormatUint(incr.BackupID, 10))
+	s.restore(again, "--backup", strconv.FormatUint(backup, 10))
 	sameDigests(t, "the restore once the node is back", digests(t, filepath.Join(again, src)), want)
 }
