@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/corrupt"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/sample"
 	"github.com/cairnbackup/cairn/wire"
@@ -141,7 +142,7 @@ func TestCorruptBlockNamesExactlyTheDamagedFiles(t *testing.T) {
 		t.Fatalf("no data block holds two entries: %+v", blocks)
 	}
 	t.Logf("damaging data block seq %d at offset %d of %s: %d entries lie in it", victim.seq, victim.off, filepath.Base(volPath), len(damaged))
-	flipByte(t, volPath, victim.off+volume.HeaderSize+victim.storedLen/2)
+	corrupt.FlipByte(t, volPath, victim.off+volume.HeaderSize+victim.storedLen/2)
 	before := fileSHA(t, volPath)
 
 	to := filepath.Join(t.TempDir(), "restore")
@@ -229,27 +230,6 @@ func TestCorruptBlockNamesExactlyTheDamagedFiles(t *testing.T) {
 	}
 	// Nor does it leave the system unable to work: a backup still runs.
 	s.backup("incremental", src)
-}
-
-// flipByte inverts one byte of a file in place.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // withoutPaths copies a manifest of the tree at src without the given

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/corrupt"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/internal/sshdtest"
 	"github.com/cairnbackup/cairn/media/volume"
@@ -78,7 +79,7 @@ func TestSFTPAppendOnlyOffsite(t *testing.T) {
 	if err := os.WriteFile(local, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	flipByte(t, file, victim.off+volume.HeaderSize+victim.storedLen/2)
+	corrupt.FlipByte(t, file, victim.off+volume.HeaderSize+victim.storedLen/2)
 	r := s.cairn("restore", "--client", s.client, "--to", filepath.Join(t.TempDir(), "damaged"), "--backup", strconv.FormatUint(jobs[0].BackupID, 10))
 	checkFailure(t, r, 1, "damaged", fmt.Sprintf("block seq %d", victim.seq))
 	var failed []wire.JobInfo

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/corrupt"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/tape"
 	"github.com/cairnbackup/cairn/media/volume"
@@ -266,20 +267,7 @@ func TestRestoreOfStoredBlocksAroundDamage(t *testing.T) {
 		}
 	}
 	path := filepath.Join(r.pool, "Default-0001.cvol")
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	off := blockOffset(t, path, rr.Parts[0], bad) + volume.HeaderSize + 100
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x40
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	corrupt.FlipByte(t, path, blockOffset(t, path, rr.Parts[0], bad)+volume.HeaderSize+100)
 	res := readOnce(t, r.restoreConn(2, rr), rr)
 	res.check(t, rr, fs, func(l fileindex.Location) bool { return l.Seq <= bad && bad <= l.EndSeq }, fmt.Sprintf("block seq %d", bad))
 	last := rr.Locs[len(rr.Locs)-1].Loc.EndSeq

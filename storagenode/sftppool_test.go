@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/corrupt"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/internal/sshdtest"
 	"github.com/cairnbackup/cairn/media/sftpvol"
@@ -207,20 +208,7 @@ func TestSFTPVolumeChangedOnTheTargetIsFoundOnRead(t *testing.T) {
 	rr := r.fake.readRequest(t, 1)
 	const bad = 3
 	path := filepath.Join(r.node.cfg.SFTPPools[0].Dir, rr.Parts[0].Volume+".cvol")
-	off := blockOffset(t, path, rr.Parts[0], bad) + volume.HeaderSize + 100
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x40
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	corrupt.FlipByte(t, path, blockOffset(t, path, rr.Parts[0], bad)+volume.HeaderSize+100)
 	res := r.restore(2, rr)
 	res.check(t, rr, fs, func(l fileindex.Location) bool { return l.Seq <= bad && bad <= l.EndSeq }, fmt.Sprintf("block seq %d", bad))
 	if len(res.lost) == 0 {
