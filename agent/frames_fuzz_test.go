@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/klauspost/compress/s2"
@@ -146,6 +147,44 @@ func TestRestoreFramesTakeBothFormsOfReadStart(t *testing.T) {
 	bad = bad[:len(bad)-1] // cut short
 	if _, err := st.frame(bad[0], bad[1:]); err == nil || !strings.Contains(err.Error(), "malformed packed read start") {
 		t.Fatalf("a packed read start cut short: %v", err)
+	}
+}
+
+// An entry the read did not name ends the restore, whether it comes in a
+// Records frame or in a stored block, and nothing is written from then on:
+// a node that sends what was not asked for could write outside the paths
+// chosen.
+func TestRestoreFramesRefuseAnEntryTheReadDidNotName(t *testing.T) {
+	sess := uuid.MustParse("6f1c1a5e-0000-4000-8000-000000000002")
+	start := jsonFrame(dataplane.FrameReadStart, dataplane.ReadStart{SessionID: sess, Entries: []dataplane.ReadEntry{{Path: "/srv", Ancestor: true}, {Path: "/srv/a"}}})
+	// The records of /srv and /srv/a, then of /etc, which the read did
+	// not name, in one frame.
+	records := slices.Clone(framesSeed()[1])
+	records = append(records, headerRecord(fileindex.Entry{Path: "/etc", Type: fileindex.TypeDir, Mode: 0o755})...)
+	records = volume.AppendFileEnd(records, 0, nil)
+	frames := map[string][]byte{"records": records, "stored": storedBlocks(t, [][]byte{records}, volume.FlagZstd)[0]}
+	for name, frame := range frames {
+		t.Run(name, func(t *testing.T) {
+			root := filepath.Join(t.TempDir(), "target")
+			run := &restoreRun{ctx: t.Context(), recheck: time.Hour}
+			r, err := NewRestorer(RestoreOptions{Root: root, OnEntry: run.arrived, Admit: run.admit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &restoreFrames{log: slog.New(slog.DiscardHandler), r: r, run: run}
+			if _, err := st.frame(start[0], start[1:]); err != nil {
+				t.Fatal(err)
+			}
+			_, err = st.frame(frame[0], frame[1:])
+			var we *wire.Error
+			if !errors.As(err, &we) || !strings.Contains(we.Message, `"/etc", which its read did not name`) {
+				t.Fatalf("an entry not named: %v", err)
+			}
+			r.Finish()
+			if _, err := os.Stat(filepath.Join(root, "etc")); err == nil {
+				t.Fatal("/etc was made")
+			}
+		})
 	}
 }
 

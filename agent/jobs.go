@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -422,8 +423,16 @@ type restoreRun struct {
 	recheck time.Duration
 	last    time.Time // when a record was last admitted
 
-	want  map[string]bool // the paths of the read under way not accounted for yet
-	asked int64
+	// want are the paths the read under way named, true until each is
+	// accounted for (its records came, or it was named lost); pending
+	// counts the trues.
+	want    map[string]bool
+	pending int
+	// unexpected is the first entry that came and was not named by its
+	// read: the stream is not what was asked for, and nothing more is
+	// written (admit).
+	unexpected atomic.Pointer[string]
+	asked      int64
 	// blocks are the reads of asked that bring a block of a large file,
 	// not an entry: what the job reports as entries leaves them out.
 	blocks int64
@@ -450,6 +459,9 @@ func (run *restoreRun) admit() error {
 	if err := run.ctx.Err(); err != nil {
 		return context.Cause(run.ctx)
 	}
+	if err := run.unexpectedErr(); err != nil {
+		return err
+	}
 	now := time.Now()
 	if !run.last.IsZero() && now.Sub(run.last) > run.recheck {
 		if err := run.a.request(run.ctx, wire.OpJobAlive, wire.JobAliveReq{JobID: run.o.JobID, Attempt: run.o.Attempt}, nil); err != nil {
@@ -463,8 +475,36 @@ func (run *restoreRun) admit() error {
 	return nil
 }
 
-// arrived notes an entry whose records came.
-func (run *restoreRun) arrived(path string) { delete(run.want, path) }
+// arrived notes an entry whose records came (or a block of a file's).
+func (run *restoreRun) arrived(path string) {
+	pending, named := run.want[path]
+	switch {
+	case !named:
+		run.unexpected.CompareAndSwap(nil, &path)
+	case pending:
+		run.want[path] = false
+		run.pending--
+	}
+}
+
+// accounted notes an entry named lost.
+func (run *restoreRun) accounted(path string) {
+	if run.want[path] {
+		run.want[path] = false
+		run.pending--
+	}
+}
+
+// unexpectedErr is why the restore stops when an entry its read did not
+// name came: a storage node that sends what was not asked for could
+// write outside the paths chosen.
+func (run *restoreRun) unexpectedErr() error {
+	if p := run.unexpected.Load(); p != nil {
+		return wire.Errorf(wire.CodeIO, "check the storage node's version and log; rerun the restore",
+			"restore stream: the storage node sent %q, which its read did not name; nothing more is written", *p)
+	}
+	return nil
+}
 
 func (a *Agent) runRestore(ctx context.Context, run *restoreRun, r *Restorer) {
 	o := run.o
@@ -703,9 +743,12 @@ func (s *restoreFrames) frameLent(typ byte, p []byte, giveBack func([]byte)) (do
 			return false, err
 		}
 		s.cur = &rs
-		run.want = make(map[string]bool, len(rs.Entries))
+		run.want, run.pending = make(map[string]bool, len(rs.Entries)), 0
 		for _, e := range rs.Entries {
-			run.want[string(e.Path)] = true
+			if !run.want[string(e.Path)] {
+				run.want[string(e.Path)] = true
+				run.pending++
+			}
 			if e.Ancestor {
 				r.Ancestor(string(e.Path))
 			}
@@ -715,24 +758,30 @@ func (s *restoreFrames) frameLent(typ byte, p []byte, giveBack func([]byte)) (do
 		}
 		run.asked += int64(len(rs.Entries))
 		return false, nil
-	case dataplane.FrameRecords:
-		if giveBack != nil {
-			return false, r.RecordsLent(p, giveBack)
+	case dataplane.FrameRecords, dataplane.FrameStoredBlock:
+		var err error
+		switch {
+		case typ == dataplane.FrameStoredBlock:
+			var recs []byte
+			if recs, err = storedRecords(p); err == nil {
+				err = r.RecordsLent(recs, putStoredBuf)
+			}
+		case giveBack != nil:
+			err = r.RecordsLent(p, giveBack)
+		default:
+			err = r.Records(p)
 		}
-		return false, r.Records(p)
-	case dataplane.FrameStoredBlock:
-		recs, err := storedRecords(p)
-		if err != nil {
-			return false, err
+		if err == nil {
+			err = run.unexpectedErr()
 		}
-		return false, r.RecordsLent(recs, putStoredBuf)
+		return false, err
 	case dataplane.FrameDamaged:
 		var d dataplane.Damaged
 		if err := dataplane.DecodeJSON(typ, p, dataplane.FrameDamaged, &d); err != nil {
 			return false, err
 		}
 		for _, path := range d.Paths {
-			delete(run.want, string(path))
+			run.accounted(string(path))
 			r.Damaged(string(path), d.Reason)
 		}
 		return false, nil
@@ -741,17 +790,17 @@ func (s *restoreFrames) frameLent(typ byte, p []byte, giveBack func([]byte)) (do
 		if err := dataplane.DecodeJSON(typ, p, dataplane.FrameReadDone, &rd); err != nil {
 			return false, err
 		}
-		if len(run.want) > 0 {
+		if run.pending > 0 {
 			reason := fmt.Sprintf("the storage node sent neither its records nor a reason (of %d entries asked it read %d and named %d lost)",
 				len(s.cur.Entries), rd.Entries, rd.Lost)
-			s.log.Error("the storage node left entries of a read unaccounted for", "session", s.cur.SessionID, "entries", len(run.want), "reason", reason)
+			s.log.Error("the storage node left entries of a read unaccounted for", "session", s.cur.SessionID, "entries", run.pending, "reason", reason)
 			for _, e := range s.cur.Entries {
 				if run.want[string(e.Path)] {
 					r.Damaged(string(e.Path), reason)
 				}
 			}
 		}
-		run.want, s.cur = nil, nil
+		run.want, run.pending, s.cur = nil, 0, nil
 		s.reads++
 		return false, nil
 	case dataplane.FrameEnd:
