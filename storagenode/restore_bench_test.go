@@ -104,6 +104,7 @@ func (r *nodeRig) backupLarge(job uint64, f testFile) error {
 // drain takes in a restore stream to its End and counts its record bytes.
 func drain(conn *dataplane.Conn) (int64, error) {
 	var n int64
+	var buf []byte
 	for {
 		typ, p, err := conn.ReadFrame()
 		if err != nil {
@@ -112,6 +113,16 @@ func drain(conn *dataplane.Conn) (int64, error) {
 		switch typ {
 		case dataplane.FrameRecords:
 			n += int64(len(p))
+		case dataplane.FrameStoredBlock:
+			// Decompressed, as the agent does: its share of the CPU.
+			codec, raw, data, err := dataplane.ParseStoredBlock(p)
+			if err != nil {
+				return n, err
+			}
+			if buf, err = volume.Decompress(buf[:0], volume.Flags(codec), raw, data); err != nil {
+				return n, err
+			}
+			n += int64(len(buf))
 		case dataplane.FrameReadStart, dataplane.FrameReadStartPacked, dataplane.FrameReadDone:
 		case dataplane.FrameEnd:
 			return n, nil
