@@ -288,7 +288,10 @@ func (h *harness) consolidationOrder(orders chan *nats.Msg) []byte {
 			body, err = wire.Unmarshal(m.Data)
 			return err
 		default:
-			h.advance(time.Second)
+			// The fold waits for the scheduler's next minute: a second a
+			// poll took up to 15 s of real time, over the deadline on a
+			// loaded machine.
+			h.advance(10 * time.Second)
 			return errors.New("no synthetic full was ordered of a chain at the policy's maximum")
 		}
 	})
