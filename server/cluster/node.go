@@ -67,7 +67,7 @@ type Node struct {
 	fsm   *catalog.FSM
 	raft  *raft.Raft
 	logs  *raftboltdb.BoltStore
-	trans *raft.NetworkTransport
+	trans *guardedTransport
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -117,14 +117,15 @@ func Open(cfg Config, store *catalog.Store, logger *slog.Logger) (*Node, error) 
 		if err != nil {
 			return nil, fmt.Errorf("raft TLS transport on %s: %w", cfg.BindAddr, err)
 		}
-		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		n.trans = &guardedTransport{NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: stream, MaxPool: cfg.MaxPool, Timeout: cfg.TransportTimeout, Logger: hlog,
-		})
+		})}
 	} else {
-		n.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, cfg.MaxPool, cfg.TransportTimeout, hlog)
+		t, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, cfg.MaxPool, cfg.TransportTimeout, hlog)
 		if err != nil {
 			return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
 		}
+		n.trans = &guardedTransport{NetworkTransport: t}
 	}
 
 	rc := raft.DefaultConfig()
@@ -478,6 +479,8 @@ func (n *Node) Shutdown() error {
 		if err := n.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 		}
+		// Before the log store closes under a heartbeat under way.
+		n.trans.fence()
 		if err := n.trans.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("raft transport: %w", err))
 		}
