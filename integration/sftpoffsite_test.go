@@ -53,10 +53,18 @@ func TestSFTPAppendOnlyOffsite(t *testing.T) {
 			t.Fatalf("volume %s on the append-only target is %s, want full (sealed)", v.Name, v.State)
 		}
 	}
-	p := s.poolOf()
-	if len(p.Nodes) != 1 || p.Nodes[0].Target == nil || !p.Nodes[0].Target.Reachable || !p.Nodes[0].Target.AppendOnly || p.Nodes[0].Target.BytesWritten == 0 {
-		t.Fatalf("pool list of the SFTP pool: %+v", p.Nodes)
-	}
+	// The node reports its target with its heartbeats: the bytes of the
+	// last backup show at the next one.
+	poll.Until(t, 20*time.Second, func() error {
+		p := s.poolOf()
+		if len(p.Nodes) != 1 || p.Nodes[0].Target == nil {
+			return fmt.Errorf("pool list of the SFTP pool: %+v", p.Nodes)
+		}
+		if tg := p.Nodes[0].Target; !tg.Reachable || !tg.AppendOnly || tg.BytesWritten == 0 {
+			return fmt.Errorf("the SFTP target in the pool list: %+v", *tg)
+		}
+		return nil
+	})
 	if r := s.ok("pool", "list"); !strings.Contains(r.stdout, sshd.Addr()+" reachable") || !strings.Contains(r.stdout, "append-only") {
 		t.Fatalf("pool list does not show the target's state:\n%s", r.stdout)
 	}
