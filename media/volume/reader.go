@@ -633,7 +633,8 @@ func (r *SessionReader) ReadEntries(ctx context.Context, locs []fileindex.Locati
 
 // StoredBlock is a data block ReadAdjacent passes on as the volume holds
 // it, decrypted: every record in it, from its first byte to its last,
-// belongs to the entries asked for. Payload is valid only during the call.
+// belongs to the entries asked for. Payload and Begun are valid only during
+// the call.
 type StoredBlock struct {
 	Seq uint64
 	// Codec is FlagZstd or FlagS2 for a compressed block (Decompress
@@ -732,9 +733,6 @@ func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Locati
 		return err
 	}
 	ls = slices.CompactFunc(ls, func(a, b fileindex.Location) bool { return a.Seq == b.Seq && a.InBlock == b.InBlock })
-	if stored == nil {
-		order = nil
-	}
 	streamEnd := r.parts[len(r.parts)-1].StreamEnd
 	// The last block any wanted entry needs, when the index says for each.
 	lastSeq := uint64(0)
@@ -790,7 +788,7 @@ func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Locati
 			return it.fatal
 		}
 		if it.damage == nil {
-			if it.stored != nil && it.err == nil && !w.passable(it.h.Seq) {
+			if _, _, ok := w.passable(it.h.Seq); it.stored != nil && it.err == nil && !ok {
 				r.inflate(it)
 			}
 			if err := r.checkDecoded(it); err != nil {
@@ -823,12 +821,14 @@ func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Locati
 			w.lose(ls[w.i], w.damageAt(ls[w.i].Seq), "its block is not where the index puts it")
 			w.i++
 		}
-		if stored != nil && r.passed.has(it.h.Seq) && it.h.Kind == KindData && w.passable(it.h.Seq) {
-			if err := stored(w.pass(it)); err != nil {
-				return err
+		if stored != nil && r.passed.has(it.h.Seq) && it.h.Kind == KindData {
+			if end, open, ok := w.passable(it.h.Seq); ok {
+				if err := stored(w.pass(it, end, open)); err != nil {
+					return err
+				}
+				it.release()
+				continue
 			}
-			it.release()
-			continue
 		}
 		if err := r.walkBlock(it, w, fn); err != nil {
 			return err
@@ -861,55 +861,45 @@ type wanted struct {
 // what the index says, the reader's account being whole: it starts inside
 // the entry being passed on, or with the next entry's FileHeader; every
 // entry that ends in it is followed by the next; and the last record goes
-// on into the next block, or the next entry starts that block.
-func (w *wanted) passable(seq uint64) bool {
+// on into the next block, or the next entry starts that block. If so, end
+// is the next location to begin after the block, and open tells whether
+// ls[end-1] goes on past it.
+func (w *wanted) passable(seq uint64) (end int, open, ok bool) {
 	if w.order == nil || w.cut != nil {
-		return false
+		return 0, false, false
 	}
-	in, i := w.in, w.i
-	if in == nil {
+	i := w.i
+	if w.in == nil {
 		if i == len(w.ls) || w.ls[i].Seq != seq || w.ls[i].InBlock != 0 {
-			return false
+			return 0, false, false
 		}
-	} else if in.Len > 0 || in.EndSeq < seq {
-		return false
+	} else if w.in.Len > 0 || w.in.EndSeq < seq {
+		return 0, false, false
 	}
-	if in != nil && in.EndSeq == seq {
-		in = nil
-	}
+	open = w.in != nil && w.in.EndSeq > seq
 	for ; i < len(w.ls) && w.ls[i].Seq == seq; i++ {
-		if in != nil {
-			return false // an entry begins before the one before it ends
+		if open {
+			return 0, false, false // an entry begins before the one before it ends
 		}
-		if in = &w.ls[i]; in.EndSeq == seq {
-			in = nil
-		}
+		open = w.ls[i].EndSeq > seq
 	}
-	return in != nil || (i < len(w.ls) && w.ls[i].Seq == seq+1 && w.ls[i].InBlock == 0)
+	if !open && (i == len(w.ls) || w.ls[i].Seq != seq+1 || w.ls[i].InBlock != 0) {
+		return 0, false, false
+	}
+	return i, open, true
 }
 
-// pass accounts for block it, which passable allowed, as passed on whole,
-// and describes it.
-func (w *wanted) pass(it *item) *StoredBlock {
-	seq := it.h.Seq
-	b := &StoredBlock{Seq: seq, RawLen: int(it.h.RawLen), Payload: it.plain, Open: -1}
+// pass accounts for block it as passed on whole, as passable found it
+// (end, open), and describes it. The entry being passed on is always the
+// last one begun (ls[i-1]), here as in walkBlock.
+func (w *wanted) pass(it *item, end int, open bool) *StoredBlock {
+	b := &StoredBlock{Seq: it.h.Seq, RawLen: int(it.h.RawLen), Payload: it.plain, Begun: w.order[w.i:end], Open: -1}
 	if it.stored != nil {
 		b.Codec, b.Payload = it.h.Flags&(FlagZstd|FlagS2), it.stored
 	}
-	if w.in != nil && w.in.EndSeq == seq {
-		w.in = nil
-	}
-	for ; w.i < len(w.ls) && w.ls[w.i].Seq == seq; w.i++ {
-		b.Begun = append(b.Begun, w.order[w.i])
-		if w.in = &w.ls[w.i]; w.in.EndSeq == seq {
-			w.in = nil
-		}
-	}
-	if w.in != nil {
-		k, _ := slices.BinarySearchFunc(w.ls, *w.in, func(a, b fileindex.Location) int {
-			return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.InBlock, b.InBlock))
-		})
-		b.Open = w.order[k]
+	w.i, w.in = end, nil
+	if open {
+		w.in, b.Open = &w.ls[end-1], w.order[end-1]
 	}
 	return b
 }
