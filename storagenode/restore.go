@@ -391,39 +391,38 @@ func (r *reader) sendDamaged(d dataplane.Damaged) error {
 // the read from the medium into that block (and, for a compressed block,
 // the decompression); TLS encrypts from there.
 func (r *reader) sendRecord(t volume.RecordType, body []byte) error {
-	head := volume.AppendRecordHeader(r.batch, t, len(body))
-	if len(head)+len(body) > dataplane.MaxFrame {
+	return r.sendAfterBatch(func(b []byte) []byte { return volume.AppendRecordHeader(b, t, len(body)) }, body)
+}
+
+// sendAfterBatch sends body in a Records frame after the records batched
+// before it and what head appends to them, in one frame when that fits,
+// after the batch otherwise.
+func (r *reader) sendAfterBatch(head func([]byte) []byte, body []byte) error {
+	h := head(r.batch)
+	if len(h)+len(body) > dataplane.MaxFrame {
 		if err := r.flush(); err != nil {
 			return err
 		}
-		head = volume.AppendRecordHeader(r.batch, t, len(body))
+		h = head(r.batch)
 	}
-	if err := r.conn.WriteFrameTail(dataplane.FrameRecords, head, body); err != nil {
+	if err := r.conn.WriteFrameTail(dataplane.FrameRecords, h, body); err != nil {
 		return err
 	}
-	r.n.metrics.bytesRead.Add(float64(len(head) + len(body)))
-	r.batch = head[:0]
+	r.n.metrics.bytesRead.Add(float64(len(h) + len(body)))
+	r.batch = h[:0]
 	return nil
 }
 
 // sendStored sends a block the volume reader passed on whole, after the
-// records batched before it: its records with the batch when it is stored
-// uncompressed, a StoredBlock frame when compressed, the agent to
+// records batched before it: its records as the batch's tail when it is
+// stored uncompressed, a StoredBlock frame when compressed, the agent to
 // decompress it.
 func (r *reader) sendStored(b *volume.StoredBlock) error {
-	if b.Codec == 0 && len(r.batch)+len(b.Payload) <= dataplane.MaxFrame {
-		if err := r.conn.WriteFrameTail(dataplane.FrameRecords, r.batch, b.Payload); err != nil {
-			return err
-		}
-		r.n.metrics.bytesRead.Add(float64(len(r.batch) + len(b.Payload)))
-		r.batch = r.batch[:0]
-		return nil
+	if b.Codec == 0 {
+		return r.sendAfterBatch(func(batch []byte) []byte { return batch }, b.Payload)
 	}
 	if err := r.flush(); err != nil {
 		return err
-	}
-	if b.Codec == 0 {
-		return r.conn.WriteFrame(dataplane.FrameRecords, b.Payload)
 	}
 	head := dataplane.AppendStoredHead(r.batch[:0], uint16(b.Codec), b.RawLen)
 	if err := r.conn.WriteFrameTail(dataplane.FrameStoredBlock, head, b.Payload); err != nil {
