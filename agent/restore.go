@@ -18,6 +18,7 @@ import (
 
 	"github.com/cairnbackup/cairn/assemble"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/tmpfile"
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
@@ -998,9 +999,7 @@ func (r *Restorer) createTemp(dirfd int, mode uint32) (int, string, error) {
 		// a name it may get while it waits for blocks. No one else can
 		// open it while it has none.
 		fd, err := openUnnamed(dirfd, mode&0o755)
-		// Filesystems without it answer EOPNOTSUPP; kernels before 3.11,
-		// which know no O_TMPFILE, EISDIR.
-		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
+		if !tmpfile.Unsupported(err) {
 			return fd, "", err
 		}
 		r.unnamed = false

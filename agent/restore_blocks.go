@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairnbackup/cairn/assemble"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/tmpfile"
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
@@ -211,7 +212,7 @@ func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 				return fd, nil
 			}
 			unix.Close(fd)
-		case !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR):
+		case !tmpfile.Unsupported(err):
 			return -1, err
 		default:
 			r.unnamed = false

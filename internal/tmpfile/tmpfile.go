@@ -25,9 +25,7 @@ func Open(dir, pattern, what string) (*os.File, error) {
 	if err == nil {
 		return os.NewFile(uintptr(fd), filepath.Join(dir, "("+what+")")), nil
 	}
-	// EOPNOTSUPP: a filesystem without it; EISDIR: a kernel before 3.11,
-	// which takes the flag for O_DIRECTORY; EINVAL: some FUSE filesystems.
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+	if !Unsupported(err) {
 		return nil, fmt.Errorf("%s in %s: %w", what, dir, err)
 	}
 	f, err := os.CreateTemp(dir, pattern)
@@ -39,6 +37,14 @@ func Open(dir, pattern, what string) (*os.File, error) {
 		return nil, fmt.Errorf("%s in %s: %w", what, dir, err)
 	}
 	return f, nil
+}
+
+// Unsupported tells whether err, from an open with O_TMPFILE, says the
+// file system makes no unnamed files, so a named one must do: EOPNOTSUPP
+// from a filesystem without them, EISDIR from a kernel before 3.11 (which
+// takes the flag for O_DIRECTORY), EINVAL from some FUSE filesystems.
+func Unsupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL)
 }
 
 // openUnnamed opens an unnamed file in dir; tests make it answer as a

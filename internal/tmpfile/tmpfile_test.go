@@ -2,6 +2,7 @@ package tmpfile
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -60,5 +61,20 @@ func TestOpenInAMissingDirectory(t *testing.T) {
 	}
 	if want := "scratch file in "; len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
 		t.Fatalf("the error does not say what the file was for: %v", err)
+	}
+}
+
+// Only the answers of a file system or kernel without unnamed files fall
+// back to a named one: a refusal (no permission, no room) is an error.
+func TestUnsupportedIsNoUnnamedFilesHere(t *testing.T) {
+	for _, err := range []error{unix.EOPNOTSUPP, unix.EISDIR, unix.EINVAL, fmt.Errorf("open: %w", unix.EOPNOTSUPP)} {
+		if !Unsupported(err) {
+			t.Errorf("%v: not taken for no unnamed files", err)
+		}
+	}
+	for _, err := range []error{nil, unix.EACCES, unix.ENOSPC, unix.EROFS} {
+		if Unsupported(err) {
+			t.Errorf("%v: taken for no unnamed files", err)
+		}
 	}
 }
