@@ -559,7 +559,9 @@ func TestCrashLeavesTornPart(t *testing.T) {
 	a.Close()
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$")
-	cmd.Env = append(os.Environ(), "CAIRN_CRASH_HELPER="+dir, fmt.Sprintf("CAIRN_CRASH_ID=%s", a.VolumeID()), fmt.Sprintf("CAIRN_CRASH_END=%d", committed))
+	// The helper is killed, so it never removes a temporary directory of
+	// its own: it gets one of ours.
+	cmd.Env = append(os.Environ(), "CAIRN_CRASH_HELPER="+dir, "CAIRN_CRASH_SCRATCH="+t.TempDir(), fmt.Sprintf("CAIRN_CRASH_ID=%s", a.VolumeID()), fmt.Sprintf("CAIRN_CRASH_END=%d", committed))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -634,7 +636,7 @@ func TestCrashHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := volume.NewSessionWriter(info(), testKey("k"), a, volume.WriterOptions{TempDir: t.TempDir()})
+	w, err := volume.NewSessionWriter(info(), testKey("k"), a, volume.WriterOptions{TempDir: os.Getenv("CAIRN_CRASH_SCRATCH")})
 	if err != nil {
 		t.Fatal(err)
 	}
