@@ -553,7 +553,10 @@ func (r *Restorer) begin(e *fileindex.Entry) error {
 		if err != nil {
 			return fmt.Errorf("restore %s: reopen its temporary file: %w", e.Path, err)
 		}
-		c.fd, c.tmp = fd, a.tmp
+		// Its content is read back and checked once the last block is
+		// in (place): hashing the entry's own records as they come, and
+		// the zeros before each, would be work thrown away.
+		c.fd, c.tmp, c.assembled = fd, a.tmp, true
 		r.hash.reset()
 		r.cur = c
 		return nil
@@ -781,7 +784,7 @@ func (r *Restorer) write(off int64, data []byte) error {
 	// whole content's SHA-256; a kind this program does not know goes
 	// unchecked (place), so nothing is hashed, least of all those.
 	var zeros int64
-	if c.badData == "" && c.e.HashKind == fileindex.HashSHA256 {
+	if c.badData == "" && c.e.HashKind == fileindex.HashSHA256 && !c.assembled {
 		zeros = off - c.hashed
 	}
 	if c.badData == "" {
