@@ -69,14 +69,25 @@ type layer struct {
 	it   Iterator
 	head Entry
 	ok   bool
+	// pos is the head's place in the layer: the entries taken from it
+	// before the head. A Seek that skips entries without taking them
+	// counts fewer, but always drops the head, which was never handed out.
+	pos uint64
+}
+
+// advance takes the layer's next entry as its head.
+func (l *layer) advance() {
+	l.head, l.ok = l.it.Next()
+	l.pos++
 }
 
 // MergeIterator is the tree of a backup chain; see Merge.
 type MergeIterator struct {
 	layers []*layer
 	err    error
-	keep   bool // keep tombstones in the output
-	last   int  // layer of the entry Next returned last
+	keep   bool   // keep tombstones in the output
+	last   int    // layer of the entry Next returned last
+	pos    uint64 // its place in that layer
 }
 
 // Merge combines the indexes of a backup chain, oldest first, into the tree
@@ -118,10 +129,10 @@ func (m *MergeIterator) Next() (Entry, bool) {
 		if best == nil {
 			return Entry{}, false
 		}
-		win := best.head
+		win, pos := best.head, best.pos
 		for _, l := range m.layers {
 			for l.ok && l.head.Path == win.Path {
-				l.head, l.ok = l.it.Next()
+				l.advance()
 				if !l.ok && l.it.Err() != nil {
 					m.err = l.it.Err()
 					return Entry{}, false
@@ -131,7 +142,7 @@ func (m *MergeIterator) Next() (Entry, bool) {
 		if win.Type == TypeDeleted && !m.keep {
 			continue
 		}
-		m.last = bestIdx
+		m.last, m.pos = bestIdx, pos
 		return win, true
 	}
 	return Entry{}, false
@@ -142,6 +153,14 @@ func (m *MergeIterator) Err() error { return m.err }
 // Layer is the index, in the layers given to Merge, of the layer that holds
 // the entry Next returned last: which backup of a chain stored that version.
 func (m *MergeIterator) Layer() int { return m.last }
+
+// Position is the place, in its layer, of the entry Next returned last.
+// Two entries of one layer that Next returned lie next to each other in
+// that layer's index, nothing between them, exactly when their positions
+// differ by one: an entry of the layer that a newer one shadowed, a
+// tombstone left out, one a caller read and dropped, or one a Seek
+// skipped, each leaves a gap. Positions only compare within one iterator.
+func (m *MergeIterator) Position() uint64 { return m.pos }
 
 type filterIterator struct {
 	it   Iterator

@@ -34,7 +34,7 @@ func (m *MergeIterator) Seek(past Past) {
 			s.Seek(past)
 		}
 		for {
-			l.head, l.ok = l.it.Next()
+			l.advance()
 			if !l.ok {
 				if err := l.it.Err(); err != nil {
 					m.err = err
@@ -134,3 +134,7 @@ func (s *Selection) Err() error { return s.m.Err() }
 
 // Layer is the layer of the entry Next returned last, as MergeIterator's.
 func (s *Selection) Layer() int { return s.m.Layer() }
+
+// Position is the place of that entry in its layer, as MergeIterator's:
+// an entry the selection seeks over leaves a gap too.
+func (s *Selection) Position() uint64 { return s.m.Position() }

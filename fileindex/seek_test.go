@@ -140,3 +140,78 @@ func TestMergeSeekAfterSubtree(t *testing.T) {
 		t.Fatalf("%d seeks, want one per layer", seeks)
 	}
 }
+
+// Two entries of one layer that a merge, or a selection over it, hands out
+// one after the other (among that layer's) lie next to each other in the
+// layer exactly when their positions differ by one: whatever lies between
+// them (shadowed by a newer layer, a tombstone, sought over, even by a
+// layer that seeks without reading) leaves a gap. A restore plan tells the
+// storage node from this which entries follow one another on the volume.
+func TestPositionsTellNeighboursInALayer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	neighbours, gaps := 0, 0
+	for round := 0; round < 300; round++ {
+		layers := randomChain(rng)
+		place := make([]map[string]int, len(layers))
+		for i, l := range layers {
+			place[i] = map[string]int{}
+			for j, e := range l {
+				place[i][e.Path] = j
+			}
+		}
+		var roots []string
+		if rng.IntN(2) == 0 {
+			roots = append(roots, layers[0][rng.IntN(len(layers[0]))].Path, layers[0][rng.IntN(len(layers[0]))].Path)
+		}
+		seeks := 0
+		var its []Iterator
+		for _, l := range layers {
+			if rng.IntN(2) == 0 {
+				its = append(its, &seekSlice{sliceIterator{entries: l}, &seeks})
+			} else {
+				its = append(its, SliceIterator(l))
+			}
+		}
+		m := Merge(its...)
+		var next func() (Entry, bool)
+		var layer func() int
+		var pos func() uint64
+		if roots != nil {
+			sel := Select(m, roots, nil)
+			next, layer, pos = sel.Next, sel.Layer, sel.Position
+		} else {
+			next, layer, pos = m.Next, m.Layer, m.Position
+		}
+		type last struct {
+			place int
+			pos   uint64
+		}
+		prev := map[int]last{}
+		for {
+			e, ok := next()
+			if !ok {
+				break
+			}
+			l := layer()
+			p, ok := place[l][e.Path]
+			if !ok {
+				t.Fatalf("round %d: %s is not in layer %d", round, e.Path, l)
+			}
+			if b, ok := prev[l]; ok {
+				adjacent := p == b.place+1
+				if (pos() == b.pos+1) != adjacent {
+					t.Fatalf("round %d, roots %q: layer %d hands out %s (place %d, position %d) after place %d (position %d)", round, roots, l, e.Path, p, pos(), b.place, b.pos)
+				}
+				if adjacent {
+					neighbours++
+				} else {
+					gaps++
+				}
+			}
+			prev[l] = last{p, pos()}
+		}
+	}
+	if neighbours == 0 || gaps == 0 {
+		t.Fatalf("%d neighbours and %d gaps seen: the chains test nothing", neighbours, gaps)
+	}
+}
