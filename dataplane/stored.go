@@ -12,9 +12,10 @@ import (
 // on the connection (and so TLS's work at both ends) shrink to what the
 // volume stores, and the decompression moves to the agent, which needs no
 // walk of its own beyond the one it makes of any Records frame. The node
-// sends one only for a read whose locations are consecutive entries of
-// the session's index (wire.ReadRequest.Adjacent) and a block that lies
-// wholly inside them (volume.SessionReader.ReadAdjacent); decompressed, it
+// sends one only for a block that lies wholly inside a run of a read's
+// locations that are consecutive entries of the session's index
+// (wire.ReadLoc.Follows, wire.ReadRequest.Adjacent;
+// volume.SessionReader.ReadAdjacent); decompressed, it
 // is exactly what a Records frame of that block's records would carry.
 //
 // Payload: uvarint version (StoredBlockVersion), uvarint codec (the

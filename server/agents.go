@@ -315,8 +315,8 @@ func (s *Server) restorePlan(_ context.Context, subject string, req wire.Restore
 			}
 		}
 	}
-	if req.Packed >= wire.PackedVersion {
-		packed, err := wire.PackReads(page.Reads)
+	if req.Packed >= 1 {
+		packed, err := wire.PackReads(page.Reads, min(req.Packed, wire.PackedVersion))
 		if err != nil {
 			return wire.RestorePlanResp{}, err
 		}

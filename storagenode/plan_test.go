@@ -102,7 +102,7 @@ func (b *planBook) page(body json.RawMessage) (any, error) {
 	// now, the others in JSON, as a server older than packed pages does:
 	// a node reads both.
 	if req.Packed >= wire.PackedVersion && req.Cursor%2 == 1 {
-		packed, err := wire.PackReads(page.Reads)
+		packed, err := wire.PackReads(page.Reads, wire.PackedVersion)
 		if err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"syscall"
 
 	"github.com/google/uuid"
@@ -249,7 +250,7 @@ func (r *reader) serve(ctx context.Context, rr *wire.ReadRequest) error {
 		return nil
 	}
 	var onStored func(*volume.StoredBlock) error
-	if rr.Adjacent && r.storedBlocks {
+	if r.storedBlocks && (rr.Adjacent || slices.ContainsFunc(rr.Locs, func(l wire.ReadLoc) bool { return l.Follows })) {
 		onStored = func(b *volume.StoredBlock) error {
 			acct.stored(b)
 			if err := r.sendStored(b); err != nil {
@@ -340,7 +341,15 @@ func (r *reader) read(ctx context.Context, rr *wire.ReadRequest, onRecord func(v
 	sr := volume.NewSessionReader(rr.SessionID, key, refs, open, opts)
 	defer sr.Close()
 	if onStored != nil {
-		return sr.ReadAdjacent(ctx, locs, onRecord, onStored, onDamage)
+		// A server older than Follows says Adjacent of the whole read.
+		var follows []bool
+		if !rr.Adjacent {
+			follows = make([]bool, len(rr.Locs))
+			for i, l := range rr.Locs {
+				follows[i] = l.Follows
+			}
+		}
+		return sr.ReadAdjacent(ctx, locs, follows, onRecord, onStored, onDamage)
 	}
 	return sr.ReadEntries(ctx, locs, onRecord, onDamage)
 }

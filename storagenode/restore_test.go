@@ -674,7 +674,7 @@ func TestRestoreRefusesAPackedPageItCannotRead(t *testing.T) {
 	r, rr := newBackedUpRig(t, fs)
 	r.fake.plans.mu.Lock()
 	r.fake.plans.packed = func(page *wire.RestorePlanResp, req wire.RestorePlanReq) error {
-		good, err := wire.PackReads(page.Reads)
+		good, err := wire.PackReads(page.Reads, wire.PackedVersion)
 		if err != nil {
 			return err
 		}

@@ -1278,6 +1278,14 @@ type ReadLoc struct {
 	// session: Loc is where the block lies (Loc.Len its length), and the
 	// storage node reads only it and tells the agent where it goes.
 	Block *BlockRead `json:"block,omitempty"`
+	// Follows says that this entry comes right after the location before
+	// it in the read, nothing of the session between them (both whole
+	// entries): a data block that lies wholly inside such entries holds
+	// nothing else, and the storage node may pass it on as stored
+	// (volume.SessionReader.ReadAdjacent). Only the packed form from
+	// version 2 carries it; JSON pages leave it out, so that a page's
+	// size, which every server must reckon alike, does not depend on it.
+	Follows bool `json:"-"`
 }
 
 // BlockRead says where a block read by its location goes in the file:

@@ -23,10 +23,11 @@ import (
 //
 // The packed form, every number an unsigned varint (binary.AppendUvarint):
 //
-//	version (1), number of reads
+//	version (1 or 2), number of reads
 //	per read:    length and bytes of the read in JSON without its locs
 //	             (session, key and parts: a handful per read), number of locs
-//	per loc:     flags (1 ancestor, 2 block, 4 len), length and bytes of the
+//	per loc:     flags (1 ancestor, 2 block, 4 len, and from version 2
+//	             8 follows), length and bytes of the
 //	             path, Seq, Off, InBlock, EndSeq, Len if flag 4,
 //	             and with flag 2 the number of offsets of the block and
 //	             each (signed: binary.AppendVarint)
@@ -35,19 +36,26 @@ import (
 // fails when one of them gains a field this form does not carry.
 //
 // A form that changes is a new version: the node says in its request the
-// newest it reads, and the servers write no newer one.
-const PackedVersion = 1
+// newest it reads, and the servers write no newer one. Version 2 added
+// ReadLoc.Follows, which version 1 cannot carry: it is left out.
+const PackedVersion = 2
 
 const (
 	packedAncestor = 1 << iota
 	packedBlock
 	packedLen
-	packedFlags = packedAncestor | packedBlock | packedLen
+	packedFollows
+	packedFlags1 = packedAncestor | packedBlock | packedLen
+	packedFlags  = packedFlags1 | packedFollows
 )
 
-// PackReads writes reads in the packed form.
-func PackReads(reads []ReadRequest) ([]byte, error) {
-	b := binary.AppendUvarint(nil, PackedVersion)
+// PackReads writes reads in the packed form of version (1 up to
+// PackedVersion).
+func PackReads(reads []ReadRequest, version int) ([]byte, error) {
+	if version < 1 || version > PackedVersion {
+		return nil, fmt.Errorf("pack reads: version %d, this program writes 1 to %d", version, PackedVersion)
+	}
+	b := binary.AppendUvarint(nil, uint64(version))
 	b = binary.AppendUvarint(b, uint64(len(reads)))
 	for i := range reads {
 		head := reads[i]
@@ -60,14 +68,17 @@ func PackReads(reads []ReadRequest) ([]byte, error) {
 		b = append(b, js...)
 		b = binary.AppendUvarint(b, uint64(len(reads[i].Locs)))
 		for j := range reads[i].Locs {
-			b = appendLoc(b, &reads[i].Locs[j])
+			b = appendLoc(b, &reads[i].Locs[j], version)
 		}
 	}
 	return b, nil
 }
 
-func appendLoc(b []byte, l *ReadLoc) []byte {
+func appendLoc(b []byte, l *ReadLoc, version int) []byte {
 	var flags uint64
+	if l.Follows && version >= 2 {
+		flags |= packedFollows
+	}
 	if l.Ancestor {
 		flags |= packedAncestor
 	}
@@ -103,8 +114,13 @@ var ErrPacked = errors.New("malformed packed restore reads")
 // no count is believed beyond what the bytes left can hold.
 func UnpackReads(data []byte) ([]ReadRequest, error) {
 	d := varint.Reader{B: data}
-	if v := d.Uint(); d.Err == nil && v != PackedVersion {
-		return nil, fmt.Errorf("%w: version %d, this program reads %d", ErrPacked, v, PackedVersion)
+	version := d.Uint()
+	if d.Err == nil && (version < 1 || version > PackedVersion) {
+		return nil, fmt.Errorf("%w: version %d, this program reads 1 to %d", ErrPacked, version, PackedVersion)
+	}
+	known := uint64(packedFlags)
+	if version < 2 {
+		known = packedFlags1
 	}
 	// A read is at least its head's length, a head of "{}" and its
 	// locations' count. What is reserved ahead stays small whatever the
@@ -127,7 +143,7 @@ func UnpackReads(data []byte) ([]ReadRequest, error) {
 		}
 		for j := 0; j < m && d.Err == nil; j++ {
 			var l ReadLoc
-			loc(&d, &l)
+			loc(&d, &l, known)
 			rr.Locs = append(rr.Locs, l)
 		}
 		reads = append(reads, rr)
@@ -142,13 +158,14 @@ func UnpackReads(data []byte) ([]ReadRequest, error) {
 }
 
 // loc reads one location of a read.
-func loc(d *varint.Reader, l *ReadLoc) {
+func loc(d *varint.Reader, l *ReadLoc, known uint64) {
 	flags := d.Uint()
-	if d.Err == nil && flags&^packedFlags != 0 {
+	if d.Err == nil && flags&^known != 0 {
 		d.Err = fmt.Errorf("unknown flags %#x", flags)
 		return
 	}
 	l.Ancestor = flags&packedAncestor != 0
+	l.Follows = flags&packedFollows != 0
 	l.Path = fileindex.Path(d.Bytes())
 	l.Loc.Seq = d.Uint()
 	l.Loc.Off = d.Uint()

@@ -27,8 +27,8 @@ func packedSample() []ReadRequest {
 				VolumeStart: 4096, DataStart: 8192, StreamStart: 0, StreamEnd: 1 << 40, MediaType: "disk"}},
 			Locs: []ReadLoc{
 				{Path: "/", Loc: fileindex.Location{Seq: 0, Off: 0, InBlock: 0, EndSeq: 0}, Ancestor: true},
-				{Path: "/etc", Loc: fileindex.Location{Seq: 1, Off: 1 << 20, InBlock: 77, EndSeq: 1}},
-				{Path: "/etc/\xff\xfe not utf-8", Loc: fileindex.Location{Seq: 1<<63 + 5, Off: 1<<64 - 1, InBlock: 1<<32 - 1, EndSeq: 1<<64 - 1}},
+				{Path: "/etc", Loc: fileindex.Location{Seq: 1, Off: 1 << 20, InBlock: 77, EndSeq: 1}, Follows: true},
+				{Path: "/etc/\xff\xfe not utf-8", Loc: fileindex.Location{Seq: 1<<63 + 5, Off: 1<<64 - 1, InBlock: 1<<32 - 1, EndSeq: 1<<64 - 1}, Ancestor: true, Follows: true},
 				{Path: fileindex.Path(long), Loc: fileindex.Location{Seq: 3, Off: 3 << 20, InBlock: 9, EndSeq: 4}},
 			},
 		},
@@ -70,27 +70,49 @@ func nilEmpty(reads []ReadRequest) []ReadRequest {
 }
 
 // The packed form gives back exactly the reads JSON gives back, but for
-// empty lists, which come back nil.
+// empty lists, which come back nil, and ReadLoc.Follows, which only the
+// packed form carries, from version 2. A node that reads version 1 gets
+// the reads without it.
 func TestPackedReadsRoundTrip(t *testing.T) {
 	reads := packedSample()
-	packed, err := PackReads(reads)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := UnpackReads(packed)
-	if err != nil {
-		t.Fatal(err)
-	}
 	js, err := json.Marshal(reads)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var viaJSON []ReadRequest
-	if err := json.Unmarshal(js, &viaJSON); err != nil {
-		t.Fatal(err)
+	for version := 1; version <= PackedVersion; version++ {
+		packed, err := PackReads(reads, version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := UnpackReads(packed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []ReadRequest
+		if err := json.Unmarshal(js, &want); err != nil {
+			t.Fatal(err)
+		}
+		follows := 0
+		for i := range want {
+			for j := range want[i].Locs {
+				if want[i].Locs[j].Follows {
+					t.Fatalf("JSON carried Follows of %s", want[i].Locs[j].Path)
+				}
+				want[i].Locs[j].Follows = version >= 2 && reads[i].Locs[j].Follows
+				if got[i].Locs[j].Follows {
+					follows++
+				}
+			}
+		}
+		if !reflect.DeepEqual(got, nilEmpty(want)) {
+			t.Fatalf("version %d unpacked\n%+v\nwant\n%+v", version, got, want)
+		}
+		if version >= 2 && follows != 2 {
+			t.Fatalf("version %d gave back %d locations that follow, want 2", version, follows)
+		}
 	}
-	if !reflect.DeepEqual(got, nilEmpty(viaJSON)) {
-		t.Fatalf("unpacked\n%+v\nwant what JSON gives\n%+v", got, viaJSON)
+	if _, err := PackReads(reads, PackedVersion+1); err == nil {
+		t.Fatal("packed in a version this program does not know")
 	}
 
 	// A page of small files, as a restore of a home directory has: the
@@ -102,11 +124,11 @@ func TestPackedReadsRoundTrip(t *testing.T) {
 			Loc:  fileindex.Location{Seq: uint64(i / 40), Off: uint64(i/40) << 20, InBlock: uint32(i%40) * 20000, EndSeq: uint64(i / 40)},
 		})
 	}
-	packed, err = PackReads(page)
+	packed, err := PackReads(page, PackedVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if js, _ = json.Marshal(page); len(packed)*2 > len(js) {
+	if js, _ := json.Marshal(page); len(packed)*2 > len(js) {
 		t.Errorf("a page of small files packed in %d bytes, in JSON %d: the packed form should be well under half", len(packed), len(js))
 	}
 }
@@ -126,7 +148,7 @@ func TestPackedReadsCarryEveryField(t *testing.T) {
 		v    any
 		want []string
 	}{
-		{ReadLoc{}, []string{"Path", "Loc", "Ancestor", "Block"}},
+		{ReadLoc{}, []string{"Path", "Loc", "Ancestor", "Block", "Follows"}},
 		{fileindex.Location{}, []string{"Seq", "Off", "InBlock", "EndSeq", "Len"}},
 		{BlockRead{}, []string{"At"}},
 	} {
@@ -140,7 +162,7 @@ func TestPackedReadsCarryEveryField(t *testing.T) {
 // program does not know and counts the bytes cannot hold are refused with
 // ErrPacked, not a panic or a huge allocation.
 func TestUnpackReadsRefusesDamage(t *testing.T) {
-	packed, err := PackReads(packedSample())
+	packed, err := PackReads(packedSample(), PackedVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,12 +172,14 @@ func TestUnpackReadsRefusesDamage(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]byte{
-		{2, 0},                          // a later version
+		{PackedVersion + 1, 0},          // a later version
+		{0, 0},                          // no version
 		{1, 0, 0},                       // a byte after the end
 		{1, 0x80, 0x00},                 // no reads, padded: one encoding per number
 		{1, 0xff, 0xff, 0xff, 0x7f},     // 268 million reads in no bytes
 		{1, 1, 2, '{', '}', 0x80, 0x80}, // locs' count runs past the end
-		{1, 1, 2, '{', '}', 1, 8, 0, 0, 0, 0, 0, 0},                         // an unknown flag
+		{1, 1, 2, '{', '}', 1, 8, 0, 0, 0, 0, 0, 0},                         // follows, which version 1 does not have
+		{2, 1, 2, '{', '}', 1, 16, 0, 0, 0, 0, 0, 0},                        // an unknown flag
 		{1, 1, 2, '{', '}', 1, 4, 0, 0, 0, 0, 0, 0},                         // a zero length flagged
 		{1, 1, 2, '{', '}', 1, 0, 0, 0, 0, 0x80, 0x80, 0x80, 0x80, 0x10, 0}, // an in-block offset above 32 bits
 		{1, 1, 2, '{', '[', 0},                                              // a head that is not JSON
@@ -173,13 +197,16 @@ func TestUnpackReadsRefusesDamage(t *testing.T) {
 // panics nor allocates beyond it, and what it accepts packs and unpacks
 // again to the same reads.
 func FuzzUnpackReads(f *testing.F) {
-	packed, err := PackReads(packedSample())
+	packed, err := PackReads(packedSample(), PackedVersion)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(packed)
 	f.Add(packed[:len(packed)/2])
-	empty, _ := PackReads(nil)
+	if old, err := PackReads(packedSample(), 1); err == nil {
+		f.Add(old)
+	}
+	empty, _ := PackReads(nil, PackedVersion)
 	f.Add(empty)
 	f.Add([]byte{1, 1, 2, '{', '}', 1, 6, 1, 'a', 0, 0, 0, 0, 5, 2, 1, 3})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -190,7 +217,7 @@ func FuzzUnpackReads(f *testing.F) {
 			}
 			return
 		}
-		again, err := PackReads(reads)
+		again, err := PackReads(reads, PackedVersion)
 		if err != nil {
 			t.Fatalf("accepted reads do not pack: %v", err)
 		}

@@ -73,7 +73,7 @@ func TestReadAdjacentPassesWholeBlocks(t *testing.T) {
 		// Given in another order than the stream's: Begun indexes them as given.
 		slices.Reverse(locs)
 		r = NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
-		if err := r.ReadAdjacent(context.Background(), locs, got.fn, sf.stored, got.damaged); err != nil {
+		if err := r.ReadAdjacent(context.Background(), locs, nil, got.fn, sf.stored, got.damaged); err != nil {
 			t.Fatal(err)
 		}
 		if !slices.Equal(got.order, want.order) {
@@ -115,8 +115,8 @@ func TestReadAdjacentPassesWholeBlocks(t *testing.T) {
 	}
 }
 
-// Locations ReadAdjacent cannot vouch for (a block read by place, no
-// EndSeq, the same entry twice) are read record by record.
+// Locations ReadAdjacent cannot vouch for (no EndSeq, the same entry
+// twice) are read record by record.
 func TestReadAdjacentFallsBackToRecords(t *testing.T) {
 	key := testKey("pool-Default-1")
 	vol := newMemVolume(t, MinBlockSize, 0)
@@ -136,7 +136,7 @@ func TestReadAdjacentFallsBackToRecords(t *testing.T) {
 		rb := newReadBack(t)
 		sf := &storedFeeder{t: t, rb: rb}
 		r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
-		_ = r.ReadAdjacent(context.Background(), locs, rb.fn, sf.stored, rb.damaged)
+		_ = r.ReadAdjacent(context.Background(), locs, nil, rb.fn, sf.stored, rb.damaged)
 		if sf.blocks != 0 {
 			t.Errorf("%s: %d blocks passed on as stored", name, sf.blocks)
 		}
@@ -168,7 +168,7 @@ func TestReadAdjacentWalksAroundAGapTheIndexShows(t *testing.T) {
 		got := newReadBack(t)
 		sf := &storedFeeder{t: t, rb: got}
 		r = NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
-		if err := r.ReadAdjacent(context.Background(), locs, got.fn, sf.stored, got.damaged); err != nil {
+		if err := r.ReadAdjacent(context.Background(), locs, nil, got.fn, sf.stored, got.damaged); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := got.got[idx[k].Path]; ok {
@@ -180,5 +180,85 @@ func TestReadAdjacentWalksAroundAGapTheIndexShows(t *testing.T) {
 	}
 	if gaps == 0 {
 		t.Fatal("no entry runs from one block into the next")
+	}
+}
+
+// A read of a session whose entries a newer backup partly shadows (a chain
+// restored) leaves entries out here and there, and says of each location
+// whether it follows the one before. Only blocks inside a run of entries
+// that follow go as stored; the blocks that hold an entry left out, even
+// one wholly inside a block between two asked for, are walked, and it
+// does not come out. Said of none, nothing is stored.
+func TestReadAdjacentStoresOnlyInsideRuns(t *testing.T) {
+	key := testKey("pool-Default-1")
+	vol := newMemVolume(t, MinBlockSize, 0)
+	files := makeTree(10, 600, []int{100, 3000, 40000, 300000})
+	info := sessionInfo()
+	res := writeSession(t, key, info, vol, WriterOptions{TempDir: t.TempDir()}, files, 64<<10)
+	_, idx := readIndexOf(t, vol, key)
+	// Left out: every 23rd entry, and every small one wholly inside a
+	// block after an entry that is asked for.
+	out := map[int]bool{}
+	small := 0
+	for k := 1; k < len(idx)-1; k++ {
+		l := idx[k].Loc
+		if k%23 == 0 || (l.Seq == l.EndSeq && l.InBlock != 0 && !out[k-1] && small < 20) {
+			out[k] = true
+			if l.Seq == l.EndSeq && l.InBlock != 0 {
+				small++
+			}
+		}
+	}
+	if small == 0 {
+		t.Fatal("no entry lies wholly inside a block")
+	}
+	var locs []fileindex.Location
+	var follows []bool
+	for k := range idx {
+		if out[k] {
+			continue
+		}
+		follows = append(follows, len(locs) > 0 && !out[k-1])
+		locs = append(locs, idx[k].Loc)
+	}
+	want := newReadBack(t)
+	r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
+	if err := r.ReadEntries(context.Background(), locs, want.fn, want.damaged); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		follows []bool
+	}{
+		{"runs", follows},
+		{"none follow", make([]bool, len(locs))},
+	} {
+		got := newReadBack(t)
+		sf := &storedFeeder{t: t, rb: got}
+		r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
+		if err := r.ReadAdjacent(context.Background(), locs, c.follows, got.fn, sf.stored, got.damaged); err != nil {
+			t.Fatal(err)
+		}
+		for k := range out {
+			if _, ok := got.got[idx[k].Path]; ok {
+				t.Fatalf("%s: %s, left out, came out", c.name, idx[k].Path)
+			}
+		}
+		if !slices.Equal(got.order, want.order) {
+			t.Fatalf("%s: %d entries, want %d", c.name, len(got.order), len(want.order))
+		}
+		for _, p := range want.order {
+			if !got.ended[p] || !bytes.Equal(got.got[p], want.got[p]) {
+				t.Fatalf("%s: %s does not read back", c.name, p)
+			}
+		}
+		if c.name == "runs" && sf.blocks == 0 || c.name != "runs" && sf.blocks != 0 {
+			t.Fatalf("%s: %d blocks stored", c.name, sf.blocks)
+		}
+		t.Logf("%s: %d of %d entries left out, %d blocks stored", c.name, len(out), len(idx), sf.blocks)
+	}
+	r = NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
+	if err := r.ReadAdjacent(context.Background(), locs, follows[1:], want.fn, nil, want.damaged); err == nil {
+		t.Fatal("follows of another length taken")
 	}
 }

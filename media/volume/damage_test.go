@@ -246,7 +246,7 @@ func checkDamage(t *testing.T, vol *memVolume, key *Key, info SessionInfo, res *
 			lost = lostOf(t, err)
 		case "adjacent":
 			sf := &storedFeeder{t: t, rb: rb}
-			err = r.ReadAdjacent(context.Background(), locsOf(idx), rb.fn, sf.stored, rb.damaged)
+			err = r.ReadAdjacent(context.Background(), locsOf(idx), nil, rb.fn, sf.stored, rb.damaged)
 			lost = lostOf(t, err)
 			if sf.blocks == 0 {
 				t.Fatalf("%s: no block passed on as stored", mode)

@@ -114,7 +114,7 @@ func readEverything(t *testing.T, data []byte, key *Key) {
 		}
 		locs = append(locs, fileindex.Location{}, fileindex.Location{Seq: 1, Off: 1 << 40, InBlock: 7, EndSeq: 0})
 		sr.ReadEntries(context.Background(), locs, func(RecordType, []byte) error { return nil }, ignore)
-		sr.ReadAdjacent(context.Background(), locs, func(RecordType, []byte) error { return nil }, func(b *StoredBlock) error {
+		sr.ReadAdjacent(context.Background(), locs, nil, func(RecordType, []byte) error { return nil }, func(b *StoredBlock) error {
 			if b.Codec != 0 {
 				_, err := Decompress(nil, b.Codec, b.RawLen, b.Payload)
 				return err
@@ -301,7 +301,7 @@ func FuzzSession(f *testing.F) {
 				return nil
 			}
 			if adjacent {
-				err = sr.ReadAdjacent(ctx, locsOf(rebuilt), record, stored, noDamage)
+				err = sr.ReadAdjacent(ctx, locsOf(rebuilt), nil, record, stored, noDamage)
 			} else {
 				err = sr.ReadEntries(ctx, locsOf(rebuilt), record, noDamage)
 			}

@@ -74,14 +74,22 @@ type SessionReader struct {
 	ready    bool
 	keyOK    bool // the key is known to be right: later GCM failures are damage
 	keyID    string
-	// passed, when set, is the range of data blocks ReadAdjacent may pass
-	// on as stored: the workers only decrypt those.
-	passed *seqRange
+	// passed, when set, are the ranges of data blocks ReadAdjacent may
+	// pass on as stored, ascending: the workers only decrypt those.
+	passed seqRanges
+	// follows is ReadAdjacent's, for the read under way.
+	follows []bool
 }
 
 type seqRange struct{ lo, hi uint64 }
 
-func (s *seqRange) has(seq uint64) bool { return s != nil && s.lo <= seq && seq <= s.hi }
+// seqRanges are ranges of blocks, ascending and apart.
+type seqRanges []seqRange
+
+func (s seqRanges) has(seq uint64) bool {
+	i, _ := slices.BinarySearchFunc(s, seq, func(r seqRange, seq uint64) int { return cmp.Compare(r.hi, seq) })
+	return i < len(s) && s[i].lo <= seq
+}
 
 // NewSessionReader returns a reader of the session whose parts are given
 // (in any order; together they must cover its stream without gaps).
@@ -651,32 +659,40 @@ type StoredBlock struct {
 	Open int
 }
 
-// ReadAdjacent is ReadEntries for locations that are consecutive entries
-// of the session's index, none left out between the first and the last (a
-// whole session restored, a page at a time). A data block that lies
-// wholly inside them holds nothing else, so it goes to stored as the
-// volume holds it, decrypted and still compressed, rather than record by
-// record to fn: whoever takes the records decompresses it, and the reader
-// neither decompresses nor walks it. The blocks at either end, the blocks
-// after damage until an entry starts a block again, and any block where
-// the index disagrees with itself, go to fn record by record. Locations
-// without EndSeq, or reads of blocks by place (Len), are read as
+// ReadAdjacent is ReadEntries for locations of which the index says which
+// are consecutive entries: follows[i] says that locs[i] comes right after
+// the location before it in the stream, nothing of the session between
+// them (nil: every one does, a whole session restored a page at a time).
+// A data block that lies wholly inside such a run holds nothing else, so
+// it goes to stored as the volume holds it, decrypted and still
+// compressed, rather than record by record to fn: whoever takes the
+// records decompresses it, and the reader neither decompresses nor walks
+// it. The blocks at either end of a run, the blocks after damage until an
+// entry starts a block again, any block where the index disagrees with
+// itself, and the blocks of reads by place (Len), which never follow,
+// go to fn record by record. Locations without EndSeq are read as
 // ReadEntries reads them.
 //
 // Only the index vouches for a stored block: the reader does not look
 // inside it. A stored block whose records disagree with the index is for
 // the taker of the records to refuse, as it refuses any malformed stream.
-func (r *SessionReader) ReadAdjacent(ctx context.Context, locs []fileindex.Location, fn func(t RecordType, body []byte) error, stored func(*StoredBlock) error, damaged func(*CorruptBlockError) error) error {
+func (r *SessionReader) ReadAdjacent(ctx context.Context, locs []fileindex.Location, follows []bool, fn func(t RecordType, body []byte) error, stored func(*StoredBlock) error, damaged func(*CorruptBlockError) error) error {
+	if follows != nil && len(follows) != len(locs) {
+		return fmt.Errorf("session %s: %d locations and %d follows flags", r.session, len(locs), len(follows))
+	}
+	r.follows = follows
+	defer func() { r.follows = nil }()
 	return r.readEntries(ctx, locs, fn, stored, damaged)
 }
 
 // adjacentOrder is the order ReadAdjacent reads locs in, by index, and the
-// range of data blocks that lie wholly inside them; ok is false when it
+// ranges of data blocks that may lie wholly inside runs of them, each
+// following the one before (follows, nil for all); ok is false when it
 // cannot pass blocks on as stored (see ReadAdjacent).
-func adjacentOrder(locs []fileindex.Location) (order []int, passed *seqRange, ok bool) {
+func adjacentOrder(locs []fileindex.Location, follows []bool) (order []int, passed seqRanges, ok bool) {
 	order = make([]int, len(locs))
 	for i, l := range locs {
-		if l.Len > 0 || l.EndSeq < l.Seq {
+		if l.EndSeq < l.Seq {
 			return nil, nil, false
 		}
 		order[i] = i
@@ -689,15 +705,28 @@ func adjacentOrder(locs []fileindex.Location) (order []int, passed *seqRange, ok
 			return nil, nil, false
 		}
 	}
-	first, last := locs[order[0]], locs[order[len(order)-1]]
-	lo := first.Seq
-	if first.InBlock != 0 {
-		lo++
+	// A run's blocks go from the first that its first entry starts, or
+	// the one after, to the one before its last entry's FileEnd: that
+	// block holds what comes after the run too.
+	for k := 0; k < len(order); {
+		first := locs[order[k]]
+		k++
+		if first.Len > 0 {
+			continue
+		}
+		for k < len(order) && locs[order[k]].Len == 0 && (follows == nil || follows[order[k]]) {
+			k++
+		}
+		last := locs[order[k-1]]
+		lo := first.Seq
+		if first.InBlock != 0 {
+			lo++
+		}
+		if last.EndSeq > 0 && lo <= last.EndSeq-1 {
+			passed = append(passed, seqRange{lo: lo, hi: last.EndSeq - 1})
+		}
 	}
-	if last.EndSeq == 0 || lo > last.EndSeq-1 {
-		return order, nil, true
-	}
-	return order, &seqRange{lo: lo, hi: last.EndSeq - 1}, true
+	return order, passed, true
 }
 
 func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Location, fn func(t RecordType, body []byte) error, stored func(*StoredBlock) error, damaged func(*CorruptBlockError) error) error {
@@ -707,7 +736,7 @@ func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Locati
 	var order []int
 	if stored != nil {
 		var ok bool
-		if order, r.passed, ok = adjacentOrder(locs); !ok {
+		if order, r.passed, ok = adjacentOrder(locs, r.follows); !ok {
 			stored = nil
 		}
 		// After the cursors stop (defers run last to first).
@@ -746,7 +775,7 @@ func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Locati
 
 	var c *cursor
 	defer func() { c.stop() }()
-	w := &wanted{ls: ls, order: order, seen: map[uint64]*CorruptBlockError{}}
+	w := &wanted{ls: ls, order: order, follows: r.follows, seen: map[uint64]*CorruptBlockError{}}
 	w.index = func(l *fileindex.Location) int { return index[at{l.Seq, l.InBlock}] }
 	for w.i < len(ls) && ls[w.i].Off < r.parts[0].StreamStart {
 		// A volume read without the catalog whose part lost its header
@@ -853,37 +882,49 @@ type wanted struct {
 	// left is what the block being passed on (in, with Len) still holds.
 	left  uint64
 	index func(*fileindex.Location) int
-	// order maps ls to the locations given, by index: set by ReadAdjacent.
-	order []int
+	// order maps ls to the locations given, by index: set by ReadAdjacent,
+	// with follows, by the locations given (nil: all follow).
+	order   []int
+	follows []bool
+}
+
+// follow tells whether ls[i] comes right after ls[i-1], nothing between:
+// as the caller of ReadAdjacent says, and never a read by place.
+func (w *wanted) follow(i int) bool {
+	return w.ls[i].Len == 0 && (i == 0 || w.ls[i-1].Len == 0) && (w.follows == nil || w.follows[w.order[i]])
 }
 
 // passable tells whether block seq holds only records of wanted entries by
 // what the index says, the reader's account being whole: it starts inside
 // the entry being passed on, or with the next entry's FileHeader; every
-// entry that ends in it is followed by the next; and the last record goes
-// on into the next block, or the next entry starts that block. If so, end
-// is the next location to begin after the block, and open tells whether
-// ls[end-1] goes on past it.
+// entry that ends in it is followed by the next, which comes right after
+// it; and the last record goes on into the next block, or the next entry,
+// right after it, starts that block. If so, end is the next location to
+// begin after the block, and open tells whether ls[end-1] goes on past it.
 func (w *wanted) passable(seq uint64) (end int, open, ok bool) {
 	if w.order == nil || w.cut != nil {
 		return 0, false, false
 	}
 	i := w.i
 	if w.in == nil {
-		if i == len(w.ls) || w.ls[i].Seq != seq || w.ls[i].InBlock != 0 {
+		if i == len(w.ls) || w.ls[i].Seq != seq || w.ls[i].InBlock != 0 || w.ls[i].Len > 0 {
 			return 0, false, false
 		}
 	} else if w.in.Len > 0 || w.in.EndSeq < seq {
 		return 0, false, false
 	}
 	open = w.in != nil && w.in.EndSeq > seq
-	for ; i < len(w.ls) && w.ls[i].Seq == seq; i++ {
+	for first := w.in == nil; i < len(w.ls) && w.ls[i].Seq == seq; i, first = i+1, false {
 		if open {
 			return 0, false, false // an entry begins before the one before it ends
 		}
+		// The first record of the block needs nothing before it.
+		if !first && !w.follow(i) || w.ls[i].Len > 0 {
+			return 0, false, false
+		}
 		open = w.ls[i].EndSeq > seq
 	}
-	if !open && (i == len(w.ls) || w.ls[i].Seq != seq+1 || w.ls[i].InBlock != 0) {
+	if !open && (i == len(w.ls) || w.ls[i].Seq != seq+1 || w.ls[i].InBlock != 0 || !w.follow(i)) {
 		return 0, false, false
 	}
 	return i, open, true

@@ -76,7 +76,7 @@ type planner struct {
 	// and above no root, computed when the hard-link passes start.
 	targetAncestors map[string]bool
 	it              *fileindex.Selection
-	held            *wire.ReadLoc         // read from it, left for the next page when this one was full
+	held            *planLoc              // read from it, left for the next page when this one was full
 	pending         []wire.ReadLoc        // the blocks of the last entry read that this pass still owes
 	served          int                   // pages handed out
 	last            *wire.RestorePlanResp // the last page, for a retried request
@@ -311,6 +311,7 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 		}
 		layer := p.order[p.layer]
 		var locs []wire.ReadLoc
+		var prev planLoc
 		for {
 			loc, ok, err := p.nextLoc(layer)
 			if err != nil {
@@ -331,7 +332,10 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 				p.held, full = &loc, true
 				break
 			}
-			locs = append(locs, loc)
+			// What the node may pass on as stored (wire.ReadLoc.Follows).
+			loc.Follows = len(locs) > 0 && prev.entry && loc.entry && loc.pos == prev.pos+1
+			locs = append(locs, loc.ReadLoc)
+			prev = loc
 			size += add
 		}
 		if len(locs) > 0 {
@@ -364,9 +368,17 @@ func (p *planner) adjacent() bool {
 	return true
 }
 
+// planLoc is a read location as the pass found it: for an entry of the
+// layer read (entry), its place in the layer's index.
+type planLoc struct {
+	wire.ReadLoc
+	entry bool
+	pos   uint64
+}
+
 // nextLoc returns the next entry of the current pass that layer stored: the
 // one held back from the last page first.
-func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
+func (p *planner) nextLoc(layer int) (planLoc, bool, error) {
 	if p.held != nil {
 		loc := *p.held
 		p.held = nil
@@ -375,15 +387,15 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 	if len(p.pending) > 0 {
 		loc := p.pending[0]
 		p.pending = p.pending[1:]
-		return loc, true, nil
+		return planLoc{ReadLoc: loc}, true, nil
 	}
 	for {
 		e, ok := p.it.Next()
 		if !ok {
 			if err := p.it.Err(); err != nil {
-				return wire.ReadLoc{}, false, IndexError(err)
+				return planLoc{}, false, IndexError(err)
 			}
-			return wire.ReadLoc{}, false, nil
+			return planLoc{}, false, nil
 		}
 		if p.it.Layer() != layer {
 			// A large file whose entry lies in another layer may have
@@ -399,7 +411,7 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 				continue
 			}
 			p.pending = locs[1:]
-			return locs[0], true, nil
+			return planLoc{ReadLoc: locs[0]}, true, nil
 		}
 		sel, ancestor := p.selected(&e)
 		if !sel {
@@ -408,7 +420,7 @@ func (p *planner) nextLoc(layer int) (wire.ReadLoc, bool, error) {
 		if e.Type == fileindex.TypeHardlink && !p.links && !fileindex.WithinAny(p.roots)(&fileindex.Entry{Path: e.Target}) {
 			p.targets[e.Target] = true
 		}
-		return wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: e.Loc, Ancestor: ancestor}, true, nil
+		return planLoc{ReadLoc: wire.ReadLoc{Path: fileindex.Path(e.Path), Loc: e.Loc, Ancestor: ancestor}, entry: true, pos: p.it.Position()}, true, nil
 	}
 }
 

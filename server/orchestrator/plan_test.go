@@ -907,3 +907,83 @@ func TestPlanSaysWhenItsReadsAreAdjacent(t *testing.T) {
 		t.Fatalf("restore of a chain of two: %d reads adjacent, %d not", adjacent, not)
 	}
 }
+
+// Each location of a plan says whether it follows the one before it in its
+// read: both whole entries, nothing of the session's index between them.
+// In a chain the newer backups shadow entries of the older ones (changed,
+// deleted), a large file's kept blocks are read by place, and a restore of
+// some paths seeks over the rest: each of those breaks a run, and only
+// those. The storage node passes the blocks inside a run on as stored.
+func TestPlanSaysWhichLocationsFollow(t *testing.T) {
+	c := newPlanCatalog(t)
+	const dirs, files, deep = 20, 300, 10
+	full := c.backup(catalog.LevelFull, bigTree(dirs, files, deep))
+	big := fmt.Sprintf("/data/d0005/file-%06d.%s", 10, strings.Repeat("z", (5*files+10)%61))
+	incr := c.backup(catalog.LevelIncremental, func(add func(*fileindex.Entry)) {
+		var entries []fileindex.Entry
+		changes(dirs, files, deep)(func(e *fileindex.Entry) { entries = append(entries, *e) })
+		// A large file that changed: its first block kept from the full,
+		// read where it lies there.
+		e := fileEntry(big, 9_000_000)
+		e.Size = 150
+		e.Blocks = &fileindex.BlockList{Bits: 20, Sessions: [][16]byte{full.SessionID}, Blocks: []fileindex.Block{
+			{Session: 1, Loc: fileindex.Location{Seq: 40, Off: 40 << 20, InBlock: 512, EndSeq: 40, Len: 100}},
+			{Loc: fileindex.Location{Len: 50}},
+		}}
+		entries = append(entries, e)
+		slices.SortFunc(entries, func(a, b fileindex.Entry) int { return fileindex.Compare(a.Path, b.Path) })
+		for i := range entries {
+			add(&entries[i])
+		}
+	})
+	chain := c.chain(incr.ID)
+	place := make([]map[string]int, len(chain))
+	for i, b := range chain {
+		place[i] = map[string]int{}
+		it := c.store.Index(b.ID)
+		for e, ok := it.Next(); ok; e, ok = it.Next() {
+			place[i][e.Path] = len(place[i])
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, roots := range [][]string{nil, {"/data/d0000", "/data/d0005", "/data/odd"}} {
+		follow, not, blocks := 0, 0, 0
+		p := newPlanner(c.store, chain, roots, 64<<10) // small pages: many reads
+		for cursor := 0; ; {
+			resp, err := p.page(cursor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rr := range resp.Reads {
+				layer := layerOf(t, chain, rr.SessionID)
+				for i, l := range rr.Locs {
+					want := false
+					if i > 0 && l.Block == nil && rr.Locs[i-1].Block == nil {
+						want = place[layer][string(l.Path)] == place[layer][string(rr.Locs[i-1].Path)]+1
+					}
+					if l.Follows != want {
+						t.Fatalf("roots %q, layer %d: %s says it follows %v, after %s: want %v", roots, layer, l.Path, l.Follows, rr.Locs[max(i-1, 0)].Path, want)
+					}
+					switch {
+					case l.Block != nil:
+						blocks++
+					case l.Follows:
+						follow++
+					default:
+						not++
+					}
+				}
+			}
+			if resp.Done {
+				break
+			}
+			cursor = resp.Cursor
+		}
+		if follow < 100 || not < 10 || blocks != 1 {
+			t.Fatalf("roots %q: %d locations follow, %d do not, %d blocks read by place", roots, follow, not, blocks)
+		}
+		t.Logf("roots %q: %d locations follow, %d do not", roots, follow, not)
+	}
+}
