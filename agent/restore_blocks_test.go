@@ -3,6 +3,7 @@ package agent
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cairnbackup/cairn/assemble/assembletest"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/loopfs"
 	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
 )
@@ -392,5 +394,46 @@ func TestRestoreHashesAnAssemblyOnlyOnce(t *testing.T) {
 	defer mu.Unlock()
 	if hashed[f.Entry.Path] != 0 || hashed[next.Path] != 2 {
 		t.Fatalf("hashed as written: %v; want none of %s and all of %s", hashed, f.Entry.Path, next.Path)
+	}
+}
+
+// A large file that waits for its blocks under a name (the restore holds
+// as many unnamed ones as it may, or the file system makes none) cannot
+// wait in an append-only directory of a forced target: the name could be
+// neither renamed into place nor removed. It is refused, saying why and
+// what to do, whichever comes first, and nothing is left there.
+func TestAssemblyRefusedInAnAppendOnlyDirectory(t *testing.T) {
+	f := assembletest.Sample()
+	block := append(volume.AppendBlockStart(nil, &volume.BlockStart{Path: f.Entry.Path, Len: uint64(len(f.Kept)), At: f.At}), f.BlockData(f.Kept)...)
+	entry := f.EntryRecords()
+	fs := loopfs.Ext4(t, 64<<20)
+	for _, order := range []string{"block first", "entry first"} {
+		eachTempKind(t, func(t *testing.T) {
+			root := filepath.Join(fs, strings.ReplaceAll(order, " ", "-")+fmt.Sprint(preferUnnamedFiles))
+			mustDo(t, os.Mkdir(root, 0o755))
+			chattr(t, root, fileindex.FlagAppend) // the file system goes with the test
+			r, err := NewRestorer(RestoreOptions{Root: root, Force: true})
+			mustDo(t, err)
+			r.maxHeld = 0
+			first, second := block, entry
+			if order == "entry first" {
+				first, second = entry, block
+			}
+			mustDo(t, r.Records(first))
+			mustDo(t, r.Records(second))
+			st, err := r.Finish()
+			mustDo(t, err)
+			if st.Refused == 0 || st.Files != 0 {
+				t.Fatalf("%s: stats %+v", order, st)
+			}
+			for _, w := range st.Warnings {
+				if w.Path == f.Entry.Path && !strings.Contains(w.Err, "append only (chattr +a)") {
+					t.Fatalf("%s: warning %+v does not say why or what to do", order, w)
+				}
+			}
+			if left, _ := os.ReadDir(root); len(left) != 0 {
+				t.Fatalf("%s: left in the append-only directory: %v", order, left)
+			}
+		})
 	}
 }
