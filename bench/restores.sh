@@ -11,6 +11,7 @@
 #   BASELINE=HEAD ROUNDS=8 bench/restores.sh      # the noise of one build
 #   PROFILE=1 BASELINE=HEAD bench/restores.sh     # a CPU profile of each restore
 #   TARGET_SCALE=2 BASELINE=HEAD bench/restores.sh  # into smaller file systems
+#   INCREMENTAL=1 BASELINE=d8c1f9c bench/restores.sh  # an incremental's point in time
 #
 # Needs root (drop_caches, loop devices), mkfs.ext4 and /usr/bin/time.
 set -euo pipefail
@@ -33,12 +34,19 @@ PROFILE_SECS=${PROFILE_SECS:-8}
 # bytes and files, and 1 GiB and 100,000 inodes more. 3 is what e2e.sh
 # makes; the runs before 805411a made 2.
 TARGET_SCALE=${TARGET_SCALE:-3}
+# INCREMENTAL=1 restores the point in time of an incremental instead: both
+# systems back up a copy of the tree (on a new ext4), bench/gentree changes
+# it as bench/e2e.sh does (CHANGE of its bytes, the same seed), both back up
+# the incremental, and each round restores that, a chain of two sessions.
+INCREMENTAL=${INCREMENTAL:-0}
+CHANGE=${CHANGE:-0.05}
 CLIENT=bench
 
 die() { echo "restores: $*" >&2; exit 1; }
 log() { echo "restores: $*" >&2; }
 [ -n "$BASELINE" ] || die "set BASELINE to a revision to compare with (BASELINE=HEAD for the noise of this build)"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS is a number of rounds, not $ROUNDS"
+[[ $INCREMENTAL =~ ^[01]$ ]] || die "INCREMENTAL is 0 or 1, not $INCREMENTAL"
 [[ $TARGET_SCALE =~ ^[1-9][0-9]*$ ]] || die "TARGET_SCALE is a whole number (the target file system's size over the tree's), not $TARGET_SCALE"
 [ "$(id -u)" -eq 0 ] || die "run as root: each restore starts from a dropped page cache and goes to a new loop-mounted ext4"
 command -v mkfs.ext4 >/dev/null || die "needs mkfs.ext4 (Debian package e2fsprogs)"
@@ -68,9 +76,9 @@ stop_dev() {
 }
 cleanup() {
 	stop_dev
-	local sys
-	for sys in "${SYSTEMS[@]}"; do
-		if mountpoint -q "$RUN/$sys/restore" 2>/dev/null; then umount "$RUN/$sys/restore" || echo "restores: could not unmount $RUN/$sys/restore: umount it by hand" >&2; fi
+	local m
+	for m in "$RUN"/*/restore "$RUN/tree"; do
+		if mountpoint -q "$m" 2>/dev/null; then umount "$m" || echo "restores: could not unmount $m: umount it by hand" >&2; fi
 	done
 }
 trap cleanup EXIT
@@ -78,18 +86,36 @@ trap cleanup EXIT
 for sys in "${SYSTEMS[@]}"; do
 	release_target "$RUN/$sys/restore"
 done
+release_target "$RUN/tree"
 rm -rf "$RUN"
 mkdir -p "$RUN"
 : >"$RESULTS"
-for sys in "${SYSTEMS[@]}"; do
-	d=$RUN/$sys
-	mkdir -p "$d"
-	log "backing up the tree with $sys (once, not timed)"
-	start_dev "$d" "${BIN[$sys]}"
-	"${BIN[$sys]}" backup --client "$CLIENT" --path "$TREE" --wait --json >"$d/backup.json" ||
-		die "the $sys backup failed: $(cat "$d/backup.json")"
-	stop_dev
-done
+SRC=$TREE
+if [ "$INCREMENTAL" = 1 ]; then
+	SRC=$RUN/tree
+	log "copying the tree to $SRC, a new ext4 (not timed)"
+	tree_fs "$SRC" 2
+	cp -a "$TREE/." "$SRC"
+	(cd "$REPO" && go build -o "$WORK/bin/gentree" ./bench/gentree)
+fi
+# backup LEVEL: each system backs up SRC at LEVEL, not timed.
+backup() {
+	local sys d
+	for sys in "${SYSTEMS[@]}"; do
+		d=$RUN/$sys
+		mkdir -p "$d"
+		log "backing up the tree with $sys at level $1 (once, not timed)"
+		start_dev "$d" "${BIN[$sys]}"
+		"${BIN[$sys]}" backup --client "$CLIENT" --path "$SRC" --level "$1" --wait --json >"$d/backup-$1.json" ||
+			die "the $sys backup failed: $(cat "$d/backup-$1.json")"
+		stop_dev
+	done
+}
+backup full
+if [ "$INCREMENTAL" = 1 ]; then
+	"$WORK/bin/gentree" -mutate "$SRC" -fraction "$CHANGE" -seed 14 >&2
+	backup incremental
+fi
 
 gcs() { grep -c '^gc ' "$1/dev.log" || true; }
 
@@ -123,7 +149,7 @@ restore() {
 		"$((g1 - g0))" >>"$RESULTS"
 	if [ "$n" = 1 ]; then
 		log "verifying the $sys restore (not timed)"
-		diff -r "$TREE" "$d/restore$TREE" >/dev/null || die "the $sys restore differs from the tree: diff -r $TREE $d/restore$TREE"
+		diff -r "$SRC" "$d/restore$SRC" >/dev/null || die "the $sys restore differs from the tree: diff -r $SRC $d/restore$SRC"
 	fi
 	release_target "$d/restore"
 }
@@ -137,7 +163,10 @@ for n in $(seq "$ROUNDS"); do
 	done
 done
 
-echo "restores of $TREE ($TREE_FILES files, $(awk -v b="$TREE_BYTES" 'BEGIN {printf "%.0f", b/1e6}') MB), each into a new ext4 (TARGET_SCALE=$TARGET_SCALE), page cache dropped"
+[ "$INCREMENTAL" = 0 ] || release_target "$SRC"
+what="restores of $TREE"
+[ "$INCREMENTAL" = 1 ] && what="restores of an incremental ($CHANGE of the bytes changed) of $TREE"
+echo "$what ($TREE_FILES files, $(awk -v b="$TREE_BYTES" 'BEGIN {printf "%.0f", b/1e6}') MB), each into a new ext4 (TARGET_SCALE=$TARGET_SCALE), page cache dropped"
 echo "cairn: $CAIRN_REV; baseline: $BASELINE_REV; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -F'\t' -v bytes="$TREE_BYTES" '
 { sec[$1, $2] = $3; cpu[$1, $2] = $4; gc[$1, $2] = $5; if ($1 > rounds) rounds = $1 }
