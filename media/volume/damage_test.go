@@ -235,7 +235,7 @@ func blockAt(t *testing.T, vol *memVolume, p PartResult, idx []fileindex.Entry, 
 // touch block seq are hurt and that the damage report names it.
 func checkDamage(t *testing.T, vol *memVolume, key *Key, info SessionInfo, res *SessionResult, idx []fileindex.Entry, files []tfile, seq uint64, off int64, reason string) {
 	t.Helper()
-	for _, mode := range []string{"entries", "adjacent", "all"} {
+	for _, mode := range []string{"entries", "adjacent", "runs", "all"} {
 		r := NewSessionReader(info.SessionID, key, res.Refs(), memOpener(vol), ReaderOptions{})
 		rb := newReadBack(t)
 		var err error
@@ -247,6 +247,19 @@ func checkDamage(t *testing.T, vol *memVolume, key *Key, info SessionInfo, res *
 		case "adjacent":
 			sf := &storedFeeder{t: t, rb: rb}
 			err = r.ReadAdjacent(context.Background(), locsOf(idx), nil, rb.fn, sf.stored, rb.damaged)
+			lost = lostOf(t, err)
+			if sf.blocks == 0 {
+				t.Fatalf("%s: no block passed on as stored", mode)
+			}
+		case "runs":
+			// Runs of entries, as a chain's read of an older session
+			// has them: blocks at the seams are walked.
+			follows := make([]bool, len(idx))
+			for i := range follows {
+				follows[i] = i%11 != 0
+			}
+			sf := &storedFeeder{t: t, rb: rb}
+			err = r.ReadAdjacent(context.Background(), locsOf(idx), follows, rb.fn, sf.stored, rb.damaged)
 			lost = lostOf(t, err)
 			if sf.blocks == 0 {
 				t.Fatalf("%s: no block passed on as stored", mode)
