@@ -1,13 +1,16 @@
 package storagenode
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cairnbackup/cairn/internal/poll"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/cairnbackup/cairn/dataplane"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/ticket"
 	"github.com/cairnbackup/cairn/wire"
@@ -193,33 +197,119 @@ func TestClassifyNamesThePool(t *testing.T) {
 	}
 }
 
-func TestFitSegmentsSplitsOversized(t *testing.T) {
+// noisySegment is a segment of n entries under dir whose extended
+// attributes hardly compress.
+func noisySegment(t *testing.T, dir string, n int) fileindex.Segment {
 	b := fileindex.NewSegmentBuilder(64 << 20)
-	for i := 0; i < 12000; i++ {
-		e := fileindex.Entry{Path: "/x/" + uuid.NewString(), Type: fileindex.TypeFile,
+	for i := range n {
+		e := fileindex.Entry{Path: fmt.Sprintf("%s/%06d", dir, i), Type: fileindex.TypeFile,
 			Xattrs: []fileindex.Xattr{{Name: "user.noise", Value: []byte(uuid.NewString() + uuid.NewString() + uuid.NewString() + uuid.NewString())}}}
-		e.Path = fmt.Sprintf("/x/%06d", i)
 		if err := b.Add(&e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	seg := b.Flush()
-	if len(seg.Data) <= wire.MaxIndexSegmentBytes {
-		t.Fatalf("test segment of %d bytes does not need splitting", len(seg.Data))
-	}
-	out, err := fitSegments([]fileindex.Segment{seg, seg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0
-	for _, s := range out {
+	return b.Flush()
+}
+
+// checkSegments fails t unless out holds want's entries, in order, in
+// segments that each fit a message.
+func checkSegments(t *testing.T, out []fileindex.Segment, want []fileindex.Segment) {
+	t.Helper()
+	var got, all []string
+	for i, s := range out {
 		if len(s.Data) > wire.MaxIndexSegmentBytes {
 			t.Fatalf("segment of %d bytes left", len(s.Data))
 		}
-		total += s.Count
+		msg, err := json.Marshal(wire.SessionIndexReq{JobID: 1 << 60, No: i, First: fileindex.Path(s.First), Last: fileindex.Path(s.Last), Count: s.Count, Data: s.Data})
+		if err != nil || len(msg) > 1<<20 {
+			t.Fatalf("segment %d goes in a message of %d bytes (%v), over NATS's default max_payload", i, len(msg), err)
+		}
+		entries, err := fileindex.DecodeSegment(s.Data)
+		if err != nil || len(entries) != s.Count || entries[0].Path != s.First || entries[len(entries)-1].Path != s.Last {
+			t.Fatalf("segment %q..%q of %d: %d entries, %v", s.First, s.Last, s.Count, len(entries), err)
+		}
+		for _, e := range entries {
+			got = append(got, e.Path)
+		}
 	}
-	if total != 2*seg.Count {
-		t.Fatalf("%d entries after splitting, want %d", total, 2*seg.Count)
+	for _, s := range want {
+		entries, _ := fileindex.DecodeSegment(s.Data)
+		for _, e := range entries {
+			all = append(all, e.Path)
+		}
+	}
+	if !slices.Equal(got, all) {
+		t.Fatalf("%d entries in the catalog's segments, want the session's %d in order", len(got), len(all))
+	}
+}
+
+// Entries that hardly compress go in segments that still fit a message:
+// one too big cut up, and small ones joined no further than fits (entries
+// whose MiB compresses to about three quarters of one would go as a message
+// of over a MiB in base64).
+func TestCatalogSegmentsSplitsOversized(t *testing.T) {
+	in := []fileindex.Segment{noisySegment(t, "/x", 12000), noisySegment(t, "/y", 12000)}
+	if len(in[0].Data) <= wire.MaxIndexSegmentBytes {
+		t.Fatalf("test segment of %d bytes does not need splitting", len(in[0].Data))
+	}
+	out, err := catalogSegments(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSegments(t, out, in)
+
+	rnd := rand.New(rand.NewPCG(1, 2))
+	in = nil
+	b := fileindex.NewSegmentBuilder(200 << 10)
+	for i := range 40000 {
+		v := make([]byte, 64)
+		for j := range 60 {
+			v[j] = byte(rnd.Uint32())
+		}
+		e := fileindex.Entry{Path: fmt.Sprintf("/z/%06d", i), Type: fileindex.TypeFile, Xattrs: []fileindex.Xattr{{Name: "user.n", Value: v}}}
+		if err := b.Add(&e); err != nil {
+			t.Fatal(err)
+		}
+		if b.Full() {
+			in = append(in, b.Flush())
+		}
+	}
+	in = append(in, b.Flush())
+	if out, err = catalogSegments(in); err != nil {
+		t.Fatal(err)
+	}
+	checkSegments(t, out, in)
+}
+
+// The volume's segments are cut to fit its blocks; the catalog takes
+// fewer, larger ones, each a Raft command, with the same entries. One
+// segment goes as it is.
+func TestCatalogSegmentsJoinSmallOnes(t *testing.T) {
+	var in []fileindex.Segment
+	b := fileindex.NewSegmentBuilder(200 << 10)
+	for i := range 50000 {
+		e := fileindex.Entry{Path: fmt.Sprintf("/data/d%03d/file-%06d.log", i/500, i), Type: fileindex.TypeFile, Mode: 0o644, Size: int64(i * 37),
+			MTime: 1_760_000_000_000_000_000 + int64(i)*1_000_003, Loc: fileindex.Location{Seq: uint64(i / 40), Off: uint64(i/40) << 18, InBlock: uint32(i%40) * 6000, EndSeq: uint64(i / 40)}}
+		if err := b.Add(&e); err != nil {
+			t.Fatal(err)
+		}
+		if b.Full() {
+			in = append(in, b.Flush())
+		}
+	}
+	in = append(in, b.Flush())
+	out, err := catalogSegments(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSegments(t, out, in)
+	if len(out)*3 > len(in) {
+		t.Fatalf("%d segments from the volume's %d: want a third or fewer", len(out), len(in))
+	}
+	t.Logf("%d volume segments sent as %d", len(in), len(out))
+	one, err := catalogSegments(in[:1])
+	if err != nil || len(one) != 1 || !bytes.Equal(one[0].Data, in[0].Data) {
+		t.Fatalf("one segment: %d segments, %v", len(one), err)
 	}
 }
 

@@ -1029,9 +1029,10 @@ type SessionIndexReq struct {
 	Data  []byte         `json:"data"`
 }
 
-// MaxIndexSegmentBytes keeps a segment message well below NATS's default 1 MiB
-// payload limit.
-const MaxIndexSegmentBytes = 768 << 10
+// MaxIndexSegmentBytes keeps a segment message below NATS's default 1 MiB
+// payload limit: the message is JSON, Data goes in base64 (640 KiB become
+// 853 KiB), and its two paths may take up to 4 KiB each, more escaped.
+const MaxIndexSegmentBytes = 640 << 10
 
 // SessionPart is where one part of a session lies on a volume, as the
 // storage node's session writer reports it (volume.PartResult) and the
