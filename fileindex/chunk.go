@@ -14,7 +14,7 @@ import (
 // chunks of about ChunkBytes of entries, each compressed on its own, with a
 // small index of where each starts (ChunkIndex); a read decompresses only
 // the chunk that holds what it wants. Chunks are the catalog's own layout:
-// volumes, sessions and Raft commands carry segments as they were built.
+// volumes, sessions and Raft commands carry the segment as it was built.
 
 // ChunkBytes is the uncompressed size at which ChunkSegment starts a new
 // chunk: decompressing one takes about a tenth of a millisecond, and a

@@ -173,7 +173,7 @@ func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.S
 // sendIndex sends the session's file index, and counts its segments in
 // req.
 func (s *session) sendIndex(ctx context.Context, req *wire.SessionCommitReq, res *volume.SessionResult) error {
-	segs, err := catalogSegments(res.Segments)
+	segs, err := fitSegments(res.Segments)
 	if err != nil {
 		return err
 	}
@@ -199,71 +199,29 @@ func sessionPart(p volume.PartResult) wire.SessionPart {
 	}
 }
 
-// catalogSegments cuts the session's index into the segments the catalog
-// takes, one Raft command each. The volume's segments are sized to fit its
-// blocks (a fifth of a MiB of entries in blocks of 256 KiB), and each
-// command costs the servers a round of Raft and the catalog's fsyncs (about
-// 14 ms on the machine of bench/), one after another at the end of the
-// backup, when the stream is done: 14 of them for a tree of 50,000 files.
-// So their entries go together into segments of fileindex.DefaultSegmentBytes,
-// the size the catalog chunks for seeking anyway; a segment that would not
-// fit one NATS message (entries that hardly compress) is cut smaller. A
-// session of one segment goes as it is.
-func catalogSegments(in []fileindex.Segment) ([]fileindex.Segment, error) {
-	if len(in) == 1 && len(in[0].Data) <= wire.MaxIndexSegmentBytes {
-		return in, nil
-	}
+// fitSegments re-cuts index segments that would not fit one NATS message.
+func fitSegments(in []fileindex.Segment) ([]fileindex.Segment, error) {
 	var out []fileindex.Segment
-	// add adds entries to b, passing each segment it fills to full.
-	add := func(b *fileindex.SegmentBuilder, entries []fileindex.Entry, full func(fileindex.Segment) error) error {
+	for _, seg := range in {
+		if len(seg.Data) <= wire.MaxIndexSegmentBytes {
+			out = append(out, seg)
+			continue
+		}
+		entries, err := fileindex.DecodeSegment(seg.Data)
+		if err != nil {
+			return nil, err
+		}
+		b := fileindex.NewSegmentBuilder(wire.MaxIndexSegmentBytes / 4)
 		for i := range entries {
 			if err := b.Add(&entries[i]); err != nil {
-				return err
+				return nil, err
 			}
 			if b.Full() {
-				if err := full(b.Flush()); err != nil {
-					return err
-				}
+				out = append(out, b.Flush())
 			}
 		}
-		return nil
-	}
-	keep := func(seg fileindex.Segment) error {
-		out = append(out, seg)
-		return nil
-	}
-	// emit keeps seg, or its entries in quarters of a message when it is
-	// too big for one.
-	emit := func(seg fileindex.Segment) error {
-		if len(seg.Data) <= wire.MaxIndexSegmentBytes {
-			return keep(seg)
-		}
-		entries, err := fileindex.DecodeSegment(seg.Data)
-		if err != nil {
-			return err
-		}
-		small := fileindex.NewSegmentBuilder(wire.MaxIndexSegmentBytes / 4)
-		if err := add(small, entries, keep); err != nil {
-			return err
-		}
-		if small.Len() > 0 {
-			out = append(out, small.Flush())
-		}
-		return nil
-	}
-	b := fileindex.NewSegmentBuilder(fileindex.DefaultSegmentBytes)
-	for _, seg := range in {
-		entries, err := fileindex.DecodeSegment(seg.Data)
-		if err != nil {
-			return nil, err
-		}
-		if err := add(b, entries, emit); err != nil {
-			return nil, err
-		}
-	}
-	if b.Len() > 0 {
-		if err := emit(b.Flush()); err != nil {
-			return nil, err
+		if b.Len() > 0 {
+			out = append(out, b.Flush())
 		}
 	}
 	return out, nil

@@ -1,13 +1,11 @@
 package storagenode
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -243,74 +241,18 @@ func checkSegments(t *testing.T, out []fileindex.Segment, want []fileindex.Segme
 	}
 }
 
-// Entries that hardly compress go in segments that still fit a message:
-// one too big cut up, and small ones joined no further than fits (entries
-// whose MiB compresses to about three quarters of one would go as a message
-// of over a MiB in base64).
-func TestCatalogSegmentsSplitsOversized(t *testing.T) {
+// Entries that hardly compress go in segments that still fit a message: one
+// too big is cut up, and each goes in a message NATS takes by default.
+func TestFitSegmentsSplitsOversized(t *testing.T) {
 	in := []fileindex.Segment{noisySegment(t, "/x", 12000), noisySegment(t, "/y", 12000)}
 	if len(in[0].Data) <= wire.MaxIndexSegmentBytes {
 		t.Fatalf("test segment of %d bytes does not need splitting", len(in[0].Data))
 	}
-	out, err := catalogSegments(in)
+	out, err := fitSegments(in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkSegments(t, out, in)
-
-	rnd := rand.New(rand.NewPCG(1, 2))
-	in = nil
-	b := fileindex.NewSegmentBuilder(200 << 10)
-	for i := range 40000 {
-		v := make([]byte, 64)
-		for j := range 60 {
-			v[j] = byte(rnd.Uint32())
-		}
-		e := fileindex.Entry{Path: fmt.Sprintf("/z/%06d", i), Type: fileindex.TypeFile, Xattrs: []fileindex.Xattr{{Name: "user.n", Value: v}}}
-		if err := b.Add(&e); err != nil {
-			t.Fatal(err)
-		}
-		if b.Full() {
-			in = append(in, b.Flush())
-		}
-	}
-	in = append(in, b.Flush())
-	if out, err = catalogSegments(in); err != nil {
-		t.Fatal(err)
-	}
-	checkSegments(t, out, in)
-}
-
-// The volume's segments are cut to fit its blocks; the catalog takes
-// fewer, larger ones, each a Raft command, with the same entries. One
-// segment goes as it is.
-func TestCatalogSegmentsJoinSmallOnes(t *testing.T) {
-	var in []fileindex.Segment
-	b := fileindex.NewSegmentBuilder(200 << 10)
-	for i := range 50000 {
-		e := fileindex.Entry{Path: fmt.Sprintf("/data/d%03d/file-%06d.log", i/500, i), Type: fileindex.TypeFile, Mode: 0o644, Size: int64(i * 37),
-			MTime: 1_760_000_000_000_000_000 + int64(i)*1_000_003, Loc: fileindex.Location{Seq: uint64(i / 40), Off: uint64(i/40) << 18, InBlock: uint32(i%40) * 6000, EndSeq: uint64(i / 40)}}
-		if err := b.Add(&e); err != nil {
-			t.Fatal(err)
-		}
-		if b.Full() {
-			in = append(in, b.Flush())
-		}
-	}
-	in = append(in, b.Flush())
-	out, err := catalogSegments(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSegments(t, out, in)
-	if len(out)*3 > len(in) {
-		t.Fatalf("%d segments from the volume's %d: want a third or fewer", len(out), len(in))
-	}
-	t.Logf("%d volume segments sent as %d", len(in), len(out))
-	one, err := catalogSegments(in[:1])
-	if err != nil || len(one) != 1 || !bytes.Equal(one[0].Data, in[0].Data) {
-		t.Fatalf("one segment: %d segments, %v", len(one), err)
-	}
 }
 
 func TestConfigValidate(t *testing.T) {
