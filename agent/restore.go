@@ -780,9 +780,9 @@ func (r *Restorer) write(off int64, data []byte) error {
 	if off < c.hashed {
 		c.badData = fmt.Sprintf("its data records overlap or come out of order at offset %d", off)
 	}
-	// The zeros of a hole before the record are hashed too, for the
-	// whole content's SHA-256; a kind this program does not know goes
-	// unchecked (place), so nothing is hashed, least of all those.
+	// A hole before the record has the file read back to be checked
+	// (contentHash.gap); a kind this program does not know goes
+	// unchecked (place).
 	var zeros int64
 	if c.badData == "" && c.e.HashKind == fileindex.HashSHA256 && !c.assembled {
 		zeros = off - c.hashed
@@ -877,7 +877,7 @@ func (r *Restorer) place(c *current, status uint8, sum []byte, h *contentHash) e
 	}
 	var got []byte
 	switch {
-	case c.assembled && e.HashKind == fileindex.HashSHA256:
+	case (c.assembled || h.gap) && e.HashKind == fileindex.HashSHA256:
 		var err error
 		if got, err = assemble.HashFile(assemble.FD(c.fd), size); err != nil {
 			removeTemp(c)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -354,11 +355,12 @@ func TestFilesWaitingForBlocksLeaveNoName(t *testing.T) {
 	}
 }
 
-// A large file whose kept blocks came before its entry is known to be
-// assembled as the entry begins: its content is read back and checked at
-// the end, so the entry's own records, and the zeros of the gap before
-// each, are not hashed as they come. In a chain restore those gaps are
-// most of each changed large file.
+// A large file assembled from blocks of several sessions is read back and
+// checked once its last block is in, so it is not hashed as it comes as
+// well: when its kept blocks came first, it is known to be assembled as its
+// entry begins; when its entry comes first, the hole before the entry's own
+// blocks says so (contentHash.gap). In a chain restore those holes are most
+// of each changed large file, and were hashed as zeros.
 func TestRestoreHashesAnAssemblyOnlyOnce(t *testing.T) {
 	f := assembletest.Sample()
 	block := volume.AppendBlockStart(nil, &volume.BlockStart{Path: f.Entry.Path, Len: uint64(len(f.Kept)), At: f.At})
@@ -378,22 +380,65 @@ func TestRestoreHashesAnAssemblyOnlyOnce(t *testing.T) {
 	}
 	t.Cleanup(func() { hashing = nil })
 
-	root := filepath.Join(t.TempDir(), "to")
-	r, err := NewRestorer(RestoreOptions{Root: root})
-	mustDo(t, err)
-	for _, b := range [][]byte{block, f.EntryRecords(), later} {
+	for _, order := range []string{"block first", "entry first"} {
+		clear(hashed)
+		root := filepath.Join(t.TempDir(), "to")
+		r, err := NewRestorer(RestoreOptions{Root: root})
+		mustDo(t, err)
+		frames := [][]byte{block, f.EntryRecords(), later}
+		if order == "entry first" {
+			frames[0], frames[1] = frames[1], frames[0]
+		}
+		for _, b := range frames {
+			mustDo(t, r.Records(b))
+		}
+		st, err := r.Finish()
+		mustDo(t, err)
+		got, rerr := os.ReadFile(filepath.Join(root, "db"))
+		if rerr != nil || string(got) != string(f.Content) || st.Files != 2 || st.DamagedCount != 0 {
+			t.Fatalf("%s: restored %q (%v), stats %+v", order, got, rerr, st)
+		}
+		mu.Lock()
+		if hashed[f.Entry.Path] != 0 || hashed[next.Path] != 2 {
+			t.Fatalf("%s: hashed as written: %v; want none of %s and all of %s", order, hashed, f.Entry.Path, next.Path)
+		}
+		mu.Unlock()
+	}
+}
+
+// A file hashed whole whose records leave a hole (as a backup before the
+// sparse digest sent a file with holes) is read back to be checked: it
+// restores, and a content that does not match its digest loses it.
+func TestRestoreReadsBackAFileWithAHole(t *testing.T) {
+	content := append(make([]byte, 70000), []byte("tail")...)
+	for _, c := range []struct {
+		name    string
+		sum     [32]byte
+		damaged bool
+	}{
+		{"right", sha256.Sum256(content), false},
+		{"wrong", sha256.Sum256([]byte("other")), true},
+	} {
+		e := fileindex.Entry{Path: "/sparse", Type: fileindex.TypeFile, Size: int64(len(content)), Mode: 0o644}
+		b := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &e))
+		b = volume.AppendDataRecord(b, 70000, []byte("tail"))
+		b = volume.AppendFileEnd(b, volume.EndOK, c.sum[:])
+		root := filepath.Join(t.TempDir(), "to")
+		r, err := NewRestorer(RestoreOptions{Root: root})
+		mustDo(t, err)
 		mustDo(t, r.Records(b))
-	}
-	st, err := r.Finish()
-	mustDo(t, err)
-	got, rerr := os.ReadFile(filepath.Join(root, "db"))
-	if rerr != nil || string(got) != string(f.Content) || st.Files != 2 || st.DamagedCount != 0 {
-		t.Fatalf("restored %q (%v), stats %+v", got, rerr, st)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if hashed[f.Entry.Path] != 0 || hashed[next.Path] != 2 {
-		t.Fatalf("hashed as written: %v; want none of %s and all of %s", hashed, f.Entry.Path, next.Path)
+		st, err := r.Finish()
+		mustDo(t, err)
+		got, rerr := os.ReadFile(filepath.Join(root, "sparse"))
+		if c.damaged {
+			if st.DamagedCount != 1 || rerr == nil {
+				t.Fatalf("%s: stats %+v, file read %v", c.name, st, rerr)
+			}
+			continue
+		}
+		if rerr != nil || !bytes.Equal(got, content) || st.Files != 1 || st.DamagedCount != 0 {
+			t.Fatalf("%s: %d bytes (%v), stats %+v", c.name, len(got), rerr, st)
+		}
 	}
 }
 

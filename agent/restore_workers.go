@@ -108,6 +108,13 @@ type contentHash struct {
 	sum    hash.Hash
 	sparse *fileindex.SparseHash
 	buf    [sha256.Size]byte
+	// gap: a record of a file hashed whole (fileindex.HashSHA256) came
+	// after a hole, which a backup of this program leaves only in a large
+	// file that keeps blocks of earlier sessions, assembled and read back
+	// at the end anyway. From there the file is not hashed as it is
+	// written: place reads it back, holes as zeros, rather than have the
+	// zeros hashed here and the file hashed again.
+	gap bool
 }
 
 func newContentHash() *contentHash {
@@ -117,12 +124,13 @@ func newContentHash() *contentHash {
 func (h *contentHash) reset() {
 	h.sum.Reset()
 	h.sparse.Reset()
+	h.gap = false
 }
 
 type fileOpKind uint8
 
 const (
-	opData     fileOpKind = iota // write data at off, hashing zeros first
+	opData     fileOpKind = iota // write data at off, after a hole of zeros
 	opEnd                        // check, name and finish the file (c)
 	opDiscard                    // remove the file's temporary file (c)
 	opHandBack                   // give the file back to Record, written so far
@@ -137,7 +145,7 @@ type fileOp struct {
 	// anything of it after its opEnd or opDiscard.
 	c      *current
 	off    int64
-	zeros  int64 // opData: bytes of a hole before off, to hash as zeros
+	zeros  int64 // opData: bytes of a hole before off
 	data   []byte
 	frame  *frameBuf // what data and sum lie in, held until the op is done
 	status uint8
@@ -384,20 +392,23 @@ func (wk *workers) do(w *fileWorker, op *fileOp) {
 }
 
 // hashing, in tests, is told the bytes of a file's content hashed as they
-// are written (the zeros of a hole included).
+// are written.
 var hashing func(path string, n int64)
 
-// writeHashed hashes a Data record of c (the zeros of a hole before it
-// first) and writes it at off. A file known to be assembled is not
-// hashed: place reads it back.
+// writeHashed hashes a Data record of c and writes it at off, zeros bytes
+// of a hole after the record before it. A file known to be assembled, or
+// one whose records left a hole (contentHash.gap), is not hashed: place
+// reads it back.
 func writeHashed(h *contentHash, c *current, off, zeros int64, data []byte) error {
+	if zeros > 0 && c.e.HashKind == fileindex.HashSHA256 {
+		h.gap = true
+	}
 	switch {
-	case c.assembled:
+	case c.assembled || h.gap && c.e.HashKind == fileindex.HashSHA256:
 	case c.e.HashKind == fileindex.HashSHA256:
 		if hashing != nil {
-			hashing(c.e.Path, zeros+int64(len(data)))
+			hashing(c.e.Path, int64(len(data)))
 		}
-		hashZeros(h.sum, zeros)
 		h.sum.Write(data)
 	case c.e.HashKind == fileindex.HashSparseSHA256:
 		if hashing != nil {
