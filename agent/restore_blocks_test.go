@@ -117,10 +117,7 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 				r, err := NewRestorer(RestoreOptions{Root: root})
 				mustDo(t, err)
 				r.maxHeld = 0
-				first, second := block, entry
-				if order == "entry first" {
-					first, second = entry, block
-				}
+				first, second := inOrder(order, block, entry)
 				mustDo(t, r.Records(first))
 				r.wk.settle()
 				tmp := waitingTemp(t, root)
@@ -153,13 +150,7 @@ func TestRestoreRefusesATemporaryFileReplacedBetweenReads(t *testing.T) {
 // large files were read back one after another while the workers waited.
 func TestRestoreChecksAnAssembledFileBesideTheStream(t *testing.T) {
 	f := assembletest.Sample()
-	block := volume.AppendBlockStart(nil, &volume.BlockStart{Path: f.Entry.Path, Len: uint64(len(f.Kept)), At: f.At})
-	block = append(block, f.BlockData(f.Kept)...)
-	next := fileindex.Entry{Path: "/next", Type: fileindex.TypeFile, Size: 2, Mode: 0o600}
-	nextSum := sha256.Sum256([]byte("hi"))
-	later := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &next))
-	later = volume.AppendDataRecord(later, 0, []byte("hi"))
-	later = volume.AppendFileEnd(later, volume.EndOK, nextSum[:])
+	block, _, later := keptAndNext(f)
 
 	release := make(chan struct{})
 	var released sync.Once
@@ -363,13 +354,7 @@ func TestFilesWaitingForBlocksLeaveNoName(t *testing.T) {
 // of each changed large file, and were hashed as zeros.
 func TestRestoreHashesAnAssemblyOnlyOnce(t *testing.T) {
 	f := assembletest.Sample()
-	block := volume.AppendBlockStart(nil, &volume.BlockStart{Path: f.Entry.Path, Len: uint64(len(f.Kept)), At: f.At})
-	block = append(block, f.BlockData(f.Kept)...)
-	next := fileindex.Entry{Path: "/next", Type: fileindex.TypeFile, Size: 2, Mode: 0o600}
-	nextSum := sha256.Sum256([]byte("hi"))
-	later := volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &next))
-	later = volume.AppendDataRecord(later, 0, []byte("hi"))
-	later = volume.AppendFileEnd(later, volume.EndOK, nextSum[:])
+	block, next, later := keptAndNext(f)
 
 	var mu sync.Mutex
 	hashed := map[string]int64{}
@@ -385,11 +370,8 @@ func TestRestoreHashesAnAssemblyOnlyOnce(t *testing.T) {
 		root := filepath.Join(t.TempDir(), "to")
 		r, err := NewRestorer(RestoreOptions{Root: root})
 		mustDo(t, err)
-		frames := [][]byte{block, f.EntryRecords(), later}
-		if order == "entry first" {
-			frames[0], frames[1] = frames[1], frames[0]
-		}
-		for _, b := range frames {
+		first, second := inOrder(order, block, f.EntryRecords())
+		for _, b := range [][]byte{first, second, later} {
 			mustDo(t, r.Records(b))
 		}
 		st, err := r.Finish()
@@ -460,10 +442,7 @@ func TestAssemblyRefusedInAnAppendOnlyDirectory(t *testing.T) {
 			r, err := NewRestorer(RestoreOptions{Root: root, Force: true})
 			mustDo(t, err)
 			r.maxHeld = 0
-			first, second := block, entry
-			if order == "entry first" {
-				first, second = entry, block
-			}
+			first, second := inOrder(order, block, entry)
 			mustDo(t, r.Records(first))
 			mustDo(t, r.Records(second))
 			st, err := r.Finish()
@@ -481,4 +460,26 @@ func TestAssemblyRefusedInAnAppendOnlyDirectory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keptAndNext are the read of f's kept block, and the records of a small
+// file /next that follows f in the stream.
+func keptAndNext(f assembletest.File) (block []byte, next fileindex.Entry, later []byte) {
+	block = volume.AppendBlockStart(nil, &volume.BlockStart{Path: f.Entry.Path, Len: uint64(len(f.Kept)), At: f.At})
+	block = append(block, f.BlockData(f.Kept)...)
+	next = fileindex.Entry{Path: "/next", Type: fileindex.TypeFile, Size: 2, Mode: 0o600}
+	nextSum := sha256.Sum256([]byte("hi"))
+	later = volume.AppendRecord(nil, volume.RecFileHeader, fileindex.AppendEntry(nil, &next))
+	later = volume.AppendDataRecord(later, 0, []byte("hi"))
+	later = volume.AppendFileEnd(later, volume.EndOK, nextSum[:])
+	return block, next, later
+}
+
+// inOrder gives a kept block's read and its file's entry in the order
+// named: "block first" or "entry first".
+func inOrder(order string, block, entry []byte) (first, second []byte) {
+	if order == "entry first" {
+		return entry, block
+	}
+	return block, entry
 }

@@ -868,27 +868,17 @@ func TestPlanSaysWhenItsReadsAreAdjacent(t *testing.T) {
 		add(&e)
 	})
 	reads := func(chain []catalog.Backup, roots []string) (adjacent, not int, paths []string) {
-		p := newPlanner(c.store, chain, roots, 64<<10) // small pages: many reads
-		for cursor := 0; ; {
-			resp, err := p.page(cursor)
-			if err != nil {
-				t.Fatal(err)
+		eachRead(t, newPlanner(c.store, chain, roots, 64<<10), func(rr wire.ReadRequest) {
+			if rr.Adjacent {
+				adjacent++
+			} else {
+				not++
 			}
-			for _, rr := range resp.Reads {
-				if rr.Adjacent {
-					adjacent++
-				} else {
-					not++
-				}
-				for _, l := range rr.Locs {
-					paths = append(paths, string(l.Path))
-				}
+			for _, l := range rr.Locs {
+				paths = append(paths, string(l.Path))
 			}
-			if resp.Done {
-				return adjacent, not, paths
-			}
-			cursor = resp.Cursor
-		}
+		})
+		return adjacent, not, paths
 	}
 	adjacent, not, paths := reads(c.chain(full.ID), nil)
 	if adjacent < 5 || not != 0 {
@@ -950,40 +940,48 @@ func TestPlanSaysWhichLocationsFollow(t *testing.T) {
 	}
 	for _, roots := range [][]string{nil, {"/data/d0000", "/data/d0005", "/data/odd"}} {
 		follow, not, blocks := 0, 0, 0
-		p := newPlanner(c.store, chain, roots, 64<<10) // small pages: many reads
-		for cursor := 0; ; {
-			resp, err := p.page(cursor)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, rr := range resp.Reads {
-				layer := layerOf(t, chain, rr.SessionID)
-				for i, l := range rr.Locs {
-					want := false
-					if i > 0 && l.Block == nil && rr.Locs[i-1].Block == nil {
-						want = place[layer][string(l.Path)] == place[layer][string(rr.Locs[i-1].Path)]+1
-					}
-					if l.Follows != want {
-						t.Fatalf("roots %q, layer %d: %s says it follows %v, after %s: want %v", roots, layer, l.Path, l.Follows, rr.Locs[max(i-1, 0)].Path, want)
-					}
-					switch {
-					case l.Block != nil:
-						blocks++
-					case l.Follows:
-						follow++
-					default:
-						not++
-					}
+		eachRead(t, newPlanner(c.store, chain, roots, 64<<10), func(rr wire.ReadRequest) {
+			layer := layerOf(t, chain, rr.SessionID)
+			for i, l := range rr.Locs {
+				want := false
+				if i > 0 && l.Block == nil && rr.Locs[i-1].Block == nil {
+					want = place[layer][string(l.Path)] == place[layer][string(rr.Locs[i-1].Path)]+1
+				}
+				if l.Follows != want {
+					t.Fatalf("roots %q, layer %d: %s says it follows %v, after %s: want %v", roots, layer, l.Path, l.Follows, rr.Locs[max(i-1, 0)].Path, want)
+				}
+				switch {
+				case l.Block != nil:
+					blocks++
+				case l.Follows:
+					follow++
+				default:
+					not++
 				}
 			}
-			if resp.Done {
-				break
-			}
-			cursor = resp.Cursor
-		}
+		})
 		if follow < 100 || not < 10 || blocks != 1 {
 			t.Fatalf("roots %q: %d locations follow, %d do not, %d blocks read by place", roots, follow, not, blocks)
 		}
 		t.Logf("roots %q: %d locations follow, %d do not", roots, follow, not)
+	}
+}
+
+// eachRead hands fn every read of p's plan, page by page (small pages
+// make many reads).
+func eachRead(t *testing.T, p *planner, fn func(wire.ReadRequest)) {
+	t.Helper()
+	for cursor := 0; ; {
+		resp, err := p.page(cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rr := range resp.Reads {
+			fn(rr)
+		}
+		if resp.Done {
+			return
+		}
+		cursor = resp.Cursor
 	}
 }
