@@ -769,8 +769,8 @@ func (r *Restorer) write(off int64, data []byte) error {
 	c := r.cur
 	if off < 0 || off > c.e.Size-int64(len(data)) {
 		// A backup reads no further than the size its FileHeader gave,
-		// and the hole before a record is hashed as zeros: data past the
-		// end would have the restore hash up to 2^63 bytes of them.
+		// and a file with a hole is read back to be checked, to its
+		// size: data past the end would stretch that to 2^63 bytes.
 		c.badData = fmt.Sprintf("a data record at offset %d runs past the file's size %d", off, c.e.Size)
 		return nil
 	}
@@ -781,21 +781,17 @@ func (r *Restorer) write(off int64, data []byte) error {
 		c.badData = fmt.Sprintf("its data records overlap or come out of order at offset %d", off)
 	}
 	// A hole before the record has the file read back to be checked
-	// (contentHash.gap); a kind this program does not know goes
-	// unchecked (place).
-	var zeros int64
-	if c.badData == "" && c.e.HashKind == fileindex.HashSHA256 && !c.assembled {
-		zeros = off - c.hashed
-	}
+	// (contentHash.gap).
+	hole := c.badData == "" && off > c.hashed
 	if c.badData == "" {
 		c.hashed = off + int64(len(data))
 	}
 	c.end = max(c.end, off+int64(len(data)))
 	if c.w != nil {
-		r.wk.send(c.w, fileOp{kind: opData, c: c, off: off, zeros: zeros, data: data, frame: r.frame})
+		r.wk.send(c.w, fileOp{kind: opData, c: c, off: off, hole: hole, data: data, frame: r.frame})
 		return nil
 	}
-	if err := writeHashed(r.hash, c, off, zeros, data); err != nil {
+	if err := writeHashed(r.hash, c, off, hole, data); err != nil {
 		return err
 	}
 	r.bytes.Add(int64(len(data)))

@@ -130,7 +130,7 @@ func (h *contentHash) reset() {
 type fileOpKind uint8
 
 const (
-	opData     fileOpKind = iota // write data at off, after a hole of zeros
+	opData     fileOpKind = iota // write data at off
 	opEnd                        // check, name and finish the file (c)
 	opDiscard                    // remove the file's temporary file (c)
 	opHandBack                   // give the file back to Record, written so far
@@ -145,7 +145,7 @@ type fileOp struct {
 	// anything of it after its opEnd or opDiscard.
 	c      *current
 	off    int64
-	zeros  int64 // opData: bytes of a hole before off
+	hole   bool // opData: a hole lies between the record before and off
 	data   []byte
 	frame  *frameBuf // what data and sum lie in, held until the op is done
 	status uint8
@@ -365,7 +365,7 @@ func (wk *workers) do(w *fileWorker, op *fileOp) {
 			wk.halt.Store(true)
 			return
 		}
-		if err := writeHashed(w.h, op.c, op.off, op.zeros, op.data); err != nil {
+		if err := writeHashed(w.h, op.c, op.off, op.hole, op.data); err != nil {
 			wk.fail(err)
 			return
 		}
@@ -395,26 +395,21 @@ func (wk *workers) do(w *fileWorker, op *fileOp) {
 // are written.
 var hashing func(path string, n int64)
 
-// writeHashed hashes a Data record of c and writes it at off, zeros bytes
-// of a hole after the record before it. A file known to be assembled, or
-// one whose records left a hole (contentHash.gap), is not hashed: place
-// reads it back.
-func writeHashed(h *contentHash, c *current, off, zeros int64, data []byte) error {
-	if zeros > 0 && c.e.HashKind == fileindex.HashSHA256 {
-		h.gap = true
-	}
-	switch {
-	case c.assembled || h.gap && c.e.HashKind == fileindex.HashSHA256:
-	case c.e.HashKind == fileindex.HashSHA256:
+// writeHashed hashes a Data record of c and writes it at off; hole says
+// a hole lies before it. A file known to be assembled, or hashed whole
+// and with a hole (contentHash.gap), is not hashed: place reads it back.
+func writeHashed(h *contentHash, c *current, off int64, hole bool, data []byte) error {
+	whole := c.e.HashKind == fileindex.HashSHA256
+	h.gap = h.gap || hole && whole
+	if !c.assembled && !h.gap && (whole || c.e.HashKind == fileindex.HashSparseSHA256) {
 		if hashing != nil {
 			hashing(c.e.Path, int64(len(data)))
 		}
-		h.sum.Write(data)
-	case c.e.HashKind == fileindex.HashSparseSHA256:
-		if hashing != nil {
-			hashing(c.e.Path, int64(len(data)))
+		if whole {
+			h.sum.Write(data)
+		} else {
+			h.sparse.Add(off, data)
 		}
-		h.sparse.Add(off, data)
 	}
 	for done := 0; done < len(data); {
 		n, err := unix.Pwrite(c.fd, data[done:], off+int64(done))
