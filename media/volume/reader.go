@@ -816,8 +816,16 @@ func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Locati
 		if it.fatal != nil {
 			return it.fatal
 		}
+		// Whether the block goes on as stored is decided once, here: for
+		// a block passable allows, nothing below changes the account it
+		// looked at before the block is passed.
+		var end int
+		var open, pass bool
 		if it.damage == nil {
-			if _, _, ok := w.passable(it.h.Seq); it.stored != nil && it.err == nil && !ok {
+			if stored != nil && r.passed.has(it.h.Seq) && it.h.Kind == KindData {
+				end, open, pass = w.passable(it.h.Seq)
+			}
+			if it.stored != nil && it.err == nil && !pass {
 				r.inflate(it)
 			}
 			if err := r.checkDecoded(it); err != nil {
@@ -850,14 +858,12 @@ func (r *SessionReader) readEntries(ctx context.Context, locs []fileindex.Locati
 			w.lose(ls[w.i], w.damageAt(ls[w.i].Seq), "its block is not where the index puts it")
 			w.i++
 		}
-		if stored != nil && r.passed.has(it.h.Seq) && it.h.Kind == KindData {
-			if end, open, ok := w.passable(it.h.Seq); ok {
-				if err := stored(w.pass(it, end, open)); err != nil {
-					return err
-				}
-				it.release()
-				continue
+		if pass {
+			if err := stored(w.pass(it, end, open)); err != nil {
+				return err
 			}
+			it.release()
+			continue
 		}
 		if err := r.walkBlock(it, w, fn); err != nil {
 			return err
