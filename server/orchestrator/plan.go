@@ -311,7 +311,7 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 		}
 		layer := p.order[p.layer]
 		var locs []wire.ReadLoc
-		var prev planLoc
+		var prev planLoc // the read's last location; none yet follows nothing
 		for {
 			loc, ok, err := p.nextLoc(layer)
 			if err != nil {
@@ -333,7 +333,7 @@ func (p *planner) next() (wire.RestorePlanResp, error) {
 				break
 			}
 			// What the node may pass on as stored (wire.ReadLoc.Follows).
-			loc.Follows = len(locs) > 0 && prev.entry && loc.entry && loc.pos == prev.pos+1
+			loc.Follows = prev.entry && loc.entry && loc.pos == prev.pos+1
 			locs = append(locs, loc.ReadLoc)
 			prev = loc
 			size += add
