@@ -1003,15 +1003,16 @@ func (r *Restorer) createTemp(dirfd int, mode uint32) (int, string, error) {
 		}
 		r.unnamed = false
 	}
-	if appendOnly(dirfd) {
-		// A name made there could be neither renamed nor removed.
-		return -1, "", unix.EPERM
-	}
 	return r.createNamed(dirfd)
 }
 
-// createNamed creates a file O_EXCL under a temporary name in dirfd.
+// createNamed creates a file O_EXCL under a temporary name in dirfd. In an
+// append-only directory the name could be neither renamed nor removed:
+// EPERM, and none is made.
 func (r *Restorer) createNamed(dirfd int) (int, string, error) {
+	if appendOnly(dirfd) {
+		return -1, "", unix.EPERM
+	}
 	for {
 		tmp := r.tempName()
 		fd, err := unix.Openat(dirfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
@@ -1032,8 +1033,12 @@ func (r *Restorer) tempName() string {
 	return ".cairn-restore-" + r.pid + "-" + strconv.FormatUint(r.tmpSeq.Add(1), 10)
 }
 
-// linkTemp gives the unnamed file open on fd a temporary name in dirfd.
+// linkTemp gives the unnamed file open on fd a temporary name in dirfd;
+// EPERM in an append-only directory, as createNamed.
 func (r *Restorer) linkTemp(fd, dirfd int) (string, error) {
+	if appendOnly(dirfd) {
+		return "", unix.EPERM
+	}
 	p := pinned{fd: fd}
 	for {
 		tmp := r.tempName()
@@ -1059,10 +1064,7 @@ func (r *Restorer) nameFile(c *current) error {
 		// Something has the name (a forced target): linkat does not
 		// replace it, rename does. An append-only directory takes new
 		// names, this one too, but lets none be renamed or removed:
-		// the entry is refused, leaving no temporary name behind.
-		if appendOnly(c.dirfd) {
-			return unix.EPERM
-		}
+		// linkTemp refuses, leaving no temporary name behind.
 		if c.tmp, err = r.linkTemp(c.fd, c.dirfd); err != nil {
 			return err
 		}

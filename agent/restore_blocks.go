@@ -218,13 +218,9 @@ func (r *Restorer) openAssembly(a *assembly, fresh bool) (int, error) {
 			r.unnamed = false
 		}
 	}
-	if appendOnly(dirfd) {
-		// A name made there could be neither renamed nor removed.
-		return -1, r.explainEPERM(dirfd, "", unix.EPERM)
-	}
 	fd, tmp, err := r.createNamed(dirfd)
 	if err != nil {
-		return -1, err
+		return -1, r.explainEPERM(dirfd, "", err)
 	}
 	a.tmp = tmp
 	if a.made, err = tempIDOf(fd); err != nil {
@@ -339,9 +335,6 @@ func (r *Restorer) endByBlocks(status uint8, sum []byte, bl *fileindex.BlockList
 			// private, as a named temporary file is made: unnamed, it
 			// was made with the permissions it will have.
 			err := unix.Fchmod(c.fd, 0o600)
-			if err == nil && appendOnly(c.dirfd) {
-				err = unix.EPERM // a name made there could be neither renamed nor removed
-			}
 			var tmp string
 			if err == nil {
 				tmp, err = r.linkTemp(c.fd, c.dirfd)
