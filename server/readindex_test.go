@@ -168,6 +168,18 @@ func TestFollowerReadsSeeAcknowledgedWrites(t *testing.T) {
 	for _, s := range []*Server{srvs[0], srvs[2]} {
 		s.Close()
 	}
+	// Until NATS has let go of the closed members' subscriptions, a
+	// question to the leader still finds a taker that never answers, and
+	// a follower rightly waits it out: a loaded make test timed that.
+	poll.Until(t, 30*time.Second, func() error {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := nc.RequestWithContext(rctx, wire.LeaderSubject(follower.groupName(), wire.ReadIndexSubject), nil)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil
+		}
+		return fmt.Errorf("the leader's read index still has a taker: %v", err)
+	})
 	start := time.Now()
 	err = <-readOn(t, ctx, nc, follower, wire.OpPolicyShow, wire.PolicyNameReq{Name: "mail"})
 	if err != nil {
