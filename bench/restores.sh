@@ -10,6 +10,7 @@
 #   BASELINE=0a82d75 bench/restores.sh            # 5 rounds
 #   BASELINE=HEAD ROUNDS=8 bench/restores.sh      # the noise of one build
 #   PROFILE=1 BASELINE=HEAD bench/restores.sh     # a CPU profile of each restore
+#   TRACE=1 BASELINE=HEAD ROUNDS=1 bench/restores.sh  # an execution trace of each
 #   TARGET_SCALE=2 BASELINE=HEAD bench/restores.sh  # into smaller file systems
 #   INCREMENTAL=1 BASELINE=d8c1f9c bench/restores.sh  # an incremental's point in time
 #
@@ -30,6 +31,12 @@ BASELINE=${BASELINE:-}
 # rounds with profiled ones.
 PROFILE=${PROFILE:-0}
 PROFILE_SECS=${PROFILE_SECS:-8}
+# TRACE=1 takes a Go execution trace of `cairn dev` over the same seconds,
+# into $WORK/restores/SYSTEM/restore-ROUND.trace: where the restore's
+# goroutines wait, and when a core has nothing to run (go tool trace, or
+# its -pprof=sched, net, sync and syscall profiles). It costs more than
+# the CPU profile: compare traced rounds with traced ones.
+TRACE=${TRACE:-0}
 # TARGET_SCALE sizes each restore's new ext4: TARGET_SCALE times the tree's
 # bytes and files, and 1 GiB and 100,000 inodes more. 3 is what e2e.sh
 # makes; the runs before 805411a made 2.
@@ -51,9 +58,10 @@ log() { echo "restores: $*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "run as root: each restore starts from a dropped page cache and goes to a new loop-mounted ext4"
 command -v mkfs.ext4 >/dev/null || die "needs mkfs.ext4 (Debian package e2fsprogs)"
 [ -x /usr/bin/time ] || die "needs /usr/bin/time (Debian package time)"
-[ "$PROFILE" = 0 ] || command -v curl >/dev/null || die "PROFILE=1 needs curl"
+[[ $PROFILE =~ ^[01]$ && $TRACE =~ ^[01]$ ]] || die "PROFILE and TRACE are 0 or 1"
+[ "$PROFILE$TRACE" = 00 ] || command -v curl >/dev/null || die "PROFILE=1 and TRACE=1 need curl"
 
-[ "$PROFILE" = 0 ] || PPROF_ADDR=127.0.0.1:$(free_port)
+[ "$PROFILE$TRACE" = 00 ] || PPROF_ADDR=127.0.0.1:$(free_port)
 build_baseline
 mkdir -p "$WORK/bin"
 log "building cairn from $REPO"
@@ -127,10 +135,14 @@ restore() {
 	# The gc lines of GODEBUG=gctrace=1 in dev.log count its collections.
 	GODEBUG=gctrace=1 start_dev "$d" "$bin"
 	drop_caches
-	local g0 c0 t0 t1 c1 g1 prof=
+	local g0 c0 t0 t1 c1 g1 prof= trace=
 	if [ "$PROFILE" = 1 ]; then
 		curl -sf "http://$PPROF_ADDR/debug/pprof/profile?seconds=$PROFILE_SECS" >"$d/restore-$n.prof" &
 		prof=$!
+	fi
+	if [ "$TRACE" = 1 ]; then
+		curl -sf "http://$PPROF_ADDR/debug/pprof/trace?seconds=$PROFILE_SECS" >"$d/restore-$n.trace" &
+		trace=$!
 	fi
 	g0=$(gcs "$d")
 	c0=$(cpu_secs "$DEV_PID")
@@ -142,6 +154,7 @@ restore() {
 	g1=$(gcs "$d")
 	grep -q '"state": *"success"' "$d/restore-$n.json" || die "the $sys restore of round $n did not succeed: $(cat "$d/restore-$n.json")"
 	[ -z "$prof" ] || wait "$prof" || log "the profile of the $sys restore of round $n failed"
+	[ -z "$trace" ] || wait "$trace" || log "the trace of the $sys restore of round $n failed"
 	stop_dev
 	printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$sys" \
 		"$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" \
