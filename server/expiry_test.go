@@ -601,3 +601,74 @@ func TestExpiredJobsArePruned(t *testing.T) {
 	wantCode(t, h.api(wire.OpJobShow, wire.JobShowReq{ID: ids[0]}, &job), wire.CodeNotFound)
 	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: ids[1]}, &job))
 }
+
+// TestExpirySizing: a command after a fast one is twice its size, up to the
+// most; after a slow one, shorter in proportion to how much it overran,
+// down to the least; in between, the same.
+func TestExpirySizing(t *testing.T) {
+	z := defaultExpirySizing
+	for _, c := range []struct {
+		size, n int
+		took    time.Duration
+		want    int
+	}{
+		{250, 250, 10 * time.Millisecond, 500},
+		{1500, 1500, 10 * time.Millisecond, 2000},
+		{2000, 2000, 0, 2000},
+		{2000, 2000, 4400 * time.Millisecond, 113}, // the slowest command measured at scale
+		{400, 400, 500 * time.Millisecond, 200},
+		{30, 30, 10 * time.Second, 25},
+		{300, 300, 200 * time.Millisecond, 300},
+		{300, 300, z.hold, 300},
+		{300, 300, z.hold / 2, 300},
+		// The last command of a plan, shorter than the size: quick, it
+		// leaves the size as it was; slow, it says what a backup costs.
+		{1000, 10, time.Millisecond, 1000},
+		{1000, 10, 200 * time.Millisecond, 1000},
+		{1000, 100, time.Second, 25},
+	} {
+		if got := z.next(c.size, c.n, c.took); got != c.want {
+			t.Errorf("size %d, after %d backups in %v: %d, want %d", c.size, c.n, c.took, got, c.want)
+		}
+	}
+}
+
+// TestExpiryCommandsFollowTheirHold: a pass starts with small commands,
+// cuts the next one short when one held the applier too long, and grows
+// them again while they are quick; what it expires is what one command
+// would have expired.
+func TestExpiryCommandsFollowTheirHold(t *testing.T) {
+	h := newFakeClockHarness(t, func(c *Config) {
+		c.LivenessTimeout, c.StallTimeout = 20*24*time.Hour, 20*24*time.Hour
+	})
+	_, orders := h.setup()
+	var ids []uint64
+	for range 11 {
+		id, _ := h.fullVolumeBackup(orders)
+		ids = append(ids, id)
+	}
+	h.keepLast(1)
+	var sizes []int
+	h.srv.expiryMu.Lock()
+	h.srv.expirySizing = &expirySizing{start: 2, min: 1, max: 4, hold: time.Second}
+	h.srv.expiryCommands = func(n int) {
+		sizes = append(sizes, n)
+		if len(sizes) == 2 {
+			h.fake.Advance(3 * time.Second) // the second command holds the applier 3 s
+		}
+	}
+	h.srv.expiryMu.Unlock()
+	var resp wire.PruneResp
+	h.must(h.api(wire.OpPrune, wire.PruneReq{}, &resp))
+	// 2 (quick), 4 (slow: 3 s against 1 s), 1 (quick), 2 (quick), then
+	// the last of the 10 expired.
+	if want := []int{2, 4, 1, 2, 1}; !slices.Equal(sizes, want) {
+		t.Fatalf("commands of %v backups, want %v", sizes, want)
+	}
+	if resp.Expired != 10 || resp.Kept != 0 {
+		t.Fatalf("pass expired %d and kept %d, want 10 and 0", resp.Expired, resp.Kept)
+	}
+	if got := h.backupIDs(); !slices.Equal(got, ids[10:]) {
+		t.Fatalf("backups after the pass %v, want %v", got, ids[10:])
+	}
+}

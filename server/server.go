@@ -114,11 +114,16 @@ type Server struct {
 	// one and 'cairn prune'. The hooks are for tests, set under expiryMu:
 	// retentionsHook stands in for the policies, expiryTrace hears every
 	// scheduled pass, afterVolumeDelete runs between a node's deletion of
-	// a volume file and the catalog's forgetting it.
+	// a volume file and the catalog's forgetting it, expiryCommands hears
+	// the size of every expiry command as it goes out (the test's clock
+	// moved in it makes the command look slow), and expirySizing stands
+	// in for defaultExpirySizing.
 	expiryMu          sync.Mutex
 	retentionsHook    func() (*retentions, error)
 	expiryTrace       func(wire.PruneResp, error)
 	afterVolumeDelete func(volume string) error
+	expiryCommands    func(backups int)
+	expirySizing      *expirySizing
 	// volumeDeleteWait, when set by a test, replaces volumeDeleteTimeout.
 	volumeDeleteWait time.Duration
 	// relock queues the orders that set volumes' object locks (objectlock.go).
