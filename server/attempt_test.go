@@ -2,8 +2,11 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/poll"
@@ -74,4 +77,64 @@ func TestAgentsReportOfAnAttemptHandedBackChangesNothing(t *testing.T) {
 	if job.State != "queued" {
 		t.Fatalf("the agent's report of the attempt that was handed back ended the job: %+v, want it queued for attempt 2", job)
 	}
+}
+
+// A session that outlived its attempt on the node the next attempt runs on
+// (the job handed back, then given to the same node again) must add
+// nothing to the next attempt's backup: its index segments and its commit
+// are refused, the running attempt's are taken.
+func TestSessionOfAnAttemptThatIsOverIsNotCommitted(t *testing.T) {
+	h := newHarness(t)
+	_, orders := h.setup()
+	var started wire.JobStarted
+	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
+	<-orders
+	var g wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+	handedBack := wire.SessionAbortReq{JobID: started.JobID, Attempt: 1, Error: wire.Error{Code: wire.CodeHandedBack, Message: "storage node sn1 stopped during the backup and handed it back"}}
+	h.must(h.node(wire.OpSessionAbort, handedBack, nil))
+	var job wire.JobInfo
+	poll.Until(t, 10*time.Second, func() error { // attempt 2, on sn1 again
+		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
+		if job.State != "running" || job.Attempt != 2 || job.Node != "sn1" {
+			return fmt.Errorf("job %s, attempt %d on %q", job.State, job.Attempt, job.Node)
+		}
+		return nil
+	})
+
+	b := fileindex.NewSegmentBuilder(0)
+	h.must(b.Add(&fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir, Mode: 0o755}))
+	seg := b.Flush()
+	index := func(attempt int) error {
+		return h.node(wire.OpSessionIndex, wire.SessionIndexReq{JobID: started.JobID, Attempt: attempt,
+			First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data}, nil)
+	}
+	commit := func(attempt int, vol wire.VolumeGrant) error {
+		return h.node(wire.OpSessionCommit, wire.SessionCommitReq{
+			JobID: started.JobID, Attempt: attempt, SessionID: uuid.New(), Segments: 1,
+			Parts: []wire.SessionPart{{VolumeID: vol.ID, VolumeStart: 256 << 10, DataStart: 256<<10 + 64, End: 62 << 20, Final: true}},
+			Stats: wire.SessionStats{Entries: 1},
+		}, nil)
+	}
+	wantCode(t, index(1), wire.CodeAborted)
+	var g2 wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g2))
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g2.ID}, nil))
+	h.must(index(2))
+	// Attempt 1's commit comes once the catalog holds attempt 2's index:
+	// nothing but its attempt tells it apart.
+	wantCode(t, commit(1, g), wire.CodeAborted)
+	h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
+	if job.State != "running" || job.Attempt != 2 {
+		t.Fatalf("after attempt 1's late session: %+v, want attempt 2 running", job)
+	}
+	h.must(commit(2, g2))
+	poll.Until(t, 10*time.Second, func() error {
+		h.must(h.api(wire.OpJobShow, wire.JobShowReq{ID: started.JobID}, &job))
+		if job.State != "success" {
+			return fmt.Errorf("job %s", job.State)
+		}
+		return nil
+	})
 }

@@ -314,6 +314,9 @@ func (s *Server) sessionIndex(ctx context.Context, subject string, req wire.Sess
 	if err != nil {
 		return wire.Empty{}, err
 	}
+	if err := attemptOver(job, req.Attempt); err != nil {
+		return wire.Empty{}, err
+	}
 	s.orch.Activity(job.ID)
 	_, err = s.apply(ctx, &catalog.Command{Op: catalog.OpAddIndexSegment, Segment: &catalog.IndexSegment{
 		BackupID: job.BackupID, No: req.No, First: req.First, Last: req.Last, Count: req.Count, Data: req.Data,
@@ -330,6 +333,9 @@ func (s *Server) sessionCommit(ctx context.Context, subject string, req wire.Ses
 			// died after recording it): it is done, not failed.
 			return wire.Empty{}, nil
 		}
+		return wire.Empty{}, err
+	}
+	if err := attemptOver(job, req.Attempt); err != nil {
 		return wire.Empty{}, err
 	}
 	if err := s.orch.Commit(ctx, job, req); err != nil {
@@ -391,4 +397,18 @@ func (s *Server) retainUntil(job *catalog.Job) time.Time {
 		start = job.Created
 	}
 	return start.Add(d)
+}
+
+// attemptOver refuses what a storage node sends about attempt of a
+// running job whose attempt is another: a session that outlived its
+// attempt (the job was handed back or requeued while the session went on,
+// then given to the same node again) must add nothing to the next
+// attempt's backup, whose session writes where it wrote. Attempt 0 comes
+// from a node older than the field and is not checked.
+func attemptOver(job *catalog.Job, attempt int) error {
+	if attempt == 0 || attempt == job.Attempt {
+		return nil
+	}
+	return wire.Errorf(wire.CodeAborted, fmt.Sprintf("nothing to do: this session is dropped, and the job goes on with attempt %d", job.Attempt),
+		"attempt %d of job %d is over: attempt %d runs", attempt, job.ID, job.Attempt)
 }

@@ -144,7 +144,7 @@ func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, e
 // is sent the volumes are never cut back: the servers may have recorded it.
 func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.SessionResult, end dataplane.End) (*dataplane.Result, error) {
 	req := wire.SessionCommitReq{
-		JobID: s.t.JobID, SessionID: sessionID, Warnings: end.Warnings, Notes: end.Notes,
+		JobID: s.t.JobID, Attempt: s.t.Attempt, SessionID: sessionID, Warnings: end.Warnings, Notes: end.Notes,
 		Stats: wire.SessionStats{
 			Entries: res.Entries, Files: res.Files, ContentBytes: res.ContentBytes,
 			StreamBytes: res.StreamBytes, StoredBytes: res.StoredBytes, Blocks: res.Blocks,
@@ -179,7 +179,7 @@ func (s *session) sendIndex(ctx context.Context, req *wire.SessionCommitReq, res
 	}
 	for i, seg := range segs {
 		if err := s.n.request(ctx, wire.OpSessionIndex, wire.SessionIndexReq{
-			JobID: s.t.JobID, No: i, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data,
+			JobID: s.t.JobID, Attempt: s.t.Attempt, No: i, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data,
 		}, nil); err != nil {
 			return fmt.Errorf("send file index segment %d: %w", i, err)
 		}

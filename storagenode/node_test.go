@@ -325,3 +325,28 @@ func TestSilentAgentTimesOut(t *testing.T) {
 		return nil
 	})
 }
+
+// TestSessionNamesItsAttempt: a backup's index segments and its commit name
+// the attempt of its ticket, so the servers can refuse those of an attempt
+// that is over when the next one runs on this node (server:
+// TestSessionOfAnAttemptThatIsOverIsNotCommitted).
+func TestSessionNamesItsAttempt(t *testing.T) {
+	r := newRig(t, true)
+	r.waitRegistered()
+	if _, err := r.sendFiles(5, randomFiles(3, 2, 4<<10), sendOpts{attempt: 3}); err != nil {
+		t.Fatal(err)
+	}
+	r.fake.mu.Lock()
+	defer r.fake.mu.Unlock()
+	if len(r.fake.segmentAttempts) == 0 || len(r.fake.commits) != 1 {
+		t.Fatalf("%d index segments and %d commits", len(r.fake.segmentAttempts), len(r.fake.commits))
+	}
+	for i, a := range r.fake.segmentAttempts {
+		if a != 3 {
+			t.Errorf("index segment %d names attempt %d, want 3", i, a)
+		}
+	}
+	if a := r.fake.commits[0].Attempt; a != 3 {
+		t.Errorf("the commit names attempt %d, want 3", a)
+	}
+}

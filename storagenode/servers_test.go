@@ -87,6 +87,7 @@ type fakeServers struct {
 	labeled           []wire.VolumeLabeled
 	commits           []wire.SessionCommitReq
 	segments          map[uint64][][]byte // each job's index segments
+	segmentAttempts   []int               // the attempt each index segment named
 	aborts            []wire.SessionAbortReq
 	plans             planBook
 }
@@ -152,6 +153,7 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 			f.segments = map[uint64][][]byte{}
 		}
 		f.segments[req.JobID] = append(f.segments[req.JobID], req.Data)
+		f.segmentAttempts = append(f.segmentAttempts, req.Attempt)
 		return wire.Empty{}, nil
 	case wire.OpSessionCommit:
 		req, err := appendDecoded(body, &f.commits)
@@ -444,6 +446,9 @@ type sendOpts struct {
 	// broken: the agent goes away half way through the files, with no
 	// End frame.
 	broken bool
+	// attempt is the ticket's attempt of the job (0: none, as from older
+	// servers).
+	attempt int
 }
 
 // appendFile appends f's records, as an agent reads a file: its header,
@@ -459,7 +464,7 @@ func appendFile(b []byte, f testFile) []byte {
 // sendFiles streams fs as job's backup and returns the node's result; it
 // may run on any goroutine.
 func (r *nodeRig) sendFiles(job uint64, fs []testFile, o sendOpts) (*dataplane.Result, error) {
-	conn, err := r.open(r.ticket(job, ticket.OpBackup))
+	conn, err := r.open(r.sign(ticket.Ticket{JobID: job, Op: ticket.OpBackup, Attempt: o.attempt}))
 	if err != nil {
 		return nil, err
 	}

@@ -1027,6 +1027,10 @@ type SessionIndexReq struct {
 	Last  fileindex.Path `json:"last"`
 	Count int            `json:"count"`
 	Data  []byte         `json:"data"`
+	// Attempt is the attempt of the session's ticket (0 from an older
+	// node), as in SessionAbortReq: a segment of an attempt that is over
+	// is refused, even from the node the next attempt runs on.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // MaxIndexSegmentBytes keeps a segment message below NATS's default 1 MiB
@@ -1087,6 +1091,11 @@ type SessionCommitReq struct {
 	// session's objects with, zero when it locked none: the servers
 	// extend the locks of the backups this one builds on to it.
 	LockedUntil time.Time `json:"locked_until,omitzero"`
+	// Attempt is the attempt of the session's ticket (0 from an older
+	// node), as in SessionIndexReq: a session that outlived its attempt
+	// (the job handed back, then given to this node again) is not
+	// committed, since the next attempt writes where it wrote.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // SessionAbortReq reports that a session failed; nothing of it is kept.
