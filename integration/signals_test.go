@@ -114,9 +114,13 @@ func TestSIGHUPKeepsRolesRunning(t *testing.T) {
 	// last line: the agent's handler still reading its config file when
 	// the file is changed below would take the new level from this
 	// SIGHUP, and the next one's lines would then go unlogged.
-	for _, h := range all {
-		h.before = h.p.logText()
-		h.p.send(syscall.SIGHUP)
+	// By index: a range variable is a copy, and its before was lost, so
+	// the wait below looked from the first SIGHUP on and passed at once;
+	// the agent then read its file after the change below and took the
+	// new level from this SIGHUP (seen in make test).
+	for i := range all {
+		all[i].before = all[i].p.logText()
+		all[i].p.send(syscall.SIGHUP)
 	}
 	for _, h := range all {
 		h.p.waitLog(t, 15*time.Second, h.before, h.want...)
