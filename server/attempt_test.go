@@ -89,9 +89,7 @@ func TestSessionOfAnAttemptThatIsOverIsNotCommitted(t *testing.T) {
 	var started wire.JobStarted
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
 	<-orders
-	var g wire.VolumeGrant
-	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
-	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+	g := h.labeledVolume(started.JobID)
 	handedBack := wire.SessionAbortReq{JobID: started.JobID, Attempt: 1, Error: wire.Error{Code: wire.CodeHandedBack, Message: "storage node sn1 stopped during the backup and handed it back"}}
 	h.must(h.node(wire.OpSessionAbort, handedBack, nil))
 	var job wire.JobInfo
@@ -118,9 +116,7 @@ func TestSessionOfAnAttemptThatIsOverIsNotCommitted(t *testing.T) {
 		}, nil)
 	}
 	wantCode(t, index(1), wire.CodeAborted)
-	var g2 wire.VolumeGrant
-	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g2))
-	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g2.ID}, nil))
+	g2 := h.labeledVolume(started.JobID)
 	h.must(index(2))
 	// Attempt 1's commit comes once the catalog holds attempt 2's index:
 	// nothing but its attempt tells it apart.

@@ -34,9 +34,7 @@ func (h *harness) fullVolumeBackup(orders chan *nats.Msg) (uint64, string) {
 	var started wire.JobStarted
 	h.must(h.api(wire.OpBackupStart, wire.BackupStartReq{Client: "web", Paths: []fileindex.Path{"/srv"}, Level: "full"}, &started))
 	<-orders
-	var g wire.VolumeGrant
-	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: started.JobID, Pool: "Default"}, &g))
-	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: started.JobID, VolumeID: g.ID}, nil))
+	g := h.labeledVolume(started.JobID)
 	b := fileindex.NewSegmentBuilder(0)
 	h.must(b.Add(&fileindex.Entry{Path: "/srv", Type: fileindex.TypeDir, Mode: 0o755}))
 	seg := b.Flush()
@@ -47,6 +45,16 @@ func (h *harness) fullVolumeBackup(orders chan *nats.Msg) (uint64, string) {
 		Stats: wire.SessionStats{Entries: 1},
 	}, nil))
 	return started.JobID, g.Name
+}
+
+// labeledVolume is a volume of the Default pool granted to job, as the node
+// asks for one and labels it.
+func (h *harness) labeledVolume(job uint64) wire.VolumeGrant {
+	h.t.Helper()
+	var g wire.VolumeGrant
+	h.must(h.node(wire.OpVolumeAcquire, wire.VolumeAcquireReq{JobID: job, Pool: "Default"}, &g))
+	h.must(h.node(wire.OpVolumeLabeled, wire.VolumeLabeled{JobID: job, VolumeID: g.ID}, nil))
+	return g
 }
 
 // volumeDeletes answers the node's volume.delete orders and records them.
