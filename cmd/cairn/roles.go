@@ -71,9 +71,9 @@ func (o *roleOpts) bind(f *pflag.FlagSet, defMetrics string, defMemory int64) {
 // restore (bench/README.md, "Restore: memory and cores"). Its restore
 // holds some 56-60 MB live (the node's blocks, the agent's frames and
 // file workers, the zstd state a backup left): under 72M the collector
-// ran every few megabytes, a hundred times and more a restore of the
-// bench tree, for a tenth of its CPU; 80M leaves it room (bench/README.md,
-// "cairn dev's memory limit").
+// ran every few megabytes, about a hundred times a restore of the bench
+// tree right after its backup, where 80M leaves it room (bench/memlimit.sh;
+// bench/README.md, "cairn dev's memory limit").
 const (
 	agentMemoryLimit = 64 << 20
 	devMemoryLimit   = 80 << 20
