@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,7 +26,8 @@ import (
 // side of it, whatever the medium.
 type session struct {
 	stream
-	app appendSession // nil until the pool is known
+	app   appendSession // nil until the pool is known
+	index *indexSender  // nil until the session is open
 }
 
 func (n *Node) backup(ctx context.Context, log *slog.Logger, conn *dataplane.Conn, t ticket.Ticket) {
@@ -59,7 +61,7 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 	if err != nil {
 		return nil, err
 	}
-	defer w.Abort() // no-op after a successful Close
+	defer s.abort(w) // no-op after a successful Close
 	if err := conn.WriteJSON(dataplane.FrameAccept, dataplane.Accept{V: dataplane.Version, JobID: t.JobID, Node: s.n.cfg.ID}); err != nil {
 		return nil, fmt.Errorf("agent connection: %w", err)
 	}
@@ -121,6 +123,7 @@ func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, e
 		return nil, uuid.Nil, err
 	}
 	sessionID := uuid.New()
+	s.index = s.sendIndex(ctx)
 	w, err := volume.NewSessionWriter(volume.SessionInfo{
 		SessionID: sessionID, JobID: t.JobID, BackupID: t.BackupID, ParentBackup: t.Parent, Chain: chainParts(t.Chain), Client: t.Client, Level: t.Level,
 		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.DataCodec(), BlockRawSize: grant.BlockRawSize,
@@ -131,9 +134,11 @@ func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, e
 			app, _, err := s.app.acquire(ctx, full)
 			return app, err
 		},
-		Lost: s.app.lost,
+		Lost:    s.app.lost,
+		Segment: s.index.push,
 	})
 	if err != nil {
+		s.index.stop()
 		return nil, uuid.Nil, fmt.Errorf("start session: %w", err)
 	}
 	return w, sessionID, nil
@@ -154,9 +159,11 @@ func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.S
 		req.Parts = append(req.Parts, sessionPart(p))
 	}
 	s.app.finish(&req, res)
-	if err := s.sendIndex(ctx, &req, res); err != nil {
+	segments, err := s.index.finish()
+	if err != nil {
 		return nil, err
 	}
+	req.Segments = segments
 	names := s.app.committing()
 	var volumes []string
 	for _, p := range res.Parts {
@@ -170,22 +177,103 @@ func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.S
 	return &dataplane.Result{JobID: s.t.JobID, Stats: req.Stats, Volumes: volumes}, nil
 }
 
-// sendIndex sends the session's file index, and counts its segments in
-// req.
-func (s *session) sendIndex(ctx context.Context, req *wire.SessionCommitReq, res *volume.SessionResult) error {
-	segs, err := fitSegments(res.Segments)
-	if err != nil {
-		return err
+// abort stops a session's writer that was not closed, the index sender
+// first: the writer may be waiting for it.
+func (s *session) abort(w *volume.SessionWriter) {
+	if s.index != nil {
+		s.index.stop()
 	}
-	for i, seg := range segs {
-		if err := s.n.request(ctx, wire.OpSessionIndex, wire.SessionIndexReq{
-			JobID: s.t.JobID, Attempt: s.t.Attempt, No: i, First: fileindex.Path(seg.First), Last: fileindex.Path(seg.Last), Count: seg.Count, Data: seg.Data,
-		}, nil); err != nil {
-			return fmt.Errorf("send file index segment %d: %w", i, err)
+	w.Abort()
+}
+
+// indexSender sends a session's index segments to the servers while the
+// session is written, one request after the other in order, so that only
+// the last is left when the trailer is written. The catalog takes the
+// segments of a backup being written and drops them if it is not
+// committed (catalog/DESIGN.md, "The file index").
+type indexSender struct {
+	s    *session
+	ctx  context.Context
+	segs chan fileindex.Segment
+	quit chan struct{}
+	once sync.Once
+	done chan struct{}
+	sent int   // segments sent; read after done
+	err  error // why sending stopped early; read after done
+}
+
+// indexAhead is how many built segments may wait for their request before
+// the writer is held back.
+const indexAhead = 4
+
+var errIndexStopped = errors.New("the session's index is no longer being sent")
+
+func (s *session) sendIndex(ctx context.Context) *indexSender {
+	x := &indexSender{s: s, ctx: ctx, segs: make(chan fileindex.Segment, indexAhead), quit: make(chan struct{}), done: make(chan struct{})}
+	go x.run()
+	return x
+}
+
+func (x *indexSender) run() {
+	defer close(x.done)
+	for {
+		var seg fileindex.Segment
+		var ok bool
+		select {
+		case seg, ok = <-x.segs:
+			if !ok {
+				return
+			}
+		case <-x.quit:
+			return
+		}
+		fitted, err := fitSegments([]fileindex.Segment{seg})
+		if err != nil {
+			x.err = err
+			return
+		}
+		for _, f := range fitted {
+			if err := x.s.n.request(x.ctx, wire.OpSessionIndex, wire.SessionIndexReq{
+				JobID: x.s.t.JobID, Attempt: x.s.t.Attempt, No: x.sent, First: fileindex.Path(f.First), Last: fileindex.Path(f.Last), Count: f.Count, Data: f.Data,
+			}, nil); err != nil {
+				x.err = fmt.Errorf("send file index segment %d: %w", x.sent, err)
+				return
+			}
+			x.sent++
 		}
 	}
-	req.Segments = len(segs)
-	return nil
+}
+
+// push is the writer's WriterOptions.Segment: it queues seg, waiting while
+// indexAhead segments already wait, and fails once sending has stopped.
+func (x *indexSender) push(seg fileindex.Segment) error {
+	select {
+	case x.segs <- seg:
+		return nil
+	case <-x.done:
+		if x.err != nil {
+			return x.err
+		}
+		return errIndexStopped
+	case <-x.quit:
+		return errIndexStopped
+	}
+}
+
+// finish waits until every segment pushed is sent, after the writer's
+// Close, and returns how many segments the servers now hold.
+func (x *indexSender) finish() (int, error) {
+	close(x.segs)
+	<-x.done
+	return x.sent, x.err
+}
+
+// stop ends the sending early, once the request under way has its answer:
+// a session that failed must not have a segment of its applied after the
+// servers are told.
+func (x *indexSender) stop() {
+	x.once.Do(func() { close(x.quit) })
+	<-x.done
 }
 
 // sessionPart is where a part the session writer wrote lies, as the
@@ -233,6 +321,9 @@ func (s *session) fail(ctx context.Context, err error) *wire.Error {
 	we := s.classify(err)
 	if s.n.isHandingBack() {
 		we = wire.Errorf(wire.CodeHandedBack, "", "storage node %s stopped during the backup and handed it back (%w)", s.n.cfg.ID, we)
+	}
+	if s.index != nil {
+		s.index.stop()
 	}
 	if s.app != nil {
 		s.app.rollback(err)

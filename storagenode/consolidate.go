@@ -169,7 +169,7 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID, pr *consolida
 	var sessionID uuid.UUID
 	defer func() {
 		if w != nil {
-			w.Abort() // no-op after a successful Close
+			s.abort(w) // no-op after a successful Close
 		}
 	}()
 	err = r.plan(ctx, func(rr *wire.ReadRequest) error {

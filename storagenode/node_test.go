@@ -350,3 +350,90 @@ func TestSessionNamesItsAttempt(t *testing.T) {
 		t.Errorf("the commit names attempt %d, want 3", a)
 	}
 }
+
+// TestIndexIsSentWhileTheSessionIsWritten: the node sends a session's
+// index segments to the servers as the blocks they point into are written,
+// before the agent's End, numbered in order; the commit counts them all.
+func TestIndexIsSentWhileTheSessionIsWritten(t *testing.T) {
+	r := newRig(t, true)
+	r.waitRegistered()
+	conn, err := r.open(r.ticket(6, ticket.OpBackup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	files := randomFiles(4, 30000, 16)
+	var batch []byte
+	for i, f := range files {
+		batch = appendFile(batch, f)
+		if len(batch) > 256<<10 || i == len(files)-1 {
+			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// No End yet: the session is still open, and what is on the volume is
+	// indexed already.
+	poll.Until(t, 20*time.Second, func() error {
+		r.fake.mu.Lock()
+		defer r.fake.mu.Unlock()
+		if n := len(r.fake.segments[6]); n < 2 {
+			return fmt.Errorf("%d index segments sent while the session is written", n)
+		}
+		return nil
+	})
+	if _, err := endBackup(conn, len(files)); err != nil {
+		t.Fatal(err)
+	}
+	r.fake.mu.Lock()
+	defer r.fake.mu.Unlock()
+	segs := r.fake.segments[6]
+	if len(r.fake.commits) != 1 || r.fake.commits[0].Segments != len(segs) {
+		t.Fatalf("%d commits, %d segments sent", len(r.fake.commits), len(segs))
+	}
+	n := 0
+	for _, data := range segs {
+		es, err := fileindex.DecodeSegment(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if e.Path != files[n].path {
+				t.Fatalf("entry %d of the index sent is %q, want %q", n, e.Path, files[n].path)
+			}
+			n++
+		}
+	}
+	if n != len(files) {
+		t.Fatalf("%d entries in the index sent, want %d", n, len(files))
+	}
+}
+
+// TestRefusedIndexSegmentFailsTheSession: a segment the servers refuse
+// fails the session with their reason; no segment
+// comes after the abort, and nothing is committed.
+func TestRefusedIndexSegmentFailsTheSession(t *testing.T) {
+	r := newRig(t, true)
+	r.waitRegistered()
+	r.fake.mu.Lock()
+	r.fake.segmentErr = func(req wire.SessionIndexReq) error {
+		if req.No == 1 {
+			return wire.Errorf(wire.CodeWrongState, "", "backup 6 is aborted: it takes no more index segments")
+		}
+		return nil
+	}
+	r.fake.mu.Unlock()
+	_, err := r.sendFiles(6, randomFiles(4, 30000, 16), sendOpts{batch: 256 << 10})
+	if err == nil || !strings.Contains(err.Error(), "takes no more index segments") {
+		t.Fatalf("the agent was told %v", err)
+	}
+	r.fake.mu.Lock()
+	defer r.fake.mu.Unlock()
+	if len(r.fake.aborts) != 1 || !strings.Contains(r.fake.aborts[0].Error.Message, "index segment 1") || len(r.fake.commits) != 0 || r.fake.lateSegments != 0 {
+		t.Fatalf("aborts %+v, %d commits, %d segments after the abort", r.fake.aborts, len(r.fake.commits), r.fake.lateSegments)
+	}
+}

@@ -88,8 +88,12 @@ type fakeServers struct {
 	commits           []wire.SessionCommitReq
 	segments          map[uint64][][]byte // each job's index segments
 	segmentAttempts   []int               // the attempt each index segment named
-	aborts            []wire.SessionAbortReq
-	plans             planBook
+	// segmentErr, when set, answers an index segment in its place.
+	segmentErr func(wire.SessionIndexReq) error
+	// lateSegments counts index segments that came after an abort.
+	lateSegments int
+	aborts       []wire.SessionAbortReq
+	plans        planBook
 }
 
 func (f *fakeServers) vol(id uuid.UUID) *fakeVol {
@@ -148,6 +152,14 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 		req, err := wire.Decode[wire.SessionIndexReq](body)
 		if err != nil {
 			return nil, err
+		}
+		if len(f.aborts) > 0 {
+			f.lateSegments++
+		}
+		if f.segmentErr != nil {
+			if err := f.segmentErr(req); err != nil {
+				return nil, err
+			}
 		}
 		if f.segments == nil {
 			f.segments = map[uint64][][]byte{}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cairnbackup/cairn/fileindex"
@@ -243,5 +245,109 @@ func TestPartHeaderRecordsTheChainElsewhere(t *testing.T) {
 	h := ps[0].Header
 	if h.ParentBackup != 2 || len(h.Chain) != 1 || h.Chain[0] != chain[0] {
 		t.Errorf("part header: parent %d, chain %+v; want parent 2 and the part on the other volume alone", h.ParentBackup, h.Chain)
+	}
+}
+
+// TestSegmentsHandedOnWhileWriting: each index segment goes to
+// WriterOptions.Segment as soon as the blocks its entries point into are
+// on the volume, not at Close, in order and the same as the trailer's.
+func TestSegmentsHandedOnWhileWriting(t *testing.T) {
+	vol := newMemVolume(t, MinBlockSize, 0)
+	type handed struct {
+		seg     fileindex.Segment
+		volSize int64 // the volume's size when it was handed on
+	}
+	var got []handed
+	var closing atomic.Bool // set on this goroutine, read on the writer's
+	var beforeClose int
+	w, err := NewSessionWriter(sessionInfo(), testKey("k"), vol, WriterOptions{TempDir: t.TempDir(), Segment: func(s fileindex.Segment) error {
+		// The writer's goroutines call it one at a time, the one that
+		// writes the volume among them.
+		got = append(got, handed{s, vol.size()})
+		if !closing.Load() {
+			beforeClose = len(got)
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	content := bytes.Repeat([]byte("0123456789abcdef"), 40)
+	var buf []byte
+	const n = 20000
+	for i := range n {
+		f := tfile{e: fileindex.Entry{Path: fmt.Sprintf("/srv/%05d/file-with-a-name.txt", i), Type: fileindex.TypeFile, Mode: 0o644, Size: int64(len(content))}, content: content}
+		buf = appendEntryRecords(buf[:0], &f, 1<<20)
+		if err := w.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closing.Store(true)
+	res, err := w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Close hands on the segments of the blocks still in flight, and the
+	// last one.
+	if len(res.Segments) < 4 || len(got) != len(res.Segments) || beforeClose < len(got)/2 {
+		t.Fatalf("%d segments in the trailer, %d handed on, %d of them before Close", len(res.Segments), len(got), beforeClose)
+	}
+	dataStart := res.Parts[0].DataStart
+	count := 0
+	for i, h := range got {
+		s := res.Segments[i]
+		if h.seg.First != s.First || h.seg.Last != s.Last || h.seg.Count != s.Count || !bytes.Equal(h.seg.Data, s.Data) {
+			t.Fatalf("segment %d handed on differs from the trailer's", i)
+		}
+		es, err := fileindex.DecodeSegment(h.seg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if e.Path != fmt.Sprintf("/srv/%05d/file-with-a-name.txt", count) {
+				t.Fatalf("entry %d of the index is %q", count, e.Path)
+			}
+			count++
+			if at := dataStart + int64(e.Loc.Off); at+HeaderSize > h.volSize {
+				t.Fatalf("segment %d handed on with the volume at %d bytes names %q in the block at %d", i, h.volSize, e.Path, at)
+			}
+		}
+	}
+	if count != n {
+		t.Fatalf("%d entries in the segments handed on, want %d", count, n)
+	}
+}
+
+// TestSegmentErrorFailsTheSession: a segment that cannot be handed on
+// fails the session with the reason.
+func TestSegmentErrorFailsTheSession(t *testing.T) {
+	vol := newMemVolume(t, MinBlockSize, 0)
+	boom := errors.New("the servers refused the segment")
+	calls := 0
+	w, err := NewSessionWriter(sessionInfo(), testKey("k"), vol, WriterOptions{TempDir: t.TempDir(), Segment: func(fileindex.Segment) error {
+		calls++
+		if calls == 2 {
+			return boom
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	var buf []byte
+	for i := 0; err == nil && i < 50000; i++ {
+		f := tfile{e: fileindex.Entry{Path: fmt.Sprintf("/srv/%06d", i), Type: fileindex.TypeFile}}
+		err = w.Write(appendEntryRecords(buf[:0], &f, 1<<20))
+	}
+	if err == nil {
+		_, err = w.Close()
+	}
+	if !errors.Is(err, boom) || calls != 2 {
+		t.Fatalf("after %d segments: %v", calls, err)
+	}
+	if _, err := w.Close(); err == nil {
+		t.Fatal("the failed session closed")
 	}
 }

@@ -13,84 +13,238 @@ import (
 	"github.com/cairnbackup/cairn/internal/tmpfile"
 )
 
-// spill keeps a session's index entries on disk until Close, when their
-// stream offsets are known: a session of millions of files must not hold
-// them in memory for hours.
-type spill struct {
+// A session's index is built while the session is written: an entry waits
+// in memory (pendingEntries) until the block holding its FileEnd is on the
+// volume, when the stream offsets of every block it points into are known;
+// then it goes into the segment being built (indexBuilder), and each
+// segment, once full, is handed to WriterOptions.Segment and kept on disk
+// (segmentSpill) until Close writes the trailer. So the index reaches the
+// servers while the data is still being written, and what a session holds
+// in memory does not grow with its number of files.
+
+// pendingEntries are index entries whose last block is not written yet,
+// encoded, in order. The goroutine calling Write adds them; the write loop
+// takes those whose last block it has written. An entry's last block is
+// the one its FileEnd record is in, still being packed when the entry is
+// added, so it holds at most the entries of the blocks in flight.
+type pendingEntries struct {
+	mu  sync.Mutex
+	buf []byte // per entry: uvarint last block seq, uvarint length, entry
+	r   int    // where the entries not taken yet start
+	enc []byte
+}
+
+func (p *pendingEntries) add(endSeq uint64, e *fileindex.Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.r > 0 && p.r >= len(p.buf)/2 {
+		p.buf = p.buf[:copy(p.buf, p.buf[p.r:])]
+		p.r = 0
+	}
+	p.enc = fileindex.AppendEntry(p.enc[:0], e)
+	p.buf = binary.AppendUvarint(p.buf, endSeq)
+	p.buf = binary.AppendUvarint(p.buf, uint64(len(p.enc)))
+	p.buf = append(p.buf, p.enc...)
+}
+
+// take appends to into, and removes, the entries whose last block is at
+// or before seq.
+func (p *pendingEntries) take(seq uint64, into []byte) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	end := p.r
+	for end < len(p.buf) {
+		endSeq, n := binary.Uvarint(p.buf[end:])
+		if endSeq > seq {
+			break
+		}
+		l, m := binary.Uvarint(p.buf[end+n:])
+		end += n + m + int(l)
+	}
+	into = append(into, p.buf[p.r:end]...)
+	p.r = end
+	if p.r == len(p.buf) {
+		p.buf, p.r = p.buf[:0], 0
+	}
+	return into
+}
+
+func (p *pendingEntries) empty() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.r == len(p.buf)
+}
+
+// indexBuilder turns the entries whose blocks are written into segments.
+// It belongs to the write loop, and to Close once the loop has ended.
+type indexBuilder struct {
+	w       *SessionWriter
+	b       *fileindex.SegmentBuilder
+	scratch []byte
+	spill   *segmentSpill
+	count   int // segments built
+}
+
+// written takes the pending entries whose blocks are all written now that
+// block seq is, and builds segments of them.
+func (x *indexBuilder) written(seq uint64) error {
+	x.scratch = x.w.pending.take(seq, x.scratch[:0])
+	for rest := x.scratch; len(rest) > 0; {
+		_, n := binary.Uvarint(rest)
+		l, m := binary.Uvarint(rest[n:])
+		e, err := fileindex.DecodeEntry(rest[n+m : n+m+int(l)])
+		if err != nil {
+			return fmt.Errorf("session %s: build index: %w", x.w.info.SessionID, err)
+		}
+		rest = rest[n+m+int(l):]
+		offsets := x.w.vw.offsets
+		e.Loc.Off = offsets[e.Loc.Seq]
+		if e.Blocks != nil {
+			for i := range e.Blocks.Blocks {
+				if b := &e.Blocks.Blocks[i]; b.Session == 0 {
+					b.Loc.Off = offsets[b.Loc.Seq]
+				}
+			}
+		}
+		if err := x.b.Add(&e); err != nil {
+			return fmt.Errorf("session %s: build index: %w", x.w.info.SessionID, err)
+		}
+		if x.b.Full() {
+			if err := x.cut(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cut ends the segment being built: kept for the trailer and handed on.
+func (x *indexBuilder) cut() error {
+	seg := x.b.Flush()
+	if err := x.spill.add(&seg); err != nil {
+		return fmt.Errorf("session %s: %w", x.w.info.SessionID, err)
+	}
+	x.count++
+	if x.w.opts.Segment != nil {
+		if err := x.w.opts.Segment(seg); err != nil {
+			return fmt.Errorf("session %s: index segment %d: %w", x.w.info.SessionID, x.count-1, err)
+		}
+	}
+	return nil
+}
+
+// finish cuts the last segment and returns all of them, in order.
+func (x *indexBuilder) finish() ([]fileindex.Segment, error) {
+	if !x.w.pending.empty() {
+		return nil, fmt.Errorf("session %s: internal error: index entries whose blocks were never written", x.w.info.SessionID)
+	}
+	if x.b.Len() > 0 {
+		if err := x.cut(); err != nil {
+			return nil, err
+		}
+	}
+	segs, err := x.spill.segments(x.count)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: build index: %w", x.w.info.SessionID, err)
+	}
+	return segs, nil
+}
+
+// segmentSpill keeps a session's built index segments on disk until Close
+// writes them in the trailer: a session of millions of files must not
+// hold its index in memory for hours.
+type segmentSpill struct {
 	mu  sync.Mutex // Abort may close it from another goroutine
 	f   *os.File
 	w   *bufio.Writer
 	buf []byte
 }
 
-func newSpill(dir string) (*spill, error) {
+func newSegmentSpill(dir string) (*segmentSpill, error) {
 	// Without a name: the open file is all we need, and a crash leaves
 	// nothing behind to clean up.
 	f, err := tmpfile.Open(dir, "cairn-index-*.spill", "index spill file")
 	if err != nil {
 		return nil, err
 	}
-	return &spill{f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
+	return &segmentSpill{f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
 }
 
 var errSpillClosed = errors.New("index spill file is closed")
 
-func (s *spill) add(e *fileindex.Entry) error {
+func (s *segmentSpill) add(seg *fileindex.Segment) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
 		return errSpillClosed
 	}
-	s.buf = fileindex.AppendEntry(s.buf[:0], e)
-	var l [binary.MaxVarintLen64]byte
-	n := binary.PutUvarint(l[:], uint64(len(s.buf)))
-	if _, err := s.w.Write(l[:n]); err != nil {
-		return fmt.Errorf("spill index entry: %w", err)
+	b := s.buf[:0]
+	for _, field := range []string{seg.First, seg.Last} {
+		b = binary.AppendUvarint(b, uint64(len(field)))
+		b = append(b, field...)
 	}
-	if _, err := s.w.Write(s.buf); err != nil {
-		return fmt.Errorf("spill index entry: %w", err)
+	b = binary.AppendUvarint(b, uint64(seg.Count))
+	b = binary.AppendUvarint(b, uint64(len(seg.Data)))
+	s.buf = b
+	if _, err := s.w.Write(b); err != nil {
+		return fmt.Errorf("spill index segment: %w", err)
+	}
+	if _, err := s.w.Write(seg.Data); err != nil {
+		return fmt.Errorf("spill index segment: %w", err)
 	}
 	return nil
 }
 
-// entries flushes what was added and returns an iterator over it, in the
-// order added.
-func (s *spill) entries() (func() (fileindex.Entry, bool, error), error) {
+// segments reads back the n segments added, in order.
+func (s *segmentSpill) segments(n int) ([]fileindex.Segment, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
 		return nil, errSpillClosed
 	}
 	if err := s.w.Flush(); err != nil {
-		return nil, fmt.Errorf("spill index entries: %w", err)
+		return nil, fmt.Errorf("spill index segments: %w", err)
 	}
 	size, err := s.f.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return nil, err
 	}
-	r := bufio.NewReaderSize(io.NewSectionReader(s.f, 0, size), 256<<10)
-	var buf []byte
-	return func() (fileindex.Entry, bool, error) {
+	r := bufio.NewReaderSize(io.NewSectionReader(s.f, 0, size), 64<<10)
+	field := func(limit uint64) ([]byte, error) {
 		l, err := binary.ReadUvarint(r)
-		if err == io.EOF {
-			return fileindex.Entry{}, false, nil
+		if err != nil || l > limit {
+			return nil, fmt.Errorf("read index spill file: bad length (%v)", err)
 		}
-		if err != nil || l > 2*MaxHeaderBody {
-			return fileindex.Entry{}, false, fmt.Errorf("read index spill file: bad length (%v)", err)
+		b := make([]byte, l)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, fmt.Errorf("read index spill file: %w", err)
 		}
-		if cap(buf) < int(l) {
-			buf = make([]byte, l)
+		return b, nil
+	}
+	segs := make([]fileindex.Segment, 0, n)
+	for range n {
+		first, err := field(2 * MaxHeaderBody)
+		if err != nil {
+			return nil, err
 		}
-		buf = buf[:l]
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return fileindex.Entry{}, false, fmt.Errorf("read index spill file: %w", err)
+		last, err := field(2 * MaxHeaderBody)
+		if err != nil {
+			return nil, err
 		}
-		e, err := fileindex.DecodeEntry(buf)
-		return e, err == nil, err
-	}, nil
+		count, err := binary.ReadUvarint(r)
+		if err != nil {
+			return nil, fmt.Errorf("read index spill file: %w", err)
+		}
+		data, err := field(fileindex.MaxSegmentRawBytes)
+		if err != nil {
+			return nil, err
+		}
+		segs = append(segs, fileindex.Segment{First: string(first), Last: string(last), Count: int(count), Data: data})
+	}
+	return segs, nil
 }
 
-func (s *spill) close() {
+func (s *segmentSpill) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f != nil {

@@ -139,9 +139,18 @@ type WriterOptions struct {
 	// blocks; 0 means 2. A session holds about 2*Workers+3 blocks in
 	// flight, each up to twice the block raw size (plaintext and sealed).
 	Workers int
-	// TempDir holds the spill file of index entries, so memory stays
-	// bounded however many files a session holds; "" means os.TempDir().
+	// TempDir holds the spill file of the session's index segments, so
+	// memory stays bounded however many files a session holds; "" means
+	// os.TempDir().
 	TempDir string
+	// Segment, when set, is given each segment of the session's file
+	// index, in order, as soon as every block its entries point into is
+	// written: so the index can be recorded while the session is still
+	// being written. It is called from the writer's own goroutines, one
+	// call at a time, the last one from Close before the trailer is
+	// written. It may block, holding the writer back, but must not wait
+	// for the writer; an error fails the session with it.
+	Segment func(fileindex.Segment) error
 	// Next is called, from the writer's own goroutine, when a block does
 	// not fit the current volume, after the writer has closed its part
 	// there (PartEnd with final=false) and synced it. The session goes on
@@ -230,7 +239,8 @@ type SessionWriter struct {
 	placed   placements       // of open's Data records
 	lastPath string
 	anyEntry bool
-	spill    *spill
+	pending  pendingEntries
+	index    *indexBuilder // the write loop's, then Close's
 	closed   atomic.Bool
 
 	jobs     chan *job // to the workers
@@ -315,17 +325,17 @@ func NewSessionWriter(info SessionInfo, key *Key, first Appender, opts WriterOpt
 		}
 		sealers[i] = s
 	}
-	sp, err := newSpill(opts.TempDir)
+	sp, err := newSegmentSpill(opts.TempDir)
 	if err != nil {
 		return nil, fmt.Errorf("new session writer: %w", err)
 	}
 	w := &SessionWriter{
 		info: info, key: key, opts: opts, blockRaw: info.BlockRawSize,
-		spill: sp,
 		jobs:  make(chan *job, opts.Workers),
 		queue: make(chan *job, 2*opts.Workers+1),
 		done:  make(chan struct{}),
 	}
+	w.index = &indexBuilder{w: w, b: fileindex.NewSegmentBuilder(w.segmentBytes()), spill: sp}
 	w.vw = &volWriter{w: w, app: first}
 	w.sealFor(first)
 	w.cur = w.getPlain()
@@ -399,6 +409,9 @@ func (w *SessionWriter) writeLoop() {
 		}
 		err := w.vw.writeBlock(j.out, j.h.Kind, j.h.Seq, j.counts)
 		putBlockBuf(j.out)
+		if err == nil {
+			err = w.index.written(j.h.Seq)
+		}
 		if err != nil {
 			w.fail(err)
 			return
@@ -544,9 +557,7 @@ func (w *SessionWriter) fileEnd(rec, body []byte) error {
 	if status == EndOK && len(hash) > 0 {
 		e.Hash = append([]byte(nil), hash...)
 	}
-	if err := w.spill.add(e); err != nil {
-		return fmt.Errorf("session %s: %w", w.info.SessionID, err)
-	}
+	w.pending.add(e.Loc.EndSeq, e)
 	w.open = nil
 	w.entries.Add(1)
 	if e.Type.HasContent() {
@@ -633,7 +644,7 @@ func (w *SessionWriter) close() (*SessionResult, error) {
 	if err := w.failure(); err != nil {
 		return nil, err
 	}
-	segs, err := w.buildIndex()
+	segs, err := w.index.finish()
 	if err != nil {
 		return nil, err
 	}
@@ -641,7 +652,7 @@ func (w *SessionWriter) close() (*SessionResult, error) {
 		return nil, err
 	}
 	w.closed.Store(true)
-	w.spill.close()
+	w.index.spill.close()
 	p := w.Progress()
 	return &SessionResult{
 		Parts: w.vw.parts, Segments: segs,
@@ -656,44 +667,6 @@ func (w *SessionWriter) segmentBytes() int {
 	return min(fileindex.DefaultSegmentBytes, w.blockRaw-MaxHeaderBody-4096)
 }
 
-// buildIndex reads the spilled entries back, sets each one's stream
-// offset from the seq table, and encodes the segments.
-func (w *SessionWriter) buildIndex() ([]fileindex.Segment, error) {
-	next, err := w.spill.entries()
-	if err != nil {
-		return nil, fmt.Errorf("session %s: build index: %w", w.info.SessionID, err)
-	}
-	b := fileindex.NewSegmentBuilder(w.segmentBytes())
-	var segs []fileindex.Segment
-	for {
-		e, ok, err := next()
-		if err != nil {
-			return nil, fmt.Errorf("session %s: build index: %w", w.info.SessionID, err)
-		}
-		if !ok {
-			break
-		}
-		e.Loc.Off = w.vw.offsets[e.Loc.Seq]
-		if e.Blocks != nil {
-			for i := range e.Blocks.Blocks {
-				if b := &e.Blocks.Blocks[i]; b.Session == 0 {
-					b.Loc.Off = w.vw.offsets[b.Loc.Seq]
-				}
-			}
-		}
-		if err := b.Add(&e); err != nil {
-			return nil, fmt.Errorf("session %s: build index: %w", w.info.SessionID, err)
-		}
-		if b.Full() {
-			segs = append(segs, b.Flush())
-		}
-	}
-	if s := b.Flush(); s.Count > 0 {
-		segs = append(segs, s)
-	}
-	return segs, nil
-}
-
 // Abort stops the workers and returns once nothing more will be written.
 // What was written stays; the caller truncates it. Safe to call more than
 // once and after Close.
@@ -701,5 +674,5 @@ func (w *SessionWriter) Abort() {
 	w.doneOnce.Do(func() { close(w.done) })
 	w.wg.Wait()
 	w.closed.Store(true)
-	w.spill.close()
+	w.index.spill.close()
 }
