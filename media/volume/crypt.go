@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"github.com/klauspost/compress/s2"
@@ -93,10 +94,16 @@ func blockAAD(dst []byte, hdr []byte, session uuid.UUID, seq uint64, raw uint32)
 const compressKeepRatio = 0.97
 
 var (
-	zstdEnc = sync.OnceValue(func() *zstd.Encoder {
-		// EncodeAll is safe for concurrent use; one encoder state per CPU
-		// serves every session. No zstd checksum: the block CRC and the
-		// GCM tag already cover the payload.
+	// zstdEncoders hold block compression's encoder states between the
+	// sealers that use them: a sealer takes one for as long as its
+	// session runs. An idle one goes with the collector (a pool is
+	// emptied over two collections), so a storage node between backups,
+	// or `cairn dev` restoring after a backup, does not keep a state per
+	// core alive (history, tables and buffers: a few MiB each).
+	zstdEncoders = sync.Pool{New: func() any {
+		encodersMade.Add(1)
+		// No zstd checksum: the block CRC and the GCM tag already cover
+		// the payload.
 		// A block is compressed on its own, so a window larger than the
 		// block finds no more matches; it only costs memory: the
 		// default's history buffers took 8 MiB per encoder state, 32 MiB
@@ -108,7 +115,7 @@ var (
 		// volumes).
 		e, err := zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithEncoderConcurrency(1),
 			zstd.WithWindowSize(DefaultBlockRawSize),
 			zstd.WithLowerEncoderMem(true),
 			zstd.WithEncoderCRC(false))
@@ -116,8 +123,11 @@ var (
 			panic(err)
 		}
 		return e
-	})
-	zstdDec = sync.OnceValue(func() *zstd.Decoder {
+	}}
+	// encodersMade counts the encoder states made, for the tests that
+	// check they are reused while kept and not kept while idle.
+	encodersMade atomic.Int64
+	zstdDec      = sync.OnceValue(func() *zstd.Decoder {
 		d, err := zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
 			zstd.WithDecoderMaxMemory(maxPayload),
@@ -142,7 +152,7 @@ var probeCap = sampleSize*sampleCount + compressedCap(sampleSize*sampleCount)
 
 // looksIncompressible compresses a sample of plain with codec and reports
 // whether it did not shrink enough to be worth compressing the whole block.
-func looksIncompressible(codec string, plain, scratch []byte) bool {
+func looksIncompressible(codec string, plain, scratch []byte, enc *zstd.Encoder) bool {
 	if len(plain) < 4*sampleSize*sampleCount {
 		return false
 	}
@@ -151,20 +161,21 @@ func looksIncompressible(codec string, plain, scratch []byte) bool {
 	for i := 0; i < sampleCount; i++ {
 		scratch = append(scratch, plain[i*step:i*step+sampleSize]...)
 	}
-	out := compress(codec, scratch, scratch[len(scratch):])
+	out := compress(codec, scratch, scratch[len(scratch):], enc)
 	return float64(len(out)) > compressKeepRatio*float64(len(scratch))
 }
 
-// compress appends plain compressed with codec (CompressionZstd or
-// CompressionS2) to dst[:0], in place when dst has the room (sealedCap).
-func compress(codec string, plain, dst []byte) []byte {
+// compress appends plain compressed with codec (CompressionZstd, with
+// enc, or CompressionS2) to dst[:0], in place when dst has the room
+// (sealedCap).
+func compress(codec string, plain, dst []byte, enc *zstd.Encoder) []byte {
 	if codec == CompressionS2 {
 		// The fastest S2 level: the codec is chosen for speed. Encode
 		// writes into dst when its capacity is MaxEncodedLen, which
 		// sealedCap leaves.
 		return s2.Encode(dst[:0], plain)
 	}
-	return zstdEnc().EncodeAll(plain, dst[:0])
+	return enc.EncodeAll(plain, dst[:0])
 }
 
 // codecFlag is the block flag of a payload compressed with codec.
@@ -189,6 +200,15 @@ type sealer struct {
 	// most shrankRatio. The next one is most likely of the same file or
 	// the same kind of files, and is compressed without the probe.
 	shrank bool
+	zenc   *zstd.Encoder // taken from zstdEncoders at the first zstd block
+}
+
+// release gives the sealer's zstd encoder back, once it seals no more.
+func (s *sealer) release() {
+	if s.zenc != nil {
+		zstdEncoders.Put(s.zenc)
+		s.zenc = nil
+	}
 }
 
 // shrankRatio is how well a block must have compressed for the next one
@@ -233,10 +253,13 @@ func (s *sealer) seal(dst []byte, h BlockHeader, plain []byte) []byte {
 		if cap(s.probe) < probeCap {
 			s.probe = make([]byte, 0, probeCap)
 		}
+		if s.codec == CompressionZstd && s.zenc == nil {
+			s.zenc = zstdEncoders.Get().(*zstd.Encoder)
+		}
 		shrank := s.shrank
 		s.shrank = false
-		if shrank || !looksIncompressible(s.codec, plain, s.probe) {
-			c := compress(s.codec, plain, dst[HeaderSize:HeaderSize])
+		if shrank || !looksIncompressible(s.codec, plain, s.probe, s.zenc) {
+			c := compress(s.codec, plain, dst[HeaderSize:HeaderSize], s.zenc)
 			if float64(len(c)) <= compressKeepRatio*float64(len(plain)) {
 				h.Flags |= codecFlag(s.codec)
 				payload = c

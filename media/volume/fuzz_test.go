@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/google/uuid"
+	"github.com/klauspost/compress/zstd"
 )
 
 func goldenBytes(f *testing.F) []byte {
@@ -631,7 +632,7 @@ func FuzzOpenCompressed(f *testing.F) {
 		codec string
 		flag  Flags
 	}{{CompressionS2, FlagS2}, {CompressionZstd, FlagZstd}} {
-		p := compress(c.codec, text, make([]byte, 0, sealedCap(len(text))))
+		p := compress(c.codec, text, make([]byte, 0, sealedCap(len(text))), zstdEncoders.Get().(*zstd.Encoder))
 		f.Add(p, uint32(len(text)), c.flag == FlagS2)
 		f.Add(p, uint32(len(text)+1), c.flag == FlagS2)
 		f.Add(p[:len(p)/2], uint32(len(text)), c.flag == FlagS2)

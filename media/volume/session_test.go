@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"testing"
 
@@ -349,5 +351,28 @@ func TestSegmentErrorFailsTheSession(t *testing.T) {
 	}
 	if _, err := w.Close(); err == nil {
 		t.Fatal("the failed session closed")
+	}
+}
+
+// TestEncodersKeptWhileUsedOnly: the zstd encoder states of block
+// compression go from one session to the next while the process writes,
+// and with the collector once it is idle, so a node between backups does
+// not hold them.
+func TestEncodersKeptWhileUsedOnly(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	files := makeTree(9, 40, []int{300 << 10})
+	write := func() int64 {
+		before := encodersMade.Load()
+		writeSession(t, testKey("k"), sessionInfo(), newMemVolume(t, MinBlockSize, 0), WriterOptions{Workers: 2, TempDir: t.TempDir()}, files, 64<<10)
+		return encodersMade.Load() - before
+	}
+	write()
+	if n := write(); n != 0 {
+		t.Fatalf("the second session made %d encoders; the first one's were not given back", n)
+	}
+	runtime.GC()
+	runtime.GC()
+	if n := write(); n == 0 {
+		t.Fatal("the encoders of the idle time before were kept past two collections")
 	}
 }

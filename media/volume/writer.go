@@ -372,6 +372,7 @@ func (w *SessionWriter) failure() error {
 
 func (w *SessionWriter) work(s *sealer) {
 	defer w.wg.Done()
+	defer s.release()
 	for {
 		select {
 		case j, ok := <-w.jobs:
