@@ -1,14 +1,17 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cairnbackup/cairn/internal/poll"
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
@@ -135,4 +138,50 @@ func TestStorageNodeKilledMidBackup(t *testing.T) {
 		t.Errorf("the volumes hold %d sessions, want 3 (earlier, the retried one, next): %+v", sessions, vols)
 	}
 	s.checkBackupRestores(next.BackupID, snapSmall, small)
+}
+
+// TestStorageNodeKilledAfterIndexSegmentsSent: the storage node sends a
+// session's index segments to the catalog while it writes the session.
+// Killed after the catalog took some, the attempt leaves none behind: the
+// requeue drops them, the second attempt sends its index from segment 0
+// again, and the backup restores byte for byte.
+func TestStorageNodeKilledAfterIndexSegmentsSent(t *testing.T) {
+	s := newStack(t, stackOpts{nodeArgs: []string{"--log-level", "debug"}})
+	src := filepath.Join(t.TempDir(), "src")
+	// Many small files first, to make index segments (about 6,500
+	// entries each), then enough random data that the stream goes on
+	// after the catalog took two of them.
+	for d := range 15 {
+		dir := filepath.Join(src, "a", fmt.Sprintf("d%02d", d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 1000 {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%04d.txt", i)), fmt.Appendf(nil, "file %d of directory %d\n", i, d), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	writeRandomFiles(t, filepath.Join(src, "z"), 8, 32<<20, 21)
+
+	id := s.startStreaming(src)
+	second := regexp.MustCompile(`msg="index segment sent".* no=1 `)
+	poll.Until(t, 60*time.Second, func() error {
+		if !second.MatchString(s.storage.logText()) {
+			return errors.New("the storage node has not sent a second index segment")
+		}
+		return nil
+	})
+	s.killMidBackup(s.storage, id)
+	// A file of the first segment changes before the second attempt reads
+	// it, so that attempt's index is not the first one's again (offsets
+	// count from the session's start: the same tree gives the same bytes).
+	if err := os.WriteFile(filepath.Join(src, "a", "d00", "f0000.txt"), []byte("changed between the attempts\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := snapshot(t, src)
+	s.storage.start()
+	s.waitReady()
+	retried := s.waitRetried(id, 90*time.Second)
+	s.checkBackupRestores(retried.BackupID, want, src)
 }

@@ -239,6 +239,7 @@ func (x *indexSender) run() {
 				x.err = fmt.Errorf("send file index segment %d: %w", x.sent, err)
 				return
 			}
+			x.s.log.Debug("index segment sent", "no", x.sent, "entries", f.Count, "bytes", len(f.Data))
 			x.sent++
 		}
 	}

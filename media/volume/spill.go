@@ -127,7 +127,9 @@ func (x *indexBuilder) cut() error {
 	x.count++
 	if x.w.opts.Segment != nil {
 		if err := x.w.opts.Segment(seg); err != nil {
-			return fmt.Errorf("session %s: index segment %d: %w", x.w.info.SessionID, x.count-1, err)
+			// The callback's error names the segment it failed at, which
+			// may be an earlier one than this.
+			return fmt.Errorf("session %s: file index: %w", x.w.info.SessionID, err)
 		}
 	}
 	return nil
