@@ -4,10 +4,12 @@
 # before each step, as bench/e2e.sh does, once at each limit of LIMITS
 # (GOMEMLIMIT, which wins over the role's default), in rotating order; it
 # prints the restore's seconds, CPU seconds, collections (gctrace) and the
-# dev process's peak resident set. See bench/README.md.
+# dev process's peak resident set. With BASELINE (a revision), each limit
+# runs with that build too, in the same rotation. See bench/README.md.
 #
 #   sudo bench/memlimit.sh                          # 72MiB against 80MiB, 4 rounds
 #   sudo LIMITS="72MiB 80MiB 88MiB" ROUNDS=2 bench/memlimit.sh
+#   sudo BASELINE=c4923fa LIMITS=80MiB ROUNDS=3 bench/memlimit.sh
 #
 # Needs root (drop_caches, loop devices) and mkfs.ext4.
 set -euo pipefail
@@ -17,6 +19,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${CAIRN_BENCH_DIR:-/var/tmp/cairn-bench}
 ROUNDS=${ROUNDS:-4}
 LIMITS=${LIMITS:-72MiB 80MiB}
+BASELINE=${BASELINE:-}
 TREE_SIZE=${TREE_SIZE:-1073741824}
 SMALL_FILES=${SMALL_FILES:-50000}
 ONE_FILE=0
@@ -31,7 +34,13 @@ command -v mkfs.ext4 >/dev/null || die "needs mkfs.ext4 (Debian package e2fsprog
 mkdir -p "$WORK/bin"
 log "building cairn from $REPO"
 (cd "$REPO" && go build -o "$WORK/bin/cairn" ./cmd/cairn)
-BIN=$WORK/bin/cairn
+declare -A BIN=([cairn]=$WORK/bin/cairn)
+BUILDS=(cairn)
+if [ -n "$BASELINE" ]; then
+	build_baseline
+	BIN[baseline]=$BASELINE_BIN
+	BUILDS+=(baseline)
+fi
 make_tree
 
 RUN=$WORK/memlimit
@@ -53,8 +62,10 @@ trap cleanup EXIT
 
 gcs() { grep -c '^gc ' "$RUN/dev.log" || true; }
 
-# one LIMIT ROUND: a backup and a restore in a new cairn dev at LIMIT.
+# one LIMIT ROUND BUILD: a backup and a restore in a new cairn dev of
+# BUILD at LIMIT.
 one() {
+	local bin=${BIN[$3]}
 	release_target "$RUN/tree"
 	release_target "$RUN/restore"
 	rm -rf "$RUN/data" "$RUN/dev.log"
@@ -62,32 +73,37 @@ one() {
 	tree_fs "$RUN/tree" 2
 	cp -a "$TREE/." "$RUN/tree"
 	tree_fs "$RUN/restore" 3
-	GOMEMLIMIT=$1 GODEBUG=gctrace=1 start_dev "$RUN" "$BIN"
+	GOMEMLIMIT=$1 GODEBUG=gctrace=1 start_dev "$RUN" "$bin"
 	drop_caches
-	"$BIN" backup --client "$CLIENT" --path "$RUN/tree" --level full --wait --json >"$RUN/backup.json" ||
-		die "the backup at $1 failed: $(cat "$RUN/backup.json")"
+	"$bin" backup --client "$CLIENT" --path "$RUN/tree" --level full --wait --json >"$RUN/backup.json" ||
+		die "the backup of $3 at $1 failed: $(cat "$RUN/backup.json")"
 	drop_caches
 	reset_hwm "$DEV_PID"
 	local g0 c0 t0 t1 c1 g1
 	g0=$(gcs)
 	c0=$(cpu_secs "$DEV_PID")
 	t0=$(now)
-	"$BIN" restore --client "$CLIENT" --to "$RUN/restore" --wait --json >"$RUN/restore.json" ||
-		die "the restore at $1 failed: $(cat "$RUN/restore.json")"
+	"$bin" restore --client "$CLIENT" --to "$RUN/restore" --wait --json >"$RUN/restore.json" ||
+		die "the restore of $3 at $1 failed: $(cat "$RUN/restore.json")"
 	t1=$(now)
 	c1=$(cpu_secs "$DEV_PID")
 	g1=$(gcs)
-	printf '%-6s %-8s %8.2f %8.2f %6d %6s\n' "$2" "$1" "$(echo "$t0 $t1" | awk '{print $2-$1}')" \
+	printf '%-6s %-9s %-8s %8.2f %8.2f %6d %6s\n' "$2" "$3" "$1" "$(echo "$t0 $t1" | awk '{print $2-$1}')" \
 		"$(echo "$c0 $c1" | awk '{print $2-$1}')" "$((g1 - g0))" "$(hwm_mb "$DEV_PID")"
 	stop_dev
 }
 
 read -ra limits <<<"$LIMITS"
-echo "restores of $TREE right after its backup, in one cairn dev; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %-8s %8s %8s %6s %6s\n' round limit "s" "CPU s" GCs "RSS MB"
+runs=()
+for b in "${BUILDS[@]}"; do
+	for l in "${limits[@]}"; do runs+=("$l $b"); done
+done
+echo "restores of $TREE right after its backup, in one cairn dev; builds: ${BUILDS[*]}${BASELINE:+ (baseline $BASELINE_REV)}; $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-6s %-9s %-8s %8s %8s %6s %6s\n' round build limit "s" "CPU s" GCs "RSS MB"
 for n in $(seq "$ROUNDS"); do
-	# Rotating order: no limit always goes first.
-	for i in "${!limits[@]}"; do
-		one "${limits[$(((i + n - 1) % ${#limits[@]}))]}" "$n"
+	# Rotating order: no build or limit always goes first.
+	for i in "${!runs[@]}"; do
+		read -r l b <<<"${runs[$(((i + n - 1) % ${#runs[@]}))]}"
+		one "$l" "$n" "$b"
 	done
 done
