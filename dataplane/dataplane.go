@@ -44,7 +44,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -535,7 +534,15 @@ func (c *Conn) readFrame(buf []byte) (byte, []byte, error) {
 	p := buf[:0]
 	for len(p) < int(n) {
 		chunk := min(int(n)-len(p), max(len(p), frameChunk))
-		p = slices.Grow(p, chunk)
+		if need := len(p) + chunk; cap(p) < need {
+			// Grown to this step's need, rounded up to frameChunk: append's
+			// own growth adds a quarter to a frame just past a power of two
+			// (1.25 MiB for a stored block of 1 MiB and its head), and a
+			// read-ahead keeps a dozen such buffers.
+			grown := make([]byte, len(p), (need+frameChunk-1)/frameChunk*frameChunk)
+			copy(grown, p)
+			p = grown
+		}
 		if _, err := io.ReadFull(c.r, p[len(p):len(p)+chunk]); err != nil {
 			return 0, p, fmt.Errorf("data frame cut short: %w", err)
 		}

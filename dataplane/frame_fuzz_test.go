@@ -69,6 +69,13 @@ func TestFrameBufferGrowsWithTheBytes(t *testing.T) {
 	if err != nil || typ != FrameRecords || !bytes.Equal(p, big) {
 		t.Fatalf("large frame: type %d, %d bytes, %v", typ, len(p), err)
 	}
+	// A frame just past a power of two, as a stored block of 1 MiB with
+	// its head, gets a buffer of its size, not a quarter more.
+	block := bytes.Repeat([]byte{7}, 1<<20+40)
+	c = streamConn(t, frame(FrameStoredBlock, block))
+	if _, p, err = c.ReadFrame(); err != nil || !bytes.Equal(p, block) || cap(p) > len(block)+frameChunk {
+		t.Fatalf("a frame of %d bytes: %d read into a buffer of %d, %v", len(block), len(p), cap(p), err)
+	}
 }
 
 // frameTypes is what each frame type's payload decodes into.
