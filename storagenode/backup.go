@@ -78,6 +78,9 @@ func (s *session) run(ctx context.Context, conn *dataplane.Conn) (*dataplane.Res
 			}
 			return nil, wire.Errorf(wire.CodeAgentLost, "", "agent stream of client %s broke: %w", t.Client, err)
 		}
+		if err := s.index.refused(); err != nil {
+			return nil, err
+		}
 		switch typ {
 		case dataplane.FrameRecords:
 			if err := w.Write(payload); err != nil {
@@ -159,7 +162,7 @@ func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.S
 		req.Parts = append(req.Parts, sessionPart(p))
 	}
 	s.app.finish(&req, res)
-	segments, err := s.index.finish()
+	segments, err := s.index.finish(res.Segments)
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +194,12 @@ func (s *session) abort(w *volume.SessionWriter) {
 // the last is left when the trailer is written. The catalog takes the
 // segments of a backup being written and drops them if it is not
 // committed (catalog/DESIGN.md, "The file index").
+//
+// The servers refusing a segment fails the session at once: its commit
+// would be refused too. The servers out of reach (a leader election, a
+// NATS outage longer than ServerWait) does not: the sender stops, and the
+// segments it could not send go with the commit, from the writer's
+// trailer, as they did before the index was sent early.
 type indexSender struct {
 	s    *session
 	ctx  context.Context
@@ -198,8 +207,10 @@ type indexSender struct {
 	quit chan struct{}
 	once sync.Once
 	done chan struct{}
-	sent int   // segments sent; read after done
-	err  error // why sending stopped early; read after done
+	// Read after done, or by the sending goroutine.
+	sent     int   // segments the servers took, numbered from 0
+	deferred bool  // the rest goes with the commit
+	err      error // why the servers refused a segment
 }
 
 // indexAhead is how many built segments may wait for their request before
@@ -227,27 +238,48 @@ func (x *indexSender) run() {
 		case <-x.quit:
 			return
 		}
+		if x.deferred {
+			continue // the writer's trailer has it; the commit sends it
+		}
 		fitted, err := fitSegments([]fileindex.Segment{seg})
 		if err != nil {
 			x.err = err
 			return
 		}
 		for _, f := range fitted {
-			if err := x.s.n.request(x.ctx, wire.OpSessionIndex, wire.SessionIndexReq{
-				JobID: x.s.t.JobID, Attempt: x.s.t.Attempt, No: x.sent, First: fileindex.Path(f.First), Last: fileindex.Path(f.Last), Count: f.Count, Data: f.Data,
-			}, nil); err != nil {
-				x.err = fmt.Errorf("send file index segment %d: %w", x.sent, err)
+			if err := x.send(f); err != nil {
+				if x.ctx.Err() == nil && (wire.Transient(err) || wire.CodeOf(err) == wire.CodeOutcomeUnknown) {
+					x.s.log.Warn("the servers did not take an index segment in time; the rest of the index goes with the commit",
+						"segment", x.sent, "err", err)
+					x.deferred = true
+					break
+				}
+				x.err = err
 				return
 			}
-			x.s.log.Debug("index segment sent", "no", x.sent, "entries", f.Count, "bytes", len(f.Data))
-			x.sent++
 		}
 	}
 }
 
+// send sends f as segment number x.sent.
+func (x *indexSender) send(f fileindex.Segment) error {
+	if err := x.s.n.request(x.ctx, wire.OpSessionIndex, wire.SessionIndexReq{
+		JobID: x.s.t.JobID, Attempt: x.s.t.Attempt, No: x.sent, First: fileindex.Path(f.First), Last: fileindex.Path(f.Last), Count: f.Count, Data: f.Data,
+	}, nil); err != nil {
+		return fmt.Errorf("send file index segment %d: %w", x.sent, err)
+	}
+	x.s.log.Debug("index segment sent", "no", x.sent, "entries", f.Count, "bytes", len(f.Data))
+	x.sent++
+	return nil
+}
+
 // push is the writer's WriterOptions.Segment: it queues seg, waiting while
-// indexAhead segments already wait, and fails once sending has stopped.
+// indexAhead segments already wait, and fails once the servers refused
+// one or sending was stopped.
 func (x *indexSender) push(seg fileindex.Segment) error {
+	if err := x.refused(); err != nil {
+		return err
+	}
 	select {
 	case x.segs <- seg:
 		return nil
@@ -261,12 +293,39 @@ func (x *indexSender) push(seg fileindex.Segment) error {
 	}
 }
 
-// finish waits until every segment pushed is sent, after the writer's
-// Close, and returns how many segments the servers now hold.
-func (x *indexSender) finish() (int, error) {
+// refused is, once the servers refused a segment, why: the stream's loop
+// asks it as it goes, so a session stops at once rather than at its next
+// segment, which a large file may put far off.
+func (x *indexSender) refused() error {
+	select {
+	case <-x.done:
+		return x.err
+	default:
+		return nil
+	}
+}
+
+// finish, after the writer's Close, waits until every segment pushed is
+// sent, sends those of trailer (the session's whole index) the servers
+// were out of reach for, and returns how many segments they now hold.
+func (x *indexSender) finish(trailer []fileindex.Segment) (int, error) {
 	close(x.segs)
 	<-x.done
-	return x.sent, x.err
+	if x.err != nil || !x.deferred {
+		return x.sent, x.err
+	}
+	all, err := fitSegments(trailer)
+	if err != nil {
+		return 0, err
+	}
+	// The one that failed is sent again: the catalog takes a segment it
+	// holds already when it is the same.
+	for _, f := range all[x.sent:] {
+		if err := x.send(f); err != nil {
+			return 0, err
+		}
+	}
+	return x.sent, nil
 }
 
 // stop ends the sending early, once the request under way has its answer:

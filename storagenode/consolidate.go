@@ -202,6 +202,11 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID, pr *consolida
 			}
 		}
 		counted := func(t volume.RecordType, body []byte) error {
+			if s.index != nil {
+				if err := s.index.refused(); err != nil {
+					return err // the new full's commit would be refused too
+				}
+			}
 			read += int64(len(body))
 			pr.read.Store(read)
 			if took, err := m.asm.record(rr, t, body); took || err != nil {

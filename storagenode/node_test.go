@@ -414,26 +414,121 @@ func TestIndexIsSentWhileTheSessionIsWritten(t *testing.T) {
 }
 
 // TestRefusedIndexSegmentFailsTheSession: a segment the servers refuse
-// fails the session with their reason; no segment
-// comes after the abort, and nothing is committed.
+// fails the session with their reason at once, not at its next segment,
+// which a large file may put far off (here a file of 256 MiB after the
+// small ones); no segment comes after the abort, and nothing is committed.
 func TestRefusedIndexSegmentFailsTheSession(t *testing.T) {
 	r := newRig(t, true)
 	r.waitRegistered()
 	r.fake.mu.Lock()
 	r.fake.segmentErr = func(req wire.SessionIndexReq) error {
-		if req.No == 1 {
+		// The 30,000 small files make three full segments (0-2) and the
+		// start of a fourth, cut only at Close: after the third, nothing
+		// but the refusal itself can stop the session before its end.
+		if req.No == 2 {
 			return wire.Errorf(wire.CodeWrongState, "", "backup 6 is aborted: it takes no more index segments")
 		}
 		return nil
 	}
 	r.fake.mu.Unlock()
-	_, err := r.sendFiles(6, randomFiles(4, 30000, 16), sendOpts{batch: 256 << 10})
-	if err == nil || !strings.Contains(err.Error(), "takes no more index segments") {
-		t.Fatalf("the agent was told %v", err)
+	conn, err := r.open(r.ticket(6, ticket.OpBackup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var batch []byte
+	for _, f := range randomFiles(4, 30000, 16) {
+		if batch = appendFile(batch, f); len(batch) > 256<<10 {
+			if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	const tail = 256 << 20
+	chunk := randomFiles(5, 1, 256<<10)[0].content // a Data record's most
+	batch = volume.AppendRecord(batch, volume.RecFileHeader, fileindex.AppendEntry(nil, &fileindex.Entry{Path: "/zz/big", Type: fileindex.TypeFile, Size: tail}))
+	sent := 0
+	for ; sent < tail; sent += len(chunk) {
+		batch = volume.AppendDataRecord(batch, int64(sent), chunk)
+		if err := conn.WriteFrame(dataplane.FrameRecords, batch); err != nil {
+			break // the node ended the stream
+		}
+		batch = batch[:0]
+	}
+	if sent < tail {
+		t.Logf("the node ended the stream after %d MiB of the large file", sent>>20)
+	} else {
+		_, err = endBackup(conn, 30001)
+		t.Fatalf("the node took the whole large file after the refusal (and then said %v)", err)
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		r.fake.mu.Lock()
+		defer r.fake.mu.Unlock()
+		if len(r.fake.aborts) == 0 {
+			return errors.New("no abort reported")
+		}
+		return nil
+	})
+	r.fake.mu.Lock()
+	defer r.fake.mu.Unlock()
+	if len(r.fake.aborts) != 1 || !strings.Contains(r.fake.aborts[0].Error.Message, "takes no more index segments") || len(r.fake.commits) != 0 || r.fake.lateSegments != 0 {
+		t.Fatalf("aborts %+v, %d commits, %d segments after the abort", r.fake.aborts, len(r.fake.commits), r.fake.lateSegments)
+	}
+}
+
+// TestIndexSegmentNotTakenInTimeGoesWithTheCommit: servers out of reach for
+// longer than ServerWait while the session is written (here, a segment's
+// request that never gets its answer) do not fail the backup: the node
+// stops sending while it writes, and the segments not sent go with the
+// commit, from the one whose outcome it does not know.
+func TestIndexSegmentNotTakenInTimeGoesWithTheCommit(t *testing.T) {
+	r := newRig(t, true, func(c *Config) { c.ServerWait = 300 * time.Millisecond })
+	r.waitRegistered()
+	hold := make(chan struct{})
+	defer close(hold)
+	held, asked := false, 0
+	r.fake.mu.Lock()
+	r.fake.segmentErr = func(req wire.SessionIndexReq) error {
+		if req.No != 1 {
+			return nil
+		}
+		r.fake.mu.Lock()
+		asked++
+		first := !held
+		held = true
+		r.fake.mu.Unlock()
+		if first {
+			<-hold // the servers never answer this one
+			return wire.Errorf(wire.CodeUnavailable, "", "too late")
+		}
+		return nil
+	}
+	r.fake.mu.Unlock()
+	files := randomFiles(4, 30000, 16)
+	if _, err := r.sendFiles(6, files, sendOpts{batch: 256 << 10}); err != nil {
+		t.Fatal(err)
 	}
 	r.fake.mu.Lock()
 	defer r.fake.mu.Unlock()
-	if len(r.fake.aborts) != 1 || !strings.Contains(r.fake.aborts[0].Error.Message, "index segment 1") || len(r.fake.commits) != 0 || r.fake.lateSegments != 0 {
-		t.Fatalf("aborts %+v, %d commits, %d segments after the abort", r.fake.aborts, len(r.fake.commits), r.fake.lateSegments)
+	segs := r.fake.segments[6]
+	if len(r.fake.commits) != 1 || r.fake.commits[0].Segments != len(segs) || len(segs) < 3 || asked != 2 {
+		t.Fatalf("%d commits, %d segments taken, segment 1 asked %d times", len(r.fake.commits), len(segs), asked)
+	}
+	n := 0
+	for _, data := range segs {
+		es, err := fileindex.DecodeSegment(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if e.Path != files[n].path {
+				t.Fatalf("entry %d of the index sent is %q, want %q", n, e.Path, files[n].path)
+			}
+			n++
+		}
+	}
+	if n != len(files) {
+		t.Fatalf("%d entries in the index sent, want %d", n, len(files))
 	}
 }

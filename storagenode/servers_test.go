@@ -88,7 +88,8 @@ type fakeServers struct {
 	commits           []wire.SessionCommitReq
 	segments          map[uint64][][]byte // each job's index segments
 	segmentAttempts   []int               // the attempt each index segment named
-	// segmentErr, when set, answers an index segment in its place.
+	// segmentErr, when set, answers an index segment in its place; it
+	// runs outside mu, so it may wait.
 	segmentErr func(wire.SessionIndexReq) error
 	// lateSegments counts index segments that came after an abort.
 	lateSegments int
@@ -119,6 +120,20 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 			return nil, err
 		}
 		return grant(req)
+	}
+	if op == wire.OpSessionIndex {
+		f.mu.Lock()
+		hook := f.segmentErr
+		f.mu.Unlock()
+		if hook != nil {
+			req, err := wire.Decode[wire.SessionIndexReq](body)
+			if err != nil {
+				return nil, err
+			}
+			if err := hook(req); err != nil {
+				return nil, err
+			}
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -155,11 +170,6 @@ func (f *fakeServers) handle(_ context.Context, subject string, body json.RawMes
 		}
 		if len(f.aborts) > 0 {
 			f.lateSegments++
-		}
-		if f.segmentErr != nil {
-			if err := f.segmentErr(req); err != nil {
-				return nil, err
-			}
 		}
 		if f.segments == nil {
 			f.segments = map[uint64][][]byte{}

@@ -95,11 +95,13 @@ const compressKeepRatio = 0.97
 
 var (
 	// zstdEncoders hold block compression's encoder states between the
-	// sealers that use them: a sealer takes one for as long as its
-	// session runs. An idle one goes with the collector (a pool is
-	// emptied over two collections), so a storage node between backups,
-	// or `cairn dev` restoring after a backup, does not keep a state per
-	// core alive (history, tables and buffers: a few MiB each).
+	// blocks that use them: a sealer takes one for each block, so the
+	// states in use are those compressing at the moment (about one per
+	// core, however many sessions run), and an idle one goes with the
+	// collector (a pool is emptied over two collections): a storage node
+	// between backups, or `cairn dev` restoring after a backup, does not
+	// keep a state per core alive (history, tables and buffers: a few MiB
+	// each).
 	zstdEncoders = sync.Pool{New: func() any {
 		encodersMade.Add(1)
 		// No zstd checksum: the block CRC and the GCM tag already cover
@@ -200,15 +202,6 @@ type sealer struct {
 	// most shrankRatio. The next one is most likely of the same file or
 	// the same kind of files, and is compressed without the probe.
 	shrank bool
-	zenc   *zstd.Encoder // taken from zstdEncoders at the first zstd block
-}
-
-// release gives the sealer's zstd encoder back, once it seals no more.
-func (s *sealer) release() {
-	if s.zenc != nil {
-		zstdEncoders.Put(s.zenc)
-		s.zenc = nil
-	}
 }
 
 // shrankRatio is how well a block must have compressed for the next one
@@ -253,13 +246,15 @@ func (s *sealer) seal(dst []byte, h BlockHeader, plain []byte) []byte {
 		if cap(s.probe) < probeCap {
 			s.probe = make([]byte, 0, probeCap)
 		}
-		if s.codec == CompressionZstd && s.zenc == nil {
-			s.zenc = zstdEncoders.Get().(*zstd.Encoder)
+		var enc *zstd.Encoder
+		if s.codec == CompressionZstd {
+			enc = zstdEncoders.Get().(*zstd.Encoder)
+			defer zstdEncoders.Put(enc)
 		}
 		shrank := s.shrank
 		s.shrank = false
-		if shrank || !looksIncompressible(s.codec, plain, s.probe, s.zenc) {
-			c := compress(s.codec, plain, dst[HeaderSize:HeaderSize], s.zenc)
+		if shrank || !looksIncompressible(s.codec, plain, s.probe, enc) {
+			c := compress(s.codec, plain, dst[HeaderSize:HeaderSize], enc)
 			if float64(len(c)) <= compressKeepRatio*float64(len(plain)) {
 				h.Flags |= codecFlag(s.codec)
 				payload = c

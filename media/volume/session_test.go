@@ -355,24 +355,27 @@ func TestSegmentErrorFailsTheSession(t *testing.T) {
 }
 
 // TestEncodersKeptWhileUsedOnly: the zstd encoder states of block
-// compression go from one session to the next while the process writes,
-// and with the collector once it is idle, so a node between backups does
-// not hold them.
+// compression go from one block, and one session, to the next while the
+// process writes, and with the collector once it is idle, so a node
+// between backups does not hold them.
 func TestEncodersKeptWhileUsedOnly(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	files := makeTree(9, 40, []int{300 << 10})
-	write := func() int64 {
+	write := func() (made, blocks int64) {
 		before := encodersMade.Load()
-		writeSession(t, testKey("k"), sessionInfo(), newMemVolume(t, MinBlockSize, 0), WriterOptions{Workers: 2, TempDir: t.TempDir()}, files, 64<<10)
-		return encodersMade.Load() - before
+		res := writeSession(t, testKey("k"), sessionInfo(), newMemVolume(t, MinBlockSize, 0), WriterOptions{Workers: 2, TempDir: t.TempDir()}, files, 64<<10)
+		return encodersMade.Load() - before, res.Blocks
 	}
 	write()
-	if n := write(); n != 0 {
-		t.Fatalf("the second session made %d encoders; the first one's were not given back", n)
+	// The race detector has sync.Pool drop a quarter of what it is given,
+	// to shake out code that counts on getting it back: then some are
+	// made again, but far fewer than one a block.
+	if made, blocks := write(); made != 0 && !raceEnabled || made > blocks/2 {
+		t.Fatalf("the second session made %d encoders for its %d blocks; those it used were not given back", made, blocks)
 	}
 	runtime.GC()
 	runtime.GC()
-	if n := write(); n == 0 {
+	if made, _ := write(); made == 0 {
 		t.Fatal("the encoders of the idle time before were kept past two collections")
 	}
 }

@@ -20,7 +20,9 @@ import (
 // segment, once full, is handed to WriterOptions.Segment and kept on disk
 // (segmentSpill) until Close writes the trailer. So the index reaches the
 // servers while the data is still being written, and what a session holds
-// in memory does not grow with its number of files.
+// in memory while it is written does not grow with its number of files.
+// Close reads the segments back whole for the trailer and SessionResult
+// (the compressed index: about 58 bytes a file), as it did before.
 
 // pendingEntries are index entries whose last block is not written yet,
 // encoded, in order. The goroutine calling Write adds them; the write loop

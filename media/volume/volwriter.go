@@ -404,7 +404,6 @@ func (v *volWriter) reseal(blk []byte) ([]byte, error) {
 	if err != nil {
 		return nil, v.sessionErr("reseal block seq %d: %v", h.Seq, err)
 	}
-	defer s.release()
 	h.VolumeID = v.app.VolumeID()
 	return s.seal(nil, h, plain), nil
 }

@@ -140,8 +140,8 @@ type WriterOptions struct {
 	// flight, each up to twice the block raw size (plaintext and sealed).
 	Workers int
 	// TempDir holds the spill file of the session's index segments, so
-	// memory stays bounded however many files a session holds; "" means
-	// os.TempDir().
+	// memory stays bounded while the session is written however many
+	// files it holds; "" means os.TempDir().
 	TempDir string
 	// Segment, when set, is given each segment of the session's file
 	// index, in order, as soon as every block its entries point into is
@@ -372,7 +372,6 @@ func (w *SessionWriter) failure() error {
 
 func (w *SessionWriter) work(s *sealer) {
 	defer w.wg.Done()
-	defer s.release()
 	for {
 		select {
 		case j, ok := <-w.jobs:
