@@ -401,6 +401,14 @@ func (s *session) classify(err error) *wire.Error {
 	if we := edgeError(err); we.Code != wire.CodeInternal {
 		return we
 	}
+	var spill *volume.SpillError
+	if errors.As(err, &spill) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+		// The node's own temporary files, not the pool: on another
+		// filesystem, freeing the pool's would change nothing.
+		return wire.Errorf(wire.CodeDiskFull,
+			fmt.Sprintf("free space in %s (the storage node's data directory), then rerun the job; earlier backups are intact", spill.Dir),
+			"storage node %s has no room for the backup's index in %s: %w", s.n.cfg.ID, spill.Dir, err)
+	}
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		where := "the pool's filesystem"
 		var se *disk.SpaceError

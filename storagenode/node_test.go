@@ -195,6 +195,19 @@ func TestClassifyNamesThePool(t *testing.T) {
 	}
 }
 
+// A full disk under the node's own temporary files (the backup's index
+// spill file) is named as such, not as the pool: they may be filesystems
+// apart, and freeing the pool's would change nothing.
+func TestClassifyNamesTheSpillDirectory(t *testing.T) {
+	s := &session{stream: stream{n: &Node{cfg: Config{ID: "sn1"}}, t: ticket.Ticket{Pool: "Default"}}}
+	cause := &volume.SpillError{Dir: "/var/lib/cairn/tmp", Err: &os.PathError{Op: "write", Path: "/var/lib/cairn/tmp/(index spill file)", Err: syscall.ENOSPC}}
+	we := s.classify(fmt.Errorf("session 1: %w", cause))
+	if we.Code != wire.CodeDiskFull || !strings.Contains(we.Message, "storage node sn1 has no room for the backup's index in /var/lib/cairn/tmp") ||
+		!strings.Contains(we.Hint, "free space in /var/lib/cairn/tmp") || !errors.Is(we, syscall.ENOSPC) {
+		t.Fatalf("%+v", we)
+	}
+}
+
 // noisySegment is a segment of n entries under dir whose extended
 // attributes hardly compress.
 func noisySegment(t *testing.T, dir string, n int) fileindex.Segment {

@@ -94,8 +94,10 @@ const (
 	// still run. Repeating the request with the same request id is safe:
 	// it answers what the first one did, and never does it twice.
 	CodeOutcomeUnknown = "outcome_unknown"
-	// CodeDiskFull: a server cannot write its catalog or Raft log for lack
-	// of space. The message names the server and the directory.
+	// CodeDiskFull: a server cannot write its catalog or Raft log, or a
+	// storage node its own temporary files (not a pool's: CodePoolFull),
+	// for lack of space. The message names the server or node and the
+	// directory.
 	CodeDiskFull = "disk_full"
 	// CodeWrongGroup: the request is for another group of servers than
 	// any that answers it on this NATS, or names no group where servers of

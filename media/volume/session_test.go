@@ -6,8 +6,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -377,5 +380,17 @@ func TestEncodersKeptWhileUsedOnly(t *testing.T) {
 	runtime.GC()
 	if made, _ := write(); made == 0 {
 		t.Fatal("the encoders of the idle time before were kept past two collections")
+	}
+}
+
+// TestSpillErrorNamesItsDirectory: a spill file that cannot be made (or
+// written) says so with its directory, which the storage node names to
+// the operator apart from the pool's.
+func TestSpillErrorNamesItsDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "gone")
+	_, err := NewSessionWriter(sessionInfo(), testKey("k"), newMemVolume(t, MinBlockSize, 0), WriterOptions{TempDir: dir})
+	var se *SpillError
+	if !errors.As(err, &se) || se.Dir != dir || !errors.Is(err, fs.ErrNotExist) || strings.Count(err.Error(), dir) != 1 {
+		t.Fatalf("a spill file in a directory that is not there: %v", err)
 	}
 }

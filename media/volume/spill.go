@@ -159,19 +159,23 @@ func (x *indexBuilder) finish() ([]fileindex.Segment, error) {
 // hold its index in memory for hours.
 type segmentSpill struct {
 	mu  sync.Mutex // Abort may close it from another goroutine
+	dir string
 	f   *os.File
 	w   *bufio.Writer
 	buf []byte
 }
 
 func newSegmentSpill(dir string) (*segmentSpill, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
 	// Without a name: the open file is all we need, and a crash leaves
 	// nothing behind to clean up.
 	f, err := tmpfile.Open(dir, "cairn-index-*.spill", "index spill file")
 	if err != nil {
-		return nil, err
+		return nil, &SpillError{Dir: dir, Err: err}
 	}
-	return &segmentSpill{f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
+	return &segmentSpill{dir: dir, f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
 }
 
 var errSpillClosed = errors.New("index spill file is closed")
@@ -191,10 +195,10 @@ func (s *segmentSpill) add(seg *fileindex.Segment) error {
 	b = binary.AppendUvarint(b, uint64(len(seg.Data)))
 	s.buf = b
 	if _, err := s.w.Write(b); err != nil {
-		return fmt.Errorf("spill index segment: %w", err)
+		return &SpillError{Dir: s.dir, Err: err}
 	}
 	if _, err := s.w.Write(seg.Data); err != nil {
-		return fmt.Errorf("spill index segment: %w", err)
+		return &SpillError{Dir: s.dir, Err: err}
 	}
 	return nil
 }
@@ -207,7 +211,7 @@ func (s *segmentSpill) segments(n int) ([]fileindex.Segment, error) {
 		return nil, errSpillClosed
 	}
 	if err := s.w.Flush(); err != nil {
-		return nil, fmt.Errorf("spill index segments: %w", err)
+		return nil, &SpillError{Dir: s.dir, Err: err}
 	}
 	size, err := s.f.Seek(0, io.SeekCurrent)
 	if err != nil {
