@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -132,7 +133,7 @@ func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, e
 		Pool: t.Pool, Created: time.Now().UTC(), Compression: grant.DataCodec(), BlockRawSize: grant.BlockRawSize,
 	}, key, first, volume.WriterOptions{
 		Workers: s.n.cfg.Workers,
-		TempDir: filepath.Join(s.n.cfg.DataDir, "tmp"),
+		TempDir: s.n.tempDir(),
 		Next: func(full volume.Appender) (volume.Appender, error) {
 			app, _, err := s.app.acquire(ctx, full)
 			return app, err
@@ -401,13 +402,12 @@ func (s *session) classify(err error) *wire.Error {
 	if we := edgeError(err); we.Code != wire.CodeInternal {
 		return we
 	}
-	var spill *volume.SpillError
-	if errors.As(err, &spill) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+	if dir := s.n.tempDirOf(err); dir != "" && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
 		// The node's own temporary files, not the pool: on another
 		// filesystem, freeing the pool's would change nothing.
 		return wire.Errorf(wire.CodeDiskFull,
-			fmt.Sprintf("free space in %s (the storage node's data directory), then rerun the job; earlier backups are intact", spill.Dir),
-			"storage node %s has no room for the backup's index in %s: %w", s.n.cfg.ID, spill.Dir, err)
+			fmt.Sprintf("free space in %s (the storage node's data directory), then rerun the job; earlier backups are intact", dir),
+			"storage node %s has no room for its temporary files (a backup's index, a consolidation's staging) in %s: %w", s.n.cfg.ID, dir, err)
 	}
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		where := "the pool's filesystem"
@@ -424,6 +424,26 @@ func (s *session) classify(err error) *wire.Error {
 		return wire.Errorf(wire.CodeBadRequest, "upgrade the agent", "the agent sent entries out of order: %w", err)
 	}
 	return wire.Errorf(wire.CodeIO, "", "storage node %s: %w", s.n.cfg.ID, err)
+}
+
+// tempDir holds the node's own temporary files, unnamed where the kernel
+// allows: a crash leaves nothing behind.
+func (n *Node) tempDir() string { return filepath.Join(n.cfg.DataDir, "tmp") }
+
+// tempDirOf is the directory of the node's own temporary files err failed
+// in (a session writer's spill file, a consolidation's staging and
+// assembly files, all in DataDir/tmp), or "" when it failed elsewhere.
+func (n *Node) tempDirOf(err error) string {
+	var spill *volume.SpillError
+	if errors.As(err, &spill) {
+		return spill.Dir
+	}
+	tmp := n.tempDir()
+	var pe *os.PathError
+	if n.cfg.DataDir != "" && errors.As(err, &pe) && strings.HasPrefix(pe.Path, tmp+string(filepath.Separator)) {
+		return tmp
+	}
+	return ""
 }
 
 // chainParts is the ticket's chain as the part headers record it; a part

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -157,7 +156,7 @@ func (s *session) consolidate(ctx context.Context, live uuid.UUID, pr *consolida
 			pr.release(err)
 		}
 	}()
-	m, err := newMerge(filepath.Join(s.n.cfg.DataDir, "tmp"))
+	m, err := newMerge(s.n.tempDir())
 	if err != nil {
 		return nil, 0, err
 	}

@@ -199,12 +199,24 @@ func TestClassifyNamesThePool(t *testing.T) {
 // spill file) is named as such, not as the pool: they may be filesystems
 // apart, and freeing the pool's would change nothing.
 func TestClassifyNamesTheSpillDirectory(t *testing.T) {
-	s := &session{stream: stream{n: &Node{cfg: Config{ID: "sn1"}}, t: ticket.Ticket{Pool: "Default"}}}
-	cause := &volume.SpillError{Dir: "/var/lib/cairn/tmp", Err: &os.PathError{Op: "write", Path: "/var/lib/cairn/tmp/(index spill file)", Err: syscall.ENOSPC}}
-	we := s.classify(fmt.Errorf("session 1: %w", cause))
-	if we.Code != wire.CodeDiskFull || !strings.Contains(we.Message, "storage node sn1 has no room for the backup's index in /var/lib/cairn/tmp") ||
-		!strings.Contains(we.Hint, "free space in /var/lib/cairn/tmp") || !errors.Is(we, syscall.ENOSPC) {
-		t.Fatalf("%+v", we)
+	s := &session{stream: stream{n: &Node{cfg: Config{ID: "sn1", DataDir: "/var/lib/cairn"}}, t: ticket.Ticket{Pool: "Default"}}}
+	for what, cause := range map[string]error{
+		"the index spill file": &volume.SpillError{Dir: "/srv/spill", Err: &os.PathError{Op: "write", Path: "/srv/spill/(index spill file)", Err: syscall.ENOSPC}},
+		"a staging file":       fmt.Errorf("stage the changes of session 1: %w", &os.PathError{Op: "write", Path: "/var/lib/cairn/tmp/(staging file)", Err: syscall.ENOSPC}),
+	} {
+		dir := "/var/lib/cairn/tmp"
+		if errors.As(cause, new(*volume.SpillError)) {
+			dir = "/srv/spill"
+		}
+		we := s.classify(fmt.Errorf("session 1: %w", cause))
+		if we.Code != wire.CodeDiskFull || !strings.Contains(we.Message, "storage node sn1 has no room for its temporary files") || !strings.Contains(we.Message, " in "+dir+": ") ||
+			!strings.Contains(we.Hint, "free space in "+dir) || !errors.Is(we, syscall.ENOSPC) {
+			t.Errorf("%s: %+v", what, we)
+		}
+	}
+	// The pool's own files are the pool's.
+	if we := s.classify(&os.PathError{Op: "write", Path: "/var/lib/cairn/tmpfoo/v.cvol", Err: syscall.ENOSPC}); we.Code != wire.CodePoolFull {
+		t.Errorf("a volume beside the node's tmp: %+v", we)
 	}
 }
 
