@@ -24,82 +24,61 @@ import (
 // Close reads the segments back whole for the trailer and SessionResult
 // (the compressed index: about 58 bytes a file), as it did before.
 
-// pendingEntries are index entries whose last block is not written yet,
-// encoded, in order. The goroutine calling Write adds them; the write loop
-// takes those whose last block it has written. An entry's last block is
-// the one its FileEnd record is in, still being packed when the entry is
-// added, so it holds at most the entries of the blocks in flight.
+// pendingEntries are index entries whose last block is not written yet, in
+// order. The goroutine calling Write adds them, and gives them up; the
+// write loop takes those whose last block (Loc.EndSeq, the one their
+// FileEnd record is in, still being packed when they are added) it has
+// written. So it holds at most the entries of the blocks in flight.
 type pendingEntries struct {
-	mu  sync.Mutex
-	buf []byte // per entry: uvarint last block seq, uvarint length, entry
-	r   int    // where the entries not taken yet start
-	enc []byte
+	mu sync.Mutex
+	q  []*fileindex.Entry
 }
 
-func (p *pendingEntries) add(endSeq uint64, e *fileindex.Entry) {
+func (p *pendingEntries) add(e *fileindex.Entry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.r > 0 && p.r >= len(p.buf)/2 {
-		p.buf = p.buf[:copy(p.buf, p.buf[p.r:])]
-		p.r = 0
-	}
-	p.enc = fileindex.AppendEntry(p.enc[:0], e)
-	p.buf = binary.AppendUvarint(p.buf, endSeq)
-	p.buf = binary.AppendUvarint(p.buf, uint64(len(p.enc)))
-	p.buf = append(p.buf, p.enc...)
+	p.q = append(p.q, e)
 }
 
 // take appends to into, and removes, the entries whose last block is at
 // or before seq.
-func (p *pendingEntries) take(seq uint64, into []byte) []byte {
+func (p *pendingEntries) take(seq uint64, into []*fileindex.Entry) []*fileindex.Entry {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	end := p.r
-	for end < len(p.buf) {
-		endSeq, n := binary.Uvarint(p.buf[end:])
-		if endSeq > seq {
-			break
-		}
-		l, m := binary.Uvarint(p.buf[end+n:])
-		end += n + m + int(l)
+	n := 0
+	for n < len(p.q) && p.q[n].Loc.EndSeq <= seq {
+		n++
 	}
-	into = append(into, p.buf[p.r:end]...)
-	p.r = end
-	if p.r == len(p.buf) {
-		p.buf, p.r = p.buf[:0], 0
-	}
+	into = append(into, p.q[:n]...)
+	left := copy(p.q, p.q[n:])
+	clear(p.q[left:])
+	p.q = p.q[:left]
 	return into
 }
 
 func (p *pendingEntries) empty() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.r == len(p.buf)
+	return len(p.q) == 0
 }
 
 // indexBuilder turns the entries whose blocks are written into segments.
 // It belongs to the write loop, and to Close once the loop has ended.
 type indexBuilder struct {
-	w       *SessionWriter
-	b       *fileindex.SegmentBuilder
-	scratch []byte
-	spill   *segmentSpill
-	count   int // segments built
+	w     *SessionWriter
+	b     *fileindex.SegmentBuilder
+	taken []*fileindex.Entry
+	spill *segmentSpill
+	count int // segments built
 }
 
 // written takes the pending entries whose blocks are all written now that
-// block seq is, and builds segments of them.
+// block seq is, sets their stream offsets and builds segments of them.
 func (x *indexBuilder) written(seq uint64) error {
-	x.scratch = x.w.pending.take(seq, x.scratch[:0])
-	for rest := x.scratch; len(rest) > 0; {
-		_, n := binary.Uvarint(rest)
-		l, m := binary.Uvarint(rest[n:])
-		e, err := fileindex.DecodeEntry(rest[n+m : n+m+int(l)])
-		if err != nil {
-			return fmt.Errorf("session %s: build index: %w", x.w.info.SessionID, err)
-		}
-		rest = rest[n+m+int(l):]
-		offsets := x.w.vw.offsets
+	x.taken = x.w.pending.take(seq, x.taken[:0])
+	defer clear(x.taken) // the entries go with the segment's bytes
+	offsets := x.w.vw.offsets
+	for _, e := range x.taken {
 		e.Loc.Off = offsets[e.Loc.Seq]
 		if e.Blocks != nil {
 			for i := range e.Blocks.Blocks {
@@ -108,7 +87,7 @@ func (x *indexBuilder) written(seq uint64) error {
 				}
 			}
 		}
-		if err := x.b.Add(&e); err != nil {
+		if err := x.b.Add(e); err != nil {
 			return fmt.Errorf("session %s: build index: %w", x.w.info.SessionID, err)
 		}
 		if x.b.Full() {

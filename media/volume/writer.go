@@ -557,7 +557,7 @@ func (w *SessionWriter) fileEnd(rec, body []byte) error {
 	if status == EndOK && len(hash) > 0 {
 		e.Hash = append([]byte(nil), hash...)
 	}
-	w.pending.add(e.Loc.EndSeq, e)
+	w.pending.add(e)
 	w.open = nil
 	w.entries.Add(1)
 	if e.Type.HasContent() {
