@@ -430,14 +430,10 @@ func (s *session) classify(err error) *wire.Error {
 // allows: a crash leaves nothing behind.
 func (n *Node) tempDir() string { return filepath.Join(n.cfg.DataDir, "tmp") }
 
-// tempDirOf is the directory of the node's own temporary files err failed
-// in (a session writer's spill file, a consolidation's staging and
-// assembly files, all in DataDir/tmp), or "" when it failed elsewhere.
+// tempDirOf is the node's tempDir when err is a failure of a file there (a
+// session writer's index spill file, a consolidation's staging and
+// assembly files: tmpfile names them DIR/(what)), else "".
 func (n *Node) tempDirOf(err error) string {
-	var spill *volume.SpillError
-	if errors.As(err, &spill) {
-		return spill.Dir
-	}
 	tmp := n.tempDir()
 	var pe *os.PathError
 	if n.cfg.DataDir != "" && errors.As(err, &pe) && strings.HasPrefix(pe.Path, tmp+string(filepath.Separator)) {

@@ -195,19 +195,18 @@ func TestClassifyNamesThePool(t *testing.T) {
 	}
 }
 
-// A full disk under the node's own temporary files (the backup's index
-// spill file) is named as such, not as the pool: they may be filesystems
-// apart, and freeing the pool's would change nothing.
-func TestClassifyNamesTheSpillDirectory(t *testing.T) {
+// A full disk under the node's own temporary files (a backup's index
+// spill file, a consolidation's staging) is named as such, not as the
+// pool: they may be filesystems apart, and freeing the pool's would change
+// nothing.
+func TestClassifyNamesTheNodesTempDirectory(t *testing.T) {
 	s := &session{stream: stream{n: &Node{cfg: Config{ID: "sn1", DataDir: "/var/lib/cairn"}}, t: ticket.Ticket{Pool: "Default"}}}
+	const dir = "/var/lib/cairn/tmp"
 	for what, cause := range map[string]error{
-		"the index spill file": &volume.SpillError{Dir: "/srv/spill", Err: &os.PathError{Op: "write", Path: "/srv/spill/(index spill file)", Err: syscall.ENOSPC}},
-		"a staging file":       fmt.Errorf("stage the changes of session 1: %w", &os.PathError{Op: "write", Path: "/var/lib/cairn/tmp/(staging file)", Err: syscall.ENOSPC}),
+		"the index spill file": fmt.Errorf("spill index segment: %w", &os.PathError{Op: "write", Path: dir + "/(index spill file)", Err: syscall.ENOSPC}),
+		"making it":            &os.PathError{Op: "make", Path: dir + "/(index spill file)", Err: syscall.ENOSPC},
+		"a staging file":       fmt.Errorf("stage the changes of session 1: %w", &os.PathError{Op: "write", Path: dir + "/(staging file)", Err: syscall.ENOSPC}),
 	} {
-		dir := "/var/lib/cairn/tmp"
-		if errors.As(cause, new(*volume.SpillError)) {
-			dir = "/srv/spill"
-		}
 		we := s.classify(fmt.Errorf("session 1: %w", cause))
 		if we.Code != wire.CodeDiskFull || !strings.Contains(we.Message, "storage node sn1 has no room for its temporary files") || !strings.Contains(we.Message, " in "+dir+": ") ||
 			!strings.Contains(we.Hint, "free space in "+dir) || !errors.Is(we, syscall.ENOSPC) {

@@ -4,7 +4,6 @@ package tmpfile
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -15,28 +14,39 @@ import (
 // writing: a process killed while it holds the file leaves nothing behind.
 // On a filesystem without O_TMPFILE it makes a file named after pattern
 // (as os.CreateTemp) and removes the name at once; only a kill between the
-// two leaves that name. what names the file in errors and in the returned
-// file's Name.
+// two leaves that name. what names the file in the returned file's Name,
+// DIR/(what), and in errors, which are *os.PathError on that name: as a
+// write's, so a caller tells a full disk under dir from another by the path.
 func Open(dir, pattern, what string) (*os.File, error) {
 	if dir == "" {
 		dir = os.TempDir()
 	}
+	name := filepath.Join(dir, "("+what+")")
 	fd, err := openUnnamed(dir)
 	if err == nil {
-		return os.NewFile(uintptr(fd), filepath.Join(dir, "("+what+")")), nil
+		return os.NewFile(uintptr(fd), name), nil
 	}
 	if !Unsupported(err) {
-		return nil, fmt.Errorf("%s in %s: %w", what, dir, err)
+		return nil, makeError(name, err)
 	}
 	f, err := os.CreateTemp(dir, pattern)
 	if err != nil {
-		return nil, fmt.Errorf("%s in %s: %w", what, dir, err)
+		return nil, makeError(name, err)
 	}
 	if err := os.Remove(f.Name()); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s in %s: %w", what, dir, err)
+		return nil, makeError(name, err)
 	}
 	return f, nil
+}
+
+// makeError is err, from making the file name stands for, on that name.
+func makeError(name string, err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return &os.PathError{Op: "make", Path: name, Err: err}
 }
 
 // Unsupported tells whether err, from an open with O_TMPFILE, says the

@@ -9,22 +9,6 @@ import (
 	"github.com/google/uuid"
 )
 
-// SpillError is a failure of a session writer's spill file, in Dir
-// (WriterOptions.TempDir): a full disk there is not the medium's.
-type SpillError struct {
-	Dir string
-	Err error
-}
-
-func (e *SpillError) Error() string {
-	if msg := e.Err.Error(); strings.Contains(msg, e.Dir) {
-		return msg
-	}
-	return fmt.Sprintf("index spill file in %s: %v", e.Dir, e.Err)
-}
-
-func (e *SpillError) Unwrap() error { return e.Err }
-
 // CorruptBlockError reports one block that cannot be used: it fails its
 // CRC, is cut short, or is out of place (another volume's, another
 // session's, or the wrong seq). The entries whose Location range

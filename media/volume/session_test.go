@@ -389,8 +389,8 @@ func TestEncodersKeptWhileUsedOnly(t *testing.T) {
 func TestSpillErrorNamesItsDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "gone")
 	_, err := NewSessionWriter(sessionInfo(), testKey("k"), newMemVolume(t, MinBlockSize, 0), WriterOptions{TempDir: dir})
-	var se *SpillError
-	if !errors.As(err, &se) || se.Dir != dir || !errors.Is(err, fs.ErrNotExist) || strings.Count(err.Error(), dir) != 1 {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || filepath.Dir(pe.Path) != dir || !errors.Is(err, fs.ErrNotExist) || strings.Count(err.Error(), dir) != 1 {
 		t.Fatalf("a spill file in a directory that is not there: %v", err)
 	}
 }

@@ -138,23 +138,21 @@ func (x *indexBuilder) finish() ([]fileindex.Segment, error) {
 // hold its index in memory for hours.
 type segmentSpill struct {
 	mu  sync.Mutex // Abort may close it from another goroutine
-	dir string
 	f   *os.File
 	w   *bufio.Writer
 	buf []byte
 }
 
 func newSegmentSpill(dir string) (*segmentSpill, error) {
-	if dir == "" {
-		dir = os.TempDir()
-	}
 	// Without a name: the open file is all we need, and a crash leaves
-	// nothing behind to clean up.
+	// nothing behind to clean up. Its errors, as its writes', are
+	// *os.PathError on DIR/(index spill file): a caller tells by the path
+	// a full disk there from the medium's.
 	f, err := tmpfile.Open(dir, "cairn-index-*.spill", "index spill file")
 	if err != nil {
-		return nil, &SpillError{Dir: dir, Err: err}
+		return nil, err
 	}
-	return &segmentSpill{dir: dir, f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
+	return &segmentSpill{f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
 }
 
 var errSpillClosed = errors.New("index spill file is closed")
@@ -174,10 +172,10 @@ func (s *segmentSpill) add(seg *fileindex.Segment) error {
 	b = binary.AppendUvarint(b, uint64(len(seg.Data)))
 	s.buf = b
 	if _, err := s.w.Write(b); err != nil {
-		return &SpillError{Dir: s.dir, Err: err}
+		return fmt.Errorf("spill index segment: %w", err)
 	}
 	if _, err := s.w.Write(seg.Data); err != nil {
-		return &SpillError{Dir: s.dir, Err: err}
+		return fmt.Errorf("spill index segment: %w", err)
 	}
 	return nil
 }
@@ -190,7 +188,7 @@ func (s *segmentSpill) segments(n int) ([]fileindex.Segment, error) {
 		return nil, errSpillClosed
 	}
 	if err := s.w.Flush(); err != nil {
-		return nil, &SpillError{Dir: s.dir, Err: err}
+		return nil, fmt.Errorf("spill index segments: %w", err)
 	}
 	size, err := s.f.Seek(0, io.SeekCurrent)
 	if err != nil {
