@@ -46,14 +46,7 @@ drop_caches() {
 	sync
 	if [ "$(id -u)" -eq 0 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
-DEV_PID=
-cleanup() {
-	if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
-		kill "$DEV_PID" 2>/dev/null || true
-		wait "$DEV_PID" 2>/dev/null || true
-	fi
-}
-trap cleanup EXIT
+trap stop_dev EXIT
 
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
@@ -139,8 +132,7 @@ run() {
 		s=$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')
 		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$side" "$s" "$tree_bytes" "$read" "$written" "$staged" >>"$RESULTS"
 	done
-	cleanup
-	DEV_PID=
+	stop_dev
 }
 
 for n in $(seq 1 "$RUNS"); do run "$n"; done

@@ -144,13 +144,9 @@ fresh_target() {
 	tree_fs "$1" 3
 }
 
-DEV_PID=
 cleanup() {
 	local m
-	if [ -n "$DEV_PID" ] && kill -0 "$DEV_PID" 2>/dev/null; then
-		kill "$DEV_PID" 2>/dev/null || true
-		wait "$DEV_PID" 2>/dev/null || true
-	fi
+	stop_dev
 	# After cairn dev is gone: a restore it was writing keeps the mount busy.
 	for m in "$RUN"/*/restore "$RUN"/*/tree; do
 		if mountpoint -q "$m" 2>/dev/null; then umount "$m" || echo "e2e: could not unmount $m: umount it by hand" >&2; fi
@@ -212,9 +208,7 @@ run_cairn() {
 		record "$n" "$sys" "$op" "$(echo "$t0 $t1" | awk '{printf "%.2f", $2-$1}')" "$cpu" "$rss" "$stored"
 		grep -q '"state": *"success"' "$d/$op.json" || die "$sys $op did not succeed: $(cat "$d/$op.json")"
 	done
-	kill "$DEV_PID"
-	wait "$DEV_PID" 2>/dev/null || true
-	DEV_PID=
+	stop_dev
 
 	log "verifying the $sys restore of the incremental (not timed)"
 	diff -r "$d/tree" "$d/restore$d/tree" >/dev/null || die "the $sys restore of the incremental differs from the tree: diff -r $d/tree $d/restore$d/tree"

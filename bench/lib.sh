@@ -98,6 +98,15 @@ start_dev() {
 	launch_dev "$d" "$bin" --data "$d/data" --nats-port "$nats" --raft-addr "127.0.0.1:$raft" \
 		--metrics-addr "" --client "$CLIENT" "${extra[@]}"
 }
+# stop_dev: the cairn dev of start_dev or launch_dev, if any, killed and
+# waited for; DEV_PID empty again.
+DEV_PID=
+stop_dev() {
+	[ -n "$DEV_PID" ] || return 0
+	kill "$DEV_PID" 2>/dev/null || true
+	wait "$DEV_PID" 2>/dev/null || true
+	DEV_PID=
+}
 # launch_dev DIR BIN ARGS...: `BIN dev ARGS...` (under DEV_PREFIX, a
 # command such as `nice -n 10`, when set), its log in DIR/dev.log, until
 # client $CLIENT is online; DEV_PID is its process. The caller exports

@@ -44,13 +44,6 @@ fi
 make_tree
 
 RUN=$WORK/memlimit
-DEV_PID=
-stop_dev() {
-	[ -n "$DEV_PID" ] || return 0
-	kill "$DEV_PID" 2>/dev/null || true
-	wait "$DEV_PID" 2>/dev/null || true
-	DEV_PID=
-}
 cleanup() {
 	stop_dev
 	local m

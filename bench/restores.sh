@@ -75,13 +75,6 @@ RESULTS=$RUN/results.tsv
 SYSTEMS=(cairn baseline)
 declare -A BIN=([cairn]=$WORK/bin/cairn [baseline]=$BASELINE_BIN)
 
-DEV_PID=
-stop_dev() {
-	[ -n "$DEV_PID" ] || return 0
-	kill "$DEV_PID" 2>/dev/null || true
-	wait "$DEV_PID" 2>/dev/null || true
-	DEV_PID=
-}
 cleanup() {
 	stop_dev
 	local m
