@@ -760,8 +760,10 @@ func TestProgressWhileWriting(t *testing.T) {
 	}
 }
 
-func TestIndexEntriesSpillToDisk(t *testing.T) {
-	// 200k entries held in memory would take far more than the bound.
+func TestIndexOfManyFilesStaysOutOfMemory(t *testing.T) {
+	// 200k entries held in memory would take far more than the bound:
+	// they wait only for their blocks, and their segments go to the spill
+	// file.
 	vol := newMemVolume(t, MinBlockSize, 0)
 	w, err := NewSessionWriter(sessionInfo(), testKey("k"), vol, WriterOptions{TempDir: t.TempDir()})
 	if err != nil {
