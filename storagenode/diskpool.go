@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cairnbackup/cairn/internal/dropbehind"
 	"github.com/cairnbackup/cairn/media/disk"
 	"github.com/cairnbackup/cairn/media/volume"
 	"github.com/cairnbackup/cairn/wire"
@@ -132,7 +133,8 @@ func (r *diskReader) open(_ context.Context, p wire.ReadPart) (io.ReaderAt, erro
 		if err != nil {
 			return nil, &unreadableError{volume: p.Volume, err: err}
 		}
-		return f, nil
+		// A restore or a consolidation reads each block once.
+		return dropbehind.NewReader(f), nil
 	})
 }
 

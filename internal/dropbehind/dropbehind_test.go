@@ -1,0 +1,124 @@
+package dropbehind
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const mib = 1 << 20
+
+// cachedFile writes size random bytes to a new file on a file system with
+// a disk (not tmpfs, whose pages are the file), syncs it and reads it, so
+// that all its pages are in the page cache and clean.
+func cachedFile(t *testing.T, size int) (*os.File, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type == unix.TMPFS_MAGIC {
+		var err error
+		if dir, err = os.MkdirTemp("/var/tmp", "cairn-dropbehind-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	want := make([]byte, size)
+	rand.NewChaCha8([32]byte{7}).Read(want)
+	name := filepath.Join(dir, "volume")
+	if err := os.WriteFile(name, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, io.NewSectionReader(f, 0, int64(size))); err != nil {
+		t.Fatal(err)
+	}
+	if n, all := cached(t, f, 0, size), (size+os.Getpagesize()-1)/os.Getpagesize(); n != all {
+		t.Fatalf("%d of the file's %d pages in the page cache after it was read", n, all)
+	}
+	return f, want
+}
+
+// cached counts the pages of [off, off+n) of f in the page cache.
+func cached(t *testing.T, f *os.File, off, n int) int {
+	t.Helper()
+	var cs unix.Cachestat_t
+	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{Off: uint64(off), Len: uint64(n)}, &cs, 0); err != nil {
+		t.Fatalf("cachestat (Linux 6.5): %v", err)
+	}
+	return int(cs.Cache)
+}
+
+func TestWindowGivesBackChunksBehind(t *testing.T) {
+	const size = 32 * mib
+	f, _ := cachedFile(t, size)
+	fd := int(f.Fd())
+	w := NewWindow(0)
+	w.Passed(fd, 4*mib)
+	if n := cached(t, f, 0, size); n != size/4096 {
+		t.Fatalf("less than a chunk passed, and %d of %d pages left the cache", size/4096-n, size/4096)
+	}
+	w.Passed(fd, Chunk+4*mib+100)
+	if n := cached(t, f, 0, Chunk+4*mib); n != 0 {
+		t.Errorf("%d pages passed are still in the cache", n)
+	}
+	if n := cached(t, f, Chunk+4*mib, size-Chunk-4*mib); n != (size-Chunk-4*mib)/4096 {
+		t.Errorf("pages not passed left the cache: %d of %d kept", n, (size-Chunk-4*mib)/4096)
+	}
+	// Back to 2 MiB (a seek): from there on, what is passed goes, and
+	// nothing after what is passed.
+	io.Copy(io.Discard, io.NewSectionReader(f, 0, size))
+	w.Passed(fd, 2*mib)
+	w.Passed(fd, 2*mib+Chunk)
+	if n := cached(t, f, 0, 2*mib); n != 2*mib/4096 {
+		t.Errorf("pages before the seek left the cache: %d of %d kept", n, 2*mib/4096)
+	}
+	if n := cached(t, f, 2*mib, Chunk); n != 0 {
+		t.Errorf("%d pages passed after the seek are still in the cache", n)
+	}
+	if n := cached(t, f, 2*mib+Chunk, size-2*mib-Chunk); n != (size-2*mib-Chunk)/4096 {
+		t.Errorf("pages not passed after the seek left the cache: %d of %d kept", n, (size-2*mib-Chunk)/4096)
+	}
+}
+
+func TestReaderGivesBackWhatItPassed(t *testing.T) {
+	const size = 40*mib + 1234
+	f, want := cachedFile(t, size)
+	r := NewReader(f)
+	got := make([]byte, size)
+	// Blocks and the header after each, as the volume reader reads them.
+	for off, step := 0, mib+61; off < size; off += step {
+		n, err := r.ReadAt(got[off:min(off+step, size)], int64(off))
+		if err != nil && !(err == io.EOF && off+n == size) {
+			t.Fatalf("ReadAt %d: %d, %v", off, n, err)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("Reader read other bytes than the file holds")
+	}
+	// What lies more than a chunk and a read behind the last read is gone.
+	behind := size - Chunk - 2*mib
+	if n := cached(t, f, 0, behind); n != 0 {
+		t.Errorf("%d of the %d pages read more than a chunk back are still in the cache", n, behind/4096)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadAt(got[:1], 0); err == nil {
+		t.Error("ReadAt after Close: no error")
+	}
+}
