@@ -152,6 +152,7 @@ func (s *session) open(ctx context.Context) (*volume.SessionWriter, uuid.UUID, e
 // session is durable on its volumes before this, so once the commit request
 // is sent the volumes are never cut back: the servers may have recorded it.
 func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.SessionResult, end dataplane.End) (*dataplane.Result, error) {
+	defer res.Index.Close()
 	req := wire.SessionCommitReq{
 		JobID: s.t.JobID, Attempt: s.t.Attempt, SessionID: sessionID, Warnings: end.Warnings, Notes: end.Notes,
 		Stats: wire.SessionStats{
@@ -163,7 +164,7 @@ func (s *session) commit(ctx context.Context, sessionID uuid.UUID, res *volume.S
 		req.Parts = append(req.Parts, sessionPart(p))
 	}
 	s.app.finish(&req, res)
-	segments, err := s.index.finish(res.Segments)
+	segments, err := s.index.finish(res.Index)
 	if err != nil {
 		return nil, err
 	}
@@ -309,22 +310,33 @@ func (x *indexSender) refused() error {
 // finish, after the writer's Close, waits until every segment pushed is
 // sent, sends those of trailer (the session's whole index) the servers
 // were out of reach for, and returns how many segments they now hold.
-func (x *indexSender) finish(trailer []fileindex.Segment) (int, error) {
+func (x *indexSender) finish(trailer *volume.IndexSegments) (int, error) {
 	close(x.segs)
 	<-x.done
 	if x.err != nil || !x.deferred {
 		return x.sent, x.err
 	}
-	all, err := fitSegments(trailer)
+	// The one that failed is sent again: the catalog takes a segment it
+	// holds already when it is the same. The trailer is read a segment at
+	// a time; the count is of segments as sent, some cut in two to fit.
+	fitted := 0
+	err := trailer.Each(0, func(_ int, seg fileindex.Segment) error {
+		parts, err := fitSegments([]fileindex.Segment{seg})
+		if err != nil {
+			return err
+		}
+		for _, f := range parts {
+			if fitted >= x.sent {
+				if err := x.send(f); err != nil {
+					return err
+				}
+			}
+			fitted++
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
-	}
-	// The one that failed is sent again: the catalog takes a segment it
-	// holds already when it is the same.
-	for _, f := range all[x.sent:] {
-		if err := x.send(f); err != nil {
-			return 0, err
-		}
 	}
 	return x.sent, nil
 }

@@ -187,7 +187,11 @@ func session(t *testing.T, id uuid.UUID, first volume.Appender, next func(volume
 func locations(t *testing.T, res *volume.SessionResult) []fileindex.Location {
 	t.Helper()
 	var locs []fileindex.Location
-	for _, s := range res.Segments {
+	segs, err := res.Index.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
 		es, err := fileindex.DecodeSegment(s.Data)
 		if err != nil {
 			t.Fatal(err)

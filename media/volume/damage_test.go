@@ -772,6 +772,7 @@ func TestIndexOfManyFilesStaysOutOfMemory(t *testing.T) {
 	defer w.Abort()
 	var before, after runtime.MemStats
 	var buf []byte
+	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 200000; i++ {
 		if i == 5000 {
 			// Measure from here: the pipeline's buffers and the shared
@@ -779,7 +780,9 @@ func TestIndexOfManyFilesStaysOutOfMemory(t *testing.T) {
 			runtime.GC()
 			runtime.ReadMemStats(&before)
 		}
-		f := tfile{e: fileindex.Entry{Path: fmt.Sprintf("/srv/files/%08d-a-fairly-long-file-name.txt", i), Type: fileindex.TypeFile, Mode: 0o644, UID: 1000, GID: 1000, User: "alice", Group: "staff", MTime: int64(i)}}
+		// Names and times that compress as real ones do, not to nothing:
+		// the index must outgrow the bound below many times over.
+		f := tfile{e: fileindex.Entry{Path: fmt.Sprintf("/srv/files/%08d-%016x.txt", i, rng.Uint64()), Type: fileindex.TypeFile, Mode: 0o644, UID: 1000, GID: 1000, User: "alice", Group: "staff", MTime: rng.Int64()}}
 		buf = appendEntryRecords(buf[:0], &f, 1)
 		if err := w.Write(buf); err != nil {
 			t.Fatal(err)
@@ -794,8 +797,45 @@ func TestIndexOfManyFilesStaysOutOfMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Entries != 200000 || len(res.Segments) < 2 {
-		t.Fatalf("%d entries in %d segments", res.Entries, len(res.Segments))
+	defer res.Index.Close()
+	n, size, _ := res.Index.spill.sizes()
+	if res.Entries != 200000 || n < 2 || n != res.Index.Len() {
+		t.Fatalf("%d entries in %d segments (Len %d)", res.Entries, n, res.Index.Len())
+	}
+	// The index is read back a segment at a time, not held whole: what is
+	// live at the last segment is that segment.
+	const bound = 1 << 20
+	if size < 4*bound {
+		t.Fatalf("the index is %d bytes: too small for this test to tell", size)
+	}
+	if testing.Verbose() {
+		t.Logf("index: %d bytes in %d segments", size, n)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	entries := 0
+	err = res.Index.Each(0, func(i int, seg fileindex.Segment) error {
+		entries += seg.Count
+		if i == n-1 {
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+		}
+		return nil
+	})
+	if err != nil || entries != 200000 {
+		t.Fatalf("Each: %d entries, %v", entries, err)
+	}
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > bound {
+		t.Fatalf("heap grew by %d KB reading an index of %d KB a segment at a time", grew>>10, size>>10)
+	}
+	// From a segment on, as a sender that took the ones before does.
+	var from []int
+	if err := res.Index.Each(n-2, func(i int, _ fileindex.Segment) error { from = append(from, i); return nil }); err != nil || len(from) != 2 || from[0] != n-2 {
+		t.Fatalf("Each from %d: segments %v, %v", n-2, from, err)
+	}
+	res.Index.Close()
+	if err := res.Index.Each(0, func(int, fileindex.Segment) error { return nil }); !errors.Is(err, errSpillClosed) {
+		t.Fatalf("Each after Close: %v", err)
 	}
 }
 

@@ -263,7 +263,7 @@ func memOpener(vols ...*memVolume) Opener {
 func indexEntries(t testing.TB, res *SessionResult) []fileindex.Entry {
 	t.Helper()
 	var all []fileindex.Entry
-	for _, s := range res.Segments {
+	for _, s := range segmentsOf(t, res) {
 		es, err := fileindex.DecodeSegment(s.Data)
 		if err != nil {
 			t.Fatal(err)
@@ -271,6 +271,16 @@ func indexEntries(t testing.TB, res *SessionResult) []fileindex.Entry {
 		all = append(all, es...)
 	}
 	return all
+}
+
+// segmentsOf reads a closed session's index segments.
+func segmentsOf(t testing.TB, res *SessionResult) []fileindex.Segment {
+	t.Helper()
+	segs, err := res.Index.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return segs
 }
 
 func fileEntry(path string, size int) fileindex.Entry {

@@ -295,13 +295,14 @@ func TestSegmentsHandedOnWhileWriting(t *testing.T) {
 	}
 	// Close hands on the segments of the blocks still in flight, and the
 	// last one.
-	if len(res.Segments) < 4 || len(got) != len(res.Segments) || beforeClose < len(got)/2 {
-		t.Fatalf("%d segments in the trailer, %d handed on, %d of them before Close", len(res.Segments), len(got), beforeClose)
+	trailer := segmentsOf(t, res)
+	if len(trailer) < 4 || len(got) != len(trailer) || beforeClose < len(got)/2 {
+		t.Fatalf("%d segments in the trailer, %d handed on, %d of them before Close", len(trailer), len(got), beforeClose)
 	}
 	dataStart := res.Parts[0].DataStart
 	count := 0
 	for i, h := range got {
-		s := res.Segments[i]
+		s := trailer[i]
 		if h.seg.First != s.First || h.seg.Last != s.Last || h.seg.Count != s.Count || !bytes.Equal(h.seg.Data, s.Data) {
 			t.Fatalf("segment %d handed on differs from the trailer's", i)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cairnbackup/cairn/fileindex"
 	"github.com/cairnbackup/cairn/internal/tmpfile"
@@ -18,11 +19,12 @@ import (
 // volume, when the stream offsets of every block it points into are known;
 // then it goes into the segment being built (indexBuilder), and each
 // segment, once full, is handed to WriterOptions.Segment and kept on disk
-// (segmentSpill) until Close writes the trailer. So the index reaches the
-// servers while the data is still being written, and what a session holds
-// in memory while it is written does not grow with its number of files.
-// Close reads the segments back whole for the trailer and SessionResult
-// (the compressed index: about 58 bytes a file), as it did before.
+// (segmentSpill). So the index reaches the servers while the data is still
+// being written, and what a session holds in memory while it is written
+// does not grow with its number of files. Close writes the trailer from
+// the spill file a segment at a time, and SessionResult.Index reads it
+// from there when asked: the compressed index is about 58 bytes a file,
+// 580 MB for ten million, which Close once read back whole.
 
 // pendingEntries are index entries whose last block is not written yet, in
 // order. The goroutine calling Write adds them, and gives them up; the
@@ -116,31 +118,33 @@ func (x *indexBuilder) cut() error {
 	return nil
 }
 
-// finish cuts the last segment and returns all of them, in order.
-func (x *indexBuilder) finish() ([]fileindex.Segment, error) {
+// finish cuts the last segment.
+func (x *indexBuilder) finish() error {
 	if !x.w.pending.empty() {
-		return nil, fmt.Errorf("session %s: internal error: index entries whose blocks were never written", x.w.info.SessionID)
+		return fmt.Errorf("session %s: internal error: index entries whose blocks were never written", x.w.info.SessionID)
 	}
 	if x.b.Len() > 0 {
-		if err := x.cut(); err != nil {
-			return nil, err
-		}
+		return x.cut()
 	}
-	segs, err := x.spill.segments(x.count)
-	if err != nil {
-		return nil, fmt.Errorf("session %s: build index: %w", x.w.info.SessionID, err)
-	}
-	return segs, nil
+	return nil
 }
 
-// segmentSpill keeps a session's built index segments on disk until Close
-// writes them in the trailer: a session of millions of files must not
-// hold its index in memory for hours.
+// segmentSpill keeps a session's built index segments on disk, for the
+// trailer and for SessionResult.Index: a session of millions of files must
+// not hold its index in memory for hours.
 type segmentSpill struct {
 	mu  sync.Mutex // Abort may close it from another goroutine
 	f   *os.File
 	w   *bufio.Writer
 	buf []byte
+	// n, bytes and largest are the segments added, their Data all
+	// together, and the longest.
+	n       int
+	bytes   int64
+	largest int
+	// handed: a SessionResult holds the file now; Abort leaves it, and
+	// does not wait for the lock its reader may hold.
+	handed atomic.Bool
 }
 
 func newSegmentSpill(dir string) (*segmentSpill, error) {
@@ -177,28 +181,46 @@ func (s *segmentSpill) add(seg *fileindex.Segment) error {
 	if _, err := s.w.Write(seg.Data); err != nil {
 		return fmt.Errorf("spill index segment: %w", err)
 	}
+	s.n++
+	s.bytes += int64(len(seg.Data))
+	s.largest = max(s.largest, len(seg.Data))
 	return nil
 }
 
-// segments reads back the n segments added, in order.
-func (s *segmentSpill) segments(n int) ([]fileindex.Segment, error) {
+// sizes are the segments added: how many, their Data all together, and
+// the longest.
+func (s *segmentSpill) sizes() (n int, bytes int64, largest int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n, s.bytes, s.largest
+}
+
+// each reads back the segments added, in order, and calls fn with each
+// from the from-th on; fn may keep them. The file stays locked meanwhile.
+func (s *segmentSpill) each(from int, fn func(i int, seg fileindex.Segment) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.f == nil {
-		return nil, errSpillClosed
+		return errSpillClosed
 	}
 	if err := s.w.Flush(); err != nil {
-		return nil, fmt.Errorf("spill index segments: %w", err)
+		return fmt.Errorf("spill index segments: %w", err)
 	}
 	size, err := s.f.Seek(0, io.SeekCurrent)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r := bufio.NewReaderSize(io.NewSectionReader(s.f, 0, size), 64<<10)
-	field := func(limit uint64) ([]byte, error) {
+	field := func(limit uint64, keep bool) ([]byte, error) {
 		l, err := binary.ReadUvarint(r)
 		if err != nil || l > limit {
 			return nil, fmt.Errorf("read index spill file: bad length (%v)", err)
+		}
+		if !keep {
+			if _, err := r.Discard(int(l)); err != nil {
+				return nil, fmt.Errorf("read index spill file: %w", err)
+			}
+			return nil, nil
 		}
 		b := make([]byte, l)
 		if _, err := io.ReadFull(r, b); err != nil {
@@ -206,34 +228,96 @@ func (s *segmentSpill) segments(n int) ([]fileindex.Segment, error) {
 		}
 		return b, nil
 	}
-	segs := make([]fileindex.Segment, 0, n)
-	for range n {
-		first, err := field(2 * MaxHeaderBody)
+	for i := range s.n {
+		keep := i >= from
+		first, err := field(2*MaxHeaderBody, keep)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		last, err := field(2 * MaxHeaderBody)
+		last, err := field(2*MaxHeaderBody, keep)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		count, err := binary.ReadUvarint(r)
 		if err != nil {
-			return nil, fmt.Errorf("read index spill file: %w", err)
+			return fmt.Errorf("read index spill file: %w", err)
 		}
-		data, err := field(fileindex.MaxSegmentRawBytes)
+		data, err := field(fileindex.MaxSegmentRawBytes, keep)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		segs = append(segs, fileindex.Segment{First: string(first), Last: string(last), Count: int(count), Data: data})
+		if !keep {
+			continue
+		}
+		if err := fn(i, fileindex.Segment{First: string(first), Last: string(last), Count: int(count), Data: data}); err != nil {
+			return err
+		}
 	}
-	return segs, nil
+	return nil
 }
 
+// handOver gives the file to a SessionResult: close no longer closes it.
+func (s *segmentSpill) handOver() { s.handed.Store(true) }
+
+// close closes the file unless a SessionResult holds it.
 func (s *segmentSpill) close() {
+	if s.handed.Load() {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.handed.Load() {
+		s.closeLocked()
+	}
+}
+
+// release closes the file, held or not.
+func (s *segmentSpill) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+}
+
+func (s *segmentSpill) closeLocked() {
 	if s.f != nil {
 		s.f.Close()
 		s.f = nil
 	}
+}
+
+// IndexSegments is a closed session's file index as its trailer holds it,
+// every entry's Loc and Hash set: what the catalog stores. It is read from
+// the writer's spill file when asked, a segment at a time, so that a
+// session of millions of files does not hold its index in memory to hand
+// it on. Close gives the file up.
+type IndexSegments struct {
+	spill *segmentSpill
+}
+
+// Len is the number of segments.
+func (x *IndexSegments) Len() int {
+	n, _, _ := x.spill.sizes()
+	return n
+}
+
+// Each calls fn with each segment from the from-th on, in order; fn may
+// keep them. It stops at fn's first error and returns it.
+func (x *IndexSegments) Each(from int, fn func(i int, seg fileindex.Segment) error) error {
+	return x.spill.each(from, fn)
+}
+
+// All reads every segment into memory: for sessions known to be small.
+func (x *IndexSegments) All() ([]fileindex.Segment, error) {
+	segs := make([]fileindex.Segment, 0, x.Len())
+	err := x.Each(0, func(_ int, seg fileindex.Segment) error {
+		segs = append(segs, seg)
+		return nil
+	})
+	return segs, err
+}
+
+// Close gives up the spill file; Each fails after it.
+func (x *IndexSegments) Close() error {
+	x.spill.release()
+	return nil
 }

@@ -332,7 +332,7 @@ func (v *volWriter) closePart(final bool) error {
 // final part, then the final PartEnd. A medium error anywhere in it
 // moves the whole trailer to the next volume (with the data blocks the
 // medium lost), since FORMAT.md keeps the index in the final part.
-func (v *volWriter) writeIndex(segs []fileindex.Segment, counts partCounts) error {
+func (v *volWriter) writeIndex(segs *segmentSpill, counts partCounts) error {
 	first := v.nextSeq
 	for {
 		err := v.writeTrailer(segs, counts)
@@ -345,14 +345,14 @@ func (v *volWriter) writeIndex(segs []fileindex.Segment, counts partCounts) erro
 	}
 }
 
-func (v *volWriter) writeTrailer(segs []fileindex.Segment, counts partCounts) error {
-	var total int64
-	for _, s := range segs {
-		total += HeaderSize + int64(len(s.Data)) + gcmTag
-		if len(s.Data)+gcmTag > maxPayload {
-			return v.sessionErr("internal error: index segment of %d bytes exceeds a block", len(s.Data))
-		}
+// writeTrailer writes the segments as the spill file gives them, one at a
+// time.
+func (v *volWriter) writeTrailer(segs *segmentSpill, counts partCounts) error {
+	n, bytes, largest := segs.sizes()
+	if largest+gcmTag > maxPayload {
+		return v.sessionErr("internal error: index segment of %d bytes exceeds a block", largest)
 	}
+	total := int64(n)*(HeaderSize+gcmTag) + bytes
 	if err := v.room(total); err != nil {
 		return err
 	}
@@ -366,11 +366,12 @@ func (v *volWriter) writeTrailer(segs []fileindex.Segment, counts partCounts) er
 		return err
 	}
 	var buf []byte
-	for _, seg := range segs {
+	err = segs.each(0, func(_ int, seg fileindex.Segment) error {
 		buf = s.seal(buf, BlockHeader{Kind: KindIndex, VolumeID: v.app.VolumeID(), SessionID: v.w.info.SessionID, Seq: v.nextSeq}, seg.Data)
-		if err := v.putBlock(buf, KindIndex, v.nextSeq, counts, false); err != nil {
-			return err
-		}
+		return v.putBlock(buf, KindIndex, v.nextSeq, counts, false)
+	})
+	if err != nil {
+		return err
 	}
 	v.counts = counts
 	return v.closePart(true)

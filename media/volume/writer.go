@@ -202,9 +202,9 @@ func (p PartResult) Ref() PartRef {
 // SessionResult is what a closed session wrote.
 type SessionResult struct {
 	Parts []PartResult
-	// Segments hold the session's file index, as written in its trailer,
-	// every entry's Loc and Hash set: what the catalog stores.
-	Segments     []fileindex.Segment
+	// Index is the session's file index, as written in its trailer. The
+	// caller closes it.
+	Index        *IndexSegments
 	Entries      int64
 	Files        int64
 	ContentBytes int64
@@ -644,18 +644,17 @@ func (w *SessionWriter) close() (*SessionResult, error) {
 	if err := w.failure(); err != nil {
 		return nil, err
 	}
-	segs, err := w.index.finish()
-	if err != nil {
+	if err := w.index.finish(); err != nil {
 		return nil, err
 	}
-	if err := w.vw.writeIndex(segs, partCounts{w.entries.Load(), w.files.Load(), w.content.Load()}); err != nil {
+	if err := w.vw.writeIndex(w.index.spill, partCounts{w.entries.Load(), w.files.Load(), w.content.Load()}); err != nil {
 		return nil, err
 	}
+	w.index.spill.handOver()
 	w.closed.Store(true)
-	w.index.spill.close()
 	p := w.Progress()
 	return &SessionResult{
-		Parts: w.vw.parts, Segments: segs,
+		Parts: w.vw.parts, Index: &IndexSegments{spill: w.index.spill},
 		Entries: p.Entries, Files: p.Files, ContentBytes: p.ContentBytes,
 		StreamBytes: p.StreamBytes, StoredBytes: p.StoredBytes, Blocks: p.Blocks,
 	}, nil
