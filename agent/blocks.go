@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairnbackup/cairn/chunk"
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/dropbehind"
 	"github.com/cairnbackup/cairn/media/volume"
 )
 
@@ -157,6 +158,12 @@ func blockClass(data int64, runs int, base *fileindex.BlockList) int {
 // again (resend), most often from the page cache.
 func (s *Source) sendRun(fd int, off, end int64, bits int, base *fileindex.BlockList, known map[[32]byte]int, bl *fileindex.BlockList, sessions map[[16]byte]uint32) (int64, error) {
 	rd := &fdReader{s: s, fd: fd, off: off, end: end}
+	if len(known) == 0 && dropbehind.Cold(fd, off, end) {
+		// Read once and sent as it is read: its pages go back behind the
+		// read. A file the client had in its cache keeps it.
+		rd.drop = dropbehind.NewWindow(off)
+		defer rd.drop.Done(fd, end) // after the cut stopped reading
+	}
 	// The read and the cut run ahead on the Stream's goroutine while this
 	// one hashes the whole content and frames the blocks; Stop before the
 	// caller closes fd.
@@ -391,6 +398,8 @@ type fdReader struct {
 	fd  int
 	off int64
 	end int64
+	// drop, when set, gives back the pages read behind the read.
+	drop *dropbehind.Window
 }
 
 func (r *fdReader) Read(p []byte) (int, error) {
@@ -403,6 +412,9 @@ func (r *fdReader) Read(p []byte) (int, error) {
 	p = p[:min(int64(len(p)), r.end-r.off)]
 	got, err := preadFull(r.fd, p, r.off, len(p))
 	r.off += int64(got)
+	if r.drop != nil {
+		r.drop.Passed(r.fd, r.off)
+	}
 	switch {
 	case err != nil:
 		return got, &readError{fmt.Errorf("read at offset %d: %w", r.off, err)}

@@ -1,16 +1,19 @@
 // Package dropbehind gives back the page cache a stream of a file has
 // passed: the volumes a storage node reads for a restore or a
-// consolidation, each byte once.
+// consolidation, and the large files an agent reads and sends whole, each
+// byte once.
 //
-// Left in the cache, those pages crowd out what the node reads again (the
-// index's pages, a spool) for data no one reads again soon. And on a
-// virtual machine whose balloon reports free memory to its host, as the
-// development machine's does, every page the cache takes from memory freed
-// a while ago costs a fault to the host, where a page given back a moment
-// earlier is taken again for nothing: reading a 655 MB volume from a
-// dropped cache took 0.06 to 1.07 s of system time, by how much of the
-// memory the host had taken back (bench/README.md, "Volumes' pages given
-// back as a restore passes them").
+// Left in the cache, those pages crowd out what the host reads again (a
+// client's own working set, a node's index pages, a spool) for data no one
+// reads again soon. A client's file is given back only if none of it was in
+// the cache when the backup came to it (Cold): a file the client uses
+// keeps its pages. And on a virtual machine whose balloon reports free
+// memory to its host, as the development machine's does, every page the
+// cache takes from memory freed a while ago costs a fault to the host,
+// where a page given back a moment earlier is taken again for nothing:
+// reading a 655 MB volume from a dropped cache took 0.06 to 1.07 s of
+// system time, by how much of the memory the host had taken back
+// (bench/README.md, "Volumes' pages given back as a restore passes them").
 //
 // Pages go back in chunks (fadvise DONTNEED), a chunk behind the stream,
 // so the kernel's read-ahead and the reads of the block that spans a
@@ -63,6 +66,29 @@ func (w *Window) Passed(fd int, at int64) {
 		// range starts where it may begin, so it goes next time.
 		w.from = max(w.from, (at-1)&^(largestFolio-1))
 	}
+}
+
+// Done says the stream has passed all it will of the file, up to end:
+// what it passed and did not give back yet goes now.
+func (w *Window) Done(fd int, end int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if end > w.from {
+		_ = unix.Fadvise(fd, w.from, end-w.from, unix.FADV_DONTNEED)
+		w.from = end &^ (pageSize - 1)
+	}
+}
+
+// Cold says whether none of [off, end) of the file is in the page cache:
+// a stream that finds it so leaves it so, and one that finds any of it
+// there leaves all of it, for whoever read it. Without cachestat (Linux
+// 6.5) it says no.
+func Cold(fd int, off, end int64) bool {
+	var cs unix.Cachestat_t
+	if err := unix.Cachestat(uint(fd), &unix.CachestatRange{Off: uint64(off), Len: uint64(end - off)}, &cs, 0); err != nil {
+		return false
+	}
+	return cs.Cache == 0
 }
 
 // Reader reads a file a stream passes over, giving back the pages of what

@@ -93,6 +93,17 @@ func TestWindowGivesBackChunksBehind(t *testing.T) {
 	if n := cached(t, f, 2*mib+Chunk, size-2*mib-Chunk); n != (size-2*mib-Chunk)/4096 {
 		t.Errorf("pages not passed after the seek left the cache: %d of %d kept", n, (size-2*mib-Chunk)/4096)
 	}
+	if Cold(fd, 0, size) || !Cold(fd, 2*mib, 2*mib+Chunk) {
+		t.Errorf("Cold of the file: %v, of what was given back: %v", Cold(fd, 0, size), Cold(fd, 2*mib, 2*mib+Chunk))
+	}
+	// Done gives back the rest, up to where the stream ends.
+	w.Done(fd, size-2*mib)
+	if n := cached(t, f, 2*mib, size-4*mib); n != 0 {
+		t.Errorf("%d pages the stream passed are still in the cache after Done", n)
+	}
+	if n := cached(t, f, size-2*mib, 2*mib); n != 2*mib/4096 {
+		t.Errorf("Done gave back pages past the stream's end: %d of %d kept", n, 2*mib/4096)
+	}
 }
 
 func TestReaderGivesBackWhatItPassed(t *testing.T) {
