@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairnbackup/cairn/fileindex"
+	"github.com/cairnbackup/cairn/internal/pagecachetest"
 )
 
 // pagesCached counts the pages of the file at p in the page cache.
@@ -19,11 +20,7 @@ func pagesCached(t *testing.T, p string) int {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var cs unix.Cachestat_t
-	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{}, &cs, 0); err != nil {
-		t.Fatalf("cachestat (Linux 6.5): %v", err)
-	}
-	return int(cs.Cache)
+	return pagecachetest.Cached(t, int(f.Fd()), 0, 0)
 }
 
 // setCached writes p's content to the disk, then drops its pages from the
@@ -52,17 +49,7 @@ func setCached(t *testing.T, p string, cached bool) {
 // cached keeps them, and an incremental, which may read a changed block
 // again, keeps them too.
 func TestBackupLeavesThePageCacheAsItFoundIt(t *testing.T) {
-	dir := t.TempDir()
-	var fs unix.Statfs_t
-	mustDo(t, unix.Statfs(dir, &fs))
-	if fs.Type == unix.TMPFS_MAGIC {
-		// tmpfs pages are the files; /var/tmp is on a disk.
-		var err error
-		if dir, err = os.MkdirTemp("/var/tmp", "cairn-dropbehind-"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-	}
+	dir := pagecachetest.Dir(t)
 	const size = 24 << 20
 	cold, hot := filepath.Join(dir, "cold.img"), filepath.Join(dir, "hot.db")
 	mustWrite(t, cold, randomBytes(1, size), 0o644)

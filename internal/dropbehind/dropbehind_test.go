@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/cairnbackup/cairn/internal/pagecachetest"
 )
 
 const mib = 1 << 20
@@ -18,18 +18,7 @@ const mib = 1 << 20
 // that all its pages are in the page cache and clean.
 func cachedFile(t *testing.T, size int) (*os.File, []byte) {
 	t.Helper()
-	dir := t.TempDir()
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		t.Fatal(err)
-	}
-	if fs.Type == unix.TMPFS_MAGIC {
-		var err error
-		if dir, err = os.MkdirTemp("/var/tmp", "cairn-dropbehind-"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-	}
+	dir := pagecachetest.Dir(t)
 	want := make([]byte, size)
 	rand.NewChaCha8([32]byte{7}).Read(want)
 	name := filepath.Join(dir, "volume")
@@ -56,11 +45,7 @@ func cachedFile(t *testing.T, size int) (*os.File, []byte) {
 // cached counts the pages of [off, off+n) of f in the page cache.
 func cached(t *testing.T, f *os.File, off, n int) int {
 	t.Helper()
-	var cs unix.Cachestat_t
-	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{Off: uint64(off), Len: uint64(n)}, &cs, 0); err != nil {
-		t.Fatalf("cachestat (Linux 6.5): %v", err)
-	}
-	return int(cs.Cache)
+	return pagecachetest.Cached(t, int(f.Fd()), int64(off), int64(n))
 }
 
 func TestWindowGivesBackChunksBehind(t *testing.T) {

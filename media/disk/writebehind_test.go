@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cairnbackup/cairn/internal/pagecachetest"
 )
 
 // TestWriteBehind: what an Appender wrote is on its way to the disk well
@@ -12,19 +14,8 @@ import (
 // last few megabytes dirty instead of all of it. The kernel alone would
 // keep a test's writes dirty for 30 seconds.
 func TestWriteBehind(t *testing.T) {
-	dir := t.TempDir()
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		t.Fatal(err)
-	}
-	if fs.Type == unix.TMPFS_MAGIC {
-		// A tmpfs has no disk to write behind to: /var/tmp is on one.
-		var err error
-		if dir, err = os.MkdirTemp("/var/tmp", "cairn-writebehind-"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-	}
+	// A tmpfs has no disk to write behind to.
+	dir := pagecachetest.Dir(t)
 	p := testPool(dir, 0)
 	a := newVolume(t, p, "Behind")
 	start := a.Offset()
