@@ -73,6 +73,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
+		res.Index.Close()
 		end = res.Parts[len(res.Parts)-1].End
 		stored += res.StoredBytes
 		if err := a.Close(); err != nil {

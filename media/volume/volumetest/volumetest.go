@@ -220,6 +220,7 @@ func write(t *testing.T, first volume.Appender, next func(volume.Appender) (volu
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { res.Index.Close() })
 	return info, res
 }
 
