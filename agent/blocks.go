@@ -411,10 +411,10 @@ func (r *fdReader) Read(p []byte) (int, error) {
 	}
 	p = p[:min(int64(len(p)), r.end-r.off)]
 	got, err := preadFull(r.fd, p, r.off, len(p))
-	r.off += int64(got)
 	if r.drop != nil {
-		r.drop.Passed(r.fd, r.off)
+		r.drop.Read(r.fd, r.off, r.off+int64(got))
 	}
+	r.off += int64(got)
 	switch {
 	case err != nil:
 		return got, &readError{fmt.Errorf("read at offset %d: %w", r.off, err)}

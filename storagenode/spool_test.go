@@ -128,6 +128,9 @@ func writeFiles(t *testing.T, first volume.Appender, opts volume.WriterOptions, 
 		}
 	}
 	res, err := w.Close()
+	if res != nil {
+		t.Cleanup(func() { res.Index.Close() })
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,28 +36,36 @@ const Chunk = 8 << 20
 type Window struct {
 	mu   sync.Mutex
 	from int64 // the first byte whose pages are kept
+	next int64 // where the last read ended
 }
 
 // NewWindow follows a stream that starts at off.
-func NewWindow(off int64) *Window { return &Window{from: off &^ (pageSize - 1)} }
+func NewWindow(off int64) *Window { return &Window{from: off &^ (pageSize - 1), next: off} }
 
 var pageSize = int64(os.Getpagesize())
 
-// largestFolio is the most the page cache may hold a file's pages in one
-// piece (a transparent huge page, 2 MiB on x86-64): DONTNEED leaves a
-// piece that lies partly outside the range given.
+// largestFolio is the most the page cache holds of a file's pages in one
+// piece on x86-64 (a transparent huge page): DONTNEED leaves a piece that
+// lies partly outside the range given. Larger pieces elsewhere (arm64
+// with 64 KiB pages) leave some pages at each cut: cache, not data.
 const largestFolio = 2 << 20
 
-// Passed says the stream is done with what lies before at: once a chunk
-// lies between what was given back and at, its pages go. A stream that
-// goes back (a seek) starts again from there; what it skipped stays in
-// the cache.
-func (w *Window) Passed(fd int, at int64) {
-	at &^= pageSize - 1
+// Read says the stream has read [off, end): once a chunk lies between what
+// was given back and off, its pages go. A stream that goes back (a seek)
+// starts again from there, and one that jumps ahead gives back what it
+// read before the jump: what it jumped over, another stream may be
+// reading.
+func (w *Window) Read(fd int, off, end int64) {
+	at := off &^ (pageSize - 1)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
 	case at < w.from:
+		w.from = at
+	case off > w.next:
+		if read := w.next &^ (pageSize - 1); read > w.from {
+			_ = unix.Fadvise(fd, w.from, read-w.from, unix.FADV_DONTNEED)
+		}
 		w.from = at
 	case at-w.from >= Chunk:
 		// Advice only: a failure costs nothing but the cache.
@@ -66,6 +74,7 @@ func (w *Window) Passed(fd int, at int64) {
 		// range starts where it may begin, so it goes next time.
 		w.from = max(w.from, (at-1)&^(largestFolio-1))
 	}
+	w.next = end
 }
 
 // Done says the stream has passed all it will of the file, up to end:
@@ -107,7 +116,7 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	// The descriptor by SyscallConn: a Close meanwhile cannot hand its
 	// number to another file before the advice is given.
 	if rc, cerr := r.f.SyscallConn(); cerr == nil {
-		_ = rc.Control(func(fd uintptr) { r.w.Passed(int(fd), off) })
+		_ = rc.Control(func(fd uintptr) { r.w.Read(int(fd), off, off+int64(n)) })
 	}
 	return n, err
 }

@@ -53,27 +53,36 @@ func TestWindowGivesBackChunksBehind(t *testing.T) {
 	f, _ := cachedFile(t, size)
 	fd := int(f.Fd())
 	w := NewWindow(0)
-	w.Passed(fd, 4*mib)
-	if n := cached(t, f, 0, size); n != size/4096 {
-		t.Fatalf("less than a chunk passed, and %d of %d pages left the cache", size/4096-n, size/4096)
+	// read reads [off, end) in pieces of a MiB, as a stream does.
+	read := func(off, end int64) {
+		for ; off < end; off += mib {
+			w.Read(fd, off, min(off+mib, end))
+		}
 	}
-	w.Passed(fd, Chunk+4*mib+100)
-	if n := cached(t, f, 0, Chunk+4*mib); n != 0 {
-		t.Errorf("%d pages passed are still in the cache", n)
+	read(0, 4*mib)
+	if n := cached(t, f, 0, size); n != size/4096 {
+		t.Fatalf("less than a chunk read, and %d of %d pages left the cache", size/4096-n, size/4096)
+	}
+	read(4*mib, Chunk+5*mib)
+	// Less than a chunk stays behind the last read (at Chunk+4 MiB).
+	if n := cached(t, f, 0, 4*mib); n != 0 {
+		t.Errorf("%d pages read a chunk back are still in the cache", n)
+	}
+	if n := cached(t, f, 0, Chunk+4*mib); n >= Chunk/4096 {
+		t.Errorf("%d pages behind the last read are still in the cache, a chunk or more", n)
 	}
 	if n := cached(t, f, Chunk+4*mib, size-Chunk-4*mib); n != (size-Chunk-4*mib)/4096 {
 		t.Errorf("pages not passed left the cache: %d of %d kept", n, (size-Chunk-4*mib)/4096)
 	}
-	// Back to 2 MiB (a seek): from there on, what is passed goes, and
-	// nothing after what is passed.
+	// Back to 2 MiB (a seek): from there on, what is read goes, and
+	// nothing after it.
 	io.Copy(io.Discard, io.NewSectionReader(f, 0, size))
-	w.Passed(fd, 2*mib)
-	w.Passed(fd, 2*mib+Chunk)
+	read(2*mib, 2*mib+Chunk+mib)
 	if n := cached(t, f, 0, 2*mib); n != 2*mib/4096 {
 		t.Errorf("pages before the seek left the cache: %d of %d kept", n, 2*mib/4096)
 	}
 	if n := cached(t, f, 2*mib, Chunk); n != 0 {
-		t.Errorf("%d pages passed after the seek are still in the cache", n)
+		t.Errorf("%d pages read after the seek are still in the cache", n)
 	}
 	if n := cached(t, f, 2*mib+Chunk, size-2*mib-Chunk); n != (size-2*mib-Chunk)/4096 {
 		t.Errorf("pages not passed after the seek left the cache: %d of %d kept", n, (size-2*mib-Chunk)/4096)
@@ -81,9 +90,21 @@ func TestWindowGivesBackChunksBehind(t *testing.T) {
 	if Cold(fd, 0, size) || !Cold(fd, 2*mib, 2*mib+Chunk) {
 		t.Errorf("Cold of the file: %v, of what was given back: %v", Cold(fd, 0, size), Cold(fd, 2*mib, 2*mib+Chunk))
 	}
+	// A jump ahead to 24 MiB: what was read before it goes, what was
+	// jumped over stays (another stream may be reading it).
+	io.Copy(io.Discard, io.NewSectionReader(f, 0, size))
+	read(24*mib, 26*mib)
+	// The stream had read to 11 MiB and given back up to 8: [8, 10) goes
+	// now, and [10, 12) in one 2 MiB folio, half of it read, stays.
+	if n := cached(t, f, 8*mib, 2*mib); n != 0 {
+		t.Errorf("%d pages read before the jump are still in the cache", n)
+	}
+	if n := cached(t, f, 12*mib, 12*mib); n != 12*mib/4096 {
+		t.Errorf("the jump gave back pages it went over: %d of %d kept", n, 12*mib/4096)
+	}
 	// Done gives back the rest, up to where the stream ends.
 	w.Done(fd, size-2*mib)
-	if n := cached(t, f, 2*mib, size-4*mib); n != 0 {
+	if n := cached(t, f, 24*mib, size-26*mib); n != 0 {
 		t.Errorf("%d pages the stream passed are still in the cache after Done", n)
 	}
 	if n := cached(t, f, size-2*mib, 2*mib); n != 2*mib/4096 {

@@ -100,6 +100,9 @@ func writeSession(t *testing.T, in volume.SessionInfo, key *volume.Key, first vo
 		t.Fatal(err)
 	}
 	res, err := w.Close()
+	if res != nil {
+		t.Cleanup(func() { res.Index.Close() })
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,6 +555,9 @@ func TestCrashLeavesTornPart(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := w.Close()
+	if res != nil {
+		t.Cleanup(func() { res.Index.Close() })
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,9 @@ func TestSmallSessionsCostWhatTheyHold(t *testing.T) {
 			t.Fatal(err)
 		}
 		res, err := w.Close()
+		if res != nil {
+			t.Cleanup(func() { res.Index.Close() })
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,6 +118,9 @@ func TestFormat1VolumeKeepsItsLayout(t *testing.T) {
 			t.Fatal(err)
 		}
 		res, err := w.Close()
+		if res != nil {
+			t.Cleanup(func() { res.Index.Close() })
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -180,7 +180,11 @@ func session(t *testing.T, id uuid.UUID, first volume.Appender, next func(volume
 			return nil, err
 		}
 	}
-	return w.Close()
+	res, err := w.Close()
+	if res != nil {
+		t.Cleanup(func() { res.Index.Close() })
+	}
+	return res, err
 }
 
 // locations are where the session's entries lie, from its index.

@@ -187,6 +187,9 @@ func writeSession(t testing.TB, key *Key, info SessionInfo, first Appender, opts
 		}
 	}
 	res, err := w.Close()
+	if res != nil {
+		t.Cleanup(func() { res.Index.Close() })
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

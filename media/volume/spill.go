@@ -257,7 +257,16 @@ func (s *segmentSpill) each(from int, fn func(i int, seg fileindex.Segment) erro
 }
 
 // handOver gives the file to a SessionResult: close no longer closes it.
-func (s *segmentSpill) handOver() { s.handed.Store(true) }
+// An Abort that closed it first fails the Close that hands it over.
+func (s *segmentSpill) handOver() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return errSpillClosed
+	}
+	s.handed.Store(true)
+	return nil
+}
 
 // close closes the file unless a SessionResult holds it.
 func (s *segmentSpill) close() {

@@ -650,7 +650,9 @@ func (w *SessionWriter) close() (*SessionResult, error) {
 	if err := w.vw.writeIndex(w.index.spill, partCounts{w.entries.Load(), w.files.Load(), w.content.Load()}); err != nil {
 		return nil, err
 	}
-	w.index.spill.handOver()
+	if err := w.index.spill.handOver(); err != nil {
+		return nil, fmt.Errorf("session %s: file index: %w", w.info.SessionID, err)
+	}
 	w.closed.Store(true)
 	p := w.Progress()
 	return &SessionResult{
@@ -668,7 +670,9 @@ func (w *SessionWriter) segmentBytes() int {
 
 // Abort stops the workers and returns once nothing more will be written.
 // What was written stays; the caller truncates it. Safe to call more than
-// once and after Close.
+// once and after Close. While Close writes the trailer, Abort waits for it
+// (the trailer is read from the spill file, which Abort closes); a Close
+// that has not yet handed the index over then fails.
 func (w *SessionWriter) Abort() {
 	w.doneOnce.Do(func() { close(w.done) })
 	w.wg.Wait()
