@@ -11,9 +11,10 @@
 // memory to its host, as the development machine's does, every page the
 // cache takes from memory freed a while ago costs a fault to the host,
 // where a page given back a moment earlier is taken again for nothing:
-// reading a 655 MB volume from a dropped cache took 0.06 to 1.07 s of
-// system time, by how much of the memory the host had taken back
-// (bench/README.md, "Volumes' pages given back as a restore passes them").
+// reading a 697 MB volume from a dropped cache took 0.06-0.71 s of system
+// time at once and 1.02-1.14 s once the host had taken the freed memory
+// (bench/coldpages.sh; bench/README.md, "Volumes' pages given back as a
+// restore passes them").
 //
 // Pages go back in chunks (fadvise DONTNEED), a chunk behind the stream,
 // so the kernel's read-ahead and the reads of the block that spans a
