@@ -24,6 +24,7 @@ package dropbehind
 import (
 	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -105,20 +106,22 @@ func Cold(fd int, off, end int64) bool {
 // lies a chunk behind each read.
 type Reader struct {
 	f *os.File
-	w Window
+	// rc gives the advice the descriptor: a Close meanwhile cannot hand
+	// its number to another file before the advice is given.
+	rc syscall.RawConn
+	w  Window
 }
 
 // NewReader reads f.
-func NewReader(f *os.File) *Reader { return &Reader{f: f} }
+func NewReader(f *os.File) *Reader {
+	rc, _ := f.SyscallConn() // an *os.File always has one
+	return &Reader{f: f, rc: rc}
+}
 
 // ReadAt reads as f's ReadAt does.
 func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	n, err := r.f.ReadAt(p, off)
-	// The descriptor by SyscallConn: a Close meanwhile cannot hand its
-	// number to another file before the advice is given.
-	if rc, cerr := r.f.SyscallConn(); cerr == nil {
-		_ = rc.Control(func(fd uintptr) { r.w.Read(int(fd), off, off+int64(n)) })
-	}
+	_ = r.rc.Control(func(fd uintptr) { r.w.Read(int(fd), off, off+int64(n)) })
 	return n, err
 }
 
